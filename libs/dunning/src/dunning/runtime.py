@@ -1,0 +1,144 @@
+"""Run a service process: its HTTP API, consumer runners, outbox relay and loops, in one event loop.
+
+SIGTERM/SIGINT drain: the HTTP server stops taking requests, consumers finish and commit the batch
+in flight, loops finish their tick, the relay publishes what it holds; then clients close and the
+process exits — well inside a pod's termination grace period.
+"""
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import asyncpg
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+
+from dunning.db import create_pool, migrate
+from dunning.kafka import make_producer
+from dunning.logging import configure_logging, get_logger
+from dunning.outbox import OutboxRelay
+from dunning.settings import CommonSettings
+from dunning.tracing import configure_tracing
+
+log = get_logger(__name__)
+
+
+class Worker(Protocol):
+    async def run(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Service:
+    """What a service's bootstrap builds: everything the process runs."""
+
+    name: str
+    settings: CommonSettings
+    pool: asyncpg.Pool
+    producer: AIOKafkaProducer
+    app: FastAPI | None = None
+    workers: list[Worker] = field(default_factory=list)
+    relay: OutboxRelay | None = None
+    on_close: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):  # the runtime owns the signals, so it can drain in order
+        yield
+
+
+async def open_infrastructure(settings: CommonSettings) -> tuple[asyncpg.Pool, AIOKafkaProducer]:
+    pool = await create_pool(settings.database_url, settings.db_schema,
+                             min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    producer = make_producer(settings.kafka_bootstrap_servers, settings.service_name)
+    await producer.start()
+    return pool, producer
+
+
+def relay_for(settings: CommonSettings, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> OutboxRelay | None:
+    if not settings.relay_enabled:
+        return None
+    return OutboxRelay(pool, producer, settings.db_schema, batch_size=settings.relay_batch_size,
+                       poll_seconds=settings.relay_poll_seconds)
+
+
+async def run_service(service: Service) -> None:
+    settings = service.settings
+    loop = asyncio.get_running_loop()
+    server = None
+    if service.app is not None:
+        server = _Server(uvicorn.Config(service.app, host=settings.http_host, port=settings.http_port,
+                                        log_config=None, access_log=False, lifespan="on"))
+    workers: list[Worker] = list(service.workers) + ([service.relay] if service.relay else [])
+    stopping = asyncio.Event()
+
+    def _stop(signame: str) -> None:
+        if stopping.is_set():
+            return
+        log.info("service.draining", signal=signame)
+        stopping.set()
+        if server is not None:
+            server.should_exit = True
+        for worker in service.workers:
+            worker.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _stop, sig.name)
+
+    tasks = [asyncio.create_task(w.run(), name=type(w).__name__) for w in workers]
+    if server is not None:
+        tasks.append(asyncio.create_task(server.serve(), name="http"))
+    log.info("service.started", port=settings.http_port if server else None, workers=[t.get_name() for t in tasks])
+    try:
+        done, _ = await asyncio.wait([*tasks, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task in tasks and task.exception() is not None:
+                log.error("service.worker.crashed", worker=task.get_name(), error=repr(task.exception()))
+                _stop("worker-crash")
+                raise task.exception()
+        _stop("finished")
+        # Everything but the relay first; then the relay flushes what the drain wrote.
+        others = [t for t, w in zip(tasks, workers + [None]) if w is not service.relay]
+        await asyncio.wait_for(asyncio.gather(*others, return_exceptions=True), timeout=20)
+        if service.relay is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(service.relay.publish_once(), timeout=5)
+            service.relay.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for close in service.on_close:
+            with contextlib.suppress(Exception):
+                await close()
+        with contextlib.suppress(Exception):
+            await service.producer.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(service.pool.close(), timeout=5)
+        log.info("service.stopped")
+
+
+def main(settings: CommonSettings, migrations_dir: Path,
+         bootstrap: Callable[[CommonSettings], Awaitable[Service]]) -> None:
+    """Entry point of a service process: logs, traces, migrations, bootstrap, run."""
+    configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name, settings.otel_traces_exporter)
+    migrate(settings.database_url, settings.db_schema, migrations_dir)
+
+    async def _main() -> None:
+        service = await bootstrap(settings)
+        await run_service(service)
+
+    try:
+        import uvloop
+
+        uvloop.run(_main())
+    except ImportError:  # pragma: no cover
+        asyncio.run(_main())

@@ -1,0 +1,44 @@
+"""Settings shared by every service; each service subclasses with its own env prefix.
+
+`DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS` are read without a prefix (one server for the whole
+stack); everything service-specific carries the service's prefix, e.g. `SCHEDULER_HTTP_PORT`.
+Settings are read once, at start-up, by the service's bootstrap.
+"""
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    service_name: str = "dunning"
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/dunning",
+        validation_alias=AliasChoices("DATABASE_URL"),
+    )
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    # The PostgreSQL schema that holds this service's tables (one schema per service).
+    db_schema: str = "public"
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+
+    log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL"))
+    # "none", "console" (spans as JSON lines on stderr) or "otlp" if an exporter is installed.
+    otel_traces_exporter: str = Field("none", validation_alias=AliasChoices("OTEL_TRACES_EXPORTER"))
+
+    # Consumer runner.
+    consumer_batch_max: int = 500
+    consumer_fetch_wait_ms: int = 50
+    consumer_max_infra_retries: int = 8
+    consumer_handler_attempts: int = 3
+
+    # Outbox relay.
+    relay_enabled: bool = True
+    relay_batch_size: int = 2000
+    relay_poll_seconds: float = 0.5
