@@ -54,7 +54,8 @@ class ConsumerRunner:
     def __init__(self, *, name: str, pool: asyncpg.Pool, bootstrap_servers: str, group_id: str,
                  topics: list[str], handlers: dict[str, Handler], batch_max: int = 500,
                  fetch_wait_ms: int = 50, max_infra_retries: int = 8, handler_attempts: int = 3,
-                 client_id: str | None = None):
+                 client_id: str | None = None, session_timeout_ms: int = 6000,
+                 rebalance_timeout_ms: int = 1000):
         self.name = name
         self.pool = pool
         self.bootstrap_servers = bootstrap_servers
@@ -66,6 +67,10 @@ class ConsumerRunner:
         self.max_infra_retries = max_infra_retries
         self.handler_attempts = handler_attempts
         self.client_id = client_id or group_id
+        # Short group timeouts: a replica that dies is replaced within seconds (Tansu, like Kafka,
+        # waits for the session to expire before handing its partitions to another member).
+        self.session_timeout_ms = session_timeout_ms
+        self.rebalance_timeout_ms = rebalance_timeout_ms
         self._stopping = asyncio.Event()
         self.processed = 0
         self.dead_lettered = 0
@@ -85,6 +90,10 @@ class ConsumerRunner:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self.fetch_wait_ms,
             max_poll_records=self.batch_max,
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=max(self.session_timeout_ms // 6, 100),
+            rebalance_timeout_ms=self.rebalance_timeout_ms,
+            max_poll_interval_ms=120_000,
         )
 
     async def run(self) -> None:

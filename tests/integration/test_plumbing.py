@@ -1,0 +1,192 @@
+"""The shared plumbing on a real PostgreSQL and a real Kafka-protocol broker:
+outbox relay (order per key, several relays), consumer runner (inbox dedupe, retries, dead letters)."""
+
+import asyncio
+import copy
+import json
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from dunning import outbox
+from dunning.consumer import DEAD_LETTER_TOPIC, ConsumerRunner, Rejected
+from dunning.db import create_pool
+from dunning.events import decode, new_event, schemas_dir
+from dunning.ids import new_id
+from dunning.kafka import make_producer
+from dunning.outbox import OutboxRelay
+
+pytestmark = pytest.mark.integration
+MIGRATIONS = Path(__file__).with_name("plumbing_migrations")
+INVOICES = "dunning.invoices.v1"
+
+
+def invoice_issued(invoice_id: str | None = None) -> dict:
+    example = json.loads((schemas_dir() / "examples/InvoiceIssued/1/eur-invoice.json").read_text())
+    data = copy.deepcopy(example["data"])
+    data["invoice_id"] = invoice_id or new_id("inv")
+    return new_event("dunning.InvoiceIssued.v1", data, source="/invoice-ingest",
+                     subject=data["invoice_id"], tenant_id=data["tenant_id"])
+
+
+async def read_topic(bootstrap: str, topic: str, want, timeout: float = 20.0) -> list:
+    """Consume a topic from the start with a fresh group until `want(records)` holds."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"t-{uuid.uuid4().hex}",
+                                auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=50)
+    await consumer.start()
+    records = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline and not want(records):
+            batch = await consumer.getmany(timeout_ms=200)
+            for recs in batch.values():
+                records.extend(recs)
+        return records
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture
+async def pool(infra, migrated):
+    schema = migrated(MIGRATIONS)
+    pool = await create_pool(infra.database_url, schema)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def producer(infra):
+    producer = make_producer(infra.kafka_bootstrap_servers, "test")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+async def test_two_relays_publish_every_row_in_order_per_key(infra, pool, producer):
+    keys = [new_id("inv") for _ in range(5)]
+    events = {k: [invoice_issued(k) for _ in range(40)] for k in keys}
+    async with pool.acquire() as conn, conn.transaction():
+        for i in range(40):  # interleave keys, as concurrent requests would
+            await outbox.add_many(conn, [events[k][i] for k in keys])
+    schema = await pool.fetchval("SELECT current_schema()")
+    relays = [OutboxRelay(pool, producer, schema, batch_size=17) for _ in range(2)]
+    while await pool.fetchval("SELECT count(*) FROM outbox"):
+        await asyncio.gather(*(r.publish_once() for r in relays))
+    assert sum(r.published for r in relays) == 200
+
+    wanted = {e["id"] for evs in events.values() for e in evs}
+    records = await read_topic(infra.kafka_bootstrap_servers, INVOICES,
+                               lambda recs: wanted <= {orjson.loads(r.value)["id"] for r in recs})
+    for key in keys:
+        got = [orjson.loads(r.value)["id"] for r in records if r.key == key.encode()]
+        assert got == [e["id"] for e in events[key]], "one invoice's events must stay in order"
+
+
+async def _run(runner: ConsumerRunner, until, timeout: float = 40.0):
+    task = asyncio.create_task(runner.run())
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline and not await until():
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.05)
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 40)
+
+
+async def test_consumer_applies_each_event_once_and_dead_letters_poison(infra, pool, producer):
+    calls = {"flaky": 0}
+
+    async def handle(conn, event):
+        invoice_id = event.data["invoice_id"]
+        if event.data["metadata"].get("behaviour") == "rejected":
+            raise Rejected("no such customer")
+        if event.data["metadata"].get("behaviour") == "bug":
+            raise KeyError("always broken")
+        if event.data["metadata"].get("behaviour") == "flaky" and calls["flaky"] == 0:
+            calls["flaky"] += 1
+            raise RuntimeError("transient handler error")
+        await conn.execute("INSERT INTO applied (event_id, invoice_id) VALUES ($1, $2)", event.id, invoice_id)
+
+    key = new_id("inv")  # one partition: poison must not block what follows it
+    good, dup_of_good = invoice_issued(key), None
+    dup_of_good = dict(good)
+    flaky, rejected, bug, after = (invoice_issued(key) for _ in range(4))
+    flaky["data"]["metadata"] = {"behaviour": "flaky"}
+    rejected["data"]["metadata"] = {"behaviour": "rejected"}
+    bug["data"]["metadata"] = {"behaviour": "bug"}
+    invalid = invoice_issued(key)
+    invalid["data"]["amount_due"] = 12.5  # a float: invalid against the schema
+    for value in [orjson.dumps(good), b"{not json", orjson.dumps(invalid), orjson.dumps(dup_of_good),
+                  orjson.dumps(flaky), orjson.dumps(rejected), orjson.dumps(bug), orjson.dumps(after)]:
+        await producer.send_and_wait(INVOICES, value=value, key=key.encode())
+
+    runner = ConsumerRunner(name="t", pool=pool, bootstrap_servers=infra.kafka_bootstrap_servers,
+                            group_id=f"t-{uuid.uuid4().hex}", topics=[INVOICES],
+                            handlers={"dunning.InvoiceIssued.v1": handle})
+
+    async def done():
+        return await pool.fetchval("SELECT count(*) FROM applied WHERE invoice_id = $1", key) >= 3 and \
+            await pool.fetchval("SELECT count(*) FROM outbox WHERE topic = $1 AND key = $2", DEAD_LETTER_TOPIC, key) >= 4
+
+    await _run(runner, done)
+    applied = [r["event_id"] for r in await pool.fetch(
+        "SELECT event_id::text FROM applied WHERE invoice_id = $1 ORDER BY applied_at", key)]
+    assert sorted(applied) == sorted([good["id"], flaky["id"], after["id"]])
+    dead = await pool.fetch("SELECT headers, payload FROM outbox WHERE topic = $1 AND key = $2 ORDER BY id",
+                            DEAD_LETTER_TOPIC, key)
+    reasons = [d["headers"]["x-dlq-reason"] for d in dead]
+    assert reasons == ["invalid", "invalid", "rejected", "handler_error"]
+    assert bytes(dead[0]["payload"]) == b"{not json"
+    assert dead[2]["headers"]["x-dlq-error"] == "no such customer"
+    statuses = dict(await pool.fetch("SELECT event_id::text, status FROM inbox WHERE event_id = ANY($1::uuid[])",
+                                     [rejected["id"], bug["id"]]))
+    assert set(statuses.values()) == {"dead_lettered"}
+
+
+async def test_infrastructure_error_retries_the_batch_and_offsets_follow_the_database(infra, pool, producer):
+    """An infrastructure error rolls the whole batch back and retries it: nothing is applied twice,
+    nothing is skipped, and the group's committed offsets move only once the database committed."""
+    key = new_id("inv")
+    events = [invoice_issued(key) for _ in range(5)]
+    for e in events:
+        await producer.send_and_wait(INVOICES, value=orjson.dumps(e), key=key.encode())
+    group = f"t-{uuid.uuid4().hex}"
+    failures = {"left": 1}
+
+    async def handle(conn, event):
+        if event.subject != key:
+            return
+        await conn.execute("INSERT INTO applied (event_id, invoice_id) VALUES ($1, $2)", event.id, key)
+        if event.id == events[3]["id"] and failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionResetError("database went away")  # after earlier rows were written
+
+    async def all_applied():
+        return await pool.fetchval("SELECT count(*) FROM applied WHERE invoice_id = $1", key) == 5
+
+    runner = ConsumerRunner(name="a", pool=pool, bootstrap_servers=infra.kafka_bootstrap_servers, group_id=group,
+                            topics=[INVOICES], handlers={"dunning.InvoiceIssued.v1": handle})
+    await _run(runner, all_applied)
+    assert failures["left"] == 0
+    rows = await pool.fetch("SELECT event_id::text FROM applied WHERE invoice_id = $1", key)
+    assert sorted(r["event_id"] for r in rows) == sorted(e["id"] for e in events)
+
+    # The group's committed position is past our messages: a restarted consumer gets none of them.
+    again = []
+
+    async def record(conn, event):
+        if event.subject == key:
+            again.append(event.id)
+
+    restarted = ConsumerRunner(name="b", pool=pool, bootstrap_servers=infra.kafka_bootstrap_servers, group_id=group,
+                               topics=[INVOICES], handlers={"dunning.InvoiceIssued.v1": record})
+    marker = invoice_issued(key)
+    await producer.send_and_wait(INVOICES, value=orjson.dumps(marker), key=key.encode())
+    await _run(restarted, lambda: asyncio.sleep(0.05, result=marker["id"] in again))
+    assert again == [marker["id"]], "only what came after the committed offset is delivered again"
