@@ -1,0 +1,179 @@
+"""The whole system as processes: infrastructure (embedded unless configured) plus the four services.
+
+Used by `make run`, the e2e tests, the demo and the bench, so all of them run the same thing.
+"""
+
+import asyncio
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from dunning.devstack.postgres import EmbeddedPostgres
+from dunning.devstack.procs import free_port, port_in_use, spawn, stop, wait_for_port
+from dunning.devstack.tansu import TansuBroker
+
+SERVICES = {  # name -> (python package, env prefix, default port)
+    "invoice-ingest": ("dunning_ingest", "INGEST_", 8001),
+    "scheduler": ("dunning_scheduler", "SCHEDULER_", 8002),
+    "notifier": ("dunning_notifier", "NOTIFIER_", 8003),
+    "reconciliation": ("dunning_reconciliation", "RECONCILIATION_", 8004),
+}
+
+
+@dataclass
+class Ports:
+    postgres: int = 54329
+    kafka: int = 19092
+    smtp: int = 1025
+    mail_api: int = 8025
+    services: dict[str, int] = field(default_factory=lambda: {n: p for n, (_, _, p) in SERVICES.items()})
+
+    @classmethod
+    def free(cls) -> "Ports":
+        return cls(free_port(), free_port(), free_port(), free_port(), {n: free_port() for n in SERVICES})
+
+
+@dataclass
+class ServiceProc:
+    name: str
+    replica: int
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    proc: object = None
+    restarts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class Stack:
+    def __init__(self, workdir: Path, ports: Ports, *, durable: bool = True, extra_env: dict[str, str] | None = None,
+                 replicas: dict[str, int] | None = None):
+        self.workdir = Path(workdir).resolve()
+        self.ports = ports
+        self.durable = durable
+        self.extra_env = extra_env or {}
+        self.replicas = replicas or {}
+        self.pg: EmbeddedPostgres | None = None
+        self.broker: TansuBroker | None = None
+        self.mail = None
+        self.database_url = os.environ.get("DATABASE_URL", "")
+        self.kafka_bootstrap_servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+        self.procs: list[ServiceProc] = []
+
+    # -- infrastructure ---------------------------------------------------------------------------
+    def start_infrastructure(self) -> None:
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        for what, port in (("SMTP", self.ports.smtp), ("mail API", self.ports.mail_api)):
+            if port_in_use(port):
+                raise SystemExit(f"port {port} ({what}) is in use: is another `make run` still running?")
+        if not self.database_url:
+            self.pg = EmbeddedPostgres(self.workdir / "pgdata", self.ports.postgres, durable=self.durable)
+            self.database_url = self.pg.start()
+        if not self.kafka_bootstrap_servers:
+            self.broker = TansuBroker(self.ports.kafka, log_path=self.workdir / "logs" / "tansu.log")
+            self.kafka_bootstrap_servers = self.broker.start()
+        self.mail = spawn([sys.executable, "-m", "dunning.devstack.mailserver", "--dir", str(self.workdir / "mail"),
+                           "--smtp-port", str(self.ports.smtp), "--http-port", str(self.ports.mail_api)],
+                          log_path=self.workdir / "logs" / "mailserver.log")
+        wait_for_port(self.ports.smtp, proc=self.mail, what="SMTP server")
+        wait_for_port(self.ports.mail_api, proc=self.mail, what="mail API")
+        from dunning.admin import migrate_all
+        from dunning.kafka import ensure_topics
+
+        asyncio.run(ensure_topics(self.kafka_bootstrap_servers))
+        migrate_all(self.database_url)
+
+    # -- services ---------------------------------------------------------------------------------
+    def service_env(self, name: str, port: int) -> dict[str, str]:
+        _, prefix, _ = SERVICES[name]
+        env = dict(os.environ)
+        env.update({
+            "DATABASE_URL": self.database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            f"{prefix}HTTP_PORT": str(port),
+            "NOTIFIER_SMTP_HOST": "127.0.0.1",
+            "NOTIFIER_SMTP_PORT": str(self.ports.smtp),
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(self.extra_env)
+        return env
+
+    def start_services(self) -> None:
+        for name in SERVICES:
+            for replica in range(self.replicas.get(name, 1)):
+                port = self.ports.services[name] if replica == 0 else free_port()
+                sp = ServiceProc(name, replica, port, self.service_env(name, port),
+                                 self.workdir / "logs" / f"{name}{'-' + str(replica) if replica else ''}.log")
+                self.procs.append(sp)
+                self.start(sp)
+        for sp in self.procs:
+            self.wait_ready(sp)
+
+    def start(self, sp: ServiceProc) -> None:
+        package = SERVICES[sp.name][0]
+        sp.proc = spawn([sys.executable, "-m", package], env=sp.env, log_path=sp.log_path)
+
+    def wait_ready(self, sp: ServiceProc, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sp.proc.poll() is not None:
+                tail = sp.log_path.read_text()[-3000:] if sp.log_path.exists() else ""
+                raise RuntimeError(f"{sp.name} exited with {sp.proc.returncode}:\n{tail}")
+            try:
+                if httpx.get(f"{sp.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{sp.name} not ready on {sp.url} after {timeout}s")
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports.services[name]}"
+
+    @property
+    def mail_api(self) -> str:
+        return f"http://127.0.0.1:{self.ports.mail_api}"
+
+    def restart_dead(self) -> list[str]:
+        """Supervise: start again any service process that died (what an orchestrator does)."""
+        restarted = []
+        for sp in self.procs:
+            if sp.proc is not None and sp.proc.poll() is not None:
+                sp.restarts += 1
+                self.start(sp)
+                restarted.append(f"{sp.name}#{sp.replica}")
+        return restarted
+
+    def stop_services(self) -> None:
+        for sp in self.procs:
+            if sp.proc is not None and sp.proc.poll() is None:
+                import signal
+
+                os.killpg(sp.proc.pid, signal.SIGTERM)
+        for sp in self.procs:
+            stop(sp.proc, timeout=30)
+
+    def stop(self) -> None:
+        self.stop_services()
+        stop(self.mail)
+        if self.broker:
+            self.broker.stop()
+        if self.pg:
+            self.pg.stop()
+
+    def env_file(self) -> dict[str, str]:
+        return {"DATABASE_URL": self.database_url, "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+                "MAIL_API": self.mail_api, **{f"{n.upper().replace('-', '_')}_URL": self.url(n) for n in SERVICES}}
+
+    def write_state(self, extra: dict | None = None) -> Path:
+        path = self.workdir / "stack.json"
+        path.write_text(json.dumps({**self.env_file(), **(extra or {})}, indent=2))
+        return path
