@@ -1,0 +1,1 @@
+"""reconciliation: matches payments (Stripe webhooks, the accounting API) to invoices and publishes PaymentReceived."""

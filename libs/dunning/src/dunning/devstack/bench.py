@@ -1,0 +1,230 @@
+"""`make bench`: throughput and latency of the whole system on this machine, everything local.
+
+Starts its own stack (embedded PostgreSQL with fsync on, Tansu, SMTP server, the four services as
+processes, on free ports) and prints:
+  1. invoices ingested per second through POST /v1/invoices            (target >= 1,000/s)
+  2. invoices ingested per second through POST /v1/invoices/bulk       (target >= 20,000/s)
+  3. payment acknowledged -> pending reminders cancelled, p50/p99      (target p99 <= 250 ms)
+  4. stages escalated per second, due timer -> StageEscalated on Kafka (target >= 5,000/s)
+  5. reminders delivered per second to the SMTP server
+Figures go to stdout and to .run/bench.json. Nothing here is asserted: tests never assert timings.
+"""
+
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from dunning.admin import create_tenant
+from dunning.devstack.procs import stop
+from dunning.devstack.stack import Ports, Stack
+
+N_SINGLE = int(os.environ.get("BENCH_SINGLE", 5000))
+N_BULK = int(os.environ.get("BENCH_BULK", 50000))
+N_CANCEL = int(os.environ.get("BENCH_CANCEL", 300))
+N_ESCALATE = int(os.environ.get("BENCH_ESCALATE", 20000))
+DELIVERY_WINDOW = float(os.environ.get("BENCH_DELIVERY_SECONDS", 20))
+
+
+def invoice(run: str, i: int, currency: str = "EUR", amount: str = "100.00") -> dict:
+    return {"external_id": f"B-{run}-{i}", "number": f"B-{run}-{i}", "currency": currency, "amount_due": amount,
+            "issue_date": date.today().isoformat(), "due_date": (date.today() + timedelta(days=30)).isoformat(),
+            "customer": {"external_id": f"C-{run}-{i % 500}", "name": f"Customer {i % 500}",
+                         "email": f"ap-{run}-{i % 500}@example.com", "locale": "en-GB", "timezone": "Europe/London"}}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+class Watcher:
+    """Consumes a topic from the start and keeps what the bench asks for."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex}",
+                                         auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=20)
+        self.events: list[tuple[float, dict]] = []
+        self._task = None
+
+    async def __aenter__(self):
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self):
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=5000)
+            now = time.time()
+            for records in batch.values():
+                for r in records:
+                    self.events.append((now, orjson.loads(r.value)))
+
+    async def __aexit__(self, *exc):
+        self._task.cancel()
+        await self.consumer.stop()
+
+    def of(self, event_type: str, tenant_id: str) -> list[tuple[float, dict]]:
+        return [(t, e) for t, e in self.events if e.get("type") == event_type and e.get("tenantid") == tenant_id]
+
+    async def wait_for(self, event_type: str, tenant_id: str, count: int, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.of(event_type, tenant_id)) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(self.of(event_type, tenant_id))}/{count} {event_type}")
+            await asyncio.sleep(0.1)
+
+
+async def bench_single(client: httpx.AsyncClient, url: str, auth: dict, run: str) -> float:
+    sem = asyncio.Semaphore(64)
+
+    async def one(i):
+        async with sem:
+            r = await client.post(f"{url}/v1/invoices", json=invoice(run, i), headers=auth)
+            assert r.status_code == 201, r.text
+
+    await asyncio.gather(*(one(i) for i in range(200)))  # warm-up
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(200, 200 + N_SINGLE)))
+    return N_SINGLE / (time.perf_counter() - start)
+
+
+async def bench_bulk(client: httpx.AsyncClient, url: str, auth: dict, run: str) -> float:
+    batches = [[invoice(run, i) for i in range(b, b + 10000)] for b in range(0, N_BULK, 10000)]
+    start = time.perf_counter()
+    for items in batches:
+        r = await client.post(f"{url}/v1/invoices/bulk", json={"invoices": items}, headers=auth, timeout=120)
+        assert r.status_code == 200, r.text[:500]
+        assert r.json()["summary"]["created"] == len(items), r.json()["summary"]
+    return N_BULK / (time.perf_counter() - start)
+
+
+async def bench_cancel(stack: Stack, client: httpx.AsyncClient, tenant: dict, watcher: Watcher) -> dict:
+    auth = {"Authorization": f"Bearer {tenant['api_key']}"}
+    run = uuid.uuid4().hex[:6]
+    items = [invoice(run, i) for i in range(N_CANCEL)]
+    r = await client.post(f"{stack.url('invoice-ingest')}/v1/invoices/bulk", json={"invoices": items}, headers=auth)
+    r.raise_for_status()
+    await watcher.wait_for("dunning.DunningPlanned.v1", tenant["tenant_id"], N_CANCEL)
+    await asyncio.sleep(1)
+    for i, item in enumerate(items):  # ~50 payments a second, as a busy payment processor would send
+        r = await client.post(f"{stack.url('reconciliation')}/v1/payments", headers=auth, json={
+            "invoice_external_id": item["external_id"], "amount": item["amount_due"], "currency": item["currency"],
+            "received_at": datetime.utcnow().isoformat() + "Z", "reference": f"PAY-{run}-{i}"})
+        assert r.status_code == 201, r.text
+        await asyncio.sleep(0.02)
+    await watcher.wait_for("dunning.StagesCancelled.v1", tenant["tenant_id"], N_CANCEL, timeout=60)
+    return {}
+
+
+def cancel_latencies(payments: Watcher, stages: Watcher, tenant_id: str) -> list[float]:
+    acked = {e["data"]["invoice_id"]: datetime.fromisoformat(e["data"]["acknowledged_at"])
+             for _, e in payments.of("dunning.PaymentReceived.v1", tenant_id)}
+    out = []
+    for _, e in stages.of("dunning.StagesCancelled.v1", tenant_id):
+        inv = e["data"]["invoice_id"]
+        if inv in acked:
+            out.append((datetime.fromisoformat(e["data"]["cancelled_at"]) - acked[inv]).total_seconds() * 1000)
+    return out
+
+
+async def main_async() -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="dunning-bench-"))
+    stack = Stack(workdir, Ports.free(), durable=True)
+    print(f"starting the stack in {workdir} ...", flush=True)
+    stack.start_infrastructure()
+    stack.start_services()
+    results: dict = {}
+    try:
+        tenant = await create_tenant(stack.database_url, "Bench Ltd")
+        auth = {"Authorization": f"Bearer {tenant['api_key']}"}
+        ingest = stack.url("invoice-ingest")
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            run = uuid.uuid4().hex[:6]
+            results["single_post_invoices_per_s"] = round(await bench_single(client, ingest, auth, run))
+            print(f"POST /v1/invoices          {results['single_post_invoices_per_s']:>8} invoices/s  (target >= 1,000)", flush=True)
+            results["bulk_invoices_per_s"] = round(await bench_bulk(client, ingest, auth, uuid.uuid4().hex[:6]))
+            print(f"POST /v1/invoices/bulk     {results['bulk_invoices_per_s']:>8} invoices/s  (target >= 20,000)", flush=True)
+
+            # Let the consumers catch up with what the ingest benches produced before measuring latency.
+            await asyncio.sleep(5)
+            tenant2 = await create_tenant(stack.database_url, "Bench Cancel Ltd")
+            async with Watcher(stack.kafka_bootstrap_servers, "dunning.stages.v1") as stages, \
+                    Watcher(stack.kafka_bootstrap_servers, "dunning.payments.v1") as payments:
+                await bench_cancel(stack, client, tenant2, stages)
+                await payments.wait_for("dunning.PaymentReceived.v1", tenant2["tenant_id"], N_CANCEL)
+                lat = cancel_latencies(payments, stages, tenant2["tenant_id"])
+            results["cancel_latency_ms"] = {"n": len(lat), "p50": round(statistics.median(lat), 1),
+                                            "p99": round(pct(lat, 0.99), 1), "max": round(max(lat), 1)}
+            c = results["cancel_latency_ms"]
+            print(f"payment ack -> cancelled   p50 {c['p50']} ms, p99 {c['p99']} ms, max {c['max']} ms over {c['n']}"
+                  " (target p99 <= 250 ms)", flush=True)
+
+            results.update(await bench_escalate_and_deliver(stack, client))
+    finally:
+        stack.stop()
+    return results
+
+
+async def bench_escalate_and_deliver(stack: Stack, client: httpx.AsyncClient) -> dict:
+    tenant = await create_tenant(stack.database_url, "Bench Escalation Ltd")
+    auth = {"Authorization": f"Bearer {tenant['api_key']}"}
+    out = {}
+    lead = 20
+    r = await client.put(f"{stack.url('scheduler')}/v1/policy", headers=auth, json={
+        "anchor": "issued_at", "stages": [{"name": "soft", "offset": f"PT{lead}S"}]})
+    r.raise_for_status()
+    notifier = [sp for sp in stack.procs if sp.name == "notifier"]
+    scheduler = [sp for sp in stack.procs if sp.name == "scheduler"]
+    for sp in notifier:  # deliveries are measured separately, after the escalation
+        stop(sp.proc)
+    async with Watcher(stack.kafka_bootstrap_servers, "dunning.stages.v1") as stages:
+        run = uuid.uuid4().hex[:6]
+        issued = time.time()
+        for b in range(0, N_ESCALATE, 10000):
+            items = [invoice(run, i) for i in range(b, min(b + 10000, N_ESCALATE))]
+            (await client.post(f"{stack.url('invoice-ingest')}/v1/invoices/bulk", json={"invoices": items},
+                               headers=auth, timeout=120)).raise_for_status()
+        await stages.wait_for("dunning.DunningPlanned.v1", tenant["tenant_id"], N_ESCALATE, timeout=300)
+        for sp in scheduler:  # hold the timers until they are all due, then measure the backlog drain
+            stop(sp.proc)
+        await asyncio.sleep(max(0.0, issued + lead + 12 - time.time()))
+        for sp in scheduler:
+            stack.start(sp)
+        await stages.wait_for("dunning.StageEscalated.v1", tenant["tenant_id"], N_ESCALATE, timeout=300)
+        times = [t for t, _ in stages.of("dunning.StageEscalated.v1", tenant["tenant_id"])]
+        out["escalated_stages_per_s"] = round((len(times) - 1) / max(max(times) - min(times), 1e-3))
+        print(f"due timer -> StageEscalated {out['escalated_stages_per_s']:>7} stages/s    (target >= 5,000)"
+              f" over {len(times)} stages", flush=True)
+    maildir = stack.workdir / "mail" / "new"
+    before = set(os.listdir(maildir)) if maildir.exists() else set()
+    for sp in notifier:
+        stack.start(sp)
+    await asyncio.sleep(DELIVERY_WINDOW)
+    stamps = sorted(os.stat(maildir / f).st_mtime for f in set(os.listdir(maildir)) - before)
+    if len(stamps) > 1:
+        out["reminders_delivered_per_s"] = round((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+        print(f"reminders -> SMTP server   {out['reminders_delivered_per_s']:>8} mails/s  over {len(stamps)} mails",
+              flush=True)
+    return out
+
+
+def main() -> None:
+    results = asyncio.run(main_async())
+    Path(".run").mkdir(exist_ok=True)
+    Path(".run/bench.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

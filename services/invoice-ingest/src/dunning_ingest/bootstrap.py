@@ -1,0 +1,49 @@
+"""The one place where invoice-ingest is wired: pool, producer, API, consumer, relay, housekeeping."""
+
+import asyncpg
+from fastapi import FastAPI
+
+from dunning.consumer import ConsumerRunner
+from dunning.runtime import Service, open_infrastructure, relay_for
+
+from dunning_ingest.api import Deps, create_app
+from dunning_ingest.auth import Authenticator
+from dunning_ingest.handlers import HANDLERS, TOPICS
+from dunning_ingest.housekeeping import Housekeeping
+from dunning_ingest.idempotency import IdempotencyStore
+from dunning_ingest.service import InvoiceService
+from dunning_ingest.settings import Settings
+
+
+def idempotency_store(settings: Settings, pool: asyncpg.Pool) -> IdempotencyStore:
+    return IdempotencyStore(pool, ttl_hours=settings.idempotency_ttl_hours,
+                            stale_seconds=settings.idempotency_stale_seconds)
+
+
+def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
+    invoices = InvoiceService(pool, idempotency_store(settings, pool))
+    return create_app(Deps(settings=settings, pool=pool, invoices=invoices,
+                           auth=Authenticator(pool, settings.auth_cache_seconds)))
+
+
+def build_consumer(settings: Settings, pool: asyncpg.Pool, *, group_id: str | None = None) -> ConsumerRunner:
+    return ConsumerRunner(
+        name="ingest-timeline", pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group_id or settings.consumer_group, topics=TOPICS, handlers=HANDLERS,
+        batch_max=settings.consumer_batch_max, fetch_wait_ms=settings.consumer_fetch_wait_ms,
+        max_infra_retries=settings.consumer_max_infra_retries, handler_attempts=settings.consumer_handler_attempts,
+        client_id=settings.service_name,
+    )
+
+
+async def bootstrap(settings: Settings) -> Service:
+    pool, producer = await open_infrastructure(settings)
+    housekeeping = Housekeeping(pool, idempotency_store(settings, pool),
+                                interval_seconds=settings.housekeeping_interval_seconds,
+                                inbox_retention_days=settings.inbox_retention_days)
+    return Service(
+        name=settings.service_name, settings=settings, pool=pool, producer=producer,
+        app=build_app(settings, pool),
+        workers=[build_consumer(settings, pool), housekeeping],
+        relay=relay_for(settings, pool, producer),
+    )

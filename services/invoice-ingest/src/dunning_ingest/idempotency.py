@@ -1,0 +1,94 @@
+"""Idempotency-Key with Stripe's semantics, per tenant, kept 24 hours.
+
+The first request with a key claims it (an autocommitted row holding the request's fingerprint)
+before doing any work, and stores its response in the transaction that does the work. A later
+request with the same key and the same fingerprint gets that response again, byte for byte, with
+`Idempotent-Replayed: true`; with a different fingerprint it gets 422; while the first request is
+still in flight it gets 409. Requests refused by validation never claim a key (as at Stripe), and a
+request that fails unexpectedly releases its claim so the client can retry.
+"""
+
+from typing import Any
+
+import asyncpg
+from fastapi import Request
+from fastapi.responses import Response
+
+from dunning.http import Problem
+
+PROBLEMS = "https://dunning.dev/problems/"
+MAX_KEY_LENGTH = 255
+
+
+def key_from(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not key.strip() or len(key) > MAX_KEY_LENGTH:
+        raise Problem(400, f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
+                      errors=[{"field": "Idempotency-Key", "message": f"must be 1 to {MAX_KEY_LENGTH} characters"}])
+    return key
+
+
+class IdempotencyStore:
+    def __init__(self, pool: asyncpg.Pool, *, ttl_hours: int = 24, stale_seconds: int = 60):
+        self.pool = pool
+        self.ttl_hours = ttl_hours
+        self.stale_seconds = stale_seconds
+
+    async def claim(self, tenant_id: str, key: str, fingerprint: bytes) -> Response | None:
+        """None: the caller owns the key and must do the work; otherwise the response to return."""
+        claimed = await self.pool.fetchval(
+            """
+            INSERT INTO idempotency_keys AS k (tenant_id, key, fingerprint) VALUES ($1, $2, $3)
+            ON CONFLICT (tenant_id, key) DO UPDATE
+               SET fingerprint = EXCLUDED.fingerprint, status = NULL, headers = NULL, body = NULL,
+                   created_at = now(), locked_at = now()
+             WHERE k.created_at < now() - make_interval(hours => $4)
+                OR (k.status IS NULL AND k.fingerprint = EXCLUDED.fingerprint
+                    AND k.locked_at < now() - make_interval(secs => $5))
+            RETURNING true
+            """,
+            tenant_id, key, fingerprint, self.ttl_hours, float(self.stale_seconds),
+        )
+        if claimed:
+            return None
+        row = await self.pool.fetchrow(
+            "SELECT fingerprint, status, headers, body FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+            tenant_id, key,
+        )
+        if row is None:  # released between the two statements: the first request failed; go again
+            return await self.claim(tenant_id, key, fingerprint)
+        if bytes(row["fingerprint"]) != fingerprint:
+            raise Problem(422, "This Idempotency-Key was already used with a different request; use a new key "
+                               "for a different request.", type_=PROBLEMS + "idempotency-key-reuse",
+                          title="Idempotency key reused",
+                          errors=[{"field": "Idempotency-Key", "message": "already used with a different request"}])
+        if row["status"] is None:
+            raise Problem(409, "A request with this Idempotency-Key is still being processed; retry shortly.",
+                          type_=PROBLEMS + "idempotency-key-in-flight", title="Request in flight",
+                          errors=[{"field": "Idempotency-Key", "message": "first request still in flight"}],
+                          headers={"Retry-After": "1"})
+        headers = dict(row["headers"] or {})
+        headers["Idempotent-Replayed"] = "true"
+        return Response(bytes(row["body"]), status_code=row["status"], headers=headers)
+
+    @staticmethod
+    async def complete(conn: asyncpg.Connection, tenant_id: str, key: str, status: int,
+                       headers: dict[str, Any], body: bytes) -> None:
+        """Store the response, in the transaction that did the work."""
+        await conn.execute(
+            "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 WHERE tenant_id = $1 AND key = $2",
+            tenant_id, key, status, headers, body,
+        )
+
+    async def release(self, tenant_id: str, key: str) -> None:
+        await self.pool.execute(
+            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status IS NULL", tenant_id, key
+        )
+
+    async def purge(self) -> int:
+        result = await self.pool.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)", self.ttl_hours
+        )
+        return int(result.split()[-1])

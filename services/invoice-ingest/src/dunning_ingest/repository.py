@@ -1,0 +1,237 @@
+"""SQL of invoice-ingest: customers, invoices, payments, the dunning timeline. Set-based where it counts.
+
+Every query is scoped by tenant. Bulk writes go through `unnest` arrays in one statement each,
+sorted by external id so concurrent imports lock rows in the same order (no deadlocks).
+"""
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+INVOICE_SELECT = """
+SELECT i.id, i.external_id, i.number, i.status, i.currency, i.amount_due, i.balance, i.issue_date,
+       i.due_date, i.payment_url, i.metadata, i.created_at, i.customer_id,
+       c.external_id AS customer_external_id, c.name AS customer_name, c.email AS customer_email,
+       c.locale AS customer_locale, c.timezone AS customer_timezone
+FROM invoices i JOIN customers c ON c.id = i.customer_id
+"""
+
+_CREATE_ONE = """
+WITH existing AS (
+    SELECT id, content_hash FROM invoices WHERE tenant_id = $1 AND external_id = $2
+), customer AS (
+    INSERT INTO customers AS c (id, tenant_id, external_id, name, email, locale, timezone)
+    SELECT $3, $1, $4, $5, $6, $7, $8 WHERE NOT EXISTS (SELECT 1 FROM existing)
+    ON CONFLICT (tenant_id, external_id) DO UPDATE
+       SET name = EXCLUDED.name, email = EXCLUDED.email, locale = EXCLUDED.locale,
+           timezone = EXCLUDED.timezone, updated_at = now()
+    RETURNING c.id
+), created AS (
+    INSERT INTO invoices (id, tenant_id, external_id, number, customer_id, currency, amount_due, balance,
+                          issue_date, due_date, payment_url, metadata, content_hash, created_at)
+    SELECT $9, $1, $2, $10, customer.id, $11, $12, $12, $13, $14, $15, $16, $17, $18 FROM customer
+    ON CONFLICT (tenant_id, external_id) DO NOTHING
+    RETURNING id, customer_id
+)
+SELECT (SELECT id FROM created) AS created_id, (SELECT customer_id FROM created) AS customer_id,
+       (SELECT id FROM existing) AS existing_id, (SELECT content_hash FROM existing) AS existing_hash
+"""
+
+
+async def create_one(conn: asyncpg.Connection, tenant_id: str, *, invoice_id: str, new_customer_id: str,
+                     inv: Any, content_hash: bytes, created_at: datetime) -> asyncpg.Record:
+    """Upsert the customer and insert the invoice unless (tenant, external_id) exists: one statement."""
+    cust = inv.customer
+    return await conn.fetchrow(
+        _CREATE_ONE, tenant_id, inv.external_id, new_customer_id, cust.external_id, cust.name, cust.email,
+        cust.locale, cust.timezone, invoice_id, inv.number, inv.currency, inv.amount_due, inv.issue_date,
+        inv.due_date, inv.payment_url, inv.metadata, content_hash, created_at,
+    )
+
+
+async def existing_by_external_id(conn: asyncpg.Connection, tenant_id: str,
+                                  external_ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+    rows = await conn.fetch(
+        "SELECT external_id, id, content_hash FROM invoices WHERE tenant_id = $1 AND external_id = ANY($2::text[])",
+        tenant_id, list(external_ids),
+    )
+    return {r["external_id"]: (r["id"], bytes(r["content_hash"])) for r in rows}
+
+
+async def upsert_customers(conn: asyncpg.Connection, tenant_id: str, rows: Sequence[tuple]) -> dict[str, str]:
+    """rows: (new id, external_id, name, email, locale, timezone); returns external_id -> customer id."""
+    if not rows:
+        return {}
+    cols = list(zip(*sorted(rows, key=lambda r: r[1])))
+    result = await conn.fetch(
+        """
+        INSERT INTO customers AS c (id, tenant_id, external_id, name, email, locale, timezone)
+        SELECT u.id, $1, u.external_id, u.name, u.email, u.locale, u.timezone
+        FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+             AS u(id, external_id, name, email, locale, timezone)
+        ON CONFLICT (tenant_id, external_id) DO UPDATE
+           SET name = EXCLUDED.name, email = EXCLUDED.email, locale = EXCLUDED.locale,
+               timezone = EXCLUDED.timezone, updated_at = now()
+        RETURNING c.external_id, c.id
+        """,
+        tenant_id, *[list(c) for c in cols],
+    )
+    return {r["external_id"]: r["id"] for r in result}
+
+
+async def insert_invoices(conn: asyncpg.Connection, tenant_id: str, created_at: datetime,
+                          rows: Sequence[tuple]) -> set[str]:
+    """rows: (id, external_id, number, customer_id, currency, amount_due, issue_date, due_date,
+    payment_url, metadata, content_hash), sorted by external_id; returns the ids actually inserted."""
+    if not rows:
+        return set()
+    cols = [list(c) for c in zip(*rows)]
+    result = await conn.fetch(
+        """
+        INSERT INTO invoices (id, tenant_id, external_id, number, customer_id, currency, amount_due, balance,
+                              issue_date, due_date, payment_url, metadata, content_hash, created_at)
+        SELECT u.id, $1, u.external_id, u.number, u.customer_id, u.currency, u.amount_due, u.amount_due,
+               u.issue_date, u.due_date, u.payment_url, u.metadata, u.content_hash, $2
+        FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::numeric[], $9::date[],
+                    $10::date[], $11::text[], $12::jsonb[], $13::bytea[])
+             AS u(id, external_id, number, customer_id, currency, amount_due, issue_date, due_date,
+                  payment_url, metadata, content_hash)
+        ON CONFLICT (tenant_id, external_id) DO NOTHING
+        RETURNING id
+        """,
+        tenant_id, created_at, *cols,
+    )
+    return {r["id"] for r in result}
+
+
+async def get_invoice(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(INVOICE_SELECT + " WHERE i.tenant_id = $1 AND i.id = $2", tenant_id, invoice_id)
+
+
+async def payments_of(conn: asyncpg.Connection, invoice_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM payments WHERE invoice_id = $1 ORDER BY acknowledged_at, payment_id", invoice_id
+    )
+
+
+async def timeline_of(conn: asyncpg.Connection, invoice_id: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    stages = await conn.fetch(
+        "SELECT * FROM stages WHERE invoice_id = $1 ORDER BY sequence NULLS LAST, scheduled_at NULLS LAST, stage_id",
+        invoice_id,
+    )
+    history = await conn.fetch(
+        "SELECT h.stage_id, h.state, h.at, h.reason FROM stage_history h JOIN stages s USING (stage_id)"
+        " WHERE s.invoice_id = $1 ORDER BY h.at, h.rank, h.state",
+        invoice_id,
+    ) if stages else []
+    return stages, history
+
+
+async def list_invoices(conn: asyncpg.Connection, tenant_id: str, *, status: str | None, customer: str | None,
+                        due_before: date | None, due_after: date | None, after_id: str | None,
+                        limit: int) -> list[asyncpg.Record]:
+    """Newest first (ids are time-ordered); `after_id` is the last id of the previous page."""
+    where, args = ["i.tenant_id = $1"], [tenant_id]
+    for clause, value in (("i.status = ${}", status), ("c.external_id = ${}", customer),
+                          ("i.due_date < ${}", due_before), ("i.due_date > ${}", due_after),
+                          ("i.id < ${}", after_id)):
+        if value is not None:
+            args.append(value)
+            where.append(clause.format(len(args)))
+    args.append(limit)
+    sql = f"{INVOICE_SELECT} WHERE {' AND '.join(where)} ORDER BY i.id DESC LIMIT ${len(args)}"
+    return await conn.fetch(sql, *args)
+
+
+# --- consumed events --------------------------------------------------------------------------
+
+async def invoice_ref(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT id, tenant_id, currency FROM invoices WHERE id = $1", invoice_id)
+
+
+async def record_payment(conn: asyncpg.Connection, d: dict[str, Any], amounts: dict[str, Decimal],
+                         received_at: datetime, acknowledged_at: datetime) -> bool:
+    """Insert the payment (idempotent by payment_id); True if it is new."""
+    return bool(await conn.fetchval(
+        """
+        INSERT INTO payments (payment_id, invoice_id, tenant_id, source, source_reference, currency, amount,
+                              amount_applied, balance_remaining, settled, received_at, acknowledged_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        ON CONFLICT (payment_id) DO NOTHING RETURNING true
+        """,
+        d["payment_id"], d["invoice_id"], d["tenant_id"], d["source"], d["source_reference"], d["currency"],
+        amounts["amount"], amounts["amount_applied"], amounts["balance_remaining"], d["settled"],
+        received_at, acknowledged_at,
+    ))
+
+
+async def apply_balance(conn: asyncpg.Connection, invoice_id: str, balance: Decimal, settled: bool,
+                        as_of: datetime, payment_id: str) -> bool:
+    """Set balance and status from this payment unless a later-acknowledged payment already did."""
+    result = await conn.execute(
+        """
+        UPDATE invoices
+           SET balance = $2,
+               status = CASE WHEN status = 'void' THEN 'void' WHEN $3 THEN 'paid' ELSE 'open' END,
+               balance_as_of = $4, balance_payment_id = $5
+         WHERE id = $1 AND (balance_as_of IS NULL OR (balance_as_of, balance_payment_id) < ($4, $5))
+        """,
+        invoice_id, balance, settled, as_of, payment_id,
+    )
+    return result.endswith(" 1")
+
+
+_OBSERVE = """
+INSERT INTO stages AS s (stage_id, invoice_id, tenant_id, stage, sequence, channel, scheduled_at, planned_at,
+                         state, rank, reason, changed_at)
+SELECT o.stage_id, $1, $2, o.stage, o.sequence, o.channel, o.scheduled_at, o.planned_at, o.state, o.rank,
+       o.reason, o.at
+FROM unnest($3::text[], $4::text[], $5::int[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[],
+            $10::smallint[], $11::text[], $12::timestamptz[])
+     AS o(stage_id, stage, sequence, channel, scheduled_at, planned_at, state, rank, reason, at)
+ON CONFLICT (stage_id) DO UPDATE SET
+    stage = CASE WHEN {replan} THEN EXCLUDED.stage ELSE s.stage END,
+    sequence = CASE WHEN {replan} THEN EXCLUDED.sequence ELSE COALESCE(s.sequence, EXCLUDED.sequence) END,
+    channel = CASE WHEN {replan} THEN EXCLUDED.channel ELSE s.channel END,
+    scheduled_at = CASE WHEN {replan} THEN EXCLUDED.scheduled_at
+                        ELSE COALESCE(s.scheduled_at, EXCLUDED.scheduled_at) END,
+    planned_at = GREATEST(s.planned_at, EXCLUDED.planned_at),
+    state = CASE WHEN {newer} THEN EXCLUDED.state ELSE s.state END,
+    rank = CASE WHEN {newer} THEN EXCLUDED.rank ELSE s.rank END,
+    reason = CASE WHEN {newer} THEN EXCLUDED.reason ELSE s.reason END,
+    changed_at = CASE WHEN {newer} THEN EXCLUDED.changed_at ELSE s.changed_at END
+WHERE s.invoice_id = EXCLUDED.invoice_id
+RETURNING s.stage_id
+""".format(
+    replan="(EXCLUDED.planned_at IS NOT NULL AND (s.planned_at IS NULL OR EXCLUDED.planned_at >= s.planned_at))",
+    newer="((EXCLUDED.rank, EXCLUDED.changed_at, EXCLUDED.state) > (s.rank, s.changed_at, s.state))",
+)
+
+
+async def observe_stages(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, event_id: str,
+                         rows: Sequence[tuple]) -> int:
+    """rows: (stage_id, stage, sequence, channel, scheduled_at, planned_at, state, rank, reason, at).
+
+    Upserts each stage (the highest (rank, at, state) observation is its state) and appends the
+    observation to the stage's history. Returns how many stages belong to this invoice.
+    """
+    if not rows:
+        return 0
+    cols = [list(c) for c in zip(*rows)]
+    applied = await conn.fetch(_OBSERVE, invoice_id, tenant_id, *cols)
+    mine = {r["stage_id"] for r in applied}
+    hist = [r for r in rows if r[0] in mine]
+    if hist:
+        await conn.execute(
+            "INSERT INTO stage_history (stage_id, event_id, state, rank, at, reason)"
+            " SELECT u.stage_id, $1, u.state, u.rank, u.at, u.reason"
+            " FROM unnest($2::text[], $3::text[], $4::smallint[], $5::timestamptz[], $6::text[])"
+            "      AS u(stage_id, state, rank, at, reason)"
+            " ON CONFLICT (stage_id, event_id) DO NOTHING",
+            event_id, [r[0] for r in hist], [r[6] for r in hist], [r[7] for r in hist], [r[9] for r in hist],
+            [r[8] for r in hist],
+        )
+    return len(mine)

@@ -1,0 +1,26 @@
+"""invoice-ingest settings: read once at start-up, env prefix INGEST_ (e.g. INGEST_HTTP_PORT)."""
+
+from pydantic_settings import SettingsConfigDict
+
+from dunning.settings import CommonSettings
+
+
+class Settings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore")
+
+    service_name: str = "invoice-ingest"
+    db_schema: str = "ingest"
+    http_port: int = 8001
+
+    consumer_group: str = "invoice-ingest"
+    # Idempotency-Key results are kept this long (Stripe: 24 h).
+    idempotency_ttl_hours: int = 24
+    # A key whose first request has been "in flight" this long is taken to be abandoned (the process
+    # died mid-request) and may be claimed again by a request with the same body.
+    idempotency_stale_seconds: int = 60
+    bulk_max_items: int = 10_000
+    bulk_max_bytes: int = 64 * 1024 * 1024
+    # API key -> tenant lookups are cached this long (a revoked key stops working within this time).
+    auth_cache_seconds: float = 5.0
+    housekeeping_interval_seconds: float = 600.0
+    inbox_retention_days: int = 14

@@ -1,0 +1,98 @@
+"""Fixtures for invoice-ingest tests: a migrated schema with two tenants, the ASGI app on httpx,
+invoice payloads, event builders (from the schema examples) and a helper that applies events the
+way the consumer runner does."""
+
+import copy
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from dunning import inbox, tenancy
+from dunning.db import create_pool
+from dunning.events import decode, dumps, new_event, schemas_dir, validate
+
+from dunning_ingest.bootstrap import build_app
+from dunning_ingest.handlers import HANDLERS
+from dunning_ingest.settings import Settings
+
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+TENANT, OTHER_TENANT = "ten_test01INGEST", "ten_test02INGEST"
+API_KEY, OTHER_KEY = "dk_testkey_ingest_0123456789", "dk_testkey_ingest_other_987654"
+
+
+@pytest.fixture
+def schema(migrated) -> str:
+    return migrated(MIGRATIONS)
+
+
+@pytest.fixture
+def settings(infra, schema) -> Settings:
+    return Settings(DATABASE_URL=infra.database_url, KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap_servers,
+                    db_schema=schema, consumer_group=f"ingest-{uuid.uuid4().hex[:8]}", auth_cache_seconds=0)
+
+
+@pytest.fixture
+async def pool(infra, schema):
+    pool = await create_pool(infra.database_url, schema, max_size=8)
+    async with pool.acquire() as conn:
+        await tenancy.provision(conn, TENANT, "Acme", API_KEY)
+        await tenancy.provision(conn, OTHER_TENANT, "Globex", OTHER_KEY)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def client(settings, pool):
+    app = build_app(settings, pool)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
+                                 headers={"Authorization": f"Bearer {API_KEY}"}) as c:
+        yield c
+
+
+def invoice_payload(external_id: str | None = None, **overrides) -> dict:
+    body = {
+        "external_id": external_id or f"in_{uuid.uuid4().hex[:12]}",
+        "number": "INV-2026-00412",
+        "customer": {"external_id": "cus_brandt", "name": "Brandt & Söhne GmbH", "email": "ap@brandt-soehne.de",
+                     "locale": "de-DE", "timezone": "Europe/Berlin"},
+        "currency": "EUR",
+        "amount_due": "1250.00",
+        "issue_date": "2026-11-02",
+        "due_date": "2026-11-16",
+        "payment_url": "https://invoice.example.com/i/412",
+        "metadata": {"po_number": "PO-88213"},
+    }
+    body.update(overrides)
+    return body
+
+
+async def outbox_events(pool, event_type: str | None = None) -> list[dict]:
+    rows = await pool.fetch("SELECT event_type, payload FROM outbox ORDER BY id")
+    return [orjson.loads(bytes(r["payload"])) for r in rows if event_type in (None, r["event_type"])]
+
+
+def example(name: str, file: str) -> dict:
+    return orjson.loads((schemas_dir() / f"examples/{name}/1/{file}").read_bytes())
+
+
+def event_like(name: str, file: str, *, tenant_id: str, invoice_id: str, **data) -> dict:
+    """A fresh event built with new_event from a schema example, pointed at our invoice."""
+    ex = example(name, file)
+    payload = copy.deepcopy(ex["data"])
+    payload.update(tenant_id=tenant_id, invoice_id=invoice_id, **data)
+    envelope = new_event(ex["type"], payload, source=ex["source"], subject=invoice_id, tenant_id=tenant_id)
+    validate(envelope)
+    return envelope
+
+
+async def apply(pool, envelope: dict, topic: str = "test") -> bool:
+    """Apply an event as the consumer runner does: decode (validates), inbox claim + handler, one transaction."""
+    event = decode(dumps(envelope))
+    async with pool.acquire() as conn, conn.transaction():
+        if not await inbox.claim(conn, event.id, event.type, topic):
+            return False
+        await HANDLERS[event.type](conn, event)
+    return True

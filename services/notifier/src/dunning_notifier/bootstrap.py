@@ -1,0 +1,45 @@
+"""Wiring: the one place where the notifier's adapters are built (pool, producer, SMTP, templates)."""
+
+from email.utils import parseaddr
+
+from dunning import runtime
+from dunning.consumer import ConsumerRunner
+from dunning_notifier.api import ApiDeps, create_app
+from dunning_notifier.channels import build_channels
+from dunning_notifier.dispatcher import Dispatcher
+from dunning_notifier.handlers import HANDLERS
+from dunning_notifier.rendering import Renderer
+from dunning_notifier.settings import Settings
+
+STAGES_TOPIC = "dunning.stages.v1"
+
+
+def build_dispatcher(pool, settings: Settings) -> Dispatcher:
+    renderer = Renderer(sender_name=parseaddr(settings.mail_from)[0] or "Accounts Receivable")
+    return Dispatcher(pool, settings, build_channels(settings, renderer))
+
+
+def build_consumer(pool, settings: Settings) -> ConsumerRunner:
+    return ConsumerRunner(
+        name="notifier.stages", pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.consumer_group, topics=[STAGES_TOPIC], handlers=HANDLERS,
+        batch_max=settings.consumer_batch_max, fetch_wait_ms=settings.consumer_fetch_wait_ms,
+        max_infra_retries=settings.consumer_max_infra_retries, handler_attempts=settings.consumer_handler_attempts,
+        client_id=settings.service_name,
+    )
+
+
+async def bootstrap(settings: Settings) -> runtime.Service:
+    pool, producer = await runtime.open_infrastructure(settings)
+    workers = [build_consumer(pool, settings)]
+    if settings.dispatcher_enabled:
+        workers.append(build_dispatcher(pool, settings))
+    return runtime.Service(
+        name=settings.service_name,
+        settings=settings,
+        pool=pool,
+        producer=producer,
+        app=create_app(ApiDeps(pool=pool, service_name=settings.service_name)),
+        workers=workers,
+        relay=runtime.relay_for(settings, pool, producer),
+    )

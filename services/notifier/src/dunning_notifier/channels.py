@@ -1,0 +1,224 @@
+"""Delivery channels: a registry from channel name to provider, and the e-mail provider (SMTP).
+
+Only "email" has a provider so far. A delivery on any channel without one (sms, webhook, letter)
+fails permanently with error_code `channel_not_configured`; adding a provider is one entry in
+PROVIDERS: a factory `(settings, renderer) -> Channel` whose sessions return an Outcome.
+
+E-mail: each dispatcher worker task keeps one SMTP connection open (aiosmtplib) and sends on it
+message after message; a connection that failed is dropped and the next send reconnects, and one
+idle for a while is checked with NOOP before use. Failures are classified:
+- transient (Retry): connection refused or dropped, timeouts, any 4xx reply, authentication,
+  EHLO/STARTTLS or sender (MAIL FROM) refusals (the relay's or our configuration's fault, not the
+  message's: fixing the configuration lets the retries through);
+- permanent (Failed): a 5xx reply to RCPT (e.g. 550 unknown user), to MAIL or DATA (the message
+  was refused), an address that cannot be sent, a template that cannot be rendered.
+"""
+
+import asyncio
+import contextlib
+import email.policy
+import re
+import time
+from collections.abc import Callable
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from typing import Protocol
+
+import aiosmtplib
+from aiosmtplib import (
+    SMTPAuthenticationError,
+    SMTPConnectError,
+    SMTPHeloError,
+    SMTPNotSupported,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+
+from dunning.clock import utcnow
+from dunning.logging import get_logger
+from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
+from dunning_notifier.rendering import RenderedEmail, Renderer, RenderError
+from dunning_notifier.settings import Settings
+
+log = get_logger(__name__)
+_QUEUED_AS = re.compile(r"queued as\s+(\S+)", re.IGNORECASE)
+
+
+class ChannelSession(Protocol):
+    async def send(self, delivery: Delivery) -> Outcome: ...
+    async def close(self) -> None: ...
+
+
+class Channel(Protocol):
+    name: str
+
+    def open_session(self) -> ChannelSession: ...
+
+
+def message_id(delivery_id: str, domain: str) -> str:
+    """Deterministic per delivery: a duplicate sent in the at-least-once window is identifiable."""
+    return f"<{delivery_id}@{domain}>"
+
+
+class EmailChannel:
+    name = "email"
+
+    def __init__(self, settings: Settings, renderer: Renderer):
+        self.settings = settings
+        self.renderer = renderer
+        self.envelope_from = parseaddr(settings.mail_from)[1] or settings.mail_from
+
+    def open_session(self) -> "SmtpSession":
+        return SmtpSession(self)
+
+    def build(self, d: Delivery, rendered: RenderedEmail) -> tuple[bytes, str, bool]:
+        """The RFC 5322 message (multipart/alternative: text + HTML), its Message-ID, and whether
+        it needs SMTPUTF8 (a non-ASCII address). Raises ValueError for an unsendable address."""
+        recipient = d.recipient or ""
+        utf8 = not recipient.isascii()
+        msg = EmailMessage(policy=email.policy.SMTPUTF8 if utf8 else email.policy.SMTP)
+        customer = d.payload.get("customer") or {}
+        local, _, domain = recipient.rpartition("@")
+        if not local or not domain:
+            raise ValueError(f"not an e-mail address: {recipient!r}")
+        msg_id = message_id(d.delivery_id, self.settings.message_id_domain)
+        msg["From"] = self.settings.mail_from
+        msg["To"] = Address(display_name=" ".join(str(customer.get("name") or "").split()), username=local,
+                            domain=domain)
+        msg["Subject"] = rendered.subject
+        msg["Date"] = format_datetime(utcnow())
+        msg["Message-ID"] = msg_id
+        msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: auto-responders should not answer
+        msg["X-Dunning-Tenant-Id"] = d.tenant_id
+        msg["X-Dunning-Invoice-Id"] = d.invoice_id
+        msg["X-Dunning-Stage"] = d.stage
+        msg["X-Dunning-Stage-Id"] = d.stage_id
+        msg["X-Dunning-Delivery-Id"] = d.delivery_id
+        msg.set_content(rendered.text)
+        msg.add_alternative(rendered.html, subtype="html")
+        return msg.as_bytes(), msg_id, utf8
+
+
+class SmtpSession:
+    """One worker's SMTP connection, reused across messages and reopened after a failure."""
+
+    def __init__(self, channel: EmailChannel):
+        self.channel = channel
+        self.settings = channel.settings
+        self._client: aiosmtplib.SMTP | None = None
+        self._last_used = 0.0
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        client = self._client
+        if client is not None and client.is_connected:
+            if time.monotonic() - self._last_used < s.smtp_idle_check_seconds:
+                return client
+            try:  # idle for a while: the relay may have dropped us; find out before sending
+                await client.noop()
+                return client
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+                await self.close()
+        client = aiosmtplib.SMTP(hostname=s.smtp_host, port=s.smtp_port, timeout=s.smtp_timeout,
+                                 start_tls=s.smtp_starttls, username=s.smtp_username, password=s.smtp_password,
+                                 local_hostname=s.smtp_local_hostname)
+        await client.connect()
+        self._client = client
+        return client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(client.quit(), timeout=2)
+        except Exception:  # noqa: BLE001 - closing a connection that may already be gone
+            with contextlib.suppress(Exception):
+                client.close()
+
+    async def send(self, d: Delivery) -> Outcome:
+        if not d.recipient:
+            return Failed("invalid_recipient", "the customer has no e-mail address", permanent=True)
+        try:
+            rendered = self.channel.renderer.render(d.payload)
+        except RenderError as exc:
+            return Failed("template_error", str(exc), permanent=True)
+        try:
+            raw, msg_id, utf8 = self.channel.build(d, rendered)
+        except (ValueError, TypeError, IndexError) as exc:
+            return Failed("invalid_recipient", f"cannot address {d.recipient!r}: {exc}", permanent=True)
+        try:
+            client = await self._connected()
+            _, response = await client.sendmail(self.channel.envelope_from, [d.recipient], raw,
+                                                mail_options=["SMTPUTF8"] if utf8 else None)
+        except BaseException as exc:
+            outcome = self._classify(exc)
+            if outcome is None:
+                raise
+            if isinstance(outcome, Retry) or isinstance(exc, (SMTPServerDisconnected, SMTPTimeoutError)):
+                await self.close()  # the connection's state is unknown: start afresh next time
+            return outcome
+        self._last_used = time.monotonic()
+        queued = _QUEUED_AS.search(response or "")
+        return Sent(provider_message_id=queued.group(1) if queued else msg_id, sent_at=utcnow())
+
+    @staticmethod
+    def _classify(exc: BaseException) -> Outcome | None:
+        if isinstance(exc, SMTPRecipientsRefused):
+            refused = exc.recipients[0] if exc.recipients else None
+            code = refused.code if refused else 550
+            text = f"{code} {refused.message if refused else 'recipient refused'}"
+            if 400 <= code < 500:
+                return Retry(f"smtp_{code}", text)
+            return Failed(f"smtp_{code}", text, permanent=True)
+        if isinstance(exc, (SMTPAuthenticationError, SMTPHeloError, SMTPConnectError, SMTPSenderRefused)):
+            # The relay refuses us or our From address: configuration, not this message.
+            return Retry("smtp_connect", f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, SMTPResponseException):
+            if 400 <= exc.code < 500 or exc.code < 200:
+                return Retry(f"smtp_{exc.code}", f"{exc.code} {exc.message}")
+            return Failed(f"smtp_{exc.code}", f"{exc.code} {exc.message}", permanent=True)
+        if isinstance(exc, SMTPNotSupported):
+            return Failed("smtp_not_supported", str(exc), permanent=True)
+        if isinstance(exc, (SMTPTimeoutError, asyncio.TimeoutError, TimeoutError)):
+            return Retry("smtp_timeout", f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, (SMTPServerDisconnected, aiosmtplib.SMTPException, OSError)):
+            return Retry("smtp_connect", f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, ValueError):  # aiosmtplib refused to put the address on the wire
+            return Failed("invalid_recipient", str(exc), permanent=True)
+        return None
+
+
+class NotConfigured:
+    """Stands in for a channel that has no provider: every delivery fails permanently."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def open_session(self) -> "NotConfigured":
+        return self
+
+    async def send(self, d: Delivery) -> Outcome:
+        return Failed("channel_not_configured", f"no provider is configured for the {self.name!r} channel",
+                      permanent=True)
+
+    async def close(self) -> None:
+        return None
+
+
+PROVIDERS: dict[str, Callable[[Settings, Renderer], Channel]] = {
+    "email": EmailChannel,
+    # "sms": ..., "webhook": ..., "letter": ...  (later issues)
+}
+
+
+def build_channels(settings: Settings, renderer: Renderer) -> dict[str, Channel]:
+    return {name: factory(settings, renderer) for name, factory in PROVIDERS.items()}
+
+
+def channel_for(channels: dict[str, Channel], name: str) -> Channel:
+    return channels.get(name) or NotConfigured(name)

@@ -1,0 +1,264 @@
+"""The dispatcher: sends the deliveries the consumer recorded, and records what came of each.
+
+Flow, for each replica: a claim loop takes due `pending` rows in a short transaction (FOR UPDATE
+SKIP LOCKED, so replicas never take the same row) and sets them `sending` with a lease
+(`claimed_until`) and `attempts + 1`; `dispatch_concurrency` worker tasks, each with its own SMTP
+connection, render and send; a recorder writes the outcomes in batches, in a second transaction:
+`sent` + ReminderSent, or `failed` + ReminderFailed, through the outbox; or back to `pending` with
+exponential backoff for a transient failure (until `max_attempts`, then `failed`). Every outcome
+write is fenced by `attempts`, so a worker whose lease ran out and whose row was re-claimed elsewhere
+cannot overwrite the newer claim.
+
+At-least-once window. A delivery stuck in `sending` past its lease (the process died between the
+claim and the record) goes back to `pending` and is sent again. If the process died after the SMTP
+server had accepted the message (250 to DATA) and before the `sent` row committed, the customer gets
+the reminder twice: SMTP has no way to make "accept" and our commit one atomic step. The window is
+one send plus one batch write (milliseconds) and opens only on a crash or a lost database; the
+Message-ID is deterministic (`<dlv_...@dunning.invalid>`, from the delivery id) and the
+X-Dunning-Delivery-Id header is set, so such a duplicate is identifiable (mail clients and most
+relays collapse identical Message-IDs). Everything else is exactly once: the (invoice, stage,
+channel) unique key means redelivered or re-emitted StageEscalated events never make a second
+delivery.
+
+SIGTERM: stop claiming, hand back claimed rows not yet started (pending again, attempt not
+counted), let the sends in flight finish, record their outcomes, close the SMTP connections.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from opentelemetry.trace import SpanKind
+
+from dunning import outbox
+from dunning.clock import utcnow
+from dunning.logging import bind_context, clear_context, get_logger
+from dunning.tracing import context_from_traceparent, tracer
+from dunning_notifier import repository as repo
+from dunning_notifier.channels import Channel, ChannelSession, channel_for
+from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent, reminder_failed, reminder_sent
+from dunning_notifier.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One finished attempt, waiting to be recorded."""
+
+    delivery: Delivery
+    outcome: Outcome
+    envelope: dict[str, Any] | None  # the event to publish (sent or finally failed)
+    retry_in: float = 0.0
+
+
+def backoff(attempts: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter (±20%) after the given number of attempts."""
+    delay = min(base * 2 ** max(attempts - 1, 0), cap)
+    return delay * (0.8 + 0.4 * random.random())
+
+
+class Dispatcher:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, channels: dict[str, Channel]):
+        self.pool = pool
+        self.settings = settings
+        self.channels = channels
+        self.concurrency = settings.dispatch_concurrency
+        self._capacity = 2 * self.concurrency  # claimed and not yet sent: keeps every worker busy
+        self._in_flight = 0
+        self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue()
+        self._results: asyncio.Queue[Attempt | None] = asyncio.Queue()
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self.sent = self.failed = self.retried = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        workers = [asyncio.create_task(self._worker(), name=f"dispatch-{i}") for i in range(self.concurrency)]
+        recorder = asyncio.create_task(self._recorder(), name="dispatch-recorder")
+        log.info("notifier.dispatcher.started", concurrency=self.concurrency)
+        try:
+            await self._claim_loop()
+        finally:
+            await self._hand_back_queued()
+            for _ in workers:
+                self._queue.put_nowait(None)
+            await asyncio.gather(*workers, return_exceptions=True)
+            self._results.put_nowait(None)
+            await asyncio.gather(recorder, return_exceptions=True)
+            log.info("notifier.dispatcher.stopped", sent=self.sent, failed=self.failed, retried=self.retried)
+
+    # --- claiming ----------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        sweep_every = min(self.settings.lease_seconds / 4, 5.0)
+        last_sweep = -sweep_every
+        error_backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                if time.monotonic() - last_sweep >= sweep_every:
+                    last_sweep = time.monotonic()
+                    released = await repo.release_expired_leases(self.pool)
+                    for delivery_id in released:
+                        log.warning("notifier.delivery.lease_expired", delivery_id=delivery_id)
+                free = self._capacity - self._in_flight
+                rows = await repo.claim_due(self.pool, free, self.settings.lease_seconds) if free > 0 else []
+                error_backoff = 0.1
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("notifier.dispatcher.claim_failed", error=repr(exc), retry_in=error_backoff)
+                await self._sleep(error_backoff)
+                error_backoff = min(error_backoff * 2, 5.0)
+                continue
+            self._in_flight += len(rows)
+            for row in rows:
+                self._queue.put_nowait(Delivery.from_row(row))
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._wait(self._slot_freed, self.settings.poll_seconds)
+            elif len(rows) < free:
+                await self._sleep(self.settings.poll_seconds)  # nothing more due right now
+
+    async def _sleep(self, seconds: float) -> None:
+        await self._wait(self._stopping, seconds)
+
+    async def _wait(self, event: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=seconds)
+
+    async def _hand_back_queued(self) -> None:
+        claims = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                claims.append((item.delivery_id, item.attempts))
+        if not claims:
+            return
+        self._in_flight -= len(claims)
+        try:
+            async with self.pool.acquire() as conn:
+                await repo.release_claims(conn, claims)
+            log.info("notifier.dispatcher.handed_back", count=len(claims))
+        except Exception as exc:  # noqa: BLE001 - their leases run out and they are sent later anyway
+            log.warning("notifier.dispatcher.hand_back_failed", error=repr(exc), count=len(claims))
+
+    # --- sending -----------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        sessions: dict[str, ChannelSession] = {}
+        try:
+            while True:
+                delivery = await self._queue.get()
+                if delivery is None:
+                    return
+                try:
+                    attempt = await self._attempt(delivery, sessions)
+                finally:
+                    self._in_flight -= 1
+                    self._slot_freed.set()
+                self._results.put_nowait(attempt)
+        finally:
+            for session in sessions.values():
+                with contextlib.suppress(Exception):
+                    await session.close()
+
+    async def _attempt(self, d: Delivery, sessions: dict[str, ChannelSession]) -> Attempt:
+        parent = context_from_traceparent(d.traceparent)
+        bind_context(delivery_id=d.delivery_id, tenant_id=d.tenant_id, invoice_id=d.invoice_id)
+        try:
+            with tracer().start_as_current_span("notifier deliver", context=parent, kind=SpanKind.CLIENT) as span:
+                span.set_attribute("dunning.delivery_id", d.delivery_id)
+                span.set_attribute("dunning.channel", d.channel)
+                session = sessions.get(d.channel)
+                if session is None:
+                    session = sessions[d.channel] = channel_for(self.channels, d.channel).open_session()
+                try:
+                    outcome = await session.send(d)
+                except Exception as exc:  # noqa: BLE001 - a bug in a provider: retried, bounded by max_attempts
+                    log.exception("notifier.delivery.send_crashed")
+                    outcome = Retry("internal_error", repr(exc)[:2000])
+                if isinstance(outcome, Retry) and d.attempts >= self.settings.max_attempts:
+                    outcome = Failed(outcome.error_code, f"gave up after {d.attempts} attempts: {outcome.error}",
+                                     permanent=False)
+                # Build the events here, inside the span, so they carry the StageEscalated's trace.
+                if isinstance(outcome, Sent):
+                    return Attempt(d, outcome, reminder_sent(d, outcome))
+                if isinstance(outcome, Failed):
+                    return Attempt(d, outcome, reminder_failed(d, outcome, utcnow()))
+                delay = backoff(d.attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
+                return Attempt(d, outcome, None, retry_in=delay)
+        finally:
+            clear_context("delivery_id", "tenant_id", "invoice_id")
+
+    # --- recording ---------------------------------------------------------------------------
+
+    async def _recorder(self) -> None:
+        """Record finished attempts in batches: whatever has piled up during the last write."""
+        while True:
+            item = await self._results.get()
+            batch: list[Attempt] = []
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= self.settings.record_batch_max or self._results.empty():
+                    break
+                item = self._results.get_nowait()
+            if batch:
+                await self._record_with_retry(batch)
+            if item is None:  # the sentinel comes after every worker has finished
+                return
+
+    async def _record_with_retry(self, batch: list[Attempt]) -> None:
+        delay = 0.1
+        for attempt in itertools.count(1):
+            try:
+                await self._record(batch)
+                return
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if self._stopping.is_set() and attempt >= 5:
+                    # Not recorded: the leases run out and these are sent again (the duplicate window).
+                    log.error("notifier.dispatcher.record_abandoned", error=repr(exc), count=len(batch))
+                    return
+                log.warning("notifier.dispatcher.record_failed", error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _record(self, batch: list[Attempt]) -> None:
+        sent = [a for a in batch if isinstance(a.outcome, Sent)]
+        failed = [a for a in batch if isinstance(a.outcome, Failed)]
+        retry = [a for a in batch if isinstance(a.outcome, Retry)]
+        async with self.pool.acquire() as conn, conn.transaction():
+            sent_ids = await repo.mark_sent(conn, [
+                (a.delivery.delivery_id, a.delivery.attempts, a.outcome.provider_message_id, a.outcome.sent_at)
+                for a in sent])
+            failed_ids = await repo.mark_failed(conn, [
+                (a.delivery.delivery_id, a.delivery.attempts, a.outcome.error_code, a.outcome.error[:2000])
+                for a in failed])
+            retry_ids = await repo.mark_retry(conn, [
+                (a.delivery.delivery_id, a.delivery.attempts, a.outcome.error_code, a.outcome.error[:2000], a.retry_in)
+                for a in retry])
+            recorded = sent_ids | failed_ids
+            await outbox.add_many(conn, [a.envelope for a in batch
+                                         if a.envelope is not None and a.delivery.delivery_id in recorded])
+        for a in batch:
+            d, o = a.delivery, a.outcome
+            ids = dict(delivery_id=d.delivery_id, tenant_id=d.tenant_id, invoice_id=d.invoice_id,
+                       stage=d.stage, channel=d.channel, attempts=d.attempts)
+            if d.delivery_id not in recorded | retry_ids:
+                log.warning("notifier.delivery.lease_lost", **ids)  # re-claimed elsewhere: its outcome wins
+            elif isinstance(o, Sent):
+                self.sent += 1
+                log.info("notifier.delivery.sent", provider_message_id=o.provider_message_id, **ids)
+            elif isinstance(o, Failed):
+                self.failed += 1
+                log.warning("notifier.delivery.failed", error_code=o.error_code, error=o.error[:500],
+                            permanent=o.permanent, **ids)
+            else:
+                self.retried += 1
+                log.info("notifier.delivery.retry_scheduled", error_code=o.error_code, error=o.error[:500],
+                         retry_in=round(a.retry_in, 3), **ids)

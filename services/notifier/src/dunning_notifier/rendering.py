@@ -1,0 +1,145 @@
+"""Render a reminder from a StageEscalated payload: subject, plain text and HTML.
+
+Templates are files in this package, `templates/email/<key>.subject.j2`, `.txt.j2` and `.html.j2`,
+one tone per stage key (pre_due, soft, firm, final, collections) and `generic` for any other key.
+Per-locale templates can be added beside them: for a customer in `de-DE` the loader tries
+`email/de-DE/<key>`, then `email/de/<key>`, then `email/<key>`, and only then the same three for
+`generic` (the stage's tone matters more than the language of the words).
+
+The environment is Jinja2's SandboxedEnvironment (a template cannot reach `__class__` and friends,
+so tenant-editable templates stay safe later), with StrictUndefined (a template that names a missing
+variable fails loudly instead of sending a reminder with a hole in it) and autoescaping for the HTML
+part only. Amounts and dates are formatted for the customer's locale with babel; the words are
+English for every locale until translated templates are added.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import babel
+from babel.dates import format_date
+from babel.numbers import format_currency
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, select_autoescape
+from jinja2.exceptions import TemplateError as JinjaError
+from jinja2.sandbox import SandboxedEnvironment
+
+TEMPLATES_DIR = Path(__file__).with_name("templates")
+GENERIC = "generic"
+PARTS = ("subject", "txt", "html")
+DEFAULT_LOCALE = "en-US"
+_HTTP_URL = re.compile(r"^https?://\S+$")
+_LINE_BREAKS = re.compile(r"[ \t]*[\r\n]+[ \t]*")  # a subject is one line (keeps no-break spaces)
+
+
+class RenderError(Exception):
+    """The reminder cannot be rendered from this payload (retrying will not help)."""
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+    locale: str  # the locale the amounts and dates were formatted for
+
+
+def _days(value: int) -> str:
+    return f"{value} day" if value == 1 else f"{value} days"
+
+
+def parse_locale(tag: str | None) -> tuple[babel.Locale, str]:
+    """`de-DE` -> (babel Locale de_DE, "de-DE"); an unknown or malformed tag falls back to en-US."""
+    try:
+        loc = babel.Locale.parse((tag or "").replace("-", "_"))
+    except (ValueError, TypeError, babel.UnknownLocaleError):
+        loc = babel.Locale.parse(DEFAULT_LOCALE.replace("-", "_"))
+    bcp47 = loc.language + (f"-{loc.territory}" if loc.territory else "")
+    return loc, bcp47
+
+
+def _zone(name: str | None) -> ZoneInfo | timezone:
+    try:
+        return ZoneInfo(name) if name else timezone.utc
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
+
+
+class Renderer:
+    def __init__(self, templates_dir: Path = TEMPLATES_DIR, *, sender_name: str = "Accounts Receivable"):
+        self.env = SandboxedEnvironment(
+            loader=FileSystemLoader(str(templates_dir)),
+            autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False, default=False),
+            undefined=StrictUndefined,
+            auto_reload=False,  # templates ship with the package; don't stat them on every render
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        self.env.filters["days"] = _days
+        self.sender_name = sender_name
+        self._resolved: dict[tuple[str, str, str], Template] = {}
+
+    def template(self, key: str, locale_tag: str, part: str) -> Template:
+        """The most specific template for (key, locale, part); cached after the first lookup."""
+        cache_key = (key, locale_tag, part)
+        found = self._resolved.get(cache_key)
+        if found is None:
+            lang = locale_tag.split("-")[0]
+            dirs = [f"email/{locale_tag}/", f"email/{lang}/", "email/"]
+            names = [f"{d}{k}.{part}.j2" for k in (key, GENERIC) for d in dirs]
+            try:
+                found = self.env.select_template(names)
+            except TemplateNotFound as exc:
+                raise RenderError(f"no template for {key!r} ({part})") from exc
+            self._resolved[cache_key] = found
+        return found
+
+    def context(self, data: dict[str, Any], loc: babel.Locale) -> dict[str, Any]:
+        invoice, customer = data["invoice"], data["customer"]
+        currency = invoice["currency"]
+        try:
+            balance = Decimal(invoice["balance"])
+            amount_due = Decimal(invoice["amount_due"])
+        except (InvalidOperation, TypeError) as exc:
+            raise RenderError(f"invoice amount is not a decimal: {exc}") from exc
+        due = date.fromisoformat(invoice["due_date"])
+        issued = date.fromisoformat(invoice["issue_date"])
+        fired_at = datetime.fromisoformat(data["fired_at"].replace("Z", "+00:00"))
+        today = fired_at.astimezone(_zone(customer.get("timezone"))).date()  # the customer's calendar day
+        overdue = (today - due).days
+        url = invoice.get("payment_url")
+        return {
+            "sender_name": self.sender_name,
+            "stage": data["stage"],
+            "customer": {"name": customer["name"], "email": customer.get("email")},
+            "invoice": {
+                "number": invoice["number"],
+                "currency": currency,
+                "balance": format_currency(balance, currency, locale=loc),
+                "amount_due": format_currency(amount_due, currency, locale=loc),
+                "partially_paid": balance != amount_due,
+                "issue_date": format_date(issued, format="long", locale=loc),
+                "due_date": format_date(due, format="long", locale=loc),
+                "payment_url": url if isinstance(url, str) and _HTTP_URL.match(url) else None,
+            },
+            "days_overdue": max(overdue, 0),
+            "days_until_due": max(-overdue, 0),
+        }
+
+    def render(self, data: dict[str, Any]) -> RenderedEmail:
+        """Render the three parts; raises RenderError for anything a retry cannot fix."""
+        loc, tag = parse_locale(data.get("customer", {}).get("locale"))
+        try:
+            ctx = self.context(data, loc)
+            key = data.get("template") or data["stage"]
+            subject, text, html = (self.template(key, tag, part).render(ctx) for part in PARTS)
+        except RenderError:
+            raise
+        except (JinjaError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RenderError(f"template {data.get('template')!r} ({tag}): {exc}") from exc
+        return RenderedEmail(subject=_LINE_BREAKS.sub(" ", subject).strip(), text=text, html=html, locale=tag)

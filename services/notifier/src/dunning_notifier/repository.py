@@ -1,0 +1,136 @@
+"""SQL for the deliveries table. Every write that ends an attempt is fenced by `attempts`: the
+claim increments it, so a worker whose lease ran out and was re-claimed elsewhere cannot overwrite
+the newer claim's outcome."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+Executor = asyncpg.Pool | asyncpg.Connection
+
+_CLAIMED_COLUMNS = ", ".join(f"d.{c}" for c in (
+    "delivery_id", "tenant_id", "invoice_id", "stage_id", "stage", "channel", "recipient", "attempts", "payload",
+    "traceparent"))
+_API_COLUMNS = ("delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template, recipient, state,"
+                " attempts, next_attempt_at, provider_message_id, last_error_code, last_error, created_at,"
+                " updated_at, sent_at")
+
+
+async def insert_delivery(conn: asyncpg.Connection, *, delivery_id: str, tenant_id: str, invoice_id: str,
+                          stage_id: str, stage: str, channel: str, template: str, recipient: str | None,
+                          payload: dict[str, Any], source_event_id: str, traceparent: str | None) -> str | None:
+    """Record a delivery to make; None if this (invoice, stage, channel) already has one."""
+    return await conn.fetchval(
+        "INSERT INTO deliveries (delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template,"
+        " recipient, payload, source_event_id, traceparent)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        " ON CONFLICT (tenant_id, invoice_id, stage, channel) DO NOTHING RETURNING delivery_id",
+        delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template, recipient, payload,
+        source_event_id, traceparent,
+    )
+
+
+async def release_expired_leases(conn: Executor) -> list[str]:
+    """Put deliveries whose worker died mid-send (lease ran out) back to pending, due now."""
+    rows = await conn.fetch(
+        "UPDATE deliveries SET state = 'pending', claimed_until = NULL, next_attempt_at = now(),"
+        " last_error_code = 'lease_expired',"
+        " last_error = 'the worker sending this delivery stopped before recording the outcome',"
+        " updated_at = now()"
+        " WHERE state = 'sending' AND claimed_until < now() RETURNING delivery_id"
+    )
+    return [r["delivery_id"] for r in rows]
+
+
+async def claim_due(conn: Executor, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
+    """Claim up to `limit` due pending deliveries (safe with several replicas: SKIP LOCKED)."""
+    return await conn.fetch(
+        "UPDATE deliveries d SET state = 'sending', attempts = d.attempts + 1,"
+        " claimed_until = now() + make_interval(secs => $2), updated_at = now()"
+        " FROM (SELECT delivery_id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= now()"
+        "       ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+        f" WHERE d.delivery_id = due.delivery_id RETURNING {_CLAIMED_COLUMNS}",
+        limit, lease_seconds,
+    )
+
+
+async def release_claims(conn: asyncpg.Connection, claims: Sequence[tuple[str, int]]) -> None:
+    """Hand back claimed deliveries that were never attempted (shutdown): pending, attempt not counted."""
+    if not claims:
+        return
+    ids, attempts = zip(*claims)
+    await conn.execute(
+        "UPDATE deliveries d SET state = 'pending', attempts = d.attempts - 1, claimed_until = NULL,"
+        " updated_at = now()"
+        " FROM unnest($1::text[], $2::int[]) AS u(id, attempts)"
+        " WHERE d.delivery_id = u.id AND d.state = 'sending' AND d.attempts = u.attempts",
+        list(ids), list(attempts),
+    )
+
+
+# A worker may record its outcome even if its lease ran out, as long as nobody re-claimed the row
+# (same attempts): the send happened, and recording it prevents a duplicate.
+_FENCE = " WHERE d.delivery_id = u.id AND d.attempts = u.attempts AND d.state IN ('sending', 'pending')"
+
+
+async def mark_sent(conn: asyncpg.Connection, rows: Sequence[tuple[str, int, str, datetime]]) -> set[str]:
+    if not rows:
+        return set()
+    ids, attempts, message_ids, sent_at = (list(c) for c in zip(*rows))
+    done = await conn.fetch(
+        "UPDATE deliveries d SET state = 'sent', provider_message_id = u.pmid, sent_at = u.sent_at,"
+        " claimed_until = NULL, last_error_code = NULL, last_error = NULL, updated_at = now()"
+        " FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[]) AS u(id, attempts, pmid, sent_at)"
+        + _FENCE + " RETURNING d.delivery_id",
+        ids, attempts, message_ids, sent_at,
+    )
+    return {r["delivery_id"] for r in done}
+
+
+async def mark_failed(conn: asyncpg.Connection, rows: Sequence[tuple[str, int, str, str]]) -> set[str]:
+    if not rows:
+        return set()
+    ids, attempts, codes, errors = (list(c) for c in zip(*rows))
+    done = await conn.fetch(
+        "UPDATE deliveries d SET state = 'failed', last_error_code = u.code, last_error = u.error,"
+        " claimed_until = NULL, updated_at = now()"
+        " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[]) AS u(id, attempts, code, error)"
+        + _FENCE + " RETURNING d.delivery_id",
+        ids, attempts, codes, errors,
+    )
+    return {r["delivery_id"] for r in done}
+
+
+async def mark_retry(conn: asyncpg.Connection, rows: Sequence[tuple[str, int, str, str, float]]) -> set[str]:
+    if not rows:
+        return set()
+    ids, attempts, codes, errors, delays = (list(c) for c in zip(*rows))
+    done = await conn.fetch(
+        "UPDATE deliveries d SET state = 'pending', last_error_code = u.code, last_error = u.error,"
+        " next_attempt_at = now() + make_interval(secs => u.delay), claimed_until = NULL, updated_at = now()"
+        " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::float8[])"
+        " AS u(id, attempts, code, error, delay)"
+        + _FENCE + " RETURNING d.delivery_id",
+        ids, attempts, codes, errors, delays,
+    )
+    return {r["delivery_id"] for r in done}
+
+
+async def list_deliveries(pool: asyncpg.Pool, tenant_id: str, *, invoice_id: str | None, state: str | None,
+                          before: str | None, limit: int) -> list[asyncpg.Record]:
+    """A tenant's deliveries, newest first (delivery ids are time-ordered: `before` pages back)."""
+    return await pool.fetch(
+        f"SELECT {_API_COLUMNS} FROM deliveries WHERE tenant_id = $1"
+        " AND ($2::text IS NULL OR invoice_id = $2) AND ($3::text IS NULL OR state = $3)"
+        " AND ($4::text IS NULL OR delivery_id < $4)"
+        " ORDER BY delivery_id DESC LIMIT $5",
+        tenant_id, invoice_id, state, before, limit,
+    )
+
+
+async def get_delivery(pool: asyncpg.Pool, tenant_id: str, delivery_id: str) -> asyncpg.Record | None:
+    return await pool.fetchrow(
+        f"SELECT {_API_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND delivery_id = $2", tenant_id, delivery_id
+    )

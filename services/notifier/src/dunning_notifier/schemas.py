@@ -1,0 +1,34 @@
+"""API models for the deliveries endpoints."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+DeliveryState = Literal["pending", "sending", "sent", "failed"]
+INVOICE_ID = r"^inv_[0-9A-Za-z]{10,40}$"
+DELIVERY_ID = r"^dlv_[0-9A-Za-z]{10,40}$"
+
+
+class DeliveryOut(BaseModel):
+    delivery_id: str
+    invoice_id: str
+    stage_id: str
+    stage: str
+    channel: str
+    template: str
+    recipient: str | None
+    state: DeliveryState
+    attempts: int = Field(description="attempts made (or in progress)")
+    next_attempt_at: datetime | None = Field(description="when a pending delivery is tried next")
+    provider_message_id: str | None
+    last_error_code: str | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[DeliveryOut]
+    next_cursor: str | None = Field(description="pass as `before` for the next (older) page; null at the end")

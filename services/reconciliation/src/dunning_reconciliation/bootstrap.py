@@ -1,0 +1,66 @@
+"""The one place where reconciliation is wired: pool, producer, HTTP app, the InvoiceIssued consumer,
+the outbox relay and housekeeping. Tests call the same functions."""
+
+import asyncio
+
+import asyncpg
+
+from dunning import inbox
+from dunning.consumer import ConsumerRunner
+from dunning.logging import get_logger
+from dunning.runtime import Service, open_infrastructure, relay_for
+
+from dunning_reconciliation.api import Deps, create_app
+from dunning_reconciliation.handlers import HANDLERS
+from dunning_reconciliation.settings import Settings
+
+log = get_logger(__name__)
+
+
+def consumer_for(settings: Settings, pool: asyncpg.Pool) -> ConsumerRunner:
+    return ConsumerRunner(
+        name="reconciliation.invoices", pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.consumer_group, topics=[settings.invoices_topic], handlers=HANDLERS,
+        batch_max=settings.consumer_batch_max, fetch_wait_ms=settings.consumer_fetch_wait_ms,
+        max_infra_retries=settings.consumer_max_infra_retries, handler_attempts=settings.consumer_handler_attempts,
+        client_id=settings.service_name,
+    )
+
+
+class Housekeeping:
+    """Forgets inbox ids older than the topics' retention (they can no longer be redelivered)."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings):
+        self.pool = pool
+        self.settings = settings
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                async with self.pool.acquire() as conn:
+                    purged = await inbox.purge(conn, self.settings.inbox_retention_days)
+                if purged:
+                    log.info("reconciliation.housekeeping.inbox_purged", rows=purged)
+            except Exception as exc:  # noqa: BLE001 - housekeeping must not take the service down
+                log.warning("reconciliation.housekeeping.failed", error=repr(exc))
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.housekeeping_interval_seconds)
+            except asyncio.TimeoutError:
+                pass
+
+
+async def bootstrap(settings: Settings) -> Service:
+    pool, producer = await open_infrastructure(settings)
+    return Service(
+        name=settings.service_name,
+        settings=settings,
+        pool=pool,
+        producer=producer,
+        app=create_app(Deps(pool, settings)),
+        workers=[consumer_for(settings, pool), Housekeeping(pool, settings)],
+        relay=relay_for(settings, pool, producer),
+    )

@@ -1,0 +1,154 @@
+"""Receiving and applying payments: the one place where money meets an invoice.
+
+`receive` is used by the Stripe webhook and the accounting API; `apply_payment` by both of them and
+by the late match when an InvoiceIssued arrives after its payments (`apply_pending`). Everything runs
+in the caller's transaction, which commits before the HTTP 2xx (the 2xx is the acknowledgement) or
+before the consumer commits its offset.
+
+Races between a payment and its invoice are closed with transaction-scoped advisory locks on the
+matching keys (tenant + invoice id / external id / number): a payment that finds no invoice and the
+InvoiceIssued that would have matched it take the same lock, so one of them always sees the other.
+"""
+
+from decimal import Decimal
+
+import asyncpg
+
+from dunning import outbox
+from dunning.clock import utcnow
+from dunning.events import new_event
+from dunning.logging import get_logger
+from dunning.money import format_amount, quantize
+
+from dunning_reconciliation import repository as repo
+from dunning_reconciliation.domain import (
+    APPLIED,
+    PENDING_MATCH,
+    REJECTED_CURRENCY_MISMATCH,
+    UNMATCHED,
+    IncomingPayment,
+    MatchKeys,
+    Outcome,
+    invoice_keys,
+)
+
+SOURCE = "/reconciliation"
+PAYMENT_RECEIVED = "dunning.PaymentReceived.v1"
+log = get_logger(__name__)
+
+
+class CurrencyMismatch(Exception):
+    def __init__(self, invoice_id: str, invoice_currency: str, payment_currency: str):
+        super().__init__(f"invoice {invoice_id} is in {invoice_currency}, the payment is in {payment_currency}")
+        self.invoice_id = invoice_id
+        self.invoice_currency = invoice_currency
+
+
+async def lock_keys(conn: asyncpg.Connection, tenant_id: str, keys: MatchKeys) -> None:
+    await repo.lock_names(conn, keys.lock_names(tenant_id))
+
+
+async def receive(conn: asyncpg.Connection, p: IncomingPayment, *, strict_currency: bool = False) -> Outcome:
+    """Match the payment to its invoice and apply it, or keep it until the invoice is known."""
+    await lock_keys(conn, p.tenant_id, p.keys)
+    invoice_id = await repo.find_invoice(conn, p.tenant_id, p.keys)
+    if invoice_id is not None:
+        return await apply_payment(conn, invoice_id, p, strict_currency=strict_currency)
+    await repo.save_payment(
+        conn, p, invoice_id=None, status=UNMATCHED, amount_applied=Decimal(0), unapplied_amount=p.amount,
+        balance_remaining=None, settled=False, acknowledged_at=p.acknowledged_at or utcnow(), applied_at=None,
+    )
+    log.info("reconciliation.payment.pending_match", payment_id=p.payment_id, source=p.source,
+             source_reference=p.source_reference, match_invoice_id=p.keys.invoice_id,
+             match_external_ids=list(p.keys.external_ids), match_numbers=list(p.keys.numbers))
+    return Outcome(PENDING_MATCH, p.payment_id)
+
+
+async def apply_payment(conn: asyncpg.Connection, invoice_id: str, p: IncomingPayment, *,
+                        strict_currency: bool = False) -> Outcome:
+    """Apply p to the invoice: lock it, reduce its balance, record the payment, write PaymentReceived.
+
+    An overpayment leaves the balance at 0 and keeps the surplus as `unapplied_amount`. A payment on
+    an invoice that is already paid is recorded with amount_applied 0 and publishes nothing: the
+    invoice's settling PaymentReceived went out before, and downstream has nothing new to act on.
+    """
+    invoice = await repo.lock_invoice(conn, p.tenant_id, invoice_id)
+    acknowledged_at = p.acknowledged_at or utcnow()
+    if invoice["currency"] != p.currency:
+        if strict_currency:
+            raise CurrencyMismatch(invoice_id, invoice["currency"], p.currency)
+        await repo.save_payment(
+            conn, p, invoice_id=invoice_id, status=REJECTED_CURRENCY_MISMATCH, amount_applied=Decimal(0),
+            unapplied_amount=p.amount, balance_remaining=invoice["balance"], settled=invoice["status"] == "paid",
+            acknowledged_at=acknowledged_at, applied_at=None,
+        )
+        log.error("reconciliation.payment.currency_mismatch", payment_id=p.payment_id, invoice_id=invoice_id,
+                  invoice_currency=invoice["currency"], payment_currency=p.currency,
+                  amount=format_amount(p.amount, p.currency), source=p.source,
+                  source_reference=p.source_reference)
+        return Outcome(REJECTED_CURRENCY_MISMATCH, p.payment_id, invoice_id, invoice["status"] == "paid")
+
+    currency = p.currency
+    balance = quantize(invoice["balance"], currency)
+    applied = max(min(p.amount, balance), Decimal(0))
+    remaining = balance - applied
+    settled = remaining <= 0
+    unapplied = p.amount - applied
+    if applied > 0:
+        await repo.set_invoice_balance(conn, invoice_id, remaining, "paid" if settled else "open")
+    await repo.save_payment(
+        conn, p, invoice_id=invoice_id, status=APPLIED, amount_applied=applied, unapplied_amount=unapplied,
+        balance_remaining=remaining, settled=settled, acknowledged_at=acknowledged_at, applied_at=utcnow(),
+    )
+    fields = dict(payment_id=p.payment_id, invoice_id=invoice_id, source=p.source,
+                  source_reference=p.source_reference, amount=format_amount(p.amount, currency),
+                  amount_applied=format_amount(applied, currency),
+                  balance_remaining=format_amount(remaining, currency), settled=settled)
+    if applied == 0:
+        log.warning("reconciliation.payment.invoice_already_paid", **fields)
+        return Outcome(APPLIED, p.payment_id, invoice_id, settled)
+    if unapplied > 0:
+        log.warning("reconciliation.payment.overpaid", unapplied_amount=format_amount(unapplied, currency), **fields)
+    await outbox.add(conn, new_event(PAYMENT_RECEIVED, {
+        "payment_id": p.payment_id,
+        "invoice_id": invoice_id,
+        "tenant_id": p.tenant_id,
+        "invoice_external_id": invoice["external_id"],
+        "source": p.source,
+        "source_reference": p.source_reference,
+        "currency": currency,
+        "amount": format_amount(p.amount, currency),
+        "amount_applied": format_amount(applied, currency),
+        "balance_remaining": format_amount(remaining, currency),
+        "settled": settled,
+        "received_at": p.received_at,
+        "acknowledged_at": acknowledged_at,
+    }, source=SOURCE, subject=invoice_id, tenant_id=p.tenant_id))
+    log.info("reconciliation.payment.applied", **fields)
+    return Outcome(APPLIED, p.payment_id, invoice_id, settled)
+
+
+async def apply_pending(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, external_id: str,
+                        number: str) -> int:
+    """Apply the payments that arrived before this invoice, oldest first. Caller holds the key locks."""
+    rows = await repo.unmatched_for_invoice(conn, tenant_id, invoice_id, external_id, number)
+    for row in rows:
+        payment = payment_from_row(row)
+        log.info("reconciliation.payment.late_match", payment_id=payment.payment_id, invoice_id=invoice_id)
+        await apply_payment(conn, invoice_id, payment)
+    return len(rows)
+
+
+async def lock_invoice_keys(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, external_id: str,
+                            number: str) -> None:
+    await lock_keys(conn, tenant_id, invoice_keys(invoice_id, external_id, number))
+
+
+def payment_from_row(row: asyncpg.Record) -> IncomingPayment:
+    return IncomingPayment(
+        tenant_id=row["tenant_id"], source=row["source"], source_reference=row["source_reference"],
+        currency=row["currency"], amount=quantize(row["amount"], row["currency"]), received_at=row["received_at"],
+        keys=MatchKeys.of(row["match_invoice_id"], row["match_external_ids"], row["match_numbers"]),
+        stripe_object_id=row["stripe_object_id"], fingerprint=row["fingerprint"], payment_id=row["payment_id"],
+        acknowledged_at=row["acknowledged_at"],
+    )

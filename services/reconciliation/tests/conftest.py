@@ -1,0 +1,121 @@
+"""Fixtures for reconciliation's integration tests: a migrated schema with a tenant, its API key
+and its Stripe endpoint secret; an HTTP client on the real app; helpers to speak Stripe."""
+
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from dunning import tenancy
+from dunning.db import create_pool
+from dunning.events import decode, dumps, new_event, validate
+from dunning.ids import new_id
+from dunning_reconciliation import repository as repo
+from dunning_reconciliation.api import Deps, create_app
+from dunning_reconciliation.handlers import on_invoice_issued
+from dunning_reconciliation.settings import Settings
+from dunning_reconciliation.stripe_signature import sign
+
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+TENANT = "ten_test_reconciliation"
+API_KEY = "dk_test_reconciliation_key_0123456789"
+SECRET = "whsec_test_reconciliation_secret"
+
+
+@pytest.fixture
+async def pool(infra, migrated):
+    schema = migrated(MIGRATIONS)
+    pool = await create_pool(infra.database_url, schema, min_size=1, max_size=5)
+    async with pool.acquire() as conn:
+        await tenancy.provision(conn, TENANT, "Acme", API_KEY)
+        await repo.add_webhook_secret(conn, TENANT, SECRET)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def settings(infra, pool) -> Settings:
+    return Settings(database_url=infra.database_url, kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
+                    db_schema="unused", relay_poll_seconds=0.05)
+
+
+@pytest.fixture
+async def client(pool, settings):
+    app = create_app(Deps(pool, settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        yield c
+
+
+def invoice_issued(*, currency: str = "EUR", amount_due: str = "1250.00", external_id: str | None = None,
+                   number: str | None = None, invoice_id: str | None = None, tenant_id: str = TENANT) -> dict:
+    invoice_id = invoice_id or new_id("inv")
+    envelope = new_event("dunning.InvoiceIssued.v1", {
+        "invoice_id": invoice_id, "tenant_id": tenant_id,
+        "external_id": external_id or f"ext-{invoice_id[-8:]}", "number": number or f"N-{invoice_id[-8:]}",
+        "customer": {"customer_id": new_id("cus"), "external_id": "C-1", "name": "Brandt & Söhne GmbH",
+                     "email": "ap@example.com", "locale": "de-DE", "timezone": "Europe/Berlin"},
+        "currency": currency, "amount_due": Decimal(amount_due), "issue_date": "2026-11-02",
+        "due_date": "2026-11-16", "payment_url": None, "metadata": {}, "issued_at": "2026-11-02T08:15:03Z",
+    }, source="/invoice-ingest", subject=invoice_id, tenant_id=tenant_id)
+    validate(envelope)
+    return envelope
+
+
+async def handle_invoice(pool, envelope: dict) -> None:
+    """Apply InvoiceIssued as the consumer runner would (inside a transaction)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await on_invoice_issued(conn, decode(dumps(envelope)))
+
+
+def stripe_event(type_: str, obj: dict, event_id: str | None = None) -> bytes:
+    return orjson.dumps({"id": event_id or f"evt_{new_id('x')[2:]}", "object": "event", "api_version": "2024-06-20",
+                         "created": int(time.time()), "livemode": False, "type": type_, "data": {"object": obj}})
+
+
+def invoice_paid(invoice_id: str, amount_paid: int, currency: str = "eur", **extra) -> dict:
+    return {"id": f"in_{new_id('x')[2:]}", "object": "invoice", "number": None, "amount_paid": amount_paid,
+            "currency": currency, "metadata": {"dunning_invoice_id": invoice_id},
+            "status_transitions": {"paid_at": int(time.time()) - 5}, **extra}
+
+
+def payment_intent(metadata: dict, amount_received: int, currency: str = "eur") -> dict:
+    return {"id": f"pi_{new_id('x')[2:]}", "object": "payment_intent", "amount": amount_received,
+            "amount_received": amount_received, "currency": currency, "metadata": metadata,
+            "created": int(time.time()) - 60, "invoice": None, "status": "succeeded"}
+
+
+async def post_webhook(client, body: bytes, *, secret: str = SECRET, tenant_id: str = TENANT,
+                       header: str | None = None):
+    return await client.post(f"/v1/webhooks/stripe/{tenant_id}", content=body, headers={
+        "Stripe-Signature": header if header is not None else sign(body, secret),
+        "Content-Type": "application/json"})
+
+
+async def outbox_events(pool, invoice_id: str | None = None) -> list[dict]:
+    rows = await pool.fetch("SELECT payload FROM outbox WHERE topic = 'dunning.payments.v1' ORDER BY id")
+    events = [orjson.loads(bytes(r["payload"])) for r in rows]
+    for env in events:
+        validate(env)  # every event we emit must satisfy its contract
+    return [e for e in events if invoice_id is None or e["subject"] == invoice_id]
+
+
+async def counts(pool) -> dict:
+    return {t: await pool.fetchval(f"SELECT count(*) FROM {t}") for t in ("payments", "outbox", "stripe_events")}
+
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture
+def h():
+    """The helpers above, for test modules (conftest is not importable under --import-mode=importlib)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        TENANT=TENANT, API_KEY=API_KEY, SECRET=SECRET, AUTH=AUTH, invoice_issued=invoice_issued,
+        handle_invoice=handle_invoice, stripe_event=stripe_event, invoice_paid=invoice_paid,
+        payment_intent=payment_intent, post_webhook=post_webhook, outbox_events=outbox_events, counts=counts,
+    )

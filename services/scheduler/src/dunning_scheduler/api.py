@@ -1,0 +1,96 @@
+"""HTTP routes of the scheduler (all but health and metrics need `Authorization: Bearer <api key>`).
+
+    PUT  /v1/policy                        store the tenant's policy document as a new version
+    GET  /v1/policy                        the active policy (the built-in default if none stored)
+    GET  /v1/invoices/{invoice_id}/timers  the invoice's timers (ops / debugging)
+    GET  /healthz, /readyz, /metrics, /docs
+"""
+
+from typing import Annotated, Any
+
+import asyncpg
+from dunning.http import Problem, install_health, install_problem_handlers, install_tracing, tenant_for_key
+from dunning.money import format_amount
+from fastapi import Body, Depends, FastAPI, Path, Request, Security
+from fastapi.responses import PlainTextResponse
+from fastapi.security import HTTPBearer
+
+from dunning_scheduler import repository
+from dunning_scheduler.firing import FiringLoop
+from dunning_scheduler.policy import DEFAULT_DOCUMENT, PolicyError, parse_policy
+from dunning_scheduler.policy_store import active_policy, save_policy
+from dunning_scheduler.schemas import InvoiceTimersOut, PolicyOut, TimerOut
+from dunning_scheduler.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="The tenant's API key.")
+_EXAMPLE = {"anchor": "issued_at", "stages": [{"name": "soft", "offset": "PT5S"},
+                                              {"name": "firm", "offset": "PT10S", "channels": ["email", "sms"]}]}
+
+
+def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | None = None) -> FastAPI:
+    app = FastAPI(title="Dunning scheduler", version="1", description=__doc__)
+    install_problem_handlers(app)
+    install_tracing(app, settings.service_name)
+    install_health(app, lambda: pool)
+
+    async def tenant(request: Request, _=Security(_bearer)) -> str:
+        return await tenant_for_key(pool, request.headers.get("authorization"))
+
+    Tenant = Annotated[str, Depends(tenant)]
+
+    @app.put("/v1/policy", response_model=PolicyOut, tags=["policy"],
+             summary="Store the tenant's dunning policy (a new version; idempotent for an equal document)")
+    async def put_policy(
+        tenant_id: Tenant,
+        document: Annotated[Any, Body(openapi_examples={"default": {"value": DEFAULT_DOCUMENT},
+                                                        "demo": {"value": _EXAMPLE}})],
+    ):
+        try:
+            policy = parse_policy(document)
+        except PolicyError as exc:
+            raise Problem(422, str(exc), title="Invalid policy", errors=exc.errors) from None
+        async with pool.acquire() as conn:
+            stored, created = await save_policy(conn, tenant_id, policy)
+        return {**stored.as_json(), "created": created}
+
+    @app.get("/v1/policy", response_model=PolicyOut, tags=["policy"], summary="The tenant's active policy")
+    async def get_policy(tenant_id: Tenant):
+        async with pool.acquire() as conn:
+            stored = await active_policy(conn, tenant_id)
+        return stored.as_json()
+
+    @app.get("/v1/invoices/{invoice_id}/timers", response_model=InvoiceTimersOut, tags=["timers"],
+             summary="An invoice's dunning timers and their states")
+    async def invoice_timers(tenant_id: Tenant,
+                             invoice_id: Annotated[str, Path(pattern=r"^inv_[0-9A-Za-z]{10,40}$")]):
+        async with pool.acquire() as conn:
+            invoice = await repository.invoice_of(conn, tenant_id, invoice_id)
+            if invoice is None:
+                raise Problem(404, f"No invoice {invoice_id} is known to the scheduler for this tenant.")
+            timers = await repository.timers_of(conn, tenant_id, invoice_id)
+        currency = invoice["currency"]
+
+        def money(value):
+            return None if value is None or currency is None else format_amount(value, currency)
+
+        return InvoiceTimersOut(
+            invoice_id=invoice_id, planned=invoice["planned_at"] is not None, number=invoice["number"],
+            currency=currency, amount_due=money(invoice["amount_due"]), balance=money(invoice["balance"]),
+            due_date=invoice["due_date"], settled=invoice["settled"], settled_at=invoice["settled_at"],
+            policy_id=invoice["policy_id"], policy_version=invoice["policy_version"],
+            timers=[TimerOut(**{k: t[k] for k in TimerOut.model_fields}) for t in timers],
+        )
+
+    @app.get("/metrics", include_in_schema=False, response_class=PlainTextResponse)
+    async def metrics():
+        lines = []
+        if firing is not None:
+            lines += ["# TYPE scheduler_stages_fired_total counter",
+                      f"scheduler_stages_fired_total {firing.fired_total}",
+                      "# TYPE scheduler_firing_batches_total counter",
+                      f"scheduler_firing_batches_total {firing.batches}",
+                      "# TYPE scheduler_firing_errors_total counter",
+                      f"scheduler_firing_errors_total {firing.errors}"]
+        return "\n".join(lines) + "\n"
+
+    return app

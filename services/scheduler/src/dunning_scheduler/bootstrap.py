@@ -1,0 +1,40 @@
+"""The one place the scheduler is wired: pool and producer, HTTP app, consumer with its handler
+table, the firing loop and the outbox relay. Tests call the same functions."""
+
+import asyncpg
+from dunning.consumer import ConsumerRunner
+from dunning.runtime import Service, open_infrastructure, relay_for
+
+from dunning_scheduler.api import create_app
+from dunning_scheduler.firing import FiringLoop
+from dunning_scheduler.handlers import HANDLERS
+from dunning_scheduler.settings import Settings
+
+TOPICS = ["dunning.invoices.v1", "dunning.payments.v1"]
+
+
+def consumer_for(settings: Settings, pool: asyncpg.Pool) -> ConsumerRunner:
+    return ConsumerRunner(
+        name=settings.service_name, pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.consumer_group, topics=TOPICS, handlers=HANDLERS,
+        batch_max=settings.consumer_batch_max, fetch_wait_ms=settings.consumer_fetch_wait_ms,
+        max_infra_retries=settings.consumer_max_infra_retries, handler_attempts=settings.consumer_handler_attempts,
+    )
+
+
+def firing_loop_for(settings: Settings, pool: asyncpg.Pool) -> FiringLoop:
+    return FiringLoop(pool, settings.db_schema, batch_size=settings.fire_batch_size,
+                      poll_seconds=settings.fire_poll_seconds)
+
+
+async def bootstrap(settings: Settings) -> Service:
+    pool, producer = await open_infrastructure(settings)
+    workers = []
+    if settings.consumer_enabled:
+        workers.append(consumer_for(settings, pool))
+    firing = firing_loop_for(settings, pool) if settings.firing_enabled else None
+    if firing is not None:
+        workers.append(firing)
+    app = create_app(pool, settings, firing=firing)
+    return Service(name=settings.service_name, settings=settings, pool=pool, producer=producer, app=app,
+                   workers=workers, relay=relay_for(settings, pool, producer))

@@ -1,0 +1,97 @@
+"""ISO 8601 durations for policy offsets: `P3D`, `-P3D` (before the anchor), `P1M`, `PT5S`, `P1WT12H`.
+
+Date parts (Y, M, W, D) are calendar arithmetic on the local wall clock of the anchor (so "P7D" after
+09:00 Europe/Berlin is 09:00 Berlin a week later, across a DST change, and "P1M" after 31 January
+is the last day of February); time parts (H, M, S) are elapsed time added to the resulting instant.
+A leading `-` negates every part. Seconds may carry a fraction (`PT0.5S`).
+"""
+
+import calendar
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+_PATTERN = re.compile(
+    r"(?P<sign>-)?P"
+    r"(?:(?P<years>\d{1,4})Y)?(?:(?P<months>\d{1,5})M)?(?:(?P<weeks>\d{1,5})W)?(?:(?P<days>\d{1,6})D)?"
+    r"(?:T(?:(?P<hours>\d{1,7})H)?(?:(?P<minutes>\d{1,9})M)?(?:(?P<seconds>\d{1,11}(?:\.\d{1,6})?)S)?)?"
+)
+# Nominal lengths, only to compare offsets (policy validation), never to compute a date.
+_NOMINAL_DAY = 86400
+_NOMINAL_MONTH = Decimal("2629746")  # 365.2425 days / 12
+
+
+class DurationError(ValueError):
+    """Not an ISO 8601 duration this scheduler understands."""
+
+
+@dataclass(frozen=True)
+class Duration:
+    negative: bool = False
+    years: int = 0
+    months: int = 0
+    weeks: int = 0
+    days: int = 0
+    hours: int = 0
+    minutes: int = 0
+    seconds: Decimal = Decimal(0)
+
+    @property
+    def _sign(self) -> int:
+        return -1 if self.negative else 1
+
+    def nominal_seconds(self) -> Decimal:
+        """An approximate length (months of 30.44 days) for ordering offsets."""
+        total = (Decimal(self.years * 12 + self.months) * _NOMINAL_MONTH
+                 + (self.weeks * 7 + self.days) * _NOMINAL_DAY
+                 + self.hours * 3600 + self.minutes * 60 + self.seconds)
+        return self._sign * total
+
+    def time_delta(self) -> timedelta:
+        """The elapsed-time part (H, M, S), signed."""
+        return self._sign * timedelta(hours=self.hours, minutes=self.minutes, seconds=float(self.seconds))
+
+    def add_to(self, anchor: datetime) -> datetime:
+        """The instant `anchor + self`; `anchor` must be aware, in the zone whose wall clock counts."""
+        if anchor.tzinfo is None:
+            raise ValueError("anchor must be timezone-aware")
+        months = self._sign * (self.years * 12 + self.months)
+        days = self._sign * (self.weeks * 7 + self.days)
+        local = anchor.replace(tzinfo=None)
+        if months:
+            local = local.replace(**_shift_months(local.date(), months))
+        local += timedelta(days=days)
+        # Re-attach the zone to the new wall-clock time (its own UTC offset, after a DST change).
+        moved = local.replace(tzinfo=anchor.tzinfo, fold=0)
+        return moved.astimezone(timezone.utc) + self.time_delta()
+
+
+def _shift_months(day: date, months: int) -> dict[str, int]:
+    index = day.year * 12 + (day.month - 1) + months
+    year, month = divmod(index, 12)
+    if not 1 <= year <= 9999:
+        raise DurationError("offset moves the date out of range")
+    last = calendar.monthrange(year, month + 1)[1]
+    return {"year": year, "month": month + 1, "day": min(day.day, last)}
+
+
+def parse_duration(text: object) -> Duration:
+    if not isinstance(text, str):
+        raise DurationError("must be an ISO 8601 duration string such as \"P7D\" or \"-P3D\"")
+    match = _PATTERN.fullmatch(text)
+    if match is None or text.endswith("T"):
+        raise DurationError(f"{text!r} is not an ISO 8601 duration such as \"P7D\", \"-P3D\" or \"PT5S\"")
+    parts = match.groupdict()
+    if all(parts[k] is None for k in ("years", "months", "weeks", "days", "hours", "minutes", "seconds")):
+        raise DurationError(f"{text!r} has no components")
+    return Duration(
+        negative=parts["sign"] == "-",
+        years=int(parts["years"] or 0),
+        months=int(parts["months"] or 0),
+        weeks=int(parts["weeks"] or 0),
+        days=int(parts["days"] or 0),
+        hours=int(parts["hours"] or 0),
+        minutes=int(parts["minutes"] or 0),
+        seconds=Decimal(parts["seconds"] or 0),
+    )

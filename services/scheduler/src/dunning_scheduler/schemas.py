@@ -1,0 +1,48 @@
+"""API models (responses; the policy document itself is validated by `policy.parse_policy`)."""
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from dunning_scheduler.policy import DEFAULT_DOCUMENT
+
+
+class PolicyOut(BaseModel):
+    tenant_id: str
+    policy_id: str
+    version: int = Field(description="Version of the tenant's policy; the built-in default reports 1.")
+    source: Literal["tenant", "default"]
+    created_at: datetime | None = Field(description="When this version was stored; null for the default.")
+    created: bool | None = Field(None, description="PUT only: false when the document equals the active one.")
+    policy: dict[str, Any] = Field(description="The normalised document (defaults written out).",
+                                   json_schema_extra={"example": DEFAULT_DOCUMENT})
+
+
+class TimerOut(BaseModel):
+    stage_id: str
+    stage: str
+    sequence: int
+    channel: str
+    template: str
+    scheduled_at: datetime
+    state: Literal["scheduled", "fired", "cancelled", "skipped"]
+    fired_at: datetime | None
+    cancelled_at: datetime | None
+    reason: str | None
+    policy_version: int
+
+
+class InvoiceTimersOut(BaseModel):
+    invoice_id: str
+    planned: bool = Field(description="False while only a payment is known (InvoiceIssued not seen yet).")
+    number: str | None
+    currency: str | None
+    amount_due: str | None
+    balance: str | None
+    due_date: date | None
+    settled: bool
+    settled_at: datetime | None
+    policy_id: str | None
+    policy_version: int | None
+    timers: list[TimerOut]

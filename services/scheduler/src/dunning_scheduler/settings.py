@@ -1,0 +1,20 @@
+"""Scheduler settings: env prefix SCHEDULER_ (plus the shared DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS)."""
+
+from dunning.settings import CommonSettings
+from pydantic_settings import SettingsConfigDict
+
+
+class Settings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="SCHEDULER_", extra="ignore")
+
+    service_name: str = "scheduler"
+    db_schema: str = "scheduler"
+    http_port: int = 8002
+
+    consumer_group: str = "scheduler"
+    consumer_enabled: bool = True
+
+    # Firing loop.
+    firing_enabled: bool = True
+    fire_batch_size: int = 2000
+    fire_poll_seconds: float = 0.1

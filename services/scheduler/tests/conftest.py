@@ -1,0 +1,128 @@
+"""Fixtures for the scheduler's integration tests: a migrated schema with a tenant, event builders,
+and helpers to apply events through the handlers and read the outbox."""
+
+import asyncio
+import uuid
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from dunning import inbox, tenancy
+from dunning.clock import utcnow
+from dunning.db import create_pool
+from dunning.events import decode, dumps, new_event, validate
+from dunning.ids import new_id
+
+from dunning_scheduler.handlers import HANDLERS
+from dunning_scheduler.settings import Settings
+
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+TENANT = "ten_test01SCHEDULER"
+API_KEY = "dk_testkey_scheduler_0123456789"
+
+
+@pytest.fixture
+def schema(migrated) -> str:
+    return migrated(MIGRATIONS)
+
+
+@pytest.fixture
+def settings(infra, schema) -> Settings:
+    return Settings(database_url=infra.database_url, kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
+                    db_schema=schema, consumer_group=f"scheduler-{uuid.uuid4().hex[:8]}", relay_poll_seconds=0.05)
+
+
+@pytest.fixture
+async def pool(infra, schema):
+    pool = await create_pool(infra.database_url, schema, max_size=12)
+    async with pool.acquire() as conn:
+        await tenancy.provision(conn, TENANT, "Acme", API_KEY)
+    yield pool
+    await pool.close()
+
+
+def invoice_issued(*, invoice_id: str | None = None, tenant_id: str = TENANT, due_date: date | None = None,
+                   issued_at: datetime | None = None, timezone: str = "Europe/Berlin", currency: str = "EUR",
+                   amount_due: str = "1250.00") -> dict:
+    invoice_id = invoice_id or new_id("inv")
+    issued_at = issued_at or utcnow()
+    return new_event("dunning.InvoiceIssued.v1", {
+        "invoice_id": invoice_id, "tenant_id": tenant_id, "external_id": f"ext-{invoice_id[-8:]}",
+        "number": f"INV-{invoice_id[-6:]}",
+        "customer": {"customer_id": "cus_01JB2F7H9K3M5N7P9Q1R3S5T7V", "external_id": "c-1",
+                     "name": "Brandt & Söhne GmbH", "email": "ap@brandt-soehne.de", "locale": "de-DE",
+                     "timezone": timezone},
+        "currency": currency, "amount_due": amount_due,
+        "issue_date": issued_at.date(), "due_date": due_date or (issued_at + timedelta(days=14)).date(),
+        "payment_url": "https://pay.example.com/i/1", "metadata": {"po": "1"}, "issued_at": issued_at,
+    }, source="/invoice-ingest", subject=invoice_id, tenant_id=tenant_id)
+
+
+def payment_received(invoice_id: str, *, balance: str, settled: bool, acknowledged_at: datetime | None = None,
+                     tenant_id: str = TENANT, currency: str = "EUR", amount: str = "100.00") -> dict:
+    acknowledged_at = acknowledged_at or utcnow()
+    return new_event("dunning.PaymentReceived.v1", {
+        "payment_id": new_id("pay"), "invoice_id": invoice_id, "tenant_id": tenant_id,
+        "invoice_external_id": "ext", "source": "api", "source_reference": "ref-1", "currency": currency,
+        "amount": amount, "amount_applied": amount, "balance_remaining": balance, "settled": settled,
+        "received_at": acknowledged_at, "acknowledged_at": acknowledged_at,
+    }, source="/reconciliation", subject=invoice_id, tenant_id=tenant_id)
+
+
+async def apply(pool, envelope: dict, topic: str = "test") -> bool:
+    """Apply an event as the consumer runner does (inbox claim + handler, one transaction)."""
+    validate(envelope)
+    event = decode(dumps(envelope))
+    async with pool.acquire() as conn, conn.transaction():
+        if not await inbox.claim(conn, event.id, event.type, topic):
+            return False
+        await HANDLERS[event.type](conn, event)
+    return True
+
+
+async def outbox_events(pool, event_type: str | None = None, invoice_id: str | None = None) -> list[dict]:
+    rows = await pool.fetch("SELECT payload FROM outbox ORDER BY id")
+    events = [orjson.loads(bytes(r["payload"])) for r in rows]
+    return [e for e in events if (event_type is None or e["type"] == event_type)
+            and (invoice_id is None or e["subject"] == invoice_id)]
+
+
+async def timers(pool, invoice_id: str) -> list:
+    return await pool.fetch("SELECT * FROM timers WHERE invoice_id = $1 ORDER BY sequence, channel", invoice_id)
+
+
+async def read_topic(bootstrap: str, topic: str, want, timeout: float = 20.0) -> list[dict]:
+    """Consume a topic from the start with a fresh group until `want(envelopes)` holds."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"t-{uuid.uuid4().hex}",
+                                auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=50)
+    await consumer.start()
+    found: list[dict] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline and not want(found):
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                found.extend(orjson.loads(r.value) for r in records)
+        return found
+    finally:
+        await consumer.stop()
+
+
+class Helpers:
+    invoice_issued = staticmethod(invoice_issued)
+    payment_received = staticmethod(payment_received)
+    apply = staticmethod(apply)
+    outbox_events = staticmethod(outbox_events)
+    timers = staticmethod(timers)
+    read_topic = staticmethod(read_topic)
+    TENANT = TENANT
+    API_KEY = API_KEY
+
+
+@pytest.fixture
+def h() -> type[Helpers]:
+    return Helpers

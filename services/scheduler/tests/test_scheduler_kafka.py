@@ -1,0 +1,104 @@
+"""The whole scheduler on a real broker: InvoiceIssued on Kafka -> consumer -> timers -> firing loop
+-> outbox -> relay -> StageEscalated on Kafka; and concurrent firing loops."""
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from dunning.clock import utcnow
+from dunning.db import create_pool
+from dunning.events import dumps, validate
+from dunning.kafka import make_producer
+from dunning.runtime import relay_for
+
+from dunning_scheduler.bootstrap import consumer_for, firing_loop_for
+from dunning_scheduler.firing import FiringLoop
+from dunning_scheduler.policy import parse_policy
+from dunning_scheduler.policy_store import save_policy
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def producer(infra):
+    producer = make_producer(infra.kafka_bootstrap_servers, "scheduler-test")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+async def test_invoice_on_kafka_becomes_stage_escalated_on_kafka(pool, settings, producer, infra, h):
+    async with pool.acquire() as conn:
+        await save_policy(conn, h.TENANT, parse_policy({"anchor": "issued_at", "stages": [
+            {"name": "soft", "offset": "PT3S"}, {"name": "firm", "offset": "PT4S"}]}))
+    workers = [consumer_for(settings, pool), firing_loop_for(settings, pool), relay_for(settings, pool, producer)]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    # Wait until the consumer has joined its group, so that the plan starts when the invoice is issued.
+    warm_up = h.payment_received(h.invoice_issued()["subject"], balance="1.00", settled=False)
+    await producer.send_and_wait("dunning.payments.v1", dumps(warm_up), key=warm_up["subject"].encode())
+    from dunning.testing.fixtures import async_wait_until
+
+    async def joined():
+        return workers[0].processed > 0
+    await async_wait_until(joined, timeout=30, what="consumer joined")
+
+    settled_event = h.invoice_issued(issued_at=utcnow())
+    event = h.invoice_issued(issued_at=utcnow())
+    invoice_id, settled_id = event["subject"], settled_event["subject"]
+    payment = h.payment_received(settled_id, balance="0.00", settled=True)
+    for topic, envelope in [("dunning.payments.v1", payment), ("dunning.invoices.v1", settled_event),
+                            ("dunning.invoices.v1", event), ("dunning.invoices.v1", event)]:
+        validate(envelope)
+        await producer.send_and_wait(topic, dumps(envelope), key=envelope["subject"].encode())
+
+    try:
+        def seen(events):
+            return len([e for e in events if e["type"] == "dunning.StageEscalated.v1"
+                        and e["subject"] == invoice_id]) >= 2
+
+        events = await h.read_topic(infra.kafka_bootstrap_servers, "dunning.stages.v1", seen, timeout=30)
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=10)
+    mine = [e for e in events if e["subject"] in (invoice_id, settled_id)]
+    for envelope in mine:
+        validate(envelope)
+    escalated = [e for e in mine if e["type"] == "dunning.StageEscalated.v1"]
+    assert sorted(e["data"]["stage"] for e in escalated) == ["firm", "soft"]
+    assert {e["subject"] for e in escalated} == {invoice_id}  # the settled invoice never fires
+    planned = {e["subject"]: e for e in mine if e["type"] == "dunning.DunningPlanned.v1"}
+    assert {s["state"] for s in planned[settled_id]["data"]["stages"]} == {"cancelled"}
+    assert Counter(e["subject"] for e in mine if e["type"] == "dunning.DunningPlanned.v1")[invoice_id] == 1
+
+
+async def test_two_firing_loops_never_fire_a_timer_twice(pool, infra, schema, h):
+    invoices = [h.invoice_issued(issued_at=utcnow() - timedelta(days=1), due_date=utcnow().date() + timedelta(days=5))
+                for _ in range(300)]
+    for event in invoices:
+        await h.apply(pool, event)
+    await pool.execute("UPDATE timers SET scheduled_at = now() - random() * interval '1 hour'")
+    total = await pool.fetchval("SELECT count(*) FROM timers WHERE state = 'scheduled'")
+    assert total == 1500
+
+    second_pool = await create_pool(infra.database_url, schema)
+    loops = [FiringLoop(pool, schema, batch_size=40, name="a"), FiringLoop(second_pool, schema, batch_size=40, name="b")]
+    tasks = [asyncio.create_task(loop.run()) for loop in loops]
+    try:
+        async def drained():
+            return await pool.fetchval("SELECT count(*) FROM timers WHERE state = 'scheduled'") == 0
+
+        from dunning.testing.fixtures import async_wait_until
+        await async_wait_until(drained, timeout=30, what="every timer fired")
+    finally:
+        for loop in loops:
+            loop.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await second_pool.close()
+
+    escalated = await h.outbox_events(pool, "dunning.StageEscalated.v1")
+    per_stage = Counter(e["data"]["stage_id"] for e in escalated)
+    assert len(per_stage) == total and set(per_stage.values()) == {1}
+    assert sum(loop.fired_total for loop in loops) == total
