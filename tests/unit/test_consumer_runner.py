@@ -1,0 +1,126 @@
+"""The consumer runner's decisions, with fakes: what is applied, retried or dead-lettered."""
+
+import contextlib
+import json
+
+import orjson
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+
+from dunning.consumer import DEAD_LETTER_TOPIC, ConsumerRunner, Rejected
+from dunning.events import schemas_dir
+
+pytestmark = pytest.mark.unit
+TP = TopicPartition("dunning.invoices.v1", 0)
+
+
+class FakeConn:
+    def __init__(self):
+        self.inbox: dict[str, str] = {}
+        self.outbox: list[dict] = []
+        self.committed = False
+
+    @contextlib.asynccontextmanager
+    async def transaction(self):
+        inbox, outbox = dict(self.inbox), list(self.outbox)
+        try:
+            yield
+        except BaseException:
+            self.inbox, self.outbox = inbox, outbox  # roll back
+            raise
+
+    async def fetchval(self, sql, event_id, event_type, topic, status):
+        if event_id in self.inbox:
+            return None
+        self.inbox[event_id] = status
+        return True
+
+    async def execute(self, sql, lane, topic, key, event_id, event_type, headers, payload):
+        self.outbox.append({"topic": topic, "key": key, "headers": headers, "payload": payload})
+
+
+class FakePool:
+    def __init__(self, conn):
+        self.conn = conn
+
+    @contextlib.asynccontextmanager
+    async def acquire(self):
+        yield self.conn
+
+
+class FakeConsumer:
+    def __init__(self):
+        self.commits = []
+
+    async def commit(self, offsets):
+        self.commits.append(offsets)
+
+
+def record(offset: int, value: bytes) -> ConsumerRecord:
+    return ConsumerRecord(TP.topic, 0, offset, 0, 0, b"inv_1", value, None, 0, len(value), [])
+
+
+def event(eid: str, behaviour: str = "ok") -> bytes:
+    env = json.loads((schemas_dir() / "examples/InvoiceIssued/1/eur-invoice.json").read_text())
+    env["id"] = eid
+    env["data"]["metadata"] = {"behaviour": behaviour}
+    return orjson.dumps(env)
+
+
+async def run_batch(records, handler):
+    conn = FakeConn()
+    runner = ConsumerRunner(name="t", pool=FakePool(conn), bootstrap_servers="unused", group_id="g", topics=[TP.topic],
+                            handlers={"dunning.InvoiceIssued.v1": handler}, handler_attempts=2)
+    consumer = FakeConsumer()
+    await runner.process_batch(consumer, {TP: records})
+    return conn, consumer
+
+
+def dead_reasons(conn):
+    return [o["headers"]["x-dlq-reason"] for o in conn.outbox if o["topic"] == DEAD_LETTER_TOPIC]
+
+
+E1, E2, E3 = ("00000000-0000-4000-8000-00000000000%d" % i for i in (1, 2, 3))
+
+
+@pytest.mark.parametrize("values,applied,reasons", [
+    pytest.param([event(E1), event(E2)], [E1, E2], [], id="all-good"),
+    pytest.param([event(E1), event(E1)], [E1], [], id="duplicate-applied-once"),
+    pytest.param([b"\x00garbage", event(E1)], [E1], ["invalid"], id="poison-does-not-block"),
+    pytest.param([event(E1, "rejected"), event(E2)], [E2], ["rejected"], id="rejected"),
+    pytest.param([event(E1, "bug"), event(E2)], [E2], ["handler_error"], id="repeated-bug"),
+    pytest.param([event(E1, "flaky"), event(E2)], [E1, E2], [], id="flaky-retried"),
+])
+async def test_batch_outcomes(values, applied, reasons):
+    seen, flaky = [], {"failed": False}
+
+    async def handler(conn, ev):
+        behaviour = ev.data["metadata"]["behaviour"]
+        if behaviour == "rejected":
+            raise Rejected("customer unknown")
+        if behaviour == "bug":
+            raise ZeroDivisionError()
+        if behaviour == "flaky" and not flaky["failed"]:
+            flaky["failed"] = True
+            raise RuntimeError("once")
+        seen.append(ev.id)
+
+    conn, consumer = await run_batch([record(i, v) for i, v in enumerate(values)], handler)
+    assert seen == applied
+    assert dead_reasons(conn) == reasons
+    assert consumer.commits == [{TP: len(values)}]
+
+
+async def test_infrastructure_errors_are_retried_never_dead_lettered():
+    calls = []
+
+    async def handler(conn, ev):
+        calls.append(ev.id)
+        if len(calls) < 3:
+            raise ConnectionRefusedError("db down")
+
+    conn, consumer = await run_batch([record(0, event(E3))], handler)
+    assert calls == [E3, E3, E3]
+    assert dead_reasons(conn) == []
+    assert conn.inbox == {E3: "processed"}
+    assert consumer.commits == [{TP: 1}]
