@@ -1,5 +1,7 @@
 """POST/GET /v1/payments against real PostgreSQL: idempotency on reference, validation, matching."""
 
+import asyncio
+
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -7,7 +9,7 @@ pytestmark = pytest.mark.integration
 
 def payment(**overrides) -> dict:
     body = {"invoice_external_id": "ACC-1", "amount": "400.00", "currency": "EUR",
-            "received_at": "2026-12-09T09:00:00+01:00", "reference": "RCPT-1"}
+            "received_at": "2026-01-09T09:00:00+01:00", "reference": "RCPT-1"}
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not None}
 
@@ -24,7 +26,7 @@ async def test_reference_is_idempotent(pool, client, h):
     body = first.json()
     assert (body["status"], body["amount_applied"], body["balance_remaining"], body["settled"]) == (
         "applied", "400.00", "600.00", False)
-    assert body["received_at"] == "2026-12-09T08:00:00Z"  # converted to UTC
+    assert body["received_at"] == "2026-01-09T08:00:00Z"  # converted to UTC
     assert retry.status_code == 200 and retry.json() == body
     assert changed.status_code == 409 and changed.json()["errors"][0]["field"] == "reference"
     assert await pool.fetchval("SELECT count(*) FROM payments") == 1
@@ -58,7 +60,8 @@ async def test_payment_for_an_unknown_invoice_waits_for_it(pool, client, h):
     pytest.param(payment(currency="USD"), "currency", id="currency-differs-from-invoice"),
     pytest.param(payment(invoice_external_id=None), "invoice_id", id="no-invoice-key"),
     pytest.param(payment(invoice_id="not-an-id"), "invoice_id", id="malformed-invoice-id"),
-    pytest.param(payment(received_at="2026-12-09T09:00:00"), "received_at", id="naive-received-at"),
+    pytest.param(payment(received_at="2026-01-09T09:00:00"), "received_at", id="naive-received-at"),
+    pytest.param(payment(received_at="2999-01-01T00:00:00Z"), "received_at", id="far-future-received-at"),
     pytest.param(payment(reference=""), "reference", id="empty-reference"),
     pytest.param(payment(extra="x"), "extra", id="unknown-field"),
 ])
@@ -95,7 +98,8 @@ async def test_payments_need_an_api_key(client, headers):
 
 
 async def test_not_json_is_400(client, h):
-    response = await client.post("/v1/payments", content=b"{nope", headers={**h.AUTH, "Content-Type": "application/json"})
+    headers = {**h.AUTH, "Content-Type": "application/json"}
+    response = await client.post("/v1/payments", content=b"{nope", headers=headers)
     assert response.status_code == 400
 
 
@@ -114,3 +118,11 @@ async def test_health_and_docs(client):
     assert (await client.get("/readyz")).json() == {"status": "ready"}
     assert (await client.get("/docs")).status_code == 200
     assert "/v1/webhooks/stripe/{tenant_id}" in (await client.get("/openapi.json")).json()["paths"]
+
+
+async def test_concurrent_retries_record_one_payment(pool, client, h):
+    await h.handle_invoice(pool, h.invoice_issued(amount_due="1000.00", external_id="ACC-1"))
+    responses = await asyncio.gather(*(client.post("/v1/payments", json=payment(), headers=h.AUTH) for _ in range(4)))
+    assert sorted(r.status_code for r in responses) == [200, 200, 200, 201]
+    assert all(r.json() == responses[0].json() for r in responses)
+    assert await pool.fetchval("SELECT balance FROM invoices") == 600

@@ -1,5 +1,6 @@
 """Stripe webhooks against real PostgreSQL: signature, dedupe, matching, amounts, PaymentReceived."""
 
+import asyncio
 import time
 
 import pytest
@@ -83,7 +84,8 @@ async def test_same_stripe_object_under_another_event_id_is_not_paid_twice(pool,
 async def test_refused_requests_change_nothing(pool, client, h, tamper):
     issued = h.invoice_issued()
     await h.handle_invoice(pool, issued)
-    body = h.stripe_event("payment_intent.succeeded", h.payment_intent({"dunning_invoice_id": issued["subject"]}, 50000))
+    intent = h.payment_intent({"dunning_invoice_id": issued["subject"]}, 50000)
+    body = h.stripe_event("payment_intent.succeeded", intent)
 
     response = await h.post_webhook(client, body, **tamper(body, h))
 
@@ -139,7 +141,8 @@ async def test_jpy_minor_units_are_yen(pool, client, h):
     issued = h.invoice_issued(currency="JPY", amount_due="5000")
     await h.handle_invoice(pool, issued)
 
-    response = await h.post_webhook(client, h.stripe_event("invoice.paid", h.invoice_paid(issued["subject"], 5000, "jpy")))
+    body = h.stripe_event("invoice.paid", h.invoice_paid(issued["subject"], 5000, "jpy"))
+    response = await h.post_webhook(client, body)
 
     assert response.json()["settled"] is True
     [event] = await h.outbox_events(pool, issued["subject"])
@@ -189,3 +192,16 @@ async def test_signed_but_unreadable_event_is_a_400_naming_the_field(pool, clien
     assert response.status_code == 400
     assert response.json()["errors"][0]["field"] == "data.object.currency"
     assert await h.counts(pool) == {"payments": 0, "outbox": 0, "stripe_events": 0}
+
+
+async def test_concurrent_deliveries_of_one_event_apply_it_once(pool, client, h):
+    issued = h.invoice_issued(amount_due="1250.00")
+    await h.handle_invoice(pool, issued)
+    intent = h.payment_intent({"dunning_invoice_id": issued["subject"]}, 10000)
+    body = h.stripe_event("payment_intent.succeeded", intent)
+
+    responses = await asyncio.gather(*(h.post_webhook(client, body) for _ in range(4)))
+
+    assert sorted(r.json()["status"] for r in responses) == ["applied", "duplicate", "duplicate", "duplicate"]
+    assert len(await h.outbox_events(pool, issued["subject"])) == 1
+    assert await pool.fetchval("SELECT balance FROM invoices") == 1150

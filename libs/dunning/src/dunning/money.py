@@ -15,10 +15,10 @@ _EXPONENTS: dict[str, int] = {
         "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0
     ),
     **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
-    **dict.fromkeys("CLF UYW".split(), 4),
 }
 # Codes that babel knows as historical or that are not money.
-_NOT_TRADED = {"XXX", "XTS", "XAU", "XAG", "XPT", "XPD", "XDR", "XBA", "XBB", "XBC", "XBD", "XSU", "XUA"}
+# CLF and UYW (4 decimals) are units of account, not currencies an invoice is paid in.
+_NOT_TRADED = {"CLF", "UYW", "XXX", "XTS", "XAU", "XAG", "XPT", "XPD", "XDR", "XBA", "XBB", "XBC", "XBD", "XSU", "XUA"}
 
 
 class MoneyError(ValueError):
@@ -70,7 +70,13 @@ def to_minor(amount: Decimal, currency: str) -> int:
 
 
 def from_minor(minor: int, currency: str, *, digits: int | None = None) -> Decimal:
-    return quantize(Decimal(minor).scaleb(-(exponent(currency) if digits is None else digits)), currency)
+    """Minor units to an amount; `digits` when the sender counts minor units its own way (Stripe's
+    ISK has 2). Refuses a value that the currency's ISO exponent cannot hold exactly."""
+    amount = Decimal(minor).scaleb(-(exponent(currency) if digits is None else digits))
+    exact = quantize(amount, currency)
+    if exact != amount:
+        raise MoneyError(f"{minor} minor units of {currency} is not a whole amount of {currency}")
+    return exact
 
 
 def format_amount(amount: Decimal, currency: str) -> str:

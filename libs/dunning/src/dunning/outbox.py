@@ -11,6 +11,7 @@ commits late is not skipped (see pyeventsourcing's postgres notes).
 """
 
 import asyncio
+import contextlib
 import random
 import zlib
 from typing import Any
@@ -86,8 +87,13 @@ class OutboxRelay:
 
     async def run(self) -> None:
         listener = await self.pool.acquire()
+        channel = channel_name(self.schema)
+
+        def wake(*_):
+            self._wake.set()
+
         try:
-            await listener.add_listener(channel_name(self.schema), lambda *_: self._wake.set())
+            await listener.add_listener(channel, wake)
             backoff = 0.1
             while not self._stopping:
                 try:
@@ -106,6 +112,8 @@ class OutboxRelay:
                 except asyncio.TimeoutError:
                     pass
         finally:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(channel, wake)
             await self.pool.release(listener)
 
     async def publish_once(self) -> int:

@@ -52,7 +52,8 @@ class PaymentOut(BaseModel):
     currency: str
     amount: str
     amount_applied: str
-    unapplied_amount: str = Field(description="Overpayment not applied to the invoice (or, while pending, the whole amount).")
+    unapplied_amount: str = Field(
+        description="Overpayment not applied to the invoice (or, while pending, the whole amount).")
     balance_remaining: str | None
     settled: bool
     received_at: str

@@ -71,8 +71,8 @@ async def _record(conn: asyncpg.Connection, tenant_id: str, event_id: str, event
     if earlier is not None:
         # Another event (another id) for a Stripe object already paid in: the money came once.
         await repo.finish_stripe_event(conn, tenant_id, event_id, DUPLICATE, earlier)
-        log.info("reconciliation.webhook.duplicate_object", stripe_event_id=event_id, stripe_object_id=payment.stripe_object_id,
-                 payment_id=earlier)
+        log.info("reconciliation.webhook.duplicate_object", stripe_event_id=event_id,
+                 stripe_object_id=payment.stripe_object_id, payment_id=earlier)
         return {"status": DUPLICATE, "payment_id": earlier}
     outcome = await reconcile.receive(conn, payment)
     await repo.finish_stripe_event(conn, tenant_id, event_id, outcome.status, outcome.payment_id)
