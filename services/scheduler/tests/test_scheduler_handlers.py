@@ -169,3 +169,18 @@ async def test_another_tenants_payment_for_an_invoice_is_rejected(pool, h):
         await h.apply(pool, h.payment_received(event["subject"], balance="0.00", settled=True,
                                                tenant_id="ten_other"))
     assert {r["state"] for r in await h.timers(pool, event["subject"])} == {"scheduled"}
+
+
+async def test_a_partial_payment_before_its_invoice_sets_the_balance_reminders_show(pool, h):
+    event = h.invoice_issued(issued_at=utcnow() + timedelta(hours=1), amount_due="1250.00")
+    invoice_id = event["subject"]
+    await h.apply(pool, h.payment_received(invoice_id, balance="400.00", settled=False))
+    await h.apply(pool, event)
+    assert {r["state"] for r in await h.timers(pool, invoice_id)} == {"scheduled"}
+    await pool.execute("UPDATE timers SET scheduled_at = now() WHERE invoice_id = $1 AND sequence = 0", invoice_id)
+    schema = await pool.fetchval("SELECT current_schema()")
+    assert await FiringLoop(pool, schema).fire_once() == 1
+    [escalated] = await h.outbox_events(pool, ESCALATED, invoice_id)
+    validate(escalated)
+    assert escalated["data"]["invoice"]["amount_due"] == "1250.00"
+    assert escalated["data"]["invoice"]["balance"] == "400.00"

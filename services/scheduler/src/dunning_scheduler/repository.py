@@ -126,16 +126,15 @@ async def cancel_pending(conn: asyncpg.Connection, invoice_id: str, reason: str)
 # The firing query, in one place: a gate (pause, payments watermark, send windows) is one more
 # condition in `due`. SKIP LOCKED lets several scheduler replicas fire side by side, each timer once.
 _FIRE_DUE = """
-WITH due AS MATERIALIZED (
-    SELECT stage_id FROM timers
-    WHERE state = 'scheduled' AND scheduled_at <= now()
-    ORDER BY scheduled_at
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-)
 UPDATE timers AS t SET state = 'fired', fired_at = now()
-FROM due, invoices AS i
-WHERE t.stage_id = due.stage_id AND i.invoice_id = t.invoice_id
+FROM invoices AS i
+WHERE t.stage_id = ANY(ARRAY(
+        SELECT stage_id FROM timers
+        WHERE state = 'scheduled' AND scheduled_at <= now()
+        ORDER BY scheduled_at
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED))
+  AND i.invoice_id = t.invoice_id
 RETURNING t.stage_id, t.tenant_id, t.invoice_id, t.stage, t.sequence, t.channel, t.template, t.scheduled_at,
           t.fired_at, i.external_id, i.number, i.currency, i.amount_due, i.balance, i.issue_date, i.due_date,
           i.payment_url, i.customer
