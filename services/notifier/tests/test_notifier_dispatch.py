@@ -199,3 +199,24 @@ async def test_two_replicas_send_each_delivery_once(
     for data in batch:
         assert len(await mail_to(mailserver.api, data["customer"]["email"])) == 1
         assert [e["type"] for e in await outbox_events(notifier_pool, data["invoice_id"])] == ["dunning.ReminderSent.v1"]
+
+
+async def test_a_stale_worker_cannot_overwrite_a_newer_claim(notifier_pool, stage_data, stage_escalated, consume):
+    from datetime import datetime, timezone
+
+    from dunning_notifier import repository as repo
+
+    data = stage_data()
+    await consume(notifier_pool, stage_escalated(data))
+    [first] = await repo.claim_due(notifier_pool, 10, 0.001)  # a worker claims, then stalls past its lease
+    await notifier_pool.execute("UPDATE deliveries SET claimed_until = now() - interval '1 second'")
+    await repo.release_expired_leases(notifier_pool)
+    [second] = await repo.claim_due(notifier_pool, 10, 30)  # another replica takes it over
+    assert second["attempts"] == first["attempts"] + 1
+
+    async with notifier_pool.acquire() as conn:
+        now = datetime.now(timezone.utc)
+        assert await repo.mark_failed(conn, [(first["delivery_id"], first["attempts"], "smtp_550", "late")]) == set()
+        assert await repo.mark_sent(conn, [(second["delivery_id"], second["attempts"], "<id>", now)]) == {
+            second["delivery_id"]}
+    assert (await delivery_row(notifier_pool, data["invoice_id"]))["state"] == "sent"

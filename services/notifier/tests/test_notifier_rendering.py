@@ -167,3 +167,46 @@ async def test_template_error_fails_permanently_without_touching_smtp(stage_data
 async def test_channel_without_provider_fails_permanently(stage_data):
     outcome = await NotConfigured("sms").send(_delivery(stage_data(channel="sms"), channel="sms"))
     assert outcome == Failed("channel_not_configured", "no provider is configured for the 'sms' channel", True)
+
+
+def test_headers_cannot_be_injected_and_long_values_fold(stage_data, renderer):
+    data = stage_data(name="Evil\r\nBcc: victim@example.com", locale="de-DE", currency="EUR")
+    d = _delivery(data)
+    d = Delivery(**{**d.__dict__, "tenant_id": "ten\r\nBcc: x@example.com"})
+    rendered = renderer.render(data)
+    rendered = type(rendered)(subject=("Überfällige Rechnung " * 8).strip(), text=rendered.text, html=rendered.html,
+                              locale=rendered.locale)
+    raw, _, _ = EmailChannel(Settings(), renderer).build(d, rendered)
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nBcc:" not in head and b"\nBcc:" not in head
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["Bcc"] is None
+    assert msg["Subject"] == ("Überfällige Rechnung " * 8).strip()
+    assert msg["To"].addresses[0].addr_spec == data["customer"]["email"]
+    assert msg["To"].addresses[0].display_name == "Evil Bcc: victim@example.com"
+
+
+def test_bodies_survive_the_round_trip(stage_data, renderer):
+    data = stage_data(name="Brandt & Söhne GmbH", locale="de-DE", currency="EUR")
+    rendered = renderer.render(data)
+    raw, _, _ = EmailChannel(Settings(), renderer).build(_delivery(data), rendered)
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == rendered.text
+    assert msg.get_body(("html",)).get_content().replace("\r\n", "\n") == rendered.html
+    assert msg["To"].addresses[0].display_name == "Brandt & Söhne GmbH"
+
+
+def test_non_ascii_address_needs_smtputf8(stage_data, renderer):
+    data = stage_data(email="buchhaltung@müller.example")
+    raw, _, utf8 = EmailChannel(Settings(), renderer).build(_delivery(data), renderer.render(data))
+    assert utf8
+    assert "buchhaltung@müller.example".encode() in raw
+
+
+@pytest.mark.parametrize("address", ["", "no-at-sign", "a@b.com, c@d.com", "<a@b.com>"])
+async def test_unusable_address_fails_permanently(stage_data, address):
+    data = stage_data()
+    d = Delivery(**{**_delivery(data).__dict__, "recipient": address})
+    outcome = await EmailChannel(Settings(smtp_port=1), Renderer()).open_session().send(d)
+    assert isinstance(outcome, Failed) and outcome.permanent and outcome.error_code == "invalid_recipient"

@@ -38,7 +38,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
         authorization: Authorization = None,
         invoice_id: Annotated[str | None, Query(pattern=INVOICE_ID, description="only this invoice's")] = None,
         state: Annotated[DeliveryState | None, Query(description="only deliveries in this state")] = None,
-        before: Annotated[str | None, Query(pattern=DELIVERY_ID, description="cursor: next_cursor of the previous page")] = None,
+        before: Annotated[str | None, Query(pattern=DELIVERY_ID,
+                                            description="cursor: next_cursor of the previous page")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> DeliveryList:
         tenant_id = await tenant_for_key(deps.pool, authorization)
@@ -48,7 +49,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return DeliveryList(deliveries=page, next_cursor=page[-1].delivery_id if len(rows) > limit else None)
 
     @app.get("/v1/deliveries/{delivery_id}", response_model=DeliveryOut, summary="One delivery")
-    async def get_delivery(delivery_id: Annotated[str, Path(pattern=DELIVERY_ID)], authorization: Authorization = None) -> DeliveryOut:
+    async def get_delivery(delivery_id: Annotated[str, Path(pattern=DELIVERY_ID)],
+                           authorization: Authorization = None) -> DeliveryOut:
         tenant_id = await tenant_for_key(deps.pool, authorization)
         row = await repo.get_delivery(deps.pool, tenant_id, delivery_id)
         if row is None:

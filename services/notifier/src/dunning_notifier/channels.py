@@ -16,12 +16,9 @@ idle for a while is checked with NOOP before use. Failures are classified:
 
 import asyncio
 import contextlib
-import email.policy
 import re
 import time
 from collections.abc import Callable
-from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from typing import Protocol
 
@@ -40,6 +37,7 @@ from aiosmtplib import (
 
 from dunning.clock import utcnow
 from dunning.logging import get_logger
+from dunning_notifier.mime import address_header, compose, header_value
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
 from dunning_notifier.rendering import RenderedEmail, Renderer, RenderError
 from dunning_notifier.settings import Settings
@@ -70,7 +68,9 @@ class EmailChannel:
     def __init__(self, settings: Settings, renderer: Renderer):
         self.settings = settings
         self.renderer = renderer
-        self.envelope_from = parseaddr(settings.mail_from)[1] or settings.mail_from
+        sender_name, self.envelope_from = parseaddr(settings.mail_from)
+        self.envelope_from = self.envelope_from or settings.mail_from
+        self.header_from = address_header(sender_name, self.envelope_from, "From")
 
     def open_session(self) -> "SmtpSession":
         return SmtpSession(self)
@@ -79,28 +79,26 @@ class EmailChannel:
         """The RFC 5322 message (multipart/alternative: text + HTML), its Message-ID, and whether
         it needs SMTPUTF8 (a non-ASCII address). Raises ValueError for an unsendable address."""
         recipient = d.recipient or ""
-        utf8 = not recipient.isascii()
-        msg = EmailMessage(policy=email.policy.SMTPUTF8 if utf8 else email.policy.SMTP)
-        customer = d.payload.get("customer") or {}
         local, _, domain = recipient.rpartition("@")
-        if not local or not domain:
+        if not local or not domain or any(c in recipient for c in ' \r\n<>,;"'):
             raise ValueError(f"not an e-mail address: {recipient!r}")
+        name = str((d.payload.get("customer") or {}).get("name") or "")
         msg_id = message_id(d.delivery_id, self.settings.message_id_domain)
-        msg["From"] = self.settings.mail_from
-        msg["To"] = Address(display_name=" ".join(str(customer.get("name") or "").split()), username=local,
-                            domain=domain)
-        msg["Subject"] = rendered.subject
-        msg["Date"] = format_datetime(utcnow())
-        msg["Message-ID"] = msg_id
-        msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: auto-responders should not answer
-        msg["X-Dunning-Tenant-Id"] = d.tenant_id
-        msg["X-Dunning-Invoice-Id"] = d.invoice_id
-        msg["X-Dunning-Stage"] = d.stage
-        msg["X-Dunning-Stage-Id"] = d.stage_id
-        msg["X-Dunning-Delivery-Id"] = d.delivery_id
-        msg.set_content(rendered.text)
-        msg.add_alternative(rendered.html, subtype="html")
-        return msg.as_bytes(), msg_id, utf8
+        headers = [
+            ("From", self.header_from),
+            ("To", address_header(name, recipient)),
+            ("Subject", header_value(rendered.subject, "Subject")),
+            ("Date", format_datetime(utcnow())),
+            ("Message-ID", msg_id),
+            ("Auto-Submitted", "auto-generated"),  # RFC 3834: auto-responders should not answer
+            ("X-Dunning-Tenant-Id", header_value(d.tenant_id, "X-Dunning-Tenant-Id")),
+            ("X-Dunning-Invoice-Id", header_value(d.invoice_id, "X-Dunning-Invoice-Id")),
+            ("X-Dunning-Stage", header_value(d.stage, "X-Dunning-Stage")),
+            ("X-Dunning-Stage-Id", header_value(d.stage_id, "X-Dunning-Stage-Id")),
+            ("X-Dunning-Delivery-Id", header_value(d.delivery_id, "X-Dunning-Delivery-Id")),
+        ]
+        raw = compose(headers, rendered.text, rendered.html, boundary=f"=_{d.delivery_id}")
+        return raw, msg_id, not recipient.isascii()
 
 
 class SmtpSession:

@@ -2,23 +2,24 @@
 
 Flow, for each replica: a claim loop takes due `pending` rows in a short transaction (FOR UPDATE
 SKIP LOCKED, so replicas never take the same row) and sets them `sending` with a lease
-(`claimed_until`) and `attempts + 1`; `dispatch_concurrency` worker tasks, each with its own SMTP
-connection, render and send; a recorder writes the outcomes in batches, in a second transaction:
-`sent` + ReminderSent, or `failed` + ReminderFailed, through the outbox; or back to `pending` with
-exponential backoff for a transient failure (until `max_attempts`, then `failed`). Every outcome
-write is fenced by `attempts`, so a worker whose lease ran out and whose row was re-claimed elsewhere
-cannot overwrite the newer claim.
+(`claimed_until`) and `attempts + 1`. `dispatch_concurrency` worker tasks, each with its own SMTP
+connection, render and send: a fixed pool of workers bounds the sends in flight as a Semaphore
+would, and also gives each connection one owner, so it is reused message after message. A recorder
+writes the outcomes in batches, in a second transaction: `sent` + ReminderSent, or `failed` +
+ReminderFailed, through the outbox; or back to `pending` with exponential backoff for a transient
+failure (until `max_attempts`, then `failed`). Every outcome write is fenced by `attempts`, so a
+worker whose lease ran out and whose row was re-claimed elsewhere cannot overwrite the newer claim.
 
 At-least-once window. A delivery stuck in `sending` past its lease (the process died between the
 claim and the record) goes back to `pending` and is sent again. If the process died after the SMTP
 server had accepted the message (250 to DATA) and before the `sent` row committed, the customer gets
-the reminder twice: SMTP has no way to make "accept" and our commit one atomic step. The window is
-one send plus one batch write (milliseconds) and opens only on a crash or a lost database; the
-Message-ID is deterministic (`<dlv_...@dunning.invalid>`, from the delivery id) and the
-X-Dunning-Delivery-Id header is set, so such a duplicate is identifiable (mail clients and most
-relays collapse identical Message-IDs). Everything else is exactly once: the (invoice, stage,
-channel) unique key means redelivered or re-emitted StageEscalated events never make a second
-delivery.
+the reminder twice: SMTP cannot make "accepted" and our commit one atomic step. The window is one
+send's last reply plus one batch write (tens of milliseconds) and opens only on a crash or a lost
+database. The Message-ID is deterministic (`<dlv_...@dunning.invalid>`, from the delivery id) and
+X-Dunning-Delivery-Id is set, so such a duplicate is identifiable (some mail clients collapse equal
+Message-IDs; support can match them). Outside that window delivery is exactly once: the (tenant,
+invoice, stage, channel) unique key means redelivered or re-emitted StageEscalated events never
+make a second delivery, and the outcome is recorded once.
 
 SIGTERM: stop claiming, hand back claimed rows not yet started (pending again, attempt not
 counted), let the sends in flight finish, record their outcomes, close the SMTP connections.
@@ -45,6 +46,28 @@ from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent, re
 from dunning_notifier.settings import Settings
 
 log = get_logger(__name__)
+RECORD_LINGER_SECONDS = 0.01
+
+
+class _HeldConnection:
+    """A pooled connection kept across iterations of a loop (each pool release costs a reset round
+    trip); dropped after an error so that the next iteration starts on a fresh one."""
+
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+        self.conn: asyncpg.Connection | None = None
+
+    async def get(self) -> asyncpg.Connection:
+        if self.conn is None or self.conn.is_closed():
+            await self.drop()
+            self.conn = await self.pool.acquire()
+        return self.conn
+
+    async def drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,7 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self.sent = self.failed = self.retried = 0
+        self._tracer = tracer("notifier")  # once: get_tracer() builds a new tracer on every call
 
     def stop(self) -> None:
         self._stopping.set()
@@ -101,29 +125,42 @@ class Dispatcher:
         sweep_every = min(self.settings.lease_seconds / 4, 5.0)
         last_sweep = -sweep_every
         error_backoff = 0.1
-        while not self._stopping.is_set():
-            try:
-                if time.monotonic() - last_sweep >= sweep_every:
-                    last_sweep = time.monotonic()
-                    released = await repo.release_expired_leases(self.pool)
-                    for delivery_id in released:
-                        log.warning("notifier.delivery.lease_expired", delivery_id=delivery_id)
+        held = _HeldConnection(self.pool)
+        try:
+            while not self._stopping.is_set():
                 free = self._capacity - self._in_flight
-                rows = await repo.claim_due(self.pool, free, self.settings.lease_seconds) if free > 0 else []
-                error_backoff = 0.1
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("notifier.dispatcher.claim_failed", error=repr(exc), retry_in=error_backoff)
-                await self._sleep(error_backoff)
-                error_backoff = min(error_backoff * 2, 5.0)
-                continue
-            self._in_flight += len(rows)
-            for row in rows:
-                self._queue.put_nowait(Delivery.from_row(row))
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._wait(self._slot_freed, self.settings.poll_seconds)
-            elif len(rows) < free:
-                await self._sleep(self.settings.poll_seconds)  # nothing more due right now
+                if self._results.qsize() >= self.settings.record_batch_max:
+                    # The recorder is behind (database trouble?): claim nothing more until it catches
+                    # up, or unrecorded sends would outlive their leases and be sent again.
+                    await self._sleep(self.settings.poll_seconds)
+                    continue
+                if free < self.concurrency and not self._queue.empty():
+                    # The workers have work queued: claim again once half the capacity is free
+                    # (fewer, larger claims), or when the queue runs dry.
+                    self._slot_freed.clear()
+                    await self._wait(self._slot_freed, self.settings.poll_seconds)
+                    continue
+                try:
+                    conn = await held.get()
+                    if time.monotonic() - last_sweep >= sweep_every:
+                        last_sweep = time.monotonic()
+                        for delivery_id in await repo.release_expired_leases(conn):
+                            log.warning("notifier.delivery.lease_expired", delivery_id=delivery_id)
+                    rows = await repo.claim_due(conn, free, self.settings.lease_seconds) if free > 0 else []
+                    error_backoff = 0.1
+                except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("notifier.dispatcher.claim_failed", error=repr(exc), retry_in=error_backoff)
+                    await held.drop()
+                    await self._sleep(error_backoff)
+                    error_backoff = min(error_backoff * 2, 5.0)
+                    continue
+                self._in_flight += len(rows)
+                for row in rows:
+                    self._queue.put_nowait(Delivery.from_row(row))
+                if len(rows) < free:
+                    await self._sleep(self.settings.poll_seconds)  # nothing more due right now
+        finally:
+            await held.drop()
 
     async def _sleep(self, seconds: float) -> None:
         await self._wait(self._stopping, seconds)
@@ -159,9 +196,16 @@ class Dispatcher:
                     return
                 try:
                     attempt = await self._attempt(delivery, sessions)
+                except Exception as exc:  # noqa: BLE001 - a bug must not shrink the worker pool
+                    log.exception("notifier.delivery.attempt_crashed", delivery_id=delivery.delivery_id)
+                    outcome: Outcome = Retry("internal_error", repr(exc)[:2000])
+                    if delivery.attempts >= self.settings.max_attempts:
+                        outcome = Failed("internal_error", repr(exc)[:2000], permanent=False)
+                    attempt = Attempt(delivery, outcome, None, retry_in=self.settings.retry_max_seconds)
                 finally:
                     self._in_flight -= 1
-                    self._slot_freed.set()
+                    if self._capacity - self._in_flight >= self.concurrency or self._queue.empty():
+                        self._slot_freed.set()
                 self._results.put_nowait(attempt)
         finally:
             for session in sessions.values():
@@ -172,7 +216,7 @@ class Dispatcher:
         parent = context_from_traceparent(d.traceparent)
         bind_context(delivery_id=d.delivery_id, tenant_id=d.tenant_id, invoice_id=d.invoice_id)
         try:
-            with tracer().start_as_current_span("notifier deliver", context=parent, kind=SpanKind.CLIENT) as span:
+            with self._tracer.start_as_current_span("notifier deliver", context=parent, kind=SpanKind.CLIENT) as span:
                 span.set_attribute("dunning.delivery_id", d.delivery_id)
                 span.set_attribute("dunning.channel", d.channel)
                 session = sessions.get(d.channel)
@@ -199,40 +243,49 @@ class Dispatcher:
     # --- recording ---------------------------------------------------------------------------
 
     async def _recorder(self) -> None:
-        """Record finished attempts in batches: whatever has piled up during the last write."""
-        while True:
-            item = await self._results.get()
-            batch: list[Attempt] = []
-            while item is not None:
-                batch.append(item)
-                if len(batch) >= self.settings.record_batch_max or self._results.empty():
-                    break
-                item = self._results.get_nowait()
-            if batch:
-                await self._record_with_retry(batch)
-            if item is None:  # the sentinel comes after every worker has finished
-                return
+        """Record finished attempts in batches: what piles up during the last write, plus a short
+        linger when the pile is small (one transaction per few dozen sends, not per send)."""
+        held = _HeldConnection(self.pool)
+        try:
+            while True:
+                item = await self._results.get()
+                if item is not None and self._results.qsize() < self.settings.record_batch_max // 4:
+                    await asyncio.sleep(RECORD_LINGER_SECONDS)
+                batch: list[Attempt] = []
+                while item is not None:
+                    batch.append(item)
+                    if len(batch) >= self.settings.record_batch_max or self._results.empty():
+                        break
+                    item = self._results.get_nowait()
+                if batch:
+                    await self._record_with_retry(held, batch)
+                if item is None:  # the sentinel comes after every worker has finished
+                    return
+        finally:
+            await held.drop()
 
-    async def _record_with_retry(self, batch: list[Attempt]) -> None:
+    async def _record_with_retry(self, held: "_HeldConnection", batch: list[Attempt]) -> None:
         delay = 0.1
         for attempt in itertools.count(1):
             try:
-                await self._record(batch)
+                await self._record(await held.get(), batch)
                 return
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # noqa: BLE001 - database trouble (or a bug): keep the outcomes, retry
+                await held.drop()
                 if self._stopping.is_set() and attempt >= 5:
                     # Not recorded: the leases run out and these are sent again (the duplicate window).
                     log.error("notifier.dispatcher.record_abandoned", error=repr(exc), count=len(batch))
                     return
-                log.warning("notifier.dispatcher.record_failed", error=repr(exc), retry_in=delay)
+                log.warning("notifier.dispatcher.record_failed", error=repr(exc), retry_in=delay,
+                            exc_info=not isinstance(exc, (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _record(self, batch: list[Attempt]) -> None:
+    async def _record(self, conn: asyncpg.Connection, batch: list[Attempt]) -> None:
         sent = [a for a in batch if isinstance(a.outcome, Sent)]
         failed = [a for a in batch if isinstance(a.outcome, Failed)]
         retry = [a for a in batch if isinstance(a.outcome, Retry)]
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with conn.transaction():
             sent_ids = await repo.mark_sent(conn, [
                 (a.delivery.delivery_id, a.delivery.attempts, a.outcome.provider_message_id, a.outcome.sent_at)
                 for a in sent])

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -52,6 +53,7 @@ def _days(value: int) -> str:
     return f"{value} day" if value == 1 else f"{value} days"
 
 
+@lru_cache(maxsize=512)
 def parse_locale(tag: str | None) -> tuple[babel.Locale, str]:
     """`de-DE` -> (babel Locale de_DE, "de-DE"); an unknown or malformed tag falls back to en-US."""
     try:

@@ -1,0 +1,86 @@
+"""GET /v1/deliveries: a tenant's deliveries for support, behind its API key."""
+
+import httpx
+import pytest
+
+from dunning import tenancy
+from dunning_notifier.api import ApiDeps, create_app
+
+pytestmark = pytest.mark.integration
+KEY_A, KEY_B = "dk_testkey_notifier_a_0123456789", "dk_testkey_notifier_b_0123456789"
+
+
+@pytest.fixture
+async def api(notifier_pool):
+    async with notifier_pool.acquire() as conn:
+        await tenancy.provision(conn, "ten_test_notifier", "Acme", KEY_A)
+        await tenancy.provision(conn, "ten_other", "Other", KEY_B)
+    app = create_app(ApiDeps(pool=notifier_pool))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        yield client
+
+
+def auth(key: str = KEY_A) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_lists_an_invoices_deliveries_for_its_tenant_only(api, notifier_pool, stage_data, stage_escalated,
+                                                               consume):
+    mine = stage_data(stage="soft")
+    await consume(notifier_pool, stage_escalated(mine))
+    await consume(notifier_pool, stage_escalated(dict(stage_data(stage="firm"), invoice_id=mine["invoice_id"])))
+    other = stage_data(tenant_id="ten_other", invoice_id=mine["invoice_id"])
+    await consume(notifier_pool, stage_escalated(other))
+
+    resp = await api.get("/v1/deliveries", params={"invoice_id": mine["invoice_id"]}, headers=auth())
+    assert resp.status_code == 200
+    body = resp.json()
+    assert [d["stage"] for d in body["deliveries"]] == ["firm", "soft"]  # newest first
+    first = body["deliveries"][1]
+    assert first["state"] == "pending" and first["attempts"] == 0
+    assert first["recipient"] == mine["customer"]["email"]
+    assert first["delivery_id"].startswith("dlv_")
+    assert body["next_cursor"] is None
+
+    other_view = (await api.get("/v1/deliveries", params={"invoice_id": mine["invoice_id"]}, headers=auth(KEY_B))).json()
+    assert [d["recipient"] for d in other_view["deliveries"]] == [other["customer"]["email"]]
+
+    one = await api.get(f"/v1/deliveries/{first['delivery_id']}", headers=auth())
+    assert one.status_code == 200 and one.json()["stage"] == "soft"
+    hidden = await api.get(f"/v1/deliveries/{first['delivery_id']}", headers=auth(KEY_B))
+    assert hidden.status_code == 404 and hidden.headers["content-type"] == "application/problem+json"
+
+
+async def test_pages_with_a_cursor(api, notifier_pool, stage_data, stage_escalated, consume):
+    for stage in ("pre_due", "soft", "firm"):
+        await consume(notifier_pool, stage_escalated(stage_data(stage=stage)))
+    first = (await api.get("/v1/deliveries", params={"limit": 2}, headers=auth())).json()
+    assert len(first["deliveries"]) == 2 and first["next_cursor"]
+    second = (await api.get("/v1/deliveries", params={"limit": 2, "before": first["next_cursor"]},
+                            headers=auth())).json()
+    assert [d["stage"] for d in second["deliveries"]] == ["pre_due"] and second["next_cursor"] is None
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    pytest.param({"invoice_id": "not-an-invoice"}, "invoice_id", id="bad-invoice-id"),
+    pytest.param({"state": "lost"}, "state", id="bad-state"),
+    pytest.param({"limit": 0}, "limit", id="bad-limit"),
+])
+async def test_bad_query_is_a_problem_naming_the_field(api, params, field):
+    resp = await api.get("/v1/deliveries", params=params, headers=auth())
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert any(e["field"].endswith(field) for e in resp.json()["errors"])
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer dk_nope"}, {"Authorization": "Basic x"}])
+async def test_requires_an_api_key(api, headers):
+    resp = await api.get("/v1/deliveries", headers=headers)
+    assert resp.status_code == 401
+    assert resp.headers["content-type"] == "application/problem+json"
+
+
+async def test_health_and_docs(api):
+    assert (await api.get("/healthz")).status_code == 200
+    assert (await api.get("/readyz")).json() == {"status": "ready"}
+    assert "/v1/deliveries" in (await api.get("/openapi.json")).json()["paths"]

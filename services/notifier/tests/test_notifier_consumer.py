@@ -1,0 +1,74 @@
+"""End to end inside the notifier: StageEscalated on the real broker -> consumer -> delivery ->
+dispatcher -> real SMTP server -> ReminderSent in the outbox."""
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from dunning.consumer import ConsumerRunner
+from dunning.events import dumps, validate
+from dunning.testing.fixtures import async_wait_until
+from dunning_notifier.bootstrap import STAGES_TOPIC
+from dunning_notifier.handlers import HANDLERS
+
+pytestmark = pytest.mark.integration
+EXAMPLES = Path(__file__).resolve().parents[3] / "schemas" / "examples"
+
+
+def only_invoices(invoice_ids: set[str]):
+    """The stages topic is shared by every test in the session: apply only this test's invoices."""
+    def wrap(handler):
+        async def filtered(conn, event):
+            if event.subject in invoice_ids:
+                await handler(conn, event)
+        return filtered
+    return {event_type: wrap(handler) for event_type, handler in HANDLERS.items()}
+
+
+async def test_stage_escalated_from_the_broker_becomes_one_email(
+        infra, notifier_pool, mailserver, stage_data, stage_escalated, running_dispatcher, notifier_settings,
+        mail_to, outbox_events):
+    data = stage_data(stage="final", locale="ja-JP", currency="JPY", amount="158000", payment_url=None)
+    envelope = stage_escalated(data)
+    reemitted = stage_escalated(dict(data, stage_id=stage_data()["stage_id"]))
+    planned = orjson.loads((EXAMPLES / "DunningPlanned/1/empty-plan.json").read_bytes())
+    planned.update(id=str(uuid.uuid4()), subject=data["invoice_id"], tenantid=data["tenant_id"])
+    planned["data"].update(invoice_id=data["invoice_id"], tenant_id=data["tenant_id"])
+    validate(planned)
+
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for message in (planned, envelope, envelope, reemitted):  # another type, a redelivery, a re-emission
+            await producer.send_and_wait(STAGES_TOPIC, dumps(message), key=data["invoice_id"].encode())
+    finally:
+        await producer.stop()
+
+    runner = ConsumerRunner(name="notifier.test", pool=notifier_pool, bootstrap_servers=infra.kafka_bootstrap_servers,
+                            group_id=f"notifier-test-{uuid.uuid4().hex[:8]}", topics=[STAGES_TOPIC],
+                            handlers=only_invoices({data["invoice_id"]}))
+    consumer = asyncio.create_task(runner.run())
+    try:
+        await async_wait_until(lambda: notifier_pool.fetchval(
+            "SELECT count(*) = 2 FROM inbox WHERE event_id = ANY($1::uuid[])", [envelope["id"], reemitted["id"]]),
+            what="both StageEscalated consumed")
+        async with running_dispatcher(notifier_pool, notifier_settings(smtp_port=mailserver.smtp_port)):
+            await async_wait_until(lambda: notifier_pool.fetchval(
+                "SELECT state = 'sent' FROM deliveries WHERE invoice_id = $1", data["invoice_id"]), what="sent")
+    finally:
+        runner.stop()
+        await asyncio.wait_for(consumer, timeout=30)
+
+    assert runner.dead_lettered == 0
+    [mail] = await mail_to(mailserver.api, data["customer"]["email"])
+    assert mail["subject"].startswith(f"Final notice: invoice {data['invoice']['number']} (￥158,000)")
+    assert mail["headers"]["X-Dunning-Stage"] == "final"
+    assert "Pay online" not in mail["text"]
+    [event] = await outbox_events(notifier_pool, data["invoice_id"])
+    validate(event)
+    assert event["type"] == "dunning.ReminderSent.v1"
+    assert event["data"]["stage_id"] == data["stage_id"]  # the first event's stage wins
