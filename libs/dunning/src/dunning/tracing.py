@@ -5,6 +5,8 @@ with the event), from the outbox into Kafka headers and the CloudEvents `tracepa
 from there into the consumer's span, so one payment can be followed across all four services.
 """
 
+from functools import lru_cache
+
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -28,6 +30,7 @@ def configure_tracing(service: str, exporter: str = "none", span_exporter: SpanE
     trace.set_tracer_provider(provider)
 
 
+@lru_cache(maxsize=16)
 def tracer(name: str = "dunning"):
     return trace.get_tracer(name)
 
