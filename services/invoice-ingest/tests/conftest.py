@@ -4,6 +4,7 @@ way the consumer runner does."""
 
 import copy
 import uuid
+from types import SimpleNamespace
 from pathlib import Path
 
 import httpx
@@ -96,3 +97,13 @@ async def apply(pool, envelope: dict, topic: str = "test") -> bool:
             return False
         await HANDLERS[event.type](conn, event)
     return True
+
+
+@pytest.fixture
+def kit():
+    """The helpers above for test modules (test dirs are not packages, so they cannot import conftest)."""
+    return SimpleNamespace(
+        TENANT=TENANT, OTHER_TENANT=OTHER_TENANT, API_KEY=API_KEY, OTHER_KEY=OTHER_KEY,
+        invoice_payload=invoice_payload, outbox_events=outbox_events, example=example, event_like=event_like,
+        apply=apply,
+    )

@@ -22,8 +22,8 @@ from dunning.http import PROBLEM, Problem, install_health, install_problem_handl
 from dunning_ingest import repository
 from dunning_ingest.auth import Authenticator
 from dunning_ingest.idempotency import key_from
-from dunning_ingest.representation import decode_cursor, encode_cursor, invoice_json
-from dunning_ingest.schemas import (BulkResponse, InvoiceDetail, InvoiceIn, InvoiceList, canonical_fingerprint)
+from dunning_ingest.representation import INVOICE_ID, decode_cursor, encode_cursor, invoice_json
+from dunning_ingest.schemas import BulkResponse, InvoiceDetail, InvoiceIn, InvoiceList, canonical_fingerprint, storable
 from dunning_ingest.service import InvoiceService
 from dunning_ingest.settings import Settings
 
@@ -68,7 +68,11 @@ def create_app(deps: Deps) -> FastAPI:
         key = key_from(request)
         fingerprint = None
         if key is not None:
-            fingerprint = canonical_fingerprint("POST", request.url.path, orjson.loads(await request.body()))
+            try:
+                body: Any = orjson.loads(await request.body())
+            except orjson.JSONDecodeError:  # JSON that only the stdlib parser takes (NaN...): hash as sent
+                body = (await request.body()).decode(errors="replace")
+            fingerprint = canonical_fingerprint("POST", request.url.path, body)
         return await deps.invoices.create(tenant_id, invoice, path=request.url.path, key=key, fingerprint=fingerprint)
 
     @app.post("/v1/invoices/bulk", response_class=Response, tags=["invoices"],
@@ -105,6 +109,8 @@ def create_app(deps: Deps) -> FastAPI:
     @app.get("/v1/invoices/{invoice_id}", response_class=Response, tags=["invoices"],
              responses={**problems, 200: {"model": InvoiceDetail}})
     async def get_invoice(invoice_id: str, tenant_id: Tenant) -> Response:
+        if not INVOICE_ID.fullmatch(invoice_id):
+            raise Problem(404, f"No invoice {invoice_id!r}.", errors=[{"field": "id", "message": "not found"}])
         async with deps.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             body = await deps.invoices.detail(conn, tenant_id, invoice_id)
         if body is None:
@@ -122,6 +128,9 @@ def create_app(deps: Deps) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
     ) -> Response:
+        if customer is not None and not storable(customer):
+            raise Problem(422, "customer: must be text without NUL characters",
+                          errors=[{"field": "customer", "message": "must be text without NUL characters"}])
         after_id = decode_cursor(cursor) if cursor is not None else None
         async with deps.pool.acquire() as conn:
             rows = await repository.list_invoices(conn, tenant_id, status=status, customer=customer,

@@ -46,7 +46,7 @@ async def _observe(conn: asyncpg.Connection, event: Event, rows: list[tuple]) ->
     applied = await repository.observe_stages(conn, invoice["tenant_id"], invoice["id"], event.id, unique)
     if applied != len(unique):
         raise Rejected(f"{len(unique) - applied} stage(s) belong to another invoice")
-    log.info("ingest.timeline.observed", event=event.name, stages=len(unique))
+    log.info("ingest.timeline.observed", event_name=event.name, stages=len(unique))
 
 
 def _row(stage: dict, state: str, reason: str | None, at: datetime, planned_at: datetime | None = None) -> tuple:

@@ -24,7 +24,7 @@ def key_from(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    if not key.strip() or len(key) > MAX_KEY_LENGTH:
+    if not key.strip() or len(key) > MAX_KEY_LENGTH or "\x00" in key:
         raise Problem(400, f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
                       errors=[{"field": "Idempotency-Key", "message": f"must be 1 to {MAX_KEY_LENGTH} characters"}])
     return key

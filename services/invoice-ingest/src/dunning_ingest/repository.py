@@ -54,32 +54,58 @@ async def create_one(conn: asyncpg.Connection, tenant_id: str, *, invoice_id: st
 
 async def existing_by_external_id(conn: asyncpg.Connection, tenant_id: str,
                                   external_ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+    # One unique-index probe per id (LATERAL ... LIMIT 1), whatever the planner's statistics say: right
+    # after an import they are stale and would have it scan all of the tenant's invoices instead.
     rows = await conn.fetch(
-        "SELECT external_id, id, content_hash FROM invoices WHERE tenant_id = $1 AND external_id = ANY($2::text[])",
+        "SELECT i.external_id, i.id, i.content_hash FROM unnest($2::text[]) AS e(external_id)"
+        " CROSS JOIN LATERAL (SELECT external_id, id, content_hash FROM invoices"
+        "                      WHERE tenant_id = $1 AND external_id = e.external_id LIMIT 1) AS i",
         tenant_id, list(external_ids),
     )
     return {r["external_id"]: (r["id"], bytes(r["content_hash"])) for r in rows}
 
 
 async def upsert_customers(conn: asyncpg.Connection, tenant_id: str, rows: Sequence[tuple]) -> dict[str, str]:
-    """rows: (new id, external_id, name, email, locale, timezone); returns external_id -> customer id."""
+    """rows: (new id, external_id, name, email, locale, timezone); returns external_id -> customer id.
+
+    New customers are inserted, changed ones updated; unchanged ones are left alone (a nightly sync
+    re-sends the same customers: rewriting them would only make dead rows).
+    """
     if not rows:
         return {}
     cols = list(zip(*sorted(rows, key=lambda r: r[1])))
     result = await conn.fetch(
         """
-        INSERT INTO customers AS c (id, tenant_id, external_id, name, email, locale, timezone)
-        SELECT u.id, $1, u.external_id, u.name, u.email, u.locale, u.timezone
-        FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-             AS u(id, external_id, name, email, locale, timezone)
-        ON CONFLICT (tenant_id, external_id) DO UPDATE
-           SET name = EXCLUDED.name, email = EXCLUDED.email, locale = EXCLUDED.locale,
-               timezone = EXCLUDED.timezone, updated_at = now()
-        RETURNING c.external_id, c.id
+        WITH input AS (
+            SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+                AS u(id, external_id, name, email, locale, timezone)
+        ), written AS (
+            INSERT INTO customers AS c (id, tenant_id, external_id, name, email, locale, timezone)
+            SELECT id, $1, external_id, name, email, locale, timezone FROM input
+            ON CONFLICT (tenant_id, external_id) DO UPDATE
+               SET name = EXCLUDED.name, email = EXCLUDED.email, locale = EXCLUDED.locale,
+                   timezone = EXCLUDED.timezone, updated_at = now()
+             WHERE (c.name, c.email, c.locale, c.timezone)
+                   IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.email, EXCLUDED.locale, EXCLUDED.timezone)
+            RETURNING c.external_id, c.id
+        )
+        SELECT external_id, id FROM written
+        UNION ALL
+        SELECT c.external_id, c.id
+          FROM input i CROSS JOIN LATERAL (SELECT external_id, id FROM customers
+                                            WHERE tenant_id = $1 AND external_id = i.external_id LIMIT 1) AS c
+         WHERE i.external_id NOT IN (SELECT external_id FROM written)
         """,
         tenant_id, *[list(c) for c in cols],
     )
-    return {r["external_id"]: r["id"] for r in result}
+    ids = {r["external_id"]: r["id"] for r in result}
+    if len(ids) < len(rows):  # inserted, unchanged, by a transaction that committed after our snapshot
+        missing = [r[1] for r in rows if r[1] not in ids]
+        found = await conn.fetch(
+            "SELECT external_id, id FROM customers WHERE tenant_id = $1 AND external_id = ANY($2::text[])",
+            tenant_id, missing)
+        ids.update({r["external_id"]: r["id"] for r in found})
+    return ids
 
 
 async def insert_invoices(conn: asyncpg.Connection, tenant_id: str, created_at: datetime,
@@ -135,6 +161,8 @@ async def list_invoices(conn: asyncpg.Connection, tenant_id: str, *, status: str
                         limit: int) -> list[asyncpg.Record]:
     """Newest first (ids are time-ordered); `after_id` is the last id of the previous page."""
     where, args = ["i.tenant_id = $1"], [tenant_id]
+    if status is not None and status != "open":
+        where.append("i.status <> 'open'")  # lets the planner use the partial index invoices_tenant_closed
     for clause, value in (("i.status = ${}", status), ("c.external_id = ${}", customer),
                           ("i.due_date < ${}", due_before), ("i.due_date > ${}", due_after),
                           ("i.id < ${}", after_id)):

@@ -14,7 +14,7 @@ from dunning.clock import isoformat
 from dunning.http import Problem
 from dunning.money import format_amount
 
-_INVOICE_ID = re.compile(r"^inv_[0-9A-Za-z]{10,40}$")
+INVOICE_ID = re.compile(r"^inv_[0-9A-Za-z]{10,40}$")
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -102,7 +102,7 @@ def decode_cursor(cursor: str) -> str:
     try:
         decoded = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         after = decoded["after"]
-        if not isinstance(after, str) or not _INVOICE_ID.match(after):
+        if not isinstance(after, str) or not INVOICE_ID.fullmatch(after):
             raise ValueError
     except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
         raise Problem(400, "cursor is not a cursor this API returned; pass next_cursor unchanged.",

@@ -12,7 +12,6 @@ from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -25,6 +24,9 @@ from dunning.money import MoneyError, format_amount, parse_amount, validate_curr
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+# http(s), a host (name, IPv4 or [IPv6]) with an optional port, then anything but whitespace.
+_URL = re.compile(r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                  r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:[/?#]\S*)?$")
 # The contract's shapes (schemas/events/InvoiceIssued.v1.schema.json), checked before the registries.
 _LOCALE_SHAPE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _TZ_SHAPE = re.compile(r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+){0,2}$")
@@ -36,7 +38,7 @@ def _error(code: str, message: str) -> PydanticCustomError:
 
 @lru_cache(maxsize=4096)
 def _known_locale(value: str) -> bool:
-    if not _LOCALE_SHAPE.match(value):
+    if not _LOCALE_SHAPE.fullmatch(value):
         return False
     try:
         Locale.parse(value, sep="-")
@@ -47,7 +49,7 @@ def _known_locale(value: str) -> bool:
 
 @lru_cache(maxsize=4096)
 def _known_timezone(value: str) -> bool:
-    if not _TZ_SHAPE.match(value):
+    if not _TZ_SHAPE.fullmatch(value):
         return False
     try:
         ZoneInfo(value)
@@ -86,19 +88,37 @@ def check_currency(value: str) -> str:
 
 
 def check_email(value: str) -> str:
-    if not _EMAIL.match(value):
+    if not _EMAIL.fullmatch(value) or not storable(value):
         raise _error("email", "must be an email address such as ap@example.com")
+    return value
+
+
+def storable(value: str) -> bool:
+    """PostgreSQL text takes neither NUL characters nor lone surrogates (JSON can carry both)."""
+    if "\x00" in value:
+        return False
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+def check_text(value: str) -> str:
+    if not storable(value):
+        raise _error("text", "must be text without NUL characters or unpaired surrogates")
     return value
 
 
 def check_not_blank(value: str) -> str:
     if not value.strip():
         raise _error("blank", "must not be blank")
-    return value
+    return check_text(value)
 
 
 def check_date_text(value: Any) -> Any:
-    if not isinstance(value, str) or not _DATE.match(value):
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
         raise _error("date_format", "must be a date string such as \"2026-11-30\" (YYYY-MM-DD)")
     return value
 
@@ -106,8 +126,7 @@ def check_date_text(value: Any) -> Any:
 def check_payment_url(value: str | None) -> str | None:
     if value is None:
         return None
-    parts = urlsplit(value) if len(value) <= 2048 and not any(c.isspace() for c in value) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+    if len(value) > 2048 or not _URL.fullmatch(value) or not storable(value):
         raise _error("url", "must be an http or https URL of at most 2048 characters")
     return value
 
@@ -163,7 +182,8 @@ class InvoiceIn(BaseModel):
     due_date: Annotated[IsoDate, AfterValidator(check_due_date)]
     payment_url: Annotated[str | None, AfterValidator(check_payment_url)] = None
     metadata: Annotated[
-        dict[Annotated[str, Field(min_length=1, max_length=40)], Annotated[str, Field(max_length=500)]],
+        dict[Annotated[str, Field(min_length=1, max_length=40), AfterValidator(check_text)],
+             Annotated[str, Field(max_length=500), AfterValidator(check_text)]],
         Field(max_length=50, description="String to string, at most 50 keys."),
     ] = Field(default_factory=dict)
 
