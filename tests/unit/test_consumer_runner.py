@@ -35,6 +35,14 @@ class FakeConn:
         self.inbox[event_id] = status
         return True
 
+    async def fetch(self, sql, ids, types, topics):  # the batch inbox claim
+        fresh = []
+        for eid in ids:
+            if eid not in self.inbox:
+                self.inbox[eid] = "processed"
+                fresh.append((eid,))
+        return fresh
+
     async def execute(self, sql, lane, topic, key, event_id, event_type, headers, payload):
         self.outbox.append({"topic": topic, "key": key, "headers": headers, "payload": payload})
 

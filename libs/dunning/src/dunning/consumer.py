@@ -50,6 +50,10 @@ class Rejected(Exception):
     """Raised by a handler: this message can never be applied; dead-letter it with this reason."""
 
 
+class _NeedsCare(Exception):
+    """The fast path met a message that fails: redo the batch message by message."""
+
+
 class ConsumerRunner:
     def __init__(self, *, name: str, pool: asyncpg.Pool, bootstrap_servers: str, group_id: str,
                  topics: list[str], handlers: dict[str, Handler], batch_max: int = 500,
@@ -114,14 +118,26 @@ class ConsumerRunner:
 
     async def process_batch(self, consumer: AIOKafkaConsumer,
                             batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Apply a batch in one transaction, then commit its offsets.
+
+        Fast path: one inbox statement for the whole batch and the handlers back to back. If any
+        message fails (undecodable, rejected, a handler error), the transaction is rolled back and
+        the batch is applied again message by message, each in its own savepoint, so the failure
+        is retried or dead-lettered alone."""
+        records = [record for records in batch.values() for record in records]
         attempt = 0
+        careful = False
         while True:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
-                    for records in batch.values():
+                    if careful:
                         for record in records:
                             await self._apply(conn, record)
+                    else:
+                        await self._apply_fast(conn, records)
                 break
+            except _NeedsCare:
+                careful = True
             except INFRA_ERRORS as exc:
                 attempt += 1
                 if attempt > self.max_infra_retries:
@@ -138,6 +154,40 @@ class ConsumerRunner:
             # The group rebalanced under us: whoever owns the partition now gets these messages
             # again, and the inbox drops them.
             log.warning("consumer.commit.failed", consumer=self.name, error=repr(exc))
+
+    async def _apply_fast(self, conn: asyncpg.Connection, records: list[ConsumerRecord]) -> None:
+        todo = []
+        for record in records:
+            try:
+                event = decode(record.value)
+            except InvalidEvent:
+                raise _NeedsCare from None
+            if event.type in self.handlers:
+                todo.append((record, event))
+        if not todo:
+            return
+        fresh = {row[0] for row in await conn.fetch(
+            "INSERT INTO inbox (event_id, event_type, topic)"
+            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])"
+            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text",
+            [e.id for _, e in todo], [e.type for _, e in todo], [r.topic for r, _ in todo],
+        )}
+        for record, event in todo:
+            if event.id not in fresh:
+                continue  # applied before (a redelivery), or twice in this batch
+            fresh.discard(event.id)
+            bind_context(tenant_id=event.tenant_id, invoice_id=event.subject, event_id=event.id, event_type=event.type)
+            try:
+                with tracer().start_as_current_span(f"{record.topic} process", context=context_from_traceparent(event.traceparent),
+                                                    kind=SpanKind.CONSUMER) as span:
+                    span.set_attribute("messaging.message.id", event.id)
+                    await self.handlers[event.type](conn, event)
+            except INFRA_ERRORS:
+                raise
+            except Exception:  # noqa: BLE001 - the careful pass retries or dead-letters it alone
+                raise _NeedsCare from None
+            finally:
+                clear_context("tenant_id", "invoice_id", "event_id", "event_type")
 
     async def _apply(self, conn: asyncpg.Connection, record: ConsumerRecord) -> None:
         try:

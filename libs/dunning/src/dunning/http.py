@@ -90,22 +90,45 @@ def install_problem_handlers(app: FastAPI) -> None:
                                 instance=request.url.path)
 
 
-def install_tracing(app: FastAPI, service: str) -> None:
-    @app.middleware("http")
-    async def _trace(request: Request, call_next):
-        parent = context_from_traceparent(request.headers.get("traceparent"))
-        with tracer(service).start_as_current_span(f"{request.method} {request.url.path}", context=parent,
-                                                   kind=SpanKind.SERVER) as span:
+class TracingMiddleware:
+    """A server span per request, continuing the caller's `traceparent`; the trace id is bound to
+    the request's log lines and returned in a `traceparent` response header. Plain ASGI (Starlette's
+    BaseHTTPMiddleware costs a task and a queue per request)."""
+
+    def __init__(self, app, service: str):
+        self.app = app
+        self.tracer = tracer(service)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        incoming = None
+        for name, value in scope.get("headers", ()):
+            if name == b"traceparent":
+                incoming = value.decode("latin-1")
+                break
+        with self.tracer.start_as_current_span(f"{scope['method']} {scope['path']}",
+                                               context=context_from_traceparent(incoming),
+                                               kind=SpanKind.SERVER) as span:
             traceparent = current_traceparent()
             bind_context(trace_id=traceparent.split("-")[1] if traceparent else None)
+
+            async def send_with_trace(message):
+                if message["type"] == "http.response.start":
+                    span.set_attribute("http.response.status_code", message["status"])
+                    if traceparent:
+                        message.setdefault("headers", [])
+                        message["headers"] = [*message["headers"], (b"traceparent", traceparent.encode())]
+                await send(message)
+
             try:
-                response = await call_next(request)
+                await self.app(scope, receive, send_with_trace)
             finally:
                 clear_context("trace_id", "tenant_id", "invoice_id")
-            span.set_attribute("http.response.status_code", response.status_code)
-            if traceparent:
-                response.headers["traceparent"] = traceparent
-            return response
+
+
+def install_tracing(app: FastAPI, service: str) -> None:
+    app.add_middleware(TracingMiddleware, service=service)
 
 
 # --- API keys ---------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def parse_amount(value: str, currency: str, *, allow_zero: bool = False) -> Deci
     if not isinstance(value, str):
         raise MoneyError("must be a decimal string such as \"1250.00\", not a number")
     text = value.strip()
-    if not text or not all(c.isdigit() or c == "." for c in text) or text.count(".") > 1:
+    if not text or not all(c in "0123456789." for c in text) or text.count(".") > 1:
         raise MoneyError("must be a plain decimal string such as \"1250.00\"")
     try:
         amount = Decimal(text)

@@ -50,19 +50,19 @@ async def add_many(conn: asyncpg.Connection, envelopes: list[dict[str, Any]], *,
     mapping = topic_for_type()
     for env in envelopes:
         k = key or env["subject"]
-        hdrs = dict(headers or {})
+        hdrs = {"ce_type": env["type"], "ce_id": env["id"], **(headers or {})}
         if env.get("traceparent"):
             hdrs.setdefault("traceparent", env["traceparent"])
         rows.append((lane_of(k), topic or mapping[env["type"]], k, env["id"], env["type"], hdrs, dumps(env)))
     lanes, topics, keys, ids, types, hdrs, payloads = (list(col) for col in zip(*rows))
+    # One statement, one round trip: the rows, and a NOTIFY that wakes the relays at commit.
     await conn.execute(
-        "INSERT INTO outbox (lane, topic, key, event_id, event_type, headers, payload)"
+        "WITH ins AS (INSERT INTO outbox (lane, topic, key, event_id, event_type, headers, payload)"
         " SELECT l, t, k, i, y, h::jsonb, p FROM unnest($1::smallint[], $2::text[], $3::text[],"
-        " $4::uuid[], $5::text[], $6::text[], $7::bytea[]) AS u(l, t, k, i, y, h, p);"
-        ,
+        " $4::uuid[], $5::text[], $6::text[], $7::bytea[]) AS u(l, t, k, i, y, h, p) RETURNING 1)"
+        " SELECT pg_notify('outbox_' || current_schema(), '') FROM (SELECT 1 FROM ins LIMIT 1) AS one",
         lanes, topics, keys, ids, types, [dumps(h).decode() for h in hdrs], payloads,
     )
-    await conn.execute("SELECT pg_notify('outbox_' || current_schema(), '')")
 
 
 class OutboxRelay:
