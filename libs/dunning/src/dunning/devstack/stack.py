@@ -71,7 +71,13 @@ class Stack:
     # -- infrastructure ---------------------------------------------------------------------------
     def start_infrastructure(self) -> None:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-        for what, port in (("SMTP", self.ports.smtp), ("mail API", self.ports.mail_api)):
+        ours = [("SMTP", self.ports.smtp), ("mail API", self.ports.mail_api)]
+        if not self.database_url:
+            ours.append(("PostgreSQL", self.ports.postgres))
+        if not self.kafka_bootstrap_servers:
+            ours.append(("Kafka broker", self.ports.kafka))
+        ours += [(name, port) for name, port in self.ports.services.items()]
+        for what, port in ours:
             if port_in_use(port):
                 raise SystemExit(f"port {port} ({what}) is in use: is another `make run` still running?")
         if not self.database_url:
