@@ -166,3 +166,15 @@ def test_a_payment_before_its_invoice_means_no_reminder_at_all(stack, tenant):
     time.sleep(6)  # past the first three offsets: nothing may have fired
     assert mails_to(stack, email) == []
     assert set(states(timeline(stack, tenant, invoice_id)).values()) == {"cancelled"}
+
+
+def test_every_service_drains_and_exits_cleanly_on_sigterm(stack):
+    """What Kubernetes does at a rollout: SIGTERM, then the pod must finish in-flight work and exit 0."""
+    import signal
+
+    for sp in stack.procs:
+        sp.proc.send_signal(signal.SIGTERM)
+    for sp in stack.procs:
+        assert sp.proc.wait(timeout=60) == 0, f"{sp.name} exited with {sp.proc.returncode}"
+        log = sp.log_path.read_text()
+        assert '"service.draining"' in log and '"service.stopped"' in log, sp.name
