@@ -35,20 +35,30 @@ WITH existing AS (
     SELECT $9, $1, $2, $10, customer.id, $11, $12, $12, $13, $14, $15, $16, $17, $18 FROM customer
     ON CONFLICT (tenant_id, external_id) DO NOTHING
     RETURNING id, customer_id
+), queued AS (
+    INSERT INTO outbox (lane, topic, key, event_id, event_type, headers, payload)
+    SELECT $19, $20, created.id, $21, $22, $23, $24::bytea || convert_to(created.customer_id, 'UTF8') || $25::bytea
+      FROM created
+    RETURNING 1
 )
 SELECT (SELECT id FROM created) AS created_id, (SELECT customer_id FROM created) AS customer_id,
-       (SELECT id FROM existing) AS existing_id, (SELECT content_hash FROM existing) AS existing_hash
+       (SELECT id FROM existing) AS existing_id, (SELECT content_hash FROM existing) AS existing_hash,
+       (SELECT pg_notify('outbox_' || current_schema(), '') FROM queued) AS notified
 """
 
 
 async def create_one(conn: asyncpg.Connection, tenant_id: str, *, invoice_id: str, new_customer_id: str,
-                     inv: Any, content_hash: bytes, created_at: datetime) -> asyncpg.Record:
-    """Upsert the customer and insert the invoice unless (tenant, external_id) exists: one statement."""
+                     inv: Any, content_hash: bytes, created_at: datetime, event: Any, topic: str,
+                     event_type: str) -> asyncpg.Record:
+    """One statement, atomic without BEGIN/COMMIT: upsert the customer, insert the invoice unless
+    (tenant, external_id) exists, and if it was inserted, its event in the outbox (the payload gets
+    the customer's id spliced in, see events_out.OutboxRow) and a NOTIFY that wakes the relays."""
     cust = inv.customer
     return await conn.fetchrow(
         _CREATE_ONE, tenant_id, inv.external_id, new_customer_id, cust.external_id, cust.name, cust.email,
         cust.locale, cust.timezone, invoice_id, inv.number, inv.currency, inv.amount_due, inv.issue_date,
         inv.due_date, inv.payment_url, inv.metadata, content_hash, created_at,
+        event.lane, topic, event.event_id, event_type, event.headers, event.head, event.tail,
     )
 
 
@@ -57,7 +67,7 @@ async def existing_by_external_id(conn: asyncpg.Connection, tenant_id: str,
     # One unique-index probe per id (LATERAL ... LIMIT 1), whatever the planner's statistics say: right
     # after an import they are stale and would have it scan all of the tenant's invoices instead.
     rows = await conn.fetch(
-        "SELECT i.external_id, i.id, i.content_hash FROM unnest($2::text[]) AS e(external_id)"
+        "SELECT i.external_id, i.id, i.content_hash FROM json_array_elements_text($2::json) AS e(external_id)"
         " CROSS JOIN LATERAL (SELECT external_id, id, content_hash FROM invoices"
         "                      WHERE tenant_id = $1 AND external_id = e.external_id LIMIT 1) AS i",
         tenant_id, list(external_ids),
@@ -108,29 +118,49 @@ async def upsert_customers(conn: asyncpg.Connection, tenant_id: str, rows: Seque
     return ids
 
 
+# Bulk rows travel as one JSON document per statement (json_to_recordset): one orjson.dumps in the
+# pool's json codec, where unnest arrays cost asyncpg ~4 us a row of per-element encoding.
+_INSERT_INVOICES = """
+WITH ins AS (
+    INSERT INTO invoices (id, tenant_id, external_id, number, customer_id, currency, amount_due, balance,
+                          issue_date, due_date, payment_url, metadata, content_hash, created_at)
+    SELECT u.id, $1, u.external_id, u.number, u.customer_id, u.currency, u.amount_due, u.amount_due,
+           u.issue_date, u.due_date, u.payment_url, u.metadata, decode(u.content_hash, 'hex'), $2
+    FROM json_to_recordset($3::json) AS u(id text, external_id text, number text, customer_id text, currency text,
+                                          amount_due numeric, issue_date date, due_date date, payment_url text,
+                                          metadata jsonb, content_hash text)
+    ON CONFLICT (tenant_id, external_id) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM ins
+"""
+
+
 async def insert_invoices(conn: asyncpg.Connection, tenant_id: str, created_at: datetime,
-                          rows: Sequence[tuple]) -> set[str]:
-    """rows: (id, external_id, number, customer_id, currency, amount_due, issue_date, due_date,
-    payment_url, metadata, content_hash), sorted by external_id; returns the ids actually inserted."""
+                          rows: list[dict[str, Any]]) -> set[str] | None:
+    """rows: {id, external_id, number, customer_id, currency, amount_due (canonical text), issue_date,
+    due_date, payment_url, metadata, content_hash (hex)}, sorted by external_id. Returns None if every
+    row was inserted, else the ids that were (the others lost a race with a concurrent import)."""
     if not rows:
         return set()
-    cols = [list(c) for c in zip(*rows)]
-    result = await conn.fetch(
-        """
-        INSERT INTO invoices (id, tenant_id, external_id, number, customer_id, currency, amount_due, balance,
-                              issue_date, due_date, payment_url, metadata, content_hash, created_at)
-        SELECT u.id, $1, u.external_id, u.number, u.customer_id, u.currency, u.amount_due, u.amount_due,
-               u.issue_date, u.due_date, u.payment_url, u.metadata, u.content_hash, $2
-        FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::numeric[], $9::date[],
-                    $10::date[], $11::text[], $12::jsonb[], $13::bytea[])
-             AS u(id, external_id, number, customer_id, currency, amount_due, issue_date, due_date,
-                  payment_url, metadata, content_hash)
-        ON CONFLICT (tenant_id, external_id) DO NOTHING
-        RETURNING id
-        """,
-        tenant_id, created_at, *cols,
+    inserted = await conn.fetchval(_INSERT_INVOICES, tenant_id, created_at, rows)
+    if inserted == len(rows):
+        return None
+    found = await conn.fetch("SELECT id FROM invoices WHERE id = ANY($1::text[])", [r["id"] for r in rows])
+    return {r["id"] for r in found}
+
+
+async def add_to_outbox(conn: asyncpg.Connection, topic: str, event_type: str, columns: Sequence[list]) -> None:
+    """columns: lane, key, event_id, headers (JSON text), payload (bytes) of one event type and topic:
+    what dunning.outbox.add_many writes, and the NOTIFY that wakes the relays, in one statement.
+    (Arrays here, not a JSON document: PostgreSQL would parse each ~1 kB payload as JSON.)"""
+    await conn.execute(
+        "WITH ins AS (INSERT INTO outbox (lane, topic, key, event_id, event_type, headers, payload)"
+        " SELECT l, $1, k, i, $2, h::jsonb, p FROM unnest($3::smallint[], $4::text[], $5::uuid[], $6::text[],"
+        " $7::bytea[]) AS u(l, k, i, h, p) RETURNING 1)"
+        " SELECT pg_notify('outbox_' || current_schema(), '') FROM (SELECT 1 FROM ins LIMIT 1) AS one",
+        topic, event_type, *columns,
     )
-    return {r["id"] for r in result}
 
 
 async def get_invoice(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> asyncpg.Record | None:
