@@ -12,7 +12,7 @@ from dunning.events import validate
 from dunning.ids import new_id as lib_new_id
 
 from dunning_ingest.events_out import OutboxRow, invoice_issued, issued_rows, new_uuids
-from dunning_ingest.ids import new_id, new_ids
+from dunning.ids import new_id, new_ids
 from dunning_ingest.schemas import invoice_adapter
 from dunning_ingest.validation import amount_text, fast_invoice
 

@@ -26,6 +26,11 @@ _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not 
            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
+# FastAPI's own telemetry would add a second server span, operation spans and metrics (about four
+# spans a request) on top of TracingMiddleware's: pass `telemetry=NO_FASTAPI_TELEMETRY` to FastAPI().
+NO_FASTAPI_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+
+
 class Problem(Exception):
     """Raise from a route: becomes an RFC 9457 problem document."""
 

@@ -5,6 +5,7 @@ have none, BHD, KWD and friends have 3. An amount with more decimals than its cu
 refused, not rounded: a finance system must never change an amount it was given.
 """
 
+import re
 from decimal import Decimal, InvalidOperation
 
 from babel.numbers import is_currency
@@ -19,6 +20,10 @@ _EXPONENTS: dict[str, int] = {
 # Codes that babel knows as historical or that are not money.
 # CLF and UYW (4 decimals) are units of account, not currencies an invoice is paid in.
 _NOT_TRADED = {"CLF", "UYW", "XXX", "XTS", "XAU", "XAG", "XPT", "XPD", "XDR", "XBA", "XBB", "XBC", "XBD", "XSU", "XUA"}
+
+
+_PLAIN = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_TOO_LARGE = Decimal(10) ** 15
 
 
 class MoneyError(ValueError):
@@ -42,7 +47,7 @@ def parse_amount(value: str, currency: str, *, allow_zero: bool = False) -> Deci
     if not isinstance(value, str):
         raise MoneyError("must be a decimal string such as \"1250.00\", not a number")
     text = value.strip()
-    if not text or not all(c in "0123456789." for c in text) or text.count(".") > 1:
+    if not _PLAIN.fullmatch(text):
         raise MoneyError("must be a plain decimal string such as \"1250.00\"")
     try:
         amount = Decimal(text)
@@ -56,7 +61,7 @@ def parse_amount(value: str, currency: str, *, allow_zero: bool = False) -> Deci
         )
     if amount == 0 and not allow_zero:
         raise MoneyError("must be greater than zero")
-    if amount >= Decimal(10) ** 15:
+    if amount >= _TOO_LARGE:
         raise MoneyError("is too large")
     return quantize(amount, currency)
 

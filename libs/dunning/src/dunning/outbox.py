@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind
 
 from dunning.events import dumps, topic_for_type
 from dunning.logging import get_logger
-from dunning.tracing import context_from_traceparent, tracer
+from dunning.tracing import tracer
 
 LANES = 16
 log = get_logger(__name__)
@@ -135,10 +135,12 @@ class OutboxRelay:
             if not rows:
                 return 0
             futures = []
-            for row in rows:
-                headers = [(k, v.encode()) for k, v in (row["headers"] or {}).items()]
-                parent = context_from_traceparent((row["headers"] or {}).get("traceparent"))
-                with tracer().start_as_current_span(f"{row['topic']} publish", context=parent, kind=SpanKind.PRODUCER):
+            # One span for the batch, linked to nothing: each event keeps its own trace context in
+            # its headers and envelope, which is what the consumer continues from.
+            with tracer().start_as_current_span("outbox publish", kind=SpanKind.PRODUCER) as span:
+                span.set_attribute("messaging.batch.message_count", len(rows))
+                for row in rows:
+                    headers = [(k, v.encode()) for k, v in (row["headers"] or {}).items()]
                     futures.append(await self.producer.send(
                         row["topic"], value=bytes(row["payload"]), key=row["key"].encode(), headers=headers,
                     ))

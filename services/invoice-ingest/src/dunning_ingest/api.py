@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from fastapi.security import HTTPBearer
 from pydantic import TypeAdapter
 
-from dunning.http import PROBLEM, Problem, install_health, install_problem_handlers, install_tracing
+from dunning.http import NO_FASTAPI_TELEMETRY, PROBLEM, Problem, install_health, install_problem_handlers, install_tracing
 
 from dunning_ingest import repository
 from dunning_ingest.auth import Authenticator
@@ -40,9 +40,6 @@ class Deps:
     auth: Authenticator
 
 
-# dunning.http's TracingMiddleware makes the server span (and binds the trace id to the logs); FastAPI's
-# own telemetry would add a second server span, operation spans and metrics: ~4 spans a request.
-NO_FASTAPI_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 _PROBLEM_DOC = {"content": {PROBLEM: {"schema": {"type": "object"}}}}
 _IDEMPOTENCY_DOC = ("Optional. Replays the first response (with `Idempotent-Replayed: true`) for 24 h; reusing "
                     "a key with a different body is a 422, while the first request runs a 409. At most 255 chars.")

@@ -8,7 +8,7 @@ later identical item is "existing", a different one a "conflict".
 
 Per item the Python work is kept to the checks themselves (validation.fast_invoice; pydantic only
 for items that fail, to name their errors), one content hash, and one orjson.dumps of its event;
-ids come in batches (ids.new_ids) and rows go to PostgreSQL as columns.
+ids come in batches (dunning.ids.new_ids) and rows go to PostgreSQL as columns.
 """
 
 import asyncio
@@ -24,7 +24,7 @@ from dunning.clock import isoformat, utcnow
 
 from dunning_ingest import repository
 from dunning_ingest.events_out import INVOICE_ISSUED, current_traceparent, issued_rows, topic
-from dunning_ingest.ids import new_ids
+from dunning.ids import new_ids
 from dunning_ingest.schemas import error_list, invoice_adapter
 from dunning_ingest.validation import amount_text, fast_invoice
 

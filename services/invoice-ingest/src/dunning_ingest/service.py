@@ -22,7 +22,7 @@ from dunning_ingest import repository
 from dunning_ingest.bulk import BulkImport, conflict_message
 from dunning_ingest.events_out import INVOICE_ISSUED, OutboxRow, current_traceparent, topic
 from dunning_ingest.idempotency import PROBLEMS, IdempotencyStore
-from dunning_ingest.ids import new_id
+from dunning.ids import new_id
 from dunning_ingest.representation import detail_json, new_invoice_row
 
 log = get_logger(__name__)

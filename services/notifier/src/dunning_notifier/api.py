@@ -6,7 +6,8 @@ from typing import Annotated
 import asyncpg
 from fastapi import FastAPI, Header, Path, Query
 
-from dunning.http import Problem, install_health, install_problem_handlers, install_tracing, tenant_for_key
+from dunning.http import (NO_FASTAPI_TELEMETRY, Problem, install_health, install_problem_handlers, install_tracing,
+                          tenant_for_key)
 from dunning_notifier import repository as repo
 from dunning_notifier.schemas import DELIVERY_ID, INVOICE_ID, DeliveryList, DeliveryOut, DeliveryState
 
@@ -27,7 +28,7 @@ def _out(row: asyncpg.Record) -> DeliveryOut:
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
-    app = FastAPI(title="Dunning notifier", version="1", docs_url="/docs",
+    app = FastAPI(title="Dunning notifier", version="1", docs_url="/docs", telemetry=NO_FASTAPI_TELEMETRY,
                   description="Reminder deliveries: what was sent to whom, when, and what failed.")
     install_problem_handlers(app)
     install_tracing(app, deps.service_name)

@@ -12,7 +12,8 @@ import asyncpg
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from dunning.http import Problem, install_health, install_problem_handlers, install_tracing, tenant_for_key
+from dunning.http import (NO_FASTAPI_TELEMETRY, Problem, install_health, install_problem_handlers, install_tracing,
+                          tenant_for_key)
 
 from dunning_reconciliation import payments, webhooks
 from dunning_reconciliation import repository as repo
@@ -32,7 +33,7 @@ class Deps:
 
 
 def create_app(deps: Deps) -> FastAPI:
-    app = FastAPI(title="dunning reconciliation", version="1.0.0",
+    app = FastAPI(title="dunning reconciliation", version="1.0.0", telemetry=NO_FASTAPI_TELEMETRY,
                   description="Matches payments (Stripe webhooks, the accounting system) to invoices "
                               "and publishes PaymentReceived.")
     install_problem_handlers(app)
