@@ -132,3 +132,30 @@ async def test_infrastructure_errors_are_retried_never_dead_lettered():
     assert dead_reasons(conn) == []
     assert conn.inbox == {E3: "processed"}
     assert consumer.commits == [{TP: 1}]
+
+
+async def test_a_batch_handler_gets_the_run_and_a_failing_run_is_taken_apart():
+    calls = []
+
+    async def one(conn, ev):
+        calls.append(("one", ev.id))
+
+    async def many(conn, evs):
+        calls.append(("many", [e.id for e in evs]))
+        if any(e.data["metadata"]["behaviour"] == "bug" for e in evs):
+            raise ValueError("a bad row in the set")
+
+    async def run(values):
+        calls.clear()
+        conn = FakeConn()
+        runner = ConsumerRunner(name="t", pool=FakePool(conn), bootstrap_servers="unused", group_id="g",
+                                topics=[TP.topic], handlers={"dunning.InvoiceIssued.v1": one},
+                                batch_handlers={"dunning.InvoiceIssued.v1": many})
+        await runner.process_batch(FakeConsumer(), {TP: [record(i, v) for i, v in enumerate(values)]})
+        return conn
+
+    await run([event(E1), event(E2), event(E1)])
+    assert calls == [("many", [E1, E2])]  # the duplicate is dropped by the inbox
+
+    await run([event(E1), event(E2, "bug")])
+    assert calls == [("many", [E1, E2]), ("one", E1), ("one", E2)]  # rolled back, then one by one

@@ -48,8 +48,14 @@ async def test_invoice_on_kafka_becomes_stage_escalated_on_kafka(pool, settings,
     event = h.invoice_issued(issued_at=utcnow())
     invoice_id, settled_id = event["subject"], settled_event["subject"]
     payment = h.payment_received(settled_id, balance="0.00", settled=True)
-    for topic, envelope in [("dunning.payments.v1", payment), ("dunning.invoices.v1", settled_event),
-                            ("dunning.invoices.v1", event), ("dunning.invoices.v1", event)]:
+    validate(payment)
+    await producer.send_and_wait("dunning.payments.v1", dumps(payment), key=settled_id.encode())
+
+    async def payment_applied():  # two topics: nothing orders the payment before the invoice but time
+        return await pool.fetchval("SELECT settled FROM invoices WHERE invoice_id = $1", settled_id)
+    await async_wait_until(payment_applied, timeout=30, what="payment applied")
+    for topic, envelope in [("dunning.invoices.v1", settled_event), ("dunning.invoices.v1", event),
+                            ("dunning.invoices.v1", event)]:
         validate(envelope)
         await producer.send_and_wait(topic, dumps(envelope), key=envelope["subject"].encode())
 

@@ -29,6 +29,9 @@ from dunning.tracing import context_from_traceparent, tracer
 
 DEAD_LETTER_TOPIC = "dunning.deadletter.v1"
 Handler = Callable[[asyncpg.Connection, Event], Awaitable[None]]
+# Optional: applies a run of consecutive events of one type in one call (set-based SQL); the
+# per-event handler remains the reference, used whenever a batch has to be taken apart.
+BatchHandler = Callable[[asyncpg.Connection, list[Event]], Awaitable[None]]
 log = get_logger(__name__)
 
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
@@ -59,13 +62,14 @@ class ConsumerRunner:
                  topics: list[str], handlers: dict[str, Handler], batch_max: int = 500,
                  fetch_wait_ms: int = 50, max_infra_retries: int = 8, handler_attempts: int = 3,
                  client_id: str | None = None, session_timeout_ms: int = 6000,
-                 rebalance_timeout_ms: int = 1000):
+                 rebalance_timeout_ms: int = 1000, batch_handlers: dict[str, BatchHandler] | None = None):
         self.name = name
         self.pool = pool
         self.bootstrap_servers = bootstrap_servers
         self.group_id = group_id
         self.topics = topics
         self.handlers = handlers
+        self.batch_handlers = batch_handlers or {}
         self.batch_max = batch_max
         self.fetch_wait_ms = fetch_wait_ms
         self.max_infra_retries = max_infra_retries
@@ -172,13 +176,27 @@ class ConsumerRunner:
             " ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text",
             [e.id for _, e in todo], [e.type for _, e in todo], [r.topic for r, _ in todo],
         )}
+        runs: list[list[tuple[ConsumerRecord, Event]]] = []  # consecutive fresh events, by type
         for record, event in todo:
             if event.id not in fresh:
                 continue  # applied before (a redelivery), or twice in this batch
             fresh.discard(event.id)
-            bind_context(tenant_id=event.tenant_id, invoice_id=event.subject, event_id=event.id, event_type=event.type)
+            if runs and runs[-1][0][1].type == event.type and event.type in self.batch_handlers:
+                runs[-1].append((record, event))
+            else:
+                runs.append([(record, event)])
+        for run in runs:
+            record, event = run[0]
             try:
-                with tracer().start_as_current_span(f"{record.topic} process", context=context_from_traceparent(event.traceparent),
+                if len(run) > 1:
+                    with tracer().start_as_current_span(f"{record.topic} process batch", kind=SpanKind.CONSUMER) as span:
+                        span.set_attribute("messaging.batch.message_count", len(run))
+                        await self.batch_handlers[event.type](conn, [e for _, e in run])
+                    continue
+                bind_context(tenant_id=event.tenant_id, invoice_id=event.subject, event_id=event.id,
+                             event_type=event.type)
+                with tracer().start_as_current_span(f"{record.topic} process",
+                                                    context=context_from_traceparent(event.traceparent),
                                                     kind=SpanKind.CONSUMER) as span:
                     span.set_attribute("messaging.message.id", event.id)
                     await self.handlers[event.type](conn, event)

@@ -7,6 +7,7 @@ process exits — well inside a pod's termination grace period.
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -134,6 +135,7 @@ def main(settings: CommonSettings, migrations_dir: Path,
 
     async def _main() -> None:
         service = await bootstrap(settings)
+        gc.freeze()  # what start-up built lives for the whole process: keep it out of every GC pass
         await run_service(service)
 
     try:

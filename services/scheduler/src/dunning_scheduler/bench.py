@@ -1,28 +1,56 @@
-"""Firing throughput: N due timers -> StageEscalated in the outbox -> on Kafka (relay acks).
+"""Scheduler throughput: planning (InvoiceIssued -> timers + DunningPlanned) and firing.
 
-    python -m dunning_scheduler.bench [--timers 20000] [--batch 2000] [--loops 1]
+    python -m dunning_scheduler.bench [plan|fire|all] [--invoices 20000] [--timers 20000] ...
 
-Uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set, else starts the embedded PostgreSQL and
-Tansu broker. Seeds a fresh schema with N/5 invoices of 5 due timers each, then runs the firing
-loop(s) and the outbox relay in one process, as the service does, and prints the rates.
+plan: N InvoiceIssued events (one tenant with a stored policy, customers in several zones, a share of
+      old invoices imported late) are applied through the real `ConsumerRunner.process_batch`
+      (decode, inbox, handler, one transaction per batch of --consumer-batch); then --payments
+      settling PaymentReceived events one at a time (the latency a payer's acknowledgement waits
+      before the pending reminders are cancelled), then the same number in batches.
+fire: N/5 invoices of 5 due timers each; the firing loop(s) and the outbox relay run in one
+      process, as the service does: due -> StageEscalated in the outbox -> acked by Kafka.
+
+Uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set, else starts the embedded PostgreSQL (and, for
+`fire`, the Tansu broker). Logs are rendered at --log-level (as the service does) and discarded.
 """
 
 import argparse
 import asyncio
+import contextlib
+import gc
+import inspect
 import os
+import statistics
+import sys
 import tempfile
 import time
 import uuid
+from datetime import date, timedelta
 from pathlib import Path
 
+from aiokafka import ConsumerRecord, TopicPartition
+from dunning import tenancy
+from dunning.clock import utcnow
+from dunning import consumer
 from dunning.db import create_pool, migrate
-from dunning.kafka import ensure_topics, make_producer
+from dunning.events import dumps, new_event
+from dunning.ids import new_id
 from dunning.logging import configure_logging
-from dunning.outbox import OutboxRelay
+from dunning.tracing import configure_tracing
 
 from dunning_scheduler.firing import FiringLoop
+from dunning_scheduler.handlers import BATCH_HANDLERS, HANDLERS
+from dunning_scheduler.policy import parse_policy
+from dunning_scheduler.policy_store import save_policy
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+TENANT = "ten_bench"
+ZONES = ("Europe/Berlin", "America/New_York", "Europe/London", "Asia/Tokyo", "UTC")
+POLICY = {"id": "pol_bench", "anchor": "due_date", "send_time": "09:00", "stages": [
+    {"name": "pre_due", "offset": "-P3D"}, {"name": "soft", "offset": "P1D"},
+    {"name": "firm", "offset": "P7D", "channels": ["email", "letter"]},
+    {"name": "final", "offset": "P14D", "template": "final_strict"},
+    {"name": "collections", "offset": "P30D", "channels": ["webhook"]}]}
 
 _SEED = """
 INSERT INTO invoices (invoice_id, tenant_id, external_id, number, currency, amount_due, balance, issue_date,
@@ -43,7 +71,111 @@ FROM generate_series(1, $1) AS i, generate_series(0, 4) AS s;
 """
 
 
-async def run(dsn: str, bootstrap: str, timers: int, batch: int, loops: int) -> None:
+class _NoCommit:
+    """Stands in for the Kafka consumer: process_batch only commits offsets on it."""
+
+    async def commit(self, offsets) -> None:
+        return None
+
+
+def _invoice_issued(i: int) -> dict:
+    invoice_id = new_id("inv")
+    now = utcnow()
+    # One in ten is an old invoice imported late (past stages skipped, the latest one due now).
+    due = now.date() - timedelta(days=20) if i % 10 == 0 else now.date() + timedelta(days=7 + i % 60)
+    return new_event("dunning.InvoiceIssued.v1", {
+        "invoice_id": invoice_id, "tenant_id": TENANT, "external_id": f"ext-{i}", "number": f"INV-{i:08d}",
+        "customer": {"customer_id": "cus_01JB2F7H9K3M5N7P9Q1R3S5T7V", "external_id": f"c-{i % 500}",
+                     "name": "Brandt & Söhne GmbH", "email": "ap@brandt-soehne.de", "locale": "de-DE",
+                     "timezone": ZONES[i % len(ZONES)]},
+        "currency": "EUR", "amount_due": "1250.00", "issue_date": due - timedelta(days=14), "due_date": due,
+        "payment_url": f"https://pay.example.com/i/{i}", "metadata": {"po": str(i)}, "issued_at": now,
+    }, source="/invoice-ingest", subject=invoice_id, tenant_id=TENANT)
+
+
+def _payment(invoice_id: str) -> dict:
+    now = utcnow()
+    return new_event("dunning.PaymentReceived.v1", {
+        "payment_id": new_id("pay"), "invoice_id": invoice_id, "tenant_id": TENANT, "invoice_external_id": "ext",
+        "source": "api", "source_reference": "ref-1", "currency": "EUR", "amount": "1250.00",
+        "amount_applied": "1250.00", "balance_remaining": "0.00", "settled": True, "received_at": now,
+        "acknowledged_at": now,
+    }, source="/reconciliation", subject=invoice_id, tenant_id=TENANT)
+
+
+def _records(topic: str, envelopes: list[dict], first_offset: int = 0) -> list[ConsumerRecord]:
+    return [ConsumerRecord(topic, 0, first_offset + n, 0, 0, e["subject"].encode(), value, None, 0, len(value), [])
+            for n, e in enumerate(envelopes) for value in [dumps(e)]]
+
+
+async def _apply(runner: consumer.ConsumerRunner, topic: str, records: list[ConsumerRecord], batch: int) -> list[float]:
+    """Apply records through the runner in batches; returns each batch's seconds."""
+    seconds = []
+    for lo in range(0, len(records), batch):
+        start = time.perf_counter()
+        await runner.process_batch(_NoCommit(), {TopicPartition(topic, 0): records[lo:lo + batch]})
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+async def bench_plan(dsn: str, invoices: int, batch: int, payments: int, default_policy: bool,
+                     batch_handlers: bool) -> None:
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    migrate(dsn, schema, MIGRATIONS)
+    pool = await create_pool(dsn, schema, max_size=4)
+    try:
+        async with pool.acquire() as conn:
+            await tenancy.provision(conn, TENANT, "Bench", f"dk_bench_{uuid.uuid4().hex}")
+            if not default_policy:
+                await save_policy(conn, TENANT, parse_policy(POLICY))
+        extra = {"batch_handlers": BATCH_HANDLERS} if batch_handlers else {}
+        if batch_handlers and "batch_handlers" not in inspect.signature(consumer.ConsumerRunner).parameters:
+            raise SystemExit("--batch-handlers: this dunning.consumer.ConsumerRunner takes no batch_handlers")
+        runner = consumer.ConsumerRunner(name="scheduler-bench", pool=pool, bootstrap_servers="unused",
+                                         group_id="bench", topics=[], handlers=HANDLERS, batch_max=batch, **extra)
+        warm = _records("dunning.invoices.v1", [_invoice_issued(i) for i in range(200)])
+        await _apply(runner, "dunning.invoices.v1", warm, batch)
+        envelopes = [_invoice_issued(i) for i in range(invoices)]
+        records = _records("dunning.invoices.v1", envelopes, len(warm))
+        invoice_ids = [e["subject"] for e in envelopes]
+        del envelopes
+        gc.collect()  # the bench's own garbage is not the consumer's cost
+        await pool.execute("ANALYZE")
+        cpu = time.process_time()
+        elapsed = sum(await _apply(runner, "dunning.invoices.v1", records, batch))
+        cpu = time.process_time() - cpu
+        planned = await pool.fetchval("SELECT count(*) FROM invoices WHERE planned_at IS NOT NULL")
+        timers = await pool.fetchval("SELECT count(*) FROM timers")
+        outbox = await pool.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'dunning.DunningPlanned.v1'")
+        if planned != invoices + len(warm) or outbox != planned or runner.dead_lettered:
+            raise SystemExit(f"plan: {planned} planned, {outbox} DunningPlanned, {runner.dead_lettered} dead letters")
+        print(f"invoices: {invoices}, consumer batch: {batch}, policy: {'default' if default_policy else 'stored'},"
+              f" handlers: {'batch' if batch_handlers else 'per event'}")
+        print(f"InvoiceIssued -> timers + DunningPlanned: {elapsed:.2f} s = {invoices / elapsed:,.0f} invoices/s"
+              f"  ({timers:,} timers)")
+        print(f"  this process's CPU: {cpu * 1e6 / invoices:.0f} us an invoice; waiting on PostgreSQL:"
+              f" {max(0.0, elapsed - cpu) * 1e6 / invoices:.0f} us an invoice")
+        if payments:
+            chosen = invoice_ids[1:payments * 2:2]
+            offset = len(warm) + invoices
+            one_by_one = _records("dunning.payments.v1", [_payment(i) for i in chosen[: payments // 2]], offset)
+            lat = sorted(await _apply(runner, "dunning.payments.v1", one_by_one, 1))
+            batched = _records("dunning.payments.v1", [_payment(i) for i in chosen[payments // 2:]], offset + payments)
+            seconds = sum(await _apply(runner, "dunning.payments.v1", batched, batch))
+            cancelled = await pool.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'dunning.StagesCancelled.v1'")
+            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+            print(f"PaymentReceived (settling), one per batch: p50 {statistics.median(lat) * 1000:.2f} ms,"
+                  f" p99 {p99 * 1000:.2f} ms  ({cancelled} StagesCancelled in all)")
+            print(f"PaymentReceived (settling), batched:       {len(batched) / seconds:,.0f} payments/s")
+        await pool.execute(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        await pool.close()
+
+
+async def bench_fire(dsn: str, bootstrap: str, timers: int, batch: int, loops: int) -> None:
+    from dunning.kafka import ensure_topics, make_producer
+    from dunning.outbox import OutboxRelay
+
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     migrate(dsn, schema, MIGRATIONS)
     await ensure_topics(bootstrap)
@@ -81,33 +213,48 @@ async def run(dsn: str, bootstrap: str, timers: int, batch: int, loops: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--timers", type=int, default=20000)
-    parser.add_argument("--batch", type=int, default=2000)
-    parser.add_argument("--loops", type=int, default=1)
+    parser.add_argument("what", nargs="?", choices=("plan", "fire", "all"), default="all")
+    parser.add_argument("--invoices", type=int, default=20000, help="plan: InvoiceIssued events")
+    parser.add_argument("--consumer-batch", type=int, default=500, help="plan: records per consumer batch")
+    parser.add_argument("--payments", type=int, default=400, help="plan: settling payments afterwards")
+    parser.add_argument("--default-policy", action="store_true", help="plan: no stored tenant policy")
+    parser.add_argument("--batch-handlers", action="store_true",
+                        help="plan: give the runner BATCH_HANDLERS (needs ConsumerRunner(batch_handlers=...))")
+    parser.add_argument("--timers", type=int, default=20000, help="fire: due timers")
+    parser.add_argument("--batch", type=int, default=2000, help="fire: firing batch size")
+    parser.add_argument("--loops", type=int, default=1, help="fire: firing loops")
+    parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
-    configure_logging("scheduler-bench", "WARNING")
+    with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115 - logs rendered, then dropped
+        configure_logging("scheduler-bench", args.log_level)
+    configure_tracing("scheduler-bench", "none")
     pg = broker = None
     dsn, bootstrap = os.environ.get("DATABASE_URL"), os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     workdir = Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
     try:
+        from dunning.devstack.procs import free_port
+
         if not dsn:
             from dunning.devstack.postgres import EmbeddedPostgres
-            from dunning.devstack.procs import free_port
 
             pg = EmbeddedPostgres(workdir / "pgdata", free_port(), durable=False)
             dsn = pg.start()
-        if not bootstrap:
-            from dunning.devstack.procs import free_port
-            from dunning.devstack.tansu import TansuBroker
+        if args.what in ("plan", "all"):
+            asyncio.run(bench_plan(dsn, args.invoices, args.consumer_batch, args.payments, args.default_policy,
+                                   args.batch_handlers))
+        if args.what in ("fire", "all"):
+            if not bootstrap:
+                from dunning.devstack.tansu import TansuBroker
 
-            broker = TansuBroker(free_port(), log_path=workdir / "tansu.log")
-            bootstrap = broker.start()
-        asyncio.run(run(dsn, bootstrap, args.timers, args.batch, args.loops))
+                broker = TansuBroker(free_port(), log_path=workdir / "tansu.log")
+                bootstrap = broker.start()
+            asyncio.run(bench_fire(dsn, bootstrap, args.timers, args.batch, args.loops))
     finally:
         if broker:
             broker.stop()
         if pg:
             pg.stop()
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from dunning.runtime import Service, open_infrastructure, relay_for
 
 from dunning_scheduler.api import create_app
 from dunning_scheduler.firing import FiringLoop
-from dunning_scheduler.handlers import HANDLERS
+from dunning_scheduler.handlers import BATCH_HANDLERS, HANDLERS
 from dunning_scheduler.settings import Settings
 
 TOPICS = ["dunning.invoices.v1", "dunning.payments.v1"]
@@ -16,7 +16,7 @@ TOPICS = ["dunning.invoices.v1", "dunning.payments.v1"]
 def consumer_for(settings: Settings, pool: asyncpg.Pool) -> ConsumerRunner:
     return ConsumerRunner(
         name=settings.service_name, pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.consumer_group, topics=TOPICS, handlers=HANDLERS,
+        group_id=settings.consumer_group, topics=TOPICS, handlers=HANDLERS, batch_handlers=BATCH_HANDLERS,
         batch_max=settings.consumer_batch_max, fetch_wait_ms=settings.consumer_fetch_wait_ms,
         max_infra_retries=settings.consumer_max_infra_retries, handler_attempts=settings.consumer_handler_attempts,
     )

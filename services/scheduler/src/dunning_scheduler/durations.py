@@ -9,6 +9,7 @@ A leading `-` negates every part. Seconds may carry a fraction (`PT0.5S`).
 import calendar
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -50,21 +51,26 @@ class Duration:
 
     def time_delta(self) -> timedelta:
         """The elapsed-time part (H, M, S), signed."""
-        return self._sign * timedelta(hours=self.hours, minutes=self.minutes, seconds=float(self.seconds))
+        return self._steps[2]
+
+    @cached_property
+    def _steps(self) -> tuple[int, int, timedelta]:
+        """(months, days, elapsed time), signed: computed once per duration."""
+        return (self._sign * (self.years * 12 + self.months), self._sign * (self.weeks * 7 + self.days),
+                self._sign * timedelta(hours=self.hours, minutes=self.minutes, seconds=float(self.seconds)))
 
     def add_to(self, anchor: datetime) -> datetime:
         """The instant `anchor + self`; `anchor` must be aware, in the zone whose wall clock counts."""
         if anchor.tzinfo is None:
             raise ValueError("anchor must be timezone-aware")
-        months = self._sign * (self.years * 12 + self.months)
-        days = self._sign * (self.weeks * 7 + self.days)
+        months, days, elapsed = self._steps
         local = anchor.replace(tzinfo=None)
         if months:
             local = local.replace(**_shift_months(local.date(), months))
         local += timedelta(days=days)
         # Re-attach the zone to the new wall-clock time (its own UTC offset, after a DST change).
         moved = local.replace(tzinfo=anchor.tzinfo, fold=0)
-        return moved.astimezone(timezone.utc) + self.time_delta()
+        return moved.astimezone(timezone.utc) + elapsed
 
 
 def _shift_months(day: date, months: int) -> dict[str, int]:

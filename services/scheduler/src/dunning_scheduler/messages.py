@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from dunning.clock import isoformat
 from dunning.events import new_event
 from dunning.money import format_amount
 
@@ -16,17 +17,34 @@ STAGE_ESCALATED = "dunning.StageEscalated.v1"
 STAGES_CANCELLED = "dunning.StagesCancelled.v1"
 
 
+_TIMESTAMPS: dict[datetime, str] = {}
+
+
+def timestamp(value: datetime) -> str:
+    """`dunning.clock.isoformat`, remembered: the invoices of a bulk import share their stage instants."""
+    text = _TIMESTAMPS.get(value)
+    if text is None:
+        if len(_TIMESTAMPS) >= 50_000:
+            _TIMESTAMPS.clear()
+        text = _TIMESTAMPS[value] = isoformat(value)
+    return text
+
+
 def dunning_planned(*, tenant_id: str, invoice_id: str, policy_id: str, policy_version: int,
                     planned_at: datetime, timers: list[PlannedTimer]) -> dict[str, Any]:
-    return new_event(DUNNING_PLANNED, {
+    # The data is written JSON-ready here (the hot path of planning), as new_event would write it.
+    envelope = new_event(DUNNING_PLANNED, {}, source=SOURCE, subject=invoice_id, tenant_id=tenant_id)
+    envelope["data"] = {
         "invoice_id": invoice_id,
         "tenant_id": tenant_id,
         "policy_id": policy_id,
         "policy_version": policy_version,
-        "planned_at": planned_at,
+        "planned_at": timestamp(planned_at),
         "stages": [{"stage_id": t.stage_id, "stage": t.stage, "sequence": t.sequence, "channel": t.channel,
-                    "scheduled_at": t.scheduled_at, "state": t.state, "reason": t.reason} for t in timers],
-    }, source=SOURCE, subject=invoice_id, tenant_id=tenant_id)
+                    "scheduled_at": timestamp(t.scheduled_at), "state": t.state, "reason": t.reason}
+                   for t in timers],
+    }
+    return envelope
 
 
 def stage_escalated(row: asyncpg.Record) -> dict[str, Any]:

@@ -9,10 +9,14 @@ Pure functions, no I/O. Rules:
   customer never gets several reminders at once;
 - an invoice already settled when it is planned (its payment arrived first) gets every stage
   `cancelled` ("invoice_settled"): the timeline shows what would have happened, nothing fires.
+
+The timers of one plan share one time-ordered id, each followed by its two-digit index
+(`stg_01JB...7V00`, `stg_01JB...7V01`, ...; at most 50 timers a plan).
 """
 
-from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from functools import lru_cache
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dunning.ids import new_id
@@ -21,10 +25,11 @@ from dunning_scheduler.policy import Policy
 
 SKIPPED_PAST = "past_at_planning"
 SETTLED = "invoice_settled"
+UTC_ZONE = ZoneInfo("UTC")
+_INSTANTS_PER_POLICY = 4096  # cached (due date, zone) -> stage instants, per parsed policy
 
 
-@dataclass(frozen=True)
-class PlannedTimer:
+class PlannedTimer(NamedTuple):
     stage_id: str
     stage: str
     sequence: int
@@ -35,10 +40,11 @@ class PlannedTimer:
     reason: str | None
 
 
+@lru_cache(maxsize=1024)
 def zone_for(name: str) -> ZoneInfo | None:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
         return None
 
 
@@ -59,12 +65,36 @@ def stage_instants(policy: Policy, anchor: datetime) -> list[datetime]:
     return instants
 
 
+def instants_for(policy: Policy, *, due_date: date, zone: ZoneInfo, issued_at: datetime) -> tuple[datetime, ...]:
+    """Each stage's instant in UTC. With the due_date anchor they depend only on (due date, zone), which
+    invoices imported together share, so they are computed once per pair and policy version."""
+    if policy.anchor == "issued_at":
+        return tuple(at.astimezone(timezone.utc) for at in
+                     stage_instants(policy, anchor_instant(policy, due_date=due_date, zone=zone, issued_at=issued_at)))
+    cache = policy.instants_cache
+    key = (due_date, zone.key)
+    found = cache.get(key)
+    if found is None:
+        if len(cache) >= _INSTANTS_PER_POLICY:
+            cache.clear()
+        anchor = anchor_instant(policy, due_date=due_date, zone=zone, issued_at=issued_at)
+        found = cache[key] = tuple(at.astimezone(timezone.utc) for at in stage_instants(policy, anchor))
+    return found
+
+
 def plan(policy: Policy, *, due_date: date, timezone_name: str, issued_at: datetime, settled: bool,
-         now: datetime) -> list[PlannedTimer]:
-    zone = zone_for(timezone_name) or ZoneInfo("UTC")
-    instants = stage_instants(policy, anchor_instant(policy, due_date=due_date, zone=zone, issued_at=issued_at))
-    past = [i for i, at in enumerate(instants) if at <= now]
-    latest_past = past[-1] if past else None
+         now: datetime, stage_ids: list[str] | None = None) -> list[PlannedTimer]:
+    """The timers, one per (stage, channel). `stage_ids` (as many as timers) reuses ids, so the plan
+    of a settled and of an open invoice can be prepared together and the database picks one."""
+    zone = zone_for(timezone_name) or UTC_ZONE
+    instants = instants_for(policy, due_date=due_date, zone=zone, issued_at=issued_at)
+    latest_past = None
+    if not settled:
+        for index, at in enumerate(instants):
+            if at > now:
+                break
+            latest_past = index
+    base = new_id("stg") if stage_ids is None else None
     timers: list[PlannedTimer] = []
     for sequence, (stage, at) in enumerate(zip(policy.stages, instants)):
         if settled:
@@ -72,12 +102,10 @@ def plan(policy: Policy, *, due_date: date, timezone_name: str, issued_at: datet
         elif latest_past is not None and sequence < latest_past:
             state, reason = "skipped", SKIPPED_PAST
         elif sequence == latest_past:
-            state, reason, at = "scheduled", None, now
+            state, reason, at = "scheduled", None, now.astimezone(timezone.utc)
         else:
             state, reason = "scheduled", None
         for channel in stage.channels:
-            timers.append(PlannedTimer(
-                stage_id=new_id("stg"), stage=stage.name, sequence=sequence, channel=channel,
-                template=stage.template, scheduled_at=at.astimezone(timezone.utc), state=state, reason=reason,
-            ))
+            stage_id = f"{base}{len(timers):02d}" if stage_ids is None else stage_ids[len(timers)]
+            timers.append(PlannedTimer(stage_id, stage.name, sequence, channel, stage.template, at, state, reason))
     return timers

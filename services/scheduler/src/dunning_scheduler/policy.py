@@ -21,7 +21,7 @@ issued_at instant plus the offset (demos and tests use second offsets such as "P
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import time
 from decimal import Decimal
 from typing import Any
@@ -84,6 +84,8 @@ class Policy:
     document: dict[str, Any]  # normalised: every default written out
     version: int = 1
     is_default: bool = True
+    # Planning's memo of stage instants by (due date, zone): a policy version never changes.
+    instants_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def parse_policy(document: Any, *, version: int = 1, is_default: bool = False) -> Policy:

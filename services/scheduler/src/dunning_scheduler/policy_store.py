@@ -1,5 +1,13 @@
-"""Policies in PostgreSQL: every change is a new version; the latest version is the active one."""
+"""Policies in PostgreSQL: every change is a new version; the latest version is the active one.
 
+Planning keeps each tenant's active policy in memory (`ActivePolicies`), parsed once per version. It
+does not trust that memory blindly: the planning statement only writes if the tenant's latest
+stored version is still the one planned with (one index probe inside the same statement), and
+otherwise the policy is read again and the invoice planned again. A new version is thus used from
+the very next planning on, without a round trip per invoice.
+"""
+
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -54,3 +62,51 @@ async def save_policy(conn: asyncpg.Connection, tenant_id: str, policy: Policy) 
             tenant_id, version, policy.document,
         )
     return StoredPolicy(tenant_id, parse_policy(policy.document, version=version), created_at), True
+
+
+@dataclass(frozen=True)
+class ActiveVersion:
+    """The version planning uses, as the planning statement checks it: `stored_version` and
+    `stored_at` of the tenant's latest policies row (0 and None: no row, the built-in default)."""
+    policy: Policy
+    stored_version: int
+    stored_at: datetime | None
+
+
+class ActivePolicies:
+    """Per-process memory of each tenant's active policy (bounded, least recently used goes)."""
+
+    def __init__(self, max_tenants: int = 10_000):
+        self.max_tenants = max_tenants
+        self._by_tenant: OrderedDict[str, ActiveVersion] = OrderedDict()
+        self.loads = 0  # reads from the database (first use of a tenant, or a new version)
+
+    def get(self, tenant_id: str) -> ActiveVersion | None:
+        found = self._by_tenant.get(tenant_id)
+        if found is not None:
+            self._by_tenant.move_to_end(tenant_id)
+        return found
+
+    async def load(self, conn: asyncpg.Connection, tenant_id: str) -> ActiveVersion:
+        """Read the tenant's latest version; the document is parsed again only if it changed."""
+        row = await conn.fetchrow(
+            "SELECT version, document, created_at FROM policies WHERE tenant_id = $1 ORDER BY version DESC LIMIT 1",
+            tenant_id,
+        )
+        self.loads += 1
+        known = self._by_tenant.get(tenant_id)
+        if row is None:
+            active = ActiveVersion(DEFAULT_POLICY, 0, None)
+        elif known is not None and (known.stored_version, known.stored_at) == (row["version"], row["created_at"]):
+            active = known
+        else:
+            active = ActiveVersion(parse_policy(row["document"], version=row["version"]), row["version"],
+                                   row["created_at"])
+        self._by_tenant[tenant_id] = active
+        self._by_tenant.move_to_end(tenant_id)
+        while len(self._by_tenant) > self.max_tenants:
+            self._by_tenant.popitem(last=False)
+        return active
+
+
+ACTIVE_POLICIES = ActivePolicies()

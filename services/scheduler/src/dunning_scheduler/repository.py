@@ -1,67 +1,97 @@
 """SQL for invoices and timers. Every function runs on the caller's connection and transaction."""
 
-from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
+import orjson
 
+from dunning_scheduler.planning import SETTLED as SETTLED_REASON
 from dunning_scheduler.planning import PlannedTimer
 
 TIMER_COLUMNS = ("stage_id, tenant_id, invoice_id, stage, sequence, channel, template, scheduled_at, state,"
                  " fired_at, cancelled_at, reason, policy_version")
 
 
-@dataclass(frozen=True)
-class InvoiceSnapshot:
-    invoice_id: str
-    tenant_id: str
-    external_id: str
-    number: str
-    currency: str
-    amount_due: Decimal
-    issue_date: date
-    due_date: date
-    payment_url: str | None
-    customer: dict[str, Any]
-    issued_at: datetime
-    issued_event_id: str
+# Planning, one statement for any number of InvoiceIssued (distinct invoice ids): check that each
+# tenant's policy is still the version planned with, store the snapshots (an invoice planned before,
+# or another tenant's, is left alone), insert the timers and the DunningPlanned outbox rows of the
+# invoices stored, and wake the outbox relay (and the firing loop if a timer is due now). An invoice
+# a payment settled first gets its snapshot only: its plan (all cancelled) is the caller's next step.
+# The rows travel as one JSON array of arrays (see PLAN_INVOICE_FIELDS, PLAN_TIMER_FIELDS): for
+# thousands of values that is several times cheaper, on both sides, than one array parameter per
+# column. The outbox payload travels as a JSON string and is stored byte for byte.
+# One row per input: n, policy_current, settled (null: not stored).
+PLAN_INVOICE_FIELDS = ("n", "invoice_id", "tenant_id", "external_id", "number", "currency", "amount_due",
+                       "issue_date", "due_date", "payment_url", "customer", "issued_at", "issued_event_id",
+                       "policy_id", "policy_version", "stored_version", "stored_at", "due_now", "lane", "event_id",
+                       "headers", "payload", "timers")
+PLAN_TIMER_FIELDS = ("stage_id", "stage", "sequence", "channel", "template", "scheduled_at", "state", "reason")
+_PLAN = """
+WITH u AS MATERIALIZED (
+    SELECT (x->>0)::int AS n, x->>1 AS invoice_id, x->>2 AS tenant_id, x->>3 AS external_id, x->>4 AS number,
+           x->>5 AS currency, (x->>6)::numeric AS amount_due, (x->>7)::date AS issue_date,
+           (x->>8)::date AS due_date, x->>9 AS payment_url, x->10 AS customer,
+           (x->>11)::timestamptz AS issued_at, (x->>12)::uuid AS issued_event_id, x->>13 AS policy_id,
+           (x->>14)::int AS policy_version, (x->>15)::int AS stored_version, (x->>16)::timestamptz AS stored_at,
+           (x->>17)::boolean AS due_now, (x->>18)::smallint AS lane, (x->>19)::uuid AS event_id,
+           x->20 AS headers, convert_to(x->>21, 'UTF8') AS payload, x->22 AS timers
+    FROM jsonb_array_elements($1::text::jsonb) AS x
+), current_policy AS (
+    SELECT u.n FROM u LEFT JOIN LATERAL (
+        SELECT p.version, p.created_at FROM policies AS p WHERE p.tenant_id = u.tenant_id
+        ORDER BY p.version DESC LIMIT 1) AS p ON true
+    WHERE coalesce(p.version, 0) = u.stored_version AND p.created_at IS NOT DISTINCT FROM u.stored_at
+), inv AS (
+    INSERT INTO invoices AS i (invoice_id, tenant_id, external_id, number, currency, amount_due, balance,
+                               issue_date, due_date, payment_url, customer, issued_at, issued_event_id,
+                               policy_id, policy_version, planned_at)
+    SELECT u.invoice_id, u.tenant_id, u.external_id, u.number, u.currency, u.amount_due, u.amount_due,
+           u.issue_date, u.due_date, u.payment_url, u.customer, u.issued_at, u.issued_event_id, u.policy_id,
+           u.policy_version, $2
+    FROM u JOIN current_policy USING (n)
+    ORDER BY u.n
+    ON CONFLICT (invoice_id) DO UPDATE SET
+        external_id = EXCLUDED.external_id, number = EXCLUDED.number, currency = EXCLUDED.currency,
+        amount_due = EXCLUDED.amount_due,
+        balance = CASE WHEN i.last_payment_acknowledged_at IS NULL THEN EXCLUDED.balance ELSE i.balance END,
+        issue_date = EXCLUDED.issue_date, due_date = EXCLUDED.due_date, payment_url = EXCLUDED.payment_url,
+        customer = EXCLUDED.customer, issued_at = EXCLUDED.issued_at, issued_event_id = EXCLUDED.issued_event_id,
+        policy_id = EXCLUDED.policy_id, policy_version = EXCLUDED.policy_version,
+        planned_at = EXCLUDED.planned_at, updated_at = now()
+    WHERE i.planned_at IS NULL AND i.tenant_id = EXCLUDED.tenant_id
+    RETURNING i.invoice_id, i.settled
+), planned AS (
+    SELECT u.*, inv.settled FROM u JOIN inv USING (invoice_id)
+), tim AS (
+    INSERT INTO timers (stage_id, tenant_id, invoice_id, stage, sequence, channel, template, scheduled_at, state,
+                        reason, policy_version)
+    SELECT t->>0, p.tenant_id, p.invoice_id, t->>1, (t->>2)::int, t->>3, t->>4, (t->>5)::timestamptz, t->>6,
+           t->>7, p.policy_version
+    FROM planned AS p CROSS JOIN LATERAL jsonb_array_elements(p.timers) AS t
+    WHERE NOT p.settled
+), box AS (
+    INSERT INTO outbox (lane, topic, key, event_id, event_type, headers, payload)
+    SELECT p.lane, $3, p.invoice_id, p.event_id, $4, p.headers, p.payload
+    FROM planned AS p WHERE NOT p.settled ORDER BY p.n
+    RETURNING 1
+), wake AS (
+    SELECT pg_notify('outbox_' || current_schema(), '') FROM (SELECT 1 FROM box LIMIT 1) AS one
+    UNION ALL
+    SELECT pg_notify($5 || '_' || current_schema(), '')
+    FROM (SELECT 1 FROM planned WHERE due_now AND NOT settled LIMIT 1) AS one
+)
+SELECT u.n, cp.n IS NOT NULL AS policy_current, p.settled, (SELECT count(*) FROM wake) AS woken
+FROM u LEFT JOIN current_policy AS cp USING (n) LEFT JOIN planned AS p USING (n)
+ORDER BY u.n
+"""
 
 
-async def record_issued_invoice(conn: asyncpg.Connection, inv: InvoiceSnapshot, *, policy_id: str,
-                                policy_version: int) -> asyncpg.Record | None:
-    """Store the snapshot and mark the invoice planned; None if it was planned before (a redelivery
-    or a second InvoiceIssued) or belongs to another tenant. A row left by an earlier payment keeps
-    its balance and settlement."""
-    return await conn.fetchrow(
-        """
-        INSERT INTO invoices AS i (invoice_id, tenant_id, external_id, number, currency, amount_due, balance,
-                                   issue_date, due_date, payment_url, customer, issued_at, issued_event_id,
-                                   policy_id, policy_version, planned_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12, $13, $14, now())
-        ON CONFLICT (invoice_id) DO UPDATE SET
-            external_id = EXCLUDED.external_id, number = EXCLUDED.number, currency = EXCLUDED.currency,
-            amount_due = EXCLUDED.amount_due,
-            balance = CASE WHEN i.last_payment_acknowledged_at IS NULL THEN EXCLUDED.balance ELSE i.balance END,
-            issue_date = EXCLUDED.issue_date, due_date = EXCLUDED.due_date, payment_url = EXCLUDED.payment_url,
-            customer = EXCLUDED.customer, issued_at = EXCLUDED.issued_at, issued_event_id = EXCLUDED.issued_event_id,
-            policy_id = EXCLUDED.policy_id, policy_version = EXCLUDED.policy_version,
-            planned_at = EXCLUDED.planned_at, updated_at = now()
-        WHERE i.planned_at IS NULL AND i.tenant_id = EXCLUDED.tenant_id
-        RETURNING settled, balance, planned_at
-        """,
-        inv.invoice_id, inv.tenant_id, inv.external_id, inv.number, inv.currency, inv.amount_due,
-        inv.issue_date, inv.due_date, inv.payment_url, inv.customer, inv.issued_at, inv.issued_event_id,
-        policy_id, policy_version,
-    )
-
-
-async def invoice_owner(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT tenant_id, currency, planned_at, settled, last_payment_acknowledged_at FROM invoices"
-        " WHERE invoice_id = $1", invoice_id,
-    )
+async def plan_invoices(conn: asyncpg.Connection, invoices: list[list], *, planned_at: datetime, topic: str,
+                        event_type: str, notify_channel: str) -> list[asyncpg.Record]:
+    """`invoices`: rows of PLAN_INVOICE_FIELDS, their `timers` rows of PLAN_TIMER_FIELDS (values JSON
+    can hold, datetimes; the payload as a str). One round trip."""
+    return await conn.fetch(_PLAN, orjson.dumps(invoices).decode(), planned_at, topic, event_type, notify_channel)
 
 
 async def insert_timers(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, policy_version: int,
@@ -83,44 +113,56 @@ async def insert_timers(conn: asyncpg.Connection, tenant_id: str, invoice_id: st
     )
 
 
+async def invoice_owner(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT tenant_id, currency, planned_at, settled, last_payment_acknowledged_at FROM invoices"
+        " WHERE invoice_id = $1", invoice_id,
+    )
+
+
 async def apply_payment(conn: asyncpg.Connection, *, invoice_id: str, tenant_id: str, currency: str,
                         balance: Decimal, settled: bool, payment_id: str,
-                        acknowledged_at: datetime) -> asyncpg.Record | None:
+                        acknowledged_at: datetime) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
     """Apply a payment unless a later one (by acknowledged_at) was applied already; a settled
-    invoice stays settled. None: not applied (stale, or another tenant's / currency's invoice)."""
-    return await conn.fetchrow(
-        """
-        INSERT INTO invoices AS i (invoice_id, tenant_id, currency, balance, settled, settled_at,
-                                   last_payment_id, last_payment_acknowledged_at)
-        VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN now() END, $6, $7)
-        ON CONFLICT (invoice_id) DO UPDATE SET
-            balance = EXCLUDED.balance,
-            settled = i.settled OR EXCLUDED.settled,
-            settled_at = COALESCE(i.settled_at, EXCLUDED.settled_at),
-            last_payment_id = EXCLUDED.last_payment_id,
-            last_payment_acknowledged_at = EXCLUDED.last_payment_acknowledged_at,
-            updated_at = now()
-        WHERE i.tenant_id = EXCLUDED.tenant_id
-          AND (i.currency IS NULL OR i.currency = EXCLUDED.currency)
-          AND (i.last_payment_acknowledged_at IS NULL
-               OR i.last_payment_acknowledged_at < EXCLUDED.last_payment_acknowledged_at
-               OR (i.last_payment_acknowledged_at = EXCLUDED.last_payment_acknowledged_at
-                   AND EXCLUDED.balance < i.balance))
-        RETURNING settled, balance, planned_at
-        """,
-        invoice_id, tenant_id, currency, balance, settled, payment_id, acknowledged_at,
-    )
-
-
-async def cancel_pending(conn: asyncpg.Connection, invoice_id: str, reason: str) -> list[asyncpg.Record]:
-    """Cancel every still-scheduled timer of the invoice (fired ones are history and stay)."""
+    invoice stays settled. Once settled, every still-scheduled timer is cancelled (fired ones are
+    history and stay), in the same statement. Returns the invoice (settled, balance, planned_at;
+    None: not applied, as stale, or another tenant's / currency's invoice) and the timers cancelled
+    now, in plan order."""
     rows = await conn.fetch(
-        "UPDATE timers SET state = 'cancelled', cancelled_at = now(), reason = $2"
-        " WHERE invoice_id = $1 AND state = 'scheduled'"
-        " RETURNING stage_id, stage, sequence, channel, scheduled_at, cancelled_at",
-        invoice_id, reason,
+        """
+        WITH paid AS (
+            INSERT INTO invoices AS i (invoice_id, tenant_id, currency, balance, settled, settled_at,
+                                       last_payment_id, last_payment_acknowledged_at)
+            VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN now() END, $6, $7)
+            ON CONFLICT (invoice_id) DO UPDATE SET
+                balance = EXCLUDED.balance,
+                settled = i.settled OR EXCLUDED.settled,
+                settled_at = COALESCE(i.settled_at, EXCLUDED.settled_at),
+                last_payment_id = EXCLUDED.last_payment_id,
+                last_payment_acknowledged_at = EXCLUDED.last_payment_acknowledged_at,
+                updated_at = now()
+            WHERE i.tenant_id = EXCLUDED.tenant_id
+              AND (i.currency IS NULL OR i.currency = EXCLUDED.currency)
+              AND (i.last_payment_acknowledged_at IS NULL
+                   OR i.last_payment_acknowledged_at < EXCLUDED.last_payment_acknowledged_at
+                   OR (i.last_payment_acknowledged_at = EXCLUDED.last_payment_acknowledged_at
+                       AND EXCLUDED.balance < i.balance))
+            RETURNING settled, balance, planned_at
+        ), cancelled AS (
+            UPDATE timers SET state = 'cancelled', cancelled_at = now(), reason = $8
+            WHERE invoice_id = $1 AND state = 'scheduled' AND EXISTS (SELECT 1 FROM paid WHERE paid.settled)
+            RETURNING stage_id, stage, sequence, channel, scheduled_at, cancelled_at
+        )
+        SELECT p.settled, p.balance, p.planned_at, c.stage_id, c.stage, c.sequence, c.channel, c.scheduled_at,
+               c.cancelled_at
+        FROM paid AS p LEFT JOIN cancelled AS c ON true
+        ORDER BY c.sequence, c.channel
+        """,
+        invoice_id, tenant_id, currency, balance, settled, payment_id, acknowledged_at, SETTLED_REASON,
     )
-    return sorted(rows, key=lambda r: (r["sequence"], r["channel"]))
+    if not rows:
+        return None, []
+    return rows[0], [r for r in rows if r["stage_id"] is not None]
 
 
 # The firing query, in one place: a gate (pause, payments watermark, send windows) is one more

@@ -1,0 +1,149 @@
+"""InvoiceIssued -> the invoice's plan, for one event or a batch of them, in one statement.
+
+For each invoice: the tenant's active policy (from memory, see `policy_store.ActivePolicies`), the
+timers (`planning.plan`) and the DunningPlanned envelope. Then one statement
+(`repository.plan_invoices`) stores the snapshots, the timers and the outbox rows, and reports the
+invoices whose tenant's policy changed meanwhile: those are planned again with the new version.
+Round trips: one per call, plus one the first time a tenant is seen, one per policy change, and two
+for an invoice whose payment arrived first (its plan is all `cancelled`, written separately).
+"""
+
+from datetime import date, datetime
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+from dunning import outbox
+from dunning.clock import utcnow
+from dunning.consumer import Rejected
+from dunning.events import Event, dumps, topic_for_type
+from dunning.logging import get_logger
+
+from dunning_scheduler import messages, repository
+from dunning_scheduler.planning import plan, zone_for
+from dunning_scheduler.policy_store import ACTIVE_POLICIES, ActiveVersion
+
+log = get_logger(__name__)
+TIMERS_CHANNEL = "scheduler_timers"
+_MAX_POLICY_RELOADS = 10
+
+@lru_cache(maxsize=1)
+def _planned_topic() -> str:
+    return topic_for_type()[messages.DUNNING_PLANNED]
+
+
+class PlanBatch:
+    """The rows of one planning statement (see repository.PLAN_INVOICE_FIELDS, PLAN_TIMER_FIELDS), and
+    what each invoice's plan needs afterwards."""
+
+    def __init__(self, now: datetime):
+        self.now = now
+        self.invoices: list[list[Any]] = []
+        self.plans: list[tuple[ActiveVersion, date, datetime, list]] = []  # (policy, due, issued_at, timers)
+
+    def add(self, n: int, event: Event, active: ActiveVersion) -> None:
+        data, policy, now = event.data, active.policy, self.now
+        invoice_id, tenant_id = event.subject, event.tenant_id
+        due_date = date.fromisoformat(data["due_date"])
+        issued_at = datetime.fromisoformat(data["issued_at"])
+        customer = data["customer"]
+        timezone_name = customer["timezone"]
+        if zone_for(timezone_name) is None:
+            log.warning("scheduler.invoice.unknown_timezone", invoice_id=invoice_id, timezone=timezone_name,
+                        fallback="UTC")
+        timers = plan(policy, due_date=due_date, timezone_name=timezone_name, issued_at=issued_at, settled=False,
+                      now=now)
+        envelope = messages.dunning_planned(tenant_id=tenant_id, invoice_id=invoice_id, policy_id=policy.policy_id,
+                                            policy_version=policy.version, planned_at=now, timers=timers)
+        headers = {"ce_type": envelope["type"], "ce_id": envelope["id"]}
+        if envelope.get("traceparent"):
+            headers["traceparent"] = envelope["traceparent"]
+        self.invoices.append([
+            n, invoice_id, tenant_id, data["external_id"], data["number"], data["currency"], data["amount_due"],
+            data["issue_date"], data["due_date"], data["payment_url"], customer, data["issued_at"], event.id,
+            policy.policy_id, policy.version, active.stored_version, active.stored_at,
+            any(t.state == "scheduled" and t.scheduled_at <= now for t in timers), outbox.lane_of(invoice_id),
+            envelope["id"], headers, dumps(envelope).decode(),
+            [[t.stage_id, t.stage, t.sequence, t.channel, t.template, t.scheduled_at, t.state, t.reason]
+             for t in timers],
+        ])
+        self.plans.append((active, due_date, issued_at, timers))
+
+
+async def plan_invoices(conn: asyncpg.Connection, events: list[Event]) -> None:
+    """Plan every InvoiceIssued in `events`, in order (inside the caller's transaction). An invoice
+    planned before (a redelivery or a second InvoiceIssued) is left as it is; an event whose data
+    disagrees with its envelope, or for another tenant's invoice, raises Rejected."""
+    for event in events:
+        data = event.data
+        if data["tenant_id"] != event.tenant_id or data["invoice_id"] != event.subject:
+            raise Rejected("data.tenant_id/invoice_id disagree with the envelope's tenantid/subject")
+    pending, planned = events, 0
+    while pending:  # one statement may not touch an invoice twice: a repeat goes in the next one
+        seen: set[str] = set()
+        distinct, later = [], []
+        for event in pending:
+            (later if event.subject in seen else distinct).append(event)
+            seen.add(event.subject)
+        planned += await _plan_distinct(conn, distinct, log_each=len(events) == 1)
+        pending = later
+    if len(events) > 1:  # a batch: one line for all (each invoice at debug level)
+        log.info("scheduler.invoices.planned", count=planned, events=len(events))
+
+
+async def _plan_distinct(conn: asyncpg.Connection, events: list[Event], *, log_each: bool) -> int:
+    todo, planned = events, 0
+    for _ in range(_MAX_POLICY_RELOADS):
+        batch = PlanBatch(utcnow())
+        for n, event in enumerate(todo):
+            active = ACTIVE_POLICIES.get(event.tenant_id) or await ACTIVE_POLICIES.load(conn, event.tenant_id)
+            batch.add(n, event, active)
+        rows = await repository.plan_invoices(
+            conn, batch.invoices, planned_at=batch.now, topic=_planned_topic(),
+            event_type=messages.DUNNING_PLANNED, notify_channel=TIMERS_CHANNEL,
+        )
+        stale: list[Event] = []
+        for row in rows:
+            event, n = todo[row["n"]], row["n"]
+            if not row["policy_current"]:
+                stale.append(event)
+                continue
+            if row["settled"] is None:
+                await _not_planned(conn, event)
+                continue
+            active, due_date, issued_at, timers = batch.plans[n]
+            if row["settled"]:
+                timers = await _plan_settled(conn, event, active, due_date, issued_at, timers, batch.now)
+            planned += 1
+            if log_each:
+                log.info("scheduler.invoice.planned", invoice_id=event.subject, policy_id=active.policy.policy_id,
+                         policy_version=active.policy.version, timers=len(timers), settled=row["settled"],
+                         skipped=sum(t.state == "skipped" for t in timers))
+            else:
+                log.debug("scheduler.invoice.planned", invoice_id=event.subject, settled=row["settled"])
+        if not stale:
+            return planned
+        for tenant_id in {event.tenant_id for event in stale}:
+            await ACTIVE_POLICIES.load(conn, tenant_id)
+        todo = stale
+    raise RuntimeError("the tenant's policy kept changing while planning; retry")
+
+
+async def _plan_settled(conn: asyncpg.Connection, event: Event, active: ActiveVersion, due_date: date,
+                        issued_at: datetime, opened: list, now: datetime) -> list:
+    """The invoice's payment arrived first: the plan shows what would have happened, all cancelled."""
+    policy = active.policy
+    timers = plan(policy, due_date=due_date, timezone_name=event.data["customer"]["timezone"], issued_at=issued_at,
+                  settled=True, now=now, stage_ids=[t.stage_id for t in opened])
+    await repository.insert_timers(conn, event.tenant_id, event.subject, policy.version, timers)
+    await outbox.add(conn, messages.dunning_planned(
+        tenant_id=event.tenant_id, invoice_id=event.subject, policy_id=policy.policy_id,
+        policy_version=policy.version, planned_at=now, timers=timers))
+    return timers
+
+
+async def _not_planned(conn: asyncpg.Connection, event: Event) -> None:
+    existing = await repository.invoice_owner(conn, event.subject)
+    if existing is not None and existing["tenant_id"] != event.tenant_id:
+        raise Rejected(f"invoice {event.subject} belongs to another tenant")
+    log.info("scheduler.invoice.already_planned", invoice_id=event.subject)
