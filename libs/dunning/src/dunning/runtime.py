@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,16 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _listening_socket(settings: CommonSettings) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((settings.http_host, settings.http_port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 async def open_infrastructure(settings: CommonSettings) -> tuple[asyncpg.Pool, AIOKafkaProducer]:
     pool = await create_pool(settings.database_url, settings.db_schema,
                              min_size=settings.db_pool_min, max_size=settings.db_pool_max)
@@ -94,7 +105,8 @@ async def run_service(service: Service) -> None:
 
     tasks = [asyncio.create_task(w.run(), name=type(w).__name__) for w in workers]
     if server is not None:
-        tasks.append(asyncio.create_task(server.serve(), name="http"))
+        sockets = [_listening_socket(settings)] if settings.http_reuse_port else None
+        tasks.append(asyncio.create_task(server.serve(sockets=sockets), name="http"))
     log.info("service.started", port=settings.http_port if server else None, workers=[t.get_name() for t in tasks])
     try:
         done, _ = await asyncio.wait([*tasks, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED)

@@ -27,6 +27,9 @@ class CommonSettings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # Several replicas of a service on one host may share its port (SO_REUSEPORT: the kernel
+    # spreads connections), as pods behind a Service do.
+    http_reuse_port: bool = False
 
     log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL"))
     # "none", "console" (spans as JSON lines on stderr) or "otlp" if an exporter is installed.

@@ -114,9 +114,13 @@ class Stack:
 
     def start_services(self) -> None:
         for name in SERVICES:
-            for replica in range(self.replicas.get(name, 1)):
-                port = self.ports.services[name] if replica == 0 else free_port()
-                sp = ServiceProc(name, replica, port, self.service_env(name, port),
+            count = self.replicas.get(name, 1)
+            for replica in range(count):
+                port = self.ports.services[name]  # replicas share the port (SO_REUSEPORT)
+                env = self.service_env(name, port)
+                if count > 1:
+                    env[f"{SERVICES[name][1]}HTTP_REUSE_PORT"] = "true"
+                sp = ServiceProc(name, replica, port, env,
                                  self.workdir / "logs" / f"{name}{'-' + str(replica) if replica else ''}.log")
                 self.procs.append(sp)
                 self.start(sp)
