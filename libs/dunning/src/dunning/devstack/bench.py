@@ -225,7 +225,7 @@ async def bench_escalate_and_deliver(stack: Stack, client: httpx.AsyncClient) ->
     tenant = await create_tenant(stack.database_url, "Bench Escalation Ltd")
     auth = {"Authorization": f"Bearer {tenant['api_key']}"}
     out = {}
-    lead = 20
+    lead = 30
     r = await client.put(f"{stack.url('scheduler')}/v1/policy", headers=auth, json={
         "anchor": "issued_at", "stages": [{"name": "soft", "offset": f"PT{lead}S"}]})
     r.raise_for_status()
@@ -243,7 +243,8 @@ async def bench_escalate_and_deliver(stack: Stack, client: httpx.AsyncClient) ->
         await stages.wait_for("dunning.DunningPlanned.v1", tenant["tenant_id"], N_ESCALATE, timeout=300)
         for sp in scheduler:  # hold the timers until they are all due, then measure the backlog drain
             stop(sp.proc)
-        await asyncio.sleep(max(0.0, issued + lead + 12 - time.time()))
+        await wait_until_quiet(stack)  # the other consumers done with the import: measure firing alone
+        await asyncio.sleep(max(0.0, issued + lead + 2 - time.time()))
         for sp in scheduler:
             stack.start(sp)
         await stages.wait_for("dunning.StageEscalated.v1", tenant["tenant_id"], N_ESCALATE, timeout=300)
