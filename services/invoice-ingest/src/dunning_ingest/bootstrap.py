@@ -8,7 +8,7 @@ from dunning.runtime import Service, open_infrastructure, relay_for
 
 from dunning_ingest.api import Deps, create_app
 from dunning_ingest.auth import Authenticator
-from dunning_ingest.handlers import HANDLERS, TOPICS
+from dunning_ingest.handlers import BATCH_HANDLERS, HANDLERS, TOPICS
 from dunning_ingest.housekeeping import Housekeeping
 from dunning_ingest.idempotency import IdempotencyStore
 from dunning_ingest.service import InvoiceService
@@ -30,6 +30,7 @@ def build_consumer(settings: Settings, pool: asyncpg.Pool, *, group_id: str | No
     return ConsumerRunner(
         name="ingest-timeline", pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=group_id or settings.consumer_group, topics=TOPICS, handlers=HANDLERS,
+        batch_handlers=BATCH_HANDLERS,
         batch_max=settings.consumer_batch_max, fetch_wait_ms=settings.consumer_fetch_wait_ms,
         max_infra_retries=settings.consumer_max_infra_retries, handler_attempts=settings.consumer_handler_attempts,
         client_id=settings.service_name,

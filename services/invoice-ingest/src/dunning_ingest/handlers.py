@@ -20,6 +20,7 @@ from dunning.logging import get_logger
 from dunning.money import quantize
 
 from dunning_ingest import repository
+from dunning_ingest.timeline_batch import timeline_batch, unique_rows
 
 log = get_logger(__name__)
 
@@ -42,7 +43,7 @@ async def _invoice_for(conn: asyncpg.Connection, event: Event) -> asyncpg.Record
 
 async def _observe(conn: asyncpg.Connection, event: Event, rows: list[tuple]) -> None:
     invoice = await _invoice_for(conn, event)
-    unique = list({r[0]: r for r in rows}.values())  # a stage listed twice counts once (last wins)
+    unique = unique_rows(rows)
     applied = await repository.observe_stages(conn, invoice["tenant_id"], invoice["id"], event.id, unique)
     if applied != len(unique):
         raise Rejected(f"{len(unique) - applied} stage(s) belong to another invoice")
@@ -54,9 +55,37 @@ def _row(stage: dict, state: str, reason: str | None, at: datetime, planned_at: 
             _ts(stage.get("scheduled_at")), planned_at, state, RANK[state], reason, at)
 
 
-async def dunning_planned(conn: asyncpg.Connection, event: Event) -> None:
+def _planned_rows(event: Event) -> list[tuple]:
     planned_at = _ts(event.data["planned_at"])
-    rows = [_row(s, s["state"], s["reason"], planned_at, planned_at) for s in event.data["stages"]]
+    return [_row(s, s["state"], s["reason"], planned_at, planned_at) for s in event.data["stages"]]
+
+
+def _escalated_rows(event: Event) -> list[tuple]:
+    d = event.data
+    return [_row(d, "escalated", None, _ts(d["fired_at"]))]
+
+
+def _cancelled_rows(event: Event) -> list[tuple]:
+    d = event.data
+    at = _ts(d["cancelled_at"])
+    return [_row(s, "cancelled", d["reason"], at) for s in d["stages"]]
+
+
+def _sent_rows(event: Event) -> list[tuple]:
+    d = event.data
+    reason = f"sent to {d['recipient']}"
+    return [_row(d, "sent", reason[:500], _ts(d["sent_at"]))]
+
+
+def _failed_rows(event: Event) -> list[tuple]:
+    d = event.data
+    kind = "permanent" if d["permanent"] else "transient"
+    reason = f"{d['error_code']} ({kind}, {d['attempts']} attempt{'s' if d['attempts'] != 1 else ''}): {d['error']}"
+    return [_row(d, "failed", reason[:2000], _ts(d["failed_at"]))]
+
+
+async def dunning_planned(conn: asyncpg.Connection, event: Event) -> None:
+    rows = _planned_rows(event)
     if rows:
         await _observe(conn, event, rows)
     else:
@@ -64,27 +93,19 @@ async def dunning_planned(conn: asyncpg.Connection, event: Event) -> None:
 
 
 async def stage_escalated(conn: asyncpg.Connection, event: Event) -> None:
-    d = event.data
-    await _observe(conn, event, [_row(d, "escalated", None, _ts(d["fired_at"]))])
+    await _observe(conn, event, _escalated_rows(event))
 
 
 async def stages_cancelled(conn: asyncpg.Connection, event: Event) -> None:
-    d = event.data
-    at = _ts(d["cancelled_at"])
-    await _observe(conn, event, [_row(s, "cancelled", d["reason"], at) for s in d["stages"]])
+    await _observe(conn, event, _cancelled_rows(event))
 
 
 async def reminder_sent(conn: asyncpg.Connection, event: Event) -> None:
-    d = event.data
-    reason = f"sent to {d['recipient']}"
-    await _observe(conn, event, [_row(d, "sent", reason[:500], _ts(d["sent_at"]))])
+    await _observe(conn, event, _sent_rows(event))
 
 
 async def reminder_failed(conn: asyncpg.Connection, event: Event) -> None:
-    d = event.data
-    kind = "permanent" if d["permanent"] else "transient"
-    reason = f"{d['error_code']} ({kind}, {d['attempts']} attempt{'s' if d['attempts'] != 1 else ''}): {d['error']}"
-    await _observe(conn, event, [_row(d, "failed", reason[:2000], _ts(d["failed_at"]))])
+    await _observe(conn, event, _failed_rows(event))
 
 
 async def payment_received(conn: asyncpg.Connection, event: Event) -> None:
@@ -107,6 +128,13 @@ async def payment_received(conn: asyncpg.Connection, event: Event) -> None:
              balance=str(amounts["balance_remaining"]), settled=d["settled"])
 
 
+BATCH_HANDLERS = {
+    "dunning.DunningPlanned.v1": timeline_batch(_planned_rows),
+    "dunning.StageEscalated.v1": timeline_batch(_escalated_rows),
+    "dunning.StagesCancelled.v1": timeline_batch(_cancelled_rows),
+    "dunning.ReminderSent.v1": timeline_batch(_sent_rows),
+    "dunning.ReminderFailed.v1": timeline_batch(_failed_rows),
+}
 HANDLERS = {
     "dunning.DunningPlanned.v1": dunning_planned,
     "dunning.StageEscalated.v1": stage_escalated,

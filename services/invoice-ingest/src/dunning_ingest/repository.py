@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 
 INVOICE_SELECT = """
 SELECT i.id, i.external_id, i.number, i.status, i.currency, i.amount_due, i.balance, i.issue_date,
@@ -242,14 +243,12 @@ async def apply_balance(conn: asyncpg.Connection, invoice_id: str, balance: Deci
     return result.endswith(" 1")
 
 
-_OBSERVE = """
+_STAGE_INSERT = """
 INSERT INTO stages AS s (stage_id, invoice_id, tenant_id, stage, sequence, channel, scheduled_at, planned_at,
                          state, rank, reason, changed_at)
-SELECT o.stage_id, $1, $2, o.stage, o.sequence, o.channel, o.scheduled_at, o.planned_at, o.state, o.rank,
-       o.reason, o.at
-FROM unnest($3::text[], $4::text[], $5::int[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[],
-            $10::smallint[], $11::text[], $12::timestamptz[])
-     AS o(stage_id, stage, sequence, channel, scheduled_at, planned_at, state, rank, reason, at)
+"""
+# The merge rule, shared by the per-event and the batch upsert.
+_STAGE_MERGE = """
 ON CONFLICT (stage_id) DO UPDATE SET
     stage = CASE WHEN {replan} THEN EXCLUDED.stage ELSE s.stage END,
     sequence = CASE WHEN {replan} THEN EXCLUDED.sequence ELSE COALESCE(s.sequence, EXCLUDED.sequence) END,
@@ -267,6 +266,13 @@ RETURNING s.stage_id
     replan="(EXCLUDED.planned_at IS NOT NULL AND (s.planned_at IS NULL OR EXCLUDED.planned_at >= s.planned_at))",
     newer="((EXCLUDED.rank, EXCLUDED.changed_at, EXCLUDED.state) > (s.rank, s.changed_at, s.state))",
 )
+_OBSERVE = _STAGE_INSERT + """
+SELECT o.stage_id, $1, $2, o.stage, o.sequence, o.channel, o.scheduled_at, o.planned_at, o.state, o.rank,
+       o.reason, o.at
+FROM unnest($3::text[], $4::text[], $5::int[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[],
+            $10::smallint[], $11::text[], $12::timestamptz[])
+     AS o(stage_id, stage, sequence, channel, scheduled_at, planned_at, state, rank, reason, at)
+""" + _STAGE_MERGE
 
 
 async def observe_stages(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, event_id: str,
@@ -293,3 +299,42 @@ async def observe_stages(conn: asyncpg.Connection, tenant_id: str, invoice_id: s
             [r[8] for r in hist],
         )
     return len(mine)
+
+
+# The same upsert for many invoices at once: rows as one JSON document (asyncpg's per-column
+# timestamp arrays are several times slower). A stage must appear at most once per statement; the
+# batch handlers apply repeated observations of a stage in successive statements ("waves").
+_OBSERVE_MANY = _STAGE_INSERT + """
+SELECT o.stage_id, o.invoice_id, o.tenant_id, o.stage, o.sequence, o.channel, o.scheduled_at, o.planned_at,
+       o.state, o.rank, o.reason, o.at
+FROM json_to_recordset($1::text::json)
+     AS o(stage_id text, invoice_id text, tenant_id text, stage text, sequence int, channel text,
+          scheduled_at timestamptz, planned_at timestamptz, state text, rank smallint, reason text, at timestamptz)
+ORDER BY o.stage_id
+""" + _STAGE_MERGE
+
+
+async def invoice_refs(conn: asyncpg.Connection, invoice_ids: Sequence[str]) -> dict[str, asyncpg.Record]:
+    rows = await conn.fetch("SELECT id, tenant_id, currency FROM invoices WHERE id = ANY($1::text[])", list(invoice_ids))
+    return {r["id"]: r for r in rows}
+
+
+async def observe_stages_many(conn: asyncpg.Connection, rows: Sequence[dict]) -> int:
+    """rows: dicts with the keys of _OBSERVE_MANY's record, each stage_id at most once. Returns how
+    many stages were applied (a stage belonging to another invoice is not)."""
+    if not rows:
+        return 0
+    return len(await conn.fetch(_OBSERVE_MANY, orjson.dumps(rows).decode()))
+
+
+async def append_history_many(conn: asyncpg.Connection, rows: Sequence[dict]) -> None:
+    """rows: dicts with stage_id, event_id, state, rank, at, reason."""
+    if rows:
+        await conn.execute(
+            "INSERT INTO stage_history (stage_id, event_id, state, rank, at, reason)"
+            " SELECT h.stage_id, h.event_id, h.state, h.rank, h.at, h.reason"
+            " FROM json_to_recordset($1::text::json)"
+            "      AS h(stage_id text, event_id uuid, state text, rank smallint, at timestamptz, reason text)"
+            " ON CONFLICT (stage_id, event_id) DO NOTHING",
+            orjson.dumps(rows).decode(),
+        )

@@ -1,0 +1,73 @@
+"""Batch handlers for the timeline events: a run of consecutive events of one type in a few statements.
+
+Same result as applying the events one by one with the per-event handlers (which stay the
+reference; the consumer runner falls back to them whenever a batch handler raises):
+- one query checks every event's invoice (known, same tenant); any bad one raises, so the careful
+  per-event pass dead-letters it alone;
+- the stage upserts use the per-event merge rule (repository._STAGE_MERGE) unchanged. A stage seen
+  k times in the batch gets its k observations in k successive statements ("waves", in event
+  order), because one INSERT .. ON CONFLICT cannot touch a row twice, and a stage's state depends
+  only on its own observations in order; stages of different invoices are independent;
+- a stage that belongs to another invoice is not applied by the upsert: the count falls short and
+  the batch raises (the per-event pass rejects exactly that event);
+- the history of every observation is appended in one statement.
+"""
+
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from dunning.consumer import Rejected
+from dunning.events import Event
+from dunning.logging import get_logger
+
+from dunning_ingest import repository
+
+log = get_logger(__name__)
+
+RowsOf = Callable[[Event], list[tuple]]
+
+
+def unique_rows(rows: list[tuple]) -> list[tuple]:
+    """A stage listed twice in one event counts once (last wins)."""
+    return list({r[0]: r for r in rows}.values())
+
+
+def timeline_batch(rows_of: RowsOf) -> Callable[[asyncpg.Connection, list[Event]], Awaitable[None]]:
+    async def handle(conn: asyncpg.Connection, events: list[Event]) -> None:
+        await apply_timeline_batch(conn, events, rows_of)
+    handle.__name__ = f"timeline_batch_{rows_of.__name__.strip('_')}"
+    return handle
+
+
+async def apply_timeline_batch(conn: asyncpg.Connection, events: list[Event], rows_of: RowsOf) -> None:
+    invoices = await repository.invoice_refs(conn, list({e.data["invoice_id"] for e in events}))
+    waves: list[list[dict]] = []
+    seen: dict[str, int] = {}
+    history: list[dict] = []
+    for event in events:
+        invoice = invoices.get(event.data["invoice_id"])
+        if invoice is None:
+            raise Rejected(f"unknown invoice {event.data['invoice_id']}")
+        if invoice["tenant_id"] != event.tenant_id or event.data["tenant_id"] != event.tenant_id:
+            raise Rejected(f"invoice {invoice['id']} does not belong to tenant {event.tenant_id}")
+        for (stage_id, stage, sequence, channel, scheduled_at, planned_at, state, rank, reason, at) in \
+                unique_rows(rows_of(event)):
+            wave = seen.get(stage_id, 0)
+            seen[stage_id] = wave + 1
+            if wave == len(waves):
+                waves.append([])
+            waves[wave].append({
+                "stage_id": stage_id, "invoice_id": invoice["id"], "tenant_id": invoice["tenant_id"],
+                "stage": stage, "sequence": sequence, "channel": channel, "scheduled_at": scheduled_at,
+                "planned_at": planned_at, "state": state, "rank": rank, "reason": reason, "at": at,
+            })
+            history.append({"stage_id": stage_id, "event_id": event.id, "state": state, "rank": rank, "at": at,
+                            "reason": reason})
+    for wave in waves:
+        applied = await repository.observe_stages_many(conn, wave)
+        if applied != len(wave):
+            raise Rejected(f"{len(wave) - applied} stage(s) belong to another invoice")
+    await repository.append_history_many(conn, history)
+    log.info("ingest.timeline.observed_batch", event_type=events[0].type, events=len(events),
+             stages=len(history), waves=len(waves))
