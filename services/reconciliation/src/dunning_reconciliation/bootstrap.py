@@ -11,7 +11,7 @@ from dunning.logging import get_logger
 from dunning.runtime import Service, open_infrastructure, relay_for
 
 from dunning_reconciliation.api import Deps, create_app
-from dunning_reconciliation.handlers import HANDLERS
+from dunning_reconciliation.handlers import BATCH_HANDLERS, HANDLERS
 from dunning_reconciliation.settings import Settings
 
 log = get_logger(__name__)
@@ -21,6 +21,7 @@ def consumer_for(settings: Settings, pool: asyncpg.Pool) -> ConsumerRunner:
     return ConsumerRunner(
         name="reconciliation.invoices", pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=settings.consumer_group, topics=[settings.invoices_topic], handlers=HANDLERS,
+        batch_handlers=BATCH_HANDLERS,
         batch_max=settings.consumer_batch_max, fetch_wait_ms=settings.consumer_fetch_wait_ms,
         max_infra_retries=settings.consumer_max_infra_retries, handler_attempts=settings.consumer_handler_attempts,
         client_id=settings.service_name,

@@ -12,6 +12,7 @@ from dunning.logging import get_logger
 
 from dunning_reconciliation import reconcile
 from dunning_reconciliation import repository as repo
+from dunning_reconciliation.invoice_batch import on_invoices_issued
 
 log = get_logger(__name__)
 
@@ -38,4 +39,9 @@ async def on_invoice_issued(conn: asyncpg.Connection, event: Event) -> None:
 
 HANDLERS = {
     "dunning.InvoiceIssued.v1": on_invoice_issued,
+}
+
+# A run of InvoiceIssued in one call (same end state; see invoice_batch).
+BATCH_HANDLERS = {
+    "dunning.InvoiceIssued.v1": on_invoices_issued,
 }

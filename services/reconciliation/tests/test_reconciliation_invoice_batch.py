@@ -1,0 +1,155 @@
+"""The InvoiceIssued batch handler ends where the per-event handler ends: the same events go through
+the consumer runner's fast path once with the batch handler (one schema) and once without (another
+schema); invoices, payments, outbox and inbox must be the same, and a rejected event is
+dead-lettered alone."""
+
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+
+from dunning import tenancy
+from dunning.consumer import ConsumerRunner
+from dunning.db import create_pool, migrate
+from dunning.events import decode, dumps, new_event, validate
+from dunning_reconciliation import reconcile
+from dunning_reconciliation.domain import IncomingPayment, MatchKeys
+from dunning_reconciliation.handlers import BATCH_HANDLERS, HANDLERS, on_invoice_issued
+
+pytestmark = pytest.mark.integration
+
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+TENANT, OTHER = "ten_recbatch000000001", "ten_recbatch000000002"
+ISSUED = "dunning.InvoiceIssued.v1"
+T0 = datetime(2026, 11, 2, 8, tzinfo=timezone.utc)
+
+
+class FakeConsumer:
+    async def commit(self, offsets):
+        pass
+
+
+def issued(invoice_id: str, *, external_id: str | None = None, number: str | None = None, amount: str = "100.00",
+           tenant_id: str = TENANT) -> dict:
+    envelope = new_event(ISSUED, {
+        "invoice_id": invoice_id, "tenant_id": tenant_id, "external_id": external_id or f"EXT-{invoice_id}",
+        "number": number or f"N-{invoice_id}",
+        "customer": {"customer_id": "cus_recbatch0001", "external_id": "C-1", "name": "Brandt & Söhne GmbH",
+                     "email": "ap@example.com", "locale": "de-DE", "timezone": "Europe/Berlin"},
+        "currency": "EUR", "amount_due": Decimal(amount), "issue_date": "2026-11-02", "due_date": "2026-11-16",
+        "payment_url": None, "metadata": {"po": invoice_id}, "issued_at": T0,
+    }, source="/invoice-ingest", subject=invoice_id, tenant_id=tenant_id)
+    validate(envelope)
+    return envelope
+
+
+def records(events: list[dict], start: int) -> list:
+    return [SimpleNamespace(topic="dunning.invoices.v1", partition=0, offset=start + n, key=e["subject"].encode(),
+                            value=dumps(e), headers=()) for n, e in enumerate(events)]
+
+
+def counting(fn, calls: list):
+    async def wrapper(conn, event):
+        calls.append(event.id)
+        await fn(conn, event)
+    return wrapper
+
+
+async def apply_all(dsn: str, schema: str, batches: list[list[dict]], *, batch: bool) -> dict:
+    pool = await create_pool(dsn, schema, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await tenancy.provision(conn, TENANT, "Acme", None)
+            await tenancy.provision(conn, OTHER, "Globex", None)
+            # known before: invoice k1 (its InvoiceIssued comes again), and two payments waiting
+            # for invoices that the batch announces (by external id, by number).
+            await on_invoice_issued(conn, _decoded(issued("inv_recbatch0k1")))
+            for pid, keys, amount in (("pay_recbatch0early1", MatchKeys.of(None, ("EXT-EARLY",), ()), "40.00"),
+                                      ("pay_recbatch0early2", MatchKeys.of(None, (), ("N-inv_recbatch0n3",)),
+                                       "100.00")):
+                await reconcile.receive(conn, IncomingPayment(
+                    tenant_id=TENANT, source="api", source_reference=pid, currency="EUR", amount=Decimal(amount),
+                    received_at=T0, keys=keys, payment_id=pid, acknowledged_at=T0))
+            await conn.execute("DELETE FROM outbox")
+        per_event_calls: list[list[str]] = []
+        calls: list[str] = []
+        runner = ConsumerRunner(name="t", pool=pool, bootstrap_servers="unused", group_id="t", topics=[],
+                                handlers={ISSUED: counting(HANDLERS[ISSUED], calls)},
+                                batch_handlers=BATCH_HANDLERS if batch else None, handler_attempts=1)
+        offset = 0
+        for events in batches:
+            calls.clear()
+            await runner.process_batch(FakeConsumer(), {TopicPartition("dunning.invoices.v1", 0): records(events, offset)})
+            offset += len(events)
+            per_event_calls.append(list(calls))
+        outbox = await pool.fetch("SELECT topic, key, event_type, payload FROM outbox ORDER BY id")
+        for row in outbox:
+            if row["topic"] != "dunning.deadletter.v1":
+                validate(orjson.loads(bytes(row["payload"])))
+        return {
+            "invoices": [dict(r) for r in await pool.fetch(
+                "SELECT invoice_id, tenant_id, external_id, number, currency, amount_due, balance, metadata, status,"
+                " issued_at FROM invoices ORDER BY invoice_id")],
+            "payments": [dict(r) for r in await pool.fetch(
+                "SELECT payment_id, tenant_id, invoice_id, status, amount, amount_applied, unapplied_amount,"
+                " balance_remaining, settled, acknowledged_at, applied_at IS NOT NULL AS applied"
+                " FROM payments ORDER BY payment_id")],
+            "outbox": [(r["topic"], r["key"], r["event_type"]) for r in outbox],
+            "received": [orjson.loads(bytes(r["payload"])) for r in outbox if r["topic"] == "dunning.payments.v1"],
+            "inbox": [tuple(r) for r in await pool.fetch("SELECT event_id::text, status FROM inbox ORDER BY event_id")],
+            "dead_lettered": runner.dead_lettered,
+            "per_event_calls": per_event_calls,
+        }
+    finally:
+        await pool.close()
+
+
+def _decoded(envelope: dict):
+    return decode(dumps(envelope))
+
+
+async def test_invoice_batch_ends_where_event_by_event_ends(infra, migrated):
+    first = [
+        issued("inv_recbatch0n1"),
+        issued("inv_recbatch0n2", external_id="EXT-EARLY"),  # the early 40.00 payment names it
+        issued("inv_recbatch0k1"),  # already known
+        issued("inv_recbatch0n3"),  # the early 100.00 payment names its number: settles it
+        issued("inv_recbatch0n4", amount="0.00"),
+        issued("inv_recbatch0n1", external_id="EXT-OTHER"),  # the same invoice again in the batch
+        issued("inv_recbatch0n5", tenant_id=OTHER),
+    ]
+    rejected = issued("inv_recbatch0bad")
+    rejected["data"]["tenant_id"] = OTHER  # data disagrees with the envelope: never applicable
+    second = [issued("inv_recbatch0m1"), rejected, issued("inv_recbatch0m2")]
+
+    one_by_one_schema = migrated(MIGRATIONS)
+    batched_schema = f"t_{uuid.uuid4().hex[:12]}"
+    migrate(infra.database_url, batched_schema, MIGRATIONS)
+    expected = await apply_all(infra.database_url, one_by_one_schema, [first, second], batch=False)
+    got = await apply_all(infra.database_url, batched_schema, [first, second], batch=True)
+
+    for key in ("invoices", "payments", "outbox", "inbox", "dead_lettered"):
+        assert got[key] == expected[key], key
+    assert got["per_event_calls"][0] == []  # the first batch went through the batch handler
+    assert len(got["per_event_calls"][1]) == 3  # the rejected event made the second go one by one
+
+    invoices = {i["invoice_id"]: i for i in got["invoices"]}
+    assert "inv_recbatch0bad" not in invoices and {"inv_recbatch0m1", "inv_recbatch0m2"} <= set(invoices)
+    assert invoices["inv_recbatch0n1"]["external_id"] == "EXT-inv_recbatch0n1"
+    assert (invoices["inv_recbatch0n2"]["balance"], invoices["inv_recbatch0n2"]["status"]) == (Decimal("60.00"), "open")
+    assert (invoices["inv_recbatch0n3"]["balance"], invoices["inv_recbatch0n3"]["status"]) == (Decimal("0.00"), "paid")
+    assert invoices["inv_recbatch0n4"]["status"] == "paid"
+    assert invoices["inv_recbatch0n5"]["tenant_id"] == OTHER
+    assert {(p["payment_id"], p["invoice_id"], p["status"]) for p in got["payments"]} == {
+        ("pay_recbatch0early1", "inv_recbatch0n2", "applied"), ("pay_recbatch0early2", "inv_recbatch0n3", "applied")}
+    assert [(e["type"], e["subject"], e["data"]["amount_applied"], e["data"]["settled"]) for e in got["received"]] == [
+        ("dunning.PaymentReceived.v1", "inv_recbatch0n2", "40.00", False),
+        ("dunning.PaymentReceived.v1", "inv_recbatch0n3", "100.00", True)]
+    assert got["dead_lettered"] == 1
+    assert [o for o in got["outbox"] if o[0] == "dunning.deadletter.v1"] == [
+        ("dunning.deadletter.v1", "inv_recbatch0bad", ISSUED)]
