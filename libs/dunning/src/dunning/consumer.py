@@ -84,6 +84,20 @@ class ConsumerRunner:
         self.dead_lettered = 0
         self.paused = False  # hold consumption (lag); offsets simply wait
 
+    @classmethod
+    def from_settings(cls, settings, pool: asyncpg.Pool, *, name: str, topics: list[str],
+                      handlers: dict[str, Handler], batch_handlers: dict[str, BatchHandler] | None = None,
+                      group_id: str | None = None) -> "ConsumerRunner":
+        """A runner configured from a service's settings (CommonSettings plus its `consumer_group`)."""
+        return cls(
+            name=name, pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=group_id or getattr(settings, "consumer_group", settings.service_name),
+            topics=topics, handlers=handlers, batch_handlers=batch_handlers,
+            batch_max=settings.consumer_batch_max, fetch_wait_ms=settings.consumer_fetch_wait_ms,
+            max_infra_retries=settings.consumer_max_infra_retries,
+            handler_attempts=settings.consumer_handler_attempts, client_id=settings.service_name,
+        )
+
     def stop(self) -> None:
         """Stop taking work: the batch in flight finishes, commits, and the loop ends."""
         self._stopping.set()

@@ -27,14 +27,9 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
 
 
 def build_consumer(settings: Settings, pool: asyncpg.Pool, *, group_id: str | None = None) -> ConsumerRunner:
-    return ConsumerRunner(
-        name="ingest-timeline", pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=group_id or settings.consumer_group, topics=TOPICS, handlers=HANDLERS,
-        batch_handlers=BATCH_HANDLERS,
-        batch_max=settings.consumer_batch_max, fetch_wait_ms=settings.consumer_fetch_wait_ms,
-        max_infra_retries=settings.consumer_max_infra_retries, handler_attempts=settings.consumer_handler_attempts,
-        client_id=settings.service_name,
-    )
+    return ConsumerRunner.from_settings(
+        settings, pool, name="ingest-timeline",
+        topics=TOPICS, handlers=HANDLERS, batch_handlers=BATCH_HANDLERS, group_id=group_id)
 
 
 async def bootstrap(settings: Settings) -> Service:

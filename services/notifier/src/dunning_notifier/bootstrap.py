@@ -20,13 +20,9 @@ def build_dispatcher(pool, settings: Settings) -> Dispatcher:
 
 
 def build_consumer(pool, settings: Settings) -> ConsumerRunner:
-    return ConsumerRunner(
-        name="notifier.stages", pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.consumer_group, topics=[STAGES_TOPIC], handlers=HANDLERS,
-        batch_max=settings.consumer_batch_max, fetch_wait_ms=settings.consumer_fetch_wait_ms,
-        max_infra_retries=settings.consumer_max_infra_retries, handler_attempts=settings.consumer_handler_attempts,
-        client_id=settings.service_name,
-    )
+    return ConsumerRunner.from_settings(
+        settings, pool, name="notifier.stages",
+        topics=[STAGES_TOPIC], handlers=HANDLERS)
 
 
 async def bootstrap(settings: Settings) -> runtime.Service:

@@ -18,14 +18,9 @@ log = get_logger(__name__)
 
 
 def consumer_for(settings: Settings, pool: asyncpg.Pool) -> ConsumerRunner:
-    return ConsumerRunner(
-        name="reconciliation.invoices", pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.consumer_group, topics=[settings.invoices_topic], handlers=HANDLERS,
-        batch_handlers=BATCH_HANDLERS,
-        batch_max=settings.consumer_batch_max, fetch_wait_ms=settings.consumer_fetch_wait_ms,
-        max_infra_retries=settings.consumer_max_infra_retries, handler_attempts=settings.consumer_handler_attempts,
-        client_id=settings.service_name,
-    )
+    return ConsumerRunner.from_settings(
+        settings, pool, name="reconciliation.invoices",
+        topics=[settings.invoices_topic], handlers=HANDLERS, batch_handlers=BATCH_HANDLERS)
 
 
 class Housekeeping:

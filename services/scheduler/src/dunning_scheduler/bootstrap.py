@@ -14,12 +14,9 @@ TOPICS = ["dunning.invoices.v1", "dunning.payments.v1"]
 
 
 def consumer_for(settings: Settings, pool: asyncpg.Pool) -> ConsumerRunner:
-    return ConsumerRunner(
-        name=settings.service_name, pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.consumer_group, topics=TOPICS, handlers=HANDLERS, batch_handlers=BATCH_HANDLERS,
-        batch_max=settings.consumer_batch_max, fetch_wait_ms=settings.consumer_fetch_wait_ms,
-        max_infra_retries=settings.consumer_max_infra_retries, handler_attempts=settings.consumer_handler_attempts,
-    )
+    return ConsumerRunner.from_settings(
+        settings, pool, name=settings.service_name,
+        topics=TOPICS, handlers=HANDLERS, batch_handlers=BATCH_HANDLERS)
 
 
 def firing_loop_for(settings: Settings, pool: asyncpg.Pool) -> FiringLoop:
