@@ -2,17 +2,20 @@
 
     python -m dunning.admin create-tenant --name "Acme Ltd" [--json]
     python -m dunning.admin create-api-key --tenant ten_...
+    (`make tenant NAME="Acme Ltd"` runs the first one)
 
 The tenant and the hash of its API key are written to every service's schema (each service
-authenticates on its own); the webhook secret goes to reconciliation only. Reads DATABASE_URL.
+authenticates on its own); the webhook secret goes to reconciliation only.
 Keys and secrets are shown once: only their hashes (API keys) are kept where they are not needed
-in clear (the webhook secret must stay usable as an HMAC key).
+in clear (the webhook secret must stay usable as an HMAC key). Uses DATABASE_URL, or with none set,
+the embedded server of a running `make run`.
 """
 
 import argparse
 import asyncio
 import importlib.util
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -76,6 +79,14 @@ async def create_api_key(dsn: str, tenant_id: str) -> dict:
     return {"tenant_id": tenant_id, "api_key": api_key}
 
 
+def database_url() -> str:
+    """DATABASE_URL when set; else the embedded server of a running `make run` (.run/stack.json)."""
+    local = Path(".run/stack.json")
+    if "DATABASE_URL" not in os.environ and local.exists():
+        return json.loads(local.read_text())["DATABASE_URL"]
+    return CommonSettings().database_url
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="dunning-admin", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     key.add_argument("--tenant", required=True)
     key.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    dsn = CommonSettings().database_url
+    dsn = database_url()
     migrate_all(dsn)
     if args.command == "create-tenant":
         result = asyncio.run(create_tenant(dsn, args.name))
