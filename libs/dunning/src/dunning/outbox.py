@@ -18,7 +18,6 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry.trace import SpanKind
 
 from dunning.events import dumps, topic_for_type
@@ -81,8 +80,6 @@ class OutboxRelay:
         self._stopping = False
         self.paused = False  # an operator (or a test) can hold publishing; rows simply wait
         self.published = 0
-        self._partitions: dict[str, list[int]] = {}
-        self._partitioner = DefaultPartitioner()
 
     def stop(self) -> None:
         self._stopping = True
@@ -119,33 +116,6 @@ class OutboxRelay:
                 await listener.remove_listener(channel, wake)
             await self.pool.release(listener)
 
-    async def _send(self, rows) -> list:
-        """Hand the rows to the producer as record batches, one run per partition, in id order.
-
-        The partition is the producer's own default (murmur2 of the key, as Kafka's Java client),
-        so a key lands where a plain `send` would put it; batching skips aiokafka's per-message
-        bookkeeping, which was most of the relay's CPU."""
-        by_partition: dict[tuple[str, int], list] = {}
-        for row in rows:
-            topic = row["topic"]
-            partitions = self._partitions.get(topic)
-            if partitions is None:
-                partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
-            key = row["key"].encode()
-            partition = self._partitioner(key, partitions, partitions)
-            by_partition.setdefault((topic, partition), []).append((key, row))
-        futures = []
-        for (topic, partition), items in by_partition.items():
-            batch = self.producer.create_batch()
-            for key, row in items:
-                headers = [(k, v.encode()) for k, v in (row["headers"] or {}).items()]
-                if batch.append(key=key, value=bytes(row["payload"]), timestamp=None, headers=headers) is None:
-                    futures.append(await self.producer.send_batch(batch, topic, partition=partition))
-                    batch = self.producer.create_batch()
-                    batch.append(key=key, value=bytes(row["payload"]), timestamp=None, headers=headers)
-            futures.append(await self.producer.send_batch(batch, topic, partition=partition))
-        return futures
-
     async def publish_once(self) -> int:
         """Claim, publish and delete one batch; returns how many rows were published."""
         lanes = random.sample(range(LANES), LANES)[: self.lanes_per_claim]
@@ -164,11 +134,16 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            # One span for the batch: each event keeps its own trace context in its headers and
-            # envelope, which is what the consumer continues from.
+            futures = []
+            # One span for the batch, linked to nothing: each event keeps its own trace context in
+            # its headers and envelope, which is what the consumer continues from.
             with tracer().start_as_current_span("outbox publish", kind=SpanKind.PRODUCER) as span:
                 span.set_attribute("messaging.batch.message_count", len(rows))
-                futures = await self._send(rows)
+                for row in rows:
+                    headers = [(k, v.encode()) for k, v in (row["headers"] or {}).items()]
+                    futures.append(await self.producer.send(
+                        row["topic"], value=bytes(row["payload"]), key=row["key"].encode(), headers=headers,
+                    ))
             await asyncio.gather(*futures)
             await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
         self.published += len(rows)
