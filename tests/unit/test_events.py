@@ -1,5 +1,7 @@
 import copy
 import json
+import re
+import time
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
@@ -7,7 +9,7 @@ import orjson
 import pytest
 
 from dunning.events import InvalidEvent, decode, new_event, schemas_dir, topic_for_type, validate
-from dunning.ids import new_id
+from dunning.ids import new_id, new_ids
 
 pytestmark = pytest.mark.unit
 
@@ -58,8 +60,15 @@ def test_every_event_type_has_a_topic():
         assert f"dunning.{name}.v1" in mapping
 
 
-def test_ids_are_prefixed_unique_and_time_ordered():
-    ids = [new_id("inv") for _ in range(1000)]
-    assert len(set(ids)) == 1000
-    assert all(i.startswith("inv_") and len(i) == 30 for i in ids)
-    assert ids[0][:14] <= ids[-1][:14]
+def test_ids_are_prefixed_unique_and_carry_their_creation_time():
+    shape = re.compile(r"^inv_[0-9A-HJKMNP-TV-Z]{26}$")
+    batch = new_ids("inv", 1000)
+    singles = [new_id("inv") for _ in range(1000)]
+    assert all(shape.fullmatch(i) for i in batch + singles)
+    assert len(set(batch + singles)) == 2000
+
+    def millis(i: str) -> int:  # the first 10 Crockford characters are the milliseconds
+        return int("".join(f"{'0123456789ABCDEFGHJKMNPQRSTVWXYZ'.index(ch):05b}" for ch in i[4:14]), 2)
+
+    assert abs(millis(new_id("inv")) - time.time() * 1000) < 5_000
+    assert millis(singles[0]) <= millis(singles[-1])

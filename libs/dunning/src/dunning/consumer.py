@@ -14,6 +14,7 @@ Two kinds of failure, told apart (arroyo's rule):
 """
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -55,6 +56,20 @@ class Rejected(Exception):
 
 class _NeedsCare(Exception):
     """The fast path met a message that fails: redo the batch message by message."""
+
+
+@contextlib.contextmanager
+def _message_scope(record: ConsumerRecord, event: Event):
+    """A consumer span continuing the producer's trace, and the ids bound to every log line."""
+    bind_context(tenant_id=event.tenant_id, invoice_id=event.subject, event_id=event.id, event_type=event.type)
+    try:
+        with tracer().start_as_current_span(f"{record.topic} process", context=context_from_traceparent(event.traceparent),
+                                            kind=SpanKind.CONSUMER) as span:
+            span.set_attribute("messaging.message.id", event.id)
+            span.set_attribute("messaging.destination.name", record.topic)
+            yield
+    finally:
+        clear_context("tenant_id", "invoice_id", "event_id", "event_type")
 
 
 class ConsumerRunner:
@@ -207,19 +222,12 @@ class ConsumerRunner:
                         span.set_attribute("messaging.batch.message_count", len(run))
                         await self.batch_handlers[event.type](conn, [e for _, e in run])
                     continue
-                bind_context(tenant_id=event.tenant_id, invoice_id=event.subject, event_id=event.id,
-                             event_type=event.type)
-                with tracer().start_as_current_span(f"{record.topic} process",
-                                                    context=context_from_traceparent(event.traceparent),
-                                                    kind=SpanKind.CONSUMER) as span:
-                    span.set_attribute("messaging.message.id", event.id)
+                with _message_scope(record, event):
                     await self.handlers[event.type](conn, event)
             except INFRA_ERRORS:
                 raise
             except Exception:  # noqa: BLE001 - the careful pass retries or dead-letters it alone
                 raise _NeedsCare from None
-            finally:
-                clear_context("tenant_id", "invoice_id", "event_id", "event_type")
 
     async def _apply(self, conn: asyncpg.Connection, record: ConsumerRecord) -> None:
         try:
@@ -230,32 +238,25 @@ class ConsumerRunner:
         handler = self.handlers.get(event.type)
         if handler is None:
             return  # another consumer's event on a shared topic
-        bind_context(tenant_id=event.tenant_id, invoice_id=event.subject, event_id=event.id, event_type=event.type)
-        parent = context_from_traceparent(event.traceparent)
-        try:
-            with tracer().start_as_current_span(f"{record.topic} process", context=parent, kind=SpanKind.CONSUMER) as span:
-                span.set_attribute("messaging.message.id", event.id)
-                span.set_attribute("messaging.destination.name", record.topic)
-                for attempt in range(1, self.handler_attempts + 1):
-                    try:
-                        async with conn.transaction():  # a savepoint: one message's failure is its own
-                            if await inbox.claim(conn, event.id, event.type, record.topic):
-                                await handler(conn, event)
+        with _message_scope(record, event):
+            for attempt in range(1, self.handler_attempts + 1):
+                try:
+                    async with conn.transaction():  # a savepoint: one message's failure is its own
+                        if await inbox.claim(conn, event.id, event.type, record.topic):
+                            await handler(conn, event)
+                    return
+                except INFRA_ERRORS:
+                    raise
+                except Rejected as exc:
+                    await self._dead_letter(conn, record, "rejected", str(exc), event_id=event.id, event_type=event.type)
+                    return
+                except Exception as exc:  # noqa: BLE001 - a handler bug must not block the partition
+                    if attempt == self.handler_attempts:
+                        log.exception("consumer.handler.failed", consumer=self.name)
+                        await self._dead_letter(conn, record, "handler_error", repr(exc), event_id=event.id, event_type=event.type)
                         return
-                    except INFRA_ERRORS:
-                        raise
-                    except Rejected as exc:
-                        await self._dead_letter(conn, record, "rejected", str(exc), event_id=event.id, event_type=event.type)
-                        return
-                    except Exception as exc:  # noqa: BLE001 - a handler bug must not block the partition
-                        if attempt == self.handler_attempts:
-                            log.exception("consumer.handler.failed", consumer=self.name)
-                            await self._dead_letter(conn, record, "handler_error", repr(exc), event_id=event.id, event_type=event.type)
-                            return
-                        log.warning("consumer.handler.retry", consumer=self.name, error=repr(exc), attempt=attempt)
-                        await asyncio.sleep(0.05 * attempt)
-        finally:
-            clear_context("tenant_id", "invoice_id", "event_id", "event_type")
+                    log.warning("consumer.handler.retry", consumer=self.name, error=repr(exc), attempt=attempt)
+                    await asyncio.sleep(0.05 * attempt)
 
     async def _dead_letter(self, conn: asyncpg.Connection, record: ConsumerRecord, reason: str, error: str,
                            *, event_id: str | None, event_type: str = "unknown") -> None:

@@ -87,7 +87,6 @@ async def run_service(service: Service) -> None:
     if service.app is not None:
         server = _Server(uvicorn.Config(service.app, host=settings.http_host, port=settings.http_port,
                                         log_config=None, access_log=False, lifespan="on"))
-    workers: list[Worker] = list(service.workers) + ([service.relay] if service.relay else [])
     stopping = asyncio.Event()
 
     def _stop(signame: str) -> None:
@@ -103,10 +102,13 @@ async def run_service(service: Service) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _stop, sig.name)
 
-    tasks = [asyncio.create_task(w.run(), name=type(w).__name__) for w in workers]
+    # The relay is started apart: it stops last, so it can publish what the drain wrote.
+    draining = [asyncio.create_task(w.run(), name=type(w).__name__) for w in service.workers]
     if server is not None:
         sockets = [_listening_socket(settings)] if settings.http_reuse_port else None
-        tasks.append(asyncio.create_task(server.serve(sockets=sockets), name="http"))
+        draining.append(asyncio.create_task(server.serve(sockets=sockets), name="http"))
+    relay = asyncio.create_task(service.relay.run(), name="OutboxRelay") if service.relay else None
+    tasks = draining + ([relay] if relay else [])
     log.info("service.started", port=settings.http_port if server else None, workers=[t.get_name() for t in tasks])
     try:
         done, _ = await asyncio.wait([*tasks, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED)
@@ -116,14 +118,12 @@ async def run_service(service: Service) -> None:
                 _stop("worker-crash")
                 raise task.exception()
         _stop("finished")
-        # Everything but the relay first; then the relay flushes what the drain wrote.
-        others = [t for t, w in zip(tasks, workers + [None]) if w is not service.relay]
-        await asyncio.wait_for(asyncio.gather(*others, return_exceptions=True), timeout=20)
+        await asyncio.wait_for(asyncio.gather(*draining, return_exceptions=True), timeout=20)
         if service.relay is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(service.relay.publish_once(), timeout=5)
             service.relay.stop()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(relay, return_exceptions=True)
     finally:
         for task in tasks:
             task.cancel()

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from dunning.devstack.stack import SERVICES, Ports, Stack
+from dunning.devstack.stack import Ports, Stack
 
 BANNER = """
   Dunning platform is up.
