@@ -2,6 +2,7 @@
 
     python -m dunning.admin create-tenant --name "Acme Ltd" [--json]
     python -m dunning.admin create-api-key --tenant ten_...
+    python -m dunning.admin relay pause|resume|status --service reconciliation
     (`make tenant NAME="Acme Ltd"` runs the first one)
 
 The tenant and the hash of its API key are written to every service's schema (each service
@@ -79,6 +80,25 @@ async def create_api_key(dsn: str, tenant_id: str) -> dict:
     return {"tenant_id": tenant_id, "api_key": api_key}
 
 
+async def relay(dsn: str, action: str, service: str) -> dict:
+    """Pause, resume or show a service's outbox relay (all its replicas: the flag is in its schema)."""
+    from dunning import outbox
+
+    schema = {"invoice-ingest": "ingest"}.get(service, service)
+    if schema not in SERVICES:
+        raise SystemExit(f"unknown service {service!r}: one of {', '.join(SERVICES)}")
+    conn = await connect(dsn, schema)
+    try:
+        if action != "status":
+            await outbox.set_paused(conn, action == "pause", by=f"admin:{os.environ.get('USER', '?')}")
+        row = await conn.fetchrow("SELECT paused, changed_at, changed_by FROM relay_control")
+        waiting = await conn.fetchval("SELECT count(*) FROM outbox")
+    finally:
+        await conn.close()
+    return {"service": schema, "paused": row["paused"], "changed_at": row["changed_at"].isoformat(),
+            "changed_by": row["changed_by"], "outbox_rows_waiting": waiting}
+
+
 def database_url() -> str:
     """DATABASE_URL when set; else the embedded server of a running `make run` (.run/stack.json)."""
     local = Path(".run/stack.json")
@@ -97,11 +117,17 @@ def main(argv: list[str] | None = None) -> None:
     key = sub.add_parser("create-api-key", help="add an API key to a tenant")
     key.add_argument("--tenant", required=True)
     key.add_argument("--json", action="store_true")
+    rel = sub.add_parser("relay", help="pause, resume or show a service's outbox relay")
+    rel.add_argument("action", choices=["pause", "resume", "status"])
+    rel.add_argument("--service", required=True, help="ingest | scheduler | notifier | reconciliation")
+    rel.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     dsn = database_url()
     migrate_all(dsn)
     if args.command == "create-tenant":
         result = asyncio.run(create_tenant(dsn, args.name))
+    elif args.command == "relay":
+        result = asyncio.run(relay(dsn, args.action, args.service))
     else:
         result = asyncio.run(create_api_key(dsn, args.tenant))
     if args.json:

@@ -78,7 +78,7 @@ class OutboxRelay:
         self.lanes_per_claim = lanes_per_claim
         self._wake = asyncio.Event()
         self._stopping = False
-        self.paused = False  # an operator (or a test) can hold publishing; rows simply wait
+        self.paused = False  # this process's own hold (tests); operators use set_paused (all replicas)
         self.published = 0
 
     def stop(self) -> None:
@@ -120,9 +120,10 @@ class OutboxRelay:
         """Claim, publish and delete one batch; returns how many rows were published."""
         lanes = random.sample(range(LANES), LANES)[: self.lanes_per_claim]
         async with self.pool.acquire() as conn, conn.transaction():
+            # An operator's pause (relay_control) holds every replica: checked in the same statement.
             locked = await conn.fetch(
                 "SELECT lane FROM unnest($1::int[]) AS lane"
-                " WHERE pg_try_advisory_xact_lock(hashtext($2), lane)",
+                " WHERE NOT (SELECT paused FROM relay_control) AND pg_try_advisory_xact_lock(hashtext($2), lane)",
                 lanes, f"outbox:{self.schema}",
             )
             if not locked:
@@ -158,3 +159,15 @@ async def add_raw(conn: asyncpg.Connection, *, topic: str, key: str, payload: by
         " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         lane_of(key), topic, key, event_id, event_type, headers, payload,
     )
+
+
+async def set_paused(conn: asyncpg.Connection, paused: bool, *, by: str = "operator") -> None:
+    """Hold (or release) every relay of the connection's schema; rows wait in the outbox meanwhile."""
+    await conn.execute(
+        "UPDATE relay_control SET paused = $1, changed_at = now(), changed_by = $2", paused, by)
+    if not paused:
+        await conn.execute("SELECT pg_notify('outbox_' || current_schema(), '')")
+
+
+async def is_paused(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval("SELECT paused FROM relay_control"))
