@@ -1,7 +1,8 @@
 """A local SMTP server that keeps every message it receives where a person can read it.
 
 Messages land in a Maildir (`<dir>/new/*`, one RFC 5322 file each, readable with any mail client
-or `cat`), and an HTTP API lists them as JSON: `GET /messages` (optional `?to=`), `GET
+or `cat`, with trace headers X-Received-At (UTC, when DATA completed), X-Envelope-From and
+X-Envelope-To prepended), and an HTTP API lists them as JSON: `GET /messages` (optional `?to=`), `GET
 /messages/{id}`, `DELETE /messages`. It is a real SMTP server (aiosmtpd): the notifier talks SMTP
 to it exactly as it would to a provider's relay.
 """
@@ -11,6 +12,7 @@ import asyncio
 import email
 import email.policy
 import mailbox
+from datetime import datetime, timezone
 from pathlib import Path
 
 import uvicorn
@@ -30,9 +32,12 @@ class MaildirHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session, envelope: Envelope):
-        # Stored as received, with the envelope prepended as trace headers (no parse/re-serialise:
-        # the server must not be the bottleneck of a delivery benchmark).
-        trace = f"X-Envelope-From: {envelope.mail_from}\r\nX-Envelope-To: {', '.join(envelope.rcpt_tos)}\r\n"
+        # Stored as received, with the envelope and the receive time (UTC, microseconds: the chaos
+        # harness measures lateness with it) prepended as trace headers (no parse/re-serialise: the
+        # server must not be the bottleneck of a delivery benchmark).
+        received = datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        trace = (f"X-Received-At: {received}\r\nX-Envelope-From: {envelope.mail_from}\r\n"
+                 f"X-Envelope-To: {', '.join(envelope.rcpt_tos)}\r\n")
         key = self.box.add(trace.encode() + (envelope.original_content or envelope.content))
         return f"250 2.0.0 OK queued as {key}"
 
@@ -48,6 +53,7 @@ def _summary(key: str, raw: bytes) -> dict:
         "subject": str(msg["Subject"] or ""),
         "date": str(msg["Date"] or ""),
         "message_id": str(msg["Message-ID"] or ""),
+        "received_at": str(msg["X-Received-At"] or ""),
         "headers": {k: str(v) for k, v in msg.items() if k.lower().startswith("x-dunning")},
         "text": text.get_content() if text is not None else "",
         "html": html.get_content() if html is not None else "",

@@ -4,8 +4,10 @@ Used by `make run`, the e2e tests, the demo and the bench, so all of them run th
 """
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -161,6 +163,22 @@ class Stack:
                 self.start(sp)
                 restarted.append(f"{sp.name}#{sp.replica}")
         return restarted
+
+    def kill(self, sp: ServiceProc, sig: int = signal.SIGKILL) -> bool:
+        """Signal one service process (its whole process group): SIGKILL is a crash (reaped before
+        returning), SIGSTOP/SIGCONT a freeze. Returns False when it was not running."""
+        if sp.proc is None or sp.proc.poll() is not None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sp.proc.pid, sig)
+        if sig == signal.SIGKILL:
+            sp.proc.wait(10)
+        return True
+
+    def restart(self, sp: ServiceProc) -> None:
+        """Start a dead service process again, as an orchestrator would (same port, env and log)."""
+        sp.restarts += 1
+        self.start(sp)
 
     def stop_services(self) -> None:
         for sp in self.procs:
