@@ -57,7 +57,7 @@ async def notifier_pool(infra, migrated):
 
 def _notifier_settings(**overrides) -> Settings:
     base = dict(dispatch_concurrency=4, poll_seconds=0.02, retry_base_seconds=0.05, retry_max_seconds=0.5,
-                lease_seconds=30, smtp_timeout=5, relay_enabled=False)
+                lease_seconds=30, smtp_timeout=5, smtp_send_timeout=10, relay_enabled=False)
     base.update(overrides)
     return Settings(**base)
 

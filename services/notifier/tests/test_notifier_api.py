@@ -38,6 +38,7 @@ async def test_lists_an_invoices_deliveries_for_its_tenant_only(api, notifier_po
     assert [d["stage"] for d in body["deliveries"]] == ["firm", "soft"]  # newest first
     first = body["deliveries"][1]
     assert first["state"] == "pending" and first["attempts"] == 0
+    assert first["in_doubt_attempts"] == 0 and first["last_in_doubt_at"] is None
     assert first["recipient"] == mine["customer"]["email"]
     assert first["delivery_id"].startswith("dlv_")
     assert body["next_cursor"] is None
@@ -84,3 +85,20 @@ async def test_health_and_docs(api):
     assert (await api.get("/healthz")).status_code == 200
     assert (await api.get("/readyz")).json() == {"status": "ready"}
     assert "/v1/deliveries" in (await api.get("/openapi.json")).json()["paths"]
+
+
+async def test_metrics_count_deliveries_by_state_and_in_doubt(api, notifier_pool, stage_data, stage_escalated,
+                                                             consume):
+    for stage in ("soft", "firm"):
+        await consume(notifier_pool, stage_escalated(stage_data(stage=stage)))
+    await notifier_pool.execute(  # one was taken back twice after its worker's lease ran out
+        "UPDATE deliveries SET in_doubt_attempts = 2, last_in_doubt_at = now() WHERE stage = 'firm'")
+
+    resp = await api.get("/metrics")  # an operator's endpoint, like /healthz: no API key
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = dict(line.rsplit(" ", 1) for line in resp.text.splitlines() if not line.startswith("#"))
+    assert samples['dunning_notifier_deliveries{state="pending"}'] == "2"
+    assert samples['dunning_notifier_deliveries{state="sent"}'] == "0"
+    assert samples["dunning_notifier_deliveries_in_doubt"] == "1"
+    assert samples["dunning_notifier_in_doubt_attempts"] == "2"
+    assert "# TYPE dunning_notifier_in_doubt_attempts gauge" in resp.text

@@ -146,6 +146,7 @@ async def test_expired_lease_goes_back_to_pending_and_is_sent(
         row = await wait_state(notifier_pool, data["invoice_id"], "sent")
 
     assert row["attempts"] == 2
+    assert row["in_doubt_attempts"] == 1 and row["last_in_doubt_at"] is not None  # the dead replica's attempt
     assert len(await mail_to(mailserver.api, data["customer"]["email"])) == 1
     [event] = await outbox_events(notifier_pool, data["invoice_id"])
     assert event["type"] == "dunning.ReminderSent.v1"
@@ -165,6 +166,7 @@ async def test_a_live_lease_is_left_alone(
         await wait_state(notifier_pool, free["invoice_id"], "sent")
 
     assert (await delivery_row(notifier_pool, leased["invoice_id"]))["state"] == "sending"
+    assert (await delivery_row(notifier_pool, free["invoice_id"]))["in_doubt_attempts"] == 0
     assert await mail_to(mailserver.api, leased["customer"]["email"]) == []
 
 

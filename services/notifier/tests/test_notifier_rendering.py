@@ -6,7 +6,7 @@ import email.policy
 import pytest
 from jinja2.sandbox import SecurityError
 
-from dunning_notifier.channels import EmailChannel, NotConfigured
+from dunning_notifier.channels import EmailChannel, NotConfigured, scheduled_at
 from dunning_notifier.outcomes import Delivery, Failed
 from dunning_notifier.rendering import Renderer, RenderError
 from dunning_notifier.settings import Settings
@@ -150,8 +150,37 @@ def test_message_is_multipart_with_dunning_headers(stage_data, renderer):
     assert msg["X-Dunning-Stage-Id"] == data["stage_id"]
     assert msg["X-Dunning-Delivery-Id"] == "dlv_01JDK8W2X4Y6Z8A0B2C4D6E8F0"
     assert msg["X-Dunning-Tenant-Id"] == data["tenant_id"]
+    assert msg["X-Dunning-Channel"] == "email"
+    assert msg["X-Dunning-Scheduled-At"] == data["scheduled_at"] == "2026-11-23T08:00:00Z"
     assert "￥158,000" in msg.get_body(("plain",)).get_content()
     assert not utf8
+
+
+@pytest.mark.parametrize(("value", "header"), [
+    pytest.param("2026-11-23T08:00:00Z", "2026-11-23T08:00:00Z", id="utc-as-is"),
+    pytest.param("2026-11-23T08:00:00.250Z", "2026-11-23T08:00:00.250000Z", id="fraction-kept"),
+    pytest.param("2026-11-23T09:00:00+01:00", "2026-11-23T08:00:00Z", id="offset-to-utc"),
+    pytest.param("2026-11-23T08:00:00", None, id="naive-left-out"),
+    pytest.param("soon", None, id="unparsable-left-out"),
+    pytest.param(None, None, id="missing-left-out"),
+])
+def test_scheduled_at_header_is_utc_with_z_or_absent(stage_data, renderer, value, header):
+    data = stage_data()
+    if value is None:
+        del data["scheduled_at"]
+    else:
+        data["scheduled_at"] = value
+    assert scheduled_at(data) == header
+    raw, _, _ = EmailChannel(Settings(), renderer).build(_delivery(data), renderer.render(data))
+    assert email.message_from_bytes(raw, policy=email.policy.default)["X-Dunning-Scheduled-At"] == header
+
+
+def test_a_lease_that_a_live_send_could_outlast_is_refused():
+    with pytest.raises(ValueError, match="lease_seconds"):
+        Settings(lease_seconds=60, smtp_send_timeout=45)
+    assert Settings().smtp_send_timeout == 45  # 3 * smtp_timeout (15), well inside the lease (120)
+    assert Settings(lease_seconds=20).smtp_send_timeout == 10  # derived to fit a short lease
+    assert Settings(lease_seconds=4, smtp_timeout=0.5, smtp_send_timeout=2).smtp_send_timeout == 2
 
 
 async def test_template_error_fails_permanently_without_touching_smtp(stage_data, tmp_path):

@@ -1,13 +1,16 @@
 """HTTP routes: a tenant's deliveries, for support ("did the customer get the reminder?")."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 import asyncpg
 from fastapi import FastAPI, Header, Path, Query
+from fastapi.responses import PlainTextResponse
 
 from dunning.http import (NO_FASTAPI_TELEMETRY, Problem, install_health, install_problem_handlers, install_tracing,
                           tenant_for_key)
+from dunning_notifier import metrics
 from dunning_notifier import repository as repo
 from dunning_notifier.schemas import DELIVERY_ID, INVOICE_ID, DeliveryList, DeliveryOut, DeliveryState
 
@@ -18,6 +21,7 @@ Authorization = Annotated[str | None, Header(description="Bearer <api key>")]
 class ApiDeps:
     pool: asyncpg.Pool
     service_name: str = "notifier"
+    counters: Callable[[], dict[str, int]] | None = None  # the dispatcher's, when this process runs one
 
 
 def _out(row: asyncpg.Record) -> DeliveryOut:
@@ -58,5 +62,10 @@ def create_app(deps: ApiDeps) -> FastAPI:
             raise Problem(404, f"No delivery {delivery_id!r} for this tenant.",
                           errors=[{"field": "delivery_id", "message": "not found", "code": "not_found"}])
         return _out(row)
+
+    @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+    async def prometheus_metrics() -> PlainTextResponse:
+        families = await metrics.collect(deps.pool, deps.counters() if deps.counters else {})
+        return PlainTextResponse(metrics.render(families), media_type=metrics.CONTENT_TYPE)
 
     return app

@@ -28,14 +28,16 @@ def build_consumer(pool, settings: Settings) -> ConsumerRunner:
 async def bootstrap(settings: Settings) -> runtime.Service:
     pool, producer = await runtime.open_infrastructure(settings)
     workers = [build_consumer(pool, settings)]
-    if settings.dispatcher_enabled:
-        workers.append(build_dispatcher(pool, settings))
+    dispatcher = build_dispatcher(pool, settings) if settings.dispatcher_enabled else None
+    if dispatcher is not None:
+        workers.append(dispatcher)
     return runtime.Service(
         name=settings.service_name,
         settings=settings,
         pool=pool,
         producer=producer,
-        app=create_app(ApiDeps(pool=pool, service_name=settings.service_name)),
+        app=create_app(ApiDeps(pool=pool, service_name=settings.service_name,
+                               counters=dispatcher.counters if dispatcher is not None else None)),
         workers=workers,
         relay=runtime.relay_for(settings, pool, producer),
     )

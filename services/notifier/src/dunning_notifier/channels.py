@@ -6,19 +6,25 @@ PROVIDERS: a factory `(settings, renderer) -> Channel` whose sessions return an 
 
 E-mail: each dispatcher worker task keeps one SMTP connection open (aiosmtplib) and sends on it
 message after message; a connection that failed is dropped and the next send reconnects, and one
-idle for a while is checked with NOOP before use. Failures are classified:
+idle for a while is checked with NOOP before use. A whole send (connect to the last reply) is cut off
+at `smtp_send_timeout`, so that a claim's lease (at least twice that) outlives any live send.
+Failures are classified:
 - transient (Retry): connection refused or dropped, timeouts, any 4xx reply, authentication,
   EHLO/STARTTLS or sender (MAIL FROM) refusals (the relay's or our configuration's fault, not the
   message's: fixing the configuration lets the retries through);
 - permanent (Failed): a 5xx reply to RCPT (e.g. 550 unknown user), to MAIL or DATA (the message
   was refused), an address that cannot be sent, a template that cannot be rendered.
+A timeout or a dropped connection once the DATA command has begun is a Retry marked `in_doubt`: the
+server may have accepted the message, and the retry may deliver a second copy (same Message-ID).
 """
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import time
 from collections.abc import Callable
+from datetime import datetime
 from email.utils import format_datetime, parseaddr
 from typing import Protocol
 
@@ -35,7 +41,7 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
-from dunning.clock import utcnow
+from dunning.clock import isoformat, utcnow
 from dunning.logging import get_logger
 from dunning_notifier.mime import address_header, compose, header_value
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
@@ -60,6 +66,16 @@ class Channel(Protocol):
 def message_id(delivery_id: str, domain: str) -> str:
     """Deterministic per delivery: a duplicate sent in the at-least-once window is identifiable."""
     return f"<{delivery_id}@{domain}>"
+
+
+def scheduled_at(payload: dict) -> str | None:
+    """The stage's planned instant (StageEscalated `scheduled_at`) as ISO 8601 UTC with a Z, as the
+    scheduler writes it; None if the payload has none that parses (the header is then left out)."""
+    value = payload.get("scheduled_at")
+    try:
+        return isoformat(datetime.fromisoformat(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 class EmailChannel:
@@ -95,10 +111,25 @@ class EmailChannel:
             ("X-Dunning-Invoice-Id", header_value(d.invoice_id, "X-Dunning-Invoice-Id")),
             ("X-Dunning-Stage", header_value(d.stage, "X-Dunning-Stage")),
             ("X-Dunning-Stage-Id", header_value(d.stage_id, "X-Dunning-Stage-Id")),
+            ("X-Dunning-Channel", header_value(d.channel, "X-Dunning-Channel")),
             ("X-Dunning-Delivery-Id", header_value(d.delivery_id, "X-Dunning-Delivery-Id")),
         ]
+        planned = scheduled_at(d.payload)
+        if planned is not None:
+            headers.append(("X-Dunning-Scheduled-At", planned))
         raw = compose(headers, rendered.text, rendered.html, boundary=f"=_{d.delivery_id}")
         return raw, msg_id, not recipient.isascii()
+
+
+class _Smtp(aiosmtplib.SMTP):
+    """aiosmtplib's client, noting when a send reaches DATA: from then on a timeout or a dropped
+    connection leaves the outcome unknown (the server may have accepted the message)."""
+
+    handed_over = False
+
+    async def data(self, *args, **kwargs):
+        self.handed_over = True
+        return await super().data(*args, **kwargs)
 
 
 class SmtpSession:
@@ -107,10 +138,10 @@ class SmtpSession:
     def __init__(self, channel: EmailChannel):
         self.channel = channel
         self.settings = channel.settings
-        self._client: aiosmtplib.SMTP | None = None
+        self._client: _Smtp | None = None
         self._last_used = 0.0
 
-    async def _connected(self) -> aiosmtplib.SMTP:
+    async def _connected(self) -> _Smtp:
         s = self.settings
         client = self._client
         if client is not None and client.is_connected:
@@ -121,7 +152,7 @@ class SmtpSession:
                 return client
             except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
                 await self.close()
-        client = aiosmtplib.SMTP(hostname=s.smtp_host, port=s.smtp_port, timeout=s.smtp_timeout,
+        client = _Smtp(hostname=s.smtp_host, port=s.smtp_port, timeout=s.smtp_timeout,
                                  start_tls=s.smtp_starttls, username=s.smtp_username, password=s.smtp_password,
                                  local_hostname=s.smtp_local_hostname)
         await client.connect()
@@ -149,16 +180,22 @@ class SmtpSession:
             raw, msg_id, utf8 = self.channel.build(d, rendered)
         except (ValueError, TypeError, IndexError) as exc:
             return Failed("invalid_recipient", f"cannot address {d.recipient!r}: {exc}", permanent=True)
+        client: _Smtp | None = None
         try:
-            client = await self._connected()
-            _, response = await client.sendmail(self.channel.envelope_from, [d.recipient], raw,
-                                                mail_options=["SMTPUTF8"] if utf8 else None)
+            async with asyncio.timeout(self.settings.smtp_send_timeout):
+                client = await self._connected()
+                client.handed_over = False
+                _, response = await client.sendmail(self.channel.envelope_from, [d.recipient], raw,
+                                                    mail_options=["SMTPUTF8"] if utf8 else None)
         except BaseException as exc:
             outcome = self._classify(exc)
             if outcome is None:
                 raise
             if isinstance(outcome, Retry) or isinstance(exc, (SMTPServerDisconnected, SMTPTimeoutError)):
                 await self.close()  # the connection's state is unknown: start afresh next time
+            if (isinstance(outcome, Retry) and client is not None and client.handed_over
+                    and not isinstance(exc, SMTPResponseException)):  # no reply to the message: unknown
+                outcome = dataclasses.replace(outcome, in_doubt=True)
             return outcome
         self._last_used = time.monotonic()
         queued = _QUEUED_AS.search(response or "")

@@ -10,16 +10,30 @@ ReminderFailed, through the outbox; or back to `pending` with exponential backof
 failure (until `max_attempts`, then `failed`). Every outcome write is fenced by `attempts`, so a
 worker whose lease ran out and whose row was re-claimed elsewhere cannot overwrite the newer claim.
 
-At-least-once window. A delivery stuck in `sending` past its lease (the process died between the
-claim and the record) goes back to `pending` and is sent again. If the process died after the SMTP
-server had accepted the message (250 to DATA) and before the `sent` row committed, the customer gets
-the reminder twice: SMTP cannot make "accepted" and our commit one atomic step. The window is one
-send's last reply plus one batch write (tens of milliseconds) and opens only on a crash or a lost
-database. The Message-ID is deterministic (`<dlv_...@dunning.invalid>`, from the delivery id) and
-X-Dunning-Delivery-Id is set, so such a duplicate is identifiable (some mail clients collapse equal
-Message-IDs; support can match them). Outside that window delivery is exactly once: the (tenant,
-invoice, stage, channel) unique key means redelivered or re-emitted StageEscalated events never
-make a second delivery, and the outcome is recorded once.
+At-least-once window, named precisely. A customer can get one reminder twice in two ways only:
+1. Crash or stall between acceptance and record: from the SMTP server's 250 reply to the end of
+   DATA until the transaction that writes the `sent` row commits (the worker hands the outcome to
+   the recorder, which lingers RECORD_LINGER_SECONDS and writes the batch: tens of milliseconds
+   when healthy, longer while the database is slow or gone). If the process dies (or freezes, or
+   loses the database) inside it, the row stays `sending` until its lease (`claimed_until`) runs
+   out; the sweep takes it back to `pending` and it is sent again. A lease that runs out under a
+   worker that is merely slow is the same case: that is why a whole send is cut off at
+   `smtp_send_timeout` and the lease must be at least twice that (Settings._lease_outlasts_sends),
+   so a live worker's lease runs out only on a real stall (a frozen process, a lost database).
+2. No reply to the message: the connection times out or drops after DATA began. The server may
+   have accepted it; the attempt is retried (Retry.in_doubt) and may deliver a second copy.
+SMTP cannot make "accepted" and our commit one atomic step, so neither can be closed; both are
+counted instead. Detection: every attempt whose outcome is unknown increments the delivery's
+`in_doubt_attempts` (and sets `last_in_doubt_at`) in the very statement that takes it back (the
+lease sweep, repository.release_expired_leases) or schedules its retry (repository.mark_retry). Both
+copies carry the same deterministic Message-ID (`<dlv_...@domain>`, from the delivery id) and
+X-Dunning-Delivery-Id, so a duplicate is recognisable at the recipient, and it is explained exactly
+when its delivery shows in_doubt_attempts >= 1 (GET /v1/deliveries?invoice_id=...). /metrics
+counts in-doubt deliveries and attempts; the chaos harness measures the window by killing notifiers
+and matching the Message-IDs it receives against these counts. Outside the window delivery is
+exactly once: the (tenant, invoice, stage, channel) unique key means redelivered or re-emitted
+StageEscalated events never make a second delivery, replicas never claim the same row (SKIP LOCKED
+plus the `attempts` fence), and the outcome is recorded once.
 
 SIGTERM: stop claiming, hand back claimed rows not yet started (pending again, attempt not
 counted), let the sends in flight finish, record their outcomes, close the SMTP connections.
@@ -98,11 +112,21 @@ class Dispatcher:
         self._results: asyncio.Queue[Attempt | None] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        # Since this process started (the /metrics counters); the database holds the totals.
         self.sent = self.failed = self.retried = 0
+        self.in_doubt_reclaims = 0  # leases that ran out, taken back by this replica's sweep
+        self.in_doubt_retries = 0   # sends that timed out or dropped after DATA, retried
+        self.lease_lost = 0         # outcomes not recorded: the row had been re-claimed elsewhere
         self._tracer = tracer("notifier")  # once: get_tracer() builds a new tracer on every call
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def counters(self) -> dict[str, int]:
+        """This process's figures since start-up, for /metrics."""
+        return {"sent": self.sent, "failed": self.failed, "retried": self.retried,
+                "in_doubt_reclaims": self.in_doubt_reclaims, "in_doubt_retries": self.in_doubt_retries,
+                "lease_lost": self.lease_lost}
 
     async def run(self) -> None:
         workers = [asyncio.create_task(self._worker(), name=f"dispatch-{i}") for i in range(self.concurrency)]
@@ -144,8 +168,9 @@ class Dispatcher:
                     conn = await held.get()
                     if time.monotonic() - last_sweep >= sweep_every:
                         last_sweep = time.monotonic()
-                        for delivery_id in await repo.release_expired_leases(conn):
-                            log.warning("notifier.delivery.lease_expired", delivery_id=delivery_id)
+                        for row in await repo.release_expired_leases(conn):
+                            self.in_doubt_reclaims += 1
+                            log.warning("notifier.delivery.in_doubt", reason="lease_expired", **dict(row))
                     rows = await repo.claim_due(conn, free, self.settings.lease_seconds) if free > 0 else []
                     error_backoff = 0.1
                 except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -293,7 +318,8 @@ class Dispatcher:
                 (a.delivery.delivery_id, a.delivery.attempts, a.outcome.error_code, a.outcome.error[:2000])
                 for a in failed])
             retry_ids = await repo.mark_retry(conn, [
-                (a.delivery.delivery_id, a.delivery.attempts, a.outcome.error_code, a.outcome.error[:2000], a.retry_in)
+                (a.delivery.delivery_id, a.delivery.attempts, a.outcome.error_code, a.outcome.error[:2000], a.retry_in,
+                 a.outcome.in_doubt)
                 for a in retry])
             recorded = sent_ids | failed_ids
             await outbox.add_many(conn, [a.envelope for a in batch
@@ -303,6 +329,7 @@ class Dispatcher:
             ids = dict(delivery_id=d.delivery_id, tenant_id=d.tenant_id, invoice_id=d.invoice_id,
                        stage=d.stage, channel=d.channel, attempts=d.attempts)
             if d.delivery_id not in recorded | retry_ids:
+                self.lease_lost += 1
                 log.warning("notifier.delivery.lease_lost", **ids)  # re-claimed elsewhere: its outcome wins
             elif isinstance(o, Sent):
                 self.sent += 1
@@ -313,5 +340,8 @@ class Dispatcher:
                             permanent=o.permanent, **ids)
             else:
                 self.retried += 1
+                if o.in_doubt:
+                    self.in_doubt_retries += 1
+                    log.warning("notifier.delivery.in_doubt", reason=o.error_code, **ids)
                 log.info("notifier.delivery.retry_scheduled", error_code=o.error_code, error=o.error[:500],
                          retry_in=round(a.retry_in, 3), **ids)

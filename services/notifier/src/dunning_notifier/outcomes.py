@@ -54,10 +54,14 @@ class Failed:
 
 @dataclass(frozen=True)
 class Retry:
-    """Transient: try again later (the dispatcher turns this into Failed after max_attempts)."""
+    """Transient: try again later (the dispatcher turns this into Failed after max_attempts).
+
+    `in_doubt`: the connection timed out or dropped after the message was handed over (DATA), so
+    the server may have accepted it: the retry may deliver a second copy (counted as in doubt)."""
 
     error_code: str
     error: str
+    in_doubt: bool = False
 
 
 Outcome = Sent | Failed | Retry

@@ -14,8 +14,8 @@ _CLAIMED_COLUMNS = ", ".join(f"d.{c}" for c in (
     "delivery_id", "tenant_id", "invoice_id", "stage_id", "stage", "channel", "recipient", "attempts", "payload",
     "traceparent"))
 _API_COLUMNS = ("delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template, recipient, state,"
-                " attempts, next_attempt_at, provider_message_id, last_error_code, last_error, created_at,"
-                " updated_at, sent_at")
+                " attempts, in_doubt_attempts, last_in_doubt_at, next_attempt_at, provider_message_id,"
+                " last_error_code, last_error, created_at, updated_at, sent_at")
 
 
 async def insert_delivery(conn: asyncpg.Connection, *, delivery_id: str, tenant_id: str, invoice_id: str,
@@ -32,16 +32,22 @@ async def insert_delivery(conn: asyncpg.Connection, *, delivery_id: str, tenant_
     )
 
 
-async def release_expired_leases(conn: Executor) -> list[str]:
-    """Put deliveries whose worker died mid-send (lease ran out) back to pending, due now."""
-    rows = await conn.fetch(
+async def release_expired_leases(conn: Executor) -> list[asyncpg.Record]:
+    """Put deliveries whose worker died or stalled mid-send (lease ran out) back to pending, due now.
+
+    The attempt they were on is in doubt: the SMTP server may have accepted the message before the
+    worker stopped, so the next attempt may deliver a second copy. That is counted in the same
+    statement that takes the row back, so no reclaim goes uncounted (this is the only statement that
+    takes a `sending` row away from its worker)."""
+    return await conn.fetch(
         "UPDATE deliveries SET state = 'pending', claimed_until = NULL, next_attempt_at = now(),"
+        " in_doubt_attempts = in_doubt_attempts + 1, last_in_doubt_at = now(),"
         " last_error_code = 'lease_expired',"
         " last_error = 'the worker sending this delivery stopped before recording the outcome',"
         " updated_at = now()"
-        " WHERE state = 'sending' AND claimed_until < now() RETURNING delivery_id"
+        " WHERE state = 'sending' AND claimed_until < now()"
+        " RETURNING delivery_id, tenant_id, invoice_id, stage, channel, attempts, in_doubt_attempts"
     )
-    return [r["delivery_id"] for r in rows]
 
 
 async def claim_due(conn: Executor, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
@@ -103,17 +109,22 @@ async def mark_failed(conn: asyncpg.Connection, rows: Sequence[tuple[str, int, s
     return {r["delivery_id"] for r in done}
 
 
-async def mark_retry(conn: asyncpg.Connection, rows: Sequence[tuple[str, int, str, str, float]]) -> set[str]:
+async def mark_retry(conn: asyncpg.Connection,
+                     rows: Sequence[tuple[str, int, str, str, float, bool]]) -> set[str]:
+    """Back to pending after a transient failure; `in_doubt` (the last tuple field) when the server
+    may have accepted the message all the same (timeout or disconnect after DATA)."""
     if not rows:
         return set()
-    ids, attempts, codes, errors, delays = (list(c) for c in zip(*rows))
+    ids, attempts, codes, errors, delays, in_doubt = (list(c) for c in zip(*rows))
     done = await conn.fetch(
         "UPDATE deliveries d SET state = 'pending', last_error_code = u.code, last_error = u.error,"
-        " next_attempt_at = now() + make_interval(secs => u.delay), claimed_until = NULL, updated_at = now()"
-        " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::float8[])"
-        " AS u(id, attempts, code, error, delay)"
+        " next_attempt_at = now() + make_interval(secs => u.delay), claimed_until = NULL, updated_at = now(),"
+        " in_doubt_attempts = d.in_doubt_attempts + u.in_doubt::int,"
+        " last_in_doubt_at = CASE WHEN u.in_doubt THEN now() ELSE d.last_in_doubt_at END"
+        " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::float8[], $6::bool[])"
+        " AS u(id, attempts, code, error, delay, in_doubt)"
         + _FENCE + " RETURNING d.delivery_id",
-        ids, attempts, codes, errors, delays,
+        ids, attempts, codes, errors, delays, in_doubt,
     )
     return {r["delivery_id"] for r in done}
 
@@ -134,3 +145,15 @@ async def get_delivery(pool: asyncpg.Pool, tenant_id: str, delivery_id: str) -> 
     return await pool.fetchrow(
         f"SELECT {_API_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND delivery_id = $2", tenant_id, delivery_id
     )
+
+
+async def delivery_totals(pool: asyncpg.Pool) -> tuple[dict[str, int], int, int]:
+    """For /metrics, across every replica: deliveries by state, deliveries with an in-doubt attempt,
+    and in-doubt attempts in all. The count by state reads the whole table (fine at a scrape every
+    few seconds up to a few million rows); the in-doubt sums read only the partial index's rows."""
+    by_state = {r["state"]: r["n"] for r in await pool.fetch(
+        "SELECT state, count(*) AS n FROM deliveries GROUP BY state")}
+    row = await pool.fetchrow(
+        "SELECT count(*) AS deliveries, coalesce(sum(in_doubt_attempts), 0) AS attempts"
+        " FROM deliveries WHERE in_doubt_attempts > 0")
+    return by_state, row["deliveries"], row["attempts"]
