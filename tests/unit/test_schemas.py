@@ -63,7 +63,7 @@ def _base_example(name: str) -> dict[str, Any]:
 
 def test_layout_is_not_empty() -> None:
     assert (SCHEMAS / "envelope.v1.schema.json").is_file()
-    assert len(EVENT_NAMES) == 7
+    assert len(EVENT_NAMES) == 8
     assert (SCHEMAS / "README.md").is_file()
 
 
@@ -109,8 +109,11 @@ def test_example_is_valid(path: Path, registry: Registry) -> None:
         {"$ref": ENVELOPE_ID}, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER
     ).validate(message)
     assert message["type"] == f"dunning.{name}.v{version}"
-    assert message["subject"] == message["data"]["invoice_id"]
-    assert message["tenantid"] == message["data"]["tenant_id"]
+    if message["subject"].startswith("_"):  # a system event: about no invoice and no tenant
+        assert message["tenantid"] == "_system"
+    else:
+        assert message["subject"] == message["data"]["invoice_id"]
+        assert message["tenantid"] == message["data"]["tenant_id"]
 
 
 # --- mutations that must be rejected -------------------------------------------------
@@ -152,9 +155,12 @@ def _other_event_type(msg: dict[str, Any]) -> None:
     msg["type"] = f"dunning.{other}.v1"
 
 
+_INVOICE_FIELD_MUTATIONS = (
+    _delete("data", "invoice_id"), _delete("data", "tenant_id"), _set("inv_short", "data", "invoice_id"))
+
 GENERIC_MUTATIONS = [
-    pytest.param(_delete("data", "invoice_id"), id="missing-data.invoice_id"),
-    pytest.param(_delete("data", "tenant_id"), id="missing-data.tenant_id"),
+    pytest.param(_INVOICE_FIELD_MUTATIONS[0], id="missing-data.invoice_id"),
+    pytest.param(_INVOICE_FIELD_MUTATIONS[1], id="missing-data.tenant_id"),
     pytest.param(_set("surprise", "data", "unexpected_field"), id="unknown-property-in-data"),
     pytest.param(_set("x", "partitionkey"), id="unknown-envelope-property"),
     pytest.param(_set("0.3", "specversion"), id="bad-specversion"),
@@ -164,7 +170,7 @@ GENERIC_MUTATIONS = [
     pytest.param(_set("not-a-uuid", "id"), id="id-not-uuid"),
     pytest.param(_set("2026-11-23T10:00:00+01:00", "time"), id="time-not-utc"),
     pytest.param(_set("INV-2026-00412", "subject"), id="subject-not-invoice-id"),
-    pytest.param(_set("inv_short", "data", "invoice_id"), id="malformed-invoice-id"),
+    pytest.param(_INVOICE_FIELD_MUTATIONS[2], id="malformed-invoice-id"),
     pytest.param(_set("text/plain", "datacontenttype"), id="bad-datacontenttype"),
     pytest.param(_set("00-abc-def-01", "traceparent"), id="bad-traceparent"),
     pytest.param(_delete("data"), id="missing-data"),
@@ -177,11 +183,18 @@ def test_generic_mutation_is_rejected(
     name: str, mutate: Callable[[dict[str, Any]], None], registry: Registry
 ) -> None:
     message = _base_example(name)
+    if message["subject"].startswith("_") and mutate in _INVOICE_FIELD_MUTATIONS:
+        pytest.skip("a system event has no invoice fields (its own fields: SPECIFIC_MUTATIONS)")
     mutate(message)
     assert not _validator(name, registry).is_valid(message)
 
 
 SPECIFIC_MUTATIONS = [
+    pytest.param("PaymentsWatermark", _set("inv_01JD4Q3X8Y9Z0A1B2C3D4E5F6G", "subject"), id="Watermark-invoice-subject"),
+    pytest.param("PaymentsWatermark", _set("ten_1", "tenantid"), id="Watermark-tenant"),
+    pytest.param("PaymentsWatermark", _set({"0": -1}, "data", "payments_offsets"), id="Watermark-negative-offset"),
+    pytest.param("PaymentsWatermark", _set({"p0": 1}, "data", "invoice_positions"), id="Watermark-partition-name"),
+    pytest.param("PaymentsWatermark", _set("2026-11-23T10:15:00+01:00", "data", "watermark"), id="Watermark-not-utc"),
     pytest.param("InvoiceIssued", _money_as_number("data", "amount_due"), id="InvoiceIssued-amount_due-as-number"),
     pytest.param("InvoiceIssued", _set("1250.0001", "data", "amount_due"), id="InvoiceIssued-amount-4-decimals"),
     pytest.param("InvoiceIssued", _set("1,250.00", "data", "amount_due"), id="InvoiceIssued-amount-thousands-sep"),
@@ -240,6 +253,7 @@ def test_expected_topics(topics: dict[str, dict[str, Any]]) -> None:
         "dunning.stages.v1",
         "dunning.deliveries.v1",
         "dunning.deadletter.v1",
+        "dunning.watermarks.v1",
     }
 
 
@@ -250,11 +264,12 @@ def test_topic_entry_shape(path: Path) -> None:
     required = {"topic", "description", "key", "partitions", "producers", "consumers", "events"}
     required |= {"compatibility", "retention"}
     assert required <= set(entry)
-    assert entry["partitions"] == 6
+    # invoice topics are spread by invoice id; the watermark is one ordered stream of statements
+    assert entry["partitions"] == (1 if entry["key"] == "_payments" else 6)
     assert entry["compatibility"] == "a breaking change is a new version, never an edit"
     assert entry["producers"]
-    if entry["events"]:  # every schema'd (invoice) topic is keyed by invoice id
-        assert entry["key"] == "invoice_id"
+    if entry["events"]:  # every schema'd topic is keyed by invoice id, but the system watermark
+        assert entry["key"] == ("_payments" if entry["topic"] == "dunning.watermarks.v1" else "invoice_id")
         carried = {e["name"] for e in entry["events"]}
         for consumer in entry["consumers"]:
             assert consumer["service"] and consumer["group"]

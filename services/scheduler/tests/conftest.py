@@ -32,7 +32,8 @@ def schema(migrated) -> str:
 @pytest.fixture
 def settings(infra, schema) -> Settings:
     return Settings(database_url=infra.database_url, kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
-                    db_schema=schema, consumer_group=f"scheduler-{uuid.uuid4().hex[:8]}", relay_poll_seconds=0.05)
+                    db_schema=schema, consumer_group=f"scheduler-{uuid.uuid4().hex[:8]}", relay_poll_seconds=0.05,
+                    payments_gate=False)  # the scheduler alone; the gate has its own tests
 
 
 @pytest.fixture

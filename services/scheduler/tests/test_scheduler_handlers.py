@@ -62,7 +62,7 @@ async def test_second_offsets_fire_stage_escalated_with_the_invoice_snapshot(poo
     invoice_id = event["subject"]
     await h.apply(pool, event)
     schema = await pool.fetchval("SELECT current_schema()")
-    loop = FiringLoop(pool, schema, batch_size=100)
+    loop = FiringLoop(pool, schema, batch_size=100, gated=False)
 
     async def fired():
         await loop.fire_once()
@@ -90,7 +90,7 @@ async def test_settling_payment_cancels_pending_stages_and_leaves_fired_ones(poo
     invoice_id = event["subject"]
     await h.apply(pool, event)
     schema = await pool.fetchval("SELECT current_schema()")
-    assert await FiringLoop(pool, schema).fire_once() == 1
+    assert await FiringLoop(pool, schema, gated=False).fire_once() == 1
 
     await h.apply(pool, h.payment_received(invoice_id, balance="0.00", settled=True))
     states = {r["stage"]: (r["state"], r["reason"]) for r in await h.timers(pool, invoice_id)}
@@ -118,7 +118,7 @@ async def test_partial_payment_shows_in_later_reminders_and_stale_payments_never
                                            acknowledged_at=t0 - timedelta(minutes=5)))  # stale
     await pool.execute("UPDATE timers SET scheduled_at = now() WHERE invoice_id = $1 AND stage = 'soft'", invoice_id)
     schema = await pool.fetchval("SELECT current_schema()")
-    assert await FiringLoop(pool, schema).fire_once() == 1
+    assert await FiringLoop(pool, schema, gated=False).fire_once() == 1
     [escalated] = await h.outbox_events(pool, ESCALATED, invoice_id)
     validate(escalated)
     assert escalated["data"]["invoice"]["balance"] == "750.00"
@@ -142,7 +142,7 @@ async def test_payment_before_invoice_plans_everything_cancelled_and_fires_nothi
     validate(planned)
     assert {s["state"] for s in planned["data"]["stages"]} == {"cancelled"}
     schema = await pool.fetchval("SELECT current_schema()")
-    assert await FiringLoop(pool, schema).fire_once() == 0
+    assert await FiringLoop(pool, schema, gated=False).fire_once() == 0
     assert await h.outbox_events(pool, ESCALATED, invoice_id) == []
     assert await h.outbox_events(pool, CANCELLED, invoice_id) == []
 
@@ -155,7 +155,7 @@ async def test_an_old_invoice_imported_late_fires_one_reminder_not_four(pool, h)
     assert states == [("pre_due", "skipped"), ("soft", "skipped"), ("firm", "skipped"),
                       ("final", "scheduled"), ("collections", "scheduled")]
     schema = await pool.fetchval("SELECT current_schema()")
-    assert await FiringLoop(pool, schema).fire_once() == 1
+    assert await FiringLoop(pool, schema, gated=False).fire_once() == 1
     [escalated] = await h.outbox_events(pool, ESCALATED, invoice_id)
     assert escalated["data"]["stage"] == "final"
 
@@ -179,7 +179,7 @@ async def test_a_partial_payment_before_its_invoice_sets_the_balance_reminders_s
     assert {r["state"] for r in await h.timers(pool, invoice_id)} == {"scheduled"}
     await pool.execute("UPDATE timers SET scheduled_at = now() WHERE invoice_id = $1 AND sequence = 0", invoice_id)
     schema = await pool.fetchval("SELECT current_schema()")
-    assert await FiringLoop(pool, schema).fire_once() == 1
+    assert await FiringLoop(pool, schema, gated=False).fire_once() == 1
     [escalated] = await h.outbox_events(pool, ESCALATED, invoice_id)
     validate(escalated)
     assert escalated["data"]["invoice"]["amount_due"] == "1250.00"

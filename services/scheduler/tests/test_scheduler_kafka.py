@@ -90,7 +90,8 @@ async def test_two_firing_loops_never_fire_a_timer_twice(pool, infra, schema, h)
     assert total == 1500
 
     second_pool = await create_pool(infra.database_url, schema)
-    loops = [FiringLoop(pool, schema, batch_size=40, name="a"), FiringLoop(second_pool, schema, batch_size=40, name="b")]
+    loops = [FiringLoop(pool, schema, batch_size=40, name="a", gated=False),
+             FiringLoop(second_pool, schema, batch_size=40, name="b", gated=False)]
     tasks = [asyncio.create_task(loop.run()) for loop in loops]
     try:
         async def drained():

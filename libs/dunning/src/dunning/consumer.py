@@ -4,6 +4,13 @@ decode -> batch -> apply in one DB transaction (a savepoint per message, inbox d
 the DB -> commit offsets. Offsets are committed only after the database has committed, so a crash
 anywhere means redelivery, never loss; the inbox makes redelivery harmless.
 
+Two options for consumers whose progress others rely on:
+- `track_positions`: the next offset of each partition applied is written to `consumer_positions`
+  in the batch's transaction, so it never runs ahead of the state (reconciliation publishes it in
+  its payments watermark; the scheduler compares it with the watermark's offsets).
+- `inboxless_types`: events whose handler is idempotent by construction (a watermark: "greatest
+  wins") skip the inbox: a heartbeat a few times a second would only fill it.
+
 Two kinds of failure, told apart (arroyo's rule):
 - infrastructure (database or broker unreachable, serialization conflicts): the whole batch is
   rolled back and retried with exponential backoff, a bounded number of times; then the process
@@ -72,12 +79,33 @@ def _message_scope(record: ConsumerRecord, event: Event):
         clear_context("tenant_id", "invoice_id", "event_id", "event_type")
 
 
+def _located(event: Event, record: ConsumerRecord) -> Event:
+    """The event with the partition and offset it was read at (handlers that gate on positions use them)."""
+    object.__setattr__(event, "partition", record.partition)
+    object.__setattr__(event, "offset", record.offset)
+    return event
+
+
+async def _record_positions(conn: asyncpg.Connection, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    """Next offset per partition applied, in the batch's transaction; never moves backwards (a
+    rebalance may hand a partition to a replica that re-reads it from an older commit)."""
+    tps = list(batch)
+    await conn.execute(
+        "INSERT INTO consumer_positions AS c (topic, partition, next_offset)"
+        " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])"
+        " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = greatest(c.next_offset, EXCLUDED.next_offset),"
+        " updated_at = now()",
+        [tp.topic for tp in tps], [tp.partition for tp in tps], [batch[tp][-1].offset + 1 for tp in tps],
+    )
+
+
 class ConsumerRunner:
     def __init__(self, *, name: str, pool: asyncpg.Pool, bootstrap_servers: str, group_id: str,
                  topics: list[str], handlers: dict[str, Handler], batch_max: int = 500,
                  fetch_wait_ms: int = 50, max_infra_retries: int = 8, handler_attempts: int = 3,
                  client_id: str | None = None, session_timeout_ms: int = 6000,
-                 rebalance_timeout_ms: int = 1000, batch_handlers: dict[str, BatchHandler] | None = None):
+                 rebalance_timeout_ms: int = 1000, batch_handlers: dict[str, BatchHandler] | None = None,
+                 track_positions: bool = False, inboxless_types: frozenset[str] = frozenset()):
         self.name = name
         self.pool = pool
         self.bootstrap_servers = bootstrap_servers
@@ -86,6 +114,8 @@ class ConsumerRunner:
         self.handlers = handlers
         self.batch_handlers = batch_handlers or {}
         self.batch_max = batch_max
+        self.track_positions = track_positions
+        self.inboxless_types = inboxless_types
         self.fetch_wait_ms = fetch_wait_ms
         self.max_infra_retries = max_infra_retries
         self.handler_attempts = handler_attempts
@@ -102,7 +132,8 @@ class ConsumerRunner:
     @classmethod
     def from_settings(cls, settings, pool: asyncpg.Pool, *, name: str, topics: list[str],
                       handlers: dict[str, Handler], batch_handlers: dict[str, BatchHandler] | None = None,
-                      group_id: str | None = None) -> "ConsumerRunner":
+                      group_id: str | None = None, track_positions: bool = False,
+                      inboxless_types: frozenset[str] = frozenset()) -> "ConsumerRunner":
         """A runner configured from a service's settings (CommonSettings plus its `consumer_group`)."""
         return cls(
             name=name, pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -111,6 +142,7 @@ class ConsumerRunner:
             batch_max=settings.consumer_batch_max, fetch_wait_ms=settings.consumer_fetch_wait_ms,
             max_infra_retries=settings.consumer_max_infra_retries,
             handler_attempts=settings.consumer_handler_attempts, client_id=settings.service_name,
+            track_positions=track_positions, inboxless_types=inboxless_types,
         )
 
     def stop(self) -> None:
@@ -168,6 +200,8 @@ class ConsumerRunner:
                             await self._apply(conn, record)
                     else:
                         await self._apply_fast(conn, records)
+                    if self.track_positions:
+                        await _record_positions(conn, batch)
                 break
             except _NeedsCare:
                 careful = True
@@ -196,15 +230,18 @@ class ConsumerRunner:
             except InvalidEvent:
                 raise _NeedsCare from None
             if event.type in self.handlers:
-                todo.append((record, event))
+                todo.append((record, _located(event, record)))
         if not todo:
             return
-        fresh = {row[0] for row in await conn.fetch(
-            "INSERT INTO inbox (event_id, event_type, topic)"
-            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])"
-            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text",
-            [e.id for _, e in todo], [e.type for _, e in todo], [r.topic for r, _ in todo],
-        )}
+        logged = [(r, e) for r, e in todo if e.type not in self.inboxless_types]
+        fresh = {e.id for r, e in todo if e.type in self.inboxless_types}
+        if logged:
+            fresh.update(row[0] for row in await conn.fetch(
+                "INSERT INTO inbox (event_id, event_type, topic)"
+                " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])"
+                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text",
+                [e.id for _, e in logged], [e.type for _, e in logged], [r.topic for r, _ in logged],
+            ))
         runs: list[list[tuple[ConsumerRecord, Event]]] = []  # consecutive fresh events, by type
         for record, event in todo:
             if event.id not in fresh:
@@ -238,11 +275,13 @@ class ConsumerRunner:
         handler = self.handlers.get(event.type)
         if handler is None:
             return  # another consumer's event on a shared topic
+        event = _located(event, record)
+        inboxless = event.type in self.inboxless_types
         with _message_scope(record, event):
             for attempt in range(1, self.handler_attempts + 1):
                 try:
                     async with conn.transaction():  # a savepoint: one message's failure is its own
-                        if await inbox.claim(conn, event.id, event.type, record.topic):
+                        if inboxless or await inbox.claim(conn, event.id, event.type, record.topic):
                             await handler(conn, event)
                     return
                 except INFRA_ERRORS:

@@ -47,6 +47,9 @@ class Event:
     data: dict[str, Any]
     traceparent: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # Where the consumer read it (set by the consumer runner; None for an event not read from Kafka).
+    partition: int | None = field(default=None, compare=False)
+    offset: int | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:

@@ -1,5 +1,5 @@
 """The one place where reconciliation is wired: pool, producer, HTTP app, the InvoiceIssued consumer,
-the outbox relay and housekeeping. Tests call the same functions."""
+the payments watermark, the outbox relay and housekeeping. Tests call the same functions."""
 
 import asyncio
 
@@ -13,6 +13,7 @@ from dunning.runtime import Service, open_infrastructure, relay_for
 from dunning_reconciliation.api import Deps, create_app
 from dunning_reconciliation.handlers import BATCH_HANDLERS, HANDLERS
 from dunning_reconciliation.settings import Settings
+from dunning_reconciliation.watermark import WatermarkPublisher
 
 log = get_logger(__name__)
 
@@ -20,7 +21,15 @@ log = get_logger(__name__)
 def consumer_for(settings: Settings, pool: asyncpg.Pool) -> ConsumerRunner:
     return ConsumerRunner.from_settings(
         settings, pool, name="reconciliation.invoices",
-        topics=[settings.invoices_topic], handlers=HANDLERS, batch_handlers=BATCH_HANDLERS)
+        topics=[settings.invoices_topic], handlers=HANDLERS, batch_handlers=BATCH_HANDLERS,
+        track_positions=True)  # published in the payments watermark
+
+
+def watermark_for(settings: Settings, pool: asyncpg.Pool, producer) -> WatermarkPublisher:
+    return WatermarkPublisher(pool, producer, bootstrap_servers=settings.kafka_bootstrap_servers,
+                              payments_topic=settings.payments_topic, invoices_topic=settings.invoices_topic,
+                              watermarks_topic=settings.watermarks_topic,
+                              interval_seconds=settings.watermark_interval_seconds)
 
 
 class Housekeeping:
@@ -51,12 +60,15 @@ class Housekeeping:
 
 async def bootstrap(settings: Settings) -> Service:
     pool, producer = await open_infrastructure(settings)
+    workers = [consumer_for(settings, pool), Housekeeping(pool, settings)]
+    if settings.watermark_enabled:
+        workers.append(watermark_for(settings, pool, producer))
     return Service(
         name=settings.service_name,
         settings=settings,
         pool=pool,
         producer=producer,
         app=create_app(Deps(pool, settings)),
-        workers=[consumer_for(settings, pool), Housekeeping(pool, settings)],
+        workers=workers,
         relay=relay_for(settings, pool, producer),
     )

@@ -62,7 +62,8 @@ class IncomingPayment:
     stripe_object_id: str | None = None
     fingerprint: str | None = None
     payment_id: str = field(default_factory=lambda: new_id("pay"))
-    # Set when the payment was acknowledged before (a late match): the original 2xx time.
+    # Read inside the watermark's fence by the transaction that acknowledges the payment (the 2xx
+    # follows its commit); a late match carries the original time.
     acknowledged_at: datetime | None = None
 
 

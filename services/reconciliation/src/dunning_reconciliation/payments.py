@@ -56,6 +56,7 @@ async def record_payment(pool: asyncpg.Pool, tenant_id: str, body: PaymentIn) ->
     """Returns (201, payment) for a new payment, (200, first answer) for an identical retry."""
     payment = incoming_payment(tenant_id, body)
     async with pool.acquire() as conn, conn.transaction():
+        payment = await reconcile.acknowledging(conn, payment)  # first: the watermark's fence
         await repo.lock_names(conn, [f"reconciliation-api-ref\x1f{tenant_id}\x1f{body.reference}"])
         earlier = await repo.payment_by_reference(conn, tenant_id, SOURCE, body.reference)
         if earlier is not None:

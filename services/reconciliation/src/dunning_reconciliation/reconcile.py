@@ -10,6 +10,7 @@ matching keys (tenant + invoice id / external id / number): a payment that finds
 InvoiceIssued that would have matched it take the same lock, so one of them always sees the other.
 """
 
+from dataclasses import replace
 from decimal import Decimal
 
 import asyncpg
@@ -21,6 +22,7 @@ from dunning.logging import get_logger
 from dunning.money import format_amount, quantize
 
 from dunning_reconciliation import repository as repo
+from dunning_reconciliation.watermark import acknowledge_time
 from dunning_reconciliation.domain import (
     APPLIED,
     PENDING_MATCH,
@@ -48,15 +50,24 @@ async def lock_keys(conn: asyncpg.Connection, tenant_id: str, keys: MatchKeys) -
     await repo.lock_names(conn, keys.lock_names(tenant_id))
 
 
+async def acknowledging(conn: asyncpg.Connection, p: IncomingPayment) -> IncomingPayment:
+    """The payment with its acknowledgement time, read inside the payments watermark's fence (see
+    watermark.py). Call it first in the transaction, before any other lock: a transaction waiting
+    for the fence must hold nothing another fence holder could wait for."""
+    return replace(p, acknowledged_at=await acknowledge_time(conn))
+
+
 async def receive(conn: asyncpg.Connection, p: IncomingPayment, *, strict_currency: bool = False) -> Outcome:
     """Match the payment to its invoice and apply it, or keep it until the invoice is known."""
+    if p.acknowledged_at is None:
+        p = await acknowledging(conn, p)
     await lock_keys(conn, p.tenant_id, p.keys)
     invoice_id = await repo.find_invoice(conn, p.tenant_id, p.keys)
     if invoice_id is not None:
         return await apply_payment(conn, invoice_id, p, strict_currency=strict_currency)
     await repo.save_payment(
         conn, p, invoice_id=None, status=UNMATCHED, amount_applied=Decimal(0), unapplied_amount=p.amount,
-        balance_remaining=None, settled=False, acknowledged_at=p.acknowledged_at or utcnow(), applied_at=None,
+        balance_remaining=None, settled=False, acknowledged_at=p.acknowledged_at, applied_at=None,
     )
     log.info("reconciliation.payment.pending_match", payment_id=p.payment_id, source=p.source,
              source_reference=p.source_reference, match_invoice_id=p.keys.invoice_id,
@@ -72,8 +83,10 @@ async def apply_payment(conn: asyncpg.Connection, invoice_id: str, p: IncomingPa
     an invoice that is already paid is recorded with amount_applied 0 and publishes nothing: the
     invoice's settling PaymentReceived went out before, and downstream has nothing new to act on.
     """
+    if p.acknowledged_at is None:
+        p = await acknowledging(conn, p)
     invoice = await repo.lock_invoice(conn, p.tenant_id, invoice_id)
-    acknowledged_at = p.acknowledged_at or utcnow()
+    acknowledged_at = p.acknowledged_at
     if invoice["currency"] != p.currency:
         if strict_currency:
             raise CurrencyMismatch(invoice_id, invoice["currency"], p.currency)

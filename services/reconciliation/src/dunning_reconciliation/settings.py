@@ -14,6 +14,12 @@ class Settings(CommonSettings):
 
     consumer_group: str = "reconciliation"
     invoices_topic: str = "dunning.invoices.v1"
+    payments_topic: str = "dunning.payments.v1"
+    # The payments watermark (watermark.py): the scheduler's firing gate. A stage fires at the first
+    # statement after its time, so this interval is most of the lateness when all is healthy.
+    watermark_enabled: bool = True
+    watermarks_topic: str = "dunning.watermarks.v1"
+    watermark_interval_seconds: float = 0.25
     # Stripe's default: a signed timestamp more than this far from now is refused (replay window).
     webhook_tolerance_seconds: int = 300
     # Stripe events are a few KB; anything much larger is not one.

@@ -59,6 +59,8 @@ async def receive_stripe_event(pool: asyncpg.Pool, tenant_id: str, signature: st
 
 async def _record(conn: asyncpg.Connection, tenant_id: str, event_id: str, event_type: str,
                   payment) -> dict[str, Any]:
+    if not isinstance(payment, Ignored):
+        payment = await reconcile.acknowledging(conn, payment)  # first: the watermark's fence
     if not await repo.claim_stripe_event(conn, tenant_id, event_id, event_type):
         log.info("reconciliation.webhook.duplicate", stripe_event_id=event_id, event_type=event_type)
         return {"status": DUPLICATE}

@@ -186,6 +186,10 @@ async def bench_fire(dsn: str, bootstrap: str, timers: int, batch: int, loops: i
         async with pool.acquire() as conn:
             for statement in _SEED.strip().split(";\n"):
                 await conn.execute(statement.replace("$1", str(timers // 5)))
+            # The payments gate is on, as in production: one statement that covers every timer.
+            await conn.execute(
+                "INSERT INTO payment_watermarks (statement_id, watermark, payments_offsets, invoice_positions,"
+                " computed_at) VALUES (gen_random_uuid(), now() + interval '1 hour', '{}', '{}', now())")
             await conn.execute("ANALYZE timers; ANALYZE invoices")
         total = await pool.fetchval("SELECT count(*) FROM timers WHERE state = 'scheduled'")
         firing = [FiringLoop(pool, schema, batch_size=batch, name=f"loop{i}") for i in range(loops)]

@@ -5,7 +5,10 @@ share the work and never fire a timer twice), marks them fired and writes one St
 timer to the outbox, all in one transaction; the outbox relay publishes them. A full batch means
 more are due: go again at once. Otherwise sleep until the next timer is due or `poll_seconds`,
 whichever is sooner; a NOTIFY on `scheduler_timers_<schema>` (sent when a timer is planned due
-now) wakes the loop early.
+now, and when a payments watermark arrives) wakes the loop early.
+
+The payments gate (repository._FIRE_DUE) may hold due timers back: then the loop waits for the next
+watermark (its NOTIFY) or `poll_seconds`, and prunes superseded watermark statements now and then.
 """
 
 import asyncio
@@ -26,12 +29,14 @@ log = get_logger(__name__)
 
 class FiringLoop:
     def __init__(self, pool: asyncpg.Pool, schema: str, *, batch_size: int = 2000, poll_seconds: float = 0.1,
-                 name: str = "firing"):
+                 name: str = "firing", gated: bool = True):
         self.pool = pool
         self.schema = schema
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.name = name
+        self.gated = gated
+        self._last_prune = 0.0
         self.paused = False
         self.fired_total = 0  # counters for metrics and the bench
         self.batches = 0
@@ -50,7 +55,7 @@ class FiringLoop:
     async def fire_once(self) -> int:
         """Fire one batch of due timers; returns how many fired."""
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await repository.fire_due(conn, self.batch_size)
+            rows = await repository.fire_due(conn, self.batch_size, gated=self.gated)
             if rows:
                 await outbox.add_many(conn, [messages.stage_escalated(r) for r in rows])
         if rows:
@@ -63,9 +68,15 @@ class FiringLoop:
     async def _sleep_seconds(self) -> float:
         async with self.pool.acquire() as conn:
             next_due = await repository.next_due_at(conn)
+            if self.gated and time.monotonic() - self._last_prune > 30:
+                self._last_prune = time.monotonic()
+                await repository.prune_watermarks(conn)
         if next_due is None:
             return self.poll_seconds
-        return max(0.0, min(self.poll_seconds, (next_due - utcnow()).total_seconds()))
+        wait = (next_due - utcnow()).total_seconds()
+        if wait <= 0:  # due but held by the gate: the next watermark's NOTIFY wakes us
+            return self.poll_seconds
+        return min(self.poll_seconds, wait)
 
     async def run(self) -> None:
         listener = await self.pool.acquire()

@@ -8,6 +8,8 @@ has claimed the event id, and writes its events to the outbox in that same trans
   stale and ignored); once settled, cancel every pending timer (same statement) and emit
   StagesCancelled. A payment may arrive before its invoice: the invoice row is created settled, and
   its plan will be all `cancelled`.
+- PaymentsWatermark: keep reconciliation's statement (the firing gate, see repository._FIRE_DUE)
+  and wake the firing loop. Idempotent by construction, so it skips the inbox.
 """
 
 from datetime import datetime
@@ -25,7 +27,8 @@ from dunning_scheduler.planner import TIMERS_CHANNEL, plan_invoices
 from dunning_scheduler.planning import SETTLED
 
 log = get_logger(__name__)
-__all__ = ["HANDLERS", "BATCH_HANDLERS", "TIMERS_CHANNEL", "on_invoice_issued", "on_payment_received"]
+__all__ = ["HANDLERS", "BATCH_HANDLERS", "INBOXLESS", "TIMERS_CHANNEL", "on_invoice_issued", "on_payment_received",
+           "on_payments_watermark"]
 
 
 async def on_invoice_issued(conn: asyncpg.Connection, event: Event) -> None:
@@ -61,13 +64,28 @@ async def on_payment_received(conn: asyncpg.Connection, event: Event) -> None:
     log.info("scheduler.stages.cancelled", reason=SETTLED, count=len(cancelled))
 
 
+WATERMARK = "dunning.PaymentsWatermark.v1"
+
+
+async def on_payments_watermarks(conn: asyncpg.Connection, events: list[Event]) -> None:
+    await repository.store_watermarks(conn, [(e.id, e.data) for e in events])
+    await conn.execute("SELECT pg_notify($1 || '_' || current_schema(), '')", TIMERS_CHANNEL)
+
+
+async def on_payments_watermark(conn: asyncpg.Connection, event: Event) -> None:
+    await on_payments_watermarks(conn, [event])
+
+
 HANDLERS = {
     "dunning.InvoiceIssued.v1": on_invoice_issued,
     "dunning.PaymentReceived.v1": on_payment_received,
+    WATERMARK: on_payments_watermark,
 }
+INBOXLESS = frozenset({WATERMARK})
 
 # For a consumer runner that applies a run of consecutive events of one type in one call (a list, in
 # order, inside the batch's transaction): planning a batch of InvoiceIssued is one statement in all.
 BATCH_HANDLERS = {
     "dunning.InvoiceIssued.v1": plan_invoices,
+    WATERMARK: on_payments_watermarks,
 }

@@ -66,6 +66,7 @@ class PlanBatch:
             envelope["id"], headers, dumps(envelope).decode(),
             [[t.stage_id, t.stage, t.sequence, t.channel, t.template, t.scheduled_at, t.state, t.reason]
              for t in timers],
+            event.partition, event.offset,  # the payments gate waits for reconciliation to pass it
         ])
         self.plans.append((active, due_date, issued_at, timers))
 

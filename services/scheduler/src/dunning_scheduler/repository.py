@@ -25,7 +25,7 @@ TIMER_COLUMNS = ("stage_id, tenant_id, invoice_id, stage, sequence, channel, tem
 PLAN_INVOICE_FIELDS = ("n", "invoice_id", "tenant_id", "external_id", "number", "currency", "amount_due",
                        "issue_date", "due_date", "payment_url", "customer", "issued_at", "issued_event_id",
                        "policy_id", "policy_version", "stored_version", "stored_at", "due_now", "lane", "event_id",
-                       "headers", "payload", "timers")
+                       "headers", "payload", "timers", "gate_partition", "gate_offset")
 PLAN_TIMER_FIELDS = ("stage_id", "stage", "sequence", "channel", "template", "scheduled_at", "state", "reason")
 _PLAN = """
 WITH u AS MATERIALIZED (
@@ -35,7 +35,8 @@ WITH u AS MATERIALIZED (
            (x->>11)::timestamptz AS issued_at, (x->>12)::uuid AS issued_event_id, x->>13 AS policy_id,
            (x->>14)::int AS policy_version, (x->>15)::int AS stored_version, (x->>16)::timestamptz AS stored_at,
            (x->>17)::boolean AS due_now, (x->>18)::smallint AS lane, (x->>19)::uuid AS event_id,
-           x->20 AS headers, convert_to(x->>21, 'UTF8') AS payload, x->22 AS timers
+           x->20 AS headers, convert_to(x->>21, 'UTF8') AS payload, x->22 AS timers,
+           (x->>23)::int AS gate_partition, (x->>24)::bigint AS gate_offset
     FROM jsonb_array_elements($1::text::jsonb) AS x
 ), current_policy AS (
     SELECT u.n FROM u LEFT JOIN LATERAL (
@@ -65,9 +66,9 @@ WITH u AS MATERIALIZED (
     SELECT u.*, inv.settled FROM u JOIN inv USING (invoice_id)
 ), tim AS (
     INSERT INTO timers (stage_id, tenant_id, invoice_id, stage, sequence, channel, template, scheduled_at, state,
-                        reason, policy_version)
+                        reason, policy_version, gate_partition, gate_offset)
     SELECT t->>0, p.tenant_id, p.invoice_id, t->>1, (t->>2)::int, t->>3, t->>4, (t->>5)::timestamptz, t->>6,
-           t->>7, p.policy_version
+           t->>7, p.policy_version, p.gate_partition, p.gate_offset
     FROM planned AS p CROSS JOIN LATERAL jsonb_array_elements(p.timers) AS t
     WHERE NOT p.settled
 ), box AS (
@@ -165,27 +166,81 @@ async def apply_payment(conn: asyncpg.Connection, *, invoice_id: str, tenant_id:
     return rows[0], [r for r in rows if r["stage_id"] is not None]
 
 
-# The firing query, in one place: a gate (pause, payments watermark, send windows) is one more
-# condition in `due`. SKIP LOCKED lets several scheduler replicas fire side by side, each timer once.
-_FIRE_DUE = """
+# The firing query, in one place. SKIP LOCKED lets several scheduler replicas fire side by side,
+# each timer once. The payments gate (see reconciliation's watermark.py for the statement's proof):
+# of the watermark statements whose payments offsets this scheduler has applied (consumer_positions,
+# written in the transaction that applied the payments), the best watermark and the best position
+# per invoices partition. A timer fires only if it is due, its time is at or before that watermark,
+# and its InvoiceIssued is below reconciliation's position. No statement: nothing fires.
+# $2 false turns the gate off (a deployment without reconciliation; tests of the scheduler alone).
+_GATE = """
+WITH applied AS (
+    SELECT partition::text AS partition, next_offset FROM consumer_positions WHERE topic = $3
+), usable AS (
+    SELECT s.watermark, s.invoice_positions FROM payment_watermarks AS s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM jsonb_each_text(s.payments_offsets) AS o(partition, end_offset)
+        LEFT JOIN applied AS a USING (partition)
+        WHERE coalesce(a.next_offset, 0) < o.end_offset::bigint)
+), gate AS (
+    SELECT (SELECT max(watermark) FROM usable) AS watermark,
+           (SELECT coalesce(jsonb_object_agg(partition, position), '{}'::jsonb) FROM (
+                SELECT p.key AS partition, max(p.value::bigint) AS position
+                FROM usable CROSS JOIN LATERAL jsonb_each_text(usable.invoice_positions) AS p
+                GROUP BY p.key) AS best) AS positions
+)
+"""
+_FIRE_DUE = _GATE + """
 UPDATE timers AS t SET state = 'fired', fired_at = now()
 FROM invoices AS i
 WHERE t.stage_id = ANY(ARRAY(
-        SELECT stage_id FROM timers
-        WHERE state = 'scheduled' AND scheduled_at <= now()
-        ORDER BY scheduled_at
+        SELECT d.stage_id FROM timers AS d, gate
+        WHERE d.state = 'scheduled' AND d.scheduled_at <= now()
+          AND (NOT $2 OR (d.scheduled_at <= gate.watermark
+                          AND (d.gate_offset IS NULL
+                               OR d.gate_offset < (gate.positions ->> d.gate_partition::text)::bigint)))
+        ORDER BY d.scheduled_at
         LIMIT $1
-        FOR UPDATE SKIP LOCKED))
+        FOR UPDATE OF d SKIP LOCKED))
   AND i.invoice_id = t.invoice_id
 RETURNING t.stage_id, t.tenant_id, t.invoice_id, t.stage, t.sequence, t.channel, t.template, t.scheduled_at,
           t.fired_at, i.external_id, i.number, i.currency, i.amount_due, i.balance, i.issue_date, i.due_date,
           i.payment_url, i.customer
 """
+PAYMENTS_TOPIC = "dunning.payments.v1"
 
 
-async def fire_due(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
-    """Claim up to `limit` due timers and mark them fired (inside the caller's transaction)."""
-    return await conn.fetch(_FIRE_DUE, limit)
+async def fire_due(conn: asyncpg.Connection, limit: int, *, gated: bool = True,
+                   payments_topic: str = PAYMENTS_TOPIC) -> list[asyncpg.Record]:
+    """Claim up to `limit` due timers the gate lets through and mark them fired (inside the caller's
+    transaction)."""
+    return await conn.fetch(_FIRE_DUE, limit, gated, payments_topic)
+
+
+async def gate_state(conn: asyncpg.Connection, payments_topic: str = PAYMENTS_TOPIC) -> asyncpg.Record:
+    """The gate as the firing query sees it now: watermark (None: no usable statement) and positions."""
+    return await conn.fetchrow(_GATE + "SELECT watermark, positions FROM gate", payments_topic)
+
+
+async def store_watermarks(conn: asyncpg.Connection, statements: list[tuple[str, dict]]) -> None:
+    """Keep the statements (id, data); a redelivered one is already there."""
+    await conn.execute(
+        "INSERT INTO payment_watermarks (statement_id, watermark, payments_offsets, invoice_positions, computed_at)"
+        " SELECT (s->>0)::uuid, (s->>1)::timestamptz, s->2, s->3, (s->>4)::timestamptz"
+        " FROM jsonb_array_elements($1::text::jsonb) AS s ON CONFLICT (statement_id) DO NOTHING",
+        orjson.dumps([[sid, d["watermark"], d["payments_offsets"], d["invoice_positions"], d["computed_at"]]
+                      for sid, d in statements]).decode(),
+    )
+
+
+async def prune_watermarks(conn: asyncpg.Connection, keep_seconds: float = 300.0) -> int:
+    """Forget statements older than the best usable one, or received more than keep_seconds ago
+    and superseded: a newer statement says more. Never the newest few."""
+    result = await conn.execute(
+        "DELETE FROM payment_watermarks WHERE statement_id IN ("
+        " SELECT statement_id FROM payment_watermarks ORDER BY received_at DESC OFFSET 20)"
+        " AND received_at < now() - make_interval(secs => $1)", keep_seconds)
+    return int(result.split()[-1])
 
 
 async def next_due_at(conn: asyncpg.Connection) -> datetime | None:

@@ -18,3 +18,6 @@ class Settings(CommonSettings):
     firing_enabled: bool = True
     fire_batch_size: int = 2000
     fire_poll_seconds: float = 0.1
+    # Fire only what reconciliation's payments watermark covers (the cancel guarantee). Off only for
+    # a deployment without reconciliation, or to test the scheduler alone.
+    payments_gate: bool = True

@@ -1,0 +1,172 @@
+"""The payments watermark: how far what reconciliation knows about payments has been published.
+
+The promise it serves: once reconciliation has answered 2xx to a payment that settles an invoice, no
+reminder scheduled at or after that answer is sent. The scheduler fires a stage scheduled at S only
+after it has consumed a statement "every payment acknowledged at or before W is on the payments topic
+below these offsets" with W >= S, and has applied the payments topic up to those offsets. So a
+stalled relay, a dead reconciliation or a lagging scheduler consumer make reminders wait (the safe
+side); they never fire past what is known about payments.
+
+One statement, made by one replica at a time (a session advisory lock elects it), every
+`watermark_interval_seconds`:
+
+1. Fence. Every transaction that acknowledges a payment first takes the ACK_FENCE lock in shared
+   mode and only then reads the clock for `acknowledged_at` (`acknowledge_time`). The publisher
+   takes the same lock exclusively and reads the clock: F. When it holds the lock, every transaction
+   that acknowledged before has committed; every later one reads a clock after F. So all payments
+   acknowledged at or before F are committed.
+2. Snapshot (one statement, after the fence): the oldest PaymentReceived still in the outbox, and
+   the consumer positions on the invoices topic. A row still waiting was written by a transaction
+   that started at its created_at, so its payment was acknowledged no earlier:
+   W = min(F, oldest waiting created_at - 1 us). Every payment acknowledged at or before W has left
+   the outbox, i.e. the broker acknowledged it.
+3. Late matches. A payment that arrived before its invoice is published when reconciliation applies
+   the InvoiceIssued, with its old acknowledged_at; W cannot cover it. The statement therefore also
+   names how far reconciliation has applied the invoices topic (`invoice_positions`), but only
+   positions read by an earlier snapshot older than every row still waiting: the matches those
+   transactions made are published. The scheduler fires a stage only if its invoice's InvoiceIssued
+   is below that position.
+4. Offsets. The end offsets of the payments topic, read after 2 and 3: everything published so far,
+   including all the rows the statement relies on, is below them.
+5. The statement goes to `dunning.watermarks.v1` (one partition, short retention).
+
+Several replicas: only the elected one publishes; any statement is true forever once made, so a new
+leader, or an old one's late message, can only be less useful, never wrong.
+"""
+
+import asyncio
+import contextlib
+from collections import deque
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from dunning.clock import utcnow
+from dunning.events import dumps, new_event
+from dunning.logging import get_logger
+
+log = get_logger(__name__)
+
+WATERMARK = "dunning.PaymentsWatermark.v1"
+# Advisory lock keys (bigint): the acknowledgement fence, and the publisher election.
+ACK_FENCE = 0x5041_594D_454E_5401  # "PAYMENT" 01
+PUBLISHER = 0x5041_594D_454E_5402
+_EPSILON = timedelta(microseconds=1)
+_HISTORY_MAX = 10_000
+
+_SNAPSHOT = """
+SELECT clock_timestamp() AS read_at,
+       (SELECT min(created_at) FROM outbox WHERE topic = $1) AS oldest_waiting,
+       (SELECT coalesce(jsonb_object_agg(partition::text, next_offset), '{}'::jsonb)
+          FROM consumer_positions WHERE topic = $2) AS positions
+"""
+
+
+async def acknowledge_time(conn: asyncpg.Connection) -> datetime:
+    """Call first in a transaction that acknowledges a payment: join the fence, then read the clock.
+    The shared lock is held until the transaction ends."""
+    return await conn.fetchval("SELECT clock_timestamp() FROM pg_advisory_xact_lock_shared($1) AS fence",
+                               ACK_FENCE)
+
+
+class WatermarkPublisher:
+    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, *, bootstrap_servers: str,
+                 payments_topic: str, invoices_topic: str, watermarks_topic: str, interval_seconds: float = 0.25):
+        self.pool = pool
+        self.producer = producer
+        self.bootstrap_servers = bootstrap_servers
+        self.payments_topic = payments_topic
+        self.invoices_topic = invoices_topic
+        self.watermarks_topic = watermarks_topic
+        self.interval = interval_seconds
+        self._stop = asyncio.Event()
+        self._history: deque[tuple[datetime, dict[str, int]]] = deque()
+        self._certified: dict[str, int] = {}
+        self.published = 0
+        self.last: dict[str, Any] | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def run(self) -> None:
+        offsets_client = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
+                                          client_id="reconciliation-watermark")
+        await offsets_client.start()
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self._lead(offsets_client)
+                except Exception as exc:  # noqa: BLE001 - no statement is the safe side; try again
+                    log.warning("reconciliation.watermark.error", error=repr(exc))
+                    await self._sleep(1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await offsets_client.stop()
+
+    async def _lead(self, offsets_client: AIOKafkaConsumer) -> None:
+        async with self.pool.acquire() as conn:
+            try:
+                while not self._stop.is_set():
+                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", PUBLISHER):
+                        break
+                    await self._sleep(self.interval * 4)  # another replica publishes
+                else:
+                    return
+                log.info("reconciliation.watermark.leading")
+                self._history.clear()
+                while not self._stop.is_set():
+                    await self.publish_once(conn, offsets_client)
+                    await self._sleep(self.interval)
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.execute("SELECT pg_advisory_unlock_all()")
+
+    async def publish_once(self, conn: asyncpg.Connection, offsets_client: AIOKafkaConsumer) -> dict[str, Any]:
+        async with conn.transaction():
+            fence = await conn.fetchval("SELECT clock_timestamp() FROM pg_advisory_xact_lock($1) AS fence", ACK_FENCE)
+        snap = await conn.fetchrow(_SNAPSHOT, self.payments_topic, self.invoices_topic)
+        oldest = snap["oldest_waiting"]
+        watermark = fence if oldest is None else min(fence, oldest - _EPSILON)
+        self._history.append((snap["read_at"], {k: int(v) for k, v in snap["positions"].items()}))
+        # The newest positions read by a snapshot older than every waiting row: the late matches of
+        # the transactions that snapshot saw are published. (History is in read order.)
+        while self._history and (oldest is None or self._history[0][0] < oldest):
+            self._certified = self._history.popleft()[1]
+        while len(self._history) > _HISTORY_MAX:  # a long stall: keep the newest candidates
+            self._history.popleft()
+        offsets = await self._end_offsets(offsets_client)
+        data = {
+            "watermark": watermark,
+            "payments_topic": self.payments_topic,
+            "payments_offsets": offsets,
+            "invoices_topic": self.invoices_topic,
+            "invoice_positions": self._certified,
+            "computed_at": utcnow(),
+        }
+        envelope = new_event(WATERMARK, data, source="/reconciliation", subject="_payments", tenant_id="_system")
+        envelope.pop("traceparent", None)  # a heartbeat: not part of anybody's trace
+        await (await self.producer.send(self.watermarks_topic, value=dumps(envelope), key=b"_payments",
+                                        headers=[("ce_type", WATERMARK.encode()), ("ce_id", envelope["id"].encode())]))
+        self.published += 1
+        self.last = data
+        if oldest is not None and fence - oldest > timedelta(seconds=30):
+            log.warning("reconciliation.watermark.held_back", oldest_waiting=oldest.isoformat(),
+                        behind_seconds=round((fence - oldest).total_seconds(), 1))
+        return data
+
+    async def _end_offsets(self, client: AIOKafkaConsumer) -> dict[str, int]:
+        partitions = client.partitions_for_topic(self.payments_topic)
+        if not partitions:
+            await client._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+            partitions = client.partitions_for_topic(self.payments_topic) or set()
+        if not partitions:
+            raise RuntimeError(f"topic {self.payments_topic} has no partitions (not created yet?)")
+        tps = [TopicPartition(self.payments_topic, p) for p in sorted(partitions)]
+        ends = await client.end_offsets(tps)
+        return {str(tp.partition): int(ends[tp]) for tp in tps}
