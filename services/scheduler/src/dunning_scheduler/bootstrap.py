@@ -10,20 +10,17 @@ from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.handlers import BATCH_HANDLERS, HANDLERS, INBOXLESS
 from dunning_scheduler.settings import Settings
 
-TOPICS = ["dunning.invoices.v1", "dunning.payments.v1", "dunning.watermarks.v1"]
-
-
 def consumer_for(settings: Settings, pool: asyncpg.Pool) -> ConsumerRunner:
     # Positions: the payments gate compares the payments offsets applied with the watermark's.
     return ConsumerRunner.from_settings(
         settings, pool, name=settings.service_name,
-        topics=TOPICS, handlers=HANDLERS, batch_handlers=BATCH_HANDLERS, track_positions=True,
+        topics=[settings.invoices_topic, settings.payments_topic, settings.watermarks_topic], handlers=HANDLERS, batch_handlers=BATCH_HANDLERS, track_positions=True,
         inboxless_types=INBOXLESS)
 
 
 def firing_loop_for(settings: Settings, pool: asyncpg.Pool) -> FiringLoop:
     return FiringLoop(pool, settings.db_schema, batch_size=settings.fire_batch_size,
-                      poll_seconds=settings.fire_poll_seconds, gated=settings.payments_gate)
+                      poll_seconds=settings.fire_poll_seconds, gated=settings.payments_gate, payments_topic=settings.payments_topic)
 
 
 async def bootstrap(settings: Settings) -> Service:

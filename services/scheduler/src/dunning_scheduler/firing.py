@@ -29,13 +29,14 @@ log = get_logger(__name__)
 
 class FiringLoop:
     def __init__(self, pool: asyncpg.Pool, schema: str, *, batch_size: int = 2000, poll_seconds: float = 0.1,
-                 name: str = "firing", gated: bool = True):
+                 name: str = "firing", gated: bool = True, payments_topic: str = repository.PAYMENTS_TOPIC):
         self.pool = pool
         self.schema = schema
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.name = name
         self.gated = gated
+        self.payments_topic = payments_topic
         self._last_prune = 0.0
         self.paused = False
         self.fired_total = 0  # counters for metrics and the bench
@@ -55,7 +56,8 @@ class FiringLoop:
     async def fire_once(self) -> int:
         """Fire one batch of due timers; returns how many fired."""
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await repository.fire_due(conn, self.batch_size, gated=self.gated)
+            rows = await repository.fire_due(conn, self.batch_size, gated=self.gated,
+                                              payments_topic=self.payments_topic)
             if rows:
                 await outbox.add_many(conn, [messages.stage_escalated(r) for r in rows])
         if rows:

@@ -175,7 +175,7 @@ async def apply_payment(conn: asyncpg.Connection, *, invoice_id: str, tenant_id:
 # $2 false turns the gate off (a deployment without reconciliation; tests of the scheduler alone).
 _GATE = """
 WITH applied AS (
-    SELECT partition::text AS partition, next_offset FROM consumer_positions WHERE topic = $3
+    SELECT partition::text AS partition, next_offset FROM consumer_positions WHERE topic = $TOPIC
 ), usable AS (
     SELECT s.watermark, s.invoice_positions FROM payment_watermarks AS s
     WHERE NOT EXISTS (
@@ -190,7 +190,7 @@ WITH applied AS (
                 GROUP BY p.key) AS best) AS positions
 )
 """
-_FIRE_DUE = _GATE + """
+_FIRE_DUE = _GATE.replace("$TOPIC", "$3") + """
 UPDATE timers AS t SET state = 'fired', fired_at = now()
 FROM invoices AS i
 WHERE t.stage_id = ANY(ARRAY(
@@ -219,7 +219,8 @@ async def fire_due(conn: asyncpg.Connection, limit: int, *, gated: bool = True,
 
 async def gate_state(conn: asyncpg.Connection, payments_topic: str = PAYMENTS_TOPIC) -> asyncpg.Record:
     """The gate as the firing query sees it now: watermark (None: no usable statement) and positions."""
-    return await conn.fetchrow(_GATE + "SELECT watermark, positions FROM gate", payments_topic)
+    return await conn.fetchrow(_GATE.replace("$TOPIC", "$1") + "SELECT watermark, positions FROM gate",
+                               payments_topic)
 
 
 async def store_watermarks(conn: asyncpg.Connection, statements: list[tuple[str, dict]]) -> None:

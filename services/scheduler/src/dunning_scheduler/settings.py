@@ -12,6 +12,9 @@ class Settings(CommonSettings):
     http_port: int = 8002
 
     consumer_group: str = "scheduler"
+    invoices_topic: str = "dunning.invoices.v1"
+    payments_topic: str = "dunning.payments.v1"
+    watermarks_topic: str = "dunning.watermarks.v1"
     consumer_enabled: bool = True
 
     # Firing loop.
