@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PACKAGES := libs/dunning services/invoice-ingest services/scheduler services/notifier services/reconciliation
 
-.PHONY: install run demo test test-unit test-integration test-e2e bench tenant clean
+.PHONY: install run demo test test-unit test-integration test-e2e bench chaos tenant clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,9 @@ test-e2e: install
 
 bench: install  ## throughput and latency figures on this machine
 	$(PY) -m dunning.devstack.bench
+
+chaos: install  ## the promises checked under SIGKILLs and a paused relay (10,000 invoices, ~6 min)
+	$(PY) -m dunning.devstack.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf .run

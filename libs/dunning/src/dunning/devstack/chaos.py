@@ -1,0 +1,580 @@
+"""`make chaos`: the dunning promises, checked on the whole stack while it is being broken.
+
+Promises under test (from what the SMTP server received and the services' public APIs only):
+  1. no reminder after a payment: once reconciliation acknowledged a payment that settles an
+     invoice, no reminder of that invoice scheduled at or after the acknowledgement is sent;
+  2. none lost: every stage that falls due for an unpaid invoice is sent once services are back;
+  3. none twice: one delivery per (invoice, stage, channel), except inside the notifier's named
+     provider window (died after SMTP 250, before recording `sent`), which its deliveries API shows
+     as `in_doubt_attempts >= 1`;
+  4. bounded lateness (p99 < 2 s when healthy): reported, never asserted.
+
+A run: its own stack (embedded PostgreSQL and Tansu unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS
+are set; free ports; workdir .run/chaos/<run>) with 2 replicas of every service. Invoices are
+issued in bulk every 0.5 s over the first half of `duration`; a policy with four stages `gap` =
+duration/6 apart (the first 8 s after issue) makes their stages fall due over about `duration`
+seconds. For `race_share` of them a payment (half Stripe webhooks signed as Stripe signs, half
+POST /v1/payments) is aimed to be acknowledged 0-50 ms before or after one of the invoice's stage
+times. In the middle of the run a random service process is SIGKILLed every `kill_every` seconds
+and restarted shortly after, and reconciliation's outbox relay is paused for `relay_pause` seconds
+(`python -m dunning.admin relay pause|resume --service reconciliation`). The first and last parts
+of the run are calm, so that some stages fall due on a healthy system. Then it waits for
+quiescence and checks; the figures go to stdout and <workdir>/report.json (payments.json next to
+it). Exit status 1 on any promise-1 violation, lost stage or unexplained duplicate.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+
+from dunning.admin import create_tenant
+from dunning.devstack import chaos_checks as checks
+from dunning.devstack.chaos_checks import RACE_MS, STAGES, ts
+from dunning.devstack.stack import Ports, ServiceProc, Stack
+
+LEAD = 8.0          # issue -> first stage: the invoice is planned well before anything falls due
+BATCH_EVERY = 0.5   # one bulk import every half second
+REPLICAS = {"invoice-ingest": 2, "scheduler": 2, "notifier": 2, "reconciliation": 2}
+
+
+@dataclass
+class Config:
+    invoices: int = 10_000
+    duration: float = 180.0                      # stages fall due over about this many seconds
+    kill_every: tuple[float, float] = (3.0, 6.0)  # (0, 0): no kills
+    restart_after: tuple[float, float] = (0.5, 2.0)
+    relay_pause: float = 20.0                    # 0: no pause
+    race_share: float = 0.35
+    healthy_margin: float = 10.0                 # seconds after a fault still counted as its window
+    quiesce_timeout: float = 240.0
+    notifier_lease: float = 20.0                 # NOTIFIER_LEASE_SECONDS (default 120 s) for the run
+    seed: int = 1
+    workdir: Path = Path(".run/chaos")
+    keep_data: bool = False
+
+    @property
+    def gap(self) -> float:
+        return self.duration / 6
+
+    @property
+    def spread(self) -> float:
+        return self.duration / 2
+
+    @property
+    def offsets(self) -> list[float]:
+        return [LEAD + k * self.gap for k in range(len(STAGES))]
+
+    @property
+    def kill_window(self) -> tuple[float, float]:  # seconds after the first import
+        return LEAD + 0.1 * self.duration, LEAD + self.duration - max(15.0, 0.2 * self.duration)
+
+    @property
+    def pause_at(self) -> float:
+        lo, hi = self.kill_window
+        return max(lo, (lo + hi - self.relay_pause) / 2)
+
+
+SHORT = {"invoices": 600, "duration": 50.0, "kill_every": (4.0, 6.0), "relay_pause": 8.0, "quiesce_timeout": 100.0}
+
+
+@dataclass
+class Invoice:
+    index: int
+    external_id: str
+    email: str
+    amount: str
+    id: str | None = None
+    issued_at: float | None = None  # epoch seconds (ingest's created_at, which is the issued_at)
+    race: tuple[int, float, str] | None = None  # (stage index, delta seconds, "stripe" | "api")
+
+
+@dataclass
+class Payment:
+    invoice_id: str
+    via: str
+    stage: str
+    target: float           # epoch seconds the acknowledgement was aimed at (stage time + delta)
+    reference: str          # Stripe event id or the payment reference
+    sent_at: float | None = None        # first attempt
+    last_sent_at: float | None = None   # the attempt that was answered
+    answered_at: float | None = None
+    status: int | None = None
+    attempts: int = 0
+    acknowledged_at: float | None = None  # as reconciliation reports it
+    settled: bool | None = None
+    error: str | None = None
+
+
+@dataclass
+class Fault:
+    kind: str                     # kill | crash | relay_pause
+    target: str                   # e.g. scheduler#1
+    start: float
+    restarted_at: float | None = None
+    end: float | None = None      # restarted process logged service.started / relay resumed
+    detail: str = ""
+
+
+async def sleep_until(epoch: float) -> None:
+    delay = epoch - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def stripe_signature(payload: bytes, secret: str) -> str:
+    """As Stripe signs: t=<unix seconds>,v1=hex(HMAC-SHA256(secret, f"{t}.{body}"))."""
+    t = int(time.time())
+    return f"t={t},v1={hmac.new(secret.encode(), f'{t}.'.encode() + payload, hashlib.sha256).hexdigest()}"
+
+
+class Run:
+    def __init__(self, cfg: Config, stack: Stack):
+        self.cfg = cfg
+        self.stack = stack
+        self.rng = random.Random(cfg.seed)
+        self.run_id = f"{cfg.seed}-{os.urandom(3).hex()}"
+        self.invoices = [self._invoice(i) for i in range(cfg.invoices)]
+        self.payments: list[Payment] = []
+        self.pay_tasks: list[asyncio.Future] = []
+        self.faults: list[Fault] = []
+        self.notes: list[str] = []
+        self.down: set[int] = set()       # ids of processes we killed and have not restarted yet
+        self.ack_lead = 0.01              # request sent -> acknowledged_at, learnt from the API answers
+        self.relay = {"requested": cfg.relay_pause > 0, "paused": False}
+        self.idempotency_stuck = 0
+        self.t0 = 0.0
+        self.tenant: dict = {}
+        self.client: httpx.AsyncClient | None = None
+
+    def _invoice(self, i: int) -> Invoice:
+        inv = Invoice(i, f"CH-{self.run_id}-{i}", f"ap-{self.run_id}-{i}@example.com", f"{100 + i % 900}.{i % 100:02d}")
+        if self.rng.random() < self.cfg.race_share:
+            inv.race = (self.rng.randrange(len(STAGES)), self.rng.uniform(-RACE_MS, RACE_MS) / 1000,
+                        self.rng.choice(("stripe", "api")))
+        return inv
+
+    @property
+    def auth(self) -> dict:
+        return {"Authorization": f"Bearer {self.tenant['api_key']}"}
+
+    def log(self, text: str) -> None:
+        elapsed = time.time() - self.t0 if self.t0 else 0.0
+        print(f"[{elapsed:7.1f}s] {text}", flush=True)
+
+    # -- HTTP with retries (what a well-behaved client does when a replica dies under it) ---------
+    async def send(self, make, *, retry_statuses=(500, 502, 503, 504), deadline: float = 60.0):
+        """make(attempt) -> the response of one attempt; retried on connection errors and retry_statuses."""
+        give_up = time.monotonic() + deadline
+        attempt, delay = 0, 0.05
+        while True:
+            attempt += 1
+            try:
+                r = await make(attempt)
+                if r.status_code not in retry_statuses:
+                    return r, attempt
+                failure = f"HTTP {r.status_code}"
+            except httpx.TransportError as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"gave up after {attempt} attempts: {failure}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def get(self, url: str, **params) -> httpx.Response:
+        r, _ = await self.send(lambda _: self.client.get(url, params=params or None, headers=self.auth))
+        return r
+
+    # -- workload ---------------------------------------------------------------------------------
+    async def issue_batch(self, batch: list[Invoice], number: int) -> None:
+        url = f"{self.stack.url('invoice-ingest')}/v1/invoices/bulk"
+        body = orjson.dumps({"invoices": [self._body(inv) for inv in batch]})
+        key = f"chaos-{self.run_id}-{number}"
+        stuck_since: list[float] = []
+
+        async def attempt(_):
+            headers = {**self.auth, "Content-Type": "application/json"}
+            if not stuck_since or time.monotonic() - stuck_since[0] < 10:
+                headers["Idempotency-Key"] = key  # dropped only if a dead request holds it (external ids still dedupe)
+            r = await self.client.post(url, content=body, headers=headers)
+            if r.status_code == 409 and not stuck_since:
+                stuck_since.append(time.monotonic())
+            return r
+
+        r, _ = await self.send(attempt, retry_statuses=(409, 500, 502, 503, 504), deadline=120)
+        if stuck_since and time.monotonic() - stuck_since[0] >= 10:
+            self.idempotency_stuck += 1
+        if r.status_code != 200:
+            raise RuntimeError(f"bulk import answered {r.status_code}: {r.text[:300]}")
+        for inv, result in zip(batch, r.json()["results"]):
+            if result["status"] not in ("created", "existing"):
+                raise RuntimeError(f"bulk import refused {inv.external_id}: {result}")
+            inv.id = result["id"]
+        ingest = self.stack.url("invoice-ingest")
+        first, last = [(await self.get(f"{ingest}/v1/invoices/{inv.id}")).json() for inv in (batch[0], batch[-1])]
+        if first["created_at"] == last["created_at"]:
+            for inv in batch:
+                inv.issued_at = ts(first["created_at"])
+        else:  # not one transaction after all: ask for each
+            for inv in batch:
+                inv.issued_at = ts((await self.get(f"{ingest}/v1/invoices/{inv.id}")).json()["created_at"])
+        self.pay_tasks += [asyncio.ensure_future(self.pay(inv)) for inv in batch if inv.race is not None]
+
+    def _body(self, inv: Invoice) -> dict:
+        return {"external_id": inv.external_id, "number": inv.external_id, "currency": "EUR",
+                "amount_due": inv.amount, "issue_date": date.today().isoformat(),
+                "due_date": (date.today() + timedelta(days=30)).isoformat(),
+                "payment_url": f"https://pay.example.com/{inv.external_id}",
+                "customer": {"external_id": f"C-{inv.external_id}", "name": f"Customer {inv.index}",
+                             "email": inv.email, "locale": "en-GB", "timezone": "Europe/London"}}
+
+    async def issue_all(self) -> None:
+        batches = max(1, round(self.cfg.spread / BATCH_EVERY))
+        per = -(-len(self.invoices) // batches)
+        tasks = []
+        for number, start in enumerate(range(0, len(self.invoices), per)):
+            await sleep_until(self.t0 + number * BATCH_EVERY)
+            tasks.append(asyncio.ensure_future(self.issue_batch(self.invoices[start:start + per], number)))
+        await asyncio.gather(*tasks)
+
+    async def pay(self, inv: Invoice) -> None:
+        k, delta, via = inv.race
+        p = Payment(inv.id, via, STAGES[k], inv.issued_at + self.cfg.offsets[k] + delta,
+                    f"evt_chaos_{self.run_id}_{inv.index}" if via == "stripe" else f"PAY-{self.run_id}-{inv.index}")
+        self.payments.append(p)
+        recon = self.stack.url("reconciliation")
+        await sleep_until(p.target - self.ack_lead)
+        if via == "stripe":
+            cents = int(inv.amount.replace(".", ""))
+            body = orjson.dumps({
+                "id": p.reference, "object": "event", "type": "invoice.paid", "created": int(time.time()),
+                "data": {"object": {"id": f"in_{self.run_id}_{inv.index}", "object": "invoice",
+                                    "number": inv.external_id, "amount_paid": cents, "currency": "eur",
+                                    "metadata": {"dunning_invoice_id": inv.id},
+                                    "status_transitions": {"paid_at": int(time.time())}}}})
+            url = f"{recon}/v1/webhooks/stripe/{self.tenant['tenant_id']}"
+
+            def request():  # each delivery attempt signed anew, as Stripe does; same event id
+                return self.client.post(url, content=body, headers={
+                    "Stripe-Signature": stripe_signature(body, self.tenant["webhook_secret"]),
+                    "Content-Type": "application/json"})
+        else:
+            body = orjson.dumps({"invoice_id": inv.id, "amount": inv.amount, "currency": "EUR",
+                                 "received_at": datetime.now().astimezone().isoformat(), "reference": p.reference})
+            url = f"{recon}/v1/payments"
+
+            def request():  # same reference and content: a retry is answered with the first result
+                return self.client.post(url, content=body, headers={**self.auth, "Content-Type": "application/json"})
+
+        async def attempt(_):
+            p.last_sent_at = time.time()
+            p.sent_at = p.sent_at or p.last_sent_at
+            p.attempts += 1
+            return await request()
+
+        try:
+            r, _ = await self.send(attempt)
+        except RuntimeError as exc:
+            p.error = str(exc)
+            return
+        p.answered_at, p.status = time.time(), r.status_code
+        if r.status_code >= 300:
+            p.error = r.text[:300]
+        elif via == "api":
+            p.acknowledged_at = ts(r.json().get("acknowledged_at"))
+            if p.attempts == 1 and p.acknowledged_at:
+                lead = min(max(p.acknowledged_at - p.sent_at, 0.0), 0.5)
+                self.ack_lead = 0.8 * self.ack_lead + 0.2 * lead
+
+    # -- faults -----------------------------------------------------------------------------------
+    async def chaos_monkey(self) -> None:
+        lo, hi = self.cfg.kill_window
+        if self.cfg.kill_every[1] <= 0:
+            return
+        await sleep_until(self.t0 + lo)
+        while time.time() < self.t0 + hi:
+            next_kill = time.time() + self.rng.uniform(*self.cfg.kill_every)
+            alive = [sp for sp in self.stack.procs if sp.proc.poll() is None]
+            sp = self.rng.choice(alive)
+            fault = Fault("kill", f"{sp.name}#{sp.replica}", time.time())
+            self.down.add(id(sp))
+            self.stack.kill(sp, signal.SIGKILL)
+            self.faults.append(fault)
+            self.log(f"SIGKILL {fault.target}")
+            await asyncio.sleep(self.rng.uniform(*self.cfg.restart_after))
+            self.restart(sp, fault)
+            await sleep_until(next_kill)
+
+    def restart(self, sp: ServiceProc, fault: Fault) -> None:
+        offset = sp.log_path.stat().st_size if sp.log_path.exists() else 0
+        self.stack.restart(sp)
+        self.down.discard(id(sp))
+        fault.restarted_at = time.time()
+        asyncio.ensure_future(self.watch_started(sp, offset, fault))
+
+    async def watch_started(self, sp: ServiceProc, offset: int, fault: Fault) -> None:
+        proc = sp.proc
+        while sp.proc is proc and proc.poll() is None and time.time() - fault.restarted_at < 120:
+            with open(sp.log_path, "rb") as f:
+                f.seek(offset)
+                if b'"service.started"' in f.read():
+                    fault.end = time.time()
+                    return
+            await asyncio.sleep(0.2)
+
+    async def supervise(self) -> None:
+        """Processes that died without our help are findings (crashes): recorded and restarted."""
+        while True:
+            for sp in self.stack.procs:
+                if id(sp) not in self.down and sp.proc.poll() is not None:
+                    tail = sp.log_path.read_text(errors="replace")[-1500:] if sp.log_path.exists() else ""
+                    fault = Fault("crash", f"{sp.name}#{sp.replica}", time.time(),
+                                  detail=f"exit {sp.proc.returncode}: {tail}")
+                    self.faults.append(fault)
+                    self.log(f"CRASH {fault.target} exited {sp.proc.returncode} (not killed by us): restarting")
+                    self.restart(sp, fault)
+            await asyncio.sleep(0.5)
+
+    async def admin_relay(self, action: str) -> tuple[bool, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dunning.admin", "relay", action, "--service", "reconciliation",
+            env={**os.environ, "DATABASE_URL": self.stack.database_url},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        return proc.returncode == 0, out.decode(errors="replace").strip()[-500:]
+
+    async def pause_relay(self) -> None:
+        if self.cfg.relay_pause <= 0:
+            return
+        await sleep_until(self.t0 + self.cfg.pause_at)
+        ok, out = await self.admin_relay("pause")
+        if not ok:
+            self.relay["error"] = out
+            self.log("WARNING: could not pause reconciliation's relay (`python -m dunning.admin relay pause "
+                     f"--service reconciliation` failed; not available yet?): {out.splitlines()[-1] if out else ''}")
+            return
+        fault = Fault("relay_pause", "reconciliation", time.time())
+        self.faults.append(fault)
+        self.relay["paused"] = True
+        self.log(f"relay of reconciliation paused for {self.cfg.relay_pause:.0f} s")
+        try:
+            await asyncio.sleep(self.cfg.relay_pause / 2)
+            self.relay["observed_effective"] = await self.pause_effective(fault.start)
+            await sleep_until(fault.start + self.cfg.relay_pause)
+        finally:
+            ok, out = await self.admin_relay("resume")
+            fault.end = time.time()
+            self.relay["resumed"] = ok
+            self.log("relay of reconciliation resumed" if ok else f"WARNING: relay resume failed: {out}")
+
+    async def pause_effective(self, since: float) -> bool | None:
+        """While paused, payments acknowledged in the pause must not have reached the scheduler."""
+        acked = [p for p in self.payments if p.acknowledged_at and p.acknowledged_at > since + 1][:5]
+        if not acked:
+            return None
+        sched = self.stack.url("scheduler")
+        views = [(await self.get(f"{sched}/v1/invoices/{p.invoice_id}/timers")).json() for p in acked]
+        return not any(v.get("settled") for v in views)
+
+    # -- the run ----------------------------------------------------------------------------------
+    async def main(self) -> dict:
+        cfg = self.cfg
+        self.tenant = await create_tenant(self.stack.database_url, f"Chaos {self.run_id}")
+        limits = httpx.Limits(max_connections=48, max_keepalive_connections=48)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5), limits=limits) as client:
+            self.client = client
+            policy = {"anchor": "issued_at", "stages": [{"name": n, "offset": f"PT{o:.3f}S"}
+                                                          for n, o in zip(STAGES, cfg.offsets)]}
+            r = await client.put(f"{self.stack.url('scheduler')}/v1/policy", json=policy, headers=self.auth)
+            r.raise_for_status()
+            raced = sum(inv.race is not None for inv in self.invoices)
+            lo, hi = cfg.kill_window
+            self.t0 = time.time() + 0.5
+            self.log(f"{cfg.invoices} invoices over {cfg.spread:.0f} s, stages at +{', +'.join(f'{o:.1f}' for o in cfg.offsets)} s;"
+                     f" {raced} payments raced; kills every {cfg.kill_every[0]:g}-{cfg.kill_every[1]:g} s from"
+                     f" {lo:.0f} s to {hi:.0f} s; relay pause {cfg.relay_pause:g} s at {cfg.pause_at:.0f} s")
+            supervisor = asyncio.ensure_future(self.supervise())
+            faults = [asyncio.ensure_future(self.chaos_monkey()), asyncio.ensure_future(self.pause_relay())]
+            try:
+                await self.issue_all()
+                self.log(f"all {cfg.invoices} invoices issued")
+                await asyncio.gather(*faults)
+                last_due = max(inv.issued_at for inv in self.invoices) + cfg.offsets[-1]
+                await sleep_until(last_due + 1)
+                await asyncio.gather(*self.pay_tasks)
+                self.log("every stage is due now; waiting for quiescence")
+                state = await checks.quiesce(self, last_due)
+            finally:
+                supervisor.cancel()
+                for task in faults:
+                    task.cancel()
+                if self.relay.get("paused") and not self.relay.get("resumed"):
+                    await self.admin_relay("resume")
+            return checks.analyse(self, state)
+
+
+def summary(report: dict) -> str:
+    f, p, v, lost, d, lat = (report[k] for k in ("faults", "payments", "violations", "lost", "duplicates",
+                                                 "lateness_s"))
+    nb = report["not_sent_due_before_payment"]
+    relay = f["relay"]
+    relay_text = ("paused and resumed" if relay.get("paused") and relay.get("resumed") else
+                  "paused, RESUME FAILED" if relay.get("paused") else
+                  "not paused (" + (relay.get("error", "").splitlines() or ["skipped"])[-1][:120] + ")")
+    code = report["code"]
+    lines = [
+        f"code            {code['head']}, {code['uncommitted_files']} files uncommitted"
+        + (f"; CHANGED DURING THE RUN (restarted processes ran other code): {code['changed_during_run'][:5]}"
+           if code["changed_during_run"] else "")
+        + (f"; source files written during the run (same content at the end, maybe not in between): "
+           f"{sorted(set(code['touched_during_run']) - set(code['changed_during_run']))[:5]}"
+           if set(code["touched_during_run"]) - set(code["changed_during_run"]) else ""),
+        f"invoices        {report['invoices']['issued']} issued, {report['invoices']['stages']} stages "
+        f"({report['invoices']['unplanned']} invoices not fully planned by the scheduler, "
+        f"{report['invoices']['scheduled_differs_from_issued_at_plus_offset']} stages moved by the scheduler)",
+        f"faults          {f['kills']} SIGKILLs {f['kills_by_service']}, {f['restarts']} restarts, "
+        f"{len(f['crashes'])} crashes not ours; relay {relay_text}"
+        + (f", observed effective: {relay.get('observed_effective')}" if relay.get("paused") else ""),
+        f"payments        {p['raced']} raced ({p['by_channel']['stripe']} Stripe webhooks, {p['by_channel']['api']} "
+        f"POST /v1/payments), {p['acknowledged']} acknowledged, {p['settled']} settled, {p['retried']} retried; "
+        f"{p['ack_within_50ms_of_stage']} acknowledged within +-50 ms of their stage "
+        f"(ack - stage p1/p50/p99 {p['ack_minus_stage_ms']['p1']}/{p['ack_minus_stage_ms']['p50']}/"
+        f"{p['ack_minus_stage_ms']['p99']} ms)",
+        f"received        {report['received']['reminders']} reminders, {report['received']['distinct']} distinct "
+        "(invoice, stage, channel)",
+        f"VIOLATIONS      {v['count']} reminders scheduled at/after the settling payment's acknowledged_at "
+        f"({v['scheduled_between_request_and_answer']} scheduled between request sent and answer received, "
+        f"{v['ack_during_relay_pause']} acknowledged during the relay pause; scheduled after ack "
+        f"{v['scheduled_after_ack_ms']} ms)",
+        f"                by cause: {v['by_cause']}",
+        f"LOST            {lost['count']} ({len(lost['unpaid_never_received'])} stages of unpaid invoices never "
+        f"received, {len(lost['fired_never_received'])} fired by the scheduler and never received)",
+        f"                by timer state / reason: {lost['by_timer_state']}",
+        f"DUPLICATES      {d['count']} (invoice, stage, channel) received twice or more, {d['unexplained']} "
+        f"unexplained, {d['same_message_id']} Message-IDs seen twice"
+        + ("" if d["in_doubt_field_reported"] else " (the notifier does not report in_doubt_attempts yet)"),
+        f"not sent        {nb['count']} stages due before the payment's acknowledgement and not sent "
+        f"(by how long before: {nb['before_ack']}); informational, promise 1 allows either way",
+        f"consistency     {report['consistency']}",
+        f"lateness (s)    all {lat['all']}; healthy {lat['healthy']}",
+        f"                healthy = {lat['healthy_rule']}",
+        f"quiescence      {'reached' if report['quiescence']['reached'] else 'NOT REACHED'} after "
+        f"{report['quiescence']['waited_s']} s",
+    ]
+    for name, items in (("violation", v["items"]), ("lost", lost["unpaid_never_received"] + lost["fired_never_received"]),
+                        ("duplicate", [x for x in d["items"] if not x["explained"]])):
+        lines += [f"  e.g. {name}: {json.dumps(item)}" for item in items[:5]]
+    lines.append("RESULT          " + ("OK: no violation, no loss, no unexplained duplicate" if report["ok"] else
+                                       "FAILED: the promises do not hold (see above and report.json)"))
+    return "\n".join(lines)
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    lo, _, hi = text.partition("-")
+    return float(lo), float(hi or lo)
+
+
+def config_from(argv: list[str] | None) -> Config:
+    parser = argparse.ArgumentParser(prog="python -m dunning.devstack.chaos", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--short", action="store_true", help=f"the short version: {SHORT}")
+    parser.add_argument("--invoices", type=int)
+    parser.add_argument("--duration", type=float, help="seconds over which the stages fall due (default 180)")
+    parser.add_argument("--spread", type=float, help="seconds over which invoices are issued (= duration / 2)")
+    parser.add_argument("--kill-every", type=parse_range, metavar="MIN-MAX",
+                        help="seconds between SIGKILLs, e.g. 3-6 (0: no kills)")
+    parser.add_argument("--restart-after", type=parse_range, metavar="MIN-MAX", help="seconds, e.g. 0.5-2")
+    parser.add_argument("--relay-pause", type=float, help="seconds reconciliation's relay is paused (0: skip)")
+    parser.add_argument("--no-relay-pause", action="store_true", help="skip the relay pause")
+    parser.add_argument("--race-share", type=float, help="share of invoices paid at a stage's time (0.35)")
+    parser.add_argument("--healthy-margin", type=float, help="seconds after a fault still in its window (10)")
+    parser.add_argument("--quiesce-timeout", type=float)
+    parser.add_argument("--notifier-lease", type=float, help="NOTIFIER_LEASE_SECONDS for the run (20)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workdir", type=Path, help="default .run/chaos/<date-time>")
+    parser.add_argument("--keep-data", action="store_true", help="keep the embedded PostgreSQL data directory")
+    args = parser.parse_args(argv)
+    values = dict(SHORT) if args.short else {}
+    for name in ("invoices", "duration", "kill_every", "restart_after", "relay_pause", "race_share",
+                 "healthy_margin", "quiesce_timeout", "notifier_lease", "seed"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    values["keep_data"] = args.keep_data
+    if args.no_relay_pause:
+        values["relay_pause"] = 0.0
+    cfg = Config(**values)
+    if args.spread:  # the issue spread is half the duration: set the duration from it
+        cfg.duration = args.spread * 2
+    cfg.workdir = args.workdir or Path(".run/chaos") / time.strftime("%Y%m%d-%H%M%S")
+    return cfg
+
+
+REPO = Path(__file__).resolve().parents[5]
+
+
+def source_files() -> dict[str, tuple[float, str]]:
+    """The code the services run (editable installs): path -> (mtime, content hash). A process
+    restarted during the run runs whatever is there at that moment."""
+    patterns = ("services/*/src/**/*.py", "services/*/migrations/*.sql", "libs/dunning/src/**/*.py",
+                "libs/dunning/src/**/*.sql")
+    return {str(f.relative_to(REPO)): (f.stat().st_mtime, hashlib.sha1(f.read_bytes()).hexdigest())
+            for pattern in patterns for f in REPO.glob(pattern)}
+
+
+def code_version() -> dict:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"head": git("rev-parse", "--short", "HEAD") or "unknown",
+            "uncommitted_files": len([line for line in git("status", "--porcelain").splitlines() if line])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = config_from(argv)
+    code, sources = code_version(), source_files()
+    stack = Stack(cfg.workdir, Ports.free(), durable=False, replicas=REPLICAS,
+                  extra_env={"NOTIFIER_LEASE_SECONDS": str(cfg.notifier_lease)})
+    print(f"chaos: starting the stack in {stack.workdir} ...", flush=True)
+    started = time.time()
+    try:
+        stack.start_infrastructure()
+        stack.start_services()
+        print(f"chaos: {len(stack.procs)} service processes ready in {time.time() - started:.1f} s", flush=True)
+        run = Run(cfg, stack)
+        report = asyncio.run(run.main())
+    finally:
+        stack.stop()
+        if stack.pg is not None and not cfg.keep_data:
+            shutil.rmtree(stack.workdir / "pgdata", ignore_errors=True)
+    report["wall_seconds"] = round(time.time() - started, 1)
+    now = source_files()
+    report["code"] = {**code,
+                      "changed_during_run": sorted(f for f, (_, h) in now.items() if sources.get(f, (0, ""))[1] != h),
+                      "touched_during_run": sorted(f for f, (m, _) in now.items() if sources.get(f, (0, ""))[0] != m)}
+    (stack.workdir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (stack.workdir / "payments.json").write_text(json.dumps([asdict(p) for p in run.payments], indent=1))
+    print(summary(report), flush=True)
+    print(f"report: {stack.workdir / 'report.json'}", flush=True)
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Chaos, short version: the whole stack (2 replicas of every service) while service processes are
+SIGKILLed every few seconds and reconciliation's outbox relay is paused, with payments raced against
+stage times through Stripe webhooks and POST /v1/payments; then the promises are checked from what
+the SMTP server received and the public APIs (see dunning.devstack.chaos).
+
+Runs `python -m dunning.devstack.chaos --short` as a subprocess (its own embedded PostgreSQL and
+broker, unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS are set) and reads its report.json. About
+1.5 minutes; no timing is asserted.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def chaos(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("chaos")
+    proc = subprocess.run([sys.executable, "-m", "dunning.devstack.chaos", "--short", "--seed", "7",
+                           "--workdir", str(workdir)], capture_output=True, text=True, timeout=230)
+    output = f"{proc.stdout[-8000:]}\n{proc.stderr[-4000:]}"
+    assert (workdir / "report.json").exists(), output
+    return json.loads((workdir / "report.json").read_text()), proc.returncode, output
+
+
+def test_faults_really_happened(chaos):
+    report, _, output = chaos
+    assert report["faults"]["kills"] > 0, output
+    assert report["faults"]["restarts"] >= report["faults"]["kills"], output
+    assert report["payments"]["raced"] > 0 and report["payments"]["ack_within_50ms_of_stage"] > 0, output
+    assert report["payments"]["by_channel"]["stripe"] > 0 and report["payments"]["by_channel"]["api"] > 0
+    assert report["faults"]["relay"]["paused"] and report["faults"]["relay"].get("resumed"), output
+    assert report["quiescence"]["reached"], output
+
+
+def test_no_reminder_after_a_payment(chaos):
+    report, _, output = chaos
+    assert report["violations"]["count"] == 0, output
+
+
+def test_no_reminder_lost(chaos):
+    report, _, output = chaos
+    assert report["lost"]["count"] == 0, output
+
+
+def test_no_reminder_twice_outside_the_provider_window(chaos):
+    report, returncode, output = chaos
+    assert report["duplicates"]["unexplained"] == 0, output
+    assert returncode == 0, output
