@@ -1,19 +1,31 @@
-"""Notifier test helpers: StageEscalated payloads, a migrated schema with a pool, settings."""
+"""Notifier test helpers: StageEscalated payloads, a migrated schema with a pool, settings, an SMTP
+server inside the test (aiosmtpd) that records every message it accepts, notifier processes."""
 
 import asyncio
 import contextlib
 import copy
+import email.policy
+import os
+import signal
+import subprocess
+import sys
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
 from pathlib import Path
 
 import asyncpg
 import httpx
 import orjson
 import pytest
+from aiosmtpd.smtp import SMTP
 
 from dunning import events, inbox
 from dunning.db import create_pool
+from dunning.devstack.procs import free_port, spawn, stop
 from dunning.ids import new_id
+from dunning.testing.fixtures import async_wait_until
 from dunning_notifier.bootstrap import build_dispatcher
 from dunning_notifier.handlers import record_delivery
 from dunning_notifier.settings import Settings
@@ -91,6 +103,140 @@ async def _mail_to(api: str, address: str) -> list[dict]:
         resp = await client.get(f"{api}/messages", params={"to": address})
         resp.raise_for_status()
         return [m for m in resp.json()["messages"] if m["to"].lower() == address.lower()]
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as the SMTP server accepted it."""
+
+    message_id: str
+    headers: dict[str, str]  # the X-Dunning-* headers
+    helo: str                # the client's EHLO name: tells replicas apart
+
+    @property
+    def invoice_id(self) -> str:
+        return self.headers.get("X-Dunning-Invoice-Id", "")
+
+    @property
+    def delivery_id(self) -> str:
+        return self.headers.get("X-Dunning-Delivery-Id", "")
+
+
+@dataclass
+class SmtpCapture:
+    """An aiosmtpd server on the test's own event loop, so that a test can act at the exact moment a
+    message arrives. A message is stored (queued) as soon as its data is in, as a real server does
+    before it replies; `on_data` then runs before the reply and may delay it (the message stays
+    stored even if the client gives up waiting), return another reply (the message is refused and
+    dropped), or arrange something (a kill) for after the 250."""
+
+    port: int = 0
+    accepted: list[Received] = field(default_factory=list)
+    on_data: Callable[[Received], Awaitable[str | None]] | None = None
+
+    async def handle_DATA(self, server, session, envelope):
+        headers = BytesHeaderParser(policy=email.policy.default).parsebytes(
+            envelope.original_content or envelope.content)
+        received = Received(message_id=str(headers["Message-ID"]), helo=session.host_name or "",
+                            headers={k: str(v) for k, v in headers.items() if k.lower().startswith("x-dunning")})
+        self.accepted.append(received)
+        queued_as = len(self.accepted)
+        reply = await self.on_data(received) if self.on_data else None
+        if reply is not None:
+            self.accepted.remove(received)
+            return reply
+        return f"250 2.0.0 OK queued as q{queued_as}"
+
+    def copies(self, invoice_ids) -> dict[str, int]:
+        """Messages accepted per Message-ID, for these invoices only (a notifier process consumes
+        the whole stages topic, which other tests share)."""
+        counts: dict[str, int] = {}
+        for m in self.accepted:
+            if m.invoice_id in invoice_ids:
+                counts[m.message_id] = counts.get(m.message_id, 0) + 1
+        return counts
+
+
+@pytest.fixture
+async def smtp_capture():
+    capture = SmtpCapture()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(capture, hostname="localhost", loop=loop), "127.0.0.1", 0)
+    capture.port = server.sockets[0].getsockname()[1]
+    yield capture
+    server.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(server.wait_closed(), timeout=5)
+
+
+@dataclass
+class NotifierProcess:
+    """`python -m dunning_notifier` as a process of its own, on the test's schema."""
+
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no last write; as a node that loses power."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+
+    async def wait_exit(self, timeout: float = 20) -> int:
+        async def exited():
+            return self.proc.poll() is not None
+        await async_wait_until(exited, timeout=timeout, what="notifier process to exit")
+        return self.proc.returncode
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        async with httpx.AsyncClient(timeout=1) as client:
+            async def ready():
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"notifier exited with {self.proc.returncode}:\n"
+                                         + self.log_path.read_text()[-3000:])
+                with contextlib.suppress(httpx.HTTPError):
+                    return (await client.get(f"{self.url}/readyz")).status_code == 200
+                return False
+            await async_wait_until(ready, timeout=timeout, what="notifier /readyz")
+
+
+@pytest.fixture
+async def notifier_process(infra, schema_name, notifier_pool, tmp_path):
+    """A factory: start a notifier process on this test's schema (the one notifier_pool is bound to)
+    with the given NOTIFIER_* settings; every process is stopped at the end of the test."""
+    started: list[NotifierProcess] = []
+
+    async def start(smtp_port: int, name: str = "replica-a", **settings) -> NotifierProcess:
+        port = free_port()
+        env = dict(os.environ)
+        env.update({
+            "DATABASE_URL": infra.database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
+            "NOTIFIER_DB_SCHEMA": schema_name,
+            "NOTIFIER_HTTP_PORT": str(port),
+            "NOTIFIER_SMTP_HOST": "127.0.0.1",
+            "NOTIFIER_SMTP_PORT": str(smtp_port),
+            "NOTIFIER_SMTP_LOCAL_HOSTNAME": name,
+            "NOTIFIER_CONSUMER_GROUP": f"notifier-{schema_name}",  # replicas of one test share it
+            "NOTIFIER_RELAY_ENABLED": "false",
+            "NOTIFIER_DB_POOL_MIN": "1",
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update({f"NOTIFIER_{k.upper()}": str(v) for k, v in settings.items()})
+        log_path = tmp_path / f"{name}-{len(started)}.log"
+        proc = NotifierProcess(spawn([sys.executable, "-m", "dunning_notifier"], env=env, log_path=log_path),
+                               port, log_path)
+        started.append(proc)
+        await proc.wait_ready()
+        return proc
+
+    yield start
+    for p in started:
+        await asyncio.to_thread(stop, p.proc)
 
 
 # The helpers above, as fixtures (test modules cannot import conftest under --import-mode=importlib).
