@@ -25,7 +25,17 @@ def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
     )
 
 
-async def ensure_topics(bootstrap_servers: str, *, attempts: int = 30) -> list[str]:
+def _topic_config(entry: dict) -> dict[str, str]:
+    retention = entry.get("retention") or {}
+    config = {}
+    if "ms" in retention:
+        config["retention.ms"] = str(retention["ms"])
+    if "cleanup_policy" in retention:
+        config["cleanup.policy"] = str(retention["cleanup_policy"])
+    return config
+
+
+async def ensure_topics(bootstrap_servers: str, *, attempts: int = 30, replication_factor: int = 1) -> list[str]:
     """Create every catalogued topic that does not exist yet; returns the names created."""
     wanted = topic_catalogue()
     for attempt in range(attempts):
@@ -34,7 +44,8 @@ async def ensure_topics(bootstrap_servers: str, *, attempts: int = 30) -> list[s
             await admin.start()
             existing = set(await admin.list_topics())
             missing = [
-                NewTopic(name, num_partitions=int(entry.get("partitions", 6)), replication_factor=1)
+                NewTopic(name, num_partitions=int(entry.get("partitions", 6)), replication_factor=replication_factor,
+                         topic_configs=_topic_config(entry))
                 for name, entry in wanted.items() if name not in existing
             ]
             for topic in missing:

@@ -146,6 +146,13 @@ def main(settings: CommonSettings, migrations_dir: Path,
     migrate(settings.database_url, settings.db_schema, migrations_dir)
 
     async def _main() -> None:
+        if settings.kafka_create_topics:
+            from dunning.kafka import ensure_topics
+
+            created = await ensure_topics(settings.kafka_bootstrap_servers,
+                                          replication_factor=settings.kafka_replication_factor)
+            if created:
+                log.info("service.topics.created", topics=created)
         service = await bootstrap(settings)
         gc.freeze()  # what start-up built lives for the whole process: keep it out of every GC pass
         await run_service(service)

@@ -20,6 +20,10 @@ class CommonSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS")
     )
+    # At start-up, create the catalogued topics that do not exist (schemas/topics/*.yaml: partitions,
+    # retention). Off where topics are managed elsewhere (e.g. a Strimzi KafkaTopic).
+    kafka_create_topics: bool = Field(True, validation_alias=AliasChoices("KAFKA_CREATE_TOPICS"))
+    kafka_replication_factor: int = Field(1, validation_alias=AliasChoices("KAFKA_REPLICATION_FACTOR"))
     # The PostgreSQL schema that holds this service's tables (one schema per service).
     db_schema: str = "public"
     db_pool_min: int = 2
