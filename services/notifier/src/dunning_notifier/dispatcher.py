@@ -27,10 +27,12 @@ counted instead. Detection: every attempt whose outcome is unknown increments th
 `in_doubt_attempts` (and sets `last_in_doubt_at`) in the very statement that takes it back (the
 lease sweep, repository.release_expired_leases) or schedules its retry (repository.mark_retry). Both
 copies carry the same deterministic Message-ID (`<dlv_...@domain>`, from the delivery id) and
-X-Dunning-Delivery-Id, so a duplicate is recognisable at the recipient, and it is explained exactly
-when its delivery shows in_doubt_attempts >= 1 (GET /v1/deliveries?invoice_id=...). /metrics
-counts in-doubt deliveries and attempts; the chaos harness measures the window by killing notifiers
-and matching the Message-IDs it receives against these counts. Outside the window delivery is
+X-Dunning-Delivery-Id, so a duplicate is recognisable at the recipient; it is explained when its
+delivery shows in_doubt_attempts >= 1 (GET /v1/deliveries?invoice_id=...), and a duplicate of a
+delivery with 0 would be a bug. /metrics counts in-doubt deliveries and attempts; the chaos harness
+(`make chaos`) measures the window by killing notifiers under load and matching the Message-IDs the
+SMTP server received twice against these counts; tests/test_notifier_none_twice.py makes each case
+happen deterministically. Outside the window delivery is
 exactly once: the (tenant, invoice, stage, channel) unique key means redelivered or re-emitted
 StageEscalated events never make a second delivery, replicas never claim the same row (SKIP LOCKED
 plus the `attempts` fence), and the outcome is recorded once.
