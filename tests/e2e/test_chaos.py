@@ -29,6 +29,7 @@ def chaos(tmp_path_factory):
 
 def test_faults_really_happened(chaos):
     report, _, output = chaos
+    assert report["invoices"]["issued"] == 600 and report["invoices"]["not_issued"] == 0, output
     assert report["faults"]["kills"] > 0, output
     assert report["faults"]["restarts"] >= report["faults"]["kills"], output
     assert report["payments"]["raced"] > 0 and report["payments"]["ack_within_50ms_of_stage"] > 0, output

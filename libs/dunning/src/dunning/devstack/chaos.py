@@ -55,7 +55,7 @@ REPLICAS = {"invoice-ingest": 2, "scheduler": 2, "notifier": 2, "reconciliation"
 @dataclass
 class Config:
     invoices: int = 10_000
-    duration: float = 180.0                      # stages fall due over about this many seconds
+    duration: float = 240.0                      # stages fall due over about this many seconds
     kill_every: tuple[float, float] = (3.0, 6.0)  # (0, 0): no kills
     restart_after: tuple[float, float] = (0.5, 2.0)
     relay_pause: float = 20.0                    # 0: no pause
@@ -177,8 +177,9 @@ class Run:
         print(f"[{elapsed:7.1f}s] {text}", flush=True)
 
     # -- HTTP with retries (what a well-behaved client does when a replica dies under it) ---------
-    async def send(self, make, *, retry_statuses=(500, 502, 503, 504), deadline: float = 60.0):
-        """make(attempt) -> the response of one attempt; retried on connection errors and retry_statuses."""
+    async def send(self, make, *, retry_statuses=(500, 502, 503, 504), deadline: float = 120.0):
+        """make(attempt) -> the response of one attempt; retried on connection errors and retry_statuses
+        (at least three attempts, then until `deadline` seconds have passed)."""
         give_up = time.monotonic() + deadline
         attempt, delay = 0, 0.05
         while True:
@@ -190,7 +191,7 @@ class Run:
                 failure = f"HTTP {r.status_code}"
             except httpx.TransportError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() > give_up:
+            if time.monotonic() > give_up and attempt >= 3:
                 raise RuntimeError(f"gave up after {attempt} attempts: {failure}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -249,7 +250,10 @@ class Run:
         for number, start in enumerate(range(0, len(self.invoices), per)):
             await sleep_until(self.t0 + number * BATCH_EVERY)
             tasks.append(asyncio.ensure_future(self.issue_batch(self.invoices[start:start + per], number)))
-        await asyncio.gather(*tasks)
+        for error in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(error, Exception):  # reported as not issued; the checks cover the others
+                self.notes.append(f"bulk import failed: {error!r}")
+                self.log(f"WARNING: bulk import failed: {error!r}")
 
     async def pay(self, inv: Invoice) -> None:
         k, delta, via = inv.race
@@ -312,7 +316,10 @@ class Run:
             sp = self.rng.choice(alive)
             fault = Fault("kill", f"{sp.name}#{sp.replica}", time.time())
             self.down.add(id(sp))
-            self.stack.kill(sp, signal.SIGKILL)
+            try:
+                self.stack.kill(sp, signal.SIGKILL)
+            except subprocess.TimeoutExpired:
+                self.notes.append(f"{fault.target} still not reaped 10 s after SIGKILL")
             self.faults.append(fault)
             self.log(f"SIGKILL {fault.target}")
             await asyncio.sleep(self.rng.uniform(*self.cfg.restart_after))
@@ -327,13 +334,17 @@ class Run:
         asyncio.ensure_future(self.watch_started(sp, offset, fault))
 
     async def watch_started(self, sp: ServiceProc, offset: int, fault: Fault) -> None:
-        proc = sp.proc
+        """fault.end = when the restarted process logged service.started (its log read incrementally)."""
+        proc, marker, tail = sp.proc, b'"service.started"', b""
         while sp.proc is proc and proc.poll() is None and time.time() - fault.restarted_at < 120:
             with open(sp.log_path, "rb") as f:
                 f.seek(offset)
-                if b'"service.started"' in f.read():
-                    fault.end = time.time()
-                    return
+                chunk = f.read()
+            offset += len(chunk)
+            if marker in tail + chunk:
+                fault.end = time.time()
+                return
+            tail = chunk[-len(marker):]
             await asyncio.sleep(0.2)
 
     async def supervise(self) -> None:
@@ -354,31 +365,41 @@ class Run:
             sys.executable, "-m", "dunning.admin", "relay", action, "--service", "reconciliation",
             env={**os.environ, "DATABASE_URL": self.stack.database_url},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        out, _ = await proc.communicate()
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+        except asyncio.TimeoutError:
+            proc.kill()
+            return False, f"`dunning.admin relay {action}` did not finish within 60 s"
         return proc.returncode == 0, out.decode(errors="replace").strip()[-500:]
 
     async def pause_relay(self) -> None:
+        """The fault window runs from the pause command's start (it takes effect before it returns)
+        to the resume command's end; the pause is held `relay_pause` s from the pause's return."""
         if self.cfg.relay_pause <= 0:
             return
         await sleep_until(self.t0 + self.cfg.pause_at)
+        fault = Fault("relay_pause", "reconciliation", time.time())
         ok, out = await self.admin_relay("pause")
         if not ok:
             self.relay["error"] = out
             self.log("WARNING: could not pause reconciliation's relay (`python -m dunning.admin relay pause "
                      f"--service reconciliation` failed; not available yet?): {out.splitlines()[-1] if out else ''}")
             return
-        fault = Fault("relay_pause", "reconciliation", time.time())
+        paused_at = time.time()
         self.faults.append(fault)
-        self.relay["paused"] = True
-        self.log(f"relay of reconciliation paused for {self.cfg.relay_pause:.0f} s")
+        self.relay.update(paused=True, requested_at_s=round(fault.start - self.t0, 1),
+                          paused_at_s=round(paused_at - self.t0, 1))
+        self.log(f"relay of reconciliation paused for {self.cfg.relay_pause:.0f} s "
+                 f"(the command took {paused_at - fault.start:.1f} s)")
         try:
             await asyncio.sleep(self.cfg.relay_pause / 2)
-            self.relay["observed_effective"] = await self.pause_effective(fault.start)
-            await sleep_until(fault.start + self.cfg.relay_pause)
+            self.relay["observed_effective"] = await self.pause_effective(paused_at)
+            await sleep_until(paused_at + self.cfg.relay_pause)
         finally:
+            self.relay["resume_requested_at_s"] = round(time.time() - self.t0, 1)
             ok, out = await self.admin_relay("resume")
             fault.end = time.time()
-            self.relay["resumed"] = ok
+            self.relay.update(resumed=ok, resumed_at_s=round(fault.end - self.t0, 1))
             self.log("relay of reconciliation resumed" if ok else f"WARNING: relay resume failed: {out}")
 
     async def pause_effective(self, since: float) -> bool | None:
@@ -394,8 +415,8 @@ class Run:
     async def main(self) -> dict:
         cfg = self.cfg
         self.tenant = await create_tenant(self.stack.database_url, f"Chaos {self.run_id}")
-        limits = httpx.Limits(max_connections=48, max_keepalive_connections=48)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5), limits=limits) as client:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5, pool=120), limits=limits) as client:
             self.client = client
             policy = {"anchor": "issued_at", "stages": [{"name": n, "offset": f"PT{o:.3f}S"}
                                                           for n, o in zip(STAGES, cfg.offsets)]}
@@ -413,7 +434,7 @@ class Run:
                 await self.issue_all()
                 self.log(f"all {cfg.invoices} invoices issued")
                 await asyncio.gather(*faults)
-                last_due = max(inv.issued_at for inv in self.invoices) + cfg.offsets[-1]
+                last_due = max(inv.issued_at or 0 for inv in self.invoices) + cfg.offsets[-1]
                 await sleep_until(last_due + 1)
                 await asyncio.gather(*self.pay_tasks)
                 self.log("every stage is due now; waiting for quiescence")
@@ -475,6 +496,7 @@ def summary(report: dict) -> str:
         f"quiescence      {'reached' if report['quiescence']['reached'] else 'NOT REACHED'} after "
         f"{report['quiescence']['waited_s']} s",
     ]
+    lines += [f"note            {note}" for note in report["notes"][:10]]
     for name, items in (("violation", v["items"]), ("lost", lost["unpaid_never_received"] + lost["fired_never_received"]),
                         ("duplicate", [x for x in d["items"] if not x["explained"]])):
         lines += [f"  e.g. {name}: {json.dumps(item)}" for item in items[:5]]
@@ -493,7 +515,7 @@ def config_from(argv: list[str] | None) -> Config:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", action="store_true", help=f"the short version: {SHORT}")
     parser.add_argument("--invoices", type=int)
-    parser.add_argument("--duration", type=float, help="seconds over which the stages fall due (default 180)")
+    parser.add_argument("--duration", type=float, help="seconds over which the stages fall due (default 240)")
     parser.add_argument("--spread", type=float, help="seconds over which invoices are issued (= duration / 2)")
     parser.add_argument("--kill-every", type=parse_range, metavar="MIN-MAX",
                         help="seconds between SIGKILLs, e.g. 3-6 (0: no kills)")

@@ -397,6 +397,7 @@ def analyse(run, state: State) -> dict:
                                        f" + {cfg.healthy_margin:g} s] for every kill, crash and relay pause"},
         "quiescence": {"reached": state.quiescent, "waited_s": round(state.waited, 1),
                        "waiting_on": state.waiting_on},
+        "notes": run.notes,
     }
     report["ok"] = (state.quiescent and not violations and not report["lost"]["count"] and not unexplained)
     return report
