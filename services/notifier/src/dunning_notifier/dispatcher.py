@@ -21,7 +21,9 @@ At-least-once window, named precisely. A customer can get one reminder twice in 
    `smtp_send_timeout` and the lease must be at least twice that (Settings._lease_outlasts_sends),
    so a live worker's lease runs out only on a real stall (a frozen process, a lost database).
 2. No reply to the message: the connection times out or drops after DATA began. The server may
-   have accepted it; the attempt is retried (Retry.in_doubt) and may deliver a second copy.
+   have accepted it; the attempt is retried (Retry.in_doubt) and may deliver a second copy. An
+   attempt that crashed on a bug (internal_error) is retried as in doubt too: how far it got is
+   not known.
 SMTP cannot make "accepted" and our commit one atomic step, so neither can be closed; both are
 counted instead. Detection: every attempt whose outcome is unknown increments the delivery's
 `in_doubt_attempts` (and sets `last_in_doubt_at`) in the very statement that takes it back (the
@@ -225,7 +227,8 @@ class Dispatcher:
                     attempt = await self._attempt(delivery, sessions)
                 except Exception as exc:  # noqa: BLE001 - a bug must not shrink the worker pool
                     log.exception("notifier.delivery.attempt_crashed", delivery_id=delivery.delivery_id)
-                    outcome: Outcome = Retry("internal_error", repr(exc)[:2000])
+                    # In doubt: how far the attempt got (maybe past the server's 250) is unknown.
+                    outcome: Outcome = Retry("internal_error", repr(exc)[:2000], in_doubt=True)
                     if delivery.attempts >= self.settings.max_attempts:
                         outcome = Failed("internal_error", repr(exc)[:2000], permanent=False)
                     attempt = Attempt(delivery, outcome, None, retry_in=self.settings.retry_max_seconds)
@@ -253,7 +256,7 @@ class Dispatcher:
                     outcome = await session.send(d)
                 except Exception as exc:  # noqa: BLE001 - a bug in a provider: retried, bounded by max_attempts
                     log.exception("notifier.delivery.send_crashed")
-                    outcome = Retry("internal_error", repr(exc)[:2000])
+                    outcome = Retry("internal_error", repr(exc)[:2000], in_doubt=True)  # how far it got: unknown
                 if isinstance(outcome, Retry) and d.attempts >= self.settings.max_attempts:
                     outcome = Failed(outcome.error_code, f"gave up after {d.attempts} attempts: {outcome.error}",
                                      permanent=False)
