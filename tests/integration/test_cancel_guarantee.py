@@ -25,7 +25,6 @@ from dunning.db import create_pool, migrate
 from dunning.events import dumps, new_event
 from dunning.ids import new_id
 from dunning.kafka import make_producer
-from dunning.runtime import relay_for
 from dunning.testing.fixtures import async_wait_until
 
 from dunning_reconciliation import bootstrap as recon_bootstrap
@@ -95,7 +94,7 @@ class Pair:
         await self.producer.start()
         self.recon_consumer = recon_bootstrap.consumer_for(self.recon_settings, self.recon_pool)
         self.watermark = recon_bootstrap.watermark_for(self.recon_settings, self.recon_pool, self.producer)
-        self.recon_relay = relay_for(self.recon_settings, self.recon_pool, self.producer)
+        self.recon_relay = recon_bootstrap.relay_for(self.recon_settings, self.recon_pool, self.producer)
         self.sched_consumer = sched_bootstrap.consumer_for(self.sched_settings, self.sched_pool)
         self.firing = sched_bootstrap.firing_loop_for(self.sched_settings, self.sched_pool)
         self.workers = [self.recon_consumer, self.watermark, self.recon_relay, self.sched_consumer, self.firing]

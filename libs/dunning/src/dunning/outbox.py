@@ -69,13 +69,17 @@ class OutboxRelay:
     """Publishes outbox rows to Kafka; run one per service replica."""
 
     def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, schema: str, *,
-                 batch_size: int = 2000, poll_seconds: float = 0.5, lanes_per_claim: int = LANES):
+                 batch_size: int = 2000, poll_seconds: float = 0.5, lanes_per_claim: int = LANES,
+                 record_offsets: bool = False):
         self.pool = pool
         self.producer = producer
         self.schema = schema
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.lanes_per_claim = lanes_per_claim
+        # Record the acknowledged offsets (published_offsets) with the delete: the payments
+        # watermark states them.
+        self.record_offsets = record_offsets
         self._wake = asyncio.Event()
         self._stopping = False
         self.paused = False  # this process's own hold (tests); operators use set_paused (all replicas)
@@ -145,10 +149,26 @@ class OutboxRelay:
                     futures.append(await self.producer.send(
                         row["topic"], value=bytes(row["payload"]), key=row["key"].encode(), headers=headers,
                     ))
-            await asyncio.gather(*futures)
+            acks = await asyncio.gather(*futures)
             await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+            if self.record_offsets:
+                await _record_offsets(conn, acks)
         self.published += len(rows)
         return len(rows)
+
+
+async def _record_offsets(conn: asyncpg.Connection, acks: list) -> None:
+    ends: dict[tuple[str, int], int] = {}
+    for meta in acks:
+        key = (meta.topic, meta.partition)
+        ends[key] = max(ends.get(key, 0), meta.offset + 1)
+    await conn.execute(
+        "INSERT INTO published_offsets AS p (topic, partition, next_offset)"
+        " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])"
+        " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = greatest(p.next_offset, EXCLUDED.next_offset),"
+        " updated_at = now()",
+        [t for t, _ in ends], [p for _, p in ends], list(ends.values()),
+    )
 
 
 async def add_raw(conn: asyncpg.Connection, *, topic: str, key: str, payload: bytes, event_id: str,

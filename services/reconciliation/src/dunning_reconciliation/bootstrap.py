@@ -8,7 +8,8 @@ import asyncpg
 from dunning import inbox
 from dunning.consumer import ConsumerRunner
 from dunning.logging import get_logger
-from dunning.runtime import Service, open_infrastructure, relay_for
+from dunning.outbox import OutboxRelay
+from dunning.runtime import Service, open_infrastructure
 
 from dunning_reconciliation.api import Deps, create_app
 from dunning_reconciliation.handlers import BATCH_HANDLERS, HANDLERS
@@ -25,9 +26,16 @@ def consumer_for(settings: Settings, pool: asyncpg.Pool) -> ConsumerRunner:
         track_positions=True)  # published in the payments watermark
 
 
+def relay_for(settings: Settings, pool: asyncpg.Pool, producer) -> OutboxRelay | None:
+    """The outbox relay, recording the offsets the broker acknowledged (the watermark states them)."""
+    if not settings.relay_enabled:
+        return None
+    return OutboxRelay(pool, producer, settings.db_schema, batch_size=settings.relay_batch_size,
+                       poll_seconds=settings.relay_poll_seconds, record_offsets=True)
+
+
 def watermark_for(settings: Settings, pool: asyncpg.Pool, producer) -> WatermarkPublisher:
-    return WatermarkPublisher(pool, producer, bootstrap_servers=settings.kafka_bootstrap_servers,
-                              payments_topic=settings.payments_topic, invoices_topic=settings.invoices_topic,
+    return WatermarkPublisher(pool, producer, payments_topic=settings.payments_topic, invoices_topic=settings.invoices_topic,
                               watermarks_topic=settings.watermarks_topic,
                               interval_seconds=settings.watermark_interval_seconds)
 

@@ -26,8 +26,10 @@ One statement, made by one replica at a time (a session advisory lock elects it)
    positions read by an earlier snapshot older than every row still waiting: the matches those
    transactions made are published. The scheduler fires a stage only if its invoice's InvoiceIssued
    is below that position.
-4. Offsets. The end offsets of the payments topic, read after 2 and 3: everything published so far,
-   including all the rows the statement relies on, is below them.
+4. Offsets, in the same snapshot: per payments partition, one past the highest offset the broker
+   acknowledged for a row of this outbox (the relay writes them in the transaction that deletes the
+   rows). Every row the statement relies on has left the outbox, so it is below them. (Not a
+   ListOffsets request: Tansu 0.6 answers it with the last batch's first offset + 1.)
 5. The statement goes to `dunning.watermarks.v1` (one partition, short retention).
 
 Several replicas: only the elected one publishes; any statement is true forever once made, so a new
@@ -41,7 +43,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from dunning.clock import utcnow
 from dunning.events import dumps, new_event
@@ -60,7 +62,9 @@ _SNAPSHOT = """
 SELECT clock_timestamp() AS read_at,
        (SELECT min(created_at) FROM outbox WHERE topic = $1) AS oldest_waiting,
        (SELECT coalesce(jsonb_object_agg(partition::text, next_offset), '{}'::jsonb)
-          FROM consumer_positions WHERE topic = $2) AS positions
+          FROM consumer_positions WHERE topic = $2) AS positions,
+       (SELECT coalesce(jsonb_object_agg(partition::text, next_offset), '{}'::jsonb)
+          FROM published_offsets WHERE topic = $1) AS published
 """
 
 
@@ -72,11 +76,9 @@ async def acknowledge_time(conn: asyncpg.Connection) -> datetime:
 
 
 class WatermarkPublisher:
-    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, *, bootstrap_servers: str,
-                 payments_topic: str, invoices_topic: str, watermarks_topic: str, interval_seconds: float = 0.25):
+    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, *, payments_topic: str, invoices_topic: str, watermarks_topic: str, interval_seconds: float = 0.25):
         self.pool = pool
         self.producer = producer
-        self.bootstrap_servers = bootstrap_servers
         self.payments_topic = payments_topic
         self.invoices_topic = invoices_topic
         self.watermarks_topic = watermarks_topic
@@ -95,21 +97,14 @@ class WatermarkPublisher:
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     async def run(self) -> None:
-        offsets_client = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
-                                          client_id="reconciliation-watermark")
-        await offsets_client.start()
-        try:
-            while not self._stop.is_set():
-                try:
-                    await self._lead(offsets_client)
-                except Exception as exc:  # noqa: BLE001 - no statement is the safe side; try again
-                    log.warning("reconciliation.watermark.error", error=repr(exc))
-                    await self._sleep(1.0)
-        finally:
-            with contextlib.suppress(Exception):
-                await offsets_client.stop()
+        while not self._stop.is_set():
+            try:
+                await self._lead()
+            except Exception as exc:  # noqa: BLE001 - no statement is the safe side; try again
+                log.warning("reconciliation.watermark.error", error=repr(exc))
+                await self._sleep(1.0)
 
-    async def _lead(self, offsets_client: AIOKafkaConsumer) -> None:
+    async def _lead(self) -> None:
         async with self.pool.acquire() as conn:
             try:
                 while not self._stop.is_set():
@@ -121,13 +116,13 @@ class WatermarkPublisher:
                 log.info("reconciliation.watermark.leading")
                 self._history.clear()
                 while not self._stop.is_set():
-                    await self.publish_once(conn, offsets_client)
+                    await self.publish_once(conn)
                     await self._sleep(self.interval)
             finally:
                 with contextlib.suppress(Exception):
                     await conn.execute("SELECT pg_advisory_unlock_all()")
 
-    async def publish_once(self, conn: asyncpg.Connection, offsets_client: AIOKafkaConsumer) -> dict[str, Any]:
+    async def publish_once(self, conn: asyncpg.Connection) -> dict[str, Any]:
         async with conn.transaction():
             fence = await conn.fetchval("SELECT clock_timestamp() FROM pg_advisory_xact_lock($1) AS fence", ACK_FENCE)
         snap = await conn.fetchrow(_SNAPSHOT, self.payments_topic, self.invoices_topic)
@@ -140,7 +135,7 @@ class WatermarkPublisher:
             self._certified = self._history.popleft()[1]
         while len(self._history) > _HISTORY_MAX:  # a long stall: keep the newest candidates
             self._history.popleft()
-        offsets = await self._end_offsets(offsets_client)
+        offsets = {k: int(v) for k, v in snap["published"].items()}
         data = {
             "watermark": watermark,
             "payments_topic": self.payments_topic,
@@ -159,14 +154,3 @@ class WatermarkPublisher:
             log.warning("reconciliation.watermark.held_back", oldest_waiting=oldest.isoformat(),
                         behind_seconds=round((fence - oldest).total_seconds(), 1))
         return data
-
-    async def _end_offsets(self, client: AIOKafkaConsumer) -> dict[str, int]:
-        partitions = client.partitions_for_topic(self.payments_topic)
-        if not partitions:
-            await client._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
-            partitions = client.partitions_for_topic(self.payments_topic) or set()
-        if not partitions:
-            raise RuntimeError(f"topic {self.payments_topic} has no partitions (not created yet?)")
-        tps = [TopicPartition(self.payments_topic, p) for p in sorted(partitions)]
-        ends = await client.end_offsets(tps)
-        return {str(tp.partition): int(ends[tp]) for tp in tps}
