@@ -32,9 +32,11 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -154,7 +156,7 @@ class Run:
         self.faults: list[Fault] = []
         self.notes: list[str] = []
         self.down: set[int] = set()       # ids of processes we killed and have not restarted yet
-        self.ack_lead = 0.01              # request sent -> acknowledged_at, learnt from the API answers
+        self.leads: deque[float] = deque([0.01], maxlen=25)  # request sent -> acknowledged_at, recent
         self.relay = {"requested": cfg.relay_pause > 0, "paused": False}
         self.idempotency_stuck = 0
         self.t0 = 0.0
@@ -261,7 +263,7 @@ class Run:
                     f"evt_chaos_{self.run_id}_{inv.index}" if via == "stripe" else f"PAY-{self.run_id}-{inv.index}")
         self.payments.append(p)
         recon = self.stack.url("reconciliation")
-        await sleep_until(p.target - self.ack_lead)
+        await sleep_until(p.target - statistics.median(self.leads))
         if via == "stripe":
             cents = int(inv.amount.replace(".", ""))
             body = orjson.dumps({
@@ -300,9 +302,8 @@ class Run:
             p.error = r.text[:300]
         elif via == "api":
             p.acknowledged_at = ts(r.json().get("acknowledged_at"))
-            if p.attempts == 1 and p.acknowledged_at:
-                lead = min(max(p.acknowledged_at - p.sent_at, 0.0), 0.5)
-                self.ack_lead = 0.8 * self.ack_lead + 0.2 * lead
+            if p.attempts == 1 and p.acknowledged_at:  # aim the next ones by what it takes now
+                self.leads.append(min(max(p.acknowledged_at - p.sent_at, 0.0), 1.0))
 
     # -- faults -----------------------------------------------------------------------------------
     async def chaos_monkey(self) -> None:
@@ -493,6 +494,8 @@ def summary(report: dict) -> str:
         f"consistency     {report['consistency']}",
         f"lateness (s)    all {lat['all']}; healthy {lat['healthy']}",
         f"                healthy = {lat['healthy_rule']}",
+        "                p50 by scheduled time (s after start): "
+        + " ".join(f"{t}:{v['p50']}" for t, v in lat["by_scheduled_10s"].items()),
         f"quiescence      {'reached' if report['quiescence']['reached'] else 'NOT REACHED'} after "
         f"{report['quiescence']['waited_s']} s",
     ]

@@ -319,11 +319,13 @@ def analyse(run, state: State) -> dict:
 
     # 4. Lateness (first copy of each reminder).
     late_all, late_healthy = [], []
+    by_10s: dict[int, list[float]] = defaultdict(list)
     for key, copies in received.items():
         s = copies[0].scheduled_at or scheduled.get(key)
         if s is None or copies[0].received_at is None:
             continue
         late_all.append(copies[0].received_at - s)
+        by_10s[int((s - run.t0) // 10) * 10].append(late_all[-1])
         if healthy(s):
             late_healthy.append(copies[0].received_at - s)
 
@@ -393,6 +395,7 @@ def analyse(run, state: State) -> dict:
                         "settled_not_paid_in_ingest": len(settled_ids - state.ingest_paid),
                         "paid_in_ingest_not_settled": len(state.ingest_paid - settled_ids)},
         "lateness_s": {"all": spread_of(late_all), "healthy": spread_of(late_healthy),
+                       "by_scheduled_10s": {t: spread_of(v) for t, v in sorted(by_10s.items())},
                        "healthy_rule": f"scheduled outside [fault start - 1 s, process started (relay resumed)"
                                        f" + {cfg.healthy_margin:g} s] for every kill, crash and relay pause"},
         "quiescence": {"reached": state.quiescent, "waited_s": round(state.waited, 1),
