@@ -439,7 +439,7 @@ class Run:
                 await sleep_until(last_due + 1)
                 await asyncio.gather(*self.pay_tasks)
                 self.log("every stage is due now; waiting for quiescence")
-                state = await checks.quiesce(self, last_due)
+                state = await checks.quiesce(self)
             finally:
                 supervisor.cancel()
                 for task in faults:

@@ -145,7 +145,7 @@ async def notifier_busy(run) -> bool:
     return False
 
 
-async def quiesce(run, last_due: float) -> State:
+async def quiesce(run) -> State:
     """Wait until no work is due: every timer decided, every fired stage's delivery done, nothing
     pending at the notifier and the mail count stable; bounded by the run's quiesce_timeout."""
     started = time.time()
@@ -165,8 +165,8 @@ async def quiesce(run, last_due: float) -> State:
                                            "before", "next_cursor", 500)
             done = {(d["invoice_id"], d["stage"], d["channel"]) for d in state.deliveries
                     if d["state"] in ("sent", "failed")}
-            undelivered = [(i, t["stage"]) for i in todo if state.timers.get(i)
-                           for t in state.timers[i]["timers"]
+            undelivered = [(i, t["stage"]) for i, view in state.timers.items() if view
+                           for t in view["timers"]
                            if t["state"] == "fired" and (i, t["stage"], t["channel"]) not in done]
             state.waiting_on = {"undecided_invoices": len(undecided), "fired_not_delivered": len(undelivered),
                                 "examples": (undecided[:3], undelivered[:3])}
