@@ -30,6 +30,7 @@ import hmac
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -157,6 +158,9 @@ class Run:
         self.notes: list[str] = []
         self.down: set[int] = set()       # ids of processes we killed and have not restarted yet
         self.leads: deque[float] = deque([0.01], maxlen=25)  # request sent -> acknowledged_at, recent
+        # Requests in flight, bounded below the client's connections: when the services slow down,
+        # callers queue here (cheap) rather than in httpx's pool, whose wait queue costs CPU per waiter.
+        self.inflight = asyncio.Semaphore(48)
         self.relay = {"requested": cfg.relay_pause > 0, "paused": False}
         self.idempotency_stuck = 0
         self.t0 = 0.0
@@ -187,7 +191,8 @@ class Run:
         while True:
             attempt += 1
             try:
-                r = await make(attempt)
+                async with self.inflight:
+                    r = await make(attempt)
                 if r.status_code not in retry_statuses:
                     return r, attempt
                 failure = f"HTTP {r.status_code}"
@@ -292,8 +297,8 @@ class Run:
             p.attempts += 1
             return await request()
 
-        try:
-            r, _ = await self.send(attempt)
+        try:  # an accounting system or Stripe keeps retrying; so do we, for five minutes
+            r, _ = await self.send(attempt, deadline=300)
         except RuntimeError as exc:
             p.error = str(exc)
             return
@@ -497,7 +502,8 @@ def summary(report: dict) -> str:
         "                p50 by scheduled time (s after start): "
         + " ".join(f"{t}:{v['p50']}" for t, v in lat["by_scheduled_10s"].items()),
         f"quiescence      {'reached' if report['quiescence']['reached'] else 'NOT REACHED'} after "
-        f"{report['quiescence']['waited_s']} s",
+        f"{report['quiescence']['waited_s']} s; the run took {report['wall_seconds']} s, the harness "
+        f"{report['harness_cpu_seconds']} s of CPU",
     ]
     lines += [f"note            {note}" for note in report["notes"][:10]]
     for name, items in (("violation", v["items"]), ("lost", lost["unpaid_never_received"] + lost["fired_never_received"]),
@@ -590,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
         if stack.pg is not None and not cfg.keep_data:
             shutil.rmtree(stack.workdir / "pgdata", ignore_errors=True)
     report["wall_seconds"] = round(time.time() - started, 1)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report["harness_cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 1)
     now = source_files()
     report["code"] = {**code,
                       "changed_during_run": sorted(f for f, (_, h) in now.items() if sources.get(f, (0, ""))[1] != h),
