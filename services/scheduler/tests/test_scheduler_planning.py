@@ -64,6 +64,26 @@ def test_every_channel_of_the_latest_past_stage_fires_now():
     assert timers[1].sequence == timers[2].sequence == 1
 
 
+def test_stages_due_while_the_scheduler_lagged_are_not_skipped_they_fire_late():
+    policy = parse_policy({"anchor": "issued_at", "stages": [
+        {"name": "soft", "offset": "PT0S"}, {"name": "firm", "offset": "PT8S"},
+        {"name": "final", "offset": "PT16S"}, {"name": "collections", "offset": "PT1H"}]})
+    accepted = ISSUED + timedelta(seconds=1)  # ingest took it; the scheduler plans it 20 s later
+    now = ISSUED + timedelta(seconds=21)
+    timers = plan(policy, due_date=date(2026, 10, 20), timezone_name="UTC", issued_at=ISSUED, settled=False,
+                  now=now, accepted_at=accepted)
+    assert [(t.stage, t.state, t.scheduled_at) for t in timers] == [
+        ("soft", "scheduled", accepted),  # the one past at ingest: at that moment, not skipped
+        ("firm", "scheduled", ISSUED + timedelta(seconds=8)),  # fell due during the lag: fires now
+        ("final", "scheduled", ISSUED + timedelta(seconds=16)),
+        ("collections", "scheduled", ISSUED + timedelta(hours=1)),
+    ]
+    # Without accepted_at (or with a clock ahead of ours), planning time is the cut-off.
+    lagless = plan(policy, due_date=date(2026, 10, 20), timezone_name="UTC", issued_at=ISSUED, settled=False,
+                   now=now, accepted_at=now + timedelta(hours=1))
+    assert [t.state for t in lagless] == ["skipped", "skipped", "scheduled", "scheduled"]
+
+
 def test_an_invoice_already_settled_is_planned_all_cancelled():
     timers = plan(DEFAULT_POLICY, due_date=date(2026, 10, 20), timezone_name="Europe/Berlin", issued_at=ISSUED,
                   settled=True, now=ISSUED)

@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     rel.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     dsn = database_url()
-    migrate_all(dsn)
+    if args.command != "relay":  # an operator's pause must be immediate; the relay's tables exist
+        migrate_all(dsn)
     if args.command == "create-tenant":
         result = asyncio.run(create_tenant(dsn, args.name))
     elif args.command == "relay":

@@ -52,7 +52,7 @@ class PlanBatch:
             log.warning("scheduler.invoice.unknown_timezone", invoice_id=invoice_id, timezone=timezone_name,
                         fallback="UTC")
         timers = plan(policy, due_date=due_date, timezone_name=timezone_name, issued_at=issued_at, settled=False,
-                      now=now)
+                      now=now, accepted_at=event.time)  # past-ness as of ingest, not of planning
         envelope = messages.dunning_planned(tenant_id=tenant_id, invoice_id=invoice_id, policy_id=policy.policy_id,
                                             policy_version=policy.version, planned_at=now, timers=timers)
         headers = {"ce_type": envelope["type"], "ce_id": envelope["id"]}

@@ -4,9 +4,12 @@ Pure functions, no I/O. Rules:
 - a stage's instant is the policy anchor plus the stage offset (see `policy` and `durations`);
   instants never go backwards from one stage to the next (a calendar edge such as P1M vs P29D
   in February is clamped to the previous stage's instant);
-- stages already in the past when the invoice is planned (an old invoice imported late): all but
-  the latest past stage are `skipped` ("past_at_planning"), the latest one is scheduled now, so a
-  customer never gets several reminders at once;
+- stages already in the past when the invoice entered dunning (an old invoice imported late): all
+  but the latest past stage are `skipped` ("past_at_planning"), the latest one is scheduled at that
+  moment, so a customer never gets several reminders at once. "Entered" is `accepted_at`, the time
+  invoice-ingest accepted it (the InvoiceIssued's time), not the time of planning: a scheduler
+  that lags, or was down, must not skip the stages that fell due meanwhile (none lost) — they are
+  scheduled at their own times and fire at once;
 - an invoice already settled when it is planned (its payment arrived first) gets every stage
   `cancelled` ("invoice_settled"): the timeline shows what would have happened, nothing fires.
 
@@ -83,15 +86,17 @@ def instants_for(policy: Policy, *, due_date: date, zone: ZoneInfo, issued_at: d
 
 
 def plan(policy: Policy, *, due_date: date, timezone_name: str, issued_at: datetime, settled: bool,
-         now: datetime, stage_ids: list[str] | None = None) -> list[PlannedTimer]:
+         now: datetime, stage_ids: list[str] | None = None, accepted_at: datetime | None = None) -> list[PlannedTimer]:
     """The timers, one per (stage, channel). `stage_ids` (as many as timers) reuses ids, so the plan
-    of a settled and of an open invoice can be prepared together and the database picks one."""
+    of a settled and of an open invoice can be prepared together and the database picks one.
+    `accepted_at`: when the invoice entered dunning (default `now`); never later than `now`."""
     zone = zone_for(timezone_name) or UTC_ZONE
     instants = instants_for(policy, due_date=due_date, zone=zone, issued_at=issued_at)
+    cutoff = now if accepted_at is None else min(accepted_at, now)
     latest_past = None
     if not settled:
         for index, at in enumerate(instants):
-            if at > now:
+            if at > cutoff:
                 break
             latest_past = index
     base = new_id("stg") if stage_ids is None else None
@@ -102,7 +107,7 @@ def plan(policy: Policy, *, due_date: date, timezone_name: str, issued_at: datet
         elif latest_past is not None and sequence < latest_past:
             state, reason = "skipped", SKIPPED_PAST
         elif sequence == latest_past:
-            state, reason, at = "scheduled", None, now.astimezone(timezone.utc)
+            state, reason, at = "scheduled", None, cutoff.astimezone(timezone.utc)
         else:
             state, reason = "scheduled", None
         for channel in stage.channels:
