@@ -60,9 +60,10 @@ async def test_invoice_on_kafka_becomes_stage_escalated_on_kafka(pool, settings,
         await producer.send_and_wait(topic, dumps(envelope), key=envelope["subject"].encode())
 
     try:
-        def seen(events):
+        def seen(events):  # partitions are read side by side: wait for both invoices' events
             return len([e for e in events if e["type"] == "dunning.StageEscalated.v1"
-                        and e["subject"] == invoice_id]) >= 2
+                        and e["subject"] == invoice_id]) >= 2 and any(
+                e["type"] == "dunning.DunningPlanned.v1" and e["subject"] == settled_id for e in events)
 
         events = await h.read_topic(infra.kafka_bootstrap_servers, "dunning.stages.v1", seen, timeout=30)
     finally:
