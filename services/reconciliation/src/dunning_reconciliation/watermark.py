@@ -11,10 +11,15 @@ One statement, made by one replica at a time (a session advisory lock elects it)
 `watermark_interval_seconds`:
 
 1. Fence. Every transaction that acknowledges a payment first takes the ACK_FENCE lock in shared
-   mode and only then reads the clock for `acknowledged_at` (`acknowledge_time`). The publisher
-   takes the same lock exclusively and reads the clock: F. When it holds the lock, every transaction
-   that acknowledged before has committed; every later one reads a clock after F. So all payments
-   acknowledged at or before F are committed.
+   mode and only then reads the clock for `acknowledged_at` (`acknowledge_time`); nobody ever takes
+   it exclusively, so it never waits. The publisher reads the clock, T, then the lock's holders
+   (pg_locks) and their transaction start times: F = min(T, earliest holder's start - 1 us). A
+   transaction that held the lock has an acknowledged_at after its start, so after F; one that
+   takes the lock after that read reads a clock after T; one that no longer holds it has committed
+   (PostgreSQL releases locks after the commit is visible). So every payment acknowledged at or
+   before F is committed, and no acknowledgement ever waits for the publisher (an exclusive lock
+   would queue every new payment behind the slowest one in flight). A holder whose start time is
+   not visible (another database role without pg_read_all_stats) means no statement this time.
 2. Snapshot (one statement, after the fence): the oldest PaymentReceived still in the outbox, and
    the consumer positions on the invoices topic. A row still waiting was written by a transaction
    that started at its created_at, so its payment was acknowledged no earlier:
@@ -57,6 +62,13 @@ ACK_FENCE = 0x5041_594D_454E_5401  # "PAYMENT" 01
 PUBLISHER = 0x5041_594D_454E_5402
 _EPSILON = timedelta(microseconds=1)
 _HISTORY_MAX = 10_000
+
+_HOLDERS = """
+SELECT count(*) AS holders, count(*) FILTER (WHERE a.xact_start IS NULL) AS unknown, min(a.xact_start) AS oldest
+FROM pg_locks AS l LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid::bigint = $1 AND l.objid::bigint = $2 AND l.objsubid = 1
+"""
 
 _SNAPSHOT = """
 SELECT clock_timestamp() AS read_at,
@@ -123,8 +135,11 @@ class WatermarkPublisher:
                     await conn.execute("SELECT pg_advisory_unlock_all()")
 
     async def publish_once(self, conn: asyncpg.Connection) -> dict[str, Any]:
-        async with conn.transaction():
-            fence = await conn.fetchval("SELECT clock_timestamp() FROM pg_advisory_xact_lock($1) AS fence", ACK_FENCE)
+        before = await conn.fetchval("SELECT clock_timestamp()")
+        held = await conn.fetchrow(_HOLDERS, ACK_FENCE >> 32, ACK_FENCE & 0xFFFF_FFFF)
+        if held["unknown"]:
+            raise RuntimeError("cannot see the start time of a transaction holding the acknowledgement fence")
+        fence = before if held["oldest"] is None else min(before, held["oldest"] - _EPSILON)
         snap = await conn.fetchrow(_SNAPSHOT, self.payments_topic, self.invoices_topic)
         oldest = snap["oldest_waiting"]
         watermark = fence if oldest is None else min(fence, oldest - _EPSILON)
