@@ -209,8 +209,11 @@ async def notifier_process(infra, schema_name, notifier_pool, tmp_path):
     """A factory: start a notifier process on this test's schema (the one notifier_pool is bound to)
     with the given NOTIFIER_* settings; every process is stopped at the end of the test."""
     started: list[NotifierProcess] = []
+    group = f"notifier-{schema_name}"
 
     async def start(smtp_port: int, name: str = "replica-a", **settings) -> NotifierProcess:
+        if not started:  # the stages topic is shared by the whole session: this group starts at its end
+            await _commit_group_at_end(infra.kafka_bootstrap_servers, group, "dunning.stages.v1")
         port = free_port()
         env = dict(os.environ)
         env.update({
@@ -221,7 +224,7 @@ async def notifier_process(infra, schema_name, notifier_pool, tmp_path):
             "NOTIFIER_SMTP_HOST": "127.0.0.1",
             "NOTIFIER_SMTP_PORT": str(smtp_port),
             "NOTIFIER_SMTP_LOCAL_HOSTNAME": name,
-            "NOTIFIER_CONSUMER_GROUP": f"notifier-{schema_name}",  # replicas of one test share it
+            "NOTIFIER_CONSUMER_GROUP": group,  # replicas of one test share it
             "NOTIFIER_RELAY_ENABLED": "false",
             "NOTIFIER_DB_POOL_MIN": "1",
             "PYTHONUNBUFFERED": "1",
@@ -237,6 +240,23 @@ async def notifier_process(infra, schema_name, notifier_pool, tmp_path):
     yield start
     for p in started:
         await asyncio.to_thread(stop, p.proc)
+
+
+async def _commit_group_at_end(bootstrap: str, group: str, topic: str) -> None:
+    """Commit `group`'s offsets at the topic's end, so a process of that group reads only what the test
+    produces next, not every other test's events (tens of thousands by the time it runs)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # metadata
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        await consumer.commit({tp: await consumer.position(tp) for tp in tps})
+    finally:
+        await consumer.stop()
 
 
 # The helpers above, as fixtures (test modules cannot import conftest under --import-mode=importlib).
