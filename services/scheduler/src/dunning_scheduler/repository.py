@@ -235,8 +235,9 @@ async def store_watermarks(conn: asyncpg.Connection, statements: list[tuple[str,
 
 
 async def prune_watermarks(conn: asyncpg.Connection, keep_seconds: float = 300.0) -> int:
-    """Forget statements older than the best usable one, or received more than keep_seconds ago
-    and superseded: a newer statement says more. Never the newest few."""
+    """Forget statements received more than keep_seconds ago, keeping the newest 20 whatever their
+    age. A statement is only ever superseded by newer ones; a scheduler whose payments consumer lags
+    by more than keep_seconds waits for a newer statement it has caught up with (the safe side)."""
     result = await conn.execute(
         "DELETE FROM payment_watermarks WHERE statement_id IN ("
         " SELECT statement_id FROM payment_watermarks ORDER BY received_at DESC OFFSET 20)"
