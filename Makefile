@@ -9,10 +9,10 @@ PACKAGES := libs/dunning services/invoice-ingest services/scheduler services/not
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt constraints.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
+$(VENV)/.installed: requirements/runtime.txt requirements/dev.txt constraints.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements/dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation $(foreach p,$(PACKAGES),-e $(p))
 	touch $@
 
