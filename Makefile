@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-PACKAGES := libs/dunning services/invoice-ingest services/scheduler services/notifier services/reconciliation
+PACKAGES := libs/dunning services/invoice-ingest services/scheduler services/notifier services/reconciliation tools
 
 .PHONY: install run demo test test-unit test-integration test-e2e bench chaos tenant clean
 
@@ -17,10 +17,10 @@ $(VENV)/.installed: requirements/runtime.txt requirements/dev.txt constraints.tx
 	touch $@
 
 run: install  ## the whole system on the embedded default (Ctrl-C stops everything)
-	$(PY) -m dunning.devstack run
+	$(PY) -m dunning_tools.stack run
 
 demo: install  ## a short story through the public APIs, against `make run`
-	$(PY) -m dunning.devstack.demo
+	$(PY) -m dunning_tools.demo
 
 tenant: install  ## create a tenant: make tenant NAME="Acme Ltd"
 	$(PY) -m dunning.admin create-tenant --name "$(or $(NAME),Acme Ltd)"
@@ -38,10 +38,10 @@ test-e2e: install
 	$(PY) -m pytest -m e2e
 
 bench: install  ## throughput and latency figures on this machine
-	$(PY) -m dunning.devstack.bench
+	$(PY) -m dunning_tools.bench
 
 chaos: install  ## the promises checked under SIGKILLs and a paused relay (10,000 invoices, ~6 min)
-	$(PY) -m dunning.devstack.chaos $(CHAOS_ARGS)
+	$(PY) -m dunning_tools.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf .run

@@ -1,9 +1,9 @@
 """Chaos, short version: the whole stack (2 replicas of every service) while service processes are
 SIGKILLed every few seconds and reconciliation's outbox relay is paused, with payments raced against
 stage times through Stripe webhooks and POST /v1/payments; then the promises are checked from what
-the SMTP server received and the public APIs (see dunning.devstack.chaos).
+the SMTP server received and the public APIs (see dunning_tools.chaos).
 
-Runs `python -m dunning.devstack.chaos --short` as a subprocess (its own embedded PostgreSQL and
+Runs `python -m dunning_tools.chaos --short` as a subprocess (its own embedded PostgreSQL and
 broker, unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS are set) and reads its report.json. About
 1.5 minutes; no timing is asserted.
 """
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("chaos")
-    proc = subprocess.run([sys.executable, "-m", "dunning.devstack.chaos", "--short", "--seed", "7",
+    proc = subprocess.run([sys.executable, "-m", "dunning_tools.chaos", "--short", "--seed", "7",
                            "--workdir", str(workdir)], capture_output=True, text=True, timeout=230)
     output = f"{proc.stdout[-8000:]}\n{proc.stderr[-4000:]}"
     assert (workdir / "report.json").exists(), output

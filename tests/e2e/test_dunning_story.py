@@ -15,8 +15,8 @@ from datetime import date, timedelta
 import httpx
 import pytest
 
-from dunning.devstack.stack import Ports, Stack
-from dunning.testing.fixtures import wait_until
+from dunning_tools.stack.system import Ports, Stack
+from dunning_tools.testing.fixtures import wait_until
 
 pytestmark = pytest.mark.e2e
 

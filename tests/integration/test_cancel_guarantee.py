@@ -25,7 +25,7 @@ from dunning.db import create_pool, migrate
 from dunning.events import dumps, new_event
 from dunning.ids import new_id
 from dunning.kafka import make_producer
-from dunning.testing.fixtures import async_wait_until
+from dunning_tools.testing.fixtures import async_wait_until
 
 from dunning_reconciliation import bootstrap as recon_bootstrap
 from dunning_reconciliation import payments as recon_payments

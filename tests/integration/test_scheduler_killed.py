@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from dunning.admin import migrations_of
 from dunning.db import migrate
 from dunning.events import decode
-from dunning.devstack.procs import free_port, port_in_use, spawn, stop
+from dunning_tools.stack.procs import free_port, port_in_use, spawn, stop
 
 pytestmark = pytest.mark.integration
 

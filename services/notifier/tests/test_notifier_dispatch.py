@@ -3,9 +3,9 @@ what the other services are told, and what happens when SMTP says no or is not t
 
 import pytest
 
-from dunning.devstack.procs import free_port
+from dunning_tools.stack.procs import free_port
 from dunning.events import validate
-from dunning.testing.fixtures import async_wait_until
+from dunning_tools.testing.fixtures import async_wait_until
 
 pytestmark = pytest.mark.integration
 

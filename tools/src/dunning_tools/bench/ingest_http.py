@@ -1,6 +1,6 @@
 """Throughput of invoice-ingest on this machine (not a test: nothing here asserts timings).
 
-    .venv/bin/python services/invoice-ingest/bench/bench_ingest.py [--durable] [--single N] [--bulk N]
+    .venv/bin/python -m dunning_tools.bench.ingest_http [--durable] [--single N] [--bulk N]
 
 Starts an embedded PostgreSQL (or uses DATABASE_URL), migrates a fresh schema, and measures:
 - bulk: POST /v1/invoices/bulk with 10,000 new invoices per request, in-process (httpx ASGITransport);
@@ -20,12 +20,12 @@ from pathlib import Path
 import httpx
 import orjson
 
+from dunning.admin import migrations_of
 from dunning import tenancy
 from dunning.db import create_pool, migrate
-from dunning.devstack.procs import free_port, wait_for_port
+from dunning_tools.stack.procs import free_port, wait_for_port
 
-HERE = Path(__file__).resolve().parent
-MIGRATIONS = HERE.parent / "migrations"
+MIGRATIONS = migrations_of("dunning_ingest")
 API_KEY = "dk_bench_0123456789abcdef"
 JSON = {"content-type": "application/json"}
 
@@ -121,7 +121,7 @@ def main() -> None:
     pg = None
     dsn = os.environ.get("DATABASE_URL")
     if not dsn:
-        from dunning.devstack.postgres import EmbeddedPostgres
+        from dunning_tools.stack.postgres import EmbeddedPostgres
 
         pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="ingest-bench-")) / "pg", free_port(), durable=args.durable)
         dsn = pg.start()
@@ -143,7 +143,7 @@ def main() -> None:
             port = free_port()
             env = {**os.environ, "DATABASE_URL": dsn, "INGEST_DB_SCHEMA": schema, "INGEST_HTTP_PORT": str(port),
                    "LOG_LEVEL": "WARNING"}
-            server = subprocess.Popen([sys.executable, str(HERE / "serve_api.py")], env=env)
+            server = subprocess.Popen([sys.executable, "-m", "dunning_tools.bench.serve_ingest_api"], env=env)
             wait_for_port(port, proc=server, what="invoice-ingest API")
             asyncio.run(bench_single(port, args.single, args.concurrency, server.pid))
     finally:

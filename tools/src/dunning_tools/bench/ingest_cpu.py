@@ -2,7 +2,7 @@
 server, no load generator), so the figure is the service's own Python cost whatever else runs on
 the machine. Logging and tracing are configured as `python -m dunning_ingest` does.
 
-    .venv/bin/python services/invoice-ingest/bench/bench_cpu.py [--single N] [--bulk-rounds N] [--profile FILE]
+    .venv/bin/python -m dunning_tools.bench.ingest_cpu [--single N] [--bulk-rounds N] [--profile FILE]
 """
 
 import argparse
@@ -17,14 +17,15 @@ from pathlib import Path
 import orjson
 import uvloop
 
+from dunning.admin import migrations_of
 from dunning import tenancy
 from dunning.db import create_pool, migrate
-from dunning.devstack.postgres import EmbeddedPostgres
-from dunning.devstack.procs import free_port
+from dunning_tools.stack.postgres import EmbeddedPostgres
+from dunning_tools.stack.procs import free_port
 from dunning.logging import configure_logging
 from dunning.tracing import configure_tracing
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS = migrations_of("dunning_ingest")
 API_KEY = "dk_bench_cpu_0123456789abcdef"
 
 

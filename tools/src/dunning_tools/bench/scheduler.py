@@ -1,6 +1,6 @@
 """Scheduler throughput: planning (InvoiceIssued -> timers + DunningPlanned) and firing.
 
-    python -m dunning_scheduler.bench [plan|fire|all] [--invoices 20000] [--timers 20000] ...
+    python -m dunning_tools.bench.scheduler [plan|fire|all] [--invoices 20000] [--timers 20000] ...
 
 plan: N InvoiceIssued events (one tenant with a stored policy, customers in several zones, a share of
       old invoices imported late) are applied through the real `ConsumerRunner.process_batch`
@@ -29,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from aiokafka import ConsumerRecord, TopicPartition
+from dunning.admin import migrations_of
 from dunning import tenancy
 from dunning.clock import utcnow
 from dunning import consumer
@@ -43,7 +44,7 @@ from dunning_scheduler.handlers import BATCH_HANDLERS, HANDLERS
 from dunning_scheduler.policy import parse_policy
 from dunning_scheduler.policy_store import save_policy
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS = migrations_of("dunning_scheduler")
 TENANT = "ten_bench"
 ZONES = ("Europe/Berlin", "America/New_York", "Europe/London", "Asia/Tokyo", "UTC")
 POLICY = {"id": "pol_bench", "anchor": "due_date", "send_time": "09:00", "stages": [
@@ -236,10 +237,10 @@ def main() -> None:
     dsn, bootstrap = os.environ.get("DATABASE_URL"), os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     workdir = Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
     try:
-        from dunning.devstack.procs import free_port
+        from dunning_tools.stack.procs import free_port
 
         if not dsn:
-            from dunning.devstack.postgres import EmbeddedPostgres
+            from dunning_tools.stack.postgres import EmbeddedPostgres
 
             pg = EmbeddedPostgres(workdir / "pgdata", free_port(), durable=False)
             dsn = pg.start()
@@ -248,7 +249,7 @@ def main() -> None:
                                    args.batch_handlers))
         if args.what in ("fire", "all"):
             if not bootstrap:
-                from dunning.devstack.tansu import TansuBroker
+                from dunning_tools.stack.tansu import TansuBroker
 
                 broker = TansuBroker(free_port(), log_path=workdir / "tansu.log")
                 bootstrap = broker.start()

@@ -46,9 +46,9 @@ import httpx
 import orjson
 
 from dunning.admin import create_tenant
-from dunning.devstack import chaos_checks as checks
-from dunning.devstack.chaos_checks import RACE_MS, STAGES, ts
-from dunning.devstack.stack import Ports, ServiceProc, Stack
+from dunning_tools.chaos import checks
+from dunning_tools.chaos.checks import RACE_MS, STAGES, ts
+from dunning_tools.stack.system import Ports, ServiceProc, Stack
 
 LEAD = 8.0          # issue -> first stage: the invoice is planned well before anything falls due
 BATCH_EVERY = 0.5   # one bulk import every half second
@@ -520,7 +520,7 @@ def parse_range(text: str) -> tuple[float, float]:
 
 
 def config_from(argv: list[str] | None) -> Config:
-    parser = argparse.ArgumentParser(prog="python -m dunning.devstack.chaos", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m dunning_tools.chaos", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", action="store_true", help=f"the short version: {SHORT}")
     parser.add_argument("--invoices", type=int)
@@ -554,7 +554,7 @@ def config_from(argv: list[str] | None) -> Config:
     return cfg
 
 
-REPO = Path(__file__).resolve().parents[5]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def source_files() -> dict[str, tuple[float, str]]:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from dunning.devstack.postgres import EmbeddedPostgres
-from dunning.devstack.procs import free_port, spawn, stop, wait_for_port
-from dunning.devstack.tansu import TansuBroker
+from dunning_tools.stack.postgres import EmbeddedPostgres
+from dunning_tools.stack.procs import free_port, spawn, stop, wait_for_port
+from dunning_tools.stack.tansu import TansuBroker
 
 
 @dataclass
@@ -81,7 +81,7 @@ class MailServer:
 def mailserver(infra):
     smtp_port, http_port = free_port(), free_port()
     directory = infra.workdir / "mail"
-    proc = spawn([sys.executable, "-m", "dunning.devstack.mailserver", "--dir", str(directory),
+    proc = spawn([sys.executable, "-m", "dunning_tools.stack.mailserver", "--dir", str(directory),
                   "--smtp-port", str(smtp_port), "--http-port", str(http_port)],
                  log_path=infra.workdir / "mailserver.log")
     wait_for_port(smtp_port, proc=proc, what="smtp")

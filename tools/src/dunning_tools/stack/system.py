@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 
-from dunning.devstack.postgres import EmbeddedPostgres
-from dunning.devstack.procs import free_port, port_in_use, spawn, stop, wait_for_port
-from dunning.devstack.tansu import TansuBroker
+from dunning_tools.stack.postgres import EmbeddedPostgres
+from dunning_tools.stack.procs import free_port, port_in_use, spawn, stop, wait_for_port
+from dunning_tools.stack.tansu import TansuBroker
 
 SERVICES = {  # name -> (python package, env prefix, default port)
     "invoice-ingest": ("dunning_ingest", "INGEST_", 8001),
@@ -88,7 +88,7 @@ class Stack:
         if not self.kafka_bootstrap_servers:
             self.broker = TansuBroker(self.ports.kafka, log_path=self.workdir / "logs" / "tansu.log")
             self.kafka_bootstrap_servers = self.broker.start()
-        self.mail = spawn([sys.executable, "-m", "dunning.devstack.mailserver", "--dir", str(self.workdir / "mail"),
+        self.mail = spawn([sys.executable, "-m", "dunning_tools.stack.mailserver", "--dir", str(self.workdir / "mail"),
                            "--smtp-port", str(self.ports.smtp), "--http-port", str(self.ports.mail_api)],
                           log_path=self.workdir / "logs" / "mailserver.log")
         wait_for_port(self.ports.smtp, proc=self.mail, what="SMTP server")

@@ -1,6 +1,6 @@
 """Throughput of the dispatcher: reminders delivered per second to a local SMTP server.
 
-    python -m dunning_notifier.bench [--count 3000] [--concurrency 20]
+    python -m dunning_tools.bench.notifier [--count 3000] [--concurrency 20]
 
 Starts what it needs (embedded PostgreSQL unless DATABASE_URL is set, the dev mail server on a free
 port), records `count` pending e-mail deliveries in a scratch schema, then runs one dispatcher until
@@ -22,15 +22,16 @@ from pathlib import Path
 
 import uvloop
 
+from dunning.admin import migrations_of
 from dunning.db import create_pool, migrate
-from dunning.devstack.procs import free_port, spawn, stop, wait_for_port
+from dunning_tools.stack.procs import free_port, spawn, stop, wait_for_port
 from dunning.ids import new_id
 from dunning.logging import configure_logging
 from dunning_notifier import repository as repo
 from dunning_notifier.bootstrap import build_dispatcher
 from dunning_notifier.settings import Settings
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS = migrations_of("dunning_notifier")
 LOCALES = [("de-DE", "EUR", "1250.00"), ("ja-JP", "JPY", "158000"), ("en-US", "USD", "980.50"),
            ("fr-FR", "EUR", "42.00")]
 STAGES = ["pre_due", "soft", "firm", "final", "collections"]
@@ -119,15 +120,15 @@ def main() -> None:
     pg = None
     dsn = os.environ.get("DATABASE_URL")
     if not dsn:
-        from dunning.devstack.postgres import EmbeddedPostgres
+        from dunning_tools.stack.postgres import EmbeddedPostgres
 
         pg = EmbeddedPostgres(workdir / "pgdata", free_port(), durable=False)
         dsn = pg.start()
     smtp_port, http_port = free_port(), free_port()
     if args.server == "sink":
-        command = [sys.executable, "-m", "dunning_notifier.bench", "--serve-sink", str(smtp_port)]
+        command = [sys.executable, "-m", "dunning_tools.bench.notifier", "--serve-sink", str(smtp_port)]
     else:
-        command = [sys.executable, "-m", "dunning.devstack.mailserver", "--dir", str(workdir / "mail"),
+        command = [sys.executable, "-m", "dunning_tools.stack.mailserver", "--dir", str(workdir / "mail"),
                    "--smtp-port", str(smtp_port), "--http-port", str(http_port)]
     mail = spawn(command, log_path=workdir / "mail.log")
     try:

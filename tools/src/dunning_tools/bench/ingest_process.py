@@ -1,7 +1,7 @@
 """invoice-ingest as a real process (`python -m dunning_ingest`: API + consumer + relay) against an
 embedded PostgreSQL (fsync on, as `make bench`) and Tansu; lean load generator; CPU read from /proc.
 
-    .venv/bin/python services/invoice-ingest/bench/bench_process.py [--single N] [--bulk-rounds N]
+    .venv/bin/python -m dunning_tools.bench.ingest_process [--single N] [--bulk-rounds N]
 
 Prints, per phase, the throughput and the ingest process's CPU per request / per invoice, both
 while answering and including the relay publishing the events afterwards. Nothing is asserted.
@@ -20,10 +20,10 @@ import asyncpg
 import orjson
 
 from dunning.admin import create_tenant, migrate_all
-from dunning.devstack import loadgen
-from dunning.devstack.postgres import EmbeddedPostgres
-from dunning.devstack.procs import free_port, spawn, stop, wait_for_port
-from dunning.devstack.tansu import TansuBroker
+from dunning_tools import loadgen
+from dunning_tools.stack.postgres import EmbeddedPostgres
+from dunning_tools.stack.procs import free_port, spawn, stop, wait_for_port
+from dunning_tools.stack.tansu import TansuBroker
 from dunning.kafka import ensure_topics
 
 

@@ -3,7 +3,7 @@ StageEscalated and a ReminderSent per invoice, fed through `ConsumerRunner.proce
 consumer's real path: decode, inbox, handlers, one transaction per batch) with a fake broker
 consumer, against an embedded PostgreSQL (fsync on unless --no-fsync).
 
-    .venv/bin/python services/invoice-ingest/bench/bench_consume.py [--invoices N] [--batch 500] [--per-event] 2>/dev/null
+    .venv/bin/python -m dunning_tools.bench.ingest_consume [--invoices N] [--batch 500] [--per-event] 2>/dev/null
 
 --per-event runs without batch handlers (the reference path). Nothing is asserted.
 """
@@ -19,17 +19,18 @@ from types import SimpleNamespace
 
 from aiokafka import TopicPartition
 
+from dunning.admin import migrations_of
 from dunning import tenancy
 from dunning.consumer import ConsumerRunner
 from dunning.db import create_pool, migrate
-from dunning.devstack.postgres import EmbeddedPostgres
-from dunning.devstack.procs import free_port
+from dunning_tools.stack.postgres import EmbeddedPostgres
+from dunning_tools.stack.procs import free_port
 from dunning.events import dumps, new_event
 from dunning.logging import configure_logging
 
 from dunning_ingest import handlers as H
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS = migrations_of("dunning_ingest")
 TENANT = "ten_bench0000CONSUME"
 T0 = datetime(2026, 11, 2, 8, tzinfo=timezone.utc)
 STAGES = [("pre_due", "email"), ("soft", "email"), ("firm", "email"), ("final", "letter"), ("collections", "webhook")]

