@@ -5,9 +5,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PACKAGES := libs/dunning services/invoice-ingest services/scheduler services/notifier services/reconciliation tools
 
-.PHONY: install run demo test test-unit test-integration test-e2e bench chaos tenant clean
+.PHONY: help install run demo test test-unit test-integration test-e2e lint bench chaos tenant clean
 
-install: $(VENV)/.installed
+help:  ## this list of targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(VENV)/.installed  ## the virtualenv with the pinned dev set and every package (editable)
 
 $(VENV)/.installed: requirements/runtime.txt requirements/dev.txt constraints.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -28,14 +31,19 @@ tenant: install  ## create a tenant: make tenant NAME="Acme Ltd"
 test: install  ## unit, integration and e2e tests
 	$(PY) -m pytest
 
-test-unit: install
+test-unit: install  ## fast tests with fakes, no servers
 	$(PY) -m pytest -m unit
 
-test-integration: install
+test-integration: install  ## tests against real PostgreSQL and a real broker
 	$(PY) -m pytest -m integration
 
-test-e2e: install
+test-e2e: install  ## the four services as processes, public APIs only
 	$(PY) -m pytest -m e2e
+
+lint: install  ## ruff (lint and format check) and mypy
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 bench: install  ## throughput and latency figures on this machine
 	$(PY) -m dunning_tools.bench
@@ -43,5 +51,5 @@ bench: install  ## throughput and latency figures on this machine
 chaos: install  ## the promises checked under SIGKILLs and a paused relay (10,000 invoices, ~6 min)
 	$(PY) -m dunning_tools.chaos $(CHAOS_ARGS)
 
-clean:
+clean:  ## delete the local state of `make run` (.run/)
 	rm -rf .run
