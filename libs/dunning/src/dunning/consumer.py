@@ -128,6 +128,10 @@ class ConsumerRunner:
         self.processed = 0
         self.dead_lettered = 0
         self.paused = False  # hold consumption (lag); offsets simply wait
+        # For metrics (dunning.metrics.ConsumerCollector): the next offset to apply per partition, and
+        # the running consumer, whose last fetches know each partition's high watermark.
+        self.positions: dict[TopicPartition, int] = {}
+        self.consumer: AIOKafkaConsumer | None = None
 
     @classmethod
     def from_settings(cls, settings, pool: asyncpg.Pool, *, name: str, topics: list[str],
@@ -149,6 +153,14 @@ class ConsumerRunner:
         """Stop taking work: the batch in flight finishes, commits, and the loop ends."""
         self._stopping.set()
 
+    def lag_snapshot(self) -> dict[tuple[str, int], tuple[int | None, int | None]]:
+        """(next offset to apply, high watermark) per partition assigned now, for metrics; None if unknown."""
+        consumer = self.consumer
+        if consumer is None:
+            return {}
+        return {(tp.topic, tp.partition): (self.positions.get(tp), consumer.highwater(tp))
+                for tp in consumer.assignment()}
+
     def make_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             *self.topics,
@@ -166,7 +178,7 @@ class ConsumerRunner:
         )
 
     async def run(self) -> None:
-        consumer = self.make_consumer()
+        consumer = self.consumer = self.make_consumer()
         await consumer.start()
         log.info("consumer.started", consumer=self.name, topics=self.topics, group=self.group_id)
         try:
@@ -190,6 +202,8 @@ class ConsumerRunner:
         the batch is applied again message by message, each in its own savepoint, so the failure
         is retried or dead-lettered alone."""
         records = [record for records in batch.values() for record in records]
+        for tp, tp_records in batch.items():
+            self.positions.setdefault(tp, tp_records[0].offset)
         attempt = 0
         careful = False
         while True:
@@ -215,6 +229,7 @@ class ConsumerRunner:
                 await asyncio.sleep(delay)
         self.processed += sum(len(r) for r in batch.values())
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+        self.positions.update(offsets)
         try:
             await consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError, KafkaError) as exc:
