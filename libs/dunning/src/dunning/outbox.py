@@ -7,7 +7,8 @@ for the broker's acks, deletes them and commits. Several relays may run (one per
 is worked by one relay at a time, so one invoice's events leave in the order they were written,
 and a relay that dies mid-batch rolls back so its rows are published again (at-least-once; the
 consumers' inboxes drop the duplicates). Rows are never read by "id > last seen", so a row that
-commits late is not skipped (see pyeventsourcing's postgres notes).
+commits late is not skipped (see pyeventsourcing's postgres notes). The argument, with the published
+offsets the payments watermark relies on: docs/cancel-guarantee.md#the-outbox-relays-lanes.
 """
 
 import asyncio

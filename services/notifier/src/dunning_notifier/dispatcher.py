@@ -1,46 +1,15 @@
 """The dispatcher: sends the deliveries the consumer recorded, and records what came of each.
 
-Flow, for each replica: a claim loop takes due `pending` rows in a short transaction (FOR UPDATE
-SKIP LOCKED, so replicas never take the same row) and sets them `sending` with a lease
-(`claimed_until`) and `attempts + 1`. `dispatch_concurrency` worker tasks, each with its own SMTP
-connection, render and send: a fixed pool of workers bounds the sends in flight as a Semaphore
-would, and also gives each connection one owner, so it is reused message after message. A recorder
-writes the outcomes in batches, in a second transaction: `sent` + ReminderSent, or `failed` +
-ReminderFailed, through the outbox; or back to `pending` with exponential backoff for a transient
-failure (until `max_attempts`, then `failed`). Every outcome write is fenced by `attempts`, so a
-worker whose lease ran out and whose row was re-claimed elsewhere cannot overwrite the newer claim.
-
-At-least-once window, named precisely. A customer can get one reminder twice in two ways only:
-1. Crash or stall between acceptance and record: from the SMTP server's 250 reply to the end of
-   DATA until the transaction that writes the `sent` row commits (the worker hands the outcome to
-   the recorder, which lingers RECORD_LINGER_SECONDS and writes the batch: tens of milliseconds
-   when healthy, longer while the database is slow or gone). If the process dies (or freezes, or
-   loses the database) inside it, the row stays `sending` until its lease (`claimed_until`) runs
-   out; the sweep takes it back to `pending` and it is sent again. A lease that runs out under a
-   worker that is merely slow is the same case: that is why a whole send is cut off at
-   `smtp_send_timeout` and the lease must be at least twice that (Settings._lease_outlasts_sends),
-   so a live worker's lease runs out only on a real stall (a frozen process, a lost database).
-2. No reply to the message: the connection times out or drops after DATA began. The server may
-   have accepted it; the attempt is retried (Retry.in_doubt) and may deliver a second copy. An
-   attempt that crashed on a bug (internal_error) is retried as in doubt too: how far it got is
-   not known.
-SMTP cannot make "accepted" and our commit one atomic step, so neither can be closed; both are
-counted instead. Detection: every attempt whose outcome is unknown increments the delivery's
-`in_doubt_attempts` (and sets `last_in_doubt_at`) in the very statement that takes it back (the
-lease sweep, repository.release_expired_leases) or schedules its retry (repository.mark_retry). Both
-copies carry the same deterministic Message-ID (`<dlv_...@domain>`, from the delivery id) and
-X-Dunning-Delivery-Id, so a duplicate is recognisable at the recipient; it is explained when its
-delivery shows in_doubt_attempts >= 1 (GET /v1/deliveries?invoice_id=...), and a duplicate of a
-delivery with 0 would be a bug. /metrics counts in-doubt deliveries and attempts; the chaos harness
-(`make chaos`) measures the window by killing notifiers under load and matching the Message-IDs the
-SMTP server received twice against these counts; tests/test_notifier_none_twice.py makes each case
-happen deterministically. Outside the window delivery is
-exactly once: the (tenant, invoice, stage, channel) unique key means redelivered or re-emitted
-StageEscalated events never make a second delivery, replicas never claim the same row (SKIP LOCKED
-plus the `attempts` fence), and the outcome is recorded once.
-
-SIGTERM: stop claiming, hand back claimed rows not yet started (pending again, attempt not
-counted), let the sends in flight finish, record their outcomes, close the SMTP connections.
+A claim loop takes due `pending` rows (FOR UPDATE SKIP LOCKED) and sets them `sending` with a lease
+and `attempts + 1`; `dispatch_concurrency` workers, each owning one SMTP connection, render and send;
+a recorder writes the outcomes in batches (`sent` + ReminderSent, `failed` + ReminderFailed through
+the outbox, or `pending` again with backoff), every write fenced by `attempts` so a stale claim never
+overwrites a newer one. SMTP cannot make "accepted" and our commit one step, so two windows remain
+where a reminder can go out twice (a crash between the server's 250 and the `sent` commit; no reply
+after DATA): each is counted in `in_doubt_attempts` and both copies share a Message-ID. The windows,
+how they are bounded (send timeout vs lease), detected and measured:
+docs/cancel-guarantee.md#promise-3-none-twice-and-the-notifiers-windows. SIGTERM: stop claiming, hand
+back unstarted claims, finish and record the sends in flight.
 """
 
 import asyncio

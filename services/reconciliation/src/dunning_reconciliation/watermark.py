@@ -1,44 +1,13 @@
 """The payments watermark: how far what reconciliation knows about payments has been published.
 
-The promise it serves: once reconciliation has answered 2xx to a payment that settles an invoice, no
-reminder scheduled at or after that answer is sent. The scheduler fires a stage scheduled at S only
-after it has consumed a statement "every payment acknowledged at or before W is on the payments topic
-below these offsets" with W >= S, and has applied the payments topic up to those offsets. So a
-stalled relay, a dead reconciliation or a lagging scheduler consumer make reminders wait (the safe
-side); they never fire past what is known about payments.
-
-One statement, made by one replica at a time (a session advisory lock elects it), every
-`watermark_interval_seconds`:
-
-1. Fence. Every transaction that acknowledges a payment first takes the ACK_FENCE lock in shared
-   mode and only then reads the clock for `acknowledged_at` (`acknowledge_time`); nobody ever takes
-   it exclusively, so it never waits. The publisher reads the clock, T, then the lock's holders
-   (pg_locks) and their transaction start times: F = min(T, earliest holder's start - 1 us). A
-   transaction that held the lock has an acknowledged_at after its start, so after F; one that
-   takes the lock after that read reads a clock after T; one that no longer holds it has committed
-   (PostgreSQL releases locks after the commit is visible). So every payment acknowledged at or
-   before F is committed, and no acknowledgement ever waits for the publisher (an exclusive lock
-   would queue every new payment behind the slowest one in flight). A holder whose start time is
-   not visible (another database role without pg_read_all_stats) means no statement this time.
-2. Snapshot (one statement, after the fence): the oldest PaymentReceived still in the outbox, and
-   the consumer positions on the invoices topic. A row still waiting was written by a transaction
-   that started at its created_at, so its payment was acknowledged no earlier:
-   W = min(F, oldest waiting created_at - 1 us). Every payment acknowledged at or before W has left
-   the outbox, i.e. the broker acknowledged it.
-3. Late matches. A payment that arrived before its invoice is published when reconciliation applies
-   the InvoiceIssued, with its old acknowledged_at; W cannot cover it. The statement therefore also
-   names how far reconciliation has applied the invoices topic (`invoice_positions`), but only
-   positions read by an earlier snapshot older than every row still waiting: the matches those
-   transactions made are published. The scheduler fires a stage only if its invoice's InvoiceIssued
-   is below that position.
-4. Offsets, in the same snapshot: per payments partition, one past the highest offset the broker
-   acknowledged for a row of this outbox (the relay writes them in the transaction that deletes the
-   rows). Every row the statement relies on has left the outbox, so it is below them. (Not a
-   ListOffsets request: Tansu 0.6 answers it with the last batch's first offset + 1.)
-5. The statement goes to `dunning.watermarks.v1` (one partition, short retention).
-
-Several replicas: only the elected one publishes; any statement is true forever once made, so a new
-leader, or an old one's late message, can only be less useful, never wrong.
+A few times a second one replica (elected by an advisory lock) states "every payment acknowledged at
+or before W is on the payments topic below these offsets, and every late match made while applying
+the invoices topic up to these positions is published there" on `dunning.watermarks.v1`; the
+scheduler fires a stage only under such a statement it has caught up with, so a stalled relay or a
+dead reconciliation makes reminders wait instead of firing blind. Acknowledging transactions join a
+shared fence (`acknowledge_time`) so the publisher can tell which of them have committed without
+ever making one wait. The steps and why each statement is true forever:
+docs/cancel-guarantee.md#the-payments-watermark.
 """
 
 import asyncio

@@ -166,13 +166,11 @@ async def apply_payment(conn: asyncpg.Connection, *, invoice_id: str, tenant_id:
     return rows[0], [r for r in rows if r["stage_id"] is not None]
 
 
-# The firing query, in one place. SKIP LOCKED lets several scheduler replicas fire side by side,
-# each timer once. The payments gate (see reconciliation's watermark.py for the statement's proof):
-# of the watermark statements whose payments offsets this scheduler has applied (consumer_positions,
-# written in the transaction that applied the payments), the best watermark and the best position
-# per invoices partition. A timer fires only if it is due, its time is at or before that watermark,
-# and its InvoiceIssued is below reconciliation's position. No statement: nothing fires.
-# $2 false turns the gate off (a deployment without reconciliation; tests of the scheduler alone).
+# The firing query, in one place. A timer fires only if it is due, its time is at or before the best
+# watermark among the statements whose payments offsets this scheduler has applied, and its
+# InvoiceIssued is below reconciliation's certified position; no usable statement, nothing fires.
+# SKIP LOCKED lets replicas fire side by side, each timer once; $2 false turns the gate off (no
+# reconciliation). Why this keeps the cancel guarantee: docs/cancel-guarantee.md#the-firing-gate.
 _GATE = """
 WITH applied AS (
     SELECT partition::text AS partition, next_offset FROM consumer_positions WHERE topic = $TOPIC
