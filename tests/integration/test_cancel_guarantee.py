@@ -19,9 +19,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from dunning import outbox
-from dunning.admin import migrations_of
 from dunning.clock import utcnow
-from dunning.db import create_pool, migrate
+from dunning.db import create_pool, migrate, migrations_of
 from dunning.events import dumps, new_event
 from dunning.ids import new_id
 from dunning.kafka import make_producer

@@ -33,8 +33,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from dunning.admin import migrations_of
-from dunning.db import migrate
+from dunning.db import migrate, migrations_of
 from dunning.events import decode
 from dunning_tools.stack.procs import free_port, port_in_use, spawn, stop
 

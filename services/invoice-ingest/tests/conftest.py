@@ -5,21 +5,20 @@ way the consumer runner does."""
 import copy
 import uuid
 from types import SimpleNamespace
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
 from dunning import inbox, tenancy
-from dunning.db import create_pool
+from dunning.db import create_pool, migrations_of
 from dunning.events import decode, dumps, new_event, schemas_dir, validate
 
 from dunning_ingest.bootstrap import build_app
 from dunning_ingest.handlers import HANDLERS
 from dunning_ingest.settings import Settings
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS = migrations_of("dunning_ingest")
 TENANT, OTHER_TENANT = "ten_test01INGEST", "ten_test02INGEST"
 API_KEY, OTHER_KEY = "dk_testkey_ingest_0123456789", "dk_testkey_ingest_other_987654"
 

@@ -3,7 +3,6 @@ shuffled events go through the consumer runner's fast path once with batch handl
 and once without (another schema), and the stages and their history must be identical."""
 
 import random
-from pathlib import Path
 import uuid
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -13,7 +12,7 @@ from aiokafka import TopicPartition
 
 from dunning import tenancy
 from dunning.consumer import ConsumerRunner
-from dunning.db import create_pool, migrate
+from dunning.db import create_pool, migrate, migrations_of
 from dunning.events import dumps, new_event
 
 from dunning_ingest.handlers import BATCH_HANDLERS, HANDLERS
@@ -141,9 +140,9 @@ async def test_batch_handlers_end_where_event_by_event_ends(infra, migrated, see
     rng = random.Random(seed)
     invoices = [f"inv_batch{seed}{n:010d}" for n in range(8)]
     events = _clumped(rng, _events(rng, invoices))
-    one_by_one_schema = migrated(Path(__file__).resolve().parents[1] / "migrations")
+    one_by_one_schema = migrated(migrations_of("dunning_ingest"))
     batched_schema = f"t_{uuid.uuid4().hex[:12]}"
-    migrate(infra.database_url, batched_schema, Path(__file__).resolve().parents[1] / "migrations")
+    migrate(infra.database_url, batched_schema, migrations_of("dunning_ingest"))
     batch_size = rng.choice([7, 50, 500])
 
     expected = await _apply_all(infra.database_url, one_by_one_schema, invoices, events, batch=False,

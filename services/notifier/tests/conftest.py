@@ -22,7 +22,7 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from dunning import events, inbox
-from dunning.db import create_pool
+from dunning.db import create_pool, migrations_of
 from dunning_tools.stack.procs import free_port, spawn, stop
 from dunning.ids import new_id
 from dunning_tools.testing.fixtures import async_wait_until
@@ -30,7 +30,7 @@ from dunning_notifier.bootstrap import build_dispatcher
 from dunning_notifier.handlers import record_delivery
 from dunning_notifier.settings import Settings
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS = migrations_of("dunning_notifier")
 EXAMPLES = Path(__file__).resolve().parents[3] / "schemas" / "examples" / "StageEscalated" / "1"
 
 

@@ -3,14 +3,13 @@ and its Stripe endpoint secret; an HTTP client on the real app; helpers to speak
 
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
 from dunning import tenancy
-from dunning.db import create_pool
+from dunning.db import create_pool, migrations_of
 from dunning.events import decode, dumps, new_event, validate
 from dunning.ids import new_id
 from dunning_reconciliation import repository as repo
@@ -19,7 +18,7 @@ from dunning_reconciliation.handlers import on_invoice_issued
 from dunning_reconciliation.settings import Settings
 from dunning_reconciliation.stripe_signature import sign
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS = migrations_of("dunning_reconciliation")
 TENANT = "ten_test_reconciliation"
 API_KEY = "dk_test_reconciliation_key_0123456789"
 SECRET = "whsec_test_reconciliation_secret"

@@ -6,7 +6,6 @@ dead-lettered alone."""
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
-from pathlib import Path
 from types import SimpleNamespace
 
 import orjson
@@ -15,7 +14,7 @@ from aiokafka import TopicPartition
 
 from dunning import tenancy
 from dunning.consumer import ConsumerRunner
-from dunning.db import create_pool, migrate
+from dunning.db import create_pool, migrate, migrations_of
 from dunning.events import decode, dumps, new_event, validate
 from dunning_reconciliation import reconcile
 from dunning_reconciliation.domain import IncomingPayment, MatchKeys
@@ -23,7 +22,7 @@ from dunning_reconciliation.handlers import BATCH_HANDLERS, HANDLERS, on_invoice
 
 pytestmark = pytest.mark.integration
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS = migrations_of("dunning_reconciliation")
 TENANT, OTHER = "ten_recbatch000000001", "ten_recbatch000000002"
 ISSUED = "dunning.InvoiceIssued.v1"
 T0 = datetime(2026, 11, 2, 8, tzinfo=timezone.utc)

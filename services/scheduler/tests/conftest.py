@@ -4,7 +4,6 @@ and helpers to apply events through the handlers and read the outbox."""
 import asyncio
 import uuid
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pytest
@@ -12,14 +11,14 @@ from aiokafka import AIOKafkaConsumer
 
 from dunning import inbox, tenancy
 from dunning.clock import utcnow
-from dunning.db import create_pool
+from dunning.db import create_pool, migrations_of
 from dunning.events import decode, dumps, new_event, validate
 from dunning.ids import new_id
 
 from dunning_scheduler.handlers import HANDLERS
 from dunning_scheduler.settings import Settings
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS = migrations_of("dunning_scheduler")
 TENANT = "ten_test01SCHEDULER"
 API_KEY = "dk_testkey_scheduler_0123456789"
 

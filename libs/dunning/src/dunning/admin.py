@@ -14,7 +14,6 @@ the embedded server of a running `make run`.
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import secrets
@@ -22,7 +21,7 @@ import sys
 from pathlib import Path
 
 from dunning import tenancy
-from dunning.db import connect, migrate
+from dunning.db import connect, migrate, migrations_of
 from dunning.http import new_api_key
 from dunning.ids import new_id
 from dunning.settings import CommonSettings
@@ -34,13 +33,6 @@ SERVICES = {
     "notifier": "dunning_notifier",
     "reconciliation": "dunning_reconciliation",
 }
-
-
-def migrations_of(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise SystemExit(f"service package {package} is not installed (run make install)")
-    return Path(spec.origin).resolve().parents[2] / "migrations"
 
 
 def migrate_all(dsn: str) -> None:

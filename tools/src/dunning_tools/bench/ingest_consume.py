@@ -19,10 +19,9 @@ from types import SimpleNamespace
 
 from aiokafka import TopicPartition
 
-from dunning.admin import migrations_of
 from dunning import tenancy
 from dunning.consumer import ConsumerRunner
-from dunning.db import create_pool, migrate
+from dunning.db import create_pool, migrate, migrations_of
 from dunning_tools.stack.postgres import EmbeddedPostgres
 from dunning_tools.stack.procs import free_port
 from dunning.events import dumps, new_event

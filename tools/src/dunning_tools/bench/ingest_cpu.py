@@ -17,9 +17,8 @@ from pathlib import Path
 import orjson
 import uvloop
 
-from dunning.admin import migrations_of
 from dunning import tenancy
-from dunning.db import create_pool, migrate
+from dunning.db import create_pool, migrate, migrations_of
 from dunning_tools.stack.postgres import EmbeddedPostgres
 from dunning_tools.stack.procs import free_port
 from dunning.logging import configure_logging

@@ -20,9 +20,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-from dunning.admin import migrations_of
 from dunning import tenancy
-from dunning.db import create_pool, migrate
+from dunning.db import create_pool, migrate, migrations_of
 from dunning_tools.stack.procs import free_port, wait_for_port
 
 MIGRATIONS = migrations_of("dunning_ingest")

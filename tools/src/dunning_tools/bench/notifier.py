@@ -22,8 +22,7 @@ from pathlib import Path
 
 import uvloop
 
-from dunning.admin import migrations_of
-from dunning.db import create_pool, migrate
+from dunning.db import create_pool, migrate, migrations_of
 from dunning_tools.stack.procs import free_port, spawn, stop, wait_for_port
 from dunning.ids import new_id
 from dunning.logging import configure_logging

@@ -29,11 +29,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from aiokafka import ConsumerRecord, TopicPartition
-from dunning.admin import migrations_of
 from dunning import tenancy
 from dunning.clock import utcnow
 from dunning import consumer
-from dunning.db import create_pool, migrate
+from dunning.db import create_pool, migrate, migrations_of
 from dunning.events import dumps, new_event
 from dunning.ids import new_id
 from dunning.logging import configure_logging
