@@ -560,7 +560,7 @@ REPO = Path(__file__).resolve().parents[4]
 def source_files() -> dict[str, tuple[float, str]]:
     """The code the services run (editable installs): path -> (mtime, content hash). A process
     restarted during the run runs whatever is there at that moment."""
-    patterns = ("services/*/src/**/*.py", "services/*/migrations/*.sql", "libs/dunning/src/**/*.py",
+    patterns = ("services/*/src/**/*.py", "services/*/src/**/*.sql", "libs/dunning/src/**/*.py",
                 "libs/dunning/src/**/*.sql")
     return {str(f.relative_to(REPO)): (f.stat().st_mtime, hashlib.sha1(f.read_bytes()).hexdigest())
             for pattern in patterns for f in REPO.glob(pattern)}
