@@ -19,7 +19,7 @@ from dunning_scheduler import repository
 from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.policy import DEFAULT_DOCUMENT, PolicyError, parse_policy
 from dunning_scheduler.policy_store import active_policy, save_policy
-from dunning_scheduler.schemas import POLICY_DOCUMENT_SCHEMA, InvoiceTimersOut, PolicyOut, TimerOut
+from dunning_scheduler.schemas import InvoiceTimersOut, PolicyOut, TimerOut
 from dunning_scheduler.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="The tenant's API key.")
@@ -39,7 +39,8 @@ def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | N
     Tenant = Annotated[str, Depends(tenant)]
 
     @app.put("/v1/policy", response_model=PolicyOut, tags=["policy"],
-             openapi_extra={"requestBody": {"content": {"application/json": {"schema": POLICY_DOCUMENT_SCHEMA}}}},
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": {"$ref": "#/components/schemas/PolicyDocument"}}}}},  # PolicyOut brings it
              summary="Store the tenant's dunning policy (a new version; idempotent for an equal document)")
     async def put_policy(
         tenant_id: Tenant,

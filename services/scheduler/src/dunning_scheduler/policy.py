@@ -1,6 +1,8 @@
 """Dunning policies are data: a versioned JSON document per tenant, validated strictly.
 
-A document (unknown keys are refused; every error names its field, e.g. `stages.2.offset`):
+`PolicyDocument` is the one definition of a document: it validates it (unknown keys are refused;
+every error names its field, e.g. `stages.2.offset`) and it is the schema the API documents. A
+valid document compiles to a `Policy`, the form planning uses (parsed durations, defaults filled):
 
     {
       "id": "pol_standard_b2b",          optional, shown in DunningPlanned.policy_id
@@ -20,11 +22,13 @@ stage name, `channels` to ["email"]. With anchor "due_date" a stage's instant is
 issued_at instant plus the offset (demos and tests use second offsets such as "PT5S").
 """
 
-import re
 from dataclasses import dataclass, field
 from datetime import time
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from dunning_scheduler.durations import Duration, DurationError, parse_duration
 
@@ -36,12 +40,7 @@ ANCHORS = ("due_date", "issued_at")
 DEFAULT_POLICY_ID = "pol_default"
 CUSTOM_POLICY_ID = "pol_custom"
 
-_STAGE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
-_TEMPLATE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
-_POLICY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
-_SEND_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
-_POLICY_KEYS = {"id", "description", "anchor", "send_time", "stages"}
-_STAGE_KEYS = {"name", "offset", "template", "channels"}
+Channel = Literal["email", "sms", "webhook", "letter"]
 
 DEFAULT_DOCUMENT: dict[str, Any] = {
     "id": DEFAULT_POLICY_ID,
@@ -58,12 +57,148 @@ DEFAULT_DOCUMENT: dict[str, Any] = {
 }
 
 
+def _problem(message: str) -> PydanticCustomError:
+    return PydanticCustomError("policy", message)
+
+
+class StageDocument(BaseModel):
+    """One stage of a policy document."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$", description="Unique within the policy.")]
+    offset: Annotated[str, Field(description="ISO 8601 duration from the anchor; a leading '-' is before it: "
+                                             "-P3D, P1D, P1M, PT5S. Within 10 years of the anchor.")]
+    template: Annotated[str | None, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$",
+                                          description="Tone key; defaults to the stage name.")] = None
+    channels: Annotated[list[Channel], Field(min_length=1, json_schema_extra={"uniqueItems": True})] = ["email"]
+
+    @field_validator("offset")
+    @classmethod
+    def _offset(cls, text: str) -> str:
+        try:
+            duration = parse_duration(text)
+        except DurationError as exc:
+            raise _problem(str(exc)) from None
+        if abs(duration.nominal_seconds()) > MAX_OFFSET_SECONDS:
+            raise _problem("must be within 10 years of the anchor")
+        return text
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, channels: list[str]) -> list[str]:
+        if len(set(channels)) != len(channels):
+            raise _problem("lists a channel twice")
+        return channels
+
+    def normalised(self) -> dict[str, Any]:
+        return {"name": self.name, "offset": self.offset, "template": self.template or self.name,
+                "channels": list(self.channels)}
+
+
+class PolicyDocument(BaseModel):
+    """A tenant's dunning policy document (PUT /v1/policy; `policy` in the answers)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True,
+                              json_schema_extra={"examples": [DEFAULT_DOCUMENT]})
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$",
+                             description="Shown as DunningPlanned.policy_id.")] = CUSTOM_POLICY_ID
+    description: Annotated[str | None, Field(max_length=500, exclude_if=lambda v: v is None)] = None
+    anchor: Annotated[Literal["due_date", "issued_at"], Field(
+        description="due_date: the due date at send_time in the customer's time zone; "
+                    "issued_at: the invoice's issued_at instant.")] = "due_date"
+    send_time: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+                                    description="Local time HH:MM (due_date anchor).")] = "09:00"
+    stages: Annotated[list[StageDocument], Field(
+        max_length=MAX_STAGES,
+        description=f"In strictly increasing offset order; unique names; at most {MAX_TIMERS} "
+                    "(stage, channel) pairs in all.")]
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, stages: list[StageDocument]) -> list[StageDocument]:
+        errors = []
+        seen: set[str] = set()
+        previous: tuple[str, Decimal] | None = None
+        for index, stage in enumerate(stages):
+            if stage.name in seen:
+                errors.append((f"stages.{index}.name", f"duplicate stage name {stage.name!r}"))
+            seen.add(stage.name)
+            nominal = parse_duration(stage.offset).nominal_seconds()
+            if previous is not None and nominal <= previous[1]:
+                errors.append((f"stages.{index}.offset", "stages must be in increasing offset order: "
+                               f"{stage.offset} is not after {previous[0]}"))
+            previous = (stage.offset, nominal)
+        timers = sum(len(s.channels) for s in stages)
+        if timers > MAX_TIMERS:
+            errors.append(("stages", f"at most {MAX_TIMERS} (stage, channel) pairs in all, got {timers}"))
+        if errors:  # each names its own field: see PolicyError.from_validation
+            raise PydanticCustomError("policy_stages", "{errors}", {"errors": errors})
+        return stages
+
+    def normalised(self) -> dict[str, Any]:
+        """The document as stored and shown: every default written out."""
+        document: dict[str, Any] = {"id": self.id, "anchor": self.anchor, "send_time": self.send_time,
+                                    "stages": [s.normalised() for s in self.stages]}
+        if self.description is not None:
+            document["description"] = self.description
+        return document
+
+
 class PolicyError(ValueError):
     """A document that is not a valid policy; `errors` name each offending field."""
 
     def __init__(self, errors: list[dict[str, str]]):
         super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]))
         self.errors = errors
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError) -> "PolicyError":
+        errors: list[dict[str, str]] = []
+        for e in exc.errors(include_url=False):
+            if e["type"] == "policy_stages":
+                errors += [{"field": f, "message": m} for f, m in e["ctx"]["errors"]]
+                continue
+            loc = [str(p) for p in e["loc"]]
+            errors.append({"field": ".".join(loc) or "(body)", "message": _message(loc, e)})
+        return cls(errors)
+
+
+# Messages for the standard constraint failures, by the field's name (pydantic's own would name the
+# regular expression instead of saying what is allowed).
+_MESSAGES = {
+    "id": "must be 1-100 characters of letters, digits, '_', '.', ':' or '-'",
+    "description": "must be a string of at most 500 characters",
+    "anchor": f"must be one of {', '.join(ANCHORS)}",
+    "send_time": "must be a local time HH:MM such as \"09:00\"",
+    "name": "is required: lower-case letters, digits and '_', starting with a letter, at most 40",
+    "template": "must be lower-case letters, digits, '_', '.', '-', starting with a letter, at most 64",
+    "channels": f"must be a non-empty list of {', '.join(CHANNELS)}",
+}
+
+
+def _message(loc: list[str], error: dict[str, Any]) -> str:
+    kind, name = error["type"], (loc[-1] if loc else "")
+    if kind.startswith("policy"):
+        return error["msg"]
+    if not loc:
+        return "a policy must be a JSON object"
+    if kind == "extra_forbidden":
+        allowed = StageDocument.model_fields if len(loc) > 1 else PolicyDocument.model_fields
+        return f"unknown key; allowed: {', '.join(sorted(allowed))}"
+    if name == "stages":
+        if kind == "too_long":
+            return f"at most {MAX_STAGES} stages, got {len(error['input'])}"
+        return "is required: a list of stages (may be empty)"
+    if name == "offset":
+        return "is required: an ISO 8601 duration" if kind == "missing" else \
+            "must be an ISO 8601 duration string such as \"P7D\" or \"-P3D\""
+    if name.isdigit() and len(loc) > 1 and loc[-2] == "channels":
+        return f"unknown channel {error['input']!r}; one of {', '.join(CHANNELS)}"
+    if name.isdigit() and len(loc) > 1 and loc[-2] == "stages":
+        return "a stage must be an object with name and offset"
+    return _MESSAGES.get(name, error["msg"])
 
 
 @dataclass(frozen=True)
@@ -77,6 +212,8 @@ class Stage:
 
 @dataclass(frozen=True)
 class Policy:
+    """A valid policy, compiled for planning (a stored version of a `PolicyDocument`)."""
+
     policy_id: str
     anchor: str
     send_time: time
@@ -89,113 +226,19 @@ class Policy:
 
 
 def parse_policy(document: Any, *, version: int = 1, is_default: bool = False) -> Policy:
-    """Validate a document and return the policy, or raise PolicyError listing every problem."""
-    errors: list[dict[str, str]] = []
-
-    def err(field: str, message: str) -> None:
-        errors.append({"field": field, "message": message})
-
-    if not isinstance(document, dict):
-        raise PolicyError([{"field": "(body)", "message": "a policy must be a JSON object"}])
-    for key in sorted(set(document) - _POLICY_KEYS):
-        err(key, f"unknown key; allowed: {', '.join(sorted(_POLICY_KEYS))}")
-
-    policy_id = document.get("id", DEFAULT_POLICY_ID if is_default else CUSTOM_POLICY_ID)
-    if not isinstance(policy_id, str) or not _POLICY_ID.fullmatch(policy_id):
-        err("id", "must be 1-100 characters of letters, digits, '_', '.', ':' or '-'")
-    description = document.get("description")
-    if description is not None and (not isinstance(description, str) or len(description) > 500):
-        err("description", "must be a string of at most 500 characters")
-    anchor = document.get("anchor", "due_date")
-    if anchor not in ANCHORS:
-        err("anchor", f"must be one of {', '.join(ANCHORS)}")
-    send_time_text = document.get("send_time", "09:00")
-    send_match = _SEND_TIME.fullmatch(send_time_text) if isinstance(send_time_text, str) else None
-    if send_match is None:
-        err("send_time", "must be a local time HH:MM such as \"09:00\"")
-
-    stages_raw = document.get("stages")
-    stages: list[Stage] = []
-    if not isinstance(stages_raw, list):
-        err("stages", "is required: a list of stages (may be empty)")
-        stages_raw = []
-    elif len(stages_raw) > MAX_STAGES:
-        err("stages", f"at most {MAX_STAGES} stages, got {len(stages_raw)}")
-        stages_raw = []
-    seen: set[str] = set()
-    previous: tuple[str, Decimal] | None = None
-    for index, raw in enumerate(stages_raw):
-        stage = _parse_stage(raw, f"stages.{index}", err)
-        if stage is None:
-            previous = None
-            continue
-        if stage.name in seen:
-            err(f"stages.{index}.name", f"duplicate stage name {stage.name!r}")
-        seen.add(stage.name)
-        nominal = stage.offset.nominal_seconds()
-        if previous is not None and nominal <= previous[1]:
-            err(f"stages.{index}.offset",
-                f"stages must be in increasing offset order: {stage.offset_text} is not after {previous[0]}")
-        previous = (stage.offset_text, nominal)
-        stages.append(stage)
-    timers = sum(len(s.channels) for s in stages)
-    if timers > MAX_TIMERS:
-        err("stages", f"at most {MAX_TIMERS} (stage, channel) pairs in all, got {timers}")
-
-    if errors:
-        raise PolicyError(errors)
-    normalised = {"id": policy_id, "anchor": anchor, "send_time": send_time_text,
-                  "stages": [{"name": s.name, "offset": s.offset_text, "template": s.template,
-                              "channels": list(s.channels)} for s in stages]}
-    if description is not None:
-        normalised["description"] = description
-    hours, minutes = int(send_match.group(1)), int(send_match.group(2))
-    return Policy(policy_id=policy_id, anchor=anchor, send_time=time(hours, minutes), stages=tuple(stages),
-                  document=normalised, version=version, is_default=is_default)
-
-
-def _parse_stage(raw: Any, where: str, err) -> Stage | None:
-    if not isinstance(raw, dict):
-        err(where, "a stage must be an object with name and offset")
-        return None
-    ok = True
-    for key in sorted(set(raw) - _STAGE_KEYS):
-        err(f"{where}.{key}", f"unknown key; allowed: {', '.join(sorted(_STAGE_KEYS))}")
-        ok = False
-    name = raw.get("name")
-    if not isinstance(name, str) or not _STAGE_NAME.fullmatch(name):
-        err(f"{where}.name", "is required: lower-case letters, digits and '_', starting with a letter, at most 40")
-        ok = False
-    offset_text = raw.get("offset")
-    offset = None
+    """Validate a document (`PolicyDocument`) and compile it, or raise PolicyError naming every problem."""
     try:
-        offset = parse_duration(offset_text)
-        if abs(offset.nominal_seconds()) > MAX_OFFSET_SECONDS:
-            err(f"{where}.offset", "must be within 10 years of the anchor")
-            ok = False
-    except DurationError as exc:
-        err(f"{where}.offset", str(exc) if offset_text is not None else "is required: an ISO 8601 duration")
-        ok = False
-    template = raw.get("template", name)
-    if not isinstance(template, str) or not _TEMPLATE.fullmatch(template):
-        if "template" in raw:
-            err(f"{where}.template", "must be lower-case letters, digits, '_', '.', '-', starting with a letter, at most 64")
-        ok = False
-    channels = raw.get("channels", ["email"])
-    if not isinstance(channels, list) or not channels:
-        err(f"{where}.channels", f"must be a non-empty list of {', '.join(CHANNELS)}")
-        ok = False
-    else:
-        for i, channel in enumerate(channels):
-            if channel not in CHANNELS:
-                err(f"{where}.channels.{i}", f"unknown channel {channel!r}; one of {', '.join(CHANNELS)}")
-                ok = False
-        if len(set(map(str, channels))) != len(channels):
-            err(f"{where}.channels", "lists a channel twice")
-            ok = False
-    if not ok:
-        return None
-    return Stage(name=name, offset=offset, offset_text=offset_text, template=template, channels=tuple(channels))
+        valid = PolicyDocument.model_validate(document)
+    except ValidationError as exc:
+        raise PolicyError.from_validation(exc) from None
+    normalised = valid.normalised()
+    hours, minutes = map(int, valid.send_time.split(":"))
+    stages = tuple(Stage(name=s["name"], offset=parse_duration(s["offset"]), offset_text=s["offset"],
+                         template=s["template"], channels=tuple(s["channels"])) for s in normalised["stages"])
+    policy_id = valid.id if "id" in valid.model_fields_set or not is_default else DEFAULT_POLICY_ID
+    normalised["id"] = policy_id
+    return Policy(policy_id=policy_id, anchor=valid.anchor, send_time=time(hours, minutes), stages=stages,
+                  document=normalised, version=version, is_default=is_default)
 
 
 DEFAULT_POLICY = parse_policy(DEFAULT_DOCUMENT, version=1, is_default=True)

@@ -170,10 +170,10 @@ async def apply_payment(conn: asyncpg.Connection, *, invoice_id: str, tenant_id:
 # watermark among the statements whose payments offsets this scheduler has applied, and its
 # InvoiceIssued is below reconciliation's certified position; no usable statement, nothing fires.
 # SKIP LOCKED lets replicas fire side by side, each timer once; $2 false turns the gate off (no
-# reconciliation). Why this keeps the cancel guarantee: docs/cancel-guarantee.md#the-firing-gate.
+# reconciliation). $1 is the payments topic in both statements that start with the gate. Why this keeps the cancel guarantee: docs/cancel-guarantee.md#the-firing-gate.
 _GATE = """
 WITH applied AS (
-    SELECT partition::text AS partition, next_offset FROM consumer_positions WHERE topic = $TOPIC
+    SELECT partition::text AS partition, next_offset FROM consumer_positions WHERE topic = $1
 ), usable AS (
     SELECT s.watermark, s.invoice_positions FROM payment_watermarks AS s
     WHERE NOT EXISTS (
@@ -188,7 +188,7 @@ WITH applied AS (
                 GROUP BY p.key) AS best) AS positions
 )
 """
-_FIRE_DUE = _GATE.replace("$TOPIC", "$3") + """
+_FIRE_DUE = _GATE + """
 UPDATE timers AS t SET state = 'fired', fired_at = now()
 FROM invoices AS i
 WHERE t.stage_id = ANY(ARRAY(
@@ -198,13 +198,14 @@ WHERE t.stage_id = ANY(ARRAY(
                           AND (d.gate_offset IS NULL
                                OR d.gate_offset < (gate.positions ->> d.gate_partition::text)::bigint)))
         ORDER BY d.scheduled_at
-        LIMIT $1
+        LIMIT $3
         FOR UPDATE OF d SKIP LOCKED))
   AND i.invoice_id = t.invoice_id
 RETURNING t.stage_id, t.tenant_id, t.invoice_id, t.stage, t.sequence, t.channel, t.template, t.scheduled_at,
           t.fired_at, i.external_id, i.number, i.currency, i.amount_due, i.balance, i.issue_date, i.due_date,
           i.payment_url, i.customer
 """
+_GATE_STATE = _GATE + "SELECT watermark, positions FROM gate"
 PAYMENTS_TOPIC = "dunning.payments.v1"
 
 
@@ -212,13 +213,12 @@ async def fire_due(conn: asyncpg.Connection, limit: int, *, gated: bool = True,
                    payments_topic: str = PAYMENTS_TOPIC) -> list[asyncpg.Record]:
     """Claim up to `limit` due timers the gate lets through and mark them fired (inside the caller's
     transaction)."""
-    return await conn.fetch(_FIRE_DUE, limit, gated, payments_topic)
+    return await conn.fetch(_FIRE_DUE, payments_topic, gated, limit)
 
 
 async def gate_state(conn: asyncpg.Connection, payments_topic: str = PAYMENTS_TOPIC) -> asyncpg.Record:
     """The gate as the firing query sees it now: watermark (None: no usable statement) and positions."""
-    return await conn.fetchrow(_GATE.replace("$TOPIC", "$1") + "SELECT watermark, positions FROM gate",
-                               payments_topic)
+    return await conn.fetchrow(_GATE_STATE, payments_topic)
 
 
 async def store_watermarks(conn: asyncpg.Connection, statements: list[tuple[str, dict]]) -> None:
