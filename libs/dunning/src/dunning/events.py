@@ -23,13 +23,15 @@ from dunning.tracing import current_traceparent
 
 
 def schemas_dir() -> Path:
+    """The contract: `dunning/schemas` inside this package (package data in the wheel; in the source tree
+    a relative symlink to the repo's `schemas/`, the source of truth), or DUNNING_SCHEMAS_DIR when set."""
     configured = os.environ.get("DUNNING_SCHEMAS_DIR")
     if configured:
         return Path(configured)
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "schemas" / "envelope.v1.schema.json").exists():
-            return parent / "schemas"
-    raise RuntimeError("schemas/ not found: set DUNNING_SCHEMAS_DIR")
+    packaged = Path(__file__).with_name("schemas")
+    if not (packaged / "envelope.v1.schema.json").exists():
+        raise RuntimeError(f"{packaged} has no envelope.v1.schema.json: set DUNNING_SCHEMAS_DIR")
+    return packaged
 
 
 class InvalidEvent(ValueError):
