@@ -15,12 +15,14 @@ from dunning.db import create_pool, migrations_of
 from dunning.events import decode, dumps, new_event, validate
 from dunning.ids import new_id
 
-from dunning_scheduler.handlers import HANDLERS
+from dunning_scheduler.bootstrap import handlers_for
+from dunning_scheduler.policy_store import ActivePolicies
 from dunning_scheduler.settings import Settings
 
 MIGRATIONS = migrations_of("dunning_scheduler")
 TENANT = "ten_test01SCHEDULER"
 API_KEY = "dk_testkey_scheduler_0123456789"
+HANDLERS, BATCH_HANDLERS = handlers_for(ActivePolicies())  # one policy cache, as in a service process
 
 
 @pytest.fixture

@@ -10,12 +10,13 @@ from dunning.clock import utcnow
 from dunning.consumer import Rejected
 from dunning.events import decode, dumps, validate
 
-from dunning_scheduler.handlers import BATCH_HANDLERS
+from dunning_scheduler.bootstrap import handlers_for
 from dunning_scheduler.policy import parse_policy
-from dunning_scheduler.policy_store import save_policy
+from dunning_scheduler.policy_store import ActivePolicies, save_policy
 
 pytestmark = pytest.mark.integration
 PLANNED = "dunning.DunningPlanned.v1"
+_, BATCH_HANDLERS = handlers_for(ActivePolicies())
 
 
 async def apply_batch(pool, envelopes: list[dict]) -> None:

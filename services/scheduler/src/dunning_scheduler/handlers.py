@@ -25,14 +25,15 @@ from dunning.logging import get_logger
 from dunning_scheduler import messages, repository
 from dunning_scheduler.planner import TIMERS_CHANNEL, plan_invoices
 from dunning_scheduler.planning import SETTLED
+from dunning_scheduler.policy_store import ActivePolicies
 
 log = get_logger(__name__)
 __all__ = ["HANDLERS", "BATCH_HANDLERS", "INBOXLESS", "TIMERS_CHANNEL", "on_invoice_issued", "on_payment_received",
            "on_payments_watermark"]
 
 
-async def on_invoice_issued(conn: asyncpg.Connection, event: Event) -> None:
-    await plan_invoices(conn, [event])  # see planner: one statement
+async def on_invoice_issued(conn: asyncpg.Connection, event: Event, *, policies: ActivePolicies) -> None:
+    await plan_invoices(conn, [event], policies=policies)  # see planner: one statement
 
 
 async def on_payment_received(conn: asyncpg.Connection, event: Event) -> None:

@@ -1,6 +1,6 @@
 """InvoiceIssued -> the invoice's plan, for one event or a batch of them, in one statement.
 
-For each invoice: the tenant's active policy (from memory, see `policy_store.ActivePolicies`), the
+For each invoice: the tenant's active policy (from memory: the `ActivePolicies` bootstrap hands in), the
 timers (`planning.plan`) and the DunningPlanned envelope. Then one statement
 (`repository.plan_invoices`) stores the snapshots, the timers and the outbox rows, and reports the
 invoices whose tenant's policy changed meanwhile: those are planned again with the new version.
@@ -21,7 +21,7 @@ from dunning.logging import get_logger
 
 from dunning_scheduler import messages, repository
 from dunning_scheduler.planning import plan, zone_for
-from dunning_scheduler.policy_store import ACTIVE_POLICIES, ActiveVersion
+from dunning_scheduler.policy_store import ActivePolicies, ActiveVersion
 
 log = get_logger(__name__)
 TIMERS_CHANNEL = "scheduler_timers"
@@ -33,8 +33,8 @@ def _planned_topic() -> str:
 
 
 class PlanBatch:
-    """The rows of one planning statement (see repository.PLAN_INVOICE_FIELDS, PLAN_TIMER_FIELDS), and
-    what each invoice's plan needs afterwards."""
+    """The rows of one planning statement (`repository.plan_invoice_row`), and what each invoice's plan
+    needs afterwards."""
 
     def __init__(self, now: datetime):
         self.now = now
@@ -58,21 +58,23 @@ class PlanBatch:
         headers = {"ce_type": envelope["type"], "ce_id": envelope["id"]}
         if envelope.get("traceparent"):
             headers["traceparent"] = envelope["traceparent"]
-        self.invoices.append([
-            n, invoice_id, tenant_id, data["external_id"], data["number"], data["currency"], data["amount_due"],
-            data["issue_date"], data["due_date"], data["payment_url"], customer, data["issued_at"], event.id,
-            policy.policy_id, policy.version, active.stored_version, active.stored_at,
-            any(t.state == "scheduled" and t.scheduled_at <= now for t in timers), outbox.lane_of(invoice_id),
-            envelope["id"], headers, dumps(envelope).decode(),
-            [[t.stage_id, t.stage, t.sequence, t.channel, t.template, t.scheduled_at, t.state, t.reason]
-             for t in timers],
-            event.partition, event.offset,  # the payments gate waits for reconciliation to pass it
-        ])
+        self.invoices.append(repository.plan_invoice_row(
+            n=n, invoice_id=invoice_id, tenant_id=tenant_id, external_id=data["external_id"], number=data["number"],
+            currency=data["currency"], amount_due=data["amount_due"], issue_date=data["issue_date"],
+            due_date=data["due_date"], payment_url=data["payment_url"], customer=customer,
+            issued_at=data["issued_at"], issued_event_id=event.id, policy_id=policy.policy_id,
+            policy_version=policy.version, stored_version=active.stored_version, stored_at=active.stored_at,
+            due_now=any(t.state == "scheduled" and t.scheduled_at <= now for t in timers),
+            lane=outbox.lane_of(invoice_id), event_id=envelope["id"], headers=headers,
+            payload=dumps(envelope).decode(), timers=timers,
+            gate_partition=event.partition, gate_offset=event.offset,  # the payments gate waits for reconciliation
+        ))
         self.plans.append((active, due_date, issued_at, timers))
 
 
-async def plan_invoices(conn: asyncpg.Connection, events: list[Event]) -> None:
-    """Plan every InvoiceIssued in `events`, in order (inside the caller's transaction). An invoice
+async def plan_invoices(conn: asyncpg.Connection, events: list[Event], *, policies: ActivePolicies) -> None:
+    """Plan every InvoiceIssued in `events`, in order (inside the caller's transaction), with the
+    tenants' active policies kept in `policies` (bootstrap's, one per process). An invoice
     planned before (a redelivery or a second InvoiceIssued) is left as it is; an event whose data
     disagrees with its envelope, or for another tenant's invoice, raises Rejected."""
     for event in events:
@@ -86,18 +88,19 @@ async def plan_invoices(conn: asyncpg.Connection, events: list[Event]) -> None:
         for event in pending:
             (later if event.subject in seen else distinct).append(event)
             seen.add(event.subject)
-        planned += await _plan_distinct(conn, distinct, log_each=len(events) == 1)
+        planned += await _plan_distinct(conn, distinct, policies, log_each=len(events) == 1)
         pending = later
     if len(events) > 1:  # a batch: one line for all (each invoice at debug level)
         log.info("scheduler.invoices.planned", count=planned, events=len(events))
 
 
-async def _plan_distinct(conn: asyncpg.Connection, events: list[Event], *, log_each: bool) -> int:
+async def _plan_distinct(conn: asyncpg.Connection, events: list[Event], policies: ActivePolicies, *,
+                         log_each: bool) -> int:
     todo, planned = events, 0
     for _ in range(_MAX_POLICY_RELOADS):
         batch = PlanBatch(utcnow())
         for n, event in enumerate(todo):
-            active = ACTIVE_POLICIES.get(event.tenant_id) or await ACTIVE_POLICIES.load(conn, event.tenant_id)
+            active = policies.get(event.tenant_id) or await policies.load(conn, event.tenant_id)
             batch.add(n, event, active)
         rows = await repository.plan_invoices(
             conn, batch.invoices, planned_at=batch.now, topic=_planned_topic(),
@@ -125,7 +128,7 @@ async def _plan_distinct(conn: asyncpg.Connection, events: list[Event], *, log_e
         if not stale:
             return planned
         for tenant_id in {event.tenant_id for event in stale}:
-            await ACTIVE_POLICIES.load(conn, tenant_id)
+            await policies.load(conn, tenant_id)
         todo = stale
     raise RuntimeError("the tenant's policy kept changing while planning; retry")
 

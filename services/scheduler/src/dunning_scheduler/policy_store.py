@@ -1,6 +1,8 @@
-"""Policies in PostgreSQL: every change is a new version; the latest version is the active one.
+"""Policy versions: every change is a new version; the latest version is the active one (the SQL is
+in `repository`).
 
-Planning keeps each tenant's active policy in memory (`ActivePolicies`), parsed once per version. It
+Planning keeps each tenant's active policy in memory (`ActivePolicies`, one per process, built by
+bootstrap and handed to the planner), parsed once per version. It
 does not trust that memory blindly: the planning statement only writes if the tenant's latest
 stored version is still the one planned with (one index probe inside the same statement), and
 otherwise the policy is read again and the invoice planned again. A new version is thus used from
@@ -13,6 +15,7 @@ from datetime import datetime
 
 import asyncpg
 
+from dunning_scheduler import repository
 from dunning_scheduler.policy import DEFAULT_POLICY, Policy, parse_policy
 
 
@@ -34,10 +37,7 @@ class StoredPolicy:
 
 
 async def active_policy(conn: asyncpg.Connection, tenant_id: str) -> StoredPolicy:
-    row = await conn.fetchrow(
-        "SELECT version, document, created_at FROM policies WHERE tenant_id = $1 ORDER BY version DESC LIMIT 1",
-        tenant_id,
-    )
+    row = await repository.latest_policy(conn, tenant_id)
     if row is None:
         return StoredPolicy(tenant_id, DEFAULT_POLICY, None)
     policy = parse_policy(row["document"], version=row["version"])
@@ -48,19 +48,13 @@ async def save_policy(conn: asyncpg.Connection, tenant_id: str, policy: Policy) 
     """Store `policy` as the tenant's next version; a document equal to the active one is not stored
     again (PUT is idempotent). Returns the active policy and whether a version was created."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('scheduler.policy:' || $1))", tenant_id)
-        current = await conn.fetchrow(
-            "SELECT version, document, created_at FROM policies WHERE tenant_id = $1 ORDER BY version DESC LIMIT 1",
-            tenant_id,
-        )
+        await repository.lock_tenant_policy(conn, tenant_id)
+        current = await repository.latest_policy(conn, tenant_id)
         if current is not None and current["document"] == policy.document:
             return StoredPolicy(tenant_id, parse_policy(current["document"], version=current["version"]),
                                 current["created_at"]), False
         version = (current["version"] if current else 0) + 1
-        created_at = await conn.fetchval(
-            "INSERT INTO policies (tenant_id, version, document) VALUES ($1, $2, $3) RETURNING created_at",
-            tenant_id, version, policy.document,
-        )
+        created_at = await repository.insert_policy(conn, tenant_id, version, policy.document)
     return StoredPolicy(tenant_id, parse_policy(policy.document, version=version), created_at), True
 
 
@@ -89,10 +83,7 @@ class ActivePolicies:
 
     async def load(self, conn: asyncpg.Connection, tenant_id: str) -> ActiveVersion:
         """Read the tenant's latest version; the document is parsed again only if it changed."""
-        row = await conn.fetchrow(
-            "SELECT version, document, created_at FROM policies WHERE tenant_id = $1 ORDER BY version DESC LIMIT 1",
-            tenant_id,
-        )
+        row = await repository.latest_policy(conn, tenant_id)
         self.loads += 1
         known = self._by_tenant.get(tenant_id)
         if row is None:
@@ -108,5 +99,3 @@ class ActivePolicies:
             self._by_tenant.popitem(last=False)
         return active
 
-
-ACTIVE_POLICIES = ActivePolicies()

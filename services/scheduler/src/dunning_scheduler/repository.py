@@ -88,10 +88,24 @@ ORDER BY u.n
 """
 
 
+def plan_invoice_row(*, n: int, invoice_id: str, tenant_id: str, external_id: str, number: str, currency: str,
+                     amount_due: str, issue_date: str, due_date: str, payment_url: str | None, customer: dict,
+                     issued_at: str, issued_event_id: str, policy_id: str, policy_version: int,
+                     stored_version: int, stored_at: datetime | None, due_now: bool, lane: int, event_id: str,
+                     headers: dict, payload: str, timers: list[PlannedTimer], gate_partition: int,
+                     gate_offset: int) -> list:
+    """One input row of `plan_invoices`, in the positions `_PLAN` reads (PLAN_INVOICE_FIELDS)."""
+    return [n, invoice_id, tenant_id, external_id, number, currency, amount_due, issue_date, due_date, payment_url,
+            customer, issued_at, issued_event_id, policy_id, policy_version, stored_version, stored_at, due_now,
+            lane, event_id, headers, payload,
+            [[t.stage_id, t.stage, t.sequence, t.channel, t.template, t.scheduled_at, t.state, t.reason]
+             for t in timers],  # PLAN_TIMER_FIELDS
+            gate_partition, gate_offset]
+
+
 async def plan_invoices(conn: asyncpg.Connection, invoices: list[list], *, planned_at: datetime, topic: str,
                         event_type: str, notify_channel: str) -> list[asyncpg.Record]:
-    """`invoices`: rows of PLAN_INVOICE_FIELDS, their `timers` rows of PLAN_TIMER_FIELDS (values JSON
-    can hold, datetimes; the payload as a str). One round trip."""
+    """`invoices`: rows made by `plan_invoice_row`. One round trip."""
     return await conn.fetch(_PLAN, orjson.dumps(invoices).decode(), planned_at, topic, event_type, notify_channel)
 
 
@@ -247,6 +261,16 @@ async def next_due_at(conn: asyncpg.Connection) -> datetime | None:
     return await conn.fetchval("SELECT min(scheduled_at) FROM timers WHERE state = 'scheduled'")
 
 
+async def firing_gauges(conn: asyncpg.Connection) -> asyncpg.Record:
+    """For /metrics: timers due and not fired, how long the oldest has been due, and the age of the
+    newest payments watermark (None: none received). Both read the partial index timers_due."""
+    return await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM timers WHERE state = 'scheduled' AND scheduled_at <= now()) AS due,"
+        " (SELECT extract(epoch FROM now() - min(scheduled_at))::float8 FROM timers"
+        "   WHERE state = 'scheduled' AND scheduled_at <= now()) AS oldest_due_age,"
+        " (SELECT extract(epoch FROM now() - max(watermark))::float8 FROM payment_watermarks) AS watermark_age")
+
+
 async def timers_of(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(
         f"SELECT {TIMER_COLUMNS} FROM timers WHERE tenant_id = $1 AND invoice_id = $2"
@@ -260,3 +284,24 @@ async def invoice_of(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) 
         " policy_id, policy_version FROM invoices WHERE tenant_id = $1 AND invoice_id = $2",
         tenant_id, invoice_id,
     )
+
+
+# --- policies: every change is a new version; the latest version is the active one ---------------
+
+_LATEST_POLICY = "SELECT version, document, created_at FROM policies WHERE tenant_id = $1 ORDER BY version DESC LIMIT 1"
+_LOCK_TENANT_POLICY = "SELECT pg_advisory_xact_lock(hashtext('scheduler.policy:' || $1))"
+_INSERT_POLICY = "INSERT INTO policies (tenant_id, version, document) VALUES ($1, $2, $3) RETURNING created_at"
+
+
+async def latest_policy(conn: asyncpg.Connection, tenant_id: str) -> asyncpg.Record | None:
+    """The tenant's latest stored version (version, document, created_at); None: none stored."""
+    return await conn.fetchrow(_LATEST_POLICY, tenant_id)
+
+
+async def lock_tenant_policy(conn: asyncpg.Connection, tenant_id: str) -> None:
+    """Serialise the tenant's policy writers until the transaction ends."""
+    await conn.execute(_LOCK_TENANT_POLICY, tenant_id)
+
+
+async def insert_policy(conn: asyncpg.Connection, tenant_id: str, version: int, document: dict) -> datetime:
+    return await conn.fetchval(_INSERT_POLICY, tenant_id, version, document)

@@ -39,9 +39,9 @@ from dunning.logging import configure_logging
 from dunning.tracing import configure_tracing
 
 from dunning_scheduler.firing import FiringLoop
-from dunning_scheduler.handlers import BATCH_HANDLERS, HANDLERS
+from dunning_scheduler.bootstrap import handlers_for
 from dunning_scheduler.policy import parse_policy
-from dunning_scheduler.policy_store import save_policy
+from dunning_scheduler.policy_store import ActivePolicies, save_policy
 
 MIGRATIONS = migrations_of("dunning_scheduler")
 TENANT = "ten_bench"
@@ -128,11 +128,12 @@ async def bench_plan(dsn: str, invoices: int, batch: int, payments: int, default
             await tenancy.provision(conn, TENANT, "Bench", f"dk_bench_{uuid.uuid4().hex}")
             if not default_policy:
                 await save_policy(conn, TENANT, parse_policy(POLICY))
-        extra = {"batch_handlers": BATCH_HANDLERS} if batch_handlers else {}
+        handlers, batch_table = handlers_for(ActivePolicies())
+        extra = {"batch_handlers": batch_table} if batch_handlers else {}
         if batch_handlers and "batch_handlers" not in inspect.signature(consumer.ConsumerRunner).parameters:
             raise SystemExit("--batch-handlers: this dunning.consumer.ConsumerRunner takes no batch_handlers")
         runner = consumer.ConsumerRunner(name="scheduler-bench", pool=pool, bootstrap_servers="unused",
-                                         group_id="bench", topics=[], handlers=HANDLERS, batch_max=batch, **extra)
+                                         group_id="bench", topics=[], handlers=handlers, batch_max=batch, **extra)
         warm = _records("dunning.invoices.v1", [_invoice_issued(i) for i in range(200)])
         await _apply(runner, "dunning.invoices.v1", warm, batch)
         envelopes = [_invoice_issued(i) for i in range(invoices)]
