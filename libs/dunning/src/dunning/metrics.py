@@ -48,6 +48,7 @@ class Metrics:
         self._children: dict[tuple[str, str, str], Any] = {}  # labels() costs a lock and a lookup per call
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
         self._registered: set[int] = set()
+        self._metrics: dict[str, Any] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, str(status))
@@ -68,11 +69,17 @@ class Metrics:
         self._refreshers.append(refresh)
 
     def gauge(self, name: str, documentation: str, labelnames: Iterable[str] = ()) -> Gauge:
-        return Gauge(name, documentation, list(labelnames), registry=self.registry)
+        """The registry's gauge of that name, created on first use (two workers may ask for it)."""
+        if name not in self._metrics:
+            self._metrics[name] = Gauge(name, documentation, list(labelnames), registry=self.registry)
+        return self._metrics[name]
 
     def histogram(self, name: str, documentation: str, labelnames: Iterable[str] = (),
                   buckets: Iterable[float] = LATENCY_BUCKETS) -> Histogram:
-        return Histogram(name, documentation, list(labelnames), buckets=list(buckets), registry=self.registry)
+        if name not in self._metrics:
+            self._metrics[name] = Histogram(name, documentation, list(labelnames), buckets=list(buckets),
+                                            registry=self.registry)
+        return self._metrics[name]
 
     async def exposition(self) -> bytes:
         async def _one(refresh: Callable[[], Awaitable[None]]) -> None:
@@ -198,7 +205,7 @@ def outbox_gauges(metrics: Metrics, pool: asyncpg.Pool) -> None:
 
 def register_service(metrics: Metrics, *, pool: asyncpg.Pool, workers: Iterable[Any] = (), relay: Any = None) -> None:
     """What every service exposes: outbox gauges, the relay's counts, each consumer's positions and lag,
-    and each worker's own `collect()`."""
+    and each worker's own metrics: its `instrument(metrics)` if it has one, else its `collect()`."""
     from dunning.consumer import ConsumerRunner  # the consumer imports little, but keep this module light
 
     if id(pool) not in metrics._registered:
@@ -213,5 +220,9 @@ def register_service(metrics: Metrics, *, pool: asyncpg.Pool, workers: Iterable[
             if id(worker) not in metrics._registered:
                 metrics._registered.add(id(worker))
                 metrics.registry.register(ConsumerCollector(worker))
+        elif callable(getattr(worker, "instrument", None)):
+            if id(worker) not in metrics._registered:
+                worker.instrument(metrics)
+                metrics._registered.add(id(worker))
         elif callable(getattr(worker, "collect", None)):
             metrics.register(worker)

@@ -12,7 +12,6 @@ offsets the payments watermark relies on: docs/cancel-guarantee.md#the-outbox-re
 """
 
 import asyncio
-import contextlib
 import random
 import zlib
 from typing import Any
@@ -23,6 +22,7 @@ from opentelemetry.trace import SpanKind
 
 from dunning.events import dumps, topic_for_type
 from dunning.logging import get_logger
+from dunning.loops import Loop
 from dunning.tracing import tracer
 
 LANES = 16
@@ -66,12 +66,19 @@ async def add_many(conn: asyncpg.Connection, envelopes: list[dict[str, Any]], *,
     )
 
 
-class OutboxRelay:
-    """Publishes outbox rows to Kafka; run one per service replica."""
+class OutboxRelay(Loop):
+    """Publishes outbox rows to Kafka; run one per service replica. Each step publishes one batch; a
+    full batch means more are waiting (go again at once), otherwise it waits `poll_seconds` or until
+    the NOTIFY that `add_many` sends at commit. After stop(), `drain` publishes what is left, for at
+    most `drain_seconds` (the runtime stops the relay last, so that includes what the drain wrote)."""
+
+    name = "outbox-relay"
+    error_event = "outbox.relay.error"
 
     def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, schema: str, *,
                  batch_size: int = 2000, poll_seconds: float = 0.5, lanes_per_claim: int = LANES,
-                 record_offsets: bool = False):
+                 record_offsets: bool = False, drain_seconds: float = 5.0):
+        super().__init__(idle_seconds=poll_seconds, listen=(pool, channel_name(schema)))
         self.pool = pool
         self.producer = producer
         self.schema = schema
@@ -81,45 +88,21 @@ class OutboxRelay:
         # Record the acknowledged offsets (published_offsets) with the delete: the payments
         # watermark states them.
         self.record_offsets = record_offsets
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self.paused = False  # this process's own hold (tests); operators use set_paused (all replicas)
-        self.published = 0
+        self.drain_seconds = drain_seconds
+        self.published = 0  # this process's own hold is `paused` (tests); operators use set_paused
 
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
+    async def step(self) -> float | None:
+        return 0 if await self.publish_once() >= self.batch_size else None
 
-    async def run(self) -> None:
-        listener = await self.pool.acquire()
-        channel = channel_name(self.schema)
-
-        def wake(*_):
-            self._wake.set()
-
+    async def drain(self) -> None:
+        if self.paused:
+            return
         try:
-            await listener.add_listener(channel, wake)
-            backoff = 0.1
-            while not self._stopping:
-                try:
-                    count = 0 if self.paused else await self.publish_once()
-                    backoff = 0.1
-                except Exception as exc:  # noqa: BLE001 - the relay must outlive broker and DB hiccups
-                    log.warning("outbox.relay.error", error=repr(exc), retry_in=backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                if count >= self.batch_size:
-                    continue  # more waiting: go again at once
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-                except asyncio.TimeoutError:
+            async with asyncio.timeout(self.drain_seconds):
+                while await self.publish_once() >= self.batch_size:
                     pass
-        finally:
-            with contextlib.suppress(Exception):
-                await listener.remove_listener(channel, wake)
-            await self.pool.release(listener)
+        except Exception as exc:  # noqa: BLE001 - what is left waits in the outbox for the next start
+            log.warning("outbox.relay.drain_incomplete", error=repr(exc))
 
     async def publish_once(self) -> int:
         """Claim, publish and delete one batch; returns how many rows were published."""

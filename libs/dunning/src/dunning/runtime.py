@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from dunning.db import create_pool, migrate
 from dunning.kafka import make_producer
 from dunning.logging import configure_logging, get_logger
+from dunning.metrics import instrument_app, register_service
 from dunning.outbox import OutboxRelay
 from dunning.settings import CommonSettings
 from dunning.tracing import configure_tracing
@@ -80,8 +81,18 @@ def relay_for(settings: CommonSettings, pool: asyncpg.Pool, producer: AIOKafkaPr
                        poll_seconds=settings.relay_poll_seconds)
 
 
+def instrument_service(service: Service) -> None:
+    """The same /metrics in every service: the app's (instrument_app, idempotent) with the outbox
+    gauges, the relay's counts, every consumer's positions and lag, and each worker's `collect()`."""
+    if service.app is None:
+        return
+    metrics = instrument_app(service.app, service.name)
+    register_service(metrics, pool=service.pool, workers=service.workers, relay=service.relay)
+
+
 async def run_service(service: Service) -> None:
     settings = service.settings
+    instrument_service(service)
     loop = asyncio.get_running_loop()
     server = None
     if service.app is not None:
@@ -119,11 +130,9 @@ async def run_service(service: Service) -> None:
                 raise task.exception()
         _stop("finished")
         await asyncio.wait_for(asyncio.gather(*draining, return_exceptions=True), timeout=20)
-        if service.relay is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(service.relay.publish_once(), timeout=5)
-            service.relay.stop()
-            await asyncio.gather(relay, return_exceptions=True)
+        if service.relay is not None and relay is not None:
+            service.relay.stop()  # its drain publishes what is left, the drain's writes included
+            await asyncio.wait_for(asyncio.gather(relay, return_exceptions=True), timeout=service.relay.drain_seconds + 5)
     finally:
         for task in tasks:
             task.cancel()

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import asyncpg
 from dunning.http import Problem, install_health, install_problem_handlers, install_tracing, tenant_for_key
+from dunning.metrics import instrument_app
 from dunning.money import format_amount
 from fastapi import Body, Depends, FastAPI, Path, Request, Security
-from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPBearer
 
 from dunning_scheduler import repository
@@ -83,16 +83,8 @@ def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | N
             timers=[TimerOut(**{k: t[k] for k in TimerOut.model_fields}) for t in timers],
         )
 
-    @app.get("/metrics", include_in_schema=False, response_class=PlainTextResponse)
-    async def metrics():
-        lines = []
-        if firing is not None:
-            lines += ["# TYPE scheduler_stages_fired_total counter",
-                      f"scheduler_stages_fired_total {firing.fired_total}",
-                      "# TYPE scheduler_firing_batches_total counter",
-                      f"scheduler_firing_batches_total {firing.batches}",
-                      "# TYPE scheduler_firing_errors_total counter",
-                      f"scheduler_firing_errors_total {firing.errors}"]
-        return "\n".join(lines) + "\n"
+    metrics = instrument_app(app, settings.service_name)  # GET /metrics, the same in every service
+    if firing is not None:
+        firing.instrument(metrics)
 
     return app

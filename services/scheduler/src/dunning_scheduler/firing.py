@@ -1,35 +1,41 @@
 """The firing loop: due timers become StageEscalated events, in batches, exactly once.
 
-Each tick claims up to `batch_size` due timers (`FOR UPDATE SKIP LOCKED`, so several replicas
+Each step claims up to `batch_size` due timers (`FOR UPDATE SKIP LOCKED`, so several replicas
 share the work and never fire a timer twice), marks them fired and writes one StageEscalated per
 timer to the outbox, all in one transaction; the outbox relay publishes them. A full batch means
-more are due: go again at once. Otherwise sleep until the next timer is due or `poll_seconds`,
+more are due: go again at once. Otherwise wait until the next timer is due or `poll_seconds`,
 whichever is sooner; a NOTIFY on `scheduler_timers_<schema>` (sent when a timer is planned due
-now, and when a payments watermark arrives) wakes the loop early.
+now, and when a payments watermark arrives) wakes the loop early. Stop, wake and backoff are the
+loop base's (dunning.loops).
 
 The payments gate (repository._FIRE_DUE) may hold due timers back: then the loop waits for the next
 watermark (its NOTIFY) or `poll_seconds`, and prunes superseded watermark statements now and then.
 """
 
-import asyncio
-import contextlib
 import time
+from collections.abc import Iterable
 
 import asyncpg
 from dunning import outbox
 from dunning.clock import utcnow
 from dunning.consumer import INFRA_ERRORS
 from dunning.logging import get_logger
+from dunning.loops import Loop
+from dunning.metrics import Metrics
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from dunning_scheduler import messages, repository
-from dunning_scheduler.handlers import TIMERS_CHANNEL
+from dunning_scheduler.planner import TIMERS_CHANNEL
 
 log = get_logger(__name__)
 
 
-class FiringLoop:
+class FiringLoop(Loop):
+    error_event = "scheduler.firing.error"
+
     def __init__(self, pool: asyncpg.Pool, schema: str, *, batch_size: int = 2000, poll_seconds: float = 0.1,
                  name: str = "firing", gated: bool = True, payments_topic: str = repository.PAYMENTS_TOPIC):
+        super().__init__(idle_seconds=poll_seconds, listen=(pool, f"{TIMERS_CHANNEL}_{schema}"))
         self.pool = pool
         self.schema = schema
         self.batch_size = batch_size
@@ -38,20 +44,9 @@ class FiringLoop:
         self.gated = gated
         self.payments_topic = payments_topic
         self._last_prune = 0.0
-        self.paused = False
-        self.fired_total = 0  # counters for metrics and the bench
+        self.fired_total = 0  # counters for metrics and the bench (errors: the loop base's)
         self.batches = 0
-        self.errors = 0
         self.last_fired_at: float | None = None  # time.monotonic() of the last non-empty batch
-        self._wake = asyncio.Event()
-        self._stopping = False
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def fire_once(self) -> int:
         """Fire one batch of due timers; returns how many fired."""
@@ -67,6 +62,11 @@ class FiringLoop:
             log.debug("scheduler.stages.fired", count=len(rows))
         return len(rows)
 
+    async def step(self) -> float | None:
+        if await self.fire_once() >= self.batch_size:
+            return 0  # more are due: go again at once
+        return await self._sleep_seconds()
+
     async def _sleep_seconds(self) -> float:
         async with self.pool.acquire() as conn:
             next_due = await repository.next_due_at(conn)
@@ -80,37 +80,46 @@ class FiringLoop:
             return self.poll_seconds
         return min(self.poll_seconds, wait)
 
-    async def run(self) -> None:
-        listener = await self.pool.acquire()
-        channel = f"{TIMERS_CHANNEL}_{self.schema}"
-        try:
-            await listener.add_listener(channel, self._on_notify)
-            log.info("scheduler.firing.started", loop=self.name, batch_size=self.batch_size)
-            backoff = 0.1
-            while not self._stopping:
-                self._wake.clear()
-                try:
-                    fired = 0 if self.paused else await self.fire_once()
-                    if fired >= self.batch_size:
-                        continue
-                    delay = self.poll_seconds if self.paused else await self._sleep_seconds()
-                    backoff = 0.1
-                except INFRA_ERRORS as exc:
-                    self.errors += 1
-                    log.warning("scheduler.firing.error", loop=self.name, error=repr(exc), retry_in=backoff)
-                    delay, backoff = backoff, min(backoff * 2, 5.0)
-                except Exception:  # noqa: BLE001 - the batch rolled back; it is retried, never lost
-                    self.errors += 1
-                    log.exception("scheduler.firing.failed", loop=self.name, retry_in=backoff)
-                    delay, backoff = backoff, min(backoff * 2, 5.0)
-                if delay > 0:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
-        finally:
-            with contextlib.suppress(Exception):
-                await listener.remove_listener(channel, self._on_notify)
-            await self.pool.release(listener)
-            log.info("scheduler.firing.stopped", loop=self.name, fired_total=self.fired_total)
+    def on_error(self, exc: Exception, retry_in: float) -> None:
+        if isinstance(exc, INFRA_ERRORS):
+            log.warning("scheduler.firing.error", loop=self.name, error=repr(exc), retry_in=round(retry_in, 3))
+        else:  # the batch rolled back; it is retried, never lost
+            log.error("scheduler.firing.failed", loop=self.name, retry_in=round(retry_in, 3), exc_info=exc)
 
-    def _on_notify(self, *_args) -> None:
-        self._wake.set()
+    async def setup(self) -> None:
+        log.info("scheduler.firing.started", loop=self.name, batch_size=self.batch_size)
+
+    async def teardown(self) -> None:
+        log.info("scheduler.firing.stopped", loop=self.name, fired_total=self.fired_total)
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    def collect(self) -> Iterable[Metric]:
+        """This process's counters (prometheus_client's collector protocol)."""
+        for name, help_, value in (
+                ("scheduler_stages_fired", "Stages fired (StageEscalated written) by this process.", self.fired_total),
+                ("scheduler_firing_batches", "Non-empty firing batches of this process.", self.batches),
+                ("scheduler_firing_errors", "Firing steps that failed and were retried.", self.errors)):
+            family = CounterMetricFamily(name, help_, labels=["loop"])
+            family.add_metric([self.name], value)
+            yield family
+
+    def instrument(self, metrics: Metrics) -> None:
+        """Register this loop's counters, and the timer backlog and payments watermark age (read at
+        scrape time, for every replica) with a service's metrics."""
+        metrics.register(self)
+        backlog = metrics.gauge("dunning_scheduler_timers_due", "Timers due and not fired (held back by the"
+                                " payments gate, or waiting for the firing loop).")
+        oldest = metrics.gauge("dunning_scheduler_timers_oldest_due_age_seconds",
+                               "How long the oldest timer not fired has been due (0: none).")
+        watermark_age = metrics.gauge("dunning_scheduler_payments_watermark_age_seconds",
+                                      "Age of the newest payments watermark received (how far the gate lags).")
+
+        async def refresh() -> None:
+            async with self.pool.acquire() as conn:
+                row = await repository.firing_gauges(conn)
+            backlog.set(row["due"])
+            oldest.set(row["oldest_due_age"] or 0.0)
+            watermark_age.set(row["watermark_age"] if row["watermark_age"] is not None else float("nan"))
+
+        metrics.on_scrape(refresh)
