@@ -175,3 +175,13 @@ async def set_paused(conn: asyncpg.Connection, paused: bool, *, by: str = "opera
 
 async def is_paused(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT paused FROM relay_control"))
+
+
+_RELAY_STATE = (
+    "SELECT paused, changed_at, changed_by, (SELECT count(*) FROM outbox) AS waiting FROM relay_control"
+)
+
+
+async def relay_state(conn: asyncpg.Connection) -> asyncpg.Record:
+    """The operator's flag (paused, changed_at, changed_by) and the rows waiting in the outbox."""
+    return await conn.fetchrow(_RELAY_STATE)
