@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from dunning_tools.stack.system import Ports, Stack
-from dunning_tools.testing.fixtures import wait_until
+from dunning_tools.testing.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 

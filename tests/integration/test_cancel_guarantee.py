@@ -24,7 +24,7 @@ from dunning.db import create_pool, migrate, migrations_of
 from dunning.events import dumps, new_event
 from dunning.ids import new_id
 from dunning.kafka import make_producer
-from dunning_tools.testing.fixtures import async_wait_until
+from dunning_tools.testing.waits import async_wait_until
 
 from dunning_reconciliation import bootstrap as recon_bootstrap
 from dunning_reconciliation import payments as recon_payments

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer
 from dunning.events import dumps, validate
 from dunning.kafka import make_producer
 from dunning.runtime import relay_for
-from dunning_tools.testing.fixtures import async_wait_until
+from dunning_tools.testing.waits import async_wait_until
 
 from dunning_ingest.bootstrap import build_consumer
 

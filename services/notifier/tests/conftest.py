@@ -25,7 +25,7 @@ from dunning import events, inbox
 from dunning.db import create_pool, migrations_of
 from dunning_tools.stack.procs import free_port, spawn, stop
 from dunning.ids import new_id
-from dunning_tools.testing.fixtures import async_wait_until
+from dunning_tools.testing.waits import async_wait_until
 from dunning_notifier.bootstrap import build_dispatcher
 from dunning_notifier.handlers import record_delivery
 from dunning_notifier.settings import Settings

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from dunning.consumer import ConsumerRunner
 from dunning.events import dumps, validate
-from dunning_tools.testing.fixtures import async_wait_until
+from dunning_tools.testing.waits import async_wait_until
 from dunning_notifier.bootstrap import STAGES_TOPIC
 from dunning_notifier.handlers import HANDLERS
 

@@ -5,7 +5,7 @@ import pytest
 
 from dunning_tools.stack.procs import free_port
 from dunning.events import validate
-from dunning_tools.testing.fixtures import async_wait_until
+from dunning_tools.testing.waits import async_wait_until
 
 pytestmark = pytest.mark.integration
 

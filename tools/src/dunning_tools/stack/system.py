@@ -34,10 +34,12 @@ class Ports:
     smtp: int = 1025
     mail_api: int = 8025
     services: dict[str, int] = field(default_factory=lambda: {n: p for n, (_, _, p) in SERVICES.items()})
+    broker_store: int = 19093  # the object store the broker keeps its data in (durable_broker)
 
     @classmethod
     def free(cls) -> "Ports":
-        return cls(free_port(), free_port(), free_port(), free_port(), {n: free_port() for n in SERVICES})
+        return cls(free_port(), free_port(), free_port(), free_port(), {n: free_port() for n in SERVICES},
+                   free_port())
 
 
 @dataclass
@@ -56,16 +58,22 @@ class ServiceProc:
 
 
 class Stack:
-    def __init__(self, workdir: Path, ports: Ports, *, durable: bool = True, extra_env: dict[str, str] | None = None,
-                 replicas: dict[str, int] | None = None):
+    """`durable` keeps PostgreSQL's fsyncs; `durable_broker` keeps the broker's topics, records and consumer
+    offsets in `<workdir>/broker` (an object store, see `objectstore.py`) instead of memory, so a restart of
+    the whole stack loses no event (`make run`)."""
+
+    def __init__(self, workdir: Path, ports: Ports, *, durable: bool = True, durable_broker: bool = False,
+                 extra_env: dict[str, str] | None = None, replicas: dict[str, int] | None = None):
         self.workdir = Path(workdir).resolve()
         self.ports = ports
         self.durable = durable
+        self.durable_broker = durable_broker
         self.extra_env = extra_env or {}
         self.replicas = replicas or {}
         self.pg: EmbeddedPostgres | None = None
         self.broker: TansuBroker | None = None
         self.mail = None
+        self.broker_store = None
         self.database_url = os.environ.get("DATABASE_URL", "")
         self.kafka_bootstrap_servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
         self.procs: list[ServiceProc] = []
@@ -78,6 +86,8 @@ class Stack:
             ours.append(("PostgreSQL", self.ports.postgres))
         if not self.kafka_bootstrap_servers:
             ours.append(("Kafka broker", self.ports.kafka))
+            if self.durable_broker:
+                ours.append(("broker storage", self.ports.broker_store))
         ours += [(name, port) for name, port in self.ports.services.items()]
         for what, port in ours:
             if port_in_use(port):
@@ -86,7 +96,9 @@ class Stack:
             self.pg = EmbeddedPostgres(self.workdir / "pgdata", self.ports.postgres, durable=self.durable)
             self.database_url = self.pg.start()
         if not self.kafka_bootstrap_servers:
-            self.broker = TansuBroker(self.ports.kafka, log_path=self.workdir / "logs" / "tansu.log")
+            store_url = self.start_broker_store() if self.durable_broker else None
+            self.broker = TansuBroker(self.ports.kafka, log_path=self.workdir / "logs" / "tansu.log",
+                                      object_store_url=store_url)
             self.kafka_bootstrap_servers = self.broker.start()
         self.mail = spawn([sys.executable, "-m", "dunning_tools.stack.mailserver", "--dir", str(self.workdir / "mail"),
                            "--smtp-port", str(self.ports.smtp), "--http-port", str(self.ports.mail_api)],
@@ -98,6 +110,22 @@ class Stack:
 
         asyncio.run(ensure_topics(self.kafka_bootstrap_servers))
         migrate_all(self.database_url)
+
+    def start_broker_store(self) -> str:
+        port = self.ports.broker_store
+        self.broker_store = spawn([sys.executable, "-m", "dunning_tools.stack.objectstore", "--dir",
+                                   str(self.workdir / "broker"), "--port", str(port)],
+                                  log_path=self.workdir / "logs" / "broker-store.log")
+        wait_for_port(port, proc=self.broker_store, what="broker storage")
+        return f"http://127.0.0.1:{port}"
+
+    def restart_broker(self) -> None:
+        """Stop the broker (and its storage) and start it again on the same port and data."""
+        self.broker.stop()
+        stop(self.broker_store)
+        if self.durable_broker:
+            self.start_broker_store()
+        self.broker.start()
 
     # -- services ---------------------------------------------------------------------------------
     def service_env(self, name: str, port: int) -> dict[str, str]:
@@ -194,6 +222,7 @@ class Stack:
         stop(self.mail)
         if self.broker:
             self.broker.stop()
+        stop(self.broker_store)
         if self.pg:
             self.pg.stop()
 

@@ -8,7 +8,6 @@ import asyncio
 import os
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,25 +87,3 @@ def mailserver(infra):
     wait_for_port(http_port, proc=proc, what="mail api")
     yield MailServer(smtp_port, http_port, directory)
     stop(proc)
-
-
-def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    """Poll a sync predicate until it returns a truthy value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-async def async_wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    """Poll an async predicate until it returns a truthy value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
