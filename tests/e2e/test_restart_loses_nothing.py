@@ -33,7 +33,7 @@ def outbox_depth(stack: Stack, schema: str) -> int:
 
 
 def test_an_invoice_posted_while_the_scheduler_is_down_is_planned_after_the_whole_stack_restarts(tmp_path):
-    from dunning.admin import create_tenant
+    from dunning_cli.tenants import create_tenant
 
     ports = Ports.free()
     stack = Stack(tmp_path, ports, durable=False, durable_broker=True)
