@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-PACKAGES := libs/dunning services/invoice-ingest services/scheduler services/notifier services/reconciliation tools
+PACKAGES := libs/dunning services/invoice-ingest services/scheduler services/notifier services/reconciliation cli tools
 
 .PHONY: help install run demo test test-unit test-integration test-e2e lint bench chaos tenant clean
 
@@ -26,7 +26,7 @@ demo: install  ## a short story through the public APIs, against `make run`
 	$(PY) -m dunning_tools.demo
 
 tenant: install  ## create a tenant: make tenant NAME="Acme Ltd"
-	$(PY) -m dunning.admin create-tenant --name "$(or $(NAME),Acme Ltd)"
+	$(VENV)/bin/dunning tenant create --name "$(or $(NAME),Acme Ltd)"
 
 test: install  ## unit, integration and e2e tests
 	$(PY) -m pytest

@@ -47,7 +47,7 @@ def stack(infra, tmp_path_factory):
 def tenant(stack):
     import asyncio
 
-    from dunning.admin import create_tenant
+    from dunning_cli.tenants import create_tenant
 
     tenant = asyncio.run(create_tenant(stack.database_url, f"E2E {uuid.uuid4().hex[:6]}"))
     auth = {"Authorization": f"Bearer {tenant['api_key']}"}

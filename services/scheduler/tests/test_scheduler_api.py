@@ -1,13 +1,11 @@
 """The HTTP API on a real PostgreSQL: policy PUT/GET with auth and validation problems, timers."""
 
-import json
 from datetime import date
 
 import httpx
 import pytest
 
 from dunning_scheduler.api import create_app
-from dunning_scheduler.policy_cli import main as policy_cli
 
 pytestmark = pytest.mark.integration
 DEMO = {"id": "pol_demo", "anchor": "issued_at", "stages": [
@@ -101,18 +99,3 @@ async def test_invoice_timers_show_the_plan_to_its_tenant_only(client, pool, h):
     other = h.invoice_issued(tenant_id="ten_other", due_date=date(2031, 3, 20))
     await h.apply(pool, other)
     assert (await client.get(f"/v1/invoices/{other['subject']}/timers")).status_code == 404
-
-
-def test_policy_cli_sets_and_shows(settings, schema, tmp_path, monkeypatch, capsys, h):
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("SCHEDULER_DB_SCHEMA", schema)
-    path = tmp_path / "policy.json"
-    path.write_text(json.dumps(DEMO))
-    assert policy_cli(["set", "--tenant", h.TENANT, "--file", str(path)]) == 0
-    assert json.loads(capsys.readouterr().out)["version"] == 1
-    assert policy_cli(["show", "--tenant", h.TENANT]) == 0
-    shown = json.loads(capsys.readouterr().out)
-    assert shown["policy_id"] == "pol_demo" and shown["source"] == "tenant"
-    path.write_text(json.dumps({"stages": [{"name": "soft", "offset": "soon"}]}))
-    assert policy_cli(["set", "--tenant", h.TENANT, "--file", str(path)]) == 2
-    assert "stages.0.offset" in capsys.readouterr().err

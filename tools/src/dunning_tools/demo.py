@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from dunning.admin import create_tenant
+from dunning_cli.tenants import create_tenant
 
 POLICY = {"anchor": "issued_at", "stages": [
     {"name": "pre_due", "offset": "PT2S"}, {"name": "soft", "offset": "PT4S"}, {"name": "firm", "offset": "PT6S"},

@@ -53,7 +53,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from dunning.admin import create_tenant
+from dunning_cli.tenants import create_tenant
 
 N_PAYMENTS = int(os.environ.get("BENCH_LOAD_CANCEL", 300))
 PAYMENT_RATE = float(os.environ.get("BENCH_LOAD_PAYMENT_RATE", 25))  # payments/s

@@ -19,7 +19,8 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from dunning.admin import create_tenant, migrate_all
+from dunning_cli.services import migrate_all
+from dunning_cli.tenants import create_tenant
 from dunning_tools import loadgen
 from dunning_tools.stack.postgres import EmbeddedPostgres
 from dunning_tools.stack.procs import free_port, spawn, stop, wait_for_port

@@ -28,7 +28,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from dunning.admin import create_tenant
+from dunning_cli.tenants import create_tenant
 from dunning_tools import loadgen
 from dunning_tools.bench.cancel import assign_at_end, bench_cancel_under_load, report_under_load
 from dunning_tools.stack.procs import stop

@@ -17,7 +17,7 @@ seconds. For `race_share` of them a payment (half Stripe webhooks signed as Stri
 POST /v1/payments) is aimed to be acknowledged 0-50 ms before or after one of the invoice's stage
 times. In the middle of the run a random service process is SIGKILLed every `kill_every` seconds
 and restarted shortly after, and reconciliation's outbox relay is paused for `relay_pause` seconds
-(`python -m dunning.admin relay pause|resume --service reconciliation`). The first and last parts
+(`dunning relay pause|resume --service reconciliation`). The first and last parts
 of the run are calm, so that some stages fall due on a healthy system. Then it waits for
 quiescence and checks; the figures go to stdout and <workdir>/report.json (payments.json next to
 it). Exit status 1 on any promise-1 violation, lost stage or unexplained duplicate.
@@ -45,7 +45,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from dunning.admin import create_tenant
+from dunning_cli.tenants import create_tenant
 from dunning_tools.chaos import checks
 from dunning_tools.chaos.checks import RACE_MS, STAGES, ts
 from dunning_tools.stack.system import Ports, ServiceProc, Stack
@@ -368,14 +368,14 @@ class Run:
 
     async def admin_relay(self, action: str) -> tuple[bool, str]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "dunning.admin", "relay", action, "--service", "reconciliation",
+            sys.executable, "-m", "dunning_cli", "relay", action, "--service", "reconciliation",
             env={**os.environ, "DATABASE_URL": self.stack.database_url},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
         except asyncio.TimeoutError:
             proc.kill()
-            return False, f"`dunning.admin relay {action}` did not finish within 60 s"
+            return False, f"`dunning relay {action}` did not finish within 60 s"
         return proc.returncode == 0, out.decode(errors="replace").strip()[-500:]
 
     async def pause_relay(self) -> None:
@@ -388,7 +388,7 @@ class Run:
         ok, out = await self.admin_relay("pause")
         if not ok:
             self.relay["error"] = out
-            self.log("WARNING: could not pause reconciliation's relay (`python -m dunning.admin relay pause "
+            self.log("WARNING: could not pause reconciliation's relay (`dunning relay pause "
                      f"--service reconciliation` failed; not available yet?): {out.splitlines()[-1] if out else ''}")
             return
         paused_at = time.time()

@@ -46,7 +46,7 @@ BANNER = """
 
 
 async def _tenant(stack: Stack, workdir: Path) -> dict:
-    from dunning.admin import create_tenant
+    from dunning_cli.tenants import create_tenant
     from dunning.db import connect
 
     path = workdir / "tenant.json"

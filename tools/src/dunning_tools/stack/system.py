@@ -105,7 +105,7 @@ class Stack:
                           log_path=self.workdir / "logs" / "mailserver.log")
         wait_for_port(self.ports.smtp, proc=self.mail, what="SMTP server")
         wait_for_port(self.ports.mail_api, proc=self.mail, what="mail API")
-        from dunning.admin import migrate_all
+        from dunning_cli.services import migrate_all
         from dunning.kafka import ensure_topics
 
         asyncio.run(ensure_topics(self.kafka_bootstrap_servers))
