@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PACKAGES := libs/dunning services/invoice-ingest services/scheduler services/notifier services/reconciliation cli tools
 
-.PHONY: help install run demo test test-unit test-integration test-e2e lint bench chaos tenant clean
+.PHONY: help install run demo test test-unit test-integration test-e2e lint bench chaos tenant image clean
 
 help:  ## this list of targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,9 @@ bench: install  ## throughput and latency figures on this machine
 
 chaos: install  ## the promises checked under SIGKILLs and a paused relay (10,000 invoices, ~6 min)
 	$(PY) -m dunning_tools.chaos $(CHAOS_ARGS)
+
+image:  ## the production image (needs Docker): wheels of the runtime set only, non-root (deploy/Dockerfile)
+	docker build -f deploy/Dockerfile -t $(or $(IMAGE),dunning) .
 
 clean:  ## delete the local state of `make run` (.run/)
 	rm -rf .run
