@@ -174,11 +174,6 @@ class Housekeeping(Loop):
         self.pool = pool
         self.chores: list[tuple[str, Chore]] = [("inbox", inbox_purge(pool, inbox_retention_days)), *(chores or [])]
 
-    @classmethod
-    def from_settings(cls, settings, pool: asyncpg.Pool, chores: list[tuple[str, Chore]] | None = None) -> "Housekeeping":
-        return cls(pool, interval_seconds=settings.housekeeping_interval_seconds,
-                   inbox_retention_days=settings.inbox_retention_days, chores=chores)
-
     def add(self, name: str, chore: Chore) -> None:
         self.chores.append((name, chore))
 

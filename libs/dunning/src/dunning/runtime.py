@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from dunning.db import create_pool, migrate
 from dunning.kafka import make_producer
 from dunning.logging import configure_logging, get_logger
+from dunning.loops import Chore, Housekeeping
 from dunning.metrics import instrument_app, register_service
 from dunning.outbox import OutboxRelay
 from dunning.settings import CommonSettings
@@ -74,11 +75,21 @@ async def open_infrastructure(settings: CommonSettings) -> tuple[asyncpg.Pool, A
     return pool, producer
 
 
-def relay_for(settings: CommonSettings, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> OutboxRelay | None:
+def relay_for(settings: CommonSettings, pool: asyncpg.Pool, producer: AIOKafkaProducer, *,
+              record_offsets: bool = False) -> OutboxRelay | None:
+    """The service's outbox relay (None if disabled). `record_offsets`: write the offsets the broker
+    acknowledged (published_offsets) with the delete; reconciliation's payments watermark states them."""
     if not settings.relay_enabled:
         return None
     return OutboxRelay(pool, producer, settings.db_schema, batch_size=settings.relay_batch_size,
-                       poll_seconds=settings.relay_poll_seconds)
+                       poll_seconds=settings.relay_poll_seconds, record_offsets=record_offsets)
+
+
+def housekeeping_for(settings: CommonSettings, pool: asyncpg.Pool, chores: list[tuple[str, Chore]] | None = None
+                     ) -> Housekeeping:
+    """The housekeeping every service runs: the inbox purge, then the service's own `chores`."""
+    return Housekeeping(pool, interval_seconds=settings.housekeeping_interval_seconds,
+                        inbox_retention_days=settings.inbox_retention_days, chores=chores)
 
 
 def instrument_service(service: Service) -> None:

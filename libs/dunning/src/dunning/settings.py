@@ -49,3 +49,8 @@ class CommonSettings(BaseSettings):
     relay_enabled: bool = True
     relay_batch_size: int = 2000
     relay_poll_seconds: float = 0.5
+
+    # Housekeeping (dunning.loops.Housekeeping): every service purges its inbox ids older than the
+    # topics' retention (they can no longer be redelivered), plus its own chores.
+    housekeeping_interval_seconds: float = 600.0
+    inbox_retention_days: int = 14

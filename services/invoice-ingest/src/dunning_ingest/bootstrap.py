@@ -4,12 +4,11 @@ import asyncpg
 from fastapi import FastAPI
 
 from dunning.consumer import ConsumerRunner
-from dunning.runtime import Service, open_infrastructure, relay_for
+from dunning.runtime import Service, housekeeping_for, open_infrastructure, relay_for
 
 from dunning_ingest.api import Deps, create_app
 from dunning_ingest.auth import Authenticator
 from dunning_ingest.handlers import BATCH_HANDLERS, HANDLERS, TOPICS
-from dunning_ingest.housekeeping import Housekeeping
 from dunning_ingest.idempotency import IdempotencyStore
 from dunning_ingest.service import InvoiceService
 from dunning_ingest.settings import Settings
@@ -34,9 +33,8 @@ def build_consumer(settings: Settings, pool: asyncpg.Pool, *, group_id: str | No
 
 async def bootstrap(settings: Settings) -> Service:
     pool, producer = await open_infrastructure(settings)
-    housekeeping = Housekeeping(pool, idempotency_store(settings, pool),
-                                interval_seconds=settings.housekeeping_interval_seconds,
-                                inbox_retention_days=settings.inbox_retention_days)
+    # Besides the inbox: forget Idempotency-Key results after their TTL (24 h).
+    housekeeping = housekeeping_for(settings, pool, [("idempotency_keys", idempotency_store(settings, pool).purge)])
     return Service(
         name=settings.service_name, settings=settings, pool=pool, producer=producer,
         app=build_app(settings, pool),

@@ -22,5 +22,3 @@ class Settings(CommonSettings):
     bulk_max_bytes: int = 64 * 1024 * 1024
     # API key -> tenant lookups are cached this long (a revoked key stops working within this time).
     auth_cache_seconds: float = 5.0
-    housekeeping_interval_seconds: float = 600.0
-    inbox_retention_days: int = 14

@@ -1,15 +1,13 @@
 """The one place where reconciliation is wired: pool, producer, HTTP app, the InvoiceIssued consumer,
 the payments watermark, the outbox relay and housekeeping. Tests call the same functions."""
 
-import asyncio
-
 import asyncpg
 
-from dunning import inbox
+from dunning import runtime
 from dunning.consumer import ConsumerRunner
 from dunning.logging import get_logger
 from dunning.outbox import OutboxRelay
-from dunning.runtime import Service, open_infrastructure
+from dunning.runtime import Service, housekeeping_for, open_infrastructure
 
 from dunning_reconciliation.api import Deps, create_app
 from dunning_reconciliation.handlers import BATCH_HANDLERS, HANDLERS
@@ -28,10 +26,7 @@ def consumer_for(settings: Settings, pool: asyncpg.Pool) -> ConsumerRunner:
 
 def relay_for(settings: Settings, pool: asyncpg.Pool, producer) -> OutboxRelay | None:
     """The outbox relay, recording the offsets the broker acknowledged (the watermark states them)."""
-    if not settings.relay_enabled:
-        return None
-    return OutboxRelay(pool, producer, settings.db_schema, batch_size=settings.relay_batch_size,
-                       poll_seconds=settings.relay_poll_seconds, record_offsets=True)
+    return runtime.relay_for(settings, pool, producer, record_offsets=True)
 
 
 def watermark_for(settings: Settings, pool: asyncpg.Pool, producer) -> WatermarkPublisher:
@@ -40,35 +35,9 @@ def watermark_for(settings: Settings, pool: asyncpg.Pool, producer) -> Watermark
                               interval_seconds=settings.watermark_interval_seconds)
 
 
-class Housekeeping:
-    """Forgets inbox ids older than the topics' retention (they can no longer be redelivered)."""
-
-    def __init__(self, pool: asyncpg.Pool, settings: Settings):
-        self.pool = pool
-        self.settings = settings
-        self._stop = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                async with self.pool.acquire() as conn:
-                    purged = await inbox.purge(conn, self.settings.inbox_retention_days)
-                if purged:
-                    log.info("reconciliation.housekeeping.inbox_purged", rows=purged)
-            except Exception as exc:  # noqa: BLE001 - housekeeping must not take the service down
-                log.warning("reconciliation.housekeeping.failed", error=repr(exc))
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.housekeeping_interval_seconds)
-            except asyncio.TimeoutError:
-                pass
-
-
 async def bootstrap(settings: Settings) -> Service:
     pool, producer = await open_infrastructure(settings)
-    workers = [consumer_for(settings, pool), Housekeeping(pool, settings)]
+    workers = [consumer_for(settings, pool), housekeeping_for(settings, pool)]
     if settings.watermark_enabled:
         workers.append(watermark_for(settings, pool, producer))
     return Service(

@@ -24,5 +24,3 @@ class Settings(CommonSettings):
     webhook_tolerance_seconds: int = 300
     # Stripe events are a few KB; anything much larger is not one.
     webhook_max_body_bytes: int = 1024 * 1024
-    housekeeping_interval_seconds: float = 600.0
-    inbox_retention_days: int = 14

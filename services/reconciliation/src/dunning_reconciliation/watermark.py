@@ -10,7 +10,6 @@ ever making one wait. The steps and why each statement is true forever:
 docs/cancel-guarantee.md#the-payments-watermark.
 """
 
-import asyncio
 import contextlib
 from collections import deque
 from datetime import datetime, timedelta
@@ -22,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from dunning.clock import utcnow
 from dunning.events import dumps, new_event
 from dunning.logging import get_logger
+from dunning.loops import Backoff, Loop
 
 log = get_logger(__name__)
 
@@ -56,52 +56,57 @@ async def acknowledge_time(conn: asyncpg.Connection) -> datetime:
                                ACK_FENCE)
 
 
-class WatermarkPublisher:
-    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, *, payments_topic: str, invoices_topic: str, watermarks_topic: str, interval_seconds: float = 0.25):
+class WatermarkPublisher(Loop):
+    """Publishes the payments watermark while this replica leads (a session advisory lock, held on one
+    connection, elects it); the others try to take the lead every four intervals. Each step is one
+    statement. A failed step gives up the lead and the connection (no statement is the safe side),
+    then the loop base retries after its backoff."""
+
+    name = "watermark"
+    error_event = "reconciliation.watermark.error"
+
+    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, *, payments_topic: str, invoices_topic: str,
+                 watermarks_topic: str, interval_seconds: float = 0.25):
+        super().__init__(idle_seconds=interval_seconds, backoff=Backoff(initial=1.0, maximum=5.0))
         self.pool = pool
         self.producer = producer
         self.payments_topic = payments_topic
         self.invoices_topic = invoices_topic
         self.watermarks_topic = watermarks_topic
         self.interval = interval_seconds
-        self._stop = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None  # held for the session lock
+        self._leading = False
         self._history: deque[tuple[datetime, dict[str, int]]] = deque()
         self._certified: dict[str, int] = {}
         self.published = 0
         self.last: dict[str, Any] | None = None
 
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self._lead()
-            except Exception as exc:  # noqa: BLE001 - no statement is the safe side; try again
-                log.warning("reconciliation.watermark.error", error=repr(exc))
-                await self._sleep(1.0)
-
-    async def _lead(self) -> None:
-        async with self.pool.acquire() as conn:
-            try:
-                while not self._stop.is_set():
-                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", PUBLISHER):
-                        break
-                    await self._sleep(self.interval * 4)  # another replica publishes
-                else:
-                    return
-                log.info("reconciliation.watermark.leading")
+    async def step(self) -> float:
+        try:
+            if self._conn is None:
+                self._conn = await self.pool.acquire()
+            if not self._leading:
+                if not await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", PUBLISHER):
+                    return self.interval * 4  # another replica publishes
+                self._leading = True
                 self._history.clear()
-                while not self._stop.is_set():
-                    await self.publish_once(conn)
-                    await self._sleep(self.interval)
-            finally:
-                with contextlib.suppress(Exception):
-                    await conn.execute("SELECT pg_advisory_unlock_all()")
+                log.info("reconciliation.watermark.leading")
+            await self.publish_once(self._conn)
+            return self.interval
+        except BaseException:
+            await self._resign()
+            raise
+
+    async def teardown(self) -> None:
+        await self._resign()
+
+    async def _resign(self) -> None:
+        conn, self._conn, self._leading = self._conn, None, False
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.execute("SELECT pg_advisory_unlock_all()")
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
 
     async def publish_once(self, conn: asyncpg.Connection) -> dict[str, Any]:
         before = await conn.fetchval("SELECT clock_timestamp()")

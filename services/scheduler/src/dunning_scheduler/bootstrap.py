@@ -6,7 +6,7 @@ from inspect import signature
 
 import asyncpg
 from dunning.consumer import ConsumerRunner
-from dunning.runtime import Service, open_infrastructure, relay_for
+from dunning.runtime import Service, housekeeping_for, open_infrastructure, relay_for
 
 from dunning_scheduler.api import create_app
 from dunning_scheduler.firing import FiringLoop
@@ -44,7 +44,7 @@ def firing_loop_for(settings: Settings, pool: asyncpg.Pool) -> FiringLoop:
 
 async def bootstrap(settings: Settings) -> Service:
     pool, producer = await open_infrastructure(settings)
-    workers = []
+    workers = [housekeeping_for(settings, pool)]
     if settings.consumer_enabled:
         workers.append(consumer_for(settings, pool))
     firing = firing_loop_for(settings, pool) if settings.firing_enabled else None
