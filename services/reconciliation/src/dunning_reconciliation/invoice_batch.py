@@ -16,38 +16,15 @@ from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
-import orjson
 
 from dunning.consumer import Rejected
 from dunning.events import Event
 from dunning.logging import get_logger
 
-from dunning_reconciliation import reconcile
+from dunning_reconciliation import reconcile, repository
 from dunning_reconciliation.domain import invoice_keys
 
 log = get_logger(__name__)
-
-_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(name, 0)) FROM unnest($1::text[]) AS name"
-
-_INSERT = (
-    "INSERT INTO invoices (invoice_id, tenant_id, external_id, number, currency, amount_due, balance,"
-    " metadata, status, issued_at)"
-    " SELECT r.invoice_id, r.tenant_id, r.external_id, r.number, r.currency, r.amount_due, r.amount_due,"
-    " r.metadata, r.status, r.issued_at"
-    " FROM jsonb_to_recordset($1::text::jsonb) AS r(n int, invoice_id text, tenant_id text, external_id text,"
-    " number text, currency text, amount_due numeric, metadata jsonb, status text, issued_at timestamptz)"
-    " ORDER BY r.n"
-    " ON CONFLICT (invoice_id) DO NOTHING RETURNING invoice_id"
-)
-
-# The keys as `repository.unmatched_for_invoice` compares them (unstripped), for all new invoices.
-_WITH_PENDING = (
-    "SELECT DISTINCT k.invoice_id FROM jsonb_to_recordset($1::text::jsonb)"
-    " AS k(tenant_id text, invoice_id text, external_id text, number text)"
-    " JOIN payments p ON p.tenant_id = k.tenant_id AND p.status = 'unmatched'"
-    " AND (p.match_invoice_id = k.invoice_id OR k.external_id = ANY (p.match_external_ids)"
-    " OR k.number = ANY (p.match_numbers))"
-)
 
 
 def _row(n: int, event: Event) -> dict:
@@ -81,13 +58,13 @@ async def on_invoices_issued(conn: asyncpg.Connection, events: list[Event]) -> N
         if row["invoice_id"] not in seen:  # a repeat in the batch is "already known", as one by one
             seen.add(row["invoice_id"])
             rows.append(row)
-    await conn.execute(_LOCK, sorted(lock_names))  # the order repository.lock_names uses
-    stored = {r["invoice_id"] for r in await conn.fetch(_INSERT, orjson.dumps(rows).decode())}
+    await repository.lock_names(conn, lock_names)  # one statement, in the order every taker uses
+    stored = await repository.insert_invoices(conn, rows)
     new = [r for r in rows if r["invoice_id"] in stored]
     with_pending: set[str] = set()
     if new:
         keys = [{k: r[k] for k in ("tenant_id", "invoice_id", "external_id", "number")} for r in new]
-        with_pending = {r["invoice_id"] for r in await conn.fetch(_WITH_PENDING, orjson.dumps(keys).decode())}
+        with_pending = await repository.invoices_with_pending_payments(conn, keys)
     late = 0
     for r in new:
         if r["invoice_id"] in with_pending:

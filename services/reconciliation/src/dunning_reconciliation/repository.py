@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 
 from dunning.logging import get_logger
 
@@ -23,10 +24,13 @@ PAYMENT_COLUMNS = (
 
 # --- locks -----------------------------------------------------------------------------------------
 
-async def lock_names(conn: asyncpg.Connection, names: list[str]) -> None:
-    """Transaction-scoped advisory locks, taken in sorted order (so two takers cannot deadlock)."""
-    for name in sorted(set(names)):
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", name)
+_LOCK_NAMES = "SELECT pg_advisory_xact_lock(hashtextextended(name, 0)) FROM unnest($1::text[]) AS name"
+
+
+async def lock_names(conn: asyncpg.Connection, names: list[str] | set[str]) -> None:
+    """Transaction-scoped advisory locks, taken in sorted order in one statement (so two takers
+    cannot deadlock)."""
+    await conn.execute(_LOCK_NAMES, sorted(set(names)))
 
 
 # --- webhook secrets and Stripe events ------------------------------------------------------------
@@ -86,6 +90,40 @@ async def insert_invoice(conn: asyncpg.Connection, *, invoice_id: str, tenant_id
         "paid" if amount_due <= 0 else "open", issued_at,
     )
     return bool(inserted)
+
+
+# A run of InvoiceIssued (invoice_batch): the rows travel as one JSON array of objects.
+_INSERT_INVOICES = (
+    "INSERT INTO invoices (invoice_id, tenant_id, external_id, number, currency, amount_due, balance,"
+    " metadata, status, issued_at)"
+    " SELECT r.invoice_id, r.tenant_id, r.external_id, r.number, r.currency, r.amount_due, r.amount_due,"
+    " r.metadata, r.status, r.issued_at"
+    " FROM jsonb_to_recordset($1::text::jsonb) AS r(n int, invoice_id text, tenant_id text, external_id text,"
+    " number text, currency text, amount_due numeric, metadata jsonb, status text, issued_at timestamptz)"
+    " ORDER BY r.n"
+    " ON CONFLICT (invoice_id) DO NOTHING RETURNING invoice_id"
+)
+# The keys as `unmatched_for_invoice` compares them (unstripped), for many invoices at once.
+_INVOICES_WITH_PENDING = (
+    "SELECT DISTINCT k.invoice_id FROM jsonb_to_recordset($1::text::jsonb)"
+    " AS k(tenant_id text, invoice_id text, external_id text, number text)"
+    " JOIN payments p ON p.tenant_id = k.tenant_id AND p.status = 'unmatched'"
+    " AND (p.match_invoice_id = k.invoice_id OR k.external_id = ANY (p.match_external_ids)"
+    " OR k.number = ANY (p.match_numbers))"
+)
+
+
+async def insert_invoices(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the invoices (dicts with n, invoice_id, tenant_id, external_id, number, currency,
+    amount_due, metadata, status, issued_at; JSON values) in `n` order; an invoice already known is
+    skipped. Returns the ids inserted."""
+    return {r["invoice_id"] for r in await conn.fetch(_INSERT_INVOICES, orjson.dumps(rows).decode())}
+
+
+async def invoices_with_pending_payments(conn: asyncpg.Connection, keys: list[dict[str, str]]) -> set[str]:
+    """Of the invoices named by `keys` (tenant_id, invoice_id, external_id, number), those an unmatched
+    payment names by any key."""
+    return {r["invoice_id"] for r in await conn.fetch(_INVOICES_WITH_PENDING, orjson.dumps(keys).decode())}
 
 
 async def find_invoice(conn: asyncpg.Connection, tenant_id: str, keys: MatchKeys) -> str | None:
