@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from dunning_tools.stack.procs import free_port, spawn, stop
+from dunning_tools.testing.kafka import commit_group_at_end
 
 pytestmark = pytest.mark.e2e
 
@@ -137,21 +138,6 @@ def test_the_installed_library_finds_its_contract_and_dbmate_inside_the_venv(run
     assert os.access(dbmate, os.X_OK)
     assert sorted(migrations.glob("*.sql"))
 
-
-async def commit_group_at_end(bootstrap: str, group: str) -> None:
-    """Start `group` at the end of every dunning topic, so a fresh process reads none of the earlier tests' events."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        topics = sorted(t for t in await consumer.topics() if t.startswith("dunning."))
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        await consumer.commit({tp: await consumer.position(tp) for tp in tps})
-    finally:
-        await consumer.stop()
 
 
 def test_each_service_runs_from_the_wheels_and_drains_on_sigterm(runtime_venv, infra):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
 from dunning import outbox
@@ -19,6 +18,7 @@ from dunning.events import new_event, schemas_dir
 from dunning.ids import new_id
 from dunning.kafka import make_producer
 from dunning.outbox import OutboxRelay
+from dunning_tools.testing.kafka import read_topic
 
 pytestmark = pytest.mark.integration
 MIGRATIONS = Path(__file__).with_name("plumbing_migrations")
@@ -31,24 +31,6 @@ def invoice_issued(invoice_id: str | None = None) -> dict:
     data["invoice_id"] = invoice_id or new_id("inv")
     return new_event("dunning.InvoiceIssued.v1", data, source="/invoice-ingest",
                      subject=data["invoice_id"], tenant_id=data["tenant_id"])
-
-
-async def read_topic(bootstrap: str, topic: str, want, timeout: float = 20.0) -> list:
-    """Consume a topic from the start with a fresh group until `want(records)` holds."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"t-{uuid.uuid4().hex}",
-                                auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=50)
-    await consumer.start()
-    records = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline and not want(records):
-            batch = await consumer.getmany(timeout_ms=200)
-            for recs in batch.values():
-                records.extend(recs)
-        return records
-    finally:
-        await consumer.stop()
 
 
 @pytest.fixture

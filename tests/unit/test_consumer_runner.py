@@ -9,6 +9,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from dunning.consumer import DEAD_LETTER_TOPIC, ConsumerRunner, Rejected
 from dunning.events import schemas_dir
+from dunning_tools.testing.fakes import FakeConsumer
 
 pytestmark = pytest.mark.unit
 TP = TopicPartition("dunning.invoices.v1", 0)
@@ -55,13 +56,6 @@ class FakePool:
     async def acquire(self):
         yield self.conn
 
-
-class FakeConsumer:
-    def __init__(self):
-        self.commits = []
-
-    async def commit(self, offsets):
-        self.commits.append(offsets)
 
 
 def record(offset: int, value: bytes) -> ConsumerRecord:

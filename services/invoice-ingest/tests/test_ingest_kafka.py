@@ -6,11 +6,11 @@ import uuid
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from dunning.events import dumps, validate
 from dunning.kafka import make_producer
 from dunning.runtime import relay_for
+from dunning_tools.testing.kafka import read_topic
 from dunning_tools.testing.waits import async_wait_until
 
 from dunning_ingest.bootstrap import build_consumer
@@ -19,20 +19,11 @@ pytestmark = pytest.mark.integration
 
 
 async def find_on_topic(bootstrap: str, topic: str, invoice_id: str, timeout: float = 30.0) -> dict:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"t-ingest-{uuid.uuid4().hex}",
-                                auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=50)
-    await consumer.start()
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for record in records:
-                    if record.key == invoice_id.encode():
-                        return {"value": orjson.loads(record.value), "headers": dict(record.headers)}
-        raise AssertionError(f"{invoice_id} not found on {topic}")
-    finally:
-        await consumer.stop()
+    key = invoice_id.encode()
+    records = await read_topic(bootstrap, topic, lambda rs: any(r.key == key for r in rs), timeout)
+    record = next((r for r in records if r.key == key), None)
+    assert record is not None, f"{invoice_id} not found on {topic}"
+    return {"value": orjson.loads(record.value), "headers": dict(record.headers)}
 
 
 async def test_invoice_issued_reaches_kafka_after_the_relay_runs(client, pool, settings, infra, kit):

@@ -14,6 +14,7 @@ from dunning import tenancy
 from dunning.consumer import ConsumerRunner
 from dunning.db import create_pool, migrate, migrations_of
 from dunning.events import dumps, new_event
+from dunning_tools.testing.fakes import FakeConsumer
 
 from dunning_ingest.handlers import BATCH_HANDLERS, HANDLERS
 
@@ -24,10 +25,6 @@ T0 = datetime(2026, 11, 2, 8, tzinfo=timezone.utc)
 CUSTOMER = {"customer_id": "cus_batch00000001", "external_id": "C1", "name": "Brandt", "email": "ap@example.com",
             "locale": "de-DE", "timezone": "Europe/Berlin"}
 
-
-class FakeConsumer:
-    async def commit(self, offsets):
-        pass
 
 
 def _events(rng: random.Random, invoices: list[str]) -> list[dict]:

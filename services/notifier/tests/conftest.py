@@ -25,6 +25,7 @@ from dunning import events, inbox
 from dunning.db import create_pool, migrations_of
 from dunning_tools.stack.procs import free_port, spawn, stop
 from dunning.ids import new_id
+from dunning_tools.testing.kafka import commit_group_at_end
 from dunning_tools.testing.waits import async_wait_until
 from dunning_notifier.bootstrap import build_dispatcher
 from dunning_notifier.handlers import record_delivery
@@ -213,7 +214,7 @@ async def notifier_process(infra, schema_name, notifier_pool, tmp_path):
 
     async def start(smtp_port: int, name: str = "replica-a", **settings) -> NotifierProcess:
         if not started:  # the stages topic is shared by the whole session: this group starts at its end
-            await _commit_group_at_end(infra.kafka_bootstrap_servers, group, "dunning.stages.v1")
+            await commit_group_at_end(infra.kafka_bootstrap_servers, group, ["dunning.stages.v1"])
         port = free_port()
         env = dict(os.environ)
         env.update({
@@ -242,24 +243,6 @@ async def notifier_process(infra, schema_name, notifier_pool, tmp_path):
         await asyncio.to_thread(stop, p.proc)
 
 
-async def _commit_group_at_end(bootstrap: str, group: str, topic: str) -> None:
-    """Commit `group`'s offsets at the topic's end, so a process of that group reads only what the test
-    produces next, not every other test's events (tens of thousands by the time it runs)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()  # metadata
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        await consumer.commit({tp: await consumer.position(tp) for tp in tps})
-    finally:
-        await consumer.stop()
-
-
-# The helpers above, as fixtures (test modules cannot import conftest under --import-mode=importlib).
 @pytest.fixture(scope="session")
 def stage_data():
     return _stage_data

@@ -16,6 +16,7 @@ from dunning import tenancy
 from dunning.consumer import ConsumerRunner
 from dunning.db import create_pool, migrate, migrations_of
 from dunning.events import decode, dumps, new_event, validate
+from dunning_tools.testing.fakes import FakeConsumer
 from dunning_reconciliation import reconcile
 from dunning_reconciliation.domain import IncomingPayment, MatchKeys
 from dunning_reconciliation.handlers import BATCH_HANDLERS, HANDLERS, on_invoice_issued
@@ -27,10 +28,6 @@ TENANT, OTHER = "ten_recbatch000000001", "ten_recbatch000000002"
 ISSUED = "dunning.InvoiceIssued.v1"
 T0 = datetime(2026, 11, 2, 8, tzinfo=timezone.utc)
 
-
-class FakeConsumer:
-    async def commit(self, offsets):
-        pass
 
 
 def issued(invoice_id: str, *, external_id: str | None = None, number: str | None = None, amount: str = "100.00",

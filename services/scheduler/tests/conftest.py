@@ -1,19 +1,18 @@
 """Fixtures for the scheduler's integration tests: a migrated schema with a tenant, event builders,
 and helpers to apply events through the handlers and read the outbox."""
 
-import asyncio
 import uuid
 from datetime import date, datetime, timedelta
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from dunning import inbox, tenancy
 from dunning.clock import utcnow
 from dunning.db import create_pool, migrations_of
 from dunning.events import decode, dumps, new_event, validate
 from dunning.ids import new_id
+from dunning_tools.testing import kafka
 
 from dunning_scheduler.bootstrap import handlers_for
 from dunning_scheduler.policy_store import ActivePolicies
@@ -97,21 +96,8 @@ async def timers(pool, invoice_id: str) -> list:
 
 
 async def read_topic(bootstrap: str, topic: str, want, timeout: float = 20.0) -> list[dict]:
-    """Consume a topic from the start with a fresh group until `want(envelopes)` holds."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"t-{uuid.uuid4().hex}",
-                                auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=50)
-    await consumer.start()
-    found: list[dict] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline and not want(found):
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                found.extend(orjson.loads(r.value) for r in records)
-        return found
-    finally:
-        await consumer.stop()
+    """The envelopes on `topic`, read from the start until `want(envelopes)` holds."""
+    return await kafka.read_topic(bootstrap, topic, want, timeout, decode=lambda r: orjson.loads(r.value))
 
 
 class Helpers:
