@@ -1,74 +1,65 @@
-"""/metrics in the Prometheus text exposition format (version 0.0.4).
+"""The notifier's own figures in the service's /metrics (dunning.metrics, prometheus_client).
 
-Two kinds of figures. Gauges read from the database hold for the whole deployment (every replica
+Two kinds. Gauges read from the database at scrape time hold for the whole deployment (every replica
 writes the same table) and survive restarts: deliveries by state, and the in-doubt deliveries and
-attempts (the at-least-once window, see dispatcher.py). Counters ending in `_total` are this
-process's since it started (Prometheus sums them across replicas and handles the resets).
-
-Written by hand rather than with prometheus_client: the pinned requirements do not include it, and
-the format for a dozen unlabelled or singly-labelled samples is three lines per family.
+attempts (the at-least-once window, see docs/). Counters (`_total`) are this process's dispatcher's
+since it started (Prometheus sums them across replicas and handles the resets); absent when this
+process runs no dispatcher. The chaos harness and tests read `dunning_notifier_in_doubt_attempts`
+and `dunning_notifier_in_doubt_reclaims_total`.
 """
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 
 import asyncpg
+from prometheus_client.core import CounterMetricFamily, Metric
 
+from dunning.metrics import Metrics
 from dunning_notifier import repository as repo
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATES = ("pending", "sending", "sent", "failed")
+OUTCOMES = ("sent", "failed", "retried")
 
 
-@dataclass(frozen=True)
-class Family:
-    name: str
-    kind: str  # "gauge" or "counter"
-    help: str
-    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+class DispatcherCounters:
+    """This process's dispatcher counters (Dispatcher.counters()), as a prometheus_client collector."""
+
+    def __init__(self, counters: Callable[[], dict[str, int]]):
+        self.counters = counters
+
+    def collect(self) -> Iterable[Metric]:
+        counts = self.counters()
+        sends = CounterMetricFamily("dunning_notifier_sends", "Attempts recorded by this process, by outcome.",
+                                    labels=["outcome"])
+        for outcome in OUTCOMES:
+            sends.add_metric([outcome], counts.get(outcome, 0))
+        yield sends
+        for name, key, help_ in (
+                ("dunning_notifier_in_doubt_reclaims", "in_doubt_reclaims",
+                 "Expired leases this process took back (the previous attempt's outcome unknown)."),
+                ("dunning_notifier_in_doubt_retries", "in_doubt_retries",
+                 "Sends by this process that timed out or dropped after DATA and were retried."),
+                ("dunning_notifier_lease_lost", "lease_lost",
+                 "Outcomes this process could not record: the delivery had been re-claimed elsewhere.")):
+            family = CounterMetricFamily(name, help_)
+            family.add_metric([], counts.get(key, 0))
+            yield family
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def instrument(metrics: Metrics, pool: asyncpg.Pool, counters: Callable[[], dict[str, int]] | None = None) -> None:
+    """Register the delivery gauges (read at each scrape) and, if this process dispatches, its counters."""
+    deliveries = metrics.gauge("dunning_notifier_deliveries", "Deliveries by state, all replicas.", ["state"])
+    in_doubt = metrics.gauge("dunning_notifier_deliveries_in_doubt",
+                             "Deliveries with at least one attempt whose outcome was unknown (may have been sent twice).")
+    attempts = metrics.gauge("dunning_notifier_in_doubt_attempts",
+                             "Attempts whose outcome was unknown (lease ran out, or no reply after DATA), all deliveries.")
 
+    async def refresh() -> None:
+        by_state, in_doubt_deliveries, in_doubt_attempts = await repo.delivery_totals(pool)
+        for state in STATES:
+            deliveries.labels(state).set(by_state.get(state, 0))
+        in_doubt.set(in_doubt_deliveries)
+        attempts.set(in_doubt_attempts)
 
-def _labels(labels: dict[str, str]) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}" if labels else ""
-
-
-def render(families: Iterable[Family]) -> str:
-    lines = []
-    for f in families:
-        lines += [f"# HELP {f.name} {f.help}", f"# TYPE {f.name} {f.kind}"]
-        lines += [f"{f.name}{_labels(labels)} {value:g}" for labels, value in f.samples]
-    return "\n".join(lines) + "\n"
-
-
-async def collect(pool: asyncpg.Pool, counters: dict[str, int]) -> list[Family]:
-    """The database gauges plus this process's dispatcher counters (Dispatcher.counters())."""
-    by_state, in_doubt_deliveries, in_doubt_attempts = await repo.delivery_totals(pool)
-    families = [
-        Family("dunning_notifier_deliveries", "gauge", "Deliveries by state, all replicas.",
-               [({"state": s}, by_state.get(s, 0)) for s in STATES]),
-        Family("dunning_notifier_deliveries_in_doubt", "gauge",
-               "Deliveries with at least one attempt whose outcome was unknown (may have been sent twice).",
-               [({}, in_doubt_deliveries)]),
-        Family("dunning_notifier_in_doubt_attempts", "gauge",
-               "Attempts whose outcome was unknown (lease ran out, or no reply after DATA), all deliveries.",
-               [({}, in_doubt_attempts)]),
-    ]
-    if counters:
-        families += [
-            Family("dunning_notifier_sends_total", "counter", "Attempts recorded by this process, by outcome.",
-                   [({"outcome": o}, counters.get(o, 0)) for o in ("sent", "failed", "retried")]),
-            Family("dunning_notifier_in_doubt_reclaims_total", "counter",
-                   "Expired leases this process took back (the previous attempt's outcome unknown).",
-                   [({}, counters.get("in_doubt_reclaims", 0))]),
-            Family("dunning_notifier_in_doubt_retries_total", "counter",
-                   "Sends by this process that timed out or dropped after DATA and were retried.",
-                   [({}, counters.get("in_doubt_retries", 0))]),
-            Family("dunning_notifier_lease_lost_total", "counter",
-                   "Outcomes this process could not record: the delivery had been re-claimed elsewhere.",
-                   [({}, counters.get("lease_lost", 0))]),
-        ]
-    return families
+    metrics.on_scrape(refresh)
+    if counters is not None:
+        metrics.register(DispatcherCounters(counters))
