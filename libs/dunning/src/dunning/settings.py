@@ -36,7 +36,8 @@ class CommonSettings(BaseSettings):
     http_reuse_port: bool = False
 
     log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL"))
-    # "none", "console" (spans as JSON lines on stderr) or "otlp" if an exporter is installed.
+    # "none", "console" (spans as JSON on stdout) or "otlp" (OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT, see
+    # dunning.tracing); anything else is refused at start.
     otel_traces_exporter: str = Field("none", validation_alias=AliasChoices("OTEL_TRACES_EXPORTER"))
 
     # Consumer runner.

@@ -17,17 +17,36 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 _propagator = TraceContextTextMapPropagator()
 
 
-def configure_tracing(service: str, exporter: str = "none", span_exporter: SpanExporter | None = None) -> None:
+EXPORTERS = ("none", "console", "otlp")
+
+
+def tracer_provider(service: str, exporter: str = "none", span_exporter: SpanExporter | None = None) -> TracerProvider:
+    """A provider exporting spans: `exporter` is OTEL_TRACES_EXPORTER's value. "otlp" sends OTLP/HTTP
+    (protobuf) to the endpoint of the standard variables: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or
+    OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces (default http://localhost:4318), with their headers,
+    timeout and compression. "console": JSON spans on stdout. "none": spans are made (their ids
+    reach the logs and the traceparent headers) but not exported."""
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if span_exporter is None:
+        kind = (exporter or "none").strip().lower()
+        if kind == "console":
+            span_exporter = ConsoleSpanExporter()
+        elif kind in ("otlp", "otlp_proto_http"):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            span_exporter = OTLPSpanExporter()
+        elif kind != "none":
+            raise ValueError(f"OTEL_TRACES_EXPORTER={exporter!r}: expected one of {', '.join(EXPORTERS)}")
     if span_exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(span_exporter))
-    elif exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    elif exporter == "otlp":  # optional: only if the exporter package is installed
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    return provider
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+
+def configure_tracing(service: str, exporter: str = "none", span_exporter: SpanExporter | None = None) -> TracerProvider:
+    """Install the process's tracer provider (once per process; see tracer_provider)."""
+    provider = tracer_provider(service, exporter, span_exporter)
     trace.set_tracer_provider(provider)
+    return provider
 
 
 @lru_cache(maxsize=16)
