@@ -34,6 +34,10 @@ class CommonSettings(BaseSettings):
     # Several replicas of a service on one host may share its port (SO_REUSEPORT: the kernel
     # spreads connections), as pods behind a Service do.
     http_reuse_port: bool = False
+    # Larger request bodies are refused with a 413 at the edge (ingest raises it for bulk imports).
+    http_max_body_bytes: int = 1024 * 1024
+    # API key -> tenant lookups are cached this long (a revoked key works until then); 0 disables.
+    auth_cache_seconds: float = 5.0
 
     log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL"))
     # "none", "console" (spans as JSON on stdout) or "otlp" (OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT, see

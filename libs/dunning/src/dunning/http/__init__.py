@@ -1,0 +1,43 @@
+"""HTTP plumbing shared by the four services: one app factory, one API-key dependency, one problem shape.
+
+- `app.service_app`: the app factory (title and version, edge guard, tracing, problems, health, metrics).
+- `auth.ApiKeyAuth`: `Authorization: Bearer <key>` -> tenant id, cached a few seconds.
+- `problems`: `Problem` to raise, the `ProblemDetail` model documenting every error response.
+- `guard.InputGuard`: NUL, lone surrogates, deep JSON and oversized bodies refused at the edge.
+- `tracing.TracingMiddleware`: a span per request named from the route template; 500s answered inside it.
+- `pagination`: `limit` + opaque `cursor` in, `{"data": [...], "next_cursor": ...}` out.
+"""
+
+from dunning.http.app import NO_FASTAPI_TELEMETRY, api_key_auth, service_app
+from dunning.http.auth import ApiKeyAuth, hash_api_key, new_api_key
+from dunning.http.guard import JSON_BODY, InputGuard, bad_text
+from dunning.http.pagination import Cursor, Page, decode_cursor, encode_cursor, limit_query, page
+from dunning.http.problems import (PROBLEM, PROBLEMS, FieldError, Problem, ProblemDetail, problem_body,
+                                   problem_response)
+from dunning.http.tracing import TracingMiddleware, route_template
+
+__all__ = [
+    "NO_FASTAPI_TELEMETRY", "PROBLEM", "PROBLEMS", "ApiKeyAuth", "Cursor", "FieldError", "InputGuard", "JSON_BODY",
+    "Page", "Problem", "ProblemDetail", "TracingMiddleware", "api_key_auth", "bad_text", "decode_cursor",
+    "encode_cursor", "hash_api_key", "limit_query", "new_api_key", "page", "problem_body", "problem_response",
+    "route_template", "service_app",
+]
+
+
+# --- the pre-factory calls, until every service builds its app with service_app (then removed) ---
+
+def install_tracing(app, service: str) -> None:  # pragma: no cover - transitional
+    app.add_middleware(TracingMiddleware, service=service)
+
+
+def install_health(app, pool_getter) -> None:  # pragma: no cover - transitional
+    from dunning.http.app import _install_health
+
+    _install_health(app, pool_getter())
+
+
+async def tenant_for_key(pool, authorization: str | None) -> str:  # pragma: no cover - transitional
+    return await ApiKeyAuth(pool, 0).tenant(authorization)
+
+
+from dunning.http.problems import install_problem_handlers  # noqa: E402

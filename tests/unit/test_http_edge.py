@@ -1,0 +1,72 @@
+"""The HTTP plumbing every service shares: cursors, and what the edge guard refuses (one field named)."""
+
+import re
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI, Request
+
+from dunning.http import JSON_BODY, InputGuard, Problem, decode_cursor, encode_cursor, page
+
+pytestmark = pytest.mark.unit
+ID = re.compile(r"^inv_[0-9A-Za-z]{10,40}$")
+
+
+def test_cursor_round_trips_and_refuses_garbage():
+    assert decode_cursor(encode_cursor("inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA"), ID) == "inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA"
+    for bad in ["nope", "", encode_cursor("'; DROP TABLE invoices;--"), "eyJhZnRlciI6IDF9"]:
+        with pytest.raises(Problem) as info:
+            decode_cursor(bad, ID)
+        assert info.value.errors[0]["field"] == "cursor"
+
+
+def test_a_page_has_a_cursor_only_when_more_rows_follow():
+    assert page(["a", "b", "c"], 2, key=str) == {"data": ["a", "b"], "next_cursor": encode_cursor("b")}
+    assert page(["a", "b"], 2, key=str) == {"data": ["a", "b"], "next_cursor": None}
+    assert page([], 2, key=str) == {"data": [], "next_cursor": None}
+
+
+def _echo_app(max_body_bytes: int = 1_000_000) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/things/{thing_id}")
+    async def thing(thing_id: str, request: Request) -> dict:
+        return {"parsed": JSON_BODY in request.scope, "body": orjson.loads(await request.body())}
+
+    app.add_middleware(InputGuard, max_body_bytes=max_body_bytes)
+    return app
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"a": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("path, content, status, field", [
+    pytest.param("/things/a%00b", b"{}", 422, "thing_id", id="nul-in-path"),
+    pytest.param("/things/a%ED%A0%80", b"{}", 400, "thing_id", id="surrogate-in-path"),
+    pytest.param("/things/a?q=x%00", b"{}", 422, "q", id="nul-in-query"),
+    pytest.param("/things/a?q=%ED%B0%80", b"{}", 400, "q", id="surrogate-in-query"),
+    pytest.param("/things/a", b'{"a": {"b": ["ok", "x\\u0000"]}}', 422, "a.b.1", id="nul-in-json"),
+    pytest.param("/things/a", b'{"a": "\\ud800"}', 422, "a", id="lone-surrogate-in-json"),
+    pytest.param("/things/a", b'{"\\u0000": 1}', 422, "\x00".replace("\x00", "\ufffd"), id="nul-in-key"),
+    pytest.param("/things/a", _nested(100_000), 400, "(body)", id="nested-100000"),
+    pytest.param("/things/a", _nested(64), 400, "(body)", id="nested-65-levels"),
+    pytest.param("/things/a", b'{"a": "' + b"x" * 1_000_001 + b'"}', 413, "(body)", id="too-large"),
+])
+async def test_the_guard_refuses_what_no_route_should_see(path, content, status, field):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_echo_app()), base_url="http://t") as client:
+        r = await client.post(path, content=content, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["errors"][0]["field"] == field
+
+
+async def test_clean_and_escaped_text_pass_and_a_parsed_body_is_shared():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_echo_app()), base_url="http://t") as client:
+        plain = await client.post("/things/a", content=b'{"a": "caf\\u00e9 \\\\u0000"}')
+        pair = await client.post("/things/a", content=b'{"a": "\\ud83d\\ude00"}')
+        deep = await client.post("/things/a", content=_nested(63))  # 64 levels with the object
+    assert plain.json() == {"parsed": True, "body": {"a": "café \\u0000"}}
+    assert pair.json()["body"] == {"a": "\U0001F600"}
+    assert deep.status_code == 200
