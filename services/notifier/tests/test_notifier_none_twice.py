@@ -99,7 +99,7 @@ async def test_notifier_killed_after_smtp_accept_before_sent_commit_sends_again_
         "X-Dunning-Stage-Id": data["stage_id"], "X-Dunning-Scheduled-At": data["scheduled_at"]}
     async with httpx.AsyncClient(base_url=second.url, timeout=10) as client:
         listed = (await client.get("/v1/deliveries", params={"invoice_id": data["invoice_id"]},
-                                   headers={"Authorization": f"Bearer {API_KEY}"})).json()["deliveries"]
+                                   headers={"Authorization": f"Bearer {API_KEY}"})).json()["data"]
         gauges = samples((await client.get("/metrics")).text)
     [shown] = listed
     assert shown["delivery_id"] == row["delivery_id"] and shown["state"] == "sent"

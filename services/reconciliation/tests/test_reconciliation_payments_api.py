@@ -108,9 +108,11 @@ async def test_list_pages_through_payments(pool, client, h):
     for n in range(3):
         await client.post("/v1/payments", json=payment(amount="1.00", reference=f"R-{n}"), headers=h.AUTH)
     first = (await client.get("/v1/payments", params={"limit": 2}, headers=h.AUTH)).json()
-    rest = (await client.get("/v1/payments", params={"limit": 2, "after": first["next_after"]}, headers=h.AUTH)).json()
+    rest = (await client.get("/v1/payments", params={"limit": 2, "cursor": first["next_cursor"]}, headers=h.AUTH)).json()
     assert [p["reference"] for p in first["data"] + rest["data"]] == ["R-0", "R-1", "R-2"]
-    assert rest["next_after"] is None
+    assert rest["next_cursor"] is None
+    exactly = (await client.get("/v1/payments", params={"limit": 3}, headers=h.AUTH)).json()
+    assert len(exactly["data"]) == 3 and exactly["next_cursor"] is None  # no cursor on the last page
 
 
 async def test_health_and_docs(client):

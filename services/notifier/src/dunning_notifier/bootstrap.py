@@ -36,7 +36,7 @@ async def bootstrap(settings: Settings) -> runtime.Service:
         settings=settings,
         pool=pool,
         producer=producer,
-        app=create_app(ApiDeps(pool=pool, service_name=settings.service_name,
+        app=create_app(ApiDeps(pool=pool, settings=settings,
                                counters=dispatcher.counters if dispatcher is not None else None)),
         workers=workers,
         relay=runtime.relay_for(settings, pool, producer),

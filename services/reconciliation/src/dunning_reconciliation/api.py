@@ -3,27 +3,32 @@
 - `POST /v1/webhooks/stripe/{tenant_id}`  Stripe webhook endpoint (authenticated by the signature)
 - `POST /v1/payments`                     a payment reported by the accounting system (API key)
 - `GET  /v1/payments`                     the tenant's payments, optionally for one invoice (API key)
-- `/healthz`, `/readyz`, `/docs`
+- `/healthz`, `/readyz`, `/metrics`, `/docs`
 """
 
+import re
 from dataclasses import dataclass
+from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from dunning.http import (NO_FASTAPI_TELEMETRY, Problem, install_health, install_problem_handlers, install_tracing,
-                          tenant_for_key)
+from dunning.http import Cursor, Page, Problem, api_key_auth, decode_cursor, limit_query, page, service_app
 
 from dunning_reconciliation import payments, webhooks
 from dunning_reconciliation import repository as repo
-from dunning_reconciliation.schemas import PaymentIn, PaymentList, PaymentOut, WebhookAck, payment_view
+from dunning_reconciliation.schemas import PaymentIn, PaymentOut, WebhookAck, payment_view
 from dunning_reconciliation.settings import Settings
 
-PROBLEM_RESPONSES = {code: {"description": text, "content": {"application/problem+json": {}}} for code, text in {
-    400: "Not JSON", 401: "Missing or unknown API key", 409: "Reference reused with different content",
-    422: "Invalid field (named in `errors`)",
-}.items()}
+TAGS = [{"name": "webhooks", "description": "Payment events from payment providers, signed."},
+        {"name": "payments", "description": "Payments reported by the accounting system, and every payment seen."}]
+_PAYMENT_ID = re.compile(r"^pay_[0-9A-Za-z]{10,40}$")
+_STRIPE_EXAMPLE = {"id": "evt_1QF7cD2eZvKYlo2C", "object": "event", "api_version": "2024-06-20", "created": 1763456400,
+                   "livemode": False, "type": "invoice.paid", "data": {"object": {
+                       "id": "in_1QF7cC2eZvKYlo2C", "object": "invoice", "number": "INV-2026-00412",
+                       "amount_paid": 125000, "currency": "eur",
+                       "metadata": {"dunning_invoice_id": "inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA"}}}}
 
 
 @dataclass
@@ -33,53 +38,44 @@ class Deps:
 
 
 def create_app(deps: Deps) -> FastAPI:
-    app = FastAPI(title="dunning reconciliation", version="1.0.0", telemetry=NO_FASTAPI_TELEMETRY,
-                  description="Matches payments (Stripe webhooks, the accounting system) to invoices "
-                              "and publishes PaymentReceived.")
-    install_problem_handlers(app)
-    install_tracing(app, deps.settings.service_name)
-    install_health(app, lambda: deps.pool)
-
-    async def tenant(authorization: str | None = Header(None)) -> str:
-        return await tenant_for_key(deps.pool, authorization)
+    app = service_app(distribution="dunning-reconciliation", settings=deps.settings, pool=deps.pool, tags=TAGS,
+                      description="Matches payments (Stripe webhooks, the accounting system) to invoices and "
+                                  "publishes PaymentReceived.",
+                      max_body_bytes=deps.settings.webhook_max_body_bytes)
+    Tenant = api_key_auth(deps.settings, deps.pool).dependency
 
     @app.post(
         "/v1/webhooks/stripe/{tenant_id}", response_model=WebhookAck, tags=["webhooks"],
-        summary="Receive a Stripe event (signed with the tenant's endpoint secret)",
-        responses={400: {"description": "Signature refused, or the event cannot be read",
-                         "content": {"application/problem+json": {}}},
-                   413: {"description": "Body too large", "content": {"application/problem+json": {}}}},
+        operation_id="receiveStripeEvent", summary="Receive a Stripe event (signed with the tenant's endpoint secret)",
+        responses={400: {"description": "Signature refused, or the event cannot be read"}},
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"type": "object", "description": "A Stripe Event object, as Stripe sends it."}}}}},
+            "schema": {"type": "object", "description": "A Stripe Event object, as Stripe sends it.",
+                       "example": _STRIPE_EXAMPLE}}}}},
     )
-    async def stripe_webhook(tenant_id: str, request: Request,
-                             stripe_signature: str | None = Header(None, alias="Stripe-Signature")):
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > deps.settings.webhook_max_body_bytes:
-            raise Problem(413, "The body is larger than any Stripe event.")
+    async def stripe_webhook(tenant_id: Annotated[str, Path(max_length=100)], request: Request,
+                             stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None
+                             ) -> dict[str, Any]:
         body = await request.body()  # the raw bytes Stripe signed: never re-serialise before verifying
-        if len(body) > deps.settings.webhook_max_body_bytes:
-            raise Problem(413, "The body is larger than any Stripe event.")
         return await webhooks.receive_stripe_event(
             deps.pool, tenant_id, stripe_signature, body, tolerance=deps.settings.webhook_tolerance_seconds,
         )
 
     @app.post("/v1/payments", status_code=201, response_model=PaymentOut, tags=["payments"],
-              summary="Report a payment received by the accounting system",
+              operation_id="createPayment", summary="Report a payment received by the accounting system",
               responses={200: {"model": PaymentOut, "description": "Same reference and content: the first result"},
-                         **PROBLEM_RESPONSES})
-    async def create_payment(body: PaymentIn, tenant_id: str = Depends(tenant)):
+                         409: {"description": "The reference was reported before with different content"}})
+    async def create_payment(body: PaymentIn, tenant_id: Tenant) -> JSONResponse:
         status, view = await payments.record_payment(deps.pool, tenant_id, body)
         return JSONResponse(view, status_code=status)
 
-    @app.get("/v1/payments", response_model=PaymentList, tags=["payments"],
-             summary="List the tenant's payments (oldest first)", responses=PROBLEM_RESPONSES)
-    async def list_payments(tenant_id: str = Depends(tenant),
-                            invoice_id: str | None = Query(None, max_length=64),
-                            after: str | None = Query(None, max_length=64, description="payment_id cursor"),
-                            limit: int = Query(100, ge=1, le=500)):
-        rows = await repo.list_payments(deps.pool, tenant_id, invoice_id=invoice_id, after=after, limit=limit)
-        data = [payment_view(r) for r in rows]
-        return {"data": data, "next_after": data[-1]["payment_id"] if len(data) == limit else None}
+    @app.get("/v1/payments", response_model=Page[PaymentOut], tags=["payments"], operation_id="listPayments",
+             summary="List the tenant's payments (oldest first)")
+    async def list_payments(tenant_id: Tenant,
+                            invoice_id: Annotated[str | None, Query(max_length=64)] = None,
+                            limit: Annotated[int, limit_query(100, 500)] = 100,
+                            cursor: Cursor = None) -> dict[str, Any]:
+        after = decode_cursor(cursor, _PAYMENT_ID) if cursor is not None else None
+        rows = await repo.list_payments(deps.pool, tenant_id, invoice_id=invoice_id, after=after, limit=limit + 1)
+        return page(rows, limit, key=lambda r: r["payment_id"], view=payment_view)
 
     return app

@@ -60,11 +60,6 @@ class PaymentOut(BaseModel):
     acknowledged_at: str
 
 
-class PaymentList(BaseModel):
-    data: list[PaymentOut]
-    next_after: str | None = Field(None, description="Pass as `after` for the next page; null on the last page.")
-
-
 class WebhookAck(BaseModel):
     status: Literal["applied", "pending_match", "duplicate", "ignored", "rejected_currency_mismatch"]
     payment_id: str | None = None

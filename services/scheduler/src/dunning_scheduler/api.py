@@ -9,11 +9,10 @@
 from typing import Annotated, Any
 
 import asyncpg
-from dunning.http import Problem, install_health, install_problem_handlers, install_tracing, tenant_for_key
+from dunning.http import Problem, api_key_auth, service_app
 from dunning.metrics import instrument_app
 from dunning.money import format_amount
-from fastapi import Body, Depends, FastAPI, Path, Request, Security
-from fastapi.security import HTTPBearer
+from fastapi import Body, FastAPI, Path
 
 from dunning_scheduler import repository
 from dunning_scheduler.firing import FiringLoop
@@ -22,23 +21,18 @@ from dunning_scheduler.policy_store import active_policy, save_policy
 from dunning_scheduler.schemas import InvoiceTimersOut, PolicyOut, TimerOut
 from dunning_scheduler.settings import Settings
 
-_bearer = HTTPBearer(auto_error=False, description="The tenant's API key.")
+TAGS = [{"name": "policy", "description": "The tenant's dunning policy: which reminders, when, on which channel."},
+        {"name": "timers", "description": "An invoice's planned reminders and their states (ops, debugging)."}]
 _EXAMPLE = {"anchor": "issued_at", "stages": [{"name": "soft", "offset": "PT5S"},
                                               {"name": "firm", "offset": "PT10S", "channels": ["email", "sms"]}]}
 
 
 def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | None = None) -> FastAPI:
-    app = FastAPI(title="Dunning scheduler", version="1", description=__doc__)
-    install_problem_handlers(app)
-    install_tracing(app, settings.service_name)
-    install_health(app, lambda: pool)
+    app = service_app(distribution="dunning-scheduler", settings=settings, pool=pool, tags=TAGS,
+                      description="Plans each invoice's reminders from the tenant's policy and fires them when due.")
+    Tenant = api_key_auth(settings, pool).dependency
 
-    async def tenant(request: Request, _=Security(_bearer)) -> str:
-        return await tenant_for_key(pool, request.headers.get("authorization"))
-
-    Tenant = Annotated[str, Depends(tenant)]
-
-    @app.put("/v1/policy", response_model=PolicyOut, tags=["policy"],
+    @app.put("/v1/policy", response_model=PolicyOut, tags=["policy"], operation_id="putPolicy",
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": {"$ref": "#/components/schemas/PolicyDocument"}}}}},  # PolicyOut brings it
              summary="Store the tenant's dunning policy (a new version; idempotent for an equal document)")
@@ -55,20 +49,23 @@ def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | N
             stored, created = await save_policy(conn, tenant_id, policy)
         return {**stored.as_json(), "created": created}
 
-    @app.get("/v1/policy", response_model=PolicyOut, tags=["policy"], summary="The tenant's active policy")
+    @app.get("/v1/policy", response_model=PolicyOut, tags=["policy"], operation_id="getPolicy",
+             summary="The tenant's active policy")
     async def get_policy(tenant_id: Tenant):
         async with pool.acquire() as conn:
             stored = await active_policy(conn, tenant_id)
         return stored.as_json()
 
     @app.get("/v1/invoices/{invoice_id}/timers", response_model=InvoiceTimersOut, tags=["timers"],
-             summary="An invoice's dunning timers and their states")
+             operation_id="getInvoiceTimers", summary="An invoice's dunning timers and their states",
+             responses={404: {"description": "No such invoice known to the scheduler for this tenant"}})
     async def invoice_timers(tenant_id: Tenant,
                              invoice_id: Annotated[str, Path(pattern=r"^inv_[0-9A-Za-z]{10,40}$")]):
         async with pool.acquire() as conn:
             invoice = await repository.invoice_of(conn, tenant_id, invoice_id)
             if invoice is None:
-                raise Problem(404, f"No invoice {invoice_id} is known to the scheduler for this tenant.")
+                raise Problem(404, f"No invoice {invoice_id} is known to the scheduler for this tenant.",
+                              errors=[{"field": "invoice_id", "message": "not found", "code": "not_found"}])
             timers = await repository.timers_of(conn, tenant_id, invoice_id)
         currency = invoice["currency"]
 

@@ -105,15 +105,16 @@ def mail_count(maildir: Path) -> int:
 
 # -- collecting the services' view ----------------------------------------------------------------
 
-async def pages(run, url: str, items: str, cursor_param: str, cursor_field: str, limit: int, **params) -> list:
+async def pages(run, url: str, limit: int, **params) -> list:
+    """Every item of a list route (the one pagination style: `limit`, `cursor` -> `data`, `next_cursor`)."""
     out, cursor = [], None
     while True:
-        query = {**params, "limit": limit, **({cursor_param: cursor} if cursor else {})}
+        query = {**params, "limit": limit, **({"cursor": cursor} if cursor else {})}
         r = await run.get(url, **query)
         r.raise_for_status()
         body = r.json()
-        out += body[items]
-        cursor = body.get(cursor_field)
+        out += body["data"]
+        cursor = body.get("next_cursor")
         if not cursor:
             return out
 
@@ -161,8 +162,7 @@ async def quiesce(run) -> State:
             todo = [inv.id for inv in run.invoices if inv.id and not settled_view(state.timers.get(inv.id))]
             state.timers.update(await fetch_timers(run, todo))
             undecided = [i for i in todo if not settled_view(state.timers.get(i))]
-            state.deliveries = await pages(run, f"{run.stack.url('notifier')}/v1/deliveries", "deliveries",
-                                           "before", "next_cursor", 500)
+            state.deliveries = await pages(run, f"{run.stack.url('notifier')}/v1/deliveries", 500)
             done = {(d["invoice_id"], d["stage"], d["channel"]) for d in state.deliveries
                     if d["state"] in ("sent", "failed")}
             undelivered = [(i, t["stage"]) for i, view in state.timers.items() if view
@@ -182,8 +182,8 @@ async def quiesce(run) -> State:
     state.waited = time.time() - started
     state.end = time.time()
     recon, ingest = run.stack.url("reconciliation"), run.stack.url("invoice-ingest")
-    state.payments = await pages(run, f"{recon}/v1/payments", "data", "after", "next_after", 500)
-    paid = await pages(run, f"{ingest}/v1/invoices", "data", "cursor", "next_cursor", 200, status="paid")
+    state.payments = await pages(run, f"{recon}/v1/payments", 500)
+    paid = await pages(run, f"{ingest}/v1/invoices", 200, status="paid")
     state.ingest_paid = {i["id"] for i in paid}
     if not state.quiescent:  # check with what there is
         missing = [inv.id for inv in run.invoices if inv.id and inv.id not in state.timers]
