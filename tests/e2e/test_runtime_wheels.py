@@ -1,5 +1,6 @@
-"""What the production image ships, checked without Docker: the wheels of libs/ and services/, installed
-(not editable) next to the runtime set only, in a clean virtualenv, run every service.
+"""What the production image ships, checked without Docker: the wheels of libs/, services/ and cli/,
+installed (not editable) next to the runtime set only, in a clean virtualenv, run every service and the
+operator CLI.
 
 deploy/Dockerfile does the same in two stages. This proves what it relies on: each package declares and
 carries what it needs at run time (migrations, templates, the schemas/ contract, dbmate from its wheel),
@@ -30,7 +31,9 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("libs/dunning", "services/invoice-ingest", "services/scheduler", "services/notifier",
-            "services/reconciliation")
+            "services/reconciliation", "cli")
+WHEELS = {"dunning_lib", "dunning_invoice_ingest", "dunning_scheduler", "dunning_notifier", "dunning_reconciliation",
+          "dunning_cli"}
 SERVICES = {  # import package -> env prefix
     "dunning_ingest": "INGEST_",
     "dunning_scheduler": "SCHEDULER_",
@@ -89,8 +92,7 @@ def runtime_venv():
 
 def test_the_wheels_carry_migrations_templates_and_the_event_contract(runtime_venv):
     contents = {w.name.split("-")[0]: set(zipfile.ZipFile(w).namelist()) for w in runtime_venv.wheels.glob("*.whl")}
-    assert set(contents) == {"dunning_lib", "dunning_invoice_ingest", "dunning_scheduler", "dunning_notifier",
-                             "dunning_reconciliation"}
+    assert set(contents) == WHEELS
     lib = contents["dunning_lib"]
     for path in (REPO / "schemas").rglob("*"):
         if path.is_file():
@@ -119,7 +121,7 @@ def test_the_runtime_install_has_no_dev_server_test_tool_or_dev_tooling(runtime_
     # Nothing unpinned slipped in through a package's declared dependencies.
     pinned = {canonical(line.split("==")[0]) for line in (REPO / "constraints.txt").read_text().splitlines()
               if "==" in line and not line.startswith("#")}
-    ours = {"dunning-lib", "dunning-invoice-ingest", "dunning-scheduler", "dunning-notifier", "dunning-reconciliation"}
+    ours = {canonical(w) for w in WHEELS}
     assert set(installed) - pinned - ours - {"pip", "setuptools"} == set()
     # Installed as wheels, not editable: nothing points back at the repository.
     assert not [d for d in listed if "editable_project_location" in d]
@@ -140,38 +142,48 @@ def test_the_installed_library_finds_its_contract_and_dbmate_inside_the_venv(run
 
 
 
-def test_each_service_runs_from_the_wheels_and_drains_on_sigterm(runtime_venv, infra):
+def test_each_service_and_the_cli_run_from_the_wheels_and_the_services_drain_on_sigterm(runtime_venv, infra):
     run_id = uuid.uuid4().hex[:8]
+    ports = {package: free_port() for package in SERVICES}
+    env = clean_env(
+        DATABASE_URL=infra.database_url,
+        KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap_servers,
+        NOTIFIER_SMTP_HOST="127.0.0.1",
+        NOTIFIER_SMTP_PORT=str(free_port()),  # nothing is sent: no invoice is posted
+        PYTHONUNBUFFERED="1",
+    )
+    for package, prefix in SERVICES.items():  # a fresh schema and consumer group each (the CLI reads the same)
+        env[f"{prefix}HTTP_PORT"] = str(ports[package])
+        env[f"{prefix}DB_SCHEMA"] = f"w_{run_id}_{package.removeprefix('dunning_')}"
+        env[f"{prefix}CONSUMER_GROUP"] = f"wheels-{run_id}-{package}"
+        asyncio.run(commit_group_at_end(infra.kafka_bootstrap_servers, env[f"{prefix}CONSUMER_GROUP"]))
     procs = {}
-    for package, prefix in SERVICES.items():
-        group = f"wheels-{run_id}-{package}"
-        asyncio.run(commit_group_at_end(infra.kafka_bootstrap_servers, group))
-        port = free_port()
-        env = clean_env(**{
-            "DATABASE_URL": infra.database_url,
-            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
-            f"{prefix}HTTP_PORT": str(port),
-            f"{prefix}DB_SCHEMA": f"w_{run_id}_{package.removeprefix('dunning_')}",
-            f"{prefix}CONSUMER_GROUP": group,
-            "NOTIFIER_SMTP_HOST": "127.0.0.1",
-            "NOTIFIER_SMTP_PORT": str(free_port()),  # nothing is sent: the fresh schema has no tenant
-            "PYTHONUNBUFFERED": "1",
-        })
+    for package in SERVICES:
         log = runtime_venv.tmp / f"{package}.log"
         # cwd outside the repository: `python -m` puts the cwd first on sys.path.
         procs[package] = (spawn([runtime_venv.python, "-m", package], env=env, log_path=log, cwd=runtime_venv.tmp),
-                          port, log)
+                          log)
     try:
-        for package, (proc, port, log) in procs.items():
-            wait_ready(package, proc, port, log)
-        for proc, _, _ in procs.values():
+        for package, (proc, log) in procs.items():
+            wait_ready(package, proc, ports[package], log)
+
+        # The operator CLI's console script, from the same wheels: a tenant whose key every service accepts.
+        tenant = json.loads(run([runtime_venv.venv / "bin" / "dunning", "tenant", "create", "--name",
+                                 f"Wheels {run_id}", "--json"], cwd=runtime_venv.tmp, env=env))
+        auth = {"Authorization": f"Bearer {tenant['api_key']}"}
+        for package, path in [("dunning_ingest", "/v1/invoices"), ("dunning_scheduler", "/v1/policy"),
+                              ("dunning_notifier", "/v1/deliveries"), ("dunning_reconciliation", "/v1/payments")]:
+            r = httpx.get(f"http://127.0.0.1:{ports[package]}{path}", headers=auth, timeout=10)
+            assert r.status_code == 200, (package, r.status_code, r.text)
+
+        for proc, _ in procs.values():
             os.killpg(proc.pid, signal.SIGTERM)
-        for package, (proc, _, log) in procs.items():
+        for package, (proc, log) in procs.items():
             code = proc.wait(60)
             assert code == 0, f"{package} exited with {code}:\n{log.read_text()[-3000:]}"
             assert "service.stopped" in log.read_text(), log.read_text()[-3000:]
     finally:
-        for proc, _, _ in procs.values():
+        for proc, _ in procs.values():
             stop(proc)
 
 
