@@ -6,8 +6,10 @@ from inspect import signature
 
 import asyncpg
 from dunning.consumer import ConsumerRunner
+from dunning.metrics import metrics_of
 from dunning.runtime import Service, housekeeping_for, open_infrastructure, relay_for
 
+from dunning_scheduler import metrics as scheduler_metrics
 from dunning_scheduler.api import create_app
 from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.handlers import BATCH_HANDLERS, HANDLERS, INBOXLESS
@@ -51,5 +53,6 @@ async def bootstrap(settings: Settings) -> Service:
     if firing is not None:
         workers.append(firing)
     app = create_app(pool, settings, firing=firing)
+    scheduler_metrics.instrument(metrics_of(app), pool)  # timer backlog, watermark age
     return Service(name=settings.service_name, settings=settings, pool=pool, producer=producer, app=app,
                    workers=workers, relay=relay_for(settings, pool, producer))

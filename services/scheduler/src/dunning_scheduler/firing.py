@@ -105,21 +105,5 @@ class FiringLoop(Loop):
             yield family
 
     def instrument(self, metrics: Metrics) -> None:
-        """Register this loop's counters, and the timer backlog and payments watermark age (read at
-        scrape time, for every replica) with a service's metrics."""
+        """Register this loop's counters with a service's metrics (the scheduler's gauges: metrics.py)."""
         metrics.register(self)
-        backlog = metrics.gauge("dunning_scheduler_timers_due", "Timers due and not fired (held back by the"
-                                " payments gate, or waiting for the firing loop).")
-        oldest = metrics.gauge("dunning_scheduler_timers_oldest_due_age_seconds",
-                               "How long the oldest timer not fired has been due (0: none).")
-        watermark_age = metrics.gauge("dunning_scheduler_payments_watermark_age_seconds",
-                                      "Age of the newest payments watermark received (how far the gate lags).")
-
-        async def refresh() -> None:
-            async with self.pool.acquire() as conn:
-                row = await repository.firing_gauges(conn)
-            backlog.set(row["due"])
-            oldest.set(row["oldest_due_age"] or 0.0)
-            watermark_age.set(row["watermark_age"] if row["watermark_age"] is not None else float("nan"))
-
-        metrics.on_scrape(refresh)
