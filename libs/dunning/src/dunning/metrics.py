@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
+from dunning.http.tracing import route_template
 from dunning.logging import get_logger
 
 log = get_logger(__name__)
@@ -116,8 +117,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path_format", None) or getattr(route, "path", None) or UNMATCHED
+            template = route_template(scope) or UNMATCHED  # the same template the request's span is named by
             self.metrics.observe_request(scope["method"], template, status, time.perf_counter() - started)
 
 
