@@ -42,7 +42,7 @@ def api_key_auth(settings: CommonSettings, pool: asyncpg.Pool) -> ApiKeyAuth:
 
 def service_app(*, distribution: str, settings: CommonSettings, pool: asyncpg.Pool, description: str,
                 tags: list[dict[str, str]], max_body_bytes: int | None = None,
-                own_string_checks: frozenset[str] = frozenset()) -> FastAPI:
+                own_string_checks: dict[str, str] | None = None) -> FastAPI:
     """A FastAPI app titled with the service's distribution name, at its installed version."""
     try:
         version = importlib.metadata.version(distribution)

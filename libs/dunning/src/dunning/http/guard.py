@@ -92,14 +92,15 @@ def _too_deep() -> _Refusal:
 
 
 class InputGuard:
-    """ASGI middleware. `max_body_bytes`: larger bodies are a 413. `own_string_checks`: paths whose
-    route checks NUL/surrogates itself, item by item (a bulk import answers per item); the guard
-    still refuses their depth and size."""
+    """ASGI middleware. `max_body_bytes`: larger bodies are a 413. `own_string_checks`: path -> the
+    body's list whose items that route checks for NUL/surrogates itself, item by item (a bulk import
+    answers per item, one bad item never rejecting the others); the rest of such a body, its depth
+    and its size are still the guard's."""
 
-    def __init__(self, app, *, max_body_bytes: int, own_string_checks: frozenset[str] = frozenset()):
+    def __init__(self, app, *, max_body_bytes: int, own_string_checks: dict[str, str] | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.own_string_checks = own_string_checks
+        self.own_string_checks = own_string_checks or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -196,8 +197,7 @@ class InputGuard:
         return _Refusal(413, "(body)", f"larger than {self.max_body_bytes} bytes", "too_large")
 
     def _check_json(self, scope, body: bytes) -> None:
-        strings = scope["path"] not in self.own_string_checks
-        suspect = strings and (b"\x00" in body or _SUSPECT.search(body) is not None)
+        suspect = b"\x00" in body or _SUSPECT.search(body) is not None
         if not suspect and len(body) < _PARSE_ALWAYS and body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
             return  # cannot be too deep, and no string to look at: the common case
         try:
@@ -221,7 +221,12 @@ class InputGuard:
                 orjson.dumps(probe)
             except orjson.JSONEncodeError:
                 raise _too_deep() from None
-        if strings and (bad := _first_bad_string(value)) is not None:
+        items = self.own_string_checks.get(scope["path"])
+        if items is not None and isinstance(value, dict) and isinstance(value.get(items), list):
+            scanned: Any = {k: ([] if k == items else v) for k, v in value.items()}  # the items are the route's
+        else:
+            scanned = value
+        if (bad := _first_bad_string(scanned)) is not None:
             raise _Refusal(422, bad[0], bad[1], _code(bad[1]))
         scope[JSON_BODY] = value
 
