@@ -4,7 +4,6 @@ import asyncio
 import random
 
 import pytest
-
 from dunning.loops import Backoff, Housekeeping, Loop
 
 pytestmark = pytest.mark.unit

@@ -60,10 +60,15 @@ class Metrics:
 
     def register(self, collector: Any) -> None:
         """Add a collector (an object with `collect()`, or a prometheus_client metric); once per object."""
-        if id(collector) in self._registered:
-            return
-        self._registered.add(id(collector))
-        self.registry.register(collector)
+        if self.first_time(collector):
+            self.registry.register(collector)
+
+    def first_time(self, obj: Any) -> bool:
+        """True the first time `obj` is seen here (so registering twice is harmless)."""
+        if id(obj) in self._registered:
+            return False
+        self._registered.add(id(obj))
+        return True
 
     def on_scrape(self, refresh: Callable[[], Awaitable[None]]) -> None:
         """Run `refresh` before each scrape (it sets gauges from the database, say)."""
@@ -205,24 +210,21 @@ def outbox_gauges(metrics: Metrics, pool: asyncpg.Pool) -> None:
 
 def register_service(metrics: Metrics, *, pool: asyncpg.Pool, workers: Iterable[Any] = (), relay: Any = None) -> None:
     """What every service exposes: outbox gauges, the relay's counts, each consumer's positions and lag,
-    and each worker's own metrics: its `instrument(metrics)` if it has one, else its `collect()`."""
-    from dunning.consumer import ConsumerRunner  # the consumer imports little, but keep this module light
+    and each worker's own metrics: its `instrument(metrics)` if it has one, else its `collect()`.
+    Registering the same pool, relay or worker again changes nothing."""
+    from dunning.consumer import (
+        ConsumerRunner,  # imported late: the consumer module is the heavier one
+    )
 
-    if id(pool) not in metrics._registered:
-        metrics._registered.add(id(pool))
+    if metrics.first_time(pool):
         outbox_gauges(metrics, pool)
-    if relay is not None:
-        if id(relay) not in metrics._registered:
-            metrics._registered.add(id(relay))
-            metrics.registry.register(RelayCollector(relay))
+    if relay is not None and metrics.first_time(relay):
+        metrics.registry.register(RelayCollector(relay))
     for worker in workers:
         if isinstance(worker, ConsumerRunner):
-            if id(worker) not in metrics._registered:
-                metrics._registered.add(id(worker))
+            if metrics.first_time(worker):
                 metrics.registry.register(ConsumerCollector(worker))
         elif callable(getattr(worker, "instrument", None)):
-            if id(worker) not in metrics._registered:
-                worker.instrument(metrics)
-                metrics._registered.add(id(worker))
+            worker.instrument(metrics)  # idempotent, like register()
         elif callable(getattr(worker, "collect", None)):
             metrics.register(worker)

@@ -135,10 +135,11 @@ async def run_service(service: Service) -> None:
     try:
         done, _ = await asyncio.wait([*tasks, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task in tasks and task.exception() is not None:
-                log.error("service.worker.crashed", worker=task.get_name(), error=repr(task.exception()))
+            crash = task.exception() if task in tasks else None
+            if crash is not None:
+                log.error("service.worker.crashed", worker=task.get_name(), error=repr(crash))
                 _stop("worker-crash")
-                raise task.exception()
+                raise crash
         _stop("finished")
         await asyncio.wait_for(asyncio.gather(*draining, return_exceptions=True), timeout=20)
         if service.relay is not None and relay is not None:

@@ -11,9 +11,9 @@ and `dunning_notifier_in_doubt_reclaims_total`.
 from collections.abc import Callable, Iterable
 
 import asyncpg
+from dunning.metrics import Metrics
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from dunning.metrics import Metrics
 from dunning_notifier import repository as repo
 
 STATES = ("pending", "sending", "sent", "failed")

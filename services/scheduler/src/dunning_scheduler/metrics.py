@@ -10,9 +10,9 @@
 """
 
 import asyncpg
+from dunning.metrics import Metrics
 from prometheus_client import Histogram
 
-from dunning.metrics import Metrics
 from dunning_scheduler import repository
 
 CANCEL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
