@@ -8,7 +8,7 @@ from dunning.runtime import Service, housekeeping_for, open_infrastructure, rela
 
 from dunning_ingest.api import Deps, create_app
 from dunning_ingest.auth import Authenticator
-from dunning_ingest.handlers import BATCH_HANDLERS, HANDLERS, TOPICS
+from dunning_ingest.handlers import HANDLERS
 from dunning_ingest.idempotency import IdempotencyStore
 from dunning_ingest.service import InvoiceService
 from dunning_ingest.settings import Settings
@@ -28,7 +28,7 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
 def build_consumer(settings: Settings, pool: asyncpg.Pool, *, group_id: str | None = None) -> ConsumerRunner:
     return ConsumerRunner.from_settings(
         settings, pool, name="ingest-timeline",
-        topics=TOPICS, handlers=HANDLERS, batch_handlers=BATCH_HANDLERS, group_id=group_id)
+        handlers=HANDLERS, group_id=group_id)
 
 
 async def bootstrap(settings: Settings) -> Service:

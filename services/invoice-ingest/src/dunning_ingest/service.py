@@ -20,7 +20,7 @@ from dunning.logging import get_logger
 
 from dunning_ingest import repository
 from dunning_ingest.bulk import BulkImport, conflict_message
-from dunning_ingest.events_out import INVOICE_ISSUED, OutboxRow, current_traceparent, topic
+from dunning_ingest.messages import INVOICE_ISSUED, OutboxRow, current_traceparent, topic
 from dunning_ingest.idempotency import PROBLEMS, IdempotencyStore
 from dunning.ids import new_id
 from dunning_ingest.representation import detail_json, new_invoice_row
