@@ -12,7 +12,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from dunning import outbox
-from dunning.consumer import DEAD_LETTER_TOPIC, ConsumerRunner, Rejected
+from dunning.consumer import DEAD_LETTER_TOPIC, ConsumerRunner, HandlerSpec, Rejected
+from dunning.contracts import InvoiceIssued
 from dunning.db import create_pool
 from dunning.events import new_event, schemas_dir
 from dunning.ids import new_id
@@ -90,12 +91,12 @@ async def test_consumer_applies_each_event_once_and_dead_letters_poison(infra, p
     calls = {"flaky": 0}
 
     async def handle(conn, event):
-        invoice_id = event.data["invoice_id"]
-        if event.data["metadata"].get("behaviour") == "rejected":
+        invoice_id = event.data.invoice_id
+        if event.data.metadata.get("behaviour") == "rejected":
             raise Rejected("no such customer")
-        if event.data["metadata"].get("behaviour") == "bug":
+        if event.data.metadata.get("behaviour") == "bug":
             raise KeyError("always broken")
-        if event.data["metadata"].get("behaviour") == "flaky" and calls["flaky"] == 0:
+        if event.data.metadata.get("behaviour") == "flaky" and calls["flaky"] == 0:
             calls["flaky"] += 1
             raise RuntimeError("transient handler error")
         await conn.execute("INSERT INTO applied (event_id, invoice_id) VALUES ($1, $2)", event.id, invoice_id)
@@ -114,7 +115,7 @@ async def test_consumer_applies_each_event_once_and_dead_letters_poison(infra, p
 
     runner = ConsumerRunner(name="t", pool=pool, bootstrap_servers=infra.kafka_bootstrap_servers,
                             group_id=f"t-{uuid.uuid4().hex}", topics=[INVOICES],
-                            handlers={"dunning.InvoiceIssued.v1": handle})
+                            handlers={InvoiceIssued: HandlerSpec(handle)})
 
     async def done():
         return await pool.fetchval("SELECT count(*) FROM applied WHERE invoice_id = $1", key) >= 3 and \
@@ -157,7 +158,7 @@ async def test_infrastructure_error_retries_the_batch_and_offsets_follow_the_dat
         return await pool.fetchval("SELECT count(*) FROM applied WHERE invoice_id = $1", key) == 5
 
     runner = ConsumerRunner(name="a", pool=pool, bootstrap_servers=infra.kafka_bootstrap_servers, group_id=group,
-                            topics=[INVOICES], handlers={"dunning.InvoiceIssued.v1": handle})
+                            topics=[INVOICES], handlers={InvoiceIssued: HandlerSpec(handle)})
     await _run(runner, all_applied)
     assert failures["left"] == 0
     rows = await pool.fetch("SELECT event_id::text FROM applied WHERE invoice_id = $1", key)
@@ -171,7 +172,7 @@ async def test_infrastructure_error_retries_the_batch_and_offsets_follow_the_dat
             again.append(event.id)
 
     restarted = ConsumerRunner(name="b", pool=pool, bootstrap_servers=infra.kafka_bootstrap_servers, group_id=group,
-                               topics=[INVOICES], handlers={"dunning.InvoiceIssued.v1": record})
+                               topics=[INVOICES], handlers={InvoiceIssued: HandlerSpec(record)})
     marker = invoice_issued(key)
     await producer.send_and_wait(INVOICES, value=orjson.dumps(marker), key=key.encode())
     await _run(restarted, lambda: asyncio.sleep(0.05, result=marker["id"] in again))

@@ -7,7 +7,8 @@ import orjson
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from dunning.consumer import DEAD_LETTER_TOPIC, ConsumerRunner, Rejected
+from dunning.consumer import DEAD_LETTER_TOPIC, ConsumerRunner, HandlerSpec, Rejected, topics_of
+from dunning.contracts import InvoiceIssued, PaymentReceived, PaymentsWatermark, StageEscalated
 from dunning.events import schemas_dir
 from dunning_tools.testing.fakes import FakeConsumer
 
@@ -72,7 +73,7 @@ def event(eid: str, behaviour: str = "ok") -> bytes:
 async def run_batch(records, handler):
     conn = FakeConn()
     runner = ConsumerRunner(name="t", pool=FakePool(conn), bootstrap_servers="unused", group_id="g", topics=[TP.topic],
-                            handlers={"dunning.InvoiceIssued.v1": handler}, handler_attempts=2)
+                            handlers={InvoiceIssued: HandlerSpec(handler)}, handler_attempts=2)
     consumer = FakeConsumer()
     await runner.process_batch(consumer, {TP: records})
     return conn, consumer
@@ -97,7 +98,7 @@ async def test_batch_outcomes(values, applied, reasons):
     seen, flaky = [], {"failed": False}
 
     async def handler(conn, ev):
-        behaviour = ev.data["metadata"]["behaviour"]
+        behaviour = ev.data.metadata["behaviour"]
         if behaviour == "rejected":
             raise Rejected("customer unknown")
         if behaviour == "bug":
@@ -136,15 +137,14 @@ async def test_a_batch_handler_gets_the_run_and_a_failing_run_is_taken_apart():
 
     async def many(conn, evs):
         calls.append(("many", [e.id for e in evs]))
-        if any(e.data["metadata"]["behaviour"] == "bug" for e in evs):
+        if any(e.data.metadata["behaviour"] == "bug" for e in evs):
             raise ValueError("a bad row in the set")
 
     async def run(values):
         calls.clear()
         conn = FakeConn()
         runner = ConsumerRunner(name="t", pool=FakePool(conn), bootstrap_servers="unused", group_id="g",
-                                topics=[TP.topic], handlers={"dunning.InvoiceIssued.v1": one},
-                                batch_handlers={"dunning.InvoiceIssued.v1": many})
+                                topics=[TP.topic], handlers={InvoiceIssued: HandlerSpec(one, batch=many)})
         await runner.process_batch(FakeConsumer(), {TP: [record(i, v) for i, v in enumerate(values)]})
         return conn
 
@@ -153,3 +153,18 @@ async def test_a_batch_handler_gets_the_run_and_a_failing_run_is_taken_apart():
 
     await run([event(E1), event(E2, "bug")])
     assert calls == [("many", [E1, E2]), ("one", E1), ("one", E2)]  # rolled back, then one by one
+
+
+def test_the_handler_table_says_what_is_consumed_batched_and_inboxless():
+    async def each(conn, event): ...
+
+    async def batch(conn, events): ...
+
+    table = {InvoiceIssued: HandlerSpec(each, batch=batch), PaymentReceived: HandlerSpec(each),
+             PaymentsWatermark: HandlerSpec(each, batch=batch, inbox=False), StageEscalated: HandlerSpec(each)}
+    runner = ConsumerRunner(name="t", pool=None, bootstrap_servers="unused", group_id="g", handlers=table)
+    assert runner.topics == topics_of(table) == [
+        "dunning.invoices.v1", "dunning.payments.v1", "dunning.stages.v1", "dunning.watermarks.v1"]
+    assert set(runner.handlers) == {t.TYPE for t in table}
+    assert set(runner.batch_handlers) == {InvoiceIssued.TYPE, PaymentsWatermark.TYPE}
+    assert runner.inboxless_types == {PaymentsWatermark.TYPE}

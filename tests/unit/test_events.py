@@ -8,7 +8,8 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from dunning.events import InvalidEvent, decode, new_event, schemas_dir, topic_for_type, validate
+from dunning import contracts
+from dunning.events import InvalidEvent, decode, envelope, known_types, new_event, schemas_dir, topic_for_type, validate
 from dunning.ids import new_id, new_ids
 
 pytestmark = pytest.mark.unit
@@ -51,6 +52,57 @@ def test_decode_names_the_offending_field():
     env["data"]["amount"] = 10.5
     with pytest.raises(InvalidEvent, match="data/amount"):
         decode(orjson.dumps(env))
+
+
+EXAMPLES = sorted((schemas_dir() / "examples").glob("*/1/*.json"))
+
+
+def _instants_as_utc(value):
+    """The example's data with every RFC 3339 instant written the way the services write it."""
+    if isinstance(value, dict):
+        return {k: _instants_as_utc(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_instants_as_utc(v) for v in value]
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z", value):
+        return contracts.instant_text(datetime.fromisoformat(value))
+    return value
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[f"{p.parent.parent.name}/{p.stem}" for p in EXAMPLES])
+def test_every_example_round_trips_through_its_record(path):
+    env = json.loads(path.read_text())
+    event = decode(path.read_bytes())
+    record = event.data
+    assert type(record) is contracts.BY_TYPE[env["type"]] and record.TYPE == env["type"]
+    assert record.SOURCE == env["source"]
+    assert type(record).from_data(record.to_data()) == record
+    assert record.to_data() == _instants_as_utc(env["data"])
+    again = envelope(record, time=env["time"], event_id=env["id"], traceparent=env.get("traceparent"))
+    validate(again)
+    assert {k: again.get(k) for k in env if k != "data"} == {k: v for k, v in env.items() if k != "data"}
+
+
+def _field_types(record_type):
+    return {name: record_type.__annotations__[name] for name in record_type._fields}
+
+
+@pytest.mark.parametrize("record_type", list(contracts.BY_TYPE.values()), ids=lambda t: t.__name__)
+def test_records_hold_money_as_decimal_and_time_as_datetime(record_type):
+    schema = json.loads((schemas_dir() / "events" / f"{record_type.__name__}.v1.schema.json").read_text())
+    data_props = schema["$defs"]["data"]["properties"]
+    assert list(record_type._fields) == list(data_props)  # the record's fields follow its schema
+    for name, prop in data_props.items():
+        ref = prop.get("$ref", "")
+        if ref.endswith("/money"):
+            assert _field_types(record_type)[name] is Decimal, name
+        if ref.endswith("/timestamp"):
+            assert _field_types(record_type)[name] is datetime, name
+
+
+def test_every_schema_has_a_record_and_every_record_a_topic():
+    assert set(contracts.BY_TYPE) == known_types()
+    for record_type in contracts.BY_TYPE.values():
+        assert contracts.topic(record_type) == topic_for_type()[record_type.TYPE]
 
 
 def test_every_event_type_has_a_topic():

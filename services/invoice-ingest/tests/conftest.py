@@ -19,6 +19,7 @@ from dunning_ingest.handlers import HANDLERS
 from dunning_ingest.settings import Settings
 
 MIGRATIONS = migrations_of("dunning_ingest")
+BY_TYPE = {t.TYPE: spec for t, spec in HANDLERS.items()}
 TENANT, OTHER_TENANT = "ten_test01INGEST", "ten_test02INGEST"
 API_KEY, OTHER_KEY = "dk_testkey_ingest_0123456789", "dk_testkey_ingest_other_987654"
 
@@ -94,7 +95,7 @@ async def apply(pool, envelope: dict, topic: str = "test") -> bool:
     async with pool.acquire() as conn, conn.transaction():
         if not await inbox.claim(conn, event.id, event.type, topic):
             return False
-        await HANDLERS[event.type](conn, event)
+        await BY_TYPE[event.type].each(conn, event)
     return True
 
 

@@ -7,9 +7,9 @@ import uuid
 import orjson
 import pytest
 
-from dunning.events import validate
+from dunning.events import envelope, validate
 
-from dunning_ingest.events_out import OutboxRow, invoice_issued, issued_rows, new_uuids
+from dunning_ingest.messages import OutboxRow, invoice_issued, issued_rows, new_uuids
 from dunning_ingest.schemas import invoice_adapter
 from dunning_ingest.validation import amount_text, fast_invoice
 
@@ -104,16 +104,16 @@ def test_invoice_issued_events_of_both_paths_match_the_contract_and_each_other()
     [lane], [key], [event_id], [headers], [payload] = issued_rows(
         "ten_1", [(invoice_id, customer_id, inv)], "2026-11-02T10:00:00Z", traceparent)
     bulk = orjson.loads(payload)
-    for envelope in (single, bulk):
-        validate(envelope)
-        assert envelope["data"]["customer"]["customer_id"] == customer_id
-        assert envelope["data"]["metadata"] == {"customer_id": "\u0001", "po": "1"}
-        assert envelope["traceparent"] == traceparent
+    for env in (single, bulk):
+        validate(env)
+        assert env["data"]["customer"]["customer_id"] == customer_id
+        assert env["data"]["metadata"] == {"customer_id": "\u0001", "po": "1"}
+        assert env["traceparent"] == traceparent
     assert {**single, "id": None} == {**bulk, "id": None}
     assert row.headers == {"ce_type": "dunning.InvoiceIssued.v1", "ce_id": single["id"], "traceparent": traceparent}
     assert orjson.loads(headers) == {"ce_type": "dunning.InvoiceIssued.v1", "ce_id": bulk["id"], "traceparent": traceparent}
     assert event_id == bulk["id"] and key == invoice_id and lane == row.lane
     from datetime import datetime, timezone
-    built = invoice_issued("ten_1", invoice_id, customer_id, inv, datetime(2026, 11, 2, 10, tzinfo=timezone.utc))
+    built = envelope(invoice_issued("ten_1", invoice_id, customer_id, inv, datetime(2026, 11, 2, 10, tzinfo=timezone.utc)))
     validate(built)
     assert {**built["data"], "issued_at": None} == {**single["data"], "issued_at": None}

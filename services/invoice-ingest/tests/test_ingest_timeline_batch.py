@@ -11,12 +11,12 @@ import pytest
 from aiokafka import TopicPartition
 
 from dunning import tenancy
-from dunning.consumer import ConsumerRunner
+from dunning.consumer import ConsumerRunner, without_batches
 from dunning.db import create_pool, migrate, migrations_of
 from dunning.events import dumps, new_event
 from dunning_tools.testing.fakes import FakeConsumer
 
-from dunning_ingest.handlers import BATCH_HANDLERS, HANDLERS
+from dunning_ingest.handlers import HANDLERS
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +118,7 @@ async def _apply_all(dsn: str, schema: str, invoices: list[str], events: list[di
                 " SELECT i, $2, i, i, 'cus_x', 'EUR', 10, 10, '2026-11-02', '2026-11-16', '\\x00', now()"
                 " FROM unnest($1::text[]) AS i", invoices, TENANT)
         runner = ConsumerRunner(name="t", pool=pool, bootstrap_servers="unused", group_id="t", topics=[],
-                                handlers=HANDLERS, batch_handlers=BATCH_HANDLERS if batch else None,
+                                handlers=HANDLERS if batch else without_batches(HANDLERS),
                                 handler_attempts=1)
         tp = TopicPartition("dunning.stages.v1", 0)
         records = [SimpleNamespace(topic=tp.topic, partition=0, offset=n, key=e["subject"].encode(), value=dumps(e),

@@ -3,6 +3,7 @@ dispatcher -> real SMTP server -> ReminderSent in the outbox."""
 
 import asyncio
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -12,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from dunning.consumer import ConsumerRunner
 from dunning.events import dumps, validate
 from dunning_tools.testing.waits import async_wait_until
-from dunning_notifier.bootstrap import STAGES_TOPIC
+from dunning.contracts import StageEscalated, topic
 from dunning_notifier.handlers import HANDLERS
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ def only_invoices(invoice_ids: set[str]):
             if event.subject in invoice_ids:
                 await handler(conn, event)
         return filtered
-    return {event_type: wrap(handler) for event_type, handler in HANDLERS.items()}
+    return {t: replace(spec, each=wrap(spec.each)) for t, spec in HANDLERS.items()}
 
 
 async def test_stage_escalated_from_the_broker_becomes_one_email(
@@ -44,12 +45,12 @@ async def test_stage_escalated_from_the_broker_becomes_one_email(
     await producer.start()
     try:
         for message in (planned, envelope, envelope, reemitted):  # another type, a redelivery, a re-emission
-            await producer.send_and_wait(STAGES_TOPIC, dumps(message), key=data["invoice_id"].encode())
+            await producer.send_and_wait(topic(StageEscalated), dumps(message), key=data["invoice_id"].encode())
     finally:
         await producer.stop()
 
     runner = ConsumerRunner(name="notifier.test", pool=notifier_pool, bootstrap_servers=infra.kafka_bootstrap_servers,
-                            group_id=f"notifier-test-{uuid.uuid4().hex[:8]}", topics=[STAGES_TOPIC],
+                            group_id=f"notifier-test-{uuid.uuid4().hex[:8]}", topics=[topic(StageEscalated)],
                             handlers=only_invoices({data["invoice_id"]}))
     consumer = asyncio.create_task(runner.run())
     try:

@@ -17,7 +17,7 @@ from dunning import tenancy
 from dunning.db import connect
 from dunning.events import dumps
 from dunning_tools.testing.waits import async_wait_until
-from dunning_notifier.bootstrap import STAGES_TOPIC
+from dunning.contracts import StageEscalated, topic
 
 pytestmark = pytest.mark.integration
 API_KEY = "dk_testkey_notifier_none_twice_0123"
@@ -32,7 +32,7 @@ async def produce(infra, *envelopes: dict) -> None:
     await producer.start()
     try:
         for envelope in envelopes:
-            await producer.send_and_wait(STAGES_TOPIC, dumps(envelope), key=envelope["subject"].encode())
+            await producer.send_and_wait(topic(StageEscalated), dumps(envelope), key=envelope["subject"].encode())
     finally:
         await producer.stop()
 

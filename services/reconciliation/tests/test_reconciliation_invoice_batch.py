@@ -13,13 +13,14 @@ import pytest
 from aiokafka import TopicPartition
 
 from dunning import tenancy
-from dunning.consumer import ConsumerRunner
+from dunning.consumer import ConsumerRunner, HandlerSpec
+from dunning.contracts import InvoiceIssued
 from dunning.db import create_pool, migrate, migrations_of
 from dunning.events import decode, dumps, new_event, validate
 from dunning_tools.testing.fakes import FakeConsumer
 from dunning_reconciliation import reconcile
 from dunning_reconciliation.domain import IncomingPayment, MatchKeys
-from dunning_reconciliation.handlers import BATCH_HANDLERS, HANDLERS, on_invoice_issued
+from dunning_reconciliation.handlers import HANDLERS, on_invoice_issued
 
 pytestmark = pytest.mark.integration
 
@@ -75,8 +76,10 @@ async def apply_all(dsn: str, schema: str, batches: list[list[dict]], *, batch: 
         per_event_calls: list[list[str]] = []
         calls: list[str] = []
         runner = ConsumerRunner(name="t", pool=pool, bootstrap_servers="unused", group_id="t", topics=[],
-                                handlers={ISSUED: counting(HANDLERS[ISSUED], calls)},
-                                batch_handlers=BATCH_HANDLERS if batch else None, handler_attempts=1)
+                                handlers={InvoiceIssued: HandlerSpec(
+                                    counting(HANDLERS[InvoiceIssued].each, calls),
+                                    batch=HANDLERS[InvoiceIssued].batch if batch else None)},
+                                handler_attempts=1)
         offset = 0
         for events in batches:
             calls.clear()

@@ -48,8 +48,8 @@ async def test_invoice_from_kafka_settles_an_early_payment_and_publishes(infra, 
                     if record.key == invoice_id.encode():
                         received = decode(record.value)  # validates against the contract
         assert received.type == "dunning.PaymentReceived.v1"
-        assert (received.data["amount"], received.data["balance_remaining"], received.data["settled"]) == (
-            "158000", "0", True)
+        payment = received.data.to_data()
+        assert (payment["amount"], payment["balance_remaining"], payment["settled"]) == ("158000", "0", True)
     finally:
         for worker in service.workers:
             worker.stop()

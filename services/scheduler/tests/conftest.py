@@ -21,7 +21,8 @@ from dunning_scheduler.settings import Settings
 MIGRATIONS = migrations_of("dunning_scheduler")
 TENANT = "ten_test01SCHEDULER"
 API_KEY = "dk_testkey_scheduler_0123456789"
-HANDLERS, BATCH_HANDLERS = handlers_for(ActivePolicies())  # one policy cache, as in a service process
+HANDLERS = handlers_for(ActivePolicies())  # one policy cache, as in a service process
+BY_TYPE = {t.TYPE: spec for t, spec in HANDLERS.items()}
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ async def apply(pool, envelope: dict, topic: str = "test") -> bool:
     async with pool.acquire() as conn, conn.transaction():
         if not await inbox.claim(conn, event.id, event.type, topic):
             return False
-        await HANDLERS[event.type](conn, event)
+        await BY_TYPE[event.type].each(conn, event)
     return True
 
 

@@ -8,6 +8,7 @@ import pytest
 from dunning import inbox
 from dunning.clock import utcnow
 from dunning.consumer import Rejected
+from dunning.contracts import InvoiceIssued
 from dunning.events import decode, dumps, validate
 
 from dunning_scheduler.bootstrap import handlers_for
@@ -16,7 +17,7 @@ from dunning_scheduler.policy_store import ActivePolicies, save_policy
 
 pytestmark = pytest.mark.integration
 PLANNED = "dunning.DunningPlanned.v1"
-_, BATCH_HANDLERS = handlers_for(ActivePolicies())
+HANDLERS = handlers_for(ActivePolicies())
 
 
 async def apply_batch(pool, envelopes: list[dict]) -> None:
@@ -25,7 +26,7 @@ async def apply_batch(pool, envelopes: list[dict]) -> None:
     async with pool.acquire() as conn, conn.transaction():
         for event in events:
             assert await inbox.claim(conn, event.id, event.type, "test")
-        await BATCH_HANDLERS["dunning.InvoiceIssued.v1"](conn, events)
+        await HANDLERS[InvoiceIssued].batch(conn, events)
 
 
 async def test_a_batch_plans_each_invoice_once_as_one_by_one_would(pool, h):

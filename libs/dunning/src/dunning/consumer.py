@@ -4,12 +4,18 @@ decode -> batch -> apply in one DB transaction (a savepoint per message, inbox d
 the DB -> commit offsets. Offsets are committed only after the database has committed, so a crash
 anywhere means redelivery, never loss; the inbox makes redelivery harmless.
 
-Two options for consumers whose progress others rely on:
-- `track_positions`: the next offset of each partition applied is written to `consumer_positions`
-  in the batch's transaction, so it never runs ahead of the state (reconciliation publishes it in
-  its payments watermark; the scheduler compares it with the watermark's offsets).
-- `inboxless_types`: events whose handler is idempotent by construction (a watermark: "greatest
-  wins") skip the inbox: a heartbeat a few times a second would only fill it.
+A service hands the runner ONE handler table (the end of its `handlers.py`): event record type
+(`dunning.contracts`) -> `HandlerSpec(each, batch=..., inbox=...)`; the topics it consumes are
+those of the table's types in the catalogue. Handlers get `Event[Record]`: `event.data` is typed.
+- `batch` (optional) mirrors `each` for a run of consecutive events of that type (set-based SQL);
+  `each` remains the reference, used whenever a batch has to be taken apart, and a parity test
+  per service holds the two equal.
+- `inbox=False`: the handler is idempotent by construction (a watermark: "greatest wins") and
+  skips the inbox: a heartbeat a few times a second would only fill it.
+- `track_positions` (runner option, for consumers whose progress others rely on): the next offset
+  of each partition applied is written to `consumer_positions` in the batch's transaction, so it
+  never runs ahead of the state (reconciliation publishes it in its payments watermark; the
+  scheduler compares it with the watermark's offsets).
 
 Two kinds of failure, told apart (arroyo's rule):
 - infrastructure (database or broker unreachable, serialization conflicts): the whole batch is
@@ -23,23 +29,50 @@ Two kinds of failure, told apart (arroyo's rule):
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from opentelemetry.trace import SpanKind
 
-from dunning import inbox, outbox
+from dunning import contracts, inbox, outbox
 from dunning.events import Event, InvalidEvent, decode
 from dunning.logging import bind_context, clear_context, get_logger
 from dunning.tracing import context_from_traceparent, tracer
 
 DEAD_LETTER_TOPIC = "dunning.deadletter.v1"
-Handler = Callable[[asyncpg.Connection, Event], Awaitable[None]]
-# Optional: applies a run of consecutive events of one type in one call (set-based SQL); the
-# per-event handler remains the reference, used whenever a batch has to be taken apart.
-BatchHandler = Callable[[asyncpg.Connection, list[Event]], Awaitable[None]]
+Handler = Callable[[asyncpg.Connection, Event[Any]], Awaitable[None]]
+BatchHandler = Callable[[asyncpg.Connection, list[Event[Any]]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """How a service reacts to one event type: `each` applies one event (the reference); `batch`, if
+    given, applies a run of consecutive events of the type with the same result; `inbox=False` for
+    a handler idempotent by construction, which skips the inbox."""
+
+    each: Handler
+    batch: BatchHandler | None = None
+    inbox: bool = True
+
+
+HandlerTable = Mapping[Any, HandlerSpec]  # record type (dunning.contracts) -> spec
+
+
+def without_batches(table: HandlerTable) -> HandlerTable:
+    """The table with its per-event handlers only (parity tests and benches compare the two)."""
+    return {t: replace(spec, batch=None) for t, spec in table.items()}
+
+
+def topics_of(table: HandlerTable, settings: Any = None) -> list[str]:
+    """The topics a table's event types travel on, in a stable order: the catalogue's, unless the
+    settings name another for it (a field `<name>_topic`, e.g. `invoices_topic` for
+    `dunning.invoices.v1`, whose default is the catalogue's)."""
+    topics = {contracts.topic(record_type) for record_type in table}
+    return sorted(getattr(settings, f"{t.split('.')[1]}_topic", t) for t in topics)
 log = get_logger(__name__)
 
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
@@ -101,21 +134,23 @@ async def _record_positions(conn: asyncpg.Connection, batch: dict[TopicPartition
 
 class ConsumerRunner:
     def __init__(self, *, name: str, pool: asyncpg.Pool, bootstrap_servers: str, group_id: str,
-                 topics: list[str], handlers: dict[str, Handler], batch_max: int = 500,
+                 handlers: HandlerTable, topics: list[str] | None = None, batch_max: int = 500,
                  fetch_wait_ms: int = 50, max_infra_retries: int = 8, handler_attempts: int = 3,
                  client_id: str | None = None, session_timeout_ms: int = 6000,
-                 rebalance_timeout_ms: int = 1000, batch_handlers: dict[str, BatchHandler] | None = None,
-                 track_positions: bool = False, inboxless_types: frozenset[str] = frozenset()):
+                 rebalance_timeout_ms: int = 1000, track_positions: bool = False):
+        """`topics` defaults to the table's (tests point a runner at a topic of their own)."""
         self.name = name
         self.pool = pool
         self.bootstrap_servers = bootstrap_servers
         self.group_id = group_id
-        self.topics = topics
-        self.handlers = handlers
-        self.batch_handlers = batch_handlers or {}
+        self.topics = topics if topics is not None else topics_of(handlers)
+        # By type string, as read from the envelope.
+        self.handlers: dict[str, Handler] = {t.TYPE: spec.each for t, spec in handlers.items()}
+        self.batch_handlers: dict[str, BatchHandler] = {
+            t.TYPE: spec.batch for t, spec in handlers.items() if spec.batch is not None}
+        self.inboxless_types = frozenset(t.TYPE for t, spec in handlers.items() if not spec.inbox)
         self.batch_max = batch_max
         self.track_positions = track_positions
-        self.inboxless_types = inboxless_types
         self.fetch_wait_ms = fetch_wait_ms
         self.max_infra_retries = max_infra_retries
         self.handler_attempts = handler_attempts
@@ -134,19 +169,16 @@ class ConsumerRunner:
         self.consumer: AIOKafkaConsumer | None = None
 
     @classmethod
-    def from_settings(cls, settings, pool: asyncpg.Pool, *, name: str, topics: list[str],
-                      handlers: dict[str, Handler], batch_handlers: dict[str, BatchHandler] | None = None,
-                      group_id: str | None = None, track_positions: bool = False,
-                      inboxless_types: frozenset[str] = frozenset()) -> "ConsumerRunner":
+    def from_settings(cls, settings, pool: asyncpg.Pool, *, name: str, handlers: HandlerTable,
+                      group_id: str | None = None, track_positions: bool = False) -> "ConsumerRunner":
         """A runner configured from a service's settings (CommonSettings plus its `consumer_group`)."""
         return cls(
             name=name, pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=group_id or getattr(settings, "consumer_group", settings.service_name),
-            topics=topics, handlers=handlers, batch_handlers=batch_handlers,
-            batch_max=settings.consumer_batch_max, fetch_wait_ms=settings.consumer_fetch_wait_ms,
-            max_infra_retries=settings.consumer_max_infra_retries,
+            handlers=handlers, topics=topics_of(handlers, settings), batch_max=settings.consumer_batch_max,
+            fetch_wait_ms=settings.consumer_fetch_wait_ms, max_infra_retries=settings.consumer_max_infra_retries,
             handler_attempts=settings.consumer_handler_attempts, client_id=settings.service_name,
-            track_positions=track_positions, inboxless_types=inboxless_types,
+            track_positions=track_positions,
         )
 
     def stop(self) -> None:
@@ -251,12 +283,8 @@ class ConsumerRunner:
         logged = [(r, e) for r, e in todo if e.type not in self.inboxless_types]
         fresh = {e.id for r, e in todo if e.type in self.inboxless_types}
         if logged:
-            fresh.update(row[0] for row in await conn.fetch(
-                "INSERT INTO inbox (event_id, event_type, topic)"
-                " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])"
-                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text",
-                [e.id for _, e in logged], [e.type for _, e in logged], [r.topic for r, _ in logged],
-            ))
+            fresh.update(await inbox.claim_many(conn, [e.id for _, e in logged], [e.type for _, e in logged],
+                                                [r.topic for r, _ in logged]))
         runs: list[list[tuple[ConsumerRecord, Event]]] = []  # consecutive fresh events, by type
         for record, event in todo:
             if event.id not in fresh:

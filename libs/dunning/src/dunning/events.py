@@ -2,7 +2,8 @@
 
 An event travels in structured mode: the whole envelope is the Kafka value (JSON), the Kafka key is
 the invoice id, and `ce_type`, `ce_id` and `traceparent` are repeated as headers so that a consumer
-can route or trace without parsing the value.
+can route or trace without parsing the value. Its `data` is one of the typed records of
+`dunning.contracts`: `envelope(record)` writes one, `decode(value)` reads one back (`Event.data`).
 """
 
 import os
@@ -12,13 +13,14 @@ from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import jsonschema_rs
 import orjson
 import yaml
 
 from dunning.clock import isoformat, utcnow
+from dunning.contracts import BY_TYPE, subject_of, tenant_of
 from dunning.tracing import current_traceparent
 
 
@@ -38,15 +40,20 @@ class InvalidEvent(ValueError):
     """The message can never be processed: not JSON, or not valid against its schema."""
 
 
+D = TypeVar("D")
+
+
 @dataclass(frozen=True)
-class Event:
+class Event(Generic[D]):
+    """A consumed envelope; `data` is the typed record of its type (`dunning.contracts`)."""
+
     id: str
     type: str
     source: str
     subject: str
     tenant_id: str
     time: datetime
-    data: dict[str, Any]
+    data: D
     traceparent: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     # Where the consumer read it (set by the consumer runner; None for an event not read from Kafka).
@@ -73,9 +80,38 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
 
 
+def dataschema(event_type: str) -> str:
+    """`dunning.InvoiceIssued.v1` -> `urn:dunning:schema:InvoiceIssued:1` (the schema's $id)."""
+    return f"urn:dunning:schema:{event_type.split('.')[1]}:{event_type.rsplit('.v', 1)[1]}"
+
+
+def envelope(record: Any, *, time: str | None = None, event_id: str | None = None,
+             traceparent: str | None | bool = True) -> dict[str, Any]:
+    """The envelope of a `dunning.contracts` record, its data in JSON form: what the outbox stores.
+    `time` (text) defaults to now; `traceparent=True` takes the current span's, False/None omits it."""
+    env: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id or str(uuid.uuid4()),
+        "source": record.SOURCE,
+        "type": record.TYPE,
+        "subject": subject_of(record),
+        "time": time or isoformat(utcnow()),
+        "datacontenttype": "application/json",
+        "dataschema": dataschema(record.TYPE),
+        "tenantid": tenant_of(record),
+        "data": record.to_data(),
+    }
+    if traceparent is True:
+        traceparent = current_traceparent()
+    if traceparent:
+        env["traceparent"] = traceparent
+    return env
+
+
 def new_event(event_type: str, data: dict[str, Any], *, source: str, subject: str, tenant_id: str) -> dict[str, Any]:
-    """Build an envelope; data values may be Decimal, datetime and date (serialised canonically)."""
-    envelope: dict[str, Any] = {
+    """An envelope from a plain data dict (test fixtures and tools; services publish records through
+    `envelope`); data values may be Decimal, datetime and date (serialised canonically)."""
+    env: dict[str, Any] = {
         "specversion": "1.0",
         "id": str(uuid.uuid4()),
         "source": source,
@@ -83,14 +119,14 @@ def new_event(event_type: str, data: dict[str, Any], *, source: str, subject: st
         "subject": subject,
         "time": isoformat(utcnow()),
         "datacontenttype": "application/json",
-        "dataschema": f"urn:dunning:schema:{event_type.split('.')[1]}:{event_type.rsplit('.v', 1)[1]}",
+        "dataschema": dataschema(event_type),
         "tenantid": tenant_id,
         "data": orjson.loads(dumps(data)),
     }
     traceparent = current_traceparent()
     if traceparent:
-        envelope["traceparent"] = traceparent
-    return envelope
+        env["traceparent"] = traceparent
+    return env
 
 
 @lru_cache(maxsize=1)
@@ -134,7 +170,7 @@ def validate(envelope: dict[str, Any]) -> None:
 
 
 def decode(value: bytes | None) -> Event:
-    """Parse and validate a Kafka value into an Event, or raise InvalidEvent."""
+    """Parse and validate a Kafka value into an Event with its typed record, or raise InvalidEvent."""
     if not value:
         raise InvalidEvent("empty message")
     try:
@@ -144,17 +180,16 @@ def decode(value: bytes | None) -> Event:
     if not isinstance(envelope, dict):
         raise InvalidEvent("envelope is not a JSON object")
     validate(envelope)
-    return Event(
-        id=envelope["id"],
-        type=envelope["type"],
-        source=envelope["source"],
-        subject=envelope["subject"],
-        tenant_id=envelope["tenantid"],
-        time=datetime.fromisoformat(envelope["time"]),
-        data=envelope["data"],
-        traceparent=envelope.get("traceparent"),
-        raw=envelope,
-    )
+    event_type = envelope["type"]
+    record = BY_TYPE.get(event_type)
+    if record is None:
+        raise InvalidEvent(f"{event_type} has no record in dunning.contracts")
+    try:
+        data = record.from_data(envelope["data"])
+    except (ValueError, TypeError, ArithmeticError) as exc:  # schema-valid, yet not convertible
+        raise InvalidEvent(f"{event_type} data: {exc!r}") from None
+    return Event(envelope["id"], event_type, envelope["source"], envelope["subject"], envelope["tenantid"],
+                 datetime.fromisoformat(envelope["time"]), data, envelope.get("traceparent"), envelope)
 
 
 @lru_cache(maxsize=1)

@@ -20,7 +20,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import SpanKind
 
-from dunning.events import dumps, topic_for_type
+from dunning.events import dumps, envelope, topic_for_type
 from dunning.logging import get_logger
 from dunning.loops import Loop
 from dunning.tracing import tracer
@@ -37,33 +37,58 @@ def channel_name(schema: str) -> str:
     return f"outbox_{schema}"
 
 
-async def add(conn: asyncpg.Connection, envelope: dict[str, Any], *, topic: str | None = None,
+# The outbox INSERT and the relays' wake-up, each written once: `add_many` and `add_raw` below, and
+# the set-based statements in the services' repositories (ingest, scheduler) compose these.
+INSERT = "INSERT INTO outbox (lane, topic, key, event_id, event_type, headers, payload) "
+WAKE_RELAYS = "pg_notify('outbox_' || current_schema(), '')"  # the channel_name of the schema
+
+
+def insert_and_wake(rows_sql: str) -> str:
+    """A statement writing the rows `rows_sql` selects (INSERT's columns, in order) and, if there were
+    any, one NOTIFY that wakes the relays at commit."""
+    return (f"WITH queued AS ({INSERT}{rows_sql} RETURNING 1)"
+            f" SELECT {WAKE_RELAYS} FROM (SELECT 1 FROM queued LIMIT 1) AS one")
+
+
+_ADD_MANY = insert_and_wake(
+    "SELECT l, t, k, i, y, h::jsonb, p FROM unnest($1::smallint[], $2::text[], $3::text[], $4::uuid[],"
+    " $5::text[], $6::text[], $7::bytea[]) AS u(l, t, k, i, y, h, p)")
+
+
+def headers_of(env: dict[str, Any]) -> dict[str, str]:
+    """The Kafka headers of an envelope: its type, id and traceparent, so consumers route and trace
+    without parsing the value."""
+    hdrs = {"ce_type": env["type"], "ce_id": env["id"]}
+    if env.get("traceparent"):
+        hdrs["traceparent"] = env["traceparent"]
+    return hdrs
+
+
+Message = Any  # a dunning.contracts record, or an envelope already built (dunning.events.envelope)
+
+
+async def add(conn: asyncpg.Connection, message: Message, *, topic: str | None = None,
               key: str | None = None, headers: dict[str, str] | None = None) -> None:
     """Write one event to the outbox (inside the caller's transaction)."""
-    await add_many(conn, [envelope], topic=topic, key=key, headers=headers)
+    await add_many(conn, [message], topic=topic, key=key, headers=headers)
 
 
-async def add_many(conn: asyncpg.Connection, envelopes: list[dict[str, Any]], *, topic: str | None = None,
+async def add_many(conn: asyncpg.Connection, messages: list[Message], *, topic: str | None = None,
                    key: str | None = None, headers: dict[str, str] | None = None) -> None:
-    if not envelopes:
+    """Write events (records, or envelopes) to the outbox in one statement; the topic of each is its
+    type's in the catalogue unless given, the key its subject (the invoice id)."""
+    if not messages:
         return
     rows = []
     mapping = topic_for_type()
-    for env in envelopes:
+    for message in messages:
+        env = message if isinstance(message, dict) else envelope(message)
         k = key or env["subject"]
-        hdrs = {"ce_type": env["type"], "ce_id": env["id"], **(headers or {})}
-        if env.get("traceparent"):
-            hdrs.setdefault("traceparent", env["traceparent"])
+        hdrs = {**headers_of(env), **(headers or {})}
         rows.append((lane_of(k), topic or mapping[env["type"]], k, env["id"], env["type"], hdrs, dumps(env)))
     lanes, topics, keys, ids, types, hdrs, payloads = (list(col) for col in zip(*rows))
     # One statement, one round trip: the rows, and a NOTIFY that wakes the relays at commit.
-    await conn.execute(
-        "WITH ins AS (INSERT INTO outbox (lane, topic, key, event_id, event_type, headers, payload)"
-        " SELECT l, t, k, i, y, h::jsonb, p FROM unnest($1::smallint[], $2::text[], $3::text[],"
-        " $4::uuid[], $5::text[], $6::text[], $7::bytea[]) AS u(l, t, k, i, y, h, p) RETURNING 1)"
-        " SELECT pg_notify('outbox_' || current_schema(), '') FROM (SELECT 1 FROM ins LIMIT 1) AS one",
-        lanes, topics, keys, ids, types, [dumps(h).decode() for h in hdrs], payloads,
-    )
+    await conn.execute(_ADD_MANY, lanes, topics, keys, ids, types, [dumps(h).decode() for h in hdrs], payloads)
 
 
 class OutboxRelay(Loop):
@@ -159,8 +184,7 @@ async def add_raw(conn: asyncpg.Connection, *, topic: str, key: str, payload: by
                   event_type: str, headers: dict[str, str]) -> None:
     """Write a message that is not a CloudEvent of ours (a dead letter) to the outbox."""
     await conn.execute(
-        "INSERT INTO outbox (lane, topic, key, event_id, event_type, headers, payload)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        INSERT + "VALUES ($1, $2, $3, $4, $5, $6, $7)",
         lane_of(key), topic, key, event_id, event_type, headers, payload,
     )
 
@@ -170,7 +194,7 @@ async def set_paused(conn: asyncpg.Connection, paused: bool, *, by: str = "opera
     await conn.execute(
         "UPDATE relay_control SET paused = $1, changed_at = now(), changed_by = $2", paused, by)
     if not paused:
-        await conn.execute("SELECT pg_notify('outbox_' || current_schema(), '')")
+        await conn.execute(f"SELECT {WAKE_RELAYS}")
 
 
 async def is_paused(conn: asyncpg.Connection) -> bool:

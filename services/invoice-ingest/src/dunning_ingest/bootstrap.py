@@ -4,11 +4,11 @@ import asyncpg
 from fastapi import FastAPI
 
 from dunning.consumer import ConsumerRunner
-from dunning.http import api_key_auth
 from dunning.runtime import Service, housekeeping_for, open_infrastructure, relay_for
 
 from dunning_ingest.api import Deps, create_app
-from dunning_ingest.handlers import BATCH_HANDLERS, HANDLERS, TOPICS
+from dunning_ingest.auth import Authenticator
+from dunning_ingest.handlers import HANDLERS
 from dunning_ingest.idempotency import IdempotencyStore
 from dunning_ingest.service import InvoiceService
 from dunning_ingest.settings import Settings
@@ -21,13 +21,14 @@ def idempotency_store(settings: Settings, pool: asyncpg.Pool) -> IdempotencyStor
 
 def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
     invoices = InvoiceService(pool, idempotency_store(settings, pool))
-    return create_app(Deps(settings=settings, pool=pool, invoices=invoices, auth=api_key_auth(settings, pool)))
+    return create_app(Deps(settings=settings, pool=pool, invoices=invoices,
+                           auth=Authenticator(pool, settings.auth_cache_seconds)))
 
 
 def build_consumer(settings: Settings, pool: asyncpg.Pool, *, group_id: str | None = None) -> ConsumerRunner:
     return ConsumerRunner.from_settings(
         settings, pool, name="ingest-timeline",
-        topics=TOPICS, handlers=HANDLERS, batch_handlers=BATCH_HANDLERS, group_id=group_id)
+        handlers=HANDLERS, group_id=group_id)
 
 
 async def bootstrap(settings: Settings) -> Service:

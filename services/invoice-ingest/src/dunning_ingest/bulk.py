@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from dunning.clock import isoformat, utcnow
 
 from dunning_ingest import repository
-from dunning_ingest.events_out import INVOICE_ISSUED, current_traceparent, issued_rows, topic
+from dunning_ingest.messages import INVOICE_ISSUED, current_traceparent, issued_rows, topic
 from dunning.ids import new_ids
 from dunning_ingest.schemas import error_list, invoice_adapter
 from dunning_ingest.validation import amount_text, fast_invoice

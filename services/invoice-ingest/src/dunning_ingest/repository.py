@@ -11,6 +11,8 @@ from typing import Any
 
 import asyncpg
 import orjson
+from dunning import outbox
+from dunning.contracts import PaymentReceived
 
 INVOICE_SELECT = """
 SELECT i.id, i.external_id, i.number, i.status, i.currency, i.amount_due, i.balance, i.issue_date,
@@ -20,7 +22,7 @@ SELECT i.id, i.external_id, i.number, i.status, i.currency, i.amount_due, i.bala
 FROM invoices i JOIN customers c ON c.id = i.customer_id
 """
 
-_CREATE_ONE = """
+_CREATE_ONE = f"""
 WITH existing AS (
     SELECT id, content_hash FROM invoices WHERE tenant_id = $1 AND external_id = $2
 ), customer AS (
@@ -37,14 +39,14 @@ WITH existing AS (
     ON CONFLICT (tenant_id, external_id) DO NOTHING
     RETURNING id, customer_id
 ), queued AS (
-    INSERT INTO outbox (lane, topic, key, event_id, event_type, headers, payload)
+    {outbox.INSERT}
     SELECT $19, $20, created.id, $21, $22, $23, $24::bytea || convert_to(created.customer_id, 'UTF8') || $25::bytea
       FROM created
     RETURNING 1
 )
 SELECT (SELECT id FROM created) AS created_id, (SELECT customer_id FROM created) AS customer_id,
        (SELECT id FROM existing) AS existing_id, (SELECT content_hash FROM existing) AS existing_hash,
-       (SELECT pg_notify('outbox_' || current_schema(), '') FROM queued) AS notified
+       (SELECT {outbox.WAKE_RELAYS} FROM queued) AS notified
 """
 
 
@@ -53,7 +55,7 @@ async def create_one(conn: asyncpg.Connection, tenant_id: str, *, invoice_id: st
                      event_type: str) -> asyncpg.Record:
     """One statement, atomic without BEGIN/COMMIT: upsert the customer, insert the invoice unless
     (tenant, external_id) exists, and if it was inserted, its event in the outbox (the payload gets
-    the customer's id spliced in, see events_out.OutboxRow) and a NOTIFY that wakes the relays."""
+    the customer's id spliced in, see messages.OutboxRow) and a NOTIFY that wakes the relays."""
     cust = inv.customer
     return await conn.fetchrow(
         _CREATE_ONE, tenant_id, inv.external_id, new_customer_id, cust.external_id, cust.name, cust.email,
@@ -151,17 +153,16 @@ async def insert_invoices(conn: asyncpg.Connection, tenant_id: str, created_at: 
     return {r["id"] for r in found}
 
 
+_ADD_TO_OUTBOX = outbox.insert_and_wake(
+    "SELECT l, $1, k, i, $2, h::jsonb, p FROM unnest($3::smallint[], $4::text[], $5::uuid[], $6::text[],"
+    " $7::bytea[]) AS u(l, k, i, h, p)")
+
+
 async def add_to_outbox(conn: asyncpg.Connection, topic: str, event_type: str, columns: Sequence[list]) -> None:
     """columns: lane, key, event_id, headers (JSON text), payload (bytes) of one event type and topic:
     what dunning.outbox.add_many writes, and the NOTIFY that wakes the relays, in one statement.
     (Arrays here, not a JSON document: PostgreSQL would parse each ~1 kB payload as JSON.)"""
-    await conn.execute(
-        "WITH ins AS (INSERT INTO outbox (lane, topic, key, event_id, event_type, headers, payload)"
-        " SELECT l, $1, k, i, $2, h::jsonb, p FROM unnest($3::smallint[], $4::text[], $5::uuid[], $6::text[],"
-        " $7::bytea[]) AS u(l, k, i, h, p) RETURNING 1)"
-        " SELECT pg_notify('outbox_' || current_schema(), '') FROM (SELECT 1 FROM ins LIMIT 1) AS one",
-        topic, event_type, *columns,
-    )
+    await conn.execute(_ADD_TO_OUTBOX, topic, event_type, *columns)
 
 
 async def get_invoice(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> asyncpg.Record | None:
@@ -211,9 +212,8 @@ async def invoice_ref(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Reco
     return await conn.fetchrow("SELECT id, tenant_id, currency FROM invoices WHERE id = $1", invoice_id)
 
 
-async def record_payment(conn: asyncpg.Connection, d: dict[str, Any], amounts: dict[str, Decimal],
-                         received_at: datetime, acknowledged_at: datetime) -> bool:
-    """Insert the payment (idempotent by payment_id); True if it is new."""
+async def record_payment(conn: asyncpg.Connection, p: PaymentReceived, amounts: dict[str, Decimal]) -> bool:
+    """Insert the payment (idempotent by payment_id), `amounts` quantized; True if it is new."""
     return bool(await conn.fetchval(
         """
         INSERT INTO payments (payment_id, invoice_id, tenant_id, source, source_reference, currency, amount,
@@ -221,9 +221,9 @@ async def record_payment(conn: asyncpg.Connection, d: dict[str, Any], amounts: d
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
         ON CONFLICT (payment_id) DO NOTHING RETURNING true
         """,
-        d["payment_id"], d["invoice_id"], d["tenant_id"], d["source"], d["source_reference"], d["currency"],
-        amounts["amount"], amounts["amount_applied"], amounts["balance_remaining"], d["settled"],
-        received_at, acknowledged_at,
+        p.payment_id, p.invoice_id, p.tenant_id, p.source, p.source_reference, p.currency,
+        amounts["amount"], amounts["amount_applied"], amounts["balance_remaining"], p.settled,
+        p.received_at, p.acknowledged_at,
     ))
 
 

@@ -1,7 +1,8 @@
 """Batch handlers for the timeline events: a run of consecutive events of one type in a few statements.
 
-Same result as applying the events one by one with the per-event handlers (which stay the
-reference; the consumer runner falls back to them whenever a batch handler raises):
+`timeline_batch(rows_of)` is the twin of `handlers.observe(rows_of)`: the same result as applying
+the events one by one with it (which stays the reference; the consumer runner falls back to it
+whenever a batch handler raises; tests/test_ingest_timeline_batch.py holds the two equal):
 - one query checks every event's invoice (known, same tenant); any bad one raises, so the careful
   per-event pass dead-letters it alone;
 - the stage upserts use the per-event merge rule (repository._STAGE_MERGE) unchanged. A stage seen
@@ -14,6 +15,7 @@ reference; the consumer runner falls back to them whenever a batch handler raise
 """
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 
@@ -25,7 +27,7 @@ from dunning_ingest import repository
 
 log = get_logger(__name__)
 
-RowsOf = Callable[[Event], list[tuple]]
+RowsOf = Callable[[Any], list[tuple]]  # an event's record -> its observations (see handlers)
 
 
 def unique_rows(rows: list[tuple]) -> list[tuple]:
@@ -36,23 +38,23 @@ def unique_rows(rows: list[tuple]) -> list[tuple]:
 def timeline_batch(rows_of: RowsOf) -> Callable[[asyncpg.Connection, list[Event]], Awaitable[None]]:
     async def handle(conn: asyncpg.Connection, events: list[Event]) -> None:
         await apply_timeline_batch(conn, events, rows_of)
-    handle.__name__ = f"timeline_batch_{rows_of.__name__.strip('_')}"
+    handle.__name__ = f"timeline_batch_{rows_of.__name__.removesuffix('_rows')}"
     return handle
 
 
 async def apply_timeline_batch(conn: asyncpg.Connection, events: list[Event], rows_of: RowsOf) -> None:
-    invoices = await repository.invoice_refs(conn, list({e.data["invoice_id"] for e in events}))
+    invoices = await repository.invoice_refs(conn, list({e.data.invoice_id for e in events}))
     waves: list[list[dict]] = []
     seen: dict[str, int] = {}
     history: list[dict] = []
     for event in events:
-        invoice = invoices.get(event.data["invoice_id"])
+        invoice = invoices.get(event.data.invoice_id)
         if invoice is None:
-            raise Rejected(f"unknown invoice {event.data['invoice_id']}")
-        if invoice["tenant_id"] != event.tenant_id or event.data["tenant_id"] != event.tenant_id:
+            raise Rejected(f"unknown invoice {event.data.invoice_id}")
+        if invoice["tenant_id"] != event.tenant_id or event.data.tenant_id != event.tenant_id:
             raise Rejected(f"invoice {invoice['id']} does not belong to tenant {event.tenant_id}")
         for (stage_id, stage, sequence, channel, scheduled_at, planned_at, state, rank, reason, at) in \
-                unique_rows(rows_of(event)):
+                unique_rows(rows_of(event.data)):
             wave = seen.get(stage_id, 0)
             seen[stage_id] = wave + 1
             if wave == len(waves):

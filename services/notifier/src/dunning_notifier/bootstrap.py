@@ -11,18 +11,13 @@ from dunning_notifier.handlers import HANDLERS
 from dunning_notifier.rendering import Renderer
 from dunning_notifier.settings import Settings
 
-STAGES_TOPIC = "dunning.stages.v1"
-
-
 def build_dispatcher(pool, settings: Settings) -> Dispatcher:
     renderer = Renderer(sender_name=parseaddr(settings.mail_from)[0] or "Accounts Receivable")
     return Dispatcher(pool, settings, build_channels(settings, renderer))
 
 
 def build_consumer(pool, settings: Settings) -> ConsumerRunner:
-    return ConsumerRunner.from_settings(
-        settings, pool, name="notifier.stages",
-        topics=[STAGES_TOPIC], handlers=HANDLERS)
+    return ConsumerRunner.from_settings(settings, pool, name="notifier.stages", handlers=HANDLERS)
 
 
 async def bootstrap(settings: Settings) -> runtime.Service:

@@ -18,18 +18,19 @@ import itertools
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 from opentelemetry.trace import SpanKind
 
 from dunning import outbox
 from dunning.clock import utcnow
+from dunning.contracts import ReminderFailed, ReminderSent
 from dunning.logging import bind_context, clear_context, get_logger
 from dunning.tracing import context_from_traceparent, tracer
 from dunning_notifier import repository as repo
 from dunning_notifier.channels import Channel, ChannelSession, channel_for
-from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent, reminder_failed, reminder_sent
+from dunning_notifier.messages import reminder_failed, reminder_sent
+from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
 from dunning_notifier.settings import Settings
 
 log = get_logger(__name__)
@@ -63,7 +64,7 @@ class Attempt:
 
     delivery: Delivery
     outcome: Outcome
-    envelope: dict[str, Any] | None  # the event to publish (sent or finally failed)
+    event: ReminderSent | ReminderFailed | None  # the event to publish (sent or finally failed)
     retry_in: float = 0.0
 
 
@@ -296,8 +297,8 @@ class Dispatcher:
                  a.outcome.in_doubt)
                 for a in retry])
             recorded = sent_ids | failed_ids
-            await outbox.add_many(conn, [a.envelope for a in batch
-                                         if a.envelope is not None and a.delivery.delivery_id in recorded])
+            await outbox.add_many(conn, [a.event for a in batch
+                                         if a.event is not None and a.delivery.delivery_id in recorded])
         for a in batch:
             d, o = a.delivery, a.outcome
             ids = dict(delivery_id=d.delivery_id, tenant_id=d.tenant_id, invoice_id=d.invoice_id,

@@ -1,4 +1,4 @@
-"""What one delivery attempt came to, and the events that tell the other services.
+"""What one delivery attempt came to (the events that tell the other services: messages.py).
 
 ReminderFailed is published once per delivery, when the notifier stops trying. `permanent` tells
 why it stopped: true when retrying cannot help (the server refused the recipient with a 5xx, the
@@ -11,10 +11,6 @@ still be retried publish nothing (they are visible in the deliveries API: attemp
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from dunning.events import new_event
-
-SOURCE = "/notifier"
 
 
 @dataclass(frozen=True)
@@ -65,34 +61,3 @@ class Retry:
 
 
 Outcome = Sent | Failed | Retry
-
-
-def reminder_sent(d: Delivery, outcome: Sent) -> dict[str, Any]:
-    return new_event("dunning.ReminderSent.v1", {
-        "delivery_id": d.delivery_id,
-        "stage_id": d.stage_id,
-        "invoice_id": d.invoice_id,
-        "tenant_id": d.tenant_id,
-        "stage": d.stage,
-        "channel": d.channel,
-        "recipient": d.recipient,
-        "provider_message_id": outcome.provider_message_id[:500],
-        "sent_at": outcome.sent_at,
-    }, source=SOURCE, subject=d.invoice_id, tenant_id=d.tenant_id)
-
-
-def reminder_failed(d: Delivery, outcome: Failed, failed_at: datetime) -> dict[str, Any]:
-    return new_event("dunning.ReminderFailed.v1", {
-        "delivery_id": d.delivery_id,
-        "stage_id": d.stage_id,
-        "invoice_id": d.invoice_id,
-        "tenant_id": d.tenant_id,
-        "stage": d.stage,
-        "channel": d.channel,
-        "recipient": d.recipient[:320] if d.recipient else None,
-        "error_code": outcome.error_code,
-        "error": (outcome.error or outcome.error_code)[:2000],
-        "permanent": outcome.permanent,
-        "attempts": max(d.attempts, 1),
-        "failed_at": failed_at,
-    }, source=SOURCE, subject=d.invoice_id, tenant_id=d.tenant_id)

@@ -10,7 +10,7 @@ from dunning.outbox import OutboxRelay
 from dunning.runtime import Service, housekeeping_for, open_infrastructure
 
 from dunning_reconciliation.api import Deps, create_app
-from dunning_reconciliation.handlers import BATCH_HANDLERS, HANDLERS
+from dunning_reconciliation.handlers import HANDLERS
 from dunning_reconciliation.settings import Settings
 from dunning_reconciliation.watermark import WatermarkPublisher
 
@@ -18,10 +18,8 @@ log = get_logger(__name__)
 
 
 def consumer_for(settings: Settings, pool: asyncpg.Pool) -> ConsumerRunner:
-    return ConsumerRunner.from_settings(
-        settings, pool, name="reconciliation.invoices",
-        topics=[settings.invoices_topic], handlers=HANDLERS, batch_handlers=BATCH_HANDLERS,
-        track_positions=True)  # published in the payments watermark
+    return ConsumerRunner.from_settings(settings, pool, name="reconciliation.invoices", handlers=HANDLERS,
+                                        track_positions=True)  # published in the payments watermark
 
 
 def relay_for(settings: Settings, pool: asyncpg.Pool, producer) -> OutboxRelay | None:

@@ -1,12 +1,15 @@
 """What reconciliation reacts to on Kafka. Handlers run inside the consumer runner's transaction
-(after its inbox dedupe), so everything they write commits with the consumed offset."""
+(after its inbox dedupe), so everything they write commits with the consumed offset.
 
-from datetime import datetime
-from decimal import Decimal
+The table at the end is the whole of it: InvoiceIssued, one by one (`on_invoice_issued`, the
+reference) or a run at a time (`invoice_batch.on_invoices_issued`, same end state, held equal by
+tests/test_reconciliation_invoice_batch.py).
+"""
 
 import asyncpg
 
-from dunning.consumer import Rejected
+from dunning.consumer import HandlerSpec, Rejected
+from dunning.contracts import InvoiceIssued
 from dunning.events import Event
 from dunning.logging import get_logger
 
@@ -17,18 +20,18 @@ from dunning_reconciliation.invoice_batch import on_invoices_issued
 log = get_logger(__name__)
 
 
-async def on_invoice_issued(conn: asyncpg.Connection, event: Event) -> None:
+async def on_invoice_issued(conn: asyncpg.Connection, event: Event[InvoiceIssued]) -> None:
     """Remember the invoice, then apply the payments that arrived for it before it was known."""
-    data = event.data
-    if data["tenant_id"] != event.tenant_id:
-        raise Rejected(f"data.tenant_id {data['tenant_id']!r} differs from the envelope's tenantid")
-    tenant_id, invoice_id = event.tenant_id, data["invoice_id"]
-    external_id, number = data["external_id"], data["number"]
+    invoice = event.data
+    if invoice.tenant_id != event.tenant_id:
+        raise Rejected(f"data.tenant_id {invoice.tenant_id!r} differs from the envelope's tenantid")
+    tenant_id, invoice_id = event.tenant_id, invoice.invoice_id
+    external_id, number = invoice.external_id, invoice.number
     await reconcile.lock_invoice_keys(conn, tenant_id, invoice_id, external_id, number)
     stored = await repo.insert_invoice(
         conn, invoice_id=invoice_id, tenant_id=tenant_id, external_id=external_id, number=number,
-        currency=data["currency"], amount_due=Decimal(data["amount_due"]), metadata=data["metadata"],
-        issued_at=datetime.fromisoformat(data["issued_at"]),
+        currency=invoice.currency, amount_due=invoice.amount_due, metadata=invoice.metadata,
+        issued_at=invoice.issued_at,
     )
     if not stored:
         log.info("reconciliation.invoice.already_known", invoice_id=invoice_id)
@@ -38,10 +41,5 @@ async def on_invoice_issued(conn: asyncpg.Connection, event: Event) -> None:
 
 
 HANDLERS = {
-    "dunning.InvoiceIssued.v1": on_invoice_issued,
-}
-
-# A run of InvoiceIssued in one call (same end state; see invoice_batch).
-BATCH_HANDLERS = {
-    "dunning.InvoiceIssued.v1": on_invoices_issued,
+    InvoiceIssued: HandlerSpec(on_invoice_issued, batch=on_invoices_issued),
 }

@@ -17,10 +17,10 @@ import asyncpg
 
 from dunning import outbox
 from dunning.clock import utcnow
-from dunning.events import new_event
 from dunning.logging import get_logger
 from dunning.money import format_amount, quantize
 
+from dunning_reconciliation import messages
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.watermark import acknowledge_time
 from dunning_reconciliation.domain import (
@@ -34,8 +34,6 @@ from dunning_reconciliation.domain import (
     invoice_keys,
 )
 
-SOURCE = "/reconciliation"
-PAYMENT_RECEIVED = "dunning.PaymentReceived.v1"
 log = get_logger(__name__)
 
 
@@ -122,21 +120,9 @@ async def apply_payment(conn: asyncpg.Connection, invoice_id: str, p: IncomingPa
         return Outcome(APPLIED, p.payment_id, invoice_id, settled)
     if unapplied > 0:
         log.warning("reconciliation.payment.overpaid", unapplied_amount=format_amount(unapplied, currency), **fields)
-    await outbox.add(conn, new_event(PAYMENT_RECEIVED, {
-        "payment_id": p.payment_id,
-        "invoice_id": invoice_id,
-        "tenant_id": p.tenant_id,
-        "invoice_external_id": invoice["external_id"],
-        "source": p.source,
-        "source_reference": p.source_reference,
-        "currency": currency,
-        "amount": format_amount(p.amount, currency),
-        "amount_applied": format_amount(applied, currency),
-        "balance_remaining": format_amount(remaining, currency),
-        "settled": settled,
-        "received_at": p.received_at,
-        "acknowledged_at": acknowledged_at,
-    }, source=SOURCE, subject=invoice_id, tenant_id=p.tenant_id))
+    await outbox.add(conn, messages.payment_received(
+        p, invoice_id=invoice_id, invoice_external_id=invoice["external_id"], applied=applied, remaining=remaining,
+        settled=settled, acknowledged_at=acknowledged_at))
     log.info("reconciliation.payment.applied", **fields)
     return Outcome(APPLIED, p.payment_id, invoice_id, settled)
 

@@ -1,7 +1,9 @@
 """reconciliation settings: read once at start-up, env prefix RECONCILIATION_ (e.g. RECONCILIATION_HTTP_PORT)."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from dunning.contracts import InvoiceIssued, PaymentReceived, PaymentsWatermark, topic
 from dunning.settings import CommonSettings
 
 
@@ -13,12 +15,12 @@ class Settings(CommonSettings):
     http_port: int = 8004
 
     consumer_group: str = "reconciliation"
-    invoices_topic: str = "dunning.invoices.v1"
-    payments_topic: str = "dunning.payments.v1"
+    invoices_topic: str = Field(default_factory=lambda: topic(InvoiceIssued))
+    payments_topic: str = Field(default_factory=lambda: topic(PaymentReceived))
     # The payments watermark (watermark.py): the scheduler's firing gate. A stage fires at the first
     # statement after its time, so this interval is most of the lateness when all is healthy.
     watermark_enabled: bool = True
-    watermarks_topic: str = "dunning.watermarks.v1"
+    watermarks_topic: str = Field(default_factory=lambda: topic(PaymentsWatermark))
     watermark_interval_seconds: float = 0.25
     # Stripe's default: a signed timestamp more than this far from now is refused (replay window).
     webhook_tolerance_seconds: int = 300

@@ -19,13 +19,15 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from dunning.clock import utcnow
-from dunning.events import dumps, new_event
+from dunning.events import dumps, envelope
 from dunning.logging import get_logger
 from dunning.loops import Backoff, Loop
+from dunning.outbox import headers_of
+
+from dunning_reconciliation import messages
 
 log = get_logger(__name__)
 
-WATERMARK = "dunning.PaymentsWatermark.v1"
 # Advisory lock keys (bigint): the acknowledgement fence, and the publisher election.
 ACK_FENCE = 0x5041_594D_454E_5401  # "PAYMENT" 01
 PUBLISHER = 0x5041_594D_454E_5402
@@ -133,10 +135,9 @@ class WatermarkPublisher(Loop):
             "invoice_positions": self._certified,
             "computed_at": utcnow(),
         }
-        envelope = new_event(WATERMARK, data, source="/reconciliation", subject="_payments", tenant_id="_system")
-        envelope.pop("traceparent", None)  # a heartbeat: not part of anybody's trace
-        await (await self.producer.send(self.watermarks_topic, value=dumps(envelope), key=b"_payments",
-                                        headers=[("ce_type", WATERMARK.encode()), ("ce_id", envelope["id"].encode())]))
+        statement = envelope(messages.payments_watermark(**data), traceparent=None)  # a heartbeat: no trace
+        await (await self.producer.send(self.watermarks_topic, value=dumps(statement), key=b"_payments",
+                                        headers=[(k, v.encode()) for k, v in headers_of(statement).items()]))
         self.published += 1
         self.last = data
         if oldest is not None and fence - oldest > timedelta(seconds=30):

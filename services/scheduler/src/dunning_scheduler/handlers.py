@@ -3,22 +3,22 @@ has claimed the event id, and writes its events to the outbox in that same trans
 
 - InvoiceIssued: store the invoice snapshot, plan its stages from the tenant's active policy
   (one timer per stage and channel), emit DunningPlanned. An invoice planned before: no-op.
-  One statement per event, or per batch through BATCH_HANDLERS (see planner).
+  One statement per event, or per batch (see planner).
 - PaymentReceived: apply the balance (a payment acknowledged before the one already applied is
   stale and ignored); once settled, cancel every pending timer (same statement) and emit
   StagesCancelled. A payment may arrive before its invoice: the invoice row is created settled, and
   its plan will be all `cancelled`.
 - PaymentsWatermark: keep reconciliation's statement (the firing gate, see repository._FIRE_DUE)
   and wake the firing loop. Idempotent by construction, so it skips the inbox.
-"""
 
-from datetime import datetime
-from decimal import Decimal
+The table at the end is the whole of it; bootstrap binds the process's policy cache (`policies`).
+"""
 
 import asyncpg
 from dunning import outbox
 from dunning.clock import utcnow
-from dunning.consumer import Rejected
+from dunning.consumer import HandlerSpec, Rejected
+from dunning.contracts import InvoiceIssued, PaymentReceived, PaymentsWatermark
 from dunning.events import Event
 from dunning.logging import get_logger
 
@@ -28,33 +28,38 @@ from dunning_scheduler.planning import SETTLED
 from dunning_scheduler.policy_store import ActivePolicies
 
 log = get_logger(__name__)
-__all__ = ["HANDLERS", "BATCH_HANDLERS", "INBOXLESS", "TIMERS_CHANNEL", "on_invoice_issued", "on_payment_received",
-           "on_payments_watermark"]
 
 
-async def on_invoice_issued(conn: asyncpg.Connection, event: Event, *, policies: ActivePolicies) -> None:
+async def on_invoice_issued(conn: asyncpg.Connection, event: Event[InvoiceIssued], *,
+                            policies: ActivePolicies) -> None:
     await plan_invoices(conn, [event], policies=policies)  # see planner: one statement
 
 
-async def on_payment_received(conn: asyncpg.Connection, event: Event) -> None:
-    data = event.data
-    invoice_id, tenant_id = data["invoice_id"], event.tenant_id
-    if data["tenant_id"] != tenant_id or invoice_id != event.subject:
+async def on_invoices_issued(conn: asyncpg.Connection, events: list[Event[InvoiceIssued]], *,
+                             policies: ActivePolicies) -> None:
+    """Mirrors on_invoice_issued for a run of events: the same planning statement, once for all."""
+    await plan_invoices(conn, events, policies=policies)
+
+
+async def on_payment_received(conn: asyncpg.Connection, event: Event[PaymentReceived]) -> None:
+    payment = event.data
+    invoice_id, tenant_id = payment.invoice_id, event.tenant_id
+    if payment.tenant_id != tenant_id or invoice_id != event.subject:
         raise Rejected("data.tenant_id/invoice_id disagree with the envelope's tenantid/subject")
     row, cancelled = await repository.apply_payment(
-        conn, invoice_id=invoice_id, tenant_id=tenant_id, currency=data["currency"],
-        balance=Decimal(data["balance_remaining"]), settled=data["settled"], payment_id=data["payment_id"],
-        acknowledged_at=datetime.fromisoformat(data["acknowledged_at"]),
+        conn, invoice_id=invoice_id, tenant_id=tenant_id, currency=payment.currency,
+        balance=payment.balance_remaining, settled=payment.settled, payment_id=payment.payment_id,
+        acknowledged_at=payment.acknowledged_at,
     )
     if row is None:
         existing = await repository.invoice_owner(conn, invoice_id)
         if existing is not None and existing["tenant_id"] != tenant_id:
             raise Rejected(f"invoice {invoice_id} belongs to another tenant")
-        if existing is not None and existing["currency"] not in (None, data["currency"]):
-            raise Rejected(f"payment currency {data['currency']} differs from the invoice's {existing['currency']}")
-        log.info("scheduler.payment.stale", payment_id=data["payment_id"])
+        if existing is not None and existing["currency"] not in (None, payment.currency):
+            raise Rejected(f"payment currency {payment.currency} differs from the invoice's {existing['currency']}")
+        log.info("scheduler.payment.stale", payment_id=payment.payment_id)
         return
-    log.info("scheduler.payment.applied", payment_id=data["payment_id"], settled=row["settled"],
+    log.info("scheduler.payment.applied", payment_id=payment.payment_id, settled=row["settled"],
              planned=row["planned_at"] is not None)
     if not cancelled:
         return
@@ -65,28 +70,17 @@ async def on_payment_received(conn: asyncpg.Connection, event: Event) -> None:
     log.info("scheduler.stages.cancelled", reason=SETTLED, count=len(cancelled))
 
 
-WATERMARK = "dunning.PaymentsWatermark.v1"
+async def on_payments_watermarks(conn: asyncpg.Connection, events: list[Event[PaymentsWatermark]]) -> None:
+    await repository.store_watermarks(conn, [(e.id, e.data.to_data()) for e in events])
+    await repository.wake_firing(conn, TIMERS_CHANNEL)
 
 
-async def on_payments_watermarks(conn: asyncpg.Connection, events: list[Event]) -> None:
-    await repository.store_watermarks(conn, [(e.id, e.data) for e in events])
-    await conn.execute("SELECT pg_notify($1 || '_' || current_schema(), '')", TIMERS_CHANNEL)
-
-
-async def on_payments_watermark(conn: asyncpg.Connection, event: Event) -> None:
+async def on_payments_watermark(conn: asyncpg.Connection, event: Event[PaymentsWatermark]) -> None:
     await on_payments_watermarks(conn, [event])
 
 
 HANDLERS = {
-    "dunning.InvoiceIssued.v1": on_invoice_issued,
-    "dunning.PaymentReceived.v1": on_payment_received,
-    WATERMARK: on_payments_watermark,
-}
-INBOXLESS = frozenset({WATERMARK})
-
-# For a consumer runner that applies a run of consecutive events of one type in one call (a list, in
-# order, inside the batch's transaction): planning a batch of InvoiceIssued is one statement in all.
-BATCH_HANDLERS = {
-    "dunning.InvoiceIssued.v1": plan_invoices,
-    WATERMARK: on_payments_watermarks,
+    InvoiceIssued: HandlerSpec(on_invoice_issued, batch=on_invoices_issued),
+    PaymentReceived: HandlerSpec(on_payment_received),
+    PaymentsWatermark: HandlerSpec(on_payments_watermark, batch=on_payments_watermarks, inbox=False),
 }

@@ -1,7 +1,7 @@
 """InvoiceIssued -> the invoice's plan, for one event or a batch of them, in one statement.
 
 For each invoice: the tenant's active policy (from memory: the `ActivePolicies` bootstrap hands in), the
-timers (`planning.plan`) and the DunningPlanned envelope. Then one statement
+timers (`planning.plan`) and the DunningPlanned event (`messages.dunning_planned`). Then one statement
 (`repository.plan_invoices`) stores the snapshots, the timers and the outbox rows, and reports the
 invoices whose tenant's policy changed meanwhile: those are planned again with the new version.
 Round trips: one per call, plus one the first time a tenant is seen, one per policy change, and two
@@ -9,14 +9,14 @@ for an invoice whose payment arrived first (its plan is all `cancelled`, written
 """
 
 from datetime import date, datetime
-from functools import lru_cache
 from typing import Any
 
 import asyncpg
 from dunning import outbox
 from dunning.clock import utcnow
 from dunning.consumer import Rejected
-from dunning.events import Event, dumps, topic_for_type
+from dunning.contracts import DunningPlanned, InvoiceIssued, instant_text, topic
+from dunning.events import Event, dumps, envelope
 from dunning.logging import get_logger
 
 from dunning_scheduler import messages, repository
@@ -24,12 +24,8 @@ from dunning_scheduler.planning import plan, zone_for
 from dunning_scheduler.policy_store import ActivePolicies, ActiveVersion
 
 log = get_logger(__name__)
-TIMERS_CHANNEL = "scheduler_timers"
+TIMERS_CHANNEL = "scheduler_timers"  # NOTIFY <channel>_<schema> wakes the firing loop
 _MAX_POLICY_RELOADS = 10
-
-@lru_cache(maxsize=1)
-def _planned_topic() -> str:
-    return topic_for_type()[messages.DUNNING_PLANNED]
 
 
 class PlanBatch:
@@ -41,45 +37,41 @@ class PlanBatch:
         self.invoices: list[list[Any]] = []
         self.plans: list[tuple[ActiveVersion, date, datetime, list]] = []  # (policy, due, issued_at, timers)
 
-    def add(self, n: int, event: Event, active: ActiveVersion) -> None:
+    def add(self, n: int, event: Event[InvoiceIssued], active: ActiveVersion) -> None:
         data, policy, now = event.data, active.policy, self.now
         invoice_id, tenant_id = event.subject, event.tenant_id
-        due_date = date.fromisoformat(data["due_date"])
-        issued_at = datetime.fromisoformat(data["issued_at"])
-        customer = data["customer"]
-        timezone_name = customer["timezone"]
+        due_date, issued_at = data.due_date, data.issued_at
+        timezone_name = data.customer.timezone
         if zone_for(timezone_name) is None:
             log.warning("scheduler.invoice.unknown_timezone", invoice_id=invoice_id, timezone=timezone_name,
                         fallback="UTC")
         timers = plan(policy, due_date=due_date, timezone_name=timezone_name, issued_at=issued_at, settled=False,
                       now=now, accepted_at=event.time)  # past-ness as of ingest, not of planning
-        envelope = messages.dunning_planned(tenant_id=tenant_id, invoice_id=invoice_id, policy_id=policy.policy_id,
-                                            policy_version=policy.version, planned_at=now, timers=timers)
-        headers = {"ce_type": envelope["type"], "ce_id": envelope["id"]}
-        if envelope.get("traceparent"):
-            headers["traceparent"] = envelope["traceparent"]
+        planned = envelope(messages.dunning_planned(
+            tenant_id=tenant_id, invoice_id=invoice_id, policy_id=policy.policy_id, policy_version=policy.version,
+            planned_at=now, timers=timers))
         self.invoices.append(repository.plan_invoice_row(
-            n=n, invoice_id=invoice_id, tenant_id=tenant_id, external_id=data["external_id"], number=data["number"],
-            currency=data["currency"], amount_due=data["amount_due"], issue_date=data["issue_date"],
-            due_date=data["due_date"], payment_url=data["payment_url"], customer=customer,
-            issued_at=data["issued_at"], issued_event_id=event.id, policy_id=policy.policy_id,
+            n=n, invoice_id=invoice_id, tenant_id=tenant_id, external_id=data.external_id, number=data.number,
+            currency=data.currency, amount_due=str(data.amount_due), issue_date=data.issue_date.isoformat(),
+            due_date=data.due_date.isoformat(), payment_url=data.payment_url, customer=data.customer.to_data(),
+            issued_at=instant_text(data.issued_at), issued_event_id=event.id, policy_id=policy.policy_id,
             policy_version=policy.version, stored_version=active.stored_version, stored_at=active.stored_at,
             due_now=any(t.state == "scheduled" and t.scheduled_at <= now for t in timers),
-            lane=outbox.lane_of(invoice_id), event_id=envelope["id"], headers=headers,
-            payload=dumps(envelope).decode(), timers=timers,
+            lane=outbox.lane_of(invoice_id), event_id=planned["id"], headers=outbox.headers_of(planned),
+            payload=dumps(planned).decode(), timers=timers,
             gate_partition=event.partition, gate_offset=event.offset,  # the payments gate waits for reconciliation
         ))
         self.plans.append((active, due_date, issued_at, timers))
 
 
-async def plan_invoices(conn: asyncpg.Connection, events: list[Event], *, policies: ActivePolicies) -> None:
+async def plan_invoices(conn: asyncpg.Connection, events: list[Event[InvoiceIssued]], *,
+                        policies: ActivePolicies) -> None:
     """Plan every InvoiceIssued in `events`, in order (inside the caller's transaction), with the
     tenants' active policies kept in `policies` (bootstrap's, one per process). An invoice
     planned before (a redelivery or a second InvoiceIssued) is left as it is; an event whose data
     disagrees with its envelope, or for another tenant's invoice, raises Rejected."""
     for event in events:
-        data = event.data
-        if data["tenant_id"] != event.tenant_id or data["invoice_id"] != event.subject:
+        if event.data.tenant_id != event.tenant_id or event.data.invoice_id != event.subject:
             raise Rejected("data.tenant_id/invoice_id disagree with the envelope's tenantid/subject")
     pending, planned = events, 0
     while pending:  # one statement may not touch an invoice twice: a repeat goes in the next one
@@ -103,8 +95,8 @@ async def _plan_distinct(conn: asyncpg.Connection, events: list[Event], policies
             active = policies.get(event.tenant_id) or await policies.load(conn, event.tenant_id)
             batch.add(n, event, active)
         rows = await repository.plan_invoices(
-            conn, batch.invoices, planned_at=batch.now, topic=_planned_topic(),
-            event_type=messages.DUNNING_PLANNED, notify_channel=TIMERS_CHANNEL,
+            conn, batch.invoices, planned_at=batch.now, topic=topic(DunningPlanned),
+            event_type=DunningPlanned.TYPE, notify_channel=TIMERS_CHANNEL,
         )
         stale: list[Event] = []
         for row in rows:
@@ -133,11 +125,11 @@ async def _plan_distinct(conn: asyncpg.Connection, events: list[Event], policies
     raise RuntimeError("the tenant's policy kept changing while planning; retry")
 
 
-async def _plan_settled(conn: asyncpg.Connection, event: Event, active: ActiveVersion, due_date: date,
+async def _plan_settled(conn: asyncpg.Connection, event: Event[InvoiceIssued], active: ActiveVersion, due_date: date,
                         issued_at: datetime, opened: list, now: datetime) -> list:
     """The invoice's payment arrived first: the plan shows what would have happened, all cancelled."""
     policy = active.policy
-    timers = plan(policy, due_date=due_date, timezone_name=event.data["customer"]["timezone"], issued_at=issued_at,
+    timers = plan(policy, due_date=due_date, timezone_name=event.data.customer.timezone, issued_at=issued_at,
                   settled=True, now=now, stage_ids=[t.stage_id for t in opened])
     await repository.insert_timers(conn, event.tenant_id, event.subject, policy.version, timers)
     await outbox.add(conn, messages.dunning_planned(

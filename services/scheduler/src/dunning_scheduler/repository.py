@@ -5,6 +5,8 @@ from decimal import Decimal
 
 import asyncpg
 import orjson
+from dunning import outbox
+from dunning.contracts import PaymentReceived, topic
 
 from dunning_scheduler.planning import SETTLED as SETTLED_REASON
 from dunning_scheduler.planning import PlannedTimer
@@ -27,7 +29,7 @@ PLAN_INVOICE_FIELDS = ("n", "invoice_id", "tenant_id", "external_id", "number", 
                        "policy_id", "policy_version", "stored_version", "stored_at", "due_now", "lane", "event_id",
                        "headers", "payload", "timers", "gate_partition", "gate_offset")
 PLAN_TIMER_FIELDS = ("stage_id", "stage", "sequence", "channel", "template", "scheduled_at", "state", "reason")
-_PLAN = """
+_PLAN = f"""
 WITH u AS MATERIALIZED (
     SELECT (x->>0)::int AS n, x->>1 AS invoice_id, x->>2 AS tenant_id, x->>3 AS external_id, x->>4 AS number,
            x->>5 AS currency, (x->>6)::numeric AS amount_due, (x->>7)::date AS issue_date,
@@ -72,12 +74,12 @@ WITH u AS MATERIALIZED (
     FROM planned AS p CROSS JOIN LATERAL jsonb_array_elements(p.timers) AS t
     WHERE NOT p.settled
 ), box AS (
-    INSERT INTO outbox (lane, topic, key, event_id, event_type, headers, payload)
+    {outbox.INSERT}
     SELECT p.lane, $3, p.invoice_id, p.event_id, $4, p.headers, p.payload
     FROM planned AS p WHERE NOT p.settled ORDER BY p.n
     RETURNING 1
 ), wake AS (
-    SELECT pg_notify('outbox_' || current_schema(), '') FROM (SELECT 1 FROM box LIMIT 1) AS one
+    SELECT {outbox.WAKE_RELAYS} FROM (SELECT 1 FROM box LIMIT 1) AS one
     UNION ALL
     SELECT pg_notify($5 || '_' || current_schema(), '')
     FROM (SELECT 1 FROM planned WHERE due_now AND NOT settled LIMIT 1) AS one
@@ -220,7 +222,7 @@ RETURNING t.stage_id, t.tenant_id, t.invoice_id, t.stage, t.sequence, t.channel,
           i.payment_url, i.customer
 """
 _GATE_STATE = _GATE + "SELECT watermark, positions FROM gate"
-PAYMENTS_TOPIC = "dunning.payments.v1"
+PAYMENTS_TOPIC = topic(PaymentReceived)  # the catalogue's (Settings.payments_topic may name another)
 
 
 async def fire_due(conn: asyncpg.Connection, limit: int, *, gated: bool = True,
@@ -233,6 +235,11 @@ async def fire_due(conn: asyncpg.Connection, limit: int, *, gated: bool = True,
 async def gate_state(conn: asyncpg.Connection, payments_topic: str = PAYMENTS_TOPIC) -> asyncpg.Record:
     """The gate as the firing query sees it now: watermark (None: no usable statement) and positions."""
     return await conn.fetchrow(_GATE_STATE, payments_topic)
+
+
+async def wake_firing(conn: asyncpg.Connection, channel: str) -> None:
+    """NOTIFY <channel>_<schema> at commit: the firing loop LISTENs there (see planner.TIMERS_CHANNEL)."""
+    await conn.execute("SELECT pg_notify($1 || '_' || current_schema(), '')", channel)
 
 
 async def store_watermarks(conn: asyncpg.Connection, statements: list[tuple[str, dict]]) -> None:

@@ -1,6 +1,8 @@
 """Scheduler settings: env prefix SCHEDULER_ (plus the shared DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS)."""
 
+from dunning.contracts import InvoiceIssued, PaymentReceived, PaymentsWatermark, topic
 from dunning.settings import CommonSettings
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 
@@ -12,9 +14,9 @@ class Settings(CommonSettings):
     http_port: int = 8002
 
     consumer_group: str = "scheduler"
-    invoices_topic: str = "dunning.invoices.v1"
-    payments_topic: str = "dunning.payments.v1"
-    watermarks_topic: str = "dunning.watermarks.v1"
+    invoices_topic: str = Field(default_factory=lambda: topic(InvoiceIssued))
+    payments_topic: str = Field(default_factory=lambda: topic(PaymentReceived))
+    watermarks_topic: str = Field(default_factory=lambda: topic(PaymentsWatermark))
     consumer_enabled: bool = True
 
     # Firing loop.

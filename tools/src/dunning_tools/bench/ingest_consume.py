@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from aiokafka import TopicPartition
 
 from dunning import tenancy
-from dunning.consumer import ConsumerRunner
+from dunning.consumer import ConsumerRunner, without_batches
 from dunning.db import create_pool, migrate, migrations_of
 from dunning_tools.stack.postgres import EmbeddedPostgres
 from dunning_tools.stack.procs import free_port
@@ -106,8 +106,7 @@ async def run(args) -> None:
                 " FROM unnest($1::text[]) AS i", invoices, TENANT)
             await conn.execute("ANALYZE")
         runner = ConsumerRunner(name="bench", pool=pool, bootstrap_servers="unused", group_id="bench",
-                                topics=[], handlers=H.HANDLERS,
-                                batch_handlers=None if args.per_event else getattr(H, "BATCH_HANDLERS", None))
+                                topics=[], handlers=without_batches(H.HANDLERS) if args.per_event else H.HANDLERS)
         print(f"{'per-event' if args.per_event else 'batch handlers'}, batch {args.batch}, {args.invoices} invoices")
         await feed(runner, "DunningPlanned", [planned(i) for i in invoices], args.batch, "dunning.stages.v1")
         await feed(runner, "StageEscalated", [escalated(i) for i in invoices], args.batch, "dunning.stages.v1")

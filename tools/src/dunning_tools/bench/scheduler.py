@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import inspect
 import os
 import statistics
 import sys
@@ -128,12 +127,10 @@ async def bench_plan(dsn: str, invoices: int, batch: int, payments: int, default
             await tenancy.provision(conn, TENANT, "Bench", f"dk_bench_{uuid.uuid4().hex}")
             if not default_policy:
                 await save_policy(conn, TENANT, parse_policy(POLICY))
-        handlers, batch_table = handlers_for(ActivePolicies())
-        extra = {"batch_handlers": batch_table} if batch_handlers else {}
-        if batch_handlers and "batch_handlers" not in inspect.signature(consumer.ConsumerRunner).parameters:
-            raise SystemExit("--batch-handlers: this dunning.consumer.ConsumerRunner takes no batch_handlers")
-        runner = consumer.ConsumerRunner(name="scheduler-bench", pool=pool, bootstrap_servers="unused",
-                                         group_id="bench", topics=[], handlers=handlers, batch_max=batch, **extra)
+        handlers = handlers_for(ActivePolicies())
+        runner = consumer.ConsumerRunner(
+            name="scheduler-bench", pool=pool, bootstrap_servers="unused", group_id="bench", topics=[],
+            handlers=handlers if batch_handlers else consumer.without_batches(handlers), batch_max=batch)
         warm = _records("dunning.invoices.v1", [_invoice_issued(i) for i in range(200)])
         await _apply(runner, "dunning.invoices.v1", warm, batch)
         envelopes = [_invoice_issued(i) for i in range(invoices)]
@@ -224,7 +221,7 @@ def main() -> None:
     parser.add_argument("--payments", type=int, default=400, help="plan: settling payments afterwards")
     parser.add_argument("--default-policy", action="store_true", help="plan: no stored tenant policy")
     parser.add_argument("--batch-handlers", action="store_true",
-                        help="plan: give the runner BATCH_HANDLERS (needs ConsumerRunner(batch_handlers=...))")
+                        help="plan: let the runner use the table's batch handlers (default: per event only)")
     parser.add_argument("--timers", type=int, default=20000, help="fire: due timers")
     parser.add_argument("--batch", type=int, default=2000, help="fire: firing batch size")
     parser.add_argument("--loops", type=int, default=1, help="fire: firing loops")

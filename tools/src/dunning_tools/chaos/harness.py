@@ -48,8 +48,7 @@ import orjson
 from dunning_cli.tenants import create_tenant
 from dunning_tools.chaos import checks
 from dunning_tools.chaos.checks import RACE_MS, STAGES, ts
-from dunning_tools.stack.service import ServiceProc
-from dunning_tools.stack.system import Ports, Stack
+from dunning_tools.stack.system import Ports, ServiceProc, Stack
 
 LEAD = 8.0          # issue -> first stage: the invoice is planned well before anything falls due
 BATCH_EVERY = 0.5   # one bulk import every half second
@@ -319,12 +318,12 @@ class Run:
         await sleep_until(self.t0 + lo)
         while time.time() < self.t0 + hi:
             next_kill = time.time() + self.rng.uniform(*self.cfg.kill_every)
-            alive = [sp for sp in self.stack.procs if sp.running()]
+            alive = [sp for sp in self.stack.procs if sp.proc.poll() is None]
             sp = self.rng.choice(alive)
             fault = Fault("kill", f"{sp.name}#{sp.replica}", time.time())
             self.down.add(id(sp))
             try:
-                sp.kill(signal.SIGKILL)
+                self.stack.kill(sp, signal.SIGKILL)
             except subprocess.TimeoutExpired:
                 self.notes.append(f"{fault.target} still not reaped 10 s after SIGKILL")
             self.faults.append(fault)
@@ -335,7 +334,7 @@ class Run:
 
     def restart(self, sp: ServiceProc, fault: Fault) -> None:
         offset = sp.log_path.stat().st_size if sp.log_path.exists() else 0
-        sp.start()
+        self.stack.restart(sp)
         self.down.discard(id(sp))
         fault.restarted_at = time.time()
         asyncio.ensure_future(self.watch_started(sp, offset, fault))

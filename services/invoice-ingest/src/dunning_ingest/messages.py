@@ -1,28 +1,33 @@
-"""The events invoice-ingest publishes (through the outbox): InvoiceIssued.
+"""The events invoice-ingest publishes (through the outbox): InvoiceIssued, built in one place.
 
-The envelope is built here directly — the same fields, in the same order, as dunning.events.new_event
-— from data already in its JSON form, and serialised once: new_event's dumps-then-loads of the data
-was a third of a bulk import's cost. Tests validate what comes out against the contract.
+`invoice_issued` is the builder: an accepted invoice (invoice_input.InvoiceIn or its FastInvoiceIn) and
+the ids the database gave it -> the `InvoiceIssued` record; `dunning.events.envelope` wraps it. The
+two write paths serialise that envelope:
+- `OutboxRow` (one POST): the envelope serialised with a placeholder for the customer id, which
+  the single SQL statement splices in once the customer upsert has said which id it is;
+- `issued_rows` (bulk import, up to 10,000 invoices a request): the twin of
+  `envelope(invoice_issued(...))`, writing the JSON form directly (no record, no second dict, the
+  customer object shared by the invoices that have the same one), because the builder's cost per
+  invoice was a third of a bulk import's. tests/test_ingest_messages.py holds the two equal over
+  generated invoices (hypothesis).
 """
 
 import os
-import uuid
 import zlib
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
 from opentelemetry import trace
 
-from dunning.clock import isoformat
-from dunning.events import topic_for_type
-from dunning.outbox import LANES, lane_of
+from dunning.contracts import Customer, InvoiceIssued, topic as topic_of_record
+from dunning.events import dataschema, envelope
+from dunning.outbox import LANES, headers_of, lane_of
 
 from dunning_ingest.validation import amount_text
 
-SOURCE = "/invoice-ingest"
-INVOICE_ISSUED = "dunning.InvoiceIssued.v1"
-DATASCHEMA = "urn:dunning:schema:InvoiceIssued:1"
+INVOICE_ISSUED = InvoiceIssued.TYPE
 # Stands in for the customer id when the payload is serialised before the customer upsert has said
 # which id that is (single POST: one SQL statement splices it in). It serialises as "\u0001", which
 # no text of the invoice can produce before the customer object (those are ids, numbers and the
@@ -32,7 +37,7 @@ _SPLIT = b'"customer_id":"\\u0001"'
 
 
 def topic() -> str:
-    return topic_for_type()[INVOICE_ISSUED]
+    return topic_of_record(InvoiceIssued)
 
 
 def current_traceparent() -> str | None:
@@ -43,51 +48,15 @@ def current_traceparent() -> str | None:
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
 
-def _data(tenant_id: str, invoice_id: str, customer_id: str, inv: Any, issued_at: str) -> dict[str, Any]:
-    """InvoiceIssued data, already in its JSON form (strings for money, dates and times)."""
+def invoice_issued(tenant_id: str, invoice_id: str, customer_id: str, inv: Any, issued_at: datetime) -> InvoiceIssued:
+    """The InvoiceIssued of an accepted invoice."""
     c = inv.customer
-    return {
-        "invoice_id": invoice_id,
-        "tenant_id": tenant_id,
-        "external_id": inv.external_id,
-        "number": inv.number,
-        "customer": {"customer_id": customer_id, "external_id": c.external_id, "name": c.name, "email": c.email,
-                     "locale": c.locale, "timezone": c.timezone},
-        "currency": inv.currency,
-        "amount_due": amount_text(inv),
-        "issue_date": inv.issue_date.isoformat(),
-        "due_date": inv.due_date.isoformat(),
-        "payment_url": inv.payment_url,
-        "metadata": inv.metadata,
-        "issued_at": issued_at,
-    }
-
-
-def _envelope(event_id: str, tenant_id: str, invoice_id: str, time: str, data: dict[str, Any],
-              traceparent: str | None) -> dict[str, Any]:
-    envelope = {
-        "specversion": "1.0", "id": event_id, "source": SOURCE, "type": INVOICE_ISSUED, "subject": invoice_id,
-        "time": time, "datacontenttype": "application/json", "dataschema": DATASCHEMA, "tenantid": tenant_id,
-        "data": data,
-    }
-    if traceparent:
-        envelope["traceparent"] = traceparent
-    return envelope
-
-
-def invoice_issued(tenant_id: str, invoice_id: str, customer_id: str, inv: Any, issued_at: datetime) -> dict[str, Any]:
-    """The InvoiceIssued envelope (a dict, as new_event returns it)."""
-    issued = isoformat(issued_at)
-    return _envelope(str(uuid.uuid4()), tenant_id, invoice_id, issued,
-                     _data(tenant_id, invoice_id, customer_id, inv, issued), current_traceparent())
-
-
-def headers(event_id: str, traceparent: str | None) -> dict[str, str]:
-    """The outbox row's headers, as dunning.outbox.add_many writes them."""
-    hdrs = {"ce_type": INVOICE_ISSUED, "ce_id": event_id}
-    if traceparent:
-        hdrs["traceparent"] = traceparent
-    return hdrs
+    return InvoiceIssued(
+        invoice_id, tenant_id, inv.external_id, inv.number,
+        Customer(customer_id, c.external_id, c.name, c.email, c.locale, c.timezone),
+        inv.currency, Decimal(amount_text(inv)), inv.issue_date, inv.due_date, inv.payment_url, inv.metadata,
+        issued_at,
+    )
 
 
 class OutboxRow:
@@ -96,13 +65,13 @@ class OutboxRow:
     __slots__ = ("lane", "event_id", "headers", "head", "tail")
 
     def __init__(self, tenant_id: str, invoice_id: str, inv: Any, issued_at: str, traceparent: str | None):
-        event_id = str(uuid.uuid4())
-        payload = orjson.dumps(_envelope(event_id, tenant_id, invoice_id, issued_at,
-                                         _data(tenant_id, invoice_id, _PLACEHOLDER, inv, issued_at), traceparent))
+        env = envelope(invoice_issued(tenant_id, invoice_id, _PLACEHOLDER, inv, datetime.fromisoformat(issued_at)),
+                       time=issued_at, traceparent=traceparent)
+        payload = orjson.dumps(env)
         cut = payload.index(_SPLIT) + len(b'"customer_id":"')
         self.lane = lane_of(invoice_id)
-        self.event_id = event_id
-        self.headers = headers(event_id, traceparent)
+        self.event_id = env["id"]
+        self.headers = headers_of(env)
         self.head, self.tail = payload[:cut], payload[cut + len(b"\\u0001"):]
 
     def payload(self, customer_id: str) -> bytes:
@@ -123,11 +92,14 @@ def new_uuids(n: int) -> list[str]:
             for i in range(0, 32 * n, 32)]
 
 
+_DATASCHEMA = dataschema(INVOICE_ISSUED)
+
+
 def issued_rows(tenant_id: str, issued: list[tuple[str, str, Any]], issued_at: str,
                 traceparent: str | None) -> tuple[list, ...]:
-    """The outbox columns (repository.add_to_outbox) of InvoiceIssued for (invoice_id, customer_id, invoice)s:
-    _envelope(..., _data(...)) inlined, with the customer object shared by the invoices that have the
-    same one (orjson writes it out for each), since this runs for every invoice of a bulk import."""
+    """Twin of `envelope(invoice_issued(...))` for a bulk import: the outbox columns
+    (repository.add_to_outbox: lane, key, event_id, headers, payload) of the InvoiceIssued of
+    (invoice_id, customer_id, invoice)s, written in their JSON form directly."""
     lanes, keys, ids, hdrs_, payloads = [], [], [], [], []
     customers: dict[tuple[str, Any], dict[str, Any]] = {}
     crc32, dumps = zlib.crc32, orjson.dumps
@@ -138,22 +110,22 @@ def issued_rows(tenant_id: str, issued: list[tuple[str, str, Any]], issued_at: s
             customer = customers[(customer_id, c)] = {
                 "customer_id": customer_id, "external_id": c.external_id, "name": c.name, "email": c.email,
                 "locale": c.locale, "timezone": c.timezone}
-        envelope = {
-            "specversion": "1.0", "id": event_id, "source": SOURCE, "type": INVOICE_ISSUED, "subject": invoice_id,
-            "time": issued_at, "datacontenttype": "application/json", "dataschema": DATASCHEMA,
-            "tenantid": tenant_id,
+        env = {
+            "specversion": "1.0", "id": event_id, "source": InvoiceIssued.SOURCE, "type": INVOICE_ISSUED,
+            "subject": invoice_id, "time": issued_at, "datacontenttype": "application/json",
+            "dataschema": _DATASCHEMA, "tenantid": tenant_id,
             "data": {"invoice_id": invoice_id, "tenant_id": tenant_id, "external_id": inv.external_id,
                      "number": inv.number, "customer": customer, "currency": inv.currency,
                      "amount_due": amount_text(inv), "issue_date": inv.issue_date, "due_date": inv.due_date,
                      "payment_url": inv.payment_url, "metadata": inv.metadata, "issued_at": issued_at},
         }
         if traceparent:
-            envelope["traceparent"] = traceparent
+            env["traceparent"] = traceparent
             hdrs_.append(f'{{"ce_type":"{INVOICE_ISSUED}","ce_id":"{event_id}","traceparent":"{traceparent}"}}')
         else:
             hdrs_.append(f'{{"ce_type":"{INVOICE_ISSUED}","ce_id":"{event_id}"}}')
         lanes.append(crc32(invoice_id.encode()) % LANES)
         keys.append(invoice_id)
         ids.append(event_id)
-        payloads.append(dumps(envelope))
+        payloads.append(dumps(env))
     return lanes, keys, ids, hdrs_, payloads
