@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -24,7 +23,8 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from dunning_tools.stack.procs import free_port, spawn, stop
+from dunning_tools.stack.procs import free_port
+from dunning_tools.stack.service import ServiceProc
 from dunning_tools.testing.kafka import commit_group_at_end
 
 pytestmark = pytest.mark.e2e
@@ -157,15 +157,14 @@ def test_each_service_and_the_cli_run_from_the_wheels_and_the_services_drain_on_
         env[f"{prefix}DB_SCHEMA"] = f"w_{run_id}_{package.removeprefix('dunning_')}"
         env[f"{prefix}CONSUMER_GROUP"] = f"wheels-{run_id}-{package}"
         asyncio.run(commit_group_at_end(infra.kafka_bootstrap_servers, env[f"{prefix}CONSUMER_GROUP"]))
-    procs = {}
-    for package in SERVICES:
-        log = runtime_venv.tmp / f"{package}.log"
-        # cwd outside the repository: `python -m` puts the cwd first on sys.path.
-        procs[package] = (spawn([runtime_venv.python, "-m", package], env=env, log_path=log, cwd=runtime_venv.tmp),
-                          log)
+    # cwd outside the repository: `python -m` puts the cwd first on sys.path.
+    procs = [ServiceProc(package, package, ports[package], env, runtime_venv.tmp / f"{package}.log",
+                         python=str(runtime_venv.python), cwd=runtime_venv.tmp) for package in SERVICES]
     try:
-        for package, (proc, log) in procs.items():
-            wait_ready(package, proc, ports[package], log)
+        for sp in procs:
+            sp.start()
+        for sp in procs:
+            sp.wait_ready(timeout=90)
 
         # The operator CLI's console script, from the same wheels: a tenant whose key every service accepts.
         tenant = json.loads(run([runtime_venv.venv / "bin" / "dunning", "tenant", "create", "--name",
@@ -176,26 +175,12 @@ def test_each_service_and_the_cli_run_from_the_wheels_and_the_services_drain_on_
             r = httpx.get(f"http://127.0.0.1:{ports[package]}{path}", headers=auth, timeout=10)
             assert r.status_code == 200, (package, r.status_code, r.text)
 
-        for proc, _ in procs.values():
-            os.killpg(proc.pid, signal.SIGTERM)
-        for package, (proc, log) in procs.items():
-            code = proc.wait(60)
-            assert code == 0, f"{package} exited with {code}:\n{log.read_text()[-3000:]}"
-            assert "service.stopped" in log.read_text(), log.read_text()[-3000:]
+        for sp in procs:
+            sp.kill(signal.SIGTERM)
+        for sp in procs:
+            code = sp.proc.wait(60)
+            assert code == 0, f"{sp.name} exited with {code}:\n{sp.tail()}"
+            assert "service.stopped" in sp.log_path.read_text(), sp.tail()
     finally:
-        for proc, _ in procs.values():
-            stop(proc)
-
-
-def wait_ready(package: str, proc: subprocess.Popen, port: int, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{package} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{package} not ready on :{port} after {timeout}s:\n{log.read_text()[-3000:]}")
+        for sp in procs:
+            sp.stop()

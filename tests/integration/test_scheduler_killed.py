@@ -19,14 +19,10 @@ The kills must have hit work in progress: some timers fired before each kill and
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import orjson
@@ -35,7 +31,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from dunning.db import migrate, migrations_of
 from dunning.events import decode
-from dunning_tools.stack.procs import free_port, port_in_use, spawn, stop
+from dunning_tools.stack.procs import free_port, port_in_use
+from dunning_tools.stack.service import ServiceProc
 
 pytestmark = pytest.mark.integration
 
@@ -73,31 +70,6 @@ _WATERMARK = ("INSERT INTO payment_watermarks (statement_id, watermark, payments
 
 
 @dataclass
-class Scheduler:
-    name: str
-    env: dict[str, str]
-    port: int
-    log_path: Path
-    proc: subprocess.Popen | None = None
-    kills: int = 0
-    starts: int = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        self.proc = spawn([sys.executable, "-m", "dunning_scheduler"], env=self.env, log_path=self.log_path)
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: no drain, no relay flush, connections just drop."""
-        assert self.proc is not None and self.proc.poll() is None, f"{self.name} was not running:\n{self.tail()}"
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self.kills += 1
-
-    def tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
-
-
-@dataclass
 class Progress:
     fired: int
     scheduled: int
@@ -113,7 +85,7 @@ async def _progress(conn, tenant: str) -> Progress:
     return Progress(row["fired"], row["scheduled"], row["outbox"])
 
 
-async def _wait_ready(s: Scheduler, deadline: float) -> None:
+async def _wait_ready(s: ServiceProc, deadline: float) -> None:
     while time.monotonic() < deadline:
         assert s.proc.poll() is None, f"{s.name} exited with {s.proc.returncode}:\n{s.tail()}"
         if port_in_use(s.port):
@@ -183,7 +155,7 @@ async def test_scheduler_killed_mid_batch_loses_nothing_and_fires_nothing_twice(
     # tell when a killed process's backends are gone.
     conn = await asyncpg.connect(infra.database_url,
                                  server_settings={"search_path": schema, "application_name": f"{schema}-test"})
-    schedulers: list[Scheduler] = []
+    schedulers: list[ServiceProc] = []
     try:
         async with conn.transaction():
             await conn.execute(_SEED_INVOICES, tenant, invoice_prefix, TIMERS // 5)
@@ -206,7 +178,8 @@ async def test_scheduler_killed_mid_batch_loses_nothing_and_fires_nothing_twice(
                 "SCHEDULER_RELAY_POLL_SECONDS": "0.05",
                 "PYTHONUNBUFFERED": "1",
             })
-            schedulers.append(Scheduler(name, env, port, infra.workdir / f"scheduler-killed-{run}-{name}.log"))
+            schedulers.append(ServiceProc(name, "dunning_scheduler", port, env,
+                                          infra.workdir / f"scheduler-killed-{run}-{name}.log"))
         a, b = schedulers
         deadline = time.monotonic() + 60
         for s in schedulers:
@@ -221,11 +194,11 @@ async def test_scheduler_killed_mid_batch_loses_nothing_and_fires_nothing_twice(
 
         # Kill a while firing is under way.
         await _wait_fired(conn, tenant, TIMERS // 10, deadline, "firing under way")
-        a.kill()
+        assert a.kill(), f"a was not running:\n{a.tail()}"  # SIGKILL: no drain, no relay flush
         after_a = await _progress(conn, tenant)
         # Kill b too, after it has fired some more alone, while timers are still due.
         await _wait_fired(conn, tenant, after_a.fired + BATCH, deadline, "b firing alone")
-        b.kill()
+        assert b.kill(), f"b was not running:\n{b.tail()}"
         # A backend whose client died finishes the statement in hand (a COMMIT already sent still
         # commits) and exits: once none is left, the figures are final until the restart.
         await _wait_no_backends(conn, schema, deadline)
@@ -278,5 +251,5 @@ async def test_scheduler_killed_mid_batch_loses_nothing_and_fires_nothing_twice(
               f" {duplicates} relay duplicates (same event id) over {sum(1 for n in copies.values() if n > 1)} stages")
     finally:
         for s in schedulers:
-            stop(s.proc)
+            s.stop()
         await conn.close()

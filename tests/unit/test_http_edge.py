@@ -70,3 +70,56 @@ async def test_clean_and_escaped_text_pass_and_a_parsed_body_is_shared():
     assert plain.json() == {"parsed": True, "body": {"a": "café \\u0000"}}
     assert pair.json()["body"] == {"a": "\U0001F600"}
     assert deep.status_code == 200
+
+
+def _failing_app(monkeypatch, exporter) -> FastAPI:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from dunning.http import tracing as http_tracing
+    from dunning.http.problems import install_problem_handlers
+    from dunning.logging import bind_context
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(http_tracing, "tracer", lambda name: provider.get_tracer(name))
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/boom/{thing}")
+    async def boom(thing: str) -> dict:
+        bind_context(tenant_id="ten_boom")
+        if thing == "db":
+            raise ConnectionRefusedError("database down")
+        raise ZeroDivisionError("a bug")
+
+    app.add_middleware(http_tracing.TracingMiddleware, service="test")
+    return app
+
+
+async def test_an_unexpected_error_is_answered_and_logged_once_inside_the_request_span(monkeypatch):
+    import structlog
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter, captured = InMemorySpanExporter(), structlog.testing.LogCapture()
+    old = structlog.get_config()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, captured])
+    try:
+        # raise_app_exceptions: had the middleware re-raised (into Starlette's ServerErrorMiddleware and
+        # uvicorn, which print a second, plain-text traceback), the client would raise here
+        transport = httpx.ASGITransport(app=_failing_app(monkeypatch, exporter), raise_app_exceptions=True)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            bug = await client.get("/boom/x")
+            down = await client.get("/boom/db")
+    finally:
+        structlog.configure(**old)
+    assert bug.status_code == 500 and bug.headers["content-type"] == "application/problem+json"
+    problem = bug.json()
+    assert "retry" not in problem["detail"] and problem["error_id"] in problem["detail"]
+    assert down.status_code == 503 and "retry" in down.json()["detail"]
+    [unhandled] = [e for e in captured.entries if e["event"] == "http.unhandled"]
+    assert unhandled["trace_id"] == problem["error_id"] and unhandled["tenant_id"] == "ten_boom"
+    assert unhandled["route"] == "/boom/{thing}" and unhandled["exc_info"]
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["GET /boom/{thing}", "GET /boom/{thing}"]  # the template, not /boom/x
+    assert format(spans[0].context.trace_id, "032x") == problem["error_id"]

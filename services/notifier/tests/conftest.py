@@ -6,9 +6,6 @@ import contextlib
 import copy
 import email.policy
 import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,10 +20,10 @@ from aiosmtpd.smtp import SMTP
 
 from dunning import events, inbox
 from dunning.db import create_pool, migrations_of
-from dunning_tools.stack.procs import free_port, spawn, stop
+from dunning_tools.stack.procs import free_port
+from dunning_tools.stack.service import ServiceProc
 from dunning.ids import new_id
 from dunning_tools.testing.kafka import commit_group_at_end
-from dunning_tools.testing.waits import async_wait_until
 from dunning_notifier.bootstrap import build_dispatcher
 from dunning_notifier.handlers import record_delivery
 from dunning_notifier.settings import Settings
@@ -170,49 +167,14 @@ async def smtp_capture():
         await asyncio.wait_for(server.wait_closed(), timeout=5)
 
 
-@dataclass
-class NotifierProcess:
-    """`python -m dunning_notifier` as a process of its own, on the test's schema."""
-
-    proc: subprocess.Popen
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def kill(self) -> None:
-        """SIGKILL: no drain, no last write; as a node that loses power."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-
-    async def wait_exit(self, timeout: float = 20) -> int:
-        async def exited():
-            return self.proc.poll() is not None
-        await async_wait_until(exited, timeout=timeout, what="notifier process to exit")
-        return self.proc.returncode
-
-    async def wait_ready(self, timeout: float = 60) -> None:
-        async with httpx.AsyncClient(timeout=1) as client:
-            async def ready():
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"notifier exited with {self.proc.returncode}:\n"
-                                         + self.log_path.read_text()[-3000:])
-                with contextlib.suppress(httpx.HTTPError):
-                    return (await client.get(f"{self.url}/readyz")).status_code == 200
-                return False
-            await async_wait_until(ready, timeout=timeout, what="notifier /readyz")
-
-
 @pytest.fixture
 async def notifier_process(infra, schema_name, notifier_pool, tmp_path):
     """A factory: start a notifier process on this test's schema (the one notifier_pool is bound to)
     with the given NOTIFIER_* settings; every process is stopped at the end of the test."""
-    started: list[NotifierProcess] = []
+    started: list[ServiceProc] = []
     group = f"notifier-{schema_name}"
 
-    async def start(smtp_port: int, name: str = "replica-a", **settings) -> NotifierProcess:
+    async def start(smtp_port: int, name: str = "replica-a", **settings) -> ServiceProc:
         if not started:  # the stages topic is shared by the whole session: this group starts at its end
             await commit_group_at_end(infra.kafka_bootstrap_servers, group, ["dunning.stages.v1"])
         port = free_port()
@@ -232,15 +194,15 @@ async def notifier_process(infra, schema_name, notifier_pool, tmp_path):
         })
         env.update({f"NOTIFIER_{k.upper()}": str(v) for k, v in settings.items()})
         log_path = tmp_path / f"{name}-{len(started)}.log"
-        proc = NotifierProcess(spawn([sys.executable, "-m", "dunning_notifier"], env=env, log_path=log_path),
-                               port, log_path)
+        proc = ServiceProc(name, "dunning_notifier", port, env, log_path)
         started.append(proc)
-        await proc.wait_ready()
+        proc.start()
+        await proc.wait_ready_async()
         return proc
 
     yield start
     for p in started:
-        await asyncio.to_thread(stop, p.proc)
+        await asyncio.to_thread(p.stop)
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,10 @@ import asyncpg
 from fastapi import FastAPI
 
 from dunning.consumer import ConsumerRunner
+from dunning.http import api_key_auth
 from dunning.runtime import Service, housekeeping_for, open_infrastructure, relay_for
 
 from dunning_ingest.api import Deps, create_app
-from dunning_ingest.auth import Authenticator
 from dunning_ingest.handlers import HANDLERS
 from dunning_ingest.idempotency import IdempotencyStore
 from dunning_ingest.service import InvoiceService
@@ -21,8 +21,7 @@ def idempotency_store(settings: Settings, pool: asyncpg.Pool) -> IdempotencyStor
 
 def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
     invoices = InvoiceService(pool, idempotency_store(settings, pool))
-    return create_app(Deps(settings=settings, pool=pool, invoices=invoices,
-                           auth=Authenticator(pool, settings.auth_cache_seconds)))
+    return create_app(Deps(settings=settings, pool=pool, invoices=invoices, auth=api_key_auth(settings, pool)))
 
 
 def build_consumer(settings: Settings, pool: asyncpg.Pool, *, group_id: str | None = None) -> ConsumerRunner:

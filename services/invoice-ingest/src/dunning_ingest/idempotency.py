@@ -8,25 +8,33 @@ still in flight it gets 409. Requests refused by validation never claim a key (a
 request that fails unexpectedly releases its claim so the client can retry.
 """
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from fastapi import Request
-from fastapi.responses import Response
 
-from dunning.http import Problem
+from dunning.http import PROBLEMS, Problem
 
-PROBLEMS = "https://dunning.dev/problems/"
 MAX_KEY_LENGTH = 255
 
 
-def key_from(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a request answered: kept under its Idempotency-Key and replayed byte for byte."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+def checked_key(key: str | None) -> str | None:
+    """The Idempotency-Key header's value, or a 400 naming it."""
     if key is None:
         return None
     if not key.strip() or len(key) > MAX_KEY_LENGTH or "\x00" in key:
         raise Problem(400, f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
-                      errors=[{"field": "Idempotency-Key", "message": f"must be 1 to {MAX_KEY_LENGTH} characters"}])
+                      errors=[{"field": "Idempotency-Key", "message": f"must be 1 to {MAX_KEY_LENGTH} characters",
+                               "code": "invalid_idempotency_key"}])
     return key
 
 
@@ -36,8 +44,8 @@ class IdempotencyStore:
         self.ttl_hours = ttl_hours
         self.stale_seconds = stale_seconds
 
-    async def claim(self, tenant_id: str, key: str, fingerprint: bytes) -> Response | None:
-        """None: the caller owns the key and must do the work; otherwise the response to return."""
+    async def claim(self, tenant_id: str, key: str, fingerprint: bytes) -> Reply | None:
+        """None: the caller owns the key and must do the work; otherwise the reply to give again."""
         claimed = await self.pool.fetchval(
             """
             INSERT INTO idempotency_keys AS k (tenant_id, key, fingerprint) VALUES ($1, $2, $3)
@@ -71,7 +79,7 @@ class IdempotencyStore:
                           headers={"Retry-After": "1"})
         headers = dict(row["headers"] or {})
         headers["Idempotent-Replayed"] = "true"
-        return Response(bytes(row["body"]), status_code=row["status"], headers=headers)
+        return Reply(row["status"], headers, bytes(row["body"]))
 
     @staticmethod
     async def complete(conn: asyncpg.Connection, tenant_id: str, key: str, status: int,

@@ -1,17 +1,12 @@
-"""JSON representations of invoices (what GET returns and what POST answers), and list cursors."""
+"""JSON representations of invoices (what GET returns and what POST answers)."""
 
-import base64
-import binascii
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from dunning.clock import isoformat
-from dunning.http import Problem
 from dunning.money import format_amount
 
 INVOICE_ID = re.compile(r"^inv_[0-9A-Za-z]{10,40}$")
@@ -91,20 +86,3 @@ def detail_json(r: Mapping[str, Any], payments=(), stages=(), history=()) -> dic
     body["timeline"] = timeline_json(stages, history)
     return body
 
-
-# --- cursors: opaque to clients, they carry the last id of the previous page --------------------
-
-def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"after": last_id})).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        decoded = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        after = decoded["after"]
-        if not isinstance(after, str) or not INVOICE_ID.fullmatch(after):
-            raise ValueError
-    except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
-        raise Problem(400, "cursor is not a cursor this API returned; pass next_cursor unchanged.",
-                      errors=[{"field": "cursor", "message": "invalid cursor"}]) from None
-    return after

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic import PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from dunning.http import FieldError, Page
 from dunning.money import MoneyError, format_amount, parse_amount, validate_currency
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
@@ -281,14 +282,7 @@ class InvoiceDetail(InvoiceOut):
     timeline: list[StageOut]
 
 
-class InvoiceList(BaseModel):
-    data: list[InvoiceOut]
-    next_cursor: str | None
-
-
-class FieldError(BaseModel):
-    field: str
-    message: str
+InvoiceList = Page[InvoiceOut]
 
 
 class BulkResult(BaseModel):

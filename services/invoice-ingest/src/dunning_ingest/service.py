@@ -12,28 +12,27 @@ from typing import Any
 
 import asyncpg
 import orjson
-from fastapi.responses import Response
 
 from dunning.clock import isoformat, utcnow
-from dunning.http import PROBLEM, problem_body
+from dunning.http import PROBLEM, PROBLEMS, problem_body
 from dunning.logging import get_logger
 
 from dunning_ingest import repository
 from dunning_ingest.bulk import BulkImport, conflict_message
 from dunning_ingest.messages import INVOICE_ISSUED, OutboxRow, current_traceparent, topic
-from dunning_ingest.idempotency import PROBLEMS, IdempotencyStore
+from dunning_ingest.idempotency import IdempotencyStore, Reply
 from dunning.ids import new_id
 from dunning_ingest.representation import detail_json, new_invoice_row
 
 log = get_logger(__name__)
 JSON = "application/json"
-Work = Callable[[asyncpg.Connection], Awaitable[tuple[int, dict[str, str], bytes]]]
+Work = Callable[[asyncpg.Connection], Awaitable[Reply]]
 RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
 
-def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
     media = PROBLEM if status >= 400 else JSON
-    return status, {"content-type": media, **(headers or {})}, orjson.dumps(body)
+    return Reply(status, {"content-type": media, **(headers or {})}, orjson.dumps(body))
 
 
 class InvoiceService:
@@ -41,20 +40,21 @@ class InvoiceService:
         self.pool = pool
         self.idempotency = idempotency
 
-    async def run(self, tenant_id: str, key: str | None, fingerprint: bytes | None, work: Work) -> Response:
+    async def run(self, tenant_id: str, key: str | None, fingerprint: bytes | None, work: Work) -> Reply:
         """Do `work` in one transaction, under the Idempotency-Key if one was sent."""
         if key is not None:
             replay = await self.idempotency.claim(tenant_id, key, fingerprint)
             if replay is not None:
-                log.info("ingest.idempotency.replayed", status=replay.status_code)
+                log.info("ingest.idempotency.replayed", status=replay.status)
                 return replay
         try:
             for attempt in range(1, 4):
                 try:
                     async with self.pool.acquire() as conn, conn.transaction():
-                        status, headers, body = await work(conn)
+                        reply = await work(conn)
                         if key is not None:
-                            await IdempotencyStore.complete(conn, tenant_id, key, status, headers, body)
+                            await IdempotencyStore.complete(conn, tenant_id, key, reply.status, reply.headers,
+                                                            reply.body)
                     break
                 except RETRYABLE as exc:
                     if attempt == 3:
@@ -67,12 +67,12 @@ class InvoiceService:
                 except Exception:  # noqa: BLE001 - the original error matters more
                     log.exception("ingest.idempotency.release_failed")
             raise
-        return Response(body, status_code=status, headers=headers)
+        return reply
 
     # --- one invoice --------------------------------------------------------------------------
 
     async def create(self, tenant_id: str, inv: Any, *, path: str, key: str | None = None,
-                     fingerprint: bytes | None = None) -> Response:
+                     fingerprint: bytes | None = None) -> Reply:
         """`inv`: a validation.Invoice (or a schemas.InvoiceIn). Without an Idempotency-Key this is one
         statement on one connection (atomic by itself: no BEGIN/COMMIT round trips)."""
         content_hash = inv.content_hash()
@@ -85,16 +85,16 @@ class InvoiceService:
         for attempt in range(1, 4):
             try:
                 async with self.pool.acquire() as conn:
-                    status, headers, body = await work(conn)
+                    reply = await work(conn)
                 break
             except RETRYABLE as exc:
                 if attempt == 3:
                     raise
                 log.warning("ingest.transaction.retry", error=repr(exc), attempt=attempt)
-        return Response(body, status_code=status, headers=headers)
+        return reply
 
     async def _create_one(self, conn: asyncpg.Connection, tenant_id: str, inv: Any, content_hash: bytes,
-                          path: str) -> tuple[int, dict[str, str], bytes]:
+                          path: str) -> Reply:
         invoice_id, now = new_id("inv"), utcnow()
         event = OutboxRow(tenant_id, invoice_id, inv, isoformat(now), current_traceparent())
         row = await repository.create_one(conn, tenant_id, invoice_id=invoice_id, new_customer_id=new_id("cus"),
@@ -120,6 +120,11 @@ class InvoiceService:
         problem["invoice_id"] = existing_id
         return _json(409, problem)
 
+    async def read_detail(self, tenant_id: str, invoice_id: str) -> dict[str, Any] | None:
+        """The invoice with its payments and timeline, read from one snapshot; None if it is not the tenant's."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            return await self.detail(conn, tenant_id, invoice_id)
+
     async def detail(self, conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> dict[str, Any] | None:
         row = await repository.get_invoice(conn, tenant_id, invoice_id)
         if row is None:
@@ -131,7 +136,7 @@ class InvoiceService:
     # --- many invoices ------------------------------------------------------------------------
 
     async def create_many(self, tenant_id: str, items: list[Any], *, key: str | None = None,
-                          fingerprint: bytes | None = None) -> Response:
+                          fingerprint: bytes | None = None) -> Reply:
         async def work(conn: asyncpg.Connection):
             results = await BulkImport(conn, tenant_id).run(items)
             summary = {"created": 0, "existing": 0, "failed": 0}

@@ -20,5 +20,3 @@ class Settings(CommonSettings):
     idempotency_stale_seconds: int = 60
     bulk_max_items: int = 10_000
     bulk_max_bytes: int = 64 * 1024 * 1024
-    # API key -> tenant lookups are cached this long (a revoked key stops working within this time).
-    auth_cache_seconds: float = 5.0

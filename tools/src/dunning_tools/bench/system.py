@@ -282,7 +282,7 @@ async def bench_escalate_and_deliver(stack: Stack, client: httpx.AsyncClient) ->
         early = len(stages.of("dunning.StageEscalated.v1", tenant["tenant_id"]))
         restarted = time.time()
         for sp in scheduler:
-            stack.start(sp)
+            sp.start()
         await stages.wait_for("dunning.StageEscalated.v1", tenant["tenant_id"], N_ESCALATE, timeout=300)
         times = [t for t, _ in stages.of("dunning.StageEscalated.v1", tenant["tenant_id"]) if t >= restarted]
         note = (f" ({early} fired before the scheduler was stopped: the import took longer than the {lead} s lead)"
@@ -299,7 +299,7 @@ async def bench_escalate_and_deliver(stack: Stack, client: httpx.AsyncClient) ->
     maildir = stack.workdir / "mail" / "new"
     before = set(os.listdir(maildir)) if maildir.exists() else set()
     for sp in notifier:
-        stack.start(sp)
+        sp.start()
     await asyncio.sleep(DELIVERY_WINDOW)
     stamps = sorted(os.stat(maildir / f).st_mtime for f in set(os.listdir(maildir)) - before)
     if len(stamps) > 1:

@@ -48,7 +48,8 @@ import orjson
 from dunning_cli.tenants import create_tenant
 from dunning_tools.chaos import checks
 from dunning_tools.chaos.checks import RACE_MS, STAGES, ts
-from dunning_tools.stack.system import Ports, ServiceProc, Stack
+from dunning_tools.stack.service import ServiceProc
+from dunning_tools.stack.system import Ports, Stack
 
 LEAD = 8.0          # issue -> first stage: the invoice is planned well before anything falls due
 BATCH_EVERY = 0.5   # one bulk import every half second
@@ -318,12 +319,12 @@ class Run:
         await sleep_until(self.t0 + lo)
         while time.time() < self.t0 + hi:
             next_kill = time.time() + self.rng.uniform(*self.cfg.kill_every)
-            alive = [sp for sp in self.stack.procs if sp.proc.poll() is None]
+            alive = [sp for sp in self.stack.procs if sp.running()]
             sp = self.rng.choice(alive)
             fault = Fault("kill", f"{sp.name}#{sp.replica}", time.time())
             self.down.add(id(sp))
             try:
-                self.stack.kill(sp, signal.SIGKILL)
+                sp.kill(signal.SIGKILL)
             except subprocess.TimeoutExpired:
                 self.notes.append(f"{fault.target} still not reaped 10 s after SIGKILL")
             self.faults.append(fault)
@@ -334,7 +335,7 @@ class Run:
 
     def restart(self, sp: ServiceProc, fault: Fault) -> None:
         offset = sp.log_path.stat().st_size if sp.log_path.exists() else 0
-        self.stack.restart(sp)
+        sp.start()
         self.down.discard(id(sp))
         fault.restarted_at = time.time()
         asyncio.ensure_future(self.watch_started(sp, offset, fault))

@@ -4,19 +4,16 @@ Used by `make run`, the e2e tests, the demo and the bench, so all of them run th
 """
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from dunning_tools.stack.postgres import EmbeddedPostgres
 from dunning_tools.stack.procs import free_port, port_in_use, spawn, stop, wait_for_port
+from dunning_tools.stack.service import ServiceProc
 from dunning_tools.stack.tansu import TansuBroker
 
 SERVICES = {  # name -> (python package, env prefix, default port)
@@ -40,21 +37,6 @@ class Ports:
     def free(cls) -> "Ports":
         return cls(free_port(), free_port(), free_port(), free_port(), {n: free_port() for n in SERVICES},
                    free_port())
-
-
-@dataclass
-class ServiceProc:
-    name: str
-    replica: int
-    port: int
-    env: dict[str, str]
-    log_path: Path
-    proc: object = None
-    restarts: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 class Stack:
@@ -150,30 +132,13 @@ class Stack:
                 env = self.service_env(name, port)
                 if count > 1:
                     env[f"{SERVICES[name][1]}HTTP_REUSE_PORT"] = "true"
-                sp = ServiceProc(name, replica, port, env,
-                                 self.workdir / "logs" / f"{name}{'-' + str(replica) if replica else ''}.log")
+                sp = ServiceProc(name, SERVICES[name][0], port, env,
+                                 self.workdir / "logs" / f"{name}{'-' + str(replica) if replica else ''}.log",
+                                 replica=replica)
                 self.procs.append(sp)
-                self.start(sp)
+                sp.start()
         for sp in self.procs:
-            self.wait_ready(sp)
-
-    def start(self, sp: ServiceProc) -> None:
-        package = SERVICES[sp.name][0]
-        sp.proc = spawn([sys.executable, "-m", package], env=sp.env, log_path=sp.log_path)
-
-    def wait_ready(self, sp: ServiceProc, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if sp.proc.poll() is not None:
-                tail = sp.log_path.read_text()[-3000:] if sp.log_path.exists() else ""
-                raise RuntimeError(f"{sp.name} exited with {sp.proc.returncode}:\n{tail}")
-            try:
-                if httpx.get(f"{sp.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{sp.name} not ready on {sp.url} after {timeout}s")
+            sp.wait_ready()
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports.services[name]}"
@@ -186,36 +151,16 @@ class Stack:
         """Supervise: start again any service process that died (what an orchestrator does)."""
         restarted = []
         for sp in self.procs:
-            if sp.proc is not None and sp.proc.poll() is not None:
-                sp.restarts += 1
-                self.start(sp)
+            if sp.proc is not None and not sp.running():
+                sp.start()
                 restarted.append(f"{sp.name}#{sp.replica}")
         return restarted
 
-    def kill(self, sp: ServiceProc, sig: int = signal.SIGKILL) -> bool:
-        """Signal one service process (its whole process group): SIGKILL is a crash (reaped before
-        returning), SIGSTOP/SIGCONT a freeze. Returns False when it was not running."""
-        if sp.proc is None or sp.proc.poll() is not None:
-            return False
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(sp.proc.pid, sig)
-        if sig == signal.SIGKILL:
-            sp.proc.wait(10)
-        return True
-
-    def restart(self, sp: ServiceProc) -> None:
-        """Start a dead service process again, as an orchestrator would (same port, env and log)."""
-        sp.restarts += 1
-        self.start(sp)
-
     def stop_services(self) -> None:
+        for sp in self.procs:  # SIGTERM to all first: they drain in parallel
+            sp.kill(signal.SIGTERM)
         for sp in self.procs:
-            if sp.proc is not None and sp.proc.poll() is None:
-                import signal
-
-                os.killpg(sp.proc.pid, signal.SIGTERM)
-        for sp in self.procs:
-            stop(sp.proc, timeout=30)
+            sp.stop(timeout=30)
 
     def stop(self) -> None:
         self.stop_services()

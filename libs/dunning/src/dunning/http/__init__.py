@@ -22,22 +22,3 @@ __all__ = [
     "encode_cursor", "hash_api_key", "limit_query", "new_api_key", "page", "problem_body", "problem_response",
     "route_template", "service_app",
 ]
-
-
-# --- the pre-factory calls, until every service builds its app with service_app (then removed) ---
-
-def install_tracing(app, service: str) -> None:  # pragma: no cover - transitional
-    app.add_middleware(TracingMiddleware, service=service)
-
-
-def install_health(app, pool_getter) -> None:  # pragma: no cover - transitional
-    from dunning.http.app import _install_health
-
-    _install_health(app, pool_getter())
-
-
-async def tenant_for_key(pool, authorization: str | None) -> str:  # pragma: no cover - transitional
-    return await ApiKeyAuth(pool, 0).tenant(authorization)
-
-
-from dunning.http.problems import install_problem_handlers  # noqa: E402
