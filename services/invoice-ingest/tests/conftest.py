@@ -13,6 +13,7 @@ import pytest
 from dunning import inbox, tenancy
 from dunning.db import create_pool, migrations_of
 from dunning.events import decode, dumps, new_event, schemas_dir, validate
+from dunning_tools.testing.outbox import outbox_events
 
 from dunning_ingest.bootstrap import build_app
 from dunning_ingest.handlers import HANDLERS
@@ -68,11 +69,6 @@ def invoice_payload(external_id: str | None = None, **overrides) -> dict:
     }
     body.update(overrides)
     return body
-
-
-async def outbox_events(pool, event_type: str | None = None) -> list[dict]:
-    rows = await pool.fetch("SELECT event_type, payload FROM outbox ORDER BY id")
-    return [orjson.loads(bytes(r["payload"])) for r in rows if event_type in (None, r["event_type"])]
 
 
 def example(name: str, file: str) -> dict:

@@ -24,6 +24,7 @@ from dunning_tools.stack.procs import free_port
 from dunning_tools.stack.service import ServiceProc
 from dunning.ids import new_id
 from dunning_tools.testing.kafka import commit_group_at_end
+from dunning_tools.testing.outbox import outbox_events
 from dunning_notifier.bootstrap import build_dispatcher
 from dunning_notifier.handlers import record_delivery
 from dunning_notifier.settings import Settings
@@ -70,11 +71,6 @@ def _notifier_settings(**overrides) -> Settings:
                 lease_seconds=30, smtp_timeout=5, smtp_send_timeout=10, relay_enabled=False)
     base.update(overrides)
     return Settings(**base)
-
-
-async def _outbox_events(conn: asyncpg.Connection | asyncpg.Pool, invoice_id: str) -> list[dict]:
-    rows = await conn.fetch("SELECT payload FROM outbox WHERE key = $1 ORDER BY id", invoice_id)
-    return [orjson.loads(bytes(r["payload"])) for r in rows]
 
 
 async def _consume(pool: asyncpg.Pool, envelope: dict) -> None:
@@ -222,7 +218,7 @@ def notifier_settings():
 
 @pytest.fixture(scope="session")
 def outbox_events():
-    return _outbox_events
+    return lambda db, invoice_id: outbox_events(db, invoice_id=invoice_id)
 
 
 @pytest.fixture(scope="session")

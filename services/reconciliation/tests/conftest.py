@@ -12,6 +12,7 @@ from dunning import tenancy
 from dunning.db import create_pool, migrations_of
 from dunning.events import decode, dumps, new_event, validate
 from dunning.ids import new_id
+from dunning_tools.testing.outbox import outbox_events as shared_outbox_events
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.api import Deps, create_app
 from dunning_reconciliation.handlers import on_invoice_issued
@@ -94,11 +95,7 @@ async def post_webhook(client, body: bytes, *, secret: str = SECRET, tenant_id: 
 
 
 async def outbox_events(pool, invoice_id: str | None = None) -> list[dict]:
-    rows = await pool.fetch("SELECT payload FROM outbox WHERE topic = 'dunning.payments.v1' ORDER BY id")
-    events = [orjson.loads(bytes(r["payload"])) for r in rows]
-    for env in events:
-        validate(env)  # every event we emit must satisfy its contract
-    return [e for e in events if invoice_id is None or e["subject"] == invoice_id]
+    return await shared_outbox_events(pool, invoice_id=invoice_id, topic="dunning.payments.v1")
 
 
 async def counts(pool) -> dict:

@@ -12,6 +12,7 @@ from dunning.clock import utcnow
 from dunning.db import create_pool, migrations_of
 from dunning.events import decode, dumps, new_event, validate
 from dunning.ids import new_id
+from dunning_tools.testing.outbox import outbox_events
 from dunning_tools.testing import kafka
 
 from dunning_scheduler.bootstrap import handlers_for
@@ -83,13 +84,6 @@ async def apply(pool, envelope: dict, topic: str = "test") -> bool:
             return False
         await BY_TYPE[event.type].each(conn, event)
     return True
-
-
-async def outbox_events(pool, event_type: str | None = None, invoice_id: str | None = None) -> list[dict]:
-    rows = await pool.fetch("SELECT payload FROM outbox ORDER BY id")
-    events = [orjson.loads(bytes(r["payload"])) for r in rows]
-    return [e for e in events if (event_type is None or e["type"] == event_type)
-            and (invoice_id is None or e["subject"] == invoice_id)]
 
 
 async def timers(pool, invoice_id: str) -> list:
