@@ -9,6 +9,7 @@ import asyncpg
 from dunning.consumer import ConsumerRunner, HandlerTable
 from dunning.metrics import metrics_of
 from dunning.runtime import Service, housekeeping_for, open_infrastructure, relay_for
+from prometheus_client import Histogram
 
 from dunning_scheduler import metrics as scheduler_metrics
 from dunning_scheduler.api import create_app
@@ -16,6 +17,7 @@ from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.handlers import HANDLERS
 from dunning_scheduler.policy_store import ActivePolicies
 from dunning_scheduler.settings import Settings
+
 
 def inject(table: HandlerTable, **dependencies) -> HandlerTable:
     """The handler table with each handler's dependencies bound (a handler names what it needs as
@@ -28,15 +30,17 @@ def inject(table: HandlerTable, **dependencies) -> HandlerTable:
     return {t: replace(spec, each=bound(spec.each), batch=bound(spec.batch)) for t, spec in table.items()}
 
 
-def handlers_for(policies: ActivePolicies) -> HandlerTable:
-    """The handler table with the process's policy cache injected."""
-    return inject(HANDLERS, policies=policies)
+def handlers_for(policies: ActivePolicies, cancel_latency: Histogram | None = None) -> HandlerTable:
+    """The handler table with the process's policy cache (and cancel-latency histogram) injected."""
+    return inject(HANDLERS, policies=policies, cancel_latency=cancel_latency)
 
 
-def consumer_for(settings: Settings, pool: asyncpg.Pool, policies: ActivePolicies | None = None) -> ConsumerRunner:
+def consumer_for(settings: Settings, pool: asyncpg.Pool, policies: ActivePolicies | None = None, *,
+                 cancel_latency: Histogram | None = None) -> ConsumerRunner:
     # Positions: the payments gate compares the payments offsets applied with the watermark's.
     return ConsumerRunner.from_settings(settings, pool, name=settings.service_name,
-                                        handlers=handlers_for(policies or ActivePolicies()), track_positions=True)
+                                        handlers=handlers_for(policies or ActivePolicies(), cancel_latency),
+                                        track_positions=True)
 
 
 def firing_loop_for(settings: Settings, pool: asyncpg.Pool) -> FiringLoop:
@@ -47,12 +51,13 @@ def firing_loop_for(settings: Settings, pool: asyncpg.Pool) -> FiringLoop:
 async def bootstrap(settings: Settings) -> Service:
     pool, producer = await open_infrastructure(settings)
     workers = [housekeeping_for(settings, pool)]
+    cancel_latency = scheduler_metrics.cancel_latency()
     if settings.consumer_enabled:
-        workers.append(consumer_for(settings, pool))
+        workers.append(consumer_for(settings, pool, cancel_latency=cancel_latency))
     firing = firing_loop_for(settings, pool) if settings.firing_enabled else None
     if firing is not None:
         workers.append(firing)
     app = create_app(pool, settings, firing=firing)
-    scheduler_metrics.instrument(metrics_of(app), pool)  # timer backlog, watermark age
+    scheduler_metrics.instrument(metrics_of(app), pool, latency=cancel_latency)  # backlog, watermark age, latency
     return Service(name=settings.service_name, settings=settings, pool=pool, producer=producer, app=app,
                    workers=workers, relay=relay_for(settings, pool, producer))

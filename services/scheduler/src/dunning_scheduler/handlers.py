@@ -11,7 +11,8 @@ has claimed the event id, and writes its events to the outbox in that same trans
 - PaymentsWatermark: keep reconciliation's statement (the firing gate, see repository._FIRE_DUE)
   and wake the firing loop. Idempotent by construction, so it skips the inbox.
 
-The table at the end is the whole of it; bootstrap binds the process's policy cache (`policies`).
+The table at the end is the whole of it; bootstrap binds the process's policy cache (`policies`) and
+the cancel-latency histogram (`cancel_latency`, see metrics.py).
 """
 
 import asyncpg
@@ -21,6 +22,7 @@ from dunning.consumer import HandlerSpec, Rejected
 from dunning.contracts import InvoiceIssued, PaymentReceived, PaymentsWatermark
 from dunning.events import Event
 from dunning.logging import get_logger
+from prometheus_client import Histogram
 
 from dunning_scheduler import messages, repository
 from dunning_scheduler.planner import TIMERS_CHANNEL, plan_invoices
@@ -41,7 +43,8 @@ async def on_invoices_issued(conn: asyncpg.Connection, events: list[Event[Invoic
     await plan_invoices(conn, events, policies=policies)
 
 
-async def on_payment_received(conn: asyncpg.Connection, event: Event[PaymentReceived]) -> None:
+async def on_payment_received(conn: asyncpg.Connection, event: Event[PaymentReceived], *,
+                              cancel_latency: Histogram | None = None) -> None:
     payment = event.data
     invoice_id, tenant_id = payment.invoice_id, event.tenant_id
     if payment.tenant_id != tenant_id or invoice_id != event.subject:
@@ -63,11 +66,14 @@ async def on_payment_received(conn: asyncpg.Connection, event: Event[PaymentRece
              planned=row["planned_at"] is not None)
     if not cancelled:
         return
+    cancelled_at = cancelled[0]["cancelled_at"] or utcnow()
     await outbox.add(conn, messages.stages_cancelled(
         tenant_id=tenant_id, invoice_id=invoice_id, reason=SETTLED, cause_event_id=event.id,
-        cancelled_at=cancelled[0]["cancelled_at"] or utcnow(), rows=cancelled,
+        cancelled_at=cancelled_at, rows=cancelled,
     ))
     log.info("scheduler.stages.cancelled", reason=SETTLED, count=len(cancelled))
+    if cancel_latency is not None:  # acknowledged by reconciliation -> cancelled here
+        cancel_latency.observe(max((cancelled_at - payment.acknowledged_at).total_seconds(), 0.0))
 
 
 async def on_payments_watermarks(conn: asyncpg.Connection, events: list[Event[PaymentsWatermark]]) -> None:
