@@ -10,8 +10,7 @@ import pytest
 from dunning.events import envelope, validate
 
 from dunning_ingest.messages import OutboxRow, invoice_issued, issued_rows, new_uuids
-from dunning_ingest.schemas import invoice_adapter
-from dunning_ingest.validation import amount_text, fast_invoice
+from dunning_ingest.invoice_input import amount_text, fast_validate_invoice_in, invoice_adapter
 
 pytestmark = pytest.mark.unit
 
@@ -59,9 +58,9 @@ def _fields(inv) -> dict:
 def test_the_fast_checks_accept_only_what_the_model_accepts_and_read_it_the_same(changes, cached):
     body = {**BASE, **changes}
     customers: dict | None = {} if cached else None
-    fast = fast_invoice(body, customers)
+    fast = fast_validate_invoice_in(body, customers)
     if cached:
-        assert fast_invoice(body, customers) is not None if fast is not None else fast_invoice(body, customers) is None
+        assert fast_validate_invoice_in(body, customers) is not None if fast is not None else fast_validate_invoice_in(body, customers) is None
     try:
         model = invoice_adapter.validate_python(body)
     except Exception:  # noqa: BLE001 - a ValidationError: the fast path must refuse it too
@@ -76,13 +75,13 @@ def test_the_fast_checks_accept_only_what_the_model_accepts_and_read_it_the_same
 def test_the_common_shapes_take_the_fast_path():
     for changes in ({}, {"currency": "JPY", "amount_due": "158000"}, {"metadata": {"po": "1"}},
                     {"payment_url": "https://pay.example.com/i/1"}):
-        assert fast_invoice({**BASE, **changes}) is not None
+        assert fast_validate_invoice_in({**BASE, **changes}) is not None
 
 
 def test_a_customer_cache_never_mixes_up_customers():
     customers: dict = {}
-    a = fast_invoice({**BASE, "customer": {**C, "name": "A", "email": "a@x.de"}}, customers)
-    b = fast_invoice({**BASE, "customer": {"email": "A", "name": "a@x.de", **{k: C[k] for k in
+    a = fast_validate_invoice_in({**BASE, "customer": {**C, "name": "A", "email": "a@x.de"}}, customers)
+    b = fast_validate_invoice_in({**BASE, "customer": {"email": "A", "name": "a@x.de", **{k: C[k] for k in
                                                                               ("external_id", "locale", "timezone")}}},
                      customers)
     assert a is not None and a.customer.name == "A"
@@ -96,7 +95,7 @@ def test_uuids_are_random_version_4():
 
 
 def test_invoice_issued_events_of_both_paths_match_the_contract_and_each_other():
-    inv = fast_invoice({**BASE, "metadata": {"customer_id": "\u0001", "po": "1"}})
+    inv = fast_validate_invoice_in({**BASE, "metadata": {"customer_id": "\u0001", "po": "1"}})
     customer_id, invoice_id = "cus_01JB2F7H9K3M5N7P9Q1R3S5T7V", "inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA"
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     row = OutboxRow("ten_1", invoice_id, inv, "2026-11-02T10:00:00Z", traceparent)

@@ -15,7 +15,7 @@ from dunning.events import envelope, validate
 from dunning.outbox import headers_of, lane_of
 
 from dunning_ingest.messages import OutboxRow, invoice_issued, issued_rows
-from dunning_ingest.validation import fast_invoice
+from dunning_ingest.invoice_input import fast_validate_invoice_in
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +43,7 @@ invoices = st.fixed_dictionaries({
            lambda d: d.replace(tzinfo=timezone.utc)),
        st.none() | st.just("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"))
 def test_the_bulk_rows_are_the_envelopes_of_the_one_builder(items, issued_at, traceparent):
-    accepted = [(f"inv_{i}", f"cus_{c}", fast_invoice(obj)) for obj, i, c in items]
+    accepted = [(f"inv_{i}", f"cus_{c}", fast_validate_invoice_in(obj)) for obj, i, c in items]
     accepted = [(i, c, inv) for i, c, inv in accepted if inv is not None]
     assume(accepted)
     issued_text = instant_text(issued_at)

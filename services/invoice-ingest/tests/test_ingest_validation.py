@@ -7,7 +7,7 @@ from dunning.clock import utcnow
 from dunning.events import envelope, validate
 
 from dunning_ingest.messages import invoice_issued
-from dunning_ingest.schemas import error_list, invoice_adapter
+from dunning_ingest.invoice_input import error_list, invoice_adapter
 
 pytestmark = pytest.mark.unit
 
@@ -125,4 +125,3 @@ def test_invoice_issued_built_from_an_accepted_invoice_matches_its_schema():
     validate(env)
     assert env["data"]["amount_due"] == "158000"
     assert env["data"]["customer"]["locale"] == "en-GB"
-

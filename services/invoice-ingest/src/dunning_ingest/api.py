@@ -23,8 +23,9 @@ from dunning.http import JSON_BODY, ApiKeyAuth, Cursor, Problem, decode_cursor, 
 from dunning_ingest import repository
 from dunning_ingest.bulk import gc_paused
 from dunning_ingest.idempotency import Reply, checked_key
-from dunning_ingest.representation import INVOICE_ID, invoice_json
-from dunning_ingest.schemas import BulkResponse, InvoiceDetail, InvoiceIn, InvoiceList, canonical_fingerprint
+from dunning_ingest.invoice_input import InvoiceIn
+from dunning_ingest.invoice_output import INVOICE_ID, InvoiceDetail, invoice_out_json
+from dunning_ingest.schemas import BulkResponse, InvoiceList, canonical_fingerprint
 from dunning_ingest.service import InvoiceService
 from dunning_ingest.settings import Settings
 from dunning_ingest.validation import decode_invoice
@@ -161,7 +162,7 @@ def create_app(deps: Deps) -> FastAPI:
             rows = await repository.list_invoices(conn, tenant_id, status=status, customer=customer,
                                                   due_before=due_before, due_after=due_after, after_id=after_id,
                                                   limit=limit + 1)
-        return _json(page(rows, limit, key=lambda r: r["id"], view=invoice_json))
+        return _json(page(rows, limit, key=lambda r: r["id"], view=invoice_out_json))
 
     _document_invoice_in(app)
     return app

@@ -6,7 +6,7 @@ set-based statement each), Python validates chunk k+1, so the two CPUs of a smal
 the same time. Within the request an external_id counts once: its first valid item decides, a
 later identical item is "existing", a different one a "conflict".
 
-Per item the Python work is kept to the checks themselves (validation.fast_invoice; pydantic only
+Per item the Python work is kept to the checks themselves (invoice_input.fast_validate_invoice_in; pydantic only
 for items that fail, to name their errors), one content hash, and one orjson.dumps of its event;
 ids come in batches (dunning.ids.new_ids) and rows go to PostgreSQL as columns.
 """
@@ -25,8 +25,7 @@ from dunning.clock import isoformat, utcnow
 from dunning_ingest import repository
 from dunning_ingest.messages import INVOICE_ISSUED, current_traceparent, issued_rows, topic
 from dunning.ids import new_ids
-from dunning_ingest.schemas import error_list, invoice_adapter
-from dunning_ingest.validation import amount_text, fast_invoice
+from dunning_ingest.invoice_input import amount_text, error_list, fast_validate_invoice_in, invoice_adapter
 
 CHUNK = 1000
 YIELD_EVERY = 100  # validated items between two chances for the loop to serve the writer's I/O
@@ -82,7 +81,7 @@ class BulkImport:
         self.created: dict[str, str] = {}                    # external_id -> new invoice id
         self.existing: dict[str, tuple[str, bytes]] = {}     # external_id -> (id, content hash)
         self.customers: dict[str, tuple[str, Any]] = {}      # external_id -> (id, data written)
-        self.checked: dict = {}                               # customer values -> validation.Customer
+        self.checked: dict = {}                               # customer values -> FastCustomerIn
 
     async def run(self, items: list[Any]) -> list[dict[str, Any]]:
         """One result per item, in order."""
@@ -110,7 +109,7 @@ class BulkImport:
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             item = items[index]
-            inv = fast_invoice(item, self.checked)
+            inv = fast_validate_invoice_in(item, self.checked)
             if inv is None:
                 try:
                     inv = invoice_adapter.validate_python(item)

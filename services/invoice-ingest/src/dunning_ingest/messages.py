@@ -25,7 +25,7 @@ from dunning.contracts import Customer, InvoiceIssued, topic as topic_of_record
 from dunning.events import dataschema, envelope
 from dunning.outbox import LANES, headers_of, lane_of
 
-from dunning_ingest.validation import amount_text
+from dunning_ingest.invoice_input import amount_text
 
 INVOICE_ISSUED = InvoiceIssued.TYPE
 # Stands in for the customer id when the payload is serialised before the customer upsert has said

@@ -22,7 +22,7 @@ from dunning_ingest.bulk import BulkImport, conflict_message
 from dunning_ingest.messages import INVOICE_ISSUED, OutboxRow, current_traceparent, topic
 from dunning_ingest.idempotency import IdempotencyStore, Reply
 from dunning.ids import new_id
-from dunning_ingest.representation import detail_json, new_invoice_row
+from dunning_ingest.invoice_output import invoice_detail_json, new_invoice_row
 
 log = get_logger(__name__)
 JSON = "application/json"
@@ -73,7 +73,7 @@ class InvoiceService:
 
     async def create(self, tenant_id: str, inv: Any, *, path: str, key: str | None = None,
                      fingerprint: bytes | None = None) -> Reply:
-        """`inv`: a validation.Invoice (or a schemas.InvoiceIn). Without an Idempotency-Key this is one
+        """`inv`: an invoice_input.FastInvoiceIn (or an InvoiceIn). Without an Idempotency-Key this is one
         statement on one connection (atomic by itself: no BEGIN/COMMIT round trips)."""
         content_hash = inv.content_hash()
 
@@ -103,7 +103,7 @@ class InvoiceService:
         if row["created_id"] is not None:
             # debug: a log line is a write(2) per request, a fifth of its CPU; the outbox event is the record.
             log.debug("ingest.invoice.created", invoice_id=invoice_id, external_id=inv.external_id)
-            body = detail_json(new_invoice_row(invoice_id, row["customer_id"], inv, now))
+            body = invoice_detail_json(new_invoice_row(invoice_id, row["customer_id"], inv, now))
             return _json(201, body, {"location": f"{path}/{invoice_id}"})
         existing_id, existing_hash = row["existing_id"], row["existing_hash"]
         if existing_id is None:  # created concurrently after this statement's snapshot
@@ -131,7 +131,7 @@ class InvoiceService:
             return None
         payments = await repository.payments_of(conn, invoice_id)
         stages, history = await repository.timeline_of(conn, invoice_id)
-        return detail_json(row, payments, stages, history)
+        return invoice_detail_json(row, payments, stages, history)
 
     # --- many invoices ------------------------------------------------------------------------
 

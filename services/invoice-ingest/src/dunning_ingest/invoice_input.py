@@ -1,0 +1,379 @@
+"""The invoice an accounting system sends, validated twice over: `InvoiceIn`, the pydantic model
+(the rules, the error messages naming the field, the OpenAPI schema), and its hand-tuned mirror
+`fast_validate_invoice_in`, which checks the common case, a well-formed invoice, with the very same
+rules into plain slotted objects (`FastInvoiceIn`, ~4 us an invoice against ~11 us for the model;
+the bulk path takes 10,000 a request).
+
+The mirror may only be stricter than the model, never laxer: whatever it does not accept, for
+whatever reason, goes through `InvoiceIn`, which then names every bad field (or accepts it: the
+result is the same either way). So every error a caller sees comes from the model. The parity test
+(tests/test_ingest_invoice_input.py, property-based) holds the two equal.
+
+Input refuses rather than repairs: an amount is a decimal *string* with no more decimals than its
+currency has (JPY "1000", EUR "1250.00"), dates are YYYY-MM-DD, the locale is BCP 47 and known to
+CLDR (babel), the time zone is an IANA name (zoneinfo). The same rules check one invoice (POST
+/v1/invoices) and each item of a bulk import.
+"""
+
+import hashlib
+import re
+from datetime import date
+from decimal import Decimal
+from functools import lru_cache
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from babel import Locale
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationInfo
+from pydantic import PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from dunning.money import MoneyError, exponent, format_amount, parse_amount, validate_currency
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+# http(s), a host (name, IPv4 or [IPv6]) with an optional port, then anything but whitespace.
+_URL = re.compile(r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                  r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:[/?#]\S*)?$")
+# The contract's shapes (schemas/events/InvoiceIssued.v1.schema.json), checked before the registries.
+_LOCALE_SHAPE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_TZ_SHAPE = re.compile(r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+){0,2}$")
+
+
+def _error(code: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(code, message)
+
+
+@lru_cache(maxsize=4096)
+def _known_locale(value: str) -> bool:
+    if not _LOCALE_SHAPE.fullmatch(value):
+        return False
+    try:
+        Locale.parse(value, sep="-")
+    except Exception:  # noqa: BLE001 - ValueError, or babel's UnknownLocaleError
+        return False
+    return True
+
+
+@lru_cache(maxsize=4096)
+def _known_timezone(value: str) -> bool:
+    if not _TZ_SHAPE.fullmatch(value):
+        return False
+    try:
+        ZoneInfo(value)
+    except Exception:  # noqa: BLE001 - ZoneInfoNotFoundError, ValueError, IsADirectoryError ...
+        return False
+    return True
+
+
+@lru_cache(maxsize=1024)
+def _currency(value: str) -> str | None:
+    try:
+        return validate_currency(value)
+    except MoneyError:
+        return None
+
+
+def check_locale(value: str) -> str:
+    if not _known_locale(value):
+        raise _error("locale", "must be a BCP 47 locale known to CLDR, such as en-GB or de-DE")
+    return value
+
+
+def check_timezone(value: str) -> str:
+    if not _known_timezone(value):
+        raise _error("timezone", "must be an IANA time zone such as Europe/Berlin")
+    return value
+
+
+def check_currency(value: str) -> str:
+    if _currency(value) is None:
+        try:
+            validate_currency(value)
+        except MoneyError as exc:
+            raise _error("currency", str(exc)) from None
+    return value
+
+
+def check_email(value: str) -> str:
+    if not _EMAIL.fullmatch(value) or not storable(value):
+        raise _error("email", "must be an email address such as ap@example.com")
+    return value
+
+
+def storable(value: str) -> bool:
+    """PostgreSQL text takes neither NUL characters nor lone surrogates (JSON can carry both)."""
+    if "\x00" in value:
+        return False
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+def check_text(value: str) -> str:
+    if not storable(value):
+        raise _error("text", "must be text without NUL characters or unpaired surrogates")
+    return value
+
+
+def check_not_blank(value: str) -> str:
+    if not value.strip():
+        raise _error("blank", "must not be blank")
+    return check_text(value)
+
+
+def check_date_text(value: Any) -> Any:
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        raise _error("date_format", "must be a date string such as \"2026-11-30\" (YYYY-MM-DD)")
+    return value
+
+
+def check_payment_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if len(value) > 2048 or not _URL.fullmatch(value) or not storable(value):
+        raise _error("url", "must be an http or https URL of at most 2048 characters")
+    return value
+
+
+def check_amount(value: Any, info: ValidationInfo) -> Decimal:
+    if not isinstance(value, str):
+        raise _error("amount_type", "must be a decimal string such as \"1250.00\", not a JSON number "
+                     "(numbers lose precision)")
+    currency = info.data.get("currency")
+    try:
+        # Without a valid currency only the shape can be checked (the currency error is reported).
+        return parse_amount(value, currency) if currency else parse_amount(value, "CLF")
+    except MoneyError as exc:
+        raise _error("amount", str(exc)) from None
+
+
+def check_due_date(value: date, info: ValidationInfo) -> date:
+    issued = info.data.get("issue_date")
+    if issued is not None and value < issued:
+        raise _error("due_before_issue", f"must be on or after issue_date ({issued.isoformat()})")
+    return value
+
+
+Text = Annotated[str, Field(min_length=1), AfterValidator(check_not_blank)]
+IsoDate = Annotated[date, BeforeValidator(check_date_text)]
+Amount = Annotated[
+    Decimal, PlainValidator(check_amount),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,3})?$", "examples": ["1250.00", "158000"],
+                    "description": "Decimal string in major units, with at most the currency's ISO 4217 decimals."}),
+]
+
+
+class CustomerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: Annotated[Text, Field(max_length=200, description="The customer's id in the accounting system.")]
+    name: Annotated[Text, Field(max_length=300)]
+    email: Annotated[str, Field(max_length=254), AfterValidator(check_email)]
+    locale: Annotated[str, Field(max_length=35, examples=["en-GB"]), AfterValidator(check_locale)]
+    timezone: Annotated[str, Field(max_length=64, examples=["Europe/Berlin"]), AfterValidator(check_timezone)]
+
+
+class InvoiceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: Annotated[Text, Field(max_length=200, description="The invoice's id in the accounting system; "
+                                                                   "idempotency key for creation.")]
+    number: Annotated[Text, Field(max_length=100)]
+    customer: CustomerIn
+    currency: Annotated[str, Field(examples=["EUR"]), AfterValidator(check_currency)]  # before amount_due
+    amount_due: Amount
+    issue_date: IsoDate
+    due_date: Annotated[IsoDate, AfterValidator(check_due_date)]
+    payment_url: Annotated[str | None, AfterValidator(check_payment_url)] = None
+    metadata: Annotated[
+        dict[Annotated[str, Field(min_length=1, max_length=40), AfterValidator(check_text)],
+             Annotated[str, Field(max_length=500), AfterValidator(check_text)]],
+        Field(max_length=50, description="String to string, at most 50 keys."),
+    ] = Field(default_factory=dict)
+
+    def content_hash(self) -> bytes:
+        """SHA-256 of the canonical content: equal for two requests that mean the same invoice."""
+        canonical = {
+            "external_id": self.external_id, "number": self.number, "customer": self.customer.__dict__,
+            "currency": self.currency, "amount_due": format_amount(self.amount_due, self.currency),
+            "issue_date": self.issue_date, "due_date": self.due_date, "payment_url": self.payment_url,
+            "metadata": self.metadata,
+        }
+        return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+invoice_adapter: TypeAdapter[InvoiceIn] = TypeAdapter(InvoiceIn)
+
+
+def error_list(exc, prefix: str = "") -> list[dict[str, str]]:
+    """A pydantic ValidationError as [{field, message}] with dotted paths (prefix.0.customer.locale)."""
+    out = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        path = ".".join(str(p) for p in err["loc"])
+        out.append({"field": f"{prefix}.{path}" if prefix and path else (prefix or path or "(body)"),
+                    "message": err["msg"]})
+    return out
+
+
+# --- the fast mirror of InvoiceIn ---------------------------------------------------------------------
+
+_CUSTOMER_KEYS = frozenset(("external_id", "name", "email", "locale", "timezone"))
+_INVOICE_KEYS = frozenset(("external_id", "number", "customer", "currency", "amount_due", "issue_date", "due_date",
+                           "payment_url", "metadata"))
+_REQUIRED = frozenset(("external_id", "number", "customer", "currency", "amount_due", "issue_date", "due_date"))
+_EMPTY: dict[str, str] = {}
+_AMOUNT = re.compile(r"([0-9]{1,15})(?:\.([0-9]{1,3}))?")
+_TOO_LARGE = Decimal(10) ** 15
+
+
+class FastCustomerIn:
+    """An accepted customer: the attributes of CustomerIn, without pydantic."""
+
+    __slots__ = ("external_id", "name", "email", "locale", "timezone")
+
+    def __init__(self, external_id: str, name: str, email: str, locale: str, timezone: str):
+        self.external_id, self.name, self.email, self.locale, self.timezone = external_id, name, email, locale, timezone
+
+
+class FastInvoiceIn:
+    """An accepted invoice: the attributes of InvoiceIn, without pydantic."""
+
+    __slots__ = ("external_id", "number", "customer", "currency", "amount_due", "issue_date", "due_date",
+                 "payment_url", "metadata", "amount_text")
+
+    def __init__(self, external_id, number, customer, currency, amount_due, issue_date, due_date, payment_url,
+                 metadata, amount_text):
+        self.external_id: str = external_id
+        self.number: str = number
+        self.customer: FastCustomerIn = customer
+        self.currency: str = currency
+        self.amount_due: Decimal = amount_due
+        self.issue_date: date = issue_date
+        self.due_date: date = due_date
+        self.payment_url: str | None = payment_url
+        self.metadata: dict[str, str] = metadata
+        self.amount_text: str = amount_text  # format_amount(amount_due, currency)
+
+    def content_hash(self) -> bytes:
+        """The same bytes as InvoiceIn.content_hash for the same invoice."""
+        c = self.customer
+        canonical = {
+            "external_id": self.external_id, "number": self.number,
+            "customer": {"external_id": c.external_id, "name": c.name, "email": c.email, "locale": c.locale,
+                         "timezone": c.timezone},
+            "currency": self.currency, "amount_due": self.amount_text, "issue_date": self.issue_date,
+            "due_date": self.due_date, "payment_url": self.payment_url, "metadata": self.metadata,
+        }
+        return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def amount_text(inv: Any) -> str:
+    """The canonical wire form of the amount, for a FastInvoiceIn or an InvoiceIn."""
+    text = getattr(inv, "amount_text", None)
+    return text if text is not None else format_amount(inv.amount_due, inv.currency)
+
+
+def _text(value: Any, max_length: int) -> bool:
+    """Text with a max_length: a non-blank str without NUL or lone surrogates."""
+    return type(value) is str and 0 < len(value) <= max_length and not value.isspace() and storable(value)
+
+
+@lru_cache(maxsize=4096)
+def _date_of(value: str) -> date | None:
+    if not _DATE.fullmatch(value):
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _date(value: Any) -> date | None:
+    return _date_of(value) if type(value) is str else None
+
+
+def _amount(value: Any, currency: str) -> tuple[Decimal, str] | None:
+    """dunning.money.parse_amount's value and its format_amount text, for plain amounts such as "1250.5";
+    None for anything else (parse_amount then decides, and names the problem)."""
+    m = _AMOUNT.fullmatch(value) if type(value) is str else None
+    if m is None:
+        return None
+    whole, fraction = m.groups()
+    digits = exponent(currency)
+    fraction = fraction or ""
+    if len(fraction) > digits:
+        return None
+    text = f"{int(whole)}.{fraction.ljust(digits, '0')}" if digits else str(int(whole))
+    amount = Decimal(text)
+    if not amount or amount >= _TOO_LARGE:
+        return None
+    return amount, text
+
+
+def _fast_customer(c: Any) -> FastCustomerIn | None:
+    if type(c) is not dict or c.keys() != _CUSTOMER_KEYS:
+        return None
+    cext, name, email, locale, tz = c["external_id"], c["name"], c["email"], c["locale"], c["timezone"]
+    if not (_text(cext, 200) and _text(name, 300)):
+        return None
+    if type(email) is not str or len(email) > 254 or not _EMAIL.fullmatch(email) or not storable(email):
+        return None
+    if type(locale) is not str or len(locale) > 35 or not _known_locale(locale):
+        return None
+    if type(tz) is not str or len(tz) > 64 or not _known_timezone(tz):
+        return None
+    return FastCustomerIn(cext, name, email, locale, tz)
+
+
+def fast_validate_invoice_in(obj: Any, customers: dict | None = None) -> FastInvoiceIn | None:
+    """The invoice if it is valid by the checks of InvoiceIn; None if not (or not sure: then ask InvoiceIn).
+
+    `customers`: a cache (customer values -> Customer) for the items of one import, which repeat
+    a few hundred customers over thousands of invoices."""
+    if type(obj) is not dict or not _REQUIRED.issubset(obj.keys()) or not _INVOICE_KEYS.issuperset(obj.keys()):
+        return None
+    c = obj["customer"]
+    customer = None
+    if customers is not None and type(c) is dict and c.keys() == _CUSTOMER_KEYS:
+        key = (c["external_id"], c["name"], c["email"], c["locale"], c["timezone"])
+        try:
+            customer = customers.get(key)
+        except TypeError:  # a list or an object in there: not a customer
+            return None
+        if customer is None:
+            customer = customers[key] = _fast_customer(c)
+    else:
+        customer = _fast_customer(c)
+    if customer is None:
+        return None
+    ext, number, currency = obj["external_id"], obj["number"], obj["currency"]
+    if not (_text(ext, 200) and _text(number, 100)):
+        return None
+    if type(currency) is not str or _currency(currency) is None:
+        return None
+    amount = _amount(obj["amount_due"], currency)
+    if amount is None:
+        return None
+    issue_date, due_date = _date(obj["issue_date"]), _date(obj["due_date"])
+    if issue_date is None or due_date is None or due_date < issue_date:
+        return None
+    url = obj.get("payment_url")
+    if url is not None and (type(url) is not str or len(url) > 2048 or not _URL.fullmatch(url) or not storable(url)):
+        return None
+    metadata = obj.get("metadata", _EMPTY)
+    if metadata:
+        if type(metadata) is not dict or len(metadata) > 50:
+            return None
+        for k, v in metadata.items():
+            if not (type(k) is str and 0 < len(k) <= 40 and type(v) is str and len(v) <= 500 and storable(k) and storable(v)):
+                return None
+    elif type(metadata) is not dict:
+        return None
+    else:
+        metadata = {}
+    return FastInvoiceIn(ext, number, customer, currency, amount[0], issue_date, due_date, url, metadata, amount[1])
