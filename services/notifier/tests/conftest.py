@@ -24,7 +24,7 @@ from dunning_tools.stack.procs import free_port
 from dunning_tools.stack.service import ServiceProc
 from dunning.ids import new_id
 from dunning_tools.testing.kafka import commit_group_at_end
-from dunning_tools.testing.outbox import outbox_events
+from dunning_tools.testing import outbox
 from dunning_notifier.bootstrap import build_dispatcher
 from dunning_notifier.handlers import record_delivery
 from dunning_notifier.settings import Settings
@@ -218,7 +218,7 @@ def notifier_settings():
 
 @pytest.fixture(scope="session")
 def outbox_events():
-    return lambda db, invoice_id: outbox_events(db, invoice_id=invoice_id)
+    return lambda db, invoice_id: outbox.outbox_events(db, invoice_id=invoice_id)
 
 
 @pytest.fixture(scope="session")
