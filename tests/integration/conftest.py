@@ -61,7 +61,7 @@ async def open_app(database_url: str, service: str, schema: str) -> tuple[Any, A
             from dunning_reconciliation import repository
 
             await repository.add_webhook_secret(conn, TENANT, WEBHOOK_SECRET)
-    settings = dict(DATABASE_URL=database_url, db_schema=schema, auth_cache_seconds=0)
+    settings = {"DATABASE_URL": database_url, "db_schema": schema, "auth_cache_seconds": 0}
     return _app(service, settings, pool), pool
 
 

@@ -132,7 +132,7 @@ def attempts(spec: dict) -> list[Attempt]:
             if "tenant_id" in path_params:
                 path_params["tenant_id"] = "ten_test_hostile_input"
 
-            def url(overrides: dict[str, str] | None = None) -> str:
+            def url(overrides: dict[str, str] | None = None, template=template, path_params=path_params) -> str:
                 values = {**{k: _quote(v) for k, v in path_params.items()}, **(overrides or {})}
                 return template.format(**values)
 

@@ -18,7 +18,8 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter
 
-from dunning.http import JSON_BODY, ApiKeyAuth, Cursor, Problem, decode_cursor, limit_query, page, service_app
+from dunning.http import (JSON_BODY, ApiKeyAuth, Cursor, Problem, TenantId, decode_cursor, limit_query, page,
+                          service_app)
 
 from dunning_ingest import repository
 from dunning_ingest.bulk import gc_paused
@@ -59,8 +60,8 @@ def create_app(deps: Deps) -> FastAPI:
     app = service_app(distribution="dunning-invoice-ingest", settings=settings, pool=deps.pool, tags=TAGS,
                       description="Accounting systems push invoices; the dunning timeline of each invoice "
                                   "reads back.",
-                      max_body_bytes=settings.bulk_max_bytes, own_string_checks={BULK_PATH: "invoices"})
-    Tenant = deps.auth.dependency
+                      max_body_bytes=settings.bulk_max_bytes, own_string_checks={BULK_PATH: "invoices"},
+                      auth=deps.auth)
     IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description=_IDEMPOTENCY_DOC)]
 
     async def create_invoice_of(request: Request, tenant_id: str) -> Response:
@@ -93,7 +94,7 @@ def create_app(deps: Deps) -> FastAPI:
                                               "first request is still running)"}},
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
                   "$ref": "#/components/schemas/InvoiceIn"}}}}})
-    async def create_invoice(request: Request, tenant_id: Tenant, idempotency_key: IdempotencyKey = None) -> Response:
+    async def create_invoice(request: Request, tenant_id: TenantId, idempotency_key: IdempotencyKey = None) -> Response:
         return await create_invoice_of(request, tenant_id)
 
     @app.post(BULK_PATH, response_class=Response, tags=["invoices"], operation_id="createInvoices",
@@ -104,7 +105,7 @@ def create_app(deps: Deps) -> FastAPI:
                   "type": "object", "required": ["invoices"], "additionalProperties": False,
                   "properties": {"invoices": {"type": "array", "maxItems": settings.bulk_max_items,
                                               "items": {"$ref": "#/components/schemas/InvoiceIn"}}}}}}}})
-    async def create_invoices(request: Request, tenant_id: Tenant,
+    async def create_invoices(request: Request, tenant_id: TenantId,
                               idempotency_key: IdempotencyKey = None) -> Response:
         limit = settings.bulk_max_items
         with gc_paused():
@@ -136,7 +137,7 @@ def create_app(deps: Deps) -> FastAPI:
     @app.get("/v1/invoices/{invoice_id}", response_class=Response, tags=["invoices"], operation_id="getInvoice",
              summary="An invoice with its payments and dunning timeline",
              responses={200: {"model": InvoiceDetail}, 404: {"description": "No such invoice for this tenant"}})
-    async def get_invoice(invoice_id: str, tenant_id: Tenant) -> Response:
+    async def get_invoice(invoice_id: str, tenant_id: TenantId) -> Response:
         if not INVOICE_ID.fullmatch(invoice_id):
             raise Problem(404, f"No invoice {invoice_id!r}.",
                           errors=[{"field": "invoice_id", "message": "not found", "code": "not_found"}])
@@ -149,7 +150,7 @@ def create_app(deps: Deps) -> FastAPI:
     @app.get("/v1/invoices", response_class=Response, tags=["invoices"], operation_id="listInvoices",
              summary="The tenant's invoices, newest first", responses={200: {"model": InvoiceList}})
     async def list_invoices(
-        tenant_id: Tenant,
+        tenant_id: TenantId,
         status: Literal["open", "paid", "void"] | None = None,
         customer: Annotated[str | None, Query(max_length=200, description="Customer external id")] = None,
         due_before: Annotated[date | None, Query(description="Due strictly before this date")] = None,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import FastAPI, Path, Query
 
-from dunning.http import Cursor, Page, Problem, api_key_auth, decode_cursor, limit_query, page, service_app
+from dunning.http import Cursor, Page, Problem, TenantId, decode_cursor, limit_query, page, service_app
 from dunning.metrics import instrument_app
 from dunning.settings import CommonSettings
 from dunning_notifier import metrics
@@ -36,14 +36,13 @@ def _out(row: asyncpg.Record) -> DeliveryOut:
 def create_app(deps: ApiDeps) -> FastAPI:
     app = service_app(distribution="dunning-notifier", settings=deps.settings, pool=deps.pool, tags=TAGS,
                       description="Reminder deliveries: what was sent to whom, when, and what failed.")
-    Tenant = api_key_auth(deps.settings, deps.pool).dependency
     # The /metrics every service has, with the notifier's delivery gauges and dispatcher counters.
     metrics.instrument(instrument_app(app, deps.settings.service_name), deps.pool, deps.counters)
 
     @app.get("/v1/deliveries", response_model=Page[DeliveryOut], tags=["deliveries"], operation_id="listDeliveries",
              summary="List the tenant's deliveries, newest first")
     async def list_deliveries(
-        tenant_id: Tenant,
+        tenant_id: TenantId,
         invoice_id: Annotated[str | None, Query(pattern=INVOICE_ID, description="only this invoice's")] = None,
         state: Annotated[DeliveryState | None, Query(description="only deliveries in this state")] = None,
         limit: Annotated[int, limit_query(100, 500)] = 100,
@@ -57,7 +56,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     @app.get("/v1/deliveries/{delivery_id}", response_model=DeliveryOut, tags=["deliveries"],
              operation_id="getDelivery", summary="One delivery",
              responses={404: {"description": "No such delivery for this tenant"}})
-    async def get_delivery(delivery_id: Annotated[str, Path(pattern=DELIVERY_ID)], tenant_id: Tenant) -> DeliveryOut:
+    async def get_delivery(delivery_id: Annotated[str, Path(pattern=DELIVERY_ID)], tenant_id: TenantId) -> DeliveryOut:
         row = await repo.get_delivery(deps.pool, tenant_id, delivery_id)
         if row is None:
             raise Problem(404, f"No delivery {delivery_id!r} for this tenant.",

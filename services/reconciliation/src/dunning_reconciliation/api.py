@@ -14,7 +14,7 @@ import asyncpg
 from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from dunning.http import Cursor, Page, Problem, api_key_auth, decode_cursor, limit_query, page, service_app
+from dunning.http import Cursor, Page, TenantId, decode_cursor, limit_query, page, service_app
 
 from dunning_reconciliation import payments, webhooks
 from dunning_reconciliation import repository as repo
@@ -42,7 +42,6 @@ def create_app(deps: Deps) -> FastAPI:
                       description="Matches payments (Stripe webhooks, the accounting system) to invoices and "
                                   "publishes PaymentReceived.",
                       max_body_bytes=deps.settings.webhook_max_body_bytes)
-    Tenant = api_key_auth(deps.settings, deps.pool).dependency
 
     @app.post(
         "/v1/webhooks/stripe/{tenant_id}", response_model=WebhookAck, tags=["webhooks"],
@@ -64,13 +63,13 @@ def create_app(deps: Deps) -> FastAPI:
               operation_id="createPayment", summary="Report a payment received by the accounting system",
               responses={200: {"model": PaymentOut, "description": "Same reference and content: the first result"},
                          409: {"description": "The reference was reported before with different content"}})
-    async def create_payment(body: PaymentIn, tenant_id: Tenant) -> JSONResponse:
+    async def create_payment(body: PaymentIn, tenant_id: TenantId) -> JSONResponse:
         status, view = await payments.record_payment(deps.pool, tenant_id, body)
         return JSONResponse(view, status_code=status)
 
     @app.get("/v1/payments", response_model=Page[PaymentOut], tags=["payments"], operation_id="listPayments",
              summary="List the tenant's payments (oldest first)")
-    async def list_payments(tenant_id: Tenant,
+    async def list_payments(tenant_id: TenantId,
                             invoice_id: Annotated[str | None, Query(max_length=64)] = None,
                             limit: Annotated[int, limit_query(100, 500)] = 100,
                             cursor: Cursor = None) -> dict[str, Any]:

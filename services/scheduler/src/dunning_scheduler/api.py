@@ -9,7 +9,7 @@
 from typing import Annotated, Any
 
 import asyncpg
-from dunning.http import Problem, api_key_auth, service_app
+from dunning.http import Problem, TenantId, service_app
 from dunning.metrics import instrument_app
 from dunning.money import format_amount
 from fastapi import Body, FastAPI, Path
@@ -30,14 +30,13 @@ _EXAMPLE = {"anchor": "issued_at", "stages": [{"name": "soft", "offset": "PT5S"}
 def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | None = None) -> FastAPI:
     app = service_app(distribution="dunning-scheduler", settings=settings, pool=pool, tags=TAGS,
                       description="Plans each invoice's reminders from the tenant's policy and fires them when due.")
-    Tenant = api_key_auth(settings, pool).dependency
 
     @app.put("/v1/policy", response_model=PolicyOut, tags=["policy"], operation_id="putPolicy",
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": {"$ref": "#/components/schemas/PolicyDocument"}}}}},  # PolicyOut brings it
              summary="Store the tenant's dunning policy (a new version; idempotent for an equal document)")
     async def put_policy(
-        tenant_id: Tenant,
+        tenant_id: TenantId,
         document: Annotated[Any, Body(openapi_examples={"default": {"value": DEFAULT_DOCUMENT},
                                                         "demo": {"value": _EXAMPLE}})],
     ):
@@ -51,7 +50,7 @@ def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | N
 
     @app.get("/v1/policy", response_model=PolicyOut, tags=["policy"], operation_id="getPolicy",
              summary="The tenant's active policy")
-    async def get_policy(tenant_id: Tenant):
+    async def get_policy(tenant_id: TenantId):
         async with pool.acquire() as conn:
             stored = await active_policy(conn, tenant_id)
         return stored.as_json()
@@ -59,7 +58,7 @@ def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | N
     @app.get("/v1/invoices/{invoice_id}/timers", response_model=InvoiceTimersOut, tags=["timers"],
              operation_id="getInvoiceTimers", summary="An invoice's dunning timers and their states",
              responses={404: {"description": "No such invoice known to the scheduler for this tenant"}})
-    async def invoice_timers(tenant_id: Tenant,
+    async def invoice_timers(tenant_id: TenantId,
                              invoice_id: Annotated[str, Path(pattern=r"^inv_[0-9A-Za-z]{10,40}$")]):
         async with pool.acquire() as conn:
             invoice = await repository.invoice_of(conn, tenant_id, invoice_id)

@@ -2,8 +2,8 @@
 problem handlers, health, metrics and OpenAPI conventions everywhere.
 
 Each service's `api.create_app` calls `service_app(...)` and adds its routes, each with explicit
-`operation_id` and `tags`; protected routes take the tenant from `ApiKeyAuth` (the bearer scheme is
-then declared on them). Every error response of every operation is documented here, once, as RFC
+`operation_id` and `tags`; protected routes take `tenant_id: TenantId` (the app's cached ApiKeyAuth;
+the bearer scheme is then declared on them). Every error response of every operation is documented here, once, as RFC
 9457 `application/problem+json` with the shared `Problem` schema.
 """
 
@@ -42,14 +42,16 @@ def api_key_auth(settings: CommonSettings, pool: asyncpg.Pool) -> ApiKeyAuth:
 
 def service_app(*, distribution: str, settings: CommonSettings, pool: asyncpg.Pool, description: str,
                 tags: list[dict[str, str]], max_body_bytes: int | None = None,
-                own_string_checks: dict[str, str] | None = None) -> FastAPI:
-    """A FastAPI app titled with the service's distribution name, at its installed version."""
+                own_string_checks: dict[str, str] | None = None, auth: ApiKeyAuth | None = None) -> FastAPI:
+    """A FastAPI app titled with the service's distribution name, at its installed version. `auth`:
+    the API-key dependency's cache (one per app; made from the settings if not given)."""
     try:
         version = importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
         version = "0.0.0"
     app = FastAPI(title=distribution, version=version, description=description, openapi_tags=tags,
                   telemetry=NO_FASTAPI_TELEMETRY)
+    app.state.auth = auth or api_key_auth(settings, pool)
     install_problem_handlers(app)
     app.add_middleware(InputGuard, max_body_bytes=max_body_bytes or settings.http_max_body_bytes,
                        own_string_checks=own_string_checks)

@@ -68,11 +68,13 @@ class ApiKeyAuth:
             self._cache[authorization] = (tenant_id, now + self.ttl)
         return tenant_id
 
-    async def __call__(self, request: Request, _: Any = Security(_bearer)) -> str:
-        """The FastAPI dependency: `Annotated[str, Depends(auth)]` declares the bearer scheme on the route."""
-        return await self.tenant(request.headers.get("authorization"))
 
-    @property
-    def dependency(self) -> Any:
-        """`tenant_id: Tenant` in a route signature, where `Tenant = auth.dependency`."""
-        return Annotated[str, Depends(self)]
+
+async def current_tenant(request: Request, _: Annotated[Any, Security(_bearer)] = None) -> str:
+    """The dependency behind `TenantId`: the app's ApiKeyAuth (`app.state.auth`, set by service_app)."""
+    auth: ApiKeyAuth = request.app.state.auth
+    return await auth.tenant(request.headers.get("authorization"))
+
+
+# `tenant_id: TenantId` in a route's signature: the caller's tenant, the bearer scheme declared on the route.
+TenantId = Annotated[str, Depends(current_tenant)]

@@ -173,7 +173,7 @@ class InputGuard:
                                "nul_character")
             if name == b"content-type":
                 media = value.split(b";", 1)[0].strip().lower()
-                json_body = media.endswith(b"/json") or media.endswith(b"+json")
+                json_body = media.endswith((b"/json", b"+json"))
         return json_body
 
     async def _read_body(self, scope, receive) -> bytes:
