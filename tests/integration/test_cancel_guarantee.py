@@ -30,7 +30,7 @@ from dunning_reconciliation import bootstrap as recon_bootstrap
 from dunning_reconciliation import payments as recon_payments
 from dunning_reconciliation.schemas import PaymentIn
 from dunning_reconciliation.settings import Settings as ReconSettings
-from dunning_reconciliation.watermark import acknowledge_time
+from dunning_reconciliation.repository import acknowledge_time
 from dunning_scheduler import bootstrap as sched_bootstrap
 from dunning_scheduler import repository as sched_repo
 from dunning_scheduler.policy import parse_policy

@@ -22,7 +22,6 @@ from dunning.money import format_amount, quantize
 
 from dunning_reconciliation import messages
 from dunning_reconciliation import repository as repo
-from dunning_reconciliation.watermark import acknowledge_time
 from dunning_reconciliation.domain import (
     APPLIED,
     PENDING_MATCH,
@@ -52,7 +51,7 @@ async def acknowledging(conn: asyncpg.Connection, p: IncomingPayment) -> Incomin
     """The payment with its acknowledgement time, read inside the payments watermark's fence (see
     watermark.py). Call it first in the transaction, before any other lock: a transaction waiting
     for the fence must hold nothing another fence holder could wait for."""
-    return replace(p, acknowledged_at=await acknowledge_time(conn))
+    return replace(p, acknowledged_at=await repo.acknowledge_time(conn))
 
 
 async def receive(conn: asyncpg.Connection, p: IncomingPayment, *, strict_currency: bool = False) -> Outcome:

@@ -24,38 +24,12 @@ from dunning.logging import get_logger
 from dunning.loops import Backoff, Loop
 from dunning.outbox import headers_of
 
-from dunning_reconciliation import messages
+from dunning_reconciliation import messages, repository
 
 log = get_logger(__name__)
 
-# Advisory lock keys (bigint): the acknowledgement fence, and the publisher election.
-ACK_FENCE = 0x5041_594D_454E_5401  # "PAYMENT" 01
-PUBLISHER = 0x5041_594D_454E_5402
 _EPSILON = timedelta(microseconds=1)
 _HISTORY_MAX = 10_000
-
-_HOLDERS = """
-SELECT count(*) AS holders, count(*) FILTER (WHERE a.xact_start IS NULL) AS unknown, min(a.xact_start) AS oldest
-FROM pg_locks AS l LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
-WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND l.classid::bigint = $1 AND l.objid::bigint = $2 AND l.objsubid = 1
-"""
-
-_SNAPSHOT = """
-SELECT clock_timestamp() AS read_at,
-       (SELECT min(created_at) FROM outbox WHERE topic = $1) AS oldest_waiting,
-       (SELECT coalesce(jsonb_object_agg(partition::text, next_offset), '{}'::jsonb)
-          FROM consumer_positions WHERE topic = $2) AS positions,
-       (SELECT coalesce(jsonb_object_agg(partition::text, next_offset), '{}'::jsonb)
-          FROM published_offsets WHERE topic = $1) AS published
-"""
-
-
-async def acknowledge_time(conn: asyncpg.Connection) -> datetime:
-    """Call first in a transaction that acknowledges a payment: join the fence, then read the clock.
-    The shared lock is held until the transaction ends."""
-    return await conn.fetchval("SELECT clock_timestamp() FROM pg_advisory_xact_lock_shared($1) AS fence",
-                               ACK_FENCE)
 
 
 class WatermarkPublisher(Loop):
@@ -88,7 +62,7 @@ class WatermarkPublisher(Loop):
             if self._conn is None:
                 self._conn = await self.pool.acquire()
             if not self._leading:
-                if not await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", PUBLISHER):
+                if not await repository.try_lead_watermark(self._conn):
                     return self.interval * 4  # another replica publishes
                 self._leading = True
                 self._history.clear()
@@ -106,17 +80,17 @@ class WatermarkPublisher(Loop):
         conn, self._conn, self._leading = self._conn, None, False
         if conn is not None:
             with contextlib.suppress(Exception):
-                await conn.execute("SELECT pg_advisory_unlock_all()")
+                await repository.resign_watermark(conn)
             with contextlib.suppress(Exception):
                 await self.pool.release(conn)
 
     async def publish_once(self, conn: asyncpg.Connection) -> dict[str, Any]:
-        before = await conn.fetchval("SELECT clock_timestamp()")
-        held = await conn.fetchrow(_HOLDERS, ACK_FENCE >> 32, ACK_FENCE & 0xFFFF_FFFF)
+        before = await repository.clock(conn)
+        held = await repository.fence_holders(conn)
         if held["unknown"]:
             raise RuntimeError("cannot see the start time of a transaction holding the acknowledgement fence")
         fence = before if held["oldest"] is None else min(before, held["oldest"] - _EPSILON)
-        snap = await conn.fetchrow(_SNAPSHOT, self.payments_topic, self.invoices_topic)
+        snap = await repository.watermark_snapshot(conn, self.payments_topic, self.invoices_topic)
         oldest = snap["oldest_waiting"]
         watermark = fence if oldest is None else min(fence, oldest - _EPSILON)
         self._history.append((snap["read_at"], {k: int(v) for k, v in snap["positions"].items()}))
