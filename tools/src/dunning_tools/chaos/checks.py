@@ -141,7 +141,7 @@ async def notifier_busy(run) -> bool:
     url = f"{run.stack.url('notifier')}/v1/deliveries"
     for state in ("pending", "sending"):
         r = await run.get(url, state=state, limit=1)
-        if r.status_code == 200 and r.json()["deliveries"]:
+        if r.status_code == 200 and r.json()["data"]:
             return True
     return False
 
