@@ -15,6 +15,8 @@ import asyncpg
 
 from dunning.http import PROBLEMS, Problem
 
+from dunning_ingest import repository
+
 MAX_KEY_LENGTH = 255
 
 
@@ -46,25 +48,10 @@ class IdempotencyStore:
 
     async def claim(self, tenant_id: str, key: str, fingerprint: bytes) -> Reply | None:
         """None: the caller owns the key and must do the work; otherwise the reply to give again."""
-        claimed = await self.pool.fetchval(
-            """
-            INSERT INTO idempotency_keys AS k (tenant_id, key, fingerprint) VALUES ($1, $2, $3)
-            ON CONFLICT (tenant_id, key) DO UPDATE
-               SET fingerprint = EXCLUDED.fingerprint, status = NULL, headers = NULL, body = NULL,
-                   created_at = now(), locked_at = now()
-             WHERE k.created_at < now() - make_interval(hours => $4)
-                OR (k.status IS NULL AND k.fingerprint = EXCLUDED.fingerprint
-                    AND k.locked_at < now() - make_interval(secs => $5))
-            RETURNING true
-            """,
-            tenant_id, key, fingerprint, self.ttl_hours, float(self.stale_seconds),
-        )
-        if claimed:
+        if await repository.claim_idempotency_key(self.pool, tenant_id, key, fingerprint, ttl_hours=self.ttl_hours,
+                                                  stale_seconds=self.stale_seconds):
             return None
-        row = await self.pool.fetchrow(
-            "SELECT fingerprint, status, headers, body FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
-            tenant_id, key,
-        )
+        row = await repository.idempotency_key(self.pool, tenant_id, key)
         if row is None:  # released between the two statements: the first request failed; go again
             return await self.claim(tenant_id, key, fingerprint)
         if bytes(row["fingerprint"]) != fingerprint:
@@ -85,18 +72,10 @@ class IdempotencyStore:
     async def complete(conn: asyncpg.Connection, tenant_id: str, key: str, status: int,
                        headers: dict[str, Any], body: bytes) -> None:
         """Store the response, in the transaction that did the work."""
-        await conn.execute(
-            "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 WHERE tenant_id = $1 AND key = $2",
-            tenant_id, key, status, headers, body,
-        )
+        await repository.complete_idempotency_key(conn, tenant_id, key, status, headers, body)
 
     async def release(self, tenant_id: str, key: str) -> None:
-        await self.pool.execute(
-            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status IS NULL", tenant_id, key
-        )
+        await repository.release_idempotency_key(self.pool, tenant_id, key)
 
     async def purge(self) -> int:
-        result = await self.pool.execute(
-            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)", self.ttl_hours
-        )
-        return int(result.split()[-1])
+        return await repository.purge_idempotency_keys(self.pool, self.ttl_hours)
