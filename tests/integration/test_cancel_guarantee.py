@@ -21,9 +21,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from dunning import outbox
 from dunning.clock import utcnow
 from dunning.db import create_pool, migrate, migrations_of
-from dunning.events import dumps, new_event
-from dunning.ids import new_id
+from dunning.events import dumps
 from dunning.kafka import make_producer
+from dunning_tools.testing import events
 from dunning_tools.testing.waits import async_wait_until
 
 from dunning_reconciliation import bootstrap as recon_bootstrap
@@ -41,17 +41,7 @@ pytestmark = pytest.mark.integration
 
 
 def invoice_issued(tenant_id: str, *, external_id: str | None = None) -> dict:
-    invoice_id = new_id("inv")
-    issued_at = utcnow()
-    return new_event("dunning.InvoiceIssued.v1", {
-        "invoice_id": invoice_id, "tenant_id": tenant_id, "external_id": external_id or f"ext-{invoice_id[-10:]}",
-        "number": f"INV-{invoice_id[-8:]}",
-        "customer": {"customer_id": "cus_01JB2F7H9K3M5N7P9Q1R3S5T7V", "external_id": "c-1", "name": "Brandt GmbH",
-                     "email": "ap@brandt.example", "locale": "de-DE", "timezone": "Europe/Berlin"},
-        "currency": "EUR", "amount_due": "100.00", "issue_date": issued_at.date(),
-        "due_date": (issued_at + timedelta(days=14)).date(), "payment_url": "https://pay.example.com/i/1",
-        "metadata": {}, "issued_at": issued_at,
-    }, source="/invoice-ingest", subject=invoice_id, tenant_id=tenant_id)
+    return events.invoice_issued(tenant_id=tenant_id, external_id=external_id, amount_due="100.00")
 
 
 class Pair:

@@ -2,7 +2,7 @@
 and its Stripe endpoint secret; an HTTP client on the real app; helpers to speak Stripe."""
 
 import time
-from decimal import Decimal
+from functools import partial
 
 import httpx
 import orjson
@@ -10,8 +10,9 @@ import pytest
 
 from dunning import tenancy
 from dunning.db import create_pool, migrations_of
-from dunning.events import decode, dumps, new_event, validate
+from dunning.events import decode, dumps
 from dunning.ids import new_id
+from dunning_tools.testing import events
 from dunning_tools.testing.outbox import outbox_events as shared_outbox_events
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.api import Deps, create_app
@@ -49,19 +50,7 @@ async def client(pool, settings):
         yield c
 
 
-def invoice_issued(*, currency: str = "EUR", amount_due: str = "1250.00", external_id: str | None = None,
-                   number: str | None = None, invoice_id: str | None = None, tenant_id: str = TENANT) -> dict:
-    invoice_id = invoice_id or new_id("inv")
-    envelope = new_event("dunning.InvoiceIssued.v1", {
-        "invoice_id": invoice_id, "tenant_id": tenant_id,
-        "external_id": external_id or f"ext-{invoice_id[-8:]}", "number": number or f"N-{invoice_id[-8:]}",
-        "customer": {"customer_id": new_id("cus"), "external_id": "C-1", "name": "Brandt & Söhne GmbH",
-                     "email": "ap@example.com", "locale": "de-DE", "timezone": "Europe/Berlin"},
-        "currency": currency, "amount_due": Decimal(amount_due), "issue_date": "2026-11-02",
-        "due_date": "2026-11-16", "payment_url": None, "metadata": {}, "issued_at": "2026-11-02T08:15:03Z",
-    }, source="/invoice-ingest", subject=invoice_id, tenant_id=tenant_id)
-    validate(envelope)
-    return envelope
+invoice_issued = partial(events.invoice_issued, tenant_id=TENANT)
 
 
 async def handle_invoice(pool, envelope: dict) -> None:

@@ -16,7 +16,8 @@ from dunning import tenancy
 from dunning.consumer import ConsumerRunner, HandlerSpec
 from dunning.contracts import InvoiceIssued
 from dunning.db import create_pool, migrate, migrations_of
-from dunning.events import decode, dumps, new_event, validate
+from dunning.events import decode, dumps, validate
+from dunning_tools.testing.events import invoice_issued
 from dunning_tools.testing.fakes import FakeConsumer
 from dunning_reconciliation import reconcile
 from dunning_reconciliation.domain import IncomingPayment, MatchKeys
@@ -33,16 +34,9 @@ T0 = datetime(2026, 11, 2, 8, tzinfo=timezone.utc)
 
 def issued(invoice_id: str, *, external_id: str | None = None, number: str | None = None, amount: str = "100.00",
            tenant_id: str = TENANT) -> dict:
-    envelope = new_event(ISSUED, {
-        "invoice_id": invoice_id, "tenant_id": tenant_id, "external_id": external_id or f"EXT-{invoice_id}",
-        "number": number or f"N-{invoice_id}",
-        "customer": {"customer_id": "cus_recbatch0001", "external_id": "C-1", "name": "Brandt & Söhne GmbH",
-                     "email": "ap@example.com", "locale": "de-DE", "timezone": "Europe/Berlin"},
-        "currency": "EUR", "amount_due": Decimal(amount), "issue_date": "2026-11-02", "due_date": "2026-11-16",
-        "payment_url": None, "metadata": {"po": invoice_id}, "issued_at": T0,
-    }, source="/invoice-ingest", subject=invoice_id, tenant_id=tenant_id)
-    validate(envelope)
-    return envelope
+    return invoice_issued(tenant_id=tenant_id, invoice_id=invoice_id, external_id=external_id or f"EXT-{invoice_id}",
+                          number=number or f"N-{invoice_id}", amount_due=amount, issued_at=T0,
+                          metadata={"po": invoice_id})
 
 
 def records(events: list[dict], start: int) -> list:

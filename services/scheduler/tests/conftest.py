@@ -2,7 +2,8 @@
 and helpers to apply events through the handlers and read the outbox."""
 
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import datetime
+from functools import partial
 
 import orjson
 import pytest
@@ -12,8 +13,8 @@ from dunning.clock import utcnow
 from dunning.db import create_pool, migrations_of
 from dunning.events import decode, dumps, new_event, validate
 from dunning.ids import new_id
+from dunning_tools.testing import events, kafka
 from dunning_tools.testing.outbox import outbox_events
-from dunning_tools.testing import kafka
 
 from dunning_scheduler.bootstrap import handlers_for
 from dunning_scheduler.policy_store import ActivePolicies
@@ -47,21 +48,7 @@ async def pool(infra, schema):
     await pool.close()
 
 
-def invoice_issued(*, invoice_id: str | None = None, tenant_id: str = TENANT, due_date: date | None = None,
-                   issued_at: datetime | None = None, timezone: str = "Europe/Berlin", currency: str = "EUR",
-                   amount_due: str = "1250.00") -> dict:
-    invoice_id = invoice_id or new_id("inv")
-    issued_at = issued_at or utcnow()
-    return new_event("dunning.InvoiceIssued.v1", {
-        "invoice_id": invoice_id, "tenant_id": tenant_id, "external_id": f"ext-{invoice_id[-8:]}",
-        "number": f"INV-{invoice_id[-6:]}",
-        "customer": {"customer_id": "cus_01JB2F7H9K3M5N7P9Q1R3S5T7V", "external_id": "c-1",
-                     "name": "Brandt & Söhne GmbH", "email": "ap@brandt-soehne.de", "locale": "de-DE",
-                     "timezone": timezone},
-        "currency": currency, "amount_due": amount_due,
-        "issue_date": issued_at.date(), "due_date": due_date or (issued_at + timedelta(days=14)).date(),
-        "payment_url": "https://pay.example.com/i/1", "metadata": {"po": "1"}, "issued_at": issued_at,
-    }, source="/invoice-ingest", subject=invoice_id, tenant_id=tenant_id)
+invoice_issued = partial(events.invoice_issued, tenant_id=TENANT)
 
 
 def payment_received(invoice_id: str, *, balance: str, settled: bool, acknowledged_at: datetime | None = None,
