@@ -168,6 +168,22 @@ def test_a_payment_before_its_invoice_means_no_reminder_at_all(stack, tenant):
     assert set(states(timeline(stack, tenant, invoice_id)).values()) == {"cancelled"}
 
 
+def test_every_service_has_the_same_metrics_and_the_same_json_log_lines(stack):
+    """One /metrics in all four (latency by route template, outbox, relay, consumer positions and lag),
+    and one log format: every line JSON, the standard library's records (uvicorn's) included."""
+    for name in ("invoice-ingest", "scheduler", "notifier", "reconciliation"):
+        assert httpx.get(f"{stack.url(name)}/healthz").status_code == 200
+        text = httpx.get(f"{stack.url(name)}/metrics").text
+        assert 'dunning_http_request_duration_seconds_count{method="GET",route="/healthz",status="200"}' in text, name
+        for family in ("dunning_outbox_depth ", "dunning_outbox_oldest_age_seconds ", "dunning_outbox_published_total ",
+                       "dunning_consumer_position{", "dunning_consumer_lag{"):
+            assert family in text, (name, family)
+    for sp in stack.procs:
+        lines = [json.loads(line) for line in sp.log_path.read_text().splitlines()]  # each one JSON
+        assert any(line.get("logger", "").startswith("uvicorn") for line in lines), sp.name
+        assert all(line["service"] == lines[0]["service"] and "timestamp" in line for line in lines), sp.name
+
+
 def test_every_service_drains_and_exits_cleanly_on_sigterm(stack):
     """What Kubernetes does at a rollout: SIGTERM, then the pod must finish in-flight work and exit 0."""
     import signal

@@ -64,6 +64,7 @@ def configure_logging(service: str, level: str = "INFO", *, stream: TextIO | Non
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    logging.captureWarnings(True)  # warnings.warn(...) becomes a record too (logger "py.warnings")
     for noisy in ("aiokafka", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
