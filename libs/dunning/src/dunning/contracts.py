@@ -40,6 +40,7 @@ def instant_text(value: datetime) -> str:
 
 _instant = datetime.fromisoformat  # "...Z" -> aware UTC (Python >= 3.11)
 _day = date.fromisoformat
+_new = tuple.__new__  # a NamedTuple from its values without the generated __new__ (decode path)
 
 
 def topic_of(event_type: str) -> str:
@@ -62,7 +63,7 @@ class Customer(NamedTuple):
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> "Customer":
-        return cls(d["customer_id"], d["external_id"], d["name"], d["email"], d["locale"], d["timezone"])
+        return _new(cls, (d["customer_id"], d["external_id"], d["name"], d["email"], d["locale"], d["timezone"]))
 
     def to_data(self) -> dict[str, Any]:
         return {"customer_id": self.customer_id, "external_id": self.external_id, "name": self.name,
@@ -90,9 +91,9 @@ class InvoiceIssued(NamedTuple):
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> "InvoiceIssued":
-        return cls(d["invoice_id"], d["tenant_id"], d["external_id"], d["number"], Customer.from_data(d["customer"]),
+        return _new(cls, (d["invoice_id"], d["tenant_id"], d["external_id"], d["number"], Customer.from_data(d["customer"]),
                    d["currency"], Decimal(d["amount_due"]), _day(d["issue_date"]), _day(d["due_date"]),
-                   d["payment_url"], d["metadata"], _instant(d["issued_at"]))
+                   d["payment_url"], d["metadata"], _instant(d["issued_at"])))
 
     def to_data(self) -> dict[str, Any]:
         return {"invoice_id": self.invoice_id, "tenant_id": self.tenant_id, "external_id": self.external_id,
@@ -116,8 +117,8 @@ class PlannedStage(NamedTuple):
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> "PlannedStage":
-        return cls(d["stage_id"], d["stage"], d["sequence"], d["channel"], _instant(d["scheduled_at"]), d["state"],
-                   d["reason"])
+        return _new(cls, (d["stage_id"], d["stage"], d["sequence"], d["channel"], _instant(d["scheduled_at"]), d["state"],
+                   d["reason"]))
 
     def to_data(self) -> dict[str, Any]:
         return {"stage_id": self.stage_id, "stage": self.stage, "sequence": self.sequence, "channel": self.channel,
@@ -136,8 +137,8 @@ class DunningPlanned(NamedTuple):
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> "DunningPlanned":
-        return cls(d["invoice_id"], d["tenant_id"], d["policy_id"], d["policy_version"], _instant(d["planned_at"]),
-                   tuple(PlannedStage.from_data(s) for s in d["stages"]))
+        return _new(cls, (d["invoice_id"], d["tenant_id"], d["policy_id"], d["policy_version"], _instant(d["planned_at"]),
+                   tuple([PlannedStage.from_data(s) for s in d["stages"]])))
 
     def to_data(self) -> dict[str, Any]:
         return {"invoice_id": self.invoice_id, "tenant_id": self.tenant_id, "policy_id": self.policy_id,
@@ -159,8 +160,8 @@ class StageInvoice(NamedTuple):
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> "StageInvoice":
-        return cls(d["external_id"], d["number"], d["currency"], Decimal(d["amount_due"]), Decimal(d["balance"]),
-                   _day(d["issue_date"]), _day(d["due_date"]), d["payment_url"])
+        return _new(cls, (d["external_id"], d["number"], d["currency"], Decimal(d["amount_due"]), Decimal(d["balance"]),
+                   _day(d["issue_date"]), _day(d["due_date"]), d["payment_url"]))
 
     def to_data(self) -> dict[str, Any]:
         return {"external_id": self.external_id, "number": self.number, "currency": self.currency,
@@ -186,9 +187,9 @@ class StageEscalated(NamedTuple):
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> "StageEscalated":
-        return cls(d["stage_id"], d["invoice_id"], d["tenant_id"], d["stage"], d["sequence"], d["channel"],
+        return _new(cls, (d["stage_id"], d["invoice_id"], d["tenant_id"], d["stage"], d["sequence"], d["channel"],
                    d["template"], _instant(d["scheduled_at"]), _instant(d["fired_at"]),
-                   StageInvoice.from_data(d["invoice"]), Customer.from_data(d["customer"]))
+                   StageInvoice.from_data(d["invoice"]), Customer.from_data(d["customer"])))
 
     def to_data(self) -> dict[str, Any]:
         return {"stage_id": self.stage_id, "invoice_id": self.invoice_id, "tenant_id": self.tenant_id,
@@ -208,7 +209,7 @@ class StageRef(NamedTuple):
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> "StageRef":
-        return cls(d["stage_id"], d["stage"], d["sequence"], d["channel"], _instant(d["scheduled_at"]))
+        return _new(cls, (d["stage_id"], d["stage"], d["sequence"], d["channel"], _instant(d["scheduled_at"])))
 
     def to_data(self) -> dict[str, Any]:
         return {"stage_id": self.stage_id, "stage": self.stage, "sequence": self.sequence, "channel": self.channel,
@@ -227,8 +228,8 @@ class StagesCancelled(NamedTuple):
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> "StagesCancelled":
-        return cls(d["invoice_id"], d["tenant_id"], d["reason"], d["cause_event_id"], _instant(d["cancelled_at"]),
-                   tuple(StageRef.from_data(s) for s in d["stages"]))
+        return _new(cls, (d["invoice_id"], d["tenant_id"], d["reason"], d["cause_event_id"], _instant(d["cancelled_at"]),
+                   tuple([StageRef.from_data(s) for s in d["stages"]])))
 
     def to_data(self) -> dict[str, Any]:
         return {"invoice_id": self.invoice_id, "tenant_id": self.tenant_id, "reason": self.reason,
@@ -258,10 +259,10 @@ class PaymentReceived(NamedTuple):
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> "PaymentReceived":
-        return cls(d["payment_id"], d["invoice_id"], d["tenant_id"], d["invoice_external_id"], d["source"],
+        return _new(cls, (d["payment_id"], d["invoice_id"], d["tenant_id"], d["invoice_external_id"], d["source"],
                    d["source_reference"], d["currency"], Decimal(d["amount"]), Decimal(d["amount_applied"]),
                    Decimal(d["balance_remaining"]), d["settled"], _instant(d["received_at"]),
-                   _instant(d["acknowledged_at"]))
+                   _instant(d["acknowledged_at"])))
 
     def to_data(self) -> dict[str, Any]:
         return {"payment_id": self.payment_id, "invoice_id": self.invoice_id, "tenant_id": self.tenant_id,
@@ -288,8 +289,8 @@ class PaymentsWatermark(NamedTuple):
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> "PaymentsWatermark":
-        return cls(_instant(d["watermark"]), d["payments_topic"], d["payments_offsets"], d["invoices_topic"],
-                   d["invoice_positions"], _instant(d["computed_at"]))
+        return _new(cls, (_instant(d["watermark"]), d["payments_topic"], d["payments_offsets"], d["invoices_topic"],
+                   d["invoice_positions"], _instant(d["computed_at"])))
 
     def to_data(self) -> dict[str, Any]:
         return {"watermark": instant_text(self.watermark), "payments_topic": self.payments_topic,
@@ -315,8 +316,8 @@ class ReminderSent(NamedTuple):
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> "ReminderSent":
-        return cls(d["delivery_id"], d["stage_id"], d["invoice_id"], d["tenant_id"], d["stage"], d["channel"],
-                   d["recipient"], d["provider_message_id"], _instant(d["sent_at"]))
+        return _new(cls, (d["delivery_id"], d["stage_id"], d["invoice_id"], d["tenant_id"], d["stage"], d["channel"],
+                   d["recipient"], d["provider_message_id"], _instant(d["sent_at"])))
 
     def to_data(self) -> dict[str, Any]:
         return {"delivery_id": self.delivery_id, "stage_id": self.stage_id, "invoice_id": self.invoice_id,
@@ -343,9 +344,9 @@ class ReminderFailed(NamedTuple):
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> "ReminderFailed":
-        return cls(d["delivery_id"], d["stage_id"], d["invoice_id"], d["tenant_id"], d["stage"], d["channel"],
+        return _new(cls, (d["delivery_id"], d["stage_id"], d["invoice_id"], d["tenant_id"], d["stage"], d["channel"],
                    d["recipient"], d["error_code"], d["error"], d["permanent"], d["attempts"],
-                   _instant(d["failed_at"]))
+                   _instant(d["failed_at"])))
 
     def to_data(self) -> dict[str, Any]:
         return {"delivery_id": self.delivery_id, "stage_id": self.stage_id, "invoice_id": self.invoice_id,

@@ -21,6 +21,7 @@ from aiokafka import TopicPartition
 
 from dunning import tenancy
 from dunning.consumer import ConsumerRunner, without_batches
+from dunning.contracts import DunningPlanned, ReminderSent, topic
 from dunning.db import create_pool, migrate, migrations_of
 from dunning_tools.stack.postgres import EmbeddedPostgres
 from dunning_tools.stack.procs import free_port
@@ -108,9 +109,9 @@ async def run(args) -> None:
         runner = ConsumerRunner(name="bench", pool=pool, bootstrap_servers="unused", group_id="bench",
                                 topics=[], handlers=without_batches(H.HANDLERS) if args.per_event else H.HANDLERS)
         print(f"{'per-event' if args.per_event else 'batch handlers'}, batch {args.batch}, {args.invoices} invoices")
-        await feed(runner, "DunningPlanned", [planned(i) for i in invoices], args.batch, "dunning.stages.v1")
-        await feed(runner, "StageEscalated", [escalated(i) for i in invoices], args.batch, "dunning.stages.v1")
-        await feed(runner, "ReminderSent", [sent(i) for i in invoices], args.batch, "dunning.deliveries.v1")
+        await feed(runner, "DunningPlanned", [planned(i) for i in invoices], args.batch, topic(DunningPlanned))
+        await feed(runner, "StageEscalated", [escalated(i) for i in invoices], args.batch, topic(DunningPlanned))
+        await feed(runner, "ReminderSent", [sent(i) for i in invoices], args.batch, topic(ReminderSent))
         assert runner.dead_lettered == 0, runner.dead_lettered
     finally:
         await pool.close()

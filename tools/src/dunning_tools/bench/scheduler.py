@@ -32,6 +32,7 @@ from dunning import tenancy
 from dunning.clock import utcnow
 from dunning import consumer
 from dunning.db import create_pool, migrate, migrations_of
+from dunning.contracts import InvoiceIssued, PaymentReceived, topic
 from dunning.events import dumps, new_event
 from dunning.ids import new_id
 from dunning.logging import configure_logging
@@ -131,16 +132,16 @@ async def bench_plan(dsn: str, invoices: int, batch: int, payments: int, default
         runner = consumer.ConsumerRunner(
             name="scheduler-bench", pool=pool, bootstrap_servers="unused", group_id="bench", topics=[],
             handlers=handlers if batch_handlers else consumer.without_batches(handlers), batch_max=batch)
-        warm = _records("dunning.invoices.v1", [_invoice_issued(i) for i in range(200)])
-        await _apply(runner, "dunning.invoices.v1", warm, batch)
+        warm = _records(topic(InvoiceIssued), [_invoice_issued(i) for i in range(200)])
+        await _apply(runner, topic(InvoiceIssued), warm, batch)
         envelopes = [_invoice_issued(i) for i in range(invoices)]
-        records = _records("dunning.invoices.v1", envelopes, len(warm))
+        records = _records(topic(InvoiceIssued), envelopes, len(warm))
         invoice_ids = [e["subject"] for e in envelopes]
         del envelopes
         gc.collect()  # the bench's own garbage is not the consumer's cost
         await pool.execute("ANALYZE")
         cpu = time.process_time()
-        elapsed = sum(await _apply(runner, "dunning.invoices.v1", records, batch))
+        elapsed = sum(await _apply(runner, topic(InvoiceIssued), records, batch))
         cpu = time.process_time() - cpu
         planned = await pool.fetchval("SELECT count(*) FROM invoices WHERE planned_at IS NOT NULL")
         timers = await pool.fetchval("SELECT count(*) FROM timers")
@@ -156,10 +157,10 @@ async def bench_plan(dsn: str, invoices: int, batch: int, payments: int, default
         if payments:
             chosen = invoice_ids[1:payments * 2:2]
             offset = len(warm) + invoices
-            one_by_one = _records("dunning.payments.v1", [_payment(i) for i in chosen[: payments // 2]], offset)
-            lat = sorted(await _apply(runner, "dunning.payments.v1", one_by_one, 1))
-            batched = _records("dunning.payments.v1", [_payment(i) for i in chosen[payments // 2:]], offset + payments)
-            seconds = sum(await _apply(runner, "dunning.payments.v1", batched, batch))
+            one_by_one = _records(topic(PaymentReceived), [_payment(i) for i in chosen[: payments // 2]], offset)
+            lat = sorted(await _apply(runner, topic(PaymentReceived), one_by_one, 1))
+            batched = _records(topic(PaymentReceived), [_payment(i) for i in chosen[payments // 2:]], offset + payments)
+            seconds = sum(await _apply(runner, topic(PaymentReceived), batched, batch))
             cancelled = await pool.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'dunning.StagesCancelled.v1'")
             p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
             print(f"PaymentReceived (settling), one per batch: p50 {statistics.median(lat) * 1000:.2f} ms,"
