@@ -66,17 +66,43 @@ async def create_one(conn: asyncpg.Connection, tenant_id: str, *, invoice_id: st
     )
 
 
+_EXISTING_BY_EXTERNAL_ID = (
+    "SELECT i.external_id, i.id, i.content_hash FROM json_array_elements_text($2::json) AS e(external_id)"
+    " CROSS JOIN LATERAL (SELECT external_id, id, content_hash FROM invoices"
+    "                      WHERE tenant_id = $1 AND external_id = e.external_id LIMIT 1) AS i"
+)
+
+
 async def existing_by_external_id(conn: asyncpg.Connection, tenant_id: str,
                                   external_ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
     # One unique-index probe per id (LATERAL ... LIMIT 1), whatever the planner's statistics say: right
     # after an import they are stale and would have it scan all of the tenant's invoices instead.
-    rows = await conn.fetch(
-        "SELECT i.external_id, i.id, i.content_hash FROM json_array_elements_text($2::json) AS e(external_id)"
-        " CROSS JOIN LATERAL (SELECT external_id, id, content_hash FROM invoices"
-        "                      WHERE tenant_id = $1 AND external_id = e.external_id LIMIT 1) AS i",
-        tenant_id, list(external_ids),
-    )
+    rows = await conn.fetch(_EXISTING_BY_EXTERNAL_ID, tenant_id, list(external_ids))
     return {r["external_id"]: (r["id"], bytes(r["content_hash"])) for r in rows}
+
+
+_UPSERT_CUSTOMERS = """
+WITH input AS (
+    SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+        AS u(id, external_id, name, email, locale, timezone)
+), written AS (
+    INSERT INTO customers AS c (id, tenant_id, external_id, name, email, locale, timezone)
+    SELECT id, $1, external_id, name, email, locale, timezone FROM input
+    ON CONFLICT (tenant_id, external_id) DO UPDATE
+       SET name = EXCLUDED.name, email = EXCLUDED.email, locale = EXCLUDED.locale,
+           timezone = EXCLUDED.timezone, updated_at = now()
+     WHERE (c.name, c.email, c.locale, c.timezone)
+           IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.email, EXCLUDED.locale, EXCLUDED.timezone)
+    RETURNING c.external_id, c.id
+)
+SELECT external_id, id FROM written
+UNION ALL
+SELECT c.external_id, c.id
+  FROM input i CROSS JOIN LATERAL (SELECT external_id, id FROM customers
+                                    WHERE tenant_id = $1 AND external_id = i.external_id LIMIT 1) AS c
+ WHERE i.external_id NOT IN (SELECT external_id FROM written)
+"""
+_CUSTOMER_IDS = "SELECT external_id, id FROM customers WHERE tenant_id = $1 AND external_id = ANY($2::text[])"
 
 
 async def upsert_customers(conn: asyncpg.Connection, tenant_id: str, rows: Sequence[tuple]) -> dict[str, str]:
@@ -88,36 +114,11 @@ async def upsert_customers(conn: asyncpg.Connection, tenant_id: str, rows: Seque
     if not rows:
         return {}
     cols = list(zip(*sorted(rows, key=lambda r: r[1])))
-    result = await conn.fetch(
-        """
-        WITH input AS (
-            SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-                AS u(id, external_id, name, email, locale, timezone)
-        ), written AS (
-            INSERT INTO customers AS c (id, tenant_id, external_id, name, email, locale, timezone)
-            SELECT id, $1, external_id, name, email, locale, timezone FROM input
-            ON CONFLICT (tenant_id, external_id) DO UPDATE
-               SET name = EXCLUDED.name, email = EXCLUDED.email, locale = EXCLUDED.locale,
-                   timezone = EXCLUDED.timezone, updated_at = now()
-             WHERE (c.name, c.email, c.locale, c.timezone)
-                   IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.email, EXCLUDED.locale, EXCLUDED.timezone)
-            RETURNING c.external_id, c.id
-        )
-        SELECT external_id, id FROM written
-        UNION ALL
-        SELECT c.external_id, c.id
-          FROM input i CROSS JOIN LATERAL (SELECT external_id, id FROM customers
-                                            WHERE tenant_id = $1 AND external_id = i.external_id LIMIT 1) AS c
-         WHERE i.external_id NOT IN (SELECT external_id FROM written)
-        """,
-        tenant_id, *[list(c) for c in cols],
-    )
+    result = await conn.fetch(_UPSERT_CUSTOMERS, tenant_id, *[list(c) for c in cols])
     ids = {r["external_id"]: r["id"] for r in result}
     if len(ids) < len(rows):  # inserted, unchanged, by a transaction that committed after our snapshot
         missing = [r[1] for r in rows if r[1] not in ids]
-        found = await conn.fetch(
-            "SELECT external_id, id FROM customers WHERE tenant_id = $1 AND external_id = ANY($2::text[])",
-            tenant_id, missing)
+        found = await conn.fetch(_CUSTOMER_IDS, tenant_id, missing)
         ids.update({r["external_id"]: r["id"] for r in found})
     return ids
 
@@ -140,6 +141,9 @@ SELECT count(*) FROM ins
 """
 
 
+_INSERT_INVOICES_ = "SELECT id FROM invoices WHERE id = ANY($1::text[])"
+
+
 async def insert_invoices(conn: asyncpg.Connection, tenant_id: str, created_at: datetime,
                           rows: list[dict[str, Any]]) -> set[str] | None:
     """rows: {id, external_id, number, customer_id, currency, amount_due (canonical text), issue_date,
@@ -150,7 +154,7 @@ async def insert_invoices(conn: asyncpg.Connection, tenant_id: str, created_at: 
     inserted = await conn.fetchval(_INSERT_INVOICES, tenant_id, created_at, rows)
     if inserted == len(rows):
         return None
-    found = await conn.fetch("SELECT id FROM invoices WHERE id = ANY($1::text[])", [r["id"] for r in rows])
+    found = await conn.fetch(_INSERT_INVOICES_, [r["id"] for r in rows])
     return {r["id"] for r in found}
 
 
@@ -170,22 +174,25 @@ async def get_invoice(conn: asyncpg.Connection, tenant_id: str, invoice_id: str)
     return await conn.fetchrow(INVOICE_SELECT + " WHERE i.tenant_id = $1 AND i.id = $2", tenant_id, invoice_id)
 
 
+_PAYMENTS_OF = "SELECT * FROM payments WHERE invoice_id = $1 ORDER BY acknowledged_at, payment_id"
+
+
 async def payments_of(conn: asyncpg.Connection, invoice_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT * FROM payments WHERE invoice_id = $1 ORDER BY acknowledged_at, payment_id", invoice_id
-    )
+    return await conn.fetch(_PAYMENTS_OF, invoice_id)
+
+
+_STAGES_OF = (
+    "SELECT * FROM stages WHERE invoice_id = $1 ORDER BY sequence NULLS LAST, scheduled_at NULLS LAST, stage_id"
+)
+_STAGE_HISTORY_OF = (
+    "SELECT h.stage_id, h.state, h.at, h.reason FROM stage_history h JOIN stages s USING (stage_id)"
+    " WHERE s.invoice_id = $1 ORDER BY h.at, h.rank, h.state"
+)
 
 
 async def timeline_of(conn: asyncpg.Connection, invoice_id: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
-    stages = await conn.fetch(
-        "SELECT * FROM stages WHERE invoice_id = $1 ORDER BY sequence NULLS LAST, scheduled_at NULLS LAST, stage_id",
-        invoice_id,
-    )
-    history = await conn.fetch(
-        "SELECT h.stage_id, h.state, h.at, h.reason FROM stage_history h JOIN stages s USING (stage_id)"
-        " WHERE s.invoice_id = $1 ORDER BY h.at, h.rank, h.state",
-        invoice_id,
-    ) if stages else []
+    stages = await conn.fetch(_STAGES_OF, invoice_id)
+    history = await conn.fetch(_STAGE_HISTORY_OF, invoice_id) if stages else []
     return stages, history
 
 
@@ -209,38 +216,44 @@ async def list_invoices(conn: asyncpg.Connection, tenant_id: str, *, status: str
 
 # --- consumed events --------------------------------------------------------------------------
 
+_INVOICE_REF = "SELECT id, tenant_id, currency FROM invoices WHERE id = $1"
+
+
 async def invoice_ref(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT id, tenant_id, currency FROM invoices WHERE id = $1", invoice_id)
+    return await conn.fetchrow(_INVOICE_REF, invoice_id)
+
+
+_RECORD_PAYMENT = """
+INSERT INTO payments (payment_id, invoice_id, tenant_id, source, source_reference, currency, amount,
+                      amount_applied, balance_remaining, settled, received_at, acknowledged_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (payment_id) DO NOTHING RETURNING true
+"""
 
 
 async def record_payment(conn: asyncpg.Connection, p: PaymentReceived, amounts: dict[str, Decimal]) -> bool:
     """Insert the payment (idempotent by payment_id), `amounts` quantized; True if it is new."""
     return bool(await conn.fetchval(
-        """
-        INSERT INTO payments (payment_id, invoice_id, tenant_id, source, source_reference, currency, amount,
-                              amount_applied, balance_remaining, settled, received_at, acknowledged_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-        ON CONFLICT (payment_id) DO NOTHING RETURNING true
-        """,
+        _RECORD_PAYMENT,
         p.payment_id, p.invoice_id, p.tenant_id, p.source, p.source_reference, p.currency,
         amounts["amount"], amounts["amount_applied"], amounts["balance_remaining"], p.settled,
         p.received_at, p.acknowledged_at,
     ))
 
 
+_APPLY_BALANCE = """
+UPDATE invoices
+   SET balance = $2,
+       status = CASE WHEN status = 'void' THEN 'void' WHEN $3 THEN 'paid' ELSE 'open' END,
+       balance_as_of = $4, balance_payment_id = $5
+ WHERE id = $1 AND (balance_as_of IS NULL OR (balance_as_of, balance_payment_id) < ($4, $5))
+"""
+
+
 async def apply_balance(conn: asyncpg.Connection, invoice_id: str, balance: Decimal, settled: bool,
                         as_of: datetime, payment_id: str) -> bool:
     """Set balance and status from this payment unless a later-acknowledged payment already did."""
-    result = await conn.execute(
-        """
-        UPDATE invoices
-           SET balance = $2,
-               status = CASE WHEN status = 'void' THEN 'void' WHEN $3 THEN 'paid' ELSE 'open' END,
-               balance_as_of = $4, balance_payment_id = $5
-         WHERE id = $1 AND (balance_as_of IS NULL OR (balance_as_of, balance_payment_id) < ($4, $5))
-        """,
-        invoice_id, balance, settled, as_of, payment_id,
-    )
+    result = await conn.execute(_APPLY_BALANCE, invoice_id, balance, settled, as_of, payment_id)
     return result.endswith(" 1")
 
 
@@ -276,6 +289,15 @@ FROM unnest($3::text[], $4::text[], $5::int[], $6::text[], $7::timestamptz[], $8
 """ + _STAGE_MERGE
 
 
+_OBSERVE_STAGES = (
+    "INSERT INTO stage_history (stage_id, event_id, state, rank, at, reason)"
+    " SELECT u.stage_id, $1, u.state, u.rank, u.at, u.reason"
+    " FROM unnest($2::text[], $3::text[], $4::smallint[], $5::timestamptz[], $6::text[])"
+    "      AS u(stage_id, state, rank, at, reason)"
+    " ON CONFLICT (stage_id, event_id) DO NOTHING"
+)
+
+
 async def observe_stages(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, event_id: str,
                          rows: Sequence[tuple]) -> int:
     """rows: (stage_id, stage, sequence, channel, scheduled_at, planned_at, state, rank, reason, at).
@@ -291,11 +313,7 @@ async def observe_stages(conn: asyncpg.Connection, tenant_id: str, invoice_id: s
     hist = [r for r in rows if r[0] in mine]
     if hist:
         await conn.execute(
-            "INSERT INTO stage_history (stage_id, event_id, state, rank, at, reason)"
-            " SELECT u.stage_id, $1, u.state, u.rank, u.at, u.reason"
-            " FROM unnest($2::text[], $3::text[], $4::smallint[], $5::timestamptz[], $6::text[])"
-            "      AS u(stage_id, state, rank, at, reason)"
-            " ON CONFLICT (stage_id, event_id) DO NOTHING",
+            _OBSERVE_STAGES,
             event_id, [r[0] for r in hist], [r[6] for r in hist], [r[7] for r in hist], [r[9] for r in hist],
             [r[8] for r in hist],
         )
@@ -315,8 +333,11 @@ ORDER BY o.stage_id
 """ + _STAGE_MERGE
 
 
+_INVOICE_REFS = "SELECT id, tenant_id, currency FROM invoices WHERE id = ANY($1::text[])"
+
+
 async def invoice_refs(conn: asyncpg.Connection, invoice_ids: Sequence[str]) -> dict[str, asyncpg.Record]:
-    rows = await conn.fetch("SELECT id, tenant_id, currency FROM invoices WHERE id = ANY($1::text[])", list(invoice_ids))
+    rows = await conn.fetch(_INVOICE_REFS, list(invoice_ids))
     return {r["id"]: r for r in rows}
 
 
@@ -328,17 +349,19 @@ async def observe_stages_many(conn: asyncpg.Connection, rows: Sequence[dict]) ->
     return len(await conn.fetch(_OBSERVE_MANY, orjson.dumps(rows).decode()))
 
 
+_APPEND_HISTORY_MANY = (
+    "INSERT INTO stage_history (stage_id, event_id, state, rank, at, reason)"
+    " SELECT h.stage_id, h.event_id, h.state, h.rank, h.at, h.reason"
+    " FROM json_to_recordset($1::text::json)"
+    "      AS h(stage_id text, event_id uuid, state text, rank smallint, at timestamptz, reason text)"
+    " ON CONFLICT (stage_id, event_id) DO NOTHING"
+)
+
+
 async def append_history_many(conn: asyncpg.Connection, rows: Sequence[dict]) -> None:
     """rows: dicts with stage_id, event_id, state, rank, at, reason."""
     if rows:
-        await conn.execute(
-            "INSERT INTO stage_history (stage_id, event_id, state, rank, at, reason)"
-            " SELECT h.stage_id, h.event_id, h.state, h.rank, h.at, h.reason"
-            " FROM json_to_recordset($1::text::json)"
-            "      AS h(stage_id text, event_id uuid, state text, rank smallint, at timestamptz, reason text)"
-            " ON CONFLICT (stage_id, event_id) DO NOTHING",
-            orjson.dumps(rows).decode(),
-        )
+        await conn.execute(_APPEND_HISTORY_MANY, orjson.dumps(rows).decode())
 
 
 # --- Idempotency-Keys (idempotency.py) ---------------------------------------------------------

@@ -18,18 +18,34 @@ _API_COLUMNS = ("delivery_id, tenant_id, invoice_id, stage_id, stage, channel, t
                 " last_error_code, last_error, created_at, updated_at, sent_at")
 
 
+_INSERT_DELIVERY = (
+    "INSERT INTO deliveries (delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template,"
+    " recipient, payload, source_event_id, traceparent)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    " ON CONFLICT (tenant_id, invoice_id, stage, channel) DO NOTHING RETURNING delivery_id"
+)
+
+
 async def insert_delivery(conn: asyncpg.Connection, *, delivery_id: str, tenant_id: str, invoice_id: str,
                           stage_id: str, stage: str, channel: str, template: str, recipient: str | None,
                           payload: dict[str, Any], source_event_id: str, traceparent: str | None) -> str | None:
     """Record a delivery to make; None if this (invoice, stage, channel) already has one."""
     return await conn.fetchval(
-        "INSERT INTO deliveries (delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template,"
-        " recipient, payload, source_event_id, traceparent)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        " ON CONFLICT (tenant_id, invoice_id, stage, channel) DO NOTHING RETURNING delivery_id",
+        _INSERT_DELIVERY,
         delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template, recipient, payload,
         source_event_id, traceparent,
     )
+
+
+_RELEASE_EXPIRED_LEASES = (
+    "UPDATE deliveries SET state = 'pending', claimed_until = NULL, next_attempt_at = now(),"
+    " in_doubt_attempts = in_doubt_attempts + 1, last_in_doubt_at = now(),"
+    " last_error_code = 'lease_expired',"
+    " last_error = 'the worker sending this delivery stopped before recording the outcome',"
+    " updated_at = now()"
+    " WHERE state = 'sending' AND claimed_until < now()"
+    " RETURNING delivery_id, tenant_id, invoice_id, stage, channel, attempts, in_doubt_attempts"
+)
 
 
 async def release_expired_leases(conn: Executor) -> list[asyncpg.Record]:
@@ -39,27 +55,29 @@ async def release_expired_leases(conn: Executor) -> list[asyncpg.Record]:
     worker stopped, so the next attempt may deliver a second copy. That is counted in the same
     statement that takes the row back, so no reclaim goes uncounted (this is the only statement that
     takes a `sending` row away from its worker)."""
-    return await conn.fetch(
-        "UPDATE deliveries SET state = 'pending', claimed_until = NULL, next_attempt_at = now(),"
-        " in_doubt_attempts = in_doubt_attempts + 1, last_in_doubt_at = now(),"
-        " last_error_code = 'lease_expired',"
-        " last_error = 'the worker sending this delivery stopped before recording the outcome',"
-        " updated_at = now()"
-        " WHERE state = 'sending' AND claimed_until < now()"
-        " RETURNING delivery_id, tenant_id, invoice_id, stage, channel, attempts, in_doubt_attempts"
-    )
+    return await conn.fetch(_RELEASE_EXPIRED_LEASES)
+
+
+_CLAIM_DUE = (
+    "UPDATE deliveries d SET state = 'sending', attempts = d.attempts + 1,"
+    " claimed_until = now() + make_interval(secs => $2), updated_at = now()"
+    " FROM (SELECT delivery_id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= now()"
+    "       ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
+    f" WHERE d.delivery_id = due.delivery_id RETURNING {_CLAIMED_COLUMNS}"
+)
 
 
 async def claim_due(conn: Executor, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
     """Claim up to `limit` due pending deliveries (safe with several replicas: SKIP LOCKED)."""
-    return await conn.fetch(
-        "UPDATE deliveries d SET state = 'sending', attempts = d.attempts + 1,"
-        " claimed_until = now() + make_interval(secs => $2), updated_at = now()"
-        " FROM (SELECT delivery_id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= now()"
-        "       ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due"
-        f" WHERE d.delivery_id = due.delivery_id RETURNING {_CLAIMED_COLUMNS}",
-        limit, lease_seconds,
-    )
+    return await conn.fetch(_CLAIM_DUE, limit, lease_seconds)
+
+
+_RELEASE_CLAIMS = (
+    "UPDATE deliveries d SET state = 'pending', attempts = d.attempts - 1, claimed_until = NULL,"
+    " updated_at = now()"
+    " FROM unnest($1::text[], $2::int[]) AS u(id, attempts)"
+    " WHERE d.delivery_id = u.id AND d.state = 'sending' AND d.attempts = u.attempts"
+)
 
 
 async def release_claims(conn: asyncpg.Connection, claims: Sequence[tuple[str, int]]) -> None:
@@ -67,13 +85,7 @@ async def release_claims(conn: asyncpg.Connection, claims: Sequence[tuple[str, i
     if not claims:
         return
     ids, attempts = zip(*claims)
-    await conn.execute(
-        "UPDATE deliveries d SET state = 'pending', attempts = d.attempts - 1, claimed_until = NULL,"
-        " updated_at = now()"
-        " FROM unnest($1::text[], $2::int[]) AS u(id, attempts)"
-        " WHERE d.delivery_id = u.id AND d.state = 'sending' AND d.attempts = u.attempts",
-        list(ids), list(attempts),
-    )
+    await conn.execute(_RELEASE_CLAIMS, list(ids), list(attempts))
 
 
 # A worker may record its outcome even if its lease ran out, as long as nobody re-claimed the row
@@ -129,31 +141,41 @@ async def mark_retry(conn: asyncpg.Connection,
     return {r["delivery_id"] for r in done}
 
 
+_LIST_DELIVERIES = (
+    f"SELECT {_API_COLUMNS} FROM deliveries WHERE tenant_id = $1"
+    " AND ($2::text IS NULL OR invoice_id = $2) AND ($3::text IS NULL OR state = $3)"
+    " AND ($4::text IS NULL OR delivery_id < $4)"
+    " ORDER BY delivery_id DESC LIMIT $5"
+)
+
+
 async def list_deliveries(pool: asyncpg.Pool, tenant_id: str, *, invoice_id: str | None, state: str | None,
                           before: str | None, limit: int) -> list[asyncpg.Record]:
     """A tenant's deliveries, newest first (delivery ids are time-ordered: `before` pages back)."""
     return await pool.fetch(
-        f"SELECT {_API_COLUMNS} FROM deliveries WHERE tenant_id = $1"
-        " AND ($2::text IS NULL OR invoice_id = $2) AND ($3::text IS NULL OR state = $3)"
-        " AND ($4::text IS NULL OR delivery_id < $4)"
-        " ORDER BY delivery_id DESC LIMIT $5",
+        _LIST_DELIVERIES,
         tenant_id, invoice_id, state, before, limit,
     )
 
 
+_GET_DELIVERY = f"SELECT {_API_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND delivery_id = $2"
+
+
 async def get_delivery(pool: asyncpg.Pool, tenant_id: str, delivery_id: str) -> asyncpg.Record | None:
-    return await pool.fetchrow(
-        f"SELECT {_API_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND delivery_id = $2", tenant_id, delivery_id
-    )
+    return await pool.fetchrow(_GET_DELIVERY, tenant_id, delivery_id)
+
+
+_DELIVERIES_BY_STATE = "SELECT state, count(*) AS n FROM deliveries GROUP BY state"
+_IN_DOUBT_TOTALS = (
+    "SELECT count(*) AS deliveries, coalesce(sum(in_doubt_attempts), 0) AS attempts"
+    " FROM deliveries WHERE in_doubt_attempts > 0"
+)
 
 
 async def delivery_totals(pool: asyncpg.Pool) -> tuple[dict[str, int], int, int]:
     """For /metrics, across every replica: deliveries by state, deliveries with an in-doubt attempt,
     and in-doubt attempts in all. The count by state reads the whole table (fine at a scrape every
     few seconds up to a few million rows); the in-doubt sums read only the partial index's rows."""
-    by_state = {r["state"]: r["n"] for r in await pool.fetch(
-        "SELECT state, count(*) AS n FROM deliveries GROUP BY state")}
-    row = await pool.fetchrow(
-        "SELECT count(*) AS deliveries, coalesce(sum(in_doubt_attempts), 0) AS attempts"
-        " FROM deliveries WHERE in_doubt_attempts > 0")
+    by_state = {r["state"]: r["n"] for r in await pool.fetch(_DELIVERIES_BY_STATE)}
+    row = await pool.fetchrow(_IN_DOUBT_TOTALS)
     return by_state, row["deliveries"], row["attempts"]

@@ -111,18 +111,21 @@ async def plan_invoices(conn: asyncpg.Connection, invoices: list[list], *, plann
     return await conn.fetch(_PLAN, orjson.dumps(invoices).decode(), planned_at, topic, event_type, notify_channel)
 
 
+_INSERT_TIMERS = """
+INSERT INTO timers (stage_id, tenant_id, invoice_id, stage, sequence, channel, template, scheduled_at,
+                    state, reason, cancelled_at, policy_version)
+SELECT s, $1, $2, st, q, c, t, at, state, r, CASE WHEN state = 'cancelled' THEN now() END, $3
+FROM unnest($4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::timestamptz[], $10::text[],
+            $11::text[]) AS u(s, st, q, c, t, at, state, r)
+"""
+
+
 async def insert_timers(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, policy_version: int,
                         timers: list[PlannedTimer]) -> None:
     if not timers:
         return
     await conn.execute(
-        """
-        INSERT INTO timers (stage_id, tenant_id, invoice_id, stage, sequence, channel, template, scheduled_at,
-                            state, reason, cancelled_at, policy_version)
-        SELECT s, $1, $2, st, q, c, t, at, state, r, CASE WHEN state = 'cancelled' THEN now() END, $3
-        FROM unnest($4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::timestamptz[], $10::text[],
-                    $11::text[]) AS u(s, st, q, c, t, at, state, r)
-        """,
+        _INSERT_TIMERS,
         tenant_id, invoice_id, policy_version,
         [t.stage_id for t in timers], [t.stage for t in timers], [t.sequence for t in timers],
         [t.channel for t in timers], [t.template for t in timers], [t.scheduled_at for t in timers],
@@ -130,11 +133,45 @@ async def insert_timers(conn: asyncpg.Connection, tenant_id: str, invoice_id: st
     )
 
 
+_INVOICE_OWNER = (
+    "SELECT tenant_id, currency, planned_at, settled, last_payment_acknowledged_at FROM invoices"
+    " WHERE invoice_id = $1"
+)
+
+
 async def invoice_owner(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT tenant_id, currency, planned_at, settled, last_payment_acknowledged_at FROM invoices"
-        " WHERE invoice_id = $1", invoice_id,
-    )
+    return await conn.fetchrow(_INVOICE_OWNER, invoice_id)
+
+
+_APPLY_PAYMENT = """
+WITH paid AS (
+    INSERT INTO invoices AS i (invoice_id, tenant_id, currency, balance, settled, settled_at,
+                               last_payment_id, last_payment_acknowledged_at)
+    VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN now() END, $6, $7)
+    ON CONFLICT (invoice_id) DO UPDATE SET
+        balance = EXCLUDED.balance,
+        settled = i.settled OR EXCLUDED.settled,
+        settled_at = COALESCE(i.settled_at, EXCLUDED.settled_at),
+        last_payment_id = EXCLUDED.last_payment_id,
+        last_payment_acknowledged_at = EXCLUDED.last_payment_acknowledged_at,
+        updated_at = now()
+    WHERE i.tenant_id = EXCLUDED.tenant_id
+      AND (i.currency IS NULL OR i.currency = EXCLUDED.currency)
+      AND (i.last_payment_acknowledged_at IS NULL
+           OR i.last_payment_acknowledged_at < EXCLUDED.last_payment_acknowledged_at
+           OR (i.last_payment_acknowledged_at = EXCLUDED.last_payment_acknowledged_at
+               AND EXCLUDED.balance < i.balance))
+    RETURNING settled, balance, planned_at
+), cancelled AS (
+    UPDATE timers SET state = 'cancelled', cancelled_at = now(), reason = $8
+    WHERE invoice_id = $1 AND state = 'scheduled' AND EXISTS (SELECT 1 FROM paid WHERE paid.settled)
+    RETURNING stage_id, stage, sequence, channel, scheduled_at, cancelled_at
+)
+SELECT p.settled, p.balance, p.planned_at, c.stage_id, c.stage, c.sequence, c.channel, c.scheduled_at,
+       c.cancelled_at
+FROM paid AS p LEFT JOIN cancelled AS c ON true
+ORDER BY c.sequence, c.channel
+"""
 
 
 async def apply_payment(conn: asyncpg.Connection, *, invoice_id: str, tenant_id: str, currency: str,
@@ -146,35 +183,7 @@ async def apply_payment(conn: asyncpg.Connection, *, invoice_id: str, tenant_id:
     None: not applied, as stale, or another tenant's / currency's invoice) and the timers cancelled
     now, in plan order."""
     rows = await conn.fetch(
-        """
-        WITH paid AS (
-            INSERT INTO invoices AS i (invoice_id, tenant_id, currency, balance, settled, settled_at,
-                                       last_payment_id, last_payment_acknowledged_at)
-            VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN now() END, $6, $7)
-            ON CONFLICT (invoice_id) DO UPDATE SET
-                balance = EXCLUDED.balance,
-                settled = i.settled OR EXCLUDED.settled,
-                settled_at = COALESCE(i.settled_at, EXCLUDED.settled_at),
-                last_payment_id = EXCLUDED.last_payment_id,
-                last_payment_acknowledged_at = EXCLUDED.last_payment_acknowledged_at,
-                updated_at = now()
-            WHERE i.tenant_id = EXCLUDED.tenant_id
-              AND (i.currency IS NULL OR i.currency = EXCLUDED.currency)
-              AND (i.last_payment_acknowledged_at IS NULL
-                   OR i.last_payment_acknowledged_at < EXCLUDED.last_payment_acknowledged_at
-                   OR (i.last_payment_acknowledged_at = EXCLUDED.last_payment_acknowledged_at
-                       AND EXCLUDED.balance < i.balance))
-            RETURNING settled, balance, planned_at
-        ), cancelled AS (
-            UPDATE timers SET state = 'cancelled', cancelled_at = now(), reason = $8
-            WHERE invoice_id = $1 AND state = 'scheduled' AND EXISTS (SELECT 1 FROM paid WHERE paid.settled)
-            RETURNING stage_id, stage, sequence, channel, scheduled_at, cancelled_at
-        )
-        SELECT p.settled, p.balance, p.planned_at, c.stage_id, c.stage, c.sequence, c.channel, c.scheduled_at,
-               c.cancelled_at
-        FROM paid AS p LEFT JOIN cancelled AS c ON true
-        ORDER BY c.sequence, c.channel
-        """,
+        _APPLY_PAYMENT,
         invoice_id, tenant_id, currency, balance, settled, payment_id, acknowledged_at, SETTLED_REASON,
     )
     if not rows:
@@ -186,7 +195,8 @@ async def apply_payment(conn: asyncpg.Connection, *, invoice_id: str, tenant_id:
 # watermark among the statements whose payments offsets this scheduler has applied, and its
 # InvoiceIssued is below reconciliation's certified position; no usable statement, nothing fires.
 # SKIP LOCKED lets replicas fire side by side, each timer once; $2 false turns the gate off (no
-# reconciliation). $1 is the payments topic in both statements that start with the gate. Why this keeps the cancel guarantee: docs/cancel-guarantee.md#the-firing-gate.
+# reconciliation). $1 is the payments topic in both statements that start with the gate. Why this
+# keeps the cancel guarantee: docs/cancel-guarantee.md#the-firing-gate.
 _GATE = """
 WITH applied AS (
     SELECT partition::text AS partition, next_offset FROM consumer_positions WHERE topic = $1
@@ -237,60 +247,84 @@ async def gate_state(conn: asyncpg.Connection, payments_topic: str = PAYMENTS_TO
     return await conn.fetchrow(_GATE_STATE, payments_topic)
 
 
+_WAKE_FIRING = "SELECT pg_notify($1 || '_' || current_schema(), '')"
+
+
 async def wake_firing(conn: asyncpg.Connection, channel: str) -> None:
     """NOTIFY <channel>_<schema> at commit: the firing loop LISTENs there (see planner.TIMERS_CHANNEL)."""
-    await conn.execute("SELECT pg_notify($1 || '_' || current_schema(), '')", channel)
+    await conn.execute(_WAKE_FIRING, channel)
+
+
+_STORE_WATERMARKS = (
+    "INSERT INTO payment_watermarks (statement_id, watermark, payments_offsets, invoice_positions, computed_at)"
+    " SELECT (s->>0)::uuid, (s->>1)::timestamptz, s->2, s->3, (s->>4)::timestamptz"
+    " FROM jsonb_array_elements($1::text::jsonb) AS s ON CONFLICT (statement_id) DO NOTHING"
+)
 
 
 async def store_watermarks(conn: asyncpg.Connection, statements: list[tuple[str, dict]]) -> None:
     """Keep the statements (id, data); a redelivered one is already there."""
     await conn.execute(
-        "INSERT INTO payment_watermarks (statement_id, watermark, payments_offsets, invoice_positions, computed_at)"
-        " SELECT (s->>0)::uuid, (s->>1)::timestamptz, s->2, s->3, (s->>4)::timestamptz"
-        " FROM jsonb_array_elements($1::text::jsonb) AS s ON CONFLICT (statement_id) DO NOTHING",
+        _STORE_WATERMARKS,
         orjson.dumps([[sid, d["watermark"], d["payments_offsets"], d["invoice_positions"], d["computed_at"]]
                       for sid, d in statements]).decode(),
     )
+
+
+_PRUNE_WATERMARKS = (
+    "DELETE FROM payment_watermarks WHERE statement_id IN ("
+    " SELECT statement_id FROM payment_watermarks ORDER BY received_at DESC OFFSET 20)"
+    " AND received_at < now() - make_interval(secs => $1)"
+)
 
 
 async def prune_watermarks(conn: asyncpg.Connection, keep_seconds: float = 300.0) -> int:
     """Forget statements received more than keep_seconds ago, keeping the newest 20 whatever their
     age. A statement is only ever superseded by newer ones; a scheduler whose payments consumer lags
     by more than keep_seconds waits for a newer statement it has caught up with (the safe side)."""
-    result = await conn.execute(
-        "DELETE FROM payment_watermarks WHERE statement_id IN ("
-        " SELECT statement_id FROM payment_watermarks ORDER BY received_at DESC OFFSET 20)"
-        " AND received_at < now() - make_interval(secs => $1)", keep_seconds)
+    result = await conn.execute(_PRUNE_WATERMARKS, keep_seconds)
     return int(result.split()[-1])
 
 
+_NEXT_DUE_AT = "SELECT min(scheduled_at) FROM timers WHERE state = 'scheduled'"
+
+
 async def next_due_at(conn: asyncpg.Connection) -> datetime | None:
-    return await conn.fetchval("SELECT min(scheduled_at) FROM timers WHERE state = 'scheduled'")
+    return await conn.fetchval(_NEXT_DUE_AT)
+
+
+_FIRING_GAUGES = (
+    "SELECT (SELECT count(*) FROM timers WHERE state = 'scheduled' AND scheduled_at <= now()) AS due,"
+    " (SELECT extract(epoch FROM now() - min(scheduled_at))::float8 FROM timers"
+    "   WHERE state = 'scheduled' AND scheduled_at <= now()) AS oldest_due_age,"
+    " (SELECT extract(epoch FROM now() - max(watermark))::float8 FROM payment_watermarks) AS watermark_age"
+)
 
 
 async def firing_gauges(conn: asyncpg.Connection) -> asyncpg.Record:
     """For /metrics: timers due and not fired, how long the oldest has been due, and the age of the
     newest payments watermark (None: none received). Both read the partial index timers_due."""
-    return await conn.fetchrow(
-        "SELECT (SELECT count(*) FROM timers WHERE state = 'scheduled' AND scheduled_at <= now()) AS due,"
-        " (SELECT extract(epoch FROM now() - min(scheduled_at))::float8 FROM timers"
-        "   WHERE state = 'scheduled' AND scheduled_at <= now()) AS oldest_due_age,"
-        " (SELECT extract(epoch FROM now() - max(watermark))::float8 FROM payment_watermarks) AS watermark_age")
+    return await conn.fetchrow(_FIRING_GAUGES)
+
+
+_TIMERS_OF = (
+    f"SELECT {TIMER_COLUMNS} FROM timers WHERE tenant_id = $1 AND invoice_id = $2"
+    " ORDER BY sequence, channel"
+)
 
 
 async def timers_of(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        f"SELECT {TIMER_COLUMNS} FROM timers WHERE tenant_id = $1 AND invoice_id = $2"
-        " ORDER BY sequence, channel", tenant_id, invoice_id,
-    )
+    return await conn.fetch(_TIMERS_OF, tenant_id, invoice_id)
+
+
+_INVOICE_OF = (
+    "SELECT invoice_id, number, currency, amount_due, balance, due_date, settled, settled_at, planned_at,"
+    " policy_id, policy_version FROM invoices WHERE tenant_id = $1 AND invoice_id = $2"
+)
 
 
 async def invoice_of(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT invoice_id, number, currency, amount_due, balance, due_date, settled, settled_at, planned_at,"
-        " policy_id, policy_version FROM invoices WHERE tenant_id = $1 AND invoice_id = $2",
-        tenant_id, invoice_id,
-    )
+    return await conn.fetchrow(_INVOICE_OF, tenant_id, invoice_id)
 
 
 # --- policies: every change is a new version; the latest version is the active one ---------------
