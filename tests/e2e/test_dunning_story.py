@@ -15,6 +15,7 @@ from datetime import date, timedelta
 import httpx
 import pytest
 
+from dunning_tools.stack.mailserver import messages_to
 from dunning_tools.stack.system import Ports, Stack
 from dunning_tools.testing.waits import wait_until
 
@@ -73,7 +74,7 @@ def stripe_signature(payload: bytes, secret: str) -> str:
 
 
 def mails_to(stack: Stack, address: str) -> list[dict]:
-    return httpx.get(f"{stack.mail_api}/messages", params={"to": address}).json()["messages"]
+    return messages_to(stack.mail_api, address)
 
 
 def timeline(stack: Stack, tenant: dict, invoice_id: str) -> dict:

@@ -13,13 +13,13 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 
 import asyncpg
-import httpx
 import orjson
 import pytest
 from aiosmtpd.smtp import SMTP
 
 from dunning import events, inbox
 from dunning.db import create_pool, migrations_of
+from dunning_tools.stack.mailserver import messages_to
 from dunning_tools.stack.procs import free_port
 from dunning_tools.stack.service import ServiceProc
 from dunning.ids import new_id
@@ -90,13 +90,6 @@ async def _running_dispatcher(pool: asyncpg.Pool, settings: Settings):
     finally:
         dispatcher.stop()
         await asyncio.wait_for(task, timeout=30)
-
-
-async def _mail_to(api: str, address: str) -> list[dict]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        resp = await client.get(f"{api}/messages", params={"to": address})
-        resp.raise_for_status()
-        return [m for m in resp.json()["messages"] if m["to"].lower() == address.lower()]
 
 
 @dataclass(frozen=True)
@@ -233,4 +226,4 @@ def running_dispatcher():
 
 @pytest.fixture(scope="session")
 def mail_to():
-    return _mail_to
+    return lambda api, address: asyncio.to_thread(messages_to, api, address)

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from dunning_cli.tenants import create_tenant
+from dunning_tools.stack.mailserver import messages_to
 
 POLICY = {"anchor": "issued_at", "stages": [
     {"name": "pre_due", "offset": "PT2S"}, {"name": "soft", "offset": "PT4S"}, {"name": "firm", "offset": "PT6S"},
@@ -71,7 +72,7 @@ def main() -> None:
         say(f"2. issued {ext}: {amount} {currency} to {name} -> {r.json()['id']}")
 
     def inbox(inv) -> list:
-        return client.get(f"{mail}/messages", params={"to": inv["customer"]["email"]}).json()["messages"]
+        return messages_to(mail, inv["customer"]["email"], client)
 
     say("3. waiting for reminders to reach the SMTP server ...")
     wait(lambda: all(len(inbox(inv)) >= 3 for inv in invoices), 60, "three reminders per invoice")

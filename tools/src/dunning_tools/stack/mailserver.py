@@ -15,6 +15,7 @@ import mailbox
 from datetime import datetime, timezone
 from pathlib import Path
 
+import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope
@@ -91,6 +92,13 @@ def make_api(directory: Path) -> FastAPI:
         return {"status": "cleared"}
 
     return app
+
+
+def messages_to(api: str, address: str, client: httpx.Client | None = None) -> list[dict]:
+    """What the mail server at `api` (its HTTP API) received for exactly `address`, oldest first."""
+    resp = (client or httpx).get(f"{api}/messages", params={"to": address}, timeout=10)
+    resp.raise_for_status()
+    return [m for m in resp.json()["messages"] if m["to"].lower() == address.lower()]
 
 
 async def serve(directory: Path, smtp_port: int, http_port: int) -> None:
