@@ -6,8 +6,8 @@ import uuid
 
 import asyncpg
 import pytest
-from dunning import tenancy
 
+from dunning import tenancy
 from dunning_cli.main import main
 
 pytestmark = pytest.mark.integration

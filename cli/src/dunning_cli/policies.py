@@ -5,11 +5,11 @@ import sys
 from pathlib import Path
 
 import orjson
+
 from dunning.db import connect
+from dunning_cli.services import schema_of
 from dunning_scheduler.policy import PolicyDocument, PolicyError, parse_policy
 from dunning_scheduler.policy_store import active_policy, save_policy
-
-from dunning_cli.services import schema_of
 
 
 def _print(value) -> None:

@@ -5,7 +5,6 @@ import os
 
 from dunning import outbox
 from dunning.db import connect
-
 from dunning_cli.services import schema_of, service_name
 
 

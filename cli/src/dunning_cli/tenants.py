@@ -8,9 +8,8 @@ import secrets
 from dunning import tenancy
 from dunning.db import connect
 from dunning.ids import new_id
-from dunning_reconciliation import repository as reconciliation
-
 from dunning_cli.services import SERVICES, schema_of
+from dunning_reconciliation import repository as reconciliation
 
 
 async def create_tenant(dsn: str, name: str, tenant_id: str | None = None) -> dict:

@@ -2,23 +2,27 @@
 mirrors (`InvoiceOut`, `InvoiceDetail`, built from the same rows) give the same JSON for any row,
 property-based."""
 
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dunning.money import format_amount
-
-from dunning_ingest.invoice_output import (InvoiceDetail, InvoiceOut, invoice_detail_json, invoice_out_json,
-                                           new_invoice_row)
+from dunning_ingest.invoice_output import (
+    InvoiceDetail,
+    InvoiceOut,
+    invoice_detail_json,
+    invoice_out_json,
+    new_invoice_row,
+)
 
 pytestmark = pytest.mark.unit
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
 ids = st.from_regex(r"[0-9A-Za-z]{10,26}", fullmatch=True)
-instants = st.datetimes(timezones=st.just(timezone.utc))
+instants = st.datetimes(timezones=st.just(UTC))
 CURRENCIES = {"EUR": 2, "JPY": 0, "KWD": 3, "USD": 2}
 
 
@@ -96,7 +100,7 @@ def test_a_new_invoice_reads_back_as_its_row_would():
         "issue_date": "2026-11-02", "due_date": "2026-11-16",
         "customer": {"external_id": "c1", "name": "Acme", "email": "ap@acme.de", "locale": "en-GB",
                      "timezone": "Europe/London"}})
-    row = new_invoice_row("inv_0123456789", "cus_0123456789", inv, datetime(2026, 11, 2, tzinfo=timezone.utc))
+    row = new_invoice_row("inv_0123456789", "cus_0123456789", inv, datetime(2026, 11, 2, tzinfo=UTC))
     body = invoice_detail_json(row)
     assert body == InvoiceDetail.from_rows(row).model_dump(mode="json")
     assert body["amount_due"] == body["balance"] == "1250.50" and body["status"] == "open"

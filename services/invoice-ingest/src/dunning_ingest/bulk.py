@@ -21,11 +21,17 @@ import asyncpg
 from pydantic import ValidationError
 
 from dunning.clock import isoformat, utcnow
-
-from dunning_ingest import repository
-from dunning_ingest.messages import INVOICE_ISSUED, current_traceparent, issued_rows, topic
 from dunning.ids import new_ids
-from dunning_ingest.invoice_input import amount_text, error_list, fast_validate_invoice_in, invoice_adapter
+from dunning_ingest import repository
+from dunning_ingest.invoice_input import (
+    FastInvoiceIn,
+    InvoiceIn,
+    amount_text,
+    error_list,
+    fast_validate_invoice_in,
+    invoice_adapter,
+)
+from dunning_ingest.messages import INVOICE_ISSUED, current_traceparent, issued_rows, topic
 
 CHUNK = 1000
 YIELD_EVERY = 100  # validated items between two chances for the loop to serve the writer's I/O
@@ -109,7 +115,7 @@ class BulkImport:
             if index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             item = items[index]
-            inv = fast_validate_invoice_in(item, self.checked)
+            inv: FastInvoiceIn | InvoiceIn | None = fast_validate_invoice_in(item, self.checked)
             if inv is None:
                 try:
                     inv = invoice_adapter.validate_python(item)
@@ -130,7 +136,8 @@ class BulkImport:
         if not fresh:
             return
         conn, tenant_id = self.conn, self.tenant_id
-        self.existing.update(await repository.existing_by_external_id(conn, tenant_id, [v.inv.external_id for v in fresh]))
+        known = await repository.existing_by_external_id(conn, tenant_id, [v.inv.external_id for v in fresh])
+        self.existing.update(known)
         # Sorted by external id: concurrent imports lock rows in the same order.
         new = sorted((v for v in fresh if v.inv.external_id not in self.existing), key=lambda v: v.inv.external_id)
         if not new:
@@ -142,12 +149,12 @@ class BulkImport:
              "customer_id": customers[i.customer.external_id][0], "currency": i.currency,
              "amount_due": amount_text(i), "issue_date": i.issue_date, "due_date": i.due_date,
              "payment_url": i.payment_url, "metadata": i.metadata, "content_hash": v.content_hash.hex()}
-            for invoice_id, v, i in zip(new_ids("inv", len(new)), new, (v.inv for v in new))
+            for invoice_id, v, i in zip(new_ids("inv", len(new)), new, (v.inv for v in new), strict=True)
         ]
         inserted = await repository.insert_invoices(conn, tenant_id, self.now, rows)
         issued = []
         created = self.created
-        for row, v in zip(rows, new):
+        for row, v in zip(rows, new, strict=True):
             if inserted is None or row["id"] in inserted:
                 created[v.inv.external_id] = row["id"]
                 issued.append((row["id"], row["customer_id"], v.inv))
@@ -170,7 +177,7 @@ class BulkImport:
         if not rows:
             return
         ids = await repository.upsert_customers(self.conn, self.tenant_id,
-                                                [(i, *r) for i, r in zip(new_ids("cus", len(rows)), rows)])
+                                                [(i, *r) for i, r in zip(new_ids("cus", len(rows)), rows, strict=True)])
         for row in rows:
             self.customers[row[0]] = (ids[row[0]], row[1:])
 

@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 
 from dunning.http import PROBLEMS, Problem
-
 from dunning_ingest import repository
 
 MAX_KEY_LENGTH = 255

@@ -25,8 +25,17 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from babel import Locale
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationInfo
-from pydantic import PlainValidator, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationInfo,
+    WithJsonSchema,
+)
 from pydantic_core import PydanticCustomError
 
 from dunning.money import MoneyError, exponent, format_amount, parse_amount, validate_currency
@@ -51,7 +60,7 @@ def _known_locale(value: str) -> bool:
         return False
     try:
         Locale.parse(value, sep="-")
-    except Exception:  # noqa: BLE001 - ValueError, or babel's UnknownLocaleError
+    except Exception:
         return False
     return True
 
@@ -62,7 +71,7 @@ def _known_timezone(value: str) -> bool:
         return False
     try:
         ZoneInfo(value)
-    except Exception:  # noqa: BLE001 - ZoneInfoNotFoundError, ValueError, IsADirectoryError ...
+    except Exception:
         return False
     return True
 
@@ -370,7 +379,8 @@ def fast_validate_invoice_in(obj: Any, customers: dict | None = None) -> FastInv
         if type(metadata) is not dict or len(metadata) > 50:
             return None
         for k, v in metadata.items():
-            if not (type(k) is str and 0 < len(k) <= 40 and type(v) is str and len(v) <= 500 and storable(k) and storable(v)):
+            if not (type(k) is str and 0 < len(k) <= 40 and type(v) is str and len(v) <= 500
+                    and storable(k) and storable(v)):
                 return None
     elif type(metadata) is not dict:
         return None

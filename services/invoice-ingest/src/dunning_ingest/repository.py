@@ -8,10 +8,11 @@ sorted by external id so concurrent imports lock rows in the same order (no dead
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import orjson
+
 from dunning import outbox
 from dunning.contracts import PaymentReceived
 
@@ -113,7 +114,7 @@ async def upsert_customers(conn: asyncpg.Connection, tenant_id: str, rows: Seque
     """
     if not rows:
         return {}
-    cols = list(zip(*sorted(rows, key=lambda r: r[1])))
+    cols = list(zip(*sorted(rows, key=lambda r: r[1]), strict=True))
     result = await conn.fetch(_UPSERT_CUSTOMERS, tenant_id, *[list(c) for c in cols])
     ids = {r["external_id"]: r["id"] for r in result}
     if len(ids) < len(rows):  # inserted, unchanged, by a transaction that committed after our snapshot
@@ -170,8 +171,11 @@ async def add_to_outbox(conn: asyncpg.Connection, topic: str, event_type: str, c
     await conn.execute(_ADD_TO_OUTBOX, topic, event_type, *columns)
 
 
+_GET_INVOICE = INVOICE_SELECT + " WHERE i.tenant_id = $1 AND i.id = $2"
+
+
 async def get_invoice(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(INVOICE_SELECT + " WHERE i.tenant_id = $1 AND i.id = $2", tenant_id, invoice_id)
+    return await conn.fetchrow(_GET_INVOICE, tenant_id, invoice_id)
 
 
 _PAYMENTS_OF = "SELECT * FROM payments WHERE invoice_id = $1 ORDER BY acknowledged_at, payment_id"
@@ -200,7 +204,8 @@ async def list_invoices(conn: asyncpg.Connection, tenant_id: str, *, status: str
                         due_before: date | None, due_after: date | None, after_id: str | None,
                         limit: int) -> list[asyncpg.Record]:
     """Newest first (ids are time-ordered); `after_id` is the last id of the previous page."""
-    where, args = ["i.tenant_id = $1"], [tenant_id]
+    where: list[str] = ["i.tenant_id = $1"]
+    args: list[Any] = [tenant_id]
     if status is not None and status != "open":
         where.append("i.status <> 'open'")  # lets the planner use the partial index invoices_tenant_closed
     for clause, value in (("i.status = ${}", status), ("c.external_id = ${}", customer),
@@ -307,7 +312,7 @@ async def observe_stages(conn: asyncpg.Connection, tenant_id: str, invoice_id: s
     """
     if not rows:
         return 0
-    cols = [list(c) for c in zip(*rows)]
+    cols = [list(c) for c in zip(*rows, strict=True)]
     applied = await conn.fetch(_OBSERVE, invoice_id, tenant_id, *cols)
     mine = {r["stage_id"] for r in applied}
     hist = [r for r in rows if r[0] in mine]
@@ -382,7 +387,7 @@ _GET_KEY = "SELECT fingerprint, status, headers, body FROM idempotency_keys WHER
 _COMPLETE_KEY = "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 WHERE tenant_id = $1 AND key = $2"
 _RELEASE_KEY = "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status IS NULL"
 _PURGE_KEYS = "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)"
-Conn = asyncpg.Connection | asyncpg.Pool
+Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 async def claim_idempotency_key(conn: Conn, tenant_id: str, key: str, fingerprint: bytes, *, ttl_hours: int,

@@ -4,11 +4,11 @@ the newer claim's outcome."""
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
-Executor = asyncpg.Pool | asyncpg.Connection
+Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 _CLAIMED_COLUMNS = ", ".join(f"d.{c}" for c in (
     "delivery_id", "tenant_id", "invoice_id", "stage_id", "stage", "channel", "recipient", "attempts", "payload",
@@ -84,7 +84,7 @@ async def release_claims(conn: asyncpg.Connection, claims: Sequence[tuple[str, i
     """Hand back claimed deliveries that were never attempted (shutdown): pending, attempt not counted."""
     if not claims:
         return
-    ids, attempts = zip(*claims)
+    ids, attempts = zip(*claims, strict=True)
     await conn.execute(_RELEASE_CLAIMS, list(ids), list(attempts))
 
 
@@ -93,32 +93,53 @@ async def release_claims(conn: asyncpg.Connection, claims: Sequence[tuple[str, i
 _FENCE = " WHERE d.delivery_id = u.id AND d.attempts = u.attempts AND d.state IN ('sending', 'pending')"
 
 
+_MARK_SENT = (
+    "UPDATE deliveries d SET state = 'sent', provider_message_id = u.pmid, sent_at = u.sent_at,"
+    " claimed_until = NULL, last_error_code = NULL, last_error = NULL, updated_at = now()"
+    " FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[]) AS u(id, attempts, pmid, sent_at)"
+    + _FENCE + " RETURNING d.delivery_id"
+)
+
+
 async def mark_sent(conn: asyncpg.Connection, rows: Sequence[tuple[str, int, str, datetime]]) -> set[str]:
     if not rows:
         return set()
-    ids, attempts, message_ids, sent_at = (list(c) for c in zip(*rows))
+    ids, attempts, message_ids, sent_at = (list(c) for c in zip(*rows, strict=True))
     done = await conn.fetch(
-        "UPDATE deliveries d SET state = 'sent', provider_message_id = u.pmid, sent_at = u.sent_at,"
-        " claimed_until = NULL, last_error_code = NULL, last_error = NULL, updated_at = now()"
-        " FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[]) AS u(id, attempts, pmid, sent_at)"
-        + _FENCE + " RETURNING d.delivery_id",
+        _MARK_SENT,
         ids, attempts, message_ids, sent_at,
     )
     return {r["delivery_id"] for r in done}
 
 
+_MARK_FAILED = (
+    "UPDATE deliveries d SET state = 'failed', last_error_code = u.code, last_error = u.error,"
+    " claimed_until = NULL, updated_at = now()"
+    " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[]) AS u(id, attempts, code, error)"
+    + _FENCE + " RETURNING d.delivery_id"
+)
+
+
 async def mark_failed(conn: asyncpg.Connection, rows: Sequence[tuple[str, int, str, str]]) -> set[str]:
     if not rows:
         return set()
-    ids, attempts, codes, errors = (list(c) for c in zip(*rows))
+    ids, attempts, codes, errors = (list(c) for c in zip(*rows, strict=True))
     done = await conn.fetch(
-        "UPDATE deliveries d SET state = 'failed', last_error_code = u.code, last_error = u.error,"
-        " claimed_until = NULL, updated_at = now()"
-        " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[]) AS u(id, attempts, code, error)"
-        + _FENCE + " RETURNING d.delivery_id",
+        _MARK_FAILED,
         ids, attempts, codes, errors,
     )
     return {r["delivery_id"] for r in done}
+
+
+_MARK_RETRY = (
+    "UPDATE deliveries d SET state = 'pending', last_error_code = u.code, last_error = u.error,"
+    " next_attempt_at = now() + make_interval(secs => u.delay), claimed_until = NULL, updated_at = now(),"
+    " in_doubt_attempts = d.in_doubt_attempts + u.in_doubt::int,"
+    " last_in_doubt_at = CASE WHEN u.in_doubt THEN now() ELSE d.last_in_doubt_at END"
+    " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::float8[], $6::bool[])"
+    " AS u(id, attempts, code, error, delay, in_doubt)"
+    + _FENCE + " RETURNING d.delivery_id"
+)
 
 
 async def mark_retry(conn: asyncpg.Connection,
@@ -127,15 +148,9 @@ async def mark_retry(conn: asyncpg.Connection,
     may have accepted the message all the same (timeout or disconnect after DATA)."""
     if not rows:
         return set()
-    ids, attempts, codes, errors, delays, in_doubt = (list(c) for c in zip(*rows))
+    ids, attempts, codes, errors, delays, in_doubt = (list(c) for c in zip(*rows, strict=True))
     done = await conn.fetch(
-        "UPDATE deliveries d SET state = 'pending', last_error_code = u.code, last_error = u.error,"
-        " next_attempt_at = now() + make_interval(secs => u.delay), claimed_until = NULL, updated_at = now(),"
-        " in_doubt_attempts = d.in_doubt_attempts + u.in_doubt::int,"
-        " last_in_doubt_at = CASE WHEN u.in_doubt THEN now() ELSE d.last_in_doubt_at END"
-        " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::float8[], $6::bool[])"
-        " AS u(id, attempts, code, error, delay, in_doubt)"
-        + _FENCE + " RETURNING d.delivery_id",
+        _MARK_RETRY,
         ids, attempts, codes, errors, delays, in_doubt,
     )
     return {r["delivery_id"] for r in done}

@@ -18,7 +18,6 @@ from dunning.consumer import Rejected
 from dunning.contracts import InvoiceIssued
 from dunning.events import Event
 from dunning.logging import get_logger
-
 from dunning_reconciliation import reconcile, repository
 from dunning_reconciliation.domain import invoice_keys
 

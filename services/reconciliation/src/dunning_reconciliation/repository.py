@@ -3,17 +3,16 @@ so it joins the caller's transaction."""
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import orjson
 
 from dunning.logging import get_logger
-
 from dunning_reconciliation.domain import IncomingPayment, MatchKeys
 
 log = get_logger(__name__)
-Conn = asyncpg.Connection | asyncpg.Pool
+Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 PAYMENT_COLUMNS = (
     "payment_id, tenant_id, invoice_id, source, source_reference, stripe_object_id, status, currency,"

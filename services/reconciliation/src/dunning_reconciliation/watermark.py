@@ -23,7 +23,6 @@ from dunning.events import dumps, envelope
 from dunning.logging import get_logger
 from dunning.loops import Backoff, Loop
 from dunning.outbox import headers_of
-
 from dunning_reconciliation import messages, repository
 
 log = get_logger(__name__)

@@ -12,13 +12,13 @@ from datetime import date, datetime
 from typing import Any
 
 import asyncpg
+
 from dunning import outbox
 from dunning.clock import utcnow
 from dunning.consumer import Rejected
 from dunning.contracts import DunningPlanned, InvoiceIssued, instant_text, topic
 from dunning.events import Event, dumps, envelope
 from dunning.logging import get_logger
-
 from dunning_scheduler import messages, repository
 from dunning_scheduler.planning import plan, zone_for
 from dunning_scheduler.policy_store import ActivePolicies, ActiveVersion
@@ -76,7 +76,8 @@ async def plan_invoices(conn: asyncpg.Connection, events: list[Event[InvoiceIssu
     pending, planned = events, 0
     while pending:  # one statement may not touch an invoice twice: a repeat goes in the next one
         seen: set[str] = set()
-        distinct, later = [], []
+        distinct: list[Event] = []
+        later: list[Event] = []
         for event in pending:
             (later if event.subject in seen else distinct).append(event)
             seen.add(event.subject)

@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from dunning_scheduler.durations import Duration, DurationError, parse_duration
 
@@ -178,7 +178,7 @@ _MESSAGES = {
 }
 
 
-def _message(loc: list[str], error: dict[str, Any]) -> str:
+def _message(loc: list[str], error: ErrorDetails) -> str:
     kind, name = error["type"], (loc[-1] if loc else "")
     if kind.startswith("policy"):
         return error["msg"]

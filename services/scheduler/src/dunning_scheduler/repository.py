@@ -5,9 +5,9 @@ from decimal import Decimal
 
 import asyncpg
 import orjson
+
 from dunning import outbox
 from dunning.contracts import PaymentReceived, topic
-
 from dunning_scheduler.planning import SETTLED as SETTLED_REASON
 from dunning_scheduler.planning import PlannedTimer
 
@@ -94,8 +94,8 @@ def plan_invoice_row(*, n: int, invoice_id: str, tenant_id: str, external_id: st
                      amount_due: str, issue_date: str, due_date: str, payment_url: str | None, customer: dict,
                      issued_at: str, issued_event_id: str, policy_id: str, policy_version: int,
                      stored_version: int, stored_at: datetime | None, due_now: bool, lane: int, event_id: str,
-                     headers: dict, payload: str, timers: list[PlannedTimer], gate_partition: int,
-                     gate_offset: int) -> list:
+                     headers: dict, payload: str, timers: list[PlannedTimer], gate_partition: int | None,
+                     gate_offset: int | None) -> list:
     """One input row of `plan_invoices`, in the positions `_PLAN` reads (PLAN_INVOICE_FIELDS)."""
     return [n, invoice_id, tenant_id, external_id, number, currency, amount_due, issue_date, due_date, payment_url,
             customer, issued_at, issued_event_id, policy_id, policy_version, stored_version, stored_at, due_now,
