@@ -45,7 +45,7 @@ import resource
 import statistics
 import time
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -54,6 +54,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from dunning_cli.tenants import create_tenant
+from dunning_tools.bench.measure import invoice
 
 N_PAYMENTS = int(os.environ.get("BENCH_LOAD_CANCEL", 300))
 PAYMENT_RATE = float(os.environ.get("BENCH_LOAD_PAYMENT_RATE", 25))  # payments/s
@@ -64,13 +65,6 @@ LEAD = int(os.environ.get("BENCH_LOAD_LEAD_SECONDS", 5))  # issue -> stage due, 
 RAMP = 3.0  # seconds after the first stages come due before the payments start
 STAGES_TOPIC = "dunning.stages.v1"
 PAYMENTS_TOPIC = "dunning.payments.v1"
-
-
-def invoice(run: str, i: int) -> dict:
-    return {"external_id": f"L-{run}-{i}", "number": f"L-{run}-{i}", "currency": "EUR", "amount_due": "100.00",
-            "issue_date": date.today().isoformat(), "due_date": (date.today() + timedelta(days=30)).isoformat(),
-            "customer": {"external_id": f"C-{run}-{i % 500}", "name": f"Customer {i % 500}",
-                         "email": f"ap-{run}-{i % 500}@example.com", "locale": "en-GB", "timezone": "Europe/London"}}
 
 
 def summary(values: list[float]) -> dict:
@@ -229,7 +223,7 @@ class Ingest:
 
     def _items(self, count: int) -> list[dict]:
         lo, self.next = self.next, self.next + count
-        return [invoice(self.run, i) for i in range(lo, lo + count)]
+        return [invoice(self.run, i, prefix="L") for i in range(lo, lo + count)]
 
     async def _post(self, path: str, body: bytes, count: int, kind: str, sem: asyncio.Semaphore) -> None:
         try:
@@ -321,7 +315,7 @@ async def bench_cancel_under_load(stack, client: httpx.AsyncClient) -> dict:
     try:
         # The invoices to be paid: planned (every stage scheduled) before the load starts.
         run = uuid.uuid4().hex[:6]
-        items = [invoice(run, i) for i in range(N_PAYMENTS)]
+        items = [invoice(run, i, prefix="L") for i in range(N_PAYMENTS)]
         r = await client.post(f"{ingest_url}/v1/invoices/bulk", json={"invoices": items}, headers=pay_auth,
                               timeout=120)
         r.raise_for_status()

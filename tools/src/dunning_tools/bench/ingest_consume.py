@@ -23,8 +23,7 @@ from dunning import tenancy
 from dunning.consumer import ConsumerRunner, without_batches
 from dunning.contracts import DunningPlanned, ReminderSent, topic
 from dunning.db import create_pool, migrate, migrations_of
-from dunning_tools.stack.postgres import EmbeddedPostgres
-from dunning_tools.stack.procs import free_port
+from dunning_tools.stack.servers import database
 from dunning.events import dumps, new_event
 from dunning.logging import configure_logging
 
@@ -86,36 +85,30 @@ async def feed(runner: ConsumerRunner, name: str, envelopes: list[dict], batch: 
 async def run(args) -> None:
     configure_logging("bench-consume", "INFO")  # as in production (JSON lines on stderr)
     workdir = Path(tempfile.mkdtemp(prefix="bench-consume-"))
-    pg = EmbeddedPostgres(workdir / "pgdata", free_port(), durable=not args.no_fsync)
-    dsn = pg.start()
-    try:
+    with database(workdir, durable=not args.no_fsync) as db:
         schema = "bench_consume"
-        migrate(dsn, schema, MIGRATIONS)
-        pool = await create_pool(dsn, schema, max_size=4)
-    except BaseException:
-        pg.stop()
-        raise
-    try:
-        run_id = uuid.uuid4().hex[:8]
-        invoices = [f"inv_{run_id}{i:08d}" for i in range(args.invoices)]
-        async with pool.acquire() as conn:
-            await tenancy.provision(conn, TENANT, "Bench", "dk_bench_consume_0123456789")
-            await conn.execute(
-                "INSERT INTO invoices (id, tenant_id, external_id, number, customer_id, currency, amount_due, balance,"
-                " issue_date, due_date, content_hash, created_at)"
-                " SELECT i, $2, i, i, 'cus_bench', 'EUR', 100, 100, '2026-11-02', '2026-12-02', '\\x00', now()"
-                " FROM unnest($1::text[]) AS i", invoices, TENANT)
-            await conn.execute("ANALYZE")
-        runner = ConsumerRunner(name="bench", pool=pool, bootstrap_servers="unused", group_id="bench",
-                                topics=[], handlers=without_batches(H.HANDLERS) if args.per_event else H.HANDLERS)
-        print(f"{'per-event' if args.per_event else 'batch handlers'}, batch {args.batch}, {args.invoices} invoices")
-        await feed(runner, "DunningPlanned", [planned(i) for i in invoices], args.batch, topic(DunningPlanned))
-        await feed(runner, "StageEscalated", [escalated(i) for i in invoices], args.batch, topic(DunningPlanned))
-        await feed(runner, "ReminderSent", [sent(i) for i in invoices], args.batch, topic(ReminderSent))
-        assert runner.dead_lettered == 0, runner.dead_lettered
-    finally:
-        await pool.close()
-        pg.stop()
+        migrate(db.dsn, schema, MIGRATIONS)
+        pool = await create_pool(db.dsn, schema, max_size=4)
+        try:
+            run_id = uuid.uuid4().hex[:8]
+            invoices = [f"inv_{run_id}{i:08d}" for i in range(args.invoices)]
+            async with pool.acquire() as conn:
+                await tenancy.provision(conn, TENANT, "Bench", "dk_bench_consume_0123456789")
+                await conn.execute(
+                    "INSERT INTO invoices (id, tenant_id, external_id, number, customer_id, currency, amount_due, balance,"
+                    " issue_date, due_date, content_hash, created_at)"
+                    " SELECT i, $2, i, i, 'cus_bench', 'EUR', 100, 100, '2026-11-02', '2026-12-02', '\\x00', now()"
+                    " FROM unnest($1::text[]) AS i", invoices, TENANT)
+                await conn.execute("ANALYZE")
+            runner = ConsumerRunner(name="bench", pool=pool, bootstrap_servers="unused", group_id="bench",
+                                    topics=[], handlers=without_batches(H.HANDLERS) if args.per_event else H.HANDLERS)
+            print(f"{'per-event' if args.per_event else 'batch handlers'}, batch {args.batch}, {args.invoices} invoices")
+            await feed(runner, "DunningPlanned", [planned(i) for i in invoices], args.batch, topic(DunningPlanned))
+            await feed(runner, "StageEscalated", [escalated(i) for i in invoices], args.batch, topic(DunningPlanned))
+            await feed(runner, "ReminderSent", [sent(i) for i in invoices], args.batch, topic(ReminderSent))
+            assert runner.dead_lettered == 0, runner.dead_lettered
+        finally:
+            await pool.close()
 
 
 def main() -> None:

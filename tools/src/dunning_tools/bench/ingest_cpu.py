@@ -8,7 +8,6 @@ the machine. Logging and tracing are configured as `python -m dunning_ingest` do
 import argparse
 import asyncio
 import cProfile
-import os
 import tempfile
 import time
 import uuid
@@ -19,20 +18,13 @@ import uvloop
 
 from dunning import tenancy
 from dunning.db import create_pool, migrate, migrations_of
-from dunning_tools.stack.postgres import EmbeddedPostgres
-from dunning_tools.stack.procs import free_port
+from dunning_tools.bench.measure import invoice, postgres_cpu
+from dunning_tools.stack.servers import database
 from dunning.logging import configure_logging
 from dunning.tracing import configure_tracing
 
 MIGRATIONS = migrations_of("dunning_ingest")
 API_KEY = "dk_bench_cpu_0123456789abcdef"
-
-
-def invoice(run: str, i: int) -> dict:  # the shape `make bench` sends
-    return {"external_id": f"B-{run}-{i}", "number": f"B-{run}-{i}", "currency": "EUR", "amount_due": "100.00",
-            "issue_date": "2026-11-02", "due_date": "2026-12-02",
-            "customer": {"external_id": f"C-{run}-{i % 500}", "name": f"Customer {i % 500}",
-                         "email": f"ap-{run}-{i % 500}@example.com", "locale": "en-GB", "timezone": "Europe/London"}}
 
 
 async def call(app, path: str, body: bytes) -> int:
@@ -73,33 +65,12 @@ async def run_many(app, path: str, bodies: list[bytes], concurrency: int) -> dic
     return statuses
 
 
-def postgres_cpu() -> float:
-    """CPU seconds of the PostgreSQL server this bench started (postmaster and backends), if any."""
-    if not PG_DIR:
-        return 0.0
-    import psutil
-
-    total = 0.0
-    for proc in psutil.process_iter(["cmdline"]):
-        if PG_DIR in " ".join(proc.info["cmdline"] or []):
-            for p in [proc, *proc.children(recursive=True)]:
-                try:
-                    t = p.cpu_times()
-                    total += t.user + t.system
-                except psutil.Error:
-                    pass
-    return total
-
-
-PG_DIR = ""
-
-
-async def measure(name, app, path, bodies, invoices, concurrency, profiler, batch: int = 250):
+async def measure(name, app, path, bodies, invoices, concurrency, profiler, pg_dir, batch: int = 250):
     """CPU per invoice per batch of requests: the median and the best batch (this is a shared VM:
     other processes inflate a batch's CPU time, never deflate it)."""
     per_request = invoices // len(bodies)
     batch = max(1, min(batch, len(bodies)))
-    samples, statuses, wall, pg = [], {}, time.perf_counter(), postgres_cpu()
+    samples, statuses, wall, pg = [], {}, time.perf_counter(), postgres_cpu(pg_dir)
     for start in range(0, len(bodies), batch):
         part = bodies[start:start + batch]
         cpu = time.process_time()
@@ -110,14 +81,14 @@ async def measure(name, app, path, bodies, invoices, concurrency, profiler, batc
         if profiler:
             profiler.disable()
         samples.append((time.process_time() - cpu) / (len(part) * per_request) * 1e6)
-    wall, pg = time.perf_counter() - wall, postgres_cpu() - pg
+    wall, pg = time.perf_counter() - wall, postgres_cpu(pg_dir) - pg
     samples.sort()
     print(f"{name}: {invoices} invoices, {statuses}, CPU median {samples[len(samples) // 2]:,.1f} "
           f"best {samples[0]:,.1f} us/invoice ({invoices / wall:,.0f}/s wall); PostgreSQL CPU {pg / invoices * 1e6:,.1f} "
           "us/invoice", flush=True)
 
 
-async def main_async(args, dsn: str) -> None:
+async def main_async(args, dsn: str, pg_dir: Path | None) -> None:
     from dunning_ingest.bootstrap import build_app
     from dunning_ingest.settings import Settings
 
@@ -132,14 +103,16 @@ async def main_async(args, dsn: str) -> None:
     await run_many(app, "/v1/invoices", [orjson.dumps(invoice("w" + run, i)) for i in range(300)], 32)
     if args.single:
         bodies = [orjson.dumps(invoice(run, i)) for i in range(args.single)]
-        await measure("single POST", app, "/v1/invoices", bodies, args.single, 32, profiler if args.what != "bulk" else None)
-        await measure("single POST (all existing)", app, "/v1/invoices", bodies[:500], 500, 32, None)
+        await measure("single POST", app, "/v1/invoices", bodies, args.single, 32, profiler if args.what != "bulk" else None,
+                      pg_dir)
+        await measure("single POST (all existing)", app, "/v1/invoices", bodies[:500], 500, 32, None, pg_dir)
     if args.bulk_rounds:
         bodies = [orjson.dumps({"invoices": [invoice(uuid.uuid4().hex[:6], i) for i in range(10_000)]})
                   for _ in range(args.bulk_rounds)]
         await measure(f"bulk x{args.bulk_rounds}", app, "/v1/invoices/bulk", bodies, 10_000 * args.bulk_rounds, 1,
-                      profiler if args.what != "single" else None, batch=1)
-        await measure("bulk re-sync (all existing)", app, "/v1/invoices/bulk", bodies[:2], 20_000, 1, None, batch=1)
+                      profiler if args.what != "single" else None, pg_dir, batch=1)
+        await measure("bulk re-sync (all existing)", app, "/v1/invoices/bulk", bodies[:2], 20_000, 1, None, pg_dir,
+                      batch=1)
     if profiler:
         profiler.dump_stats(args.profile)
     await pool.close()
@@ -156,18 +129,8 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging("invoice-ingest", args.log_level)
     configure_tracing("invoice-ingest", "none")
-    dsn = os.environ.get("DATABASE_URL")
-    pg = None
-    if not dsn:
-        global PG_DIR
-        pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="ingest-cpu-")) / "pg", free_port(), durable=False)
-        dsn = pg.start()
-        PG_DIR = str(pg.data_dir)
-    try:
-        uvloop.run(main_async(args, dsn))
-    finally:
-        if pg:
-            pg.stop()
+    with database(Path(tempfile.mkdtemp(prefix="ingest-cpu-"))) as db:
+        uvloop.run(main_async(args, db.dsn, db.data_dir))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ import orjson
 
 from dunning import tenancy
 from dunning.db import create_pool, migrate, migrations_of
+from dunning_tools.bench.measure import cpu_seconds
 from dunning_tools.stack.procs import free_port, wait_for_port
+from dunning_tools.stack.servers import database
 
 MIGRATIONS = migrations_of("dunning_ingest")
 API_KEY = "dk_bench_0123456789abcdef"
@@ -63,11 +65,6 @@ async def bench_bulk(dsn: str, schema: str, rounds: int, size: int) -> None:
         elapsed = time.perf_counter() - started
         print(f"bulk re-sync (all existing): {size / elapsed:,.0f} invoices/s {resp.json()['summary']}")
     await pool.close()
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _client(port: int, requests: list[bytes], statuses: dict[int, int]) -> None:
@@ -117,13 +114,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
 
-    pg = None
-    dsn = os.environ.get("DATABASE_URL")
-    if not dsn:
-        from dunning_tools.stack.postgres import EmbeddedPostgres
+    with database(Path(tempfile.mkdtemp(prefix="ingest-bench-")), durable=args.durable) as db:
+        run(db.dsn, args)
 
-        pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="ingest-bench-")) / "pg", free_port(), durable=args.durable)
-        dsn = pg.start()
+
+def run(dsn: str, args: argparse.Namespace) -> None:
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     migrate(dsn, schema, MIGRATIONS)
 
@@ -149,8 +144,6 @@ def main() -> None:
         if server:
             server.terminate()
             server.wait(10)
-        if pg:
-            pg.stop()
 
 
 if __name__ == "__main__":

@@ -22,27 +22,10 @@ import orjson
 from dunning_cli.services import migrate_all
 from dunning_cli.tenants import create_tenant
 from dunning_tools import loadgen
-from dunning_tools.stack.postgres import EmbeddedPostgres
+from dunning_tools.bench.measure import cpu_seconds, invoice, postgres_cpu, sys_seconds
 from dunning_tools.stack.procs import free_port, spawn, stop, wait_for_port
-from dunning_tools.stack.tansu import TansuBroker
+from dunning_tools.stack.servers import broker, database
 from dunning.kafka import ensure_topics
-
-
-def invoice(run: str, i: int) -> dict:  # the shape `make bench` sends
-    return {"external_id": f"B-{run}-{i}", "number": f"B-{run}-{i}", "currency": "EUR", "amount_due": "100.00",
-            "issue_date": "2026-11-02", "due_date": "2026-12-02",
-            "customer": {"external_id": f"C-{run}-{i % 500}", "name": f"Customer {i % 500}",
-                         "email": f"ap-{run}-{i % 500}@example.com", "locale": "en-GB", "timezone": "Europe/London"}}
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def sys_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
 
 
 async def drained(dsn: str, timeout: float = 120) -> float:
@@ -56,32 +39,15 @@ async def drained(dsn: str, timeout: float = 120) -> float:
         await conn.close()
 
 
-PG_DIR = ""
-
-
-def postgres_cpu() -> float:
-    import psutil
-
-    total = 0.0
-    for proc in psutil.process_iter(["cmdline"]):
-        if PG_DIR and PG_DIR in " ".join(proc.info["cmdline"] or []):
-            for p in [proc, *proc.children(recursive=True)]:
-                try:
-                    t = p.cpu_times()
-                    total += t.user + t.system
-                except psutil.Error:
-                    pass
-    return total
-
-
-async def phase(name: str, pid: int, dsn: str, port: int, requests: list[bytes], invoices: int, concurrency: int):
+async def phase(name: str, pid: int, dsn: str, port: int, requests: list[bytes], invoices: int, concurrency: int,
+                pg_dir: Path | None):
     await drained(dsn)
-    pg0 = postgres_cpu()
+    pg0 = postgres_cpu(pg_dir)
     cpu0, sys0 = cpu_seconds(pid), sys_seconds(pid)
     seconds, statuses, failures = await loadgen.run(port, requests, concurrency)
     cpu1, sys1 = cpu_seconds(pid), sys_seconds(pid)
     drain = await drained(dsn)
-    cpu2, pg2 = cpu_seconds(pid), postgres_cpu()
+    cpu2, pg2 = cpu_seconds(pid), postgres_cpu(pg_dir)
     print(f"{name}: {invoices} invoices in {seconds:.2f}s = {invoices / seconds:,.0f}/s {statuses} "
           f"{failures[:1] if failures else ''}\n   ingest CPU answering {(cpu1 - cpu0) / invoices * 1e6:,.0f} us/invoice,"
           f" with relay {(cpu2 - cpu0) / invoices * 1e6:,.0f} us/invoice (relay drained {drain:.1f}s later;"
@@ -90,7 +56,7 @@ async def phase(name: str, pid: int, dsn: str, port: int, requests: list[bytes],
           flush=True)
 
 
-async def main_async(args, dsn: str, kafka: str, workdir: Path) -> None:
+async def main_async(args, dsn: str, kafka: str, workdir: Path, pg_dir: Path | None) -> None:
     tenant = await create_tenant(dsn, "Bench")
     headers = {"Authorization": f"Bearer {tenant['api_key']}", "Content-Type": "application/json"}
     port = free_port()
@@ -109,12 +75,12 @@ async def main_async(args, dsn: str, kafka: str, workdir: Path) -> None:
         if args.single:
             reqs = [loadgen.build_request("POST", "/v1/invoices", orjson.dumps(invoice(run, i)), headers)
                     for i in range(args.single)]
-            await phase("single POST", proc.pid, dsn, port, reqs, args.single, 32)
+            await phase("single POST", proc.pid, dsn, port, reqs, args.single, 32, pg_dir)
         for r in range(args.bulk_rounds):
             run = uuid.uuid4().hex[:6]
             body = orjson.dumps({"invoices": [invoice(run, i) for i in range(10_000)]})
             await phase(f"bulk round {r}", proc.pid, dsn, port,
-                        [loadgen.build_request("POST", "/v1/invoices/bulk", body, headers)], 10_000, 1)
+                        [loadgen.build_request("POST", "/v1/invoices/bulk", body, headers)], 10_000, 1, pg_dir)
         if args.profile:
             await asyncio.sleep(float(args.profile))
     finally:
@@ -129,19 +95,10 @@ def main() -> None:
     parser.add_argument("--profile", default="", help="seconds to keep the process up after the run")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ingest-proc-bench-"))
-    pg = EmbeddedPostgres(workdir / "pg", free_port(), durable=True)
-    broker = TansuBroker(free_port(), log_path=workdir / "tansu.log")
-    global PG_DIR
-    PG_DIR = str(pg.data_dir)
-    try:
-        dsn = pg.start()
-        kafka = broker.start()
+    with database(workdir, durable=True) as db, broker(workdir) as kafka:
         asyncio.run(ensure_topics(kafka))
-        migrate_all(dsn)
-        asyncio.run(main_async(args, dsn, kafka, workdir))
-    finally:
-        broker.stop()
-        pg.stop()
+        migrate_all(db.dsn)
+        asyncio.run(main_async(args, db.dsn, kafka, workdir, db.data_dir))
 
 
 if __name__ == "__main__":

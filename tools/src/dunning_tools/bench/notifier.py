@@ -23,7 +23,10 @@ from pathlib import Path
 import uvloop
 
 from dunning.db import create_pool, migrate, migrations_of
+from dunning_tools.bench.measure import cpu_seconds
+from dunning_tools.stack import mailserver
 from dunning_tools.stack.procs import free_port, spawn, stop, wait_for_port
+from dunning_tools.stack.servers import database
 from dunning.ids import new_id
 from dunning.logging import configure_logging
 from dunning_notifier import repository as repo
@@ -116,31 +119,24 @@ def main() -> None:
         return serve_sink(args.serve_sink)
     configure_logging("notifier-bench", os.environ.get("LOG_LEVEL", "WARNING"))
     workdir = Path(tempfile.mkdtemp(prefix="notifier-bench-"))
-    pg = None
-    dsn = os.environ.get("DATABASE_URL")
-    if not dsn:
-        from dunning_tools.stack.postgres import EmbeddedPostgres
+    with database(workdir) as db:
+        bench(db.dsn, workdir, args)
 
-        pg = EmbeddedPostgres(workdir / "pgdata", free_port(), durable=False)
-        dsn = pg.start()
+
+def bench(dsn: str, workdir: Path, args: argparse.Namespace) -> None:
     smtp_port, http_port = free_port(), free_port()
     if args.server == "sink":
-        command = [sys.executable, "-m", "dunning_tools.bench.notifier", "--serve-sink", str(smtp_port)]
+        mail = spawn([sys.executable, "-m", "dunning_tools.bench.notifier", "--serve-sink", str(smtp_port)],
+                     log_path=workdir / "mail.log")
     else:
-        command = [sys.executable, "-m", "dunning_tools.stack.mailserver", "--dir", str(workdir / "mail"),
-                   "--smtp-port", str(smtp_port), "--http-port", str(http_port)]
-    mail = spawn(command, log_path=workdir / "mail.log")
+        mail = mailserver.start(workdir / "mail", smtp_port, http_port, workdir / "mail.log")
     try:
         wait_for_port(smtp_port, proc=mail, what="smtp")
         uvloop.run(run(dsn, smtp_port, args.count, args.concurrency, args.profile))
         received = len(os.listdir(workdir / "mail" / "new")) if args.server == "devmail" else "(sink)"
-        ticks = os.sysconf("SC_CLK_TCK")
-        utime, stime = (int(v) for v in Path(f"/proc/{mail.pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
-        print(f"mail server received {received} messages; its CPU {(utime + stime) / ticks:.1f}s in all")
+        print(f"mail server received {received} messages; its CPU {cpu_seconds(mail.pid):.1f}s in all")
     finally:
         stop(mail)
-        if pg:
-            pg.stop()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from dunning.events import dumps, new_event
 from dunning.ids import new_id
 from dunning.logging import configure_logging
 from dunning.tracing import configure_tracing
+from dunning_tools.stack.servers import broker, database
 
 from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.bootstrap import handlers_for
@@ -231,32 +232,16 @@ def main() -> None:
     with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115 - logs rendered, then dropped
         configure_logging("scheduler-bench", args.log_level)
     configure_tracing("scheduler-bench", "none")
-    pg = broker = None
-    dsn, bootstrap = os.environ.get("DATABASE_URL"), os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     workdir = Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
     try:
-        from dunning_tools.stack.procs import free_port
-
-        if not dsn:
-            from dunning_tools.stack.postgres import EmbeddedPostgres
-
-            pg = EmbeddedPostgres(workdir / "pgdata", free_port(), durable=False)
-            dsn = pg.start()
-        if args.what in ("plan", "all"):
-            asyncio.run(bench_plan(dsn, args.invoices, args.consumer_batch, args.payments, args.default_policy,
-                                   args.batch_handlers))
-        if args.what in ("fire", "all"):
-            if not bootstrap:
-                from dunning_tools.stack.tansu import TansuBroker
-
-                broker = TansuBroker(free_port(), log_path=workdir / "tansu.log")
-                bootstrap = broker.start()
-            asyncio.run(bench_fire(dsn, bootstrap, args.timers, args.batch, args.loops))
+        with database(workdir) as db:
+            if args.what in ("plan", "all"):
+                asyncio.run(bench_plan(db.dsn, args.invoices, args.consumer_batch, args.payments, args.default_policy,
+                                       args.batch_handlers))
+            if args.what in ("fire", "all"):
+                with broker(workdir) as bootstrap:
+                    asyncio.run(bench_fire(db.dsn, bootstrap, args.timers, args.batch, args.loops))
     finally:
-        if broker:
-            broker.stop()
-        if pg:
-            pg.stop()
         sys.stdout.flush()
 
 

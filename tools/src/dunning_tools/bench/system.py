@@ -21,7 +21,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer
 from dunning_cli.tenants import create_tenant
 from dunning_tools import loadgen
 from dunning_tools.bench.cancel import assign_at_end, bench_cancel_under_load, report_under_load
+from dunning_tools.bench.measure import invoice
 from dunning_tools.stack.procs import stop
 from dunning_tools.stack.system import Ports, Stack
 
@@ -40,13 +41,6 @@ N_CANCEL = int(os.environ.get("BENCH_CANCEL", 300))
 N_ESCALATE = int(os.environ.get("BENCH_ESCALATE", 20000))
 DELIVERY_WINDOW = float(os.environ.get("BENCH_DELIVERY_SECONDS", 20))
 ESCALATE_LEAD = int(os.environ.get("BENCH_ESCALATE_LEAD_SECONDS", 30))
-
-
-def invoice(run: str, i: int, currency: str = "EUR", amount: str = "100.00") -> dict:
-    return {"external_id": f"B-{run}-{i}", "number": f"B-{run}-{i}", "currency": currency, "amount_due": amount,
-            "issue_date": date.today().isoformat(), "due_date": (date.today() + timedelta(days=30)).isoformat(),
-            "customer": {"external_id": f"C-{run}-{i % 500}", "name": f"Customer {i % 500}",
-                         "email": f"ap-{run}-{i % 500}@example.com", "locale": "en-GB", "timezone": "Europe/London"}}
 
 
 def pct(values: list[float], q: float) -> float:

@@ -12,6 +12,8 @@ import asyncio
 import email
 import email.policy
 import mailbox
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,6 +22,8 @@ import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope
 from fastapi import FastAPI, HTTPException
+
+from dunning_tools.stack.procs import spawn, wait_for_port
 
 
 class MaildirHandler:
@@ -99,6 +103,15 @@ def messages_to(api: str, address: str, client: httpx.Client | None = None) -> l
     resp = (client or httpx).get(f"{api}/messages", params={"to": address}, timeout=10)
     resp.raise_for_status()
     return [m for m in resp.json()["messages"] if m["to"].lower() == address.lower()]
+
+
+def start(directory: Path, smtp_port: int, http_port: int, log_path: Path) -> subprocess.Popen:
+    """This server as a child process (see procs.spawn), returned once both ports listen."""
+    proc = spawn([sys.executable, "-m", "dunning_tools.stack.mailserver", "--dir", str(directory),
+                  "--smtp-port", str(smtp_port), "--http-port", str(http_port)], log_path=log_path)
+    wait_for_port(smtp_port, proc=proc, what="SMTP server")
+    wait_for_port(http_port, proc=proc, what="mail API")
+    return proc
 
 
 async def serve(directory: Path, smtp_port: int, http_port: int) -> None:

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dunning_tools.stack import mailserver
 from dunning_tools.stack.postgres import EmbeddedPostgres
 from dunning_tools.stack.procs import free_port, port_in_use, spawn, stop, wait_for_port
 from dunning_tools.stack.service import ServiceProc
@@ -82,11 +83,8 @@ class Stack:
             self.broker = TansuBroker(self.ports.kafka, log_path=self.workdir / "logs" / "tansu.log",
                                       object_store_url=store_url)
             self.kafka_bootstrap_servers = self.broker.start()
-        self.mail = spawn([sys.executable, "-m", "dunning_tools.stack.mailserver", "--dir", str(self.workdir / "mail"),
-                           "--smtp-port", str(self.ports.smtp), "--http-port", str(self.ports.mail_api)],
-                          log_path=self.workdir / "logs" / "mailserver.log")
-        wait_for_port(self.ports.smtp, proc=self.mail, what="SMTP server")
-        wait_for_port(self.ports.mail_api, proc=self.mail, what="mail API")
+        self.mail = mailserver.start(self.workdir / "mail", self.ports.smtp, self.ports.mail_api,
+                                     self.workdir / "logs" / "mailserver.log")
         from dunning_cli.services import migrate_all
         from dunning.kafka import ensure_topics
 

@@ -5,8 +5,6 @@ KAFKA_BOOTSTRAP_SERVERS, when set, point the tests at servers you run yourself i
 """
 
 import asyncio
-import os
-import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -14,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dunning_tools.stack.postgres import EmbeddedPostgres
-from dunning_tools.stack.procs import free_port, spawn, stop, wait_for_port
-from dunning_tools.stack.tansu import TansuBroker
+from dunning_tools.stack.mailserver import start as mailserver_process
+from dunning_tools.stack.procs import free_port, stop
+from dunning_tools.stack.servers import broker, database
 
 
 @dataclass
@@ -28,24 +26,12 @@ class Infra:
 
 @pytest.fixture(scope="session")
 def infra():
-    workdir = Path(tempfile.mkdtemp(prefix="dunning-test-"))
-    pg = broker = None
-    dsn = os.environ.get("DATABASE_URL")
-    if not dsn:
-        pg = EmbeddedPostgres(workdir / "pgdata", free_port(), durable=False)
-        dsn = pg.start()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = TansuBroker(free_port(), log_path=workdir / "tansu.log")
-        bootstrap = broker.start()
     from dunning.kafka import ensure_topics
 
-    asyncio.run(ensure_topics(bootstrap))
-    yield Infra(dsn, bootstrap, workdir)
-    if broker:
-        broker.stop()
-    if pg:
-        pg.stop()
+    workdir = Path(tempfile.mkdtemp(prefix="dunning-test-"))
+    with database(workdir) as db, broker(workdir) as bootstrap:
+        asyncio.run(ensure_topics(bootstrap))
+        yield Infra(db.dsn, bootstrap, workdir)
 
 
 @pytest.fixture
@@ -80,10 +66,6 @@ class MailServer:
 def mailserver(infra):
     smtp_port, http_port = free_port(), free_port()
     directory = infra.workdir / "mail"
-    proc = spawn([sys.executable, "-m", "dunning_tools.stack.mailserver", "--dir", str(directory),
-                  "--smtp-port", str(smtp_port), "--http-port", str(http_port)],
-                 log_path=infra.workdir / "mailserver.log")
-    wait_for_port(smtp_port, proc=proc, what="smtp")
-    wait_for_port(http_port, proc=proc, what="mail api")
+    proc = mailserver_process(directory, smtp_port, http_port, infra.workdir / "mailserver.log")
     yield MailServer(smtp_port, http_port, directory)
     stop(proc)
