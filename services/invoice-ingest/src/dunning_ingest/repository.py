@@ -142,7 +142,7 @@ SELECT count(*) FROM ins
 """
 
 
-_INSERT_INVOICES_ = "SELECT id FROM invoices WHERE id = ANY($1::text[])"
+_INVOICES_STORED = "SELECT id FROM invoices WHERE id = ANY($1::text[])"
 
 
 async def insert_invoices(conn: asyncpg.Connection, tenant_id: str, created_at: datetime,
@@ -155,7 +155,7 @@ async def insert_invoices(conn: asyncpg.Connection, tenant_id: str, created_at: 
     inserted = await conn.fetchval(_INSERT_INVOICES, tenant_id, created_at, rows)
     if inserted == len(rows):
         return None
-    found = await conn.fetch(_INSERT_INVOICES_, [r["id"] for r in rows])
+    found = await conn.fetch(_INVOICES_STORED, [r["id"] for r in rows])
     return {r["id"] for r in found}
 
 
