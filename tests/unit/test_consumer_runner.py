@@ -58,7 +58,6 @@ class FakePool:
         yield self.conn
 
 
-
 def record(offset: int, value: bytes) -> ConsumerRecord:
     return ConsumerRecord(TP.topic, 0, offset, 0, 0, b"inv_1", value, None, 0, len(value), [])
 
@@ -72,8 +71,15 @@ def event(eid: str, behaviour: str = "ok") -> bytes:
 
 async def run_batch(records, handler):
     conn = FakeConn()
-    runner = ConsumerRunner(name="t", pool=FakePool(conn), bootstrap_servers="unused", group_id="g", topics=[TP.topic],
-                            handlers={InvoiceIssued: HandlerSpec(handler)}, handler_attempts=2)
+    runner = ConsumerRunner(
+        name="t",
+        pool=FakePool(conn),
+        bootstrap_servers="unused",
+        group_id="g",
+        topics=[TP.topic],
+        handlers={InvoiceIssued: HandlerSpec(handler)},
+        handler_attempts=2,
+    )
     consumer = FakeConsumer()
     await runner.process_batch(consumer, {TP: records})
     return conn, consumer
@@ -83,17 +89,20 @@ def dead_reasons(conn):
     return [o["headers"]["x-dlq-reason"] for o in conn.outbox if o["topic"] == DEAD_LETTER_TOPIC]
 
 
-E1, E2, E3 = ("00000000-0000-4000-8000-00000000000%d" % i for i in (1, 2, 3))
+E1, E2, E3 = (f"00000000-0000-4000-8000-00000000000{i}" for i in (1, 2, 3))
 
 
-@pytest.mark.parametrize("values,applied,reasons", [
-    pytest.param([event(E1), event(E2)], [E1, E2], [], id="all-good"),
-    pytest.param([event(E1), event(E1)], [E1], [], id="duplicate-applied-once"),
-    pytest.param([b"\x00garbage", event(E1)], [E1], ["invalid"], id="poison-does-not-block"),
-    pytest.param([event(E1, "rejected"), event(E2)], [E2], ["rejected"], id="rejected"),
-    pytest.param([event(E1, "bug"), event(E2)], [E2], ["handler_error"], id="repeated-bug"),
-    pytest.param([event(E1, "flaky"), event(E2)], [E1, E2], [], id="flaky-retried"),
-])
+@pytest.mark.parametrize(
+    "values,applied,reasons",
+    [
+        pytest.param([event(E1), event(E2)], [E1, E2], [], id="all-good"),
+        pytest.param([event(E1), event(E1)], [E1], [], id="duplicate-applied-once"),
+        pytest.param([b"\x00garbage", event(E1)], [E1], ["invalid"], id="poison-does-not-block"),
+        pytest.param([event(E1, "rejected"), event(E2)], [E2], ["rejected"], id="rejected"),
+        pytest.param([event(E1, "bug"), event(E2)], [E2], ["handler_error"], id="repeated-bug"),
+        pytest.param([event(E1, "flaky"), event(E2)], [E1, E2], [], id="flaky-retried"),
+    ],
+)
 async def test_batch_outcomes(values, applied, reasons):
     seen, flaky = [], {"failed": False}
 
@@ -143,8 +152,14 @@ async def test_a_batch_handler_gets_the_run_and_a_failing_run_is_taken_apart():
     async def run(values):
         calls.clear()
         conn = FakeConn()
-        runner = ConsumerRunner(name="t", pool=FakePool(conn), bootstrap_servers="unused", group_id="g",
-                                topics=[TP.topic], handlers={InvoiceIssued: HandlerSpec(one, batch=many)})
+        runner = ConsumerRunner(
+            name="t",
+            pool=FakePool(conn),
+            bootstrap_servers="unused",
+            group_id="g",
+            topics=[TP.topic],
+            handlers={InvoiceIssued: HandlerSpec(one, batch=many)},
+        )
         await runner.process_batch(FakeConsumer(), {TP: [record(i, v) for i, v in enumerate(values)]})
         return conn
 
@@ -160,11 +175,18 @@ def test_the_handler_table_says_what_is_consumed_batched_and_inboxless():
 
     async def batch(conn, events): ...
 
-    table = {InvoiceIssued: HandlerSpec(each, batch=batch), PaymentReceived: HandlerSpec(each),
-             PaymentsWatermark: HandlerSpec(each, batch=batch, inbox=False), StageEscalated: HandlerSpec(each)}
+    table = {
+        InvoiceIssued: HandlerSpec(each, batch=batch),
+        PaymentReceived: HandlerSpec(each),
+        PaymentsWatermark: HandlerSpec(each, batch=batch, inbox=False),
+        StageEscalated: HandlerSpec(each),
+    }
     runner = ConsumerRunner(name="t", pool=None, bootstrap_servers="unused", group_id="g", handlers=table)
-    assert runner.topics == topics_of(table) == [
-        "dunning.invoices.v1", "dunning.payments.v1", "dunning.stages.v1", "dunning.watermarks.v1"]
+    assert (
+        runner.topics
+        == topics_of(table)
+        == ["dunning.invoices.v1", "dunning.payments.v1", "dunning.stages.v1", "dunning.watermarks.v1"]
+    )
     assert set(runner.handlers) == {t.TYPE for t in table}
     assert set(runner.batch_handlers) == {InvoiceIssued.TYPE, PaymentsWatermark.TYPE}
     assert runner.inboxless_types == {PaymentsWatermark.TYPE}

@@ -2,7 +2,8 @@ import copy
 import json
 import re
 import time
-from datetime import date, datetime, timezone
+import typing
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import orjson
@@ -24,9 +25,14 @@ def test_new_event_serialises_decimals_dates_and_utc_times_canonically():
     data = copy.deepcopy(example("InvoiceIssued")["data"])
     data["amount_due"] = Decimal("1250.00")
     data["due_date"] = date(2026, 12, 1)
-    data["issued_at"] = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
-    env = new_event("dunning.InvoiceIssued.v1", data, source="/invoice-ingest", subject=data["invoice_id"],
-                    tenant_id=data["tenant_id"])
+    data["issued_at"] = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    env = new_event(
+        "dunning.InvoiceIssued.v1",
+        data,
+        source="/invoice-ingest",
+        subject=data["invoice_id"],
+        tenant_id=data["tenant_id"],
+    )
     validate(env)
     assert env["data"]["amount_due"] == "1250.00"
     assert env["data"]["due_date"] == "2026-12-01"
@@ -36,12 +42,15 @@ def test_new_event_serialises_decimals_dates_and_utc_times_canonically():
     assert event.subject == data["invoice_id"] and event.name == "InvoiceIssued"
 
 
-@pytest.mark.parametrize("value,reason", [
-    pytest.param(b"", "empty", id="empty"),
-    pytest.param(b"{oops", "not JSON", id="not-json"),
-    pytest.param(b"[1, 2]", "not a JSON object", id="array"),
-    pytest.param(b'{"type": "dunning.Nope.v1"}', "unknown event type", id="unknown-type"),
-])
+@pytest.mark.parametrize(
+    "value,reason",
+    [
+        pytest.param(b"", "empty", id="empty"),
+        pytest.param(b"{oops", "not JSON", id="not-json"),
+        pytest.param(b"[1, 2]", "not a JSON object", id="array"),
+        pytest.param(b'{"type": "dunning.Nope.v1"}', "unknown event type", id="unknown-type"),
+    ],
+)
 def test_decode_refuses_what_can_never_be_processed(value, reason):
     with pytest.raises(InvalidEvent, match=reason):
         decode(value)
@@ -83,7 +92,8 @@ def test_every_example_round_trips_through_its_record(path):
 
 
 def _field_types(record_type):
-    return {name: record_type.__annotations__[name] for name in record_type._fields}
+    hints = typing.get_type_hints(record_type)
+    return {name: hints[name] for name in record_type._fields}
 
 
 @pytest.mark.parametrize("record_type", list(contracts.BY_TYPE.values()), ids=lambda t: t.__name__)
@@ -107,8 +117,15 @@ def test_every_schema_has_a_record_and_every_record_a_topic():
 
 def test_every_event_type_has_a_topic():
     mapping = topic_for_type()
-    for name in ("InvoiceIssued", "PaymentReceived", "DunningPlanned", "StageEscalated", "StagesCancelled",
-                 "ReminderSent", "ReminderFailed"):
+    for name in (
+        "InvoiceIssued",
+        "PaymentReceived",
+        "DunningPlanned",
+        "StageEscalated",
+        "StagesCancelled",
+        "ReminderSent",
+        "ReminderFailed",
+    ):
         assert f"dunning.{name}.v1" in mapping
 
 

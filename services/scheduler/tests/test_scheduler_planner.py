@@ -16,7 +16,6 @@ from dunning.consumer import ConsumerRunner, Rejected, without_batches
 from dunning.contracts import InvoiceIssued, PaymentsWatermark
 from dunning.db import create_pool, migrate, migrations_of
 from dunning.events import decode, dumps, new_event, validate
-
 from dunning_scheduler.bootstrap import handlers_for
 from dunning_scheduler.policy import parse_policy
 from dunning_scheduler.policy_store import ActivePolicies, save_policy
@@ -46,10 +45,17 @@ async def test_a_batch_plans_each_invoice_once_as_one_by_one_would(pool, h):
 
     await apply_batch(pool, [old, paid_first, fresh, again])
 
-    states = {e["subject"]: [(r["stage"], r["state"]) for r in await h.timers(pool, e["subject"])]
-              for e in (old, paid_first, fresh)}
-    assert states[old["subject"]] == [("pre_due", "skipped"), ("soft", "skipped"), ("firm", "skipped"),
-                                      ("final", "scheduled"), ("collections", "scheduled")]
+    states = {
+        e["subject"]: [(r["stage"], r["state"]) for r in await h.timers(pool, e["subject"])]
+        for e in (old, paid_first, fresh)
+    }
+    assert states[old["subject"]] == [
+        ("pre_due", "skipped"),
+        ("soft", "skipped"),
+        ("firm", "skipped"),
+        ("final", "scheduled"),
+        ("collections", "scheduled"),
+    ]
     assert {s for _, s in states[paid_first["subject"]]} == {"cancelled"}
     assert {s for _, s in states[fresh["subject"]]} == {"scheduled"}
     fresh_rows = await h.timers(pool, fresh["subject"])
@@ -59,7 +65,8 @@ async def test_a_batch_plans_each_invoice_once_as_one_by_one_would(pool, h):
         validate(planned)
         rows = await h.timers(pool, envelope["subject"])
         assert [(s["stage_id"], s["state"], s["scheduled_at"]) for s in planned["data"]["stages"]] == [
-            (r["stage_id"], r["state"], r["scheduled_at"].isoformat().replace("+00:00", "Z")) for r in rows]
+            (r["stage_id"], r["state"], r["scheduled_at"].isoformat().replace("+00:00", "Z")) for r in rows
+        ]
     outbox = await pool.fetch("SELECT key, event_id::text, headers FROM outbox WHERE event_type = $1", PLANNED)
     for row in outbox:
         assert row["headers"]["ce_id"] == row["event_id"] and row["headers"]["ce_type"] == PLANNED
@@ -77,13 +84,19 @@ async def test_a_new_policy_version_is_used_from_the_next_invoice_on(pool, h):
     first = h.invoice_issued(due_date=date(2031, 3, 20))
     await h.apply(pool, first)  # the built-in default, now remembered
     async with pool.acquire() as conn:
-        await save_policy(conn, h.TENANT, parse_policy({"id": "pol_two", "stages": [
-            {"name": "only", "offset": "P2D"}]}))
+        await save_policy(
+            conn, h.TENANT, parse_policy({"id": "pol_two", "stages": [{"name": "only", "offset": "P2D"}]})
+        )
     second = h.invoice_issued(due_date=date(2031, 3, 20))
     await h.apply(pool, second)
     async with pool.acquire() as conn:
-        await save_policy(conn, h.TENANT, parse_policy({"id": "pol_three", "stages": [
-            {"name": "one", "offset": "P1D"}, {"name": "two", "offset": "P3D"}]}))
+        await save_policy(
+            conn,
+            h.TENANT,
+            parse_policy(
+                {"id": "pol_three", "stages": [{"name": "one", "offset": "P1D"}, {"name": "two", "offset": "P3D"}]}
+            ),
+        )
     third = h.invoice_issued(due_date=date(2031, 3, 20))
     await apply_batch(pool, [third])
 
@@ -99,8 +112,9 @@ class _FakeConsumer:
         pass
 
 
-async def _through_runner(dsn: str, schema: str, tenant: str, envelopes: list[dict], *, batch: bool,
-                          batch_size: int) -> dict:
+async def _through_runner(
+    dsn: str, schema: str, tenant: str, envelopes: list[dict], *, batch: bool, batch_size: int
+) -> dict:
     """The envelopes through the consumer runner's fast path, with the table's batch handlers or
     without them (each event by its per-event handler); the end state, with what differs by nature
     between two runs (generated stage ids, planning times, event ids of what was published) left out."""
@@ -110,16 +124,41 @@ async def _through_runner(dsn: str, schema: str, tenant: str, envelopes: list[di
             await tenancy.provision(conn, tenant, "Acme", None)
             await tenancy.provision(conn, OTHER, "Globex", None)
         table = handlers_for(ActivePolicies())
-        runner = ConsumerRunner(name="t", pool=pool, bootstrap_servers="unused", group_id="t", topics=[],
-                                handlers=table if batch else without_batches(table), handler_attempts=1)
-        records = [SimpleNamespace(topic=contracts.topic_of(e["type"]), partition=0, offset=n, key=e["subject"].encode(),
-                                   value=dumps(e), headers=()) for n, e in enumerate(envelopes)]
+        runner = ConsumerRunner(
+            name="t",
+            pool=pool,
+            bootstrap_servers="unused",
+            group_id="t",
+            topics=[],
+            handlers=table if batch else without_batches(table),
+            handler_attempts=1,
+        )
+        records = [
+            SimpleNamespace(
+                topic=contracts.topic_of(e["type"]),
+                partition=0,
+                offset=n,
+                key=e["subject"].encode(),
+                value=dumps(e),
+                headers=(),
+            )
+            for n, e in enumerate(envelopes)
+        ]
         for i in range(0, len(records), batch_size):
-            chunk = records[i:i + batch_size]
-            await runner.process_batch(_FakeConsumer(), {TopicPartition(r.topic, 0): [
-                c for c in chunk if c.topic == r.topic] for r in chunk})
-        volatile = {"stage_id", "planned_at", "created_at", "updated_at", "fired_at", "cancelled_at", "received_at",
-                    "settled_at"}
+            chunk = records[i : i + batch_size]
+            await runner.process_batch(
+                _FakeConsumer(), {TopicPartition(r.topic, 0): [c for c in chunk if c.topic == r.topic] for r in chunk}
+            )
+        volatile = {
+            "stage_id",
+            "planned_at",
+            "created_at",
+            "updated_at",
+            "fired_at",
+            "cancelled_at",
+            "received_at",
+            "settled_at",
+        }
 
         def rows(records) -> list[dict]:
             return [{k: v for k, v in dict(r).items() if k not in volatile} for r in records]
@@ -131,12 +170,15 @@ async def _through_runner(dsn: str, schema: str, tenant: str, envelopes: list[di
             for stage in data.get("stages", []):
                 stage.pop("stage_id")
             return data
+
         return {
             "invoices": rows(await pool.fetch("SELECT * FROM invoices ORDER BY invoice_id")),
             "timers": rows(await pool.fetch("SELECT * FROM timers ORDER BY invoice_id, sequence, channel")),
             "watermarks": rows(await pool.fetch("SELECT * FROM payment_watermarks ORDER BY statement_id")),
-            "outbox": sorted((r["key"], r["topic"], r["event_type"], orjson.dumps(published(bytes(r["payload"]))))
-                             for r in await pool.fetch("SELECT * FROM outbox")),
+            "outbox": sorted(
+                (r["key"], r["topic"], r["event_type"], orjson.dumps(published(bytes(r["payload"]))))
+                for r in await pool.fetch("SELECT * FROM outbox")
+            ),
             "dead_lettered": runner.dead_lettered,
         }
     finally:
@@ -148,23 +190,39 @@ def _stream(rng: random.Random, h) -> list[dict]:
     an invoice), payments settling some of them (before or after their invoice) and watermark
     statements, in runs of one type that form and break."""
     now = utcnow()
-    issued = [h.invoice_issued(issued_at=now - timedelta(days=rng.choice([0, 1, 30])),
-                               due_date=(now + timedelta(days=rng.choice([-16, 5, 14]))).date())
-              for _ in range(12)]
+    issued = [
+        h.invoice_issued(
+            issued_at=now - timedelta(days=rng.choice([0, 1, 30])),
+            due_date=(now + timedelta(days=rng.choice([-16, 5, 14]))).date(),
+        )
+        for _ in range(12)
+    ]
     events = list(issued)
     events += [h.invoice_issued(invoice_id=rng.choice(issued)["subject"], due_date=date(2031, 5, 1)) for _ in range(3)]
     events.append(h.invoice_issued(invoice_id=rng.choice(issued)["subject"], tenant_id=OTHER))
     events += [h.payment_received(e["subject"], balance="0.00", settled=True) for e in rng.sample(issued, 4)]
-    events += [new_event(PaymentsWatermark.TYPE, {
-        "watermark": now, "payments_topic": "dunning.payments.v1", "payments_offsets": {"0": n},
-        "invoices_topic": "dunning.invoices.v1", "invoice_positions": {"0": n}, "computed_at": now,
-    }, source=PaymentsWatermark.SOURCE, subject=PaymentsWatermark.SUBJECT, tenant_id=PaymentsWatermark.TENANT)
-        for n in range(3)]
+    events += [
+        new_event(
+            PaymentsWatermark.TYPE,
+            {
+                "watermark": now,
+                "payments_topic": "dunning.payments.v1",
+                "payments_offsets": {"0": n},
+                "invoices_topic": "dunning.invoices.v1",
+                "invoice_positions": {"0": n},
+                "computed_at": now,
+            },
+            source=PaymentsWatermark.SOURCE,
+            subject=PaymentsWatermark.SUBJECT,
+            tenant_id=PaymentsWatermark.TENANT,
+        )
+        for n in range(3)
+    ]
     rng.shuffle(events)
     out, i = [], 0
     while i < len(events):  # sorted by type within random windows: runs of one type
         n = rng.randint(1, 8)
-        out.extend(sorted(events[i:i + n], key=lambda e: e["type"]))
+        out.extend(sorted(events[i : i + n], key=lambda e: e["type"]))
         i += n
     return out
 
@@ -179,10 +237,12 @@ async def test_batch_handlers_end_where_event_by_event_ends(infra, migrated, h, 
     batch_size = rng.choice([5, 50])
     batched_schema = f"t_{uuid.uuid4().hex[:12]}"
     migrate(infra.database_url, batched_schema, MIGRATIONS)
-    one_by_one = await _through_runner(infra.database_url, migrated(MIGRATIONS), h.TENANT, envelopes, batch=False,
-                                       batch_size=batch_size)
-    batched = await _through_runner(infra.database_url, batched_schema, h.TENANT, envelopes, batch=True,
-                                    batch_size=batch_size)
+    one_by_one = await _through_runner(
+        infra.database_url, migrated(MIGRATIONS), h.TENANT, envelopes, batch=False, batch_size=batch_size
+    )
+    batched = await _through_runner(
+        infra.database_url, batched_schema, h.TENANT, envelopes, batch=True, batch_size=batch_size
+    )
     assert one_by_one["dead_lettered"] >= 1  # another tenant's InvoiceIssued for a known invoice
     assert len(one_by_one["timers"]) > 12 and any(t["state"] == "cancelled" for t in one_by_one["timers"])
     assert batched == one_by_one

@@ -44,8 +44,10 @@ from dunning.logging import bind_context, clear_context, get_logger
 from dunning.tracing import context_from_traceparent, tracer
 
 DEAD_LETTER_TOPIC = "dunning.deadletter.v1"
-Handler = Callable[[asyncpg.Connection, Event[Any]], Awaitable[None]]
-BatchHandler = Callable[[asyncpg.Connection, list[Event[Any]]], Awaitable[None]]
+# (conn, event) / (conn, events); the table may name dependencies as keyword parameters, bound by the
+# service's bootstrap before the runner sees them (see dunning_scheduler.bootstrap.inject).
+Handler = Callable[..., Awaitable[None]]
+BatchHandler = Callable[..., Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ def topics_of(table: HandlerTable, settings: Any = None) -> list[str]:
     `dunning.invoices.v1`, whose default is the catalogue's)."""
     topics = {contracts.topic(record_type) for record_type in table}
     return sorted(getattr(settings, f"{t.split('.')[1]}_topic", t) for t in topics)
+
+
 log = get_logger(__name__)
 
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
@@ -103,8 +107,9 @@ def _message_scope(record: ConsumerRecord, event: Event):
     """A consumer span continuing the producer's trace, and the ids bound to every log line."""
     bind_context(tenant_id=event.tenant_id, invoice_id=event.subject, event_id=event.id, event_type=event.type)
     try:
-        with tracer().start_as_current_span(f"{record.topic} process", context=context_from_traceparent(event.traceparent),
-                                            kind=SpanKind.CONSUMER) as span:
+        with tracer().start_as_current_span(
+            f"{record.topic} process", context=context_from_traceparent(event.traceparent), kind=SpanKind.CONSUMER
+        ) as span:
             span.set_attribute("messaging.message.id", event.id)
             span.set_attribute("messaging.destination.name", record.topic)
             yield
@@ -128,16 +133,31 @@ async def _record_positions(conn: asyncpg.Connection, batch: dict[TopicPartition
         " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])"
         " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = greatest(c.next_offset, EXCLUDED.next_offset),"
         " updated_at = now()",
-        [tp.topic for tp in tps], [tp.partition for tp in tps], [batch[tp][-1].offset + 1 for tp in tps],
+        [tp.topic for tp in tps],
+        [tp.partition for tp in tps],
+        [batch[tp][-1].offset + 1 for tp in tps],
     )
 
 
 class ConsumerRunner:
-    def __init__(self, *, name: str, pool: asyncpg.Pool, bootstrap_servers: str, group_id: str,
-                 handlers: HandlerTable, topics: list[str] | None = None, batch_max: int = 500,
-                 fetch_wait_ms: int = 50, max_infra_retries: int = 8, handler_attempts: int = 3,
-                 client_id: str | None = None, session_timeout_ms: int = 6000,
-                 rebalance_timeout_ms: int = 1000, track_positions: bool = False):
+    def __init__(
+        self,
+        *,
+        name: str,
+        pool: asyncpg.Pool,
+        bootstrap_servers: str,
+        group_id: str,
+        handlers: HandlerTable,
+        topics: list[str] | None = None,
+        batch_max: int = 500,
+        fetch_wait_ms: int = 50,
+        max_infra_retries: int = 8,
+        handler_attempts: int = 3,
+        client_id: str | None = None,
+        session_timeout_ms: int = 6000,
+        rebalance_timeout_ms: int = 1000,
+        track_positions: bool = False,
+    ):
         """`topics` defaults to the table's (tests point a runner at a topic of their own)."""
         self.name = name
         self.pool = pool
@@ -147,7 +167,8 @@ class ConsumerRunner:
         # By type string, as read from the envelope.
         self.handlers: dict[str, Handler] = {t.TYPE: spec.each for t, spec in handlers.items()}
         self.batch_handlers: dict[str, BatchHandler] = {
-            t.TYPE: spec.batch for t, spec in handlers.items() if spec.batch is not None}
+            t.TYPE: spec.batch for t, spec in handlers.items() if spec.batch is not None
+        }
         self.inboxless_types = frozenset(t.TYPE for t, spec in handlers.items() if not spec.inbox)
         self.batch_max = batch_max
         self.track_positions = track_positions
@@ -169,15 +190,29 @@ class ConsumerRunner:
         self.consumer: AIOKafkaConsumer | None = None
 
     @classmethod
-    def from_settings(cls, settings, pool: asyncpg.Pool, *, name: str, handlers: HandlerTable,
-                      group_id: str | None = None, track_positions: bool = False) -> "ConsumerRunner":
+    def from_settings(
+        cls,
+        settings,
+        pool: asyncpg.Pool,
+        *,
+        name: str,
+        handlers: HandlerTable,
+        group_id: str | None = None,
+        track_positions: bool = False,
+    ) -> "ConsumerRunner":
         """A runner configured from a service's settings (CommonSettings plus its `consumer_group`)."""
         return cls(
-            name=name, pool=pool, bootstrap_servers=settings.kafka_bootstrap_servers,
+            name=name,
+            pool=pool,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=group_id or getattr(settings, "consumer_group", settings.service_name),
-            handlers=handlers, topics=topics_of(handlers, settings), batch_max=settings.consumer_batch_max,
-            fetch_wait_ms=settings.consumer_fetch_wait_ms, max_infra_retries=settings.consumer_max_infra_retries,
-            handler_attempts=settings.consumer_handler_attempts, client_id=settings.service_name,
+            handlers=handlers,
+            topics=topics_of(handlers, settings),
+            batch_max=settings.consumer_batch_max,
+            fetch_wait_ms=settings.consumer_fetch_wait_ms,
+            max_infra_retries=settings.consumer_max_infra_retries,
+            handler_attempts=settings.consumer_handler_attempts,
+            client_id=settings.service_name,
             track_positions=track_positions,
         )
 
@@ -190,8 +225,9 @@ class ConsumerRunner:
         consumer = self.consumer
         if consumer is None:
             return {}
-        return {(tp.topic, tp.partition): (self.positions.get(tp), consumer.highwater(tp))
-                for tp in consumer.assignment()}
+        return {
+            (tp.topic, tp.partition): (self.positions.get(tp), consumer.highwater(tp)) for tp in consumer.assignment()
+        }
 
     def make_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -225,8 +261,9 @@ class ConsumerRunner:
             await consumer.stop()
             log.info("consumer.stopped", consumer=self.name, processed=self.processed)
 
-    async def process_batch(self, consumer: AIOKafkaConsumer,
-                            batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def process_batch(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
         """Apply a batch in one transaction, then commit its offsets.
 
         Fast path: one inbox statement for the whole batch and the handlers back to back. If any
@@ -256,8 +293,10 @@ class ConsumerRunner:
                 if attempt > self.max_infra_retries:
                     log.error("consumer.infra.giving_up", consumer=self.name, error=repr(exc))
                     raise
-                delay = min(0.1 * 2 ** attempt, 10.0)
-                log.warning("consumer.infra.retry", consumer=self.name, error=repr(exc), attempt=attempt, retry_in=delay)
+                delay = min(0.1 * 2**attempt, 10.0)
+                log.warning(
+                    "consumer.infra.retry", consumer=self.name, error=repr(exc), attempt=attempt, retry_in=delay
+                )
                 await asyncio.sleep(delay)
         self.processed += sum(len(r) for r in batch.values())
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
@@ -283,8 +322,11 @@ class ConsumerRunner:
         logged = [(r, e) for r, e in todo if e.type not in self.inboxless_types]
         fresh = {e.id for r, e in todo if e.type in self.inboxless_types}
         if logged:
-            fresh.update(await inbox.claim_many(conn, [e.id for _, e in logged], [e.type for _, e in logged],
-                                                [r.topic for r, _ in logged]))
+            fresh.update(
+                await inbox.claim_many(
+                    conn, [e.id for _, e in logged], [e.type for _, e in logged], [r.topic for r, _ in logged]
+                )
+            )
         runs: list[list[tuple[ConsumerRecord, Event]]] = []  # consecutive fresh events, by type
         for record, event in todo:
             if event.id not in fresh:
@@ -298,7 +340,9 @@ class ConsumerRunner:
             record, event = run[0]
             try:
                 if len(run) > 1:
-                    with tracer().start_as_current_span(f"{record.topic} process batch", kind=SpanKind.CONSUMER) as span:
+                    with tracer().start_as_current_span(
+                        f"{record.topic} process batch", kind=SpanKind.CONSUMER
+                    ) as span:
                         span.set_attribute("messaging.batch.message_count", len(run))
                         await self.batch_handlers[event.type](conn, [e for _, e in run])
                     continue
@@ -306,7 +350,7 @@ class ConsumerRunner:
                     await self.handlers[event.type](conn, event)
             except INFRA_ERRORS:
                 raise
-            except Exception:  # noqa: BLE001 - the careful pass retries or dead-letters it alone
+            except Exception:
                 raise _NeedsCare from None
 
     async def _apply(self, conn: asyncpg.Connection, record: ConsumerRecord) -> None:
@@ -330,34 +374,59 @@ class ConsumerRunner:
                 except INFRA_ERRORS:
                     raise
                 except Rejected as exc:
-                    await self._dead_letter(conn, record, "rejected", str(exc), event_id=event.id, event_type=event.type)
+                    await self._dead_letter(
+                        conn, record, "rejected", str(exc), event_id=event.id, event_type=event.type
+                    )
                     return
-                except Exception as exc:  # noqa: BLE001 - a handler bug must not block the partition
+                except Exception as exc:
                     if attempt == self.handler_attempts:
                         log.exception("consumer.handler.failed", consumer=self.name)
-                        await self._dead_letter(conn, record, "handler_error", repr(exc), event_id=event.id, event_type=event.type)
+                        await self._dead_letter(
+                            conn, record, "handler_error", repr(exc), event_id=event.id, event_type=event.type
+                        )
                         return
                     log.warning("consumer.handler.retry", consumer=self.name, error=repr(exc), attempt=attempt)
                     await asyncio.sleep(0.05 * attempt)
 
-    async def _dead_letter(self, conn: asyncpg.Connection, record: ConsumerRecord, reason: str, error: str,
-                           *, event_id: str | None, event_type: str = "unknown") -> None:
-        log.error("consumer.dead_letter", consumer=self.name, reason=reason, error=error[:500],
-                  topic=record.topic, partition=record.partition, offset=record.offset)
+    async def _dead_letter(
+        self,
+        conn: asyncpg.Connection,
+        record: ConsumerRecord,
+        reason: str,
+        error: str,
+        *,
+        event_id: str | None,
+        event_type: str = "unknown",
+    ) -> None:
+        log.error(
+            "consumer.dead_letter",
+            consumer=self.name,
+            reason=reason,
+            error=error[:500],
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
         if event_id is not None:
             await inbox.claim(conn, event_id, event_type, record.topic, status="dead_lettered")
         headers = {k: v.decode(errors="replace") for k, v in (record.headers or ())}
-        headers.update({
-            "x-dlq-reason": reason,
-            "x-dlq-error": error[:2000],
-            "x-dlq-original-topic": record.topic,
-            "x-dlq-original-partition": str(record.partition),
-            "x-dlq-original-offset": str(record.offset),
-            "x-dlq-consumer-group": self.group_id,
-        })
+        headers.update(
+            {
+                "x-dlq-reason": reason,
+                "x-dlq-error": error[:2000],
+                "x-dlq-original-topic": record.topic,
+                "x-dlq-original-partition": str(record.partition),
+                "x-dlq-original-offset": str(record.offset),
+                "x-dlq-consumer-group": self.group_id,
+            }
+        )
         await outbox.add_raw(
-            conn, topic=DEAD_LETTER_TOPIC, key=(record.key or b"").decode(errors="replace"),
-            payload=record.value or b"", event_id=event_id or str(uuid.uuid4()), event_type=event_type,
+            conn,
+            topic=DEAD_LETTER_TOPIC,
+            key=(record.key or b"").decode(errors="replace"),
+            payload=record.value or b"",
+            event_id=event_id or str(uuid.uuid4()),
+            event_type=event_type,
             headers=headers,
         )
         self.dead_lettered += 1

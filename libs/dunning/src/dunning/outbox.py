@@ -46,13 +46,16 @@ WAKE_RELAYS = "pg_notify('outbox_' || current_schema(), '')"  # the channel_name
 def insert_and_wake(rows_sql: str) -> str:
     """A statement writing the rows `rows_sql` selects (INSERT's columns, in order) and, if there were
     any, one NOTIFY that wakes the relays at commit."""
-    return (f"WITH queued AS ({INSERT}{rows_sql} RETURNING 1)"
-            f" SELECT {WAKE_RELAYS} FROM (SELECT 1 FROM queued LIMIT 1) AS one")
+    return (
+        f"WITH queued AS ({INSERT}{rows_sql} RETURNING 1)"
+        f" SELECT {WAKE_RELAYS} FROM (SELECT 1 FROM queued LIMIT 1) AS one"
+    )
 
 
 _ADD_MANY = insert_and_wake(
     "SELECT l, t, k, i, y, h::jsonb, p FROM unnest($1::smallint[], $2::text[], $3::text[], $4::uuid[],"
-    " $5::text[], $6::text[], $7::bytea[]) AS u(l, t, k, i, y, h, p)")
+    " $5::text[], $6::text[], $7::bytea[]) AS u(l, t, k, i, y, h, p)"
+)
 
 
 def headers_of(env: dict[str, Any]) -> dict[str, str]:
@@ -67,14 +70,26 @@ def headers_of(env: dict[str, Any]) -> dict[str, str]:
 Message = Any  # a dunning.contracts record, or an envelope already built (dunning.events.envelope)
 
 
-async def add(conn: asyncpg.Connection, message: Message, *, topic: str | None = None,
-              key: str | None = None, headers: dict[str, str] | None = None) -> None:
+async def add(
+    conn: asyncpg.Connection,
+    message: Message,
+    *,
+    topic: str | None = None,
+    key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
     """Write one event to the outbox (inside the caller's transaction)."""
     await add_many(conn, [message], topic=topic, key=key, headers=headers)
 
 
-async def add_many(conn: asyncpg.Connection, messages: list[Message], *, topic: str | None = None,
-                   key: str | None = None, headers: dict[str, str] | None = None) -> None:
+async def add_many(
+    conn: asyncpg.Connection,
+    messages: list[Message],
+    *,
+    topic: str | None = None,
+    key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
     """Write events (records, or envelopes) to the outbox in one statement; the topic of each is its
     type's in the catalogue unless given, the key its subject (the invoice id)."""
     if not messages:
@@ -84,11 +99,11 @@ async def add_many(conn: asyncpg.Connection, messages: list[Message], *, topic: 
     for message in messages:
         env = message if isinstance(message, dict) else envelope(message)
         k = key or env["subject"]
-        hdrs = {**headers_of(env), **(headers or {})}
+        hdrs = dumps({**headers_of(env), **(headers or {})}).decode()
         rows.append((lane_of(k), topic or mapping[env["type"]], k, env["id"], env["type"], hdrs, dumps(env)))
-    lanes, topics, keys, ids, types, hdrs, payloads = (list(col) for col in zip(*rows))
+    lanes, topics, keys, ids, types, headers_json, payloads = (list(col) for col in zip(*rows, strict=True))
     # One statement, one round trip: the rows, and a NOTIFY that wakes the relays at commit.
-    await conn.execute(_ADD_MANY, lanes, topics, keys, ids, types, [dumps(h).decode() for h in hdrs], payloads)
+    await conn.execute(_ADD_MANY, lanes, topics, keys, ids, types, headers_json, payloads)
 
 
 class OutboxRelay(Loop):
@@ -100,9 +115,18 @@ class OutboxRelay(Loop):
     name = "outbox-relay"
     error_event = "outbox.relay.error"
 
-    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, schema: str, *,
-                 batch_size: int = 2000, poll_seconds: float = 0.5, lanes_per_claim: int = LANES,
-                 record_offsets: bool = False, drain_seconds: float = 5.0):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        schema: str,
+        *,
+        batch_size: int = 2000,
+        poll_seconds: float = 0.5,
+        lanes_per_claim: int = LANES,
+        record_offsets: bool = False,
+        drain_seconds: float = 5.0,
+    ):
         super().__init__(idle_seconds=poll_seconds, listen=(pool, channel_name(schema)))
         self.pool = pool
         self.producer = producer
@@ -126,7 +150,7 @@ class OutboxRelay(Loop):
             async with asyncio.timeout(self.drain_seconds):
                 while await self.publish_once() >= self.batch_size:
                     pass
-        except Exception as exc:  # noqa: BLE001 - what is left waits in the outbox for the next start
+        except Exception as exc:
             log.warning("outbox.relay.drain_incomplete", error=repr(exc))
 
     async def publish_once(self) -> int:
@@ -137,14 +161,16 @@ class OutboxRelay(Loop):
             locked = await conn.fetch(
                 "SELECT lane FROM unnest($1::int[]) AS lane"
                 " WHERE NOT (SELECT paused FROM relay_control) AND pg_try_advisory_xact_lock(hashtext($2), lane)",
-                lanes, f"outbox:{self.schema}",
+                lanes,
+                f"outbox:{self.schema}",
             )
             if not locked:
                 return 0
             rows = await conn.fetch(
                 "SELECT id, topic, key, headers, payload FROM outbox"
                 " WHERE lane = ANY($1::smallint[]) ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                [r["lane"] for r in locked], self.batch_size,
+                [r["lane"] for r in locked],
+                self.batch_size,
             )
             if not rows:
                 return 0
@@ -155,9 +181,14 @@ class OutboxRelay(Loop):
                 span.set_attribute("messaging.batch.message_count", len(rows))
                 for row in rows:
                     headers = [(k, v.encode()) for k, v in (row["headers"] or {}).items()]
-                    futures.append(await self.producer.send(
-                        row["topic"], value=bytes(row["payload"]), key=row["key"].encode(), headers=headers,
-                    ))
+                    futures.append(
+                        await self.producer.send(
+                            row["topic"],
+                            value=bytes(row["payload"]),
+                            key=row["key"].encode(),
+                            headers=headers,
+                        )
+                    )
             acks = await asyncio.gather(*futures)
             await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
             if self.record_offsets:
@@ -176,23 +207,38 @@ async def _record_offsets(conn: asyncpg.Connection, acks: list) -> None:
         " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])"
         " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = greatest(p.next_offset, EXCLUDED.next_offset),"
         " updated_at = now()",
-        [t for t, _ in ends], [p for _, p in ends], list(ends.values()),
+        [t for t, _ in ends],
+        [p for _, p in ends],
+        list(ends.values()),
     )
 
 
-async def add_raw(conn: asyncpg.Connection, *, topic: str, key: str, payload: bytes, event_id: str,
-                  event_type: str, headers: dict[str, str]) -> None:
+async def add_raw(
+    conn: asyncpg.Connection,
+    *,
+    topic: str,
+    key: str,
+    payload: bytes,
+    event_id: str,
+    event_type: str,
+    headers: dict[str, str],
+) -> None:
     """Write a message that is not a CloudEvent of ours (a dead letter) to the outbox."""
     await conn.execute(
         INSERT + "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        lane_of(key), topic, key, event_id, event_type, headers, payload,
+        lane_of(key),
+        topic,
+        key,
+        event_id,
+        event_type,
+        headers,
+        payload,
     )
 
 
 async def set_paused(conn: asyncpg.Connection, paused: bool, *, by: str = "operator") -> None:
     """Hold (or release) every relay of the connection's schema; rows wait in the outbox meanwhile."""
-    await conn.execute(
-        "UPDATE relay_control SET paused = $1, changed_at = now(), changed_by = $2", paused, by)
+    await conn.execute("UPDATE relay_control SET paused = $1, changed_at = now(), changed_by = $2", paused, by)
     if not paused:
         await conn.execute(f"SELECT {WAKE_RELAYS}")
 
@@ -201,9 +247,7 @@ async def is_paused(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT paused FROM relay_control"))
 
 
-_RELAY_STATE = (
-    "SELECT paused, changed_at, changed_by, (SELECT count(*) FROM outbox) AS waiting FROM relay_control"
-)
+_RELAY_STATE = "SELECT paused, changed_at, changed_by, (SELECT count(*) FROM outbox) AS waiting FROM relay_control"
 
 
 async def relay_state(conn: asyncpg.Connection) -> asyncpg.Record:

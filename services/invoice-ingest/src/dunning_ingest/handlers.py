@@ -19,12 +19,17 @@ from datetime import datetime
 import asyncpg
 
 from dunning.consumer import HandlerSpec, Rejected
-from dunning.contracts import (DunningPlanned, PaymentReceived, ReminderFailed, ReminderSent, StageEscalated,
-                               StagesCancelled)
+from dunning.contracts import (
+    DunningPlanned,
+    PaymentReceived,
+    ReminderFailed,
+    ReminderSent,
+    StageEscalated,
+    StagesCancelled,
+)
 from dunning.events import Event
 from dunning.logging import get_logger
 from dunning.money import quantize
-
 from dunning_ingest import repository
 from dunning_ingest.timeline_batch import timeline_batch, unique_rows
 
@@ -43,16 +48,26 @@ async def _invoice_for(conn: asyncpg.Connection, event: Event) -> asyncpg.Record
     return invoice
 
 
-def _row(stage_id: str, stage: str, sequence: int | None, channel: str, scheduled_at: datetime | None,
-         state: str, reason: str | None, at: datetime, planned_at: datetime | None = None) -> tuple:
+def _row(
+    stage_id: str,
+    stage: str,
+    sequence: int | None,
+    channel: str,
+    scheduled_at: datetime | None,
+    state: str,
+    reason: str | None,
+    at: datetime,
+    planned_at: datetime | None = None,
+) -> tuple:
     """One observation of a stage (repository.observe_stages' row)."""
     return (stage_id, stage, sequence, channel, scheduled_at, planned_at, state, RANK[state], reason, at)
 
 
 def planned_rows(p: DunningPlanned) -> list[tuple]:
     at = p.planned_at
-    return [_row(s.stage_id, s.stage, s.sequence, s.channel, s.scheduled_at, s.state, s.reason, at, at)
-            for s in p.stages]
+    return [
+        _row(s.stage_id, s.stage, s.sequence, s.channel, s.scheduled_at, s.state, s.reason, at, at) for s in p.stages
+    ]
 
 
 def escalated_rows(e: StageEscalated) -> list[tuple]:
@@ -60,8 +75,10 @@ def escalated_rows(e: StageEscalated) -> list[tuple]:
 
 
 def cancelled_rows(c: StagesCancelled) -> list[tuple]:
-    return [_row(s.stage_id, s.stage, s.sequence, s.channel, s.scheduled_at, "cancelled", c.reason, c.cancelled_at)
-            for s in c.stages]
+    return [
+        _row(s.stage_id, s.stage, s.sequence, s.channel, s.scheduled_at, "cancelled", c.reason, c.cancelled_at)
+        for s in c.stages
+    ]
 
 
 def sent_rows(s: ReminderSent) -> list[tuple]:
@@ -76,6 +93,7 @@ def failed_rows(f: ReminderFailed) -> list[tuple]:
 
 def observe(rows_of: Callable[..., list[tuple]]):
     """The per-event handler of a timeline event whose observations `rows_of` lists."""
+
     async def handle(conn: asyncpg.Connection, event: Event) -> None:
         invoice = await _invoice_for(conn, event)
         unique = unique_rows(rows_of(event.data))
@@ -85,6 +103,7 @@ def observe(rows_of: Callable[..., list[tuple]]):
         if applied != len(unique):
             raise Rejected(f"{len(unique) - applied} stage(s) belong to another invoice")
         log.info("ingest.timeline.observed", event_name=event.name, stages=len(unique))
+
     handle.__name__ = f"observe_{rows_of.__name__.removesuffix('_rows')}"
     return handle
 
@@ -102,10 +121,16 @@ async def payment_received(conn: asyncpg.Connection, event: Event[PaymentReceive
     if not await repository.record_payment(conn, p, amounts):
         log.info("ingest.payment.duplicate", payment_id=p.payment_id)
         return
-    latest = await repository.apply_balance(conn, invoice["id"], amounts["balance_remaining"], p.settled,
-                                            p.acknowledged_at, p.payment_id)
-    log.info("ingest.payment.recorded", payment_id=p.payment_id, balance_updated=latest,
-             balance=str(amounts["balance_remaining"]), settled=p.settled)
+    latest = await repository.apply_balance(
+        conn, invoice["id"], amounts["balance_remaining"], p.settled, p.acknowledged_at, p.payment_id
+    )
+    log.info(
+        "ingest.payment.recorded",
+        payment_id=p.payment_id,
+        balance_updated=latest,
+        balance=str(amounts["balance_remaining"]),
+        settled=p.settled,
+    )
 
 
 HANDLERS = {

@@ -21,10 +21,10 @@ from typing import Any
 import orjson
 from opentelemetry import trace
 
-from dunning.contracts import Customer, InvoiceIssued, topic as topic_of_record
+from dunning.contracts import Customer, InvoiceIssued
+from dunning.contracts import topic as topic_of_record
 from dunning.events import dataschema, envelope
 from dunning.outbox import LANES, headers_of, lane_of
-
 from dunning_ingest.invoice_input import amount_text
 
 INVOICE_ISSUED = InvoiceIssued.TYPE
@@ -52,9 +52,17 @@ def invoice_issued(tenant_id: str, invoice_id: str, customer_id: str, inv: Any, 
     """The InvoiceIssued of an accepted invoice."""
     c = inv.customer
     return InvoiceIssued(
-        invoice_id, tenant_id, inv.external_id, inv.number,
+        invoice_id,
+        tenant_id,
+        inv.external_id,
+        inv.number,
         Customer(customer_id, c.external_id, c.name, c.email, c.locale, c.timezone),
-        inv.currency, Decimal(amount_text(inv)), inv.issue_date, inv.due_date, inv.payment_url, inv.metadata,
+        inv.currency,
+        Decimal(amount_text(inv)),
+        inv.issue_date,
+        inv.due_date,
+        inv.payment_url,
+        inv.metadata,
         issued_at,
     )
 
@@ -65,20 +73,23 @@ class OutboxRow:
     __slots__ = ("lane", "event_id", "headers", "head", "tail")
 
     def __init__(self, tenant_id: str, invoice_id: str, inv: Any, issued_at: str, traceparent: str | None):
-        env = envelope(invoice_issued(tenant_id, invoice_id, _PLACEHOLDER, inv, datetime.fromisoformat(issued_at)),
-                       time=issued_at, traceparent=traceparent)
+        env = envelope(
+            invoice_issued(tenant_id, invoice_id, _PLACEHOLDER, inv, datetime.fromisoformat(issued_at)),
+            time=issued_at,
+            traceparent=traceparent,
+        )
         payload = orjson.dumps(env)
         cut = payload.index(_SPLIT) + len(b'"customer_id":"')
         self.lane = lane_of(invoice_id)
         self.event_id = env["id"]
         self.headers = headers_of(env)
-        self.head, self.tail = payload[:cut], payload[cut + len(b"\\u0001"):]
+        self.head, self.tail = payload[:cut], payload[cut + len(b"\\u0001") :]
 
     def payload(self, customer_id: str) -> bytes:
         return self.head + customer_id.encode() + self.tail
 
 
-_V4 = bytes((b & 0x0F) | 0x40 for b in range(256))       # the version nibble of a UUID 4
+_V4 = bytes((b & 0x0F) | 0x40 for b in range(256))  # the version nibble of a UUID 4
 _VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))  # and its RFC 4122 variant bits
 
 
@@ -88,36 +99,60 @@ def new_uuids(n: int) -> list[str]:
     raw[6::16] = raw[6::16].translate(_V4)
     raw[8::16] = raw[8::16].translate(_VARIANT)
     h = raw.hex()
-    return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-{h[i + 12:i + 16]}-{h[i + 16:i + 20]}-{h[i + 20:i + 32]}"
-            for i in range(0, 32 * n, 32)]
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * n, 32)
+    ]
 
 
 _DATASCHEMA = dataschema(INVOICE_ISSUED)
 
 
-def issued_rows(tenant_id: str, issued: list[tuple[str, str, Any]], issued_at: str,
-                traceparent: str | None) -> tuple[list, ...]:
+def issued_rows(
+    tenant_id: str, issued: list[tuple[str, str, Any]], issued_at: str, traceparent: str | None
+) -> tuple[list, ...]:
     """Twin of `envelope(invoice_issued(...))` for a bulk import: the outbox columns
     (repository.add_to_outbox: lane, key, event_id, headers, payload) of the InvoiceIssued of
     (invoice_id, customer_id, invoice)s, written in their JSON form directly."""
     lanes, keys, ids, hdrs_, payloads = [], [], [], [], []
     customers: dict[tuple[str, Any], dict[str, Any]] = {}
     crc32, dumps = zlib.crc32, orjson.dumps
-    for event_id, (invoice_id, customer_id, inv) in zip(new_uuids(len(issued)), issued):
+    for event_id, (invoice_id, customer_id, inv) in zip(new_uuids(len(issued)), issued, strict=True):
         c = inv.customer
         customer = customers.get((customer_id, c))
         if customer is None:
             customer = customers[(customer_id, c)] = {
-                "customer_id": customer_id, "external_id": c.external_id, "name": c.name, "email": c.email,
-                "locale": c.locale, "timezone": c.timezone}
+                "customer_id": customer_id,
+                "external_id": c.external_id,
+                "name": c.name,
+                "email": c.email,
+                "locale": c.locale,
+                "timezone": c.timezone,
+            }
         env = {
-            "specversion": "1.0", "id": event_id, "source": InvoiceIssued.SOURCE, "type": INVOICE_ISSUED,
-            "subject": invoice_id, "time": issued_at, "datacontenttype": "application/json",
-            "dataschema": _DATASCHEMA, "tenantid": tenant_id,
-            "data": {"invoice_id": invoice_id, "tenant_id": tenant_id, "external_id": inv.external_id,
-                     "number": inv.number, "customer": customer, "currency": inv.currency,
-                     "amount_due": amount_text(inv), "issue_date": inv.issue_date, "due_date": inv.due_date,
-                     "payment_url": inv.payment_url, "metadata": inv.metadata, "issued_at": issued_at},
+            "specversion": "1.0",
+            "id": event_id,
+            "source": InvoiceIssued.SOURCE,
+            "type": INVOICE_ISSUED,
+            "subject": invoice_id,
+            "time": issued_at,
+            "datacontenttype": "application/json",
+            "dataschema": _DATASCHEMA,
+            "tenantid": tenant_id,
+            "data": {
+                "invoice_id": invoice_id,
+                "tenant_id": tenant_id,
+                "external_id": inv.external_id,
+                "number": inv.number,
+                "customer": customer,
+                "currency": inv.currency,
+                "amount_due": amount_text(inv),
+                "issue_date": inv.issue_date,
+                "due_date": inv.due_date,
+                "payment_url": inv.payment_url,
+                "metadata": inv.metadata,
+                "issued_at": issued_at,
+            },
         }
         if traceparent:
             env["traceparent"] = traceparent

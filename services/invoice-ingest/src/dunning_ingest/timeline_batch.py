@@ -22,7 +22,6 @@ import asyncpg
 from dunning.consumer import Rejected
 from dunning.events import Event
 from dunning.logging import get_logger
-
 from dunning_ingest import repository
 
 log = get_logger(__name__)
@@ -38,6 +37,7 @@ def unique_rows(rows: list[tuple]) -> list[tuple]:
 def timeline_batch(rows_of: RowsOf) -> Callable[[asyncpg.Connection, list[Event]], Awaitable[None]]:
     async def handle(conn: asyncpg.Connection, events: list[Event]) -> None:
         await apply_timeline_batch(conn, events, rows_of)
+
     handle.__name__ = f"timeline_batch_{rows_of.__name__.removesuffix('_rows')}"
     return handle
 
@@ -53,23 +53,41 @@ async def apply_timeline_batch(conn: asyncpg.Connection, events: list[Event], ro
             raise Rejected(f"unknown invoice {event.data.invoice_id}")
         if invoice["tenant_id"] != event.tenant_id or event.data.tenant_id != event.tenant_id:
             raise Rejected(f"invoice {invoice['id']} does not belong to tenant {event.tenant_id}")
-        for (stage_id, stage, sequence, channel, scheduled_at, planned_at, state, rank, reason, at) in \
-                unique_rows(rows_of(event.data)):
+        for stage_id, stage, sequence, channel, scheduled_at, planned_at, state, rank, reason, at in unique_rows(
+            rows_of(event.data)
+        ):
             wave = seen.get(stage_id, 0)
             seen[stage_id] = wave + 1
             if wave == len(waves):
                 waves.append([])
-            waves[wave].append({
-                "stage_id": stage_id, "invoice_id": invoice["id"], "tenant_id": invoice["tenant_id"],
-                "stage": stage, "sequence": sequence, "channel": channel, "scheduled_at": scheduled_at,
-                "planned_at": planned_at, "state": state, "rank": rank, "reason": reason, "at": at,
-            })
-            history.append({"stage_id": stage_id, "event_id": event.id, "state": state, "rank": rank, "at": at,
-                            "reason": reason})
+            waves[wave].append(
+                {
+                    "stage_id": stage_id,
+                    "invoice_id": invoice["id"],
+                    "tenant_id": invoice["tenant_id"],
+                    "stage": stage,
+                    "sequence": sequence,
+                    "channel": channel,
+                    "scheduled_at": scheduled_at,
+                    "planned_at": planned_at,
+                    "state": state,
+                    "rank": rank,
+                    "reason": reason,
+                    "at": at,
+                }
+            )
+            history.append(
+                {"stage_id": stage_id, "event_id": event.id, "state": state, "rank": rank, "at": at, "reason": reason}
+            )
     for wave in waves:
         applied = await repository.observe_stages_many(conn, wave)
         if applied != len(wave):
             raise Rejected(f"{len(wave) - applied} stage(s) belong to another invoice")
     await repository.append_history_many(conn, history)
-    log.info("ingest.timeline.observed_batch", event_type=events[0].type, events=len(events),
-             stages=len(history), waves=len(waves))
+    log.info(
+        "ingest.timeline.observed_batch",
+        event_type=events[0].type,
+        events=len(events),
+        stages=len(history),
+        waves=len(waves),
+    )

@@ -89,8 +89,8 @@ class Dispatcher:
         # Since this process started (the /metrics counters); the database holds the totals.
         self.sent = self.failed = self.retried = 0
         self.in_doubt_reclaims = 0  # leases that ran out, taken back by this replica's sweep
-        self.in_doubt_retries = 0   # sends that timed out or dropped after DATA, retried
-        self.lease_lost = 0         # outcomes not recorded: the row had been re-claimed elsewhere
+        self.in_doubt_retries = 0  # sends that timed out or dropped after DATA, retried
+        self.lease_lost = 0  # outcomes not recorded: the row had been re-claimed elsewhere
         self._tracer = tracer("notifier")  # once: get_tracer() builds a new tracer on every call
 
     def stop(self) -> None:
@@ -98,9 +98,14 @@ class Dispatcher:
 
     def counters(self) -> dict[str, int]:
         """This process's figures since start-up, for /metrics."""
-        return {"sent": self.sent, "failed": self.failed, "retried": self.retried,
-                "in_doubt_reclaims": self.in_doubt_reclaims, "in_doubt_retries": self.in_doubt_retries,
-                "lease_lost": self.lease_lost}
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "retried": self.retried,
+            "in_doubt_reclaims": self.in_doubt_reclaims,
+            "in_doubt_retries": self.in_doubt_retries,
+            "lease_lost": self.lease_lost,
+        }
 
     async def run(self) -> None:
         workers = [asyncio.create_task(self._worker(), name=f"dispatch-{i}") for i in range(self.concurrency)]
@@ -147,7 +152,7 @@ class Dispatcher:
                             log.warning("notifier.delivery.in_doubt", reason="lease_expired", **dict(row))
                     rows = await repo.claim_due(conn, free, self.settings.lease_seconds) if free > 0 else []
                     error_backoff = 0.1
-                except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     log.warning("notifier.dispatcher.claim_failed", error=repr(exc), retry_in=error_backoff)
                     await held.drop()
                     await self._sleep(error_backoff)
@@ -181,7 +186,7 @@ class Dispatcher:
             async with self.pool.acquire() as conn:
                 await repo.release_claims(conn, claims)
             log.info("notifier.dispatcher.handed_back", count=len(claims))
-        except Exception as exc:  # noqa: BLE001 - their leases run out and they are sent later anyway
+        except Exception as exc:
             log.warning("notifier.dispatcher.hand_back_failed", error=repr(exc), count=len(claims))
 
     # --- sending -----------------------------------------------------------------------------
@@ -195,7 +200,7 @@ class Dispatcher:
                     return
                 try:
                     attempt = await self._attempt(delivery, sessions)
-                except Exception as exc:  # noqa: BLE001 - a bug must not shrink the worker pool
+                except Exception as exc:
                     log.exception("notifier.delivery.attempt_crashed", delivery_id=delivery.delivery_id)
                     # In doubt: how far the attempt got (maybe past the server's 250) is unknown.
                     outcome: Outcome = Retry("internal_error", repr(exc)[:2000], in_doubt=True)
@@ -224,12 +229,13 @@ class Dispatcher:
                     session = sessions[d.channel] = channel_for(self.channels, d.channel).open_session()
                 try:
                     outcome = await session.send(d)
-                except Exception as exc:  # noqa: BLE001 - a bug in a provider: retried, bounded by max_attempts
+                except Exception as exc:
                     log.exception("notifier.delivery.send_crashed")
                     outcome = Retry("internal_error", repr(exc)[:2000], in_doubt=True)  # how far it got: unknown
                 if isinstance(outcome, Retry) and d.attempts >= self.settings.max_attempts:
-                    outcome = Failed(outcome.error_code, f"gave up after {d.attempts} attempts: {outcome.error}",
-                                     permanent=False)
+                    outcome = Failed(
+                        outcome.error_code, f"gave up after {d.attempts} attempts: {outcome.error}", permanent=False
+                    )
                 # Build the events here, inside the span, so they carry the StageEscalated's trace.
                 if isinstance(outcome, Sent):
                     return Attempt(d, outcome, reminder_sent(d, outcome))
@@ -270,14 +276,18 @@ class Dispatcher:
             try:
                 await self._record(await held.get(), batch)
                 return
-            except Exception as exc:  # noqa: BLE001 - database trouble (or a bug): keep the outcomes, retry
+            except Exception as exc:
                 await held.drop()
                 if self._stopping.is_set() and attempt >= 5:
                     # Not recorded: the leases run out and these are sent again (the duplicate window).
                     log.error("notifier.dispatcher.record_abandoned", error=repr(exc), count=len(batch))
                     return
-                log.warning("notifier.dispatcher.record_failed", error=repr(exc), retry_in=delay,
-                            exc_info=not isinstance(exc, (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)))
+                log.warning(
+                    "notifier.dispatcher.record_failed",
+                    error=repr(exc),
+                    retry_in=delay,
+                    exc_info=not isinstance(exc, (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)),
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -286,23 +296,48 @@ class Dispatcher:
         failed = [a for a in batch if isinstance(a.outcome, Failed)]
         retry = [a for a in batch if isinstance(a.outcome, Retry)]
         async with conn.transaction():
-            sent_ids = await repo.mark_sent(conn, [
-                (a.delivery.delivery_id, a.delivery.attempts, a.outcome.provider_message_id, a.outcome.sent_at)
-                for a in sent])
-            failed_ids = await repo.mark_failed(conn, [
-                (a.delivery.delivery_id, a.delivery.attempts, a.outcome.error_code, a.outcome.error[:2000])
-                for a in failed])
-            retry_ids = await repo.mark_retry(conn, [
-                (a.delivery.delivery_id, a.delivery.attempts, a.outcome.error_code, a.outcome.error[:2000], a.retry_in,
-                 a.outcome.in_doubt)
-                for a in retry])
+            sent_ids = await repo.mark_sent(
+                conn,
+                [
+                    (a.delivery.delivery_id, a.delivery.attempts, a.outcome.provider_message_id, a.outcome.sent_at)
+                    for a in sent
+                ],
+            )
+            failed_ids = await repo.mark_failed(
+                conn,
+                [
+                    (a.delivery.delivery_id, a.delivery.attempts, a.outcome.error_code, a.outcome.error[:2000])
+                    for a in failed
+                ],
+            )
+            retry_ids = await repo.mark_retry(
+                conn,
+                [
+                    (
+                        a.delivery.delivery_id,
+                        a.delivery.attempts,
+                        a.outcome.error_code,
+                        a.outcome.error[:2000],
+                        a.retry_in,
+                        a.outcome.in_doubt,
+                    )
+                    for a in retry
+                ],
+            )
             recorded = sent_ids | failed_ids
-            await outbox.add_many(conn, [a.event for a in batch
-                                         if a.event is not None and a.delivery.delivery_id in recorded])
+            await outbox.add_many(
+                conn, [a.event for a in batch if a.event is not None and a.delivery.delivery_id in recorded]
+            )
         for a in batch:
             d, o = a.delivery, a.outcome
-            ids = dict(delivery_id=d.delivery_id, tenant_id=d.tenant_id, invoice_id=d.invoice_id,
-                       stage=d.stage, channel=d.channel, attempts=d.attempts)
+            ids = dict(
+                delivery_id=d.delivery_id,
+                tenant_id=d.tenant_id,
+                invoice_id=d.invoice_id,
+                stage=d.stage,
+                channel=d.channel,
+                attempts=d.attempts,
+            )
             if d.delivery_id not in recorded | retry_ids:
                 self.lease_lost += 1
                 log.warning("notifier.delivery.lease_lost", **ids)  # re-claimed elsewhere: its outcome wins
@@ -311,12 +346,22 @@ class Dispatcher:
                 log.info("notifier.delivery.sent", provider_message_id=o.provider_message_id, **ids)
             elif isinstance(o, Failed):
                 self.failed += 1
-                log.warning("notifier.delivery.failed", error_code=o.error_code, error=o.error[:500],
-                            permanent=o.permanent, **ids)
+                log.warning(
+                    "notifier.delivery.failed",
+                    error_code=o.error_code,
+                    error=o.error[:500],
+                    permanent=o.permanent,
+                    **ids,
+                )
             else:
                 self.retried += 1
                 if o.in_doubt:
                     self.in_doubt_retries += 1
                     log.warning("notifier.delivery.in_doubt", reason=o.error_code, **ids)
-                log.info("notifier.delivery.retry_scheduled", error_code=o.error_code, error=o.error[:500],
-                         retry_in=round(a.retry_in, 3), **ids)
+                log.info(
+                    "notifier.delivery.retry_scheduled",
+                    error_code=o.error_code,
+                    error=o.error[:500],
+                    retry_in=round(a.retry_in, 3),
+                    **ids,
+                )

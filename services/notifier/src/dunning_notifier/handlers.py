@@ -41,11 +41,17 @@ async def record_delivery(conn: asyncpg.Connection, event: Event[StageEscalated]
         traceparent=event.traceparent,
     )
     if delivery_id is None:
-        log.info("notifier.delivery.duplicate_ignored", stage=stage.stage, channel=stage.channel,
-                 stage_id=stage.stage_id)
+        log.info(
+            "notifier.delivery.duplicate_ignored", stage=stage.stage, channel=stage.channel, stage_id=stage.stage_id
+        )
     else:
-        log.info("notifier.delivery.recorded", delivery_id=delivery_id, stage=stage.stage, channel=stage.channel,
-                 stage_id=stage.stage_id)
+        log.info(
+            "notifier.delivery.recorded",
+            delivery_id=delivery_id,
+            stage=stage.stage,
+            channel=stage.channel,
+            stage_id=stage.stage_id,
+        )
 
 
 HANDLERS = {

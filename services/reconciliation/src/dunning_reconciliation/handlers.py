@@ -12,7 +12,6 @@ from dunning.consumer import HandlerSpec, Rejected
 from dunning.contracts import InvoiceIssued
 from dunning.events import Event
 from dunning.logging import get_logger
-
 from dunning_reconciliation import reconcile
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.invoice_batch import on_invoices_issued
@@ -29,8 +28,14 @@ async def on_invoice_issued(conn: asyncpg.Connection, event: Event[InvoiceIssued
     external_id, number = invoice.external_id, invoice.number
     await reconcile.lock_invoice_keys(conn, tenant_id, invoice_id, external_id, number)
     stored = await repo.insert_invoice(
-        conn, invoice_id=invoice_id, tenant_id=tenant_id, external_id=external_id, number=number,
-        currency=invoice.currency, amount_due=invoice.amount_due, metadata=invoice.metadata,
+        conn,
+        invoice_id=invoice_id,
+        tenant_id=tenant_id,
+        external_id=external_id,
+        number=number,
+        currency=invoice.currency,
+        amount_due=invoice.amount_due,
+        metadata=invoice.metadata,
         issued_at=invoice.issued_at,
     )
     if not stored:

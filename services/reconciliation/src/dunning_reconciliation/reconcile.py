@@ -19,7 +19,6 @@ from dunning import outbox
 from dunning.clock import utcnow
 from dunning.logging import get_logger
 from dunning.money import format_amount, quantize
-
 from dunning_reconciliation import messages
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.domain import (
@@ -63,17 +62,32 @@ async def receive(conn: asyncpg.Connection, p: IncomingPayment, *, strict_curren
     if invoice_id is not None:
         return await apply_payment(conn, invoice_id, p, strict_currency=strict_currency)
     await repo.save_payment(
-        conn, p, invoice_id=None, status=UNMATCHED, amount_applied=Decimal(0), unapplied_amount=p.amount,
-        balance_remaining=None, settled=False, acknowledged_at=p.acknowledged_at, applied_at=None,
+        conn,
+        p,
+        invoice_id=None,
+        status=UNMATCHED,
+        amount_applied=Decimal(0),
+        unapplied_amount=p.amount,
+        balance_remaining=None,
+        settled=False,
+        acknowledged_at=p.acknowledged_at,
+        applied_at=None,
     )
-    log.info("reconciliation.payment.pending_match", payment_id=p.payment_id, source=p.source,
-             source_reference=p.source_reference, match_invoice_id=p.keys.invoice_id,
-             match_external_ids=list(p.keys.external_ids), match_numbers=list(p.keys.numbers))
+    log.info(
+        "reconciliation.payment.pending_match",
+        payment_id=p.payment_id,
+        source=p.source,
+        source_reference=p.source_reference,
+        match_invoice_id=p.keys.invoice_id,
+        match_external_ids=list(p.keys.external_ids),
+        match_numbers=list(p.keys.numbers),
+    )
     return Outcome(PENDING_MATCH, p.payment_id)
 
 
-async def apply_payment(conn: asyncpg.Connection, invoice_id: str, p: IncomingPayment, *,
-                        strict_currency: bool = False) -> Outcome:
+async def apply_payment(
+    conn: asyncpg.Connection, invoice_id: str, p: IncomingPayment, *, strict_currency: bool = False
+) -> Outcome:
     """Apply p to the invoice: lock it, reduce its balance, record the payment, write PaymentReceived.
 
     An overpayment leaves the balance at 0 and keeps the surplus as `unapplied_amount`. A payment on
@@ -88,14 +102,27 @@ async def apply_payment(conn: asyncpg.Connection, invoice_id: str, p: IncomingPa
         if strict_currency:
             raise CurrencyMismatch(invoice_id, invoice["currency"], p.currency)
         await repo.save_payment(
-            conn, p, invoice_id=invoice_id, status=REJECTED_CURRENCY_MISMATCH, amount_applied=Decimal(0),
-            unapplied_amount=p.amount, balance_remaining=invoice["balance"], settled=invoice["status"] == "paid",
-            acknowledged_at=acknowledged_at, applied_at=None,
+            conn,
+            p,
+            invoice_id=invoice_id,
+            status=REJECTED_CURRENCY_MISMATCH,
+            amount_applied=Decimal(0),
+            unapplied_amount=p.amount,
+            balance_remaining=invoice["balance"],
+            settled=invoice["status"] == "paid",
+            acknowledged_at=acknowledged_at,
+            applied_at=None,
         )
-        log.error("reconciliation.payment.currency_mismatch", payment_id=p.payment_id, invoice_id=invoice_id,
-                  invoice_currency=invoice["currency"], payment_currency=p.currency,
-                  amount=format_amount(p.amount, p.currency), source=p.source,
-                  source_reference=p.source_reference)
+        log.error(
+            "reconciliation.payment.currency_mismatch",
+            payment_id=p.payment_id,
+            invoice_id=invoice_id,
+            invoice_currency=invoice["currency"],
+            payment_currency=p.currency,
+            amount=format_amount(p.amount, p.currency),
+            source=p.source,
+            source_reference=p.source_reference,
+        )
         return Outcome(REJECTED_CURRENCY_MISMATCH, p.payment_id, invoice_id, invoice["status"] == "paid")
 
     currency = p.currency
@@ -107,27 +134,51 @@ async def apply_payment(conn: asyncpg.Connection, invoice_id: str, p: IncomingPa
     if applied > 0:
         await repo.set_invoice_balance(conn, invoice_id, remaining, "paid" if settled else "open")
     await repo.save_payment(
-        conn, p, invoice_id=invoice_id, status=APPLIED, amount_applied=applied, unapplied_amount=unapplied,
-        balance_remaining=remaining, settled=settled, acknowledged_at=acknowledged_at, applied_at=utcnow(),
+        conn,
+        p,
+        invoice_id=invoice_id,
+        status=APPLIED,
+        amount_applied=applied,
+        unapplied_amount=unapplied,
+        balance_remaining=remaining,
+        settled=settled,
+        acknowledged_at=acknowledged_at,
+        applied_at=utcnow(),
     )
-    fields = dict(payment_id=p.payment_id, invoice_id=invoice_id, source=p.source,
-                  source_reference=p.source_reference, amount=format_amount(p.amount, currency),
-                  amount_applied=format_amount(applied, currency),
-                  balance_remaining=format_amount(remaining, currency), settled=settled)
+    fields = dict(
+        payment_id=p.payment_id,
+        invoice_id=invoice_id,
+        source=p.source,
+        source_reference=p.source_reference,
+        amount=format_amount(p.amount, currency),
+        amount_applied=format_amount(applied, currency),
+        balance_remaining=format_amount(remaining, currency),
+        settled=settled,
+    )
     if applied == 0:
         log.warning("reconciliation.payment.invoice_already_paid", **fields)
         return Outcome(APPLIED, p.payment_id, invoice_id, settled)
     if unapplied > 0:
         log.warning("reconciliation.payment.overpaid", unapplied_amount=format_amount(unapplied, currency), **fields)
-    await outbox.add(conn, messages.payment_received(
-        p, invoice_id=invoice_id, invoice_external_id=invoice["external_id"], applied=applied, remaining=remaining,
-        settled=settled, acknowledged_at=acknowledged_at))
+    await outbox.add(
+        conn,
+        messages.payment_received(
+            p,
+            invoice_id=invoice_id,
+            invoice_external_id=invoice["external_id"],
+            applied=applied,
+            remaining=remaining,
+            settled=settled,
+            acknowledged_at=acknowledged_at,
+        ),
+    )
     log.info("reconciliation.payment.applied", **fields)
     return Outcome(APPLIED, p.payment_id, invoice_id, settled)
 
 
-async def apply_pending(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, external_id: str,
-                        number: str) -> int:
+async def apply_pending(
+    conn: asyncpg.Connection, tenant_id: str, invoice_id: str, external_id: str, number: str
+) -> int:
     """Apply the payments that arrived before this invoice, oldest first. Caller holds the key locks."""
     rows = await repo.unmatched_for_invoice(conn, tenant_id, invoice_id, external_id, number)
     for row in rows:
@@ -137,16 +188,23 @@ async def apply_pending(conn: asyncpg.Connection, tenant_id: str, invoice_id: st
     return len(rows)
 
 
-async def lock_invoice_keys(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, external_id: str,
-                            number: str) -> None:
+async def lock_invoice_keys(
+    conn: asyncpg.Connection, tenant_id: str, invoice_id: str, external_id: str, number: str
+) -> None:
     await lock_keys(conn, tenant_id, invoice_keys(invoice_id, external_id, number))
 
 
 def payment_from_row(row: asyncpg.Record) -> IncomingPayment:
     return IncomingPayment(
-        tenant_id=row["tenant_id"], source=row["source"], source_reference=row["source_reference"],
-        currency=row["currency"], amount=quantize(row["amount"], row["currency"]), received_at=row["received_at"],
+        tenant_id=row["tenant_id"],
+        source=row["source"],
+        source_reference=row["source_reference"],
+        currency=row["currency"],
+        amount=quantize(row["amount"], row["currency"]),
+        received_at=row["received_at"],
         keys=MatchKeys.of(row["match_invoice_id"], row["match_external_ids"], row["match_numbers"]),
-        stripe_object_id=row["stripe_object_id"], fingerprint=row["fingerprint"], payment_id=row["payment_id"],
+        stripe_object_id=row["stripe_object_id"],
+        fingerprint=row["fingerprint"],
+        payment_id=row["payment_id"],
         acknowledged_at=row["acknowledged_at"],
     )

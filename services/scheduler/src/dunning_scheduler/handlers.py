@@ -16,14 +16,14 @@ the cancel-latency histogram (`cancel_latency`, see metrics.py).
 """
 
 import asyncpg
+from prometheus_client import Histogram
+
 from dunning import outbox
 from dunning.clock import utcnow
 from dunning.consumer import HandlerSpec, Rejected
 from dunning.contracts import InvoiceIssued, PaymentReceived, PaymentsWatermark
 from dunning.events import Event
 from dunning.logging import get_logger
-from prometheus_client import Histogram
-
 from dunning_scheduler import messages, repository
 from dunning_scheduler.planner import TIMERS_CHANNEL, plan_invoices
 from dunning_scheduler.planning import SETTLED
@@ -32,26 +32,32 @@ from dunning_scheduler.policy_store import ActivePolicies
 log = get_logger(__name__)
 
 
-async def on_invoice_issued(conn: asyncpg.Connection, event: Event[InvoiceIssued], *,
-                            policies: ActivePolicies) -> None:
+async def on_invoice_issued(conn: asyncpg.Connection, event: Event[InvoiceIssued], *, policies: ActivePolicies) -> None:
     await plan_invoices(conn, [event], policies=policies)  # see planner: one statement
 
 
-async def on_invoices_issued(conn: asyncpg.Connection, events: list[Event[InvoiceIssued]], *,
-                             policies: ActivePolicies) -> None:
+async def on_invoices_issued(
+    conn: asyncpg.Connection, events: list[Event[InvoiceIssued]], *, policies: ActivePolicies
+) -> None:
     """Mirrors on_invoice_issued for a run of events: the same planning statement, once for all."""
     await plan_invoices(conn, events, policies=policies)
 
 
-async def on_payment_received(conn: asyncpg.Connection, event: Event[PaymentReceived], *,
-                              cancel_latency: Histogram | None = None) -> None:
+async def on_payment_received(
+    conn: asyncpg.Connection, event: Event[PaymentReceived], *, cancel_latency: Histogram | None = None
+) -> None:
     payment = event.data
     invoice_id, tenant_id = payment.invoice_id, event.tenant_id
     if payment.tenant_id != tenant_id or invoice_id != event.subject:
         raise Rejected("data.tenant_id/invoice_id disagree with the envelope's tenantid/subject")
     row, cancelled = await repository.apply_payment(
-        conn, invoice_id=invoice_id, tenant_id=tenant_id, currency=payment.currency,
-        balance=payment.balance_remaining, settled=payment.settled, payment_id=payment.payment_id,
+        conn,
+        invoice_id=invoice_id,
+        tenant_id=tenant_id,
+        currency=payment.currency,
+        balance=payment.balance_remaining,
+        settled=payment.settled,
+        payment_id=payment.payment_id,
         acknowledged_at=payment.acknowledged_at,
     )
     if row is None:
@@ -62,15 +68,26 @@ async def on_payment_received(conn: asyncpg.Connection, event: Event[PaymentRece
             raise Rejected(f"payment currency {payment.currency} differs from the invoice's {existing['currency']}")
         log.info("scheduler.payment.stale", payment_id=payment.payment_id)
         return
-    log.info("scheduler.payment.applied", payment_id=payment.payment_id, settled=row["settled"],
-             planned=row["planned_at"] is not None)
+    log.info(
+        "scheduler.payment.applied",
+        payment_id=payment.payment_id,
+        settled=row["settled"],
+        planned=row["planned_at"] is not None,
+    )
     if not cancelled:
         return
     cancelled_at = cancelled[0]["cancelled_at"] or utcnow()
-    await outbox.add(conn, messages.stages_cancelled(
-        tenant_id=tenant_id, invoice_id=invoice_id, reason=SETTLED, cause_event_id=event.id,
-        cancelled_at=cancelled_at, rows=cancelled,
-    ))
+    await outbox.add(
+        conn,
+        messages.stages_cancelled(
+            tenant_id=tenant_id,
+            invoice_id=invoice_id,
+            reason=SETTLED,
+            cause_event_id=event.id,
+            cancelled_at=cancelled_at,
+            rows=cancelled,
+        ),
+    )
     log.info("scheduler.stages.cancelled", reason=SETTLED, count=len(cancelled))
     if cancel_latency is not None:  # acknowledged by reconciliation -> cancelled here
         cancel_latency.observe(max((cancelled_at - payment.acknowledged_at).total_seconds(), 0.0))

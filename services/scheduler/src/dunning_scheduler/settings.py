@@ -1,9 +1,10 @@
 """Scheduler settings: env prefix SCHEDULER_ (plus the shared DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS)."""
 
-from dunning.contracts import InvoiceIssued, PaymentReceived, PaymentsWatermark, topic
-from dunning.settings import CommonSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from dunning.contracts import InvoiceIssued, PaymentReceived, PaymentsWatermark, topic
+from dunning.settings import CommonSettings
 
 
 class Settings(CommonSettings):
