@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -190,3 +191,12 @@ def test_the_handler_table_says_what_is_consumed_batched_and_inboxless():
     assert set(runner.handlers) == {t.TYPE for t in table}
     assert set(runner.batch_handlers) == {InvoiceIssued.TYPE, PaymentsWatermark.TYPE}
     assert runner.inboxless_types == {PaymentsWatermark.TYPE}
+
+
+def test_a_settings_field_names_another_topic_for_a_catalogue_topic():
+    async def each(conn, event): ...
+
+    table = {InvoiceIssued: HandlerSpec(each), PaymentReceived: HandlerSpec(each)}
+    settings = SimpleNamespace(invoices_topic="t1.invoices")  # e.g. Settings(invoices_topic=...)
+    assert topics_of(table, settings) == ["dunning.payments.v1", "t1.invoices"]
+    assert topics_of(table) == ["dunning.invoices.v1", "dunning.payments.v1"]
