@@ -1,6 +1,9 @@
+import jsonschema_rs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from dunning_scheduler.policy import DEFAULT_DOCUMENT, DEFAULT_POLICY, PolicyError, parse_policy
+from dunning_scheduler.policy import DEFAULT_DOCUMENT, DEFAULT_POLICY, PolicyDocument, PolicyError, parse_policy
 
 pytestmark = pytest.mark.unit
 
@@ -68,3 +71,32 @@ def test_the_default_policy():
 
 def test_an_empty_plan_is_allowed():
     assert parse_policy({"id": "pol_manual_only", "stages": []}).stages == ()
+
+
+# --- the model documents what it validates ----------------------------------------------------------
+
+SCHEMA = jsonschema_rs.Draft202012Validator(PolicyDocument.model_json_schema())
+offsets = st.one_of(st.sampled_from(["-P3D", "P1D", "PT5S", "P1M", "P1WT12H", "P20Y", "1 day", "", "P", "-PT0.5S"]),
+                    st.integers(-400, 400).map(lambda d: f"-P{-d}D" if d < 0 else f"P{d}D"))
+stage_docs = st.fixed_dictionaries(
+    {"name": st.one_of(st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True), st.sampled_from(["Soft!", "", 7]))},
+    optional={"offset": offsets, "template": st.sampled_from(["soft", "Loud", "a.b-c", None]),
+              "channels": st.lists(st.sampled_from(["email", "sms", "webhook", "letter", "fax"]), max_size=5),
+              "tone": st.just("x")})
+policy_docs = st.fixed_dictionaries(
+    {}, optional={"id": st.sampled_from(["pol_a", "pol:b.c", "", "bad id"]), "description": st.text(max_size=20),
+                  "anchor": st.sampled_from(["due_date", "issued_at", "sent_at"]),
+                  "send_time": st.sampled_from(["09:00", "23:59", "24:00", "9am"]), "stages": st.lists(stage_docs,
+                                                                                                  max_size=6),
+                  "colour": st.just("red")})
+
+
+@settings(max_examples=300, deadline=None)
+@given(policy_docs)
+def test_every_document_the_model_accepts_fits_the_schema_the_api_shows(document):
+    try:
+        parse_policy(document)
+    except PolicyError as exc:
+        assert all(e["field"] and e["message"] for e in exc.errors)  # every refusal names a field
+        return
+    assert SCHEMA.is_valid(document), document
