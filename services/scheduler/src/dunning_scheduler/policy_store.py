@@ -2,11 +2,11 @@
 in `repository`).
 
 Planning keeps each tenant's active policy in memory (`ActivePolicies`, one per process, built by
-bootstrap and handed to the planner), parsed once per version. It
-does not trust that memory blindly: the planning statement only writes if the tenant's latest
-stored version is still the one planned with (one index probe inside the same statement), and
-otherwise the policy is read again and the invoice planned again. A new version is thus used from
-the very next planning on, without a round trip per invoice.
+bootstrap and handed to the planner), parsed once per version. It does not trust that memory
+blindly: the planning statement only writes if the tenant's latest stored version is still the one
+planned with (one index probe inside the same statement), and otherwise the policy is read again
+and the invoice planned again. A new version is thus used from the very next planning on, without
+a round trip per invoice.
 """
 
 from collections import OrderedDict
