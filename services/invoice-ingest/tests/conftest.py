@@ -4,15 +4,17 @@ way the consumer runner does."""
 
 import copy
 import uuid
+from functools import partial
 from types import SimpleNamespace
 
 import httpx
 import orjson
 import pytest
 
-from dunning import inbox, tenancy
+from dunning import tenancy
 from dunning.db import create_pool, migrations_of
-from dunning.events import decode, dumps, new_event, schemas_dir, validate
+from dunning.events import new_event, schemas_dir, validate
+from dunning_tools.testing.handlers import apply_event
 from dunning_tools.testing.outbox import outbox_events
 
 from dunning_ingest.bootstrap import build_app
@@ -20,7 +22,6 @@ from dunning_ingest.handlers import HANDLERS
 from dunning_ingest.settings import Settings
 
 MIGRATIONS = migrations_of("dunning_ingest")
-BY_TYPE = {t.TYPE: spec for t, spec in HANDLERS.items()}
 TENANT, OTHER_TENANT = "ten_test01INGEST", "ten_test02INGEST"
 API_KEY, OTHER_KEY = "dk_testkey_ingest_0123456789", "dk_testkey_ingest_other_987654"
 
@@ -85,14 +86,7 @@ def event_like(name: str, file: str, *, tenant_id: str, invoice_id: str, **data)
     return envelope
 
 
-async def apply(pool, envelope: dict, topic: str = "test") -> bool:
-    """Apply an event as the consumer runner does: decode (validates), inbox claim + handler, one transaction."""
-    event = decode(dumps(envelope))
-    async with pool.acquire() as conn, conn.transaction():
-        if not await inbox.claim(conn, event.id, event.type, topic):
-            return False
-        await BY_TYPE[event.type].each(conn, event)
-    return True
+apply = partial(apply_event, handlers=HANDLERS)
 
 
 @pytest.fixture

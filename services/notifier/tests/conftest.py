@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
@@ -17,16 +18,17 @@ import orjson
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from dunning import events, inbox
+from dunning import events
 from dunning.db import create_pool, migrations_of
 from dunning_tools.stack.mailserver import messages_to
 from dunning_tools.stack.procs import free_port
 from dunning_tools.stack.service import ServiceProc
 from dunning.ids import new_id
+from dunning_tools.testing.handlers import apply_event
 from dunning_tools.testing.kafka import commit_group_at_end
 from dunning_tools.testing import outbox
 from dunning_notifier.bootstrap import build_dispatcher
-from dunning_notifier.handlers import record_delivery
+from dunning_notifier.handlers import HANDLERS
 from dunning_notifier.settings import Settings
 
 MIGRATIONS = migrations_of("dunning_notifier")
@@ -71,14 +73,6 @@ def _notifier_settings(**overrides) -> Settings:
                 lease_seconds=30, smtp_timeout=5, smtp_send_timeout=10, relay_enabled=False)
     base.update(overrides)
     return Settings(**base)
-
-
-async def _consume(pool: asyncpg.Pool, envelope: dict) -> None:
-    """Apply a StageEscalated exactly as the consumer runner does (inbox + handler, one transaction)."""
-    event = events.decode(events.dumps(envelope))
-    async with pool.acquire() as conn, conn.transaction():
-        if await inbox.claim(conn, event.id, event.type, "dunning.stages.v1"):
-            await record_delivery(conn, event)
 
 
 @contextlib.asynccontextmanager
@@ -216,7 +210,7 @@ def outbox_events():
 
 @pytest.fixture(scope="session")
 def consume():
-    return _consume
+    return partial(apply_event, topic="dunning.stages.v1", handlers=HANDLERS)
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,13 @@ from functools import partial
 import orjson
 import pytest
 
-from dunning import inbox, tenancy
+from dunning import tenancy
 from dunning.clock import utcnow
 from dunning.db import create_pool, migrations_of
-from dunning.events import decode, dumps, new_event, validate
+from dunning.events import new_event
 from dunning.ids import new_id
 from dunning_tools.testing import events, kafka
+from dunning_tools.testing.handlers import apply_event
 from dunning_tools.testing.outbox import outbox_events
 
 from dunning_scheduler.bootstrap import handlers_for
@@ -24,7 +25,6 @@ MIGRATIONS = migrations_of("dunning_scheduler")
 TENANT = "ten_test01SCHEDULER"
 API_KEY = "dk_testkey_scheduler_0123456789"
 HANDLERS = handlers_for(ActivePolicies())  # one policy cache, as in a service process
-BY_TYPE = {t.TYPE: spec for t, spec in HANDLERS.items()}
 
 
 @pytest.fixture
@@ -62,15 +62,7 @@ def payment_received(invoice_id: str, *, balance: str, settled: bool, acknowledg
     }, source="/reconciliation", subject=invoice_id, tenant_id=tenant_id)
 
 
-async def apply(pool, envelope: dict, topic: str = "test") -> bool:
-    """Apply an event as the consumer runner does (inbox claim + handler, one transaction)."""
-    validate(envelope)
-    event = decode(dumps(envelope))
-    async with pool.acquire() as conn, conn.transaction():
-        if not await inbox.claim(conn, event.id, event.type, topic):
-            return False
-        await BY_TYPE[event.type].each(conn, event)
-    return True
+apply = partial(apply_event, handlers=HANDLERS)
 
 
 async def timers(pool, invoice_id: str) -> list:
