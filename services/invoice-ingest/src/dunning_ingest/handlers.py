@@ -58,40 +58,41 @@ def _row(
     reason: str | None,
     at: datetime,
     planned_at: datetime | None = None,
-) -> tuple:
+) -> repository.StageObservation:
     """One observation of a stage (repository.observe_stages' row)."""
-    return (stage_id, stage, sequence, channel, scheduled_at, planned_at, state, RANK[state], reason, at)
+    return repository.StageObservation(stage_id, stage, sequence, channel, scheduled_at, planned_at, state,
+                                       RANK[state], reason, at)
 
 
-def planned_rows(p: DunningPlanned) -> list[tuple]:
+def planned_rows(p: DunningPlanned) -> list[repository.StageObservation]:
     at = p.planned_at
     return [
         _row(s.stage_id, s.stage, s.sequence, s.channel, s.scheduled_at, s.state, s.reason, at, at) for s in p.stages
     ]
 
 
-def escalated_rows(e: StageEscalated) -> list[tuple]:
+def escalated_rows(e: StageEscalated) -> list[repository.StageObservation]:
     return [_row(e.stage_id, e.stage, e.sequence, e.channel, e.scheduled_at, "escalated", None, e.fired_at)]
 
 
-def cancelled_rows(c: StagesCancelled) -> list[tuple]:
+def cancelled_rows(c: StagesCancelled) -> list[repository.StageObservation]:
     return [
         _row(s.stage_id, s.stage, s.sequence, s.channel, s.scheduled_at, "cancelled", c.reason, c.cancelled_at)
         for s in c.stages
     ]
 
 
-def sent_rows(s: ReminderSent) -> list[tuple]:
+def sent_rows(s: ReminderSent) -> list[repository.StageObservation]:
     return [_row(s.stage_id, s.stage, None, s.channel, None, "sent", f"sent to {s.recipient}"[:500], s.sent_at)]
 
 
-def failed_rows(f: ReminderFailed) -> list[tuple]:
+def failed_rows(f: ReminderFailed) -> list[repository.StageObservation]:
     kind = "permanent" if f.permanent else "transient"
     reason = f"{f.error_code} ({kind}, {f.attempts} attempt{'s' if f.attempts != 1 else ''}): {f.error}"
     return [_row(f.stage_id, f.stage, None, f.channel, None, "failed", reason[:2000], f.failed_at)]
 
 
-def observe(rows_of: Callable[..., list[tuple]]):
+def observe(rows_of: Callable[..., list[repository.StageObservation]]):
     """The per-event handler of a timeline event whose observations `rows_of` lists."""
 
     async def handle(conn: asyncpg.Connection, event: Event) -> None:

@@ -8,7 +8,7 @@ sorted by external id so concurrent imports lock rows in the same order (no dead
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import asyncpg
 import orjson
@@ -294,7 +294,22 @@ FROM unnest($3::text[], $4::text[], $5::int[], $6::text[], $7::timestamptz[], $8
 """ + _STAGE_MERGE
 
 
-_OBSERVE_STAGES = (
+class StageObservation(NamedTuple):
+    """One observation of a stage: a row of `observe_stages` (its statements read these columns)."""
+
+    stage_id: str
+    stage: str
+    sequence: int | None
+    channel: str
+    scheduled_at: datetime | None
+    planned_at: datetime | None
+    state: str
+    rank: int  # orders states: an observation never moves a stage back (handlers.RANK)
+    reason: str | None
+    at: datetime
+
+
+_APPEND_HISTORY = (
     "INSERT INTO stage_history (stage_id, event_id, state, rank, at, reason)"
     " SELECT u.stage_id, $1, u.state, u.rank, u.at, u.reason"
     " FROM unnest($2::text[], $3::text[], $4::smallint[], $5::timestamptz[], $6::text[])"
@@ -304,10 +319,8 @@ _OBSERVE_STAGES = (
 
 
 async def observe_stages(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, event_id: str,
-                         rows: Sequence[tuple]) -> int:
-    """rows: (stage_id, stage, sequence, channel, scheduled_at, planned_at, state, rank, reason, at).
-
-    Upserts each stage (the highest (rank, at, state) observation is its state) and appends the
+                         rows: Sequence[StageObservation]) -> int:
+    """Upserts each stage (the highest (rank, at, state) observation is its state) and appends the
     observation to the stage's history. Returns how many stages belong to this invoice.
     """
     if not rows:
@@ -315,13 +328,10 @@ async def observe_stages(conn: asyncpg.Connection, tenant_id: str, invoice_id: s
     cols = [list(c) for c in zip(*rows, strict=True)]
     applied = await conn.fetch(_OBSERVE, invoice_id, tenant_id, *cols)
     mine = {r["stage_id"] for r in applied}
-    hist = [r for r in rows if r[0] in mine]
+    hist = [r for r in rows if r.stage_id in mine]
     if hist:
-        await conn.execute(
-            _OBSERVE_STAGES,
-            event_id, [r[0] for r in hist], [r[6] for r in hist], [r[7] for r in hist], [r[9] for r in hist],
-            [r[8] for r in hist],
-        )
+        await conn.execute(_APPEND_HISTORY, event_id, [r.stage_id for r in hist], [r.state for r in hist],
+                           [r.rank for r in hist], [r.at for r in hist], [r.reason for r in hist])
     return len(mine)
 
 

@@ -26,12 +26,12 @@ from dunning_ingest import repository
 
 log = get_logger(__name__)
 
-RowsOf = Callable[[Any], list[tuple]]  # an event's record -> its observations (see handlers)
+RowsOf = Callable[[Any], list[repository.StageObservation]]  # an event's record -> its observations (handlers)
 
 
-def unique_rows(rows: list[tuple]) -> list[tuple]:
+def unique_rows(rows: list[repository.StageObservation]) -> list[repository.StageObservation]:
     """A stage listed twice in one event counts once (last wins)."""
-    return list({r[0]: r for r in rows}.values())
+    return list({r.stage_id: r for r in rows}.values())
 
 
 def timeline_batch(rows_of: RowsOf) -> Callable[[asyncpg.Connection, list[Event]], Awaitable[None]]:
@@ -53,36 +53,18 @@ async def apply_timeline_batch(conn: asyncpg.Connection, events: list[Event], ro
             raise Rejected(f"unknown invoice {event.data.invoice_id}")
         if invoice["tenant_id"] != event.tenant_id or event.data.tenant_id != event.tenant_id:
             raise Rejected(f"invoice {invoice['id']} does not belong to tenant {event.tenant_id}")
-        for stage_id, stage, sequence, channel, scheduled_at, planned_at, state, rank, reason, at in unique_rows(
-            rows_of(event.data)
-        ):
-            wave = seen.get(stage_id, 0)
-            seen[stage_id] = wave + 1
+        for o in unique_rows(rows_of(event.data)):
+            wave = seen.get(o.stage_id, 0)
+            seen[o.stage_id] = wave + 1
             if wave == len(waves):
                 waves.append([])
-            waves[wave].append(
-                {
-                    "stage_id": stage_id,
-                    "invoice_id": invoice["id"],
-                    "tenant_id": invoice["tenant_id"],
-                    "stage": stage,
-                    "sequence": sequence,
-                    "channel": channel,
-                    "scheduled_at": scheduled_at,
-                    "planned_at": planned_at,
-                    "state": state,
-                    "rank": rank,
-                    "reason": reason,
-                    "at": at,
-                }
-            )
-            history.append(
-                {"stage_id": stage_id, "event_id": event.id, "state": state, "rank": rank, "at": at, "reason": reason}
-            )
-    for wave in waves:
-        applied = await repository.observe_stages_many(conn, wave)
-        if applied != len(wave):
-            raise Rejected(f"{len(wave) - applied} stage(s) belong to another invoice")
+            waves[wave].append({**o._asdict(), "invoice_id": invoice["id"], "tenant_id": invoice["tenant_id"]})
+            history.append({"stage_id": o.stage_id, "event_id": event.id, "state": o.state, "rank": o.rank,
+                            "at": o.at, "reason": o.reason})
+    for stages in waves:
+        applied = await repository.observe_stages_many(conn, stages)
+        if applied != len(stages):
+            raise Rejected(f"{len(stages) - applied} stage(s) belong to another invoice")
     await repository.append_history_many(conn, history)
     log.info(
         "ingest.timeline.observed_batch",
