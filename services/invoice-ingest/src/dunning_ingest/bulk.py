@@ -168,18 +168,19 @@ class BulkImport:
     async def _upsert_customers(self, new: list[_Valid]) -> None:
         """Write each customer of this import once, and again only if a later item changes it (last wins)."""
         latest = {v.inv.customer.external_id: v.inv.customer for v in sorted(new, key=lambda v: v.index)}
-        rows = []
+        changed = []
         for ext, c in latest.items():
             data = (c.name, c.email, c.locale, c.timezone)
             known = self.customers.get(ext)
             if known is None or known[1] != data:
-                rows.append((ext, *data))
-        if not rows:
+                changed.append((ext, data))
+        if not changed:
             return
-        ids = await repository.upsert_customers(self.conn, self.tenant_id,
-                                                [(i, *r) for i, r in zip(new_ids("cus", len(rows)), rows, strict=True)])
-        for row in rows:
-            self.customers[row[0]] = (ids[row[0]], row[1:])
+        rows = [repository.CustomerRow(new_id, ext, *data)
+                for new_id, (ext, data) in zip(new_ids("cus", len(changed)), changed, strict=True)]
+        ids = await repository.upsert_customers(self.conn, self.tenant_id, rows)
+        for ext, data in changed:
+            self.customers[ext] = (ids[ext], data)
 
     def _result(self, v: _Valid) -> dict[str, Any]:
         ext = v.inv.external_id

@@ -106,19 +106,30 @@ SELECT c.external_id, c.id
 _CUSTOMER_IDS = "SELECT external_id, id FROM customers WHERE tenant_id = $1 AND external_id = ANY($2::text[])"
 
 
-async def upsert_customers(conn: asyncpg.Connection, tenant_id: str, rows: Sequence[tuple]) -> dict[str, str]:
-    """rows: (new id, external_id, name, email, locale, timezone); returns external_id -> customer id.
+class CustomerRow(NamedTuple):
+    """A customer to write: a row of `upsert_customers` (`id` is used if the customer is new)."""
+
+    id: str
+    external_id: str
+    name: str
+    email: str
+    locale: str
+    timezone: str
+
+
+async def upsert_customers(conn: asyncpg.Connection, tenant_id: str, rows: Sequence[CustomerRow]) -> dict[str, str]:
+    """Returns external_id -> customer id.
 
     New customers are inserted, changed ones updated; unchanged ones are left alone (a nightly sync
     re-sends the same customers: rewriting them would only make dead rows).
     """
     if not rows:
         return {}
-    cols = list(zip(*sorted(rows, key=lambda r: r[1]), strict=True))
+    cols = list(zip(*sorted(rows, key=lambda r: r.external_id), strict=True))
     result = await conn.fetch(_UPSERT_CUSTOMERS, tenant_id, *[list(c) for c in cols])
     ids = {r["external_id"]: r["id"] for r in result}
     if len(ids) < len(rows):  # inserted, unchanged, by a transaction that committed after our snapshot
-        missing = [r[1] for r in rows if r[1] not in ids]
+        missing = [r.external_id for r in rows if r.external_id not in ids]
         found = await conn.fetch(_CUSTOMER_IDS, tenant_id, missing)
         ids.update({r["external_id"]: r["id"] for r in found})
     return ids
