@@ -18,7 +18,6 @@ The kills must have hit work in progress: some timers fired before each kill and
 """
 
 import asyncio
-import os
 import time
 import uuid
 from collections import defaultdict
@@ -32,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from dunning.db import migrate, migrations_of
 from dunning.events import decode
 from dunning_tools.stack.procs import free_port, port_in_use
-from dunning_tools.stack.service import ServiceProc
+from dunning_tools.stack.service import ServiceProc, service_env
 
 pytestmark = pytest.mark.integration
 
@@ -166,18 +165,9 @@ async def test_scheduler_killed_mid_batch_loses_nothing_and_fires_nothing_twice(
 
         for name in ("a", "b"):
             port = free_port()
-            env = dict(os.environ)
-            env.update({
-                "DATABASE_URL": infra.database_url,
-                "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
-                "SCHEDULER_DB_SCHEMA": schema,
-                "SCHEDULER_HTTP_PORT": str(port),
-                "SCHEDULER_CONSUMER_ENABLED": "false",  # fire and relay only
-                "SCHEDULER_FIRE_BATCH_SIZE": str(BATCH),
-                "SCHEDULER_RELAY_BATCH_SIZE": str(RELAY_BATCH),
-                "SCHEDULER_RELAY_POLL_SECONDS": "0.05",
-                "PYTHONUNBUFFERED": "1",
-            })
+            env = service_env("SCHEDULER_", infra.database_url, infra.kafka_bootstrap_servers, port, db_schema=schema,
+                              consumer_enabled="false",  # fire and relay only
+                              fire_batch_size=BATCH, relay_batch_size=RELAY_BATCH, relay_poll_seconds=0.05)
             schedulers.append(ServiceProc(name, "dunning_scheduler", port, env,
                                           infra.workdir / f"scheduler-killed-{run}-{name}.log"))
         a, b = schedulers

@@ -5,7 +5,6 @@ import asyncio
 import contextlib
 import copy
 import email.policy
-import os
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from dunning import events
 from dunning.db import create_pool, migrations_of
 from dunning_tools.stack.mailserver import messages_to
 from dunning_tools.stack.procs import free_port
-from dunning_tools.stack.service import ServiceProc
+from dunning_tools.stack.service import ServiceProc, service_env
 from dunning.ids import new_id
 from dunning_tools.testing.handlers import apply_event
 from dunning_tools.testing.kafka import commit_group_at_end
@@ -161,21 +160,10 @@ async def notifier_process(infra, schema_name, notifier_pool, tmp_path):
         if not started:  # the stages topic is shared by the whole session: this group starts at its end
             await commit_group_at_end(infra.kafka_bootstrap_servers, group, ["dunning.stages.v1"])
         port = free_port()
-        env = dict(os.environ)
-        env.update({
-            "DATABASE_URL": infra.database_url,
-            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
-            "NOTIFIER_DB_SCHEMA": schema_name,
-            "NOTIFIER_HTTP_PORT": str(port),
-            "NOTIFIER_SMTP_HOST": "127.0.0.1",
-            "NOTIFIER_SMTP_PORT": str(smtp_port),
-            "NOTIFIER_SMTP_LOCAL_HOSTNAME": name,
-            "NOTIFIER_CONSUMER_GROUP": group,  # replicas of one test share it
-            "NOTIFIER_RELAY_ENABLED": "false",
-            "NOTIFIER_DB_POOL_MIN": "1",
-            "PYTHONUNBUFFERED": "1",
-        })
-        env.update({f"NOTIFIER_{k.upper()}": str(v) for k, v in settings.items()})
+        env = service_env("NOTIFIER_", infra.database_url, infra.kafka_bootstrap_servers, port,
+                          db_schema=schema_name, smtp_host="127.0.0.1", smtp_port=smtp_port, smtp_local_hostname=name,
+                          consumer_group=group,  # replicas of one test share it
+                          relay_enabled="false", db_pool_min=1, **settings)
         log_path = tmp_path / f"{name}-{len(started)}.log"
         proc = ServiceProc(name, "dunning_notifier", port, env, log_path)
         started.append(proc)

@@ -14,7 +14,7 @@ from pathlib import Path
 from dunning_tools.stack import mailserver
 from dunning_tools.stack.postgres import EmbeddedPostgres
 from dunning_tools.stack.procs import free_port, port_in_use, spawn, stop, wait_for_port
-from dunning_tools.stack.service import ServiceProc
+from dunning_tools.stack.service import ServiceProc, service_env
 from dunning_tools.stack.tansu import TansuBroker
 
 SERVICES = {  # name -> (python package, env prefix, default port)
@@ -110,16 +110,8 @@ class Stack:
     # -- services ---------------------------------------------------------------------------------
     def service_env(self, name: str, port: int) -> dict[str, str]:
         _, prefix, _ = SERVICES[name]
-        env = dict(os.environ)
-        env.update({
-            "DATABASE_URL": self.database_url,
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
-            f"{prefix}HTTP_PORT": str(port),
-            "NOTIFIER_SMTP_HOST": "127.0.0.1",
-            "NOTIFIER_SMTP_PORT": str(self.ports.smtp),
-            "PYTHONUNBUFFERED": "1",
-        })
-        env.update(self.extra_env)
+        env = service_env(prefix, self.database_url, self.kafka_bootstrap_servers, port)
+        env.update({"NOTIFIER_SMTP_HOST": "127.0.0.1", "NOTIFIER_SMTP_PORT": str(self.ports.smtp), **self.extra_env})
         return env
 
     def start_services(self) -> None:
