@@ -19,6 +19,7 @@ import httpx
 
 from dunning_cli.tenants import create_tenant
 from dunning_tools.stack.mailserver import messages_to
+from dunning_tools.testing.waits import wait_until
 
 POLICY = {"anchor": "issued_at", "stages": [
     {"name": "pre_due", "offset": "PT2S"}, {"name": "soft", "offset": "PT4S"}, {"name": "firm", "offset": "PT6S"},
@@ -35,13 +36,10 @@ def say(text: str) -> None:
 
 
 def wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise SystemExit(f"demo: timed out waiting for {what} (is `make run` up? see .run/logs)")
+    try:
+        return wait_until(predicate, timeout=timeout, interval=0.25, what=what)
+    except AssertionError:
+        raise SystemExit(f"demo: timed out waiting for {what} (is `make run` up? see .run/logs)") from None
 
 
 def main() -> None:
