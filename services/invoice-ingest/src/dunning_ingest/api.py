@@ -18,9 +18,7 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter
 
-from dunning.http import (JSON_BODY, ApiKeyAuth, Cursor, Problem, TenantId, decode_cursor, limit_query, page,
-                          service_app)
-
+from dunning.http import JSON_BODY, ApiKeyAuth, Cursor, Problem, TenantId, decode_cursor, limit_query, page, service_app
 from dunning_ingest import repository
 from dunning_ingest.bulk import gc_paused
 from dunning_ingest.idempotency import Reply, checked_key

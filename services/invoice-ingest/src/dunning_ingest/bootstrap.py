@@ -6,7 +6,6 @@ from fastapi import FastAPI
 from dunning.consumer import ConsumerRunner
 from dunning.http import api_key_auth
 from dunning.runtime import Service, housekeeping_for, open_infrastructure, relay_for
-
 from dunning_ingest.api import Deps, create_app
 from dunning_ingest.handlers import HANDLERS
 from dunning_ingest.idempotency import IdempotencyStore

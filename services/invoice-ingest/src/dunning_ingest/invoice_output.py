@@ -89,7 +89,7 @@ class InvoiceOut(BaseModel):
 
     @classmethod
     def fields_of(cls, r: Mapping[str, Any]) -> dict[str, Any]:
-        """The model's fields from an invoice row (repository.INVOICE_COLUMNS)."""
+        """The model's fields from an invoice row (repository.INVOICE_SELECT)."""
         customer = CustomerOut.model_validate({k: r["customer_id" if k == "id" else f"customer_{k}"]
                                                for k in CustomerOut.model_fields})
         money = {k: format_amount(r[k], r["currency"]) for k in ("amount_due", "balance")}
@@ -120,7 +120,7 @@ def _ts(value: datetime | None) -> str | None:
 
 
 def invoice_out_json(r: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON of `InvoiceOut` for an invoice row (repository.INVOICE_COLUMNS)."""
+    """The JSON of `InvoiceOut` for an invoice row (repository.INVOICE_SELECT)."""
     currency = r["currency"]
     return {
         "id": r["id"],

@@ -10,7 +10,6 @@ import orjson
 from pydantic import BaseModel
 
 from dunning.http import FieldError, Page
-
 from dunning_ingest.invoice_output import InvoiceOut
 
 

@@ -15,14 +15,13 @@ import orjson
 
 from dunning.clock import isoformat, utcnow
 from dunning.http import PROBLEM, PROBLEMS, problem_body
+from dunning.ids import new_id
 from dunning.logging import get_logger
-
 from dunning_ingest import repository
 from dunning_ingest.bulk import BulkImport, conflict_message
-from dunning_ingest.messages import INVOICE_ISSUED, OutboxRow, current_traceparent, topic
 from dunning_ingest.idempotency import IdempotencyStore, Reply
-from dunning.ids import new_id
 from dunning_ingest.invoice_output import invoice_detail_json, new_invoice_row
+from dunning_ingest.messages import INVOICE_ISSUED, OutboxRow, current_traceparent, topic
 
 log = get_logger(__name__)
 JSON = "application/json"
@@ -64,7 +63,7 @@ class InvoiceService:
             if key is not None:
                 try:
                     await self.idempotency.release(tenant_id, key)
-                except Exception:  # noqa: BLE001 - the original error matters more
+                except Exception:
                     log.exception("ingest.idempotency.release_failed")
             raise
         return reply

@@ -5,7 +5,7 @@ the events one by one with it (which stays the reference; the consumer runner fa
 whenever a batch handler raises; tests/test_ingest_timeline_batch.py holds the two equal):
 - one query checks every event's invoice (known, same tenant); any bad one raises, so the careful
   per-event pass dead-letters it alone;
-- the stage upserts use the per-event merge rule (repository._STAGE_MERGE) unchanged. A stage seen
+- the stage upserts use the per-event merge rule (repository.timeline._STAGE_MERGE) unchanged. A stage seen
   k times in the batch gets its k observations in k successive statements ("waves", in event
   order), because one INSERT .. ON CONFLICT cannot touch a row twice, and a stage's state depends
   only on its own observations in order; stages of different invoices are independent;

@@ -1,20 +1,14 @@
-"""SQL of invoice-ingest: customers, invoices, payments, the dunning timeline, Idempotency-Keys. Set-based
-where it counts.
-
-Every query is scoped by tenant. Bulk writes go through `unnest` arrays in one statement each,
-sorted by external id so concurrent imports lock rows in the same order (no deadlocks).
-"""
+"""Invoices and their customers: creating one or a bulk import's, reading them back (with their
+payments and timeline, for the API). Bulk writes go through `unnest` arrays in one statement each,
+sorted by external id so concurrent imports lock rows in the same order (no deadlocks)."""
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from decimal import Decimal
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple
 
 import asyncpg
-import orjson
 
 from dunning import outbox
-from dunning.contracts import PaymentReceived
 
 INVOICE_SELECT = """
 SELECT i.id, i.external_id, i.number, i.status, i.currency, i.amount_due, i.balance, i.issue_date,
@@ -230,133 +224,11 @@ async def list_invoices(conn: asyncpg.Connection, tenant_id: str, *, status: str
     return await conn.fetch(sql, *args)
 
 
-# --- consumed events --------------------------------------------------------------------------
-
 _INVOICE_REF = "SELECT id, tenant_id, currency FROM invoices WHERE id = $1"
 
 
 async def invoice_ref(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(_INVOICE_REF, invoice_id)
-
-
-_RECORD_PAYMENT = """
-INSERT INTO payments (payment_id, invoice_id, tenant_id, source, source_reference, currency, amount,
-                      amount_applied, balance_remaining, settled, received_at, acknowledged_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-ON CONFLICT (payment_id) DO NOTHING RETURNING true
-"""
-
-
-async def record_payment(conn: asyncpg.Connection, p: PaymentReceived, amounts: dict[str, Decimal]) -> bool:
-    """Insert the payment (idempotent by payment_id), `amounts` quantized; True if it is new."""
-    return bool(await conn.fetchval(
-        _RECORD_PAYMENT,
-        p.payment_id, p.invoice_id, p.tenant_id, p.source, p.source_reference, p.currency,
-        amounts["amount"], amounts["amount_applied"], amounts["balance_remaining"], p.settled,
-        p.received_at, p.acknowledged_at,
-    ))
-
-
-_APPLY_BALANCE = """
-UPDATE invoices
-   SET balance = $2,
-       status = CASE WHEN status = 'void' THEN 'void' WHEN $3 THEN 'paid' ELSE 'open' END,
-       balance_as_of = $4, balance_payment_id = $5
- WHERE id = $1 AND (balance_as_of IS NULL OR (balance_as_of, balance_payment_id) < ($4, $5))
-"""
-
-
-async def apply_balance(conn: asyncpg.Connection, invoice_id: str, balance: Decimal, settled: bool,
-                        as_of: datetime, payment_id: str) -> bool:
-    """Set balance and status from this payment unless a later-acknowledged payment already did."""
-    result = await conn.execute(_APPLY_BALANCE, invoice_id, balance, settled, as_of, payment_id)
-    return result.endswith(" 1")
-
-
-_STAGE_INSERT = """
-INSERT INTO stages AS s (stage_id, invoice_id, tenant_id, stage, sequence, channel, scheduled_at, planned_at,
-                         state, rank, reason, changed_at)
-"""
-# The merge rule, shared by the per-event and the batch upsert.
-_STAGE_MERGE = """
-ON CONFLICT (stage_id) DO UPDATE SET
-    stage = CASE WHEN {replan} THEN EXCLUDED.stage ELSE s.stage END,
-    sequence = CASE WHEN {replan} THEN EXCLUDED.sequence ELSE COALESCE(s.sequence, EXCLUDED.sequence) END,
-    channel = CASE WHEN {replan} THEN EXCLUDED.channel ELSE s.channel END,
-    scheduled_at = CASE WHEN {replan} THEN EXCLUDED.scheduled_at
-                        ELSE COALESCE(s.scheduled_at, EXCLUDED.scheduled_at) END,
-    planned_at = GREATEST(s.planned_at, EXCLUDED.planned_at),
-    state = CASE WHEN {newer} THEN EXCLUDED.state ELSE s.state END,
-    rank = CASE WHEN {newer} THEN EXCLUDED.rank ELSE s.rank END,
-    reason = CASE WHEN {newer} THEN EXCLUDED.reason ELSE s.reason END,
-    changed_at = CASE WHEN {newer} THEN EXCLUDED.changed_at ELSE s.changed_at END
-WHERE s.invoice_id = EXCLUDED.invoice_id
-RETURNING s.stage_id
-""".format(
-    replan="(EXCLUDED.planned_at IS NOT NULL AND (s.planned_at IS NULL OR EXCLUDED.planned_at >= s.planned_at))",
-    newer="((EXCLUDED.rank, EXCLUDED.changed_at, EXCLUDED.state) > (s.rank, s.changed_at, s.state))",
-)
-_OBSERVE = _STAGE_INSERT + """
-SELECT o.stage_id, $1, $2, o.stage, o.sequence, o.channel, o.scheduled_at, o.planned_at, o.state, o.rank,
-       o.reason, o.at
-FROM unnest($3::text[], $4::text[], $5::int[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[],
-            $10::smallint[], $11::text[], $12::timestamptz[])
-     AS o(stage_id, stage, sequence, channel, scheduled_at, planned_at, state, rank, reason, at)
-""" + _STAGE_MERGE
-
-
-class StageObservation(NamedTuple):
-    """One observation of a stage: a row of `observe_stages` (its statements read these columns)."""
-
-    stage_id: str
-    stage: str
-    sequence: int | None
-    channel: str
-    scheduled_at: datetime | None
-    planned_at: datetime | None
-    state: str
-    rank: int  # orders states: an observation never moves a stage back (handlers.RANK)
-    reason: str | None
-    at: datetime
-
-
-_APPEND_HISTORY = (
-    "INSERT INTO stage_history (stage_id, event_id, state, rank, at, reason)"
-    " SELECT u.stage_id, $1, u.state, u.rank, u.at, u.reason"
-    " FROM unnest($2::text[], $3::text[], $4::smallint[], $5::timestamptz[], $6::text[])"
-    "      AS u(stage_id, state, rank, at, reason)"
-    " ON CONFLICT (stage_id, event_id) DO NOTHING"
-)
-
-
-async def observe_stages(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, event_id: str,
-                         rows: Sequence[StageObservation]) -> int:
-    """Upserts each stage (the highest (rank, at, state) observation is its state) and appends the
-    observation to the stage's history. Returns how many stages belong to this invoice.
-    """
-    if not rows:
-        return 0
-    cols = [list(c) for c in zip(*rows, strict=True)]
-    applied = await conn.fetch(_OBSERVE, invoice_id, tenant_id, *cols)
-    mine = {r["stage_id"] for r in applied}
-    hist = [r for r in rows if r.stage_id in mine]
-    if hist:
-        await conn.execute(_APPEND_HISTORY, event_id, [r.stage_id for r in hist], [r.state for r in hist],
-                           [r.rank for r in hist], [r.at for r in hist], [r.reason for r in hist])
-    return len(mine)
-
-
-# The same upsert for many invoices at once: rows as one JSON document (asyncpg's per-column
-# timestamp arrays are several times slower). A stage must appear at most once per statement; the
-# batch handlers apply repeated observations of a stage in successive statements ("waves").
-_OBSERVE_MANY = _STAGE_INSERT + """
-SELECT o.stage_id, o.invoice_id, o.tenant_id, o.stage, o.sequence, o.channel, o.scheduled_at, o.planned_at,
-       o.state, o.rank, o.reason, o.at
-FROM json_to_recordset($1::text::json)
-     AS o(stage_id text, invoice_id text, tenant_id text, stage text, sequence int, channel text,
-          scheduled_at timestamptz, planned_at timestamptz, state text, rank smallint, reason text, at timestamptz)
-ORDER BY o.stage_id
-""" + _STAGE_MERGE
 
 
 _INVOICE_REFS = "SELECT id, tenant_id, currency FROM invoices WHERE id = ANY($1::text[])"
@@ -365,70 +237,3 @@ _INVOICE_REFS = "SELECT id, tenant_id, currency FROM invoices WHERE id = ANY($1:
 async def invoice_refs(conn: asyncpg.Connection, invoice_ids: Sequence[str]) -> dict[str, asyncpg.Record]:
     rows = await conn.fetch(_INVOICE_REFS, list(invoice_ids))
     return {r["id"]: r for r in rows}
-
-
-async def observe_stages_many(conn: asyncpg.Connection, rows: Sequence[dict]) -> int:
-    """rows: dicts with the keys of _OBSERVE_MANY's record, each stage_id at most once. Returns how
-    many stages were applied (a stage belonging to another invoice is not)."""
-    if not rows:
-        return 0
-    return len(await conn.fetch(_OBSERVE_MANY, orjson.dumps(rows).decode()))
-
-
-_APPEND_HISTORY_MANY = (
-    "INSERT INTO stage_history (stage_id, event_id, state, rank, at, reason)"
-    " SELECT h.stage_id, h.event_id, h.state, h.rank, h.at, h.reason"
-    " FROM json_to_recordset($1::text::json)"
-    "      AS h(stage_id text, event_id uuid, state text, rank smallint, at timestamptz, reason text)"
-    " ON CONFLICT (stage_id, event_id) DO NOTHING"
-)
-
-
-async def append_history_many(conn: asyncpg.Connection, rows: Sequence[dict]) -> None:
-    """rows: dicts with stage_id, event_id, state, rank, at, reason."""
-    if rows:
-        await conn.execute(_APPEND_HISTORY_MANY, orjson.dumps(rows).decode())
-
-
-# --- Idempotency-Keys (idempotency.py) ---------------------------------------------------------
-
-# Claim a key: a new one, one expired (older than $4 hours), or an unfinished claim of the same
-# request left for $5 seconds (its process died). True: claimed.
-_CLAIM_KEY = """
-INSERT INTO idempotency_keys AS k (tenant_id, key, fingerprint) VALUES ($1, $2, $3)
-ON CONFLICT (tenant_id, key) DO UPDATE
-   SET fingerprint = EXCLUDED.fingerprint, status = NULL, headers = NULL, body = NULL,
-       created_at = now(), locked_at = now()
- WHERE k.created_at < now() - make_interval(hours => $4)
-    OR (k.status IS NULL AND k.fingerprint = EXCLUDED.fingerprint
-        AND k.locked_at < now() - make_interval(secs => $5))
-RETURNING true
-"""
-_GET_KEY = "SELECT fingerprint, status, headers, body FROM idempotency_keys WHERE tenant_id = $1 AND key = $2"
-_COMPLETE_KEY = "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 WHERE tenant_id = $1 AND key = $2"
-_RELEASE_KEY = "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status IS NULL"
-_PURGE_KEYS = "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)"
-Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
-
-
-async def claim_idempotency_key(conn: Conn, tenant_id: str, key: str, fingerprint: bytes, *, ttl_hours: int,
-                                stale_seconds: float) -> bool:
-    return bool(await conn.fetchval(_CLAIM_KEY, tenant_id, key, fingerprint, ttl_hours, float(stale_seconds)))
-
-
-async def idempotency_key(conn: Conn, tenant_id: str, key: str) -> asyncpg.Record | None:
-    """(fingerprint, status, headers, body); status None: the first request is still in flight."""
-    return await conn.fetchrow(_GET_KEY, tenant_id, key)
-
-
-async def complete_idempotency_key(conn: Conn, tenant_id: str, key: str, status: int, headers: dict[str, Any],
-                                   body: bytes) -> None:
-    await conn.execute(_COMPLETE_KEY, tenant_id, key, status, headers, body)
-
-
-async def release_idempotency_key(conn: Conn, tenant_id: str, key: str) -> None:
-    await conn.execute(_RELEASE_KEY, tenant_id, key)
-
-
-async def purge_idempotency_keys(conn: Conn, ttl_hours: int) -> int:
-    return int((await conn.execute(_PURGE_KEYS, ttl_hours)).split()[-1])
