@@ -21,9 +21,16 @@ from dunning_cli.tenants import create_tenant
 from dunning_tools.stack.mailserver import messages_to
 from dunning_tools.testing.waits import wait_until
 
-POLICY = {"anchor": "issued_at", "stages": [
-    {"name": "pre_due", "offset": "PT2S"}, {"name": "soft", "offset": "PT4S"}, {"name": "firm", "offset": "PT6S"},
-    {"name": "final", "offset": "PT40S"}, {"name": "collections", "offset": "PT60S"}]}
+POLICY = {
+    "anchor": "issued_at",
+    "stages": [
+        {"name": "pre_due", "offset": "PT2S"},
+        {"name": "soft", "offset": "PT4S"},
+        {"name": "firm", "offset": "PT6S"},
+        {"name": "final", "offset": "PT40S"},
+        {"name": "collections", "offset": "PT60S"},
+    ],
+}
 CUSTOMERS = [
     ("Muster GmbH", "de-DE", "Europe/Berlin", "EUR", "1250.00"),
     ("Yamada Shoji KK", "ja-JP", "Asia/Tokyo", "JPY", "48000"),
@@ -47,8 +54,12 @@ def main() -> None:
     if not state_path.exists():
         raise SystemExit("demo: start the system first with `make run` (in another terminal)")
     state = json.loads(state_path.read_text())
-    ingest, scheduler, recon, mail = (state["INVOICE_INGEST_URL"], state["SCHEDULER_URL"],
-                                      state["RECONCILIATION_URL"], state["MAIL_API"])
+    ingest, scheduler, recon, mail = (
+        state["INVOICE_INGEST_URL"],
+        state["SCHEDULER_URL"],
+        state["RECONCILIATION_URL"],
+        state["MAIL_API"],
+    )
     tenant = asyncio.run(create_tenant(state["DATABASE_URL"], f"Demo Co {time.strftime('%H%M%S')}"))
     auth = {"Authorization": f"Bearer {tenant['api_key']}"}
     client = httpx.Client(timeout=10)
@@ -59,11 +70,22 @@ def main() -> None:
     invoices = []
     for i, (name, locale, tz, currency, amount) in enumerate(CUSTOMERS, 1):
         ext = f"DEMO-{run}-{i}"
-        body = {"external_id": ext, "number": ext, "currency": currency, "amount_due": amount,
-                "issue_date": date.today().isoformat(), "due_date": (date.today() + timedelta(days=14)).isoformat(),
-                "payment_url": f"https://pay.example.com/{ext}",
-                "customer": {"external_id": f"CUST-{run}-{i}", "name": name, "email": f"ap-{run}-{i}@example.com",
-                             "locale": locale, "timezone": tz}}
+        body = {
+            "external_id": ext,
+            "number": ext,
+            "currency": currency,
+            "amount_due": amount,
+            "issue_date": date.today().isoformat(),
+            "due_date": (date.today() + timedelta(days=14)).isoformat(),
+            "payment_url": f"https://pay.example.com/{ext}",
+            "customer": {
+                "external_id": f"CUST-{run}-{i}",
+                "name": name,
+                "email": f"ap-{run}-{i}@example.com",
+                "locale": locale,
+                "timezone": tz,
+            },
+        }
         r = client.post(f"{ingest}/v1/invoices", json=body, headers={**auth, "Idempotency-Key": ext})
         r.raise_for_status()
         invoices.append(r.json())
@@ -79,24 +101,44 @@ def main() -> None:
             say(f"   mail to {m['to']}: {m['subject']}")
 
     paid = invoices[1]
-    event = {"id": f"evt_demo_{run}", "object": "event", "type": "invoice.paid", "created": int(time.time()),
-             "data": {"object": {"id": f"in_demo_{run}", "object": "invoice", "number": paid["number"],
-                                 "amount_paid": int(paid["amount_due"]), "currency": "jpy",
-                                 "metadata": {"dunning_invoice_id": paid["id"]},
-                                 "status_transitions": {"paid_at": int(time.time())}}}}
+    event = {
+        "id": f"evt_demo_{run}",
+        "object": "event",
+        "type": "invoice.paid",
+        "created": int(time.time()),
+        "data": {
+            "object": {
+                "id": f"in_demo_{run}",
+                "object": "invoice",
+                "number": paid["number"],
+                "amount_paid": int(paid["amount_due"]),
+                "currency": "jpy",
+                "metadata": {"dunning_invoice_id": paid["id"]},
+                "status_transitions": {"paid_at": int(time.time())},
+            }
+        },
+    }
     payload = json.dumps(event).encode()
     t = int(time.time())
     sig = hmac.new(tenant["webhook_secret"].encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
-    r = client.post(f"{recon}/v1/webhooks/stripe/{tenant['tenant_id']}", content=payload,
-                    headers={"Stripe-Signature": f"t={t},v1={sig}", "Content-Type": "application/json"})
+    r = client.post(
+        f"{recon}/v1/webhooks/stripe/{tenant['tenant_id']}",
+        content=payload,
+        headers={"Stripe-Signature": f"t={t},v1={sig}", "Content-Type": "application/json"},
+    )
     say(f"4. Stripe says {paid['number']} is paid: webhook answered {r.status_code} {r.text}")
     r.raise_for_status()
 
     def timeline(inv) -> dict:
         return client.get(f"{ingest}/v1/invoices/{inv['id']}", headers=auth).json()
 
-    wait(lambda: timeline(paid)["status"] == "paid" and
-         any(s["state"] == "cancelled" for s in timeline(paid)["timeline"]), 30, "the cancellation")
+    wait(
+        lambda: (
+            timeline(paid)["status"] == "paid" and any(s["state"] == "cancelled" for s in timeline(paid)["timeline"])
+        ),
+        30,
+        "the cancellation",
+    )
     for inv in invoices:
         now = timeline(inv)
         say(f"5. {now['number']}: status {now['status']}, balance {now['balance']} {now['currency']}")

@@ -91,7 +91,7 @@ async def assign_at_end(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPar
         partitions = consumer.partitions_for_topic(topic)
         if partitions:
             break
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka's only way to ask
+        await consumer._client.force_metadata_update()
         await asyncio.sleep(0.1)
     if not partitions:
         raise RuntimeError(f"no partitions known for {topic}")
@@ -107,8 +107,13 @@ class TopicTail:
 
     def __init__(self, bootstrap: str, topic: str):
         self.topic = topic
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                         fetch_max_wait_ms=20, max_partition_fetch_bytes=8 << 20)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            fetch_max_wait_ms=20,
+            max_partition_fetch_bytes=8 << 20,
+        )
         self.records: list[tuple[int, dict]] = []  # (record timestamp in ms, event)
         self.tps: list[TopicPartition] = []
 
@@ -157,7 +162,7 @@ def cpu_sample(roots: dict[int, str]) -> tuple[float, dict[str, float], float]:
         # fields 4 (ppid), 6 (session), 14 (utime), 15 (stime) of proc(5)
         procs[int(pid)] = (int(rest[1]), int(rest[3]), int(rest[11]) + int(rest[12]))
     used = dict.fromkeys(roots.values(), 0)
-    for pid, (parent, session, ticks) in procs.items():
+    for pid, (_parent, session, ticks) in procs.items():
         name, hops = roots.get(session), 0
         while name is None and pid > 1 and hops < 20:
             name = roots.get(pid)
@@ -178,8 +183,10 @@ def _own_cpu() -> float:
 def stack_roots(stack) -> dict[int, str]:
     """Pid -> name of each process the stack started (each in a session of its own)."""
     procs = [(sp.proc, sp.name) for sp in stack.procs] + [
-        (stack.mail, "smtp"), (getattr(stack.pg, "proc", None), "postgres"),
-        (getattr(stack.broker, "proc", None), "kafka")]
+        (stack.mail, "smtp"),
+        (getattr(stack.pg, "proc", None), "postgres"),
+        (getattr(stack.broker, "proc", None), "kafka"),
+    ]
     return {p.pid: name for p, name in procs if p is not None}
 
 
@@ -239,8 +246,7 @@ class Ingest:
         finally:
             sem.release()
 
-    async def paced(self, stop: asyncio.Event, rate: float, count: int, path: str, kind: str,
-                    in_flight: int) -> None:
+    async def paced(self, stop: asyncio.Event, rate: float, count: int, path: str, kind: str, in_flight: int) -> None:
         """One request every count/rate seconds (never in bursts to catch up: if the service answers
         slower than that with `in_flight` requests pending, the rate achieved is lower, and shown)."""
         if rate <= 0:
@@ -272,9 +278,18 @@ class Ingest:
 # -- payments --------------------------------------------------------------------------------------
 async def pay(client: httpx.AsyncClient, url: str, auth: dict, item: dict, reference: str) -> dict:
     sent_at, sent = time.time(), time.perf_counter()
-    r = await client.post(f"{url}/v1/payments", headers=auth, timeout=60, json={
-        "invoice_external_id": item["external_id"], "amount": item["amount_due"], "currency": item["currency"],
-        "received_at": datetime.utcnow().isoformat() + "Z", "reference": reference})
+    r = await client.post(
+        f"{url}/v1/payments",
+        headers=auth,
+        timeout=60,
+        json={
+            "invoice_external_id": item["external_id"],
+            "amount": item["amount_due"],
+            "currency": item["currency"],
+            "received_at": datetime.utcnow().isoformat() + "Z",
+            "reference": reference,
+        },
+    )
     answered = time.time()
     took = (time.perf_counter() - sent) * 1000
     if r.status_code != 201:
@@ -282,14 +297,22 @@ async def pay(client: httpx.AsyncClient, url: str, auth: dict, item: dict, refer
     view = r.json()
     if not view["settled"]:
         raise RuntimeError(f"payment did not settle its invoice: {view}")
-    return {"invoice_id": view["invoice_id"], "acknowledged_at": _ts(view["acknowledged_at"]),
-            "sent": sent_at, "answered": answered, "api_ms": took}
+    return {
+        "invoice_id": view["invoice_id"],
+        "acknowledged_at": _ts(view["acknowledged_at"]),
+        "sent": sent_at,
+        "answered": answered,
+        "api_ms": took,
+    }
 
 
 async def still_scheduled(conn: asyncpg.Connection, invoice_ids: list[str]) -> int:
     """How many of these invoices have a timer still scheduled (the scheduler's own table)."""
-    return await conn.fetchval("SELECT count(DISTINCT invoice_id) FROM scheduler.timers"
-                               " WHERE invoice_id = ANY($1::text[]) AND state = 'scheduled'", invoice_ids)
+    return await conn.fetchval(
+        "SELECT count(DISTINCT invoice_id) FROM scheduler.timers"
+        " WHERE invoice_id = ANY($1::text[]) AND state = 'scheduled'",
+        invoice_ids,
+    )
 
 
 def mail_files(maildir: Path) -> set[str]:
@@ -303,8 +326,13 @@ async def bench_cancel_under_load(stack, client: httpx.AsyncClient) -> dict:
     load_auth = {"Authorization": f"Bearer {load['api_key']}"}
     pay_auth = {"Authorization": f"Bearer {payer['api_key']}"}
     ingest_url, recon_url = stack.url("invoice-ingest"), stack.url("reconciliation")
-    (await client.put(f"{stack.url('scheduler')}/v1/policy", headers=load_auth, json={
-        "anchor": "issued_at", "stages": [{"name": "soft", "offset": f"PT{LEAD}S"}]})).raise_for_status()
+    (
+        await client.put(
+            f"{stack.url('scheduler')}/v1/policy",
+            headers=load_auth,
+            json={"anchor": "issued_at", "stages": [{"name": "soft", "offset": f"PT{LEAD}S"}]},
+        )
+    ).raise_for_status()
 
     stages = TopicTail(stack.kafka_bootstrap_servers, STAGES_TOPIC)
     await stages.start()
@@ -316,15 +344,15 @@ async def bench_cancel_under_load(stack, client: httpx.AsyncClient) -> dict:
         # The invoices to be paid: planned (every stage scheduled) before the load starts.
         run = uuid.uuid4().hex[:6]
         items = [invoice(run, i, prefix="L") for i in range(N_PAYMENTS)]
-        r = await client.post(f"{ingest_url}/v1/invoices/bulk", json={"invoices": items}, headers=pay_auth,
-                              timeout=120)
+        r = await client.post(f"{ingest_url}/v1/invoices/bulk", json={"invoices": items}, headers=pay_auth, timeout=120)
         r.raise_for_status()
         invoice_ids = [res["id"] for res in r.json()["results"]]
 
         def keep(e: dict) -> bool:
             t, tenant = e.get("type"), e.get("tenantid")
-            return ((tenant == payer["tenant_id"] and t in ("dunning.DunningPlanned.v1", "dunning.StagesCancelled.v1"))
-                    or (tenant == load["tenant_id"] and t == "dunning.StageEscalated.v1"))
+            return (
+                tenant == payer["tenant_id"] and t in ("dunning.DunningPlanned.v1", "dunning.StagesCancelled.v1")
+            ) or (tenant == load["tenant_id"] and t == "dunning.StageEscalated.v1")
 
         deadline = time.monotonic() + 120
         while len(stages.of("dunning.DunningPlanned.v1", payer["tenant_id"])) < N_PAYMENTS:
@@ -339,8 +367,10 @@ async def bench_cancel_under_load(stack, client: httpx.AsyncClient) -> dict:
         mails_before = mail_files(maildir)
         roots = stack_roots(stack)
         ingest = Ingest(client, ingest_url, load_auth)
-        loops = [asyncio.create_task(ingest.paced(stop, BULK_RATE, BULK_BATCH, "/v1/invoices/bulk", "bulk", 4)),
-                 asyncio.create_task(ingest.paced(stop, SINGLE_RATE, 1, "/v1/invoices", "single", 32))]
+        loops = [
+            asyncio.create_task(ingest.paced(stop, BULK_RATE, BULK_BATCH, "/v1/invoices/bulk", "bulk", 4)),
+            asyncio.create_task(ingest.paced(stop, SINGLE_RATE, 1, "/v1/invoices", "single", 32)),
+        ]
         await asyncio.sleep(LEAD + RAMP)
         if ingest.errors:
             raise RuntimeError(f"background ingest failed: {ingest.errors[:3]}")
@@ -377,8 +407,9 @@ async def bench_cancel_under_load(stack, client: httpx.AsyncClient) -> dict:
             await asyncio.sleep(0.5)
         delivered_all = len(mail_files(maildir) - mails_before)
         await stages.catch_up(keep)
-        await payments.catch_up(lambda e: e.get("type") == "dunning.PaymentReceived.v1"
-                                and e.get("tenantid") == payer["tenant_id"])
+        await payments.catch_up(
+            lambda e: e.get("type") == "dunning.PaymentReceived.v1" and e.get("tenantid") == payer["tenant_id"]
+        )
     finally:
         stop.set()
         await asyncio.gather(*loops, return_exceptions=True)
@@ -388,10 +419,13 @@ async def bench_cancel_under_load(stack, client: httpx.AsyncClient) -> dict:
 
     w0, w1 = cpu0[0], cpu1[0]
     seconds = w1 - w0
-    cancels = {e["data"]["invoice_id"]: (_ts(e["data"]["cancelled_at"]), ts / 1000)
-               for ts, e in stages.of("dunning.StagesCancelled.v1", payer["tenant_id"])}
-    published = {e["data"]["invoice_id"]: ts / 1000 for ts, e in payments.of("dunning.PaymentReceived.v1",
-                                                                             payer["tenant_id"])}
+    cancels = {
+        e["data"]["invoice_id"]: (_ts(e["data"]["cancelled_at"]), ts / 1000)
+        for ts, e in stages.of("dunning.StagesCancelled.v1", payer["tenant_id"])
+    }
+    published = {
+        e["data"]["invoice_id"]: ts / 1000 for ts, e in payments.of("dunning.PaymentReceived.v1", payer["tenant_id"])
+    }
     event_ms, kafka_ms, ack_to_published, published_to_cancelled = [], [], [], []
     for p in paid:
         if p["invoice_id"] in cancels:
@@ -401,13 +435,18 @@ async def bench_cancel_under_load(stack, client: httpx.AsyncClient) -> dict:
             if p["invoice_id"] in published:
                 ack_to_published.append((published[p["invoice_id"]] - p["acknowledged_at"]) * 1000)
                 published_to_cancelled.append((cancelled_at - published[p["invoice_id"]]) * 1000)
-    fired = [(_ts(e["data"]["fired_at"]), _ts(e["data"]["scheduled_at"]))
-             for _, e in stages.of("dunning.StageEscalated.v1", load["tenant_id"])]
+    fired = [
+        (_ts(e["data"]["fired_at"]), _ts(e["data"]["scheduled_at"]))
+        for _, e in stages.of("dunning.StageEscalated.v1", load["tenant_id"])
+    ]
     in_window = [(f, s) for f, s in fired if w0 <= f <= w1]
     mails = [os.stat(maildir / name).st_mtime for name in mail_files(maildir) - mails_before]
     return {
-        "cancel_latency_under_load_ms": {**summary(event_ms), "missing": len(paid) - len(event_ms),
-                                          "still_scheduled_after_60s": left},
+        "cancel_latency_under_load_ms": {
+            **summary(event_ms),
+            "missing": len(paid) - len(event_ms),
+            "still_scheduled_after_60s": left,
+        },
         "cancel_under_load": {
             # where the time goes: reconciliation (commit, outbox relay), then the scheduler (consumer)
             "ack_to_payment_received_on_kafka_ms": summary(ack_to_published),
@@ -445,21 +484,33 @@ def report_under_load(out: dict) -> None:
         return f"p50 {v['p50']} ms, p99 {v['p99']} ms" if v["n"] else "none"
 
     if c["n"]:
-        print(f"  ... under load           p50 {c['p50']} ms, p99 {c['p99']} ms, max {c['max']} ms over {c['n']}"
-              + (f" ({c['missing']} never cancelled)" if c["missing"] else ""), flush=True)
-        print(f"      split: ack -> PaymentReceived on Kafka {pp('ack_to_payment_received_on_kafka_ms')};"
-              f" -> cancelled by the scheduler {pp('payment_received_on_kafka_to_cancelled_ms')}", flush=True)
-        print("      client side: 2xx answer -> StagesCancelled on Kafka"
-              f" {pp('answer_to_stages_cancelled_on_kafka_ms')}; POST /v1/payments took {pp('payments_api_ms')}"
-              f" (sent -> acknowledged_at"
-              f" {pp('payments_sent_to_acknowledged_ms')})", flush=True)
+        print(
+            f"  ... under load           p50 {c['p50']} ms, p99 {c['p99']} ms, max {c['max']} ms over {c['n']}"
+            + (f" ({c['missing']} never cancelled)" if c["missing"] else ""),
+            flush=True,
+        )
+        print(
+            f"      split: ack -> PaymentReceived on Kafka {pp('ack_to_payment_received_on_kafka_ms')};"
+            f" -> cancelled by the scheduler {pp('payment_received_on_kafka_to_cancelled_ms')}",
+            flush=True,
+        )
+        print(
+            "      client side: 2xx answer -> StagesCancelled on Kafka"
+            f" {pp('answer_to_stages_cancelled_on_kafka_ms')}; POST /v1/payments took {pp('payments_api_ms')}"
+            f" (sent -> acknowledged_at"
+            f" {pp('payments_sent_to_acknowledged_ms')})",
+            flush=True,
+        )
     else:
         print("  ... under load           no cancellation observed", flush=True)
     lat = b["fire_lateness_ms"]
-    print(f"      load in that {b['window_s']} s window: {b['invoices_ingested_per_s']} invoices/s ingested"
-          f" ({b['bulk_invoices_per_s']} bulk + {b['single_invoices_per_s']} single),"
-          f" {b['stages_fired_per_s']} stages fired/s (due -> fired p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms),"
-          f" {b['emails_per_s']} emails/s, {b['payments_per_s']} payments/s;"
-          f" CPU: stack {b['stack_cpu_cores']}, bench client {b['bench_client_cpu_cores']},"
-          f" whole machine {b['machine_cpu_cores']} of {b['cores']} cores"
-          f" (client loop lag p99 {b['bench_loop_lag_ms'].get('p99')} ms)", flush=True)
+    print(
+        f"      load in that {b['window_s']} s window: {b['invoices_ingested_per_s']} invoices/s ingested"
+        f" ({b['bulk_invoices_per_s']} bulk + {b['single_invoices_per_s']} single),"
+        f" {b['stages_fired_per_s']} stages fired/s (due -> fired p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms),"
+        f" {b['emails_per_s']} emails/s, {b['payments_per_s']} payments/s;"
+        f" CPU: stack {b['stack_cpu_cores']}, bench client {b['bench_client_cpu_cores']},"
+        f" whole machine {b['machine_cpu_cores']} of {b['cores']} cores"
+        f" (client loop lag p99 {b['bench_loop_lag_ms'].get('p99')} ms)",
+        flush=True,
+    )

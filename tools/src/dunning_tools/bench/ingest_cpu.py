@@ -18,21 +18,35 @@ import uvloop
 
 from dunning import tenancy
 from dunning.db import create_pool, migrate, migrations_of
-from dunning_tools.bench.measure import invoice, postgres_cpu
-from dunning_tools.stack.servers import database
 from dunning.logging import configure_logging
 from dunning.tracing import configure_tracing
+from dunning_tools.bench.measure import invoice, postgres_cpu
+from dunning_tools.stack.servers import database
 
 MIGRATIONS = migrations_of("dunning_ingest")
 API_KEY = "dk_bench_cpu_0123456789abcdef"
 
 
 async def call(app, path: str, body: bytes) -> int:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"host", b"bench"), (b"authorization", f"Bearer {API_KEY}".encode()),
-                         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"bench"),
+            (b"authorization", f"Bearer {API_KEY}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
     sent = False
     status = 0
 
@@ -72,7 +86,7 @@ async def measure(name, app, path, bodies, invoices, concurrency, profiler, pg_d
     batch = max(1, min(batch, len(bodies)))
     samples, statuses, wall, pg = [], {}, time.perf_counter(), postgres_cpu(pg_dir)
     for start in range(0, len(bodies), batch):
-        part = bodies[start:start + batch]
+        part = bodies[start : start + batch]
         cpu = time.process_time()
         if profiler:
             profiler.enable()
@@ -83,9 +97,12 @@ async def measure(name, app, path, bodies, invoices, concurrency, profiler, pg_d
         samples.append((time.process_time() - cpu) / (len(part) * per_request) * 1e6)
     wall, pg = time.perf_counter() - wall, postgres_cpu(pg_dir) - pg
     samples.sort()
-    print(f"{name}: {invoices} invoices, {statuses}, CPU median {samples[len(samples) // 2]:,.1f} "
-          f"best {samples[0]:,.1f} us/invoice ({invoices / wall:,.0f}/s wall); PostgreSQL CPU {pg / invoices * 1e6:,.1f} "
-          "us/invoice", flush=True)
+    print(
+        f"{name}: {invoices} invoices, {statuses}, CPU median {samples[len(samples) // 2]:,.1f} "
+        f"best {samples[0]:,.1f} us/invoice ({invoices / wall:,.0f}/s wall); PostgreSQL CPU {pg / invoices * 1e6:,.1f} "
+        "us/invoice",
+        flush=True,
+    )
 
 
 async def main_async(args, dsn: str, pg_dir: Path | None) -> None:
@@ -103,16 +120,36 @@ async def main_async(args, dsn: str, pg_dir: Path | None) -> None:
     await run_many(app, "/v1/invoices", [orjson.dumps(invoice("w" + run, i)) for i in range(300)], 32)
     if args.single:
         bodies = [orjson.dumps(invoice(run, i)) for i in range(args.single)]
-        await measure("single POST", app, "/v1/invoices", bodies, args.single, 32, profiler if args.what != "bulk" else None,
-                      pg_dir)
+        await measure(
+            "single POST",
+            app,
+            "/v1/invoices",
+            bodies,
+            args.single,
+            32,
+            profiler if args.what != "bulk" else None,
+            pg_dir,
+        )
         await measure("single POST (all existing)", app, "/v1/invoices", bodies[:500], 500, 32, None, pg_dir)
     if args.bulk_rounds:
-        bodies = [orjson.dumps({"invoices": [invoice(uuid.uuid4().hex[:6], i) for i in range(10_000)]})
-                  for _ in range(args.bulk_rounds)]
-        await measure(f"bulk x{args.bulk_rounds}", app, "/v1/invoices/bulk", bodies, 10_000 * args.bulk_rounds, 1,
-                      profiler if args.what != "single" else None, pg_dir, batch=1)
-        await measure("bulk re-sync (all existing)", app, "/v1/invoices/bulk", bodies[:2], 20_000, 1, None, pg_dir,
-                      batch=1)
+        bodies = [
+            orjson.dumps({"invoices": [invoice(uuid.uuid4().hex[:6], i) for i in range(10_000)]})
+            for _ in range(args.bulk_rounds)
+        ]
+        await measure(
+            f"bulk x{args.bulk_rounds}",
+            app,
+            "/v1/invoices/bulk",
+            bodies,
+            10_000 * args.bulk_rounds,
+            1,
+            profiler if args.what != "single" else None,
+            pg_dir,
+            batch=1,
+        )
+        await measure(
+            "bulk re-sync (all existing)", app, "/v1/invoices/bulk", bodies[:2], 20_000, 1, None, pg_dir, batch=1
+        )
     if profiler:
         profiler.dump_stats(args.profile)
     await pool.close()

@@ -33,11 +33,21 @@ JSON = {"content-type": "application/json"}
 
 def item(i: int, run: str) -> dict:
     return {
-        "external_id": f"{run}-{i}", "number": f"INV-{i}",
-        "customer": {"external_id": f"cus-{i % 500}", "name": f"Customer {i % 500}", "email": f"ap{i % 500}@example.com",
-                     "locale": "de-DE", "timezone": "Europe/Berlin"},
-        "currency": "EUR", "amount_due": f"{1000 + i % 997}.{i % 100:02d}", "issue_date": "2026-11-02",
-        "due_date": "2026-11-16", "payment_url": f"https://pay.example.com/i/{i}", "metadata": {"po": str(i)},
+        "external_id": f"{run}-{i}",
+        "number": f"INV-{i}",
+        "customer": {
+            "external_id": f"cus-{i % 500}",
+            "name": f"Customer {i % 500}",
+            "email": f"ap{i % 500}@example.com",
+            "locale": "de-DE",
+            "timezone": "Europe/Berlin",
+        },
+        "currency": "EUR",
+        "amount_due": f"{1000 + i % 997}.{i % 100:02d}",
+        "issue_date": "2026-11-02",
+        "due_date": "2026-11-16",
+        "payment_url": f"https://pay.example.com/i/{i}",
+        "metadata": {"po": str(i)},
     }
 
 
@@ -47,8 +57,12 @@ async def bench_bulk(dsn: str, schema: str, rounds: int, size: int) -> None:
 
     pool = await create_pool(dsn, schema, max_size=4)
     app = build_app(Settings(DATABASE_URL=dsn, db_schema=schema), pool)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=120,
-                                 headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://bench",
+        timeout=120,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    ) as client:
         for r in range(rounds):
             run = uuid.uuid4().hex[:8]
             body = {"invoices": [item(i, run) for i in range(size)]}
@@ -57,8 +71,10 @@ async def bench_bulk(dsn: str, schema: str, rounds: int, size: int) -> None:
             resp = await client.post("/v1/invoices/bulk", content=content, headers=JSON)
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             summary = resp.json()["summary"]
-            print(f"bulk round {r}: {size} items in {elapsed:.3f}s (API process CPU {cpu:.3f}s) = "
-                  f"{size / elapsed:,.0f} invoices/s {summary}")
+            print(
+                f"bulk round {r}: {size} items in {elapsed:.3f}s (API process CPU {cpu:.3f}s) = "
+                f"{size / elapsed:,.0f} invoices/s {summary}"
+            )
         # the nightly re-sync: everything already exists
         started = time.perf_counter()
         resp = await client.post("/v1/invoices/bulk", content=orjson.dumps(body), headers=JSON)
@@ -75,8 +91,9 @@ async def _client(port: int, requests: list[bytes], statuses: dict[int, int]) ->
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
+            length = next(
+                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+            )
             await reader.readexactly(length)
             statuses[status] = statuses.get(status, 0) + 1
     finally:
@@ -85,9 +102,14 @@ async def _client(port: int, requests: list[bytes], statuses: dict[int, int]) ->
 
 def _post(i: int, run: str) -> bytes:
     body = orjson.dumps(item(i, run))
-    return (b"POST /v1/invoices HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer " + API_KEY.encode()
-            + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
-            + b"\r\n\r\n" + body)
+    return (
+        b"POST /v1/invoices HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer "
+        + API_KEY.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
 
 
 async def bench_single(port: int, total: int, concurrency: int, server_pid: int) -> None:
@@ -100,9 +122,11 @@ async def bench_single(port: int, total: int, concurrency: int, server_pid: int)
     await asyncio.gather(*[_client(port, requests[c::concurrency], statuses) for c in range(concurrency)])
     elapsed = time.perf_counter() - started
     server_cpu, client_cpu = cpu_seconds(server_pid) - server_cpu, time.process_time() - client_cpu
-    print(f"single POST: {total} requests, {concurrency} concurrent connections, {elapsed:.2f}s = "
-          f"{total / elapsed:,.0f} req/s {statuses}; API process CPU {server_cpu / total * 1000:.2f} ms/request, "
-          f"load generator CPU {client_cpu / total * 1000:.2f} ms/request")
+    print(
+        f"single POST: {total} requests, {concurrency} concurrent connections, {elapsed:.2f}s = "
+        f"{total / elapsed:,.0f} req/s {statuses}; API process CPU {server_cpu / total * 1000:.2f} ms/request, "
+        f"load generator CPU {client_cpu / total * 1000:.2f} ms/request"
+    )
 
 
 def main() -> None:
@@ -135,8 +159,13 @@ def run(dsn: str, args: argparse.Namespace) -> None:
             asyncio.run(bench_bulk(dsn, schema, args.bulk_rounds, args.bulk_size))
         if args.single:
             port = free_port()
-            env = {**os.environ, "DATABASE_URL": dsn, "INGEST_DB_SCHEMA": schema, "INGEST_HTTP_PORT": str(port),
-                   "LOG_LEVEL": "WARNING"}
+            env = {
+                **os.environ,
+                "DATABASE_URL": dsn,
+                "INGEST_DB_SCHEMA": schema,
+                "INGEST_HTTP_PORT": str(port),
+                "LOG_LEVEL": "WARNING",
+            }
             server = subprocess.Popen([sys.executable, "-m", "dunning_tools.bench.serve_ingest_api"], env=env)
             wait_for_port(port, proc=server, what="invoice-ingest API")
             asyncio.run(bench_single(port, args.single, args.concurrency, server.pid))

@@ -19,13 +19,13 @@ from pathlib import Path
 import asyncpg
 import orjson
 
+from dunning.kafka import ensure_topics
 from dunning_cli.services import migrate_all
 from dunning_cli.tenants import create_tenant
 from dunning_tools import loadgen
 from dunning_tools.bench.measure import cpu_seconds, invoice, postgres_cpu, sys_seconds
 from dunning_tools.stack.procs import free_port, spawn, stop, wait_for_port
 from dunning_tools.stack.servers import broker, database
-from dunning.kafka import ensure_topics
 
 
 async def drained(dsn: str, timeout: float = 120) -> float:
@@ -39,8 +39,16 @@ async def drained(dsn: str, timeout: float = 120) -> float:
         await conn.close()
 
 
-async def phase(name: str, pid: int, dsn: str, port: int, requests: list[bytes], invoices: int, concurrency: int,
-                pg_dir: Path | None):
+async def phase(
+    name: str,
+    pid: int,
+    dsn: str,
+    port: int,
+    requests: list[bytes],
+    invoices: int,
+    concurrency: int,
+    pg_dir: Path | None,
+):
     await drained(dsn)
     pg0 = postgres_cpu(pg_dir)
     cpu0, sys0 = cpu_seconds(pid), sys_seconds(pid)
@@ -48,20 +56,27 @@ async def phase(name: str, pid: int, dsn: str, port: int, requests: list[bytes],
     cpu1, sys1 = cpu_seconds(pid), sys_seconds(pid)
     drain = await drained(dsn)
     cpu2, pg2 = cpu_seconds(pid), postgres_cpu(pg_dir)
-    print(f"{name}: {invoices} invoices in {seconds:.2f}s = {invoices / seconds:,.0f}/s {statuses} "
-          f"{failures[:1] if failures else ''}\n   ingest CPU answering {(cpu1 - cpu0) / invoices * 1e6:,.0f} us/invoice,"
-          f" with relay {(cpu2 - cpu0) / invoices * 1e6:,.0f} us/invoice (relay drained {drain:.1f}s later;"
-          f" system CPU {(sys1 - sys0) / invoices * 1e6:,.0f} us/invoice); PostgreSQL CPU with relay"
-          f" {(pg2 - pg0) / invoices * 1e6:,.0f} us/invoice",
-          flush=True)
+    print(
+        f"{name}: {invoices} invoices in {seconds:.2f}s = {invoices / seconds:,.0f}/s {statuses} "
+        f"{failures[:1] if failures else ''}\n   ingest CPU answering {(cpu1 - cpu0) / invoices * 1e6:,.0f} us/invoice,"
+        f" with relay {(cpu2 - cpu0) / invoices * 1e6:,.0f} us/invoice (relay drained {drain:.1f}s later;"
+        f" system CPU {(sys1 - sys0) / invoices * 1e6:,.0f} us/invoice); PostgreSQL CPU with relay"
+        f" {(pg2 - pg0) / invoices * 1e6:,.0f} us/invoice",
+        flush=True,
+    )
 
 
 async def main_async(args, dsn: str, kafka: str, workdir: Path, pg_dir: Path | None) -> None:
     tenant = await create_tenant(dsn, "Bench")
     headers = {"Authorization": f"Bearer {tenant['api_key']}", "Content-Type": "application/json"}
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": kafka, "INGEST_HTTP_PORT": str(port),
-           "LOG_LEVEL": args.log_level}
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "INGEST_HTTP_PORT": str(port),
+        "LOG_LEVEL": args.log_level,
+    }
     proc = spawn([sys.executable, "-m", "dunning_ingest"], env=env, log_path=workdir / "ingest.log")
     try:
         wait_for_port(port, proc=proc, what="invoice-ingest")
@@ -69,18 +84,30 @@ async def main_async(args, dsn: str, kafka: str, workdir: Path, pg_dir: Path | N
         await asyncio.sleep(3)
         print(f"idle CPU: {(cpu_seconds(proc.pid) - idle) / 3 * 100:.1f}% (pid {proc.pid})", flush=True)
         run = uuid.uuid4().hex[:6]
-        warm = [loadgen.build_request("POST", "/v1/invoices", orjson.dumps(invoice("w" + run, i)), headers)
-                for i in range(300)]
+        warm = [
+            loadgen.build_request("POST", "/v1/invoices", orjson.dumps(invoice("w" + run, i)), headers)
+            for i in range(300)
+        ]
         await loadgen.run(port, warm)
         if args.single:
-            reqs = [loadgen.build_request("POST", "/v1/invoices", orjson.dumps(invoice(run, i)), headers)
-                    for i in range(args.single)]
+            reqs = [
+                loadgen.build_request("POST", "/v1/invoices", orjson.dumps(invoice(run, i)), headers)
+                for i in range(args.single)
+            ]
             await phase("single POST", proc.pid, dsn, port, reqs, args.single, 32, pg_dir)
         for r in range(args.bulk_rounds):
             run = uuid.uuid4().hex[:6]
             body = orjson.dumps({"invoices": [invoice(run, i) for i in range(10_000)]})
-            await phase(f"bulk round {r}", proc.pid, dsn, port,
-                        [loadgen.build_request("POST", "/v1/invoices/bulk", body, headers)], 10_000, 1, pg_dir)
+            await phase(
+                f"bulk round {r}",
+                proc.pid,
+                dsn,
+                port,
+                [loadgen.build_request("POST", "/v1/invoices/bulk", body, headers)],
+                10_000,
+                1,
+                pg_dir,
+            )
         if args.profile:
             await asyncio.sleep(float(args.profile))
     finally:

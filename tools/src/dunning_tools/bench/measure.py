@@ -8,11 +8,21 @@ from pathlib import Path
 
 def invoice(run: str, i: int, currency: str = "EUR", amount: str = "100.00", *, prefix: str = "B") -> dict:
     """The invoice `make bench` posts: due in 30 days; 500 customers a run, so customers repeat."""
-    return {"external_id": f"{prefix}-{run}-{i}", "number": f"{prefix}-{run}-{i}", "currency": currency,
-            "amount_due": amount, "issue_date": date.today().isoformat(),
-            "due_date": (date.today() + timedelta(days=30)).isoformat(),
-            "customer": {"external_id": f"C-{run}-{i % 500}", "name": f"Customer {i % 500}",
-                         "email": f"ap-{run}-{i % 500}@example.com", "locale": "en-GB", "timezone": "Europe/London"}}
+    return {
+        "external_id": f"{prefix}-{run}-{i}",
+        "number": f"{prefix}-{run}-{i}",
+        "currency": currency,
+        "amount_due": amount,
+        "issue_date": date.today().isoformat(),
+        "due_date": (date.today() + timedelta(days=30)).isoformat(),
+        "customer": {
+            "external_id": f"C-{run}-{i % 500}",
+            "name": f"Customer {i % 500}",
+            "email": f"ap-{run}-{i % 500}@example.com",
+            "locale": "en-GB",
+            "timezone": "Europe/London",
+        },
+    }
 
 
 def _stat(pid: int) -> list[str]:

@@ -9,8 +9,8 @@ the notifier's own work (the consumer only inserts rows).
 """
 
 import argparse
-import cProfile
 import asyncio
+import cProfile
 import os
 import random
 import signal
@@ -23,33 +23,56 @@ from pathlib import Path
 import uvloop
 
 from dunning.db import create_pool, migrate, migrations_of
-from dunning_tools.bench.measure import cpu_seconds
-from dunning_tools.stack import mailserver
-from dunning_tools.stack.procs import free_port, spawn, stop, wait_for_port
-from dunning_tools.stack.servers import database
 from dunning.ids import new_id
 from dunning.logging import configure_logging
 from dunning_notifier import repository as repo
 from dunning_notifier.bootstrap import build_dispatcher
 from dunning_notifier.settings import Settings
+from dunning_tools.bench.measure import cpu_seconds
+from dunning_tools.stack import mailserver
+from dunning_tools.stack.procs import free_port, spawn, stop, wait_for_port
+from dunning_tools.stack.servers import database
 
 MIGRATIONS = migrations_of("dunning_notifier")
-LOCALES = [("de-DE", "EUR", "1250.00"), ("ja-JP", "JPY", "158000"), ("en-US", "USD", "980.50"),
-           ("fr-FR", "EUR", "42.00")]
+LOCALES = [
+    ("de-DE", "EUR", "1250.00"),
+    ("ja-JP", "JPY", "158000"),
+    ("en-US", "USD", "980.50"),
+    ("fr-FR", "EUR", "42.00"),
+]
 STAGES = ["pre_due", "soft", "firm", "final", "collections"]
 
 
 def payload(tenant_id: str, i: int) -> dict:
     locale, currency, amount = LOCALES[i % len(LOCALES)]
     return {
-        "stage_id": new_id("stg"), "invoice_id": new_id("inv"), "tenant_id": tenant_id,
-        "stage": STAGES[i % len(STAGES)], "sequence": 1, "channel": "email", "template": STAGES[i % len(STAGES)],
-        "scheduled_at": "2026-11-23T08:00:00Z", "fired_at": "2026-11-23T08:00:01.204Z",
-        "invoice": {"external_id": f"ext-{i}", "number": f"INV-{i:06d}", "currency": currency,
-                    "amount_due": amount, "balance": amount, "issue_date": "2026-11-02", "due_date": "2026-11-16",
-                    "payment_url": random.choice([None, f"https://pay.example.com/i/{i}"])},
-        "customer": {"customer_id": new_id("cus"), "external_id": f"c-{i}", "name": f"Customer {i} GmbH",
-                     "email": f"ap{i}@example.com", "locale": locale, "timezone": "Europe/Berlin"},
+        "stage_id": new_id("stg"),
+        "invoice_id": new_id("inv"),
+        "tenant_id": tenant_id,
+        "stage": STAGES[i % len(STAGES)],
+        "sequence": 1,
+        "channel": "email",
+        "template": STAGES[i % len(STAGES)],
+        "scheduled_at": "2026-11-23T08:00:00Z",
+        "fired_at": "2026-11-23T08:00:01.204Z",
+        "invoice": {
+            "external_id": f"ext-{i}",
+            "number": f"INV-{i:06d}",
+            "currency": currency,
+            "amount_due": amount,
+            "balance": amount,
+            "issue_date": "2026-11-02",
+            "due_date": "2026-11-16",
+            "payment_url": random.choice([None, f"https://pay.example.com/i/{i}"]),
+        },
+        "customer": {
+            "customer_id": new_id("cus"),
+            "external_id": f"c-{i}",
+            "name": f"Customer {i} GmbH",
+            "email": f"ap{i}@example.com",
+            "locale": locale,
+            "timezone": "Europe/Berlin",
+        },
     }
 
 
@@ -61,10 +84,20 @@ async def run(dsn: str, smtp_port: int, count: int, concurrency: int, profile: s
         async with pool.acquire() as conn, conn.transaction():
             for i in range(count):
                 d = payload("ten_bench", i)
-                await repo.insert_delivery(conn, delivery_id=new_id("dlv"), tenant_id="ten_bench",
-                                           invoice_id=d["invoice_id"], stage_id=d["stage_id"], stage=d["stage"],
-                                           channel="email", template=d["template"], recipient=d["customer"]["email"],
-                                           payload=d, source_event_id=str(uuid.uuid4()), traceparent=None)
+                await repo.insert_delivery(
+                    conn,
+                    delivery_id=new_id("dlv"),
+                    tenant_id="ten_bench",
+                    invoice_id=d["invoice_id"],
+                    stage_id=d["stage_id"],
+                    stage=d["stage"],
+                    channel="email",
+                    template=d["template"],
+                    recipient=d["customer"]["email"],
+                    payload=d,
+                    source_event_id=str(uuid.uuid4()),
+                    traceparent=None,
+                )
         settings = Settings(smtp_port=smtp_port, dispatch_concurrency=concurrency, relay_enabled=False)
         dispatcher = build_dispatcher(pool, settings)
         profiler = cProfile.Profile() if profile else None
@@ -82,9 +115,11 @@ async def run(dsn: str, smtp_port: int, count: int, concurrency: int, profile: s
             profiler.dump_stats(profile)
         sent = await pool.fetchval("SELECT count(*) FROM deliveries WHERE state = 'sent'")
         events = await pool.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'dunning.ReminderSent.v1'")
-        print(f"notifier: {sent}/{count} reminders sent ({events} ReminderSent) in {elapsed:.2f}s"
-              f" = {sent / elapsed:.0f}/s with {concurrency} SMTP connections;"
-              f" notifier CPU {cpu / max(sent, 1) * 1000:.2f} ms per reminder")
+        print(
+            f"notifier: {sent}/{count} reminders sent ({events} ReminderSent) in {elapsed:.2f}s"
+            f" = {sent / elapsed:.0f}/s with {concurrency} SMTP connections;"
+            f" notifier CPU {cpu / max(sent, 1) * 1000:.2f} ms per reminder"
+        )
         await pool.execute(f'DROP SCHEMA "{schema}" CASCADE')
     finally:
         await pool.close()
@@ -110,9 +145,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--profile", help="write a cProfile of the dispatch phase to this file")
-    parser.add_argument("--server", choices=["devmail", "sink"], default="devmail",
-                        help="devmail: the dev stack's mail server (stores and indexes every message);"
-                             " sink: a bare aiosmtpd server that accepts and drops (the notifier's own ceiling)")
+    parser.add_argument(
+        "--server",
+        choices=["devmail", "sink"],
+        default="devmail",
+        help="devmail: the dev stack's mail server (stores and indexes every message);"
+        " sink: a bare aiosmtpd server that accepts and drops (the notifier's own ceiling)",
+    )
     parser.add_argument("--serve-sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_sink:
@@ -126,8 +165,10 @@ def main() -> None:
 def bench(dsn: str, workdir: Path, args: argparse.Namespace) -> None:
     smtp_port, http_port = free_port(), free_port()
     if args.server == "sink":
-        mail = spawn([sys.executable, "-m", "dunning_tools.bench.notifier", "--serve-sink", str(smtp_port)],
-                     log_path=workdir / "mail.log")
+        mail = spawn(
+            [sys.executable, "-m", "dunning_tools.bench.notifier", "--serve-sink", str(smtp_port)],
+            log_path=workdir / "mail.log",
+        )
     else:
         mail = mailserver.start(workdir / "mail", smtp_port, http_port, workdir / "mail.log")
     try:

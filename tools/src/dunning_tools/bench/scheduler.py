@@ -28,30 +28,36 @@ from datetime import timedelta
 from pathlib import Path
 
 from aiokafka import ConsumerRecord, TopicPartition
-from dunning import tenancy
+
+from dunning import consumer, tenancy
 from dunning.clock import utcnow
-from dunning import consumer
-from dunning.db import create_pool, migrate, migrations_of
 from dunning.contracts import InvoiceIssued, PaymentReceived, topic
+from dunning.db import create_pool, migrate, migrations_of
 from dunning.events import dumps, new_event
 from dunning.ids import new_id
 from dunning.logging import configure_logging
 from dunning.tracing import configure_tracing
-from dunning_tools.stack.servers import broker, database
-
-from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.bootstrap import handlers_for
+from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.policy import parse_policy
 from dunning_scheduler.policy_store import ActivePolicies, save_policy
+from dunning_tools.stack.servers import broker, database
 
 MIGRATIONS = migrations_of("dunning_scheduler")
 TENANT = "ten_bench"
 ZONES = ("Europe/Berlin", "America/New_York", "Europe/London", "Asia/Tokyo", "UTC")
-POLICY = {"id": "pol_bench", "anchor": "due_date", "send_time": "09:00", "stages": [
-    {"name": "pre_due", "offset": "-P3D"}, {"name": "soft", "offset": "P1D"},
-    {"name": "firm", "offset": "P7D", "channels": ["email", "letter"]},
-    {"name": "final", "offset": "P14D", "template": "final_strict"},
-    {"name": "collections", "offset": "P30D", "channels": ["webhook"]}]}
+POLICY = {
+    "id": "pol_bench",
+    "anchor": "due_date",
+    "send_time": "09:00",
+    "stages": [
+        {"name": "pre_due", "offset": "-P3D"},
+        {"name": "soft", "offset": "P1D"},
+        {"name": "firm", "offset": "P7D", "channels": ["email", "letter"]},
+        {"name": "final", "offset": "P14D", "template": "final_strict"},
+        {"name": "collections", "offset": "P30D", "channels": ["webhook"]},
+    ],
+}
 
 _SEED = """
 INSERT INTO invoices (invoice_id, tenant_id, external_id, number, currency, amount_due, balance, issue_date,
@@ -84,29 +90,66 @@ def _invoice_issued(i: int) -> dict:
     now = utcnow()
     # One in ten is an old invoice imported late (past stages skipped, the latest one due now).
     due = now.date() - timedelta(days=20) if i % 10 == 0 else now.date() + timedelta(days=7 + i % 60)
-    return new_event("dunning.InvoiceIssued.v1", {
-        "invoice_id": invoice_id, "tenant_id": TENANT, "external_id": f"ext-{i}", "number": f"INV-{i:08d}",
-        "customer": {"customer_id": "cus_01JB2F7H9K3M5N7P9Q1R3S5T7V", "external_id": f"c-{i % 500}",
-                     "name": "Brandt & Söhne GmbH", "email": "ap@brandt-soehne.de", "locale": "de-DE",
-                     "timezone": ZONES[i % len(ZONES)]},
-        "currency": "EUR", "amount_due": "1250.00", "issue_date": due - timedelta(days=14), "due_date": due,
-        "payment_url": f"https://pay.example.com/i/{i}", "metadata": {"po": str(i)}, "issued_at": now,
-    }, source="/invoice-ingest", subject=invoice_id, tenant_id=TENANT)
+    return new_event(
+        "dunning.InvoiceIssued.v1",
+        {
+            "invoice_id": invoice_id,
+            "tenant_id": TENANT,
+            "external_id": f"ext-{i}",
+            "number": f"INV-{i:08d}",
+            "customer": {
+                "customer_id": "cus_01JB2F7H9K3M5N7P9Q1R3S5T7V",
+                "external_id": f"c-{i % 500}",
+                "name": "Brandt & Söhne GmbH",
+                "email": "ap@brandt-soehne.de",
+                "locale": "de-DE",
+                "timezone": ZONES[i % len(ZONES)],
+            },
+            "currency": "EUR",
+            "amount_due": "1250.00",
+            "issue_date": due - timedelta(days=14),
+            "due_date": due,
+            "payment_url": f"https://pay.example.com/i/{i}",
+            "metadata": {"po": str(i)},
+            "issued_at": now,
+        },
+        source="/invoice-ingest",
+        subject=invoice_id,
+        tenant_id=TENANT,
+    )
 
 
 def _payment(invoice_id: str) -> dict:
     now = utcnow()
-    return new_event("dunning.PaymentReceived.v1", {
-        "payment_id": new_id("pay"), "invoice_id": invoice_id, "tenant_id": TENANT, "invoice_external_id": "ext",
-        "source": "api", "source_reference": "ref-1", "currency": "EUR", "amount": "1250.00",
-        "amount_applied": "1250.00", "balance_remaining": "0.00", "settled": True, "received_at": now,
-        "acknowledged_at": now,
-    }, source="/reconciliation", subject=invoice_id, tenant_id=TENANT)
+    return new_event(
+        "dunning.PaymentReceived.v1",
+        {
+            "payment_id": new_id("pay"),
+            "invoice_id": invoice_id,
+            "tenant_id": TENANT,
+            "invoice_external_id": "ext",
+            "source": "api",
+            "source_reference": "ref-1",
+            "currency": "EUR",
+            "amount": "1250.00",
+            "amount_applied": "1250.00",
+            "balance_remaining": "0.00",
+            "settled": True,
+            "received_at": now,
+            "acknowledged_at": now,
+        },
+        source="/reconciliation",
+        subject=invoice_id,
+        tenant_id=TENANT,
+    )
 
 
 def _records(topic: str, envelopes: list[dict], first_offset: int = 0) -> list[ConsumerRecord]:
-    return [ConsumerRecord(topic, 0, first_offset + n, 0, 0, e["subject"].encode(), value, None, 0, len(value), [])
-            for n, e in enumerate(envelopes) for value in [dumps(e)]]
+    return [
+        ConsumerRecord(topic, 0, first_offset + n, 0, 0, e["subject"].encode(), value, None, 0, len(value), [])
+        for n, e in enumerate(envelopes)
+        for value in [dumps(e)]
+    ]
 
 
 async def _apply(runner: consumer.ConsumerRunner, topic: str, records: list[ConsumerRecord], batch: int) -> list[float]:
@@ -114,13 +157,14 @@ async def _apply(runner: consumer.ConsumerRunner, topic: str, records: list[Cons
     seconds = []
     for lo in range(0, len(records), batch):
         start = time.perf_counter()
-        await runner.process_batch(_NoCommit(), {TopicPartition(topic, 0): records[lo:lo + batch]})
+        await runner.process_batch(_NoCommit(), {TopicPartition(topic, 0): records[lo : lo + batch]})
         seconds.append(time.perf_counter() - start)
     return seconds
 
 
-async def bench_plan(dsn: str, invoices: int, batch: int, payments: int, default_policy: bool,
-                     batch_handlers: bool) -> None:
+async def bench_plan(
+    dsn: str, invoices: int, batch: int, payments: int, default_policy: bool, batch_handlers: bool
+) -> None:
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     migrate(dsn, schema, MIGRATIONS)
     pool = await create_pool(dsn, schema, max_size=4)
@@ -131,8 +175,14 @@ async def bench_plan(dsn: str, invoices: int, batch: int, payments: int, default
                 await save_policy(conn, TENANT, parse_policy(POLICY))
         handlers = handlers_for(ActivePolicies())
         runner = consumer.ConsumerRunner(
-            name="scheduler-bench", pool=pool, bootstrap_servers="unused", group_id="bench", topics=[],
-            handlers=handlers if batch_handlers else consumer.without_batches(handlers), batch_max=batch)
+            name="scheduler-bench",
+            pool=pool,
+            bootstrap_servers="unused",
+            group_id="bench",
+            topics=[],
+            handlers=handlers if batch_handlers else consumer.without_batches(handlers),
+            batch_max=batch,
+        )
         warm = _records(topic(InvoiceIssued), [_invoice_issued(i) for i in range(200)])
         await _apply(runner, topic(InvoiceIssued), warm, batch)
         envelopes = [_invoice_issued(i) for i in range(invoices)]
@@ -149,23 +199,35 @@ async def bench_plan(dsn: str, invoices: int, batch: int, payments: int, default
         outbox = await pool.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'dunning.DunningPlanned.v1'")
         if planned != invoices + len(warm) or outbox != planned or runner.dead_lettered:
             raise SystemExit(f"plan: {planned} planned, {outbox} DunningPlanned, {runner.dead_lettered} dead letters")
-        print(f"invoices: {invoices}, consumer batch: {batch}, policy: {'default' if default_policy else 'stored'},"
-              f" handlers: {'batch' if batch_handlers else 'per event'}")
-        print(f"InvoiceIssued -> timers + DunningPlanned: {elapsed:.2f} s = {invoices / elapsed:,.0f} invoices/s"
-              f"  ({timers:,} timers)")
-        print(f"  this process's CPU: {cpu * 1e6 / invoices:.0f} us an invoice; waiting on PostgreSQL:"
-              f" {max(0.0, elapsed - cpu) * 1e6 / invoices:.0f} us an invoice")
+        print(
+            f"invoices: {invoices}, consumer batch: {batch}, policy: {'default' if default_policy else 'stored'},"
+            f" handlers: {'batch' if batch_handlers else 'per event'}"
+        )
+        print(
+            f"InvoiceIssued -> timers + DunningPlanned: {elapsed:.2f} s = {invoices / elapsed:,.0f} invoices/s"
+            f"  ({timers:,} timers)"
+        )
+        print(
+            f"  this process's CPU: {cpu * 1e6 / invoices:.0f} us an invoice; waiting on PostgreSQL:"
+            f" {max(0.0, elapsed - cpu) * 1e6 / invoices:.0f} us an invoice"
+        )
         if payments:
-            chosen = invoice_ids[1:payments * 2:2]
+            chosen = invoice_ids[1 : payments * 2 : 2]
             offset = len(warm) + invoices
             one_by_one = _records(topic(PaymentReceived), [_payment(i) for i in chosen[: payments // 2]], offset)
             lat = sorted(await _apply(runner, topic(PaymentReceived), one_by_one, 1))
-            batched = _records(topic(PaymentReceived), [_payment(i) for i in chosen[payments // 2:]], offset + payments)
+            batched = _records(
+                topic(PaymentReceived), [_payment(i) for i in chosen[payments // 2 :]], offset + payments
+            )
             seconds = sum(await _apply(runner, topic(PaymentReceived), batched, batch))
-            cancelled = await pool.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'dunning.StagesCancelled.v1'")
+            cancelled = await pool.fetchval(
+                "SELECT count(*) FROM outbox WHERE event_type = 'dunning.StagesCancelled.v1'"
+            )
             p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-            print(f"PaymentReceived (settling), one per batch: p50 {statistics.median(lat) * 1000:.2f} ms,"
-                  f" p99 {p99 * 1000:.2f} ms  ({cancelled} StagesCancelled in all)")
+            print(
+                f"PaymentReceived (settling), one per batch: p50 {statistics.median(lat) * 1000:.2f} ms,"
+                f" p99 {p99 * 1000:.2f} ms  ({cancelled} StagesCancelled in all)"
+            )
             print(f"PaymentReceived (settling), batched:       {len(batched) / seconds:,.0f} payments/s")
         await pool.execute(f"DROP SCHEMA {schema} CASCADE")
     finally:
@@ -189,7 +251,8 @@ async def bench_fire(dsn: str, bootstrap: str, timers: int, batch: int, loops: i
             # The payments gate is on, as in production: one statement that covers every timer.
             await conn.execute(
                 "INSERT INTO payment_watermarks (statement_id, watermark, payments_offsets, invoice_positions,"
-                " computed_at) VALUES (gen_random_uuid(), now() + interval '1 hour', '{}', '{}', now())")
+                " computed_at) VALUES (gen_random_uuid(), now() + interval '1 hour', '{}', '{}', now())"
+            )
             await conn.execute("ANALYZE timers; ANALYZE invoices")
         total = await pool.fetchval("SELECT count(*) FROM timers WHERE state = 'scheduled'")
         firing = [FiringLoop(pool, schema, batch_size=batch, name=f"loop{i}") for i in range(loops)]
@@ -222,22 +285,33 @@ def main() -> None:
     parser.add_argument("--consumer-batch", type=int, default=500, help="plan: records per consumer batch")
     parser.add_argument("--payments", type=int, default=400, help="plan: settling payments afterwards")
     parser.add_argument("--default-policy", action="store_true", help="plan: no stored tenant policy")
-    parser.add_argument("--batch-handlers", action="store_true",
-                        help="plan: let the runner use the table's batch handlers (default: per event only)")
+    parser.add_argument(
+        "--batch-handlers",
+        action="store_true",
+        help="plan: let the runner use the table's batch handlers (default: per event only)",
+    )
     parser.add_argument("--timers", type=int, default=20000, help="fire: due timers")
     parser.add_argument("--batch", type=int, default=2000, help="fire: firing batch size")
     parser.add_argument("--loops", type=int, default=1, help="fire: firing loops")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
-    with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115 - logs rendered, then dropped
+    with contextlib.redirect_stderr(open(os.devnull, "w")):
         configure_logging("scheduler-bench", args.log_level)
     configure_tracing("scheduler-bench", "none")
     workdir = Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
     try:
         with database(workdir) as db:
             if args.what in ("plan", "all"):
-                asyncio.run(bench_plan(db.dsn, args.invoices, args.consumer_batch, args.payments, args.default_policy,
-                                       args.batch_handlers))
+                asyncio.run(
+                    bench_plan(
+                        db.dsn,
+                        args.invoices,
+                        args.consumer_batch,
+                        args.payments,
+                        args.default_policy,
+                        args.batch_handlers,
+                    )
+                )
             if args.what in ("fire", "all"):
                 with broker(workdir) as bootstrap:
                     asyncio.run(bench_fire(db.dsn, bootstrap, args.timers, args.batch, args.loops))

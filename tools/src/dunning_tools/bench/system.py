@@ -54,9 +54,14 @@ class Watcher:
 
     def __init__(self, bootstrap: str, topic: str, from_end: bool = False):
         self.topic, self.from_end = topic, from_end
-        self.consumer = AIOKafkaConsumer(*(() if from_end else (topic,)), bootstrap_servers=bootstrap,
-                                         group_id=None if from_end else f"bench-{uuid.uuid4().hex}",
-                                         auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=20)
+        self.consumer = AIOKafkaConsumer(
+            *(() if from_end else (topic,)),
+            bootstrap_servers=bootstrap,
+            group_id=None if from_end else f"bench-{uuid.uuid4().hex}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=20,
+        )
         self.events: list[tuple[float, dict]] = []
         self._task = None
 
@@ -105,8 +110,9 @@ async def progress(stack: Stack, stopped: tuple[str, ...] = ()) -> tuple[int, in
         await conn.close()
 
 
-async def wait_until_quiet(stack: Stack, timeout: float = 600, consumed_at_least: int = 0,
-                           stopped: tuple[str, ...] = ()) -> float:
+async def wait_until_quiet(
+    stack: Stack, timeout: float = 600, consumed_at_least: int = 0, stopped: tuple[str, ...] = ()
+) -> float:
     """Wait until every outbox is empty and no consumer has applied anything for 1.5 s (every
     consumer caught up), and at least `consumed_at_least` events are in the inboxes (consumers
     resumed after a long pause may take seconds to rejoin their group and apply anything: that is
@@ -134,8 +140,9 @@ async def bench_single(url: str, auth: dict, run: str) -> float:
     headers = {**auth, "Content-Type": "application/json"}
 
     def requests(lo, hi):
-        return [loadgen.build_request("POST", "/v1/invoices", orjson.dumps(invoice(run, i)), headers)
-                for i in range(lo, hi)]
+        return [
+            loadgen.build_request("POST", "/v1/invoices", orjson.dumps(invoice(run, i)), headers) for i in range(lo, hi)
+        ]
 
     await loadgen.run(port, requests(0, 300))  # warm-up
     batch = requests(300, 300 + N_SINGLE)
@@ -159,7 +166,7 @@ async def bench_bulk(client: httpx.AsyncClient, url: str, auth: dict, run: str) 
         assert r.json()["summary"]["created"] == count, r.json()["summary"]
 
     start = time.perf_counter()
-    await asyncio.gather(*(send(body, len(items)) for body, items in zip(bodies, batches)))
+    await asyncio.gather(*(send(body, len(items)) for body, items in zip(bodies, batches, strict=True)))
     return N_BULK / (time.perf_counter() - start)
 
 
@@ -173,17 +180,27 @@ async def bench_cancel(stack: Stack, client: httpx.AsyncClient, tenant: dict, wa
     await watcher.wait_for("dunning.DunningPlanned.v1", tenant["tenant_id"], N_CANCEL)
     await asyncio.sleep(1)
     for i, item in enumerate(items):  # ~50 payments a second, as a busy payment processor would send
-        r = await client.post(f"{stack.url('reconciliation')}/v1/payments", headers=auth, json={
-            "invoice_external_id": item["external_id"], "amount": item["amount_due"], "currency": item["currency"],
-            "received_at": datetime.utcnow().isoformat() + "Z", "reference": f"PAY-{run}-{i}"})
+        r = await client.post(
+            f"{stack.url('reconciliation')}/v1/payments",
+            headers=auth,
+            json={
+                "invoice_external_id": item["external_id"],
+                "amount": item["amount_due"],
+                "currency": item["currency"],
+                "received_at": datetime.utcnow().isoformat() + "Z",
+                "reference": f"PAY-{run}-{i}",
+            },
+        )
         assert r.status_code == 201, r.text
         await asyncio.sleep(0.02)
     await watcher.wait_for("dunning.StagesCancelled.v1", tenant["tenant_id"], N_CANCEL, timeout=60)
 
 
 def cancel_latencies(payments: Watcher, stages: Watcher, tenant_id: str) -> list[float]:
-    acked = {e["data"]["invoice_id"]: datetime.fromisoformat(e["data"]["acknowledged_at"])
-             for _, e in payments.of("dunning.PaymentReceived.v1", tenant_id)}
+    acked = {
+        e["data"]["invoice_id"]: datetime.fromisoformat(e["data"]["acknowledged_at"])
+        for _, e in payments.of("dunning.PaymentReceived.v1", tenant_id)
+    }
     out = []
     for _, e in stages.of("dunning.StagesCancelled.v1", tenant_id):
         inv = e["data"]["invoice_id"]
@@ -204,12 +221,15 @@ async def main_async(stack: Stack) -> dict:
     pause(stack, downstream, signal.SIGSTOP)
     try:
         results["single_post_invoices_per_s"] = round(await bench_single(ingest, auth, uuid.uuid4().hex[:6]))
-        print(f"POST /v1/invoices          {results['single_post_invoices_per_s']:>8} invoices/s  (target >= 1,000)",
-              flush=True)
+        print(
+            f"POST /v1/invoices          {results['single_post_invoices_per_s']:>8} invoices/s  (target >= 1,000)",
+            flush=True,
+        )
         async with httpx.AsyncClient(timeout=120) as client:
             results["bulk_invoices_per_s"] = round(await bench_bulk(client, ingest, auth, uuid.uuid4().hex[:6]))
-        print(f"POST /v1/invoices/bulk     {results['bulk_invoices_per_s']:>8} invoices/s  (target >= 20,000)",
-              flush=True)
+        print(
+            f"POST /v1/invoices/bulk     {results['bulk_invoices_per_s']:>8} invoices/s  (target >= 20,000)", flush=True
+        )
     finally:
         pause(stack, downstream, signal.SIGCONT)
     total = N_SINGLE + 300 + N_BULK
@@ -217,23 +237,34 @@ async def main_async(stack: Stack) -> dict:
     # invoice-ingest (DunningPlanned).
     seconds = await wait_until_quiet(stack, consumed_at_least=consumed_before + 3 * total)
     results["downstream_catch_up_invoices_per_s"] = round(total / seconds)
-    print(f"downstream catch-up        {results['downstream_catch_up_invoices_per_s']:>8} invoices/s  "
-          f"({total} invoices planned, stored and put on the timeline by the other services in {seconds:.1f} s)",
-          flush=True)
+    print(
+        f"downstream catch-up        {results['downstream_catch_up_invoices_per_s']:>8} invoices/s  "
+        f"({total} invoices planned, stored and put on the timeline by the other services in {seconds:.1f} s)",
+        flush=True,
+    )
 
     # 3. Payment acknowledged -> pending reminders cancelled, on a quiet system.
     async with httpx.AsyncClient(timeout=60) as client:
         tenant2 = await create_tenant(stack.database_url, "Bench Cancel Ltd")
-        async with Watcher(stack.kafka_bootstrap_servers, "dunning.stages.v1") as stages, \
-                Watcher(stack.kafka_bootstrap_servers, "dunning.payments.v1") as payments:
+        async with (
+            Watcher(stack.kafka_bootstrap_servers, "dunning.stages.v1") as stages,
+            Watcher(stack.kafka_bootstrap_servers, "dunning.payments.v1") as payments,
+        ):
             await bench_cancel(stack, client, tenant2, stages)
             await payments.wait_for("dunning.PaymentReceived.v1", tenant2["tenant_id"], N_CANCEL)
             lat = cancel_latencies(payments, stages, tenant2["tenant_id"])
-        results["cancel_latency_ms"] = {"n": len(lat), "p50": round(statistics.median(lat), 1),
-                                        "p99": round(pct(lat, 0.99), 1), "max": round(max(lat), 1)}
+        results["cancel_latency_ms"] = {
+            "n": len(lat),
+            "p50": round(statistics.median(lat), 1),
+            "p99": round(pct(lat, 0.99), 1),
+            "max": round(max(lat), 1),
+        }
         c = results["cancel_latency_ms"]
-        print(f"payment ack -> cancelled   p50 {c['p50']} ms, p99 {c['p99']} ms, max {c['max']} ms over {c['n']}"
-              " (target p99 <= 250 ms)", flush=True)
+        print(
+            f"payment ack -> cancelled   p50 {c['p50']} ms, p99 {c['p99']} ms, max {c['max']} ms over {c['n']}"
+            " (target p99 <= 250 ms)",
+            flush=True,
+        )
         await wait_until_quiet(stack)
         # 3b. The same, while invoices are ingested, stages fire and reminders are delivered.
         under_load = await bench_cancel_under_load(stack, client)
@@ -249,8 +280,11 @@ async def bench_escalate_and_deliver(stack: Stack, client: httpx.AsyncClient) ->
     auth = {"Authorization": f"Bearer {tenant['api_key']}"}
     out = {}
     lead = ESCALATE_LEAD  # the import must be planned within it (see the early firings below)
-    r = await client.put(f"{stack.url('scheduler')}/v1/policy", headers=auth, json={
-        "anchor": "issued_at", "stages": [{"name": "soft", "offset": f"PT{lead}S"}]})
+    r = await client.put(
+        f"{stack.url('scheduler')}/v1/policy",
+        headers=auth,
+        json={"anchor": "issued_at", "stages": [{"name": "soft", "offset": f"PT{lead}S"}]},
+    )
     r.raise_for_status()
     notifier = [sp for sp in stack.procs if sp.name == "notifier"]
     scheduler = [sp for sp in stack.procs if sp.name == "scheduler"]
@@ -261,8 +295,14 @@ async def bench_escalate_and_deliver(stack: Stack, client: httpx.AsyncClient) ->
         issued = time.time()
         for b in range(0, N_ESCALATE, 10000):
             items = [invoice(run, i) for i in range(b, min(b + 10000, N_ESCALATE))]
-            (await client.post(f"{stack.url('invoice-ingest')}/v1/invoices/bulk", json={"invoices": items},
-                               headers=auth, timeout=120)).raise_for_status()
+            (
+                await client.post(
+                    f"{stack.url('invoice-ingest')}/v1/invoices/bulk",
+                    json={"invoices": items},
+                    headers=auth,
+                    timeout=120,
+                )
+            ).raise_for_status()
         await stages.wait_for("dunning.DunningPlanned.v1", tenant["tenant_id"], N_ESCALATE, timeout=300)
         for sp in scheduler:  # hold the timers until they are all due, then measure the backlog drain
             stop(sp.proc)
@@ -279,8 +319,11 @@ async def bench_escalate_and_deliver(stack: Stack, client: httpx.AsyncClient) ->
             sp.start()
         await stages.wait_for("dunning.StageEscalated.v1", tenant["tenant_id"], N_ESCALATE, timeout=300)
         times = [t for t, _ in stages.of("dunning.StageEscalated.v1", tenant["tenant_id"]) if t >= restarted]
-        note = (f" ({early} fired before the scheduler was stopped: the import took longer than the {lead} s lead)"
-                if early else "")
+        note = (
+            f" ({early} fired before the scheduler was stopped: the import took longer than the {lead} s lead)"
+            if early
+            else ""
+        )
         if early:
             out["escalated_before_the_drain"] = early
         if early > N_ESCALATE // 2 or len(times) < 2 or max(times) - min(times) < 0.2:
@@ -288,8 +331,11 @@ async def bench_escalate_and_deliver(stack: Stack, client: httpx.AsyncClient) ->
             print(f"due timer -> StageEscalated  not measured: {len(times)} stages left to drain{note}", flush=True)
         else:
             out["escalated_stages_per_s"] = round((len(times) - 1) / (max(times) - min(times)))
-            print(f"due timer -> StageEscalated {out['escalated_stages_per_s']:>7} stages/s    (target >= 5,000)"
-                  f" over {len(times)} stages{note}", flush=True)
+            print(
+                f"due timer -> StageEscalated {out['escalated_stages_per_s']:>7} stages/s    (target >= 5,000)"
+                f" over {len(times)} stages{note}",
+                flush=True,
+            )
     maildir = stack.workdir / "mail" / "new"
     before = set(os.listdir(maildir)) if maildir.exists() else set()
     for sp in notifier:
@@ -298,8 +344,10 @@ async def bench_escalate_and_deliver(stack: Stack, client: httpx.AsyncClient) ->
     stamps = sorted(os.stat(maildir / f).st_mtime for f in set(os.listdir(maildir)) - before)
     if len(stamps) > 1:
         out["reminders_delivered_per_s"] = round((len(stamps) - 1) / (stamps[-1] - stamps[0]))
-        print(f"reminders -> SMTP server   {out['reminders_delivered_per_s']:>8} mails/s  over {len(stamps)} mails",
-              flush=True)
+        print(
+            f"reminders -> SMTP server   {out['reminders_delivered_per_s']:>8} mails/s  over {len(stamps)} mails",
+            flush=True,
+        )
     return out
 
 

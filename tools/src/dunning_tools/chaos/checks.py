@@ -25,7 +25,7 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 
 STAGES = ("pre_due", "soft", "firm", "final")  # the run's policy
-RACE_MS = 50.0        # payments are aimed within +-50 ms of a stage's scheduled time
+RACE_MS = 50.0  # payments are aimed within +-50 ms of a stage's scheduled time
 STABLE_SECONDS = 5.0  # mail count unchanged this long (with nothing pending) before the full check
 TERMINAL = ("fired", "cancelled", "skipped")
 
@@ -50,8 +50,12 @@ def _r(value: float | None) -> float | None:
 
 
 def spread_of(values: list[float]) -> dict:
-    return {"n": len(values), "p50": _r(pct(values, 0.5)), "p99": _r(pct(values, 0.99)),
-            "max": _r(max(values) if values else None)}
+    return {
+        "n": len(values),
+        "p50": _r(pct(values, 0.5)),
+        "p99": _r(pct(values, 0.99)),
+        "max": _r(max(values) if values else None),
+    }
 
 
 @dataclass
@@ -70,7 +74,7 @@ class State:
     quiescent: bool
     waited: float
     end: float
-    timers: dict[str, dict | None] = field(default_factory=dict)   # invoice id -> scheduler's answer
+    timers: dict[str, dict | None] = field(default_factory=dict)  # invoice id -> scheduler's answer
     deliveries: list[dict] = field(default_factory=list)
     payments: list[dict] = field(default_factory=list)
     ingest_paid: set[str] = field(default_factory=set)
@@ -89,13 +93,20 @@ def read_mail(maildir: Path, tenant_id: str) -> list[Mail]:
             with open(entry.path, "rb") as f:
                 head = f.read(16384)
             end = head.find(b"\r\n\r\n")
-            h = parser.parsebytes(head[:end + 2] if end >= 0 else head)
+            h = parser.parsebytes(head[: end + 2] if end >= 0 else head)
             if h["X-Dunning-Tenant-Id"] != tenant_id:
                 continue
-            out.append(Mail(str(h["X-Dunning-Invoice-Id"]), str(h["X-Dunning-Stage"]),
-                            str(h["X-Dunning-Channel"] or "email"),
-                            str(h["X-Dunning-Delivery-Id"] or ""), str(h["Message-ID"] or ""),
-                            ts(h["X-Received-At"]), ts(h["X-Dunning-Scheduled-At"])))
+            out.append(
+                Mail(
+                    str(h["X-Dunning-Invoice-Id"]),
+                    str(h["X-Dunning-Stage"]),
+                    str(h["X-Dunning-Channel"] or "email"),
+                    str(h["X-Dunning-Delivery-Id"] or ""),
+                    str(h["Message-ID"] or ""),
+                    ts(h["X-Received-At"]),
+                    ts(h["X-Dunning-Scheduled-At"]),
+                )
+            )
     return out
 
 
@@ -104,6 +115,7 @@ def mail_count(maildir: Path) -> int:
 
 
 # -- collecting the services' view ----------------------------------------------------------------
+
 
 async def pages(run, url: str, limit: int, **params) -> list:
     """Every item of a list route (the one pagination style: `limit`, `cursor` -> `data`, `next_cursor`)."""
@@ -133,8 +145,7 @@ async def fetch_timers(run, invoice_ids: list[str]) -> dict[str, dict | None]:
 
 def settled_view(view: dict | None) -> bool:
     """Every timer decided (fired, cancelled or skipped), for a planned invoice."""
-    return bool(view and view.get("planned") and view["timers"]
-                and all(t["state"] in TERMINAL for t in view["timers"]))
+    return bool(view and view.get("planned") and view["timers"] and all(t["state"] in TERMINAL for t in view["timers"]))
 
 
 async def notifier_busy(run) -> bool:
@@ -163,18 +174,30 @@ async def quiesce(run) -> State:
             state.timers.update(await fetch_timers(run, todo))
             undecided = [i for i in todo if not settled_view(state.timers.get(i))]
             state.deliveries = await pages(run, f"{run.stack.url('notifier')}/v1/deliveries", 500)
-            done = {(d["invoice_id"], d["stage"], d["channel"]) for d in state.deliveries
-                    if d["state"] in ("sent", "failed")}
-            undelivered = [(i, t["stage"]) for i, view in state.timers.items() if view
-                           for t in view["timers"]
-                           if t["state"] == "fired" and (i, t["stage"], t["channel"]) not in done]
-            state.waiting_on = {"undecided_invoices": len(undecided), "fired_not_delivered": len(undelivered),
-                                "examples": (undecided[:3], undelivered[:3])}
+            done = {
+                (d["invoice_id"], d["stage"], d["channel"])
+                for d in state.deliveries
+                if d["state"] in ("sent", "failed")
+            }
+            undelivered = [
+                (i, t["stage"])
+                for i, view in state.timers.items()
+                if view
+                for t in view["timers"]
+                if t["state"] == "fired" and (i, t["stage"], t["channel"]) not in done
+            ]
+            state.waiting_on = {
+                "undecided_invoices": len(undecided),
+                "fired_not_delivered": len(undelivered),
+                "examples": (undecided[:3], undelivered[:3]),
+            }
             if not undecided and not undelivered and mail_count(maildir) == count:
                 state.quiescent = True
                 break
-            run.log(f"not quiet yet: {len(undecided)} invoices with undecided timers, "
-                    f"{len(undelivered)} fired stages not delivered")
+            run.log(
+                f"not quiet yet: {len(undecided)} invoices with undecided timers, "
+                f"{len(undelivered)} fired stages not delivered"
+            )
         if time.time() > deadline:
             run.log(f"NOT QUIESCENT after {run.cfg.quiesce_timeout:.0f} s: {state.waiting_on}")
             break
@@ -189,12 +212,15 @@ async def quiesce(run) -> State:
         missing = [inv.id for inv in run.invoices if inv.id and inv.id not in state.timers]
         state.timers.update(await fetch_timers(run, missing))
     state.mails = read_mail(maildir, run.tenant["tenant_id"])
-    run.log(f"quiescence {'reached' if state.quiescent else 'NOT reached'} after {state.waited:.1f} s; "
-            f"{len(state.mails)} reminders received")
+    run.log(
+        f"quiescence {'reached' if state.quiescent else 'NOT reached'} after {state.waited:.1f} s; "
+        f"{len(state.mails)} reminders received"
+    )
     return state
 
 
 # -- the checks -----------------------------------------------------------------------------------
+
 
 def fault_windows(run) -> list[tuple[float, float, str]]:
     margin = run.cfg.healthy_margin
@@ -240,7 +266,7 @@ def analyse(run, state: State) -> dict:
         stages = {t["stage"]: t for t in (view or {}).get("timers", [])}
         if set(stages) != set(STAGES):
             unplanned.append(inv.id)
-        for name, offset in zip(STAGES, cfg.offsets):
+        for name, offset in zip(STAGES, cfg.offsets, strict=False):
             expected = inv.issued_at + offset
             t = stages.get(name, {"channel": "email"})
             key = (inv.id, name, t["channel"])
@@ -248,8 +274,16 @@ def analyse(run, state: State) -> dict:
             if "scheduled_at" in t:
                 timer[key] = t
                 if abs(scheduled[key] - expected) > 0.001:
-                    moved.append({"invoice_id": inv.id, "stage": name, "issued_at_plus_offset": iso(expected),
-                                  "scheduled_at": t["scheduled_at"], "state": t["state"], "reason": t["reason"]})
+                    moved.append(
+                        {
+                            "invoice_id": inv.id,
+                            "stage": name,
+                            "issued_at_plus_offset": iso(expected),
+                            "scheduled_at": t["scheduled_at"],
+                            "state": t["state"],
+                            "reason": t["reason"],
+                        }
+                    )
 
     settled_at = {i: ts(v.get("settled_at")) for i, v in state.timers.items() if v}
     received: dict[tuple[str, str, str], list[Mail]] = defaultdict(list)
@@ -271,19 +305,32 @@ def analyse(run, state: State) -> dict:
             continue
         p, t = by_invoice_payment.get(invoice_id), timer.get(key, {})
         fired, known = ts(t.get("fired_at")), settled_at.get(invoice_id)
-        violations.append({
-            "invoice_id": invoice_id, "stage": stage, "scheduled_at": iso(s), "acknowledged_at": iso(a),
-            "cause": ("timer not fired" if fired is None else
-                      "fired before the scheduler learnt of the payment" if known is None or known > fired else
-                      "fired although the scheduler knew the invoice settled"),
-            "scheduler_settled_after_ack_ms": round((known - a) * 1000, 1) if known else None,
-            "scheduled_after_ack_ms": round((s - a) * 1000, 1), "via": p.via if p else None,
-            "scheduled_between_request_and_answer": bool(p and p.sent_at and p.answered_at
-                                                         and p.sent_at <= s <= p.answered_at),
-            "ack_during_relay_pause": bool(pause and pause[0] <= a <= pause[1]),
-            "timer_state": t.get("state"), "fired_after_ack_ms":
-                round((ts(t["fired_at"]) - a) * 1000, 1) if t.get("fired_at") else None,
-            "received_after_ack_ms": round(((copies[0].received_at or 0) - a) * 1000, 1), "copies": len(copies)})
+        violations.append(
+            {
+                "invoice_id": invoice_id,
+                "stage": stage,
+                "scheduled_at": iso(s),
+                "acknowledged_at": iso(a),
+                "cause": (
+                    "timer not fired"
+                    if fired is None
+                    else "fired before the scheduler learnt of the payment"
+                    if known is None or known > fired
+                    else "fired although the scheduler knew the invoice settled"
+                ),
+                "scheduler_settled_after_ack_ms": round((known - a) * 1000, 1) if known else None,
+                "scheduled_after_ack_ms": round((s - a) * 1000, 1),
+                "via": p.via if p else None,
+                "scheduled_between_request_and_answer": bool(
+                    p and p.sent_at and p.answered_at and p.sent_at <= s <= p.answered_at
+                ),
+                "ack_during_relay_pause": bool(pause and pause[0] <= a <= pause[1]),
+                "timer_state": t.get("state"),
+                "fired_after_ack_ms": round((ts(t["fired_at"]) - a) * 1000, 1) if t.get("fired_at") else None,
+                "received_after_ack_ms": round(((copies[0].received_at or 0) - a) * 1000, 1),
+                "copies": len(copies),
+            }
+        )
 
     # 2. None lost.
     lost_unpaid, lost_fired, not_sent_before_payment = [], [], []
@@ -292,8 +339,14 @@ def analyse(run, state: State) -> dict:
             continue
         invoice_id, name, _ = key
         a, t, d = ack.get(invoice_id), timer.get(key, {}), deliveries.get(key, {})
-        item = {"invoice_id": invoice_id, "stage": name, "scheduled_at": iso(s), "timer_state": t.get("state"),
-                "timer_reason": t.get("reason"), "delivery_state": d.get("state")}
+        item = {
+            "invoice_id": invoice_id,
+            "stage": name,
+            "scheduled_at": iso(s),
+            "timer_state": t.get("state"),
+            "timer_reason": t.get("reason"),
+            "delivery_state": d.get("state"),
+        }
         if a is None and s <= state.end:
             lost_unpaid.append(item)
         if t.get("state") == "fired":
@@ -310,11 +363,20 @@ def analyse(run, state: State) -> dict:
         in_doubt = d.get("in_doubt_attempts")
         first = copies[0].received_at or 0
         near_kill = [w for lo, hi, w in windows if w.startswith("kill notifier") and lo <= first <= hi]
-        duplicates.append({"invoice_id": invoice_id, "stage": stage, "channel": channel, "copies": len(copies),
-                           "message_ids": sorted({m.message_id for m in copies}),
-                           "received_at": [iso(m.received_at or 0) for m in copies],
-                           "delivery_attempts": d.get("attempts"), "in_doubt_attempts": in_doubt,
-                           "explained": bool(in_doubt and in_doubt >= 1), "notifier_kill_nearby": near_kill})
+        duplicates.append(
+            {
+                "invoice_id": invoice_id,
+                "stage": stage,
+                "channel": channel,
+                "copies": len(copies),
+                "message_ids": sorted({m.message_id for m in copies}),
+                "received_at": [iso(m.received_at or 0) for m in copies],
+                "delivery_attempts": d.get("attempts"),
+                "in_doubt_attempts": in_doubt,
+                "explained": bool(in_doubt and in_doubt >= 1),
+                "notifier_kill_nearby": near_kill,
+            }
+        )
     message_id_dups = sum(len(v) > 1 for v in by_message_id.values())
 
     # 4. Lateness (first copy of each reminder).
@@ -346,61 +408,99 @@ def analyse(run, state: State) -> dict:
     unexplained = [d for d in duplicates if not d["explained"]]
     report = {
         "ok": False,
-        "config": {**{k: v for k, v in vars(cfg).items() if k != "workdir"}, "workdir": str(run.stack.workdir),
-                   "offsets": cfg.offsets, "kill_window": cfg.kill_window, "pause_at": cfg.pause_at,
-                   "replicas": {n: run.stack.replicas.get(n, 1) for n in run.stack.ports.services}},
-        "tenant_id": run.tenant["tenant_id"], "started_at": iso(run.t0),
-        "invoices": {"issued": len(invoices), "not_issued": cfg.invoices - len(invoices),
-                     "stages": len(scheduled), "unplanned": len(unplanned),
-                     "scheduled_differs_from_issued_at_plus_offset": len(moved), "moved_examples": moved[:10],
-                     "idempotency_key_stuck_batches": run.idempotency_stuck},
-        "faults": {"kills": len(kills), "kills_by_service": dict(by_service),
-                   "restarts": sum(1 for f in run.faults if f.restarted_at),
-                   "restarted_and_started": sum(1 for f in run.faults if f.end and f.kind != "relay_pause"),
-                   "crashes": [{"target": f.target, "at": iso(f.start), "detail": f.detail[-600:]}
-                               for f in run.faults if f.kind == "crash"],
-                   "relay": run.relay, "windows": [(iso(lo), iso(hi), w) for lo, hi, w in windows]},
-        "payments": {"raced": len(run.payments),
-                     "acknowledged": sum(1 for p in run.payments if p.status and p.status < 300),
-                     "settled": sum(1 for p in run.payments if p.settled),
-                     "by_channel": {v: sum(p.via == v for p in run.payments) for v in ("stripe", "api")},
-                     "retried": sum(p.attempts > 1 for p in run.payments),
-                     "failed": [{"reference": p.reference, "error": p.error} for p in run.payments if p.error][:20],
-                     "ack_within_50ms_of_stage": within,
-                     "ack_minus_stage_ms": {"p1": _r(pct(offsets_ms, 0.01)), "p50": _r(pct(offsets_ms, 0.5)),
-                                            "p99": _r(pct(offsets_ms, 0.99))}},
+        "config": {
+            **{k: v for k, v in vars(cfg).items() if k != "workdir"},
+            "workdir": str(run.stack.workdir),
+            "offsets": cfg.offsets,
+            "kill_window": cfg.kill_window,
+            "pause_at": cfg.pause_at,
+            "replicas": {n: run.stack.replicas.get(n, 1) for n in run.stack.ports.services},
+        },
+        "tenant_id": run.tenant["tenant_id"],
+        "started_at": iso(run.t0),
+        "invoices": {
+            "issued": len(invoices),
+            "not_issued": cfg.invoices - len(invoices),
+            "stages": len(scheduled),
+            "unplanned": len(unplanned),
+            "scheduled_differs_from_issued_at_plus_offset": len(moved),
+            "moved_examples": moved[:10],
+            "idempotency_key_stuck_batches": run.idempotency_stuck,
+        },
+        "faults": {
+            "kills": len(kills),
+            "kills_by_service": dict(by_service),
+            "restarts": sum(1 for f in run.faults if f.restarted_at),
+            "restarted_and_started": sum(1 for f in run.faults if f.end and f.kind != "relay_pause"),
+            "crashes": [
+                {"target": f.target, "at": iso(f.start), "detail": f.detail[-600:]}
+                for f in run.faults
+                if f.kind == "crash"
+            ],
+            "relay": run.relay,
+            "windows": [(iso(lo), iso(hi), w) for lo, hi, w in windows],
+        },
+        "payments": {
+            "raced": len(run.payments),
+            "acknowledged": sum(1 for p in run.payments if p.status and p.status < 300),
+            "settled": sum(1 for p in run.payments if p.settled),
+            "by_channel": {v: sum(p.via == v for p in run.payments) for v in ("stripe", "api")},
+            "retried": sum(p.attempts > 1 for p in run.payments),
+            "failed": [{"reference": p.reference, "error": p.error} for p in run.payments if p.error][:20],
+            "ack_within_50ms_of_stage": within,
+            "ack_minus_stage_ms": {
+                "p1": _r(pct(offsets_ms, 0.01)),
+                "p50": _r(pct(offsets_ms, 0.5)),
+                "p99": _r(pct(offsets_ms, 0.99)),
+            },
+        },
         "received": {"reminders": len(state.mails), "distinct": len(received)},
-        "violations": {"count": len(violations),
-                       "scheduled_between_request_and_answer":
-                           sum(v["scheduled_between_request_and_answer"] for v in violations),
-                       "ack_during_relay_pause": sum(v["ack_during_relay_pause"] for v in violations),
-                       "by_cause": count_by(violations, "cause"),
-                       "scheduled_after_ack_ms": spread_of([v["scheduled_after_ack_ms"] for v in violations]),
-                       "items": violations},
-        "lost": {"count": len({(i["invoice_id"], i["stage"]) for i in lost_unpaid + lost_fired}),
-                 "by_timer_state": count_by(lost_unpaid + lost_fired, "timer_state", "timer_reason"),
-                 "unpaid_never_received": lost_unpaid, "fired_never_received": lost_fired},
+        "violations": {
+            "count": len(violations),
+            "scheduled_between_request_and_answer": sum(v["scheduled_between_request_and_answer"] for v in violations),
+            "ack_during_relay_pause": sum(v["ack_during_relay_pause"] for v in violations),
+            "by_cause": count_by(violations, "cause"),
+            "scheduled_after_ack_ms": spread_of([v["scheduled_after_ack_ms"] for v in violations]),
+            "items": violations,
+        },
+        "lost": {
+            "count": len({(i["invoice_id"], i["stage"]) for i in lost_unpaid + lost_fired}),
+            "by_timer_state": count_by(lost_unpaid + lost_fired, "timer_state", "timer_reason"),
+            "unpaid_never_received": lost_unpaid,
+            "fired_never_received": lost_fired,
+        },
         "not_sent_due_before_payment": {
             "count": len(not_sent_before_payment),
-            "before_ack": {"<1s": sum(i["before_ack_ms"] < 1000 for i in not_sent_before_payment),
-                           "1-10s": sum(1000 <= i["before_ack_ms"] < 10000 for i in not_sent_before_payment),
-                           ">=10s": sum(i["before_ack_ms"] >= 10000 for i in not_sent_before_payment)},
-            "items": not_sent_before_payment[:50]},
-        "duplicates": {"count": len(duplicates), "unexplained": len(unexplained),
-                       "same_message_id": message_id_dups, "in_doubt_field_reported": in_doubt_field,
-                       "items": duplicates},
-        "consistency": {"sent_though_timer_cancelled": len(sent_though_cancelled),
-                        "received_for_unknown_stage": sum(1 for k in received if k not in scheduled),
-                        "failed_deliveries": sum(d["state"] == "failed" for d in state.deliveries),
-                        "settled_not_paid_in_ingest": len(settled_ids - state.ingest_paid),
-                        "paid_in_ingest_not_settled": len(state.ingest_paid - settled_ids)},
-        "lateness_s": {"all": spread_of(late_all), "healthy": spread_of(late_healthy),
-                       "by_scheduled_10s": {t: spread_of(v) for t, v in sorted(by_10s.items())},
-                       "healthy_rule": f"scheduled outside [fault start - 1 s, process started (relay resumed)"
-                                       f" + {cfg.healthy_margin:g} s] for every kill, crash and relay pause"},
-        "quiescence": {"reached": state.quiescent, "waited_s": round(state.waited, 1),
-                       "waiting_on": state.waiting_on},
+            "before_ack": {
+                "<1s": sum(i["before_ack_ms"] < 1000 for i in not_sent_before_payment),
+                "1-10s": sum(1000 <= i["before_ack_ms"] < 10000 for i in not_sent_before_payment),
+                ">=10s": sum(i["before_ack_ms"] >= 10000 for i in not_sent_before_payment),
+            },
+            "items": not_sent_before_payment[:50],
+        },
+        "duplicates": {
+            "count": len(duplicates),
+            "unexplained": len(unexplained),
+            "same_message_id": message_id_dups,
+            "in_doubt_field_reported": in_doubt_field,
+            "items": duplicates,
+        },
+        "consistency": {
+            "sent_though_timer_cancelled": len(sent_though_cancelled),
+            "received_for_unknown_stage": sum(1 for k in received if k not in scheduled),
+            "failed_deliveries": sum(d["state"] == "failed" for d in state.deliveries),
+            "settled_not_paid_in_ingest": len(settled_ids - state.ingest_paid),
+            "paid_in_ingest_not_settled": len(state.ingest_paid - settled_ids),
+        },
+        "lateness_s": {
+            "all": spread_of(late_all),
+            "healthy": spread_of(late_healthy),
+            "by_scheduled_10s": {t: spread_of(v) for t, v in sorted(by_10s.items())},
+            "healthy_rule": f"scheduled outside [fault start - 1 s, process started (relay resumed)"
+            f" + {cfg.healthy_margin:g} s] for every kill, crash and relay pause",
+        },
+        "quiescence": {"reached": state.quiescent, "waited_s": round(state.waited, 1), "waiting_on": state.waiting_on},
         "notes": run.notes,
     }
-    report["ok"] = (state.quiescent and not violations and not report["lost"]["count"] and not unexplained)
+    report["ok"] = state.quiescent and not violations and not report["lost"]["count"] and not unexplained
     return report

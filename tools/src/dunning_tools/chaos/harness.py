@@ -51,22 +51,22 @@ from dunning_tools.chaos.checks import RACE_MS, STAGES, ts
 from dunning_tools.stack.service import ServiceProc
 from dunning_tools.stack.system import Ports, Stack
 
-LEAD = 8.0          # issue -> first stage: the invoice is planned well before anything falls due
-BATCH_EVERY = 0.5   # one bulk import every half second
+LEAD = 8.0  # issue -> first stage: the invoice is planned well before anything falls due
+BATCH_EVERY = 0.5  # one bulk import every half second
 REPLICAS = {"invoice-ingest": 2, "scheduler": 2, "notifier": 2, "reconciliation": 2}
 
 
 @dataclass
 class Config:
     invoices: int = 10_000
-    duration: float = 240.0                      # stages fall due over about this many seconds
+    duration: float = 240.0  # stages fall due over about this many seconds
     kill_every: tuple[float, float] = (3.0, 6.0)  # (0, 0): no kills
     restart_after: tuple[float, float] = (0.5, 2.0)
-    relay_pause: float = 20.0                    # 0: no pause
+    relay_pause: float = 20.0  # 0: no pause
     race_share: float = 0.35
-    healthy_margin: float = 10.0                 # seconds after a fault still counted as its window
+    healthy_margin: float = 10.0  # seconds after a fault still counted as its window
     quiesce_timeout: float = 240.0
-    notifier_lease: float = 20.0                 # NOTIFIER_LEASE_SECONDS (default 120 s) for the run
+    notifier_lease: float = 20.0  # NOTIFIER_LEASE_SECONDS (default 120 s) for the run
     seed: int = 1
     workdir: Path = Path(".run/chaos")
     keep_data: bool = False
@@ -112,10 +112,10 @@ class Payment:
     invoice_id: str
     via: str
     stage: str
-    target: float           # epoch seconds the acknowledgement was aimed at (stage time + delta)
-    reference: str          # Stripe event id or the payment reference
-    sent_at: float | None = None        # first attempt
-    last_sent_at: float | None = None   # the attempt that was answered
+    target: float  # epoch seconds the acknowledgement was aimed at (stage time + delta)
+    reference: str  # Stripe event id or the payment reference
+    sent_at: float | None = None  # first attempt
+    last_sent_at: float | None = None  # the attempt that was answered
     answered_at: float | None = None
     status: int | None = None
     attempts: int = 0
@@ -126,11 +126,11 @@ class Payment:
 
 @dataclass
 class Fault:
-    kind: str                     # kill | crash | relay_pause
-    target: str                   # e.g. scheduler#1
+    kind: str  # kill | crash | relay_pause
+    target: str  # e.g. scheduler#1
     start: float
     restarted_at: float | None = None
-    end: float | None = None      # restarted process logged service.started / relay resumed
+    end: float | None = None  # restarted process logged service.started / relay resumed
     detail: str = ""
 
 
@@ -157,7 +157,7 @@ class Run:
         self.pay_tasks: list[asyncio.Future] = []
         self.faults: list[Fault] = []
         self.notes: list[str] = []
-        self.down: set[int] = set()       # ids of processes we killed and have not restarted yet
+        self.down: set[int] = set()  # ids of processes we killed and have not restarted yet
         self.leads: deque[float] = deque([0.01], maxlen=25)  # request sent -> acknowledged_at, recent
         # Requests in flight, bounded below the client's connections: when the services slow down,
         # callers queue here (cheap) rather than in httpx's pool, whose wait queue costs CPU per waiter.
@@ -171,8 +171,11 @@ class Run:
     def _invoice(self, i: int) -> Invoice:
         inv = Invoice(i, f"CH-{self.run_id}-{i}", f"ap-{self.run_id}-{i}@example.com", f"{100 + i % 900}.{i % 100:02d}")
         if self.rng.random() < self.cfg.race_share:
-            inv.race = (self.rng.randrange(len(STAGES)), self.rng.uniform(-RACE_MS, RACE_MS) / 1000,
-                        self.rng.choice(("stripe", "api")))
+            inv.race = (
+                self.rng.randrange(len(STAGES)),
+                self.rng.uniform(-RACE_MS, RACE_MS) / 1000,
+                self.rng.choice(("stripe", "api")),
+            )
         return inv
 
     @property
@@ -229,7 +232,7 @@ class Run:
             self.idempotency_stuck += 1
         if r.status_code != 200:
             raise RuntimeError(f"bulk import answered {r.status_code}: {r.text[:300]}")
-        for inv, result in zip(batch, r.json()["results"]):
+        for inv, result in zip(batch, r.json()["results"], strict=False):
             if result["status"] not in ("created", "existing"):
                 raise RuntimeError(f"bulk import refused {inv.external_id}: {result}")
             inv.id = result["id"]
@@ -244,12 +247,22 @@ class Run:
         self.pay_tasks += [asyncio.ensure_future(self.pay(inv)) for inv in batch if inv.race is not None]
 
     def _body(self, inv: Invoice) -> dict:
-        return {"external_id": inv.external_id, "number": inv.external_id, "currency": "EUR",
-                "amount_due": inv.amount, "issue_date": date.today().isoformat(),
-                "due_date": (date.today() + timedelta(days=30)).isoformat(),
-                "payment_url": f"https://pay.example.com/{inv.external_id}",
-                "customer": {"external_id": f"C-{inv.external_id}", "name": f"Customer {inv.index}",
-                             "email": inv.email, "locale": "en-GB", "timezone": "Europe/London"}}
+        return {
+            "external_id": inv.external_id,
+            "number": inv.external_id,
+            "currency": "EUR",
+            "amount_due": inv.amount,
+            "issue_date": date.today().isoformat(),
+            "due_date": (date.today() + timedelta(days=30)).isoformat(),
+            "payment_url": f"https://pay.example.com/{inv.external_id}",
+            "customer": {
+                "external_id": f"C-{inv.external_id}",
+                "name": f"Customer {inv.index}",
+                "email": inv.email,
+                "locale": "en-GB",
+                "timezone": "Europe/London",
+            },
+        }
 
     async def issue_all(self) -> None:
         batches = max(1, round(self.cfg.spread / BATCH_EVERY))
@@ -257,7 +270,7 @@ class Run:
         tasks = []
         for number, start in enumerate(range(0, len(self.invoices), per)):
             await sleep_until(self.t0 + number * BATCH_EVERY)
-            tasks.append(asyncio.ensure_future(self.issue_batch(self.invoices[start:start + per], number)))
+            tasks.append(asyncio.ensure_future(self.issue_batch(self.invoices[start : start + per], number)))
         for error in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(error, Exception):  # reported as not issued; the checks cover the others
                 self.notes.append(f"bulk import failed: {error!r}")
@@ -265,28 +278,58 @@ class Run:
 
     async def pay(self, inv: Invoice) -> None:
         k, delta, via = inv.race
-        p = Payment(inv.id, via, STAGES[k], inv.issued_at + self.cfg.offsets[k] + delta,
-                    f"evt_chaos_{self.run_id}_{inv.index}" if via == "stripe" else f"PAY-{self.run_id}-{inv.index}")
+        p = Payment(
+            inv.id,
+            via,
+            STAGES[k],
+            inv.issued_at + self.cfg.offsets[k] + delta,
+            f"evt_chaos_{self.run_id}_{inv.index}" if via == "stripe" else f"PAY-{self.run_id}-{inv.index}",
+        )
         self.payments.append(p)
         recon = self.stack.url("reconciliation")
         await sleep_until(p.target - statistics.median(self.leads))
         if via == "stripe":
             cents = int(inv.amount.replace(".", ""))
-            body = orjson.dumps({
-                "id": p.reference, "object": "event", "type": "invoice.paid", "created": int(time.time()),
-                "data": {"object": {"id": f"in_{self.run_id}_{inv.index}", "object": "invoice",
-                                    "number": inv.external_id, "amount_paid": cents, "currency": "eur",
-                                    "metadata": {"dunning_invoice_id": inv.id},
-                                    "status_transitions": {"paid_at": int(time.time())}}}})
+            body = orjson.dumps(
+                {
+                    "id": p.reference,
+                    "object": "event",
+                    "type": "invoice.paid",
+                    "created": int(time.time()),
+                    "data": {
+                        "object": {
+                            "id": f"in_{self.run_id}_{inv.index}",
+                            "object": "invoice",
+                            "number": inv.external_id,
+                            "amount_paid": cents,
+                            "currency": "eur",
+                            "metadata": {"dunning_invoice_id": inv.id},
+                            "status_transitions": {"paid_at": int(time.time())},
+                        }
+                    },
+                }
+            )
             url = f"{recon}/v1/webhooks/stripe/{self.tenant['tenant_id']}"
 
             def request():  # each delivery attempt signed anew, as Stripe does; same event id
-                return self.client.post(url, content=body, headers={
-                    "Stripe-Signature": stripe_signature(body, self.tenant["webhook_secret"]),
-                    "Content-Type": "application/json"})
+                return self.client.post(
+                    url,
+                    content=body,
+                    headers={
+                        "Stripe-Signature": stripe_signature(body, self.tenant["webhook_secret"]),
+                        "Content-Type": "application/json",
+                    },
+                )
         else:
-            body = orjson.dumps({"invoice_id": inv.id, "amount": inv.amount, "currency": "EUR",
-                                 "received_at": datetime.now().astimezone().isoformat(), "reference": p.reference})
+            body = orjson.dumps(
+                {
+                    "invoice_id": inv.id,
+                    "amount": inv.amount,
+                    "currency": "EUR",
+                    "received_at": datetime.now().astimezone().isoformat(),
+                    "reference": p.reference,
+                }
+            )
             url = f"{recon}/v1/payments"
 
             def request():  # same reference and content: a retry is answered with the first result
@@ -351,7 +394,7 @@ class Run:
             if marker in tail + chunk:
                 fault.end = time.time()
                 return
-            tail = chunk[-len(marker):]
+            tail = chunk[-len(marker) :]
             await asyncio.sleep(0.2)
 
     async def supervise(self) -> None:
@@ -360,8 +403,9 @@ class Run:
             for sp in self.stack.procs:
                 if id(sp) not in self.down and sp.proc.poll() is not None:
                     tail = sp.log_path.read_text(errors="replace")[-1500:] if sp.log_path.exists() else ""
-                    fault = Fault("crash", f"{sp.name}#{sp.replica}", time.time(),
-                                  detail=f"exit {sp.proc.returncode}: {tail}")
+                    fault = Fault(
+                        "crash", f"{sp.name}#{sp.replica}", time.time(), detail=f"exit {sp.proc.returncode}: {tail}"
+                    )
                     self.faults.append(fault)
                     self.log(f"CRASH {fault.target} exited {sp.proc.returncode} (not killed by us): restarting")
                     self.restart(sp, fault)
@@ -369,12 +413,20 @@ class Run:
 
     async def admin_relay(self, action: str) -> tuple[bool, str]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "dunning_cli", "relay", action, "--service", "reconciliation",
+            sys.executable,
+            "-m",
+            "dunning_cli",
+            "relay",
+            action,
+            "--service",
+            "reconciliation",
             env={**os.environ, "DATABASE_URL": self.stack.database_url},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             return False, f"`dunning relay {action}` did not finish within 60 s"
         return proc.returncode == 0, out.decode(errors="replace").strip()[-500:]
@@ -389,15 +441,20 @@ class Run:
         ok, out = await self.admin_relay("pause")
         if not ok:
             self.relay["error"] = out
-            self.log("WARNING: could not pause reconciliation's relay (`dunning relay pause "
-                     f"--service reconciliation` failed; not available yet?): {out.splitlines()[-1] if out else ''}")
+            self.log(
+                "WARNING: could not pause reconciliation's relay (`dunning relay pause "
+                f"--service reconciliation` failed; not available yet?): {out.splitlines()[-1] if out else ''}"
+            )
             return
         paused_at = time.time()
         self.faults.append(fault)
-        self.relay.update(paused=True, requested_at_s=round(fault.start - self.t0, 1),
-                          paused_at_s=round(paused_at - self.t0, 1))
-        self.log(f"relay of reconciliation paused for {self.cfg.relay_pause:.0f} s "
-                 f"(the command took {paused_at - fault.start:.1f} s)")
+        self.relay.update(
+            paused=True, requested_at_s=round(fault.start - self.t0, 1), paused_at_s=round(paused_at - self.t0, 1)
+        )
+        self.log(
+            f"relay of reconciliation paused for {self.cfg.relay_pause:.0f} s "
+            f"(the command took {paused_at - fault.start:.1f} s)"
+        )
         try:
             await asyncio.sleep(self.cfg.relay_pause / 2)
             self.relay["observed_effective"] = await self.pause_effective(paused_at)
@@ -425,16 +482,21 @@ class Run:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5, pool=120), limits=limits) as client:
             self.client = client
-            policy = {"anchor": "issued_at", "stages": [{"name": n, "offset": f"PT{o:.3f}S"}
-                                                          for n, o in zip(STAGES, cfg.offsets)]}
+            policy = {
+                "anchor": "issued_at",
+                "stages": [{"name": n, "offset": f"PT{o:.3f}S"} for n, o in zip(STAGES, cfg.offsets, strict=False)],
+            }
             r = await client.put(f"{self.stack.url('scheduler')}/v1/policy", json=policy, headers=self.auth)
             r.raise_for_status()
             raced = sum(inv.race is not None for inv in self.invoices)
             lo, hi = cfg.kill_window
             self.t0 = time.time() + 0.5
-            self.log(f"{cfg.invoices} invoices over {cfg.spread:.0f} s, stages at +{', +'.join(f'{o:.1f}' for o in cfg.offsets)} s;"
-                     f" {raced} payments raced; kills every {cfg.kill_every[0]:g}-{cfg.kill_every[1]:g} s from"
-                     f" {lo:.0f} s to {hi:.0f} s; relay pause {cfg.relay_pause:g} s at {cfg.pause_at:.0f} s")
+            offsets = ", +".join(f"{o:.1f}" for o in cfg.offsets)
+            self.log(
+                f"{cfg.invoices} invoices over {cfg.spread:.0f} s, stages at +{offsets} s;"
+                f" {raced} payments raced; kills every {cfg.kill_every[0]:g}-{cfg.kill_every[1]:g} s from"
+                f" {lo:.0f} s to {hi:.0f} s; relay pause {cfg.relay_pause:g} s at {cfg.pause_at:.0f} s"
+            )
             supervisor = asyncio.ensure_future(self.supervise())
             faults = [asyncio.ensure_future(self.chaos_monkey()), asyncio.ensure_future(self.pause_relay())]
             try:
@@ -456,21 +518,32 @@ class Run:
 
 
 def summary(report: dict) -> str:
-    f, p, v, lost, d, lat = (report[k] for k in ("faults", "payments", "violations", "lost", "duplicates",
-                                                 "lateness_s"))
+    f, p, v, lost, d, lat = (
+        report[k] for k in ("faults", "payments", "violations", "lost", "duplicates", "lateness_s")
+    )
     nb = report["not_sent_due_before_payment"]
     relay = f["relay"]
-    relay_text = ("paused and resumed" if relay.get("paused") and relay.get("resumed") else
-                  "paused, RESUME FAILED" if relay.get("paused") else
-                  "not paused (" + (relay.get("error", "").splitlines() or ["skipped"])[-1][:120] + ")")
+    relay_text = (
+        "paused and resumed"
+        if relay.get("paused") and relay.get("resumed")
+        else "paused, RESUME FAILED"
+        if relay.get("paused")
+        else "not paused (" + (relay.get("error", "").splitlines() or ["skipped"])[-1][:120] + ")"
+    )
     code = report["code"]
     lines = [
         f"code            {code['head']}, {code['uncommitted_files']} files uncommitted"
-        + (f"; CHANGED DURING THE RUN (restarted processes ran other code): {code['changed_during_run'][:5]}"
-           if code["changed_during_run"] else "")
-        + (f"; source files written during the run (same content at the end, maybe not in between): "
-           f"{sorted(set(code['touched_during_run']) - set(code['changed_during_run']))[:5]}"
-           if set(code["touched_during_run"]) - set(code["changed_during_run"]) else ""),
+        + (
+            f"; CHANGED DURING THE RUN (restarted processes ran other code): {code['changed_during_run'][:5]}"
+            if code["changed_during_run"]
+            else ""
+        )
+        + (
+            f"; source files written during the run (same content at the end, maybe not in between): "
+            f"{sorted(set(code['touched_during_run']) - set(code['changed_during_run']))[:5]}"
+            if set(code["touched_during_run"]) - set(code["changed_during_run"])
+            else ""
+        ),
         f"invoices        {report['invoices']['issued']} issued, {report['invoices']['stages']} stages "
         f"({report['invoices']['unplanned']} invoices not fully planned by the scheduler, "
         f"{report['invoices']['scheduled_differs_from_issued_at_plus_offset']} stages moved by the scheduler)",
@@ -507,11 +580,20 @@ def summary(report: dict) -> str:
         f"{report['harness_cpu_seconds']} s of CPU",
     ]
     lines += [f"note            {note}" for note in report["notes"][:10]]
-    for name, items in (("violation", v["items"]), ("lost", lost["unpaid_never_received"] + lost["fired_never_received"]),
-                        ("duplicate", [x for x in d["items"] if not x["explained"]])):
+    for name, items in (
+        ("violation", v["items"]),
+        ("lost", lost["unpaid_never_received"] + lost["fired_never_received"]),
+        ("duplicate", [x for x in d["items"] if not x["explained"]]),
+    ):
         lines += [f"  e.g. {name}: {json.dumps(item)}" for item in items[:5]]
-    lines.append("RESULT          " + ("OK: no violation, no loss, no unexplained duplicate" if report["ok"] else
-                                       "FAILED: the promises do not hold (see above and report.json)"))
+    lines.append(
+        "RESULT          "
+        + (
+            "OK: no violation, no loss, no unexplained duplicate"
+            if report["ok"]
+            else "FAILED: the promises do not hold (see above and report.json)"
+        )
+    )
     return "\n".join(lines)
 
 
@@ -521,14 +603,16 @@ def parse_range(text: str) -> tuple[float, float]:
 
 
 def config_from(argv: list[str] | None) -> Config:
-    parser = argparse.ArgumentParser(prog="python -m dunning_tools.chaos", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m dunning_tools.chaos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--short", action="store_true", help=f"the short version: {SHORT}")
     parser.add_argument("--invoices", type=int)
     parser.add_argument("--duration", type=float, help="seconds over which the stages fall due (default 240)")
     parser.add_argument("--spread", type=float, help="seconds over which invoices are issued (= duration / 2)")
-    parser.add_argument("--kill-every", type=parse_range, metavar="MIN-MAX",
-                        help="seconds between SIGKILLs, e.g. 3-6 (0: no kills)")
+    parser.add_argument(
+        "--kill-every", type=parse_range, metavar="MIN-MAX", help="seconds between SIGKILLs, e.g. 3-6 (0: no kills)"
+    )
     parser.add_argument("--restart-after", type=parse_range, metavar="MIN-MAX", help="seconds, e.g. 0.5-2")
     parser.add_argument("--relay-pause", type=float, help="seconds reconciliation's relay is paused (0: skip)")
     parser.add_argument("--no-relay-pause", action="store_true", help="skip the relay pause")
@@ -541,8 +625,18 @@ def config_from(argv: list[str] | None) -> Config:
     parser.add_argument("--keep-data", action="store_true", help="keep the embedded PostgreSQL data directory")
     args = parser.parse_args(argv)
     values = dict(SHORT) if args.short else {}
-    for name in ("invoices", "duration", "kill_every", "restart_after", "relay_pause", "race_share",
-                 "healthy_margin", "quiesce_timeout", "notifier_lease", "seed"):
+    for name in (
+        "invoices",
+        "duration",
+        "kill_every",
+        "restart_after",
+        "relay_pause",
+        "race_share",
+        "healthy_margin",
+        "quiesce_timeout",
+        "notifier_lease",
+        "seed",
+    ):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     values["keep_data"] = args.keep_data
@@ -561,29 +655,44 @@ REPO = Path(__file__).resolve().parents[4]
 def source_files() -> dict[str, tuple[float, str]]:
     """The code the services run (editable installs): path -> (mtime, content hash). A process
     restarted during the run runs whatever is there at that moment."""
-    patterns = ("services/*/src/**/*.py", "services/*/src/**/*.sql", "libs/dunning/src/**/*.py",
-                "libs/dunning/src/**/*.sql")
-    return {str(f.relative_to(REPO)): (f.stat().st_mtime, hashlib.sha1(f.read_bytes()).hexdigest())
-            for pattern in patterns for f in REPO.glob(pattern)}
+    patterns = (
+        "services/*/src/**/*.py",
+        "services/*/src/**/*.sql",
+        "libs/dunning/src/**/*.py",
+        "libs/dunning/src/**/*.sql",
+    )
+    return {
+        str(f.relative_to(REPO)): (f.stat().st_mtime, hashlib.sha1(f.read_bytes()).hexdigest())
+        for pattern in patterns
+        for f in REPO.glob(pattern)
+    }
 
 
 def code_version() -> dict:
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {"head": git("rev-parse", "--short", "HEAD") or "unknown",
-            "uncommitted_files": len([line for line in git("status", "--porcelain").splitlines() if line])}
+    return {
+        "head": git("rev-parse", "--short", "HEAD") or "unknown",
+        "uncommitted_files": len([line for line in git("status", "--porcelain").splitlines() if line]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config_from(argv)
     code, sources = code_version(), source_files()
-    stack = Stack(cfg.workdir, Ports.free(), durable=False, replicas=REPLICAS,
-                  extra_env={"NOTIFIER_LEASE_SECONDS": str(cfg.notifier_lease)})
+    stack = Stack(
+        cfg.workdir,
+        Ports.free(),
+        durable=False,
+        replicas=REPLICAS,
+        extra_env={"NOTIFIER_LEASE_SECONDS": str(cfg.notifier_lease)},
+    )
     print(f"chaos: starting the stack in {stack.workdir} ...", flush=True)
     started = time.time()
     try:
@@ -600,9 +709,11 @@ def main(argv: list[str] | None = None) -> int:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     report["harness_cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 1)
     now = source_files()
-    report["code"] = {**code,
-                      "changed_during_run": sorted(f for f, (_, h) in now.items() if sources.get(f, (0, ""))[1] != h),
-                      "touched_during_run": sorted(f for f, (m, _) in now.items() if sources.get(f, (0, ""))[0] != m)}
+    report["code"] = {
+        **code,
+        "changed_during_run": sorted(f for f, (_, h) in now.items() if sources.get(f, (0, ""))[1] != h),
+        "touched_during_run": sorted(f for f, (m, _) in now.items() if sources.get(f, (0, ""))[0] != m),
+    }
     (stack.workdir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (stack.workdir / "payments.json").write_text(json.dumps([asdict(p) for p in run.payments], indent=1))
     print(summary(report), flush=True)

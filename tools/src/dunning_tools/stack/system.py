@@ -36,8 +36,7 @@ class Ports:
 
     @classmethod
     def free(cls) -> "Ports":
-        return cls(free_port(), free_port(), free_port(), free_port(), {n: free_port() for n in SERVICES},
-                   free_port())
+        return cls(free_port(), free_port(), free_port(), free_port(), {n: free_port() for n in SERVICES}, free_port())
 
 
 class Stack:
@@ -45,8 +44,16 @@ class Stack:
     offsets in `<workdir>/broker` (an object store, see `objectstore.py`) instead of memory, so a restart of
     the whole stack loses no event (`make run`)."""
 
-    def __init__(self, workdir: Path, ports: Ports, *, durable: bool = True, durable_broker: bool = False,
-                 extra_env: dict[str, str] | None = None, replicas: dict[str, int] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        ports: Ports,
+        *,
+        durable: bool = True,
+        durable_broker: bool = False,
+        extra_env: dict[str, str] | None = None,
+        replicas: dict[str, int] | None = None,
+    ):
         self.workdir = Path(workdir).resolve()
         self.ports = ports
         self.durable = durable
@@ -80,22 +87,33 @@ class Stack:
             self.database_url = self.pg.start()
         if not self.kafka_bootstrap_servers:
             store_url = self.start_broker_store() if self.durable_broker else None
-            self.broker = TansuBroker(self.ports.kafka, log_path=self.workdir / "logs" / "tansu.log",
-                                      object_store_url=store_url)
+            self.broker = TansuBroker(
+                self.ports.kafka, log_path=self.workdir / "logs" / "tansu.log", object_store_url=store_url
+            )
             self.kafka_bootstrap_servers = self.broker.start()
-        self.mail = mailserver.start(self.workdir / "mail", self.ports.smtp, self.ports.mail_api,
-                                     self.workdir / "logs" / "mailserver.log")
-        from dunning_cli.services import migrate_all
+        self.mail = mailserver.start(
+            self.workdir / "mail", self.ports.smtp, self.ports.mail_api, self.workdir / "logs" / "mailserver.log"
+        )
         from dunning.kafka import ensure_topics
+        from dunning_cli.services import migrate_all
 
         asyncio.run(ensure_topics(self.kafka_bootstrap_servers))
         migrate_all(self.database_url)
 
     def start_broker_store(self) -> str:
         port = self.ports.broker_store
-        self.broker_store = spawn([sys.executable, "-m", "dunning_tools.stack.objectstore", "--dir",
-                                   str(self.workdir / "broker"), "--port", str(port)],
-                                  log_path=self.workdir / "logs" / "broker-store.log")
+        self.broker_store = spawn(
+            [
+                sys.executable,
+                "-m",
+                "dunning_tools.stack.objectstore",
+                "--dir",
+                str(self.workdir / "broker"),
+                "--port",
+                str(port),
+            ],
+            log_path=self.workdir / "logs" / "broker-store.log",
+        )
         wait_for_port(port, proc=self.broker_store, what="broker storage")
         return f"http://127.0.0.1:{port}"
 
@@ -122,9 +140,14 @@ class Stack:
                 env = self.service_env(name, port)
                 if count > 1:
                     env[f"{SERVICES[name][1]}HTTP_REUSE_PORT"] = "true"
-                sp = ServiceProc(name, SERVICES[name][0], port, env,
-                                 self.workdir / "logs" / f"{name}{'-' + str(replica) if replica else ''}.log",
-                                 replica=replica)
+                sp = ServiceProc(
+                    name,
+                    SERVICES[name][0],
+                    port,
+                    env,
+                    self.workdir / "logs" / f"{name}{'-' + str(replica) if replica else ''}.log",
+                    replica=replica,
+                )
                 self.procs.append(sp)
                 sp.start()
         for sp in self.procs:
@@ -162,8 +185,12 @@ class Stack:
             self.pg.stop()
 
     def env_file(self) -> dict[str, str]:
-        return {"DATABASE_URL": self.database_url, "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
-                "MAIL_API": self.mail_api, **{f"{n.upper().replace('-', '_')}_URL": self.url(n) for n in SERVICES}}
+        return {
+            "DATABASE_URL": self.database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            "MAIL_API": self.mail_api,
+            **{f"{n.upper().replace('-', '_')}_URL": self.url(n) for n in SERVICES},
+        }
 
     def write_state(self, extra: dict | None = None) -> Path:
         path = self.workdir / "stack.json"

