@@ -6,11 +6,11 @@ from functools import partial
 from inspect import signature
 
 import asyncpg
+from prometheus_client import Histogram
+
 from dunning.consumer import ConsumerRunner, HandlerTable
 from dunning.metrics import metrics_of
 from dunning.runtime import Service, housekeeping_for, open_infrastructure, relay_for
-from prometheus_client import Histogram
-
 from dunning_scheduler import metrics as scheduler_metrics
 from dunning_scheduler.api import create_app
 from dunning_scheduler.firing import FiringLoop
@@ -45,7 +45,8 @@ def consumer_for(settings: Settings, pool: asyncpg.Pool, policies: ActivePolicie
 
 def firing_loop_for(settings: Settings, pool: asyncpg.Pool) -> FiringLoop:
     return FiringLoop(pool, settings.db_schema, batch_size=settings.fire_batch_size,
-                      poll_seconds=settings.fire_poll_seconds, gated=settings.payments_gate, payments_topic=settings.payments_topic)
+                      poll_seconds=settings.fire_poll_seconds, gated=settings.payments_gate,
+                      payments_topic=settings.payments_topic)
 
 
 async def bootstrap(settings: Settings) -> Service:
