@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import sys
 import time
 import uuid
 from datetime import date, timedelta
@@ -148,4 +147,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

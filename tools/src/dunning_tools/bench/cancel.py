@@ -162,11 +162,11 @@ def cpu_sample(roots: dict[int, str]) -> tuple[float, dict[str, float], float]:
         # fields 4 (ppid), 6 (session), 14 (utime), 15 (stime) of proc(5)
         procs[int(pid)] = (int(rest[1]), int(rest[3]), int(rest[11]) + int(rest[12]))
     used = dict.fromkeys(roots.values(), 0)
-    for pid, (_parent, session, ticks) in procs.items():
+    for proc, (_parent, session, ticks) in procs.items():
         name, hops = roots.get(session), 0
-        while name is None and pid > 1 and hops < 20:
-            name = roots.get(pid)
-            pid, hops = procs.get(pid, (0,))[0], hops + 1
+        while name is None and proc > 1 and hops < 20:
+            name = roots.get(proc)
+            proc, hops = procs.get(proc, (0,))[0], hops + 1
         if name is not None:
             used[name] += ticks
     with open("/proc/stat") as f:
@@ -208,6 +208,7 @@ class LoopLag:
         self.task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        assert self.task is not None, "not started"
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
@@ -380,7 +381,8 @@ async def bench_cancel_under_load(stack, client: httpx.AsyncClient) -> dict:
         lag = LoopLag()
         lag.start()
         t0 = time.monotonic()
-        tasks, slips = [], []
+        tasks: list[asyncio.Task] = []
+        slips: list[float] = []
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=200)) as pc:
             while len(tasks) < len(items):  # open loop: payment i leaves at t0 + i / rate (all due ones at once)
                 while len(tasks) < len(items) and (i := len(tasks)) / PAYMENT_RATE <= time.monotonic() - t0:

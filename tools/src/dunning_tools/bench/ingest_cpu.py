@@ -84,7 +84,9 @@ async def measure(name, app, path, bodies, invoices, concurrency, profiler, pg_d
     other processes inflate a batch's CPU time, never deflate it)."""
     per_request = invoices // len(bodies)
     batch = max(1, min(batch, len(bodies)))
-    samples, statuses, wall, pg = [], {}, time.perf_counter(), postgres_cpu(pg_dir)
+    samples: list[float] = []
+    statuses: dict[int, int] = {}
+    wall, pg = time.perf_counter(), postgres_cpu(pg_dir)
     for start in range(0, len(bodies), batch):
         part = bodies[start : start + batch]
         cpu = time.process_time()

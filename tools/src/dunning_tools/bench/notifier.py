@@ -110,7 +110,7 @@ async def run(dsn: str, smtp_port: int, count: int, concurrency: int, profile: s
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         dispatcher.stop()
         await task
-        if profiler:
+        if profiler and profile:
             profiler.disable()
             profiler.dump_stats(profile)
         sent = await pool.fetchval("SELECT count(*) FROM deliveries WHERE state = 'sent'")

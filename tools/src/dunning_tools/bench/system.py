@@ -131,8 +131,8 @@ async def wait_until_quiet(
 
 def pause(stack: Stack, names: list[str], sig: int) -> None:
     for sp in stack.procs:
-        if sp.name in names and sp.proc.poll() is None:
-            os.killpg(sp.proc.pid, sig)
+        if sp.name in names:
+            sp.kill(sig)
 
 
 async def bench_single(url: str, auth: dict, run: str) -> float:
@@ -278,7 +278,7 @@ async def main_async(stack: Stack) -> dict:
 async def bench_escalate_and_deliver(stack: Stack, client: httpx.AsyncClient) -> dict:
     tenant = await create_tenant(stack.database_url, "Bench Escalation Ltd")
     auth = {"Authorization": f"Bearer {tenant['api_key']}"}
-    out = {}
+    out: dict[str, int | float | None] = {}
     lead = ESCALATE_LEAD  # the import must be planned within it (see the early firings below)
     r = await client.put(
         f"{stack.url('scheduler')}/v1/policy",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.parser import BytesHeaderParser
 from pathlib import Path
+from typing import Any, overload
 
 STAGES = ("pre_due", "soft", "firm", "final")  # the run's policy
 RACE_MS = 50.0  # payments are aimed within +-50 ms of a stage's scheduled time
@@ -30,6 +31,10 @@ STABLE_SECONDS = 5.0  # mail count unchanged this long (with nothing pending) be
 TERMINAL = ("fired", "cancelled", "skipped")
 
 
+@overload
+def ts(text: str) -> float: ...
+@overload
+def ts(text: None) -> None: ...
 def ts(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
 
@@ -297,7 +302,7 @@ def analyse(run, state: State) -> dict:
     in_doubt_field = any("in_doubt_attempts" in d for d in state.deliveries)
 
     # 1. No reminder after a payment.
-    violations = []
+    violations: list[dict[str, Any]] = []
     for key, copies in received.items():
         invoice_id, stage, _ = key
         a, s = ack.get(invoice_id), copies[0].scheduled_at or scheduled.get(key)
@@ -333,7 +338,9 @@ def analyse(run, state: State) -> dict:
         )
 
     # 2. None lost.
-    lost_unpaid, lost_fired, not_sent_before_payment = [], [], []
+    lost_unpaid: list[dict[str, Any]] = []
+    lost_fired: list[dict[str, Any]] = []
+    not_sent_before_payment: list[dict[str, Any]] = []
     for key, s in scheduled.items():
         if key in received:
             continue

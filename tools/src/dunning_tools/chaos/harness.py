@@ -41,6 +41,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -162,7 +163,7 @@ class Run:
         # Requests in flight, bounded below the client's connections: when the services slow down,
         # callers queue here (cheap) rather than in httpx's pool, whose wait queue costs CPU per waiter.
         self.inflight = asyncio.Semaphore(48)
-        self.relay = {"requested": cfg.relay_pause > 0, "paused": False}
+        self.relay: dict[str, Any] = {"requested": cfg.relay_pause > 0, "paused": False}
         self.idempotency_stuck = 0
         self.t0 = 0.0
         self.tenant: dict = {}
@@ -208,7 +209,9 @@ class Run:
             delay = min(delay * 2, 1.0)
 
     async def get(self, url: str, **params) -> httpx.Response:
-        r, _ = await self.send(lambda _: self.client.get(url, params=params or None, headers=self.auth))
+        client = self.client
+        assert client is not None, "the run's HTTP client is not open"
+        r, _ = await self.send(lambda _: client.get(url, params=params or None, headers=self.auth))
         return r
 
     # -- workload ---------------------------------------------------------------------------------
@@ -277,6 +280,7 @@ class Run:
                 self.log(f"WARNING: bulk import failed: {error!r}")
 
     async def pay(self, inv: Invoice) -> None:
+        assert inv.race is not None and inv.id is not None and inv.issued_at is not None, "only issued, raced invoices"
         k, delta, via = inv.race
         p = Payment(
             inv.id,
@@ -351,7 +355,7 @@ class Run:
             p.error = r.text[:300]
         elif via == "api":
             p.acknowledged_at = ts(r.json().get("acknowledged_at"))
-            if p.attempts == 1 and p.acknowledged_at:  # aim the next ones by what it takes now
+            if p.attempts == 1 and p.acknowledged_at and p.sent_at:  # aim the next ones by what it takes now
                 self.leads.append(min(max(p.acknowledged_at - p.sent_at, 0.0), 1.0))
 
     # -- faults -----------------------------------------------------------------------------------
@@ -386,6 +390,7 @@ class Run:
     async def watch_started(self, sp: ServiceProc, offset: int, fault: Fault) -> None:
         """fault.end = when the restarted process logged service.started (its log read incrementally)."""
         proc, marker, tail = sp.proc, b'"service.started"', b""
+        assert proc is not None and fault.restarted_at is not None, "watched only after a restart"
         while sp.proc is proc and proc.poll() is None and time.time() - fault.restarted_at < 120:
             with open(sp.log_path, "rb") as f:
                 f.seek(offset)
@@ -401,13 +406,14 @@ class Run:
         """Processes that died without our help are findings (crashes): recorded and restarted."""
         while True:
             for sp in self.stack.procs:
-                if id(sp) not in self.down and sp.proc.poll() is not None:
+                proc = sp.proc
+                if id(sp) not in self.down and proc is not None and proc.poll() is not None:
                     tail = sp.log_path.read_text(errors="replace")[-1500:] if sp.log_path.exists() else ""
                     fault = Fault(
-                        "crash", f"{sp.name}#{sp.replica}", time.time(), detail=f"exit {sp.proc.returncode}: {tail}"
+                        "crash", f"{sp.name}#{sp.replica}", time.time(), detail=f"exit {proc.returncode}: {tail}"
                     )
                     self.faults.append(fault)
-                    self.log(f"CRASH {fault.target} exited {sp.proc.returncode} (not killed by us): restarting")
+                    self.log(f"CRASH {fault.target} exited {proc.returncode} (not killed by us): restarting")
                     self.restart(sp, fault)
             await asyncio.sleep(0.5)
 
@@ -624,7 +630,7 @@ def config_from(argv: list[str] | None) -> Config:
     parser.add_argument("--workdir", type=Path, help="default .run/chaos/<date-time>")
     parser.add_argument("--keep-data", action="store_true", help="keep the embedded PostgreSQL data directory")
     args = parser.parse_args(argv)
-    values = dict(SHORT) if args.short else {}
+    values: dict[str, Any] = dict(SHORT) if args.short else {}
     for name in (
         "invoices",
         "duration",

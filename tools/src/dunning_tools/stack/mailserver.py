@@ -45,7 +45,8 @@ class MaildirHandler:
             f"X-Received-At: {received}\r\nX-Envelope-From: {envelope.mail_from}\r\n"
             f"X-Envelope-To: {', '.join(envelope.rcpt_tos)}\r\n"
         )
-        key = self.box.add(trace.encode() + (envelope.original_content or envelope.content))
+        content = envelope.original_content or envelope.content or b""
+        key = self.box.add(trace.encode() + (content.encode() if isinstance(content, str) else content))
         return f"250 2.0.0 OK queued as {key}"
 
 

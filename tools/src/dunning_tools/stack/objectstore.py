@@ -131,7 +131,9 @@ def make_app(root: Path) -> Starlette:
         prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
         after = q.get("continuation-token") or q.get("start-after") or ""
         max_keys = int(q.get("max-keys", "1000"))
-        contents, prefixes, last, truncated = [], [], "", False
+        contents: list[str] = []
+        prefixes: list[str] = []
+        last, truncated = "", False
         for key in store.keys(name, prefix):
             if key <= after:
                 continue
@@ -171,7 +173,7 @@ def make_app(root: Path) -> Starlette:
         headers = request.headers
         if request.method == "PUT":
             source = headers.get("x-amz-copy-source")
-            body = await request.body() if source is None else None
+            body = await request.body() if source is None else b""
             async with store.lock:
                 exists = path.exists()
                 if "if-none-match" in headers and exists:

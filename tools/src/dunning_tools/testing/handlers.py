@@ -1,13 +1,14 @@
 """Applying one event through a service's handler table, as its consumer runner does."""
 
 from collections.abc import Mapping
+from typing import Any
 
 from dunning import inbox
 from dunning.consumer import HandlerSpec
 from dunning.events import decode, dumps
 
 
-async def apply_event(pool, envelope: dict, topic: str = "test", *, handlers: Mapping[type, HandlerSpec]) -> bool:
+async def apply_event(pool, envelope: dict, topic: str = "test", *, handlers: Mapping[Any, HandlerSpec]) -> bool:
     """Decode `envelope` (which validates it), claim it in the inbox and run the table's per-event
     handler, in one transaction. False when the inbox had it already (nothing ran)."""
     event = decode(dumps(envelope))
