@@ -46,12 +46,26 @@ def test_an_invoice_posted_while_the_scheduler_is_down_is_planned_after_the_whol
         stop(scheduler.proc)
 
         run = uuid.uuid4().hex[:8]
-        created = httpx.post(f"{stack.url('invoice-ingest')}/v1/invoices", headers=auth, json={
-            "external_id": f"R-{run}", "number": f"R-{run}", "currency": "EUR", "amount_due": "80.00",
-            "issue_date": date.today().isoformat(), "due_date": (date.today() + timedelta(days=14)).isoformat(),
-            "payment_url": f"https://pay.example.com/R-{run}",
-            "customer": {"external_id": f"C-{run}", "name": "Restart GmbH", "email": f"ap-{run}@example.com",
-                         "locale": "de-DE", "timezone": "Europe/Berlin"}})
+        created = httpx.post(
+            f"{stack.url('invoice-ingest')}/v1/invoices",
+            headers=auth,
+            json={
+                "external_id": f"R-{run}",
+                "number": f"R-{run}",
+                "currency": "EUR",
+                "amount_due": "80.00",
+                "issue_date": date.today().isoformat(),
+                "due_date": (date.today() + timedelta(days=14)).isoformat(),
+                "payment_url": f"https://pay.example.com/R-{run}",
+                "customer": {
+                    "external_id": f"C-{run}",
+                    "name": "Restart GmbH",
+                    "email": f"ap-{run}@example.com",
+                    "locale": "de-DE",
+                    "timezone": "Europe/Berlin",
+                },
+            },
+        )
         assert created.status_code == 201, created.text
         invoice_url = f"{stack.url('invoice-ingest')}/v1/invoices/{created.json()['id']}"
         # The event has left the outbox (the relay deletes a row once the broker has it): from here on
@@ -65,8 +79,11 @@ def test_an_invoice_posted_while_the_scheduler_is_down_is_planned_after_the_whol
     try:
         again.start_infrastructure()
         again.start_services()
-        timeline = wait_until(lambda: httpx.get(invoice_url, headers=auth).json()["timeline"], timeout=60,
-                              what="the invoice to be planned after the restart")
+        timeline = wait_until(
+            lambda: httpx.get(invoice_url, headers=auth).json()["timeline"],
+            timeout=60,
+            what="the invoice to be planned after the restart",
+        )
         assert {stage["state"] for stage in timeline} == {"scheduled"}
     finally:
         again.stop()

@@ -34,13 +34,17 @@ async def test_an_update_with_a_stale_etag_is_refused(tmp_path):
         assert (await s.get("/tansu/w.json", headers={"If-None-Match": v2})).status_code == 304
 
 
-@pytest.mark.parametrize("prefix,expected", [
-    pytest.param("t/p/0/records/", ["t/p/0/records/01.batch", "t/p/0/records/02.batch"], id="one-partition"),
-    pytest.param("t/p/", ["t/p/0/records/01.batch", "t/p/0/records/02.batch", "t/p/1/records/01.batch"],
-                 id="every-partition"),
-    pytest.param("t/p/0/rec", ["t/p/0/records/01.batch", "t/p/0/records/02.batch"], id="partial-segment"),
-    pytest.param("t/q/", [], id="nothing-there"),
-])
+@pytest.mark.parametrize(
+    "prefix,expected",
+    [
+        pytest.param("t/p/0/records/", ["t/p/0/records/01.batch", "t/p/0/records/02.batch"], id="one-partition"),
+        pytest.param(
+            "t/p/", ["t/p/0/records/01.batch", "t/p/0/records/02.batch", "t/p/1/records/01.batch"], id="every-partition"
+        ),
+        pytest.param("t/p/0/rec", ["t/p/0/records/01.batch", "t/p/0/records/02.batch"], id="partial-segment"),
+        pytest.param("t/q/", [], id="nothing-there"),
+    ],
+)
 async def test_listing_by_prefix_sees_exactly_the_keys_under_it(tmp_path, prefix, expected):
     async with client(tmp_path) as s:
         for key in ("t/p/0/records/02.batch", "t/p/0/records/01.batch", "t/p/1/records/01.batch", "t/meta.json"):
@@ -53,8 +57,9 @@ async def test_objects_outlive_the_server_and_deleted_ones_stay_deleted(tmp_path
     async with client(tmp_path) as s:
         await s.put("/tansu/a/kept", content=b"kept")
         await s.put("/tansu/a/gone", content=b"gone")
-        deleted = await s.post("/tansu", params={"delete": ""},
-                               content=b"<Delete><Object><Key>a/gone</Key></Object></Delete>")
+        deleted = await s.post(
+            "/tansu", params={"delete": ""}, content=b"<Delete><Object><Key>a/gone</Key></Object></Delete>"
+        )
         assert deleted.status_code == 200
     async with client(tmp_path) as restarted:
         assert (await restarted.get("/tansu/a/kept")).content == b"kept"

