@@ -90,41 +90,41 @@ def envelope(
 ) -> dict[str, Any]:
     """The envelope of a `dunning.contracts` record, its data in JSON form: what the outbox stores.
     `time` (text) defaults to now; `traceparent=True` takes the current span's, False/None omits it."""
-    env: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": event_id or str(uuid.uuid4()),
-        "source": record.SOURCE,
-        "type": record.TYPE,
-        "subject": record.subject,
-        "time": time or isoformat(utcnow()),
-        "datacontenttype": "application/json",
-        "dataschema": dataschema(record.TYPE),
-        "tenantid": record.tenant,
-        "data": record.to_data(),
-    }
-    if traceparent is True:
-        traceparent = current_traceparent()
-    if traceparent:
-        env["traceparent"] = traceparent
-    return env
+    return _envelope(
+        record.TYPE, record.SOURCE, record.subject, record.tenant, record.to_data(), time, event_id, traceparent
+    )
 
 
 def new_event(event_type: str, data: dict[str, Any], *, source: str, subject: str, tenant_id: str) -> dict[str, Any]:
     """An envelope from a plain data dict (test fixtures and tools; services publish records through
     `envelope`); data values may be Decimal, datetime and date (serialised canonically)."""
+    return _envelope(event_type, source, subject, tenant_id, orjson.loads(dumps(data)))
+
+
+def _envelope(
+    event_type: str,
+    source: str,
+    subject: str,
+    tenant_id: str,
+    data: dict[str, Any],
+    time: str | None = None,
+    event_id: str | None = None,
+    traceparent: str | None | bool = True,
+) -> dict[str, Any]:
     env: dict[str, Any] = {
         "specversion": "1.0",
-        "id": str(uuid.uuid4()),
+        "id": event_id or str(uuid.uuid4()),
         "source": source,
         "type": event_type,
         "subject": subject,
-        "time": isoformat(utcnow()),
+        "time": time or isoformat(utcnow()),
         "datacontenttype": "application/json",
         "dataschema": dataschema(event_type),
         "tenantid": tenant_id,
-        "data": orjson.loads(dumps(data)),
+        "data": data,
     }
-    traceparent = current_traceparent()
+    if traceparent is True:
+        traceparent = current_traceparent()
     if traceparent:
         env["traceparent"] = traceparent
     return env
