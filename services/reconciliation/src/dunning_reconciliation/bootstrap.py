@@ -7,7 +7,7 @@ from dunning import runtime
 from dunning.consumer import ConsumerRunner
 from dunning.logging import get_logger
 from dunning.outbox import OutboxRelay
-from dunning.runtime import Service, housekeeping_for, open_infrastructure
+from dunning.runtime import Service, Worker, housekeeping_for, open_infrastructure
 
 from dunning_reconciliation.api import Deps, create_app
 from dunning_reconciliation.handlers import HANDLERS
@@ -35,7 +35,7 @@ def watermark_for(settings: Settings, pool: asyncpg.Pool, producer) -> Watermark
 
 async def bootstrap(settings: Settings) -> Service:
     pool, producer = await open_infrastructure(settings)
-    workers = [consumer_for(settings, pool), housekeeping_for(settings, pool)]
+    workers: list[Worker] = [consumer_for(settings, pool), housekeeping_for(settings, pool)]
     if settings.watermark_enabled:
         workers.append(watermark_for(settings, pool, producer))
     return Service(

@@ -10,7 +10,7 @@ from prometheus_client import Histogram
 
 from dunning.consumer import ConsumerRunner, HandlerTable
 from dunning.metrics import metrics_of
-from dunning.runtime import Service, housekeeping_for, open_infrastructure, relay_for
+from dunning.runtime import Service, Worker, housekeeping_for, open_infrastructure, relay_for
 from dunning_scheduler import metrics as scheduler_metrics
 from dunning_scheduler.api import create_app
 from dunning_scheduler.firing import FiringLoop
@@ -51,7 +51,7 @@ def firing_loop_for(settings: Settings, pool: asyncpg.Pool) -> FiringLoop:
 
 async def bootstrap(settings: Settings) -> Service:
     pool, producer = await open_infrastructure(settings)
-    workers = [housekeeping_for(settings, pool)]
+    workers: list[Worker] = [housekeeping_for(settings, pool)]
     cancel_latency = scheduler_metrics.cancel_latency()
     if settings.consumer_enabled:
         workers.append(consumer_for(settings, pool, cancel_latency=cancel_latency))
