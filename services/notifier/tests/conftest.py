@@ -17,6 +17,7 @@ import orjson
 import pytest
 from aiosmtpd.smtp import SMTP
 
+from dunning.events import schemas_dir
 from dunning import events
 from dunning.db import create_pool, migrations_of
 from dunning_tools.stack.mailserver import messages_to
@@ -31,7 +32,7 @@ from dunning_notifier.handlers import HANDLERS
 from dunning_notifier.settings import Settings
 
 MIGRATIONS = migrations_of("dunning_notifier")
-EXAMPLES = Path(__file__).resolve().parents[3] / "schemas" / "examples" / "StageEscalated" / "1"
+EXAMPLES = schemas_dir() / "examples" / "StageEscalated" / "1"
 
 
 def example_data(name: str = "eur-soft-after-partial-payment") -> dict:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from dunning.events import schemas_dir
 from dunning.consumer import ConsumerRunner
 from dunning.events import dumps, validate
 from dunning_tools.testing.waits import async_wait_until
@@ -17,7 +18,7 @@ from dunning.contracts import StageEscalated, topic
 from dunning_notifier.handlers import HANDLERS
 
 pytestmark = pytest.mark.integration
-EXAMPLES = Path(__file__).resolve().parents[3] / "schemas" / "examples"
+EXAMPLES = schemas_dir() / "examples"
 
 
 def only_invoices(invoice_ids: set[str]):
