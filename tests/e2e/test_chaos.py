@@ -20,8 +20,12 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("chaos")
-    proc = subprocess.run([sys.executable, "-m", "dunning_tools.chaos", "--short", "--seed", "7",
-                           "--workdir", str(workdir)], capture_output=True, text=True, timeout=230)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dunning_tools.chaos", "--short", "--seed", "7", "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
     output = f"{proc.stdout[-8000:]}\n{proc.stderr[-4000:]}"
     assert (workdir / "report.json").exists(), output
     return json.loads((workdir / "report.json").read_text()), proc.returncode, output

@@ -59,11 +59,20 @@ def tenant(stack):
 
 def invoice_body(ext: str, currency: str, amount: str, email: str, locale: str, tz: str) -> dict:
     return {
-        "external_id": ext, "number": ext, "currency": currency, "amount_due": amount,
-        "issue_date": date.today().isoformat(), "due_date": (date.today() + timedelta(days=14)).isoformat(),
+        "external_id": ext,
+        "number": ext,
+        "currency": currency,
+        "amount_due": amount,
+        "issue_date": date.today().isoformat(),
+        "due_date": (date.today() + timedelta(days=14)).isoformat(),
         "payment_url": f"https://pay.example.com/{ext}",
-        "customer": {"external_id": f"C-{ext}", "name": f"Customer {ext}", "email": email, "locale": locale,
-                     "timezone": tz},
+        "customer": {
+            "external_id": f"C-{ext}",
+            "name": f"Customer {ext}",
+            "email": email,
+            "locale": locale,
+            "timezone": tz,
+        },
     }
 
 
@@ -78,8 +87,10 @@ def mails_to(stack: Stack, address: str) -> list[dict]:
 
 
 def timeline(stack: Stack, tenant: dict, invoice_id: str) -> dict:
-    r = httpx.get(f"{stack.url('invoice-ingest')}/v1/invoices/{invoice_id}",
-                  headers={"Authorization": f"Bearer {tenant['api_key']}"})
+    r = httpx.get(
+        f"{stack.url('invoice-ingest')}/v1/invoices/{invoice_id}",
+        headers={"Authorization": f"Bearer {tenant['api_key']}"},
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -93,17 +104,26 @@ def test_reminders_are_emailed_and_a_paid_invoice_stops_being_chased(stack, tena
     auth = {"Authorization": f"Bearer {tenant['api_key']}"}
     ingest = stack.url("invoice-ingest")
     a_mail, b_mail = f"ap-a-{run}@example.com", f"ap-b-{run}@example.com"
-    a = httpx.post(f"{ingest}/v1/invoices", headers=auth,
-                   json=invoice_body(f"A-{run}", "EUR", "1250.00", a_mail, "de-DE", "Europe/Berlin"))
-    b = httpx.post(f"{ingest}/v1/invoices", headers=auth,
-                   json=invoice_body(f"B-{run}", "JPY", "5000", b_mail, "ja-JP", "Asia/Tokyo"))
+    a = httpx.post(
+        f"{ingest}/v1/invoices",
+        headers=auth,
+        json=invoice_body(f"A-{run}", "EUR", "1250.00", a_mail, "de-DE", "Europe/Berlin"),
+    )
+    b = httpx.post(
+        f"{ingest}/v1/invoices",
+        headers=auth,
+        json=invoice_body(f"B-{run}", "JPY", "5000", b_mail, "ja-JP", "Asia/Tokyo"),
+    )
     assert a.status_code == 201, a.text
     assert b.status_code == 201, b.text
     a_id, b_id = a.json()["id"], b.json()["id"]
 
     # The first three stages reach both inboxes, formatted for each customer's locale.
-    wait_until(lambda: len(mails_to(stack, a_mail)) >= 3 and len(mails_to(stack, b_mail)) >= 3,
-               timeout=60, what="three reminders each")
+    wait_until(
+        lambda: len(mails_to(stack, a_mail)) >= 3 and len(mails_to(stack, b_mail)) >= 3,
+        timeout=60,
+        what="three reminders each",
+    )
     a_mails = mails_to(stack, a_mail)
     assert any("1.250,00" in m["text"] for m in a_mails), [m["text"] for m in a_mails]
     assert all(m["headers"].get("X-Dunning-Invoice-Id") == a_id for m in a_mails)
@@ -111,28 +131,56 @@ def test_reminders_are_emailed_and_a_paid_invoice_stops_being_chased(stack, tena
 
     # The payment processor says invoice B is paid: a Stripe-signed invoice.paid webhook.
     event = {
-        "id": f"evt_{run}", "object": "event", "type": "invoice.paid", "created": int(time.time()),
-        "data": {"object": {"id": f"in_{run}", "object": "invoice", "number": f"B-{run}", "amount_paid": 5000,
-                            "currency": "jpy", "metadata": {"dunning_invoice_id": b_id},
-                            "status_transitions": {"paid_at": int(time.time())}}},
+        "id": f"evt_{run}",
+        "object": "event",
+        "type": "invoice.paid",
+        "created": int(time.time()),
+        "data": {
+            "object": {
+                "id": f"in_{run}",
+                "object": "invoice",
+                "number": f"B-{run}",
+                "amount_paid": 5000,
+                "currency": "jpy",
+                "metadata": {"dunning_invoice_id": b_id},
+                "status_transitions": {"paid_at": int(time.time())},
+            }
+        },
     }
     payload = json.dumps(event).encode()
     hook = f"{stack.url('reconciliation')}/v1/webhooks/stripe/{tenant['tenant_id']}"
-    forged = httpx.post(hook, content=payload, headers={"Stripe-Signature": stripe_signature(payload, "whsec_wrong"),
-                                                         "Content-Type": "application/json"})
+    forged = httpx.post(
+        hook,
+        content=payload,
+        headers={"Stripe-Signature": stripe_signature(payload, "whsec_wrong"), "Content-Type": "application/json"},
+    )
     assert forged.status_code == 400
-    paid = httpx.post(hook, content=payload, headers={"Stripe-Signature": stripe_signature(payload, tenant["webhook_secret"]),
-                                                       "Content-Type": "application/json"})
+    paid = httpx.post(
+        hook,
+        content=payload,
+        headers={
+            "Stripe-Signature": stripe_signature(payload, tenant["webhook_secret"]),
+            "Content-Type": "application/json",
+        },
+    )
     assert paid.status_code == 200, paid.text
 
     # B's remaining stages are cancelled in its timeline; A keeps going.
-    wait_until(lambda: states(timeline(stack, tenant, b_id)).get("final") == "cancelled", timeout=30,
-               what="B's final stage cancelled")
+    wait_until(
+        lambda: states(timeline(stack, tenant, b_id)).get("final") == "cancelled",
+        timeout=30,
+        what="B's final stage cancelled",
+    )
     b_now = timeline(stack, tenant, b_id)
     assert b_now["status"] == "paid"
     assert b_now["balance"] in ("0", "0.00")
-    assert states(b_now) == {"pre_due": "sent", "soft": "sent", "firm": "sent", "final": "cancelled",
-                             "collections": "cancelled"}
+    assert states(b_now) == {
+        "pre_due": "sent",
+        "soft": "sent",
+        "firm": "sent",
+        "final": "cancelled",
+        "collections": "cancelled",
+    }
 
     wait_until(lambda: len(mails_to(stack, a_mail)) == 5, timeout=60, what="A's final and collections notices")
     a_now = timeline(stack, tenant, a_id)
@@ -141,8 +189,14 @@ def test_reminders_are_emailed_and_a_paid_invoice_stops_being_chased(stack, tena
     assert len(mails_to(stack, b_mail)) == 3, "no reminder after the payment"
 
     # A replayed webhook changes nothing.
-    again = httpx.post(hook, content=payload, headers={"Stripe-Signature": stripe_signature(payload, tenant["webhook_secret"]),
-                                                        "Content-Type": "application/json"})
+    again = httpx.post(
+        hook,
+        content=payload,
+        headers={
+            "Stripe-Signature": stripe_signature(payload, tenant["webhook_secret"]),
+            "Content-Type": "application/json",
+        },
+    )
     assert again.status_code == 200
     payments = httpx.get(f"{stack.url('reconciliation')}/v1/payments", params={"invoice_id": b_id}, headers=auth).json()
     items = payments["data"] if isinstance(payments, dict) else payments
@@ -153,12 +207,23 @@ def test_a_payment_before_its_invoice_means_no_reminder_at_all(stack, tenant):
     run = uuid.uuid4().hex[:8]
     auth = {"Authorization": f"Bearer {tenant['api_key']}"}
     email = f"ap-early-{run}@example.com"
-    paid = httpx.post(f"{stack.url('reconciliation')}/v1/payments", headers=auth, json={
-        "invoice_external_id": f"E-{run}", "amount": "99.90", "currency": "GBP",
-        "received_at": "2026-11-20T10:00:00+01:00", "reference": f"BANK-{run}"})
+    paid = httpx.post(
+        f"{stack.url('reconciliation')}/v1/payments",
+        headers=auth,
+        json={
+            "invoice_external_id": f"E-{run}",
+            "amount": "99.90",
+            "currency": "GBP",
+            "received_at": "2026-11-20T10:00:00+01:00",
+            "reference": f"BANK-{run}",
+        },
+    )
     assert paid.status_code in (201, 202), paid.text
-    created = httpx.post(f"{stack.url('invoice-ingest')}/v1/invoices", headers=auth,
-                         json=invoice_body(f"E-{run}", "GBP", "99.90", email, "en-GB", "Europe/London"))
+    created = httpx.post(
+        f"{stack.url('invoice-ingest')}/v1/invoices",
+        headers=auth,
+        json=invoice_body(f"E-{run}", "GBP", "99.90", email, "en-GB", "Europe/London"),
+    )
     assert created.status_code == 201, created.text
     invoice_id = created.json()["id"]
     wait_until(lambda: timeline(stack, tenant, invoice_id)["status"] == "paid", timeout=30, what="late match")
@@ -176,8 +241,13 @@ def test_every_service_has_the_same_metrics_and_the_same_json_log_lines(stack):
         assert httpx.get(f"{stack.url(name)}/healthz").status_code == 200
         text = httpx.get(f"{stack.url(name)}/metrics").text
         assert 'dunning_http_request_duration_seconds_count{method="GET",route="/healthz",status="200"}' in text, name
-        for family in ("dunning_outbox_depth ", "dunning_outbox_oldest_age_seconds ", "dunning_outbox_published_total ",
-                       "dunning_consumer_position{", "dunning_consumer_lag{"):
+        for family in (
+            "dunning_outbox_depth ",
+            "dunning_outbox_oldest_age_seconds ",
+            "dunning_outbox_published_total ",
+            "dunning_consumer_position{",
+            "dunning_consumer_lag{",
+        ):
             assert family in text, (name, family)
     for sp in stack.procs:
         lines = [json.loads(line) for line in sp.log_path.read_text().splitlines()]  # each one JSON

@@ -14,8 +14,12 @@ TENANT = "ten_test_hostile_input"
 API_KEY = "dk_test_hostile_input_0123456789abcdef"
 WEBHOOK_SECRET = "whsec_test_hostile_input"
 SERVICES = ("invoice-ingest", "scheduler", "notifier", "reconciliation")
-PACKAGES = {"invoice-ingest": "dunning_ingest", "scheduler": "dunning_scheduler", "notifier": "dunning_notifier",
-            "reconciliation": "dunning_reconciliation"}
+PACKAGES = {
+    "invoice-ingest": "dunning_ingest",
+    "scheduler": "dunning_scheduler",
+    "notifier": "dunning_notifier",
+    "reconciliation": "dunning_reconciliation",
+}
 
 
 def migrate_schema(database_url: str, service: str) -> str:
@@ -39,11 +43,13 @@ def _app(service: str, settings_kwargs: dict[str, Any], pool) -> Any:
 
         return scheduler_app(pool, SchedulerSettings(**settings_kwargs))
     if service == "notifier":
-        from dunning_notifier.api import ApiDeps, create_app as notifier_app
+        from dunning_notifier.api import ApiDeps
+        from dunning_notifier.api import create_app as notifier_app
         from dunning_notifier.settings import Settings as NotifierSettings
 
         return notifier_app(ApiDeps(pool=pool, settings=NotifierSettings(**settings_kwargs)))
-    from dunning_reconciliation.api import Deps, create_app as reconciliation_app
+    from dunning_reconciliation.api import Deps
+    from dunning_reconciliation.api import create_app as reconciliation_app
     from dunning_reconciliation.settings import Settings as ReconciliationSettings
 
     return reconciliation_app(Deps(pool, ReconciliationSettings(**settings_kwargs)))
@@ -97,12 +103,22 @@ def live_services(infra):
                 app, pool = await open_app(infra.database_url, service, schemas[service])
                 apps[service] = app
                 pools.append(pool)
-                servers.append(uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=ports[service],
-                                                             log_config=None, access_log=False, lifespan="off")))
+                servers.append(
+                    uvicorn.Server(
+                        uvicorn.Config(
+                            app,
+                            host="127.0.0.1",
+                            port=ports[service],
+                            log_config=None,
+                            access_log=False,
+                            lifespan="off",
+                        )
+                    )
+                )
             tasks = [asyncio.create_task(s.serve()) for s in servers]
             ready.set()
             await asyncio.gather(*tasks)
-        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+        except BaseException as exc:
             failed.append(exc)
             ready.set()
         finally:
@@ -125,5 +141,12 @@ def live_services(infra):
 @pytest.fixture
 def services_kit() -> SimpleNamespace:
     """The helpers above for test modules (test dirs are not packages, so they cannot import conftest)."""
-    return SimpleNamespace(TENANT=TENANT, API_KEY=API_KEY, WEBHOOK_SECRET=WEBHOOK_SECRET, SERVICES=SERVICES,
-                           migrate_schema=migrate_schema, open_app=open_app, app_without_database=app_without_database)
+    return SimpleNamespace(
+        TENANT=TENANT,
+        API_KEY=API_KEY,
+        WEBHOOK_SECRET=WEBHOOK_SECRET,
+        SERVICES=SERVICES,
+        migrate_schema=migrate_schema,
+        open_app=open_app,
+        app_without_database=app_without_database,
+    )

@@ -46,6 +46,7 @@ class Attempt:
 
 # --- building requests from the OpenAPI ---------------------------------------------------------
 
+
 def _resolve(spec: dict, schema: dict) -> dict:
     while "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
@@ -71,8 +72,11 @@ def _example(spec: dict, schema: dict, depth: int = 0) -> Any:
     kind = schema.get("type")
     if kind == "object" or "properties" in schema:
         props = schema.get("properties", {})
-        return {k: _example(spec, v, depth + 1) for k, v in props.items()
-                if k in schema.get("required", props) and depth < 4}
+        return {
+            k: _example(spec, v, depth + 1)
+            for k, v in props.items()
+            if k in schema.get("required", props) and depth < 4
+        }
     if kind == "array":
         return [_example(spec, schema.get("items", {}), depth + 1)] if depth < 4 else []
     if kind == "integer":
@@ -139,10 +143,18 @@ def attempts(spec: dict) -> list[Attempt]:
             base = f"{method} {template}"
             for name in path_params:
                 for label, value in [*EDGE.items(), ("60KB", LONG)]:
-                    out.append(Attempt(f"{base} path {name}={label}", method, url({name: _quote(value)}),
-                                       names=name, edge=label in EDGE))
-                out.append(Attempt(f"{base} path {name}=invalid-utf8", method, url({name: "a%FF%FEb"}),
-                                   names=name, edge=True))
+                    out.append(
+                        Attempt(
+                            f"{base} path {name}={label}",
+                            method,
+                            url({name: _quote(value)}),
+                            names=name,
+                            edge=label in EDGE,
+                        )
+                    )
+                out.append(
+                    Attempt(f"{base} path {name}=invalid-utf8", method, url({name: "a%FF%FEb"}), names=name, edge=True)
+                )
             for p in params:
                 if p["in"] == "query":
                     kind = _resolve(spec, p.get("schema", {})).get("type")
@@ -151,16 +163,34 @@ def attempts(spec: dict) -> list[Attempt]:
                         values += [("not-a-number", "abc"), ("huge-number", "9" * 400), ("negative", "-1")]
                     for label, value in values:
                         query = f"{p['name']}=a%FF%FEb" if value is None else f"{p['name']}={_quote(value)}"
-                        out.append(Attempt(f"{base} query {p['name']}={label}", method, url() + "?" + query,
-                                           names=p["name"], edge=label in EDGE or value is None))
+                        out.append(
+                            Attempt(
+                                f"{base} query {p['name']}={label}",
+                                method,
+                                url() + "?" + query,
+                                names=p["name"],
+                                edge=label in EDGE or value is None,
+                            )
+                        )
                 elif p["in"] == "header":
-                    for label, raw in [("nul", b"a\x00b"), ("latin-1", b"caf\xe9 \xff"),
-                                       ("surrogate-bytes", b"a\xed\xa0\x80b"), ("1MB", HUGE.encode())]:
+                    for label, raw in [
+                        ("nul", b"a\x00b"),
+                        ("latin-1", b"caf\xe9 \xff"),
+                        ("surrogate-bytes", b"a\xed\xa0\x80b"),
+                        ("1MB", HUGE.encode()),
+                    ]:
                         # (whether the header or an example body is at fault first is the route's choice)
-                        out.append(Attempt(f"{base} header {p['name']}={label}", method, url(),
-                                           headers={p["name"]: raw}, names=p["name"] if label == "nul" else None,
-                                           edge=label == "nul"))
-            body_schema = (op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema"))
+                        out.append(
+                            Attempt(
+                                f"{base} header {p['name']}={label}",
+                                method,
+                                url(),
+                                headers={p["name"]: raw},
+                                names=p["name"] if label == "nul" else None,
+                                edge=label == "nul",
+                            )
+                        )
+            body_schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
             signed = any(p["in"] == "header" and p["name"] == "Stripe-Signature" for p in params)
             first_body = len(out)
             if body_schema is not None:
@@ -168,30 +198,72 @@ def attempts(spec: dict) -> list[Attempt]:
                 for leaf in _leaves(body):
                     for label, value in [*EDGE.items(), ("1MB", HUGE), *WRONG_TYPES.items()]:
                         # null may stand for "not given" (then another field may be the one at fault)
-                        out.append(Attempt(f"{base} body {leaf}={label}", method, url(),
-                                           content=_dumps(_with(body, leaf, value)),
-                                           names=None if label == "null" else leaf.split(".")[-1],
-                                           edge=label in EDGE))
-                    out.append(Attempt(f"{base} body {leaf}=nested-200", method, url(),
-                                       content=_dumps(_with(body, leaf, "DEEP")).replace(b'"DEEP"', _deep(200))))
-                for label, content in [("nested-100000", _deep(100_000)),
-                                       ("objects-nested-100000", b'{"a":' * 100_000 + b"1" + b"}" * 100_000),
-                                       ("not-json", b"{nope"), ("not-utf8", b'{"a": "\xff\xfe"}'),
-                                       ("nul-key", b'{"a\\u0000": 1}'), ("empty", b""), ("list", b"[]"),
-                                       ("string", b'"x"'), ("number", b"1"), ("null", b"null"),
-                                       ("1MB-key", _dumps({HUGE: 1}))]:
-                    out.append(Attempt(f"{base} body={label}", method, url(), content=content,
-                                       names="a" if label == "nul-key" else None, edge=label == "nul-key"))
+                        out.append(
+                            Attempt(
+                                f"{base} body {leaf}={label}",
+                                method,
+                                url(),
+                                content=_dumps(_with(body, leaf, value)),
+                                names=None if label == "null" else leaf.split(".")[-1],
+                                edge=label in EDGE,
+                            )
+                        )
+                    out.append(
+                        Attempt(
+                            f"{base} body {leaf}=nested-200",
+                            method,
+                            url(),
+                            content=_dumps(_with(body, leaf, "DEEP")).replace(b'"DEEP"', _deep(200)),
+                        )
+                    )
+                for label, content in [
+                    ("nested-100000", _deep(100_000)),
+                    ("objects-nested-100000", b'{"a":' * 100_000 + b"1" + b"}" * 100_000),
+                    ("not-json", b"{nope"),
+                    ("not-utf8", b'{"a": "\xff\xfe"}'),
+                    ("nul-key", b'{"a\\u0000": 1}'),
+                    ("empty", b""),
+                    ("list", b"[]"),
+                    ("string", b'"x"'),
+                    ("number", b"1"),
+                    ("null", b"null"),
+                    ("1MB-key", _dumps({HUGE: 1})),
+                ]:
+                    out.append(
+                        Attempt(
+                            f"{base} body={label}",
+                            method,
+                            url(),
+                            content=content,
+                            names="a" if label == "nul-key" else None,
+                            edge=label == "nul-key",
+                        )
+                    )
                 for a in out[first_body:]:
                     a.signed = signed
-            out.append(Attempt(f"{base} header Authorization=nul", method, url(),
-                               headers={"Authorization": b"Bearer \x00"}, names="Authorization", edge=True))
-            out.append(Attempt(f"{base} header Authorization=1MB", method, url(),
-                               headers={"Authorization": b"Bearer " + HUGE.encode()}))
+            out.append(
+                Attempt(
+                    f"{base} header Authorization=nul",
+                    method,
+                    url(),
+                    headers={"Authorization": b"Bearer \x00"},
+                    names="Authorization",
+                    edge=True,
+                )
+            )
+            out.append(
+                Attempt(
+                    f"{base} header Authorization=1MB",
+                    method,
+                    url(),
+                    headers={"Authorization": b"Bearer " + HUGE.encode()},
+                )
+            )
     return out
 
 
 # --- the walk -------------------------------------------------------------------------------------
+
 
 def _named(problem: dict, name: str) -> bool:
     return any(name in (e.get("field") or "") for e in problem.get("errors") or [])
@@ -233,8 +305,9 @@ async def test_no_hostile_value_anywhere_makes_a_server_error(infra, services_ki
     try:
         spec = app.openapi()
         assert spec["paths"], "the walk needs routes"
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-                                     base_url="http://t", timeout=60) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t", timeout=60
+        ) as client:
             wrong = await _walk(client, spec, {"Authorization": f"Bearer {services_kit.API_KEY}"})
             wrong += await _walk(client, spec, {})
     finally:
@@ -260,7 +333,8 @@ def test_every_operation_is_documented_the_same_way(services_kit, service):
             assert public or op.get("security") == [{"bearer": []}], f"{where}: the bearer scheme"
             for status, response in op["responses"].items():
                 if int(status) >= 400:
-                    assert response["content"] == {"application/problem+json": {"schema": {
-                        "$ref": "#/components/schemas/Problem"}}}, f"{where} {status}: a problem document"
+                    assert response["content"] == {
+                        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                    }, f"{where} {status}: a problem document"
             assert {"400", "422", "500"} <= set(op["responses"]), f"{where}: the errors every route can answer"
     assert len(ids) == len(set(ids))

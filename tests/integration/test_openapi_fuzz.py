@@ -21,8 +21,9 @@ CHECKS = [not_a_server_error, response_schema_conformance, content_type_conforma
 
 
 def _fuzz(operation, mode: GenerationMode, base_url: str, headers: dict[str, str]) -> None:
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case) -> None:
         case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS, timeout=30)

@@ -64,8 +64,10 @@ FROM generate_series(1, $4) AS i, generate_series(0, 4) AS s
 """
 # One statement covering every seeded timer (gate_offset NULL: gated by the watermark only), with no
 # payments offsets to wait for.
-_WATERMARK = ("INSERT INTO payment_watermarks (statement_id, watermark, payments_offsets, invoice_positions,"
-              " computed_at) VALUES (gen_random_uuid(), now() + interval '1 hour', '{}', '{}', now())")
+_WATERMARK = (
+    "INSERT INTO payment_watermarks (statement_id, watermark, payments_offsets, invoice_positions,"
+    " computed_at) VALUES (gen_random_uuid(), now() + interval '1 hour', '{}', '{}', now())"
+)
 
 
 @dataclass
@@ -80,7 +82,9 @@ async def _progress(conn, tenant: str) -> Progress:
         "SELECT count(*) FILTER (WHERE state = 'fired') AS fired,"
         "       count(*) FILTER (WHERE state = 'scheduled') AS scheduled,"
         "       (SELECT count(*) FROM outbox) AS outbox"
-        " FROM timers WHERE tenant_id = $1", tenant)
+        " FROM timers WHERE tenant_id = $1",
+        tenant,
+    )
     return Progress(row["fired"], row["scheduled"], row["outbox"])
 
 
@@ -116,8 +120,13 @@ async def _read_stages(bootstrap: str) -> list[tuple[str, str]]:
     (0.6.0) answers ListOffsets(latest) with the last produce batch's base offset + 1, so a reader
     stopping there misses the rest of each partition's last batch. Every message of this test was
     acknowledged before the reader started, so the high watermarks it sees cover them all."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                fetch_max_wait_ms=50, max_partition_fetch_bytes=8 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
     await consumer.start()
     try:
         await consumer.topics()  # load metadata
@@ -128,8 +137,11 @@ async def _read_stages(bootstrap: str) -> list[tuple[str, str]]:
         deadline = time.monotonic() + 30
 
         async def behind() -> list[TopicPartition]:
-            return [tp for tp in partitions
-                    if consumer.highwater(tp) is None or await consumer.position(tp) < consumer.highwater(tp)]
+            return [
+                tp
+                for tp in partitions
+                if consumer.highwater(tp) is None or await consumer.position(tp) < consumer.highwater(tp)
+            ]
 
         while await behind():
             assert time.monotonic() < deadline, "timed out reading dunning.stages.v1 to its end"
@@ -152,8 +164,9 @@ async def test_scheduler_killed_mid_batch_loses_nothing_and_fires_nothing_twice(
     migrate(infra.database_url, schema, migrations_of("dunning_scheduler"))
     # The services' connections carry application_name=<schema>; this one does not, so the test can
     # tell when a killed process's backends are gone.
-    conn = await asyncpg.connect(infra.database_url,
-                                 server_settings={"search_path": schema, "application_name": f"{schema}-test"})
+    conn = await asyncpg.connect(
+        infra.database_url, server_settings={"search_path": schema, "application_name": f"{schema}-test"}
+    )
     schedulers: list[ServiceProc] = []
     try:
         async with conn.transaction():
@@ -165,11 +178,20 @@ async def test_scheduler_killed_mid_batch_loses_nothing_and_fires_nothing_twice(
 
         for name in ("a", "b"):
             port = free_port()
-            env = service_env("SCHEDULER_", infra.database_url, infra.kafka_bootstrap_servers, port, db_schema=schema,
-                              consumer_enabled="false",  # fire and relay only
-                              fire_batch_size=BATCH, relay_batch_size=RELAY_BATCH, relay_poll_seconds=0.05)
-            schedulers.append(ServiceProc(name, "dunning_scheduler", port, env,
-                                          infra.workdir / f"scheduler-killed-{run}-{name}.log"))
+            env = service_env(
+                "SCHEDULER_",
+                infra.database_url,
+                infra.kafka_bootstrap_servers,
+                port,
+                db_schema=schema,
+                consumer_enabled="false",  # fire and relay only
+                fire_batch_size=BATCH,
+                relay_batch_size=RELAY_BATCH,
+                relay_poll_seconds=0.05,
+            )
+            schedulers.append(
+                ServiceProc(name, "dunning_scheduler", port, env, infra.workdir / f"scheduler-killed-{run}-{name}.log")
+            )
         a, b = schedulers
         deadline = time.monotonic() + 60
         for s in schedulers:
@@ -203,13 +225,14 @@ async def test_scheduler_killed_mid_batch_loses_nothing_and_fires_nothing_twice(
             final = await _progress(conn, tenant)
             if final.fired == TIMERS and final.outbox == 0:
                 break
-            assert time.monotonic() < deadline, (f"not done: {final}\n--- a:\n{a.tail()}\n--- b:\n{b.tail()}")
+            assert time.monotonic() < deadline, f"not done: {final}\n--- a:\n{a.tail()}\n--- b:\n{b.tail()}"
             await asyncio.sleep(0.1)
 
         # The database: every timer fired exactly once, with its time, nothing left behind.
         rows = await conn.fetchrow(
             "SELECT count(*) AS n, count(*) FILTER (WHERE state = 'fired' AND fired_at IS NOT NULL) AS fired,"
-            " count(DISTINCT stage_id) AS distinct_ids FROM timers")
+            " count(DISTINCT stage_id) AS distinct_ids FROM timers"
+        )
         assert (rows["n"], rows["fired"], rows["distinct_ids"]) == (TIMERS, TIMERS, TIMERS)
         assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
 
@@ -226,8 +249,9 @@ async def test_scheduler_killed_mid_batch_loses_nothing_and_fires_nothing_twice(
         assert not lost, f"{len(lost)} stages never published, e.g. {sorted(lost)[:5]}"
         assert events.keys() == seeded
         fired_twice = {sid: ids for sid, ids in events.items() if len(ids) > 1}
-        assert not fired_twice, (f"{len(fired_twice)} stages escalated under two event ids:"
-                                 f" {list(fired_twice.items())[:3]}")
+        assert not fired_twice, (
+            f"{len(fired_twice)} stages escalated under two event ids: {list(fired_twice.items())[:3]}"
+        )
         # Copies come only from a killed relay's claim (published, not yet deleted when it died):
         # at most one claim per kill, so at most one extra copy of a stage per kill.
         kills = a.kills + b.kills
@@ -235,10 +259,12 @@ async def test_scheduler_killed_mid_batch_loses_nothing_and_fires_nothing_twice(
         duplicates = published - TIMERS
         assert max(copies.values()) <= 1 + kills, max(copies.values())
         assert duplicates <= kills * RELAY_BATCH, duplicates
-        print(f"\nkilled a at {after_a.fired}/{TIMERS} fired (outbox {after_a.outbox}),"
-              f" b at {after_b.fired}/{TIMERS} fired (outbox {after_b.outbox});"
-              f" {published} StageEscalated published for {TIMERS} stages:"
-              f" {duplicates} relay duplicates (same event id) over {sum(1 for n in copies.values() if n > 1)} stages")
+        print(
+            f"\nkilled a at {after_a.fired}/{TIMERS} fired (outbox {after_a.outbox}),"
+            f" b at {after_b.fired}/{TIMERS} fired (outbox {after_b.outbox});"
+            f" {published} StageEscalated published for {TIMERS} stages:"
+            f" {duplicates} relay duplicates (same event id) over {sum(1 for n in copies.values() if n > 1)} stages"
+        )
     finally:
         for s in schedulers:
             s.stop()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -156,7 +157,10 @@ def _other_event_type(msg: dict[str, Any]) -> None:
 
 
 _INVOICE_FIELD_MUTATIONS = (
-    _delete("data", "invoice_id"), _delete("data", "tenant_id"), _set("inv_short", "data", "invoice_id"))
+    _delete("data", "invoice_id"),
+    _delete("data", "tenant_id"),
+    _set("inv_short", "data", "invoice_id"),
+)
 
 GENERIC_MUTATIONS = [
     pytest.param(_INVOICE_FIELD_MUTATIONS[0], id="missing-data.invoice_id"),
@@ -179,9 +183,7 @@ GENERIC_MUTATIONS = [
 
 @pytest.mark.parametrize("mutate", GENERIC_MUTATIONS)
 @pytest.mark.parametrize("name", EVENT_NAMES)
-def test_generic_mutation_is_rejected(
-    name: str, mutate: Callable[[dict[str, Any]], None], registry: Registry
-) -> None:
+def test_generic_mutation_is_rejected(name: str, mutate: Callable[[dict[str, Any]], None], registry: Registry) -> None:
     message = _base_example(name)
     if message["subject"].startswith("_") and mutate in _INVOICE_FIELD_MUTATIONS:
         pytest.skip("a system event has no invoice fields (its own fields: SPECIFIC_MUTATIONS)")
@@ -190,7 +192,9 @@ def test_generic_mutation_is_rejected(
 
 
 SPECIFIC_MUTATIONS = [
-    pytest.param("PaymentsWatermark", _set("inv_01JD4Q3X8Y9Z0A1B2C3D4E5F6G", "subject"), id="Watermark-invoice-subject"),
+    pytest.param(
+        "PaymentsWatermark", _set("inv_01JD4Q3X8Y9Z0A1B2C3D4E5F6G", "subject"), id="Watermark-invoice-subject"
+    ),
     pytest.param("PaymentsWatermark", _set("ten_1", "tenantid"), id="Watermark-tenant"),
     pytest.param("PaymentsWatermark", _set({"0": -1}, "data", "payments_offsets"), id="Watermark-negative-offset"),
     pytest.param("PaymentsWatermark", _set({"p0": 1}, "data", "invoice_positions"), id="Watermark-partition-name"),
@@ -230,9 +234,7 @@ SPECIFIC_MUTATIONS = [
 
 
 @pytest.mark.parametrize(("name", "mutate"), SPECIFIC_MUTATIONS)
-def test_specific_mutation_is_rejected(
-    name: str, mutate: Callable[[dict[str, Any]], None], registry: Registry
-) -> None:
+def test_specific_mutation_is_rejected(name: str, mutate: Callable[[dict[str, Any]], None], registry: Registry) -> None:
     message = _base_example(name)
     mutate(message)
     assert not _validator(name, registry).is_valid(message)

@@ -23,8 +23,9 @@ from dunning_cli.relay import relay
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="dunning", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    root = argparse.ArgumentParser(
+        prog="dunning", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = root.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply every service's pending migrations")
 
@@ -43,8 +44,9 @@ def parser() -> argparse.ArgumentParser:
     rel.add_argument("--service", required=True, help=" | ".join(services.SERVICES))
     rel.add_argument("--json", action="store_true")
 
-    policy = commands.add_parser("policy", help="a tenant's dunning policy").add_subparsers(dest="action",
-                                                                                         required=True)
+    policy = commands.add_parser("policy", help="a tenant's dunning policy").add_subparsers(
+        dest="action", required=True
+    )
     get = policy.add_parser("get", help="print the tenant's active policy")
     get.add_argument("--tenant", required=True)
     put = policy.add_parser("put", help="store a policy document as the tenant's next version")

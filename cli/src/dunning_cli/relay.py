@@ -17,5 +17,10 @@ async def relay(dsn: str, action: str, service: str) -> dict:
         state = await outbox.relay_state(conn)
     finally:
         await conn.close()
-    return {"service": service, "paused": state["paused"], "changed_at": state["changed_at"].isoformat(),
-            "changed_by": state["changed_by"], "outbox_rows_waiting": state["waiting"]}
+    return {
+        "service": service,
+        "paused": state["paused"],
+        "changed_at": state["changed_at"].isoformat(),
+        "changed_by": state["changed_by"],
+        "outbox_rows_waiting": state["waiting"],
+    }

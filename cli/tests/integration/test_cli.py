@@ -34,12 +34,14 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def in_schema(infra, schema: str, query: str, *args):
     """One value from a service's schema (the CLI runs its own event loop, so the test has none)."""
+
     async def fetch():
         conn = await asyncpg.connect(infra.database_url, server_settings={"search_path": schema})
         try:
             return await conn.fetchval(query, *args)
         finally:
             await conn.close()
+
     return asyncio.run(fetch())
 
 
@@ -50,18 +52,28 @@ def test_a_tenant_created_by_the_cli_can_call_every_service(infra, schemas, caps
     assert created["name"] == "Acme Ltd" and created["webhook_secret"].startswith("whsec_")
     key_hash = tenancy.hash_api_key(created["api_key"])
     for schema in schemas.values():  # each service authenticates on its own
-        assert in_schema(infra, schema, "SELECT tenant_id FROM api_keys WHERE key_hash = $1", key_hash) \
+        assert (
+            in_schema(infra, schema, "SELECT tenant_id FROM api_keys WHERE key_hash = $1", key_hash)
             == created["tenant_id"]
-    secret = in_schema(infra, schemas["reconciliation"], "SELECT secret FROM webhook_secrets WHERE tenant_id = $1",
-                             created["tenant_id"])
+        )
+    secret = in_schema(
+        infra,
+        schemas["reconciliation"],
+        "SELECT secret FROM webhook_secrets WHERE tenant_id = $1",
+        created["tenant_id"],
+    )
     assert secret == created["webhook_secret"]
 
     status, out, _ = run(capsys, "api-key", "create", "--tenant", created["tenant_id"], "--json")
     assert status == 0
     second = json.loads(out)["api_key"]
     assert second != created["api_key"]
-    assert in_schema(infra, schemas["notifier"], "SELECT count(*) FROM api_keys WHERE tenant_id = $1",
-                           created["tenant_id"]) == 2
+    assert (
+        in_schema(
+            infra, schemas["notifier"], "SELECT count(*) FROM api_keys WHERE tenant_id = $1", created["tenant_id"]
+        )
+        == 2
+    )
 
     with pytest.raises(SystemExit, match="no tenant ten_nobody"):
         main(["api-key", "create", "--tenant", "ten_nobody"])

@@ -14,12 +14,11 @@ import pytest
 from dunning import tenancy
 from dunning.db import create_pool, migrations_of
 from dunning.events import new_event, schemas_dir, validate
-from dunning_tools.testing.handlers import apply_event
-from dunning_tools.testing.outbox import outbox_events
-
 from dunning_ingest.bootstrap import build_app
 from dunning_ingest.handlers import HANDLERS
 from dunning_ingest.settings import Settings
+from dunning_tools.testing.handlers import apply_event
+from dunning_tools.testing.outbox import outbox_events
 
 MIGRATIONS = migrations_of("dunning_ingest")
 TENANT, OTHER_TENANT = "ten_test01INGEST", "ten_test02INGEST"
@@ -33,8 +32,13 @@ def schema(migrated) -> str:
 
 @pytest.fixture
 def settings(infra, schema) -> Settings:
-    return Settings(DATABASE_URL=infra.database_url, KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap_servers,
-                    db_schema=schema, consumer_group=f"ingest-{uuid.uuid4().hex[:8]}", auth_cache_seconds=0)
+    return Settings(
+        DATABASE_URL=infra.database_url,
+        KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap_servers,
+        db_schema=schema,
+        consumer_group=f"ingest-{uuid.uuid4().hex[:8]}",
+        auth_cache_seconds=0,
+    )
 
 
 @pytest.fixture
@@ -50,8 +54,9 @@ async def pool(infra, schema):
 @pytest.fixture
 async def client(settings, pool):
     app = build_app(settings, pool)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
-                                 headers={"Authorization": f"Bearer {API_KEY}"}) as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t", headers={"Authorization": f"Bearer {API_KEY}"}
+    ) as c:
         yield c
 
 
@@ -59,8 +64,13 @@ def invoice_payload(external_id: str | None = None, **overrides) -> dict:
     body = {
         "external_id": external_id or f"in_{uuid.uuid4().hex[:12]}",
         "number": "INV-2026-00412",
-        "customer": {"external_id": "cus_brandt", "name": "Brandt & Söhne GmbH", "email": "ap@brandt-soehne.de",
-                     "locale": "de-DE", "timezone": "Europe/Berlin"},
+        "customer": {
+            "external_id": "cus_brandt",
+            "name": "Brandt & Söhne GmbH",
+            "email": "ap@brandt-soehne.de",
+            "locale": "de-DE",
+            "timezone": "Europe/Berlin",
+        },
         "currency": "EUR",
         "amount_due": "1250.00",
         "issue_date": "2026-11-02",
@@ -93,7 +103,13 @@ apply = partial(apply_event, handlers=HANDLERS)
 def kit():
     """The helpers above for test modules (test dirs are not packages, so they cannot import conftest)."""
     return SimpleNamespace(
-        TENANT=TENANT, OTHER_TENANT=OTHER_TENANT, API_KEY=API_KEY, OTHER_KEY=OTHER_KEY,
-        invoice_payload=invoice_payload, outbox_events=outbox_events, example=example, event_like=event_like,
+        TENANT=TENANT,
+        OTHER_TENANT=OTHER_TENANT,
+        API_KEY=API_KEY,
+        OTHER_KEY=OTHER_KEY,
+        invoice_payload=invoice_payload,
+        outbox_events=outbox_events,
+        example=example,
+        event_like=event_like,
         apply=apply,
     )

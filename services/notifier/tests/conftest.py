@@ -8,28 +8,27 @@ import email.policy
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial
 from email.parser import BytesHeaderParser
-from pathlib import Path
+from functools import partial
 
 import asyncpg
 import orjson
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from dunning.events import schemas_dir
 from dunning import events
 from dunning.db import create_pool, migrations_of
-from dunning_tools.stack.mailserver import messages_to
-from dunning_tools.stack.procs import free_port
-from dunning_tools.stack.service import ServiceProc, service_env
+from dunning.events import schemas_dir
 from dunning.ids import new_id
-from dunning_tools.testing.handlers import apply_event
-from dunning_tools.testing.kafka import commit_group_at_end
-from dunning_tools.testing import outbox
 from dunning_notifier.bootstrap import build_dispatcher
 from dunning_notifier.handlers import HANDLERS
 from dunning_notifier.settings import Settings
+from dunning_tools.stack.mailserver import messages_to
+from dunning_tools.stack.procs import free_port
+from dunning_tools.stack.service import ServiceProc, service_env
+from dunning_tools.testing import outbox
+from dunning_tools.testing.handlers import apply_event
+from dunning_tools.testing.kafka import commit_group_at_end
 
 MIGRATIONS = migrations_of("dunning_notifier")
 EXAMPLES = schemas_dir() / "examples" / "StageEscalated" / "1"
@@ -39,23 +38,48 @@ def example_data(name: str = "eur-soft-after-partial-payment") -> dict:
     return copy.deepcopy(orjson.loads((EXAMPLES / f"{name}.json").read_bytes())["data"])
 
 
-def _stage_data(*, tenant_id: str = "ten_test_notifier", stage: str = "soft", channel: str = "email",
-               email: str | None = None, locale: str = "en-US", currency: str = "USD", amount: str = "1250.00",
-               payment_url: str | None = "https://pay.example.com/i/abc", name: str = "Acme Widgets Inc.",
-               invoice_id: str | None = None, due_date: str = "2026-11-16") -> dict:
+def _stage_data(
+    *,
+    tenant_id: str = "ten_test_notifier",
+    stage: str = "soft",
+    channel: str = "email",
+    email: str | None = None,
+    locale: str = "en-US",
+    currency: str = "USD",
+    amount: str = "1250.00",
+    payment_url: str | None = "https://pay.example.com/i/abc",
+    name: str = "Acme Widgets Inc.",
+    invoice_id: str | None = None,
+    due_date: str = "2026-11-16",
+) -> dict:
     data = example_data()
-    data.update(stage_id=new_id("stg"), invoice_id=invoice_id or new_id("inv"), tenant_id=tenant_id, stage=stage,
-                template=stage, channel=channel, fired_at="2026-11-23T08:00:01.204Z")
-    data["invoice"].update(currency=currency, amount_due=amount, balance=amount, payment_url=payment_url,
-                           due_date=due_date, number=f"INV-{uuid.uuid4().hex[:6].upper()}")
-    data["customer"].update(name=name, email=email or f"ap+{uuid.uuid4().hex[:10]}@example.com", locale=locale,
-                            timezone="America/New_York")
+    data.update(
+        stage_id=new_id("stg"),
+        invoice_id=invoice_id or new_id("inv"),
+        tenant_id=tenant_id,
+        stage=stage,
+        template=stage,
+        channel=channel,
+        fired_at="2026-11-23T08:00:01.204Z",
+    )
+    data["invoice"].update(
+        currency=currency,
+        amount_due=amount,
+        balance=amount,
+        payment_url=payment_url,
+        due_date=due_date,
+        number=f"INV-{uuid.uuid4().hex[:6].upper()}",
+    )
+    data["customer"].update(
+        name=name, email=email or f"ap+{uuid.uuid4().hex[:10]}@example.com", locale=locale, timezone="America/New_York"
+    )
     return data
 
 
 def _stage_escalated(data: dict) -> dict:
-    envelope = events.new_event("dunning.StageEscalated.v1", data, source="/scheduler",
-                                subject=data["invoice_id"], tenant_id=data["tenant_id"])
+    envelope = events.new_event(
+        "dunning.StageEscalated.v1", data, source="/scheduler", subject=data["invoice_id"], tenant_id=data["tenant_id"]
+    )
     events.validate(envelope)
     return envelope
 
@@ -69,8 +93,16 @@ async def notifier_pool(infra, migrated):
 
 
 def _notifier_settings(**overrides) -> Settings:
-    base = dict(dispatch_concurrency=4, poll_seconds=0.02, retry_base_seconds=0.05, retry_max_seconds=0.5,
-                lease_seconds=30, smtp_timeout=5, smtp_send_timeout=10, relay_enabled=False)
+    base = dict(
+        dispatch_concurrency=4,
+        poll_seconds=0.02,
+        retry_base_seconds=0.05,
+        retry_max_seconds=0.5,
+        lease_seconds=30,
+        smtp_timeout=5,
+        smtp_send_timeout=10,
+        relay_enabled=False,
+    )
     base.update(overrides)
     return Settings(**base)
 
@@ -92,7 +124,7 @@ class Received:
 
     message_id: str
     headers: dict[str, str]  # the X-Dunning-* headers
-    helo: str                # the client's EHLO name: tells replicas apart
+    helo: str  # the client's EHLO name: tells replicas apart
 
     @property
     def invoice_id(self) -> str:
@@ -117,9 +149,13 @@ class SmtpCapture:
 
     async def handle_DATA(self, server, session, envelope):
         headers = BytesHeaderParser(policy=email.policy.default).parsebytes(
-            envelope.original_content or envelope.content)
-        received = Received(message_id=str(headers["Message-ID"]), helo=session.host_name or "",
-                            headers={k: str(v) for k, v in headers.items() if k.lower().startswith("x-dunning")})
+            envelope.original_content or envelope.content
+        )
+        received = Received(
+            message_id=str(headers["Message-ID"]),
+            helo=session.host_name or "",
+            headers={k: str(v) for k, v in headers.items() if k.lower().startswith("x-dunning")},
+        )
         self.accepted.append(received)
         queued_as = len(self.accepted)
         reply = await self.on_data(received) if self.on_data else None
@@ -161,10 +197,20 @@ async def notifier_process(infra, schema_name, notifier_pool, tmp_path):
         if not started:  # the stages topic is shared by the whole session: this group starts at its end
             await commit_group_at_end(infra.kafka_bootstrap_servers, group, ["dunning.stages.v1"])
         port = free_port()
-        env = service_env("NOTIFIER_", infra.database_url, infra.kafka_bootstrap_servers, port,
-                          db_schema=schema_name, smtp_host="127.0.0.1", smtp_port=smtp_port, smtp_local_hostname=name,
-                          consumer_group=group,  # replicas of one test share it
-                          relay_enabled="false", db_pool_min=1, **settings)
+        env = service_env(
+            "NOTIFIER_",
+            infra.database_url,
+            infra.kafka_bootstrap_servers,
+            port,
+            db_schema=schema_name,
+            smtp_host="127.0.0.1",
+            smtp_port=smtp_port,
+            smtp_local_hostname=name,
+            consumer_group=group,  # replicas of one test share it
+            relay_enabled="false",
+            db_pool_min=1,
+            **settings,
+        )
         log_path = tmp_path / f"{name}-{len(started)}.log"
         proc = ServiceProc(name, "dunning_notifier", port, env, log_path)
         started.append(proc)

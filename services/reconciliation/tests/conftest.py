@@ -12,13 +12,13 @@ from dunning import tenancy
 from dunning.db import create_pool, migrations_of
 from dunning.events import decode, dumps
 from dunning.ids import new_id
-from dunning_tools.testing import events
-from dunning_tools.testing.outbox import outbox_events as shared_outbox_events
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.api import Deps, create_app
 from dunning_reconciliation.handlers import on_invoice_issued
 from dunning_reconciliation.settings import Settings
 from dunning_reconciliation.stripe_signature import sign
+from dunning_tools.testing import events
+from dunning_tools.testing.outbox import outbox_events as shared_outbox_events
 
 MIGRATIONS = migrations_of("dunning_reconciliation")
 TENANT = "ten_test_reconciliation"
@@ -39,8 +39,12 @@ async def pool(infra, migrated):
 
 @pytest.fixture
 def settings(infra, pool) -> Settings:
-    return Settings(database_url=infra.database_url, kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
-                    db_schema="unused", relay_poll_seconds=0.05)
+    return Settings(
+        database_url=infra.database_url,
+        kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
+        db_schema="unused",
+        relay_poll_seconds=0.05,
+    )
 
 
 @pytest.fixture
@@ -60,27 +64,57 @@ async def handle_invoice(pool, envelope: dict) -> None:
 
 
 def stripe_event(type_: str, obj: dict, event_id: str | None = None) -> bytes:
-    return orjson.dumps({"id": event_id or f"evt_{new_id('x')[2:]}", "object": "event", "api_version": "2024-06-20",
-                         "created": int(time.time()), "livemode": False, "type": type_, "data": {"object": obj}})
+    return orjson.dumps(
+        {
+            "id": event_id or f"evt_{new_id('x')[2:]}",
+            "object": "event",
+            "api_version": "2024-06-20",
+            "created": int(time.time()),
+            "livemode": False,
+            "type": type_,
+            "data": {"object": obj},
+        }
+    )
 
 
 def invoice_paid(invoice_id: str, amount_paid: int, currency: str = "eur", **extra) -> dict:
-    return {"id": f"in_{new_id('x')[2:]}", "object": "invoice", "number": None, "amount_paid": amount_paid,
-            "currency": currency, "metadata": {"dunning_invoice_id": invoice_id},
-            "status_transitions": {"paid_at": int(time.time()) - 5}, **extra}
+    return {
+        "id": f"in_{new_id('x')[2:]}",
+        "object": "invoice",
+        "number": None,
+        "amount_paid": amount_paid,
+        "currency": currency,
+        "metadata": {"dunning_invoice_id": invoice_id},
+        "status_transitions": {"paid_at": int(time.time()) - 5},
+        **extra,
+    }
 
 
 def payment_intent(metadata: dict, amount_received: int, currency: str = "eur") -> dict:
-    return {"id": f"pi_{new_id('x')[2:]}", "object": "payment_intent", "amount": amount_received,
-            "amount_received": amount_received, "currency": currency, "metadata": metadata,
-            "created": int(time.time()) - 60, "invoice": None, "status": "succeeded"}
+    return {
+        "id": f"pi_{new_id('x')[2:]}",
+        "object": "payment_intent",
+        "amount": amount_received,
+        "amount_received": amount_received,
+        "currency": currency,
+        "metadata": metadata,
+        "created": int(time.time()) - 60,
+        "invoice": None,
+        "status": "succeeded",
+    }
 
 
-async def post_webhook(client, body: bytes, *, secret: str = SECRET, tenant_id: str = TENANT,
-                       header: str | None = None):
-    return await client.post(f"/v1/webhooks/stripe/{tenant_id}", content=body, headers={
-        "Stripe-Signature": header if header is not None else sign(body, secret),
-        "Content-Type": "application/json"})
+async def post_webhook(
+    client, body: bytes, *, secret: str = SECRET, tenant_id: str = TENANT, header: str | None = None
+):
+    return await client.post(
+        f"/v1/webhooks/stripe/{tenant_id}",
+        content=body,
+        headers={
+            "Stripe-Signature": header if header is not None else sign(body, secret),
+            "Content-Type": "application/json",
+        },
+    )
 
 
 async def outbox_events(pool, invoice_id: str | None = None) -> list[dict]:
@@ -100,7 +134,16 @@ def h():
     from types import SimpleNamespace
 
     return SimpleNamespace(
-        TENANT=TENANT, API_KEY=API_KEY, SECRET=SECRET, AUTH=AUTH, invoice_issued=invoice_issued,
-        handle_invoice=handle_invoice, stripe_event=stripe_event, invoice_paid=invoice_paid,
-        payment_intent=payment_intent, post_webhook=post_webhook, outbox_events=outbox_events, counts=counts,
+        TENANT=TENANT,
+        API_KEY=API_KEY,
+        SECRET=SECRET,
+        AUTH=AUTH,
+        invoice_issued=invoice_issued,
+        handle_invoice=handle_invoice,
+        stripe_event=stripe_event,
+        invoice_paid=invoice_paid,
+        payment_intent=payment_intent,
+        post_webhook=post_webhook,
+        outbox_events=outbox_events,
+        counts=counts,
     )

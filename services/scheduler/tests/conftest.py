@@ -13,13 +13,12 @@ from dunning.clock import utcnow
 from dunning.db import create_pool, migrations_of
 from dunning.events import new_event
 from dunning.ids import new_id
-from dunning_tools.testing import events, kafka
-from dunning_tools.testing.handlers import apply_event
-from dunning_tools.testing.outbox import outbox_events
-
 from dunning_scheduler.bootstrap import handlers_for
 from dunning_scheduler.policy_store import ActivePolicies
 from dunning_scheduler.settings import Settings
+from dunning_tools.testing import events, kafka
+from dunning_tools.testing.handlers import apply_event
+from dunning_tools.testing.outbox import outbox_events
 
 MIGRATIONS = migrations_of("dunning_scheduler")
 TENANT = "ten_test01SCHEDULER"
@@ -34,9 +33,14 @@ def schema(migrated) -> str:
 
 @pytest.fixture
 def settings(infra, schema) -> Settings:
-    return Settings(database_url=infra.database_url, kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
-                    db_schema=schema, consumer_group=f"scheduler-{uuid.uuid4().hex[:8]}", relay_poll_seconds=0.05,
-                    payments_gate=False)  # the scheduler alone; the gate has its own tests
+    return Settings(
+        database_url=infra.database_url,
+        kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
+        db_schema=schema,
+        consumer_group=f"scheduler-{uuid.uuid4().hex[:8]}",
+        relay_poll_seconds=0.05,
+        payments_gate=False,
+    )  # the scheduler alone; the gate has its own tests
 
 
 @pytest.fixture
@@ -51,15 +55,38 @@ async def pool(infra, schema):
 invoice_issued = partial(events.invoice_issued, tenant_id=TENANT)
 
 
-def payment_received(invoice_id: str, *, balance: str, settled: bool, acknowledged_at: datetime | None = None,
-                     tenant_id: str = TENANT, currency: str = "EUR", amount: str = "100.00") -> dict:
+def payment_received(
+    invoice_id: str,
+    *,
+    balance: str,
+    settled: bool,
+    acknowledged_at: datetime | None = None,
+    tenant_id: str = TENANT,
+    currency: str = "EUR",
+    amount: str = "100.00",
+) -> dict:
     acknowledged_at = acknowledged_at or utcnow()
-    return new_event("dunning.PaymentReceived.v1", {
-        "payment_id": new_id("pay"), "invoice_id": invoice_id, "tenant_id": tenant_id,
-        "invoice_external_id": "ext", "source": "api", "source_reference": "ref-1", "currency": currency,
-        "amount": amount, "amount_applied": amount, "balance_remaining": balance, "settled": settled,
-        "received_at": acknowledged_at, "acknowledged_at": acknowledged_at,
-    }, source="/reconciliation", subject=invoice_id, tenant_id=tenant_id)
+    return new_event(
+        "dunning.PaymentReceived.v1",
+        {
+            "payment_id": new_id("pay"),
+            "invoice_id": invoice_id,
+            "tenant_id": tenant_id,
+            "invoice_external_id": "ext",
+            "source": "api",
+            "source_reference": "ref-1",
+            "currency": currency,
+            "amount": amount,
+            "amount_applied": amount,
+            "balance_remaining": balance,
+            "settled": settled,
+            "received_at": acknowledged_at,
+            "acknowledged_at": acknowledged_at,
+        },
+        source="/reconciliation",
+        subject=invoice_id,
+        tenant_id=tenant_id,
+    )
 
 
 apply = partial(apply_event, handlers=HANDLERS)

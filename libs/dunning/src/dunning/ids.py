@@ -22,12 +22,16 @@ def _time_chars(ms: int) -> str:
 
 
 def new_id(prefix: str) -> str:
-    return (prefix + "_" + _time_chars(int(time.time() * 1000))
-            + base64.b32encode(os.urandom(10)).translate(_CROCKFORD).decode())
+    return (
+        prefix
+        + "_"
+        + _time_chars(int(time.time() * 1000))
+        + base64.b32encode(os.urandom(10)).translate(_CROCKFORD).decode()
+    )
 
 
 def new_ids(prefix: str, n: int) -> list[str]:
     """n ids `<prefix>_<26 chars>`, all of the same millisecond."""
     head = prefix + "_" + _time_chars(int(time.time() * 1000))
     tails = base64.b32encode(os.urandom(10 * n)).translate(_CROCKFORD).decode()
-    return [head + tails[i:i + 16] for i in range(0, 16 * n, 16)]
+    return [head + tails[i : i + 16] for i in range(0, 16 * n, 16)]

@@ -44,9 +44,14 @@ async def ensure_topics(bootstrap_servers: str, *, attempts: int = 30, replicati
             await admin.start()
             existing = set(await admin.list_topics())
             missing = [
-                NewTopic(name, num_partitions=int(entry.get("partitions", 6)), replication_factor=replication_factor,
-                         topic_configs=_topic_config(entry))
-                for name, entry in wanted.items() if name not in existing
+                NewTopic(
+                    name,
+                    num_partitions=int(entry.get("partitions", 6)),
+                    replication_factor=replication_factor,
+                    topic_configs=_topic_config(entry),
+                )
+                for name, entry in wanted.items()
+                if name not in existing
             ]
             for topic in missing:
                 try:
@@ -54,7 +59,7 @@ async def ensure_topics(bootstrap_servers: str, *, attempts: int = 30, replicati
                 except TopicAlreadyExistsError:
                     pass
             return [t.name for t in missing]
-        except Exception:  # noqa: BLE001 - the broker may still be starting
+        except Exception:
             if attempt == attempts - 1:
                 raise
             await asyncio.sleep(0.5)

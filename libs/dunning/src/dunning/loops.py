@@ -65,8 +65,9 @@ class Loop:
     name = "loop"
     error_event = "loop.error"  # the log event of a failed step (dotted, per worker)
 
-    def __init__(self, *, idle_seconds: float, backoff: Backoff | None = None,
-                 listen: tuple[asyncpg.Pool, str] | None = None):
+    def __init__(
+        self, *, idle_seconds: float, backoff: Backoff | None = None, listen: tuple[asyncpg.Pool, str] | None = None
+    ):
         self.idle_seconds = idle_seconds
         self.backoff = backoff or Backoff()
         self.listen = listen  # (pool, channel): a NOTIFY on the channel wakes the loop
@@ -137,7 +138,7 @@ class Loop:
             return self.idle_seconds
         try:
             delay = await self.step()
-        except Exception as exc:  # noqa: BLE001 - the step rolled back; it is retried, never fatal
+        except Exception as exc:
             self.errors += 1
             retry_in = self.backoff.next()
             self.on_error(exc, retry_in)
@@ -167,10 +168,17 @@ class Housekeeping(Loop):
     name = "housekeeping"
     error_event = "housekeeping.failed"
 
-    def __init__(self, pool: asyncpg.Pool, *, interval_seconds: float = 600.0, inbox_retention_days: int = 14,
-                 chores: list[tuple[str, Chore]] | None = None):
-        super().__init__(idle_seconds=interval_seconds,
-                         backoff=Backoff(initial=min(5.0, interval_seconds), maximum=interval_seconds))
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        interval_seconds: float = 600.0,
+        inbox_retention_days: int = 14,
+        chores: list[tuple[str, Chore]] | None = None,
+    ):
+        super().__init__(
+            idle_seconds=interval_seconds, backoff=Backoff(initial=min(5.0, interval_seconds), maximum=interval_seconds)
+        )
         self.pool = pool
         self.chores: list[tuple[str, Chore]] = [("inbox", inbox_purge(pool, inbox_retention_days)), *(chores or [])]
 
@@ -183,7 +191,7 @@ class Housekeeping(Loop):
         for name, chore in self.chores:
             try:
                 purged[name] = await chore()
-            except Exception as exc:  # noqa: BLE001 - the next chore still runs; this one is retried
+            except Exception as exc:
                 log.warning("housekeeping.chore.failed", chore=name, error=repr(exc))
                 failed.append(name)
         if any(purged.values()):

@@ -44,8 +44,12 @@ class Metrics:
         self.service = service
         self.registry = registry or CollectorRegistry()
         self.http_latency = Histogram(
-            "dunning_http_request_duration_seconds", "HTTP request latency by route template, method and status.",
-            ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
+            "dunning_http_request_duration_seconds",
+            "HTTP request latency by route template, method and status.",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, str, str], Any] = {}  # labels() costs a lock and a lookup per call
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
         self._registered: set[int] = set()
@@ -80,20 +84,23 @@ class Metrics:
             self._metrics[name] = Gauge(name, documentation, list(labelnames), registry=self.registry)
         return self._metrics[name]
 
-    def histogram(self, name: str, documentation: str, labelnames: Iterable[str] = (),
-                  buckets: Iterable[float] = LATENCY_BUCKETS) -> Histogram:
+    def histogram(
+        self, name: str, documentation: str, labelnames: Iterable[str] = (), buckets: Iterable[float] = LATENCY_BUCKETS
+    ) -> Histogram:
         if name not in self._metrics:
-            self._metrics[name] = Histogram(name, documentation, list(labelnames), buckets=list(buckets),
-                                            registry=self.registry)
+            self._metrics[name] = Histogram(
+                name, documentation, list(labelnames), buckets=list(buckets), registry=self.registry
+            )
         return self._metrics[name]
 
     async def exposition(self) -> bytes:
         async def _one(refresh: Callable[[], Awaitable[None]]) -> None:
             try:
                 await asyncio.wait_for(refresh(), timeout=SCRAPE_STEP_TIMEOUT)
-            except Exception as exc:  # noqa: BLE001 - a figure missing from one scrape beats a failed scrape
-                log.warning("metrics.refresh.failed", refresh=getattr(refresh, "__qualname__", repr(refresh)),
-                            error=repr(exc))
+            except Exception as exc:
+                log.warning(
+                    "metrics.refresh.failed", refresh=getattr(refresh, "__qualname__", repr(refresh)), error=repr(exc)
+                )
 
         await asyncio.gather(*(_one(r) for r in self._refreshers))
         return generate_latest(self.registry)
@@ -138,8 +145,7 @@ def instrument_app(app: FastAPI, service_name: str) -> Metrics:
     async def prometheus_metrics(request: Request) -> Response:
         return Response(await metrics.exposition(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
-    app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], include_in_schema=False,
-                      response_class=Response)
+    app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], include_in_schema=False, response_class=Response)
     return metrics
 
 
@@ -164,10 +170,12 @@ class ConsumerCollector:
         labels = ["consumer", "topic", "partition"]
         position = GaugeMetricFamily("dunning_consumer_position", "Next offset applied and committed.", labels=labels)
         lag = GaugeMetricFamily("dunning_consumer_lag", "Messages on the partition not yet applied.", labels=labels)
-        processed = CounterMetricFamily("dunning_consumer_processed", "Messages applied by this process.",
-                                        labels=["consumer"])
-        dead = CounterMetricFamily("dunning_consumer_dead_lettered", "Messages dead-lettered by this process.",
-                                   labels=["consumer"])
+        processed = CounterMetricFamily(
+            "dunning_consumer_processed", "Messages applied by this process.", labels=["consumer"]
+        )
+        dead = CounterMetricFamily(
+            "dunning_consumer_dead_lettered", "Messages dead-lettered by this process.", labels=["consumer"]
+        )
         name = self.runner.name
         for (topic, partition), (pos, high) in sorted(self.runner.lag_snapshot().items()):
             values = [name, topic, str(partition)]
@@ -201,7 +209,8 @@ def outbox_gauges(metrics: Metrics, pool: asyncpg.Pool) -> None:
         row = await pool.fetchrow(
             "SELECT (SELECT count(*) FROM outbox) AS depth,"
             " (SELECT extract(epoch FROM clock_timestamp() - created_at)::float8 FROM outbox ORDER BY id LIMIT 1)"
-            " AS oldest")
+            " AS oldest"
+        )
         depth.set(row["depth"])
         oldest.set(row["oldest"] or 0.0)
 

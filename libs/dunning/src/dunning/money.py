@@ -12,9 +12,7 @@ from babel.numbers import is_currency
 
 # ISO 4217 minor units that differ from 2.
 _EXPONENTS: dict[str, int] = {
-    **dict.fromkeys(
-        "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0
-    ),
+    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0),
     **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
 }
 # Codes that babel knows as historical or that are not money.
@@ -45,10 +43,10 @@ def exponent(currency: str) -> int:
 def parse_amount(value: str, currency: str, *, allow_zero: bool = False) -> Decimal:
     """Parse a decimal string amount; refuse floats, signs, exponents and excess precision."""
     if not isinstance(value, str):
-        raise MoneyError("must be a decimal string such as \"1250.00\", not a number")
+        raise MoneyError('must be a decimal string such as "1250.00", not a number')
     text = value.strip()
     if not _PLAIN.fullmatch(text):
-        raise MoneyError("must be a plain decimal string such as \"1250.00\"")
+        raise MoneyError('must be a plain decimal string such as "1250.00"')
     try:
         amount = Decimal(text)
     except InvalidOperation as exc:  # pragma: no cover - guarded above
@@ -56,9 +54,7 @@ def parse_amount(value: str, currency: str, *, allow_zero: bool = False) -> Deci
     places = -amount.as_tuple().exponent if "." in text else 0
     digits = exponent(currency)
     if places > digits:
-        raise MoneyError(
-            f"{currency} allows {digits} decimal place{'s' if digits != 1 else ''}, got {places}"
-        )
+        raise MoneyError(f"{currency} allows {digits} decimal place{'s' if digits != 1 else ''}, got {places}")
     if amount == 0 and not allow_zero:
         raise MoneyError("must be greater than zero")
     if amount >= _TOO_LARGE:

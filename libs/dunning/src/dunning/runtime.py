@@ -68,28 +68,41 @@ def _listening_socket(settings: CommonSettings) -> socket.socket:
 
 
 async def open_infrastructure(settings: CommonSettings) -> tuple[asyncpg.Pool, AIOKafkaProducer]:
-    pool = await create_pool(settings.database_url, settings.db_schema,
-                             min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    pool = await create_pool(
+        settings.database_url, settings.db_schema, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+    )
     producer = make_producer(settings.kafka_bootstrap_servers, settings.service_name)
     await producer.start()
     return pool, producer
 
 
-def relay_for(settings: CommonSettings, pool: asyncpg.Pool, producer: AIOKafkaProducer, *,
-              record_offsets: bool = False) -> OutboxRelay | None:
+def relay_for(
+    settings: CommonSettings, pool: asyncpg.Pool, producer: AIOKafkaProducer, *, record_offsets: bool = False
+) -> OutboxRelay | None:
     """The service's outbox relay (None if disabled). `record_offsets`: write the offsets the broker
     acknowledged (published_offsets) with the delete; reconciliation's payments watermark states them."""
     if not settings.relay_enabled:
         return None
-    return OutboxRelay(pool, producer, settings.db_schema, batch_size=settings.relay_batch_size,
-                       poll_seconds=settings.relay_poll_seconds, record_offsets=record_offsets)
+    return OutboxRelay(
+        pool,
+        producer,
+        settings.db_schema,
+        batch_size=settings.relay_batch_size,
+        poll_seconds=settings.relay_poll_seconds,
+        record_offsets=record_offsets,
+    )
 
 
-def housekeeping_for(settings: CommonSettings, pool: asyncpg.Pool, chores: list[tuple[str, Chore]] | None = None
-                     ) -> Housekeeping:
+def housekeeping_for(
+    settings: CommonSettings, pool: asyncpg.Pool, chores: list[tuple[str, Chore]] | None = None
+) -> Housekeeping:
     """The housekeeping every service runs: the inbox purge, then the service's own `chores`."""
-    return Housekeeping(pool, interval_seconds=settings.housekeeping_interval_seconds,
-                        inbox_retention_days=settings.inbox_retention_days, chores=chores)
+    return Housekeeping(
+        pool,
+        interval_seconds=settings.housekeeping_interval_seconds,
+        inbox_retention_days=settings.inbox_retention_days,
+        chores=chores,
+    )
 
 
 def instrument_service(service: Service) -> None:
@@ -107,8 +120,16 @@ async def run_service(service: Service) -> None:
     loop = asyncio.get_running_loop()
     server = None
     if service.app is not None:
-        server = _Server(uvicorn.Config(service.app, host=settings.http_host, port=settings.http_port,
-                                        log_config=None, access_log=False, lifespan="on"))
+        server = _Server(
+            uvicorn.Config(
+                service.app,
+                host=settings.http_host,
+                port=settings.http_port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+            )
+        )
     stopping = asyncio.Event()
 
     def _stop(signame: str) -> None:
@@ -133,7 +154,9 @@ async def run_service(service: Service) -> None:
     tasks = draining + ([relay] if relay else [])
     log.info("service.started", port=settings.http_port if server else None, workers=[t.get_name() for t in tasks])
     try:
-        done, _ = await asyncio.wait([*tasks, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            [*tasks, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
         for task in done:
             crash = task.exception() if task in tasks else None
             if crash is not None:
@@ -144,7 +167,9 @@ async def run_service(service: Service) -> None:
         await asyncio.wait_for(asyncio.gather(*draining, return_exceptions=True), timeout=20)
         if service.relay is not None and relay is not None:
             service.relay.stop()  # its drain publishes what is left, the drain's writes included
-            await asyncio.wait_for(asyncio.gather(relay, return_exceptions=True), timeout=service.relay.drain_seconds + 5)
+            await asyncio.wait_for(
+                asyncio.gather(relay, return_exceptions=True), timeout=service.relay.drain_seconds + 5
+            )
     finally:
         for task in tasks:
             task.cancel()
@@ -159,8 +184,9 @@ async def run_service(service: Service) -> None:
         log.info("service.stopped")
 
 
-def main(settings: CommonSettings, migrations_dir: Path,
-         bootstrap: Callable[[CommonSettings], Awaitable[Service]]) -> None:
+def main(
+    settings: CommonSettings, migrations_dir: Path, bootstrap: Callable[[CommonSettings], Awaitable[Service]]
+) -> None:
     """Entry point of a service process: logs, traces, migrations, bootstrap, run."""
     configure_logging(settings.service_name, settings.log_level)
     configure_tracing(settings.service_name, settings.otel_traces_exporter)
@@ -170,8 +196,9 @@ def main(settings: CommonSettings, migrations_dir: Path,
         if settings.kafka_create_topics:
             from dunning.kafka import ensure_topics
 
-            created = await ensure_topics(settings.kafka_bootstrap_servers,
-                                          replication_factor=settings.kafka_replication_factor)
+            created = await ensure_topics(
+                settings.kafka_bootstrap_servers, replication_factor=settings.kafka_replication_factor
+            )
             if created:
                 log.info("service.topics.created", topics=created)
         service = await bootstrap(settings)

@@ -17,9 +17,7 @@ class CommonSettings(BaseSettings):
         "postgresql://postgres@127.0.0.1:5432/dunning",
         validation_alias=AliasChoices("DATABASE_URL"),
     )
-    kafka_bootstrap_servers: str = Field(
-        "127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS")
-    )
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS"))
     # At start-up, create the catalogued topics that do not exist (schemas/topics/*.yaml: partitions,
     # retention). Off where topics are managed elsewhere (e.g. a Strimzi KafkaTopic).
     kafka_create_topics: bool = Field(True, validation_alias=AliasChoices("KAFKA_CREATE_TOPICS"))

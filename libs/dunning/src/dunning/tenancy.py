@@ -6,12 +6,8 @@ import secrets
 
 import asyncpg
 
-_UPSERT_TENANT = (
-    "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name"
-)
-_ADD_API_KEY = (
-    "INSERT INTO api_keys (key_hash, tenant_id, prefix) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
-)
+_UPSERT_TENANT = "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name"
+_ADD_API_KEY = "INSERT INTO api_keys (key_hash, tenant_id, prefix) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
 _TENANT_NAME = "SELECT name FROM tenants WHERE id = $1"
 _TENANT_OF_KEY = "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
 

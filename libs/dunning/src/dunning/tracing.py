@@ -48,7 +48,9 @@ def tracer_provider(service: str, exporter: str = "none", span_exporter: SpanExp
     return provider
 
 
-def configure_tracing(service: str, exporter: str = "none", span_exporter: SpanExporter | None = None) -> TracerProvider:
+def configure_tracing(
+    service: str, exporter: str = "none", span_exporter: SpanExporter | None = None
+) -> TracerProvider:
     """Install the process's tracer provider (once per process; see tracer_provider)."""
     provider = tracer_provider(service, exporter, span_exporter)
     trace.set_tracer_provider(provider)

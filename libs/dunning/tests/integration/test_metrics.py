@@ -9,6 +9,9 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
 from dunning.consumer import ConsumerRunner, HandlerSpec
 from dunning.contracts import InvoiceIssued
 from dunning.db import create_pool
@@ -18,8 +21,6 @@ from dunning.kafka import make_producer
 from dunning.metrics import UNMATCHED, instrument_app, register_service
 from dunning.outbox import OutboxRelay
 from dunning_tools.testing.kafka import commit_group_at_end
-from fastapi import FastAPI
-from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
 MIGRATIONS = Path(__file__).with_name("plumbing_migrations")
@@ -47,8 +48,11 @@ def _app() -> FastAPI:
 async def _scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple], float]:
     resp = await client.get("/metrics")
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(resp.text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(resp.text)
+        for s in family.samples
+    }
 
 
 def _one(samples, name: str, **labels) -> float:
@@ -72,8 +76,14 @@ async def test_latency_is_labelled_by_route_template_and_metrics_are_not_in_the_
     assert _one(samples, count, method="POST", route="/v1/things/{thing_id}", status=405) == 1
     assert _one(samples, count, method="GET", route=UNMATCHED, status=404) == 2
     assert not [ls for (_, ls) in samples if ("route", "/v1/things/a1") in ls]  # never the raw path
-    le = _one(samples, "dunning_http_request_duration_seconds_bucket", method="GET",
-              route="/v1/things/{thing_id}", status=200, le="+Inf")
+    le = _one(
+        samples,
+        "dunning_http_request_duration_seconds_bucket",
+        method="GET",
+        route="/v1/things/{thing_id}",
+        status=200,
+        le="+Inf",
+    )
     assert le == 2
     assert "/metrics" not in schema["paths"]
     assert instrument_app(app, "metrics-test") is app.state.metrics  # idempotent: one registry per app
@@ -84,7 +94,8 @@ async def test_outbox_depth_and_age_and_consumer_lag_show_on_the_scrape(infra, p
         await conn.executemany(
             "INSERT INTO outbox (lane, topic, key, event_id, event_type, headers, payload, created_at)"
             " VALUES (0, 'dunning.deadletter.v1', 'k', $1, 'test', '{}', '\\x7b7d', now() - make_interval(secs => $2))",
-            [(uuid.uuid4(), age) for age in (60, 5, 1)])
+            [(uuid.uuid4(), age) for age in (60, 5, 1)],
+        )
     group = f"metrics-{uuid.uuid4().hex[:8]}"
     await commit_group_at_end(infra.kafka_bootstrap_servers, group, [INVOICES])
 
@@ -94,8 +105,14 @@ async def test_outbox_depth_and_age_and_consumer_lag_show_on_the_scrape(infra, p
         seen.set()
         await release.wait()
 
-    runner = ConsumerRunner(name="metrics-test", pool=pool, bootstrap_servers=infra.kafka_bootstrap_servers,
-                            group_id=group, handlers={InvoiceIssued: HandlerSpec(slow)}, topics=[INVOICES])
+    runner = ConsumerRunner(
+        name="metrics-test",
+        pool=pool,
+        bootstrap_servers=infra.kafka_bootstrap_servers,
+        group_id=group,
+        handlers={InvoiceIssued: HandlerSpec(slow)},
+        topics=[INVOICES],
+    )
     app = _app()
     metrics = instrument_app(app, "metrics-test")
     register_service(metrics, pool=pool, workers=[runner], relay=OutboxRelay(pool, None, "unused"))  # type: ignore[arg-type]
@@ -107,8 +124,12 @@ async def test_outbox_depth_and_age_and_consumer_lag_show_on_the_scrape(infra, p
         example = json.loads((schemas_dir() / "examples/InvoiceIssued/1/eur-invoice.json").read_text())
         invoice_id = new_id("inv")  # one key: one partition
         for _ in range(5):
-            event = {**example, "id": str(uuid.uuid4()), "subject": invoice_id,
-                     "data": {**example["data"], "invoice_id": invoice_id}}
+            event = {
+                **example,
+                "id": str(uuid.uuid4()),
+                "subject": invoice_id,
+                "data": {**example["data"], "invoice_id": invoice_id},
+            }
             meta = await producer.send_and_wait(INVOICES, orjson.dumps(event), key=invoice_id.encode())
         end = meta.offset + 1
         await asyncio.wait_for(seen.wait(), timeout=SAFETY)  # the first batch is being applied
@@ -119,7 +140,10 @@ async def test_outbox_depth_and_age_and_consumer_lag_show_on_the_scrape(infra, p
             assert 60 <= _one(busy, "dunning_outbox_oldest_age_seconds") < 3600
             assert _one(busy, "dunning_outbox_published_total") == 0
             where = {"consumer": "metrics-test", "topic": INVOICES, "partition": meta.partition}
-            position, lag = _one(busy, "dunning_consumer_position", **where), _one(busy, "dunning_consumer_lag", **where)
+            position, lag = (
+                _one(busy, "dunning_consumer_position", **where),
+                _one(busy, "dunning_consumer_lag", **where),
+            )
             assert position < end and lag >= 1  # the batch in flight (and ours) is not applied yet
 
             release.set()

@@ -30,8 +30,13 @@ def invoice_issued(invoice_id: str | None = None) -> dict:
     example = json.loads((schemas_dir() / "examples/InvoiceIssued/1/eur-invoice.json").read_text())
     data = copy.deepcopy(example["data"])
     data["invoice_id"] = invoice_id or new_id("inv")
-    return new_event("dunning.InvoiceIssued.v1", data, source="/invoice-ingest",
-                     subject=data["invoice_id"], tenant_id=data["tenant_id"])
+    return new_event(
+        "dunning.InvoiceIssued.v1",
+        data,
+        source="/invoice-ingest",
+        subject=data["invoice_id"],
+        tenant_id=data["tenant_id"],
+    )
 
 
 @pytest.fixture
@@ -63,13 +68,15 @@ async def test_two_relays_publish_every_row_in_order_per_key(infra, pool, produc
     assert sum(r.published for r in relays) == 200
 
     wanted = {e["id"] for evs in events.values() for e in evs}
-    records = await read_topic(infra.kafka_bootstrap_servers, INVOICES,
-                               lambda recs: wanted <= {orjson.loads(r.value)["id"] for r in recs})
+    records = await read_topic(
+        infra.kafka_bootstrap_servers, INVOICES, lambda recs: wanted <= {orjson.loads(r.value)["id"] for r in recs}
+    )
     partitions = sorted(await producer.partitions_for(INVOICES))
     for key in keys:
         mine = [r for r in records if r.key == key.encode()]
-        assert [orjson.loads(r.value)["id"] for r in mine] == [e["id"] for e in events[key]], \
+        assert [orjson.loads(r.value)["id"] for r in mine] == [e["id"] for e in events[key]], (
             "one invoice's events must stay in order"
+        )
         # the partition a plain producer.send would choose (Kafka's murmur2), so other clients agree
         assert {r.partition for r in mine} == {DefaultPartitioner()(key.encode(), partitions, partitions)}
 
@@ -109,30 +116,52 @@ async def test_consumer_applies_each_event_once_and_dead_letters_poison(infra, p
     bug["data"]["metadata"] = {"behaviour": "bug"}
     invalid = invoice_issued(key)
     invalid["data"]["amount_due"] = 12.5  # a float: invalid against the schema
-    for value in [orjson.dumps(good), b"{not json", orjson.dumps(invalid), orjson.dumps(good),  # the same event again
-                  orjson.dumps(flaky), orjson.dumps(rejected), orjson.dumps(bug), orjson.dumps(after)]:
+    for value in [
+        orjson.dumps(good),
+        b"{not json",
+        orjson.dumps(invalid),
+        orjson.dumps(good),  # the same event again
+        orjson.dumps(flaky),
+        orjson.dumps(rejected),
+        orjson.dumps(bug),
+        orjson.dumps(after),
+    ]:
         await producer.send_and_wait(INVOICES, value=value, key=key.encode())
 
-    runner = ConsumerRunner(name="t", pool=pool, bootstrap_servers=infra.kafka_bootstrap_servers,
-                            group_id=f"t-{uuid.uuid4().hex}", topics=[INVOICES],
-                            handlers={InvoiceIssued: HandlerSpec(handle)})
+    runner = ConsumerRunner(
+        name="t",
+        pool=pool,
+        bootstrap_servers=infra.kafka_bootstrap_servers,
+        group_id=f"t-{uuid.uuid4().hex}",
+        topics=[INVOICES],
+        handlers={InvoiceIssued: HandlerSpec(handle)},
+    )
 
     async def done():
-        return await pool.fetchval("SELECT count(*) FROM applied WHERE invoice_id = $1", key) >= 3 and \
-            await pool.fetchval("SELECT count(*) FROM outbox WHERE topic = $1 AND key = $2", DEAD_LETTER_TOPIC, key) >= 4
+        return (
+            await pool.fetchval("SELECT count(*) FROM applied WHERE invoice_id = $1", key) >= 3
+            and await pool.fetchval("SELECT count(*) FROM outbox WHERE topic = $1 AND key = $2", DEAD_LETTER_TOPIC, key)
+            >= 4
+        )
 
     await _run(runner, done)
-    applied = [r["event_id"] for r in await pool.fetch(
-        "SELECT event_id::text FROM applied WHERE invoice_id = $1 ORDER BY applied_at", key)]
+    applied = [
+        r["event_id"]
+        for r in await pool.fetch("SELECT event_id::text FROM applied WHERE invoice_id = $1 ORDER BY applied_at", key)
+    ]
     assert sorted(applied) == sorted([good["id"], flaky["id"], after["id"]])
-    dead = await pool.fetch("SELECT headers, payload FROM outbox WHERE topic = $1 AND key = $2 ORDER BY id",
-                            DEAD_LETTER_TOPIC, key)
+    dead = await pool.fetch(
+        "SELECT headers, payload FROM outbox WHERE topic = $1 AND key = $2 ORDER BY id", DEAD_LETTER_TOPIC, key
+    )
     reasons = [d["headers"]["x-dlq-reason"] for d in dead]
     assert reasons == ["invalid", "invalid", "rejected", "handler_error"]
     assert bytes(dead[0]["payload"]) == b"{not json"
     assert dead[2]["headers"]["x-dlq-error"] == "no such customer"
-    statuses = dict(await pool.fetch("SELECT event_id::text, status FROM inbox WHERE event_id = ANY($1::uuid[])",
-                                     [rejected["id"], bug["id"]]))
+    statuses = dict(
+        await pool.fetch(
+            "SELECT event_id::text, status FROM inbox WHERE event_id = ANY($1::uuid[])", [rejected["id"], bug["id"]]
+        )
+    )
     assert set(statuses.values()) == {"dead_lettered"}
 
 
@@ -157,8 +186,14 @@ async def test_infrastructure_error_retries_the_batch_and_offsets_follow_the_dat
     async def all_applied():
         return await pool.fetchval("SELECT count(*) FROM applied WHERE invoice_id = $1", key) == 5
 
-    runner = ConsumerRunner(name="a", pool=pool, bootstrap_servers=infra.kafka_bootstrap_servers, group_id=group,
-                            topics=[INVOICES], handlers={InvoiceIssued: HandlerSpec(handle)})
+    runner = ConsumerRunner(
+        name="a",
+        pool=pool,
+        bootstrap_servers=infra.kafka_bootstrap_servers,
+        group_id=group,
+        topics=[INVOICES],
+        handlers={InvoiceIssued: HandlerSpec(handle)},
+    )
     await _run(runner, all_applied)
     assert failures["left"] == 0
     rows = await pool.fetch("SELECT event_id::text FROM applied WHERE invoice_id = $1", key)
@@ -171,8 +206,14 @@ async def test_infrastructure_error_retries_the_batch_and_offsets_follow_the_dat
         if event.subject == key:
             again.append(event.id)
 
-    restarted = ConsumerRunner(name="b", pool=pool, bootstrap_servers=infra.kafka_bootstrap_servers, group_id=group,
-                               topics=[INVOICES], handlers={InvoiceIssued: HandlerSpec(record)})
+    restarted = ConsumerRunner(
+        name="b",
+        pool=pool,
+        bootstrap_servers=infra.kafka_bootstrap_servers,
+        group_id=group,
+        topics=[INVOICES],
+        handlers={InvoiceIssued: HandlerSpec(record)},
+    )
     marker = invoice_issued(key)
     await producer.send_and_wait(INVOICES, value=orjson.dumps(marker), key=key.encode())
     await _run(restarted, lambda: asyncio.sleep(0.05, result=marker["id"] in again))

@@ -4,6 +4,7 @@ import asyncio
 import random
 
 import pytest
+
 from dunning.loops import Backoff, Housekeeping, Loop
 
 pytestmark = pytest.mark.unit
@@ -58,12 +59,15 @@ async def _until(predicate):
     await asyncio.wait_for(poll(), timeout=SAFETY)
 
 
-@pytest.mark.parametrize(("script", "expected_steps", "expected_errors"), [
-    pytest.param(["stop"], 1, 0, id="stop inside the first step: one step, then drain"),
-    pytest.param([0, 0, 0, "stop"], 4, 0, id="a step returning 0 goes again at once"),
-    pytest.param([ValueError("x"), OSError("y"), "stop"], 3, 2, id="failed steps are retried after a backoff"),
-    pytest.param([None, "stop"], 2, 0, id="None waits the idle interval (here short)"),
-])
+@pytest.mark.parametrize(
+    ("script", "expected_steps", "expected_errors"),
+    [
+        pytest.param(["stop"], 1, 0, id="stop inside the first step: one step, then drain"),
+        pytest.param([0, 0, 0, "stop"], 4, 0, id="a step returning 0 goes again at once"),
+        pytest.param([ValueError("x"), OSError("y"), "stop"], 3, 2, id="failed steps are retried after a backoff"),
+        pytest.param([None, "stop"], 2, 0, id="None waits the idle interval (here short)"),
+    ],
+)
 async def test_the_loop_runs_its_script_then_drains_once(script, expected_steps, expected_errors):
     loop = Scripted(script, idle_seconds=0.001)
     await asyncio.wait_for(loop.run(), timeout=SAFETY)
@@ -74,17 +78,22 @@ async def test_the_loop_runs_its_script_then_drains_once(script, expected_steps,
     assert loop.backoff.failures == 0  # the last step succeeded: reset
 
 
-@pytest.mark.parametrize("how", [
-    pytest.param("wake", id="wake() ends a long wait"),
-    pytest.param("stop", id="stop() ends a long wait and drains"),
-])
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param("wake", id="wake() ends a long wait"),
+        pytest.param("stop", id="stop() ends a long wait and drains"),
+    ],
+)
 async def test_a_long_wait_ends_on_wake_or_stop(how):
     loop = Scripted([FOREVER, "stop"])
     task = asyncio.create_task(loop.run())
     await _until(lambda: len(loop.log) == 1)  # the first step returned FOREVER: the loop waits
     getattr(loop, how)()
     await asyncio.wait_for(task, timeout=SAFETY)
-    expected = ["step:3600.0", "step:stop", "drain", "teardown"] if how == "wake" else ["step:3600.0", "drain", "teardown"]
+    expected = (
+        ["step:3600.0", "step:stop", "drain", "teardown"] if how == "wake" else ["step:3600.0", "drain", "teardown"]
+    )
     assert loop.log == expected
 
 
@@ -133,18 +142,26 @@ async def test_teardown_runs_when_the_task_is_cancelled():
     assert loop.log == ["step:block", "teardown"]
 
 
-@pytest.mark.parametrize(("backoff", "failures", "low", "high"), [
-    pytest.param(Backoff(initial=0.1, maximum=5.0, jitter=0.2), 1, 0.08, 0.12, id="first failure: about initial"),
-    pytest.param(Backoff(initial=0.1, maximum=5.0, jitter=0.2), 3, 0.32, 0.48, id="third: initial * 4"),
-    pytest.param(Backoff(initial=0.1, maximum=5.0, jitter=0.2), 20, 4.0, 6.0, id="capped at maximum"),
-    pytest.param(Backoff(initial=1.0, maximum=1.0, jitter=0.0), 7, 1.0, 1.0, id="no jitter, fixed"),
-    pytest.param(Backoff(initial=0.5, maximum=60.0, factor=3.0, jitter=0.1), 3, 4.05, 4.95, id="factor 3"),
-])
+@pytest.mark.parametrize(
+    ("backoff", "failures", "low", "high"),
+    [
+        pytest.param(Backoff(initial=0.1, maximum=5.0, jitter=0.2), 1, 0.08, 0.12, id="first failure: about initial"),
+        pytest.param(Backoff(initial=0.1, maximum=5.0, jitter=0.2), 3, 0.32, 0.48, id="third: initial * 4"),
+        pytest.param(Backoff(initial=0.1, maximum=5.0, jitter=0.2), 20, 4.0, 6.0, id="capped at maximum"),
+        pytest.param(Backoff(initial=1.0, maximum=1.0, jitter=0.0), 7, 1.0, 1.0, id="no jitter, fixed"),
+        pytest.param(Backoff(initial=0.5, maximum=60.0, factor=3.0, jitter=0.1), 3, 4.05, 4.95, id="factor 3"),
+    ],
+)
 def test_backoff_delays_stay_within_their_bounds(backoff, failures, low, high):
     assert backoff.bounds(failures) == pytest.approx((low, high))
     for seed in range(50):
-        trial = Backoff(initial=backoff.initial, maximum=backoff.maximum, factor=backoff.factor,
-                        jitter=backoff.jitter, rng=random.Random(seed))
+        trial = Backoff(
+            initial=backoff.initial,
+            maximum=backoff.maximum,
+            factor=backoff.factor,
+            jitter=backoff.jitter,
+            rng=random.Random(seed),
+        )
         delays = [trial.next() for _ in range(failures)]
         assert low - 1e-9 <= delays[-1] <= high + 1e-9
 
@@ -168,6 +185,7 @@ async def test_housekeeping_runs_every_chore_even_when_one_fails():
             if isinstance(result, Exception):
                 raise result
             return result
+
         return run
 
     housekeeping = Housekeeping(pool=None, interval_seconds=FOREVER)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
+
 from dunning.tracing import tracer_provider
 
 pytestmark = pytest.mark.unit
@@ -40,12 +41,20 @@ def test_standard_library_records_are_the_same_json_lines_as_structlogs():
     assert run.returncode == 0, run.stderr
     lines = [json.loads(line) for line in run.stderr.splitlines()]  # every line is JSON
     by_event = {line["event"]: line for line in lines}
-    assert set(by_event) == {"dunning.test.done", "Started server process [42]", "Heartbeat failed for group g",
-                             "Task exception was never retrieved"}
+    assert set(by_event) == {
+        "dunning.test.done",
+        "Started server process [42]",
+        "Heartbeat failed for group g",
+        "Task exception was never retrieved",
+    }
     ours = by_event["dunning.test.done"]
     for line in lines:  # the same bound ids, level, time and trace ids on every line
         assert {k: line[k] for k in ("service", "tenant_id", "invoice_id", "trace_id")} == {
-            "service": "svc-test", "tenant_id": "ten_1", "invoice_id": "inv_1", "trace_id": ours["trace_id"]}
+            "service": "svc-test",
+            "tenant_id": "ten_1",
+            "invoice_id": "inv_1",
+            "trace_id": ours["trace_id"],
+        }
         assert line["timestamp"].endswith("Z") and line["level"] in ("info", "warning", "error")
     assert by_event["Started server process [42]"]["logger"] == "uvicorn.error"
     assert by_event["Heartbeat failed for group g"]["level"] == "warning"
@@ -95,11 +104,14 @@ def test_otlp_exporter_posts_spans_to_the_configured_collector(collector, monkey
     assert b"svc-otlp" in body and b"GET /v1/invoices/{invoice_id}" in body
 
 
-@pytest.mark.parametrize(("exporter", "processors"), [
-    pytest.param("none", 0, id="none: spans made, not exported"),
-    pytest.param("console", 1, id="console"),
-    pytest.param("OTLP", 1, id="otlp, any case"),
-])
+@pytest.mark.parametrize(
+    ("exporter", "processors"),
+    [
+        pytest.param("none", 0, id="none: spans made, not exported"),
+        pytest.param("console", 1, id="console"),
+        pytest.param("OTLP", 1, id="otlp, any case"),
+    ],
+)
 def test_the_exporter_setting_selects_an_exporter(exporter, processors, monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
     provider = tracer_provider("svc", exporter)

@@ -41,8 +41,10 @@ class Deps:
     auth: ApiKeyAuth
 
 
-_IDEMPOTENCY_DOC = ("Optional. Replays the first response (with `Idempotent-Replayed: true`) for 24 h; reusing "
-                    "a key with a different body is a 422, while the first request runs a 409. At most 255 chars.")
+_IDEMPOTENCY_DOC = (
+    "Optional. Replays the first response (with `Idempotent-Replayed: true`) for 24 h; reusing "
+    "a key with a different body is a 422, while the first request runs a 409. At most 255 chars."
+)
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -55,11 +57,16 @@ def _response(reply: Reply) -> Response:
 
 def create_app(deps: Deps) -> FastAPI:
     settings = deps.settings
-    app = service_app(distribution="dunning-invoice-ingest", settings=settings, pool=deps.pool, tags=TAGS,
-                      description="Accounting systems push invoices; the dunning timeline of each invoice "
-                                  "reads back.",
-                      max_body_bytes=settings.bulk_max_bytes, own_string_checks={BULK_PATH: "invoices"},
-                      auth=deps.auth)
+    app = service_app(
+        distribution="dunning-invoice-ingest",
+        settings=settings,
+        pool=deps.pool,
+        tags=TAGS,
+        description="Accounting systems push invoices; the dunning timeline of each invoice reads back.",
+        max_body_bytes=settings.bulk_max_bytes,
+        own_string_checks={BULK_PATH: "invoices"},
+        auth=deps.auth,
+    )
     IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description=_IDEMPOTENCY_DOC)]
 
     async def create_invoice_of(request: Request, tenant_id: str) -> Response:
@@ -84,27 +91,66 @@ def create_app(deps: Deps) -> FastAPI:
     # solving (a fifth of the request's CPU); the APIRoute below documents it (and would serve it the same).
     app.router.add_route("/v1/invoices", create_invoice_lean, methods=["POST"], include_in_schema=False)
 
-    @app.post("/v1/invoices", status_code=201, response_class=Response, tags=["invoices"],
-              operation_id="createInvoice", summary="Create one invoice",
-              responses={201: {"model": InvoiceDetail, "description": "Created"},
-                         200: {"model": InvoiceDetail, "description": "Already exists with the same content"},
-                         409: {"description": "The external_id exists with other content (or the Idempotency-Key's "
-                                              "first request is still running)"}},
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-                  "$ref": "#/components/schemas/InvoiceIn"}}}}})
+    @app.post(
+        "/v1/invoices",
+        status_code=201,
+        response_class=Response,
+        tags=["invoices"],
+        operation_id="createInvoice",
+        summary="Create one invoice",
+        responses={
+            201: {"model": InvoiceDetail, "description": "Created"},
+            200: {"model": InvoiceDetail, "description": "Already exists with the same content"},
+            409: {
+                "description": "The external_id exists with other content (or the Idempotency-Key's "
+                "first request is still running)"
+            },
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InvoiceIn"}}},
+            }
+        },
+    )
     async def create_invoice(request: Request, tenant_id: TenantId, idempotency_key: IdempotencyKey = None) -> Response:
         return await create_invoice_of(request, tenant_id)
 
-    @app.post(BULK_PATH, response_class=Response, tags=["invoices"], operation_id="createInvoices",
-              summary="Create up to 10,000 invoices; one result per item",
-              responses={200: {"model": BulkResponse, "description": "One result per item"},
-                         409: {"description": "The Idempotency-Key's first request is still running"}},
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-                  "type": "object", "required": ["invoices"], "additionalProperties": False,
-                  "properties": {"invoices": {"type": "array", "maxItems": settings.bulk_max_items,
-                                              "items": {"$ref": "#/components/schemas/InvoiceIn"}}}}}}}})
-    async def create_invoices(request: Request, tenant_id: TenantId,
-                              idempotency_key: IdempotencyKey = None) -> Response:
+    @app.post(
+        BULK_PATH,
+        response_class=Response,
+        tags=["invoices"],
+        operation_id="createInvoices",
+        summary="Create up to 10,000 invoices; one result per item",
+        responses={
+            200: {"model": BulkResponse, "description": "One result per item"},
+            409: {"description": "The Idempotency-Key's first request is still running"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["invoices"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "invoices": {
+                                    "type": "array",
+                                    "maxItems": settings.bulk_max_items,
+                                    "items": {"$ref": "#/components/schemas/InvoiceIn"},
+                                }
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def create_invoices(
+        request: Request, tenant_id: TenantId, idempotency_key: IdempotencyKey = None
+    ) -> Response:
         limit = settings.bulk_max_items
         with gc_paused():
             body = request.scope.get(JSON_BODY)  # the edge guard parsed it already (it checks the depth)
@@ -116,37 +162,61 @@ def create_app(deps: Deps) -> FastAPI:
                     try:  # what only the stdlib parser takes (a lone surrogate in one item, NaN...)
                         body = json.loads(raw)
                     except (ValueError, UnicodeDecodeError):
-                        raise Problem(400, "The body is not valid JSON.", errors=[
-                            {"field": "(body)", "message": str(exc), "code": "json_invalid"}]) from None
+                        raise Problem(
+                            400,
+                            "The body is not valid JSON.",
+                            errors=[{"field": "(body)", "message": str(exc), "code": "json_invalid"}],
+                        ) from None
             if not isinstance(body, dict) or not isinstance(body.get("invoices"), list):
                 raise Problem.invalid("invoices", "must be a list of invoices", "list_type")
             if extra := sorted(set(body) - {"invoices"}):
-                raise Problem(422, f"{extra[0]}: unknown field",
-                              errors=[{"field": f, "message": "unknown field", "code": "extra_forbidden"}
-                                      for f in extra])
+                raise Problem(
+                    422,
+                    f"{extra[0]}: unknown field",
+                    errors=[{"field": f, "message": "unknown field", "code": "extra_forbidden"} for f in extra],
+                )
             if len(body["invoices"]) > limit:
-                raise Problem.invalid("invoices", f"at most {limit} per request, got {len(body['invoices'])}",
-                                      "too_long")
+                raise Problem.invalid(
+                    "invoices", f"at most {limit} per request, got {len(body['invoices'])}", "too_long"
+                )
             key = checked_key(request.headers.get("idempotency-key"))
             fingerprint = canonical_fingerprint("POST", request.scope["path"], body) if key is not None else None
-            return _response(await deps.invoices.create_many(tenant_id, body["invoices"], key=key,
-                                                             fingerprint=fingerprint))
+            return _response(
+                await deps.invoices.create_many(tenant_id, body["invoices"], key=key, fingerprint=fingerprint)
+            )
 
-    @app.get("/v1/invoices/{invoice_id}", response_class=Response, tags=["invoices"], operation_id="getInvoice",
-             summary="An invoice with its payments and dunning timeline",
-             responses={200: {"model": InvoiceDetail}, 404: {"description": "No such invoice for this tenant"}})
+    @app.get(
+        "/v1/invoices/{invoice_id}",
+        response_class=Response,
+        tags=["invoices"],
+        operation_id="getInvoice",
+        summary="An invoice with its payments and dunning timeline",
+        responses={200: {"model": InvoiceDetail}, 404: {"description": "No such invoice for this tenant"}},
+    )
     async def get_invoice(invoice_id: str, tenant_id: TenantId) -> Response:
         if not INVOICE_ID.fullmatch(invoice_id):
-            raise Problem(404, f"No invoice {invoice_id!r}.",
-                          errors=[{"field": "invoice_id", "message": "not found", "code": "not_found"}])
+            raise Problem(
+                404,
+                f"No invoice {invoice_id!r}.",
+                errors=[{"field": "invoice_id", "message": "not found", "code": "not_found"}],
+            )
         body = await deps.invoices.read_detail(tenant_id, invoice_id)
         if body is None:
-            raise Problem(404, f"No invoice {invoice_id}.",
-                          errors=[{"field": "invoice_id", "message": "not found", "code": "not_found"}])
+            raise Problem(
+                404,
+                f"No invoice {invoice_id}.",
+                errors=[{"field": "invoice_id", "message": "not found", "code": "not_found"}],
+            )
         return _json(body)
 
-    @app.get("/v1/invoices", response_class=Response, tags=["invoices"], operation_id="listInvoices",
-             summary="The tenant's invoices, newest first", responses={200: {"model": InvoiceList}})
+    @app.get(
+        "/v1/invoices",
+        response_class=Response,
+        tags=["invoices"],
+        operation_id="listInvoices",
+        summary="The tenant's invoices, newest first",
+        responses={200: {"model": InvoiceList}},
+    )
     async def list_invoices(
         tenant_id: TenantId,
         status: Literal["open", "paid", "void"] | None = None,
@@ -158,9 +228,16 @@ def create_app(deps: Deps) -> FastAPI:
     ) -> Response:
         after_id = decode_cursor(cursor, INVOICE_ID) if cursor is not None else None
         async with deps.pool.acquire() as conn:
-            rows = await repository.list_invoices(conn, tenant_id, status=status, customer=customer,
-                                                  due_before=due_before, due_after=due_after, after_id=after_id,
-                                                  limit=limit + 1)
+            rows = await repository.list_invoices(
+                conn,
+                tenant_id,
+                status=status,
+                customer=customer,
+                due_before=due_before,
+                due_after=due_after,
+                after_id=after_id,
+                limit=limit + 1,
+            )
         return _json(page(rows, limit, key=lambda r: r["id"], view=invoice_out_json))
 
     _document_invoice_in(app)

@@ -14,8 +14,9 @@ from dunning_ingest.settings import Settings
 
 
 def idempotency_store(settings: Settings, pool: asyncpg.Pool) -> IdempotencyStore:
-    return IdempotencyStore(pool, ttl_hours=settings.idempotency_ttl_hours,
-                            stale_seconds=settings.idempotency_stale_seconds)
+    return IdempotencyStore(
+        pool, ttl_hours=settings.idempotency_ttl_hours, stale_seconds=settings.idempotency_stale_seconds
+    )
 
 
 def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
@@ -24,9 +25,7 @@ def build_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
 
 
 def build_consumer(settings: Settings, pool: asyncpg.Pool, *, group_id: str | None = None) -> ConsumerRunner:
-    return ConsumerRunner.from_settings(
-        settings, pool, name="ingest-timeline",
-        handlers=HANDLERS, group_id=group_id)
+    return ConsumerRunner.from_settings(settings, pool, name="ingest-timeline", handlers=HANDLERS, group_id=group_id)
 
 
 async def bootstrap(settings: Settings) -> Service:
@@ -34,7 +33,10 @@ async def bootstrap(settings: Settings) -> Service:
     # Besides the inbox: forget Idempotency-Key results after their TTL (24 h).
     housekeeping = housekeeping_for(settings, pool, [("idempotency_keys", idempotency_store(settings, pool).purge)])
     return Service(
-        name=settings.service_name, settings=settings, pool=pool, producer=producer,
+        name=settings.service_name,
+        settings=settings,
+        pool=pool,
+        producer=producer,
         app=build_app(settings, pool),
         workers=[build_consumer(settings, pool), housekeeping],
         relay=relay_for(settings, pool, producer),

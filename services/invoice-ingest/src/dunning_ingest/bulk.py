@@ -64,8 +64,10 @@ def gc_paused() -> Iterator[None]:
 
 
 def conflict_message(invoice_id: str) -> str:
-    return (f"invoice {invoice_id} already has this external_id with different content; "
-            "changing an invoice is not supported yet")
+    return (
+        f"invoice {invoice_id} already has this external_id with different content; "
+        "changing an invoice is not supported yet"
+    )
 
 
 class _Valid:
@@ -83,11 +85,11 @@ class BulkImport:
         self.issued_at = isoformat(self.now)
         self.traceparent = current_traceparent()
         self.valid: list[_Valid] = []
-        self.first: dict[str, _Valid] = {}                   # external_id -> the item that decides
-        self.created: dict[str, str] = {}                    # external_id -> new invoice id
-        self.existing: dict[str, tuple[str, bytes]] = {}     # external_id -> (id, content hash)
-        self.customers: dict[str, tuple[str, Any]] = {}      # external_id -> (id, data written)
-        self.checked: dict = {}                               # customer values -> FastCustomerIn
+        self.first: dict[str, _Valid] = {}  # external_id -> the item that decides
+        self.created: dict[str, str] = {}  # external_id -> new invoice id
+        self.existing: dict[str, tuple[str, bytes]] = {}  # external_id -> (id, content hash)
+        self.customers: dict[str, tuple[str, Any]] = {}  # external_id -> (id, data written)
+        self.checked: dict = {}  # customer values -> FastCustomerIn
 
     async def run(self, items: list[Any]) -> list[dict[str, Any]]:
         """One result per item, in order."""
@@ -120,8 +122,11 @@ class BulkImport:
                 try:
                     inv = invoice_adapter.validate_python(item)
                 except ValidationError as exc:
-                    results[index] = {"index": index, "status": "invalid",
-                                      "errors": error_list(exc, f"invoices.{index}")}
+                    results[index] = {
+                        "index": index,
+                        "status": "invalid",
+                        "errors": error_list(exc, f"invoices.{index}"),
+                    }
                     continue
             chunk.append(_Valid(index, inv, inv.content_hash()))
         self.valid += chunk
@@ -145,10 +150,19 @@ class BulkImport:
         await self._upsert_customers(new)
         customers = self.customers
         rows = [
-            {"id": invoice_id, "external_id": i.external_id, "number": i.number,
-             "customer_id": customers[i.customer.external_id][0], "currency": i.currency,
-             "amount_due": amount_text(i), "issue_date": i.issue_date, "due_date": i.due_date,
-             "payment_url": i.payment_url, "metadata": i.metadata, "content_hash": v.content_hash.hex()}
+            {
+                "id": invoice_id,
+                "external_id": i.external_id,
+                "number": i.number,
+                "customer_id": customers[i.customer.external_id][0],
+                "currency": i.currency,
+                "amount_due": amount_text(i),
+                "issue_date": i.issue_date,
+                "due_date": i.due_date,
+                "payment_url": i.payment_url,
+                "metadata": i.metadata,
+                "content_hash": v.content_hash.hex(),
+            }
             for invoice_id, v, i in zip(new_ids("inv", len(new)), new, (v.inv for v in new), strict=True)
         ]
         inserted = await repository.insert_invoices(conn, tenant_id, self.now, rows)
@@ -159,8 +173,9 @@ class BulkImport:
                 created[v.inv.external_id] = row["id"]
                 issued.append((row["id"], row["customer_id"], v.inv))
         if issued:
-            await repository.add_to_outbox(conn, topic(), INVOICE_ISSUED,
-                                           issued_rows(tenant_id, issued, self.issued_at, self.traceparent))
+            await repository.add_to_outbox(
+                conn, topic(), INVOICE_ISSUED, issued_rows(tenant_id, issued, self.issued_at, self.traceparent)
+            )
         raced = [v.inv.external_id for v in new if v.inv.external_id not in created]
         if raced:  # created by a concurrent request after our lookup
             self.existing.update(await repository.existing_by_external_id(conn, tenant_id, raced))
@@ -176,8 +191,10 @@ class BulkImport:
                 changed.append((ext, data))
         if not changed:
             return
-        rows = [repository.CustomerRow(new_id, ext, *data)
-                for new_id, (ext, data) in zip(new_ids("cus", len(changed)), changed, strict=True)]
+        rows = [
+            repository.CustomerRow(new_id, ext, *data)
+            for new_id, (ext, data) in zip(new_ids("cus", len(changed)), changed, strict=True)
+        ]
         ids = await repository.upsert_customers(self.conn, self.tenant_id, rows)
         for ext, data in changed:
             self.customers[ext] = (ids[ext], data)

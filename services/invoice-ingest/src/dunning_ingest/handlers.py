@@ -60,8 +60,9 @@ def _row(
     planned_at: datetime | None = None,
 ) -> repository.StageObservation:
     """One observation of a stage (repository.observe_stages' row)."""
-    return repository.StageObservation(stage_id, stage, sequence, channel, scheduled_at, planned_at, state,
-                                       RANK[state], reason, at)
+    return repository.StageObservation(
+        stage_id, stage, sequence, channel, scheduled_at, planned_at, state, RANK[state], reason, at
+    )
 
 
 def planned_rows(p: DunningPlanned) -> list[repository.StageObservation]:

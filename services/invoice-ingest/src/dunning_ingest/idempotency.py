@@ -33,9 +33,17 @@ def checked_key(key: str | None) -> str | None:
     if key is None:
         return None
     if not key.strip() or len(key) > MAX_KEY_LENGTH or "\x00" in key:
-        raise Problem(400, f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
-                      errors=[{"field": "Idempotency-Key", "message": f"must be 1 to {MAX_KEY_LENGTH} characters",
-                               "code": "invalid_idempotency_key"}])
+        raise Problem(
+            400,
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
+            errors=[
+                {
+                    "field": "Idempotency-Key",
+                    "message": f"must be 1 to {MAX_KEY_LENGTH} characters",
+                    "code": "invalid_idempotency_key",
+                }
+            ],
+        )
     return key
 
 
@@ -47,29 +55,39 @@ class IdempotencyStore:
 
     async def claim(self, tenant_id: str, key: str, fingerprint: bytes) -> Reply | None:
         """None: the caller owns the key and must do the work; otherwise the reply to give again."""
-        if await repository.claim_idempotency_key(self.pool, tenant_id, key, fingerprint, ttl_hours=self.ttl_hours,
-                                                  stale_seconds=self.stale_seconds):
+        if await repository.claim_idempotency_key(
+            self.pool, tenant_id, key, fingerprint, ttl_hours=self.ttl_hours, stale_seconds=self.stale_seconds
+        ):
             return None
         row = await repository.idempotency_key(self.pool, tenant_id, key)
         if row is None:  # released between the two statements: the first request failed; go again
             return await self.claim(tenant_id, key, fingerprint)
         if bytes(row["fingerprint"]) != fingerprint:
-            raise Problem(422, "This Idempotency-Key was already used with a different request; use a new key "
-                               "for a different request.", type_=PROBLEMS + "idempotency-key-reuse",
-                          title="Idempotency key reused",
-                          errors=[{"field": "Idempotency-Key", "message": "already used with a different request"}])
+            raise Problem(
+                422,
+                "This Idempotency-Key was already used with a different request; use a new key "
+                "for a different request.",
+                type_=PROBLEMS + "idempotency-key-reuse",
+                title="Idempotency key reused",
+                errors=[{"field": "Idempotency-Key", "message": "already used with a different request"}],
+            )
         if row["status"] is None:
-            raise Problem(409, "A request with this Idempotency-Key is still being processed; retry shortly.",
-                          type_=PROBLEMS + "idempotency-key-in-flight", title="Request in flight",
-                          errors=[{"field": "Idempotency-Key", "message": "first request still in flight"}],
-                          headers={"Retry-After": "1"})
+            raise Problem(
+                409,
+                "A request with this Idempotency-Key is still being processed; retry shortly.",
+                type_=PROBLEMS + "idempotency-key-in-flight",
+                title="Request in flight",
+                errors=[{"field": "Idempotency-Key", "message": "first request still in flight"}],
+                headers={"Retry-After": "1"},
+            )
         headers = dict(row["headers"] or {})
         headers["Idempotent-Replayed"] = "true"
         return Reply(row["status"], headers, bytes(row["body"]))
 
     @staticmethod
-    async def complete(conn: asyncpg.Connection, tenant_id: str, key: str, status: int,
-                       headers: dict[str, Any], body: bytes) -> None:
+    async def complete(
+        conn: asyncpg.Connection, tenant_id: str, key: str, status: int, headers: dict[str, Any], body: bytes
+    ) -> None:
         """Store the response, in the transaction that did the work."""
         await repository.complete_idempotency_key(conn, tenant_id, key, status, headers, body)
 

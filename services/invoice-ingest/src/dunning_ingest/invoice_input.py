@@ -43,8 +43,10 @@ from dunning.money import MoneyError, exponent, format_amount, parse_amount, val
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 # http(s), a host (name, IPv4 or [IPv6]) with an optional port, then anything but whitespace.
-_URL = re.compile(r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-                  r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:[/?#]\S*)?$")
+_URL = re.compile(
+    r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:[/?#]\S*)?$"
+)
 # The contract's shapes (schemas/events/InvoiceIssued.v1.schema.json), checked before the registries.
 _LOCALE_SHAPE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _TZ_SHAPE = re.compile(r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+){0,2}$")
@@ -137,7 +139,7 @@ def check_not_blank(value: str) -> str:
 
 def check_date_text(value: Any) -> Any:
     if not isinstance(value, str) or not _DATE.fullmatch(value):
-        raise _error("date_format", "must be a date string such as \"2026-11-30\" (YYYY-MM-DD)")
+        raise _error("date_format", 'must be a date string such as "2026-11-30" (YYYY-MM-DD)')
     return value
 
 
@@ -151,8 +153,9 @@ def check_payment_url(value: str | None) -> str | None:
 
 def check_amount(value: Any, info: ValidationInfo) -> Decimal:
     if not isinstance(value, str):
-        raise _error("amount_type", "must be a decimal string such as \"1250.00\", not a JSON number "
-                     "(numbers lose precision)")
+        raise _error(
+            "amount_type", 'must be a decimal string such as "1250.00", not a JSON number (numbers lose precision)'
+        )
     currency = info.data.get("currency")
     try:
         # Without a valid currency only the shape can be checked (the currency error is reported).
@@ -171,9 +174,16 @@ def check_due_date(value: date, info: ValidationInfo) -> date:
 Text = Annotated[str, Field(min_length=1), AfterValidator(check_not_blank)]
 IsoDate = Annotated[date, BeforeValidator(check_date_text)]
 Amount = Annotated[
-    Decimal, PlainValidator(check_amount),
-    WithJsonSchema({"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,3})?$", "examples": ["1250.00", "158000"],
-                    "description": "Decimal string in major units, with at most the currency's ISO 4217 decimals."}),
+    Decimal,
+    PlainValidator(check_amount),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^[0-9]+(\.[0-9]{1,3})?$",
+            "examples": ["1250.00", "158000"],
+            "description": "Decimal string in major units, with at most the currency's ISO 4217 decimals.",
+        }
+    ),
 ]
 
 
@@ -190,8 +200,10 @@ class CustomerIn(BaseModel):
 class InvoiceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    external_id: Annotated[Text, Field(max_length=200, description="The invoice's id in the accounting system; "
-                                                                   "idempotency key for creation.")]
+    external_id: Annotated[
+        Text,
+        Field(max_length=200, description="The invoice's id in the accounting system; idempotency key for creation."),
+    ]
     number: Annotated[Text, Field(max_length=100)]
     customer: CustomerIn
     currency: Annotated[str, Field(examples=["EUR"]), AfterValidator(check_currency)]  # before amount_due
@@ -200,17 +212,24 @@ class InvoiceIn(BaseModel):
     due_date: Annotated[IsoDate, AfterValidator(check_due_date)]
     payment_url: Annotated[str | None, AfterValidator(check_payment_url)] = None
     metadata: Annotated[
-        dict[Annotated[str, Field(min_length=1, max_length=40), AfterValidator(check_text)],
-             Annotated[str, Field(max_length=500), AfterValidator(check_text)]],
+        dict[
+            Annotated[str, Field(min_length=1, max_length=40), AfterValidator(check_text)],
+            Annotated[str, Field(max_length=500), AfterValidator(check_text)],
+        ],
         Field(max_length=50, description="String to string, at most 50 keys."),
     ] = Field(default_factory=dict)
 
     def content_hash(self) -> bytes:
         """SHA-256 of the canonical content: equal for two requests that mean the same invoice."""
         canonical = {
-            "external_id": self.external_id, "number": self.number, "customer": self.customer.__dict__,
-            "currency": self.currency, "amount_due": format_amount(self.amount_due, self.currency),
-            "issue_date": self.issue_date, "due_date": self.due_date, "payment_url": self.payment_url,
+            "external_id": self.external_id,
+            "number": self.number,
+            "customer": self.customer.__dict__,
+            "currency": self.currency,
+            "amount_due": format_amount(self.amount_due, self.currency),
+            "issue_date": self.issue_date,
+            "due_date": self.due_date,
+            "payment_url": self.payment_url,
             "metadata": self.metadata,
         }
         return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).digest()
@@ -224,16 +243,18 @@ def error_list(exc, prefix: str = "") -> list[dict[str, str]]:
     out = []
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
         path = ".".join(str(p) for p in err["loc"])
-        out.append({"field": f"{prefix}.{path}" if prefix and path else (prefix or path or "(body)"),
-                    "message": err["msg"]})
+        out.append(
+            {"field": f"{prefix}.{path}" if prefix and path else (prefix or path or "(body)"), "message": err["msg"]}
+        )
     return out
 
 
 # --- the fast mirror of InvoiceIn ---------------------------------------------------------------------
 
 _CUSTOMER_KEYS = frozenset(("external_id", "name", "email", "locale", "timezone"))
-_INVOICE_KEYS = frozenset(("external_id", "number", "customer", "currency", "amount_due", "issue_date", "due_date",
-                           "payment_url", "metadata"))
+_INVOICE_KEYS = frozenset(
+    ("external_id", "number", "customer", "currency", "amount_due", "issue_date", "due_date", "payment_url", "metadata")
+)
 _REQUIRED = frozenset(("external_id", "number", "customer", "currency", "amount_due", "issue_date", "due_date"))
 _EMPTY: dict[str, str] = {}
 _AMOUNT = re.compile(r"([0-9]{1,15})(?:\.([0-9]{1,3}))?")
@@ -252,11 +273,32 @@ class FastCustomerIn:
 class FastInvoiceIn:
     """An accepted invoice: the attributes of InvoiceIn, without pydantic."""
 
-    __slots__ = ("external_id", "number", "customer", "currency", "amount_due", "issue_date", "due_date",
-                 "payment_url", "metadata", "amount_text")
+    __slots__ = (
+        "external_id",
+        "number",
+        "customer",
+        "currency",
+        "amount_due",
+        "issue_date",
+        "due_date",
+        "payment_url",
+        "metadata",
+        "amount_text",
+    )
 
-    def __init__(self, external_id, number, customer, currency, amount_due, issue_date, due_date, payment_url,
-                 metadata, amount_text):
+    def __init__(
+        self,
+        external_id,
+        number,
+        customer,
+        currency,
+        amount_due,
+        issue_date,
+        due_date,
+        payment_url,
+        metadata,
+        amount_text,
+    ):
         self.external_id: str = external_id
         self.number: str = number
         self.customer: FastCustomerIn = customer
@@ -272,11 +314,21 @@ class FastInvoiceIn:
         """The same bytes as InvoiceIn.content_hash for the same invoice."""
         c = self.customer
         canonical = {
-            "external_id": self.external_id, "number": self.number,
-            "customer": {"external_id": c.external_id, "name": c.name, "email": c.email, "locale": c.locale,
-                         "timezone": c.timezone},
-            "currency": self.currency, "amount_due": self.amount_text, "issue_date": self.issue_date,
-            "due_date": self.due_date, "payment_url": self.payment_url, "metadata": self.metadata,
+            "external_id": self.external_id,
+            "number": self.number,
+            "customer": {
+                "external_id": c.external_id,
+                "name": c.name,
+                "email": c.email,
+                "locale": c.locale,
+                "timezone": c.timezone,
+            },
+            "currency": self.currency,
+            "amount_due": self.amount_text,
+            "issue_date": self.issue_date,
+            "due_date": self.due_date,
+            "payment_url": self.payment_url,
+            "metadata": self.metadata,
         }
         return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).digest()
 
@@ -379,8 +431,9 @@ def fast_validate_invoice_in(obj: Any, customers: dict | None = None) -> FastInv
         if type(metadata) is not dict or len(metadata) > 50:
             return None
         for k, v in metadata.items():
-            if not (type(k) is str and 0 < len(k) <= 40 and type(v) is str and len(v) <= 500
-                    and storable(k) and storable(v)):
+            if not (
+                type(k) is str and 0 < len(k) <= 40 and type(v) is str and len(v) <= 500 and storable(k) and storable(v)
+            ):
                 return None
     elif type(metadata) is not dict:
         return None

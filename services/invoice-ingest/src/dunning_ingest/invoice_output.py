@@ -67,8 +67,11 @@ class StageOut(BaseModel):
     @classmethod
     def from_rows(cls, s: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> "StageOut":
         """The stage row with its history rows (every history row of any stage: this one's are picked)."""
-        own = [StageHistoryOut.model_validate({k: h[k] for k in StageHistoryOut.model_fields})
-               for h in history if h["stage_id"] == s["stage_id"]]
+        own = [
+            StageHistoryOut.model_validate({k: h[k] for k in StageHistoryOut.model_fields})
+            for h in history
+            if h["stage_id"] == s["stage_id"]
+        ]
         return cls.model_validate({**{k: s[k] for k in cls.model_fields if k != "history"}, "history": own})
 
 
@@ -90,8 +93,9 @@ class InvoiceOut(BaseModel):
     @classmethod
     def fields_of(cls, r: Mapping[str, Any]) -> dict[str, Any]:
         """The model's fields from an invoice row (repository.INVOICE_SELECT)."""
-        customer = CustomerOut.model_validate({k: r["customer_id" if k == "id" else f"customer_{k}"]
-                                               for k in CustomerOut.model_fields})
+        customer = CustomerOut.model_validate(
+            {k: r["customer_id" if k == "id" else f"customer_{k}"] for k in CustomerOut.model_fields}
+        )
         money = {k: format_amount(r[k], r["currency"]) for k in ("amount_due", "balance")}
         plain = {k: r[k] for k in InvoiceOut.model_fields if k not in money and k != "customer"}
         return {**plain, **money, "customer": customer}
@@ -106,14 +110,22 @@ class InvoiceDetail(InvoiceOut):
     timeline: list[StageOut]
 
     @classmethod
-    def from_rows(cls, r: Mapping[str, Any], payments: Sequence[Mapping[str, Any]] = (),
-                  stages: Sequence[Mapping[str, Any]] = (),
-                  history: Sequence[Mapping[str, Any]] = ()) -> "InvoiceDetail":
-        return cls(**cls.fields_of(r), payments=[PaymentOut.from_row(p) for p in payments],
-                   timeline=[StageOut.from_rows(s, history) for s in stages])
+    def from_rows(
+        cls,
+        r: Mapping[str, Any],
+        payments: Sequence[Mapping[str, Any]] = (),
+        stages: Sequence[Mapping[str, Any]] = (),
+        history: Sequence[Mapping[str, Any]] = (),
+    ) -> "InvoiceDetail":
+        return cls(
+            **cls.fields_of(r),
+            payments=[PaymentOut.from_row(p) for p in payments],
+            timeline=[StageOut.from_rows(s, history) for s in stages],
+        )
 
 
 # --- the JSON writer: mirrors the models above ------------------------------------------------------
+
 
 def _ts(value: datetime | None) -> str | None:
     return isoformat(value) if value is not None else None
@@ -150,12 +162,24 @@ def new_invoice_row(invoice_id: str, customer_id: str, inv: Any, created_at: dat
     """The row an invoice that was just created would read back as (saves a round trip)."""
     c = inv.customer
     return {
-        "id": invoice_id, "external_id": inv.external_id, "number": inv.number, "status": "open",
-        "currency": inv.currency, "amount_due": inv.amount_due, "balance": inv.amount_due,
-        "issue_date": inv.issue_date, "due_date": inv.due_date, "payment_url": inv.payment_url,
-        "metadata": inv.metadata, "customer_id": customer_id, "customer_external_id": c.external_id,
-        "customer_name": c.name, "customer_email": c.email, "customer_locale": c.locale,
-        "customer_timezone": c.timezone, "created_at": created_at,
+        "id": invoice_id,
+        "external_id": inv.external_id,
+        "number": inv.number,
+        "status": "open",
+        "currency": inv.currency,
+        "amount_due": inv.amount_due,
+        "balance": inv.amount_due,
+        "issue_date": inv.issue_date,
+        "due_date": inv.due_date,
+        "payment_url": inv.payment_url,
+        "metadata": inv.metadata,
+        "customer_id": customer_id,
+        "customer_external_id": c.external_id,
+        "customer_name": c.name,
+        "customer_email": c.email,
+        "customer_locale": c.locale,
+        "customer_timezone": c.timezone,
+        "created_at": created_at,
     }
 
 
@@ -163,25 +187,37 @@ def payment_out_json(p: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON of `PaymentOut` for a payment row."""
     cur = p["currency"]
     return {
-        "payment_id": p["payment_id"], "source": p["source"], "source_reference": p["source_reference"],
-        "currency": cur, "amount": format_amount(p["amount"], cur),
+        "payment_id": p["payment_id"],
+        "source": p["source"],
+        "source_reference": p["source_reference"],
+        "currency": cur,
+        "amount": format_amount(p["amount"], cur),
         "amount_applied": format_amount(p["amount_applied"], cur),
-        "balance_remaining": format_amount(p["balance_remaining"], cur), "settled": p["settled"],
-        "received_at": _ts(p["received_at"]), "acknowledged_at": _ts(p["acknowledged_at"]),
+        "balance_remaining": format_amount(p["balance_remaining"], cur),
+        "settled": p["settled"],
+        "received_at": _ts(p["received_at"]),
+        "acknowledged_at": _ts(p["acknowledged_at"]),
     }
 
 
-def timeline_out_json(stages: Sequence[Mapping[str, Any]],
-                      history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def timeline_out_json(
+    stages: Sequence[Mapping[str, Any]], history: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """The JSON of a list of `StageOut` for stage rows and their history rows."""
     by_stage: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for h in history:
         by_stage[h["stage_id"]].append({"state": h["state"], "at": _ts(h["at"]), "reason": h["reason"]})
     return [
         {
-            "stage_id": s["stage_id"], "stage": s["stage"], "sequence": s["sequence"], "channel": s["channel"],
-            "scheduled_at": _ts(s["scheduled_at"]), "state": s["state"], "changed_at": _ts(s["changed_at"]),
-            "reason": s["reason"], "history": by_stage.get(s["stage_id"], []),
+            "stage_id": s["stage_id"],
+            "stage": s["stage"],
+            "sequence": s["sequence"],
+            "channel": s["channel"],
+            "scheduled_at": _ts(s["scheduled_at"]),
+            "state": s["state"],
+            "changed_at": _ts(s["changed_at"]),
+            "reason": s["reason"],
+            "history": by_stage.get(s["stage_id"], []),
         }
         for s in stages
     ]

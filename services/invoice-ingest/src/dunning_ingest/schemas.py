@@ -39,5 +39,3 @@ class BulkSummary(BaseModel):
 class BulkResponse(BaseModel):
     summary: BulkSummary
     results: list[BulkResult]
-
-

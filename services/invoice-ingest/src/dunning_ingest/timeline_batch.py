@@ -59,8 +59,16 @@ async def apply_timeline_batch(conn: asyncpg.Connection, events: list[Event], ro
             if wave == len(waves):
                 waves.append([])
             waves[wave].append({**o._asdict(), "invoice_id": invoice["id"], "tenant_id": invoice["tenant_id"]})
-            history.append({"stage_id": o.stage_id, "event_id": event.id, "state": o.state, "rank": o.rank,
-                            "at": o.at, "reason": o.reason})
+            history.append(
+                {
+                    "stage_id": o.stage_id,
+                    "event_id": event.id,
+                    "state": o.state,
+                    "rank": o.rank,
+                    "at": o.at,
+                    "reason": o.reason,
+                }
+            )
     for stages in waves:
         applied = await repository.observe_stages_many(conn, stages)
         if applied != len(stages):

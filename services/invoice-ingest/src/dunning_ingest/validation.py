@@ -39,13 +39,22 @@ def decode_invoice(raw: bytes, content_type: str | None) -> FastInvoiceIn | Invo
             try:
                 body = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos),
-                                               "msg": "JSON decode error", "input": {},
-                                               "ctx": {"error": exc.msg}}]) from None
+                raise RequestValidationError(
+                    [
+                        {
+                            "type": "json_invalid",
+                            "loc": ("body", exc.pos),
+                            "msg": "JSON decode error",
+                            "input": {},
+                            "ctx": {"error": exc.msg},
+                        }
+                    ]
+                ) from None
             except UnicodeDecodeError:
                 raise HTTPException(400, "There was an error parsing the body") from None
     try:  # from_attributes: as FastAPI validates a body (the same error for a body that is not an object)
         return fast_validate_invoice_in(body) or invoice_adapter.validate_python(body, from_attributes=True)
     except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
-                                      for e in exc.errors(include_url=False)]) from None
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None

@@ -5,7 +5,6 @@ import pytest
 
 from dunning.events import validate
 from dunning.ids import new_id
-
 from dunning_ingest.idempotency import IdempotencyStore
 from dunning_ingest.schemas import canonical_fingerprint
 
@@ -41,8 +40,11 @@ async def test_idempotency_key_replays_the_first_response_and_refuses_another_bo
     assert "idempotent-replayed" not in first.headers
 
     # Same key, same body (different key order and spacing): the first response again, exactly.
-    again = await client.post("/v1/invoices", content=orjson.dumps(dict(reversed(list(payload.items())))),
-                              headers={**headers, "content-type": "application/json"})
+    again = await client.post(
+        "/v1/invoices",
+        content=orjson.dumps(dict(reversed(list(payload.items())))),
+        headers={**headers, "content-type": "application/json"},
+    )
     assert again.status_code == 201
     assert again.content == first.content
     assert again.headers["idempotent-replayed"] == "true"
@@ -54,8 +56,9 @@ async def test_idempotency_key_replays_the_first_response_and_refuses_another_bo
     assert other.json()["type"].endswith("/idempotency-key-reuse")
 
     # Keys are per tenant: another tenant may use the same key for its own invoice.
-    theirs = await client.post("/v1/invoices", json=kit.invoice_payload(), headers={
-        **headers, "Authorization": f"Bearer {kit.OTHER_KEY}"})
+    theirs = await client.post(
+        "/v1/invoices", json=kit.invoice_payload(), headers={**headers, "Authorization": f"Bearer {kit.OTHER_KEY}"}
+    )
     assert theirs.status_code == 201
 
     assert len(await kit.outbox_events(pool, "dunning.InvoiceIssued.v1")) == 2
@@ -104,14 +107,17 @@ async def test_a_second_invoice_of_a_customer_reuses_and_updates_the_customer(cl
     assert (await client.get(f"/v1/invoices/{a['id']}")).json()["customer"]["name"] == "Brandt & Söhne AG"
 
 
-@pytest.mark.parametrize("content, status, field", [
-    pytest.param(b'{"external_id": "x",', 400, None, id="malformed-json"),
-    pytest.param({"amount_due": 1250.0}, 422, "amount_due", id="float-amount"),
-    pytest.param({"customer": {"external_id": "c"}}, 422, "customer.name", id="partial"),
-    pytest.param({"issue_date": 20261102}, 422, "issue_date", id="number-date"),
-    pytest.param(b'[{"external_id": "x"}]', 422, None, id="not-an-object"),
-    pytest.param(b"", 422, None, id="empty"),
-])
+@pytest.mark.parametrize(
+    "content, status, field",
+    [
+        pytest.param(b'{"external_id": "x",', 400, None, id="malformed-json"),
+        pytest.param({"amount_due": 1250.0}, 422, "amount_due", id="float-amount"),
+        pytest.param({"customer": {"external_id": "c"}}, 422, "customer.name", id="partial"),
+        pytest.param({"issue_date": 20261102}, 422, "issue_date", id="number-date"),
+        pytest.param(b'[{"external_id": "x"}]', 422, None, id="not-an-object"),
+        pytest.param(b"", 422, None, id="empty"),
+    ],
+)
 async def test_bad_bodies_are_problems_naming_the_field(client, kit, content, status, field):
     if isinstance(content, dict):
         content = orjson.dumps(kit.invoice_payload(**content))
@@ -127,14 +133,14 @@ async def test_bulk_gives_one_result_per_item_and_never_rejects_the_good_ones(cl
     assert (await client.post("/v1/invoices", json=existing)).status_code == 201
     jpy = kit.invoice_payload("in_jpy", currency="JPY", amount_due="1000")
     items = [
-        kit.invoice_payload("in_new_1"),                                    # 0 created
-        kit.invoice_payload("in_bad_amount", amount_due=12.5),              # 1 invalid
-        jpy,                                                            # 2 created
-        existing,                                                       # 3 existing
-        {**existing, "number": "INV-CHANGED"},                          # 4 conflict
-        "not an invoice",                                               # 5 invalid
-        jpy,                                                            # 6 existing (same item twice)
-        {**jpy, "amount_due": "2000"},                                  # 7 conflict with item 2
+        kit.invoice_payload("in_new_1"),  # 0 created
+        kit.invoice_payload("in_bad_amount", amount_due=12.5),  # 1 invalid
+        jpy,  # 2 created
+        existing,  # 3 existing
+        {**existing, "number": "INV-CHANGED"},  # 4 conflict
+        "not an invoice",  # 5 invalid
+        jpy,  # 6 existing (same item twice)
+        {**jpy, "amount_due": "2000"},  # 7 conflict with item 2
         kit.invoice_payload("in_bad_jpy", currency="JPY", amount_due="1000.5"),  # 8 invalid
     ]
     r = await client.post("/v1/invoices/bulk", json={"invoices": items})
@@ -142,7 +148,16 @@ async def test_bulk_gives_one_result_per_item_and_never_rejects_the_good_ones(cl
     body = r.json()
     assert [x["index"] for x in body["results"]] == list(range(len(items)))
     assert [x["status"] for x in body["results"]] == [
-        "created", "invalid", "created", "existing", "conflict", "invalid", "existing", "conflict", "invalid"]
+        "created",
+        "invalid",
+        "created",
+        "existing",
+        "conflict",
+        "invalid",
+        "existing",
+        "conflict",
+        "invalid",
+    ]
     assert body["summary"] == {"created": 2, "existing": 2, "failed": 5}
     results = body["results"]
     assert results[1]["errors"][0]["field"] == "invoices.1.amount_due"
@@ -161,9 +176,21 @@ async def test_bulk_gives_one_result_per_item_and_never_rejects_the_good_ones(cl
 
 
 async def test_bulk_with_an_idempotency_key_replays_and_writes_nothing_twice(client, pool, kit):
-    body = {"invoices": [kit.invoice_payload(f"in_bulk_{i}", customer={
-        "external_id": f"cus_{i % 3}", "name": f"Customer {i % 3}", "email": f"ap{i % 3}@example.com",
-        "locale": "en-GB", "timezone": "Europe/London"}) for i in range(25)]}
+    body = {
+        "invoices": [
+            kit.invoice_payload(
+                f"in_bulk_{i}",
+                customer={
+                    "external_id": f"cus_{i % 3}",
+                    "name": f"Customer {i % 3}",
+                    "email": f"ap{i % 3}@example.com",
+                    "locale": "en-GB",
+                    "timezone": "Europe/London",
+                },
+            )
+            for i in range(25)
+        ]
+    }
     headers = {"Idempotency-Key": "nightly-2026-11-02"}
     first = await client.post("/v1/invoices/bulk", json=body, headers=headers)
     assert first.json()["summary"] == {"created": 25, "existing": 0, "failed": 0}
@@ -175,12 +202,15 @@ async def test_bulk_with_an_idempotency_key_replays_and_writes_nothing_twice(cli
     assert await pool.fetchval("SELECT count(*) FROM customers") == 3
 
 
-@pytest.mark.parametrize("content, status, field", [
-    pytest.param(b"[", 400, None, id="malformed"),
-    pytest.param(b'{"invoices": {}}', 422, "invoices", id="not-a-list"),
-    pytest.param(b'{"items": []}', 422, "invoices", id="missing"),
-    pytest.param(b'{"invoices": [], "dry_run": true}', 422, "dry_run", id="unknown-field"),
-])
+@pytest.mark.parametrize(
+    "content, status, field",
+    [
+        pytest.param(b"[", 400, None, id="malformed"),
+        pytest.param(b'{"invoices": {}}', 422, "invoices", id="not-a-list"),
+        pytest.param(b'{"items": []}', 422, "invoices", id="missing"),
+        pytest.param(b'{"invoices": [], "dry_run": true}', 422, "dry_run", id="unknown-field"),
+    ],
+)
 async def test_bulk_refuses_bodies_it_cannot_read(client, content, status, field):
     r = await client.post("/v1/invoices/bulk", content=content, headers={"content-type": "application/json"})
     assert r.status_code == status and r.headers["content-type"] == "application/problem+json"
@@ -194,8 +224,9 @@ async def test_bulk_refuses_more_than_the_limit(settings, pool, kit):
     from dunning_ingest.bootstrap import build_app
 
     app = build_app(settings.model_copy(update={"bulk_max_items": 3}), pool)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
-                                 headers={"Authorization": f"Bearer {kit.API_KEY}"}) as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t", headers={"Authorization": f"Bearer {kit.API_KEY}"}
+    ) as c:
         r = await c.post("/v1/invoices/bulk", json={"invoices": [kit.invoice_payload() for _ in range(4)]})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "invoices"
 
@@ -204,9 +235,12 @@ async def test_bulk_refuses_more_than_the_limit(settings, pool, kit):
 async def test_requests_without_a_known_key_are_401(client, authorization, kit):
     headers = {"Authorization": authorization} if authorization else {}
     client.headers.pop("Authorization")
-    for method, url, kwargs in (("POST", "/v1/invoices", {"json": kit.invoice_payload()}),
-                                ("POST", "/v1/invoices/bulk", {"json": {"invoices": []}}),
-                                ("GET", "/v1/invoices", {}), ("GET", f"/v1/invoices/{new_id('inv')}", {})):
+    for method, url, kwargs in (
+        ("POST", "/v1/invoices", {"json": kit.invoice_payload()}),
+        ("POST", "/v1/invoices/bulk", {"json": {"invoices": []}}),
+        ("GET", "/v1/invoices", {}),
+        ("GET", f"/v1/invoices/{new_id('inv')}", {}),
+    ):
         r = await client.request(method, url, headers=headers, **kwargs)
         assert r.status_code == 401, (method, url)
         assert r.headers["content-type"] == "application/problem+json"
@@ -234,13 +268,22 @@ async def test_openapi_documents_the_routes(client):
 
 async def test_list_filters_and_cursor_pagination(client, kit):
     def customer(n: int) -> dict:
-        return {"external_id": f"cus_{n}", "name": f"Customer {n}", "email": f"ap{n}@example.com",
-                "locale": "en-GB", "timezone": "Europe/London"}
+        return {
+            "external_id": f"cus_{n}",
+            "name": f"Customer {n}",
+            "email": f"ap{n}@example.com",
+            "locale": "en-GB",
+            "timezone": "Europe/London",
+        }
 
     ids = []
     for i in range(7):
-        r = await client.post("/v1/invoices", json=kit.invoice_payload(
-            f"in_list_{i}", customer=customer(i % 2), issue_date="2026-11-01", due_date=f"2026-12-{i + 1:02d}"))
+        r = await client.post(
+            "/v1/invoices",
+            json=kit.invoice_payload(
+                f"in_list_{i}", customer=customer(i % 2), issue_date="2026-11-01", due_date=f"2026-12-{i + 1:02d}"
+            ),
+        )
         ids.append(r.json()["id"])
     newest_first = sorted(ids, reverse=True)  # ids are time-ordered: newest first is id order
 
@@ -275,13 +318,16 @@ async def test_list_filters_and_cursor_pagination(client, kit):
     assert listed["id"] == newest_first[0] and "timeline" not in listed
 
 
-@pytest.mark.parametrize("params, field", [
-    pytest.param({"cursor": "garbage"}, "cursor", id="bad-cursor"),
-    pytest.param({"limit": 0}, "limit", id="limit-0"),
-    pytest.param({"limit": 201}, "limit", id="limit-201"),
-    pytest.param({"status": "overdue"}, "status", id="bad-status"),
-    pytest.param({"due_before": "tomorrow"}, "due_before", id="bad-date"),
-])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        pytest.param({"cursor": "garbage"}, "cursor", id="bad-cursor"),
+        pytest.param({"limit": 0}, "limit", id="limit-0"),
+        pytest.param({"limit": 201}, "limit", id="limit-201"),
+        pytest.param({"status": "overdue"}, "status", id="bad-status"),
+        pytest.param({"due_before": "tomorrow"}, "due_before", id="bad-date"),
+    ],
+)
 async def test_bad_list_parameters_are_problems_naming_the_parameter(client, params, field):
     r = await client.get("/v1/invoices", params=params)
     assert r.status_code in (400, 422) and r.headers["content-type"] == "application/problem+json"
@@ -294,8 +340,15 @@ async def test_text_postgresql_cannot_store_is_refused_not_a_500(client, kit):
     body = orjson.dumps(kit.invoice_payload(metadata={"note": "SURROGATE"})).replace(b"SURROGATE", b"\\ud800")
     surrogate = await client.post("/v1/invoices", content=body, headers={"content-type": "application/json"})
     assert surrogate.status_code == 422 and surrogate.json()["errors"][0]["field"] == "metadata.note"
-    bulk = await client.post("/v1/invoices/bulk", json={"invoices": [
-        kit.invoice_payload(customer={**kit.invoice_payload()["customer"], "name": "A\u0000B"}), kit.invoice_payload()]})
+    bulk = await client.post(
+        "/v1/invoices/bulk",
+        json={
+            "invoices": [
+                kit.invoice_payload(customer={**kit.invoice_payload()["customer"], "name": "A\u0000B"}),
+                kit.invoice_payload(),
+            ]
+        },
+    )
     assert [r["status"] for r in bulk.json()["results"]] == ["invalid", "created"]
     assert bulk.json()["results"][0]["errors"][0]["field"] == "invoices.0.customer.name"
     assert (await client.get("/v1/invoices", params={"customer": "a\u0000b"})).status_code == 422
@@ -307,16 +360,22 @@ async def test_concurrent_requests_for_one_invoice_create_it_once(client, pool, 
     import asyncio
 
     payload = kit.invoice_payload()
-    same_key = await asyncio.gather(*[client.post("/v1/invoices", json=payload, headers={"Idempotency-Key": "k-race"})
-                                      for _ in range(4)])
+    same_key = await asyncio.gather(
+        *[client.post("/v1/invoices", json=payload, headers={"Idempotency-Key": "k-race"}) for _ in range(4)]
+    )
     assert {r.status_code for r in same_key} <= {201, 409}
     assert [r.status_code for r in same_key].count(201) >= 1
     other = kit.invoice_payload()
     no_key = await asyncio.gather(*[client.post("/v1/invoices", json=other) for _ in range(4)])
     assert sorted(r.status_code for r in no_key) == [200, 200, 200, 201]
     assert len({r.json()["id"] for r in no_key}) == 1
-    bulk = await asyncio.gather(*[client.post("/v1/invoices/bulk", json={"invoices": [kit.invoice_payload(f"in_race_{i}")
-                                                                                      for i in range(50)]})
-                                  for _ in range(3)])
+    bulk = await asyncio.gather(
+        *[
+            client.post(
+                "/v1/invoices/bulk", json={"invoices": [kit.invoice_payload(f"in_race_{i}") for i in range(50)]}
+            )
+            for _ in range(3)
+        ]
+    )
     assert sorted(r.json()["summary"]["created"] for r in bulk) == [0, 0, 50]
     assert len(await kit.outbox_events(pool)) == 1 + 1 + 50

@@ -10,10 +10,9 @@ import pytest
 from dunning.events import dumps, validate
 from dunning.kafka import make_producer
 from dunning.runtime import relay_for
+from dunning_ingest.bootstrap import build_consumer
 from dunning_tools.testing.kafka import read_topic
 from dunning_tools.testing.waits import async_wait_until
-
-from dunning_ingest.bootstrap import build_consumer
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +46,15 @@ async def test_the_consumer_runner_applies_stage_events_from_the_broker(client, 
     invoice = (await client.post("/v1/invoices", json=kit.invoice_payload())).json()
     plan = kit.event_like("DunningPlanned", "eur-five-stages.json", tenant_id=kit.TENANT, invoice_id=invoice["id"])
     stage = plan["data"]["stages"][0]
-    sent = kit.event_like("ReminderSent", "eur-soft-email.json", tenant_id=kit.TENANT, invoice_id=invoice["id"],
-                          stage_id=stage["stage_id"], stage=stage["stage"], channel=stage["channel"])
+    sent = kit.event_like(
+        "ReminderSent",
+        "eur-soft-email.json",
+        tenant_id=kit.TENANT,
+        invoice_id=invoice["id"],
+        stage_id=stage["stage_id"],
+        stage=stage["stage"],
+        channel=stage["channel"],
+    )
     producer = make_producer(infra.kafka_bootstrap_servers, "ingest-test")
     await producer.start()
     try:  # the reminder first: the timeline must still converge
@@ -60,6 +66,7 @@ async def test_the_consumer_runner_applies_stage_events_from_the_broker(client, 
     runner = build_consumer(settings, pool, group_id=f"ingest-test-{uuid.uuid4().hex[:8]}")
     task = asyncio.create_task(runner.run())
     try:
+
         async def converged():
             timeline = (await client.get(f"/v1/invoices/{invoice['id']}")).json()["timeline"]
             return timeline if len(timeline) == len(plan["data"]["stages"]) and timeline[0]["state"] == "sent" else None

@@ -2,7 +2,7 @@
 reconciliation's events arrive in, and redelivery changes nothing."""
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,7 +11,7 @@ from dunning.ids import new_id
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 11, 16, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 16, 8, 0, tzinfo=UTC)
 
 
 def story(kit, invoice_id: str) -> list[dict]:
@@ -20,45 +20,118 @@ def story(kit, invoice_id: str) -> list[dict]:
     t = kit.TENANT
     stg = [new_id("stg") for _ in range(3)]
     plan = [
-        {"stage_id": stg[0], "stage": "soft", "sequence": 0, "channel": "email", "scheduled_at": T0,
-         "state": "scheduled", "reason": None},
-        {"stage_id": stg[1], "stage": "firm", "sequence": 1, "channel": "email",
-         "scheduled_at": T0 + timedelta(days=7), "state": "scheduled", "reason": None},
-        {"stage_id": stg[2], "stage": "final", "sequence": 2, "channel": "sms",
-         "scheduled_at": T0 + timedelta(days=14), "state": "skipped", "reason": "customer has no phone number"},
+        {
+            "stage_id": stg[0],
+            "stage": "soft",
+            "sequence": 0,
+            "channel": "email",
+            "scheduled_at": T0,
+            "state": "scheduled",
+            "reason": None,
+        },
+        {
+            "stage_id": stg[1],
+            "stage": "firm",
+            "sequence": 1,
+            "channel": "email",
+            "scheduled_at": T0 + timedelta(days=7),
+            "state": "scheduled",
+            "reason": None,
+        },
+        {
+            "stage_id": stg[2],
+            "stage": "final",
+            "sequence": 2,
+            "channel": "sms",
+            "scheduled_at": T0 + timedelta(days=14),
+            "state": "skipped",
+            "reason": "customer has no phone number",
+        },
     ]
     first = {k: plan[0][k] for k in ("stage_id", "stage", "channel")}
     return [
-        kit.event_like("DunningPlanned", "eur-five-stages.json", tenant_id=t, invoice_id=invoice_id,
-                       planned_at=T0 - timedelta(days=14), stages=plan),
-        kit.event_like("StageEscalated", "eur-soft-after-partial-payment.json", tenant_id=t, invoice_id=invoice_id,
-                       sequence=0, scheduled_at=T0, fired_at=T0 + timedelta(seconds=1), **first),
-        kit.event_like("ReminderFailed", "transient-webhook-timeout.json", tenant_id=t, invoice_id=invoice_id,
-                       channel="email", stage_id=stg[0], stage="soft", failed_at=T0 + timedelta(seconds=2),
-                       delivery_id=new_id("dlv")),
-        kit.event_like("ReminderSent", "eur-soft-email.json", tenant_id=t, invoice_id=invoice_id,
-                       sent_at=T0 + timedelta(seconds=30), delivery_id=new_id("dlv"), **first),
-        kit.event_like("PaymentReceived", "partial-stripe-payment.json", tenant_id=t, invoice_id=invoice_id,
-                       payment_id=new_id("pay"), amount="500.00", amount_applied="500.00",
-                       balance_remaining="750.00", settled=False, acknowledged_at=T0 + timedelta(days=2)),
-        kit.event_like("PaymentReceived", "partial-stripe-payment.json", tenant_id=t, invoice_id=invoice_id,
-                       payment_id=new_id("pay"), amount="750.00", amount_applied="750.00",
-                       balance_remaining="0.00", settled=True, acknowledged_at=T0 + timedelta(days=3),
-                       source_reference="evt_settling"),
-        kit.event_like("StagesCancelled", "jpy-invoice-settled.json", tenant_id=t, invoice_id=invoice_id,
-                       reason="invoice_settled", cancelled_at=T0 + timedelta(days=3, seconds=1),
-                       stages=[{k: plan[1][k] for k in ("stage_id", "stage", "sequence", "channel", "scheduled_at")}]),
+        kit.event_like(
+            "DunningPlanned",
+            "eur-five-stages.json",
+            tenant_id=t,
+            invoice_id=invoice_id,
+            planned_at=T0 - timedelta(days=14),
+            stages=plan,
+        ),
+        kit.event_like(
+            "StageEscalated",
+            "eur-soft-after-partial-payment.json",
+            tenant_id=t,
+            invoice_id=invoice_id,
+            sequence=0,
+            scheduled_at=T0,
+            fired_at=T0 + timedelta(seconds=1),
+            **first,
+        ),
+        kit.event_like(
+            "ReminderFailed",
+            "transient-webhook-timeout.json",
+            tenant_id=t,
+            invoice_id=invoice_id,
+            channel="email",
+            stage_id=stg[0],
+            stage="soft",
+            failed_at=T0 + timedelta(seconds=2),
+            delivery_id=new_id("dlv"),
+        ),
+        kit.event_like(
+            "ReminderSent",
+            "eur-soft-email.json",
+            tenant_id=t,
+            invoice_id=invoice_id,
+            sent_at=T0 + timedelta(seconds=30),
+            delivery_id=new_id("dlv"),
+            **first,
+        ),
+        kit.event_like(
+            "PaymentReceived",
+            "partial-stripe-payment.json",
+            tenant_id=t,
+            invoice_id=invoice_id,
+            payment_id=new_id("pay"),
+            amount="500.00",
+            amount_applied="500.00",
+            balance_remaining="750.00",
+            settled=False,
+            acknowledged_at=T0 + timedelta(days=2),
+        ),
+        kit.event_like(
+            "PaymentReceived",
+            "partial-stripe-payment.json",
+            tenant_id=t,
+            invoice_id=invoice_id,
+            payment_id=new_id("pay"),
+            amount="750.00",
+            amount_applied="750.00",
+            balance_remaining="0.00",
+            settled=True,
+            acknowledged_at=T0 + timedelta(days=3),
+            source_reference="evt_settling",
+        ),
+        kit.event_like(
+            "StagesCancelled",
+            "jpy-invoice-settled.json",
+            tenant_id=t,
+            invoice_id=invoice_id,
+            reason="invoice_settled",
+            cancelled_at=T0 + timedelta(days=3, seconds=1),
+            stages=[{k: plan[1][k] for k in ("stage_id", "stage", "sequence", "channel", "scheduled_at")}],
+        ),
     ]
 
 
 def normalised(invoice: dict) -> dict:
     """The invoice with ids replaced by positions, to compare invoices told the same story."""
     return {
-        "status": invoice["status"], "balance": invoice["balance"],
+        "status": invoice["status"],
+        "balance": invoice["balance"],
         "payments": [(p["amount_applied"], p["balance_remaining"], p["settled"]) for p in invoice["payments"]],
-        "timeline": [
-            {k: v for k, v in s.items() if k != "stage_id"} for s in invoice["timeline"]
-        ],
+        "timeline": [{k: v for k, v in s.items() if k != "stage_id"} for s in invoice["timeline"]],
     }
 
 
@@ -100,7 +173,10 @@ async def test_a_reminder_before_its_plan_still_ends_up_sent_with_the_planned_at
     await kit.apply(pool, escalated)
     timeline = (await client.get(f"/v1/invoices/{invoice['id']}")).json()["timeline"]
     assert [(s["stage"], s["state"], s["sequence"]) for s in timeline] == [
-        ("soft", "sent", 0), ("firm", "scheduled", 1), ("final", "skipped", 2)]
+        ("soft", "sent", 0),
+        ("firm", "scheduled", 1),
+        ("final", "skipped", 2),
+    ]
 
 
 async def test_an_older_payment_arriving_late_never_overwrites_a_newer_balance(client, pool, kit):
@@ -124,12 +200,18 @@ async def test_the_same_payment_under_another_event_id_is_applied_once(client, p
     assert (got["balance"], len(got["payments"])) == ("750.00", 1)
 
 
-@pytest.mark.parametrize("mutate, why", [
-    pytest.param(lambda e, kit: e, "unknown invoice", id="unknown-invoice"),
-    pytest.param(lambda e, kit: {**e, "tenantid": kit.OTHER_TENANT,
-                                 "data": {**e["data"], "tenant_id": kit.OTHER_TENANT}}, "tenant", id="other-tenant"),
-    pytest.param(lambda e, kit: {**e, "data": {**e["data"], "currency": "USD"}}, "USD", id="other-currency"),
-])
+@pytest.mark.parametrize(
+    "mutate, why",
+    [
+        pytest.param(lambda e, kit: e, "unknown invoice", id="unknown-invoice"),
+        pytest.param(
+            lambda e, kit: {**e, "tenantid": kit.OTHER_TENANT, "data": {**e["data"], "tenant_id": kit.OTHER_TENANT}},
+            "tenant",
+            id="other-tenant",
+        ),
+        pytest.param(lambda e, kit: {**e, "data": {**e["data"], "currency": "USD"}}, "USD", id="other-currency"),
+    ],
+)
 async def test_events_that_can_never_apply_are_rejected(client, pool, kit, mutate, why):
     invoice = (await client.post("/v1/invoices", json=kit.invoice_payload())).json()
     target = new_id("inv") if why == "unknown invoice" else invoice["id"]
@@ -143,8 +225,14 @@ async def test_a_stage_of_another_invoice_is_rejected(client, pool, kit):
     b = (await client.post("/v1/invoices", json=kit.invoice_payload())).json()
     planned = story(kit, a["id"])[0]
     await kit.apply(pool, planned)
-    hijack = kit.event_like("DunningPlanned", "eur-five-stages.json", tenant_id=kit.TENANT, invoice_id=b["id"],
-                            stages=planned["data"]["stages"], planned_at=T0)
+    hijack = kit.event_like(
+        "DunningPlanned",
+        "eur-five-stages.json",
+        tenant_id=kit.TENANT,
+        invoice_id=b["id"],
+        stages=planned["data"]["stages"],
+        planned_at=T0,
+    )
     with pytest.raises(Rejected, match="another invoice"):
         await kit.apply(pool, hijack)
     assert (await client.get(f"/v1/invoices/{b['id']}")).json()["timeline"] == []

@@ -20,35 +20,104 @@ SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[Heal
 # Values a field may take: plausible ones and the hostile or near-miss ones the checks exist for.
 hostile_text = st.sampled_from(["", " ", "\t", "a\x00b", "\ud800", "x" * 201, "x" * 301, 7, None, ["x"], {"x": 1}])
 plain_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=60).filter(
-    lambda s: not s.isspace())
+    lambda s: not s.isspace()
+)
 text = st.one_of(plain_text, hostile_text)
 CURRENCIES = ["EUR", "JPY", "KWD", "USD", "CLF", "GBP"]
 currency = st.one_of(st.sampled_from(CURRENCIES), st.sampled_from(["eur", "XXX", "EU", "", 978, None, "E\x00R"]))
-plain_amount = st.builds(lambda whole, frac: f"{whole}.{frac}" if frac else str(whole),
-                         st.integers(0, 10**15), st.sampled_from(["", "0", "5", "50", "00", "125", "1234"]))
-amount = st.one_of(plain_amount, st.sampled_from(["0", "0.00", "-5", "1e3", " 12.00", "12.", ".5", "１２", "NaN",
-                                                  "1000000000000000", "0100.00", 12.5, 10, None, ""]))
-date_text = st.one_of(st.dates().map(lambda d: d.isoformat()),
-                      st.sampled_from(["2026-02-30", "0000-01-01", "2026-11-02T00:00:00Z", "2026-1-2", 20261102,
-                                       None, "", "2026-11-02\x00"]))
-email = st.one_of(st.emails().filter(lambda e: len(e) <= 254),
-                  st.sampled_from(["nope", "a@b.c.", "a b@c.de", "ap@acme.de\x00", "x" * 250 + "@a.de", 1]))
+plain_amount = st.builds(
+    lambda whole, frac: f"{whole}.{frac}" if frac else str(whole),
+    st.integers(0, 10**15),
+    st.sampled_from(["", "0", "5", "50", "00", "125", "1234"]),
+)
+amount = st.one_of(
+    plain_amount,
+    st.sampled_from(
+        [
+            "0",
+            "0.00",
+            "-5",
+            "1e3",
+            " 12.00",
+            "12.",
+            ".5",
+            "１２",
+            "NaN",
+            "1000000000000000",
+            "0100.00",
+            12.5,
+            10,
+            None,
+            "",
+        ]
+    ),
+)
+date_text = st.one_of(
+    st.dates().map(lambda d: d.isoformat()),
+    st.sampled_from(
+        ["2026-02-30", "0000-01-01", "2026-11-02T00:00:00Z", "2026-1-2", 20261102, None, "", "2026-11-02\x00"]
+    ),
+)
+email = st.one_of(
+    st.emails().filter(lambda e: len(e) <= 254),
+    st.sampled_from(["nope", "a@b.c.", "a b@c.de", "ap@acme.de\x00", "x" * 250 + "@a.de", 1]),
+)
 locale = st.sampled_from(["en-GB", "de-DE", "fr", "pt-BR", "zh-Hant-TW", "en_GB", "", "xx-XX", "EN-gb", 5, "en\x00"])
-timezone = st.sampled_from(["Europe/London", "America/Argentina/Buenos_Aires", "UTC", "Etc/GMT+5", "Mars/Olympus",
-                            "", "../etc/passwd", "Europe/Berlin\x00", 0])
-url = st.one_of(st.none(), st.sampled_from(["https://pay.example.com/i/1?x=1", "http://[::1]:8080/p", "ftp://x.example",
-                                            "https://" + "a" * 2050, "https://ex ample.com", "javascript:alert(1)",
-                                            "https://pay.example.com/\x00", 42]))
-metadata = st.one_of(st.dictionaries(st.text(max_size=45), st.text(max_size=510), max_size=5),
-                     st.sampled_from([{}, {"k": 1}, {"": "v"}, {"k": "a\x00b"}, ["x"], None, "x",
-                                      {f"k{i}": "v" for i in range(51)}]))
+timezone = st.sampled_from(
+    [
+        "Europe/London",
+        "America/Argentina/Buenos_Aires",
+        "UTC",
+        "Etc/GMT+5",
+        "Mars/Olympus",
+        "",
+        "../etc/passwd",
+        "Europe/Berlin\x00",
+        0,
+    ]
+)
+url = st.one_of(
+    st.none(),
+    st.sampled_from(
+        [
+            "https://pay.example.com/i/1?x=1",
+            "http://[::1]:8080/p",
+            "ftp://x.example",
+            "https://" + "a" * 2050,
+            "https://ex ample.com",
+            "javascript:alert(1)",
+            "https://pay.example.com/\x00",
+            42,
+        ]
+    ),
+)
+metadata = st.one_of(
+    st.dictionaries(st.text(max_size=45), st.text(max_size=510), max_size=5),
+    st.sampled_from([{}, {"k": 1}, {"": "v"}, {"k": "a\x00b"}, ["x"], None, "x", {f"k{i}": "v" for i in range(51)}]),
+)
 MISSING = object()
 FIELDS = {  # where a mutation may land, and what it may put there (MISSING: the key goes)
-    "external_id": text, "number": text, "currency": currency, "amount_due": amount, "issue_date": date_text,
-    "due_date": date_text, "payment_url": url, "metadata": metadata, "colour": st.just("blue"),
-    "customer": st.sampled_from(["c1", None, [], {"external_id": "c", "name": "n", "email": "a@b.de",
-                                                  "locale": "en-GB", "timezone": "UTC", "extra": 1}]),
-    "customer.external_id": text, "customer.name": text, "customer.email": email, "customer.locale": locale,
+    "external_id": text,
+    "number": text,
+    "currency": currency,
+    "amount_due": amount,
+    "issue_date": date_text,
+    "due_date": date_text,
+    "payment_url": url,
+    "metadata": metadata,
+    "colour": st.just("blue"),
+    "customer": st.sampled_from(
+        [
+            "c1",
+            None,
+            [],
+            {"external_id": "c", "name": "n", "email": "a@b.de", "locale": "en-GB", "timezone": "UTC", "extra": 1},
+        ]
+    ),
+    "customer.external_id": text,
+    "customer.name": text,
+    "customer.email": email,
+    "customer.locale": locale,
     "customer.timezone": timezone,
 }
 
@@ -57,23 +126,32 @@ FIELDS = {  # where a mutation may land, and what it may put there (MISSING: the
 def common_invoices(draw) -> dict:
     """The shapes accounting systems send: valid and plain."""
     body = {
-        "external_id": draw(plain_text.filter(lambda s: len(s) <= 200)), "number": draw(plain_text),
+        "external_id": draw(plain_text.filter(lambda s: len(s) <= 200)),
+        "number": draw(plain_text),
         "currency": draw(st.sampled_from(["EUR", "USD", "GBP", "JPY", "KWD"])),
         "amount_due": draw(st.integers(1, 10**12).map(lambda c: f"{c // 100}.{c % 100:02d}")),
-        "issue_date": "2026-11-02", "due_date": draw(st.sampled_from(["2026-11-02", "2026-12-02"])),
-        "customer": {"external_id": draw(plain_text), "name": draw(plain_text),
-                     "email": draw(st.sampled_from(["ap@acme.de", "billing@example.co.uk"])),
-                     "locale": draw(st.sampled_from(["en-GB", "de-DE", "fr-FR"])),
-                     "timezone": draw(st.sampled_from(["Europe/London", "Europe/Berlin", "America/New_York"]))},
+        "issue_date": "2026-11-02",
+        "due_date": draw(st.sampled_from(["2026-11-02", "2026-12-02"])),
+        "customer": {
+            "external_id": draw(plain_text),
+            "name": draw(plain_text),
+            "email": draw(st.sampled_from(["ap@acme.de", "billing@example.co.uk"])),
+            "locale": draw(st.sampled_from(["en-GB", "de-DE", "fr-FR"])),
+            "timezone": draw(st.sampled_from(["Europe/London", "Europe/Berlin", "America/New_York"])),
+        },
     }
     if body["currency"] in ("JPY", "KWD"):  # other exponents: a whole amount is valid for all
         body["amount_due"] = body["amount_due"].split(".")[0] or "1"
         if body["amount_due"] == "0":
             body["amount_due"] = "1"
     if draw(st.booleans()):
-        body["metadata"] = draw(st.dictionaries(
-            st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=40),
-            st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=100), max_size=5))
+        body["metadata"] = draw(
+            st.dictionaries(
+                st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=40),
+                st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=100),
+                max_size=5,
+            )
+        )
     if draw(st.booleans()):
         body["payment_url"] = "https://pay.example.com/i/1"
     return body
@@ -96,8 +174,13 @@ def invoices(draw) -> dict:
         else:
             target[key] = value
     if draw(st.integers(0, 9)) == 0:  # a NUL in one string: PostgreSQL text cannot hold it
-        strings = [(t, k) for t in (body, body.get("customer")) if isinstance(t, dict)
-                   for k, v in t.items() if isinstance(v, str)]
+        strings = [
+            (t, k)
+            for t in (body, body.get("customer"))
+            if isinstance(t, dict)
+            for k, v in t.items()
+            if isinstance(v, str)
+        ]
         if strings:
             t, k = draw(st.sampled_from(strings))
             t[k] = t[k] + "\x00"
@@ -106,11 +189,19 @@ def invoices(draw) -> dict:
 
 def read(inv) -> dict:
     c = inv.customer
-    return {"external_id": inv.external_id, "number": inv.number, "currency": inv.currency,
-            "amount_due": (inv.amount_due, str(inv.amount_due)), "issue_date": inv.issue_date,
-            "due_date": inv.due_date, "payment_url": inv.payment_url, "metadata": inv.metadata,
-            "customer": (c.external_id, c.name, c.email, c.locale, c.timezone), "amount_text": amount_text(inv),
-            "content_hash": inv.content_hash()}
+    return {
+        "external_id": inv.external_id,
+        "number": inv.number,
+        "currency": inv.currency,
+        "amount_due": (inv.amount_due, str(inv.amount_due)),
+        "issue_date": inv.issue_date,
+        "due_date": inv.due_date,
+        "payment_url": inv.payment_url,
+        "metadata": inv.metadata,
+        "customer": (c.external_id, c.name, c.email, c.locale, c.timezone),
+        "amount_text": amount_text(inv),
+        "content_hash": inv.content_hash(),
+    }
 
 
 @SETTINGS

@@ -31,7 +31,7 @@ def money(draw, currency: str):
     from decimal import Decimal
 
     places = CURRENCIES[currency]
-    return Decimal(draw(st.integers(-10**14, 10**14))).scaleb(-places)
+    return Decimal(draw(st.integers(-(10**14), 10**14))).scaleb(-places)
 
 
 @st.composite
@@ -39,34 +39,73 @@ def invoice_rows(draw) -> dict:
     currency = draw(st.sampled_from(sorted(CURRENCIES)))
     issue = draw(st.dates())
     return {
-        "id": "inv_" + draw(ids), "external_id": draw(text), "number": draw(text),
-        "status": draw(st.sampled_from(["open", "paid", "void"])), "currency": currency,
-        "amount_due": draw(money(currency)), "balance": draw(money(currency)), "issue_date": issue,
-        "due_date": draw(st.dates(min_value=issue)), "payment_url": draw(st.none() | st.just("https://pay.example/i")),
-        "metadata": draw(st.dictionaries(text, text, max_size=3)), "customer_id": "cus_" + draw(ids),
-        "customer_external_id": draw(text), "customer_name": draw(text), "customer_email": draw(text),
+        "id": "inv_" + draw(ids),
+        "external_id": draw(text),
+        "number": draw(text),
+        "status": draw(st.sampled_from(["open", "paid", "void"])),
+        "currency": currency,
+        "amount_due": draw(money(currency)),
+        "balance": draw(money(currency)),
+        "issue_date": issue,
+        "due_date": draw(st.dates(min_value=issue)),
+        "payment_url": draw(st.none() | st.just("https://pay.example/i")),
+        "metadata": draw(st.dictionaries(text, text, max_size=3)),
+        "customer_id": "cus_" + draw(ids),
+        "customer_external_id": draw(text),
+        "customer_name": draw(text),
+        "customer_email": draw(text),
         "customer_locale": draw(st.sampled_from(["en-GB", "de-DE"])),
-        "customer_timezone": draw(st.sampled_from(["Europe/Berlin", "UTC"])), "created_at": draw(instants),
+        "customer_timezone": draw(st.sampled_from(["Europe/Berlin", "UTC"])),
+        "created_at": draw(instants),
     }
 
 
 @st.composite
 def payment_rows(draw, currency: str) -> dict:
-    return {"payment_id": "pay_" + draw(ids), "source": draw(st.sampled_from(["stripe", "api"])),
-            "source_reference": draw(text), "currency": currency, "amount": draw(money(currency)),
-            "amount_applied": draw(money(currency)), "balance_remaining": draw(money(currency)),
-            "settled": draw(st.booleans()), "received_at": draw(instants), "acknowledged_at": draw(instants)}
+    return {
+        "payment_id": "pay_" + draw(ids),
+        "source": draw(st.sampled_from(["stripe", "api"])),
+        "source_reference": draw(text),
+        "currency": currency,
+        "amount": draw(money(currency)),
+        "amount_applied": draw(money(currency)),
+        "balance_remaining": draw(money(currency)),
+        "settled": draw(st.booleans()),
+        "received_at": draw(instants),
+        "acknowledged_at": draw(instants),
+    }
 
 
 @st.composite
 def stage_rows(draw) -> tuple[list[dict], list[dict]]:
-    stages = draw(st.lists(st.fixed_dictionaries({
-        "stage_id": ids.map(lambda i: "stg_" + i), "stage": text, "sequence": st.none() | st.integers(0, 20),
-        "channel": st.sampled_from(["email", "sms"]), "scheduled_at": st.none() | instants,
-        "state": st.sampled_from(["scheduled", "escalated", "sent", "failed", "cancelled", "skipped"]),
-        "changed_at": instants, "reason": st.none() | text}), max_size=4, unique_by=lambda s: s["stage_id"]))
-    history = [{"stage_id": s["stage_id"], "state": draw(st.sampled_from(["scheduled", "sent"])), "at": draw(instants),
-                "reason": draw(st.none() | text)} for s in stages for _ in range(draw(st.integers(0, 2)))]
+    stages = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "stage_id": ids.map(lambda i: "stg_" + i),
+                    "stage": text,
+                    "sequence": st.none() | st.integers(0, 20),
+                    "channel": st.sampled_from(["email", "sms"]),
+                    "scheduled_at": st.none() | instants,
+                    "state": st.sampled_from(["scheduled", "escalated", "sent", "failed", "cancelled", "skipped"]),
+                    "changed_at": instants,
+                    "reason": st.none() | text,
+                }
+            ),
+            max_size=4,
+            unique_by=lambda s: s["stage_id"],
+        )
+    )
+    history = [
+        {
+            "stage_id": s["stage_id"],
+            "state": draw(st.sampled_from(["scheduled", "sent"])),
+            "at": draw(instants),
+            "reason": draw(st.none() | text),
+        }
+        for s in stages
+        for _ in range(draw(st.integers(0, 2)))
+    ]
     return stages, history
 
 
@@ -95,11 +134,23 @@ def test_a_new_invoice_reads_back_as_its_row_would():
 
     from dunning_ingest.invoice_input import fast_validate_invoice_in
 
-    inv = fast_validate_invoice_in({
-        "external_id": "in_1", "number": "INV-1", "currency": "EUR", "amount_due": "1250.5",
-        "issue_date": "2026-11-02", "due_date": "2026-11-16",
-        "customer": {"external_id": "c1", "name": "Acme", "email": "ap@acme.de", "locale": "en-GB",
-                     "timezone": "Europe/London"}})
+    inv = fast_validate_invoice_in(
+        {
+            "external_id": "in_1",
+            "number": "INV-1",
+            "currency": "EUR",
+            "amount_due": "1250.5",
+            "issue_date": "2026-11-02",
+            "due_date": "2026-11-16",
+            "customer": {
+                "external_id": "c1",
+                "name": "Acme",
+                "email": "ap@acme.de",
+                "locale": "en-GB",
+                "timezone": "Europe/London",
+            },
+        }
+    )
     row = new_invoice_row("inv_0123456789", "cus_0123456789", inv, datetime(2026, 11, 2, tzinfo=UTC))
     body = invoice_detail_json(row)
     assert body == InvoiceDetail.from_rows(row).model_dump(mode="json")

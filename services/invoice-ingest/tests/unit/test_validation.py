@@ -5,17 +5,25 @@ from pydantic import ValidationError
 
 from dunning.clock import utcnow
 from dunning.events import envelope, validate
-
-from dunning_ingest.messages import invoice_issued
 from dunning_ingest.invoice_input import error_list, invoice_adapter
+from dunning_ingest.messages import invoice_issued
 
 pytestmark = pytest.mark.unit
 
 BASE = {
-    "external_id": "in_1", "number": "INV-1",
-    "customer": {"external_id": "c1", "name": "Acme", "email": "ap@acme.de", "locale": "en-GB",
-                 "timezone": "Europe/London"},
-    "currency": "EUR", "amount_due": "1250.00", "issue_date": "2026-11-02", "due_date": "2026-11-16",
+    "external_id": "in_1",
+    "number": "INV-1",
+    "customer": {
+        "external_id": "c1",
+        "name": "Acme",
+        "email": "ap@acme.de",
+        "locale": "en-GB",
+        "timezone": "Europe/London",
+    },
+    "currency": "EUR",
+    "amount_due": "1250.00",
+    "issue_date": "2026-11-02",
+    "due_date": "2026-11-16",
 }
 
 
@@ -32,31 +40,36 @@ def customer(**changes) -> dict:
     return {**BASE["customer"], **changes}
 
 
-@pytest.mark.parametrize("currency, amount, expected", [
-    pytest.param("JPY", "1000", "1000", id="jpy-whole"),
-    pytest.param("EUR", "1250", "1250.00", id="eur-no-decimals"),
-    pytest.param("EUR", "1250.5", "1250.50", id="eur-one-decimal"),
-    pytest.param("KWD", "10.125", "10.125", id="kwd-three-decimals"),
-])
+@pytest.mark.parametrize(
+    "currency, amount, expected",
+    [
+        pytest.param("JPY", "1000", "1000", id="jpy-whole"),
+        pytest.param("EUR", "1250", "1250.00", id="eur-no-decimals"),
+        pytest.param("EUR", "1250.5", "1250.50", id="eur-one-decimal"),
+        pytest.param("KWD", "10.125", "10.125", id="kwd-three-decimals"),
+    ],
+)
 def test_amounts_within_the_currency_exponent_are_accepted(currency, amount, expected):
     inv = invoice_adapter.validate_python({**BASE, "currency": currency, "amount_due": amount})
     assert str(inv.amount_due) == expected
 
 
-@pytest.mark.parametrize("currency, amount, message", [
-    pytest.param("JPY", "1000.5", "JPY allows 0 decimal places", id="jpy-decimals"),
-    pytest.param("EUR", "12.345", "EUR allows 2 decimal places", id="eur-three-decimals"),
-    pytest.param("EUR", "0", "greater than zero", id="zero"),
-    pytest.param("EUR", "-5.00", "plain decimal string", id="negative"),
-    pytest.param("EUR", "1e3", "plain decimal string", id="exponent"),
-    pytest.param("EUR", "", "plain decimal string", id="empty"),
-])
+@pytest.mark.parametrize(
+    "currency, amount, message",
+    [
+        pytest.param("JPY", "1000.5", "JPY allows 0 decimal places", id="jpy-decimals"),
+        pytest.param("EUR", "12.345", "EUR allows 2 decimal places", id="eur-three-decimals"),
+        pytest.param("EUR", "0", "greater than zero", id="zero"),
+        pytest.param("EUR", "-5.00", "plain decimal string", id="negative"),
+        pytest.param("EUR", "1e3", "plain decimal string", id="exponent"),
+        pytest.param("EUR", "", "plain decimal string", id="empty"),
+    ],
+)
 def test_amounts_are_refused_not_rounded(currency, amount, message):
     assert message in errors_of(currency=currency, amount_due=amount)["amount_due"]
 
 
-@pytest.mark.parametrize("amount", [1250.0, 1250, 12.5, True, None],
-                         ids=["float", "int", "fraction", "bool", "null"])
+@pytest.mark.parametrize("amount", [1250.0, 1250, 12.5, True, None], ids=["float", "int", "fraction", "bool", "null"])
 def test_numbers_are_refused_with_a_clear_message(amount):
     assert "must be a decimal string" in errors_of(amount_due=amount)["amount_due"]
 
@@ -88,7 +101,8 @@ def test_iana_timezones_are_accepted(timezone):
 
 def test_due_date_before_issue_date_is_refused():
     assert errors_of(issue_date="2026-11-02", due_date="2026-11-01") == {
-        "due_date": "must be on or after issue_date (2026-11-02)"}
+        "due_date": "must be on or after issue_date (2026-11-02)"
+    }
     assert errors_of(issue_date="2026-11-02", due_date="2026-11-02") == {}
 
 
@@ -98,8 +112,13 @@ def test_dates_must_be_real_yyyy_mm_dd(value):
 
 
 def test_every_bad_field_is_named():
-    errors = errors_of(number="", customer=customer(email="nope"), payment_url="ftp://files.example.com/x",
-                       metadata={"k": 1}, colour="blue")
+    errors = errors_of(
+        number="",
+        customer=customer(email="nope"),
+        payment_url="ftp://files.example.com/x",
+        metadata={"k": 1},
+        colour="blue",
+    )
     assert set(errors) == {"number", "customer.email", "payment_url", "metadata.k", "colour"}
 
 
@@ -118,10 +137,12 @@ def test_same_content_has_the_same_hash_whatever_its_spelling():
 
 
 def test_invoice_issued_built_from_an_accepted_invoice_matches_its_schema():
-    inv = invoice_adapter.validate_python({**BASE, "currency": "JPY", "amount_due": "158000",
-                                           "payment_url": None, "metadata": {"po": "1"}})
-    env = envelope(invoice_issued("ten_1", "inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA", "cus_01JB2F7H9K3M5N7P9Q1R3S5T7V",
-                                  inv, utcnow()))
+    inv = invoice_adapter.validate_python(
+        {**BASE, "currency": "JPY", "amount_due": "158000", "payment_url": None, "metadata": {"po": "1"}}
+    )
+    env = envelope(
+        invoice_issued("ten_1", "inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA", "cus_01JB2F7H9K3M5N7P9Q1R3S5T7V", inv, utcnow())
+    )
     validate(env)
     assert env["data"]["amount_due"] == "158000"
     assert env["data"]["customer"]["locale"] == "en-GB"

@@ -34,13 +34,23 @@ def _out(row: asyncpg.Record) -> DeliveryOut:
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
-    app = service_app(distribution="dunning-notifier", settings=deps.settings, pool=deps.pool, tags=TAGS,
-                      description="Reminder deliveries: what was sent to whom, when, and what failed.")
+    app = service_app(
+        distribution="dunning-notifier",
+        settings=deps.settings,
+        pool=deps.pool,
+        tags=TAGS,
+        description="Reminder deliveries: what was sent to whom, when, and what failed.",
+    )
     # The /metrics every service has, with the notifier's delivery gauges and dispatcher counters.
     metrics.instrument(instrument_app(app, deps.settings.service_name), deps.pool, deps.counters)
 
-    @app.get("/v1/deliveries", response_model=Page[DeliveryOut], tags=["deliveries"], operation_id="listDeliveries",
-             summary="List the tenant's deliveries, newest first")
+    @app.get(
+        "/v1/deliveries",
+        response_model=Page[DeliveryOut],
+        tags=["deliveries"],
+        operation_id="listDeliveries",
+        summary="List the tenant's deliveries, newest first",
+    )
     async def list_deliveries(
         tenant_id: TenantId,
         invoice_id: Annotated[str | None, Query(pattern=INVOICE_ID, description="only this invoice's")] = None,
@@ -49,18 +59,27 @@ def create_app(deps: ApiDeps) -> FastAPI:
         cursor: Cursor = None,
     ) -> dict[str, Any]:
         before = decode_cursor(cursor, _DELIVERY_ID) if cursor is not None else None
-        rows = await repo.list_deliveries(deps.pool, tenant_id, invoice_id=invoice_id, state=state,
-                                          before=before, limit=limit + 1)
+        rows = await repo.list_deliveries(
+            deps.pool, tenant_id, invoice_id=invoice_id, state=state, before=before, limit=limit + 1
+        )
         return page(rows, limit, key=lambda r: r["delivery_id"], view=_out)
 
-    @app.get("/v1/deliveries/{delivery_id}", response_model=DeliveryOut, tags=["deliveries"],
-             operation_id="getDelivery", summary="One delivery",
-             responses={404: {"description": "No such delivery for this tenant"}})
+    @app.get(
+        "/v1/deliveries/{delivery_id}",
+        response_model=DeliveryOut,
+        tags=["deliveries"],
+        operation_id="getDelivery",
+        summary="One delivery",
+        responses={404: {"description": "No such delivery for this tenant"}},
+    )
     async def get_delivery(delivery_id: Annotated[str, Path(pattern=DELIVERY_ID)], tenant_id: TenantId) -> DeliveryOut:
         row = await repo.get_delivery(deps.pool, tenant_id, delivery_id)
         if row is None:
-            raise Problem(404, f"No delivery {delivery_id!r} for this tenant.",
-                          errors=[{"field": "delivery_id", "message": "not found", "code": "not_found"}])
+            raise Problem(
+                404,
+                f"No delivery {delivery_id!r} for this tenant.",
+                errors=[{"field": "delivery_id", "message": "not found", "code": "not_found"}],
+            )
         return _out(row)
 
     return app

@@ -11,6 +11,7 @@ from dunning_notifier.handlers import HANDLERS
 from dunning_notifier.rendering import Renderer
 from dunning_notifier.settings import Settings
 
+
 def build_dispatcher(pool, settings: Settings) -> Dispatcher:
     renderer = Renderer(sender_name=parseaddr(settings.mail_from)[0] or "Accounts Receivable")
     return Dispatcher(pool, settings, build_channels(settings, renderer))
@@ -31,8 +32,9 @@ async def bootstrap(settings: Settings) -> runtime.Service:
         settings=settings,
         pool=pool,
         producer=producer,
-        app=create_app(ApiDeps(pool=pool, settings=settings,
-                               counters=dispatcher.counters if dispatcher is not None else None)),
+        app=create_app(
+            ApiDeps(pool=pool, settings=settings, counters=dispatcher.counters if dispatcher is not None else None)
+        ),
         workers=workers,
         relay=runtime.relay_for(settings, pool, producer),
     )

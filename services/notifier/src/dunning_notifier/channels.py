@@ -150,11 +150,17 @@ class SmtpSession:
             try:  # idle for a while: the relay may have dropped us; find out before sending
                 await client.noop()
                 return client
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            except (TimeoutError, aiosmtplib.SMTPException, OSError):
                 await self.close()
-        client = _Smtp(hostname=s.smtp_host, port=s.smtp_port, timeout=s.smtp_timeout,
-                                 start_tls=s.smtp_starttls, username=s.smtp_username, password=s.smtp_password,
-                                 local_hostname=s.smtp_local_hostname)
+        client = _Smtp(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            timeout=s.smtp_timeout,
+            start_tls=s.smtp_starttls,
+            username=s.smtp_username,
+            password=s.smtp_password,
+            local_hostname=s.smtp_local_hostname,
+        )
         await client.connect()
         self._client = client
         return client
@@ -165,7 +171,7 @@ class SmtpSession:
             return
         try:
             await asyncio.wait_for(client.quit(), timeout=2)
-        except Exception:  # noqa: BLE001 - closing a connection that may already be gone
+        except Exception:
             with contextlib.suppress(Exception):
                 client.close()
 
@@ -185,16 +191,21 @@ class SmtpSession:
             async with asyncio.timeout(self.settings.smtp_send_timeout):
                 client = await self._connected()
                 client.handed_over = False
-                _, response = await client.sendmail(self.channel.envelope_from, [d.recipient], raw,
-                                                    mail_options=["SMTPUTF8"] if utf8 else None)
+                _, response = await client.sendmail(
+                    self.channel.envelope_from, [d.recipient], raw, mail_options=["SMTPUTF8"] if utf8 else None
+                )
         except BaseException as exc:
             outcome = self._classify(exc)
             if outcome is None:
                 raise
             if isinstance(outcome, Retry) or isinstance(exc, (SMTPServerDisconnected, SMTPTimeoutError)):
                 await self.close()  # the connection's state is unknown: start afresh next time
-            if (isinstance(outcome, Retry) and client is not None and client.handed_over
-                    and not isinstance(exc, SMTPResponseException)):  # no reply to the message: unknown
+            if (
+                isinstance(outcome, Retry)
+                and client is not None
+                and client.handed_over
+                and not isinstance(exc, SMTPResponseException)
+            ):  # no reply to the message: unknown
                 outcome = dataclasses.replace(outcome, in_doubt=True)
             return outcome
         self._last_used = time.monotonic()
@@ -238,8 +249,9 @@ class NotConfigured:
         return self
 
     async def send(self, d: Delivery) -> Outcome:
-        return Failed("channel_not_configured", f"no provider is configured for the {self.name!r} channel",
-                      permanent=True)
+        return Failed(
+            "channel_not_configured", f"no provider is configured for the {self.name!r} channel", permanent=True
+        )
 
     async def close(self) -> None:
         return None

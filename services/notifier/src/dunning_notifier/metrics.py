@@ -11,9 +11,9 @@ and `dunning_notifier_in_doubt_reclaims_total`.
 from collections.abc import Callable, Iterable
 
 import asyncpg
-from dunning.metrics import Metrics
 from prometheus_client.core import CounterMetricFamily, Metric
 
+from dunning.metrics import Metrics
 from dunning_notifier import repository as repo
 
 STATES = ("pending", "sending", "sent", "failed")
@@ -28,18 +28,29 @@ class DispatcherCounters:
 
     def collect(self) -> Iterable[Metric]:
         counts = self.counters()
-        sends = CounterMetricFamily("dunning_notifier_sends", "Attempts recorded by this process, by outcome.",
-                                    labels=["outcome"])
+        sends = CounterMetricFamily(
+            "dunning_notifier_sends", "Attempts recorded by this process, by outcome.", labels=["outcome"]
+        )
         for outcome in OUTCOMES:
             sends.add_metric([outcome], counts.get(outcome, 0))
         yield sends
         for name, key, help_ in (
-                ("dunning_notifier_in_doubt_reclaims", "in_doubt_reclaims",
-                 "Expired leases this process took back (the previous attempt's outcome unknown)."),
-                ("dunning_notifier_in_doubt_retries", "in_doubt_retries",
-                 "Sends by this process that timed out or dropped after DATA and were retried."),
-                ("dunning_notifier_lease_lost", "lease_lost",
-                 "Outcomes this process could not record: the delivery had been re-claimed elsewhere.")):
+            (
+                "dunning_notifier_in_doubt_reclaims",
+                "in_doubt_reclaims",
+                "Expired leases this process took back (the previous attempt's outcome unknown).",
+            ),
+            (
+                "dunning_notifier_in_doubt_retries",
+                "in_doubt_retries",
+                "Sends by this process that timed out or dropped after DATA and were retried.",
+            ),
+            (
+                "dunning_notifier_lease_lost",
+                "lease_lost",
+                "Outcomes this process could not record: the delivery had been re-claimed elsewhere.",
+            ),
+        ):
             family = CounterMetricFamily(name, help_)
             family.add_metric([], counts.get(key, 0))
             yield family
@@ -48,10 +59,14 @@ class DispatcherCounters:
 def instrument(metrics: Metrics, pool: asyncpg.Pool, counters: Callable[[], dict[str, int]] | None = None) -> None:
     """Register the delivery gauges (read at each scrape) and, if this process dispatches, its counters."""
     deliveries = metrics.gauge("dunning_notifier_deliveries", "Deliveries by state, all replicas.", ["state"])
-    in_doubt = metrics.gauge("dunning_notifier_deliveries_in_doubt",
-                             "Deliveries with at least one attempt whose outcome was unknown (may have been sent twice).")
-    attempts = metrics.gauge("dunning_notifier_in_doubt_attempts",
-                             "Attempts whose outcome was unknown (lease ran out, or no reply after DATA), all deliveries.")
+    in_doubt = metrics.gauge(
+        "dunning_notifier_deliveries_in_doubt",
+        "Deliveries with at least one attempt whose outcome was unknown (may have been sent twice).",
+    )
+    attempts = metrics.gauge(
+        "dunning_notifier_in_doubt_attempts",
+        "Attempts whose outcome was unknown (lease ran out, or no reply after DATA), all deliveries.",
+    )
 
     async def refresh() -> None:
         by_state, in_doubt_deliveries, in_doubt_attempts = await repo.delivery_totals(pool)

@@ -50,6 +50,8 @@ def compose(headers: list[tuple[str, str]], text: str, html: str, boundary: str)
     for subtype, body in (("plain", text), ("html", html)):
         parts.append(
             f'--{boundary}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\n'
-            "Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode() + _qp(body) + CRLF
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode()
+            + _qp(body)
+            + CRLF
         )
     return ("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + b"".join(parts) + f"--{boundary}--\r\n".encode()

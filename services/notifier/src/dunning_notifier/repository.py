@@ -10,12 +10,26 @@ import asyncpg
 
 Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
-_CLAIMED_COLUMNS = ", ".join(f"d.{c}" for c in (
-    "delivery_id", "tenant_id", "invoice_id", "stage_id", "stage", "channel", "recipient", "attempts", "payload",
-    "traceparent"))
-_API_COLUMNS = ("delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template, recipient, state,"
-                " attempts, in_doubt_attempts, last_in_doubt_at, next_attempt_at, provider_message_id,"
-                " last_error_code, last_error, created_at, updated_at, sent_at")
+_CLAIMED_COLUMNS = ", ".join(
+    f"d.{c}"
+    for c in (
+        "delivery_id",
+        "tenant_id",
+        "invoice_id",
+        "stage_id",
+        "stage",
+        "channel",
+        "recipient",
+        "attempts",
+        "payload",
+        "traceparent",
+    )
+)
+_API_COLUMNS = (
+    "delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template, recipient, state,"
+    " attempts, in_doubt_attempts, last_in_doubt_at, next_attempt_at, provider_message_id,"
+    " last_error_code, last_error, created_at, updated_at, sent_at"
+)
 
 
 _INSERT_DELIVERY = (
@@ -26,14 +40,35 @@ _INSERT_DELIVERY = (
 )
 
 
-async def insert_delivery(conn: asyncpg.Connection, *, delivery_id: str, tenant_id: str, invoice_id: str,
-                          stage_id: str, stage: str, channel: str, template: str, recipient: str | None,
-                          payload: dict[str, Any], source_event_id: str, traceparent: str | None) -> str | None:
+async def insert_delivery(
+    conn: asyncpg.Connection,
+    *,
+    delivery_id: str,
+    tenant_id: str,
+    invoice_id: str,
+    stage_id: str,
+    stage: str,
+    channel: str,
+    template: str,
+    recipient: str | None,
+    payload: dict[str, Any],
+    source_event_id: str,
+    traceparent: str | None,
+) -> str | None:
     """Record a delivery to make; None if this (invoice, stage, channel) already has one."""
     return await conn.fetchval(
         _INSERT_DELIVERY,
-        delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template, recipient, payload,
-        source_event_id, traceparent,
+        delivery_id,
+        tenant_id,
+        invoice_id,
+        stage_id,
+        stage,
+        channel,
+        template,
+        recipient,
+        payload,
+        source_event_id,
+        traceparent,
     )
 
 
@@ -97,7 +132,8 @@ _MARK_SENT = (
     "UPDATE deliveries d SET state = 'sent', provider_message_id = u.pmid, sent_at = u.sent_at,"
     " claimed_until = NULL, last_error_code = NULL, last_error = NULL, updated_at = now()"
     " FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[]) AS u(id, attempts, pmid, sent_at)"
-    + _FENCE + " RETURNING d.delivery_id"
+    + _FENCE
+    + " RETURNING d.delivery_id"
 )
 
 
@@ -107,7 +143,10 @@ async def mark_sent(conn: asyncpg.Connection, rows: Sequence[tuple[str, int, str
     ids, attempts, message_ids, sent_at = (list(c) for c in zip(*rows, strict=True))
     done = await conn.fetch(
         _MARK_SENT,
-        ids, attempts, message_ids, sent_at,
+        ids,
+        attempts,
+        message_ids,
+        sent_at,
     )
     return {r["delivery_id"] for r in done}
 
@@ -116,7 +155,8 @@ _MARK_FAILED = (
     "UPDATE deliveries d SET state = 'failed', last_error_code = u.code, last_error = u.error,"
     " claimed_until = NULL, updated_at = now()"
     " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[]) AS u(id, attempts, code, error)"
-    + _FENCE + " RETURNING d.delivery_id"
+    + _FENCE
+    + " RETURNING d.delivery_id"
 )
 
 
@@ -126,7 +166,10 @@ async def mark_failed(conn: asyncpg.Connection, rows: Sequence[tuple[str, int, s
     ids, attempts, codes, errors = (list(c) for c in zip(*rows, strict=True))
     done = await conn.fetch(
         _MARK_FAILED,
-        ids, attempts, codes, errors,
+        ids,
+        attempts,
+        codes,
+        errors,
     )
     return {r["delivery_id"] for r in done}
 
@@ -137,13 +180,11 @@ _MARK_RETRY = (
     " in_doubt_attempts = d.in_doubt_attempts + u.in_doubt::int,"
     " last_in_doubt_at = CASE WHEN u.in_doubt THEN now() ELSE d.last_in_doubt_at END"
     " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::float8[], $6::bool[])"
-    " AS u(id, attempts, code, error, delay, in_doubt)"
-    + _FENCE + " RETURNING d.delivery_id"
+    " AS u(id, attempts, code, error, delay, in_doubt)" + _FENCE + " RETURNING d.delivery_id"
 )
 
 
-async def mark_retry(conn: asyncpg.Connection,
-                     rows: Sequence[tuple[str, int, str, str, float, bool]]) -> set[str]:
+async def mark_retry(conn: asyncpg.Connection, rows: Sequence[tuple[str, int, str, str, float, bool]]) -> set[str]:
     """Back to pending after a transient failure; `in_doubt` (the last tuple field) when the server
     may have accepted the message all the same (timeout or disconnect after DATA)."""
     if not rows:
@@ -151,7 +192,12 @@ async def mark_retry(conn: asyncpg.Connection,
     ids, attempts, codes, errors, delays, in_doubt = (list(c) for c in zip(*rows, strict=True))
     done = await conn.fetch(
         _MARK_RETRY,
-        ids, attempts, codes, errors, delays, in_doubt,
+        ids,
+        attempts,
+        codes,
+        errors,
+        delays,
+        in_doubt,
     )
     return {r["delivery_id"] for r in done}
 
@@ -164,12 +210,17 @@ _LIST_DELIVERIES = (
 )
 
 
-async def list_deliveries(pool: asyncpg.Pool, tenant_id: str, *, invoice_id: str | None, state: str | None,
-                          before: str | None, limit: int) -> list[asyncpg.Record]:
+async def list_deliveries(
+    pool: asyncpg.Pool, tenant_id: str, *, invoice_id: str | None, state: str | None, before: str | None, limit: int
+) -> list[asyncpg.Record]:
     """A tenant's deliveries, newest first (delivery ids are time-ordered: `before` pages back)."""
     return await pool.fetch(
         _LIST_DELIVERIES,
-        tenant_id, invoice_id, state, before, limit,
+        tenant_id,
+        invoice_id,
+        state,
+        before,
+        limit,
     )
 
 

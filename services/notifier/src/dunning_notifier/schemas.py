@@ -20,11 +20,14 @@ class DeliveryOut(BaseModel):
     recipient: str | None
     state: DeliveryState
     attempts: int = Field(description="attempts made (or in progress)")
-    in_doubt_attempts: int = Field(description=(
-        "attempts whose outcome was unknown: the worker's lease ran out (it died or stalled, maybe after"
-        " the mail server had accepted the message) or the connection was lost after the message was"
-        " handed over. The customer may have received this reminder more than once (same Message-ID)"
-        " only if this is at least 1"))
+    in_doubt_attempts: int = Field(
+        description=(
+            "attempts whose outcome was unknown: the worker's lease ran out (it died or stalled, maybe after"
+            " the mail server had accepted the message) or the connection was lost after the message was"
+            " handed over. The customer may have received this reminder more than once (same Message-ID)"
+            " only if this is at least 1"
+        )
+    )
     last_in_doubt_at: datetime | None = Field(description="when the last in-doubt attempt was taken back")
     next_attempt_at: datetime | None = Field(description="when a pending delivery is tried next")
     provider_message_id: str | None

@@ -24,7 +24,7 @@ class Settings(CommonSettings):
     # One whole send, connect to the last reply; default 3 * smtp_timeout, at most lease_seconds / 2.
     smtp_send_timeout: float | None = Field(None, gt=0)
     smtp_local_hostname: str = "localhost"  # sent in EHLO (avoids a DNS lookup of our own name)
-    smtp_idle_check_seconds: float = 10.0   # a connection idle longer than this is NOOP-checked first
+    smtp_idle_check_seconds: float = 10.0  # a connection idle longer than this is NOOP-checked first
     mail_from: str = "Accounts Receivable <ar@dunning.localhost>"
     message_id_domain: str = "dunning.invalid"
 
@@ -49,6 +49,8 @@ class Settings(CommonSettings):
         if self.smtp_send_timeout is None:
             self.smtp_send_timeout = min(3 * self.smtp_timeout, self.lease_seconds / 2)
         elif self.lease_seconds < 2 * self.smtp_send_timeout:
-            raise ValueError(f"lease_seconds ({self.lease_seconds}) must be at least 2 * smtp_send_timeout"
-                             f" ({2 * self.smtp_send_timeout}): a claim waits for one send and then makes one")
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds}) must be at least 2 * smtp_send_timeout"
+                f" ({2 * self.smtp_send_timeout}): a claim waits for one send and then makes one"
+            )
         return self

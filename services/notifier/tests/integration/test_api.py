@@ -24,8 +24,9 @@ def auth(key: str = KEY_A) -> dict:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def test_lists_an_invoices_deliveries_for_its_tenant_only(api, notifier_pool, stage_data, stage_escalated,
-                                                               consume):
+async def test_lists_an_invoices_deliveries_for_its_tenant_only(
+    api, notifier_pool, stage_data, stage_escalated, consume
+):
     mine = stage_data(stage="soft")
     await consume(notifier_pool, stage_escalated(mine))
     await consume(notifier_pool, stage_escalated(dict(stage_data(stage="firm"), invoice_id=mine["invoice_id"])))
@@ -43,7 +44,9 @@ async def test_lists_an_invoices_deliveries_for_its_tenant_only(api, notifier_po
     assert first["delivery_id"].startswith("dlv_")
     assert body["next_cursor"] is None
 
-    other_view = (await api.get("/v1/deliveries", params={"invoice_id": mine["invoice_id"]}, headers=auth(KEY_B))).json()
+    other_view = (
+        await api.get("/v1/deliveries", params={"invoice_id": mine["invoice_id"]}, headers=auth(KEY_B))
+    ).json()
     assert [d["recipient"] for d in other_view["data"]] == [other["customer"]["email"]]
 
     one = await api.get(f"/v1/deliveries/{first['delivery_id']}", headers=auth())
@@ -57,17 +60,21 @@ async def test_pages_with_a_cursor(api, notifier_pool, stage_data, stage_escalat
         await consume(notifier_pool, stage_escalated(stage_data(stage=stage)))
     first = (await api.get("/v1/deliveries", params={"limit": 2}, headers=auth())).json()
     assert len(first["data"]) == 2 and first["next_cursor"]
-    second = (await api.get("/v1/deliveries", params={"limit": 2, "cursor": first["next_cursor"]},
-                            headers=auth())).json()
+    second = (
+        await api.get("/v1/deliveries", params={"limit": 2, "cursor": first["next_cursor"]}, headers=auth())
+    ).json()
     assert [d["stage"] for d in second["data"]] == ["pre_due"] and second["next_cursor"] is None
 
 
-@pytest.mark.parametrize(("params", "field"), [
-    pytest.param({"invoice_id": "not-an-invoice"}, "invoice_id", id="bad-invoice-id"),
-    pytest.param({"state": "lost"}, "state", id="bad-state"),
-    pytest.param({"limit": 0}, "limit", id="bad-limit"),
-    pytest.param({"cursor": "dlv_0123456789"}, "cursor", id="not-a-cursor"),
-])
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        pytest.param({"invoice_id": "not-an-invoice"}, "invoice_id", id="bad-invoice-id"),
+        pytest.param({"state": "lost"}, "state", id="bad-state"),
+        pytest.param({"limit": 0}, "limit", id="bad-limit"),
+        pytest.param({"cursor": "dlv_0123456789"}, "cursor", id="not-a-cursor"),
+    ],
+)
 async def test_bad_query_is_a_problem_naming_the_field(api, params, field):
     resp = await api.get("/v1/deliveries", params=params, headers=auth())
     assert resp.status_code in (400, 422)
@@ -88,12 +95,12 @@ async def test_health_and_docs(api):
     assert "/v1/deliveries" in (await api.get("/openapi.json")).json()["paths"]
 
 
-async def test_metrics_count_deliveries_by_state_and_in_doubt(api, notifier_pool, stage_data, stage_escalated,
-                                                             consume):
+async def test_metrics_count_deliveries_by_state_and_in_doubt(api, notifier_pool, stage_data, stage_escalated, consume):
     for stage in ("soft", "firm"):
         await consume(notifier_pool, stage_escalated(stage_data(stage=stage)))
     await notifier_pool.execute(  # one was taken back twice after its worker's lease ran out
-        "UPDATE deliveries SET in_doubt_attempts = 2, last_in_doubt_at = now() WHERE stage = 'firm'")
+        "UPDATE deliveries SET in_doubt_attempts = 2, last_in_doubt_at = now() WHERE stage = 'firm'"
+    )
 
     resp = await api.get("/metrics")  # an operator's endpoint, like /healthz: no API key
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain; version=0.0.4")

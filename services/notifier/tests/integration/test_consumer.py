@@ -4,18 +4,16 @@ dispatcher -> real SMTP server -> ReminderSent in the outbox."""
 import asyncio
 import uuid
 from dataclasses import replace
-from pathlib import Path
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from dunning.events import schemas_dir
 from dunning.consumer import ConsumerRunner
-from dunning.events import dumps, validate
-from dunning_tools.testing.waits import async_wait_until
 from dunning.contracts import StageEscalated, topic
+from dunning.events import dumps, schemas_dir, validate
 from dunning_notifier.handlers import HANDLERS
+from dunning_tools.testing.waits import async_wait_until
 
 pytestmark = pytest.mark.integration
 EXAMPLES = schemas_dir() / "examples"
@@ -23,17 +21,28 @@ EXAMPLES = schemas_dir() / "examples"
 
 def only_invoices(invoice_ids: set[str]):
     """The stages topic is shared by every test in the session: apply only this test's invoices."""
+
     def wrap(handler):
         async def filtered(conn, event):
             if event.subject in invoice_ids:
                 await handler(conn, event)
+
         return filtered
+
     return {t: replace(spec, each=wrap(spec.each)) for t, spec in HANDLERS.items()}
 
 
 async def test_stage_escalated_from_the_broker_becomes_one_email(
-        infra, notifier_pool, mailserver, stage_data, stage_escalated, running_dispatcher, notifier_settings,
-        mail_to, outbox_events):
+    infra,
+    notifier_pool,
+    mailserver,
+    stage_data,
+    stage_escalated,
+    running_dispatcher,
+    notifier_settings,
+    mail_to,
+    outbox_events,
+):
     data = stage_data(stage="final", locale="ja-JP", currency="JPY", amount="158000", payment_url=None)
     envelope = stage_escalated(data)
     reemitted = stage_escalated(dict(data, stage_id=stage_data()["stage_id"]))
@@ -50,17 +59,29 @@ async def test_stage_escalated_from_the_broker_becomes_one_email(
     finally:
         await producer.stop()
 
-    runner = ConsumerRunner(name="notifier.test", pool=notifier_pool, bootstrap_servers=infra.kafka_bootstrap_servers,
-                            group_id=f"notifier-test-{uuid.uuid4().hex[:8]}", topics=[topic(StageEscalated)],
-                            handlers=only_invoices({data["invoice_id"]}))
+    runner = ConsumerRunner(
+        name="notifier.test",
+        pool=notifier_pool,
+        bootstrap_servers=infra.kafka_bootstrap_servers,
+        group_id=f"notifier-test-{uuid.uuid4().hex[:8]}",
+        topics=[topic(StageEscalated)],
+        handlers=only_invoices({data["invoice_id"]}),
+    )
     consumer = asyncio.create_task(runner.run())
     try:
-        await async_wait_until(lambda: notifier_pool.fetchval(
-            "SELECT count(*) = 2 FROM inbox WHERE event_id = ANY($1::uuid[])", [envelope["id"], reemitted["id"]]),
-            what="both StageEscalated consumed")
+        await async_wait_until(
+            lambda: notifier_pool.fetchval(
+                "SELECT count(*) = 2 FROM inbox WHERE event_id = ANY($1::uuid[])", [envelope["id"], reemitted["id"]]
+            ),
+            what="both StageEscalated consumed",
+        )
         async with running_dispatcher(notifier_pool, notifier_settings(smtp_port=mailserver.smtp_port)):
-            await async_wait_until(lambda: notifier_pool.fetchval(
-                "SELECT state = 'sent' FROM deliveries WHERE invoice_id = $1", data["invoice_id"]), what="sent")
+            await async_wait_until(
+                lambda: notifier_pool.fetchval(
+                    "SELECT state = 'sent' FROM deliveries WHERE invoice_id = $1", data["invoice_id"]
+                ),
+                what="sent",
+            )
     finally:
         runner.stop()
         await asyncio.wait_for(consumer, timeout=30)

@@ -1,10 +1,12 @@
 """The dispatcher against real PostgreSQL and a real SMTP server (aiosmtpd): what the customer gets,
 what the other services are told, and what happens when SMTP says no or is not there."""
 
+from datetime import UTC
+
 import pytest
 
-from dunning_tools.stack.procs import free_port
 from dunning.events import validate
+from dunning_tools.stack.procs import free_port
 from dunning_tools.testing.waits import async_wait_until
 
 pytestmark = pytest.mark.integration
@@ -18,12 +20,21 @@ async def wait_state(pool, invoice_id: str, state: str, channel: str = "email"):
     async def check():
         row = await delivery_row(pool, invoice_id, channel)
         return row if row is not None and row["state"] == state else None
+
     return await async_wait_until(check, what=f"delivery {state}")
 
 
 async def test_stage_escalated_sends_one_email_and_reports_reminder_sent(
-        notifier_pool, mailserver, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings,
-        mail_to, outbox_events):
+    notifier_pool,
+    mailserver,
+    stage_data,
+    stage_escalated,
+    consume,
+    running_dispatcher,
+    notifier_settings,
+    mail_to,
+    outbox_events,
+):
     data = stage_data(stage="firm", locale="de-DE", currency="EUR", amount="1250.00")
     address = data["customer"]["email"]
     await consume(notifier_pool, stage_escalated(data))
@@ -54,15 +65,25 @@ async def test_stage_escalated_sends_one_email_and_reports_reminder_sent(
 
 
 async def test_redelivered_and_reemitted_events_still_send_one_email(
-        notifier_pool, mailserver, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings,
-        mail_to, outbox_events):
+    notifier_pool,
+    mailserver,
+    stage_data,
+    stage_escalated,
+    consume,
+    running_dispatcher,
+    notifier_settings,
+    mail_to,
+    outbox_events,
+):
     data = stage_data(stage="soft")
     envelope = stage_escalated(data)
     await consume(notifier_pool, envelope)
     await consume(notifier_pool, envelope)  # the broker redelivers
     again = dict(data, stage_id=stage_data()["stage_id"], fired_at="2026-11-23T09:00:00Z")
     await consume(notifier_pool, stage_escalated(again))  # a new event id, same invoice/stage/channel
-    assert await notifier_pool.fetchval("SELECT count(*) FROM deliveries WHERE invoice_id = $1", data["invoice_id"]) == 1
+    assert (
+        await notifier_pool.fetchval("SELECT count(*) FROM deliveries WHERE invoice_id = $1", data["invoice_id"]) == 1
+    )
 
     async with running_dispatcher(notifier_pool, notifier_settings(smtp_port=mailserver.smtp_port)):
         await wait_state(notifier_pool, data["invoice_id"], "sent")
@@ -73,8 +94,16 @@ async def test_redelivered_and_reemitted_events_still_send_one_email(
 
 
 async def test_recipient_rejected_by_the_server_fails_permanently(
-        notifier_pool, mailserver, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings,
-        mail_to, outbox_events):
+    notifier_pool,
+    mailserver,
+    stage_data,
+    stage_escalated,
+    consume,
+    running_dispatcher,
+    notifier_settings,
+    mail_to,
+    outbox_events,
+):
     data = stage_data(email="nobody@bounce.invalid")
     await consume(notifier_pool, stage_escalated(data))
 
@@ -93,16 +122,26 @@ async def test_recipient_rejected_by_the_server_fails_permanently(
 
 
 async def test_smtp_down_is_retried_and_sent_once_the_server_is_reachable(
-        notifier_pool, mailserver, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings,
-        mail_to, outbox_events):
+    notifier_pool,
+    mailserver,
+    stage_data,
+    stage_escalated,
+    consume,
+    running_dispatcher,
+    notifier_settings,
+    mail_to,
+    outbox_events,
+):
     data = stage_data()
     await consume(notifier_pool, stage_escalated(data))
     closed_port = free_port()
 
     async with running_dispatcher(notifier_pool, notifier_settings(smtp_port=closed_port)):
+
         async def retried_twice():
             row = await delivery_row(notifier_pool, data["invoice_id"])
             return row["state"] == "pending" and row["attempts"] >= 2 and row
+
         row = await async_wait_until(retried_twice, what="two failed attempts")
     assert row["last_error_code"] == "smtp_connect"
     assert await outbox_events(notifier_pool, data["invoice_id"]) == []  # still trying: nothing to report
@@ -117,7 +156,8 @@ async def test_smtp_down_is_retried_and_sent_once_the_server_is_reachable(
 
 
 async def test_gives_up_after_max_attempts_with_a_non_permanent_failure(
-        notifier_pool, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings, outbox_events):
+    notifier_pool, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings, outbox_events
+):
     data = stage_data()
     await consume(notifier_pool, stage_escalated(data))
 
@@ -133,14 +173,24 @@ async def test_gives_up_after_max_attempts_with_a_non_permanent_failure(
 
 
 async def test_expired_lease_goes_back_to_pending_and_is_sent(
-        notifier_pool, mailserver, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings,
-        mail_to, outbox_events):
+    notifier_pool,
+    mailserver,
+    stage_data,
+    stage_escalated,
+    consume,
+    running_dispatcher,
+    notifier_settings,
+    mail_to,
+    outbox_events,
+):
     data = stage_data()
     await consume(notifier_pool, stage_escalated(data))
     # A replica claimed it and died before recording anything.
     await notifier_pool.execute(
         "UPDATE deliveries SET state = 'sending', attempts = 1, claimed_until = now() - interval '1 second'"
-        " WHERE invoice_id = $1", data["invoice_id"])
+        " WHERE invoice_id = $1",
+        data["invoice_id"],
+    )
 
     async with running_dispatcher(notifier_pool, notifier_settings(smtp_port=mailserver.smtp_port)):
         row = await wait_state(notifier_pool, data["invoice_id"], "sent")
@@ -153,14 +203,16 @@ async def test_expired_lease_goes_back_to_pending_and_is_sent(
 
 
 async def test_a_live_lease_is_left_alone(
-        notifier_pool, mailserver, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings,
-        mail_to):
+    notifier_pool, mailserver, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings, mail_to
+):
     leased, free = stage_data(), stage_data()
     await consume(notifier_pool, stage_escalated(leased))
     await consume(notifier_pool, stage_escalated(free))
     await notifier_pool.execute(
         "UPDATE deliveries SET state = 'sending', attempts = 1, claimed_until = now() + interval '1 hour'"
-        " WHERE invoice_id = $1", leased["invoice_id"])
+        " WHERE invoice_id = $1",
+        leased["invoice_id"],
+    )
 
     async with running_dispatcher(notifier_pool, notifier_settings(smtp_port=mailserver.smtp_port)):
         await wait_state(notifier_pool, free["invoice_id"], "sent")
@@ -171,7 +223,8 @@ async def test_a_live_lease_is_left_alone(
 
 
 async def test_sms_channel_fails_permanently_as_not_configured(
-        notifier_pool, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings, outbox_events):
+    notifier_pool, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings, outbox_events
+):
     data = stage_data(channel="sms")
     await consume(notifier_pool, stage_escalated(data))
 
@@ -182,29 +235,46 @@ async def test_sms_channel_fails_permanently_as_not_configured(
     [event] = await outbox_events(notifier_pool, data["invoice_id"])
     validate(event)
     assert event["type"] == "dunning.ReminderFailed.v1"
-    assert event["data"] == event["data"] | {"channel": "sms", "error_code": "channel_not_configured",
-                                             "permanent": True, "recipient": None, "attempts": 1}
+    assert event["data"] == event["data"] | {
+        "channel": "sms",
+        "error_code": "channel_not_configured",
+        "permanent": True,
+        "recipient": None,
+        "attempts": 1,
+    }
 
 
 async def test_two_replicas_send_each_delivery_once(
-        notifier_pool, mailserver, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings,
-        mail_to, outbox_events):
+    notifier_pool,
+    mailserver,
+    stage_data,
+    stage_escalated,
+    consume,
+    running_dispatcher,
+    notifier_settings,
+    mail_to,
+    outbox_events,
+):
     batch = [stage_data(stage=stage) for stage in ("soft", "firm", "final") for _ in range(10)]
     for data in batch:
         await consume(notifier_pool, stage_escalated(data))
     settings = notifier_settings(smtp_port=mailserver.smtp_port, dispatch_concurrency=3)
 
     async with running_dispatcher(notifier_pool, settings), running_dispatcher(notifier_pool, settings):
-        await async_wait_until(lambda: notifier_pool.fetchval(
-            "SELECT count(*) = $1 FROM deliveries WHERE state = 'sent'", len(batch)), what="all sent")
+        await async_wait_until(
+            lambda: notifier_pool.fetchval("SELECT count(*) = $1 FROM deliveries WHERE state = 'sent'", len(batch)),
+            what="all sent",
+        )
 
     for data in batch:
         assert len(await mail_to(mailserver.api, data["customer"]["email"])) == 1
-        assert [e["type"] for e in await outbox_events(notifier_pool, data["invoice_id"])] == ["dunning.ReminderSent.v1"]
+        assert [e["type"] for e in await outbox_events(notifier_pool, data["invoice_id"])] == [
+            "dunning.ReminderSent.v1"
+        ]
 
 
 async def test_a_stale_worker_cannot_overwrite_a_newer_claim(notifier_pool, stage_data, stage_escalated, consume):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from dunning_notifier import repository as repo
 
@@ -217,8 +287,9 @@ async def test_a_stale_worker_cannot_overwrite_a_newer_claim(notifier_pool, stag
     assert second["attempts"] == first["attempts"] + 1
 
     async with notifier_pool.acquire() as conn:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         assert await repo.mark_failed(conn, [(first["delivery_id"], first["attempts"], "smtp_550", "late")]) == set()
         assert await repo.mark_sent(conn, [(second["delivery_id"], second["attempts"], "<id>", now)]) == {
-            second["delivery_id"]}
+            second["delivery_id"]
+        }
     assert (await delivery_row(notifier_pool, data["invoice_id"]))["state"] == "sent"

@@ -14,17 +14,23 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from dunning import tenancy
+from dunning.contracts import StageEscalated, topic
 from dunning.db import connect
 from dunning.events import dumps
 from dunning_tools.testing.waits import async_wait_until
-from dunning.contracts import StageEscalated, topic
 
 pytestmark = pytest.mark.integration
 API_KEY = "dk_testkey_notifier_none_twice_0123"
 # A short lease, so that a dead notifier's claim comes back within seconds (the send timeout is
 # derived from it: 3 s, so a live send can never outlast the lease).
-FAST = dict(lease_seconds=6, smtp_timeout=1, dispatch_concurrency=4, poll_seconds=0.05,
-            retry_base_seconds=0.2, retry_max_seconds=1)
+FAST = dict(
+    lease_seconds=6,
+    smtp_timeout=1,
+    dispatch_concurrency=4,
+    poll_seconds=0.05,
+    retry_base_seconds=0.2,
+    retry_max_seconds=1,
+)
 
 
 async def produce(infra, *envelopes: dict) -> None:
@@ -45,6 +51,7 @@ async def wait_sent(pool: asyncpg.Pool, invoice_id: str) -> asyncpg.Record:
     async def sent():
         row = await delivery(pool, invoice_id)
         return row if row is not None and row["state"] == "sent" else None
+
     return await async_wait_until(sent, timeout=60, what=f"delivery of {invoice_id} sent")
 
 
@@ -53,7 +60,8 @@ def samples(text: str) -> dict[str, float]:
 
 
 async def test_notifier_killed_after_smtp_accept_before_sent_commit_sends_again_and_shows_in_doubt(
-        infra, schema_name, notifier_pool, notifier_process, smtp_capture, stage_data, stage_escalated):
+    infra, schema_name, notifier_pool, notifier_process, smtp_capture, stage_data, stage_escalated
+):
     data = stage_data(stage="final")
     async with notifier_pool.acquire() as conn:
         await tenancy.provision(conn, data["tenant_id"], "Acme", API_KEY)
@@ -95,11 +103,20 @@ async def test_notifier_killed_after_smtp_accept_before_sent_commit_sends_again_
     copies = [m for m in smtp_capture.accepted if m.invoice_id == data["invoice_id"]]
     assert all(m.headers == copies[0].headers for m in copies)
     assert copies[0].headers == copies[0].headers | {
-        "X-Dunning-Delivery-Id": row["delivery_id"], "X-Dunning-Stage": "final", "X-Dunning-Channel": "email",
-        "X-Dunning-Stage-Id": data["stage_id"], "X-Dunning-Scheduled-At": data["scheduled_at"]}
+        "X-Dunning-Delivery-Id": row["delivery_id"],
+        "X-Dunning-Stage": "final",
+        "X-Dunning-Channel": "email",
+        "X-Dunning-Stage-Id": data["stage_id"],
+        "X-Dunning-Scheduled-At": data["scheduled_at"],
+    }
     async with httpx.AsyncClient(base_url=second.url, timeout=10) as client:
-        listed = (await client.get("/v1/deliveries", params={"invoice_id": data["invoice_id"]},
-                                   headers={"Authorization": f"Bearer {API_KEY}"})).json()["data"]
+        listed = (
+            await client.get(
+                "/v1/deliveries",
+                params={"invoice_id": data["invoice_id"]},
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            )
+        ).json()["data"]
         gauges = samples((await client.get("/metrics")).text)
     [shown] = listed
     assert shown["delivery_id"] == row["delivery_id"] and shown["state"] == "sent"
@@ -110,7 +127,8 @@ async def test_notifier_killed_after_smtp_accept_before_sent_commit_sends_again_
 
 
 async def test_a_send_whose_reply_never_comes_is_in_doubt_and_sent_again(
-        notifier_pool, smtp_capture, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings):
+    notifier_pool, smtp_capture, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings
+):
     data = stage_data()
     await consume(notifier_pool, stage_escalated(data))
     stalled = asyncio.Event()
@@ -125,15 +143,17 @@ async def test_a_send_whose_reply_never_comes_is_in_doubt_and_sent_again(
     settings = notifier_settings(smtp_port=smtp_capture.port, smtp_timeout=0.5, smtp_send_timeout=1, lease_seconds=4)
     async with running_dispatcher(notifier_pool, settings):
         row = await wait_sent(notifier_pool, data["invoice_id"])
-        await async_wait_until(lambda: _copies_at_least(smtp_capture, data["invoice_id"], 2),
-                               what="the late copy to be stored")
+        await async_wait_until(
+            lambda: _copies_at_least(smtp_capture, data["invoice_id"], 2), what="the late copy to be stored"
+        )
 
     assert smtp_capture.copies({data["invoice_id"]}) == {f"<{row['delivery_id']}@dunning.invalid>": 2}
     assert (row["attempts"], row["in_doubt_attempts"]) == (2, 1)
 
 
 async def test_a_refused_message_is_not_in_doubt(
-        notifier_pool, smtp_capture, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings):
+    notifier_pool, smtp_capture, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings
+):
     data = stage_data()
     await consume(notifier_pool, stage_escalated(data))
     refused = asyncio.Event()
@@ -157,7 +177,8 @@ async def _copies_at_least(capture, invoice_id: str, n: int) -> bool:
 
 
 async def test_the_same_stage_escalated_twice_and_reemitted_is_one_email(
-        infra, notifier_pool, notifier_process, smtp_capture, stage_data, stage_escalated):
+    infra, notifier_pool, notifier_process, smtp_capture, stage_data, stage_escalated
+):
     data = stage_data(stage="soft")
     envelope = stage_escalated(data)
     reemitted = stage_escalated(dict(data, stage_id=stage_data()["stage_id"], fired_at="2026-11-23T09:00:00Z"))
@@ -165,20 +186,26 @@ async def test_the_same_stage_escalated_twice_and_reemitted_is_one_email(
     await notifier_process(smtp_capture.port, **FAST)
 
     await produce(infra, envelope, envelope, reemitted)  # a redelivery, then a re-emission (new event id)
-    await async_wait_until(lambda: notifier_pool.fetchval(
-        "SELECT count(*) = 2 FROM inbox WHERE event_id = ANY($1::uuid[])", [envelope["id"], reemitted["id"]]),
-        timeout=60, what="both StageEscalated consumed")
+    await async_wait_until(
+        lambda: notifier_pool.fetchval(
+            "SELECT count(*) = 2 FROM inbox WHERE event_id = ANY($1::uuid[])", [envelope["id"], reemitted["id"]]
+        ),
+        timeout=60,
+        what="both StageEscalated consumed",
+    )
     row = await wait_sent(notifier_pool, data["invoice_id"])
 
     # Every event is applied and the one delivery recorded: any second e-mail would need a second row.
-    assert await notifier_pool.fetchval("SELECT count(*) FROM deliveries WHERE invoice_id = $1",
-                                        data["invoice_id"]) == 1
+    assert (
+        await notifier_pool.fetchval("SELECT count(*) FROM deliveries WHERE invoice_id = $1", data["invoice_id"]) == 1
+    )
     assert smtp_capture.copies({data["invoice_id"]}) == {f"<{row['delivery_id']}@dunning.invalid>": 1}
     assert row["stage_id"] == data["stage_id"] and row["in_doubt_attempts"] == 0
 
 
 async def test_two_notifier_processes_on_one_backlog_send_each_delivery_once(
-        notifier_pool, notifier_process, smtp_capture, stage_data, stage_escalated, consume):
+    notifier_pool, notifier_process, smtp_capture, stage_data, stage_escalated, consume
+):
     async def a_little_slow(message):
         await asyncio.sleep(0.02)  # so that neither replica can drain the backlog alone
         return None
@@ -191,12 +218,19 @@ async def test_two_notifier_processes_on_one_backlog_send_each_delivery_once(
         await consume(notifier_pool, stage_escalated(data))
     invoices = {d["invoice_id"] for d in batch}
 
-    await async_wait_until(lambda: notifier_pool.fetchval(
-        "SELECT count(*) = $1 FROM deliveries WHERE invoice_id = ANY($2::text[]) AND state = 'sent'",
-        len(batch), list(invoices)), timeout=60, what="the whole backlog sent")
+    await async_wait_until(
+        lambda: notifier_pool.fetchval(
+            "SELECT count(*) = $1 FROM deliveries WHERE invoice_id = ANY($2::text[]) AND state = 'sent'",
+            len(batch),
+            list(invoices),
+        ),
+        timeout=60,
+        what="the whole backlog sent",
+    )
 
-    ids = await notifier_pool.fetch("SELECT delivery_id, in_doubt_attempts FROM deliveries"
-                                    " WHERE invoice_id = ANY($1::text[])", list(invoices))
+    ids = await notifier_pool.fetch(
+        "SELECT delivery_id, in_doubt_attempts FROM deliveries WHERE invoice_id = ANY($1::text[])", list(invoices)
+    )
     assert smtp_capture.copies(invoices) == {f"<{r['delivery_id']}@dunning.invalid>": 1 for r in ids}
     assert {r["in_doubt_attempts"] for r in ids} == {0}
     by_replica = {m.helo for m in smtp_capture.accepted if m.invoice_id in invoices}

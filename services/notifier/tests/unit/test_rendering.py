@@ -20,13 +20,17 @@ def renderer() -> Renderer:
     return Renderer(sender_name="Accounts Receivable")
 
 
-@pytest.mark.parametrize(("locale", "currency", "amount", "expected_amount", "expected_due"), [
-    pytest.param("de-DE", "EUR", "1250.00", f"1.250,00{NBSP}€", "16. November 2026", id="de-DE-EUR"),
-    pytest.param("ja-JP", "JPY", "1250", "￥1,250", "2026年11月16日", id="ja-JP-JPY-no-decimals"),
-    pytest.param("en-US", "USD", "1250.00", "$1,250.00", "November 16, 2026", id="en-US-USD"),
-])
-def test_amount_and_dates_are_formatted_for_the_customers_locale(stage_data, renderer, locale, currency, amount,
-                                                                  expected_amount, expected_due):
+@pytest.mark.parametrize(
+    ("locale", "currency", "amount", "expected_amount", "expected_due"),
+    [
+        pytest.param("de-DE", "EUR", "1250.00", f"1.250,00{NBSP}€", "16. November 2026", id="de-DE-EUR"),
+        pytest.param("ja-JP", "JPY", "1250", "￥1,250", "2026年11月16日", id="ja-JP-JPY-no-decimals"),
+        pytest.param("en-US", "USD", "1250.00", "$1,250.00", "November 16, 2026", id="en-US-USD"),
+    ],
+)
+def test_amount_and_dates_are_formatted_for_the_customers_locale(
+    stage_data, renderer, locale, currency, amount, expected_amount, expected_due
+):
     out = renderer.render(stage_data(locale=locale, currency=currency, amount=amount))
     for part in (out.text, out.html):
         assert expected_amount in part
@@ -34,14 +38,19 @@ def test_amount_and_dates_are_formatted_for_the_customers_locale(stage_data, ren
     assert out.locale == locale
 
 
-@pytest.mark.parametrize(("stage", "subject_words", "body_words"), [
-    pytest.param("pre_due", "Heads-up", "friendly heads-up", id="pre_due"),
-    pytest.param("soft", "Reminder", "gentle reminder", id="soft"),
-    pytest.param("firm", "Overdue notice", "suspend further deliveries", id="firm"),
-    pytest.param("final", "Final notice", "collections agency", id="final"),
-    pytest.param("collections", "referred to collections", "handed over to our collections partner", id="collections"),
-    pytest.param("courtesy_call", "Payment reminder", "This is a reminder about invoice", id="unknown-key-generic"),
-])
+@pytest.mark.parametrize(
+    ("stage", "subject_words", "body_words"),
+    [
+        pytest.param("pre_due", "Heads-up", "friendly heads-up", id="pre_due"),
+        pytest.param("soft", "Reminder", "gentle reminder", id="soft"),
+        pytest.param("firm", "Overdue notice", "suspend further deliveries", id="firm"),
+        pytest.param("final", "Final notice", "collections agency", id="final"),
+        pytest.param(
+            "collections", "referred to collections", "handed over to our collections partner", id="collections"
+        ),
+        pytest.param("courtesy_call", "Payment reminder", "This is a reminder about invoice", id="unknown-key-generic"),
+    ],
+)
 def test_each_stage_has_its_own_tone(stage_data, renderer, stage, subject_words, body_words):
     data = stage_data(stage=stage)
     out = renderer.render(data)
@@ -128,9 +137,17 @@ def test_per_locale_templates_are_tried_first(stage_data, tmp_path):
 
 
 def _delivery(data: dict, channel: str = "email") -> Delivery:
-    return Delivery(delivery_id="dlv_01JDK8W2X4Y6Z8A0B2C4D6E8F0", tenant_id=data["tenant_id"],
-                    invoice_id=data["invoice_id"], stage_id=data["stage_id"], stage=data["stage"],
-                    channel=channel, recipient=data["customer"]["email"], attempts=1, payload=data)
+    return Delivery(
+        delivery_id="dlv_01JDK8W2X4Y6Z8A0B2C4D6E8F0",
+        tenant_id=data["tenant_id"],
+        invoice_id=data["invoice_id"],
+        stage_id=data["stage_id"],
+        stage=data["stage"],
+        channel=channel,
+        recipient=data["customer"]["email"],
+        attempts=1,
+        payload=data,
+    )
 
 
 def test_message_is_multipart_with_dunning_headers(stage_data, renderer):
@@ -156,14 +173,17 @@ def test_message_is_multipart_with_dunning_headers(stage_data, renderer):
     assert not utf8
 
 
-@pytest.mark.parametrize(("value", "header"), [
-    pytest.param("2026-11-23T08:00:00Z", "2026-11-23T08:00:00Z", id="utc-as-is"),
-    pytest.param("2026-11-23T08:00:00.250Z", "2026-11-23T08:00:00.250000Z", id="fraction-kept"),
-    pytest.param("2026-11-23T09:00:00+01:00", "2026-11-23T08:00:00Z", id="offset-to-utc"),
-    pytest.param("2026-11-23T08:00:00", None, id="naive-left-out"),
-    pytest.param("soon", None, id="unparsable-left-out"),
-    pytest.param(None, None, id="missing-left-out"),
-])
+@pytest.mark.parametrize(
+    ("value", "header"),
+    [
+        pytest.param("2026-11-23T08:00:00Z", "2026-11-23T08:00:00Z", id="utc-as-is"),
+        pytest.param("2026-11-23T08:00:00.250Z", "2026-11-23T08:00:00.250000Z", id="fraction-kept"),
+        pytest.param("2026-11-23T09:00:00+01:00", "2026-11-23T08:00:00Z", id="offset-to-utc"),
+        pytest.param("2026-11-23T08:00:00", None, id="naive-left-out"),
+        pytest.param("soon", None, id="unparsable-left-out"),
+        pytest.param(None, None, id="missing-left-out"),
+    ],
+)
 def test_scheduled_at_header_is_utc_with_z_or_absent(stage_data, renderer, value, header):
     data = stage_data()
     if value is None:
@@ -203,8 +223,9 @@ def test_headers_cannot_be_injected_and_long_values_fold(stage_data, renderer):
     d = _delivery(data)
     d = Delivery(**{**d.__dict__, "tenant_id": "ten\r\nBcc: x@example.com"})
     rendered = renderer.render(data)
-    rendered = type(rendered)(subject=("Überfällige Rechnung " * 8).strip(), text=rendered.text, html=rendered.html,
-                              locale=rendered.locale)
+    rendered = type(rendered)(
+        subject=("Überfällige Rechnung " * 8).strip(), text=rendered.text, html=rendered.html, locale=rendered.locale
+    )
     raw, _, _ = EmailChannel(Settings(), renderer).build(d, rendered)
     head = raw.split(b"\r\n\r\n", 1)[0]
     assert b"\r\nBcc:" not in head and b"\nBcc:" not in head

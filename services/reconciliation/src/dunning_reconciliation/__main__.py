@@ -2,7 +2,6 @@
 
 from dunning.db import migrations_of
 from dunning.runtime import main as run
-
 from dunning_reconciliation.bootstrap import bootstrap
 from dunning_reconciliation.settings import Settings
 

@@ -15,20 +15,34 @@ from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from dunning.http import Cursor, Page, TenantId, decode_cursor, limit_query, page, service_app
-
 from dunning_reconciliation import payments, webhooks
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.schemas import PaymentIn, PaymentOut, WebhookAck, payment_view
 from dunning_reconciliation.settings import Settings
 
-TAGS = [{"name": "webhooks", "description": "Payment events from payment providers, signed."},
-        {"name": "payments", "description": "Payments reported by the accounting system, and every payment seen."}]
+TAGS = [
+    {"name": "webhooks", "description": "Payment events from payment providers, signed."},
+    {"name": "payments", "description": "Payments reported by the accounting system, and every payment seen."},
+]
 _PAYMENT_ID = re.compile(r"^pay_[0-9A-Za-z]{10,40}$")
-_STRIPE_EXAMPLE = {"id": "evt_1QF7cD2eZvKYlo2C", "object": "event", "api_version": "2024-06-20", "created": 1763456400,
-                   "livemode": False, "type": "invoice.paid", "data": {"object": {
-                       "id": "in_1QF7cC2eZvKYlo2C", "object": "invoice", "number": "INV-2026-00412",
-                       "amount_paid": 125000, "currency": "eur",
-                       "metadata": {"dunning_invoice_id": "inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA"}}}}
+_STRIPE_EXAMPLE = {
+    "id": "evt_1QF7cD2eZvKYlo2C",
+    "object": "event",
+    "api_version": "2024-06-20",
+    "created": 1763456400,
+    "livemode": False,
+    "type": "invoice.paid",
+    "data": {
+        "object": {
+            "id": "in_1QF7cC2eZvKYlo2C",
+            "object": "invoice",
+            "number": "INV-2026-00412",
+            "amount_paid": 125000,
+            "currency": "eur",
+            "metadata": {"dunning_invoice_id": "inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA"},
+        }
+    },
+}
 
 
 @dataclass
@@ -38,41 +52,81 @@ class Deps:
 
 
 def create_app(deps: Deps) -> FastAPI:
-    app = service_app(distribution="dunning-reconciliation", settings=deps.settings, pool=deps.pool, tags=TAGS,
-                      description="Matches payments (Stripe webhooks, the accounting system) to invoices and "
-                                  "publishes PaymentReceived.",
-                      max_body_bytes=deps.settings.webhook_max_body_bytes)
+    app = service_app(
+        distribution="dunning-reconciliation",
+        settings=deps.settings,
+        pool=deps.pool,
+        tags=TAGS,
+        description="Matches payments (Stripe webhooks, the accounting system) to invoices and "
+        "publishes PaymentReceived.",
+        max_body_bytes=deps.settings.webhook_max_body_bytes,
+    )
 
     @app.post(
-        "/v1/webhooks/stripe/{tenant_id}", response_model=WebhookAck, tags=["webhooks"],
-        operation_id="receiveStripeEvent", summary="Receive a Stripe event (signed with the tenant's endpoint secret)",
+        "/v1/webhooks/stripe/{tenant_id}",
+        response_model=WebhookAck,
+        tags=["webhooks"],
+        operation_id="receiveStripeEvent",
+        summary="Receive a Stripe event (signed with the tenant's endpoint secret)",
         responses={400: {"description": "Signature refused, or the event cannot be read"}},
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"type": "object", "description": "A Stripe Event object, as Stripe sends it.",
-                       "example": _STRIPE_EXAMPLE}}}}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "description": "A Stripe Event object, as Stripe sends it.",
+                            "example": _STRIPE_EXAMPLE,
+                        }
+                    }
+                },
+            }
+        },
     )
-    async def stripe_webhook(tenant_id: Annotated[str, Path(max_length=100)], request: Request,
-                             stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None
-                             ) -> dict[str, Any]:
+    async def stripe_webhook(
+        tenant_id: Annotated[str, Path(max_length=100)],
+        request: Request,
+        stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
+    ) -> dict[str, Any]:
         body = await request.body()  # the raw bytes Stripe signed: never re-serialise before verifying
         return await webhooks.receive_stripe_event(
-            deps.pool, tenant_id, stripe_signature, body, tolerance=deps.settings.webhook_tolerance_seconds,
+            deps.pool,
+            tenant_id,
+            stripe_signature,
+            body,
+            tolerance=deps.settings.webhook_tolerance_seconds,
         )
 
-    @app.post("/v1/payments", status_code=201, response_model=PaymentOut, tags=["payments"],
-              operation_id="createPayment", summary="Report a payment received by the accounting system",
-              responses={200: {"model": PaymentOut, "description": "Same reference and content: the first result"},
-                         409: {"description": "The reference was reported before with different content"}})
+    @app.post(
+        "/v1/payments",
+        status_code=201,
+        response_model=PaymentOut,
+        tags=["payments"],
+        operation_id="createPayment",
+        summary="Report a payment received by the accounting system",
+        responses={
+            200: {"model": PaymentOut, "description": "Same reference and content: the first result"},
+            409: {"description": "The reference was reported before with different content"},
+        },
+    )
     async def create_payment(body: PaymentIn, tenant_id: TenantId) -> JSONResponse:
         status, view = await payments.record_payment(deps.pool, tenant_id, body)
         return JSONResponse(view, status_code=status)
 
-    @app.get("/v1/payments", response_model=Page[PaymentOut], tags=["payments"], operation_id="listPayments",
-             summary="List the tenant's payments (oldest first)")
-    async def list_payments(tenant_id: TenantId,
-                            invoice_id: Annotated[str | None, Query(max_length=64)] = None,
-                            limit: Annotated[int, limit_query(100, 500)] = 100,
-                            cursor: Cursor = None) -> dict[str, Any]:
+    @app.get(
+        "/v1/payments",
+        response_model=Page[PaymentOut],
+        tags=["payments"],
+        operation_id="listPayments",
+        summary="List the tenant's payments (oldest first)",
+    )
+    async def list_payments(
+        tenant_id: TenantId,
+        invoice_id: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, limit_query(100, 500)] = 100,
+        cursor: Cursor = None,
+    ) -> dict[str, Any]:
         after = decode_cursor(cursor, _PAYMENT_ID) if cursor is not None else None
         rows = await repo.list_payments(deps.pool, tenant_id, invoice_id=invoice_id, after=after, limit=limit + 1)
         return page(rows, limit, key=lambda r: r["payment_id"], view=payment_view)

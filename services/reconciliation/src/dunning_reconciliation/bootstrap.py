@@ -8,7 +8,6 @@ from dunning.consumer import ConsumerRunner
 from dunning.logging import get_logger
 from dunning.outbox import OutboxRelay
 from dunning.runtime import Service, Worker, housekeeping_for, open_infrastructure
-
 from dunning_reconciliation.api import Deps, create_app
 from dunning_reconciliation.handlers import HANDLERS
 from dunning_reconciliation.settings import Settings
@@ -18,8 +17,9 @@ log = get_logger(__name__)
 
 
 def consumer_for(settings: Settings, pool: asyncpg.Pool) -> ConsumerRunner:
-    return ConsumerRunner.from_settings(settings, pool, name="reconciliation.invoices", handlers=HANDLERS,
-                                        track_positions=True)  # published in the payments watermark
+    return ConsumerRunner.from_settings(
+        settings, pool, name="reconciliation.invoices", handlers=HANDLERS, track_positions=True
+    )  # published in the payments watermark
 
 
 def relay_for(settings: Settings, pool: asyncpg.Pool, producer) -> OutboxRelay | None:
@@ -28,9 +28,14 @@ def relay_for(settings: Settings, pool: asyncpg.Pool, producer) -> OutboxRelay |
 
 
 def watermark_for(settings: Settings, pool: asyncpg.Pool, producer) -> WatermarkPublisher:
-    return WatermarkPublisher(pool, producer, payments_topic=settings.payments_topic, invoices_topic=settings.invoices_topic,
-                              watermarks_topic=settings.watermarks_topic,
-                              interval_seconds=settings.watermark_interval_seconds)
+    return WatermarkPublisher(
+        pool,
+        producer,
+        payments_topic=settings.payments_topic,
+        invoices_topic=settings.invoices_topic,
+        watermarks_topic=settings.watermarks_topic,
+        interval_seconds=settings.watermark_interval_seconds,
+    )
 
 
 async def bootstrap(settings: Settings) -> Service:

@@ -30,9 +30,15 @@ def _row(n: int, event: Event[InvoiceIssued]) -> dict:
     if invoice.tenant_id != event.tenant_id:
         raise Rejected(f"data.tenant_id {invoice.tenant_id!r} differs from the envelope's tenantid")
     return {
-        "n": n, "invoice_id": invoice.invoice_id, "tenant_id": event.tenant_id, "external_id": invoice.external_id,
-        "number": invoice.number, "currency": invoice.currency, "amount_due": str(invoice.amount_due),
-        "metadata": invoice.metadata, "status": "paid" if invoice.amount_due <= 0 else "open",
+        "n": n,
+        "invoice_id": invoice.invoice_id,
+        "tenant_id": event.tenant_id,
+        "external_id": invoice.external_id,
+        "number": invoice.number,
+        "currency": invoice.currency,
+        "amount_due": str(invoice.amount_due),
+        "metadata": invoice.metadata,
+        "status": "paid" if invoice.amount_due <= 0 else "open",
         "issued_at": invoice.issued_at.isoformat(),
     }
 
@@ -44,8 +50,9 @@ async def on_invoices_issued(conn: asyncpg.Connection, events: list[Event[Invoic
     lock_names: set[str] = set()
     for n, event in enumerate(events):
         row = _row(n, event)
-        lock_names.update(invoice_keys(row["invoice_id"], row["external_id"], row["number"])
-                          .lock_names(row["tenant_id"]))
+        lock_names.update(
+            invoice_keys(row["invoice_id"], row["external_id"], row["number"]).lock_names(row["tenant_id"])
+        )
         if row["invoice_id"] not in seen:  # a repeat in the batch is "already known", as one by one
             seen.add(row["invoice_id"])
             rows.append(row)
@@ -59,7 +66,11 @@ async def on_invoices_issued(conn: asyncpg.Connection, events: list[Event[Invoic
     late = 0
     for r in new:
         if r["invoice_id"] in with_pending:
-            late += await reconcile.apply_pending(conn, r["tenant_id"], r["invoice_id"], r["external_id"],
-                                                  r["number"])
-    log.info("reconciliation.invoices.stored", events=len(events), stored=len(new),
-             already_known=len(events) - len(new), late_payments=late)
+            late += await reconcile.apply_pending(conn, r["tenant_id"], r["invoice_id"], r["external_id"], r["number"])
+    log.info(
+        "reconciliation.invoices.stored",
+        events=len(events),
+        stored=len(new),
+        already_known=len(events) - len(new),
+        late_payments=late,
+    )

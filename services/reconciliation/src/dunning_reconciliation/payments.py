@@ -14,7 +14,6 @@ import orjson
 from dunning.clock import as_utc, isoformat, utcnow
 from dunning.http import Problem
 from dunning.money import MoneyError, format_amount, parse_amount
-
 from dunning_reconciliation import reconcile
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.domain import IncomingPayment, MatchKeys
@@ -39,14 +38,20 @@ def incoming_payment(tenant_id: str, body: PaymentIn) -> IncomingPayment:
     if (received_at - utcnow()).total_seconds() > 86400:
         raise _invalid("received_at", "is more than a day in the future")
     content = {
-        "invoice_id": body.invoice_id, "invoice_external_id": body.invoice_external_id,
-        "amount": format_amount(amount, body.currency), "currency": body.currency,
+        "invoice_id": body.invoice_id,
+        "invoice_external_id": body.invoice_external_id,
+        "amount": format_amount(amount, body.currency),
+        "currency": body.currency,
         "received_at": isoformat(received_at),
     }
     fingerprint = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return IncomingPayment(
-        tenant_id=tenant_id, source=SOURCE, source_reference=body.reference, currency=body.currency,
-        amount=amount, received_at=received_at,
+        tenant_id=tenant_id,
+        source=SOURCE,
+        source_reference=body.reference,
+        currency=body.currency,
+        amount=amount,
+        received_at=received_at,
         keys=MatchKeys.of(body.invoice_id, (body.invoice_external_id,) if body.invoice_external_id else ()),
         fingerprint=fingerprint,
     )
@@ -61,8 +66,12 @@ async def record_payment(pool: asyncpg.Pool, tenant_id: str, body: PaymentIn) ->
         earlier = await repo.payment_by_reference(conn, tenant_id, SOURCE, body.reference)
         if earlier is not None:
             if earlier["fingerprint"] != payment.fingerprint:
-                raise _invalid("reference", f"payment {body.reference!r} was already reported with different "
-                               "content; a correction needs a new reference", status=409)
+                raise _invalid(
+                    "reference",
+                    f"payment {body.reference!r} was already reported with different "
+                    "content; a correction needs a new reference",
+                    status=409,
+                )
             return 200, earlier["response"]
         if body.invoice_id and body.invoice_external_id:
             external_id = await repo.invoice_external_id(conn, tenant_id, body.invoice_id)

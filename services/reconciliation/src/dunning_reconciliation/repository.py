@@ -129,8 +129,9 @@ async def claim_stripe_event(conn: asyncpg.Connection, tenant_id: str, event_id:
 _FINISH_STRIPE_EVENT = "UPDATE stripe_events SET outcome = $3, payment_id = $4 WHERE tenant_id = $1 AND event_id = $2"
 
 
-async def finish_stripe_event(conn: asyncpg.Connection, tenant_id: str, event_id: str, outcome: str,
-                              payment_id: str | None) -> None:
+async def finish_stripe_event(
+    conn: asyncpg.Connection, tenant_id: str, event_id: str, outcome: str, payment_id: str | None
+) -> None:
     await conn.execute(_FINISH_STRIPE_EVENT, tenant_id, event_id, outcome, payment_id)
 
 
@@ -150,13 +151,29 @@ _INSERT_INVOICE = (
 )
 
 
-async def insert_invoice(conn: asyncpg.Connection, *, invoice_id: str, tenant_id: str, external_id: str,
-                         number: str, currency: str, amount_due: Decimal, metadata: dict[str, Any],
-                         issued_at: datetime | None) -> bool:
+async def insert_invoice(
+    conn: asyncpg.Connection,
+    *,
+    invoice_id: str,
+    tenant_id: str,
+    external_id: str,
+    number: str,
+    currency: str,
+    amount_due: Decimal,
+    metadata: dict[str, Any],
+    issued_at: datetime | None,
+) -> bool:
     inserted = await conn.fetchval(
         _INSERT_INVOICE,
-        invoice_id, tenant_id, external_id, number, currency, amount_due, metadata,
-        "paid" if amount_due <= 0 else "open", issued_at,
+        invoice_id,
+        tenant_id,
+        external_id,
+        number,
+        currency,
+        amount_due,
+        metadata,
+        "paid" if amount_due <= 0 else "open",
+        issued_at,
     )
     return bool(inserted)
 
@@ -215,8 +232,12 @@ async def find_invoice(conn: asyncpg.Connection, tenant_id: str, keys: MatchKeys
             if len(rows) == 1:
                 return rows[0]["invoice_id"]
             if len(rows) > 1:
-                log.error("reconciliation.match.ambiguous", key=column, value=value,
-                          invoice_ids=[r["invoice_id"] for r in rows])
+                log.error(
+                    "reconciliation.match.ambiguous",
+                    key=column,
+                    value=value,
+                    invoice_ids=[r["invoice_id"] for r in rows],
+                )
     return None
 
 
@@ -256,15 +277,41 @@ _SAVE_PAYMENT = (
 )
 
 
-async def save_payment(conn: asyncpg.Connection, p: IncomingPayment, *, invoice_id: str | None, status: str,
-                       amount_applied: Decimal, unapplied_amount: Decimal, balance_remaining: Decimal | None,
-                       settled: bool, acknowledged_at: datetime, applied_at: datetime | None) -> None:
+async def save_payment(
+    conn: asyncpg.Connection,
+    p: IncomingPayment,
+    *,
+    invoice_id: str | None,
+    status: str,
+    amount_applied: Decimal,
+    unapplied_amount: Decimal,
+    balance_remaining: Decimal | None,
+    settled: bool,
+    acknowledged_at: datetime,
+    applied_at: datetime | None,
+) -> None:
     """Insert the payment, or (a late match) update the unmatched row with the same id."""
     await conn.execute(
         _SAVE_PAYMENT,
-        p.payment_id, p.tenant_id, invoice_id, p.source, p.source_reference, p.stripe_object_id, status,
-        p.currency, p.amount, amount_applied, unapplied_amount, balance_remaining, settled, p.keys.invoice_id,
-        list(p.keys.external_ids), list(p.keys.numbers), p.fingerprint, p.received_at, acknowledged_at,
+        p.payment_id,
+        p.tenant_id,
+        invoice_id,
+        p.source,
+        p.source_reference,
+        p.stripe_object_id,
+        status,
+        p.currency,
+        p.amount,
+        amount_applied,
+        unapplied_amount,
+        balance_remaining,
+        settled,
+        p.keys.invoice_id,
+        list(p.keys.external_ids),
+        list(p.keys.numbers),
+        p.fingerprint,
+        p.received_at,
+        acknowledged_at,
         applied_at,
     )
 
@@ -276,8 +323,9 @@ _UNMATCHED_FOR_INVOICE = (
 )
 
 
-async def unmatched_for_invoice(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, external_id: str,
-                                number: str) -> list[asyncpg.Record]:
+async def unmatched_for_invoice(
+    conn: asyncpg.Connection, tenant_id: str, invoice_id: str, external_id: str, number: str
+) -> list[asyncpg.Record]:
     """Payments that arrived before this invoice and name it by any key, oldest first (locked)."""
     return await conn.fetch(_UNMATCHED_FOR_INVOICE, tenant_id, invoice_id, external_id, number)
 
@@ -288,8 +336,9 @@ _PAYMENT_BY_REFERENCE = (
 )
 
 
-async def payment_by_reference(conn: asyncpg.Connection, tenant_id: str, source: str,
-                               reference: str) -> asyncpg.Record | None:
+async def payment_by_reference(
+    conn: asyncpg.Connection, tenant_id: str, source: str, reference: str
+) -> asyncpg.Record | None:
     return await conn.fetchrow(_PAYMENT_BY_REFERENCE, tenant_id, source, reference)
 
 
@@ -314,6 +363,7 @@ _LIST_PAYMENTS = (
 )
 
 
-async def list_payments(conn: Conn, tenant_id: str, *, invoice_id: str | None, after: str | None,
-                        limit: int) -> list[asyncpg.Record]:
+async def list_payments(
+    conn: Conn, tenant_id: str, *, invoice_id: str | None, after: str | None, limit: int
+) -> list[asyncpg.Record]:
     return await conn.fetch(_LIST_PAYMENTS, tenant_id, invoice_id, after, limit)

@@ -6,7 +6,6 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from dunning.clock import isoformat
 from dunning.money import MoneyError, format_amount, validate_currency
-
 from dunning_reconciliation.domain import api_status
 
 
@@ -14,18 +13,29 @@ class PaymentIn(BaseModel):
     """A payment reported by the accounting system. Name the invoice by `invoice_id` (ours) or
     `invoice_external_id` (the accounting system's id)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "invoice_external_id": "INV-2026-1107-003", "amount": "158000", "currency": "JPY",
-        "received_at": "2026-12-09T09:00:00+09:00", "reference": "RCPT-2026-12-0457",
-    }]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "invoice_external_id": "INV-2026-1107-003",
+                    "amount": "158000",
+                    "currency": "JPY",
+                    "received_at": "2026-12-09T09:00:00+09:00",
+                    "reference": "RCPT-2026-12-0457",
+                }
+            ]
+        },
+    )
 
     invoice_id: str | None = Field(None, pattern=r"^inv_[0-9A-Za-z]{10,40}$")
     invoice_external_id: str | None = Field(None, min_length=1, max_length=200)
-    amount: str = Field(description="Decimal string in major units, e.g. \"1250.00\"; never a JSON number.")
+    amount: str = Field(description='Decimal string in major units, e.g. "1250.00"; never a JSON number.')
     currency: str = Field(description="ISO 4217 code, upper case.")
     received_at: AwareDatetime = Field(description="When the money arrived, with a UTC offset.")
-    reference: str = Field(min_length=1, max_length=255,
-                           description="The accounting system's payment id; retries with it are idempotent.")
+    reference: str = Field(
+        min_length=1, max_length=255, description="The accounting system's payment id; retries with it are idempotent."
+    )
 
     @field_validator("amount", mode="before")
     @classmethod
@@ -53,7 +63,8 @@ class PaymentOut(BaseModel):
     amount: str
     amount_applied: str
     unapplied_amount: str = Field(
-        description="Overpayment not applied to the invoice (or, while pending, the whole amount).")
+        description="Overpayment not applied to the invoice (or, while pending, the whole amount)."
+    )
     balance_remaining: str | None
     settled: bool
     received_at: str

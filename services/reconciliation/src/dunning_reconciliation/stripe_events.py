@@ -11,14 +11,13 @@ Minor units (https://docs.stripe.com/currencies#zero-decimal):
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from dunning.money import MoneyError, from_minor, validate_currency
-
 from dunning_reconciliation.domain import IncomingPayment, MatchKeys
 
 ZERO_DECIMAL = frozenset("BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split())
@@ -130,8 +129,9 @@ def _from_payment_intent(tenant_id: str, event: StripeEvent) -> IncomingPayment 
     return _payment(tenant_id, event, "amount_received", keys, event.created or obj.get("created"))
 
 
-def _payment(tenant_id: str, event: StripeEvent, amount_field: str, keys: MatchKeys,
-             when: Any) -> IncomingPayment | Ignored:
+def _payment(
+    tenant_id: str, event: StripeEvent, amount_field: str, keys: MatchKeys, when: Any
+) -> IncomingPayment | Ignored:
     obj = event.object
     object_id = _str(obj.get("id"))
     if object_id is None:
@@ -153,8 +153,14 @@ def _payment(tenant_id: str, event: StripeEvent, amount_field: str, keys: MatchK
     if when is None:
         raise StripeEventError("created", "is missing: cannot tell when the payment was received")
     return IncomingPayment(
-        tenant_id=tenant_id, source="stripe", source_reference=event.id, currency=currency, amount=amount,
-        received_at=datetime.fromtimestamp(when, tz=timezone.utc), keys=keys, stripe_object_id=object_id,
+        tenant_id=tenant_id,
+        source="stripe",
+        source_reference=event.id,
+        currency=currency,
+        amount=amount,
+        received_at=datetime.fromtimestamp(when, tz=UTC),
+        keys=keys,
+        stripe_object_id=object_id,
     )
 
 

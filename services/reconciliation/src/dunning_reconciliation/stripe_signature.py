@@ -74,8 +74,14 @@ def sign(payload: bytes | str, secret: str, timestamp: int | None = None) -> str
     return f"t={ts},{SCHEME}={compute_signature(payload, secret, ts)}"
 
 
-def verify(payload: bytes, header: str | None, secrets: Sequence[str], *,
-           tolerance: int = DEFAULT_TOLERANCE_SECONDS, now: float | None = None) -> int:
+def verify(
+    payload: bytes,
+    header: str | None,
+    secrets: Sequence[str],
+    *,
+    tolerance: int = DEFAULT_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> int:
     """Check the header against the raw payload; returns the signed timestamp or raises SignatureError."""
     parsed = parse_header(header)
     candidates = [s.encode("utf-8", "replace") for s in parsed.signatures]

@@ -40,8 +40,16 @@ class WatermarkPublisher(Loop):
     name = "watermark"
     error_event = "reconciliation.watermark.error"
 
-    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, *, payments_topic: str, invoices_topic: str,
-                 watermarks_topic: str, interval_seconds: float = 0.25):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        *,
+        payments_topic: str,
+        invoices_topic: str,
+        watermarks_topic: str,
+        interval_seconds: float = 0.25,
+    ):
         super().__init__(idle_seconds=interval_seconds, backoff=Backoff(initial=1.0, maximum=5.0))
         self.pool = pool
         self.producer = producer
@@ -109,11 +117,20 @@ class WatermarkPublisher(Loop):
             "computed_at": utcnow(),
         }
         statement = envelope(messages.payments_watermark(**data), traceparent=None)  # a heartbeat: no trace
-        await (await self.producer.send(self.watermarks_topic, value=dumps(statement), key=b"_payments",
-                                        headers=[(k, v.encode()) for k, v in headers_of(statement).items()]))
+        await (
+            await self.producer.send(
+                self.watermarks_topic,
+                value=dumps(statement),
+                key=b"_payments",
+                headers=[(k, v.encode()) for k, v in headers_of(statement).items()],
+            )
+        )
         self.published += 1
         self.last = data
         if oldest is not None and fence - oldest > timedelta(seconds=30):
-            log.warning("reconciliation.watermark.held_back", oldest_waiting=oldest.isoformat(),
-                        behind_seconds=round((fence - oldest).total_seconds(), 1))
+            log.warning(
+                "reconciliation.watermark.held_back",
+                oldest_waiting=oldest.isoformat(),
+                behind_seconds=round((fence - oldest).total_seconds(), 1),
+            )
         return data

@@ -11,7 +11,6 @@ import asyncpg
 
 from dunning.http import Problem
 from dunning.logging import bind_context, get_logger
-
 from dunning_reconciliation import reconcile
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.stripe_events import (
@@ -27,8 +26,9 @@ IGNORED = "ignored"
 log = get_logger(__name__)
 
 
-async def receive_stripe_event(pool: asyncpg.Pool, tenant_id: str, signature: str | None, body: bytes, *,
-                               tolerance: int) -> dict[str, Any]:
+async def receive_stripe_event(
+    pool: asyncpg.Pool, tenant_id: str, signature: str | None, body: bytes, *, tolerance: int
+) -> dict[str, Any]:
     """Returns the 200 body, or raises a 400 Problem (and then nothing was changed)."""
     secrets = await repo.active_webhook_secrets(pool, tenant_id) if len(tenant_id) <= 100 else []
     try:
@@ -57,8 +57,7 @@ async def receive_stripe_event(pool: asyncpg.Pool, tenant_id: str, signature: st
     raise AssertionError("unreachable")
 
 
-async def _record(conn: asyncpg.Connection, tenant_id: str, event_id: str, event_type: str,
-                  payment) -> dict[str, Any]:
+async def _record(conn: asyncpg.Connection, tenant_id: str, event_id: str, event_type: str, payment) -> dict[str, Any]:
     if not isinstance(payment, Ignored):
         payment = await reconcile.acknowledging(conn, payment)  # first: the watermark's fence
     if not await repo.claim_stripe_event(conn, tenant_id, event_id, event_type):
@@ -66,17 +65,26 @@ async def _record(conn: asyncpg.Connection, tenant_id: str, event_id: str, event
         return {"status": DUPLICATE}
     if isinstance(payment, Ignored):
         await repo.finish_stripe_event(conn, tenant_id, event_id, f"{IGNORED}:{payment.reason}", None)
-        log.info("reconciliation.webhook.ignored", stripe_event_id=event_id, event_type=event_type,
-                 reason=payment.reason)
+        log.info(
+            "reconciliation.webhook.ignored", stripe_event_id=event_id, event_type=event_type, reason=payment.reason
+        )
         return {"status": IGNORED}
     earlier = await repo.stripe_object_payment(conn, tenant_id, payment.stripe_object_id)
     if earlier is not None:
         # Another event (another id) for a Stripe object already paid in: the money came once.
         await repo.finish_stripe_event(conn, tenant_id, event_id, DUPLICATE, earlier)
-        log.info("reconciliation.webhook.duplicate_object", stripe_event_id=event_id,
-                 stripe_object_id=payment.stripe_object_id, payment_id=earlier)
+        log.info(
+            "reconciliation.webhook.duplicate_object",
+            stripe_event_id=event_id,
+            stripe_object_id=payment.stripe_object_id,
+            payment_id=earlier,
+        )
         return {"status": DUPLICATE, "payment_id": earlier}
     outcome = await reconcile.receive(conn, payment)
     await repo.finish_stripe_event(conn, tenant_id, event_id, outcome.status, outcome.payment_id)
-    return {"status": outcome.status, "payment_id": outcome.payment_id, "invoice_id": outcome.invoice_id,
-            "settled": outcome.settled}
+    return {
+        "status": outcome.status,
+        "payment_id": outcome.payment_id,
+        "invoice_id": outcome.invoice_id,
+        "settled": outcome.settled,
+    }

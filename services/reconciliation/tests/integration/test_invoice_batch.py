@@ -4,7 +4,7 @@ schema); invoices, payments, outbox and inbox must be the same, and a rejected e
 dead-lettered alone."""
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -17,37 +17,58 @@ from dunning.consumer import ConsumerRunner, HandlerSpec
 from dunning.contracts import InvoiceIssued
 from dunning.db import create_pool, migrate, migrations_of
 from dunning.events import decode, dumps, validate
-from dunning_tools.testing.events import invoice_issued
-from dunning_tools.testing.fakes import FakeConsumer
 from dunning_reconciliation import reconcile
 from dunning_reconciliation.domain import IncomingPayment, MatchKeys
 from dunning_reconciliation.handlers import HANDLERS, on_invoice_issued
+from dunning_tools.testing.events import invoice_issued
+from dunning_tools.testing.fakes import FakeConsumer
 
 pytestmark = pytest.mark.integration
 
 MIGRATIONS = migrations_of("dunning_reconciliation")
 TENANT, OTHER = "ten_recbatch000000001", "ten_recbatch000000002"
 ISSUED = "dunning.InvoiceIssued.v1"
-T0 = datetime(2026, 11, 2, 8, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 2, 8, tzinfo=UTC)
 
 
-
-def issued(invoice_id: str, *, external_id: str | None = None, number: str | None = None, amount: str = "100.00",
-           tenant_id: str = TENANT) -> dict:
-    return invoice_issued(tenant_id=tenant_id, invoice_id=invoice_id, external_id=external_id or f"EXT-{invoice_id}",
-                          number=number or f"N-{invoice_id}", amount_due=amount, issued_at=T0,
-                          metadata={"po": invoice_id})
+def issued(
+    invoice_id: str,
+    *,
+    external_id: str | None = None,
+    number: str | None = None,
+    amount: str = "100.00",
+    tenant_id: str = TENANT,
+) -> dict:
+    return invoice_issued(
+        tenant_id=tenant_id,
+        invoice_id=invoice_id,
+        external_id=external_id or f"EXT-{invoice_id}",
+        number=number or f"N-{invoice_id}",
+        amount_due=amount,
+        issued_at=T0,
+        metadata={"po": invoice_id},
+    )
 
 
 def records(events: list[dict], start: int) -> list:
-    return [SimpleNamespace(topic="dunning.invoices.v1", partition=0, offset=start + n, key=e["subject"].encode(),
-                            value=dumps(e), headers=()) for n, e in enumerate(events)]
+    return [
+        SimpleNamespace(
+            topic="dunning.invoices.v1",
+            partition=0,
+            offset=start + n,
+            key=e["subject"].encode(),
+            value=dumps(e),
+            headers=(),
+        )
+        for n, e in enumerate(events)
+    ]
 
 
 def counting(fn, calls: list):
     async def wrapper(conn, event):
         calls.append(event.id)
         await fn(conn, event)
+
     return wrapper
 
 
@@ -60,24 +81,47 @@ async def apply_all(dsn: str, schema: str, batches: list[list[dict]], *, batch: 
             # known before: invoice k1 (its InvoiceIssued comes again), and two payments waiting
             # for invoices that the batch announces (by external id, by number).
             await on_invoice_issued(conn, _decoded(issued("inv_recbatch0k1")))
-            for pid, keys, amount in (("pay_recbatch0early1", MatchKeys.of(None, ("EXT-EARLY",), ()), "40.00"),
-                                      ("pay_recbatch0early2", MatchKeys.of(None, (), ("N-inv_recbatch0n3",)),
-                                       "100.00")):
-                await reconcile.receive(conn, IncomingPayment(
-                    tenant_id=TENANT, source="api", source_reference=pid, currency="EUR", amount=Decimal(amount),
-                    received_at=T0, keys=keys, payment_id=pid, acknowledged_at=T0))
+            for pid, keys, amount in (
+                ("pay_recbatch0early1", MatchKeys.of(None, ("EXT-EARLY",), ()), "40.00"),
+                ("pay_recbatch0early2", MatchKeys.of(None, (), ("N-inv_recbatch0n3",)), "100.00"),
+            ):
+                await reconcile.receive(
+                    conn,
+                    IncomingPayment(
+                        tenant_id=TENANT,
+                        source="api",
+                        source_reference=pid,
+                        currency="EUR",
+                        amount=Decimal(amount),
+                        received_at=T0,
+                        keys=keys,
+                        payment_id=pid,
+                        acknowledged_at=T0,
+                    ),
+                )
             await conn.execute("DELETE FROM outbox")
         per_event_calls: list[list[str]] = []
         calls: list[str] = []
-        runner = ConsumerRunner(name="t", pool=pool, bootstrap_servers="unused", group_id="t", topics=[],
-                                handlers={InvoiceIssued: HandlerSpec(
-                                    counting(HANDLERS[InvoiceIssued].each, calls),
-                                    batch=HANDLERS[InvoiceIssued].batch if batch else None)},
-                                handler_attempts=1)
+        runner = ConsumerRunner(
+            name="t",
+            pool=pool,
+            bootstrap_servers="unused",
+            group_id="t",
+            topics=[],
+            handlers={
+                InvoiceIssued: HandlerSpec(
+                    counting(HANDLERS[InvoiceIssued].each, calls),
+                    batch=HANDLERS[InvoiceIssued].batch if batch else None,
+                )
+            },
+            handler_attempts=1,
+        )
         offset = 0
         for events in batches:
             calls.clear()
-            await runner.process_batch(FakeConsumer(), {TopicPartition("dunning.invoices.v1", 0): records(events, offset)})
+            await runner.process_batch(
+                FakeConsumer(), {TopicPartition("dunning.invoices.v1", 0): records(events, offset)}
+            )
             offset += len(events)
             per_event_calls.append(list(calls))
         outbox = await pool.fetch("SELECT topic, key, event_type, payload FROM outbox ORDER BY id")
@@ -85,13 +129,21 @@ async def apply_all(dsn: str, schema: str, batches: list[list[dict]], *, batch: 
             if row["topic"] != "dunning.deadletter.v1":
                 validate(orjson.loads(bytes(row["payload"])))
         return {
-            "invoices": [dict(r) for r in await pool.fetch(
-                "SELECT invoice_id, tenant_id, external_id, number, currency, amount_due, balance, metadata, status,"
-                " issued_at FROM invoices ORDER BY invoice_id")],
-            "payments": [dict(r) for r in await pool.fetch(
-                "SELECT payment_id, tenant_id, invoice_id, status, amount, amount_applied, unapplied_amount,"
-                " balance_remaining, settled, acknowledged_at, applied_at IS NOT NULL AS applied"
-                " FROM payments ORDER BY payment_id")],
+            "invoices": [
+                dict(r)
+                for r in await pool.fetch(
+                    "SELECT invoice_id, tenant_id, external_id, number, currency, amount_due, balance, metadata, status,"
+                    " issued_at FROM invoices ORDER BY invoice_id"
+                )
+            ],
+            "payments": [
+                dict(r)
+                for r in await pool.fetch(
+                    "SELECT payment_id, tenant_id, invoice_id, status, amount, amount_applied, unapplied_amount,"
+                    " balance_remaining, settled, acknowledged_at, applied_at IS NOT NULL AS applied"
+                    " FROM payments ORDER BY payment_id"
+                )
+            ],
             "outbox": [(r["topic"], r["key"], r["event_type"]) for r in outbox],
             "received": [orjson.loads(bytes(r["payload"])) for r in outbox if r["topic"] == "dunning.payments.v1"],
             "inbox": [tuple(r) for r in await pool.fetch("SELECT event_id::text, status FROM inbox ORDER BY event_id")],
@@ -139,10 +191,14 @@ async def test_invoice_batch_ends_where_event_by_event_ends(infra, migrated):
     assert invoices["inv_recbatch0n4"]["status"] == "paid"
     assert invoices["inv_recbatch0n5"]["tenant_id"] == OTHER
     assert {(p["payment_id"], p["invoice_id"], p["status"]) for p in got["payments"]} == {
-        ("pay_recbatch0early1", "inv_recbatch0n2", "applied"), ("pay_recbatch0early2", "inv_recbatch0n3", "applied")}
+        ("pay_recbatch0early1", "inv_recbatch0n2", "applied"),
+        ("pay_recbatch0early2", "inv_recbatch0n3", "applied"),
+    }
     assert [(e["type"], e["subject"], e["data"]["amount_applied"], e["data"]["settled"]) for e in got["received"]] == [
         ("dunning.PaymentReceived.v1", "inv_recbatch0n2", "40.00", False),
-        ("dunning.PaymentReceived.v1", "inv_recbatch0n3", "100.00", True)]
+        ("dunning.PaymentReceived.v1", "inv_recbatch0n3", "100.00", True),
+    ]
     assert got["dead_lettered"] == 1
     assert [o for o in got["outbox"] if o[0] == "dunning.deadletter.v1"] == [
-        ("dunning.deadletter.v1", "inv_recbatch0bad", ISSUED)]
+        ("dunning.deadletter.v1", "inv_recbatch0bad", ISSUED)
+    ]

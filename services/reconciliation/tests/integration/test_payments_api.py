@@ -8,8 +8,13 @@ pytestmark = pytest.mark.integration
 
 
 def payment(**overrides) -> dict:
-    body = {"invoice_external_id": "ACC-1", "amount": "400.00", "currency": "EUR",
-            "received_at": "2026-01-09T09:00:00+01:00", "reference": "RCPT-1"}
+    body = {
+        "invoice_external_id": "ACC-1",
+        "amount": "400.00",
+        "currency": "EUR",
+        "received_at": "2026-01-09T09:00:00+01:00",
+        "reference": "RCPT-1",
+    }
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not None}
 
@@ -25,7 +30,11 @@ async def test_reference_is_idempotent(pool, client, h):
     assert first.status_code == 201
     body = first.json()
     assert (body["status"], body["amount_applied"], body["balance_remaining"], body["settled"]) == (
-        "applied", "400.00", "600.00", False)
+        "applied",
+        "400.00",
+        "600.00",
+        False,
+    )
     assert body["received_at"] == "2026-01-09T08:00:00Z"  # converted to UTC
     assert retry.status_code == 200 and retry.json() == body
     assert changed.status_code == 409 and changed.json()["errors"][0]["field"] == "reference"
@@ -48,23 +57,26 @@ async def test_payment_for_an_unknown_invoice_waits_for_it(pool, client, h):
     assert [p["status"] for p in listed.json()["data"]] == ["applied"]
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    pytest.param(payment(amount=400.0), "amount", id="float-amount"),
-    pytest.param(payment(amount="400.001"), "amount", id="too-many-decimals-eur"),
-    pytest.param(payment(amount="400.5", currency="JPY"), "amount", id="decimals-on-jpy"),
-    pytest.param(payment(amount="-5.00"), "amount", id="negative"),
-    pytest.param(payment(amount="1e3"), "amount", id="exponent"),
-    pytest.param(payment(amount="0"), "amount", id="zero"),
-    pytest.param(payment(currency="eur"), "currency", id="lower-case-currency"),
-    pytest.param(payment(currency="ABC"), "currency", id="unknown-currency"),
-    pytest.param(payment(currency="USD"), "currency", id="currency-differs-from-invoice"),
-    pytest.param(payment(invoice_external_id=None), "invoice_id", id="no-invoice-key"),
-    pytest.param(payment(invoice_id="not-an-id"), "invoice_id", id="malformed-invoice-id"),
-    pytest.param(payment(received_at="2026-01-09T09:00:00"), "received_at", id="naive-received-at"),
-    pytest.param(payment(received_at="2999-01-01T00:00:00Z"), "received_at", id="far-future-received-at"),
-    pytest.param(payment(reference=""), "reference", id="empty-reference"),
-    pytest.param(payment(extra="x"), "extra", id="unknown-field"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param(payment(amount=400.0), "amount", id="float-amount"),
+        pytest.param(payment(amount="400.001"), "amount", id="too-many-decimals-eur"),
+        pytest.param(payment(amount="400.5", currency="JPY"), "amount", id="decimals-on-jpy"),
+        pytest.param(payment(amount="-5.00"), "amount", id="negative"),
+        pytest.param(payment(amount="1e3"), "amount", id="exponent"),
+        pytest.param(payment(amount="0"), "amount", id="zero"),
+        pytest.param(payment(currency="eur"), "currency", id="lower-case-currency"),
+        pytest.param(payment(currency="ABC"), "currency", id="unknown-currency"),
+        pytest.param(payment(currency="USD"), "currency", id="currency-differs-from-invoice"),
+        pytest.param(payment(invoice_external_id=None), "invoice_id", id="no-invoice-key"),
+        pytest.param(payment(invoice_id="not-an-id"), "invoice_id", id="malformed-invoice-id"),
+        pytest.param(payment(received_at="2026-01-09T09:00:00"), "received_at", id="naive-received-at"),
+        pytest.param(payment(received_at="2999-01-01T00:00:00Z"), "received_at", id="far-future-received-at"),
+        pytest.param(payment(reference=""), "reference", id="empty-reference"),
+        pytest.param(payment(extra="x"), "extra", id="unknown-field"),
+    ],
+)
 async def test_invalid_payments_are_422_naming_the_field(pool, client, h, body, field):
     await h.handle_invoice(pool, h.invoice_issued(amount_due="1000.00", external_id="ACC-1"))
     response = await client.post("/v1/payments", json=body, headers=h.AUTH)
@@ -88,10 +100,13 @@ async def test_keys_that_disagree_are_refused(pool, client, h):
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "invoice_external_id"
 
 
-@pytest.mark.parametrize("headers", [
-    pytest.param({}, id="no-key"),
-    pytest.param({"Authorization": "Bearer dk_wrong"}, id="wrong-key"),
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="no-key"),
+        pytest.param({"Authorization": "Bearer dk_wrong"}, id="wrong-key"),
+    ],
+)
 async def test_payments_need_an_api_key(client, headers):
     assert (await client.post("/v1/payments", json=payment(), headers=headers)).status_code == 401
     assert (await client.get("/v1/payments", headers=headers)).status_code == 401
@@ -108,7 +123,9 @@ async def test_list_pages_through_payments(pool, client, h):
     for n in range(3):
         await client.post("/v1/payments", json=payment(amount="1.00", reference=f"R-{n}"), headers=h.AUTH)
     first = (await client.get("/v1/payments", params={"limit": 2}, headers=h.AUTH)).json()
-    rest = (await client.get("/v1/payments", params={"limit": 2, "cursor": first["next_cursor"]}, headers=h.AUTH)).json()
+    rest = (
+        await client.get("/v1/payments", params={"limit": 2, "cursor": first["next_cursor"]}, headers=h.AUTH)
+    ).json()
     assert [p["reference"] for p in first["data"] + rest["data"]] == ["R-0", "R-1", "R-2"]
     assert rest["next_cursor"] is None
     exactly = (await client.get("/v1/payments", params={"limit": 3}, headers=h.AUTH)).json()

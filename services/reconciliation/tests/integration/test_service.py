@@ -18,22 +18,32 @@ pytestmark = pytest.mark.integration
 
 
 async def test_invoice_from_kafka_settles_an_early_payment_and_publishes(infra, pool, schema_name, h):
-    settings = Settings(database_url=infra.database_url, kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
-                        db_schema=schema_name, consumer_group=f"reconciliation-test-{uuid.uuid4().hex[:8]}",
-                        relay_poll_seconds=0.05, db_pool_min=1, db_pool_max=4)
+    settings = Settings(
+        database_url=infra.database_url,
+        kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
+        db_schema=schema_name,
+        consumer_group=f"reconciliation-test-{uuid.uuid4().hex[:8]}",
+        relay_poll_seconds=0.05,
+        db_pool_min=1,
+        db_pool_max=4,
+    )
     service = await bootstrap(settings)
     tasks = [asyncio.create_task(w.run()) for w in [*service.workers, service.relay]]
-    listener = AIOKafkaConsumer("dunning.payments.v1", bootstrap_servers=infra.kafka_bootstrap_servers,
-                                group_id=f"reconciliation-test-listener-{uuid.uuid4().hex[:8]}",
-                                auto_offset_reset="earliest")
+    listener = AIOKafkaConsumer(
+        "dunning.payments.v1",
+        bootstrap_servers=infra.kafka_bootstrap_servers,
+        group_id=f"reconciliation-test-listener-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+    )
     await listener.start()
     producer = make_producer(infra.kafka_bootstrap_servers, "reconciliation-test")
     await producer.start()
     try:
         issued = h.invoice_issued(currency="JPY", amount_due="158000", external_id="INV-2026-1107-003")
         invoice_id = issued["subject"]
-        body = h.stripe_event("payment_intent.succeeded",
-                              h.payment_intent({"invoice_external_id": "INV-2026-1107-003"}, 158000, "jpy"))
+        body = h.stripe_event(
+            "payment_intent.succeeded", h.payment_intent({"invoice_external_id": "INV-2026-1107-003"}, 158000, "jpy")
+        )
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://t") as client:
             early = await h.post_webhook(client, body)
         assert early.json()["status"] == "pending_match"

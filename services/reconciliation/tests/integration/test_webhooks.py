@@ -24,9 +24,16 @@ async def test_invoice_paid_settles_a_known_invoice(pool, client, h):
     data = event["data"]
     assert event["type"] == "dunning.PaymentReceived.v1" and event["source"] == "/reconciliation"
     assert (data["amount"], data["amount_applied"], data["balance_remaining"], data["settled"]) == (
-        "1250.00", "1250.00", "0.00", True)
+        "1250.00",
+        "1250.00",
+        "0.00",
+        True,
+    )
     assert (data["source"], data["source_reference"], data["invoice_external_id"]) == (
-        "stripe", "evt_paid_1", issued["data"]["external_id"])
+        "stripe",
+        "evt_paid_1",
+        issued["data"]["external_id"],
+    )
     invoice = await pool.fetchrow("SELECT balance, status FROM invoices WHERE invoice_id = $1", invoice_id)
     assert (invoice["balance"], invoice["status"]) == (0, "paid")
 
@@ -42,15 +49,19 @@ async def test_partial_payment_intent_leaves_a_balance(pool, client, h):
     assert response.status_code == 200 and response.json()["settled"] is False
     [event] = await h.outbox_events(pool, invoice_id)
     assert (event["data"]["amount_applied"], event["data"]["balance_remaining"], event["data"]["settled"]) == (
-        "500.00", "750.00", False)
+        "500.00",
+        "750.00",
+        False,
+    )
     assert await pool.fetchval("SELECT balance FROM invoices WHERE invoice_id = $1", invoice_id) == 750
 
 
 async def test_replayed_event_is_a_duplicate_and_changes_nothing(pool, client, h):
     issued = h.invoice_issued(amount_due="1250.00")
     await h.handle_invoice(pool, issued)
-    body = h.stripe_event("payment_intent.succeeded",
-                          h.payment_intent({"dunning_invoice_id": issued["subject"]}, 10000))
+    body = h.stripe_event(
+        "payment_intent.succeeded", h.payment_intent({"dunning_invoice_id": issued["subject"]}, 10000)
+    )
     assert (await h.post_webhook(client, body)).json()["status"] == "applied"
     before = await h.counts(pool)
 
@@ -73,14 +84,17 @@ async def test_same_stripe_object_under_another_event_id_is_not_paid_twice(pool,
     assert await pool.fetchval("SELECT count(*) FROM payments") == 1
 
 
-@pytest.mark.parametrize("tamper", [
-    pytest.param(lambda body, h: {"header": sign(body, "whsec_forged")}, id="wrong-secret"),
-    pytest.param(lambda body, h: {"header": sign(body.replace(b"50000", b"99999"), h.SECRET)}, id="tampered-body"),
-    pytest.param(lambda body, h: {"header": sign(body, h.SECRET, int(time.time()) - 301)}, id="stale"),
-    pytest.param(lambda body, h: {"header": "t=1,v0=abc"}, id="no-v1"),
-    pytest.param(lambda body, h: {"header": "nonsense"}, id="garbage"),
-    pytest.param(lambda body, h: {"tenant_id": "ten_does_not_exist"}, id="unknown-tenant"),
-])
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda body, h: {"header": sign(body, "whsec_forged")}, id="wrong-secret"),
+        pytest.param(lambda body, h: {"header": sign(body.replace(b"50000", b"99999"), h.SECRET)}, id="tampered-body"),
+        pytest.param(lambda body, h: {"header": sign(body, h.SECRET, int(time.time()) - 301)}, id="stale"),
+        pytest.param(lambda body, h: {"header": "t=1,v0=abc"}, id="no-v1"),
+        pytest.param(lambda body, h: {"header": "nonsense"}, id="garbage"),
+        pytest.param(lambda body, h: {"tenant_id": "ten_does_not_exist"}, id="unknown-tenant"),
+    ],
+)
 async def test_refused_requests_change_nothing(pool, client, h, tamper):
     issued = h.invoice_issued()
     await h.handle_invoice(pool, issued)
@@ -147,7 +161,10 @@ async def test_jpy_minor_units_are_yen(pool, client, h):
     assert response.json()["settled"] is True
     [event] = await h.outbox_events(pool, issued["subject"])
     assert (event["data"]["currency"], event["data"]["amount"], event["data"]["balance_remaining"]) == (
-        "JPY", "5000", "0")
+        "JPY",
+        "5000",
+        "0",
+    )
 
 
 async def test_currency_mismatch_is_recorded_not_applied(pool, client, h):
@@ -155,7 +172,8 @@ async def test_currency_mismatch_is_recorded_not_applied(pool, client, h):
     await h.handle_invoice(pool, issued)
 
     response = await h.post_webhook(
-        client, h.stripe_event("invoice.paid", h.invoice_paid(issued["subject"], 10000, "usd")))
+        client, h.stripe_event("invoice.paid", h.invoice_paid(issued["subject"], 10000, "usd"))
+    )
 
     assert response.status_code == 200 and response.json()["status"] == "rejected_currency_mismatch"
     assert await h.outbox_events(pool) == []
@@ -176,7 +194,10 @@ async def test_overpayment_then_payment_on_a_paid_invoice(pool, client, h):
     assert [(r["amount_applied"], r["unapplied_amount"]) for r in rows] == [(100, 20), (0, 5)]
     [event] = await h.outbox_events(pool)  # the payment on a paid invoice publishes nothing
     assert (event["data"]["amount"], event["data"]["amount_applied"], event["data"]["settled"]) == (
-        "120.00", "100.00", True)
+        "120.00",
+        "100.00",
+        True,
+    )
 
 
 async def test_other_event_types_are_ignored_and_recorded(pool, client, h):

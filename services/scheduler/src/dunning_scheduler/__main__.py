@@ -2,7 +2,6 @@
 
 from dunning.db import migrations_of
 from dunning.runtime import main as run
-
 from dunning_scheduler.bootstrap import bootstrap
 from dunning_scheduler.settings import Settings
 

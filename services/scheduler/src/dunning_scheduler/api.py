@@ -1,19 +1,19 @@
 """HTTP routes of the scheduler (all but health and metrics need `Authorization: Bearer <api key>`).
 
-    PUT  /v1/policy                        store the tenant's policy document as a new version
-    GET  /v1/policy                        the active policy (the built-in default if none stored)
-    GET  /v1/invoices/{invoice_id}/timers  the invoice's timers (ops / debugging)
-    GET  /healthz, /readyz, /metrics, /docs
+PUT  /v1/policy                        store the tenant's policy document as a new version
+GET  /v1/policy                        the active policy (the built-in default if none stored)
+GET  /v1/invoices/{invoice_id}/timers  the invoice's timers (ops / debugging)
+GET  /healthz, /readyz, /metrics, /docs
 """
 
 from typing import Annotated, Any
 
 import asyncpg
+from fastapi import Body, FastAPI, Path
+
 from dunning.http import Problem, TenantId, service_app
 from dunning.metrics import instrument_app
 from dunning.money import format_amount
-from fastapi import Body, FastAPI, Path
-
 from dunning_scheduler import repository
 from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.policy import DEFAULT_DOCUMENT, PolicyError, parse_policy
@@ -21,24 +21,43 @@ from dunning_scheduler.policy_store import active_policy, save_policy
 from dunning_scheduler.schemas import InvoiceTimersOut, PolicyOut, TimerOut
 from dunning_scheduler.settings import Settings
 
-TAGS = [{"name": "policy", "description": "The tenant's dunning policy: which reminders, when, on which channel."},
-        {"name": "timers", "description": "An invoice's planned reminders and their states (ops, debugging)."}]
-_EXAMPLE = {"anchor": "issued_at", "stages": [{"name": "soft", "offset": "PT5S"},
-                                              {"name": "firm", "offset": "PT10S", "channels": ["email", "sms"]}]}
+TAGS = [
+    {"name": "policy", "description": "The tenant's dunning policy: which reminders, when, on which channel."},
+    {"name": "timers", "description": "An invoice's planned reminders and their states (ops, debugging)."},
+]
+_EXAMPLE = {
+    "anchor": "issued_at",
+    "stages": [{"name": "soft", "offset": "PT5S"}, {"name": "firm", "offset": "PT10S", "channels": ["email", "sms"]}],
+}
 
 
 def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | None = None) -> FastAPI:
-    app = service_app(distribution="dunning-scheduler", settings=settings, pool=pool, tags=TAGS,
-                      description="Plans each invoice's reminders from the tenant's policy and fires them when due.")
+    app = service_app(
+        distribution="dunning-scheduler",
+        settings=settings,
+        pool=pool,
+        tags=TAGS,
+        description="Plans each invoice's reminders from the tenant's policy and fires them when due.",
+    )
 
-    @app.put("/v1/policy", response_model=PolicyOut, tags=["policy"], operation_id="putPolicy",
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": {"$ref": "#/components/schemas/PolicyDocument"}}}}},  # PolicyOut brings it
-             summary="Store the tenant's dunning policy (a new version; idempotent for an equal document)")
+    @app.put(
+        "/v1/policy",
+        response_model=PolicyOut,
+        tags=["policy"],
+        operation_id="putPolicy",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PolicyDocument"}}},
+            }
+        },  # PolicyOut brings it
+        summary="Store the tenant's dunning policy (a new version; idempotent for an equal document)",
+    )
     async def put_policy(
         tenant_id: TenantId,
-        document: Annotated[Any, Body(openapi_examples={"default": {"value": DEFAULT_DOCUMENT},
-                                                        "demo": {"value": _EXAMPLE}})],
+        document: Annotated[
+            Any, Body(openapi_examples={"default": {"value": DEFAULT_DOCUMENT}, "demo": {"value": _EXAMPLE}})
+        ],
     ):
         try:
             policy = parse_policy(document)
@@ -48,23 +67,37 @@ def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | N
             stored, created = await save_policy(conn, tenant_id, policy)
         return {**stored.as_json(), "created": created}
 
-    @app.get("/v1/policy", response_model=PolicyOut, tags=["policy"], operation_id="getPolicy",
-             summary="The tenant's active policy")
+    @app.get(
+        "/v1/policy",
+        response_model=PolicyOut,
+        tags=["policy"],
+        operation_id="getPolicy",
+        summary="The tenant's active policy",
+    )
     async def get_policy(tenant_id: TenantId):
         async with pool.acquire() as conn:
             stored = await active_policy(conn, tenant_id)
         return stored.as_json()
 
-    @app.get("/v1/invoices/{invoice_id}/timers", response_model=InvoiceTimersOut, tags=["timers"],
-             operation_id="getInvoiceTimers", summary="An invoice's dunning timers and their states",
-             responses={404: {"description": "No such invoice known to the scheduler for this tenant"}})
-    async def invoice_timers(tenant_id: TenantId,
-                             invoice_id: Annotated[str, Path(pattern=r"^inv_[0-9A-Za-z]{10,40}$")]):
+    @app.get(
+        "/v1/invoices/{invoice_id}/timers",
+        response_model=InvoiceTimersOut,
+        tags=["timers"],
+        operation_id="getInvoiceTimers",
+        summary="An invoice's dunning timers and their states",
+        responses={404: {"description": "No such invoice known to the scheduler for this tenant"}},
+    )
+    async def invoice_timers(
+        tenant_id: TenantId, invoice_id: Annotated[str, Path(pattern=r"^inv_[0-9A-Za-z]{10,40}$")]
+    ):
         async with pool.acquire() as conn:
             invoice = await repository.invoice_of(conn, tenant_id, invoice_id)
             if invoice is None:
-                raise Problem(404, f"No invoice {invoice_id} is known to the scheduler for this tenant.",
-                              errors=[{"field": "invoice_id", "message": "not found", "code": "not_found"}])
+                raise Problem(
+                    404,
+                    f"No invoice {invoice_id} is known to the scheduler for this tenant.",
+                    errors=[{"field": "invoice_id", "message": "not found", "code": "not_found"}],
+                )
             timers = await repository.timers_of(conn, tenant_id, invoice_id)
         currency = invoice["currency"]
 
@@ -72,10 +105,17 @@ def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | N
             return None if value is None or currency is None else format_amount(value, currency)
 
         return InvoiceTimersOut(
-            invoice_id=invoice_id, planned=invoice["planned_at"] is not None, number=invoice["number"],
-            currency=currency, amount_due=money(invoice["amount_due"]), balance=money(invoice["balance"]),
-            due_date=invoice["due_date"], settled=invoice["settled"], settled_at=invoice["settled_at"],
-            policy_id=invoice["policy_id"], policy_version=invoice["policy_version"],
+            invoice_id=invoice_id,
+            planned=invoice["planned_at"] is not None,
+            number=invoice["number"],
+            currency=currency,
+            amount_due=money(invoice["amount_due"]),
+            balance=money(invoice["balance"]),
+            due_date=invoice["due_date"],
+            settled=invoice["settled"],
+            settled_at=invoice["settled_at"],
+            policy_id=invoice["policy_id"],
+            policy_version=invoice["policy_version"],
             timers=[TimerOut(**{k: t[k] for k in TimerOut.model_fields}) for t in timers],
         )
 

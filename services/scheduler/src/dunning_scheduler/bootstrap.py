@@ -22,11 +22,13 @@ from dunning_scheduler.settings import Settings
 def inject(table: HandlerTable, **dependencies) -> HandlerTable:
     """The handler table with each handler's dependencies bound (a handler names what it needs as
     keyword parameters, as in cosmicpython's bootstrap)."""
+
     def bound(handler):
         if handler is None:
             return None
         wanted = {k: v for k, v in dependencies.items() if k in signature(handler).parameters}
         return partial(handler, **wanted) if wanted else handler
+
     return {t: replace(spec, each=bound(spec.each), batch=bound(spec.batch)) for t, spec in table.items()}
 
 
@@ -35,18 +37,32 @@ def handlers_for(policies: ActivePolicies, cancel_latency: Histogram | None = No
     return inject(HANDLERS, policies=policies, cancel_latency=cancel_latency)
 
 
-def consumer_for(settings: Settings, pool: asyncpg.Pool, policies: ActivePolicies | None = None, *,
-                 cancel_latency: Histogram | None = None) -> ConsumerRunner:
+def consumer_for(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    policies: ActivePolicies | None = None,
+    *,
+    cancel_latency: Histogram | None = None,
+) -> ConsumerRunner:
     # Positions: the payments gate compares the payments offsets applied with the watermark's.
-    return ConsumerRunner.from_settings(settings, pool, name=settings.service_name,
-                                        handlers=handlers_for(policies or ActivePolicies(), cancel_latency),
-                                        track_positions=True)
+    return ConsumerRunner.from_settings(
+        settings,
+        pool,
+        name=settings.service_name,
+        handlers=handlers_for(policies or ActivePolicies(), cancel_latency),
+        track_positions=True,
+    )
 
 
 def firing_loop_for(settings: Settings, pool: asyncpg.Pool) -> FiringLoop:
-    return FiringLoop(pool, settings.db_schema, batch_size=settings.fire_batch_size,
-                      poll_seconds=settings.fire_poll_seconds, gated=settings.payments_gate,
-                      payments_topic=settings.payments_topic)
+    return FiringLoop(
+        pool,
+        settings.db_schema,
+        batch_size=settings.fire_batch_size,
+        poll_seconds=settings.fire_poll_seconds,
+        gated=settings.payments_gate,
+        payments_topic=settings.payments_topic,
+    )
 
 
 async def bootstrap(settings: Settings) -> Service:
@@ -60,5 +76,12 @@ async def bootstrap(settings: Settings) -> Service:
         workers.append(firing)
     app = create_app(pool, settings, firing=firing)
     scheduler_metrics.instrument(metrics_of(app), pool, latency=cancel_latency)  # backlog, watermark age, latency
-    return Service(name=settings.service_name, settings=settings, pool=pool, producer=producer, app=app,
-                   workers=workers, relay=relay_for(settings, pool, producer))
+    return Service(
+        name=settings.service_name,
+        settings=settings,
+        pool=pool,
+        producer=producer,
+        app=app,
+        workers=workers,
+        relay=relay_for(settings, pool, producer),
+    )

@@ -9,9 +9,9 @@ A leading `-` negates every part. Seconds may carry a fraction (`PT0.5S`).
 import calendar
 import re
 from dataclasses import dataclass
-from functools import cached_property
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 
 _PATTERN = re.compile(
     r"(?P<sign>-)?P"
@@ -44,9 +44,13 @@ class Duration:
 
     def nominal_seconds(self) -> Decimal:
         """An approximate length (months of 30.44 days) for ordering offsets."""
-        total = (Decimal(self.years * 12 + self.months) * _NOMINAL_MONTH
-                 + (self.weeks * 7 + self.days) * _NOMINAL_DAY
-                 + self.hours * 3600 + self.minutes * 60 + self.seconds)
+        total = (
+            Decimal(self.years * 12 + self.months) * _NOMINAL_MONTH
+            + (self.weeks * 7 + self.days) * _NOMINAL_DAY
+            + self.hours * 3600
+            + self.minutes * 60
+            + self.seconds
+        )
         return self._sign * total
 
     def time_delta(self) -> timedelta:
@@ -56,8 +60,11 @@ class Duration:
     @cached_property
     def _steps(self) -> tuple[int, int, timedelta]:
         """(months, days, elapsed time), signed: computed once per duration."""
-        return (self._sign * (self.years * 12 + self.months), self._sign * (self.weeks * 7 + self.days),
-                self._sign * timedelta(hours=self.hours, minutes=self.minutes, seconds=float(self.seconds)))
+        return (
+            self._sign * (self.years * 12 + self.months),
+            self._sign * (self.weeks * 7 + self.days),
+            self._sign * timedelta(hours=self.hours, minutes=self.minutes, seconds=float(self.seconds)),
+        )
 
     def add_to(self, anchor: datetime) -> datetime:
         """The instant `anchor + self`; `anchor` must be aware, in the zone whose wall clock counts."""
@@ -70,7 +77,7 @@ class Duration:
         local += timedelta(days=days)
         # Re-attach the zone to the new wall-clock time (its own UTC offset, after a DST change).
         moved = local.replace(tzinfo=anchor.tzinfo, fold=0)
-        return moved.astimezone(timezone.utc) + elapsed
+        return moved.astimezone(UTC) + elapsed
 
 
 def _shift_months(day: date, months: int) -> dict[str, int]:
@@ -84,10 +91,10 @@ def _shift_months(day: date, months: int) -> dict[str, int]:
 
 def parse_duration(text: object) -> Duration:
     if not isinstance(text, str):
-        raise DurationError("must be an ISO 8601 duration string such as \"P7D\" or \"-P3D\"")
+        raise DurationError('must be an ISO 8601 duration string such as "P7D" or "-P3D"')
     match = _PATTERN.fullmatch(text)
     if match is None or text.endswith("T"):
-        raise DurationError(f"{text!r} is not an ISO 8601 duration such as \"P7D\", \"-P3D\" or \"PT5S\"")
+        raise DurationError(f'{text!r} is not an ISO 8601 duration such as "P7D", "-P3D" or "PT5S"')
     parts = match.groupdict()
     if all(parts[k] is None for k in ("years", "months", "weeks", "days", "hours", "minutes", "seconds")):
         raise DurationError(f"{text!r} has no components")

@@ -16,14 +16,14 @@ import time
 from collections.abc import Iterable
 
 import asyncpg
+from prometheus_client.core import CounterMetricFamily, Metric
+
 from dunning import outbox
 from dunning.clock import utcnow
 from dunning.consumer import INFRA_ERRORS
 from dunning.logging import get_logger
 from dunning.loops import Loop
 from dunning.metrics import Metrics
-from prometheus_client.core import CounterMetricFamily, Metric
-
 from dunning_scheduler import messages, repository
 from dunning_scheduler.planner import TIMERS_CHANNEL
 
@@ -33,8 +33,17 @@ log = get_logger(__name__)
 class FiringLoop(Loop):
     error_event = "scheduler.firing.error"
 
-    def __init__(self, pool: asyncpg.Pool, schema: str, *, batch_size: int = 2000, poll_seconds: float = 0.1,
-                 name: str = "firing", gated: bool = True, payments_topic: str = repository.PAYMENTS_TOPIC):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        *,
+        batch_size: int = 2000,
+        poll_seconds: float = 0.1,
+        name: str = "firing",
+        gated: bool = True,
+        payments_topic: str = repository.PAYMENTS_TOPIC,
+    ):
         super().__init__(idle_seconds=poll_seconds, listen=(pool, f"{TIMERS_CHANNEL}_{schema}"))
         self.pool = pool
         self.schema = schema
@@ -51,8 +60,9 @@ class FiringLoop(Loop):
     async def fire_once(self) -> int:
         """Fire one batch of due timers; returns how many fired."""
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await repository.fire_due(conn, self.batch_size, gated=self.gated,
-                                              payments_topic=self.payments_topic)
+            rows = await repository.fire_due(
+                conn, self.batch_size, gated=self.gated, payments_topic=self.payments_topic
+            )
             if rows:
                 await outbox.add_many(conn, [messages.stage_escalated(r) for r in rows])
         if rows:
@@ -97,9 +107,10 @@ class FiringLoop(Loop):
     def collect(self) -> Iterable[Metric]:
         """This process's counters (prometheus_client's collector protocol)."""
         for name, help_, value in (
-                ("scheduler_stages_fired", "Stages fired (StageEscalated written) by this process.", self.fired_total),
-                ("scheduler_firing_batches", "Non-empty firing batches of this process.", self.batches),
-                ("scheduler_firing_errors", "Firing steps that failed and were retried.", self.errors)):
+            ("scheduler_stages_fired", "Stages fired (StageEscalated written) by this process.", self.fired_total),
+            ("scheduler_firing_batches", "Non-empty firing batches of this process.", self.batches),
+            ("scheduler_firing_errors", "Firing steps that failed and were retried.", self.errors),
+        ):
             family = CounterMetricFamily(name, help_, labels=["loop"])
             family.add_metric([self.name], value)
             yield family

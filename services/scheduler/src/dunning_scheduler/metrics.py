@@ -10,9 +10,9 @@
 """
 
 import asyncpg
-from dunning.metrics import Metrics
 from prometheus_client import Histogram
 
+from dunning.metrics import Metrics
 from dunning_scheduler import repository
 
 CANCEL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
@@ -20,20 +20,28 @@ CANCEL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 
 
 def cancel_latency() -> Histogram:
     """Not registered anywhere yet: bootstrap injects it into the handler table and registers it."""
-    return Histogram("dunning_scheduler_cancel_latency_seconds",
-                     "Payment acknowledged (reconciliation) to its invoice's pending stages cancelled.",
-                     buckets=CANCEL_BUCKETS, registry=None)
+    return Histogram(
+        "dunning_scheduler_cancel_latency_seconds",
+        "Payment acknowledged (reconciliation) to its invoice's pending stages cancelled.",
+        buckets=CANCEL_BUCKETS,
+        registry=None,
+    )
 
 
 def instrument(metrics: Metrics, pool: asyncpg.Pool, *, latency: Histogram | None = None) -> None:
     if latency is not None:
         metrics.register(latency)
-    backlog = metrics.gauge("dunning_scheduler_timers_due",
-                            "Timers due and not fired (held back by the payments gate, or waiting for the firing loop).")
-    oldest = metrics.gauge("dunning_scheduler_timers_oldest_due_age_seconds",
-                           "How long the oldest timer not fired has been due (0: none).")
-    watermark_age = metrics.gauge("dunning_scheduler_payments_watermark_age_seconds",
-                                  "Age of the newest payments watermark received (NaN: none yet).")
+    backlog = metrics.gauge(
+        "dunning_scheduler_timers_due",
+        "Timers due and not fired (held back by the payments gate, or waiting for the firing loop).",
+    )
+    oldest = metrics.gauge(
+        "dunning_scheduler_timers_oldest_due_age_seconds", "How long the oldest timer not fired has been due (0: none)."
+    )
+    watermark_age = metrics.gauge(
+        "dunning_scheduler_payments_watermark_age_seconds",
+        "Age of the newest payments watermark received (NaN: none yet).",
+    )
 
     async def refresh() -> None:
         async with pool.acquire() as conn:

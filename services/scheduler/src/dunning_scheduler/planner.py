@@ -43,29 +43,63 @@ class PlanBatch:
         due_date, issued_at = data.due_date, data.issued_at
         timezone_name = data.customer.timezone
         if zone_for(timezone_name) is None:
-            log.warning("scheduler.invoice.unknown_timezone", invoice_id=invoice_id, timezone=timezone_name,
-                        fallback="UTC")
-        timers = plan(policy, due_date=due_date, timezone_name=timezone_name, issued_at=issued_at, settled=False,
-                      now=now, accepted_at=event.time)  # past-ness as of ingest, not of planning
-        planned = envelope(messages.dunning_planned(
-            tenant_id=tenant_id, invoice_id=invoice_id, policy_id=policy.policy_id, policy_version=policy.version,
-            planned_at=now, timers=timers))
-        self.invoices.append(repository.plan_invoice_row(
-            n=n, invoice_id=invoice_id, tenant_id=tenant_id, external_id=data.external_id, number=data.number,
-            currency=data.currency, amount_due=str(data.amount_due), issue_date=data.issue_date.isoformat(),
-            due_date=data.due_date.isoformat(), payment_url=data.payment_url, customer=data.customer.to_data(),
-            issued_at=instant_text(data.issued_at), issued_event_id=event.id, policy_id=policy.policy_id,
-            policy_version=policy.version, stored_version=active.stored_version, stored_at=active.stored_at,
-            due_now=any(t.state == "scheduled" and t.scheduled_at <= now for t in timers),
-            lane=outbox.lane_of(invoice_id), event_id=planned["id"], headers=outbox.headers_of(planned),
-            payload=dumps(planned).decode(), timers=timers,
-            gate_partition=event.partition, gate_offset=event.offset,  # the payments gate waits for reconciliation
-        ))
+            log.warning(
+                "scheduler.invoice.unknown_timezone", invoice_id=invoice_id, timezone=timezone_name, fallback="UTC"
+            )
+        timers = plan(
+            policy,
+            due_date=due_date,
+            timezone_name=timezone_name,
+            issued_at=issued_at,
+            settled=False,
+            now=now,
+            accepted_at=event.time,
+        )  # past-ness as of ingest, not of planning
+        planned = envelope(
+            messages.dunning_planned(
+                tenant_id=tenant_id,
+                invoice_id=invoice_id,
+                policy_id=policy.policy_id,
+                policy_version=policy.version,
+                planned_at=now,
+                timers=timers,
+            )
+        )
+        self.invoices.append(
+            repository.plan_invoice_row(
+                n=n,
+                invoice_id=invoice_id,
+                tenant_id=tenant_id,
+                external_id=data.external_id,
+                number=data.number,
+                currency=data.currency,
+                amount_due=str(data.amount_due),
+                issue_date=data.issue_date.isoformat(),
+                due_date=data.due_date.isoformat(),
+                payment_url=data.payment_url,
+                customer=data.customer.to_data(),
+                issued_at=instant_text(data.issued_at),
+                issued_event_id=event.id,
+                policy_id=policy.policy_id,
+                policy_version=policy.version,
+                stored_version=active.stored_version,
+                stored_at=active.stored_at,
+                due_now=any(t.state == "scheduled" and t.scheduled_at <= now for t in timers),
+                lane=outbox.lane_of(invoice_id),
+                event_id=planned["id"],
+                headers=outbox.headers_of(planned),
+                payload=dumps(planned).decode(),
+                timers=timers,
+                gate_partition=event.partition,
+                gate_offset=event.offset,  # the payments gate waits for reconciliation
+            )
+        )
         self.plans.append((active, due_date, issued_at, timers))
 
 
-async def plan_invoices(conn: asyncpg.Connection, events: list[Event[InvoiceIssued]], *,
-                        policies: ActivePolicies) -> None:
+async def plan_invoices(
+    conn: asyncpg.Connection, events: list[Event[InvoiceIssued]], *, policies: ActivePolicies
+) -> None:
     """Plan every InvoiceIssued in `events`, in order (inside the caller's transaction), with the
     tenants' active policies kept in `policies` (bootstrap's, one per process). An invoice
     planned before (a redelivery or a second InvoiceIssued) is left as it is; an event whose data
@@ -87,8 +121,9 @@ async def plan_invoices(conn: asyncpg.Connection, events: list[Event[InvoiceIssu
         log.info("scheduler.invoices.planned", count=planned, events=len(events))
 
 
-async def _plan_distinct(conn: asyncpg.Connection, events: list[Event], policies: ActivePolicies, *,
-                         log_each: bool) -> int:
+async def _plan_distinct(
+    conn: asyncpg.Connection, events: list[Event], policies: ActivePolicies, *, log_each: bool
+) -> int:
     todo, planned = events, 0
     for _ in range(_MAX_POLICY_RELOADS):
         batch = PlanBatch(utcnow())
@@ -96,8 +131,12 @@ async def _plan_distinct(conn: asyncpg.Connection, events: list[Event], policies
             active = policies.get(event.tenant_id) or await policies.load(conn, event.tenant_id)
             batch.add(n, event, active)
         rows = await repository.plan_invoices(
-            conn, batch.invoices, planned_at=batch.now, topic=topic(DunningPlanned),
-            event_type=DunningPlanned.TYPE, notify_channel=TIMERS_CHANNEL,
+            conn,
+            batch.invoices,
+            planned_at=batch.now,
+            topic=topic(DunningPlanned),
+            event_type=DunningPlanned.TYPE,
+            notify_channel=TIMERS_CHANNEL,
         )
         stale: list[Event] = []
         for row in rows:
@@ -113,9 +152,15 @@ async def _plan_distinct(conn: asyncpg.Connection, events: list[Event], policies
                 timers = await _plan_settled(conn, event, active, due_date, issued_at, timers, batch.now)
             planned += 1
             if log_each:
-                log.info("scheduler.invoice.planned", invoice_id=event.subject, policy_id=active.policy.policy_id,
-                         policy_version=active.policy.version, timers=len(timers), settled=row["settled"],
-                         skipped=sum(t.state == "skipped" for t in timers))
+                log.info(
+                    "scheduler.invoice.planned",
+                    invoice_id=event.subject,
+                    policy_id=active.policy.policy_id,
+                    policy_version=active.policy.version,
+                    timers=len(timers),
+                    settled=row["settled"],
+                    skipped=sum(t.state == "skipped" for t in timers),
+                )
             else:
                 log.debug("scheduler.invoice.planned", invoice_id=event.subject, settled=row["settled"])
         if not stale:
@@ -126,16 +171,38 @@ async def _plan_distinct(conn: asyncpg.Connection, events: list[Event], policies
     raise RuntimeError("the tenant's policy kept changing while planning; retry")
 
 
-async def _plan_settled(conn: asyncpg.Connection, event: Event[InvoiceIssued], active: ActiveVersion, due_date: date,
-                        issued_at: datetime, opened: list, now: datetime) -> list:
+async def _plan_settled(
+    conn: asyncpg.Connection,
+    event: Event[InvoiceIssued],
+    active: ActiveVersion,
+    due_date: date,
+    issued_at: datetime,
+    opened: list,
+    now: datetime,
+) -> list:
     """The invoice's payment arrived first: the plan shows what would have happened, all cancelled."""
     policy = active.policy
-    timers = plan(policy, due_date=due_date, timezone_name=event.data.customer.timezone, issued_at=issued_at,
-                  settled=True, now=now, stage_ids=[t.stage_id for t in opened])
+    timers = plan(
+        policy,
+        due_date=due_date,
+        timezone_name=event.data.customer.timezone,
+        issued_at=issued_at,
+        settled=True,
+        now=now,
+        stage_ids=[t.stage_id for t in opened],
+    )
     await repository.insert_timers(conn, event.tenant_id, event.subject, policy.version, timers)
-    await outbox.add(conn, messages.dunning_planned(
-        tenant_id=event.tenant_id, invoice_id=event.subject, policy_id=policy.policy_id,
-        policy_version=policy.version, planned_at=now, timers=timers))
+    await outbox.add(
+        conn,
+        messages.dunning_planned(
+            tenant_id=event.tenant_id,
+            invoice_id=event.subject,
+            policy_id=policy.policy_id,
+            policy_version=policy.version,
+            planned_at=now,
+            timers=timers,
+        ),
+    )
     return timers
 
 

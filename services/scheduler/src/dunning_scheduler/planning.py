@@ -17,13 +17,12 @@ The timers of one plan share one time-ordered id, each followed by its two-digit
 (`stg_01JB...7V00`, `stg_01JB...7V01`, ...; at most 50 timers a plan).
 """
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dunning.ids import new_id
-
 from dunning_scheduler.policy import Policy
 
 SKIPPED_PAST = "past_at_planning"
@@ -72,8 +71,10 @@ def instants_for(policy: Policy, *, due_date: date, zone: ZoneInfo, issued_at: d
     """Each stage's instant in UTC. With the due_date anchor they depend only on (due date, zone), which
     invoices imported together share, so they are computed once per pair and policy version."""
     if policy.anchor == "issued_at":
-        return tuple(at.astimezone(timezone.utc) for at in
-                     stage_instants(policy, anchor_instant(policy, due_date=due_date, zone=zone, issued_at=issued_at)))
+        return tuple(
+            at.astimezone(UTC)
+            for at in stage_instants(policy, anchor_instant(policy, due_date=due_date, zone=zone, issued_at=issued_at))
+        )
     cache = policy.instants_cache
     key = (due_date, zone.key)
     found = cache.get(key)
@@ -81,12 +82,21 @@ def instants_for(policy: Policy, *, due_date: date, zone: ZoneInfo, issued_at: d
         if len(cache) >= _INSTANTS_PER_POLICY:
             cache.clear()
         anchor = anchor_instant(policy, due_date=due_date, zone=zone, issued_at=issued_at)
-        found = cache[key] = tuple(at.astimezone(timezone.utc) for at in stage_instants(policy, anchor))
+        found = cache[key] = tuple(at.astimezone(UTC) for at in stage_instants(policy, anchor))
     return found
 
 
-def plan(policy: Policy, *, due_date: date, timezone_name: str, issued_at: datetime, settled: bool,
-         now: datetime, stage_ids: list[str] | None = None, accepted_at: datetime | None = None) -> list[PlannedTimer]:
+def plan(
+    policy: Policy,
+    *,
+    due_date: date,
+    timezone_name: str,
+    issued_at: datetime,
+    settled: bool,
+    now: datetime,
+    stage_ids: list[str] | None = None,
+    accepted_at: datetime | None = None,
+) -> list[PlannedTimer]:
     """The timers, one per (stage, channel). `stage_ids` (as many as timers) reuses ids, so the plan
     of a settled and of an open invoice can be prepared together and the database picks one.
     `accepted_at`: when the invoice entered dunning (default `now`); never later than `now`."""
@@ -107,7 +117,7 @@ def plan(policy: Policy, *, due_date: date, timezone_name: str, issued_at: datet
         elif latest_past is not None and sequence < latest_past:
             state, reason = "skipped", SKIPPED_PAST
         elif sequence == latest_past:
-            state, reason, at = "scheduled", None, cutoff.astimezone(timezone.utc)
+            state, reason, at = "scheduled", None, cutoff.astimezone(UTC)
         else:
             state, reason = "scheduled", None
         for channel in stage.channels:

@@ -67,10 +67,16 @@ class StageDocument(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$", description="Unique within the policy.")]
-    offset: Annotated[str, Field(description="ISO 8601 duration from the anchor; a leading '-' is before it: "
-                                             "-P3D, P1D, P1M, PT5S. Within 10 years of the anchor.")]
-    template: Annotated[str | None, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$",
-                                          description="Tone key; defaults to the stage name.")] = None
+    offset: Annotated[
+        str,
+        Field(
+            description="ISO 8601 duration from the anchor; a leading '-' is before it: "
+            "-P3D, P1D, P1M, PT5S. Within 10 years of the anchor."
+        ),
+    ]
+    template: Annotated[
+        str | None, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$", description="Tone key; defaults to the stage name.")
+    ] = None
     channels: Annotated[list[Channel], Field(min_length=1, json_schema_extra={"uniqueItems": True})] = ["email"]
 
     @field_validator("offset")
@@ -92,28 +98,43 @@ class StageDocument(BaseModel):
         return channels
 
     def normalised(self) -> dict[str, Any]:
-        return {"name": self.name, "offset": self.offset, "template": self.template or self.name,
-                "channels": list(self.channels)}
+        return {
+            "name": self.name,
+            "offset": self.offset,
+            "template": self.template or self.name,
+            "channels": list(self.channels),
+        }
 
 
 class PolicyDocument(BaseModel):
     """A tenant's dunning policy document (PUT /v1/policy; `policy` in the answers)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True,
-                              json_schema_extra={"examples": [DEFAULT_DOCUMENT]})
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra={"examples": [DEFAULT_DOCUMENT]}
+    )
 
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$",
-                             description="Shown as DunningPlanned.policy_id.")] = CUSTOM_POLICY_ID
+    id: Annotated[
+        str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$", description="Shown as DunningPlanned.policy_id.")
+    ] = CUSTOM_POLICY_ID
     description: Annotated[str | None, Field(max_length=500, exclude_if=lambda v: v is None)] = None
-    anchor: Annotated[Literal["due_date", "issued_at"], Field(
-        description="due_date: the due date at send_time in the customer's time zone; "
-                    "issued_at: the invoice's issued_at instant.")] = "due_date"
-    send_time: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
-                                    description="Local time HH:MM (due_date anchor).")] = "09:00"
-    stages: Annotated[list[StageDocument], Field(
-        max_length=MAX_STAGES,
-        description=f"In strictly increasing offset order; unique names; at most {MAX_TIMERS} "
-                    "(stage, channel) pairs in all.")]
+    anchor: Annotated[
+        Literal["due_date", "issued_at"],
+        Field(
+            description="due_date: the due date at send_time in the customer's time zone; "
+            "issued_at: the invoice's issued_at instant."
+        ),
+    ] = "due_date"
+    send_time: Annotated[
+        str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="Local time HH:MM (due_date anchor).")
+    ] = "09:00"
+    stages: Annotated[
+        list[StageDocument],
+        Field(
+            max_length=MAX_STAGES,
+            description=f"In strictly increasing offset order; unique names; at most {MAX_TIMERS} "
+            "(stage, channel) pairs in all.",
+        ),
+    ]
 
     @field_validator("stages")
     @classmethod
@@ -127,8 +148,12 @@ class PolicyDocument(BaseModel):
             seen.add(stage.name)
             nominal = parse_duration(stage.offset).nominal_seconds()
             if previous is not None and nominal <= previous[1]:
-                errors.append((f"stages.{index}.offset", "stages must be in increasing offset order: "
-                               f"{stage.offset} is not after {previous[0]}"))
+                errors.append(
+                    (
+                        f"stages.{index}.offset",
+                        f"stages must be in increasing offset order: {stage.offset} is not after {previous[0]}",
+                    )
+                )
             previous = (stage.offset, nominal)
         timers = sum(len(s.channels) for s in stages)
         if timers > MAX_TIMERS:
@@ -139,8 +164,12 @@ class PolicyDocument(BaseModel):
 
     def normalised(self) -> dict[str, Any]:
         """The document as stored and shown: every default written out."""
-        document: dict[str, Any] = {"id": self.id, "anchor": self.anchor, "send_time": self.send_time,
-                                    "stages": [s.normalised() for s in self.stages]}
+        document: dict[str, Any] = {
+            "id": self.id,
+            "anchor": self.anchor,
+            "send_time": self.send_time,
+            "stages": [s.normalised() for s in self.stages],
+        }
         if self.description is not None:
             document["description"] = self.description
         return document
@@ -171,7 +200,7 @@ _MESSAGES = {
     "id": "must be 1-100 characters of letters, digits, '_', '.', ':' or '-'",
     "description": "must be a string of at most 500 characters",
     "anchor": f"must be one of {', '.join(ANCHORS)}",
-    "send_time": "must be a local time HH:MM such as \"09:00\"",
+    "send_time": 'must be a local time HH:MM such as "09:00"',
     "name": "is required: lower-case letters, digits and '_', starting with a letter, at most 40",
     "template": "must be lower-case letters, digits, '_', '.', '-', starting with a letter, at most 64",
     "channels": f"must be a non-empty list of {', '.join(CHANNELS)}",
@@ -192,8 +221,11 @@ def _message(loc: list[str], error: ErrorDetails) -> str:
             return f"at most {MAX_STAGES} stages, got {len(error['input'])}"
         return "is required: a list of stages (may be empty)"
     if name == "offset":
-        return "is required: an ISO 8601 duration" if kind == "missing" else \
-            "must be an ISO 8601 duration string such as \"P7D\" or \"-P3D\""
+        return (
+            "is required: an ISO 8601 duration"
+            if kind == "missing"
+            else 'must be an ISO 8601 duration string such as "P7D" or "-P3D"'
+        )
     if name.isdigit() and len(loc) > 1 and loc[-2] == "channels":
         return f"unknown channel {error['input']!r}; one of {', '.join(CHANNELS)}"
     if name.isdigit() and len(loc) > 1 and loc[-2] == "stages":
@@ -233,12 +265,27 @@ def parse_policy(document: Any, *, version: int = 1, is_default: bool = False) -
         raise PolicyError.from_validation(exc) from None
     normalised = valid.normalised()
     hours, minutes = map(int, valid.send_time.split(":"))
-    stages = tuple(Stage(name=s["name"], offset=parse_duration(s["offset"]), offset_text=s["offset"],
-                         template=s["template"], channels=tuple(s["channels"])) for s in normalised["stages"])
+    stages = tuple(
+        Stage(
+            name=s["name"],
+            offset=parse_duration(s["offset"]),
+            offset_text=s["offset"],
+            template=s["template"],
+            channels=tuple(s["channels"]),
+        )
+        for s in normalised["stages"]
+    )
     policy_id = valid.id if "id" in valid.model_fields_set or not is_default else DEFAULT_POLICY_ID
     normalised["id"] = policy_id
-    return Policy(policy_id=policy_id, anchor=valid.anchor, send_time=time(hours, minutes), stages=stages,
-                  document=normalised, version=version, is_default=is_default)
+    return Policy(
+        policy_id=policy_id,
+        anchor=valid.anchor,
+        send_time=time(hours, minutes),
+        stages=stages,
+        document=normalised,
+        version=version,
+        is_default=is_default,
+    )
 
 
 DEFAULT_POLICY = parse_policy(DEFAULT_DOCUMENT, version=1, is_default=True)

@@ -51,8 +51,9 @@ async def save_policy(conn: asyncpg.Connection, tenant_id: str, policy: Policy) 
         await repository.lock_tenant_policy(conn, tenant_id)
         current = await repository.latest_policy(conn, tenant_id)
         if current is not None and current["document"] == policy.document:
-            return StoredPolicy(tenant_id, parse_policy(current["document"], version=current["version"]),
-                                current["created_at"]), False
+            return StoredPolicy(
+                tenant_id, parse_policy(current["document"], version=current["version"]), current["created_at"]
+            ), False
         version = (current["version"] if current else 0) + 1
         created_at = await repository.insert_policy(conn, tenant_id, version, policy.document)
     return StoredPolicy(tenant_id, parse_policy(policy.document, version=version), created_at), True
@@ -62,6 +63,7 @@ async def save_policy(conn: asyncpg.Connection, tenant_id: str, policy: Policy) 
 class ActiveVersion:
     """The version planning uses, as the planning statement checks it: `stored_version` and
     `stored_at` of the tenant's latest policies row (0 and None: no row, the built-in default)."""
+
     policy: Policy
     stored_version: int
     stored_at: datetime | None
@@ -91,11 +93,11 @@ class ActivePolicies:
         elif known is not None and (known.stored_version, known.stored_at) == (row["version"], row["created_at"]):
             active = known
         else:
-            active = ActiveVersion(parse_policy(row["document"], version=row["version"]), row["version"],
-                                   row["created_at"])
+            active = ActiveVersion(
+                parse_policy(row["document"], version=row["version"]), row["version"], row["created_at"]
+            )
         self._by_tenant[tenant_id] = active
         self._by_tenant.move_to_end(tenant_id)
         while len(self._by_tenant) > self.max_tenants:
             self._by_tenant.popitem(last=False)
         return active
-

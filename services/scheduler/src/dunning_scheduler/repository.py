@@ -11,8 +11,10 @@ from dunning.contracts import PaymentReceived, topic
 from dunning_scheduler.planning import SETTLED as SETTLED_REASON
 from dunning_scheduler.planning import PlannedTimer
 
-TIMER_COLUMNS = ("stage_id, tenant_id, invoice_id, stage, sequence, channel, template, scheduled_at, state,"
-                 " fired_at, cancelled_at, reason, policy_version")
+TIMER_COLUMNS = (
+    "stage_id, tenant_id, invoice_id, stage, sequence, channel, template, scheduled_at, state,"
+    " fired_at, cancelled_at, reason, policy_version"
+)
 
 
 # Planning, one statement for any number of InvoiceIssued (distinct invoice ids): check that each
@@ -24,10 +26,33 @@ TIMER_COLUMNS = ("stage_id, tenant_id, invoice_id, stage, sequence, channel, tem
 # thousands of values that is several times cheaper, on both sides, than one array parameter per
 # column. The outbox payload travels as a JSON string and is stored byte for byte.
 # One row per input: n, policy_current, settled (null: not stored).
-PLAN_INVOICE_FIELDS = ("n", "invoice_id", "tenant_id", "external_id", "number", "currency", "amount_due",
-                       "issue_date", "due_date", "payment_url", "customer", "issued_at", "issued_event_id",
-                       "policy_id", "policy_version", "stored_version", "stored_at", "due_now", "lane", "event_id",
-                       "headers", "payload", "timers", "gate_partition", "gate_offset")
+PLAN_INVOICE_FIELDS = (
+    "n",
+    "invoice_id",
+    "tenant_id",
+    "external_id",
+    "number",
+    "currency",
+    "amount_due",
+    "issue_date",
+    "due_date",
+    "payment_url",
+    "customer",
+    "issued_at",
+    "issued_event_id",
+    "policy_id",
+    "policy_version",
+    "stored_version",
+    "stored_at",
+    "due_now",
+    "lane",
+    "event_id",
+    "headers",
+    "payload",
+    "timers",
+    "gate_partition",
+    "gate_offset",
+)
 PLAN_TIMER_FIELDS = ("stage_id", "stage", "sequence", "channel", "template", "scheduled_at", "state", "reason")
 _PLAN = f"""
 WITH u AS MATERIALIZED (
@@ -90,23 +115,75 @@ ORDER BY u.n
 """
 
 
-def plan_invoice_row(*, n: int, invoice_id: str, tenant_id: str, external_id: str, number: str, currency: str,
-                     amount_due: str, issue_date: str, due_date: str, payment_url: str | None, customer: dict,
-                     issued_at: str, issued_event_id: str, policy_id: str, policy_version: int,
-                     stored_version: int, stored_at: datetime | None, due_now: bool, lane: int, event_id: str,
-                     headers: dict, payload: str, timers: list[PlannedTimer], gate_partition: int | None,
-                     gate_offset: int | None) -> list:
+def plan_invoice_row(
+    *,
+    n: int,
+    invoice_id: str,
+    tenant_id: str,
+    external_id: str,
+    number: str,
+    currency: str,
+    amount_due: str,
+    issue_date: str,
+    due_date: str,
+    payment_url: str | None,
+    customer: dict,
+    issued_at: str,
+    issued_event_id: str,
+    policy_id: str,
+    policy_version: int,
+    stored_version: int,
+    stored_at: datetime | None,
+    due_now: bool,
+    lane: int,
+    event_id: str,
+    headers: dict,
+    payload: str,
+    timers: list[PlannedTimer],
+    gate_partition: int | None,
+    gate_offset: int | None,
+) -> list:
     """One input row of `plan_invoices`, in the positions `_PLAN` reads (PLAN_INVOICE_FIELDS)."""
-    return [n, invoice_id, tenant_id, external_id, number, currency, amount_due, issue_date, due_date, payment_url,
-            customer, issued_at, issued_event_id, policy_id, policy_version, stored_version, stored_at, due_now,
-            lane, event_id, headers, payload,
-            [[t.stage_id, t.stage, t.sequence, t.channel, t.template, t.scheduled_at, t.state, t.reason]
-             for t in timers],  # PLAN_TIMER_FIELDS
-            gate_partition, gate_offset]
+    return [
+        n,
+        invoice_id,
+        tenant_id,
+        external_id,
+        number,
+        currency,
+        amount_due,
+        issue_date,
+        due_date,
+        payment_url,
+        customer,
+        issued_at,
+        issued_event_id,
+        policy_id,
+        policy_version,
+        stored_version,
+        stored_at,
+        due_now,
+        lane,
+        event_id,
+        headers,
+        payload,
+        [
+            [t.stage_id, t.stage, t.sequence, t.channel, t.template, t.scheduled_at, t.state, t.reason] for t in timers
+        ],  # PLAN_TIMER_FIELDS
+        gate_partition,
+        gate_offset,
+    ]
 
 
-async def plan_invoices(conn: asyncpg.Connection, invoices: list[list], *, planned_at: datetime, topic: str,
-                        event_type: str, notify_channel: str) -> list[asyncpg.Record]:
+async def plan_invoices(
+    conn: asyncpg.Connection,
+    invoices: list[list],
+    *,
+    planned_at: datetime,
+    topic: str,
+    event_type: str,
+    notify_channel: str,
+) -> list[asyncpg.Record]:
     """`invoices`: rows made by `plan_invoice_row`. One round trip."""
     return await conn.fetch(_PLAN, orjson.dumps(invoices).decode(), planned_at, topic, event_type, notify_channel)
 
@@ -120,22 +197,29 @@ FROM unnest($4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::times
 """
 
 
-async def insert_timers(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, policy_version: int,
-                        timers: list[PlannedTimer]) -> None:
+async def insert_timers(
+    conn: asyncpg.Connection, tenant_id: str, invoice_id: str, policy_version: int, timers: list[PlannedTimer]
+) -> None:
     if not timers:
         return
     await conn.execute(
         _INSERT_TIMERS,
-        tenant_id, invoice_id, policy_version,
-        [t.stage_id for t in timers], [t.stage for t in timers], [t.sequence for t in timers],
-        [t.channel for t in timers], [t.template for t in timers], [t.scheduled_at for t in timers],
-        [t.state for t in timers], [t.reason for t in timers],
+        tenant_id,
+        invoice_id,
+        policy_version,
+        [t.stage_id for t in timers],
+        [t.stage for t in timers],
+        [t.sequence for t in timers],
+        [t.channel for t in timers],
+        [t.template for t in timers],
+        [t.scheduled_at for t in timers],
+        [t.state for t in timers],
+        [t.reason for t in timers],
     )
 
 
 _INVOICE_OWNER = (
-    "SELECT tenant_id, currency, planned_at, settled, last_payment_acknowledged_at FROM invoices"
-    " WHERE invoice_id = $1"
+    "SELECT tenant_id, currency, planned_at, settled, last_payment_acknowledged_at FROM invoices WHERE invoice_id = $1"
 )
 
 
@@ -174,9 +258,17 @@ ORDER BY c.sequence, c.channel
 """
 
 
-async def apply_payment(conn: asyncpg.Connection, *, invoice_id: str, tenant_id: str, currency: str,
-                        balance: Decimal, settled: bool, payment_id: str,
-                        acknowledged_at: datetime) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
+async def apply_payment(
+    conn: asyncpg.Connection,
+    *,
+    invoice_id: str,
+    tenant_id: str,
+    currency: str,
+    balance: Decimal,
+    settled: bool,
+    payment_id: str,
+    acknowledged_at: datetime,
+) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
     """Apply a payment unless a later one (by acknowledged_at) was applied already; a settled
     invoice stays settled. Once settled, every still-scheduled timer is cancelled (fired ones are
     history and stay), in the same statement. Returns the invoice (settled, balance, planned_at;
@@ -184,7 +276,14 @@ async def apply_payment(conn: asyncpg.Connection, *, invoice_id: str, tenant_id:
     now, in plan order."""
     rows = await conn.fetch(
         _APPLY_PAYMENT,
-        invoice_id, tenant_id, currency, balance, settled, payment_id, acknowledged_at, SETTLED_REASON,
+        invoice_id,
+        tenant_id,
+        currency,
+        balance,
+        settled,
+        payment_id,
+        acknowledged_at,
+        SETTLED_REASON,
     )
     if not rows:
         return None, []
@@ -214,7 +313,9 @@ WITH applied AS (
                 GROUP BY p.key) AS best) AS positions
 )
 """
-_FIRE_DUE = _GATE + """
+_FIRE_DUE = (
+    _GATE
+    + """
 UPDATE timers AS t SET state = 'fired', fired_at = now()
 FROM invoices AS i
 WHERE t.stage_id = ANY(ARRAY(
@@ -231,12 +332,14 @@ RETURNING t.stage_id, t.tenant_id, t.invoice_id, t.stage, t.sequence, t.channel,
           t.fired_at, i.external_id, i.number, i.currency, i.amount_due, i.balance, i.issue_date, i.due_date,
           i.payment_url, i.customer
 """
+)
 _GATE_STATE = _GATE + "SELECT watermark, positions FROM gate"
 PAYMENTS_TOPIC = topic(PaymentReceived)  # the catalogue's (Settings.payments_topic may name another)
 
 
-async def fire_due(conn: asyncpg.Connection, limit: int, *, gated: bool = True,
-                   payments_topic: str = PAYMENTS_TOPIC) -> list[asyncpg.Record]:
+async def fire_due(
+    conn: asyncpg.Connection, limit: int, *, gated: bool = True, payments_topic: str = PAYMENTS_TOPIC
+) -> list[asyncpg.Record]:
     """Claim up to `limit` due timers the gate lets through and mark them fired (inside the caller's
     transaction)."""
     return await conn.fetch(_FIRE_DUE, payments_topic, gated, limit)
@@ -266,8 +369,12 @@ async def store_watermarks(conn: asyncpg.Connection, statements: list[tuple[str,
     """Keep the statements (id, data); a redelivered one is already there."""
     await conn.execute(
         _STORE_WATERMARKS,
-        orjson.dumps([[sid, d["watermark"], d["payments_offsets"], d["invoice_positions"], d["computed_at"]]
-                      for sid, d in statements]).decode(),
+        orjson.dumps(
+            [
+                [sid, d["watermark"], d["payments_offsets"], d["invoice_positions"], d["computed_at"]]
+                for sid, d in statements
+            ]
+        ).decode(),
     )
 
 
@@ -307,10 +414,7 @@ async def firing_gauges(conn: asyncpg.Connection) -> asyncpg.Record:
     return await conn.fetchrow(_FIRING_GAUGES)
 
 
-_TIMERS_OF = (
-    f"SELECT {TIMER_COLUMNS} FROM timers WHERE tenant_id = $1 AND invoice_id = $2"
-    " ORDER BY sequence, channel"
-)
+_TIMERS_OF = f"SELECT {TIMER_COLUMNS} FROM timers WHERE tenant_id = $1 AND invoice_id = $2 ORDER BY sequence, channel"
 
 
 async def timers_of(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> list[asyncpg.Record]:

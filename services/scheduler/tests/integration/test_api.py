@@ -8,15 +8,19 @@ import pytest
 from dunning_scheduler.api import create_app
 
 pytestmark = pytest.mark.integration
-DEMO = {"id": "pol_demo", "anchor": "issued_at", "stages": [
-    {"name": "soft", "offset": "PT5S"}, {"name": "firm", "offset": "PT10S", "channels": ["email", "sms"]}]}
+DEMO = {
+    "id": "pol_demo",
+    "anchor": "issued_at",
+    "stages": [{"name": "soft", "offset": "PT5S"}, {"name": "firm", "offset": "PT10S", "channels": ["email", "sms"]}],
+}
 
 
 @pytest.fixture
 async def client(pool, settings, h):
     app = create_app(pool, settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
-                                 headers={"Authorization": f"Bearer {h.API_KEY}"}) as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t", headers={"Authorization": f"Bearer {h.API_KEY}"}
+    ) as client:
         yield client
 
 
@@ -32,8 +36,12 @@ async def test_put_stores_a_new_version_and_get_returns_it(client):
     first = await client.put("/v1/policy", json=DEMO)
     assert first.status_code == 200, first.text
     assert first.json()["version"] == 1 and first.json()["created"] is True
-    assert first.json()["policy"]["stages"][0] == {"name": "soft", "offset": "PT5S", "template": "soft",
-                                                   "channels": ["email"]}
+    assert first.json()["policy"]["stages"][0] == {
+        "name": "soft",
+        "offset": "PT5S",
+        "template": "soft",
+        "channels": ["email"],
+    }
     same = await client.put("/v1/policy", json=DEMO)  # idempotent: an equal document is no new version
     assert same.json()["version"] == 1 and same.json()["created"] is False
     changed = await client.put("/v1/policy", json={**DEMO, "stages": DEMO["stages"][:1]})
@@ -43,16 +51,25 @@ async def test_put_stores_a_new_version_and_get_returns_it(client):
     assert len(active["policy"]["stages"]) == 1
 
 
-@pytest.mark.parametrize("document, field", [
-    pytest.param({**DEMO, "timezone": "UTC"}, "timezone", id="unknown-key"),
-    pytest.param({"stages": [{"name": "soft", "offset": "P1X"}]}, "stages.0.offset", id="bad-duration"),
-    pytest.param({"stages": [{"name": "a", "offset": "P2D"}, {"name": "b", "offset": "P1D"}]}, "stages.1.offset",
-                 id="not-increasing"),
-    pytest.param({"stages": [{"name": "a", "offset": "P1D"}, {"name": "a", "offset": "P2D"}]}, "stages.1.name",
-                 id="duplicate-name"),
-    pytest.param({"stages": [{"name": f"s{i}", "offset": f"P{i}D"} for i in range(21)]}, "stages", id="too-many"),
-    pytest.param([1, 2], "(body)", id="not-an-object"),
-])
+@pytest.mark.parametrize(
+    "document, field",
+    [
+        pytest.param({**DEMO, "timezone": "UTC"}, "timezone", id="unknown-key"),
+        pytest.param({"stages": [{"name": "soft", "offset": "P1X"}]}, "stages.0.offset", id="bad-duration"),
+        pytest.param(
+            {"stages": [{"name": "a", "offset": "P2D"}, {"name": "b", "offset": "P1D"}]},
+            "stages.1.offset",
+            id="not-increasing",
+        ),
+        pytest.param(
+            {"stages": [{"name": "a", "offset": "P1D"}, {"name": "a", "offset": "P2D"}]},
+            "stages.1.name",
+            id="duplicate-name",
+        ),
+        pytest.param({"stages": [{"name": f"s{i}", "offset": f"P{i}D"} for i in range(21)]}, "stages", id="too-many"),
+        pytest.param([1, 2], "(body)", id="not-an-object"),
+    ],
+)
 async def test_invalid_policies_are_problems_naming_the_field(client, document, field):
     response = await client.put("/v1/policy", json=document)
     assert response.status_code == 422
@@ -67,15 +84,22 @@ async def test_a_body_that_is_not_json_is_a_400(client):
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
-@pytest.mark.parametrize("headers", [
-    pytest.param({}, id="missing"), pytest.param({"Authorization": "Bearer dk_wrong"}, id="unknown-key"),
-    pytest.param({"Authorization": "Basic abc"}, id="wrong-scheme"),
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="missing"),
+        pytest.param({"Authorization": "Bearer dk_wrong"}, id="unknown-key"),
+        pytest.param({"Authorization": "Basic abc"}, id="wrong-scheme"),
+    ],
+)
 async def test_routes_need_an_api_key(pool, settings, headers):
     app = create_app(pool, settings)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        for method, path in [("GET", "/v1/policy"), ("PUT", "/v1/policy"),
-                             ("GET", "/v1/invoices/inv_0123456789AB/timers")]:
+        for method, path in [
+            ("GET", "/v1/policy"),
+            ("PUT", "/v1/policy"),
+            ("GET", "/v1/invoices/inv_0123456789AB/timers"),
+        ]:
             response = await client.request(method, path, headers=headers, json=DEMO)
             assert response.status_code == 401, (method, path)
             assert response.headers["content-type"].startswith("application/problem+json")

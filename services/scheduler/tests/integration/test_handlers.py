@@ -1,19 +1,17 @@
 """Planning, firing and cancelling on a real PostgreSQL, through the handlers and the firing loop."""
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from dunning.clock import utcnow
 from dunning.events import validate
-
 from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.policy import parse_policy
 from dunning_scheduler.policy_store import save_policy
 
 pytestmark = pytest.mark.integration
-PLANNED, ESCALATED, CANCELLED = ("dunning.DunningPlanned.v1", "dunning.StageEscalated.v1",
-                                 "dunning.StagesCancelled.v1")
+PLANNED, ESCALATED, CANCELLED = ("dunning.DunningPlanned.v1", "dunning.StageEscalated.v1", "dunning.StagesCancelled.v1")
 
 
 async def use_policy(pool, tenant: str, document: dict) -> None:
@@ -22,19 +20,22 @@ async def use_policy(pool, tenant: str, document: dict) -> None:
 
 
 async def test_invoice_issued_plans_the_default_stages_and_emits_dunning_planned(pool, h):
-    event = h.invoice_issued(due_date=date(2031, 3, 20), issued_at=datetime(2031, 3, 1, 10, tzinfo=timezone.utc))
+    event = h.invoice_issued(due_date=date(2031, 3, 20), issued_at=datetime(2031, 3, 1, 10, tzinfo=UTC))
     invoice_id = event["subject"]
     await h.apply(pool, event)
 
     rows = await h.timers(pool, invoice_id)
     assert [(r["stage"], r["sequence"], r["channel"], r["template"], r["state"]) for r in rows] == [
-        ("pre_due", 0, "email", "pre_due", "scheduled"), ("soft", 1, "email", "soft", "scheduled"),
-        ("firm", 2, "email", "firm", "scheduled"), ("final", 3, "email", "final", "scheduled"),
-        ("collections", 4, "email", "collections", "scheduled")]
+        ("pre_due", 0, "email", "pre_due", "scheduled"),
+        ("soft", 1, "email", "soft", "scheduled"),
+        ("firm", 2, "email", "firm", "scheduled"),
+        ("final", 3, "email", "final", "scheduled"),
+        ("collections", 4, "email", "collections", "scheduled"),
+    ]
     # 09:00 Berlin: CET (UTC+1) before 30 March 2031, CEST (UTC+2) after.
-    assert rows[0]["scheduled_at"] == datetime(2031, 3, 17, 8, tzinfo=timezone.utc)
-    assert rows[2]["scheduled_at"] == datetime(2031, 3, 27, 8, tzinfo=timezone.utc)
-    assert rows[3]["scheduled_at"] == datetime(2031, 4, 3, 7, tzinfo=timezone.utc)
+    assert rows[0]["scheduled_at"] == datetime(2031, 3, 17, 8, tzinfo=UTC)
+    assert rows[2]["scheduled_at"] == datetime(2031, 3, 27, 8, tzinfo=UTC)
+    assert rows[3]["scheduled_at"] == datetime(2031, 4, 3, 7, tzinfo=UTC)
 
     [planned] = await h.outbox_events(pool, PLANNED, invoice_id)
     validate(planned)
@@ -55,9 +56,18 @@ async def test_a_redelivered_or_repeated_invoice_issued_plans_nothing_twice(pool
 
 
 async def test_second_offsets_fire_stage_escalated_with_the_invoice_snapshot(pool, h):
-    await use_policy(pool, h.TENANT, {"anchor": "issued_at", "stages": [
-        {"name": "soft", "offset": "PT1S"}, {"name": "firm", "offset": "PT2S", "channels": ["email", "sms"]},
-        {"name": "final", "offset": "P1D", "template": "final.strict"}]})
+    await use_policy(
+        pool,
+        h.TENANT,
+        {
+            "anchor": "issued_at",
+            "stages": [
+                {"name": "soft", "offset": "PT1S"},
+                {"name": "firm", "offset": "PT2S", "channels": ["email", "sms"]},
+                {"name": "final", "offset": "P1D", "template": "final.strict"},
+            ],
+        },
+    )
     event = h.invoice_issued(issued_at=utcnow(), amount_due="980.50")
     invoice_id = event["subject"]
     await h.apply(pool, event)
@@ -69,23 +79,41 @@ async def test_second_offsets_fire_stage_escalated_with_the_invoice_snapshot(poo
         return len(await h.outbox_events(pool, ESCALATED, invoice_id)) >= 3
 
     from dunning_tools.testing.waits import async_wait_until
+
     await async_wait_until(fired, timeout=15, what="three StageEscalated")
     escalated = await h.outbox_events(pool, ESCALATED, invoice_id)
     for envelope in escalated:
         validate(envelope)
     assert sorted((e["data"]["stage"], e["data"]["channel"]) for e in escalated) == [
-        ("firm", "email"), ("firm", "sms"), ("soft", "email")]
+        ("firm", "email"),
+        ("firm", "sms"),
+        ("soft", "email"),
+    ]
     soft = next(e["data"] for e in escalated if e["data"]["stage"] == "soft")
     assert soft["invoice"]["amount_due"] == soft["invoice"]["balance"] == "980.50"
     assert soft["customer"]["timezone"] == "Europe/Berlin" and soft["template"] == "soft"
     states = {(r["stage"], r["channel"]): r["state"] for r in await h.timers(pool, invoice_id)}
-    assert states == {("soft", "email"): "fired", ("firm", "email"): "fired", ("firm", "sms"): "fired",
-                      ("final", "email"): "scheduled"}
+    assert states == {
+        ("soft", "email"): "fired",
+        ("firm", "email"): "fired",
+        ("firm", "sms"): "fired",
+        ("final", "email"): "scheduled",
+    }
 
 
 async def test_settling_payment_cancels_pending_stages_and_leaves_fired_ones(pool, h):
-    await use_policy(pool, h.TENANT, {"anchor": "issued_at", "stages": [
-        {"name": "soft", "offset": "PT0S"}, {"name": "firm", "offset": "P1D"}, {"name": "final", "offset": "P2D"}]})
+    await use_policy(
+        pool,
+        h.TENANT,
+        {
+            "anchor": "issued_at",
+            "stages": [
+                {"name": "soft", "offset": "PT0S"},
+                {"name": "firm", "offset": "P1D"},
+                {"name": "final", "offset": "P2D"},
+            ],
+        },
+    )
     event = h.invoice_issued(issued_at=utcnow() - timedelta(seconds=1))
     invoice_id = event["subject"]
     await h.apply(pool, event)
@@ -94,8 +122,11 @@ async def test_settling_payment_cancels_pending_stages_and_leaves_fired_ones(poo
 
     await h.apply(pool, h.payment_received(invoice_id, balance="0.00", settled=True))
     states = {r["stage"]: (r["state"], r["reason"]) for r in await h.timers(pool, invoice_id)}
-    assert states == {"soft": ("fired", None), "firm": ("cancelled", "invoice_settled"),
-                      "final": ("cancelled", "invoice_settled")}
+    assert states == {
+        "soft": ("fired", None),
+        "firm": ("cancelled", "invoice_settled"),
+        "final": ("cancelled", "invoice_settled"),
+    }
     [cancelled] = await h.outbox_events(pool, CANCELLED, invoice_id)
     validate(cancelled)
     assert [s["stage"] for s in cancelled["data"]["stages"]] == ["firm", "final"]
@@ -107,15 +138,20 @@ async def test_settling_payment_cancels_pending_stages_and_leaves_fired_ones(poo
 
 
 async def test_partial_payment_shows_in_later_reminders_and_stale_payments_never_unsettle(pool, h):
-    await use_policy(pool, h.TENANT, {"anchor": "issued_at", "stages": [
-        {"name": "soft", "offset": "PT0S"}, {"name": "firm", "offset": "P1D"}]})
+    await use_policy(
+        pool,
+        h.TENANT,
+        {"anchor": "issued_at", "stages": [{"name": "soft", "offset": "PT0S"}, {"name": "firm", "offset": "P1D"}]},
+    )
     event = h.invoice_issued(issued_at=utcnow() + timedelta(hours=1), amount_due="1250.00")
     invoice_id = event["subject"]
     await h.apply(pool, event)
     t0 = utcnow()
     await h.apply(pool, h.payment_received(invoice_id, balance="750.00", settled=False, acknowledged_at=t0))
-    await h.apply(pool, h.payment_received(invoice_id, balance="1000.00", settled=False,
-                                           acknowledged_at=t0 - timedelta(minutes=5)))  # stale
+    await h.apply(
+        pool,
+        h.payment_received(invoice_id, balance="1000.00", settled=False, acknowledged_at=t0 - timedelta(minutes=5)),
+    )  # stale
     await pool.execute("UPDATE timers SET scheduled_at = now() WHERE invoice_id = $1 AND stage = 'soft'", invoice_id)
     schema = await pool.fetchval("SELECT current_schema()")
     assert await FiringLoop(pool, schema, gated=False).fire_once() == 1
@@ -123,8 +159,12 @@ async def test_partial_payment_shows_in_later_reminders_and_stale_payments_never
     validate(escalated)
     assert escalated["data"]["invoice"]["balance"] == "750.00"
 
-    await h.apply(pool, h.payment_received(invoice_id, balance="0.00", settled=True, acknowledged_at=t0 + timedelta(seconds=1)))
-    await h.apply(pool, h.payment_received(invoice_id, balance="750.00", settled=False, acknowledged_at=t0))  # late copy
+    await h.apply(
+        pool, h.payment_received(invoice_id, balance="0.00", settled=True, acknowledged_at=t0 + timedelta(seconds=1))
+    )
+    await h.apply(
+        pool, h.payment_received(invoice_id, balance="750.00", settled=False, acknowledged_at=t0)
+    )  # late copy
     invoice = await pool.fetchrow("SELECT settled, balance FROM invoices WHERE invoice_id = $1", invoice_id)
     assert invoice["settled"] and invoice["balance"] == 0
 
@@ -152,8 +192,13 @@ async def test_an_old_invoice_imported_late_fires_one_reminder_not_four(pool, h)
     invoice_id = event["subject"]
     await h.apply(pool, event)
     states = [(r["stage"], r["state"]) for r in await h.timers(pool, invoice_id)]
-    assert states == [("pre_due", "skipped"), ("soft", "skipped"), ("firm", "skipped"),
-                      ("final", "scheduled"), ("collections", "scheduled")]
+    assert states == [
+        ("pre_due", "skipped"),
+        ("soft", "skipped"),
+        ("firm", "skipped"),
+        ("final", "scheduled"),
+        ("collections", "scheduled"),
+    ]
     schema = await pool.fetchval("SELECT current_schema()")
     assert await FiringLoop(pool, schema, gated=False).fire_once() == 1
     [escalated] = await h.outbox_events(pool, ESCALATED, invoice_id)
@@ -166,8 +211,7 @@ async def test_another_tenants_payment_for_an_invoice_is_rejected(pool, h):
     event = h.invoice_issued(due_date=date(2031, 3, 20))
     await h.apply(pool, event)
     with pytest.raises(Rejected):
-        await h.apply(pool, h.payment_received(event["subject"], balance="0.00", settled=True,
-                                               tenant_id="ten_other"))
+        await h.apply(pool, h.payment_received(event["subject"], balance="0.00", settled=True, tenant_id="ten_other"))
     assert {r["state"] for r in await h.timers(pool, event["subject"])} == {"scheduled"}
 
 

@@ -12,7 +12,6 @@ from dunning.db import create_pool
 from dunning.events import dumps, validate
 from dunning.kafka import make_producer
 from dunning.runtime import relay_for
-
 from dunning_scheduler.bootstrap import consumer_for, firing_loop_for
 from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.policy import parse_policy
@@ -31,8 +30,16 @@ async def producer(infra):
 
 async def test_invoice_on_kafka_becomes_stage_escalated_on_kafka(pool, settings, producer, infra, h):
     async with pool.acquire() as conn:
-        await save_policy(conn, h.TENANT, parse_policy({"anchor": "issued_at", "stages": [
-            {"name": "soft", "offset": "PT3S"}, {"name": "firm", "offset": "PT4S"}]}))
+        await save_policy(
+            conn,
+            h.TENANT,
+            parse_policy(
+                {
+                    "anchor": "issued_at",
+                    "stages": [{"name": "soft", "offset": "PT3S"}, {"name": "firm", "offset": "PT4S"}],
+                }
+            ),
+        )
     workers = [consumer_for(settings, pool), firing_loop_for(settings, pool), relay_for(settings, pool, producer)]
     tasks = [asyncio.create_task(w.run()) for w in workers]
     # Wait until the consumer has joined its group, so that the plan starts when the invoice is issued.
@@ -42,6 +49,7 @@ async def test_invoice_on_kafka_becomes_stage_escalated_on_kafka(pool, settings,
 
     async def joined():
         return workers[0].processed > 0
+
     await async_wait_until(joined, timeout=30, what="consumer joined")
 
     settled_event = h.invoice_issued(issued_at=utcnow())
@@ -53,17 +61,22 @@ async def test_invoice_on_kafka_becomes_stage_escalated_on_kafka(pool, settings,
 
     async def payment_applied():  # two topics: nothing orders the payment before the invoice but time
         return await pool.fetchval("SELECT settled FROM invoices WHERE invoice_id = $1", settled_id)
+
     await async_wait_until(payment_applied, timeout=30, what="payment applied")
-    for topic, envelope in [("dunning.invoices.v1", settled_event), ("dunning.invoices.v1", event),
-                            ("dunning.invoices.v1", event)]:
+    for topic, envelope in [
+        ("dunning.invoices.v1", settled_event),
+        ("dunning.invoices.v1", event),
+        ("dunning.invoices.v1", event),
+    ]:
         validate(envelope)
         await producer.send_and_wait(topic, dumps(envelope), key=envelope["subject"].encode())
 
     try:
+
         def seen(events):  # partitions are read side by side: wait for both invoices' events
-            return len([e for e in events if e["type"] == "dunning.StageEscalated.v1"
-                        and e["subject"] == invoice_id]) >= 2 and any(
-                e["type"] == "dunning.DunningPlanned.v1" and e["subject"] == settled_id for e in events)
+            return len(
+                [e for e in events if e["type"] == "dunning.StageEscalated.v1" and e["subject"] == invoice_id]
+            ) >= 2 and any(e["type"] == "dunning.DunningPlanned.v1" and e["subject"] == settled_id for e in events)
 
         events = await h.read_topic(infra.kafka_bootstrap_servers, "dunning.stages.v1", seen, timeout=30)
     finally:
@@ -82,8 +95,10 @@ async def test_invoice_on_kafka_becomes_stage_escalated_on_kafka(pool, settings,
 
 
 async def test_two_firing_loops_never_fire_a_timer_twice(pool, infra, schema, h):
-    invoices = [h.invoice_issued(issued_at=utcnow() - timedelta(days=1), due_date=utcnow().date() + timedelta(days=5))
-                for _ in range(300)]
+    invoices = [
+        h.invoice_issued(issued_at=utcnow() - timedelta(days=1), due_date=utcnow().date() + timedelta(days=5))
+        for _ in range(300)
+    ]
     for event in invoices:
         await h.apply(pool, event)
     await pool.execute("UPDATE timers SET scheduled_at = now() - random() * interval '1 hour'")
@@ -91,14 +106,18 @@ async def test_two_firing_loops_never_fire_a_timer_twice(pool, infra, schema, h)
     assert total == 1500
 
     second_pool = await create_pool(infra.database_url, schema)
-    loops = [FiringLoop(pool, schema, batch_size=40, name="a", gated=False),
-             FiringLoop(second_pool, schema, batch_size=40, name="b", gated=False)]
+    loops = [
+        FiringLoop(pool, schema, batch_size=40, name="a", gated=False),
+        FiringLoop(second_pool, schema, batch_size=40, name="b", gated=False),
+    ]
     tasks = [asyncio.create_task(loop.run()) for loop in loops]
     try:
+
         async def drained():
             return await pool.fetchval("SELECT count(*) FROM timers WHERE state = 'scheduled'") == 0
 
         from dunning_tools.testing.waits import async_wait_until
+
         await async_wait_until(drained, timeout=30, what="every timer fired")
     finally:
         for loop in loops:

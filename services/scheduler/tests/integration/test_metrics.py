@@ -5,6 +5,8 @@ from datetime import date, timedelta
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from dunning import inbox
 from dunning.clock import utcnow
 from dunning.events import decode, dumps, validate
@@ -14,15 +16,17 @@ from dunning_scheduler.api import create_app
 from dunning_scheduler.bootstrap import handlers_for
 from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.policy_store import ActivePolicies
-from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
 
 
 async def _scrape(client) -> dict[str, float]:
     text = (await client.get("/metrics")).text
-    return {s.name + "".join(f"/{v}" for v in s.labels.values()): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        s.name + "".join(f"/{v}" for v in s.labels.values()): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def test_backlog_watermark_age_and_cancel_latency_show_on_the_scrape(pool, settings, h):
@@ -49,14 +53,19 @@ async def test_backlog_watermark_age_and_cancel_latency_show_on_the_scrape(pool,
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         before = await _scrape(client)
         acknowledged = utcnow() - timedelta(seconds=2)
-        await apply(h.payment_received(paid["subject"], balance="0.00", settled=True, amount="1250.00",
-                                       acknowledged_at=acknowledged))
+        await apply(
+            h.payment_received(
+                paid["subject"], balance="0.00", settled=True, amount="1250.00", acknowledged_at=acknowledged
+            )
+        )
         after = await _scrape(client)
 
     assert before["dunning_scheduler_timers_due"] >= 1
     assert before["dunning_scheduler_timers_oldest_due_age_seconds"] > 0
-    assert before["dunning_scheduler_payments_watermark_age_seconds"] != before[
-        "dunning_scheduler_payments_watermark_age_seconds"]  # NaN: no watermark received yet
+    assert (
+        before["dunning_scheduler_payments_watermark_age_seconds"]
+        != before["dunning_scheduler_payments_watermark_age_seconds"]
+    )  # NaN: no watermark received yet
     assert before["dunning_scheduler_cancel_latency_seconds_count"] == 0
     assert after["dunning_scheduler_cancel_latency_seconds_count"] == 1
     assert 2 <= after["dunning_scheduler_cancel_latency_seconds_sum"] < 60

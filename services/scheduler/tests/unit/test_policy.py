@@ -12,34 +12,66 @@ def stages(*offsets):
     return [{"name": f"s{i}", "offset": o} for i, o in enumerate(offsets)]
 
 
-@pytest.mark.parametrize("document, field, fragment", [
-    pytest.param([], "(body)", "JSON object", id="not-an-object"),
-    pytest.param({"stages": [], "colour": "red"}, "colour", "unknown key", id="unknown-policy-key"),
-    pytest.param({}, "stages", "required", id="no-stages"),
-    pytest.param({"stages": [{"name": "soft", "offset": "P1D", "tone": "x"}]}, "stages.0.tone", "unknown key",
-                 id="unknown-stage-key"),
-    pytest.param({"stages": [{"name": "soft", "offset": "1 day"}]}, "stages.0.offset", "ISO 8601",
-                 id="bad-duration"),
-    pytest.param({"stages": [{"name": "soft"}]}, "stages.0.offset", "required", id="missing-offset"),
-    pytest.param({"stages": [{"name": "Soft!", "offset": "P1D"}]}, "stages.0.name", "lower-case", id="bad-name"),
-    pytest.param({"stages": [{"name": "soft", "offset": "P1D"}, {"name": "soft", "offset": "P2D"}]},
-                 "stages.1.name", "duplicate", id="duplicate-name"),
-    pytest.param({"stages": stages("P7D", "P1D")}, "stages.1.offset", "increasing", id="decreasing"),
-    pytest.param({"stages": stages("P1D", "PT24H")}, "stages.1.offset", "increasing", id="equal-offsets"),
-    pytest.param({"stages": stages(*[f"P{i}D" for i in range(21)])}, "stages", "at most 20", id="too-many"),
-    pytest.param({"stages": [{"name": "soft", "offset": "P1D", "channels": ["fax"]}]}, "stages.0.channels.0",
-                 "unknown channel", id="bad-channel"),
-    pytest.param({"stages": [{"name": "soft", "offset": "P1D", "channels": []}]}, "stages.0.channels",
-                 "non-empty", id="no-channels"),
-    pytest.param({"stages": [{"name": "soft", "offset": "P1D", "template": "Loud"}]}, "stages.0.template",
-                 "lower-case", id="bad-template"),
-    pytest.param({"anchor": "sent_at", "stages": []}, "anchor", "due_date", id="bad-anchor"),
-    pytest.param({"send_time": "9am", "stages": []}, "send_time", "HH:MM", id="bad-send-time"),
-    pytest.param({"send_time": "24:00", "stages": []}, "send_time", "HH:MM", id="send-time-out-of-range"),
-    pytest.param({"stages": stages("P20Y")}, "stages.0.offset", "10 years", id="offset-too-far"),
-    pytest.param({"stages": [{"name": f"s{i}", "offset": f"P{i}D", "channels": ["email", "sms", "letter"]}
-                             for i in range(17)]}, "stages", "(stage, channel)", id="too-many-timers"),
-])
+@pytest.mark.parametrize(
+    "document, field, fragment",
+    [
+        pytest.param([], "(body)", "JSON object", id="not-an-object"),
+        pytest.param({"stages": [], "colour": "red"}, "colour", "unknown key", id="unknown-policy-key"),
+        pytest.param({}, "stages", "required", id="no-stages"),
+        pytest.param(
+            {"stages": [{"name": "soft", "offset": "P1D", "tone": "x"}]},
+            "stages.0.tone",
+            "unknown key",
+            id="unknown-stage-key",
+        ),
+        pytest.param(
+            {"stages": [{"name": "soft", "offset": "1 day"}]}, "stages.0.offset", "ISO 8601", id="bad-duration"
+        ),
+        pytest.param({"stages": [{"name": "soft"}]}, "stages.0.offset", "required", id="missing-offset"),
+        pytest.param({"stages": [{"name": "Soft!", "offset": "P1D"}]}, "stages.0.name", "lower-case", id="bad-name"),
+        pytest.param(
+            {"stages": [{"name": "soft", "offset": "P1D"}, {"name": "soft", "offset": "P2D"}]},
+            "stages.1.name",
+            "duplicate",
+            id="duplicate-name",
+        ),
+        pytest.param({"stages": stages("P7D", "P1D")}, "stages.1.offset", "increasing", id="decreasing"),
+        pytest.param({"stages": stages("P1D", "PT24H")}, "stages.1.offset", "increasing", id="equal-offsets"),
+        pytest.param({"stages": stages(*[f"P{i}D" for i in range(21)])}, "stages", "at most 20", id="too-many"),
+        pytest.param(
+            {"stages": [{"name": "soft", "offset": "P1D", "channels": ["fax"]}]},
+            "stages.0.channels.0",
+            "unknown channel",
+            id="bad-channel",
+        ),
+        pytest.param(
+            {"stages": [{"name": "soft", "offset": "P1D", "channels": []}]},
+            "stages.0.channels",
+            "non-empty",
+            id="no-channels",
+        ),
+        pytest.param(
+            {"stages": [{"name": "soft", "offset": "P1D", "template": "Loud"}]},
+            "stages.0.template",
+            "lower-case",
+            id="bad-template",
+        ),
+        pytest.param({"anchor": "sent_at", "stages": []}, "anchor", "due_date", id="bad-anchor"),
+        pytest.param({"send_time": "9am", "stages": []}, "send_time", "HH:MM", id="bad-send-time"),
+        pytest.param({"send_time": "24:00", "stages": []}, "send_time", "HH:MM", id="send-time-out-of-range"),
+        pytest.param({"stages": stages("P20Y")}, "stages.0.offset", "10 years", id="offset-too-far"),
+        pytest.param(
+            {
+                "stages": [
+                    {"name": f"s{i}", "offset": f"P{i}D", "channels": ["email", "sms", "letter"]} for i in range(17)
+                ]
+            },
+            "stages",
+            "(stage, channel)",
+            id="too-many-timers",
+        ),
+    ],
+)
 def test_invalid_documents_name_the_field(document, field, fragment):
     with pytest.raises(PolicyError) as caught:
         parse_policy(document)
@@ -50,21 +82,31 @@ def test_invalid_documents_name_the_field(document, field, fragment):
 
 def test_every_problem_is_reported_at_once():
     with pytest.raises(PolicyError) as caught:
-        parse_policy({"anchor": "x", "stages": [{"name": "a", "offset": "bad"}, {"name": "b", "offset": "P1D", "x": 1}]})
+        parse_policy(
+            {"anchor": "x", "stages": [{"name": "a", "offset": "bad"}, {"name": "b", "offset": "P1D", "x": 1}]}
+        )
     assert {e["field"] for e in caught.value.errors} == {"anchor", "stages.0.offset", "stages.1.x"}
 
 
 def test_defaults_are_written_out():
     policy = parse_policy({"stages": [{"name": "soft", "offset": "P1D"}]})
-    assert policy.document == {"id": "pol_custom", "anchor": "due_date", "send_time": "09:00",
-                               "stages": [{"name": "soft", "offset": "P1D", "template": "soft",
-                                           "channels": ["email"]}]}
+    assert policy.document == {
+        "id": "pol_custom",
+        "anchor": "due_date",
+        "send_time": "09:00",
+        "stages": [{"name": "soft", "offset": "P1D", "template": "soft", "channels": ["email"]}],
+    }
     assert parse_policy(policy.document).document == policy.document
 
 
 def test_the_default_policy():
     assert [(s.name, s.offset_text) for s in DEFAULT_POLICY.stages] == [
-        ("pre_due", "-P3D"), ("soft", "P1D"), ("firm", "P7D"), ("final", "P14D"), ("collections", "P30D")]
+        ("pre_due", "-P3D"),
+        ("soft", "P1D"),
+        ("firm", "P7D"),
+        ("final", "P14D"),
+        ("collections", "P30D"),
+    ]
     assert DEFAULT_POLICY.policy_id == "pol_default" and DEFAULT_POLICY.is_default
     assert parse_policy(DEFAULT_DOCUMENT).document["stages"] == DEFAULT_POLICY.document["stages"]
 
@@ -76,19 +118,30 @@ def test_an_empty_plan_is_allowed():
 # --- the model documents what it validates ----------------------------------------------------------
 
 SCHEMA = jsonschema_rs.Draft202012Validator(PolicyDocument.model_json_schema())
-offsets = st.one_of(st.sampled_from(["-P3D", "P1D", "PT5S", "P1M", "P1WT12H", "P20Y", "1 day", "", "P", "-PT0.5S"]),
-                    st.integers(-400, 400).map(lambda d: f"-P{-d}D" if d < 0 else f"P{d}D"))
+offsets = st.one_of(
+    st.sampled_from(["-P3D", "P1D", "PT5S", "P1M", "P1WT12H", "P20Y", "1 day", "", "P", "-PT0.5S"]),
+    st.integers(-400, 400).map(lambda d: f"-P{-d}D" if d < 0 else f"P{d}D"),
+)
 stage_docs = st.fixed_dictionaries(
     {"name": st.one_of(st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True), st.sampled_from(["Soft!", "", 7]))},
-    optional={"offset": offsets, "template": st.sampled_from(["soft", "Loud", "a.b-c", None]),
-              "channels": st.lists(st.sampled_from(["email", "sms", "webhook", "letter", "fax"]), max_size=5),
-              "tone": st.just("x")})
+    optional={
+        "offset": offsets,
+        "template": st.sampled_from(["soft", "Loud", "a.b-c", None]),
+        "channels": st.lists(st.sampled_from(["email", "sms", "webhook", "letter", "fax"]), max_size=5),
+        "tone": st.just("x"),
+    },
+)
 policy_docs = st.fixed_dictionaries(
-    {}, optional={"id": st.sampled_from(["pol_a", "pol:b.c", "", "bad id"]), "description": st.text(max_size=20),
-                  "anchor": st.sampled_from(["due_date", "issued_at", "sent_at"]),
-                  "send_time": st.sampled_from(["09:00", "23:59", "24:00", "9am"]), "stages": st.lists(stage_docs,
-                                                                                                  max_size=6),
-                  "colour": st.just("red")})
+    {},
+    optional={
+        "id": st.sampled_from(["pol_a", "pol:b.c", "", "bad id"]),
+        "description": st.text(max_size=20),
+        "anchor": st.sampled_from(["due_date", "issued_at", "sent_at"]),
+        "send_time": st.sampled_from(["09:00", "23:59", "24:00", "9am"]),
+        "stages": st.lists(stage_docs, max_size=6),
+        "colour": st.just("red"),
+    },
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -13,13 +13,34 @@ from dunning.http.app import NO_FASTAPI_TELEMETRY, api_key_auth, service_app
 from dunning.http.auth import ApiKeyAuth, TenantId, current_tenant, hash_api_key, new_api_key
 from dunning.http.guard import JSON_BODY, InputGuard, bad_text
 from dunning.http.pagination import Cursor, Page, decode_cursor, encode_cursor, limit_query, page
-from dunning.http.problems import (PROBLEM, PROBLEMS, FieldError, Problem, ProblemDetail, problem_body,
-                                   problem_response)
+from dunning.http.problems import PROBLEM, PROBLEMS, FieldError, Problem, ProblemDetail, problem_body, problem_response
 from dunning.http.tracing import TracingMiddleware, route_template
 
 __all__ = [
-    "JSON_BODY", "NO_FASTAPI_TELEMETRY", "PROBLEM", "PROBLEMS", "ApiKeyAuth", "Cursor", "FieldError", "InputGuard",
-    "Page", "Problem", "ProblemDetail", "TenantId", "TracingMiddleware", "api_key_auth", "bad_text",
-    "current_tenant", "decode_cursor", "encode_cursor", "hash_api_key", "limit_query", "new_api_key", "page",
-    "problem_body", "problem_response", "route_template", "service_app",
+    "JSON_BODY",
+    "NO_FASTAPI_TELEMETRY",
+    "PROBLEM",
+    "PROBLEMS",
+    "ApiKeyAuth",
+    "Cursor",
+    "FieldError",
+    "InputGuard",
+    "Page",
+    "Problem",
+    "ProblemDetail",
+    "TenantId",
+    "TracingMiddleware",
+    "api_key_auth",
+    "bad_text",
+    "current_tenant",
+    "decode_cursor",
+    "encode_cursor",
+    "hash_api_key",
+    "limit_query",
+    "new_api_key",
+    "page",
+    "problem_body",
+    "problem_response",
+    "route_template",
+    "service_app",
 ]

@@ -40,21 +40,31 @@ def api_key_auth(settings: CommonSettings, pool: asyncpg.Pool) -> ApiKeyAuth:
     return ApiKeyAuth(pool, settings.auth_cache_seconds)
 
 
-def service_app(*, distribution: str, settings: CommonSettings, pool: asyncpg.Pool, description: str,
-                tags: list[dict[str, str]], max_body_bytes: int | None = None,
-                own_string_checks: dict[str, str] | None = None, auth: ApiKeyAuth | None = None) -> FastAPI:
+def service_app(
+    *,
+    distribution: str,
+    settings: CommonSettings,
+    pool: asyncpg.Pool,
+    description: str,
+    tags: list[dict[str, str]],
+    max_body_bytes: int | None = None,
+    own_string_checks: dict[str, str] | None = None,
+    auth: ApiKeyAuth | None = None,
+) -> FastAPI:
     """A FastAPI app titled with the service's distribution name, at its installed version. `auth`:
     the API-key dependency's cache (one per app; made from the settings if not given)."""
     try:
         version = importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
         version = "0.0.0"
-    app = FastAPI(title=distribution, version=version, description=description, openapi_tags=tags,
-                  telemetry=NO_FASTAPI_TELEMETRY)
+    app = FastAPI(
+        title=distribution, version=version, description=description, openapi_tags=tags, telemetry=NO_FASTAPI_TELEMETRY
+    )
     app.state.auth = auth or api_key_auth(settings, pool)
     install_problem_handlers(app)
-    app.add_middleware(InputGuard, max_body_bytes=max_body_bytes or settings.http_max_body_bytes,
-                       own_string_checks=own_string_checks)
+    app.add_middleware(
+        InputGuard, max_body_bytes=max_body_bytes or settings.http_max_body_bytes, own_string_checks=own_string_checks
+    )
     app.add_middleware(TracingMiddleware, service=settings.service_name)
     _install_health(app, pool)
     _document_problems(app)
@@ -76,7 +86,7 @@ def _install_health(app: FastAPI, pool: asyncpg.Pool) -> None:
     async def readyz() -> Any:
         try:
             await pool.fetchval("SELECT 1")
-        except Exception:  # noqa: BLE001 - not ready is the answer
+        except Exception:
             return problem_response(503, "database unreachable")
         return JSONResponse({"status": "ready"})
 
@@ -118,5 +128,4 @@ def _problem_responses(operation: dict[str, Any]) -> None:
         description = existing.get("description")
         if not description or description == "Validation Error":
             description = _ERRORS.get(code, "A problem document")
-        responses[str(code)] = {"description": description,
-                                "content": {PROBLEM: {"schema": _PROBLEM_REF}}}
+        responses[str(code)] = {"description": description, "content": {PROBLEM: {"schema": _PROBLEM_REF}}}

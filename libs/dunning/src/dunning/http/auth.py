@@ -21,8 +21,9 @@ from dunning.logging import bind_context
 _MAX_ENTRIES = 10_000
 _TENANT_OF_KEY = "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="dunning"'}
-_bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
-                     description="The tenant's API key: `Authorization: Bearer dk_...`")
+_bearer = HTTPBearer(
+    auto_error=False, scheme_name="bearer", description="The tenant's API key: `Authorization: Bearer dk_...`"
+)
 
 
 def new_api_key() -> str:
@@ -35,8 +36,9 @@ def hash_api_key(key: str) -> bytes:
 
 
 def _unauthorized(detail: str) -> Problem:
-    return Problem(401, detail, headers=_CHALLENGE,
-                   errors=[{"field": "Authorization", "message": detail, "code": "unauthorized"}])
+    return Problem(
+        401, detail, headers=_CHALLENGE, errors=[{"field": "Authorization", "message": detail, "code": "unauthorized"}]
+    )
 
 
 class ApiKeyAuth:
@@ -67,7 +69,6 @@ class ApiKeyAuth:
                 self._cache.clear()
             self._cache[authorization] = (tenant_id, now + self.ttl)
         return tenant_id
-
 
 
 async def current_tenant(request: Request, _: Annotated[Any, Security(_bearer)] = None) -> str:

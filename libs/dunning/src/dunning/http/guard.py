@@ -169,8 +169,7 @@ class InputGuard:
         json_body = True
         for name, value in scope["headers"]:
             if b"\x00" in value:
-                raise _Refusal(422, name.decode("latin-1").title(), "must not contain NUL characters",
-                               "nul_character")
+                raise _Refusal(422, name.decode("latin-1").title(), "must not contain NUL characters", "nul_character")
             if name == b"content-type":
                 media = value.split(b";", 1)[0].strip().lower()
                 json_body = media.endswith((b"/json", b"+json"))
@@ -233,9 +232,18 @@ class InputGuard:
     @staticmethod
     async def _refuse(scope, send, refusal: _Refusal) -> None:
         field = _BAD_TEXT.sub("\ufffd", refusal.field)
-        body = problem_body(refusal.status, f"{field}: {refusal.message}", instance=_BAD_TEXT.sub("\ufffd", scope["path"]),
-                            errors=[{"field": field, "message": refusal.message, "code": refusal.code}])
+        body = problem_body(
+            refusal.status,
+            f"{field}: {refusal.message}",
+            instance=_BAD_TEXT.sub("\ufffd", scope["path"]),
+            errors=[{"field": field, "message": refusal.message, "code": refusal.code}],
+        )
         payload = orjson.dumps(body)
-        await send({"type": "http.response.start", "status": refusal.status,
-                    "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(payload)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": refusal.status,
+                "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})

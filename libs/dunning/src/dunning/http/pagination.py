@@ -20,8 +20,9 @@ from dunning.http.problems import Problem
 
 T = TypeVar("T")
 MAX_CURSOR_LENGTH = 200
-Cursor = Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH,
-                                     description="`next_cursor` of the previous page, unchanged")]
+Cursor = Annotated[
+    str | None, Query(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page, unchanged")
+]
 
 
 def limit_query(default: int, maximum: int) -> Any:
@@ -46,14 +47,17 @@ def decode_cursor(cursor: str, pattern: re.Pattern[str]) -> str:
         if not isinstance(after, str) or not pattern.fullmatch(after):
             raise ValueError
     except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
-        raise Problem(400, "cursor is not a cursor this API returned; pass next_cursor unchanged.",
-                      errors=[{"field": "cursor", "message": "invalid cursor", "code": "invalid_cursor"}]) from None
+        raise Problem(
+            400,
+            "cursor is not a cursor this API returned; pass next_cursor unchanged.",
+            errors=[{"field": "cursor", "message": "invalid cursor", "code": "invalid_cursor"}],
+        ) from None
     return after
 
 
-def page(rows: Sequence[Any], limit: int, key: Callable[[Any], str], view: Callable[[Any], Any] = lambda r: r
-         ) -> dict[str, Any]:
+def page(
+    rows: Sequence[Any], limit: int, key: Callable[[Any], str], view: Callable[[Any], Any] = lambda r: r
+) -> dict[str, Any]:
     """`rows`: up to `limit + 1` rows in page order; the answer body with its next cursor."""
     kept = rows[:limit]
-    return {"data": [view(r) for r in kept],
-            "next_cursor": encode_cursor(key(kept[-1])) if len(rows) > limit else None}
+    return {"data": [view(r) for r in kept], "next_cursor": encode_cursor(key(kept[-1])) if len(rows) > limit else None}

@@ -21,8 +21,13 @@ from dunning.tracing import context_from_traceparent, current_traceparent, trace
 log = get_logger("dunning.http")
 # Infrastructure that may be back in a moment: a 503 that says so. Anything else is a bug, which the
 # same request would hit again: a 500 that says which id to quote, never that a retry is safe.
-UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
-               asyncpg.TooManyConnectionsError)
+UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
 
 
 def route_template(scope) -> str | None:
@@ -45,9 +50,13 @@ class TracingMiddleware:
                 incoming = value.decode("latin-1")
                 break
         method = scope["method"]
-        with self.tracer.start_as_current_span(method, context=context_from_traceparent(incoming),
-                                               kind=SpanKind.SERVER, record_exception=False,
-                                               set_status_on_exception=False) as span:
+        with self.tracer.start_as_current_span(
+            method,
+            context=context_from_traceparent(incoming),
+            kind=SpanKind.SERVER,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             traceparent = current_traceparent()
             trace_id = traceparent.split("-")[1] if traceparent else None
             bind_context(trace_id=trace_id)
@@ -64,7 +73,7 @@ class TracingMiddleware:
 
             try:
                 await self.app(scope, receive, send_with_trace)
-            except Exception as exc:  # noqa: BLE001 - answered here, inside the span and the log context
+            except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 await self._answer(scope, send_with_trace, exc, trace_id, started)
@@ -79,16 +88,23 @@ class TracingMiddleware:
     async def _answer(scope, send, exc: Exception, trace_id: str | None, started: bool) -> None:
         unavailable = isinstance(exc, UNAVAILABLE)
         error_id = trace_id or uuid.uuid4().hex  # without a tracer (no trace id), an id of its own to quote
-        log.error("http.unavailable" if unavailable else "http.unhandled", method=scope["method"],
-                  route=route_template(scope), error_id=error_id, exc_info=exc)
+        log.error(
+            "http.unavailable" if unavailable else "http.unhandled",
+            method=scope["method"],
+            route=route_template(scope),
+            error_id=error_id,
+            exc_info=exc,
+        )
         if started:  # the response is under way: nothing can be said any more
             return
         if unavailable:
             status, detail = 503, "A backing service is unavailable; retry in a moment."
         else:
             status = 500
-            detail = ("The request could not be completed because of an error on our side; quote error id "
-                      f"{error_id} when reporting it.")
+            detail = (
+                "The request could not be completed because of an error on our side; quote error id "
+                f"{error_id} when reporting it."
+            )
         body = problem_body(status, detail, instance=scope["path"].encode("utf-8", "replace").decode())
         body["error_id"] = error_id
         payload = orjson.dumps(body)

@@ -23,8 +23,9 @@ _PURGE_KEYS = "DELETE FROM idempotency_keys WHERE created_at < now() - make_inte
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
-async def claim_idempotency_key(conn: Conn, tenant_id: str, key: str, fingerprint: bytes, *, ttl_hours: int,
-                                stale_seconds: float) -> bool:
+async def claim_idempotency_key(
+    conn: Conn, tenant_id: str, key: str, fingerprint: bytes, *, ttl_hours: int, stale_seconds: float
+) -> bool:
     return bool(await conn.fetchval(_CLAIM_KEY, tenant_id, key, fingerprint, ttl_hours, float(stale_seconds)))
 
 
@@ -33,8 +34,9 @@ async def idempotency_key(conn: Conn, tenant_id: str, key: str) -> asyncpg.Recor
     return await conn.fetchrow(_GET_KEY, tenant_id, key)
 
 
-async def complete_idempotency_key(conn: Conn, tenant_id: str, key: str, status: int, headers: dict[str, Any],
-                                   body: bytes) -> None:
+async def complete_idempotency_key(
+    conn: Conn, tenant_id: str, key: str, status: int, headers: dict[str, Any], body: bytes
+) -> None:
     await conn.execute(_COMPLETE_KEY, tenant_id, key, status, headers, body)
 
 

@@ -46,18 +46,50 @@ SELECT (SELECT id FROM created) AS created_id, (SELECT customer_id FROM created)
 """
 
 
-async def create_one(conn: asyncpg.Connection, tenant_id: str, *, invoice_id: str, new_customer_id: str,
-                     inv: Any, content_hash: bytes, created_at: datetime, event: Any, topic: str,
-                     event_type: str) -> asyncpg.Record:
+async def create_one(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    invoice_id: str,
+    new_customer_id: str,
+    inv: Any,
+    content_hash: bytes,
+    created_at: datetime,
+    event: Any,
+    topic: str,
+    event_type: str,
+) -> asyncpg.Record:
     """One statement, atomic without BEGIN/COMMIT: upsert the customer, insert the invoice unless
     (tenant, external_id) exists, and if it was inserted, its event in the outbox (the payload gets
     the customer's id spliced in, see messages.OutboxRow) and a NOTIFY that wakes the relays."""
     cust = inv.customer
     return await conn.fetchrow(
-        _CREATE_ONE, tenant_id, inv.external_id, new_customer_id, cust.external_id, cust.name, cust.email,
-        cust.locale, cust.timezone, invoice_id, inv.number, inv.currency, inv.amount_due, inv.issue_date,
-        inv.due_date, inv.payment_url, inv.metadata, content_hash, created_at,
-        event.lane, topic, event.event_id, event_type, event.headers, event.head, event.tail,
+        _CREATE_ONE,
+        tenant_id,
+        inv.external_id,
+        new_customer_id,
+        cust.external_id,
+        cust.name,
+        cust.email,
+        cust.locale,
+        cust.timezone,
+        invoice_id,
+        inv.number,
+        inv.currency,
+        inv.amount_due,
+        inv.issue_date,
+        inv.due_date,
+        inv.payment_url,
+        inv.metadata,
+        content_hash,
+        created_at,
+        event.lane,
+        topic,
+        event.event_id,
+        event_type,
+        event.headers,
+        event.head,
+        event.tail,
     )
 
 
@@ -68,8 +100,9 @@ _EXISTING_BY_EXTERNAL_ID = (
 )
 
 
-async def existing_by_external_id(conn: asyncpg.Connection, tenant_id: str,
-                                  external_ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+async def existing_by_external_id(
+    conn: asyncpg.Connection, tenant_id: str, external_ids: Sequence[str]
+) -> dict[str, tuple[str, bytes]]:
     # One unique-index probe per id (LATERAL ... LIMIT 1), whatever the planner's statistics say: right
     # after an import they are stale and would have it scan all of the tenant's invoices instead.
     rows = await conn.fetch(_EXISTING_BY_EXTERNAL_ID, tenant_id, list(external_ids))
@@ -150,8 +183,9 @@ SELECT count(*) FROM ins
 _INVOICES_STORED = "SELECT id FROM invoices WHERE id = ANY($1::text[])"
 
 
-async def insert_invoices(conn: asyncpg.Connection, tenant_id: str, created_at: datetime,
-                          rows: list[dict[str, Any]]) -> set[str] | None:
+async def insert_invoices(
+    conn: asyncpg.Connection, tenant_id: str, created_at: datetime, rows: list[dict[str, Any]]
+) -> set[str] | None:
     """rows: {id, external_id, number, customer_id, currency, amount_due (canonical text), issue_date,
     due_date, payment_url, metadata, content_hash (hex)}, sorted by external_id. Returns None if every
     row was inserted, else the ids that were (the others lost a race with a concurrent import)."""
@@ -166,7 +200,8 @@ async def insert_invoices(conn: asyncpg.Connection, tenant_id: str, created_at: 
 
 _ADD_TO_OUTBOX = outbox.insert_and_wake(
     "SELECT l, $1, k, i, $2, h::jsonb, p FROM unnest($3::smallint[], $4::text[], $5::uuid[], $6::text[],"
-    " $7::bytea[]) AS u(l, k, i, h, p)")
+    " $7::bytea[]) AS u(l, k, i, h, p)"
+)
 
 
 async def add_to_outbox(conn: asyncpg.Connection, topic: str, event_type: str, columns: Sequence[list]) -> None:
@@ -205,17 +240,29 @@ async def timeline_of(conn: asyncpg.Connection, invoice_id: str) -> tuple[list[a
     return stages, history
 
 
-async def list_invoices(conn: asyncpg.Connection, tenant_id: str, *, status: str | None, customer: str | None,
-                        due_before: date | None, due_after: date | None, after_id: str | None,
-                        limit: int) -> list[asyncpg.Record]:
+async def list_invoices(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    status: str | None,
+    customer: str | None,
+    due_before: date | None,
+    due_after: date | None,
+    after_id: str | None,
+    limit: int,
+) -> list[asyncpg.Record]:
     """Newest first (ids are time-ordered); `after_id` is the last id of the previous page."""
     where: list[str] = ["i.tenant_id = $1"]
     args: list[Any] = [tenant_id]
     if status is not None and status != "open":
         where.append("i.status <> 'open'")  # lets the planner use the partial index invoices_tenant_closed
-    for clause, value in (("i.status = ${}", status), ("c.external_id = ${}", customer),
-                          ("i.due_date < ${}", due_before), ("i.due_date > ${}", due_after),
-                          ("i.id < ${}", after_id)):
+    for clause, value in (
+        ("i.status = ${}", status),
+        ("c.external_id = ${}", customer),
+        ("i.due_date < ${}", due_before),
+        ("i.due_date > ${}", due_after),
+        ("i.id < ${}", after_id),
+    ):
         if value is not None:
             args.append(value)
             where.append(clause.format(len(args)))

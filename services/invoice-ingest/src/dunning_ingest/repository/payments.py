@@ -17,12 +17,23 @@ ON CONFLICT (payment_id) DO NOTHING RETURNING true
 
 async def record_payment(conn: asyncpg.Connection, p: PaymentReceived, amounts: dict[str, Decimal]) -> bool:
     """Insert the payment (idempotent by payment_id), `amounts` quantized; True if it is new."""
-    return bool(await conn.fetchval(
-        _RECORD_PAYMENT,
-        p.payment_id, p.invoice_id, p.tenant_id, p.source, p.source_reference, p.currency,
-        amounts["amount"], amounts["amount_applied"], amounts["balance_remaining"], p.settled,
-        p.received_at, p.acknowledged_at,
-    ))
+    return bool(
+        await conn.fetchval(
+            _RECORD_PAYMENT,
+            p.payment_id,
+            p.invoice_id,
+            p.tenant_id,
+            p.source,
+            p.source_reference,
+            p.currency,
+            amounts["amount"],
+            amounts["amount_applied"],
+            amounts["balance_remaining"],
+            p.settled,
+            p.received_at,
+            p.acknowledged_at,
+        )
+    )
 
 
 _APPLY_BALANCE = """
@@ -34,8 +45,9 @@ UPDATE invoices
 """
 
 
-async def apply_balance(conn: asyncpg.Connection, invoice_id: str, balance: Decimal, settled: bool,
-                        as_of: datetime, payment_id: str) -> bool:
+async def apply_balance(
+    conn: asyncpg.Connection, invoice_id: str, balance: Decimal, settled: bool, as_of: datetime, payment_id: str
+) -> bool:
     """Set balance and status from this payment unless a later-acknowledged payment already did."""
     result = await conn.execute(_APPLY_BALANCE, invoice_id, balance, settled, as_of, payment_id)
     return result.endswith(" 1")

@@ -31,13 +31,17 @@ RETURNING s.stage_id
     replan="(EXCLUDED.planned_at IS NOT NULL AND (s.planned_at IS NULL OR EXCLUDED.planned_at >= s.planned_at))",
     newer="((EXCLUDED.rank, EXCLUDED.changed_at, EXCLUDED.state) > (s.rank, s.changed_at, s.state))",
 )
-_OBSERVE = _STAGE_INSERT + """
+_OBSERVE = (
+    _STAGE_INSERT
+    + """
 SELECT o.stage_id, $1, $2, o.stage, o.sequence, o.channel, o.scheduled_at, o.planned_at, o.state, o.rank,
        o.reason, o.at
 FROM unnest($3::text[], $4::text[], $5::int[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[],
             $10::smallint[], $11::text[], $12::timestamptz[])
      AS o(stage_id, stage, sequence, channel, scheduled_at, planned_at, state, rank, reason, at)
-""" + _STAGE_MERGE
+"""
+    + _STAGE_MERGE
+)
 
 
 class StageObservation(NamedTuple):
@@ -64,8 +68,9 @@ _APPEND_HISTORY = (
 )
 
 
-async def observe_stages(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, event_id: str,
-                         rows: Sequence[StageObservation]) -> int:
+async def observe_stages(
+    conn: asyncpg.Connection, tenant_id: str, invoice_id: str, event_id: str, rows: Sequence[StageObservation]
+) -> int:
     """Upserts each stage (the highest (rank, at, state) observation is its state) and appends the
     observation to the stage's history. Returns how many stages belong to this invoice.
     """
@@ -76,22 +81,33 @@ async def observe_stages(conn: asyncpg.Connection, tenant_id: str, invoice_id: s
     mine = {r["stage_id"] for r in applied}
     hist = [r for r in rows if r.stage_id in mine]
     if hist:
-        await conn.execute(_APPEND_HISTORY, event_id, [r.stage_id for r in hist], [r.state for r in hist],
-                           [r.rank for r in hist], [r.at for r in hist], [r.reason for r in hist])
+        await conn.execute(
+            _APPEND_HISTORY,
+            event_id,
+            [r.stage_id for r in hist],
+            [r.state for r in hist],
+            [r.rank for r in hist],
+            [r.at for r in hist],
+            [r.reason for r in hist],
+        )
     return len(mine)
 
 
 # The same upsert for many invoices at once: rows as one JSON document (asyncpg's per-column
 # timestamp arrays are several times slower). A stage must appear at most once per statement; the
 # batch handlers apply repeated observations of a stage in successive statements ("waves").
-_OBSERVE_MANY = _STAGE_INSERT + """
+_OBSERVE_MANY = (
+    _STAGE_INSERT
+    + """
 SELECT o.stage_id, o.invoice_id, o.tenant_id, o.stage, o.sequence, o.channel, o.scheduled_at, o.planned_at,
        o.state, o.rank, o.reason, o.at
 FROM json_to_recordset($1::text::json)
      AS o(stage_id text, invoice_id text, tenant_id text, stage text, sequence int, channel text,
           scheduled_at timestamptz, planned_at timestamptz, state text, rank smallint, reason text, at timestamptz)
 ORDER BY o.stage_id
-""" + _STAGE_MERGE
+"""
+    + _STAGE_MERGE
+)
 
 
 async def observe_stages_many(conn: asyncpg.Connection, rows: Sequence[dict]) -> int:
