@@ -51,7 +51,7 @@ def parse_amount(value: str, currency: str, *, allow_zero: bool = False) -> Deci
         amount = Decimal(text)
     except InvalidOperation as exc:  # pragma: no cover - guarded above
         raise MoneyError("not a decimal number") from exc
-    places = -amount.as_tuple().exponent if "." in text else 0
+    places = -int(amount.as_tuple().exponent) if "." in text else 0  # finite: _PLAIN has no NaN/Inf
     digits = exponent(currency)
     if places > digits:
         raise MoneyError(f"{currency} allows {digits} decimal place{'s' if digits != 1 else ''}, got {places}")

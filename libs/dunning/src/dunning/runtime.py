@@ -13,7 +13,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import uvicorn
@@ -184,9 +184,10 @@ async def run_service(service: Service) -> None:
         log.info("service.stopped")
 
 
-def main(
-    settings: CommonSettings, migrations_dir: Path, bootstrap: Callable[[CommonSettings], Awaitable[Service]]
-) -> None:
+S = TypeVar("S", bound=CommonSettings)
+
+
+def main(settings: S, migrations_dir: Path, bootstrap: Callable[[S], Awaitable[Service]]) -> None:
     """Entry point of a service process: logs, traces, migrations, bootstrap, run."""
     configure_logging(settings.service_name, settings.log_level)
     configure_tracing(settings.service_name, settings.otel_traces_exporter)

@@ -42,6 +42,7 @@ class InvoiceService:
     async def run(self, tenant_id: str, key: str | None, fingerprint: bytes | None, work: Work) -> Reply:
         """Do `work` in one transaction, under the Idempotency-Key if one was sent."""
         if key is not None:
+            assert fingerprint is not None, "a request with an Idempotency-Key always has a fingerprint"
             replay = await self.idempotency.claim(tenant_id, key, fingerprint)
             if replay is not None:
                 log.info("ingest.idempotency.replayed", status=replay.status)
@@ -122,8 +123,8 @@ class InvoiceService:
             existing_id, existing_hash = existing[inv.external_id]
         if bytes(existing_hash) == content_hash:
             log.info("ingest.invoice.existing", invoice_id=existing_id, external_id=inv.external_id)
-            body = await self.detail(conn, tenant_id, existing_id)
-            return _json(200, body, {"location": f"{path}/{existing_id}"})
+            existing_body = await self.detail(conn, tenant_id, existing_id)
+            return _json(200, existing_body, {"location": f"{path}/{existing_id}"})
         log.info("ingest.invoice.conflict", invoice_id=existing_id, external_id=inv.external_id)
         problem = problem_body(
             409,

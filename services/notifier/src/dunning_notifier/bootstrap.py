@@ -23,7 +23,7 @@ def build_consumer(pool, settings: Settings) -> ConsumerRunner:
 
 async def bootstrap(settings: Settings) -> runtime.Service:
     pool, producer = await runtime.open_infrastructure(settings)
-    workers = [build_consumer(pool, settings), runtime.housekeeping_for(settings, pool)]
+    workers: list[runtime.Worker] = [build_consumer(pool, settings), runtime.housekeeping_for(settings, pool)]
     dispatcher = build_dispatcher(pool, settings) if settings.dispatcher_enabled else None
     if dispatcher is not None:
         workers.append(dispatcher)

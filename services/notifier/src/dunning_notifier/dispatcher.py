@@ -292,23 +292,17 @@ class Dispatcher:
                 delay = min(delay * 2, 5.0)
 
     async def _record(self, conn: asyncpg.Connection, batch: list[Attempt]) -> None:
-        sent = [a for a in batch if isinstance(a.outcome, Sent)]
-        failed = [a for a in batch if isinstance(a.outcome, Failed)]
-        retry = [a for a in batch if isinstance(a.outcome, Retry)]
+        sent = [(a, a.outcome) for a in batch if isinstance(a.outcome, Sent)]
+        failed = [(a, a.outcome) for a in batch if isinstance(a.outcome, Failed)]
+        retry = [(a, a.outcome) for a in batch if isinstance(a.outcome, Retry)]
         async with conn.transaction():
             sent_ids = await repo.mark_sent(
                 conn,
-                [
-                    (a.delivery.delivery_id, a.delivery.attempts, a.outcome.provider_message_id, a.outcome.sent_at)
-                    for a in sent
-                ],
+                [(a.delivery.delivery_id, a.delivery.attempts, o.provider_message_id, o.sent_at) for a, o in sent],
             )
             failed_ids = await repo.mark_failed(
                 conn,
-                [
-                    (a.delivery.delivery_id, a.delivery.attempts, a.outcome.error_code, a.outcome.error[:2000])
-                    for a in failed
-                ],
+                [(a.delivery.delivery_id, a.delivery.attempts, o.error_code, o.error[:2000]) for a, o in failed],
             )
             retry_ids = await repo.mark_retry(
                 conn,
@@ -316,12 +310,12 @@ class Dispatcher:
                     (
                         a.delivery.delivery_id,
                         a.delivery.attempts,
-                        a.outcome.error_code,
-                        a.outcome.error[:2000],
+                        o.error_code,
+                        o.error[:2000],
                         a.retry_in,
-                        a.outcome.in_doubt,
+                        o.in_doubt,
                     )
-                    for a in retry
+                    for a, o in retry
                 ],
             )
             recorded = sent_ids | failed_ids

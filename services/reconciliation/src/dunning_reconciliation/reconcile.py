@@ -57,6 +57,7 @@ async def receive(conn: asyncpg.Connection, p: IncomingPayment, *, strict_curren
     """Match the payment to its invoice and apply it, or keep it until the invoice is known."""
     if p.acknowledged_at is None:
         p = await acknowledging(conn, p)
+    assert p.acknowledged_at is not None
     await lock_keys(conn, p.tenant_id, p.keys)
     invoice_id = await repo.find_invoice(conn, p.tenant_id, p.keys)
     if invoice_id is not None:
@@ -98,6 +99,7 @@ async def apply_payment(
         p = await acknowledging(conn, p)
     invoice = await repo.lock_invoice(conn, p.tenant_id, invoice_id)
     acknowledged_at = p.acknowledged_at
+    assert acknowledged_at is not None
     if invoice["currency"] != p.currency:
         if strict_currency:
             raise CurrencyMismatch(invoice_id, invoice["currency"], p.currency)

@@ -58,7 +58,7 @@ def stripe_digits(currency: str) -> int:
     return 2
 
 
-def amount_from_minor(minor: int, currency: str) -> Decimal:
+def amount_from_minor(minor: object, currency: str) -> Decimal:
     """Stripe minor units -> a Decimal in the currency's ISO 4217 exponent (refused if inexact)."""
     if isinstance(minor, bool) or not isinstance(minor, int):
         raise MoneyError("must be an integer number of minor units")

@@ -108,7 +108,7 @@ class WatermarkPublisher(Loop):
         while len(self._history) > _HISTORY_MAX:  # a long stall: keep the newest candidates
             self._history.popleft()
         offsets = {k: int(v) for k, v in snap["published"].items()}
-        data = {
+        data: dict[str, Any] = {
             "watermark": watermark,
             "payments_topic": self.payments_topic,
             "payments_offsets": offsets,

@@ -132,8 +132,8 @@ async def apply_all(dsn: str, schema: str, batches: list[list[dict]], *, batch: 
             "invoices": [
                 dict(r)
                 for r in await pool.fetch(
-                    "SELECT invoice_id, tenant_id, external_id, number, currency, amount_due, balance, metadata, status,"
-                    " issued_at FROM invoices ORDER BY invoice_id"
+                    "SELECT invoice_id, tenant_id, external_id, number, currency, amount_due, balance, metadata,"
+                    " status, issued_at FROM invoices ORDER BY invoice_id"
                 )
             ],
             "payments": [

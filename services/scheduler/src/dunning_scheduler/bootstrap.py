@@ -75,7 +75,9 @@ async def bootstrap(settings: Settings) -> Service:
     if firing is not None:
         workers.append(firing)
     app = create_app(pool, settings, firing=firing)
-    scheduler_metrics.instrument(metrics_of(app), pool, latency=cancel_latency)  # backlog, watermark age, latency
+    metrics = metrics_of(app)
+    assert metrics is not None, "service_app instruments every app"
+    scheduler_metrics.instrument(metrics, pool, latency=cancel_latency)  # backlog, watermark age, latency
     return Service(
         name=settings.service_name,
         settings=settings,

@@ -73,20 +73,21 @@ class Duration:
         months, days, elapsed = self._steps
         local = anchor.replace(tzinfo=None)
         if months:
-            local = local.replace(**_shift_months(local.date(), months))
+            year, month, day = _shift_months(local.date(), months)
+            local = local.replace(year=year, month=month, day=day)
         local += timedelta(days=days)
         # Re-attach the zone to the new wall-clock time (its own UTC offset, after a DST change).
         moved = local.replace(tzinfo=anchor.tzinfo, fold=0)
         return moved.astimezone(UTC) + elapsed
 
 
-def _shift_months(day: date, months: int) -> dict[str, int]:
+def _shift_months(day: date, months: int) -> tuple[int, int, int]:
     index = day.year * 12 + (day.month - 1) + months
     year, month = divmod(index, 12)
     if not 1 <= year <= 9999:
         raise DurationError("offset moves the date out of range")
     last = calendar.monthrange(year, month + 1)[1]
-    return {"year": year, "month": month + 1, "day": min(day.day, last)}
+    return year, month + 1, min(day.day, last)
 
 
 def parse_duration(text: object) -> Duration:

@@ -111,7 +111,7 @@ def plan(
             latest_past = index
     base = new_id("stg") if stage_ids is None else None
     timers: list[PlannedTimer] = []
-    for sequence, (stage, at) in enumerate(zip(policy.stages, instants)):
+    for sequence, (stage, at) in enumerate(zip(policy.stages, instants, strict=True)):
         if settled:
             state, reason = "cancelled", SETTLED
         elif latest_past is not None and sequence < latest_past:
