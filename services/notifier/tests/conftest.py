@@ -27,8 +27,10 @@ from dunning_tools.stack.mailserver import messages_to
 from dunning_tools.stack.procs import free_port
 from dunning_tools.stack.service import ServiceProc, service_env
 from dunning_tools.testing import outbox
+from dunning_tools.testing.fixtures import MailServer
 from dunning_tools.testing.handlers import apply_event
 from dunning_tools.testing.kafka import commit_group_at_end
+from dunning_tools.testing.waits import async_wait_until
 
 MIGRATIONS = migrations_of("dunning_notifier")
 EXAMPLES = schemas_dir() / "examples" / "StageEscalated" / "1"
@@ -116,6 +118,53 @@ async def _running_dispatcher(pool: asyncpg.Pool, settings: Settings):
     finally:
         dispatcher.stop()
         await asyncio.wait_for(task, timeout=30)
+
+
+@dataclass
+class Notifier:
+    """The notifier in process on this test's schema: StageEscalated in, a dispatcher sending (to the
+    test mail server unless told otherwise), and what came out read back: deliveries, mail, outbox."""
+
+    pool: asyncpg.Pool
+    mailserver: MailServer
+
+    async def receive(self, data: dict) -> dict:
+        """Apply the StageEscalated event of this payload as the consumer does; returns its envelope."""
+        envelope = _stage_escalated(data)
+        await self.redeliver(envelope)
+        return envelope
+
+    async def redeliver(self, envelope: dict) -> None:
+        await apply_event(self.pool, envelope, topic="dunning.stages.v1", handlers=HANDLERS)
+
+    def dispatching(self, smtp_port: int | None = None, **settings):
+        """A dispatcher running for the block, sending to `smtp_port` (default: the mail server)."""
+        port = self.mailserver.smtp_port if smtp_port is None else smtp_port
+        return _running_dispatcher(self.pool, _notifier_settings(smtp_port=port, **settings))
+
+    async def delivery(self, invoice_id: str, channel: str = "email"):
+        return await self.pool.fetchrow(
+            "SELECT * FROM deliveries WHERE invoice_id = $1 AND channel = $2", invoice_id, channel
+        )
+
+    async def wait_state(self, invoice_id: str, state: str, channel: str = "email"):
+        async def check():
+            row = await self.delivery(invoice_id, channel)
+            return row if row is not None and row["state"] == state else None
+
+        return await async_wait_until(check, what=f"delivery {state}")
+
+    async def mail_to(self, address: str) -> list[dict]:
+        return await asyncio.to_thread(messages_to, self.mailserver.api, address)
+
+    async def reported(self, invoice_id: str) -> list[dict]:
+        """The events the notifier wrote to its outbox about this invoice."""
+        return await outbox.outbox_events(self.pool, invoice_id=invoice_id)
+
+
+@pytest.fixture
+def notifier(notifier_pool, mailserver) -> Notifier:
+    return Notifier(notifier_pool, mailserver)
 
 
 @dataclass(frozen=True)
