@@ -126,11 +126,9 @@ async def test_notifier_killed_after_smtp_accept_before_sent_commit_sends_again_
     assert gauges["dunning_notifier_in_doubt_attempts"] >= 1
 
 
-async def test_a_send_whose_reply_never_comes_is_in_doubt_and_sent_again(
-    notifier_pool, smtp_capture, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings
-):
+async def test_a_send_whose_reply_never_comes_is_in_doubt_and_sent_again(notifier, smtp_capture, stage_data):
     data = stage_data()
-    await consume(notifier_pool, stage_escalated(data))
+    await notifier.receive(data)
     stalled = asyncio.Event()
 
     async def answer_too_late_once(message):
@@ -140,9 +138,8 @@ async def test_a_send_whose_reply_never_comes_is_in_doubt_and_sent_again(
         return None
 
     smtp_capture.on_data = answer_too_late_once
-    settings = notifier_settings(smtp_port=smtp_capture.port, smtp_timeout=0.5, smtp_send_timeout=1, lease_seconds=4)
-    async with running_dispatcher(notifier_pool, settings):
-        row = await wait_sent(notifier_pool, data["invoice_id"])
+    async with notifier.dispatching(smtp_capture.port, smtp_timeout=0.5, smtp_send_timeout=1, lease_seconds=4):
+        row = await wait_sent(notifier.pool, data["invoice_id"])
         await async_wait_until(
             lambda: _copies_at_least(smtp_capture, data["invoice_id"], 2), what="the late copy to be stored"
         )
@@ -151,11 +148,9 @@ async def test_a_send_whose_reply_never_comes_is_in_doubt_and_sent_again(
     assert (row["attempts"], row["in_doubt_attempts"]) == (2, 1)
 
 
-async def test_a_refused_message_is_not_in_doubt(
-    notifier_pool, smtp_capture, stage_data, stage_escalated, consume, running_dispatcher, notifier_settings
-):
+async def test_a_refused_message_is_not_in_doubt(notifier, smtp_capture, stage_data):
     data = stage_data()
-    await consume(notifier_pool, stage_escalated(data))
+    await notifier.receive(data)
     refused = asyncio.Event()
 
     async def refuse_once(message):
@@ -165,8 +160,8 @@ async def test_a_refused_message_is_not_in_doubt(
         return "451 4.3.0 try again later"  # a reply: the server says it did not take it
 
     smtp_capture.on_data = refuse_once
-    async with running_dispatcher(notifier_pool, notifier_settings(smtp_port=smtp_capture.port)):
-        row = await wait_sent(notifier_pool, data["invoice_id"])
+    async with notifier.dispatching(smtp_capture.port):
+        row = await wait_sent(notifier.pool, data["invoice_id"])
 
     assert smtp_capture.copies({data["invoice_id"]}) == {f"<{row['delivery_id']}@dunning.invalid>": 1}
     assert (row["attempts"], row["in_doubt_attempts"]) == (2, 0)
