@@ -1,8 +1,12 @@
-"""What every event record shares: the `Contract` base (type, source, subject, tenant, topic), the
-parts several events carry (`Customer`), and the conversions their `from_data`/`to_data` use."""
+"""What every event record shares: the `Record` base that writes `from_data`/`to_data` from the
+record's field types, the `Contract` base (type, source, subject, tenant, topic), and the parts
+several events carry (`Customer`)."""
 
+import types
+import typing
 from datetime import date, datetime
-from typing import Any, ClassVar, NamedTuple
+from decimal import Decimal
+from typing import Any, ClassVar, NamedTuple, Self
 
 from dunning.clock import isoformat
 
@@ -31,9 +35,71 @@ def topic_of(event_type: str) -> str:
     return topic_for_type()[event_type]
 
 
-class Contract:
+_PLAIN = (str, int, bool)  # JSON values a field keeps as they are (also `str | None`, `dict[str, ...]`)
+
+
+def _conversions(name: str, kind: Any, ns: dict[str, Any]) -> tuple[str, str]:
+    """How one field is read from its JSON value (`d[...]`) and written back (`self.<name>`), as code."""
+    raw, value = f"d[{name!r}]", f"self.{name}"
+    if kind is datetime:
+        return f"_instant({raw})", f"instant_text({value})"
+    if kind is date:
+        return f"_day({raw})", f"{value}.isoformat()"
+    if kind is Decimal:
+        return f"Decimal({raw})", f"str({value})"
+    if isinstance(kind, type) and issubclass(kind, Record):
+        ns[kind.__name__] = kind
+        return f"{kind.__name__}.from_data({raw})", f"{value}.to_data()"
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and issubclass(args[0], Record):
+        ns[args[0].__name__] = args[0]
+        return f"tuple([{args[0].__name__}.from_data(s) for s in {raw}])", f"[s.to_data() for s in {value}]"
+    if kind in _PLAIN or origin is dict or (origin is types.UnionType and set(args) <= {str, type(None)}):
+        return raw, value
+    raise TypeError(f"{name}: no JSON conversion for {kind!r}")
+
+
+class Record:
+    """A record with a JSON form: `from_data(d)` builds it from its JSON `data`, `to_data()` writes it
+    back. Both are written once per record type from its fields' types (instants as text through
+    `instant_text`, days as ISO dates, `Decimal` as text, nested records and tuples of them through
+    their own conversions, the rest as is), the way `dataclasses` writes `__init__`: the generated
+    code is what one would write by hand for each record, so decoding costs no more than that."""
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        fields: tuple[str, ...] | None = getattr(cls, "_fields", None)
+        if fields is None:  # an abstract base (Contract), not a record
+            return
+        hints = typing.get_type_hints(cls)
+        ns: dict[str, Any] = {"_new": _new, "_instant": _instant, "_day": _day, "Decimal": Decimal}
+        ns["instant_text"] = instant_text
+        reads, writes = zip(*(_conversions(name, hints[name], ns) for name in fields), strict=True)
+        source = (
+            f"def from_data(cls, d):\n    return _new(cls, ({', '.join(reads)},))\n"
+            "def to_data(self):\n    return {"
+            + ", ".join(f"{name!r}: {write}" for name, write in zip(fields, writes, strict=True))
+            + "}\n"
+        )
+        exec(source, ns)
+        cls.from_data = classmethod(ns["from_data"])  # type: ignore[method-assign,assignment]
+        cls.to_data = ns["to_data"]  # type: ignore[method-assign]
+
+    @classmethod
+    def from_data(cls, d: dict[str, Any]) -> Self:
+        """The record from its JSON `data` (already validated against its schema)."""
+        raise NotImplementedError
+
+    def to_data(self) -> dict[str, Any]:
+        """The record's JSON `data`."""
+        raise NotImplementedError
+
+
+class Contract(Record):
     """What every event record has besides its fields: its type string, the source its schema fixes,
-    the envelope's subject and tenant, its topic, and the conversions from and to the `data`."""
+    the envelope's subject and tenant, its topic; `from_data`/`to_data` come from `Record`."""
 
     __slots__ = ()
     TYPE: ClassVar[str]
@@ -54,15 +120,8 @@ class Contract:
         """The topic this event type travels on, from the catalogue."""
         return topic_of(cls.TYPE)
 
-    @classmethod
-    def from_data(cls, d: dict[str, Any]) -> Any:
-        raise NotImplementedError
 
-    def to_data(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-class Customer(NamedTuple):
+class _Customer(NamedTuple):
     customer_id: str
     external_id: str
     name: str
@@ -70,16 +129,6 @@ class Customer(NamedTuple):
     locale: str
     timezone: str
 
-    @classmethod
-    def from_data(cls, d: dict[str, Any]) -> "Customer":
-        return _new(cls, (d["customer_id"], d["external_id"], d["name"], d["email"], d["locale"], d["timezone"]))
 
-    def to_data(self) -> dict[str, Any]:
-        return {
-            "customer_id": self.customer_id,
-            "external_id": self.external_id,
-            "name": self.name,
-            "email": self.email,
-            "locale": self.locale,
-            "timezone": self.timezone,
-        }
+class Customer(_Customer, Record):
+    __slots__ = ()

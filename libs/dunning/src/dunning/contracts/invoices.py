@@ -2,9 +2,9 @@
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
-from dunning.contracts.base import Contract, Customer, _day, _instant, _new, instant_text
+from dunning.contracts.base import Contract, Customer
 
 
 class _InvoiceIssued(NamedTuple):
@@ -26,39 +26,3 @@ class InvoiceIssued(_InvoiceIssued, Contract):
     __slots__ = ()
     TYPE: ClassVar[str] = "dunning.InvoiceIssued.v1"
     SOURCE: ClassVar[str] = "/invoice-ingest"
-
-    @classmethod
-    def from_data(cls, d: dict[str, Any]) -> "InvoiceIssued":
-        return _new(
-            cls,
-            (
-                d["invoice_id"],
-                d["tenant_id"],
-                d["external_id"],
-                d["number"],
-                Customer.from_data(d["customer"]),
-                d["currency"],
-                Decimal(d["amount_due"]),
-                _day(d["issue_date"]),
-                _day(d["due_date"]),
-                d["payment_url"],
-                d["metadata"],
-                _instant(d["issued_at"]),
-            ),
-        )
-
-    def to_data(self) -> dict[str, Any]:
-        return {
-            "invoice_id": self.invoice_id,
-            "tenant_id": self.tenant_id,
-            "external_id": self.external_id,
-            "number": self.number,
-            "customer": self.customer.to_data(),
-            "currency": self.currency,
-            "amount_due": str(self.amount_due),
-            "issue_date": self.issue_date.isoformat(),
-            "due_date": self.due_date.isoformat(),
-            "payment_url": self.payment_url,
-            "metadata": self.metadata,
-            "issued_at": instant_text(self.issued_at),
-        }

@@ -1,9 +1,9 @@
 """The events of dunning.watermarks.v1: reconciliation's payments watermark."""
 
 from datetime import datetime
-from typing import Any, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
-from dunning.contracts.base import Contract, _instant, _new, instant_text
+from dunning.contracts.base import Contract
 
 
 class _PaymentsWatermark(NamedTuple):
@@ -31,27 +31,3 @@ class PaymentsWatermark(_PaymentsWatermark, Contract):
     @property
     def tenant(self) -> str:
         return self.TENANT
-
-    @classmethod
-    def from_data(cls, d: dict[str, Any]) -> "PaymentsWatermark":
-        return _new(
-            cls,
-            (
-                _instant(d["watermark"]),
-                d["payments_topic"],
-                d["payments_offsets"],
-                d["invoices_topic"],
-                d["invoice_positions"],
-                _instant(d["computed_at"]),
-            ),
-        )
-
-    def to_data(self) -> dict[str, Any]:
-        return {
-            "watermark": instant_text(self.watermark),
-            "payments_topic": self.payments_topic,
-            "payments_offsets": self.payments_offsets,
-            "invoices_topic": self.invoices_topic,
-            "invoice_positions": self.invoice_positions,
-            "computed_at": instant_text(self.computed_at),
-        }
