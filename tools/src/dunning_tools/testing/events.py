@@ -55,3 +55,133 @@ def invoice_issued(
     )
     validate(envelope)
     return envelope
+
+
+def planned_stage(
+    stage_id: str,
+    stage: str,
+    sequence: int,
+    scheduled_at: datetime,
+    *,
+    channel: str = "email",
+    state: str = "scheduled",
+    reason: str | None = None,
+) -> dict:
+    """One stage of a DunningPlanned's plan."""
+    return {
+        "stage_id": stage_id,
+        "stage": stage,
+        "sequence": sequence,
+        "channel": channel,
+        "scheduled_at": scheduled_at,
+        "state": state,
+        "reason": reason,
+    }
+
+
+def dunning_planned(
+    *,
+    tenant_id: str,
+    invoice_id: str,
+    stages: list[dict],
+    planned_at: datetime,
+    policy_id: str = "pol_test",
+    policy_version: int = 1,
+) -> dict:
+    """A DunningPlanned envelope of this invoice with these stages (see planned_stage)."""
+    return new_event(
+        "dunning.DunningPlanned.v1",
+        {
+            "invoice_id": invoice_id,
+            "tenant_id": tenant_id,
+            "policy_id": policy_id,
+            "policy_version": policy_version,
+            "planned_at": planned_at,
+            "stages": stages,
+        },
+        source="/scheduler",
+        subject=invoice_id,
+        tenant_id=tenant_id,
+    )
+
+
+def stage_escalated(
+    *,
+    tenant_id: str,
+    invoice_id: str,
+    stage_id: str,
+    scheduled_at: datetime,
+    fired_at: datetime,
+    stage: str = "soft",
+    sequence: int = 1,
+    channel: str = "email",
+) -> dict:
+    """A StageEscalated envelope of this invoice's stage, with a fixed invoice and customer snapshot
+    (EUR 100.00, due 2 Dec 2026; a customer in London)."""
+    return new_event(
+        "dunning.StageEscalated.v1",
+        {
+            "stage_id": stage_id,
+            "invoice_id": invoice_id,
+            "tenant_id": tenant_id,
+            "stage": stage,
+            "sequence": sequence,
+            "channel": channel,
+            "template": stage,
+            "scheduled_at": scheduled_at,
+            "fired_at": fired_at,
+            "invoice": {
+                "external_id": invoice_id,
+                "number": invoice_id,
+                "currency": "EUR",
+                "amount_due": "100.00",
+                "balance": "100.00",
+                "issue_date": "2026-11-02",
+                "due_date": "2026-12-02",
+                "payment_url": None,
+            },
+            "customer": {
+                "customer_id": "cus_test00000000",
+                "external_id": "C1",
+                "name": "Customer",
+                "email": "ap@example.com",
+                "locale": "en-GB",
+                "timezone": "Europe/London",
+            },
+        },
+        source="/scheduler",
+        subject=invoice_id,
+        tenant_id=tenant_id,
+    )
+
+
+def reminder_sent(
+    *,
+    tenant_id: str,
+    invoice_id: str,
+    stage_id: str,
+    sent_at: datetime,
+    delivery_id: str | None = None,
+    recipient: str = "ap@example.com",
+    provider_message_id: str = "m-1",
+    stage: str = "soft",
+    channel: str = "email",
+) -> dict:
+    """A ReminderSent envelope of this invoice's stage (a new delivery id unless given)."""
+    return new_event(
+        "dunning.ReminderSent.v1",
+        {
+            "delivery_id": delivery_id or new_id("dlv"),
+            "stage_id": stage_id,
+            "invoice_id": invoice_id,
+            "tenant_id": tenant_id,
+            "stage": stage,
+            "channel": channel,
+            "recipient": recipient,
+            "provider_message_id": provider_message_id,
+            "sent_at": sent_at,
+        },
+        source="/notifier",
+        subject=invoice_id,
+        tenant_id=tenant_id,
+    )
