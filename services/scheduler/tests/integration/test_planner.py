@@ -2,23 +2,21 @@
 used from the very next planning on)."""
 
 import random
-import uuid
 from datetime import date, timedelta
-from types import SimpleNamespace
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
 
-from dunning import contracts, inbox, tenancy
+from dunning import inbox, tenancy
 from dunning.clock import utcnow
-from dunning.consumer import ConsumerRunner, Rejected, without_batches
+from dunning.consumer import Rejected
 from dunning.contracts import InvoiceIssued, PaymentsWatermark
-from dunning.db import create_pool, migrate, migrations_of
+from dunning.db import migrations_of
 from dunning.events import decode, dumps, new_event, validate
 from dunning_scheduler.bootstrap import handlers_for
 from dunning_scheduler.policy import parse_policy
 from dunning_scheduler.policy_store import ActivePolicies, save_policy
+from dunning_tools.testing.runner import both_ways, feed, records, runner_on
 
 pytestmark = pytest.mark.integration
 PLANNED = "dunning.DunningPlanned.v1"
@@ -107,82 +105,47 @@ async def test_a_new_policy_version_is_used_from_the_next_invoice_on(pool, h):
     assert (planned["data"]["policy_id"], planned["data"]["policy_version"]) == ("pol_three", 2)
 
 
-class _FakeConsumer:
-    async def commit(self, offsets):
-        pass
-
-
-async def _through_runner(
-    dsn: str, schema: str, tenant: str, envelopes: list[dict], *, batch: bool, batch_size: int
-) -> dict:
+async def _through_runner(pool, tenant: str, envelopes: list[dict], *, batch: bool, batch_size: int) -> dict:
     """The envelopes through the consumer runner's fast path, with the table's batch handlers or
     without them (each event by its per-event handler); the end state, with what differs by nature
     between two runs (generated stage ids, planning times, event ids of what was published) left out."""
-    pool = await create_pool(dsn, schema, max_size=2)
-    try:
-        async with pool.acquire() as conn:
-            await tenancy.provision(conn, tenant, "Acme", None)
-            await tenancy.provision(conn, OTHER, "Globex", None)
-        table = handlers_for(ActivePolicies())
-        runner = ConsumerRunner(
-            name="t",
-            pool=pool,
-            bootstrap_servers="unused",
-            group_id="t",
-            topics=[],
-            handlers=table if batch else without_batches(table),
-            handler_attempts=1,
-        )
-        records = [
-            SimpleNamespace(
-                topic=contracts.topic_of(e["type"]),
-                partition=0,
-                offset=n,
-                key=e["subject"].encode(),
-                value=dumps(e),
-                headers=(),
-            )
-            for n, e in enumerate(envelopes)
-        ]
-        for i in range(0, len(records), batch_size):
-            chunk = records[i : i + batch_size]
-            await runner.process_batch(
-                _FakeConsumer(), {TopicPartition(r.topic, 0): [c for c in chunk if c.topic == r.topic] for r in chunk}
-            )
-        volatile = {
-            "stage_id",
-            "planned_at",
-            "created_at",
-            "updated_at",
-            "fired_at",
-            "cancelled_at",
-            "received_at",
-            "settled_at",
-        }
+    async with pool.acquire() as conn:
+        await tenancy.provision(conn, tenant, "Acme", None)
+        await tenancy.provision(conn, OTHER, "Globex", None)
+    runner = runner_on(pool, handlers_for(ActivePolicies()), batch=batch)
+    await feed(runner, records(envelopes), batch_size)
+    volatile = {
+        "stage_id",
+        "planned_at",
+        "created_at",
+        "updated_at",
+        "fired_at",
+        "cancelled_at",
+        "received_at",
+        "settled_at",
+    }
 
-        def rows(records) -> list[dict]:
-            return [{k: v for k, v in dict(r).items() if k not in volatile} for r in records]
+    def rows(fetched) -> list[dict]:
+        return [{k: v for k, v in dict(r).items() if k not in volatile} for r in fetched]
 
-        def published(payload: bytes) -> dict:
-            data = orjson.loads(payload)["data"]
-            data.pop("planned_at", None)
-            data.pop("cancelled_at", None)
-            for stage in data.get("stages", []):
-                stage.pop("stage_id")
-            return data
+    def published(payload: bytes) -> dict:
+        data = orjson.loads(payload)["data"]
+        data.pop("planned_at", None)
+        data.pop("cancelled_at", None)
+        for stage in data.get("stages", []):
+            stage.pop("stage_id")
+        return data
 
-        return {
-            "invoices": rows(await pool.fetch("SELECT * FROM invoices ORDER BY invoice_id")),
-            "timers": rows(await pool.fetch("SELECT * FROM timers ORDER BY invoice_id, sequence, channel")),
-            "watermarks": rows(await pool.fetch("SELECT * FROM payment_watermarks ORDER BY statement_id")),
-            "outbox": sorted(
-                (r["key"], r["topic"], r["event_type"], orjson.dumps(published(bytes(r["payload"]))))
-                for r in await pool.fetch("SELECT * FROM outbox")
-            ),
-            "dead_lettered": runner.dead_lettered,
-        }
-    finally:
-        await pool.close()
+    return {
+        "invoices": rows(await pool.fetch("SELECT * FROM invoices ORDER BY invoice_id")),
+        "timers": rows(await pool.fetch("SELECT * FROM timers ORDER BY invoice_id, sequence, channel")),
+        "watermarks": rows(await pool.fetch("SELECT * FROM payment_watermarks ORDER BY statement_id")),
+        "outbox": sorted(
+            (r["key"], r["topic"], r["event_type"], orjson.dumps(published(bytes(r["payload"]))))
+            for r in await pool.fetch("SELECT * FROM outbox")
+        ),
+        "dead_lettered": runner.dead_lettered,
+    }
 
 
 def _stream(rng: random.Random, h) -> list[dict]:
@@ -228,20 +191,17 @@ def _stream(rng: random.Random, h) -> list[dict]:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_batch_handlers_end_where_event_by_event_ends(infra, migrated, h, seed):
+async def test_batch_handlers_end_where_event_by_event_ends(infra, h, seed):
     """The table's batch handlers (on_invoices_issued, on_payments_watermarks) mirror the per-event
     ones: the same stream ends in the same invoices, timers, watermark statements and outbox rows,
     and dead-letters the same events."""
     rng = random.Random(seed)
     envelopes = _stream(rng, h)
     batch_size = rng.choice([5, 50])
-    batched_schema = f"t_{uuid.uuid4().hex[:12]}"
-    migrate(infra.database_url, batched_schema, MIGRATIONS)
-    one_by_one = await _through_runner(
-        infra.database_url, migrated(MIGRATIONS), h.TENANT, envelopes, batch=False, batch_size=batch_size
-    )
-    batched = await _through_runner(
-        infra.database_url, batched_schema, h.TENANT, envelopes, batch=True, batch_size=batch_size
+    one_by_one, batched = await both_ways(
+        infra.database_url,
+        MIGRATIONS,
+        lambda pool, batch: _through_runner(pool, h.TENANT, envelopes, batch=batch, batch_size=batch_size),
     )
     assert one_by_one["dead_lettered"] >= 1  # another tenant's InvoiceIssued for a known invoice
     assert len(one_by_one["timers"]) > 12 and any(t["state"] == "cancelled" for t in one_by_one["timers"])
