@@ -3,25 +3,22 @@ the consumer runner's fast path once with the batch handler (one schema) and onc
 schema); invoices, payments, outbox and inbox must be the same, and a rejected event is
 dead-lettered alone."""
 
-import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from types import SimpleNamespace
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
 
 from dunning import tenancy
-from dunning.consumer import ConsumerRunner, HandlerSpec
 from dunning.contracts import InvoiceIssued
-from dunning.db import create_pool, migrate, migrations_of
+from dunning.db import migrations_of
 from dunning.events import decode, dumps, validate
 from dunning_reconciliation import reconcile
 from dunning_reconciliation.domain import IncomingPayment, MatchKeys
 from dunning_reconciliation.handlers import HANDLERS, on_invoice_issued
 from dunning_tools.testing.events import invoice_issued
-from dunning_tools.testing.fakes import FakeConsumer
+from dunning_tools.testing.runner import both_ways, feed, records, runner_on
 
 pytestmark = pytest.mark.integration
 
@@ -50,20 +47,6 @@ def issued(
     )
 
 
-def records(events: list[dict], start: int) -> list:
-    return [
-        SimpleNamespace(
-            topic="dunning.invoices.v1",
-            partition=0,
-            offset=start + n,
-            key=e["subject"].encode(),
-            value=dumps(e),
-            headers=(),
-        )
-        for n, e in enumerate(events)
-    ]
-
-
 def counting(fn, calls: list):
     async def wrapper(conn, event):
         calls.append(event.id)
@@ -72,93 +55,75 @@ def counting(fn, calls: list):
     return wrapper
 
 
-async def apply_all(dsn: str, schema: str, batches: list[list[dict]], *, batch: bool) -> dict:
-    pool = await create_pool(dsn, schema, min_size=1, max_size=2)
-    try:
-        async with pool.acquire() as conn, conn.transaction():
-            await tenancy.provision(conn, TENANT, "Acme", None)
-            await tenancy.provision(conn, OTHER, "Globex", None)
-            # known before: invoice k1 (its InvoiceIssued comes again), and two payments waiting
-            # for invoices that the batch announces (by external id, by number).
-            await on_invoice_issued(conn, _decoded(issued("inv_recbatch0k1")))
-            for pid, keys, amount in (
-                ("pay_recbatch0early1", MatchKeys.of(None, ("EXT-EARLY",), ()), "40.00"),
-                ("pay_recbatch0early2", MatchKeys.of(None, (), ("N-inv_recbatch0n3",)), "100.00"),
-            ):
-                await reconcile.receive(
-                    conn,
-                    IncomingPayment(
-                        tenant_id=TENANT,
-                        source="api",
-                        source_reference=pid,
-                        currency="EUR",
-                        amount=Decimal(amount),
-                        received_at=T0,
-                        keys=keys,
-                        payment_id=pid,
-                        acknowledged_at=T0,
-                    ),
-                )
-            await conn.execute("DELETE FROM outbox")
-        per_event_calls: list[list[str]] = []
-        calls: list[str] = []
-        runner = ConsumerRunner(
-            name="t",
-            pool=pool,
-            bootstrap_servers="unused",
-            group_id="t",
-            topics=[],
-            handlers={
-                InvoiceIssued: HandlerSpec(
-                    counting(HANDLERS[InvoiceIssued].each, calls),
-                    batch=HANDLERS[InvoiceIssued].batch if batch else None,
-                )
-            },
-            handler_attempts=1,
-        )
-        offset = 0
-        for events in batches:
-            calls.clear()
-            await runner.process_batch(
-                FakeConsumer(), {TopicPartition("dunning.invoices.v1", 0): records(events, offset)}
+async def apply_all(pool, batches: list[list[dict]], *, batch: bool) -> dict:
+    async with pool.acquire() as conn, conn.transaction():
+        await tenancy.provision(conn, TENANT, "Acme", None)
+        await tenancy.provision(conn, OTHER, "Globex", None)
+        # known before: invoice k1 (its InvoiceIssued comes again), and two payments waiting
+        # for invoices that the batch announces (by external id, by number).
+        await on_invoice_issued(conn, _decoded(issued("inv_recbatch0k1")))
+        for pid, keys, amount in (
+            ("pay_recbatch0early1", MatchKeys.of(None, ("EXT-EARLY",), ()), "40.00"),
+            ("pay_recbatch0early2", MatchKeys.of(None, (), ("N-inv_recbatch0n3",)), "100.00"),
+        ):
+            await reconcile.receive(
+                conn,
+                IncomingPayment(
+                    tenant_id=TENANT,
+                    source="api",
+                    source_reference=pid,
+                    currency="EUR",
+                    amount=Decimal(amount),
+                    received_at=T0,
+                    keys=keys,
+                    payment_id=pid,
+                    acknowledged_at=T0,
+                ),
             )
-            offset += len(events)
-            per_event_calls.append(list(calls))
-        outbox = await pool.fetch("SELECT topic, key, event_type, payload FROM outbox ORDER BY id")
-        for row in outbox:
-            if row["topic"] != "dunning.deadletter.v1":
-                validate(orjson.loads(bytes(row["payload"])))
-        return {
-            "invoices": [
-                dict(r)
-                for r in await pool.fetch(
-                    "SELECT invoice_id, tenant_id, external_id, number, currency, amount_due, balance, metadata,"
-                    " status, issued_at FROM invoices ORDER BY invoice_id"
-                )
-            ],
-            "payments": [
-                dict(r)
-                for r in await pool.fetch(
-                    "SELECT payment_id, tenant_id, invoice_id, status, amount, amount_applied, unapplied_amount,"
-                    " balance_remaining, settled, acknowledged_at, applied_at IS NOT NULL AS applied"
-                    " FROM payments ORDER BY payment_id"
-                )
-            ],
-            "outbox": [(r["topic"], r["key"], r["event_type"]) for r in outbox],
-            "received": [orjson.loads(bytes(r["payload"])) for r in outbox if r["topic"] == "dunning.payments.v1"],
-            "inbox": [tuple(r) for r in await pool.fetch("SELECT event_id::text, status FROM inbox ORDER BY event_id")],
-            "dead_lettered": runner.dead_lettered,
-            "per_event_calls": per_event_calls,
-        }
-    finally:
-        await pool.close()
+        await conn.execute("DELETE FROM outbox")
+    per_event_calls: list[list[str]] = []
+    calls: list[str] = []
+    spec = HANDLERS[InvoiceIssued]
+    runner = runner_on(pool, {InvoiceIssued: replace(spec, each=counting(spec.each, calls))}, batch=batch)
+    offset = 0
+    for events in batches:
+        calls.clear()
+        await feed(runner, records(events, first_offset=offset), len(events))
+        offset += len(events)
+        per_event_calls.append(list(calls))
+    outbox = await pool.fetch("SELECT topic, key, event_type, payload FROM outbox ORDER BY id")
+    for row in outbox:
+        if row["topic"] != "dunning.deadletter.v1":
+            validate(orjson.loads(bytes(row["payload"])))
+    return {
+        "invoices": [
+            dict(r)
+            for r in await pool.fetch(
+                "SELECT invoice_id, tenant_id, external_id, number, currency, amount_due, balance, metadata,"
+                " status, issued_at FROM invoices ORDER BY invoice_id"
+            )
+        ],
+        "payments": [
+            dict(r)
+            for r in await pool.fetch(
+                "SELECT payment_id, tenant_id, invoice_id, status, amount, amount_applied, unapplied_amount,"
+                " balance_remaining, settled, acknowledged_at, applied_at IS NOT NULL AS applied"
+                " FROM payments ORDER BY payment_id"
+            )
+        ],
+        "outbox": [(r["topic"], r["key"], r["event_type"]) for r in outbox],
+        "received": [orjson.loads(bytes(r["payload"])) for r in outbox if r["topic"] == "dunning.payments.v1"],
+        "inbox": [tuple(r) for r in await pool.fetch("SELECT event_id::text, status FROM inbox ORDER BY event_id")],
+        "dead_lettered": runner.dead_lettered,
+        "per_event_calls": per_event_calls,
+    }
 
 
 def _decoded(envelope: dict):
     return decode(dumps(envelope))
 
 
-async def test_invoice_batch_ends_where_event_by_event_ends(infra, migrated):
+async def test_invoice_batch_ends_where_event_by_event_ends(infra):
     first = [
         issued("inv_recbatch0n1"),
         issued("inv_recbatch0n2", external_id="EXT-EARLY"),  # the early 40.00 payment names it
@@ -172,11 +137,9 @@ async def test_invoice_batch_ends_where_event_by_event_ends(infra, migrated):
     rejected["data"]["tenant_id"] = OTHER  # data disagrees with the envelope: never applicable
     second = [issued("inv_recbatch0m1"), rejected, issued("inv_recbatch0m2")]
 
-    one_by_one_schema = migrated(MIGRATIONS)
-    batched_schema = f"t_{uuid.uuid4().hex[:12]}"
-    migrate(infra.database_url, batched_schema, MIGRATIONS)
-    expected = await apply_all(infra.database_url, one_by_one_schema, [first, second], batch=False)
-    got = await apply_all(infra.database_url, batched_schema, [first, second], batch=True)
+    expected, got = await both_ways(
+        infra.database_url, MIGRATIONS, lambda pool, batch: apply_all(pool, [first, second], batch=batch)
+    )
 
     for key in ("invoices", "payments", "outbox", "inbox", "dead_lettered"):
         assert got[key] == expected[key], key
