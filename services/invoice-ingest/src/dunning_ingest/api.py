@@ -195,18 +195,10 @@ def create_app(deps: Deps) -> FastAPI:
     )
     async def get_invoice(invoice_id: str, tenant_id: TenantId) -> Response:
         if not INVOICE_ID.fullmatch(invoice_id):
-            raise Problem(
-                404,
-                f"No invoice {invoice_id!r}.",
-                errors=[{"field": "invoice_id", "message": "not found", "code": "not_found"}],
-            )
+            raise Problem.not_found("invoice_id", f"No invoice {invoice_id!r}.")
         body = await deps.invoices.read_detail(tenant_id, invoice_id)
         if body is None:
-            raise Problem(
-                404,
-                f"No invoice {invoice_id}.",
-                errors=[{"field": "invoice_id", "message": "not found", "code": "not_found"}],
-            )
+            raise Problem.not_found("invoice_id", f"No invoice {invoice_id}.")
         return _json(body)
 
     @app.get(
@@ -226,7 +218,7 @@ def create_app(deps: Deps) -> FastAPI:
         limit: Annotated[int, limit_query(50, 200)] = 50,
         cursor: Cursor = None,
     ) -> Response:
-        after_id = decode_cursor(cursor, INVOICE_ID) if cursor is not None else None
+        after_id = decode_cursor(cursor, INVOICE_ID)
         async with deps.pool.acquire() as conn:
             rows = await repository.list_invoices(
                 conn,

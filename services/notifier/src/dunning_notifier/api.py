@@ -58,7 +58,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         limit: Annotated[int, limit_query(100, 500)] = 100,
         cursor: Cursor = None,
     ) -> dict[str, Any]:
-        before = decode_cursor(cursor, _DELIVERY_ID) if cursor is not None else None
+        before = decode_cursor(cursor, _DELIVERY_ID)
         rows = await repo.list_deliveries(
             deps.pool, tenant_id, invoice_id=invoice_id, state=state, before=before, limit=limit + 1
         )
@@ -75,11 +75,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def get_delivery(delivery_id: Annotated[str, Path(pattern=DELIVERY_ID)], tenant_id: TenantId) -> DeliveryOut:
         row = await repo.get_delivery(deps.pool, tenant_id, delivery_id)
         if row is None:
-            raise Problem(
-                404,
-                f"No delivery {delivery_id!r} for this tenant.",
-                errors=[{"field": "delivery_id", "message": "not found", "code": "not_found"}],
-            )
+            raise Problem.not_found("delivery_id", f"No delivery {delivery_id!r} for this tenant.")
         return _out(row)
 
     return app

@@ -127,7 +127,7 @@ def create_app(deps: Deps) -> FastAPI:
         limit: Annotated[int, limit_query(100, 500)] = 100,
         cursor: Cursor = None,
     ) -> dict[str, Any]:
-        after = decode_cursor(cursor, _PAYMENT_ID) if cursor is not None else None
+        after = decode_cursor(cursor, _PAYMENT_ID)
         rows = await repo.list_payments(deps.pool, tenant_id, invoice_id=invoice_id, after=after, limit=limit + 1)
         return page(rows, limit, key=lambda r: r["payment_id"], view=payment_view)
 

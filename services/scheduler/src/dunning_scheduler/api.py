@@ -93,10 +93,8 @@ def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | N
         async with pool.acquire() as conn:
             invoice = await repository.invoice_of(conn, tenant_id, invoice_id)
             if invoice is None:
-                raise Problem(
-                    404,
-                    f"No invoice {invoice_id} is known to the scheduler for this tenant.",
-                    errors=[{"field": "invoice_id", "message": "not found", "code": "not_found"}],
+                raise Problem.not_found(
+                    "invoice_id", f"No invoice {invoice_id} is known to the scheduler for this tenant."
                 )
             timers = await repository.timers_of(conn, tenant_id, invoice_id)
         currency = invoice["currency"]

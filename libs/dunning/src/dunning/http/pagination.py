@@ -39,8 +39,11 @@ def encode_cursor(after: str) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"after": after})).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, pattern: re.Pattern[str]) -> str:
-    """The key a cursor carries; a 400 naming `cursor` if it is not one this API returned."""
+def decode_cursor(cursor: str | None, pattern: re.Pattern[str]) -> str | None:
+    """The key a cursor carries (None for no cursor: the first page); a 400 naming `cursor` if it is
+    not one this API returned."""
+    if cursor is None:
+        return None
     try:
         decoded = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         after = decoded["after"]

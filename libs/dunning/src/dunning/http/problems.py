@@ -85,6 +85,11 @@ class Problem(Exception):
         """One field at fault: `field: message`, with the field named in `errors`."""
         return cls(status, f"{field}: {message}", errors=[{"field": field, "message": message, "code": code}], **kwargs)
 
+    @classmethod
+    def not_found(cls, field: str, detail: str) -> "Problem":
+        """A 404 for what the path names: `detail` says what is missing, `errors` names the field."""
+        return cls(404, detail, errors=[{"field": field, "message": "not found", "code": "not_found"}])
+
     def body(self, instance: str | None = None) -> dict[str, Any]:
         body = problem_body(
             self.status, self.detail, type_=self.type, title=self.title, errors=self.errors, instance=instance
