@@ -11,22 +11,19 @@ consumer, against an embedded PostgreSQL (fsync on unless --no-fsync).
 import argparse
 import asyncio
 import tempfile
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
-
-from aiokafka import TopicPartition
 
 from dunning import tenancy
-from dunning.consumer import ConsumerRunner, without_batches
+from dunning.consumer import ConsumerRunner
 from dunning.contracts import DunningPlanned, ReminderSent, topic
 from dunning.db import create_pool, migrate, migrations_of
-from dunning.events import dumps, new_event
 from dunning.logging import configure_logging
 from dunning_ingest import handlers as H
 from dunning_tools.stack.servers import database
+from dunning_tools.testing.events import dunning_planned, planned_stage, reminder_sent, stage_escalated
+from dunning_tools.testing.runner import feed, records, runner_on
 
 MIGRATIONS = migrations_of("dunning_ingest")
 TENANT = "ten_bench0000CONSUME"
@@ -34,110 +31,40 @@ T0 = datetime(2026, 11, 2, 8, tzinfo=UTC)
 STAGES = [("pre_due", "email"), ("soft", "email"), ("firm", "email"), ("final", "letter"), ("collections", "webhook")]
 
 
-class FakeConsumer:
-    async def commit(self, offsets):
-        pass
-
-
 def planned(inv: str) -> dict:
-    return new_event(
-        "dunning.DunningPlanned.v1",
-        {
-            "invoice_id": inv,
-            "tenant_id": TENANT,
-            "policy_id": "pol_bench",
-            "policy_version": 1,
-            "planned_at": T0,
-            "stages": [
-                {
-                    "stage_id": f"stg_{inv[4:]}S{n}",
-                    "stage": s,
-                    "sequence": n,
-                    "channel": c,
-                    "scheduled_at": T0 + timedelta(days=7 * n),
-                    "state": "scheduled",
-                    "reason": None,
-                }
-                for n, (s, c) in enumerate(STAGES)
-            ],
-        },
-        source="/scheduler",
-        subject=inv,
-        tenant_id=TENANT,
-    )
+    stages = [
+        planned_stage(f"stg_{inv[4:]}S{n}", s, n, T0 + timedelta(days=7 * n), channel=c)
+        for n, (s, c) in enumerate(STAGES)
+    ]
+    return dunning_planned(tenant_id=TENANT, invoice_id=inv, stages=stages, planned_at=T0, policy_id="pol_bench")
 
 
 def escalated(inv: str) -> dict:
-    return new_event(
-        "dunning.StageEscalated.v1",
-        {
-            "stage_id": f"stg_{inv[4:]}S1",
-            "invoice_id": inv,
-            "tenant_id": TENANT,
-            "stage": "soft",
-            "sequence": 1,
-            "channel": "email",
-            "template": "soft",
-            "scheduled_at": T0 + timedelta(days=7),
-            "fired_at": T0 + timedelta(days=7, seconds=1),
-            "invoice": {
-                "external_id": inv,
-                "number": inv,
-                "currency": "EUR",
-                "amount_due": "100.00",
-                "balance": "100.00",
-                "issue_date": "2026-11-02",
-                "due_date": "2026-12-02",
-                "payment_url": None,
-            },
-            "customer": {
-                "customer_id": "cus_bench000000",
-                "external_id": "C1",
-                "name": "Customer",
-                "email": "ap@example.com",
-                "locale": "en-GB",
-                "timezone": "Europe/London",
-            },
-        },
-        source="/scheduler",
-        subject=inv,
+    scheduled_at = T0 + timedelta(days=7)
+    return stage_escalated(
         tenant_id=TENANT,
+        invoice_id=inv,
+        stage_id=f"stg_{inv[4:]}S1",
+        scheduled_at=scheduled_at,
+        fired_at=scheduled_at + timedelta(seconds=1),
     )
 
 
 def sent(inv: str) -> dict:
-    return new_event(
-        "dunning.ReminderSent.v1",
-        {
-            "delivery_id": f"dlv_{inv[4:]}",
-            "stage_id": f"stg_{inv[4:]}S1",
-            "invoice_id": inv,
-            "tenant_id": TENANT,
-            "stage": "soft",
-            "channel": "email",
-            "recipient": "ap@example.com",
-            "provider_message_id": f"msg-{inv}",
-            "sent_at": T0 + timedelta(days=7, seconds=2),
-        },
-        source="/notifier",
-        subject=inv,
+    return reminder_sent(
         tenant_id=TENANT,
+        invoice_id=inv,
+        stage_id=f"stg_{inv[4:]}S1",
+        delivery_id=f"dlv_{inv[4:]}",
+        provider_message_id=f"msg-{inv}",
+        sent_at=T0 + timedelta(days=7, seconds=2),
     )
 
 
-async def feed(runner: ConsumerRunner, name: str, envelopes: list[dict], batch: int, topic: str) -> None:
-    tp = TopicPartition(topic, 0)
-    records = [
-        SimpleNamespace(topic=topic, partition=0, offset=i, key=e["subject"].encode(), value=dumps(e), headers=())
-        for i, e in enumerate(envelopes)
-    ]
-    consumer = FakeConsumer()
-    start = time.perf_counter()
-    for i in range(0, len(records), batch):
-        await runner.process_batch(consumer, {tp: records[i : i + batch]})
-    elapsed = time.perf_counter() - start
+async def timed(runner: ConsumerRunner, name: str, envelopes: list[dict], batch: int, topic: str) -> None:
+    elapsed = sum(await feed(runner, records(envelopes, topic=topic), batch))
     assert runner.dead_lettered == 0, f"{runner.dead_lettered} dead-lettered"
-    print(f"{name:<18} {len(records):>7} events  {elapsed:7.2f} s  {len(records) / elapsed:9.0f} events/s")
+    print(f"{name:<18} {len(envelopes):>7} events  {elapsed:7.2f} s  {len(envelopes) / elapsed:9.0f} events/s")
 
 
 async def run(args) -> None:
@@ -161,20 +88,13 @@ async def run(args) -> None:
                     TENANT,
                 )
                 await conn.execute("ANALYZE")
-            runner = ConsumerRunner(
-                name="bench",
-                pool=pool,
-                bootstrap_servers="unused",
-                group_id="bench",
-                topics=[],
-                handlers=without_batches(H.HANDLERS) if args.per_event else H.HANDLERS,
-            )
+            runner = runner_on(pool, H.HANDLERS, batch=not args.per_event, name="bench", handler_attempts=3)
             print(
                 f"{'per-event' if args.per_event else 'batch handlers'}, batch {args.batch}, {args.invoices} invoices"
             )
-            await feed(runner, "DunningPlanned", [planned(i) for i in invoices], args.batch, topic(DunningPlanned))
-            await feed(runner, "StageEscalated", [escalated(i) for i in invoices], args.batch, topic(DunningPlanned))
-            await feed(runner, "ReminderSent", [sent(i) for i in invoices], args.batch, topic(ReminderSent))
+            await timed(runner, "DunningPlanned", [planned(i) for i in invoices], args.batch, topic(DunningPlanned))
+            await timed(runner, "StageEscalated", [escalated(i) for i in invoices], args.batch, topic(DunningPlanned))
+            await timed(runner, "ReminderSent", [sent(i) for i in invoices], args.batch, topic(ReminderSent))
             assert runner.dead_lettered == 0, runner.dead_lettered
         finally:
             await pool.close()
