@@ -27,13 +27,11 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from aiokafka import ConsumerRecord, TopicPartition
-
-from dunning import consumer, tenancy
+from dunning import tenancy
 from dunning.clock import utcnow
 from dunning.contracts import InvoiceIssued, PaymentReceived, topic
 from dunning.db import create_pool, migrate, migrations_of
-from dunning.events import dumps, new_event
+from dunning.events import new_event
 from dunning.ids import new_id
 from dunning.logging import configure_logging
 from dunning.tracing import configure_tracing
@@ -42,6 +40,7 @@ from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.policy import parse_policy
 from dunning_scheduler.policy_store import ActivePolicies, save_policy
 from dunning_tools.stack.servers import broker, database
+from dunning_tools.testing.runner import feed, records, runner_on
 
 MIGRATIONS = migrations_of("dunning_scheduler")
 TENANT = "ten_bench"
@@ -76,13 +75,6 @@ SELECT 'stg_BENCH' || lpad(i::text, 12, '0') || s, 'ten_bench', 'inv_BENCH' || l
        now() - random() * interval '1 hour', 'scheduled', 1
 FROM generate_series(1, $1) AS i, generate_series(0, 4) AS s;
 """
-
-
-class _NoCommit:
-    """Stands in for the Kafka consumer: process_batch only commits offsets on it."""
-
-    async def commit(self, offsets) -> None:
-        return None
 
 
 def _invoice_issued(i: int) -> dict:
@@ -144,24 +136,6 @@ def _payment(invoice_id: str) -> dict:
     )
 
 
-def _records(topic: str, envelopes: list[dict], first_offset: int = 0) -> list[ConsumerRecord]:
-    return [
-        ConsumerRecord(topic, 0, first_offset + n, 0, 0, e["subject"].encode(), value, None, 0, len(value), [])
-        for n, e in enumerate(envelopes)
-        for value in [dumps(e)]
-    ]
-
-
-async def _apply(runner: consumer.ConsumerRunner, topic: str, records: list[ConsumerRecord], batch: int) -> list[float]:
-    """Apply records through the runner in batches; returns each batch's seconds."""
-    seconds = []
-    for lo in range(0, len(records), batch):
-        start = time.perf_counter()
-        await runner.process_batch(_NoCommit(), {TopicPartition(topic, 0): records[lo : lo + batch]})
-        seconds.append(time.perf_counter() - start)
-    return seconds
-
-
 async def bench_plan(
     dsn: str, invoices: int, batch: int, payments: int, default_policy: bool, batch_handlers: bool
 ) -> None:
@@ -174,25 +148,19 @@ async def bench_plan(
             if not default_policy:
                 await save_policy(conn, TENANT, parse_policy(POLICY))
         handlers = handlers_for(ActivePolicies())
-        runner = consumer.ConsumerRunner(
-            name="scheduler-bench",
-            pool=pool,
-            bootstrap_servers="unused",
-            group_id="bench",
-            topics=[],
-            handlers=handlers if batch_handlers else consumer.without_batches(handlers),
-            batch_max=batch,
+        runner = runner_on(
+            pool, handlers, batch=batch_handlers, name="scheduler-bench", batch_max=batch, handler_attempts=3
         )
-        warm = _records(topic(InvoiceIssued), [_invoice_issued(i) for i in range(200)])
-        await _apply(runner, topic(InvoiceIssued), warm, batch)
+        warm = records([_invoice_issued(i) for i in range(200)], topic=topic(InvoiceIssued))
+        await feed(runner, warm, batch)
         envelopes = [_invoice_issued(i) for i in range(invoices)]
-        records = _records(topic(InvoiceIssued), envelopes, len(warm))
+        issued = records(envelopes, topic=topic(InvoiceIssued), first_offset=len(warm))
         invoice_ids = [e["subject"] for e in envelopes]
         del envelopes
         gc.collect()  # the bench's own garbage is not the consumer's cost
         await pool.execute("ANALYZE")
         cpu = time.process_time()
-        elapsed = sum(await _apply(runner, topic(InvoiceIssued), records, batch))
+        elapsed = sum(await feed(runner, issued, batch))
         cpu = time.process_time() - cpu
         planned = await pool.fetchval("SELECT count(*) FROM invoices WHERE planned_at IS NOT NULL")
         timers = await pool.fetchval("SELECT count(*) FROM timers")
@@ -214,12 +182,13 @@ async def bench_plan(
         if payments:
             chosen = invoice_ids[1 : payments * 2 : 2]
             offset = len(warm) + invoices
-            one_by_one = _records(topic(PaymentReceived), [_payment(i) for i in chosen[: payments // 2]], offset)
-            lat = sorted(await _apply(runner, topic(PaymentReceived), one_by_one, 1))
-            batched = _records(
-                topic(PaymentReceived), [_payment(i) for i in chosen[payments // 2 :]], offset + payments
+            paying = topic(PaymentReceived)
+            one_by_one = records([_payment(i) for i in chosen[: payments // 2]], topic=paying, first_offset=offset)
+            lat = sorted(await feed(runner, one_by_one, 1))
+            batched = records(
+                [_payment(i) for i in chosen[payments // 2 :]], topic=paying, first_offset=offset + payments
             )
-            seconds = sum(await _apply(runner, topic(PaymentReceived), batched, batch))
+            seconds = sum(await feed(runner, batched, batch))
             cancelled = await pool.fetchval(
                 "SELECT count(*) FROM outbox WHERE event_type = 'dunning.StagesCancelled.v1'"
             )
