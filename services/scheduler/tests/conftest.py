@@ -2,17 +2,13 @@
 and helpers to apply events through the handlers and read the outbox."""
 
 import uuid
-from datetime import datetime
 from functools import partial
 
 import orjson
 import pytest
 
 from dunning import tenancy
-from dunning.clock import utcnow
 from dunning.db import create_pool, migrations_of
-from dunning.events import new_event
-from dunning.ids import new_id
 from dunning_scheduler.bootstrap import handlers_for
 from dunning_scheduler.policy_store import ActivePolicies
 from dunning_scheduler.settings import Settings
@@ -55,38 +51,7 @@ async def pool(infra, schema):
 invoice_issued = partial(events.invoice_issued, tenant_id=TENANT)
 
 
-def payment_received(
-    invoice_id: str,
-    *,
-    balance: str,
-    settled: bool,
-    acknowledged_at: datetime | None = None,
-    tenant_id: str = TENANT,
-    currency: str = "EUR",
-    amount: str = "100.00",
-) -> dict:
-    acknowledged_at = acknowledged_at or utcnow()
-    return new_event(
-        "dunning.PaymentReceived.v1",
-        {
-            "payment_id": new_id("pay"),
-            "invoice_id": invoice_id,
-            "tenant_id": tenant_id,
-            "invoice_external_id": "ext",
-            "source": "api",
-            "source_reference": "ref-1",
-            "currency": currency,
-            "amount": amount,
-            "amount_applied": amount,
-            "balance_remaining": balance,
-            "settled": settled,
-            "received_at": acknowledged_at,
-            "acknowledged_at": acknowledged_at,
-        },
-        source="/reconciliation",
-        subject=invoice_id,
-        tenant_id=tenant_id,
-    )
+payment_received = partial(events.payment_received, tenant_id=TENANT)
 
 
 apply = partial(apply_event, handlers=HANDLERS)

@@ -40,6 +40,7 @@ from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.policy import parse_policy
 from dunning_scheduler.policy_store import ActivePolicies, save_policy
 from dunning_tools.stack.servers import broker, database
+from dunning_tools.testing.events import payment_received
 from dunning_tools.testing.runner import feed, records, runner_on
 
 MIGRATIONS = migrations_of("dunning_scheduler")
@@ -112,28 +113,7 @@ def _invoice_issued(i: int) -> dict:
 
 
 def _payment(invoice_id: str) -> dict:
-    now = utcnow()
-    return new_event(
-        "dunning.PaymentReceived.v1",
-        {
-            "payment_id": new_id("pay"),
-            "invoice_id": invoice_id,
-            "tenant_id": TENANT,
-            "invoice_external_id": "ext",
-            "source": "api",
-            "source_reference": "ref-1",
-            "currency": "EUR",
-            "amount": "1250.00",
-            "amount_applied": "1250.00",
-            "balance_remaining": "0.00",
-            "settled": True,
-            "received_at": now,
-            "acknowledged_at": now,
-        },
-        source="/reconciliation",
-        subject=invoice_id,
-        tenant_id=TENANT,
-    )
+    return payment_received(invoice_id, tenant_id=TENANT, balance="0.00", settled=True, amount="1250.00")
 
 
 async def bench_plan(

@@ -185,3 +185,39 @@ def reminder_sent(
         subject=invoice_id,
         tenant_id=tenant_id,
     )
+
+
+def payment_received(
+    invoice_id: str,
+    *,
+    tenant_id: str,
+    balance: str,
+    settled: bool,
+    acknowledged_at: datetime | None = None,
+    currency: str = "EUR",
+    amount: str = "100.00",
+) -> dict:
+    """A PaymentReceived envelope: `amount` applied in full to the invoice, leaving `balance`;
+    received and acknowledged now unless `acknowledged_at`."""
+    acknowledged_at = acknowledged_at or utcnow()
+    return new_event(
+        "dunning.PaymentReceived.v1",
+        {
+            "payment_id": new_id("pay"),
+            "invoice_id": invoice_id,
+            "tenant_id": tenant_id,
+            "invoice_external_id": "ext",
+            "source": "api",
+            "source_reference": "ref-1",
+            "currency": currency,
+            "amount": amount,
+            "amount_applied": amount,
+            "balance_remaining": balance,
+            "settled": settled,
+            "received_at": acknowledged_at,
+            "acknowledged_at": acknowledged_at,
+        },
+        source="/reconciliation",
+        subject=invoice_id,
+        tenant_id=tenant_id,
+    )
