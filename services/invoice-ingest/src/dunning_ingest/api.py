@@ -18,7 +18,18 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter
 
-from dunning.http import JSON_BODY, ApiKeyAuth, Cursor, Problem, TenantId, decode_cursor, limit_query, page, service_app
+from dunning.http import (
+    JSON_BODY,
+    ApiKeyAuth,
+    Cursor,
+    Problem,
+    TenantId,
+    decode_cursor,
+    json_body,
+    limit_query,
+    page,
+    service_app,
+)
 from dunning_ingest import repository
 from dunning_ingest.bulk import gc_paused
 from dunning_ingest.idempotency import Reply, checked_key
@@ -106,12 +117,7 @@ def create_app(deps: Deps) -> FastAPI:
                 "first request is still running)"
             },
         },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InvoiceIn"}}},
-            }
-        },
+        openapi_extra=json_body("InvoiceIn"),
     )
     async def create_invoice(request: Request, tenant_id: TenantId, idempotency_key: IdempotencyKey = None) -> Response:
         return await create_invoice_of(request, tenant_id)
@@ -126,27 +132,20 @@ def create_app(deps: Deps) -> FastAPI:
             200: {"model": BulkResponse, "description": "One result per item"},
             409: {"description": "The Idempotency-Key's first request is still running"},
         },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["invoices"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "invoices": {
-                                    "type": "array",
-                                    "maxItems": settings.bulk_max_items,
-                                    "items": {"$ref": "#/components/schemas/InvoiceIn"},
-                                }
-                            },
-                        }
+        openapi_extra=json_body(
+            {
+                "type": "object",
+                "required": ["invoices"],
+                "additionalProperties": False,
+                "properties": {
+                    "invoices": {
+                        "type": "array",
+                        "maxItems": settings.bulk_max_items,
+                        "items": {"$ref": "#/components/schemas/InvoiceIn"},
                     }
                 },
             }
-        },
+        ),
     )
     async def create_invoices(
         request: Request, tenant_id: TenantId, idempotency_key: IdempotencyKey = None

@@ -14,7 +14,7 @@ import asyncpg
 from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from dunning.http import Cursor, Page, TenantId, decode_cursor, limit_query, page, service_app
+from dunning.http import Cursor, Page, TenantId, decode_cursor, json_body, limit_query, page, service_app
 from dunning_reconciliation import payments, webhooks
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.schemas import PaymentIn, PaymentOut, WebhookAck, payment_view
@@ -69,20 +69,9 @@ def create_app(deps: Deps) -> FastAPI:
         operation_id="receiveStripeEvent",
         summary="Receive a Stripe event (signed with the tenant's endpoint secret)",
         responses={400: {"description": "Signature refused, or the event cannot be read"}},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "description": "A Stripe Event object, as Stripe sends it.",
-                            "example": _STRIPE_EXAMPLE,
-                        }
-                    }
-                },
-            }
-        },
+        openapi_extra=json_body(
+            {"type": "object", "description": "A Stripe Event object, as Stripe sends it.", "example": _STRIPE_EXAMPLE}
+        ),
     )
     async def stripe_webhook(
         tenant_id: Annotated[str, Path(max_length=100)],

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import Body, FastAPI, Path
 
-from dunning.http import Problem, TenantId, service_app
+from dunning.http import Problem, TenantId, json_body, service_app
 from dunning.metrics import instrument_app
 from dunning.money import format_amount
 from dunning_scheduler import repository
@@ -45,12 +45,7 @@ def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | N
         response_model=PolicyOut,
         tags=["policy"],
         operation_id="putPolicy",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PolicyDocument"}}},
-            }
-        },  # PolicyOut brings it
+        openapi_extra=json_body("PolicyDocument"),  # PolicyOut brings it
         summary="Store the tenant's dunning policy (a new version; idempotent for an equal document)",
     )
     async def put_policy(

@@ -1,6 +1,7 @@
 """HTTP plumbing shared by the four services: one app factory, one API-key dependency, one problem shape.
 
-- `app.service_app`: the app factory (title and version, edge guard, tracing, problems, health, metrics).
+- `app.service_app`: the app factory (title and version, edge guard, tracing, problems, health, metrics);
+  `app.json_body`: the OpenAPI request body of a route that reads its JSON body itself.
 - `auth.TenantId`: `tenant_id: TenantId` in a route: `Authorization: Bearer <key>` -> tenant id, through
   the app's `ApiKeyAuth` (cached a few seconds).
 - `problems`: `Problem` to raise, the `ProblemDetail` model documenting every error response.
@@ -9,7 +10,7 @@
 - `pagination`: `limit` + opaque `cursor` in, `{"data": [...], "next_cursor": ...}` out.
 """
 
-from dunning.http.app import NO_FASTAPI_TELEMETRY, api_key_auth, service_app
+from dunning.http.app import NO_FASTAPI_TELEMETRY, api_key_auth, json_body, service_app
 from dunning.http.auth import ApiKeyAuth, TenantId, current_tenant, hash_api_key, new_api_key
 from dunning.http.guard import JSON_BODY, InputGuard, bad_text
 from dunning.http.pagination import Cursor, Page, decode_cursor, encode_cursor, limit_query, page
@@ -36,6 +37,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "hash_api_key",
+    "json_body",
     "limit_query",
     "new_api_key",
     "page",

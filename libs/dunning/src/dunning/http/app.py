@@ -40,6 +40,14 @@ def api_key_auth(settings: CommonSettings, pool: asyncpg.Pool) -> ApiKeyAuth:
     return ApiKeyAuth(pool, settings.auth_cache_seconds)
 
 
+def json_body(schema: str | dict[str, Any]) -> dict[str, Any]:
+    """`openapi_extra=json_body(...)` on a route that reads its JSON body itself: documents that body,
+    required, by its schema (a dict) or by the name of a component schema (`"InvoiceIn"`)."""
+    if isinstance(schema, str):
+        schema = {"$ref": f"#/components/schemas/{schema}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def service_app(
     *,
     distribution: str,
