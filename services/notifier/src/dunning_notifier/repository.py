@@ -128,6 +128,15 @@ async def release_claims(conn: asyncpg.Connection, claims: Sequence[tuple[str, i
 _FENCE = " WHERE d.delivery_id = u.id AND d.attempts = u.attempts AND d.state IN ('sending', 'pending')"
 
 
+async def _record_outcomes(conn: asyncpg.Connection, statement: str, rows: Sequence[tuple[Any, ...]]) -> set[str]:
+    """Run one of the fenced outcome statements below over `rows` (an array per column, in the order of
+    its unnest); the ids of the deliveries it recorded (the others were re-claimed meanwhile)."""
+    if not rows:
+        return set()
+    done = await conn.fetch(statement, *(list(column) for column in zip(*rows, strict=True)))
+    return {r["delivery_id"] for r in done}
+
+
 _MARK_SENT = (
     "UPDATE deliveries d SET state = 'sent', provider_message_id = u.pmid, sent_at = u.sent_at,"
     " claimed_until = NULL, last_error_code = NULL, last_error = NULL, updated_at = now()"
@@ -138,17 +147,8 @@ _MARK_SENT = (
 
 
 async def mark_sent(conn: asyncpg.Connection, rows: Sequence[tuple[str, int, str, datetime]]) -> set[str]:
-    if not rows:
-        return set()
-    ids, attempts, message_ids, sent_at = (list(c) for c in zip(*rows, strict=True))
-    done = await conn.fetch(
-        _MARK_SENT,
-        ids,
-        attempts,
-        message_ids,
-        sent_at,
-    )
-    return {r["delivery_id"] for r in done}
+    """Sent: (delivery id, attempts, provider message id, sent at)."""
+    return await _record_outcomes(conn, _MARK_SENT, rows)
 
 
 _MARK_FAILED = (
@@ -161,17 +161,8 @@ _MARK_FAILED = (
 
 
 async def mark_failed(conn: asyncpg.Connection, rows: Sequence[tuple[str, int, str, str]]) -> set[str]:
-    if not rows:
-        return set()
-    ids, attempts, codes, errors = (list(c) for c in zip(*rows, strict=True))
-    done = await conn.fetch(
-        _MARK_FAILED,
-        ids,
-        attempts,
-        codes,
-        errors,
-    )
-    return {r["delivery_id"] for r in done}
+    """Failed for good: (delivery id, attempts, error code, error)."""
+    return await _record_outcomes(conn, _MARK_FAILED, rows)
 
 
 _MARK_RETRY = (
@@ -187,19 +178,7 @@ _MARK_RETRY = (
 async def mark_retry(conn: asyncpg.Connection, rows: Sequence[tuple[str, int, str, str, float, bool]]) -> set[str]:
     """Back to pending after a transient failure; `in_doubt` (the last tuple field) when the server
     may have accepted the message all the same (timeout or disconnect after DATA)."""
-    if not rows:
-        return set()
-    ids, attempts, codes, errors, delays, in_doubt = (list(c) for c in zip(*rows, strict=True))
-    done = await conn.fetch(
-        _MARK_RETRY,
-        ids,
-        attempts,
-        codes,
-        errors,
-        delays,
-        in_doubt,
-    )
-    return {r["delivery_id"] for r in done}
+    return await _record_outcomes(conn, _MARK_RETRY, rows)
 
 
 _LIST_DELIVERIES = (
