@@ -32,13 +32,7 @@ def schema(migrated) -> str:
 
 @pytest.fixture
 def settings(infra, schema) -> Settings:
-    return Settings(
-        DATABASE_URL=infra.database_url,
-        KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap_servers,
-        db_schema=schema,
-        consumer_group=f"ingest-{uuid.uuid4().hex[:8]}",
-        auth_cache_seconds=0,
-    )
+    return infra.settings(Settings, schema, auth_cache_seconds=0)
 
 
 @pytest.fixture

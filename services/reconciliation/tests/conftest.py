@@ -39,12 +39,7 @@ async def pool(infra, migrated):
 
 @pytest.fixture
 def settings(infra, pool) -> Settings:
-    return Settings(
-        database_url=infra.database_url,
-        kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
-        db_schema="unused",
-        relay_poll_seconds=0.05,
-    )
+    return infra.settings(Settings, "unused", relay_poll_seconds=0.05)
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Fixtures for the scheduler's integration tests: a migrated schema with a tenant, event builders,
 and helpers to apply events through the handlers and read the outbox."""
 
-import uuid
 from functools import partial
 
 import orjson
@@ -29,14 +28,8 @@ def schema(migrated) -> str:
 
 @pytest.fixture
 def settings(infra, schema) -> Settings:
-    return Settings(
-        database_url=infra.database_url,
-        kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
-        db_schema=schema,
-        consumer_group=f"scheduler-{uuid.uuid4().hex[:8]}",
-        relay_poll_seconds=0.05,
-        payments_gate=False,
-    )  # the scheduler alone; the gate has its own tests
+    # the scheduler alone; the gate has its own tests
+    return infra.settings(Settings, schema, relay_poll_seconds=0.05, payments_gate=False)
 
 
 @pytest.fixture

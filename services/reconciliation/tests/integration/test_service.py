@@ -18,15 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_invoice_from_kafka_settles_an_early_payment_and_publishes(infra, pool, schema_name, h):
-    settings = Settings(
-        database_url=infra.database_url,
-        kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
-        db_schema=schema_name,
-        consumer_group=f"reconciliation-test-{uuid.uuid4().hex[:8]}",
-        relay_poll_seconds=0.05,
-        db_pool_min=1,
-        db_pool_max=4,
-    )
+    settings = infra.settings(Settings, schema_name, relay_poll_seconds=0.05, db_pool_min=1, db_pool_max=4)
     service = await bootstrap(settings)
     tasks = [asyncio.create_task(w.run()) for w in [*service.workers, service.relay]]
     listener = AIOKafkaConsumer(

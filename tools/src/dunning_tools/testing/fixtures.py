@@ -9,12 +9,16 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
+from dunning.settings import CommonSettings
 from dunning_tools.stack.mailserver import start as mailserver_process
 from dunning_tools.stack.procs import free_port, stop
 from dunning_tools.stack.servers import broker, database
+
+S = TypeVar("S", bound=CommonSettings)
 
 
 @dataclass
@@ -22,6 +26,17 @@ class Infra:
     database_url: str
     kafka_bootstrap_servers: str
     workdir: Path
+
+    def settings(self, settings_class: type[S], schema: str, **overrides: Any) -> S:
+        """A service's settings on these servers and `schema`, with a consumer group of its own
+        (so that no other test's offsets are shared) unless `overrides` name one."""
+        overrides.setdefault("consumer_group", f"test-{uuid.uuid4().hex[:8]}")
+        return settings_class(
+            database_url=self.database_url,
+            kafka_bootstrap_servers=self.kafka_bootstrap_servers,
+            db_schema=schema,
+            **overrides,
+        )
 
 
 @pytest.fixture(scope="session")
