@@ -57,23 +57,11 @@ async def receive(conn: asyncpg.Connection, p: IncomingPayment, *, strict_curren
     """Match the payment to its invoice and apply it, or keep it until the invoice is known."""
     if p.acknowledged_at is None:
         p = await acknowledging(conn, p)
-    assert p.acknowledged_at is not None
     await lock_keys(conn, p.tenant_id, p.keys)
     invoice_id = await repo.find_invoice(conn, p.tenant_id, p.keys)
     if invoice_id is not None:
         return await apply_payment(conn, invoice_id, p, strict_currency=strict_currency)
-    await repo.save_payment(
-        conn,
-        p,
-        invoice_id=None,
-        status=UNMATCHED,
-        amount_applied=Decimal(0),
-        unapplied_amount=p.amount,
-        balance_remaining=None,
-        settled=False,
-        acknowledged_at=p.acknowledged_at,
-        applied_at=None,
-    )
+    await _save_unapplied(conn, p, UNMATCHED, invoice_id=None, balance_remaining=None, settled=False)
     log.info(
         "reconciliation.payment.pending_match",
         payment_id=p.payment_id,
@@ -84,6 +72,32 @@ async def receive(conn: asyncpg.Connection, p: IncomingPayment, *, strict_curren
         match_numbers=list(p.keys.numbers),
     )
     return Outcome(PENDING_MATCH, p.payment_id)
+
+
+async def _save_unapplied(
+    conn: asyncpg.Connection,
+    p: IncomingPayment,
+    status: str,
+    *,
+    invoice_id: str | None,
+    balance_remaining: Decimal | None,
+    settled: bool,
+) -> None:
+    """Record p as applied to nothing (its whole amount unapplied): kept until its invoice is known,
+    or refused by it."""
+    assert p.acknowledged_at is not None
+    await repo.save_payment(
+        conn,
+        p,
+        invoice_id=invoice_id,
+        status=status,
+        amount_applied=Decimal(0),
+        unapplied_amount=p.amount,
+        balance_remaining=balance_remaining,
+        settled=settled,
+        acknowledged_at=p.acknowledged_at,
+        applied_at=None,
+    )
 
 
 async def apply_payment(
@@ -103,17 +117,13 @@ async def apply_payment(
     if invoice["currency"] != p.currency:
         if strict_currency:
             raise CurrencyMismatch(invoice_id, invoice["currency"], p.currency)
-        await repo.save_payment(
+        await _save_unapplied(
             conn,
             p,
+            REJECTED_CURRENCY_MISMATCH,
             invoice_id=invoice_id,
-            status=REJECTED_CURRENCY_MISMATCH,
-            amount_applied=Decimal(0),
-            unapplied_amount=p.amount,
             balance_remaining=invoice["balance"],
             settled=invoice["status"] == "paid",
-            acknowledged_at=acknowledged_at,
-            applied_at=None,
         )
         log.error(
             "reconciliation.payment.currency_mismatch",
