@@ -5,32 +5,21 @@ payment processor's signed webhook settles one invoice and its pending reminders
 payment that arrives before its invoice is matched when the invoice comes.
 """
 
-import hashlib
-import hmac
 import json
 import time
 import uuid
-from datetime import date, timedelta
 
 import httpx
 import pytest
 
 from dunning_tools.stack.mailserver import messages_to
 from dunning_tools.stack.system import Ports, Stack
+from dunning_tools.testing.story import invoice_body, post_stripe_webhook, seconds_policy, stripe_invoice_paid
 from dunning_tools.testing.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 
-POLICY = {  # seconds instead of days, anchored on the issue instant, so the story takes seconds
-    "anchor": "issued_at",
-    "stages": [
-        {"name": "pre_due", "offset": "PT3S"},
-        {"name": "soft", "offset": "PT4S"},
-        {"name": "firm", "offset": "PT5S"},
-        {"name": "final", "offset": "PT14S"},
-        {"name": "collections", "offset": "PT16S"},
-    ],
-}
+POLICY = seconds_policy(3, 4, 5, 14, 16)  # seconds instead of days, so the story takes seconds
 
 
 @pytest.fixture(scope="module")
@@ -57,29 +46,17 @@ def tenant(stack):
     return tenant
 
 
-def invoice_body(ext: str, currency: str, amount: str, email: str, locale: str, tz: str) -> dict:
-    return {
-        "external_id": ext,
-        "number": ext,
-        "currency": currency,
-        "amount_due": amount,
-        "issue_date": date.today().isoformat(),
-        "due_date": (date.today() + timedelta(days=14)).isoformat(),
-        "payment_url": f"https://pay.example.com/{ext}",
-        "customer": {
-            "external_id": f"C-{ext}",
-            "name": f"Customer {ext}",
-            "email": email,
-            "locale": locale,
-            "timezone": tz,
-        },
-    }
-
-
-def stripe_signature(payload: bytes, secret: str) -> str:
-    t = int(time.time())
-    v1 = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
-    return f"t={t},v1={v1}"
+def invoice(ext: str, currency: str, amount: str, email: str, locale: str, tz: str) -> dict:
+    return invoice_body(
+        ext,
+        currency=currency,
+        amount=amount,
+        name=f"Customer {ext}",
+        email=email,
+        locale=locale,
+        timezone=tz,
+        customer_external_id=f"C-{ext}",
+    )
 
 
 def mails_to(stack: Stack, address: str) -> list[dict]:
@@ -107,12 +84,12 @@ def test_reminders_are_emailed_and_a_paid_invoice_stops_being_chased(stack, tena
     a = httpx.post(
         f"{ingest}/v1/invoices",
         headers=auth,
-        json=invoice_body(f"A-{run}", "EUR", "1250.00", a_mail, "de-DE", "Europe/Berlin"),
+        json=invoice(f"A-{run}", "EUR", "1250.00", a_mail, "de-DE", "Europe/Berlin"),
     )
     b = httpx.post(
         f"{ingest}/v1/invoices",
         headers=auth,
-        json=invoice_body(f"B-{run}", "JPY", "5000", b_mail, "ja-JP", "Asia/Tokyo"),
+        json=invoice(f"B-{run}", "JPY", "5000", b_mail, "ja-JP", "Asia/Tokyo"),
     )
     assert a.status_code == 201, a.text
     assert b.status_code == 201, b.text
@@ -130,39 +107,13 @@ def test_reminders_are_emailed_and_a_paid_invoice_stops_being_chased(stack, tena
     assert any("5,000" in m["text"] or "5000" in m["text"] for m in mails_to(stack, b_mail))
 
     # The payment processor says invoice B is paid: a Stripe-signed invoice.paid webhook.
-    event = {
-        "id": f"evt_{run}",
-        "object": "event",
-        "type": "invoice.paid",
-        "created": int(time.time()),
-        "data": {
-            "object": {
-                "id": f"in_{run}",
-                "object": "invoice",
-                "number": f"B-{run}",
-                "amount_paid": 5000,
-                "currency": "jpy",
-                "metadata": {"dunning_invoice_id": b_id},
-                "status_transitions": {"paid_at": int(time.time())},
-            }
-        },
-    }
-    payload = json.dumps(event).encode()
-    hook = f"{stack.url('reconciliation')}/v1/webhooks/stripe/{tenant['tenant_id']}"
-    forged = httpx.post(
-        hook,
-        content=payload,
-        headers={"Stripe-Signature": stripe_signature(payload, "whsec_wrong"), "Content-Type": "application/json"},
+    payload = stripe_invoice_paid(
+        f"evt_{run}", f"in_{run}", number=f"B-{run}", amount_paid=5000, currency="jpy", invoice_id=b_id
     )
+    recon, client = stack.url("reconciliation"), httpx.Client()
+    forged = post_stripe_webhook(client, recon, tenant["tenant_id"], payload, "whsec_wrong")
     assert forged.status_code == 400
-    paid = httpx.post(
-        hook,
-        content=payload,
-        headers={
-            "Stripe-Signature": stripe_signature(payload, tenant["webhook_secret"]),
-            "Content-Type": "application/json",
-        },
-    )
+    paid = post_stripe_webhook(client, recon, tenant["tenant_id"], payload, tenant["webhook_secret"])
     assert paid.status_code == 200, paid.text
 
     # B's remaining stages are cancelled in its timeline; A keeps going.
@@ -189,14 +140,7 @@ def test_reminders_are_emailed_and_a_paid_invoice_stops_being_chased(stack, tena
     assert len(mails_to(stack, b_mail)) == 3, "no reminder after the payment"
 
     # A replayed webhook changes nothing.
-    again = httpx.post(
-        hook,
-        content=payload,
-        headers={
-            "Stripe-Signature": stripe_signature(payload, tenant["webhook_secret"]),
-            "Content-Type": "application/json",
-        },
-    )
+    again = post_stripe_webhook(client, recon, tenant["tenant_id"], payload, tenant["webhook_secret"])
     assert again.status_code == 200
     payments = httpx.get(f"{stack.url('reconciliation')}/v1/payments", params={"invoice_id": b_id}, headers=auth).json()
     items = payments["data"] if isinstance(payments, dict) else payments
@@ -222,7 +166,7 @@ def test_a_payment_before_its_invoice_means_no_reminder_at_all(stack, tenant):
     created = httpx.post(
         f"{stack.url('invoice-ingest')}/v1/invoices",
         headers=auth,
-        json=invoice_body(f"E-{run}", "GBP", "99.90", email, "en-GB", "Europe/London"),
+        json=invoice(f"E-{run}", "GBP", "99.90", email, "en-GB", "Europe/London"),
     )
     assert created.status_code == 201, created.text
     invoice_id = created.json()["id"]

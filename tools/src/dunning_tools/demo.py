@@ -6,30 +6,19 @@ and its remaining stages are cancelled in its timeline.
 """
 
 import asyncio
-import hashlib
-import hmac
 import json
 import time
 import uuid
-from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
 
 from dunning_cli.tenants import create_tenant
 from dunning_tools.stack.mailserver import messages_to
+from dunning_tools.testing.story import invoice_body, post_stripe_webhook, seconds_policy, stripe_invoice_paid
 from dunning_tools.testing.waits import wait_until
 
-POLICY = {
-    "anchor": "issued_at",
-    "stages": [
-        {"name": "pre_due", "offset": "PT2S"},
-        {"name": "soft", "offset": "PT4S"},
-        {"name": "firm", "offset": "PT6S"},
-        {"name": "final", "offset": "PT40S"},
-        {"name": "collections", "offset": "PT60S"},
-    ],
-}
+POLICY = seconds_policy(2, 4, 6, 40, 60)
 CUSTOMERS = [
     ("Muster GmbH", "de-DE", "Europe/Berlin", "EUR", "1250.00"),
     ("Yamada Shoji KK", "ja-JP", "Asia/Tokyo", "JPY", "48000"),
@@ -69,22 +58,16 @@ def main() -> None:
     invoices = []
     for i, (name, locale, tz, currency, amount) in enumerate(CUSTOMERS, 1):
         ext = f"DEMO-{run}-{i}"
-        body = {
-            "external_id": ext,
-            "number": ext,
-            "currency": currency,
-            "amount_due": amount,
-            "issue_date": date.today().isoformat(),
-            "due_date": (date.today() + timedelta(days=14)).isoformat(),
-            "payment_url": f"https://pay.example.com/{ext}",
-            "customer": {
-                "external_id": f"CUST-{run}-{i}",
-                "name": name,
-                "email": f"ap-{run}-{i}@example.com",
-                "locale": locale,
-                "timezone": tz,
-            },
-        }
+        body = invoice_body(
+            ext,
+            currency=currency,
+            amount=amount,
+            name=name,
+            email=f"ap-{run}-{i}@example.com",
+            locale=locale,
+            timezone=tz,
+            customer_external_id=f"CUST-{run}-{i}",
+        )
         r = client.post(f"{ingest}/v1/invoices", json=body, headers={**auth, "Idempotency-Key": ext})
         r.raise_for_status()
         invoices.append(r.json())
@@ -100,31 +83,15 @@ def main() -> None:
             say(f"   mail to {m['to']}: {m['subject']}")
 
     paid = invoices[1]
-    event = {
-        "id": f"evt_demo_{run}",
-        "object": "event",
-        "type": "invoice.paid",
-        "created": int(time.time()),
-        "data": {
-            "object": {
-                "id": f"in_demo_{run}",
-                "object": "invoice",
-                "number": paid["number"],
-                "amount_paid": int(paid["amount_due"]),
-                "currency": "jpy",
-                "metadata": {"dunning_invoice_id": paid["id"]},
-                "status_transitions": {"paid_at": int(time.time())},
-            }
-        },
-    }
-    payload = json.dumps(event).encode()
-    t = int(time.time())
-    sig = hmac.new(tenant["webhook_secret"].encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
-    r = client.post(
-        f"{recon}/v1/webhooks/stripe/{tenant['tenant_id']}",
-        content=payload,
-        headers={"Stripe-Signature": f"t={t},v1={sig}", "Content-Type": "application/json"},
+    payload = stripe_invoice_paid(
+        f"evt_demo_{run}",
+        f"in_demo_{run}",
+        number=paid["number"],
+        amount_paid=int(paid["amount_due"]),
+        currency="jpy",
+        invoice_id=paid["id"],
     )
+    r = post_stripe_webhook(client, recon, tenant["tenant_id"], payload, tenant["webhook_secret"])
     say(f"4. Stripe says {paid['number']} is paid: webhook answered {r.status_code} {r.text}")
     r.raise_for_status()
 
