@@ -8,6 +8,7 @@ import pytest
 
 from dunning.consumer import Rejected
 from dunning.ids import new_id
+from dunning_tools.testing.events import planned_stage
 
 pytestmark = pytest.mark.integration
 
@@ -20,35 +21,33 @@ def story(kit, invoice_id: str) -> list[dict]:
     t = kit.TENANT
     stg = [new_id("stg") for _ in range(3)]
     plan = [
-        {
-            "stage_id": stg[0],
-            "stage": "soft",
-            "sequence": 0,
-            "channel": "email",
-            "scheduled_at": T0,
-            "state": "scheduled",
-            "reason": None,
-        },
-        {
-            "stage_id": stg[1],
-            "stage": "firm",
-            "sequence": 1,
-            "channel": "email",
-            "scheduled_at": T0 + timedelta(days=7),
-            "state": "scheduled",
-            "reason": None,
-        },
-        {
-            "stage_id": stg[2],
-            "stage": "final",
-            "sequence": 2,
-            "channel": "sms",
-            "scheduled_at": T0 + timedelta(days=14),
-            "state": "skipped",
-            "reason": "customer has no phone number",
-        },
+        planned_stage(stg[0], "soft", 0, T0),
+        planned_stage(stg[1], "firm", 1, T0 + timedelta(days=7)),
+        planned_stage(
+            stg[2],
+            "final",
+            2,
+            T0 + timedelta(days=14),
+            channel="sms",
+            state="skipped",
+            reason="customer has no phone number",
+        ),
     ]
     first = {k: plan[0][k] for k in ("stage_id", "stage", "channel")}
+
+    def payment(amount: str, **data) -> dict:
+        """A payment of `amount`, applied in full to the invoice."""
+        return kit.event_like(
+            "PaymentReceived",
+            "partial-stripe-payment.json",
+            tenant_id=t,
+            invoice_id=invoice_id,
+            payment_id=new_id("pay"),
+            amount=amount,
+            amount_applied=amount,
+            **data,
+        )
+
     return [
         kit.event_like(
             "DunningPlanned",
@@ -88,26 +87,9 @@ def story(kit, invoice_id: str) -> list[dict]:
             delivery_id=new_id("dlv"),
             **first,
         ),
-        kit.event_like(
-            "PaymentReceived",
-            "partial-stripe-payment.json",
-            tenant_id=t,
-            invoice_id=invoice_id,
-            payment_id=new_id("pay"),
-            amount="500.00",
-            amount_applied="500.00",
-            balance_remaining="750.00",
-            settled=False,
-            acknowledged_at=T0 + timedelta(days=2),
-        ),
-        kit.event_like(
-            "PaymentReceived",
-            "partial-stripe-payment.json",
-            tenant_id=t,
-            invoice_id=invoice_id,
-            payment_id=new_id("pay"),
-            amount="750.00",
-            amount_applied="750.00",
+        payment("500.00", balance_remaining="750.00", settled=False, acknowledged_at=T0 + timedelta(days=2)),
+        payment(
+            "750.00",
             balance_remaining="0.00",
             settled=True,
             acknowledged_at=T0 + timedelta(days=3),
