@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from dunning_ingest.invoice_input import amount_text, fast_validate_invoice_in, invoice_adapter
 from dunning_ingest.validation import decode_invoice
+from dunning_tools.testing.invoices import customer_in, invoice_in
 
 pytestmark = pytest.mark.unit
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -202,6 +203,100 @@ def read(inv) -> dict:
         "amount_text": amount_text(inv),
         "content_hash": inv.content_hash(),
     }
+
+
+# Known near misses, each applied to one invoice (a customer name outside ASCII), with and without
+# the customer cache.
+NEAR_MISS_BASE = invoice_in(customer=customer_in(name="Brandt & Söhne"))
+C = NEAR_MISS_BASE["customer"]
+NEAR_MISSES = [
+    {},
+    {"currency": "JPY", "amount_due": "158000"},
+    {"currency": "KWD", "amount_due": "10.125"},
+    {"amount_due": "1250"},
+    {"amount_due": "1250.5"},
+    {"amount_due": "0.5"},
+    {"amount_due": "0100.00"},
+    {"amount_due": "999999999999999.99"},
+    {"amount_due": "1000000000000000"},
+    {"amount_due": " 12.00"},
+    {"amount_due": "12."},
+    {"amount_due": ".5"},
+    {"amount_due": "0"},
+    {"amount_due": "0.00"},
+    {"amount_due": "1e3"},
+    {"amount_due": "-5"},
+    {"amount_due": "１２"},
+    {"amount_due": 12.5},
+    {"amount_due": None},
+    {"currency": "JPY", "amount_due": "1000.5"},
+    {"currency": "eur"},
+    {"currency": "XXX"},
+    {"currency": 978},
+    {"payment_url": None},
+    {"payment_url": "https://pay.example.com/i/1?x=1"},
+    {"payment_url": "ftp://x.example"},
+    {"payment_url": "https://" + "a" * 2050},
+    {"metadata": {}},
+    {"metadata": {"po": "1", "é": "ü"}},
+    {"metadata": {"k": 1}},
+    {"metadata": {"": "v"}},
+    {"metadata": {"x" * 41: "v"}},
+    {"metadata": {"k": "v" * 501}},
+    {"metadata": {f"k{i}": "v" for i in range(51)}},
+    {"metadata": ["x"]},
+    {"metadata": None},
+    {"metadata": {"k": "a\u0000b"}},
+    {"number": ""},
+    {"number": "   "},
+    {"number": "x" * 101},
+    {"number": 7},
+    {"number": "INV\u00001"},
+    {"external_id": "x" * 200},
+    {"external_id": "x" * 201},
+    {"external_id": "\ud800"},
+    {"issue_date": "2026-02-30"},
+    {"issue_date": "0000-01-01"},
+    {"issue_date": "2026-11-02T00:00:00Z"},
+    {"issue_date": 20261102},
+    {"due_date": "2026-11-01"},
+    {"due_date": "2026-11-02"},
+    {"colour": "blue"},
+    {"customer": {**C, "locale": "de-DE"}},
+    {"customer": {**C, "locale": "en_GB"}},
+    {"customer": {**C, "locale": ""}},
+    {"customer": {**C, "timezone": "Mars/Olympus"}},
+    {"customer": {**C, "timezone": "America/Argentina/Buenos_Aires"}},
+    {"customer": {**C, "email": "nope"}},
+    {"customer": {**C, "email": "a@b.c."}},
+    {"customer": {**C, "name": ""}},
+    {"customer": {**C, "extra": 1}},
+    {"customer": {k: v for k, v in C.items() if k != "name"}},
+    {"customer": {**C, "name": ["x"]}},
+    {"customer": "c1"},
+    {"customer": None},
+]
+
+
+@pytest.mark.parametrize("changes", NEAR_MISSES, ids=[str(i) for i in range(len(NEAR_MISSES))])
+@pytest.mark.parametrize("cached", [False, True])
+def test_known_near_misses_are_refused_or_read_as_the_model_reads_them(changes, cached):
+    body = {**NEAR_MISS_BASE, **changes}
+    customers: dict | None = {} if cached else None
+    fast = fast_validate_invoice_in(body, customers)
+    if cached:
+        assert (
+            fast_validate_invoice_in(body, customers) is not None
+            if fast is not None
+            else fast_validate_invoice_in(body, customers) is None
+        )
+    try:
+        model = invoice_adapter.validate_python(body)
+    except Exception:
+        assert fast is None
+        return
+    if fast is not None:
+        assert read(fast) == read(model)
 
 
 @SETTINGS

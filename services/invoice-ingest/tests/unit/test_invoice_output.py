@@ -133,24 +133,9 @@ def test_a_new_invoice_reads_back_as_its_row_would():
     from decimal import Decimal
 
     from dunning_ingest.invoice_input import fast_validate_invoice_in
+    from dunning_tools.testing.invoices import invoice_in
 
-    inv = fast_validate_invoice_in(
-        {
-            "external_id": "in_1",
-            "number": "INV-1",
-            "currency": "EUR",
-            "amount_due": "1250.5",
-            "issue_date": "2026-11-02",
-            "due_date": "2026-11-16",
-            "customer": {
-                "external_id": "c1",
-                "name": "Acme",
-                "email": "ap@acme.de",
-                "locale": "en-GB",
-                "timezone": "Europe/London",
-            },
-        }
-    )
+    inv = fast_validate_invoice_in(invoice_in(amount_due="1250.5"))
     row = new_invoice_row("inv_0123456789", "cus_0123456789", inv, datetime(2026, 11, 2, tzinfo=UTC))
     body = invoice_detail_json(row)
     assert body == InvoiceDetail.from_rows(row).model_dump(mode="json")

@@ -7,24 +7,11 @@ from dunning.clock import utcnow
 from dunning.events import envelope, validate
 from dunning_ingest.invoice_input import error_list, invoice_adapter
 from dunning_ingest.messages import invoice_issued
+from dunning_tools.testing.invoices import customer_in, invoice_in
 
 pytestmark = pytest.mark.unit
 
-BASE = {
-    "external_id": "in_1",
-    "number": "INV-1",
-    "customer": {
-        "external_id": "c1",
-        "name": "Acme",
-        "email": "ap@acme.de",
-        "locale": "en-GB",
-        "timezone": "Europe/London",
-    },
-    "currency": "EUR",
-    "amount_due": "1250.00",
-    "issue_date": "2026-11-02",
-    "due_date": "2026-11-16",
-}
+BASE = invoice_in()
 
 
 def errors_of(**changes) -> dict[str, str]:
@@ -34,10 +21,6 @@ def errors_of(**changes) -> dict[str, str]:
     except ValidationError as exc:
         return {e["field"]: e["message"] for e in error_list(exc)}
     return {}
-
-
-def customer(**changes) -> dict:
-    return {**BASE["customer"], **changes}
 
 
 @pytest.mark.parametrize(
@@ -81,22 +64,22 @@ def test_unknown_currencies_are_refused(currency):
 
 @pytest.mark.parametrize("locale", ["english", "en_GB", "xx-YY", "EN-gb", "", "en-GB-x"])
 def test_bad_locales_are_refused(locale):
-    assert "BCP 47" in errors_of(customer=customer(locale=locale))["customer.locale"]
+    assert "BCP 47" in errors_of(customer=customer_in(locale=locale))["customer.locale"]
 
 
 @pytest.mark.parametrize("locale", ["en-GB", "de-DE", "ja-JP", "fr", "zh-Hans-CN", "pt-BR"])
 def test_bcp47_locales_are_accepted(locale):
-    assert errors_of(customer=customer(locale=locale)) == {}
+    assert errors_of(customer=customer_in(locale=locale)) == {}
 
 
 @pytest.mark.parametrize("timezone", ["Mars/Olympus", "Europe/Berlinn", "../../etc/passwd", "", "GMT+5 "])
 def test_bad_timezones_are_refused(timezone):
-    assert "IANA" in errors_of(customer=customer(timezone=timezone))["customer.timezone"]
+    assert "IANA" in errors_of(customer=customer_in(timezone=timezone))["customer.timezone"]
 
 
 @pytest.mark.parametrize("timezone", ["Europe/Berlin", "America/Argentina/Buenos_Aires", "UTC", "Asia/Tokyo"])
 def test_iana_timezones_are_accepted(timezone):
-    assert errors_of(customer=customer(timezone=timezone)) == {}
+    assert errors_of(customer=customer_in(timezone=timezone)) == {}
 
 
 def test_due_date_before_issue_date_is_refused():
@@ -114,7 +97,7 @@ def test_dates_must_be_real_yyyy_mm_dd(value):
 def test_every_bad_field_is_named():
     errors = errors_of(
         number="",
-        customer=customer(email="nope"),
+        customer=customer_in(email="nope"),
         payment_url="ftp://files.example.com/x",
         metadata={"k": 1},
         colour="blue",
