@@ -70,7 +70,9 @@ def event(eid: str, behaviour: str = "ok") -> bytes:
     return orjson.dumps(env)
 
 
-async def run_batch(records, handler):
+async def run_batch(records, handler, batch=None):
+    """One poll's records through a runner whose InvoiceIssued handler is `handler` (and `batch`,
+    its batch variant, if given), on a fake connection; returns it and the fake consumer."""
     conn = FakeConn()
     runner = ConsumerRunner(
         name="t",
@@ -78,7 +80,7 @@ async def run_batch(records, handler):
         bootstrap_servers="unused",
         group_id="g",
         topics=[TP.topic],
-        handlers={InvoiceIssued: HandlerSpec(handler)},
+        handlers={InvoiceIssued: HandlerSpec(handler, batch=batch)},
         handler_attempts=2,
     )
     consumer = FakeConsumer()
@@ -152,17 +154,7 @@ async def test_a_batch_handler_gets_the_run_and_a_failing_run_is_taken_apart():
 
     async def run(values):
         calls.clear()
-        conn = FakeConn()
-        runner = ConsumerRunner(
-            name="t",
-            pool=FakePool(conn),
-            bootstrap_servers="unused",
-            group_id="g",
-            topics=[TP.topic],
-            handlers={InvoiceIssued: HandlerSpec(one, batch=many)},
-        )
-        await runner.process_batch(FakeConsumer(), {TP: [record(i, v) for i, v in enumerate(values)]})
-        return conn
+        await run_batch([record(i, v) for i, v in enumerate(values)], one, batch=many)
 
     await run([event(E1), event(E2), event(E1)])
     assert calls == [("many", [E1, E2])]  # the duplicate is dropped by the inbox
