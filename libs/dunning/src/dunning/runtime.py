@@ -41,7 +41,6 @@ class Worker(Protocol):
 class Service:
     """What a service's bootstrap builds: everything the process runs."""
 
-    name: str
     settings: CommonSettings
     pool: asyncpg.Pool
     producer: AIOKafkaProducer
@@ -49,6 +48,10 @@ class Service:
     workers: list[Worker] = field(default_factory=list)
     relay: OutboxRelay | None = None
     on_close: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.settings.service_name
 
 
 class _Server(uvicorn.Server):

@@ -33,7 +33,6 @@ async def bootstrap(settings: Settings) -> Service:
     # Besides the inbox: forget Idempotency-Key results after their TTL (24 h).
     housekeeping = housekeeping_for(settings, pool, [("idempotency_keys", idempotency_store(settings, pool).purge)])
     return Service(
-        name=settings.service_name,
         settings=settings,
         pool=pool,
         producer=producer,

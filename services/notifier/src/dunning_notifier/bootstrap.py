@@ -28,7 +28,6 @@ async def bootstrap(settings: Settings) -> runtime.Service:
     if dispatcher is not None:
         workers.append(dispatcher)
     return runtime.Service(
-        name=settings.service_name,
         settings=settings,
         pool=pool,
         producer=producer,

@@ -44,7 +44,6 @@ async def bootstrap(settings: Settings) -> Service:
     if settings.watermark_enabled:
         workers.append(watermark_for(settings, pool, producer))
     return Service(
-        name=settings.service_name,
         settings=settings,
         pool=pool,
         producer=producer,

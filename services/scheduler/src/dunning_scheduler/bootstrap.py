@@ -79,7 +79,6 @@ async def bootstrap(settings: Settings) -> Service:
     assert metrics is not None, "service_app instruments every app"
     scheduler_metrics.instrument(metrics, pool, latency=cancel_latency)  # backlog, watermark age, latency
     return Service(
-        name=settings.service_name,
         settings=settings,
         pool=pool,
         producer=producer,
