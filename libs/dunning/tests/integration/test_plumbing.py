@@ -17,7 +17,6 @@ from dunning.contracts import InvoiceIssued
 from dunning.db import create_pool
 from dunning.events import new_event, schemas_dir
 from dunning.ids import new_id
-from dunning.kafka import make_producer
 from dunning.outbox import OutboxRelay
 from dunning_tools.testing.kafka import read_topic
 
@@ -45,14 +44,6 @@ async def pool(infra, migrated):
     pool = await create_pool(infra.database_url, schema)
     yield pool
     await pool.close()
-
-
-@pytest.fixture
-async def producer(infra):
-    producer = make_producer(infra.kafka_bootstrap_servers, "test")
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 async def test_two_relays_publish_every_row_in_order_per_key(infra, pool, producer):

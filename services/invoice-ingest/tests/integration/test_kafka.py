@@ -8,7 +8,6 @@ import orjson
 import pytest
 
 from dunning.events import dumps, validate
-from dunning.kafka import make_producer
 from dunning.runtime import relay_for
 from dunning_ingest.bootstrap import build_consumer
 from dunning_tools.testing.kafka import read_topic
@@ -25,16 +24,11 @@ async def find_on_topic(bootstrap: str, topic: str, invoice_id: str, timeout: fl
     return {"value": orjson.loads(record.value), "headers": dict(record.headers)}
 
 
-async def test_invoice_issued_reaches_kafka_after_the_relay_runs(client, pool, settings, infra, kit):
+async def test_invoice_issued_reaches_kafka_after_the_relay_runs(client, pool, settings, infra, kit, producer):
     invoice = (await client.post("/v1/invoices", json=kit.invoice_payload())).json()
-    producer = make_producer(infra.kafka_bootstrap_servers, "ingest-test")
-    await producer.start()
-    try:
-        relay = relay_for(settings, pool, producer)
-        assert await relay.publish_once() == 1
-        assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
-    finally:
-        await producer.stop()
+    relay = relay_for(settings, pool, producer)
+    assert await relay.publish_once() == 1
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
 
     found = await find_on_topic(infra.kafka_bootstrap_servers, "dunning.invoices.v1", invoice["id"])
     validate(found["value"])
@@ -42,7 +36,7 @@ async def test_invoice_issued_reaches_kafka_after_the_relay_runs(client, pool, s
     assert found["value"]["data"]["external_id"] == invoice["external_id"]
 
 
-async def test_the_consumer_runner_applies_stage_events_from_the_broker(client, pool, settings, infra, kit):
+async def test_the_consumer_runner_applies_stage_events_from_the_broker(client, pool, settings, infra, kit, producer):
     invoice = (await client.post("/v1/invoices", json=kit.invoice_payload())).json()
     plan = kit.event_like("DunningPlanned", "eur-five-stages.json", tenant_id=kit.TENANT, invoice_id=invoice["id"])
     stage = plan["data"]["stages"][0]
@@ -55,13 +49,9 @@ async def test_the_consumer_runner_applies_stage_events_from_the_broker(client, 
         stage=stage["stage"],
         channel=stage["channel"],
     )
-    producer = make_producer(infra.kafka_bootstrap_servers, "ingest-test")
-    await producer.start()
-    try:  # the reminder first: the timeline must still converge
-        await producer.send_and_wait("dunning.deliveries.v1", dumps(sent), key=invoice["id"].encode())
-        await producer.send_and_wait("dunning.stages.v1", dumps(plan), key=invoice["id"].encode())
-    finally:
-        await producer.stop()
+    # the reminder first: the timeline must still converge
+    await producer.send_and_wait("dunning.deliveries.v1", dumps(sent), key=invoice["id"].encode())
+    await producer.send_and_wait("dunning.stages.v1", dumps(plan), key=invoice["id"].encode())
 
     runner = build_consumer(settings, pool, group_id=f"ingest-test-{uuid.uuid4().hex[:8]}")
     task = asyncio.create_task(runner.run())

@@ -10,7 +10,6 @@ import pytest
 from dunning.clock import utcnow
 from dunning.db import create_pool
 from dunning.events import dumps, validate
-from dunning.kafka import make_producer
 from dunning.runtime import relay_for
 from dunning_scheduler.bootstrap import consumer_for, firing_loop_for
 from dunning_scheduler.firing import FiringLoop
@@ -18,14 +17,6 @@ from dunning_scheduler.policy import parse_policy
 from dunning_scheduler.policy_store import save_policy
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def producer(infra):
-    producer = make_producer(infra.kafka_bootstrap_servers, "scheduler-test")
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 async def test_invoice_on_kafka_becomes_stage_escalated_on_kafka(pool, settings, producer, infra, h):

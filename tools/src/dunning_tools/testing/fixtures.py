@@ -66,6 +66,17 @@ def migrated(infra, schema_name):
     return _migrate
 
 
+@pytest.fixture
+async def producer(infra):
+    """A started Kafka producer on the test broker, configured as the services configure theirs."""
+    from dunning.kafka import make_producer
+
+    producer = make_producer(infra.kafka_bootstrap_servers, "test")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
 @dataclass
 class MailServer:
     smtp_port: int
