@@ -72,6 +72,18 @@ async def test_two_relays_publish_every_row_in_order_per_key(infra, pool, produc
         assert {r.partition for r in mine} == {DefaultPartitioner()(key.encode(), partitions, partitions)}
 
 
+def _invoices_runner(infra, pool, handle, group: str, name: str = "t") -> ConsumerRunner:
+    """A runner on the real broker, consuming the invoices topic in `group` with `handle`."""
+    return ConsumerRunner(
+        name=name,
+        pool=pool,
+        bootstrap_servers=infra.kafka_bootstrap_servers,
+        group_id=group,
+        topics=[INVOICES],
+        handlers={InvoiceIssued: HandlerSpec(handle)},
+    )
+
+
 async def _run(runner: ConsumerRunner, until, timeout: float = 40.0):
     task = asyncio.create_task(runner.run())
     try:
@@ -119,14 +131,7 @@ async def test_consumer_applies_each_event_once_and_dead_letters_poison(infra, p
     ]:
         await producer.send_and_wait(INVOICES, value=value, key=key.encode())
 
-    runner = ConsumerRunner(
-        name="t",
-        pool=pool,
-        bootstrap_servers=infra.kafka_bootstrap_servers,
-        group_id=f"t-{uuid.uuid4().hex}",
-        topics=[INVOICES],
-        handlers={InvoiceIssued: HandlerSpec(handle)},
-    )
+    runner = _invoices_runner(infra, pool, handle, f"t-{uuid.uuid4().hex}")
 
     async def done():
         return (
@@ -177,14 +182,7 @@ async def test_infrastructure_error_retries_the_batch_and_offsets_follow_the_dat
     async def all_applied():
         return await pool.fetchval("SELECT count(*) FROM applied WHERE invoice_id = $1", key) == 5
 
-    runner = ConsumerRunner(
-        name="a",
-        pool=pool,
-        bootstrap_servers=infra.kafka_bootstrap_servers,
-        group_id=group,
-        topics=[INVOICES],
-        handlers={InvoiceIssued: HandlerSpec(handle)},
-    )
+    runner = _invoices_runner(infra, pool, handle, group, name="a")
     await _run(runner, all_applied)
     assert failures["left"] == 0
     rows = await pool.fetch("SELECT event_id::text FROM applied WHERE invoice_id = $1", key)
@@ -197,14 +195,7 @@ async def test_infrastructure_error_retries_the_batch_and_offsets_follow_the_dat
         if event.subject == key:
             again.append(event.id)
 
-    restarted = ConsumerRunner(
-        name="b",
-        pool=pool,
-        bootstrap_servers=infra.kafka_bootstrap_servers,
-        group_id=group,
-        topics=[INVOICES],
-        handlers={InvoiceIssued: HandlerSpec(record)},
-    )
+    restarted = _invoices_runner(infra, pool, record, group, name="b")
     marker = invoice_issued(key)
     await producer.send_and_wait(INVOICES, value=orjson.dumps(marker), key=key.encode())
     await _run(restarted, lambda: asyncio.sleep(0.05, result=marker["id"] in again))
