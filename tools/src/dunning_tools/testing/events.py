@@ -8,6 +8,11 @@ from dunning.events import new_event, validate
 from dunning.ids import new_id
 
 
+def _event(event_type: str, source: str, data: dict) -> dict:
+    """An envelope of `data` from `source`, about the invoice and tenant the data names."""
+    return new_event(event_type, data, source=source, subject=data["invoice_id"], tenant_id=data["tenant_id"])
+
+
 def invoice_issued(
     *,
     tenant_id: str,
@@ -26,8 +31,9 @@ def invoice_issued(
     Brandt & Söhne GmbH in `timezone`."""
     invoice_id = invoice_id or new_id("inv")
     issued_at = issued_at or utcnow()
-    envelope = new_event(
+    envelope = _event(
         "dunning.InvoiceIssued.v1",
+        "/invoice-ingest",
         {
             "invoice_id": invoice_id,
             "tenant_id": tenant_id,
@@ -49,9 +55,6 @@ def invoice_issued(
             "metadata": metadata or {},
             "issued_at": issued_at,
         },
-        source="/invoice-ingest",
-        subject=invoice_id,
-        tenant_id=tenant_id,
     )
     validate(envelope)
     return envelope
@@ -89,8 +92,9 @@ def dunning_planned(
     policy_version: int = 1,
 ) -> dict:
     """A DunningPlanned envelope of this invoice with these stages (see planned_stage)."""
-    return new_event(
+    return _event(
         "dunning.DunningPlanned.v1",
+        "/scheduler",
         {
             "invoice_id": invoice_id,
             "tenant_id": tenant_id,
@@ -99,9 +103,6 @@ def dunning_planned(
             "planned_at": planned_at,
             "stages": stages,
         },
-        source="/scheduler",
-        subject=invoice_id,
-        tenant_id=tenant_id,
     )
 
 
@@ -118,8 +119,9 @@ def stage_escalated(
 ) -> dict:
     """A StageEscalated envelope of this invoice's stage, with a fixed invoice and customer snapshot
     (EUR 100.00, due 2 Dec 2026; a customer in London)."""
-    return new_event(
+    return _event(
         "dunning.StageEscalated.v1",
+        "/scheduler",
         {
             "stage_id": stage_id,
             "invoice_id": invoice_id,
@@ -149,9 +151,6 @@ def stage_escalated(
                 "timezone": "Europe/London",
             },
         },
-        source="/scheduler",
-        subject=invoice_id,
-        tenant_id=tenant_id,
     )
 
 
@@ -168,8 +167,9 @@ def reminder_sent(
     channel: str = "email",
 ) -> dict:
     """A ReminderSent envelope of this invoice's stage (a new delivery id unless given)."""
-    return new_event(
+    return _event(
         "dunning.ReminderSent.v1",
+        "/notifier",
         {
             "delivery_id": delivery_id or new_id("dlv"),
             "stage_id": stage_id,
@@ -181,9 +181,6 @@ def reminder_sent(
             "provider_message_id": provider_message_id,
             "sent_at": sent_at,
         },
-        source="/notifier",
-        subject=invoice_id,
-        tenant_id=tenant_id,
     )
 
 
@@ -200,8 +197,9 @@ def payment_received(
     """A PaymentReceived envelope: `amount` applied in full to the invoice, leaving `balance`;
     received and acknowledged now unless `acknowledged_at`."""
     acknowledged_at = acknowledged_at or utcnow()
-    return new_event(
+    return _event(
         "dunning.PaymentReceived.v1",
+        "/reconciliation",
         {
             "payment_id": new_id("pay"),
             "invoice_id": invoice_id,
@@ -217,7 +215,4 @@ def payment_received(
             "received_at": acknowledged_at,
             "acknowledged_at": acknowledged_at,
         },
-        source="/reconciliation",
-        subject=invoice_id,
-        tenant_id=tenant_id,
     )
