@@ -147,6 +147,16 @@ class Notifier:
             "SELECT * FROM deliveries WHERE invoice_id = $1 AND channel = $2", invoice_id, channel
         )
 
+    async def leased(self, invoice_id: str, *, seconds_left: float) -> None:
+        """As if a replica had claimed the delivery (one attempt) with a lease ending `seconds_left`
+        from now (negative: it has expired)."""
+        await self.pool.execute(
+            "UPDATE deliveries SET state = 'sending', attempts = 1,"
+            " claimed_until = now() + make_interval(secs => $2) WHERE invoice_id = $1",
+            invoice_id,
+            seconds_left,
+        )
+
     async def wait_state(self, invoice_id: str, state: str, channel: str = "email"):
         async def check():
             row = await self.delivery(invoice_id, channel)

@@ -120,12 +120,7 @@ async def test_gives_up_after_max_attempts_with_a_non_permanent_failure(notifier
 async def test_expired_lease_goes_back_to_pending_and_is_sent(notifier, stage_data):
     data = stage_data()
     await notifier.receive(data)
-    # A replica claimed it and died before recording anything.
-    await notifier.pool.execute(
-        "UPDATE deliveries SET state = 'sending', attempts = 1, claimed_until = now() - interval '1 second'"
-        " WHERE invoice_id = $1",
-        data["invoice_id"],
-    )
+    await notifier.leased(data["invoice_id"], seconds_left=-1)  # a replica claimed it and died before recording
 
     async with notifier.dispatching():
         row = await notifier.wait_state(data["invoice_id"], "sent")
@@ -141,11 +136,7 @@ async def test_a_live_lease_is_left_alone(notifier, stage_data):
     leased, free = stage_data(), stage_data()
     await notifier.receive(leased)
     await notifier.receive(free)
-    await notifier.pool.execute(
-        "UPDATE deliveries SET state = 'sending', attempts = 1, claimed_until = now() + interval '1 hour'"
-        " WHERE invoice_id = $1",
-        leased["invoice_id"],
-    )
+    await notifier.leased(leased["invoice_id"], seconds_left=3600)
 
     async with notifier.dispatching():
         await notifier.wait_state(free["invoice_id"], "sent")
