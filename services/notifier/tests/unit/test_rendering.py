@@ -109,27 +109,28 @@ def test_sandbox_blocks_dunder_attributes(renderer):
         renderer.env.from_string("{{ ''.__class__.__subclasses__() }}").render()
 
 
-def test_hostile_template_file_becomes_a_render_error(stage_data, tmp_path):
-    (tmp_path / "email").mkdir()
+def write_templates(directory, name: str, source: str) -> None:
+    """An e-mail template `name` (its subject, text and HTML parts) in `directory`, each part `source`."""
+    directory.mkdir(parents=True, exist_ok=True)
     for part in ("subject", "txt", "html"):
-        (tmp_path / "email" / f"generic.{part}.j2").write_text("{{ customer.__class__.__base__.__subclasses__() }}")
+        (directory / f"{name}.{part}.j2").write_text(source)
+
+
+def test_hostile_template_file_becomes_a_render_error(stage_data, tmp_path):
+    write_templates(tmp_path / "email", "generic", "{{ customer.__class__.__base__.__subclasses__() }}")
     with pytest.raises(RenderError, match="unsafe"):
         Renderer(tmp_path).render(stage_data())
 
 
 def test_missing_variable_is_a_render_error_not_a_blank(stage_data, tmp_path):
-    (tmp_path / "email").mkdir()
-    for part in ("subject", "txt", "html"):
-        (tmp_path / "email" / f"generic.{part}.j2").write_text("PO {{ invoice.po_number }}")
+    write_templates(tmp_path / "email", "generic", "PO {{ invoice.po_number }}")
     with pytest.raises(RenderError, match="po_number"):
         Renderer(tmp_path).render(stage_data())
 
 
 def test_per_locale_templates_are_tried_first(stage_data, tmp_path):
-    (tmp_path / "email" / "de").mkdir(parents=True)
-    for part in ("subject", "txt", "html"):
-        (tmp_path / "email" / f"soft.{part}.j2").write_text("EN {{ invoice.number }}")
-        (tmp_path / "email" / "de" / f"soft.{part}.j2").write_text("DE {{ invoice.balance }}")
+    write_templates(tmp_path / "email", "soft", "EN {{ invoice.number }}")
+    write_templates(tmp_path / "email" / "de", "soft", "DE {{ invoice.balance }}")
     r = Renderer(tmp_path)
     assert r.render(stage_data(locale="de-DE", currency="EUR")).subject == f"DE 1.250,00{NBSP}€"
     assert r.render(stage_data(locale="de-AT", currency="EUR")).subject.startswith("DE ")
@@ -204,9 +205,7 @@ def test_a_lease_that_a_live_send_could_outlast_is_refused():
 
 
 async def test_template_error_fails_permanently_without_touching_smtp(stage_data, tmp_path):
-    (tmp_path / "email").mkdir()
-    for part in ("subject", "txt", "html"):
-        (tmp_path / "email" / f"generic.{part}.j2").write_text("{{ nope }}")
+    write_templates(tmp_path / "email", "generic", "{{ nope }}")
     settings = Settings(smtp_port=1)  # nothing listens there: a connection attempt would be a Retry
     session = EmailChannel(settings, Renderer(tmp_path)).open_session()
     outcome = await session.send(_delivery(stage_data()))
