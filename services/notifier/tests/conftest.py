@@ -298,20 +298,5 @@ def notifier_settings():
 
 
 @pytest.fixture(scope="session")
-def outbox_events():
-    return lambda db, invoice_id: outbox.outbox_events(db, invoice_id=invoice_id)
-
-
-@pytest.fixture(scope="session")
 def consume():
     return partial(apply_event, topic="dunning.stages.v1", handlers=HANDLERS)
-
-
-@pytest.fixture(scope="session")
-def running_dispatcher():
-    return _running_dispatcher
-
-
-@pytest.fixture(scope="session")
-def mail_to():
-    return lambda api, address: asyncio.to_thread(messages_to, api, address)

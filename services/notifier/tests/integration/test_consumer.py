@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from dunning.consumer import ConsumerRunner
 from dunning.contracts import StageEscalated, topic
@@ -33,15 +32,7 @@ def only_invoices(invoice_ids: set[str]):
 
 
 async def test_stage_escalated_from_the_broker_becomes_one_email(
-    infra,
-    notifier_pool,
-    mailserver,
-    stage_data,
-    stage_escalated,
-    running_dispatcher,
-    notifier_settings,
-    mail_to,
-    outbox_events,
+    infra, notifier, stage_data, stage_escalated, producer
 ):
     data = stage_data(stage="final", locale="ja-JP", currency="JPY", amount="158000", payment_url=None)
     envelope = stage_escalated(data)
@@ -51,17 +42,12 @@ async def test_stage_escalated_from_the_broker_becomes_one_email(
     planned["data"].update(invoice_id=data["invoice_id"], tenant_id=data["tenant_id"])
     validate(planned)
 
-    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        for message in (planned, envelope, envelope, reemitted):  # another type, a redelivery, a re-emission
-            await producer.send_and_wait(topic(StageEscalated), dumps(message), key=data["invoice_id"].encode())
-    finally:
-        await producer.stop()
+    for message in (planned, envelope, envelope, reemitted):  # another type, a redelivery, a re-emission
+        await producer.send_and_wait(topic(StageEscalated), dumps(message), key=data["invoice_id"].encode())
 
     runner = ConsumerRunner(
         name="notifier.test",
-        pool=notifier_pool,
+        pool=notifier.pool,
         bootstrap_servers=infra.kafka_bootstrap_servers,
         group_id=f"notifier-test-{uuid.uuid4().hex[:8]}",
         topics=[topic(StageEscalated)],
@@ -70,28 +56,23 @@ async def test_stage_escalated_from_the_broker_becomes_one_email(
     consumer = asyncio.create_task(runner.run())
     try:
         await async_wait_until(
-            lambda: notifier_pool.fetchval(
+            lambda: notifier.pool.fetchval(
                 "SELECT count(*) = 2 FROM inbox WHERE event_id = ANY($1::uuid[])", [envelope["id"], reemitted["id"]]
             ),
             what="both StageEscalated consumed",
         )
-        async with running_dispatcher(notifier_pool, notifier_settings(smtp_port=mailserver.smtp_port)):
-            await async_wait_until(
-                lambda: notifier_pool.fetchval(
-                    "SELECT state = 'sent' FROM deliveries WHERE invoice_id = $1", data["invoice_id"]
-                ),
-                what="sent",
-            )
+        async with notifier.dispatching():
+            await notifier.wait_state(data["invoice_id"], "sent")
     finally:
         runner.stop()
         await asyncio.wait_for(consumer, timeout=30)
 
     assert runner.dead_lettered == 0
-    [mail] = await mail_to(mailserver.api, data["customer"]["email"])
+    [mail] = await notifier.mail_to(data["customer"]["email"])
     assert mail["subject"].startswith(f"Final notice: invoice {data['invoice']['number']} (￥158,000)")
     assert mail["headers"]["X-Dunning-Stage"] == "final"
     assert "Pay online" not in mail["text"]
-    [event] = await outbox_events(notifier_pool, data["invoice_id"])
+    [event] = await notifier.reported(data["invoice_id"])
     validate(event)
     assert event["type"] == "dunning.ReminderSent.v1"
     assert event["data"]["stage_id"] == data["stage_id"]  # the first event's stage wins
