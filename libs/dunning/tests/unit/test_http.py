@@ -126,3 +126,27 @@ async def test_an_unexpected_error_is_answered_and_logged_once_inside_the_reques
     spans = exporter.get_finished_spans()
     assert [s.name for s in spans] == ["GET /boom/{thing}", "GET /boom/{thing}"]  # the template, not /boom/x
     assert format(spans[0].context.trace_id, "032x") == problem["error_id"]
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        pytest.param("/v1/policy", "GET, PUT", id="two-routes-one-path"),
+        pytest.param("/v1/things/bulk", "POST", id="literal-path-beside-a-template"),
+        pytest.param("/v1/things/thg_1", "GET", id="templated-path"),
+    ],
+)
+async def test_a_405_names_every_method_of_the_path(path, allow):
+    from dunning.http.problems import install_problem_handlers
+
+    app = FastAPI()
+    app.get("/v1/policy")(lambda: {})
+    app.put("/v1/policy")(lambda: {})
+    app.post("/v1/things/bulk")(lambda: {})
+    app.get("/v1/things/{thing_id}")(lambda thing_id: {})
+    install_problem_handlers(app)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        answer = await client.request("DELETE", path)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == allow
+    assert answer.headers["content-type"] == "application/problem+json"

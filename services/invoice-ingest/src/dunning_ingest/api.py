@@ -78,7 +78,14 @@ def create_app(deps: Deps) -> FastAPI:
         own_string_checks={BULK_PATH: "invoices"},
         auth=deps.auth,
     )
-    IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description=_IDEMPOTENCY_DOC)]
+    IdempotencyKey = Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description=_IDEMPOTENCY_DOC,
+            json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": "\\S"},  # as idempotency.key_of checks
+        ),
+    ]
 
     async def create_invoice_of(request: Request, tenant_id: str) -> Response:
         # The body is decoded and checked here rather than by FastAPI (same errors): see validation.py.

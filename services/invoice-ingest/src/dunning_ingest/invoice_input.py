@@ -192,7 +192,9 @@ class CustomerIn(BaseModel):
 
     external_id: Annotated[Text, Field(max_length=200, description="The customer's id in the accounting system.")]
     name: Annotated[Text, Field(max_length=300)]
-    email: Annotated[str, Field(max_length=254), AfterValidator(check_email)]
+    email: Annotated[
+        str, Field(max_length=254, json_schema_extra={"pattern": _EMAIL.pattern}), AfterValidator(check_email)
+    ]
     locale: Annotated[str, Field(max_length=35, examples=["en-GB"]), AfterValidator(check_locale)]
     timezone: Annotated[str, Field(max_length=64, examples=["Europe/Berlin"]), AfterValidator(check_timezone)]
 
@@ -210,7 +212,11 @@ class InvoiceIn(BaseModel):
     amount_due: Amount
     issue_date: IsoDate
     due_date: Annotated[IsoDate, AfterValidator(check_due_date)]
-    payment_url: Annotated[str | None, AfterValidator(check_payment_url)] = None
+    payment_url: Annotated[
+        str | None,
+        Field(json_schema_extra={"pattern": _URL.pattern, "maxLength": 2048}),
+        AfterValidator(check_payment_url),
+    ] = None
     metadata: Annotated[
         dict[
             Annotated[str, Field(min_length=1, max_length=40), AfterValidator(check_text)],

@@ -18,6 +18,12 @@ _PATTERN = re.compile(
     r"(?:(?P<years>\d{1,4})Y)?(?:(?P<months>\d{1,5})M)?(?:(?P<weeks>\d{1,5})W)?(?:(?P<days>\d{1,6})D)?"
     r"(?:T(?:(?P<hours>\d{1,7})H)?(?:(?P<minutes>\d{1,9})M)?(?:(?P<seconds>\d{1,11}(?:\.\d{1,6})?)S)?)?"
 )
+# The same shape as a JSON Schema pattern, for the API's documentation (ECMA regex, no named groups);
+# the parser above stays the rule (it also refuses an empty "P"/"PT" and out-of-range values).
+DURATION_SHAPE = (
+    r"^-?P(\d{1,4}Y)?(\d{1,5}M)?(\d{1,5}W)?(\d{1,6}D)?"
+    r"(T(\d{1,7}H)?(\d{1,9}M)?(\d{1,11}(\.\d{1,6})?S)?)?$"
+)
 # Nominal lengths, only to compare offsets (policy validation), never to compute a date.
 _NOMINAL_DAY = 86400
 _NOMINAL_MONTH = Decimal("2629746")  # 365.2425 days / 12

@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from dunning_scheduler.durations import Duration, DurationError, parse_duration
+from dunning_scheduler.durations import DURATION_SHAPE, Duration, DurationError, parse_duration
 
 MAX_STAGES = 20
 MAX_TIMERS = 50  # DunningPlanned carries at most 50 (stage, channel) entries
@@ -71,7 +71,8 @@ class StageDocument(BaseModel):
         str,
         Field(
             description="ISO 8601 duration from the anchor; a leading '-' is before it: "
-            "-P3D, P1D, P1M, PT5S. Within 10 years of the anchor."
+            "-P3D, P1D, P1M, PT5S. Within 10 years of the anchor.",
+            json_schema_extra={"pattern": DURATION_SHAPE},
         ),
     ]
     template: Annotated[

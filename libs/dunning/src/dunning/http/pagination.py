@@ -20,8 +20,15 @@ from dunning.http.problems import Problem
 
 T = TypeVar("T")
 MAX_CURSOR_LENGTH = 200
+# What encode_cursor writes: base64url of {"after": ...}, unpadded.
+CURSOR_SHAPE = "^eyJhZnRlciI6[A-Za-z0-9_-]*$"
 Cursor = Annotated[
-    str | None, Query(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page, unchanged")
+    str | None,
+    Query(
+        max_length=MAX_CURSOR_LENGTH,
+        description="`next_cursor` of the previous page, unchanged",
+        json_schema_extra={"pattern": CURSOR_SHAPE},  # documented; decode_cursor is the rule (400 naming it)
+    ),
 ]
 
 

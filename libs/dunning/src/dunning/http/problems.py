@@ -11,8 +11,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM = "application/problem+json"
+
+
+def allowed_methods(app: Any, scope: Any) -> str:
+    """Every method the app's routes take on this path (Starlette names only the first route's)."""
+    routes = app.router.routes
+    first = next((r for r in routes if r.matches(scope)[0] is not Match.NONE), None)
+    template = getattr(first, "path", None)  # the template Starlette picked (`/v1/invoices/bulk`, not `{id}`)
+    methods: set[str] = set()
+    for route in routes:
+        if getattr(route, "path", None) == template:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 PROBLEMS = "https://dunning.dev/problems/"  # prefix of the problem `type` URIs this API defines
 TITLES = {
     400: "Bad Request",
@@ -161,6 +176,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem_response(
-            exc.status_code, str(exc.detail), instance=request.scope["path"], headers=getattr(exc, "headers", None)
-        )
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # RFC 9110 15.5.6: Allow lists every method of the path, not one route's
+            headers = {**(headers or {}), "Allow": allowed_methods(request.app, request.scope)}
+        return problem_response(exc.status_code, str(exc.detail), instance=request.scope["path"], headers=headers)
