@@ -2,7 +2,7 @@
 which document the API in its OpenAPI, built from rows by their `from_row(s)`) and the JSON writer
 that mirrors them (`invoice_out_json`, `invoice_detail_json`, ...), which the routes use: building
 the models costs several times the writer (measured: `InvoiceOut.from_row` + dump ~20 us, the writer ~5 us
-a row), and a list page writes up to hundreds. The parity test (tests/test_ingest_invoice_output.py,
+a row), and a list page writes up to hundreds. The parity test (tests/unit/test_invoice_output.py,
 property-based) holds them equal: for any row, the writer's JSON is the model's.
 """
 

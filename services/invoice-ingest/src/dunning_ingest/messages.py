@@ -8,7 +8,7 @@ two write paths serialise that envelope:
 - `issued_rows` (bulk import, up to 10,000 invoices a request): the twin of
   `envelope(invoice_issued(...))`, writing the JSON form directly (no record, no second dict, the
   customer object shared by the invoices that have the same one), because the builder's cost per
-  invoice was a third of a bulk import's. tests/test_ingest_messages.py holds the two equal over
+  invoice was a third of a bulk import's. tests/unit/test_messages.py holds the two equal over
   generated invoices (hypothesis).
 """
 
