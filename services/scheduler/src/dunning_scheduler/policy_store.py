@@ -36,12 +36,15 @@ class StoredPolicy:
         }
 
 
-async def active_policy(conn: asyncpg.Connection, tenant_id: str) -> StoredPolicy:
-    row = await repository.latest_policy(conn, tenant_id)
+def _stored(tenant_id: str, row: asyncpg.Record | None) -> StoredPolicy:
+    """A policies row as the API shows it (no row: the built-in default)."""
     if row is None:
         return StoredPolicy(tenant_id, DEFAULT_POLICY, None)
-    policy = parse_policy(row["document"], version=row["version"])
-    return StoredPolicy(tenant_id, policy, row["created_at"])
+    return StoredPolicy(tenant_id, parse_policy(row["document"], version=row["version"]), row["created_at"])
+
+
+async def active_policy(conn: asyncpg.Connection, tenant_id: str) -> StoredPolicy:
+    return _stored(tenant_id, await repository.latest_policy(conn, tenant_id))
 
 
 async def save_policy(conn: asyncpg.Connection, tenant_id: str, policy: Policy) -> tuple[StoredPolicy, bool]:
@@ -51,9 +54,7 @@ async def save_policy(conn: asyncpg.Connection, tenant_id: str, policy: Policy) 
         await repository.lock_tenant_policy(conn, tenant_id)
         current = await repository.latest_policy(conn, tenant_id)
         if current is not None and current["document"] == policy.document:
-            return StoredPolicy(
-                tenant_id, parse_policy(current["document"], version=current["version"]), current["created_at"]
-            ), False
+            return _stored(tenant_id, current), False
         version = (current["version"] if current else 0) + 1
         created_at = await repository.insert_policy(conn, tenant_id, version, policy.document)
     return StoredPolicy(tenant_id, parse_policy(policy.document, version=version), created_at), True
