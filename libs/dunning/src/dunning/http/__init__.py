@@ -11,7 +11,7 @@
 """
 
 from dunning.http.app import NO_FASTAPI_TELEMETRY, api_key_auth, json_body, service_app
-from dunning.http.auth import ApiKeyAuth, TenantId, current_tenant, hash_api_key, new_api_key
+from dunning.http.auth import ApiKeyAuth, TenantId, current_tenant
 from dunning.http.guard import JSON_BODY, InputGuard, bad_text
 from dunning.http.pagination import Cursor, Page, decode_cursor, encode_cursor, limit_query, page
 from dunning.http.problems import PROBLEM, PROBLEMS, FieldError, Problem, ProblemDetail, problem_body, problem_response
@@ -36,10 +36,8 @@ __all__ = [
     "current_tenant",
     "decode_cursor",
     "encode_cursor",
-    "hash_api_key",
     "json_body",
     "limit_query",
-    "new_api_key",
     "page",
     "problem_body",
     "problem_response",

@@ -6,8 +6,6 @@ revoked key stops working within that time; unknown keys are never cached. Decla
 security scheme on every route that uses it.
 """
 
-import hashlib
-import secrets
 import time
 from typing import Annotated, Any
 
@@ -17,22 +15,13 @@ from fastapi.security import HTTPBearer
 
 from dunning.http.problems import Problem
 from dunning.logging import bind_context
+from dunning.tenancy import tenant_of_key
 
 _MAX_ENTRIES = 10_000
-_TENANT_OF_KEY = "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="dunning"'}
 _bearer = HTTPBearer(
     auto_error=False, scheme_name="bearer", description="The tenant's API key: `Authorization: Bearer dk_...`"
 )
-
-
-def new_api_key() -> str:
-    return "dk_" + secrets.token_urlsafe(32)
-
-
-def hash_api_key(key: str) -> bytes:
-    # The key is 256 random bits, so a plain SHA-256 is enough (no password stretching needed).
-    return hashlib.sha256(key.encode()).digest()
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -60,7 +49,7 @@ class ApiKeyAuth:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthorized("Authorization must be 'Bearer <api key>'.")
-        tenant_id = await self.pool.fetchval(_TENANT_OF_KEY, hash_api_key(token.strip()))
+        tenant_id = await tenant_of_key(self.pool, token.strip())
         if tenant_id is None:
             raise _unauthorized("Unknown or revoked API key.")
         bind_context(tenant_id=tenant_id)
