@@ -7,6 +7,7 @@ naming where it was (the path or query parameter, the header, the body path such
 `customer.name`).
 """
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -23,7 +24,6 @@ NUL, SURROGATE, HUGE = "a\x00b", "a\ud800b", "x" * 1_000_000
 LONG = "x" * 60_000  # in a URL: clients (httpx: 64 KiB) and servers (uvicorn: 16 KiB lines) refuse 1 MB ones
 EDGE = {"nul": NUL, "surrogate": SURROGATE}  # refused at the edge, the field named, with or without a key
 WRONG_TYPES = {"number": 12345, "list": ["x"], "object": {"x": "y"}, "null": None, "bool": True}
-WEBHOOK_SECRET = "whsec_test_hostile_input"  # the conftest gives the test tenant this endpoint secret
 PLAUSIBLE = {"invoice_id": "inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA", "delivery_id": "dlv_01JCQ4Z8K7M2P9R3T5V6W8X0YA"}
 
 
@@ -115,8 +115,6 @@ def _with(body: Any, path: str, value: Any) -> Any:
 
 def _dumps(body: Any) -> bytes:
     """JSON for bodies with lone surrogates too (orjson refuses them; the stdlib writes \\ud800)."""
-    import json
-
     return json.dumps(body).encode()
 
 
@@ -124,17 +122,17 @@ def _deep(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
 
 
-def attempts(spec: dict) -> list[Attempt]:
+def attempts(spec: dict, tenant_id: str) -> list[Attempt]:
     out: list[Attempt] = []
     for template, item in spec["paths"].items():
         for method, op in item.items():
             if method not in ("get", "put", "post", "delete", "patch"):
                 continue
             method = method.upper()
-            params = [p for p in op.get("parameters", [])]
+            params = op.get("parameters", [])
             path_params = {p["name"]: PLAUSIBLE.get(p["name"], "x1") for p in params if p["in"] == "path"}
             if "tenant_id" in path_params:
-                path_params["tenant_id"] = "ten_test_hostile_input"
+                path_params["tenant_id"] = tenant_id
 
             def url(overrides: dict[str, str] | None = None, template=template, path_params=path_params) -> str:
                 values = {**{k: _quote(v) for k, v in path_params.items()}, **(overrides or {})}
@@ -269,14 +267,14 @@ def _named(problem: dict, name: str) -> bool:
     return any(name in (e.get("field") or "") for e in problem.get("errors") or [])
 
 
-async def _walk(client: httpx.AsyncClient, spec: dict, auth: dict[str, str]) -> list[str]:
+async def _walk(client: httpx.AsyncClient, spec: dict, auth: dict[str, str], kit) -> list[str]:
     wrong = []
-    for a in attempts(spec):
+    for a in attempts(spec, kit.TENANT):
         headers = {**auth, **a.headers}
         if a.content is not None:
             headers.setdefault("content-type", "application/json")
         if a.signed and a.content is not None:
-            headers["Stripe-Signature"] = sign(a.content, WEBHOOK_SECRET)
+            headers["Stripe-Signature"] = sign(a.content, kit.WEBHOOK_SECRET)
         request = client.build_request(a.method, a.path, headers=headers, content=a.content)
         r = await client.send(request)
         where = f"{a.what} ({'key' if auth else 'no key'}): {r.status_code} {r.text[:300]}"
@@ -308,8 +306,8 @@ async def test_no_hostile_value_anywhere_makes_a_server_error(infra, services_ki
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t", timeout=60
         ) as client:
-            wrong = await _walk(client, spec, {"Authorization": f"Bearer {services_kit.API_KEY}"})
-            wrong += await _walk(client, spec, {})
+            wrong = await _walk(client, spec, {"Authorization": f"Bearer {services_kit.API_KEY}"}, services_kit)
+            wrong += await _walk(client, spec, {}, services_kit)
     finally:
         await pool.close()
     assert not wrong, f"{len(wrong)} answers wrong:\n" + "\n".join(wrong[:40])
