@@ -4,14 +4,9 @@ decode -> batch -> apply in one DB transaction (a savepoint per message, inbox d
 the DB -> commit offsets. Offsets are committed only after the database has committed, so a crash
 anywhere means redelivery, never loss; the inbox makes redelivery harmless.
 
-A service hands the runner ONE handler table (the end of its `handlers.py`): event record type
-(`dunning.contracts`) -> `HandlerSpec(each, batch=..., inbox=...)`; the topics it consumes are
-those of the table's types in the catalogue. Handlers get `Event[Record]`: `event.data` is typed.
-- `batch` (optional) mirrors `each` for a run of consecutive events of that type (set-based SQL);
-  `each` remains the reference, used whenever a batch has to be taken apart, and a parity test
-  per service holds the two equal.
-- `inbox=False`: the handler is idempotent by construction (a watermark: "greatest wins") and
-  skips the inbox: a heartbeat a few times a second would only fill it.
+A service hands the runner ONE handler table (`dunning.handler_table`; the topics come from it).
+`each` is the reference whenever a batch has to be taken apart; a parity test per service holds a
+`batch` variant equal to it. `inbox=False` handlers skip the inbox (idempotent by construction).
 - `track_positions` (runner option, for consumers whose progress others rely on): the next offset
   of each partition applied is written to `consumer_positions` in the batch's transaction, so it
   never runs ahead of the state (reconciliation publishes it in its payments watermark; the
@@ -29,52 +24,19 @@ Two kinds of failure, told apart (arroyo's rule):
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from opentelemetry.trace import SpanKind
 
-from dunning import contracts, inbox, outbox
+from dunning import inbox, outbox
 from dunning.events import Event, InvalidEvent, decode
+from dunning.handler_table import BatchHandler, Handler, HandlerTable, Rejected, topics_of
 from dunning.logging import bind_context, clear_context, get_logger
 from dunning.tracing import context_from_traceparent, tracer
 
 DEAD_LETTER_TOPIC = "dunning.deadletter.v1"
-# (conn, event) / (conn, events); the table may name dependencies as keyword parameters, bound by the
-# service's bootstrap before the runner sees them (see dunning_scheduler.bootstrap.inject).
-Handler = Callable[..., Awaitable[None]]
-BatchHandler = Callable[..., Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class HandlerSpec:
-    """How a service reacts to one event type: `each` applies one event (the reference); `batch`, if
-    given, applies a run of consecutive events of the type with the same result; `inbox=False` for
-    a handler idempotent by construction, which skips the inbox."""
-
-    each: Handler
-    batch: BatchHandler | None = None
-    inbox: bool = True
-
-
-HandlerTable = Mapping[Any, HandlerSpec]  # record type (dunning.contracts) -> spec
-
-
-def without_batches(table: HandlerTable) -> HandlerTable:
-    """The table with its per-event handlers only (parity tests and benches compare the two)."""
-    return {t: replace(spec, batch=None) for t, spec in table.items()}
-
-
-def topics_of(table: HandlerTable, settings: Any = None) -> list[str]:
-    """The topics a table's event types travel on, in a stable order: the catalogue's, unless the
-    settings name another for it (a field `<name>_topic`, e.g. `invoices_topic` for
-    `dunning.invoices.v1`, whose default is the catalogue's)."""
-    topics = {contracts.topic(record_type) for record_type in table}
-    return sorted(getattr(settings, f"{t.split('.')[1]}_topic", t) for t in topics)
 
 
 log = get_logger(__name__)
@@ -92,10 +54,6 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.QueryCanceledError,
 )
-
-
-class Rejected(Exception):
-    """Raised by a handler: this message can never be applied; dead-letter it with this reason."""
 
 
 class _NeedsCare(Exception):

@@ -12,10 +12,11 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from dunning.consumer import ConsumerRunner, HandlerSpec
+from dunning.consumer import ConsumerRunner
 from dunning.contracts import InvoiceIssued
 from dunning.db import create_pool
 from dunning.events import schemas_dir
+from dunning.handler_table import HandlerSpec
 from dunning.ids import new_id
 from dunning.kafka import make_producer
 from dunning.metrics import UNMATCHED, instrument_app, register_service

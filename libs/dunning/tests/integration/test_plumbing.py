@@ -12,10 +12,11 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from dunning import outbox
-from dunning.consumer import DEAD_LETTER_TOPIC, ConsumerRunner, HandlerSpec, Rejected
+from dunning.consumer import DEAD_LETTER_TOPIC, ConsumerRunner
 from dunning.contracts import InvoiceIssued
 from dunning.db import create_pool
 from dunning.events import new_event, schemas_dir
+from dunning.handler_table import HandlerSpec, Rejected
 from dunning.ids import new_id
 from dunning.outbox import OutboxRelay
 from dunning_tools.testing.kafka import read_topic

@@ -18,7 +18,6 @@ from datetime import datetime
 
 import asyncpg
 
-from dunning.consumer import HandlerSpec, Rejected
 from dunning.contracts import (
     DunningPlanned,
     PaymentReceived,
@@ -28,6 +27,7 @@ from dunning.contracts import (
     StagesCancelled,
 )
 from dunning.events import Event
+from dunning.handler_table import HandlerSpec, Rejected
 from dunning.logging import get_logger
 from dunning.money import quantize
 from dunning_ingest import repository

@@ -19,8 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from dunning.consumer import Rejected
 from dunning.events import Event
+from dunning.handler_table import Rejected
 from dunning.logging import get_logger
 from dunning_ingest import repository
 

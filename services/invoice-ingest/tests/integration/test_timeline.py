@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dunning.consumer import Rejected
+from dunning.handler_table import Rejected
 from dunning.ids import new_id
 from dunning_tools.testing.events import planned_stage
 

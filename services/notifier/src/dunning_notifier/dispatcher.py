@@ -26,6 +26,7 @@ from dunning import outbox
 from dunning.clock import utcnow
 from dunning.contracts import ReminderFailed, ReminderSent
 from dunning.logging import bind_context, clear_context, get_logger
+from dunning.loops import Backoff
 from dunning.tracing import context_from_traceparent, tracer
 from dunning_notifier import repository as repo
 from dunning_notifier.channels import Channel, ChannelSession, channel_for
@@ -69,9 +70,10 @@ class Attempt:
 
 
 def backoff(attempts: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter (±20%) after the given number of attempts."""
-    delay = min(base * 2 ** max(attempts - 1, 0), cap)
-    return delay * (0.8 + 0.4 * random.random())
+    """A delivery's retry delay after `attempts` attempts: the loops' Backoff schedule (doubling from
+    `base`, at most `cap`, ±20% jitter), counted from the delivery's stored attempts."""
+    low, high = Backoff(initial=base, maximum=cap).bounds(attempts)
+    return random.uniform(low, high)
 
 
 class Dispatcher:

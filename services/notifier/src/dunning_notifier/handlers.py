@@ -4,9 +4,9 @@ The table at the end is the whole of it."""
 
 import asyncpg
 
-from dunning.consumer import HandlerSpec, Rejected
 from dunning.contracts import StageEscalated
 from dunning.events import Event
+from dunning.handler_table import HandlerSpec, Rejected
 from dunning.ids import new_id
 from dunning.logging import get_logger
 from dunning_notifier import repository as repo

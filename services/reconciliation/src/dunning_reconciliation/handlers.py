@@ -8,9 +8,9 @@ tests/test_reconciliation_invoice_batch.py).
 
 import asyncpg
 
-from dunning.consumer import HandlerSpec, Rejected
 from dunning.contracts import InvoiceIssued
 from dunning.events import Event
+from dunning.handler_table import HandlerSpec, Rejected
 from dunning.logging import get_logger
 from dunning_reconciliation import reconcile
 from dunning_reconciliation import repository as repo

@@ -14,9 +14,9 @@ and applies it event by event, so the bad event is dead-lettered alone.
 
 import asyncpg
 
-from dunning.consumer import Rejected
 from dunning.contracts import InvoiceIssued
 from dunning.events import Event
+from dunning.handler_table import Rejected
 from dunning.logging import get_logger
 from dunning_reconciliation import reconcile, repository
 from dunning_reconciliation.domain import invoice_keys

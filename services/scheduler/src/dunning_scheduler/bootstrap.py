@@ -8,7 +8,8 @@ from inspect import signature
 import asyncpg
 from prometheus_client import Histogram
 
-from dunning.consumer import ConsumerRunner, HandlerTable
+from dunning.consumer import ConsumerRunner
+from dunning.handler_table import HandlerTable
 from dunning.metrics import metrics_of
 from dunning.runtime import Service, Worker, housekeeping_for, open_infrastructure, relay_for
 from dunning_scheduler import metrics as scheduler_metrics

@@ -20,9 +20,9 @@ from prometheus_client import Histogram
 
 from dunning import outbox
 from dunning.clock import utcnow
-from dunning.consumer import HandlerSpec, Rejected
 from dunning.contracts import InvoiceIssued, PaymentReceived, PaymentsWatermark
 from dunning.events import Event
+from dunning.handler_table import HandlerSpec, Rejected
 from dunning.logging import get_logger
 from dunning_scheduler import messages, repository
 from dunning_scheduler.planner import TIMERS_CHANNEL, plan_invoices

@@ -15,9 +15,9 @@ import asyncpg
 
 from dunning import outbox
 from dunning.clock import utcnow
-from dunning.consumer import Rejected
 from dunning.contracts import DunningPlanned, InvoiceIssued, instant_text, topic
 from dunning.events import Event, dumps, envelope
+from dunning.handler_table import Rejected
 from dunning.logging import get_logger
 from dunning_scheduler import messages, repository
 from dunning_scheduler.planning import plan, zone_for

@@ -206,7 +206,7 @@ async def test_an_old_invoice_imported_late_fires_one_reminder_not_four(pool, h)
 
 
 async def test_another_tenants_payment_for_an_invoice_is_rejected(pool, h):
-    from dunning.consumer import Rejected
+    from dunning.handler_table import Rejected
 
     event = h.invoice_issued(due_date=date(2031, 3, 20))
     await h.apply(pool, event)

@@ -9,10 +9,10 @@ import pytest
 
 from dunning import inbox, tenancy
 from dunning.clock import utcnow
-from dunning.consumer import Rejected
 from dunning.contracts import InvoiceIssued, PaymentsWatermark
 from dunning.db import migrations_of
 from dunning.events import decode, dumps, new_event, validate
+from dunning.handler_table import Rejected
 from dunning_scheduler.bootstrap import handlers_for
 from dunning_scheduler.policy import parse_policy
 from dunning_scheduler.policy_store import ActivePolicies, save_policy

@@ -4,8 +4,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from dunning import inbox
-from dunning.consumer import HandlerSpec
 from dunning.events import decode, dumps
+from dunning.handler_table import HandlerSpec
 
 
 async def apply_event(pool, envelope: dict, topic: str = "test", *, handlers: Mapping[Any, HandlerSpec]) -> bool:

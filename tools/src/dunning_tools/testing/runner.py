@@ -13,10 +13,11 @@ import asyncpg
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from dunning.consumer import ConsumerRunner, HandlerSpec, without_batches
+from dunning.consumer import ConsumerRunner
 from dunning.contracts import topic_of
 from dunning.db import create_pool, migrate
 from dunning.events import dumps
+from dunning.handler_table import HandlerSpec, without_batches
 from dunning_tools.testing.fakes import FakeConsumer
 
 T = TypeVar("T")
