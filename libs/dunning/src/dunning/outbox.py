@@ -243,10 +243,6 @@ async def set_paused(conn: asyncpg.Connection, paused: bool, *, by: str = "opera
         await conn.execute(f"SELECT {WAKE_RELAYS}")
 
 
-async def is_paused(conn: asyncpg.Connection) -> bool:
-    return bool(await conn.fetchval("SELECT paused FROM relay_control"))
-
-
 _RELAY_STATE = "SELECT paused, changed_at, changed_by, (SELECT count(*) FROM outbox) AS waiting FROM relay_control"
 
 
