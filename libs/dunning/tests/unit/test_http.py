@@ -51,7 +51,7 @@ def _nested(depth: int) -> bytes:
         pytest.param("/things/a?q=%ED%B0%80", b"{}", 400, "q", id="surrogate-in-query"),
         pytest.param("/things/a", b'{"a": {"b": ["ok", "x\\u0000"]}}', 422, "a.b.1", id="nul-in-json"),
         pytest.param("/things/a", b'{"a": "\\ud800"}', 422, "a", id="lone-surrogate-in-json"),
-        pytest.param("/things/a", b'{"\\u0000": 1}', 422, "\x00".replace("\x00", "\ufffd"), id="nul-in-key"),
+        pytest.param("/things/a", b'{"\\u0000": 1}', 422, "\ufffd", id="nul-in-key"),
         pytest.param("/things/a", _nested(100_000), 400, "(body)", id="nested-100000"),
         pytest.param("/things/a", _nested(64), 400, "(body)", id="nested-65-levels"),
         pytest.param("/things/a", b'{"a": "' + b"x" * 1_000_001 + b'"}', 413, "(body)", id="too-large"),
