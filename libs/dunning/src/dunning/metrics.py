@@ -84,15 +84,6 @@ class Metrics:
             self._metrics[name] = Gauge(name, documentation, list(labelnames), registry=self.registry)
         return self._metrics[name]
 
-    def histogram(
-        self, name: str, documentation: str, labelnames: Iterable[str] = (), buckets: Iterable[float] = LATENCY_BUCKETS
-    ) -> Histogram:
-        if name not in self._metrics:
-            self._metrics[name] = Histogram(
-                name, documentation, list(labelnames), buckets=list(buckets), registry=self.registry
-            )
-        return self._metrics[name]
-
     async def exposition(self) -> bytes:
         async def _one(refresh: Callable[[], Awaitable[None]]) -> None:
             try:
