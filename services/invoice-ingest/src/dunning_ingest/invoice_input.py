@@ -7,12 +7,10 @@ the bulk path takes 10,000 a request).
 The mirror may only be stricter than the model, never laxer: whatever it does not accept, for
 whatever reason, goes through `InvoiceIn`, which then names every bad field (or accepts it: the
 result is the same either way). So every error a caller sees comes from the model. The parity test
-(tests/test_ingest_invoice_input.py, property-based) holds the two equal.
+(tests/unit/test_invoice_input.py, property-based) holds the two equal.
 
-Input refuses rather than repairs: an amount is a decimal *string* with no more decimals than its
-currency has (JPY "1000", EUR "1250.00"), dates are YYYY-MM-DD, the locale is BCP 47 and known to
-CLDR (babel), the time zone is an IANA name (zoneinfo). The same rules check one invoice (POST
-/v1/invoices) and each item of a bulk import.
+Both check with the rules of invoice_rules, one invoice (POST /v1/invoices) and each item of a bulk
+import alike.
 """
 
 import hashlib
@@ -21,170 +19,36 @@ from datetime import date
 from decimal import Decimal
 from functools import lru_cache
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 import orjson
-from babel import Locale
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainValidator,
     TypeAdapter,
-    ValidationInfo,
-    WithJsonSchema,
 )
-from pydantic_core import PydanticCustomError
 
-from dunning.money import MoneyError, exponent, format_amount, parse_amount, validate_currency
-
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
-_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-# http(s), a host (name, IPv4 or [IPv6]) with an optional port, then anything but whitespace.
-_URL = re.compile(
-    r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:[/?#]\S*)?$"
+from dunning.money import exponent, format_amount
+from dunning_ingest.invoice_rules import (
+    DATE,
+    EMAIL,
+    URL,
+    Amount,
+    IsoDate,
+    Text,
+    check_currency,
+    check_due_date,
+    check_email,
+    check_locale,
+    check_payment_url,
+    check_text,
+    check_timezone,
+    currency_of,
+    known_locale,
+    known_timezone,
+    storable,
 )
-# The contract's shapes (schemas/events/InvoiceIssued.v1.schema.json), checked before the registries.
-_LOCALE_SHAPE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-_TZ_SHAPE = re.compile(r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+){0,2}$")
-
-
-def _error(code: str, message: str) -> PydanticCustomError:
-    return PydanticCustomError(code, message)
-
-
-@lru_cache(maxsize=4096)
-def _known_locale(value: str) -> bool:
-    if not _LOCALE_SHAPE.fullmatch(value):
-        return False
-    try:
-        Locale.parse(value, sep="-")
-    except Exception:
-        return False
-    return True
-
-
-@lru_cache(maxsize=4096)
-def _known_timezone(value: str) -> bool:
-    if not _TZ_SHAPE.fullmatch(value):
-        return False
-    try:
-        ZoneInfo(value)
-    except Exception:
-        return False
-    return True
-
-
-@lru_cache(maxsize=1024)
-def _currency(value: str) -> str | None:
-    try:
-        return validate_currency(value)
-    except MoneyError:
-        return None
-
-
-def check_locale(value: str) -> str:
-    if not _known_locale(value):
-        raise _error("locale", "must be a BCP 47 locale known to CLDR, such as en-GB or de-DE")
-    return value
-
-
-def check_timezone(value: str) -> str:
-    if not _known_timezone(value):
-        raise _error("timezone", "must be an IANA time zone such as Europe/Berlin")
-    return value
-
-
-def check_currency(value: str) -> str:
-    if _currency(value) is None:
-        try:
-            validate_currency(value)
-        except MoneyError as exc:
-            raise _error("currency", str(exc)) from None
-    return value
-
-
-def check_email(value: str) -> str:
-    if not _EMAIL.fullmatch(value) or not storable(value):
-        raise _error("email", "must be an email address such as ap@example.com")
-    return value
-
-
-def storable(value: str) -> bool:
-    """PostgreSQL text takes neither NUL characters nor lone surrogates (JSON can carry both)."""
-    if "\x00" in value:
-        return False
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return False
-    return True
-
-
-def check_text(value: str) -> str:
-    if not storable(value):
-        raise _error("text", "must be text without NUL characters or unpaired surrogates")
-    return value
-
-
-def check_not_blank(value: str) -> str:
-    if not value.strip():
-        raise _error("blank", "must not be blank")
-    return check_text(value)
-
-
-def check_date_text(value: Any) -> Any:
-    if not isinstance(value, str) or not _DATE.fullmatch(value):
-        raise _error("date_format", 'must be a date string such as "2026-11-30" (YYYY-MM-DD)')
-    return value
-
-
-def check_payment_url(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if len(value) > 2048 or not _URL.fullmatch(value) or not storable(value):
-        raise _error("url", "must be an http or https URL of at most 2048 characters")
-    return value
-
-
-def check_amount(value: Any, info: ValidationInfo) -> Decimal:
-    if not isinstance(value, str):
-        raise _error(
-            "amount_type", 'must be a decimal string such as "1250.00", not a JSON number (numbers lose precision)'
-        )
-    currency = info.data.get("currency")
-    try:
-        # Without a valid currency only the shape can be checked (the currency error is reported).
-        return parse_amount(value, currency) if currency else parse_amount(value, "CLF")
-    except MoneyError as exc:
-        raise _error("amount", str(exc)) from None
-
-
-def check_due_date(value: date, info: ValidationInfo) -> date:
-    issued = info.data.get("issue_date")
-    if issued is not None and value < issued:
-        raise _error("due_before_issue", f"must be on or after issue_date ({issued.isoformat()})")
-    return value
-
-
-Text = Annotated[str, Field(min_length=1), AfterValidator(check_not_blank)]
-IsoDate = Annotated[date, BeforeValidator(check_date_text)]
-Amount = Annotated[
-    Decimal,
-    PlainValidator(check_amount),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": r"^[0-9]+(\.[0-9]{1,3})?$",
-            "examples": ["1250.00", "158000"],
-            "description": "Decimal string in major units, with at most the currency's ISO 4217 decimals.",
-        }
-    ),
-]
 
 
 class CustomerIn(BaseModel):
@@ -193,7 +57,7 @@ class CustomerIn(BaseModel):
     external_id: Annotated[Text, Field(max_length=200, description="The customer's id in the accounting system.")]
     name: Annotated[Text, Field(max_length=300)]
     email: Annotated[
-        str, Field(max_length=254, json_schema_extra={"pattern": _EMAIL.pattern}), AfterValidator(check_email)
+        str, Field(max_length=254, json_schema_extra={"pattern": EMAIL.pattern}), AfterValidator(check_email)
     ]
     locale: Annotated[str, Field(max_length=35, examples=["en-GB"]), AfterValidator(check_locale)]
     timezone: Annotated[str, Field(max_length=64, examples=["Europe/Berlin"]), AfterValidator(check_timezone)]
@@ -214,7 +78,7 @@ class InvoiceIn(BaseModel):
     due_date: Annotated[IsoDate, AfterValidator(check_due_date)]
     payment_url: Annotated[
         str | None,
-        Field(json_schema_extra={"pattern": _URL.pattern, "maxLength": 2048}),
+        Field(json_schema_extra={"pattern": URL.pattern, "maxLength": 2048}),
         AfterValidator(check_payment_url),
     ] = None
     metadata: Annotated[
@@ -352,7 +216,7 @@ def _text(value: Any, max_length: int) -> bool:
 
 @lru_cache(maxsize=4096)
 def _date_of(value: str) -> date | None:
-    if not _DATE.fullmatch(value):
+    if not DATE.fullmatch(value):
         return None
     try:
         return date.fromisoformat(value)
@@ -388,11 +252,11 @@ def _fast_customer(c: Any) -> FastCustomerIn | None:
     cext, name, email, locale, tz = c["external_id"], c["name"], c["email"], c["locale"], c["timezone"]
     if not (_text(cext, 200) and _text(name, 300)):
         return None
-    if type(email) is not str or len(email) > 254 or not _EMAIL.fullmatch(email) or not storable(email):
+    if type(email) is not str or len(email) > 254 or not EMAIL.fullmatch(email) or not storable(email):
         return None
-    if type(locale) is not str or len(locale) > 35 or not _known_locale(locale):
+    if type(locale) is not str or len(locale) > 35 or not known_locale(locale):
         return None
-    if type(tz) is not str or len(tz) > 64 or not _known_timezone(tz):
+    if type(tz) is not str or len(tz) > 64 or not known_timezone(tz):
         return None
     return FastCustomerIn(cext, name, email, locale, tz)
 
@@ -421,7 +285,7 @@ def fast_validate_invoice_in(obj: Any, customers: dict | None = None) -> FastInv
     ext, number, currency = obj["external_id"], obj["number"], obj["currency"]
     if not (_text(ext, 200) and _text(number, 100)):
         return None
-    if type(currency) is not str or _currency(currency) is None:
+    if type(currency) is not str or currency_of(currency) is None:
         return None
     amount = _amount(obj["amount_due"], currency)
     if amount is None:
@@ -430,7 +294,7 @@ def fast_validate_invoice_in(obj: Any, customers: dict | None = None) -> FastInv
     if issue_date is None or due_date is None or due_date < issue_date:
         return None
     url = obj.get("payment_url")
-    if url is not None and (type(url) is not str or len(url) > 2048 or not _URL.fullmatch(url) or not storable(url)):
+    if url is not None and (type(url) is not str or len(url) > 2048 or not URL.fullmatch(url) or not storable(url)):
         return None
     metadata = obj.get("metadata", _EMPTY)
     if metadata:
