@@ -11,7 +11,6 @@ import asyncio
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from dunning import tenancy
 from dunning.contracts import StageEscalated, topic
@@ -33,14 +32,9 @@ FAST = dict(
 )
 
 
-async def produce(infra, *envelopes: dict) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        for envelope in envelopes:
-            await producer.send_and_wait(topic(StageEscalated), dumps(envelope), key=envelope["subject"].encode())
-    finally:
-        await producer.stop()
+async def produce(producer, *envelopes: dict) -> None:
+    for envelope in envelopes:
+        await producer.send_and_wait(topic(StageEscalated), dumps(envelope), key=envelope["subject"].encode())
 
 
 async def delivery(pool: asyncpg.Pool, invoice_id: str) -> asyncpg.Record | None:
@@ -60,7 +54,7 @@ def samples(text: str) -> dict[str, float]:
 
 
 async def test_notifier_killed_after_smtp_accept_before_sent_commit_sends_again_and_shows_in_doubt(
-    infra, schema_name, notifier_pool, notifier_process, smtp_capture, stage_data, stage_escalated
+    infra, schema_name, notifier_pool, notifier_process, smtp_capture, stage_data, stage_escalated, producer
 ):
     data = stage_data(stage="final")
     async with notifier_pool.acquire() as conn:
@@ -83,7 +77,7 @@ async def test_notifier_killed_after_smtp_accept_before_sent_commit_sends_again_
 
     smtp_capture.on_data = kill_after_the_250
     try:
-        await produce(infra, stage_escalated(data))
+        await produce(producer, stage_escalated(data))
         await asyncio.wait_for(killed.wait(), timeout=60)
         await first.wait_exit()
         dead = await delivery(notifier_pool, data["invoice_id"])
@@ -172,7 +166,7 @@ async def _copies_at_least(capture, invoice_id: str, n: int) -> bool:
 
 
 async def test_the_same_stage_escalated_twice_and_reemitted_is_one_email(
-    infra, notifier_pool, notifier_process, smtp_capture, stage_data, stage_escalated
+    notifier_pool, notifier_process, smtp_capture, stage_data, stage_escalated, producer
 ):
     data = stage_data(stage="soft")
     envelope = stage_escalated(data)
@@ -180,7 +174,7 @@ async def test_the_same_stage_escalated_twice_and_reemitted_is_one_email(
     assert reemitted["id"] != envelope["id"]
     await notifier_process(smtp_capture.port, **FAST)
 
-    await produce(infra, envelope, envelope, reemitted)  # a redelivery, then a re-emission (new event id)
+    await produce(producer, envelope, envelope, reemitted)  # a redelivery, then a re-emission (new event id)
     await async_wait_until(
         lambda: notifier_pool.fetchval(
             "SELECT count(*) = 2 FROM inbox WHERE event_id = ANY($1::uuid[])", [envelope["id"], reemitted["id"]]
