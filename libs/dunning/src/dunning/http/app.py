@@ -76,12 +76,9 @@ def service_app(
     app.add_middleware(TracingMiddleware, service=settings.service_name)
     _install_health(app, pool)
     _document_problems(app)
-    try:
-        from dunning import metrics
-    except ImportError:  # pragma: no cover - slice D lands dunning.metrics
-        metrics = None  # type: ignore[assignment]
-    if metrics is not None and hasattr(metrics, "instrument_app"):
-        metrics.instrument_app(app, settings.service_name)
+    from dunning.metrics import instrument_app  # imported late: dunning.metrics imports dunning.http
+
+    instrument_app(app, settings.service_name)
     return app
 
 
