@@ -18,6 +18,7 @@ from dunning_ingest.bootstrap import build_app
 from dunning_ingest.handlers import HANDLERS
 from dunning_ingest.settings import Settings
 from dunning_tools.testing.handlers import apply_event
+from dunning_tools.testing.invoices import customer_in, invoice_in
 from dunning_tools.testing.outbox import outbox_events
 
 MIGRATIONS = migrations_of("dunning_ingest")
@@ -55,25 +56,25 @@ async def client(settings, pool):
 
 
 def invoice_payload(external_id: str | None = None, **overrides) -> dict:
-    body = {
-        "external_id": external_id or f"in_{uuid.uuid4().hex[:12]}",
-        "number": "INV-2026-00412",
-        "customer": {
-            "external_id": "cus_brandt",
-            "name": "Brandt & Söhne GmbH",
-            "email": "ap@brandt-soehne.de",
-            "locale": "de-DE",
-            "timezone": "Europe/Berlin",
-        },
-        "currency": "EUR",
-        "amount_due": "1250.00",
-        "issue_date": "2026-11-02",
-        "due_date": "2026-11-16",
-        "payment_url": "https://invoice.example.com/i/412",
-        "metadata": {"po_number": "PO-88213"},
-    }
-    body.update(overrides)
-    return body
+    """invoice_in() from Brandt & Söhne in Berlin, with a payment URL, metadata and (unless given) a
+    fresh external_id; `overrides` on top."""
+    customer = customer_in(
+        external_id="cus_brandt",
+        name="Brandt & Söhne GmbH",
+        email="ap@brandt-soehne.de",
+        locale="de-DE",
+        timezone="Europe/Berlin",
+    )
+    return invoice_in(
+        **{
+            "external_id": external_id or f"in_{uuid.uuid4().hex[:12]}",
+            "number": "INV-2026-00412",
+            "customer": customer,
+            "payment_url": "https://invoice.example.com/i/412",
+            "metadata": {"po_number": "PO-88213"},
+            **overrides,
+        }
+    )
 
 
 def example(name: str, file: str) -> dict:
