@@ -7,15 +7,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dunning import inbox
 from dunning.clock import utcnow
-from dunning.events import decode, dumps, validate
 from dunning.metrics import metrics_of
 from dunning_scheduler import metrics as scheduler_metrics
 from dunning_scheduler.api import create_app
 from dunning_scheduler.bootstrap import handlers_for
 from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.policy_store import ActivePolicies
+from dunning_tools.testing.handlers import apply_event
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +30,10 @@ async def _scrape(client) -> dict[str, float]:
 
 async def test_backlog_watermark_age_and_cancel_latency_show_on_the_scrape(pool, settings, h):
     latency = scheduler_metrics.cancel_latency()
-    by_type = {t.TYPE: spec for t, spec in handlers_for(ActivePolicies(), latency).items()}
+    handlers = handlers_for(ActivePolicies(), latency)  # the conftest's table, with this test's histogram
 
     async def apply(envelope: dict) -> None:
-        validate(envelope)
-        event = decode(dumps(envelope))
-        async with pool.acquire() as conn, conn.transaction():
-            assert await inbox.claim(conn, event.id, event.type, "test")
-            await by_type[event.type].each(conn, event)
+        assert await apply_event(pool, envelope, handlers=handlers)
 
     firing = FiringLoop(pool, settings.db_schema)  # not running: the gate would hold the stages anyway
     app = create_app(pool, settings, firing=firing)
