@@ -182,9 +182,6 @@ class Housekeeping(Loop):
         self.pool = pool
         self.chores: list[tuple[str, Chore]] = [("inbox", inbox_purge(pool, inbox_retention_days)), *(chores or [])]
 
-    def add(self, name: str, chore: Chore) -> None:
-        self.chores.append((name, chore))
-
     async def step(self) -> float | None:
         failed: list[str] = []
         purged: dict[str, int] = {}
