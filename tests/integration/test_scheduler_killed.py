@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from dunning.db import migrate, migrations_of
 from dunning.events import decode
-from dunning_tools.stack.procs import free_port, port_in_use
+from dunning_tools.stack.procs import free_port
 from dunning_tools.stack.service import ServiceProc, service_env
 
 pytestmark = pytest.mark.integration
@@ -86,15 +86,6 @@ async def _progress(conn, tenant: str) -> Progress:
         tenant,
     )
     return Progress(row["fired"], row["scheduled"], row["outbox"])
-
-
-async def _wait_ready(s: ServiceProc, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        assert s.proc.poll() is None, f"{s.name} exited with {s.proc.returncode}:\n{s.tail()}"
-        if port_in_use(s.port):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{s.name} did not listen on {s.port}:\n{s.tail()}")
 
 
 async def _wait_fired(conn, tenant: str, at_least: int, deadline: float, what: str) -> Progress:
@@ -197,7 +188,7 @@ async def test_scheduler_killed_mid_batch_loses_nothing_and_fires_nothing_twice(
         for s in schedulers:
             s.start()
         for s in schedulers:
-            await _wait_ready(s, deadline)
+            await s.wait_ready_async(deadline - time.monotonic())
         assert (await _progress(conn, tenant)).fired == 0  # no statement yet: the gate holds everything
 
         # The statement opens the gate; both replicas fire side by side (SKIP LOCKED).
