@@ -29,6 +29,16 @@ Work = Callable[[asyncpg.Connection], Awaitable[Reply]]
 RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
 
+async def _retrying(once: Callable[[], Awaitable[Reply]], attempts: int = 3) -> Reply:
+    """once(), again after a deadlock or a serialization failure (each call is a fresh transaction)."""
+    for attempt in range(1, attempts):
+        try:
+            return await once()
+        except RETRYABLE as exc:
+            log.warning("ingest.transaction.retry", error=repr(exc), attempt=attempt)
+    return await once()
+
+
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
     media = PROBLEM if status >= 400 else JSON
     return Reply(status, {"content-type": media, **(headers or {})}, orjson.dumps(body))
@@ -47,20 +57,16 @@ class InvoiceService:
             if replay is not None:
                 log.info("ingest.idempotency.replayed", status=replay.status)
                 return replay
+
+        async def once() -> Reply:
+            async with self.pool.acquire() as conn, conn.transaction():
+                reply = await work(conn)
+                if key is not None:
+                    await IdempotencyStore.complete(conn, tenant_id, key, reply.status, reply.headers, reply.body)
+            return reply
+
         try:
-            for attempt in range(1, 4):
-                try:
-                    async with self.pool.acquire() as conn, conn.transaction():
-                        reply = await work(conn)
-                        if key is not None:
-                            await IdempotencyStore.complete(
-                                conn, tenant_id, key, reply.status, reply.headers, reply.body
-                            )
-                    break
-                except RETRYABLE as exc:
-                    if attempt == 3:
-                        raise
-                    log.warning("ingest.transaction.retry", error=repr(exc), attempt=attempt)
+            return await _retrying(once)
         except BaseException:
             if key is not None:
                 try:
@@ -68,7 +74,6 @@ class InvoiceService:
                 except Exception:
                     log.exception("ingest.idempotency.release_failed")
             raise
-        return reply
 
     # --- one invoice --------------------------------------------------------------------------
 
@@ -84,16 +89,12 @@ class InvoiceService:
 
         if key is not None:
             return await self.run(tenant_id, key, fingerprint, work)
-        for attempt in range(1, 4):
-            try:
-                async with self.pool.acquire() as conn:
-                    reply = await work(conn)
-                break
-            except RETRYABLE as exc:
-                if attempt == 3:
-                    raise
-                log.warning("ingest.transaction.retry", error=repr(exc), attempt=attempt)
-        return reply
+
+        async def once() -> Reply:
+            async with self.pool.acquire() as conn:
+                return await work(conn)
+
+        return await _retrying(once)
 
     async def _create_one(
         self, conn: asyncpg.Connection, tenant_id: str, inv: Any, content_hash: bytes, path: str
