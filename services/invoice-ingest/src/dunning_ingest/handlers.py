@@ -10,7 +10,7 @@ acknowledged after the payment that set it last.
 
 The table at the end is the whole of it. Each timeline event is one `*_rows` function (the
 observations it makes) applied one event at a time (`observe`) or a run at a time
-(`timeline_batch`, its twin, held equal by tests/test_ingest_timeline_batch.py).
+(`timeline_batch`, its twin, held equal by tests/integration/test_timeline_batch.py).
 """
 
 from collections.abc import Callable

@@ -2,7 +2,7 @@
 
 `timeline_batch(rows_of)` is the twin of `handlers.observe(rows_of)`: the same result as applying
 the events one by one with it (which stays the reference; the consumer runner falls back to it
-whenever a batch handler raises; tests/test_ingest_timeline_batch.py holds the two equal):
+whenever a batch handler raises; tests/integration/test_timeline_batch.py holds the two equal):
 - one query checks every event's invoice (known, same tenant); any bad one raises, so the careful
   per-event pass dead-letters it alone;
 - the stage upserts use the per-event merge rule (repository.timeline._STAGE_MERGE) unchanged. A stage seen

@@ -3,7 +3,7 @@
 
 The table at the end is the whole of it: InvoiceIssued, one by one (`on_invoice_issued`, the
 reference) or a run at a time (`invoice_batch.on_invoices_issued`, same end state, held equal by
-tests/test_reconciliation_invoice_batch.py).
+tests/integration/test_invoice_batch.py).
 """
 
 import asyncpg
