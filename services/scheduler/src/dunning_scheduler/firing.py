@@ -8,7 +8,7 @@ whichever is sooner; a NOTIFY on `scheduler_timers_<schema>` (sent when a timer 
 now, and when a payments watermark arrives) wakes the loop early. Stop, wake and backoff are the
 loop base's (dunning.loops).
 
-The payments gate (repository._FIRE_DUE) may hold due timers back: then the loop waits for the next
+The payments gate (repository.firing._FIRE_DUE) may hold due timers back: then the loop waits for the next
 watermark (its NOTIFY) or `poll_seconds`, and prunes superseded watermark statements now and then.
 """
 

@@ -8,7 +8,7 @@ has claimed the event id, and writes its events to the outbox in that same trans
   stale and ignored); once settled, cancel every pending timer (same statement) and emit
   StagesCancelled. A payment may arrive before its invoice: the invoice row is created settled, and
   its plan will be all `cancelled`.
-- PaymentsWatermark: keep reconciliation's statement (the firing gate, see repository._FIRE_DUE)
+- PaymentsWatermark: keep reconciliation's statement (the firing gate, see repository.firing._FIRE_DUE)
   and wake the firing loop. Idempotent by construction, so it skips the inbox.
 
 The table at the end is the whole of it; bootstrap binds the process's policy cache (`policies`) and
