@@ -5,6 +5,7 @@ import pytest
 
 from dunning import tenancy
 from dunning_notifier.api import ApiDeps, create_app
+from dunning_tools.testing.metrics import samples
 
 pytestmark = pytest.mark.integration
 KEY_A, KEY_B = "dk_testkey_notifier_a_0123456789", "dk_testkey_notifier_b_0123456789"
@@ -104,9 +105,9 @@ async def test_metrics_count_deliveries_by_state_and_in_doubt(api, notifier_pool
 
     resp = await api.get("/metrics")  # an operator's endpoint, like /healthz: no API key
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain; version=0.0.4")
-    samples = dict(line.rsplit(" ", 1) for line in resp.text.splitlines() if not line.startswith("#"))
-    assert float(samples['dunning_notifier_deliveries{state="pending"}']) == 2
-    assert float(samples['dunning_notifier_deliveries{state="sent"}']) == 0
-    assert float(samples["dunning_notifier_deliveries_in_doubt"]) == 1
-    assert float(samples["dunning_notifier_in_doubt_attempts"]) == 2
+    scraped = samples(resp.text)
+    assert scraped['dunning_notifier_deliveries{state="pending"}'] == 2
+    assert scraped['dunning_notifier_deliveries{state="sent"}'] == 0
+    assert scraped["dunning_notifier_deliveries_in_doubt"] == 1
+    assert scraped["dunning_notifier_in_doubt_attempts"] == 2
     assert "# TYPE dunning_notifier_in_doubt_attempts gauge" in resp.text

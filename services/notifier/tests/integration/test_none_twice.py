@@ -16,6 +16,7 @@ from dunning import tenancy
 from dunning.contracts import StageEscalated, topic
 from dunning.db import connect
 from dunning.events import dumps
+from dunning_tools.testing.metrics import samples
 from dunning_tools.testing.waits import async_wait_until
 
 pytestmark = pytest.mark.integration
@@ -47,10 +48,6 @@ async def wait_sent(pool: asyncpg.Pool, invoice_id: str) -> asyncpg.Record:
         return row if row is not None and row["state"] == "sent" else None
 
     return await async_wait_until(sent, timeout=60, what=f"delivery of {invoice_id} sent")
-
-
-def samples(text: str) -> dict[str, float]:
-    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))}
 
 
 async def test_notifier_killed_after_smtp_accept_before_sent_commit_sends_again_and_shows_in_doubt(
