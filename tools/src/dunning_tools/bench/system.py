@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import signal
-import statistics
 import tempfile
 import time
 import uuid
@@ -30,7 +29,7 @@ from aiokafka import AIOKafkaConsumer
 
 from dunning_cli.tenants import create_tenant
 from dunning_tools import loadgen
-from dunning_tools.bench.cancel import assign_at_end, bench_cancel_under_load, report_under_load
+from dunning_tools.bench.cancel import assign_at_end, bench_cancel_under_load, report_under_load, summary
 from dunning_tools.bench.measure import invoice
 from dunning_tools.stack.procs import stop
 from dunning_tools.stack.system import Ports, Stack
@@ -41,11 +40,6 @@ N_CANCEL = int(os.environ.get("BENCH_CANCEL", 300))
 N_ESCALATE = int(os.environ.get("BENCH_ESCALATE", 20000))
 DELIVERY_WINDOW = float(os.environ.get("BENCH_DELIVERY_SECONDS", 20))
 ESCALATE_LEAD = int(os.environ.get("BENCH_ESCALATE_LEAD_SECONDS", 30))
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 class Watcher:
@@ -253,12 +247,7 @@ async def main_async(stack: Stack) -> dict:
             await bench_cancel(stack, client, tenant2, stages)
             await payments.wait_for("dunning.PaymentReceived.v1", tenant2["tenant_id"], N_CANCEL)
             lat = cancel_latencies(payments, stages, tenant2["tenant_id"])
-        results["cancel_latency_ms"] = {
-            "n": len(lat),
-            "p50": round(statistics.median(lat), 1),
-            "p99": round(pct(lat, 0.99), 1),
-            "max": round(max(lat), 1),
-        }
+        results["cancel_latency_ms"] = summary(lat)
         c = results["cancel_latency_ms"]
         print(
             f"payment ack -> cancelled   p50 {c['p50']} ms, p99 {c['p99']} ms, max {c['max']} ms over {c['n']}"
