@@ -46,6 +46,11 @@ class MatchKeys:
         return sorted(f"reconciliation\x1f{tenant_id}\x1f{n}" for n in names)
 
 
+def invoice_status(balance: Decimal) -> str:
+    """An invoice's status for what is left to pay: 'paid' once nothing is."""
+    return "paid" if balance <= 0 else "open"
+
+
 def invoice_keys(invoice_id: str, external_id: str, number: str) -> MatchKeys:
     return MatchKeys.of(invoice_id, (external_id,), (number,))
 

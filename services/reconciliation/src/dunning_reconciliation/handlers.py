@@ -10,20 +10,18 @@ import asyncpg
 
 from dunning.contracts import InvoiceIssued
 from dunning.events import Event
-from dunning.handler_table import HandlerSpec, Rejected
+from dunning.handler_table import HandlerSpec
 from dunning.logging import get_logger
 from dunning_reconciliation import reconcile
 from dunning_reconciliation import repository as repo
-from dunning_reconciliation.invoice_batch import on_invoices_issued
+from dunning_reconciliation.invoice_batch import issued, on_invoices_issued
 
 log = get_logger(__name__)
 
 
 async def on_invoice_issued(conn: asyncpg.Connection, event: Event[InvoiceIssued]) -> None:
     """Remember the invoice, then apply the payments that arrived for it before it was known."""
-    invoice = event.data
-    if invoice.tenant_id != event.tenant_id:
-        raise Rejected(f"data.tenant_id {invoice.tenant_id!r} differs from the envelope's tenantid")
+    invoice = issued(event)
     tenant_id, invoice_id = event.tenant_id, invoice.invoice_id
     external_id, number = invoice.external_id, invoice.number
     await reconcile.lock_invoice_keys(conn, tenant_id, invoice_id, external_id, number)

@@ -19,16 +19,22 @@ from dunning.events import Event
 from dunning.handler_table import Rejected
 from dunning.logging import get_logger
 from dunning_reconciliation import reconcile, repository
-from dunning_reconciliation.domain import invoice_keys
+from dunning_reconciliation.domain import invoice_keys, invoice_status
 
 log = get_logger(__name__)
 
 
-def _row(n: int, event: Event[InvoiceIssued]) -> dict:
-    """The invoice row as `on_invoice_issued` stores it; raises on what it would reject."""
+def issued(event: Event[InvoiceIssued]) -> InvoiceIssued:
+    """The event's invoice; Rejected if it names another tenant than the envelope (both handlers)."""
     invoice = event.data
     if invoice.tenant_id != event.tenant_id:
         raise Rejected(f"data.tenant_id {invoice.tenant_id!r} differs from the envelope's tenantid")
+    return invoice
+
+
+def _row(n: int, event: Event[InvoiceIssued]) -> dict:
+    """The invoice row as `on_invoice_issued` stores it; raises on what it would reject."""
+    invoice = issued(event)
     return {
         "n": n,
         "invoice_id": invoice.invoice_id,
@@ -38,7 +44,7 @@ def _row(n: int, event: Event[InvoiceIssued]) -> dict:
         "currency": invoice.currency,
         "amount_due": str(invoice.amount_due),
         "metadata": invoice.metadata,
-        "status": "paid" if invoice.amount_due <= 0 else "open",
+        "status": invoice_status(invoice.amount_due),
         "issued_at": invoice.issued_at.isoformat(),
     }
 

@@ -9,7 +9,7 @@ import asyncpg
 import orjson
 
 from dunning.logging import get_logger
-from dunning_reconciliation.domain import IncomingPayment, MatchKeys
+from dunning_reconciliation.domain import IncomingPayment, MatchKeys, invoice_status
 
 log = get_logger(__name__)
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
@@ -172,7 +172,7 @@ async def insert_invoice(
         currency,
         amount_due,
         metadata,
-        "paid" if amount_due <= 0 else "open",
+        invoice_status(amount_due),
         issued_at,
     )
     return bool(inserted)
