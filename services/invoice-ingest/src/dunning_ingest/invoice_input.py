@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from dunning.money import exponent, format_amount
+from dunning.text import storable
 from dunning_ingest.invoice_rules import (
     DATE,
     EMAIL,
@@ -47,7 +48,6 @@ from dunning_ingest.invoice_rules import (
     currency_of,
     known_locale,
     known_timezone,
-    storable,
 )
 
 

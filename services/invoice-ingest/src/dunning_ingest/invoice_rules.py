@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from dunning.money import MoneyError, parse_amount, validate_currency
+from dunning.text import storable
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -97,18 +98,6 @@ def check_email(value: str) -> str:
     if not EMAIL.fullmatch(value) or not storable(value):
         raise _error("email", "must be an email address such as ap@example.com")
     return value
-
-
-def storable(value: str) -> bool:
-    """PostgreSQL text takes neither NUL characters nor lone surrogates (JSON can carry both)."""
-    if "\x00" in value:
-        return False
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return False
-    return True
 
 
 def check_text(value: str) -> str:

@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 import orjson
 
 from dunning.http.problems import PROBLEM, problem_body
+from dunning.text import bad_text
 
 JSON_BODY = "dunning.json_body"  # scope key: the body parsed by the guard, when it had to parse it
 MAX_DEPTH = 64
@@ -33,14 +34,6 @@ class _Refusal(Exception):
     def __init__(self, status: int, field: str, message: str, code: str):
         super().__init__(message)
         self.status, self.field, self.message, self.code = status, field, message, code
-
-
-def bad_text(text: str) -> str | None:
-    """Why PostgreSQL cannot store this text, or None."""
-    found = _BAD_TEXT.search(text)
-    if found is None:
-        return None
-    return "must not contain NUL characters" if found.group() == "\x00" else "must not contain lone surrogates"
 
 
 def _code(message: str) -> str:
