@@ -32,7 +32,7 @@ from dunning.http import (
 )
 from dunning_ingest import repository
 from dunning_ingest.bulk import gc_paused
-from dunning_ingest.idempotency import Reply, checked_key
+from dunning_ingest.idempotency import MAX_KEY_LENGTH, Reply, checked_key
 from dunning_ingest.invoice_input import InvoiceIn
 from dunning_ingest.invoice_output import INVOICE_ID, InvoiceDetail, invoice_out_json
 from dunning_ingest.schemas import BulkResponse, InvoiceList, canonical_fingerprint
@@ -83,7 +83,7 @@ def create_app(deps: Deps) -> FastAPI:
         Header(
             alias="Idempotency-Key",
             description=_IDEMPOTENCY_DOC,
-            json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": "\\S"},  # as idempotency.key_of checks
+            json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": "\\S"},  # as checked_key checks
         ),
     ]
 
