@@ -15,6 +15,7 @@ from dunning_scheduler.bootstrap import consumer_for, firing_loop_for
 from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.policy import parse_policy
 from dunning_scheduler.policy_store import save_policy
+from dunning_tools.testing.waits import async_wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,6 @@ async def test_invoice_on_kafka_becomes_stage_escalated_on_kafka(pool, settings,
     # Wait until the consumer has joined its group, so that the plan starts when the invoice is issued.
     warm_up = h.payment_received(h.invoice_issued()["subject"], balance="1.00", settled=False)
     await producer.send_and_wait("dunning.payments.v1", dumps(warm_up), key=warm_up["subject"].encode())
-    from dunning_tools.testing.waits import async_wait_until
 
     async def joined():
         return workers[0].processed > 0
@@ -106,8 +106,6 @@ async def test_two_firing_loops_never_fire_a_timer_twice(pool, infra, schema, h)
 
         async def drained():
             return await pool.fetchval("SELECT count(*) FROM timers WHERE state = 'scheduled'") == 0
-
-        from dunning_tools.testing.waits import async_wait_until
 
         await async_wait_until(drained, timeout=30, what="every timer fired")
     finally:
