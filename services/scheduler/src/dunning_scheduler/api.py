@@ -12,10 +12,8 @@ import asyncpg
 from fastapi import Body, FastAPI, Path
 
 from dunning.http import Problem, TenantId, json_body, service_app
-from dunning.metrics import instrument_app
 from dunning.money import format_amount
 from dunning_scheduler import repository
-from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.policy import DEFAULT_DOCUMENT, PolicyError, parse_policy
 from dunning_scheduler.policy_store import active_policy, save_policy
 from dunning_scheduler.schemas import InvoiceTimersOut, PolicyOut, TimerOut
@@ -31,7 +29,7 @@ _EXAMPLE = {
 }
 
 
-def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | None = None) -> FastAPI:
+def create_app(pool: asyncpg.Pool, settings: Settings) -> FastAPI:
     app = service_app(
         distribution="dunning-scheduler",
         settings=settings,
@@ -111,9 +109,5 @@ def create_app(pool: asyncpg.Pool, settings: Settings, *, firing: FiringLoop | N
             policy_version=invoice["policy_version"],
             timers=[TimerOut(**{k: t[k] for k in TimerOut.model_fields}) for t in timers],
         )
-
-    metrics = instrument_app(app, settings.service_name)  # GET /metrics, the same in every service
-    if firing is not None:
-        firing.instrument(metrics)
 
     return app

@@ -72,10 +72,9 @@ async def bootstrap(settings: Settings) -> Service:
     cancel_latency = scheduler_metrics.cancel_latency()
     if settings.consumer_enabled:
         workers.append(consumer_for(settings, pool, cancel_latency=cancel_latency))
-    firing = firing_loop_for(settings, pool) if settings.firing_enabled else None
-    if firing is not None:
-        workers.append(firing)
-    app = create_app(pool, settings, firing=firing)
+    if settings.firing_enabled:
+        workers.append(firing_loop_for(settings, pool))  # its counters: runtime.instrument_service, as any worker's
+    app = create_app(pool, settings)
     metrics = metrics_of(app)
     assert metrics is not None, "service_app instruments every app"
     scheduler_metrics.instrument(metrics, pool, latency=cancel_latency)  # backlog, watermark age, latency

@@ -23,7 +23,6 @@ from dunning.clock import utcnow
 from dunning.consumer import INFRA_ERRORS
 from dunning.logging import get_logger
 from dunning.loops import Loop
-from dunning.metrics import Metrics
 from dunning_scheduler import messages, repository
 from dunning_scheduler.planner import TIMERS_CHANNEL
 
@@ -114,7 +113,3 @@ class FiringLoop(Loop):
             family = CounterMetricFamily(name, help_, labels=["loop"])
             family.add_metric([self.name], value)
             yield family
-
-    def instrument(self, metrics: Metrics) -> None:
-        """Register this loop's counters with a service's metrics (the scheduler's gauges: metrics.py)."""
-        metrics.register(self)

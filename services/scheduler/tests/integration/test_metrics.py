@@ -8,7 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dunning.clock import utcnow
-from dunning.metrics import metrics_of
+from dunning.metrics import metrics_of, register_service
 from dunning_scheduler import metrics as scheduler_metrics
 from dunning_scheduler.api import create_app
 from dunning_scheduler.bootstrap import handlers_for
@@ -36,7 +36,8 @@ async def test_backlog_watermark_age_and_cancel_latency_show_on_the_scrape(pool,
         assert await apply_event(pool, envelope, handlers=handlers)
 
     firing = FiringLoop(pool, settings.db_schema)  # not running: the gate would hold the stages anyway
-    app = create_app(pool, settings, firing=firing)
+    app = create_app(pool, settings)
+    register_service(metrics_of(app), pool=pool, workers=[firing])  # as runtime.instrument_service does
     scheduler_metrics.instrument(metrics_of(app), pool, latency=latency)
 
     # Two invoices issued long ago: their past stages are due now, and no watermark lets them fire.
