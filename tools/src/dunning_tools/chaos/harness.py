@@ -26,7 +26,6 @@ it). Exit status 1 on any promise-1 violation, lost stage or unexplained duplica
 import argparse
 import asyncio
 import hashlib
-import hmac
 import json
 import os
 import random
@@ -47,6 +46,7 @@ import httpx
 import orjson
 
 from dunning_cli.tenants import create_tenant
+from dunning_reconciliation.stripe_signature import sign  # as Stripe signs (t=..., v1=HMAC-SHA256)
 from dunning_tools.chaos import checks
 from dunning_tools.chaos.checks import RACE_MS, STAGES, ts
 from dunning_tools.stack.service import ServiceProc
@@ -139,12 +139,6 @@ async def sleep_until(epoch: float) -> None:
     delay = epoch - time.time()
     if delay > 0:
         await asyncio.sleep(delay)
-
-
-def stripe_signature(payload: bytes, secret: str) -> str:
-    """As Stripe signs: t=<unix seconds>,v1=hex(HMAC-SHA256(secret, f"{t}.{body}"))."""
-    t = int(time.time())
-    return f"t={t},v1={hmac.new(secret.encode(), f'{t}.'.encode() + payload, hashlib.sha256).hexdigest()}"
 
 
 class Run:
@@ -320,7 +314,7 @@ class Run:
                     url,
                     content=body,
                     headers={
-                        "Stripe-Signature": stripe_signature(body, self.tenant["webhook_secret"]),
+                        "Stripe-Signature": sign(body, self.tenant["webhook_secret"]),
                         "Content-Type": "application/json",
                     },
                 )
