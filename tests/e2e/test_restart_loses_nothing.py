@@ -7,13 +7,13 @@ on disk), on free ports and a temporary directory, stopped whole and started aga
 
 import asyncio
 import uuid
-from datetime import date, timedelta
 
 import httpx
 import pytest
 
 from dunning_tools.stack.procs import stop
 from dunning_tools.stack.system import Ports, Stack
+from dunning_tools.testing.story import invoice_body
 from dunning_tools.testing.waits import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -49,22 +49,16 @@ def test_an_invoice_posted_while_the_scheduler_is_down_is_planned_after_the_whol
         created = httpx.post(
             f"{stack.url('invoice-ingest')}/v1/invoices",
             headers=auth,
-            json={
-                "external_id": f"R-{run}",
-                "number": f"R-{run}",
-                "currency": "EUR",
-                "amount_due": "80.00",
-                "issue_date": date.today().isoformat(),
-                "due_date": (date.today() + timedelta(days=14)).isoformat(),
-                "payment_url": f"https://pay.example.com/R-{run}",
-                "customer": {
-                    "external_id": f"C-{run}",
-                    "name": "Restart GmbH",
-                    "email": f"ap-{run}@example.com",
-                    "locale": "de-DE",
-                    "timezone": "Europe/Berlin",
-                },
-            },
+            json=invoice_body(
+                f"R-{run}",
+                currency="EUR",
+                amount="80.00",
+                name="Restart GmbH",
+                email=f"ap-{run}@example.com",
+                locale="de-DE",
+                timezone="Europe/Berlin",
+                customer_external_id=f"C-{run}",
+            ),
         )
         assert created.status_code == 201, created.text
         invoice_url = f"{stack.url('invoice-ingest')}/v1/invoices/{created.json()['id']}"
