@@ -64,7 +64,7 @@ def _base_example(name: str) -> dict[str, Any]:
 
 def test_layout_is_not_empty() -> None:
     assert (SCHEMAS / "envelope.v1.schema.json").is_file()
-    assert len(EVENT_NAMES) == 8
+    assert len(EVENT_NAMES) == 14
     assert (SCHEMAS / "README.md").is_file()
 
 
@@ -112,8 +112,9 @@ def test_example_is_valid(path: Path, registry: Registry) -> None:
     assert message["type"] == f"dunning.{name}.v{version}"
     if message["subject"].startswith("_"):  # a system event: about no invoice and no tenant
         assert message["tenantid"] == "_system"
-    else:
-        assert message["subject"] == message["data"]["invoice_id"]
+    else:  # the subject is the Kafka key: the invoice id, or the customer id on the customers topic
+        key = "customer_id" if message["subject"].startswith("cus_") else "invoice_id"
+        assert message["subject"] == message["data"][key]
         assert message["tenantid"] == message["data"]["tenant_id"]
 
 
@@ -162,6 +163,12 @@ _INVOICE_FIELD_MUTATIONS = (
     _set("inv_short", "data", "invoice_id"),
 )
 
+_CUSTOMER_FIELD_MUTATIONS = (
+    _delete("data", "customer_id"),
+    _delete("data", "tenant_id"),
+    _set("cus_short", "data", "customer_id"),
+)
+
 GENERIC_MUTATIONS = [
     pytest.param(_INVOICE_FIELD_MUTATIONS[0], id="missing-data.invoice_id"),
     pytest.param(_INVOICE_FIELD_MUTATIONS[1], id="missing-data.tenant_id"),
@@ -187,6 +194,8 @@ def test_generic_mutation_is_rejected(name: str, mutate: Callable[[dict[str, Any
     message = _base_example(name)
     if message["subject"].startswith("_") and mutate in _INVOICE_FIELD_MUTATIONS:
         pytest.skip("a system event has no invoice fields (its own fields: SPECIFIC_MUTATIONS)")
+    if message["subject"].startswith("cus_") and mutate in _INVOICE_FIELD_MUTATIONS:  # keyed by customer
+        mutate = _CUSTOMER_FIELD_MUTATIONS[_INVOICE_FIELD_MUTATIONS.index(mutate)]
     mutate(message)
     assert not _validator(name, registry).is_valid(message)
 
@@ -251,6 +260,7 @@ def topics() -> dict[str, dict[str, Any]]:
 def test_expected_topics(topics: dict[str, dict[str, Any]]) -> None:
     assert set(topics) == {
         "dunning.invoices.v1",
+        "dunning.customers.v1",
         "dunning.payments.v1",
         "dunning.stages.v1",
         "dunning.deliveries.v1",
@@ -270,8 +280,9 @@ def test_topic_entry_shape(path: Path) -> None:
     assert entry["partitions"] == (1 if entry["key"] == "_payments" else 6)
     assert entry["compatibility"] == "a breaking change is a new version, never an edit"
     assert entry["producers"]
-    if entry["events"]:  # every schema'd topic is keyed by invoice id, but the system watermark
-        assert entry["key"] == ("_payments" if entry["topic"] == "dunning.watermarks.v1" else "invoice_id")
+    if entry["events"]:  # every schema'd topic is keyed by invoice id, but customers and the watermark
+        keys = {"dunning.watermarks.v1": "_payments", "dunning.customers.v1": "customer_id"}
+        assert entry["key"] == keys.get(entry["topic"], "invoice_id")
         carried = {e["name"] for e in entry["events"]}
         for consumer in entry["consumers"]:
             assert consumer["service"] and consumer["group"]

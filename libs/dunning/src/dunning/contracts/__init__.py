@@ -14,33 +14,43 @@ catalogue): immutable like a frozen dataclass and built several times faster
 """
 
 from dunning.contracts.base import Contract, Customer, instant_text, topic_of
+from dunning.contracts.customers import CustomerUpdated
 from dunning.contracts.deliveries import ReminderFailed, ReminderSent
-from dunning.contracts.invoices import InvoiceIssued
-from dunning.contracts.payments import PaymentReceived
+from dunning.contracts.invoices import InvoiceIssued, InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff
+from dunning.contracts.payments import CreditNoteIssued, PaymentReceived
 from dunning.contracts.stages import (
     DunningPlanned,
     PlannedStage,
+    RescheduledStage,
     StageEscalated,
     StageInvoice,
     StageRef,
     StagesCancelled,
+    StagesRescheduled,
 )
 from dunning.contracts.watermarks import PaymentsWatermark
 
 __all__ = [
     "Contract",
+    "CreditNoteIssued",
     "Customer",
+    "CustomerUpdated",
     "DunningPlanned",
     "InvoiceIssued",
+    "InvoiceUpdated",
+    "InvoiceVoided",
+    "InvoiceWrittenOff",
     "PaymentReceived",
     "PaymentsWatermark",
     "PlannedStage",
     "ReminderFailed",
     "ReminderSent",
+    "RescheduledStage",
     "StageEscalated",
     "StageInvoice",
     "StageRef",
     "StagesCancelled",
+    "StagesRescheduled",
     "BY_TYPE",
     "instant_text",
     "topic",
@@ -51,10 +61,16 @@ BY_TYPE: dict[str, type[Contract]] = {
     cls.TYPE: cls
     for cls in (
         InvoiceIssued,
+        InvoiceUpdated,
+        InvoiceVoided,
+        InvoiceWrittenOff,
+        CustomerUpdated,
         DunningPlanned,
         StageEscalated,
         StagesCancelled,
+        StagesRescheduled,
         PaymentReceived,
+        CreditNoteIssued,
         PaymentsWatermark,
         ReminderSent,
         ReminderFailed,

@@ -51,6 +51,10 @@ def _conversions(name: str, kind: Any, ns: dict[str, Any]) -> tuple[str, str]:
         ns[kind.__name__] = kind
         return f"{kind.__name__}.from_data({raw})", f"{value}.to_data()"
     origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is types.UnionType and set(args) == {datetime, type(None)}:  # an optional instant
+        return f"(None if {raw} is None else _instant({raw}))", f"(None if {value} is None else instant_text({value}))"
+    if origin is tuple and args == (str, Ellipsis):  # a JSON array of strings
+        return f"tuple({raw})", f"list({value})"
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis and issubclass(args[0], Record):
         ns[args[0].__name__] = args[0]
         return f"tuple([{args[0].__name__}.from_data(s) for s in {raw}])", f"[s.to_data() for s in {value}]"
@@ -107,7 +111,7 @@ class Contract(Record):
 
     @property
     def subject(self) -> str:
-        """The envelope's subject and Kafka key: the invoice id."""
+        """The envelope's subject and Kafka key: the invoice id (the customer id for customer events)."""
         return str(getattr(self, "invoice_id"))  # noqa: B009 - a field of the record, not of this base
 
     @property

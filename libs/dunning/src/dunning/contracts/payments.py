@@ -1,4 +1,4 @@
-"""The events of dunning.payments.v1."""
+"""The events of dunning.payments.v1: what reconciliation applied to an invoice's balance."""
 
 from datetime import datetime
 from decimal import Decimal
@@ -26,4 +26,27 @@ class _PaymentReceived(NamedTuple):
 class PaymentReceived(_PaymentReceived, Contract):
     __slots__ = ()
     TYPE: ClassVar[str] = "dunning.PaymentReceived.v1"
+    SOURCE: ClassVar[str] = "/reconciliation"
+
+
+class _CreditNoteIssued(NamedTuple):
+    credit_note_id: str
+    invoice_id: str
+    tenant_id: str
+    invoice_external_id: str
+    reference: str
+    reason: str
+    currency: str
+    amount: Decimal
+    amount_applied: Decimal
+    balance_remaining: Decimal
+    settled: bool
+    acknowledged_at: datetime
+
+
+class CreditNoteIssued(_CreditNoteIssued, Contract):
+    """A credit note applied to an invoice's balance, as a payment is (covered by the watermark)."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.CreditNoteIssued.v1"
     SOURCE: ClassVar[str] = "/reconciliation"

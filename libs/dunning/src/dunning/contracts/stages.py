@@ -92,7 +92,7 @@ class StageRef(_StageRef, Record):
 class _StagesCancelled(NamedTuple):
     invoice_id: str
     tenant_id: str
-    reason: str  # invoice_settled | invoice_voided
+    reason: str  # invoice_settled | invoice_credited | invoice_voided | invoice_written_off
     cause_event_id: str | None
     cancelled_at: datetime
     stages: tuple[StageRef, ...]
@@ -101,4 +101,37 @@ class _StagesCancelled(NamedTuple):
 class StagesCancelled(_StagesCancelled, Contract):
     __slots__ = ()
     TYPE: ClassVar[str] = "dunning.StagesCancelled.v1"
+    SOURCE: ClassVar[str] = "/scheduler"
+
+
+class _RescheduledStage(NamedTuple):
+    stage_id: str
+    stage: str
+    sequence: int
+    channel: str
+    previous_scheduled_at: datetime | None  # None: a stage the new plan adds
+    scheduled_at: datetime | None  # None: a stage the new plan drops
+    state: str  # scheduled | skipped | cancelled
+
+
+class RescheduledStage(_RescheduledStage, Record):
+    """A re-planned stage with its old and new time (StagesRescheduled.stages)."""
+
+    __slots__ = ()
+
+
+class _StagesRescheduled(NamedTuple):
+    invoice_id: str
+    tenant_id: str
+    reason: str  # due_date_changed | timezone_changed | policy_applied
+    cause_event_id: str | None
+    policy_id: str
+    policy_version: int
+    rescheduled_at: datetime
+    stages: tuple[RescheduledStage, ...]
+
+
+class StagesRescheduled(_StagesRescheduled, Contract):
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.StagesRescheduled.v1"
     SOURCE: ClassVar[str] = "/scheduler"
