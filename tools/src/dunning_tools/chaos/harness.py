@@ -1,8 +1,9 @@
 """`make chaos`: the dunning promises, checked on the whole stack while it is being broken.
 
 Promises under test (from what the SMTP server received and the services' public APIs only):
-  1. no reminder after a payment: once reconciliation acknowledged a payment that settles an
-     invoice, no reminder of that invoice scheduled at or after the acknowledgement is sent;
+  1. no reminder after a payment: once reconciliation acknowledged a payment or a credit note that
+     settles an invoice, no reminder of that invoice scheduled at or after the acknowledgement is
+     sent; once the scheduler applied a void or a write-off, no stage of that invoice fires;
   2. none lost: every stage that falls due for an unpaid invoice is sent once services are back;
   3. none twice: one delivery per (invoice, stage, channel), except inside the notifier's named
      provider window (died after SMTP 250, before recording `sent`), which its deliveries API shows
@@ -13,14 +14,15 @@ A run: its own stack (embedded PostgreSQL and Tansu unless DATABASE_URL / KAFKA_
 are set; free ports; workdir .run/chaos/<run>) with 2 replicas of every service. Invoices are
 issued in bulk every 0.5 s over the first half of `duration`; a policy with four stages `gap` =
 duration/6 apart (the first 8 s after issue) makes their stages fall due over about `duration`
-seconds. For `race_share` of them a payment (half Stripe webhooks signed as Stripe signs, half
-POST /v1/payments) is aimed to be acknowledged 0-50 ms before or after one of the invoice's stage
-times. In the middle of the run a random service process is SIGKILLed every `kill_every` seconds
-and restarted shortly after, and reconciliation's outbox relay is paused for `relay_pause` seconds
-(`dunning relay pause|resume --service reconciliation`). The first and last parts
-of the run are calm, so that some stages fall due on a healthy system. Then it waits for
-quiescence and checks; the figures go to stdout and <workdir>/report.json (payments.json next to
-it). Exit status 1 on any promise-1 violation, lost stage or unexplained duplicate.
+seconds. For `race_share` of them a stop (a payment by Stripe webhook signed as Stripe signs or by
+POST /v1/payments, a settling credit note, a void or a write-off: dunning_tools.chaos.stops) is aimed
+to be acknowledged 0-50 ms before or after one of the invoice's stage times. In the middle of the
+run a random service process is SIGKILLed every `kill_every` seconds and restarted shortly after,
+and reconciliation's outbox relay is paused for `relay_pause` seconds (`dunning relay
+pause|resume --service reconciliation`). The first and last parts of the run are calm, so that
+some stages fall due on a healthy system. Then it waits for quiescence and checks; the figures go
+to stdout and <workdir>/report.json (payments.json, every raced stop, next to it). Exit status 1 on
+any promise-1 violation, lost stage or unexplained duplicate.
 """
 
 import argparse
@@ -32,13 +34,12 @@ import random
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,9 @@ import httpx
 import orjson
 
 from dunning_cli.tenants import create_tenant
-from dunning_reconciliation.stripe_signature import sign  # as Stripe signs (t=..., v1=HMAC-SHA256)
-from dunning_tools.chaos import checks
+from dunning_tools.chaos import checks, stops
 from dunning_tools.chaos.checks import RACE_MS, STAGES, ts
+from dunning_tools.chaos.stops import Stop
 from dunning_tools.stack.service import ServiceProc
 from dunning_tools.stack.system import Ports, Stack
 
@@ -105,24 +106,7 @@ class Invoice:
     amount: str
     id: str | None = None
     issued_at: float | None = None  # epoch seconds (ingest's created_at, which is the issued_at)
-    race: tuple[int, float, str] | None = None  # (stage index, delta seconds, "stripe" | "api")
-
-
-@dataclass
-class Payment:
-    invoice_id: str
-    via: str
-    stage: str
-    target: float  # epoch seconds the acknowledgement was aimed at (stage time + delta)
-    reference: str  # Stripe event id or the payment reference
-    sent_at: float | None = None  # first attempt
-    last_sent_at: float | None = None  # the attempt that was answered
-    answered_at: float | None = None
-    status: int | None = None
-    attempts: int = 0
-    acknowledged_at: float | None = None  # as reconciliation reports it
-    settled: bool | None = None
-    error: str | None = None
+    race: tuple[int, float, str] | None = None  # (stage index, delta seconds, a kind of stops.KINDS)
 
 
 @dataclass
@@ -148,7 +132,7 @@ class Run:
         self.rng = random.Random(cfg.seed)
         self.run_id = f"{cfg.seed}-{os.urandom(3).hex()}"
         self.invoices = [self._invoice(i) for i in range(cfg.invoices)]
-        self.payments: list[Payment] = []
+        self.payments: list[Stop] = []  # every raced stop: payments, credit notes, voids, write-offs
         self.pay_tasks: list[asyncio.Future] = []
         self.faults: list[Fault] = []
         self.notes: list[str] = []
@@ -169,9 +153,11 @@ class Run:
             inv.race = (
                 self.rng.randrange(len(STAGES)),
                 self.rng.uniform(-RACE_MS, RACE_MS) / 1000,
-                self.rng.choice(("stripe", "api")),
+                stops.pick_kind(self.rng),
             )
         return inv
+
+    sleep_until = staticmethod(sleep_until)
 
     @property
     def auth(self) -> dict:
@@ -241,7 +227,7 @@ class Run:
         else:  # not one transaction after all: ask for each
             for inv in batch:
                 inv.issued_at = ts((await self.get(f"{ingest}/v1/invoices/{inv.id}")).json()["created_at"])
-        self.pay_tasks += [asyncio.ensure_future(self.pay(inv)) for inv in batch if inv.race is not None]
+        self.pay_tasks += [asyncio.ensure_future(stops.race(self, inv)) for inv in batch if inv.race is not None]
 
     def _body(self, inv: Invoice) -> dict:
         return {
@@ -272,85 +258,6 @@ class Run:
             if isinstance(error, Exception):  # reported as not issued; the checks cover the others
                 self.notes.append(f"bulk import failed: {error!r}")
                 self.log(f"WARNING: bulk import failed: {error!r}")
-
-    async def pay(self, inv: Invoice) -> None:
-        assert inv.race is not None and inv.id is not None and inv.issued_at is not None, "only issued, raced invoices"
-        k, delta, via = inv.race
-        p = Payment(
-            inv.id,
-            via,
-            STAGES[k],
-            inv.issued_at + self.cfg.offsets[k] + delta,
-            f"evt_chaos_{self.run_id}_{inv.index}" if via == "stripe" else f"PAY-{self.run_id}-{inv.index}",
-        )
-        self.payments.append(p)
-        recon = self.stack.url("reconciliation")
-        await sleep_until(p.target - statistics.median(self.leads))
-        if via == "stripe":
-            cents = int(inv.amount.replace(".", ""))
-            body = orjson.dumps(
-                {
-                    "id": p.reference,
-                    "object": "event",
-                    "type": "invoice.paid",
-                    "created": int(time.time()),
-                    "data": {
-                        "object": {
-                            "id": f"in_{self.run_id}_{inv.index}",
-                            "object": "invoice",
-                            "number": inv.external_id,
-                            "amount_paid": cents,
-                            "currency": "eur",
-                            "metadata": {"dunning_invoice_id": inv.id},
-                            "status_transitions": {"paid_at": int(time.time())},
-                        }
-                    },
-                }
-            )
-            url = f"{recon}/v1/webhooks/stripe/{self.tenant['tenant_id']}"
-
-            def request():  # each delivery attempt signed anew, as Stripe does; same event id
-                return self.client.post(
-                    url,
-                    content=body,
-                    headers={
-                        "Stripe-Signature": sign(body, self.tenant["webhook_secret"]),
-                        "Content-Type": "application/json",
-                    },
-                )
-        else:
-            body = orjson.dumps(
-                {
-                    "invoice_id": inv.id,
-                    "amount": inv.amount,
-                    "currency": "EUR",
-                    "received_at": datetime.now().astimezone().isoformat(),
-                    "reference": p.reference,
-                }
-            )
-            url = f"{recon}/v1/payments"
-
-            def request():  # same reference and content: a retry is answered with the first result
-                return self.client.post(url, content=body, headers={**self.auth, "Content-Type": "application/json"})
-
-        async def attempt(_):
-            p.last_sent_at = time.time()
-            p.sent_at = p.sent_at or p.last_sent_at
-            p.attempts += 1
-            return await request()
-
-        try:  # an accounting system or Stripe keeps retrying; so do we, for five minutes
-            r, _ = await self.send(attempt, deadline=300)
-        except RuntimeError as exc:
-            p.error = str(exc)
-            return
-        p.answered_at, p.status = time.time(), r.status_code
-        if r.status_code >= 300:
-            p.error = r.text[:300]
-        elif via == "api":
-            p.acknowledged_at = ts(r.json().get("acknowledged_at"))
-            if p.attempts == 1 and p.acknowledged_at and p.sent_at:  # aim the next ones by what it takes now
-                self.leads.append(min(max(p.acknowledged_at - p.sent_at, 0.0), 1.0))
 
     # -- faults -----------------------------------------------------------------------------------
     async def chaos_monkey(self) -> None:
@@ -550,18 +457,23 @@ def summary(report: dict) -> str:
         f"faults          {f['kills']} SIGKILLs {f['kills_by_service']}, {f['restarts']} restarts, "
         f"{len(f['crashes'])} crashes not ours; relay {relay_text}"
         + (f", observed effective: {relay.get('observed_effective')}" if relay.get("paused") else ""),
-        f"payments        {p['raced']} raced ({p['by_channel']['stripe']} Stripe webhooks, {p['by_channel']['api']} "
-        f"POST /v1/payments), {p['acknowledged']} acknowledged, {p['settled']} settled, {p['retried']} retried; "
+        f"stops           {p['raced']} raced ({p['by_channel']['stripe']} Stripe webhooks, {p['by_channel']['api']} "
+        f"POST /v1/payments, {p['by_channel']['credit_note']} credit notes, {p['by_channel']['void']} voids, "
+        f"{p['by_channel']['write_off']} write-offs), {p['acknowledged']} acknowledged, {p['settled']} settled, "
+        f"{p['retried']} retried; "
         f"{p['ack_within_50ms_of_stage']} acknowledged within +-50 ms of their stage "
         f"(ack - stage p1/p50/p99 {p['ack_minus_stage_ms']['p1']}/{p['ack_minus_stage_ms']['p50']}/"
         f"{p['ack_minus_stage_ms']['p99']} ms)",
         f"received        {report['received']['reminders']} reminders, {report['received']['distinct']} distinct "
         "(invoice, stage, channel)",
-        f"VIOLATIONS      {v['count']} reminders scheduled at/after the settling payment's acknowledged_at "
+        f"VIOLATIONS      {v['count']} reminders scheduled at/after the settling stop's acknowledged_at "
         f"({v['scheduled_between_request_and_answer']} scheduled between request sent and answer received, "
         f"{v['ack_during_relay_pause']} acknowledged during the relay pause; scheduled after ack "
         f"{v['scheduled_after_ack_ms']} ms)",
         f"                by cause: {v['by_cause']}",
+        f"stop window     {report['stop_window']['count']} reminders of voided/written-off invoices scheduled after "
+        "the stop's acknowledgement and fired before the scheduler applied it (allowed until the gate covers "
+        f"every stop; scheduler applied it after ack {report['stop_window']['scheduler_applied_after_ack_ms']} ms)",
         f"LOST            {lost['count']} ({len(lost['unpaid_never_received'])} stages of unpaid invoices never "
         f"received, {len(lost['fired_never_received'])} fired by the scheduler and never received)",
         f"                by timer state / reason: {lost['by_timer_state']}",
