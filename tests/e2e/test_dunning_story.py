@@ -2,12 +2,15 @@
 
 An accounting system posts invoices, reminders are planned, fire and reach a real SMTP server; a
 payment processor's signed webhook settles one invoice and its pending reminders are cancelled; a
-payment that arrives before its invoice is matched when the invoice comes.
+payment that arrives before its invoice is matched when the invoice comes. Then the changes an
+accounting system makes: a due date moved (only the pending stages re-planned), a void, a settling
+credit note, a customer's new AP contact with a CC.
 """
 
 import json
 import time
 import uuid
+from datetime import date, datetime, timedelta
 
 import httpx
 import pytest
@@ -209,3 +212,119 @@ def test_every_service_drains_and_exits_cleanly_on_sigterm(stack):
         assert sp.proc.wait(timeout=60) == 0, f"{sp.name} exited with {sp.proc.returncode}"
         log = sp.log_path.read_text()
         assert '"service.draining"' in log and '"service.stopped"' in log, sp.name
+
+
+# -- invoice changes, the way an accounting system makes them --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def due_date_tenant(stack):
+    """A tenant on the built-in policy: stages anchored to the due date (days around it)."""
+    import asyncio
+
+    from dunning_cli.tenants import create_tenant
+
+    return asyncio.run(create_tenant(stack.database_url, f"E2E changes {uuid.uuid4().hex[:6]}"))
+
+
+def test_a_due_date_move_replans_only_pending_stages_and_a_void_cancels_them(stack, due_date_tenant):
+    run = uuid.uuid4().hex[:8]
+    auth = {"Authorization": f"Bearer {due_date_tenant['api_key']}"}
+    ingest = f"{stack.url('invoice-ingest')}/v1/invoices"
+    body = invoice(f"M-{run}", "EUR", "800.00", f"ap-m-{run}@example.com", "en-GB", "Europe/London")
+    created = httpx.post(ingest, headers=auth, json=body)
+    assert created.status_code == 201, created.text
+    invoice_id, etag = created.json()["id"], created.headers["etag"]
+    tenant = due_date_tenant
+    wait_until(lambda: len(timeline(stack, tenant, invoice_id)["timeline"]) == 5, timeout=30, what="the plan")
+    before = {s["stage"]: s["scheduled_at"] for s in timeline(stack, tenant, invoice_id)["timeline"]}
+
+    # The accounting system moves the due date by a week; a write with a stale version is refused.
+    later = (date.fromisoformat(body["due_date"]) + timedelta(days=7)).isoformat()
+    moved = httpx.patch(f"{ingest}/{invoice_id}", headers={**auth, "If-Match": etag}, json={"due_date": later})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["due_date"] == later and moved.headers["etag"] != etag
+    stale = httpx.patch(
+        f"{ingest}/{invoice_id}", headers={**auth, "If-Match": etag}, json={"due_date": body["due_date"]}
+    )
+    assert stale.status_code == 412, stale.text
+
+    def rescheduled() -> dict | None:
+        now = timeline(stack, tenant, invoice_id)
+        return now if all(s["scheduled_at"] != before[s["stage"]] for s in now["timeline"]) else None
+
+    now = wait_until(rescheduled, timeout=30, what="the stages re-planned")
+    for stage in now["timeline"]:  # every stage moved by the week, and the timeline says from where and why
+        old, new = (
+            datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (before[stage["stage"]], stage["scheduled_at"])
+        )
+        assert new - old == timedelta(days=7), stage
+        moves = [h for h in stage["history"] if h.get("previous_scheduled_at")]
+        assert moves and moves[-1]["reason"] == "due_date_changed", stage["history"]
+
+    # The invoice is voided: its pending stages are cancelled, and it can no longer be changed.
+    voided = httpx.post(f"{ingest}/{invoice_id}/void", headers=auth, json={"reason": "issued in error"})
+    assert voided.status_code == 200, voided.text
+    wait_until(
+        lambda: set(states(timeline(stack, tenant, invoice_id)).values()) == {"cancelled"},
+        timeout=30,
+        what="every stage cancelled",
+    )
+    final = timeline(stack, tenant, invoice_id)
+    assert final["status"] == "void"
+    assert {s["reason"] for s in final["timeline"]} == {"invoice_voided"}
+    refused = httpx.patch(f"{ingest}/{invoice_id}", headers=auth, json={"amount_due": "1.00"})
+    assert refused.status_code == 409, refused.text
+
+
+def test_a_settling_credit_note_stops_the_chase_and_new_contacts_get_the_next_reminder(stack, tenant):
+    run = uuid.uuid4().hex[:8]
+    auth = {"Authorization": f"Bearer {tenant['api_key']}"}
+    ingest = stack.url("invoice-ingest")
+    old_mail, new_mail, cc = f"ap-c-{run}@example.com", f"payables-{run}@example.com", f"cfo-{run}@example.com"
+    created = httpx.post(
+        f"{ingest}/v1/invoices", headers=auth, json=invoice(f"C-{run}", "EUR", "300.00", old_mail, "en-GB", "UTC")
+    )
+    assert created.status_code == 201, created.text
+    invoice_id, customer_id = created.json()["id"], created.json()["customer"]["id"]
+    credited = httpx.post(
+        f"{ingest}/v1/invoices",
+        headers=auth,
+        json=invoice(f"D-{run}", "EUR", "120.00", f"ap-d-{run}@example.com", "en-GB", "UTC"),
+    )
+    assert credited.status_code == 201, credited.text
+    credited_id = credited.json()["id"]
+
+    # The customer's AP contact changes before the later stages: they reach the new address, CFO copied.
+    patched = httpx.patch(f"{ingest}/v1/customers/{customer_id}", headers=auth, json={"email": new_mail, "cc": [cc]})
+    assert patched.status_code == 200, patched.text
+    wait_until(lambda: len(mails_to(stack, new_mail)) >= 2, timeout=60, what="reminders to the new AP address")
+    latest = mails_to(stack, new_mail)[-1]
+    assert latest["headers"].get("X-Dunning-Invoice-Id") == invoice_id
+    assert cc in latest["headers"].get("Cc", ""), latest["headers"]
+    assert mails_to(stack, cc), "the CC is an envelope recipient too"
+
+    # A credit note for the whole balance of the other invoice settles it: nothing more is sent.
+    wait_until(lambda: len(mails_to(stack, f"ap-d-{run}@example.com")) >= 1, timeout=30, what="D's first reminder")
+    note = httpx.post(
+        f"{stack.url('reconciliation')}/v1/credit-notes",
+        headers=auth,
+        json={
+            "invoice_id": credited_id,
+            "reference": f"CN-{run}",
+            "amount": "120.00",
+            "currency": "EUR",
+            "reason": "returned",
+        },
+    )
+    assert note.status_code == 201, note.text
+    assert note.json()["settled"] is True
+    wait_until(lambda: timeline(stack, tenant, credited_id)["status"] == "paid", timeout=30, what="D settled")
+    wait_until(
+        lambda: "cancelled" in states(timeline(stack, tenant, credited_id)).values(), timeout=30, what="D cancelled"
+    )
+    sent = len(mails_to(stack, f"ap-d-{run}@example.com"))
+    reasons = {s["reason"] for s in timeline(stack, tenant, credited_id)["timeline"] if s["state"] == "cancelled"}
+    assert reasons == {"invoice_credited"}
+    time.sleep(3)
+    assert len(mails_to(stack, f"ap-d-{run}@example.com")) == sent, "no reminder after the credit note"

@@ -58,11 +58,12 @@ def _summary(key: str, raw: bytes) -> dict:
         "id": key,
         "from": str(msg["From"] or ""),
         "to": str(msg["X-Envelope-To"] or msg["To"] or ""),
+        "cc": str(msg["Cc"] or ""),
         "subject": str(msg["Subject"] or ""),
         "date": str(msg["Date"] or ""),
         "message_id": str(msg["Message-ID"] or ""),
         "received_at": str(msg["X-Received-At"] or ""),
-        "headers": {k: str(v) for k, v in msg.items() if k.lower().startswith("x-dunning")},
+        "headers": {k: str(v) for k, v in msg.items() if k.lower().startswith("x-dunning") or k.lower() == "cc"},
         "text": text.get_content() if text is not None else "",
         "html": html.get_content() if html is not None else "",
     }
@@ -102,10 +103,12 @@ def make_api(directory: Path) -> FastAPI:
 
 
 def messages_to(api: str, address: str, client: httpx.Client | None = None) -> list[dict]:
-    """What the mail server at `api` (its HTTP API) received for exactly `address`, oldest first."""
+    """What the mail server at `api` (its HTTP API) received with exactly `address` among its envelope
+    recipients (To or Cc), oldest first."""
     resp = (client or httpx).get(f"{api}/messages", params={"to": address}, timeout=10)
     resp.raise_for_status()
-    return [m for m in resp.json()["messages"] if m["to"].lower() == address.lower()]
+    wanted = address.lower()
+    return [m for m in resp.json()["messages"] if wanted in (a.strip().lower() for a in m["to"].split(","))]
 
 
 def start(directory: Path, smtp_port: int, http_port: int, log_path: Path) -> subprocess.Popen:
