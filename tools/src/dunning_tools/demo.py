@@ -2,13 +2,17 @@
 
 A new tenant gets a demo policy (reminders seconds apart instead of days), three invoices are
 issued, reminders arrive in the local SMTP server, one invoice is paid by a Stripe-signed webhook
-and its remaining stages are cancelled in its timeline.
+and its remaining stages are cancelled in its timeline. Then a second tenant, on the built-in policy
+(stages days around the due date), shows the changes an accounting system makes: a due date moved
+(the pending stages re-planned, old and new times on the timeline), a stale write refused, a void,
+a credit note that settles an invoice.
 """
 
 import asyncio
 import json
 import time
 import uuid
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
@@ -110,7 +114,94 @@ def main() -> None:
         say(f"5. {now['number']}: status {now['status']}, balance {now['balance']} {now['currency']}")
         for s in now["timeline"]:
             say(f"     {s['stage']:<12} {s['scheduled_at']}  {s['state']}")
+    changes(client, state)
     say(f"\nRead the mail: {mail}/messages or the files in .run/mail/new/")
+
+
+def changes(client: httpx.Client, state: dict) -> None:
+    """Invoice changes on the built-in policy: a due date moves, an invoice is voided, one is credited."""
+    ingest, recon = state["INVOICE_INGEST_URL"], state["RECONCILIATION_URL"]
+    tenant = asyncio.run(create_tenant(state["DATABASE_URL"], f"Demo Changes {time.strftime('%H%M%S')}"))
+    auth = {"Authorization": f"Bearer {tenant['api_key']}"}
+    run = uuid.uuid4().hex[:6]
+    say(f"\n6. tenant {tenant['tenant_id']} on the built-in policy: reminders 3 days before the due date, then after")
+    issued = []
+    for i, (name, currency, amount) in enumerate(
+        (("Nordwind AG", "EUR", "640.00"), ("Blue Fjord AS", "EUR", "90.00"), ("Kestrel Ltd", "GBP", "410.00")), 1
+    ):
+        ext = f"CHG-{run}-{i}"
+        body = invoice_body(
+            ext,
+            currency=currency,
+            amount=amount,
+            name=name,
+            email=f"ap-chg-{run}-{i}@example.com",
+            locale="en-GB",
+            timezone="Europe/London",
+            customer_external_id=f"CUST-CHG-{run}-{i}",
+        )
+        r = client.post(f"{ingest}/v1/invoices", json=body, headers=auth)
+        r.raise_for_status()
+        issued.append((r.json(), r.headers["etag"]))
+        say(f"   issued {ext}: {amount} {currency}, due {body['due_date']} -> {r.json()['id']}")
+    (moved, etag), (voided, _), (credited, _) = issued
+
+    def detail(inv: dict) -> dict:
+        return client.get(f"{ingest}/v1/invoices/{inv['id']}", headers=auth).json()
+
+    wait(lambda: all(len(detail(inv)["timeline"]) == 5 for inv, _ in issued), 30, "the plans")
+    new_due = (date.fromisoformat(moved["due_date"]) + timedelta(days=14)).isoformat()
+    r = client.patch(
+        f"{ingest}/v1/invoices/{moved['id']}", json={"due_date": new_due}, headers={**auth, "If-Match": etag}
+    )
+    r.raise_for_status()
+    say(f"7. {moved['number']}: due date moved to {new_due} (If-Match {etag} -> ETag {r.headers['etag']})")
+    stale = client.patch(
+        f"{ingest}/v1/invoices/{moved['id']}", json={"due_date": moved["due_date"]}, headers={**auth, "If-Match": etag}
+    )
+    say(f"   the same write with the old ETag: {stale.status_code} {stale.json().get('title')}")
+
+    def replanned() -> dict | None:
+        now = detail(moved)
+        return now if all(any(h.get("previous_scheduled_at") for h in s["history"]) for s in now["timeline"]) else None
+
+    for s in wait(replanned, 30, "the re-planned stages")["timeline"]:
+        h = [h for h in s["history"] if h.get("previous_scheduled_at")][-1]
+        say(f"     {s['stage']:<12} {h['previous_scheduled_at']} -> {h['scheduled_at']}  ({h['reason']})")
+
+    r = client.post(f"{ingest}/v1/invoices/{voided['id']}/void", json={"reason": "issued in error"}, headers=auth)
+    r.raise_for_status()
+    say(f"8. {voided['number']} voided: {r.json()['status']}")
+    wait(lambda: {s["state"] for s in detail(voided)["timeline"]} == {"cancelled"}, 30, "the void's cancellations")
+    for s in detail(voided)["timeline"]:
+        say(f"     {s['stage']:<12} {s['scheduled_at']}  {s['state']} ({s['reason']})")
+
+    note = {
+        "invoice_id": credited["id"],
+        "reference": f"CN-{run}",
+        "amount": credited["amount_due"],
+        "currency": credited["currency"],
+        "reason": "goods returned",
+    }
+    r = client.post(f"{recon}/v1/credit-notes", json=note, headers=auth)
+    r.raise_for_status()
+    cn = r.json()
+    say(
+        f"9. credit note CN-{run} for {credited['number']}: applied {cn['amount_applied']}, "
+        f"balance {cn['balance_remaining']}, settled {cn['settled']}"
+    )
+    wait(
+        lambda: (
+            detail(credited)["status"] == "paid" and "cancelled" in {s["state"] for s in detail(credited)["timeline"]}
+        ),
+        30,
+        "the credit's cancellations",
+    )
+    now = detail(credited)
+    say(
+        f"   {now['number']}: status {now['status']}, balance {now['balance']}; stages "
+        + ", ".join(f"{s['stage']} {s['state']} ({s['reason']})" for s in now["timeline"])
+    )
 
 
 if __name__ == "__main__":
