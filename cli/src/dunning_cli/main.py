@@ -7,6 +7,8 @@
     dunning policy get --tenant ten_...               the tenant's active dunning policy (JSON)
     dunning policy put --tenant ten_... --file policy.json   (--file - reads stdin)
     dunning policy schema                             the JSON Schema of a policy document
+    dunning import invoices FILE [--mapping m.yaml]   open invoices from a CSV/JSON lines export, through
+                                                      invoice-ingest's bulk upsert (resumable; see --help)
 
 The database comes from DATABASE_URL (with none set: the embedded server of a running `make run`),
 each service's schema from its settings (e.g. SCHEDULER_DB_SCHEMA). Keys and secrets are shown once.
@@ -18,7 +20,7 @@ import asyncio
 import json
 import sys
 
-from dunning_cli import policies, services, tenants
+from dunning_cli import importer, policies, services, tenants
 from dunning_cli.relay import relay
 
 
@@ -53,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     put.add_argument("--tenant", required=True)
     put.add_argument("--file", required=True, help="the JSON document, or - for stdin")
     policy.add_parser("schema", help="print the JSON Schema of a policy document")
+    importer.add_parser(commands)
     return root
 
 
@@ -69,6 +72,8 @@ def _show(result: dict, as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "import":  # over HTTP, with an API key: no database
+        return importer.run(args)
     if args.command == "policy" and args.action == "schema":
         return policies.schema()
     dsn = services.database_url()
