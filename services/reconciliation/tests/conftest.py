@@ -9,15 +9,17 @@ import orjson
 import pytest
 
 from dunning import tenancy
+from dunning.clock import utcnow
 from dunning.db import create_pool, migrations_of
-from dunning.events import decode, dumps
+from dunning.events import decode, dumps, new_event, validate
 from dunning.ids import new_id
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.api import Deps, create_app
-from dunning_reconciliation.handlers import on_invoice_issued
+from dunning_reconciliation.handlers import HANDLERS, on_invoice_issued
 from dunning_reconciliation.settings import Settings
 from dunning_reconciliation.stripe_signature import sign
 from dunning_tools.testing import events
+from dunning_tools.testing.handlers import apply_event
 from dunning_tools.testing.outbox import outbox_events as shared_outbox_events
 
 MIGRATIONS = migrations_of("dunning_reconciliation")
@@ -56,6 +58,62 @@ async def handle_invoice(pool, envelope: dict) -> None:
     """Apply InvoiceIssued as the consumer runner would (inside a transaction)."""
     async with pool.acquire() as conn, conn.transaction():
         await on_invoice_issued(conn, decode(dumps(envelope)))
+
+
+async def apply(pool, envelope: dict) -> bool:
+    """Apply any event of the handler table as the consumer runner would (inbox, one transaction)."""
+    return await apply_event(pool, envelope, handlers=HANDLERS)
+
+
+def _change(event_type: str, issued: dict, version: int, **data) -> dict:
+    """An invoice change of `issued` (an InvoiceIssued envelope) at `version`, checked against its schema."""
+    invoice = issued["data"]
+    body = {"invoice_id": invoice["invoice_id"], "tenant_id": invoice["tenant_id"], "version": version, **data}
+    envelope = new_event(
+        event_type, body, source="/invoice-ingest", subject=invoice["invoice_id"], tenant_id=invoice["tenant_id"]
+    )
+    validate(envelope)
+    return envelope
+
+
+def invoice_updated(issued: dict, version: int, *, previous: dict | None = None, **changes) -> dict:
+    """InvoiceUpdated: `issued`'s state (or `previous`, an earlier InvoiceUpdated's) with `changes`."""
+    before = (previous or issued)["data"]
+    fields = ("external_id", "number", "customer", "currency", "amount_due", "issue_date", "due_date")
+    state = {k: before[k] for k in (*fields, "payment_url", "metadata")} | changes
+    return _change(
+        "dunning.InvoiceUpdated.v1",
+        issued,
+        version,
+        **state,
+        changed=sorted(k for k in changes if k in ("number", "customer", "amount_due", "due_date", "metadata")),
+        previous_amount_due=before["amount_due"],
+        previous_due_date=before["due_date"],
+        updated_at=utcnow(),
+    )
+
+
+def invoice_voided(issued: dict, version: int, reason: str = "issued in error") -> dict:
+    external_id = issued["data"]["external_id"]
+    return _change(
+        "dunning.InvoiceVoided.v1", issued, version, external_id=external_id, reason=reason, voided_at=utcnow()
+    )
+
+
+def invoice_written_off(
+    issued: dict, version: int, amount: str, *, reason: str = "customer insolvent", at=None
+) -> dict:
+    data = issued["data"]
+    return _change(
+        "dunning.InvoiceWrittenOff.v1",
+        issued,
+        version,
+        external_id=data["external_id"],
+        reason=reason,
+        currency=data["currency"],
+        amount_written_off=amount,
+        written_off_at=at or utcnow(),
+    )
 
 
 def stripe_event(type_: str, obj: dict, event_id: str | None = None) -> bytes:
@@ -112,8 +170,8 @@ async def post_webhook(
     )
 
 
-async def outbox_events(pool, invoice_id: str | None = None) -> list[dict]:
-    return await shared_outbox_events(pool, invoice_id=invoice_id, topic="dunning.payments.v1")
+async def outbox_events(pool, invoice_id: str | None = None, event_type: str | None = None) -> list[dict]:
+    return await shared_outbox_events(pool, event_type, invoice_id=invoice_id, topic="dunning.payments.v1")
 
 
 async def counts(pool) -> dict:
@@ -135,6 +193,10 @@ def h():
         AUTH=AUTH,
         invoice_issued=invoice_issued,
         handle_invoice=handle_invoice,
+        apply=apply,
+        invoice_updated=invoice_updated,
+        invoice_voided=invoice_voided,
+        invoice_written_off=invoice_written_off,
         stripe_event=stripe_event,
         invoice_paid=invoice_paid,
         payment_intent=payment_intent,

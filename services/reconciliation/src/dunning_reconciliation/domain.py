@@ -1,5 +1,6 @@
 """The records reconciliation works with: a payment as received, the keys that find its invoice,
-and the outcome of receiving it. Small and immutable; the rules live in reconcile.py."""
+the outcome of receiving it, and the arithmetic of money against a balance (payments and credit
+notes share it). Small and immutable; the rules live in reconcile.py and credit_notes.py."""
 
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,7 +12,12 @@ from dunning.ids import new_id
 APPLIED = "applied"
 UNMATCHED = "unmatched"
 REJECTED_CURRENCY_MISMATCH = "rejected_currency_mismatch"
+INVOICE_CLOSED = "invoice_closed"  # its invoice is void or written off: recorded, never applied
 PENDING_MATCH = "pending_match"
+
+# Invoice statuses. A void or written-off invoice takes no more money (CLOSED).
+OPEN, PAID, VOID, WRITTEN_OFF = "open", "paid", "void", "written_off"
+CLOSED = frozenset({VOID, WRITTEN_OFF})
 
 
 def api_status(status: str) -> str:
@@ -48,7 +54,32 @@ class MatchKeys:
 
 def invoice_status(balance: Decimal) -> str:
     """An invoice's status for what is left to pay: 'paid' once nothing is."""
-    return "paid" if balance <= 0 else "open"
+    return PAID if balance <= 0 else OPEN
+
+
+@dataclass(frozen=True)
+class Applied:
+    """Money (a payment, a credit note) against a balance: what is applied, left owed, and kept over."""
+
+    applied: Decimal
+    remaining: Decimal
+    unapplied: Decimal
+
+    @property
+    def settled(self) -> bool:
+        return self.remaining <= 0
+
+
+def apply_to_balance(balance: Decimal, amount: Decimal) -> Applied:
+    """At most the balance is applied (never below zero); the surplus stays unapplied."""
+    applied = max(min(amount, balance), Decimal(0))
+    return Applied(applied, balance - applied, amount - applied)
+
+
+def corrected_balance(balance: Decimal, amount_due: Decimal, new_amount_due: Decimal) -> Decimal:
+    """An amount correction moves the balance by the difference: what was applied stays applied (a
+    balance at or below zero is settled; below zero, more was applied than is now due)."""
+    return balance + (new_amount_due - amount_due)
 
 
 def invoice_keys(invoice_id: str, external_id: str, number: str) -> MatchKeys:

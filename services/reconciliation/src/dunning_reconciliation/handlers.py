@@ -3,18 +3,20 @@
 
 The table at the end is the whole of it: InvoiceIssued, one by one (`on_invoice_issued`, the
 reference) or a run at a time (`invoice_batch.on_invoices_issued`, same end state, held equal by
-tests/integration/test_invoice_batch.py).
+tests/integration/test_invoice_batch.py); the changes invoice-ingest makes to an invoice
+(InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff), version-guarded, in `invoice_changes`.
 """
 
 import asyncpg
 
-from dunning.contracts import InvoiceIssued
+from dunning.contracts import InvoiceIssued, InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff
 from dunning.events import Event
 from dunning.handler_table import HandlerSpec
 from dunning.logging import get_logger
 from dunning_reconciliation import reconcile
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.invoice_batch import issued, on_invoices_issued
+from dunning_reconciliation.invoice_changes import on_invoice_updated, on_invoice_voided, on_invoice_written_off
 
 log = get_logger(__name__)
 
@@ -45,4 +47,7 @@ async def on_invoice_issued(conn: asyncpg.Connection, event: Event[InvoiceIssued
 
 HANDLERS = {
     InvoiceIssued: HandlerSpec(on_invoice_issued, batch=on_invoices_issued),
+    InvoiceUpdated: HandlerSpec(on_invoice_updated),
+    InvoiceVoided: HandlerSpec(on_invoice_voided),
+    InvoiceWrittenOff: HandlerSpec(on_invoice_written_off),
 }

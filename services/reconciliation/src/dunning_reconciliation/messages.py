@@ -1,11 +1,12 @@
 """The events reconciliation publishes, each built here and only here: PaymentReceived (through the
-outbox, reconcile.apply_payment) and PaymentsWatermark (sent directly by the watermark publisher: a
-heartbeat statement, not state; see watermark.py)."""
+outbox, reconcile.apply_payment), CreditNoteIssued (through the outbox, credit_notes.issue; on the
+payments topic, so the watermark covers it) and PaymentsWatermark (sent directly by the watermark
+publisher: a heartbeat statement, not state; see watermark.py)."""
 
 from datetime import datetime
 from decimal import Decimal
 
-from dunning.contracts import PaymentReceived, PaymentsWatermark
+from dunning.contracts import CreditNoteIssued, PaymentReceived, PaymentsWatermark
 from dunning.money import quantize
 from dunning_reconciliation.domain import IncomingPayment
 
@@ -36,6 +37,25 @@ def payment_received(
         settled,
         p.received_at,
         acknowledged_at,
+    )
+
+
+def credit_note_issued(row) -> CreditNoteIssued:
+    """A credit note as stored (repository.insert_credit_note's row); amounts in the currency's digits."""
+    currency = row["currency"]
+    return CreditNoteIssued(
+        row["credit_note_id"],
+        row["invoice_id"],
+        row["tenant_id"],
+        row["invoice_external_id"],
+        row["reference"],
+        row["reason"],
+        currency,
+        quantize(row["amount"], currency),
+        quantize(row["amount_applied"], currency),
+        quantize(row["balance_remaining"], currency),
+        row["settled"],
+        row["acknowledged_at"],
     )
 
 

@@ -23,13 +23,17 @@ from dunning_reconciliation import messages
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.domain import (
     APPLIED,
+    CLOSED,
+    INVOICE_CLOSED,
     PENDING_MATCH,
     REJECTED_CURRENCY_MISMATCH,
     UNMATCHED,
     IncomingPayment,
     MatchKeys,
     Outcome,
+    apply_to_balance,
     invoice_keys,
+    invoice_status,
 )
 
 log = get_logger(__name__)
@@ -108,10 +112,13 @@ async def apply_payment(
     An overpayment leaves the balance at 0 and keeps the surplus as `unapplied_amount`. A payment on
     an invoice that is already paid is recorded with amount_applied 0 and publishes nothing: the
     invoice's settling PaymentReceived went out before, and downstream has nothing new to act on.
+    A payment for a void or written-off invoice is recorded `invoice_closed`, its whole amount
+    unapplied, and publishes nothing either (the invoice's stop went out from invoice-ingest).
     """
     if p.acknowledged_at is None:
         p = await acknowledging(conn, p)
     invoice = await repo.lock_invoice(conn, p.tenant_id, invoice_id)
+    assert invoice is not None, "matched to an invoice of the tenant (invoices are never deleted)"
     acknowledged_at = p.acknowledged_at
     assert acknowledged_at is not None
     if invoice["currency"] != p.currency:
@@ -137,14 +144,26 @@ async def apply_payment(
         )
         return Outcome(REJECTED_CURRENCY_MISMATCH, p.payment_id, invoice_id, invoice["status"] == "paid")
 
+    if invoice["status"] in CLOSED:
+        await _save_unapplied(
+            conn, p, INVOICE_CLOSED, invoice_id=invoice_id, balance_remaining=invoice["balance"], settled=False
+        )
+        log.warning(
+            "reconciliation.payment.invoice_closed",
+            payment_id=p.payment_id,
+            invoice_id=invoice_id,
+            invoice_status=invoice["status"],
+            amount=format_amount(p.amount, p.currency),
+            source=p.source,
+            source_reference=p.source_reference,
+        )
+        return Outcome(INVOICE_CLOSED, p.payment_id, invoice_id, False)
+
     currency = p.currency
-    balance = quantize(invoice["balance"], currency)
-    applied = max(min(p.amount, balance), Decimal(0))
-    remaining = balance - applied
-    settled = remaining <= 0
-    unapplied = p.amount - applied
+    money = apply_to_balance(quantize(invoice["balance"], currency), p.amount)
+    applied, remaining, unapplied, settled = money.applied, money.remaining, money.unapplied, money.settled
     if applied > 0:
-        await repo.set_invoice_balance(conn, invoice_id, remaining, "paid" if settled else "open")
+        await repo.set_invoice_balance(conn, invoice_id, remaining, invoice_status(remaining))
     await repo.save_payment(
         conn,
         p,

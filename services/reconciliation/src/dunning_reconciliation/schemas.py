@@ -1,4 +1,5 @@
-"""API models: what the accounting system sends and what reconciliation answers."""
+"""API models: what the accounting system sends (payments, credit notes) and what reconciliation
+answers (payments, credit notes, the write-off report)."""
 
 from typing import Any, Literal
 
@@ -7,6 +8,19 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from dunning.clock import isoformat
 from dunning.money import MoneyError, format_amount, validate_currency
 from dunning_reconciliation.domain import api_status
+
+
+def _decimal_text(cls: Any, value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError('must be a decimal string such as "1250.00", not a number')
+    return value
+
+
+def _iso_currency(cls: Any, value: str) -> str:
+    try:
+        return validate_currency(value)
+    except MoneyError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class PaymentIn(BaseModel):
@@ -37,26 +51,16 @@ class PaymentIn(BaseModel):
         min_length=1, max_length=255, description="The accounting system's payment id; retries with it are idempotent."
     )
 
-    @field_validator("amount", mode="before")
-    @classmethod
-    def _amount_is_text(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            raise ValueError('must be a decimal string such as "1250.00", not a number')
-        return value
-
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, value: str) -> str:
-        try:
-            return validate_currency(value)
-        except MoneyError as exc:
-            raise ValueError(str(exc)) from None
+    _amount_is_text = field_validator("amount", mode="before")(_decimal_text)
+    _currency = field_validator("currency")(_iso_currency)
 
 
 class PaymentOut(BaseModel):
     payment_id: str
     invoice_id: str | None
-    status: Literal["applied", "pending_match", "rejected_currency_mismatch"]
+    status: Literal["applied", "pending_match", "rejected_currency_mismatch", "invoice_closed"] = Field(
+        description="`invoice_closed`: the invoice is void or written off; recorded, not applied."
+    )
     source: Literal["stripe", "api"]
     reference: str = Field(description="Stripe event id, or the accounting system's payment reference.")
     currency: str
@@ -72,7 +76,7 @@ class PaymentOut(BaseModel):
 
 
 class WebhookAck(BaseModel):
-    status: Literal["applied", "pending_match", "duplicate", "ignored", "rejected_currency_mismatch"]
+    status: Literal["applied", "pending_match", "duplicate", "ignored", "rejected_currency_mismatch", "invoice_closed"]
     payment_id: str | None = None
     invoice_id: str | None = None
     settled: bool | None = None
@@ -96,3 +100,111 @@ def payment_view(row) -> dict[str, Any]:
         "received_at": isoformat(row["received_at"]),
         "acknowledged_at": isoformat(row["acknowledged_at"]),
     }
+
+
+class CreditNoteIn(BaseModel):
+    """A credit note issued by the accounting system against one invoice. Name the invoice by
+    `invoice_id` (ours) or `invoice_external_id` (the accounting system's id)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "invoice_external_id": "INV-2026-00412",
+                    "reference": "CN-2026-0031",
+                    "amount": "250.00",
+                    "currency": "EUR",
+                    "reason": "Two units returned damaged",
+                }
+            ]
+        },
+    )
+
+    invoice_id: str | None = Field(None, pattern=r"^inv_[0-9A-Za-z]{10,40}$")
+    invoice_external_id: str | None = Field(None, min_length=1, max_length=200)
+    reference: str = Field(
+        min_length=1,
+        max_length=255,
+        description="The accounting system's credit note number; retries with it are idempotent.",
+    )
+    amount: str = Field(description='Decimal string in major units, e.g. "250.00"; never a JSON number.')
+    currency: str = Field(description="ISO 4217 code, upper case; the invoice's currency.")
+    reason: str = Field(min_length=1, max_length=500, description="Why the credit was given (free text).")
+
+    _amount_is_text = field_validator("amount", mode="before")(_decimal_text)
+    _currency = field_validator("currency")(_iso_currency)
+
+
+class CreditNoteOut(BaseModel):
+    credit_note_id: str
+    invoice_id: str
+    invoice_external_id: str
+    reference: str
+    reason: str
+    currency: str
+    amount: str
+    amount_applied: str = Field(description="Part of the amount applied to the invoice (at most its balance).")
+    unapplied_amount: str = Field(description="Part of the amount above the balance: recorded, not applied.")
+    balance_remaining: str
+    settled: bool
+    acknowledged_at: str = Field(description="When it was applied; the payments watermark covers it from then.")
+
+
+class WriteOffOut(BaseModel):
+    invoice_id: str
+    external_id: str
+    number: str
+    currency: str
+    amount: str = Field(description="The balance written off, as reconciliation held it when it applied the write-off.")
+    amount_reported: str = Field(description="The balance invoice-ingest held when it accepted the write-off.")
+    reason: str
+    written_off_at: str
+
+
+class CurrencyTotal(BaseModel):
+    currency: str
+    count: int
+    amount: str
+
+
+class WriteOffReport(BaseModel):
+    data: list[WriteOffOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+    totals: list[CurrencyTotal] = Field(description="Per currency, every write-off of the period (not only this page).")
+
+
+def credit_note_view(row) -> dict[str, Any]:
+    currency = row["currency"]
+    return {
+        "credit_note_id": row["credit_note_id"],
+        "invoice_id": row["invoice_id"],
+        "invoice_external_id": row["invoice_external_id"],
+        "reference": row["reference"],
+        "reason": row["reason"],
+        "currency": currency,
+        "amount": format_amount(row["amount"], currency),
+        "amount_applied": format_amount(row["amount_applied"], currency),
+        "unapplied_amount": format_amount(row["unapplied_amount"], currency),
+        "balance_remaining": format_amount(row["balance_remaining"], currency),
+        "settled": row["settled"],
+        "acknowledged_at": isoformat(row["acknowledged_at"]),
+    }
+
+
+def write_off_view(row) -> dict[str, Any]:
+    currency = row["currency"]
+    return {
+        "invoice_id": row["invoice_id"],
+        "external_id": row["external_id"],
+        "number": row["number"],
+        "currency": currency,
+        "amount": format_amount(row["amount"], currency),
+        "amount_reported": format_amount(row["amount_reported"], currency),
+        "reason": row["reason"],
+        "written_off_at": isoformat(row["written_off_at"]),
+    }
+
+
+def currency_total(row) -> dict[str, Any]:
+    return {"currency": row["currency"], "count": row["count"], "amount": format_amount(row["amount"], row["currency"])}

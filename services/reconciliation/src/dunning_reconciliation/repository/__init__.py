@@ -1,9 +1,20 @@
 """SQL of reconciliation (schema `reconciliation`), by aggregate: the watermark's fence and locks,
 invoices (with their changes: updates, voids, write-offs), payments (with Stripe's events and
-secrets), credit notes. Every write takes the caller's connection, so it joins the caller's
+secrets), credit notes and write-offs. Every write takes the caller's connection, so it joins the caller's
 transaction; callers use `repository.<function>`: the names below are the whole interface."""
 
 from dunning_reconciliation.repository.base import Conn
+from dunning_reconciliation.repository.credit_notes import (
+    CREDIT_NOTE_COLUMNS,
+    credit_note_by_reference,
+    get_credit_note,
+    insert_credit_note,
+    insert_write_off,
+    list_credit_notes,
+    list_write_offs,
+    store_credit_note_response,
+    write_off_totals,
+)
 from dunning_reconciliation.repository.fence import (
     ACK_FENCE,
     WATERMARK_PUBLISHER,
@@ -16,6 +27,7 @@ from dunning_reconciliation.repository.fence import (
     watermark_snapshot,
 )
 from dunning_reconciliation.repository.invoices import (
+    close_invoice,
     find_invoice,
     insert_invoice,
     insert_invoices,
@@ -23,6 +35,7 @@ from dunning_reconciliation.repository.invoices import (
     invoices_with_pending_payments,
     lock_invoice,
     set_invoice_balance,
+    update_invoice,
 )
 from dunning_reconciliation.repository.payments import (
     PAYMENT_COLUMNS,
@@ -41,32 +54,43 @@ from dunning_reconciliation.repository.payments import (
 
 __all__ = [
     "ACK_FENCE",
+    "CREDIT_NOTE_COLUMNS",
+    "Conn",
     "PAYMENT_COLUMNS",
     "WATERMARK_PUBLISHER",
-    "Conn",
     "acknowledge_time",
     "active_webhook_secrets",
     "add_webhook_secret",
     "claim_stripe_event",
     "clock",
+    "close_invoice",
+    "credit_note_by_reference",
     "fence_holders",
     "find_invoice",
     "finish_stripe_event",
+    "get_credit_note",
     "get_payment",
+    "insert_credit_note",
     "insert_invoice",
     "insert_invoices",
+    "insert_write_off",
     "invoice_external_id",
     "invoices_with_pending_payments",
+    "list_credit_notes",
     "list_payments",
+    "list_write_offs",
     "lock_invoice",
     "lock_names",
     "payment_by_reference",
     "resign_watermark",
     "save_payment",
     "set_invoice_balance",
+    "store_credit_note_response",
     "store_response",
     "stripe_object_payment",
     "try_lead_watermark",
     "unmatched_for_invoice",
+    "update_invoice",
     "watermark_snapshot",
+    "write_off_totals",
 ]

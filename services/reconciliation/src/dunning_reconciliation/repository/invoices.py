@@ -112,12 +112,13 @@ async def find_invoice(conn: asyncpg.Connection, tenant_id: str, keys: MatchKeys
 
 
 _LOCK_INVOICE = (
-    "SELECT invoice_id, tenant_id, external_id, number, currency, amount_due, balance, status"
+    "SELECT invoice_id, tenant_id, external_id, number, currency, amount_due, balance, status, version"
     " FROM invoices WHERE tenant_id = $1 AND invoice_id = $2 FOR UPDATE"
 )
 
 
-async def lock_invoice(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> asyncpg.Record:
+async def lock_invoice(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> asyncpg.Record | None:
+    """The tenant's invoice, locked for the transaction (None if unknown)."""
     return await conn.fetchrow(_LOCK_INVOICE, tenant_id, invoice_id)
 
 
@@ -133,3 +134,45 @@ _SET_INVOICE_BALANCE = "UPDATE invoices SET balance = $2, status = $3, updated_a
 
 async def set_invoice_balance(conn: asyncpg.Connection, invoice_id: str, balance: Decimal, status: str) -> None:
     await conn.execute(_SET_INVOICE_BALANCE, invoice_id, balance, status)
+
+
+# --- the changes invoice-ingest makes (InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff) -----------
+
+_UPDATE_INVOICE = (
+    "UPDATE invoices SET version = $2, external_id = $3, number = $4, amount_due = $5, balance = $6,"
+    " status = $7, metadata = $8, updated_at = now() WHERE invoice_id = $1"
+)
+
+
+async def update_invoice(
+    conn: asyncpg.Connection,
+    invoice_id: str,
+    *,
+    version: int,
+    external_id: str,
+    number: str,
+    amount_due: Decimal,
+    balance: Decimal,
+    status: str,
+    metadata: dict[str, Any],
+) -> None:
+    await conn.execute(_UPDATE_INVOICE, invoice_id, version, external_id, number, amount_due, balance, status, metadata)
+
+
+_CLOSE_INVOICE = (
+    "UPDATE invoices SET version = $2, status = $3, balance = 0, voided_at = $4, void_reason = $5,"
+    " updated_at = now() WHERE invoice_id = $1"
+)
+
+
+async def close_invoice(
+    conn: asyncpg.Connection,
+    invoice_id: str,
+    *,
+    version: int,
+    status: str,
+    voided_at: datetime | None = None,
+    void_reason: str | None = None,
+) -> None:
+    """Void or write off: nothing is owed any more (a write-off's amount is kept in write_offs)."""
+    await conn.execute(_CLOSE_INVOICE, invoice_id, version, status, voided_at, void_reason)
