@@ -1,17 +1,22 @@
-"""Notifier test helpers: StageEscalated payloads, a migrated schema with a pool, settings, an SMTP
-server inside the test (aiosmtpd) that records every message it accepts, notifier processes."""
+"""Notifier test helpers: StageEscalated and CustomerUpdated payloads, a migrated schema with a pool,
+settings, an SMTP server inside the test (aiosmtpd) that records every message it accepts, notifier
+processes."""
 
 import asyncio
 import contextlib
 import copy
+import email
 import email.policy
+import mailbox
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from functools import partial
 
 import asyncpg
+import httpx
 import orjson
 import pytest
 from aiosmtpd.smtp import SMTP
@@ -19,6 +24,7 @@ from aiosmtpd.smtp import SMTP
 from dunning import events
 from dunning.db import create_pool, migrations_of
 from dunning.events import schemas_dir
+from dunning.handler_table import topics_of
 from dunning.ids import new_id
 from dunning_notifier.bootstrap import build_dispatcher
 from dunning_notifier.handlers import HANDLERS
@@ -86,6 +92,39 @@ def _stage_escalated(data: dict) -> dict:
     return envelope
 
 
+def _customer_updated(
+    *,
+    customer_id: str,
+    version: int,
+    email: str,
+    cc: list[str] | tuple[str, ...] = (),
+    name: str = "Acme Widgets Inc.",
+    locale: str = "en-US",
+    timezone: str = "America/New_York",
+    tenant_id: str = "ten_test_notifier",
+) -> dict:
+    """A CustomerUpdated envelope (validated) for this customer's state at `version`."""
+    example = schemas_dir() / "examples" / "CustomerUpdated" / "1" / "new-ap-contact-with-cc.json"
+    data = orjson.loads(example.read_bytes())["data"]
+    data.update(
+        customer_id=customer_id,
+        tenant_id=tenant_id,
+        version=version,
+        email=email,
+        cc=list(cc),
+        name=name,
+        locale=locale,
+        timezone=timezone,
+        previous_timezone=timezone,
+        changed=["email", "cc"],
+    )
+    envelope = events.new_event(
+        "dunning.CustomerUpdated.v1", data, source="/invoice-ingest", subject=customer_id, tenant_id=tenant_id
+    )
+    events.validate(envelope)
+    return envelope
+
+
 @pytest.fixture
 async def notifier_pool(infra, migrated):
     """A pool on a fresh schema migrated with the plumbing tables and the notifier's."""
@@ -137,6 +176,12 @@ class Notifier:
     async def redeliver(self, envelope: dict) -> None:
         await apply_event(self.pool, envelope, topic="dunning.stages.v1", handlers=HANDLERS)
 
+    async def customer_updated(self, **customer) -> dict:
+        """Apply a CustomerUpdated (see _customer_updated for the fields) as the consumer does."""
+        envelope = _customer_updated(**customer)
+        await apply_event(self.pool, envelope, topic="dunning.customers.v1", handlers=HANDLERS)
+        return envelope
+
     def dispatching(self, smtp_port: int | None = None, **settings):
         """A dispatcher running for the block, sending to `smtp_port` (default: the mail server)."""
         port = self.mailserver.smtp_port if smtp_port is None else smtp_port
@@ -166,6 +211,19 @@ class Notifier:
 
     async def mail_to(self, address: str) -> list[dict]:
         return await asyncio.to_thread(messages_to, self.mailserver.api, address)
+
+    async def mail_for(self, address: str) -> list[EmailMessage]:
+        """Every message whose SMTP envelope had `address` among its recipients (To or Cc), as the
+        server stored it (its X-Envelope-To trace header lists the envelope's recipients)."""
+        async with httpx.AsyncClient(base_url=self.mailserver.api, timeout=10) as client:
+            listed = (await client.get("/messages", params={"to": address})).json()["messages"]
+        box = mailbox.Maildir(self.mailserver.directory, create=False)
+        found = []
+        for item in listed:
+            if address.lower() in (a.lower() for a in item["to"].split(", ")):
+                raw = await asyncio.to_thread(box.get_bytes, item["id"])
+                found.append(email.message_from_bytes(raw, policy=email.policy.default))
+        return found
 
     async def reported(self, invoice_id: str) -> list[dict]:
         """The events the notifier wrote to its outbox about this invoice."""
@@ -253,8 +311,8 @@ async def notifier_process(infra, schema_name, notifier_pool, tmp_path):
     group = f"notifier-{schema_name}"
 
     async def start(smtp_port: int, name: str = "replica-a", **settings) -> ServiceProc:
-        if not started:  # the stages topic is shared by the whole session: this group starts at its end
-            await commit_group_at_end(infra.kafka_bootstrap_servers, group, ["dunning.stages.v1"])
+        if not started:  # the topics are shared by the whole session: this group starts at their end
+            await commit_group_at_end(infra.kafka_bootstrap_servers, group, topics_of(HANDLERS))
         port = free_port()
         env = service_env(
             "NOTIFIER_",
@@ -290,6 +348,11 @@ def stage_data():
 @pytest.fixture(scope="session")
 def stage_escalated():
     return _stage_escalated
+
+
+@pytest.fixture(scope="session")
+def customer_updated():
+    return _customer_updated
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ E-mail: each dispatcher worker task keeps one SMTP connection open (aiosmtplib) 
 message after message; a connection that failed is dropped and the next send reconnects, and one
 idle for a while is checked with NOOP before use. A whole send (connect to the last reply) is cut off
 at `smtp_send_timeout`, so that a claim's lease (at least twice that) outlives any live send.
-Failures are classified:
+Each message goes To the primary address and Cc the copies (both on the envelope); it counts as sent
+when the server accepts at least one of them (the refused ones are logged). Failures are classified:
 - transient (Retry): connection refused or dropped, timeouts, any 4xx reply, authentication,
   EHLO/STARTTLS or sender (MAIL FROM) refusals (the relay's or our configuration's fault, not the
   message's: fixing the configuration lets the retries through);
@@ -43,7 +44,7 @@ from aiosmtplib import (
 
 from dunning.clock import isoformat, utcnow
 from dunning.logging import get_logger
-from dunning_notifier.mime import address_header, compose, header_value
+from dunning_notifier.mime import address_header, cc_header, compose, header_value
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
 from dunning_notifier.rendering import RenderedEmail, Renderer, RenderError
 from dunning_notifier.settings import Settings
@@ -93,16 +94,17 @@ class EmailChannel:
 
     def build(self, d: Delivery, rendered: RenderedEmail) -> tuple[bytes, str, bool]:
         """The RFC 5322 message (multipart/alternative: text + HTML), its Message-ID, and whether
-        it needs SMTPUTF8 (a non-ASCII address). Raises ValueError for an unsendable address."""
+        it needs SMTPUTF8 (a non-ASCII address). To is the primary address with the customer's name,
+        Cc the copies. Raises ValueError for an unsendable address."""
         recipient = d.recipient or ""
-        local, _, domain = recipient.rpartition("@")
-        if not local or not domain or any(c in recipient for c in ' \r\n<>,;"'):
-            raise ValueError(f"not an e-mail address: {recipient!r}")
+        for address in (recipient, *d.cc):
+            _check_address(address)
         name = str((d.payload.get("customer") or {}).get("name") or "")
         msg_id = message_id(d.delivery_id, self.settings.message_id_domain)
         headers = [
             ("From", self.header_from),
             ("To", address_header(name, recipient)),
+            *([("Cc", cc_header(d.cc))] if d.cc else []),
             ("Subject", header_value(rendered.subject, "Subject")),
             ("Date", format_datetime(utcnow())),
             ("Message-ID", msg_id),
@@ -118,7 +120,13 @@ class EmailChannel:
         if planned is not None:
             headers.append(("X-Dunning-Scheduled-At", planned))
         raw = compose(headers, rendered.text, rendered.html, boundary=f"=_{d.delivery_id}")
-        return raw, msg_id, not recipient.isascii()
+        return raw, msg_id, not all(address.isascii() for address in (recipient, *d.cc))
+
+
+def _check_address(address: str) -> None:
+    local, _, domain = address.rpartition("@")
+    if not local or not domain or any(c in address for c in ' \r\n<>,;"'):
+        raise ValueError(f"not an e-mail address: {address!r}")
 
 
 class _Smtp(aiosmtplib.SMTP):
@@ -191,8 +199,11 @@ class SmtpSession:
             async with asyncio.timeout(self.settings.smtp_send_timeout):
                 client = await self._connected()
                 client.handed_over = False
-                _, response = await client.sendmail(
-                    self.channel.envelope_from, [d.recipient], raw, mail_options=["SMTPUTF8"] if utf8 else None
+                refused, response = await client.sendmail(
+                    self.channel.envelope_from,
+                    [d.recipient, *d.cc],
+                    raw,
+                    mail_options=["SMTPUTF8"] if utf8 else None,
                 )
         except BaseException as exc:
             outcome = self._classify(exc)
@@ -209,6 +220,8 @@ class SmtpSession:
                 outcome = dataclasses.replace(outcome, in_doubt=True)
             return outcome
         self._last_used = time.monotonic()
+        if refused:  # some (not all: that raises) of To and Cc refused; the others have it
+            log.warning("notifier.delivery.recipients_refused", refused={a: r.code for a, r in refused.items()})
         queued = _QUEUED_AS.search(response or "")
         return Sent(provider_message_id=queued.group(1) if queued else msg_id, sent_at=utcnow())
 

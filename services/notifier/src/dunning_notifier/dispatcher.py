@@ -68,6 +68,11 @@ class Attempt:
     event: ReminderSent | ReminderFailed | None  # the event to publish (sent or finally failed)
     retry_in: float = 0.0
 
+    @property
+    def addressed(self) -> tuple[str | None, tuple[str, ...]]:
+        """(To, Cc) this attempt used, recorded with its outcome."""
+        return self.delivery.recipient, self.delivery.cc
+
 
 def backoff(attempts: int, base: float, cap: float) -> float:
     """A delivery's retry delay after `attempts` attempts: the loops' Backoff schedule (doubling from
@@ -300,11 +305,17 @@ class Dispatcher:
         async with conn.transaction():
             sent_ids = await repo.mark_sent(
                 conn,
-                [(a.delivery.delivery_id, a.delivery.attempts, o.provider_message_id, o.sent_at) for a, o in sent],
+                [
+                    (a.delivery.delivery_id, a.delivery.attempts, o.provider_message_id, o.sent_at, *a.addressed)
+                    for a, o in sent
+                ],
             )
             failed_ids = await repo.mark_failed(
                 conn,
-                [(a.delivery.delivery_id, a.delivery.attempts, o.error_code, o.error[:2000]) for a, o in failed],
+                [
+                    (a.delivery.delivery_id, a.delivery.attempts, o.error_code, o.error[:2000], *a.addressed)
+                    for a, o in failed
+                ],
             )
             retry_ids = await repo.mark_retry(
                 conn,
@@ -316,6 +327,7 @@ class Dispatcher:
                         o.error[:2000],
                         a.retry_in,
                         o.in_doubt,
+                        *a.addressed,
                     )
                     for a, o in retry
                 ],

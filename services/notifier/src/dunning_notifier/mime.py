@@ -9,6 +9,7 @@ the result back with `email` (policy.default) to hold it to the standard.
 """
 
 import binascii
+from collections.abc import Sequence
 from email.header import Header
 from email.utils import formataddr
 
@@ -34,6 +35,13 @@ def address_header(name: str, address: str, header: str = "To") -> str:
         return f"<{address}>"
     display = formataddr((name, "a@b"), charset="utf-8").removesuffix(" <a@b>")
     return f"{display} <{address}>"
+
+
+def cc_header(addresses: Sequence[str]) -> str:
+    """The Cc value: bare addresses, comma-separated, folded one per line when it would not fit in 78
+    columns (an address itself is never encoded: a non-ASCII one is sent with SMTPUTF8)."""
+    value = ", ".join(addresses)
+    return value if len(value) < 74 else ",\r\n ".join(addresses)
 
 
 def _qp(text: str) -> bytes:

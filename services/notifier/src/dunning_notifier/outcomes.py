@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from dunning_notifier import contacts
+
 
 @dataclass(frozen=True)
 class Delivery:
-    """A claimed delivery, as the dispatcher works on it."""
+    """A claimed delivery, as the dispatcher works on it: addressed (recipient, cc) and with the
+    customer in its payload as they are at the claim (contacts.py)."""
 
     delivery_id: str
     tenant_id: str
@@ -27,10 +30,25 @@ class Delivery:
     attempts: int  # including this claim; the claim's fencing token
     payload: dict[str, Any]
     traceparent: str | None = None
+    cc: tuple[str, ...] = ()  # copied (Cc header and envelope); e-mail only
 
     @classmethod
     def from_row(cls, row: Any) -> "Delivery":
-        return cls(**{f: row[f] for f in cls.__dataclass_fields__})
+        """A row of repository.claim_due, with the customer's current contacts applied."""
+        payload, recipient, cc = contacts.current(row)
+        return cls(
+            delivery_id=row["delivery_id"],
+            tenant_id=row["tenant_id"],
+            invoice_id=row["invoice_id"],
+            stage_id=row["stage_id"],
+            stage=row["stage"],
+            channel=row["channel"],
+            recipient=recipient,
+            attempts=row["attempts"],
+            payload=payload,
+            traceparent=row["traceparent"],
+            cc=cc,
+        )
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,13 @@ class DeliveryOut(BaseModel):
     stage: str
     channel: str
     template: str
-    recipient: str | None
+    recipient: str | None = Field(
+        description=(
+            "the To address: the one the last attempt used (the customer's contacts current when it was sent),"
+            " or, before any attempt has ended, the address in the StageEscalated's customer snapshot"
+        )
+    )
+    cc: list[str] = Field(description="the addresses the last attempt copied (Cc header and envelope)")
     state: DeliveryState
     attempts: int = Field(description="attempts made (or in progress)")
     in_doubt_attempts: int = Field(

@@ -4,6 +4,7 @@ import httpx
 import pytest
 
 from dunning import tenancy
+from dunning.ids import new_id
 from dunning_notifier.api import ApiDeps, create_app
 from dunning_tools.testing.metrics import samples
 
@@ -111,3 +112,20 @@ async def test_metrics_count_deliveries_by_state_and_in_doubt(api, notifier_pool
     assert scraped["dunning_notifier_deliveries_in_doubt"] == 1
     assert scraped["dunning_notifier_in_doubt_attempts"] == 2
     assert "# TYPE dunning_notifier_in_doubt_attempts gauge" in resp.text
+
+
+async def test_a_delivery_shows_the_addresses_it_was_sent_to(api, notifier, stage_data):
+    data = stage_data()
+    customer_id = data["customer"]["customer_id"] = new_id("cus")
+    await notifier.receive(data)
+    pending = (await api.get("/v1/deliveries", params={"invoice_id": data["invoice_id"]}, headers=auth())).json()
+    assert (pending["data"][0]["recipient"], pending["data"][0]["cc"]) == (data["customer"]["email"], [])
+
+    ap = f"ap+{new_id('m')[-8:]}@example.com"
+    await notifier.customer_updated(customer_id=customer_id, version=2, email=ap, cc=["cfo@example.com"])
+    async with notifier.dispatching():
+        row = await notifier.wait_state(data["invoice_id"], "sent")
+
+    sent = (await api.get(f"/v1/deliveries/{row['delivery_id']}", headers=auth())).json()
+    assert (sent["recipient"], sent["cc"]) == (ap, ["cfo@example.com"])
+    assert "cc" in (await api.get("/openapi.json")).json()["components"]["schemas"]["DeliveryOut"]["properties"]

@@ -1,5 +1,5 @@
-"""End to end inside the notifier: StageEscalated on the real broker -> consumer -> delivery ->
-dispatcher -> real SMTP server -> ReminderSent in the outbox."""
+"""End to end inside the notifier: StageEscalated (and CustomerUpdated) on the real broker -> consumer
+-> delivery (and contacts) -> dispatcher -> real SMTP server -> ReminderSent in the outbox."""
 
 import asyncio
 import uuid
@@ -9,8 +9,10 @@ import orjson
 import pytest
 
 from dunning.consumer import ConsumerRunner
-from dunning.contracts import StageEscalated, topic
+from dunning.contracts import CustomerUpdated, StageEscalated, topic
 from dunning.events import dumps, schemas_dir, validate
+from dunning.handler_table import topics_of
+from dunning.ids import new_id
 from dunning_notifier.handlers import HANDLERS
 from dunning_tools.testing.waits import async_wait_until
 
@@ -18,12 +20,13 @@ pytestmark = pytest.mark.integration
 EXAMPLES = schemas_dir() / "examples"
 
 
-def only_invoices(invoice_ids: set[str]):
-    """The stages topic is shared by every test in the session: apply only this test's invoices."""
+def only_subjects(subjects: set[str]):
+    """The topics are shared by every test in the session: apply only this test's invoices and
+    customers (the envelope's subject)."""
 
     def wrap(handler):
         async def filtered(conn, event):
-            if event.subject in invoice_ids:
+            if event.subject in subjects:
                 await handler(conn, event)
 
         return filtered
@@ -51,7 +54,7 @@ async def test_stage_escalated_from_the_broker_becomes_one_email(
         bootstrap_servers=infra.kafka_bootstrap_servers,
         group_id=f"notifier-test-{uuid.uuid4().hex[:8]}",
         topics=[topic(StageEscalated)],
-        handlers=only_invoices({data["invoice_id"]}),
+        handlers=only_subjects({data["invoice_id"]}),
     )
     consumer = asyncio.create_task(runner.run())
     try:
@@ -75,3 +78,46 @@ async def test_stage_escalated_from_the_broker_becomes_one_email(
     [event] = await notifier.reported(data["invoice_id"])  # checked against its contract
     assert event["type"] == "dunning.ReminderSent.v1"
     assert event["data"]["stage_id"] == data["stage_id"]  # the first event's stage wins
+
+
+async def test_customer_updated_from_the_broker_addresses_the_next_reminder(
+    infra, notifier, stage_data, stage_escalated, customer_updated, producer
+):
+    data = stage_data(stage="soft")
+    customer_id = data["customer"]["customer_id"] = new_id("cus")
+    ap = f"ap+{new_id('m')[-8:]}@example.com"
+    updates = [  # the newer one first: the older, arriving after it, must change nothing
+        customer_updated(customer_id=customer_id, version=3, email=ap, cc=["cfo@example.com"]),
+        customer_updated(customer_id=customer_id, version=2, email="stale@example.com"),
+    ]
+    for message in updates:
+        await producer.send_and_wait(topic(CustomerUpdated), dumps(message), key=customer_id.encode())
+    stage = stage_escalated(data)
+    await producer.send_and_wait(topic(StageEscalated), dumps(stage), key=data["invoice_id"].encode())
+
+    runner = ConsumerRunner(  # subscribed as the notifier's is: to the topics of its handler table
+        name="notifier.test",
+        pool=notifier.pool,
+        bootstrap_servers=infra.kafka_bootstrap_servers,
+        group_id=f"notifier-test-{uuid.uuid4().hex[:8]}",
+        topics=topics_of(HANDLERS),
+        handlers=only_subjects({data["invoice_id"], customer_id}),
+    )
+    consumer = asyncio.create_task(runner.run())
+    try:
+        await async_wait_until(
+            lambda: notifier.pool.fetchval(
+                "SELECT count(*) = 3 FROM inbox WHERE event_id = ANY($1::uuid[])",
+                [updates[0]["id"], updates[1]["id"], stage["id"]],
+            ),
+            what="the updates and the stage consumed",
+        )
+        async with notifier.dispatching():
+            await notifier.wait_state(data["invoice_id"], "sent")
+    finally:
+        runner.stop()
+        await asyncio.wait_for(consumer, timeout=30)
+
+    assert runner.dead_lettered == 0
+    [mail] = await notifier.mail_for(ap)
+    assert mail["X-Envelope-To"] == f"{ap}, cfo@example.com"

@@ -191,8 +191,10 @@ async def test_a_stale_worker_cannot_overwrite_a_newer_claim(notifier, stage_dat
 
     async with notifier.pool.acquire() as conn:
         now = datetime.now(UTC)
-        assert await repo.mark_failed(conn, [(first["delivery_id"], first["attempts"], "smtp_550", "late")]) == set()
-        assert await repo.mark_sent(conn, [(second["delivery_id"], second["attempts"], "<id>", now)]) == {
+        to = data["customer"]["email"]
+        stale = (first["delivery_id"], first["attempts"], "smtp_550", "late", to, ())
+        assert await repo.mark_failed(conn, [stale]) == set()
+        assert await repo.mark_sent(conn, [(second["delivery_id"], second["attempts"], "<id>", now, to, ())]) == {
             second["delivery_id"]
         }
     assert (await notifier.delivery(data["invoice_id"]))["state"] == "sent"
