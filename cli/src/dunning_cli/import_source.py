@@ -60,7 +60,7 @@ class Source:
         for i, (_, record) in enumerate(self.records()):
             rows += 1
             if self.format == "jsonl" and i < 1000:  # JSON lines: the keys the first lines use
-                keys.update(dict.fromkeys(record))
+                keys.update(dict.fromkeys(k for k in record if k != _BAD_LINE))
         header = list(keys) if self.format == "jsonl" else self._csv_header()
         return Scan(digest.hexdigest(), header, rows)
 
