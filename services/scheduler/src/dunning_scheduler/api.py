@@ -1,22 +1,24 @@
 """HTTP routes of the scheduler (all but health and metrics need `Authorization: Bearer <api key>`).
 
 PUT  /v1/policy                        store the tenant's policy document as a new version
+                                       (?apply_to=open_invoices: and re-plan the open invoices with it)
 GET  /v1/policy                        the active policy (the built-in default if none stored)
+GET  /v1/policy/replans/{replan_id}    progress of a policy applied to open invoices
 GET  /v1/invoices/{invoice_id}/timers  the invoice's timers (ops / debugging)
 GET  /healthz, /readyz, /metrics, /docs
 """
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import Body, FastAPI, Path
+from fastapi import Body, FastAPI, Path, Query
 
 from dunning.http import Problem, TenantId, json_body, service_app
 from dunning.money import format_amount
 from dunning_scheduler import repository
 from dunning_scheduler.policy import DEFAULT_DOCUMENT, PolicyError, parse_policy
-from dunning_scheduler.policy_store import active_policy, save_policy
-from dunning_scheduler.schemas import InvoiceTimersOut, PolicyOut, TimerOut
+from dunning_scheduler.policy_store import active_policy, put_policy
+from dunning_scheduler.schemas import InvoiceTimersOut, PolicyOut, ReplanOut, TimerOut
 from dunning_scheduler.settings import Settings
 
 TAGS = [
@@ -45,20 +47,30 @@ def create_app(pool: asyncpg.Pool, settings: Settings) -> FastAPI:
         operation_id="putPolicy",
         openapi_extra=json_body("PolicyDocument"),  # PolicyOut brings it
         summary="Store the tenant's dunning policy (a new version; idempotent for an equal document)",
+        description="New invoices are planned with the new version. With `apply_to=open_invoices` every "
+        "open, unsettled invoice of the tenant is also re-planned with it, in the background, batch by batch: "
+        "stages not yet sent move (StagesRescheduled), sent ones stay. The answer's `replan` is that job; "
+        "`GET /v1/policy/replans/{replan_id}` shows its progress. An equal document with "
+        "`apply_to=open_invoices` stores no new version but still re-plans the open invoices with the active one.",
+        responses={422: {"description": "The document is not a valid policy, or apply_to is unknown"}},
     )
-    async def put_policy(
+    async def put_policy_route(
         tenant_id: TenantId,
         document: Annotated[
             Any, Body(openapi_examples={"default": {"value": DEFAULT_DOCUMENT}, "demo": {"value": _EXAMPLE}})
         ],
+        apply_to: Annotated[
+            Literal["new_invoices", "open_invoices"],
+            Query(description="new_invoices (default): from the next invoice on; open_invoices: open ones too."),
+        ] = "new_invoices",
     ):
         try:
             policy = parse_policy(document)
         except PolicyError as exc:
             raise Problem(422, str(exc), title="Invalid policy", errors=exc.errors) from None
         async with pool.acquire() as conn:
-            stored, created = await save_policy(conn, tenant_id, policy)
-        return {**stored.as_json(), "created": created}
+            stored, created, job = await put_policy(conn, tenant_id, policy, apply_to=apply_to)
+        return {**stored.as_json(), "created": created, "replan": None if job is None else dict(job)}
 
     @app.get(
         "/v1/policy",
@@ -71,6 +83,21 @@ def create_app(pool: asyncpg.Pool, settings: Settings) -> FastAPI:
         async with pool.acquire() as conn:
             stored = await active_policy(conn, tenant_id)
         return stored.as_json()
+
+    @app.get(
+        "/v1/policy/replans/{replan_id}",
+        response_model=ReplanOut,
+        tags=["policy"],
+        operation_id="getPolicyReplan",
+        summary="Progress of a policy applied to the tenant's open invoices",
+        responses={404: {"description": "No such replan job for this tenant"}},
+    )
+    async def policy_replan(tenant_id: TenantId, replan_id: Annotated[str, Path(pattern=r"^rpl_[0-9A-Za-z]{10,40}$")]):
+        async with pool.acquire() as conn:
+            job = await repository.replan_of(conn, tenant_id, replan_id)
+        if job is None:
+            raise Problem.not_found("replan_id", f"No replan {replan_id} for this tenant.")
+        return dict(job)
 
     @app.get(
         "/v1/invoices/{invoice_id}/timers",
@@ -107,6 +134,8 @@ def create_app(pool: asyncpg.Pool, settings: Settings) -> FastAPI:
             settled_at=invoice["settled_at"],
             policy_id=invoice["policy_id"],
             policy_version=invoice["policy_version"],
+            version=invoice["version"],
+            status=invoice["status"],
             timers=[TimerOut(**{k: t[k] for k in TimerOut.model_fields}) for t in timers],
         )
 

@@ -1,5 +1,5 @@
 """The one place the scheduler is wired: pool and producer, HTTP app, consumer with its handler
-table, the firing loop and the outbox relay. Tests call the same functions."""
+table, the firing loop, the replan loop and the outbox relay. Tests call the same functions."""
 
 from dataclasses import replace
 from functools import partial
@@ -17,6 +17,7 @@ from dunning_scheduler.api import create_app
 from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.handlers import HANDLERS
 from dunning_scheduler.policy_store import ActivePolicies
+from dunning_scheduler.replan_loop import ReplanLoop
 from dunning_scheduler.settings import Settings
 
 
@@ -66,14 +67,27 @@ def firing_loop_for(settings: Settings, pool: asyncpg.Pool) -> FiringLoop:
     )
 
 
+def replan_loop_for(settings: Settings, pool: asyncpg.Pool, policies: ActivePolicies | None = None) -> ReplanLoop:
+    return ReplanLoop(
+        pool,
+        settings.db_schema,
+        policies or ActivePolicies(),
+        batch_size=settings.replan_batch_size,
+        poll_seconds=settings.replan_poll_seconds,
+    )
+
+
 async def bootstrap(settings: Settings) -> Service:
     pool, producer = await open_infrastructure(settings)
     workers: list[Worker] = [housekeeping_for(settings, pool)]
     cancel_latency = scheduler_metrics.cancel_latency()
+    policies = ActivePolicies()  # one per process: the consumer's and the replan loop's
     if settings.consumer_enabled:
-        workers.append(consumer_for(settings, pool, cancel_latency=cancel_latency))
+        workers.append(consumer_for(settings, pool, policies, cancel_latency=cancel_latency))
     if settings.firing_enabled:
         workers.append(firing_loop_for(settings, pool))  # its counters: runtime.instrument_service, as any worker's
+    if settings.replans_enabled:
+        workers.append(replan_loop_for(settings, pool, policies))
     app = create_app(pool, settings)
     metrics = metrics_of(app)
     assert metrics is not None, "service_app instruments every app"

@@ -4,10 +4,20 @@ has claimed the event id, and writes its events to the outbox in that same trans
 - InvoiceIssued: store the invoice snapshot, plan its stages from the tenant's active policy
   (one timer per stage and channel), emit DunningPlanned. An invoice planned before: no-op.
   One statement per event, or per batch (see planner).
-- PaymentReceived: apply the balance (a payment acknowledged before the one already applied is
-  stale and ignored); once settled, cancel every pending timer (same statement) and emit
-  StagesCancelled. A payment may arrive before its invoice: the invoice row is created settled, and
-  its plan will be all `cancelled`.
+- InvoiceUpdated: keep the invoice's new state (an event whose version is not newer is ignored);
+  the balance moves by the amount's difference, and at or below zero the invoice is settled and its
+  pending timers cancelled (invoice_settled); a new due date or customer time zone re-plans the
+  pending stages (replanner) and emits StagesRescheduled.
+- InvoiceVoided, InvoiceWrittenOff: close the invoice and cancel every pending timer in the same
+  statement (invoice_voided, invoice_written_off), emit StagesCancelled.
+- PaymentReceived, CreditNoteIssued: apply the balance (one acknowledged before the one already
+  applied is stale and ignored); once settled, cancel every pending timer (same statement) and emit
+  StagesCancelled (invoice_settled, invoice_credited). A payment may arrive before its invoice: the
+  invoice row is created settled, and its plan will be all `cancelled`.
+- CustomerUpdated (dunning.customers.v1): keep the customer's latest state, copy its contact data
+  into its open invoices' snapshots, re-plan them if its time zone changed.
+Every stop goes through one statement shape (repository.invoices.stop_statement): the invoice row
+first, then its pending timers, under the locks the firing query respects.
 - PaymentsWatermark: keep reconciliation's statement (the firing gate, see repository.firing._FIRE_DUE)
   and wake the firing loop. Idempotent by construction, so it skips the inbox.
 
@@ -15,19 +25,33 @@ The table at the end is the whole of it; bootstrap binds the process's policy ca
 the cancel-latency histogram (`cancel_latency`, see metrics.py).
 """
 
+from datetime import datetime
+from decimal import Decimal
+
 import asyncpg
 from prometheus_client import Histogram
 
 from dunning import outbox
 from dunning.clock import utcnow
-from dunning.contracts import InvoiceIssued, PaymentReceived, PaymentsWatermark
+from dunning.contracts import (
+    CreditNoteIssued,
+    CustomerUpdated,
+    InvoiceIssued,
+    InvoiceUpdated,
+    InvoiceVoided,
+    InvoiceWrittenOff,
+    PaymentReceived,
+    PaymentsWatermark,
+)
 from dunning.events import Event
 from dunning.handler_table import HandlerSpec, Rejected
 from dunning.logging import get_logger
 from dunning_scheduler import messages, repository
 from dunning_scheduler.planner import TIMERS_CHANNEL, plan_invoices
-from dunning_scheduler.planning import SETTLED
+from dunning_scheduler.planning import CREDITED, SETTLED, VOIDED, WRITTEN_OFF
 from dunning_scheduler.policy_store import ActivePolicies
+from dunning_scheduler.replanner import replan_invoices
+from dunning_scheduler.replanning import DUE_DATE_CHANGED, TIMEZONE_CHANGED
 
 log = get_logger(__name__)
 
@@ -46,51 +70,212 @@ async def on_invoices_issued(
 async def on_payment_received(
     conn: asyncpg.Connection, event: Event[PaymentReceived], *, cancel_latency: Histogram | None = None
 ) -> None:
-    payment = event.data
-    invoice_id, tenant_id = payment.invoice_id, event.tenant_id
-    if payment.tenant_id != tenant_id or invoice_id != event.subject:
-        raise Rejected("data.tenant_id/invoice_id disagree with the envelope's tenantid/subject")
+    p = event.data
+    await _apply_balance(conn, event, p.payment_id, p.currency, p.balance_remaining, p.settled, p.acknowledged_at,
+                         reason=SETTLED, cancel_latency=cancel_latency)  # fmt: skip
+
+
+async def on_credit_note_issued(
+    conn: asyncpg.Connection, event: Event[CreditNoteIssued], *, cancel_latency: Histogram | None = None
+) -> None:
+    n = event.data
+    await _apply_balance(conn, event, n.credit_note_id, n.currency, n.balance_remaining, n.settled, n.acknowledged_at,
+                         reason=CREDITED, cancel_latency=cancel_latency)  # fmt: skip
+
+
+async def _apply_balance(
+    conn: asyncpg.Connection,
+    event: Event,
+    payment_id: str,
+    currency: str,
+    balance: Decimal,
+    settled: bool,
+    acknowledged_at: datetime,
+    *,
+    reason: str,
+    cancel_latency: Histogram | None,
+) -> None:
+    """A payment or a credit note: the balance as reconciliation left it, latest acknowledged wins."""
+    invoice_id, tenant_id = _checked(event)
     row, cancelled = await repository.apply_payment(
         conn,
         invoice_id=invoice_id,
         tenant_id=tenant_id,
-        currency=payment.currency,
-        balance=payment.balance_remaining,
-        settled=payment.settled,
-        payment_id=payment.payment_id,
-        acknowledged_at=payment.acknowledged_at,
+        currency=currency,
+        balance=balance,
+        settled=settled,
+        payment_id=payment_id,
+        acknowledged_at=acknowledged_at,
+        reason=reason,
     )
     if row is None:
-        existing = await repository.invoice_owner(conn, invoice_id)
-        if existing is not None and existing["tenant_id"] != tenant_id:
-            raise Rejected(f"invoice {invoice_id} belongs to another tenant")
-        if existing is not None and existing["currency"] not in (None, payment.currency):
-            raise Rejected(f"payment currency {payment.currency} differs from the invoice's {existing['currency']}")
-        log.info("scheduler.payment.stale", payment_id=payment.payment_id)
+        existing = await _owned(conn, event)
+        if existing is not None and existing["currency"] not in (None, currency):
+            raise Rejected(f"{event.name} currency {currency} differs from the invoice's {existing['currency']}")
+        log.info("scheduler.payment.stale", payment_id=payment_id)
         return
     log.info(
         "scheduler.payment.applied",
-        payment_id=payment.payment_id,
+        payment_id=payment_id,
         settled=row["settled"],
         planned=row["planned_at"] is not None,
     )
-    if not cancelled:
+    cancelled_at = await _cancelled(conn, event, reason, cancelled)
+    if cancelled_at is not None and cancel_latency is not None:  # acknowledged by reconciliation -> cancelled
+        cancel_latency.observe(max((cancelled_at - acknowledged_at).total_seconds(), 0.0))
+
+
+async def on_invoice_updated(
+    conn: asyncpg.Connection, event: Event[InvoiceUpdated], *, policies: ActivePolicies
+) -> None:
+    """The invoice's new state; the balance moves by the amount's difference (settled at or below
+    zero: pending stages cancelled); a new due date or customer time zone re-plans pending stages."""
+    invoice_id, tenant_id = _checked(event)
+    data = event.data
+    held = await repository.lock_invoice(conn, invoice_id)
+    if held is None or held["tenant_id"] != tenant_id or held["planned_at"] is None:
+        await _owned(conn, event)
+        log.warning("scheduler.invoice.unknown", event_type=event.type, version=data.version)
         return
-    cancelled_at = cancelled[0]["cancelled_at"] or utcnow()
+    if held["version"] >= data.version or held["status"] != "open":
+        log.info("scheduler.invoice.stale", version=data.version, held=held["version"], status=held["status"])
+        return
+    row, cancelled = await repository.update_invoice(
+        conn,
+        invoice_id=invoice_id,
+        tenant_id=tenant_id,
+        version=data.version,
+        number=data.number,
+        customer=data.customer.to_data(),
+        customer_as_of=event.time,
+        amount_due=data.amount_due,
+        due_date=data.due_date,
+        payment_url=data.payment_url,
+        reason=SETTLED,
+    )
+    assert row is not None, "the row is locked, open and older"
+    log.info("scheduler.invoice.updated", version=data.version, changed=list(data.changed), settled=row["settled"])
+    await _cancelled(conn, event, SETTLED, cancelled)
+    if row["settled"]:
+        return
+    if row["due_date"] != held["due_date"]:
+        reason = DUE_DATE_CHANGED
+    elif row["timezone"] != held["timezone"]:
+        reason = TIMEZONE_CHANGED
+    else:
+        return
+    await replan_invoices(conn, [row], reason=reason, cause_event_id=event.id, changed_at=event.time, policies=policies)
+
+
+async def on_invoice_voided(conn: asyncpg.Connection, event: Event[InvoiceVoided]) -> None:
+    await _close(conn, event, "void", event.data.voided_at, VOIDED)
+
+
+async def on_invoice_written_off(conn: asyncpg.Connection, event: Event[InvoiceWrittenOff]) -> None:
+    await _close(conn, event, "written_off", event.data.written_off_at, WRITTEN_OFF)
+
+
+async def _close(conn: asyncpg.Connection, event: Event, status: str, closed_at: datetime, reason: str) -> None:
+    """A void or a write-off: the invoice closes and every pending stage is cancelled, as a settling
+    payment cancels them (repository.stop_statement)."""
+    invoice_id, tenant_id = _checked(event)
+    row, cancelled = await repository.close_invoice(
+        conn,
+        invoice_id=invoice_id,
+        tenant_id=tenant_id,
+        status=status,
+        version=event.data.version,
+        closed_at=closed_at,
+        reason=reason,
+    )
+    if row is None:
+        await _owned(conn, event)
+        log.info("scheduler.invoice.stale", event_type=event.type, version=event.data.version)
+        return
+    log.info("scheduler.invoice.closed", status=status, version=event.data.version)
+    await _cancelled(conn, event, reason, cancelled)
+
+
+async def on_customer_updated(
+    conn: asyncpg.Connection, event: Event[CustomerUpdated], *, policies: ActivePolicies
+) -> None:
+    """The customer's latest contact data goes into its open invoices' snapshots (StageEscalated
+    carries it); a new time zone re-plans their pending stages."""
+    c = event.data
+    if c.tenant_id != event.tenant_id or c.customer_id != event.subject:
+        raise Rejected("data.tenant_id/customer_id disagree with the envelope's tenantid/subject")
+    stored = await repository.store_customer(
+        conn,
+        customer_id=c.customer_id,
+        tenant_id=c.tenant_id,
+        external_id=c.external_id,
+        version=c.version,
+        name=c.name,
+        email=c.email,
+        cc=list(c.cc),
+        locale=c.locale,
+        timezone=c.timezone,
+        updated_at=c.updated_at,
+    )
+    if not stored:
+        if await repository.customer_tenant(conn, c.customer_id) not in (None, c.tenant_id):
+            raise Rejected(f"customer {c.customer_id} belongs to another tenant")
+        log.info("scheduler.customer.stale", customer_id=c.customer_id, version=c.version)
+        return
+    refreshed = await repository.refresh_customer(
+        conn,
+        tenant_id=c.tenant_id,
+        customer_id=c.customer_id,
+        updated_at=c.updated_at,
+        external_id=c.external_id,
+        name=c.name,
+        email=c.email,
+        locale=c.locale,
+        timezone=c.timezone,
+    )
+    moved = [r for r in refreshed if r["planned_at"] is not None and r["previous_timezone"] != r["timezone"]]
+    rescheduled = await replan_invoices(
+        conn, moved, reason=TIMEZONE_CHANGED, cause_event_id=event.id, changed_at=event.time, policies=policies
+    )
+    log.info("scheduler.customer.updated", customer_id=c.customer_id, invoices=len(refreshed), rescheduled=rescheduled)
+
+
+def _checked(event: Event) -> tuple[str, str]:
+    """The invoice and tenant an invoice or payments event is about, its data agreeing with its envelope."""
+    data = event.data
+    if data.tenant_id != event.tenant_id or data.invoice_id != event.subject:
+        raise Rejected("data.tenant_id/invoice_id disagree with the envelope's tenantid/subject")
+    return event.subject, event.tenant_id
+
+
+async def _owned(conn: asyncpg.Connection, event: Event) -> asyncpg.Record | None:
+    """The invoice as held (None: unknown); another tenant's invoice is Rejected."""
+    existing = await repository.invoice_owner(conn, event.subject)
+    if existing is not None and existing["tenant_id"] != event.tenant_id:
+        raise Rejected(f"invoice {event.subject} belongs to another tenant")
+    return existing
+
+
+async def _cancelled(
+    conn: asyncpg.Connection, event: Event, reason: str, rows: list[asyncpg.Record]
+) -> datetime | None:
+    """StagesCancelled for the timers a stop cancelled (none: no event); returns when they were."""
+    if not rows:
+        return None
+    cancelled_at = rows[0]["cancelled_at"] or utcnow()
     await outbox.add(
         conn,
         messages.stages_cancelled(
-            tenant_id=tenant_id,
-            invoice_id=invoice_id,
-            reason=SETTLED,
+            tenant_id=event.tenant_id,
+            invoice_id=event.subject,
+            reason=reason,
             cause_event_id=event.id,
             cancelled_at=cancelled_at,
-            rows=cancelled,
+            rows=rows,
         ),
     )
-    log.info("scheduler.stages.cancelled", reason=SETTLED, count=len(cancelled))
-    if cancel_latency is not None:  # acknowledged by reconciliation -> cancelled here
-        cancel_latency.observe(max((cancelled_at - payment.acknowledged_at).total_seconds(), 0.0))
+    log.info("scheduler.stages.cancelled", reason=reason, count=len(rows))
+    return cancelled_at
 
 
 async def on_payments_watermarks(conn: asyncpg.Connection, events: list[Event[PaymentsWatermark]]) -> None:
@@ -104,6 +289,11 @@ async def on_payments_watermark(conn: asyncpg.Connection, event: Event[PaymentsW
 
 HANDLERS = {
     InvoiceIssued: HandlerSpec(on_invoice_issued, batch=on_invoices_issued),
+    InvoiceUpdated: HandlerSpec(on_invoice_updated),
+    InvoiceVoided: HandlerSpec(on_invoice_voided),
+    InvoiceWrittenOff: HandlerSpec(on_invoice_written_off),
     PaymentReceived: HandlerSpec(on_payment_received),
+    CreditNoteIssued: HandlerSpec(on_credit_note_issued),
+    CustomerUpdated: HandlerSpec(on_customer_updated),
     PaymentsWatermark: HandlerSpec(on_payments_watermark, batch=on_payments_watermarks, inbox=False),
 }

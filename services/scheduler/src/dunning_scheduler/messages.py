@@ -1,5 +1,6 @@
 """The events the scheduler publishes, each built here and only here, from its rows: DunningPlanned
-(planner), StageEscalated (firing loop), StagesCancelled (handlers). All go out through the outbox
+(planner), StageEscalated (firing loop), StagesCancelled (handlers), StagesRescheduled (replanner).
+All go out through the outbox
 (`dunning.outbox.add`, or the planning statement for DunningPlanned, see planner)."""
 
 from collections.abc import Iterable
@@ -11,13 +12,16 @@ from dunning.contracts import (
     Customer,
     DunningPlanned,
     PlannedStage,
+    RescheduledStage,
     StageEscalated,
     StageInvoice,
     StageRef,
     StagesCancelled,
+    StagesRescheduled,
 )
 from dunning.money import quantize
 from dunning_scheduler.planning import PlannedTimer
+from dunning_scheduler.replanning import Change
 
 
 def dunning_planned(
@@ -84,4 +88,34 @@ def stages_cancelled(
         cause_event_id,
         cancelled_at,
         tuple(StageRef(r["stage_id"], r["stage"], r["sequence"], r["channel"], r["scheduled_at"]) for r in rows),
+    )
+
+
+def stages_rescheduled(
+    *,
+    tenant_id: str,
+    invoice_id: str,
+    reason: str,
+    cause_event_id: str | None,
+    policy_id: str,
+    policy_version: int,
+    rescheduled_at: datetime,
+    changes: Iterable[Change],
+) -> StagesRescheduled:
+    """The re-planned stages that moved, were added or dropped (`Change.listed`), with old and new times."""
+    return StagesRescheduled(
+        invoice_id,
+        tenant_id,
+        reason,
+        cause_event_id,
+        policy_id,
+        policy_version,
+        rescheduled_at,
+        tuple(
+            RescheduledStage(
+                c.stage_id, c.stage, c.sequence, c.channel, c.previous_scheduled_at, c.scheduled_at, c.state
+            )
+            for c in changes
+            if c.listed
+        ),
     )

@@ -27,6 +27,8 @@ from dunning_scheduler.policy import Policy
 
 SKIPPED_PAST = "past_at_planning"
 SETTLED = "invoice_settled"
+# Why pending stages stop (StagesCancelled.reason) besides a settling payment.
+CREDITED, VOIDED, WRITTEN_OFF = "invoice_credited", "invoice_voided", "invoice_written_off"
 UTC_ZONE = ZoneInfo("UTC")
 _INSTANTS_PER_POLICY = 4096  # cached (due date, zone) -> stage instants, per parsed policy
 

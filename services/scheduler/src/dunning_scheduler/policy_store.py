@@ -15,6 +15,7 @@ from datetime import datetime
 
 import asyncpg
 
+from dunning.ids import new_id
 from dunning_scheduler import repository
 from dunning_scheduler.policy import DEFAULT_POLICY, Policy, parse_policy
 
@@ -47,17 +48,35 @@ async def active_policy(conn: asyncpg.Connection, tenant_id: str) -> StoredPolic
     return _stored(tenant_id, await repository.latest_policy(conn, tenant_id))
 
 
+NEW_INVOICES, OPEN_INVOICES = "new_invoices", "open_invoices"
+
+
 async def save_policy(conn: asyncpg.Connection, tenant_id: str, policy: Policy) -> tuple[StoredPolicy, bool]:
     """Store `policy` as the tenant's next version; a document equal to the active one is not stored
     again (PUT is idempotent). Returns the active policy and whether a version was created."""
+    stored, created, _ = await put_policy(conn, tenant_id, policy)
+    return stored, created
+
+
+async def put_policy(
+    conn: asyncpg.Connection, tenant_id: str, policy: Policy, *, apply_to: str = NEW_INVOICES
+) -> tuple[StoredPolicy, bool, asyncpg.Record | None]:
+    """`save_policy`, and with `apply_to` open_invoices a job, started in the same transaction, that
+    re-plans every open invoice of the tenant with the active version batch by batch
+    (replan_loop.ReplanLoop). Returns the active policy, whether a version was created and the job."""
+    job = None
     async with conn.transaction():
         await repository.lock_tenant_policy(conn, tenant_id)
         current = await repository.latest_policy(conn, tenant_id)
         if current is not None and current["document"] == policy.document:
-            return _stored(tenant_id, current), False
-        version = (current["version"] if current else 0) + 1
-        created_at = await repository.insert_policy(conn, tenant_id, version, policy.document)
-    return StoredPolicy(tenant_id, parse_policy(policy.document, version=version), created_at), True
+            stored, created = _stored(tenant_id, current), False
+        else:
+            version = (current["version"] if current else 0) + 1
+            created_at = await repository.insert_policy(conn, tenant_id, version, policy.document)
+            stored, created = StoredPolicy(tenant_id, parse_policy(policy.document, version=version), created_at), True
+        if apply_to == OPEN_INVOICES:
+            job = await repository.create_replan(conn, new_id("rpl"), tenant_id, stored.policy.version)
+    return stored, created, job
 
 
 @dataclass(frozen=True)
@@ -76,7 +95,24 @@ class ActivePolicies:
     def __init__(self, max_tenants: int = 10_000):
         self.max_tenants = max_tenants
         self._by_tenant: OrderedDict[str, ActiveVersion] = OrderedDict()
+        self._versions: OrderedDict[tuple[str, int], Policy] = OrderedDict()  # stored versions never change
         self.loads = 0  # reads from the database (first use of a tenant, or a new version)
+
+    async def version_of(self, conn: asyncpg.Connection, tenant_id: str, version: int, is_default: bool) -> Policy:
+        """The policy an invoice was planned with (re-planning keeps it): the built-in default, or
+        the tenant's stored `version` (parsed once; the default if that version is gone)."""
+        if is_default:
+            return DEFAULT_POLICY
+        key = (tenant_id, version)
+        found = self._versions.get(key)
+        if found is None:
+            row = await repository.policy_version(conn, tenant_id, version)
+            if row is None:
+                return DEFAULT_POLICY
+            found = self._versions[key] = parse_policy(row["document"], version=version)
+            while len(self._versions) > self.max_tenants:
+                self._versions.popitem(last=False)
+        return found
 
     def get(self, tenant_id: str) -> ActiveVersion | None:
         found = self._by_tenant.get(tenant_id)

@@ -8,6 +8,23 @@ from pydantic import BaseModel, Field
 from dunning_scheduler.policy import PolicyDocument
 
 
+class ReplanOut(BaseModel):
+    """A policy version being applied to the tenant's open invoices, batch by batch."""
+
+    replan_id: str
+    status: Literal["running", "done", "superseded"] = Field(
+        description="superseded: a later PUT with apply_to=open_invoices took over before it finished."
+    )
+    policy_version: int
+    invoices_total: int = Field(description="Open, unsettled invoices of the tenant when the job was created.")
+    invoices_done: int = Field(description="Invoices re-planned so far.")
+    invoices_rescheduled: int = Field(description="Of those, invoices whose pending stages moved.")
+    batches: int
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
 class PolicyOut(BaseModel):
     tenant_id: str
     policy_id: str
@@ -16,6 +33,9 @@ class PolicyOut(BaseModel):
     created_at: datetime | None = Field(description="When this version was stored; null for the default.")
     created: bool | None = Field(None, description="PUT only: false when the document equals the active one.")
     policy: PolicyDocument = Field(description="The normalised document (defaults written out).")
+    replan: ReplanOut | None = Field(
+        None, description="PUT with apply_to=open_invoices only: the job re-planning the open invoices."
+    )
 
 
 class TimerOut(BaseModel):
@@ -44,4 +64,6 @@ class InvoiceTimersOut(BaseModel):
     settled_at: datetime | None
     policy_id: str | None
     policy_version: int | None
+    version: int = Field(description="The invoice's version the scheduler holds (1 at creation, +1 per change).")
+    status: Literal["open", "void", "written_off"]
     timers: list[TimerOut]

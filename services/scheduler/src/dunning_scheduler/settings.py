@@ -3,7 +3,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from dunning.contracts import InvoiceIssued, PaymentReceived, PaymentsWatermark, topic
+from dunning.contracts import CustomerUpdated, InvoiceIssued, PaymentReceived, PaymentsWatermark, topic
 from dunning.settings import CommonSettings
 
 
@@ -18,6 +18,7 @@ class Settings(CommonSettings):
     invoices_topic: str = Field(default_factory=lambda: topic(InvoiceIssued))
     payments_topic: str = Field(default_factory=lambda: topic(PaymentReceived))
     watermarks_topic: str = Field(default_factory=lambda: topic(PaymentsWatermark))
+    customers_topic: str = Field(default_factory=lambda: topic(CustomerUpdated))
     consumer_enabled: bool = True
 
     # Firing loop.
@@ -27,3 +28,8 @@ class Settings(CommonSettings):
     # Fire only what reconciliation's payments watermark covers (the cancel guarantee). Off only for
     # a deployment without reconciliation, or to test the scheduler alone.
     payments_gate: bool = True
+
+    # Replan loop: a policy applied to open invoices (apply_to), batch by batch.
+    replans_enabled: bool = True
+    replan_batch_size: int = 500
+    replan_poll_seconds: float = 5.0

@@ -1,7 +1,17 @@
-"""SQL of the scheduler, by aggregate: invoices and their timers (planning, payments, reads), firing
-(the payments gate, watermark statements), policies. Every function runs on the caller's connection
+"""SQL of the scheduler, by aggregate: invoices and their timers (planning, payments, reads), changes
+(invoice updates, voids, write-offs, customers), re-planning (and its jobs), firing (the payments
+gate, watermark statements), policies. Every function runs on the caller's connection
 and transaction; callers use `repository.<function>`: the names below are the whole interface."""
 
+from dunning_scheduler.repository.changes import (
+    REPLAN_COLUMNS,
+    close_invoice,
+    customer_tenant,
+    lock_invoice,
+    refresh_customer,
+    store_customer,
+    update_invoice,
+)
 from dunning_scheduler.repository.firing import (
     PAYMENTS_TOPIC,
     fire_due,
@@ -22,20 +32,40 @@ from dunning_scheduler.repository.invoices import (
     invoice_owner,
     plan_invoice_row,
     plan_invoices,
+    run_stop,
+    stop_statement,
     timers_of,
 )
 from dunning_scheduler.repository.policies import (
     insert_policy,
     latest_policy,
     lock_tenant_policy,
+    policy_version,
+)
+from dunning_scheduler.repository.replans import (
+    REPLANNED_FIELDS,
+    advance_replan,
+    claim_replan,
+    create_replan,
+    lock_timers,
+    open_invoices_after,
+    replan_of,
+    write_replanned,
 )
 
 __all__ = [
     "PAYMENTS_TOPIC",
     "PLAN_INVOICE_FIELDS",
     "PLAN_TIMER_FIELDS",
+    "REPLANNED_FIELDS",
+    "REPLAN_COLUMNS",
     "TIMER_COLUMNS",
+    "advance_replan",
     "apply_payment",
+    "claim_replan",
+    "close_invoice",
+    "create_replan",
+    "customer_tenant",
     "fire_due",
     "firing_gauges",
     "gate_state",
@@ -44,12 +74,23 @@ __all__ = [
     "invoice_of",
     "invoice_owner",
     "latest_policy",
+    "lock_invoice",
     "lock_tenant_policy",
+    "lock_timers",
     "next_due_at",
+    "open_invoices_after",
     "plan_invoice_row",
     "plan_invoices",
+    "policy_version",
     "prune_watermarks",
+    "refresh_customer",
+    "replan_of",
+    "run_stop",
+    "stop_statement",
+    "store_customer",
     "store_watermarks",
     "timers_of",
+    "update_invoice",
     "wake_firing",
+    "write_replanned",
 ]

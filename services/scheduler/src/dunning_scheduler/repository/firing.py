@@ -11,6 +11,9 @@ from dunning.contracts import PaymentReceived, topic
 # The firing query, in one place. A timer fires only if it is due, its time is at or before the best
 # watermark among the statements whose payments offsets this scheduler has applied, and its
 # InvoiceIssued is below reconciliation's certified position; no usable statement, nothing fires.
+# A closed invoice's timer never fires: every stop cancels its timers in the statement that records
+# it (repository.invoices.stop_statement), and the query checks the invoice too (void, written off,
+# settled), so a timer a bug left scheduled on a closed invoice still stays silent.
 # SKIP LOCKED lets replicas fire side by side, each timer once; $2 false turns the gate off (no
 # reconciliation). $1 is the payments topic in both statements that start with the gate. Why this
 # keeps the cancel guarantee: docs/cancel-guarantee.md#the-firing-gate.
@@ -39,6 +42,8 @@ FROM invoices AS i
 WHERE t.stage_id = ANY(ARRAY(
         SELECT d.stage_id FROM timers AS d, gate
         WHERE d.state = 'scheduled' AND d.scheduled_at <= now()
+          AND NOT EXISTS (SELECT 1 FROM invoices AS x
+                          WHERE x.invoice_id = d.invoice_id AND (x.status <> 'open' OR x.settled))
           AND (NOT $2 OR (d.scheduled_at <= gate.watermark
                           AND (d.gate_offset IS NULL
                                OR d.gate_offset < (gate.positions ->> d.gate_partition::text)::bigint)))

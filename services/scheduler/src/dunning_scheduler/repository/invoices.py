@@ -52,6 +52,7 @@ PLAN_INVOICE_FIELDS = (
     "timers",
     "gate_partition",
     "gate_offset",
+    "customer_as_of",
 )
 PLAN_TIMER_FIELDS = ("stage_id", "stage", "sequence", "channel", "template", "scheduled_at", "state", "reason")
 _PLAN = f"""
@@ -63,7 +64,8 @@ WITH u AS MATERIALIZED (
            (x->>14)::int AS policy_version, (x->>15)::int AS stored_version, (x->>16)::timestamptz AS stored_at,
            (x->>17)::boolean AS due_now, (x->>18)::smallint AS lane, (x->>19)::uuid AS event_id,
            x->20 AS headers, convert_to(x->>21, 'UTF8') AS payload, x->22 AS timers,
-           (x->>23)::int AS gate_partition, (x->>24)::bigint AS gate_offset
+           (x->>23)::int AS gate_partition, (x->>24)::bigint AS gate_offset,
+           coalesce((x->>25)::timestamptz, (x->>11)::timestamptz) AS customer_as_of
     FROM jsonb_array_elements($1::text::jsonb) AS x
 ), current_policy AS (
     SELECT u.n FROM u LEFT JOIN LATERAL (
@@ -73,10 +75,11 @@ WITH u AS MATERIALIZED (
 ), inv AS (
     INSERT INTO invoices AS i (invoice_id, tenant_id, external_id, number, currency, amount_due, balance,
                                issue_date, due_date, payment_url, customer, issued_at, issued_event_id,
-                               policy_id, policy_version, planned_at)
+                               policy_id, policy_version, planned_at, customer_id, customer_as_of,
+                               policy_is_default)
     SELECT u.invoice_id, u.tenant_id, u.external_id, u.number, u.currency, u.amount_due, u.amount_due,
            u.issue_date, u.due_date, u.payment_url, u.customer, u.issued_at, u.issued_event_id, u.policy_id,
-           u.policy_version, $2
+           u.policy_version, $2, u.customer->>'customer_id', u.customer_as_of, u.stored_version = 0
     FROM u JOIN current_policy USING (n)
     ORDER BY u.n
     ON CONFLICT (invoice_id) DO UPDATE SET
@@ -86,7 +89,8 @@ WITH u AS MATERIALIZED (
         issue_date = EXCLUDED.issue_date, due_date = EXCLUDED.due_date, payment_url = EXCLUDED.payment_url,
         customer = EXCLUDED.customer, issued_at = EXCLUDED.issued_at, issued_event_id = EXCLUDED.issued_event_id,
         policy_id = EXCLUDED.policy_id, policy_version = EXCLUDED.policy_version,
-        planned_at = EXCLUDED.planned_at, updated_at = now()
+        planned_at = EXCLUDED.planned_at, customer_id = EXCLUDED.customer_id,
+        customer_as_of = EXCLUDED.customer_as_of, policy_is_default = EXCLUDED.policy_is_default, updated_at = now()
     WHERE i.planned_at IS NULL AND i.tenant_id = EXCLUDED.tenant_id
     RETURNING i.invoice_id, i.settled
 ), planned AS (
@@ -142,6 +146,7 @@ def plan_invoice_row(
     timers: list[PlannedTimer],
     gate_partition: int | None,
     gate_offset: int | None,
+    customer_as_of: str | None = None,
 ) -> list:
     """One input row of `plan_invoices`, in the positions `_PLAN` reads (PLAN_INVOICE_FIELDS)."""
     return [
@@ -172,6 +177,7 @@ def plan_invoice_row(
         ],  # PLAN_TIMER_FIELDS
         gate_partition,
         gate_offset,
+        customer_as_of,  # when the customer snapshot was taken (the event's time); default issued_at
     ]
 
 
@@ -219,7 +225,8 @@ async def insert_timers(
 
 
 _INVOICE_OWNER = (
-    "SELECT tenant_id, currency, planned_at, settled, last_payment_acknowledged_at FROM invoices WHERE invoice_id = $1"
+    "SELECT tenant_id, currency, planned_at, settled, last_payment_acknowledged_at, version, status"
+    " FROM invoices WHERE invoice_id = $1"
 )
 
 
@@ -227,8 +234,39 @@ async def invoice_owner(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Re
     return await conn.fetchrow(_INVOICE_OWNER, invoice_id)
 
 
-_APPLY_PAYMENT = """
-WITH paid AS (
+def stop_statement(change: str, reason: str) -> str:
+    """Every stop (a settling payment or credit note, an amount correction that settles, a void, a
+    write-off) is one statement of this shape: `change` updates the invoice's row (taking its row
+    lock) and returns it with a `stop` column; if stop, every timer still scheduled is cancelled
+    with `reason` (a parameter) in the same statement, under the row locks the firing query's
+    `FOR UPDATE SKIP LOCKED` respects, so the firing loop never fires a stage of an invoice whose
+    stop has been applied. `$1` is the invoice id. One row per cancelled timer, in plan order (or
+    one row with null timer columns; none: `change` changed nothing)."""
+    return f"""
+WITH changed AS ({change}
+), cancelled AS (
+    UPDATE timers SET state = 'cancelled', cancelled_at = now(), reason = {reason}
+    WHERE invoice_id = $1 AND state = 'scheduled' AND EXISTS (SELECT 1 FROM changed WHERE changed.stop)
+    RETURNING stage_id, stage, sequence, channel, scheduled_at, cancelled_at
+)
+SELECT ch.*, c.stage_id, c.stage, c.sequence, c.channel, c.scheduled_at, c.cancelled_at
+FROM changed AS ch LEFT JOIN cancelled AS c ON true
+ORDER BY c.sequence, c.channel
+"""
+
+
+async def run_stop(
+    conn: asyncpg.Connection, statement: str, *args
+) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
+    """Run a `stop_statement`: the changed invoice (None: nothing changed) and the timers cancelled."""
+    rows = await conn.fetch(statement, *args)
+    if not rows:
+        return None, []
+    return rows[0], [r for r in rows if r["stage_id"] is not None]
+
+
+_APPLY_PAYMENT = stop_statement(
+    """
     INSERT INTO invoices AS i (invoice_id, tenant_id, currency, balance, settled, settled_at,
                                last_payment_id, last_payment_acknowledged_at)
     VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN now() END, $6, $7)
@@ -245,17 +283,9 @@ WITH paid AS (
            OR i.last_payment_acknowledged_at < EXCLUDED.last_payment_acknowledged_at
            OR (i.last_payment_acknowledged_at = EXCLUDED.last_payment_acknowledged_at
                AND EXCLUDED.balance < i.balance))
-    RETURNING settled, balance, planned_at
-), cancelled AS (
-    UPDATE timers SET state = 'cancelled', cancelled_at = now(), reason = $8
-    WHERE invoice_id = $1 AND state = 'scheduled' AND EXISTS (SELECT 1 FROM paid WHERE paid.settled)
-    RETURNING stage_id, stage, sequence, channel, scheduled_at, cancelled_at
+    RETURNING settled, balance, planned_at, settled AS stop""",
+    "$8",
 )
-SELECT p.settled, p.balance, p.planned_at, c.stage_id, c.stage, c.sequence, c.channel, c.scheduled_at,
-       c.cancelled_at
-FROM paid AS p LEFT JOIN cancelled AS c ON true
-ORDER BY c.sequence, c.channel
-"""
 
 
 async def apply_payment(
@@ -268,26 +298,16 @@ async def apply_payment(
     settled: bool,
     payment_id: str,
     acknowledged_at: datetime,
+    reason: str = SETTLED_REASON,
 ) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
-    """Apply a payment unless a later one (by acknowledged_at) was applied already; a settled
-    invoice stays settled. Once settled, every still-scheduled timer is cancelled (fired ones are
-    history and stay), in the same statement. Returns the invoice (settled, balance, planned_at;
-    None: not applied, as stale, or another tenant's / currency's invoice) and the timers cancelled
-    now, in plan order."""
-    rows = await conn.fetch(
-        _APPLY_PAYMENT,
-        invoice_id,
-        tenant_id,
-        currency,
-        balance,
-        settled,
-        payment_id,
-        acknowledged_at,
-        SETTLED_REASON,
+    """Apply a payment (or a credit note: `payment_id` is then its id, `reason` invoice_credited)
+    unless a later one (by acknowledged_at) was applied already; a settled invoice stays settled.
+    Once settled, every still-scheduled timer is cancelled (fired ones are history and stay), in the
+    same statement. Returns the invoice (settled, balance, planned_at; None: not applied, as stale,
+    or another tenant's / currency's invoice) and the timers cancelled now, in plan order."""
+    return await run_stop(
+        conn, _APPLY_PAYMENT, invoice_id, tenant_id, currency, balance, settled, payment_id, acknowledged_at, reason
     )
-    if not rows:
-        return None, []
-    return rows[0], [r for r in rows if r["stage_id"] is not None]
 
 
 _TIMERS_OF = f"SELECT {TIMER_COLUMNS} FROM timers WHERE tenant_id = $1 AND invoice_id = $2 ORDER BY sequence, channel"
@@ -299,7 +319,7 @@ async def timers_of(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -
 
 _INVOICE_OF = (
     "SELECT invoice_id, number, currency, amount_due, balance, due_date, settled, settled_at, planned_at,"
-    " policy_id, policy_version FROM invoices WHERE tenant_id = $1 AND invoice_id = $2"
+    " policy_id, policy_version, version, status FROM invoices WHERE tenant_id = $1 AND invoice_id = $2"
 )
 
 

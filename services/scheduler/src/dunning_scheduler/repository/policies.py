@@ -21,3 +21,11 @@ async def lock_tenant_policy(conn: asyncpg.Connection, tenant_id: str) -> None:
 
 async def insert_policy(conn: asyncpg.Connection, tenant_id: str, version: int, document: dict) -> datetime:
     return await conn.fetchval(_INSERT_POLICY, tenant_id, version, document)
+
+
+_POLICY_VERSION = "SELECT version, document, created_at FROM policies WHERE tenant_id = $1 AND version = $2"
+
+
+async def policy_version(conn: asyncpg.Connection, tenant_id: str, version: int) -> asyncpg.Record | None:
+    """One stored version of the tenant's policy (None: no such version)."""
+    return await conn.fetchrow(_POLICY_VERSION, tenant_id, version)

@@ -1,0 +1,112 @@
+"""Re-planning invoices whose plan no longer fits: a due date or a customer's time zone changed, or a
+policy version is applied to open invoices.
+
+For each invoice the fresh plan (`planning.plan`, the planner's own rules) and the changes
+(`replanning.replan`: pending stages move, what fired stays), then one statement writes every
+invoice's changes (`repository.write_replanned`) and one StagesRescheduled per invoice whose stages
+moved goes to the outbox, all in the caller's transaction. The caller holds the invoices' row locks
+(as a settling payment takes them), and the timers are locked here before they are read, so a
+payment waits and then cancels what this wrote, and a timer the firing loop fired just before is
+seen fired and stays so.
+"""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from dunning import outbox
+from dunning.clock import utcnow
+from dunning.logging import get_logger
+from dunning_scheduler import messages, repository
+from dunning_scheduler.planner import TIMERS_CHANNEL
+from dunning_scheduler.planning import plan
+from dunning_scheduler.policy import Policy
+from dunning_scheduler.policy_store import ActivePolicies
+from dunning_scheduler.replanning import replan
+
+log = get_logger(__name__)
+
+
+async def replan_invoices(
+    conn: asyncpg.Connection,
+    invoices: Sequence[asyncpg.Record],
+    *,
+    reason: str,
+    cause_event_id: str | None,
+    changed_at: datetime,
+    policies: ActivePolicies,
+    policy: Policy | None = None,
+) -> int:
+    """Re-plan `invoices` (rows with repository.REPLAN_COLUMNS, locked by the caller) with the policy
+    version each was planned with, or with `policy` (apply_to: the invoices then take its version).
+    `changed_at`: when the change was accepted; a stage falling before it counts as past. Returns
+    how many invoices had stages moved (one StagesRescheduled each)."""
+    if not invoices:
+        return 0
+    timers = defaultdict(list)
+    for row in await repository.lock_timers(conn, [i["invoice_id"] for i in invoices]):
+        timers[row["invoice_id"]].append(row)
+    now = utcnow()
+    written: list[list] = []
+    planned_with: list[list] = []
+    events = []
+    for invoice in invoices:
+        invoice_id, tenant_id = invoice["invoice_id"], invoice["tenant_id"]
+        used = policy or await policies.version_of(
+            conn, tenant_id, invoice["policy_version"], invoice["policy_is_default"]
+        )
+        fresh = plan(
+            used,
+            due_date=invoice["due_date"],
+            timezone_name=invoice["timezone"] or "UTC",
+            issued_at=invoice["issued_at"],
+            settled=False,
+            now=now,
+            accepted_at=changed_at,
+        )
+        changes = replan(timers[invoice_id], fresh, policy_version=used.version, reason=reason)
+        written += [
+            [
+                c.stage_id,
+                tenant_id,
+                invoice_id,
+                c.stage,
+                c.sequence,
+                c.channel,
+                c.template,
+                c.scheduled_at,
+                c.state,
+                c.reason,
+                used.version,
+                c.added,
+            ]  # repository.REPLANNED_FIELDS
+            for c in changes
+        ]
+        if policy is not None:
+            planned_with.append([invoice_id, used.policy_id, used.version, used.is_default])
+        if any(c.listed for c in changes):
+            events.append(
+                messages.stages_rescheduled(
+                    tenant_id=tenant_id,
+                    invoice_id=invoice_id,
+                    reason=reason,
+                    cause_event_id=cause_event_id,
+                    policy_id=used.policy_id,
+                    policy_version=used.version,
+                    rescheduled_at=now,
+                    changes=changes,
+                )
+            )
+            log.info(
+                "scheduler.stages.rescheduled",
+                invoice_id=invoice_id,
+                reason=reason,
+                count=sum(c.listed for c in changes),
+            )
+    if written or planned_with:
+        await repository.write_replanned(conn, written, planned_with, notify_channel=TIMERS_CHANNEL)
+    if events:
+        await outbox.add_many(conn, events)
+    return len(events)
