@@ -8,7 +8,6 @@ from datetime import date, datetime
 from decimal import Decimal
 
 import asyncpg
-import orjson
 
 from dunning_scheduler.repository.invoices import run_stop, stop_statement
 
@@ -80,7 +79,7 @@ async def update_invoice(
         _UPDATE_INVOICE,
         invoice_id,
         number,
-        orjson.dumps(customer).decode(),
+        customer,  # jsonb: the pool's codec writes it
         customer_as_of,
         amount_due,
         due_date,
@@ -151,7 +150,7 @@ async def store_customer(
         version,
         name,
         email,
-        orjson.dumps(cc).decode(),
+        cc,
         locale,
         timezone,
         updated_at,
