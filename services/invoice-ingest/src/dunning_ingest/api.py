@@ -32,6 +32,7 @@ from dunning.http import (
 )
 from dunning_ingest import repository
 from dunning_ingest.bulk import gc_paused
+from dunning_ingest.customers_api import customer_routes
 from dunning_ingest.idempotency import MAX_KEY_LENGTH, Reply, checked_key
 from dunning_ingest.invoice_input import InvoiceIn
 from dunning_ingest.invoice_output import INVOICE_ID, InvoiceDetail, invoice_out_json
@@ -238,6 +239,7 @@ def create_app(deps: Deps) -> FastAPI:
             )
         return _json(page(rows, limit, key=lambda r: r["id"], view=invoice_out_json))
 
+    customer_routes(app, deps)
     _document_invoice_in(app)
     return app
 

@@ -9,6 +9,8 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from dunning import outbox
+from dunning.tracing import current_traceparent
+from dunning_ingest.repository import customers
 
 INVOICE_SELECT = """
 SELECT i.id, i.external_id, i.number, i.status, i.currency, i.amount_due, i.balance, i.issue_date,
@@ -18,17 +20,17 @@ SELECT i.id, i.external_id, i.number, i.status, i.currency, i.amount_due, i.bala
 FROM invoices i JOIN customers c ON c.id = i.customer_id
 """
 
+# The invoice's customer ($3 its id if new, $4..$8 its fields), upserted unless the invoice exists; a
+# change is published with the traceparent of the InvoiceIssued's headers ($23). See customers.upsert_ctes.
+_CUSTOMER_OF_ONE = customers.upsert_ctes(
+    "SELECT $3::text AS id, $4::text AS external_id, $5::text AS name, $6::text AS email, $7::text AS locale,"
+    " $8::text AS timezone WHERE NOT EXISTS (SELECT 1 FROM existing)",
+    trace="$23::jsonb ->> 'traceparent'",
+)
 _CREATE_ONE = f"""
 WITH existing AS (
     SELECT id, content_hash FROM invoices WHERE tenant_id = $1 AND external_id = $2
-), customer AS (
-    INSERT INTO customers AS c (id, tenant_id, external_id, name, email, locale, timezone)
-    SELECT $3, $1, $4, $5, $6, $7, $8 WHERE NOT EXISTS (SELECT 1 FROM existing)
-    ON CONFLICT (tenant_id, external_id) DO UPDATE
-       SET name = EXCLUDED.name, email = EXCLUDED.email, locale = EXCLUDED.locale,
-           timezone = EXCLUDED.timezone, updated_at = now()
-    RETURNING c.id
-), created AS (
+), {_CUSTOMER_OF_ONE}, created AS (
     INSERT INTO invoices (id, tenant_id, external_id, number, customer_id, currency, amount_due, balance,
                           issue_date, due_date, payment_url, metadata, content_hash, created_at)
     SELECT $9, $1, $2, $10, customer.id, $11, $12, $12, $13, $14, $15, $16, $17, $18 FROM customer
@@ -109,28 +111,17 @@ async def existing_by_external_id(
     return {r["external_id"]: (r["id"], bytes(r["content_hash"])) for r in rows}
 
 
-_UPSERT_CUSTOMERS = """
-WITH input AS (
-    SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-        AS u(id, external_id, name, email, locale, timezone)
-), written AS (
-    INSERT INTO customers AS c (id, tenant_id, external_id, name, email, locale, timezone)
-    SELECT id, $1, external_id, name, email, locale, timezone FROM input
-    ON CONFLICT (tenant_id, external_id) DO UPDATE
-       SET name = EXCLUDED.name, email = EXCLUDED.email, locale = EXCLUDED.locale,
-           timezone = EXCLUDED.timezone, updated_at = now()
-     WHERE (c.name, c.email, c.locale, c.timezone)
-           IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.email, EXCLUDED.locale, EXCLUDED.timezone)
-    RETURNING c.external_id, c.id
+# A bulk import's customers, as columns sorted by external id; $8 the traceparent. See customers.upsert_ctes.
+_CUSTOMERS_OF_MANY = customers.upsert_ctes(
+    "SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])"
+    " AS u(id, external_id, name, email, locale, timezone)",
+    trace="$8::text",
 )
-SELECT external_id, id FROM written
-UNION ALL
-SELECT c.external_id, c.id
-  FROM input i CROSS JOIN LATERAL (SELECT external_id, id FROM customers
-                                    WHERE tenant_id = $1 AND external_id = i.external_id LIMIT 1) AS c
- WHERE i.external_id NOT IN (SELECT external_id FROM written)
+_UPSERT_CUSTOMERS = f"""
+WITH {_CUSTOMERS_OF_MANY}
+SELECT external_id, id, (SELECT {outbox.WAKE_RELAYS} FROM (SELECT 1 FROM customer_published LIMIT 1) AS one)
+  FROM customer
 """
-_CUSTOMER_IDS = "SELECT external_id, id FROM customers WHERE tenant_id = $1 AND external_id = ANY($2::text[])"
 
 
 class CustomerRow(NamedTuple):
@@ -145,21 +136,17 @@ class CustomerRow(NamedTuple):
 
 
 async def upsert_customers(conn: asyncpg.Connection, tenant_id: str, rows: Sequence[CustomerRow]) -> dict[str, str]:
-    """Returns external_id -> customer id.
+    """Returns external_id -> customer id, in one statement (customers.upsert_ctes).
 
-    New customers are inserted, changed ones updated; unchanged ones are left alone (a nightly sync
-    re-sends the same customers: rewriting them would only make dead rows).
+    New customers are inserted; changed ones updated (version + 1) and published as CustomerUpdated;
+    unchanged ones are left alone (a nightly sync re-sends the same customers: rewriting them would
+    only make dead rows).
     """
     if not rows:
         return {}
     cols = list(zip(*sorted(rows, key=lambda r: r.external_id), strict=True))
-    result = await conn.fetch(_UPSERT_CUSTOMERS, tenant_id, *[list(c) for c in cols])
-    ids = {r["external_id"]: r["id"] for r in result}
-    if len(ids) < len(rows):  # inserted, unchanged, by a transaction that committed after our snapshot
-        missing = [r.external_id for r in rows if r.external_id not in ids]
-        found = await conn.fetch(_CUSTOMER_IDS, tenant_id, missing)
-        ids.update({r["external_id"]: r["id"] for r in found})
-    return ids
+    result = await conn.fetch(_UPSERT_CUSTOMERS, tenant_id, *[list(c) for c in cols], current_traceparent())
+    return {r["external_id"]: r["id"] for r in result}
 
 
 # Bulk rows travel as one JSON document per statement (json_to_recordset): one orjson.dumps in the

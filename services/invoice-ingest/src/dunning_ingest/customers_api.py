@@ -1,0 +1,113 @@
+"""The customer routes of invoice-ingest (registered by api.create_app through `customer_routes`):
+
+GET   /v1/customers                  the tenant's customers, newest first; `external_id`, `email`, `limit` + `cursor`
+GET   /v1/customers/{customer_id}    a customer with its contacts, open invoices and balance per currency; `ETag`
+PATCH /v1/customers/{customer_id}    a JSON merge patch of name, email, cc, locale, timezone; `If-Match` -> 412 if stale
+"""
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import orjson
+from fastapi import FastAPI, Header, Query
+from fastapi.responses import Response
+
+from dunning.http import Cursor, Problem, TenantId, decode_cursor, limit_query, page
+from dunning_ingest.customer_output import CUSTOMER_ID, CustomerDetail, CustomerList
+from dunning_ingest.customers import CustomerPatch, CustomerService, etag
+
+if TYPE_CHECKING:
+    from dunning_ingest.api import Deps
+
+TAG = {"name": "customers", "description": "The customers invoices name: contacts, locale, time zone, balances."}
+_IF_MATCH_DOC = (
+    'Optional. The `ETag` the customer was read with (`"3"`): if it has changed since, the patch is refused '
+    "with 412 and nothing is written. `*` or no header: apply to whatever version is current."
+)
+_PATCH_BODY = {"schema": {"$ref": "#/components/schemas/CustomerPatch"}}
+
+
+def _json(body: Any, version: int | None = None) -> Response:
+    headers = {"ETag": etag(version)} if version is not None else None
+    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+
+
+def _not_found(customer_id: str) -> Problem:
+    return Problem.not_found("customer_id", f"No customer {customer_id!r}.")
+
+
+def customer_routes(app: FastAPI, deps: "Deps") -> None:
+    """Register the customer routes on the app, served by a CustomerService on the app's pool."""
+    customers = CustomerService(deps.pool)
+    app.openapi_tags = [*(app.openapi_tags or []), TAG]
+
+    @app.get(
+        "/v1/customers",
+        response_class=Response,
+        tags=["customers"],
+        operation_id="listCustomers",
+        summary="The tenant's customers, newest first",
+        responses={200: {"model": CustomerList}},
+    )
+    async def list_customers(
+        tenant_id: TenantId,
+        external_id: Annotated[
+            str | None, Query(max_length=200, description="The customer's id in the accounting system")
+        ] = None,
+        email: Annotated[str | None, Query(max_length=254, description="The primary address (case-blind)")] = None,
+        limit: Annotated[int, limit_query(50, 200)] = 50,
+        cursor: Cursor = None,
+    ) -> Response:
+        after_id = decode_cursor(cursor, CUSTOMER_ID)
+        rows = await customers.list(tenant_id, external_id=external_id, email=email, after_id=after_id, limit=limit + 1)
+        return _json(page(rows, limit, key=lambda r: r["id"]))
+
+    @app.get(
+        "/v1/customers/{customer_id}",
+        response_class=Response,
+        tags=["customers"],
+        operation_id="getCustomer",
+        summary="A customer with its contacts, open invoices and balance per currency",
+        responses={
+            200: {
+                "model": CustomerDetail,
+                "headers": {"ETag": {"description": 'The customer\'s version, quoted: `"3"`'}},
+            },
+            404: {"description": "No such customer for this tenant"},
+        },
+    )
+    async def get_customer(customer_id: str, tenant_id: TenantId) -> Response:
+        body = await customers.read(tenant_id, customer_id) if CUSTOMER_ID.fullmatch(customer_id) else None
+        if body is None:
+            raise _not_found(customer_id)
+        return _json(body, body["version"])
+
+    @app.patch(
+        "/v1/customers/{customer_id}",
+        response_class=Response,
+        tags=["customers"],
+        operation_id="updateCustomer",
+        summary="Change a customer's name, contacts, locale or time zone (JSON merge patch)",
+        description="The members given are set, the others kept; nothing to change answers the customer as "
+        "it is, at the same version. A change makes version + 1 and publishes CustomerUpdated.",
+        responses={
+            200: {
+                "model": CustomerDetail,
+                "headers": {"ETag": {"description": "The customer's version after the patch"}},
+            },
+            404: {"description": "No such customer for this tenant"},
+            412: {"description": "If-Match names another version than the customer's: read it again"},
+        },
+        openapi_extra={"requestBody": {"content": {"application/merge-patch+json": _PATCH_BODY}}},
+    )
+    async def update_customer(
+        customer_id: str,
+        patch: CustomerPatch,
+        tenant_id: TenantId,
+        if_match: Annotated[str | None, Header(alias="If-Match", description=_IF_MATCH_DOC)] = None,
+    ) -> Response:
+        if not CUSTOMER_ID.fullmatch(customer_id):
+            raise _not_found(customer_id)
+        body = await customers.patch(tenant_id, customer_id, patch, if_match)
+        if body is None:
+            raise _not_found(customer_id)
+        return _json(body, body["version"])

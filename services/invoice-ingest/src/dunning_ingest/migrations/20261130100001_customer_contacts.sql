@@ -1,0 +1,18 @@
+-- migrate:up
+-- Customers as a resource (issue 8): the addresses copied on every reminder (the primary
+-- accounts-payable address stays `email`), and a version: 1 at creation, +1 per change, carried by
+-- the CustomerUpdated each change publishes (consumers ignore a version not newer than theirs).
+ALTER TABLE customers
+    ADD COLUMN cc       text[]  NOT NULL DEFAULT '{}' CHECK (cardinality(cc) <= 10),
+    ADD COLUMN version  integer NOT NULL DEFAULT 1 CHECK (version >= 1);
+
+-- GET /v1/customers: the tenant's customers newest first (ids are time-ordered), and its `email`
+-- filter (case-blind, as addresses are in practice). A customer's open invoices and balances use
+-- invoices_tenant_customer.
+CREATE INDEX customers_tenant_id ON customers (tenant_id, id DESC);
+CREATE INDEX customers_tenant_email ON customers (tenant_id, lower(email));
+
+-- migrate:down
+DROP INDEX customers_tenant_email;
+DROP INDEX customers_tenant_id;
+ALTER TABLE customers DROP COLUMN version, DROP COLUMN cc;

@@ -1,0 +1,182 @@
+"""Customers: the upsert of the customers invoices name (one POST, or a bulk import's, set-based), the
+PATCH of one, the API's reads, and the CustomerUpdated that every change publishes.
+
+A change bumps the customer's version and writes its CustomerUpdated to the outbox in the statement
+that makes it, and that event is built here, in SQL, for all three writers (`_CHANGE`): POST
+/v1/invoices is one statement (invoices._CREATE_ONE) in which only the database knows which customer
+the external id names and what it held before. The stored row is locked FOR UPDATE before it is
+compared, so `changed` and `previous_timezone` name what the change really replaced, whatever ran
+concurrently. The event's lane is the first byte of the SHA-256 of the customer id, mod LANES, rather
+than outbox.lane_of's CRC-32, which PostgreSQL has only from version 18: any function of the key
+keeps one key's events in one lane, and every CustomerUpdated is written here.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from dunning import outbox
+from dunning.contracts import CustomerUpdated
+from dunning.events import dataschema
+
+CUSTOMER_SELECT = (
+    "SELECT id, external_id, name, email, cc, locale, timezone, version, created_at, updated_at FROM customers"
+)
+_TYPE = CustomerUpdated.TYPE
+
+
+def _change(trace: str) -> str:
+    """The CTEs of a change, from `customer_locked` (id and the stored values, locked; `n_*` the values
+    wanted): `customer_changed` (the customers whose values differ, updated, version + 1, with what
+    changed and the previous time zone), then `customer_published` (their CustomerUpdated in the
+    outbox). `trace`: an SQL expression for the traceparent (text, or NULL for none)."""
+    return f"""
+customer_changed AS (
+    UPDATE customers AS c
+       SET name = l.n_name, email = l.n_email, cc = l.n_cc, locale = l.n_locale, timezone = l.n_timezone,
+           version = c.version + 1, updated_at = now()
+      FROM customer_locked AS l
+     WHERE c.id = l.id
+       AND (l.name, l.email, l.cc, l.locale, l.timezone)
+           IS DISTINCT FROM (l.n_name, l.n_email, l.n_cc, l.n_locale, l.n_timezone)
+    RETURNING c.id, c.tenant_id, c.external_id, c.version, c.name, c.email, c.cc, c.locale, c.timezone,
+              c.updated_at, l.timezone AS previous_timezone,
+              array_remove(ARRAY[CASE WHEN l.name <> c.name THEN 'name' END,
+                                 CASE WHEN l.email <> c.email THEN 'email' END,
+                                 CASE WHEN l.cc <> c.cc THEN 'cc' END,
+                                 CASE WHEN l.locale <> c.locale THEN 'locale' END,
+                                 CASE WHEN l.timezone <> c.timezone THEN 'timezone' END], NULL) AS changed
+), customer_published AS (
+    {outbox.INSERT}
+    SELECT get_byte(sha256(convert_to(e.id, 'UTF8')), 0) % {outbox.LANES}, '{CustomerUpdated.topic()}', e.id,
+           e.event_id, '{_TYPE}', jsonb_build_object('ce_type', '{_TYPE}', 'ce_id', e.event_id) || e.trace,
+           convert_to((jsonb_build_object(
+               'specversion', '1.0', 'id', e.event_id, 'source', '{CustomerUpdated.SOURCE}', 'type', '{_TYPE}',
+               'subject', e.id, 'time', e.at, 'datacontenttype', 'application/json',
+               'dataschema', '{dataschema(_TYPE)}', 'tenantid', e.tenant_id,
+               'data', jsonb_build_object(
+                   'customer_id', e.id, 'tenant_id', e.tenant_id, 'external_id', e.external_id,
+                   'version', e.version, 'name', e.name, 'email', e.email, 'cc', to_jsonb(e.cc),
+                   'locale', e.locale, 'timezone', e.timezone, 'changed', to_jsonb(e.changed),
+                   'previous_timezone', e.previous_timezone, 'updated_at', e.at)) || e.trace)::text, 'UTF8')
+      FROM (SELECT ch.*, gen_random_uuid() AS event_id,
+                   to_char(ch.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at,
+                   jsonb_strip_nulls(jsonb_build_object('traceparent', {trace})) AS trace
+              FROM customer_changed AS ch) AS e
+    RETURNING 1
+)"""
+
+
+def upsert_ctes(customer_in: str, trace: str) -> str:
+    """The CTEs (after WITH) that upsert the customers `customer_in` selects (id for a new one,
+    external_id, name, email, locale, timezone; `$1` is the tenant) and leave `customer`
+    (external_id, id) for each. A changed customer is updated and published (cc is left as it is);
+    an unchanged one only locked. A customer created by a request that committed after this
+    statement's snapshot keeps that request's details (a no-op update locks it and returns its id)."""
+    return f"""customer_in AS (
+    {customer_in}
+), customer_locked AS (
+    SELECT c.id, c.external_id, c.name, c.email, c.cc, c.locale, c.timezone,
+           i.name AS n_name, i.email AS n_email, c.cc AS n_cc, i.locale AS n_locale, i.timezone AS n_timezone
+      FROM customer_in AS i
+     CROSS JOIN LATERAL (SELECT * FROM customers
+                          WHERE tenant_id = $1 AND external_id = i.external_id FOR UPDATE) AS c
+), {_change(trace)}, customer_inserted AS (
+    INSERT INTO customers AS c (id, tenant_id, external_id, name, email, locale, timezone)
+    SELECT id, $1, external_id, name, email, locale, timezone FROM customer_in
+     WHERE external_id NOT IN (SELECT external_id FROM customer_locked)
+    ON CONFLICT (tenant_id, external_id) DO UPDATE SET version = c.version
+    RETURNING c.external_id, c.id
+), customer AS (
+    SELECT external_id, id FROM customer_inserted UNION ALL SELECT external_id, id FROM customer_locked
+)"""
+
+
+# --- PATCH ----------------------------------------------------------------------------------------
+
+_LOCK = CUSTOMER_SELECT + " WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+
+
+async def lock_customer(conn: asyncpg.Connection, tenant_id: str, customer_id: str) -> asyncpg.Record | None:
+    """The customer, locked until the transaction ends; None if it is not the tenant's."""
+    return await conn.fetchrow(_LOCK, tenant_id, customer_id)
+
+
+_UPDATE = f"""
+WITH customer_locked AS (
+    SELECT c.id, c.name, c.email, c.cc, c.locale, c.timezone,
+           coalesce($3, c.name) AS n_name, coalesce($4, c.email) AS n_email, coalesce($5::text[], c.cc) AS n_cc,
+           coalesce($6, c.locale) AS n_locale, coalesce($7, c.timezone) AS n_timezone
+      FROM customers AS c WHERE c.tenant_id = $1 AND c.id = $2 FOR UPDATE
+), {_change("$8::text")}
+SELECT version, changed,
+       (SELECT {outbox.WAKE_RELAYS} FROM (SELECT 1 FROM customer_published LIMIT 1) AS one) AS notified
+  FROM customer_changed
+"""
+
+
+async def update_customer(
+    conn: asyncpg.Connection, tenant_id: str, customer_id: str, values: dict[str, Any], traceparent: str | None
+) -> asyncpg.Record | None:
+    """Set `values` (name, email, cc, locale, timezone: those given) and publish the change; None if they
+    change nothing (the version stays)."""
+    fields = ("name", "email", "cc", "locale", "timezone")
+    return await conn.fetchrow(_UPDATE, tenant_id, customer_id, *(values.get(f) for f in fields), traceparent)
+
+
+# --- reads ----------------------------------------------------------------------------------------
+
+_GET = CUSTOMER_SELECT + " WHERE tenant_id = $1 AND id = $2"
+
+
+async def get_customer(conn: asyncpg.Connection, tenant_id: str, customer_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(_GET, tenant_id, customer_id)
+
+
+async def list_customers(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    external_id: str | None,
+    email: str | None,
+    after_id: str | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Newest first (ids are time-ordered); `after_id` is the last id of the previous page."""
+    where: list[str] = ["tenant_id = $1"]
+    args: list[Any] = [tenant_id]
+    for clause, value in (
+        ("external_id = ${}", external_id),
+        ("lower(email) = lower(${})", email),
+        ("id < ${}", after_id),
+    ):
+        if value is not None:
+            args.append(value)
+            where.append(clause.format(len(args)))
+    args.append(limit)
+    return await conn.fetch(f"{CUSTOMER_SELECT} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ${len(args)}", *args)
+
+
+_OPEN_INVOICES = (
+    "SELECT id, external_id, number, currency, balance, due_date FROM invoices"
+    " WHERE tenant_id = $1 AND customer_id = $2 AND status = 'open' ORDER BY id DESC LIMIT $3"
+)
+
+
+async def open_invoices_of(
+    conn: asyncpg.Connection, tenant_id: str, customer_id: str, limit: int
+) -> list[asyncpg.Record]:
+    """The customer's open invoices, newest first, at most `limit`."""
+    return await conn.fetch(_OPEN_INVOICES, tenant_id, customer_id, limit)
+
+
+_BALANCES = (
+    "SELECT currency, sum(balance) AS balance FROM invoices"
+    " WHERE tenant_id = $1 AND customer_id = $2 AND status = 'open' GROUP BY currency ORDER BY currency"
+)
+
+
+async def balances_of(conn: asyncpg.Connection, tenant_id: str, customer_id: str) -> Sequence[asyncpg.Record]:
+    """The sum of the open balances per currency."""
+    return await conn.fetch(_BALANCES, tenant_id, customer_id)
