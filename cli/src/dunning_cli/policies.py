@@ -9,7 +9,7 @@ import orjson
 from dunning.db import connect
 from dunning_cli.services import schema_of
 from dunning_scheduler.policy import PolicyDocument, PolicyError, parse_policy
-from dunning_scheduler.policy_store import active_policy, save_policy
+from dunning_scheduler.policy_store import NEW_INVOICES, active_policy, put_policy
 
 
 def _print(value) -> None:
@@ -26,8 +26,11 @@ def read_document(path: str) -> object:
         raise SystemExit(2) from None
 
 
-async def put(dsn: str, tenant_id: str, path: str) -> int:
-    """Store the document as the tenant's next version (an unchanged document is not stored again)."""
+async def put(dsn: str, tenant_id: str, path: str, apply_to: str = NEW_INVOICES) -> int:
+    """Store the document as the tenant's next version (an unchanged document is not stored again);
+    with `apply_to` open_invoices also start re-planning the tenant's open invoices with it (the
+    scheduler's replan loop works the job; `replan` in the output, progress at
+    GET /v1/policy/replans/{replan_id})."""
     try:
         policy = parse_policy(read_document(path))
     except PolicyError as exc:
@@ -36,10 +39,10 @@ async def put(dsn: str, tenant_id: str, path: str) -> int:
         return 2
     conn = await connect(dsn, schema_of("scheduler"))
     try:
-        stored, created = await save_policy(conn, tenant_id, policy)
+        stored, created, job = await put_policy(conn, tenant_id, policy, apply_to=apply_to)
     finally:
         await conn.close()
-    _print({**stored.as_json(), "created": created})
+    _print({**stored.as_json(), "created": created, "replan": None if job is None else dict(job)})
     return 0
 
 

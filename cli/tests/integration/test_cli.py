@@ -127,6 +127,38 @@ def test_policy_put_validates_like_the_api_and_get_shows_the_active_version(sche
     assert exited.value.code == 2
 
 
+def test_policy_put_applied_to_open_invoices_starts_their_replan(infra, schemas, tmp_path, capsys):
+    assert run(capsys, "migrate")[0] == 0
+    in_schema(
+        infra,
+        schemas["scheduler"],
+        "INSERT INTO invoices (invoice_id, tenant_id, planned_at) VALUES ($1, 'ten_cli', now()), ($2, 'ten_cli', now())"
+        " RETURNING 1",
+        "inv_cli0000000001",
+        "inv_cli0000000002",
+    )
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(POLICY))
+    status, out, _ = run(capsys, "policy", "put", "--tenant", "ten_cli", "--file", str(path))
+    assert status == 0 and json.loads(out)["replan"] is None  # new invoices only, by default
+
+    status, out, _ = run(
+        capsys, "policy", "put", "--tenant", "ten_cli", "--file", str(path), "--apply-to", "open_invoices"
+    )
+    assert status == 0
+    shown = json.loads(out)
+    assert shown["created"] is False and shown["version"] == 1  # the same document: no new version...
+    replan = shown["replan"]  # ...but the open invoices are re-planned with it, by the scheduler
+    assert replan["status"] == "running" and replan["policy_version"] == 1 and replan["invoices_total"] == 2
+    assert (
+        in_schema(infra, schemas["scheduler"], "SELECT status FROM replans WHERE replan_id = $1", replan["replan_id"])
+        == "running"
+    )
+    with pytest.raises(SystemExit) as exited:
+        main(["policy", "put", "--tenant", "ten_cli", "--file", str(path), "--apply-to", "everything"])
+    assert exited.value.code == 2
+
+
 def test_policy_schema_is_the_model_the_api_documents(capsys):
     status, out, _ = run(capsys, "policy", "schema")
     schema = json.loads(out)
