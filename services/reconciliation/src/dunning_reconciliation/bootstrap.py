@@ -1,4 +1,4 @@
-"""The one place where reconciliation is wired: pool, producer, HTTP app, the InvoiceIssued consumer,
+"""The one place where reconciliation is wired: pool, producer, HTTP app, the invoices consumer,
 the payments watermark, the outbox relay and housekeeping. Tests call the same functions."""
 
 import asyncpg

@@ -5,9 +5,10 @@ or before W is on the payments topic below these offsets, and every late match m
 the invoices topic up to these positions is published there" on `dunning.watermarks.v1`; the
 scheduler fires a stage only under such a statement it has caught up with, so a stalled relay or a
 dead reconciliation makes reminders wait instead of firing blind. Acknowledging transactions join a
-shared fence (`repository.acknowledge_time`) so the publisher can tell which of them have committed without
-ever making one wait. The steps and why each statement is true forever:
-docs/cancel-guarantee.md#the-payments-watermark.
+shared fence (`repository.acknowledge_time`) so the publisher can tell which of them have committed
+without ever making one wait. A credit note is acknowledged the same way and travels on the payments
+topic (CreditNoteIssued), so every statement covers credit notes exactly as it covers payments. The
+steps and why each statement is true forever: docs/cancel-guarantee.md#the-payments-watermark.
 """
 
 import contextlib
