@@ -192,7 +192,10 @@ class Import:
         if len(results) != len(sending):
             raise ImportStopped(f"the server answered {len(results)} results for {len(sending)} invoices")
         for result in results:
-            unit = sending[int(result["index"])]
+            try:
+                unit = sending[int(result["index"])]
+            except (KeyError, ValueError, TypeError, IndexError):
+                raise ImportStopped(f"the server answered a result without a valid index: {result!r}") from None
             status = result.get("status")
             if status in ACCEPTED:
                 self.counts[status] += 1
@@ -251,7 +254,9 @@ def run(args: argparse.Namespace) -> int:
     if state is not None and not state.same_import(fresh):
         print(f"{args.file} or its mapping changed since the last run: starting over", file=sys.stderr)
         state = None
-    if state is not None and state.rows_done:
+    if state is not None and state.rows_done >= state.rows_total:
+        print(f"{args.file} was imported already (--restart sends it again)", file=sys.stderr)
+    elif state is not None and state.rows_done:
         print(f"resuming {args.file} after row {state.rows_done} of {state.rows_total}", file=sys.stderr)
     state = state or fresh
     errors = ErrorsFile(errors_path, fresh=state is fresh)

@@ -363,3 +363,66 @@ def test_a_bad_mapping_fails_before_anything_is_sent_naming_the_column(ingest, t
     assert "column 'Faellig' (for due_date) is not in the file's header" in capsys.readouterr().err
     assert ingest.invoices() == {}
     assert not (tmp_path / "export.csv.import-state.json").exists()
+
+
+XERO_HEADER = (
+    "*ContactName,EmailAddress,POAddressLine1,POAddressLine2,POAddressLine3,POAddressLine4,POCity,PORegion,"
+    "POPostalCode,POCountry,*InvoiceNumber,Reference,*InvoiceDate,*DueDate,Total,TaxTotal,InvoiceAmountPaid,"
+    "InvoiceAmountDue,InventoryItemCode,*Description,*Quantity,*UnitAmount,Discount,LineAmount,*AccountCode,"
+    "*TaxType,TaxAmount,TrackingName1,TrackingOption1,TrackingName2,TrackingOption2,Currency,Type,Sent,Status"
+)
+
+
+def xero_line(contact: str, number: str, description: str, status: str = "Awaiting Payment") -> str:
+    return (
+        f"{contact},ap@{contact.lower()}.co.uk,1 High St,,,,London,,EC1A 1AA,GB,{number},PO-{number},"
+        f'02/11/2026,16/11/2026,1200.00,200.00,200.00,1000.00,,"{description}",1,500.00,,500.00,200,'
+        f"20% (VAT on Income),100.00,,,,,GBP,Sales invoice,Sent,{status}"
+    )
+
+
+QBO_EXPORT = (
+    '"Invoice List"\n"Acme Widgets Inc."\n"All Dates"\n\n'
+    ",Date,Num,Customer,Email,Due Date,Amount,Open Balance\n"
+    ',11/02/2026,1001,Cool Cars,ap@coolcars.com,11/16/2026,"$1,250.00","$1,250.00"\n'
+    ",11/03/2026,1002,Amy's Bird Sanctuary,ap@amysbirds.com,12/03/2026,$80.00,$30.00\n"
+    ",11/04/2026,1003,Cool Cars,ap@coolcars.com,12/04/2026,$99.00,$0.00\n"
+    'TOTAL,,,,,,"$1,429.00","$1,280.00"\n'
+    "\n"
+    '"Monday, November 30, 2026 09:41 AM GMT-08:00"\n'
+)
+
+
+@pytest.mark.parametrize(
+    "mapping_name, content, expected",
+    [
+        pytest.param(
+            "xero",
+            "\n".join(
+                [
+                    XERO_HEADER,
+                    xero_line("Brandt", "INV-0001", "Consulting"),
+                    xero_line("Brandt", "INV-0001", "Travel"),  # the same invoice's second line
+                    xero_line("Globex", "INV-0002", "Widgets"),
+                    xero_line("Globex", "INV-0003", "Paid already", status="Paid"),
+                ]
+            )
+            + "\n",
+            {"INV-0001": Decimal("1000.00"), "INV-0002": Decimal("1000.00")},
+            id="xero-invoices-export",
+        ),
+        pytest.param(
+            "quickbooks-online",
+            QBO_EXPORT,
+            {"1001": Decimal("1250.00"), "1002": Decimal("30.00")},
+            id="quickbooks-online-invoice-list",
+        ),
+    ],
+)
+def test_the_shipped_mappings_import_their_exports(ingest, tmp_path, capsys, mapping_name, content, expected):
+    path = tmp_path / "export.csv"
+    path.write_text(content, encoding="utf-8")
+    status, summary, err = run_import(capsys, ingest, path, "--mapping", mapping_name)
+    assert status == 0, err
+    assert (summary["created"], summary["rejected"]) == (len(expected), 0)
+    assert {ext: row["amount_due"] for ext, row in ingest.invoices().items()} == expected

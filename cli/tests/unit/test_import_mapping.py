@@ -9,12 +9,11 @@ from dunning_cli.import_mapping import (
     MappingError,
     load_mapping,
     looks_like_header,
-    normalize_amount,
-    parse_date,
     parse_mapping,
     resolve,
     shipped_mappings,
 )
+from dunning_cli.import_values import normalize_amount, parse_date
 
 pytestmark = pytest.mark.unit
 
