@@ -2,13 +2,15 @@
 on the real PostgreSQL and the real broker, each in its own schema, with their own consumer groups
 and their own invoices and watermarks topics (so no other test's events or statements reach them).
 
-- a stalled reconciliation relay: reminders wait, then the paid one is cancelled and the unpaid one
-  fires (never the paid one);
+- a stalled reconciliation relay: reminders wait, then the paid one (by a payment, or by a settling
+  credit note) is cancelled and the unpaid one fires (never the paid one);
 - a scheduler that has a watermark statement but has not applied the payments below its offsets:
   nothing fires until it has;
 - a payment that arrives before its invoice while reconciliation's consumer lags: the invoice's
   stage waits until reconciliation has matched it, then is cancelled;
-- the acknowledgement fence: the watermark stays below a payment transaction still open.
+- the acknowledgement fence: the watermark stays below a payment transaction still open;
+- voids and write-offs (on the invoices topic, not under the watermark yet): once the scheduler has
+  applied one, the invoice's stage never fires, although it falls due with the gate open.
 """
 
 import asyncio
@@ -21,12 +23,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from dunning import outbox
 from dunning.clock import utcnow
 from dunning.db import create_pool, migrate, migrations_of
-from dunning.events import dumps
+from dunning.events import dumps, new_event, validate
 from dunning.kafka import make_producer
 from dunning_reconciliation import bootstrap as recon_bootstrap
+from dunning_reconciliation import credit_notes as recon_credit_notes
 from dunning_reconciliation import payments as recon_payments
 from dunning_reconciliation.repository import acknowledge_time
-from dunning_reconciliation.schemas import PaymentIn
+from dunning_reconciliation.schemas import CreditNoteIn, PaymentIn
 from dunning_reconciliation.settings import Settings as ReconSettings
 from dunning_scheduler import bootstrap as sched_bootstrap
 from dunning_scheduler import repository as sched_repo
@@ -41,6 +44,23 @@ pytestmark = pytest.mark.integration
 
 def invoice_issued(tenant_id: str, *, external_id: str | None = None) -> dict:
     return events.invoice_issued(tenant_id=tenant_id, external_id=external_id, amount_due="100.00")
+
+
+def invoice_closed(issued: dict, kind: str) -> dict:
+    """The InvoiceVoided or InvoiceWrittenOff (version 2) that invoice-ingest publishes for `issued`."""
+    d = issued["data"]
+    data = {"invoice_id": d["invoice_id"], "tenant_id": d["tenant_id"], "external_id": d["external_id"], "version": 2}
+    if kind == "void":
+        event_type, more = "dunning.InvoiceVoided.v1", {"reason": "issued in error", "voided_at": utcnow()}
+    else:
+        event_type = "dunning.InvoiceWrittenOff.v1"
+        more = {"reason": "insolvent", "currency": d["currency"], "amount_written_off": d["amount_due"]}
+        more["written_off_at"] = utcnow()
+    envelope = new_event(
+        event_type, {**data, **more}, source="/invoice-ingest", subject=d["invoice_id"], tenant_id=d["tenant_id"]
+    )
+    validate(envelope)
+    return envelope
 
 
 class Pair:
@@ -131,6 +151,27 @@ class Pair:
         assert status == 201
         return view
 
+    async def credit(self, invoice_id: str) -> dict:
+        """A credit note for the whole amount (settles the invoice), through reconciliation's API path."""
+        body = CreditNoteIn(
+            invoice_id=invoice_id,
+            reference=f"CN-{uuid.uuid4().hex[:12]}",
+            amount="100.00",
+            currency="EUR",
+            reason="goods returned",
+        )
+        status, view = await recon_credit_notes.record_credit_note(self.recon_pool, self.tenant, body)
+        assert status == 201
+        return view
+
+    async def reasons(self, invoice_id: str) -> list[str | None]:
+        return [
+            r["reason"]
+            for r in await self.sched_pool.fetch(
+                "SELECT reason FROM timers WHERE invoice_id = $1 ORDER BY sequence", invoice_id
+            )
+        ]
+
     async def timers(self, invoice_id: str) -> list[str]:
         return [
             r["state"]
@@ -154,7 +195,14 @@ async def pair(infra):
     await pair.stop()
 
 
-async def test_stalled_reconciliation_relay_makes_reminders_wait_and_never_fire_after_payment(pair):
+@pytest.mark.parametrize(
+    "settle, reason",
+    [
+        pytest.param("pay", "invoice_settled", id="payment"),
+        pytest.param("credit", "invoice_credited", id="credit-note"),
+    ],
+)
+async def test_stalled_reconciliation_relay_makes_reminders_wait_and_never_fire_after_payment(pair, settle, reason):
     paid, unpaid = invoice_issued(pair.tenant), invoice_issued(pair.tenant)
     for envelope in (paid, unpaid):
         await pair.issue(envelope)
@@ -163,7 +211,7 @@ async def test_stalled_reconciliation_relay_makes_reminders_wait_and_never_fire_
     async with pair.recon_pool.acquire() as conn:
         await outbox.set_paused(conn, True, by="test")
     await async_wait_until(lambda: _async(pair.recon_consumer.processed >= 3), timeout=30, what="recon has both")
-    view = await pair.pay(paid["subject"])  # acknowledged before the stage's time; stuck in the outbox
+    view = await getattr(pair, settle)(paid["subject"])  # acknowledged before the stage's time; stuck in the outbox
     scheduled_at = await pair.sched_pool.fetchval(
         "SELECT scheduled_at FROM timers WHERE invoice_id = $1", paid["subject"]
     )
@@ -183,6 +231,36 @@ async def test_stalled_reconciliation_relay_makes_reminders_wait_and_never_fire_
         await outbox.set_paused(conn, False, by="test")
     await pair.wait_timers(paid["subject"], ["cancelled"])
     await pair.wait_timers(unpaid["subject"], ["fired"])
+    assert await pair.reasons(paid["subject"]) == [reason]
+
+
+@pytest.mark.parametrize("kind, reason", [("void", "invoice_voided"), ("write_off", "invoice_written_off")])
+async def test_a_void_or_write_off_the_scheduler_applied_is_never_followed_by_a_reminder(pair, kind, reason):
+    closed, open_ = invoice_issued(pair.tenant), invoice_issued(pair.tenant)
+    for envelope in (closed, open_):
+        await pair.issue(envelope)
+    await pair.wait_timers(closed["subject"], ["scheduled"])
+    await pair.wait_timers(open_["subject"], ["scheduled"])
+    await pair.issue(invoice_closed(closed, kind))  # on the invoices topic, after its InvoiceIssued
+    await pair.wait_timers(closed["subject"], ["cancelled"])  # the scheduler applied the stop
+    assert await pair.reasons(closed["subject"]) == [reason]
+    scheduled_at = await pair.sched_pool.fetchval(
+        "SELECT scheduled_at FROM timers WHERE invoice_id = $1", closed["subject"]
+    )
+
+    # The stage's time passes with the gate open: the open invoice's reminder fires, the closed one's never.
+    await pair.wait_timers(open_["subject"], ["fired"])
+
+    async def gate_past_due():
+        gate = await sched_repo.gate_state(pair.sched_pool)
+        return gate["watermark"] is not None and gate["watermark"] > scheduled_at + timedelta(seconds=1)
+
+    await async_wait_until(gate_past_due, timeout=30, what="the gate past the stage's time")
+    assert await pair.timers(closed["subject"]) == ["cancelled"]
+    fired = await pair.sched_pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE key = $1 AND event_type = 'dunning.StageEscalated.v1'", closed["subject"]
+    )
+    assert fired == 0
 
 
 async def test_statement_does_not_open_the_gate_before_the_payments_below_it_are_applied(pair):
