@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from dunning.handler_table import Rejected
 from dunning_reconciliation.domain import IncomingPayment, MatchKeys
 from dunning_reconciliation.reconcile import receive
 
@@ -159,6 +160,16 @@ async def test_a_write_off_records_the_balance_reconciliation_held(pool, client,
     assert (row["status"], row["balance"], row["version"]) == ("written_off", 0, 2)
     kept = await pool.fetchrow("SELECT amount, amount_reported, reason, currency FROM write_offs")
     assert tuple(kept) == (600, 1000, "customer insolvent", "EUR")
+
+
+async def test_a_change_naming_another_tenant_is_rejected(pool, h):
+    issued = h.invoice_issued(amount_due="100.00")
+    await h.handle_invoice(pool, issued)
+    voided = h.invoice_voided(issued, 2)
+    voided["tenantid"] = "ten_someone_else"
+    with pytest.raises(Rejected):
+        await h.apply(pool, voided)
+    assert (await invoice_row(pool, issued["subject"]))["status"] == "open"
 
 
 def at(day: int, hour: int = 9) -> datetime:
