@@ -2,6 +2,7 @@
 -> outbox -> relay -> StageEscalated on Kafka; and concurrent firing loops."""
 
 import asyncio
+import uuid
 from collections import Counter
 from datetime import timedelta
 
@@ -118,3 +119,24 @@ async def test_two_firing_loops_never_fire_a_timer_twice(pool, infra, schema, h)
     per_stage = Counter(e["data"]["stage_id"] for e in escalated)
     assert len(per_stage) == total and set(per_stage.values()) == {1}
     assert sum(loop.fired_total for loop in loops) == total
+
+
+async def test_a_customer_update_on_its_own_topic_reaches_the_scheduler(pool, settings, producer, h):
+    consumer = consumer_for(settings, pool)
+    assert "dunning.customers.v1" in consumer.topics  # the handler table subscribes the group
+    issued = h.invoice_issued(due_date=utcnow().date() + timedelta(days=30))
+    customer = {**issued["data"]["customer"], "customer_id": f"cus_{uuid.uuid4().hex[:20]}"}
+    issued["data"]["customer"] = customer
+    await h.apply(pool, issued)
+    task = asyncio.create_task(consumer.run())
+    try:
+        moved = h.customer_updated(customer, version=2, timezone="Asia/Tokyo")
+        await producer.send_and_wait("dunning.customers.v1", dumps(moved), key=customer["customer_id"].encode())
+
+        async def replanned():
+            return bool(await h.outbox_events(pool, "dunning.StagesRescheduled.v1", issued["subject"]))
+
+        await async_wait_until(replanned, timeout=30, what="StagesRescheduled after CustomerUpdated")
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, timeout=30)
