@@ -240,6 +240,19 @@ def test_a_changed_file_imported_again_reports_updated_and_existing(ingest, mapp
     assert str(stored["RE-00005"]["due_date"]) == "2026-11-30"
 
 
+def test_a_currency_change_is_a_conflict_reported_under_the_input_column(ingest, mapping, tmp_path, capsys):
+    rows = [export_row(i) for i in range(3)]
+    path = write_export(tmp_path / "export.csv", rows)
+    assert run_import(capsys, ingest, path, "--mapping", str(mapping))[0] == 0
+    rows[1]["Währung"] = "GBP"  # currency never changes
+    write_export(path, rows)
+    status, summary, _ = run_import(capsys, ingest, path, "--mapping", str(mapping))
+    assert status == 1 and (summary["existing"], summary["rejected"]) == (2, 1)
+    [error] = errors_of(tmp_path / "export.csv.errors.csv")
+    assert (error["row"], error["external_id"], error["column"]) == ("3", "RE-00001", "Währung")
+    assert error["message"]
+
+
 def test_an_import_killed_part_way_resumes_after_the_last_batch_without_duplicates(ingest, mapping, tmp_path, capsys):
     total = 3000
     path = write_export(tmp_path / "export.csv", [export_row(i) for i in range(total)])
