@@ -25,6 +25,7 @@ class State:
     rows_total: int
     rows_done: int = 0  # data rows acknowledged, from the top of the file
     counts: dict[str, int] = field(default_factory=dict)
+    run: int = 0  # +1 on each --restart: part of the Idempotency-Keys
 
     def same_import(self, other: "State") -> bool:
         return (self.input_sha256, self.mapping, self.rows_total) == (
@@ -44,6 +45,7 @@ def load_state(path: Path) -> State | None:
             rows_total=int(doc["rows_total"]),
             rows_done=int(doc["rows_done"]),
             counts={str(k): int(v) for k, v in doc.get("counts", {}).items()},
+            run=int(doc.get("run", 0)),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None

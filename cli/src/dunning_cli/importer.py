@@ -229,6 +229,26 @@ def _summary(args: argparse.Namespace, state: State, counts: dict[str, int], err
     return 1 if rejected else 0
 
 
+def _pick_state(args: argparse.Namespace, fresh: State, path: Path) -> State:
+    """The state file's import if it is this one (same file, mapping and rows) and not --restart;
+    else `fresh`. A --restart is a new run of the same file: new Idempotency-Keys, so the server
+    answers afresh (updated/existing now) instead of replaying the first run's answers."""
+    state = load_state(path)
+    if args.restart:
+        fresh.run = state.run + 1 if state is not None else 0
+        return fresh
+    if state is None:
+        return fresh
+    if not state.same_import(fresh):
+        print(f"{args.file} or its mapping changed since the last run: starting over", file=sys.stderr)
+        return fresh
+    if state.rows_done >= state.rows_total:
+        print(f"{args.file} was imported already (--restart sends it again)", file=sys.stderr)
+    elif state.rows_done:
+        print(f"resuming {args.file} after row {state.rows_done} of {state.rows_total}", file=sys.stderr)
+    return state
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.api_key:
         return _fail("no API key: give --api-key or set DUNNING_API_KEY")
@@ -249,17 +269,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     state_path = args.state or args.file.with_name(args.file.name + ".import-state.json")
     errors_path = args.errors or args.file.with_name(args.file.name + ".errors.csv")
-    fresh = State(scan.sha256, mapping.fingerprint(), scan.rows)
-    state = None if args.restart else load_state(state_path)
-    if state is not None and not state.same_import(fresh):
-        print(f"{args.file} or its mapping changed since the last run: starting over", file=sys.stderr)
-        state = None
-    if state is not None and state.rows_done >= state.rows_total:
-        print(f"{args.file} was imported already (--restart sends it again)", file=sys.stderr)
-    elif state is not None and state.rows_done:
-        print(f"resuming {args.file} after row {state.rows_done} of {state.rows_total}", file=sys.stderr)
-    state = state or fresh
-    errors = ErrorsFile(errors_path, fresh=state is fresh)
+    state = _pick_state(args, State(scan.sha256, mapping.fingerprint(), scan.rows), state_path)
+    errors = ErrorsFile(errors_path, fresh=state.rows_done == 0)
     progress = Progress(state.rows_total, start_at=state.rows_done, enabled=not args.no_progress)
     client = BulkClient(
         args.url,
@@ -267,10 +278,9 @@ def run(args: argparse.Namespace) -> int:
         retries=args.retries,
         on_retry=lambda reason, delay: progress.note(f"retrying in {delay:.1f}s: {reason}"),
     )
-    job = Import(args, plan, source, state, key_prefix=f"import-{scan.sha256[:32]}-{mapping.fingerprint()}")
+    job = Import(args, plan, source, state, key_prefix=f"import-{scan.sha256[:32]}-{mapping.fingerprint()}-{state.run}")
     try:
-        if state is fresh:
-            save_state(state_path, state)
+        save_state(state_path, state)
         job.run(client, errors, progress, state_path)
     except ImportStopped as exc:
         progress.note(f"error: {exc}")

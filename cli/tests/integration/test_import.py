@@ -195,6 +195,9 @@ def test_a_mapped_csv_export_imports_every_invoice(ingest, mapping, tmp_path, ca
 
     status, summary, err = run_import(capsys, ingest, path, "--mapping", str(mapping))
     assert status == 0 and summary["created"] == 25  # already done: the same summary, nothing sent
+    assert "imported already" in err
+    status, summary, _ = run_import(capsys, ingest, path, "--mapping", str(mapping), "--restart")
+    assert status == 0 and (summary["created"], summary["existing"]) == (0, 25)  # asked afresh, not replayed
     assert len(ingest.invoices()) == 25
 
 
