@@ -1,16 +1,22 @@
-"""The HTTP API of invoice-ingest: accounting systems push invoices, people read their dunning story.
+"""The HTTP API of invoice-ingest: accounting systems push and change invoices, people read their
+dunning story.
 
-POST /v1/invoices            create one invoice (idempotent on external_id and on Idempotency-Key)
-POST /v1/invoices/bulk       create up to 10,000 invoices; one result per item, one bad item never
-                             rejects the others
-GET  /v1/invoices/{id}       the invoice with its payments and dunning timeline
-GET  /v1/invoices            filter by status, customer, due date; `limit` + `cursor`, newest first
+POST  /v1/invoices                  create one invoice (idempotent on external_id and on Idempotency-Key)
+POST  /v1/invoices/bulk             create (or, "mode": "upsert", create or update) up to 10,000
+                                    invoices; one result per item, one bad item never rejects the others
+GET   /v1/invoices/{id}             the invoice with its payments, credit notes, timeline and history
+PATCH /v1/invoices/{id}             change an open invoice (JSON merge patch; If-Match)
+POST  /v1/invoices/{id}/void        void an open invoice (If-Match)
+POST  /v1/invoices/{id}/write-off   write off an open invoice's balance (If-Match)
+GET   /v1/invoices                  filter by status, customer, due date; `limit` + `cursor`, newest first
+
+Every invoice answer carries `ETag: "<version>"`.
 """
 
 import json
 from dataclasses import dataclass
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import asyncpg
 import orjson
@@ -34,12 +40,12 @@ from dunning_ingest import repository
 from dunning_ingest.bulk import gc_paused
 from dunning_ingest.customers_api import customer_routes
 from dunning_ingest.idempotency import MAX_KEY_LENGTH, Reply, checked_key
-from dunning_ingest.invoice_input import InvoiceIn
-from dunning_ingest.invoice_output import INVOICE_ID, InvoiceDetail, invoice_out_json
+from dunning_ingest.invoice_input import CloseIn, InvoiceIn, InvoicePatch, patch_adapter
+from dunning_ingest.invoice_output import INVOICE_ID, InvoiceDetail, InvoiceStatus, invoice_out_json
 from dunning_ingest.schemas import BulkResponse, InvoiceList, canonical_fingerprint
-from dunning_ingest.service import InvoiceService
+from dunning_ingest.service import InvoiceService, etag
 from dunning_ingest.settings import Settings
-from dunning_ingest.validation import decode_invoice
+from dunning_ingest.validation import decode_invoice, decode_model
 
 BULK_PATH = "/v1/invoices/bulk"
 TAGS = [{"name": "invoices", "description": "Invoices pushed by the accounting system, and their dunning story."}]
@@ -59,8 +65,23 @@ _IDEMPOTENCY_DOC = (
 )
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+_IF_MATCH_DOC = (
+    'Optional. The ETag of the invoice as last read (`"3"`), or `*`: the change is refused with 412 if the '
+    "invoice has changed since. Without it the last write wins."
+)
+_ETAG = {"ETag": {"description": 'The invoice\'s version as a strong entity tag: `"3"`.', "schema": {"type": "string"}}}
+_MERGE_PATCH = "application/merge-patch+json"
+BULK_MODES = ("create", "upsert")
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _invoice_id(invoice_id: str) -> str:
+    if not INVOICE_ID.fullmatch(invoice_id):
+        raise Problem.not_found("invoice_id", f"No invoice {invoice_id!r}.")
+    return invoice_id
 
 
 def _response(reply: Reply) -> Response:
@@ -87,6 +108,7 @@ def create_app(deps: Deps) -> FastAPI:
             json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": "\\S"},  # as checked_key checks
         ),
     ]
+    IfMatch = Annotated[str | None, Header(alias="If-Match", description=_IF_MATCH_DOC)]
 
     async def create_invoice_of(request: Request, tenant_id: str) -> Response:
         # The body is decoded and checked here rather than by FastAPI (same errors): see validation.py.
@@ -118,11 +140,11 @@ def create_app(deps: Deps) -> FastAPI:
         operation_id="createInvoice",
         summary="Create one invoice",
         responses={
-            201: {"model": InvoiceDetail, "description": "Created"},
-            200: {"model": InvoiceDetail, "description": "Already exists with the same content"},
+            201: {"model": InvoiceDetail, "description": "Created", "headers": _ETAG},
+            200: {"model": InvoiceDetail, "description": "Already exists with the same content", "headers": _ETAG},
             409: {
-                "description": "The external_id exists with other content (or the Idempotency-Key's "
-                "first request is still running)"
+                "description": "The external_id exists with other content: change it with PATCH or the bulk "
+                "upsert mode (or the Idempotency-Key's first request is still running)"
             },
         },
         openapi_extra=json_body("InvoiceIn"),
@@ -135,7 +157,11 @@ def create_app(deps: Deps) -> FastAPI:
         response_class=Response,
         tags=["invoices"],
         operation_id="createInvoices",
-        summary="Create up to 10,000 invoices; one result per item",
+        summary="Create (or upsert) up to 10,000 invoices; one result per item",
+        description='`"mode": "create"` (the default): an existing external_id is `existing` with the same '
+        'content, `conflict` with other content. `"mode": "upsert"` (a nightly sync): an existing external_id '
+        "with changed content is `updated` (an open invoice; as PATCH would change it), unchanged content "
+        "`existing`; a closed invoice with changed content, or a changed currency or issue_date, is `conflict`.",
         responses={
             200: {"model": BulkResponse, "description": "One result per item"},
             409: {"description": "The Idempotency-Key's first request is still running"},
@@ -146,11 +172,12 @@ def create_app(deps: Deps) -> FastAPI:
                 "required": ["invoices"],
                 "additionalProperties": False,
                 "properties": {
+                    "mode": {"type": "string", "enum": list(BULK_MODES), "default": "create"},
                     "invoices": {
                         "type": "array",
                         "maxItems": settings.bulk_max_items,
                         "items": {"$ref": "#/components/schemas/InvoiceIn"},
-                    }
+                    },
                 },
             }
         ),
@@ -176,7 +203,7 @@ def create_app(deps: Deps) -> FastAPI:
                         ) from None
             if not isinstance(body, dict) or not isinstance(body.get("invoices"), list):
                 raise Problem.invalid("invoices", "must be a list of invoices", "list_type")
-            if extra := sorted(set(body) - {"invoices"}):
+            if extra := sorted(set(body) - {"invoices", "mode"}):
                 raise Problem(
                     422,
                     f"{extra[0]}: unknown field",
@@ -186,10 +213,15 @@ def create_app(deps: Deps) -> FastAPI:
                 raise Problem.invalid(
                     "invoices", f"at most {limit} per request, got {len(body['invoices'])}", "too_long"
                 )
+            mode = body.get("mode", "create")
+            if mode not in BULK_MODES:
+                raise Problem.invalid("mode", "must be create or upsert", "enum")
             key = checked_key(request.headers.get("idempotency-key"))
             fingerprint = canonical_fingerprint("POST", request.scope["path"], body) if key is not None else None
             return _response(
-                await deps.invoices.create_many(tenant_id, body["invoices"], key=key, fingerprint=fingerprint)
+                await deps.invoices.create_many(
+                    tenant_id, body["invoices"], upsert=mode == "upsert", key=key, fingerprint=fingerprint
+                )
             )
 
     @app.get(
@@ -197,16 +229,116 @@ def create_app(deps: Deps) -> FastAPI:
         response_class=Response,
         tags=["invoices"],
         operation_id="getInvoice",
-        summary="An invoice with its payments and dunning timeline",
-        responses={200: {"model": InvoiceDetail}, 404: {"description": "No such invoice for this tenant"}},
+        summary="An invoice with its payments, credit notes, dunning timeline and history",
+        responses={
+            200: {"model": InvoiceDetail, "headers": _ETAG},
+            404: {"description": "No such invoice for this tenant"},
+        },
     )
     async def get_invoice(invoice_id: str, tenant_id: TenantId) -> Response:
-        if not INVOICE_ID.fullmatch(invoice_id):
-            raise Problem.not_found("invoice_id", f"No invoice {invoice_id!r}.")
-        body = await deps.invoices.read_detail(tenant_id, invoice_id)
+        body = await deps.invoices.read_detail(tenant_id, _invoice_id(invoice_id))
         if body is None:
             raise Problem.not_found("invoice_id", f"No invoice {invoice_id}.")
-        return _json(body)
+        return _json(body, headers={"etag": etag(body["version"])})
+
+    _CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+        200: {"model": InvoiceDetail, "description": "The invoice after the change", "headers": _ETAG},
+        404: {"description": "No such invoice for this tenant"},
+        409: {
+            "description": "The invoice is closed (`invoice_closed`: paid, void or written off), or the "
+            "Idempotency-Key's first request is still running"
+        },
+        412: {"description": "If-Match names another version than the invoice's (`stale_version`)"},
+    }
+
+    @app.patch(
+        "/v1/invoices/{invoice_id}",
+        response_class=Response,
+        tags=["invoices"],
+        operation_id="updateInvoice",
+        summary="Change an open invoice (JSON merge patch)",
+        description="amount_due, due_date, payment_url (null clears it), metadata (replaces the map), number "
+        "and customer_external_id (another existing customer of the tenant). A field left out stays; currency "
+        "and issue_date never change (422 naming them). A change makes a new version and an InvoiceUpdated; "
+        "a patch that changes nothing answers the invoice as it is. An amount correction moves the balance by "
+        "the difference. `If-Match` guards against lost updates; without it the last write wins.",
+        responses=_CHANGE_RESPONSES,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    media: {"schema": {"$ref": "#/components/schemas/InvoicePatch"}}
+                    for media in ("application/json", _MERGE_PATCH)
+                },
+            }
+        },
+    )
+    async def update_invoice(
+        invoice_id: str,
+        request: Request,
+        tenant_id: TenantId,
+        if_match: IfMatch = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response:
+        raw = await request.body()
+        patch = decode_model(raw, request.headers.get("content-type"), patch_adapter)
+        if not patch.model_fields_set:
+            raise Problem.invalid("(body)", "an empty patch changes nothing: name a field to change", "empty_patch")
+        key = checked_key(idempotency_key)
+        fingerprint = canonical_fingerprint("PATCH", request.scope["path"], orjson.loads(raw)) if key else None
+        reply = await deps.invoices.patch(
+            tenant_id, _invoice_id(invoice_id), patch, if_match=if_match, key=key, fingerprint=fingerprint
+        )
+        return _response(reply)
+
+    def close_route(path: str, status: str, operation_id: str, summary: str, description: str) -> None:
+        @app.post(
+            f"/v1/invoices/{{invoice_id}}/{path}",
+            response_class=Response,
+            tags=["invoices"],
+            operation_id=operation_id,
+            summary=summary,
+            description=description,
+            responses=_CHANGE_RESPONSES,
+        )
+        async def close_invoice(
+            invoice_id: str,
+            body: CloseIn,
+            request: Request,
+            tenant_id: TenantId,
+            if_match: IfMatch = None,
+            idempotency_key: IdempotencyKey = None,
+        ) -> Response:
+            key = checked_key(idempotency_key)
+            fingerprint = canonical_fingerprint("POST", request.scope["path"], body.model_dump()) if key else None
+            reply = await deps.invoices.close(
+                tenant_id,
+                _invoice_id(invoice_id),
+                status,
+                body.reason,
+                if_match=if_match,
+                key=key,
+                fingerprint=fingerprint,
+            )
+            return _response(reply)
+
+    close_route(
+        "void",
+        "void",
+        "voidInvoice",
+        "Void an open invoice",
+        "Nothing is owed any more: status `void`, pending reminders are cancelled (InvoiceVoided). The same "
+        "request again answers 200 with the invoice as it is; any other change to a closed invoice is a 409.",
+    )
+    close_route(
+        "write-off",
+        "written_off",
+        "writeOffInvoice",
+        "Write off an open invoice's balance",
+        "The balance is uncollectable: status `written_off`, the balance recorded as `written_off_amount`, "
+        "pending reminders cancelled (InvoiceWrittenOff). The same request again answers 200 with the invoice "
+        "as it is; any other change to a closed invoice is a 409.",
+    )
 
     @app.get(
         "/v1/invoices",
@@ -218,7 +350,7 @@ def create_app(deps: Deps) -> FastAPI:
     )
     async def list_invoices(
         tenant_id: TenantId,
-        status: Literal["open", "paid", "void"] | None = None,
+        status: InvoiceStatus | None = None,
         customer: Annotated[str | None, Query(max_length=200, description="Customer external id")] = None,
         due_before: Annotated[date | None, Query(description="Due strictly before this date")] = None,
         due_after: Annotated[date | None, Query(description="Due strictly after this date")] = None,
@@ -240,21 +372,23 @@ def create_app(deps: Deps) -> FastAPI:
         return _json(page(rows, limit, key=lambda r: r["id"], view=invoice_out_json))
 
     customer_routes(app, deps)
-    _document_invoice_in(app)
+    _document_bodies(app, {"InvoiceIn": InvoiceIn, "InvoicePatch": InvoicePatch})
     return app
 
 
-def _document_invoice_in(app: FastAPI) -> None:
-    """POST /v1/invoices reads its body itself, so put its model in the OpenAPI components by hand."""
+def _document_bodies(app: FastAPI, models: dict[str, type]) -> None:
+    """POST /v1/invoices and PATCH read their bodies themselves: put their models in the OpenAPI
+    components by hand."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            model = TypeAdapter(InvoiceIn).json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(model.pop("$defs", {}))
-            components["InvoiceIn"] = model
+            for name, cls in models.items():
+                model = TypeAdapter(cls).json_schema(ref_template="#/components/schemas/{model}")
+                components.update(model.pop("$defs", {}))
+                components[name] = model
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -6,6 +6,11 @@ set-based statement each), Python validates chunk k+1, so the two CPUs of a smal
 the same time. Within the request an external_id counts once: its first valid item decides, a
 later identical item is "existing", a different one a "conflict".
 
+Upsert mode (a nightly sync): an existing external_id whose content differs is an update through
+the rules of changes.py ("updated", InvoiceUpdated), unless the invoice is closed or the item changes
+its currency or issue date ("conflict", the field named); one whose invoice fields are all the same
+is "existing". The create mode does none of this (its path is the benchmarked one).
+
 Per item the Python work is kept to the checks themselves (invoice_input.fast_validate_invoice_in; pydantic only
 for items that fail, to name their errors), one content hash, and one orjson.dumps of its event;
 ids come in batches (dunning.ids.new_ids) and rows go to PostgreSQL as columns.
@@ -21,8 +26,9 @@ import asyncpg
 from pydantic import ValidationError
 
 from dunning.clock import isoformat, utcnow
+from dunning.contracts import Customer
 from dunning.ids import new_ids
-from dunning_ingest import repository
+from dunning_ingest import changes, repository
 from dunning_ingest.invoice_input import (
     FastInvoiceIn,
     InvoiceIn,
@@ -65,8 +71,8 @@ def gc_paused() -> Iterator[None]:
 
 def conflict_message(invoice_id: str) -> str:
     return (
-        f"invoice {invoice_id} already has this external_id with different content; "
-        "changing an invoice is not supported yet"
+        f"invoice {invoice_id} already has this external_id with different content; change it with "
+        f'PATCH /v1/invoices/{invoice_id}, or send it in a bulk import with "mode": "upsert"'
     )
 
 
@@ -78,9 +84,12 @@ class _Valid:
 
 
 class BulkImport:
-    def __init__(self, conn: asyncpg.Connection, tenant_id: str):
+    def __init__(self, conn: asyncpg.Connection, tenant_id: str, *, upsert: bool = False):
         self.conn = conn
         self.tenant_id = tenant_id
+        self.upsert = upsert
+        self.updated: set[str] = set()  # external ids updated (upsert mode)
+        self.conflicts: dict[str, tuple[str, str, str]] = {}  # external_id -> (field, message, code), upsert mode
         self.now = utcnow()
         self.issued_at = isoformat(self.now)
         self.traceparent = current_traceparent()
@@ -143,6 +152,10 @@ class BulkImport:
         conn, tenant_id = self.conn, self.tenant_id
         known = await repository.existing_by_external_id(conn, tenant_id, [v.inv.external_id for v in fresh])
         self.existing.update(known)
+        if self.upsert:
+            await self._update(
+                [v for v in fresh if v.inv.external_id in known and known[v.inv.external_id][1] != v.content_hash]
+            )
         # Sorted by external id: concurrent imports lock rows in the same order.
         new = sorted((v for v in fresh if v.inv.external_id not in self.existing), key=lambda v: v.inv.external_id)
         if not new:
@@ -180,6 +193,48 @@ class BulkImport:
         if raced:  # created by a concurrent request after our lookup
             self.existing.update(await repository.existing_by_external_id(conn, tenant_id, raced))
 
+    async def _update(self, changed: list[_Valid]) -> None:
+        """Upsert mode: the items whose invoice exists with other content, through changes.py's rules."""
+        if not changed:
+            return
+        rows = await repository.lock_invoices(
+            self.conn, self.tenant_id, [self.existing[v.inv.external_id][0] for v in changed]
+        )
+        candidates = []
+        for v in changed:
+            inv = v.inv
+            row = rows[self.existing[inv.external_id][0]]
+            field = changes.changed_immutable(row, inv.currency, inv.issue_date)
+            if field is not None:
+                self.conflicts[inv.external_id] = (field, changes.immutable_message(field, row), "immutable")
+                continue
+            c = inv.customer
+            new = changes.State(
+                inv.number,
+                Customer("", c.external_id, c.name, c.email, c.locale, c.timezone),  # its id: below
+                inv.amount_due,
+                inv.due_date,
+                inv.payment_url,
+                inv.metadata,
+            )
+            diff = changes.field_changes(row, new)
+            if diff and row["status"] != "open":
+                self.conflicts[inv.external_id] = ("external_id", changes.closed_message(row), "invoice_closed")
+            else:
+                candidates.append((v, row, new, diff))
+        if not candidates:
+            return
+        await self._upsert_customers([v for v, *_ in candidates])
+        updates = []
+        for v, row, new, diff in candidates:
+            if diff:
+                new = new._replace(
+                    customer=new.customer._replace(customer_id=self.customers[new.customer.external_id][0])
+                )
+                updates.append(changes.Update(row, new, diff, v.content_hash))
+                self.updated.add(v.inv.external_id)
+        await changes.apply_updates(self.conn, self.tenant_id, updates, self.now)
+
     async def _upsert_customers(self, new: list[_Valid]) -> None:
         """Write each customer of this import once, and again only if a later item changes it (last wins)."""
         latest = {v.inv.customer.external_id: v.inv.customer for v in sorted(new, key=lambda v: v.index)}
@@ -202,13 +257,30 @@ class BulkImport:
     def _result(self, v: _Valid) -> dict[str, Any]:
         ext = v.inv.external_id
         winner = self.first[ext]
+        errors = None
         if ext in self.created:
             invoice_id = self.created[ext]
             status = "created" if v is winner else "existing" if v.content_hash == winner.content_hash else "conflict"
+        elif self.upsert:
+            invoice_id = self.existing[ext][0]
+            if v is not winner and v.content_hash != winner.content_hash:
+                status = "conflict"
+            elif ext in self.conflicts:
+                status = "conflict"
+                field, message, code = self.conflicts[ext]
+                errors = [{"field": f"invoices.{v.index}.{field}", "message": message, "code": code}]
+            else:
+                status = "updated" if v is winner and ext in self.updated else "existing"
         else:
             invoice_id, stored_hash = self.existing[ext]
             status = "existing" if v.content_hash == stored_hash else "conflict"
         result: dict[str, Any] = {"index": v.index, "status": status, "id": invoice_id}
         if status == "conflict":
-            result["errors"] = [{"field": f"invoices.{v.index}.external_id", "message": conflict_message(invoice_id)}]
+            result["errors"] = errors or [
+                {
+                    "field": f"invoices.{v.index}.external_id",
+                    "message": conflict_message(invoice_id),
+                    "code": "invoice_exists",
+                }
+            ]
         return result

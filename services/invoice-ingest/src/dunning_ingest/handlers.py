@@ -1,12 +1,14 @@
-"""What invoice-ingest reacts to: stage and delivery events feed the timeline, payments the balance.
+"""What invoice-ingest reacts to: stage and delivery events feed the timeline, payments and credit
+notes the balance.
 
 Handlers are plain `(conn, event)` functions run by the consumer runner inside the transaction that
 also records the event id in the inbox. Events arrive out of order across topics (a ReminderSent
 may come before the DunningPlanned that introduces its stage), so every handler is an upsert that
 converges: a stage's state is its highest-ranked observation (scheduled/skipped < escalated <
 sent/failed/cancelled, later time breaking ties), so a terminal state never goes back; every
-observation is appended to the stage's history. A payment sets the balance only if it was
-acknowledged after the payment that set it last.
+observation is appended to the stage's history; a re-plan (StagesRescheduled) is an observation
+from a newer plan, so it moves the stage's time, adds stages and cancels the ones it drops. The
+balance is the amount due minus what payments and credit notes applied (a sum: any order converges).
 
 The table at the end is the whole of it. Each timeline event is one `*_rows` function (the
 observations it makes) applied one event at a time (`observe`) or a run at a time
@@ -15,16 +17,19 @@ observations it makes) applied one event at a time (`observe`) or a run at a tim
 
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 
 import asyncpg
 
 from dunning.contracts import (
+    CreditNoteIssued,
     DunningPlanned,
     PaymentReceived,
     ReminderFailed,
     ReminderSent,
     StageEscalated,
     StagesCancelled,
+    StagesRescheduled,
 )
 from dunning.events import Event
 from dunning.handler_table import HandlerSpec, Rejected
@@ -58,10 +63,11 @@ def _row(
     reason: str | None,
     at: datetime,
     planned_at: datetime | None = None,
+    moved: tuple[datetime | None, datetime | None] = (None, None),
 ) -> repository.StageObservation:
-    """One observation of a stage (repository.observe_stages' row)."""
+    """One observation of a stage (repository.observe_stages' row); `moved`: a re-plan's (from, to)."""
     return repository.StageObservation(
-        stage_id, stage, sequence, channel, scheduled_at, planned_at, state, RANK[state], reason, at
+        stage_id, stage, sequence, channel, scheduled_at, planned_at, state, RANK[state], reason, at, *moved
     )
 
 
@@ -69,6 +75,27 @@ def planned_rows(p: DunningPlanned) -> list[repository.StageObservation]:
     at = p.planned_at
     return [
         _row(s.stage_id, s.stage, s.sequence, s.channel, s.scheduled_at, s.state, s.reason, at, at) for s in p.stages
+    ]
+
+
+def rescheduled_rows(r: StagesRescheduled) -> list[repository.StageObservation]:
+    """A newer plan for the stages listed: a moved or added one takes its new time, a dropped one
+    (no new time) is cancelled and keeps its old time."""
+    at = r.rescheduled_at
+    return [
+        _row(
+            s.stage_id,
+            s.stage,
+            s.sequence,
+            s.channel,
+            s.scheduled_at or s.previous_scheduled_at,
+            s.state,
+            r.reason,
+            at,
+            at,
+            (s.previous_scheduled_at, s.scheduled_at),
+        )
+        for s in r.stages
     ]
 
 
@@ -110,36 +137,44 @@ def observe(rows_of: Callable[..., list[repository.StageObservation]]):
     return handle
 
 
+def _amounts(event: Event, currency: str) -> dict[str, Decimal]:
+    """The amounts of a payment or credit note, quantized to the invoice's currency (or Rejected)."""
+    p = event.data
+    if p.currency != currency:
+        raise Rejected(f"{event.name} in {p.currency} for an invoice in {currency}")
+    amounts = {"amount": p.amount, "amount_applied": p.amount_applied, "balance_remaining": p.balance_remaining}
+    if any(quantize(v, currency) != v for v in amounts.values()):
+        raise Rejected(f"{event.name} amounts have more decimals than {currency} allows")
+    return {k: quantize(v, currency) for k, v in amounts.items()}
+
+
 async def payment_received(conn: asyncpg.Connection, event: Event[PaymentReceived]) -> None:
     p = event.data
     invoice = await _invoice_for(conn, event)
-    currency = invoice["currency"]
-    if p.currency != currency:
-        raise Rejected(f"payment in {p.currency} for an invoice in {currency}")
-    amounts = {"amount": p.amount, "amount_applied": p.amount_applied, "balance_remaining": p.balance_remaining}
-    if any(quantize(v, currency) != v for v in amounts.values()):
-        raise Rejected(f"payment amounts have more decimals than {currency} allows")
-    amounts = {k: quantize(v, currency) for k, v in amounts.items()}
-    if not await repository.record_payment(conn, p, amounts):
+    if not await repository.record_payment(conn, p, _amounts(event, invoice["currency"])):
         log.info("ingest.payment.duplicate", payment_id=p.payment_id)
         return
-    latest = await repository.apply_balance(
-        conn, invoice["id"], amounts["balance_remaining"], p.settled, p.acknowledged_at, p.payment_id
-    )
-    log.info(
-        "ingest.payment.recorded",
-        payment_id=p.payment_id,
-        balance_updated=latest,
-        balance=str(amounts["balance_remaining"]),
-        settled=p.settled,
-    )
+    balance, status = await repository.apply_balance(conn, invoice["id"])
+    log.info("ingest.payment.recorded", payment_id=p.payment_id, balance=str(balance), status=status)
+
+
+async def credit_note_issued(conn: asyncpg.Connection, event: Event[CreditNoteIssued]) -> None:
+    c = event.data
+    invoice = await _invoice_for(conn, event)
+    if not await repository.record_credit_note(conn, c, _amounts(event, invoice["currency"])):
+        log.info("ingest.credit_note.duplicate", credit_note_id=c.credit_note_id)
+        return
+    balance, status = await repository.apply_balance(conn, invoice["id"])
+    log.info("ingest.credit_note.recorded", credit_note_id=c.credit_note_id, balance=str(balance), status=status)
 
 
 HANDLERS = {
     DunningPlanned: HandlerSpec(observe(planned_rows), batch=timeline_batch(planned_rows)),
     StageEscalated: HandlerSpec(observe(escalated_rows), batch=timeline_batch(escalated_rows)),
     StagesCancelled: HandlerSpec(observe(cancelled_rows), batch=timeline_batch(cancelled_rows)),
+    StagesRescheduled: HandlerSpec(observe(rescheduled_rows), batch=timeline_batch(rescheduled_rows)),
     ReminderSent: HandlerSpec(observe(sent_rows), batch=timeline_batch(sent_rows)),
     ReminderFailed: HandlerSpec(observe(failed_rows), batch=timeline_batch(failed_rows)),
     PaymentReceived: HandlerSpec(payment_received),
+    CreditNoteIssued: HandlerSpec(credit_note_issued),
 }

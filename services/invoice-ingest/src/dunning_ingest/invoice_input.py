@@ -36,6 +36,7 @@ from dunning_ingest.invoice_rules import (
     EMAIL,
     URL,
     Amount,
+    AmountText,
     IsoDate,
     Text,
     check_currency,
@@ -81,13 +82,7 @@ class InvoiceIn(BaseModel):
         Field(json_schema_extra={"pattern": URL.pattern, "maxLength": 2048}),
         AfterValidator(check_payment_url),
     ] = None
-    metadata: Annotated[
-        dict[
-            Annotated[str, Field(min_length=1, max_length=40), AfterValidator(check_text)],
-            Annotated[str, Field(max_length=500), AfterValidator(check_text)],
-        ],
-        Field(max_length=50, description="String to string, at most 50 keys."),
-    ] = Field(default_factory=dict)
+    metadata: "Metadata" = Field(default_factory=dict)
 
     def content_hash(self) -> bytes:
         """SHA-256 of the canonical content: equal for two requests that mean the same invoice."""
@@ -106,6 +101,52 @@ class InvoiceIn(BaseModel):
 
 
 invoice_adapter: TypeAdapter[InvoiceIn] = TypeAdapter(InvoiceIn)
+
+
+Metadata = Annotated[
+    dict[
+        Annotated[str, Field(min_length=1, max_length=40), AfterValidator(check_text)],
+        Annotated[str, Field(max_length=500), AfterValidator(check_text)],
+    ],
+    Field(max_length=50, description="String to string, at most 50 keys."),
+]
+
+
+class InvoicePatch(BaseModel):
+    """PATCH /v1/invoices/{id}: a JSON merge patch of the fields an accounting system may change. A
+    field left out stays as it is; `payment_url: null` clears it, `metadata` replaces the map (null:
+    empty). `currency` and `issue_date` never change: they are accepted only with their current value."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    number: Annotated[Text, Field(max_length=100)] = None  # type: ignore[assignment]
+    customer_external_id: Annotated[
+        Text, Field(max_length=200, description="Move the invoice to this existing customer of the tenant.")
+    ] = None  # type: ignore[assignment]
+    currency: Annotated[str, Field(examples=["EUR"]), AfterValidator(check_currency)] = None  # type: ignore[assignment]
+    amount_due: AmountText = None  # type: ignore[assignment]
+    issue_date: IsoDate = None  # type: ignore[assignment]
+    due_date: IsoDate = None  # type: ignore[assignment]
+    payment_url: Annotated[
+        str | None,
+        Field(json_schema_extra={"pattern": URL.pattern, "maxLength": 2048}),
+        AfterValidator(check_payment_url),
+    ] = None
+    metadata: Metadata | None = None
+
+
+patch_adapter: TypeAdapter[InvoicePatch] = TypeAdapter(InvoicePatch)
+
+
+class CloseIn(BaseModel):
+    """The body of POST /v1/invoices/{id}/void and /write-off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[Text, Field(max_length=500, description="Why; kept on the invoice and in its event.")]
+
+
+close_adapter: TypeAdapter[CloseIn] = TypeAdapter(CloseIn)
 
 
 def error_list(exc, prefix: str = "") -> list[dict[str, str]]:

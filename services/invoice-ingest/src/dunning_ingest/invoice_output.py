@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dunning.clock import isoformat
 from dunning.money import format_amount
@@ -47,10 +47,47 @@ class PaymentOut(BaseModel):
         return cls.model_validate({**{k: p[k] for k in cls.model_fields if k not in money}, **money})
 
 
+class CreditNoteOut(BaseModel):
+    credit_note_id: str
+    reference: str
+    reason: str
+    currency: str
+    amount: str
+    amount_applied: str
+    balance_remaining: str
+    settled: bool
+    acknowledged_at: datetime
+
+    @classmethod
+    def from_row(cls, c: Mapping[str, Any]) -> "CreditNoteOut":
+        money = {k: format_amount(c[k], c["currency"]) for k in ("amount", "amount_applied", "balance_remaining")}
+        return cls.model_validate({**{k: c[k] for k in cls.model_fields if k not in money}, **money})
+
+
+class FieldChangeOut(BaseModel):
+    field: Literal["number", "customer", "amount_due", "due_date", "payment_url", "metadata"]
+    previous: Any = Field(description="The value before (the customer's external id for `customer`).")
+    value: Any = Field(description="The value after.")
+
+
+class InvoiceEventOut(BaseModel):
+    """One entry of an invoice's own history: its creation and every change, payment and credit note."""
+
+    kind: Literal["created", "updated", "voided", "written_off", "payment", "credit_note"]
+    at: datetime
+    version: int | None = Field(description="The invoice's version after it (payments and credit notes: null).")
+    changes: list[FieldChangeOut] | None = Field(description="updated: each field, old -> new.")
+    reason: str | None
+    amount: str | None = Field(description="written_off: the balance written off; payment, credit_note: applied.")
+    reference: str | None = Field(description="payment: its id; credit_note: the accounting system's reference.")
+
+
 class StageHistoryOut(BaseModel):
     state: str
     at: datetime
     reason: str | None
+    previous_scheduled_at: datetime | None = Field(description="A re-plan: the stage's time before (null: added).")
+    scheduled_at: datetime | None = Field(description="A re-plan: the stage's new time (null: dropped).")
 
 
 class StageOut(BaseModel):
@@ -75,11 +112,15 @@ class StageOut(BaseModel):
         return cls.model_validate({**{k: s[k] for k in cls.model_fields if k != "history"}, "history": own})
 
 
+InvoiceStatus = Literal["open", "paid", "void", "written_off"]
+
+
 class InvoiceOut(BaseModel):
     id: str
     external_id: str
+    version: int = Field(description="1 at creation, +1 per change; the ETag of the invoice is this number.")
     number: str
-    status: Literal["open", "paid", "void"]
+    status: InvoiceStatus
     currency: str
     amount_due: str
     balance: str
@@ -89,6 +130,11 @@ class InvoiceOut(BaseModel):
     metadata: dict[str, str]
     customer: CustomerOut
     created_at: datetime
+    updated_at: datetime | None
+    closed_reason: str | None = Field(description="The reason given when it was voided or written off.")
+    voided_at: datetime | None
+    written_off_at: datetime | None
+    written_off_amount: str | None = Field(description="The balance written off.")
 
     @classmethod
     def fields_of(cls, r: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,7 +142,9 @@ class InvoiceOut(BaseModel):
         customer = CustomerOut.model_validate(
             {k: r["customer_id" if k == "id" else f"customer_{k}"] for k in CustomerOut.model_fields}
         )
-        money = {k: format_amount(r[k], r["currency"]) for k in ("amount_due", "balance")}
+        money: dict[str, str | None] = {k: format_amount(r[k], r["currency"]) for k in ("amount_due", "balance")}
+        written_off = r["written_off_amount"]
+        money["written_off_amount"] = None if written_off is None else format_amount(written_off, r["currency"])
         plain = {k: r[k] for k in InvoiceOut.model_fields if k not in money and k != "customer"}
         return {**plain, **money, "customer": customer}
 
@@ -107,7 +155,9 @@ class InvoiceOut(BaseModel):
 
 class InvoiceDetail(InvoiceOut):
     payments: list[PaymentOut]
+    credit_notes: list[CreditNoteOut]
     timeline: list[StageOut]
+    history: list[InvoiceEventOut] = Field(description="Creation, changes, payments and credit notes, newest last.")
 
     @classmethod
     def from_rows(
@@ -116,11 +166,19 @@ class InvoiceDetail(InvoiceOut):
         payments: Sequence[Mapping[str, Any]] = (),
         stages: Sequence[Mapping[str, Any]] = (),
         history: Sequence[Mapping[str, Any]] = (),
+        *,
+        credit_notes: Sequence[Mapping[str, Any]] = (),
+        changes: Sequence[Mapping[str, Any]] = (),
     ) -> "InvoiceDetail":
         return cls(
             **cls.fields_of(r),
             payments=[PaymentOut.from_row(p) for p in payments],
+            credit_notes=[CreditNoteOut.from_row(c) for c in credit_notes],
             timeline=[StageOut.from_rows(s, history) for s in stages],
+            # The history is merged from four sources by one function (invoice_history_json), not twice.
+            history=[
+                InvoiceEventOut.model_validate(e) for e in invoice_history_json(r, payments, credit_notes, changes)
+            ],
         )
 
 
@@ -134,9 +192,11 @@ def _ts(value: datetime | None) -> str | None:
 def invoice_out_json(r: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON of `InvoiceOut` for an invoice row (repository.INVOICE_SELECT)."""
     currency = r["currency"]
+    written_off = r["written_off_amount"]
     return {
         "id": r["id"],
         "external_id": r["external_id"],
+        "version": r["version"],
         "number": r["number"],
         "status": r["status"],
         "currency": currency,
@@ -155,6 +215,11 @@ def invoice_out_json(r: Mapping[str, Any]) -> dict[str, Any]:
             "timezone": r["customer_timezone"],
         },
         "created_at": _ts(r["created_at"]),
+        "updated_at": _ts(r["updated_at"]),
+        "closed_reason": r["closed_reason"],
+        "voided_at": _ts(r["voided_at"]),
+        "written_off_at": _ts(r["written_off_at"]),
+        "written_off_amount": None if written_off is None else format_amount(written_off, currency),
     }
 
 
@@ -180,6 +245,12 @@ def new_invoice_row(invoice_id: str, customer_id: str, inv: Any, created_at: dat
         "customer_locale": c.locale,
         "customer_timezone": c.timezone,
         "created_at": created_at,
+        "version": 1,
+        "updated_at": None,
+        "closed_reason": None,
+        "voided_at": None,
+        "written_off_at": None,
+        "written_off_amount": None,
     }
 
 
@@ -206,7 +277,15 @@ def timeline_out_json(
     """The JSON of a list of `StageOut` for stage rows and their history rows."""
     by_stage: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for h in history:
-        by_stage[h["stage_id"]].append({"state": h["state"], "at": _ts(h["at"]), "reason": h["reason"]})
+        by_stage[h["stage_id"]].append(
+            {
+                "state": h["state"],
+                "at": _ts(h["at"]),
+                "reason": h["reason"],
+                "previous_scheduled_at": _ts(h["previous_scheduled_at"]),
+                "scheduled_at": _ts(h["scheduled_at"]),
+            }
+        )
     return [
         {
             "stage_id": s["stage_id"],
@@ -223,9 +302,82 @@ def timeline_out_json(
     ]
 
 
-def invoice_detail_json(r: Mapping[str, Any], payments=(), stages=(), history=()) -> dict[str, Any]:
-    """The JSON of `InvoiceDetail`."""
+def credit_note_out_json(c: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON of `CreditNoteOut` for a credit note row."""
+    cur = c["currency"]
+    return {
+        "credit_note_id": c["credit_note_id"],
+        "reference": c["reference"],
+        "reason": c["reason"],
+        "currency": cur,
+        "amount": format_amount(c["amount"], cur),
+        "amount_applied": format_amount(c["amount_applied"], cur),
+        "balance_remaining": format_amount(c["balance_remaining"], cur),
+        "settled": c["settled"],
+        "acknowledged_at": _ts(c["acknowledged_at"]),
+    }
+
+
+def _event(kind: str, at: datetime, **fields: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "at": at,
+        "version": None,
+        "changes": None,
+        "reason": None,
+        "amount": None,
+        "reference": None,
+        **fields,
+    }
+
+
+def invoice_history_json(
+    r: Mapping[str, Any],
+    payments: Sequence[Mapping[str, Any]] = (),
+    credit_notes: Sequence[Mapping[str, Any]] = (),
+    changes: Sequence[Mapping[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """The JSON of the list of `InvoiceEventOut`: the invoice's creation, its changes (invoice_changes
+    rows), payments and credit notes, by time (newest last; at equal times in that order)."""
+    cur = r["currency"]
+    events = [_event("created", r["created_at"], version=1)]
+    for c in changes:
+        amount = None if c["amount"] is None else format_amount(c["amount"], cur)
+        events.append(
+            _event(c["kind"], c["at"], version=c["version"], changes=c["changes"], reason=c["reason"], amount=amount)
+        )
+    for p in payments:
+        events.append(
+            _event(
+                "payment",
+                p["acknowledged_at"],
+                amount=format_amount(p["amount_applied"], cur),
+                reference=p["payment_id"],
+            )
+        )
+    for n in credit_notes:
+        events.append(
+            _event(
+                "credit_note",
+                n["acknowledged_at"],
+                amount=format_amount(n["amount_applied"], cur),
+                reference=n["reference"],
+                reason=n["reason"],
+            )
+        )
+    events.sort(key=lambda e: e["at"])  # stable: equal times keep the order above
+    for e in events:
+        e["at"] = _ts(e["at"])
+    return events
+
+
+def invoice_detail_json(
+    r: Mapping[str, Any], payments=(), stages=(), history=(), *, credit_notes=(), changes=()
+) -> dict[str, Any]:
+    """The JSON of `InvoiceDetail` (`history`: the stages' history rows; `changes`: the invoice's)."""
     body = invoice_out_json(r)
     body["payments"] = [payment_out_json(p) for p in payments]
+    body["credit_notes"] = [credit_note_out_json(c) for c in credit_notes]
     body["timeline"] = timeline_out_json(stages, history)
+    body["history"] = invoice_history_json(r, payments, credit_notes, changes)
     return body

@@ -139,6 +139,20 @@ def check_amount(value: Any, info: ValidationInfo) -> Decimal:
         raise _error("amount", str(exc)) from None
 
 
+def check_amount_text(value: Any) -> str:
+    """An amount whose currency is not in the same body (a PATCH): its shape now, as text; the
+    currency's decimals once the invoice is read (parse_amount)."""
+    if not isinstance(value, str):
+        raise _error(
+            "amount_type", 'must be a decimal string such as "1250.00", not a JSON number (numbers lose precision)'
+        )
+    try:
+        parse_amount(value, "KWD")  # the most decimals any currency has (3)
+    except MoneyError as exc:
+        raise _error("amount", str(exc)) from None
+    return value
+
+
 def check_due_date(value: date, info: ValidationInfo) -> date:
     issued = info.data.get("issue_date")
     if issued is not None and value < issued:
@@ -148,15 +162,13 @@ def check_due_date(value: date, info: ValidationInfo) -> date:
 
 Text = Annotated[str, Field(min_length=1), AfterValidator(check_not_blank)]
 IsoDate = Annotated[date, BeforeValidator(check_date_text)]
-Amount = Annotated[
-    Decimal,
-    PlainValidator(check_amount),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": r"^[0-9]+(\.[0-9]{1,3})?$",
-            "examples": ["1250.00", "158000"],
-            "description": "Decimal string in major units, with at most the currency's ISO 4217 decimals.",
-        }
-    ),
-]
+_AMOUNT_SCHEMA = WithJsonSchema(
+    {
+        "type": "string",
+        "pattern": r"^[0-9]+(\.[0-9]{1,3})?$",
+        "examples": ["1250.00", "158000"],
+        "description": "Decimal string in major units, with at most the currency's ISO 4217 decimals.",
+    }
+)
+Amount = Annotated[Decimal, PlainValidator(check_amount), _AMOUNT_SCHEMA]
+AmountText = Annotated[str, PlainValidator(check_amount_text), _AMOUNT_SCHEMA]

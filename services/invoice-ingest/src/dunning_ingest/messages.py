@@ -1,4 +1,5 @@
-"""The events invoice-ingest publishes (through the outbox): InvoiceIssued, built in one place.
+"""The events invoice-ingest publishes (through the outbox): InvoiceIssued, and the changes that
+follow it (InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff), each built in one place.
 
 `invoice_issued` is the builder: an accepted invoice (invoice_input.InvoiceIn or its FastInvoiceIn) and
 the ids the database gave it -> the `InvoiceIssued` record; `dunning.events.envelope` wraps it. The
@@ -21,9 +22,10 @@ from typing import Any
 import orjson
 from opentelemetry import trace
 
-from dunning.contracts import Customer, InvoiceIssued
+from dunning.contracts import Customer, InvoiceIssued, InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff
 from dunning.contracts import topic as topic_of_record
 from dunning.events import dataschema, envelope
+from dunning.money import quantize
 from dunning.outbox import LANES, headers_of, lane_of
 from dunning_ingest.invoice_input import amount_text
 
@@ -64,6 +66,44 @@ def invoice_issued(tenant_id: str, invoice_id: str, customer_id: str, inv: Any, 
         inv.payment_url,
         inv.metadata,
         issued_at,
+    )
+
+
+def invoice_updated(
+    tenant_id: str, row: Any, new: Any, changed: tuple[str, ...], version: int, updated_at: datetime
+) -> InvoiceUpdated:
+    """The InvoiceUpdated of `row` (the invoice before, repository.INVOICE_SELECT) changed to `new`
+    (changes.State)."""
+    return InvoiceUpdated(
+        row["id"],
+        tenant_id,
+        row["external_id"],
+        version,
+        new.number,
+        new.customer,
+        row["currency"],
+        new.amount_due,
+        row["issue_date"],
+        new.due_date,
+        new.payment_url,
+        new.metadata,
+        changed,
+        quantize(row["amount_due"], row["currency"]),
+        row["due_date"],
+        updated_at,
+    )
+
+
+def invoice_voided(tenant_id: str, row: Any, version: int, reason: str, at: datetime) -> InvoiceVoided:
+    return InvoiceVoided(row["id"], tenant_id, row["external_id"], version, reason, at)
+
+
+def invoice_written_off(
+    tenant_id: str, row: Any, version: int, reason: str, amount: Decimal, at: datetime
+) -> InvoiceWrittenOff:
+    currency = row["currency"]
+    return InvoiceWrittenOff(
+        row["id"], tenant_id, row["external_id"], version, reason, currency, quantize(amount, currency), at
     )
 
 

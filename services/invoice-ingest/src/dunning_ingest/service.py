@@ -1,10 +1,12 @@
-"""Creating invoices, one or ten thousand at a time, idempotently.
+"""Creating invoices, one or ten thousand at a time, idempotently, and changing them.
 
 One invoice: one SQL statement (customer upsert, invoice insert, the InvoiceIssued row in the outbox
 and the relay's NOTIFY in one CTE chain), plus the Idempotency-Key result in the same transaction
 when a key was sent. Bulk: see bulk.py.
 "(tenant, external_id) exists with the same content" is a replay (200/"existing"); with other
-content it is a conflict (409/"conflict"): updates are not accepted here.
+content it is a conflict (409/"conflict"): changes go through PATCH or the bulk upsert mode.
+Changes (PATCH, void, write-off) lock the invoice, check If-Match and apply the rules of changes.py
+in one transaction; every invoice answer carries its version as a strong ETag.
 """
 
 from collections.abc import Awaitable, Callable
@@ -14,12 +16,14 @@ import asyncpg
 import orjson
 
 from dunning.clock import isoformat, utcnow
-from dunning.http import PROBLEM, PROBLEMS, problem_body
+from dunning.contracts import Customer
+from dunning.http import PROBLEM, PROBLEMS, Problem, problem_body
 from dunning.ids import new_id
 from dunning.logging import get_logger
-from dunning_ingest import repository
+from dunning_ingest import changes, repository
 from dunning_ingest.bulk import BulkImport, conflict_message
 from dunning_ingest.idempotency import IdempotencyStore, Reply
+from dunning_ingest.invoice_input import InvoicePatch
 from dunning_ingest.invoice_output import invoice_detail_json, new_invoice_row
 from dunning_ingest.messages import INVOICE_ISSUED, OutboxRow, current_traceparent, topic
 
@@ -42,6 +46,16 @@ async def _retrying(once: Callable[[], Awaitable[Reply]], attempts: int = 3) -> 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
     media = PROBLEM if status >= 400 else JSON
     return Reply(status, {"content-type": media, **(headers or {})}, orjson.dumps(body))
+
+
+def etag(version: int) -> str:
+    """The invoice's strong entity tag: its version, quoted."""
+    return f'"{version}"'
+
+
+def _invoice(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Reply:
+    """An invoice answer: its JSON with its ETag."""
+    return _json(status, body, {"etag": etag(body["version"]), **(headers or {})})
 
 
 class InvoiceService:
@@ -117,7 +131,7 @@ class InvoiceService:
             # debug: a log line is a write(2) per request, a fifth of its CPU; the outbox event is the record.
             log.debug("ingest.invoice.created", invoice_id=invoice_id, external_id=inv.external_id)
             body = invoice_detail_json(new_invoice_row(invoice_id, row["customer_id"], inv, now))
-            return _json(201, body, {"location": f"{path}/{invoice_id}"})
+            return _invoice(201, body, {"location": f"{path}/{invoice_id}"})
         existing_id, existing_hash = row["existing_id"], row["existing_hash"]
         if existing_id is None:  # created concurrently after this statement's snapshot
             existing = await repository.existing_by_external_id(conn, tenant_id, [inv.external_id])
@@ -125,7 +139,8 @@ class InvoiceService:
         if bytes(existing_hash) == content_hash:
             log.info("ingest.invoice.existing", invoice_id=existing_id, external_id=inv.external_id)
             existing_body = await self.detail(conn, tenant_id, existing_id)
-            return _json(200, existing_body, {"location": f"{path}/{existing_id}"})
+            assert existing_body is not None, "invoices are never deleted"
+            return _invoice(200, existing_body, {"location": f"{path}/{existing_id}"})
         log.info("ingest.invoice.conflict", invoice_id=existing_id, external_id=inv.external_id)
         problem = problem_body(
             409,
@@ -148,19 +163,104 @@ class InvoiceService:
         if row is None:
             return None
         payments = await repository.payments_of(conn, invoice_id)
+        credit_notes = await repository.credit_notes_of(conn, invoice_id)
         stages, history = await repository.timeline_of(conn, invoice_id)
-        return invoice_detail_json(row, payments, stages, history)
+        changed = await repository.changes_of(conn, invoice_id) if row["version"] > 1 else []
+        return invoice_detail_json(row, payments, stages, history, credit_notes=credit_notes, changes=changed)
+
+    async def _locked(self, conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> Any:
+        row = await repository.lock_invoice(conn, tenant_id, invoice_id)
+        if row is None:
+            raise Problem.not_found("invoice_id", f"No invoice {invoice_id}.")
+        return row
+
+    async def _current(self, conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> Reply:
+        body = await self.detail(conn, tenant_id, invoice_id)
+        assert body is not None, "invoices are never deleted"
+        return _invoice(200, body)
+
+    # --- changes ------------------------------------------------------------------------------
+
+    async def patch(
+        self,
+        tenant_id: str,
+        invoice_id: str,
+        patch: InvoicePatch,
+        *,
+        if_match: str | None,
+        key: str | None = None,
+        fingerprint: bytes | None = None,
+    ) -> Reply:
+        """Apply a merge patch to an open invoice: 200 with the invoice (a new version if anything changed)."""
+
+        async def work(conn: asyncpg.Connection) -> Reply:
+            row = await self._locked(conn, tenant_id, invoice_id)
+            changes.check_if_match(if_match, row["version"])
+            if row["status"] != "open":
+                raise changes.closed_problem(row)
+            customer = None
+            if "customer_external_id" in patch.model_fields_set:
+                found = await repository.customer_by_external_id(conn, tenant_id, patch.customer_external_id)
+                if found is None:
+                    raise Problem.invalid(
+                        "customer_external_id",
+                        f"no customer {patch.customer_external_id!r} in this tenant",
+                        "not_found",
+                    )
+                customer = Customer(found["id"], *(found[k] for k in Customer._fields[1:]))
+            new = changes.patched(row, patch, customer)
+            diff = changes.field_changes(row, new)
+            if diff:
+                update = changes.Update(row, new, diff, changes.content_hash(row, new))
+                await changes.apply_updates(conn, tenant_id, [update], utcnow())
+                log.info("ingest.invoice.updated", invoice_id=invoice_id, changed=[c["field"] for c in diff])
+            return await self._current(conn, tenant_id, invoice_id)
+
+        return await self.run(tenant_id, key, fingerprint, work)
+
+    async def close(
+        self,
+        tenant_id: str,
+        invoice_id: str,
+        status: str,
+        reason: str,
+        *,
+        if_match: str | None,
+        key: str | None = None,
+        fingerprint: bytes | None = None,
+    ) -> Reply:
+        """Void (`status` "void") or write off ("written_off") an open invoice. The same request again
+        on an invoice it closed answers 200 with it as it is; another change to a closed one is a 409."""
+
+        async def work(conn: asyncpg.Connection) -> Reply:
+            row = await self._locked(conn, tenant_id, invoice_id)
+            if row["status"] == status and row["closed_reason"] == reason:
+                return await self._current(conn, tenant_id, invoice_id)  # a repeat: done already
+            changes.check_if_match(if_match, row["version"])
+            if row["status"] != "open":
+                raise changes.closed_problem(row)
+            await changes.close(conn, tenant_id, row, status, reason, utcnow())
+            log.info("ingest.invoice.closed", invoice_id=invoice_id, status=status)
+            return await self._current(conn, tenant_id, invoice_id)
+
+        return await self.run(tenant_id, key, fingerprint, work)
 
     # --- many invoices ------------------------------------------------------------------------
 
     async def create_many(
-        self, tenant_id: str, items: list[Any], *, key: str | None = None, fingerprint: bytes | None = None
+        self,
+        tenant_id: str,
+        items: list[Any],
+        *,
+        upsert: bool = False,
+        key: str | None = None,
+        fingerprint: bytes | None = None,
     ) -> Reply:
         async def work(conn: asyncpg.Connection):
-            results = await BulkImport(conn, tenant_id).run(items)
-            summary = {"created": 0, "existing": 0, "failed": 0}
+            results = await BulkImport(conn, tenant_id, upsert=upsert).run(items)
+            summary = {"created": 0, "updated": 0, "existing": 0, "failed": 0}
             for r in results:
-                summary[r["status"] if r["status"] in ("created", "existing") else "failed"] += 1
+                summary[r["status"] if r["status"] in summary else "failed"] += 1
             log.info("ingest.bulk.done", items=len(items), **summary)
             return _json(200, {"summary": summary, "results": results})
 

@@ -67,6 +67,8 @@ async def apply_timeline_batch(conn: asyncpg.Connection, events: list[Event], ro
                     "rank": o.rank,
                     "at": o.at,
                     "reason": o.reason,
+                    "moved_from": o.moved_from,
+                    "moved_to": o.moved_to,
                 }
             )
     for stages in waves:

@@ -1,17 +1,20 @@
-"""The body of POST /v1/invoices, decoded and checked as FastAPI would for a body parameter of type
-`InvoiceIn` (the same errors, locations and problem), but through the fast mirror first (see
-invoice_input): the route reads its body itself.
+"""Bodies the routes read themselves, decoded and checked as FastAPI would for a body parameter of
+their model (the same errors, locations and problem): POST /v1/invoices through the fast mirror of
+`InvoiceIn` first (see invoice_input); PATCH, void and write-off (`decode_model`) because they take
+`application/merge-patch+json` too and tell a field left out from a null.
 """
 
 import email.message
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi.exceptions import HTTPException, RequestValidationError
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from dunning_ingest.invoice_input import FastInvoiceIn, InvoiceIn, fast_validate_invoice_in, invoice_adapter
+
+M = TypeVar("M")
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -26,9 +29,8 @@ def _is_json(content_type: str | None) -> bool:
     return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-def decode_invoice(raw: bytes, content_type: str | None) -> FastInvoiceIn | InvoiceIn:
-    """The request body of POST /v1/invoices as the invoice, or the RequestValidationError that FastAPI
-    would raise for a body parameter of type InvoiceIn (the same errors, locations and problem)."""
+def _parsed(raw: bytes, content_type: str | None) -> Any:
+    """The JSON of a body declared JSON; other bodies as they are (the model then refuses them)."""
     body: Any = raw
     if not raw:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
@@ -52,9 +54,25 @@ def decode_invoice(raw: bytes, content_type: str | None) -> FastInvoiceIn | Invo
                 ) from None
             except UnicodeDecodeError:
                 raise HTTPException(400, "There was an error parsing the body") from None
+    return body
+
+
+def _validated(adapter: TypeAdapter[M], body: Any) -> M:
     try:  # from_attributes: as FastAPI validates a body (the same error for a body that is not an object)
-        return fast_validate_invoice_in(body) or invoice_adapter.validate_python(body, from_attributes=True)
+        return adapter.validate_python(body, from_attributes=True)
     except ValidationError as exc:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         ) from None
+
+
+def decode_invoice(raw: bytes, content_type: str | None) -> FastInvoiceIn | InvoiceIn:
+    """The request body of POST /v1/invoices as the invoice, or the RequestValidationError that FastAPI
+    would raise for a body parameter of type InvoiceIn (the same errors, locations and problem)."""
+    body = _parsed(raw, content_type)
+    return fast_validate_invoice_in(body) or _validated(invoice_adapter, body)
+
+
+def decode_model(raw: bytes, content_type: str | None, adapter: TypeAdapter[M]) -> M:
+    """The request body as `adapter`'s model, or the RequestValidationError FastAPI would raise."""
+    return _validated(adapter, _parsed(raw, content_type))

@@ -95,6 +95,7 @@ async def test_same_external_id_is_200_with_same_content_and_409_with_other_cont
     problem = changed.json()
     assert problem["errors"][0]["field"] == "external_id"
     assert problem["invoice_id"] == created.json()["id"]
+    assert f"PATCH /v1/invoices/{problem['invoice_id']}" in problem["detail"] and '"mode": "upsert"' in problem["detail"]
 
     assert len(await kit.outbox_events(pool, "dunning.InvoiceIssued.v1")) == 1
 
@@ -158,12 +159,13 @@ async def test_bulk_gives_one_result_per_item_and_never_rejects_the_good_ones(cl
         "conflict",
         "invalid",
     ]
-    assert body["summary"] == {"created": 2, "existing": 2, "failed": 5}
+    assert body["summary"] == {"created": 2, "updated": 0, "existing": 2, "failed": 5}
     results = body["results"]
     assert results[1]["errors"][0]["field"] == "invoices.1.amount_due"
     assert "decimal string" in results[1]["errors"][0]["message"]
     assert results[8]["errors"] == [{"field": "invoices.8.amount_due", "message": "JPY allows 0 decimal places, got 1"}]
     assert results[4]["errors"][0]["field"] == "invoices.4.external_id"
+    assert results[4]["errors"][0]["code"] == "invoice_exists" and "PATCH" in results[4]["errors"][0]["message"]
     assert results[6]["id"] == results[2]["id"] and results[3]["id"] == results[4]["id"]
 
     events = await kit.outbox_events(pool, "dunning.InvoiceIssued.v1")
@@ -193,11 +195,11 @@ async def test_bulk_with_an_idempotency_key_replays_and_writes_nothing_twice(cli
     }
     headers = {"Idempotency-Key": "nightly-2026-11-02"}
     first = await client.post("/v1/invoices/bulk", json=body, headers=headers)
-    assert first.json()["summary"] == {"created": 25, "existing": 0, "failed": 0}
+    assert first.json()["summary"] == {"created": 25, "updated": 0, "existing": 0, "failed": 0}
     again = await client.post("/v1/invoices/bulk", json=body, headers=headers)
     assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
     without_key = await client.post("/v1/invoices/bulk", json=body)
-    assert without_key.json()["summary"] == {"created": 0, "existing": 25, "failed": 0}
+    assert without_key.json()["summary"] == {"created": 0, "updated": 0, "existing": 25, "failed": 0}
     assert len(await kit.outbox_events(pool)) == 25
     assert await pool.fetchval("SELECT count(*) FROM customers") == 3
 

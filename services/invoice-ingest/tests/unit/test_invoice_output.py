@@ -2,7 +2,7 @@
 mirrors (`InvoiceOut`, `InvoiceDetail`, built from the same rows) give the same JSON for any row,
 property-based."""
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,7 +42,7 @@ def invoice_rows(draw) -> dict:
         "id": "inv_" + draw(ids),
         "external_id": draw(text),
         "number": draw(text),
-        "status": draw(st.sampled_from(["open", "paid", "void"])),
+        "status": draw(st.sampled_from(["open", "paid", "void", "written_off"])),
         "currency": currency,
         "amount_due": draw(money(currency)),
         "balance": draw(money(currency)),
@@ -57,7 +57,48 @@ def invoice_rows(draw) -> dict:
         "customer_locale": draw(st.sampled_from(["en-GB", "de-DE"])),
         "customer_timezone": draw(st.sampled_from(["Europe/Berlin", "UTC"])),
         "created_at": draw(instants),
+        "version": draw(st.integers(1, 50)),
+        "updated_at": draw(st.none() | instants),
+        "closed_reason": draw(st.none() | text),
+        "voided_at": draw(st.none() | instants),
+        "written_off_at": draw(st.none() | instants),
+        "written_off_amount": draw(st.none() | money(currency)),
     }
+
+
+@st.composite
+def credit_note_rows(draw, currency: str) -> dict:
+    return {
+        "credit_note_id": "cn_" + draw(ids),
+        "reference": draw(text),
+        "reason": draw(text),
+        "currency": currency,
+        "amount": draw(money(currency)),
+        "amount_applied": draw(money(currency)),
+        "balance_remaining": draw(money(currency)),
+        "settled": draw(st.booleans()),
+        "acknowledged_at": draw(instants),
+    }
+
+
+@st.composite
+def change_rows(draw, currency: str) -> list[dict]:
+    """invoice_changes rows, versions 2.. in order."""
+    rows = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "kind": st.sampled_from(["updated", "voided", "written_off"]),
+                    "at": instants,
+                    "reason": st.none() | text,
+                    "amount": st.none() | money(currency),
+                }
+            ),
+            max_size=3,
+        )
+    )
+    change = [{"field": "due_date", "previous": "2026-11-16", "value": "2026-12-01"}]
+    return [{**r, "version": n + 2, "changes": change if r["kind"] == "updated" else None} for n, r in enumerate(rows)]
 
 
 @st.composite
@@ -102,6 +143,8 @@ def stage_rows(draw) -> tuple[list[dict], list[dict]]:
             "state": draw(st.sampled_from(["scheduled", "sent"])),
             "at": draw(instants),
             "reason": draw(st.none() | text),
+            "previous_scheduled_at": draw(st.none() | instants),
+            "scheduled_at": draw(st.none() | instants),
         }
         for s in stages
         for _ in range(draw(st.integers(0, 2)))
@@ -123,13 +166,20 @@ def test_the_writer_gives_the_json_the_detail_model_gives(data):
     row = data.draw(invoice_rows())
     payments = data.draw(st.lists(payment_rows(row["currency"]), max_size=3))
     stages, history = data.draw(stage_rows())
-    written = invoice_detail_json(row, payments, stages, history)
-    assert written == InvoiceDetail.from_rows(row, payments, stages, history).model_dump(mode="json")
+    credit_notes = data.draw(st.lists(credit_note_rows(row["currency"]), max_size=3))
+    changes = data.draw(change_rows(row["currency"]))
+    written = invoice_detail_json(row, payments, stages, history, credit_notes=credit_notes, changes=changes)
+    model = InvoiceDetail.from_rows(row, payments, stages, history, credit_notes=credit_notes, changes=changes)
+    assert written == model.model_dump(mode="json")
     assert sum(len(s["history"]) for s in written["timeline"]) == len(history)
+    events = written["history"]
+    assert len(events) == 1 + len(changes) + len(payments) + len(credit_notes)
+    times = [datetime.fromisoformat(e["at"]) for e in events]
+    assert times == sorted(times)  # newest last
 
 
 def test_a_new_invoice_reads_back_as_its_row_would():
-    from datetime import date, datetime
+    from datetime import date
     from decimal import Decimal
 
     from dunning_ingest.invoice_input import fast_validate_invoice_in

@@ -1,7 +1,18 @@
-"""SQL of invoice-ingest, by aggregate: invoices (with their customers), payments, the dunning
-timeline, Idempotency-Keys. Every query is scoped by tenant; set-based where it counts. Callers use
+"""SQL of invoice-ingest, by aggregate: invoices (with their customers), their changes (updates,
+voids, write-offs, history), payments and credit notes, the dunning timeline, Idempotency-Keys.
+Every query is scoped by tenant; set-based where it counts. Callers use
 `repository.<function>`: the names below are the whole interface."""
 
+from dunning_ingest.repository.changes import (
+    changes_of,
+    close_invoice,
+    credit_notes_of,
+    customer_by_external_id,
+    insert_changes,
+    lock_invoice,
+    lock_invoices,
+    update_invoices,
+)
 from dunning_ingest.repository.idempotency_keys import (
     claim_idempotency_key,
     complete_idempotency_key,
@@ -26,6 +37,7 @@ from dunning_ingest.repository.invoices import (
 )
 from dunning_ingest.repository.payments import (
     apply_balance,
+    record_credit_note,
     record_payment,
 )
 from dunning_ingest.repository.timeline import (
@@ -36,6 +48,15 @@ from dunning_ingest.repository.timeline import (
 )
 
 __all__ = [
+    "changes_of",
+    "close_invoice",
+    "credit_notes_of",
+    "customer_by_external_id",
+    "insert_changes",
+    "lock_invoice",
+    "lock_invoices",
+    "update_invoices",
+    "record_credit_note",
     "CustomerRow",
     "INVOICE_SELECT",
     "StageObservation",

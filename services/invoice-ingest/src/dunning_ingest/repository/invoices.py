@@ -14,7 +14,8 @@ from dunning_ingest.repository import customers
 
 INVOICE_SELECT = """
 SELECT i.id, i.external_id, i.number, i.status, i.currency, i.amount_due, i.balance, i.issue_date,
-       i.due_date, i.payment_url, i.metadata, i.created_at, i.customer_id,
+       i.due_date, i.payment_url, i.metadata, i.created_at, i.customer_id, i.version, i.updated_at,
+       i.closed_reason, i.voided_at, i.written_off_at, i.written_off_amount,
        c.external_id AS customer_external_id, c.name AS customer_name, c.email AS customer_email,
        c.locale AS customer_locale, c.timezone AS customer_timezone
 FROM invoices i JOIN customers c ON c.id = i.customer_id
@@ -216,7 +217,8 @@ _STAGES_OF = (
     "SELECT * FROM stages WHERE invoice_id = $1 ORDER BY sequence NULLS LAST, scheduled_at NULLS LAST, stage_id"
 )
 _STAGE_HISTORY_OF = (
-    "SELECT h.stage_id, h.state, h.at, h.reason FROM stage_history h JOIN stages s USING (stage_id)"
+    "SELECT h.stage_id, h.state, h.at, h.reason, h.previous_scheduled_at, h.scheduled_at"
+    " FROM stage_history h JOIN stages s USING (stage_id)"
     " WHERE s.invoice_id = $1 ORDER BY h.at, h.rank, h.state"
 )
 

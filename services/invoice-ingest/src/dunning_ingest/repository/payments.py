@@ -1,11 +1,11 @@
-"""Payments as PaymentReceived reports them, and the balance they leave on the invoice."""
+"""Payments and credit notes as PaymentReceived and CreditNoteIssued report them, and the balance
+they leave on the invoice: its amount due minus everything applied, whatever order they arrive in."""
 
-from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
 
-from dunning.contracts import PaymentReceived
+from dunning.contracts import CreditNoteIssued, PaymentReceived
 
 _RECORD_PAYMENT = """
 INSERT INTO payments (payment_id, invoice_id, tenant_id, source, source_reference, currency, amount,
@@ -36,18 +36,53 @@ async def record_payment(conn: asyncpg.Connection, p: PaymentReceived, amounts: 
     )
 
 
-_APPLY_BALANCE = """
-UPDATE invoices
-   SET balance = $2,
-       status = CASE WHEN status = 'void' THEN 'void' WHEN $3 THEN 'paid' ELSE 'open' END,
-       balance_as_of = $4, balance_payment_id = $5
- WHERE id = $1 AND (balance_as_of IS NULL OR (balance_as_of, balance_payment_id) < ($4, $5))
+_RECORD_CREDIT_NOTE = """
+INSERT INTO credit_notes (credit_note_id, invoice_id, tenant_id, reference, reason, currency, amount,
+                          amount_applied, balance_remaining, settled, acknowledged_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (credit_note_id) DO NOTHING RETURNING true
 """
 
 
-async def apply_balance(
-    conn: asyncpg.Connection, invoice_id: str, balance: Decimal, settled: bool, as_of: datetime, payment_id: str
-) -> bool:
-    """Set balance and status from this payment unless a later-acknowledged payment already did."""
-    result = await conn.execute(_APPLY_BALANCE, invoice_id, balance, settled, as_of, payment_id)
-    return result.endswith(" 1")
+async def record_credit_note(conn: asyncpg.Connection, c: CreditNoteIssued, amounts: dict[str, Decimal]) -> bool:
+    """Insert the credit note (idempotent by credit_note_id), `amounts` quantized; True if it is new."""
+    return bool(
+        await conn.fetchval(
+            _RECORD_CREDIT_NOTE,
+            c.credit_note_id,
+            c.invoice_id,
+            c.tenant_id,
+            c.reference,
+            c.reason,
+            c.currency,
+            amounts["amount"],
+            amounts["amount_applied"],
+            amounts["balance_remaining"],
+            c.settled,
+            c.acknowledged_at,
+        )
+    )
+
+
+# The balance rule, written once: the amount due minus what payments and credit notes applied (a sum
+# converges in any order, and an amount correction moves it by the difference); an open invoice
+# whose balance reaches zero is paid. Closed ones (void, written off) keep their status.
+_APPLIED = (
+    "(SELECT coalesce(sum(amount_applied), 0) FROM payments WHERE invoice_id = i.id)"
+    " + (SELECT coalesce(sum(amount_applied), 0) FROM credit_notes WHERE invoice_id = i.id)"
+)
+
+
+def balance_and_status(amount_due: str = "i.amount_due") -> str:
+    """The SET clause of an UPDATE of `invoices AS i` that applies the balance rule to `amount_due`
+    (an SQL expression: the stored amount, or a corrected one)."""
+    balance = f"{amount_due} - ({_APPLIED})"
+    return f"balance = {balance}, status = CASE WHEN i.status = 'open' AND {balance} <= 0 THEN 'paid' ELSE i.status END"
+
+
+_APPLY_BALANCE = f"UPDATE invoices AS i SET {balance_and_status()} WHERE i.id = $1 RETURNING i.balance, i.status"
+
+
+async def apply_balance(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Record:
+    """Recompute the invoice's balance and status from everything applied to it: (balance, status)."""
+    return await conn.fetchrow(_APPLY_BALANCE, invoice_id)

@@ -1,5 +1,6 @@
-"""The dunning timeline: each stage's state from the events that observe it (planned, escalated,
-sent, failed, cancelled), and every observation in its history."""
+"""The dunning timeline: each stage's state from the events that observe it (planned, re-planned,
+escalated, sent, failed, cancelled), and every observation in its history (a re-planned stage's
+entry with its previous and new time)."""
 
 from collections.abc import Sequence
 from datetime import datetime
@@ -57,13 +58,20 @@ class StageObservation(NamedTuple):
     rank: int  # orders states: an observation never moves a stage back (handlers.RANK)
     reason: str | None
     at: datetime
+    # History only: a re-planned stage's previous and new time (None: added, or dropped, by the new plan).
+    moved_from: datetime | None = None
+    moved_to: datetime | None = None
+
+
+_OBSERVED = 10  # the fields above the history-only ones: the columns of _OBSERVE
 
 
 _APPEND_HISTORY = (
-    "INSERT INTO stage_history (stage_id, event_id, state, rank, at, reason)"
-    " SELECT u.stage_id, $1, u.state, u.rank, u.at, u.reason"
-    " FROM unnest($2::text[], $3::text[], $4::smallint[], $5::timestamptz[], $6::text[])"
-    "      AS u(stage_id, state, rank, at, reason)"
+    "INSERT INTO stage_history (stage_id, event_id, state, rank, at, reason, previous_scheduled_at, scheduled_at)"
+    " SELECT u.stage_id, $1, u.state, u.rank, u.at, u.reason, u.moved_from, u.moved_to"
+    " FROM unnest($2::text[], $3::text[], $4::smallint[], $5::timestamptz[], $6::text[], $7::timestamptz[],"
+    "             $8::timestamptz[])"
+    "      AS u(stage_id, state, rank, at, reason, moved_from, moved_to)"
     " ON CONFLICT (stage_id, event_id) DO NOTHING"
 )
 
@@ -76,7 +84,7 @@ async def observe_stages(
     """
     if not rows:
         return 0
-    cols = [list(c) for c in zip(*rows, strict=True)]
+    cols = [list(c) for c in zip(*rows, strict=True)][:_OBSERVED]
     applied = await conn.fetch(_OBSERVE, invoice_id, tenant_id, *cols)
     mine = {r["stage_id"] for r in applied}
     hist = [r for r in rows if r.stage_id in mine]
@@ -89,6 +97,8 @@ async def observe_stages(
             [r.rank for r in hist],
             [r.at for r in hist],
             [r.reason for r in hist],
+            [r.moved_from for r in hist],
+            [r.moved_to for r in hist],
         )
     return len(mine)
 
@@ -119,15 +129,16 @@ async def observe_stages_many(conn: asyncpg.Connection, rows: Sequence[dict]) ->
 
 
 _APPEND_HISTORY_MANY = (
-    "INSERT INTO stage_history (stage_id, event_id, state, rank, at, reason)"
-    " SELECT h.stage_id, h.event_id, h.state, h.rank, h.at, h.reason"
+    "INSERT INTO stage_history (stage_id, event_id, state, rank, at, reason, previous_scheduled_at, scheduled_at)"
+    " SELECT h.stage_id, h.event_id, h.state, h.rank, h.at, h.reason, h.moved_from, h.moved_to"
     " FROM json_to_recordset($1::text::json)"
-    "      AS h(stage_id text, event_id uuid, state text, rank smallint, at timestamptz, reason text)"
+    "      AS h(stage_id text, event_id uuid, state text, rank smallint, at timestamptz, reason text,"
+    "           moved_from timestamptz, moved_to timestamptz)"
     " ON CONFLICT (stage_id, event_id) DO NOTHING"
 )
 
 
 async def append_history_many(conn: asyncpg.Connection, rows: Sequence[dict]) -> None:
-    """rows: dicts with stage_id, event_id, state, rank, at, reason."""
+    """rows: dicts with stage_id, event_id, state, rank, at, reason, moved_from, moved_to."""
     if rows:
         await conn.execute(_APPEND_HISTORY_MANY, orjson.dumps(rows).decode())
