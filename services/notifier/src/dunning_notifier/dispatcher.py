@@ -1,15 +1,16 @@
 """The dispatcher: sends the deliveries the consumer recorded, and records what came of each.
 
 A claim loop takes due `pending` rows (FOR UPDATE SKIP LOCKED) and sets them `sending` with a lease
-and `attempts + 1`; `dispatch_concurrency` workers, each owning one SMTP connection, render and send;
-a recorder writes the outcomes in batches (`sent` + ReminderSent, `failed` + ReminderFailed through
-the outbox, or `pending` again with backoff), every write fenced by `attempts` so a stale claim never
-overwrites a newer one. SMTP cannot make "accepted" and our commit one step, so two windows remain
-where a reminder can go out twice (a crash between the server's 250 and the `sent` commit; no reply
-after DATA): each is counted in `in_doubt_attempts` and both copies share a Message-ID. The windows,
-how they are bounded (send timeout vs lease), detected and measured:
-docs/cancel-guarantee.md#promise-3-none-twice-and-the-notifiers-windows. SIGTERM: stop claiming, hand
-back unstarted claims, finish and record the sends in flight.
+and `attempts + 1`, reading in the same statement the customer's current contacts (contacts.py: who
+each attempt goes to, recorded with its outcome); `dispatch_concurrency` workers, each owning one
+SMTP connection, render and send; a recorder writes the outcomes in batches (`sent` + ReminderSent,
+`failed` + ReminderFailed through the outbox, or `pending` again with backoff), every write fenced
+by `attempts` so a stale claim never overwrites a newer one. SMTP cannot make "accepted" and our
+commit one step, so two windows remain where a reminder can go out twice (a crash between the
+server's 250 and the `sent` commit; no reply after DATA): each is counted in `in_doubt_attempts` and
+both copies share a Message-ID. The windows, how they are bounded (send timeout vs lease), detected
+and measured: docs/cancel-guarantee.md#promise-3-none-twice-and-the-notifiers-windows. SIGTERM: stop
+claiming, hand back unstarted claims, finish and record the sends in flight.
 """
 
 import asyncio
