@@ -163,6 +163,7 @@ class Import:
         self.counts = {name: state.counts.get(name, 0) for name in (*ACCEPTED, "rejected", "skipped")}
 
     def run(self, client: BulkClient, errors: ErrorsFile, progress: Progress, state_path: Path) -> None:
+        progress.update(self.state.rows_done, self.counts, force=True)
         records = self._records_after(self.state.rows_done)
         for batch in batches(units(self.plan, records), self.args.batch_size):
             self._send(client, batch, errors)
