@@ -5,7 +5,7 @@
     dunning api-key create --tenant ten_... [--json]  another API key for a tenant
     dunning relay pause|resume|status --service reconciliation [--json]
     dunning policy get --tenant ten_...               the tenant's active dunning policy (JSON)
-    dunning policy put --tenant ten_... --file policy.json   (--file - reads stdin)
+    dunning policy put --tenant ten_... --file policy.json [--apply-to open_invoices]   (--file - reads stdin)
     dunning policy schema                             the JSON Schema of a policy document
     dunning import invoices FILE [--mapping m.yaml]   open invoices from a CSV/JSON lines export, through
                                                       invoice-ingest's bulk upsert (resumable; see --help)
@@ -54,6 +54,12 @@ def parser() -> argparse.ArgumentParser:
     put = policy.add_parser("put", help="store a policy document as the tenant's next version")
     put.add_argument("--tenant", required=True)
     put.add_argument("--file", required=True, help="the JSON document, or - for stdin")
+    put.add_argument(
+        "--apply-to",
+        choices=["new_invoices", "open_invoices"],
+        default="new_invoices",
+        help="open_invoices: also re-plan the tenant's open invoices with it (default: new invoices only)",
+    )
     policy.add_parser("schema", help="print the JSON Schema of a policy document")
     importer.add_parser(commands)
     return root
@@ -83,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "policy":
         if args.action == "get":
             return asyncio.run(policies.get(dsn, args.tenant))
-        return asyncio.run(policies.put(dsn, args.tenant, args.file))
+        return asyncio.run(policies.put(dsn, args.tenant, args.file, args.apply_to))
     if args.command == "relay":  # no migrations first: an operator's pause must be immediate
         _show(asyncio.run(relay(dsn, args.action, args.service)), args.json)
         return 0
