@@ -18,7 +18,7 @@ def build_dispatcher(pool, settings: Settings) -> Dispatcher:
 
 
 def build_consumer(pool, settings: Settings) -> ConsumerRunner:
-    return ConsumerRunner.from_settings(settings, pool, name="notifier.stages", handlers=HANDLERS)
+    return ConsumerRunner.from_settings(settings, pool, name="notifier", handlers=HANDLERS)
 
 
 async def bootstrap(settings: Settings) -> runtime.Service:
