@@ -114,7 +114,7 @@ class CustomerService:
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             return await self._detail(conn, tenant_id, customer_id)
 
-    async def list(
+    async def list_customers(
         self, tenant_id: str, *, external_id: str | None, email: str | None, after_id: str | None, limit: int
     ) -> list[dict[str, Any]]:
         """Up to `limit` customers newest first, as CustomerOut JSON."""
@@ -137,12 +137,7 @@ class CustomerService:
             check_if_match(if_match, current["version"])
             changed = await repo.update_customer(conn, tenant_id, customer_id, values, current_traceparent())
             if changed is not None:
-                log.info(
-                    "ingest.customer.updated",
-                    customer_id=customer_id,
-                    version=changed["version"],
-                    changed=list(changed["changed"]),
-                )
+                log.info("ingest.customer.updated", customer_id=customer_id, version=changed["version"])
             return await self._detail(conn, tenant_id, customer_id)
 
     async def _detail(self, conn: asyncpg.Connection, tenant_id: str, customer_id: str) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ PATCH /v1/customers/{customer_id}    a JSON merge patch of name, email, cc, loca
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Header, Query
+from fastapi import FastAPI, Header, Path, Query
 from fastapi.responses import Response
 
 from dunning.http import Cursor, Problem, TenantId, decode_cursor, limit_query, page
@@ -23,6 +23,8 @@ _IF_MATCH_DOC = (
     'Optional. The `ETag` the customer was read with (`"3"`): if it has changed since, the patch is refused '
     "with 412 and nothing is written. `*` or no header: apply to whatever version is current."
 )
+# Ids are `cus_` and 26 characters; a longer one is refused naming it, before any body is read.
+CustomerId = Annotated[str, Path(max_length=64, description="The customer's id (`cus_...`)")]
 _PATCH_BODY = {"schema": {"$ref": "#/components/schemas/CustomerPatch"}}
 
 
@@ -58,7 +60,9 @@ def customer_routes(app: FastAPI, deps: "Deps") -> None:
         cursor: Cursor = None,
     ) -> Response:
         after_id = decode_cursor(cursor, CUSTOMER_ID)
-        rows = await customers.list(tenant_id, external_id=external_id, email=email, after_id=after_id, limit=limit + 1)
+        rows = await customers.list_customers(
+            tenant_id, external_id=external_id, email=email, after_id=after_id, limit=limit + 1
+        )
         return _json(page(rows, limit, key=lambda r: r["id"]))
 
     @app.get(
@@ -75,7 +79,7 @@ def customer_routes(app: FastAPI, deps: "Deps") -> None:
             404: {"description": "No such customer for this tenant"},
         },
     )
-    async def get_customer(customer_id: str, tenant_id: TenantId) -> Response:
+    async def get_customer(customer_id: CustomerId, tenant_id: TenantId) -> Response:
         body = await customers.read(tenant_id, customer_id) if CUSTOMER_ID.fullmatch(customer_id) else None
         if body is None:
             raise _not_found(customer_id)
@@ -100,7 +104,7 @@ def customer_routes(app: FastAPI, deps: "Deps") -> None:
         openapi_extra={"requestBody": {"content": {"application/merge-patch+json": _PATCH_BODY}}},
     )
     async def update_customer(
-        customer_id: str,
+        customer_id: CustomerId,
         patch: CustomerPatch,
         tenant_id: TenantId,
         if_match: Annotated[str | None, Header(alias="If-Match", description=_IF_MATCH_DOC)] = None,

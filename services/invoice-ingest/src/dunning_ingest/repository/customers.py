@@ -27,26 +27,21 @@ _TYPE = CustomerUpdated.TYPE
 
 
 def _change(trace: str) -> str:
-    """The CTEs of a change, from `customer_locked` (id and the stored values, locked; `n_*` the values
-    wanted): `customer_changed` (the customers whose values differ, updated, version + 1, with what
-    changed and the previous time zone), then `customer_published` (their CustomerUpdated in the
-    outbox). `trace`: an SQL expression for the traceparent (text, or NULL for none)."""
+    """The CTEs of a change, from `customer_locked` (id, external_id and the stored values, locked; `n_*`
+    the values wanted; `$1` the tenant): `customer_changed` (the customers whose values differ, written,
+    version + 1), then `customer_published` (their CustomerUpdated, with what changed and the previous
+    time zone, in the outbox). `trace`: an SQL expression for the traceparent (text, or NULL)."""
     return f"""
 customer_changed AS (
-    UPDATE customers AS c
-       SET name = l.n_name, email = l.n_email, cc = l.n_cc, locale = l.n_locale, timezone = l.n_timezone,
-           version = c.version + 1, updated_at = now()
-      FROM customer_locked AS l
-     WHERE c.id = l.id
-       AND (l.name, l.email, l.cc, l.locale, l.timezone)
-           IS DISTINCT FROM (l.n_name, l.n_email, l.n_cc, l.n_locale, l.n_timezone)
-    RETURNING c.id, c.tenant_id, c.external_id, c.version, c.name, c.email, c.cc, c.locale, c.timezone,
-              c.updated_at, l.timezone AS previous_timezone,
-              array_remove(ARRAY[CASE WHEN l.name <> c.name THEN 'name' END,
-                                 CASE WHEN l.email <> c.email THEN 'email' END,
-                                 CASE WHEN l.cc <> c.cc THEN 'cc' END,
-                                 CASE WHEN l.locale <> c.locale THEN 'locale' END,
-                                 CASE WHEN l.timezone <> c.timezone THEN 'timezone' END], NULL) AS changed
+    -- An upsert that always finds its row (locked above): it probes the unique index per customer,
+    -- where an UPDATE joined to the locked rows could have the planner scan the table.
+    INSERT INTO customers AS c (id, tenant_id, external_id, name, email, cc, locale, timezone)
+    SELECT id, $1, external_id, n_name, n_email, n_cc, n_locale, n_timezone FROM customer_locked
+     WHERE (name, email, cc, locale, timezone) IS DISTINCT FROM (n_name, n_email, n_cc, n_locale, n_timezone)
+    ON CONFLICT (tenant_id, external_id) DO UPDATE
+       SET name = EXCLUDED.name, email = EXCLUDED.email, cc = EXCLUDED.cc, locale = EXCLUDED.locale,
+           timezone = EXCLUDED.timezone, version = c.version + 1, updated_at = now()
+    RETURNING c.id, c.tenant_id, c.external_id, c.version, c.name, c.email, c.cc, c.locale, c.timezone, c.updated_at
 ), customer_published AS (
     {outbox.INSERT}
     SELECT get_byte(sha256(convert_to(e.id, 'UTF8')), 0) % {outbox.LANES}, '{CustomerUpdated.topic()}', e.id,
@@ -60,10 +55,15 @@ customer_changed AS (
                    'version', e.version, 'name', e.name, 'email', e.email, 'cc', to_jsonb(e.cc),
                    'locale', e.locale, 'timezone', e.timezone, 'changed', to_jsonb(e.changed),
                    'previous_timezone', e.previous_timezone, 'updated_at', e.at)) || e.trace)::text, 'UTF8')
-      FROM (SELECT ch.*, gen_random_uuid() AS event_id,
+      FROM (SELECT ch.*, l.timezone AS previous_timezone, gen_random_uuid() AS event_id,
+                   array_remove(ARRAY[CASE WHEN l.name <> ch.name THEN 'name' END,
+                                      CASE WHEN l.email <> ch.email THEN 'email' END,
+                                      CASE WHEN l.cc <> ch.cc THEN 'cc' END,
+                                      CASE WHEN l.locale <> ch.locale THEN 'locale' END,
+                                      CASE WHEN l.timezone <> ch.timezone THEN 'timezone' END], NULL) AS changed,
                    to_char(ch.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at,
                    jsonb_strip_nulls(jsonb_build_object('traceparent', {trace})) AS trace
-              FROM customer_changed AS ch) AS e
+              FROM customer_changed AS ch JOIN customer_locked AS l USING (id)) AS e
     RETURNING 1
 )"""
 
@@ -105,12 +105,12 @@ async def lock_customer(conn: asyncpg.Connection, tenant_id: str, customer_id: s
 
 _UPDATE = f"""
 WITH customer_locked AS (
-    SELECT c.id, c.name, c.email, c.cc, c.locale, c.timezone,
+    SELECT c.id, c.external_id, c.name, c.email, c.cc, c.locale, c.timezone,
            coalesce($3, c.name) AS n_name, coalesce($4, c.email) AS n_email, coalesce($5::text[], c.cc) AS n_cc,
            coalesce($6, c.locale) AS n_locale, coalesce($7, c.timezone) AS n_timezone
       FROM customers AS c WHERE c.tenant_id = $1 AND c.id = $2 FOR UPDATE
 ), {_change("$8::text")}
-SELECT version, changed,
+SELECT version,
        (SELECT {outbox.WAKE_RELAYS} FROM (SELECT 1 FROM customer_published LIMIT 1) AS one) AS notified
   FROM customer_changed
 """
