@@ -92,6 +92,7 @@ class PlanBatch:
                 timers=timers,
                 gate_partition=event.partition,
                 gate_offset=event.offset,  # the payments gate waits for reconciliation
+                customer_as_of=instant_text(event.time),  # an older CustomerUpdated never overwrites it
             )
         )
         self.plans.append((active, due_date, issued_at, timers))
