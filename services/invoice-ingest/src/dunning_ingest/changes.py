@@ -123,7 +123,7 @@ def closed_problem(row: Any) -> Problem:
         type_=PROBLEMS + "invoice-closed",
         title="Invoice closed",
         errors=[{"field": "status", "message": message, "code": "invoice_closed"}],
-        extensions={"invoice_id": row["id"], "status": row["status"]},
+        extensions={"invoice_id": row["id"], "invoice_status": row["status"]},
     )
 
 

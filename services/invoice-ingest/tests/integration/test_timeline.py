@@ -218,3 +218,146 @@ async def test_a_stage_of_another_invoice_is_rejected(client, pool, kit):
     with pytest.raises(Rejected, match="another invoice"):
         await kit.apply(pool, hijack)
     assert (await client.get(f"/v1/invoices/{b['id']}")).json()["timeline"] == []
+
+
+# --- re-planning and credit notes ------------------------------------------------------------------
+
+
+def _replan(kit, invoice_id: str, planned: dict, at: datetime) -> tuple[dict, str]:
+    """A due-date move: the first planned stage moves by a week, the second is dropped, a new one is added."""
+    first, second = planned["data"]["stages"][:2]
+    added = new_id("stg")
+    rescheduled = kit.event_like(
+        "StagesRescheduled",
+        "eur-due-date-moved.json",
+        tenant_id=kit.TENANT,
+        invoice_id=invoice_id,
+        rescheduled_at=at,
+        stages=[
+            {
+                **{k: first[k] for k in ("stage_id", "stage", "sequence", "channel")},
+                "previous_scheduled_at": first["scheduled_at"],
+                "scheduled_at": T0 + timedelta(days=7),
+                "state": "scheduled",
+            },
+            {
+                **{k: second[k] for k in ("stage_id", "stage", "sequence", "channel")},
+                "previous_scheduled_at": second["scheduled_at"],
+                "scheduled_at": None,
+                "state": "cancelled",
+            },
+            {
+                "stage_id": added,
+                "stage": "collections",
+                "sequence": 5,
+                "channel": "email",
+                "previous_scheduled_at": None,
+                "scheduled_at": T0 + timedelta(days=21),
+                "state": "scheduled",
+            },
+        ],
+    )
+    return rescheduled, added
+
+
+async def test_a_replan_moves_adds_and_drops_stages_in_the_timeline_in_any_order(client, pool, kit):
+    views = []
+    for reverse in (False, True):
+        invoice = (await client.post("/v1/invoices", json=kit.invoice_payload())).json()
+        planned = story(kit, invoice["id"])[0]
+        rescheduled, added = _replan(kit, invoice["id"], planned, T0 - timedelta(days=1))
+        for event in [rescheduled, planned] if reverse else [planned, rescheduled]:
+            assert await kit.apply(pool, event)
+        assert not await kit.apply(pool, rescheduled)
+        views.append(normalised((await client.get(f"/v1/invoices/{invoice['id']}")).json()))
+    assert views[0] == views[1]
+    by_stage = {s["stage"]: s for s in views[0]["timeline"]}
+    soft, firm, added_stage = by_stage["soft"], by_stage["firm"], by_stage["collections"]
+    assert (soft["state"], soft["scheduled_at"], soft["reason"]) == (
+        "scheduled",
+        "2026-11-23T08:00:00Z",
+        "due_date_changed",
+    )
+    moved = soft["history"][-1]
+    assert (moved["previous_scheduled_at"], moved["scheduled_at"]) == ("2026-11-16T08:00:00Z", "2026-11-23T08:00:00Z")
+    assert soft["history"][0]["previous_scheduled_at"] is None  # the plan itself moved nothing
+    assert (firm["state"], firm["reason"], firm["scheduled_at"]) == (
+        "cancelled",
+        "due_date_changed",
+        "2026-11-23T08:00:00Z",
+    )
+    assert (firm["history"][-1]["previous_scheduled_at"], firm["history"][-1]["scheduled_at"]) == (
+        "2026-11-23T08:00:00Z",
+        None,
+    )
+    assert (added_stage["state"], added_stage["scheduled_at"], added_stage["sequence"]) == (
+        "scheduled",
+        "2026-12-07T08:00:00Z",
+        5,
+    )
+    assert added_stage["history"][0]["previous_scheduled_at"] is None
+
+
+async def test_a_replan_never_moves_back_a_stage_already_sent(client, pool, kit):
+    invoice = (await client.post("/v1/invoices", json=kit.invoice_payload())).json()
+    planned, escalated, _failed, sent, *_ = story(kit, invoice["id"])
+    for event in (planned, escalated, sent):
+        await kit.apply(pool, event)
+    rescheduled, _ = _replan(kit, invoice["id"], planned, T0 + timedelta(days=1))
+    await kit.apply(pool, rescheduled)
+    soft = (await client.get(f"/v1/invoices/{invoice['id']}")).json()["timeline"][0]
+    assert soft["state"] == "sent" and soft["history"][-1]["scheduled_at"] == "2026-11-23T08:00:00Z"
+
+
+async def test_a_settling_credit_note_pays_the_invoice_and_shows_with_the_cancellation(client, pool, kit):
+    invoice = (await client.post("/v1/invoices", json=kit.invoice_payload())).json()
+    planned, *_, partial, _settling, _cancelled = story(kit, invoice["id"])
+    credit = kit.event_like(
+        "CreditNoteIssued",
+        "eur-partial-credit.json",
+        tenant_id=kit.TENANT,
+        invoice_id=invoice["id"],
+        credit_note_id=new_id("cn"),
+        amount="750.00",
+        amount_applied="750.00",
+        balance_remaining="0.00",
+        settled=True,
+        acknowledged_at=T0 + timedelta(days=3),
+    )
+    cancelled = kit.event_like(
+        "StagesCancelled",
+        "eur-written-off.json",
+        tenant_id=kit.TENANT,
+        invoice_id=invoice["id"],
+        reason="invoice_credited",
+        cancelled_at=T0 + timedelta(days=3, seconds=1),
+        stages=[
+            {k: s[k] for k in ("stage_id", "stage", "sequence", "channel", "scheduled_at")}
+            for s in planned["data"]["stages"][:2]
+        ],
+    )
+    for event in (credit, planned, cancelled, partial):  # the credit note before the payment acknowledged first
+        assert await kit.apply(pool, event)
+    await kit.apply(pool, {**credit, "id": "0193a4f2-6d1b-7e09-b3c5-7a8e9f0d1c98"})  # the same note, another event
+    got = (await client.get(f"/v1/invoices/{invoice['id']}")).json()
+    assert (got["status"], got["balance"], got["version"]) == ("paid", "0.00", 1)
+    [note] = got["credit_notes"]
+    assert (note["amount_applied"], note["reference"], note["settled"]) == ("750.00", "CN-2026-0031", True)
+    # by time: both were acknowledged (in this story) before the invoice was imported
+    assert [(e["kind"], e["amount"]) for e in got["history"]] == [
+        ("payment", "500.00"),
+        ("credit_note", "750.00"),
+        ("created", None),
+    ]
+    assert [(s["state"], s["reason"]) for s in got["timeline"][:2]] == [("cancelled", "invoice_credited")] * 2
+    listed = (await client.get("/v1/invoices", params={"status": "paid"})).json()["data"]
+    assert [i["id"] for i in listed] == [invoice["id"]]
+
+
+async def test_a_credit_note_in_another_currency_is_rejected(client, pool, kit):
+    invoice = (await client.post("/v1/invoices", json=kit.invoice_payload())).json()
+    credit = kit.event_like(
+        "CreditNoteIssued", "jpy-settling-credit.json", tenant_id=kit.TENANT, invoice_id=invoice["id"]
+    )
+    with pytest.raises(Rejected, match="JPY"):
+        await kit.apply(pool, credit)

@@ -22,7 +22,8 @@ T0 = datetime(2026, 11, 2, 8, tzinfo=UTC)
 
 
 def _events(rng: random.Random, invoices: list[str]) -> list[dict]:
-    """Plans, replans, escalations, deliveries and cancellations, with colliding times and stages."""
+    """Plans, replans (DunningPlanned and StagesRescheduled), escalations, deliveries and
+    cancellations, with colliding times and stages."""
     out = []
     at = lambda: T0 + timedelta(minutes=rng.choice([0, 1, 1, 2, 3]))  # noqa: E731 - ties on purpose
     for inv in invoices:
@@ -85,6 +86,41 @@ def _events(rng: random.Random, invoices: list[str]) -> list[dict]:
                         tenant_id=TENANT,
                     )
                 )
+        for _ in range(rng.randint(0, 2)):  # re-plans: moved, added (no previous time) and dropped stages
+            moved = []
+            for n, s in enumerate(stages):
+                previous = rng.choice([None, T0 + timedelta(days=n)])
+                new = None if previous is not None and rng.random() < 0.3 else T0 + timedelta(days=n + 7)
+                state = "cancelled" if new is None else rng.choice(["scheduled", "skipped"])
+                moved.append(
+                    {
+                        "stage_id": s,
+                        "stage": f"st{n}",
+                        "sequence": n,
+                        "channel": "email",
+                        "previous_scheduled_at": previous,
+                        "scheduled_at": new,
+                        "state": state,
+                    }
+                )
+            out.append(
+                new_event(
+                    "dunning.StagesRescheduled.v1",
+                    {
+                        "invoice_id": inv,
+                        "tenant_id": TENANT,
+                        "reason": rng.choice(["due_date_changed", "timezone_changed", "policy_applied"]),
+                        "cause_event_id": None,
+                        "policy_id": "pol_b",
+                        "policy_version": 3,
+                        "rescheduled_at": at(),
+                        "stages": moved,
+                    },
+                    source="/scheduler",
+                    subject=inv,
+                    tenant_id=TENANT,
+                )
+            )
         if rng.random() < 0.7:
             out.append(
                 new_event(

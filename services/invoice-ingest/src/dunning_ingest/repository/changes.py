@@ -64,10 +64,10 @@ async def update_invoices(
 
 _CLOSE = """
 UPDATE invoices AS i
-   SET status = $3, version = i.version + 1, updated_at = $4, closed_reason = $5,
-       voided_at = CASE WHEN $3 = 'void' THEN $4 END,
-       written_off_at = CASE WHEN $3 = 'written_off' THEN $4 END,
-       written_off_amount = CASE WHEN $3 = 'written_off' THEN i.balance END
+   SET status = $3::text, version = i.version + 1, updated_at = $4::timestamptz, closed_reason = $5,
+       voided_at = CASE WHEN $3::text = 'void' THEN $4::timestamptz END,
+       written_off_at = CASE WHEN $3::text = 'written_off' THEN $4::timestamptz END,
+       written_off_amount = CASE WHEN $3::text = 'written_off' THEN i.balance END
  WHERE i.tenant_id = $1 AND i.id = $2 AND i.status = 'open'
 RETURNING i.version, i.written_off_amount
 """
