@@ -95,7 +95,9 @@ async def test_same_external_id_is_200_with_same_content_and_409_with_other_cont
     problem = changed.json()
     assert problem["errors"][0]["field"] == "external_id"
     assert problem["invoice_id"] == created.json()["id"]
-    assert f"PATCH /v1/invoices/{problem['invoice_id']}" in problem["detail"] and '"mode": "upsert"' in problem["detail"]
+    assert (
+        f"PATCH /v1/invoices/{problem['invoice_id']}" in problem["detail"] and '"mode": "upsert"' in problem["detail"]
+    )
 
     assert len(await kit.outbox_events(pool, "dunning.InvoiceIssued.v1")) == 1
 
