@@ -293,3 +293,25 @@ async def test_a_bulk_import_publishes_each_changed_customer_once_and_no_unchang
     assert (data["timezone"], data["previous_timezone"]) == ("Europe/Lisbon", "Europe/Berlin")
     versions = {c["external_id"]: c["version"] for c in (await client.get("/v1/customers")).json()["data"]}
     assert versions == {"same": 1, "moved": 2, "new": 1}
+
+
+async def test_invoices_racing_to_create_and_change_one_customer_all_land_and_converge(client, pool, kit):
+    emails = [f"ap{n}@brandt-soehne.de" for n in range(6)]
+    posts = [
+        client.post("/v1/invoices", json=kit.invoice_payload(customer=customer(external_id="racing", email=e)))
+        for e in emails
+    ]
+    bulk = client.post(
+        "/v1/invoices/bulk",
+        json={
+            "invoices": [kit.invoice_payload(customer=customer(external_id="racing", email="bulk@brandt-soehne.de"))]
+        },
+    )
+    answers = await asyncio.gather(*posts, bulk)
+    assert [r.status_code for r in answers] == [201] * 6 + [200], [r.text for r in answers]
+    [stored] = (await client.get("/v1/customers", params={"external_id": "racing"})).json()["data"]
+    assert {r.json()["customer"]["id"] for r in answers[:6]} == {stored["id"]}
+    events = await updates(pool, kit, stored["id"])
+    assert [e["data"]["version"] for e in events] == list(range(2, stored["version"] + 1))  # one per change, in order
+    if events:
+        assert events[-1]["data"]["email"] == stored["contacts"]["email"]
