@@ -40,7 +40,7 @@ from dunning_ingest import repository
 from dunning_ingest.bulk import gc_paused
 from dunning_ingest.customers_api import customer_routes
 from dunning_ingest.idempotency import MAX_KEY_LENGTH, Reply, checked_key
-from dunning_ingest.invoice_input import CloseIn, InvoiceIn, InvoicePatch, patch_adapter
+from dunning_ingest.invoice_input import CloseIn, InvoiceIn, InvoicePatch, close_adapter, patch_adapter
 from dunning_ingest.invoice_output import INVOICE_ID, InvoiceDetail, InvoiceStatus, invoice_out_json
 from dunning_ingest.schemas import BulkResponse, InvoiceList, canonical_fingerprint
 from dunning_ingest.service import InvoiceService, etag
@@ -280,6 +280,7 @@ def create_app(deps: Deps) -> FastAPI:
         if_match: IfMatch = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response:
+        invoice_id = _invoice_id(invoice_id)
         raw = await request.body()
         patch = decode_model(raw, request.headers.get("content-type"), patch_adapter)
         if not patch.model_fields_set:
@@ -287,7 +288,7 @@ def create_app(deps: Deps) -> FastAPI:
         key = checked_key(idempotency_key)
         fingerprint = canonical_fingerprint("PATCH", request.scope["path"], orjson.loads(raw)) if key else None
         reply = await deps.invoices.patch(
-            tenant_id, _invoice_id(invoice_id), patch, if_match=if_match, key=key, fingerprint=fingerprint
+            tenant_id, invoice_id, patch, if_match=if_match, key=key, fingerprint=fingerprint
         )
         return _response(reply)
 
@@ -300,20 +301,22 @@ def create_app(deps: Deps) -> FastAPI:
             summary=summary,
             description=description,
             responses=_CHANGE_RESPONSES,
+            openapi_extra=json_body("CloseIn"),
         )
         async def close_invoice(
             invoice_id: str,
-            body: CloseIn,
             request: Request,
             tenant_id: TenantId,
             if_match: IfMatch = None,
             idempotency_key: IdempotencyKey = None,
         ) -> Response:
+            invoice_id = _invoice_id(invoice_id)  # before the body: an id that cannot be is a 404 whatever the body
+            body = decode_model(await request.body(), request.headers.get("content-type"), close_adapter)
             key = checked_key(idempotency_key)
             fingerprint = canonical_fingerprint("POST", request.scope["path"], body.model_dump()) if key else None
             reply = await deps.invoices.close(
                 tenant_id,
-                _invoice_id(invoice_id),
+                invoice_id,
                 status,
                 body.reason,
                 if_match=if_match,
@@ -372,13 +375,13 @@ def create_app(deps: Deps) -> FastAPI:
         return _json(page(rows, limit, key=lambda r: r["id"], view=invoice_out_json))
 
     customer_routes(app, deps)
-    _document_bodies(app, {"InvoiceIn": InvoiceIn, "InvoicePatch": InvoicePatch})
+    _document_bodies(app, {"InvoiceIn": InvoiceIn, "InvoicePatch": InvoicePatch, "CloseIn": CloseIn})
     return app
 
 
 def _document_bodies(app: FastAPI, models: dict[str, type]) -> None:
-    """POST /v1/invoices and PATCH read their bodies themselves: put their models in the OpenAPI
-    components by hand."""
+    """POST /v1/invoices, PATCH, void and write-off read their bodies themselves: put their models in
+    the OpenAPI components by hand."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

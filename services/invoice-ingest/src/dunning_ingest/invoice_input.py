@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    WithJsonSchema,
 )
 
 from dunning.money import exponent, format_amount
@@ -129,8 +130,21 @@ class InvoicePatch(BaseModel):
     due_date: IsoDate = None  # type: ignore[assignment]
     payment_url: Annotated[
         str | None,
-        Field(json_schema_extra={"pattern": URL.pattern, "maxLength": 2048}),
         AfterValidator(check_payment_url),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {
+                        "type": "string",
+                        "pattern": URL.pattern,
+                        "maxLength": 2048,
+                        "examples": ["https://pay.example.com/i/INV-2026-00412"],
+                    },
+                    {"type": "null"},
+                ],
+                "description": "null clears it.",
+            }
+        ),
     ] = None
     metadata: Metadata | None = None
 
