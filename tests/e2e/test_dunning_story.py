@@ -202,18 +202,6 @@ def test_every_service_has_the_same_metrics_and_the_same_json_log_lines(stack):
         assert all(line["service"] == lines[0]["service"] and "timestamp" in line for line in lines), sp.name
 
 
-def test_every_service_drains_and_exits_cleanly_on_sigterm(stack):
-    """What Kubernetes does at a rollout: SIGTERM, then the pod must finish in-flight work and exit 0."""
-    import signal
-
-    for sp in stack.procs:
-        sp.proc.send_signal(signal.SIGTERM)
-    for sp in stack.procs:
-        assert sp.proc.wait(timeout=60) == 0, f"{sp.name} exited with {sp.proc.returncode}"
-        log = sp.log_path.read_text()
-        assert '"service.draining"' in log and '"service.stopped"' in log, sp.name
-
-
 # -- invoice changes, the way an accounting system makes them --------------------------------------
 
 
@@ -328,3 +316,16 @@ def test_a_settling_credit_note_stops_the_chase_and_new_contacts_get_the_next_re
     assert reasons == {"invoice_credited"}
     time.sleep(3)
     assert len(mails_to(stack, f"ap-d-{run}@example.com")) == sent, "no reminder after the credit note"
+
+
+# Last: it stops the services the module's other tests use.
+def test_every_service_drains_and_exits_cleanly_on_sigterm(stack):
+    """What Kubernetes does at a rollout: SIGTERM, then the pod must finish in-flight work and exit 0."""
+    import signal
+
+    for sp in stack.procs:
+        sp.proc.send_signal(signal.SIGTERM)
+    for sp in stack.procs:
+        assert sp.proc.wait(timeout=60) == 0, f"{sp.name} exited with {sp.proc.returncode}"
+        log = sp.log_path.read_text()
+        assert '"service.draining"' in log and '"service.stopped"' in log, sp.name
