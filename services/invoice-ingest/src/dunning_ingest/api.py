@@ -36,6 +36,7 @@ from dunning.http import (
     page,
     service_app,
 )
+from dunning.http.preconditions import etag
 from dunning_ingest import repository
 from dunning_ingest.bulk import gc_paused
 from dunning_ingest.customers_api import customer_routes
@@ -43,7 +44,7 @@ from dunning_ingest.idempotency import MAX_KEY_LENGTH, Reply, checked_key
 from dunning_ingest.invoice_input import CloseIn, InvoiceIn, InvoicePatch, close_adapter, patch_adapter
 from dunning_ingest.invoice_output import INVOICE_ID, InvoiceDetail, InvoiceStatus, invoice_out_json
 from dunning_ingest.schemas import BulkResponse, InvoiceList, canonical_fingerprint
-from dunning_ingest.service import InvoiceService, etag
+from dunning_ingest.service import InvoiceService
 from dunning_ingest.settings import Settings
 from dunning_ingest.validation import decode_invoice, decode_model
 

@@ -5,7 +5,8 @@ invoice: `field_changes` says which fields differ (old -> new), and `apply_updat
 version, its history row and its InvoiceUpdated, in the caller's transaction, for one invoice or a
 nightly sync's hundreds. A void or write-off (`close`) likewise: the new status and version, the
 history row, InvoiceVoided or InvoiceWrittenOff. Only open invoices change; currency and
-issue_date never do. Optimistic concurrency: `check_if_match` compares If-Match with the version.
+issue_date never do. Optimistic concurrency: `dunning.http.preconditions.check_if_match` compares
+If-Match with the version.
 """
 
 from datetime import date, datetime
@@ -164,25 +165,6 @@ def patched(row: Any, patch: InvoicePatch, customer: Customer | None) -> State:
         due,
         patch.payment_url if "payment_url" in given else state.payment_url,
         (patch.metadata or {}) if "metadata" in given else state.metadata,
-    )
-
-
-def check_if_match(if_match: str | None, version: int) -> None:
-    """If-Match (RFC 9110 13.1.1, strong comparison): `*` or a list of entity tags, one of which must
-    be the invoice's `"<version>"`; a 412 otherwise. None (no header): last write wins."""
-    if if_match is None:
-        return
-    tags = [t.strip() for t in if_match.split(",")]
-    if "*" in tags or f'"{version}"' in tags:
-        return
-    message = f'the invoice is at version {version} (ETag "{version}"); read it again and retry'
-    raise Problem(
-        412,
-        message,
-        type_=PROBLEMS + "stale-version",
-        title="Precondition Failed",
-        errors=[{"field": "If-Match", "message": message, "code": "stale_version"}],
-        extensions={"version": version},
     )
 
 

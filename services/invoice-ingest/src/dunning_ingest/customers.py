@@ -14,7 +14,8 @@ from typing import Annotated, Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from dunning.http import PROBLEMS, Problem
+from dunning.http import Problem
+from dunning.http.preconditions import check_if_match
 from dunning.logging import get_logger
 from dunning.tracing import current_traceparent
 from dunning_ingest.customer_output import OPEN_INVOICES_SHOWN, CustomerDetail, CustomerOut
@@ -66,32 +67,6 @@ CustomerPatch: type[BaseModel] = create_model(
 )
 
 
-def etag(version: int) -> str:
-    """The strong entity tag of a customer at `version`."""
-    return f'"{version}"'
-
-
-def check_if_match(if_match: str | None, version: int) -> None:
-    """If-Match (RFC 9110 13.1.1, strong comparison): `*` or a list of entity tags, one of which must
-    be the customer's `"<version>"`; a 412 otherwise (the invoices' rule, changes.check_if_match, with
-    the same problem). None (no header): last write wins."""
-    if if_match is None:
-        return
-    tags = [t.strip() for t in if_match.split(",")]
-    if "*" in tags or etag(version) in tags:
-        return
-    message = f"the customer is at version {version} (ETag {etag(version)}); read it again and retry"
-    raise Problem(
-        412,
-        message,
-        type_=PROBLEMS + "stale-version",
-        title="Precondition Failed",
-        errors=[{"field": "If-Match", "message": message, "code": "stale_version"}],
-        headers={"ETag": etag(version)},
-        extensions={"version": version},
-    )
-
-
 def _changes(patch: BaseModel) -> dict[str, Any]:
     """The members the patch sets, checked: no null but in cc (null clears it), no address twice in cc."""
     values = patch.model_dump(exclude_unset=True)
@@ -134,7 +109,7 @@ class CustomerService:
             current = await repo.lock_customer(conn, tenant_id, customer_id)
             if current is None:
                 return None
-            check_if_match(if_match, current["version"])
+            check_if_match(if_match, current["version"], what="customer")
             changed = await repo.update_customer(conn, tenant_id, customer_id, values, current_traceparent())
             if changed is not None:
                 log.info("ingest.customer.updated", customer_id=customer_id, version=changed["version"])

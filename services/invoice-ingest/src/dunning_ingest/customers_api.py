@@ -12,8 +12,9 @@ from fastapi import FastAPI, Header, Path, Query
 from fastapi.responses import Response
 
 from dunning.http import Cursor, Problem, TenantId, decode_cursor, limit_query, page
+from dunning.http.preconditions import etag
 from dunning_ingest.customer_output import CUSTOMER_ID, CustomerDetail, CustomerList
-from dunning_ingest.customers import CustomerPatch, CustomerService, etag
+from dunning_ingest.customers import CustomerPatch, CustomerService
 
 if TYPE_CHECKING:
     from dunning_ingest.api import Deps

@@ -18,6 +18,7 @@ import orjson
 from dunning.clock import isoformat, utcnow
 from dunning.contracts import Customer
 from dunning.http import PROBLEM, PROBLEMS, Problem, problem_body
+from dunning.http.preconditions import check_if_match, etag
 from dunning.ids import new_id
 from dunning.logging import get_logger
 from dunning_ingest import changes, repository
@@ -46,11 +47,6 @@ async def _retrying(once: Callable[[], Awaitable[Reply]], attempts: int = 3) -> 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
     media = PROBLEM if status >= 400 else JSON
     return Reply(status, {"content-type": media, **(headers or {})}, orjson.dumps(body))
-
-
-def etag(version: int) -> str:
-    """The invoice's strong entity tag: its version, quoted."""
-    return f'"{version}"'
 
 
 def _invoice(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Reply:
@@ -195,7 +191,7 @@ class InvoiceService:
 
         async def work(conn: asyncpg.Connection) -> Reply:
             row = await self._locked(conn, tenant_id, invoice_id)
-            changes.check_if_match(if_match, row["version"])
+            check_if_match(if_match, row["version"], what="invoice")
             if row["status"] != "open":
                 raise changes.closed_problem(row)
             customer = None
@@ -236,7 +232,7 @@ class InvoiceService:
             row = await self._locked(conn, tenant_id, invoice_id)
             if row["status"] == status and row["closed_reason"] == reason:
                 return await self._current(conn, tenant_id, invoice_id)  # a repeat: done already
-            changes.check_if_match(if_match, row["version"])
+            check_if_match(if_match, row["version"], what="invoice")
             if row["status"] != "open":
                 raise changes.closed_problem(row)
             await changes.close(conn, tenant_id, row, status, reason, utcnow())

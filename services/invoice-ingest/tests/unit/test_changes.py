@@ -5,8 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from dunning.http import Problem
-from dunning_ingest.changes import State, changed_immutable, check_if_match, customer_of, field_changes
+from dunning_ingest.changes import State, changed_immutable, customer_of, field_changes
 
 pytestmark = pytest.mark.unit
 
@@ -30,28 +29,6 @@ ROW = {
     "customer_timezone": "Europe/London",
     "created_at": datetime(2026, 11, 2, tzinfo=UTC),
 }
-
-
-@pytest.mark.parametrize(
-    "header, ok",
-    [
-        pytest.param(None, True, id="absent: last write wins"),
-        pytest.param('"3"', True, id="current"),
-        pytest.param("*", True, id="any"),
-        pytest.param(' "1" , "3"', True, id="list"),
-        pytest.param('"2"', False, id="stale"),
-        pytest.param('W/"3"', False, id="weak never matches"),
-        pytest.param("3", False, id="unquoted"),
-        pytest.param("", False, id="empty"),
-    ],
-)
-def test_if_match_compares_strongly_with_the_version(header, ok):
-    if ok:
-        check_if_match(header, 3)
-    else:
-        with pytest.raises(Problem) as refused:
-            check_if_match(header, 3)
-        assert refused.value.status == 412 and refused.value.errors[0]["field"] == "If-Match"
 
 
 def state(**changes) -> State:
