@@ -33,6 +33,14 @@ def lane_of(key: str) -> int:
     return zlib.crc32(key.encode()) % LANES
 
 
+def lane_sql(key: str) -> str:
+    """A lane computed in SQL from the key expression `key`, for events that only SQL can write (the
+    first byte of its SHA-256, mod LANES: PostgreSQL has crc32 only from version 18). It differs from
+    `lane_of`; what keeps one key's events in one lane, in order, is that every event of that key
+    type is written with the same one of the two (CustomerUpdated: always this one)."""
+    return f"get_byte(sha256(convert_to({key}, 'UTF8')), 0) % {LANES}"
+
+
 def channel_name(schema: str) -> str:
     return f"outbox_{schema}"
 

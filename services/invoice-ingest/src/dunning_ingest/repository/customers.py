@@ -6,9 +6,8 @@ that makes it, and that event is built here, in SQL, for all three writers (`_CH
 /v1/invoices is one statement (invoices._CREATE_ONE) in which only the database knows which customer
 the external id names and what it held before. The stored row is locked FOR UPDATE before it is
 compared, so `changed` and `previous_timezone` name what the change really replaced, whatever ran
-concurrently. The event's lane is the first byte of the SHA-256 of the customer id, mod LANES, rather
-than outbox.lane_of's CRC-32, which PostgreSQL has only from version 18: any function of the key
-keeps one key's events in one lane, and every CustomerUpdated is written here.
+concurrently. The event's lane is outbox.lane_sql of the customer id (every CustomerUpdated is
+written here, so one customer's events share a lane).
 """
 
 from collections.abc import Sequence
@@ -44,7 +43,7 @@ customer_changed AS (
     RETURNING c.id, c.tenant_id, c.external_id, c.version, c.name, c.email, c.cc, c.locale, c.timezone, c.updated_at
 ), customer_published AS (
     {outbox.INSERT}
-    SELECT get_byte(sha256(convert_to(e.id, 'UTF8')), 0) % {outbox.LANES}, '{CustomerUpdated.topic()}', e.id,
+    SELECT {outbox.lane_sql("e.id")}, '{CustomerUpdated.topic()}', e.id,
            e.event_id, '{_TYPE}', jsonb_build_object('ce_type', '{_TYPE}', 'ce_id', e.event_id) || e.trace,
            convert_to((jsonb_build_object(
                'specversion', '1.0', 'id', e.event_id, 'source', '{CustomerUpdated.SOURCE}', 'type', '{_TYPE}',
