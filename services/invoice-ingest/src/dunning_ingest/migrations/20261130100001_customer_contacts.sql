@@ -6,13 +6,12 @@ ALTER TABLE customers
     ADD COLUMN cc       text[]  NOT NULL DEFAULT '{}' CHECK (cardinality(cc) <= 10),
     ADD COLUMN version  integer NOT NULL DEFAULT 1 CHECK (version >= 1);
 
--- GET /v1/customers: the tenant's customers newest first (ids are time-ordered), and its `email`
--- filter (case-blind, as addresses are in practice). A customer's open invoices and balances use
--- invoices_tenant_customer.
+-- GET /v1/customers: the tenant's customers newest first (ids are time-ordered). Its `email` filter
+-- (case-blind) walks this index too: an index on lower(email) would cost every customer an imports
+-- writes a second index entry (measured: a fifth of a single POST's PostgreSQL time, with this one)
+-- for a lookup made by hand. A customer's open invoices and balances use invoices_tenant_customer.
 CREATE INDEX customers_tenant_id ON customers (tenant_id, id DESC);
-CREATE INDEX customers_tenant_email ON customers (tenant_id, lower(email));
 
 -- migrate:down
-DROP INDEX customers_tenant_email;
 DROP INDEX customers_tenant_id;
 ALTER TABLE customers DROP COLUMN version, DROP COLUMN cc;
