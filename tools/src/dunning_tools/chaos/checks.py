@@ -35,6 +35,7 @@ RACE_MS = 50.0  # stops are aimed within +-50 ms of a stage's scheduled time
 # notes are acknowledged by reconciliation (under the payments watermark); voids and write-offs by ingest.
 KINDS = {"stripe": 0.25, "api": 0.25, "credit_note": 0.2, "void": 0.2, "write_off": 0.1}
 UNDER_WATERMARK = ("stripe", "api", "credit_note")
+CLOSED_BY_INGEST = ("invoice_voided", "invoice_written_off")  # StagesCancelled reasons of ingest's stops
 STABLE_SECONDS = 5.0  # mail count unchanged this long (with nothing pending) before the full check
 TERMINAL = ("fired", "cancelled", "skipped")
 
@@ -306,7 +307,13 @@ def analyse(run, state: State) -> dict:
                         }
                     )
 
+    # When the scheduler applied each invoice's stop: settled_at for a payment or credit note; for a void
+    # or write-off, the first cancellation it made for it (timers' cancelled_at is the scheduler's clock).
     settled_at = {i: ts(v.get("settled_at")) for i, v in state.timers.items() if v}
+    for i, v in state.timers.items():
+        closing = [ts(t["cancelled_at"]) for t in (v or {}).get("timers", []) if t.get("reason") in CLOSED_BY_INGEST]
+        if closing:
+            settled_at[i] = min(closing)
     received: dict[tuple[str, str, str], list[Mail]] = defaultdict(list)
     by_message_id: dict[str, list[Mail]] = defaultdict(list)
     for m in state.mails:
