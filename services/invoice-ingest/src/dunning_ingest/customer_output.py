@@ -13,6 +13,8 @@ from dunning.http import Page
 from dunning.money import format_amount
 
 CUSTOMER_ID = re.compile(r"^cus_[0-9A-Za-z]{10,40}$")
+# A customer's external id as a list cursor carries it: storable text (no NUL, no lone surrogate), 1-200.
+EXTERNAL_ID = re.compile("[^\x00\ud800-\udfff]{1,200}")
 OPEN_INVOICES_SHOWN = 50  # a customer's open invoices in its detail, newest first (`has_more` says if more)
 
 

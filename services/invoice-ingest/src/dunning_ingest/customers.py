@@ -90,12 +90,12 @@ class CustomerService:
             return await self._detail(conn, tenant_id, customer_id)
 
     async def list_customers(
-        self, tenant_id: str, *, external_id: str | None, email: str | None, after_id: str | None, limit: int
+        self, tenant_id: str, *, external_id: str | None, email: str | None, after: str | None, limit: int
     ) -> list[dict[str, Any]]:
-        """Up to `limit` customers newest first, as CustomerOut JSON."""
+        """Up to `limit` customers in external id order, as CustomerOut JSON."""
         async with self.pool.acquire() as conn:
             rows = await repo.list_customers(
-                conn, tenant_id, external_id=external_id, email=email, after_id=after_id, limit=limit
+                conn, tenant_id, external_id=external_id, email=email, after=after, limit=limit
             )
         return [CustomerOut.from_row(r).model_dump(mode="json") for r in rows]
 

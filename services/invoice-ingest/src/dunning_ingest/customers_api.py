@@ -1,6 +1,6 @@
 """The customer routes of invoice-ingest (registered by api.create_app through `customer_routes`):
 
-GET   /v1/customers                  the tenant's customers, newest first; `external_id`, `email`, `limit` + `cursor`
+GET   /v1/customers                  the tenant's customers by external id; `external_id`, `email`, `limit` + `cursor`
 GET   /v1/customers/{customer_id}    a customer with its contacts, open invoices and balance per currency; `ETag`
 PATCH /v1/customers/{customer_id}    a JSON merge patch of name, email, cc, locale, timezone; `If-Match` -> 412 if stale
 """
@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from dunning.http import Cursor, Problem, TenantId, decode_cursor, limit_query, page
 from dunning.http.preconditions import etag
-from dunning_ingest.customer_output import CUSTOMER_ID, CustomerDetail, CustomerList
+from dunning_ingest.customer_output import CUSTOMER_ID, EXTERNAL_ID, CustomerDetail, CustomerList
 from dunning_ingest.customers import CustomerPatch, CustomerService
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def customer_routes(app: FastAPI, deps: "Deps") -> None:
         response_class=Response,
         tags=["customers"],
         operation_id="listCustomers",
-        summary="The tenant's customers, newest first",
+        summary="The tenant's customers, in the order of their external id",
         responses={200: {"model": CustomerList}},
     )
     async def list_customers(
@@ -60,11 +60,11 @@ def customer_routes(app: FastAPI, deps: "Deps") -> None:
         limit: Annotated[int, limit_query(50, 200)] = 50,
         cursor: Cursor = None,
     ) -> Response:
-        after_id = decode_cursor(cursor, CUSTOMER_ID)
+        after = decode_cursor(cursor, EXTERNAL_ID)
         rows = await customers.list_customers(
-            tenant_id, external_id=external_id, email=email, after_id=after_id, limit=limit + 1
+            tenant_id, external_id=external_id, email=email, after=after, limit=limit + 1
         )
-        return _json(page(rows, limit, key=lambda r: r["id"]))
+        return _json(page(rows, limit, key=lambda r: r["external_id"]))
 
     @app.get(
         "/v1/customers/{customer_id}",

@@ -88,26 +88,27 @@ async def test_a_customer_with_many_open_invoices_shows_the_newest_and_says_ther
     assert body["balances"] == {"EUR": "63750.00"}  # all 51, not only those shown
 
 
-async def test_customers_list_newest_first_page_by_page_and_filter(client, kit):
+async def test_customers_list_by_external_id_page_by_page_and_filter(client, kit):
     made = []
-    for n in range(3):
+    for n in (2, 0, 1):  # created in another order than their external ids
         made.append((await issue(client, kit, customer(external_id=f"c{n}", email=f"AP{n}@example.com")))["customer"])
+    made.sort(key=lambda c: c["external_id"])
     await client.post(
         "/v1/invoices", json=kit.invoice_payload(), headers={"Authorization": f"Bearer {kit.OTHER_KEY}"}
     )  # another tenant's customer: never listed
 
     first = (await client.get("/v1/customers", params={"limit": 2})).json()
-    assert [c["id"] for c in first["data"]] == [made[2]["id"], made[1]["id"]]
-    assert first["data"][0]["contacts"] == {"email": "AP2@example.com", "cc": []} and first["data"][0]["version"] == 1
+    assert [c["id"] for c in first["data"]] == [made[0]["id"], made[1]["id"]]
+    assert first["data"][0]["contacts"] == {"email": "AP0@example.com", "cc": []} and first["data"][0]["version"] == 1
     rest = (await client.get("/v1/customers", params={"limit": 2, "cursor": first["next_cursor"]})).json()
-    assert [c["id"] for c in rest["data"]] == [made[0]["id"]] and rest["next_cursor"] is None
+    assert [c["id"] for c in rest["data"]] == [made[2]["id"]] and rest["next_cursor"] is None
 
     by_external = (await client.get("/v1/customers", params={"external_id": "c1"})).json()["data"]
     assert [c["id"] for c in by_external] == [made[1]["id"]]
     by_email = (await client.get("/v1/customers", params={"email": "ap0@EXAMPLE.com"})).json()["data"]
     assert [c["id"] for c in by_email] == [made[0]["id"]]
 
-    bad = await client.get("/v1/customers", params={"cursor": "eyJhZnRlciI6Im5vcGUifQ"})
+    bad = await client.get("/v1/customers", params={"cursor": "eyJhZnRlciI6IiJ9"})  # {"after": ""}
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "cursor"
 
 

@@ -139,22 +139,25 @@ async def list_customers(
     *,
     external_id: str | None,
     email: str | None,
-    after_id: str | None,
+    after: str | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    """Newest first (ids are time-ordered); `after_id` is the last id of the previous page."""
+    """In external id order (the unique index's, byte order); `after` is the last external id of the
+    previous page."""
     where: list[str] = ["tenant_id = $1"]
     args: list[Any] = [tenant_id]
     for clause, value in (
         ("external_id = ${}", external_id),
         ("lower(email) = lower(${})", email),
-        ("id < ${}", after_id),
+        ("external_id > ${}", after),
     ):
         if value is not None:
             args.append(value)
             where.append(clause.format(len(args)))
     args.append(limit)
-    return await conn.fetch(f"{CUSTOMER_SELECT} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ${len(args)}", *args)
+    return await conn.fetch(
+        f"{CUSTOMER_SELECT} WHERE {' AND '.join(where)} ORDER BY external_id LIMIT ${len(args)}", *args
+    )
 
 
 _OPEN_INVOICES = (
