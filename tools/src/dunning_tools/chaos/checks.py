@@ -6,9 +6,11 @@ Rules, as printed with the figures:
 - violation (promise 1): a reminder received whose stage was scheduled at or after the
   acknowledged_at reconciliation reports for the payment or credit note that settled its invoice;
   for an invoice voided or written off (acknowledged by invoice-ingest, not yet under the payments
-  watermark), a reminder whose stage fired after the scheduler had applied the stop. A reminder of
-  such an invoice scheduled after the stop's acknowledgement but fired before the scheduler applied it
-  is counted apart ("stop window": what the README says still holds for voids and write-offs);
+  watermark), a reminder whose stage fired after the scheduler had applied the stop: a stage scheduled
+  after one the stop cancelled (stages fire in time order, and the stop cancels all still scheduled).
+  A reminder of such an invoice scheduled after the stop's acknowledgement but fired before the
+  scheduler applied it is counted apart ("stop window": what the README says holds for voids and
+  write-offs until the firing gate covers them);
 - lost (promise 2): a stage of an invoice left unpaid that was never received (every stage is due
   before the checks start), or a stage the scheduler shows fired that was never received;
 - duplicate (promise 3): one (invoice, stage, channel) or one Message-ID received twice or more;
@@ -308,12 +310,17 @@ def analyse(run, state: State) -> dict:
                     )
 
     # When the scheduler applied each invoice's stop: settled_at for a payment or credit note; for a void
-    # or write-off, the first cancellation it made for it (timers' cancelled_at is the scheduler's clock).
+    # or write-off, its cancellations' cancelled_at (the applying transaction's start, not its commit: a
+    # stage may fire after it and before the commit, in the stop window). What tells a stage fired after
+    # the commit is order: the stop cancels every stage still scheduled, and stages fire in time order, so
+    # a fired stage scheduled after one the stop cancelled fired after the stop ("cut" below).
     settled_at = {i: ts(v.get("settled_at")) for i, v in state.timers.items() if v}
+    cut: dict[str, float] = {}  # ingest-closed invoice -> earliest scheduled_at its stop cancelled
     for i, v in state.timers.items():
-        closing = [ts(t["cancelled_at"]) for t in (v or {}).get("timers", []) if t.get("reason") in CLOSED_BY_INGEST]
+        closing = [t for t in (v or {}).get("timers", []) if t.get("reason") in CLOSED_BY_INGEST]
         if closing:
-            settled_at[i] = min(closing)
+            settled_at[i] = min(ts(t["cancelled_at"]) for t in closing)
+            cut[i] = min(ts(t["scheduled_at"]) for t in closing)
     received: dict[tuple[str, str, str], list[Mail]] = defaultdict(list)
     by_message_id: dict[str, list[Mail]] = defaultdict(list)
     for m in state.mails:
@@ -334,7 +341,7 @@ def analyse(run, state: State) -> dict:
             continue
         p, t = by_invoice_payment.get(invoice_id), timer.get(key, {})
         fired, known = ts(t.get("fired_at")), settled_at.get(invoice_id)
-        if invoice_id in closed_by_ingest and fired is not None and (known is None or fired < known):
+        if invoice_id in closed_by_ingest and fired is not None and s < cut.get(invoice_id, float("inf")):
             stop_window.append(
                 {
                     "invoice_id": invoice_id,
@@ -354,6 +361,8 @@ def analyse(run, state: State) -> dict:
                 "cause": (
                     "timer not fired"
                     if fired is None
+                    else "fired after the void or write-off cancelled an earlier stage"
+                    if invoice_id in closed_by_ingest
                     else "fired before the scheduler learnt of the payment"
                     if known is None or known > fired
                     else "fired although the scheduler knew the invoice was closed"
