@@ -62,8 +62,10 @@ class _NeedsCare(Exception):
 
 @contextlib.contextmanager
 def _message_scope(record: ConsumerRecord, event: Event):
-    """A consumer span continuing the producer's trace, and the ids bound to every log line."""
-    bind_context(tenant_id=event.tenant_id, invoice_id=event.subject, event_id=event.id, event_type=event.type)
+    """A consumer span continuing the producer's trace, and the ids bound to every log line (the subject
+    as what it names: the customer id of a customer event, else the invoice id)."""
+    subject = "customer_id" if event.subject.startswith("cus_") else "invoice_id"
+    bind_context(tenant_id=event.tenant_id, event_id=event.id, event_type=event.type, **{subject: event.subject})
     try:
         with tracer().start_as_current_span(
             f"{record.topic} process", context=context_from_traceparent(event.traceparent), kind=SpanKind.CONSUMER
@@ -72,7 +74,7 @@ def _message_scope(record: ConsumerRecord, event: Event):
             span.set_attribute("messaging.destination.name", record.topic)
             yield
     finally:
-        clear_context("tenant_id", "invoice_id", "event_id", "event_type")
+        clear_context("tenant_id", subject, "event_id", "event_type")
 
 
 def _located(event: Event, record: ConsumerRecord) -> Event:

@@ -193,3 +193,25 @@ def test_a_settings_field_names_another_topic_for_a_catalogue_topic():
     settings = SimpleNamespace(invoices_topic="t1.invoices")  # e.g. Settings(invoices_topic=...)
     assert topics_of(table, settings) == ["dunning.payments.v1", "t1.invoices"]
     assert topics_of(table) == ["dunning.invoices.v1", "dunning.payments.v1"]
+
+
+@pytest.mark.parametrize(
+    ("example", "key"),
+    [
+        ("CustomerUpdated/1/new-ap-contact-with-cc.json", "customer_id"),
+        ("InvoiceIssued/1/eur-invoice.json", "invoice_id"),
+    ],
+)
+def test_log_lines_name_the_subject_as_what_it_is(example, key):
+    import structlog
+
+    from dunning.consumer import _message_scope
+    from dunning.events import decode
+
+    raw = (schemas_dir() / "examples" / example).read_bytes()
+    with _message_scope(record(0, raw), decode(raw)):
+        bound = structlog.contextvars.get_contextvars()
+        assert bound[key] == json.loads(raw)["subject"]
+        other = "invoice_id" if key == "customer_id" else "customer_id"
+        assert other not in bound
+    assert key not in structlog.contextvars.get_contextvars()
