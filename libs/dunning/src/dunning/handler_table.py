@@ -49,3 +49,13 @@ def topics_of(table: HandlerTable, settings: Any = None) -> list[str]:
 
 class Rejected(Exception):
     """Raised by a handler: this message can never be applied; dead-letter it with this reason."""
+
+
+def check_envelope(event: Any) -> None:
+    """Rejected unless an event's data names the tenant and the subject its envelope names (the
+    invoice id; the customer id of a customer event): a message whose two halves disagree is never
+    applied."""
+    data = event.data
+    if data.tenant != event.tenant_id or data.subject != event.subject:
+        key = "customer_id" if event.subject.startswith("cus_") else "invoice_id"
+        raise Rejected(f"data.tenant_id/{key} disagree with the envelope's tenantid/subject")

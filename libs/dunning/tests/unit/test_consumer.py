@@ -215,3 +215,21 @@ def test_log_lines_name_the_subject_as_what_it_is(example, key):
         other = "invoice_id" if key == "customer_id" else "customer_id"
         assert other not in bound
     assert key not in structlog.contextvars.get_contextvars()
+
+
+@pytest.mark.parametrize(
+    ("example", "key"),
+    [
+        ("CustomerUpdated/1/new-ap-contact-with-cc.json", "customer_id"),
+        ("StageEscalated/1/eur-soft-after-partial-payment.json", "invoice_id"),
+    ],
+)
+def test_an_event_whose_data_disagrees_with_its_envelope_is_rejected(example, key):
+    from dunning.events import decode
+    from dunning.handler_table import check_envelope
+
+    env = json.loads((schemas_dir() / "examples" / example).read_text())
+    check_envelope(decode(orjson.dumps(env)))  # agreeing: applied
+    for field, value in (("tenantid", "ten_other"), ("subject", env["subject"][:4] + "01JA0000000000000000000000")):
+        with pytest.raises(Rejected, match=f"data.tenant_id/{key} disagree"):
+            check_envelope(decode(orjson.dumps({**env, field: value})))

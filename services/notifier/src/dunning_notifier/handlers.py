@@ -7,7 +7,7 @@ import asyncpg
 
 from dunning.contracts import CustomerUpdated, StageEscalated
 from dunning.events import Event
-from dunning.handler_table import HandlerSpec, Rejected
+from dunning.handler_table import HandlerSpec, check_envelope
 from dunning.ids import new_id
 from dunning.logging import get_logger
 from dunning_notifier import repository as repo
@@ -25,8 +25,7 @@ def recipient_for(stage: StageEscalated) -> str | None:
 async def record_delivery(conn: asyncpg.Connection, event: Event[StageEscalated]) -> None:
     """StageEscalated -> one pending delivery per (invoice, stage, channel), never two."""
     stage = event.data
-    if stage.tenant_id != event.tenant_id or stage.invoice_id != event.subject:
-        raise Rejected("data.tenant_id/invoice_id disagree with the envelope's tenantid/subject")
+    check_envelope(event)
     delivery_id = await repo.insert_delivery(
         conn,
         delivery_id=new_id("dlv"),
@@ -59,8 +58,7 @@ async def update_contacts(conn: asyncpg.Connection, event: Event[CustomerUpdated
     """CustomerUpdated -> the customer's contacts row, unless it holds this version or a newer one
     (replays and reordered updates converge on the newest)."""
     customer = event.data
-    if customer.tenant_id != event.tenant_id or customer.customer_id != event.subject:
-        raise Rejected("data.tenant_id/customer_id disagree with the envelope's tenantid/subject")
+    check_envelope(event)
     applied = await repo.upsert_contact(
         conn,
         tenant_id=customer.tenant_id,

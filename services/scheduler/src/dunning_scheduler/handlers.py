@@ -44,7 +44,7 @@ from dunning.contracts import (
     PaymentsWatermark,
 )
 from dunning.events import Event
-from dunning.handler_table import HandlerSpec, Rejected
+from dunning.handler_table import HandlerSpec, Rejected, check_envelope
 from dunning.logging import get_logger
 from dunning_scheduler import messages, repository
 from dunning_scheduler.planner import TIMERS_CHANNEL, plan_invoices
@@ -202,8 +202,7 @@ async def on_customer_updated(
     """The customer's latest contact data goes into its open invoices' snapshots (StageEscalated
     carries it); a new time zone re-plans their pending stages."""
     c = event.data
-    if c.tenant_id != event.tenant_id or c.customer_id != event.subject:
-        raise Rejected("data.tenant_id/customer_id disagree with the envelope's tenantid/subject")
+    check_envelope(event)
     stored = await repository.store_customer(
         conn,
         customer_id=c.customer_id,
@@ -242,9 +241,7 @@ async def on_customer_updated(
 
 def _checked(event: Event) -> tuple[str, str]:
     """The invoice and tenant an invoice or payments event is about, its data agreeing with its envelope."""
-    data = event.data
-    if data.tenant_id != event.tenant_id or data.invoice_id != event.subject:
-        raise Rejected("data.tenant_id/invoice_id disagree with the envelope's tenantid/subject")
+    check_envelope(event)
     return event.subject, event.tenant_id
 
 

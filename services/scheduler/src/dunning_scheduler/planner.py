@@ -17,7 +17,7 @@ from dunning import outbox
 from dunning.clock import utcnow
 from dunning.contracts import DunningPlanned, InvoiceIssued, instant_text, topic
 from dunning.events import Event, dumps, envelope
-from dunning.handler_table import Rejected
+from dunning.handler_table import Rejected, check_envelope
 from dunning.logging import get_logger
 from dunning_scheduler import messages, repository
 from dunning_scheduler.planning import plan, zone_for
@@ -106,8 +106,7 @@ async def plan_invoices(
     planned before (a redelivery or a second InvoiceIssued) is left as it is; an event whose data
     disagrees with its envelope, or for another tenant's invoice, raises Rejected."""
     for event in events:
-        if event.data.tenant_id != event.tenant_id or event.data.invoice_id != event.subject:
-            raise Rejected("data.tenant_id/invoice_id disagree with the envelope's tenantid/subject")
+        check_envelope(event)
     pending, planned = events, 0
     while pending:  # one statement may not touch an invoice twice: a repeat goes in the next one
         seen: set[str] = set()
