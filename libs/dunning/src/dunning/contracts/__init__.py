@@ -14,12 +14,35 @@ catalogue): immutable like a frozen dataclass and built several times faster
 """
 
 from dunning.contracts.base import Contract, Customer, instant_text, topic_of
-from dunning.contracts.customers import CustomerUpdated
-from dunning.contracts.deliveries import ReminderFailed, ReminderSent
-from dunning.contracts.invoices import InvoiceIssued, InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff
+from dunning.contracts.customers import (
+    CustomerUpdated,
+    HoldPlaced,
+    HoldReleased,
+    Instalment,
+    PaymentPlanAgreed,
+    PaymentPlanCancelled,
+    PlanInvoice,
+)
+from dunning.contracts.deliveries import ReminderCancelled, ReminderFailed, ReminderSent
+from dunning.contracts.invoices import (
+    DisputeOpened,
+    DisputeResolved,
+    InvoiceIssued,
+    InvoiceUpdated,
+    InvoiceVoided,
+    InvoiceWrittenOff,
+    PromiseMade,
+)
 from dunning.contracts.payments import CreditNoteIssued, PaymentReceived
 from dunning.contracts.stages import (
+    DunningPaused,
     DunningPlanned,
+    DunningResumed,
+    InstalmentMissed,
+    PaymentPlanBroken,
+    PaymentPlanCompleted,
+    PromiseBroken,
+    PromiseKept,
     PlannedStage,
     RescheduledStage,
     StageEscalated,
@@ -28,9 +51,27 @@ from dunning.contracts.stages import (
     StagesCancelled,
     StagesRescheduled,
 )
-from dunning.contracts.watermarks import PaymentsWatermark
+from dunning.contracts.watermarks import PaymentsWatermark, StopsWatermark
 
 __all__ = [
+    "DisputeOpened",
+    "DisputeResolved",
+    "DunningPaused",
+    "DunningResumed",
+    "HoldPlaced",
+    "HoldReleased",
+    "Instalment",
+    "InstalmentMissed",
+    "PaymentPlanAgreed",
+    "PaymentPlanBroken",
+    "PaymentPlanCancelled",
+    "PaymentPlanCompleted",
+    "PlanInvoice",
+    "PromiseBroken",
+    "PromiseKept",
+    "PromiseMade",
+    "ReminderCancelled",
+    "StopsWatermark",
     "Contract",
     "CreditNoteIssued",
     "Customer",
@@ -65,14 +106,30 @@ BY_TYPE: dict[str, type[Contract]] = {
         InvoiceVoided,
         InvoiceWrittenOff,
         CustomerUpdated,
+        HoldPlaced,
+        HoldReleased,
+        PaymentPlanAgreed,
+        PaymentPlanCancelled,
+        DisputeOpened,
+        DisputeResolved,
+        PromiseMade,
         DunningPlanned,
+        DunningPaused,
+        DunningResumed,
+        PromiseKept,
+        PromiseBroken,
+        InstalmentMissed,
+        PaymentPlanBroken,
+        PaymentPlanCompleted,
         StageEscalated,
         StagesCancelled,
         StagesRescheduled,
         PaymentReceived,
         CreditNoteIssued,
         PaymentsWatermark,
+        StopsWatermark,
         ReminderSent,
+        ReminderCancelled,
         ReminderFailed,
     )
 }

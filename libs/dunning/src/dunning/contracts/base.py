@@ -53,6 +53,14 @@ def _conversions(name: str, kind: Any, ns: dict[str, Any]) -> tuple[str, str]:
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin is types.UnionType and set(args) == {datetime, type(None)}:  # an optional instant
         return f"(None if {raw} is None else _instant({raw}))", f"(None if {value} is None else instant_text({value}))"
+    if origin is types.UnionType and set(args) == {date, type(None)}:  # an optional day
+        return f"(None if {raw} is None else _day({raw}))", f"(None if {value} is None else {value}.isoformat())"
+    if origin is types.UnionType and set(args) == {Decimal, type(None)}:  # an optional amount
+        return f"(None if {raw} is None else Decimal({raw}))", f"(None if {value} is None else str({value}))"
+    if origin is types.UnionType and set(args) <= {int, type(None)}:
+        return raw, value
+    if origin is types.UnionType and all(a is type(None) or typing.get_origin(a) is dict for a in args):
+        return raw, value  # an optional JSON object of plain values
     if origin is tuple and args == (str, Ellipsis):  # a JSON array of strings
         return f"tuple({raw})", f"list({value})"
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis and issubclass(args[0], Record):
@@ -81,11 +89,18 @@ class Record:
         ns: dict[str, Any] = {"_new": _new, "_instant": _instant, "_day": _day, "Decimal": Decimal}
         ns["instant_text"] = instant_text
         reads, writes = zip(*(_conversions(name, hints[name], ns) for name in fields), strict=True)
+        defaults: dict[str, Any] = getattr(cls, "_field_defaults", {})
+        if any(v is not None for v in defaults.values()):
+            raise TypeError(f"{cls.__name__}: a field added later must default to None")
+        # A field added later (with a default) may be missing from older events.
+        reads = tuple(f"({r} if {n!r} in d else None)" if n in defaults else r for n, r in zip(fields, reads, strict=True))
+        # ... and is left out when None, so an event without it reads as it did before.
+        drops = "".join(f"    if self.{n} is None:\n        del r[{n!r}]\n" for n in defaults)
         source = (
             f"def from_data(cls, d):\n    return _new(cls, ({', '.join(reads)},))\n"
-            "def to_data(self):\n    return {"
+            "def to_data(self):\n    r = {"
             + ", ".join(f"{name!r}: {write}" for name, write in zip(fields, writes, strict=True))
-            + "}\n"
+            + "}\n" + drops + "    return r\n"
         )
         exec(source, ns)
         cls.from_data = classmethod(ns["from_data"])  # type: ignore[method-assign,assignment]

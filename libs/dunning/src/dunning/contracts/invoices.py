@@ -86,3 +86,64 @@ class InvoiceWrittenOff(_InvoiceWrittenOff, Contract):
     __slots__ = ()
     TYPE: ClassVar[str] = "dunning.InvoiceWrittenOff.v1"
     SOURCE: ClassVar[str] = "/invoice-ingest"
+
+
+class _DisputeOpened(NamedTuple):
+    dispute_id: str  # dsp_...
+    invoice_id: str
+    tenant_id: str
+    reason: str
+    currency: str
+    disputed_amount: Decimal | None  # None: the whole invoice
+    opened_by: str
+    acknowledged_at: datetime  # read under invoice-ingest's acknowledgement fence
+
+
+class DisputeOpened(_DisputeOpened, Contract):
+    """The customer disputes the invoice: its dunning pauses until the dispute is resolved."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.DisputeOpened.v1"
+    SOURCE: ClassVar[str] = "/invoice-ingest"
+
+
+class _DisputeResolved(NamedTuple):
+    dispute_id: str
+    invoice_id: str
+    tenant_id: str
+    outcome: str  # upheld | rejected
+    currency: str
+    credit_amount: Decimal | None  # upheld: the amount reconciliation credits (credit note reference = dispute_id)
+    resolved_by: str
+    note: str | None
+    resolved_at: datetime
+
+
+class DisputeResolved(_DisputeResolved, Contract):
+    """A dispute's outcome: rejected resumes dunning; upheld credits `credit_amount` (reconciliation
+    issues the credit note) and resumes on what is left once the credit is applied."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.DisputeResolved.v1"
+    SOURCE: ClassVar[str] = "/invoice-ingest"
+
+
+class _PromiseMade(NamedTuple):
+    promise_id: str  # prm_...
+    invoice_id: str
+    tenant_id: str
+    currency: str
+    amount: Decimal
+    promised_date: date  # the customer's calendar day
+    made_by: str
+    note: str | None
+    acknowledged_at: datetime  # read under invoice-ingest's acknowledgement fence
+
+
+class PromiseMade(_PromiseMade, Contract):
+    """A promise to pay `amount` by `promised_date`: dunning pauses until that day's end in the
+    customer's time zone plus the policy's grace; the scheduler then judges it kept or broken."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.PromiseMade.v1"
+    SOURCE: ClassVar[str] = "/invoice-ingest"

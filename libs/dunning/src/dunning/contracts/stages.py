@@ -67,6 +67,10 @@ class _StageEscalated(NamedTuple):
     fired_at: datetime
     invoice: StageInvoice
     customer: Customer
+    # What the reminder quotes besides the invoice (optional; absent in older events): a promise_broken
+    # stage {"kind": "promise_broken", "promise_id", "promised_amount", "promised_date"}; an instalment
+    # reminder {"kind": "instalment", "plan_id", "number", "instalments", "amount", "due_date", "currency"}.
+    context: dict[str, str] | None = None
 
 
 class StageEscalated(_StageEscalated, Contract):
@@ -135,3 +139,143 @@ class StagesRescheduled(_StagesRescheduled, Contract):
     __slots__ = ()
     TYPE: ClassVar[str] = "dunning.StagesRescheduled.v1"
     SOURCE: ClassVar[str] = "/scheduler"
+
+
+class _DunningPaused(NamedTuple):
+    invoice_id: str
+    tenant_id: str
+    cause: str  # hold | dispute | promise | payment_plan
+    cause_id: str  # the hold, dispute, promise or plan id
+    cause_event_id: str
+    paused_at: datetime
+    stages: tuple[StageRef, ...]  # the stages that were scheduled and are now paused (may be empty)
+
+
+class DunningPaused(_DunningPaused, Contract):
+    """The scheduler applied a pause to an invoice: its pending stages wait; the notifier drops the
+    invoice's deliveries not yet attempted."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.DunningPaused.v1"
+    SOURCE: ClassVar[str] = "/scheduler"
+
+
+class _DunningResumed(NamedTuple):
+    invoice_id: str
+    tenant_id: str
+    cause: str  # hold | dispute | promise | payment_plan
+    cause_id: str
+    reason: str  # hold_released | hold_expired | dispute_rejected | dispute_upheld | promise_broken | payment_plan_broken | payment_plan_cancelled
+    resume_mode: str  # the policy's pauses.resume: spaced | latest_only | all_at_once
+    resumed_at: datetime
+    stages: tuple[RescheduledStage, ...]  # the paused stages with their old and new times
+
+
+class DunningResumed(_DunningResumed, Contract):
+    """The last pause on an invoice ended: its paused stages are scheduled again (no burst: see the
+    policy's `pauses.resume`)."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.DunningResumed.v1"
+    SOURCE: ClassVar[str] = "/scheduler"
+
+
+class _PromiseKept(NamedTuple):
+    promise_id: str
+    invoice_id: str
+    tenant_id: str
+    currency: str
+    amount: Decimal
+    promised_date: date
+    paid_amount: Decimal  # paid or credited since the promise
+    kept_at: datetime
+
+
+class PromiseKept(_PromiseKept, Contract):
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.PromiseKept.v1"
+    SOURCE: ClassVar[str] = "/scheduler"
+
+
+class _PromiseBroken(NamedTuple):
+    promise_id: str
+    invoice_id: str
+    tenant_id: str
+    currency: str
+    amount: Decimal
+    promised_date: date
+    paid_amount: Decimal
+    deadline: datetime  # promised_date's end in the customer's zone + the policy's grace
+    broken_at: datetime
+
+
+class PromiseBroken(_PromiseBroken, Contract):
+    """Not paid by the deadline: dunning resumes with a promise_broken reminder quoting the promise."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.PromiseBroken.v1"
+    SOURCE: ClassVar[str] = "/scheduler"
+
+
+class _InstalmentMissed(NamedTuple):
+    plan_id: str
+    tenant_id: str
+    customer_id: str
+    number: int
+    due_date: date
+    amount: Decimal
+    currency: str
+    paid_amount: Decimal  # paid towards the plan in all, at the deadline
+    deadline: datetime  # the instalment's due date + the policy's grace
+    missed_at: datetime
+
+
+class InstalmentMissed(_InstalmentMissed, Contract):
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.InstalmentMissed.v1"
+    SOURCE: ClassVar[str] = "/scheduler"
+
+    @property
+    def subject(self) -> str:
+        return self.customer_id
+
+
+class _PaymentPlanBroken(NamedTuple):
+    plan_id: str
+    tenant_id: str
+    customer_id: str
+    invoice_ids: tuple[str, ...]
+    missed_instalment: int
+    currency: str
+    remaining: Decimal  # the plan's unpaid total; dunning resumes on the invoices' whole balances
+    broken_at: datetime
+
+
+class PaymentPlanBroken(_PaymentPlanBroken, Contract):
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.PaymentPlanBroken.v1"
+    SOURCE: ClassVar[str] = "/scheduler"
+
+    @property
+    def subject(self) -> str:
+        return self.customer_id
+
+
+class _PaymentPlanCompleted(NamedTuple):
+    plan_id: str
+    tenant_id: str
+    customer_id: str
+    invoice_ids: tuple[str, ...]
+    currency: str
+    total: Decimal
+    completed_at: datetime
+
+
+class PaymentPlanCompleted(_PaymentPlanCompleted, Contract):
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.PaymentPlanCompleted.v1"
+    SOURCE: ClassVar[str] = "/scheduler"
+
+    @property
+    def subject(self) -> str:
+        return self.customer_id

@@ -1,4 +1,4 @@
-"""The events of dunning.watermarks.v1: reconciliation's payments watermark."""
+"""The events of dunning.watermarks.v1: the statements the firing gate relies on."""
 
 from datetime import datetime
 from typing import ClassVar, NamedTuple
@@ -27,6 +27,33 @@ class PaymentsWatermark(_PaymentsWatermark, Contract):
     @property
     def subject(self) -> str:
         return self.SUBJECT
+
+    @property
+    def tenant(self) -> str:
+        return self.TENANT
+
+
+class _StopsWatermark(NamedTuple):
+    service: str  # the acknowledging service, e.g. invoice-ingest
+    watermark: datetime
+    offsets: dict[str, dict[str, int]]  # topic -> partition (text) -> one past the last acknowledged offset
+    computed_at: datetime
+
+
+class StopsWatermark(_StopsWatermark, Contract):
+    """A stop-acknowledging service's statement "every stop acknowledged at or before `watermark` is
+    on these topics below these offsets" (invoice-ingest: voids, write-offs, holds, disputes,
+    promises, payment plans). The scheduler fires a stage only under a usable statement of every
+    such service (docs/cancel-guarantee.md#every-stop-under-the-gate)."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.StopsWatermark.v1"
+    SOURCE: ClassVar[str] = "/invoice-ingest"
+    TENANT: ClassVar[str] = "_system"
+
+    @property
+    def subject(self) -> str:
+        return f"_{self.service}"
 
     @property
     def tenant(self) -> str:
