@@ -27,6 +27,7 @@ from dunning_ingest.idempotency import IdempotencyStore, Reply
 from dunning_ingest.invoice_input import InvoicePatch
 from dunning_ingest.invoice_output import invoice_detail_json, new_invoice_row
 from dunning_ingest.messages import INVOICE_ISSUED, OutboxRow, current_traceparent, topic
+from dunning_ingest.repository import fence
 
 log = get_logger(__name__)
 JSON = "application/json"
@@ -229,13 +230,14 @@ class InvoiceService:
         on an invoice it closed answers 200 with it as it is; another change to a closed one is a 409."""
 
         async def work(conn: asyncpg.Connection) -> Reply:
+            acknowledged_at = await fence.acknowledge_time(conn)  # first: the stop's acknowledgement
             row = await self._locked(conn, tenant_id, invoice_id)
             if row["status"] == status and row["closed_reason"] == reason:
                 return await self._current(conn, tenant_id, invoice_id)  # a repeat: done already
             check_if_match(if_match, row["version"], what="invoice")
             if row["status"] != "open":
                 raise changes.closed_problem(row)
-            await changes.close(conn, tenant_id, row, status, reason, utcnow())
+            await changes.close(conn, tenant_id, row, status, reason, acknowledged_at)
             log.info("ingest.invoice.closed", invoice_id=invoice_id, status=status)
             return await self._current(conn, tenant_id, invoice_id)
 
