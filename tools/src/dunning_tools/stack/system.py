@@ -52,6 +52,7 @@ class Stack:
         *,
         durable: bool = True,
         durable_broker: bool = False,
+        crash_safe: bool = False,
         extra_env: dict[str, str] | None = None,
         replicas: dict[str, int] | None = None,
     ):
@@ -59,6 +60,7 @@ class Stack:
         self.ports = ports
         self.durable = durable
         self.durable_broker = durable_broker
+        self.crash_safe = crash_safe  # PostgreSQL keeps every acknowledged commit through a SIGKILL (chaos)
         self.extra_env = extra_env or {}
         self.replicas = replicas or {}
         self.pg: EmbeddedPostgres | None = None
@@ -84,7 +86,9 @@ class Stack:
             if port_in_use(port):
                 raise SystemExit(f"port {port} ({what}) is in use: is another `make run` still running?")
         if not self.database_url:
-            self.pg = EmbeddedPostgres(self.workdir / "pgdata", self.ports.postgres, durable=self.durable)
+            self.pg = EmbeddedPostgres(
+                self.workdir / "pgdata", self.ports.postgres, durable=self.durable, crash_safe=self.crash_safe
+            )
             self.database_url = self.pg.start()
         if not self.kafka_bootstrap_servers:
             store_url = self.start_broker_store() if self.durable_broker else None

@@ -5,7 +5,9 @@ what `make run` does), it keeps topics, records and consumer offsets there inste
 published before a restart of the whole stack are still consumed after it.
 """
 
+import contextlib
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -64,3 +66,10 @@ class TansuBroker:
 
     def stop(self) -> None:
         stop(self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL the broker (no flush, no goodbye to its clients); reaped before returning."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
