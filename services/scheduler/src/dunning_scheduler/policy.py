@@ -13,13 +13,19 @@ valid document compiles to a `Policy`, the form planning uses (parsed durations,
         {"name": "pre_due", "offset": "-P3D"},
         {"name": "soft", "offset": "P1D", "template": "soft", "channels": ["email"]},
         ...
-      ]
+      ],
+      "pauses": {"resume": "spaced", "promise_grace": "P2D"},        optional, these are the defaults
+      "payment_plans": {"grace": "P3D", "channels": ["email"],       optional, these are the defaults
+                        "reminders": [{"name": "instalment_pre_due", "offset": "-P3D"},
+                                      {"name": "instalment_overdue", "offset": "P1D"}]}
     }
 
 `offset` is an ISO 8601 duration from the anchor (`-` = before it). `template` defaults to the
 stage name, `channels` to ["email"]. With anchor "due_date" a stage's instant is the due date at
 `send_time` in the customer's time zone plus the offset; with "issued_at" it is the invoice's
 issued_at instant plus the offset (demos and tests use second offsets such as "PT5S").
+`pauses.resume` says how stages owed during a pause are sent when it ends (see `pausing`);
+the graces and instalment offsets may be seconds too (`PT10S`) for demos and chaos runs.
 """
 
 from dataclasses import dataclass, field
@@ -54,7 +60,17 @@ DEFAULT_DOCUMENT: dict[str, Any] = {
         {"name": "final", "offset": "P14D"},
         {"name": "collections", "offset": "P30D"},
     ],
+    "pauses": {"resume": "spaced", "promise_grace": "P2D"},
+    "payment_plans": {
+        "grace": "P3D",
+        "reminders": [
+            {"name": "instalment_pre_due", "offset": "-P3D"},
+            {"name": "instalment_overdue", "offset": "P1D"},
+        ],
+        "channels": ["email"],
+    },
 }
+RESUME_MODES = ("spaced", "latest_only", "all_at_once")
 
 
 def _problem(message: str) -> PydanticCustomError:
@@ -107,6 +123,111 @@ class StageDocument(BaseModel):
         }
 
 
+def _duration(text: str, *, positive: bool = False) -> str:
+    """A valid ISO 8601 duration within 10 years (and not negative, for a grace), else a problem."""
+    try:
+        duration = parse_duration(text)
+    except DurationError as exc:
+        raise _problem(str(exc)) from None
+    if abs(duration.nominal_seconds()) > MAX_OFFSET_SECONDS:
+        raise _problem("must be within 10 years")
+    if positive and duration.negative:
+        raise _problem("must not be negative")
+    return text
+
+
+_DURATION_FIELD = {"pattern": DURATION_SHAPE}
+
+
+class PausesDocument(BaseModel):
+    """How dunning pauses (holds, disputes, promises, plans) end."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    resume: Annotated[
+        Literal["spaced", "latest_only", "all_at_once"],
+        Field(
+            description="When the last pause of an invoice ends: spaced (the next owed stage at the resume, the "
+            "rest keep their spacing after it), latest_only (only the most escalated stage owed during the pause "
+            "goes at the resume, the earlier owed ones are skipped, later ones on time), all_at_once (every owed "
+            "stage at the resume)."
+        ),
+    ] = "spaced"
+    promise_grace: Annotated[
+        str,
+        Field(
+            description="A promise's deadline is the end of its promised date in the customer's time zone plus this.",
+            json_schema_extra=_DURATION_FIELD,
+        ),
+    ] = "P2D"
+
+    @field_validator("promise_grace")
+    @classmethod
+    def _grace(cls, text: str) -> str:
+        return _duration(text, positive=True)
+
+
+class InstalmentReminderDocument(BaseModel):
+    """A reminder of each instalment of a payment plan."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: Annotated[
+        str,
+        Field(
+            pattern=r"^[a-z][a-z0-9_]{0,29}$",
+            description="The template; instalment n's stage is instalment_<n>_<name without 'instalment_'>.",
+        ),
+    ]
+    offset: Annotated[
+        str,
+        Field(description="From the instalment's due date at send_time: -P3D, P1D.", json_schema_extra=_DURATION_FIELD),
+    ]
+
+    @field_validator("offset")
+    @classmethod
+    def _offset(cls, text: str) -> str:
+        return _duration(text)
+
+
+class PaymentPlansDocument(BaseModel):
+    """Instalment reminders and the grace before a missed instalment breaks a plan."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    grace: Annotated[
+        str,
+        Field(
+            description="An instalment not covered by the end of its due date (customer's zone) plus this is missed.",
+            json_schema_extra=_DURATION_FIELD,
+        ),
+    ] = "P3D"
+    reminders: Annotated[list[InstalmentReminderDocument], Field(max_length=5)] = [
+        InstalmentReminderDocument(name="instalment_pre_due", offset="-P3D"),
+        InstalmentReminderDocument(name="instalment_overdue", offset="P1D"),
+    ]
+    channels: Annotated[list[Channel], Field(min_length=1, json_schema_extra={"uniqueItems": True})] = ["email"]
+
+    @field_validator("grace")
+    @classmethod
+    def _grace(cls, text: str) -> str:
+        return _duration(text, positive=True)
+
+    @field_validator("reminders")
+    @classmethod
+    def _reminders(cls, reminders: list[InstalmentReminderDocument]) -> list[InstalmentReminderDocument]:
+        if len({r.name for r in reminders}) != len(reminders):
+            raise _problem("names a reminder twice")
+        return reminders
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, channels: list[str]) -> list[str]:
+        if len(set(channels)) != len(channels):
+            raise _problem("lists a channel twice")
+        return channels
+
+
 class PolicyDocument(BaseModel):
     """A tenant's dunning policy document (PUT /v1/policy; `policy` in the answers)."""
 
@@ -136,6 +257,12 @@ class PolicyDocument(BaseModel):
             "(stage, channel) pairs in all.",
         ),
     ]
+    pauses: Annotated[PausesDocument, Field(description="How pauses end (resume mode, promise grace).")] = (
+        PausesDocument()
+    )
+    payment_plans: Annotated[
+        PaymentPlansDocument, Field(description="Instalment reminders and grace of payment plans.")
+    ] = PaymentPlansDocument()
 
     @field_validator("stages")
     @classmethod
@@ -170,6 +297,8 @@ class PolicyDocument(BaseModel):
             "anchor": self.anchor,
             "send_time": self.send_time,
             "stages": [s.normalised() for s in self.stages],
+            "pauses": self.pauses.model_dump(),
+            "payment_plans": self.payment_plans.model_dump(),
         }
         if self.description is not None:
             document["description"] = self.description
@@ -206,6 +335,7 @@ _MESSAGES = {
     "template": "must be lower-case letters, digits, '_', '.', '-', starting with a letter, at most 64",
     "channels": f"must be a non-empty list of {', '.join(CHANNELS)}",
 }
+_MODEL_AT: dict[str, type[BaseModel]] = {"pauses": PausesDocument, "payment_plans": PaymentPlansDocument}
 
 
 def _message(loc: list[str], error: ErrorDetails) -> str:
@@ -215,12 +345,25 @@ def _message(loc: list[str], error: ErrorDetails) -> str:
     if not loc:
         return "a policy must be a JSON object"
     if kind == "extra_forbidden":
-        allowed = StageDocument.model_fields if len(loc) > 1 else PolicyDocument.model_fields
+        model = _MODEL_AT.get(loc[0], StageDocument) if len(loc) > 1 else PolicyDocument
+        if loc[0] == "payment_plans" and len(loc) > 3:
+            model = InstalmentReminderDocument
+        allowed = model.model_fields
         return f"unknown key; allowed: {', '.join(sorted(allowed))}"
     if name == "stages":
         if kind == "too_long":
             return f"at most {MAX_STAGES} stages, got {len(error['input'])}"
         return "is required: a list of stages (may be empty)"
+    if name in ("promise_grace", "grace"):
+        return 'must be an ISO 8601 duration string such as "P2D" or "PT10S"'
+    if name == "resume":
+        return f"must be one of {', '.join(RESUME_MODES)}"
+    if name in ("pauses", "payment_plans"):
+        return "must be an object"
+    if name == "reminders":
+        return "must be a list of at most 5 reminders {name, offset}"
+    if name.isdigit() and len(loc) > 1 and loc[-2] == "reminders":
+        return "a reminder must be an object with name and offset"
     if name == "offset":
         return (
             "is required: an ISO 8601 duration"
@@ -244,6 +387,12 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class InstalmentReminder:
+    name: str  # the template
+    offset: Duration
+
+
+@dataclass(frozen=True)
 class Policy:
     """A valid policy, compiled for planning (a stored version of a `PolicyDocument`)."""
 
@@ -254,6 +403,14 @@ class Policy:
     document: dict[str, Any]  # normalised: every default written out
     version: int = 1
     is_default: bool = True
+    resume_mode: str = "spaced"
+    promise_grace: Duration = parse_duration("P2D")
+    plan_grace: Duration = parse_duration("P3D")
+    plan_reminders: tuple[InstalmentReminder, ...] = (
+        InstalmentReminder("instalment_pre_due", parse_duration("-P3D")),
+        InstalmentReminder("instalment_overdue", parse_duration("P1D")),
+    )
+    plan_channels: tuple[str, ...] = ("email",)
     # Planning's memo of stage instants by (due date, zone): a policy version never changes.
     instants_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -286,6 +443,13 @@ def parse_policy(document: Any, *, version: int = 1, is_default: bool = False) -
         document=normalised,
         version=version,
         is_default=is_default,
+        resume_mode=valid.pauses.resume,
+        promise_grace=parse_duration(valid.pauses.promise_grace),
+        plan_grace=parse_duration(valid.payment_plans.grace),
+        plan_reminders=tuple(
+            InstalmentReminder(r.name, parse_duration(r.offset)) for r in valid.payment_plans.reminders
+        ),
+        plan_channels=tuple(valid.payment_plans.channels),
     )
 
 

@@ -95,8 +95,69 @@ def test_defaults_are_written_out():
         "anchor": "due_date",
         "send_time": "09:00",
         "stages": [{"name": "soft", "offset": "P1D", "template": "soft", "channels": ["email"]}],
+        "pauses": {"resume": "spaced", "promise_grace": "P2D"},
+        "payment_plans": {
+            "grace": "P3D",
+            "reminders": [
+                {"name": "instalment_pre_due", "offset": "-P3D"},
+                {"name": "instalment_overdue", "offset": "P1D"},
+            ],
+            "channels": ["email"],
+        },
     }
     assert parse_policy(policy.document).document == policy.document
+
+
+@pytest.mark.parametrize(
+    "pauses_and_plans, field, fragment",
+    [
+        pytest.param({"pauses": {"resume": "burst"}}, "pauses.resume", "spaced, latest_only", id="bad-resume"),
+        pytest.param({"pauses": {"promise_grace": "two days"}}, "pauses.promise_grace", "ISO 8601", id="bad-grace"),
+        pytest.param({"pauses": {"promise_grace": "-P1D"}}, "pauses.promise_grace", "negative", id="negative-grace"),
+        pytest.param({"pauses": {"when": "now"}}, "pauses.when", "unknown key", id="unknown-pauses-key"),
+        pytest.param({"pauses": []}, "pauses", "object", id="pauses-not-object"),
+        pytest.param({"payment_plans": {"grace": "P"}}, "payment_plans.grace", "no components", id="empty-grace"),
+        pytest.param(
+            {"payment_plans": {"reminders": [{"name": "pre", "offset": "P1D", "tone": "x"}]}},
+            "payment_plans.reminders.0.tone",
+            "unknown key",
+            id="unknown-reminder-key",
+        ),
+        pytest.param(
+            {"payment_plans": {"reminders": [{"name": "pre", "offset": "soon"}]}},
+            "payment_plans.reminders.0.offset",
+            "ISO 8601",
+            id="bad-reminder-offset",
+        ),
+        pytest.param(
+            {"payment_plans": {"reminders": [{"name": "a", "offset": "P1D"}, {"name": "a", "offset": "P2D"}]}},
+            "payment_plans.reminders",
+            "twice",
+            id="duplicate-reminder",
+        ),
+        pytest.param({"payment_plans": {"channels": ["fax"]}}, "payment_plans.channels.0", "fax", id="bad-channel"),
+    ],
+)
+def test_pauses_and_payment_plans_are_checked_naming_the_field(pauses_and_plans, field, fragment):
+    with pytest.raises(PolicyError) as caught:
+        parse_policy({"stages": [], **pauses_and_plans})
+    matching = [e for e in caught.value.errors if e["field"] == field]
+    assert matching, caught.value.errors
+    assert fragment in matching[0]["message"]
+
+
+def test_pauses_and_plans_compile_with_seconds_for_demos():
+    policy = parse_policy(
+        {
+            "stages": [],
+            "pauses": {"resume": "latest_only", "promise_grace": "PT10S"},
+            "payment_plans": {"grace": "PT5S", "reminders": [{"name": "instalment_due", "offset": "PT0S"}]},
+        }
+    )
+    assert policy.resume_mode == "latest_only"
+    assert policy.promise_grace.time_delta().total_seconds() == 10
+    assert [r.name for r in policy.plan_reminders] == ["instalment_due"]
+    assert policy.plan_channels == ("email",)
 
 
 def test_the_default_policy():
