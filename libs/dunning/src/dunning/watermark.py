@@ -107,7 +107,8 @@ class WatermarkPublisher(Loop):
     `topics`: the outbox topics whose waiting rows hold the watermark back and whose published offsets
     the statement names (the relay must record them: `record_offsets=True`). `positions_topic`: a
     consumed topic whose positions the statement certifies once no waiting row is older than the
-    snapshot that read them. `build(statement)` returns the event record; `key` is its Kafka key."""
+    snapshot that read them. `build(statement)` returns the event record (its subject is the Kafka
+    key); `log_prefix` names the log events (`<prefix>.watermark.leading`, `.error`, `.held_back`)."""
 
     name = "watermark"
 
@@ -116,11 +117,10 @@ class WatermarkPublisher(Loop):
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
         *,
-        service: str,
+        log_prefix: str,
         keys: Keys,
         topics: Sequence[str],
         watermarks_topic: str,
-        key: bytes,
         build: Callable[[Statement], Any],
         positions_topic: str | None = None,
         interval_seconds: float = 0.25,
@@ -128,15 +128,14 @@ class WatermarkPublisher(Loop):
         super().__init__(idle_seconds=interval_seconds, backoff=Backoff(initial=1.0, maximum=5.0))
         self.pool = pool
         self.producer = producer
-        self.service = service
+        self.log_prefix = log_prefix
         self.keys = keys
         self.topics = list(topics)
         self.watermarks_topic = watermarks_topic
-        self.key = key
         self.build = build
         self.positions_topic = positions_topic
         self.interval = interval_seconds
-        self.error_event = f"{service}.watermark.error"
+        self.error_event = f"{log_prefix}.watermark.error"
         self._conn: asyncpg.Connection | None = None  # held for the session lock
         self._leading = False
         self._history: deque[tuple[datetime, dict[str, int]]] = deque()
@@ -153,7 +152,7 @@ class WatermarkPublisher(Loop):
                     return self.interval * 4  # another replica publishes
                 self._leading = True
                 self._history.clear()
-                log.info(f"{self.service}.watermark.leading")
+                log.info(f"{self.log_prefix}.watermark.leading")
             await self.publish_once(self._conn)
             return self.interval
         except BaseException:
@@ -195,7 +194,7 @@ class WatermarkPublisher(Loop):
             await self.producer.send(
                 self.watermarks_topic,
                 value=dumps(statement),
-                key=self.key,
+                key=statement["subject"].encode(),
                 headers=[(k, v.encode()) for k, v in headers_of(statement).items()],
             )
         )
@@ -203,7 +202,7 @@ class WatermarkPublisher(Loop):
         self.last = record._asdict()
         if oldest is not None and fence - oldest > timedelta(seconds=30):
             log.warning(
-                f"{self.service}.watermark.held_back",
+                f"{self.log_prefix}.watermark.held_back",
                 oldest_waiting=oldest.isoformat(),
                 behind_seconds=round((fence - oldest).total_seconds(), 1),
             )

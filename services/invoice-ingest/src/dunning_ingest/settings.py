@@ -1,7 +1,9 @@
 """invoice-ingest settings: read once at start-up, env prefix INGEST_ (e.g. INGEST_HTTP_PORT)."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from dunning.contracts import CustomerUpdated, InvoiceIssued, StopsWatermark, topic
 from dunning.settings import CommonSettings
 
 
@@ -20,3 +22,11 @@ class Settings(CommonSettings):
     idempotency_stale_seconds: int = 60
     bulk_max_items: int = 10_000
     bulk_max_bytes: int = 64 * 1024 * 1024
+    # The stops watermark (watermark.py): the scheduler fires a stage only under a statement of ours at
+    # or after its time, so this interval adds to the lateness like reconciliation's. The topics are
+    # those ingest writes stops to (the catalogue's; tests may point the statement at their own).
+    watermark_enabled: bool = True
+    watermarks_topic: str = Field(default_factory=lambda: topic(StopsWatermark))
+    watermark_interval_seconds: float = 0.25
+    invoices_topic: str = Field(default_factory=lambda: topic(InvoiceIssued))
+    customers_topic: str = Field(default_factory=lambda: topic(CustomerUpdated))

@@ -46,12 +46,11 @@ class WatermarkPublisher(watermark.WatermarkPublisher):
         super().__init__(
             pool,
             producer,
-            service="reconciliation",
+            log_prefix="reconciliation",
             keys=KEYS,
             topics=[payments_topic],
             positions_topic=invoices_topic,
             watermarks_topic=watermarks_topic,
-            key=PaymentsWatermark.SUBJECT.encode(),
             build=build,
             interval_seconds=interval_seconds,
         )
