@@ -43,6 +43,7 @@ from dunning_ingest.customers_api import customer_routes
 from dunning_ingest.idempotency import MAX_KEY_LENGTH, Reply, checked_key
 from dunning_ingest.invoice_input import CloseIn, InvoiceIn, InvoicePatch, close_adapter, patch_adapter
 from dunning_ingest.invoice_output import INVOICE_ID, InvoiceDetail, InvoiceStatus, invoice_out_json
+from dunning_ingest.plans_api import plan_routes
 from dunning_ingest.schemas import BulkResponse, InvoiceList, canonical_fingerprint
 from dunning_ingest.service import InvoiceService
 from dunning_ingest.settings import Settings
@@ -376,6 +377,7 @@ def create_app(deps: Deps) -> FastAPI:
         return _json(page(rows, limit, key=lambda r: r["id"], view=invoice_out_json))
 
     customer_routes(app, deps)
+    plan_routes(app, deps)
     _document_bodies(app, {"InvoiceIn": InvoiceIn, "InvoicePatch": InvoicePatch, "CloseIn": CloseIn})
     return app
 

@@ -24,6 +24,9 @@ import asyncpg
 from dunning.contracts import (
     CreditNoteIssued,
     DunningPlanned,
+    InstalmentMissed,
+    PaymentPlanBroken,
+    PaymentPlanCompleted,
     PaymentReceived,
     ReminderFailed,
     ReminderSent,
@@ -35,7 +38,7 @@ from dunning.events import Event
 from dunning.handler_table import HandlerSpec, Rejected
 from dunning.logging import get_logger
 from dunning.money import quantize
-from dunning_ingest import repository
+from dunning_ingest import plans_service, repository
 from dunning_ingest.timeline_batch import timeline_batch, unique_rows
 
 log = get_logger(__name__)
@@ -177,4 +180,7 @@ HANDLERS = {
     ReminderFailed: HandlerSpec(observe(failed_rows), batch=timeline_batch(failed_rows)),
     PaymentReceived: HandlerSpec(payment_received),
     CreditNoteIssued: HandlerSpec(credit_note_issued),
+    InstalmentMissed: HandlerSpec(plans_service.on_instalment_missed),
+    PaymentPlanBroken: HandlerSpec(plans_service.on_plan_broken),
+    PaymentPlanCompleted: HandlerSpec(plans_service.on_plan_completed),
 }
