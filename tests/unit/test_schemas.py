@@ -64,7 +64,7 @@ def _base_example(name: str) -> dict[str, Any]:
 
 def test_layout_is_not_empty() -> None:
     assert (SCHEMAS / "envelope.v1.schema.json").is_file()
-    assert len(EVENT_NAMES) == 14
+    assert len(EVENT_NAMES) == 30
     assert (SCHEMAS / "README.md").is_file()
 
 
@@ -234,11 +234,43 @@ SPECIFIC_MUTATIONS = [
     pytest.param("DunningPlanned", _set(0, "data", "policy_version"), id="DunningPlanned-policy_version-0"),
     pytest.param("DunningPlanned", _set("done", "data", "stages", 0, "state"), id="DunningPlanned-bad-stage-state"),
     pytest.param("DunningPlanned", _set("Soft", "data", "stages", 0, "stage"), id="DunningPlanned-bad-stage-name"),
-    pytest.param("StagesCancelled", _set([], "data", "stages"), id="StagesCancelled-empty-stages"),
     pytest.param("StagesCancelled", _set("invoice_paid", "data", "reason"), id="StagesCancelled-unknown-reason"),
     pytest.param("ReminderSent", _set("abc", "data", "delivery_id"), id="ReminderSent-bad-delivery_id"),
     pytest.param("ReminderFailed", _set(0, "data", "attempts"), id="ReminderFailed-attempts-0"),
     pytest.param("ReminderFailed", _set("x" * 2001, "data", "error"), id="ReminderFailed-error-too-long"),
+    pytest.param("StageEscalated", _set({"amount": 1}, "data", "context"), id="StageEscalated-context-number"),
+    pytest.param("StageEscalated", _set({"Kind": "x"}, "data", "context"), id="StageEscalated-context-bad-key"),
+    pytest.param("HoldPlaced", _set("hold_01JDR5T7V9X1Z3B5D7F9H1K3M5", "data", "hold_id"), id="HoldPlaced-bad-hold_id"),
+    pytest.param("HoldPlaced", _set("inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA", "subject"), id="HoldPlaced-keyed-by-invoice"),
+    pytest.param("HoldPlaced", _set("", "data", "reason"), id="HoldPlaced-empty-reason"),
+    pytest.param("HoldPlaced", _set("x" * 501, "data", "reason"), id="HoldPlaced-reason-too-long"),
+    pytest.param("HoldPlaced", _set("2026-12-15", "data", "ends_at"), id="HoldPlaced-ends_at-a-date"),
+    pytest.param("HoldReleased", _delete("data", "invoice_id"), id="HoldReleased-invoice_id-absent"),
+    pytest.param("DisputeOpened", _set("prm_01JDC2E4G6J8M0P2R4T6W8Y0A2", "data", "dispute_id"), id="Dispute-bad-id"),
+    pytest.param("DisputeOpened", _money_as_number("data", "disputed_amount"), id="DisputeOpened-amount-as-number"),
+    pytest.param("DisputeResolved", _set("withdrawn", "data", "outcome"), id="DisputeResolved-unknown-outcome"),
+    pytest.param("DisputeResolved", _set("rejected", "data", "outcome"), id="DisputeResolved-rejected-with-credit"),
+    pytest.param("PromiseMade", _set("2026-12-15T00:00:00Z", "data", "promised_date"), id="PromiseMade-date-instant"),
+    pytest.param("PromiseMade", _set("cus_01JC7N9P1Q3R5S7T9V1W3X5Y7Z", "subject"), id="PromiseMade-keyed-by-customer"),
+    pytest.param("PaymentPlanAgreed", _set([], "data", "instalments"), id="Plan-no-instalments"),
+    pytest.param("PaymentPlanAgreed", _set(0, "data", "instalments", 0, "number"), id="Plan-instalment-0"),
+    pytest.param("PaymentPlanAgreed", _set([], "data", "invoices"), id="Plan-no-invoices"),
+    pytest.param("PaymentPlanCancelled", _set([], "data", "invoice_ids"), id="PlanCancelled-no-invoices"),
+    pytest.param("DunningPaused", _set("invoice_settled", "data", "cause"), id="Paused-terminal-cause"),
+    pytest.param("DunningPaused", _set("stg_01JCQ4ZA1B2C3D4E5F6G7H8J9P", "data", "cause_id"), id="Paused-bad-cause_id"),
+    pytest.param("DunningPaused", _set(None, "data", "cause_event_id"), id="Paused-no-cause-event"),
+    pytest.param("DunningResumed", _set("burst", "data", "resume_mode"), id="Resumed-unknown-mode"),
+    pytest.param("DunningResumed", _set("paused", "data", "stages", 0, "state"), id="Resumed-stage-paused"),
+    pytest.param("PromiseBroken", _delete("data", "deadline"), id="PromiseBroken-no-deadline"),
+    pytest.param("InstalmentMissed", _set("inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA", "subject"), id="Missed-keyed-by-invoice"),
+    pytest.param("PaymentPlanBroken", _set(0, "data", "missed_instalment"), id="PlanBroken-instalment-0"),
+    pytest.param("PaymentPlanCompleted", _money_as_number("data", "total"), id="PlanCompleted-total-as-number"),
+    pytest.param("ReminderCancelled", _set(-1, "data", "attempts"), id="ReminderCancelled-negative-attempts"),
+    pytest.param("ReminderCancelled", _set("hold_expired", "data", "reason"), id="ReminderCancelled-unknown-reason"),
+    pytest.param("StopsWatermark", _set("_payments", "subject"), id="StopsWatermark-payments-subject"),
+    pytest.param("StopsWatermark", _set("ten_1", "tenantid"), id="StopsWatermark-tenant"),
+    pytest.param("StopsWatermark", _set({"dunning.invoices.v1": {"0": -1}}, "data", "offsets"), id="Stops-offset"),
+    pytest.param("StopsWatermark", _set({"invoices": {"0": 1}}, "data", "offsets"), id="StopsWatermark-topic-name"),
 ]
 
 
@@ -247,6 +279,16 @@ def test_specific_mutation_is_rejected(name: str, mutate: Callable[[dict[str, An
     message = _base_example(name)
     mutate(message)
     assert not _validator(name, registry).is_valid(message)
+
+
+def test_a_terminal_stop_with_nothing_left_and_a_stage_without_context_are_valid(registry: Registry) -> None:
+    """Compatible widenings of issue 9: StagesCancelled may list no stage; StageEscalated.context is optional."""
+    cancelled = _base_example("StagesCancelled")
+    cancelled["data"]["stages"] = []
+    assert _validator("StagesCancelled", registry).is_valid(cancelled)
+    escalated = _base_example("StageEscalated")
+    escalated["data"].pop("context", None)
+    assert _validator("StageEscalated", registry).is_valid(escalated)
 
 
 # --- topic catalogue -------------------------------------------------------------------
@@ -276,12 +318,12 @@ def test_topic_entry_shape(path: Path) -> None:
     required = {"topic", "description", "key", "partitions", "producers", "consumers", "events"}
     required |= {"compatibility", "retention"}
     assert required <= set(entry)
-    # invoice topics are spread by invoice id; the watermark is one ordered stream of statements
-    assert entry["partitions"] == (1 if entry["key"] == "_payments" else 6)
+    # invoice topics are spread by invoice id; the watermarks are one ordered stream of statements
+    assert entry["partitions"] == (1 if entry["topic"] == "dunning.watermarks.v1" else 6)
     assert entry["compatibility"] == "a breaking change is a new version, never an edit"
     assert entry["producers"]
-    if entry["events"]:  # every schema'd topic is keyed by invoice id, but customers and the watermark
-        keys = {"dunning.watermarks.v1": "_payments", "dunning.customers.v1": "customer_id"}
+    if entry["events"]:  # every schema'd topic is keyed by invoice id, but customers and the watermarks
+        keys = {"dunning.watermarks.v1": "_payments | _invoice-ingest", "dunning.customers.v1": "customer_id"}
         assert entry["key"] == keys.get(entry["topic"], "invoice_id")
         carried = {e["name"] for e in entry["events"]}
         for consumer in entry["consumers"]:
