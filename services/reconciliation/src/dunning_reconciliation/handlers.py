@@ -4,17 +4,19 @@
 The table at the end is the whole of it: InvoiceIssued, one by one (`on_invoice_issued`, the
 reference) or a run at a time (`invoice_batch.on_invoices_issued`, same end state, held equal by
 tests/integration/test_invoice_batch.py); the changes invoice-ingest makes to an invoice
-(InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff), version-guarded, in `invoice_changes`.
+(InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff), version-guarded, in `invoice_changes`; an upheld
+dispute's credit note (DisputeResolved) in `disputes`.
 """
 
 import asyncpg
 
-from dunning.contracts import InvoiceIssued, InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff
+from dunning.contracts import DisputeResolved, InvoiceIssued, InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff
 from dunning.events import Event
 from dunning.handler_table import HandlerSpec
 from dunning.logging import get_logger
 from dunning_reconciliation import reconcile
 from dunning_reconciliation import repository as repo
+from dunning_reconciliation.disputes import on_dispute_resolved
 from dunning_reconciliation.invoice_batch import issued, on_invoices_issued
 from dunning_reconciliation.invoice_changes import on_invoice_updated, on_invoice_voided, on_invoice_written_off
 
@@ -50,4 +52,5 @@ HANDLERS = {
     InvoiceUpdated: HandlerSpec(on_invoice_updated),
     InvoiceVoided: HandlerSpec(on_invoice_voided),
     InvoiceWrittenOff: HandlerSpec(on_invoice_written_off),
+    DisputeResolved: HandlerSpec(on_dispute_resolved),
 }
