@@ -40,10 +40,13 @@ from dunning.http.preconditions import etag
 from dunning_ingest import repository
 from dunning_ingest.bulk import gc_paused
 from dunning_ingest.customers_api import customer_routes
+from dunning_ingest.disputes_api import dispute_routes
+from dunning_ingest.holds_api import hold_routes
 from dunning_ingest.idempotency import MAX_KEY_LENGTH, Reply, checked_key
 from dunning_ingest.invoice_input import CloseIn, InvoiceIn, InvoicePatch, close_adapter, patch_adapter
 from dunning_ingest.invoice_output import INVOICE_ID, InvoiceDetail, InvoiceStatus, invoice_out_json
 from dunning_ingest.plans_api import plan_routes
+from dunning_ingest.promises_api import promise_routes
 from dunning_ingest.schemas import BulkResponse, InvoiceList, canonical_fingerprint
 from dunning_ingest.service import InvoiceService
 from dunning_ingest.settings import Settings
@@ -378,6 +381,9 @@ def create_app(deps: Deps) -> FastAPI:
 
     customer_routes(app, deps)
     plan_routes(app, deps)
+    hold_routes(app, deps)  # holds, disputes, promises (issue 9)
+    dispute_routes(app, deps)
+    promise_routes(app, deps)
     _document_bodies(app, {"InvoiceIn": InvoiceIn, "InvoicePatch": InvoicePatch, "CloseIn": CloseIn})
     return app
 

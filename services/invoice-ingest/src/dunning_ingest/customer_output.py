@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from dunning.http import Page
 from dunning.money import format_amount
+from dunning_ingest.stop_output import HoldOut
 
 CUSTOMER_ID = re.compile(r"^cus_[0-9A-Za-z]{10,40}$")
 # A customer's external id as a list cursor carries it: storable text (no NUL, no lone surrogate), 1-200.
@@ -69,13 +70,17 @@ class CustomerDetail(CustomerOut):
         description="Per currency, the sum of the open invoices' balances (decimal strings).",
         examples=[{"EUR": "1250.00", "JPY": "158000"}],
     )
-    holds: list[dict[str, Any]] = Field(
-        description="Reserved: dunning holds on the customer arrive with the next issue; always empty for now."
+    holds: list[HoldOut] = Field(
+        description="The active holds of the customer and of its invoices, oldest first (GET /v1/holds for all)."
     )
 
     @classmethod
     def from_rows(
-        cls, r: Mapping[str, Any], open_invoices: Sequence[Mapping[str, Any]], balances: Sequence[Mapping[str, Any]]
+        cls,
+        r: Mapping[str, Any],
+        open_invoices: Sequence[Mapping[str, Any]],
+        balances: Sequence[Mapping[str, Any]],
+        holds: Sequence[Mapping[str, Any]] = (),
     ) -> "CustomerDetail":
         """`open_invoices`: up to OPEN_INVOICES_SHOWN + 1 rows (the extra one only says there are more)."""
         shown = open_invoices[:OPEN_INVOICES_SHOWN]
@@ -85,7 +90,7 @@ class CustomerDetail(CustomerOut):
                 data=[OpenInvoiceOut.from_row(i) for i in shown], has_more=len(open_invoices) > len(shown)
             ),
             balances={b["currency"]: format_amount(b["balance"], b["currency"]) for b in balances},
-            holds=[],
+            holds=[HoldOut.from_row(h) for h in holds],
         )
 
 

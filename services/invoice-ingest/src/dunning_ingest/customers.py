@@ -1,5 +1,5 @@
-"""Customers as a resource: read one (its contacts, open invoices and balance per currency), list
-them, and change one with a JSON merge patch under optimistic concurrency.
+"""Customers as a resource: read one (its contacts, open invoices, balance per currency and active
+holds), list them, and change one with a JSON merge patch under optimistic concurrency.
 
 The customer is also written by the invoices that name it (repository.customers.upsert_ctes): both
 writers bump its version and publish CustomerUpdated in the statement that changes it. A PATCH
@@ -21,6 +21,7 @@ from dunning.tracing import current_traceparent
 from dunning_ingest.customer_output import OPEN_INVOICES_SHOWN, CustomerDetail, CustomerOut
 from dunning_ingest.invoice_input import CustomerIn
 from dunning_ingest.repository import customers as repo
+from dunning_ingest.repository import holds as hold_repo
 
 log = get_logger(__name__)
 MAX_CC = 10
@@ -121,4 +122,5 @@ class CustomerService:
             return None
         invoices = await repo.open_invoices_of(conn, tenant_id, customer_id, OPEN_INVOICES_SHOWN + 1)
         balances = await repo.balances_of(conn, tenant_id, customer_id)
-        return CustomerDetail.from_rows(row, invoices, balances).model_dump(mode="json")
+        holds = await hold_repo.active_holds_of_customer(conn, tenant_id, customer_id)
+        return CustomerDetail.from_rows(row, invoices, balances, holds).model_dump(mode="json")

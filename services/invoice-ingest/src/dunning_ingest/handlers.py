@@ -23,11 +23,16 @@ import asyncpg
 
 from dunning.contracts import (
     CreditNoteIssued,
+    DunningPaused,
     DunningPlanned,
+    DunningResumed,
     InstalmentMissed,
     PaymentPlanBroken,
     PaymentPlanCompleted,
     PaymentReceived,
+    PromiseBroken,
+    PromiseKept,
+    ReminderCancelled,
     ReminderFailed,
     ReminderSent,
     StageEscalated,
@@ -38,12 +43,12 @@ from dunning.events import Event
 from dunning.handler_table import HandlerSpec, Rejected
 from dunning.logging import get_logger
 from dunning.money import quantize
-from dunning_ingest import plans_service, repository
+from dunning_ingest import plans_service, repository, stop_handlers
 from dunning_ingest.timeline_batch import timeline_batch, unique_rows
 
 log = get_logger(__name__)
 
-RANK = {"scheduled": 0, "skipped": 0, "escalated": 1, "sent": 2, "failed": 2, "cancelled": 2}
+RANK = {"scheduled": 0, "skipped": 0, "paused": 0, "escalated": 1, "sent": 2, "failed": 2, "cancelled": 2}
 
 
 async def _invoice_for(conn: asyncpg.Connection, event: Event) -> asyncpg.Record:
@@ -180,6 +185,12 @@ HANDLERS = {
     ReminderFailed: HandlerSpec(observe(failed_rows), batch=timeline_batch(failed_rows)),
     PaymentReceived: HandlerSpec(payment_received),
     CreditNoteIssued: HandlerSpec(credit_note_issued),
+    # the stops (issue 9): pauses, resumes, promises judged, deliveries dropped (stop_handlers.py)
+    DunningPaused: HandlerSpec(stop_handlers.dunning_paused),
+    DunningResumed: HandlerSpec(stop_handlers.dunning_resumed),
+    PromiseKept: HandlerSpec(stop_handlers.promise_kept),
+    PromiseBroken: HandlerSpec(stop_handlers.promise_broken),
+    ReminderCancelled: HandlerSpec(stop_handlers.reminder_cancelled),
     InstalmentMissed: HandlerSpec(plans_service.on_instalment_missed),
     PaymentPlanBroken: HandlerSpec(plans_service.on_plan_broken),
     PaymentPlanCompleted: HandlerSpec(plans_service.on_plan_completed),

@@ -10,12 +10,13 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
 from dunning.clock import isoformat
 from dunning.money import format_amount
+from dunning_ingest.stop_output import DisputeOut, HoldOut, PromiseOut, dump, stop_history
 
 INVOICE_ID = re.compile(r"^inv_[0-9A-Za-z]{10,40}$")
 
@@ -70,16 +71,56 @@ class FieldChangeOut(BaseModel):
     value: Any = Field(description="The value after.")
 
 
-class InvoiceEventOut(BaseModel):
-    """One entry of an invoice's own history: its creation and every change, payment and credit note."""
+HistoryKind = Literal[
+    "created",
+    "updated",
+    "voided",
+    "written_off",
+    "payment",
+    "credit_note",
+    # the stops (issue 9): what was acknowledged here, what the scheduler and notifier did about it
+    "hold_placed",
+    "hold_released",
+    "hold_expired",
+    "dispute_opened",
+    "dispute_resolved",
+    "promise_made",
+    "promise_kept",
+    "promise_broken",
+    "payment_plan_agreed",
+    "payment_plan_cancelled",
+    "payment_plan_completed",
+    "payment_plan_broken",
+    "instalment_missed",
+    "paused",
+    "resumed",
+    "reminder_cancelled",
+]
 
-    kind: Literal["created", "updated", "voided", "written_off", "payment", "credit_note"]
+
+class InvoiceEventOut(BaseModel):
+    """One entry of an invoice's history: its creation, every change, payment and credit note, and every
+    stop: holds covering it (its own and its customer's), disputes, promises, payment plans, the pauses
+    and resumes of its dunning (which stages moved, and why) and the deliveries a stop dropped."""
+
+    kind: HistoryKind
     at: datetime
     version: int | None = Field(description="The invoice's version after it (payments and credit notes: null).")
     changes: list[FieldChangeOut] | None = Field(description="updated: each field, old -> new.")
     reason: str | None
     amount: str | None = Field(description="written_off: the balance written off; payment, credit_note: applied.")
-    reference: str | None = Field(description="payment: its id; credit_note: the accounting system's reference.")
+    reference: str | None = Field(
+        description="payment: its id; credit_note: the accounting system's reference; a stop: the hold, dispute, "
+        "promise or plan id (paused, resumed: the cause's); reminder_cancelled: the stage id."
+    )
+    by: str | None = Field(None, description="Who placed, released, opened, resolved or made it (a stop).")
+    data: dict[str, Any] | None = Field(
+        None,
+        description="What else a stop's entry says: hold_placed {scope, ends_at}; dispute_resolved {outcome}; "
+        "promise_made {promised_date}; promise_broken {deadline}; paused {cause, stages}; resumed {cause, "
+        "resume_mode, stages: [{stage_id, stage, channel, previous_scheduled_at, scheduled_at, state}]}; "
+        "reminder_cancelled {delivery_id, stage, channel, attempts, cause_event_id}.",
+    )
 
 
 class StageHistoryOut(BaseModel):
@@ -96,7 +137,7 @@ class StageOut(BaseModel):
     sequence: int | None
     channel: str
     scheduled_at: datetime | None
-    state: Literal["scheduled", "escalated", "sent", "failed", "cancelled", "skipped"]
+    state: Literal["scheduled", "paused", "escalated", "sent", "failed", "cancelled", "skipped"]
     changed_at: datetime
     reason: str | None
     history: list[StageHistoryOut]
@@ -157,7 +198,12 @@ class InvoiceDetail(InvoiceOut):
     payments: list[PaymentOut]
     credit_notes: list[CreditNoteOut]
     timeline: list[StageOut]
-    history: list[InvoiceEventOut] = Field(description="Creation, changes, payments and credit notes, newest last.")
+    holds: list[HoldOut] = Field(description="Every hold on the invoice or on its customer, oldest first.")
+    disputes: list[DisputeOut] = Field(description="Oldest first.")
+    promises: list[PromiseOut] = Field(description="Oldest first.")
+    history: list[InvoiceEventOut] = Field(
+        description="Creation, changes, payments, credit notes and every stop, in the order they happened."
+    )
 
     @classmethod
     def from_rows(
@@ -169,17 +215,34 @@ class InvoiceDetail(InvoiceOut):
         *,
         credit_notes: Sequence[Mapping[str, Any]] = (),
         changes: Sequence[Mapping[str, Any]] = (),
+        stops: "Stops | None" = None,
     ) -> "InvoiceDetail":
+        stops = stops or Stops()
         return cls(
             **cls.fields_of(r),
             payments=[PaymentOut.from_row(p) for p in payments],
             credit_notes=[CreditNoteOut.from_row(c) for c in credit_notes],
             timeline=[StageOut.from_rows(s, history) for s in stages],
-            # The history is merged from four sources by one function (invoice_history_json), not twice.
+            holds=[HoldOut.from_row(h) for h in stops.holds],
+            disputes=[DisputeOut.from_row(d) for d in stops.disputes],
+            promises=[PromiseOut.from_row(p) for p in stops.promises],
+            # The history is merged from its sources by one function (invoice_history_json), not twice.
             history=[
-                InvoiceEventOut.model_validate(e) for e in invoice_history_json(r, payments, credit_notes, changes)
+                InvoiceEventOut.model_validate(e)
+                for e in invoice_history_json(r, payments, credit_notes, changes, stops=stops)
             ],
         )
+
+
+class Stops(NamedTuple):
+    """The rows of an invoice's stops: holds covering it, disputes, promises, stop_events, payment plans
+    (repository.plans.plans_of_invoice)."""
+
+    holds: Sequence[Mapping[str, Any]] = ()
+    disputes: Sequence[Mapping[str, Any]] = ()
+    promises: Sequence[Mapping[str, Any]] = ()
+    events: Sequence[Mapping[str, Any]] = ()
+    plans: Sequence[Mapping[str, Any]] = ()
 
 
 # --- the JSON writer: mirrors the models above ------------------------------------------------------
@@ -327,6 +390,8 @@ def _event(kind: str, at: datetime, **fields: Any) -> dict[str, Any]:
         "reason": None,
         "amount": None,
         "reference": None,
+        "by": None,
+        "data": None,
         **fields,
     }
 
@@ -336,9 +401,12 @@ def invoice_history_json(
     payments: Sequence[Mapping[str, Any]] = (),
     credit_notes: Sequence[Mapping[str, Any]] = (),
     changes: Sequence[Mapping[str, Any]] = (),
+    *,
+    stops: Stops | None = None,
 ) -> list[dict[str, Any]]:
     """The JSON of the list of `InvoiceEventOut`: the invoice's creation, its changes (invoice_changes
-    rows), payments and credit notes, by time (newest last; at equal times in that order)."""
+    rows), payments, credit notes and stops (stop_output.stop_history), by time (newest last; at equal
+    times in that order)."""
     cur = r["currency"]
     events = [_event("created", r["created_at"], version=1)]
     for c in changes:
@@ -365,6 +433,8 @@ def invoice_history_json(
                 reason=n["reason"],
             )
         )
+    if stops is not None:
+        events += stop_history(cur, stops.holds, stops.disputes, stops.promises, stops.events, stops.plans)
     events.sort(key=lambda e: e["at"])  # stable: equal times keep the order above
     for e in events:
         e["at"] = _ts(e["at"])
@@ -372,12 +442,17 @@ def invoice_history_json(
 
 
 def invoice_detail_json(
-    r: Mapping[str, Any], payments=(), stages=(), history=(), *, credit_notes=(), changes=()
+    r: Mapping[str, Any], payments=(), stages=(), history=(), *, credit_notes=(), changes=(), stops=None
 ) -> dict[str, Any]:
-    """The JSON of `InvoiceDetail` (`history`: the stages' history rows; `changes`: the invoice's)."""
+    """The JSON of `InvoiceDetail` (`history`: the stages' history rows; `changes`: the invoice's;
+    `stops`: its Stops, whose few rows are dumped through their models: not a hot path)."""
+    stops = stops or Stops()
     body = invoice_out_json(r)
     body["payments"] = [payment_out_json(p) for p in payments]
     body["credit_notes"] = [credit_note_out_json(c) for c in credit_notes]
     body["timeline"] = timeline_out_json(stages, history)
-    body["history"] = invoice_history_json(r, payments, credit_notes, changes)
+    body["holds"] = [dump(HoldOut.from_row(h)) for h in stops.holds]
+    body["disputes"] = [dump(DisputeOut.from_row(d)) for d in stops.disputes]
+    body["promises"] = [dump(PromiseOut.from_row(p)) for p in stops.promises]
+    body["history"] = invoice_history_json(r, payments, credit_notes, changes, stops=stops)
     return body

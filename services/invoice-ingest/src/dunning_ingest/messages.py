@@ -1,5 +1,6 @@
-"""The events invoice-ingest publishes (through the outbox): InvoiceIssued, and the changes that
-follow it (InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff), each built in one place.
+"""The events invoice-ingest publishes (through the outbox): InvoiceIssued, the changes that
+follow it (InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff), and the stops it acknowledges
+(HoldPlaced, HoldReleased, DisputeOpened, DisputeResolved, PromiseMade), each built in one place.
 
 `invoice_issued` is the builder: an accepted invoice (invoice_input.InvoiceIn or its FastInvoiceIn) and
 the ids the database gave it -> the `InvoiceIssued` record; `dunning.events.envelope` wraps it. The
@@ -22,7 +23,18 @@ from typing import Any
 import orjson
 from opentelemetry import trace
 
-from dunning.contracts import Customer, InvoiceIssued, InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff
+from dunning.contracts import (
+    Customer,
+    DisputeOpened,
+    DisputeResolved,
+    HoldPlaced,
+    HoldReleased,
+    InvoiceIssued,
+    InvoiceUpdated,
+    InvoiceVoided,
+    InvoiceWrittenOff,
+    PromiseMade,
+)
 from dunning.contracts import topic as topic_of_record
 from dunning.events import dataschema, envelope
 from dunning.money import quantize
@@ -105,6 +117,42 @@ def invoice_written_off(
     return InvoiceWrittenOff(
         row["id"], tenant_id, row["external_id"], version, reason, currency, quantize(amount, currency), at
     )
+
+
+def hold_placed(hold: Any) -> HoldPlaced:
+    """The HoldPlaced of a holds row (or the dict inserted as one)."""
+    return HoldPlaced(*(hold[f] for f in HoldPlaced._fields))
+
+
+def hold_released(hold: Any, released_by: str, released_at: datetime) -> HoldReleased:
+    return HoldReleased(
+        hold["hold_id"], hold["tenant_id"], hold["customer_id"], hold["invoice_id"], released_by, released_at
+    )
+
+
+def dispute_opened(dispute: Any) -> DisputeOpened:
+    """The DisputeOpened of a disputes row (or the dict inserted as one)."""
+    return DisputeOpened(*(dispute[f] for f in DisputeOpened._fields))
+
+
+def dispute_resolved(dispute: Any) -> DisputeResolved:
+    """The DisputeResolved of a resolved disputes row."""
+    return DisputeResolved(
+        dispute["dispute_id"],
+        dispute["invoice_id"],
+        dispute["tenant_id"],
+        dispute["status"],
+        dispute["currency"],
+        dispute["credit_amount"],
+        dispute["resolved_by"],
+        dispute["note"],
+        dispute["resolved_at"],
+    )
+
+
+def promise_made(promise: Any) -> PromiseMade:
+    """The PromiseMade of a promises row (or the dict inserted as one)."""
+    return PromiseMade(*(promise[f] for f in PromiseMade._fields))
 
 
 class OutboxRow:

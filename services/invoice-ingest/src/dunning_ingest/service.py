@@ -28,6 +28,7 @@ from dunning_ingest.invoice_input import InvoicePatch
 from dunning_ingest.invoice_output import invoice_detail_json, new_invoice_row
 from dunning_ingest.messages import INVOICE_ISSUED, OutboxRow, current_traceparent, topic
 from dunning_ingest.repository import fence
+from dunning_ingest.stops import stops_of
 
 log = get_logger(__name__)
 JSON = "application/json"
@@ -163,7 +164,10 @@ class InvoiceService:
         credit_notes = await repository.credit_notes_of(conn, invoice_id)
         stages, history = await repository.timeline_of(conn, invoice_id)
         changed = await repository.changes_of(conn, invoice_id) if row["version"] > 1 else []
-        return invoice_detail_json(row, payments, stages, history, credit_notes=credit_notes, changes=changed)
+        stops = await stops_of(conn, invoice_id, row["customer_id"])
+        return invoice_detail_json(
+            row, payments, stages, history, credit_notes=credit_notes, changes=changed, stops=stops
+        )
 
     async def _locked(self, conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> Any:
         row = await repository.lock_invoice(conn, tenant_id, invoice_id)

@@ -17,7 +17,7 @@ import asyncpg
 
 from dunning import outbox
 from dunning.contracts import CustomerUpdated
-from dunning.events import dataschema
+from dunning.events import dataschema, dumps, topic_for_type
 
 CUSTOMER_SELECT = (
     "SELECT id, external_id, name, email, cc, locale, timezone, version, created_at, updated_at FROM customers"
@@ -182,3 +182,29 @@ _BALANCES = (
 async def balances_of(conn: asyncpg.Connection, tenant_id: str, customer_id: str) -> Sequence[asyncpg.Record]:
     """The sum of the open balances per currency."""
     return await conn.fetch(_BALANCES, tenant_id, customer_id)
+
+
+# --- other events keyed by customer (issue 9) -------------------------------------------------------
+
+_ADD_CUSTOMER_EVENTS = outbox.insert_and_wake(
+    f"SELECT {outbox.lane_sql('k')}, t, k, i, y, h::jsonb, p FROM unnest($1::text[], $2::text[], $3::uuid[],"
+    " $4::text[], $5::text[], $6::bytea[]) AS u(t, k, i, y, h, p)"
+)
+
+
+async def add_customer_events(conn: asyncpg.Connection, envelopes: Sequence[dict[str, Any]]) -> None:
+    """Write envelopes keyed by a customer id (HoldPlaced, HoldReleased, PaymentPlanAgreed, ...) to the
+    outbox in the lane of CustomerUpdated (outbox.lane_sql of the customer id), so every event of one
+    customer leaves in the order it was written. Call inside the transaction that changes state."""
+    if not envelopes:
+        return
+    mapping = topic_for_type()
+    await conn.execute(
+        _ADD_CUSTOMER_EVENTS,
+        [mapping[e["type"]] for e in envelopes],
+        [e["subject"] for e in envelopes],
+        [e["id"] for e in envelopes],
+        [e["type"] for e in envelopes],
+        [dumps(outbox.headers_of(e)).decode() for e in envelopes],
+        [dumps(e) for e in envelopes],
+    )

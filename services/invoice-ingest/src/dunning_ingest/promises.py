@@ -1,0 +1,116 @@
+"""Promises to pay: the customer promises `amount` by `date` (a day in its time zone), which pauses
+dunning until that day's end plus the policy's grace. Making one is an acknowledgement under the
+fence (PromiseMade); the scheduler judges it (PromiseKept, PromiseBroken), which handlers.py records.
+One pending promise per invoice, and none on an invoice under an active payment plan.
+"""
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from pydantic import Field
+
+from dunning import outbox
+from dunning.events import envelope
+from dunning.http import Problem
+from dunning.ids import new_id
+from dunning.logging import get_logger
+from dunning_ingest import repository
+from dunning_ingest.idempotency import Reply
+from dunning_ingest.messages import promise_made
+from dunning_ingest.repository import fence
+from dunning_ingest.repository import plans as plans_repo
+from dunning_ingest.repository import promises as repo
+from dunning_ingest.stop_output import PromiseOut, dump
+from dunning_ingest.stops import (
+    DEFAULT_BY,
+    AmountText,
+    By,
+    Note,
+    StrictBody,
+    amount_of,
+    conflict,
+    locked_invoice,
+    not_open,
+    reply,
+)
+
+log = get_logger(__name__)
+HORIZON_DAYS = 365  # a promise further out than a year is no promise
+
+
+class PromiseIn(StrictBody):
+    amount: AmountText = Field(description="The amount promised: more than zero, at most the invoice's balance.")
+    date: dt.date = Field(
+        description="The day the customer promises to pay by, in its time zone: today or later, within a year.",
+        examples=["2026-12-10"],
+    )
+    note: Note | None = None
+    made_by: By = DEFAULT_BY
+
+
+def check_date(promised: dt.date, timezone: str, now: dt.datetime) -> None:
+    """422 naming `date` unless it is today or later in the customer's zone, and within a year of it."""
+    today = now.astimezone(ZoneInfo(timezone)).date()
+    if promised < today:
+        raise Problem.invalid(
+            "date", f"must be today or later in the customer's time zone ({timezone}: {today})", "in_the_past"
+        )
+    if promised > today + dt.timedelta(days=HORIZON_DAYS):
+        raise Problem.invalid("date", f"must be within a year ({today + dt.timedelta(days=HORIZON_DAYS)})", "too_far")
+
+
+class PromiseService:
+    def __init__(self, pool: asyncpg.Pool, run: Any):
+        self.pool = pool
+        self.run = run  # InvoiceService.run: one transaction under the Idempotency-Key if one was sent
+
+    async def make(
+        self, tenant_id: str, invoice_id: str, body: PromiseIn, *, key: str | None, fingerprint: bytes | None
+    ) -> Reply:
+        """201 with the promise: acknowledged under the fence, PromiseMade in the outbox."""
+
+        async def work(conn: asyncpg.Connection) -> Reply:
+            acknowledged_at = await fence.acknowledge_time(conn)  # first: the stop's acknowledgement
+            invoice = await locked_invoice(conn, tenant_id, invoice_id)
+            if invoice["status"] != "open":
+                raise not_open(invoice, "be promised")
+            if (current := await repo.pending_promise_of(conn, invoice_id)) is not None:
+                message = f"invoice {invoice_id} has a pending promise ({current['promise_id']})"
+                raise conflict("invoice_id", message, "promise_pending", promise_id=current["promise_id"])
+            if (plan_id := (await plans_repo.active_plans(conn, [invoice_id])).get(invoice_id)) is not None:
+                message = f"invoice {invoice_id} is under an active payment plan ({plan_id})"
+                raise conflict("invoice_id", message, "payment_plan_active", plan_id=plan_id)
+            currency = invoice["currency"]
+            amount = amount_of(
+                "amount", body.amount, currency, at_most=invoice["balance"], what="the invoice's balance"
+            )
+            check_date(body.date, invoice["customer_timezone"], acknowledged_at)
+            promise = {
+                "promise_id": new_id("prm"),
+                "invoice_id": invoice_id,
+                "tenant_id": tenant_id,
+                "currency": currency,
+                "amount": amount,
+                "promised_date": body.date,
+                "made_by": body.made_by,
+                "note": body.note,
+                "acknowledged_at": acknowledged_at,
+            }
+            env = envelope(promise_made(promise))
+            await repo.insert_promise(conn, {**promise, "event_id": env["id"]})
+            await outbox.add_many(conn, [env])
+            log.info("ingest.promise.made", invoice_id=invoice_id, promise_id=promise["promise_id"])
+            [row] = [p for p in await repo.promises_of(conn, invoice_id) if p["promise_id"] == promise["promise_id"]]
+            location = f"/v1/invoices/{invoice_id}/promises/{promise['promise_id']}"
+            return reply(201, dump(PromiseOut.from_row(row)), {"location": location})
+
+        return await self.run(tenant_id, key, fingerprint, work)
+
+    async def list_promises(self, tenant_id: str, invoice_id: str) -> list[dict[str, Any]] | None:
+        """The invoice's promises, oldest first; None if it is not the tenant's invoice."""
+        async with self.pool.acquire() as conn:
+            if await repository.get_invoice(conn, tenant_id, invoice_id) is None:
+                return None
+            return [dump(PromiseOut.from_row(r)) for r in await repo.promises_of(conn, invoice_id)]
