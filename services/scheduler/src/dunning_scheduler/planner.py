@@ -22,6 +22,7 @@ from dunning.logging import get_logger
 from dunning_scheduler import messages, repository
 from dunning_scheduler.planning import plan, zone_for
 from dunning_scheduler.policy_store import ActivePolicies, ActiveVersion
+from dunning_scheduler.repository import pauses as pauses_sql
 
 log = get_logger(__name__)
 TIMERS_CHANNEL = "scheduler_timers"  # NOTIFY <channel>_<schema> wakes the firing loop
@@ -130,6 +131,7 @@ async def _plan_distinct(
         for n, event in enumerate(todo):
             active = policies.get(event.tenant_id) or await policies.load(conn, event.tenant_id)
             batch.add(n, event, active)
+        await pauses_sql.share_customers(conn, [e.data.customer.customer_id for e in todo])  # vs customer holds
         rows = await repository.plan_invoices(
             conn,
             batch.invoices,
@@ -150,6 +152,8 @@ async def _plan_distinct(
             active, due_date, issued_at, timers = batch.plans[n]
             if row["settled"]:
                 timers = await _plan_settled(conn, event, active, due_date, issued_at, timers, batch.now)
+            elif row["paused"]:
+                await _planned_paused(conn, event)
             planned += 1
             if log_each:
                 log.info(
@@ -204,6 +208,27 @@ async def _plan_settled(
         ),
     )
     return timers
+
+
+async def _planned_paused(conn: asyncpg.Connection, event: Event[InvoiceIssued]) -> None:
+    """A pause covered the invoice before it was planned (a customer hold, or a hold placed on it
+    before its InvoiceIssued arrived): its timers were written paused; say so (DunningPaused)."""
+    cover = await pauses_sql.covering_pause(conn, event.subject)
+    assert cover is not None, "the planning statement saw it"
+    rows = await repository.timers_of(conn, event.tenant_id, event.subject)
+    await outbox.add(
+        conn,
+        messages.dunning_paused(
+            tenant_id=event.tenant_id,
+            invoice_id=event.subject,
+            cause=cover["cause"],
+            cause_id=cover["cause_id"],
+            cause_event_id=str(cover["cause_event_id"]),
+            paused_at=utcnow(),
+            rows=[r for r in rows if r["state"] == "paused"],
+        ),
+    )
+    log.info("scheduler.invoice.planned_paused", invoice_id=event.subject, cause=cover["cause"])
 
 
 async def _not_planned(conn: asyncpg.Connection, event: Event) -> None:

@@ -47,7 +47,8 @@ async def replan_invoices(
         return 0
     timers = defaultdict(list)
     for row in await repository.lock_timers(conn, [i["invoice_id"] for i in invoices]):
-        timers[row["invoice_id"]].append(row)
+        if row["kind"] == "policy":  # promise_broken and instalment reminders are no policy's stages
+            timers[row["invoice_id"]].append(row)
     now = utcnow()
     written: list[list] = []
     planned_with: list[list] = []
@@ -66,7 +67,9 @@ async def replan_invoices(
             now=now,
             accepted_at=changed_at,
         )
-        changes = replan(timers[invoice_id], fresh, policy_version=used.version, reason=reason)
+        changes = replan(
+            timers[invoice_id], fresh, policy_version=used.version, reason=reason, paused=invoice["paused"]
+        )
         written += [
             [
                 c.stage_id,

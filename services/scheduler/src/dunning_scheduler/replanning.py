@@ -15,6 +15,8 @@ the moment of the change. Then, matched by (stage, channel):
   (cancelled, with the re-plan's reason).
 
 `Change.listed` says which changes StagesRescheduled lists: added, dropped, or a new time or state.
+A `paused` timer (its invoice is on hold, disputed, promised or in a plan) is re-planned as a
+scheduled one and stays paused; on a paused invoice a new or revived timer is paused too.
 """
 
 from collections.abc import Mapping, Sequence
@@ -26,6 +28,7 @@ from dunning_scheduler.planning import PlannedTimer
 DUE_DATE_CHANGED = "due_date_changed"
 TIMEZONE_CHANGED = "timezone_changed"
 POLICY_APPLIED = "policy_applied"
+LIVE = ("scheduled", "paused")  # still to be sent
 
 
 class Change(NamedTuple):
@@ -50,10 +53,17 @@ def frozen_stages(timers: Sequence[Mapping[str, Any]], fresh: Sequence[PlannedTi
 
 
 def replan(
-    timers: Sequence[Mapping[str, Any]], fresh: Sequence[PlannedTimer], *, policy_version: int, reason: str
+    timers: Sequence[Mapping[str, Any]],
+    fresh: Sequence[PlannedTimer],
+    *,
+    policy_version: int,
+    reason: str,
+    paused: bool = False,
 ) -> list[Change]:
     """The changes that turn `timers` (an invoice's timer rows) into `fresh` (see the module's rules),
-    in the fresh plan's order, dropped timers last. Nothing to do: []."""
+    in the fresh plan's order, dropped timers last. Nothing to do: []. `paused`: the invoice is."""
+    if paused:
+        fresh = [t._replace(state="paused") if t.state == "scheduled" else t for t in fresh]
     frozen = frozen_stages(timers, fresh)
     by_key = {(t["stage"], t["channel"]): t for t in timers}
     changes: list[Change] = []
@@ -65,10 +75,10 @@ def replan(
             changes.append(_change(new, new.stage_id, None, new.scheduled_at, added=True, listed=True))
             continue
         state = old["state"]
-        if state == "scheduled":
-            moved = new.state != "scheduled" or new.scheduled_at != old["scheduled_at"]
+        if state in LIVE:
+            moved = new.state != state or new.scheduled_at != old["scheduled_at"]
             changes.append(_change(new, old["stage_id"], old["scheduled_at"], new.scheduled_at, listed=moved))
-        elif new.state == "scheduled":  # skipped, or dropped earlier: back in the plan, same stage id
+        elif new.state in LIVE:  # skipped, or dropped earlier: back in the plan, same stage id
             previous = old["scheduled_at"] if state == "skipped" else None
             changes.append(_change(new, old["stage_id"], previous, new.scheduled_at, listed=True))
         else:  # stays skipped or dropped; only what the policy calls it may change
@@ -79,7 +89,7 @@ def replan(
                 )
             )  # fmt: skip
     for old in by_key.values():  # the fresh plan lacks them
-        if old["state"] == "scheduled":
+        if old["state"] in LIVE:
             changes.append(
                 Change(
                     old["stage_id"], old["stage"], old["sequence"], old["channel"], old["template"],

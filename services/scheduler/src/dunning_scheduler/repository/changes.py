@@ -10,12 +10,13 @@ from decimal import Decimal
 import asyncpg
 
 from dunning_scheduler.repository.invoices import run_stop, stop_statement
+from dunning_scheduler.repository.pauses import LIVE_PAUSE
 
 # What re-planning needs of an invoice (replanner.replan): every statement that hands invoices to it
 # returns these columns.
 REPLAN_COLUMNS = (
     "i.invoice_id, i.tenant_id, i.due_date, i.issued_at, i.customer->>'timezone' AS timezone, i.policy_id,"
-    " i.policy_version, i.policy_is_default"
+    " i.policy_version, i.policy_is_default, (" + LIVE_PAUSE.format(inv="i", extra="") + ") AS paused"
 )
 
 _LOCK_INVOICE = (
@@ -53,7 +54,8 @@ _UPDATE_INVOICE = stop_statement(
         settled_at = CASE WHEN i.settled THEN i.settled_at WHEN i.balance + ($5 - i.amount_due) <= 0 THEN now() END,
         due_date = $6, payment_url = $7, version = $8, updated_at = now()
     WHERE i.invoice_id = $1 AND i.tenant_id = $9 AND i.version < $8 AND i.status = 'open'
-    RETURNING i.settled, i.balance, i.settled AS stop, {REPLAN_COLUMNS}""",
+    RETURNING i.settled, i.balance, i.settled AS stop, i.settled AND i.settled_at = now() AS newly, i.planned_at,
+              {REPLAN_COLUMNS}""",
     "$10",
 )
 
@@ -95,7 +97,7 @@ _CLOSE_INVOICE = stop_statement(
     """
     UPDATE invoices AS i SET status = $3, version = $4, closed_at = $5, updated_at = now()
     WHERE i.invoice_id = $1 AND i.tenant_id = $2 AND i.version < $4 AND i.status = 'open'
-    RETURNING i.settled, i.balance, i.planned_at, true AS stop""",
+    RETURNING i.settled, i.balance, i.planned_at, true AS stop, true AS newly""",
     "$6",
 )
 

@@ -10,10 +10,11 @@ import orjson
 from dunning import outbox
 from dunning_scheduler.planning import SETTLED as SETTLED_REASON
 from dunning_scheduler.planning import PlannedTimer
+from dunning_scheduler.repository.pauses import LIVE_PAUSE
 
 TIMER_COLUMNS = (
     "stage_id, tenant_id, invoice_id, stage, sequence, channel, template, scheduled_at, state,"
-    " fired_at, cancelled_at, reason, policy_version"
+    " fired_at, cancelled_at, reason, policy_version, kind, context"
 )
 
 
@@ -25,7 +26,9 @@ TIMER_COLUMNS = (
 # The rows travel as one JSON array of arrays (see PLAN_INVOICE_FIELDS, PLAN_TIMER_FIELDS): for
 # thousands of values that is several times cheaper, on both sides, than one array parameter per
 # column. The outbox payload travels as a JSON string and is stored byte for byte.
-# One row per input: n, policy_current, settled (null: not stored).
+# An invoice a pause already covers (a customer hold, or a hold on an invoice not known until now)
+# gets its timers `paused`; the caller holds its customer's shared lock (pauses.share_customers).
+# One row per input: n, policy_current, settled (null: not stored), paused.
 PLAN_INVOICE_FIELDS = (
     "n",
     "invoice_id",
@@ -94,11 +97,14 @@ WITH u AS MATERIALIZED (
     WHERE i.planned_at IS NULL AND i.tenant_id = EXCLUDED.tenant_id
     RETURNING i.invoice_id, i.settled
 ), planned AS (
-    SELECT u.*, inv.settled FROM u JOIN inv USING (invoice_id)
+    SELECT u.*, inv.settled, ({LIVE_PAUSE.format(inv="k", extra="")}) AS paused
+    FROM u JOIN inv USING (invoice_id)
+    CROSS JOIN LATERAL (SELECT u.invoice_id, u.tenant_id, u.customer->>'customer_id' AS customer_id) AS k
 ), tim AS (
     INSERT INTO timers (stage_id, tenant_id, invoice_id, stage, sequence, channel, template, scheduled_at, state,
                         reason, policy_version, gate_partition, gate_offset)
-    SELECT t->>0, p.tenant_id, p.invoice_id, t->>1, (t->>2)::int, t->>3, t->>4, (t->>5)::timestamptz, t->>6,
+    SELECT t->>0, p.tenant_id, p.invoice_id, t->>1, (t->>2)::int, t->>3, t->>4, (t->>5)::timestamptz,
+           CASE WHEN p.paused AND t->>6 = 'scheduled' THEN 'paused' ELSE t->>6 END,
            t->>7, p.policy_version, p.gate_partition, p.gate_offset
     FROM planned AS p CROSS JOIN LATERAL jsonb_array_elements(p.timers) AS t
     WHERE NOT p.settled
@@ -113,7 +119,7 @@ WITH u AS MATERIALIZED (
     SELECT pg_notify($5 || '_' || current_schema(), '')
     FROM (SELECT 1 FROM planned WHERE due_now AND NOT settled LIMIT 1) AS one
 )
-SELECT u.n, cp.n IS NOT NULL AS policy_current, p.settled, (SELECT count(*) FROM wake) AS woken
+SELECT u.n, cp.n IS NOT NULL AS policy_current, p.settled, p.paused, (SELECT count(*) FROM wake) AS woken
 FROM u LEFT JOIN current_policy AS cp USING (n) LEFT JOIN planned AS p USING (n)
 ORDER BY u.n
 """
@@ -237,16 +243,18 @@ async def invoice_owner(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Re
 def stop_statement(change: str, reason: str) -> str:
     """Every stop (a settling payment or credit note, an amount correction that settles, a void, a
     write-off) is one statement of this shape: `change` updates the invoice's row (taking its row
-    lock) and returns it with a `stop` column; if stop, every timer still scheduled is cancelled
+    lock) and returns it with a `stop` column (and `newly`: this statement stopped it, so
+    StagesCancelled is published even with nothing left to cancel); if stop, every timer still scheduled is cancelled
     with `reason` (a parameter) in the same statement, under the row locks the firing query's
     `FOR UPDATE SKIP LOCKED` respects, so the firing loop never fires a stage of an invoice whose
-    stop has been applied. `$1` is the invoice id. One row per cancelled timer, in plan order (or
-    one row with null timer columns; none: `change` changed nothing)."""
+    stop has been applied (a paused timer is cancelled too). `$1` is the invoice id. One row per
+    cancelled timer, in plan order (or one row with null timer columns; none: `change` changed
+    nothing)."""
     return f"""
 WITH changed AS ({change}
 ), cancelled AS (
     UPDATE timers SET state = 'cancelled', cancelled_at = now(), reason = {reason}
-    WHERE invoice_id = $1 AND state = 'scheduled' AND EXISTS (SELECT 1 FROM changed WHERE changed.stop)
+    WHERE invoice_id = $1 AND state IN ('scheduled', 'paused') AND EXISTS (SELECT 1 FROM changed WHERE changed.stop)
     RETURNING stage_id, stage, sequence, channel, scheduled_at, cancelled_at
 )
 SELECT ch.*, c.stage_id, c.stage, c.sequence, c.channel, c.scheduled_at, c.cancelled_at
@@ -265,8 +273,13 @@ async def run_stop(
     return rows[0], [r for r in rows if r["stage_id"] is not None]
 
 
+# Whether money on invoice $1 matters beyond its balance: a pending promise, an active payment plan.
+MONEY_WATCHERS = """EXISTS (SELECT 1 FROM pauses AS p WHERE p.invoice_id = $1 AND p.cause = 'promise'
+                       AND p.state = 'active') AS promised,
+       EXISTS (SELECT 1 FROM payment_plans AS pl WHERE pl.status = 'active'
+               AND pl.invoices @> jsonb_build_array(jsonb_build_object('invoice_id', $1::text))) AS in_plan"""
 _APPLY_PAYMENT = stop_statement(
-    """
+    f"""
     INSERT INTO invoices AS i (invoice_id, tenant_id, currency, balance, settled, settled_at,
                                last_payment_id, last_payment_acknowledged_at)
     VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN now() END, $6, $7)
@@ -283,7 +296,8 @@ _APPLY_PAYMENT = stop_statement(
            OR i.last_payment_acknowledged_at < EXCLUDED.last_payment_acknowledged_at
            OR (i.last_payment_acknowledged_at = EXCLUDED.last_payment_acknowledged_at
                AND EXCLUDED.balance < i.balance))
-    RETURNING settled, balance, planned_at, settled AS stop""",
+    RETURNING settled, balance, planned_at, settled AS stop, settled AND settled_at = now() AS newly,
+              {MONEY_WATCHERS}""",
     "$8",
 )
 
@@ -308,6 +322,25 @@ async def apply_payment(
     return await run_stop(
         conn, _APPLY_PAYMENT, invoice_id, tenant_id, currency, balance, settled, payment_id, acknowledged_at, reason
     )
+
+
+_MONEY_WATCHERS = f"SELECT {MONEY_WATCHERS} FROM invoices WHERE invoice_id = $1 AND tenant_id = $2"
+
+
+async def money_watchers(conn: asyncpg.Connection, invoice_id: str, tenant_id: str) -> asyncpg.Record | None:
+    """promised, in_plan of an invoice (None: unknown, or another tenant's)."""
+    return await conn.fetchrow(_MONEY_WATCHERS, invoice_id, tenant_id)
+
+
+_INVOICE_FOR_PAUSE = (
+    "SELECT invoice_id, tenant_id, customer_id, customer->>'timezone' AS timezone, policy_version,"
+    " policy_is_default FROM invoices WHERE invoice_id = $1"
+)
+
+
+async def invoice_for_pause(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Record | None:
+    """What a pause needs of an invoice: tenant, time zone, the policy it was planned with."""
+    return await conn.fetchrow(_INVOICE_FOR_PAUSE, invoice_id)
 
 
 _TIMERS_OF = f"SELECT {TIMER_COLUMNS} FROM timers WHERE tenant_id = $1 AND invoice_id = $2 ORDER BY sequence, channel"
