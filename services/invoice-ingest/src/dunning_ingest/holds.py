@@ -21,7 +21,7 @@ from dunning_ingest.repository import customers as customer_repo
 from dunning_ingest.repository import fence
 from dunning_ingest.repository import holds as repo
 from dunning_ingest.stop_output import HoldOut, dump
-from dunning_ingest.stops import By, Reason, StrictBody, not_open, reply
+from dunning_ingest.stops import By, IsoText, Reason, StrictBody, not_open, reply
 
 log = get_logger(__name__)
 TARGETS = ("invoice_id", "customer_id", "invoice_external_id", "customer_external_id")
@@ -38,7 +38,7 @@ class HoldIn(StrictBody):
     customer_external_id: _ExternalId | None = None
     reason: Reason
     placed_by: By
-    ends_at: AwareDatetime | None = Field(
+    ends_at: Annotated[AwareDatetime, IsoText] | None = Field(
         None,
         description="Optional RFC 3339 instant in the future: dunning resumes by itself then.",
         examples=["2026-12-15T09:00:00Z"],

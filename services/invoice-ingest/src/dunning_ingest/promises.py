@@ -5,7 +5,7 @@ One pending promise per invoice, and none on an invoice under an active payment 
 """
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -27,6 +27,7 @@ from dunning_ingest.stops import (
     DEFAULT_BY,
     AmountText,
     By,
+    IsoText,
     Note,
     StrictBody,
     amount_of,
@@ -42,7 +43,7 @@ HORIZON_DAYS = 365  # a promise further out than a year is no promise
 
 class PromiseIn(StrictBody):
     amount: AmountText = Field(description="The amount promised: more than zero, at most the invoice's balance.")
-    date: dt.date = Field(
+    date: Annotated[dt.date, IsoText] = Field(
         description="The day the customer promises to pay by, in its time zone: today or later, within a year.",
         examples=["2026-12-10"],
     )

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import asyncpg
 import orjson
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 
 from dunning.http import PROBLEMS, Problem
 from dunning.money import MoneyError, parse_amount
@@ -48,9 +48,18 @@ AmountText = Annotated[
 
 
 class StrictBody(BaseModel):
-    """A request body: unknown fields refused (422 naming them); dates and instants strictly ISO text."""
+    """A request body: unknown fields refused (422 naming them)."""
 
-    model_config = {"extra": "forbid", "strict": True}
+    model_config = {"extra": "forbid"}
+
+
+def _text_only(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("must be ISO 8601 text")  # not a number of seconds or days
+    return value
+
+
+IsoText = BeforeValidator(_text_only)  # a date or an instant given as text only (RFC 3339)
 
 
 def amount_of(field: str, text: str, currency: str, *, at_most: Decimal | None = None, what: str = "") -> Decimal:
