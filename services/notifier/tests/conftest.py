@@ -125,6 +125,33 @@ def _customer_updated(
     return envelope
 
 
+_CAUSE_PREFIX = {"hold": "hld", "dispute": "dsp", "promise": "prm", "payment_plan": "pln"}
+
+
+def _stop_event(kind: str, invoice_id: str, *, tenant_id: str = "ten_test_notifier", **fields) -> dict:
+    """A validated stop of an invoice as the scheduler publishes it, with no stage left (the notifier
+    reads only the invoice and the reason): `stopped` (StagesCancelled, `reason`), `paused`
+    (DunningPaused, `cause`) or `resumed` (DunningResumed, `cause`, `reason`)."""
+    now = "2026-11-30T10:00:00.000Z"
+    common = dict(invoice_id=invoice_id, tenant_id=tenant_id, stages=[])
+    if kind == "stopped":
+        event_type = "dunning.StagesCancelled.v1"
+        data = dict(common, reason="invoice_settled", cause_event_id=str(uuid.uuid4()), cancelled_at=now)
+    else:
+        cause = fields.get("cause", "hold")
+        common.update(cause=cause, cause_id=new_id(_CAUSE_PREFIX[cause]))
+        if kind == "paused":
+            event_type = "dunning.DunningPaused.v1"
+            data = dict(common, cause_event_id=str(uuid.uuid4()), paused_at=now)
+        else:
+            event_type = "dunning.DunningResumed.v1"
+            data = dict(common, reason="hold_released", resume_mode="spaced", resumed_at=now)
+    data.update(fields)
+    envelope = events.new_event(event_type, data, source="/scheduler", subject=invoice_id, tenant_id=tenant_id)
+    events.validate(envelope)
+    return envelope
+
+
 @pytest.fixture
 async def notifier_pool(infra, migrated):
     """A pool on a fresh schema migrated with the plumbing tables and the notifier's."""
@@ -175,6 +202,12 @@ class Notifier:
 
     async def redeliver(self, envelope: dict) -> None:
         await apply_event(self.pool, envelope, topic="dunning.stages.v1", handlers=HANDLERS)
+
+    async def stop(self, kind: str, invoice_id: str, **fields) -> dict:
+        """Apply a stop of the invoice (see _stop_event) as the consumer does; returns its envelope."""
+        envelope = _stop_event(kind, invoice_id, **fields)
+        await self.redeliver(envelope)
+        return envelope
 
     async def customer_updated(self, **customer) -> dict:
         """Apply a CustomerUpdated (see _customer_updated for the fields) as the consumer does."""

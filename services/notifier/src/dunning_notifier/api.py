@@ -28,8 +28,10 @@ class ApiDeps:
 
 def _out(row: asyncpg.Record) -> DeliveryOut:
     data = dict(row)
-    if data["state"] in ("sent", "failed"):
+    if data["state"] in ("sent", "failed", "cancelled"):
         data["next_attempt_at"] = None
+    if data["state"] != "cancelled":  # a stop that found it mid-attempt marks it, but it was not cancelled
+        data["cancel_reason"] = data["cancelled_at"] = None
     return DeliveryOut(**data)
 
 

@@ -11,6 +11,10 @@ server's 250 and the `sent` commit; no reply after DATA): each is counted in `in
 both copies share a Message-ID. The windows, how they are bounded (send timeout vs lease), detected
 and measured: docs/cancel-guarantee.md#promise-3-none-twice-and-the-notifiers-windows. SIGTERM: stop
 claiming, hand back unstarted claims, finish and record the sends in flight.
+
+Stops (handlers.py): a delivery a stop of its invoice found mid-attempt is never put back to
+`pending`: the retry write, the lease sweep and the hand-back make it `cancelled` in the same
+statement (ReminderCancelled in the same transaction), so no attempt starts after the stop.
 """
 
 import asyncio
@@ -31,7 +35,7 @@ from dunning.loops import Backoff
 from dunning.tracing import context_from_traceparent, tracer
 from dunning_notifier import repository as repo
 from dunning_notifier.channels import Channel, ChannelSession, channel_for
-from dunning_notifier.messages import reminder_failed, reminder_sent
+from dunning_notifier.messages import reminder_cancelled, reminder_failed, reminder_sent
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
 from dunning_notifier.settings import Settings
 
@@ -96,6 +100,7 @@ class Dispatcher:
         self._slot_freed = asyncio.Event()
         # Since this process started (the /metrics counters); the database holds the totals.
         self.sent = self.failed = self.retried = 0
+        self.cancelled = 0  # attempts that would have been retried, but a stop of the invoice came first
         self.in_doubt_reclaims = 0  # leases that ran out, taken back by this replica's sweep
         self.in_doubt_retries = 0  # sends that timed out or dropped after DATA, retried
         self.lease_lost = 0  # outcomes not recorded: the row had been re-claimed elsewhere
@@ -110,6 +115,7 @@ class Dispatcher:
             "sent": self.sent,
             "failed": self.failed,
             "retried": self.retried,
+            "cancelled": self.cancelled,
             "in_doubt_reclaims": self.in_doubt_reclaims,
             "in_doubt_retries": self.in_doubt_retries,
             "lease_lost": self.lease_lost,
@@ -155,9 +161,7 @@ class Dispatcher:
                     conn = await held.get()
                     if time.monotonic() - last_sweep >= sweep_every:
                         last_sweep = time.monotonic()
-                        for row in await repo.release_expired_leases(conn):
-                            self.in_doubt_reclaims += 1
-                            log.warning("notifier.delivery.in_doubt", reason="lease_expired", **dict(row))
+                        await self._release_expired_leases(conn)
                     rows = await repo.claim_due(conn, free, self.settings.lease_seconds) if free > 0 else []
                     error_backoff = 0.1
                 except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -173,6 +177,20 @@ class Dispatcher:
                     await self._sleep(self.settings.poll_seconds)  # nothing more due right now
         finally:
             await held.drop()
+
+    async def _release_expired_leases(self, conn: asyncpg.Connection) -> None:
+        async with conn.transaction():
+            rows = await repo.release_expired_leases(conn)
+            await _publish_cancelled(conn, rows)
+        for row in rows:
+            self.in_doubt_reclaims += 1
+            log.warning(
+                "notifier.delivery.in_doubt",
+                reason="lease_expired",
+                **{k: row[k] for k in ("delivery_id", "tenant_id", "invoice_id", "stage", "channel", "state")},
+                attempts=row["attempts"],
+                in_doubt_attempts=row["in_doubt_attempts"],
+            )
 
     async def _sleep(self, seconds: float) -> None:
         await self._wait(self._stopping, seconds)
@@ -191,9 +209,9 @@ class Dispatcher:
             return
         self._in_flight -= len(claims)
         try:
-            async with self.pool.acquire() as conn:
-                await repo.release_claims(conn, claims)
-            log.info("notifier.dispatcher.handed_back", count=len(claims))
+            async with self.pool.acquire() as conn, conn.transaction():
+                cancelled = await _publish_cancelled(conn, await repo.release_claims(conn, claims))
+            log.info("notifier.dispatcher.handed_back", count=len(claims), cancelled=cancelled)
         except Exception as exc:
             log.warning("notifier.dispatcher.hand_back_failed", error=repr(exc), count=len(claims))
 
@@ -318,7 +336,7 @@ class Dispatcher:
                     for a, o in failed
                 ],
             )
-            retry_ids = await repo.mark_retry(
+            retried = await repo.mark_retry(
                 conn,
                 [
                     (
@@ -334,9 +352,13 @@ class Dispatcher:
                 ],
             )
             recorded = sent_ids | failed_ids
+            cancelled = {r["delivery_id"]: r for r in retried if r["state"] == "cancelled"}
             await outbox.add_many(
-                conn, [a.event for a in batch if a.event is not None and a.delivery.delivery_id in recorded]
+                conn,
+                [a.event for a in batch if a.event is not None and a.delivery.delivery_id in recorded]
+                + [reminder_cancelled(r) for r in cancelled.values()],
             )
+        retry_ids = {r["delivery_id"] for r in retried}
         for a in batch:
             d, o = a.delivery, a.outcome
             ids = dict(
@@ -353,6 +375,10 @@ class Dispatcher:
             elif isinstance(o, Sent):
                 self.sent += 1
                 log.info("notifier.delivery.sent", provider_message_id=o.provider_message_id, **ids)
+            elif d.delivery_id in cancelled:
+                self.cancelled += 1
+                reason = cancelled[d.delivery_id]["cancel_reason"]
+                log.info("notifier.delivery.cancelled", reason=reason, error_code=o.error_code, **ids)
             elif isinstance(o, Failed):
                 self.failed += 1
                 log.warning(
@@ -374,3 +400,10 @@ class Dispatcher:
                     retry_in=round(a.retry_in, 3),
                     **ids,
                 )
+
+
+async def _publish_cancelled(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> int:
+    """ReminderCancelled for the rows a release statement cancelled (inside its transaction)."""
+    cancelled = [reminder_cancelled(r) for r in rows if r["state"] == "cancelled"]
+    await outbox.add_many(conn, cancelled)
+    return len(cancelled)

@@ -1,17 +1,34 @@
 """What the notifier reacts to. Handlers run inside the consumer's transaction (inbox dedupe by
 event id included) and only record: a delivery to make (the dispatcher sends, outside any consumer
-transaction), or a customer's current contacts (the dispatcher reads them when it sends).
-The table at the end is the whole of it."""
+transaction), a customer's current contacts (the dispatcher reads them when it sends), or a stop of
+an invoice. The table at the end is the whole of it.
+
+The last mile of the cancel guarantee. The scheduler publishes every stop of an invoice on the
+stages topic, in the invoice's order: `StagesCancelled` for a terminal one (settled, credited, void,
+written off; even with no stage left to cancel) and `DunningPaused` for a pause (hold, dispute,
+promise, payment plan), until `DunningResumed`. The transaction that applies a stop cancels every
+delivery of the invoice that is `pending` (waiting for its first attempt or in retry backoff),
+publishing `ReminderCancelled` for each, and remembers the stop (`invoice_stops`), so that a
+StageEscalated arriving after it (redelivered, re-emitted) records its delivery `cancelled`. A
+delivery `sending` at that moment is mid-attempt and finishes: sent or failed as it comes, but a
+transient failure, an expired lease or a hand-back makes it `cancelled` instead of `pending` (the
+stop marks the row; repository.py). The boundary, exactly: **no attempt starts after the notifier
+has applied the stop** (committed this transaction); an attempt is started by the claim's commit,
+and the claim and the stop lock the same row, so one commits first. At most the one attempt in
+flight at the stop completes.
+"""
 
 import asyncpg
 
-from dunning.contracts import CustomerUpdated, StageEscalated
+from dunning import outbox
+from dunning.contracts import CustomerUpdated, DunningPaused, DunningResumed, StageEscalated, StagesCancelled
 from dunning.events import Event
 from dunning.handler_table import HandlerSpec, check_envelope
 from dunning.ids import new_id
 from dunning.logging import get_logger
 from dunning_notifier import repository as repo
 from dunning_notifier.contacts import addresses
+from dunning_notifier.messages import reminder_cancelled
 
 log = get_logger(__name__)
 
@@ -23,10 +40,11 @@ def recipient_for(stage: StageEscalated) -> str | None:
 
 
 async def record_delivery(conn: asyncpg.Connection, event: Event[StageEscalated]) -> None:
-    """StageEscalated -> one pending delivery per (invoice, stage, channel), never two."""
+    """StageEscalated -> one pending delivery per (invoice, stage, channel), never two; `cancelled` at
+    once (ReminderCancelled) if the invoice is stopped or paused."""
     stage = event.data
     check_envelope(event)
-    delivery_id = await repo.insert_delivery(
+    row = await repo.insert_delivery(
         conn,
         delivery_id=new_id("dlv"),
         tenant_id=stage.tenant_id,
@@ -40,18 +58,58 @@ async def record_delivery(conn: asyncpg.Connection, event: Event[StageEscalated]
         source_event_id=event.id,
         traceparent=event.traceparent,
     )
-    if delivery_id is None:
+    if row is None:
         log.info(
             "notifier.delivery.duplicate_ignored", stage=stage.stage, channel=stage.channel, stage_id=stage.stage_id
         )
+        return
+    ids = dict(delivery_id=row["delivery_id"], stage=stage.stage, channel=stage.channel, stage_id=stage.stage_id)
+    if row["state"] == "cancelled":
+        await outbox.add(conn, reminder_cancelled(row))
+        log.warning("notifier.delivery.cancelled_on_arrival", reason=row["cancel_reason"], **ids)
     else:
-        log.info(
-            "notifier.delivery.recorded",
-            delivery_id=delivery_id,
-            stage=stage.stage,
-            channel=stage.channel,
-            stage_id=stage.stage_id,
-        )
+        log.info("notifier.delivery.recorded", **ids)
+
+
+async def stop_invoice(conn: asyncpg.Connection, event: Event[StagesCancelled]) -> None:
+    """StagesCancelled (a terminal stop) -> the invoice's pending deliveries cancelled, for good."""
+    check_envelope(event)
+    await _apply_stop(conn, event, "stopped", event.data.reason, event.data.cancelled_at)
+
+
+async def pause_invoice(conn: asyncpg.Connection, event: Event[DunningPaused]) -> None:
+    """DunningPaused -> the invoice's pending deliveries cancelled; later ones too until it resumes."""
+    check_envelope(event)
+    await _apply_stop(conn, event, "paused", event.data.cause, event.data.paused_at)
+
+
+async def _apply_stop(conn: asyncpg.Connection, event: Event, state: str, reason: str, stopped_at) -> None:
+    data = event.data
+    rows = await repo.apply_stop(
+        conn,
+        tenant_id=data.tenant_id,
+        invoice_id=data.invoice_id,
+        state=state,
+        reason=reason,
+        cause_event_id=event.id,
+        stopped_at=stopped_at,
+    )
+    cancelled = [r for r in rows if r["state"] == "cancelled"]
+    await outbox.add_many(conn, [reminder_cancelled(r) for r in cancelled])
+    log.info(
+        f"notifier.invoice.{state}",
+        reason=reason,
+        cancelled=[r["delivery_id"] for r in cancelled],
+        mid_attempt=[r["delivery_id"] for r in rows if r["state"] != "cancelled"],
+    )
+
+
+async def resume_invoice(conn: asyncpg.Connection, event: Event[DunningResumed]) -> None:
+    """DunningResumed -> the invoice's pause forgotten: deliveries of stages fired from now on are sent
+    (the ones the pause cancelled stay cancelled; a terminal stop stays)."""
+    check_envelope(event)
+    pause = await repo.resume(conn, event.data.tenant_id, event.data.invoice_id)
+    log.info("notifier.invoice.resumed", reason=event.data.reason, pause=pause)
 
 
 async def update_contacts(conn: asyncpg.Connection, event: Event[CustomerUpdated]) -> None:
@@ -80,5 +138,8 @@ async def update_contacts(conn: asyncpg.Connection, event: Event[CustomerUpdated
 
 HANDLERS = {
     StageEscalated: HandlerSpec(record_delivery),
+    StagesCancelled: HandlerSpec(stop_invoice),
+    DunningPaused: HandlerSpec(pause_invoice),
+    DunningResumed: HandlerSpec(resume_invoice),
     CustomerUpdated: HandlerSpec(update_contacts),
 }

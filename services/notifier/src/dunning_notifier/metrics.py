@@ -16,8 +16,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from dunning.metrics import Metrics
 from dunning_notifier import repository as repo
 
-STATES = ("pending", "sending", "sent", "failed")
-OUTCOMES = ("sent", "failed", "retried")
+STATES = ("pending", "sending", "sent", "failed", "cancelled")
+OUTCOMES = ("sent", "failed", "retried", "cancelled")  # cancelled: a retry a stop of its invoice dropped
 
 
 class DispatcherCounters:

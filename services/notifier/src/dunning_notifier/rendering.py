@@ -2,6 +2,9 @@
 
 Templates are files in this package, `templates/email/<key>.subject.j2`, `.txt.j2` and `.html.j2`,
 one tone per stage key (pre_due, soft, firm, final, collections) and `generic` for any other key.
+Three quote what StageEscalated.context carries besides the invoice: `promise_broken` (`promise`:
+the amount and date promised) and `instalment_pre_due` / `instalment_overdue` (`instalment`: its
+number of how many, amount and due date); the context travels in the delivery's payload.
 Per-locale templates can be added beside them: for a customer in `de-DE` the loader tries
 `email/de-DE/<key>`, then `email/de/<key>`, then `email/<key>`, and only then the same three for
 `generic` (the stage's tone matters more than the language of the words).
@@ -71,6 +74,38 @@ def _zone(name: str | None) -> ZoneInfo | timezone:
         return UTC
 
 
+def _quoted(context: dict[str, Any], currency: str, loc: babel.Locale, today: date) -> dict[str, dict[str, Any]]:
+    """What a promise_broken or instalment stage quotes (StageEscalated.context), formatted for the
+    customer's locale, under its `kind`; empty for a stage that quotes nothing. A template that names
+    what its stage does not carry fails to render (StrictUndefined)."""
+    kind = context.get("kind")
+    money = context.get("currency") or currency
+    try:
+        if kind == "promise_broken":
+            amount = Decimal(context["promised_amount"])
+            promised = date.fromisoformat(context["promised_date"])
+            return {kind: {"amount": format_currency(amount, money, locale=loc), "date": _long(promised, loc)}}
+        if kind == "instalment":
+            due = date.fromisoformat(context["due_date"])
+            return {
+                kind: {
+                    "number": int(context["number"]),
+                    "of": int(context["instalments"]),
+                    "amount": format_currency(Decimal(context["amount"]), money, locale=loc),
+                    "due_date": _long(due, loc),
+                    "days_overdue": max((today - due).days, 0),
+                    "days_until_due": max((due - today).days, 0),
+                }
+            }
+    except (KeyError, InvalidOperation, TypeError, ValueError) as exc:
+        raise RenderError(f"StageEscalated.context ({kind}) lacks or garbles {exc}") from exc
+    return {}
+
+
+def _long(day: date, loc: babel.Locale) -> str:
+    return format_date(day, format="long", locale=loc)
+
+
 class Renderer:
     def __init__(self, templates_dir: Path = TEMPLATES_DIR, *, sender_name: str = "Accounts Receivable"):
         self.env = SandboxedEnvironment(
@@ -115,6 +150,7 @@ class Renderer:
         today = fired_at.astimezone(_zone(customer.get("timezone"))).date()  # the customer's calendar day
         overdue = (today - due).days
         url = invoice.get("payment_url")
+        quoted = _quoted(data.get("context") or {}, currency, loc, today)
         return {
             "sender_name": self.sender_name,
             "stage": data["stage"],
@@ -131,6 +167,8 @@ class Renderer:
             },
             "days_overdue": max(overdue, 0),
             "days_until_due": max(-overdue, 0),
+            "promise": quoted.get("promise_broken"),
+            "instalment": quoted.get("instalment"),
         }
 
     def render(self, data: dict[str, Any]) -> RenderedEmail:

@@ -1,7 +1,13 @@
 """SQL for the deliveries and contacts tables. Every write that ends an attempt is fenced by
 `attempts`: the claim increments it, so a worker whose lease ran out and was re-claimed elsewhere
 cannot overwrite the newer claim's outcome. The claim reads the customer's contacts row with the
-delivery (contacts.py), and each outcome write records the addresses that attempt used."""
+delivery (contacts.py), and each outcome write records the addresses that attempt used.
+
+Stops (handlers.py): `apply_stop` cancels an invoice's `pending` deliveries and marks its `sending`
+ones with the stop (`cancel_reason`); every statement that would put a delivery back to `pending`
+(a retry, an expired lease, a hand-back) reads that mark on the row it updates and makes it
+`cancelled` instead, and `insert_delivery` records a delivery of a stopped or paused invoice
+`cancelled`. Each returns the cancelled rows' `_CANCELLED_COLUMNS` (messages.reminder_cancelled)."""
 
 from collections.abc import Sequence
 from datetime import datetime
@@ -32,15 +38,32 @@ _CONTACT_COLUMNS = "".join(f", due.{c} AS contact_{c}" for c in ("name", "email"
 _API_COLUMNS = (
     "delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template, recipient, cc, state,"
     " attempts, in_doubt_attempts, last_in_doubt_at, next_attempt_at, provider_message_id,"
-    " last_error_code, last_error, created_at, updated_at, sent_at"
+    " last_error_code, last_error, created_at, updated_at, sent_at, cancel_reason, cancelled_at"
+)
+# What a ReminderCancelled says (messages.reminder_cancelled), returned by every statement that cancels.
+_CANCELLED_COLUMNS = (
+    "d.delivery_id, d.state, d.stage_id, d.invoice_id, d.tenant_id, d.stage, d.channel, d.attempts,"
+    " d.cancel_reason, d.cancel_cause_event_id, d.cancelled_at"
+)
+# The state a delivery goes back to for another attempt: `cancelled` instead if a stop marked it.
+_PENDING_UNLESS_STOPPED = (
+    "state = CASE WHEN d.cancel_reason IS NULL THEN 'pending' ELSE 'cancelled' END,"
+    " cancelled_at = CASE WHEN d.cancel_reason IS NULL THEN NULL ELSE now() END"
 )
 
 
+# A delivery of an invoice the notifier knows stopped or paused is recorded `cancelled` at once (a
+# StageEscalated redelivered or re-emitted after the stop): the stop's row, read in the same statement.
 _INSERT_DELIVERY = (
-    "INSERT INTO deliveries (delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template,"
-    " recipient, payload, source_event_id, traceparent, customer_id)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-    " ON CONFLICT (tenant_id, invoice_id, stage, channel) DO NOTHING RETURNING delivery_id"
+    "INSERT INTO deliveries AS d (delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template,"
+    " recipient, payload, source_event_id, traceparent, customer_id,"
+    " state, cancel_reason, cancel_cause_event_id, cancelled_at)"
+    " SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::jsonb,"
+    " $10::uuid, $11::text, $12::text,"
+    " CASE WHEN s.reason IS NULL THEN 'pending' ELSE 'cancelled' END, s.reason, s.cause_event_id,"
+    " CASE WHEN s.reason IS NOT NULL THEN now() END"
+    " FROM (VALUES (1)) AS one LEFT JOIN invoice_stops s ON s.tenant_id = $2 AND s.invoice_id = $3"
+    f" ON CONFLICT (tenant_id, invoice_id, stage, channel) DO NOTHING RETURNING {_CANCELLED_COLUMNS}"
 )
 
 
@@ -58,11 +81,12 @@ async def insert_delivery(
     payload: dict[str, Any],
     source_event_id: str,
     traceparent: str | None,
-) -> str | None:
-    """Record a delivery to make; None if this (invoice, stage, channel) already has one. Its
-    customer (whose current contacts the dispatcher looks up) is the payload's."""
+) -> asyncpg.Record | None:
+    """Record a delivery to make (`_CANCELLED_COLUMNS`: its state is `cancelled` if the invoice is
+    stopped or paused); None if this (invoice, stage, channel) already has one. Its customer (whose
+    current contacts the dispatcher looks up) is the payload's."""
     customer_id = (payload.get("customer") or {}).get("customer_id")
-    return await conn.fetchval(
+    return await conn.fetchrow(
         _INSERT_DELIVERY,
         delivery_id,
         tenant_id,
@@ -80,18 +104,19 @@ async def insert_delivery(
 
 
 _RELEASE_EXPIRED_LEASES = (
-    "UPDATE deliveries SET state = 'pending', claimed_until = NULL, next_attempt_at = now(),"
-    " in_doubt_attempts = in_doubt_attempts + 1, last_in_doubt_at = now(),"
+    f"UPDATE deliveries d SET {_PENDING_UNLESS_STOPPED}, claimed_until = NULL, next_attempt_at = now(),"
+    " in_doubt_attempts = d.in_doubt_attempts + 1, last_in_doubt_at = now(),"
     " last_error_code = 'lease_expired',"
     " last_error = 'the worker sending this delivery stopped before recording the outcome',"
     " updated_at = now()"
-    " WHERE state = 'sending' AND claimed_until < now()"
-    " RETURNING delivery_id, tenant_id, invoice_id, stage, channel, attempts, in_doubt_attempts"
+    " WHERE d.state = 'sending' AND d.claimed_until < now()"
+    f" RETURNING {_CANCELLED_COLUMNS}, d.in_doubt_attempts"
 )
 
 
 async def release_expired_leases(conn: Executor) -> list[asyncpg.Record]:
-    """Put deliveries whose worker died or stalled mid-send (lease ran out) back to pending, due now.
+    """Put deliveries whose worker died or stalled mid-send (lease ran out) back to pending, due now
+    (`cancelled` if a stop marked them meanwhile: the caller publishes their ReminderCancelled).
 
     The attempt they were on is in doubt: the SMTP server may have accepted the message before the
     worker stopped, so the next attempt may deliver a second copy. That is counted in the same
@@ -118,24 +143,29 @@ async def claim_due(conn: Executor, limit: int, lease_seconds: float) -> list[as
 
 
 _RELEASE_CLAIMS = (
-    "UPDATE deliveries d SET state = 'pending', attempts = d.attempts - 1, claimed_until = NULL,"
+    f"UPDATE deliveries d SET {_PENDING_UNLESS_STOPPED}, attempts = d.attempts - 1, claimed_until = NULL,"
     " updated_at = now()"
     " FROM unnest($1::text[], $2::int[]) AS u(id, attempts)"
     " WHERE d.delivery_id = u.id AND d.state = 'sending' AND d.attempts = u.attempts"
+    f" RETURNING {_CANCELLED_COLUMNS}"
 )
 
 
-async def release_claims(conn: asyncpg.Connection, claims: Sequence[tuple[str, int]]) -> None:
-    """Hand back claimed deliveries that were never attempted (shutdown): pending, attempt not counted."""
+async def release_claims(conn: asyncpg.Connection, claims: Sequence[tuple[str, int]]) -> list[asyncpg.Record]:
+    """Hand back claimed deliveries that were never attempted (shutdown): pending, attempt not counted
+    (`cancelled` if a stop marked them meanwhile: the caller publishes their ReminderCancelled)."""
     if not claims:
-        return
+        return []
     ids, attempts = zip(*claims, strict=True)
-    await conn.execute(_RELEASE_CLAIMS, list(ids), list(attempts))
+    return await conn.fetch(_RELEASE_CLAIMS, list(ids), list(attempts))
 
 
 # A worker may record its outcome even if its lease ran out, as long as nobody re-claimed the row
 # (same attempts): the send happened, and recording it prevents a duplicate.
 _FENCE = " WHERE d.delivery_id = u.id AND d.attempts = u.attempts AND d.state IN ('sending', 'pending')"
+# A send is recorded even on a row a stop cancelled after its lease ran out (the truth: it went out,
+# in doubt); a failure or retry leaves such a row cancelled.
+_FENCE_SENT = _FENCE.replace("'pending')", "'pending', 'cancelled')")
 
 
 # Every outcome write also records the addresses its attempt used, the last two fields of each row:
@@ -143,14 +173,15 @@ _FENCE = " WHERE d.delivery_id = u.id AND d.attempts = u.attempts AND d.state IN
 _ADDRESSES = ", recipient = u.recipient, cc = ARRAY(SELECT jsonb_array_elements_text(u.cc::jsonb))"
 
 
-async def _record_outcomes(conn: asyncpg.Connection, statement: str, rows: Sequence[tuple[Any, ...]]) -> set[str]:
+async def _record_outcomes(
+    conn: asyncpg.Connection, statement: str, rows: Sequence[tuple[Any, ...]]
+) -> list[asyncpg.Record]:
     """Run one of the fenced outcome statements below over `rows` (an array per column, in the order of
-    its unnest); the ids of the deliveries it recorded (the others were re-claimed meanwhile)."""
+    its unnest); the rows of the deliveries it recorded (the others were re-claimed meanwhile)."""
     if not rows:
-        return set()
+        return []
     *columns, cc = (list(column) for column in zip(*rows, strict=True))
-    done = await conn.fetch(statement, *columns, [orjson.dumps(list(copies)).decode() for copies in cc])
-    return {r["delivery_id"] for r in done}
+    return await conn.fetch(statement, *columns, [orjson.dumps(list(copies)).decode() for copies in cc])
 
 
 _MARK_SENT = (
@@ -158,7 +189,7 @@ _MARK_SENT = (
     " claimed_until = NULL, last_error_code = NULL, last_error = NULL, updated_at = now()"
     + _ADDRESSES
     + " FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])"
-    " AS u(id, attempts, pmid, sent_at, recipient, cc)" + _FENCE + " RETURNING d.delivery_id"
+    " AS u(id, attempts, pmid, sent_at, recipient, cc)" + _FENCE_SENT + " RETURNING d.delivery_id"
 )
 
 
@@ -166,7 +197,7 @@ async def mark_sent(
     conn: asyncpg.Connection, rows: Sequence[tuple[str, int, str, datetime, str | None, Sequence[str]]]
 ) -> set[str]:
     """Sent: (delivery id, attempts, provider message id, sent at, To, Cc)."""
-    return await _record_outcomes(conn, _MARK_SENT, rows)
+    return {r["delivery_id"] for r in await _record_outcomes(conn, _MARK_SENT, rows)}
 
 
 _MARK_FAILED = (
@@ -182,27 +213,68 @@ async def mark_failed(
     conn: asyncpg.Connection, rows: Sequence[tuple[str, int, str, str, str | None, Sequence[str]]]
 ) -> set[str]:
     """Failed for good: (delivery id, attempts, error code, error, To, Cc)."""
-    return await _record_outcomes(conn, _MARK_FAILED, rows)
+    return {r["delivery_id"] for r in await _record_outcomes(conn, _MARK_FAILED, rows)}
 
 
 _MARK_RETRY = (
-    "UPDATE deliveries d SET state = 'pending', last_error_code = u.code, last_error = u.error,"
+    f"UPDATE deliveries d SET {_PENDING_UNLESS_STOPPED}, last_error_code = u.code, last_error = u.error,"
     " next_attempt_at = now() + make_interval(secs => u.delay), claimed_until = NULL, updated_at = now(),"
     " in_doubt_attempts = d.in_doubt_attempts + u.in_doubt::int,"
     " last_in_doubt_at = CASE WHEN u.in_doubt THEN now() ELSE d.last_in_doubt_at END"
     + _ADDRESSES
     + " FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::float8[], $6::bool[], $7::text[], $8::text[])"
-    " AS u(id, attempts, code, error, delay, in_doubt, recipient, cc)" + _FENCE + " RETURNING d.delivery_id"
+    " AS u(id, attempts, code, error, delay, in_doubt, recipient, cc)" + _FENCE + f" RETURNING {_CANCELLED_COLUMNS}"
 )
 
 
 async def mark_retry(
     conn: asyncpg.Connection, rows: Sequence[tuple[str, int, str, str, float, bool, str | None, Sequence[str]]]
-) -> set[str]:
+) -> list[asyncpg.Record]:
     """Back to pending after a transient failure: (delivery id, attempts, error code, error, delay,
     in doubt, To, Cc); `in doubt` when the server may have accepted the message all the same (timeout
-    or disconnect after DATA)."""
+    or disconnect after DATA). A delivery a stop marked mid-attempt becomes `cancelled` instead: the
+    rows recorded, with their state (`_CANCELLED_COLUMNS`)."""
     return await _record_outcomes(conn, _MARK_RETRY, rows)
+
+
+# One stop of an invoice: remembered (a terminal stop replaces a pause, nothing replaces a terminal
+# stop, a second pause keeps the first), its `pending` deliveries cancelled, its `sending` ones marked.
+_APPLY_STOP = (
+    "WITH stop AS ("
+    "  INSERT INTO invoice_stops (tenant_id, invoice_id, state, reason, cause_event_id, stopped_at)"
+    "  VALUES ($1, $2, $3, $4, $5, $6)"
+    "  ON CONFLICT (tenant_id, invoice_id) DO UPDATE SET state = excluded.state, reason = excluded.reason,"
+    "  cause_event_id = excluded.cause_event_id, stopped_at = excluded.stopped_at, applied_at = now()"
+    "  WHERE invoice_stops.state = 'paused' AND excluded.state = 'stopped')"
+    " UPDATE deliveries d SET state = CASE WHEN d.state = 'pending' THEN 'cancelled' ELSE d.state END,"
+    " cancelled_at = CASE WHEN d.state = 'pending' THEN now() END,"
+    " cancel_reason = $4, cancel_cause_event_id = $5, updated_at = now()"
+    " WHERE d.tenant_id = $1 AND d.invoice_id = $2 AND d.state IN ('pending', 'sending')"
+    f" RETURNING {_CANCELLED_COLUMNS}"
+)
+
+
+async def apply_stop(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    invoice_id: str,
+    state: str,
+    reason: str,
+    cause_event_id: str,
+    stopped_at: datetime,
+) -> list[asyncpg.Record]:
+    """Apply a stop (`state` stopped: terminal; paused: until resume) to an invoice's deliveries: the
+    ones it cancelled (state `cancelled`) and the ones it found mid-attempt (`sending`, now marked)."""
+    return await conn.fetch(_APPLY_STOP, tenant_id, invoice_id, state, reason, cause_event_id, stopped_at)
+
+
+_RESUME = "DELETE FROM invoice_stops WHERE tenant_id = $1 AND invoice_id = $2 AND state = 'paused' RETURNING reason"
+
+
+async def resume(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> str | None:
+    """Forget an invoice's pause (a terminal stop stays); the pause's reason, None if it had none."""
+    return await conn.fetchval(_RESUME, tenant_id, invoice_id)
 
 
 _UPSERT_CONTACT = (

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-DeliveryState = Literal["pending", "sending", "sent", "failed"]
+DeliveryState = Literal["pending", "sending", "sent", "failed", "cancelled"]
 INVOICE_ID = r"^inv_[0-9A-Za-z]{10,40}$"
 DELIVERY_ID = r"^dlv_[0-9A-Za-z]{10,40}$"
 
@@ -24,7 +24,15 @@ class DeliveryOut(BaseModel):
         )
     )
     cc: list[str] = Field(description="the addresses the last attempt copied (Cc header and envelope)")
-    state: DeliveryState
+    state: DeliveryState = Field(
+        description=(
+            "pending (waiting for its first attempt, or for a retry after a transient failure), sending (an"
+            " attempt in progress), sent, failed (for good), or cancelled: a stop of its invoice (paid, credited,"
+            " void, written off, or a hold, dispute, promise or payment plan pausing it) reached the notifier"
+            " before the next attempt started. No attempt starts after the notifier has applied the stop; an"
+            " attempt in progress at that moment finishes (sent, failed, or cancelled instead of a retry)"
+        )
+    )
     attempts: int = Field(description="attempts made (or in progress)")
     in_doubt_attempts: int = Field(
         description=(
@@ -42,6 +50,16 @@ class DeliveryOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None
+    cancel_reason: str | None = Field(
+        None,
+        description=(
+            "why a cancelled delivery was dropped: the scheduler's reason (invoice_settled, invoice_credited,"
+            " invoice_voided, invoice_written_off) or the pause's cause (hold, dispute, promise, payment_plan);"
+            " null unless cancelled"
+        ),
+        examples=["invoice_settled"],
+    )
+    cancelled_at: datetime | None = Field(None, description="when it was cancelled; null unless cancelled")
 
 
 class DeliveryList(BaseModel):

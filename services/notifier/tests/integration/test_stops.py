@@ -1,0 +1,181 @@
+"""The last mile: every stop of an invoice reaches the notifier, and no attempt starts after the
+notifier has applied it. Real PostgreSQL, a real SMTP server inside the test (aiosmtpd, refusing or
+accepting on cue), the stops applied through the handler table as the consumer does."""
+
+import asyncio
+
+import pytest
+
+from dunning_tools.testing.waits import async_wait_until
+
+pytestmark = pytest.mark.integration
+REFUSED = "451 4.3.0 Mailbox temporarily unavailable, try again later"
+RETRY_MAX = 0.5  # the test settings' retry_max_seconds: a delivery left pending is due again within it
+
+
+async def sent_to(notifier, smtp_capture, control: dict) -> None:
+    """Wait until the SMTP server accepted the control delivery, then past any retry's backoff: a
+    delivery still pending by then would have been attempted again."""
+    await notifier.receive(control)
+    await notifier.wait_state(control["invoice_id"], "sent")
+    await asyncio.sleep(2 * RETRY_MAX)
+    assert smtp_capture.copies({control["invoice_id"]})
+
+
+async def test_a_delivery_in_retry_backoff_is_cancelled_when_the_invoice_is_paid_and_never_sent(
+    notifier, smtp_capture, stage_data
+):
+    data = stage_data(stage="firm")
+    refusing = True
+    smtp_capture.on_data = lambda message: asyncio.sleep(0, REFUSED if refusing else None)
+    await notifier.receive(data)
+
+    async with notifier.dispatching(smtp_capture.port):
+
+        async def in_backoff():
+            row = await notifier.delivery(data["invoice_id"])
+            return row["state"] == "pending" and row["attempts"] >= 2 and row
+
+        await async_wait_until(in_backoff, what="two refused attempts")
+        stop = await notifier.stop("stopped", data["invoice_id"], reason="invoice_settled")
+        refusing = False  # the server accepts again: nothing of this invoice may reach it now
+        await sent_to(notifier, smtp_capture, stage_data())
+
+    row = await notifier.delivery(data["invoice_id"])
+    assert row["state"] == "cancelled" and row["cancel_reason"] == "invoice_settled"
+    assert smtp_capture.copies({data["invoice_id"]}) == {}
+    [event] = await notifier.reported(data["invoice_id"])
+    assert event["type"] == "dunning.ReminderCancelled.v1"
+    assert event["data"] == event["data"] | {
+        "delivery_id": row["delivery_id"],
+        "stage": "firm",
+        "reason": "invoice_settled",
+        "cause_event_id": stop["id"],
+        "attempts": row["attempts"],
+    }
+    assert row["attempts"] >= 2
+
+
+async def test_a_paused_invoices_delivery_is_cancelled_and_a_stage_after_the_resume_is_sent(notifier, stage_data):
+    soft = stage_data(stage="soft")
+    await notifier.receive(soft)
+    pause = await notifier.stop("paused", soft["invoice_id"], cause="dispute")
+
+    paused = await notifier.delivery(soft["invoice_id"])
+    assert paused["state"] == "cancelled" and paused["cancel_reason"] == "dispute" and paused["attempts"] == 0
+    await notifier.stop("resumed", soft["invoice_id"], cause="dispute", reason="dispute_rejected")
+    firm = dict(stage_data(stage="firm"), invoice_id=soft["invoice_id"], customer=soft["customer"])
+    await notifier.receive(firm)
+
+    async with notifier.dispatching():
+        await async_wait_until(
+            lambda: notifier.pool.fetchval(
+                "SELECT state = 'sent' FROM deliveries WHERE invoice_id = $1 AND stage = 'firm'", soft["invoice_id"]
+            ),
+            what="the firm reminder sent",
+        )
+    [mail] = await notifier.mail_to(soft["customer"]["email"])
+    assert mail["headers"]["X-Dunning-Stage"] == "firm"
+    reported = await notifier.reported(soft["invoice_id"])
+    assert [(e["type"], e["data"]["stage"]) for e in reported] == [
+        ("dunning.ReminderCancelled.v1", "soft"),
+        ("dunning.ReminderSent.v1", "firm"),
+    ]
+    assert reported[0]["data"]["cause_event_id"] == pause["id"] and reported[0]["data"]["attempts"] == 0
+
+
+@pytest.mark.parametrize(
+    "stops",
+    [
+        pytest.param([("stopped", {"reason": "invoice_voided"})], id="after-a-terminal-stop"),
+        pytest.param(
+            [
+                ("paused", {"cause": "hold"}),
+                ("stopped", {"reason": "invoice_voided"}),
+                ("resumed", {"cause": "hold"}),
+            ],
+            id="a-resume-does-not-undo-a-terminal-stop",
+        ),
+    ],
+)
+async def test_a_stage_escalated_after_a_terminal_stop_makes_no_sendable_delivery(
+    notifier, smtp_capture, stage_data, stops
+):
+    data = stage_data(stage="final")
+    for kind, fields in stops:
+        await notifier.stop(kind, data["invoice_id"], **fields)
+    await notifier.receive(data)  # a redelivery or re-emission of a stage fired before the stop
+
+    row = await notifier.delivery(data["invoice_id"])
+    assert row["state"] == "cancelled" and row["cancel_reason"] == "invoice_voided"
+    async with notifier.dispatching(smtp_capture.port):
+        await sent_to(notifier, smtp_capture, stage_data())
+    assert smtp_capture.copies({data["invoice_id"]}) == {}
+    [event] = await notifier.reported(data["invoice_id"])
+    assert event["type"] == "dunning.ReminderCancelled.v1"
+    assert event["data"]["attempts"] == 0 and event["data"]["reason"] == "invoice_voided"
+
+
+@pytest.mark.parametrize(
+    ("reply", "state", "reported"),
+    [
+        pytest.param(REFUSED, "cancelled", "dunning.ReminderCancelled.v1", id="fails-transiently-then-cancelled"),
+        pytest.param(None, "sent", "dunning.ReminderSent.v1", id="accepted-and-recorded-sent"),
+    ],
+)
+async def test_the_attempt_in_flight_at_the_stop_finishes_and_is_never_retried(
+    notifier, smtp_capture, stage_data, reply, state, reported
+):
+    data = stage_data(stage="soft")
+    mid_attempt: list[str] = []
+
+    async def stop_mid_attempt(message):
+        if message.invoice_id == data["invoice_id"] and not mid_attempt:
+            # The message is in the server's hands: the invoice is paid now, before the reply.
+            await notifier.stop("stopped", data["invoice_id"], reason="invoice_settled")
+            mid_attempt.append((await notifier.delivery(data["invoice_id"]))["state"])
+            return reply
+        return None
+
+    smtp_capture.on_data = stop_mid_attempt
+    await notifier.receive(data)
+    async with notifier.dispatching(smtp_capture.port):
+        row = await notifier.wait_state(data["invoice_id"], state)
+        await sent_to(notifier, smtp_capture, stage_data())  # the server accepts: a retry would get through
+
+    assert mid_attempt == ["sending"]  # the stop found it mid-attempt, and let it finish
+    row = await notifier.delivery(data["invoice_id"])
+    assert row["state"] == state and row["attempts"] == 1
+    assert sum(smtp_capture.copies({data["invoice_id"]}).values()) == (1 if state == "sent" else 0)
+    [event] = await notifier.reported(data["invoice_id"])
+    assert event["type"] == reported
+    if state == "cancelled":
+        assert event["data"]["attempts"] == 1 and event["data"]["reason"] == "invoice_settled"
+
+
+async def test_an_expired_lease_of_a_stopped_invoice_is_cancelled_not_sent_again(notifier, smtp_capture, stage_data):
+    data = stage_data()
+    await notifier.receive(data)
+    await notifier.leased(data["invoice_id"], seconds_left=-1)  # a replica claimed it and died mid-send
+    await notifier.stop("paused", data["invoice_id"], cause="promise")
+
+    async with notifier.dispatching(smtp_capture.port):
+        row = await notifier.wait_state(data["invoice_id"], "cancelled")
+        await sent_to(notifier, smtp_capture, stage_data())
+
+    assert row["in_doubt_attempts"] == 1 and row["cancel_reason"] == "promise"
+    assert smtp_capture.copies({data["invoice_id"]}) == {}
+    [event] = await notifier.reported(data["invoice_id"])
+    assert event["type"] == "dunning.ReminderCancelled.v1" and event["data"]["attempts"] == 1
+
+
+async def test_a_second_pause_and_a_redelivered_stop_cancel_nothing_twice(notifier, stage_data):
+    data = stage_data()
+    await notifier.receive(data)
+    hold = await notifier.stop("paused", data["invoice_id"], cause="hold")
+    await notifier.redeliver(hold)  # the inbox drops it
+    await notifier.stop("paused", data["invoice_id"], cause="dispute")
+
+    row = await notifier.delivery(data["invoice_id"])
+    assert row["cancel_reason"] == "hold"
+    assert [e["data"]["cause_event_id"] for e in await notifier.reported(data["invoice_id"])] == [hold["id"]]
