@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -24,6 +24,7 @@ from dunning.clock import isoformat
 from dunning.http import Page, Problem
 from dunning.money import MoneyError, format_amount, from_minor, parse_amount, to_minor
 from dunning.plans import allocate, paid_towards
+from dunning_ingest.stops import IsoText
 
 PLAN_ID = re.compile(r"^pln_[0-9A-Za-z]{10,40}$")
 MAX_INSTALMENTS = 36
@@ -40,7 +41,7 @@ _INTERVAL_DOC = 'An ISO 8601 duration of years, months, weeks and days: "P1M", "
 class InstalmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    due_date: date = Field(description="The day it is due (the customer's calendar).")
+    due_date: Annotated[date, IsoText] = Field(description="The day it is due (the customer's calendar).")
     amount: str = Field(description='Decimal string in major units, e.g. "250.00"; never a JSON number.')
 
     @field_validator("amount", mode="before")
@@ -63,7 +64,9 @@ class PlanTerms(BaseModel):
         description="Each instalment's due date and amount; they add up to the invoices' balance exactly.",
     )
     count: int | None = Field(None, ge=1, le=MAX_INSTALMENTS, description="How many instalments (even split).")
-    first_due_date: date | None = Field(None, description="The first instalment's due date (with `count`).")
+    first_due_date: Annotated[date, IsoText] | None = Field(
+        None, description="The first instalment's due date (with `count`)."
+    )
     interval: str | None = Field(None, max_length=20, description=_INTERVAL_DOC)
     agreed_by: str = Field("api", min_length=1, max_length=200, description="Who agreed the plan with the customer.")
 

@@ -43,7 +43,7 @@ _AGREE_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such invoice (or customer) for this tenant"},
     409: {
         "description": "An invoice is not open (`invoice_closed`: paid, void, written off) or already in an active "
-        "plan (`invoice_in_plan`, with its `plan_id`)"
+        "plan (`payment_plan_active`, with its `plan_id`) or under a pending promise to pay (`promise_pending`)"
     },
     422: {"description": "The instalments cannot be agreed: the problem names the field"},
 }

@@ -5,8 +5,9 @@ plan (InstalmentMissed, PaymentPlanBroken, PaymentPlanCompleted), which set its 
 Agreeing a plan is a stop (the plan's invoices pause), so its transaction joins invoice-ingest's
 acknowledgement fence first and answers with that instant as `acknowledged_at`
 (docs/cancel-guarantee.md#every-stop-under-the-gate). The invoices are locked (in id order, as a
-PATCH locks them) so their balances and states are read once: open, not in another active plan
-(409), one customer, one currency. A plan's status changes once, from `active`: the first of a
+PATCH locks them) so their balances and states are read once: open, not in another active plan nor
+under a pending promise to pay (409; a promise likewise refuses a planned invoice), one customer,
+one currency. A plan's status changes once, from `active`: the first of a
 cancellation here or the scheduler's verdict wins, and the other is then a no-op.
 """
 
@@ -38,6 +39,7 @@ from dunning_ingest import plans, repository
 from dunning_ingest.idempotency import Reply
 from dunning_ingest.repository import fence
 from dunning_ingest.repository import plans as repo
+from dunning_ingest.repository import promises as promises_repo
 
 log = get_logger(__name__)
 Run = Callable[[str, str | None, bytes | None, Callable[[asyncpg.Connection], Awaitable[Reply]]], Awaitable[Reply]]
@@ -114,9 +116,14 @@ class PlanService:
                 raise _conflict(
                     fields[list(invoice_ids).index(invoice_id)],
                     f"invoice {invoice_id} is already in the active payment plan {plan_id}",
-                    "invoice_in_plan",
+                    "payment_plan_active",
                     plan_id=plan_id,
                 )
+            for invoice_id, field in zip(invoice_ids, fields, strict=True):
+                if (promise := await promises_repo.pending_promise_of(conn, invoice_id)) is not None:
+                    promise_id = promise["promise_id"]
+                    message = f"invoice {invoice_id} has a pending promise to pay ({promise_id})"
+                    raise _conflict(field, message, "promise_pending", promise_id=promise_id)
             first = rows[invoice_ids[0]]
             currency, timezone = first["currency"], first["customer_timezone"]
             balances = [(i, quantize(rows[i]["balance"], currency)) for i in invoice_ids]

@@ -126,6 +126,12 @@ async def test_count_and_interval_split_evenly_with_the_remainder_last_and_month
             {"instalments": [{"due_date": day(3), "amount": 1250}]}, "instalments.0.amount", "value_error", id="number"
         ),
         pytest.param({**listed("1250.00"), "count": 2}, "count", "either", id="both-forms"),
+        pytest.param(
+            {"instalments": [{"due_date": 1800000000, "amount": "1250.00"}]},
+            "instalments.0.due_date",
+            "value_error",
+            id="date-as-number",
+        ),
         pytest.param({"count": 2, "first_due_date": day(3)}, "interval", "missing", id="no-interval"),
         pytest.param({}, "count", "missing", id="nothing"),
         pytest.param({"count": 2, "first_due_date": day(3), "interval": "PT1H"}, "interval", "invalid_interval"),
@@ -150,7 +156,7 @@ async def test_an_invoice_in_an_active_plan_or_not_open_or_unknown_is_refused(cl
     inv = await invoice(client, kit)
     first = await plan_for(client, inv["id"], listed("1250.00"))
     again = await plan_for(client, inv["id"], listed("1250.00"), status=409)
-    assert again["errors"][0]["code"] == "invoice_in_plan" and again["plan_id"] == first["plan_id"]
+    assert again["errors"][0]["code"] == "payment_plan_active" and again["plan_id"] == first["plan_id"]
 
     void = await invoice(client, kit)
     assert (await client.post(f"/v1/invoices/{void['id']}/void", json={"reason": "dup"})).status_code == 200
@@ -168,6 +174,21 @@ async def test_an_invoice_in_an_active_plan_or_not_open_or_unknown_is_refused(cl
         headers={"Authorization": f"Bearer {kit.OTHER_KEY}"},
     )
     assert other.status_code == 404
+    assert len(await kit.outbox_events(pool, "dunning.PaymentPlanAgreed.v1")) == 1
+
+
+async def test_a_plan_and_a_pending_promise_exclude_each_other(client, pool, kit):
+    promised = await invoice(client, kit)
+    r = await client.post(f"/v1/invoices/{promised['id']}/promises", json={"amount": "1250.00", "date": day(7)})
+    assert r.status_code == 201, r.text
+    problem = await plan_for(client, promised["id"], listed("1250.00"), status=409)
+    assert (problem["errors"][0]["field"], problem["errors"][0]["code"]) == ("invoice_id", "promise_pending")
+    assert problem["promise_id"] == r.json()["promise_id"]
+
+    planned = await invoice(client, kit)
+    plan = await plan_for(client, planned["id"], listed("1250.00"))
+    refused = await client.post(f"/v1/invoices/{planned['id']}/promises", json={"amount": "100.00", "date": day(7)})
+    assert refused.status_code == 409 and refused.json()["plan_id"] == plan["plan_id"]
     assert len(await kit.outbox_events(pool, "dunning.PaymentPlanAgreed.v1")) == 1
 
 
@@ -202,7 +223,7 @@ async def test_a_plan_over_several_invoices_of_one_customer(client, pool, kit):
             {"customer_id": customer_id, "invoice_ids": [a["id"]]},
             409,
             "invoice_ids.0",
-            "invoice_in_plan",
+            "payment_plan_active",
         ),
         (
             {"customer_id": customer_id, "invoice_ids": [dollars["id"], dollars["id"]]},
