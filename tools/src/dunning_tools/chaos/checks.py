@@ -29,14 +29,29 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.parser import BytesHeaderParser
 from pathlib import Path
-from typing import Any, overload
+from typing import overload
 
 STAGES = ("pre_due", "soft", "firm", "final")  # the run's policy
 RACE_MS = 50.0  # stops are aimed within +-50 ms of a stage's scheduled time
 # The stops raced, with their shares: payments (Stripe webhook, POST /v1/payments) and settling credit
-# notes are acknowledged by reconciliation (under the payments watermark); voids and write-offs by ingest.
-KINDS = {"stripe": 0.25, "api": 0.25, "credit_note": 0.2, "void": 0.2, "write_off": 0.1}
-UNDER_WATERMARK = ("stripe", "api", "credit_note")
+# notes are acknowledged by reconciliation (payments watermark); voids, write-offs, holds, disputes,
+# promises and plans by invoice-ingest (stops watermark); a due-date change is raced too (a re-plan).
+KINDS = {
+    "stripe": 0.09,
+    "api": 0.09,
+    "credit_note": 0.08,
+    "void": 0.08,
+    "write_off": 0.06,
+    "hold_invoice": 0.1,
+    "hold_customer": 0.08,
+    "dispute": 0.12,
+    "promise": 0.11,
+    "plan": 0.09,
+    "due_date": 0.1,
+}
+PAUSES = ("hold_invoice", "hold_customer", "dispute", "promise", "plan")
+UNDER_WATERMARK = tuple(k for k in KINDS if k != "due_date")
+DETAILS_SAMPLE = 300  # timelines read besides every raced invoice's
 CLOSED_BY_INGEST = ("invoice_voided", "invoice_written_off")  # StagesCancelled reasons of ingest's stops
 STABLE_SECONDS = 5.0  # mail count unchanged this long (with nothing pending) before the full check
 TERMINAL = ("fired", "cancelled", "skipped")
@@ -95,6 +110,7 @@ class State:
     payments: list[dict] = field(default_factory=list)
     credit_notes: list[dict] = field(default_factory=list)
     ingest_status: dict[str, str] = field(default_factory=dict)  # invoice id -> paid | void | written_off
+    details: dict[str, dict] = field(default_factory=dict)  # invoice id -> GET /v1/invoices/{id} (timeline)
     mails: list[Mail] = field(default_factory=list)
     waiting_on: dict = field(default_factory=dict)
 
@@ -160,9 +176,32 @@ async def fetch_timers(run, invoice_ids: list[str]) -> dict[str, dict | None]:
     return dict(await asyncio.gather(*(one(i) for i in invoice_ids)))
 
 
-def settled_view(view: dict | None) -> bool:
-    """Every timer decided (fired, cancelled or skipped), for a planned invoice."""
-    return bool(view and view.get("planned") and view["timers"] and all(t["state"] in TERMINAL for t in view["timers"]))
+def settled_view(view: dict | None, held: bool = False) -> bool:
+    """Every timer decided (fired, cancelled or skipped; paused too if the invoice is `held`: a pause
+    the run leaves in force), for a planned invoice."""
+    done = (*TERMINAL, "paused") if held else TERMINAL
+    return bool(view and view.get("planned") and view["timers"] and all(t["state"] in done for t in view["timers"]))
+
+
+def held_at_end(run) -> set[str]:
+    """Invoices the run leaves paused: a hold kept on, a dispute left open, a pause not acknowledged."""
+    return {
+        p.invoice_id
+        for p in run.payments
+        if p.via in PAUSES and (p.outcome in ("kept_on", "open") or p.acknowledged_at is None)
+    }
+
+
+async def fetch_details(run, invoice_ids: list[str]) -> dict[str, dict]:
+    ingest = run.stack.url("invoice-ingest")
+    sem = asyncio.Semaphore(16)
+
+    async def one(invoice_id: str):
+        async with sem:
+            r = await run.get(f"{ingest}/v1/invoices/{invoice_id}")
+        return invoice_id, (r.json() if r.status_code == 200 else {})
+
+    return dict(await asyncio.gather(*(one(i) for i in invoice_ids)))
 
 
 async def notifier_busy(run) -> bool:
@@ -187,9 +226,12 @@ async def quiesce(run) -> State:
         if count != last_count:
             last_count, stable_since = count, time.time()
         if time.time() - stable_since >= STABLE_SECONDS and not await notifier_busy(run):
-            todo = [inv.id for inv in run.invoices if inv.id and not settled_view(state.timers.get(inv.id))]
+            held = held_at_end(run)
+            todo = [
+                inv.id for inv in run.invoices if inv.id and not settled_view(state.timers.get(inv.id), inv.id in held)
+            ]
             state.timers.update(await fetch_timers(run, todo))
-            undecided = [i for i in todo if not settled_view(state.timers.get(i))]
+            undecided = [i for i in todo if not settled_view(state.timers.get(i), i in held)]
             state.deliveries = await pages(run, f"{run.stack.url('notifier')}/v1/deliveries", 500)
             done = {
                 (d["invoice_id"], d["stage"], d["channel"])
@@ -231,6 +273,11 @@ async def quiesce(run) -> State:
         missing = [inv.id for inv in run.invoices if inv.id and inv.id not in state.timers]
         state.timers.update(await fetch_timers(run, missing))
     state.mails = read_mail(maildir, run.tenant["tenant_id"])
+    issued = [inv for inv in run.invoices if inv.id]
+    sample = [inv.id for inv in issued if inv.race] + [
+        inv.id for inv in run.rng.sample(issued, min(DETAILS_SAMPLE, len(issued)))
+    ]
+    state.details = await fetch_details(run, sorted(set(sample)))
     run.log(
         f"quiescence {'reached' if state.quiescent else 'NOT reached'} after {state.waited:.1f} s; "
         f"{len(state.mails)} reminders received"
@@ -258,27 +305,22 @@ def count_by(items: list[dict], *fields: str) -> dict[str, int]:
 
 
 def analyse(run, state: State) -> dict:
-    cfg, pays = run.cfg, {p.reference: p for p in run.payments}  # every raced stop, by its reference
+    from dunning_tools.chaos import aim, infra, verdicts  # they use this module's helpers
+
+    cfg = run.cfg
     windows = fault_windows(run)
-    pause = next(((f.start, f.end or state.end) for f in run.faults if f.kind == "relay_pause"), None)
 
     def healthy(s: float) -> bool:
         return not any(lo <= s <= hi for lo, hi, _ in windows)
 
-    # Payments and credit notes as reconciliation reports them, voids and write-offs as invoice-ingest
-    # answered them: the earliest settling acknowledgement per invoice.
-    ack: dict[str, float] = {}
-    for row in state.payments + state.credit_notes:
-        a = ts(row["acknowledged_at"])
-        if p := pays.get(row["reference"]):
-            p.acknowledged_at, p.settled = a, row["settled"]
-        if row["settled"] and row["invoice_id"]:
-            ack[row["invoice_id"]] = min(a, ack.get(row["invoice_id"], a))
-    closed_by_ingest = {p.invoice_id for p in run.payments if not p.under_watermark and p.acknowledged_at}
-    for p in run.payments:
-        if p.invoice_id in closed_by_ingest and p.acknowledged_at:
-            ack[p.invoice_id] = min(p.acknowledged_at, ack.get(p.invoice_id, p.acknowledged_at))
-    by_invoice_payment = {p.invoice_id: p for p in run.payments}
+    # Every stop on each invoice, and the earliest acknowledgement of a terminal one (settled, void,
+    # written off): what the consistency figures compare with invoice-ingest's statuses.
+    stops_of = verdicts.intervals(run, state)
+    ack = {
+        i: min(a for a, end, via in v if end == verdicts.INF and via not in PAUSES)
+        for i, v in stops_of.items()
+        if any(end == verdicts.INF and via not in PAUSES for _, end, via in v)
+    }
 
     # Each stage's scheduled time: the scheduler's, else issued_at + offset (never planned).
     invoices = [inv for inv in run.invoices if inv.id]
@@ -309,18 +351,6 @@ def analyse(run, state: State) -> dict:
                         }
                     )
 
-    # When the scheduler applied each invoice's stop: settled_at for a payment or credit note; for a void
-    # or write-off, its cancellations' cancelled_at (the applying transaction's start, not its commit: a
-    # stage may fire after it and before the commit, in the stop window). What tells a stage fired after
-    # the commit is order: the stop cancels every stage still scheduled, and stages fire in time order, so
-    # a fired stage scheduled after one the stop cancelled fired after the stop ("cut" below).
-    settled_at = {i: ts(v.get("settled_at")) for i, v in state.timers.items() if v}
-    cut: dict[str, float] = {}  # ingest-closed invoice -> earliest scheduled_at its stop cancelled
-    for i, v in state.timers.items():
-        closing = [t for t in (v or {}).get("timers", []) if t.get("reason") in CLOSED_BY_INGEST]
-        if closing:
-            settled_at[i] = min(ts(t["cancelled_at"]) for t in closing)
-            cut[i] = min(ts(t["scheduled_at"]) for t in closing)
     received: dict[tuple[str, str, str], list[Mail]] = defaultdict(list)
     by_message_id: dict[str, list[Mail]] = defaultdict(list)
     for m in state.mails:
@@ -331,79 +361,17 @@ def analyse(run, state: State) -> dict:
     deliveries = {(d["invoice_id"], d["stage"], d["channel"]): d for d in state.deliveries}
     in_doubt_field = any("in_doubt_attempts" in d for d in state.deliveries)
 
-    # 1. No reminder after a payment (or any other stop).
-    violations: list[dict[str, Any]] = []
-    stop_window: list[dict[str, Any]] = []
-    for key, copies in received.items():
-        invoice_id, stage, _ = key
-        a, s = ack.get(invoice_id), copies[0].scheduled_at or scheduled.get(key)
-        if a is None or s is None or s < a:
-            continue
-        p, t = by_invoice_payment.get(invoice_id), timer.get(key, {})
-        fired, known = ts(t.get("fired_at")), settled_at.get(invoice_id)
-        if invoice_id in closed_by_ingest and fired is not None and s < cut.get(invoice_id, float("inf")):
-            stop_window.append(
-                {
-                    "invoice_id": invoice_id,
-                    "stage": stage,
-                    "via": p.via if p else None,
-                    "scheduled_after_ack_ms": round((s - a) * 1000, 1),
-                    "scheduler_applied_after_ack_ms": round((known - a) * 1000, 1) if known else None,
-                }
-            )
-            continue
-        violations.append(
-            {
-                "invoice_id": invoice_id,
-                "stage": stage,
-                "scheduled_at": iso(s),
-                "acknowledged_at": iso(a),
-                "cause": (
-                    "timer not fired"
-                    if fired is None
-                    else "fired after the void or write-off cancelled an earlier stage"
-                    if invoice_id in closed_by_ingest
-                    else "fired before the scheduler learnt of the payment"
-                    if known is None or known > fired
-                    else "fired although the scheduler knew the invoice was closed"
-                ),
-                "scheduler_settled_after_ack_ms": round((known - a) * 1000, 1) if known else None,
-                "scheduled_after_ack_ms": round((s - a) * 1000, 1),
-                "via": p.via if p else None,
-                "scheduled_between_request_and_answer": bool(
-                    p and p.sent_at and p.answered_at and p.sent_at <= s <= p.answered_at
-                ),
-                "ack_during_relay_pause": bool(pause and pause[0] <= a <= pause[1]),
-                "timer_state": t.get("state"),
-                "fired_after_ack_ms": round((ts(t["fired_at"]) - a) * 1000, 1) if t.get("fired_at") else None,
-                "received_after_ack_ms": round(((copies[0].received_at or 0) - a) * 1000, 1),
-                "copies": len(copies),
-            }
-        )
-
-    # 2. None lost.
-    lost_unpaid: list[dict[str, Any]] = []
-    lost_fired: list[dict[str, Any]] = []
-    not_sent_before_payment: list[dict[str, Any]] = []
-    for key, s in scheduled.items():
-        if key in received:
-            continue
-        invoice_id, name, _ = key
-        a, t, d = ack.get(invoice_id), timer.get(key, {}), deliveries.get(key, {})
-        item = {
-            "invoice_id": invoice_id,
-            "stage": name,
-            "scheduled_at": iso(s),
-            "timer_state": t.get("state"),
-            "timer_reason": t.get("reason"),
-            "delivery_state": d.get("state"),
-        }
-        if a is None and s <= state.end:
-            lost_unpaid.append(item)
-        if t.get("state") == "fired":
-            lost_fired.append(item)
-        elif a is not None and s < a:
-            not_sent_before_payment.append({**item, "before_ack_ms": round((a - s) * 1000, 1)})
+    # 1 and 2: no reminder while a stop is in force, none lost, timelines as received.
+    expected = {
+        (inv.id, name, "email"): inv.issued_at + offset
+        for inv in invoices
+        for name, offset in zip(STAGES, cfg.offsets, strict=False)
+    }
+    timers_all = {
+        (i, t["stage"], t["channel"]): t for i, view in state.timers.items() if view for t in view.get("timers", [])
+    }
+    verdict = verdicts.judge(run, state, received, timers_all, expected)
+    violations, lost = verdict["violations"], verdict["lost"]
 
     # 3. None twice.
     duplicates = []
@@ -442,15 +410,15 @@ def analyse(run, state: State) -> dict:
         if healthy(s):
             late_healthy.append(copies[0].received_at - s)
 
-    # Payments raced: acknowledged within +-50 ms of the stage time they were aimed at.
-    offsets_ms, within = [], 0
-    for p in run.payments:
-        inv_id = p.invoice_id
-        s = scheduled.get((inv_id, p.stage, "email"))
-        if p.acknowledged_at is not None and s is not None:
-            offsets_ms.append((p.acknowledged_at - s) * 1000)
-            within += abs(p.acknowledged_at - s) <= RACE_MS / 1000
-    kills = [f for f in run.faults if f.kind == "kill"]
+    # Stops raced: acknowledged within +-50 ms of the stage time they were aimed at, per kind.
+    share = aim.shares(run.payments, lambda p: expected.get((p.invoice_id, p.stage, "email")), RACE_MS)
+    offsets_ms = [
+        (p.acknowledged_at - s) * 1000
+        for p in run.payments
+        if p.acknowledged_at is not None and (s := expected.get((p.invoice_id, p.stage, "email"))) is not None
+    ]
+    within = sum(v["within"] for v in share.values())
+    kills = [f for f in run.faults if f.kind in ("kill", "infra_kill")]
     by_service: dict[str, int] = defaultdict(int)
     for f in kills:
         by_service[f.target.split("#")[0]] += 1
@@ -489,6 +457,10 @@ def analyse(run, state: State) -> dict:
                 if f.kind == "crash"
             ],
             "relay": run.relay,
+            "infrastructure": infra.summary(run),
+            "exits_during_outages": [
+                {"target": f.target, "at": iso(f.start)} for f in run.faults if f.kind == "outage_exit"
+            ],
             "windows": [(iso(lo), iso(hi), w) for lo, hi, w in windows],
         },
         "payments": {
@@ -499,6 +471,8 @@ def analyse(run, state: State) -> dict:
             "retried": sum(p.attempts > 1 for p in run.payments),
             "failed": [{"reference": p.reference, "error": p.error} for p in run.payments if p.error][:20],
             "ack_within_50ms_of_stage": within,
+            "share_within_50ms_by_kind": share,
+            "kinds_below_share": aim.below(share),
             "ack_minus_stage_ms": {
                 "p1": _r(pct(offsets_ms, 0.01)),
                 "p50": _r(pct(offsets_ms, 0.5)),
@@ -506,37 +480,26 @@ def analyse(run, state: State) -> dict:
             },
         },
         "received": {"reminders": len(state.mails), "distinct": len(received)},
-        "stop_window": {
-            "count": len(stop_window),
-            "rule": "voided or written off: scheduled after the stop's acknowledgement, fired before the scheduler"
-            " applied it (not under the payments watermark yet; README)",
-            "scheduler_applied_after_ack_ms": spread_of(
-                [w["scheduler_applied_after_ack_ms"] for w in stop_window if w["scheduler_applied_after_ack_ms"]]
-            ),
-            "items": stop_window[:50],
-        },
         "violations": {
             "count": len(violations),
-            "scheduled_between_request_and_answer": sum(v["scheduled_between_request_and_answer"] for v in violations),
-            "ack_during_relay_pause": sum(v["ack_during_relay_pause"] for v in violations),
-            "by_cause": count_by(violations, "cause"),
+            "rule": "a reminder scheduled at or after a stop's acknowledged_at, fired while the stop was in force",
+            "by_kind": count_by(violations, "via"),
             "scheduled_after_ack_ms": spread_of([v["scheduled_after_ack_ms"] for v in violations]),
-            "items": violations,
+            "items": violations[:100],
         },
         "lost": {
-            "count": len({(i["invoice_id"], i["stage"]) for i in lost_unpaid + lost_fired}),
-            "by_timer_state": count_by(lost_unpaid + lost_fired, "timer_state", "timer_reason"),
-            "unpaid_never_received": lost_unpaid,
-            "fired_never_received": lost_fired,
+            "count": len({(i["invoice_id"], i["stage"]) for i in lost}),
+            "by_reason": count_by(lost, "why", "timer_state"),
+            "items": lost[:100],
         },
-        "not_sent_due_before_payment": {
-            "count": len(not_sent_before_payment),
-            "before_ack": {
-                "<1s": sum(i["before_ack_ms"] < 1000 for i in not_sent_before_payment),
-                "1-10s": sum(1000 <= i["before_ack_ms"] < 10000 for i in not_sent_before_payment),
-                ">=10s": sum(i["before_ack_ms"] >= 10000 for i in not_sent_before_payment),
-            },
-            "items": not_sent_before_payment[:50],
+        "timelines": {
+            "checked": verdict["timelines_checked"],
+            "mismatches": len(verdict["timeline_mismatches"]),
+            "items": verdict["timeline_mismatches"][:20],
+        },
+        "pauses": {
+            "outcomes": verdict["pause_outcomes"],
+            "fired_not_received_explained_by_reminder_cancelled": verdict["reminder_cancelled_explained"],
         },
         "duplicates": {
             "count": len(duplicates),
@@ -567,5 +530,12 @@ def analyse(run, state: State) -> dict:
         "quiescence": {"reached": state.quiescent, "waited_s": round(state.waited, 1), "waiting_on": state.waiting_on},
         "notes": run.notes,
     }
-    report["ok"] = state.quiescent and not violations and not report["lost"]["count"] and not unexplained
+    report["ok"] = (
+        state.quiescent
+        and not violations
+        and not report["lost"]["count"]
+        and not unexplained
+        and not report["payments"]["kinds_below_share"]
+        and not verdict["timeline_mismatches"]
+    )
     return report

@@ -37,7 +37,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -47,8 +46,9 @@ import httpx
 import orjson
 
 from dunning_cli.tenants import create_tenant
-from dunning_tools.chaos import checks, stops
-from dunning_tools.chaos.checks import RACE_MS, STAGES, ts
+from dunning_tools.chaos import checks, infra, pauses, stops
+from dunning_tools.chaos.aim import Aim
+from dunning_tools.chaos.checks import STAGES, ts
 from dunning_tools.chaos.stops import Stop
 from dunning_tools.stack.service import ServiceProc
 from dunning_tools.stack.system import Ports, Stack
@@ -69,6 +69,10 @@ class Config:
     healthy_margin: float = 10.0  # seconds after a fault still counted as its window
     quiesce_timeout: float = 240.0
     notifier_lease: float = 20.0  # NOTIFIER_LEASE_SECONDS (default 120 s) for the run
+    infra_faults: bool = True  # SIGKILL PostgreSQL and the broker (each at least once) in the kill window
+    infra_every: float = 120.0  # one of each per this many seconds of the kill window
+    infra_down_for: tuple[float, float] = (1.0, 3.0)
+    tail: float = 90.0  # seconds after the last stage a promise or plan may still break (else it is kept)
     seed: int = 1
     workdir: Path = Path(".run/chaos")
     keep_data: bool = False
@@ -95,7 +99,15 @@ class Config:
         return max(lo, (lo + hi - self.relay_pause) / 2)
 
 
-SHORT = {"invoices": 600, "duration": 50.0, "kill_every": (4.0, 6.0), "relay_pause": 8.0, "quiesce_timeout": 100.0}
+SHORT = {
+    "invoices": 600,
+    "duration": 50.0,
+    "kill_every": (4.0, 6.0),
+    "relay_pause": 8.0,
+    "quiesce_timeout": 100.0,
+    "infra_faults": False,
+    "tail": 30.0,
+}
 
 
 @dataclass
@@ -107,6 +119,11 @@ class Invoice:
     id: str | None = None
     issued_at: float | None = None  # epoch seconds (ingest's created_at, which is the issued_at)
     race: tuple[int, float, str] | None = None  # (stage index, delta seconds, a kind of stops.KINDS)
+    outcome: str | None = None  # what follows a pause (pauses.OUTCOMES)
+    due_date: date = date.today() + timedelta(days=30)
+    timezone: str = "Europe/London"
+    promised_date: date | None = None  # a promise's date, a plan's first due date (pauses.plan_deadline)
+    deadline: float | None = None
 
 
 @dataclass
@@ -137,7 +154,7 @@ class Run:
         self.faults: list[Fault] = []
         self.notes: list[str] = []
         self.down: set[int] = set()  # ids of processes we killed and have not restarted yet
-        self.leads: deque[float] = deque([0.01], maxlen=25)  # request sent -> acknowledged_at, recent
+        self.aim = Aim()  # per kind of stop: request sent -> acknowledged_at, recent
         # Requests in flight, bounded below the client's connections: when the services slow down,
         # callers queue here (cheap) rather than in httpx's pool, whose wait queue costs CPU per waiter.
         self.inflight = asyncio.Semaphore(48)
@@ -152,10 +169,16 @@ class Run:
         if self.rng.random() < self.cfg.race_share:
             inv.race = (
                 self.rng.randrange(len(STAGES)),
-                self.rng.uniform(-RACE_MS, RACE_MS) / 1000,
+                stops.aim_delta(self.rng),
                 stops.pick_kind(self.rng),
             )
+            inv.outcome = pauses.outcome_of(self.rng, inv.race[2])
         return inv
+
+    @property
+    def horizon(self) -> float:
+        """Until when a promise or plan may break and still have its resumed stages sent in the run."""
+        return self.t0 + self.cfg.spread + self.cfg.offsets[-1] + self.cfg.tail
 
     sleep_until = staticmethod(sleep_until)
 
@@ -168,15 +191,19 @@ class Run:
         print(f"[{elapsed:7.1f}s] {text}", flush=True)
 
     # -- HTTP with retries (what a well-behaved client does when a replica dies under it) ---------
-    async def send(self, make, *, retry_statuses=(500, 502, 503, 504), deadline: float = 120.0):
+    async def send(self, make, *, retry_statuses=(500, 502, 503, 504), deadline: float = 120.0, queue=True):
         """make(attempt) -> the response of one attempt; retried on connection errors and retry_statuses
-        (at least three attempts, then until `deadline` seconds have passed)."""
+        (at least three attempts, then until `deadline` seconds have passed). A raced stop's first
+        attempt does not queue behind the others (queue=False): it is timed."""
         give_up = time.monotonic() + deadline
         attempt, delay = 0, 0.05
         while True:
             attempt += 1
             try:
-                async with self.inflight:
+                if queue or attempt > 1:
+                    async with self.inflight:
+                        r = await make(attempt)
+                else:
                     r = await make(attempt)
                 if r.status_code not in retry_statuses:
                     return r, attempt
@@ -230,20 +257,22 @@ class Run:
         self.pay_tasks += [asyncio.ensure_future(stops.race(self, inv)) for inv in batch if inv.race is not None]
 
     def _body(self, inv: Invoice) -> dict:
+        if inv.race is not None and inv.race[2] in ("promise", "plan"):
+            pauses.plan_deadline(self, inv, time.time() + self.cfg.offsets[inv.race[0]])
         return {
             "external_id": inv.external_id,
             "number": inv.external_id,
             "currency": "EUR",
             "amount_due": inv.amount,
             "issue_date": date.today().isoformat(),
-            "due_date": (date.today() + timedelta(days=30)).isoformat(),
+            "due_date": inv.due_date.isoformat(),
             "payment_url": f"https://pay.example.com/{inv.external_id}",
             "customer": {
                 "external_id": f"C-{inv.external_id}",
                 "name": f"Customer {inv.index}",
                 "email": inv.email,
                 "locale": "en-GB",
-                "timezone": "Europe/London",
+                "timezone": inv.timezone,
             },
         }
 
@@ -310,11 +339,14 @@ class Run:
                 proc = sp.proc
                 if id(sp) not in self.down and proc is not None and proc.poll() is not None:
                     tail = sp.log_path.read_text(errors="replace")[-1500:] if sp.log_path.exists() else ""
+                    outage = infra.outage_of(self, time.time())
+                    kind = "crash" if outage is None else "outage_exit"
                     fault = Fault(
-                        "crash", f"{sp.name}#{sp.replica}", time.time(), detail=f"exit {proc.returncode}: {tail}"
+                        kind, f"{sp.name}#{sp.replica}", time.time(), detail=f"exit {proc.returncode}: {tail}"
                     )
                     self.faults.append(fault)
-                    self.log(f"CRASH {fault.target} exited {proc.returncode} (not killed by us): restarting")
+                    why = "not killed by us" if outage is None else f"{outage.target} was killed just before"
+                    self.log(f"{kind.upper()} {fault.target} exited {proc.returncode} ({why}): restarting")
                     self.restart(sp, fault)
             await asyncio.sleep(0.5)
 
@@ -364,7 +396,10 @@ class Run:
         )
         try:
             await asyncio.sleep(self.cfg.relay_pause / 2)
-            self.relay["observed_effective"] = await self.pause_effective(paused_at)
+            try:  # an observation: it must not hold the relay paused longer than planned
+                self.relay["observed_effective"] = await asyncio.wait_for(self.pause_effective(paused_at), 10)
+            except (TimeoutError, RuntimeError) as exc:
+                self.relay["observed_effective"] = f"not observed: {exc!r}"
             await sleep_until(paused_at + self.cfg.relay_pause)
         finally:
             self.relay["resume_requested_at_s"] = round(time.time() - self.t0, 1)
@@ -392,6 +427,15 @@ class Run:
             policy = {
                 "anchor": "issued_at",
                 "stages": [{"name": n, "offset": f"PT{o:.3f}S"} for n, o in zip(STAGES, cfg.offsets, strict=False)],
+                "pauses": {"resume": "spaced", "promise_grace": f"PT{pauses.GRACE_S:g}S"},
+                "payment_plans": {
+                    "grace": f"PT{pauses.GRACE_S:g}S",
+                    "reminders": [
+                        {"name": "instalment_pre_due", "offset": f"-PT{cfg.gap:.0f}S"},
+                        {"name": "instalment_overdue", "offset": "PT1S"},
+                    ],
+                    "channels": ["email"],
+                },
             }
             r = await client.put(f"{self.stack.url('scheduler')}/v1/policy", json=policy, headers=self.auth)
             r.raise_for_status()
@@ -405,7 +449,11 @@ class Run:
                 f" {lo:.0f} s to {hi:.0f} s; relay pause {cfg.relay_pause:g} s at {cfg.pause_at:.0f} s"
             )
             supervisor = asyncio.ensure_future(self.supervise())
-            faults = [asyncio.ensure_future(self.chaos_monkey()), asyncio.ensure_future(self.pause_relay())]
+            faults = [
+                asyncio.ensure_future(self.chaos_monkey()),
+                asyncio.ensure_future(self.pause_relay()),
+                asyncio.ensure_future(infra.inject(self)),
+            ]
             try:
                 await self.issue_all()
                 self.log(f"all {cfg.invoices} invoices issued")
@@ -413,6 +461,10 @@ class Run:
                 last_due = max(inv.issued_at or 0 for inv in self.invoices) + cfg.offsets[-1]
                 await sleep_until(last_due + 1)
                 await asyncio.gather(*self.pay_tasks)
+                broken = [p.ends_at for p in self.payments if p.outcome == "broken" and p.ends_at]
+                if broken:  # a broken promise or plan resumes at its deadline; its owed stages keep their spacing
+                    self.log("waiting for the last broken promise or plan's deadline")
+                    await sleep_until(max(broken) + 1)
                 self.log("every stage is due now; waiting for quiescence")
                 state = await checks.quiesce(self)
             finally:
@@ -428,7 +480,6 @@ def summary(report: dict) -> str:
     f, p, v, lost, d, lat = (
         report[k] for k in ("faults", "payments", "violations", "lost", "duplicates", "lateness_s")
     )
-    nb = report["not_sent_due_before_payment"]
     relay = f["relay"]
     relay_text = (
         "paused and resumed"
@@ -455,33 +506,38 @@ def summary(report: dict) -> str:
         f"({report['invoices']['unplanned']} invoices not fully planned by the scheduler, "
         f"{report['invoices']['scheduled_differs_from_issued_at_plus_offset']} stages moved by the scheduler)",
         f"faults          {f['kills']} SIGKILLs {f['kills_by_service']}, {f['restarts']} restarts, "
-        f"{len(f['crashes'])} crashes not ours; relay {relay_text}"
+        f"{len(f['crashes'])} crashes not ours, {len(f['exits_during_outages'])} exits during an outage; "
+        f"relay {relay_text}"
         + (f", observed effective: {relay.get('observed_effective')}" if relay.get("paused") else ""),
-        f"stops           {p['raced']} raced ({p['by_channel']['stripe']} Stripe webhooks, {p['by_channel']['api']} "
-        f"POST /v1/payments, {p['by_channel']['credit_note']} credit notes, {p['by_channel']['void']} voids, "
-        f"{p['by_channel']['write_off']} write-offs), {p['acknowledged']} acknowledged, {p['settled']} settled, "
-        f"{p['retried']} retried; "
-        f"{p['ack_within_50ms_of_stage']} acknowledged within +-50 ms of their stage "
-        f"(ack - stage p1/p50/p99 {p['ack_minus_stage_ms']['p1']}/{p['ack_minus_stage_ms']['p50']}/"
-        f"{p['ack_minus_stage_ms']['p99']} ms)",
+        "infrastructure  "
+        + (
+            "; ".join(
+                f"{x['target']} SIGKILLed at {x['killed_at_s']} s, down {x['down_s']} s" for x in f["infrastructure"]
+            )
+            or "not killed"
+        ),
+        f"stops           {p['raced']} raced {p['by_channel']}, {p['acknowledged']} acknowledged, "
+        f"{p['settled']} settled, {p['retried']} retried; {p['ack_within_50ms_of_stage']} acknowledged within "
+        f"+-50 ms of their stage (ack - stage p1/p50/p99 {p['ack_minus_stage_ms']['p1']}/"
+        f"{p['ack_minus_stage_ms']['p50']}/{p['ack_minus_stage_ms']['p99']} ms)",
+        "within +-50 ms  "
+        + ", ".join(
+            f"{k} {x['within']}/{x['acknowledged']} ({100 * x['share']:.0f} %)"
+            for k, x in p["share_within_50ms_by_kind"].items()
+        )
+        + (f"; BELOW 80 %: {p['kinds_below_share']}" if p["kinds_below_share"] else "; every kind >= 80 %"),
+        f"pauses          {report['pauses']['outcomes']}; fired but dropped by the notifier for a stop: "
+        f"{report['pauses']['fired_not_received_explained_by_reminder_cancelled']}",
         f"received        {report['received']['reminders']} reminders, {report['received']['distinct']} distinct "
         "(invoice, stage, channel)",
-        f"VIOLATIONS      {v['count']} reminders scheduled at/after the settling stop's acknowledged_at "
-        f"({v['scheduled_between_request_and_answer']} scheduled between request sent and answer received, "
-        f"{v['ack_during_relay_pause']} acknowledged during the relay pause; scheduled after ack "
-        f"{v['scheduled_after_ack_ms']} ms)",
-        f"                by cause: {v['by_cause']}",
-        f"stop window     {report['stop_window']['count']} reminders of voided/written-off invoices scheduled after "
-        "the stop's acknowledgement and fired before the scheduler applied it (allowed until the gate covers "
-        f"every stop; scheduler applied it after ack {report['stop_window']['scheduler_applied_after_ack_ms']} ms)",
-        f"LOST            {lost['count']} ({len(lost['unpaid_never_received'])} stages of unpaid invoices never "
-        f"received, {len(lost['fired_never_received'])} fired by the scheduler and never received)",
-        f"                by timer state / reason: {lost['by_timer_state']}",
+        f"VIOLATIONS      {v['count']} reminders scheduled at/after a stop's acknowledged_at, fired while it was in "
+        f"force; by kind {v['by_kind']}; scheduled after ack {v['scheduled_after_ack_ms']} ms",
+        f"LOST            {lost['count']}; by reason {lost['by_reason']}",
         f"DUPLICATES      {d['count']} (invoice, stage, channel) received twice or more, {d['unexplained']} "
         f"unexplained, {d['same_message_id']} Message-IDs seen twice"
         + ("" if d["in_doubt_field_reported"] else " (the notifier does not report in_doubt_attempts yet)"),
-        f"not sent        {nb['count']} stages due before the payment's acknowledgement and not sent "
-        f"(by how long before: {nb['before_ack']}); informational, promise 1 allows either way",
+        f"TIMELINES       {report['timelines']['checked']} checked against the SMTP server, "
+        f"{report['timelines']['mismatches']} differ",
         f"consistency     {report['consistency']}",
         f"lateness (s)    all {lat['all']}; healthy {lat['healthy']}",
         f"                healthy = {lat['healthy_rule']}",
@@ -494,14 +550,15 @@ def summary(report: dict) -> str:
     lines += [f"note            {note}" for note in report["notes"][:10]]
     for name, items in (
         ("violation", v["items"]),
-        ("lost", lost["unpaid_never_received"] + lost["fired_never_received"]),
+        ("lost", lost["items"]),
+        ("timeline", report["timelines"]["items"]),
         ("duplicate", [x for x in d["items"] if not x["explained"]]),
     ):
         lines += [f"  e.g. {name}: {json.dumps(item)}" for item in items[:5]]
     lines.append(
         "RESULT          "
         + (
-            "OK: no violation, no loss, no unexplained duplicate"
+            "OK: no violation, no loss, no unexplained duplicate, timelines as received, every kind raced >= 80 %"
             if report["ok"]
             else "FAILED: the promises do not hold (see above and report.json)"
         )
@@ -532,6 +589,8 @@ def config_from(argv: list[str] | None) -> Config:
     parser.add_argument("--healthy-margin", type=float, help="seconds after a fault still in its window (10)")
     parser.add_argument("--quiesce-timeout", type=float)
     parser.add_argument("--notifier-lease", type=float, help="NOTIFIER_LEASE_SECONDS for the run (20)")
+    parser.add_argument("--no-infra-faults", action="store_true", help="do not kill PostgreSQL and the broker")
+    parser.add_argument("--infra-faults", action="store_true", help="kill PostgreSQL and the broker (--short too)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, help="default .run/chaos/<date-time>")
     parser.add_argument("--keep-data", action="store_true", help="keep the embedded PostgreSQL data directory")
@@ -554,6 +613,8 @@ def config_from(argv: list[str] | None) -> Config:
     values["keep_data"] = args.keep_data
     if args.no_relay_pause:
         values["relay_pause"] = 0.0
+    if args.no_infra_faults or args.infra_faults:
+        values["infra_faults"] = bool(args.infra_faults)
     cfg = Config(**values)
     if args.spread:  # the issue spread is half the duration: set the duration from it
         cfg.duration = args.spread * 2
@@ -602,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.workdir,
         Ports.free(),
         durable=False,
+        durable_broker=cfg.infra_faults,  # a broker killed must come back with what it acknowledged
+        crash_safe=cfg.infra_faults,
         replicas=REPLICAS,
         extra_env={"NOTIFIER_LEASE_SECONDS": str(cfg.notifier_lease)},
     )

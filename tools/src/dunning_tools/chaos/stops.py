@@ -1,25 +1,28 @@
 """The stops a chaos run races against stage times: payments (Stripe webhooks signed as Stripe signs,
 POST /v1/payments), settling credit notes (POST /v1/credit-notes), voids and write-offs
-(POST /v1/invoices/{id}/void | write-off). Each is aimed to be acknowledged 0-50 ms before or after
-one of the invoice's stage times, and retried like a well-behaved client retries (same event id,
-reference or request: a retry is answered with the first result).
+(POST /v1/invoices/{id}/void | write-off), holds on the invoice or its customer (POST /v1/holds),
+disputes, promises to pay and payment plans (POST /v1/invoices/{id}/disputes | promises |
+payment-plans), and due-date changes (PATCH /v1/invoices/{id}: not a stop, a re-plan racing firing).
+Each is aimed (dunning_tools.chaos.aim) to be acknowledged within +-50 ms of one of the invoice's
+stage times, and retried like a well-behaved client retries (same event id, reference, request or
+Idempotency-Key: a retry is answered with the first result). What follows a pause (a release, a
+resolution, a payment keeping a promise or a plan, or nothing) is `dunning_tools.chaos.pauses`.
 
-Payments and credit notes are acknowledged by reconciliation and covered by the payments watermark:
-no stage scheduled at or after the acknowledgement may fire. Voids and write-offs are acknowledged
-by invoice-ingest; until the firing gate covers every stop, what holds for them is that no stage
-fires after the scheduler applied the stop (README, "What holds for voids and write-offs").
+Every stop is under the firing gate (reconciliation's payments watermark, invoice-ingest's stops
+watermark): no stage scheduled at or after its acknowledgement fires while it is in force.
 """
 
-import statistics
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
 from dunning_reconciliation.stripe_signature import sign  # as Stripe signs (t=..., v1=HMAC-SHA256)
-from dunning_tools.chaos.checks import KINDS, STAGES, UNDER_WATERMARK, ts
+from dunning_tools.chaos import pauses
+from dunning_tools.chaos.aim import AIM_MS
+from dunning_tools.chaos.checks import KINDS, PAUSES, STAGES, UNDER_WATERMARK, ts
 
 
 def pick_kind(rng) -> str:
@@ -41,6 +44,12 @@ class Stop:
     acknowledged_at: float | None = None  # as the acknowledging service reports it
     settled: bool | None = None
     error: str | None = None
+    raced: bool = True  # aimed at a stage time (follow-ups such as a promise's payment are not)
+    outcome: str | None = None  # what follows a pause: released, expires, kept_on, rejected, upheld, kept, broken...
+    object_id: str | None = None  # the hold, dispute, promise or plan id
+    ends_at: float | None = None  # when the pause ended: release / resolution acknowledged, hold or deadline end
+    deadline: float | None = None  # a promise's or first instalment's deadline (judged by the scheduler)
+    follow_up: dict[str, Any] | None = None  # the follow-up's request and answer, for the report
 
     @property
     def under_watermark(self) -> bool:
@@ -99,14 +108,25 @@ def request_of(run, inv, stop: Stop):
     if stop.via == "credit_note":
         payload = {"invoice_id": inv.id, "amount": inv.amount, "currency": "EUR", "reason": "chaos: goods returned"}
         return _json_post(run, f"{recon}/v1/credit-notes", {**payload, "reference": stop.reference})
-    action = "void" if stop.via == "void" else "write-off"
-    return _json_post(run, f"{ingest}/v1/invoices/{inv.id}/{action}", {"reason": stop.reference})
+    if stop.via in ("void", "write_off"):
+        action = "void" if stop.via == "void" else "write-off"
+        return _json_post(run, f"{ingest}/v1/invoices/{inv.id}/{action}", {"reason": stop.reference})
+    if stop.via == "due_date":
+        body = orjson.dumps({"due_date": (inv.due_date + timedelta(days=7)).isoformat()})
+        headers = {**run.auth, "Content-Type": "application/merge-patch+json"}
+        return lambda: run.client.patch(f"{ingest}/v1/invoices/{inv.id}", content=body, headers=headers)
+    url, payload = pauses.request(run, inv, stop)
+    body = orjson.dumps(payload)
+    headers = {**run.auth, "Content-Type": "application/json", "Idempotency-Key": f"chaos-{stop.reference}"}
+    return lambda: run.client.post(url, content=body, headers=headers)
 
 
 def acknowledged_at(stop: Stop, answer: dict[str, Any]) -> float | None:
-    """When the acknowledging service says it took the stop (its commit time)."""
-    if stop.via in ("api", "credit_note"):
+    """When the acknowledging service says it took the stop (under its acknowledgement fence)."""
+    if stop.via in ("api", "credit_note", *PAUSES):
         return ts(answer.get("acknowledged_at"))
+    if stop.via == "due_date":
+        return ts(answer.get("updated_at"))
     if stop.via in ("void", "write_off"):
         field = "voided_at" if stop.via == "void" else "written_off_at"
         return ts(answer.get(field))
@@ -123,9 +143,10 @@ async def race(run, inv) -> None:
         "credit_note": f"CN-{run.run_id}-{inv.index}",
     }.get(via, f"chaos {via} {run.run_id}-{inv.index}")
     stop = Stop(inv.id, via, STAGES[k], inv.issued_at + run.cfg.offsets[k] + delta, reference)
+    stop.outcome = inv.outcome
     run.payments.append(stop)
-    await run.sleep_until(stop.target - statistics.median(run.leads))
     request = request_of(run, inv, stop)
+    await run.sleep_until(stop.target - run.aim.lead(via))
 
     async def attempt(_):
         stop.last_sent_at = time.time()
@@ -137,7 +158,7 @@ async def race(run, inv) -> None:
     # a replica down) is a 404: the accounting system retries it like a 5xx.
     retry = (404, 500, 502, 503, 504) if via == "credit_note" else (500, 502, 503, 504)
     try:  # an accounting system or Stripe keeps retrying; so do we, for five minutes
-        r, _ = await run.send(attempt, retry_statuses=retry, deadline=300)
+        r, _ = await run.send(attempt, retry_statuses=retry, deadline=300, queue=False)
     except RuntimeError as exc:
         stop.error = str(exc)
         return
@@ -152,4 +173,11 @@ async def race(run, inv) -> None:
     elif via == "credit_note":
         stop.settled = bool(answer.get("settled"))
     if stop.attempts == 1 and stop.acknowledged_at and stop.sent_at:  # aim the next ones by what it takes now
-        run.leads.append(min(max(stop.acknowledged_at - stop.sent_at, 0.0), 1.0))
+        run.aim.learn(via, stop.sent_at, stop.acknowledged_at)
+    if via in PAUSES:
+        await pauses.follow_up(run, inv, stop, answer)
+
+
+def aim_delta(rng) -> float:
+    """Seconds from the stage time the acknowledgement is aimed at."""
+    return rng.uniform(-AIM_MS, AIM_MS) / 1000
