@@ -1,6 +1,7 @@
-"""The cancel guarantee, one failure mode at a time: reconciliation and the scheduler in this process,
-on the real PostgreSQL and the real broker, each in its own schema, with their own consumer groups
-and their own invoices and watermarks topics (so no other test's events or statements reach them).
+"""The cancel guarantee, one failure mode at a time: reconciliation, invoice-ingest (its API, relay and
+stops watermark) and the scheduler in this process, on the real PostgreSQL and the real broker, each
+in its own schema, with their own consumer groups and their own invoices and watermarks topics (so no
+other test's events or statements reach them). The gate requires both services' statements.
 
 - a stalled reconciliation relay: reminders wait, then the paid one (by a payment, or by a settling
   credit note) is cancelled and the unpaid one fires (never the paid one);
@@ -9,22 +10,29 @@ and their own invoices and watermarks topics (so no other test's events or state
 - a payment that arrives before its invoice while reconciliation's consumer lags: the invoice's
   stage waits until reconciliation has matched it, then is cancelled;
 - the acknowledgement fence: the watermark stays below a payment transaction still open;
-- voids and write-offs (on the invoices topic, not under the watermark yet): once the scheduler has
-  applied one, the invoice's stage never fires, although it falls due with the gate open.
+- voids and write-offs: once the scheduler has applied one, the invoice's stage never fires,
+  although it falls due with the gate open;
+- every stop under the gate: a void acknowledged by invoice-ingest before a stage's time, stuck in
+  ingest's stalled relay, keeps the stage from firing although it falls due; ingest's fence keeps
+  its watermark below a stop transaction still open.
 """
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from dunning import outbox
+from dunning import outbox, tenancy
 from dunning.clock import utcnow
 from dunning.db import create_pool, migrate, migrations_of
 from dunning.events import dumps, new_event, validate
 from dunning.kafka import make_producer
+from dunning_ingest import bootstrap as ingest_bootstrap
+from dunning_ingest.repository import fence as ingest_fence
+from dunning_ingest.settings import Settings as IngestSettings
 from dunning_reconciliation import bootstrap as recon_bootstrap
 from dunning_reconciliation import credit_notes as recon_credit_notes
 from dunning_reconciliation import payments as recon_payments
@@ -37,6 +45,7 @@ from dunning_scheduler.policy import parse_policy
 from dunning_scheduler.policy_store import save_policy
 from dunning_scheduler.settings import Settings as SchedSettings
 from dunning_tools.testing import events
+from dunning_tools.testing.invoices import invoice_in
 from dunning_tools.testing.waits import async_wait_until
 
 pytestmark = pytest.mark.integration
@@ -63,16 +72,31 @@ def invoice_closed(issued: dict, kind: str) -> dict:
     return envelope
 
 
+API_KEY = "dk_test_cancel_guarantee_0123456789abcdef"
+# invoice-ingest writes its events to the catalogue's invoices topic; in this test's ingest schema a
+# trigger moves them to the test's own (the fence, the outbox, the relay and the statements are
+# ingest's own code, only the topic differs).
+_REROUTE = """
+CREATE FUNCTION reroute_invoices() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.topic = 'dunning.invoices.v1' THEN NEW.topic := TG_ARGV[0]; END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER reroute_invoices BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION reroute_invoices('{topic}');
+"""
+
+
 class Pair:
-    """Reconciliation (consumer, watermark publisher, relay) and the scheduler (consumer, firing loop)."""
+    """Reconciliation (consumer, watermark publisher, relay), invoice-ingest (API, relay, stops
+    watermark) and the scheduler (consumer, firing loop)."""
 
     def __init__(self, infra, stage_offset_seconds: int):
         run = uuid.uuid4().hex[:10]
         self.infra = infra
         self.tenant = f"ten_gate{run}"
-        self.invoices_topic = f"t{run}.invoices"
-        self.watermarks_topic = f"t{run}.watermarks"
-        self.recon_schema, self.sched_schema = f"r_{run}", f"s_{run}"
+        self.invoices_topic = f"dunning.gate{run}-invoices.v1"  # topic names as the catalogue's
+        self.watermarks_topic = f"dunning.gate{run}-watermarks.v1"
+        self.recon_schema, self.sched_schema, self.ingest_schema = f"r_{run}", f"s_{run}", f"i_{run}"
         self.offset = stage_offset_seconds
         self.tasks: list[asyncio.Task] = []
 
@@ -86,6 +110,7 @@ class Pair:
             await admin.close()
         migrate(infra.database_url, self.recon_schema, migrations_of("dunning_reconciliation"))
         migrate(infra.database_url, self.sched_schema, migrations_of("dunning_scheduler"))
+        migrate(infra.database_url, self.ingest_schema, migrations_of("dunning_ingest"))
         common = dict(
             database_url=infra.database_url,
             kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
@@ -102,8 +127,20 @@ class Pair:
         self.sched_settings = SchedSettings(
             db_schema=self.sched_schema, consumer_group=f"s-{self.sched_schema}", **common
         )
+        self.ingest_settings = IngestSettings(
+            db_schema=self.ingest_schema, watermark_interval_seconds=0.1, auth_cache_seconds=0, **common
+        )
         self.recon_pool = await create_pool(infra.database_url, self.recon_schema, max_size=8)
         self.sched_pool = await create_pool(infra.database_url, self.sched_schema, max_size=8)
+        self.ingest_pool = await create_pool(infra.database_url, self.ingest_schema, max_size=8)
+        async with self.ingest_pool.acquire() as conn:
+            await conn.execute(_REROUTE.format(topic=self.invoices_topic))
+            await tenancy.provision(conn, self.tenant, "Gate Test Ltd", API_KEY)
+        self.ingest = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=ingest_bootstrap.build_app(self.ingest_settings, self.ingest_pool)),
+            base_url="http://ingest",
+            headers={"authorization": f"Bearer {API_KEY}"},
+        )
         async with self.sched_pool.acquire() as conn:
             await save_policy(
                 conn,
@@ -117,10 +154,13 @@ class Pair:
         self.recon_relay = recon_bootstrap.relay_for(self.recon_settings, self.recon_pool, self.producer)
         self.sched_consumer = sched_bootstrap.consumer_for(self.sched_settings, self.sched_pool)
         self.firing = sched_bootstrap.firing_loop_for(self.sched_settings, self.sched_pool)
+        self.ingest_watermark = ingest_bootstrap.watermark_for(self.ingest_settings, self.ingest_pool, self.producer)
+        self.ingest_relay = ingest_bootstrap.relay_for(self.ingest_settings, self.ingest_pool, self.producer)
         self.workers = [self.recon_consumer, self.watermark, self.recon_relay, self.sched_consumer, self.firing]
+        self.workers += [self.ingest_watermark, self.ingest_relay]
         self.tasks = [asyncio.create_task(w.run()) for w in self.workers]
 
-        async def warm():  # both consumers joined and a statement went through
+        async def warm():  # both consumers joined and both services' statements went through
             gate = await sched_repo.gate_state(self.sched_pool)
             return gate["watermark"] is not None and self.recon_consumer.processed > 0
 
@@ -132,8 +172,9 @@ class Pair:
             w.stop()
         await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), timeout=30)
         await self.producer.stop()
-        await self.recon_pool.close()
-        await self.sched_pool.close()
+        await self.ingest.aclose()
+        for pool in (self.recon_pool, self.sched_pool, self.ingest_pool):
+            await pool.close()
 
     async def issue(self, envelope: dict) -> None:
         await self.producer.send_and_wait(self.invoices_topic, dumps(envelope), key=envelope["subject"].encode())
@@ -163,6 +204,19 @@ class Pair:
         status, view = await recon_credit_notes.record_credit_note(self.recon_pool, self.tenant, body)
         assert status == 201
         return view
+
+    async def ingest_invoice(self) -> str:
+        """An invoice issued through invoice-ingest's API (issued now: its stage is `offset` s away)."""
+        today = utcnow().date()
+        body = invoice_in(
+            external_id=f"in_{uuid.uuid4().hex[:12]}",
+            amount_due="100.00",
+            issue_date=today.isoformat(),
+            due_date=(today + timedelta(days=14)).isoformat(),
+        )
+        r = await self.ingest.post("/v1/invoices", json=body)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
 
     async def reasons(self, invoice_id: str) -> list[str | None]:
         return [
@@ -287,9 +341,14 @@ async def test_statement_does_not_open_the_gate_before_the_payments_below_it_are
         "invoice_positions": positions,
         "computed_at": utcnow().isoformat(),
     }
+    # invoice-ingest's part of the gate open far ahead (no offsets to wait for): only reconciliation's
+    # statement is on trial.
+    stops = {"service": "invoice-ingest", "watermark": statement["watermark"], "offsets": {}}
+    stops["computed_at"] = statement["computed_at"]
     async with pair.sched_pool.acquire() as conn:
-        await conn.execute("DELETE FROM payment_watermarks")
+        await conn.execute("DELETE FROM watermark_statements")
         await sched_repo.store_watermarks(conn, [(str(uuid.uuid4()), statement)])
+        await sched_repo.store_stops_watermarks(conn, [(str(uuid.uuid4()), stops)])
         scheduled_at = await conn.fetchval("SELECT scheduled_at FROM timers WHERE invoice_id = $1", envelope["subject"])
 
     async def past_due():
@@ -350,6 +409,74 @@ async def test_the_watermark_stays_below_a_payment_transaction_still_open(pair):
         lambda: _async(pair.watermark.last["watermark"] > acknowledged_at),
         timeout=10,
         what="watermark past the committed acknowledgement",
+    )
+
+
+# --- every stop under the gate: invoice-ingest's acknowledgements ------------------------------------
+
+
+@pytest.fixture
+async def slow_pair(infra):
+    """A pair whose stages are 6 s after issue: time to stall a relay and acknowledge a stop first."""
+    pair = Pair(infra, stage_offset_seconds=6)
+    await pair.start()
+    yield pair
+    await pair.stop()
+
+
+@pytest.mark.parametrize("path, reason", [("void", "invoice_voided"), ("write-off", "invoice_written_off")])
+async def test_stalled_ingest_relay_keeps_a_stage_after_a_void_or_write_off_from_firing(slow_pair, path, reason):
+    pair = slow_pair
+    closed, open_ = await pair.ingest_invoice(), await pair.ingest_invoice()
+    await pair.wait_timers(closed, ["scheduled"])
+    await pair.wait_timers(open_, ["scheduled"])
+    async with pair.ingest_pool.acquire() as conn:
+        await outbox.set_paused(conn, True, by="test")
+    r = await pair.ingest.post(f"/v1/invoices/{closed}/{path}", json={"reason": "issued in error"})
+    assert r.status_code == 200, r.text
+    acknowledged_at = await pair.ingest_pool.fetchval(
+        "SELECT coalesce(voided_at, written_off_at) FROM invoices WHERE id = $1", closed
+    )
+    scheduled_at = await pair.sched_pool.fetchval("SELECT scheduled_at FROM timers WHERE invoice_id = $1", closed)
+    assert acknowledged_at < scheduled_at  # the stop was acknowledged before the stage's time
+
+    # Past the stage's time (plus a margin): it did not fire; the open invoice's waits too.
+    async def past_due():
+        return utcnow() > scheduled_at + timedelta(seconds=2)
+
+    await async_wait_until(past_due, timeout=30, what="stage time passed")
+    assert await pair.timers(closed) == ["scheduled"]
+    assert await pair.timers(open_) == ["scheduled"]
+    gate = await sched_repo.gate_state(pair.sched_pool)
+    assert gate["watermark"] < acknowledged_at  # held back at the waiting stop
+    # Payments alone would have let it go.
+    assert datetime.fromisoformat(gate["sources"]["reconciliation"]) > scheduled_at
+
+    async with pair.ingest_pool.acquire() as conn:
+        await outbox.set_paused(conn, False, by="test")
+    await pair.wait_timers(closed, ["cancelled"])
+    await pair.wait_timers(open_, ["fired"])
+    assert await pair.reasons(closed) == [reason]
+
+
+async def test_the_stops_watermark_stays_below_a_stop_transaction_still_open(pair):
+    async with pair.ingest_pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        acknowledged_at = await ingest_fence.acknowledge_time(conn)
+        started_at = await conn.fetchval("SELECT now()")  # the transaction's start
+        before = pair.ingest_watermark.published
+        # Statements keep coming (no acknowledgement waits for the publisher, nor it for them)...
+        await async_wait_until(
+            lambda: _async(pair.ingest_watermark.published >= before + 3), timeout=10, what="statements"
+        )
+        # ...but none reaches the open transaction's start.
+        assert pair.ingest_watermark.last["watermark"] < started_at <= acknowledged_at
+        await tx.commit()
+    await async_wait_until(
+        lambda: _async(pair.ingest_watermark.last["watermark"] > acknowledged_at),
+        timeout=10,
+        what="the stops watermark past the committed acknowledgement",
     )
 
 

@@ -62,11 +62,12 @@ SELECT $3 || lpad(i::text, 8, '0') || s, $1, $2 || lpad(i::text, 8, '0'),
        now() - random() * interval '1 hour', 'scheduled', 1
 FROM generate_series(1, $4) AS i, generate_series(0, 4) AS s
 """
-# One statement covering every seeded timer (gate_offset NULL: gated by the watermark only), with no
-# payments offsets to wait for.
+# One statement per acknowledging service covering every seeded timer (gate_offset NULL: gated by
+# the watermark only), with no offsets to wait for.
 _WATERMARK = (
-    "INSERT INTO payment_watermarks (statement_id, watermark, payments_offsets, invoice_positions,"
-    " computed_at) VALUES (gen_random_uuid(), now() + interval '1 hour', '{}', '{}', now())"
+    "INSERT INTO watermark_statements (statement_id, source, watermark, computed_at)"
+    " SELECT gen_random_uuid(), source, now() + interval '1 hour', now()"
+    " FROM unnest(ARRAY['reconciliation', 'invoice-ingest']) AS source"
 )
 
 

@@ -64,6 +64,7 @@ def firing_loop_for(settings: Settings, pool: asyncpg.Pool) -> FiringLoop:
         poll_seconds=settings.fire_poll_seconds,
         gated=settings.payments_gate,
         payments_topic=settings.payments_topic,
+        sources=settings.gate_sources,
     )
 
 

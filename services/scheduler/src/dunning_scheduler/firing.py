@@ -5,11 +5,12 @@ share the work and never fire a timer twice), marks them fired and writes one St
 timer to the outbox, all in one transaction; the outbox relay publishes them. A full batch means
 more are due: go again at once. Otherwise wait until the next timer is due or `poll_seconds`,
 whichever is sooner; a NOTIFY on `scheduler_timers_<schema>` (sent when a timer is planned due
-now, and when a payments watermark arrives) wakes the loop early. Stop, wake and backoff are the
+now, and when a watermark statement arrives) wakes the loop early. Stop, wake and backoff are the
 loop base's (dunning.loops).
 
-The payments gate (repository.firing._FIRE_DUE) may hold due timers back: then the loop waits for the next
-watermark (its NOTIFY) or `poll_seconds`, and prunes superseded watermark statements now and then.
+The gate (repository.firing._FIRE_DUE: every acknowledging service's watermark) may hold due timers
+back: then the loop waits for the next statement (its NOTIFY) or `poll_seconds`, and prunes
+superseded watermark statements now and then.
 """
 
 import time
@@ -42,6 +43,7 @@ class FiringLoop(Loop):
         name: str = "firing",
         gated: bool = True,
         payments_topic: str = repository.PAYMENTS_TOPIC,
+        sources: tuple[str, ...] = repository.GATE_SOURCES,
     ):
         super().__init__(idle_seconds=poll_seconds, listen=(pool, f"{TIMERS_CHANNEL}_{schema}"))
         self.pool = pool
@@ -51,6 +53,7 @@ class FiringLoop(Loop):
         self.name = name
         self.gated = gated
         self.payments_topic = payments_topic
+        self.sources = sources
         self._last_prune = 0.0
         self.fired_total = 0  # counters for metrics and the bench (errors: the loop base's)
         self.batches = 0
@@ -60,7 +63,7 @@ class FiringLoop(Loop):
         """Fire one batch of due timers; returns how many fired."""
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await repository.fire_due(
-                conn, self.batch_size, gated=self.gated, payments_topic=self.payments_topic
+                conn, self.batch_size, gated=self.gated, payments_topic=self.payments_topic, sources=self.sources
             )
             if rows:
                 await outbox.add_many(conn, [messages.stage_escalated(r) for r in rows])

@@ -18,7 +18,8 @@ has claimed the event id, and writes its events to the outbox in that same trans
   into its open invoices' snapshots, re-plan them if its time zone changed.
 Every stop goes through one statement shape (repository.invoices.stop_statement): the invoice row
 first, then its pending timers, under the locks the firing query respects.
-- PaymentsWatermark: keep reconciliation's statement (the firing gate, see repository.firing._FIRE_DUE)
+- PaymentsWatermark, StopsWatermark: keep an acknowledging service's statement (the firing gate, see
+  repository.firing._FIRE_DUE)
   and wake the firing loop. Idempotent by construction, so it skips the inbox.
 
 The table at the end is the whole of it; bootstrap binds the process's policy cache (`policies`) and
@@ -42,6 +43,7 @@ from dunning.contracts import (
     InvoiceWrittenOff,
     PaymentReceived,
     PaymentsWatermark,
+    StopsWatermark,
 )
 from dunning.events import Event
 from dunning.handler_table import HandlerSpec, Rejected, check_envelope
@@ -284,6 +286,15 @@ async def on_payments_watermark(conn: asyncpg.Connection, event: Event[PaymentsW
     await on_payments_watermarks(conn, [event])
 
 
+async def on_stops_watermarks(conn: asyncpg.Connection, events: list[Event[StopsWatermark]]) -> None:
+    await repository.store_stops_watermarks(conn, [(e.id, e.data.to_data()) for e in events])
+    await repository.wake_firing(conn, TIMERS_CHANNEL)
+
+
+async def on_stops_watermark(conn: asyncpg.Connection, event: Event[StopsWatermark]) -> None:
+    await on_stops_watermarks(conn, [event])
+
+
 HANDLERS = {
     InvoiceIssued: HandlerSpec(on_invoice_issued, batch=on_invoices_issued),
     InvoiceUpdated: HandlerSpec(on_invoice_updated),
@@ -293,4 +304,5 @@ HANDLERS = {
     CreditNoteIssued: HandlerSpec(on_credit_note_issued),
     CustomerUpdated: HandlerSpec(on_customer_updated),
     PaymentsWatermark: HandlerSpec(on_payments_watermark, batch=on_payments_watermarks, inbox=False),
+    StopsWatermark: HandlerSpec(on_stops_watermark, batch=on_stops_watermarks, inbox=False),
 }

@@ -3,9 +3,11 @@
 - `dunning_scheduler_cancel_latency_seconds`: from a payment's acknowledgement by reconciliation to its
   invoice's pending stages cancelled here (observed by the PaymentReceived handler; the bench measures
   the same under load). Counts this process's cancellations.
-- timer backlog (due, not fired), how long the oldest has been due, and the age of the newest payments
-  watermark: read at scrape time, they hold for every replica. A growing watermark age means the gate
-  holds stages back (reconciliation or its relay is stalled, or this consumer lags).
+- timer backlog (due, not fired), how long the oldest has been due, and the age of the newest
+  watermark statement per acknowledging service (`dunning_scheduler_watermark_age_seconds{source}`;
+  reconciliation's also as `dunning_scheduler_payments_watermark_age_seconds`): read at scrape time,
+  they hold for every replica. A growing age means the gate holds stages back (that service or its
+  relay is stalled, or this consumer lags).
 - the firing loop's counters come with the loop (FiringLoop.collect).
 """
 
@@ -42,6 +44,11 @@ def instrument(metrics: Metrics, pool: asyncpg.Pool, *, latency: Histogram | Non
         "dunning_scheduler_payments_watermark_age_seconds",
         "Age of the newest payments watermark received (NaN: none yet).",
     )
+    source_age = metrics.gauge(
+        "dunning_scheduler_watermark_age_seconds",
+        "Age of the newest watermark statement received from each acknowledging service.",
+        ["source"],
+    )
 
     async def refresh() -> None:
         async with pool.acquire() as conn:
@@ -49,5 +56,7 @@ def instrument(metrics: Metrics, pool: asyncpg.Pool, *, latency: Histogram | Non
         backlog.set(row["due"])
         oldest.set(row["oldest_due_age"] or 0.0)
         watermark_age.set(row["watermark_age"] if row["watermark_age"] is not None else float("nan"))
+        for source, age in row["watermark_ages"].items():
+            source_age.labels(source=source).set(age)
 
     metrics.on_scrape(refresh)

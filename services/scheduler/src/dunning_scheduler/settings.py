@@ -1,7 +1,9 @@
 """Scheduler settings: env prefix SCHEDULER_ (plus the shared DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS)."""
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from dunning.contracts import CustomerUpdated, InvoiceIssued, PaymentReceived, PaymentsWatermark, topic
 from dunning.settings import CommonSettings
@@ -28,6 +30,19 @@ class Settings(CommonSettings):
     # Fire only what reconciliation's payments watermark covers (the cancel guarantee). Off only for
     # a deployment without reconciliation, or to test the scheduler alone.
     payments_gate: bool = True
+    # The gate (repository.firing._GATE): the services whose watermark statements it requires, comma
+    # separated; a stage scheduled at S fires only once every one of them has stated a watermark >= S
+    # that this scheduler has caught up with (docs/cancel-guarantee.md#every-stop-under-the-gate).
+    gate_sources: Annotated[tuple[str, ...], NoDecode] = ("reconciliation", "invoice-ingest")
+
+    @field_validator("gate_sources", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(s.strip() for s in value.split(",") if s.strip())
+        if not value:
+            raise ValueError("name at least one service (e.g. reconciliation,invoice-ingest)")
+        return value
 
     # Replan loop: a policy applied to open invoices (apply_to), batch by batch.
     replans_enabled: bool = True

@@ -138,7 +138,7 @@ async def _through_runner(pool, tenant: str, envelopes: list[dict], *, batch: bo
     return {
         "invoices": rows(await pool.fetch("SELECT * FROM invoices ORDER BY invoice_id")),
         "timers": rows(await pool.fetch("SELECT * FROM timers ORDER BY invoice_id, sequence, channel")),
-        "watermarks": rows(await pool.fetch("SELECT * FROM payment_watermarks ORDER BY statement_id")),
+        "watermarks": rows(await pool.fetch("SELECT * FROM watermark_statements ORDER BY statement_id")),
         "outbox": sorted(
             (r["key"], r["topic"], r["event_type"], orjson.dumps(published(bytes(r["payload"]))))
             for r in await pool.fetch("SELECT * FROM outbox")

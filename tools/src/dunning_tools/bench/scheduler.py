@@ -197,10 +197,12 @@ async def bench_fire(dsn: str, bootstrap: str, timers: int, batch: int, loops: i
         async with pool.acquire() as conn:
             for statement in _SEED.strip().split(";\n"):
                 await conn.execute(statement.replace("$1", str(timers // 5)))
-            # The payments gate is on, as in production: one statement that covers every timer.
+            # The gate is on, as in production: one statement per acknowledging service that covers
+            # every timer.
             await conn.execute(
-                "INSERT INTO payment_watermarks (statement_id, watermark, payments_offsets, invoice_positions,"
-                " computed_at) VALUES (gen_random_uuid(), now() + interval '1 hour', '{}', '{}', now())"
+                "INSERT INTO watermark_statements (statement_id, source, watermark, computed_at)"
+                " SELECT gen_random_uuid(), source, now() + interval '1 hour', now()"
+                " FROM unnest(ARRAY['reconciliation', 'invoice-ingest']) AS source"
             )
             await conn.execute("ANALYZE timers; ANALYZE invoices")
         total = await pool.fetchval("SELECT count(*) FROM timers WHERE state = 'scheduled'")

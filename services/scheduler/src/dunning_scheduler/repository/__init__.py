@@ -13,12 +13,14 @@ from dunning_scheduler.repository.changes import (
     update_invoice,
 )
 from dunning_scheduler.repository.firing import (
+    GATE_SOURCES,
     PAYMENTS_TOPIC,
     fire_due,
     firing_gauges,
     gate_state,
     next_due_at,
     prune_watermarks,
+    store_stops_watermarks,
     store_watermarks,
     wake_firing,
 )
@@ -54,6 +56,7 @@ from dunning_scheduler.repository.replans import (
 )
 
 __all__ = [
+    "GATE_SOURCES",
     "PAYMENTS_TOPIC",
     "PLAN_INVOICE_FIELDS",
     "PLAN_TIMER_FIELDS",
@@ -88,6 +91,7 @@ __all__ = [
     "run_stop",
     "stop_statement",
     "store_customer",
+    "store_stops_watermarks",
     "store_watermarks",
     "timers_of",
     "update_invoice",

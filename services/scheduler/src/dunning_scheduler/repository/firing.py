@@ -1,6 +1,7 @@
-"""SQL of firing: the payments gate and the due timers it releases, the watermark statements it
-reads, the firing loop's wake-up and gauges."""
+"""SQL of firing: the gate (every acknowledging service's watermark) and the due timers it releases,
+the watermark statements it reads, the firing loop's wake-up and gauges."""
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -8,34 +9,55 @@ import orjson
 
 from dunning.contracts import PaymentReceived, topic
 
-# The firing query, in one place. A timer fires only if it is due, its time is at or before the best
-# watermark among the statements whose payments offsets this scheduler has applied, and its
-# InvoiceIssued is below reconciliation's certified position; no usable statement, nothing fires.
+# The services whose statements the gate requires (Settings.gate_sources): reconciliation states
+# payments and credit notes, invoice-ingest every other stop.
+GATE_SOURCES = ("reconciliation", "invoice-ingest")
+
+# The firing query, in one place. A timer fires only if it is due, its time is at or before the
+# gate's watermark, and its InvoiceIssued is below reconciliation's certified position; no
+# watermark, nothing fires. The gate's watermark: for each acknowledging service in $SOURCES
+# (GATE_SOURCES), the best watermark among its statements this scheduler has caught up with (every
+# offset they name applied: reconciliation's payments offsets on $1, the per-topic `offsets` of the
+# others); then the minimum over the services, and none unless every one has a usable statement.
+# The certified positions come from reconciliation's usable statements (NULL: reconciliation is not
+# a source, no position to wait for).
 # A closed invoice's timer never fires: every stop cancels its timers in the statement that records
 # it (repository.invoices.stop_statement), and the query checks the invoice too (void, written off,
 # settled), so a timer a bug left scheduled on a closed invoice still stays silent.
 # SKIP LOCKED lets replicas fire side by side, each timer once; $2 false turns the gate off (no
-# reconciliation). $1 is the payments topic in both statements that start with the gate. Why this
-# keeps the cancel guarantee: docs/cancel-guarantee.md#the-firing-gate.
+# reconciliation). $1 is the payments topic in both statements that start with the gate; $SOURCES
+# is $4 in the firing query and $2 in gate_state's. Why this keeps the cancel guarantee:
+# docs/cancel-guarantee.md#the-firing-gate and #every-stop-under-the-gate.
 _GATE = """
 WITH applied AS (
-    SELECT partition::text AS partition, next_offset FROM consumer_positions WHERE topic = $1
+    SELECT topic, partition::text AS partition, next_offset FROM consumer_positions
 ), usable AS (
-    SELECT s.watermark, s.invoice_positions FROM payment_watermarks AS s
-    WHERE NOT EXISTS (
+    SELECT s.source, s.watermark, s.invoice_positions FROM watermark_statements AS s
+    WHERE s.source = ANY($SOURCES::text[])
+      AND NOT EXISTS (
         SELECT 1 FROM jsonb_each_text(s.payments_offsets) AS o(partition, end_offset)
-        LEFT JOIN applied AS a USING (partition)
+        LEFT JOIN applied AS a ON a.topic = $1 AND a.partition = o.partition
         WHERE coalesce(a.next_offset, 0) < o.end_offset::bigint)
+      AND NOT EXISTS (
+        SELECT 1 FROM jsonb_each(s.offsets) AS t(topic, ends)
+        CROSS JOIN LATERAL jsonb_each_text(t.ends) AS o(partition, end_offset)
+        LEFT JOIN applied AS a ON a.topic = t.topic AND a.partition = o.partition
+        WHERE coalesce(a.next_offset, 0) < o.end_offset::bigint)
+), best AS (
+    SELECT source, max(watermark) AS watermark FROM usable GROUP BY source
 ), gate AS (
-    SELECT (SELECT max(watermark) FROM usable) AS watermark,
-           (SELECT coalesce(jsonb_object_agg(partition, position), '{}'::jsonb) FROM (
+    SELECT (SELECT CASE WHEN count(*) = (SELECT count(DISTINCT x) FROM unnest($SOURCES::text[]) AS x)
+                        THEN min(watermark) END FROM best) AS watermark,
+           (SELECT CASE WHEN 'reconciliation' = ANY($SOURCES::text[])
+                        THEN coalesce(jsonb_object_agg(partition, position), '{}'::jsonb) END FROM (
                 SELECT p.key AS partition, max(p.value::bigint) AS position
                 FROM usable CROSS JOIN LATERAL jsonb_each_text(usable.invoice_positions) AS p
-                GROUP BY p.key) AS best) AS positions
+                WHERE usable.source = 'reconciliation'
+                GROUP BY p.key) AS certified) AS positions
 )
 """
 _FIRE_DUE = (
-    _GATE
+    _GATE.replace("$SOURCES", "$4")
     + """
 UPDATE timers AS t SET state = 'fired', fired_at = now()
 FROM invoices AS i
@@ -44,8 +66,16 @@ WHERE t.stage_id = ANY(ARRAY(
         WHERE d.state = 'scheduled' AND d.scheduled_at <= now()
           AND NOT EXISTS (SELECT 1 FROM invoices AS x
                           WHERE x.invoice_id = d.invoice_id AND (x.status <> 'open' OR x.settled))
+          -- [pauses] no timer of a paused invoice fires: a pause moves them to `paused` under these
+          -- row locks, and this checks the live pauses too (a payment plan's own pause lets its
+          -- instalment reminders through); see repository.pauses
+          AND NOT EXISTS (SELECT 1 FROM pauses AS p WHERE p.state <> 'ended' AND p.invoice_id = d.invoice_id
+                          AND (p.cause <> 'payment_plan' OR d.kind <> 'instalment'))
+          AND NOT EXISTS (SELECT 1 FROM invoices AS x JOIN pauses AS p
+                              ON p.customer_id = x.customer_id AND p.tenant_id = x.tenant_id
+                          WHERE x.invoice_id = d.invoice_id AND p.scope = 'customer' AND p.state <> 'ended')
           AND (NOT $2 OR (d.scheduled_at <= gate.watermark
-                          AND (d.gate_offset IS NULL
+                          AND (d.gate_offset IS NULL OR gate.positions IS NULL
                                OR d.gate_offset < (gate.positions ->> d.gate_partition::text)::bigint)))
         ORDER BY d.scheduled_at
         LIMIT $3
@@ -53,24 +83,41 @@ WHERE t.stage_id = ANY(ARRAY(
   AND i.invoice_id = t.invoice_id
 RETURNING t.stage_id, t.tenant_id, t.invoice_id, t.stage, t.sequence, t.channel, t.template, t.scheduled_at,
           t.fired_at, i.external_id, i.number, i.currency, i.amount_due, i.balance, i.issue_date, i.due_date,
-          i.payment_url, i.customer
+          i.payment_url, i.customer, t.context
 """
 )
-_GATE_STATE = _GATE + "SELECT watermark, positions FROM gate"
+_GATE_STATE = (
+    _GATE.replace("$SOURCES", "$2")
+    + """
+SELECT gate.watermark, gate.positions,
+       (SELECT coalesce(jsonb_object_agg(source, watermark), '{}'::jsonb) FROM best) AS sources
+FROM gate
+"""
+)
 PAYMENTS_TOPIC = topic(PaymentReceived)  # the catalogue's (Settings.payments_topic may name another)
 
 
 async def fire_due(
-    conn: asyncpg.Connection, limit: int, *, gated: bool = True, payments_topic: str = PAYMENTS_TOPIC
+    conn: asyncpg.Connection,
+    limit: int,
+    *,
+    gated: bool = True,
+    payments_topic: str = PAYMENTS_TOPIC,
+    sources: Sequence[str] = GATE_SOURCES,
 ) -> list[asyncpg.Record]:
     """Claim up to `limit` due timers the gate lets through and mark them fired (inside the caller's
     transaction)."""
-    return await conn.fetch(_FIRE_DUE, payments_topic, gated, limit)
+    return await conn.fetch(_FIRE_DUE, payments_topic, gated, limit, list(sources))
 
 
-async def gate_state(conn: asyncpg.Connection, payments_topic: str = PAYMENTS_TOPIC) -> asyncpg.Record:
-    """The gate as the firing query sees it now: watermark (None: no usable statement) and positions."""
-    return await conn.fetchrow(_GATE_STATE, payments_topic)
+async def gate_state(
+    conn: asyncpg.Connection, payments_topic: str = PAYMENTS_TOPIC, sources: Sequence[str] = GATE_SOURCES
+) -> asyncpg.Record:
+    """The gate as the firing query sees it now: `watermark` (the minimum over `sources` of each one's
+    best usable statement; None unless every source has one), `positions` (reconciliation's
+    certified invoice positions) and `sources` (each source's best usable watermark, as text). A
+    deadline at D may be judged once `watermark` >= D: every stop acknowledged before D is applied."""
+    return await conn.fetchrow(_GATE_STATE, payments_topic, list(sources))
 
 
 _WAKE_FIRING = "SELECT pg_notify($1 || '_' || current_schema(), '')"
@@ -82,36 +129,51 @@ async def wake_firing(conn: asyncpg.Connection, channel: str) -> None:
 
 
 _STORE_WATERMARKS = (
-    "INSERT INTO payment_watermarks (statement_id, watermark, payments_offsets, invoice_positions, computed_at)"
-    " SELECT (s->>0)::uuid, (s->>1)::timestamptz, s->2, s->3, (s->>4)::timestamptz"
+    "INSERT INTO watermark_statements (statement_id, source, watermark, payments_offsets, invoice_positions,"
+    " offsets, computed_at)"
+    " SELECT (s->>0)::uuid, s->>1, (s->>2)::timestamptz, s->3, s->4, s->5, (s->>6)::timestamptz"
     " FROM jsonb_array_elements($1::text::jsonb) AS s ON CONFLICT (statement_id) DO NOTHING"
 )
 
 
 async def store_watermarks(conn: asyncpg.Connection, statements: list[tuple[str, dict]]) -> None:
-    """Keep the statements (id, data); a redelivered one is already there."""
-    await conn.execute(
-        _STORE_WATERMARKS,
-        orjson.dumps(
-            [
-                [sid, d["watermark"], d["payments_offsets"], d["invoice_positions"], d["computed_at"]]
-                for sid, d in statements
-            ]
-        ).decode(),
+    """Keep reconciliation's statements (id, PaymentsWatermark data); a redelivered one is already there."""
+    await _store(
+        conn,
+        [
+            [sid, "reconciliation", d["watermark"], d["payments_offsets"], d["invoice_positions"], {}, d["computed_at"]]
+            for sid, d in statements
+        ],
     )
 
 
-_PRUNE_WATERMARKS = (
-    "DELETE FROM payment_watermarks WHERE statement_id IN ("
-    " SELECT statement_id FROM payment_watermarks ORDER BY received_at DESC OFFSET 20)"
-    " AND received_at < now() - make_interval(secs => $1)"
-)
+async def store_stops_watermarks(conn: asyncpg.Connection, statements: list[tuple[str, dict]]) -> None:
+    """Keep a stop-acknowledging service's statements (id, StopsWatermark data: its `service` is the
+    source); a redelivered one is already there."""
+    await _store(
+        conn, [[sid, d["service"], d["watermark"], {}, {}, d["offsets"], d["computed_at"]] for sid, d in statements]
+    )
+
+
+async def _store(conn: asyncpg.Connection, rows: list[list]) -> None:
+    await conn.execute(_STORE_WATERMARKS, orjson.dumps(rows).decode())
+
+
+# Per source, everything but the newest 20 once older than $1 seconds.
+_PRUNE_WATERMARKS = """
+DELETE FROM watermark_statements WHERE statement_id IN (
+    SELECT statement_id FROM (
+        SELECT statement_id, received_at,
+               row_number() OVER (PARTITION BY source ORDER BY received_at DESC) AS newest
+        FROM watermark_statements) AS ranked
+    WHERE newest > 20 AND received_at < now() - make_interval(secs => $1))
+"""
 
 
 async def prune_watermarks(conn: asyncpg.Connection, keep_seconds: float = 300.0) -> int:
-    """Forget statements received more than keep_seconds ago, keeping the newest 20 whatever their
-    age. A statement is only ever superseded by newer ones; a scheduler whose payments consumer lags
-    by more than keep_seconds waits for a newer statement it has caught up with (the safe side)."""
+    """Forget statements received more than keep_seconds ago, keeping each source's newest 20 whatever
+    their age. A statement is only ever superseded by newer ones; a scheduler whose consumers lag by
+    more than keep_seconds waits for a newer statement it has caught up with (the safe side)."""
     result = await conn.execute(_PRUNE_WATERMARKS, keep_seconds)
     return int(result.split()[-1])
 
@@ -127,11 +189,16 @@ _FIRING_GAUGES = (
     "SELECT (SELECT count(*) FROM timers WHERE state = 'scheduled' AND scheduled_at <= now()) AS due,"
     " (SELECT extract(epoch FROM now() - min(scheduled_at))::float8 FROM timers"
     "   WHERE state = 'scheduled' AND scheduled_at <= now()) AS oldest_due_age,"
-    " (SELECT extract(epoch FROM now() - max(watermark))::float8 FROM payment_watermarks) AS watermark_age"
+    " (SELECT extract(epoch FROM now() - max(watermark))::float8 FROM watermark_statements"
+    "   WHERE source = 'reconciliation') AS watermark_age,"
+    " (SELECT coalesce(jsonb_object_agg(source, age), '{}'::jsonb) FROM ("
+    "   SELECT source, extract(epoch FROM now() - max(watermark))::float8 AS age FROM watermark_statements"
+    "   GROUP BY source) AS ages) AS watermark_ages"
 )
 
 
 async def firing_gauges(conn: asyncpg.Connection) -> asyncpg.Record:
-    """For /metrics: timers due and not fired, how long the oldest has been due, and the age of the
-    newest payments watermark (None: none received). Both read the partial index timers_due."""
+    """For /metrics: timers due and not fired, how long the oldest has been due, the age of the newest
+    payments watermark (None: none received) and of each source's newest statement (watermark_ages:
+    {source: seconds}). The first two read the partial index timers_due."""
     return await conn.fetchrow(_FIRING_GAUGES)
