@@ -384,6 +384,11 @@ def stage_escalated():
 
 
 @pytest.fixture(scope="session")
+def stop_event():
+    return _stop_event
+
+
+@pytest.fixture(scope="session")
 def customer_updated():
     return _customer_updated
 

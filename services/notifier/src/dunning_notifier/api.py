@@ -15,7 +15,12 @@ from dunning_notifier import metrics
 from dunning_notifier import repository as repo
 from dunning_notifier.schemas import DELIVERY_ID, INVOICE_ID, DeliveryOut, DeliveryState
 
-TAGS = [{"name": "deliveries", "description": "Reminder deliveries: what was sent to whom, when, what failed."}]
+TAGS = [
+    {
+        "name": "deliveries",
+        "description": "Reminder deliveries: what was sent to whom, when, what failed, what a stop cancelled.",
+    }
+]
 _DELIVERY_ID = re.compile(DELIVERY_ID)
 
 
@@ -41,7 +46,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
         settings=deps.settings,
         pool=deps.pool,
         tags=TAGS,
-        description="Reminder deliveries: what was sent to whom, when, and what failed.",
+        description=(
+            "Reminder deliveries: what was sent to whom, when, what failed, and what a stop of the invoice"
+            " (paid, credited, void, written off, or paused by a hold, dispute, promise or payment plan)"
+            " cancelled before its next attempt."
+        ),
     )
     # The /metrics every service has, with the notifier's delivery gauges and dispatcher counters.
     metrics.instrument(instrument_app(app, deps.settings.service_name), deps.pool, deps.counters)

@@ -129,3 +129,22 @@ async def test_a_delivery_shows_the_addresses_it_was_sent_to(api, notifier, stag
     sent = (await api.get(f"/v1/deliveries/{row['delivery_id']}", headers=auth())).json()
     assert (sent["recipient"], sent["cc"]) == (ap, ["cfo@example.com"])
     assert "cc" in (await api.get("/openapi.json")).json()["components"]["schemas"]["DeliveryOut"]["properties"]
+
+
+async def test_a_delivery_a_stop_dropped_shows_cancelled_with_its_reason(api, notifier, stage_data):
+    kept, dropped = stage_data(stage="soft"), stage_data(stage="firm")
+    await notifier.receive(kept)
+    await notifier.receive(dropped)
+    await notifier.stop("stopped", dropped["invoice_id"], reason="invoice_written_off")
+
+    resp = await api.get("/v1/deliveries", params={"state": "cancelled"}, headers=auth())
+    assert resp.status_code == 200
+    [one] = resp.json()["data"]
+    assert one["invoice_id"] == dropped["invoice_id"] and one["state"] == "cancelled"
+    assert one["cancel_reason"] == "invoice_written_off" and one["cancelled_at"] is not None
+    assert one["next_attempt_at"] is None and one["attempts"] == 0
+    pending = (await api.get("/v1/deliveries", params={"invoice_id": kept["invoice_id"]}, headers=auth())).json()
+    assert pending["data"][0]["cancel_reason"] is None and pending["data"][0]["cancelled_at"] is None
+    scraped = samples((await api.get("/metrics")).text)
+    assert scraped['dunning_notifier_deliveries{state="cancelled"}'] == 1
+    assert scraped['dunning_notifier_deliveries{state="pending"}'] == 1

@@ -1,5 +1,6 @@
-"""End to end inside the notifier: StageEscalated (and CustomerUpdated) on the real broker -> consumer
--> delivery (and contacts) -> dispatcher -> real SMTP server -> ReminderSent in the outbox."""
+"""End to end inside the notifier: StageEscalated (and CustomerUpdated, and the stops) on the real
+broker -> consumer -> delivery (and contacts, and stops) -> dispatcher -> real SMTP server ->
+ReminderSent (ReminderCancelled) in the outbox."""
 
 import asyncio
 import uuid
@@ -121,3 +122,63 @@ async def test_customer_updated_from_the_broker_addresses_the_next_reminder(
     assert runner.dead_lettered == 0
     [mail] = await notifier.mail_for(ap)
     assert mail["X-Envelope-To"] == f"{ap}, cfo@example.com"
+
+
+async def test_stops_from_the_broker_cancel_what_is_not_yet_attempted(
+    infra, notifier, stage_data, stage_escalated, stop_event, producer
+):
+    soft = stage_data(stage="soft")
+    invoice_id = soft["invoice_id"]
+    firm = dict(stage_data(stage="firm"), invoice_id=invoice_id, customer=soft["customer"])
+    final = dict(stage_data(stage="final"), invoice_id=invoice_id, customer=soft["customer"])
+    resumed_phase = [
+        stage_escalated(soft),
+        stop_event("paused", invoice_id, cause="promise"),
+        stop_event("resumed", invoice_id, cause="promise", reason="promise_broken"),
+        stage_escalated(firm),
+    ]
+    stopped_phase = [stop_event("stopped", invoice_id, reason="invoice_credited"), stage_escalated(final)]
+
+    async def consumed(messages):
+        for message in messages:
+            await producer.send_and_wait(topic(StageEscalated), dumps(message), key=invoice_id.encode())
+        ids = [m["id"] for m in messages]
+        await async_wait_until(
+            lambda: notifier.pool.fetchval(
+                "SELECT count(*) = $2 FROM inbox WHERE event_id = ANY($1::uuid[])", ids, len(ids)
+            ),
+            what="the stage events consumed",
+        )
+
+    runner = ConsumerRunner(
+        name="notifier.test",
+        pool=notifier.pool,
+        bootstrap_servers=infra.kafka_bootstrap_servers,
+        group_id=f"notifier-test-{uuid.uuid4().hex[:8]}",
+        topics=topics_of(HANDLERS),
+        handlers=only_subjects({invoice_id}),
+    )
+    consumer = asyncio.create_task(runner.run())
+    try:
+        await consumed(resumed_phase)
+        async with notifier.dispatching():
+            await async_wait_until(
+                lambda: notifier.pool.fetchval(
+                    "SELECT state = 'sent' FROM deliveries WHERE invoice_id = $1 AND stage = 'firm'", invoice_id
+                ),
+                what="the firm reminder sent",
+            )
+        await consumed(stopped_phase)
+    finally:
+        runner.stop()
+        await asyncio.wait_for(consumer, timeout=30)
+
+    assert runner.dead_lettered == 0
+    states = dict(await notifier.pool.fetch("SELECT stage, state FROM deliveries WHERE invoice_id = $1", invoice_id))
+    assert states == {"soft": "cancelled", "firm": "sent", "final": "cancelled"}
+    assert [m["headers"]["X-Dunning-Stage"] for m in await notifier.mail_to(soft["customer"]["email"])] == ["firm"]
+    assert [(e["type"].split(".")[1], e["data"]["stage"]) for e in await notifier.reported(invoice_id)] == [
+        ("ReminderCancelled", "soft"),
+        ("ReminderSent", "firm"),
+        ("ReminderCancelled", "final"),
+    ]

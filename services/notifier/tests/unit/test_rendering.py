@@ -61,6 +61,78 @@ def test_each_stage_has_its_own_tone(stage_data, renderer, stage, subject_words,
     assert "\n" not in out.subject
 
 
+PROMISE = {
+    "kind": "promise_broken",
+    "promise_id": "prm_01JD8X0000000000000000",
+    "promised_amount": "500.00",
+    "promised_date": "2026-11-20",
+}
+
+
+def _instalment(number: str, due_date: str) -> dict:
+    return {
+        "kind": "instalment",
+        "plan_id": "pln_01JD8X0000000000000000",
+        "number": number,
+        "instalments": "4",
+        "amount": "312.50",
+        "due_date": due_date,
+        "currency": "EUR",
+    }
+
+
+@pytest.mark.parametrize(
+    ("template", "context", "subject", "quoted"),
+    [
+        pytest.param(
+            "promise_broken",
+            PROMISE,
+            f"Your promise to pay 500,00{NBSP}€ by 20. November 2026",
+            [f"You promised to pay 500,00{NBSP}€", "by 20. November 2026", "the promise has lapsed"],
+            id="promise_broken-quotes-amount-and-date",
+        ),
+        pytest.param(
+            "instalment_pre_due",
+            _instalment("2", "2026-11-26"),
+            f"instalment 2 of 4 (312,50{NBSP}€) is due on 26. November 2026",
+            ["instalment 2 of 4", f"312,50{NBSP}€", "due on 26. November 2026", "(in 3 days)"],
+            id="instalment_pre_due-number-amount-due-date",
+        ),
+        pytest.param(
+            "instalment_overdue",
+            _instalment("3", "2026-11-20"),
+            f"Instalment 3 of 4 (312,50{NBSP}€) was due on 20. November 2026",
+            ["Instalment 3 of 4", f"312,50{NBSP}€", "was due on 20. November 2026", "(3 days overdue)"],
+            id="instalment_overdue-number-amount-due-date",
+        ),
+    ],
+)
+def test_promise_and_instalment_reminders_quote_the_context(stage_data, renderer, template, context, subject, quoted):
+    data = stage_data(stage=template, locale="de-DE", currency="EUR", amount="1250.00")
+    data["context"] = context  # fired 2026-11-23 (customer's calendar)
+    out = renderer.render(data)
+    assert subject in out.subject
+    for words in quoted:
+        assert words in out.text
+        assert words.replace("(", "").replace(")", "") in out.html.replace("<strong>", "").replace("</strong>", "")
+    assert data["invoice"]["number"] in out.text
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        pytest.param(None, id="no-context"),
+        pytest.param({"kind": "promise_broken", "promised_amount": "500.00"}, id="promise-without-date"),
+        pytest.param(dict(PROMISE, promised_amount="five hundred"), id="amount-not-a-decimal"),
+    ],
+)
+def test_a_promise_broken_reminder_without_its_promise_is_a_render_error(stage_data, renderer, context):
+    data = stage_data(stage="promise_broken")
+    data["context"] = context
+    with pytest.raises(RenderError):
+        renderer.render(data)
+
+
 def test_days_overdue_counts_in_the_customers_calendar(stage_data, renderer):
     data = stage_data(stage="firm", due_date="2026-11-16")  # fired 2026-11-23 08:00Z = 03:00 in New York
     assert "is 7 days past due" in renderer.render(data).subject
