@@ -118,7 +118,13 @@ def invoice_written_off(issued: dict, *, version: int) -> dict:
 
 
 def credit_note_issued(
-    issued: dict, *, amount: str, balance: str, settled: bool, acknowledged_at: datetime | None = None
+    issued: dict,
+    *,
+    amount: str,
+    balance: str,
+    settled: bool,
+    acknowledged_at: datetime | None = None,
+    reference: str | None = None,
 ) -> dict:
     d = issued["data"]
     data = {
@@ -126,7 +132,7 @@ def credit_note_issued(
         "invoice_id": d["invoice_id"],
         "tenant_id": d["tenant_id"],
         "invoice_external_id": d["external_id"],
-        "reference": f"CN-{new_id('x')[-8:]}",
+        "reference": reference or f"CN-{new_id('x')[-8:]}",
         "reason": "goods returned",
         "currency": d["currency"],
         "amount": amount,
@@ -158,6 +164,101 @@ def customer_updated(customer: dict, *, tenant_id: str = TENANT, version: int, *
     return _change("dunning.CustomerUpdated.v1", "/invoice-ingest", data, subject=customer["customer_id"])
 
 
+def _customer_event(event_type: str, data: dict) -> dict:
+    return _change(event_type, "/invoice-ingest", data, subject=data["customer_id"])
+
+
+def hold_placed(
+    issued: dict, *, whole_customer: bool = False, ends_at: datetime | None = None, hold_id: str | None = None
+) -> dict:
+    """A HoldPlaced on the invoice `issued` (its InvoiceIssued envelope), or on its whole customer."""
+    d = issued["data"]
+    data = {
+        "hold_id": hold_id or new_id("hld"),
+        "tenant_id": d["tenant_id"],
+        "customer_id": d["customer"]["customer_id"],
+        "invoice_id": None if whole_customer else d["invoice_id"],
+        "reason": "key account: talk to Anna first",
+        "placed_by": "anna@acme.example",
+        "ends_at": ends_at,
+        "acknowledged_at": utcnow(),
+    }
+    return _customer_event("dunning.HoldPlaced.v1", data)
+
+
+def hold_released(placed: dict) -> dict:
+    d = placed["data"]
+    data = {k: d[k] for k in ("hold_id", "tenant_id", "customer_id", "invoice_id")}
+    data.update(released_by="anna@acme.example", released_at=utcnow())
+    return _customer_event("dunning.HoldReleased.v1", data)
+
+
+def dispute_opened(issued: dict, *, amount: str | None = None) -> dict:
+    d = issued["data"]
+    data = {
+        "dispute_id": new_id("dsp"),
+        "invoice_id": d["invoice_id"],
+        "tenant_id": d["tenant_id"],
+        "reason": "goods arrived damaged",
+        "currency": d["currency"],
+        "disputed_amount": amount,
+        "opened_by": "support@acme.example",
+        "acknowledged_at": utcnow(),
+    }
+    return _change("dunning.DisputeOpened.v1", "/invoice-ingest", data)
+
+
+def dispute_resolved(opened: dict, *, outcome: str, credit_amount: str | None = None) -> dict:
+    d = opened["data"]
+    data = {k: d[k] for k in ("dispute_id", "invoice_id", "tenant_id", "currency")}
+    data.update(outcome=outcome, credit_amount=credit_amount, resolved_by="support@acme.example", note=None,
+                resolved_at=utcnow())  # fmt: skip
+    return _change("dunning.DisputeResolved.v1", "/invoice-ingest", data)
+
+
+def promise_made(issued: dict, *, amount: str, promised_date: date, acknowledged_at: datetime | None = None) -> dict:
+    d = issued["data"]
+    data = {
+        "promise_id": new_id("prm"),
+        "invoice_id": d["invoice_id"],
+        "tenant_id": d["tenant_id"],
+        "currency": d["currency"],
+        "amount": amount,
+        "promised_date": promised_date,
+        "made_by": "ar@acme.example",
+        "note": None,
+        "acknowledged_at": acknowledged_at or utcnow(),
+    }
+    return _change("dunning.PromiseMade.v1", "/invoice-ingest", data)
+
+
+def plan_agreed(issued: list[dict], instalments: list[tuple[date, str]]) -> dict:
+    """A PaymentPlanAgreed over the invoices `issued` (their balances: their amounts due)."""
+    d = issued[0]["data"]
+    data = {
+        "plan_id": new_id("pln"),
+        "tenant_id": d["tenant_id"],
+        "customer_id": d["customer"]["customer_id"],
+        "currency": d["currency"],
+        "total": str(sum(Decimal(i["data"]["amount_due"]) for i in issued)),
+        "invoices": [{"invoice_id": i["data"]["invoice_id"], "balance": i["data"]["amount_due"]} for i in issued],
+        "instalments": [
+            {"number": n, "due_date": due, "amount": amount} for n, (due, amount) in enumerate(instalments, start=1)
+        ],
+        "agreed_by": "ar@acme.example",
+        "acknowledged_at": utcnow(),
+    }
+    return _customer_event("dunning.PaymentPlanAgreed.v1", data)
+
+
+def plan_cancelled(agreed: dict) -> dict:
+    d = agreed["data"]
+    data = {k: d[k] for k in ("plan_id", "tenant_id", "customer_id")}
+    data.update(invoice_ids=[i["invoice_id"] for i in d["invoices"]], cancelled_by="ar@acme.example",
+                reason="customer asked", cancelled_at=utcnow())  # fmt: skip
+    return _customer_event("dunning.PaymentPlanCancelled.v1", data)
+
+
 async def timers(pool, invoice_id: str) -> list:
     return await pool.fetch("SELECT * FROM timers WHERE invoice_id = $1 ORDER BY sequence, channel", invoice_id)
 
@@ -175,6 +276,13 @@ class Helpers:
     invoice_written_off = staticmethod(invoice_written_off)
     credit_note_issued = staticmethod(credit_note_issued)
     customer_updated = staticmethod(customer_updated)
+    hold_placed = staticmethod(hold_placed)
+    hold_released = staticmethod(hold_released)
+    dispute_opened = staticmethod(dispute_opened)
+    dispute_resolved = staticmethod(dispute_resolved)
+    promise_made = staticmethod(promise_made)
+    plan_agreed = staticmethod(plan_agreed)
+    plan_cancelled = staticmethod(plan_cancelled)
     apply = staticmethod(apply)
     outbox_events = staticmethod(outbox_events)
     timers = staticmethod(timers)

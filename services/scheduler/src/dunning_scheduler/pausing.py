@@ -10,7 +10,8 @@ A stage is *owed* if its time passed during the pause. The policy's `pauses.resu
 
 After a broken promise a `promise_broken` reminder goes at the resume first; the owed stages then
 resume as above from one stage-gap later: the gap the policy puts between the first owed stage and
-the stage before it (none before it: no gap). A stage never goes back before the resume instant.
+the stage before it (the first stage: the one after it), so the two never go together. A stage
+never goes back before the resume instant.
 Instalment and promise_broken reminders are not the policy's stages: an owed one goes at the resume,
 the others keep their times.
 """
@@ -74,9 +75,11 @@ def resume(
 
 
 def _gap_before(timers: Sequence[Mapping[str, Any]], sequence: int) -> timedelta:
-    """The policy's spacing before stage `sequence`: its time minus the previous stage's."""
+    """The policy's spacing at stage `sequence`: its time minus the previous stage's (the first
+    stage: the next one's time minus its own; a lone stage: none)."""
     times = {t["sequence"]: t["scheduled_at"] for t in timers if t["kind"] == "policy"}
     earlier = [s for s in times if s < sequence]
-    if not earlier:
-        return timedelta(0)
-    return max(times[sequence] - times[max(earlier)], timedelta(0))
+    if earlier:
+        return max(times[sequence] - times[max(earlier)], timedelta(0))
+    later = [s for s in times if s > sequence]
+    return max(times[min(later)] - times[sequence], timedelta(0)) if later else timedelta(0)

@@ -64,7 +64,8 @@ async def agreed(conn: asyncpg.Connection, event: Event[PaymentPlanAgreed], *, p
     zone_name = await sql.timezone_of(conn, first, p.customer_id)
     now = utcnow()
     held = await sql.held(conn, first)  # another pause (a hold, a dispute) stops its reminders too
-    rows, deadlines = [], []
+    rows: list[list] = []
+    deadlines: list[tuple] = []
     count = len(p.instalments)
     for inst in p.instalments:
         context = {
@@ -101,7 +102,7 @@ def _reminders(
     zone = zone_for(zone_name or "UTC") or UTC_ZONE
     anchor = datetime.combine(due, policy.send_time, tzinfo=zone)
     base = new_id("stg")
-    rows = []
+    rows: list[list] = []
     for index, reminder in enumerate(policy.plan_reminders):
         name = reminder.name.removeprefix(f"{INSTALMENT}_")
         stage = f"{INSTALMENT}_{number}_{name}"[:40]

@@ -71,7 +71,7 @@ async def insert_pauses(
         customer_id,
         since,
         ends_at,
-        orjson.dumps(detail).decode(),
+        detail,  # jsonb: the pool's codec writes it
         cause_event_id,
     )
     return len(rows)
@@ -151,7 +151,7 @@ async def set_pause(conn: asyncpg.Connection, pause_id: str, *, state: str, deta
         "UPDATE pauses SET state = $2, detail = detail || $3::jsonb WHERE pause_id = $1",
         pause_id,
         state,
-        orjson.dumps(detail).decode(),
+        detail,
     )
 
 
@@ -362,8 +362,8 @@ async def insert_plan(
             customer_id,
             currency,
             total,
-            orjson.dumps(invoices).decode(),
-            orjson.dumps(instalments).decode(),
+            invoices,
+            instalments,
             invoices[0]["invoice_id"],
             acknowledged_at,
         )
