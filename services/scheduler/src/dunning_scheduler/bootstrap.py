@@ -1,5 +1,5 @@
 """The one place the scheduler is wired: pool and producer, HTTP app, consumer with its handler
-table, the firing loop, the replan loop and the outbox relay. Tests call the same functions."""
+table, the firing loop, the replan loop, the deadline loop and the outbox relay. Tests call the same functions."""
 
 from dataclasses import replace
 from functools import partial
@@ -14,6 +14,7 @@ from dunning.metrics import metrics_of
 from dunning.runtime import Service, Worker, housekeeping_for, open_infrastructure, relay_for
 from dunning_scheduler import metrics as scheduler_metrics
 from dunning_scheduler.api import create_app
+from dunning_scheduler.deadline_loop import DeadlineLoop
 from dunning_scheduler.firing import FiringLoop
 from dunning_scheduler.handlers import HANDLERS
 from dunning_scheduler.policy_store import ActivePolicies
@@ -68,6 +69,17 @@ def firing_loop_for(settings: Settings, pool: asyncpg.Pool) -> FiringLoop:
     )
 
 
+def deadline_loop_for(settings: Settings, pool: asyncpg.Pool, policies: ActivePolicies | None = None) -> DeadlineLoop:
+    return DeadlineLoop(
+        pool,
+        policies or ActivePolicies(),
+        poll_seconds=settings.deadline_poll_seconds,
+        gated=settings.payments_gate,
+        payments_topic=settings.payments_topic,
+        sources=settings.gate_sources,
+    )
+
+
 def replan_loop_for(settings: Settings, pool: asyncpg.Pool, policies: ActivePolicies | None = None) -> ReplanLoop:
     return ReplanLoop(
         pool,
@@ -82,13 +94,15 @@ async def bootstrap(settings: Settings) -> Service:
     pool, producer = await open_infrastructure(settings)
     workers: list[Worker] = [housekeeping_for(settings, pool)]
     cancel_latency = scheduler_metrics.cancel_latency()
-    policies = ActivePolicies()  # one per process: the consumer's and the replan loop's
+    policies = ActivePolicies()  # one per process: the consumer's, the replan and deadline loops'
     if settings.consumer_enabled:
         workers.append(consumer_for(settings, pool, policies, cancel_latency=cancel_latency))
     if settings.firing_enabled:
         workers.append(firing_loop_for(settings, pool))  # its counters: runtime.instrument_service, as any worker's
     if settings.replans_enabled:
         workers.append(replan_loop_for(settings, pool, policies))
+    if settings.deadlines_enabled:
+        workers.append(deadline_loop_for(settings, pool, policies))
     app = create_app(pool, settings)
     metrics = metrics_of(app)
     assert metrics is not None, "service_app instruments every app"

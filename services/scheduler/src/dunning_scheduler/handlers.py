@@ -18,6 +18,11 @@ has claimed the event id, and writes its events to the outbox in that same trans
   into its open invoices' snapshots, re-plan them if its time zone changed.
 Every stop goes through one statement shape (repository.invoices.stop_statement): the invoice row
 first, then its pending timers, under the locks the firing query respects.
+- Every terminal stop publishes StagesCancelled, even with no stage left, and ends the invoice's
+  pauses; money applied also counts towards a pending promise (kept) and the payment plans the
+  invoice is in (instalments covered, completed), and an upheld dispute's credit note resumes it.
+- HoldPlaced, HoldReleased, DisputeOpened, DisputeResolved, PromiseMade, PaymentPlanAgreed,
+  PaymentPlanCancelled: pause and resume (pause_handlers.py, pauser.py, plans.py, disputes.py).
 - PaymentsWatermark, StopsWatermark: keep an acknowledging service's statement (the firing gate, see
   repository.firing._FIRE_DUE)
   and wake the firing loop. Idempotent by construction, so it skips the inbox.
@@ -37,18 +42,34 @@ from dunning.clock import utcnow
 from dunning.contracts import (
     CreditNoteIssued,
     CustomerUpdated,
+    DisputeOpened,
+    DisputeResolved,
+    HoldPlaced,
+    HoldReleased,
     InvoiceIssued,
     InvoiceUpdated,
     InvoiceVoided,
     InvoiceWrittenOff,
+    PaymentPlanAgreed,
+    PaymentPlanCancelled,
     PaymentReceived,
     PaymentsWatermark,
+    PromiseMade,
     StopsWatermark,
 )
 from dunning.events import Event
 from dunning.handler_table import HandlerSpec, Rejected, check_envelope
 from dunning.logging import get_logger
-from dunning_scheduler import messages, repository
+from dunning_scheduler import disputes, messages, pauser, plans, repository
+from dunning_scheduler.pause_handlers import (
+    on_dispute_opened,
+    on_dispute_resolved,
+    on_hold_placed,
+    on_hold_released,
+    on_payment_plan_agreed,
+    on_payment_plan_cancelled,
+    on_promise_made,
+)
 from dunning_scheduler.planner import TIMERS_CHANNEL, plan_invoices
 from dunning_scheduler.planning import CREDITED, SETTLED, VOIDED, WRITTEN_OFF
 from dunning_scheduler.policy_store import ActivePolicies
@@ -70,19 +91,51 @@ async def on_invoices_issued(
 
 
 async def on_payment_received(
-    conn: asyncpg.Connection, event: Event[PaymentReceived], *, cancel_latency: Histogram | None = None
+    conn: asyncpg.Connection,
+    event: Event[PaymentReceived],
+    *,
+    policies: ActivePolicies,
+    cancel_latency: Histogram | None = None,
 ) -> None:
     p = event.data
-    await _apply_balance(conn, event, p.payment_id, p.currency, p.balance_remaining, p.settled, p.acknowledged_at,
-                         reason=SETTLED, cancel_latency=cancel_latency)  # fmt: skip
+    row = await _apply_balance(conn, event, p.payment_id, p.currency, p.balance_remaining, p.settled,
+                               p.acknowledged_at, reason=SETTLED, cancel_latency=cancel_latency)  # fmt: skip
+    await _money_applied(conn, event, row, p.amount_applied, p.acknowledged_at, policies)
 
 
 async def on_credit_note_issued(
-    conn: asyncpg.Connection, event: Event[CreditNoteIssued], *, cancel_latency: Histogram | None = None
+    conn: asyncpg.Connection,
+    event: Event[CreditNoteIssued],
+    *,
+    policies: ActivePolicies,
+    cancel_latency: Histogram | None = None,
 ) -> None:
     n = event.data
-    await _apply_balance(conn, event, n.credit_note_id, n.currency, n.balance_remaining, n.settled, n.acknowledged_at,
-                         reason=CREDITED, cancel_latency=cancel_latency)  # fmt: skip
+    row = await _apply_balance(conn, event, n.credit_note_id, n.currency, n.balance_remaining, n.settled,
+                               n.acknowledged_at, reason=CREDITED, cancel_latency=cancel_latency)  # fmt: skip
+    await _money_applied(conn, event, row, n.amount_applied, n.acknowledged_at, policies)
+    if n.reference.startswith("dsp_"):  # an upheld dispute's credit (DisputeResolved.credit_amount)
+        await disputes.credited(conn, event, n.reference, policies=policies)
+
+
+async def _money_applied(
+    conn: asyncpg.Connection,
+    event: Event,
+    row: asyncpg.Record | None,
+    amount: Decimal,
+    acknowledged_at: datetime,
+    policies: ActivePolicies,
+) -> None:
+    """Money on an invoice counts towards its pending promise and the payment plans it is in (even a
+    payment older than the last one applied: it was paid all the same)."""
+    if row is None:
+        row = await repository.money_watchers(conn, event.subject, event.tenant_id)
+    if row is None:
+        return
+    if row["promised"]:
+        await pauser.paid(conn, event.subject, amount, acknowledged_at, policies=policies)
+    if row["in_plan"]:
+        await plans.paid(conn, event.subject, policies=policies)
 
 
 async def _apply_balance(
@@ -96,8 +149,9 @@ async def _apply_balance(
     *,
     reason: str,
     cancel_latency: Histogram | None,
-) -> None:
-    """A payment or a credit note: the balance as reconciliation left it, latest acknowledged wins."""
+) -> asyncpg.Record | None:
+    """A payment or a credit note: the balance as reconciliation left it, latest acknowledged wins.
+    Returns the invoice as applied (None: stale, or not this tenant's)."""
     invoice_id, tenant_id = _checked(event)
     row, cancelled = await repository.apply_payment(
         conn,
@@ -115,16 +169,17 @@ async def _apply_balance(
         if existing is not None and existing["currency"] not in (None, currency):
             raise Rejected(f"{event.name} currency {currency} differs from the invoice's {existing['currency']}")
         log.info("scheduler.payment.stale", payment_id=payment_id)
-        return
+        return None
     log.info(
         "scheduler.payment.applied",
         payment_id=payment_id,
         settled=row["settled"],
         planned=row["planned_at"] is not None,
     )
-    cancelled_at = await _cancelled(conn, event, reason, cancelled)
+    cancelled_at = await _stopped(conn, event, reason, row, cancelled)
     if cancelled_at is not None and cancel_latency is not None:  # acknowledged by reconciliation -> cancelled
         cancel_latency.observe(max((cancelled_at - acknowledged_at).total_seconds(), 0.0))
+    return row
 
 
 async def on_invoice_updated(
@@ -157,7 +212,7 @@ async def on_invoice_updated(
     )
     assert row is not None, "the row is locked, open and older"
     log.info("scheduler.invoice.updated", version=data.version, changed=list(data.changed), settled=row["settled"])
-    await _cancelled(conn, event, SETTLED, cancelled)
+    await _stopped(conn, event, SETTLED, row, cancelled)
     if row["settled"]:
         return
     if row["due_date"] != held["due_date"]:
@@ -195,7 +250,7 @@ async def _close(conn: asyncpg.Connection, event: Event, status: str, closed_at:
         log.info("scheduler.invoice.stale", event_type=event.type, version=event.data.version)
         return
     log.info("scheduler.invoice.closed", status=status, version=event.data.version)
-    await _cancelled(conn, event, reason, cancelled)
+    await _stopped(conn, event, reason, row, cancelled)
 
 
 async def on_customer_updated(
@@ -255,13 +310,16 @@ async def _owned(conn: asyncpg.Connection, event: Event) -> asyncpg.Record | Non
     return existing
 
 
-async def _cancelled(
-    conn: asyncpg.Connection, event: Event, reason: str, rows: list[asyncpg.Record]
+async def _stopped(
+    conn: asyncpg.Connection, event: Event, reason: str, row: asyncpg.Record, rows: list[asyncpg.Record]
 ) -> datetime | None:
-    """StagesCancelled for the timers a stop cancelled (none: no event); returns when they were."""
-    if not rows:
+    """A terminal stop this event made (`row["newly"]`) of a planned invoice: StagesCancelled with
+    the timers it cancelled, even none (the notifier learns every stop from it), and the invoice's
+    pauses end (pauser.stopped). Returns when they were cancelled (None: no stop, or none left)."""
+    if not row["newly"] or row["planned_at"] is None:
         return None
-    cancelled_at = rows[0]["cancelled_at"] or utcnow()
+    await pauser.stopped(conn, event.subject, reason, paid=reason in (SETTLED, CREDITED))
+    cancelled_at = (rows[0]["cancelled_at"] if rows else None) or utcnow()
     await outbox.add(
         conn,
         messages.stages_cancelled(
@@ -274,7 +332,7 @@ async def _cancelled(
         ),
     )
     log.info("scheduler.stages.cancelled", reason=reason, count=len(rows))
-    return cancelled_at
+    return cancelled_at if rows else None
 
 
 async def on_payments_watermarks(conn: asyncpg.Connection, events: list[Event[PaymentsWatermark]]) -> None:
@@ -305,4 +363,13 @@ HANDLERS = {
     CustomerUpdated: HandlerSpec(on_customer_updated),
     PaymentsWatermark: HandlerSpec(on_payments_watermark, batch=on_payments_watermarks, inbox=False),
     StopsWatermark: HandlerSpec(on_stops_watermark, batch=on_stops_watermarks, inbox=False),
+    # Stops that pause (pause_handlers.py): the invoice's pending stages wait, DunningPaused; their
+    # end resumes them without a burst (DunningResumed).
+    HoldPlaced: HandlerSpec(on_hold_placed),
+    HoldReleased: HandlerSpec(on_hold_released),
+    DisputeOpened: HandlerSpec(on_dispute_opened),
+    DisputeResolved: HandlerSpec(on_dispute_resolved),
+    PromiseMade: HandlerSpec(on_promise_made),
+    PaymentPlanAgreed: HandlerSpec(on_payment_plan_agreed),
+    PaymentPlanCancelled: HandlerSpec(on_payment_plan_cancelled),
 }

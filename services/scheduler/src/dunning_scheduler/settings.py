@@ -44,6 +44,10 @@ class Settings(CommonSettings):
             raise ValueError("name at least one service (e.g. reconciliation,invoice-ingest)")
         return value
 
+    # Deadline loop: hold ends, promise and instalment deadlines (the gated ones under the gate).
+    deadlines_enabled: bool = True
+    deadline_poll_seconds: float = 0.5
+
     # Replan loop: a policy applied to open invoices (apply_to), batch by batch.
     replans_enabled: bool = True
     replan_batch_size: int = 500
