@@ -97,6 +97,7 @@ class DisputeService:
             await outbox.add_many(conn, [env])
             log.info("ingest.dispute.opened", invoice_id=invoice_id, dispute_id=dispute["dispute_id"])
             row = await repo.get_dispute(conn, tenant_id, invoice_id, dispute["dispute_id"])
+            assert row is not None, "inserted in this transaction"
             location = f"/v1/invoices/{invoice_id}/disputes/{dispute['dispute_id']}"
             return reply(201, dump(DisputeOut.from_row(row)), {"location": location})
 
@@ -124,6 +125,7 @@ class DisputeService:
                 "resolved_by": body.resolved_by,
             }
             resolved = await repo.resolve_dispute(conn, dispute_id, resolution)
+            assert resolved is not None, "the dispute is locked and open"
             await outbox.add_many(conn, [envelope(dispute_resolved(resolved))])
             log.info("ingest.dispute.resolved", invoice_id=invoice_id, dispute_id=dispute_id, outcome=body.outcome)
             return dump(DisputeOut.from_row(resolved))

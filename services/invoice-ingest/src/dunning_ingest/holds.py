@@ -95,7 +95,7 @@ class HoldService:
         409 for an invoice that is not open. The invoice is locked (ordering the hold with a void)."""
         field, value = hold.target
         if field in ("invoice_id", "invoice_external_id"):
-            invoice_id = value
+            invoice_id: str | None = value
             if field == "invoice_external_id":
                 invoice_id = (await repository.existing_by_external_id(conn, tenant_id, [value])).get(value, (None,))[0]
             row = await repository.lock_invoice(conn, tenant_id, invoice_id) if invoice_id else None

@@ -71,7 +71,8 @@ async def list_holds(
 ) -> list[asyncpg.Record]:
     """Newest first (ids are time-ordered); `after` is the last id of the previous page. `invoice_id`:
     the holds covering that invoice (its own and its customer's)."""
-    where, args = ["h.tenant_id = $1"], [tenant_id]
+    where: list[str] = ["h.tenant_id = $1"]
+    args: list[Any] = [tenant_id]
     for clause, value in (
         ("h.customer_id = ${}", customer_id),
         (
