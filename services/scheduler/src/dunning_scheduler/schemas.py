@@ -45,11 +45,20 @@ class TimerOut(BaseModel):
     channel: str
     template: str
     scheduled_at: datetime
-    state: Literal["scheduled", "fired", "cancelled", "skipped"]
+    state: Literal["scheduled", "paused", "fired", "cancelled", "skipped"] = Field(
+        description="paused: the invoice is on hold, disputed, promised or in a payment plan; it goes again "
+        "(by the policy's pauses.resume) when the last pause ends."
+    )
     fired_at: datetime | None
     cancelled_at: datetime | None
     reason: str | None
     policy_version: int
+    kind: Literal["policy", "promise_broken", "instalment"] = Field(
+        "policy", description="policy: a stage of the policy; promise_broken, instalment: added by a stop."
+    )
+    context: dict[str, str] | None = Field(
+        None, description="What the reminder quotes besides the invoice (a broken promise, an instalment)."
+    )
 
 
 class InvoiceTimersOut(BaseModel):

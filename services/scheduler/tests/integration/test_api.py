@@ -123,3 +123,19 @@ async def test_invoice_timers_show_the_plan_to_its_tenant_only(client, pool, h):
     other = h.invoice_issued(tenant_id="ten_other", due_date=date(2031, 3, 20))
     await h.apply(pool, other)
     assert (await client.get(f"/v1/invoices/{other['subject']}/timers")).status_code == 404
+
+
+async def test_invoice_timers_show_paused_stages_and_an_instalments_context(client, pool, h):
+    event = h.invoice_issued(due_date=date(2031, 3, 20))
+    await h.apply(pool, event)
+    await h.apply(pool, h.plan_agreed([event], [(date(2031, 4, 20), "1250.00")]))
+    body = (await client.get(f"/v1/invoices/{event['subject']}/timers")).json()
+    by_stage = {t["stage"]: t for t in body["timers"]}
+    assert {by_stage[s]["state"] for s in ("pre_due", "soft", "firm", "final", "collections")} == {"paused"}
+    reminder = by_stage["instalment_1_pre_due"]
+    assert (reminder["kind"], reminder["state"], reminder["template"]) == (
+        "instalment",
+        "scheduled",
+        "instalment_pre_due",
+    )
+    assert reminder["context"]["due_date"] == "2031-04-20" and reminder["context"]["instalments"] == "1"
