@@ -317,9 +317,21 @@ async def test_the_schedulers_verdicts_set_the_plans_status(client, pool, kit):
     await _verdict(
         pool,
         kit,
-        PaymentPlanCompleted(second["plan_id"], kit.TENANT, customer_id, (inv["id"],), "EUR", Decimal("1250.00"), now),
+        PaymentPlanCompleted(
+            second["plan_id"], kit.TENANT, customer_id, (inv["id"],), "EUR", Decimal("1250.00"), utcnow()
+        ),
     )
     assert (await client.get(f"/v1/payment-plans/{second['plan_id']}")).json()["status"] == "completed"
+
+    # the invoice's history shows the plan agreed, the instalment missed and the plan broken, then the next plan
+    history = (await client.get(f"/v1/invoices/{inv['id']}")).json()["history"]
+    assert [(e["kind"], e["reference"]) for e in history if "plan" in e["kind"] or "instalment" in e["kind"]] == [
+        ("payment_plan_agreed", plan_id),
+        ("instalment_missed", plan_id),
+        ("payment_plan_broken", plan_id),
+        ("payment_plan_agreed", second["plan_id"]),
+        ("payment_plan_completed", second["plan_id"]),
+    ]
 
     # another tenant's plan id is refused (dead-lettered), not applied
     foreign = PaymentPlanCompleted(plan_id, kit.OTHER_TENANT, customer_id, (inv["id"],), "EUR", Decimal("1250.00"), now)
