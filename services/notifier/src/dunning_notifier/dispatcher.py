@@ -184,13 +184,8 @@ class Dispatcher:
             await _publish_cancelled(conn, rows)
         for row in rows:
             self.in_doubt_reclaims += 1
-            log.warning(
-                "notifier.delivery.in_doubt",
-                reason="lease_expired",
-                **{k: row[k] for k in ("delivery_id", "tenant_id", "invoice_id", "stage", "channel", "state")},
-                attempts=row["attempts"],
-                in_doubt_attempts=row["in_doubt_attempts"],
-            )
+            fields = ("delivery_id", "tenant_id", "invoice_id", "stage", "channel", "state", "attempts")
+            log.warning("notifier.delivery.in_doubt", reason="lease_expired", **{k: row[k] for k in fields})
 
     async def _sleep(self, seconds: float) -> None:
         await self._wait(self._stopping, seconds)
