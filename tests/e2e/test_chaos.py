@@ -1,8 +1,11 @@
 """Chaos, short version: the whole stack (2 replicas of every service) while service processes are
-SIGKILLed every few seconds and reconciliation's outbox relay is paused, with stops raced against
-stage times (payments through Stripe webhooks and POST /v1/payments, settling credit notes, voids
-and write-offs); then the promises are checked from what
-the SMTP server received and the public APIs (see dunning_tools.chaos).
+SIGKILLed every few seconds and reconciliation's outbox relay is paused, with every kind of stop
+raced against stage times (payments through Stripe webhooks and POST /v1/payments, settling credit
+notes, voids, write-offs, holds on invoices and customers, disputes, promises, payment plans, and
+due-date changes), each aimed to be acknowledged within +-50 ms of a stage; holds are released or
+expire, disputes rejected or upheld, promises and plans kept (or broken, when a day ends within the
+run); then the promises are checked from what the SMTP server received and the public APIs (see
+dunning_tools.chaos). The broker and PostgreSQL are killed in the full run (`make chaos`) only.
 
 Runs `python -m dunning_tools.chaos --short` as a subprocess (its own embedded PostgreSQL and
 broker, unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS are set) and reads its report.json. About
@@ -39,14 +42,29 @@ def test_faults_really_happened(chaos):
     assert report["faults"]["restarts"] >= report["faults"]["kills"], output
     assert report["payments"]["raced"] > 0 and report["payments"]["ack_within_50ms_of_stage"] > 0, output
     assert all(n > 0 for n in report["payments"]["by_channel"].values()), report["payments"]["by_channel"]
+    outcomes = report["pauses"]["outcomes"]
+    for done in ("hold_invoice/released", "hold_customer/released", "dispute/rejected"):  # resumed: owed stages
+        assert outcomes.get(done, 0) > 0, outcomes
     assert report["payments"]["settled"] > 0, output
     assert report["faults"]["relay"]["paused"] and report["faults"]["relay"].get("resumed"), output
     assert report["quiescence"]["reached"], output
 
 
-def test_no_reminder_after_a_payment(chaos):
+def test_every_kind_of_stop_really_raced(chaos):
+    report, _, output = chaos
+    share = report["payments"]["share_within_50ms_by_kind"]
+    assert set(share) == set(report["payments"]["by_channel"]), share
+    assert not report["payments"]["kinds_below_share"], share
+
+
+def test_no_reminder_while_a_stop_is_in_force(chaos):
     report, _, output = chaos
     assert report["violations"]["count"] == 0, output
+
+
+def test_every_timeline_matches_what_the_smtp_server_received(chaos):
+    report, _, output = chaos
+    assert report["timelines"]["checked"] > 0 and report["timelines"]["mismatches"] == 0, output
 
 
 def test_no_reminder_lost(chaos):

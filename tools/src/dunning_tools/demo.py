@@ -5,7 +5,8 @@ issued, reminders arrive in the local SMTP server, one invoice is paid by a Stri
 and its remaining stages are cancelled in its timeline. Then a second tenant, on the built-in policy
 (stages days around the due date), shows the changes an accounting system makes: a due date moved
 (the pending stages re-planned, old and new times on the timeline), a stale write refused, a void,
-a credit note that settles an invoice.
+a credit note that settles an invoice. Then the stops (`demo_stops`): a dispute pausing an invoice
+and rejected, a payment plan's instalment reminders, a promise to pay broken.
 """
 
 import asyncio
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from dunning_cli.tenants import create_tenant
+from dunning_tools import demo_stops
 from dunning_tools.stack.mailserver import messages_to
 from dunning_tools.testing.story import invoice_body, post_stripe_webhook, seconds_policy, stripe_invoice_paid
 from dunning_tools.testing.waits import wait_until
@@ -115,6 +117,7 @@ def main() -> None:
         for s in now["timeline"]:
             say(f"     {s['stage']:<12} {s['scheduled_at']}  {s['state']}")
     changes(client, state)
+    demo_stops.stops(client, state, say, wait)
     say(f"\nRead the mail: {mail}/messages or the files in .run/mail/new/")
 
 
