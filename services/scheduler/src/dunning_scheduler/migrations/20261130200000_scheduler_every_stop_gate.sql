@@ -12,11 +12,11 @@ ALTER TABLE watermark_statements
     ADD COLUMN offsets jsonb NOT NULL DEFAULT '{}',
     ALTER COLUMN payments_offsets SET DEFAULT '{}',
     ALTER COLUMN invoice_positions SET DEFAULT '{}';
--- Pruning keeps each source's newest statements.
-CREATE INDEX watermark_statements_source ON watermark_statements (source, received_at DESC);
+-- The gate reads each source's statements newest watermark first and stops at the first usable one.
+CREATE INDEX watermark_statements_best ON watermark_statements (source, watermark DESC, received_at DESC);
 
 -- migrate:down
-DROP INDEX watermark_statements_source;
+DROP INDEX watermark_statements_best;
 DELETE FROM watermark_statements WHERE source <> 'reconciliation';
 ALTER TABLE watermark_statements
     DROP COLUMN source,

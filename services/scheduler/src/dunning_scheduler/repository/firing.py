@@ -16,11 +16,12 @@ GATE_SOURCES = ("reconciliation", "invoice-ingest")
 # The firing query, in one place. A timer fires only if it is due, its time is at or before the
 # gate's watermark, and its InvoiceIssued is below reconciliation's certified position; no
 # watermark, nothing fires. The gate's watermark: for each acknowledging service in $SOURCES
-# (GATE_SOURCES), the best watermark among its statements this scheduler has caught up with (every
-# offset they name applied: reconciliation's payments offsets on $1, the per-topic `offsets` of the
-# others); then the minimum over the services, and none unless every one has a usable statement.
-# The certified positions come from reconciliation's usable statements (NULL: reconciliation is not
-# a source, no position to wait for).
+# (GATE_SOURCES), its best statement among those this scheduler has caught up with (every offset
+# they name applied: reconciliation's payments offsets on $1, the per-topic `offsets` of the others):
+# the greatest watermark, found newest first along watermark_statements_best, so the usual case reads
+# one statement per source; then the minimum over the services, and none unless every one has a
+# usable statement. The certified positions are those of reconciliation's best statement (NULL:
+# reconciliation is not a source, no position to wait for); any usable statement's are sound.
 # A closed invoice's timer never fires: every stop cancels its timers in the statement that records
 # it (repository.invoices.stop_statement), and the query checks the invoice too (void, written off,
 # settled), so a timer a bug left scheduled on a closed invoice still stays silent.
@@ -31,29 +32,29 @@ GATE_SOURCES = ("reconciliation", "invoice-ingest")
 _GATE = """
 WITH applied AS (
     SELECT topic, partition::text AS partition, next_offset FROM consumer_positions
-), usable AS (
-    SELECT s.source, s.watermark, s.invoice_positions FROM watermark_statements AS s
-    WHERE s.source = ANY($SOURCES::text[])
-      AND NOT EXISTS (
-        SELECT 1 FROM jsonb_each_text(s.payments_offsets) AS o(partition, end_offset)
-        LEFT JOIN applied AS a ON a.topic = $1 AND a.partition = o.partition
-        WHERE coalesce(a.next_offset, 0) < o.end_offset::bigint)
-      AND NOT EXISTS (
-        SELECT 1 FROM jsonb_each(s.offsets) AS t(topic, ends)
-        CROSS JOIN LATERAL jsonb_each_text(t.ends) AS o(partition, end_offset)
-        LEFT JOIN applied AS a ON a.topic = t.topic AND a.partition = o.partition
-        WHERE coalesce(a.next_offset, 0) < o.end_offset::bigint)
 ), best AS (
-    SELECT source, max(watermark) AS watermark FROM usable GROUP BY source
+    SELECT src.source, b.watermark, b.invoice_positions
+    FROM (SELECT DISTINCT source FROM unnest($SOURCES::text[]) AS source) AS src
+    CROSS JOIN LATERAL (
+        SELECT s.watermark, s.invoice_positions FROM watermark_statements AS s
+        WHERE s.source = src.source
+          AND NOT EXISTS (
+            SELECT 1 FROM jsonb_each_text(s.payments_offsets) AS o(partition, end_offset)
+            LEFT JOIN applied AS a ON a.topic = $1 AND a.partition = o.partition
+            WHERE coalesce(a.next_offset, 0) < o.end_offset::bigint)
+          AND NOT EXISTS (
+            SELECT 1 FROM jsonb_each(s.offsets) AS t(topic, ends)
+            CROSS JOIN LATERAL jsonb_each_text(t.ends) AS o(partition, end_offset)
+            LEFT JOIN applied AS a ON a.topic = t.topic AND a.partition = o.partition
+            WHERE coalesce(a.next_offset, 0) < o.end_offset::bigint)
+        ORDER BY s.watermark DESC, s.received_at DESC
+        LIMIT 1) AS b
 ), gate AS (
     SELECT (SELECT CASE WHEN count(*) = (SELECT count(DISTINCT x) FROM unnest($SOURCES::text[]) AS x)
                         THEN min(watermark) END FROM best) AS watermark,
-           (SELECT CASE WHEN 'reconciliation' = ANY($SOURCES::text[])
-                        THEN coalesce(jsonb_object_agg(partition, position), '{}'::jsonb) END FROM (
-                SELECT p.key AS partition, max(p.value::bigint) AS position
-                FROM usable CROSS JOIN LATERAL jsonb_each_text(usable.invoice_positions) AS p
-                WHERE usable.source = 'reconciliation'
-                GROUP BY p.key) AS certified) AS positions
+           CASE WHEN 'reconciliation' = ANY($SOURCES::text[])
+                THEN coalesce((SELECT invoice_positions FROM best WHERE source = 'reconciliation'), '{}'::jsonb)
+           END AS positions
 )
 """
 _FIRE_DUE = (
