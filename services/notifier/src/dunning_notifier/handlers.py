@@ -8,14 +8,18 @@ stages topic, in the invoice's order: `StagesCancelled` for a terminal one (sett
 written off; even with no stage left to cancel) and `DunningPaused` for a pause (hold, dispute,
 promise, payment plan), until `DunningResumed`. The transaction that applies a stop cancels every
 delivery of the invoice that is `pending` (waiting for its first attempt or in retry backoff),
-publishing `ReminderCancelled` for each, and remembers the stop (`invoice_stops`), so that a
-StageEscalated arriving after it (redelivered, re-emitted) records its delivery `cancelled`. A
-delivery `sending` at that moment is mid-attempt and finishes: sent or failed as it comes, but a
-transient failure, an expired lease or a hand-back makes it `cancelled` instead of `pending` (the
-stop marks the row; repository.py). The boundary, exactly: **no attempt starts after the notifier
-has applied the stop** (committed this transaction); an attempt is started by the claim's commit,
-and the claim and the stop lock the same row, so one commits first. At most the one attempt in
-flight at the stop completes.
+publishing `ReminderCancelled` for each, and remembers the stop (`invoice_stops`): after a terminal
+stop, a StageEscalated arriving (redelivered, re-emitted) records its delivery `cancelled`. Not so
+after a pause: in the invoice's order, a StageEscalated after DunningPaused is one the scheduler
+fired after applying the pause, on purpose (a payment plan's instalment reminders, which its own
+pause lets through; an invoice resumed without a DunningResumed: a hold ended while a plan still
+pauses it, a completed plan's invoice left open), and a copy of one fired before it is the same
+(invoice, stage, channel), which never makes a second delivery. A delivery `sending` at that moment
+is mid-attempt and finishes: sent or failed as it comes, but a transient failure, an expired lease
+or a hand-back makes it `cancelled` instead of `pending` (the stop marks the row; repository.py).
+The boundary, exactly: **no attempt starts after the notifier has applied the stop** (committed this
+transaction); an attempt is started by the claim's commit, and the claim and the stop lock the same
+row, so one commits first. At most the one attempt in flight at the stop completes.
 """
 
 import asyncpg
@@ -41,7 +45,7 @@ def recipient_for(stage: StageEscalated) -> str | None:
 
 async def record_delivery(conn: asyncpg.Connection, event: Event[StageEscalated]) -> None:
     """StageEscalated -> one pending delivery per (invoice, stage, channel), never two; `cancelled` at
-    once (ReminderCancelled) if the invoice is stopped or paused."""
+    once (ReminderCancelled) if the invoice is stopped for good."""
     stage = event.data
     check_envelope(event)
     row = await repo.insert_delivery(

@@ -6,7 +6,7 @@ delivery (contacts.py), and each outcome write records the addresses that attemp
 Stops (handlers.py): `apply_stop` cancels an invoice's `pending` deliveries and marks its `sending`
 ones with the stop (`cancel_reason`); every statement that would put a delivery back to `pending`
 (a retry, an expired lease, a hand-back) reads that mark on the row it updates and makes it
-`cancelled` instead, and `insert_delivery` records a delivery of a stopped or paused invoice
+`cancelled` instead, and `insert_delivery` records a delivery of a stopped invoice (a terminal stop)
 `cancelled`. Each returns the cancelled rows' `_CANCELLED_COLUMNS` (messages.reminder_cancelled)."""
 
 from collections.abc import Sequence
@@ -52,8 +52,9 @@ _PENDING_UNLESS_STOPPED = (
 )
 
 
-# A delivery of an invoice the notifier knows stopped or paused is recorded `cancelled` at once (a
-# StageEscalated redelivered or re-emitted after the stop): the stop's row, read in the same statement.
+# A delivery of an invoice the notifier knows stopped for good is recorded `cancelled` at once (a
+# StageEscalated redelivered or re-emitted after the terminal stop): its row, read in the same
+# statement. A pause does not (handlers.py: what the scheduler fires under a pause is meant to go).
 _INSERT_DELIVERY = (
     "INSERT INTO deliveries AS d (delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template,"
     " recipient, payload, source_event_id, traceparent, customer_id,"
@@ -62,7 +63,8 @@ _INSERT_DELIVERY = (
     " $10::uuid, $11::text, $12::text,"
     " CASE WHEN s.reason IS NULL THEN 'pending' ELSE 'cancelled' END, s.reason, s.cause_event_id,"
     " CASE WHEN s.reason IS NOT NULL THEN now() END"
-    " FROM (VALUES (1)) AS one LEFT JOIN invoice_stops s ON s.tenant_id = $2 AND s.invoice_id = $3"
+    " FROM (VALUES (1)) AS one LEFT JOIN invoice_stops s"
+    " ON s.tenant_id = $2 AND s.invoice_id = $3 AND s.state = 'stopped'"
     f" ON CONFLICT (tenant_id, invoice_id, stage, channel) DO NOTHING RETURNING {_CANCELLED_COLUMNS}"
 )
 
@@ -83,7 +85,7 @@ async def insert_delivery(
     traceparent: str | None,
 ) -> asyncpg.Record | None:
     """Record a delivery to make (`_CANCELLED_COLUMNS`: its state is `cancelled` if the invoice is
-    stopped or paused); None if this (invoice, stage, channel) already has one. Its customer (whose
+    stopped for good); None if this (invoice, stage, channel) already has one. Its customer (whose
     current contacts the dispatcher looks up) is the payload's."""
     customer_id = (payload.get("customer") or {}).get("customer_id")
     return await conn.fetchrow(

@@ -84,6 +84,35 @@ async def test_a_paused_invoices_delivery_is_cancelled_and_a_stage_after_the_res
     assert reported[0]["data"]["cause_event_id"] == pause["id"] and reported[0]["data"]["attempts"] == 0
 
 
+async def test_an_instalment_reminder_the_scheduler_fires_under_its_plans_pause_is_sent(notifier, stage_data):
+    soft = stage_data(stage="soft")
+    await notifier.receive(soft)
+    await notifier.stop("paused", soft["invoice_id"], cause="payment_plan")  # the soft reminder is dropped
+    instalment = dict(
+        stage_data(stage="instalment_1_pre_due"),
+        template="instalment_pre_due",
+        invoice_id=soft["invoice_id"],
+        customer=soft["customer"],
+        context={"kind": "instalment", "plan_id": "pln_01JD8X0000000000000000", "number": "1", "instalments": "3",
+                 "amount": "416.67", "due_date": "2026-11-26", "currency": "USD"},
+    )  # fmt: skip
+    await notifier.receive(instalment)
+
+    async with notifier.dispatching():
+        await async_wait_until(
+            lambda: notifier.pool.fetchval(
+                "SELECT state = 'sent' FROM deliveries WHERE invoice_id = $1 AND stage = 'instalment_1_pre_due'",
+                soft["invoice_id"],
+            ),
+            what="the instalment reminder sent",
+        )
+    [mail] = await notifier.mail_to(soft["customer"]["email"])
+    assert mail["subject"] == "Heads-up: instalment 1 of 3 ($416.67) is due on November 26, 2026"
+    assert await notifier.pool.fetchval(
+        "SELECT state FROM deliveries WHERE invoice_id = $1 AND stage = 'soft'", soft["invoice_id"]
+    ) == "cancelled"  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "stops",
     [

@@ -2,9 +2,9 @@
 -- The last mile of the cancel guarantee (handlers.py says where the boundary lies). The scheduler tells the notifier every stop of
 -- an invoice (StagesCancelled: a terminal stop; DunningPaused: a pause, until DunningResumed); the
 -- consumer applies it here, in the transaction that records the event:
--- * `invoice_stops` remembers it per invoice, so that a StageEscalated arriving after it (a
---   redelivery or a re-emission) records its delivery already `cancelled`. A terminal stop stays;
---   a pause is deleted by DunningResumed.
+-- * `invoice_stops` remembers it per invoice: a terminal stop for good, so that a StageEscalated
+--   arriving after it (a redelivery or a re-emission) records its delivery already `cancelled`; a
+--   pause until DunningResumed deletes it (what the scheduler fires under a pause is meant to go).
 -- * every `pending` delivery of the invoice becomes `cancelled` (with the stop's reason and event),
 --   and every `sending` one (mid-attempt: it finishes) is marked with the stop, so that no write
 --   can put it back to `pending`: a transient failure, an expired lease or a hand-back at shutdown
