@@ -313,6 +313,7 @@ class Dispatcher:
                 delay = min(delay * 2, 5.0)
 
     async def _record(self, conn: asyncpg.Connection, batch: list[Attempt]) -> None:
+        batch = sorted(batch, key=lambda a: a.delivery.delivery_id)  # rows locked in id order, as a stop does
         sent = [(a, a.outcome) for a in batch if isinstance(a.outcome, Sent)]
         failed = [(a, a.outcome) for a in batch if isinstance(a.outcome, Failed)]
         retry = [(a, a.outcome) for a in batch if isinstance(a.outcome, Retry)]

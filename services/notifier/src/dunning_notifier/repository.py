@@ -241,17 +241,21 @@ async def mark_retry(
 
 # One stop of an invoice: remembered (a terminal stop replaces a pause, nothing replaces a terminal
 # stop, a second pause keeps the first), its `pending` deliveries cancelled, its `sending` ones marked.
+# The rows are locked in id order (the recorder writes its batches in id order too: fewer deadlocks
+# between the two; one that happens is retried by either side).
 _APPLY_STOP = (
     "WITH stop AS ("
     "  INSERT INTO invoice_stops (tenant_id, invoice_id, state, reason, cause_event_id, stopped_at)"
     "  VALUES ($1, $2, $3, $4, $5, $6)"
     "  ON CONFLICT (tenant_id, invoice_id) DO UPDATE SET state = excluded.state, reason = excluded.reason,"
     "  cause_event_id = excluded.cause_event_id, stopped_at = excluded.stopped_at, applied_at = now()"
-    "  WHERE invoice_stops.state = 'paused' AND excluded.state = 'stopped')"
+    "  WHERE invoice_stops.state = 'paused' AND excluded.state = 'stopped'),"
+    " open AS (SELECT delivery_id FROM deliveries WHERE tenant_id = $1 AND invoice_id = $2"
+    "  AND state IN ('pending', 'sending') ORDER BY delivery_id FOR UPDATE)"
     " UPDATE deliveries d SET state = CASE WHEN d.state = 'pending' THEN 'cancelled' ELSE d.state END,"
     " cancelled_at = CASE WHEN d.state = 'pending' THEN now() END,"
     " cancel_reason = $4, cancel_cause_event_id = $5, updated_at = now()"
-    " WHERE d.tenant_id = $1 AND d.invoice_id = $2 AND d.state IN ('pending', 'sending')"
+    " FROM open WHERE d.delivery_id = open.delivery_id AND d.state IN ('pending', 'sending')"
     f" RETURNING {_CANCELLED_COLUMNS}"
 )
 

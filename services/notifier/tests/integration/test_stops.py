@@ -208,3 +208,57 @@ async def test_a_second_pause_and_a_redelivered_stop_cancel_nothing_twice(notifi
     row = await notifier.delivery(data["invoice_id"])
     assert row["cancel_reason"] == "hold"
     assert [e["data"]["cause_event_id"] for e in await notifier.reported(data["invoice_id"])] == [hold["id"]]
+
+
+async def blocked(pool) -> bool:
+    """Whether some statement of this test's database waits for a row lock."""
+    return await pool.fetchval("SELECT count(*) > 0 FROM pg_locks WHERE NOT granted")
+
+
+@pytest.mark.parametrize("first", ["stop", "retry"])
+async def test_a_stop_and_a_retry_write_racing_on_one_row_end_cancelled_whichever_commits_first(
+    notifier, notifier_settings, stage_data, stop_event, first
+):
+    from dunning import inbox  # the consumer's and the recorder's transactions, held open half-way
+    from dunning.events import decode, dumps
+    from dunning_notifier import repository as repo
+    from dunning_notifier.bootstrap import build_dispatcher
+    from dunning_notifier.dispatcher import Attempt
+    from dunning_notifier.handlers import HANDLERS
+    from dunning_notifier.outcomes import Delivery, Retry
+
+    data = stage_data()
+    await notifier.receive(data)
+    [claim] = await repo.claim_due(notifier.pool, 10, 30)  # one attempt in flight, failing transiently
+    recorder = build_dispatcher(notifier.pool, notifier_settings())
+    attempt = Attempt(Delivery.from_row(claim), Retry("smtp_451", "451 try again later"), None, retry_in=0.0)
+    stop = decode(dumps(stop_event("stopped", data["invoice_id"])))
+    [handler] = [spec.each for t, spec in HANDLERS.items() if t.TYPE == stop.type]
+
+    async def apply_stop(conn):
+        await inbox.claim(conn, stop.id, stop.type, "dunning.stages.v1")
+        await handler(conn, stop)
+
+    async def record_retry(conn):
+        await recorder._record(conn, [attempt])
+
+    steps = {"stop": apply_stop, "retry": record_retry}
+    second = "retry" if first == "stop" else "stop"
+    async with notifier.pool.acquire() as a, notifier.pool.acquire() as b:
+        held = a.transaction()
+        await held.start()
+        await steps[first](a)  # holds the row until it commits
+        later = asyncio.create_task(_in_transaction(b, steps[second]))
+        await async_wait_until(lambda: blocked(notifier.pool), what="the second write waiting for the row")
+        await held.commit()
+        await asyncio.wait_for(later, timeout=10)
+
+    row = await notifier.delivery(data["invoice_id"])
+    assert row["state"] == "cancelled" and row["cancel_reason"] == "invoice_settled"
+    [event] = await notifier.reported(data["invoice_id"])
+    assert event["type"] == "dunning.ReminderCancelled.v1" and event["data"]["attempts"] == 1
+
+
+async def _in_transaction(conn, step):
+    async with conn.transaction():
+        await step(conn)
