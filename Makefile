@@ -48,7 +48,7 @@ lint: install  ## ruff (lint and format check) and mypy
 bench: install  ## throughput and latency figures on this machine
 	$(PY) -m dunning_tools.bench
 
-chaos: install  ## the promises checked under SIGKILLs and a paused relay (10,000 invoices, ~6 min)
+chaos: install  ## every stop raced under SIGKILLs (services, PostgreSQL, broker) and a paused relay (~8 min)
 	$(PY) -m dunning_tools.chaos $(CHAOS_ARGS)
 
 image:  ## the production image (needs Docker): wheels of the runtime set only, non-root (deploy/Dockerfile)

@@ -56,10 +56,11 @@ def violation_of(stops, stage: str, scheduled: float, fired: float) -> tuple[flo
 
 
 def cancelled_by_stop(detail: dict | None, stage: str) -> bool:
-    """The invoice's history shows the notifier dropped the stage's delivery (ReminderCancelled)."""
+    """The invoice's history shows the notifier dropped the stage's delivery (ReminderCancelled) for a
+    stop that applies to it: a plan's own instalment reminders are not stopped by the plan's pause."""
     for entry in (detail or {}).get("history", []):
         if entry.get("kind") == "reminder_cancelled" and (entry.get("data") or {}).get("stage") == stage:
-            return True
+            return not (stage.startswith("instalment_") and "plan" in str(entry.get("reason") or ""))
     return False
 
 
@@ -143,7 +144,9 @@ def judge(run, state, received: dict, timer: dict, expected: dict) -> dict[str, 
         "pause_outcomes": dict(outcomes),
         "reminders_of_resumed_invoices": len(resumed),
         "reminder_cancelled_explained": sum(
-            1 for k, t in timer.items() if t.get("state") == "fired" and k not in received
+            1
+            for k, t in timer.items()
+            if t.get("state") == "fired" and k not in received and cancelled_by_stop(state.details.get(k[0]), k[1])
         ),
     }
 
