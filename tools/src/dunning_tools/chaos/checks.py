@@ -278,11 +278,30 @@ async def quiesce(run) -> State:
         inv.id for inv in run.rng.sample(issued, min(DETAILS_SAMPLE, len(issued)))
     ]
     state.details = await fetch_details(run, sorted(set(sample)))
+    await settle_timelines(run, state)
     run.log(
         f"quiescence {'reached' if state.quiescent else 'NOT reached'} after {state.waited:.1f} s; "
         f"{len(state.mails)} reminders received"
     )
     return state
+
+
+async def settle_timelines(run, state: State, rounds: int = 15) -> None:
+    """Timelines differing from the mail are read again for a while: invoice-ingest learns of a
+    delivery from the notifier's event, a moment after the SMTP server has it."""
+    mailed: dict[str, set] = defaultdict(set)
+    for m in state.mails:
+        mailed[m.invoice_id].add((m.stage, m.channel))
+    for _ in range(rounds):
+        differ = [i for i, d in state.details.items() if sent_in_timeline(d) != mailed.get(i, set())]
+        if not differ:
+            return
+        await asyncio.sleep(2)
+        state.details.update(await fetch_details(run, differ))
+
+
+def sent_in_timeline(detail: dict) -> set:
+    return {(s["stage"], s["channel"]) for s in detail.get("timeline", []) if s["state"] == "sent"}
 
 
 # -- the checks -----------------------------------------------------------------------------------
@@ -495,6 +514,8 @@ def analyse(run, state: State) -> dict:
         "timelines": {
             "checked": verdict["timelines_checked"],
             "mismatches": len(verdict["timeline_mismatches"]),
+            "in_doubt_explained": len(verdict["timeline_in_doubt"]),
+            "in_doubt_items": verdict["timeline_in_doubt"][:20],
             "items": verdict["timeline_mismatches"][:20],
         },
         "pauses": {

@@ -545,7 +545,8 @@ def summary(report: dict) -> str:
         f"unexplained, {d['same_message_id']} Message-IDs seen twice"
         + ("" if d["in_doubt_field_reported"] else " (the notifier does not report in_doubt_attempts yet)"),
         f"TIMELINES       {report['timelines']['checked']} checked against the SMTP server, "
-        f"{report['timelines']['mismatches']} differ",
+        f"{report['timelines']['mismatches']} differ ({report['timelines']['in_doubt_explained']} more show "
+        "cancelled a delivery the SMTP server got in an attempt in doubt: the provider window)",
         f"consistency     {report['consistency']}",
         f"lateness (s)    all {lat['all']}; healthy {lat['healthy']}",
         f"                healthy = {lat['healthy_rule']}",

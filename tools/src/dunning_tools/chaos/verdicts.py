@@ -13,7 +13,9 @@ scheduler's timers, the invoices' timelines and what the SMTP server received.
   (none, or every pause released, expired, rejected or broken), any stage of the policy never
   received (the run's resume mode, spaced, owes every one), and for a broken promise its
   `promise_broken` reminder.
-- timeline: what the invoice's timeline shows sent is what the SMTP server received.
+- timeline: what the invoice's timeline shows sent is what the SMTP server received, except a
+  delivery whose attempt is in doubt (the notifier died after the SMTP server's 250, before recording
+  `sent`: `in_doubt_attempts` >= 1), which a stop may then record as cancelled.
 """
 
 from collections import defaultdict
@@ -116,17 +118,22 @@ def judge(run, state, received: dict, timer: dict, expected: dict) -> dict[str, 
             k[0] == invoice_id and k[1] == "promise_broken" for k in received
         ):
             lost.append({"invoice_id": invoice_id, "stage": "promise_broken", "why": "promise broken, no reminder"})
+    in_doubt = {
+        (d["invoice_id"], d["stage"], d["channel"]) for d in state.deliveries if (d.get("in_doubt_attempts") or 0) >= 1
+    }
+    in_doubt_mismatches = []
     for invoice_id, detail in state.details.items():
         sent = {(invoice_id, s["stage"], s["channel"]) for s in detail.get("timeline", []) if s["state"] == "sent"}
         got = {k for k in received if k[0] == invoice_id}
         if sent != got:
-            mismatches.append(
-                {
-                    "invoice_id": invoice_id,
-                    "timeline_sent_not_received": sorted(k[1] for k in sent - got),
-                    "received_not_sent_in_timeline": sorted(k[1] for k in got - sent),
-                }
-            )
+            item = {
+                "invoice_id": invoice_id,
+                "timeline_sent_not_received": sorted(k[1] for k in sent - got),
+                "received_not_sent_in_timeline": sorted(k[1] for k in got - sent),
+            }
+            # The provider window: the notifier died after the SMTP server's 250, before recording `sent`;
+            # the attempt is in doubt, and a stop arriving meanwhile records the delivery cancelled.
+            (in_doubt_mismatches if not sent - got and got - sent <= in_doubt else mismatches).append(item)
     pauses = [p for p in run.payments if p.via in PAUSES and p.acknowledged_at]
     outcomes: dict[str, int] = defaultdict(int)
     for p in pauses:
@@ -140,6 +147,7 @@ def judge(run, state, received: dict, timer: dict, expected: dict) -> dict[str, 
         "violations": violations,
         "lost": lost,
         "timeline_mismatches": mismatches,
+        "timeline_in_doubt": in_doubt_mismatches,
         "timelines_checked": len(state.details),
         "pause_outcomes": dict(outcomes),
         "reminders_of_resumed_invoices": len(resumed),

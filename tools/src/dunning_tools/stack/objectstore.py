@@ -18,6 +18,7 @@ over the old one, so a reader or a crash never sees half an object.
 
 import argparse
 import asyncio
+import bisect
 import hashlib
 import os
 import tempfile
@@ -44,6 +45,47 @@ class Store:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.lock = asyncio.Lock()  # conditional writes check and write under it (one process serves all)
+        # Each bucket's keys, sorted, with their listing entries, kept in memory: the broker lists a
+        # partition's records on every fetch, and walking and stat-ing thousands of files each time
+        # made the store, not the broker, the bottleneck of a long run. Built from disk on first use.
+        self._keys: dict[str, list[str]] = {}
+        self._entries: dict[tuple[str, str], str] = {}
+
+    def _index(self, bucket: str) -> list[str]:
+        if bucket not in self._keys:
+            bucket_dir = self.root / quote(bucket, safe="")
+            found = []
+            for dirpath, _dirs, files in os.walk(bucket_dir):
+                for name in files:
+                    if name.endswith(SUFFIX):
+                        found.append(self.key_of(bucket_dir, Path(dirpath, name)))
+            self._keys[bucket] = sorted(found)
+        return self._keys[bucket]
+
+    def entry(self, bucket: str, key: str) -> str:
+        """The key's <Contents> in a listing (cached until the object changes)."""
+        cached = self._entries.get((bucket, key))
+        if cached is None:
+            path = self.file(bucket, key)
+            st = path.stat()
+            modified = datetime.fromtimestamp(st.st_mtime, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            cached = self._entries[(bucket, key)] = (
+                f"<Contents><Key>{escape(key)}</Key><LastModified>{modified}</LastModified>"
+                f"<ETag>{escape(self.etag(path))}</ETag><Size>{st.st_size}</Size>"
+                "<StorageClass>STANDARD</StorageClass></Contents>"
+            )
+        return cached
+
+    def changed(self, bucket: str, key: str, *, exists: bool) -> None:
+        """Keep the index right after a write (exists) or a delete."""
+        keys = self._index(bucket)
+        self._entries.pop((bucket, key), None)
+        at = bisect.bisect_left(keys, key)
+        present = at < len(keys) and keys[at] == key
+        if exists and not present:
+            keys.insert(at, key)
+        elif not exists and present:
+            del keys[at]
 
     def file(self, bucket: str, key: str) -> Path:
         parts = [quote(part, safe="") or "%" for part in key.split("/")]
@@ -66,20 +108,16 @@ class Store:
         os.replace(tmp, path)
         return self.etag(path)
 
-    def keys(self, bucket: str, prefix: str) -> list[str]:
-        bucket_dir = self.root / quote(bucket, safe="")
-        # start the walk at the deepest directory the prefix names in full
-        start = bucket_dir.joinpath(*[quote(p, safe="") or "%" for p in prefix.split("/")[:-1]])
-        if not start.is_dir():
-            return []
-        found = []
-        for dirpath, _dirs, files in os.walk(start):
-            for name in files:
-                if name.endswith(SUFFIX):
-                    key = self.key_of(bucket_dir, Path(dirpath, name))
-                    if key.startswith(prefix):
-                        found.append(key)
-        return sorted(found)
+    def keys(self, bucket: str, prefix: str, after: str = "") -> list[str]:
+        """The keys starting with `prefix` (and greater than `after`), in order."""
+        keys = self._index(bucket)
+        start = bisect.bisect_right(keys, after) if after >= prefix else bisect.bisect_left(keys, prefix)
+        out = []
+        for key in keys[start:]:
+            if not key.startswith(prefix):
+                break
+            out.append(key)
+        return out
 
 
 def _object_headers(store: Store, path: Path) -> dict[str, str]:
@@ -117,6 +155,7 @@ def make_app(root: Path) -> Starlette:
             async with store.lock:
                 for key in keys:
                     store.file(name, key).unlink(missing_ok=True)
+                    store.changed(name, key, exists=False)
             deleted = "".join(f"<Deleted><Key>{escape(k)}</Key></Deleted>" for k in keys)
             return Response(
                 f'<?xml version="1.0" encoding="UTF-8"?><DeleteResult xmlns="{XMLNS}">{deleted}</DeleteResult>',
@@ -134,9 +173,7 @@ def make_app(root: Path) -> Starlette:
         contents: list[str] = []
         prefixes: list[str] = []
         last, truncated = "", False
-        for key in store.keys(name, prefix):
-            if key <= after:
-                continue
+        for key in store.keys(name, prefix, after):
             if len(contents) + len(prefixes) >= max_keys:
                 truncated = True
                 break
@@ -147,14 +184,7 @@ def make_app(root: Path) -> Starlette:
                     prefixes.append(common)
                 last = key
                 continue
-            path = store.file(name, key)
-            st = path.stat()
-            modified = datetime.fromtimestamp(st.st_mtime, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-            contents.append(
-                f"<Contents><Key>{escape(key)}</Key><LastModified>{modified}</LastModified>"
-                f"<ETag>{escape(store.etag(path))}</ETag><Size>{st.st_size}</Size>"
-                "<StorageClass>STANDARD</StorageClass></Contents>"
-            )
+            contents.append(store.entry(name, key))
             last = key
         body = (
             f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="{XMLNS}"><Name>{escape(name)}</Name>'
@@ -186,16 +216,19 @@ def make_app(root: Path) -> Starlette:
                     if not src.exists():
                         return _error(404, "NoSuchKey", src_key)
                     etag = store.write(path, src.read_bytes())
+                    store.changed(name, key, exists=True)
                     return Response(
                         f'<?xml version="1.0" encoding="UTF-8"?><CopyObjectResult><ETag>{escape(etag)}'
                         "</ETag></CopyObjectResult>",
                         media_type="application/xml",
                     )
                 etag = store.write(path, body)
+                store.changed(name, key, exists=True)
             return Response(status_code=200, headers={"ETag": etag})
         if request.method == "DELETE":
             async with store.lock:
                 path.unlink(missing_ok=True)
+                store.changed(name, key, exists=False)
             return Response(status_code=204)
         if request.method == "POST":
             return _error(501, "NotImplemented", "multipart uploads are not served")
