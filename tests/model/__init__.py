@@ -1,0 +1,1 @@
+"""A model of the cancel guarantee's fence-and-watermark argument (docs/model-checking.md)."""
