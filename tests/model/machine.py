@@ -57,7 +57,7 @@ class GateModel(RuleBasedStateMachine):
             if w.disputes.get(inv) == "open":
                 out.append(("dispute_resolve", {"invoice": inv}))
             if inv not in w.promised:
-                out += [("promise", {"invoice": inv, "amount": a, "days": d}) for a in (1, 2) for d in (3, 8)]
+                out += [("promise", {"invoice": inv, "amount": a, "days": d}) for a in (1, 2) for d in (4, 12)]
         out += [("hold", {"invoice": None, "customer": c, "ends_in": None}) for c in sorted(INVOICES_OF)]
         out += [("release", {"hold": h, "customer": c}) for h, (state, c) in sorted(self.hold_state().items())]
         return out
@@ -211,6 +211,11 @@ class GateModel(RuleBasedStateMachine):
     # The components that make progress run more often than the rest (hypothesis picks rules uniformly).
     tick_more = precondition(lambda self: self.world.now < MAX_NOW)(rule(ticks=st.integers(1, 3))(_alias("tick")))
     fire_more = rule(limit=st.integers(1, 3))(_alias("fire"))
+    request_more = precondition(lambda self: len(self.world.txns) < MAX_TXNS and self.requested < MAX_REQUESTS)(
+        rule(data=st.data())(_alias("request"))
+    )
+    advance_more = precondition(lambda self: self.advanceable())(rule(data=st.data())(_alias("advance")))
+    deadlines_more = rule()(_alias("deadlines"))
     consume_more = precondition(lambda self: self.behind())(
         rule(data=st.data(), count=st.integers(1, 3))(_alias("consume"))
     )

@@ -20,7 +20,7 @@ _COMMON = dict(
     report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-SOUND = settings(max_examples=300, stateful_step_count=100, **_COMMON)
+SOUND = settings(max_examples=500, stateful_step_count=100, **_COMMON)
 MUTANT = settings(max_examples=1000, stateful_step_count=100, phases=[Phase.generate], **_COMMON)
 
 
