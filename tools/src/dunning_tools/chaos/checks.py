@@ -531,7 +531,7 @@ def analyse(run, state: State) -> dict:
         },
         "consistency": {
             "sent_though_timer_cancelled": len(sent_though_cancelled),
-            "received_for_unknown_stage": sum(1 for k in received if k not in scheduled),
+            "received_for_unknown_stage": sum(1 for k in received if k not in scheduled and k not in timers_all),
             "failed_deliveries": sum(d["state"] == "failed" for d in state.deliveries),
             "stopped_not_closed_in_ingest": len(settled_ids - set(state.ingest_status)),
             "closed_in_ingest_not_stopped": len(set(state.ingest_status) - settled_ids),

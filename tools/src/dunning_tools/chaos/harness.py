@@ -435,6 +435,9 @@ class Run:
             policy = {
                 "anchor": "issued_at",
                 "stages": [{"name": n, "offset": f"PT{o:.3f}S"} for n, o in zip(STAGES, cfg.offsets, strict=False)],
+                # A plan's instalment reminders are at its due date's send_time (customer's zone) plus an
+                # offset: a plan's customer is where the day ends soonest, so 23:59 brings them into the run.
+                "send_time": "23:59",
                 "pauses": {"resume": "spaced", "promise_grace": f"PT{pauses.GRACE_S:g}S"},
                 "payment_plans": {
                     "grace": f"PT{pauses.GRACE_S:g}S",

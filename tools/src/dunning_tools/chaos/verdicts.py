@@ -70,7 +70,9 @@ def judge(run, state, received: dict, timer: dict, expected: dict) -> dict[str, 
     """violations, lost, timeline mismatches; `received` (invoice, stage, channel) -> mails (first
     first), `timer` the same key -> the scheduler's timer, `expected` the policy stages' original times."""
     stops = intervals(run, state)
-    violations, lost, mismatches = [], [], []
+    violations: list[dict[str, Any]] = []
+    lost: list[dict[str, Any]] = []
+    mismatches: list[dict[str, Any]] = []
     for key, copies in received.items():
         invoice_id, stage, _ = key
         t = timer.get(key, {})
@@ -121,7 +123,7 @@ def judge(run, state, received: dict, timer: dict, expected: dict) -> dict[str, 
     in_doubt = {
         (d["invoice_id"], d["stage"], d["channel"]) for d in state.deliveries if (d.get("in_doubt_attempts") or 0) >= 1
     }
-    in_doubt_mismatches = []
+    in_doubt_mismatches: list[dict[str, Any]] = []
     for invoice_id, detail in state.details.items():
         sent = {(invoice_id, s["stage"], s["channel"]) for s in detail.get("timeline", []) if s["state"] == "sent"}
         got = {k for k in received if k[0] == invoice_id}
