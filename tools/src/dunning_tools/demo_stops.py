@@ -66,7 +66,8 @@ def stops(client: httpx.Client, state: dict, say, wait) -> None:
         return r.json()
 
     def inbox(inv: dict) -> list[str]:
-        return [m["headers"].get("X-Dunning-Stage", "?") for m in messages_to(mail, inv["customer"]["email"], client)]
+        mails = sorted(messages_to(mail, inv["customer"]["email"], client), key=lambda m: m["received_at"])
+        return [m["headers"].get("X-Dunning-Stage", "?") for m in mails]
 
     def history(inv: dict) -> list[dict]:
         return client.get(f"{ingest}/v1/invoices/{inv['id']}", headers=auth).json()["history"]
