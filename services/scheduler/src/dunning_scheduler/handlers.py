@@ -10,10 +10,11 @@ has claimed the event id, and writes its events to the outbox in that same trans
   pending stages (replanner) and emits StagesRescheduled.
 - InvoiceVoided, InvoiceWrittenOff: close the invoice and cancel every pending timer in the same
   statement (invoice_voided, invoice_written_off), emit StagesCancelled.
-- PaymentReceived, CreditNoteIssued: apply the balance (one acknowledged before the one already
-  applied is stale and ignored); once settled, cancel every pending timer (same statement) and emit
-  StagesCancelled (invoice_settled, invoice_credited). A payment may arrive before its invoice: the
-  invoice row is created settled, and its plan will be all `cancelled`.
+- PaymentReceived, CreditNoteIssued: apply the balance (a settling one settles whatever its age,
+  the lowest balance wins) and record the money (money_applied); once settled, cancel every
+  pending timer (same statement) and emit StagesCancelled (invoice_settled, invoice_credited). A
+  payment may arrive before its invoice: the invoice row is created settled, and its plan will be
+  all `cancelled`.
 - CustomerUpdated (dunning.customers.v1): keep the customer's latest state, copy its contact data
   into its open invoices' snapshots, re-plan them if its time zone changed.
 Every stop goes through one statement shape (repository.invoices.stop_statement): the invoice row
@@ -99,8 +100,9 @@ async def on_payment_received(
 ) -> None:
     p = event.data
     row = await _apply_balance(conn, event, p.payment_id, p.currency, p.balance_remaining, p.settled,
-                               p.acknowledged_at, reason=SETTLED, cancel_latency=cancel_latency)  # fmt: skip
-    await _money_applied(conn, event, row, p.amount_applied, p.acknowledged_at, policies)
+                               p.acknowledged_at, p.amount_applied, reason=SETTLED,
+                               cancel_latency=cancel_latency)  # fmt: skip
+    await _money_applied(conn, event, row, policies)
 
 
 async def on_credit_note_issued(
@@ -112,28 +114,24 @@ async def on_credit_note_issued(
 ) -> None:
     n = event.data
     row = await _apply_balance(conn, event, n.credit_note_id, n.currency, n.balance_remaining, n.settled,
-                               n.acknowledged_at, reason=CREDITED, cancel_latency=cancel_latency)  # fmt: skip
-    await _money_applied(conn, event, row, n.amount_applied, n.acknowledged_at, policies)
+                               n.acknowledged_at, n.amount_applied, reason=CREDITED,
+                               cancel_latency=cancel_latency)  # fmt: skip
+    await _money_applied(conn, event, row, policies)
     if n.reference.startswith("dsp_"):  # an upheld dispute's credit (DisputeResolved.credit_amount)
         await disputes.credited(conn, event, n.reference, policies=policies)
 
 
 async def _money_applied(
-    conn: asyncpg.Connection,
-    event: Event,
-    row: asyncpg.Record | None,
-    amount: Decimal,
-    acknowledged_at: datetime,
-    policies: ActivePolicies,
+    conn: asyncpg.Connection, event: Event, row: asyncpg.Record | None, policies: ActivePolicies
 ) -> None:
-    """Money on an invoice counts towards its pending promise and the payment plans it is in (even a
-    payment older than the last one applied: it was paid all the same)."""
+    """Money on an invoice counts towards its pending promise (what money_applied holds, see
+    pauser.paid) and the payment plans it is in."""
     if row is None:
         row = await repository.money_watchers(conn, event.subject, event.tenant_id)
     if row is None:
         return
     if row["promised"]:
-        await pauser.paid(conn, event.subject, amount, acknowledged_at, policies=policies)
+        await pauser.paid(conn, event.subject, policies=policies)
     if row["in_plan"]:
         await plans.paid(conn, event.subject, policies=policies)
 
@@ -146,12 +144,14 @@ async def _apply_balance(
     balance: Decimal,
     settled: bool,
     acknowledged_at: datetime,
+    amount: Decimal,
     *,
     reason: str,
     cancel_latency: Histogram | None,
 ) -> asyncpg.Record | None:
-    """A payment or a credit note: the balance as reconciliation left it, latest acknowledged wins.
-    Returns the invoice as applied (None: stale, or not this tenant's)."""
+    """A payment or a credit note of `amount` applied: the balance as reconciliation left it (a
+    settling one settles, the lowest balance wins: repository.invoices._APPLY_PAYMENT). Returns the
+    invoice as applied (None: not this tenant's, or another currency: Rejected)."""
     invoice_id, tenant_id = _checked(event)
     row, cancelled = await repository.apply_payment(
         conn,
@@ -162,13 +162,14 @@ async def _apply_balance(
         settled=settled,
         payment_id=payment_id,
         acknowledged_at=acknowledged_at,
+        amount=amount,
         reason=reason,
     )
     if row is None:
         existing = await _owned(conn, event)
         if existing is not None and existing["currency"] not in (None, currency):
             raise Rejected(f"{event.name} currency {currency} differs from the invoice's {existing['currency']}")
-        log.info("scheduler.payment.stale", payment_id=payment_id)
+        log.info("scheduler.payment.ignored", payment_id=payment_id)
         return None
     log.info(
         "scheduler.payment.applied",

@@ -81,7 +81,8 @@ async def on_dispute_resolved(
 
 async def on_promise_made(conn: asyncpg.Connection, event: Event[PromiseMade], *, policies: ActivePolicies) -> None:
     """The deadline: the end of the promised date in the customer's time zone plus the promise grace
-    of the policy the invoice was planned with; judged by the deadline loop under the gate."""
+    of the policy the invoice was planned with; judged by the deadline loop under the gate. Money
+    already applied that was acknowledged since the promise counts (pauser.paid)."""
     p = event.data
     invoice = await _invoice_of(conn, event)
     policy = await pauser.policy_of(conn, policies, invoice) if invoice is not None else None
@@ -107,6 +108,10 @@ async def on_promise_made(conn: asyncpg.Connection, event: Event[PromiseMade], *
     )
     await sql.add_deadlines(conn, [("promise", p.promise_id, 0, p.tenant_id, deadline.isoformat(), True)])
     log.info("scheduler.promise.made", promise_id=p.promise_id, deadline=deadline.isoformat(), paused=bool(paused))
+    # Money acknowledged at or after the promise may have been applied before it (the payments
+    # topic is consumed apart from this one): it counts now, and if it is enough the promise is
+    # kept at once (PromiseKept, the pause ended).
+    await pauser.paid(conn, p.invoice_id, policies=policies)
 
 
 async def on_payment_plan_agreed(

@@ -8,7 +8,8 @@ transaction, their events through the outbox.
   stages go again by the policy's `pauses.resume` (see `pausing`), DunningResumed lists them.
 - `stopped`: a terminal stop (settled, credited, void, written off) ends every pause on the invoice
   without a resume (a promise pending then is kept if the invoice was paid).
-- `paid`: money applied to an invoice counts towards its pending promise; enough, and it is kept.
+- `paid`: money applied to an invoice (before or after the promise was applied) counts towards its
+  pending promise; enough, and it is kept.
 - `on_deadline`: a hold's end (hold_expired) and a promise's deadline (broken).
 """
 
@@ -277,12 +278,11 @@ async def stopped(conn: asyncpg.Connection, invoice_id: str, reason: str, *, pai
             log.info("scheduler.promise.kept", promise_id=p["cause_id"], settled=True)
 
 
-async def paid(
-    conn: asyncpg.Connection, invoice_id: str, amount: Decimal, acknowledged_at: datetime, *, policies: ActivePolicies
-) -> None:
-    """Money applied to an invoice counts towards its pending promise; once the promised amount is
-    paid (by the deadline) the promise is kept and its pause ends."""
-    for p in await sql.add_promise_paid(conn, invoice_id, amount, acknowledged_at):
+async def paid(conn: asyncpg.Connection, invoice_id: str, *, policies: ActivePolicies) -> None:
+    """What the invoice's pending promise has been paid, counted from the money applied to it
+    (acknowledged at or after the promise and by its deadline, whenever it was applied: before
+    PromiseMade too); once the promised amount is paid the promise is kept and its pause ends."""
+    for p in await sql.count_promise_paid(conn, invoice_id):
         if p["paid"] < Decimal(p["detail"]["amount"]):
             continue
         for ended in await end(conn, cause_id=p["cause_id"], reason="promise_kept", policies=policies):

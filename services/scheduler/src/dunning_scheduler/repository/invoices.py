@@ -240,7 +240,7 @@ async def invoice_owner(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Re
     return await conn.fetchrow(_INVOICE_OWNER, invoice_id)
 
 
-def stop_statement(change: str, reason: str) -> str:
+def stop_statement(change: str, reason: str, also: str = "") -> str:
     """Every stop (a settling payment or credit note, an amount correction that settles, a void, a
     write-off) is one statement of this shape: `change` updates the invoice's row (taking its row
     lock) and returns it with a `stop` column (and `newly`: this statement stopped it, so
@@ -249,14 +249,14 @@ def stop_statement(change: str, reason: str) -> str:
     `FOR UPDATE SKIP LOCKED` respects, so the firing loop never fires a stage of an invoice whose
     stop has been applied (a paused timer is cancelled too). `$1` is the invoice id. One row per
     cancelled timer, in plan order (or one row with null timer columns; none: `change` changed
-    nothing)."""
+    nothing). `also`: more CTEs (", name AS (...)") the statement runs, e.g. a write of its own."""
     return f"""
 WITH changed AS ({change}
 ), cancelled AS (
     UPDATE timers SET state = 'cancelled', cancelled_at = now(), reason = {reason}
     WHERE invoice_id = $1 AND state IN ('scheduled', 'paused') AND EXISTS (SELECT 1 FROM changed WHERE changed.stop)
     RETURNING stage_id, stage, sequence, channel, scheduled_at, cancelled_at
-)
+){also}
 SELECT ch.*, c.stage_id, c.stage, c.sequence, c.channel, c.scheduled_at, c.cancelled_at
 FROM changed AS ch LEFT JOIN cancelled AS c ON true
 ORDER BY c.sequence, c.channel
@@ -278,27 +278,46 @@ MONEY_WATCHERS = """EXISTS (SELECT 1 FROM pauses AS p WHERE p.invoice_id = $1 AN
                        AND p.state = 'active') AS promised,
        EXISTS (SELECT 1 FROM payment_plans AS pl WHERE pl.status = 'active'
                AND pl.invoices @> jsonb_build_array(jsonb_build_object('invoice_id', $1::text))) AS in_plan"""
+# A payment or a credit note, as reconciliation left the invoice. Reconciliation reads a payment's
+# acknowledged_at (under its fence) before it takes the invoice's lock, so two payments on one
+# invoice may commit, and reach the scheduler, in the other order of their acknowledged_at. Hence:
+# - settled: a settling payment settles, whatever its age (never undone);
+# - balance: the lowest reported wins (a newly settling payment's own), not the newest
+#   acknowledged. Reconciliation's balance after each payment or credit only goes down (at most
+#   the balance is applied) until an amount correction, so of the payments between two corrections
+#   the lowest balance is the one applied last, in whichever order they arrive. Newest-acknowledged
+#   would keep a partial payment's balance over the lower one of a payment acknowledged before it
+#   but applied after. (An amount correction consumed from the other topic is a race under either
+#   rule; the lowest balance overstates it by at most the smaller of the payment and the correction.)
+# - last_payment_*: the newest acknowledged;
+# - the money is recorded in money_applied (what a promise counts: pauses.count_promise_paid), in
+#   this statement, only for the invoice's own tenant and currency; a payment seen twice once.
+# Returns nothing only for another tenant's invoice or another currency.
 _APPLY_PAYMENT = stop_statement(
     f"""
     INSERT INTO invoices AS i (invoice_id, tenant_id, currency, balance, settled, settled_at,
                                last_payment_id, last_payment_acknowledged_at)
     VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN now() END, $6, $7)
     ON CONFLICT (invoice_id) DO UPDATE SET
-        balance = EXCLUDED.balance,
+        balance = CASE WHEN EXCLUDED.settled AND NOT i.settled THEN EXCLUDED.balance
+                       ELSE least(i.balance, EXCLUDED.balance) END,
         settled = i.settled OR EXCLUDED.settled,
         settled_at = COALESCE(i.settled_at, EXCLUDED.settled_at),
-        last_payment_id = EXCLUDED.last_payment_id,
-        last_payment_acknowledged_at = EXCLUDED.last_payment_acknowledged_at,
+        last_payment_id = CASE WHEN i.last_payment_acknowledged_at >= EXCLUDED.last_payment_acknowledged_at
+                               THEN i.last_payment_id ELSE EXCLUDED.last_payment_id END,
+        last_payment_acknowledged_at = greatest(i.last_payment_acknowledged_at,
+                                                EXCLUDED.last_payment_acknowledged_at),
         updated_at = now()
     WHERE i.tenant_id = EXCLUDED.tenant_id
       AND (i.currency IS NULL OR i.currency = EXCLUDED.currency)
-      AND (i.last_payment_acknowledged_at IS NULL
-           OR i.last_payment_acknowledged_at < EXCLUDED.last_payment_acknowledged_at
-           OR (i.last_payment_acknowledged_at = EXCLUDED.last_payment_acknowledged_at
-               AND EXCLUDED.balance < i.balance))
     RETURNING settled, balance, planned_at, settled AS stop, settled AND settled_at = now() AS newly,
               {MONEY_WATCHERS}""",
     "$8",
+    """, money AS (
+    INSERT INTO money_applied (invoice_id, money_id, acknowledged_at, amount)
+    SELECT $1, $6, $7, $9 FROM changed
+    ON CONFLICT DO NOTHING
+)""",
 )
 
 
@@ -312,15 +331,27 @@ async def apply_payment(
     settled: bool,
     payment_id: str,
     acknowledged_at: datetime,
+    amount: Decimal,
     reason: str = SETTLED_REASON,
 ) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
-    """Apply a payment (or a credit note: `payment_id` is then its id, `reason` invoice_credited)
-    unless a later one (by acknowledged_at) was applied already; a settled invoice stays settled.
-    Once settled, every still-scheduled timer is cancelled (fired ones are history and stay), in the
-    same statement. Returns the invoice (settled, balance, planned_at; None: not applied, as stale,
-    or another tenant's / currency's invoice) and the timers cancelled now, in plan order."""
+    """Apply a payment (or a credit note: `payment_id` is then its id, `reason` invoice_credited) of
+    `amount` applied, by the rules of `_APPLY_PAYMENT` (whatever order payments arrive in: a settling
+    one settles, the lowest balance wins) and record it in money_applied. Once settled, every
+    still-scheduled timer is cancelled (fired ones are history and stay), in the same statement.
+    Returns the invoice (settled, balance, planned_at, promised, in_plan; None: another tenant's or
+    currency's invoice) and the timers cancelled now, in plan order. One round trip."""
     return await run_stop(
-        conn, _APPLY_PAYMENT, invoice_id, tenant_id, currency, balance, settled, payment_id, acknowledged_at, reason
+        conn,
+        _APPLY_PAYMENT,
+        invoice_id,
+        tenant_id,
+        currency,
+        balance,
+        settled,
+        payment_id,
+        acknowledged_at,
+        reason,
+        amount,
     )
 
 

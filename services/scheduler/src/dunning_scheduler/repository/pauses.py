@@ -280,19 +280,22 @@ async def stage_count(conn: asyncpg.Connection, invoice_id: str, prefix: str) ->
     )
 
 
-# A promise's money: payments and credits acknowledged at or after it was made, and by its deadline.
-_ADD_PAID = """
-UPDATE pauses SET paid = paid + $2
-WHERE invoice_id = $1 AND cause = 'promise' AND state = 'active' AND since <= $3
-  AND $3 <= (detail->>'deadline')::timestamptz
+# A promise's money: the payments and credits applied to its invoice (money_applied) that were
+# acknowledged at or after it was made and by its deadline, counted afresh whenever asked: a payment
+# applied before the scheduler applied PromiseMade counts as much as one applied after (the two
+# topics are consumed independently), and none counts twice. The invoice's active promises.
+_COUNT_PAID = """
+UPDATE pauses AS p SET paid = (
+    SELECT coalesce(sum(m.amount), 0) FROM money_applied AS m
+    WHERE m.invoice_id = p.invoice_id AND m.acknowledged_at >= p.since
+      AND m.acknowledged_at <= (p.detail->>'deadline')::timestamptz)
+WHERE p.invoice_id = $1 AND p.cause = 'promise' AND p.state = 'active'
 RETURNING pause_id, cause_id, tenant_id, invoice_id, since, detail, paid
 """
 
 
-async def add_promise_paid(
-    conn: asyncpg.Connection, invoice_id: str, amount: Decimal, acknowledged_at: datetime
-) -> list[asyncpg.Record]:
-    return await conn.fetch(_ADD_PAID, invoice_id, amount, acknowledged_at)
+async def count_promise_paid(conn: asyncpg.Connection, invoice_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(_COUNT_PAID, invoice_id)
 
 
 # -- deadlines --------------------------------------------------------------------------------
