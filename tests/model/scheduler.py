@@ -161,8 +161,9 @@ class Scheduler:
             invoice.timers[f"s{n}"] = Timer(at, state)
 
     def apply_payment(self, inv: str, d: dict[str, Any]) -> None:
-        """repository.invoices._APPLY_PAYMENT: applied unless an acknowledgement at or after it was
-        applied already (same instant: only a lower balance); a settled invoice stays settled."""
+        """repository.invoices._APPLY_PAYMENT: a settling payment settles whatever its age (mutant
+        `stale_settle_dropped`: the old rule, which skipped one older than the last applied); a
+        settled invoice stays settled; the money is kept for promises (money_applied)."""
         invoice = self.invoices[inv]
         invoice.payments.append((d["at"], d["amount"]))
         last = invoice.last_payment_at
