@@ -68,7 +68,12 @@ async def replan_invoices(
             accepted_at=changed_at,
         )
         changes = replan(
-            timers[invoice_id], fresh, policy_version=used.version, reason=reason, paused=invoice["paused"]
+            timers[invoice_id],
+            fresh,
+            policy_version=used.version,
+            reason=reason,
+            paused=invoice["paused"],
+            changed_at=changed_at,
         )
         written += [
             [

@@ -8,6 +8,9 @@ the moment of the change. Then, matched by (stage, channel):
 - **what was sent stays sent, and a reminder never goes back to an earlier tone:** every stage of the
   fresh plan up to the last one that fired (by name, in the fresh plan's order) keeps its timer
   exactly as it is;
+- a live timer already due before the change (its time at or before `changed_at`: owed, and not yet
+  fired only because firing lagged or waited for the gate) stays exactly as it is: the change can
+  neither skip nor move a stage that was owed before it;
 - after it, a scheduled timer follows the fresh plan and keeps its stage id (moved, or skipped if its
   new time is past and not the latest); a skipped timer, or one dropped by an earlier re-plan, that
   the fresh plan schedules comes back with its stage id; a (stage, channel) without a timer is
@@ -59,9 +62,11 @@ def replan(
     policy_version: int,
     reason: str,
     paused: bool = False,
+    changed_at: datetime | None = None,
 ) -> list[Change]:
     """The changes that turn `timers` (an invoice's timer rows) into `fresh` (see the module's rules),
-    in the fresh plan's order, dropped timers last. Nothing to do: []. `paused`: the invoice is."""
+    in the fresh plan's order, dropped timers last. Nothing to do: []. `paused`: the invoice is.
+    `changed_at`: when the change was accepted (live timers due by then are left alone)."""
     if paused:
         fresh = [t._replace(state="paused") if t.state == "scheduled" else t for t in fresh]
     frozen = frozen_stages(timers, fresh)
@@ -75,6 +80,8 @@ def replan(
             changes.append(_change(new, new.stage_id, None, new.scheduled_at, added=True, listed=True))
             continue
         state = old["state"]
+        if state in LIVE and changed_at is not None and old["scheduled_at"] <= changed_at:
+            continue  # owed before the change: it stays as it is
         if state in LIVE:
             moved = new.state != state or new.scheduled_at != old["scheduled_at"]
             changes.append(_change(new, old["stage_id"], old["scheduled_at"], new.scheduled_at, listed=moved))

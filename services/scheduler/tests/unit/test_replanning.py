@@ -139,3 +139,27 @@ def test_frozen_stages_are_those_up_to_the_last_one_sent():
 def test_a_time_zone_change_moves_the_wall_clock_times():
     changes = replan(rows({}), fresh(timezone="Asia/Tokyo"), policy_version=1, reason="timezone_changed")
     assert [c.scheduled_at - c.previous_scheduled_at for c in changes] == [timedelta(hours=-9)] * 3
+
+
+@pytest.mark.parametrize(
+    "new_due",
+    [
+        pytest.param(DUE, id="the-change-moves-nothing"),
+        pytest.param(DUE + timedelta(days=10), id="the-due-date-moves-later"),
+        pytest.param(DUE - timedelta(days=10), id="the-due-date-moves-earlier"),
+    ],
+)
+def test_a_stage_owed_before_the_change_and_not_yet_fired_is_neither_skipped_nor_moved(new_due):
+    """Firing lagged (or waited for the gate): pre_due and soft fell due before the change and have not
+    fired. A change accepted after them leaves both as they are; only stages not yet due follow it."""
+    timers = rows({})
+    changed_at = timers[1]["scheduled_at"] + timedelta(hours=1)  # after pre_due and soft, before firm
+    changes = replan(
+        timers,
+        fresh(new_due, at=changed_at),
+        policy_version=1,
+        reason="due_date_changed",
+        changed_at=changed_at,
+    )
+    assert {c.stage for c in changes} <= {"firm"}
+    assert all(c.state == "scheduled" for c in changes)
