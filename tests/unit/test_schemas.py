@@ -252,6 +252,9 @@ SPECIFIC_MUTATIONS = [
     pytest.param("DisputeResolved", _set("rejected", "data", "outcome"), id="DisputeResolved-rejected-with-credit"),
     pytest.param("PromiseMade", _set("2026-12-15T00:00:00Z", "data", "promised_date"), id="PromiseMade-date-instant"),
     pytest.param("PromiseMade", _set("cus_01JC7N9P1Q3R5S7T9V1W3X5Y7Z", "subject"), id="PromiseMade-keyed-by-customer"),
+    pytest.param("PromiseMade", _set("2026-12-11", "data", "due_by"), id="PromiseMade-due_by-a-date"),
+    pytest.param("PromiseMade", _set("2026-12-11T17:00:00+00:00", "data", "due_by"), id="PromiseMade-due_by-not-utc"),
+    pytest.param("PromiseMade", _set(None, "data", "due_by"), id="PromiseMade-due_by-null"),
     pytest.param("PaymentPlanAgreed", _set([], "data", "instalments"), id="Plan-no-instalments"),
     pytest.param("PaymentPlanAgreed", _set(0, "data", "instalments", 0, "number"), id="Plan-instalment-0"),
     pytest.param("PaymentPlanAgreed", _set([], "data", "invoices"), id="Plan-no-invoices"),
@@ -282,13 +285,18 @@ def test_specific_mutation_is_rejected(name: str, mutate: Callable[[dict[str, An
 
 
 def test_a_terminal_stop_with_nothing_left_and_a_stage_without_context_are_valid(registry: Registry) -> None:
-    """Compatible widenings of issue 9: StagesCancelled may list no stage; StageEscalated.context is optional."""
+    """Compatible widenings of issue 9: StagesCancelled may list no stage; StageEscalated.context and
+    PromiseMade.due_by are optional."""
     cancelled = _base_example("StagesCancelled")
     cancelled["data"]["stages"] = []
     assert _validator("StagesCancelled", registry).is_valid(cancelled)
     escalated = _base_example("StageEscalated")
     escalated["data"].pop("context", None)
     assert _validator("StageEscalated", registry).is_valid(escalated)
+    promise = _base_example("PromiseMade")
+    assert "due_by" in promise["data"]  # the richest example is a promise by an instant ...
+    del promise["data"]["due_by"]  # ... and one by a day (every PromiseMade before `due_by`) is valid too
+    assert _validator("PromiseMade", registry).is_valid(promise)
 
 
 # --- topic catalogue -------------------------------------------------------------------

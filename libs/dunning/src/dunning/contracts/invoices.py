@@ -138,11 +138,13 @@ class _PromiseMade(NamedTuple):
     made_by: str
     note: str | None
     acknowledged_at: datetime  # read under invoice-ingest's acknowledgement fence
+    due_by: datetime | None = None  # promised by this instant (promised_date is its day); None: by the day's end
 
 
 class PromiseMade(_PromiseMade, Contract):
     """A promise to pay `amount` by `promised_date`: dunning pauses until that day's end in the
-    customer's time zone plus the policy's grace; the scheduler then judges it kept or broken."""
+    customer's time zone (or until `due_by`, when the promise named an instant) plus the policy's
+    grace; the scheduler then judges it kept or broken."""
 
     __slots__ = ()
     TYPE: ClassVar[str] = "dunning.PromiseMade.v1"
