@@ -1,6 +1,7 @@
-"""Promises to pay: the customer promises `amount` by `date` (a day in its time zone), which pauses
-dunning until that day's end plus the policy's grace. Making one is an acknowledgement under the
-fence (PromiseMade); the scheduler judges it (PromiseKept, PromiseBroken), which handlers.py records.
+"""Promises to pay: the customer promises `amount` by `date` (a day in its time zone) or `by` an
+instant ("by 17:00 on Friday"), which pauses dunning until that day's end (or that instant) plus the
+policy's grace. Making one is an acknowledgement under the fence (PromiseMade); the scheduler judges
+it (PromiseKept, PromiseBroken), which handlers.py records.
 One pending promise per invoice, and none on an invoice under an active payment plan.
 """
 
@@ -9,7 +10,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from pydantic import Field
+from pydantic import AwareDatetime, Field, model_validator
 
 from dunning import outbox
 from dunning.events import envelope
@@ -42,13 +43,31 @@ HORIZON_DAYS = 365  # a promise further out than a year is no promise
 
 
 class PromiseIn(StrictBody):
+    """Exactly one of `date` (a day) and `by` (an instant)."""
+
     amount: AmountText = Field(description="The amount promised: more than zero, at most the invoice's balance.")
-    date: Annotated[dt.date, IsoText] = Field(
-        description="The day the customer promises to pay by, in its time zone: today or later, within a year.",
+    date: Annotated[dt.date, IsoText] | None = Field(
+        None,
+        description="The day the customer promises to pay by, in its time zone: today or later, within a year. "
+        "Give this or `by`.",
         examples=["2026-12-10"],
+    )
+    by: Annotated[AwareDatetime, IsoText] | None = Field(
+        None,
+        description="The instant the customer promises to pay by (RFC 3339): in the future, within a year. "
+        "The promised date is its day in the customer's time zone. Give this or `date`.",
+        examples=["2026-12-11T17:00:00+01:00"],
     )
     note: Note | None = None
     made_by: By = DEFAULT_BY
+
+    @model_validator(mode="after")
+    def _date_or_by(self) -> "PromiseIn":
+        if self.date is None and self.by is None:
+            raise Problem.invalid("date", "give one of date, by", "missing")
+        if self.date is not None and self.by is not None:
+            raise Problem.invalid("by", "give only one of date, by", "date_or_by")
+        return self
 
 
 def check_date(promised: dt.date, timezone: str, now: dt.datetime) -> None:
@@ -60,6 +79,27 @@ def check_date(promised: dt.date, timezone: str, now: dt.datetime) -> None:
         )
     if promised > today + dt.timedelta(days=HORIZON_DAYS):
         raise Problem.invalid("date", f"must be within a year ({today + dt.timedelta(days=HORIZON_DAYS)})", "too_far")
+
+
+def check_by(by: dt.datetime, now: dt.datetime) -> dt.datetime:
+    """`by` in UTC; 422 naming `by` unless it is after `now` and within a year of it."""
+    if by <= now:
+        raise Problem.invalid("by", "must be in the future", "in_the_past")
+    if by > now + dt.timedelta(days=HORIZON_DAYS):
+        raise Problem.invalid(
+            "by", f"must be within a year ({now + dt.timedelta(days=HORIZON_DAYS):%Y-%m-%d})", "too_far"
+        )
+    return by.astimezone(dt.UTC)
+
+
+def promised(body: PromiseIn, timezone: str, now: dt.datetime) -> tuple[dt.date, dt.datetime | None]:
+    """The promised date and the instant promised (None: by the date's end), checked (422 naming the field)."""
+    if body.by is None:
+        day = body.date or now.date()  # PromiseIn gives one of date, by
+        check_date(day, timezone, now)
+        return day, None
+    due_by = check_by(body.by, now)
+    return due_by.astimezone(ZoneInfo(timezone)).date(), due_by
 
 
 class PromiseService:
@@ -87,17 +127,18 @@ class PromiseService:
             amount = amount_of(
                 "amount", body.amount, currency, at_most=invoice["balance"], what="the invoice's balance"
             )
-            check_date(body.date, invoice["customer_timezone"], acknowledged_at)
+            promised_date, due_by = promised(body, invoice["customer_timezone"], acknowledged_at)
             promise = {
                 "promise_id": new_id("prm"),
                 "invoice_id": invoice_id,
                 "tenant_id": tenant_id,
                 "currency": currency,
                 "amount": amount,
-                "promised_date": body.date,
+                "promised_date": promised_date,
                 "made_by": body.made_by,
                 "note": body.note,
                 "acknowledged_at": acknowledged_at,
+                "due_by": due_by,
             }
             env = envelope(promise_made(promise))
             await repo.insert_promise(conn, {**promise, "event_id": env["id"]})

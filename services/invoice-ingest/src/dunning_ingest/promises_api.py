@@ -30,7 +30,17 @@ _EXAMPLES = {
             "note": "Promised on the phone",
             "made_by": "ar@acme.example",
         },
-    }
+    },
+    "promise_by": {
+        "summary": "The whole balance by 17:00 on Friday",
+        "description": "`by` instead of `date`: the deadline is that instant plus the grace, not the day's end.",
+        "value": {
+            "amount": "1250.00",
+            "by": "2026-12-11T17:00:00+01:00",
+            "note": "Treasury releases payments at 17:00 on Friday",
+            "made_by": "ar@acme.example",
+        },
+    },
 }
 
 
@@ -53,8 +63,11 @@ def promise_routes(app: FastAPI, deps: "Deps") -> None:
         operation_id="makePromise",
         summary="Record a promise to pay: the invoice's dunning pauses",
         description="The customer promises `amount` (at most the balance) by `date` (a day in its time zone: "
-        "today or later, within a year). Dunning pauses from the answer's `acknowledged_at` until the end of that "
-        "day plus the policy's `pauses.promise_grace`: paid by then, the promise is `kept`; otherwise `broken`, "
+        'today or later, within a year) or `by` an instant (RFC 3339, in the future, within a year: "by 17:00 on '
+        "Friday\"); exactly one of the two (422 naming the field otherwise). Dunning pauses from the answer's "
+        "`acknowledged_at` until the end of that day (or the instant `by`, shown as `due_by`; `promised_date` is "
+        "then its day in the customer's zone) plus the policy's `pauses.promise_grace`: paid by then, the promise "
+        "is `kept`; otherwise `broken`, "
         "and dunning resumes with a `promise_broken` reminder quoting it, then the stages owed. One pending "
         "promise per invoice (409 `promise_pending`), none under an active payment plan (409 "
         "`payment_plan_active`). Publishes PromiseMade.",

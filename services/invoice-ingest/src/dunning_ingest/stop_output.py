@@ -94,12 +94,18 @@ class PromiseOut(BaseModel):
     )
     amount: str
     currency: str
-    promised_date: date = Field(description="A calendar day in the customer's time zone.")
+    promised_date: date = Field(
+        description="A calendar day in the customer's time zone (the day of `due_by`, if given)."
+    )
+    due_by: datetime | None = Field(
+        description="The instant promised (the request's `by`), or null: by the end of promised_date."
+    )
     made_by: str
     note: str | None
     acknowledged_at: datetime = Field(description="When the platform acknowledged it (dunning pauses from then).")
     deadline: datetime | None = Field(
-        description="The end of promised_date in the customer's zone plus the policy's grace (known once broken)."
+        description="The end of promised_date in the customer's zone (or due_by, if given) plus the policy's grace "
+        "(known once broken)."
     )
     paid_amount: str | None = Field(description="Paid or credited since the promise, when it was judged.")
     settled_at: datetime | None = Field(description="When it was judged kept or broken.")
@@ -198,7 +204,8 @@ def _promise_entries(p: Mapping[str, Any], cur: str) -> list[dict[str, Any]]:
             reason=p["note"],
             amount=_money(p["amount"], cur),
             by=p["made_by"],
-            data={"promised_date": p["promised_date"].isoformat()},
+            data={"promised_date": p["promised_date"].isoformat()}
+            | ({"due_by": _ts(p["due_by"])} if p.get("due_by") is not None else {}),
         )
     ]
     if p["settled_at"] is not None:

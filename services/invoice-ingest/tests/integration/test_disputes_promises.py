@@ -3,7 +3,7 @@
 naming the field, 404, 409, nothing written), and the scheduler's verdicts on a promise."""
 
 import asyncio
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -236,6 +236,24 @@ async def test_a_promise_is_acknowledged_published_and_shown(client, pool, kit):
         client, f"/v1/invoices/{(await invoice(client, kit))['id']}/promises", {"amount": "1", "date": day(0)}, 201
     )
     assert today_ok["promised_date"] == day(0)
+    assert (promise["due_by"], today_ok["due_by"]) == (None, None)
+    assert "due_by" not in data  # a promise by a day: its PromiseMade reads as before
+
+
+async def test_a_promise_by_an_instant_is_dated_in_the_customers_zone_and_published_with_it(client, pool, kit):
+    inv = await invoice(client, kit)
+    # 23:30 UTC is already the next day in Berlin (UTC+1 or +2): the promised date is the customer's day
+    by = datetime.combine(today() + timedelta(days=2), time(23, 30), UTC)
+    body = {"amount": "625", "by": by.astimezone(ZoneInfo("America/New_York")).isoformat(), "made_by": "ar"}
+    promise = await post(client, f"/v1/invoices/{inv['id']}/promises", body, 201)
+    assert (promise["status"], promise["promised_date"], promise["due_by"]) == ("pending", day(3), isoformat(by))
+    [event] = await kit.outbox_events(pool, "dunning.PromiseMade.v1", inv["id"])
+    assert (event["data"]["promised_date"], event["data"]["due_by"]) == (day(3), isoformat(by))
+    assert (await client.get(f"/v1/invoices/{inv['id']}/promises")).json() == {"data": [promise]}
+    [made] = [
+        e for e in (await client.get(f"/v1/invoices/{inv['id']}")).json()["history"] if e["kind"] == "promise_made"
+    ]
+    assert made["data"] == {"promised_date": day(3), "due_by": isoformat(by)}
 
 
 @pytest.mark.parametrize(
@@ -249,12 +267,25 @@ async def test_a_promise_is_acknowledged_published_and_shown(client, pool, kit):
         pytest.param({"amount": "0.00", "date": "$TOMORROW"}, "amount", "amount", id="zero"),
         pytest.param({"date": "$TOMORROW"}, "amount", "missing", id="no-amount"),
         pytest.param({"amount": "1.00"}, "date", "missing", id="no-date"),
+        pytest.param(
+            {"amount": "1.00", "date": "$TOMORROW", "by": "$IN_AN_HOUR"}, "by", "date_or_by", id="date-and-by"
+        ),
+        pytest.param({"amount": "1.00", "by": "$A_SECOND_AGO"}, "by", "in_the_past", id="by-in-the-past"),
+        pytest.param({"amount": "1.00", "by": "$IN_366_DAYS"}, "by", "too_far", id="by-beyond-a-year"),
+        pytest.param({"amount": "1.00", "by": "2026-12-11T17:00:00"}, "by", None, id="by-without-offset"),
+        pytest.param({"amount": "1.00", "by": "$TOMORROW"}, "by", None, id="by-a-date"),
+        pytest.param({"amount": "1.00", "by": 1796994000}, "by", None, id="by-a-number"),
         pytest.param({"amount": "1.00", "date": "$TOMORROW", "note": "n" * 2001}, "note", "string_too_long", id="note"),
     ],
 )
 async def test_a_promise_that_cannot_be_made_is_a_422_naming_the_field(client, pool, kit, body, field, code):
     inv = await invoice(client, kit)
-    dates = {"$YESTERDAY": day(-1), "$NEXT_YEAR": day(366), "$TOMORROW": day(1)}
+    now = utcnow()
+    dates = {"$YESTERDAY": day(-1), "$NEXT_YEAR": day(366), "$TOMORROW": day(1)} | {
+        "$IN_AN_HOUR": isoformat(now + timedelta(hours=1)),
+        "$A_SECOND_AGO": isoformat(now - timedelta(seconds=1)),
+        "$IN_366_DAYS": isoformat(now + timedelta(days=366)),
+    }
     body = {k: dates.get(v, v) if isinstance(v, str) else v for k, v in body.items()}
     r = await client.post(f"/v1/invoices/{inv['id']}/promises", json=body)
     assert r.status_code == 422, r.text

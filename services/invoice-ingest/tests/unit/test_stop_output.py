@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from dunning.clock import isoformat
 from dunning_ingest.invoice_input import fast_validate_invoice_in
 from dunning_ingest.invoice_output import InvoiceDetail, Stops, invoice_detail_json, new_invoice_row
 from dunning_tools.testing.invoices import invoice_in
@@ -58,6 +59,7 @@ def stops() -> Stops:
         "deadline": at(80),
         "paid_amount": Decimal("0"),
         "settled_at": at(81),
+        "due_by": at(40),  # a promise by an instant
     }
     paused = {
         "kind": "paused",
@@ -103,4 +105,7 @@ def test_the_writer_and_the_models_agree_on_the_stops_and_the_history_is_in_time
     assert written["holds"][0]["scope"] == "customer" and written["holds"][0]["status"] == "expired"
     assert (written["disputes"][0]["outcome"], written["disputes"][0]["credit_amount"]) == ("upheld", "500.00")
     assert (written["promises"][0]["amount"], written["promises"][0]["paid_amount"]) == ("100.50", "0.00")
+    assert written["promises"][0]["due_by"] == isoformat(at(40))
+    [made] = [e for e in written["history"] if e["kind"] == "promise_made"]
+    assert made["data"] == {"promised_date": "2026-11-05", "due_by": isoformat(at(40))}
     assert written["history"][-2]["data"] == {"instalments": 2, "invoice_ids": ["inv_0123456789"]}

@@ -9,8 +9,8 @@ import asyncpg
 
 _INSERT = """
 INSERT INTO promises (promise_id, invoice_id, tenant_id, currency, amount, promised_date, made_by, note,
-                      acknowledged_at, event_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                      acknowledged_at, event_id, due_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 """
 _FIELDS = (
     "promise_id",
@@ -23,6 +23,7 @@ _FIELDS = (
     "note",
     "acknowledged_at",
     "event_id",
+    "due_by",
 )
 
 
