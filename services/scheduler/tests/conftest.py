@@ -216,7 +216,15 @@ def dispute_resolved(opened: dict, *, outcome: str, credit_amount: str | None = 
     return _change("dunning.DisputeResolved.v1", "/invoice-ingest", data)
 
 
-def promise_made(issued: dict, *, amount: str, promised_date: date, acknowledged_at: datetime | None = None) -> dict:
+def promise_made(
+    issued: dict,
+    *,
+    amount: str,
+    promised_date: date,
+    acknowledged_at: datetime | None = None,
+    due_by: datetime | None = None,
+) -> dict:
+    """A PromiseMade: by the end of `promised_date`, or by the instant `due_by` (then on its day)."""
     d = issued["data"]
     data = {
         "promise_id": new_id("prm"),
@@ -228,7 +236,7 @@ def promise_made(issued: dict, *, amount: str, promised_date: date, acknowledged
         "made_by": "ar@acme.example",
         "note": None,
         "acknowledged_at": acknowledged_at or utcnow(),
-    }
+    } | ({"due_by": due_by} if due_by is not None else {})
     return _change("dunning.PromiseMade.v1", "/invoice-ingest", data)
 
 

@@ -80,22 +80,26 @@ async def on_dispute_resolved(
 
 
 async def on_promise_made(conn: asyncpg.Connection, event: Event[PromiseMade], *, policies: ActivePolicies) -> None:
-    """The deadline: the end of the promised date in the customer's time zone plus the promise grace
-    of the policy the invoice was planned with; judged by the deadline loop under the gate. Money
-    already applied that was acknowledged since the promise counts (pauser.paid)."""
+    """The deadline: the end of the promised date in the customer's time zone (or the instant
+    promised, `due_by`, when given) plus the promise grace of the policy the invoice was planned
+    with; judged by the deadline loop under the gate. Money already applied that was acknowledged
+    since the promise counts (pauser.paid)."""
     p = event.data
     invoice = await _invoice_of(conn, event)
     policy = await pauser.policy_of(conn, policies, invoice) if invoice is not None else None
     if policy is None:
         policy = (policies.get(p.tenant_id) or await policies.load(conn, p.tenant_id)).policy
     timezone = invoice["timezone"] if invoice is not None else None
-    deadline = pauser.end_of_day(p.promised_date, timezone, policy, grace="promise")
+    if p.due_by is not None:
+        deadline = pauser.with_grace(p.due_by, timezone, policy, grace="promise")
+    else:
+        deadline = pauser.end_of_day(p.promised_date, timezone, policy, grace="promise")
     detail = {
         "amount": str(p.amount),
         "currency": p.currency,
         "promised_date": p.promised_date.isoformat(),
         "deadline": deadline.isoformat(),
-    }
+    } | ({"due_by": p.due_by.isoformat()} if p.due_by is not None else {})
     paused = await pauser.pause(
         conn,
         tenant_id=p.tenant_id,

@@ -263,8 +263,15 @@ def end_of_day(day: date, timezone_name: str | None, grace_policy: Policy, *, gr
     """The end of `day` in the zone (midnight after it) plus the policy's grace (`promise` or `plan`)."""
     zone = zone_for(timezone_name or "UTC") or UTC_ZONE
     midnight = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+    return with_grace(midnight, timezone_name, grace_policy, grace=grace)
+
+
+def with_grace(at: datetime, timezone_name: str | None, grace_policy: Policy, *, grace: str) -> datetime:
+    """The instant `at` plus the policy's grace (`promise` or `plan`), days counted on the zone's
+    wall clock (P2D after 17:00 on Friday is 17:00 on Sunday there, across a clock change too)."""
+    zone = zone_for(timezone_name or "UTC") or UTC_ZONE
     duration = grace_policy.promise_grace if grace == "promise" else grace_policy.plan_grace
-    return duration.add_to(midnight).astimezone(UTC)
+    return duration.add_to(at.astimezone(zone)).astimezone(UTC)
 
 
 async def stopped(conn: asyncpg.Connection, invoice_id: str, reason: str, *, paid: bool) -> None:

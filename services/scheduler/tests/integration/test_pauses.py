@@ -2,8 +2,10 @@
 stop that pauses (hold, dispute, promise, plan) pauses and nothing paused fires; the last pause's end
 resumes by the policy's resume mode; terminal stops are always announced."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -251,6 +253,32 @@ async def test_a_broken_promise_resumes_with_a_promise_broken_reminder_quoting_i
         "promised_date": made["data"]["promised_date"],
         "currency": "EUR",
     }
+
+
+async def test_a_promise_by_an_instant_is_due_then_plus_the_grace_and_broken_at_that_deadline(pool, h):
+    await use_policy(pool, h.TENANT, {**NOW_THEN_DAYS, "pauses": {"promise_grace": "PT2S"}})
+    issued = await issue(pool, h)
+    invoice_id = issued["subject"]
+    due_by = utcnow() + timedelta(seconds=1)
+    berlin_day = due_by.astimezone(ZoneInfo("Europe/Berlin")).date()
+    made = h.promise_made(issued, amount="500.00", promised_date=berlin_day, due_by=due_by)
+    await h.apply(pool, made)
+    promise_id = made["data"]["promise_id"]
+    deadline = due_by + timedelta(seconds=2)  # not the end of the day in Berlin plus the grace
+    assert await pool.fetchval("SELECT at FROM deadlines WHERE cause_id = $1", promise_id) == deadline
+    [paused] = await h.outbox_events(pool, PAUSED, invoice_id)
+    assert paused["data"]["cause_id"] == promise_id
+
+    assert await judge(pool) == 0  # not yet
+    await asyncio.sleep((deadline - utcnow()).total_seconds() + 0.05)
+    assert await judge(pool) == 1
+
+    [broken] = await h.outbox_events(pool, "dunning.PromiseBroken.v1", invoice_id)
+    assert datetime.fromisoformat(broken["data"]["deadline"]) == deadline
+    assert broken["data"]["promised_date"] == berlin_day.isoformat()
+    assert datetime.fromisoformat(broken["data"]["broken_at"]) >= deadline
+    [resumed] = await h.outbox_events(pool, RESUMED, invoice_id)
+    assert (resumed["data"]["reason"], resumed["data"]["stages"][0]["stage"]) == ("promise_broken", "promise_broken")
 
 
 async def test_a_promise_deadline_waits_for_the_gate_so_a_payment_acknowledged_before_it_is_seen(pool, h):

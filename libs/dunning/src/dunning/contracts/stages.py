@@ -205,7 +205,7 @@ class _PromiseBroken(NamedTuple):
     amount: Decimal
     promised_date: date
     paid_amount: Decimal
-    deadline: datetime  # promised_date's end in the customer's zone + the policy's grace
+    deadline: datetime  # promised_date's end in the customer's zone (or PromiseMade.due_by) + the policy's grace
     broken_at: datetime
 
 
