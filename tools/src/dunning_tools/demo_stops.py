@@ -2,16 +2,15 @@
 burst), a promise to pay broken (the `promise_broken` email, then the owed stages) and a payment
 plan's instalment reminders, through the public APIs of a running `make run`.
 
-A promise's deadline is the end of its day in the customer's time zone plus the policy's grace, and
-the day may not be in the past: the demo gives that customer the time zone whose day ends soonest and
-waits for it (up to DEMO_PROMISE_WAIT seconds, 40 minutes by default; 0 skips that part).
+The promise is made `by` an instant a few seconds ahead ("by 17:00 on Friday", here: in 5 s), so
+its deadline (that instant plus the policy's 5 s grace) passes within the demo: no waiting for a day
+to end anywhere.
 Instalment reminders are at the due date's `send_time` plus an offset: the demo's policy sets
 `send_time` to the next whole minute, so that the first instalment's reminders come within seconds.
 """
 
 import asyncio
 import math
-import os
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,11 +18,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from dunning_cli.tenants import create_tenant
-from dunning_tools.chaos.pauses import day_end
 from dunning_tools.stack.mailserver import messages_to
 from dunning_tools.testing.story import invoice_body, seconds_policy
 
 OFFSETS = (2, 10, 14, 18, 22)  # pre_due, soft, firm, final, collections: seconds after issue
+PROMISE_IN = 5  # seconds: the promise is made `by` then (its deadline: that plus the 5 s grace)
 
 
 def stops(client: httpx.Client, state: dict, say, wait) -> None:
@@ -80,9 +79,6 @@ def stops(client: httpx.Client, state: dict, say, wait) -> None:
 
     disputed = issue(1, "Osprey Logistics")
     planned = issue(2, "Heron Foods", zone="UTC")
-    zone, day, ends = day_end(time.time() + 30)
-    waits = float(os.environ.get("DEMO_PROMISE_WAIT", "2400"))
-    promised = issue(3, "Curlew Tools", zone=zone) if ends - time.time() <= waits else None
     wait(lambda: "pre_due" in inbox(disputed) and "pre_due" in inbox(planned), 30, "the first reminders")
 
     d = post(f"/v1/invoices/{disputed['id']}/disputes", {"reason": "Goods arrived damaged", "opened_by": "demo"})
@@ -117,17 +113,21 @@ def stops(client: httpx.Client, state: dict, say, wait) -> None:
     wait(lambda: any(s.startswith("instalment_1") for s in inbox(planned)), 90, "the first instalment's reminders")
     say(f"13. {planned['number']}'s inbox while the plan runs (its own stages wait): {inbox(planned)}")
 
-    if promised is None:
-        say(f"14. (skipped: the next day to end in any time zone ends in {(ends - time.time()) / 60:.0f} min)")
-        return
+    promised = issue(3, "Curlew Tools")  # its soft stage (+10 s) falls due while the promise pauses it
     wait(lambda: "pre_due" in inbox(promised), 30, "the promised invoice's first reminder")
+    by = datetime.now(UTC) + timedelta(seconds=PROMISE_IN)
     p = post(
-        f"/v1/invoices/{promised['id']}/promises", {"amount": "750.00", "date": day.isoformat(), "made_by": "demo"}
+        f"/v1/invoices/{promised['id']}/promises",
+        {"amount": "750.00", "by": by.isoformat(), "note": "Paying in a moment", "made_by": "demo"},
     )
     say(
-        f"14. {promised['number']}: promise to pay 750.00 EUR on {day} (customer in {zone}: that day ends at "
-        f"{datetime.fromtimestamp(ends, UTC):%H:%M:%S} UTC, in {ends - time.time():.0f} s; grace 5 s) -> {p['status']}"
+        f"14. {promised['number']}: promise to pay 750.00 EUR by {p['due_by']} (on {p['promised_date']} in the "
+        f"customer's zone; grace 5 s) -> {p['status']}; nobody pays"
     )
-    wait(lambda: "promise_broken" in inbox(promised), ends - time.time() + 60, "the promise_broken reminder")
+    wait(lambda: "promise_broken" in inbox(promised), PROMISE_IN + 60, "the promise_broken reminder")
     wait(lambda: {"soft", "firm"} <= set(inbox(promised)), 60, "the owed stages after the broken promise")
-    say(f"    promise broken: inbox of {promised['number']}: {inbox(promised)}")
+    [verdict] = client.get(f"{ingest}/v1/invoices/{promised['id']}/promises", headers=auth).json()["data"]
+    say(
+        f"    promise {verdict['status']} at its deadline {verdict['deadline']}, dunning resumed (the owed soft "
+        f"stage spaced after the promise_broken reminder): inbox of {promised['number']}: {inbox(promised)}"
+    )

@@ -131,6 +131,7 @@ class Invoice:
     due_date: date = date.today() + timedelta(days=30)
     timezone: str = "Europe/London"
     promised_date: date | None = None  # a promise's date, a plan's first due date (pauses.plan_deadline)
+    promise_by: bool = False  # a promise made `by` an instant, not by a day (pauses.plan_deadline)
     deadline: float | None = None
 
 

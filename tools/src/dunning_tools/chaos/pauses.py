@@ -9,10 +9,13 @@ Outcomes (drawn per invoice when it is created, `outcome_of`):
   `promise_broken` stage at the deadline);
 - plan: `completed` (paid in full) or `broken` (the first instalment missed at its deadline).
 
-A promise's and an instalment's deadline is the end of a day in the customer's time zone plus the
-policy's grace (seconds in the run's policy), and the day may not be in the past: the chaos gives
-those customers the time zone whose day ends soonest after the stop (`day_end`), and a promise or
-plan breaks only when that day ends within the run (otherwise it is kept: the report counts both).
+Most promises (PROMISE_BY) are made `by` an instant about a stage gap after the stop ("by 17:00 on
+Friday"): their deadline is that instant plus the policy's grace (seconds in the run's policy), so
+they break within every run. The others, and a plan's instalments, are due at the end of a day in
+the customer's time zone plus the grace, and the day may not be in the past: the chaos gives those
+customers the time zone whose day ends soonest after the stop (`day_end`), and such a promise or
+plan breaks only when that day ends within the run (otherwise it is kept: the report counts both,
+a promise by an instant as `promise/<outcome>/by`).
 """
 
 import asyncio
@@ -35,6 +38,7 @@ OUTCOMES = {
 }
 FALLBACK = {"promise": "kept", "plan": "completed"}  # when the day cannot end within the run
 GRACE_S = 3.0  # the run policy's promise and plan grace (PT3S)
+PROMISE_BY = 0.7  # the share of promises made `by` an instant (the others: by a day's end)
 
 
 def outcome_of(rng, kind: str) -> str | None:
@@ -74,8 +78,13 @@ def day_end(after: float) -> tuple[str, date, float]:
 
 
 def plan_deadline(run, inv, approx_ack: float) -> None:
-    """For a promise or plan: the customer's zone and day (`inv.timezone`, `inv.promised_date`) and,
-    if that day ends within the run, keep a `broken` outcome; else fall back to `kept` / `completed`."""
+    """For a promise by a day or a plan: the customer's zone and day (`inv.timezone`,
+    `inv.promised_date`) and, if that day ends within the run, keep a `broken` outcome; else fall back
+    to `kept` / `completed`. A promise by an instant (`inv.promise_by`) has its deadline set when it is
+    made (`request`)."""
+    if inv.race[2] == "promise" and run.rng.random() < PROMISE_BY:
+        inv.promise_by = True
+        return
     zone, day, end = day_end(approx_ack + 5)
     inv.timezone, inv.promised_date, inv.deadline = zone, day, end + GRACE_S
     if inv.deadline > run.horizon and inv.outcome == "broken":
@@ -96,6 +105,13 @@ def request(run, inv, stop) -> tuple[str, dict[str, Any]]:
         return f"{ingest}/v1/holds", body
     if via == "dispute":
         return f"{ingest}/v1/invoices/{inv.id}/disputes", {"reason": why, "opened_by": "chaos"}
+    if via == "promise" and inv.promise_by:  # by an instant about a gap after the stop: due within the run
+        by = stop.target + run.cfg.gap * run.rng.uniform(0.8, 1.6)
+        stop.due_by, stop.deadline = by, by + GRACE_S
+        if stop.deadline > run.horizon and stop.outcome == "broken":
+            stop.outcome = inv.outcome = FALLBACK["promise"]
+        body = {"amount": inv.amount, "by": datetime.fromtimestamp(by, UTC).isoformat(timespec="milliseconds")}
+        return f"{ingest}/v1/invoices/{inv.id}/promises", {**body, "made_by": "chaos"}
     if via == "promise":
         stop.deadline = inv.deadline
         body = {"amount": inv.amount, "date": inv.promised_date.isoformat(), "made_by": "chaos"}

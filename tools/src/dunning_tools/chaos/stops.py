@@ -49,6 +49,7 @@ class Stop:
     object_id: str | None = None  # the hold, dispute, promise or plan id
     ends_at: float | None = None  # when the pause ended: release / resolution acknowledged, hold or deadline end
     deadline: float | None = None  # a promise's or first instalment's deadline (judged by the scheduler)
+    due_by: float | None = None  # a promise made `by` this instant (not by a day's end)
     follow_up: dict[str, Any] | None = None  # the follow-up's request and answer, for the report
 
     @property

@@ -139,7 +139,7 @@ def judge(run, state, received: dict, timer: dict, expected: dict) -> dict[str, 
     pauses = [p for p in run.payments if p.via in PAUSES and p.acknowledged_at]
     outcomes: dict[str, int] = defaultdict(int)
     for p in pauses:
-        outcomes[f"{p.via}/{p.outcome}"] += 1
+        outcomes[f"{p.via}/{p.outcome}" + ("/by" if p.due_by is not None else "")] += 1
     resumed = [
         k
         for k in received
