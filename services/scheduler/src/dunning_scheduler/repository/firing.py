@@ -65,16 +65,17 @@ FROM invoices AS i
 WHERE t.stage_id = ANY(ARRAY(
         SELECT d.stage_id FROM timers AS d, gate
         WHERE d.state = 'scheduled' AND d.scheduled_at <= now()
-          AND NOT EXISTS (SELECT 1 FROM invoices AS x
-                          WHERE x.invoice_id = d.invoice_id AND (x.status <> 'open' OR x.settled))
           -- [pauses] no timer of a paused invoice fires: a pause moves them to `paused` under these
           -- row locks, and this checks the live pauses too (a payment plan's own pause lets its
-          -- instalment reminders through); see repository.pauses
+          -- instalment reminders through; a customer's hold covers its invoices); see repository.pauses
+          AND NOT EXISTS (SELECT 1 FROM invoices AS x
+                          WHERE x.invoice_id = d.invoice_id
+                            AND (x.status <> 'open' OR x.settled
+                                 OR EXISTS (SELECT 1 FROM pauses AS p
+                                            WHERE p.scope = 'customer' AND p.state <> 'ended'
+                                              AND p.tenant_id = x.tenant_id AND p.customer_id = x.customer_id)))
           AND NOT EXISTS (SELECT 1 FROM pauses AS p WHERE p.state <> 'ended' AND p.invoice_id = d.invoice_id
                           AND (p.cause <> 'payment_plan' OR d.kind <> 'instalment'))
-          AND NOT EXISTS (SELECT 1 FROM invoices AS x JOIN pauses AS p
-                              ON p.customer_id = x.customer_id AND p.tenant_id = x.tenant_id
-                          WHERE x.invoice_id = d.invoice_id AND p.scope = 'customer' AND p.state <> 'ended')
           AND (NOT $2 OR (d.scheduled_at <= gate.watermark
                           AND (d.gate_offset IS NULL OR gate.positions IS NULL
                                OR d.gate_offset < (gate.positions ->> d.gate_partition::text)::bigint)))
