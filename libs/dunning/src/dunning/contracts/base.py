@@ -93,14 +93,18 @@ class Record:
         if any(v is not None for v in defaults.values()):
             raise TypeError(f"{cls.__name__}: a field added later must default to None")
         # A field added later (with a default) may be missing from older events.
-        reads = tuple(f"({r} if {n!r} in d else None)" if n in defaults else r for n, r in zip(fields, reads, strict=True))
+        reads = tuple(
+            f"({r} if {n!r} in d else None)" if n in defaults else r for n, r in zip(fields, reads, strict=True)
+        )
         # ... and is left out when None, so an event without it reads as it did before.
         drops = "".join(f"    if self.{n} is None:\n        del r[{n!r}]\n" for n in defaults)
         source = (
             f"def from_data(cls, d):\n    return _new(cls, ({', '.join(reads)},))\n"
             "def to_data(self):\n    r = {"
             + ", ".join(f"{name!r}: {write}" for name, write in zip(fields, writes, strict=True))
-            + "}\n" + drops + "    return r\n"
+            + "}\n"
+            + drops
+            + "    return r\n"
         )
         exec(source, ns)
         cls.from_data = classmethod(ns["from_data"])  # type: ignore[method-assign,assignment]

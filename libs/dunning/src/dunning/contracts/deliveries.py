@@ -52,7 +52,9 @@ class _ReminderCancelled(NamedTuple):
     tenant_id: str
     stage: str
     channel: str
-    reason: str  # the scheduler's: invoice_settled | invoice_credited | invoice_voided | invoice_written_off | hold | dispute | promise | payment_plan
+    # the scheduler's: invoice_settled | invoice_credited | invoice_voided | invoice_written_off
+    # | hold | dispute | promise | payment_plan
+    reason: str
     cause_event_id: str  # the StagesCancelled or DunningPaused that stopped it
     attempts: int  # attempts made before (0: never tried; more: dropped from its retry backoff)
     cancelled_at: datetime

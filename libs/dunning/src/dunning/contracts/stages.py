@@ -165,7 +165,9 @@ class _DunningResumed(NamedTuple):
     tenant_id: str
     cause: str  # hold | dispute | promise | payment_plan
     cause_id: str
-    reason: str  # hold_released | hold_expired | dispute_rejected | dispute_upheld | promise_broken | payment_plan_broken | payment_plan_cancelled
+    # hold_released | hold_expired | dispute_rejected | dispute_upheld | promise_kept | promise_broken
+    # | payment_plan_broken | payment_plan_cancelled
+    reason: str
     resume_mode: str  # the policy's pauses.resume: spaced | latest_only | all_at_once
     resumed_at: datetime
     stages: tuple[RescheduledStage, ...]  # the paused stages with their old and new times
