@@ -63,8 +63,7 @@ class PromiseIn(StrictBody):
 
     @model_validator(mode="after")
     def _date_or_by(self) -> "PromiseIn":
-        if self.date is None and self.by is None:
-            raise Problem.invalid("date", "give one of date, by", "missing")
+        # Neither is refused by `promised`, after the amount is checked: a 422 names the amount first.
         if self.date is not None and self.by is not None:
             raise Problem.invalid("by", "give only one of date, by", "date_or_by")
         return self
@@ -95,7 +94,9 @@ def check_by(by: dt.datetime, now: dt.datetime) -> dt.datetime:
 def promised(body: PromiseIn, timezone: str, now: dt.datetime) -> tuple[dt.date, dt.datetime | None]:
     """The promised date and the instant promised (None: by the date's end), checked (422 naming the field)."""
     if body.by is None:
-        day = body.date or now.date()  # PromiseIn gives one of date, by
+        if body.date is None:
+            raise Problem.invalid("date", "give one of date, by", "missing")
+        day = body.date
         check_date(day, timezone, now)
         return day, None
     due_by = check_by(body.by, now)
