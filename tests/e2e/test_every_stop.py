@@ -29,10 +29,12 @@ from dunning_tools.testing.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 
-OFFSETS = (2, 7, 9, 11, 13)  # pre_due, soft, firm, final, collections: seconds after issue
-OWED = ("soft", "firm", "final")  # fall due while the stop is in force (placed at ~3 s, ended at ~12 s)
+# pre_due, soft, firm, final, collections: seconds after issue. The 10 s between pre_due and soft leave
+# room for a cold stack's first reminder (the stop is placed once pre_due has arrived, before soft).
+OFFSETS = (2, 12, 14, 16, 18)
+OWED = ("soft", "firm", "final")  # fall due while the stop is in force (placed at ~3 s, ended at ~17 s)
 GRACE = 2
-PROMISED_IN = 7  # a broken promise is made `by` this many seconds after it (~3 s): its deadline ~12 s
+PROMISED_IN = 12  # a broken promise is made `by` this many seconds after it (~3 s): its deadline ~17 s
 
 
 @pytest.fixture(scope="module")
