@@ -114,6 +114,8 @@ def reply(status: int, body: Any, headers: dict[str, str] | None = None) -> Repl
 async def stops_of(conn: asyncpg.Connection, invoice_id: str, customer_id: str) -> Stops:
     """The rows of an invoice's stops for its detail: the holds covering it, its disputes, promises and
     payment plans, and what the scheduler and notifier reported (stop_events)."""
+    if not await stop_events.any_stops(conn, invoice_id, customer_id):
+        return Stops()
     return Stops(
         holds=await holds.holds_covering(conn, invoice_id, customer_id),
         disputes=await disputes.disputes_of(conn, invoice_id),
