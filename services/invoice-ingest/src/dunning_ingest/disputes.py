@@ -20,7 +20,6 @@ from dunning_ingest import repository
 from dunning_ingest.idempotency import Reply
 from dunning_ingest.messages import dispute_opened, dispute_resolved
 from dunning_ingest.repository import disputes as repo
-from dunning_ingest.repository import fence
 from dunning_ingest.stop_output import DisputeOut, dump
 from dunning_ingest.stops import (
     DEFAULT_BY,
@@ -29,6 +28,7 @@ from dunning_ingest.stops import (
     Note,
     Reason,
     StrictBody,
+    acknowledged_open_invoice,
     amount_of,
     conflict,
     locked_invoice,
@@ -69,10 +69,7 @@ class DisputeService:
         """201 with the dispute: acknowledged under the fence, DisputeOpened in the outbox."""
 
         async def work(conn: asyncpg.Connection) -> Reply:
-            acknowledged_at = await fence.acknowledge_time(conn)  # first: the stop's acknowledgement
-            invoice = await locked_invoice(conn, tenant_id, invoice_id)
-            if invoice["status"] != "open":
-                raise not_open(invoice, "be disputed")
+            acknowledged_at, invoice = await acknowledged_open_invoice(conn, tenant_id, invoice_id, "be disputed")
             if (current := await repo.open_dispute_of(conn, invoice_id)) is not None:
                 message = f"invoice {invoice_id} has an open dispute ({current['dispute_id']}): resolve it first"
                 raise conflict("invoice_id", message, "dispute_open", dispute_id=current["dispute_id"])

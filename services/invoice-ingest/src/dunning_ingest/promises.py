@@ -20,7 +20,6 @@ from dunning.logging import get_logger
 from dunning_ingest import repository
 from dunning_ingest.idempotency import Reply
 from dunning_ingest.messages import promise_made
-from dunning_ingest.repository import fence
 from dunning_ingest.repository import plans as plans_repo
 from dunning_ingest.repository import promises as repo
 from dunning_ingest.stop_output import PromiseOut, dump
@@ -31,10 +30,9 @@ from dunning_ingest.stops import (
     IsoText,
     Note,
     StrictBody,
+    acknowledged_open_invoice,
     amount_of,
     conflict,
-    locked_invoice,
-    not_open,
     reply,
 )
 
@@ -114,10 +112,7 @@ class PromiseService:
         """201 with the promise: acknowledged under the fence, PromiseMade in the outbox."""
 
         async def work(conn: asyncpg.Connection) -> Reply:
-            acknowledged_at = await fence.acknowledge_time(conn)  # first: the stop's acknowledgement
-            invoice = await locked_invoice(conn, tenant_id, invoice_id)
-            if invoice["status"] != "open":
-                raise not_open(invoice, "be promised")
+            acknowledged_at, invoice = await acknowledged_open_invoice(conn, tenant_id, invoice_id, "be promised")
             if (current := await repo.pending_promise_of(conn, invoice_id)) is not None:
                 message = f"invoice {invoice_id} has a pending promise ({current['promise_id']})"
                 raise conflict("invoice_id", message, "promise_pending", promise_id=current["promise_id"])

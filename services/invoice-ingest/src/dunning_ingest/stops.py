@@ -19,7 +19,7 @@ from dunning.money import MoneyError, parse_amount
 from dunning_ingest import repository
 from dunning_ingest.idempotency import Reply
 from dunning_ingest.invoice_output import Stops
-from dunning_ingest.repository import disputes, holds, plans, promises, stop_events
+from dunning_ingest.repository import disputes, fence, holds, plans, promises, stop_events
 
 DEFAULT_BY = "api"  # who acknowledged a stop when the request does not say
 
@@ -105,6 +105,17 @@ async def locked_invoice(conn: asyncpg.Connection, tenant_id: str, invoice_id: s
     if row is None:
         raise Problem.not_found("invoice_id", f"No invoice {invoice_id}.")
     return row
+
+
+async def acknowledged_open_invoice(conn: asyncpg.Connection, tenant_id: str, invoice_id: str, doing: str) -> Any:
+    """A stop on an invoice begins here: the acknowledgement under the fence (first, before any lock),
+    then the tenant's invoice locked and open (404, or 409 naming why it cannot `doing`).
+    Returns (acknowledged_at, invoice)."""
+    acknowledged_at = await fence.acknowledge_time(conn)
+    invoice = await locked_invoice(conn, tenant_id, invoice_id)
+    if invoice["status"] != "open":
+        raise not_open(invoice, doing)
+    return acknowledged_at, invoice
 
 
 def reply(status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
