@@ -19,7 +19,6 @@ from dunning.logging import get_logger
 from dunning.loops import Loop
 from dunning_scheduler import pauser, plans, repository
 from dunning_scheduler.policy_store import ActivePolicies
-from dunning_scheduler.repository import pauses as sql
 
 log = get_logger(__name__)
 
@@ -59,7 +58,7 @@ class DeadlineLoop(Loop):
                 watermark = gate["watermark"]
             else:
                 watermark = utcnow()
-            due = await sql.take_due_deadlines(conn, watermark, self.batch_size)
+            due = await repository.take_due_deadlines(conn, watermark, self.batch_size)
             for deadline in due:
                 if deadline["kind"] == "instalment":
                     await plans.on_deadline(conn, deadline, policies=self.policies)

@@ -110,7 +110,7 @@ async def on_promise_made(conn: asyncpg.Connection, event: Event[PromiseMade], *
         invoice_ids=[p.invoice_id],
         detail=detail,
     )
-    await sql.add_deadlines(conn, [("promise", p.promise_id, 0, p.tenant_id, deadline.isoformat(), True)])
+    await repository.add_deadlines(conn, [("promise", p.promise_id, 0, p.tenant_id, deadline.isoformat(), True)])
     log.info("scheduler.promise.made", promise_id=p.promise_id, deadline=deadline.isoformat(), paused=bool(paused))
     # Money acknowledged at or after the promise may have been applied before it (the payments
     # topic is consumed apart from this one): it counts now, and if it is enough the promise is

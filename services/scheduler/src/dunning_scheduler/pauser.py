@@ -73,7 +73,7 @@ async def pause(
         log.info("scheduler.pause.known", cause=cause, cause_id=cause_id)
         return []
     if ends_at is not None:
-        await sql.add_deadlines(conn, [("hold_end", cause_id, 0, tenant_id, ends_at.isoformat(), False)])
+        await repository.add_deadlines(conn, [("hold_end", cause_id, 0, tenant_id, ends_at.isoformat(), False)])
     rows = await sql.pause_timers(
         conn,
         tenant_id=tenant_id,
@@ -133,7 +133,7 @@ async def end(
     ended = await sql.end_pauses(conn, cause_id, reason)
     if not ended:
         return []
-    await sql.drop_deadlines(conn, cause_id)
+    await repository.drop_deadlines(conn, cause_id)
     invoices: list[str] = []
     for p in ended:
         if p["scope"] == "customer":
@@ -279,7 +279,7 @@ async def stopped(conn: asyncpg.Connection, invoice_id: str, reason: str, *, pai
     (settled or credited) invoice is kept."""
     for p in await sql.end_invoice_pauses(conn, invoice_id, reason):
         if p["cause"] != "payment_plan":  # a plan's deadlines are the plan's (plans.py)
-            await sql.drop_deadlines(conn, p["cause_id"])
+            await repository.drop_deadlines(conn, p["cause_id"])
         if p["cause"] == "promise" and paid:
             await outbox.add(conn, messages.promise_kept(p, paid=p["paid"], kept_at=utcnow()))
             log.info("scheduler.promise.kept", promise_id=p["cause_id"], settled=True)

@@ -19,7 +19,7 @@ from dunning.events import Event
 from dunning.ids import new_id
 from dunning.logging import get_logger
 from dunning.plans import InstalmentState, allocate, paid_towards
-from dunning_scheduler import messages, pauser
+from dunning_scheduler import messages, pauser, repository
 from dunning_scheduler.planning import UTC_ZONE, zone_for
 from dunning_scheduler.policy import Policy
 from dunning_scheduler.policy_store import ActivePolicies
@@ -36,7 +36,7 @@ async def agreed(conn: asyncpg.Connection, event: Event[PaymentPlanAgreed], *, p
     invoices = [{"invoice_id": i.invoice_id, "balance": str(i.balance)} for i in p.invoices]
     instalments = [{"number": i.number, "due_date": i.due_date.isoformat(), "amount": str(i.amount)}
                    for i in p.instalments]  # fmt: skip
-    if not await sql.insert_plan(
+    if not await repository.insert_plan(
         conn,
         plan_id=p.plan_id,
         tenant_id=p.tenant_id,
@@ -81,7 +81,7 @@ async def agreed(conn: asyncpg.Connection, event: Event[PaymentPlanAgreed], *, p
         at = pauser.end_of_day(inst.due_date, zone_name, policy, grace="plan")
         deadlines.append(("instalment", p.plan_id, inst.number, p.tenant_id, at.isoformat(), True))
     await sql.insert_extra_timers(conn, rows)
-    await sql.add_deadlines(conn, deadlines)
+    await repository.add_deadlines(conn, deadlines)
     await check(conn, p.plan_id, policies=policies)  # money paid meanwhile may cover some already
     log.info("scheduler.plan.agreed", plan_id=p.plan_id, instalments=count, reminders=len(rows))
 
@@ -126,23 +126,23 @@ def _states(plan: asyncpg.Record) -> tuple[list[InstalmentState], Decimal]:
 
 async def paid(conn: asyncpg.Connection, invoice_id: str, *, policies: ActivePolicies) -> None:
     """Money applied to `invoice_id`: check every active plan it is in."""
-    for plan_id in await sql.active_plans_of(conn, invoice_id):
+    for plan_id in await repository.active_plans_of(conn, invoice_id):
         await check(conn, plan_id, policies=policies)
 
 
 async def check(conn: asyncpg.Connection, plan_id: str, *, policies: ActivePolicies) -> None:
     """Cancel the reminders of the instalments covered now; all covered: the plan is completed."""
-    plan = await sql.lock_plan(conn, plan_id)
+    plan = await repository.lock_plan(conn, plan_id)
     if plan is None or plan["status"] != "active":
         return
     states, _ = _states(plan)
     covered = [s.number for s in states if s.covered]
     if covered:
-        await sql.cancel_instalments(conn, plan["first_invoice_id"], plan_id, covered, "instalment_paid")
+        await repository.cancel_instalments(conn, plan["first_invoice_id"], plan_id, covered, "instalment_paid")
     if len(covered) < len(states):
         return
-    await sql.finish_plan(conn, plan_id, "completed")
-    await sql.drop_deadlines(conn, plan_id)
+    await repository.finish_plan(conn, plan_id, "completed")
+    await repository.drop_deadlines(conn, plan_id)
     await outbox.add(conn, messages.payment_plan_completed(plan, at=utcnow()))
     # Paid in full: its invoices are settled (terminal stops). One still open (its amount was raised
     # meanwhile) is no longer under the plan and resumes quietly (no DunningResumed reason fits).
@@ -153,7 +153,7 @@ async def check(conn: asyncpg.Connection, plan_id: str, *, policies: ActivePolic
 async def on_deadline(conn: asyncpg.Connection, deadline: asyncpg.Record, *, policies: ActivePolicies) -> None:
     """Instalment `number` of the plan at its deadline: not covered, the plan is broken."""
     plan_id, number = deadline["cause_id"], deadline["number"]
-    plan = await sql.lock_plan(conn, plan_id)
+    plan = await repository.lock_plan(conn, plan_id)
     if plan is None or plan["status"] != "active":
         return
     states, paid_total = _states(plan)
@@ -184,7 +184,7 @@ async def on_deadline(conn: asyncpg.Connection, deadline: asyncpg.Record, *, pol
 async def cancelled(conn: asyncpg.Connection, event: Event[PaymentPlanCancelled], *, policies: ActivePolicies) -> None:
     p = event.data
     await sql.lock_customer(conn, p.customer_id)
-    plan = await sql.lock_plan(conn, p.plan_id)
+    plan = await repository.lock_plan(conn, p.plan_id)
     if plan is None or plan["status"] != "active":
         log.info("scheduler.plan.not_active", plan_id=p.plan_id)
         return
@@ -196,8 +196,8 @@ async def _finish(conn: asyncpg.Connection, plan: asyncpg.Record, status: str, r
                   policies: ActivePolicies) -> None:  # fmt: skip
     """A plan broken or cancelled: its remaining reminders cancelled, dunning resumed on its invoices."""
     plan_id, first = plan["plan_id"], plan["first_invoice_id"]
-    await sql.finish_plan(conn, plan_id, status)
-    gone = await sql.cancel_instalments(conn, first, plan_id, [], reason)
+    await repository.finish_plan(conn, plan_id, status)
+    gone = await repository.cancel_instalments(conn, first, plan_id, [], reason)
     listed = [RescheduledStage(r["stage_id"], r["stage"], r["sequence"], r["channel"], r["scheduled_at"], None,
                                "cancelled") for r in gone]  # fmt: skip
     await pauser.end(conn, cause_id=plan_id, reason=reason, policies=policies, cancelled={first: listed})

@@ -1,7 +1,8 @@
 """SQL of the scheduler, by aggregate: invoices and their timers (planning, payments, reads), changes
 (invoice updates, voids, write-offs, customers), re-planning (and its jobs), firing (the payments
-gate, watermark statements), policies. Every function runs on the caller's connection
-and transaction; callers use `repository.<function>`: the names below are the whole interface."""
+gate, watermark statements), policies, deadlines (what pauses wait for), payment plans. Every
+function runs on the caller's connection and transaction; callers use `repository.<function>`: the
+names below are the whole interface."""
 
 from dunning_scheduler.repository.changes import (
     REPLAN_COLUMNS,
@@ -12,6 +13,7 @@ from dunning_scheduler.repository.changes import (
     store_customer,
     update_invoice,
 )
+from dunning_scheduler.repository.deadlines import add_deadlines, drop_deadlines, take_due_deadlines
 from dunning_scheduler.repository.firing import (
     GATE_SOURCES,
     PAYMENTS_TOPIC,
@@ -40,6 +42,13 @@ from dunning_scheduler.repository.invoices import (
     stop_statement,
     timers_of,
 )
+from dunning_scheduler.repository.plans import (
+    active_plans_of,
+    cancel_instalments,
+    finish_plan,
+    insert_plan,
+    lock_plan,
+)
 from dunning_scheduler.repository.policies import (
     insert_policy,
     latest_policy,
@@ -65,15 +74,21 @@ __all__ = [
     "REPLANNED_FIELDS",
     "REPLAN_COLUMNS",
     "TIMER_COLUMNS",
+    "active_plans_of",
+    "add_deadlines",
     "advance_replan",
     "apply_payment",
+    "cancel_instalments",
     "claim_replan",
     "close_invoice",
     "create_replan",
     "customer_tenant",
+    "drop_deadlines",
+    "finish_plan",
     "fire_due",
     "firing_gauges",
     "gate_state",
+    "insert_plan",
     "insert_policy",
     "insert_timers",
     "invoice_for_pause",
@@ -81,6 +96,7 @@ __all__ = [
     "invoice_owner",
     "latest_policy",
     "lock_invoice",
+    "lock_plan",
     "lock_tenant_policy",
     "lock_timers",
     "money_watchers",
@@ -97,6 +113,7 @@ __all__ = [
     "store_customer",
     "store_stops_watermarks",
     "store_watermarks",
+    "take_due_deadlines",
     "timers_of",
     "update_invoice",
     "wake_firing",

@@ -1,6 +1,6 @@
-"""SQL of pauses: the pauses themselves (holds, disputes, promises, payment plans), the timers they
-pause and resume, the deadlines they wait for, and payment plans. Every function runs on the
-caller's connection and transaction.
+"""SQL of pauses: the pauses themselves (holds, disputes, promises, payment plans) and the timers
+they pause and resume (the deadlines they wait for: `repository.deadlines`; payment plans:
+`repository.plans`). Every function runs on the caller's connection and transaction.
 
 Locks: a customer-topic stop (a hold, a plan) takes its customer's advisory lock exclusively and
 planning takes its invoices' customers' shared (`share_customers`) before it writes, so a customer
@@ -10,7 +10,6 @@ query's `FOR UPDATE SKIP LOCKED` skips timers being paused, and a timer it fired
 seen `fired` and stays history."""
 
 from datetime import datetime
-from decimal import Decimal
 
 import asyncpg
 import orjson
@@ -296,130 +295,3 @@ RETURNING pause_id, cause_id, tenant_id, invoice_id, since, detail, paid
 
 async def count_promise_paid(conn: asyncpg.Connection, invoice_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(_COUNT_PAID, invoice_id)
-
-
-# -- deadlines --------------------------------------------------------------------------------
-
-_ADD_DEADLINES = """
-INSERT INTO deadlines (kind, cause_id, number, tenant_id, at, gated)
-SELECT x->>0, x->>1, (x->>2)::int, x->>3, (x->>4)::timestamptz, (x->>5)::boolean
-FROM jsonb_array_elements($1::text::jsonb) AS x
-ON CONFLICT DO NOTHING
-"""
-
-
-async def add_deadlines(conn: asyncpg.Connection, rows: list[tuple]) -> None:
-    """(kind, cause_id, number, tenant_id, at, gated) each."""
-    if rows:
-        await conn.execute(_ADD_DEADLINES, orjson.dumps([list(r) for r in rows]).decode())
-
-
-async def drop_deadlines(conn: asyncpg.Connection, cause_id: str) -> None:
-    await conn.execute("DELETE FROM deadlines WHERE cause_id = $1", cause_id)
-
-
-# Due deadlines in time order: an ungated one at `now`, a gated one once the gate's watermark is at
-# or past it. Taken (deleted) by this transaction; SKIP LOCKED lets replicas share them.
-_TAKE_DUE = """
-DELETE FROM deadlines WHERE (kind, cause_id, number) IN (
-    SELECT kind, cause_id, number FROM deadlines
-    WHERE at <= now() AND (NOT gated OR at <= $1)
-    ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED)
-RETURNING kind, cause_id, number, tenant_id, at
-"""
-
-
-async def take_due_deadlines(conn: asyncpg.Connection, watermark: datetime | None, limit: int) -> list[asyncpg.Record]:
-    rows = await conn.fetch(_TAKE_DUE, watermark, limit)
-    return sorted(rows, key=lambda r: (r["at"], r["kind"], r["cause_id"], r["number"]))
-
-
-# -- payment plans ----------------------------------------------------------------------------
-
-_INSERT_PLAN = """
-INSERT INTO payment_plans (plan_id, tenant_id, customer_id, currency, total, invoices, instalments,
-                           first_invoice_id, acknowledged_at)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9)
-ON CONFLICT (plan_id) DO NOTHING
-RETURNING plan_id
-"""
-
-
-async def insert_plan(
-    conn: asyncpg.Connection,
-    *,
-    plan_id: str,
-    tenant_id: str,
-    customer_id: str,
-    currency: str,
-    total: Decimal,
-    invoices: list[dict],
-    instalments: list[dict],
-    acknowledged_at: datetime,
-) -> bool:
-    return (
-        await conn.fetchval(
-            _INSERT_PLAN,
-            plan_id,
-            tenant_id,
-            customer_id,
-            currency,
-            total,
-            invoices,
-            instalments,
-            invoices[0]["invoice_id"],
-            acknowledged_at,
-        )
-        is not None
-    )
-
-
-# A plan locked, with its invoices' balances now (an invoice the scheduler does not know yet: its
-# balance as agreed).
-_LOCK_PLAN = """
-SELECT pl.*, (SELECT coalesce(jsonb_agg(coalesce(i.balance, (x->>'balance')::numeric)
-                                       ORDER BY ord), '[]'::jsonb)
-              FROM jsonb_array_elements(pl.invoices) WITH ORDINALITY AS e(x, ord)
-              LEFT JOIN invoices AS i ON i.invoice_id = x->>'invoice_id') AS balances_now,
-       (SELECT i.customer->>'timezone' FROM invoices AS i WHERE i.invoice_id = pl.first_invoice_id) AS timezone
-FROM payment_plans AS pl WHERE pl.plan_id = $1
-FOR UPDATE OF pl
-"""
-
-
-async def lock_plan(conn: asyncpg.Connection, plan_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(_LOCK_PLAN, plan_id)
-
-
-_ACTIVE_PLANS_OF = (
-    "SELECT plan_id FROM payment_plans WHERE status = 'active'"
-    " AND invoices @> jsonb_build_array(jsonb_build_object('invoice_id', $1::text)) ORDER BY plan_id"
-)
-
-
-async def active_plans_of(conn: asyncpg.Connection, invoice_id: str) -> list[str]:
-    return [r["plan_id"] for r in await conn.fetch(_ACTIVE_PLANS_OF, invoice_id)]
-
-
-async def finish_plan(conn: asyncpg.Connection, plan_id: str, status: str) -> None:
-    await conn.execute(
-        "UPDATE payment_plans SET status = $2, finished_at = now() WHERE plan_id = $1 AND status = 'active'",
-        plan_id,
-        status,
-    )
-
-
-# A plan's instalment reminders still to come (scheduled or paused), those of `numbers` (empty:
-# all), cancelled with `reason`.
-_CANCEL_INSTALMENTS = """
-UPDATE timers SET state = 'cancelled', cancelled_at = now(), reason = $4
-WHERE invoice_id = $1 AND kind = 'instalment' AND state IN ('scheduled', 'paused') AND context->>'plan_id' = $2
-  AND (cardinality($3::int[]) = 0 OR (context->>'number')::int = ANY($3::int[]))
-RETURNING stage_id, stage, sequence, channel, scheduled_at
-"""
-
-
-async def cancel_instalments(
-    conn: asyncpg.Connection, invoice_id: str, plan_id: str, numbers: list[int], reason: str
-) -> list[asyncpg.Record]:
-    return await conn.fetch(_CANCEL_INSTALMENTS, invoice_id, plan_id, numbers, reason)
