@@ -15,6 +15,8 @@ claiming, hand back unstarted claims, finish and record the sends in flight.
 Stops (handlers.py): a delivery a stop of its invoice found mid-attempt is never put back to
 `pending`: the retry write, the lease sweep and the hand-back make it `cancelled` in the same
 statement (ReminderCancelled in the same transaction), so no attempt starts after the stop.
+
+The outcome writes themselves (and `Attempt`): recording.py.
 """
 
 import asyncio
@@ -22,21 +24,19 @@ import contextlib
 import itertools
 import random
 import time
-from dataclasses import dataclass
 
 import asyncpg
 from opentelemetry.trace import SpanKind
 
-from dunning import outbox
 from dunning.clock import utcnow
-from dunning.contracts import ReminderFailed, ReminderSent
 from dunning.logging import bind_context, clear_context, get_logger
 from dunning.loops import Backoff
 from dunning.tracing import context_from_traceparent, tracer
 from dunning_notifier import repository as repo
 from dunning_notifier.channels import Channel, ChannelSession, channel_for
-from dunning_notifier.messages import reminder_cancelled, reminder_failed, reminder_sent
+from dunning_notifier.messages import reminder_failed, reminder_sent
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
+from dunning_notifier.recording import Attempt, publish_cancelled, write_outcomes
 from dunning_notifier.settings import Settings
 
 log = get_logger(__name__)
@@ -62,21 +62,6 @@ class _HeldConnection:
         if conn is not None:
             with contextlib.suppress(Exception):
                 await self.pool.release(conn)
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One finished attempt, waiting to be recorded."""
-
-    delivery: Delivery
-    outcome: Outcome
-    event: ReminderSent | ReminderFailed | None  # the event to publish (sent or finally failed)
-    retry_in: float = 0.0
-
-    @property
-    def addressed(self) -> tuple[str | None, tuple[str, ...]]:
-        """(To, Cc) this attempt used, recorded with its outcome."""
-        return self.delivery.recipient, self.delivery.cc
 
 
 def backoff(attempts: int, base: float, cap: float) -> float:
@@ -181,7 +166,7 @@ class Dispatcher:
     async def _release_expired_leases(self, conn: asyncpg.Connection) -> None:
         async with conn.transaction():
             rows = await repo.release_expired_leases(conn)
-            await _publish_cancelled(conn, rows)
+            await publish_cancelled(conn, rows)
         for row in rows:
             self.in_doubt_reclaims += 1
             fields = ("delivery_id", "tenant_id", "invoice_id", "stage", "channel", "state", "attempts")
@@ -205,7 +190,7 @@ class Dispatcher:
         self._in_flight -= len(claims)
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                cancelled = await _publish_cancelled(conn, await repo.release_claims(conn, claims))
+                cancelled = await publish_cancelled(conn, await repo.release_claims(conn, claims))
             log.info("notifier.dispatcher.handed_back", count=len(claims), cancelled=cancelled)
         except Exception as exc:
             log.warning("notifier.dispatcher.hand_back_failed", error=repr(exc), count=len(claims))
@@ -317,44 +302,7 @@ class Dispatcher:
         sent = [(a, a.outcome) for a in batch if isinstance(a.outcome, Sent)]
         failed = [(a, a.outcome) for a in batch if isinstance(a.outcome, Failed)]
         retry = [(a, a.outcome) for a in batch if isinstance(a.outcome, Retry)]
-        async with conn.transaction():
-            sent_ids = await repo.mark_sent(
-                conn,
-                [
-                    (a.delivery.delivery_id, a.delivery.attempts, o.provider_message_id, o.sent_at, *a.addressed)
-                    for a, o in sent
-                ],
-            )
-            failed_ids = await repo.mark_failed(
-                conn,
-                [
-                    (a.delivery.delivery_id, a.delivery.attempts, o.error_code, o.error[:2000], *a.addressed)
-                    for a, o in failed
-                ],
-            )
-            retried = await repo.mark_retry(
-                conn,
-                [
-                    (
-                        a.delivery.delivery_id,
-                        a.delivery.attempts,
-                        o.error_code,
-                        o.error[:2000],
-                        a.retry_in,
-                        o.in_doubt,
-                        *a.addressed,
-                    )
-                    for a, o in retry
-                ],
-            )
-            recorded = sent_ids | failed_ids
-            cancelled = {r["delivery_id"]: r for r in retried if r["state"] == "cancelled"}
-            await outbox.add_many(
-                conn,
-                [a.event for a in batch if a.event is not None and a.delivery.delivery_id in recorded]
-                + [reminder_cancelled(r) for r in cancelled.values()],
-            )
-        retry_ids = {r["delivery_id"] for r in retried}
+        recorded, retry_ids, cancelled = await write_outcomes(conn, batch, sent, failed, retry)
         for a in batch:
             d, o = a.delivery, a.outcome
             ids = dict(
@@ -396,10 +344,3 @@ class Dispatcher:
                     retry_in=round(a.retry_in, 3),
                     **ids,
                 )
-
-
-async def _publish_cancelled(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> int:
-    """ReminderCancelled for the rows a release statement cancelled (inside its transaction)."""
-    cancelled = [reminder_cancelled(r) for r in rows if r["state"] == "cancelled"]
-    await outbox.add_many(conn, cancelled)
-    return len(cancelled)

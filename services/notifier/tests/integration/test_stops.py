@@ -223,9 +223,9 @@ async def test_a_stop_and_a_retry_write_racing_on_one_row_end_cancelled_whicheve
     from dunning.events import decode, dumps
     from dunning_notifier import repository as repo
     from dunning_notifier.bootstrap import build_dispatcher
-    from dunning_notifier.dispatcher import Attempt
     from dunning_notifier.handlers import HANDLERS
     from dunning_notifier.outcomes import Delivery, Retry
+    from dunning_notifier.recording import Attempt
 
     data = stage_data()
     await notifier.receive(data)
