@@ -10,6 +10,8 @@ POST  /v1/invoices/{id}/void        void an open invoice (If-Match)
 POST  /v1/invoices/{id}/write-off   write off an open invoice's balance (If-Match)
 GET   /v1/invoices                  filter by status, customer, due date; `limit` + `cursor`, newest first
 
+PATCH, void and write-off are registered from invoice_changes_api (`invoice_change_routes`).
+
 Every invoice answer carries `ETag: "<version>"`.
 """
 
@@ -42,15 +44,16 @@ from dunning_ingest.bulk import gc_paused
 from dunning_ingest.customers_api import customer_routes
 from dunning_ingest.disputes_api import dispute_routes
 from dunning_ingest.holds_api import hold_routes
-from dunning_ingest.idempotency import MAX_KEY_LENGTH, Reply, checked_key
-from dunning_ingest.invoice_input import CloseIn, InvoiceIn, InvoicePatch, close_adapter, patch_adapter
+from dunning_ingest.idempotency import MAX_KEY_LENGTH, checked_key
+from dunning_ingest.invoice_changes_api import ETAG, invoice_change_routes, invoice_id_of, reply_response
+from dunning_ingest.invoice_input import CloseIn, InvoiceIn, InvoicePatch
 from dunning_ingest.invoice_output import INVOICE_ID, InvoiceDetail, InvoiceStatus, invoice_out_json
 from dunning_ingest.plans_api import plan_routes
 from dunning_ingest.promises_api import promise_routes
 from dunning_ingest.schemas import BulkResponse, InvoiceList, canonical_fingerprint
 from dunning_ingest.service import InvoiceService
 from dunning_ingest.settings import Settings
-from dunning_ingest.validation import decode_invoice, decode_model
+from dunning_ingest.validation import decode_invoice
 
 BULK_PATH = "/v1/invoices/bulk"
 TAGS = [{"name": "invoices", "description": "Invoices pushed by the accounting system, and their dunning story."}]
@@ -70,27 +73,11 @@ _IDEMPOTENCY_DOC = (
 )
 
 
-_IF_MATCH_DOC = (
-    'Optional. The ETag of the invoice as last read (`"3"`), or `*`: the change is refused with 412 if the '
-    "invoice has changed since. Without it the last write wins."
-)
-_ETAG = {"ETag": {"description": 'The invoice\'s version as a strong entity tag: `"3"`.', "schema": {"type": "string"}}}
-_MERGE_PATCH = "application/merge-patch+json"
 BULK_MODES = ("create", "upsert")
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
-
-
-def _invoice_id(invoice_id: str) -> str:
-    if not INVOICE_ID.fullmatch(invoice_id):
-        raise Problem.not_found("invoice_id", f"No invoice {invoice_id!r}.")
-    return invoice_id
-
-
-def _response(reply: Reply) -> Response:
-    return Response(reply.body, status_code=reply.status, headers=reply.headers)
 
 
 def create_app(deps: Deps) -> FastAPI:
@@ -113,7 +100,6 @@ def create_app(deps: Deps) -> FastAPI:
             json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": "\\S"},  # as checked_key checks
         ),
     ]
-    IfMatch = Annotated[str | None, Header(alias="If-Match", description=_IF_MATCH_DOC)]
 
     async def create_invoice_of(request: Request, tenant_id: str) -> Response:
         # The body is decoded and checked here rather than by FastAPI (same errors): see validation.py.
@@ -128,7 +114,9 @@ def create_app(deps: Deps) -> FastAPI:
             except orjson.JSONDecodeError:  # JSON that only the stdlib parser takes (NaN...): hash as sent
                 body = raw.decode(errors="replace")
             fingerprint = canonical_fingerprint("POST", path, body)
-        return _response(await deps.invoices.create(tenant_id, invoice, path=path, key=key, fingerprint=fingerprint))
+        return reply_response(
+            await deps.invoices.create(tenant_id, invoice, path=path, key=key, fingerprint=fingerprint)
+        )
 
     async def create_invoice_lean(request: Request) -> Response:
         return await create_invoice_of(request, await deps.auth.tenant(request.headers.get("authorization")))
@@ -145,8 +133,8 @@ def create_app(deps: Deps) -> FastAPI:
         operation_id="createInvoice",
         summary="Create one invoice",
         responses={
-            201: {"model": InvoiceDetail, "description": "Created", "headers": _ETAG},
-            200: {"model": InvoiceDetail, "description": "Already exists with the same content", "headers": _ETAG},
+            201: {"model": InvoiceDetail, "description": "Created", "headers": ETAG},
+            200: {"model": InvoiceDetail, "description": "Already exists with the same content", "headers": ETAG},
             409: {
                 "description": "The external_id exists with other content: change it with PATCH or the bulk "
                 "upsert mode (or the Idempotency-Key's first request is still running)"
@@ -223,7 +211,7 @@ def create_app(deps: Deps) -> FastAPI:
                 raise Problem.invalid("mode", "must be create or upsert", "enum")
             key = checked_key(request.headers.get("idempotency-key"))
             fingerprint = canonical_fingerprint("POST", request.scope["path"], body) if key is not None else None
-            return _response(
+            return reply_response(
                 await deps.invoices.create_many(
                     tenant_id, body["invoices"], upsert=mode == "upsert", key=key, fingerprint=fingerprint
                 )
@@ -236,117 +224,17 @@ def create_app(deps: Deps) -> FastAPI:
         operation_id="getInvoice",
         summary="An invoice with its payments, credit notes, dunning timeline and history",
         responses={
-            200: {"model": InvoiceDetail, "headers": _ETAG},
+            200: {"model": InvoiceDetail, "headers": ETAG},
             404: {"description": "No such invoice for this tenant"},
         },
     )
     async def get_invoice(invoice_id: str, tenant_id: TenantId) -> Response:
-        body = await deps.invoices.read_detail(tenant_id, _invoice_id(invoice_id))
+        body = await deps.invoices.read_detail(tenant_id, invoice_id_of(invoice_id))
         if body is None:
             raise Problem.not_found("invoice_id", f"No invoice {invoice_id}.")
         return _json(body, headers={"etag": etag(body["version"])})
 
-    _CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-        200: {"model": InvoiceDetail, "description": "The invoice after the change", "headers": _ETAG},
-        404: {"description": "No such invoice for this tenant"},
-        409: {
-            "description": "The invoice is closed (`invoice_closed`: paid, void or written off), or the "
-            "Idempotency-Key's first request is still running"
-        },
-        412: {"description": "If-Match names another version than the invoice's (`stale_version`)"},
-    }
-
-    @app.patch(
-        "/v1/invoices/{invoice_id}",
-        response_class=Response,
-        tags=["invoices"],
-        operation_id="updateInvoice",
-        summary="Change an open invoice (JSON merge patch)",
-        description="amount_due, due_date, payment_url (null clears it), metadata (replaces the map), number "
-        "and customer_external_id (another existing customer of the tenant). A field left out stays; currency "
-        "and issue_date never change (422 naming them). A change makes a new version and an InvoiceUpdated; "
-        "a patch that changes nothing answers the invoice as it is. An amount correction moves the balance by "
-        "the difference. `If-Match` guards against lost updates; without it the last write wins.",
-        responses=_CHANGE_RESPONSES,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    media: {"schema": {"$ref": "#/components/schemas/InvoicePatch"}}
-                    for media in ("application/json", _MERGE_PATCH)
-                },
-            }
-        },
-    )
-    async def update_invoice(
-        invoice_id: str,
-        request: Request,
-        tenant_id: TenantId,
-        if_match: IfMatch = None,
-        idempotency_key: IdempotencyKey = None,
-    ) -> Response:
-        invoice_id = _invoice_id(invoice_id)
-        raw = await request.body()
-        patch = decode_model(raw, request.headers.get("content-type"), patch_adapter)
-        if not patch.model_fields_set:
-            raise Problem.invalid("(body)", "an empty patch changes nothing: name a field to change", "empty_patch")
-        key = checked_key(idempotency_key)
-        fingerprint = canonical_fingerprint("PATCH", request.scope["path"], orjson.loads(raw)) if key else None
-        reply = await deps.invoices.patch(
-            tenant_id, invoice_id, patch, if_match=if_match, key=key, fingerprint=fingerprint
-        )
-        return _response(reply)
-
-    def close_route(path: str, status: str, operation_id: str, summary: str, description: str) -> None:
-        @app.post(
-            f"/v1/invoices/{{invoice_id}}/{path}",
-            response_class=Response,
-            tags=["invoices"],
-            operation_id=operation_id,
-            summary=summary,
-            description=description,
-            responses=_CHANGE_RESPONSES,
-            openapi_extra=json_body("CloseIn"),
-        )
-        async def close_invoice(
-            invoice_id: str,
-            request: Request,
-            tenant_id: TenantId,
-            if_match: IfMatch = None,
-            idempotency_key: IdempotencyKey = None,
-        ) -> Response:
-            invoice_id = _invoice_id(invoice_id)  # before the body: an id that cannot be is a 404 whatever the body
-            body = decode_model(await request.body(), request.headers.get("content-type"), close_adapter)
-            key = checked_key(idempotency_key)
-            fingerprint = canonical_fingerprint("POST", request.scope["path"], body.model_dump()) if key else None
-            reply = await deps.invoices.close(
-                tenant_id,
-                invoice_id,
-                status,
-                body.reason,
-                if_match=if_match,
-                key=key,
-                fingerprint=fingerprint,
-            )
-            return _response(reply)
-
-    close_route(
-        "void",
-        "void",
-        "voidInvoice",
-        "Void an open invoice",
-        "Nothing is owed any more: status `void`, pending reminders are cancelled (InvoiceVoided). The same "
-        "request again answers 200 with the invoice as it is; any other change to a closed invoice is a 409.",
-    )
-    close_route(
-        "write-off",
-        "written_off",
-        "writeOffInvoice",
-        "Write off an open invoice's balance",
-        "The balance is uncollectable: status `written_off`, the balance recorded as `written_off_amount`, "
-        "pending reminders cancelled (InvoiceWrittenOff). The same request again answers 200 with the invoice "
-        "as it is; any other change to a closed invoice is a 409.",
-    )
+    invoice_change_routes(app, deps)
 
     @app.get(
         "/v1/invoices",

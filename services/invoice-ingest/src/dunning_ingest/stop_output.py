@@ -1,7 +1,7 @@
 """What the stops read back as: holds, disputes and promises (the response models, built from rows by
 their `from_row`; not a hot path, so the routes dump the models), and the entries each stop adds to
 an invoice's history (`stop_history`), merged with its creation, changes and payments by
-invoice_output.invoice_history_json."""
+invoice_history.invoice_history_json."""
 
 import re
 from collections.abc import Mapping, Sequence
@@ -132,7 +132,7 @@ def dump(model: BaseModel) -> dict[str, Any]:
 
 
 def _entry(kind: str, at: datetime, **fields: Any) -> dict[str, Any]:
-    """One entry of an invoice's history (invoice_output.InvoiceEventOut's fields; `at` not yet text)."""
+    """One entry of an invoice's history (invoice_history.InvoiceEventOut's fields; `at` not yet text)."""
     return {
         "kind": kind,
         "at": at,

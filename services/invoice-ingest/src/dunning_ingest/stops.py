@@ -18,7 +18,7 @@ from dunning.http import PROBLEMS, Problem
 from dunning.money import MoneyError, parse_amount
 from dunning_ingest import repository
 from dunning_ingest.idempotency import Reply
-from dunning_ingest.invoice_output import Stops
+from dunning_ingest.invoice_history import Stops
 from dunning_ingest.repository import disputes, fence, holds, plans, promises, stop_events
 
 DEFAULT_BY = "api"  # who acknowledged a stop when the request does not say

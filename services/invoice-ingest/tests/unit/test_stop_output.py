@@ -7,8 +7,9 @@ from decimal import Decimal
 import pytest
 
 from dunning.clock import isoformat
+from dunning_ingest.invoice_history import Stops
 from dunning_ingest.invoice_input import fast_validate_invoice_in
-from dunning_ingest.invoice_output import InvoiceDetail, Stops, invoice_detail_json, new_invoice_row
+from dunning_ingest.invoice_output import InvoiceDetail, invoice_detail_json, new_invoice_row
 from dunning_tools.testing.invoices import invoice_in
 
 pytestmark = pytest.mark.unit

@@ -1,0 +1,148 @@
+"""An invoice's history, as read back: the response model of one entry (`InvoiceEventOut`, with
+`FieldChangeOut` and `HistoryKind`), the rows it is merged from (`Stops`) and the JSON writer that
+merges them (`invoice_history_json`), used by invoice_output's `InvoiceDetail` and
+`invoice_detail_json`.
+"""
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
+
+from pydantic import BaseModel, Field
+
+from dunning.clock import isoformat
+from dunning.money import format_amount
+from dunning_ingest.stop_output import stop_history
+
+
+class FieldChangeOut(BaseModel):
+    field: Literal["number", "customer", "amount_due", "due_date", "payment_url", "metadata"]
+    previous: Any = Field(description="The value before (the customer's external id for `customer`).")
+    value: Any = Field(description="The value after.")
+
+
+HistoryKind = Literal[
+    "created",
+    "updated",
+    "voided",
+    "written_off",
+    "payment",
+    "credit_note",
+    # the stops (issue 9): what was acknowledged here, what the scheduler and notifier did about it
+    "hold_placed",
+    "hold_released",
+    "hold_expired",
+    "dispute_opened",
+    "dispute_resolved",
+    "promise_made",
+    "promise_kept",
+    "promise_broken",
+    "payment_plan_agreed",
+    "payment_plan_cancelled",
+    "payment_plan_completed",
+    "payment_plan_broken",
+    "instalment_missed",
+    "paused",
+    "resumed",
+    "reminder_cancelled",
+]
+
+
+class InvoiceEventOut(BaseModel):
+    """One entry of an invoice's history: its creation, every change, payment and credit note, and every
+    stop: holds covering it (its own and its customer's), disputes, promises, payment plans, the pauses
+    and resumes of its dunning (which stages moved, and why) and the deliveries a stop dropped."""
+
+    kind: HistoryKind
+    at: datetime
+    version: int | None = Field(description="The invoice's version after it (payments and credit notes: null).")
+    changes: list[FieldChangeOut] | None = Field(description="updated: each field, old -> new.")
+    reason: str | None
+    amount: str | None = Field(description="written_off: the balance written off; payment, credit_note: applied.")
+    reference: str | None = Field(
+        description="payment: its id; credit_note: the accounting system's reference; a stop: the hold, dispute, "
+        "promise or plan id (paused, resumed: the cause's); reminder_cancelled: the stage id."
+    )
+    by: str | None = Field(None, description="Who placed, released, opened, resolved or made it (a stop).")
+    data: dict[str, Any] | None = Field(
+        None,
+        description="What else a stop's entry says: hold_placed {scope, ends_at}; dispute_resolved {outcome}; "
+        "promise_made {promised_date}; promise_broken {deadline}; paused {cause, stages}; resumed {cause, "
+        "resume_mode, stages: [{stage_id, stage, channel, previous_scheduled_at, scheduled_at, state}]}; "
+        "reminder_cancelled {delivery_id, stage, channel, attempts, cause_event_id}.",
+    )
+
+
+class Stops(NamedTuple):
+    """The rows of an invoice's stops: holds covering it, disputes, promises, stop_events, payment plans
+    (repository.plans.plans_of_invoice)."""
+
+    holds: Sequence[Mapping[str, Any]] = ()
+    disputes: Sequence[Mapping[str, Any]] = ()
+    promises: Sequence[Mapping[str, Any]] = ()
+    events: Sequence[Mapping[str, Any]] = ()
+    plans: Sequence[Mapping[str, Any]] = ()
+
+
+def _ts(value: datetime | None) -> str | None:
+    return isoformat(value) if value is not None else None
+
+
+def _event(kind: str, at: datetime, **fields: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "at": at,
+        "version": None,
+        "changes": None,
+        "reason": None,
+        "amount": None,
+        "reference": None,
+        "by": None,
+        "data": None,
+        **fields,
+    }
+
+
+def invoice_history_json(
+    r: Mapping[str, Any],
+    payments: Sequence[Mapping[str, Any]] = (),
+    credit_notes: Sequence[Mapping[str, Any]] = (),
+    changes: Sequence[Mapping[str, Any]] = (),
+    *,
+    stops: Stops | None = None,
+) -> list[dict[str, Any]]:
+    """The JSON of the list of `InvoiceEventOut`: the invoice's creation, its changes (invoice_changes
+    rows), payments, credit notes and stops (stop_output.stop_history), by time (newest last; at equal
+    times in that order)."""
+    cur = r["currency"]
+    events = [_event("created", r["created_at"], version=1)]
+    for c in changes:
+        amount = None if c["amount"] is None else format_amount(c["amount"], cur)
+        events.append(
+            _event(c["kind"], c["at"], version=c["version"], changes=c["changes"], reason=c["reason"], amount=amount)
+        )
+    for p in payments:
+        events.append(
+            _event(
+                "payment",
+                p["acknowledged_at"],
+                amount=format_amount(p["amount_applied"], cur),
+                reference=p["payment_id"],
+            )
+        )
+    for n in credit_notes:
+        events.append(
+            _event(
+                "credit_note",
+                n["acknowledged_at"],
+                amount=format_amount(n["amount_applied"], cur),
+                reference=n["reference"],
+                reason=n["reason"],
+            )
+        )
+    if stops is not None:
+        events += stop_history(cur, stops.holds, stops.disputes, stops.promises, stops.events, stops.plans)
+    events.sort(key=lambda e: e["at"])  # stable: equal times keep the order above
+    for e in events:
+        e["at"] = _ts(e["at"])
+    return events
