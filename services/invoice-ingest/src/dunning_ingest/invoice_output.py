@@ -14,9 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from dunning.clock import isoformat
 from dunning.money import format_amount
-from dunning_ingest.invoice_history import InvoiceEventOut, Stops, invoice_history_json
+from dunning_ingest.invoice_history import InvoiceEventOut, Stops, _ts, invoice_history_json
 from dunning_ingest.stop_output import DisputeOut, HoldOut, PromiseOut, dump
 
 INVOICE_ID = re.compile(r"^inv_[0-9A-Za-z]{10,40}$")
@@ -178,10 +177,6 @@ class InvoiceDetail(InvoiceOut):
 
 
 # --- the JSON writer: mirrors the models above ------------------------------------------------------
-
-
-def _ts(value: datetime | None) -> str | None:
-    return isoformat(value) if value is not None else None
 
 
 def invoice_out_json(r: Mapping[str, Any]) -> dict[str, Any]:
