@@ -23,7 +23,7 @@ from dunning.contracts.customers import (
     PaymentPlanCancelled,
     PlanInvoice,
 )
-from dunning.contracts.deliveries import ReminderCancelled, ReminderFailed, ReminderSent
+from dunning.contracts.deliveries import NoticeSent, ReminderCancelled, ReminderFailed, ReminderSent
 from dunning.contracts.invoices import (
     DisputeOpened,
     DisputeResolved,
@@ -39,6 +39,11 @@ from dunning.contracts.stages import (
     DunningPlanned,
     DunningResumed,
     InstalmentMissed,
+    InterestPeriod,
+    LateChargesAssessed,
+    LateChargesWaived,
+    NoticeComposed,
+    NoticeItem,
     PaymentPlanBroken,
     PaymentPlanCompleted,
     PlannedStage,
@@ -47,6 +52,7 @@ from dunning.contracts.stages import (
     RescheduledStage,
     StageEscalated,
     StageInvoice,
+    StageDeferred,
     StageRef,
     StagesCancelled,
     StagesRescheduled,
@@ -54,6 +60,13 @@ from dunning.contracts.stages import (
 from dunning.contracts.watermarks import PaymentsWatermark, StopsWatermark
 
 __all__ = [
+    "InterestPeriod",
+    "LateChargesAssessed",
+    "LateChargesWaived",
+    "NoticeComposed",
+    "NoticeItem",
+    "NoticeSent",
+    "StageDeferred",
     "DisputeOpened",
     "DisputeResolved",
     "DunningPaused",

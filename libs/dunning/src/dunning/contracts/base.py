@@ -61,6 +61,8 @@ def _conversions(name: str, kind: Any, ns: dict[str, Any]) -> tuple[str, str]:
         return raw, value
     if origin is types.UnionType and all(a is type(None) or typing.get_origin(a) is dict for a in args):
         return raw, value  # an optional JSON object of plain values
+    if origin is types.UnionType and set(args) == {tuple[str, ...], type(None)}:  # an optional array of strings
+        return f"(None if {raw} is None else tuple({raw}))", f"(None if {value} is None else list({value}))"
     if origin is tuple and args == (str, Ellipsis):  # a JSON array of strings
         return f"tuple({raw})", f"list({value})"
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis and issubclass(args[0], Record):
@@ -151,7 +153,16 @@ class _Customer(NamedTuple):
     email: str
     locale: str
     timezone: str
+    # Added later (absent in older events; omitted when None). Where the customer is, for its public
+    # holidays: ISO 3166-1 alpha-2 country and ISO 3166-2 subdivision code without the country
+    # ("BY" for Bavaria); the tags and attributes policy segments match on.
+    country: str | None = None
+    subdivision: str | None = None
+    tags: tuple[str, ...] | None = None
+    attributes: dict[str, str] | None = None
 
 
 class Customer(_Customer, Record):
+    """The customer as events carry it (InvoiceIssued, CustomerUpdated, StageEscalated, NoticeComposed)."""
+
     __slots__ = ()

@@ -16,6 +16,7 @@ class _ReminderSent(NamedTuple):
     recipient: str
     provider_message_id: str
     sent_at: datetime
+    notice_id: str | None = None  # added later: the stage went out in this consolidated notice
 
 
 class ReminderSent(_ReminderSent, Contract):
@@ -37,6 +38,7 @@ class _ReminderFailed(NamedTuple):
     permanent: bool
     attempts: int
     failed_at: datetime
+    notice_id: str | None = None  # added later: the stage went out in this consolidated notice
 
 
 class ReminderFailed(_ReminderFailed, Contract):
@@ -58,6 +60,7 @@ class _ReminderCancelled(NamedTuple):
     cause_event_id: str  # the StagesCancelled or DunningPaused that stopped it
     attempts: int  # attempts made before (0: never tried; more: dropped from its retry backoff)
     cancelled_at: datetime
+    notice_id: str | None = None  # added later: the stage went out in this consolidated notice
 
 
 class ReminderCancelled(_ReminderCancelled, Contract):
@@ -67,3 +70,27 @@ class ReminderCancelled(_ReminderCancelled, Contract):
     __slots__ = ()
     TYPE: ClassVar[str] = "dunning.ReminderCancelled.v1"
     SOURCE: ClassVar[str] = "/notifier"
+
+
+class _NoticeSent(NamedTuple):
+    notice_id: str
+    tenant_id: str
+    customer_id: str
+    channel: str
+    recipient: str
+    provider_message_id: str
+    invoice_ids: tuple[str, ...]  # the invoices the notice listed when it went
+    left_out: tuple[str, ...]  # the notice's invoices stopped (paid, paused, ...) before it went
+    sent_at: datetime
+
+
+class NoticeSent(_NoticeSent, Contract):
+    """A consolidated notice went out (one ReminderSent with its notice_id follows per stage in it)."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.NoticeSent.v1"
+    SOURCE: ClassVar[str] = "/notifier"
+
+    @property
+    def subject(self) -> str:
+        return self.customer_id

@@ -14,7 +14,10 @@ class _PlannedStage(NamedTuple):
     channel: str
     scheduled_at: datetime
     state: str  # scheduled | skipped | cancelled
-    reason: str | None
+    reason: str | None  # skipped: past_at_planning | below_minimum_balance; cancelled: invoice_settled
+    # Added later: why the stage is not at its policy offset, in words, when the working calendar or the
+    # send window moved it ("2026-12-25 is Christmas Day (DE): moved to the next working day").
+    moved: str | None = None
 
 
 class PlannedStage(_PlannedStage, Record):
@@ -30,6 +33,9 @@ class _DunningPlanned(NamedTuple):
     policy_version: int
     planned_at: datetime
     stages: tuple[PlannedStage, ...]
+    # Added later: which segment rule chose the policy and why,
+    # {"rule": "<rule name>" | "default", "reason": "<words>"} (absent: no rules configured).
+    segment: dict[str, str] | None = None
 
 
 class DunningPlanned(_DunningPlanned, Contract):
@@ -71,6 +77,12 @@ class _StageEscalated(NamedTuple):
     # stage {"kind": "promise_broken", "promise_id", "promised_amount", "promised_date"}; an instalment
     # reminder {"kind": "instalment", "plan_id", "number", "instalments", "amount", "due_date", "currency"}.
     context: dict[str, str] | None = None
+    # Added later. notice_id: the stage goes out in a consolidated notice (NoticeComposed) rather than
+    # a reminder of its own; the notifier sends nothing for this event. charges: the late fees and
+    # interest the reminder quotes (see LateChargesAssessed): {"currency", "late_fee", "interest",
+    # "total_late_fees", "total_interest", "total_due", "interest_to", "day_count", "annual_rate"}.
+    notice_id: str | None = None
+    charges: dict[str, str] | None = None
 
 
 class StageEscalated(_StageEscalated, Contract):
@@ -281,3 +293,121 @@ class PaymentPlanCompleted(_PaymentPlanCompleted, Contract):
     @property
     def subject(self) -> str:
         return self.customer_id
+
+
+class _StageDeferred(NamedTuple):
+    invoice_id: str
+    tenant_id: str
+    customer_id: str
+    reason: str  # send_window | contact_cap | quiet_period
+    detail: str  # in words: "at most 2 reminders per P7D: 2 sent since 2026-12-01T09:00:00Z"
+    deferred_at: datetime
+    stages: tuple[RescheduledStage, ...]  # each deferred (stage, channel), its old and new time
+
+
+class StageDeferred(_StageDeferred, Contract):
+    """A due stage was held back, not dropped: outside the customer's send window, or by the tenant's
+    contact cap or quiet period; it fires at its new time."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.StageDeferred.v1"
+    SOURCE: ClassVar[str] = "/scheduler"
+
+
+class _NoticeItem(NamedTuple):
+    invoice_id: str
+    stage_id: str | None  # None: listed because it is overdue, no stage of its own fires in this notice
+    stage: str | None
+    sequence: int | None
+    template: str | None
+    invoice: StageInvoice
+    charges: dict[str, str] | None = None  # as StageEscalated.charges
+
+
+class NoticeItem(_NoticeItem, Record):
+    """One invoice of a consolidated notice (NoticeComposed.items)."""
+
+    __slots__ = ()
+
+
+class _NoticeComposed(NamedTuple):
+    notice_id: str
+    tenant_id: str
+    customer_id: str
+    channel: str
+    composed_at: datetime
+    customer: Customer
+    items: tuple[NoticeItem, ...]  # the invoices whose stages fire together, then the other overdue ones
+
+
+class NoticeComposed(_NoticeComposed, Contract):
+    """One notice for a customer listing every overdue invoice, by one channel (the tenant's
+    consolidation): the notifier sends it once, leaving out the invoices stopped before it goes."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.NoticeComposed.v1"
+    SOURCE: ClassVar[str] = "/scheduler"
+
+    @property
+    def subject(self) -> str:
+        return self.customer_id
+
+
+class _InterestPeriod(NamedTuple):
+    start: date  # first day accrued
+    end: date  # last day accrued (inclusive)
+    days: int
+    principal: Decimal  # the overdue balance over these days
+    annual_rate: Decimal  # percent per annum, e.g. 12.15 (reference 4.15 + margin 8)
+    amount: Decimal  # this period's interest, unrounded (the total is rounded once)
+
+
+class InterestPeriod(_InterestPeriod, Record):
+    """A run of days with one balance and one rate (LateChargesAssessed.periods)."""
+
+    __slots__ = ()
+
+
+class _LateChargesAssessed(NamedTuple):
+    invoice_id: str
+    tenant_id: str
+    stage_id: str
+    stage: str
+    currency: str
+    late_fee: Decimal  # charged by this stage (0: none)
+    interest: Decimal  # accrued since the previous assessment, in the currency's minor unit
+    interest_from: date | None  # the first day interest runs (None: the policy charges no interest)
+    interest_to: date | None  # accrued up to and including this day
+    day_count: str | None  # ACT/365F | ACT/360 | ACT/ACT-ISDA
+    periods: tuple[InterestPeriod, ...]  # the whole accrual from interest_from, period by period
+    total_late_fees: Decimal  # claimed on the invoice so far, this stage included
+    total_interest: Decimal
+    assessed_at: datetime
+
+
+class LateChargesAssessed(_LateChargesAssessed, Contract):
+    """A stage charged a late fee and/or interest, for the accounting system; the invoice's amount
+    is never changed by it."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.LateChargesAssessed.v1"
+    SOURCE: ClassVar[str] = "/scheduler"
+
+
+class _LateChargesWaived(NamedTuple):
+    invoice_id: str
+    tenant_id: str
+    currency: str
+    late_fees: Decimal  # claimed until now and waived
+    interest: Decimal
+    reason: str
+    waived_by: str
+    waived_at: datetime
+
+
+class LateChargesWaived(_LateChargesWaived, Contract):
+    """The invoice's late fees and interest are waived: those claimed are withdrawn, no more are charged."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.LateChargesWaived.v1"
+    SOURCE: ClassVar[str] = "/scheduler"
