@@ -6,11 +6,15 @@ and its remaining stages are cancelled in its timeline. Then a second tenant, on
 (stages days around the due date), shows the changes an accounting system makes: a due date moved
 (the pending stages re-planned, old and new times on the timeline), a stale write refused, a void,
 a credit note that settles an invoice. Then the stops (`demo_stops`): a dispute pausing an invoice
-and rejected, a payment plan's instalment reminders, a promise to pay broken.
+and rejected, a payment plan's instalment reminders, a promise to pay broken. Then the policies
+(`demo_policies`): one consolidated notice for a customer with several overdue invoices, an invoice
+paid a moment before its notice left out of it, and a preview on a German calendar with a send window.
+`python -m dunning_tools.demo policies` tells only that last story.
 """
 
 import asyncio
 import json
+import sys
 import time
 import uuid
 from datetime import date, timedelta
@@ -19,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from dunning_cli.tenants import create_tenant
-from dunning_tools import demo_stops
+from dunning_tools import demo_policies, demo_stops
 from dunning_tools.stack.mailserver import messages_to
 from dunning_tools.testing.story import invoice_body, post_stripe_webhook, seconds_policy, stripe_invoice_paid
 from dunning_tools.testing.waits import wait_until
@@ -44,6 +48,7 @@ def wait(predicate, timeout: float, what: str):
 
 
 def main() -> None:
+    only = sys.argv[1:]
     state_path = Path(".run/stack.json")
     if not state_path.exists():
         raise SystemExit("demo: start the system first with `make run` (in another terminal)")
@@ -54,9 +59,12 @@ def main() -> None:
         state["RECONCILIATION_URL"],
         state["MAIL_API"],
     )
+    client = httpx.Client(timeout=10)
+    if only == ["policies"]:
+        demo_policies.policies(client, state, say, wait)
+        return
     tenant = asyncio.run(create_tenant(state["DATABASE_URL"], f"Demo Co {time.strftime('%H%M%S')}"))
     auth = {"Authorization": f"Bearer {tenant['api_key']}"}
-    client = httpx.Client(timeout=10)
     say(f"1. tenant {tenant['tenant_id']} with a demo policy: reminders at +2s, +4s, +6s, +40s, +60s")
     client.put(f"{scheduler}/v1/policy", json=POLICY, headers=auth).raise_for_status()
 
@@ -118,6 +126,7 @@ def main() -> None:
             say(f"     {s['stage']:<12} {s['scheduled_at']}  {s['state']}")
     changes(client, state)
     demo_stops.stops(client, state, say, wait)
+    demo_policies.policies(client, state, say, wait)
     say(f"\nRead the mail: {mail}/messages or the files in .run/mail/new/")
 
 

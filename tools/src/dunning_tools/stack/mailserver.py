@@ -5,6 +5,10 @@ or `cat`, with trace headers X-Received-At (UTC, when DATA completed), X-Envelop
 X-Envelope-To prepended), and an HTTP API lists them as JSON: `GET /messages` (optional `?to=`), `GET
 /messages/{id}`, `DELETE /messages`. It is a real SMTP server (aiosmtpd): the notifier talks SMTP
 to it exactly as it would to a provider's relay.
+
+Greylisting, for tests and the demo that need a send to wait: the first attempt to an address whose local
+part ends in `+greylist` (e.g. `ap+greylist@example.com`) is refused with a transient 451 (the notifier
+retries it later, as it would a provider's greylisting); `GET /greylisted` lists those refusals.
 """
 
 import argparse
@@ -26,13 +30,30 @@ from fastapi import FastAPI, HTTPException
 from dunning_tools.stack.procs import spawn, wait_for_port
 
 
+class Greylist:
+    """Addresses refused once (local part ending in `+greylist`), with when (UTC)."""
+
+    def __init__(self) -> None:
+        self.refused: dict[str, str] = {}
+
+    def refuses(self, address: str) -> bool:
+        key = address.strip().lower()
+        if not key.split("@", 1)[0].endswith("+greylist") or key in self.refused:
+            return False
+        self.refused[key] = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return True
+
+
 class MaildirHandler:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, greylist: Greylist | None = None):
         self.box = mailbox.Maildir(directory, create=True)
+        self.greylist = greylist or Greylist()
 
     async def handle_RCPT(self, server, session, envelope: Envelope, address: str, rcpt_options):
         if "@" not in address or address.endswith("@bounce.invalid"):
             return "550 5.1.1 Recipient address rejected"
+        if self.greylist.refuses(address):
+            return "451 4.7.1 Greylisted, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -69,8 +90,9 @@ def _summary(key: str, raw: bytes) -> dict:
     }
 
 
-def make_api(directory: Path) -> FastAPI:
+def make_api(directory: Path, greylist: Greylist | None = None) -> FastAPI:
     app = FastAPI(title="dev mail server", docs_url="/docs")
+    refusals = greylist or Greylist()
 
     def box() -> mailbox.Maildir:
         return mailbox.Maildir(directory, create=True)
@@ -92,6 +114,10 @@ def make_api(directory: Path) -> FastAPI:
         except KeyError:
             raise HTTPException(404, "no such message") from None
 
+    @app.get("/greylisted")
+    def greylisted():
+        return {"refused": [{"to": to, "at": at} for to, at in refusals.refused.items()]}
+
     @app.delete("/messages")
     def clear():
         b = box()
@@ -109,6 +135,13 @@ def messages_to(api: str, address: str, client: httpx.Client | None = None) -> l
     resp.raise_for_status()
     wanted = address.lower()
     return [m for m in resp.json()["messages"] if wanted in (a.strip().lower() for a in m["to"].split(","))]
+
+
+def greylisted(api: str, address: str, client: httpx.Client | None = None) -> str | None:
+    """When the mail server at `api` refused `address` once (greylisting), else None."""
+    resp = (client or httpx).get(f"{api}/greylisted", timeout=10)
+    resp.raise_for_status()
+    return next((r["at"] for r in resp.json()["refused"] if r["to"] == address.strip().lower()), None)
 
 
 def start(directory: Path, smtp_port: int, http_port: int, log_path: Path) -> subprocess.Popen:
@@ -133,11 +166,12 @@ def start(directory: Path, smtp_port: int, http_port: int, log_path: Path) -> su
 
 
 async def serve(directory: Path, smtp_port: int, http_port: int) -> None:
-    controller = Controller(MaildirHandler(directory), hostname="127.0.0.1", port=smtp_port)
+    greylist = Greylist()
+    controller = Controller(MaildirHandler(directory, greylist), hostname="127.0.0.1", port=smtp_port)
     controller.start()
     try:
         server = uvicorn.Server(
-            uvicorn.Config(make_api(directory), host="127.0.0.1", port=http_port, log_level="warning")
+            uvicorn.Config(make_api(directory, greylist), host="127.0.0.1", port=http_port, log_level="warning")
         )
         await server.serve()
     finally:
