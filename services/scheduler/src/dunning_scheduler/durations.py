@@ -59,6 +59,18 @@ class Duration:
         )
         return self._sign * total
 
+    @property
+    def is_overdue(self) -> bool:
+        """True for an offset after the anchor (> 0): an overdue stage, counted from the due date + grace."""
+        return self.nominal_seconds() > 0
+
+    @property
+    def whole_days(self) -> int | None:
+        """The signed number of days when the duration is only weeks and days, else None."""
+        if self.years or self.months or self.hours or self.minutes or self.seconds:
+            return None
+        return self._sign * (self.weeks * 7 + self.days)
+
     def time_delta(self) -> timedelta:
         """The elapsed-time part (H, M, S), signed."""
         return self._steps[2]

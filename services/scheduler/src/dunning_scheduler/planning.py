@@ -18,12 +18,15 @@ The timers of one plan share one time-ordered id, each followed by its two-digit
 """
 
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dunning.ids import new_id
+from dunning_scheduler.calendars import WorkingCalendar
 from dunning_scheduler.policy import Policy
+from dunning_scheduler.windows import SendWindow
 
 SKIPPED_PAST = "past_at_planning"
 SETTLED = "invoice_settled"
@@ -42,6 +45,7 @@ class PlannedTimer(NamedTuple):
     scheduled_at: datetime
     state: str  # scheduled | skipped | cancelled
     reason: str | None
+    moved: str | None = None  # in words, why the calendar or send window moved it
 
 
 @lru_cache(maxsize=1024)
@@ -98,6 +102,11 @@ def plan(
     now: datetime,
     stage_ids: list[str] | None = None,
     accepted_at: datetime | None = None,
+    calendar: WorkingCalendar | None = None,
+    window: SendWindow | None = None,
+    customer_key: str = "",
+    balance: Decimal | None = None,
+    currency: str | None = None,
 ) -> list[PlannedTimer]:
     """The timers, one per (stage, channel). `stage_ids` (as many as timers) reuses ids, so the plan
     of a settled and of an open invoice can be prepared together and the database picks one.

@@ -9,9 +9,16 @@ valid document compiles to a `Policy`, the form planning uses (parsed durations,
       "description": "Our B2B terms",    optional
       "anchor": "due_date",              "due_date" (default) or "issued_at"
       "send_time": "09:00",              HH:MM on the customer's wall clock (due_date anchor only)
+      "days": "calendar",                calendar | business: whole-day offsets count working days
+      "non_working_day": "next",         next | previous | keep: a stage on a non-working day moves
+      "grace": "P0D",                    overdue stages (offset > 0) count from the due date + grace
+      "minimum_balance": {"EUR": "10.00"},   per currency; optional
+      "below_minimum": "skip",           skip: no stage | pre_due_only: only stages with offset <= 0
+      "interest": {"annual_rate": "8.00", "day_count": "ACT/365F"},   optional (see policy_charges)
       "stages": [                        0..20 stages, offsets strictly increasing, names unique
         {"name": "pre_due", "offset": "-P3D"},
-        {"name": "soft", "offset": "P1D", "template": "soft", "channels": ["email"]},
+        {"name": "soft", "offset": "P1D", "template": "soft", "channels": ["email"],
+         "late_fee": {"EUR": "40.00"}, "charge_interest": true},   both optional
         ...
       ],
       "pauses": {"resume": "spaced", "promise_grace": "P2D"},        optional, these are the defaults
@@ -26,8 +33,13 @@ stage name, `channels` to ["email"]. With anchor "due_date" a stage's instant is
 issued_at instant plus the offset (demos and tests use second offsets such as "PT5S").
 `pauses.resume` says how stages owed during a pause are sent when it ends (see `pausing`);
 the graces and instalment offsets may be seconds too (`PT10S`) for demos and chaos runs. The
-`pauses` and `payment_plans` sections' models and compiled forms are in `policy_pauses`; this
-module is the entry point and uses them.
+`pauses` and `payment_plans` sections' models and compiled forms are in `policy_pauses`, the
+charges' (interest, minimum balance, late fees) in `policy_charges`; this module is the entry point.
+
+The calendar keys (`days`, `non_working_day`) act only when the tenant's settings configure a
+working calendar (see `tenant_settings`, `planning`); `grace` and the minimum balance always do.
+A document without the new keys normalises exactly as before they existed (stored documents
+compare equal), so new keys are written out only when they differ from their default.
 """
 
 from dataclasses import dataclass, field
@@ -35,10 +47,17 @@ from datetime import time
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from dunning_scheduler.durations import DURATION_SHAPE, Duration, DurationError, parse_duration
+from dunning_scheduler.policy_charges import (
+    InterestDocument,
+    InterestTerms,
+    decimals,
+    interest_terms,
+    money_map,
+)
 from dunning_scheduler.policy_pauses import (
     MAX_OFFSET_SECONDS,
     RESUME_MODES,
@@ -101,6 +120,18 @@ class StageDocument(BaseModel):
         str | None, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$", description="Tone key; defaults to the stage name.")
     ] = None
     channels: Annotated[list[Channel], Field(min_length=1, json_schema_extra={"uniqueItems": True})] = ["email"]
+    late_fee: Annotated[
+        dict[str, str] | None,
+        Field(description='A fixed fee per currency charged once when this stage fires: {"EUR": "40.00"}.'),
+    ] = None
+    charge_interest: Annotated[
+        bool, Field(description="Quote and assess the interest accrued up to this stage (policy `interest`).")
+    ] = False
+
+    @field_validator("late_fee")
+    @classmethod
+    def _late_fee(cls, fees: dict[str, str] | None) -> dict[str, str] | None:
+        return None if fees is None else money_map(fees)
 
     @field_validator("offset")
     @classmethod
@@ -121,12 +152,17 @@ class StageDocument(BaseModel):
         return channels
 
     def normalised(self) -> dict[str, Any]:
-        return {
+        stage: dict[str, Any] = {
             "name": self.name,
             "offset": self.offset,
             "template": self.template or self.name,
             "channels": list(self.channels),
         }
+        if self.late_fee:
+            stage["late_fee"] = dict(sorted(self.late_fee.items()))
+        if self.charge_interest:
+            stage["charge_interest"] = True
+        return stage
 
 
 class PolicyDocument(BaseModel):
@@ -164,6 +200,63 @@ class PolicyDocument(BaseModel):
     payment_plans: Annotated[
         PaymentPlansDocument, Field(description="Instalment reminders and grace of payment plans.")
     ] = PaymentPlansDocument()
+    days: Annotated[
+        Literal["calendar", "business"],
+        Field(description="business: whole-day offsets count the customer's working days (tenant calendar)."),
+    ] = "calendar"
+    non_working_day: Annotated[
+        Literal["next", "previous", "keep"],
+        Field(description="A stage falling on a non-working day moves to the next or previous working day, or keeps."),
+    ] = "next"
+    grace: Annotated[
+        str,
+        Field(
+            description="Overdue stages (offset > 0) count from the due date plus this (days as `days` says).",
+            json_schema_extra={"pattern": DURATION_SHAPE},
+        ),
+    ] = "P0D"
+    minimum_balance: Annotated[
+        dict[str, str] | None,
+        Field(description='Per currency: below it, stages are skipped (see below_minimum): {"EUR": "10.00"}.'),
+    ] = None
+    below_minimum: Annotated[
+        Literal["skip", "pre_due_only"],
+        Field(description="skip: no stage below the minimum; pre_due_only: only stages with offset <= 0."),
+    ] = "skip"
+    interest: Annotated[InterestDocument | None, Field(description="Late-payment interest; absent: none.")] = None
+
+    @field_validator("minimum_balance")
+    @classmethod
+    def _minimum(cls, minimum: dict[str, str] | None) -> dict[str, str] | None:
+        return None if minimum is None else money_map(minimum)
+
+    @field_validator("grace")
+    @classmethod
+    def _grace(cls, text: str) -> str:
+        try:
+            duration = parse_duration(text)
+        except DurationError as exc:
+            raise _problem(str(exc)) from None
+        if duration.negative:
+            raise _problem("must not be negative")
+        if not _whole_days(duration):
+            raise _problem('must be whole days or weeks, such as "P5D"')
+        if duration.nominal_seconds() > 366 * 86400:
+            raise _problem("must be at most a year")
+        return text
+
+    @model_validator(mode="after")
+    def _business(self) -> "PolicyDocument":
+        if self.days != "business" or self.anchor == "issued_at":
+            return self
+        errors = [
+            (f"stages.{index}.offset", "business days need whole-day offsets (days or weeks)")
+            for index, stage in enumerate(self.stages)
+            if not _whole_days(parse_duration(stage.offset))
+        ]
+        if errors:
+            raise PydanticCustomError("policy_stages", "{errors}", {"errors": errors})
+        return self
 
     @field_validator("stages")
     @classmethod
@@ -203,7 +296,22 @@ class PolicyDocument(BaseModel):
         }
         if self.description is not None:
             document["description"] = self.description
+        # New keys only when not their default: an older document normalises as it always did.
+        for key, default in (("days", "calendar"), ("non_working_day", "next"), ("below_minimum", "skip")):
+            if getattr(self, key) != default:
+                document[key] = getattr(self, key)
+        if parse_duration(self.grace) != parse_duration("P0D"):
+            document["grace"] = self.grace
+        if self.minimum_balance:
+            document["minimum_balance"] = dict(sorted(self.minimum_balance.items()))
+        if self.interest is not None:
+            document["interest"] = self.interest.normalised()
         return document
+
+
+def _whole_days(duration: Duration) -> bool:
+    """Only weeks and days (a business-day count or a grace)."""
+    return not (duration.years or duration.months or duration.hours or duration.minutes or duration.seconds)
 
 
 class PolicyError(ValueError):
@@ -221,6 +329,9 @@ class PolicyError(ValueError):
                 errors += [{"field": f, "message": m} for f, m in e["ctx"]["errors"]]
                 continue
             loc = [str(p) for p in e["loc"]]
+            if e["type"] == "policy_at":  # a section's check naming its own keys
+                errors += [{"field": ".".join([*loc, f]), "message": m} for f, m in e["ctx"]["errors"]]
+                continue
             errors.append({"field": ".".join(loc) or "(body)", "message": _message(loc, e)})
         return cls(errors)
 
@@ -235,8 +346,24 @@ _MESSAGES = {
     "name": "is required: lower-case letters, digits and '_', starting with a letter, at most 40",
     "template": "must be lower-case letters, digits, '_', '.', '-', starting with a letter, at most 64",
     "channels": f"must be a non-empty list of {', '.join(CHANNELS)}",
+    "days": "must be one of calendar, business",
+    "non_working_day": "must be one of next, previous, keep",
+    "below_minimum": "must be one of skip, pre_due_only",
+    "minimum_balance": 'must be an object of currency -> decimal string, such as {"EUR": "10.00"}',
+    "late_fee": 'must be an object of currency -> decimal string, such as {"EUR": "40.00"}',
+    "charge_interest": "must be true or false",
+    "interest": "must be an object: annual_rate and day_count, or reference, margin, fixing and day_count",
+    "annual_rate": 'must be a percentage as a decimal string such as "8.00"',
+    "margin": 'must be a percentage as a decimal string such as "8.00"',
+    "reference": "must be a reference rate name: lower-case letters, digits and '_'",
+    "fixing": "must be one of half_year, daily",
+    "day_count": "must be one of ACT/365F, ACT/360, ACT/ACT-ISDA",
 }
-_MODEL_AT: dict[str, type[BaseModel]] = {"pauses": PausesDocument, "payment_plans": PaymentPlansDocument}
+_MODEL_AT: dict[str, type[BaseModel]] = {
+    "pauses": PausesDocument,
+    "payment_plans": PaymentPlansDocument,
+    "interest": InterestDocument,
+}
 
 
 def _message(loc: list[str], error: ErrorDetails) -> str:
@@ -255,6 +382,8 @@ def _message(loc: list[str], error: ErrorDetails) -> str:
         if kind == "too_long":
             return f"at most {MAX_STAGES} stages, got {len(error['input'])}"
         return "is required: a list of stages (may be empty)"
+    if len(loc) > 1 and loc[-2] in ("minimum_balance", "late_fee"):
+        return 'must be a decimal string such as "10.00"'
     if name in ("promise_grace", "grace"):
         return 'must be an ISO 8601 duration string such as "P2D" or "PT10S"'
     if name == "resume":
@@ -278,6 +407,9 @@ def _message(loc: list[str], error: ErrorDetails) -> str:
     return _MESSAGES.get(name, error["msg"])
 
 
+_NO_GRACE = parse_duration("P0D")
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -285,6 +417,8 @@ class Stage:
     offset_text: str
     template: str
     channels: tuple[str, ...]
+    late_fee: dict[str, Decimal] = field(default_factory=dict, compare=False, hash=False)
+    charge_interest: bool = False
 
 
 @dataclass(frozen=True)
@@ -306,8 +440,26 @@ class Policy:
         InstalmentReminder("instalment_overdue", parse_duration("P1D")),
     )
     plan_channels: tuple[str, ...] = ("email",)
+    days: str = "calendar"  # calendar | business
+    non_working_day: str = "next"  # next | previous | keep
+    grace: Duration = parse_duration("P0D")
+    minimum_balance: dict[str, Decimal] = field(default_factory=dict)
+    below_minimum: str = "skip"  # skip | pre_due_only
+    interest: InterestTerms | None = None
     # Planning's memo of stage instants by (due date, zone): a policy version never changes.
     instants_cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def chased(self, stage: Stage, balance: Decimal, currency: str) -> bool:
+        """THE threshold rule (planning and firing both ask it): False when the currency has a minimum
+        balance and `balance` is below it, unless below_minimum is pre_due_only and the stage is not overdue."""
+        minimum = self.minimum_balance.get(currency)
+        if minimum is None or balance >= minimum:
+            return True
+        return self.below_minimum == "pre_due_only" and not stage.offset.is_overdue
+
+    @property
+    def has_grace(self) -> bool:
+        return self.grace != _NO_GRACE
 
 
 def parse_policy(document: Any, *, version: int = 1, is_default: bool = False) -> Policy:
@@ -325,6 +477,8 @@ def parse_policy(document: Any, *, version: int = 1, is_default: bool = False) -
             offset_text=s["offset"],
             template=s["template"],
             channels=tuple(s["channels"]),
+            late_fee=decimals(s.get("late_fee")),
+            charge_interest=s.get("charge_interest", False),
         )
         for s in normalised["stages"]
     )
@@ -345,6 +499,12 @@ def parse_policy(document: Any, *, version: int = 1, is_default: bool = False) -
             InstalmentReminder(r.name, parse_duration(r.offset)) for r in valid.payment_plans.reminders
         ),
         plan_channels=tuple(valid.payment_plans.channels),
+        days=valid.days,
+        non_working_day=valid.non_working_day,
+        grace=parse_duration(valid.grace),
+        minimum_balance=decimals(valid.minimum_balance),
+        below_minimum=valid.below_minimum,
+        interest=interest_terms(valid.interest),
     )
 
 
