@@ -42,7 +42,10 @@ def dunning_planned(
     policy_version: int,
     planned_at: datetime,
     timers: list[PlannedTimer],
+    segment: dict[str, str] | None = None,
 ) -> DunningPlanned:
+    """The plan; `segment` ({rule, reason}) only when the tenant has segment rules; each stage's
+    `moved` says why the calendar or the send window moved it."""
     return DunningPlanned(
         invoice_id,
         tenant_id,
@@ -50,8 +53,12 @@ def dunning_planned(
         policy_version,
         planned_at,
         tuple(
-            PlannedStage(t.stage_id, t.stage, t.sequence, t.channel, t.scheduled_at, t.state, t.reason) for t in timers
+            PlannedStage(
+                t.stage_id, t.stage, t.sequence, t.channel, t.scheduled_at, t.state, t.reason, getattr(t, "moved", None)
+            )
+            for t in timers
         ),
+        segment,
     )
 
 

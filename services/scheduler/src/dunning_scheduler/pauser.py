@@ -256,7 +256,9 @@ async def policy_of(conn: asyncpg.Connection, policies: ActivePolicies, inv: asy
     """The policy the invoice was planned with (resume mode, promise grace)."""
     if inv["policy_version"] is None:
         return DEFAULT_POLICY
-    return await policies.version_of(conn, inv["tenant_id"], inv["policy_version"], inv["policy_is_default"])
+    return await policies.version_of(
+        conn, inv["tenant_id"], inv["policy_version"], inv["policy_is_default"], policy_key=inv.get("policy_key")
+    )
 
 
 def end_of_day(day: date, timezone_name: str | None, grace_policy: Policy, *, grace: str) -> datetime:

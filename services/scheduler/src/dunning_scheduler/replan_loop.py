@@ -1,5 +1,6 @@
-"""The replan loop: applies a policy version to a tenant's open invoices (PUT /v1/policy with
-apply_to=open_invoices), batch by batch, each batch its own transaction.
+"""The replan loop: applies a policy version to a tenant's open invoices planned with that policy
+(PUT /v1/policy or /v1/policies/{policy_id} with apply_to=open_invoices), batch by batch, each
+batch its own transaction.
 
 A step claims the oldest running job (`FOR UPDATE SKIP LOCKED`, so replicas work different jobs and
 one job's batches never overlap), locks its next `batch_size` open invoices in invoice id order
@@ -50,9 +51,11 @@ class ReplanLoop(Loop):
             job = await repository.claim_replan(conn)
             if job is None:
                 return False
-            tenant_id, version = job["tenant_id"], job["policy_version"]
-            invoices = await repository.open_invoices_after(conn, tenant_id, job["after_invoice_id"], self.batch_size)
-            policy = await self.policies.version_of(conn, tenant_id, version, is_default=False)
+            tenant_id, version, key = job["tenant_id"], job["policy_version"], job["policy_key"]
+            invoices = await repository.open_invoices_after(
+                conn, tenant_id, job["after_invoice_id"], self.batch_size, policy_key=key
+            )
+            policy = await self.policies.version_of(conn, tenant_id, version, is_default=False, policy_key=key)
             rescheduled = await replan_invoices(
                 conn,
                 invoices,

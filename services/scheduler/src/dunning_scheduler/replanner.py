@@ -56,7 +56,11 @@ async def replan_invoices(
     for invoice in invoices:
         invoice_id, tenant_id = invoice["invoice_id"], invoice["tenant_id"]
         used = policy or await policies.version_of(
-            conn, tenant_id, invoice["policy_version"], invoice["policy_is_default"]
+            conn,
+            tenant_id,
+            invoice["policy_version"],
+            invoice["policy_is_default"],
+            policy_key=invoice.get("policy_key"),
         )
         fresh = plan(
             used,

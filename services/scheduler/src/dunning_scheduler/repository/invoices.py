@@ -56,6 +56,9 @@ PLAN_INVOICE_FIELDS = (
     "gate_partition",
     "gate_offset",
     "customer_as_of",
+    "policy_key",
+    "segment_rule",
+    "segment_reason",
 )
 PLAN_TIMER_FIELDS = ("stage_id", "stage", "sequence", "channel", "template", "scheduled_at", "state", "reason")
 _PLAN = f"""
@@ -68,21 +71,24 @@ WITH u AS MATERIALIZED (
            (x->>17)::boolean AS due_now, (x->>18)::smallint AS lane, (x->>19)::uuid AS event_id,
            x->20 AS headers, convert_to(x->>21, 'UTF8') AS payload, x->22 AS timers,
            (x->>23)::int AS gate_partition, (x->>24)::bigint AS gate_offset,
-           coalesce((x->>25)::timestamptz, (x->>11)::timestamptz) AS customer_as_of
+           coalesce((x->>25)::timestamptz, (x->>11)::timestamptz) AS customer_as_of,
+           coalesce(x->>26, '') AS policy_key, x->>27 AS segment_rule, x->>28 AS segment_reason
     FROM jsonb_array_elements($1::text::jsonb) AS x
 ), current_policy AS (
     SELECT u.n FROM u LEFT JOIN LATERAL (
         SELECT p.version, p.created_at FROM policies AS p WHERE p.tenant_id = u.tenant_id
+          AND p.policy_key = u.policy_key
         ORDER BY p.version DESC LIMIT 1) AS p ON true
     WHERE coalesce(p.version, 0) = u.stored_version AND p.created_at IS NOT DISTINCT FROM u.stored_at
 ), inv AS (
     INSERT INTO invoices AS i (invoice_id, tenant_id, external_id, number, currency, amount_due, balance,
                                issue_date, due_date, payment_url, customer, issued_at, issued_event_id,
                                policy_id, policy_version, planned_at, customer_id, customer_as_of,
-                               policy_is_default)
+                               policy_is_default, policy_key, segment_rule, segment_reason)
     SELECT u.invoice_id, u.tenant_id, u.external_id, u.number, u.currency, u.amount_due, u.amount_due,
            u.issue_date, u.due_date, u.payment_url, u.customer, u.issued_at, u.issued_event_id, u.policy_id,
-           u.policy_version, $2, u.customer->>'customer_id', u.customer_as_of, u.stored_version = 0
+           u.policy_version, $2, u.customer->>'customer_id', u.customer_as_of, u.stored_version = 0,
+           u.policy_key, u.segment_rule, u.segment_reason
     FROM u JOIN current_policy USING (n)
     ORDER BY u.n
     ON CONFLICT (invoice_id) DO UPDATE SET
@@ -93,7 +99,9 @@ WITH u AS MATERIALIZED (
         customer = EXCLUDED.customer, issued_at = EXCLUDED.issued_at, issued_event_id = EXCLUDED.issued_event_id,
         policy_id = EXCLUDED.policy_id, policy_version = EXCLUDED.policy_version,
         planned_at = EXCLUDED.planned_at, customer_id = EXCLUDED.customer_id,
-        customer_as_of = EXCLUDED.customer_as_of, policy_is_default = EXCLUDED.policy_is_default, updated_at = now()
+        customer_as_of = EXCLUDED.customer_as_of, policy_is_default = EXCLUDED.policy_is_default,
+        policy_key = EXCLUDED.policy_key, segment_rule = EXCLUDED.segment_rule,
+        segment_reason = EXCLUDED.segment_reason, updated_at = now()
     WHERE i.planned_at IS NULL AND i.tenant_id = EXCLUDED.tenant_id
     RETURNING i.invoice_id, i.settled
 ), planned AS (
@@ -153,6 +161,9 @@ def plan_invoice_row(
     gate_partition: int | None,
     gate_offset: int | None,
     customer_as_of: str | None = None,
+    policy_key: str = "",
+    segment_rule: str | None = None,
+    segment_reason: str | None = None,
 ) -> list:
     """One input row of `plan_invoices`, in the positions `_PLAN` reads (PLAN_INVOICE_FIELDS)."""
     return [
@@ -184,6 +195,9 @@ def plan_invoice_row(
         gate_partition,
         gate_offset,
         customer_as_of,  # when the customer snapshot was taken (the event's time); default issued_at
+        policy_key,  # '' the tenant's default policy, else the named policy's id
+        segment_rule,  # the segment rule that chose the policy (None: the tenant has no rules)
+        segment_reason,
     ]
 
 
@@ -365,7 +379,7 @@ async def money_watchers(conn: asyncpg.Connection, invoice_id: str, tenant_id: s
 
 _INVOICE_FOR_PAUSE = (
     "SELECT invoice_id, tenant_id, customer_id, customer->>'timezone' AS timezone, policy_version,"
-    " policy_is_default FROM invoices WHERE invoice_id = $1"
+    " policy_is_default, policy_key FROM invoices WHERE invoice_id = $1"
 )
 
 
@@ -383,7 +397,8 @@ async def timers_of(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -
 
 _INVOICE_OF = (
     "SELECT invoice_id, number, currency, amount_due, balance, due_date, settled, settled_at, planned_at,"
-    " policy_id, policy_version, version, status FROM invoices WHERE tenant_id = $1 AND invoice_id = $2"
+    " policy_id, policy_version, version, status, policy_key, segment_rule, segment_reason, customer, issue_date,"
+    " issued_at, external_id, payment_url FROM invoices WHERE tenant_id = $1 AND invoice_id = $2"
 )
 
 

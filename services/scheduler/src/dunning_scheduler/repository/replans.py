@@ -90,25 +90,28 @@ async def write_replanned(
 
 _OPEN = "i.status = 'open' AND NOT i.settled AND i.planned_at IS NOT NULL"
 REPLAN_JOB_COLUMNS = (
-    "replan_id, tenant_id, policy_version, status, invoices_total, invoices_done, invoices_rescheduled,"
+    "replan_id, tenant_id, policy_key, policy_version, status, invoices_total, invoices_done, invoices_rescheduled,"
     " batches, created_at, updated_at, finished_at"
 )
 _CREATE_REPLAN = f"""
 WITH superseded AS (
     UPDATE replans SET status = 'superseded', updated_at = now(), finished_at = now()
-    WHERE tenant_id = $2 AND status = 'running'
+    WHERE tenant_id = $2 AND policy_key = $4 AND status = 'running'
     RETURNING 1
 )
-INSERT INTO replans (replan_id, tenant_id, policy_version, invoices_total)
-SELECT $1, $2, $3, (SELECT count(*) FROM invoices AS i WHERE i.tenant_id = $2 AND {_OPEN})
+INSERT INTO replans (replan_id, tenant_id, policy_version, invoices_total, policy_key)
+SELECT $1, $2, $3, (SELECT count(*) FROM invoices AS i WHERE i.tenant_id = $2 AND i.policy_key = $4 AND {_OPEN}), $4
 RETURNING {REPLAN_JOB_COLUMNS}
 """
 
 
-async def create_replan(conn: asyncpg.Connection, replan_id: str, tenant_id: str, version: int) -> asyncpg.Record:
-    """A job applying `version` to the tenant's open invoices; a running one of the tenant stops
+async def create_replan(
+    conn: asyncpg.Connection, replan_id: str, tenant_id: str, version: int, *, policy_key: str = ""
+) -> asyncpg.Record:
+    """A job applying `version` of the policy `policy_key` ('' the tenant's default) to the tenant's
+    open invoices planned with that policy; a running one of the tenant for that policy stops
     (superseded). Wakes the replan loop at commit."""
-    job = await conn.fetchrow(_CREATE_REPLAN, replan_id, tenant_id, version)
+    job = await conn.fetchrow(_CREATE_REPLAN, replan_id, tenant_id, version, policy_key)
     await conn.execute("SELECT pg_notify('scheduler_replans_' || current_schema(), '')")
     return job
 
@@ -133,18 +136,19 @@ async def claim_replan(conn: asyncpg.Connection) -> asyncpg.Record | None:
 
 _OPEN_INVOICES_AFTER = f"""
 SELECT {REPLAN_COLUMNS} FROM invoices AS i
-WHERE i.tenant_id = $1 AND i.invoice_id > $2 AND {_OPEN}
+WHERE i.tenant_id = $1 AND i.invoice_id > $2 AND i.policy_key = $4 AND {_OPEN}
 ORDER BY i.invoice_id LIMIT $3
 FOR UPDATE
 """
 
 
 async def open_invoices_after(
-    conn: asyncpg.Connection, tenant_id: str, after_invoice_id: str, limit: int
+    conn: asyncpg.Connection, tenant_id: str, after_invoice_id: str, limit: int, *, policy_key: str = ""
 ) -> list[asyncpg.Record]:
-    """The next `limit` open, unsettled, planned invoices of the tenant by id, locked (as a payment
-    locks one, so a settlement waits for this batch and then cancels what it wrote)."""
-    return await conn.fetch(_OPEN_INVOICES_AFTER, tenant_id, after_invoice_id, limit)
+    """The next `limit` open, unsettled, planned invoices of the tenant by id that were planned with
+    the policy `policy_key`, locked (as a payment locks one, so a settlement waits for this batch
+    and then cancels what it wrote)."""
+    return await conn.fetch(_OPEN_INVOICES_AFTER, tenant_id, after_invoice_id, limit, policy_key)
 
 
 _ADVANCE_REPLAN = """
