@@ -10,6 +10,9 @@ processes, on free ports) and prints:
      reminders being delivered all the while; the load achieved is printed with it)
   4. stages escalated per second, due timer -> StageEscalated on Kafka (target >= 5,000/s)
   5. reminders delivered per second to the SMTP server
+  6. the scheduler in process with issue 10's policies (`bench.policies`): planning throughput with
+     segments, a DE working calendar and a send window beside the plain figure, and the firing rate
+     with a window, caps and consolidation in force beside the plain firing rate
 Figures go to stdout and to .run/bench.json. Nothing here is asserted: tests never assert timings.
 """
 
@@ -17,6 +20,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -351,6 +356,12 @@ def main() -> None:
         results = asyncio.run(main_async(stack))
     finally:
         stack.stop()
+    print("\nthe scheduler with policies in force (python -m dunning_tools.bench.policies) ...", flush=True)
+    policies = subprocess.run(
+        [sys.executable, "-m", "dunning_tools.bench.policies"], capture_output=True, text=True, check=False
+    )
+    print(policies.stdout + (policies.stderr[-2000:] if policies.returncode else ""), flush=True)
+    results["policies"] = policies.stdout.splitlines()
     Path(".run").mkdir(exist_ok=True)
     Path(".run/bench.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
