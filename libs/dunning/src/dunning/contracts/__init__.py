@@ -137,6 +137,10 @@ BY_TYPE: dict[str, type[Contract]] = {
         StageEscalated,
         StagesCancelled,
         StagesRescheduled,
+        StageDeferred,
+        NoticeComposed,
+        LateChargesAssessed,
+        LateChargesWaived,
         PaymentReceived,
         CreditNoteIssued,
         PaymentsWatermark,
@@ -144,6 +148,7 @@ BY_TYPE: dict[str, type[Contract]] = {
         ReminderSent,
         ReminderCancelled,
         ReminderFailed,
+        NoticeSent,
     )
 }
 

@@ -17,9 +17,15 @@ class _CustomerUpdated(NamedTuple):
     cc: tuple[str, ...]
     locale: str
     timezone: str
-    changed: tuple[str, ...]  # name | email | cc | locale | timezone
+    changed: tuple[str, ...]  # name | email | cc | locale | timezone | country | subdivision | tags | attributes
     previous_timezone: str
     updated_at: datetime
+    # Added later (absent in older events; omitted when None), as on Customer: the customer's country and
+    # subdivision (its public holidays) and the tags and attributes policy segments match on.
+    country: str | None = None
+    subdivision: str | None = None
+    tags: tuple[str, ...] | None = None
+    attributes: dict[str, str] | None = None
 
 
 class CustomerUpdated(_CustomerUpdated, Contract):
