@@ -51,12 +51,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from dunning_scheduler.durations import DURATION_SHAPE, Duration, DurationError, parse_duration
+from dunning_scheduler.policy_calendar import CALENDAR_MESSAGES, NO_GRACE, CalendarKeys, whole_days
 from dunning_scheduler.policy_charges import (
+    CHARGE_MESSAGES,
+    ChargeKeys,
     InterestDocument,
     InterestTerms,
+    StageCharges,
     decimals,
     interest_terms,
-    money_map,
 )
 from dunning_scheduler.policy_pauses import (
     MAX_OFFSET_SECONDS,
@@ -102,7 +105,7 @@ DEFAULT_DOCUMENT: dict[str, Any] = {
 }
 
 
-class StageDocument(BaseModel):
+class StageDocument(StageCharges):
     """One stage of a policy document."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -120,18 +123,6 @@ class StageDocument(BaseModel):
         str | None, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$", description="Tone key; defaults to the stage name.")
     ] = None
     channels: Annotated[list[Channel], Field(min_length=1, json_schema_extra={"uniqueItems": True})] = ["email"]
-    late_fee: Annotated[
-        dict[str, str] | None,
-        Field(description='A fixed fee per currency charged once when this stage fires: {"EUR": "40.00"}.'),
-    ] = None
-    charge_interest: Annotated[
-        bool, Field(description="Quote and assess the interest accrued up to this stage (policy `interest`).")
-    ] = False
-
-    @field_validator("late_fee")
-    @classmethod
-    def _late_fee(cls, fees: dict[str, str] | None) -> dict[str, str] | None:
-        return None if fees is None else money_map(fees)
 
     @field_validator("offset")
     @classmethod
@@ -158,14 +149,10 @@ class StageDocument(BaseModel):
             "template": self.template or self.name,
             "channels": list(self.channels),
         }
-        if self.late_fee:
-            stage["late_fee"] = dict(sorted(self.late_fee.items()))
-        if self.charge_interest:
-            stage["charge_interest"] = True
-        return stage
+        return {**stage, **self.stage_charges()}
 
 
-class PolicyDocument(BaseModel):
+class PolicyDocument(CalendarKeys, ChargeKeys):
     """A tenant's dunning policy document (PUT /v1/policy; `policy` in the answers)."""
 
     model_config = ConfigDict(
@@ -200,50 +187,6 @@ class PolicyDocument(BaseModel):
     payment_plans: Annotated[
         PaymentPlansDocument, Field(description="Instalment reminders and grace of payment plans.")
     ] = PaymentPlansDocument()
-    days: Annotated[
-        Literal["calendar", "business"],
-        Field(description="business: whole-day offsets count the customer's working days (tenant calendar)."),
-    ] = "calendar"
-    non_working_day: Annotated[
-        Literal["next", "previous", "keep"],
-        Field(description="A stage falling on a non-working day moves to the next or previous working day, or keeps."),
-    ] = "next"
-    grace: Annotated[
-        str,
-        Field(
-            description="Overdue stages (offset > 0) count from the due date plus this (days as `days` says).",
-            json_schema_extra={"pattern": DURATION_SHAPE},
-        ),
-    ] = "P0D"
-    minimum_balance: Annotated[
-        dict[str, str] | None,
-        Field(description='Per currency: below it, stages are skipped (see below_minimum): {"EUR": "10.00"}.'),
-    ] = None
-    below_minimum: Annotated[
-        Literal["skip", "pre_due_only"],
-        Field(description="skip: no stage below the minimum; pre_due_only: only stages with offset <= 0."),
-    ] = "skip"
-    interest: Annotated[InterestDocument | None, Field(description="Late-payment interest; absent: none.")] = None
-
-    @field_validator("minimum_balance")
-    @classmethod
-    def _minimum(cls, minimum: dict[str, str] | None) -> dict[str, str] | None:
-        return None if minimum is None else money_map(minimum)
-
-    @field_validator("grace")
-    @classmethod
-    def _grace(cls, text: str) -> str:
-        try:
-            duration = parse_duration(text)
-        except DurationError as exc:
-            raise _problem(str(exc)) from None
-        if duration.negative:
-            raise _problem("must not be negative")
-        if not _whole_days(duration):
-            raise _problem('must be whole days or weeks, such as "P5D"')
-        if duration.nominal_seconds() > 366 * 86400:
-            raise _problem("must be at most a year")
-        return text
 
     @model_validator(mode="after")
     def _business(self) -> "PolicyDocument":
@@ -252,7 +195,7 @@ class PolicyDocument(BaseModel):
         errors = [
             (f"stages.{index}.offset", "business days need whole-day offsets (days or weeks)")
             for index, stage in enumerate(self.stages)
-            if not _whole_days(parse_duration(stage.offset))
+            if not whole_days(parse_duration(stage.offset))
         ]
         if errors:
             raise PydanticCustomError("policy_stages", "{errors}", {"errors": errors})
@@ -297,21 +240,7 @@ class PolicyDocument(BaseModel):
         if self.description is not None:
             document["description"] = self.description
         # New keys only when not their default: an older document normalises as it always did.
-        for key, default in (("days", "calendar"), ("non_working_day", "next"), ("below_minimum", "skip")):
-            if getattr(self, key) != default:
-                document[key] = getattr(self, key)
-        if parse_duration(self.grace) != parse_duration("P0D"):
-            document["grace"] = self.grace
-        if self.minimum_balance:
-            document["minimum_balance"] = dict(sorted(self.minimum_balance.items()))
-        if self.interest is not None:
-            document["interest"] = self.interest.normalised()
-        return document
-
-
-def _whole_days(duration: Duration) -> bool:
-    """Only weeks and days (a business-day count or a grace)."""
-    return not (duration.years or duration.months or duration.hours or duration.minutes or duration.seconds)
+        return {**document, **self.calendar_keys(), **self.charge_keys()}
 
 
 class PolicyError(ValueError):
@@ -346,18 +275,8 @@ _MESSAGES = {
     "name": "is required: lower-case letters, digits and '_', starting with a letter, at most 40",
     "template": "must be lower-case letters, digits, '_', '.', '-', starting with a letter, at most 64",
     "channels": f"must be a non-empty list of {', '.join(CHANNELS)}",
-    "days": "must be one of calendar, business",
-    "non_working_day": "must be one of next, previous, keep",
-    "below_minimum": "must be one of skip, pre_due_only",
-    "minimum_balance": 'must be an object of currency -> decimal string, such as {"EUR": "10.00"}',
-    "late_fee": 'must be an object of currency -> decimal string, such as {"EUR": "40.00"}',
-    "charge_interest": "must be true or false",
-    "interest": "must be an object: annual_rate and day_count, or reference, margin, fixing and day_count",
-    "annual_rate": 'must be a percentage as a decimal string such as "8.00"',
-    "margin": 'must be a percentage as a decimal string such as "8.00"',
-    "reference": "must be a reference rate name: lower-case letters, digits and '_'",
-    "fixing": "must be one of half_year, daily",
-    "day_count": "must be one of ACT/365F, ACT/360, ACT/ACT-ISDA",
+    **CALENDAR_MESSAGES,
+    **CHARGE_MESSAGES,
 }
 _MODEL_AT: dict[str, type[BaseModel]] = {
     "pauses": PausesDocument,
@@ -405,9 +324,6 @@ def _message(loc: list[str], error: ErrorDetails) -> str:
     if name.isdigit() and len(loc) > 1 and loc[-2] == "stages":
         return "a stage must be an object with name and offset"
     return _MESSAGES.get(name, error["msg"])
-
-
-_NO_GRACE = parse_duration("P0D")
 
 
 @dataclass(frozen=True)
@@ -459,7 +375,7 @@ class Policy:
 
     @property
     def has_grace(self) -> bool:
-        return self.grace != _NO_GRACE
+        return self.grace != NO_GRACE
 
 
 def parse_policy(document: Any, *, version: int = 1, is_default: bool = False) -> Policy:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 AMOUNT = r"^[0-9]+(\.[0-9]{1,4})?$"
@@ -105,6 +105,80 @@ def interest_terms(document: InterestDocument | None) -> InterestTerms | None:
         fixing=document.fixing,
         day_count=document.day_count,
     )
+
+
+CHARGE_MESSAGES = {
+    "below_minimum": "must be one of skip, pre_due_only",
+    "minimum_balance": 'must be an object of currency -> decimal string, such as {"EUR": "10.00"}',
+    "late_fee": 'must be an object of currency -> decimal string, such as {"EUR": "40.00"}',
+    "charge_interest": "must be true or false",
+    "interest": "must be an object: annual_rate and day_count, or reference, margin, fixing and day_count",
+    "annual_rate": 'must be a percentage as a decimal string such as "8.00"',
+    "margin": 'must be a percentage as a decimal string such as "8.00"',
+    "reference": "must be a reference rate name: lower-case letters, digits and '_'",
+    "fixing": "must be one of half_year, daily",
+    "day_count": "must be one of ACT/365F, ACT/360, ACT/ACT-ISDA",
+}
+
+
+class StageCharges(BaseModel):
+    """A stage's charges (a base of `StageDocument`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    late_fee: Annotated[
+        dict[str, str] | None,
+        Field(description='A fixed fee per currency charged once when this stage fires: {"EUR": "40.00"}.'),
+    ] = None
+    charge_interest: Annotated[
+        bool, Field(description="Quote and assess the interest accrued up to this stage (policy `interest`).")
+    ] = False
+
+    @field_validator("late_fee")
+    @classmethod
+    def _late_fee(cls, fees: dict[str, str] | None) -> dict[str, str] | None:
+        return None if fees is None else money_map(fees)
+
+    def stage_charges(self) -> dict[str, Any]:
+        """The keys that differ from their default, for the normalised stage."""
+        keys: dict[str, Any] = {}
+        if self.late_fee:
+            keys["late_fee"] = dict(sorted(self.late_fee.items()))
+        if self.charge_interest:
+            keys["charge_interest"] = True
+        return keys
+
+
+class ChargeKeys(BaseModel):
+    """The policy document's threshold and interest keys (a base of `PolicyDocument`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    minimum_balance: Annotated[
+        dict[str, str] | None,
+        Field(description='Per currency: below it, stages are skipped (see below_minimum): {"EUR": "10.00"}.'),
+    ] = None
+    below_minimum: Annotated[
+        Literal["skip", "pre_due_only"],
+        Field(description="skip: no stage below the minimum; pre_due_only: only stages with offset <= 0."),
+    ] = "skip"
+    interest: Annotated[InterestDocument | None, Field(description="Late-payment interest; absent: none.")] = None
+
+    @field_validator("minimum_balance")
+    @classmethod
+    def _minimum(cls, minimum: dict[str, str] | None) -> dict[str, str] | None:
+        return None if minimum is None else money_map(minimum)
+
+    def charge_keys(self) -> dict[str, Any]:
+        """The keys that differ from their default, for the normalised document."""
+        keys: dict[str, Any] = {}
+        if self.minimum_balance:
+            keys["minimum_balance"] = dict(sorted(self.minimum_balance.items()))
+        if self.below_minimum != "skip":
+            keys["below_minimum"] = self.below_minimum
+        if self.interest is not None:
+            keys["interest"] = self.interest.normalised()
+        return keys
 
 
 def decimals(value: dict[str, str] | None) -> dict[str, Decimal]:
