@@ -110,9 +110,7 @@ class EmailChannel:
             ("Message-ID", msg_id),
             ("Auto-Submitted", "auto-generated"),  # RFC 3834: auto-responders should not answer
             ("X-Dunning-Tenant-Id", header_value(d.tenant_id, "X-Dunning-Tenant-Id")),
-            ("X-Dunning-Invoice-Id", header_value(d.invoice_id, "X-Dunning-Invoice-Id")),
-            ("X-Dunning-Stage", header_value(d.stage, "X-Dunning-Stage")),
-            ("X-Dunning-Stage-Id", header_value(d.stage_id, "X-Dunning-Stage-Id")),
+            *_subject_headers(d),
             ("X-Dunning-Channel", header_value(d.channel, "X-Dunning-Channel")),
             ("X-Dunning-Delivery-Id", header_value(d.delivery_id, "X-Dunning-Delivery-Id")),
         ]
@@ -121,6 +119,23 @@ class EmailChannel:
             headers.append(("X-Dunning-Scheduled-At", planned))
         raw = compose(headers, rendered.text, rendered.html, boundary=f"=_{d.delivery_id}")
         return raw, msg_id, not all(address.isascii() for address in (recipient, *d.cc))
+
+
+def _subject_headers(d: Delivery) -> list[tuple[str, str]]:
+    """What the message is about: the invoice and stage of a reminder; the notice, its customer and
+    the invoices it lists (comma-separated) of a consolidated notice (notice_sender.py)."""
+    notice_id = d.payload.get("notice_id")
+    if notice_id is None:
+        return [
+            ("X-Dunning-Invoice-Id", header_value(d.invoice_id, "X-Dunning-Invoice-Id")),
+            ("X-Dunning-Stage", header_value(d.stage, "X-Dunning-Stage")),
+            ("X-Dunning-Stage-Id", header_value(d.stage_id, "X-Dunning-Stage-Id")),
+        ]
+    return [
+        ("X-Dunning-Notice-Id", header_value(str(notice_id), "X-Dunning-Notice-Id")),
+        ("X-Dunning-Customer-Id", header_value(str(d.payload.get("customer_id")), "X-Dunning-Customer-Id")),
+        ("X-Dunning-Invoice-Ids", header_value(d.invoice_id, "X-Dunning-Invoice-Ids")),
+    ]
 
 
 def _check_address(address: str) -> None:

@@ -35,6 +35,7 @@ from dunning.tracing import context_from_traceparent, tracer
 from dunning_notifier import repository as repo
 from dunning_notifier.channels import Channel, ChannelSession, channel_for
 from dunning_notifier.messages import reminder_failed, reminder_sent
+from dunning_notifier.notice_sender import NoticeSender
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
 from dunning_notifier.recording import Attempt, publish_cancelled, write_outcomes
 from dunning_notifier.settings import Settings
@@ -90,6 +91,7 @@ class Dispatcher:
         self.in_doubt_retries = 0  # sends that timed out or dropped after DATA, retried
         self.lease_lost = 0  # outcomes not recorded: the row had been re-claimed elsewhere
         self._tracer = tracer("notifier")  # once: get_tracer() builds a new tracer on every call
+        self.notices = NoticeSender(pool, settings, channels, self._stopping, workers=min(2, self.concurrency))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -109,6 +111,7 @@ class Dispatcher:
     async def run(self) -> None:
         workers = [asyncio.create_task(self._worker(), name=f"dispatch-{i}") for i in range(self.concurrency)]
         recorder = asyncio.create_task(self._recorder(), name="dispatch-recorder")
+        notices = asyncio.create_task(self.notices.run(), name="notice-sender")  # notice_sender.py
         log.info("notifier.dispatcher.started", concurrency=self.concurrency)
         try:
             await self._claim_loop()
@@ -118,7 +121,7 @@ class Dispatcher:
                 self._queue.put_nowait(None)
             await asyncio.gather(*workers, return_exceptions=True)
             self._results.put_nowait(None)
-            await asyncio.gather(recorder, return_exceptions=True)
+            await asyncio.gather(recorder, notices, return_exceptions=True)
             log.info("notifier.dispatcher.stopped", sent=self.sent, failed=self.failed, retried=self.retried)
 
     # --- claiming ----------------------------------------------------------------------------

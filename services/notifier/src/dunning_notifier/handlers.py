@@ -20,16 +20,29 @@ or a hand-back makes it `cancelled` instead of `pending` (the stop marks the row
 The boundary, exactly: **no attempt starts after the notifier has applied the stop** (committed this
 transaction); an attempt is started by the claim's commit, and the claim and the stop lock the same
 row, so one commits first. At most the one attempt in flight at the stop completes.
+
+Consolidated notices (notices.py): NoticeComposed records one notice to send; a StageEscalated with
+`notice_id` is one of its stages and records nothing (the notice's item carries all the stage needs,
+and its Reminder* events come from the notice: a delivery row of its own would be a second state
+machine for the same send). Every stop also leaves the invoice out of the notices not sent yet.
 """
 
 import asyncpg
 
 from dunning import outbox
-from dunning.contracts import CustomerUpdated, DunningPaused, DunningResumed, StageEscalated, StagesCancelled
+from dunning.contracts import (
+    CustomerUpdated,
+    DunningPaused,
+    DunningResumed,
+    NoticeComposed,
+    StageEscalated,
+    StagesCancelled,
+)
 from dunning.events import Event
 from dunning.handler_table import HandlerSpec, check_envelope
 from dunning.ids import new_id
 from dunning.logging import get_logger
+from dunning_notifier import notices
 from dunning_notifier import repository as repo
 from dunning_notifier.contacts import addresses
 from dunning_notifier.messages import reminder_cancelled
@@ -45,9 +58,12 @@ def recipient_for(stage: StageEscalated) -> str | None:
 
 async def record_delivery(conn: asyncpg.Connection, event: Event[StageEscalated]) -> None:
     """StageEscalated -> one pending delivery per (invoice, stage, channel), never two; `cancelled` at
-    once (ReminderCancelled) if the invoice is stopped for good."""
+    once (ReminderCancelled) if the invoice is stopped for good; nothing if it goes in a notice."""
     stage = event.data
     check_envelope(event)
+    if stage.notice_id is not None:
+        log.info("notifier.delivery.in_notice", notice_id=stage.notice_id, stage=stage.stage, stage_id=stage.stage_id)
+        return
     row = await repo.insert_delivery(
         conn,
         delivery_id=new_id("dlv"),
@@ -100,6 +116,15 @@ async def _apply_stop(conn: asyncpg.Connection, event: Event, state: str, reason
     )
     cancelled = [r for r in rows if r["state"] == "cancelled"]
     await outbox.add_many(conn, [reminder_cancelled(r) for r in cancelled])
+    await notices.leave_out(
+        conn,
+        tenant_id=data.tenant_id,
+        invoice_id=data.invoice_id,
+        state=state,
+        reason=reason,
+        cause_event_id=event.id,
+        stopped_at=stopped_at,
+    )
     log.info(
         f"notifier.invoice.{state}",
         reason=reason,
@@ -142,6 +167,7 @@ async def update_contacts(conn: asyncpg.Connection, event: Event[CustomerUpdated
 
 HANDLERS = {
     StageEscalated: HandlerSpec(record_delivery),
+    NoticeComposed: HandlerSpec(notices.record_notice),
     StagesCancelled: HandlerSpec(stop_invoice),
     DunningPaused: HandlerSpec(pause_invoice),
     DunningResumed: HandlerSpec(resume_invoice),

@@ -8,6 +8,11 @@ number of how many, amount and due date); the context travels in the delivery's 
 Per-locale templates can be added beside them: for a customer in `de-DE` the loader tries
 `email/de-DE/<key>`, then `email/de/<key>`, then `email/<key>`, and only then the same three for
 `generic` (the stage's tone matters more than the language of the words).
+Charges and deadlines come from the event, never from a template's fixed text (notice_rendering.py):
+`charges` (StageEscalated.charges: late fees, interest, total due; None when none) and `deadline`
+(context kind "stage": the next stage's date, which firm and final ask payment by; None when no
+next stage is known). A consolidated notice (a NoticeComposed payload, `items`) renders with the
+`consolidated` template from notice_rendering.notice_context.
 
 The environment is Jinja2's SandboxedEnvironment (a template cannot reach `__class__` and friends,
 so tenant-editable templates stay safe later), with StrictUndefined (a template that names a missing
@@ -31,6 +36,8 @@ from babel.numbers import format_currency
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, select_autoescape
 from jinja2.exceptions import TemplateError as JinjaError
 from jinja2.sandbox import SandboxedEnvironment
+
+from dunning_notifier.notice_rendering import charges_of, deadline_of, notice_context
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 GENERIC = "generic"
@@ -169,14 +176,32 @@ class Renderer:
             "days_until_due": max(-overdue, 0),
             "promise": quoted.get("promise_broken"),
             "instalment": quoted.get("instalment"),
+            "charges": self._quoting(charges_of, data.get("charges"), currency, loc),
+            "deadline": self._quoting(deadline_of, data.get("context") or {}, loc),
         }
+
+    @staticmethod
+    def _quoting(quote, *args):
+        try:
+            return quote(*args)
+        except (KeyError, InvalidOperation, TypeError, ValueError) as exc:
+            raise RenderError(f"{quote.__name__}: the event lacks or garbles {exc}") from exc
+
+    def notice(self, data: dict[str, Any], loc: babel.Locale) -> dict[str, Any]:
+        """The context of a consolidated notice (NoticeComposed payload): dates in the customer's zone
+        on the day it was composed."""
+        composed_at = datetime.fromisoformat(data["composed_at"].replace("Z", "+00:00"))
+        today = composed_at.astimezone(_zone(data["customer"].get("timezone"))).date()
+        return self._quoting(notice_context, data, loc, today, self.sender_name)
 
     def render(self, data: dict[str, Any]) -> RenderedEmail:
         """Render the three parts; raises RenderError for anything a retry cannot fix."""
         loc, tag = parse_locale(data.get("customer", {}).get("locale"))
         try:
-            ctx = self.context(data, loc)
-            key = data.get("template") or data["stage"]
+            if "items" in data:  # a consolidated notice
+                ctx, key = self.notice(data, loc), "consolidated"
+            else:
+                ctx, key = self.context(data, loc), data.get("template") or data["stage"]
             subject, text, html = (self.template(key, tag, part).render(ctx) for part in PARTS)
         except RenderError:
             raise
