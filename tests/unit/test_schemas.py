@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
+
+from dunning.money import exponent
 
 pytestmark = pytest.mark.unit
 
@@ -274,6 +278,79 @@ SPECIFIC_MUTATIONS = [
     pytest.param("StopsWatermark", _set("ten_1", "tenantid"), id="StopsWatermark-tenant"),
     pytest.param("StopsWatermark", _set({"dunning.invoices.v1": {"0": -1}}, "data", "offsets"), id="Stops-offset"),
     pytest.param("StopsWatermark", _set({"invoices": {"0": 1}}, "data", "offsets"), id="StopsWatermark-topic-name"),
+    # issue 10: the customer's country, subdivision, tags and attributes (optional, but well-formed when given)
+    pytest.param("InvoiceIssued", _set("de", "data", "customer", "country"), id="Customer-lowercase-country"),
+    pytest.param("InvoiceIssued", _set("DEU", "data", "customer", "country"), id="Customer-alpha3-country"),
+    pytest.param(
+        "InvoiceIssued", _set("DE-BY", "data", "customer", "subdivision"), id="Customer-subdivision-with-country"
+    ),
+    pytest.param("InvoiceIssued", _set(["Strategic"], "data", "customer", "tags"), id="Customer-uppercase-tag"),
+    pytest.param("InvoiceIssued", _set(["vip", "vip"], "data", "customer", "tags"), id="Customer-duplicate-tags"),
+    pytest.param(
+        "InvoiceIssued", _set([f"t{i}" for i in range(21)], "data", "customer", "tags"), id="Customer-21-tags"
+    ),
+    pytest.param("InvoiceIssued", _set("vip", "data", "customer", "tags"), id="Customer-tags-a-string"),
+    pytest.param("InvoiceIssued", _set({"tier": 1}, "data", "customer", "attributes"), id="Customer-attribute-number"),
+    pytest.param(
+        "InvoiceIssued", _set({"Tier": "a"}, "data", "customer", "attributes"), id="Customer-attribute-bad-key"
+    ),
+    pytest.param(
+        "InvoiceIssued", _set({"a": "x" * 201}, "data", "customer", "attributes"), id="Customer-attribute-long"
+    ),
+    pytest.param("StageEscalated", _set("eu", "data", "customer", "country"), id="StageEscalated-customer-country"),
+    pytest.param("InvoiceUpdated", _set("eu", "data", "customer", "country"), id="InvoiceUpdated-customer-country"),
+    pytest.param("CustomerUpdated", _set("Germany", "data", "country"), id="CustomerUpdated-country-name"),
+    pytest.param("CustomerUpdated", _set(["vat_id"], "data", "changed"), id="CustomerUpdated-unknown-change"),
+    pytest.param("CustomerUpdated", _set(["A B"], "data", "tags"), id="CustomerUpdated-bad-tag"),
+    # issue 10: segment, moved, notice_id, charges
+    pytest.param("DunningPlanned", _set({"rule": "small"}, "data", "segment"), id="DunningPlanned-segment-no-reason"),
+    pytest.param(
+        "DunningPlanned", _set({"rule": "", "reason": "x"}, "data", "segment"), id="DunningPlanned-segment-empty"
+    ),
+    pytest.param("DunningPlanned", _set("", "data", "stages", 1, "moved"), id="DunningPlanned-moved-empty"),
+    pytest.param("DunningPlanned", _set("x" * 301, "data", "stages", 1, "moved"), id="DunningPlanned-moved-too-long"),
+    pytest.param("StageEscalated", _set("ntc_123", "data", "notice_id"), id="StageEscalated-bad-notice_id"),
+    pytest.param(
+        "StageEscalated", _set({"currency": "EUR", "fee": "1.00"}, "data", "charges"), id="Charges-unknown-key"
+    ),
+    pytest.param("StageEscalated", _set({"late_fee": "40.00"}, "data", "charges"), id="Charges-without-currency"),
+    pytest.param("StageEscalated", _money_as_number("data", "charges", "total_due"), id="Charges-total-as-number"),
+    pytest.param("StageEscalated", _set("30/360", "data", "charges", "day_count"), id="Charges-unknown-day-count"),
+    pytest.param("StageEscalated", _set("10,15", "data", "charges", "annual_rate"), id="Charges-rate-comma"),
+    pytest.param("StageEscalated", _set("02.03.2026", "data", "charges", "interest_to"), id="Charges-bad-date"),
+    pytest.param("ReminderSent", _set("ntc_", "data", "notice_id"), id="ReminderSent-bad-notice_id"),
+    pytest.param("ReminderFailed", _set("notice-1", "data", "notice_id"), id="ReminderFailed-bad-notice_id"),
+    pytest.param("ReminderCancelled", _set(1, "data", "notice_id"), id="ReminderCancelled-notice_id-number"),
+    # issue 10: the new events
+    pytest.param("StageDeferred", _set("holiday", "data", "reason"), id="Deferred-unknown-reason"),
+    pytest.param("StageDeferred", _set("", "data", "detail"), id="Deferred-empty-detail"),
+    pytest.param("StageDeferred", _set([], "data", "stages"), id="Deferred-no-stage"),
+    pytest.param("StageDeferred", _set("cancelled", "data", "stages", 0, "state"), id="Deferred-stage-cancelled"),
+    pytest.param("StageDeferred", _set(None, "data", "stages", 0, "scheduled_at"), id="Deferred-no-new-time"),
+    pytest.param("StageDeferred", _delete("data", "customer_id"), id="Deferred-no-customer"),
+    pytest.param("NoticeComposed", _set("inv_01KG3M5P7R9T1V3X5Z7B9D1F3H", "subject"), id="Notice-keyed-by-invoice"),
+    pytest.param("NoticeComposed", _set("not_01KJ4N6Q8S0U2W4Y6A8C0E2G4J", "data", "notice_id"), id="Notice-bad-id"),
+    pytest.param("NoticeComposed", _set([], "data", "items"), id="Notice-no-items"),
+    pytest.param("NoticeComposed", _delete("data", "items", 2, "stage_id"), id="Notice-item-stage_id-absent"),
+    pytest.param("NoticeComposed", _money_as_number("data", "items", 0, "invoice", "balance"), id="Notice-balance-num"),
+    pytest.param("NoticeComposed", _set("x", "data", "items", 0, "invoice", "vat"), id="Notice-invoice-unknown-prop"),
+    pytest.param("NoticeComposed", _set("fax", "data", "channel"), id="Notice-unknown-channel"),
+    pytest.param("NoticeComposed", _delete("data", "customer"), id="Notice-no-customer"),
+    pytest.param("LateChargesAssessed", _money_as_number("data", "interest"), id="Charges-interest-as-number"),
+    pytest.param("LateChargesAssessed", _set("40.0001", "data", "late_fee"), id="Charges-fee-4-decimals"),
+    pytest.param("LateChargesAssessed", _set("30E/360", "data", "day_count"), id="Charges-day-count"),
+    pytest.param("LateChargesAssessed", _set(0, "data", "periods", 0, "days"), id="Charges-period-0-days"),
+    pytest.param("LateChargesAssessed", _set(3.89, "data", "periods", 0, "amount"), id="Charges-amount-as-number"),
+    pytest.param("LateChargesAssessed", _set(10.15, "data", "periods", 0, "annual_rate"), id="Charges-rate-as-number"),
+    pytest.param("LateChargesAssessed", _delete("data", "interest_from"), id="Charges-interest_from-absent"),
+    pytest.param("LateChargesAssessed", _set("2026-03-02T00:00:00Z", "data", "interest_to"), id="Charges-to-instant"),
+    pytest.param("LateChargesWaived", _set("", "data", "reason"), id="Waived-empty-reason"),
+    pytest.param("LateChargesWaived", _delete("data", "waived_by"), id="Waived-by-nobody"),
+    pytest.param("LateChargesWaived", _money_as_number("data", "late_fees"), id="Waived-fees-as-number"),
+    pytest.param("NoticeSent", _set("inv_01KG3M5P7R9T1V3X5Z7B9D1F3H", "subject"), id="NoticeSent-keyed-by-invoice"),
+    pytest.param("NoticeSent", _set([], "data", "invoice_ids"), id="NoticeSent-no-invoice"),
+    pytest.param("NoticeSent", _set(["RE-2026-031"], "data", "left_out"), id="NoticeSent-left_out-not-an-id"),
+    pytest.param("NoticeSent", _delete("data", "left_out"), id="NoticeSent-left_out-absent"),
 ]
 
 
@@ -297,6 +374,89 @@ def test_a_terminal_stop_with_nothing_left_and_a_stage_without_context_are_valid
     assert "due_by" in promise["data"]  # the richest example is a promise by an instant ...
     del promise["data"]["due_by"]  # ... and one by a day (every PromiseMade before `due_by`) is valid too
     assert _validator("PromiseMade", registry).is_valid(promise)
+
+
+def test_the_fields_added_by_issue_10_are_optional(registry: Registry) -> None:
+    """Compatible widenings of issue 10: events without the new fields (every event before them) stay valid."""
+    added = {
+        "InvoiceIssued": [
+            ("customer", "country"),
+            ("customer", "subdivision"),
+            ("customer", "tags"),
+            ("customer", "attributes"),
+        ],
+        "CustomerUpdated": [("country",), ("subdivision",), ("tags",), ("attributes",)],
+        "DunningPlanned": [("segment",)],
+        "StageEscalated": [("notice_id",), ("charges",), ("customer", "country"), ("customer", "tags")],
+        "ReminderSent": [("notice_id",)],
+    }
+    for name, paths in added.items():
+        message = _base_example(name)
+        for path in paths:
+            node = message["data"]
+            for key in path[:-1]:
+                node = node[key]
+            assert path[-1] in node, f"{name}: the richest example shows {'.'.join(path)}"
+            del node[path[-1]]
+        for stage in message["data"].get("stages", []):
+            stage.pop("moved", None)
+        assert _validator(name, registry).is_valid(message), name
+
+
+def _examples_data(name: str) -> list[dict[str, Any]]:
+    return [_load_json(p)["data"] for p in _examples_of(name)]
+
+
+def test_late_charges_examples_add_up_to_the_cent() -> None:
+    """Each example's periods are contiguous, exact (ACT/365F: principal x rate x days / 36500), and their
+    sum rounded half up to the currency's minor unit once is the total; the hand case of issue 10 included."""
+    hand_case_seen = False
+    for data in _examples_data("LateChargesAssessed"):
+        periods = data["periods"]
+        if data["interest_from"] is None:
+            assert periods == [] and data["interest_to"] is None and data["day_count"] is None
+            assert Decimal(data["total_interest"]) == 0
+            continue
+        assert periods[0]["start"] == data["interest_from"] and periods[-1]["end"] == data["interest_to"]
+        for before, after in zip(periods, periods[1:], strict=False):
+            assert date.fromisoformat(after["start"]).toordinal() == date.fromisoformat(before["end"]).toordinal() + 1
+        exact = Decimal(0)
+        for period in periods:
+            days = date.fromisoformat(period["end"]).toordinal() - date.fromisoformat(period["start"]).toordinal() + 1
+            assert period["days"] == days
+            assert data["day_count"] == "ACT/365F"  # the examples' convention
+            amount = Decimal(period["principal"]) * Decimal(period["annual_rate"]) * days / 36500
+            assert Decimal(period["amount"]) == amount
+            exact += amount
+        unit = Decimal(1).scaleb(-exponent(data["currency"]))
+        assert Decimal(data["total_interest"]) == exact.quantize(unit, rounding=ROUND_HALF_UP)
+        if data["currency"] == "EUR" and data["interest_from"] == "2026-02-01":
+            # 1000.00 EUR due 2026-01-31, 400.00 acknowledged on 2026-02-15, 10.15 % ACT/365F to 2026-03-02
+            assert [p["days"] for p in periods] == [14, 16] and data["total_interest"] == "6.56"
+            assert (Decimal("1000.00") * Decimal("10.15") * 30 / 36500).quantize(unit, ROUND_HALF_UP) == Decimal("8.34")
+            hand_case_seen = True
+    assert hand_case_seen
+
+
+def test_notice_examples_list_the_firing_stages_first_and_quote_consistent_charges() -> None:
+    for data in _examples_data("NoticeComposed"):
+        with_stage = [item["stage_id"] is not None for item in data["items"]]
+        assert with_stage[0] and with_stage == sorted(with_stage, reverse=True)  # stages first, then overdue only
+        for item in data["items"]:
+            stage_fields = [item[k] is None for k in ("stage_id", "stage", "sequence", "template")]
+            assert len(set(stage_fields)) == 1  # all set, or all null
+        assert len({item["invoice_id"] for item in data["items"]}) == len(data["items"])
+    for data in _examples_data("NoticeSent"):
+        assert not set(data["invoice_ids"]) & set(data["left_out"])
+    quoted = [
+        (i["invoice"], i["charges"]) for d in _examples_data("NoticeComposed") for i in d["items"] if "charges" in i
+    ]
+    quoted += [(d["invoice"], d["charges"]) for d in _examples_data("StageEscalated") if "charges" in d]
+    assert quoted
+    for invoice, charges in quoted:
+        assert charges["currency"] == invoice["currency"]
+        extra = sum(Decimal(charges.get(k, "0")) for k in ("total_late_fees", "total_interest"))
+        assert Decimal(charges["total_due"]) == Decimal(invoice["balance"]) + extra
 
 
 # --- topic catalogue -------------------------------------------------------------------
