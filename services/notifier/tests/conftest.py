@@ -125,6 +125,78 @@ def _customer_updated(
     return envelope
 
 
+def _notice_item(
+    *,
+    stage: str | None = "soft",
+    currency: str = "EUR",
+    amount: str = "1000.00",
+    balance: str | None = None,
+    invoice_id: str | None = None,
+    due_date: str = "2026-11-02",
+    charges: dict | None = None,
+    payment_url: str | None = None,
+) -> dict:
+    """One item of a NoticeComposed: an invoice with a stage firing in the notice, or (stage None) one
+    listed because it is overdue."""
+    number = f"INV-{uuid.uuid4().hex[:6].upper()}"
+    item = {
+        "invoice_id": invoice_id or new_id("inv"),
+        "stage_id": new_id("stg") if stage else None,
+        "stage": stage,
+        "sequence": {"soft": 1, "firm": 2, "final": 3}.get(stage or "", 1) if stage else None,
+        "template": stage,
+        "invoice": {
+            "external_id": f"ext-{number}",
+            "number": number,
+            "currency": currency,
+            "amount_due": amount,
+            "balance": balance or amount,
+            "issue_date": "2026-10-03",
+            "due_date": due_date,
+            "payment_url": payment_url or f"https://pay.example.com/i/{number}",
+        },
+    }
+    if charges is not None:
+        item["charges"] = charges
+    return item
+
+
+def _notice_data(
+    items: list[dict],
+    *,
+    tenant_id: str = "ten_test_notifier",
+    email: str | None = None,
+    locale: str = "en-US",
+    channel: str = "email",
+    composed_at: str = "2026-11-30T09:00:00.000Z",
+) -> dict:
+    """A NoticeComposed payload for a fresh customer (the StageEscalated example's, renamed)."""
+    customer = dict(example_data()["customer"])
+    customer.update(
+        customer_id=new_id("cus"),
+        email=email or f"ap+{uuid.uuid4().hex[:10]}@example.com",
+        locale=locale,
+        timezone="America/New_York",
+    )
+    return {
+        "notice_id": new_id("ntc"),
+        "tenant_id": tenant_id,
+        "customer_id": customer["customer_id"],
+        "channel": channel,
+        "composed_at": composed_at,
+        "customer": customer,
+        "items": items,
+    }
+
+
+def _notice_composed(data: dict) -> dict:
+    envelope = events.new_event(
+        "dunning.NoticeComposed.v1", data, source="/scheduler", subject=data["customer_id"], tenant_id=data["tenant_id"]
+    )
+    events.validate(envelope)
+    return envelope
+
+
 _CAUSE_PREFIX = {"hold": "hld", "dispute": "dsp", "promise": "prm", "payment_plan": "pln"}
 
 
@@ -199,6 +271,22 @@ class Notifier:
         envelope = _stage_escalated(data)
         await self.redeliver(envelope)
         return envelope
+
+    async def compose(self, data: dict) -> dict:
+        """Apply the NoticeComposed event of this payload as the consumer does; returns its envelope."""
+        envelope = _notice_composed(data)
+        await self.redeliver(envelope)
+        return envelope
+
+    async def notice(self, notice_id: str):
+        return await self.pool.fetchrow("SELECT * FROM notices WHERE notice_id = $1", notice_id)
+
+    async def wait_notice(self, notice_id: str, state: str):
+        async def check():
+            row = await self.notice(notice_id)
+            return row if row is not None and row["state"] == state else None
+
+        return await async_wait_until(check, what=f"notice {state}")
 
     async def redeliver(self, envelope: dict) -> None:
         await apply_event(self.pool, envelope, topic="dunning.stages.v1", handlers=HANDLERS)
@@ -381,6 +469,16 @@ def stage_data():
 @pytest.fixture(scope="session")
 def stage_escalated():
     return _stage_escalated
+
+
+@pytest.fixture(scope="session")
+def notice_item():
+    return _notice_item
+
+
+@pytest.fixture(scope="session")
+def notice_data():
+    return _notice_data
 
 
 @pytest.fixture(scope="session")

@@ -123,7 +123,7 @@ class EmailChannel:
 
 def _subject_headers(d: Delivery) -> list[tuple[str, str]]:
     """What the message is about: the invoice and stage of a reminder; the notice, its customer and
-    the invoices it lists (comma-separated) of a consolidated notice (notice_sender.py)."""
+    the invoices it lists (`, `-separated, folded) of a consolidated notice (notice_sender.py)."""
     notice_id = d.payload.get("notice_id")
     if notice_id is None:
         return [
@@ -134,7 +134,7 @@ def _subject_headers(d: Delivery) -> list[tuple[str, str]]:
     return [
         ("X-Dunning-Notice-Id", header_value(str(notice_id), "X-Dunning-Notice-Id")),
         ("X-Dunning-Customer-Id", header_value(str(d.payload.get("customer_id")), "X-Dunning-Customer-Id")),
-        ("X-Dunning-Invoice-Ids", header_value(d.invoice_id, "X-Dunning-Invoice-Ids")),
+        ("X-Dunning-Invoice-Ids", header_value(", ".join(d.invoice_id.split(",")), "X-Dunning-Invoice-Ids")),
     ]
 
 
