@@ -32,11 +32,16 @@ _HUNDRED = Decimal(100)
 class Terms(Protocol):
     """What accrual reads of a policy's interest terms (policy.InterestTerms has these fields)."""
 
-    annual_rate: Decimal | None
-    reference: str | None
-    margin: Decimal
-    fixing: str
-    day_count: str
+    @property
+    def annual_rate(self) -> Decimal | None: ...
+    @property
+    def reference(self) -> str | None: ...
+    @property
+    def margin(self) -> Decimal: ...
+    @property
+    def fixing(self) -> str: ...
+    @property
+    def day_count(self) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ whichever is sooner; a NOTIFY on `scheduler_timers_<schema>` (sent when a timer 
 now, and when a watermark statement arrives) wakes the loop early. Stop, wake and backoff are the
 loop base's (dunning.loops).
 
+A batch whose tenants configure firing rules (send window, contact caps, consolidation) or whose
+policies charge fees or interest or have a minimum balance goes through `firing_apply.FiringRules`
+in the same transaction (deferrals, skips, notices, charges); any other batch is fired as is.
+
 The gate (repository.firing._FIRE_DUE: every acknowledging service's watermark) may hold due timers
 back: then the loop waits for the next statement (its NOTIFY) or `poll_seconds`, and prunes
 superseded watermark statements now and then.
@@ -25,7 +29,9 @@ from dunning.consumer import INFRA_ERRORS
 from dunning.logging import get_logger
 from dunning.loops import Loop
 from dunning_scheduler import messages, repository
+from dunning_scheduler.firing_apply import FiringRules
 from dunning_scheduler.planner import TIMERS_CHANNEL
+from dunning_scheduler.policy_store import ActivePolicies
 
 log = get_logger(__name__)
 
@@ -44,6 +50,7 @@ class FiringLoop(Loop):
         gated: bool = True,
         payments_topic: str = repository.PAYMENTS_TOPIC,
         sources: tuple[str, ...] = repository.GATE_SOURCES,
+        policies: ActivePolicies | None = None,
     ):
         super().__init__(idle_seconds=poll_seconds, listen=(pool, f"{TIMERS_CHANNEL}_{schema}"))
         self.pool = pool
@@ -58,24 +65,34 @@ class FiringLoop(Loop):
         self.fired_total = 0  # counters for metrics and the bench (errors: the loop base's)
         self.batches = 0
         self.last_fired_at: float | None = None  # time.monotonic() of the last non-empty batch
+        self.claimed = 0  # timers the last step claimed (fired, deferred or skipped)
+        # The tenants' settings and policies (the process's, from bootstrap; else this loop's own).
+        self.rules = FiringRules(policies, gated=gated, payments_topic=payments_topic, sources=sources)
 
     async def fire_once(self) -> int:
         """Fire one batch of due timers; returns how many fired."""
+        fired = 0
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await repository.fire_due(
                 conn, self.batch_size, gated=self.gated, payments_topic=self.payments_topic, sources=self.sources
             )
-            if rows:
+            if rows and not await self.rules.needs_rules(conn, rows):
                 await outbox.add_many(conn, [messages.stage_escalated(r) for r in rows])
-        if rows:
-            self.fired_total += len(rows)
+                fired = len(rows)
+            elif rows:
+                events, fired = await self.rules.apply(conn, rows)
+                await outbox.add_many(conn, events)
+        self.claimed = len(rows)
+        if fired:
+            self.fired_total += fired
             self.batches += 1
             self.last_fired_at = time.monotonic()
-            log.debug("scheduler.stages.fired", count=len(rows))
-        return len(rows)
+            log.debug("scheduler.stages.fired", count=fired, claimed=len(rows))
+        return fired
 
     async def step(self) -> float | None:
-        if await self.fire_once() >= self.batch_size:
+        await self.fire_once()
+        if self.claimed >= self.batch_size:
             return 0  # more are due: go again at once
         return await self._sleep_seconds()
 
@@ -112,6 +129,26 @@ class FiringLoop(Loop):
             ("scheduler_stages_fired", "Stages fired (StageEscalated written) by this process.", self.fired_total),
             ("scheduler_firing_batches", "Non-empty firing batches of this process.", self.batches),
             ("scheduler_firing_errors", "Firing steps that failed and were retried.", self.errors),
+            (
+                "scheduler_stages_deferred",
+                "Due stages deferred by a send window, cap or quiet period.",
+                self.rules.deferred_total,
+            ),
+            (
+                "scheduler_stages_skipped_below_minimum",
+                "Due stages skipped below the minimum balance.",
+                self.rules.skipped_total,
+            ),
+            (
+                "scheduler_notices_composed",
+                "Consolidated notices composed (one per channel).",
+                self.rules.notices_total,
+            ),
+            (
+                "scheduler_charges_assessed",
+                "Late charges assessed (LateChargesAssessed written).",
+                self.rules.assessed_total,
+            ),
         ):
             family = CounterMetricFamily(name, help_, labels=["loop"])
             family.add_metric([self.name], value)

@@ -85,7 +85,8 @@ WHERE t.stage_id = ANY(ARRAY(
   AND i.invoice_id = t.invoice_id
 RETURNING t.stage_id, t.tenant_id, t.invoice_id, t.stage, t.sequence, t.channel, t.template, t.scheduled_at,
           t.fired_at, i.external_id, i.number, i.currency, i.amount_due, i.balance, i.issue_date, i.due_date,
-          i.payment_url, i.customer, t.context
+          i.payment_url, i.customer, t.context, t.kind, i.customer_id, i.policy_key, i.policy_version,
+          i.policy_is_default
 """
 )
 _GATE_STATE = (
