@@ -214,3 +214,123 @@ def test_every_document_the_model_accepts_fits_the_schema_the_api_shows(document
         assert all(e["field"] and e["message"] for e in exc.errors)  # every refusal names a field
         return
     assert SCHEMA.is_valid(document), document
+
+
+# --- calendar, threshold and charge keys ------------------------------------------------------------
+
+
+def test_a_document_without_the_new_keys_normalises_as_before():
+    policy = parse_policy({"stages": stages("P1D")})
+    assert set(policy.document) == {"id", "anchor", "send_time", "stages", "pauses", "payment_plans"}
+    assert set(policy.document["stages"][0]) == {"name", "offset", "template", "channels"}
+    assert (policy.days, policy.non_working_day, policy.below_minimum) == ("calendar", "next", "skip")
+    assert not policy.has_grace and policy.minimum_balance == {} and policy.interest is None
+    explicit = parse_policy({"stages": stages("P1D"), "days": "calendar", "grace": "P0D", "below_minimum": "skip"})
+    assert explicit.document == policy.document  # a PUT of the defaults stores nothing new
+
+
+def test_the_new_keys_compile_and_round_trip():
+    from decimal import Decimal
+
+    document = {
+        "days": "business",
+        "non_working_day": "previous",
+        "grace": "P3D",
+        "minimum_balance": {"GBP": "5", "EUR": "10.00"},
+        "below_minimum": "pre_due_only",
+        "interest": {"reference": "ecb_main_refinancing", "margin": "8.00", "fixing": "daily", "day_count": "ACT/360"},
+        "stages": [
+            {"name": "soft", "offset": "P1D"},
+            {"name": "firm", "offset": "P7D", "late_fee": {"EUR": "40.00"}, "charge_interest": True},
+        ],
+    }
+    policy = parse_policy(document)
+    assert policy.days == "business" and policy.non_working_day == "previous" and policy.grace.days == 3
+    assert policy.minimum_balance == {"EUR": Decimal("10.00"), "GBP": Decimal("5")}
+    assert policy.interest is not None and policy.interest.reference == "ecb_main_refinancing"
+    assert policy.interest.margin == Decimal("8.00") and policy.interest.annual_rate is None
+    assert policy.stages[1].late_fee == {"EUR": Decimal("40.00")} and policy.stages[1].charge_interest
+    assert policy.stages[0].late_fee == {} and not policy.stages[0].charge_interest
+    assert policy.document["minimum_balance"] == {"EUR": "10.00", "GBP": "5"}
+    assert parse_policy(policy.document).document == policy.document
+    fixed = parse_policy({"stages": [], "interest": {"annual_rate": "10.15"}})
+    assert fixed.document["interest"] == {"annual_rate": "10.15", "day_count": "ACT/365F"}
+
+
+@pytest.mark.parametrize(
+    "document, field, fragment",
+    [
+        pytest.param(
+            {"stages": [], "interest": {"day_count": "30/360", "annual_rate": "8"}},
+            "interest.day_count",
+            "ACT/365F",
+            id="day-count",
+        ),
+        pytest.param({"stages": [], "interest": {}}, "interest.annual_rate", "either", id="no-rate"),
+        pytest.param(
+            {"stages": [], "interest": {"annual_rate": "8", "reference": "ecb"}},
+            "interest.annual_rate",
+            "either",
+            id="two-rates",
+        ),
+        pytest.param(
+            {"stages": [], "interest": {"annual_rate": "100.5"}}, "interest.annual_rate", "0 to 100", id="rate-too-high"
+        ),
+        pytest.param(
+            {"stages": [], "interest": {"annual_rate": "-1"}}, "interest.annual_rate", "percentage", id="negative-rate"
+        ),
+        pytest.param(
+            {"stages": [], "minimum_balance": {"eur": "10"}},
+            "minimum_balance.eur",
+            "three upper-case",
+            id="currency-case",
+        ),
+        pytest.param(
+            {"stages": [], "minimum_balance": {"EUR": "1e3"}},
+            "minimum_balance.EUR",
+            "decimal string",
+            id="amount-shape",
+        ),
+        pytest.param(
+            {"stages": [{"name": "a", "offset": "P1D"}, {"name": "b", "offset": "P2D", "late_fee": {"EUR": 40}}]},
+            "stages.1.late_fee.EUR",
+            "decimal string",
+            id="fee-number",
+        ),
+        pytest.param(
+            {"stages": stages("P1D", "P1DT2H"), "days": "business"},
+            "stages.1.offset",
+            "business days need whole-day offsets",
+            id="business-hours",
+        ),
+        pytest.param(
+            {"stages": stages("P1M"), "days": "business"}, "stages.0.offset", "whole-day", id="business-month"
+        ),
+        pytest.param({"stages": [], "grace": "-P1D"}, "grace", "negative", id="negative-grace"),
+        pytest.param({"stages": [], "grace": "PT5H"}, "grace", "whole days", id="grace-hours"),
+        pytest.param({"stages": [], "days": "working"}, "days", "calendar, business", id="days"),
+        pytest.param({"stages": [], "non_working_day": "skip"}, "non_working_day", "next", id="roll"),
+        pytest.param({"stages": [], "below_minimum": "never"}, "below_minimum", "pre_due_only", id="below"),
+        pytest.param(
+            {"stages": [], "interest": {"annual_rate": "8", "x": 1}}, "interest.x", "unknown key", id="interest-key"
+        ),
+    ],
+)
+def test_the_new_keys_are_checked_naming_the_field(document, field, fragment):
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(document)
+    assert any(e["field"] == field and fragment in e["message"] for e in caught.value.errors), caught.value.errors
+
+
+def test_chased_is_the_one_threshold_rule():
+    from decimal import Decimal
+
+    policy = parse_policy({"stages": stages("-P3D", "P0D", "P1D"), "minimum_balance": {"EUR": "10.00"}})
+    pre_due, on_due, overdue = policy.stages
+    assert policy.chased(overdue, Decimal("10.00"), "EUR") and policy.chased(overdue, Decimal("1"), "USD")
+    assert not policy.chased(pre_due, Decimal("9.99"), "EUR")
+    lenient = parse_policy({**policy.document, "below_minimum": "pre_due_only"})
+    assert lenient.chased(lenient.stages[0], Decimal("1"), "EUR") and lenient.chased(
+        lenient.stages[1], Decimal("1"), "EUR"
+    )
+    assert not lenient.chased(lenient.stages[2], Decimal("1"), "EUR")
