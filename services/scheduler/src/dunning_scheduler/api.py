@@ -1,103 +1,58 @@
 """HTTP routes of the scheduler (all but health and metrics need `Authorization: Bearer <api key>`).
 
-PUT  /v1/policy                        store the tenant's policy document as a new version
+PUT  /v1/policy                        store the tenant's default policy as a new version
                                        (?apply_to=open_invoices: and re-plan the open invoices with it)
-GET  /v1/policy                        the active policy (the built-in default if none stored)
+GET  /v1/policy                        the default policy (the built-in default if none stored)
 GET  /v1/policy/replans/{replan_id}    progress of a policy applied to open invoices
+GET  /v1/policies                      named policies (each one's latest version)
+PUT  /v1/policies/{policy_id}          store a named policy (a new version; ?apply_to=open_invoices)
+GET  /v1/policies/{policy_id}          a named policy; .../versions, .../versions/{version}
+DELETE /v1/policies/{policy_id}        delete a named policy (409 while the segment rules name it)
+GET/PUT /v1/policy-rules               the segment rules that choose a named policy per invoice
+GET/PUT /v1/settings                   calendar, send window, contact caps, consolidation
+GET/PUT/DELETE /v1/settings/customers/{customer_id}   a customer's own send window
+POST /v1/policy/preview                what a policy and settings would send, changing nothing
 GET  /v1/invoices/{invoice_id}/timers  the invoice's timers (ops / debugging)
 GET  /healthz, /readyz, /metrics, /docs
+
+Routes live by subject in `policies_api`, `settings_api`, `preview_api`; this module builds the app.
 """
 
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 import asyncpg
-from fastapi import Body, FastAPI, Path, Query
+from fastapi import FastAPI, Path
 
-from dunning.http import Problem, TenantId, json_body, service_app
+from dunning.http import Problem, TenantId, service_app
 from dunning.money import format_amount
-from dunning_scheduler import repository
-from dunning_scheduler.policy import DEFAULT_DOCUMENT, PolicyError, parse_policy
-from dunning_scheduler.policy_store import active_policy, put_policy
-from dunning_scheduler.schemas import InvoiceTimersOut, PolicyOut, ReplanOut, TimerOut
+from dunning_scheduler import policies_api, preview_api, repository, settings_api
+from dunning_scheduler.policy_store import ActivePolicies
+from dunning_scheduler.schemas import InvoiceTimersOut, TimerOut
 from dunning_scheduler.settings import Settings
 
 TAGS = [
-    {"name": "policy", "description": "The tenant's dunning policy: which reminders, when, on which channel."},
+    {"name": "policy", "description": "The tenant's default dunning policy: which reminders, when, on which channel."},
+    {"name": "policies", "description": "Named, versioned policies the segment rules choose."},
+    {"name": "settings", "description": "Working calendar, send windows, caps, consolidation; segment rules."},
+    {"name": "preview", "description": "What a policy and settings would send, without changing anything."},
     {"name": "timers", "description": "An invoice's planned reminders and their states (ops, debugging)."},
 ]
-_EXAMPLE = {
-    "anchor": "issued_at",
-    "stages": [{"name": "soft", "offset": "PT5S"}, {"name": "firm", "offset": "PT10S", "channels": ["email", "sms"]}],
-}
 
 
-def create_app(pool: asyncpg.Pool, settings: Settings) -> FastAPI:
+def create_app(pool: asyncpg.Pool, settings: Settings, policies: ActivePolicies | None = None) -> FastAPI:
+    """The app; `policies`: the process's policy memory (its TenantConfig forgets what this process
+    changes; the preview reads through it). Tests may leave it out."""
+    policies = policies or ActivePolicies()
     app = service_app(
         distribution="dunning-scheduler",
         settings=settings,
         pool=pool,
         tags=TAGS,
-        description="Plans each invoice's reminders from the tenant's policy and fires them when due.",
+        description="Plans each invoice's reminders from the tenant's policies and fires them when due.",
     )
-
-    @app.put(
-        "/v1/policy",
-        response_model=PolicyOut,
-        tags=["policy"],
-        operation_id="putPolicy",
-        openapi_extra=json_body("PolicyDocument"),  # PolicyOut brings it
-        summary="Store the tenant's dunning policy (a new version; idempotent for an equal document)",
-        description="New invoices are planned with the new version. With `apply_to=open_invoices` every "
-        "open, unsettled invoice of the tenant is also re-planned with it, in the background, batch by batch: "
-        "stages not yet sent move (StagesRescheduled), sent ones stay. The answer's `replan` is that job; "
-        "`GET /v1/policy/replans/{replan_id}` shows its progress. An equal document with "
-        "`apply_to=open_invoices` stores no new version but still re-plans the open invoices with the active one.",
-        responses={422: {"description": "The document is not a valid policy, or apply_to is unknown"}},
-    )
-    async def put_policy_route(
-        tenant_id: TenantId,
-        document: Annotated[
-            Any, Body(openapi_examples={"default": {"value": DEFAULT_DOCUMENT}, "demo": {"value": _EXAMPLE}})
-        ],
-        apply_to: Annotated[
-            Literal["new_invoices", "open_invoices"],
-            Query(description="new_invoices (default): from the next invoice on; open_invoices: open ones too."),
-        ] = "new_invoices",
-    ):
-        try:
-            policy = parse_policy(document)
-        except PolicyError as exc:
-            raise Problem(422, str(exc), title="Invalid policy", errors=exc.errors) from None
-        async with pool.acquire() as conn:
-            stored, created, job = await put_policy(conn, tenant_id, policy, apply_to=apply_to)
-        return {**stored.as_json(), "created": created, "replan": None if job is None else dict(job)}
-
-    @app.get(
-        "/v1/policy",
-        response_model=PolicyOut,
-        tags=["policy"],
-        operation_id="getPolicy",
-        summary="The tenant's active policy",
-    )
-    async def get_policy(tenant_id: TenantId):
-        async with pool.acquire() as conn:
-            stored = await active_policy(conn, tenant_id)
-        return stored.as_json()
-
-    @app.get(
-        "/v1/policy/replans/{replan_id}",
-        response_model=ReplanOut,
-        tags=["policy"],
-        operation_id="getPolicyReplan",
-        summary="Progress of a policy applied to the tenant's open invoices",
-        responses={404: {"description": "No such replan job for this tenant"}},
-    )
-    async def policy_replan(tenant_id: TenantId, replan_id: Annotated[str, Path(pattern=r"^rpl_[0-9A-Za-z]{10,40}$")]):
-        async with pool.acquire() as conn:
-            job = await repository.replan_of(conn, tenant_id, replan_id)
-        if job is None:
-            raise Problem.not_found("replan_id", f"No replan {replan_id} for this tenant.")
-        return dict(job)
+    policies_api.add_routes(app, pool, settings)
+    settings_api.add_routes(app, pool, settings, policies)
+    preview_api.add_routes(app, pool, settings, policies)
 
     @app.get(
         "/v1/invoices/{invoice_id}/timers",

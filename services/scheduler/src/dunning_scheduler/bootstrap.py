@@ -94,7 +94,9 @@ async def bootstrap(settings: Settings) -> Service:
     pool, producer = await open_infrastructure(settings)
     workers: list[Worker] = [housekeeping_for(settings, pool)]
     cancel_latency = scheduler_metrics.cancel_latency()
-    policies = ActivePolicies()  # one per process: the consumer's, the replan and deadline loops'
+    # One per process: the consumer's, the replan and deadline loops', the API's (its `config`, the tenants'
+    # settings, segment rules and customer windows with a 2-s TTL, is the one firing reads too).
+    policies = ActivePolicies()
     if settings.consumer_enabled:
         workers.append(consumer_for(settings, pool, policies, cancel_latency=cancel_latency))
     if settings.firing_enabled:
@@ -103,7 +105,7 @@ async def bootstrap(settings: Settings) -> Service:
         workers.append(replan_loop_for(settings, pool, policies))
     if settings.deadlines_enabled:
         workers.append(deadline_loop_for(settings, pool, policies))
-    app = create_app(pool, settings)
+    app = create_app(pool, settings, policies)
     metrics = metrics_of(app)
     assert metrics is not None, "service_app instruments every app"
     scheduler_metrics.instrument(metrics, pool, latency=cancel_latency)  # backlog, watermark age, latency

@@ -13,15 +13,16 @@ once per batch for a tenant that has any, the payment history once per batch for
 and two for an invoice whose payment arrived first (its plan is all `cancelled`, written separately).
 """
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Protocol
 
 import asyncpg
 
 from dunning import outbox
 from dunning.clock import utcnow
-from dunning.contracts import DunningPlanned, InvoiceIssued, instant_text, topic
+from dunning.contracts import Customer, DunningPlanned, InvoiceIssued, instant_text, topic
 from dunning.events import Event, dumps, envelope
 from dunning.handler_table import Rejected, check_envelope
 from dunning.logging import get_logger
@@ -32,7 +33,7 @@ from dunning_scheduler.policy_store import DEFAULT_KEY, ActivePolicies, ActiveVe
 from dunning_scheduler.repository import pauses as pauses_sql
 from dunning_scheduler.segments import History, SegmentRules, choose, needs_history
 from dunning_scheduler.settings_store import history_of
-from dunning_scheduler.tenant_settings import TenantSettings, calendar_for
+from dunning_scheduler.tenant_settings import DEFAULT_SETTINGS, TenantSettings, calendar_for
 from dunning_scheduler.windows import SendWindow
 
 log = get_logger(__name__)
@@ -57,24 +58,34 @@ def shaping_for(
     settings: TenantSettings, customer, window: SendWindow | None, segment: dict[str, str] | None
 ) -> Shaping:
     """The calendar and window planning uses for one customer under the tenant's settings (none
-    stored: neither, exactly as before settings existed); `window`: the customer's own."""
-    if settings.version == 0 and window is None:
+    stored, or the defaults: neither, exactly as before settings existed); `window`: the customer's own."""
+    if window is None and replace(settings, version=0) == DEFAULT_SETTINGS:
         return Shaping(segment=segment) if segment else NO_SHAPING
     return Shaping(calendar_for(settings, customer), window or settings.send_window, segment)
+
+
+class Plannable(Protocol):
+    """What planning reads of an invoice (an InvoiceIssued's data, or a preview's sample)."""
+
+    due_date: date
+    issued_at: datetime
+    amount_due: Decimal
+    currency: str
+    customer: Customer
 
 
 def plan_for(
     policy,
     *,
-    invoice_id: str,
-    data: InvoiceIssued,
+    data: Plannable,
     shaping: Shaping,
     settled: bool,
     now: datetime,
     accepted_at: datetime | None = None,
     stage_ids: list[str] | None = None,
 ) -> list[PlannedTimer]:
-    """`planning.plan` for an InvoiceIssued as the planner plans it (the preview calls it too)."""
+    """`planning.plan` for an invoice as the planner plans it (the preview calls it too, with an
+    InvoiceIssued-shaped sample): the customer's calendar and window, keyed by the customer."""
     return plan(
         policy,
         due_date=data.due_date,
@@ -110,7 +121,7 @@ class PlanBatch:
                 "scheduler.invoice.unknown_timezone", invoice_id=invoice_id, timezone=timezone_name, fallback="UTC"
             )
         timers = plan_for(
-            policy, invoice_id=invoice_id, data=data, shaping=shaping, settled=False, now=now, accepted_at=event.time
+            policy, data=data, shaping=shaping, settled=False, now=now, accepted_at=event.time
         )  # past-ness as of ingest, not of planning
         planned = envelope(
             messages.dunning_planned(
@@ -192,7 +203,7 @@ class TenantShaping:
     windows: dict[str, SendWindow]
     history: dict[str, History]
 
-    def choose(self, data: InvoiceIssued) -> tuple[str, Shaping]:
+    def choose(self, data: Plannable) -> tuple[str, Shaping]:
         """The policy key (DEFAULT_KEY: the tenant's default) and the shaping of the invoice's plan."""
         customer = data.customer
         segment = None
@@ -300,7 +311,6 @@ async def _plan_settled(
     policy = active.policy
     timers = plan_for(
         policy,
-        invoice_id=event.subject,
         data=event.data,
         shaping=shaping,
         settled=True,

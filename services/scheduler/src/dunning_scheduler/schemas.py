@@ -30,7 +30,13 @@ class PolicyOut(BaseModel):
     policy_id: str
     version: int = Field(description="Version of the tenant's policy; the built-in default reports 1.")
     source: Literal["tenant", "default"]
+    named: bool = Field(
+        False, description="True: a named policy (/v1/policies/{policy_id}); false: the tenant's default (/v1/policy)."
+    )
     created_at: datetime | None = Field(description="When this version was stored; null for the default.")
+    changed_by: str | None = Field(
+        None, description='Who stored this version (the `Dunning-Actor` header, else "api"); null for the default.'
+    )
     created: bool | None = Field(None, description="PUT only: false when the document equals the active one.")
     policy: PolicyDocument = Field(description="The normalised document (defaults written out).")
     replan: ReplanOut | None = Field(

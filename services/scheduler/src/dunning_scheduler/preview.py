@@ -1,0 +1,351 @@
+"""The preview (POST /v1/policy/preview): what a policy and settings would send, changing nothing.
+
+It is computed by the functions planning and firing use, so what it says is what is later sent:
+each invoice's policy is chosen as the planner chooses it (`planner.TenantShaping.choose`: the
+segment rules, with the customer's real payment history) unless the request names one, it is
+planned by `planner.plan_for` (`planning.plan` with the customer's calendar and window, the preview's
+`now` as the moment the invoice enters dunning), and the planned timers of each customer are run
+forward by `firing_rules.simulate` (window re-check, caps and quiet period with the customer's real
+contacts, consolidation into notices). Charges are projected with `charges` (each stage's fee, the
+interest accrued to the stage's local date).
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dunning.clock import utcnow
+from dunning.contracts import Customer
+from dunning_scheduler import charges, repository
+from dunning_scheduler.calendars import EVERY_DAY
+from dunning_scheduler.firing_rules import ContactLog, Due, simulate
+from dunning_scheduler.planner import TenantShaping, plan_for, shaping_for
+from dunning_scheduler.planning import UTC_ZONE, zone_for
+from dunning_scheduler.policy import Policy, PolicyError, parse_policy
+from dunning_scheduler.policy_schemas import PreviewInvoice
+from dunning_scheduler.policy_store import ActivePolicies, named_policy
+from dunning_scheduler.repository import charges as charges_sql
+from dunning_scheduler.repository import contacts as contacts_sql
+from dunning_scheduler.repository import settings as settings_sql
+from dunning_scheduler.segments import NO_RULES, needs_history, parse_rules
+from dunning_scheduler.settings_store import history_of
+from dunning_scheduler.tenant_settings import (
+    DEFAULT_SETTINGS,
+    SettingsError,
+    TenantSettings,
+    field_errors,
+    parse_settings,
+    parse_window,
+)
+
+MAX_INVOICES = 200
+CONTACTS_LOOKBACK = timedelta(days=400)
+
+
+class PreviewRequest(BaseModel):
+    """The preview's body (see `policy_schemas.PREVIEW_EXAMPLE`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: dict[str, Any] | None = Field(None, description="Try this document for every invoice.")
+    policy_id: str | None = Field(None, description="Or this stored named policy; neither: the rules choose.")
+    settings: dict[str, Any] | None = Field(None, description="Try these tenant settings instead of the stored ones.")
+    invoices: list[PreviewInvoice] = Field([], max_length=MAX_INVOICES)
+    invoice_ids: list[str] = Field([], max_length=MAX_INVOICES, description="Open invoices known to the scheduler.")
+    now: datetime | None = Field(None, description="The moment the invoices enter dunning (default now).")
+
+
+class PreviewError(ValueError):
+    def __init__(self, errors: list[dict[str, str]]):
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An invoice as planning reads it (`planner.Plannable`), and what the answer echoes."""
+
+    due_date: date
+    issued_at: datetime
+    amount_due: Decimal
+    balance: Decimal
+    currency: str
+    customer: Customer
+    reference: str | None
+    invoice_id: str | None
+    known_customer: bool
+    invoice_ledger: tuple[tuple[date, Decimal], ...] = ()
+
+
+def _prefixed(errors: list[dict[str, str]], prefix: str) -> list[dict[str, str]]:
+    return [{**e, "field": f"{prefix}.{e['field']}" if e["field"] != "(body)" else prefix} for e in errors]
+
+
+def _sample(n: int, inv: PreviewInvoice, now: datetime) -> Sample:
+    where = f"invoices.{n}"
+    try:
+        due_date = date.fromisoformat(inv.due_date)
+    except ValueError:
+        raise PreviewError([{"field": f"{where}.due_date", "message": "must be a date YYYY-MM-DD"}]) from None
+    c = inv.customer
+    if zone_for(c.timezone) is None:
+        raise PreviewError([{"field": f"{where}.customer.timezone", "message": "must be an IANA time zone"}])
+    customer = Customer(
+        c.customer_id or f"preview_{n}",
+        "preview",
+        "Preview",
+        "preview@example.com",
+        c.locale,
+        c.timezone,
+        c.country,
+        c.subdivision,
+        tuple(c.tags) if c.tags else None,
+        c.attributes or None,
+    )
+    amount = Decimal(inv.amount_due)
+    return Sample(due_date, now, amount, amount, inv.currency, customer, inv.reference, None, c.customer_id is not None)
+
+
+async def _stored_sample(conn: asyncpg.Connection, tenant_id: str, n: int, invoice_id: str) -> Sample:
+    row = await repository.invoice_of(conn, tenant_id, invoice_id)
+    if row is None or row["planned_at"] is None:
+        raise PreviewError(
+            [{"field": f"invoice_ids.{n}", "message": f"no invoice {invoice_id} is known to the scheduler"}]
+        )
+    ledger = tuple(
+        (r["acknowledged_at"].astimezone(zone_for(row["customer"].get("timezone", "UTC")) or UTC_ZONE).date(),
+         r["amount"])
+        for r in await charges_sql.money_applied(conn, invoice_id)
+    )  # fmt: skip
+    return Sample(
+        row["due_date"],
+        row["issued_at"],
+        row["amount_due"],
+        row["balance"],
+        row["currency"],
+        Customer.from_data(row["customer"]),
+        None,
+        invoice_id,
+        True,
+        ledger,
+    )
+
+
+async def _settings(conn: asyncpg.Connection, tenant_id: str, document: dict | None) -> TenantSettings:
+    if document is not None:
+        try:
+            return parse_settings(document)
+        except SettingsError as exc:
+            raise PreviewError(_prefixed(exc.errors, "settings")) from None
+    row = await settings_sql.latest(conn, settings_sql.SETTINGS, tenant_id)
+    return DEFAULT_SETTINGS if row is None else parse_settings(row["document"], version=row["version"])
+
+
+async def _fixed_policy(conn: asyncpg.Connection, tenant_id: str, req: PreviewRequest) -> Policy | None:
+    if req.policy is not None:
+        try:
+            return parse_policy(req.policy, version=0)
+        except PolicyError as exc:
+            raise PreviewError(_prefixed(exc.errors, "policy")) from None
+    if req.policy_id is not None:
+        stored = await named_policy(conn, tenant_id, req.policy_id)
+        if stored is None:
+            raise PreviewError([{"field": "policy_id", "message": f"no policy {req.policy_id}"}])
+        return stored.policy
+    return None
+
+
+async def preview(conn: asyncpg.Connection, tenant_id: str, body: Any, policies: ActivePolicies) -> dict:
+    """The preview's answer (see the module). Read-only: the caller runs it in a read-only transaction."""
+    try:
+        req = PreviewRequest.model_validate(body)
+    except ValidationError as exc:
+        raise PreviewError(field_errors(exc)) from None
+    if req.policy is not None and req.policy_id is not None:
+        raise PreviewError([{"field": "policy_id", "message": "give policy or policy_id, not both"}])
+    if not req.invoices and not req.invoice_ids:
+        raise PreviewError([{"field": "invoices", "message": "give sample invoices or invoice_ids"}])
+    now = req.now or utcnow()
+    if now.tzinfo is None:
+        raise PreviewError([{"field": "now", "message": "must be an instant with its offset, e.g. ...Z"}])
+    now = now.astimezone(UTC)
+    settings = await _settings(conn, tenant_id, req.settings)
+    fixed = await _fixed_policy(conn, tenant_id, req)
+    samples = [_sample(n, inv, now) for n, inv in enumerate(req.invoices)]
+    for n, invoice_id in enumerate(req.invoice_ids):
+        samples.append(await _stored_sample(conn, tenant_id, n, invoice_id))
+    known = sorted({s.customer.customer_id for s in samples if s.known_customer})
+
+    rules = NO_RULES
+    if fixed is None:
+        row = await settings_sql.latest(conn, settings_sql.RULES, tenant_id)
+        rules = NO_RULES if row is None else parse_rules(row["document"], version=row["version"])
+    wanted = needs_history(rules) if rules.version > 0 else 0
+    history = await history_of(conn, tenant_id, known, wanted) if wanted else {}
+    windows = {
+        r["customer_id"]: parse_window(r["send_window"])
+        for r in (await settings_sql.customer_windows(conn, tenant_id, known) if known else [])
+    }
+    shaper = TenantShaping(settings, rules, windows, history)
+
+    planned = []  # (sample, policy, segment, shaping, timers)
+    for sample in samples:
+        if fixed is not None:
+            policy, segment = fixed, None
+            shaping = shaping_for(settings, sample.customer, windows.get(sample.customer.customer_id), None)
+        else:
+            key, shaping = shaper.choose(sample)
+            policy, segment = (await policies.load(conn, tenant_id, key)).policy, shaping.segment
+        timers = plan_for(policy, data=sample, shaping=shaping, settled=False, now=now, accepted_at=now)
+        planned.append((sample, policy, segment, shaping, timers))
+
+    sends = await _simulate(conn, tenant_id, settings, planned, known, now)
+    return {
+        "invoices": [await _invoice_answer(conn, tenant_id, p, sends, n) for n, p in enumerate(planned)],
+        "notices": sends.notices,
+    }
+
+
+class _Sends:
+    """What the simulation did to each timer (by (invoice n, stage_id)), and the notices it composed."""
+
+    def __init__(self):
+        self.at: dict[tuple[int, str], datetime] = {}
+        self.deferred: dict[tuple[int, str], list[dict]] = defaultdict(list)
+        self.notice: dict[tuple[int, str], str] = {}
+        self.notices: list[dict] = []
+
+
+async def _simulate(conn, tenant_id, settings, planned, known, now) -> _Sends:
+    by_customer: dict[str, list[Due]] = defaultdict(list)
+    zones, calendars, windows = {}, {}, {}
+    for n, (sample, _, _, shaping, timers) in enumerate(planned):
+        customer = sample.customer.customer_id
+        zones[customer] = zone_for(sample.customer.timezone) or UTC_ZONE
+        calendars[customer] = shaping.calendar or EVERY_DAY
+        windows[customer] = shaping.window
+        by_customer[customer] += [
+            Due(t.stage_id, str(n), customer, t.stage, t.sequence, t.channel, t.scheduled_at)
+            for t in timers
+            if t.state == "scheduled"
+        ]
+    contacts = {
+        c: ContactLog(await contacts_sql.recent_contacts(conn, tenant_id, c, now - CONTACTS_LOOKBACK)) for c in known
+    }
+    out = _Sends()
+    for send in simulate(by_customer, settings, windows, zones, calendars, contacts, now):
+        decision = send.decision
+        if decision.kind == "defer":
+            for due in decision.due:
+                key = (int(due.invoice_id), due.stage_id)
+                out.deferred[key].append(
+                    {"reason": decision.reason, "detail": decision.detail, "from": due.scheduled_at, "to": decision.at}
+                )
+            continue
+        by_channel: dict[str, list[Due]] = defaultdict(list)
+        for due in decision.due:
+            out.at[(int(due.invoice_id), due.stage_id)] = decision.at
+            by_channel[due.channel].append(due)
+        if decision.notice:
+            for channel, dues in sorted(by_channel.items()):
+                name = f"ntc-preview-{len(out.notices) + 1}"
+                for due in dues:
+                    out.notice[(int(due.invoice_id), due.stage_id)] = name
+                invoices = sorted({_name(planned[int(d.invoice_id)][0]) for d in dues})
+                out.notices.append(
+                    {"notice": name, "customer": send.customer_id, "channel": channel, "at": decision.at,
+                     "invoices": invoices}
+                )  # fmt: skip
+    return out
+
+
+def _name(sample: Sample) -> str:
+    return sample.invoice_id or sample.reference or ""
+
+
+async def _invoice_answer(conn, tenant_id: str, item, sends: _Sends, n: int) -> dict:
+    sample, policy, segment, _, timers = item
+    zone = zone_for(sample.customer.timezone) or UTC_ZONE
+    projector = await _Charges.for_policy(conn, tenant_id, policy, sample)
+    stages = []
+    for t in timers:
+        key = (n, t.stage_id)
+        at = sends.at.get(key, t.scheduled_at)
+        charged = projector.at(policy.stages[t.sequence], at.astimezone(zone).date()) if t.state == "scheduled" else {}
+        stages.append(
+            {
+                "stage": t.stage,
+                "sequence": t.sequence,
+                "channel": t.channel,
+                "template": t.template,
+                "state": t.state,
+                "reason": t.reason,
+                "scheduled_at": at,
+                "local_time": at.astimezone(zone).isoformat(),
+                "timezone": sample.customer.timezone,
+                "moved": getattr(t, "moved", None),
+                "deferred": sends.deferred.get(key, []),
+                "notice": sends.notice.get(key),
+                "late_fee": charged.get("late_fee"),
+                "interest": charged.get("interest"),
+                "total_due": charged.get("total_due"),
+            }
+        )
+    answer = {"policy_id": policy.policy_id, "policy_version": policy.version, "segment": segment, "stages": stages}
+    if sample.invoice_id is not None:
+        answer["invoice_id"] = sample.invoice_id
+    else:
+        answer["reference"] = sample.reference
+    return answer
+
+
+class _Charges:
+    """Projects a policy's fees and interest stage by stage, in plan order (each stage's fee once)."""
+
+    def __init__(self, policy: Policy, sample: Sample, rates):
+        self.policy, self.sample, self.rates = policy, sample, rates
+        self.fees = Decimal(0)
+        self.interest = Decimal(0)
+        self.charged: set[str] = set()
+        self.any = policy.interest is not None or any(s.late_fee for s in policy.stages)
+
+    @classmethod
+    async def for_policy(cls, conn, tenant_id: str, policy: Policy, sample: Sample) -> "_Charges":
+        terms = policy.interest
+        rates: list = []
+        if terms is not None and terms.reference is not None:
+            rates = [(r["valid_from"], r["rate"]) for r in await charges_sql.rates(conn, tenant_id, terms.reference)]
+        return cls(policy, sample, rates)
+
+    def at(self, stage, day: date) -> dict[str, str]:
+        """The stage's charges if it fires on local `day` (nothing when the policy charges nothing)."""
+        if not self.any:
+            return {}
+        currency = self.sample.currency
+        fee = charges.late_fee(stage.late_fee, currency, already_charged=stage.name in self.charged, waived=False)
+        self.charged.add(stage.name)
+        accrual = None
+        terms = self.policy.interest
+        if terms is not None and stage.charge_interest:
+            try:
+                accrual = charges.accrue(
+                    amount_due=self.sample.amount_due,
+                    currency=currency,
+                    due_date=self.sample.due_date,
+                    through=day,
+                    terms=terms,
+                    ledger=self.sample.invoice_ledger,
+                    rates=self.rates,
+                )
+            except charges.UnknownReference:
+                accrual = None
+        assessed = charges.assess(
+            currency=currency, fee=fee, accrual=accrual, previous_fees=self.fees, previous_interest=self.interest
+        )
+        self.fees, self.interest = assessed.total_late_fees, assessed.total_interest
+        return charges.charges_field(assessed, currency, self.sample.balance, terms, None)
