@@ -57,6 +57,7 @@ from dunning_cli.tenants import create_tenant
 from dunning_tools.chaos import checks, infra, pauses, stops
 from dunning_tools.chaos.aim import Aim
 from dunning_tools.chaos.checks import STAGES, ts
+from dunning_tools.chaos.policies import PolicyRaces
 from dunning_tools.chaos.stops import Stop
 from dunning_tools.stack.service import ServiceProc
 from dunning_tools.stack.system import Ports, Stack
@@ -81,6 +82,7 @@ class Config:
     infra_every: float = 120.0  # one of each per this many seconds of the kill window
     infra_down_for: tuple[float, float] = (1.0, 3.0)
     tail: float = 90.0  # seconds after the last stage a promise or plan may still break (else it is kept)
+    policy_customers: int = 40  # per kind of issue 10's races (notice, window, cap; chaos.policies); 0: none
     seed: int = 1
     workdir: Path = Path(".run/chaos")
     keep_data: bool = False
@@ -115,6 +117,7 @@ SHORT = {
     "quiesce_timeout": 100.0,
     "infra_faults": False,
     "tail": 30.0,
+    "policy_customers": 15,
 }
 
 
@@ -451,6 +454,15 @@ class Run:
             }
             r = await client.put(f"{self.stack.url('scheduler')}/v1/policy", json=policy, headers=self.auth)
             r.raise_for_status()
+            races = PolicyRaces(self, cfg.policy_customers) if cfg.policy_customers else None
+            policy_report: dict[str, Any] = {"ok": True, "skipped": "--policy-customers 0"}
+            if races is not None:
+                try:
+                    await races.setup()
+                except Exception as exc:  # e.g. the settings routes missing: the run goes on, and fails
+                    policy_report = {"ok": False, "error": f"policy races not set up: {exc!r}"}
+                    self.log(f"WARNING: {policy_report['error']}")
+                    races = None
             raced = sum(inv.race is not None for inv in self.invoices)
             lo, hi = cfg.kill_window
             self.t0 = time.time() + 0.5
@@ -461,6 +473,7 @@ class Run:
                 f" {lo:.0f} s to {hi:.0f} s; relay pause {cfg.relay_pause:g} s at {cfg.pause_at:.0f} s"
             )
             supervisor = asyncio.ensure_future(self.supervise())
+            policy_work = asyncio.ensure_future(races.workload() if races else asyncio.sleep(0))
             faults = [
                 asyncio.ensure_future(self.chaos_monkey()),
                 asyncio.ensure_future(self.pause_relay()),
@@ -479,13 +492,36 @@ class Run:
                     await sleep_until(max(broken) + 1)
                 self.log("every stage is due now; waiting for quiescence")
                 state = await checks.quiesce(self)
+                if races is not None:
+                    try:
+                        await policy_work
+                        policy_report = await races.verdict(cfg.quiesce_timeout)
+                    except Exception as exc:
+                        policy_report = {"ok": False, "error": f"policy races failed: {exc!r}", "notes": races.notes}
+                    self.log(f"policy races: {policy_summary(policy_report)}")
             finally:
                 supervisor.cancel()
                 for task in faults:
                     task.cancel()
                 if self.relay.get("paused") and not self.relay.get("resumed"):
                     await self.admin_relay("resume")
-            return checks.analyse(self, state)
+            report = checks.analyse(self, state)
+            report["policies"] = policy_report
+            report["ok"] = report["ok"] and policy_report["ok"]
+            return report
+
+
+def policy_summary(p: dict) -> str:
+    if "error" in p or "skipped" in p:
+        return p.get("error") or p["skipped"]
+    shares = ", ".join(f"{k} {v['within']}/{v['acknowledged']}" for k, v in p["share_within_50ms_by_kind"].items())
+    return (
+        f"{p['invoices']} invoices, races {p['races']} (within +-50 ms: {shares}"
+        + (f"; BELOW 80 %: {p['kinds_below_share']}" if p["kinds_below_share"] else "")
+        + f"); {p['notices_sent']} notices and {p['reminders_sent']} stages sent; violations"
+        f" {p['counts']['violations']}, lost {p['counts']['lost']}, twice {p['counts']['twice']}, sent before the"
+        f" window opened {len(p['sent_before_window_opened'])}"
+    )
 
 
 def summary(report: dict) -> str:
@@ -560,8 +596,13 @@ def summary(report: dict) -> str:
         f"{report['quiescence']['waited_s']} s; the run took {report['wall_seconds']} s, the harness "
         f"{report['harness_cpu_seconds']} s of CPU",
     ]
-    lines += [f"note            {note}" for note in report["notes"][:10]]
+    pol = report.get("policies", {})
+    lines.append(f"policies        {policy_summary(pol)}" if pol else "policies        not run")
+    lines += [f"note            {note}" for note in report["notes"][:10] + pol.get("notes", [])[:10]]
     for name, items in (
+        ("policy violation", pol.get("violations", [])),
+        ("policy lost", pol.get("lost", [])),
+        ("policy twice", pol.get("twice", [])),
         ("violation", v["items"]),
         ("lost", lost["items"]),
         ("timeline", report["timelines"]["items"]),
@@ -604,6 +645,9 @@ def config_from(argv: list[str] | None) -> Config:
     parser.add_argument("--notifier-lease", type=float, help="NOTIFIER_LEASE_SECONDS for the run (20)")
     parser.add_argument("--no-infra-faults", action="store_true", help="do not kill PostgreSQL and the broker")
     parser.add_argument("--infra-faults", action="store_true", help="kill PostgreSQL and the broker (--short too)")
+    parser.add_argument(
+        "--policy-customers", type=int, help="customers per kind of issue 10's races (notice, window, cap); 0: none"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, help="default .run/chaos/<date-time>")
     parser.add_argument("--keep-data", action="store_true", help="keep the embedded PostgreSQL data directory")
@@ -619,6 +663,7 @@ def config_from(argv: list[str] | None) -> Config:
         "healthy_margin",
         "quiesce_timeout",
         "notifier_lease",
+        "policy_customers",
         "seed",
     ):
         if getattr(args, name) is not None:
