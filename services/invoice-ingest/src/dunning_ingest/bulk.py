@@ -97,7 +97,8 @@ class BulkImport:
         self.first: dict[str, _Valid] = {}  # external_id -> the item that decides
         self.created: dict[str, str] = {}  # external_id -> new invoice id
         self.existing: dict[str, tuple[str, bytes]] = {}  # external_id -> (id, content hash)
-        self.customers: dict[str, tuple[str, Any]] = {}  # external_id -> (id, data written)
+        # external_id -> (id, data written, its stored optional fields as the events carry them)
+        self.customers: dict[str, tuple[str, Any, dict[str, Any]]] = {}
         self.checked: dict = {}  # customer values -> FastCustomerIn
 
     async def run(self, items: list[Any]) -> list[dict[str, Any]]:
@@ -186,8 +187,9 @@ class BulkImport:
                 created[v.inv.external_id] = row["id"]
                 issued.append((row["id"], row["customer_id"], v.inv))
         if issued:
+            extras = {cid: x for cid, _, x in customers.values()}
             await repository.add_to_outbox(
-                conn, topic(), INVOICE_ISSUED, issued_rows(tenant_id, issued, self.issued_at, self.traceparent)
+                conn, topic(), INVOICE_ISSUED, issued_rows(tenant_id, issued, self.issued_at, self.traceparent, extras)
             )
         raced = [v.inv.external_id for v in new if v.inv.external_id not in created]
         if raced:  # created by a concurrent request after our lookup
@@ -211,7 +213,7 @@ class BulkImport:
             c = inv.customer
             new = changes.State(
                 inv.number,
-                Customer("", c.external_id, c.name, c.email, c.locale, c.timezone),  # its id: below
+                Customer("", c.external_id, c.name, c.email, c.locale, c.timezone),  # its id and fields: below
                 inv.amount_due,
                 inv.due_date,
                 inv.payment_url,
@@ -228,9 +230,16 @@ class BulkImport:
         updates = []
         for v, row, new, diff in candidates:
             if diff:
-                new = new._replace(
-                    customer=new.customer._replace(customer_id=self.customers[new.customer.external_id][0])
+                cid, _, stored = self.customers[new.customer.external_id]
+                tags = stored.get("tags")
+                customer = new.customer._replace(
+                    customer_id=cid,
+                    country=stored.get("country"),
+                    subdivision=stored.get("subdivision"),
+                    tags=None if tags is None else tuple(tags),
+                    attributes=stored.get("attributes"),
                 )
+                new = new._replace(customer=customer)
                 updates.append(changes.Update(row, new, diff, v.content_hash))
                 self.updated.add(v.inv.external_id)
         await changes.apply_updates(self.conn, self.tenant_id, updates, self.now)
@@ -240,7 +249,17 @@ class BulkImport:
         latest = {v.inv.customer.external_id: v.inv.customer for v in sorted(new, key=lambda v: v.index)}
         changed = []
         for ext, c in latest.items():
-            data = (c.name, c.email, c.locale, c.timezone)
+            tags, attributes = c.tags, c.attributes
+            data = (
+                c.name,
+                c.email,
+                c.locale,
+                c.timezone,
+                c.country,
+                c.subdivision,
+                None if tags is None else list(tags),
+                None if attributes is None else dict(attributes),
+            )
             known = self.customers.get(ext)
             if known is None or known[1] != data:
                 changed.append((ext, data))
@@ -250,9 +269,9 @@ class BulkImport:
             repository.CustomerRow(new_id, ext, *data)
             for new_id, (ext, data) in zip(new_ids("cus", len(changed)), changed, strict=True)
         ]
-        ids = await repository.upsert_customers(self.conn, self.tenant_id, rows)
+        written = await repository.upsert_customers(self.conn, self.tenant_id, rows)
         for ext, data in changed:
-            self.customers[ext] = (ids[ext], data)
+            self.customers[ext] = (written[ext][0], data, written[ext][1])
 
     def _result(self, v: _Valid) -> dict[str, Any]:
         ext = v.inv.external_id

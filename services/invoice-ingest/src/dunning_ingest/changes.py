@@ -47,15 +47,21 @@ class Update(NamedTuple):
     content_hash: bytes  # of the new content (InvoiceIn.content_hash)
 
 
-def customer_of(row: Any) -> Customer:
-    """The customer of an invoice row (repository.INVOICE_SELECT)."""
+def customer_of(row: Any, prefix: str = "customer_", id_column: str = "customer_id") -> Customer:
+    """The customer of an invoice row (repository.INVOICE_SELECT), or of a customers row (prefix "",
+    id_column "id"), with its optional fields as the events carry them (none: None)."""
+    tags, attributes = row[f"{prefix}tags"], row[f"{prefix}attributes"]
     return Customer(
-        row["customer_id"],
-        row["customer_external_id"],
-        row["customer_name"],
-        row["customer_email"],
-        row["customer_locale"],
-        row["customer_timezone"],
+        row[id_column],
+        row[f"{prefix}external_id"],
+        row[f"{prefix}name"],
+        row[f"{prefix}email"],
+        row[f"{prefix}locale"],
+        row[f"{prefix}timezone"],
+        row[f"{prefix}country"],
+        row[f"{prefix}subdivision"],
+        tuple(tags) if tags else None,
+        dict(attributes) if attributes else None,
     )
 
 

@@ -31,6 +31,12 @@ class CustomerOut(BaseModel):
     contacts: Contacts
     locale: str
     timezone: str
+    country: str | None = Field(description="ISO 3166-1 alpha-2: the public holidays of its working calendar.")
+    subdivision: str | None = Field(description="ISO 3166-2 code without the country (BY for DE-BY).")
+    tags: list[str] = Field(description="What the tenant's segment rules match on.", examples=[["strategic"]])
+    attributes: dict[str, str] = Field(
+        description="Text attributes the segment rules match exactly.", examples=[{"industry": "construction"}]
+    )
     version: int = Field(description="1 at creation, +1 per change; the `ETag` of the customer is its quoted version.")
     created_at: datetime
     updated_at: datetime
@@ -38,8 +44,9 @@ class CustomerOut(BaseModel):
     @classmethod
     def fields_of(cls, r: Mapping[str, Any]) -> dict[str, Any]:
         """The model's fields from a customer row (repository.customers.CUSTOMER_SELECT)."""
-        plain = {k: r[k] for k in CustomerOut.model_fields if k != "contacts"}
-        return {**plain, "contacts": Contacts(email=r["email"], cc=list(r["cc"]))}
+        plain = {k: r[k] for k in CustomerOut.model_fields if k not in ("contacts", "tags", "attributes")}
+        extras = {"tags": list(r["tags"] or ()), "attributes": dict(r["attributes"] or {})}
+        return {**plain, **extras, "contacts": Contacts(email=r["email"], cc=list(r["cc"]))}
 
     @classmethod
     def from_row(cls, r: Mapping[str, Any]) -> "CustomerOut":

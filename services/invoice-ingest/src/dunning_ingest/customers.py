@@ -19,13 +19,14 @@ from dunning.http.preconditions import check_if_match
 from dunning.logging import get_logger
 from dunning.tracing import current_traceparent
 from dunning_ingest.customer_output import OPEN_INVOICES_SHOWN, CustomerDetail, CustomerOut
+from dunning_ingest.customer_rules import SUBDIVISION, Attributes, Country, Tags
 from dunning_ingest.invoice_input import CustomerIn
 from dunning_ingest.repository import customers as repo
 from dunning_ingest.repository import holds as hold_repo
 
 log = get_logger(__name__)
 MAX_CC = 10
-PATCHABLE = ("name", "email", "cc", "locale", "timezone")
+PATCHABLE = ("name", "email", "cc", "locale", "timezone", "country", "subdivision", "tags", "attributes")
 
 
 def _optional(name: str, description: str) -> Any:
@@ -65,6 +66,21 @@ CustomerPatch: type[BaseModel] = create_model(
     cc=_CC,
     locale=_optional("locale", "BCP 47 locale known to CLDR: the language and formats of the reminders."),
     timezone=_optional("timezone", "IANA time zone: reminders are sent in the customer's business hours."),
+    # issue 10: null clears them (a new country without a subdivision clears the subdivision)
+    country=(Country, None),
+    subdivision=(
+        Annotated[
+            Annotated[str, Field(pattern=SUBDIVISION.pattern)] | None,
+            Field(
+                description="ISO 3166-2 subdivision code without the country (BY for DE-BY): only with a country "
+                "(given here or stored); null clears it.",
+                examples=["BY"],
+            ),
+        ],
+        None,
+    ),
+    tags=(Tags, None),
+    attributes=(Attributes, None),
 )
 
 
@@ -111,6 +127,8 @@ class CustomerService:
             if current is None:
                 return None
             check_if_match(if_match, current["version"], what="customer")
+            if values.get("subdivision") is not None and not values.get("country", current["country"]):
+                raise Problem.invalid("subdivision", "a subdivision needs a country (none is stored)", "no_country")
             changed = await repo.update_customer(conn, tenant_id, customer_id, values, current_traceparent())
             if changed is not None:
                 log.info("ingest.customer.updated", customer_id=customer_id, version=changed["version"])

@@ -91,9 +91,13 @@ def customer_routes(app: FastAPI, deps: "Deps") -> None:
         response_class=Response,
         tags=["customers"],
         operation_id="updateCustomer",
-        summary="Change a customer's name, contacts, locale or time zone (JSON merge patch)",
+        summary="Change a customer's name, contacts, locale, time zone, country, tags or attributes (JSON merge patch)",
         description="The members given are set, the others kept; nothing to change answers the customer as "
-        "it is, at the same version. A change makes version + 1 and publishes CustomerUpdated.",
+        "it is, at the same version. A change makes version + 1 and publishes CustomerUpdated (with the "
+        "customer's country, subdivision, tags and attributes, which the scheduler's working calendars and "
+        "segment rules read). `country`, `subdivision`, `tags`, `attributes`: null clears them; a new country "
+        "without a subdivision clears the subdivision. Example: "
+        '`{"country": "DE", "subdivision": "BY", "tags": ["strategic"], "attributes": {"industry": "construction"}}`.',
         responses={
             200: {
                 "model": CustomerDetail,

@@ -27,14 +27,20 @@ from dunning.contracts import (
     DunningPlanned,
     DunningResumed,
     InstalmentMissed,
+    LateChargesAssessed,
+    LateChargesWaived,
+    NoticeComposed,
+    NoticeSent,
     PaymentPlanBroken,
     PaymentPlanCompleted,
     PaymentReceived,
+    PlannedStage,
     PromiseBroken,
     PromiseKept,
     ReminderCancelled,
     ReminderFailed,
     ReminderSent,
+    StageDeferred,
     StageEscalated,
     StagesCancelled,
     StagesRescheduled,
@@ -43,7 +49,7 @@ from dunning.events import Event
 from dunning.handler_table import HandlerSpec, Rejected
 from dunning.logging import get_logger
 from dunning.money import quantize
-from dunning_ingest import plans_service, repository, stop_handlers
+from dunning_ingest import plans_service, policy_handlers, repository, stop_handlers
 from dunning_ingest.timeline_batch import timeline_batch, unique_rows
 
 log = get_logger(__name__)
@@ -80,10 +86,22 @@ def _row(
 
 
 def planned_rows(p: DunningPlanned) -> list[repository.StageObservation]:
+    """Each stage as planned; a stage the calendar or the send window moved says why (`moved`)."""
     at = p.planned_at
     return [
-        _row(s.stage_id, s.stage, s.sequence, s.channel, s.scheduled_at, s.state, s.reason, at, at) for s in p.stages
+        _row(s.stage_id, s.stage, s.sequence, s.channel, s.scheduled_at, s.state, _planned_reason(s), at, at)
+        for s in p.stages
     ]
+
+
+def _planned_reason(s: PlannedStage) -> str | None:
+    if s.moved is None:
+        return s.reason
+    return f"{s.reason}; moved: {s.moved}"[:2000] if s.reason else f"moved: {s.moved}"[:2000]
+
+
+def _in_notice(notice_id: str | None) -> str:
+    return "" if notice_id is None else f" in notice {notice_id}"
 
 
 def rescheduled_rows(r: StagesRescheduled) -> list[repository.StageObservation]:
@@ -119,12 +137,14 @@ def cancelled_rows(c: StagesCancelled) -> list[repository.StageObservation]:
 
 
 def sent_rows(s: ReminderSent) -> list[repository.StageObservation]:
-    return [_row(s.stage_id, s.stage, None, s.channel, None, "sent", f"sent to {s.recipient}"[:500], s.sent_at)]
+    reason = f"sent to {s.recipient}{_in_notice(s.notice_id)}"[:500]
+    return [_row(s.stage_id, s.stage, None, s.channel, None, "sent", reason, s.sent_at)]
 
 
 def failed_rows(f: ReminderFailed) -> list[repository.StageObservation]:
     kind = "permanent" if f.permanent else "transient"
     reason = f"{f.error_code} ({kind}, {f.attempts} attempt{'s' if f.attempts != 1 else ''}): {f.error}"
+    reason += _in_notice(f.notice_id)
     return [_row(f.stage_id, f.stage, None, f.channel, None, "failed", reason[:2000], f.failed_at)]
 
 
@@ -177,10 +197,16 @@ async def credit_note_issued(conn: asyncpg.Connection, event: Event[CreditNoteIs
 
 
 HANDLERS = {
-    DunningPlanned: HandlerSpec(observe(planned_rows), batch=timeline_batch(planned_rows)),
+    # DunningPlanned and StagesRescheduled also add the policies' entries (policy_handlers.py): the segment
+    # rule that chose the policy, the stages no longer chased below the minimum balance
+    DunningPlanned: policy_handlers.recorded(
+        observe(planned_rows), timeline_batch(planned_rows), policy_handlers.segment_entries
+    ),
     StageEscalated: HandlerSpec(observe(escalated_rows), batch=timeline_batch(escalated_rows)),
     StagesCancelled: HandlerSpec(observe(cancelled_rows), batch=timeline_batch(cancelled_rows)),
-    StagesRescheduled: HandlerSpec(observe(rescheduled_rows), batch=timeline_batch(rescheduled_rows)),
+    StagesRescheduled: policy_handlers.recorded(
+        observe(rescheduled_rows), timeline_batch(rescheduled_rows), policy_handlers.below_minimum_entries
+    ),
     ReminderSent: HandlerSpec(observe(sent_rows), batch=timeline_batch(sent_rows)),
     ReminderFailed: HandlerSpec(observe(failed_rows), batch=timeline_batch(failed_rows)),
     PaymentReceived: HandlerSpec(payment_received),
@@ -194,4 +220,11 @@ HANDLERS = {
     InstalmentMissed: HandlerSpec(plans_service.on_instalment_missed),
     PaymentPlanBroken: HandlerSpec(plans_service.on_plan_broken),
     PaymentPlanCompleted: HandlerSpec(plans_service.on_plan_completed),
+    # the policies at work (issue 10, policy_handlers.py): deferrals, consolidated notices (keyed by
+    # customer: an entry on each invoice they name), late charges and their waiver
+    StageDeferred: HandlerSpec(policy_handlers.stage_deferred),
+    NoticeComposed: HandlerSpec(policy_handlers.notice_composed),
+    NoticeSent: HandlerSpec(policy_handlers.notice_sent),
+    LateChargesAssessed: HandlerSpec(policy_handlers.late_charges_assessed),
+    LateChargesWaived: HandlerSpec(policy_handlers.late_charges_waived),
 }

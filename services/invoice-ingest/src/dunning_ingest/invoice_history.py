@@ -45,6 +45,16 @@ HistoryKind = Literal[
     "paused",
     "resumed",
     "reminder_cancelled",
+    # the policies at work (issue 10): the rule that chose the policy, deferrals, consolidated notices,
+    # the minimum balance, late charges
+    "segment_chosen",
+    "below_minimum_balance",
+    "deferred",
+    "notice_composed",
+    "notice_sent",
+    "notice_left_out",
+    "charges_assessed",
+    "charges_waived",
 ]
 
 
@@ -58,10 +68,15 @@ class InvoiceEventOut(BaseModel):
     version: int | None = Field(description="The invoice's version after it (payments and credit notes: null).")
     changes: list[FieldChangeOut] | None = Field(description="updated: each field, old -> new.")
     reason: str | None
-    amount: str | None = Field(description="written_off: the balance written off; payment, credit_note: applied.")
+    amount: str | None = Field(
+        description="written_off: the balance written off; payment, credit_note: applied; charges_assessed: the "
+        "stage's late fee plus the interest it added; charges_waived: the fees and interest waived."
+    )
     reference: str | None = Field(
         description="payment: its id; credit_note: the accounting system's reference; a stop: the hold, dispute, "
-        "promise or plan id (paused, resumed: the cause's); reminder_cancelled: the stage id."
+        "promise or plan id (paused, resumed: the cause's); reminder_cancelled: the stage id; segment_chosen: "
+        "the rule's name (or default); deferred: why (send_window, contact_cap, quiet_period); notice_*: the "
+        "notice id; charges_assessed: the stage id."
     )
     by: str | None = Field(None, description="Who placed, released, opened, resolved or made it (a stop).")
     data: dict[str, Any] | None = Field(
@@ -69,7 +84,14 @@ class InvoiceEventOut(BaseModel):
         description="What else a stop's entry says: hold_placed {scope, ends_at}; dispute_resolved {outcome}; "
         "promise_made {promised_date}; promise_broken {deadline}; paused {cause, stages}; resumed {cause, "
         "resume_mode, stages: [{stage_id, stage, channel, previous_scheduled_at, scheduled_at, state}]}; "
-        "reminder_cancelled {delivery_id, stage, channel, attempts, cause_event_id}.",
+        "reminder_cancelled {delivery_id, stage, channel, attempts, cause_event_id, notice_id?}; "
+        "segment_chosen {rule, reason, policy_id, policy_version}; below_minimum_balance {policy_id, "
+        "policy_version, stages}; deferred {stages: [{stage_id, stage, channel, from, to}]} (reference: "
+        "send_window | contact_cap | quiet_period, reason: the words why); notice_composed {notice_id, "
+        "channel, stage_id, stage, listed_as: stage | overdue, invoice_ids, charges?}; notice_sent, "
+        "notice_left_out {notice_id, channel, invoice_ids}; charges_assessed {stage_id, stage, late_fee, "
+        "interest, interest_from, interest_to, day_count, total_late_fees, total_interest, periods: [{start, "
+        "end, days, principal, annual_rate, amount}]}; charges_waived {late_fees, interest, by}.",
     )
 
 

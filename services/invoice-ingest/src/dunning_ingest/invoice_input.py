@@ -32,6 +32,7 @@ from pydantic import (
 
 from dunning.money import exponent, format_amount
 from dunning.text import storable
+from dunning_ingest.customer_rules import Attributes, Country, Subdivision, Tags
 from dunning_ingest.invoice_rules import (
     DATE,
     EMAIL,
@@ -63,6 +64,16 @@ class CustomerIn(BaseModel):
     ]
     locale: Annotated[str, Field(max_length=35, examples=["en-GB"]), AfterValidator(check_locale)]
     timezone: Annotated[str, Field(max_length=64, examples=["Europe/Berlin"]), AfterValidator(check_timezone)]
+    # Issue 10, optional: absent leaves the stored value as it is (customer_rules).
+    country: Country = None
+    subdivision: Subdivision = None
+    tags: Tags = None
+    attributes: Attributes = None
+
+    def canonical(self) -> dict[str, Any]:
+        """The customer's part of an invoice's content hash: the fields given (an invoice without the
+        optional ones hashes as it did before they existed)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 class InvoiceIn(BaseModel):
@@ -90,7 +101,7 @@ class InvoiceIn(BaseModel):
         canonical = {
             "external_id": self.external_id,
             "number": self.number,
-            "customer": self.customer.__dict__,
+            "customer": self.customer.canonical(),
             "currency": self.currency,
             "amount_due": format_amount(self.amount_due, self.currency),
             "issue_date": self.issue_date,
@@ -187,9 +198,12 @@ _TOO_LARGE = Decimal(10) ** 15
 
 
 class FastCustomerIn:
-    """An accepted customer: the attributes of CustomerIn, without pydantic."""
+    """An accepted customer: the attributes of CustomerIn, without pydantic. The fast path takes only
+    customers without the optional segmentation fields (country, subdivision, tags, attributes): one
+    with any of them goes through CustomerIn, so here they are always None."""
 
     __slots__ = ("external_id", "name", "email", "locale", "timezone")
+    country = subdivision = tags = attributes = None  # never given on the fast path
 
     def __init__(self, external_id: str, name: str, email: str, locale: str, timezone: str):
         self.external_id, self.name, self.email, self.locale, self.timezone = external_id, name, email, locale, timezone

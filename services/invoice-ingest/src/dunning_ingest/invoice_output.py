@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from dunning.money import format_amount
+from dunning_ingest.charges_output import CHARGES_EXAMPLE, ChargesOut, charges_json
 from dunning_ingest.invoice_history import InvoiceEventOut, Stops, _ts, invoice_history_json
 from dunning_ingest.stop_output import DisputeOut, HoldOut, PromiseOut, dump
 
@@ -28,6 +29,20 @@ class CustomerOut(BaseModel):
     email: str
     locale: str
     timezone: str
+    country: str | None = Field(description="ISO 3166-1 alpha-2 (its public holidays); null: not given.")
+    subdivision: str | None = Field(description="ISO 3166-2 code without the country, e.g. BY; null: not given.")
+    tags: list[str] = Field(description="What the tenant's segment rules match on, e.g. strategic.")
+    attributes: dict[str, str] = Field(description="Text attributes the segment rules match exactly.")
+
+
+def customer_extras(r: Mapping[str, Any], prefix: str = "customer_") -> dict[str, Any]:
+    """The customer's country, subdivision, tags and attributes as read back (none: null, [], {})."""
+    return {
+        "country": r[f"{prefix}country"],
+        "subdivision": r[f"{prefix}subdivision"],
+        "tags": list(r[f"{prefix}tags"] or ()),
+        "attributes": dict(r[f"{prefix}attributes"] or {}),
+    }
 
 
 class PaymentOut(BaseModel):
@@ -122,13 +137,14 @@ class InvoiceOut(BaseModel):
     @classmethod
     def fields_of(cls, r: Mapping[str, Any]) -> dict[str, Any]:
         """The model's fields from an invoice row (repository.INVOICE_SELECT)."""
+        base = ("id", "external_id", "name", "email", "locale", "timezone")
         customer = CustomerOut.model_validate(
-            {k: r["customer_id" if k == "id" else f"customer_{k}"] for k in CustomerOut.model_fields}
+            {k: r["customer_id" if k == "id" else f"customer_{k}"] for k in base} | customer_extras(r)
         )
         money: dict[str, str | None] = {k: format_amount(r[k], r["currency"]) for k in ("amount_due", "balance")}
         written_off = r["written_off_amount"]
         money["written_off_amount"] = None if written_off is None else format_amount(written_off, r["currency"])
-        plain = {k: r[k] for k in InvoiceOut.model_fields if k not in money and k != "customer"}
+        plain = {k: r[k] for k in InvoiceOut.model_fields if k not in money and k != "customer" and k != "charges"}
         return {**plain, **money, "customer": customer}
 
     @classmethod
@@ -143,8 +159,14 @@ class InvoiceDetail(InvoiceOut):
     holds: list[HoldOut] = Field(description="Every hold on the invoice or on its customer, oldest first.")
     disputes: list[DisputeOut] = Field(description="Oldest first.")
     promises: list[PromiseOut] = Field(description="Oldest first.")
+    charges: ChargesOut | None = Field(
+        description="Late fees and interest claimed on top of the amount (null: never charged); `amount_due` "
+        "and `balance` never include them.",
+        json_schema_extra={"examples": [CHARGES_EXAMPLE]},
+    )
     history: list[InvoiceEventOut] = Field(
-        description="Creation, changes, payments, credit notes and every stop, in the order they happened."
+        description="Creation, changes, payments, credit notes, every stop and the policies at work (the "
+        "segment rule, deferrals, notices, charges), in the order they happened."
     )
 
     @classmethod
@@ -168,6 +190,7 @@ class InvoiceDetail(InvoiceOut):
             holds=[HoldOut.from_row(h) for h in stops.holds],
             disputes=[DisputeOut.from_row(d) for d in stops.disputes],
             promises=[PromiseOut.from_row(p) for p in stops.promises],
+            charges=charges_json(r),
             # The history is merged from its sources by one function (invoice_history_json), not twice.
             history=[
                 InvoiceEventOut.model_validate(e)
@@ -203,6 +226,7 @@ def invoice_out_json(r: Mapping[str, Any]) -> dict[str, Any]:
             "email": r["customer_email"],
             "locale": r["customer_locale"],
             "timezone": r["customer_timezone"],
+            **customer_extras(r),
         },
         "created_at": _ts(r["created_at"]),
         "updated_at": _ts(r["updated_at"]),
@@ -213,8 +237,11 @@ def invoice_out_json(r: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def new_invoice_row(invoice_id: str, customer_id: str, inv: Any, created_at: datetime) -> dict[str, Any]:
-    """The row an invoice that was just created would read back as (saves a round trip)."""
+def new_invoice_row(
+    invoice_id: str, customer_id: str, inv: Any, created_at: datetime, stored: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The row an invoice that was just created would read back as (saves a round trip); `stored`: the
+    customer's country, subdivision, tags and attributes after the write (None: none)."""
     c = inv.customer
     return {
         "id": invoice_id,
@@ -234,6 +261,11 @@ def new_invoice_row(invoice_id: str, customer_id: str, inv: Any, created_at: dat
         "customer_email": c.email,
         "customer_locale": c.locale,
         "customer_timezone": c.timezone,
+        # the customer's stored values (an invoice may leave them out: they stay as they are)
+        "customer_country": (stored or {}).get("country"),
+        "customer_subdivision": (stored or {}).get("subdivision"),
+        "customer_tags": (stored or {}).get("tags"),
+        "customer_attributes": (stored or {}).get("attributes"),
         "created_at": created_at,
         "version": 1,
         "updated_at": None,
@@ -321,5 +353,6 @@ def invoice_detail_json(
     body["holds"] = [dump(HoldOut.from_row(h)) for h in stops.holds]
     body["disputes"] = [dump(DisputeOut.from_row(d)) for d in stops.disputes]
     body["promises"] = [dump(PromiseOut.from_row(p)) for p in stops.promises]
+    body["charges"] = charges_json(r)
     body["history"] = invoice_history_json(r, payments, credit_notes, changes, stops=stops)
     return body

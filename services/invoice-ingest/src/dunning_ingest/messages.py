@@ -16,6 +16,7 @@ two write paths serialise that envelope:
 
 import os
 import zlib
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -39,6 +40,7 @@ from dunning.contracts import topic as topic_of_record
 from dunning.events import dataschema, envelope
 from dunning.money import quantize
 from dunning.outbox import LANES, headers_of, lane_of
+from dunning_ingest.customer_rules import extras_of
 from dunning_ingest.invoice_input import amount_text
 
 INVOICE_ISSUED = InvoiceIssued.TYPE
@@ -62,15 +64,37 @@ def current_traceparent() -> str | None:
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
 
-def invoice_issued(tenant_id: str, invoice_id: str, customer_id: str, inv: Any, issued_at: datetime) -> InvoiceIssued:
-    """The InvoiceIssued of an accepted invoice."""
+def invoice_issued(
+    tenant_id: str,
+    invoice_id: str,
+    customer_id: str,
+    inv: Any,
+    issued_at: datetime,
+    extras: Mapping[str, Any] | None = None,
+) -> InvoiceIssued:
+    """The InvoiceIssued of an accepted invoice. `extras`: the customer's country, subdivision, tags and
+    attributes as stored after the write (those set; an invoice that leaves them out keeps the stored
+    ones, and the scheduler's segments need them), else those the invoice gives."""
     c = inv.customer
+    x = extras if extras is not None else {k: v for k, v in extras_of(c).items() if v is not None}
+    tags = x.get("tags")
     return InvoiceIssued(
         invoice_id,
         tenant_id,
         inv.external_id,
         inv.number,
-        Customer(customer_id, c.external_id, c.name, c.email, c.locale, c.timezone),
+        Customer(
+            customer_id,
+            c.external_id,
+            c.name,
+            c.email,
+            c.locale,
+            c.timezone,
+            x.get("country"),
+            x.get("subdivision"),
+            None if tags is None else tuple(tags),
+            x.get("attributes"),
+        ),
         inv.currency,
         Decimal(amount_text(inv)),
         inv.issue_date,
@@ -161,8 +185,10 @@ class OutboxRow:
     __slots__ = ("lane", "event_id", "headers", "head", "tail")
 
     def __init__(self, tenant_id: str, invoice_id: str, inv: Any, issued_at: str, traceparent: str | None):
+        # The customer's optional fields are left out here: the statement writes the stored ones in (the
+        # invoice may leave them out), right after the customer id (repository.invoices._CREATE_ONE).
         env = envelope(
-            invoice_issued(tenant_id, invoice_id, _PLACEHOLDER, inv, datetime.fromisoformat(issued_at)),
+            invoice_issued(tenant_id, invoice_id, _PLACEHOLDER, inv, datetime.fromisoformat(issued_at), extras={}),
             time=issued_at,
             traceparent=traceparent,
         )
@@ -171,10 +197,12 @@ class OutboxRow:
         self.lane = lane_of(invoice_id)
         self.event_id = env["id"]
         self.headers = headers_of(env)
-        self.head, self.tail = payload[:cut], payload[cut + len(b"\\u0001") :]
+        self.head, self.tail = payload[:cut], payload[cut + len(b"\\u0001") + 1 :]  # the tail after its quote
 
-    def payload(self, customer_id: str) -> bytes:
-        return self.head + customer_id.encode() + self.tail
+    def payload(self, customer_id: str, extras: Mapping[str, Any] | None = None) -> bytes:
+        """The payload as the statement writes it (extras: the customer's stored optional fields)."""
+        more = b"".join(b"," + orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in sorted((extras or {}).items()))
+        return self.head + customer_id.encode() + b'"' + more + self.tail
 
 
 _V4 = bytes((b & 0x0F) | 0x40 for b in range(256))  # the version nibble of a UUID 4
@@ -197,19 +225,24 @@ _DATASCHEMA = dataschema(INVOICE_ISSUED)
 
 
 def issued_rows(
-    tenant_id: str, issued: list[tuple[str, str, Any]], issued_at: str, traceparent: str | None
+    tenant_id: str,
+    issued: list[tuple[str, str, Any]],
+    issued_at: str,
+    traceparent: str | None,
+    extras: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[list, ...]:
     """Twin of `envelope(invoice_issued(...))` for a bulk import: the outbox columns
     (repository.add_to_outbox: lane, key, event_id, headers, payload) of the InvoiceIssued of
-    (invoice_id, customer_id, invoice)s, written in their JSON form directly."""
+    (invoice_id, customer_id, invoice)s, written in their JSON form directly. `extras`: customer id ->
+    its stored optional fields (repository.upsert_customers), as invoice_issued's."""
     lanes, keys, ids, hdrs_, payloads = [], [], [], [], []
-    customers: dict[tuple[str, Any], dict[str, Any]] = {}
+    customers: dict[tuple[str, int], dict[str, Any]] = {}
     crc32, dumps = zlib.crc32, orjson.dumps
     for event_id, (invoice_id, customer_id, inv) in zip(new_uuids(len(issued)), issued, strict=True):
         c = inv.customer
-        customer = customers.get((customer_id, c))
+        customer = customers.get((customer_id, id(c)))  # by identity: a CustomerIn (pydantic) is unhashable
         if customer is None:
-            customer = customers[(customer_id, c)] = {
+            customer = customers[(customer_id, id(c))] = {
                 "customer_id": customer_id,
                 "external_id": c.external_id,
                 "name": c.name,
@@ -217,6 +250,11 @@ def issued_rows(
                 "locale": c.locale,
                 "timezone": c.timezone,
             }
+            stored = extras.get(customer_id) if extras is not None else None
+            if stored is None:
+                stored = {k: v for k, v in extras_of(c).items() if v is not None}
+            if stored:
+                customer.update(stored)
         env = {
             "specversion": "1.0",
             "id": event_id,

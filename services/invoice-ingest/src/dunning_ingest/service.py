@@ -16,7 +16,6 @@ import asyncpg
 import orjson
 
 from dunning.clock import isoformat, utcnow
-from dunning.contracts import Customer
 from dunning.http import PROBLEM, PROBLEMS, Problem, problem_body
 from dunning.http.preconditions import check_if_match, etag
 from dunning.ids import new_id
@@ -128,7 +127,9 @@ class InvoiceService:
         if row["created_id"] is not None:
             # debug: a log line is a write(2) per request, a fifth of its CPU; the outbox event is the record.
             log.debug("ingest.invoice.created", invoice_id=invoice_id, external_id=inv.external_id)
-            body = invoice_detail_json(new_invoice_row(invoice_id, row["customer_id"], inv, now))
+            body = invoice_detail_json(
+                new_invoice_row(invoice_id, row["customer_id"], inv, now, row["customer_extras"])
+            )
             return _invoice(201, body, {"location": f"{path}/{invoice_id}"})
         existing_id, existing_hash = row["existing_id"], row["existing_hash"]
         if existing_id is None:  # created concurrently after this statement's snapshot
@@ -208,7 +209,7 @@ class InvoiceService:
                         f"no customer {patch.customer_external_id!r} in this tenant",
                         "not_found",
                     )
-                customer = Customer(found["id"], *(found[k] for k in Customer._fields[1:]))
+                customer = changes.customer_of(found, prefix="", id_column="id")
             new = changes.patched(row, patch, customer)
             diff = changes.field_changes(row, new)
             if diff:

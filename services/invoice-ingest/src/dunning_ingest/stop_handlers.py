@@ -133,6 +133,8 @@ async def reminder_cancelled(conn: asyncpg.Connection, event: Event[ReminderCanc
     await _invoice(conn, event)
     tries = f"{c.attempts} attempt{'s' if c.attempts != 1 else ''}"
     reason = f"delivery dropped by a stop ({c.reason}) after {tries}"
+    if c.notice_id is not None:
+        reason += f" (its stage was in notice {c.notice_id})"
     await _observe(
         conn,
         event,
@@ -149,6 +151,8 @@ async def reminder_cancelled(conn: asyncpg.Connection, event: Event[ReminderCanc
         "attempts": c.attempts,
         "cause_event_id": c.cause_event_id,
     }
+    if c.notice_id is not None:
+        data["notice_id"] = c.notice_id
     entry = StopEvent(c.invoice_id, "reminder_cancelled", c.cancelled_at, c.stage_id, c.reason, None, data)
     await _record(conn, event, entry)
     log.info("ingest.timeline.reminder_cancelled", invoice_id=c.invoice_id, delivery_id=c.delivery_id)

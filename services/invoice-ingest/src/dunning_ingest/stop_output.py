@@ -276,6 +276,7 @@ def stop_history(
                 reference=e["reference"],
                 reason=e["reason"],
                 amount=_money(e["amount"], currency),
+                by=(e["data"] or {}).get("by") if e["kind"] == "charges_waived" else None,
                 data=e["data"],
             )
         )

@@ -27,6 +27,10 @@ ROW = {
     "customer_email": "ap@acme.de",
     "customer_locale": "en-GB",
     "customer_timezone": "Europe/London",
+    "customer_country": None,
+    "customer_subdivision": None,
+    "customer_tags": None,
+    "customer_attributes": None,
     "created_at": datetime(2026, 11, 2, tzinfo=UTC),
 }
 

@@ -56,6 +56,10 @@ def invoice_rows(draw) -> dict:
         "customer_email": draw(text),
         "customer_locale": draw(st.sampled_from(["en-GB", "de-DE"])),
         "customer_timezone": draw(st.sampled_from(["Europe/Berlin", "UTC"])),
+        "customer_country": draw(st.none() | st.sampled_from(["DE", "GB"])),
+        "customer_subdivision": draw(st.none() | st.just("BY")),
+        "customer_tags": draw(st.none() | st.lists(st.from_regex(r"[a-z0-9]{1,8}", fullmatch=True), max_size=3)),
+        "customer_attributes": draw(st.none() | st.dictionaries(st.just("industry"), text, max_size=1)),
         "created_at": draw(instants),
         "version": draw(st.integers(1, 50)),
         "updated_at": draw(st.none() | instants),
@@ -63,6 +67,27 @@ def invoice_rows(draw) -> dict:
         "voided_at": draw(st.none() | instants),
         "written_off_at": draw(st.none() | instants),
         "written_off_amount": draw(st.none() | money(currency)),
+        **draw(charges(currency)),
+    }
+
+
+@st.composite
+def charges(draw, currency: str) -> dict:
+    """The charges_* columns of an invoice's detail row (repository.invoices._GET_INVOICE)."""
+    if not draw(st.booleans()):
+        return {"charged": draw(st.sampled_from([False, None]))}
+    waived = draw(st.booleans())
+    positive = money(currency).filter(lambda d: d >= 0)
+    return {
+        "charged": True,
+        "charges_late_fees": draw(positive),
+        "charges_interest": draw(positive),
+        "charges_last_assessed_at": draw(st.none() | instants),
+        "charges_waived_late_fees": draw(positive) if waived else None,
+        "charges_waived_interest": draw(positive) if waived else None,
+        "charges_waived_at": draw(instants) if waived else None,
+        "charges_waived_by": draw(text) if waived else None,
+        "charges_waived_reason": draw(text) if waived else None,
     }
 
 

@@ -30,7 +30,8 @@ async def lock_invoices(
 
 
 _CUSTOMER = (
-    "SELECT id, external_id, name, email, locale, timezone FROM customers WHERE tenant_id = $1 AND external_id = $2"
+    "SELECT id, external_id, name, email, locale, timezone, country, subdivision, tags, attributes FROM customers"
+    " WHERE tenant_id = $1 AND external_id = $2"
 )
 
 

@@ -20,8 +20,22 @@ from dunning.contracts import CustomerUpdated
 from dunning.events import dataschema, dumps, topic_for_type
 
 CUSTOMER_SELECT = (
-    "SELECT id, external_id, name, email, cc, locale, timezone, version, created_at, updated_at FROM customers"
+    "SELECT id, external_id, name, email, cc, locale, timezone, country, subdivision, tags, attributes, version,"
+    " created_at, updated_at FROM customers"
 )
+
+
+# The customer's segmentation fields (issue 10) as the events carry them: a JSON object of those that are
+# set (NULL, [] and {} are "none", omitted). `r`: a row with the columns country, subdivision, tags, attributes.
+def extras_json(r: str) -> str:
+    return (
+        f"jsonb_strip_nulls(jsonb_build_object('country', {r}.country, 'subdivision', {r}.subdivision,"
+        f" 'tags', to_jsonb({r}.tags), 'attributes', {r}.attributes))"
+    )
+
+
+_COLUMNS = "name, email, cc, locale, timezone, country, subdivision, tags, attributes"
+_WANTED = "n_name, n_email, n_cc, n_locale, n_timezone, n_country, n_subdivision, n_tags, n_attributes"
 _TYPE = CustomerUpdated.TYPE
 
 
@@ -34,13 +48,15 @@ def _change(trace: str) -> str:
 customer_changed AS (
     -- An upsert that always finds its row (locked above): it probes the unique index per customer,
     -- where an UPDATE joined to the locked rows could have the planner scan the table.
-    INSERT INTO customers AS c (id, tenant_id, external_id, name, email, cc, locale, timezone)
-    SELECT id, $1, external_id, n_name, n_email, n_cc, n_locale, n_timezone FROM customer_locked
-     WHERE (name, email, cc, locale, timezone) IS DISTINCT FROM (n_name, n_email, n_cc, n_locale, n_timezone)
+    INSERT INTO customers AS c (id, tenant_id, external_id, {_COLUMNS})
+    SELECT id, $1, external_id, {_WANTED} FROM customer_locked
+     WHERE ({_COLUMNS}) IS DISTINCT FROM ({_WANTED})
     ON CONFLICT (tenant_id, external_id) DO UPDATE
        SET name = EXCLUDED.name, email = EXCLUDED.email, cc = EXCLUDED.cc, locale = EXCLUDED.locale,
-           timezone = EXCLUDED.timezone, version = c.version + 1, updated_at = now()
-    RETURNING c.id, c.tenant_id, c.external_id, c.version, c.name, c.email, c.cc, c.locale, c.timezone, c.updated_at
+           timezone = EXCLUDED.timezone, country = EXCLUDED.country, subdivision = EXCLUDED.subdivision,
+           tags = EXCLUDED.tags, attributes = EXCLUDED.attributes, version = c.version + 1, updated_at = now()
+    RETURNING c.id, c.tenant_id, c.external_id, c.version, c.name, c.email, c.cc, c.locale, c.timezone, c.country,
+              c.subdivision, c.tags, c.attributes, c.updated_at
 ), customer_published AS (
     {outbox.INSERT}
     SELECT {outbox.lane_sql("e.id")}, '{CustomerUpdated.topic()}', e.id,
@@ -53,13 +69,19 @@ customer_changed AS (
                    'customer_id', e.id, 'tenant_id', e.tenant_id, 'external_id', e.external_id,
                    'version', e.version, 'name', e.name, 'email', e.email, 'cc', to_jsonb(e.cc),
                    'locale', e.locale, 'timezone', e.timezone, 'changed', to_jsonb(e.changed),
-                   'previous_timezone', e.previous_timezone, 'updated_at', e.at)) || e.trace)::text, 'UTF8')
+                   'previous_timezone', e.previous_timezone, 'updated_at', e.at) || {extras_json("e")})
+               || e.trace)::text, 'UTF8')
       FROM (SELECT ch.*, l.timezone AS previous_timezone, gen_random_uuid() AS event_id,
                    array_remove(ARRAY[CASE WHEN l.name <> ch.name THEN 'name' END,
                                       CASE WHEN l.email <> ch.email THEN 'email' END,
                                       CASE WHEN l.cc <> ch.cc THEN 'cc' END,
                                       CASE WHEN l.locale <> ch.locale THEN 'locale' END,
-                                      CASE WHEN l.timezone <> ch.timezone THEN 'timezone' END], NULL) AS changed,
+                                      CASE WHEN l.timezone <> ch.timezone THEN 'timezone' END,
+                                      CASE WHEN l.country IS DISTINCT FROM ch.country THEN 'country' END,
+                                      CASE WHEN l.subdivision IS DISTINCT FROM ch.subdivision THEN 'subdivision' END,
+                                      CASE WHEN l.tags IS DISTINCT FROM ch.tags THEN 'tags' END,
+                                      CASE WHEN l.attributes IS DISTINCT FROM ch.attributes THEN 'attributes' END],
+                                NULL) AS changed,
                    to_char(ch.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at,
                    jsonb_strip_nulls(jsonb_build_object('traceparent', {trace})) AS trace
               FROM customer_changed AS ch JOIN customer_locked AS l USING (id)) AS e
@@ -67,28 +89,51 @@ customer_changed AS (
 )"""
 
 
+# The optional fields an invoice's customer may bring (NULL: not given, the stored value stays; [] or
+# {}: cleared). A new country without a subdivision drops the stored subdivision (it was the old
+# country's). `i` the input (country, subdivision text; tags, attributes jsonb), `c` the stored row.
+_GIVEN_TAGS = "nullif(ARRAY(SELECT jsonb_array_elements_text(i.tags)), '{}')"
+_WANTED_EXTRAS = f"""
+           coalesce(i.country, c.country) AS n_country,
+           CASE WHEN i.subdivision IS NOT NULL THEN i.subdivision
+                WHEN i.country IS DISTINCT FROM c.country AND i.country IS NOT NULL THEN NULL
+                ELSE c.subdivision END AS n_subdivision,
+           CASE WHEN i.tags IS NULL THEN c.tags ELSE {_GIVEN_TAGS} END AS n_tags,
+           CASE WHEN i.attributes IS NULL THEN c.attributes ELSE nullif(i.attributes, '{{}}'::jsonb) END
+               AS n_attributes"""
+
+
 def upsert_ctes(customer_in: str, trace: str) -> str:
     """The CTEs (after WITH) that upsert the customers `customer_in` selects (id for a new one,
-    external_id, name, email, locale, timezone; `$1` is the tenant) and leave `customer`
-    (external_id, id) for each. A changed customer is updated and published (cc is left as it is);
-    an unchanged one only locked. A customer created by a request that committed after this
-    statement's snapshot keeps that request's details (a no-op update locks it and returns its id)."""
+    external_id, name, email, locale, timezone, country, subdivision, tags (jsonb), attributes (jsonb);
+    `$1` is the tenant) and leave `customer` (external_id, id, and its country, subdivision, tags and
+    attributes after the write) for each. A changed customer is updated and published (cc is left as
+    it is, and so are the optional fields the input leaves NULL); an unchanged one only locked. A
+    customer created by a request that committed after this statement's snapshot keeps that request's
+    details (a no-op update locks it and returns its id)."""
     return f"""customer_in AS (
     {customer_in}
 ), customer_locked AS (
-    SELECT c.id, c.external_id, c.name, c.email, c.cc, c.locale, c.timezone,
-           i.name AS n_name, i.email AS n_email, c.cc AS n_cc, i.locale AS n_locale, i.timezone AS n_timezone
+    SELECT c.id, c.external_id, c.name, c.email, c.cc, c.locale, c.timezone, c.country, c.subdivision, c.tags,
+           c.attributes,
+           i.name AS n_name, i.email AS n_email, c.cc AS n_cc, i.locale AS n_locale, i.timezone AS n_timezone,
+           {_WANTED_EXTRAS}
       FROM customer_in AS i
      CROSS JOIN LATERAL (SELECT * FROM customers
                           WHERE tenant_id = $1 AND external_id = i.external_id FOR UPDATE) AS c
 ), {_change(trace)}, customer_inserted AS (
-    INSERT INTO customers AS c (id, tenant_id, external_id, name, email, locale, timezone)
-    SELECT id, $1, external_id, name, email, locale, timezone FROM customer_in
+    INSERT INTO customers AS c (id, tenant_id, external_id, name, email, locale, timezone, country, subdivision,
+                                tags, attributes)
+    SELECT id, $1, external_id, name, email, locale, timezone, country, subdivision, {_GIVEN_TAGS},
+           nullif(attributes, '{{}}'::jsonb)
+      FROM customer_in AS i
      WHERE external_id NOT IN (SELECT external_id FROM customer_locked)
     ON CONFLICT (tenant_id, external_id) DO UPDATE SET version = c.version
-    RETURNING c.external_id, c.id
+    RETURNING c.external_id, c.id, c.country, c.subdivision, c.tags, c.attributes
 ), customer AS (
-    SELECT external_id, id FROM customer_inserted UNION ALL SELECT external_id, id FROM customer_locked
+    SELECT external_id, id, country, subdivision, tags, attributes FROM customer_inserted
+    UNION ALL
+    SELECT external_id, id, n_country, n_subdivision, n_tags, n_attributes FROM customer_locked
 )"""
 
 
@@ -102,11 +147,21 @@ async def lock_customer(conn: asyncpg.Connection, tenant_id: str, customer_id: s
     return await conn.fetchrow(_LOCK, tenant_id, customer_id)
 
 
+# $9..$12: the optional fields' new values, $13 which of them the patch gives (a null given clears it;
+# a new country without a subdivision clears the subdivision).
 _UPDATE = f"""
 WITH customer_locked AS (
-    SELECT c.id, c.external_id, c.name, c.email, c.cc, c.locale, c.timezone,
+    SELECT c.id, c.external_id, c.name, c.email, c.cc, c.locale, c.timezone, c.country, c.subdivision, c.tags,
+           c.attributes,
            coalesce($3, c.name) AS n_name, coalesce($4, c.email) AS n_email, coalesce($5::text[], c.cc) AS n_cc,
-           coalesce($6, c.locale) AS n_locale, coalesce($7, c.timezone) AS n_timezone
+           coalesce($6, c.locale) AS n_locale, coalesce($7, c.timezone) AS n_timezone,
+           CASE WHEN 'country' = ANY($13::text[]) THEN $9::text ELSE c.country END AS n_country,
+           CASE WHEN 'subdivision' = ANY($13::text[]) THEN $10::text
+                WHEN 'country' = ANY($13::text[]) AND $9::text IS DISTINCT FROM c.country THEN NULL
+                ELSE c.subdivision END AS n_subdivision,
+           CASE WHEN 'tags' = ANY($13::text[]) THEN nullif($11::text[], '{{}}') ELSE c.tags END AS n_tags,
+           CASE WHEN 'attributes' = ANY($13::text[]) THEN nullif($12::jsonb, '{{}}'::jsonb) ELSE c.attributes END
+               AS n_attributes
       FROM customers AS c WHERE c.tenant_id = $1 AND c.id = $2 FOR UPDATE
 ), {_change("$8::text")}
 SELECT version,
@@ -118,10 +173,20 @@ SELECT version,
 async def update_customer(
     conn: asyncpg.Connection, tenant_id: str, customer_id: str, values: dict[str, Any], traceparent: str | None
 ) -> asyncpg.Record | None:
-    """Set `values` (name, email, cc, locale, timezone: those given) and publish the change; None if they
-    change nothing (the version stays)."""
+    """Set `values` (name, email, cc, locale, timezone, country, subdivision, tags, attributes: those
+    given; the last four may be None to clear them) and publish the change; None if they change nothing
+    (the version stays)."""
     fields = ("name", "email", "cc", "locale", "timezone")
-    return await conn.fetchrow(_UPDATE, tenant_id, customer_id, *(values.get(f) for f in fields), traceparent)
+    extras = ("country", "subdivision", "tags", "attributes")
+    return await conn.fetchrow(
+        _UPDATE,
+        tenant_id,
+        customer_id,
+        *(values.get(f) for f in fields),
+        traceparent,
+        *(values.get(f) for f in extras),
+        [f for f in extras if f in values],
+    )
 
 
 # --- reads ----------------------------------------------------------------------------------------

@@ -17,15 +17,18 @@ SELECT i.id, i.external_id, i.number, i.status, i.currency, i.amount_due, i.bala
        i.due_date, i.payment_url, i.metadata, i.created_at, i.customer_id, i.version, i.updated_at,
        i.closed_reason, i.voided_at, i.written_off_at, i.written_off_amount,
        c.external_id AS customer_external_id, c.name AS customer_name, c.email AS customer_email,
-       c.locale AS customer_locale, c.timezone AS customer_timezone
+       c.locale AS customer_locale, c.timezone AS customer_timezone, c.country AS customer_country,
+       c.subdivision AS customer_subdivision, c.tags AS customer_tags, c.attributes AS customer_attributes
 FROM invoices i JOIN customers c ON c.id = i.customer_id
 """
 
-# The invoice's customer ($3 its id if new, $4..$8 its fields), upserted unless the invoice exists; a
-# change is published with the traceparent of the InvoiceIssued's headers ($23). See customers.upsert_ctes.
+# The invoice's customer ($3 its id if new, $4..$8 and $26..$29 its fields), upserted unless the invoice
+# exists; a change is published with the traceparent of the InvoiceIssued's headers ($23). See
+# customers.upsert_ctes.
 _CUSTOMER_OF_ONE = customers.upsert_ctes(
     "SELECT $3::text AS id, $4::text AS external_id, $5::text AS name, $6::text AS email, $7::text AS locale,"
-    " $8::text AS timezone WHERE NOT EXISTS (SELECT 1 FROM existing)",
+    " $8::text AS timezone, $26::text AS country, $27::text AS subdivision, $28::jsonb AS tags,"
+    " $29::jsonb AS attributes WHERE NOT EXISTS (SELECT 1 FROM existing)",
     trace="$23::jsonb ->> 'traceparent'",
 )
 _CREATE_ONE = f"""
@@ -38,12 +41,18 @@ WITH existing AS (
     ON CONFLICT (tenant_id, external_id) DO NOTHING
     RETURNING id, customer_id
 ), queued AS (
+    -- the payload: $24 ends inside `"customer_id":"`, $25 starts after its closing quote; the customer's
+    -- id and its stored segmentation fields (messages.OutboxRow) go in between
     {outbox.INSERT}
-    SELECT $19, $20, created.id, $21, $22, $23, $24::bytea || convert_to(created.customer_id, 'UTF8') || $25::bytea
-      FROM created
+    SELECT $19, $20, created.id, $21, $22, $23,
+           $24::bytea || convert_to(created.customer_id || '"' || (SELECT coalesce(string_agg(
+               ',' || to_json(x.k)::text || ':' || x.v::text, '' ORDER BY x.k), '')
+               FROM jsonb_each({customers.extras_json("customer")}) AS x(k, v)), 'UTF8') || $25::bytea
+      FROM created JOIN customer ON customer.id = created.customer_id
     RETURNING 1
 )
 SELECT (SELECT id FROM created) AS created_id, (SELECT customer_id FROM created) AS customer_id,
+       (SELECT {customers.extras_json("customer")} FROM customer) AS customer_extras,
        (SELECT id FROM existing) AS existing_id, (SELECT content_hash FROM existing) AS existing_hash,
        (SELECT {outbox.WAKE_RELAYS} FROM queued) AS notified
 """
@@ -93,6 +102,10 @@ async def create_one(
         event.headers,
         event.head,
         event.tail,
+        cust.country,
+        cust.subdivision,
+        cust.tags,
+        cust.attributes,
     )
 
 
@@ -114,19 +127,22 @@ async def existing_by_external_id(
 
 # A bulk import's customers, as columns sorted by external id; $8 the traceparent. See customers.upsert_ctes.
 _CUSTOMERS_OF_MANY = customers.upsert_ctes(
-    "SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])"
-    " AS u(id, external_id, name, email, locale, timezone)",
+    "SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $9::text[],"
+    " $10::text[], $11::jsonb[], $12::jsonb[])"
+    " AS u(id, external_id, name, email, locale, timezone, country, subdivision, tags, attributes)",
     trace="$8::text",
 )
 _UPSERT_CUSTOMERS = f"""
 WITH {_CUSTOMERS_OF_MANY}
-SELECT external_id, id, (SELECT {outbox.WAKE_RELAYS} FROM (SELECT 1 FROM customer_published LIMIT 1) AS one)
+SELECT external_id, id, {customers.extras_json("customer")} AS extras,
+       (SELECT {outbox.WAKE_RELAYS} FROM (SELECT 1 FROM customer_published LIMIT 1) AS one)
   FROM customer
 """
 
 
 class CustomerRow(NamedTuple):
-    """A customer to write: a row of `upsert_customers` (`id` is used if the customer is new)."""
+    """A customer to write: a row of `upsert_customers` (`id` is used if the customer is new; the
+    optional fields None: left as stored)."""
 
     id: str
     external_id: str
@@ -134,10 +150,17 @@ class CustomerRow(NamedTuple):
     email: str
     locale: str
     timezone: str
+    country: str | None = None
+    subdivision: str | None = None
+    tags: list[str] | None = None
+    attributes: dict[str, str] | None = None
 
 
-async def upsert_customers(conn: asyncpg.Connection, tenant_id: str, rows: Sequence[CustomerRow]) -> dict[str, str]:
-    """Returns external_id -> customer id, in one statement (customers.upsert_ctes).
+async def upsert_customers(
+    conn: asyncpg.Connection, tenant_id: str, rows: Sequence[CustomerRow]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Returns external_id -> (customer id, its segmentation fields after the write as the events carry
+    them), in one statement (customers.upsert_ctes).
 
     New customers are inserted; changed ones updated (version + 1) and published as CustomerUpdated;
     unchanged ones are left alone (a nightly sync re-sends the same customers: rewriting them would
@@ -145,9 +168,9 @@ async def upsert_customers(conn: asyncpg.Connection, tenant_id: str, rows: Seque
     """
     if not rows:
         return {}
-    cols = list(zip(*sorted(rows, key=lambda r: r.external_id), strict=True))
-    result = await conn.fetch(_UPSERT_CUSTOMERS, tenant_id, *[list(c) for c in cols], current_traceparent())
-    return {r["external_id"]: r["id"] for r in result}
+    cols = [list(c) for c in zip(*sorted(rows, key=lambda r: r.external_id), strict=True)]
+    result = await conn.fetch(_UPSERT_CUSTOMERS, tenant_id, *cols[:6], current_traceparent(), *cols[6:])
+    return {r["external_id"]: (r["id"], r["extras"]) for r in result}
 
 
 # Bulk rows travel as one JSON document per statement (json_to_recordset): one orjson.dumps in the
@@ -199,7 +222,18 @@ async def add_to_outbox(conn: asyncpg.Connection, topic: str, event_type: str, c
     await conn.execute(_ADD_TO_OUTBOX, topic, event_type, *columns)
 
 
-_GET_INVOICE = INVOICE_SELECT + " WHERE i.tenant_id = $1 AND i.id = $2"
+# The invoice with its late charges (invoice_charges, `charges_*`: NULL when nothing was ever charged).
+_GET_INVOICE = (
+    INVOICE_SELECT.replace(
+        "\nFROM invoices i",
+        ", ch.invoice_id IS NOT NULL AS charged, ch.late_fees AS charges_late_fees,"
+        " ch.interest AS charges_interest, ch.last_assessed_at AS charges_last_assessed_at,"
+        " ch.waived_late_fees AS charges_waived_late_fees, ch.waived_interest AS charges_waived_interest,"
+        " ch.waived_at AS charges_waived_at, ch.waived_by AS charges_waived_by,"
+        " ch.waived_reason AS charges_waived_reason\nFROM invoices i",
+    )
+    + " LEFT JOIN invoice_charges ch ON ch.invoice_id = i.id WHERE i.tenant_id = $1 AND i.id = $2"
+)
 
 
 async def get_invoice(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> asyncpg.Record | None:
