@@ -12,8 +12,8 @@ OFFICE = SendWindow(frozenset(range(5)), time(8), time(17), 3600)
 GERMANY = WorkingCalendar(frozenset(range(5)), "DE", None, frozenset())
 
 
-def berlin(*args: int) -> datetime:
-    return datetime(*args, tzinfo=BERLIN)
+def berlin(year: int, month: int, day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=BERLIN)
 
 
 @pytest.mark.parametrize(
