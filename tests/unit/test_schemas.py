@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Context, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,8 @@ import yaml
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
+from dunning import contracts as c
+from dunning.events import envelope, validate
 from dunning.money import exponent
 
 pytestmark = pytest.mark.unit
@@ -25,6 +27,7 @@ EVENTS_DIR = SCHEMAS / "events"
 EXAMPLES_DIR = SCHEMAS / "examples"
 TOPICS_DIR = SCHEMAS / "topics"
 ENVELOPE_ID = "urn:dunning:schema:envelope:1"
+_EXACT = Context(prec=34)  # the precision of an interest period's exact amount
 
 
 def _load_json(path: Path) -> Any:
@@ -409,7 +412,8 @@ def _examples_data(name: str) -> list[dict[str, Any]]:
 
 def test_late_charges_examples_add_up_to_the_cent() -> None:
     """Each example's periods are contiguous, exact (ACT/365F: principal x rate x days / 36500), and their
-    sum rounded half up to the currency's minor unit once is the total; the hand case of issue 10 included."""
+    sum rounded half up to the currency's minor unit once is the total; the hand case of issue 10 included.
+    Exact = 34 significant digits, as the scheduler's charges computes them."""
     hand_case_seen = False
     for data in _examples_data("LateChargesAssessed"):
         periods = data["periods"]
@@ -425,7 +429,9 @@ def test_late_charges_examples_add_up_to_the_cent() -> None:
             days = date.fromisoformat(period["end"]).toordinal() - date.fromisoformat(period["start"]).toordinal() + 1
             assert period["days"] == days
             assert data["day_count"] == "ACT/365F"  # the examples' convention
-            amount = Decimal(period["principal"]) * Decimal(period["annual_rate"]) * days / 36500
+            amount = _EXACT.divide(
+                _EXACT.multiply(Decimal(period["principal"]) * Decimal(period["annual_rate"]), days), 36500
+            )
             assert Decimal(period["amount"]) == amount
             exact += amount
         unit = Decimal(1).scaleb(-exponent(data["currency"]))
@@ -545,3 +551,91 @@ def test_asyncapi_names_every_topic_and_event(topics: dict[str, dict[str, Any]])
     for ref in payload_refs:
         assert (SCHEMAS / ref).resolve().is_file(), ref
     assert {f"./events/{n}.v1.schema.json" for n in EVENT_NAMES} <= payload_refs
+
+
+def test_records_built_the_way_the_services_build_them_are_valid() -> None:
+    """The new records, filled with values as Python computes them (a 34-digit exact amount, a tiny one
+    Decimal writes with an exponent, a rate read back with trailing zeros, JPY without decimals), make
+    events their schemas accept."""
+    at = datetime(2026, 3, 2, 8, 0, 0, 412000, tzinfo=UTC)
+    tiny = _EXACT.divide(Decimal("0.01") * Decimal("0.01"), 36500)
+    assert "E" in str(tiny)  # written with an exponent: the schema's exact amount allows it
+    customer = c.Customer(
+        "cus_01JB2F7H9K3M5N7P9Q1R3S5T7V", "C-1", "Brandt", "ap@brandt.example", "de-DE", "Europe/Berlin",
+        "DE", "BY", ("strategic",), {"industry": "construction"},
+    )  # fmt: skip
+    invoice = c.StageInvoice("RE-1", "INV-1", "JPY", Decimal("158000"), Decimal("158000"), date(2026, 10, 1),
+                             date(2026, 10, 31), None)  # fmt: skip
+    inv, stg, ntc = "inv_01KG3M5P7R9T1V3X5Z7B9D1F3H", "stg_01KG3M5Q1B3D5F7H9K1M3P5R7T", "ntc_01KJ4N6Q8S0U2W4Y6A8C0E2G4J"
+    records = [
+        c.LateChargesAssessed(
+            inv,
+            "ten_1",
+            stg,
+            "firm",
+            "EUR",
+            Decimal("40.00"),
+            Decimal("6.56"),
+            date(2026, 2, 1),
+            date(2026, 3, 2),
+            "ACT/365F",
+            (
+                c.InterestPeriod(
+                    date(2026, 2, 1),
+                    date(2026, 2, 14),
+                    14,
+                    Decimal("1000.00"),
+                    Decimal("10.1500"),
+                    _EXACT.divide(_EXACT.multiply(Decimal("1000.00") * Decimal("10.1500"), 14), 36500),
+                ),
+                c.InterestPeriod(date(2026, 2, 15), date(2026, 2, 15), 1, Decimal("0.01"), Decimal("0.01"), tiny),
+            ),
+            Decimal("40.00"),
+            Decimal("6.56"),
+            at,
+        ),  # fmt: skip
+        c.LateChargesAssessed(
+            inv,
+            "ten_1",
+            stg,
+            "soft",
+            "GBP",
+            Decimal("40.00"),
+            Decimal("0.00"),
+            None,
+            None,
+            None,
+            (),
+            Decimal("40.00"),
+            Decimal("0.00"),
+            at,
+        ),  # fmt: skip
+        c.LateChargesWaived(inv, "ten_1", "JPY", Decimal("0"), Decimal("1896"), "goodwill", "api", at),
+        c.StageDeferred(
+            inv,
+            "ten_1",
+            customer.customer_id,
+            "contact_cap",
+            "at most 3 reminders per P7D",
+            at,
+            (c.RescheduledStage(stg, "firm", 2, "email", at, at.replace(day=4), "scheduled"),),
+        ),  # fmt: skip
+        c.NoticeComposed(
+            ntc,
+            "ten_1",
+            customer.customer_id,
+            "email",
+            at,
+            customer,
+            (
+                c.NoticeItem(inv, stg, "firm", 2, "firm", invoice, {"currency": "JPY", "total_due": "158000"}),
+                c.NoticeItem("inv_01KN6S8U0W2Y4A6C8E0G2J4L6N", None, None, None, None, invoice, None),
+            ),
+        ),  # fmt: skip
+        c.NoticeSent(ntc, "ten_1", customer.customer_id, "email", "ap@brandt.example", "msg-1", (inv,), (), at),
+        c.ReminderSent(
+            "dlv_01KJ4N7A9C1E3G5J7L9N1Q3S5U", stg, inv, "ten_1", "firm", "email", "ap@brandt.example", "msg-1", at, ntc
+        ),  # fmt: skip
+    ]
+    for record in records:
+        validate(envelope(record, traceparent=False))
