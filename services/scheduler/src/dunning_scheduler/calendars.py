@@ -9,7 +9,7 @@ hand-written list), cached per (country, subdivision, year): planning asks for t
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import holidays
 
@@ -53,12 +53,12 @@ class WorkingCalendar:
     subdivision: str | None
     closures: frozenset[date]
 
-    @property
+    @cached_property
     def key(self) -> tuple:
         """Hashable identity, for caches of instants computed with this calendar."""
         return (self.working_days, self.country, self.subdivision, self.closures)
 
-    @property
+    @cached_property
     def every_day(self) -> bool:
         """True when no day is ever non-working (nothing moves)."""
         return len(self.working_days) == 7 and self.country is None and not self.closures

@@ -144,6 +144,10 @@ class SendWindowDocument(BaseModel):
     def _spread(cls, text: str) -> str:
         return _elapsed(text, at_most_days=1)
 
+    def normalised(self) -> dict[str, Any]:
+        """As stored and shown: every default written out."""
+        return self.model_dump(mode="json")
+
     @model_validator(mode="after")
     def _order(self) -> "SendWindowDocument":
         if _clock(self.end) <= _clock(self.start):

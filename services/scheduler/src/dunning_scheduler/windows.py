@@ -12,6 +12,7 @@ and restarts must agree).
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from dunning_scheduler.calendars import DAY_NAMES, WorkingCalendar, weekdays_text
@@ -33,12 +34,12 @@ class SendWindow:
     end: time
     spread_seconds: int
 
-    @property
+    @cached_property
     def key(self) -> tuple:
         """Hashable identity, for caches of instants computed with this window."""
         return (self.days, self.start, self.end, self.spread_seconds)
 
-    @property
+    @cached_property
     def length_seconds(self) -> int:
         """One opening's nominal length."""
         start = self.start.hour * 3600 + self.start.minute * 60 + self.start.second
