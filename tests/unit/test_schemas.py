@@ -311,7 +311,7 @@ SPECIFIC_MUTATIONS = [
         "DunningPlanned", _set({"rule": "", "reason": "x"}, "data", "segment"), id="DunningPlanned-segment-empty"
     ),
     pytest.param("DunningPlanned", _set("", "data", "stages", 1, "moved"), id="DunningPlanned-moved-empty"),
-    pytest.param("DunningPlanned", _set("x" * 301, "data", "stages", 1, "moved"), id="DunningPlanned-moved-too-long"),
+    pytest.param("DunningPlanned", _set("x" * 501, "data", "stages", 1, "moved"), id="DunningPlanned-moved-too-long"),
     pytest.param("StageEscalated", _set("ntc_123", "data", "notice_id"), id="StageEscalated-bad-notice_id"),
     pytest.param(
         "StageEscalated", _set({"currency": "EUR", "fee": "1.00"}, "data", "charges"), id="Charges-unknown-key"
