@@ -33,13 +33,9 @@ stage name, `channels` to ["email"]. With anchor "due_date" a stage's instant is
 issued_at instant plus the offset (demos and tests use second offsets such as "PT5S").
 `pauses.resume` says how stages owed during a pause are sent when it ends (see `pausing`);
 the graces and instalment offsets may be seconds too (`PT10S`) for demos and chaos runs. The
-`pauses` and `payment_plans` sections' models and compiled forms are in `policy_pauses`, the
-charges' (interest, minimum balance, late fees) in `policy_charges`; this module is the entry point.
-
-The calendar keys (`days`, `non_working_day`) act only when the tenant's settings configure a
-working calendar (see `tenant_settings`, `planning`); `grace` and the minimum balance always do.
-A document without the new keys normalises exactly as before they existed (stored documents
-compare equal), so new keys are written out only when they differ from their default.
+`pauses` and `payment_plans` sections are in `policy_pauses`, the calendar keys in `policy_calendar`,
+the charges (interest, minimum balance, late fees) in `policy_charges`; this module is the entry point.
+New keys are written out only when not their default: older stored documents stay equal.
 """
 
 from dataclasses import dataclass, field
@@ -63,7 +59,7 @@ from dunning_scheduler.policy_charges import (
 )
 from dunning_scheduler.policy_pauses import (
     MAX_OFFSET_SECONDS,
-    RESUME_MODES,
+    PAUSES_MESSAGES,
     Channel,
     InstalmentReminder,
     InstalmentReminderDocument,
@@ -277,6 +273,7 @@ _MESSAGES = {
     "channels": f"must be a non-empty list of {', '.join(CHANNELS)}",
     **CALENDAR_MESSAGES,
     **CHARGE_MESSAGES,
+    **PAUSES_MESSAGES,
 }
 _MODEL_AT: dict[str, type[BaseModel]] = {
     "pauses": PausesDocument,
@@ -303,14 +300,6 @@ def _message(loc: list[str], error: ErrorDetails) -> str:
         return "is required: a list of stages (may be empty)"
     if len(loc) > 1 and loc[-2] in ("minimum_balance", "late_fee"):
         return 'must be a decimal string such as "10.00"'
-    if name in ("promise_grace", "grace"):
-        return 'must be an ISO 8601 duration string such as "P2D" or "PT10S"'
-    if name == "resume":
-        return f"must be one of {', '.join(RESUME_MODES)}"
-    if name in ("pauses", "payment_plans"):
-        return "must be an object"
-    if name == "reminders":
-        return "must be a list of at most 5 reminders {name, offset}"
     if name.isdigit() and len(loc) > 1 and loc[-2] == "reminders":
         return "a reminder must be an object with name and offset"
     if name == "offset":

@@ -24,6 +24,15 @@ RESUME_MODES = ("spaced", "latest_only", "all_at_once")
 
 Channel = Literal["email", "sms", "webhook", "letter"]
 
+PAUSES_MESSAGES = {
+    "promise_grace": 'must be an ISO 8601 duration string such as "P2D" or "PT10S"',
+    "grace": 'must be an ISO 8601 duration string such as "P2D" or "PT10S"',
+    "resume": f"must be one of {', '.join(RESUME_MODES)}",
+    "pauses": "must be an object",
+    "payment_plans": "must be an object",
+    "reminders": "must be a list of at most 5 reminders {name, offset}",
+}
+
 
 def problem(message: str) -> PydanticCustomError:
     return PydanticCustomError("policy", message)
