@@ -1,0 +1,152 @@
+"""The send window checked again when a stage is due: a backlog outside the window is deferred, not
+fired (StageDeferred, the timers back to scheduled at the next opening plus the customer's spread),
+and fires once the window is open."""
+
+import copy
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+import pytest
+
+from dunning.clock import utcnow
+from dunning_scheduler.bootstrap import handlers_for
+from dunning_scheduler.firing import FiringLoop
+from dunning_scheduler.policy import parse_policy
+from dunning_scheduler.policy_store import ActivePolicies, save_policy
+from dunning_scheduler.repository import settings as settings_sql
+from dunning_scheduler.settings_store import put_document
+from dunning_scheduler.tenant_settings import parse_settings
+from dunning_tools.testing.handlers import apply_event
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def h(h):
+    """The helpers, applying through handlers with a policy and settings memory of this test's own."""
+
+    class Fresh(h):
+        apply = staticmethod(partial(apply_event, handlers=handlers_for(ActivePolicies())))
+
+    return Fresh
+
+
+ESCALATED, DEFERRED = "dunning.StageEscalated.v1", "dunning.StageDeferred.v1"
+NOTICE, ASSESSED = "dunning.NoticeComposed.v1", "dunning.LateChargesAssessed.v1"
+RESCHEDULED, WAIVED = "dunning.StagesRescheduled.v1", "dunning.LateChargesWaived.v1"
+CUSTOMER = "cus_01JB2F7H9K3M5N7P9Q1R3S5T7V"  # the helpers' customer
+
+
+async def use_policy(pool, tenant: str, document: dict) -> None:
+    async with pool.acquire() as conn:
+        await save_policy(conn, tenant, parse_policy(document))
+
+
+async def use_settings(pool, tenant: str, document: dict) -> None:
+    async with pool.acquire() as conn:
+        await put_document(conn, settings_sql.SETTINGS, tenant, parse_settings(document).document, "test")
+
+
+async def fire(pool) -> int:
+    """One firing step, as the loop takes it (a fresh loop: its settings memory is empty)."""
+    schema = await pool.fetchval("SELECT current_schema()")
+    return await FiringLoop(pool, schema, gated=False).fire_once()
+
+
+async def issue(pool, h, *, customer_id: str | None = None, **kwargs) -> dict:
+    """An InvoiceIssued applied; `customer_id` gives it another customer than the helpers'."""
+    issued = h.invoice_issued(**kwargs)
+    if customer_id is not None:
+        issued = copy.deepcopy(issued)
+        issued["data"]["customer"]["customer_id"] = customer_id
+    await h.apply(pool, issued)
+    return issued
+
+
+async def make_due(pool, invoice_id: str, stage: str | None = None) -> None:
+    """Time passes: the invoice's scheduled timers (or one stage's) fall due."""
+    await pool.execute(
+        "UPDATE timers SET scheduled_at = now() - interval '1 second'"
+        " WHERE invoice_id = $1 AND state = 'scheduled' AND ($2::text IS NULL OR stage = $2)",
+        invoice_id,
+        stage,
+    )
+
+
+def closed_window_now() -> dict:
+    """A window on every day, an hour long, that does not contain now (customer zone UTC)."""
+    hour = utcnow().hour
+    start = hour + 2 if hour <= 20 else 1
+    every = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    return {"days": every, "start": f"{start:02d}:00", "end": f"{start + 1:02d}:00", "spread": "PT30M"}
+
+
+OPEN_ALL_DAY = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "end": "23:59:59",
+                "spread": "PT1H"}  # fmt: skip
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def next_opening(window: dict) -> datetime:
+    """The next start of `window` after now (UTC zone, every day)."""
+    now = utcnow()
+    start = now.replace(hour=int(window["start"][:2]), minute=0, second=0, microsecond=0)
+    return start if start > now else start + timedelta(days=1)
+
+
+NOW = {"anchor": "issued_at", "stages": [{"name": "soft", "offset": "PT0S", "channels": ["email", "sms"]}]}
+
+
+async def test_a_backlog_outside_the_window_is_deferred_then_fires_in_it(pool, h):
+    await use_policy(pool, h.TENANT, NOW)
+    window = closed_window_now()
+    await use_settings(pool, h.TENANT, {"send_window": window})
+    customers = ["cus_01JB2F7H9K3M5N7P9Q1R3S5TA1", "cus_01JB2F7H9K3M5N7P9Q1R3S5TB2", "cus_01JB2F7H9K3M5N7P9Q1R3S5TC3"]
+    invoices = [await issue(pool, h, customer_id=c, timezone="UTC") for c in customers]
+    for invoice in invoices:  # a backlog: due a while ago
+        await pool.execute(
+            "UPDATE timers SET scheduled_at = now() - interval '3 hours' WHERE invoice_id = $1", invoice["subject"]
+        )
+
+    assert await fire(pool) == 0
+    assert await h.outbox_events(pool, ESCALATED) == []
+    opening = next_opening(window)
+    spread = timedelta(minutes=30)
+    times = set()
+    for invoice in invoices:
+        rows = await h.timers(pool, invoice["subject"])
+        assert {r["state"] for r in rows} == {"scheduled"}
+        assert len({r["scheduled_at"] for r in rows}) == 1  # the customer's channels stay together
+        [deferred] = await h.outbox_events(pool, DEFERRED, invoice["subject"])
+        d = deferred["data"]
+        assert d["reason"] == "send_window" and "is outside the send window" in d["detail"]
+        assert d["customer_id"] == invoice["data"]["customer"]["customer_id"]
+        assert sorted(s["channel"] for s in d["stages"]) == ["email", "sms"]
+        new = at(d["stages"][0]["scheduled_at"])
+        assert opening <= new < opening + spread and new == rows[0]["scheduled_at"]
+        assert at(d["stages"][0]["previous_scheduled_at"]) < utcnow()
+        times.add(new)
+    assert len(times) > 1  # spread: not every customer in the same second
+
+    # the window is open now, and the deferred stages fall due: they fire, each once
+    await use_settings(pool, h.TENANT, {"send_window": OPEN_ALL_DAY})
+    for invoice in invoices:
+        await make_due(pool, invoice["subject"])
+    assert await fire(pool) == 6
+    for invoice in invoices:
+        assert {r["state"] for r in await h.timers(pool, invoice["subject"])} == {"fired"}
+        assert len(await h.outbox_events(pool, ESCALATED, invoice["subject"])) == 2
+        assert len(await h.outbox_events(pool, DEFERRED, invoice["subject"])) == 1
+    assert await fire(pool) == 0
+
+
+async def test_without_settings_firing_is_unchanged(pool, h):
+    await use_policy(pool, h.TENANT, NOW)
+    invoice = await issue(pool, h)
+    assert await fire(pool) == 2
+    events = await h.outbox_events(pool, ESCALATED, invoice["subject"])
+    assert [e["data"].get("notice_id") for e in events] == [None, None]
+    assert [e["data"].get("charges") for e in events] == [None, None]
+    assert await h.outbox_events(pool, DEFERRED) == []
