@@ -121,6 +121,7 @@ class Dispatcher:
                 self._queue.put_nowait(None)
             await asyncio.gather(*workers, return_exceptions=True)
             self._results.put_nowait(None)
+            self._stopping.set()  # the notice sender stops with the claim loop, however it ended
             await asyncio.gather(recorder, notices, return_exceptions=True)
             log.info("notifier.dispatcher.stopped", sent=self.sent, failed=self.failed, retried=self.retried)
 
