@@ -29,6 +29,7 @@ from dunning.clock import isoformat, utcnow
 from dunning.contracts import Customer
 from dunning.ids import new_ids
 from dunning_ingest import changes, repository
+from dunning_ingest.customer_rules import extras_of
 from dunning_ingest.invoice_input import (
     FastInvoiceIn,
     InvoiceIn,
@@ -246,17 +247,25 @@ class BulkImport:
 
     async def _upsert_customers(self, new: list[_Valid]) -> None:
         """Write each customer of this import once, and again only if a later item changes it (last wins)."""
-        latest = {v.inv.customer.external_id: v.inv.customer for v in sorted(new, key=lambda v: v.index)}
+        latest: dict[str, Any] = {}
+        given: dict[str, dict[str, Any]] = {}  # the optional fields the items give, merged in item order
+        for v in sorted(new, key=lambda v: v.index):
+            c = latest[v.inv.customer.external_id] = v.inv.customer
+            merged = given.setdefault(c.external_id, {})
+            if c.country is not None and c.subdivision is None:
+                merged.pop("subdivision", None)  # a new country drops the subdivision given before
+            merged.update({k: x for k, x in extras_of(c).items() if x is not None})
         changed = []
         for ext, c in latest.items():
-            tags, attributes = c.tags, c.attributes
+            x = given[ext]
+            tags, attributes = x.get("tags"), x.get("attributes")
             data = (
                 c.name,
                 c.email,
                 c.locale,
                 c.timezone,
-                c.country,
-                c.subdivision,
+                x.get("country"),
+                x.get("subdivision"),
                 None if tags is None else list(tags),
                 None if attributes is None else dict(attributes),
             )

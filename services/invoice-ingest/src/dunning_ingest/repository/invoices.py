@@ -7,6 +7,7 @@ from datetime import date, datetime
 from typing import Any, NamedTuple
 
 import asyncpg
+import orjson
 
 from dunning import outbox
 from dunning.tracing import current_traceparent
@@ -126,9 +127,12 @@ async def existing_by_external_id(
 
 
 # A bulk import's customers, as columns sorted by external id; $8 the traceparent. See customers.upsert_ctes.
+# ($11, $12: tags and attributes as JSON text, one per customer, NULL: not given.)
 _CUSTOMERS_OF_MANY = customers.upsert_ctes(
-    "SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $9::text[],"
-    " $10::text[], $11::jsonb[], $12::jsonb[])"
+    "SELECT id, external_id, name, email, locale, timezone, country, subdivision, tags::jsonb AS tags,"
+    " attributes::jsonb AS attributes"
+    " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $9::text[],"
+    " $10::text[], $11::text[], $12::text[])"
     " AS u(id, external_id, name, email, locale, timezone, country, subdivision, tags, attributes)",
     trace="$8::text",
 )
@@ -169,7 +173,10 @@ async def upsert_customers(
     if not rows:
         return {}
     cols = [list(c) for c in zip(*sorted(rows, key=lambda r: r.external_id), strict=True)]
-    result = await conn.fetch(_UPSERT_CUSTOMERS, tenant_id, *cols[:6], current_traceparent(), *cols[6:])
+    tags, attributes = ([None if v is None else orjson.dumps(v).decode() for v in col] for col in cols[8:])
+    result = await conn.fetch(
+        _UPSERT_CUSTOMERS, tenant_id, *cols[:6], current_traceparent(), *cols[6:8], tags, attributes
+    )
     return {r["external_id"]: (r["id"], r["extras"]) for r in result}
 
 
