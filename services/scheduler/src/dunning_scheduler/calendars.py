@@ -25,9 +25,9 @@ class CalendarError(ValueError):
 
 @lru_cache(maxsize=4096)
 def public_holidays(country: str, subdivision: str | None, year: int) -> dict[date, str]:
-    """The public holidays of a country (and subdivision) in a year: {date: name}. Cached."""
+    """The public holidays of a country (and subdivision) in a year: {date: name in English}. Cached."""
     try:
-        found = holidays.country_holidays(country, subdiv=subdivision, years=year)
+        found = holidays.country_holidays(country, subdiv=subdivision, years=year, language="en_US")
     except NotImplementedError as exc:
         raise CalendarError(str(exc)) from None
     return dict(found)

@@ -85,9 +85,12 @@ class CalendarDocument(BaseModel):
             description="Whose public holidays count: none; the customer's region (else the tenant's); the tenant's."
         ),
     ] = "none"
-    country: Annotated[str | None, Field(description="The tenant's ISO 3166-1 alpha-2 country.")] = None
+    country: Annotated[
+        str | None, Field(pattern=r"^[A-Z]{2}$", description="The tenant's ISO 3166-1 alpha-2 country.")
+    ] = None
     subdivision: Annotated[
-        str | None, Field(description="The tenant's ISO 3166-2 subdivision, without the country.")
+        str | None,
+        Field(pattern=r"^[A-Z0-9]{1,3}$", description="The tenant's ISO 3166-2 subdivision, without the country."),
     ] = None
     closures: Annotated[list[str], Field(max_length=366, description="The tenant's own closure days, YYYY-MM-DD.")] = []
 
@@ -358,7 +361,8 @@ def country_of(customer: Customer) -> tuple[str | None, str | None]:
     """The customer's (country, subdivision): its own data, else the region of its locale (de-DE -> DE)."""
     country = getattr(customer, "country", None)
     if country:
-        return country.upper(), (getattr(customer, "subdivision", None) or None)
+        subdivision = getattr(customer, "subdivision", None)
+        return country.upper(), (subdivision.upper() if subdivision else None)
     locale = (getattr(customer, "locale", None) or "").replace("_", "-").split("-")
     if len(locale) >= 2 and len(locale[-1]) == 2 and locale[-1].isalpha():
         return locale[-1].upper(), None

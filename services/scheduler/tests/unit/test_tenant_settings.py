@@ -52,6 +52,7 @@ def test_the_example_compiles_and_normalises_to_itself():
         ({"send_window": {"start": "08:00", "end": "17:00", "spread": "P1M"}}, "send_window.spread", "non-negative"),
         ({"send_window": {"end": "17:00"}}, "send_window.start", "required"),
         ({"calendar": {"country": "XX"}}, "calendar.country", "unknown country"),
+        ({"calendar": {"country": "de"}}, "calendar.country", "alpha-2"),
         ({"calendar": {"country": "DE", "subdivision": "ZZ"}}, "calendar.subdivision", "unknown subdivision"),
         ({"calendar": {"subdivision": "BY"}}, "calendar.subdivision", "needs a country"),
         ({"calendar": {"holidays": "tenant"}}, "calendar.country", "required"),
@@ -84,6 +85,7 @@ def test_a_customer_window_override_names_its_fields():
         pytest.param({"country": "DE", "subdivision": "BY"}, ("DE", "BY"), id="the_customers_own_data"),
         pytest.param({"locale": "fr-FR"}, ("FR", None), id="else_the_region_of_its_locale"),
         pytest.param({"locale": "en"}, (None, None), id="a_locale_without_region"),
+        pytest.param({"country": "de", "subdivision": "by"}, ("DE", "BY"), id="codes_in_upper_case"),
     ],
 )
 def test_country_of(fields, region):
