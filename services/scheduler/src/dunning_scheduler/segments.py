@@ -192,10 +192,20 @@ class SegmentRules:
 
 @dataclass(frozen=True)
 class History:
-    """The customer's last settled invoices (as many as the rules need): how many, and their average days late."""
+    """The customer's last settled invoices (as many as the rules need): how many, and their average days
+    late. `days_late` (optional, most recent first) lets a rule looking at fewer invoices than the most any
+    rule needs average over exactly its own; without it every rule uses `average_days_late`."""
 
     settled_invoices: int
     average_days_late: Decimal | None
+    days_late: tuple[int, ...] = ()
+
+    def over(self, n: int) -> tuple[int, Decimal | None]:
+        """(how many invoices, their average days late) over the last `n`."""
+        if self.days_late:
+            last = self.days_late[:n]
+            return len(last), Decimal(sum(last)) / len(last)
+        return min(self.settled_invoices, n), self.average_days_late
 
 
 def _conditions(valid: ConditionsDocument) -> Conditions:
@@ -282,12 +292,9 @@ def _match(
             return None
         words.append(f"amount {amount} {currency} <= {when.amount_max}")
     if when.uses_history:
-        if history is None or history.average_days_late is None:
+        count, average = (0, None) if history is None else history.over(when.history_invoices)
+        if average is None or count < when.history_min_invoices:
             return None
-        count = min(history.settled_invoices, when.history_invoices)
-        if count < when.history_min_invoices:
-            return None
-        average = history.average_days_late
         over = f"average {_days(average)} days late over the last {count} invoices"
         if when.average_days_late_min is not None:
             if average < when.average_days_late_min:

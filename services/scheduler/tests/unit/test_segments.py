@@ -154,3 +154,22 @@ def test_invalid_rules_name_the_field(document, field, message):
     with pytest.raises(SegmentRulesError) as caught:
         parse_rules(document)
     assert any(e["field"] == field and message in e["message"] for e in caught.value.errors), caught.value.errors
+
+
+def test_each_rule_averages_over_its_own_number_of_invoices_when_the_days_are_given():
+    rules = parse_rules(
+        {
+            "rules": [
+                {"name": "recent", "policy_id": "p3", "when": {"average_days_late_min": 20, "history_invoices": 2}},
+                {"name": "longer", "policy_id": "p5", "when": {"average_days_late_min": 10, "history_invoices": 5}},
+            ]
+        }
+    )
+    history = History(5, Decimal("12"), days_late=(30, 20, 10, 0, 0))  # most recent first
+    assert chosen(rules, history=history) == (
+        "p3",
+        "recent",
+        "average 25 days late over the last 2 invoices >= 20",
+    )
+    assert chosen(rules, history=History(5, Decimal("12"), days_late=(10, 10, 20, 20, 0)))[1] == "longer"
+    assert chosen(rules, history=History(5, Decimal("12")))[1] == "longer"  # only the overall average known
