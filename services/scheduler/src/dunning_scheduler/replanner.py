@@ -18,13 +18,15 @@ import asyncpg
 
 from dunning import outbox
 from dunning.clock import utcnow
+from dunning.contracts import Customer
 from dunning.logging import get_logger
 from dunning_scheduler import messages, repository
-from dunning_scheduler.planner import TIMERS_CHANNEL
+from dunning_scheduler.planner import NO_SHAPING, TIMERS_CHANNEL, Shaping, shaping_for
 from dunning_scheduler.planning import plan
 from dunning_scheduler.policy import Policy
 from dunning_scheduler.policy_store import ActivePolicies
 from dunning_scheduler.replanning import replan
+from dunning_scheduler.repository import replans as replans_sql
 
 log = get_logger(__name__)
 
@@ -49,6 +51,8 @@ async def replan_invoices(
     for row in await repository.lock_timers(conn, [i["invoice_id"] for i in invoices]):
         if row["kind"] == "policy":  # promise_broken and instalment reminders are no policy's stages
             timers[row["invoice_id"]].append(row)
+    inputs = await replans_sql.planning_inputs(conn, [i["invoice_id"] for i in invoices])
+    shapes = await _shapes(conn, policies, invoices, inputs)
     now = utcnow()
     written: list[list] = []
     planned_with: list[list] = []
@@ -60,8 +64,9 @@ async def replan_invoices(
             tenant_id,
             invoice["policy_version"],
             invoice["policy_is_default"],
-            policy_key=invoice.get("policy_key"),
+            policy_key=inputs[invoice_id]["policy_key"] if invoice_id in inputs else None,
         )
+        shaping, extra = shapes.get(invoice_id, (NO_SHAPING, {}))
         fresh = plan(
             used,
             due_date=invoice["due_date"],
@@ -70,6 +75,9 @@ async def replan_invoices(
             settled=False,
             now=now,
             accepted_at=changed_at,
+            calendar=shaping.calendar,
+            window=shaping.window,
+            **extra,
         )
         changes = replan(
             timers[invoice_id],
@@ -122,3 +130,24 @@ async def replan_invoices(
     if events:
         await outbox.add_many(conn, events)
     return len(events)
+
+
+async def _shapes(
+    conn: asyncpg.Connection, policies: ActivePolicies, invoices: Sequence[asyncpg.Record], inputs: dict
+) -> dict[str, tuple[Shaping, dict]]:
+    """Each invoice's calendar and window under its tenant's settings now (as the planner plans), and
+    the keywords `plan` keys the customer's spread and the threshold by."""
+    by_tenant: dict[str, list[str]] = defaultdict(list)
+    for invoice in invoices:
+        by_tenant[invoice["tenant_id"]].append(invoice["invoice_id"])
+    shapes: dict[str, tuple[Shaping, dict]] = {}
+    for tenant_id, ids in by_tenant.items():
+        rows = [inputs[i] for i in ids if i in inputs and inputs[i]["customer"] is not None]
+        settings = await policies.config.settings_of(conn, tenant_id)
+        windows = await policies.config.windows_of(conn, tenant_id, [r["customer"].get("customer_id") for r in rows])
+        for row in rows:
+            customer = Customer.from_data(row["customer"])
+            shaping = shaping_for(settings, customer, windows.get(customer.customer_id), None)
+            extra = {"customer_key": customer.customer_id, "balance": row["amount_due"], "currency": row["currency"]}
+            shapes[row["invoice_id"]] = (shaping, extra)
+    return shapes

@@ -1,6 +1,7 @@
 """The planner with segment rules, calendars and windows on a real PostgreSQL: a rule choosing a
 policy by the customer's payment history (reason stored, and in DunningPlanned.segment), a stage
-moved off a public holiday in the customer's country."""
+moved off a public holiday in the customer's country (and again when the due date changes), a named
+policy applied to the open invoices it planned."""
 
 from datetime import date, timedelta
 from functools import partial
@@ -13,6 +14,7 @@ from dunning.ids import new_id
 from dunning_scheduler.bootstrap import handlers_for
 from dunning_scheduler.policy import parse_policy
 from dunning_scheduler.policy_store import ActivePolicies, put_policy
+from dunning_scheduler.replan_loop import ReplanLoop
 from dunning_scheduler.repository import settings as settings_sql
 from dunning_scheduler.segments import parse_rules
 from dunning_scheduler.settings_store import put_document
@@ -137,3 +139,51 @@ async def test_a_stage_moves_off_a_public_holiday_in_the_customers_country(pool,
     [planned] = await h.outbox_events(pool, PLANNED, german["subject"])
     moved = planned["data"]["stages"][0]["moved"]
     assert "Christmas" in moved, moved
+
+
+async def test_a_due_date_change_is_replanned_with_the_customers_calendar(pool, h):
+    await store(
+        pool,
+        h,
+        default={"stages": [{"name": "soft", "offset": "P1D"}]},
+        settings={"calendar": {"working_days": ["mon", "tue", "wed", "thu", "fri"], "holidays": "customer"}},
+    )
+    apply = fresh_apply()
+    event = issued(h, new_id("cus"), country="DE", due_date=date(2031, 12, 9))
+    await apply(pool, event)
+    [before] = await h.timers(pool, event["subject"])
+    assert before["scheduled_at"].astimezone(BERLIN).date() == date(2031, 12, 10)
+    await apply(pool, h.invoice_updated(event, version=2, due_date=date(2031, 12, 24)))
+    [after] = await h.timers(pool, event["subject"])
+    assert after["stage_id"] == before["stage_id"]
+    assert after["scheduled_at"].astimezone(BERLIN).date() == date(2031, 12, 29)  # off 25/26 Dec and the weekend
+
+
+async def test_a_named_policy_applied_to_open_invoices_replans_only_those_it_planned(pool, h):
+    everyone = {"rules": [{"name": "tagged", "policy_id": "pol_firm", "when": {"tags_any": ["firm"]}}]}
+    await store(pool, h, policies={"pol_firm": {"stages": [{"name": "firm", "offset": "P1D"}]}}, rules=everyone)
+    apply = fresh_apply()
+    due = utcnow().date() + timedelta(days=20)
+    firm = issued(h, new_id("cus"), due_date=due)
+    firm["data"]["customer"]["tags"] = ["firm"]
+    plain = issued(h, new_id("cus"), due_date=due)
+    await apply(pool, firm)
+    await apply(pool, plain)
+    plain_before = await h.timers(pool, plain["subject"])
+
+    async with pool.acquire() as conn:
+        _, created, job = await put_policy(
+            conn,
+            h.TENANT,
+            parse_policy({"id": "pol_firm", "stages": [{"name": "firm", "offset": "P3D"}]}),
+            policy_key="pol_firm",
+            apply_to="open_invoices",
+        )
+    assert created and job["invoices_total"] == 1 and job["policy_key"] == "pol_firm"
+    schema = await pool.fetchval("SELECT current_schema()")
+    assert await ReplanLoop(pool, schema, ActivePolicies(), batch_size=10).work_once()
+
+    [moved] = await h.timers(pool, firm["subject"])
+    assert moved["scheduled_at"].astimezone(BERLIN).date() == due + timedelta(days=3)
+    assert moved["policy_version"] == 2
+    assert await h.timers(pool, plain["subject"]) == plain_before  # planned with the default policy: left alone

@@ -163,3 +163,14 @@ async def advance_replan(
     conn: asyncpg.Connection, replan_id: str, *, after_invoice_id: str, done: int, rescheduled: int, finished: bool
 ) -> None:
     await conn.execute(_ADVANCE_REPLAN, replan_id, after_invoice_id, done, rescheduled, finished)
+
+
+_PLANNING_INPUTS = (
+    "SELECT invoice_id, policy_key, customer, amount_due, currency FROM invoices WHERE invoice_id = ANY($1::text[])"
+)
+
+
+async def planning_inputs(conn: asyncpg.Connection, invoice_ids: list[str]) -> dict[str, asyncpg.Record]:
+    """What re-planning needs besides REPLAN_COLUMNS to plan as the planner did: the policy's key,
+    the customer (its calendar and window) and the amount (the minimum-balance threshold)."""
+    return {r["invoice_id"]: r for r in await conn.fetch(_PLANNING_INPUTS, invoice_ids)}
