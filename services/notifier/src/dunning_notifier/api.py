@@ -12,14 +12,27 @@ from dunning.http import Cursor, Page, Problem, TenantId, decode_cursor, limit_q
 from dunning.metrics import instrument_app
 from dunning.settings import CommonSettings
 from dunning_notifier import metrics
+from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier import repository as repo
-from dunning_notifier.schemas import DELIVERY_ID, INVOICE_ID, DeliveryOut, DeliveryState
+from dunning_notifier.schemas import (
+    DELIVERY_ID,
+    INVOICE_ID,
+    NOTICE_ID,
+    DeliveryOut,
+    DeliveryState,
+    NoticeItemOut,
+    NoticeOut,
+)
 
 TAGS = [
     {
         "name": "deliveries",
         "description": "Reminder deliveries: what was sent to whom, when, what failed, what a stop cancelled.",
-    }
+    },
+    {
+        "name": "notices",
+        "description": "Consolidated notices: one message per customer listing its overdue invoices.",
+    },
 ]
 _DELIVERY_ID = re.compile(DELIVERY_ID)
 
@@ -88,5 +101,31 @@ def create_app(deps: ApiDeps) -> FastAPI:
         if row is None:
             raise Problem.not_found("delivery_id", f"No delivery {delivery_id!r} for this tenant.")
         return _out(row)
+
+    @app.get(
+        "/v1/notices/{notice_id}",
+        response_model=NoticeOut,
+        tags=["notices"],
+        operation_id="getNotice",
+        summary="One consolidated notice, with what became of each of its invoices",
+        description=(
+            "A notice the scheduler composed (NoticeComposed) for one customer and channel: whether it went,"
+            " to whom, the invoices it listed and the ones left out because a stop of the invoice (paid,"
+            " credited, void, written off, or paused) reached the notifier before it went; per stage item, the"
+            " Reminder* event published (sent, failed, or cancelled). A notice whose every stage was stopped"
+            " is `cancelled` and was never sent."
+        ),
+        responses={404: {"description": "No such notice for this tenant"}},
+    )
+    async def get_notice(notice_id: Annotated[str, Path(pattern=NOTICE_ID)], tenant_id: TenantId) -> NoticeOut:
+        found = await notice_repo.get_notice(deps.pool, tenant_id, notice_id)
+        if found is None:
+            raise Problem.not_found("notice_id", f"No notice {notice_id!r} for this tenant.")
+        row, items = found
+        data = dict(row)
+        if data["state"] in ("sent", "failed", "cancelled"):
+            data["next_attempt_at"] = None
+        data["items"] = [NoticeItemOut(**dict(i), left_out=i["stop_reason"] is not None) for i in items]
+        return NoticeOut(**data)
 
     return app

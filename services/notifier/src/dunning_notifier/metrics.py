@@ -14,6 +14,7 @@ import asyncpg
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from dunning.metrics import Metrics
+from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier import repository as repo
 
 STATES = ("pending", "sending", "sent", "failed", "cancelled")
@@ -63,6 +64,7 @@ def instrument(metrics: Metrics, pool: asyncpg.Pool, counters: Callable[[], dict
         "dunning_notifier_deliveries_in_doubt",
         "Deliveries with at least one attempt whose outcome was unknown (may have been sent twice).",
     )
+    notices = metrics.gauge("dunning_notifier_notices", "Consolidated notices by state, all replicas.", ["state"])
     attempts = metrics.gauge(
         "dunning_notifier_in_doubt_attempts",
         "Attempts whose outcome was unknown (lease ran out, or no reply after DATA), all deliveries.",
@@ -74,6 +76,9 @@ def instrument(metrics: Metrics, pool: asyncpg.Pool, counters: Callable[[], dict
             deliveries.labels(state).set(by_state.get(state, 0))
         in_doubt.set(in_doubt_deliveries)
         attempts.set(in_doubt_attempts)
+        by_notice_state = await notice_repo.notice_totals(pool)
+        for state in STATES:
+            notices.labels(state).set(by_notice_state.get(state, 0))
 
     metrics.on_scrape(refresh)
     if counters is not None:

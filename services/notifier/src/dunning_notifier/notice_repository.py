@@ -294,6 +294,32 @@ async def release_expired_leases(conn: asyncpg.Connection) -> list[asyncpg.Recor
     return await conn.fetch(_RELEASE_EXPIRED)
 
 
-async def item_positions(conn: asyncpg.Connection, notice_id: str) -> list[asyncpg.Record]:
-    """Every item of a notice with its mark, in order (tests and support)."""
-    return await conn.fetch("SELECT * FROM notice_items WHERE notice_id = $1 ORDER BY position", notice_id)
+_NOTICE_COLUMNS = (
+    "notice_id, delivery_id, customer_id, channel, composed_at, state, recipient, cc, attempts,"
+    " in_doubt_attempts, next_attempt_at, provider_message_id, last_error_code, last_error, sent_at,"
+    " invoice_ids, left_out, cancel_reason, cancelled_at"
+)
+
+
+async def get_notice(pool: asyncpg.Pool, tenant_id: str, notice_id: str) -> tuple[asyncpg.Record, list] | None:
+    """A tenant's notice and its items in order (the API's view); None if it has none of that id."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            f"SELECT {_NOTICE_COLUMNS} FROM notices WHERE tenant_id = $1 AND notice_id = $2", tenant_id, notice_id
+        )
+        if row is None:
+            return None
+        items = await conn.fetch(
+            "SELECT invoice_id, stage_id, stage, stop_reason, outcome FROM notice_items"
+            " WHERE notice_id = $1 ORDER BY position",
+            notice_id,
+        )
+    return row, list(items)
+
+
+_NOTICES_BY_STATE = "SELECT state, count(*) AS n FROM notices GROUP BY state"
+
+
+async def notice_totals(pool: asyncpg.Pool) -> dict[str, int]:
+    """Notices by state, across every replica (/metrics)."""
+    return {r["state"]: r["n"] for r in await pool.fetch(_NOTICES_BY_STATE)}

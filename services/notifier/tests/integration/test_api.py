@@ -148,3 +148,38 @@ async def test_a_delivery_a_stop_dropped_shows_cancelled_with_its_reason(api, no
     scraped = samples((await api.get("/metrics")).text)
     assert scraped['dunning_notifier_deliveries{state="cancelled"}'] == 1
     assert scraped['dunning_notifier_deliveries{state="pending"}'] == 1
+
+
+async def test_a_notice_shows_the_invoices_it_listed_and_the_one_a_stop_left_out(
+    api, notifier, notice_item, notice_data
+):
+    kept, paid, overdue = notice_item(stage="firm"), notice_item(stage="soft"), notice_item(stage=None)
+    data = notice_data([kept, paid, overdue])
+    await notifier.compose(data)
+    await notifier.stop("stopped", paid["invoice_id"], reason="invoice_settled")
+    async with notifier.dispatching():
+        await notifier.wait_notice(data["notice_id"], "sent")
+
+    resp = await api.get(f"/v1/notices/{data['notice_id']}", headers=auth())
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["state"] == "sent" and body["recipient"] == data["customer"]["email"]
+    assert body["invoice_ids"] == [kept["invoice_id"], overdue["invoice_id"]]
+    assert body["left_out"] == [paid["invoice_id"]]
+    assert [(i["invoice_id"], i["left_out"], i["stop_reason"], i["outcome"]) for i in body["items"]] == [
+        (kept["invoice_id"], False, None, "sent"),
+        (paid["invoice_id"], True, "invoice_settled", "cancelled"),
+        (overdue["invoice_id"], False, None, None),
+    ]
+    assert (
+        await api.get(f"/v1/notices/{data['notice_id']}", headers=auth("dk_testkey_notifier_b_0123456789"))
+    ).status_code == 404
+    missing = await api.get("/v1/notices/ntc_01KJ4N6Q8S0U2W4Y6A8C0E2G4J", headers=auth())
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("application/problem+json")
+    assert (await api.get("/v1/notices/not-a-notice", headers=auth())).status_code == 422
+    spec = (await api.get("/openapi.json")).json()
+    operation = spec["paths"]["/v1/notices/{notice_id}"]["get"]
+    assert operation["summary"] and operation["description"]
+    assert spec["components"]["schemas"]["NoticeOut"]["examples"]
+    scraped = samples((await api.get("/metrics")).text)
+    assert scraped['dunning_notifier_notices{state="sent"}'] == 1
