@@ -67,11 +67,16 @@ def shaping_for(
 class Plannable(Protocol):
     """What planning reads of an invoice (an InvoiceIssued's data, or a preview's sample)."""
 
-    due_date: date
-    issued_at: datetime
-    amount_due: Decimal
-    currency: str
-    customer: Customer
+    @property
+    def due_date(self) -> date: ...
+    @property
+    def issued_at(self) -> datetime: ...
+    @property
+    def amount_due(self) -> Decimal: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def customer(self) -> Customer: ...
 
 
 def plan_for(

@@ -24,9 +24,9 @@ from dunning.contracts import Customer
 from dunning_scheduler import charges, repository
 from dunning_scheduler.calendars import EVERY_DAY
 from dunning_scheduler.firing_rules import ContactLog, Due, simulate
-from dunning_scheduler.planner import TenantShaping, plan_for, shaping_for
-from dunning_scheduler.planning import UTC_ZONE, zone_for
-from dunning_scheduler.policy import Policy, PolicyError, parse_policy
+from dunning_scheduler.planner import Shaping, TenantShaping, plan_for, shaping_for
+from dunning_scheduler.planning import UTC_ZONE, PlannedTimer, zone_for
+from dunning_scheduler.policy import Policy, PolicyError, Stage, parse_policy
 from dunning_scheduler.policy_schemas import PreviewInvoice
 from dunning_scheduler.policy_store import ActivePolicies, named_policy
 from dunning_scheduler.repository import charges as charges_sql
@@ -193,7 +193,7 @@ async def preview(conn: asyncpg.Connection, tenant_id: str, body: Any, policies:
     }
     shaper = TenantShaping(settings, rules, windows, history)
 
-    planned = []  # (sample, policy, segment, shaping, timers)
+    planned: list[_Planned] = []
     for sample in samples:
         if fixed is not None:
             policy, segment = fixed, None
@@ -211,17 +211,27 @@ async def preview(conn: asyncpg.Connection, tenant_id: str, body: Any, policies:
     }
 
 
+_Planned = tuple[Sample, Policy, dict[str, str] | None, Shaping, list[PlannedTimer]]  # as planned for the answer
+
+
 class _Sends:
     """What the simulation did to each timer (by (invoice n, stage_id)), and the notices it composed."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.at: dict[tuple[int, str], datetime] = {}
         self.deferred: dict[tuple[int, str], list[dict]] = defaultdict(list)
         self.notice: dict[tuple[int, str], str] = {}
         self.notices: list[dict] = []
 
 
-async def _simulate(conn, tenant_id, settings, planned, known, now) -> _Sends:
+async def _simulate(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    settings: TenantSettings,
+    planned: list[_Planned],
+    known: list[str],
+    now: datetime,
+) -> _Sends:
     by_customer: dict[str, list[Due]] = defaultdict(list)
     zones, calendars, windows = {}, {}, {}
     for n, (sample, _, _, shaping, timers) in enumerate(planned):
@@ -268,7 +278,7 @@ def _name(sample: Sample) -> str:
     return sample.invoice_id or sample.reference or ""
 
 
-async def _invoice_answer(conn, tenant_id: str, item, sends: _Sends, n: int) -> dict:
+async def _invoice_answer(conn: asyncpg.Connection, tenant_id: str, item: _Planned, sends: _Sends, n: int) -> dict:
     sample, policy, segment, _, timers = item
     zone = zone_for(sample.customer.timezone) or UTC_ZONE
     projector = await _Charges.for_policy(conn, tenant_id, policy, sample)
@@ -307,7 +317,7 @@ async def _invoice_answer(conn, tenant_id: str, item, sends: _Sends, n: int) -> 
 class _Charges:
     """Projects a policy's fees and interest stage by stage, in plan order (each stage's fee once)."""
 
-    def __init__(self, policy: Policy, sample: Sample, rates):
+    def __init__(self, policy: Policy, sample: Sample, rates: list[tuple[date, Decimal]]):
         self.policy, self.sample, self.rates = policy, sample, rates
         self.fees = Decimal(0)
         self.interest = Decimal(0)
@@ -315,14 +325,14 @@ class _Charges:
         self.any = policy.interest is not None or any(s.late_fee for s in policy.stages)
 
     @classmethod
-    async def for_policy(cls, conn, tenant_id: str, policy: Policy, sample: Sample) -> "_Charges":
+    async def for_policy(cls, conn: asyncpg.Connection, tenant_id: str, policy: Policy, sample: Sample) -> "_Charges":
         terms = policy.interest
-        rates: list = []
+        rates: list[tuple[date, Decimal]] = []
         if terms is not None and terms.reference is not None:
             rates = [(r["valid_from"], r["rate"]) for r in await charges_sql.rates(conn, tenant_id, terms.reference)]
         return cls(policy, sample, rates)
 
-    def at(self, stage, day: date) -> dict[str, str]:
+    def at(self, stage: Stage, day: date) -> dict[str, str]:
         """The stage's charges if it fires on local `day` (nothing when the policy charges nothing)."""
         if not self.any:
             return {}
