@@ -225,3 +225,25 @@ def test_the_default_policy_plans_as_before_with_an_all_days_calendar():
         stage_ids=[f"s{i}" for i in range(5)],
     )
     assert [t.scheduled_at for t in before] == old_plan_instants(DEFAULT_POLICY, due, BERLIN)
+
+
+def test_issued_at_anchors_roll_and_meet_the_window_too():
+    saturday = datetime(2026, 12, 5, 10, tzinfo=BERLIN).astimezone(UTC)
+    p = policy("PT5S", "P2D", anchor="issued_at", days="business")
+    timers = plan(
+        p,
+        due_date=date(2026, 12, 20),
+        timezone_name="Europe/Berlin",
+        issued_at=saturday,
+        settled=False,
+        now=saturday,
+        calendar=GERMANY,
+        window=SendWindow(WEEKDAYS, time(8), time(17), 0),
+    )
+    # PT5S: Saturday 10:00:05 rolls to Monday 10:00:05, inside the window; P2D: two working days after
+    # Saturday is Tuesday, at the issued local time.
+    assert [local(t) for t in timers] == [
+        datetime(2026, 12, 7, 10, 0, 5, tzinfo=BERLIN),
+        datetime(2026, 12, 8, 10, 0, tzinfo=BERLIN),
+    ]
+    assert timers[0].moved == "2026-12-05 is a Saturday: moved to 2026-12-07"
