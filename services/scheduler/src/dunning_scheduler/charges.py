@@ -89,6 +89,11 @@ def annual_rate_on(terms: Terms, day: date, history: RateHistory) -> Decimal:
     return reference + terms.margin
 
 
+def plain(value: Decimal) -> Decimal:
+    """A decimal without trailing zeros or exponent: 4.2500 -> 4.25, 10.0000 -> 10."""
+    return Decimal(format(value.normalize(), "f"))
+
+
 def divisor(day_count: str, day: date) -> int:
     if day_count == "ACT/360":
         return 360
@@ -148,7 +153,9 @@ def accrue(
             runs.append([day, day, 1, *key])
         day += timedelta(days=1)
     periods = tuple(
-        InterestPeriod(s, e, n, p, r, _EXACT.divide(_EXACT.multiply(p * r, Decimal(n)), _HUNDRED * d))
+        InterestPeriod(
+            s, e, n, round_half_up(p, currency), r, _EXACT.divide(_EXACT.multiply(p * r, Decimal(n)), _HUNDRED * d)
+        )
         for s, e, n, p, r, d, _ in runs
         if p > 0
     )

@@ -20,6 +20,7 @@ from dunning_scheduler.charges import (
     assess,
     charges_field,
     late_fee,
+    plain,
 )
 from dunning_scheduler.policy import Policy
 from dunning_scheduler.repository import charges as charges_sql
@@ -44,7 +45,7 @@ async def ledger_of(conn: asyncpg.Connection, invoice_id: str, zone: ZoneInfo) -
 async def rates_of(conn: asyncpg.Connection, tenant_id: str, name: str | None) -> list[tuple[date, Decimal]]:
     if name is None:
         return []
-    return [(r["valid_from"], r["rate"]) for r in await charges_sql.rates(conn, tenant_id, name)]
+    return [(r["valid_from"], plain(r["rate"])) for r in await charges_sql.rates(conn, tenant_id, name)]
 
 
 async def accrual_of(
