@@ -12,10 +12,12 @@ GET/PUT /v1/policy-rules               the segment rules that choose a named pol
 GET/PUT /v1/settings                   calendar, send window, contact caps, consolidation
 GET/PUT/DELETE /v1/settings/customers/{customer_id}   a customer's own send window
 POST /v1/policy/preview                what a policy and settings would send, changing nothing
+/v1/invoices/{invoice_id}/charges..., /v1/reference-rates...   fees, interest, waivers, reference rates (charges_api)
 GET  /v1/invoices/{invoice_id}/timers  the invoice's timers (ops / debugging)
 GET  /healthz, /readyz, /metrics, /docs
 
-Routes live by subject in `policies_api`, `settings_api`, `preview_api`; this module builds the app.
+Routes live by subject in `policies_api`, `settings_api`, `preview_api`, `charges_api`; this module
+builds the app.
 """
 
 from typing import Annotated
@@ -25,7 +27,7 @@ from fastapi import FastAPI, Path
 
 from dunning.http import Problem, TenantId, service_app
 from dunning.money import format_amount
-from dunning_scheduler import policies_api, preview_api, repository, settings_api
+from dunning_scheduler import charges_api, policies_api, preview_api, repository, settings_api
 from dunning_scheduler.policy_store import ActivePolicies
 from dunning_scheduler.schemas import InvoiceTimersOut, TimerOut
 from dunning_scheduler.settings import Settings
@@ -35,6 +37,7 @@ TAGS = [
     {"name": "policies", "description": "Named, versioned policies the segment rules choose."},
     {"name": "settings", "description": "Working calendar, send windows, caps, consolidation; segment rules."},
     {"name": "preview", "description": "What a policy and settings would send, without changing anything."},
+    {"name": "charges", "description": "Late fees and interest of an invoice, waivers, reference rates."},
     {"name": "timers", "description": "An invoice's planned reminders and their states (ops, debugging)."},
 ]
 
@@ -53,6 +56,7 @@ def create_app(pool: asyncpg.Pool, settings: Settings, policies: ActivePolicies 
     policies_api.add_routes(app, pool, settings)
     settings_api.add_routes(app, pool, settings, policies)
     preview_api.add_routes(app, pool, settings, policies)
+    charges_api.add_routes(app, pool, settings, policies)
 
     @app.get(
         "/v1/invoices/{invoice_id}/timers",

@@ -129,6 +129,7 @@ async def history_of(
         r["customer_id"]: History(
             settled_invoices=r["settled_invoices"],
             average_days_late=None if r["average_days_late"] is None else Decimal(r["average_days_late"]),
+            days_late=tuple(r["days_late"]),  # each rule averages over its own history_invoices
         )
         for r in rows
     }
