@@ -97,12 +97,16 @@ class FiringRules:
     async def needs_rules(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> bool:
         """False: every tenant of the batch has no firing rules and its policies charge nothing."""
         seen: set[tuple] = set()
+        customers: dict[str, set[str]] = defaultdict(set)
+        for row in rows:
+            customers[row["tenant_id"]].add(_customer_id(row))
+        for tenant, ids in customers.items():
+            if has_firing_rules(await self.policies.config.settings_of(conn, tenant)):
+                return True
+            if await self.policies.config.windows_of(conn, tenant, ids):  # no query unless the tenant has any
+                return True
         for row in rows:
             tenant = row["tenant_id"]
-            if tenant not in seen:
-                seen.add(tenant)
-                if has_firing_rules(await self.policies.config.settings_of(conn, tenant)):
-                    return True
             key = (tenant, row["policy_key"], row["policy_version"], row["policy_is_default"])
             if key not in seen:
                 seen.add(key)
@@ -123,11 +127,7 @@ class FiringRules:
             by_customer: dict[str, list[asyncpg.Record]] = defaultdict(list)
             for row in tenant_rows:
                 by_customer[_customer_id(row)].append(row)
-            windows = (
-                await self.policies.config.windows_of(conn, tenant, list(by_customer))
-                if settings.send_window is not None or has_firing_rules(settings)
-                else {}
-            )
+            windows = await self.policies.config.windows_of(conn, tenant, list(by_customer))
             for customer_id in sorted(by_customer):  # one lock order for every replica
                 await contacts_sql.lock_customer_contacts(conn, customer_id)
                 window = windows.get(customer_id, settings.send_window)
@@ -187,7 +187,7 @@ class FiringRules:
             Due(r["stage_id"], r["invoice_id"], customer_id, r["stage"], r["sequence"], r["channel"], r["scheduled_at"])
             for r in kept
         ]
-        rules = has_firing_rules(settings)
+        rules = has_firing_rules(settings) or window is not None  # a customer's own window alone counts too
         if rules:
             contacts = await contacts_sql.recent_contacts(conn, tenant, customer_id, now - _CONTACTS_LOOKBACK)
             calendar = calendar_for(settings, customer)

@@ -154,6 +154,10 @@ async def test_a_waiver_stops_further_charges(pool, h, client):
     invoice = await overdue_30_days(pool, h)
     invoice_id = invoice["subject"]
     assert await fire(pool) == 1  # soft: 40.00 + 8.34
+    [soft] = await h.outbox_events(pool, ESCALATED, invoice_id)
+    [firm_timer] = [t for t in await h.timers(pool, invoice_id) if t["stage"] == "firm"]
+    on = firm_timer["scheduled_at"].astimezone(UTC).date().isoformat()  # the customer is in UTC
+    assert soft["data"]["context"] == {"kind": "stage", "next_stage": "firm", "next_stage_on": on}
     body = (await client.get(f"/v1/invoices/{invoice_id}/charges")).json()
     assert (body["late_fees"], body["interest"], body["waived"]) == ("40.00", "8.34", None)
     assert body["accrued_interest"] == "8.34" and body["annual_rate"] == "10.15"
@@ -231,3 +235,19 @@ async def test_interest_follows_the_reference_rate_half_yearly(pool, h):
     [assessed] = await h.outbox_events(pool, ASSESSED, invoice["subject"])
     rates = [p["annual_rate"] for p in assessed["data"]["periods"]]
     assert [float(r) for r in rates[:3]] == [12.25, 11.15, 10.15]
+
+
+async def test_an_unknown_reference_charges_no_interest_and_the_stage_still_fires(pool, h):
+    soft = {"name": "soft", "offset": "PT0S", "charge_interest": True, "late_fee": {"EUR": "5.00"}}
+    interest = {"reference": "no_such_rate", "margin": "8.00"}
+    await use_policy(pool, h.TENANT, {"anchor": "issued_at", "interest": interest, "stages": [soft]})
+    invoice = await overdue_30_days(pool, h)
+    assert await fire(pool) == 1
+    [assessed] = await h.outbox_events(pool, ASSESSED, invoice["subject"])
+    assert (assessed["data"]["late_fee"], assessed["data"]["interest"], assessed["data"]["periods"]) == (
+        "5.00",
+        "0.00",
+        [],
+    )
+    [escalated] = await h.outbox_events(pool, ESCALATED, invoice["subject"])
+    assert escalated["data"]["charges"]["total_due"] == "1005.00"

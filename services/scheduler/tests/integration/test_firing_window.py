@@ -150,3 +150,21 @@ async def test_without_settings_firing_is_unchanged(pool, h):
     assert [e["data"].get("notice_id") for e in events] == [None, None]
     assert [e["data"].get("charges") for e in events] == [None, None]
     assert await h.outbox_events(pool, DEFERRED) == []
+
+
+async def test_a_customers_own_window_alone_defers_its_stages(pool, h):
+    await use_policy(pool, h.TENANT, NOW)
+    invoice = await issue(pool, h, timezone="UTC")
+    other = await issue(pool, h, customer_id="cus_01JB2F7H9K3M5N7P9Q1R3S5TZZ", timezone="UTC")
+    window = closed_window_now()
+    await pool.execute(
+        "INSERT INTO customer_settings (tenant_id, customer_id, send_window, changed_by) VALUES ($1, $2, $3, 'test')",
+        h.TENANT,
+        CUSTOMER,
+        window,
+    )
+    assert await fire(pool) == 2  # the other customer's stage; this one's waits for its window
+    assert len(await h.outbox_events(pool, ESCALATED, other["subject"])) == 2
+    [deferred] = await h.outbox_events(pool, DEFERRED, invoice["subject"])
+    assert deferred["data"]["reason"] == "send_window"
+    assert next_opening(window) <= at(deferred["data"]["stages"][0]["scheduled_at"])
