@@ -271,3 +271,50 @@ async def test_the_final_reminder_quotes_the_next_stages_date_and_never_7_days(n
     for part in (mail["text"], mail["html"]):
         assert "If payment is not received by December 8, 2026" in part
         assert "7 days" not in part
+
+
+async def test_a_notice_whose_only_stage_is_stopped_mid_attempt_is_cancelled_instead_of_retried(
+    notifier, smtp_capture, notice_item, notice_data
+):
+    paid, overdue = notice_item(stage="final"), notice_item(stage=None)
+    data = notice_data([paid, overdue])
+    await notifier.compose(data)
+    stops: list[dict] = []
+
+    async def refused_as_the_payment_arrives(message):
+        stops.append(await notifier.stop("stopped", paid["invoice_id"], reason="invoice_settled"))
+        return REFUSED
+
+    smtp_capture.on_data = refused_as_the_payment_arrives
+    async with notifier.dispatching(smtp_capture.port):
+        row = await notifier.wait_notice(data["notice_id"], "cancelled")
+        await asyncio.sleep(0.6)  # past any retry's backoff: nothing more is attempted
+
+    assert len(stops) == 1 and smtp_capture.accepted == []
+    assert row["cancel_reason"] == "invoice_settled" and row["attempts"] == 1
+    [cancelled] = await reported(notifier, data["customer_id"], paid["invoice_id"])
+    assert cancelled["type"] == "dunning.ReminderCancelled.v1"
+    assert cancelled["data"] == cancelled["data"] | {
+        "stage_id": paid["stage_id"],
+        "notice_id": data["notice_id"],
+        "attempts": 1,
+        "cause_event_id": stops[0]["id"],
+    }
+
+
+async def test_a_notice_whose_lease_ran_out_is_taken_back_and_sent_once(notifier, notice_item, notice_data):
+    data = notice_data([notice_item(stage="soft"), notice_item(stage=None)])
+    await notifier.compose(data)
+    await notifier.pool.execute(  # a replica claimed it and died mid-send
+        "UPDATE notices SET state = 'sending', attempts = 1, claimed_until = now() - interval '1 second'"
+        " WHERE notice_id = $1",
+        data["notice_id"],
+    )
+
+    async with notifier.dispatching():
+        row = await notifier.wait_notice(data["notice_id"], "sent")
+
+    assert row["attempts"] == 2 and row["in_doubt_attempts"] == 1
+    assert len(await notifier.mail_to(data["customer"]["email"])) == 1
+    events = await reported(notifier, data["customer_id"], data["items"][0]["invoice_id"])
+    assert [e["type"] for e in events] == ["dunning.NoticeSent.v1", "dunning.ReminderSent.v1"]
