@@ -106,6 +106,7 @@ class Dispatcher:
             "in_doubt_reclaims": self.in_doubt_reclaims,
             "in_doubt_retries": self.in_doubt_retries,
             "lease_lost": self.lease_lost,
+            **{f"notices_{k}": v for k, v in self.notices.counters().items()},
         }
 
     async def run(self) -> None:

@@ -35,6 +35,14 @@ class DispatcherCounters:
         for outcome in OUTCOMES:
             sends.add_metric([outcome], counts.get(outcome, 0))
         yield sends
+        notices = CounterMetricFamily(
+            "dunning_notifier_notice_sends",
+            "Consolidated-notice attempts recorded by this process, by outcome.",
+            labels=["outcome"],
+        )
+        for outcome in OUTCOMES:
+            notices.add_metric([outcome], counts.get(f"notices_{outcome}", 0))
+        yield notices
         for name, key, help_ in (
             (
                 "dunning_notifier_in_doubt_reclaims",

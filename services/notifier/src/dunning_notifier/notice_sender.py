@@ -70,6 +70,10 @@ class NoticeSender:
         self.workers = workers
         self.sent = self.failed = self.retried = self.cancelled = 0
 
+    def counters(self) -> dict[str, int]:
+        """This process's notice attempts since start-up, by outcome (/metrics)."""
+        return {"sent": self.sent, "failed": self.failed, "retried": self.retried, "cancelled": self.cancelled}
+
     async def run(self) -> None:
         await asyncio.gather(*(self._loop(i) for i in range(self.workers)))
 
