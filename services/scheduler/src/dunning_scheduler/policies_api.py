@@ -63,6 +63,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, settings: Settings) -> None:
     @app.put(
         "/v1/policy",
         response_model=PolicyOut,
+        response_model_exclude_unset=True,  # the document as stored: optional keys only where given
         tags=["policy"],
         operation_id="putPolicy",
         openapi_extra=json_body("PolicyDocument"),  # PolicyOut brings it
@@ -93,6 +94,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, settings: Settings) -> None:
     @app.get(
         "/v1/policy",
         response_model=PolicyOut,
+        response_model_exclude_unset=True,  # the document as stored: optional keys only where given
         tags=["policy"],
         operation_id="getPolicy",
         summary="The tenant's default policy",
@@ -122,6 +124,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, settings: Settings) -> None:
     @app.get(
         "/v1/policies",
         response_model=PoliciesOut,
+        response_model_exclude_unset=True,
         tags=["policies"],
         operation_id="listPolicies",
         summary="The tenant's named policies (each one's latest version)",
@@ -135,6 +138,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, settings: Settings) -> None:
     @app.put(
         "/v1/policies/{policy_id}",
         response_model=PolicyOut,
+        response_model_exclude_unset=True,  # the document as stored: optional keys only where given
         tags=["policies"],
         operation_id="putNamedPolicy",
         openapi_extra=json_body("PolicyDocument"),
@@ -164,6 +168,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, settings: Settings) -> None:
     @app.get(
         "/v1/policies/{policy_id}",
         response_model=PolicyOut,
+        response_model_exclude_unset=True,  # the document as stored: optional keys only where given
         tags=["policies"],
         operation_id="getNamedPolicy",
         summary="A named policy's latest version",
@@ -179,6 +184,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, settings: Settings) -> None:
     @app.get(
         "/v1/policies/{policy_id}/versions",
         response_model=PolicyVersionsOut,
+        response_model_exclude_unset=True,
         tags=["policies"],
         operation_id="listNamedPolicyVersions",
         summary="Every version of a named policy, newest first, with who stored it",
@@ -194,6 +200,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, settings: Settings) -> None:
     @app.get(
         "/v1/policies/{policy_id}/versions/{version}",
         response_model=PolicyOut,
+        response_model_exclude_unset=True,  # the document as stored: optional keys only where given
         tags=["policies"],
         operation_id="getNamedPolicyVersion",
         summary="One version of a named policy",

@@ -48,6 +48,8 @@ class StoredPolicy:
             "created_at": self.created_at,
             "changed_by": self.changed_by,
             "policy": self.policy.document,
+            "created": None,
+            "replan": None,
         }
 
 
