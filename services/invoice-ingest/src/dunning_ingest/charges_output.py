@@ -9,11 +9,12 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field
+from pydantic.config import JsonDict
 
 from dunning.clock import isoformat
 from dunning.money import format_amount
 
-CHARGES_EXAMPLE = {
+CHARGES_EXAMPLE: JsonDict = {
     "currency": "EUR",
     "late_fees": "40.00",
     "interest": "8.34",

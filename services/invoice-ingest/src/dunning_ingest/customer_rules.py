@@ -18,7 +18,9 @@ from dunning.text import storable
 # CLDR's two-letter territories, less its groupings and unknown/private-use codes (EU, UN, ZZ, ...).
 _NOT_COUNTRIES = frozenset(("EU", "EZ", "UN", "QO", "ZZ", "XA", "XB"))
 COUNTRIES = frozenset(
-    code for code in Locale("en").territories if len(code) == 2 and code.isalpha() and code not in _NOT_COUNTRIES
+    code
+    for code in map(str, Locale("en").territories)
+    if len(code) == 2 and code.isalpha() and code not in _NOT_COUNTRIES
 )
 COUNTRY = re.compile(r"^[A-Z]{2}$")
 SUBDIVISION = re.compile(r"^[A-Z0-9]{1,3}$")

@@ -50,6 +50,19 @@ _CC: Any = (  # a list of CustomerIn's email, each checked as the primary one is
 )
 
 
+_SUBDIVISION: Any = (  # without CustomerIn's check: the country may be the stored one (checked in patch)
+    Annotated[
+        Annotated[str, Field(pattern=SUBDIVISION.pattern)] | None,
+        Field(
+            description="ISO 3166-2 subdivision code without the country (BY for DE-BY): only with a country "
+            "(given here or stored); null clears it.",
+            examples=["BY"],
+        ),
+    ],
+    None,
+)
+
+
 def _no_defaults(schema: dict[str, Any]) -> None:
     """An absent member means "leave it" (RFC 7396), not a null default: say nothing of defaults."""
     for prop in schema.get("properties", {}).values():
@@ -68,17 +81,7 @@ CustomerPatch: type[BaseModel] = create_model(
     timezone=_optional("timezone", "IANA time zone: reminders are sent in the customer's business hours."),
     # issue 10: null clears them (a new country without a subdivision clears the subdivision)
     country=(Country, None),
-    subdivision=(
-        Annotated[
-            Annotated[str, Field(pattern=SUBDIVISION.pattern)] | None,
-            Field(
-                description="ISO 3166-2 subdivision code without the country (BY for DE-BY): only with a country "
-                "(given here or stored); null clears it.",
-                examples=["BY"],
-            ),
-        ],
-        None,
-    ),
+    subdivision=_SUBDIVISION,
     tags=(Tags, None),
     attributes=(Attributes, None),
 )

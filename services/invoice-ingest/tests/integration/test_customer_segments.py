@@ -163,3 +163,16 @@ async def test_a_bulk_import_stores_and_carries_them(client, pool, kit):
         assert {k: data["customer"][k] for k in SEGMENTS} == SEGMENTS
     body = (await client.get(f"/v1/invoices/{results[1]['id']}")).json()
     assert {k: body["customer"][k] for k in SEGMENTS} == SEGMENTS
+
+
+async def test_openapi_documents_the_fields_and_the_charges(client):
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    models = [name for name in schemas if name.endswith(("CustomerIn", "CustomerPatch", "CustomerOut"))]
+    assert len(models) >= 4  # the invoice's customer in and out, the customer resource and its patch
+    for model in models:
+        assert set(SEGMENTS) <= set(schemas[model]["properties"]), model
+    charges = schemas["InvoiceDetail"]["properties"]["charges"]
+    assert charges["examples"][0]["total_claimed"] == "48.34"
+    assert set(schemas["ChargesOut"]["properties"]) >= {"late_fees", "interest", "total_claimed", "waived", "reason"}
+    kinds = schemas["InvoiceEventOut"]["properties"]["kind"]["enum"]
+    assert {"segment_chosen", "deferred", "notice_composed", "notice_sent", "charges_assessed"} <= set(kinds)

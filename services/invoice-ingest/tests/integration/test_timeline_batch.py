@@ -43,16 +43,20 @@ def _events(rng: random.Random, invoices: list[str]) -> list[dict]:
                 for n, s in enumerate(stages)
                 if rng.random() < 0.8
             ]
-            out.append(
-                dunning_planned(
-                    tenant_id=TENANT,
-                    invoice_id=inv,
-                    stages=plan,
-                    planned_at=planned_at,
-                    policy_id="pol_b",
-                    policy_version=version,
-                )
+            for stage in plan:  # issue 10: a stage the calendar moved says why
+                if rng.random() < 0.3:
+                    stage["moved"] = "2026-12-25 is Christmas Day (DE): moved to the next working day"
+            planned = dunning_planned(
+                tenant_id=TENANT,
+                invoice_id=inv,
+                stages=plan,
+                planned_at=planned_at,
+                policy_id="pol_b",
+                policy_version=version,
             )
+            if rng.random() < 0.5:  # issue 10: the segment rule that chose the policy (a history entry)
+                planned["data"]["segment"] = {"rule": rng.choice(["small", "default"]), "reason": "amount <= 100.00"}
+            out.append(planned)
         for s in stages:
             for _ in range(rng.randint(0, 2)):
                 out.append(
@@ -203,7 +207,8 @@ async def _apply_all(pool, invoices: list[str], events: list[dict], *, batch: bo
     await feed(runner, records(events, topic="dunning.stages.v1"), batch_size)
     stages = await pool.fetch("SELECT * FROM stages ORDER BY stage_id")
     history = await pool.fetch("SELECT * FROM stage_history ORDER BY stage_id, event_id")
-    return [dict(r) for r in stages], [dict(r) for r in history], runner.dead_lettered
+    entries = await pool.fetch("SELECT * FROM stop_events ORDER BY invoice_id, event_id")
+    return [dict(r) for r in stages], [dict(r) for r in history], runner.dead_lettered, [dict(r) for r in entries]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
@@ -219,7 +224,7 @@ async def test_batch_handlers_end_where_event_by_event_ends(infra, seed):
         lambda pool, batch: _apply_all(pool, invoices, events, batch=batch, batch_size=batch_size),
     )
 
-    stages, history, dead = expected
+    stages, history, dead, entries = expected
     # the stolen stage (or, when it came first, its rightful invoice's events), the unknown invoice,
     # the other tenant's plan
     assert dead >= 3
@@ -228,3 +233,5 @@ async def test_batch_handlers_end_where_event_by_event_ends(infra, seed):
     assert got[0] == stages
     assert got[1] == history
     assert got[2] == dead
+    assert any(e["kind"] == "segment_chosen" for e in entries)
+    assert got[3] == entries
