@@ -16,9 +16,11 @@ import time
 from typing import Any
 
 import asyncpg
+from opentelemetry.trace import SpanKind
 
 from dunning import outbox
 from dunning.logging import get_logger
+from dunning.tracing import context_from_traceparent, tracer
 from dunning_notifier import contacts
 from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier.channels import Channel, ChannelSession, channel_for
@@ -69,6 +71,7 @@ class NoticeSender:
         self.stopping = stopping
         self.workers = workers
         self.sent = self.failed = self.retried = self.cancelled = 0
+        self._tracer = tracer("notifier")
 
     def counters(self) -> dict[str, int]:
         """This process's notice attempts since start-up, by outcome (/metrics)."""
@@ -102,14 +105,26 @@ class NoticeSender:
                     await self._sleep(self.settings.poll_seconds)
                     continue
                 row, live = claimed[0]
-                delivery, listed, left_out = notice_delivery(row, live)
-                outcome = await self._send(delivery, sessions)
-                delay = backoff(delivery.attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
-                await self._record_with_retry(row["notice_id"], delivery, (listed, left_out), outcome, delay)
+                try:
+                    await self._attempt(row, live, sessions, backoff)
+                except Exception:  # left `sending`: its lease runs out and the sweep takes it back (in doubt)
+                    log.exception("notifier.notice.attempt_crashed", notice_id=row["notice_id"])
+                    await self._sleep(error_backoff)
         finally:
             for session in sessions.values():
                 with contextlib.suppress(Exception):
                     await session.close()
+
+    async def _attempt(self, row: Any, live: list[int], sessions: dict[str, ChannelSession], backoff) -> None:
+        """Send one claimed notice and record what came of it, in the NoticeComposed's trace."""
+        delivery, listed, left_out = notice_delivery(row, live)
+        parent = context_from_traceparent(delivery.traceparent)
+        with self._tracer.start_as_current_span("notifier notice", context=parent, kind=SpanKind.CLIENT) as span:
+            span.set_attribute("dunning.notice_id", row["notice_id"])
+            span.set_attribute("dunning.channel", delivery.channel)
+            outcome = await self._send(delivery, sessions)
+            delay = backoff(delivery.attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
+            await self._record_with_retry(row["notice_id"], delivery, (listed, left_out), outcome, delay)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
