@@ -93,6 +93,9 @@ def create_app(pool: asyncpg.Pool, settings: Settings, policies: ActivePolicies 
             settled_at=invoice["settled_at"],
             policy_id=invoice["policy_id"],
             policy_version=invoice["policy_version"],
+            segment=None
+            if invoice["segment_rule"] is None
+            else {"rule": invoice["segment_rule"], "reason": invoice["segment_reason"] or ""},
             version=invoice["version"],
             status=invoice["status"],
             timers=[TimerOut(**{k: t[k] for k in TimerOut.model_fields}) for t in timers],

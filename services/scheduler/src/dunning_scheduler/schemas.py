@@ -79,6 +79,9 @@ class InvoiceTimersOut(BaseModel):
     settled_at: datetime | None
     policy_id: str | None
     policy_version: int | None
+    segment: dict[str, str] | None = Field(
+        None, description="The segment rule that chose the policy and why ({rule, reason}); null: no rules."
+    )
     version: int = Field(description="The invoice's version the scheduler holds (1 at creation, +1 per change).")
     status: Literal["open", "void", "written_off"]
     timers: list[TimerOut]

@@ -146,3 +146,27 @@ async def test_bad_previews_are_problems_naming_the_field(client, body, field):
     response = await client.post("/v1/policy/preview", json=body)
     assert response.status_code == 422, response.text
     assert field in [e["field"] for e in response.json()["errors"]], response.json()
+
+
+async def test_open_invoices_and_the_rules_choice_are_previewed_as_planning_would(client, pool, h):
+    await client.put("/v1/policies/pol_firm", json={"stages": [{"name": "firm", "offset": "P2D"}]})
+    rules = {"rules": [{"name": "big", "policy_id": "pol_firm", "when": {"amount_min": "1000.00"}}]}
+    assert (await client.put("/v1/policy-rules", json=rules)).status_code == 200
+    big = h.invoice_issued(due_date=date(2031, 6, 10), amount_due="5000.00")
+    await partial(apply_event, handlers=handlers_for(ActivePolicies()))(pool, big)
+    timers = (await client.get(f"/v1/invoices/{big['subject']}/timers")).json()
+    assert timers["policy_id"] == "pol_firm" and timers["segment"]["rule"] == "big"
+
+    small = {"reference": "small", "currency": "EUR", "amount_due": "10.00", "due_date": "2031-06-10",
+             "customer": {"timezone": "Europe/Berlin"}}  # fmt: skip
+    answer = await client.post(
+        "/v1/policy/preview", json={"invoice_ids": [big["subject"]], "invoices": [small], "now": big["time"]}
+    )
+    assert answer.status_code == 200, answer.text
+    by_name = {i.get("invoice_id") or i["reference"]: i for i in answer.json()["invoices"]}
+    chosen = by_name[big["subject"]]
+    assert (chosen["policy_id"], chosen["segment"]["rule"]) == ("pol_firm", "big")
+    assert [at(s["scheduled_at"]) for s in chosen["stages"]] == [
+        t["scheduled_at"] for t in await h.timers(pool, big["subject"])
+    ]
+    assert by_name["small"]["policy_id"] == "pol_default" and by_name["small"]["segment"]["rule"] == "default"
