@@ -57,7 +57,7 @@ def consumer_for(
     )
 
 
-def firing_loop_for(settings: Settings, pool: asyncpg.Pool) -> FiringLoop:
+def firing_loop_for(settings: Settings, pool: asyncpg.Pool, policies: ActivePolicies | None = None) -> FiringLoop:
     return FiringLoop(
         pool,
         settings.db_schema,
@@ -66,6 +66,7 @@ def firing_loop_for(settings: Settings, pool: asyncpg.Pool) -> FiringLoop:
         gated=settings.payments_gate,
         payments_topic=settings.payments_topic,
         sources=settings.gate_sources,
+        policies=policies,  # its `config`: the tenants' settings and customer windows the firing rules read
     )
 
 
@@ -100,7 +101,8 @@ async def bootstrap(settings: Settings) -> Service:
     if settings.consumer_enabled:
         workers.append(consumer_for(settings, pool, policies, cancel_latency=cancel_latency))
     if settings.firing_enabled:
-        workers.append(firing_loop_for(settings, pool))  # its counters: runtime.instrument_service, as any worker's
+        # Its counters: runtime.instrument_service, as any worker's.
+        workers.append(firing_loop_for(settings, pool, policies))
     if settings.replans_enabled:
         workers.append(replan_loop_for(settings, pool, policies))
     if settings.deadlines_enabled:
