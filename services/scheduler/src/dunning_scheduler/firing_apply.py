@@ -60,6 +60,10 @@ def _zone(customer: Customer) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
+def _balance(row: asyncpg.Record):
+    return row["amount_due"] if row["balance"] is None else row["balance"]
+
+
 def _stage_invoice(row: asyncpg.Record) -> StageInvoice:
     c = row["currency"]
     return StageInvoice(
@@ -122,13 +126,13 @@ class FiringRules:
         by_tenant: dict[str, list[asyncpg.Record]] = defaultdict(list)
         for row in rows:
             by_tenant[row["tenant_id"]].append(row)
-        for tenant, tenant_rows in by_tenant.items():
+        for tenant, tenant_rows in sorted(by_tenant.items()):  # one lock order (tenant, customer) for every replica
             settings = await self.policies.config.settings_of(conn, tenant)
             by_customer: dict[str, list[asyncpg.Record]] = defaultdict(list)
             for row in tenant_rows:
                 by_customer[_customer_id(row)].append(row)
             windows = await self.policies.config.windows_of(conn, tenant, list(by_customer))
-            for customer_id in sorted(by_customer):  # one lock order for every replica
+            for customer_id in sorted(by_customer):
                 await contacts_sql.lock_customer_contacts(conn, customer_id)
                 window = windows.get(customer_id, settings.send_window)
                 fired += await self._customer(
@@ -147,7 +151,7 @@ class FiringRules:
             if (
                 row["kind"] == "policy"
                 and stage is not None
-                and not policy.chased(stage, row["balance"], row["currency"])
+                and not policy.chased(stage, _balance(row), row["currency"])
             ):
                 skipped.append((row, policy))
             else:
