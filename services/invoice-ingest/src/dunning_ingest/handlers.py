@@ -126,7 +126,8 @@ def rescheduled_rows(r: StagesRescheduled) -> list[repository.StageObservation]:
 
 
 def escalated_rows(e: StageEscalated) -> list[repository.StageObservation]:
-    return [_row(e.stage_id, e.stage, e.sequence, e.channel, e.scheduled_at, "escalated", None, e.fired_at)]
+    reason = None if e.notice_id is None else f"fired{_in_notice(e.notice_id)}"  # a consolidated notice's stage
+    return [_row(e.stage_id, e.stage, e.sequence, e.channel, e.scheduled_at, "escalated", reason, e.fired_at)]
 
 
 def cancelled_rows(c: StagesCancelled) -> list[repository.StageObservation]:

@@ -176,3 +176,11 @@ async def test_openapi_documents_the_fields_and_the_charges(client):
     assert set(schemas["ChargesOut"]["properties"]) >= {"late_fees", "interest", "total_claimed", "waived", "reason"}
     kinds = schemas["InvoiceEventOut"]["properties"]["kind"]["enum"]
     assert {"segment_chosen", "deferred", "notice_composed", "notice_sent", "charges_assessed"} <= set(kinds)
+
+
+async def test_an_invoice_update_carries_the_customer_fields(client, pool, kit):
+    created = (await client.post("/v1/invoices", json=kit.invoice_payload(customer=customer(**SEGMENTS)))).json()
+    r = await client.patch(f"/v1/invoices/{created['id']}", json={"amount_due": "999.00"})
+    assert r.status_code == 200, r.text
+    (updated,) = await kit.outbox_events(pool, "dunning.InvoiceUpdated.v1", created["id"])
+    assert {k: updated["data"]["customer"][k] for k in SEGMENTS} == SEGMENTS

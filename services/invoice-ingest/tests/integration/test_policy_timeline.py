@@ -282,3 +282,15 @@ async def test_charges_in_another_currency_are_rejected(client, pool, kit):
     with pytest.raises(Rejected):
         await kit.apply(pool, envelope(waived))
     assert (await client.get(f"/v1/invoices/{a['id']}")).json()["charges"] is None
+
+
+async def test_a_stage_fired_into_a_notice_says_so(client, pool, kit):
+    from dunning_tools.testing.events import stage_escalated
+
+    a = await invoice(client, kit)
+    t0 = utcnow()
+    event = stage_escalated(tenant_id=kit.TENANT, invoice_id=a["id"], stage_id=S1, scheduled_at=t0, fired_at=t0)
+    event["data"]["notice_id"] = NOTICE
+    assert await kit.apply(pool, event)
+    (stage,) = (await client.get(f"/v1/invoices/{a['id']}")).json()["timeline"]
+    assert (stage["state"], stage["reason"]) == ("escalated", f"fired in notice {NOTICE}")
