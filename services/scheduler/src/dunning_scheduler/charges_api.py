@@ -79,6 +79,13 @@ def _waiver_json(row: asyncpg.Record) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _zone_of(customer: dict | None) -> ZoneInfo:
+    try:
+        return ZoneInfo((customer or {}).get("timezone") or "UTC")
+    except (ValueError, KeyError):  # validated at ingest; a zone this host lacks counts in UTC
+        return ZoneInfo("UTC")
+
+
 def _rate_text(rate: Decimal) -> str:
     return format(rate.quantize(Decimal("0.01")) if rate == rate.quantize(Decimal("0.01")) else rate.normalize(), "f")
 
@@ -116,7 +123,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, settings: Settings, policies: A
                 conn, tenant_id, invoice["policy_version"] or 1, bool(invoice["policy_is_default"]),
                 policy_key=invoice["policy_key"],
             )  # fmt: skip
-            zone = ZoneInfo((invoice["customer"] or {}).get("timezone") or "UTC")
+            zone = _zone_of(invoice["customer"])
             today = utcnow().astimezone(zone).date()
             accrual, rate = (None, None)
             if waiver is None and invoice["due_date"] is not None:
