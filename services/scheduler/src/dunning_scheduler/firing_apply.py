@@ -266,9 +266,10 @@ class FiringRules:
         return len(rows)
 
     async def _notices(self, conn, tenant, customer_id, customer, rows, notices, charges, zone, now, events) -> None:
-        staged = sorted({r["invoice_id"] for r in rows})
-        others = await contacts_sql.other_overdue(conn, tenant, customer_id, now.astimezone(zone).date(), staged)
+        overdue = await contacts_sql.other_overdue(conn, tenant, customer_id, now.astimezone(zone).date(), [])
         for channel, notice_id in notices.items():
+            staged = {r["invoice_id"] for r in rows if r["channel"] == channel}
+            others = [o for o in overdue if o["invoice_id"] not in staged]
             items = [
                 NoticeItem(r["invoice_id"], r["stage_id"], r["stage"], r["sequence"], r["template"], _stage_invoice(r),
                            charges.get(r["stage_id"]))
