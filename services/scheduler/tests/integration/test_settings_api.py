@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from dunning_scheduler.api import create_app
+from dunning_scheduler.settings_store import TTL_SECONDS, TenantConfig
 
 pytestmark = pytest.mark.integration
 SETTINGS = {
@@ -89,3 +90,23 @@ async def test_a_customers_own_window_is_set_shown_and_removed(client):
     await client.put(path, json={"send_window": window})
     assert (await client.delete(path)).status_code == 204
     assert (await client.get(path)).json()["send_window"] is None
+
+
+async def test_a_change_reaches_a_process_within_the_cache_ttl(client, pool, h):
+    """Every replica keeps the settings for at most TTL_SECONDS: a change made elsewhere is seen after it."""
+    clock = [0.0]
+    config = TenantConfig(clock=lambda: clock[0])
+    async with pool.acquire() as conn:
+        assert (await config.settings_of(conn, h.TENANT)).version == 0
+        assert (await client.put("/v1/settings", json=SETTINGS)).status_code == 200  # another process's change
+        clock[0] += TTL_SECONDS / 2
+        assert (await config.settings_of(conn, h.TENANT)).version == 0  # still the one read
+        clock[0] += TTL_SECONDS
+        fresh = await config.settings_of(conn, h.TENANT)
+        assert fresh.version == 1 and fresh.consolidation and fresh.send_window is not None
+        window = {"send_window": {"days": ["mon"], "start": "10:00", "end": "11:00"}}
+        assert not await config.windows_of(conn, h.TENANT, [CUSTOMER])  # none yet (and remembered)
+        await client.put(f"/v1/settings/customers/{CUSTOMER}", json=window)
+        clock[0] += TTL_SECONDS * 2
+        found = await config.windows_of(conn, h.TENANT, [CUSTOMER, "cus_other"])
+        assert list(found) == [CUSTOMER] and found[CUSTOMER].days == frozenset({0})
