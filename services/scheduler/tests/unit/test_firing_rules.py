@@ -12,8 +12,8 @@ WEEKDAYS = WorkingCalendar(frozenset(range(5)), None, None, frozenset())
 WINDOW = parse_window({"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "17:00", "spread": "PT1H"})
 
 
-def utc(*a: int) -> datetime:
-    return datetime(*a, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0) -> datetime:
+    return datetime(year, month, day, hour, tzinfo=UTC)
 
 
 def due(invoice: str, stage: str = "soft", seq: int = 1, channel: str = "email", at: datetime | None = None) -> Due:
