@@ -157,6 +157,40 @@ class PreviewNotice(BaseModel):
     invoices: list[str]
 
 
+PREVIEW_ANSWER_EXAMPLE: dict[str, Any] = {
+    "invoices": [
+        {
+            "reference": "sample-1",
+            "policy_id": "pol_b2b",
+            "policy_version": 0,
+            "segment": None,
+            "stages": [
+                {
+                    "stage": "soft",
+                    "sequence": 0,
+                    "channel": "email",
+                    "template": "soft",
+                    "state": "scheduled",
+                    "reason": None,
+                    "scheduled_at": "2026-12-28T08:23:41Z",
+                    "local_time": "2026-12-28T09:23:41+01:00",
+                    "timezone": "Europe/Berlin",
+                    "moved": "2026-12-25 is Christmas Day (DE): moved to the next working day",
+                    "deferred": [],
+                    "notice": None,
+                    "late_fee": "0.00",
+                    "interest": "0.00",
+                    "total_due": "1200.00",
+                }
+            ],
+        }
+    ],
+    "notices": [],
+}
+
+
 class PreviewOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [PREVIEW_ANSWER_EXAMPLE]})
+
     invoices: list[PreviewedInvoice]
     notices: list[PreviewNotice]
