@@ -45,6 +45,7 @@ from dunning_scheduler.tenant_settings import (
 
 MAX_INVOICES = 200
 CONTACTS_LOOKBACK = timedelta(days=400)
+FIRST_YEAR, LAST_YEAR = 1970, 2100  # offsets and calendars stay far inside what dates can hold
 
 
 class PreviewRequest(BaseModel):
@@ -90,8 +91,11 @@ def _sample(n: int, inv: PreviewInvoice, now: datetime) -> Sample:
     where = f"invoices.{n}"
     try:
         due_date = date.fromisoformat(inv.due_date)
+        if not FIRST_YEAR <= due_date.year <= LAST_YEAR:
+            raise ValueError
     except ValueError:
-        raise PreviewError([{"field": f"{where}.due_date", "message": "must be a date YYYY-MM-DD"}]) from None
+        message = f"must be a date YYYY-MM-DD from {FIRST_YEAR} to {LAST_YEAR}"
+        raise PreviewError([{"field": f"{where}.due_date", "message": message}]) from None
     c = inv.customer
     if zone_for(c.timezone) is None:
         raise PreviewError([{"field": f"{where}.customer.timezone", "message": "must be an IANA time zone"}])
@@ -174,6 +178,8 @@ async def preview(conn: asyncpg.Connection, tenant_id: str, body: Any, policies:
     if now.tzinfo is None:
         raise PreviewError([{"field": "now", "message": "must be an instant with its offset, e.g. ...Z"}])
     now = now.astimezone(UTC)
+    if not FIRST_YEAR <= now.year <= LAST_YEAR:
+        raise PreviewError([{"field": "now", "message": f"must be from {FIRST_YEAR} to {LAST_YEAR}"}])
     settings = await _settings(conn, tenant_id, req.settings)
     fixed = await _fixed_policy(conn, tenant_id, req)
     samples = [_sample(n, inv, now) for n, inv in enumerate(req.invoices)]
