@@ -48,15 +48,23 @@ ApplyTo = Annotated[
 
 
 def _parse(document: Any, *, policy_id: str | None = None) -> Policy:
-    """The document compiled, or a 422 naming the fields; a named policy's `id` is its path's."""
+    """The document compiled, or a 422 naming the fields; a named policy's `id` is its path's (the
+    other fields are checked first: every error is named)."""
+    errors: list[dict[str, str]] = []
     if policy_id is not None and isinstance(document, dict):
         if "id" in document and document["id"] != policy_id:
-            raise Problem.invalid("id", f"must equal the policy id in the path ({policy_id}) or be left out", "invalid")
+            errors.append(
+                {"field": "id", "message": f"must equal the policy id in the path ({policy_id}) or be left out"}
+            )
         document = {**document, "id": policy_id}
     try:
-        return parse_policy(document)
+        policy = parse_policy(document)
     except PolicyError as exc:
-        raise Problem(422, str(exc), title="Invalid policy", errors=exc.errors) from None
+        errors = exc.errors + errors
+    if errors:
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        raise Problem(422, detail, title="Invalid policy", errors=errors)
+    return policy
 
 
 def add_routes(app: FastAPI, pool: asyncpg.Pool, settings: Settings) -> None:

@@ -58,7 +58,9 @@ class PreviewRequest(BaseModel):
     settings: dict[str, Any] | None = Field(None, description="Try these tenant settings instead of the stored ones.")
     invoices: list[PreviewInvoice] = Field([], max_length=MAX_INVOICES)
     invoice_ids: list[str] = Field([], max_length=MAX_INVOICES, description="Open invoices known to the scheduler.")
-    now: datetime | None = Field(None, description="The moment the invoices enter dunning (default now).")
+    now: str | None = Field(
+        None, description="The moment the invoices enter dunning, RFC 3339 with its offset (default now)."
+    )
 
 
 class PreviewError(ValueError):
@@ -164,27 +166,61 @@ async def _fixed_policy(conn: asyncpg.Connection, tenant_id: str, req: PreviewRe
     return None
 
 
+def _instant(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return None if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class _Errors:
+    """Every problem of a request, named, before anything is computed."""
+
+    def __init__(self) -> None:
+        self.errors: list[dict[str, str]] = []
+
+    async def check(self, step: Any) -> Any:
+        try:
+            return await step
+        except PreviewError as exc:
+            self.errors += exc.errors
+            return None
+
+
 async def preview(conn: asyncpg.Connection, tenant_id: str, body: Any, policies: ActivePolicies) -> dict:
     """The preview's answer (see the module). Read-only: the caller runs it in a read-only transaction."""
     try:
         req = PreviewRequest.model_validate(body)
     except ValidationError as exc:
         raise PreviewError(field_errors(exc)) from None
+    found = _Errors()
+    now = _instant(req.now) if req.now is not None else utcnow()
+    if now is None:
+        found.errors.append(
+            {"field": "now", "message": "must be an instant with its offset, e.g. 2026-12-01T00:00:00Z"}
+        )
+    elif not FIRST_YEAR <= now.year <= LAST_YEAR:
+        found.errors.append({"field": "now", "message": f"must be from {FIRST_YEAR} to {LAST_YEAR}"})
+    settings = await found.check(_settings(conn, tenant_id, req.settings))
+    fixed = await found.check(_fixed_policy(conn, tenant_id, req))
     if req.policy is not None and req.policy_id is not None:
-        raise PreviewError([{"field": "policy_id", "message": "give policy or policy_id, not both"}])
+        found.errors.append({"field": "policy_id", "message": "give policy or policy_id, not both"})
     if not req.invoices and not req.invoice_ids:
-        raise PreviewError([{"field": "invoices", "message": "give sample invoices or invoice_ids"}])
-    now = req.now or utcnow()
-    if now.tzinfo is None:
-        raise PreviewError([{"field": "now", "message": "must be an instant with its offset, e.g. ...Z"}])
-    now = now.astimezone(UTC)
-    if not FIRST_YEAR <= now.year <= LAST_YEAR:
-        raise PreviewError([{"field": "now", "message": f"must be from {FIRST_YEAR} to {LAST_YEAR}"}])
-    settings = await _settings(conn, tenant_id, req.settings)
-    fixed = await _fixed_policy(conn, tenant_id, req)
-    samples = [_sample(n, inv, now) for n, inv in enumerate(req.invoices)]
+        found.errors.append({"field": "invoices", "message": "give sample invoices or invoice_ids"})
+    samples: list[Sample] = []
+    for n, inv in enumerate(req.invoices):
+        try:
+            samples.append(_sample(n, inv, now or utcnow()))
+        except PreviewError as exc:
+            found.errors += exc.errors
     for n, invoice_id in enumerate(req.invoice_ids):
-        samples.append(await _stored_sample(conn, tenant_id, n, invoice_id))
+        sample = await found.check(_stored_sample(conn, tenant_id, n, invoice_id))
+        if sample is not None:
+            samples.append(sample)
+    if found.errors:
+        raise PreviewError(found.errors)
+    assert now is not None and settings is not None
     known = sorted({s.customer.customer_id for s in samples if s.known_customer})
 
     rules = NO_RULES
