@@ -32,6 +32,8 @@ _CUSTOMER_OF_ONE = customers.upsert_ctes(
     " $29::jsonb AS attributes WHERE NOT EXISTS (SELECT 1 FROM existing)",
     trace="$23::jsonb ->> 'traceparent'",
 )
+# Most customers have none of the optional fields (a subdivision needs a country): no JSON to build.
+_NO_EXTRAS = "customer.country IS NULL AND customer.tags IS NULL AND customer.attributes IS NULL"
 _CREATE_ONE = f"""
 WITH existing AS (
     SELECT id, content_hash FROM invoices WHERE tenant_id = $1 AND external_id = $2
@@ -46,14 +48,15 @@ WITH existing AS (
     -- id and its stored segmentation fields (messages.OutboxRow) go in between
     {outbox.INSERT}
     SELECT $19, $20, created.id, $21, $22, $23,
-           $24::bytea || convert_to(created.customer_id || '"' || (SELECT coalesce(string_agg(
-               ',' || to_json(x.k)::text || ':' || x.v::text, '' ORDER BY x.k), '')
-               FROM jsonb_each({customers.extras_json("customer")}) AS x(k, v)), 'UTF8') || $25::bytea
+           $24::bytea || convert_to(created.customer_id || '"' || CASE WHEN {_NO_EXTRAS} THEN '' ELSE (
+               SELECT coalesce(string_agg(',' || to_json(x.k)::text || ':' || x.v::text, '' ORDER BY x.k), '')
+                 FROM jsonb_each({customers.extras_json("customer")}) AS x(k, v)) END, 'UTF8') || $25::bytea
       FROM created JOIN customer ON customer.id = created.customer_id
     RETURNING 1
 )
 SELECT (SELECT id FROM created) AS created_id, (SELECT customer_id FROM created) AS customer_id,
-       (SELECT {customers.extras_json("customer")} FROM customer) AS customer_extras,
+       (SELECT CASE WHEN {_NO_EXTRAS} THEN NULL ELSE {customers.extras_json("customer")} END FROM customer)
+           AS customer_extras,
        (SELECT id FROM existing) AS existing_id, (SELECT content_hash FROM existing) AS existing_hash,
        (SELECT {outbox.WAKE_RELAYS} FROM queued) AS notified
 """
