@@ -43,7 +43,9 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, settings: Settings, policies: A
         "fee and interest it would charge. `policy` tries a document for every invoice, `policy_id` a stored "
         "named policy; neither: the segment rules choose, as for a real invoice. `settings` tries settings "
         "instead of the stored ones. Computed by the same functions planning and firing use (the customer's "
-        "real payment history and contacts when `customer_id` names a known customer). Stores nothing.",
+        "real payment history and contacts when `customer_id` names a known customer; a sample without one is "
+        "spread over a window's opening by its own key, so give the real customer_id to see the exact minute). "
+        "Stores nothing.",
         responses={
             422: {
                 "description": "The body, the policy or the settings are not valid, or an invoice id is "
