@@ -88,8 +88,9 @@ class InvoiceEventOut(BaseModel):
         "segment_chosen {rule, reason, policy_id, policy_version}; below_minimum_balance {policy_id, "
         "policy_version, stages}; deferred {stages: [{stage_id, stage, channel, from, to}]} (reference: "
         "send_window | contact_cap | quiet_period, reason: the words why); notice_composed {notice_id, "
-        "channel, stage_id, stage, listed_as: stage | overdue, invoice_ids, charges?}; notice_sent, "
-        "notice_left_out {notice_id, channel, invoice_ids}; charges_assessed {stage_id, stage, late_fee, "
+        "channel, stage_id, stage, listed_as: stage | overdue, invoices (how many), invoice_ids (the first 50), "
+        "charges?}; notice_sent, notice_left_out {notice_id, channel, invoices, invoice_ids (sent; the first 50), "
+        "left_out (how many)}; charges_assessed {stage_id, stage, late_fee, "
         "interest, interest_from, interest_to, day_count, total_late_fees, total_interest, periods: [{start, "
         "end, days, principal, annual_rate, amount}]}; charges_waived {late_fees, interest, by}.",
     )

@@ -39,6 +39,8 @@ from dunning_ingest.repository import charges
 from dunning_ingest.repository.stop_events import StopEvent, record_stop_events
 
 log = get_logger(__name__)
+# A notice may list up to 2,000 invoices, and its entry goes on each: each entry names at most this many.
+IDS_SHOWN = 50
 PAUSED_RANK = 0  # handlers.RANK of scheduled: a deferral moves a stage that has not fired, never one that has
 BELOW_MINIMUM = "below_minimum_balance"
 
@@ -160,7 +162,8 @@ def notice_entries(n: NoticeComposed) -> list[StopEvent]:
             "stage_id": item.stage_id,
             "stage": item.stage,
             "listed_as": "stage" if item.stage_id else "overdue",
-            "invoice_ids": invoice_ids,
+            "invoices": len(invoice_ids),
+            "invoice_ids": invoice_ids[:IDS_SHOWN],
         }
         if item.charges:
             data["charges"] = item.charges
@@ -170,7 +173,13 @@ def notice_entries(n: NoticeComposed) -> list[StopEvent]:
 
 def notice_sent_entries(s: NoticeSent) -> list[StopEvent]:
     """An entry for each invoice the notice listed when it went, and for each it left out."""
-    data = {"notice_id": s.notice_id, "channel": s.channel, "invoice_ids": list(s.invoice_ids)}
+    data = {
+        "notice_id": s.notice_id,
+        "channel": s.channel,
+        "invoices": len(s.invoice_ids),
+        "invoice_ids": list(s.invoice_ids[:IDS_SHOWN]),
+        "left_out": len(s.left_out),
+    }
     sent = [
         StopEvent(
             i, "notice_sent", s.sent_at, s.notice_id, f"sent to {s.recipient} in notice {s.notice_id}", None, data

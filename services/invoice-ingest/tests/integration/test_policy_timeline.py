@@ -294,3 +294,19 @@ async def test_a_stage_fired_into_a_notice_says_so(client, pool, kit):
     assert await kit.apply(pool, event)
     (stage,) = (await client.get(f"/v1/invoices/{a['id']}")).json()["timeline"]
     assert (stage["state"], stage["reason"]) == ("escalated", f"fired in notice {NOTICE}")
+
+
+async def test_a_large_notice_goes_on_every_invoice_it_lists(client, pool, kit):
+    items = [kit.invoice_payload() for _ in range(60)]
+    r = await client.post("/v1/invoices/bulk", json={"invoices": items})
+    ids = [x["id"] for x in r.json()["results"]]
+    invoices = [(await client.get(f"/v1/invoices/{i}")).json() for i in ids]
+    listed = tuple(NoticeItem(inv["id"], None, None, None, None, stage_invoice(inv)) for inv in invoices)
+    a = invoices[0]
+    notice = NoticeComposed(NOTICE, kit.TENANT, a["customer"]["id"], "letter", utcnow(), customer_of(a), listed)
+    assert await kit.apply(pool, envelope(notice))
+    for inv in (invoices[0], invoices[-1]):
+        (entry,) = history((await client.get(f"/v1/invoices/{inv['id']}")).json(), "notice_composed")
+        assert entry["reason"] == f"in notice {NOTICE} (letter) with 59 other invoices: listed as overdue"
+        assert entry["data"]["invoices"] == 60 and entry["data"]["invoice_ids"] == ids[:50]
+    assert await pool.fetchval("SELECT count(*) FROM stop_events WHERE kind = 'notice_composed'") == 60
