@@ -59,8 +59,12 @@ async def agreed(conn: asyncpg.Connection, event: Event[PaymentPlanAgreed], *, p
         invoice_ids=[i.invoice_id for i in p.invoices],
         customer_id=p.customer_id,
     )
-    policy = (policies.get(p.tenant_id) or await policies.load(conn, p.tenant_id)).policy
     first = p.invoices[0].invoice_id
+    planned = await repository.invoice_for_pause(conn, first)  # the plan's reminders follow its first invoice's policy
+    if planned is not None and planned["tenant_id"] == p.tenant_id:
+        policy = await pauser.policy_of(conn, policies, planned)
+    else:
+        policy = (policies.get(p.tenant_id) or await policies.load(conn, p.tenant_id)).policy
     zone_name = await sql.timezone_of(conn, first, p.customer_id)
     now = utcnow()
     held = await sql.held(conn, first)  # another pause (a hold, a dispute) stops its reminders too

@@ -203,7 +203,7 @@ async def open_invoices_of(conn: asyncpg.Connection, tenant_id: str, customer_id
 # plan's: `held`; a plan's: `planned`), its time zone and the policy it was planned with.
 _LOCK_FOR_RESUME = f"""
 SELECT i.invoice_id, i.tenant_id, i.customer_id, i.customer->>'timezone' AS timezone, i.policy_version,
-       i.policy_is_default,
+       i.policy_is_default, i.policy_key,
        ({LIVE_PAUSE.format(inv="i", extra=" AND p.cause <> 'payment_plan'")}) AS held,
        EXISTS (SELECT 1 FROM pauses AS p WHERE p.state <> 'ended' AND p.invoice_id = i.invoice_id
                AND p.cause = 'payment_plan') AS in_plan
