@@ -157,10 +157,16 @@ def customer_updated(customer: dict, *, tenant_id: str = TENANT, version: int, *
         "cc": changes.get("cc", []),
         "locale": new["locale"],
         "timezone": new["timezone"],
-        "changed": sorted(k for k in changes if k in ("name", "email", "cc", "locale", "timezone")) or ["name"],
+        "changed": sorted(
+            k
+            for k in changes
+            if k in ("name", "email", "cc", "locale", "timezone", "country", "subdivision", "tags", "attributes")
+        )
+        or ["name"],
         "previous_timezone": customer["timezone"],
         "updated_at": utcnow(),
     }
+    data |= {k: new[k] for k in ("country", "subdivision", "tags", "attributes") if new.get(k) is not None}
     return _change("dunning.CustomerUpdated.v1", "/invoice-ingest", data, subject=customer["customer_id"])
 
 

@@ -75,7 +75,7 @@ from dunning_scheduler.planner import TIMERS_CHANNEL, plan_invoices
 from dunning_scheduler.planning import CREDITED, SETTLED, VOIDED, WRITTEN_OFF
 from dunning_scheduler.policy_store import ActivePolicies
 from dunning_scheduler.replanner import replan_invoices
-from dunning_scheduler.replanning import DUE_DATE_CHANGED, TIMEZONE_CHANGED
+from dunning_scheduler.replanning import CALENDAR_CHANGED, DUE_DATE_CHANGED, TIMEZONE_CHANGED
 
 log = get_logger(__name__)
 
@@ -254,6 +254,13 @@ async def _close(conn: asyncpg.Connection, event: Event, status: str, closed_at:
     await _stopped(conn, event, reason, row, cancelled)
 
 
+def _profile(c: CustomerUpdated) -> dict:
+    """What calendars and segments read of the customer (None fields left out)."""
+    profile = {"country": c.country, "subdivision": c.subdivision, "attributes": c.attributes}
+    profile["tags"] = None if c.tags is None else list(c.tags)
+    return {k: v for k, v in profile.items() if v is not None}
+
+
 async def on_customer_updated(
     conn: asyncpg.Connection, event: Event[CustomerUpdated], *, policies: ActivePolicies
 ) -> None:
@@ -273,6 +280,7 @@ async def on_customer_updated(
         locale=c.locale,
         timezone=c.timezone,
         updated_at=c.updated_at,
+        profile=_profile(c),
     )
     if not stored:
         if await repository.customer_tenant(conn, c.customer_id) not in (None, c.tenant_id):
@@ -289,10 +297,17 @@ async def on_customer_updated(
         email=c.email,
         locale=c.locale,
         timezone=c.timezone,
+        profile=_profile(c),
     )
-    moved = [r for r in refreshed if r["planned_at"] is not None and r["previous_timezone"] != r["timezone"]]
+    planned = [r for r in refreshed if r["planned_at"] is not None]
+    moved = [r for r in planned if r["previous_timezone"] != r["timezone"]]
     rescheduled = await replan_invoices(
         conn, moved, reason=TIMEZONE_CHANGED, cause_event_id=event.id, changed_at=event.time, policies=policies
+    )
+    # another country or subdivision: another working calendar (public holidays)
+    regions = [r for r in planned if r["previous_timezone"] == r["timezone"] and r["previous_region"] != r["region"]]
+    rescheduled += await replan_invoices(
+        conn, regions, reason=CALENDAR_CHANGED, cause_event_id=event.id, changed_at=event.time, policies=policies
     )
     log.info("scheduler.customer.updated", customer_id=c.customer_id, invoices=len(refreshed), rescheduled=rescheduled)
 

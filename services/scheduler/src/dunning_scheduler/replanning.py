@@ -30,6 +30,7 @@ from dunning_scheduler.planning import PlannedTimer
 
 DUE_DATE_CHANGED = "due_date_changed"
 TIMEZONE_CHANGED = "timezone_changed"
+CALENDAR_CHANGED = "calendar_changed"  # the customer moved to another country or subdivision
 POLICY_APPLIED = "policy_applied"
 LIVE = ("scheduled", "paused")  # still to be sent
 

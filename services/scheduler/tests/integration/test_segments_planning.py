@@ -141,6 +141,31 @@ async def test_a_stage_moves_off_a_public_holiday_in_the_customers_country(pool,
     assert "Christmas" in moved, moved
 
 
+async def test_a_customer_moving_country_is_replanned_with_its_new_calendar(pool, h):
+    await store(
+        pool,
+        h,
+        default={"stages": [{"name": "soft", "offset": "P1D"}]},
+        settings={"calendar": {"working_days": ["mon", "tue", "wed", "thu", "fri"], "holidays": "customer"}},
+    )
+    apply = fresh_apply()
+    event = issued(h, new_id("cus"), country="US", due_date=date(2031, 12, 25))  # P1D: Friday 26 December
+    await apply(pool, event)
+    [before] = await h.timers(pool, event["subject"])
+    assert before["scheduled_at"].astimezone(BERLIN).date() == date(2031, 12, 26)
+
+    customer = event["data"]["customer"]
+    moved = h.customer_updated(customer, version=2, country="DE", tags=["strategic"])
+    await apply(pool, moved)
+    [after] = await h.timers(pool, event["subject"])
+    assert after["stage_id"] == before["stage_id"]
+    assert after["scheduled_at"].astimezone(BERLIN).date() == date(2031, 12, 29)  # 26 Dec is a holiday in DE
+    [rescheduled] = await h.outbox_events(pool, "dunning.StagesRescheduled.v1", event["subject"])
+    assert rescheduled["data"]["reason"] == "calendar_changed"
+    snapshot = await pool.fetchval("SELECT customer FROM invoices WHERE invoice_id = $1", event["subject"])
+    assert snapshot["country"] == "DE" and snapshot["tags"] == ["strategic"]
+
+
 async def test_a_due_date_change_is_replanned_with_the_customers_calendar(pool, h):
     await store(
         pool,

@@ -30,10 +30,20 @@ async def lock_invoice(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Rec
     return await conn.fetchrow(_LOCK_INVOICE, invoice_id)
 
 
+# The customer's profile (country, subdivision, tags, attributes: what calendars and segments read)
+# replaces the snapshot's, unless the profile is unknown (NULL: a row stored before it existed).
+_PROFILE_KEYS = "- 'country' - 'subdivision' - 'tags' - 'attributes'"
+
+
+def with_profile(snap: str, profile: str) -> str:
+    return f"(CASE WHEN {profile} IS NULL THEN {snap} ELSE ({snap} {_PROFILE_KEYS}) || {profile} END)"
+
+
 # The contact data of the customers row, over a snapshot `snap`, where the row is newer than `as_of`
 # (a CustomerUpdated applied before this older invoice event): the latest contact data wins.
 def _newer_contacts(snap: str, as_of: str, tenant: str) -> str:
-    return f"""(SELECT {snap} || jsonb_build_object('external_id', c.external_id, 'name', c.name, 'email', c.email,
+    return f"""(SELECT {with_profile(snap, "c.profile")}
+                       || jsonb_build_object('external_id', c.external_id, 'name', c.name, 'email', c.email,
                                              'locale', c.locale, 'timezone', c.timezone)
      FROM customers AS c
      WHERE c.customer_id = {snap}->>'customer_id' AND c.tenant_id = {tenant} AND c.updated_at > {as_of})"""
@@ -119,11 +129,12 @@ async def close_invoice(
 
 _STORE_CUSTOMER = """
 INSERT INTO customers AS c (customer_id, tenant_id, external_id, version, name, email, cc, locale, timezone,
-                            updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10)
+                            updated_at, profile)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11::jsonb)
 ON CONFLICT (customer_id) DO UPDATE SET
     external_id = EXCLUDED.external_id, version = EXCLUDED.version, name = EXCLUDED.name, email = EXCLUDED.email,
-    cc = EXCLUDED.cc, locale = EXCLUDED.locale, timezone = EXCLUDED.timezone, updated_at = EXCLUDED.updated_at
+    cc = EXCLUDED.cc, locale = EXCLUDED.locale, timezone = EXCLUDED.timezone, updated_at = EXCLUDED.updated_at,
+    profile = EXCLUDED.profile
 WHERE c.tenant_id = EXCLUDED.tenant_id AND c.version < EXCLUDED.version
 RETURNING c.version
 """
@@ -142,6 +153,7 @@ async def store_customer(
     locale: str,
     timezone: str,
     updated_at: datetime,
+    profile: dict,
 ) -> bool:
     """Keep the customer's latest state; False: a version not newer (or another tenant's customer)."""
     stored = await conn.fetchval(
@@ -156,6 +168,7 @@ async def store_customer(
         locale,
         timezone,
         updated_at,
+        profile,
     )
     return stored is not None
 
@@ -168,18 +181,21 @@ async def customer_tenant(conn: asyncpg.Connection, customer_id: str) -> str | N
 # (customer_as_of) than the change; each row comes back with its previous time zone, locked.
 _REFRESH_CUSTOMER = f"""
 WITH old AS (
-    SELECT invoice_id, customer->>'timezone' AS previous_timezone FROM invoices
+    SELECT invoice_id, customer->>'timezone' AS previous_timezone,
+           concat_ws('-', customer->>'country', customer->>'subdivision') AS previous_region FROM invoices
     WHERE tenant_id = $1 AND customer_id = $2 AND status = 'open' AND NOT settled
       AND (customer_as_of IS NULL OR customer_as_of < $3)
     ORDER BY invoice_id
     FOR UPDATE
 )
 UPDATE invoices AS i SET
-    customer = i.customer || jsonb_build_object('external_id', $4::text, 'name', $5::text, 'email', $6::text,
-                                                'locale', $7::text, 'timezone', $8::text),
+    customer = {with_profile("i.customer", "$9::jsonb")}
+               || jsonb_build_object('external_id', $4::text, 'name', $5::text, 'email', $6::text,
+                                     'locale', $7::text, 'timezone', $8::text),
     customer_as_of = $3, updated_at = now()
 FROM old WHERE i.invoice_id = old.invoice_id
-RETURNING old.previous_timezone, i.planned_at, {REPLAN_COLUMNS}
+RETURNING old.previous_timezone, old.previous_region,
+          concat_ws('-', i.customer->>'country', i.customer->>'subdivision') AS region, i.planned_at, {REPLAN_COLUMNS}
 """
 
 
@@ -194,9 +210,11 @@ async def refresh_customer(
     email: str,
     locale: str,
     timezone: str,
+    profile: dict,
 ) -> list[asyncpg.Record]:
-    """Copy the customer's contact data into its open invoices' snapshots; the invoices changed,
-    each with `previous_timezone` and the REPLAN_COLUMNS, their rows locked."""
+    """Copy the customer's contact data and profile into its open invoices' snapshots; the invoices
+    changed, each with `previous_timezone`, `previous_region`, `region` and the REPLAN_COLUMNS, their
+    rows locked."""
     return await conn.fetch(
-        _REFRESH_CUSTOMER, tenant_id, customer_id, updated_at, external_id, name, email, locale, timezone
+        _REFRESH_CUSTOMER, tenant_id, customer_id, updated_at, external_id, name, email, locale, timezone, profile
     )
