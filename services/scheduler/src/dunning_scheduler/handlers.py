@@ -256,7 +256,7 @@ async def _close(conn: asyncpg.Connection, event: Event, status: str, closed_at:
 
 def _profile(c: CustomerUpdated) -> dict:
     """What calendars and segments read of the customer (None fields left out)."""
-    profile = {"country": c.country, "subdivision": c.subdivision, "attributes": c.attributes}
+    profile: dict[str, object] = {"country": c.country, "subdivision": c.subdivision, "attributes": c.attributes}
     profile["tags"] = None if c.tags is None else list(c.tags)
     return {k: v for k, v in profile.items() if v is not None}
 
