@@ -67,6 +67,9 @@ def _no_defaults(schema: dict[str, Any]) -> None:
     """An absent member means "leave it" (RFC 7396), not a null default: say nothing of defaults."""
     for prop in schema.get("properties", {}).values():
         prop.pop("default", None)
+    schema["examples"] = [
+        {"email": "payables@yamada.example", "cc": ["cfo@yamada.example"], "country": "JP", "tags": ["strategic"]}
+    ]
 
 
 CustomerPatch: type[BaseModel] = create_model(
