@@ -1,6 +1,6 @@
 """`make demo`, the policies (issue 10): one consolidated notice for a customer with several overdue
 invoices, an invoice paid a moment before its notice went left out of it, and a preview of a policy
-on a German working calendar with a send window.
+on a German working calendar with a send window (each stage's move in words).
 
 The tenant's settings turn consolidation on; its policy has one stage (`soft`, 8 s after the
 invoice is issued, with a 40.00 late fee in EUR and GBP), so the customer's invoices issued within a
@@ -12,7 +12,6 @@ retry, one of its invoices is paid; the retry sends the notice without it.
 
 import asyncio
 import json
-import re
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -28,7 +27,7 @@ POLICY = {
     "anchor": "issued_at",
     "stages": [
         {"name": "soft", "offset": f"PT{SOFT_AFTER}S", "late_fee": {"EUR": "40.00", "GBP": "40.00"}},
-        {"name": "final", "offset": "PT10M"},
+        {"name": "final", "offset": "P30D"},  # not today: the notice has one stage of each invoice
     ],
 }
 SETTINGS = {"consolidation": {"enabled": True}}
@@ -42,16 +41,15 @@ PREVIEW = {
     "policy": {
         "id": "pol_de_b2b",
         "anchor": "due_date",
-        "send_time": "09:00",
-        "days": "business",
+        "send_time": "07:30",  # before the window opens: each stage waits for it
+        "days": "calendar",
         "non_working_day": "next",
-        "grace": "P2D",
         "interest": {"reference": "ecb_main_refinancing", "margin": "8.00", "fixing": "half_year"},
         "stages": [
             {"name": "pre_due", "offset": "-P3D", "template": "pre_due"},
-            {"name": "soft", "offset": "P1D", "template": "soft", "late_fee": {"EUR": "40.00"}},
-            {"name": "firm", "offset": "P5D", "template": "firm", "charge_interest": True},
-            {"name": "final", "offset": "P10D", "template": "final", "charge_interest": True},
+            {"name": "soft", "offset": "P4D", "template": "soft", "late_fee": {"EUR": "40.00"}},  # 24 Dec: closed
+            {"name": "firm", "offset": "P12D", "template": "firm", "charge_interest": True},  # 1 Jan: a holiday
+            {"name": "final", "offset": "P20D", "template": "final", "charge_interest": True},
         ],
     },
     "settings": {
@@ -143,12 +141,11 @@ def policies(client: httpx.Client, state: dict, say, wait) -> None:
 
     say(f"16. waiting for the notice to {owner} ...")
     [notice] = wait(lambda: messages_to(mail, owner, client) or None, 60, "the consolidated notice")
-    say(f"    ONE email: {notice['subject']!r} ({len(messages_to(mail, owner, client))} in the inbox)")
+    say(f"    ONE email: «{notice['subject']}» ({len(messages_to(mail, owner, client))} in the inbox)")
     listed = [inv["number"] for inv in invoices if inv["number"] in notice["text"]]
     say(f"    it lists {len(listed)} invoices: {', '.join(listed)}")
-    for line in notice["text"].splitlines():
-        if re.search(r"(?i)total|summe|gesamt", line):
-            say(f"      | {line.strip()}")
+    for line in notice["text"].strip().splitlines():
+        say(f"      | {line}")
     wait(lambda: all(notice_lines(inv) for inv in invoices), 30, "the notice on each invoice's timeline")
     for inv in invoices:
         say(f"    {inv['number']} timeline: {notice_lines(inv)[-1]}")
@@ -171,7 +168,7 @@ def policies(client: httpx.Client, state: dict, say, wait) -> None:
     say(f"    payment acknowledged at {r.json().get('acknowledged_at', '?')}; the notifier retries in ~30 s ...")
     [second] = wait(lambda: messages_to(mail, payer, client) or None, 180, "the second customer's notice")
     say(
-        f"    the notice went: {second['subject']!r}; lists {kept['number']}: {kept['number'] in second['text']}, "
+        f"    the notice went: «{second['subject']}»; lists {kept['number']}: {kept['number'] in second['text']}, "
         f"lists the paid {paid['number']}: {paid['number'] in second['text']}"
     )
     wait(lambda: notice_lines(paid), 30, "the paid invoice's notice entry")
@@ -181,12 +178,16 @@ def policies(client: httpx.Client, state: dict, say, wait) -> None:
     r = client.post(f"{scheduler}/v1/policy/preview", json=PREVIEW, headers=auth)
     if r.status_code >= 300:
         raise SystemExit(f"demo: POST /v1/policy/preview answered {r.status_code}: {r.text}")
-    say("18. preview: a B2B policy on business days in Bavaria (closed 24 and 31 Dec), window Mon–Fri 08:00–17:00")
+    say(
+        "18. preview (POST /v1/policy/preview, nothing stored): a policy for Bavaria (weekends, public holidays,"
+        " closed 24 and 31 Dec), send_time 07:30, window Mon–Fri 08:00–17:00 spread over an hour"
+    )
     for answer in r.json()["invoices"]:
         say(f"    {answer.get('reference')}: due 2026-12-20, policy {answer.get('policy_id')}")
         for s in answer["stages"]:
             moved = f"  moved: {s['moved']}" if s.get("moved") else ""
-            fee = f"  fee {s['late_fee']}" if s.get("late_fee") else ""
+            fee = f"  fee {s['late_fee']}" if s.get("late_fee") not in (None, "0.00") else ""
+            fee += f"  interest {s['interest']}" if s.get("interest") not in (None, "0.00") else ""
             say(f"      {s['stage']:<8} {s['state']:<9} {s.get('local_time') or '-':<26}{fee}{moved}")
             for d in s.get("deferred") or []:
                 say(f"               deferred ({d['reason']}): {d['detail']}")
