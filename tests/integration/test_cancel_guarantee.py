@@ -14,7 +14,10 @@ other test's events or statements reach them). The gate requires both services' 
   although it falls due with the gate open;
 - every stop under the gate: a void acknowledged by invoice-ingest before a stage's time, stuck in
   ingest's stalled relay, keeps the stage from firing although it falls due; ingest's fence keeps
-  its watermark below a stop transaction still open.
+  its watermark below a stop transaction still open;
+- issue 10: a stage deferred by a send window is cancelled by a payment acknowledged before its new
+  time; a stage pulled into a consolidated notice takes the notice's time, and an invoice paid before
+  that time (the payment stuck in the relay) is never pulled in.
 """
 
 import asyncio
@@ -22,6 +25,7 @@ import uuid
 from datetime import datetime, timedelta
 
 import httpx
+import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -482,3 +486,121 @@ async def test_the_stops_watermark_stays_below_a_stop_transaction_still_open(pai
 
 async def _async(value):
     return value
+
+
+# -- issue 10: deferrals and consolidated notices under the gate -------------------------------------
+
+
+async def _put_settings(pair: Pair, document: dict) -> None:
+    """The tenant's settings, stored as PUT /v1/settings stores them."""
+    from dunning_scheduler.repository import settings as settings_sql
+    from dunning_scheduler.settings_store import put_document
+    from dunning_scheduler.tenant_settings import parse_settings
+
+    async with pair.sched_pool.acquire() as conn:
+        await put_document(conn, settings_sql.SETTINGS, pair.tenant, parse_settings(document).document, "test")
+    await asyncio.sleep(2.5)  # the settings cache's TTL (2 s) in the firing loop
+
+
+async def _stage(pair: Pair, invoice_id: str):
+    return await pair.sched_pool.fetchrow(
+        "SELECT state, scheduled_at, reason FROM timers WHERE invoice_id = $1", invoice_id
+    )
+
+
+async def test_a_payment_between_a_stage_time_and_its_deferred_time_keeps_it_from_ever_firing(pair):
+    """A stage the send window defers (StageDeferred) is scheduled again at the opening: a payment
+    acknowledged after the stage's planned time, before the opening, cancels it, though it was due."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo("Europe/Berlin")  # the test invoices' customer
+    opening = (datetime.now(zone) + timedelta(seconds=10)).replace(microsecond=0)
+    if opening.date() != (opening + timedelta(minutes=5)).date():
+        pytest.skip("the window would cross midnight in Europe/Berlin")
+    window = {
+        "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        "start": opening.strftime("%H:%M:%S"),
+        "end": (opening + timedelta(minutes=5)).strftime("%H:%M:%S"),
+        "spread": "PT0S",
+    }
+    envelope = invoice_issued(pair.tenant)
+    await pair.issue(envelope)  # planned with no window: its stage 3 s after issue
+    await pair.wait_timers(envelope["subject"], ["scheduled"])
+    planned = (await _stage(pair, envelope["subject"]))["scheduled_at"]
+    await _put_settings(pair, {"send_window": window})
+
+    async def deferred():
+        row = await _stage(pair, envelope["subject"])
+        return row["state"] == "scheduled" and row["scheduled_at"] > planned
+
+    await async_wait_until(deferred, timeout=20, what="the stage deferred to the opening")
+    row = await _stage(pair, envelope["subject"])
+    assert row["scheduled_at"] == opening.astimezone(row["scheduled_at"].tzinfo)
+    assert await pair.sched_pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE key = $1 AND event_type = 'dunning.StageDeferred.v1'", envelope["subject"]
+    )
+    view = await pair.pay(envelope["subject"])  # after the planned time, before the opening
+    assert planned.timestamp() < datetime.fromisoformat(view["acknowledged_at"]).timestamp() < opening.timestamp()
+    await pair.wait_timers(envelope["subject"], ["cancelled"])
+
+    async def gate_past_opening():
+        gate = await sched_repo.gate_state(pair.sched_pool)
+        return gate["watermark"] is not None and gate["watermark"] > opening + timedelta(seconds=1)
+
+    await async_wait_until(gate_past_opening, timeout=30, what="the gate past the opening")
+    assert await pair.reasons(envelope["subject"]) == ["invoice_settled"]
+    assert not await pair.sched_pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE key = $1 AND event_type = 'dunning.StageEscalated.v1'", envelope["subject"]
+    )
+
+
+@pytest.fixture
+async def notice_pair(infra):
+    pair = Pair(infra, stage_offset_seconds=10)  # time to pay before the first stage, with the relay stalled
+    await pair.start()
+    yield pair
+    await pair.stop()
+
+
+async def test_a_stage_pulled_into_a_notice_takes_the_notice_time_and_a_paid_one_is_never_pulled(notice_pair):
+    """Consolidation: the customer's first stage fires and pulls its other invoices' stages due later
+    today into the same notice, at the notice's time (set on the pulled timers, so the gate's
+    arithmetic holds); an invoice paid before that time (the payment stuck in reconciliation's relay:
+    the gate holds the notice back) is cancelled, never pulled in."""
+    pair = notice_pair
+    await _put_settings(pair, {"consolidation": {"enabled": True}})
+    first, paid = invoice_issued(pair.tenant), invoice_issued(pair.tenant)  # the same customer
+    await pair.issue(first)
+    await pair.issue(paid)
+    await asyncio.sleep(4.0)
+    later = invoice_issued(pair.tenant)  # issued (its stage due) 4 s after the first
+    await pair.issue(later)
+    for envelope in (first, paid, later):
+        await pair.wait_timers(envelope["subject"], ["scheduled"])
+    notice_at = (await _stage(pair, first["subject"]))["scheduled_at"]
+    later_at = (await _stage(pair, later["subject"]))["scheduled_at"]
+    assert later_at > notice_at + timedelta(seconds=2)
+    async with pair.recon_pool.acquire() as conn:
+        await outbox.set_paused(conn, True, by="test")
+    await pair.pay(paid["subject"])  # acknowledged before the notice's time; stuck in the outbox
+
+    async def past_notice():
+        return utcnow() > notice_at + timedelta(seconds=1)
+
+    await async_wait_until(past_notice, timeout=30, what="the notice's time passed")
+    assert await pair.timers(first["subject"]) == ["scheduled"]  # the gate holds the notice back
+    async with pair.recon_pool.acquire() as conn:
+        await outbox.set_paused(conn, False, by="test")
+    await pair.wait_timers(paid["subject"], ["cancelled"])
+    await pair.wait_timers(first["subject"], ["fired"])
+    await pair.wait_timers(later["subject"], ["fired"])
+    # Pulled: at the notice's time, the earliest of the customer's triggering stages (the fixture's
+    # warm-up invoice is this customer's too, and due first), never later than the first's own time.
+    assert (await _stage(pair, later["subject"]))["scheduled_at"] <= notice_at < later_at
+    rows = await pair.sched_pool.fetch("SELECT payload FROM outbox WHERE event_type = 'dunning.NoticeComposed.v1'")
+    notices = [n for n in (orjson.loads(r["payload"])["data"] for r in rows) if later["subject"] in str(n["items"])]
+    assert len(notices) == 1, notices
+    items = notices[0]["items"]
+    staged = [i["invoice_id"] for i in items if i["stage_id"]]
+    assert first["subject"] in staged and later["subject"] in staged, items
+    assert paid["subject"] not in [i["invoice_id"] for i in items]
