@@ -312,7 +312,8 @@ class PolicyRaces:
         ours = {t["tenant_id"] for t in self.tenants.values()}
         out = []
         try:
-            tps = [TopicPartition(name, p) for p in sorted(await consumer.partitions_for_topic(name) or ())]
+            await consumer.topics()  # loads the partitions' metadata
+            tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             end = await consumer.end_offsets(tps)
