@@ -16,8 +16,8 @@ into an earlier notice (that time is the notice's) or move, read once the run is
 the timer ahead of its time (a stage deferred is raced at its new time; when the deferral is not
 seen in time, e.g. the scheduler was killed, the invoice is not raced and the report says so).
 
-Verdicts, from the timers, the deliveries topic (ReminderSent / ReminderCancelled, with notice_id,
-and NoticeSent) and the SMTP server's Maildir:
+Verdicts (chaos.policy_checks), from the timers, the deliveries topic (ReminderSent /
+ReminderCancelled, with notice_id, and NoticeSent) and the SMTP server's Maildir:
 - violation: a stage of a paid invoice scheduled at or after the payment's acknowledgement that went
   out (a ReminderSent, alone or as a notice's stage item);
 - lost: a fired stage with neither a ReminderSent nor a ReminderCancelled; a stage of an unpaid
@@ -30,20 +30,15 @@ The per-kind +-50 ms share applies to the three kinds as to the others (aim.MIN_
 
 import asyncio
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from email.parser import BytesHeaderParser
-from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from dunning.contracts import NoticeSent, topic
 from dunning_cli.tenants import create_tenant
 from dunning_tools.chaos import aim
-from dunning_tools.chaos.checks import RACE_MS, STAGES, ts
+from dunning_tools.chaos.checks import STAGES, ts
 
 KINDS = ("notice", "window", "cap")
 EVERY_DAY = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -285,135 +280,7 @@ class PolicyRaces:
         race.acknowledged_at = ts(r.json()["acknowledged_at"])
         run.aim.learn(kind, race.sent_at, race.acknowledged_at)
 
-    # -- verdicts -------------------------------------------------------------------------------------
-    async def quiet(self, timeout: float) -> dict[str, dict[str, dict]]:
-        """Every stage of every invoice decided (fired, cancelled, skipped): invoice id -> stage -> timer."""
-        give_up = time.time() + timeout
-        views: dict[str, dict[str, dict]] = {}
-        while True:
-            for kind, customers in self.customers.items():
-                for c in customers:
-                    for i in c.invoice_ids:
-                        if not views.get(i) or any(t["state"] == "scheduled" for t in views[i].values()):
-                            views[i] = await self.timers(kind, i)
-            if all(v and all(t["state"] != "scheduled" for t in v.values()) for v in views.values()):
-                return views
-            if time.time() > give_up:
-                self.notes.append("policies: not every timer decided at the end")
-                return views
-            await asyncio.sleep(2)
-
-    async def deliveries(self) -> list[dict]:
-        """Every event on the deliveries topic of our tenants (read from the start to the end)."""
-        bootstrap = self.run.stack.kafka_bootstrap_servers
-        name = topic(NoticeSent)
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-        await consumer.start()
-        ours = {t["tenant_id"] for t in self.tenants.values()}
-        out = []
-        try:
-            await consumer.topics()  # loads the partitions' metadata
-            tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for r in records:
-                        env = orjson.loads(r.value)
-                        if env.get("tenantid") in ours:
-                            out.append(env)
-        finally:
-            await consumer.stop()
-        return out
-
     async def verdict(self, timeout: float) -> dict:
-        views = await self.quiet(timeout)
-        events = await self.deliveries()
-        mails = read_mails(self.run.stack.workdir / "mail", {t["tenant_id"] for t in self.tenants.values()})
-        kind_of = {i: k for k, cs in self.customers.items() for c in cs for i in c.invoice_ids}
-        paid = {r.invoice_id: r.acknowledged_at for r in self.races if r.acknowledged_at}
-        sent: dict[tuple, set] = defaultdict(set)
-        cancelled: set[tuple] = set()
-        notices: dict[str, set] = defaultdict(set)
-        sends: dict[str, set] = defaultdict(set)  # recipient -> notices and single reminders sent to it
-        for e in events:
-            d, kind = e["data"], e["type"].split(".")[1]
-            if kind == "ReminderSent":
-                sent[(d["invoice_id"], d["stage"], d["channel"])].add(e["id"])
-                if not d.get("notice_id"):
-                    sends[d["recipient"].lower()].add(d["delivery_id"])
-            elif kind == "ReminderCancelled":
-                cancelled.add((d["invoice_id"], d["stage"], d["channel"]))
-            elif kind == "NoticeSent":
-                notices[d["notice_id"]].add(e["id"])
-                sends[d["recipient"].lower()].add(d["notice_id"])
-        violations, lost, twice = [], [], []
-        for invoice_id, stages in views.items():
-            for name, t in stages.items():
-                key = (invoice_id, name, t["channel"])
-                at, ack = ts(t["scheduled_at"]), paid.get(invoice_id)
-                item = {"kind": kind_of.get(invoice_id), "invoice_id": invoice_id, "stage": name}
-                if key in sent and ack is not None and at >= ack:
-                    after = round((at - ack) * 1000, 1)
-                    violations.append({**item, "scheduled_at": t["scheduled_at"], "scheduled_after_ack_ms": after})
-                if t["state"] == "fired" and key not in sent and key not in cancelled:
-                    lost.append({**item, "why": "fired, never sent"})
-                if t["state"] == "scheduled" and invoice_id not in paid:
-                    lost.append({**item, "why": "never fired"})
-                if len(sent.get(key, ())) > 1:
-                    twice.append({**item, "reminder_sent_events": len(sent[key])})
-        twice += [{"notice_id": n, "notice_sent_events": len(ids)} for n, ids in notices.items() if len(ids) > 1]
-        window_tenant = self.tenants["window"]["tenant_id"]
-        early = [m for m in mails if m["tenant"] == window_tenant and m["received_at"] < (self.opening or 0)]
-        mailed: dict[str, int] = defaultdict(int)
-        for m in mails:
-            for to in m["to"].split(","):
-                mailed[to.strip().lower()] += 1
-        copies = {to: n - len(sends.get(to, ())) for to, n in mailed.items() if n > len(sends.get(to, ()))}
-        share = aim.shares(self.races, lambda r: final_time(views, r), RACE_MS)
-        report = {
-            "tenants": {k: t["tenant_id"] for k, t in self.tenants.items()},
-            "customers": {k: len(v) for k, v in self.customers.items()},
-            "invoices": len(views),
-            "races": {k: sum(r.kind == k and r.acknowledged_at is not None for r in self.races) for k in KINDS},
-            "not_raced": [{"kind": r.kind, "why": r.skipped or r.error} for r in self.races if not r.acknowledged_at][
-                :30
-            ],
-            "share_within_50ms_by_kind": share,
-            "kinds_below_share": aim.below(share),
-            "notices_sent": len(notices),
-            "reminders_sent": len(sent),
-            "mails": len(mails),
-            "mails_beyond_sends": copies,  # a provider window's second copy (in doubt), else a finding
-            "violations": violations[:50],
-            "lost": lost[:50],
-            "twice": twice[:50],
-            "sent_before_window_opened": [m["to"] for m in early][:20],
-            "window_opens_at": self.opening,
-            "notes": self.notes,
-        }
-        report["counts"] = {"violations": len(violations), "lost": len(lost), "twice": len(twice)}
-        report["ok"] = not (violations or lost or twice or early or aim.below(share))
-        return report
+        from dunning_tools.chaos import policy_checks
 
-
-def final_time(views: dict, race: Race) -> float | None:
-    """The latest scheduled time of the raced stage (the scheduler's timer once the run is quiet)."""
-    t = views.get(race.invoice_id, {}).get(race.stage)
-    return ts(t["scheduled_at"]) if t else None
-
-
-def read_mails(maildir: Path, tenants: set[str]) -> list[dict]:
-    parser = BytesHeaderParser()
-    out = []
-    for sub in ("new", "cur"):
-        if not (maildir / sub).is_dir():
-            continue
-        for entry in (maildir / sub).iterdir():
-            head = entry.read_bytes()[:16384]
-            h = parser.parsebytes(head[: head.find(b"\r\n\r\n") + 2])
-            if str(h["X-Dunning-Tenant-Id"]) in tenants:
-                tenant, to, at = (str(h[k]) for k in ("X-Dunning-Tenant-Id", "X-Envelope-To", "X-Received-At"))
-                out.append({"tenant": tenant, "to": to, "received_at": ts(at)})
-    return out
+        return await policy_checks.verdict(self, timeout)
