@@ -43,6 +43,7 @@ from dunning_tools.chaos.checks import STAGES, ts
 KINDS = ("notice", "window", "cap")
 EVERY_DAY = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 INVOICES_OF = {"notice": 3, "window": 2, "cap": 2}
+RACE_SHARE = 0.6  # of each kind's customers: one payment raced
 
 
 @dataclass
@@ -164,7 +165,7 @@ class PolicyRaces:
         self.customers["window"] = window
         await self.put_window(min(c.issued_at[0] for c in window))
         for c in window:
-            if run.rng.random() < 0.5:
+            if run.rng.random() < RACE_SHARE:
                 self.tasks.append(asyncio.ensure_future(self.race_deferred("window", c, run.rng.randrange(2))))
         every = cfg.spread / max(1, self.n)
         for i in range(self.n):
@@ -180,13 +181,13 @@ class PolicyRaces:
         try:
             if kind == "notice":
                 await self.issue(kind, c, INVOICES_OF[kind])
-                if rng.random() < 0.5:
+                if rng.random() < RACE_SHARE:
                     await self.race_notice(c)
             else:  # cap: the second invoice a second later, its stages deferred by the quiet period
                 await self.issue(kind, c, 1)
                 await asyncio.sleep(1.0)
                 await self.issue(kind, c, 1)
-                if rng.random() < 0.5:
+                if rng.random() < RACE_SHARE:
                     await self.race_deferred(kind, c, rng.randrange(len(STAGES)), invoice=1)
         except Exception as exc:  # reported; the verdicts cover what was issued
             self.notes.append(f"{kind} customer {c.index}: {exc!r}")
