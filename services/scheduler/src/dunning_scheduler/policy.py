@@ -38,7 +38,6 @@ the charges (interest, minimum balance, late fees) in `policy_charges`; this mod
 New keys are written out only when not their default: older stored documents stay equal.
 """
 
-from dataclasses import dataclass, field
 from datetime import time
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -46,17 +45,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from dunning_scheduler.durations import DURATION_SHAPE, Duration, DurationError, parse_duration
-from dunning_scheduler.policy_calendar import CALENDAR_MESSAGES, NO_GRACE, CalendarKeys, whole_days
+from dunning_scheduler.durations import DURATION_SHAPE, DurationError, parse_duration
+from dunning_scheduler.policy_calendar import CALENDAR_MESSAGES, CalendarKeys, whole_days
 from dunning_scheduler.policy_charges import (
     CHARGE_MESSAGES,
     ChargeKeys,
     InterestDocument,
-    InterestTerms,
     StageCharges,
     decimals,
     interest_terms,
 )
+from dunning_scheduler.policy_model import Policy, Stage
 from dunning_scheduler.policy_pauses import (
     MAX_OFFSET_SECONDS,
     PAUSES_MESSAGES,
@@ -313,58 +312,6 @@ def _message(loc: list[str], error: ErrorDetails) -> str:
     if name.isdigit() and len(loc) > 1 and loc[-2] == "stages":
         return "a stage must be an object with name and offset"
     return _MESSAGES.get(name, error["msg"])
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    offset: Duration
-    offset_text: str
-    template: str
-    channels: tuple[str, ...]
-    late_fee: dict[str, Decimal] = field(default_factory=dict, compare=False, hash=False)
-    charge_interest: bool = False
-
-
-@dataclass(frozen=True)
-class Policy:
-    """A valid policy, compiled for planning (a stored version of a `PolicyDocument`)."""
-
-    policy_id: str
-    anchor: str
-    send_time: time
-    stages: tuple[Stage, ...]
-    document: dict[str, Any]  # normalised: every default written out
-    version: int = 1
-    is_default: bool = True
-    resume_mode: str = "spaced"
-    promise_grace: Duration = parse_duration("P2D")
-    plan_grace: Duration = parse_duration("P3D")
-    plan_reminders: tuple[InstalmentReminder, ...] = (
-        InstalmentReminder("instalment_pre_due", parse_duration("-P3D")),
-        InstalmentReminder("instalment_overdue", parse_duration("P1D")),
-    )
-    plan_channels: tuple[str, ...] = ("email",)
-    days: str = "calendar"  # calendar | business
-    non_working_day: str = "next"  # next | previous | keep
-    grace: Duration = parse_duration("P0D")
-    minimum_balance: dict[str, Decimal] = field(default_factory=dict)
-    below_minimum: str = "skip"  # skip | pre_due_only
-    interest: InterestTerms | None = None
-    # Planning's memo of stage instants by (due date, zone): a policy version never changes.
-    instants_cache: dict = field(default_factory=dict, compare=False, repr=False)
-
-    def chased(self, stage: Stage, balance: Decimal, currency: str) -> bool:
-        """THE threshold rule (planning and firing both ask it): False when the currency has a minimum
-        balance and `balance` is below it, unless below_minimum is pre_due_only and the stage is not overdue."""
-        minimum = self.minimum_balance.get(currency)
-        if minimum is None or balance >= minimum:
-            return True
-        return self.below_minimum == "pre_due_only" and not stage.offset.is_overdue
-
-    @property
-    def has_grace(self) -> bool:
-        return self.grace != NO_GRACE
 
 
 def parse_policy(document: Any, *, version: int = 1, is_default: bool = False) -> Policy:

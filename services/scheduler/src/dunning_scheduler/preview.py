@@ -21,14 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dunning.clock import utcnow
 from dunning.contracts import Customer
-from dunning_scheduler import charges, repository
+from dunning_scheduler import repository
 from dunning_scheduler.calendars import EVERY_DAY
 from dunning_scheduler.firing_rules import ContactLog, Due, simulate
 from dunning_scheduler.planner import Shaping, TenantShaping, plan_for, shaping_for
 from dunning_scheduler.planning import UTC_ZONE, PlannedTimer, zone_for
-from dunning_scheduler.policy import Policy, PolicyError, Stage, parse_policy
+from dunning_scheduler.policy import Policy, PolicyError, parse_policy
 from dunning_scheduler.policy_schemas import PreviewInvoice
 from dunning_scheduler.policy_store import ActivePolicies, named_policy
+from dunning_scheduler.preview_charges import ProjectedCharges
 from dunning_scheduler.repository import charges as charges_sql
 from dunning_scheduler.repository import contacts as contacts_sql
 from dunning_scheduler.repository import settings as settings_sql
@@ -323,7 +324,7 @@ def _name(sample: Sample) -> str:
 async def _invoice_answer(conn: asyncpg.Connection, tenant_id: str, item: _Planned, sends: _Sends, n: int) -> dict:
     sample, policy, segment, _, timers = item
     zone = zone_for(sample.customer.timezone) or UTC_ZONE
-    projector = await _Charges.for_policy(conn, tenant_id, policy, sample)
+    projector = await ProjectedCharges.for_policy(conn, tenant_id, policy, sample)
     stages = []
     for t in timers:
         key = (n, t.stage_id)
@@ -354,50 +355,3 @@ async def _invoice_answer(conn: asyncpg.Connection, tenant_id: str, item: _Plann
     else:
         answer["reference"] = sample.reference
     return answer
-
-
-class _Charges:
-    """Projects a policy's fees and interest stage by stage, in plan order (each stage's fee once)."""
-
-    def __init__(self, policy: Policy, sample: Sample, rates: list[tuple[date, Decimal]]):
-        self.policy, self.sample, self.rates = policy, sample, rates
-        self.fees = Decimal(0)
-        self.interest = Decimal(0)
-        self.charged: set[str] = set()
-        self.any = policy.interest is not None or any(s.late_fee for s in policy.stages)
-
-    @classmethod
-    async def for_policy(cls, conn: asyncpg.Connection, tenant_id: str, policy: Policy, sample: Sample) -> "_Charges":
-        terms = policy.interest
-        rates: list[tuple[date, Decimal]] = []
-        if terms is not None and terms.reference is not None:
-            rates = [(r["valid_from"], r["rate"]) for r in await charges_sql.rates(conn, tenant_id, terms.reference)]
-        return cls(policy, sample, rates)
-
-    def at(self, stage: Stage, day: date) -> dict[str, str]:
-        """The stage's charges if it fires on local `day` (nothing when the policy charges nothing)."""
-        if not self.any:
-            return {}
-        currency = self.sample.currency
-        fee = charges.late_fee(stage.late_fee, currency, already_charged=stage.name in self.charged, waived=False)
-        self.charged.add(stage.name)
-        accrual = None
-        terms = self.policy.interest
-        if terms is not None and stage.charge_interest:
-            try:
-                accrual = charges.accrue(
-                    amount_due=self.sample.amount_due,
-                    currency=currency,
-                    due_date=self.sample.due_date,
-                    through=day,
-                    terms=terms,
-                    ledger=self.sample.invoice_ledger,
-                    rates=self.rates,
-                )
-            except charges.UnknownReference:
-                accrual = None
-        assessed = charges.assess(
-            currency=currency, fee=fee, accrual=accrual, previous_fees=self.fees, previous_interest=self.interest
-        )
-        self.fees, self.interest = assessed.total_late_fees, assessed.total_interest
-        return charges.charges_field(assessed, currency, self.sample.balance, terms, None)
