@@ -69,13 +69,24 @@ def deadline_of(context: dict[str, str], loc: babel.Locale) -> dict[str, str] | 
     return {"stage": str(context.get("next_stage") or ""), "date": long_date(on, loc)}
 
 
+def one_per_invoice(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The notice's items, one per invoice, in the order invoices first come: two stages of one invoice
+    due in the same window (both fire in the notice) show as its most escalated one, counted once."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for item in items:
+        held = chosen.get(item["invoice_id"])
+        if held is None or (item.get("sequence") is not None and (held.get("sequence") or -1) < item["sequence"]):
+            chosen[item["invoice_id"]] = item
+    return list(chosen.values())
+
+
 def notice_context(data: dict[str, Any], loc: babel.Locale, today: date, sender_name: str) -> dict[str, Any]:
     """A NoticeComposed payload (its items cut to the ones this attempt lists) as the `consolidated`
     template reads it: every invoice with its stage, dates, balance, link and charges, then the
     totals per currency (balances plus the charges claimed), in the order the currencies first come."""
     invoices = []
     totals: dict[str, Decimal] = {}
-    for item in data["items"]:
+    for item in one_per_invoice(data["items"]):
         invoice = item["invoice"]
         currency = invoice["currency"]
         balance, amount_due = _decimal(invoice["balance"]), _decimal(invoice["amount_due"])

@@ -185,3 +185,15 @@ def test_a_garbled_next_stage_date_is_a_render_error(stage_data, renderer):
     data["context"] = {"kind": "stage", "next_stage": "collections", "next_stage_on": "next week"}
     with pytest.raises(RenderError):
         renderer.render(data)
+
+
+def test_two_stages_of_one_invoice_in_a_notice_list_it_once_at_its_firmer_stage(renderer):
+    data = mixed_notice()
+    soft = data["items"][1]
+    final = copy.deepcopy(soft)
+    final.update(stage_id=soft["stage_id"][:-2] + "09", stage="final", sequence=soft["sequence"] + 2)
+    data["items"].insert(2, final)  # both of its stages fell in the same window
+    out = renderer.render(data)
+    assert out.subject == f"3 overdue invoices: EUR{NBSP}1,126.56, JPY{NBSP}31,000"  # its balance counted once
+    assert out.text.count(f"Invoice {soft['invoice']['number']} ") == 1
+    assert f"2. Invoice {soft['invoice']['number']} (final)" in out.text
