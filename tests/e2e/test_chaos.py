@@ -78,3 +78,16 @@ def test_no_reminder_twice_outside_the_provider_window(chaos):
     report, returncode, output = chaos
     assert report["duplicates"]["unexplained"] == 0, output
     assert returncode == 0, output
+
+
+def test_the_policy_races_ran_and_held(chaos):
+    """Issue 10's firing rules under the same faults: payments raced against a consolidated notice's
+    time and against stages a send window and a quiet period deferred."""
+    report, _, output = chaos
+    policies = report["policies"]
+    assert "error" not in policies and "skipped" not in policies, output
+    assert all(policies["races"][kind] > 0 for kind in ("notice", "window", "cap")), policies["races"]
+    assert policies["notices_sent"] > 0, output
+    assert policies["counts"] == {"violations": 0, "lost": 0, "twice": 0}, output
+    assert policies["sent_before_window_opened"] == [], output
+    assert policies["ok"], output
