@@ -209,7 +209,9 @@ class PolicyRaces:
             "days": EVERY_DAY,
             "start": opening.strftime("%H:%M:%S"),
             "end": end.strftime("%H:%M:%S"),
-            "spread": f"PT{max(2, round(cfg.gap / 4))}S",
+            # a gap wide: the raced payments aimed at the deferred times spread over it, so one fault
+            # (a killed reconciliation) at the opening does not delay them all at once
+            "spread": f"PT{max(4, round(cfg.gap))}S",
         }
         r = await self.call("window", "PUT", "scheduler", "/v1/settings", {"send_window": window})
         if r.status_code >= 300:
