@@ -2,7 +2,8 @@
 
 The JSON Schemas in `schemas/events/` are the contract; each record has the fields of its schema's
 `data`, money as `Decimal`, instants as aware UTC `datetime`, calendar days as `date`; one module
-per topic of the catalogue (`schemas/topics/*.yaml`). `from_data` reads the envelope's `data`
+per topic of the catalogue (`schemas/topics/*.yaml`; dunning.stages.v1's firing-rule events in
+`stage_rules`). `from_data` reads the envelope's `data`
 (already validated against the schema by `dunning.events.decode`) and `to_data` writes it back in
 its JSON form, field by field (both written once per record type from its field types by the
 `Record` base): the consumers decode thousands of events a second, so there is no per-event model
@@ -34,23 +35,25 @@ from dunning.contracts.invoices import (
     PromiseMade,
 )
 from dunning.contracts.payments import CreditNoteIssued, PaymentReceived
-from dunning.contracts.stages import (
-    DunningPaused,
-    DunningPlanned,
-    DunningResumed,
-    InstalmentMissed,
+from dunning.contracts.stage_rules import (
     InterestPeriod,
     LateChargesAssessed,
     LateChargesWaived,
     NoticeComposed,
     NoticeItem,
+    StageDeferred,
+)
+from dunning.contracts.stages import (
+    DunningPaused,
+    DunningPlanned,
+    DunningResumed,
+    InstalmentMissed,
     PaymentPlanBroken,
     PaymentPlanCompleted,
     PlannedStage,
     PromiseBroken,
     PromiseKept,
     RescheduledStage,
-    StageDeferred,
     StageEscalated,
     StageInvoice,
     StageRef,
