@@ -32,7 +32,6 @@ from dunning_scheduler.repository.invoices import (
     TIMER_COLUMNS,
     apply_payment,
     insert_timers,
-    invoice_for_pause,
     invoice_of,
     invoice_owner,
     money_watchers,
@@ -42,6 +41,7 @@ from dunning_scheduler.repository.invoices import (
     stop_statement,
     timers_of,
 )
+from dunning_scheduler.repository.pauses import invoice_for_pause
 from dunning_scheduler.repository.plans import (
     active_plans_of,
     cancel_instalments,

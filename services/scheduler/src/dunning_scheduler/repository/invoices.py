@@ -377,17 +377,6 @@ async def money_watchers(conn: asyncpg.Connection, invoice_id: str, tenant_id: s
     return await conn.fetchrow(_MONEY_WATCHERS, invoice_id, tenant_id)
 
 
-_INVOICE_FOR_PAUSE = (
-    "SELECT invoice_id, tenant_id, customer_id, customer->>'timezone' AS timezone, policy_version,"
-    " policy_is_default, policy_key FROM invoices WHERE invoice_id = $1"
-)
-
-
-async def invoice_for_pause(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Record | None:
-    """What a pause needs of an invoice: tenant, time zone, the policy it was planned with."""
-    return await conn.fetchrow(_INVOICE_FOR_PAUSE, invoice_id)
-
-
 _TIMERS_OF = f"SELECT {TIMER_COLUMNS} FROM timers WHERE tenant_id = $1 AND invoice_id = $2 ORDER BY sequence, channel"
 
 

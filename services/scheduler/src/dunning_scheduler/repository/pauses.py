@@ -295,3 +295,14 @@ RETURNING pause_id, cause_id, tenant_id, invoice_id, since, detail, paid
 
 async def count_promise_paid(conn: asyncpg.Connection, invoice_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(_COUNT_PAID, invoice_id)
+
+
+_INVOICE_FOR_PAUSE = (
+    "SELECT invoice_id, tenant_id, customer_id, customer->>'timezone' AS timezone, policy_version,"
+    " policy_is_default, policy_key FROM invoices WHERE invoice_id = $1"
+)
+
+
+async def invoice_for_pause(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Record | None:
+    """What a pause needs of an invoice: tenant, time zone, the policy it was planned with."""
+    return await conn.fetchrow(_INVOICE_FOR_PAUSE, invoice_id)
