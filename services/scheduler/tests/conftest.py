@@ -1,7 +1,9 @@
 """Fixtures for the scheduler's integration tests: a migrated schema with a tenant, event builders,
-and helpers to apply events through the handlers and read the outbox."""
+and helpers to apply events through the handlers and read the outbox; `firing_h` adds what the
+firing-rule tests share (a policy and settings memory of the test's own, one firing step)."""
 
-from datetime import date, datetime
+import copy
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import partial
 
@@ -14,8 +16,13 @@ from dunning.db import create_pool, migrations_of
 from dunning.events import new_event, validate
 from dunning.ids import new_id
 from dunning_scheduler.bootstrap import handlers_for
-from dunning_scheduler.policy_store import ActivePolicies
+from dunning_scheduler.firing import FiringLoop
+from dunning_scheduler.policy import parse_policy
+from dunning_scheduler.policy_store import ActivePolicies, save_policy
+from dunning_scheduler.repository import settings as settings_sql
 from dunning_scheduler.settings import Settings
+from dunning_scheduler.settings_store import put_document
+from dunning_scheduler.tenant_settings import parse_settings
 from dunning_tools.testing import events, kafka
 from dunning_tools.testing.handlers import apply_event
 from dunning_tools.testing.outbox import outbox_events
@@ -308,3 +315,57 @@ class Helpers:
 @pytest.fixture
 def h() -> type[Helpers]:
     return Helpers
+
+
+class FiringHelpers(Helpers):
+    """The helpers of the firing-rule tests (window, caps, consolidation, charges)."""
+
+    @staticmethod
+    async def use_policy(pool, tenant: str, document: dict) -> None:
+        async with pool.acquire() as conn:
+            await save_policy(conn, tenant, parse_policy(document))
+
+    @staticmethod
+    async def use_settings(pool, tenant: str, document: dict) -> None:
+        async with pool.acquire() as conn:
+            await put_document(conn, settings_sql.SETTINGS, tenant, parse_settings(document).document, "test")
+
+    @staticmethod
+    async def fire(pool) -> int:
+        """One firing step, as the loop takes it (a fresh loop: its settings memory is empty)."""
+        schema = await pool.fetchval("SELECT current_schema()")
+        return await FiringLoop(pool, schema, gated=False).fire_once()
+
+    @classmethod
+    async def issue(cls, pool, *, customer_id: str | None = None, **kwargs) -> dict:
+        """An InvoiceIssued applied; `customer_id` gives it another customer than the helpers'."""
+        issued = cls.invoice_issued(**kwargs)
+        if customer_id is not None:
+            issued = copy.deepcopy(issued)
+            issued["data"]["customer"]["customer_id"] = customer_id
+        await cls.apply(pool, issued)
+        return issued
+
+    @staticmethod
+    async def make_due(pool, invoice_id: str, stage: str | None = None) -> None:
+        """Time passes: the invoice's scheduled timers (or one stage's) fall due."""
+        await pool.execute(
+            "UPDATE timers SET scheduled_at = now() - interval '1 second'"
+            " WHERE invoice_id = $1 AND state = 'scheduled' AND ($2::text IS NULL OR stage = $2)",
+            invoice_id,
+            stage,
+        )
+
+    @staticmethod
+    def at(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+@pytest.fixture
+def firing_h() -> type[FiringHelpers]:
+    """FiringHelpers applying through handlers with a policy and settings memory of the test's own."""
+
+    class Fresh(FiringHelpers):
+        apply = staticmethod(partial(apply_event, handlers=handlers_for(ActivePolicies())))
+
+    return Fresh

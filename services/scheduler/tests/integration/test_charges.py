@@ -3,9 +3,7 @@ shared brief's hand cases to the cent), quoted on StageEscalated.charges; a waiv
 charges; a stage below the policy's minimum balance after a partial payment is skipped at firing;
 the reference rates and charges routes."""
 
-import copy
 from datetime import UTC, date, datetime, timedelta
-from functools import partial
 
 import httpx
 import orjson
@@ -14,72 +12,19 @@ import pytest
 from dunning.clock import utcnow
 from dunning_scheduler import charges_api
 from dunning_scheduler.api import create_app
-from dunning_scheduler.bootstrap import handlers_for
-from dunning_scheduler.firing import FiringLoop
-from dunning_scheduler.policy import parse_policy
-from dunning_scheduler.policy_store import ActivePolicies, save_policy
-from dunning_scheduler.repository import settings as settings_sql
-from dunning_scheduler.settings_store import put_document
-from dunning_scheduler.tenant_settings import parse_settings
-from dunning_tools.testing.handlers import apply_event
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def h(h):
-    """The helpers, applying through handlers with a policy and settings memory of this test's own."""
-
-    class Fresh(h):
-        apply = staticmethod(partial(apply_event, handlers=handlers_for(ActivePolicies())))
-
-    return Fresh
+def h(firing_h):
+    return firing_h
 
 
 ESCALATED, DEFERRED = "dunning.StageEscalated.v1", "dunning.StageDeferred.v1"
 NOTICE, ASSESSED = "dunning.NoticeComposed.v1", "dunning.LateChargesAssessed.v1"
 RESCHEDULED, WAIVED = "dunning.StagesRescheduled.v1", "dunning.LateChargesWaived.v1"
 CUSTOMER = "cus_01JB2F7H9K3M5N7P9Q1R3S5T7V"  # the helpers' customer
-
-
-async def use_policy(pool, tenant: str, document: dict) -> None:
-    async with pool.acquire() as conn:
-        await save_policy(conn, tenant, parse_policy(document))
-
-
-async def use_settings(pool, tenant: str, document: dict) -> None:
-    async with pool.acquire() as conn:
-        await put_document(conn, settings_sql.SETTINGS, tenant, parse_settings(document).document, "test")
-
-
-async def fire(pool) -> int:
-    """One firing step, as the loop takes it (a fresh loop: its settings memory is empty)."""
-    schema = await pool.fetchval("SELECT current_schema()")
-    return await FiringLoop(pool, schema, gated=False).fire_once()
-
-
-async def issue(pool, h, *, customer_id: str | None = None, **kwargs) -> dict:
-    """An InvoiceIssued applied; `customer_id` gives it another customer than the helpers'."""
-    issued = h.invoice_issued(**kwargs)
-    if customer_id is not None:
-        issued = copy.deepcopy(issued)
-        issued["data"]["customer"]["customer_id"] = customer_id
-    await h.apply(pool, issued)
-    return issued
-
-
-async def make_due(pool, invoice_id: str, stage: str | None = None) -> None:
-    """Time passes: the invoice's scheduled timers (or one stage's) fall due."""
-    await pool.execute(
-        "UPDATE timers SET scheduled_at = now() - interval '1 second'"
-        " WHERE invoice_id = $1 AND state = 'scheduled' AND ($2::text IS NULL OR stage = $2)",
-        invoice_id,
-        stage,
-    )
-
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
 NOW = {"anchor": "issued_at", "stages": [{"name": "soft", "offset": "PT0S", "channels": ["email", "sms"]}]}
@@ -106,13 +51,13 @@ async def client(pool, settings, h):
 async def overdue_30_days(pool, h, **kwargs) -> dict:
     """1000.00 EUR due 30 days ago (customer in UTC): interest runs from the day after through today."""
     today = utcnow().date()
-    return await issue(pool, h, amount_due="1000.00", due_date=today - timedelta(days=30), timezone="UTC", **kwargs)
+    return await h.issue(pool, amount_due="1000.00", due_date=today - timedelta(days=30), timezone="UTC", **kwargs)
 
 
 async def test_fee_and_interest_assessed_at_the_stage_match_the_hand_case(pool, h):
-    await use_policy(pool, h.TENANT, charging())
+    await h.use_policy(pool, h.TENANT, charging())
     invoice = await overdue_30_days(pool, h)
-    assert await fire(pool) == 1
+    assert await h.fire(pool) == 1
     [assessed] = await h.outbox_events(pool, ASSESSED, invoice["subject"])
     d = assessed["data"]
     today = utcnow().date()
@@ -134,13 +79,13 @@ async def test_fee_and_interest_assessed_at_the_stage_match_the_hand_case(pool, 
 
 
 async def test_a_partial_payment_lowers_the_interest_from_its_day(pool, h):
-    await use_policy(pool, h.TENANT, charging())
+    await h.use_policy(pool, h.TENANT, charging())
     invoice = await overdue_30_days(pool, h)
     today = utcnow().date()
     paid_on = datetime.combine(today - timedelta(days=15), datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
     await h.apply(pool, h.payment_received(invoice["subject"], balance="600.00", settled=False, amount="400.00",
                                            acknowledged_at=paid_on))  # fmt: skip
-    assert await fire(pool) == 1
+    assert await h.fire(pool) == 1
     [assessed] = await h.outbox_events(pool, ASSESSED, invoice["subject"])
     # 14 days x 1000.00 + 16 days x 600.00 at 10.15 % / 365 = 3.893 + 2.670 = 6.56
     assert assessed["data"]["interest"] == "6.56"
@@ -150,10 +95,10 @@ async def test_a_partial_payment_lowers_the_interest_from_its_day(pool, h):
 
 
 async def test_a_waiver_stops_further_charges(pool, h, client):
-    await use_policy(pool, h.TENANT, charging(second=True))
+    await h.use_policy(pool, h.TENANT, charging(second=True))
     invoice = await overdue_30_days(pool, h)
     invoice_id = invoice["subject"]
-    assert await fire(pool) == 1  # soft: 40.00 + 8.34
+    assert await h.fire(pool) == 1  # soft: 40.00 + 8.34
     [soft] = await h.outbox_events(pool, ESCALATED, invoice_id)
     [firm_timer] = [t for t in await h.timers(pool, invoice_id) if t["stage"] == "firm"]
     on = firm_timer["scheduled_at"].astimezone(UTC).date().isoformat()  # the customer is in UTC
@@ -175,8 +120,8 @@ async def test_a_waiver_stops_further_charges(pool, h, client):
         "goodwill",
     )
 
-    await make_due(pool, invoice_id, "firm")
-    assert await fire(pool) == 1
+    await h.make_due(pool, invoice_id, "firm")
+    assert await h.fire(pool) == 1
     assert len(await h.outbox_events(pool, ASSESSED, invoice_id)) == 1  # none for firm
     firm = [e for e in await h.outbox_events(pool, ESCALATED, invoice_id) if e["data"]["stage"] == "firm"]
     assert firm and firm[0]["data"].get("charges") is None
@@ -189,13 +134,13 @@ async def test_a_waiver_stops_further_charges(pool, h, client):
 
 
 async def test_below_the_minimum_balance_after_a_partial_payment_the_stage_is_skipped(pool, h):
-    await use_policy(pool, h.TENANT, {"anchor": "issued_at", "minimum_balance": {"EUR": "100.00"},
+    await h.use_policy(pool, h.TENANT, {"anchor": "issued_at", "minimum_balance": {"EUR": "100.00"},
                                       "stages": [{"name": "soft", "offset": "PT5M"}]})  # fmt: skip
-    invoice = await issue(pool, h, amount_due="1000.00")
+    invoice = await h.issue(pool, amount_due="1000.00")
     invoice_id = invoice["subject"]
     await h.apply(pool, h.payment_received(invoice_id, balance="50.00", settled=False, amount="950.00"))
-    await make_due(pool, invoice_id)
-    assert await fire(pool) == 0
+    await h.make_due(pool, invoice_id)
+    assert await h.fire(pool) == 0
     [timer] = await h.timers(pool, invoice_id)
     assert (timer["state"], timer["reason"]) == ("skipped", "below_minimum_balance")
     assert await h.outbox_events(pool, ESCALATED, invoice_id) == []
@@ -229,9 +174,9 @@ async def test_interest_follows_the_reference_rate_half_yearly(pool, h):
     and from 1 July 2025 at 2.15 + 8: the assessment's periods name those rates."""
     soft = {"name": "soft", "offset": "PT0S", "charge_interest": True}
     interest = {"reference": "ecb_main_refinancing", "margin": "8.00"}
-    await use_policy(pool, h.TENANT, {"anchor": "issued_at", "interest": interest, "stages": [soft]})
-    invoice = await issue(pool, h, amount_due="1000.00", due_date=date(2024, 12, 20), timezone="UTC")
-    assert await fire(pool) == 1
+    await h.use_policy(pool, h.TENANT, {"anchor": "issued_at", "interest": interest, "stages": [soft]})
+    invoice = await h.issue(pool, amount_due="1000.00", due_date=date(2024, 12, 20), timezone="UTC")
+    assert await h.fire(pool) == 1
     [assessed] = await h.outbox_events(pool, ASSESSED, invoice["subject"])
     rates = [p["annual_rate"] for p in assessed["data"]["periods"]]
     assert [float(r) for r in rates[:3]] == [12.25, 11.15, 10.15]
@@ -240,9 +185,9 @@ async def test_interest_follows_the_reference_rate_half_yearly(pool, h):
 async def test_an_unknown_reference_charges_no_interest_and_the_stage_still_fires(pool, h):
     soft = {"name": "soft", "offset": "PT0S", "charge_interest": True, "late_fee": {"EUR": "5.00"}}
     interest = {"reference": "no_such_rate", "margin": "8.00"}
-    await use_policy(pool, h.TENANT, {"anchor": "issued_at", "interest": interest, "stages": [soft]})
+    await h.use_policy(pool, h.TENANT, {"anchor": "issued_at", "interest": interest, "stages": [soft]})
     invoice = await overdue_30_days(pool, h)
-    assert await fire(pool) == 1
+    assert await h.fire(pool) == 1
     [assessed] = await h.outbox_events(pool, ASSESSED, invoice["subject"])
     assert (assessed["data"]["late_fee"], assessed["data"]["interest"], assessed["data"]["periods"]) == (
         "5.00",

@@ -2,75 +2,24 @@
 fired (StageDeferred, the timers back to scheduled at the next opening plus the customer's spread),
 and fires once the window is open."""
 
-import copy
-from datetime import UTC, datetime, timedelta
-from functools import partial
+from datetime import datetime, timedelta
 
 import pytest
 
 from dunning.clock import utcnow
-from dunning_scheduler.bootstrap import handlers_for
-from dunning_scheduler.firing import FiringLoop
-from dunning_scheduler.policy import parse_policy
-from dunning_scheduler.policy_store import ActivePolicies, save_policy
-from dunning_scheduler.repository import settings as settings_sql
-from dunning_scheduler.settings_store import put_document
-from dunning_scheduler.tenant_settings import parse_settings
-from dunning_tools.testing.handlers import apply_event
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def h(h):
-    """The helpers, applying through handlers with a policy and settings memory of this test's own."""
-
-    class Fresh(h):
-        apply = staticmethod(partial(apply_event, handlers=handlers_for(ActivePolicies())))
-
-    return Fresh
+def h(firing_h):
+    return firing_h
 
 
 ESCALATED, DEFERRED = "dunning.StageEscalated.v1", "dunning.StageDeferred.v1"
 NOTICE, ASSESSED = "dunning.NoticeComposed.v1", "dunning.LateChargesAssessed.v1"
 RESCHEDULED, WAIVED = "dunning.StagesRescheduled.v1", "dunning.LateChargesWaived.v1"
 CUSTOMER = "cus_01JB2F7H9K3M5N7P9Q1R3S5T7V"  # the helpers' customer
-
-
-async def use_policy(pool, tenant: str, document: dict) -> None:
-    async with pool.acquire() as conn:
-        await save_policy(conn, tenant, parse_policy(document))
-
-
-async def use_settings(pool, tenant: str, document: dict) -> None:
-    async with pool.acquire() as conn:
-        await put_document(conn, settings_sql.SETTINGS, tenant, parse_settings(document).document, "test")
-
-
-async def fire(pool) -> int:
-    """One firing step, as the loop takes it (a fresh loop: its settings memory is empty)."""
-    schema = await pool.fetchval("SELECT current_schema()")
-    return await FiringLoop(pool, schema, gated=False).fire_once()
-
-
-async def issue(pool, h, *, customer_id: str | None = None, **kwargs) -> dict:
-    """An InvoiceIssued applied; `customer_id` gives it another customer than the helpers'."""
-    issued = h.invoice_issued(**kwargs)
-    if customer_id is not None:
-        issued = copy.deepcopy(issued)
-        issued["data"]["customer"]["customer_id"] = customer_id
-    await h.apply(pool, issued)
-    return issued
-
-
-async def make_due(pool, invoice_id: str, stage: str | None = None) -> None:
-    """Time passes: the invoice's scheduled timers (or one stage's) fall due."""
-    await pool.execute(
-        "UPDATE timers SET scheduled_at = now() - interval '1 second'"
-        " WHERE invoice_id = $1 AND state = 'scheduled' AND ($2::text IS NULL OR stage = $2)",
-        invoice_id,
-        stage,
-    )
 
 
 def closed_window_now() -> dict:
@@ -85,10 +34,6 @@ OPEN_ALL_DAY = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "star
                 "spread": "PT1H"}  # fmt: skip
 
 
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
 def next_opening(window: dict) -> datetime:
     """The next start of `window` after now (UTC zone, every day)."""
     now = utcnow()
@@ -100,17 +45,17 @@ NOW = {"anchor": "issued_at", "stages": [{"name": "soft", "offset": "PT0S", "cha
 
 
 async def test_a_backlog_outside_the_window_is_deferred_then_fires_in_it(pool, h):
-    await use_policy(pool, h.TENANT, NOW)
+    await h.use_policy(pool, h.TENANT, NOW)
     window = closed_window_now()
-    await use_settings(pool, h.TENANT, {"send_window": window})
+    await h.use_settings(pool, h.TENANT, {"send_window": window})
     customers = ["cus_01JB2F7H9K3M5N7P9Q1R3S5TA1", "cus_01JB2F7H9K3M5N7P9Q1R3S5TB2", "cus_01JB2F7H9K3M5N7P9Q1R3S5TC3"]
-    invoices = [await issue(pool, h, customer_id=c, timezone="UTC") for c in customers]
+    invoices = [await h.issue(pool, customer_id=c, timezone="UTC") for c in customers]
     for invoice in invoices:  # a backlog: due a while ago
         await pool.execute(
             "UPDATE timers SET scheduled_at = now() - interval '3 hours' WHERE invoice_id = $1", invoice["subject"]
         )
 
-    assert await fire(pool) == 0
+    assert await h.fire(pool) == 0
     assert await h.outbox_events(pool, ESCALATED) == []
     opening = next_opening(window)
     spread = timedelta(minutes=30)
@@ -124,28 +69,28 @@ async def test_a_backlog_outside_the_window_is_deferred_then_fires_in_it(pool, h
         assert d["reason"] == "send_window" and "is outside the send window" in d["detail"]
         assert d["customer_id"] == invoice["data"]["customer"]["customer_id"]
         assert sorted(s["channel"] for s in d["stages"]) == ["email", "sms"]
-        new = at(d["stages"][0]["scheduled_at"])
+        new = h.at(d["stages"][0]["scheduled_at"])
         assert opening <= new < opening + spread and new == rows[0]["scheduled_at"]
-        assert at(d["stages"][0]["previous_scheduled_at"]) < utcnow()
+        assert h.at(d["stages"][0]["previous_scheduled_at"]) < utcnow()
         times.add(new)
     assert len(times) > 1  # spread: not every customer in the same second
 
     # the window is open now, and the deferred stages fall due: they fire, each once
-    await use_settings(pool, h.TENANT, {"send_window": OPEN_ALL_DAY})
+    await h.use_settings(pool, h.TENANT, {"send_window": OPEN_ALL_DAY})
     for invoice in invoices:
-        await make_due(pool, invoice["subject"])
-    assert await fire(pool) == 6
+        await h.make_due(pool, invoice["subject"])
+    assert await h.fire(pool) == 6
     for invoice in invoices:
         assert {r["state"] for r in await h.timers(pool, invoice["subject"])} == {"fired"}
         assert len(await h.outbox_events(pool, ESCALATED, invoice["subject"])) == 2
         assert len(await h.outbox_events(pool, DEFERRED, invoice["subject"])) == 1
-    assert await fire(pool) == 0
+    assert await h.fire(pool) == 0
 
 
 async def test_without_settings_firing_is_unchanged(pool, h):
-    await use_policy(pool, h.TENANT, NOW)
-    invoice = await issue(pool, h)
-    assert await fire(pool) == 2
+    await h.use_policy(pool, h.TENANT, NOW)
+    invoice = await h.issue(pool)
+    assert await h.fire(pool) == 2
     events = await h.outbox_events(pool, ESCALATED, invoice["subject"])
     assert [e["data"].get("notice_id") for e in events] == [None, None]
     assert [e["data"].get("charges") for e in events] == [None, None]
@@ -153,9 +98,9 @@ async def test_without_settings_firing_is_unchanged(pool, h):
 
 
 async def test_a_customers_own_window_alone_defers_its_stages(pool, h):
-    await use_policy(pool, h.TENANT, NOW)
-    invoice = await issue(pool, h, timezone="UTC")
-    other = await issue(pool, h, customer_id="cus_01JB2F7H9K3M5N7P9Q1R3S5TZZ", timezone="UTC")
+    await h.use_policy(pool, h.TENANT, NOW)
+    invoice = await h.issue(pool, timezone="UTC")
+    other = await h.issue(pool, customer_id="cus_01JB2F7H9K3M5N7P9Q1R3S5TZZ", timezone="UTC")
     window = closed_window_now()
     await pool.execute(
         "INSERT INTO customer_settings (tenant_id, customer_id, send_window, changed_by) VALUES ($1, $2, $3, 'test')",
@@ -163,8 +108,8 @@ async def test_a_customers_own_window_alone_defers_its_stages(pool, h):
         CUSTOMER,
         window,
     )
-    assert await fire(pool) == 2  # the other customer's stage; this one's waits for its window
+    assert await h.fire(pool) == 2  # the other customer's stage; this one's waits for its window
     assert len(await h.outbox_events(pool, ESCALATED, other["subject"])) == 2
     [deferred] = await h.outbox_events(pool, DEFERRED, invoice["subject"])
     assert deferred["data"]["reason"] == "send_window"
-    assert next_opening(window) <= at(deferred["data"]["stages"][0]["scheduled_at"])
+    assert next_opening(window) <= h.at(deferred["data"]["stages"][0]["scheduled_at"])
