@@ -45,7 +45,8 @@ def reminder_failed(d: Delivery, outcome: Failed, failed_at: datetime) -> Remind
 
 
 def reminder_cancelled(row: Mapping[str, Any]) -> ReminderCancelled:
-    """From a `cancelled` row as repository._CANCELLED_COLUMNS returns it."""
+    """From a `cancelled` row as repository._CANCELLED_COLUMNS returns it, or a notice's stage item
+    left out (notice_repository._ITEM_EVENT_COLUMNS: with its notice_id)."""
     return ReminderCancelled(
         row["delivery_id"],
         row["stage_id"],
@@ -57,4 +58,5 @@ def reminder_cancelled(row: Mapping[str, Any]) -> ReminderCancelled:
         str(row["cancel_cause_event_id"]),
         row["attempts"],
         row["cancelled_at"],
+        notice_id=row.get("notice_id"),
     )

@@ -127,11 +127,12 @@ async def cancel_empty(conn: asyncpg.Connection, notice_ids: Sequence[str]) -> l
     return await conn.fetch(_CANCEL_EMPTY, list(notice_ids)) if notice_ids else []
 
 
-# What a stage item's Reminder* event says (notices.py builds them), returned by the outcome writes.
+# What a stage item's Reminder* event says (notices.py builds them), returned by the outcome writes;
+# a cancelled item under the names of a cancelled delivery (messages.reminder_cancelled reads both).
 _ITEM_EVENT_COLUMNS = (
     "n.notice_id, n.delivery_id, n.tenant_id, n.channel, n.attempts, n.recipient, n.provider_message_id,"
     " n.sent_at, i.invoice_id, i.stage_id, i.stage, i.outcome, i.outcome_at,"
-    " i.stop_reason, i.stop_cause_event_id"
+    " i.stop_reason AS cancel_reason, i.stop_cause_event_id AS cancel_cause_event_id, i.outcome_at AS cancelled_at"
 )
 _SETTLE_ITEMS = (
     "UPDATE notice_items i SET outcome = $3, outcome_at = now()"

@@ -24,7 +24,8 @@ from dunning.tracing import context_from_traceparent, tracer
 from dunning_notifier import contacts
 from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier.channels import Channel, ChannelSession, channel_for
-from dunning_notifier.notices import TEMPLATE, notice_sent, reminder_cancelled, reminder_failed, reminder_sent
+from dunning_notifier.messages import reminder_cancelled
+from dunning_notifier.notices import TEMPLATE, notice_sent, reminder_failed, reminder_sent
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
 from dunning_notifier.settings import Settings
 

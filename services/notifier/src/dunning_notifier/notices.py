@@ -20,13 +20,14 @@ from typing import Any
 import asyncpg
 
 from dunning import outbox
-from dunning.contracts import NoticeComposed, NoticeSent, ReminderCancelled, ReminderFailed, ReminderSent
+from dunning.contracts import NoticeComposed, NoticeSent, ReminderFailed, ReminderSent
 from dunning.events import Event
 from dunning.handler_table import check_envelope
 from dunning.ids import new_id
 from dunning.logging import get_logger
 from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier.contacts import addresses
+from dunning_notifier.messages import reminder_cancelled
 
 log = get_logger(__name__)
 TEMPLATE = "consolidated"
@@ -135,22 +136,6 @@ def reminder_failed(row: Mapping[str, Any], error_code: str, error: str, permane
         (error or error_code)[:2000],
         permanent,
         max(row["attempts"], 1),
-        row["outcome_at"],
-        notice_id=row["notice_id"],
-    )
-
-
-def reminder_cancelled(row: Mapping[str, Any]) -> ReminderCancelled:
-    return ReminderCancelled(
-        row["delivery_id"],
-        row["stage_id"],
-        row["invoice_id"],
-        row["tenant_id"],
-        row["stage"],
-        row["channel"],
-        row["stop_reason"],
-        str(row["stop_cause_event_id"]),
-        row["attempts"],
         row["outcome_at"],
         notice_id=row["notice_id"],
     )
