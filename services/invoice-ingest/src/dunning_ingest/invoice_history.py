@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from dunning.clock import isoformat
 from dunning.money import format_amount
-from dunning_ingest.stop_output import stop_history
+from dunning_ingest.stop_output import history_entry, stop_history
 
 
 class FieldChangeOut(BaseModel):
@@ -111,21 +111,6 @@ def _ts(value: datetime | None) -> str | None:
     return isoformat(value) if value is not None else None
 
 
-def _event(kind: str, at: datetime, **fields: Any) -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "at": at,
-        "version": None,
-        "changes": None,
-        "reason": None,
-        "amount": None,
-        "reference": None,
-        "by": None,
-        "data": None,
-        **fields,
-    }
-
-
 def invoice_history_json(
     r: Mapping[str, Any],
     payments: Sequence[Mapping[str, Any]] = (),
@@ -138,15 +123,17 @@ def invoice_history_json(
     rows), payments, credit notes and stops (stop_output.stop_history), by time (newest last; at equal
     times in that order)."""
     cur = r["currency"]
-    events = [_event("created", r["created_at"], version=1)]
+    events = [history_entry("created", r["created_at"], version=1)]
     for c in changes:
         amount = None if c["amount"] is None else format_amount(c["amount"], cur)
         events.append(
-            _event(c["kind"], c["at"], version=c["version"], changes=c["changes"], reason=c["reason"], amount=amount)
+            history_entry(
+                c["kind"], c["at"], version=c["version"], changes=c["changes"], reason=c["reason"], amount=amount
+            )
         )
     for p in payments:
         events.append(
-            _event(
+            history_entry(
                 "payment",
                 p["acknowledged_at"],
                 amount=format_amount(p["amount_applied"], cur),
@@ -155,7 +142,7 @@ def invoice_history_json(
         )
     for n in credit_notes:
         events.append(
-            _event(
+            history_entry(
                 "credit_note",
                 n["acknowledged_at"],
                 amount=format_amount(n["amount_applied"], cur),

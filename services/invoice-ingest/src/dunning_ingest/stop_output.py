@@ -131,7 +131,7 @@ def dump(model: BaseModel) -> dict[str, Any]:
 # --- the history entries of the stops ---------------------------------------------------------------
 
 
-def _entry(kind: str, at: datetime, **fields: Any) -> dict[str, Any]:
+def history_entry(kind: str, at: datetime, **fields: Any) -> dict[str, Any]:
     """One entry of an invoice's history (invoice_history.InvoiceEventOut's fields; `at` not yet text)."""
     return {
         "kind": kind,
@@ -151,7 +151,7 @@ def _hold_entries(h: Mapping[str, Any]) -> list[dict[str, Any]]:
     scope = "invoice" if h["invoice_id"] else "customer"
     ref = h["hold_id"]
     out = [
-        _entry(
+        history_entry(
             "hold_placed",
             h["acknowledged_at"],
             reference=ref,
@@ -161,16 +161,16 @@ def _hold_entries(h: Mapping[str, Any]) -> list[dict[str, Any]]:
         )
     ]
     if h["released_at"] is not None:
-        out.append(_entry("hold_released", h["released_at"], reference=ref, by=h["released_by"]))
+        out.append(history_entry("hold_released", h["released_at"], reference=ref, by=h["released_by"]))
     elif h["status"] == "expired":
-        out.append(_entry("hold_expired", h["ends_at"], reference=ref))
+        out.append(history_entry("hold_expired", h["ends_at"], reference=ref))
     return out
 
 
 def _dispute_entries(d: Mapping[str, Any], cur: str) -> list[dict[str, Any]]:
     ref = d["dispute_id"]
     out = [
-        _entry(
+        history_entry(
             "dispute_opened",
             d["acknowledged_at"],
             reference=ref,
@@ -181,7 +181,7 @@ def _dispute_entries(d: Mapping[str, Any], cur: str) -> list[dict[str, Any]]:
     ]
     if d["resolved_at"] is not None:
         out.append(
-            _entry(
+            history_entry(
                 "dispute_resolved",
                 d["resolved_at"],
                 reference=ref,
@@ -197,7 +197,7 @@ def _dispute_entries(d: Mapping[str, Any], cur: str) -> list[dict[str, Any]]:
 def _promise_entries(p: Mapping[str, Any], cur: str) -> list[dict[str, Any]]:
     ref = p["promise_id"]
     out = [
-        _entry(
+        history_entry(
             "promise_made",
             p["acknowledged_at"],
             reference=ref,
@@ -211,7 +211,7 @@ def _promise_entries(p: Mapping[str, Any], cur: str) -> list[dict[str, Any]]:
     if p["settled_at"] is not None:
         data = {"deadline": _ts(p["deadline"])} if p["deadline"] is not None else None
         out.append(
-            _entry(
+            history_entry(
                 f"promise_{p['status']}",
                 p["settled_at"],
                 reference=ref,
@@ -227,7 +227,7 @@ def _plan_entries(p: Mapping[str, Any], cur: str) -> list[dict[str, Any]]:
     ref = p["id"]
     instalments = p["instalments"] or []
     out = [
-        _entry(
+        history_entry(
             "payment_plan_agreed",
             p["acknowledged_at"],
             reference=ref,
@@ -237,10 +237,12 @@ def _plan_entries(p: Mapping[str, Any], cur: str) -> list[dict[str, Any]]:
         )
     ]
     if p["missed_at"] is not None:
-        out.append(_entry("instalment_missed", p["missed_at"], reference=ref, data={"number": p["missed_instalment"]}))
+        out.append(
+            history_entry("instalment_missed", p["missed_at"], reference=ref, data={"number": p["missed_instalment"]})
+        )
     if p["ended_at"] is not None and p["status"] in ("completed", "broken", "cancelled"):
         out.append(
-            _entry(
+            history_entry(
                 f"payment_plan_{p['status']}", p["ended_at"], reference=ref, reason=p["end_reason"], by=p["ended_by"]
             )
         )
@@ -270,7 +272,7 @@ def stop_history(
         out += _plan_entries(plan, currency)
     for e in stop_events:
         out.append(
-            _entry(
+            history_entry(
                 e["kind"],
                 e["at"],
                 reference=e["reference"],
