@@ -19,7 +19,7 @@ per customer, under the customer's advisory lock (two replicas never exceed a ca
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -46,7 +46,6 @@ from dunning_scheduler.tenant_settings import TenantSettings, calendar_for, has_
 
 log = get_logger(__name__)
 BELOW_MINIMUM = "below_minimum_balance"
-_CONTACTS_LOOKBACK = timedelta(days=400)  # longer than any period or quiet period (at most 366 days)
 
 
 def _customer_id(row: asyncpg.Record) -> str:
@@ -193,7 +192,7 @@ class FiringRules:
         ]
         rules = has_firing_rules(settings) or window is not None  # a customer's own window alone counts too
         if rules:
-            contacts = await contacts_sql.recent_contacts(conn, tenant, customer_id, now - _CONTACTS_LOOKBACK)
+            contacts = await contacts_sql.recent_contacts(conn, tenant, customer_id, now)
             calendar = calendar_for(settings, customer)
             decisions = decide(dues, now=now, settings=settings, window=window, zone=zone, calendar=calendar,
                                contacts=ContactLog(contacts))  # fmt: skip

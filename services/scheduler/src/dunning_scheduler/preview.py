@@ -12,7 +12,7 @@ interest accrued to the stage's local date).
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -45,7 +45,6 @@ from dunning_scheduler.tenant_settings import (
 )
 
 MAX_INVOICES = 200
-CONTACTS_LOOKBACK = timedelta(days=400)
 FIRST_YEAR, LAST_YEAR = 1970, 2100  # offsets and calendars stay far inside what dates can hold
 
 
@@ -287,9 +286,7 @@ async def _simulate(
             for t in timers
             if t.state == "scheduled"
         ]
-    contacts = {
-        c: ContactLog(await contacts_sql.recent_contacts(conn, tenant_id, c, now - CONTACTS_LOOKBACK)) for c in known
-    }
+    contacts = {c: ContactLog(await contacts_sql.recent_contacts(conn, tenant_id, c, now)) for c in known}
     out = _Sends()
     for send in simulate(by_customer, settings, windows, zones, calendars, contacts, now):
         decision = send.decision

@@ -2,7 +2,7 @@
 the customer's later timers pulled into a consolidated notice (through the firing gate), and the
 customer's other open overdue invoices a notice lists. All run in the firing transaction."""
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import asyncpg
 
@@ -14,9 +14,13 @@ _RECENT_CONTACTS = (
 )
 
 
-async def recent_contacts(conn: asyncpg.Connection, tenant_id: str, customer_id: str, since: datetime) -> list:
-    """The customer's contacts after `since`, oldest first."""
-    return [r["contacted_at"] for r in await conn.fetch(_RECENT_CONTACTS, tenant_id, customer_id, since)]
+# Longer than any cap period or quiet period (at most 366 days): what the caps can still count.
+LOOKBACK = timedelta(days=400)
+
+
+async def recent_contacts(conn: asyncpg.Connection, tenant_id: str, customer_id: str, now: datetime) -> list:
+    """The customer's contacts the caps can still count at `now` (within LOOKBACK), oldest first."""
+    return [r["contacted_at"] for r in await conn.fetch(_RECENT_CONTACTS, tenant_id, customer_id, now - LOOKBACK)]
 
 
 _ADD_CONTACT = (
