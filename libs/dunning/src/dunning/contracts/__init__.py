@@ -34,7 +34,16 @@ from dunning.contracts.invoices import (
     InvoiceWrittenOff,
     PromiseMade,
 )
-from dunning.contracts.payments import CreditNoteIssued, PaymentReceived
+from dunning.contracts.payments import (
+    CreditNoteIssued,
+    CustomerCreditApplied,
+    InvoiceClosedByProcessor,
+    PaymentPending,
+    PaymentPendingEnded,
+    PaymentReceived,
+    PaymentReversed,
+    PaymentUnallocated,
+)
 from dunning.contracts.stage_rules import (
     InterestPeriod,
     LateChargesAssessed,
@@ -98,6 +107,12 @@ __all__ = [
     "InvoiceVoided",
     "InvoiceWrittenOff",
     "PaymentReceived",
+    "PaymentReversed",
+    "PaymentUnallocated",
+    "PaymentPending",
+    "PaymentPendingEnded",
+    "CustomerCreditApplied",
+    "InvoiceClosedByProcessor",
     "PaymentsWatermark",
     "PlannedStage",
     "ReminderFailed",
