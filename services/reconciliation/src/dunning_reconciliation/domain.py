@@ -9,8 +9,12 @@ from decimal import Decimal
 from dunning.ids import new_id
 
 # Payment statuses as stored. The API shows 'unmatched' as 'pending_match' (see api_status).
-APPLIED = "applied"
-UNMATCHED = "unmatched"
+APPLIED = "applied"  # wholly allocated (or its excess credited to the customer)
+PARTIALLY_ALLOCATED = "partially_allocated"  # some of its money still unallocated
+UNMATCHED = "unmatched"  # in the queue: its invoice unknown yet, or no confident match
+PROCESSING = "processing"  # a debit not yet settled: nothing applied
+FAILED = "failed"  # a debit that never settled
+REVERSED = "reversed"  # all of it taken back (refund, lost chargeback, failed debit)
 REJECTED_CURRENCY_MISMATCH = "rejected_currency_mismatch"
 INVOICE_CLOSED = "invoice_closed"  # its invoice is void or written off: recorded, never applied
 PENDING_MATCH = "pending_match"
@@ -98,9 +102,63 @@ class IncomingPayment:
     stripe_object_id: str | None = None
     fingerprint: str | None = None
     payment_id: str = field(default_factory=lambda: new_id("pay"))
+    # Issue 11: what a bank line or a processor tells about the payer (matching reads them).
+    payer_name: str | None = None
+    payer_account: str | None = None  # IBAN, normalised: upper case, no spaces
+    remittance: str | None = None
+    creditor_reference: str | None = None  # ISO 11649 RF reference, normalised
+    statement_id: str | None = None
+    customer_id: str | None = None
     # Read inside the watermark's fence by the transaction that acknowledges the payment (the 2xx
     # follows its commit); a late match carries the original time.
     acknowledged_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Money of a payment to apply to one invoice, with the rule that chose it and why, in words."""
+
+    invoice_id: str
+    amount: Decimal  # > 0; allocate() caps it at the invoice's open balance
+    rule: str  # metadata | reference | creditor_reference | payer_account_amount | customer_amount
+    # | customer_sum | manual | late_match | api | legacy
+    reason: str  # "INV-1001 and INV-1004 named in the remittance"
+
+
+@dataclass(frozen=True)
+class PaymentRef:
+    """How a later event names a payment: our id, its (source, source_reference), or Stripe's object."""
+
+    payment_id: str | None = None
+    source: str | None = None
+    source_reference: str | None = None
+    stripe_object_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AllocationResult:
+    """What allocate() did: the payment's status, the allocations written, and where the rest went."""
+
+    status: str
+    payment_id: str
+    allocation_ids: tuple[str, ...] = ()
+    invoice_ids: tuple[str, ...] = ()
+    allocated: Decimal = Decimal(0)
+    credited: Decimal = Decimal(0)
+    unallocated: Decimal = Decimal(0)
+    settled: bool = False  # the last invoice touched is settled
+    credit_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ReverseResult:
+    """What reverse() did (`replayed`: the same source reference was reversed before, nothing new)."""
+
+    reversal_id: str
+    payment_id: str
+    amount: Decimal
+    invoice_ids: tuple[str, ...] = ()
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
