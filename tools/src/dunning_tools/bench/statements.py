@@ -1,0 +1,213 @@
+"""Bank statement lines matched per second (issue 11; target >= 10,000/s on this machine).
+
+    python -m dunning_tools.bench.statements [--invoices 20000] [--lines 20000] [--customers 2000]
+
+Reconciliation's schema on its own PostgreSQL (embedded unless DATABASE_URL): N invoices issued
+through its real consumer path (InvoiceIssued, the batch handlers), a third of the customers with a
+payer account already learnt (payer_accounts), then ONE CAMT.053 of M credit lines imported through
+the real import (`statements_import.import_statement`: parse, payments, matching, allocation,
+customer credit, outbox), timed from the bytes to the committed end. The lines mix:
+  - 40 % an invoice number in the remittance (one in ten naming two invoices),
+  - 10 % an ISO 11649 RF creditor reference (the invoice's, `matching.creditor_reference_for`),
+  - 30 % no reference, from a known payer account, with the exact open amount of one invoice,
+  - 20 % no reference, an unknown payer and an amount no invoice has (the unmatched queue).
+Prints lines/s and the split by matching rule and status. Figures only: nothing asserted.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from dunning import tenancy
+from dunning.clock import utcnow
+from dunning.contracts import InvoiceIssued, topic
+from dunning.db import create_pool, migrate, migrations_of
+from dunning.events import new_event
+from dunning.ids import new_id
+from dunning.logging import configure_logging
+from dunning.tracing import configure_tracing
+from dunning_tools.stack.servers import database
+from dunning_tools.testing.runner import feed, records, runner_on
+from dunning_tools.testing.statements import Line, camt053
+
+TENANT = "ten_bench_statements"
+SHARES = (("reference", 0.40), ("creditor_reference", 0.10), ("payer_account_amount", 0.30), ("unmatched", 0.20))
+
+
+def iban(n: int) -> str:
+    """A valid German IBAN for account number `n` (mod-97 check digits computed)."""
+    bban = f"37040044{n:010d}"
+    digits = "".join(str(int(c, 36)) for c in bban + "DE00")
+    return f"DE{98 - int(digits) % 97:02d}{bban}"
+
+
+def invoices(n: int, customers: int) -> list[dict]:
+    """InvoiceIssued envelopes: each customer's invoices have amounts of their own (cents differ)."""
+    now = utcnow()
+    out = []
+    for i in range(n):
+        c = i % customers
+        due = now.date() - timedelta(days=60) + timedelta(days=i // customers)
+        data = {
+            "invoice_id": new_id("inv"),
+            "tenant_id": TENANT,
+            "external_id": f"ERP-{i:07d}",
+            "number": f"INV-{i:07d}",
+            "customer": {
+                "customer_id": f"cus_bench{c:08d}",
+                "external_id": f"c-{c}",
+                "name": f"Kunde {c} GmbH",
+                "email": f"ap-{c}@example.com",
+                "locale": "de-DE",
+                "timezone": "Europe/Berlin",
+            },
+            "currency": "EUR",
+            "amount_due": f"{100 + c % 800}.{(i // customers) % 100:02d}",
+            "issue_date": due - timedelta(days=30),
+            "due_date": due,
+            "payment_url": f"https://pay.example.com/i/{i}",
+            "metadata": {},
+            "issued_at": now,
+        }
+        out.append(
+            new_event(InvoiceIssued.TYPE, data, source="/invoice-ingest", subject=data["invoice_id"], tenant_id=TENANT)
+        )
+    return out
+
+
+def statement_lines(issued: list[dict], customers: int, lines: int, rng: random.Random) -> tuple[list[Line], dict]:
+    """The credit lines (each invoice paid at most once) and how many of each kind were written."""
+    try:
+        from dunning_reconciliation.matching import creditor_reference_for
+    except ImportError:  # matching not there yet: its lines name the invoice number instead
+        creditor_reference_for = None
+    data = [e["data"] for e in issued]
+    learnt = set(range(0, customers, 3))  # payer_accounts rows: their invoices are paid by amount only
+    by_customer: dict[int, list[dict]] = {c: [] for c in learnt}
+    free = []
+    for i, d in enumerate(data):
+        (by_customer[i % customers] if i % customers in learnt else free).append(d)
+    rng.shuffle(free)
+    out: list[Line] = []
+    written = {k: 0 for k, _ in SHARES}
+    for n in range(lines):
+        roll, kind = rng.random(), "unmatched"
+        for name, share in SHARES:
+            if roll < share:
+                kind = name
+                break
+            roll -= share
+        if kind == "payer_account_amount":
+            c = rng.choice(sorted(learnt))
+            d = by_customer[c].pop() if by_customer[c] else None
+            if d is None:
+                kind = "unmatched"
+            else:
+                out.append(Line(Decimal(d["amount_due"]), "", d["customer"]["name"], iban(c)))
+        if kind in ("reference", "creditor_reference"):
+            picks = [free.pop() for _ in range(2 if kind == "reference" and n % 10 == 0 else 1) if free]
+            total = sum(Decimal(d["amount_due"]) for d in picks)
+            if kind == "creditor_reference" and creditor_reference_for is not None:
+                out.append(
+                    Line(
+                        total,
+                        "",
+                        picks[0]["customer"]["name"],
+                        creditor_reference=creditor_reference_for(picks[0]["number"]),
+                    )
+                )
+            else:
+                kind = "reference"
+                words = " ".join(d["number"] for d in picks)
+                out.append(Line(total, f"Rechnung {words} vielen Dank", picks[0]["customer"]["name"]))
+        if kind == "unmatched":
+            out.append(
+                Line(
+                    Decimal(f"{rng.randrange(1, 99)}.{rng.randrange(100):02d}"),
+                    "Sammelzahlung",
+                    f"Unbekannt {n}",
+                    iban(10**9 + n),
+                )
+            )
+        written[kind] += 1
+    return out, written
+
+
+async def bench(dsn: str, n_invoices: int, n_lines: int, customers: int, seed: int) -> None:
+    from dunning_reconciliation import statements_import
+    from dunning_reconciliation.handlers import HANDLERS
+
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    migrate(dsn, schema, migrations_of("dunning_reconciliation"))
+    pool = await create_pool(dsn, schema, max_size=4)
+    try:
+        async with pool.acquire() as conn:
+            await tenancy.provision(conn, TENANT, "Bench", f"dk_bench_statements_{uuid.uuid4().hex}")
+        issued = invoices(n_invoices, customers)
+        runner = runner_on(pool, HANDLERS, name="statements-bench", handler_attempts=3)
+        await feed(runner, records(issued, topic=topic(InvoiceIssued)), 1000)
+        if runner.dead_lettered:
+            raise SystemExit(f"statements bench: {runner.dead_lettered} invoices dead-lettered")
+        await pool.executemany(
+            "INSERT INTO payer_accounts (tenant_id, account, customer_id, learned_from_payment_id, learned_at)"
+            " VALUES ($1, $2, $3, 'pay_bench', now()) ON CONFLICT DO NOTHING",
+            [(TENANT, iban(c), f"cus_bench{c:08d}") for c in range(0, customers, 3)],
+        )
+        await pool.execute("ANALYZE")
+        lines, written = statement_lines(issued, customers, n_lines, random.Random(seed))
+        document = camt053(lines, statement_id=f"BENCH-{uuid.uuid4().hex[:8]}")
+        start = time.perf_counter()
+        result = await statements_import.import_statement(pool, TENANT, document, filename="bench.xml")
+        elapsed = time.perf_counter() - start
+        split = await pool.fetch(
+            "SELECT coalesce(match_rule, '-') AS rule, status, count(*) AS n FROM payments"
+            " WHERE tenant_id = $1 AND source = 'bank_statement' GROUP BY 1, 2 ORDER BY 3 DESC",
+            TENANT,
+        )
+        counts = {k: result.get(k) for k in ("lines", "credits", "matched", "unmatched", "skipped", "duplicates")}
+        print(
+            f"statement import: {n_lines} credit lines (CAMT.053, {len(document) / 1e6:.1f} MB)"
+            f" against {n_invoices} invoices of {customers} customers"
+        )
+        print(
+            f"  statement lines matched per second   {n_lines / elapsed:>10,.0f} lines/s"
+            f"  ({elapsed:.2f} s, target >= 10,000/s)"
+        )
+        print("  lines written as: " + ", ".join(f"{k} {v}" for k, v in written.items()))
+        print(f"  import answered: {counts}")
+        print("  payments by rule and status: " + ", ".join(f"{r['rule']}/{r['status']} {r['n']}" for r in split))
+        await pool.execute(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        await pool.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--invoices", type=int, default=20000)
+    parser.add_argument("--lines", type=int, default=20000)
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args()
+    with contextlib.redirect_stderr(open(os.devnull, "w")):
+        configure_logging("statements-bench", args.log_level)
+    configure_tracing("statements-bench", "none")
+    workdir = Path(tempfile.mkdtemp(prefix="statements-bench-"))
+    try:
+        with database(workdir) as db:
+            asyncio.run(bench(db.dsn, args.invoices, args.lines, args.customers, args.seed))
+    finally:
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
