@@ -29,7 +29,7 @@ from dunning.http import (
     page,
     service_app,
 )
-from dunning_reconciliation import credit_notes, payments, webhooks, write_offs
+from dunning_reconciliation import credit_notes, payments, secrets_api, webhooks, write_offs
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.schemas import (
     CreditNoteIn,
@@ -223,4 +223,5 @@ def create_app(deps: Deps) -> FastAPI:
     ) -> dict[str, Any]:
         return await write_offs.report(deps.pool, tenant_id, start=start, end=end, cursor=cursor, limit=limit)
 
+    secrets_api.register(app, deps)
     return app
