@@ -76,7 +76,23 @@ class PaymentOut(BaseModel):
 
 
 class WebhookAck(BaseModel):
-    status: Literal["applied", "pending_match", "duplicate", "ignored", "rejected_currency_mismatch", "invoice_closed"]
+    status: Literal[
+        "applied",
+        "pending_match",
+        "duplicate",
+        "ignored",
+        "rejected_currency_mismatch",
+        "invoice_closed",
+        # issue 11, more of Stripe (stripe_money): a debit in flight / failed, a refund reversed, a
+        # dispute opened / closed, an invoice Stripe closed, a Stripe credit note applied.
+        "processing",
+        "failed",
+        "reversed",
+        "disputed",
+        "dispute_closed",
+        "closed",
+        "credited",
+    ]
     payment_id: str | None = None
     invoice_id: str | None = None
     settled: bool | None = None
