@@ -9,7 +9,9 @@ a credit note that settles an invoice. Then the stops (`demo_stops`): a dispute 
 and rejected, a payment plan's instalment reminders, a promise to pay broken. Then the policies
 (`demo_policies`): one consolidated notice for a customer with several overdue invoices, an invoice
 paid a moment before its notice left out of it, and a preview on a German calendar with a send window.
-`python -m dunning_tools.demo policies` tells only that last story.
+Then money in (`demo_money`): a bank statement imported and matched, the unmatched queue and a
+manual allocation, a Stripe refund that reopens a paid invoice.
+`python -m dunning_tools.demo policies` (or `money`) tells only that story.
 """
 
 import asyncio
@@ -23,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from dunning_cli.tenants import create_tenant
-from dunning_tools import demo_policies, demo_stops
+from dunning_tools import demo_money, demo_policies, demo_stops
 from dunning_tools.stack.mailserver import messages_to
 from dunning_tools.testing.story import invoice_body, post_stripe_webhook, seconds_policy, stripe_invoice_paid
 from dunning_tools.testing.waits import wait_until
@@ -62,6 +64,9 @@ def main() -> None:
     client = httpx.Client(timeout=10)
     if only == ["policies"]:
         demo_policies.policies(client, state, say, wait)
+        return
+    if only == ["money"]:
+        demo_money.money(client, state, say, wait)
         return
     tenant = asyncio.run(create_tenant(state["DATABASE_URL"], f"Demo Co {time.strftime('%H%M%S')}"))
     auth = {"Authorization": f"Bearer {tenant['api_key']}"}
@@ -127,6 +132,7 @@ def main() -> None:
     changes(client, state)
     demo_stops.stops(client, state, say, wait)
     demo_policies.policies(client, state, say, wait)
+    demo_money.money(client, state, say, wait)
     say(f"\nRead the mail: {mail}/messages or the files in .run/mail/new/")
 
 
