@@ -61,7 +61,7 @@ def is_creditor_reference(reference: str) -> bool:
 
 def compact(text: str) -> str:
     """A reference in compact form: upper case, its alphanumerics only."""
-    return "".join(ch for ch in text.upper() if ch.isascii() and ch.isalnum())
+    return "".join(ch for ch in text if ch.isascii() and ch.isalnum()).upper()
 
 
 def creditor_reference_for(number: str) -> str | None:

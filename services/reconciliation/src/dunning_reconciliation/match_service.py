@@ -1,0 +1,149 @@
+"""Matching a batch of payments that name no invoice by key (a bank statement's credit lines, a
+processor's payments with only a remittance): one candidate query per tenant, the rules of
+matching.py in memory, then allocations.allocate for a match or hold_unmatched for the queue.
+
+Runs in the caller's transaction. Payments without an acknowledgement time get one, read once
+inside the payments watermark's fence (call this first in the transaction, as reconcile.acknowledging
+says). Within a batch, earlier payments consume the open balances later ones see (the book), so two
+lines never both take the same open amount; allocate() still locks each invoice and caps at its
+real balance, so a concurrent payment elsewhere only ever shortens an allocation.
+"""
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+
+import asyncpg
+
+from dunning.logging import get_logger
+from dunning_reconciliation import allocations
+from dunning_reconciliation import repository as repo
+from dunning_reconciliation.domain import UNMATCHED, IncomingPayment, Outcome
+from dunning_reconciliation.matching import (
+    Book,
+    Decision,
+    OpenInvoice,
+    References,
+    compact,
+    decide,
+    is_creditor_reference,
+    normalise_token,
+    references_in,
+)
+from dunning_reconciliation.repository import matching as match_repo
+
+log = get_logger(__name__)
+
+
+def normalise_account(account: str | None) -> str | None:
+    """An IBAN / account as stored in payer_accounts: upper case, no spaces."""
+    text = "".join((account or "").split()).upper()
+    return text or None
+
+
+def _lower_name(name: str | None) -> str | None:
+    """A payer name as the candidate query compares it with lower(customer_name)."""
+    text = " ".join((name or "").lower().split())
+    return text or None
+
+
+def _structured(p: IncomingPayment) -> tuple[list[str], list[str]]:
+    """A structured reference as (creditor reference bodies, tokens)."""
+    if not p.creditor_reference:
+        return [], []
+    ref = compact(p.creditor_reference)
+    if is_creditor_reference(ref):
+        return [ref[4:]], []
+    return [], [normalise_token(p.creditor_reference)]
+
+
+async def load_book(
+    conn: asyncpg.Connection, tenant_id: str, payments: Sequence[IncomingPayment], refs: Sequence[References]
+) -> Book:
+    """The open invoices the tenant's payments may pay, and their payers' known accounts: one query."""
+    tokens: set[str] = set()
+    bodies: set[str] = set()
+    for p, r in zip(payments, refs, strict=True):
+        tokens.update(r.tokens)
+        bodies.update(rf[4:] for rf in r.creditor_references)
+        structured_bodies, structured_tokens = _structured(p)
+        bodies.update(structured_bodies)
+        tokens.update(structured_tokens)
+    rows = await match_repo.candidates(
+        conn,
+        tenant_id,
+        tokens=sorted(tokens),
+        compact_numbers=sorted(bodies),
+        customer_ids=sorted({p.customer_id for p in payments if p.customer_id}),
+        names=sorted({n for p in payments if (n := _lower_name(p.payer_name))}),
+        amounts=sorted({(p.currency, p.amount) for p in payments}),
+        accounts=sorted({a for p in payments if (a := p.payer_account)}),
+    )
+    accounts = {r["account"]: r["customer_id"] for r in rows if r["account"] is not None}
+    invoices = [
+        OpenInvoice(
+            invoice_id=r["invoice_id"],
+            number=r["number"],
+            external_id=r["external_id"],
+            currency=r["currency"],
+            balance=r["balance"],
+            due_date=r["due_date"],
+            customer_id=r["customer_id"],
+            customer_name=r["customer_name"],
+        )
+        for r in rows
+        if r["account"] is None
+    ]
+    return Book.of(invoices, accounts)
+
+
+def _payer_customer(p: IncomingPayment, decision: Decision, book: Book) -> str | None:
+    """The customer an excess is credited to: the payment's own, else the one all its invoices share."""
+    if p.customer_id:
+        return p.customer_id
+    customers = {book.invoices[a.invoice_id].customer_id for a in decision.allocations}
+    return customers.pop() if len(customers) == 1 else None
+
+
+async def _settle(conn: asyncpg.Connection, p: IncomingPayment, book: Book, refs: References) -> tuple[Outcome, str]:
+    decision = decide(p, book, refs)
+    if not decision.allocations:
+        await allocations.hold_unmatched(conn, p, list(decision.suggestions))
+        return Outcome(UNMATCHED, p.payment_id), "unmatched"
+    customer = _payer_customer(p, decision, book)
+    if customer and not p.customer_id:
+        p = replace(p, customer_id=customer)
+    result = await allocations.allocate(conn, p, decision.allocations)
+    book.consume(decision.allocations)
+    if result.credited > 0 and customer:  # the credit may have paid more of the customer's invoices
+        for invoice_id, balance in (
+            await match_repo.customer_balances(conn, p.tenant_id, customer, p.currency)
+        ).items():
+            book.set_balance(invoice_id, balance)
+    last = decision.allocations[-1].invoice_id
+    return Outcome(result.status, p.payment_id, last, result.settled), decision.rule or "unmatched"
+
+
+async def match_and_allocate(conn: asyncpg.Connection, payments: Sequence[IncomingPayment]) -> list[Outcome]:
+    """Match each payment (in the order given) and allocate it, or hold it in the unmatched queue with
+    suggestions. One Outcome per payment, in order."""
+    if not payments:
+        return []
+    if any(p.acknowledged_at is None for p in payments):
+        acknowledged_at = await repo.acknowledge_time(conn)
+        payments = [p if p.acknowledged_at else replace(p, acknowledged_at=acknowledged_at) for p in payments]
+    payments = [replace(p, payer_account=normalise_account(p.payer_account)) for p in payments]
+    outcomes: list[Outcome | None] = [None] * len(payments)
+    by_tenant: dict[str, list[int]] = {}
+    for n, p in enumerate(payments):
+        by_tenant.setdefault(p.tenant_id, []).append(n)
+    for tenant_id, positions in by_tenant.items():
+        batch = [payments[n] for n in positions]
+        refs = [references_in(p.remittance) for p in batch]
+        book = await load_book(conn, tenant_id, batch, refs)
+        rules: Counter[str] = Counter()
+        for n, p, r in zip(positions, batch, refs, strict=True):
+            outcomes[n], rule = await _settle(conn, p, book, r)
+            rules[rule] += 1
+        log.info("reconciliation.match.batch", tenant_id=tenant_id, payments=len(batch), **dict(rules))
+    return [o for o in outcomes if o is not None]
