@@ -1,0 +1,230 @@
+"""Importing a bank statement file: parse it whole (a bad file changes nothing), then, statement by
+statement, turn each new credit line into a payment and hand them to matching in chunks.
+
+Idempotent three ways: the same file (tenant + sha256) answers the first result with
+`duplicate: true`; a statement the tenant already has (account + the bank's statement id) is
+counted a duplicate; a line seen in an overlapping statement (its key) is skipped as a duplicate.
+
+Each chunk (CHUNK lines) is one transaction: the watermark fence first (one acknowledgement time for
+the chunk, docs/cancel-guarantee.md), then the statement's row locked, its line keys claimed, the new
+credits matched and allocated (matching is batch-friendly: one candidate query per chunk), the lines
+and the statement's progress written. A retry after a crash resumes after the last chunk committed."""
+
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, time
+from typing import Any
+
+import asyncpg
+
+from dunning.clock import utcnow
+from dunning.ids import new_id
+from dunning.logging import get_logger
+from dunning_reconciliation import repository as repo
+from dunning_reconciliation.domain import APPLIED, IncomingPayment, MatchKeys, Outcome
+from dunning_reconciliation.repository import statements as statement_repo
+from dunning_reconciliation.statements import Statement, StatementLine, parse
+from dunning_reconciliation.statements_view import import_view
+
+log = get_logger(__name__)
+
+CHUNK = 1000
+MATCHED = frozenset({APPLIED, "partially_allocated"})
+SKIPPED, DUPLICATE = "skipped", "duplicate"
+
+Matcher = Callable[[asyncpg.Connection, Sequence[IncomingPayment]], Awaitable[Sequence[Outcome]]]
+
+
+def _default_matcher() -> Matcher:
+    from dunning_reconciliation import match_service  # part B's; imported late (it imports allocations)
+
+    return match_service.match_and_allocate
+
+
+async def import_statement(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    data: bytes,
+    *,
+    filename: str | None,
+    format: str | None = None,
+    match: Matcher | None = None,
+    chunk: int = CHUNK,
+) -> dict[str, Any]:
+    """Import the file's statements; the answer is the import's summary (see statements_view).
+    Raises StatementError (nothing stored) for a file that cannot be read whole."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    seen = await statement_repo.statements_of_file(pool, tenant_id, sha256)
+    if seen and all(s["status"] == "imported" for s in seen):
+        log.info("reconciliation.statement.duplicate_file", tenant_id=tenant_id, sha256=sha256)
+        return await import_view(pool, seen, duplicate=True, duplicate_ids=set())
+    statements = parse(data, format)  # StatementError: refused whole, before anything is stored
+    match = match or _default_matcher()
+    rows, duplicate_ids = [], set()
+    for position, statement in enumerate(statements, 1):
+        row, duplicate = await _claim(pool, tenant_id, statement, sha256, position, filename)
+        if duplicate:
+            duplicate_ids.add(row["statement_id"])
+        else:
+            await _import_lines(pool, row["statement_id"], tenant_id, statement, match, chunk)
+        rows.append(row)
+    return await import_view(pool, rows, duplicate=len(duplicate_ids) == len(rows), duplicate_ids=duplicate_ids)
+
+
+async def _claim(
+    pool: asyncpg.Pool, tenant_id: str, s: Statement, sha256: str, position: int, filename: str | None
+) -> tuple[dict[str, Any] | asyncpg.Record, bool]:
+    """The statement's row, new or found; True when an earlier import finished it (a duplicate)."""
+    row = {
+        "statement_id": new_id("stm"),
+        "tenant_id": tenant_id,
+        "format": s.format,
+        "filename": filename,
+        "file_sha256": sha256,
+        "file_position": position,
+        "account": s.account,
+        "bank_statement_id": s.statement_ref,
+        "currency": s.currency,
+        "opening_balance": s.opening_balance,
+        "closing_balance": s.closing_balance,
+        "lines": len(s.lines),
+        "credits": len(s.credits),
+        "imported_at": utcnow(),
+    }
+    if await statement_repo.claim_statement(pool, row):
+        log.info(
+            "reconciliation.statement.claimed",
+            statement_id=row["statement_id"],
+            tenant_id=tenant_id,
+            format=s.format,
+            account=s.account,
+            bank_statement_id=s.statement_ref,
+            lines=len(s.lines),
+            credits=len(s.credits),
+        )
+        return row, False
+    found = await statement_repo.statement_by_bank_id(pool, tenant_id, s.account, s.statement_ref)
+    duplicate = found["status"] == "imported"
+    log.info(
+        "reconciliation.statement.duplicate" if duplicate else "reconciliation.statement.resumed",
+        statement_id=found["statement_id"],
+        tenant_id=tenant_id,
+        lines_done=found["lines_done"],
+    )
+    return found, duplicate
+
+
+async def _import_lines(
+    pool: asyncpg.Pool, statement_id: str, tenant_id: str, s: Statement, match: Matcher, chunk: int
+) -> None:
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            acknowledged_at = await repo.acknowledge_time(conn)  # the fence first, before any lock
+            row = await statement_repo.lock_statement(conn, statement_id)
+            start = row["lines_done"]
+            if row["status"] == "imported" or start >= len(s.lines):
+                return
+            part = list(enumerate(s.lines[start : start + chunk], start + 1))
+            counts = await _chunk(conn, statement_id, tenant_id, s, part, match, acknowledged_at)
+            await statement_repo.advance_statement(conn, statement_id, start + len(part), counts, utcnow())
+        log.info(
+            "reconciliation.statement.chunk_imported", statement_id=statement_id, lines_done=start + len(part), **counts
+        )
+        if start + len(part) >= len(s.lines):
+            log.info("reconciliation.statement.imported", statement_id=statement_id, tenant_id=tenant_id)
+            return
+
+
+async def _chunk(
+    conn: asyncpg.Connection,
+    statement_id: str,
+    tenant_id: str,
+    s: Statement,
+    part: list[tuple[int, StatementLine]],
+    match: Matcher,
+    acknowledged_at: datetime,
+) -> dict[str, int]:
+    new_keys = await statement_repo.claim_line_keys(conn, tenant_id, statement_id, [ln.key for _, ln in part])
+    payments: dict[int, IncomingPayment] = {}
+    for position, line in part:
+        if line.key in new_keys and line.is_credit and line.amount > 0:
+            payments[position] = _payment(tenant_id, statement_id, line, acknowledged_at)
+    outcomes = list(await match(conn, list(payments.values()))) if payments else []
+    by_payment = {o.payment_id: o for o in outcomes}
+    counts = {"matched": 0, "unmatched": 0, "skipped": 0, "duplicates": 0}
+    rows = []
+    for position, line in part:
+        payment = payments.get(position)
+        outcome = by_payment.get(payment.payment_id) if payment else None
+        note, invoice_ids = line.note, None
+        if line.key not in new_keys:
+            status, note = DUPLICATE, "seen in an earlier statement"
+            counts["duplicates"] += 1
+        elif payment is None:
+            status, note = SKIPPED, note or "zero amount"
+            counts["skipped"] += 1
+        else:
+            status = outcome.status if outcome else "unmatched"
+            invoice_ids = " ".join(_invoice_ids(outcome)) or None
+            counts["matched" if status in MATCHED else "unmatched"] += 1
+        rows.append(_line_row(position, line, status, note, payment, invoice_ids))
+    await statement_repo.insert_lines(conn, statement_id, tenant_id, s.currency, rows)
+    return counts
+
+
+def _invoice_ids(outcome: Any) -> list[str]:
+    """The invoices an outcome names: all of an allocation's (`invoice_ids`), or its one `invoice_id`."""
+    if outcome is None:
+        return []
+    many = getattr(outcome, "invoice_ids", None)
+    if many:
+        return list(many)
+    return [outcome.invoice_id] if getattr(outcome, "invoice_id", None) else []
+
+
+def _payment(tenant_id: str, statement_id: str, line: StatementLine, acknowledged_at: datetime) -> IncomingPayment:
+    day = line.booking_date or line.value_date
+    received_at = datetime.combine(day, time(), UTC) if day else acknowledged_at
+    return IncomingPayment(
+        tenant_id=tenant_id,
+        source="bank_statement",
+        source_reference=line.key,
+        currency=line.currency,
+        amount=line.amount,
+        received_at=min(received_at, acknowledged_at),
+        keys=MatchKeys(),
+        payer_name=line.payer_name,
+        payer_account=line.payer_account,
+        remittance=line.remittance,
+        creditor_reference=line.creditor_reference,
+        statement_id=statement_id,
+        acknowledged_at=acknowledged_at,
+    )
+
+
+def _line_row(
+    position: int,
+    line: StatementLine,
+    status: str,
+    note: str | None,
+    payment: IncomingPayment | None,
+    invoice_ids: str | None,
+) -> dict[str, Any]:
+    return {
+        "position": position,
+        "line_key": line.key,
+        "kind": line.kind,
+        "status": status,
+        "amount": line.amount,
+        "booking_date": line.booking_date,
+        "value_date": line.value_date,
+        "payer_name": line.payer_name,
+        "payer_account": line.payer_account,
+        "remittance": line.remittance,
+        "creditor_reference": line.creditor_reference,
+        "end_to_end_id": line.end_to_end_id,
+        "bank_reference": line.bank_reference,
+        "note": note,
+        "payment_id": payment.payment_id if payment else None,
+        "invoice_ids": invoice_ids,
+    }
