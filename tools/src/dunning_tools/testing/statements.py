@@ -134,7 +134,8 @@ def mt940(
     account: str = BANK_ACCOUNT,
 ) -> bytes:
     """An MT940 statement (`:20:` … `:62F:`), each line a `:61:` and a GVC `:86:` whose sub-fields
-    start lines of their own (each at most 65 characters)."""
+        start lines of their own (each at most 65 characters); the remittance is cut every 27 characters,
+    mid-word as banks cut it (a reader joins the sub-fields as they are)."""
     booked = booked or date.today()
     day = booked.strftime("%y%m%d")
     lines = _numbered(lines, statement_id)
@@ -151,16 +152,9 @@ def mt940(
         out.append(f":61:{day}{booked.strftime('%m%d')}{mark}{_mt_amount(x.amount)}NTRFNONREF//{x.bank_reference}")
         fields = [f"{'177' if x.debit else '166'}?00{'UEBERWEISUNG' if x.debit else 'GUTSCHRIFT'}"]
         fields.append(f"?20EREF+{x.end_to_end_id}"[:65])
-        words = ("SVWZ+" + (f"{x.creditor_reference} " if x.creditor_reference else "") + x.remittance).split()
-        sub, chunk = 21, ""
-        for word in words:  # the remittance in ?21..?29, whole words
-            if chunk and len(chunk) + 1 + len(word) > 27:
-                fields.append(f"?{sub}{chunk}")
-                sub, chunk = sub + 1, word
-            else:
-                chunk = f"{chunk} {word}".strip()
-        if chunk:
-            fields.append(f"?{sub}{chunk}")
+        text = "SVWZ+" + (f"{x.creditor_reference} " if x.creditor_reference else "") + x.remittance
+        for sub, lo in enumerate(range(0, len(text), 27), 21):  # ?21..?29, 27 characters each, as banks cut it
+            fields.append(f"?{sub}{text[lo : lo + 27]}")
         if x.payer_account:
             fields.append(f"?31{x.payer_account}")
         if x.payer_name:
