@@ -89,7 +89,7 @@ def parse_event(body: bytes) -> StripeEvent:
     if not isinstance(obj, dict):
         raise StripeEventError("data.object", "must be an object")
     created = event.get("created")
-    return StripeEvent(event_id, event_type, created if _is_unix(created) else None, obj)
+    return StripeEvent(event_id, event_type, created if is_unix(created) else None, obj)
 
 
 def payment_from_event(tenant_id: str, event: StripeEvent) -> IncomingPayment | Ignored:
@@ -101,17 +101,30 @@ def payment_from_event(tenant_id: str, event: StripeEvent) -> IncomingPayment | 
 
 
 def _from_invoice(tenant_id: str, event: StripeEvent) -> IncomingPayment | Ignored:
-    obj = event.object
-    metadata = _metadata(obj)
-    transitions = obj.get("status_transitions")
+    transitions = event.object.get("status_transitions")
     paid_at = transitions.get("paid_at") if isinstance(transitions, dict) else None
-    keys = MatchKeys.of(
+    return payment_of(tenant_id, event, "amount_paid", invoice_keys_of(event.object), paid_at)
+
+
+def invoice_keys_of(obj: dict[str, Any]) -> MatchKeys:
+    """The keys of a Stripe Invoice: our id from its metadata, the accounting ids, its number."""
+    metadata = metadata_of(obj)
+    return MatchKeys.of(
         metadata.get("dunning_invoice_id"),
         # The Stripe invoice id comes last: when Stripe is the accounting system, it is the external id.
-        (metadata.get("invoice_external_id"), metadata.get("external_id"), _str(obj.get("id"))),
-        (metadata.get("invoice_number"), _str(obj.get("number"))),
+        (metadata.get("invoice_external_id"), metadata.get("external_id"), text_of(obj.get("id"))),
+        (metadata.get("invoice_number"), text_of(obj.get("number"))),
     )
-    return _payment(tenant_id, event, "amount_paid", keys, paid_at)
+
+
+def intent_keys_of(obj: dict[str, Any]) -> MatchKeys:
+    """The keys of a PaymentIntent (or of its Stripe invoice, whose id is then an external id)."""
+    metadata = metadata_of(obj)
+    return MatchKeys.of(
+        metadata.get("dunning_invoice_id"),
+        (metadata.get("invoice_external_id"), metadata.get("external_id"), text_of(obj.get("invoice"))),
+        (metadata.get("invoice_number"),),
+    )
 
 
 def _from_payment_intent(tenant_id: str, event: StripeEvent) -> IncomingPayment | Ignored:
@@ -119,37 +132,29 @@ def _from_payment_intent(tenant_id: str, event: StripeEvent) -> IncomingPayment 
     if obj.get("invoice"):
         # The PaymentIntent of a Stripe invoice: that invoice's invoice.paid carries the money.
         return Ignored("invoice_payment_intent")
-    metadata = _metadata(obj)
-    keys = MatchKeys.of(
-        metadata.get("dunning_invoice_id"),
-        (metadata.get("invoice_external_id"), metadata.get("external_id")),
-        (metadata.get("invoice_number"),),
-    )
     # The event's creation is when the intent succeeded; the intent's own `created` can be days older.
-    return _payment(tenant_id, event, "amount_received", keys, event.created or obj.get("created"))
+    return payment_of(tenant_id, event, "amount_received", intent_keys_of(obj), event.created or obj.get("created"))
 
 
-def _payment(
-    tenant_id: str, event: StripeEvent, amount_field: str, keys: MatchKeys, when: Any
+def payment_of(
+    tenant_id: str,
+    event: StripeEvent,
+    amount_field: str,
+    keys: MatchKeys,
+    when: Any,
+    *,
+    object_id: str | None = None,
 ) -> IncomingPayment | Ignored:
+    """The payment an event's object carries; `object_id` (default: the object's id) is the Stripe
+    object that carries the money, one payment per object."""
     obj = event.object
-    object_id = _str(obj.get("id"))
+    object_id = object_id or text_of(obj.get("id"))
     if object_id is None:
         raise StripeEventError("data.object.id", "is missing")
-    raw_currency = obj.get("currency")
-    if not isinstance(raw_currency, str):
-        raise StripeEventError("data.object.currency", "is missing")
-    try:
-        currency = validate_currency(raw_currency.upper())
-    except MoneyError as exc:
-        raise StripeEventError("data.object.currency", str(exc)) from None
-    try:
-        amount = amount_from_minor(obj.get(amount_field), currency)
-    except MoneyError as exc:
-        raise StripeEventError(f"data.object.{amount_field}", str(exc)) from None
+    currency, amount = money_of(obj, amount_field)
     if amount == 0:
         return Ignored("zero_amount")
-    when = when if _is_unix(when) else event.created
+    when = when if is_unix(when) else event.created
     if when is None:
         raise StripeEventError("created", "is missing: cannot tell when the payment was received")
     return IncomingPayment(
@@ -164,16 +169,32 @@ def _payment(
     )
 
 
-def _metadata(obj: dict[str, Any]) -> dict[str, str]:
+def money_of(obj: dict[str, Any], amount_field: str, where: str = "data.object") -> tuple[str, Decimal]:
+    """(currency, amount) of a Stripe object: its lowercase `currency` and an amount in minor units,
+    refused with the field named when either cannot be read exactly."""
+    raw_currency = obj.get("currency")
+    if not isinstance(raw_currency, str):
+        raise StripeEventError(f"{where}.currency", "is missing")
+    try:
+        currency = validate_currency(raw_currency.upper())
+    except MoneyError as exc:
+        raise StripeEventError(f"{where}.currency", str(exc)) from None
+    try:
+        return currency, amount_from_minor(obj.get(amount_field), currency)
+    except MoneyError as exc:
+        raise StripeEventError(f"{where}.{amount_field}", str(exc)) from None
+
+
+def metadata_of(obj: dict[str, Any]) -> dict[str, str]:
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict):
         return {}
     return {k: v for k, v in metadata.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def _str(value: Any) -> str | None:
+def text_of(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _is_unix(value: Any) -> bool:
+def is_unix(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**33
