@@ -10,20 +10,24 @@ has claimed the event id, and writes its events to the outbox in that same trans
   pending stages (replanner) and emits StagesRescheduled.
 - InvoiceVoided, InvoiceWrittenOff: close the invoice and cancel every pending timer in the same
   statement (invoice_voided, invoice_written_off), emit StagesCancelled.
-- PaymentReceived, CreditNoteIssued: apply the balance (a settling one settles whatever its age,
-  the lowest balance wins) and record the money (money_applied); once settled, cancel every
-  pending timer (same statement) and emit StagesCancelled (invoice_settled, invoice_credited). A
-  payment may arrive before its invoice: the invoice row is created settled, and its plan will be
-  all `cancelled`.
+- PaymentReceived, CreditNoteIssued, CustomerCreditApplied, PaymentReversed, PaymentUnallocated
+  (money_handlers.py, reopening.py): the balance as the event with the highest `balance_version`
+  states it (an old producer's without one: a settling one settles whatever its age, the lowest
+  balance wins) and the money recorded (money_applied); once settled, cancel every pending timer
+  (same statement) and emit StagesCancelled (invoice_settled, invoice_credited). Money taken back
+  from a settled invoice reopens it: its cancelled stages resume by the policy, no burst
+  (DunningResumed, reason reopened). A payment may arrive before its invoice: the invoice row is
+  created settled, and its plan will be all `cancelled`.
 - CustomerUpdated (dunning.customers.v1): keep the customer's latest state, copy its contact data
   into its open invoices' snapshots, re-plan them if its time zone changed.
 Every stop goes through one statement shape (repository.invoices.stop_statement): the invoice row
 first, then its pending timers, under the locks the firing query respects.
-- Every terminal stop publishes StagesCancelled, even with no stage left, and ends the invoice's
+- Every terminal stop publishes StagesCancelled (stopping.announce), even with no stage left, and ends the invoice's
   pauses; money applied also counts towards a pending promise (kept) and the payment plans the
   invoice is in (instalments covered, completed), and an upheld dispute's credit note resumes it.
 - HoldPlaced, HoldReleased, DisputeOpened, DisputeResolved, PromiseMade, PaymentPlanAgreed,
-  PaymentPlanCancelled: pause and resume (pause_handlers.py, pauser.py, plans.py, disputes.py).
+  PaymentPlanCancelled, PaymentPending, PaymentPendingEnded: pause and resume (pause_handlers.py,
+  pauser.py, plans.py, disputes.py).
 - PaymentsWatermark, StopsWatermark: keep an acknowledging service's statement (the firing gate, see
   repository.firing._FIRE_DUE)
   and wake the firing loop. Idempotent by construction, so it skips the inbox.
@@ -33,15 +37,12 @@ the cancel-latency histogram (`cancel_latency`, see metrics.py).
 """
 
 from datetime import datetime
-from decimal import Decimal
 
 import asyncpg
-from prometheus_client import Histogram
 
-from dunning import outbox
-from dunning.clock import utcnow
 from dunning.contracts import (
     CreditNoteIssued,
+    CustomerCreditApplied,
     CustomerUpdated,
     DisputeOpened,
     DisputeResolved,
@@ -51,28 +52,41 @@ from dunning.contracts import (
     InvoiceUpdated,
     InvoiceVoided,
     InvoiceWrittenOff,
+    PaymentPending,
+    PaymentPendingEnded,
     PaymentPlanAgreed,
     PaymentPlanCancelled,
     PaymentReceived,
+    PaymentReversed,
     PaymentsWatermark,
+    PaymentUnallocated,
     PromiseMade,
     StopsWatermark,
 )
 from dunning.events import Event
 from dunning.handler_table import HandlerSpec, Rejected, check_envelope
 from dunning.logging import get_logger
-from dunning_scheduler import disputes, messages, pauser, plans, repository
+from dunning_scheduler import repository, stopping
+from dunning_scheduler.money_handlers import (
+    on_credit_note_issued,
+    on_customer_credit_applied,
+    on_payment_received,
+    on_payment_reversed,
+    on_payment_unallocated,
+)
 from dunning_scheduler.pause_handlers import (
     on_dispute_opened,
     on_dispute_resolved,
     on_hold_placed,
     on_hold_released,
+    on_payment_pending,
+    on_payment_pending_ended,
     on_payment_plan_agreed,
     on_payment_plan_cancelled,
     on_promise_made,
 )
 from dunning_scheduler.planner import TIMERS_CHANNEL, plan_invoices
-from dunning_scheduler.planning import CREDITED, SETTLED, VOIDED, WRITTEN_OFF
+from dunning_scheduler.planning import SETTLED, VOIDED, WRITTEN_OFF
 from dunning_scheduler.policy_store import ActivePolicies
 from dunning_scheduler.replanner import replan_invoices
 from dunning_scheduler.replanning import CALENDAR_CHANGED, DUE_DATE_CHANGED, TIMEZONE_CHANGED
@@ -91,108 +105,16 @@ async def on_invoices_issued(
     await plan_invoices(conn, events, policies=policies)
 
 
-async def on_payment_received(
-    conn: asyncpg.Connection,
-    event: Event[PaymentReceived],
-    *,
-    policies: ActivePolicies,
-    cancel_latency: Histogram | None = None,
-) -> None:
-    p = event.data
-    row = await _apply_balance(conn, event, p.payment_id, p.currency, p.balance_remaining, p.settled,
-                               p.acknowledged_at, p.amount_applied, reason=SETTLED,
-                               cancel_latency=cancel_latency)  # fmt: skip
-    await _money_applied(conn, event, row, policies)
-
-
-async def on_credit_note_issued(
-    conn: asyncpg.Connection,
-    event: Event[CreditNoteIssued],
-    *,
-    policies: ActivePolicies,
-    cancel_latency: Histogram | None = None,
-) -> None:
-    n = event.data
-    row = await _apply_balance(conn, event, n.credit_note_id, n.currency, n.balance_remaining, n.settled,
-                               n.acknowledged_at, n.amount_applied, reason=CREDITED,
-                               cancel_latency=cancel_latency)  # fmt: skip
-    await _money_applied(conn, event, row, policies)
-    if n.reference.startswith("dsp_"):  # an upheld dispute's credit (DisputeResolved.credit_amount)
-        await disputes.credited(conn, event, n.reference, policies=policies)
-
-
-async def _money_applied(
-    conn: asyncpg.Connection, event: Event, row: asyncpg.Record | None, policies: ActivePolicies
-) -> None:
-    """Money on an invoice counts towards its pending promise (what money_applied holds, see
-    pauser.paid) and the payment plans it is in."""
-    if row is None:
-        row = await repository.money_watchers(conn, event.subject, event.tenant_id)
-    if row is None:
-        return
-    if row["promised"]:
-        await pauser.paid(conn, event.subject, policies=policies)
-    if row["in_plan"]:
-        await plans.paid(conn, event.subject, policies=policies)
-
-
-async def _apply_balance(
-    conn: asyncpg.Connection,
-    event: Event,
-    payment_id: str,
-    currency: str,
-    balance: Decimal,
-    settled: bool,
-    acknowledged_at: datetime,
-    amount: Decimal,
-    *,
-    reason: str,
-    cancel_latency: Histogram | None,
-) -> asyncpg.Record | None:
-    """A payment or a credit note of `amount` applied: the balance as reconciliation left it (a
-    settling one settles, the lowest balance wins: repository.invoices._APPLY_PAYMENT). Returns the
-    invoice as applied (None: not this tenant's, or another currency: Rejected)."""
-    invoice_id, tenant_id = _checked(event)
-    row, cancelled = await repository.apply_payment(
-        conn,
-        invoice_id=invoice_id,
-        tenant_id=tenant_id,
-        currency=currency,
-        balance=balance,
-        settled=settled,
-        payment_id=payment_id,
-        acknowledged_at=acknowledged_at,
-        amount=amount,
-        reason=reason,
-    )
-    if row is None:
-        existing = await _owned(conn, event)
-        if existing is not None and existing["currency"] not in (None, currency):
-            raise Rejected(f"{event.name} currency {currency} differs from the invoice's {existing['currency']}")
-        log.info("scheduler.payment.ignored", payment_id=payment_id)
-        return None
-    log.info(
-        "scheduler.payment.applied",
-        payment_id=payment_id,
-        settled=row["settled"],
-        planned=row["planned_at"] is not None,
-    )
-    cancelled_at = await _stopped(conn, event, reason, row, cancelled)
-    if cancelled_at is not None and cancel_latency is not None:  # acknowledged by reconciliation -> cancelled
-        cancel_latency.observe(max((cancelled_at - acknowledged_at).total_seconds(), 0.0))
-    return row
-
-
 async def on_invoice_updated(
     conn: asyncpg.Connection, event: Event[InvoiceUpdated], *, policies: ActivePolicies
 ) -> None:
     """The invoice's new state; the balance moves by the amount's difference (settled at or below
     zero: pending stages cancelled); a new due date or customer time zone re-plans pending stages."""
-    invoice_id, tenant_id = _checked(event)
+    invoice_id, tenant_id = stopping.checked(event)
     data = event.data
     held = await repository.lock_invoice(conn, invoice_id)
     if held is None or held["tenant_id"] != tenant_id or held["planned_at"] is None:
-        await _owned(conn, event)
+        await stopping.owned(conn, event)
         log.warning("scheduler.invoice.unknown", event_type=event.type, version=data.version)
         return
     if held["version"] >= data.version or held["status"] != "open":
@@ -213,7 +135,7 @@ async def on_invoice_updated(
     )
     assert row is not None, "the row is locked, open and older"
     log.info("scheduler.invoice.updated", version=data.version, changed=list(data.changed), settled=row["settled"])
-    await _stopped(conn, event, SETTLED, row, cancelled)
+    await stopping.announce(conn, event, SETTLED, row, cancelled)
     if row["settled"]:
         return
     if row["due_date"] != held["due_date"]:
@@ -236,7 +158,7 @@ async def on_invoice_written_off(conn: asyncpg.Connection, event: Event[InvoiceW
 async def _close(conn: asyncpg.Connection, event: Event, status: str, closed_at: datetime, reason: str) -> None:
     """A void or a write-off: the invoice closes and every pending stage is cancelled, as a settling
     payment cancels them (repository.stop_statement)."""
-    invoice_id, tenant_id = _checked(event)
+    invoice_id, tenant_id = stopping.checked(event)
     row, cancelled = await repository.close_invoice(
         conn,
         invoice_id=invoice_id,
@@ -247,11 +169,11 @@ async def _close(conn: asyncpg.Connection, event: Event, status: str, closed_at:
         reason=reason,
     )
     if row is None:
-        await _owned(conn, event)
+        await stopping.owned(conn, event)
         log.info("scheduler.invoice.stale", event_type=event.type, version=event.data.version)
         return
     log.info("scheduler.invoice.closed", status=status, version=event.data.version)
-    await _stopped(conn, event, reason, row, cancelled)
+    await stopping.announce(conn, event, reason, row, cancelled)
 
 
 def _profile(c: CustomerUpdated) -> dict:
@@ -312,45 +234,6 @@ async def on_customer_updated(
     log.info("scheduler.customer.updated", customer_id=c.customer_id, invoices=len(refreshed), rescheduled=rescheduled)
 
 
-def _checked(event: Event) -> tuple[str, str]:
-    """The invoice and tenant an invoice or payments event is about, its data agreeing with its envelope."""
-    check_envelope(event)
-    return event.subject, event.tenant_id
-
-
-async def _owned(conn: asyncpg.Connection, event: Event) -> asyncpg.Record | None:
-    """The invoice as held (None: unknown); another tenant's invoice is Rejected."""
-    existing = await repository.invoice_owner(conn, event.subject)
-    if existing is not None and existing["tenant_id"] != event.tenant_id:
-        raise Rejected(f"invoice {event.subject} belongs to another tenant")
-    return existing
-
-
-async def _stopped(
-    conn: asyncpg.Connection, event: Event, reason: str, row: asyncpg.Record, rows: list[asyncpg.Record]
-) -> datetime | None:
-    """A terminal stop this event made (`row["newly"]`) of a planned invoice: StagesCancelled with
-    the timers it cancelled, even none (the notifier learns every stop from it), and the invoice's
-    pauses end (pauser.stopped). Returns when they were cancelled (None: no stop, or none left)."""
-    if not row["newly"] or row["planned_at"] is None:
-        return None
-    await pauser.stopped(conn, event.subject, reason, paid=reason in (SETTLED, CREDITED))
-    cancelled_at = (rows[0]["cancelled_at"] if rows else None) or utcnow()
-    await outbox.add(
-        conn,
-        messages.stages_cancelled(
-            tenant_id=event.tenant_id,
-            invoice_id=event.subject,
-            reason=reason,
-            cause_event_id=event.id,
-            cancelled_at=cancelled_at,
-            rows=rows,
-        ),
-    )
-    log.info("scheduler.stages.cancelled", reason=reason, count=len(rows))
-    return cancelled_at if rows else None
-
-
 async def on_payments_watermarks(conn: asyncpg.Connection, events: list[Event[PaymentsWatermark]]) -> None:
     await repository.store_watermarks(conn, [(e.id, e.data.to_data()) for e in events])
     await repository.wake_firing(conn, TIMERS_CHANNEL)
@@ -374,8 +257,13 @@ HANDLERS = {
     InvoiceUpdated: HandlerSpec(on_invoice_updated),
     InvoiceVoided: HandlerSpec(on_invoice_voided),
     InvoiceWrittenOff: HandlerSpec(on_invoice_written_off),
+    # Money (money_handlers.py): applied, settling (StagesCancelled), taken back (a settled invoice
+    # reopens: reopening.py).
     PaymentReceived: HandlerSpec(on_payment_received),
     CreditNoteIssued: HandlerSpec(on_credit_note_issued),
+    CustomerCreditApplied: HandlerSpec(on_customer_credit_applied),
+    PaymentReversed: HandlerSpec(on_payment_reversed),
+    PaymentUnallocated: HandlerSpec(on_payment_unallocated),
     CustomerUpdated: HandlerSpec(on_customer_updated),
     PaymentsWatermark: HandlerSpec(on_payments_watermark, batch=on_payments_watermarks, inbox=False),
     StopsWatermark: HandlerSpec(on_stops_watermark, batch=on_stops_watermarks, inbox=False),
@@ -388,4 +276,6 @@ HANDLERS = {
     PromiseMade: HandlerSpec(on_promise_made),
     PaymentPlanAgreed: HandlerSpec(on_payment_plan_agreed),
     PaymentPlanCancelled: HandlerSpec(on_payment_plan_cancelled),
+    PaymentPending: HandlerSpec(on_payment_pending),
+    PaymentPendingEnded: HandlerSpec(on_payment_pending_ended),
 }

@@ -7,6 +7,8 @@ end of `handlers.py`, the one place that shows what the scheduler reacts to):
   resumes; upheld with a credit waits for the credit note that references it (`disputes`).
 - PromiseMade (dunning.invoices.v1): paused until kept (paid) or its deadline (broken; `pauser`).
 - PaymentPlanAgreed / PaymentPlanCancelled (dunning.customers.v1): see `plans`.
+- PaymentPending / PaymentPendingEnded (dunning.payments.v1): a debit still processing or a
+  chargeback pauses until it ends (succeeded, failed, won, lost).
 Each applies in the consumer's transaction, under the invoices' row locks, its events through the outbox.
 """
 
@@ -17,6 +19,8 @@ from dunning.contracts import (
     DisputeResolved,
     HoldPlaced,
     HoldReleased,
+    PaymentPending,
+    PaymentPendingEnded,
     PaymentPlanAgreed,
     PaymentPlanCancelled,
     PromiseMade,
@@ -139,3 +143,49 @@ async def _invoice_of(conn: asyncpg.Connection, event: Event) -> asyncpg.Record 
     if row is not None and row["tenant_id"] != event.tenant_id:
         raise Rejected(f"invoice {event.subject} belongs to another tenant")
     return row
+
+
+# Money still pending (dunning.payments.v1): a debit still processing, a disputed card payment.
+PENDING_CAUSES = {"processing": "payment_processing", "chargeback": "chargeback"}
+PENDING_ENDS = {"succeeded": "payment_succeeded", "failed": "payment_failed", "won": "chargeback_won",
+                "lost": "chargeback_lost"}  # fmt: skip
+
+
+async def on_payment_pending(conn: asyncpg.Connection, event: Event[PaymentPending]) -> None:
+    """The invoice pauses until the money's fate is known (cause payment_processing or chargeback,
+    cause_id the payment). Processing money is not counted as paid: the balance does not move. On a
+    settled invoice (a chargeback on a paid one) the pause is recorded only: if a reversal reopens
+    the invoice while it is open, its stages stay paused until it ends."""
+    p = event.data
+    await _invoice_of(conn, event)
+    await pauser.pause(
+        conn,
+        tenant_id=p.tenant_id,
+        cause=PENDING_CAUSES[p.kind],
+        cause_id=p.payment_id,
+        cause_event_id=event.id,
+        since=p.acknowledged_at,
+        invoice_ids=[p.invoice_id],
+        detail={"source": p.source, "source_reference": p.source_reference, "currency": p.currency,
+                "amount": str(p.amount), "since": p.since.isoformat()},
+    )  # fmt: skip
+
+
+async def on_payment_pending_ended(
+    conn: asyncpg.Connection, event: Event[PaymentPendingEnded], *, policies: ActivePolicies
+) -> None:
+    """The pause ends and dunning resumes without a burst (DunningResumed, reason payment_succeeded,
+    payment_failed, chargeback_won or chargeback_lost). A success is followed by its PaymentReceived,
+    a lost chargeback by its PaymentReversed (which reopens a paid invoice: `reopening`); `won` on a
+    settled invoice has nothing to resume."""
+    e = event.data
+    await _invoice_of(conn, event)
+    ended = await pauser.end(
+        conn,
+        cause_id=e.payment_id,
+        reason=PENDING_ENDS[e.outcome],
+        policies=policies,
+        cause=PENDING_CAUSES[e.kind],
+        invoice_ids=[e.invoice_id],
+    )
+    log.info("scheduler.pending.ended", payment_id=e.payment_id, kind=e.kind, outcome=e.outcome, pauses=len(ended))

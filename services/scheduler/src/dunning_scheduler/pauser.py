@@ -127,10 +127,12 @@ async def end(
     broken_promise: asyncpg.Record | None = None,
     cancelled: dict[str, list[RescheduledStage]] | None = None,
     announce: bool = True,
+    cause: str | None = None,
+    invoice_ids: list[str] | None = None,
 ) -> list[asyncpg.Record]:
-    """End a cause's live pauses and resume what no other pause still stops; the pauses ended.
-    `cancelled` and `announce`: as `resume`'s."""
-    ended = await sql.end_pauses(conn, cause_id, reason)
+    """End a cause's live pauses (only those of `cause` and `invoice_ids`, if given) and resume what
+    no other pause still stops; the pauses ended. `cancelled` and `announce`: as `resume`'s."""
+    ended = await sql.end_pauses(conn, cause_id, reason, invoice_ids, cause)
     if not ended:
         return []
     await repository.drop_deadlines(conn, cause_id)

@@ -1,8 +1,8 @@
-"""SQL of the scheduler, by aggregate: invoices and their timers (planning, payments, reads), changes
-(invoice updates, voids, write-offs, customers), re-planning (and its jobs), firing (the payments
-gate, watermark statements), policies, deadlines (what pauses wait for), payment plans. Every
-function runs on the caller's connection and transaction; callers use `repository.<function>`: the
-names below are the whole interface."""
+"""SQL of the scheduler, by aggregate: invoices and their timers (planning, reads), money (payments,
+credits, reversals, reopening), changes (invoice updates, voids, write-offs, customers), re-planning
+(and its jobs), firing (the payments gate, watermark statements), policies, deadlines (what pauses
+wait for), payment plans. Every function runs on the caller's connection and transaction; callers
+use `repository.<function>`: the names below are the whole interface."""
 
 from dunning_scheduler.repository.changes import (
     REPLAN_COLUMNS,
@@ -30,17 +30,16 @@ from dunning_scheduler.repository.invoices import (
     PLAN_INVOICE_FIELDS,
     PLAN_TIMER_FIELDS,
     TIMER_COLUMNS,
-    apply_payment,
     insert_timers,
     invoice_of,
     invoice_owner,
-    money_watchers,
     plan_invoice_row,
     plan_invoices,
     run_stop,
     stop_statement,
     timers_of,
 )
+from dunning_scheduler.repository.money import apply_payment, lock_money_state, money_watchers, reopen
 from dunning_scheduler.repository.pauses import invoice_for_pause
 from dunning_scheduler.repository.plans import (
     active_plans_of,
@@ -96,6 +95,7 @@ __all__ = [
     "invoice_owner",
     "latest_policy",
     "lock_invoice",
+    "lock_money_state",
     "lock_plan",
     "lock_tenant_policy",
     "lock_timers",
@@ -107,6 +107,7 @@ __all__ = [
     "policy_version",
     "prune_watermarks",
     "refresh_customer",
+    "reopen",
     "replan_of",
     "run_stop",
     "stop_statement",

@@ -1,14 +1,12 @@
 """SQL of the invoices the scheduler keeps and their timers: planning (one statement for a batch),
-payments applied, and the reads of the API."""
+the stop statement every stop is made of, and the reads of the API (money applied: `money`)."""
 
 from datetime import datetime
-from decimal import Decimal
 
 import asyncpg
 import orjson
 
 from dunning import outbox
-from dunning_scheduler.planning import SETTLED as SETTLED_REASON
 from dunning_scheduler.planning import PlannedTimer
 from dunning_scheduler.repository.pauses import LIVE_PAUSE
 
@@ -285,96 +283,6 @@ async def run_stop(
     if not rows:
         return None, []
     return rows[0], [r for r in rows if r["stage_id"] is not None]
-
-
-# Whether money on invoice $1 matters beyond its balance: a pending promise, an active payment plan.
-MONEY_WATCHERS = """EXISTS (SELECT 1 FROM pauses AS p WHERE p.invoice_id = $1 AND p.cause = 'promise'
-                       AND p.state = 'active') AS promised,
-       EXISTS (SELECT 1 FROM payment_plans AS pl WHERE pl.status = 'active'
-               AND pl.invoices @> jsonb_build_array(jsonb_build_object('invoice_id', $1::text))) AS in_plan"""
-# A payment or a credit note, as reconciliation left the invoice. Reconciliation reads a payment's
-# acknowledged_at (under its fence) before it takes the invoice's lock, so two payments on one
-# invoice may commit, and reach the scheduler, in the other order of their acknowledged_at. Hence:
-# - settled: a settling payment settles, whatever its age (never undone);
-# - balance: the lowest reported wins (a newly settling payment's own), not the newest
-#   acknowledged. Reconciliation's balance after each payment or credit only goes down (at most
-#   the balance is applied) until an amount correction, so of the payments between two corrections
-#   the lowest balance is the one applied last, in whichever order they arrive. Newest-acknowledged
-#   would keep a partial payment's balance over the lower one of a payment acknowledged before it
-#   but applied after. (An amount correction consumed from the other topic is a race under either
-#   rule; the lowest balance overstates it by at most the smaller of the payment and the correction.)
-# - last_payment_*: the newest acknowledged;
-# - the money is recorded in money_applied (what a promise counts: pauses.count_promise_paid), in
-#   this statement, only for the invoice's own tenant and currency; a payment seen twice once.
-# Returns nothing only for another tenant's invoice or another currency.
-_APPLY_PAYMENT = stop_statement(
-    f"""
-    INSERT INTO invoices AS i (invoice_id, tenant_id, currency, balance, settled, settled_at,
-                               last_payment_id, last_payment_acknowledged_at)
-    VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN now() END, $6, $7)
-    ON CONFLICT (invoice_id) DO UPDATE SET
-        balance = CASE WHEN EXCLUDED.settled AND NOT i.settled THEN EXCLUDED.balance
-                       ELSE least(i.balance, EXCLUDED.balance) END,
-        settled = i.settled OR EXCLUDED.settled,
-        settled_at = COALESCE(i.settled_at, EXCLUDED.settled_at),
-        last_payment_id = CASE WHEN i.last_payment_acknowledged_at >= EXCLUDED.last_payment_acknowledged_at
-                               THEN i.last_payment_id ELSE EXCLUDED.last_payment_id END,
-        last_payment_acknowledged_at = greatest(i.last_payment_acknowledged_at,
-                                                EXCLUDED.last_payment_acknowledged_at),
-        updated_at = now()
-    WHERE i.tenant_id = EXCLUDED.tenant_id
-      AND (i.currency IS NULL OR i.currency = EXCLUDED.currency)
-    RETURNING settled, balance, planned_at, settled AS stop, settled AND settled_at = now() AS newly,
-              {MONEY_WATCHERS}""",
-    "$8",
-    """, money AS (
-    INSERT INTO money_applied (invoice_id, money_id, acknowledged_at, amount)
-    SELECT $1, $6, $7, $9 FROM changed
-    ON CONFLICT DO NOTHING
-)""",
-)
-
-
-async def apply_payment(
-    conn: asyncpg.Connection,
-    *,
-    invoice_id: str,
-    tenant_id: str,
-    currency: str,
-    balance: Decimal,
-    settled: bool,
-    payment_id: str,
-    acknowledged_at: datetime,
-    amount: Decimal,
-    reason: str = SETTLED_REASON,
-) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
-    """Apply a payment (or a credit note: `payment_id` is then its id, `reason` invoice_credited) of
-    `amount` applied, by the rules of `_APPLY_PAYMENT` (whatever order payments arrive in: a settling
-    one settles, the lowest balance wins) and record it in money_applied. Once settled, every
-    still-scheduled timer is cancelled (fired ones are history and stay), in the same statement.
-    Returns the invoice (settled, balance, planned_at, promised, in_plan; None: another tenant's or
-    currency's invoice) and the timers cancelled now, in plan order. One round trip."""
-    return await run_stop(
-        conn,
-        _APPLY_PAYMENT,
-        invoice_id,
-        tenant_id,
-        currency,
-        balance,
-        settled,
-        payment_id,
-        acknowledged_at,
-        reason,
-        amount,
-    )
-
-
-_MONEY_WATCHERS = f"SELECT {MONEY_WATCHERS} FROM invoices WHERE invoice_id = $1 AND tenant_id = $2"
-
-
-async def money_watchers(conn: asyncpg.Connection, invoice_id: str, tenant_id: str) -> asyncpg.Record | None:
-    """promised, in_plan of an invoice (None: unknown, or another tenant's)."""
-    return await conn.fetchrow(_MONEY_WATCHERS, invoice_id, tenant_id)
 
 
 _TIMERS_OF = f"SELECT {TIMER_COLUMNS} FROM timers WHERE tenant_id = $1 AND invoice_id = $2 ORDER BY sequence, channel"

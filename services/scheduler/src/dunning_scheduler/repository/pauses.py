@@ -38,7 +38,9 @@ async def share_customers(conn: asyncpg.Connection, customer_ids: list[str]) -> 
 _INSERT_PAUSES = """
 INSERT INTO pauses (pause_id, cause, cause_id, scope, tenant_id, invoice_id, customer_id, since, ends_at, detail,
                     cause_event_id)
-SELECT CASE WHEN i IS NULL THEN $2 ELSE $2 || '/' || i END, $1, $2,
+SELECT CASE WHEN i IS NULL THEN $2 ELSE $2 || '/' || i END
+           || CASE WHEN $1 = 'chargeback' THEN '/chargeback' ELSE '' END,
+       $1, $2,
        CASE WHEN i IS NULL THEN 'customer' ELSE 'invoice' END, $3, i, $5, $6, $7, $8::jsonb, $9
 FROM unnest($4::text[]) AS i
 ON CONFLICT (pause_id) DO NOTHING
@@ -60,7 +62,9 @@ async def insert_pauses(
     cause_event_id: str,
 ) -> int:
     """One pause per invoice (None: the customer's, a customer hold); a pause known already is kept
-    as it is (a redelivery, or a dispute whose credit arrived first). Returns how many are new."""
+    as it is (a redelivery, or a dispute whose credit arrived first). Returns how many are new.
+    A chargeback's pause id has its own suffix: its cause id is the payment's, as the processing
+    pause of the same payment (a debit, then disputed) is."""
     rows = await conn.fetch(
         _INSERT_PAUSES,
         cause,
@@ -111,15 +115,21 @@ async def pause_timers(
 _END_PAUSES = """
 UPDATE pauses SET state = 'ended', ended_at = now(), end_reason = $2
 WHERE cause_id = $1 AND state <> 'ended' AND (cardinality($3::text[]) = 0 OR invoice_id = ANY($3::text[]))
+  AND ($4::text IS NULL OR cause = $4)
 RETURNING pause_id, cause, cause_id, scope, tenant_id, invoice_id, customer_id, since, detail, paid
 """
 
 
 async def end_pauses(
-    conn: asyncpg.Connection, cause_id: str, reason: str, invoice_ids: list[str] | None = None
+    conn: asyncpg.Connection,
+    cause_id: str,
+    reason: str,
+    invoice_ids: list[str] | None = None,
+    cause: str | None = None,
 ) -> list[asyncpg.Record]:
-    """End the live pauses of a cause (only those of `invoice_ids`, if given); the rows ended."""
-    return await conn.fetch(_END_PAUSES, cause_id, reason, invoice_ids or [])
+    """End the live pauses of a cause id (only those of `invoice_ids` and of `cause`, if given); the
+    rows ended."""
+    return await conn.fetch(_END_PAUSES, cause_id, reason, invoice_ids or [], cause)
 
 
 _END_INVOICE_PAUSES = """
