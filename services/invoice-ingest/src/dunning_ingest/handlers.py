@@ -1,5 +1,5 @@
-"""What invoice-ingest reacts to: stage and delivery events feed the timeline, payments and credit
-notes the balance.
+"""What invoice-ingest reacts to: stage and delivery events feed the timeline, reconciliation's money
+events the balance (money_handlers.py).
 
 Handlers are plain `(conn, event)` functions run by the consumer runner inside the transaction that
 also records the event id in the inbox. Events arrive out of order across topics (a ReminderSent
@@ -8,7 +8,8 @@ converges: a stage's state is its highest-ranked observation (scheduled/skipped 
 sent/failed/cancelled, later time breaking ties), so a terminal state never goes back; every
 observation is appended to the stage's history; a re-plan (StagesRescheduled) is an observation
 from a newer plan, so it moves the stage's time, adds stages and cancels the ones it drops. The
-balance is the amount due minus what payments and credit notes applied (a sum: any order converges).
+balance is the amount due minus what the money applied, plus what it took back (a sum: any order
+converges).
 
 The table at the end is the whole of it. Each timeline event is one `*_rows` function (the
 observations it makes) applied one event at a time (`observe`) or a run at a time
@@ -17,23 +18,28 @@ observations it makes) applied one event at a time (`observe`) or a run at a tim
 
 from collections.abc import Callable
 from datetime import datetime
-from decimal import Decimal
 
 import asyncpg
 
 from dunning.contracts import (
     CreditNoteIssued,
+    CustomerCreditApplied,
     DunningPaused,
     DunningPlanned,
     DunningResumed,
     InstalmentMissed,
+    InvoiceClosedByProcessor,
     LateChargesAssessed,
     LateChargesWaived,
     NoticeComposed,
     NoticeSent,
+    PaymentPending,
+    PaymentPendingEnded,
     PaymentPlanBroken,
     PaymentPlanCompleted,
     PaymentReceived,
+    PaymentReversed,
+    PaymentUnallocated,
     PlannedStage,
     PromiseBroken,
     PromiseKept,
@@ -48,8 +54,8 @@ from dunning.contracts import (
 from dunning.events import Event
 from dunning.handler_table import HandlerSpec, Rejected
 from dunning.logging import get_logger
-from dunning.money import quantize
-from dunning_ingest import plans_service, policy_handlers, repository, stop_handlers
+from dunning_ingest import money_handlers, plans_service, policy_handlers, repository, stop_handlers
+from dunning_ingest.money_output import reason_words
 from dunning_ingest.timeline_batch import timeline_batch, unique_rows
 
 log = get_logger(__name__)
@@ -116,7 +122,7 @@ def rescheduled_rows(r: StagesRescheduled) -> list[repository.StageObservation]:
             s.channel,
             s.scheduled_at or s.previous_scheduled_at,
             s.state,
-            r.reason,
+            reason_words(r.reason),
             at,
             at,
             (s.previous_scheduled_at, s.scheduled_at),
@@ -166,37 +172,6 @@ def observe(rows_of: Callable[..., list[repository.StageObservation]]):
     return handle
 
 
-def _amounts(event: Event, currency: str) -> dict[str, Decimal]:
-    """The amounts of a payment or credit note, quantized to the invoice's currency (or Rejected)."""
-    p = event.data
-    if p.currency != currency:
-        raise Rejected(f"{event.name} in {p.currency} for an invoice in {currency}")
-    amounts = {"amount": p.amount, "amount_applied": p.amount_applied, "balance_remaining": p.balance_remaining}
-    if any(quantize(v, currency) != v for v in amounts.values()):
-        raise Rejected(f"{event.name} amounts have more decimals than {currency} allows")
-    return {k: quantize(v, currency) for k, v in amounts.items()}
-
-
-async def payment_received(conn: asyncpg.Connection, event: Event[PaymentReceived]) -> None:
-    p = event.data
-    invoice = await _invoice_for(conn, event)
-    if not await repository.record_payment(conn, p, _amounts(event, invoice["currency"])):
-        log.info("ingest.payment.duplicate", payment_id=p.payment_id)
-        return
-    balance, status = await repository.apply_balance(conn, invoice["id"])
-    log.info("ingest.payment.recorded", payment_id=p.payment_id, balance=str(balance), status=status)
-
-
-async def credit_note_issued(conn: asyncpg.Connection, event: Event[CreditNoteIssued]) -> None:
-    c = event.data
-    invoice = await _invoice_for(conn, event)
-    if not await repository.record_credit_note(conn, c, _amounts(event, invoice["currency"])):
-        log.info("ingest.credit_note.duplicate", credit_note_id=c.credit_note_id)
-        return
-    balance, status = await repository.apply_balance(conn, invoice["id"])
-    log.info("ingest.credit_note.recorded", credit_note_id=c.credit_note_id, balance=str(balance), status=status)
-
-
 HANDLERS = {
     # DunningPlanned and StagesRescheduled also add the policies' entries (policy_handlers.py): the segment
     # rule that chose the policy, the stages no longer chased below the minimum balance
@@ -210,8 +185,16 @@ HANDLERS = {
     ),
     ReminderSent: HandlerSpec(observe(sent_rows), batch=timeline_batch(sent_rows)),
     ReminderFailed: HandlerSpec(observe(failed_rows), batch=timeline_batch(failed_rows)),
-    PaymentReceived: HandlerSpec(payment_received),
-    CreditNoteIssued: HandlerSpec(credit_note_issued),
+    # the money (issue 11, money_handlers.py): allocations, credit notes, customer credit, unallocations
+    # and reversals (which may reopen a paid invoice), money pending, invoices a processor closed
+    PaymentReceived: HandlerSpec(money_handlers.payment_received),
+    CreditNoteIssued: HandlerSpec(money_handlers.credit_note_issued),
+    CustomerCreditApplied: HandlerSpec(money_handlers.customer_credit_applied),
+    PaymentUnallocated: HandlerSpec(money_handlers.payment_unallocated),
+    PaymentReversed: HandlerSpec(money_handlers.payment_reversed),
+    PaymentPending: HandlerSpec(money_handlers.payment_pending),
+    PaymentPendingEnded: HandlerSpec(money_handlers.payment_pending_ended),
+    InvoiceClosedByProcessor: HandlerSpec(money_handlers.invoice_closed_by_processor),
     # the stops (issue 9): pauses, resumes, promises judged, deliveries dropped (stop_handlers.py)
     DunningPaused: HandlerSpec(stop_handlers.dunning_paused),
     DunningResumed: HandlerSpec(stop_handlers.dunning_resumed),

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from dunning.clock import isoformat
 from dunning.money import format_amount
+from dunning_ingest.money_output import MoneyRows, money_history
 from dunning_ingest.stop_output import history_entry, stop_history
 
 
@@ -28,6 +29,15 @@ HistoryKind = Literal[
     "written_off",
     "payment",
     "credit_note",
+    # the money (issue 11): allocations, unallocations, reversals, customer credit, money pending, and
+    # a paid invoice reopened by money taken back
+    "payment_allocated",
+    "payment_unallocated",
+    "payment_reversed",
+    "customer_credit_applied",
+    "payment_pending",
+    "payment_pending_ended",
+    "reopened",
     # the stops (issue 9): what was acknowledged here, what the scheduler and notifier did about it
     "hold_placed",
     "hold_released",
@@ -69,11 +79,14 @@ class InvoiceEventOut(BaseModel):
     changes: list[FieldChangeOut] | None = Field(description="updated: each field, old -> new.")
     reason: str | None
     amount: str | None = Field(
-        description="written_off: the balance written off; payment, credit_note: applied; charges_assessed: the "
+        description="written_off: the balance written off; payment, payment_allocated, credit_note, "
+        "customer_credit_applied: applied; payment_unallocated, payment_reversed: taken back; payment_pending*: "
+        "the money pending; reopened: the balance it reopened with; charges_assessed: the "
         "stage's late fee plus the interest it added; charges_waived: the fees and interest waived."
     )
     reference: str | None = Field(
-        description="payment: its id; credit_note: the accounting system's reference; a stop: the hold, dispute, "
+        description="payment and the money's entries: the payment id; reopened: the reversal or allocation id; "
+        "credit_note: the accounting system's reference; a stop: the hold, dispute, "
         "promise or plan id (paused, resumed: the cause's); reminder_cancelled: the stage id; segment_chosen: "
         "the rule's name (or default); deferred: why (send_window, contact_cap, quiet_period); notice_*: the "
         "notice id; charges_assessed: the stage id."
@@ -86,7 +99,15 @@ class InvoiceEventOut(BaseModel):
         "resume_mode, stages: [{stage_id, stage, channel, previous_scheduled_at, scheduled_at, state}]}; "
         "reminder_cancelled {delivery_id, stage, channel, attempts, cause_event_id, notice_id?}; "
         "segment_chosen {rule, reason, policy_id, policy_version}; below_minimum_balance {policy_id, "
-        "policy_version, stages}; deferred {stages: [{stage_id, stage, channel, from, to}]} (reference: "
+        "policy_version, stages}; payment_allocated {allocation_id, source, source_reference, rule, "
+        "payment_amount, balance_after, balance_version} (reason: the match in words); payment_unallocated "
+        "{allocation_id, by, entry_id, balance_after, balance_version}; payment_reversed {reversal_kind, source, "
+        "source_reference, entry_id (the reversal id), balance_after, balance_version}; customer_credit_applied "
+        "{credit_id, customer_id, credit_remaining, entry_id, balance_after, balance_version}; payment_pending "
+        "{kind: processing | chargeback, source, source_reference, since}; payment_pending_ended {kind, source, "
+        "source_reference, outcome, ended_reference}; reopened {cause: reversed | unallocated, payment_id, "
+        "reversal_kind?, source?, by?} (reason: why in words); deferred {stages: [{stage_id, stage, channel, "
+        "from, to}]} (reference: "
         "send_window | contact_cap | quiet_period, reason: the words why); notice_composed {notice_id, "
         "channel, stage_id, stage, listed_as: stage | overdue, invoices (how many), invoice_ids (the first 50), "
         "charges?}; notice_sent, notice_left_out {notice_id, channel, invoices, invoice_ids (sent; the first 50), "
@@ -118,10 +139,11 @@ def invoice_history_json(
     changes: Sequence[Mapping[str, Any]] = (),
     *,
     stops: Stops | None = None,
+    money: MoneyRows | None = None,
 ) -> list[dict[str, Any]]:
     """The JSON of the list of `InvoiceEventOut`: the invoice's creation, its changes (invoice_changes
-    rows), payments, credit notes and stops (stop_output.stop_history), by time (newest last; at equal
-    times in that order)."""
+    rows), its money (money_output.money_history: payments, `money`'s rows), credit notes and stops
+    (stop_output.stop_history), by time (newest last; at equal times in that order)."""
     cur = r["currency"]
     events = [history_entry("created", r["created_at"], version=1)]
     for c in changes:
@@ -131,15 +153,7 @@ def invoice_history_json(
                 c["kind"], c["at"], version=c["version"], changes=c["changes"], reason=c["reason"], amount=amount
             )
         )
-    for p in payments:
-        events.append(
-            history_entry(
-                "payment",
-                p["acknowledged_at"],
-                amount=format_amount(p["amount_applied"], cur),
-                reference=p["payment_id"],
-            )
-        )
+    events += money_history(cur, payments, money)
     for n in credit_notes:
         events.append(
             history_entry(

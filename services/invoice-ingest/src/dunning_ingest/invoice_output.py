@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from dunning.money import format_amount
 from dunning_ingest.charges_output import CHARGES_EXAMPLE, ChargesOut, charges_json
 from dunning_ingest.invoice_history import InvoiceEventOut, Stops, _ts, invoice_history_json
+from dunning_ingest.money_output import MoneyOut, MoneyRows, money_out
 from dunning_ingest.stop_output import DisputeOut, HoldOut, PromiseOut, dump
 
 INVOICE_ID = re.compile(r"^inv_[0-9A-Za-z]{10,40}$")
@@ -46,8 +47,11 @@ def customer_extras(r: Mapping[str, Any], prefix: str = "customer_") -> dict[str
 
 
 class PaymentOut(BaseModel):
+    """One allocation of a payment to this invoice (a payment split across invoices has one on each)."""
+
     payment_id: str
-    source: Literal["stripe", "api"]
+    allocation_id: str | None = Field(description="null: reported before allocations were recorded.")
+    source: Literal["stripe", "api", "bank_statement", "gocardless", "standard_webhooks"]
     source_reference: str
     currency: str
     amount: str
@@ -56,11 +60,14 @@ class PaymentOut(BaseModel):
     settled: bool
     received_at: datetime
     acknowledged_at: datetime
+    match_rule: str | None = Field(description="The rule that matched it to this invoice.")
+    match_reason: str | None = Field(description="Why, in words.")
+    balance_version: int | None = Field(description="Reconciliation's count of the invoice's balance changes.")
 
     @classmethod
     def from_row(cls, p: Mapping[str, Any]) -> "PaymentOut":
         money = {k: format_amount(p[k], p["currency"]) for k in ("amount", "amount_applied", "balance_remaining")}
-        return cls.model_validate({**{k: p[k] for k in cls.model_fields if k not in money}, **money})
+        return cls.model_validate({**{k: p.get(k) for k in cls.model_fields if k not in money}, **money})
 
 
 class CreditNoteOut(BaseModel):
@@ -155,6 +162,10 @@ class InvoiceOut(BaseModel):
 class InvoiceDetail(InvoiceOut):
     payments: list[PaymentOut]
     credit_notes: list[CreditNoteOut]
+    money: MoneyOut = Field(
+        description="Every change of the balance (allocations, credit notes, customer credit, unallocations, "
+        "reversals) with the balance after each, and the money pending (processing, chargebacks)."
+    )
     timeline: list[StageOut]
     holds: list[HoldOut] = Field(description="Every hold on the invoice or on its customer, oldest first.")
     disputes: list[DisputeOut] = Field(description="Oldest first.")
@@ -180,12 +191,14 @@ class InvoiceDetail(InvoiceOut):
         credit_notes: Sequence[Mapping[str, Any]] = (),
         changes: Sequence[Mapping[str, Any]] = (),
         stops: "Stops | None" = None,
+        money: MoneyRows | None = None,
     ) -> "InvoiceDetail":
         stops = stops or Stops()
         return cls(
             **cls.fields_of(r),
             payments=[PaymentOut.from_row(p) for p in payments],
             credit_notes=[CreditNoteOut.from_row(c) for c in credit_notes],
+            money=money_out(r["currency"], payments, credit_notes, money),
             timeline=[StageOut.from_rows(s, history) for s in stages],
             holds=[HoldOut.from_row(h) for h in stops.holds],
             disputes=[DisputeOut.from_row(d) for d in stops.disputes],
@@ -194,7 +207,7 @@ class InvoiceDetail(InvoiceOut):
             # The history is merged from its sources by one function (invoice_history_json), not twice.
             history=[
                 InvoiceEventOut.model_validate(e)
-                for e in invoice_history_json(r, payments, credit_notes, changes, stops=stops)
+                for e in invoice_history_json(r, payments, credit_notes, changes, stops=stops, money=money)
             ],
         )
 
@@ -281,6 +294,7 @@ def payment_out_json(p: Mapping[str, Any]) -> dict[str, Any]:
     cur = p["currency"]
     return {
         "payment_id": p["payment_id"],
+        "allocation_id": p.get("allocation_id"),
         "source": p["source"],
         "source_reference": p["source_reference"],
         "currency": cur,
@@ -290,6 +304,9 @@ def payment_out_json(p: Mapping[str, Any]) -> dict[str, Any]:
         "settled": p["settled"],
         "received_at": _ts(p["received_at"]),
         "acknowledged_at": _ts(p["acknowledged_at"]),
+        "match_rule": p.get("match_rule"),
+        "match_reason": p.get("match_reason"),
+        "balance_version": p.get("balance_version"),
     }
 
 
@@ -341,18 +358,20 @@ def credit_note_out_json(c: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def invoice_detail_json(
-    r: Mapping[str, Any], payments=(), stages=(), history=(), *, credit_notes=(), changes=(), stops=None
+    r: Mapping[str, Any], payments=(), stages=(), history=(), *, credit_notes=(), changes=(), stops=None, money=None
 ) -> dict[str, Any]:
     """The JSON of `InvoiceDetail` (`history`: the stages' history rows; `changes`: the invoice's;
-    `stops`: its Stops, whose few rows are dumped through their models: not a hot path)."""
+    `stops`: its Stops, `money`: its MoneyRows, whose few rows are dumped through their models: not a
+    hot path)."""
     stops = stops or Stops()
     body = invoice_out_json(r)
     body["payments"] = [payment_out_json(p) for p in payments]
     body["credit_notes"] = [credit_note_out_json(c) for c in credit_notes]
+    body["money"] = dump(money_out(r["currency"], payments, credit_notes, money))
     body["timeline"] = timeline_out_json(stages, history)
     body["holds"] = [dump(HoldOut.from_row(h)) for h in stops.holds]
     body["disputes"] = [dump(DisputeOut.from_row(d)) for d in stops.disputes]
     body["promises"] = [dump(PromiseOut.from_row(p)) for p in stops.promises]
     body["charges"] = charges_json(r)
-    body["history"] = invoice_history_json(r, payments, credit_notes, changes, stops=stops)
+    body["history"] = invoice_history_json(r, payments, credit_notes, changes, stops=stops, money=money)
     return body

@@ -26,7 +26,8 @@ from dunning_ingest.idempotency import IdempotencyStore, Reply
 from dunning_ingest.invoice_input import InvoicePatch
 from dunning_ingest.invoice_output import invoice_detail_json, new_invoice_row
 from dunning_ingest.messages import INVOICE_ISSUED, OutboxRow, current_traceparent, topic
-from dunning_ingest.repository import fence
+from dunning_ingest.money_output import MoneyRows
+from dunning_ingest.repository import fence, money
 from dunning_ingest.stops import stops_of
 
 log = get_logger(__name__)
@@ -166,8 +167,9 @@ class InvoiceService:
         stages, history = await repository.timeline_of(conn, invoice_id)
         changed = await repository.changes_of(conn, invoice_id) if row["version"] > 1 else []
         stops = await stops_of(conn, invoice_id, row["customer_id"])
+        money_rows = MoneyRows(await money.money_entries_of(conn, invoice_id), await money.pending_of(conn, invoice_id))
         return invoice_detail_json(
-            row, payments, stages, history, credit_notes=credit_notes, changes=changed, stops=stops
+            row, payments, stages, history, credit_notes=credit_notes, changes=changed, stops=stops, money=money_rows
         )
 
     async def _locked(self, conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> Any:

@@ -23,6 +23,7 @@ from dunning.events import Event
 from dunning.handler_table import Rejected, check_envelope
 from dunning.logging import get_logger
 from dunning_ingest import repository
+from dunning_ingest.money_output import MONEY_CAUSES, reason_words
 from dunning_ingest.repository import promises
 from dunning_ingest.repository.stop_events import StopEvent, record_stop_events
 from dunning_ingest.timeline_batch import unique_rows
@@ -83,14 +84,15 @@ async def dunning_paused(conn: asyncpg.Connection, event: Event[DunningPaused]) 
         for s in p.stages
     ]
     data = {"cause": p.cause, "stages": stages}
-    await _record(conn, event, StopEvent(p.invoice_id, "paused", p.paused_at, p.cause_id, None, None, data))
+    why = reason_words(p.cause) if p.cause in MONEY_CAUSES else None  # money pending: say which
+    await _record(conn, event, StopEvent(p.invoice_id, "paused", p.paused_at, p.cause_id, why, None, data))
     log.info("ingest.timeline.paused", invoice_id=p.invoice_id, cause=p.cause, stages=len(stages))
 
 
 async def dunning_resumed(conn: asyncpg.Connection, event: Event[DunningResumed]) -> None:
     r = event.data
     await _invoice(conn, event)
-    reason = f"resumed: {r.reason} ({r.resume_mode})"
+    reason = f"resumed: {reason_words(r.reason)} ({r.resume_mode})"
     await _observe(
         conn,
         event,
@@ -124,7 +126,8 @@ async def dunning_resumed(conn: asyncpg.Connection, event: Event[DunningResumed]
         for s in r.stages
     ]
     data = {"cause": r.cause, "resume_mode": r.resume_mode, "stages": stages}
-    await _record(conn, event, StopEvent(r.invoice_id, "resumed", r.resumed_at, r.cause_id, r.reason, None, data))
+    why = reason_words(r.reason)
+    await _record(conn, event, StopEvent(r.invoice_id, "resumed", r.resumed_at, r.cause_id, why, None, data))
     log.info("ingest.timeline.resumed", invoice_id=r.invoice_id, reason=r.reason, stages=len(stages))
 
 
