@@ -2,8 +2,10 @@
 to the namespace prefix. The XML is parsed by defusedxml: no DTD, no entity expansion, no external
 entity (no XXE, no billion laughs).
 
-Each `Ntry` is a booking; a batch entry (`Btch`, several `TxDtls`) gives one line per `TxDtls`. An
-entry without details is one line. Errors name the element by its path, e.g. `Stmt[1]/Ntry[3]/Amt`."""
+Each `Ntry` is a booking; a batch entry (`Btch`, several `TxDtls`) gives one line per `TxDtls`, each
+with its own amount. An entry with one `TxDtls` (or none) is one line of the amount booked on the
+account (the entry's: a transaction's own amount may be in the ordered currency). Errors name the
+element by its path, e.g. `Stmt[1]/Ntry[3]/Amt`."""
 
 import re
 from datetime import date
@@ -155,15 +157,14 @@ def _entry(entry: Element, where: str) -> list[StatementLine]:
     lines = []
     for i, tx in enumerate(details, 1):
         at = f"{where}/NtryDtls/TxDtls[{i}]"
-        tx_amount_el = _find(tx, "AmtDtls/TxAmt/Amt")
-        if tx_amount_el is None:  # v04+: TxDtls/Amt
-            tx_amount_el = _find(tx, "Amt")
-        if tx_amount_el is not None:
+        tx_amount, tx_currency = amount, currency  # one transaction: what was booked on the account
+        if len(details) > 1:
+            tx_amount_el = _find(tx, "AmtDtls/TxAmt/Amt")
+            if tx_amount_el is None:  # v04+: TxDtls/Amt
+                tx_amount_el = _find(tx, "Amt")
+            if tx_amount_el is None:
+                raise StatementError(f"{at}/AmtDtls/TxAmt/Amt", "is missing in a batch of several transactions")
             tx_amount, tx_currency = _money(tx_amount_el, f"{at}/Amt")
-        elif len(details) == 1:
-            tx_amount, tx_currency = amount, currency
-        else:
-            raise StatementError(f"{at}/AmtDtls/TxAmt/Amt", "is missing in a batch of several transactions")
         kind, note = _kind(_text(tx, "CdtDbtInd") or indicator, reversal, status)
         ref = _text(tx, "Refs/AcctSvcrRef") or (f"{entry_ref}/{i}" if entry_ref and len(details) > 1 else entry_ref)
         lines.append(

@@ -203,8 +203,13 @@ def _tagged(text: str) -> _Details:
     for tag, value in zip(parts[1::2], parts[2::2], strict=False):
         fields.setdefault(tag, value.strip("/"))
     cntp = fields.get("CNTP", "").split("/") if "CNTP" in fields else []
-    remittance = fields.get("REMI") or fields.get("USTD")
-    reference = fields.get("CDTRREF") or _creditor_ref(remittance)
+    remittance = fields.get("REMI") or fields.get("USTD") or ""
+    reference = fields.get("CDTRREF")
+    if remittance.startswith("USTD//"):  # /REMI/USTD//text (Dutch banks): unstructured
+        remittance = remittance[6:]
+    elif remittance.startswith("STRD/CUR/"):  # /REMI/STRD/CUR/reference: a structured creditor reference
+        reference, remittance = remittance[9:], ""
+    reference = reference or _creditor_ref(remittance)
     return _Details(
         remittance=clean(remittance),
         creditor_reference="".join(reference.split()).upper() if reference else None,
