@@ -6,7 +6,9 @@ due-date changes), each aimed to be acknowledged within +-50 ms of a stage; hold
 expire, disputes rejected or upheld, promises kept or broken (most made `by` an instant, which breaks
 within the run; the others by a day, broken only when it ends within the run), plans kept (or broken,
 when a day ends within the run); then the promises are checked from what the SMTP server received
-and the public APIs (see dunning_tools.chaos). The broker and PostgreSQL are killed in the full run (`make chaos`) only.
+and the public APIs (see dunning_tools.chaos); beside them issue 10's policy races and issue 11's
+refunds and chargebacks that reopen a paid invoice (chaos.money). The broker and PostgreSQL are
+killed in the full run (`make chaos`) only.
 
 Runs `python -m dunning_tools.chaos --short` as a subprocess (its own embedded PostgreSQL and
 broker, unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS are set) and reads its report.json. About
@@ -91,3 +93,17 @@ def test_the_policy_races_ran_and_held(chaos):
     assert policies["counts"] == {"violations": 0, "lost": 0, "twice": 0}, output
     assert policies["sent_before_window_opened"] == [], output
     assert policies["ok"], output
+
+
+def test_the_money_races_ran_and_held(chaos):
+    """Issue 11 under the same faults: card payments raced against a stage, then refunded or charged
+    back (lost) at the next stage's time; the reopened invoices' owed stages all sent, none sent while
+    the invoice was settled, none twice."""
+    report, _, output = chaos
+    money = report["money"]
+    assert "error" not in money and "skipped" not in money, output
+    assert all(money["races"][kind] > 0 for kind in ("refund", "chargeback")), money["races"]
+    assert all(money["reversed"][kind] > 0 for kind in ("refund", "chargeback")), money["reversed"]
+    assert money["reopened"] > 0, output
+    assert money["counts"] == {"violations": 0, "lost": 0, "twice": 0}, output
+    assert money["ok"], output

@@ -27,7 +27,11 @@ sustains so that the race really races. In the middle of the run a random servic
 SIGKILLed every `kill_every` seconds and restarted shortly after, reconciliation's outbox relay is
 paused for `relay_pause` seconds (`dunning relay pause|resume --service reconciliation`), and
 PostgreSQL and the broker are each SIGKILLed and started again (chaos.infra; not in --short). The
-first and last parts of the run are calm, so that some stages fall due on a healthy system. Then it
+first and last parts of the run are calm, so that some stages fall due on a healthy system. Beside
+the main tenant, under the same faults: issue 10's policy races (chaos.policies) and issue 11's money
+races (chaos.money: card payments raced against a stage, then refunded or charged back and lost at
+the next stage's time, reopening the invoice; none sent while it was settled, none of a reopened
+invoice's owed stages lost, none twice). Then it
 waits for quiescence and checks (chaos.checks, chaos.verdicts); the figures go to stdout and
 <workdir>/report.json (payments.json, every raced stop, next to it). Exit status 1 on any violation,
 lost stage, unexplained duplicate, timeline differing from the mail, or kind raced under 80 %.
@@ -54,9 +58,10 @@ import httpx
 import orjson
 
 from dunning_cli.tenants import create_tenant
-from dunning_tools.chaos import checks, infra, pauses, stops
+from dunning_tools.chaos import checks, infra, money_checks, pauses, stops
 from dunning_tools.chaos.aim import Aim
 from dunning_tools.chaos.checks import STAGES, ts
+from dunning_tools.chaos.money import MoneyRaces
 from dunning_tools.chaos.policies import PolicyRaces
 from dunning_tools.chaos.stops import Stop
 from dunning_tools.stack.service import ServiceProc
@@ -83,6 +88,7 @@ class Config:
     infra_down_for: tuple[float, float] = (1.0, 3.0)
     tail: float = 90.0  # seconds after the last stage a promise or plan may still break (else it is kept)
     policy_customers: int = 40  # per kind of issue 10's races (notice, window, cap; chaos.policies); 0: none
+    money_customers: int = 40  # issue 11's refunds and chargebacks that reopen (chaos.money); 0: none
     seed: int = 1
     workdir: Path = Path(".run/chaos")
     keep_data: bool = False
@@ -118,6 +124,7 @@ SHORT = {
     "infra_faults": False,
     "tail": 30.0,
     "policy_customers": 15,
+    "money_customers": 16,
 }
 
 
@@ -463,6 +470,15 @@ class Run:
                     policy_report = {"ok": False, "error": f"policy races not set up: {exc!r}"}
                     self.log(f"WARNING: {policy_report['error']}")
                     races = None
+            money = MoneyRaces(self, cfg.money_customers) if cfg.money_customers else None
+            money_report: dict[str, Any] = {"ok": True, "skipped": "--money-customers 0"}
+            if money is not None:
+                try:
+                    await money.setup()
+                except Exception as exc:
+                    money_report = {"ok": False, "error": f"money races not set up: {exc!r}"}
+                    self.log(f"WARNING: {money_report['error']}")
+                    money = None
             raced = sum(inv.race is not None for inv in self.invoices)
             lo, hi = cfg.kill_window
             self.t0 = time.time() + 0.5
@@ -474,6 +490,7 @@ class Run:
             )
             supervisor = asyncio.ensure_future(self.supervise())
             policy_work = asyncio.ensure_future(races.workload() if races else asyncio.sleep(0))
+            money_work = asyncio.ensure_future(money.workload() if money else asyncio.sleep(0))
             faults = [
                 asyncio.ensure_future(self.chaos_monkey()),
                 asyncio.ensure_future(self.pause_relay()),
@@ -499,6 +516,13 @@ class Run:
                     except Exception as exc:
                         policy_report = {"ok": False, "error": f"policy races failed: {exc!r}", "notes": races.notes}
                     self.log(f"policy races: {policy_summary(policy_report)}")
+                if money is not None:
+                    try:
+                        await money_work
+                        money_report = await money.verdict(cfg.quiesce_timeout)
+                    except Exception as exc:
+                        money_report = {"ok": False, "error": f"money races failed: {exc!r}", "notes": money.notes}
+                    self.log(f"money races: {money_checks.summary(money_report)}")
             finally:
                 supervisor.cancel()
                 for task in faults:
@@ -507,7 +531,8 @@ class Run:
                     await self.admin_relay("resume")
             report = checks.analyse(self, state)
             report["policies"] = policy_report
-            report["ok"] = report["ok"] and policy_report["ok"]
+            report["money"] = money_report
+            report["ok"] = report["ok"] and policy_report["ok"] and money_report["ok"]
             return report
 
 
@@ -598,11 +623,19 @@ def summary(report: dict) -> str:
     ]
     pol = report.get("policies", {})
     lines.append(f"policies        {policy_summary(pol)}" if pol else "policies        not run")
-    lines += [f"note            {note}" for note in report["notes"][:10] + pol.get("notes", [])[:10]]
+    mon = report.get("money", {})
+    lines.append(f"money           {money_checks.summary(mon)}" if mon else "money           not run")
+    lines += [
+        f"note            {note}"
+        for note in report["notes"][:10] + pol.get("notes", [])[:10] + mon.get("notes", [])[:10]
+    ]
     for name, items in (
         ("policy violation", pol.get("violations", [])),
         ("policy lost", pol.get("lost", [])),
         ("policy twice", pol.get("twice", [])),
+        ("money violation", mon.get("violations", [])),
+        ("money lost", mon.get("lost", [])),
+        ("money twice", mon.get("twice", [])),
         ("violation", v["items"]),
         ("lost", lost["items"]),
         ("timeline", report["timelines"]["items"]),
@@ -648,6 +681,9 @@ def config_from(argv: list[str] | None) -> Config:
     parser.add_argument(
         "--policy-customers", type=int, help="customers per kind of issue 10's races (notice, window, cap); 0: none"
     )
+    parser.add_argument(
+        "--money-customers", type=int, help="invoices of issue 11's refund and chargeback races; 0: none"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, help="default .run/chaos/<date-time>")
     parser.add_argument("--keep-data", action="store_true", help="keep the embedded PostgreSQL data directory")
@@ -664,6 +700,7 @@ def config_from(argv: list[str] | None) -> Config:
         "quiesce_timeout",
         "notifier_lease",
         "policy_customers",
+        "money_customers",
         "seed",
     ):
         if getattr(args, name) is not None:
