@@ -14,7 +14,21 @@ CREATE INDEX invoices_open_compact_number
 CREATE INDEX invoices_open_customer_name ON invoices (tenant_id, lower(customer_name)) WHERE status = 'open';
 CREATE INDEX invoices_open_balance ON invoices (tenant_id, currency, balance) WHERE status = 'open';
 
+-- Manual allocations (POST /v1/payments/{id}/allocations) sent with an Idempotency-Key: the request's
+-- digest and the first answer, stored in the transaction that allocated.
+CREATE TABLE allocation_requests (
+    tenant_id        text        NOT NULL,
+    idempotency_key  text        NOT NULL,
+    payment_id       text        NOT NULL REFERENCES payments (payment_id),
+    fingerprint      text        NOT NULL,
+    status           integer     NOT NULL,
+    response         jsonb       NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, idempotency_key)
+);
+
 -- migrate:down
+DROP TABLE allocation_requests;
 DROP INDEX invoices_open_balance;
 DROP INDEX invoices_open_customer_name;
 DROP INDEX invoices_open_compact_number;

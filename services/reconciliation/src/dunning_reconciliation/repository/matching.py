@@ -95,6 +95,16 @@ async def learn_payer_account(conn: Conn, tenant_id: str, account: str, customer
     await conn.execute(_LEARN_PAYER_ACCOUNT, tenant_id, account, customer_id, payment_id)
 
 
+_FORGET_PAYER_ACCOUNT = (
+    "DELETE FROM payer_accounts WHERE tenant_id = $1 AND account = $2 AND learned_from_payment_id = $3"
+)
+
+
+async def forget_payer_account(conn: Conn, tenant_id: str, account: str, payment_id: str) -> None:
+    """Forget the account's customer if this payment's manual allocation taught it (it was undone)."""
+    await conn.execute(_FORGET_PAYER_ACCOUNT, tenant_id, account, payment_id)
+
+
 _PAYER_ACCOUNT = "SELECT customer_id FROM payer_accounts WHERE tenant_id = $1 AND account = $2"
 
 
