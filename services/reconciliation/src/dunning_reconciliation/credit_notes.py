@@ -88,7 +88,9 @@ async def issue(conn: asyncpg.Connection, request: CreditNoteRequest) -> tuple[i
     invoice = await _open_invoice(conn, request)
     currency = invoice["currency"]
     money = apply_to_balance(quantize(invoice["balance"], currency), request.amount)
-    await repo.set_invoice_balance(conn, invoice["invoice_id"], money.remaining, invoice_status(money.remaining))
+    version = await repo.set_invoice_balance(
+        conn, invoice["invoice_id"], money.remaining, invoice_status(money.remaining)
+    )
     row = await repo.insert_credit_note(
         conn,
         credit_note_id=new_id("cn"),
@@ -106,7 +108,7 @@ async def issue(conn: asyncpg.Connection, request: CreditNoteRequest) -> tuple[i
         fingerprint=request.fingerprint,
         acknowledged_at=acknowledged_at,
     )
-    await outbox.add(conn, messages.credit_note_issued(row))
+    await outbox.add(conn, messages.credit_note_issued(row, version))
     view = credit_note_view(row)
     await repo.store_credit_note_response(conn, row["credit_note_id"], view)
     fields = {k: view[k] for k in ("credit_note_id", "invoice_id", "reference", "amount", "amount_applied")}

@@ -16,6 +16,7 @@ from dunning.handler_table import HandlerSpec
 from dunning.logging import get_logger
 from dunning_reconciliation import reconcile
 from dunning_reconciliation import repository as repo
+from dunning_reconciliation.credits import apply_customer_credit
 from dunning_reconciliation.disputes import on_dispute_resolved
 from dunning_reconciliation.invoice_batch import issued, on_invoices_issued
 from dunning_reconciliation.invoice_changes import on_invoice_updated, on_invoice_voided, on_invoice_written_off
@@ -24,7 +25,8 @@ log = get_logger(__name__)
 
 
 async def on_invoice_issued(conn: asyncpg.Connection, event: Event[InvoiceIssued]) -> None:
-    """Remember the invoice, then apply the payments that arrived for it before it was known."""
+    """Remember the invoice, then apply the payments that arrived for it before it was known, then
+    its customer's held credit."""
     invoice = issued(event)
     tenant_id, invoice_id = event.tenant_id, invoice.invoice_id
     external_id, number = invoice.external_id, invoice.number
@@ -39,12 +41,15 @@ async def on_invoice_issued(conn: asyncpg.Connection, event: Event[InvoiceIssued
         amount_due=invoice.amount_due,
         metadata=invoice.metadata,
         issued_at=invoice.issued_at,
+        customer_id=invoice.customer.customer_id,
+        due_date=invoice.due_date,
     )
     if not stored:
         log.info("reconciliation.invoice.already_known", invoice_id=invoice_id)
         return
     applied = await reconcile.apply_pending(conn, tenant_id, invoice_id, external_id, number)
-    log.info("reconciliation.invoice.stored", invoice_id=invoice_id, late_payments=applied)
+    credited = await apply_customer_credit(conn, tenant_id, invoice.customer.customer_id, invoice_id=invoice_id)
+    log.info("reconciliation.invoice.stored", invoice_id=invoice_id, late_payments=applied, credit_applied=credited)
 
 
 HANDLERS = {

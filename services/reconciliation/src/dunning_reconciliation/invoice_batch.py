@@ -6,8 +6,9 @@ of three per invoice:
    in the same sorted order every other taker uses, so a concurrent webhook or API payment and the
    batch cannot miss each other, nor deadlock;
 2. one INSERT for all invoices (an invoice already known, or named twice in the batch, is skipped);
-3. one query for the unmatched payments naming any of the new invoices; only those invoices (rare)
-   take the per-invoice late-matching path, in event order.
+3. one query for the unmatched payments naming any of the new invoices, one for the customers among
+   them holding credit; only those invoices (rare) take the per-invoice late-matching and
+   credit-applying paths, in event order.
 Anything the per-event handler would reject makes this raise: the runner then rolls the batch back
 and applies it event by event, so the bad event is dead-lettered alone.
 """
@@ -19,6 +20,7 @@ from dunning.events import Event
 from dunning.handler_table import Rejected
 from dunning.logging import get_logger
 from dunning_reconciliation import reconcile, repository
+from dunning_reconciliation.credits import apply_customer_credit
 from dunning_reconciliation.domain import invoice_keys, invoice_status
 
 log = get_logger(__name__)
@@ -46,6 +48,8 @@ def _row(n: int, event: Event[InvoiceIssued]) -> dict:
         "metadata": invoice.metadata,
         "status": invoice_status(invoice.amount_due),
         "issued_at": invoice.issued_at.isoformat(),
+        "customer_id": invoice.customer.customer_id,
+        "due_date": invoice.due_date.isoformat(),
     }
 
 
@@ -69,14 +73,21 @@ async def on_invoices_issued(conn: asyncpg.Connection, events: list[Event[Invoic
     if new:
         keys = [{k: r[k] for k in ("tenant_id", "invoice_id", "external_id", "number")} for r in new]
         with_pending = await repository.invoices_with_pending_payments(conn, keys)
-    late = 0
+    with_credit: set[tuple[str, str]] = set()
+    if new:
+        customers = [{"tenant_id": r["tenant_id"], "customer_id": r["customer_id"]} for r in new]
+        with_credit = await repository.customers_with_credit(conn, customers)
+    late = credited = 0
     for r in new:
         if r["invoice_id"] in with_pending:
             late += await reconcile.apply_pending(conn, r["tenant_id"], r["invoice_id"], r["external_id"], r["number"])
+        if (r["tenant_id"], r["customer_id"]) in with_credit:
+            credited += await apply_customer_credit(conn, r["tenant_id"], r["customer_id"], invoice_id=r["invoice_id"])
     log.info(
         "reconciliation.invoices.stored",
         events=len(events),
         stored=len(new),
         already_known=len(events) - len(new),
         late_payments=late,
+        credit_applied=credited,
     )

@@ -1,4 +1,6 @@
-"""Receiving and applying payments: the one place where money meets an invoice.
+"""Receiving payments that name their invoice (Stripe's metadata, the accounting API's invoice id):
+find the invoice by the payment's keys and allocate the payment to it (allocations.allocate, where
+money meets a balance), or keep it unmatched until the invoice is known.
 
 `receive` is used by the Stripe webhook and the accounting API; `apply_payment` by both of them and
 by the late match when an InvoiceIssued arrives after its payments (`apply_pending`). Everything runs
@@ -11,39 +13,28 @@ InvoiceIssued that would have matched it take the same lock, so one of them alwa
 """
 
 from dataclasses import replace
-from decimal import Decimal
 
 import asyncpg
 
-from dunning import outbox
-from dunning.clock import utcnow
 from dunning.logging import get_logger
 from dunning.money import format_amount, quantize
-from dunning_reconciliation import messages
 from dunning_reconciliation import repository as repo
+from dunning_reconciliation.allocations import CurrencyMismatch, allocate, hold_unmatched
 from dunning_reconciliation.domain import (
     APPLIED,
-    CLOSED,
     INVOICE_CLOSED,
     PENDING_MATCH,
     REJECTED_CURRENCY_MISMATCH,
-    UNMATCHED,
+    Allocation,
     IncomingPayment,
     MatchKeys,
     Outcome,
-    apply_to_balance,
     invoice_keys,
-    invoice_status,
 )
 
+__all__ = ["CurrencyMismatch", "acknowledging", "apply_payment", "apply_pending", "receive"]
+
 log = get_logger(__name__)
-
-
-class CurrencyMismatch(Exception):
-    def __init__(self, invoice_id: str, invoice_currency: str, payment_currency: str):
-        super().__init__(f"invoice {invoice_id} is in {invoice_currency}, the payment is in {payment_currency}")
-        self.invoice_id = invoice_id
-        self.invoice_currency = invoice_currency
 
 
 async def lock_keys(conn: asyncpg.Connection, tenant_id: str, keys: MatchKeys) -> None:
@@ -65,7 +56,7 @@ async def receive(conn: asyncpg.Connection, p: IncomingPayment, *, strict_curren
     invoice_id = await repo.find_invoice(conn, p.tenant_id, p.keys)
     if invoice_id is not None:
         return await apply_payment(conn, invoice_id, p, strict_currency=strict_currency)
-    await _save_unapplied(conn, p, UNMATCHED, invoice_id=None, balance_remaining=None, settled=False)
+    await hold_unmatched(conn, p, [])
     log.info(
         "reconciliation.payment.pending_match",
         payment_id=p.payment_id,
@@ -78,133 +69,60 @@ async def receive(conn: asyncpg.Connection, p: IncomingPayment, *, strict_curren
     return Outcome(PENDING_MATCH, p.payment_id)
 
 
-async def _save_unapplied(
-    conn: asyncpg.Connection,
-    p: IncomingPayment,
-    status: str,
-    *,
-    invoice_id: str | None,
-    balance_remaining: Decimal | None,
-    settled: bool,
-) -> None:
-    """Record p as applied to nothing (its whole amount unapplied): kept until its invoice is known,
-    or refused by it."""
-    assert p.acknowledged_at is not None
-    await repo.save_payment(
-        conn,
-        p,
-        invoice_id=invoice_id,
-        status=status,
-        amount_applied=Decimal(0),
-        unapplied_amount=p.amount,
-        balance_remaining=balance_remaining,
-        settled=settled,
-        acknowledged_at=p.acknowledged_at,
-        applied_at=None,
-    )
+# The rule a payment that names its invoice matched by, per source (a late match has its own).
+RULES = {"api": "api"}
+
+
+def named_by(p: IncomingPayment, invoice_id: str) -> str:
+    """Why the payment goes to the invoice, in words: the key it names it by."""
+    if p.keys.invoice_id == invoice_id:
+        return f"the payment names invoice {invoice_id}"
+    if p.keys.external_ids:
+        return f"the payment names external id {', '.join(p.keys.external_ids)}"
+    return f"the payment names invoice number {', '.join(p.keys.numbers)}"
 
 
 async def apply_payment(
-    conn: asyncpg.Connection, invoice_id: str, p: IncomingPayment, *, strict_currency: bool = False
+    conn: asyncpg.Connection,
+    invoice_id: str,
+    p: IncomingPayment,
+    *,
+    strict_currency: bool = False,
+    rule: str | None = None,
 ) -> Outcome:
-    """Apply p to the invoice: lock it, reduce its balance, record the payment, write PaymentReceived.
+    """Apply p to the invoice it names, through allocations.allocate (one allocation, capped at the
+    balance).
 
-    An overpayment leaves the balance at 0 and keeps the surplus as `unapplied_amount`. A payment on
-    an invoice that is already paid is recorded with amount_applied 0 and publishes nothing: the
-    invoice's settling PaymentReceived went out before, and downstream has nothing new to act on.
-    A payment for a void or written-off invoice is recorded `invoice_closed`, its whole amount
-    unapplied, and publishes nothing either (the invoice's stop went out from invoice-ingest).
+    An overpayment leaves the balance at 0; its excess becomes the customer's credit. A payment on an
+    invoice that is already paid applies nothing and publishes no PaymentReceived: the invoice's
+    settling one went out before (its money becomes customer credit too). A payment for a void or
+    written-off invoice is recorded `invoice_closed`, its whole amount unapplied, and publishes
+    nothing (the invoice's stop went out from invoice-ingest). A currency mismatch is recorded
+    `rejected_currency_mismatch` (with `strict_currency`: CurrencyMismatch, nothing changed).
     """
     if p.acknowledged_at is None:
         p = await acknowledging(conn, p)
-    invoice = await repo.lock_invoice(conn, p.tenant_id, invoice_id)
-    assert invoice is not None, "matched to an invoice of the tenant (invoices are never deleted)"
-    acknowledged_at = p.acknowledged_at
-    assert acknowledged_at is not None
-    if invoice["currency"] != p.currency:
-        if strict_currency:
-            raise CurrencyMismatch(invoice_id, invoice["currency"], p.currency)
-        await _save_unapplied(
-            conn,
-            p,
-            REJECTED_CURRENCY_MISMATCH,
-            invoice_id=invoice_id,
-            balance_remaining=invoice["balance"],
-            settled=invoice["status"] == "paid",
-        )
-        log.error(
-            "reconciliation.payment.currency_mismatch",
-            payment_id=p.payment_id,
-            invoice_id=invoice_id,
-            invoice_currency=invoice["currency"],
-            payment_currency=p.currency,
-            amount=format_amount(p.amount, p.currency),
-            source=p.source,
-            source_reference=p.source_reference,
-        )
-        return Outcome(REJECTED_CURRENCY_MISMATCH, p.payment_id, invoice_id, invoice["status"] == "paid")
-
-    if invoice["status"] in CLOSED:
-        await _save_unapplied(
-            conn, p, INVOICE_CLOSED, invoice_id=invoice_id, balance_remaining=invoice["balance"], settled=False
-        )
+    allocation = Allocation(invoice_id, p.amount, rule or RULES.get(p.source, "metadata"), named_by(p, invoice_id))
+    result = await allocate(conn, p, [allocation], strict_currency=strict_currency)
+    if result.status in (REJECTED_CURRENCY_MISMATCH, INVOICE_CLOSED):
+        return Outcome(result.status, p.payment_id, invoice_id, result.settled)
+    if not result.allocation_ids:
         log.warning(
-            "reconciliation.payment.invoice_closed",
+            "reconciliation.payment.invoice_already_paid",
             payment_id=p.payment_id,
             invoice_id=invoice_id,
-            invoice_status=invoice["status"],
             amount=format_amount(p.amount, p.currency),
-            source=p.source,
-            source_reference=p.source_reference,
+            credited=format_amount(result.credited, p.currency),
         )
-        return Outcome(INVOICE_CLOSED, p.payment_id, invoice_id, False)
-
-    currency = p.currency
-    money = apply_to_balance(quantize(invoice["balance"], currency), p.amount)
-    applied, remaining, unapplied, settled = money.applied, money.remaining, money.unapplied, money.settled
-    if applied > 0:
-        await repo.set_invoice_balance(conn, invoice_id, remaining, invoice_status(remaining))
-    await repo.save_payment(
-        conn,
-        p,
-        invoice_id=invoice_id,
-        status=APPLIED,
-        amount_applied=applied,
-        unapplied_amount=unapplied,
-        balance_remaining=remaining,
-        settled=settled,
-        acknowledged_at=acknowledged_at,
-        applied_at=utcnow(),
-    )
-    fields = dict(
-        payment_id=p.payment_id,
-        invoice_id=invoice_id,
-        source=p.source,
-        source_reference=p.source_reference,
-        amount=format_amount(p.amount, currency),
-        amount_applied=format_amount(applied, currency),
-        balance_remaining=format_amount(remaining, currency),
-        settled=settled,
-    )
-    if applied == 0:
-        log.warning("reconciliation.payment.invoice_already_paid", **fields)
-        return Outcome(APPLIED, p.payment_id, invoice_id, settled)
-    if unapplied > 0:
-        log.warning("reconciliation.payment.overpaid", unapplied_amount=format_amount(unapplied, currency), **fields)
-    await outbox.add(
-        conn,
-        messages.payment_received(
-            p,
+    elif result.credited > 0 or result.unallocated > 0:
+        log.warning(
+            "reconciliation.payment.overpaid",
+            payment_id=p.payment_id,
             invoice_id=invoice_id,
-            invoice_external_id=invoice["external_id"],
-            applied=applied,
-            remaining=remaining,
-            settled=settled,
-            acknowledged_at=acknowledged_at,
-        ),
-    )
-    log.info("reconciliation.payment.applied", **fields)
-    return Outcome(APPLIED, p.payment_id, invoice_id, settled)
+            credited=format_amount(result.credited, p.currency),
+            unallocated_amount=format_amount(result.unallocated, p.currency),
+        )
+    return Outcome(APPLIED, p.payment_id, invoice_id, result.settled)
 
 
 async def apply_pending(
@@ -215,7 +133,7 @@ async def apply_pending(
     for row in rows:
         payment = payment_from_row(row)
         log.info("reconciliation.payment.late_match", payment_id=payment.payment_id, invoice_id=invoice_id)
-        await apply_payment(conn, invoice_id, payment)
+        await apply_payment(conn, invoice_id, payment, rule="late_match")
     return len(rows)
 
 
@@ -237,5 +155,11 @@ def payment_from_row(row: asyncpg.Record) -> IncomingPayment:
         stripe_object_id=row["stripe_object_id"],
         fingerprint=row["fingerprint"],
         payment_id=row["payment_id"],
+        payer_name=row["payer_name"],
+        payer_account=row["payer_account"],
+        remittance=row["remittance"],
+        creditor_reference=row["creditor_reference"],
+        statement_id=row["statement_id"],
+        customer_id=row["customer_id"],
         acknowledged_at=row["acknowledged_at"],
     )

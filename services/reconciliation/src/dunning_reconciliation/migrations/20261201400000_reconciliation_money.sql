@@ -21,6 +21,10 @@ ALTER TABLE payments ADD CONSTRAINT payments_status_check
     CHECK (status IN ('applied', 'partially_allocated', 'unmatched', 'processing', 'failed',
                       'rejected_currency_mismatch', 'invoice_closed', 'reversed'));
 ALTER TABLE payments ADD COLUMN amount_refunded numeric NOT NULL DEFAULT 0;
+-- Money of the payment neither allocated, nor credited to the customer, nor taken back (the queue's
+-- amount). `unapplied_amount` keeps its meaning: not applied to invoices (credited + unallocated).
+ALTER TABLE payments ADD COLUMN unallocated_amount numeric NOT NULL DEFAULT 0;
+UPDATE payments SET unallocated_amount = unapplied_amount;
 ALTER TABLE payments ADD COLUMN customer_id text;
 ALTER TABLE payments ADD COLUMN payer_name text;
 -- The payer's IBAN, normalised: upper case, no spaces.
@@ -66,8 +70,9 @@ CREATE TABLE customer_credits (
     tenant_id          text        NOT NULL,
     customer_id        text        NOT NULL,
     currency           text        NOT NULL,
-    amount             numeric     NOT NULL CHECK (amount > 0),
-    remaining          numeric     NOT NULL CHECK (remaining >= 0),
+    -- a reversal takes from both (amount: what the payment still credits; remaining: not yet applied)
+    amount             numeric     NOT NULL CHECK (amount >= 0),
+    remaining          numeric     NOT NULL CHECK (remaining >= 0 AND remaining <= amount),
     source_payment_id  text        NOT NULL REFERENCES payments (payment_id),
     created_at         timestamptz NOT NULL DEFAULT now()
 );
@@ -79,7 +84,7 @@ CREATE TABLE credit_applications (
     application_id  text PRIMARY KEY,
     credit_id       text        NOT NULL REFERENCES customer_credits (credit_id),
     invoice_id      text        NOT NULL REFERENCES invoices (invoice_id),
-    amount          numeric     NOT NULL CHECK (amount > 0),
+    amount          numeric     NOT NULL CHECK (amount >= 0),  -- a reversal may reduce it
     applied_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX credit_applications_credit ON credit_applications (credit_id, applied_at);
@@ -99,12 +104,13 @@ CREATE TABLE reversals (
 );
 CREATE INDEX reversals_payment ON reversals (payment_id);
 
--- Where a reversal's money came from: an invoice's allocation, a credit application (invoice set,
--- allocation null), or the payment's unallocated money / unused credit (both null).
+-- Where a reversal's money came from: an invoice's allocation, a credit application, or (invoice
+-- null) the payment's unallocated money or its unused credit.
 CREATE TABLE reversal_parts (
     reversal_id    text        NOT NULL REFERENCES reversals (reversal_id),
     invoice_id     text        REFERENCES invoices (invoice_id),
     allocation_id  text        REFERENCES allocations (allocation_id),
+    application_id text        REFERENCES credit_applications (application_id),
     amount         numeric     NOT NULL CHECK (amount > 0)
 );
 CREATE INDEX reversal_parts_reversal ON reversal_parts (reversal_id);
@@ -136,6 +142,7 @@ ALTER TABLE payments DROP COLUMN remittance;
 ALTER TABLE payments DROP COLUMN payer_account;
 ALTER TABLE payments DROP COLUMN payer_name;
 ALTER TABLE payments DROP COLUMN customer_id;
+ALTER TABLE payments DROP COLUMN unallocated_amount;
 ALTER TABLE payments DROP COLUMN amount_refunded;
 DELETE FROM payments WHERE source NOT IN ('stripe', 'api');
 UPDATE payments SET status = 'applied' WHERE status IN ('partially_allocated', 'reversed');

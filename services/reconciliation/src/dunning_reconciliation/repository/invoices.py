@@ -1,7 +1,7 @@
 """SQL of reconciliation's copy of each invoice: stored from InvoiceIssued (one or a run), found
 by its keys, locked and rebalanced when money is applied."""
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +16,7 @@ log = get_logger(__name__)
 
 _INSERT_INVOICE = (
     "INSERT INTO invoices (invoice_id, tenant_id, external_id, number, currency, amount_due, balance,"
-    " metadata, status, issued_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9)"
+    " metadata, status, issued_at, customer_id, due_date) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11)"
     " ON CONFLICT (invoice_id) DO NOTHING RETURNING true"
 )
 
@@ -32,6 +32,8 @@ async def insert_invoice(
     amount_due: Decimal,
     metadata: dict[str, Any],
     issued_at: datetime | None,
+    customer_id: str | None = None,
+    due_date: date | None = None,
 ) -> bool:
     inserted = await conn.fetchval(
         _INSERT_INVOICE,
@@ -44,6 +46,8 @@ async def insert_invoice(
         metadata,
         invoice_status(amount_due),
         issued_at,
+        customer_id,
+        due_date,
     )
     return bool(inserted)
 
@@ -51,11 +55,12 @@ async def insert_invoice(
 # A run of InvoiceIssued (invoice_batch): the rows travel as one JSON array of objects.
 _INSERT_INVOICES = (
     "INSERT INTO invoices (invoice_id, tenant_id, external_id, number, currency, amount_due, balance,"
-    " metadata, status, issued_at)"
+    " metadata, status, issued_at, customer_id, due_date)"
     " SELECT r.invoice_id, r.tenant_id, r.external_id, r.number, r.currency, r.amount_due, r.amount_due,"
-    " r.metadata, r.status, r.issued_at"
+    " r.metadata, r.status, r.issued_at, r.customer_id, r.due_date"
     " FROM jsonb_to_recordset($1::text::jsonb) AS r(n int, invoice_id text, tenant_id text, external_id text,"
-    " number text, currency text, amount_due numeric, metadata jsonb, status text, issued_at timestamptz)"
+    " number text, currency text, amount_due numeric, metadata jsonb, status text, issued_at timestamptz,"
+    " customer_id text, due_date date)"
     " ORDER BY r.n"
     " ON CONFLICT (invoice_id) DO NOTHING RETURNING invoice_id"
 )
@@ -71,8 +76,8 @@ _INVOICES_WITH_PENDING = (
 
 async def insert_invoices(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> set[str]:
     """Insert the invoices (dicts with n, invoice_id, tenant_id, external_id, number, currency,
-    amount_due, metadata, status, issued_at; JSON values) in `n` order; an invoice already known is
-    skipped. Returns the ids inserted."""
+    amount_due, metadata, status, issued_at, customer_id, due_date; JSON values) in `n` order; an
+    invoice already known is skipped. Returns the ids inserted."""
     return {r["invoice_id"] for r in await conn.fetch(_INSERT_INVOICES, orjson.dumps(rows).decode())}
 
 
@@ -111,15 +116,53 @@ async def find_invoice(conn: asyncpg.Connection, tenant_id: str, keys: MatchKeys
     return None
 
 
-_LOCK_INVOICE = (
-    "SELECT invoice_id, tenant_id, external_id, number, currency, amount_due, balance, status, version"
-    " FROM invoices WHERE tenant_id = $1 AND invoice_id = $2 FOR UPDATE"
+_LOCKED_COLUMNS = (
+    "invoice_id, tenant_id, external_id, number, currency, amount_due, balance, status, version,"
+    " customer_id, due_date, issued_at, balance_version"
 )
+_LOCK_INVOICE = f"SELECT {_LOCKED_COLUMNS} FROM invoices WHERE tenant_id = $1 AND invoice_id = $2 FOR UPDATE"
+_LOCK_INVOICES = (
+    f"SELECT {_LOCKED_COLUMNS} FROM invoices WHERE tenant_id = $1 AND invoice_id = ANY ($2::text[])"
+    " ORDER BY invoice_id FOR UPDATE"
+)
+# A customer's open invoices (those that can take its credit), locked in id order; the caller applies
+# them oldest first (due date, issue time, id).
+_LOCK_OPEN_INVOICES_OF_CUSTOMER = (
+    f"SELECT {_LOCKED_COLUMNS} FROM invoices WHERE tenant_id = $1 AND customer_id = $2 AND status = 'open'"
+    " AND balance > 0 AND currency = ANY ($3::text[]) AND ($4::text IS NULL OR invoice_id = $4)"
+    " ORDER BY invoice_id FOR UPDATE"
+)
+
+
+_CUSTOMERS_OF_INVOICES = (
+    "SELECT DISTINCT customer_id FROM invoices WHERE tenant_id = $1 AND invoice_id = ANY ($2::text[])"
+    " AND customer_id IS NOT NULL"
+)
+
+
+async def customers_of_invoices(conn: asyncpg.Connection, tenant_id: str, invoice_ids) -> list[str]:
+    """The customers of the invoices (read without a lock: an invoice's customer does not change here)."""
+    return [r["customer_id"] for r in await conn.fetch(_CUSTOMERS_OF_INVOICES, tenant_id, list(invoice_ids))]
 
 
 async def lock_invoice(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> asyncpg.Record | None:
     """The tenant's invoice, locked for the transaction (None if unknown)."""
     return await conn.fetchrow(_LOCK_INVOICE, tenant_id, invoice_id)
+
+
+async def lock_invoices(conn: asyncpg.Connection, tenant_id: str, invoice_ids) -> dict[str, asyncpg.Record]:
+    """The tenant's invoices among `invoice_ids`, locked in id order (two lockers cannot deadlock)."""
+    rows = await conn.fetch(_LOCK_INVOICES, tenant_id, sorted(set(invoice_ids)))
+    return {r["invoice_id"]: r for r in rows}
+
+
+async def lock_open_invoices_of_customer(
+    conn: asyncpg.Connection, tenant_id: str, customer_id: str, currencies, invoice_id: str | None = None
+) -> list[asyncpg.Record]:
+    """The customer's open invoices in `currencies` (or only `invoice_id`), locked, oldest first."""
+    currencies = sorted(set(currencies))
+    rows = await conn.fetch(_LOCK_OPEN_INVOICES_OF_CUSTOMER, tenant_id, customer_id, currencies, invoice_id)
+    return sorted(rows, key=lambda r: (r["due_date"] is None, r["due_date"], r["issued_at"], r["invoice_id"]))
 
 
 _INVOICE_EXTERNAL_ID = "SELECT external_id FROM invoices WHERE tenant_id = $1 AND invoice_id = $2"
@@ -129,11 +172,15 @@ async def invoice_external_id(conn: Conn, tenant_id: str, invoice_id: str) -> st
     return await conn.fetchval(_INVOICE_EXTERNAL_ID, tenant_id, invoice_id)
 
 
-_SET_INVOICE_BALANCE = "UPDATE invoices SET balance = $2, status = $3, updated_at = now() WHERE invoice_id = $1"
+_SET_INVOICE_BALANCE = (
+    "UPDATE invoices SET balance = $2, status = $3, balance_version = balance_version + 1, updated_at = now()"
+    " WHERE invoice_id = $1 RETURNING balance_version"
+)
 
 
-async def set_invoice_balance(conn: asyncpg.Connection, invoice_id: str, balance: Decimal, status: str) -> None:
-    await conn.execute(_SET_INVOICE_BALANCE, invoice_id, balance, status)
+async def set_invoice_balance(conn: asyncpg.Connection, invoice_id: str, balance: Decimal, status: str) -> int:
+    """A change of the (locked) invoice's balance: returns its new balance_version (the event states it)."""
+    return await conn.fetchval(_SET_INVOICE_BALANCE, invoice_id, balance, status)
 
 
 # --- the changes invoice-ingest makes (InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff) -----------

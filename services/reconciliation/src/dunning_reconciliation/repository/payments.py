@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 
 from dunning_reconciliation.domain import IncomingPayment
 from dunning_reconciliation.repository.base import Conn
@@ -13,7 +14,9 @@ from dunning_reconciliation.repository.base import Conn
 PAYMENT_COLUMNS = (
     "payment_id, tenant_id, invoice_id, source, source_reference, stripe_object_id, status, currency,"
     " amount, amount_applied, unapplied_amount, balance_remaining, settled, match_invoice_id,"
-    " match_external_ids, match_numbers, fingerprint, received_at, acknowledged_at, applied_at"
+    " match_external_ids, match_numbers, fingerprint, received_at, acknowledged_at, applied_at,"
+    " amount_refunded, unallocated_amount, customer_id, payer_name, payer_account, remittance,"
+    " creditor_reference, statement_id, suggestions, match_rule, match_reason"
 )
 
 
@@ -67,32 +70,30 @@ async def stripe_object_payment(conn: asyncpg.Connection, tenant_id: str, object
     return await conn.fetchval(_STRIPE_OBJECT_PAYMENT, tenant_id, object_id)
 
 
-_SAVE_PAYMENT = (
-    f"INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES"
-    " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
-    " ON CONFLICT (payment_id) DO UPDATE SET invoice_id = EXCLUDED.invoice_id, status = EXCLUDED.status,"
-    " amount_applied = EXCLUDED.amount_applied, unapplied_amount = EXCLUDED.unapplied_amount,"
-    " balance_remaining = EXCLUDED.balance_remaining, settled = EXCLUDED.settled,"
-    " applied_at = EXCLUDED.applied_at"
+# A payment is inserted once (a late match, a manual allocation, a processing debit that succeeds
+# find their row); its money columns are then recomputed from its allocations and credit only
+# (update_payment), so they cannot drift from them.
+_INSERT_PAYMENT = (
+    "INSERT INTO payments (payment_id, tenant_id, invoice_id, source, source_reference, stripe_object_id,"
+    " status, currency, amount, amount_applied, unapplied_amount, unallocated_amount, match_invoice_id,"
+    " match_external_ids, match_numbers, fingerprint, received_at, acknowledged_at, customer_id, payer_name,"
+    " payer_account, remittance, creditor_reference, statement_id)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $9, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,"
+    " $20, $21) ON CONFLICT (payment_id) DO NOTHING RETURNING true"
 )
 
 
-async def save_payment(
+async def insert_payment(
     conn: asyncpg.Connection,
     p: IncomingPayment,
     *,
-    invoice_id: str | None,
     status: str,
-    amount_applied: Decimal,
-    unapplied_amount: Decimal,
-    balance_remaining: Decimal | None,
-    settled: bool,
     acknowledged_at: datetime,
-    applied_at: datetime | None,
-) -> None:
-    """Insert the payment, or (a late match) update the unmatched row with the same id."""
-    await conn.execute(
-        _SAVE_PAYMENT,
+    invoice_id: str | None = None,
+) -> bool:
+    """Insert the payment, all of it unallocated; False if its row exists already (nothing changed)."""
+    inserted = await conn.fetchval(
+        _INSERT_PAYMENT,
         p.payment_id,
         p.tenant_id,
         invoice_id,
@@ -102,18 +103,106 @@ async def save_payment(
         status,
         p.currency,
         p.amount,
-        amount_applied,
-        unapplied_amount,
-        balance_remaining,
-        settled,
         p.keys.invoice_id,
         list(p.keys.external_ids),
         list(p.keys.numbers),
         p.fingerprint,
         p.received_at,
         acknowledged_at,
-        applied_at,
+        p.customer_id,
+        p.payer_name,
+        p.payer_account,
+        p.remittance,
+        p.creditor_reference,
+        p.statement_id,
     )
+    return bool(inserted)
+
+
+_LOCK_PAYMENT = "SELECT {columns} FROM payments WHERE tenant_id = $1 AND {where} FOR UPDATE"
+_LOCK_PAYMENT_BY = {
+    "payment_id": _LOCK_PAYMENT.format(columns=PAYMENT_COLUMNS, where="payment_id = $2"),
+    "reference": _LOCK_PAYMENT.format(columns=PAYMENT_COLUMNS, where="source = $2 AND source_reference = $3"),
+    "stripe_object_id": _LOCK_PAYMENT.format(columns=PAYMENT_COLUMNS, where="stripe_object_id = $2"),
+}
+
+
+async def lock_payment(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    payment_id: str | None = None,
+    source: str | None = None,
+    source_reference: str | None = None,
+    stripe_object_id: str | None = None,
+) -> asyncpg.Record | None:
+    """The tenant's payment named by its id, (source, reference) or Stripe object, locked; None if unknown."""
+    if payment_id:
+        return await conn.fetchrow(_LOCK_PAYMENT_BY["payment_id"], tenant_id, payment_id)
+    if source and source_reference:
+        return await conn.fetchrow(_LOCK_PAYMENT_BY["reference"], tenant_id, source, source_reference)
+    if stripe_object_id:
+        return await conn.fetchrow(_LOCK_PAYMENT_BY["stripe_object_id"], tenant_id, stripe_object_id)
+    return None
+
+
+# The money columns from the payment's active allocations and its credit; the status from them unless
+# given (processing, failed, rejected_currency_mismatch, invoice_closed are given): all taken back ->
+# reversed; nothing unallocated -> applied; some allocated or credited -> partially_allocated; else
+# unmatched (the queue).
+_UPDATE_PAYMENT = (
+    "UPDATE payments p SET amount_applied = t.applied, unapplied_amount = p.amount - t.applied - p.amount_refunded,"
+    " unallocated_amount = p.amount - t.applied - t.credited - p.amount_refunded,"
+    " status = coalesce($2, CASE WHEN p.amount_refunded >= p.amount THEN 'reversed'"
+    " WHEN p.amount - t.applied - t.credited - p.amount_refunded <= 0 THEN 'applied'"
+    " WHEN t.applied + t.credited > 0 THEN 'partially_allocated' ELSE 'unmatched' END),"
+    " invoice_id = coalesce($3, p.invoice_id), balance_remaining = CASE WHEN $3::text IS NULL"
+    " THEN p.balance_remaining ELSE $4 END, settled = coalesce($5, p.settled),"
+    " applied_at = coalesce(p.applied_at, $6), match_rule = coalesce($7, p.match_rule),"
+    " match_reason = coalesce($8, p.match_reason), amount_refunded = p.amount_refunded + $9"
+    " FROM (SELECT (SELECT coalesce(sum(amount), 0) FROM allocations WHERE payment_id = $1"
+    " AND unallocated_at IS NULL) AS applied,"
+    " (SELECT coalesce(sum(amount), 0) FROM customer_credits WHERE source_payment_id = $1) AS credited) t"
+    f" WHERE p.payment_id = $1 RETURNING {', '.join('p.' + c.strip() for c in PAYMENT_COLUMNS.split(','))}"
+)
+
+
+async def update_payment(
+    conn: asyncpg.Connection,
+    payment_id: str,
+    *,
+    status: str | None = None,
+    invoice_id: str | None = None,
+    balance_remaining: Decimal | None = None,
+    settled: bool | None = None,
+    applied_at: datetime | None = None,
+    match_rule: str | None = None,
+    match_reason: str | None = None,
+    refunded: Decimal = Decimal(0),
+) -> asyncpg.Record:
+    """Recompute the (locked) payment's money from its allocations and credit, after adding `refunded`
+    to what was taken back; `invoice_id` (with its balance) names the invoice last touched."""
+    return await conn.fetchrow(
+        _UPDATE_PAYMENT,
+        payment_id,
+        status,
+        invoice_id,
+        balance_remaining,
+        settled,
+        applied_at,
+        match_rule,
+        match_reason,
+        refunded,
+    )
+
+
+_SET_SUGGESTIONS = "UPDATE payments SET suggestions = $2::text::jsonb WHERE payment_id = $1"
+
+
+async def set_suggestions(conn: asyncpg.Connection, payment_id: str, suggestions: list[dict] | None) -> None:
+    """The unmatched queue's candidates for the payment (None: none kept)."""
+    text = None if suggestions is None else orjson.dumps(suggestions).decode()
+    await conn.execute(_SET_SUGGESTIONS, payment_id, text)
 
 
 _UNMATCHED_FOR_INVOICE = (
@@ -156,14 +245,17 @@ async def store_response(conn: asyncpg.Connection, payment_id: str, response: di
     await conn.execute(_STORE_RESPONSE, payment_id, response)
 
 
+# By invoice: the payments allocated to it (now or before) or naming it as theirs.
 _LIST_PAYMENTS = (
-    f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE tenant_id = $1"
-    " AND ($2::text IS NULL OR invoice_id = $2) AND ($3::text IS NULL OR payment_id > $3)"
+    f"SELECT {PAYMENT_COLUMNS} FROM payments p WHERE tenant_id = $1"
+    " AND ($2::text IS NULL OR invoice_id = $2 OR EXISTS (SELECT 1 FROM allocations a"
+    " WHERE a.payment_id = p.payment_id AND a.invoice_id = $2))"
+    " AND ($3::text IS NULL OR payment_id > $3) AND ($5::text IS NULL OR status = $5)"
     " ORDER BY payment_id LIMIT $4"
 )
 
 
 async def list_payments(
-    conn: Conn, tenant_id: str, *, invoice_id: str | None, after: str | None, limit: int
+    conn: Conn, tenant_id: str, *, invoice_id: str | None, after: str | None, limit: int, status: str | None = None
 ) -> list[asyncpg.Record]:
-    return await conn.fetch(_LIST_PAYMENTS, tenant_id, invoice_id, after, limit)
+    return await conn.fetch(_LIST_PAYMENTS, tenant_id, invoice_id, after, limit, status)
