@@ -151,6 +151,7 @@ async def _chunk(
             payments[position] = _payment(tenant_id, statement_id, line, acknowledged_at)
     outcomes = list(await match(conn, list(payments.values()))) if payments else []
     by_payment = {o.payment_id: o for o in outcomes}
+    allocated = await statement_repo.allocated_invoices(conn, list(by_payment)) if by_payment else {}
     counts = {"matched": 0, "unmatched": 0, "skipped": 0, "duplicates": 0}
     rows = []
     for position, line in part:
@@ -165,7 +166,7 @@ async def _chunk(
             counts["skipped"] += 1
         else:
             status = outcome.status if outcome else "unmatched"
-            invoice_ids = " ".join(_invoice_ids(outcome)) or None
+            invoice_ids = " ".join(allocated.get(payment.payment_id) or _invoice_ids(outcome)) or None
             counts["matched" if status in MATCHED else "unmatched"] += 1
         rows.append(_line_row(position, line, status, note, payment, invoice_ids))
     await statement_repo.insert_lines(conn, statement_id, tenant_id, s.currency, rows)

@@ -4,6 +4,7 @@ decimal strings in the currency's exponent, dates as ISO dates."""
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dunning.clock import isoformat
 from dunning.money import format_amount
 from dunning_reconciliation.repository import statements as statement_repo
 from dunning_reconciliation.repository.base import Conn
@@ -14,6 +15,10 @@ COUNTS = ("lines", "credits", "matched", "unmatched", "skipped", "duplicates")
 
 def _amount(value: Any, currency: str) -> str | None:
     return None if value is None else format_amount(value, currency)
+
+
+def _day(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def statement_view(row: Mapping[str, Any], *, duplicate: bool = False) -> dict[str, Any]:
@@ -30,8 +35,8 @@ def statement_view(row: Mapping[str, Any], *, duplicate: bool = False) -> dict[s
         "status": row["status"],
         **{k: row[k] for k in COUNTS},
         "duplicate": duplicate,
-        "imported_at": row["imported_at"],
-        "completed_at": row["completed_at"],
+        "imported_at": isoformat(row["imported_at"]),
+        "completed_at": isoformat(row["completed_at"]) if row["completed_at"] else None,
     }
 
 
@@ -45,8 +50,8 @@ def line_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "status": row["status"],
         "amount": _amount(row["amount"], currency),
         "currency": currency,
-        "booking_date": row["booking_date"],
-        "value_date": row["value_date"],
+        "booking_date": _day(row["booking_date"]),
+        "value_date": _day(row["value_date"]),
         "payer_name": row["payer_name"],
         "payer_account": row["payer_account"],
         "remittance": row["remittance"],

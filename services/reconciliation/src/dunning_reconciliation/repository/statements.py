@@ -177,3 +177,15 @@ _LINES = (
 async def statement_lines(conn: Conn, statement_ids: list[str], *, after: int, limit: int) -> list[asyncpg.Record]:
     """Lines of the statements in the given order, then by position (`after`: a position in the first)."""
     return await conn.fetch(_LINES, statement_ids, after, limit)
+
+
+_ALLOCATED_TO = (
+    "SELECT payment_id, array_agg(invoice_id ORDER BY created_at, allocation_id) AS invoice_ids FROM allocations"
+    " WHERE payment_id = ANY($1::text[]) AND unallocated_at IS NULL GROUP BY payment_id"
+)
+
+
+async def allocated_invoices(conn: Conn, payment_ids: list[str]) -> dict[str, list[str]]:
+    """The invoices each payment is allocated to now, in the order of allocation."""
+    rows = await conn.fetch(_ALLOCATED_TO, payment_ids)
+    return {r["payment_id"]: list(r["invoice_ids"]) for r in rows}
