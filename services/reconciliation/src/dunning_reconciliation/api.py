@@ -29,7 +29,16 @@ from dunning.http import (
     page,
     service_app,
 )
-from dunning_reconciliation import credit_notes, payments, secrets_api, statements_api, webhooks, write_offs
+from dunning_reconciliation import (
+    credit_notes,
+    payments,
+    processors_api,
+    queue_api,
+    secrets_api,
+    statements_api,
+    webhooks,
+    write_offs,
+)
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.schemas import (
     CreditNoteIn,
@@ -39,7 +48,6 @@ from dunning_reconciliation.schemas import (
     WebhookAck,
     WriteOffReport,
     credit_note_view,
-    payment_view,
 )
 from dunning_reconciliation.settings import Settings
 
@@ -49,7 +57,6 @@ TAGS = [
     {"name": "credit-notes", "description": "Credit notes issued by the accounting system, applied to balances."},
     {"name": "reports", "description": "Write-offs for a period, with totals per currency."},
 ]
-_PAYMENT_ID = re.compile(r"^pay_[0-9A-Za-z]{10,40}$")
 _CREDIT_NOTE_ID = re.compile(r"^cn_[0-9A-Za-z]{10,40}$")
 _STRIPE_EXAMPLE = {
     "id": "evt_1QF7cD2eZvKYlo2C",
@@ -128,23 +135,6 @@ def create_app(deps: Deps) -> FastAPI:
     async def create_payment(body: PaymentIn, tenant_id: TenantId) -> JSONResponse:
         status, view = await payments.record_payment(deps.pool, tenant_id, body)
         return JSONResponse(view, status_code=status)
-
-    @app.get(
-        "/v1/payments",
-        response_model=Page[PaymentOut],
-        tags=["payments"],
-        operation_id="listPayments",
-        summary="List the tenant's payments (oldest first)",
-    )
-    async def list_payments(
-        tenant_id: TenantId,
-        invoice_id: Annotated[str | None, Query(max_length=64)] = None,
-        limit: Annotated[int, limit_query(100, 500)] = 100,
-        cursor: Cursor = None,
-    ) -> dict[str, Any]:
-        after = decode_cursor(cursor, _PAYMENT_ID)
-        rows = await repo.list_payments(deps.pool, tenant_id, invoice_id=invoice_id, after=after, limit=limit + 1)
-        return page(rows, limit, key=lambda r: r["payment_id"], view=payment_view)
 
     @app.post(
         "/v1/credit-notes",
@@ -225,4 +215,6 @@ def create_app(deps: Deps) -> FastAPI:
 
     secrets_api.register(app, deps)
     statements_api.register(app, deps)
+    processors_api.register(app, deps)
+    queue_api.register(app, deps)  # GET /v1/payments (the unmatched queue), manual allocations
     return app
