@@ -20,7 +20,7 @@ import asyncio
 import json
 import sys
 
-from dunning_cli import importer, policies, services, tenants
+from dunning_cli import importer, policies, services, statements, tenants
 from dunning_cli.relay import relay
 
 
@@ -62,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
     )
     policy.add_parser("schema", help="print the JSON Schema of a policy document")
     importer.add_parser(commands)
+    statements.add_parser(commands)
     return root
 
 
@@ -80,6 +81,8 @@ def _show(result: dict, as_json: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.command == "import":  # over HTTP, with an API key: no database
         return importer.run(args)
+    if args.command == "statements":  # over HTTP too
+        return statements.run(args)
     if args.command == "policy" and args.action == "schema":
         return policies.schema()
     dsn = services.database_url()
