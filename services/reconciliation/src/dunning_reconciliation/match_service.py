@@ -9,6 +9,7 @@ lines never both take the same open amount; allocate() still locks each invoice 
 real balance, so a concurrent payment elsewhere only ever shortens an allocation.
 """
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -29,6 +30,7 @@ from dunning_reconciliation.matching import (
     is_creditor_reference,
     normalise_token,
     references_in,
+    suggest,
 )
 from dunning_reconciliation.repository import matching as match_repo
 
@@ -80,21 +82,20 @@ async def load_book(
         accounts=sorted({a for p in payments if (a := p.payer_account)}),
     )
     accounts = {r["account"]: r["customer_id"] for r in rows if r["account"] is not None}
-    invoices = [
-        OpenInvoice(
-            invoice_id=r["invoice_id"],
-            number=r["number"],
-            external_id=r["external_id"],
-            currency=r["currency"],
-            balance=r["balance"],
-            due_date=r["due_date"],
-            customer_id=r["customer_id"],
-            customer_name=r["customer_name"],
-        )
-        for r in rows
-        if r["account"] is None
-    ]
-    return Book.of(invoices, accounts)
+    return Book.of([_open_invoice(r) for r in rows if r["account"] is None], accounts)
+
+
+def _open_invoice(r: asyncpg.Record) -> OpenInvoice:
+    return OpenInvoice(
+        invoice_id=r["invoice_id"],
+        number=r["number"],
+        external_id=r["external_id"],
+        currency=r["currency"],
+        balance=r["balance"],
+        due_date=r["due_date"],
+        customer_id=r["customer_id"],
+        customer_name=r["customer_name"],
+    )
 
 
 def _payer_customer(p: IncomingPayment, decision: Decision, book: Book) -> str | None:
@@ -105,11 +106,7 @@ def _payer_customer(p: IncomingPayment, decision: Decision, book: Book) -> str |
     return customers.pop() if len(customers) == 1 else None
 
 
-async def _settle(conn: asyncpg.Connection, p: IncomingPayment, book: Book, refs: References) -> tuple[Outcome, str]:
-    decision = decide(p, book, refs)
-    if not decision.allocations:
-        await allocations.hold_unmatched(conn, p, list(decision.suggestions))
-        return Outcome(UNMATCHED, p.payment_id), "unmatched"
+async def _allocate(conn: asyncpg.Connection, p: IncomingPayment, decision: Decision, book: Book) -> Outcome:
     customer = _payer_customer(p, decision, book)
     if customer and not p.customer_id:
         p = replace(p, customer_id=customer)
@@ -120,8 +117,30 @@ async def _settle(conn: asyncpg.Connection, p: IncomingPayment, book: Book, refs
             await match_repo.customer_balances(conn, p.tenant_id, customer, p.currency)
         ).items():
             book.set_balance(invoice_id, balance)
-    last = decision.allocations[-1].invoice_id
-    return Outcome(result.status, p.payment_id, last, result.settled), decision.rule or "unmatched"
+    return Outcome(result.status, p.payment_id, decision.allocations[-1].invoice_id, result.settled)
+
+
+_WORD = re.compile(r"[^\W_]{3,}")
+# Words of a name that say nothing about who pays (legal forms, fillers).
+_NAME_NOISE = frozenset("gmbh mbh ltd llc inc corp co kg ag sa sas sarl bv nv plc limited und and the".split())
+
+
+def name_query(name: str | None) -> str | None:
+    """A payer's name as a text-search query over customers' names: its words (3+ letters, not a
+    legal form) joined by `|`; None if it has none."""
+    words = sorted({w for w in _WORD.findall((name or "").lower()) if w not in _NAME_NOISE})
+    return " | ".join(words) or None
+
+
+async def _hold(conn: asyncpg.Connection, held: list[tuple[IncomingPayment, References]], book: Book) -> None:
+    """Hold the unmatched payments in the queue, their suggestions read with the book completed by the
+    open invoices of customers named like their payers (one query)."""
+    queries = sorted({q for p, _ in held if (q := name_query(p.payer_name))})
+    if queries:
+        for r in await match_repo.suggestion_candidates(conn, held[0][0].tenant_id, queries):
+            book.add(_open_invoice(r))
+    for p, refs in held:
+        await allocations.hold_unmatched(conn, p, suggest(p, book, refs))
 
 
 async def match_and_allocate(conn: asyncpg.Connection, payments: Sequence[IncomingPayment]) -> list[Outcome]:
@@ -142,8 +161,16 @@ async def match_and_allocate(conn: asyncpg.Connection, payments: Sequence[Incomi
         refs = [references_in(p.remittance) for p in batch]
         book = await load_book(conn, tenant_id, batch, refs)
         rules: Counter[str] = Counter()
+        held: list[tuple[IncomingPayment, References]] = []
         for n, p, r in zip(positions, batch, refs, strict=True):
-            outcomes[n], rule = await _settle(conn, p, book, r)
-            rules[rule] += 1
+            decision = decide(p, book, r, suggestions=False)
+            rules[decision.rule or "unmatched"] += 1
+            if decision.allocations:
+                outcomes[n] = await _allocate(conn, p, decision, book)
+            else:
+                held.append((p, r))
+                outcomes[n] = Outcome(UNMATCHED, p.payment_id)
+        if held:
+            await _hold(conn, held, book)
         log.info("reconciliation.match.batch", tenant_id=tenant_id, payments=len(batch), **dict(rules))
     return [o for o in outcomes if o is not None]

@@ -319,8 +319,9 @@ def _by_amount(p: IncomingPayment, invoices: list[OpenInvoice], single_rule: str
     return None
 
 
-def decide(p: IncomingPayment, book: Book, refs: References | None = None) -> Decision:
-    """The rule that matches p against the book's open invoices, in the module's order."""
+def decide(p: IncomingPayment, book: Book, refs: References | None = None, *, suggestions: bool = True) -> Decision:
+    """The rule that matches p against the book's open invoices, in the module's order (no match:
+    with its suggestions unless `suggestions` is false)."""
     refs = refs if refs is not None else references_in(p.remittance)
     structured = compact(p.creditor_reference or "")
     rfs = [r for r in (structured, *refs.creditor_references) if r and is_creditor_reference(r)]
@@ -347,7 +348,7 @@ def decide(p: IncomingPayment, book: Book, refs: References | None = None) -> De
         if found := _by_amount(p, book.of_customer(customer, p.currency), "customer_amount", who):
             return found
 
-    return Decision(None, "no confident match", suggestions=tuple(suggest(p, book, refs)))
+    return Decision(None, "no confident match", suggestions=tuple(suggest(p, book, refs) if suggestions else ()))
 
 
 # --- suggestions for the queue ------------------------------------------------------------------------

@@ -18,10 +18,10 @@ import orjson
 from dunning.http import Problem
 from dunning.logging import get_logger
 from dunning.money import MoneyError, format_amount, parse_amount
-from dunning_reconciliation import allocations, reconcile, schemas
+from dunning_reconciliation import allocations, reconcile
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.domain import PARTIALLY_ALLOCATED, UNMATCHED, Allocation
-from dunning_reconciliation.queue_schemas import AllocateIn
+from dunning_reconciliation.queue_schemas import AllocateIn, queued_payment_view
 from dunning_reconciliation.repository import matching as match_repo
 from dunning_reconciliation.repository import queue as queue_repo
 
@@ -36,13 +36,7 @@ def invalid(field: str, message: str, status: int = 422) -> Problem:
 async def payment_views(conn: repo.Conn, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
     """The payments as the API shows them: each with its allocations; a queued one with suggestions."""
     allocated = await repo.allocations_of(conn, [r["payment_id"] for r in rows])
-    views = []
-    for row in rows:
-        view = schemas.payment_view_with_allocations(row, allocated[row["payment_id"]])
-        if row["status"] == UNMATCHED:
-            view["suggestions"] = row["suggestions"] or []
-        views.append(view)
-    return views
+    return [queued_payment_view(row, allocated[row["payment_id"]]) for row in rows]
 
 
 async def list_payments(

@@ -11,23 +11,15 @@ from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import Field
 
 from dunning.http import Cursor, Page, TenantId, decode_cursor, limit_query
 from dunning.http.pagination import encode_cursor
 from dunning_reconciliation import queue
-from dunning_reconciliation.queue_schemas import SOURCES, STATUSES, AllocateIn, SuggestionOut, UnallocateIn
-from dunning_reconciliation.schemas import PaymentOut
+from dunning_reconciliation.queue_schemas import SOURCES, STATUSES, AllocateIn, QueuedPaymentOut, UnallocateIn
 
 _PAYMENT_ID = re.compile(r"^pay_[0-9A-Za-z]{10,40}$")
 _MAX_KEY = 255
 PaymentIdPath = Annotated[str, Path(max_length=64, description="The payment's id (pay_…).")]
-
-
-class QueuedPaymentOut(PaymentOut):
-    suggestions: list[SuggestionOut] | None = Field(
-        None, description="An unmatched payment's candidate invoices, best first (at most five)."
-    )
 
 
 def _key(value: str | None) -> str | None:

@@ -32,12 +32,6 @@ async def issue(pool, h, number: str, amount: str, *, due_days_ago: int, custome
     )
     envelope["data"]["customer"] |= {"customer_id": customer[0], "name": customer[1]}
     await h.handle_invoice(pool, envelope)
-    # the customer's name as InvoiceIssued gives it (kept by the invoice insert once part C stores it)
-    await pool.execute(
-        "UPDATE invoices SET customer_name = $2 WHERE invoice_id = $1 AND customer_name IS NULL",
-        envelope["subject"],
-        customer[1],
-    )
     return envelope["subject"]
 
 

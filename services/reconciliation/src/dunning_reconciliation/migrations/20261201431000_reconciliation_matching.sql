@@ -13,6 +13,10 @@ CREATE INDEX invoices_open_compact_number
     ON invoices (tenant_id, upper(regexp_replace(number, '[^0-9A-Za-z]', '', 'g'))) WHERE status = 'open';
 CREATE INDEX invoices_open_customer_name ON invoices (tenant_id, lower(customer_name)) WHERE status = 'open';
 CREATE INDEX invoices_open_balance ON invoices (tenant_id, currency, balance) WHERE status = 'open';
+-- The words of the customer's name: a queued payment's suggestions include the open invoices of
+-- customers whose name shares a word with the payer's.
+CREATE INDEX invoices_open_customer_words ON invoices
+    USING gin (to_tsvector('simple', coalesce(customer_name, ''))) WHERE status = 'open';
 
 -- Manual allocations (POST /v1/payments/{id}/allocations) sent with an Idempotency-Key: the request's
 -- digest and the first answer, stored in the transaction that allocated.
@@ -29,6 +33,7 @@ CREATE TABLE allocation_requests (
 
 -- migrate:down
 DROP TABLE allocation_requests;
+DROP INDEX invoices_open_customer_words;
 DROP INDEX invoices_open_balance;
 DROP INDEX invoices_open_customer_name;
 DROP INDEX invoices_open_compact_number;

@@ -70,6 +70,24 @@ async def candidates(
     )
 
 
+# For the queue's suggestions: per payer-name query (words joined by `|`), the oldest open invoices
+# (at most 20) of customers whose name has one of the words.
+_SUGGESTION_CANDIDATES = """
+SELECT DISTINCT i.invoice_id, i.number, i.external_id, i.currency, i.balance, i.due_date, i.customer_id,
+       i.customer_name
+FROM unnest($2::text[]) AS q (query) CROSS JOIN LATERAL (
+    SELECT * FROM invoices
+    WHERE tenant_id = $1 AND status = 'open'
+    AND to_tsvector('simple', coalesce(customer_name, '')) @@ to_tsquery('simple', q.query)
+    ORDER BY due_date NULLS LAST, invoice_id LIMIT 20) i
+"""
+
+
+async def suggestion_candidates(conn: Conn, tenant_id: str, queries: list[str]) -> list[asyncpg.Record]:
+    """Open invoices of customers named like the payers (`queries`: tsquery texts, `word | word`)."""
+    return await conn.fetch(_SUGGESTION_CANDIDATES, tenant_id, queries)
+
+
 _CUSTOMER_BALANCES = (
     "SELECT invoice_id, balance, status FROM invoices WHERE tenant_id = $1 AND customer_id = $2 AND currency = $3"
 )
