@@ -43,6 +43,7 @@ async def on_invoice_issued(conn: asyncpg.Connection, event: Event[InvoiceIssued
         issued_at=invoice.issued_at,
         customer_id=invoice.customer.customer_id,
         due_date=invoice.due_date,
+        customer_name=invoice.customer.name,  # matching: a payer named as the customer
     )
     if not stored:
         log.info("reconciliation.invoice.already_known", invoice_id=invoice_id)

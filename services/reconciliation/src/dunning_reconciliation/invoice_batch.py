@@ -49,6 +49,7 @@ def _row(n: int, event: Event[InvoiceIssued]) -> dict:
         "status": invoice_status(invoice.amount_due),
         "issued_at": invoice.issued_at.isoformat(),
         "customer_id": invoice.customer.customer_id,
+        "customer_name": invoice.customer.name,
         "due_date": invoice.due_date.isoformat(),
     }
 

@@ -16,7 +16,8 @@ log = get_logger(__name__)
 
 _INSERT_INVOICE = (
     "INSERT INTO invoices (invoice_id, tenant_id, external_id, number, currency, amount_due, balance,"
-    " metadata, status, issued_at, customer_id, due_date) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11)"
+    " metadata, status, issued_at, customer_id, due_date, customer_name)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12)"
     " ON CONFLICT (invoice_id) DO NOTHING RETURNING true"
 )
 
@@ -34,6 +35,7 @@ async def insert_invoice(
     issued_at: datetime | None,
     customer_id: str | None = None,
     due_date: date | None = None,
+    customer_name: str | None = None,
 ) -> bool:
     inserted = await conn.fetchval(
         _INSERT_INVOICE,
@@ -48,6 +50,7 @@ async def insert_invoice(
         issued_at,
         customer_id,
         due_date,
+        customer_name,
     )
     return bool(inserted)
 
@@ -55,12 +58,12 @@ async def insert_invoice(
 # A run of InvoiceIssued (invoice_batch): the rows travel as one JSON array of objects.
 _INSERT_INVOICES = (
     "INSERT INTO invoices (invoice_id, tenant_id, external_id, number, currency, amount_due, balance,"
-    " metadata, status, issued_at, customer_id, due_date)"
+    " metadata, status, issued_at, customer_id, due_date, customer_name)"
     " SELECT r.invoice_id, r.tenant_id, r.external_id, r.number, r.currency, r.amount_due, r.amount_due,"
-    " r.metadata, r.status, r.issued_at, r.customer_id, r.due_date"
+    " r.metadata, r.status, r.issued_at, r.customer_id, r.due_date, r.customer_name"
     " FROM jsonb_to_recordset($1::text::jsonb) AS r(n int, invoice_id text, tenant_id text, external_id text,"
     " number text, currency text, amount_due numeric, metadata jsonb, status text, issued_at timestamptz,"
-    " customer_id text, due_date date)"
+    " customer_id text, due_date date, customer_name text)"
     " ORDER BY r.n"
     " ON CONFLICT (invoice_id) DO NOTHING RETURNING invoice_id"
 )
@@ -76,7 +79,7 @@ _INVOICES_WITH_PENDING = (
 
 async def insert_invoices(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> set[str]:
     """Insert the invoices (dicts with n, invoice_id, tenant_id, external_id, number, currency,
-    amount_due, metadata, status, issued_at, customer_id, due_date; JSON values) in `n` order; an
+    amount_due, metadata, status, issued_at, customer_id, due_date, customer_name; JSON values) in `n` order; an
     invoice already known is skipped. Returns the ids inserted."""
     return {r["invoice_id"] for r in await conn.fetch(_INSERT_INVOICES, orjson.dumps(rows).decode())}
 
