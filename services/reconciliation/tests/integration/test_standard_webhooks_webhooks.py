@@ -2,6 +2,7 @@
 the money; forged, stale and replayed deliveries are refused or change nothing; a bad body is refused
 naming the field; rotation keeps both secrets valid during the overlap."""
 
+import asyncio
 import time
 
 import orjson
@@ -212,3 +213,32 @@ async def test_a_lost_dispute_pauses_then_reverses(pool, client, h, secret, invo
     assert ended["data"]["outcome"] == "lost"
     [reversed_] = await h.outbox_events(pool, invoice["subject"], "dunning.PaymentReversed.v1")
     assert reversed_["data"]["kind"] == "chargeback" and await balance(pool, invoice) == 1250
+
+
+async def test_a_remittance_alone_is_matched_across_the_invoices_it_names(pool, client, h, secret):
+    first = h.invoice_issued(amount_due="100.00", number="INV-7001")
+    second = h.invoice_issued(amount_due="50.00", number="INV-7002")
+    for issued in (first, second):
+        await h.handle_invoice(pool, issued)
+
+    payload = body(
+        "payment.succeeded", id="pay_sepa_9", amount="150.00", currency="EUR", remittance="Payment INV-7001 INV-7002"
+    )
+    response = await post(client, h, payload, secret, msg_id="msg_1")
+
+    assert response.status_code == 200 and response.json()["status"] == "applied"
+    assert await balance(pool, first) == 0 and await balance(pool, second) == 0
+    rules = {e["data"]["invoice_id"]: e["data"]["match_rule"] for e in await h.outbox_events(pool)}
+    assert rules == {first["subject"]: "reference", second["subject"]: "reference"}
+
+
+async def test_concurrent_deliveries_of_one_webhook_id_apply_it_once(pool, client, h, secret, invoice):
+    payload = succeeded(invoice)
+    headers = sw.sign(payload, secret, "msg_race", int(time.time()))
+
+    responses = await asyncio.gather(
+        *(client.post(f"/v1/webhooks/standard/{h.TENANT}", content=payload, headers=headers) for _ in range(4))
+    )
+
+    assert sorted(r.json()["status"] for r in responses) == ["applied", "duplicate", "duplicate", "duplicate"]
+    assert len(await h.outbox_events(pool, invoice["subject"], "dunning.PaymentReceived.v1")) == 1
