@@ -134,8 +134,9 @@ def mt940(
     account: str = BANK_ACCOUNT,
 ) -> bytes:
     """An MT940 statement (`:20:` … `:62F:`), each line a `:61:` and a GVC `:86:` whose sub-fields
-        start lines of their own (each at most 65 characters); the remittance is cut every 27 characters,
-    mid-word as banks cut it (a reader joins the sub-fields as they are)."""
+            start lines of their own (each at most 65 characters); the remittance is cut every 27 characters,
+        mid-word as banks cut it (a reader joins the sub-fields as they are), never after a space (trimmed
+    with the line's end)."""
     booked = booked or date.today()
     day = booked.strftime("%y%m%d")
     lines = _numbered(lines, statement_id)
@@ -153,8 +154,13 @@ def mt940(
         fields = [f"{'177' if x.debit else '166'}?00{'UEBERWEISUNG' if x.debit else 'GUTSCHRIFT'}"]
         fields.append(f"?20EREF+{x.end_to_end_id}"[:65])
         text = "SVWZ+" + (f"{x.creditor_reference} " if x.creditor_reference else "") + x.remittance
-        for sub, lo in enumerate(range(0, len(text), 27), 21):  # ?21..?29, 27 characters each, as banks cut it
-            fields.append(f"?{sub}{text[lo : lo + 27]}")
+        sub = 21
+        while text:  # ?21..?29, up to 27 characters each; a space never ends one (a line's end is trimmed)
+            cut = 27
+            while cut > 1 and cut < len(text) and text[cut - 1] == " ":
+                cut -= 1
+            fields.append(f"?{sub}{text[:cut]}")
+            sub, text = sub + 1, text[cut:]
         if x.payer_account:
             fields.append(f"?31{x.payer_account}")
         if x.payer_name:
