@@ -31,6 +31,7 @@ from dunning.http import (
 )
 from dunning_reconciliation import (
     credit_notes,
+    credits_api,
     payments,
     processors_api,
     queue_api,
@@ -217,4 +218,5 @@ def create_app(deps: Deps) -> FastAPI:
     statements_api.register(app, deps)
     processors_api.register(app, deps)
     queue_api.register(app, deps)  # GET /v1/payments (the unmatched queue), manual allocations
+    credits_api.register(app, deps)  # GET /v1/customers/{customer_id}/credit
     return app

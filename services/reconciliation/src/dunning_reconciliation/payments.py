@@ -81,6 +81,8 @@ async def record_payment(pool: asyncpg.Pool, tenant_id: str, body: PaymentIn) ->
             outcome = await reconcile.receive(conn, payment, strict_currency=True)
         except reconcile.CurrencyMismatch as exc:
             raise _invalid("currency", f"invoice {exc.invoice_id} is in {exc.invoice_currency}") from None
-        view = payment_view(await repo.get_payment(conn, tenant_id, outcome.payment_id))
+        pid = outcome.payment_id
+        allocations, credits = await repo.allocations_of(conn, [pid]), await repo.credits_of_payments(conn, [pid])
+        view = payment_view(await repo.get_payment(conn, tenant_id, pid), allocations[pid], credits.get(pid))
         await repo.store_response(conn, outcome.payment_id, view)
     return 201, view

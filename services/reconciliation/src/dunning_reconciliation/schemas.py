@@ -1,6 +1,7 @@
 """API models: what the accounting system sends (payments, credit notes) and what reconciliation
 answers (payments, credit notes, the write-off report)."""
 
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -55,24 +56,70 @@ class PaymentIn(BaseModel):
     _currency = field_validator("currency")(_iso_currency)
 
 
+class AllocationOut(BaseModel):
+    allocation_id: str
+    invoice_id: str
+    amount: str = Field(description="What the allocation applies now (a reversal may have reduced it).")
+    rule: str = Field(description="The matching rule: metadata, reference, creditor_reference, manual, ...")
+    reason: str = Field(description="Why, in words.")
+    allocated_by: Literal["system", "api"]
+    created_at: str
+    unallocated_at: str | None = None
+    unallocation_reason: str | None = None
+
+
+class CreditApplicationOut(BaseModel):
+    application_id: str
+    invoice_id: str
+    amount: str
+    applied_at: str
+
+
+class CreditOut(BaseModel):
+    credit_id: str
+    customer_id: str
+    currency: str
+    amount: str = Field(description="The over-payment's excess credited to the customer (less what was reversed).")
+    remaining: str = Field(description="Not yet applied to an invoice; applied to the customer's next open one.")
+    source_payment_id: str
+    created_at: str
+    applications: list[CreditApplicationOut]
+
+
 class PaymentOut(BaseModel):
     payment_id: str
-    invoice_id: str | None
-    status: Literal["applied", "pending_match", "rejected_currency_mismatch", "invoice_closed"] = Field(
-        description="`invoice_closed`: the invoice is void or written off; recorded, not applied."
+    invoice_id: str | None = Field(description="The (first) invoice it is allocated to, or the one that refused it.")
+    status: Literal[
+        "applied",
+        "partially_allocated",
+        "pending_match",
+        "processing",
+        "failed",
+        "reversed",
+        "rejected_currency_mismatch",
+        "invoice_closed",
+    ] = Field(
+        description="`invoice_closed`: the invoice is void or written off; recorded, not applied. "
+        "`pending_match`: in the unmatched queue."
     )
-    source: Literal["stripe", "api"]
+    source: Literal["stripe", "api", "bank_statement", "gocardless", "standard_webhooks"]
     reference: str = Field(description="Stripe event id, or the accounting system's payment reference.")
     currency: str
     amount: str
     amount_applied: str
     unapplied_amount: str = Field(
-        description="Overpayment not applied to the invoice (or, while pending, the whole amount)."
+        description="Not applied to invoices: the excess credited to the customer plus what is unallocated."
     )
+    amount_allocated: str = Field(description="Allocated to invoices now (as amount_applied).")
+    unallocated_amount: str = Field(description="Neither allocated, credited nor taken back (the queue's amount).")
+    credited_amount: str = Field(description="The excess that became customer credit (see `credit`).")
+    amount_refunded: str = Field(description="Taken back: refunds, lost chargebacks, failed debits.")
     balance_remaining: str | None
     settled: bool
     received_at: str
     acknowledged_at: str
+    allocations: list[AllocationOut] = []
+    credit: CreditOut | None = None
 
 
 class WebhookAck(BaseModel):
@@ -98,7 +145,47 @@ class WebhookAck(BaseModel):
     settled: bool | None = None
 
 
-def payment_view(row) -> dict[str, Any]:
+def allocation_view(row) -> dict[str, Any]:
+    currency = row["currency"]
+    undone = row["unallocated_at"]
+    return {
+        "allocation_id": row["allocation_id"],
+        "invoice_id": row["invoice_id"],
+        "amount": format_amount(row["amount"], currency),
+        "rule": row["rule"],
+        "reason": row["reason"],
+        "allocated_by": row["allocated_by"],
+        "created_at": isoformat(row["created_at"]),
+        "unallocated_at": None if undone is None else isoformat(undone),
+        "unallocation_reason": row["unallocation_reason"],
+    }
+
+
+def credit_view(credit: dict) -> dict[str, Any]:
+    """A customer credit (repository.credits_of_*: a row with its applications)."""
+    currency = credit["currency"]
+    return {
+        "credit_id": credit["credit_id"],
+        "customer_id": credit["customer_id"],
+        "currency": currency,
+        "amount": format_amount(credit["amount"], currency),
+        "remaining": format_amount(credit["remaining"], currency),
+        "source_payment_id": credit["source_payment_id"],
+        "created_at": isoformat(credit["created_at"]),
+        "applications": [
+            {
+                "application_id": a["application_id"],
+                "invoice_id": a["invoice_id"],
+                "amount": format_amount(Decimal(a["amount"]), currency),
+                "applied_at": a["applied_at"] if isinstance(a["applied_at"], str) else isoformat(a["applied_at"]),
+            }
+            for a in credit["applications"]
+        ],
+    }
+
+
+def payment_view(row, allocations=(), credit: dict | None = None) -> dict[str, Any]:
+    """A payment row (repository PAYMENT_COLUMNS) with its allocation rows and its credit."""
     currency = row["currency"]
     balance = row["balance_remaining"]
     return {
@@ -111,10 +198,16 @@ def payment_view(row) -> dict[str, Any]:
         "amount": format_amount(row["amount"], currency),
         "amount_applied": format_amount(row["amount_applied"], currency),
         "unapplied_amount": format_amount(row["unapplied_amount"], currency),
+        "amount_allocated": format_amount(row["amount_applied"], currency),
+        "unallocated_amount": format_amount(row["unallocated_amount"], currency),
+        "credited_amount": format_amount(credit["amount"] if credit else Decimal(0), currency),
+        "amount_refunded": format_amount(row["amount_refunded"], currency),
         "balance_remaining": None if balance is None else format_amount(balance, currency),
         "settled": row["settled"],
         "received_at": isoformat(row["received_at"]),
         "acknowledged_at": isoformat(row["acknowledged_at"]),
+        "allocations": [allocation_view(a) for a in allocations],
+        "credit": credit_view(credit) if credit else None,
     }
 
 
@@ -224,3 +317,26 @@ def write_off_view(row) -> dict[str, Any]:
 
 def currency_total(row) -> dict[str, Any]:
     return {"currency": row["currency"], "count": row["count"], "amount": format_amount(row["amount"], row["currency"])}
+
+
+class CustomerCreditOut(BaseModel):
+    customer_id: str
+    balances: list[CurrencyTotal] = Field(description="Per currency, the credit not yet applied.")
+    credits: list[CreditOut] = Field(description="Every credit of the customer, oldest first, with its applications.")
+
+
+def customer_credit_view(customer_id: str, credits: list[dict]) -> dict[str, Any]:
+    totals: dict[str, list] = {}
+    for c in credits:
+        if c["remaining"] > 0:
+            entry = totals.setdefault(c["currency"], [0, Decimal(0)])
+            entry[0] += 1
+            entry[1] += c["remaining"]
+    return {
+        "customer_id": customer_id,
+        "balances": [
+            {"currency": cur, "count": n, "amount": format_amount(amount, cur)}
+            for cur, (n, amount) in sorted(totals.items())
+        ],
+        "credits": [credit_view(c) for c in credits],
+    }
