@@ -388,3 +388,21 @@ async def test_a_stage_due_after_a_payment_pending_was_acknowledged_never_fires_
 
     await h.apply(pool, pending_ended(started, outcome="failed"))
     assert await gated_fire(pool, schema).fire_once() == 1  # the control: the same gate lets it through
+
+
+async def test_below_the_minimum_balance_a_stage_is_skipped_and_a_refund_above_it_chases_again(pool, h):
+    async with pool.acquire() as conn:
+        await save_policy(conn, h.TENANT, parse_policy({**NOW_THEN_DAYS, "minimum_balance": {"EUR": "100.00"}}))
+    issued = h.invoice_issued(issued_at=utcnow(), amount_due="1250.00")
+    await h.apply(pool, issued)
+    invoice_id = issued["subject"]
+    paid = received(issued, amount="1200.00", balance="50.00", settled=False, version=1)
+    await h.apply(pool, paid)
+    assert await fire(pool) == 0
+    assert (await states(h, pool, invoice_id))["soft"] == "skipped"
+
+    await h.apply(pool, reversed_(paid, amount="500.00", balance="550.00", settled=False, version=2))
+    await pool.execute("UPDATE timers SET scheduled_at = now() WHERE invoice_id = $1 AND stage = 'firm'", invoice_id)
+    assert await fire(pool) == 1
+    [firm] = await h.outbox_events(pool, ESCALATED, invoice_id)
+    assert (firm["data"]["stage"], firm["data"]["invoice"]["balance"]) == ("firm", "550.00")
