@@ -208,29 +208,32 @@ class Ledger:
                 held[cn["invoice_id"]] += Decimal(cn["amount_applied"])
         return held
 
-    def views(self) -> list[tuple]:
-        """Per invoice: (reconciliation, scheduler, invoice view) balances and settled flags."""
+    def views(self) -> list[tuple] | None:
+        """Per invoice: (reconciliation, scheduler, invoice view) balances and settled flags; None
+        while a service does not know an invoice yet."""
         recon = self.recon_balances()
         out = []
         for inv in self.invoices:
-            timers = self.request("GET", "scheduler", f"/v1/invoices/{inv['id']}/timers").json()
-            view = self.request("GET", "invoice-ingest", f"/v1/invoices/{inv['id']}").json()
+            timers = self.request("GET", "scheduler", f"/v1/invoices/{inv['id']}/timers")
+            view = self.request("GET", "invoice-ingest", f"/v1/invoices/{inv['id']}")
+            if timers.status_code != 200 or view.status_code != 200 or timers.json().get("balance") is None:
+                return None
             out.append(
                 (
                     inv["number"],
                     recon[inv["id"]],
-                    Decimal(timers["balance"]),
-                    Decimal(view["balance"]),
-                    timers["settled"],
-                    view["status"] == "paid",
+                    Decimal(timers.json()["balance"]),
+                    Decimal(view.json()["balance"]),
+                    timers.json()["settled"],
+                    view.json()["status"] == "paid",
                 )
             )
         return out
 
 
-def agree(rows: list[tuple]) -> list[tuple] | None:
+def agree(rows: list[tuple] | None) -> list[tuple] | None:
     """The rows when every invoice agrees everywhere, else None."""
-    ok = all(r == s == v and settled == paid == (r == 0) for _, r, s, v, settled, paid in rows)
+    ok = rows is not None and all(r == s == v and settled == paid == (r == 0) for _, r, s, v, settled, paid in rows)
     return rows if ok else None
 
 
