@@ -406,3 +406,32 @@ async def test_below_the_minimum_balance_a_stage_is_skipped_and_a_refund_above_i
     assert await fire(pool) == 1
     [firm] = await h.outbox_events(pool, ESCALATED, invoice_id)
     assert (firm["data"]["stage"], firm["data"]["invoice"]["balance"]) == ("firm", "550.00")
+
+
+@pytest.mark.parametrize(
+    ("mode", "fired_now", "skipped"),
+    [
+        pytest.param("spaced", ["firm"], [], id="spaced-next-owed-now"),
+        pytest.param("latest_only", ["final"], ["firm"], id="latest_only-the-most-escalated-owed"),
+        pytest.param("all_at_once", ["firm", "final"], [], id="all_at_once-every-owed"),
+    ],
+)
+async def test_a_reopening_places_the_owed_stages_by_the_policys_resume_mode(pool, h, mode, fired_now, skipped):
+    """Paid after soft, refunded five days later: firm and final were owed meanwhile."""
+    async with pool.acquire() as conn:
+        await save_policy(conn, h.TENANT, parse_policy({**NOW_THEN_DAYS, "pauses": {"resume": mode}}))
+    issued = h.invoice_issued(issued_at=utcnow(), amount_due="1250.00")
+    await h.apply(pool, issued)
+    invoice_id = issued["subject"]
+    assert await fire(pool) == 1
+    paid = received(issued, amount="1250.00", balance="0.00", settled=True, version=1)
+    await h.apply(pool, paid)
+    await days_pass(pool, invoice_id, 5)
+    await h.apply(pool, reversed_(paid, amount="1250.00", balance="1250.00", settled=False, version=2))
+
+    [resumed] = await h.outbox_events(pool, RESUMED, invoice_id)
+    assert resumed["data"]["resume_mode"] == mode
+    await fire(pool)
+    escalated = [e["data"]["stage"] for e in await h.outbox_events(pool, ESCALATED, invoice_id)]
+    assert escalated[0] == "soft" and sorted(escalated[1:]) == sorted(fired_now)  # all_at_once: same instant
+    assert [s for s, state in (await states(h, pool, invoice_id)).items() if state == "skipped"] == skipped
