@@ -16,6 +16,7 @@ from dunning_ingest.invoice_output import (
     invoice_out_json,
     new_invoice_row,
 )
+from dunning_ingest.money_output import MoneyRows
 
 pytestmark = pytest.mark.unit
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -128,9 +129,14 @@ def change_rows(draw, currency: str) -> list[dict]:
 
 @st.composite
 def payment_rows(draw, currency: str) -> dict:
+    allocated = draw(st.booleans())  # False: reported before allocations existed
     return {
         "payment_id": "pay_" + draw(ids),
-        "source": draw(st.sampled_from(["stripe", "api"])),
+        "allocation_id": "alc_" + draw(ids) if allocated else None,
+        "match_rule": draw(st.sampled_from(["reference", "manual", "customer_sum"])) if allocated else None,
+        "match_reason": draw(st.none() | text) if allocated else None,
+        "balance_version": draw(st.integers(1, 9)) if allocated else None,
+        "source": draw(st.sampled_from(["stripe", "api", "bank_statement", "gocardless", "standard_webhooks"])),
         "source_reference": draw(text),
         "currency": currency,
         "amount": draw(money(currency)),
@@ -140,6 +146,47 @@ def payment_rows(draw, currency: str) -> dict:
         "received_at": draw(instants),
         "acknowledged_at": draw(instants),
     }
+
+
+@st.composite
+def money_rows(draw, currency: str) -> MoneyRows:
+    """money_entries and pending_money rows (repository.money)."""
+    entries = [
+        {
+            "kind": kind,
+            "entry_id": "rev_" + draw(ids),
+            "payment_id": "pay_" + draw(ids),
+            "amount": amount,
+            "applied": amount if kind == "credit_applied" else -amount,
+            "balance_remaining": draw(money(currency)),
+            "balance_version": draw(st.integers(1, 9)),
+            "at": draw(instants),
+            "reason": draw(st.none() | text),
+            "data": {"reversal_kind": "refund"} if kind == "reversed" else {"by": "api"},
+        }
+        for kind in draw(st.lists(st.sampled_from(["unallocated", "reversed", "credit_applied"]), max_size=3))
+        for amount in [abs(draw(money(currency)))]
+    ]
+    pending = [
+        {
+            "payment_id": "pay_" + draw(ids),
+            "kind": kind,
+            "source": "stripe",
+            "source_reference": "dp_" + draw(ids),
+            "currency": currency,
+            "amount": draw(money(currency)),
+            "since": draw(instants),
+            "acknowledged_at": draw(instants),
+            "ended_at": draw(st.none() | instants),
+            "outcome": None,
+            "ended_reference": None,
+        }
+        for kind in draw(st.lists(st.sampled_from(["processing", "chargeback"]), max_size=2))
+    ]
+    for p in pending:
+        if p["ended_at"] is not None:
+            p["outcome"] = "failed" if p["kind"] == "processing" else "won"
+    return MoneyRows(entries, pending)
 
 
 @st.composite
@@ -193,12 +240,20 @@ def test_the_writer_gives_the_json_the_detail_model_gives(data):
     stages, history = data.draw(stage_rows())
     credit_notes = data.draw(st.lists(credit_note_rows(row["currency"]), max_size=3))
     changes = data.draw(change_rows(row["currency"]))
-    written = invoice_detail_json(row, payments, stages, history, credit_notes=credit_notes, changes=changes)
-    model = InvoiceDetail.from_rows(row, payments, stages, history, credit_notes=credit_notes, changes=changes)
+    money_in = data.draw(money_rows(row["currency"]))
+    written = invoice_detail_json(
+        row, payments, stages, history, credit_notes=credit_notes, changes=changes, money=money_in
+    )
+    model = InvoiceDetail.from_rows(
+        row, payments, stages, history, credit_notes=credit_notes, changes=changes, money=money_in
+    )
     assert written == model.model_dump(mode="json")
     assert sum(len(s["history"]) for s in written["timeline"]) == len(history)
     events = written["history"]
-    assert len(events) == 1 + len(changes) + len(payments) + len(credit_notes)
+    ended = sum(p["ended_at"] is not None for p in money_in.pending)
+    money_events = len(money_in.entries) + len(money_in.pending) + ended
+    assert len(events) == 1 + len(changes) + len(payments) + len(credit_notes) + money_events
+    assert len(written["money"]["entries"]) == len(payments) + len(credit_notes) + len(money_in.entries)
     times = [datetime.fromisoformat(e["at"]) for e in events]
     assert times == sorted(times)  # newest last
 
