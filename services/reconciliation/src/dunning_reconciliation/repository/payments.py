@@ -151,18 +151,19 @@ async def lock_payment(
 # reversed; nothing unallocated -> applied; some allocated or credited -> partially_allocated; else
 # unmatched (the queue).
 _UPDATE_PAYMENT = (
-    "UPDATE payments p SET amount_applied = t.applied, unapplied_amount = p.amount - t.applied - p.amount_refunded,"
-    " unallocated_amount = p.amount - t.applied - t.credited - p.amount_refunded,"
-    " status = coalesce($2, CASE WHEN p.amount_refunded >= p.amount THEN 'reversed'"
-    " WHEN p.amount - t.applied - t.credited - p.amount_refunded <= 0 THEN 'applied'"
+    "UPDATE payments p SET amount_applied = t.applied, unapplied_amount = p.amount - t.applied - t.refunded,"
+    " unallocated_amount = p.amount - t.applied - t.credited - t.refunded, amount_refunded = t.refunded,"
+    " status = coalesce($2, CASE WHEN t.refunded >= p.amount THEN 'reversed'"
+    " WHEN p.amount - t.applied - t.credited - t.refunded <= 0 THEN 'applied'"
     " WHEN t.applied + t.credited > 0 THEN 'partially_allocated' ELSE 'unmatched' END),"
     " invoice_id = coalesce($3, p.invoice_id), balance_remaining = CASE WHEN $3::text IS NULL"
     " THEN p.balance_remaining ELSE $4 END, settled = coalesce($5, p.settled),"
     " applied_at = coalesce(p.applied_at, $6), match_rule = coalesce($7, p.match_rule),"
-    " match_reason = coalesce($8, p.match_reason), amount_refunded = p.amount_refunded + $9"
+    " match_reason = coalesce($8, p.match_reason)"
     " FROM (SELECT (SELECT coalesce(sum(amount), 0) FROM allocations WHERE payment_id = $1"
     " AND unallocated_at IS NULL) AS applied,"
-    " (SELECT coalesce(sum(amount), 0) FROM customer_credits WHERE source_payment_id = $1) AS credited) t"
+    " (SELECT coalesce(sum(amount), 0) FROM customer_credits WHERE source_payment_id = $1) AS credited,"
+    " (SELECT amount_refunded + $9 FROM payments WHERE payment_id = $1) AS refunded) t"
     f" WHERE p.payment_id = $1 RETURNING {', '.join('p.' + c.strip() for c in PAYMENT_COLUMNS.split(','))}"
 )
 
