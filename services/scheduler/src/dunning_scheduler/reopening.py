@@ -61,7 +61,7 @@ async def apply(
     invoice_id, tenant_id = stopping.checked(event)
     if money.version is not None and not money.settled:
         held = await repository.lock_money_state(conn, invoice_id)
-        if _reopens(held, tenant_id, money):
+        if reopens(held, tenant_id, money):
             await reopen(conn, event, money, policies=policies)
             return None
     row, cancelled = await repository.apply_payment(
@@ -97,10 +97,13 @@ async def apply(
     return row
 
 
-def _reopens(held: asyncpg.Record | None, tenant_id: str, money: Money) -> bool:
-    """A newer balance, not settled, of this tenant's settled open invoice in its currency."""
+def reopens(held: asyncpg.Record | None, tenant_id: str, money: Money) -> bool:
+    """Whether `money` reopens the invoice `held` (its row): a newer balance version, not settled, of
+    this tenant's settled open invoice in its currency."""
     return (
-        held is not None
+        money.version is not None
+        and not money.settled
+        and held is not None
         and held["tenant_id"] == tenant_id
         and held["currency"] in (None, money.currency)
         and held["settled"]
