@@ -88,8 +88,9 @@ def _event(tenant_id: str, i: int, item: Any) -> ev.ProcessorEvent:
     event_id, resource, action = (_text(item, k, where) for k in ("id", "resource_type", "action"))
     created_at = _created_at(_text(item, "created_at", where), f"{where}.created_at")
     kind = f"{resource}.{action}"
-    details = item.get("details") if isinstance(item.get("details"), dict) else {}
-    cause = details.get("cause") if isinstance(details.get("cause"), str) else None
+    details = item.get("details")
+    cause = details.get("cause") if isinstance(details, dict) else None
+    cause = cause if isinstance(cause, str) else None
     if resource != "payments":
         return ev.ProcessorEvent(PROCESSOR, event_id, kind, ev.IGNORED, None, created_at, reason="not_a_payment")
     links = item.get("links")

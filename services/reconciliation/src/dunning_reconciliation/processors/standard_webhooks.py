@@ -41,10 +41,12 @@ _MAX_TEXT = 1000
 def verify(body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> str:
     """The webhook-id of a delivery signed with one of the secrets, within the tolerance; else
     SignatureError (a stale timestamp is told apart: it fails with any secret)."""
-    wanted = {name: headers.get(name) for name in HEADERS}
-    for name, value in wanted.items():
+    wanted: dict[str, str] = {}
+    for name in HEADERS:
+        value = headers.get(name)
         if not value or len(value) > 4096:
             raise ev.SignatureError(f"Missing {name} header.", name)
+        wanted[name] = value
     reason, field = "No matching signature found", "webhook-signature"
     matched = False
     for secret in secrets or (_NO_SECRET,):
@@ -59,7 +61,7 @@ def verify(body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> s
             reason = "Malformed webhook-signature header"
     if not secrets or not matched:
         raise ev.SignatureError(reason, field)
-    return str(wanted["webhook-id"])
+    return wanted["webhook-id"]
 
 
 def sign(body: bytes | str, secret: str, msg_id: str, timestamp: int) -> dict[str, str]:
@@ -87,16 +89,16 @@ def parse(tenant_id: str, event_id: str, body: bytes, *, received_at: datetime) 
     data = document.get("data")
     if not isinstance(data, dict):
         raise ev.EventError("data", "must be an object")
-    reference = _text(data, "id", required=True)
+    reference = _required(data, "id")
     payment = _payment(tenant_id, reference, data, occurred_at, required=action in _WITH_MONEY)
     if action == ev.REFUND:
-        refund_id = _text(data, "refund_id", required=True)
+        refund_id = _required(data, "refund_id")
         amount = _amount(data, _currency(data)) if "amount" in data else None
         return ev.ProcessorEvent(
             PROCESSOR, event_id, kind, action, reference, occurred_at, payment, amount=amount, reference=refund_id
         )
     if action in (ev.DISPUTE_OPENED, ev.DISPUTE_CLOSED):
-        dispute_id = _text(data, "dispute_id", required=True)
+        dispute_id = _required(data, "dispute_id")
         outcome = None
         if action == ev.DISPUTE_CLOSED:
             outcome = data.get("status")
@@ -115,6 +117,12 @@ def _text(data: dict[str, Any], key: str, *, required: bool = False, where: str 
     if not isinstance(value, str) or not value.strip() or len(value) > _MAX_TEXT:
         raise ev.EventError(f"{where}.{key}", f"must be a non-empty string of at most {_MAX_TEXT} characters")
     return value.strip()
+
+
+def _required(data: dict[str, Any], key: str) -> str:
+    value = _text(data, key, required=True)
+    assert value is not None
+    return value
 
 
 def _currency(data: dict[str, Any]) -> str:
