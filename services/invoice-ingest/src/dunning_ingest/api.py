@@ -4,7 +4,7 @@ dunning story.
 POST  /v1/invoices                  create one invoice (idempotent on external_id and on Idempotency-Key)
 POST  /v1/invoices/bulk             create (or, "mode": "upsert", create or update) up to 10,000
                                     invoices; one result per item, one bad item never rejects the others
-GET   /v1/invoices/{id}             the invoice with its payments, credit notes, timeline and history
+GET   /v1/invoices/{id}             the invoice with its payments, credit notes, money, timeline and history
 PATCH /v1/invoices/{id}             change an open invoice (JSON merge patch; If-Match)
 POST  /v1/invoices/{id}/void        void an open invoice (If-Match)
 POST  /v1/invoices/{id}/write-off   write off an open invoice's balance (If-Match)
@@ -222,7 +222,7 @@ def create_app(deps: Deps) -> FastAPI:
         response_class=Response,
         tags=["invoices"],
         operation_id="getInvoice",
-        summary="An invoice with its payments, credit notes, dunning timeline and history",
+        summary="An invoice with its payments, credit notes, money, dunning timeline and history",
         responses={
             200: {"model": InvoiceDetail, "headers": ETAG},
             404: {"description": "No such invoice for this tenant"},
