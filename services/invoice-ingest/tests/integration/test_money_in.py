@@ -412,3 +412,46 @@ async def test_money_in_another_currency_or_for_another_tenant_is_refused(client
         await kit.apply(pool, foreign)
     body = await read(client, invoice)
     assert body["balance"] == "1250.00" and body["money"]["entries"] == []
+
+
+async def test_the_scheduler_s_answers_to_money_read_in_words(client, pool, kit, money):
+    """A pause for a processing debit, its end, and the resume of a reopened invoice (cause settled,
+    reason reopened), as the scheduler reports them."""
+    invoice = await created(client, kit)
+    pay, rev = new_id("pay"), new_id("rev")
+    stage = {"stage_id": new_id("stg"), "stage": "firm", "sequence": 1, "channel": "email"}
+    paused = kit.event_like(
+        "DunningPaused",
+        "eur-customer-hold.json",
+        tenant_id=kit.TENANT,
+        invoice_id=invoice["id"],
+        cause="payment_processing",
+        cause_id=pay,
+        paused_at=T0,
+        stages=[{**stage, "scheduled_at": T0 + timedelta(days=3)}],
+    )
+    again = T0 + timedelta(days=5)
+    rescheduled = {
+        **stage,
+        "previous_scheduled_at": T0 + timedelta(days=3),
+        "scheduled_at": again,
+        "state": "scheduled",
+    }
+    resumed = kit.event_like(
+        "DunningResumed",
+        "eur-hold-released-spaced.json",
+        tenant_id=kit.TENANT,
+        invoice_id=invoice["id"],
+        cause="settled",
+        cause_id=rev,
+        reason="reopened",
+        resumed_at=T0 + timedelta(days=1),
+        stages=[rescheduled],
+    )
+    assert await kit.apply(pool, paused) and await kit.apply(pool, resumed)
+    body = await read(client, invoice)
+    assert entry(body, "paused")["reason"] == "payment_processing: a payment is processing"
+    words = "reopened: the invoice reopened (money taken back): the stages not yet sent are planned again"
+    assert (entry(body, "resumed")["reason"], entry(body, "resumed")["reference"]) == (words, rev)
+    [timeline] = body["timeline"]
+    assert timeline["history"][-1]["reason"] == f"resumed: {words} (spaced)"
