@@ -233,7 +233,7 @@ async def test_a_late_failure_reverses_once_however_often_it_is_reported(pool, c
         client, h, [event("failed", None, event_id="EV002"), event("late_failure_settled", None, event_id="EV003")]
     )
 
-    assert [r["status"] for r in response.json()["events"]] == ["reversed", "duplicate"]
+    assert [r["status"] for r in response.json()["events"]] == ["reversed", "ignored"]  # nothing left
     [reversed_] = await h.outbox_events(pool, invoice["subject"], "dunning.PaymentReversed.v1")
     assert (reversed_["data"]["kind"], reversed_["data"]["amount"]) == ("payment_failed", "1250.00")
     assert await pool.fetchval("SELECT balance FROM invoices WHERE invoice_id = $1", invoice["subject"]) == 1250
