@@ -197,7 +197,7 @@ def _notice_composed(data: dict) -> dict:
     return envelope
 
 
-_CAUSE_PREFIX = {"hold": "hld", "dispute": "dsp", "promise": "prm", "payment_plan": "pln"}
+_CAUSE_PREFIX = {"hold": "hld", "dispute": "dsp", "promise": "prm", "payment_plan": "pln", "settled": "rev"}
 
 
 def _stop_event(kind: str, invoice_id: str, *, tenant_id: str = "ten_test_notifier", **fields) -> dict:

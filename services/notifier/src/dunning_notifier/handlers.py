@@ -135,9 +135,11 @@ async def _apply_stop(conn: asyncpg.Connection, event: Event, state: str, reason
 
 async def resume_invoice(conn: asyncpg.Connection, event: Event[DunningResumed]) -> None:
     """DunningResumed -> the invoice's pause forgotten: deliveries of stages fired from now on are sent
-    (the ones the pause cancelled stay cancelled; a terminal stop stays)."""
+    (the ones the pause cancelled stay cancelled; a terminal stop stays, except the settling one of an
+    invoice reopened: cause `settled`, money taken back)."""
     check_envelope(event)
-    pause = await repo.resume(conn, event.data.tenant_id, event.data.invoice_id)
+    forget = repo.reopen if event.data.cause == "settled" else repo.resume
+    pause = await forget(conn, event.data.tenant_id, event.data.invoice_id)
     log.info("notifier.invoice.resumed", reason=event.data.reason, pause=pause)
 
 

@@ -283,6 +283,19 @@ async def resume(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> s
     return await conn.fetchval(_RESUME, tenant_id, invoice_id)
 
 
+# A settled invoice reopened (issue 11: money taken back; the scheduler's DunningResumed with cause
+# `settled`): the stop that settled it is forgotten with any pause, so the stages planned again go out.
+_REOPEN = (
+    "DELETE FROM invoice_stops WHERE tenant_id = $1 AND invoice_id = $2"
+    " AND (state = 'paused' OR reason IN ('invoice_settled', 'invoice_credited')) RETURNING reason"
+)
+
+
+async def reopen(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> str | None:
+    """Forget a reopened invoice's settling stop (a void or write-off stays); its reason, None if none."""
+    return await conn.fetchval(_REOPEN, tenant_id, invoice_id)
+
+
 _UPSERT_CONTACT = (
     "INSERT INTO contacts (tenant_id, customer_id, name, email, cc, locale, timezone, version, updated_at)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"

@@ -84,6 +84,40 @@ async def test_a_paused_invoices_delivery_is_cancelled_and_a_stage_after_the_res
     assert reported[0]["data"]["cause_event_id"] == pause["id"] and reported[0]["data"]["attempts"] == 0
 
 
+@pytest.mark.parametrize(
+    ("stop_reason", "sent"),
+    [
+        pytest.param("invoice_settled", True, id="settled-then-reopened-sends"),
+        pytest.param("invoice_voided", False, id="voided-stays-stopped"),
+    ],
+)
+async def test_a_settled_invoice_reopened_sends_the_stages_fired_after_the_reopen(
+    notifier, stage_data, stop_reason, sent
+):
+    """Issue 11: money taken back reopens a settled invoice; the scheduler's DunningResumed (cause
+    `settled`, reason `reopened`) lifts the stop that settled it, so a stage fired after it is sent
+    (a void is never lifted)."""
+    soft = stage_data(stage="soft")
+    await notifier.receive(soft)
+    await notifier.stop("stopped", soft["invoice_id"], reason=stop_reason)
+    assert (await notifier.delivery(soft["invoice_id"]))["state"] == "cancelled"
+    await notifier.stop("resumed", soft["invoice_id"], cause="settled", reason="reopened")
+    firm = dict(stage_data(stage="firm"), invoice_id=soft["invoice_id"], customer=soft["customer"])
+    await notifier.receive(firm)
+
+    query = "SELECT state FROM deliveries WHERE invoice_id = $1 AND stage = 'firm'"
+    if sent:
+        async with notifier.dispatching():
+            await async_wait_until(
+                lambda: notifier.pool.fetchval(f"SELECT ({query}) = 'sent'", soft["invoice_id"]),
+                what="the firm reminder sent",
+            )
+        [mail] = await notifier.mail_to(soft["customer"]["email"])
+        assert mail["headers"]["X-Dunning-Stage"] == "firm"
+    else:
+        assert await notifier.pool.fetchval(query, soft["invoice_id"]) == "cancelled"
+
+
 async def test_an_instalment_reminder_the_scheduler_fires_under_its_plans_pause_is_sent(notifier, stage_data):
     soft = stage_data(stage="soft")
     await notifier.receive(soft)
