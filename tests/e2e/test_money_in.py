@@ -326,10 +326,11 @@ def test_a_refund_reopens_a_paid_invoice_and_its_next_stage_is_sent(stack):
     settled = t.balances_settle({invoice["id"]: "0.00"})[invoice["id"]]
     assert settled["status"] == "paid"
 
+    def timers_of() -> list[dict]:
+        return t.call("GET", "scheduler", f"/v1/invoices/{invoice['id']}/timers")["timers"]
+
     def timers() -> dict[str, str]:
-        return {
-            x["stage"]: x["state"] for x in t.call("GET", "scheduler", f"/v1/invoices/{invoice['id']}/timers")["timers"]
-        }
+        return {x["stage"]: x["state"] for x in timers_of()}
 
     wait_until(lambda: timers().get("soft") == "cancelled", timeout=20, what="soft cancelled by the payment")
 
@@ -345,12 +346,17 @@ def test_a_refund_reopens_a_paid_invoice_and_its_next_stage_is_sent(stack):
     replay = post_stripe(t.client, url, t.id, refund, secret)  # the same event again: no second reversal
     assert replay.status_code == 200, replay.text
 
-    soft = wait_until(
-        lambda: [m for m in t.mails(email) if m["headers"]["X-Dunning-Stage"] == "soft"],
-        timeout=60,
-        interval=0.3,
-        what="the next stage after the reopen",
-    )
+    try:
+        soft = wait_until(
+            lambda: [m for m in t.mails(email) if m["headers"]["X-Dunning-Stage"] == "soft"],
+            timeout=60,
+            interval=0.3,
+            what="the next stage after the reopen",
+        )
+    except AssertionError:
+        raise AssertionError(
+            f"no soft after the reopen: timers {timers_of()}, history {t.view(invoice)['history']}"
+        ) from None
     assert len(soft) == 1
     time.sleep(3)
     stages = [m["headers"]["X-Dunning-Stage"] for m in t.mails(email)]
