@@ -32,7 +32,7 @@ from dunning.contracts import InvoiceClosedByProcessor
 from dunning.http import Problem
 from dunning.logging import get_logger
 from dunning.money import format_amount
-from dunning_reconciliation import credit_notes, money
+from dunning_reconciliation import credit_notes, money, reconcile
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.domain import PROCESSING, IncomingPayment, MatchKeys, PaymentRef
 from dunning_reconciliation.money import ReversalError
@@ -97,7 +97,9 @@ async def processing(conn: asyncpg.Connection, tenant_id: str, event: StripeEven
     earlier = await stripe_repo.payment_by_stripe_ids(conn, tenant_id, [p.stripe_object_id])
     if earlier is not None:  # seen before (processing again), or its money already came
         return Answer("duplicate", earlier["payment_id"])
-    outcome = await money.pending(conn, p, "processing")
+    await reconcile.lock_keys(conn, tenant_id, p.keys)  # as receive does: its invoice may arrive now
+    invoice_id = await repo.find_invoice(conn, tenant_id, p.keys)
+    outcome = await money.pending(conn, p, "processing", invoice_id=invoice_id)
     await stripe_repo.link(conn, tenant_id, p.payment_id, a.links)
     log.info(
         "reconciliation.stripe.processing",
@@ -186,7 +188,10 @@ async def refunds(conn: asyncpg.Connection, tenant_id: str, event: StripeEvent, 
         if due > 0 and r.status == "succeeded":
             due -= await _reverse(conn, tenant_id, payment_id, r.refund_id, min(r.amount, due), event, invoices)
     if due > 0:
-        await _reverse(conn, tenant_id, payment_id, f"{a.charge_id or payment_id}:{event.id}", due, event, invoices)
+        rest = f"{a.charge_id or payment_id}:{event.id}"  # refunds only a cumulative amount tells of
+        due -= await _reverse(conn, tenant_id, payment_id, rest, due, event, invoices)
+    if due == reported - reversed_:  # nothing could be taken back (a lost chargeback took it all)
+        return _ignored(event, "nothing_left_to_reverse", payment_id=payment_id)
     return Answer("reversed", payment_id, invoices[0] if invoices else None)
 
 
@@ -201,16 +206,17 @@ async def _reverse(
 ) -> Decimal:
     """Reverse `amount` of the payment under `reference`; returns what was newly reversed."""
     try:
-        result = await money.reverse(
-            conn,
-            tenant_id,
-            source="stripe",
-            source_reference=reference,
-            payment_ref=PaymentRef(payment_id=payment_id),
-            amount=amount,
-            kind="refund",
-            reversed_at=_at(event),
-        )
+        async with conn.transaction():  # a savepoint: a refused reversal leaves nothing behind
+            result = await money.reverse(
+                conn,
+                tenant_id,
+                source="stripe",
+                source_reference=reference,
+                payment_ref=PaymentRef(payment_id=payment_id),
+                amount=amount,
+                kind="refund",
+                reversed_at=_at(event),
+            )
     except ReversalError as exc:
         log.warning("reconciliation.stripe.refund_refused", payment_id=payment_id, reference=reference, error=str(exc))
         return Decimal(0)
@@ -249,17 +255,32 @@ async def dispute(conn: asyncpg.Connection, tenant_id: str, event: StripeEvent, 
         outcome = await money.pending(conn, disputed, "chargeback", payment_ref=ref)
         log.info("reconciliation.stripe.dispute_opened", payment_id=payment_id, dispute_id=a.dispute_id)
         return Answer("disputed", payment_id, outcome.invoice_id)
-    outcome = await money.pending_ended(
-        conn,
-        tenant_id,
-        payment_ref=ref,
-        kind="chargeback",
-        outcome=a.outcome,
-        source_reference=a.dispute_id,
-        ended_at=a.at,
-    )
+    outcome = await _dispute_closed(conn, tenant_id, ref, a)
     log.info("reconciliation.stripe.dispute_closed", payment_id=payment_id, dispute_id=a.dispute_id, outcome=a.outcome)
     return Answer("dispute_closed", payment_id, outcome.invoice_id, outcome.settled)
+
+
+async def _dispute_closed(conn: asyncpg.Connection, tenant_id: str, ref: PaymentRef, a: Dispute):
+    """End the dispute's pause; lost takes the disputed amount back, or all that is left of the
+    payment when less is left (a part was refunded meanwhile)."""
+    for amount in (a.amount, None) if a.outcome == "lost" else (None,):
+        try:
+            async with conn.transaction():  # a savepoint: a refused amount leaves nothing behind
+                return await money.pending_ended(
+                    conn,
+                    tenant_id,
+                    payment_ref=ref,
+                    kind="chargeback",
+                    outcome=a.outcome,
+                    source_reference=a.dispute_id,
+                    ended_at=a.at,
+                    amount=amount,
+                )
+        except ReversalError as exc:
+            if amount is None or exc.field != "amount":
+                raise
+            log.warning("reconciliation.stripe.dispute_above_what_is_left", dispute_id=a.dispute_id, error=str(exc))
+    raise AssertionError("unreachable")
 
 
 def invoice_closed_by_processor(

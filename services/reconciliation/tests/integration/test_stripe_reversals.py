@@ -14,10 +14,14 @@ pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "stripe"
 
 
-def stripe(name: str, event_id: str | None = None, *, drop: tuple[str, ...] = (), **changes) -> bytes:
-    """The fixture event `name` (tests/fixtures/stripe), its object changed, with a fresh event id."""
+def stripe(
+    name: str, event_id: str | None = None, *, type_: str | None = None, drop: tuple[str, ...] = (), **changes
+) -> bytes:
+    """The fixture event `name` (tests/fixtures/stripe), its object changed, with a fresh event id
+    (and another type, for an event that carries the same object)."""
     event = orjson.loads((FIXTURES / f"{name}.json").read_bytes())
     event["id"] = event_id or f"evt_{new_id('x')[2:]}"
+    event["type"] = type_ or event["type"]
     event["created"] = int(time.time())
     event["data"]["object"].update(changes)
     for key in drop:
@@ -206,7 +210,7 @@ async def test_a_pending_refund_counts_when_it_succeeds(pool, client, h):
     assert pending.json()["status"] == "duplicate"  # nothing to count yet
     assert await invoice(pool, invoice_id) == (0, "paid")
 
-    done = await h.post_webhook(client, stripe("refund.updated", **refund(s, 1, 30000)))
+    done = await h.post_webhook(client, stripe("refund.created", type_="refund.updated", **refund(s, 1, 30000)))
 
     assert done.json()["status"] == "reversed"
     assert await invoice(pool, invoice_id) == (300, "open")
