@@ -2,6 +2,7 @@
 processing (not paid) and its success or failure, refunds (each counted once, whichever events
 report it) that reopen a paid invoice, disputes that pause dunning and, lost, take the money back."""
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -288,3 +289,50 @@ async def test_a_replayed_dispute_close_changes_nothing(pool, client, h):
     assert replay.json()["status"] == "duplicate"
     assert await h.counts(pool) == before
     assert await invoice(pool, invoice_id) == (1250, "open")
+
+
+async def test_a_dispute_lost_after_a_partial_refund_takes_back_what_is_left(pool, client, h):
+    s = ids()
+    invoice_id = await paid_invoice(pool, client, h, s)
+    await h.post_webhook(client, stripe("refund.created", **refund(s, 1, 30000)))
+    dispute = {"id": s["dp"], "charge": s["ch"], "payment_intent": s["pi"], "amount": 125000}
+    await h.post_webhook(client, stripe("charge.dispute.created", **dispute))
+
+    closed = await h.post_webhook(client, stripe("charge.dispute.closed", status="lost", **dispute))
+
+    assert closed.json()["status"] == "dispute_closed"
+    reversed_ = await events(pool, h, invoice_id, "PaymentReversed")
+    assert [(r["kind"], r["amount"]) for r in reversed_] == [("refund", "300.00"), ("chargeback", "950.00")]
+    assert await invoice(pool, invoice_id) == (1250, "open")
+
+
+async def test_a_refund_after_a_lost_chargeback_has_nothing_left_to_take(pool, client, h):
+    s = ids()
+    invoice_id = await paid_invoice(pool, client, h, s)
+    dispute = {"id": s["dp"], "charge": s["ch"], "payment_intent": s["pi"], "amount": 125000}
+    await h.post_webhook(client, stripe("charge.dispute.closed", status="lost", **dispute))
+
+    late = await h.post_webhook(client, stripe("refund.created", **refund(s, 1, 30000)))
+
+    assert late.status_code == 200 and late.json()["status"] == "ignored"
+    reversed_ = await events(pool, h, invoice_id, "PaymentReversed")
+    assert [(r["kind"], r["amount"]) for r in reversed_] == [("chargeback", "1250.00")]
+    assert await invoice(pool, invoice_id) == (1250, "open")
+
+
+async def test_one_refund_delivered_concurrently_through_two_event_types_reverses_once(pool, client, h):
+    s = ids()
+    invoice_id = await paid_invoice(pool, client, h, s)
+    listed = {"object": "list", "data": [refund(s, 1, 30000)], "has_more": False}
+    bodies = [
+        stripe("refund.created", **refund(s, 1, 30000)),
+        stripe("charge.refund.updated", **refund(s, 1, 30000)),
+        stripe("charge.refunded", id=s["ch"], payment_intent=s["pi"], invoice=s["in"], amount_refunded=30000,
+               refunds=listed),
+    ]  # fmt: skip
+
+    responses = await asyncio.gather(*(h.post_webhook(client, b) for b in bodies))
+
+    assert sorted(r.json()["status"] for r in responses) == ["duplicate", "duplicate", "reversed"]
+    assert [r["amount"] for r in await events(pool, h, invoice_id, "PaymentReversed")] == ["300.00"]
+    assert await invoice(pool, invoice_id) == (300, "open")
