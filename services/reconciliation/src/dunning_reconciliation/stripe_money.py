@@ -94,7 +94,7 @@ async def handle(conn: asyncpg.Connection, tenant_id: str, event: StripeEvent, a
 async def processing(conn: asyncpg.Connection, tenant_id: str, event: StripeEvent, a: Processing) -> Answer:
     """A debit in flight: stored `processing`, not counted as paid; its invoice's dunning pauses."""
     p = a.payment
-    earlier = await stripe_repo.payment_by_stripe_ids(conn, tenant_id, [p.stripe_object_id])
+    earlier = await live_payment(conn, tenant_id, p.stripe_object_id)
     if earlier is not None:  # seen before (processing again), or its money already came
         return Answer("duplicate", earlier["payment_id"])
     await reconcile.lock_keys(conn, tenant_id, p.keys)  # as receive does: its invoice may arrive now
@@ -109,6 +109,17 @@ async def processing(conn: asyncpg.Connection, tenant_id: str, event: StripeEven
         invoice_id=outcome.invoice_id,
     )
     return Answer("processing", p.payment_id, outcome.invoice_id, False)
+
+
+async def live_payment(conn: asyncpg.Connection, tenant_id: str, object_id: str | None) -> asyncpg.Record | None:
+    """The payment a Stripe object carries now. An attempt that failed (a debit returned) lets go of
+    the object: a PaymentIntent retried afterwards is a new payment, counted when it succeeds."""
+    if object_id is None:
+        return None
+    failed = await stripe_repo.release_failed(conn, tenant_id, object_id)
+    if failed is not None:
+        log.info("reconciliation.stripe.retry_after_failure", stripe_object_id=object_id, failed_payment_id=failed)
+    return await stripe_repo.payment_by_stripe_ids(conn, tenant_id, [object_id])
 
 
 async def succeeded(conn: asyncpg.Connection, event: StripeEvent, p: IncomingPayment, payment_id: str) -> Answer:

@@ -87,7 +87,7 @@ async def _record(conn: asyncpg.Connection, tenant_id: str, event: StripeEvent, 
 async def _payment(conn: asyncpg.Connection, event: StripeEvent, payment: IncomingPayment) -> stripe_money.Answer:
     tenant_id = payment.tenant_id
     links = links_of(event)
-    earlier = await stripe_repo.payment_by_stripe_ids(conn, tenant_id, [payment.stripe_object_id])
+    earlier = await stripe_money.live_payment(conn, tenant_id, payment.stripe_object_id)
     if earlier is not None and earlier["status"] == PROCESSING:
         # The debit seen processing succeeded: its pause ends and its money is allocated now.
         await stripe_repo.link(conn, tenant_id, earlier["payment_id"], links)

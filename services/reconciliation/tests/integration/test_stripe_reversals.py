@@ -115,6 +115,28 @@ async def test_processing_debit_that_fails_ends_the_pause_and_pays_nothing(pool,
     assert await pool.fetchval("SELECT status FROM payments") == "failed"
 
 
+async def test_an_intent_retried_after_a_failed_debit_pauses_again_and_pays_once(pool, client, h):
+    issued = h.invoice_issued(amount_due="1250.00")
+    invoice_id = issued["subject"]
+    await h.handle_invoice(pool, issued)
+    s = ids()
+    intent = {"id": s["pi"], "metadata": {"dunning_invoice_id": invoice_id}}
+    await h.post_webhook(client, stripe("payment_intent.processing", **intent))
+    await h.post_webhook(client, stripe("payment_intent.payment_failed", **intent))
+
+    again = await h.post_webhook(client, stripe("payment_intent.processing", **intent, latest_charge="py_retry"))
+    paid = await h.post_webhook(client, stripe("payment_intent.succeeded", **intent, amount_received=125000))
+
+    assert (again.json()["status"], paid.json()["status"]) == ("processing", "applied")
+    assert paid.json()["payment_id"] == again.json()["payment_id"]
+    assert [e["kind"] for e in await events(pool, h, invoice_id, "PaymentPending")] == ["processing", "processing"]
+    assert [e["outcome"] for e in await events(pool, h, invoice_id, "PaymentPendingEnded")] == ["failed", "succeeded"]
+    assert len(await events(pool, h, invoice_id, "PaymentReceived")) == 1
+    assert await invoice(pool, invoice_id) == (0, "paid")
+    statuses = await pool.fetch("SELECT status, stripe_object_id FROM payments ORDER BY received_at, payment_id")
+    assert sorted((r["status"], r["stripe_object_id"]) for r in statuses) == [("applied", s["pi"]), ("failed", None)]
+
+
 async def test_processing_debit_of_a_stripe_invoice_ends_with_its_invoice_paid(pool, client, h):
     s = ids()
     issued = h.invoice_issued(amount_due="1250.00", external_id=s["in"])

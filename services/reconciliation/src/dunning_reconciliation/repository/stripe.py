@@ -10,14 +10,16 @@ _PAYMENT_BY_STRIPE_IDS = (
     "SELECT p.payment_id, p.status, p.currency, p.invoice_id FROM payments p WHERE p.tenant_id = $1"
     " AND (p.stripe_object_id = ANY ($2::text[]) OR p.payment_id IN"
     " (SELECT l.payment_id FROM stripe_links l WHERE l.tenant_id = $1 AND l.object_id = ANY ($2::text[])))"
-    " ORDER BY array_position($2::text[], p.stripe_object_id) NULLS LAST, p.received_at LIMIT 1"
+    " ORDER BY p.status = 'failed', array_position($2::text[], p.stripe_object_id) NULLS LAST, p.received_at DESC"
+    " LIMIT 1"
 )
 
 
 async def payment_by_stripe_ids(
     conn: asyncpg.Connection, tenant_id: str, object_ids: Sequence[str]
 ) -> asyncpg.Record | None:
-    """The payment (payment_id, status, currency, invoice_id) carried by, or linked to, one of these Stripe ids."""
+    """The payment (payment_id, status, currency, invoice_id) carried by, or linked to, one of these
+    Stripe ids: a live one before a failed attempt, the object's own before a linked one."""
     if not object_ids:
         return None
     return await conn.fetchrow(_PAYMENT_BY_STRIPE_IDS, tenant_id, list(object_ids))
@@ -80,3 +82,17 @@ async def refunded(conn: asyncpg.Connection, tenant_id: str, payment_id: str) ->
     """(what Stripe reported refunded of the payment, what reconciliation has reversed for it)."""
     row = await conn.fetchrow(_REFUNDED, tenant_id, payment_id)
     return row["reported"], row["reversed"]
+
+
+_RELEASE_FAILED = (
+    "WITH released AS (UPDATE payments SET stripe_object_id = NULL WHERE tenant_id = $1 AND stripe_object_id = $2"
+    " AND status = 'failed' RETURNING payment_id),"
+    " unlinked AS (DELETE FROM stripe_links WHERE tenant_id = $1 AND payment_id IN (SELECT payment_id FROM released))"
+    " SELECT payment_id FROM released"
+)
+
+
+async def release_failed(conn: asyncpg.Connection, tenant_id: str, object_id: str) -> str | None:
+    """A failed attempt of a Stripe object lets go of the object's ids (its own and its links), so that
+    the object's next attempt (a PaymentIntent retried after a failed debit) is a payment of its own."""
+    return await conn.fetchval(_RELEASE_FAILED, tenant_id, object_id)
