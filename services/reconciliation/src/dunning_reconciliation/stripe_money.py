@@ -250,6 +250,13 @@ async def dispute(conn: asyncpg.Connection, tenant_id: str, event: StripeEvent, 
     if row is None:
         return _ignored(event, "unknown_payment", dispute_id=a.dispute_id, object_ids=list(a.object_ids))
     payment_id, ref = row["payment_id"], PaymentRef(payment_id=row["payment_id"])
+    # The dispute (and its close) linked to the payment once: the same dispute under another event
+    # id changes nothing more.
+    first = await stripe_repo.claim_link(conn, tenant_id, payment_id, a.dispute_id)
+    if a.outcome is not None:
+        first = await stripe_repo.claim_link(conn, tenant_id, payment_id, f"{a.dispute_id}#closed")
+    if not first:
+        return Answer("duplicate", payment_id)
     if a.outcome is None:
         # The pending money is the disputed amount, named by the dispute.
         disputed = IncomingPayment(

@@ -358,3 +358,17 @@ async def test_one_refund_delivered_concurrently_through_two_event_types_reverse
     assert sorted(r.json()["status"] for r in responses) == ["duplicate", "duplicate", "reversed"]
     assert [r["amount"] for r in await events(pool, h, invoice_id, "PaymentReversed")] == ["300.00"]
     assert await invoice(pool, invoice_id) == (300, "open")
+
+
+async def test_a_dispute_opened_and_closed_under_other_event_ids_counts_once(pool, client, h):
+    s = ids()
+    invoice_id = await paid_invoice(pool, client, h, s)
+    dispute = {"id": s["dp"], "charge": s["ch"], "payment_intent": s["pi"], "amount": 125000}
+
+    opened = [await h.post_webhook(client, stripe("charge.dispute.created", **dispute)) for _ in range(2)]
+    closed = [await h.post_webhook(client, stripe("charge.dispute.closed", status="lost", **dispute)) for _ in range(2)]
+
+    assert [r.json()["status"] for r in opened + closed] == ["disputed", "duplicate", "dispute_closed", "duplicate"]
+    assert len(await events(pool, h, invoice_id, "PaymentPending")) == 1
+    assert len(await events(pool, h, invoice_id, "PaymentPendingEnded")) == 1
+    assert [r["amount"] for r in await events(pool, h, invoice_id, "PaymentReversed")] == ["1250.00"]

@@ -37,6 +37,17 @@ async def link(conn: asyncpg.Connection, tenant_id: str, payment_id: str, object
         await conn.execute(_LINK, tenant_id, list(object_ids), payment_id)
 
 
+_CLAIM_LINK = (
+    "INSERT INTO stripe_links (tenant_id, object_id, payment_id) VALUES ($1, $2, $3)"
+    " ON CONFLICT (tenant_id, object_id) DO NOTHING RETURNING true"
+)
+
+
+async def claim_link(conn: asyncpg.Connection, tenant_id: str, payment_id: str, object_id: str) -> bool:
+    """Link one id to the payment; False if it was linked before (a dispute opened or closed twice)."""
+    return bool(await conn.fetchval(_CLAIM_LINK, tenant_id, object_id, payment_id))
+
+
 _REFUND_STATUS = "SELECT status FROM stripe_refunds WHERE tenant_id = $1 AND refund_key = $2"
 
 
