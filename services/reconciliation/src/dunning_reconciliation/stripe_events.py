@@ -1,5 +1,6 @@
 """Stripe events -> payments: parse the event JSON, convert minor units the way Stripe defines them,
-and collect the keys that find the invoice. Pure functions; no I/O.
+and collect the keys that find the invoice. Pure functions; no I/O. (The events about money after it
+came, refunds, disputes and the like, are read by stripe_objects.)
 
 Minor units (https://docs.stripe.com/currencies#zero-decimal):
 - zero-decimal: BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF (5000 JPY = ¥5000);
@@ -25,7 +26,6 @@ THREE_DECIMAL = frozenset("BHD JOD KWD OMR TND".split())
 
 INVOICE_PAID = "invoice.paid"
 PAYMENT_INTENT_SUCCEEDED = "payment_intent.succeeded"
-HANDLED = frozenset({INVOICE_PAID, PAYMENT_INTENT_SUCCEEDED})
 
 
 class StripeEventError(ValueError):
