@@ -1,7 +1,9 @@
 """Allocating a payment's money to invoices: the one place where money meets an invoice's balance.
 
 Everything runs in the caller's transaction; the caller has called `reconcile.acknowledging` first
-(the payments watermark's fence). Each allocation locks its invoice (several: in id order, in one
+(the payments watermark's fence). Locks are taken in one order everywhere (here, money.reverse,
+credits.apply_customer_credit): the payment's row, its customers' credit lock, the invoices (id
+order), the credit rows. Each allocation locks its invoice (several: in id order, in one
 statement), is capped at the open balance, bumps the invoice's `balance_version` and writes exactly one
 PaymentReceived stating it. The payment's money columns are recomputed from its allocations and
 credit (repository.update_payment), never added up by hand.
@@ -85,13 +87,11 @@ async def allocate(
     A currency that differs from an invoice's: with `strict_currency` (or an allocation by hand)
     CurrencyMismatch, nothing changed; otherwise the payment is recorded rejected_currency_mismatch."""
     invoice_ids = [a.invoice_id for a in allocations]
-    if excess_to_credit and invoice_ids:  # the credit lock before any invoice lock (credits.py's order)
-        customers = set(await repo.customers_of_invoices(conn, payment.tenant_id, invoice_ids))
-        customers |= {payment.customer_id} if payment.customer_id else set()
-        if payment.acknowledged_at is None:
-            payment = replace(payment, acknowledged_at=await repo.acknowledge_time(conn))
-        await repo.lock_names(conn, [credit_lock_name(payment.tenant_id, c) for c in customers])
     p, row = await _stored(conn, payment)
+    if excess_to_credit and invoice_ids:  # lock order: payment row, customer credit, invoices, credit rows
+        customers = set(await repo.customers_of_invoices(conn, p.tenant_id, invoice_ids))
+        customers |= {p.customer_id} if p.customer_id else set()
+        await repo.lock_names(conn, [credit_lock_name(p.tenant_id, c) for c in customers])
     if row["status"] in (FAILED, REVERSED):
         raise AllocationError(
             "payment_id", f"payment {p.payment_id} is {row['status']}: it has no money to allocate", 409

@@ -23,7 +23,7 @@ from dunning.logging import get_logger
 from dunning.money import format_amount, quantize
 from dunning_reconciliation import messages, reconcile
 from dunning_reconciliation import repository as repo
-from dunning_reconciliation.credits import apply_customer_credit
+from dunning_reconciliation.credits import apply_customer_credit, credit_lock_name
 from dunning_reconciliation.domain import (
     CLOSED,
     FAILED,
@@ -88,6 +88,8 @@ async def reverse(
     if payment is None:
         raise ReversalError("payment", f"no payment {payment_ref} for this tenant", 404)
     currency, payment_id = payment["currency"], payment["payment_id"]
+    customers = await repo.customers_of_payment(conn, payment_id)  # lock order: see allocations.py
+    await repo.lock_names(conn, [credit_lock_name(tenant_id, c) for c in customers])
     credits = [dict(c) for c in await repo.lock_credits_of_payment(conn, payment_id)]
     allocations = await repo.lock_active_allocations(conn, payment_id)
     applications = await repo.lock_applications(conn, [c["credit_id"] for c in credits]) if credits else []

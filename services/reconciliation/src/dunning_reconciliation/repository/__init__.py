@@ -31,6 +31,7 @@ from dunning_reconciliation.repository.credit_notes import (
 from dunning_reconciliation.repository.credits import (
     credits_of_customer,
     credits_of_payments,
+    customers_of_payment,
     customers_with_credit,
     insert_application,
     insert_credit,
@@ -98,6 +99,7 @@ __all__ = [
     "credits_of_customer",
     "credits_of_payments",
     "customers_of_invoices",
+    "customers_of_payment",
     "customers_with_credit",
     "find_invoice",
     "finish_stripe_event",

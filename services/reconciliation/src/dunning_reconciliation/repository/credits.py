@@ -129,3 +129,15 @@ async def customers_with_credit(conn: asyncpg.Connection, keys: list[dict[str, s
     """Of the (tenant_id, customer_id) pairs named, those holding credit (the batch's one query)."""
     rows = await conn.fetch(_CUSTOMERS_WITH_CREDIT, orjson.dumps(keys).decode())
     return {(r["tenant_id"], r["customer_id"]) for r in rows}
+
+
+_CUSTOMERS_OF_PAYMENT = (
+    "SELECT customer_id FROM customer_credits WHERE source_payment_id = $1"
+    " UNION SELECT i.customer_id FROM allocations a JOIN invoices i USING (invoice_id)"
+    " WHERE a.payment_id = $1 AND i.customer_id IS NOT NULL"
+)
+
+
+async def customers_of_payment(conn: asyncpg.Connection, payment_id: str) -> list[str]:
+    """The customers whose credit or invoices the payment's money reached (their credit locks)."""
+    return sorted(r["customer_id"] for r in await conn.fetch(_CUSTOMERS_OF_PAYMENT, payment_id))
