@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from dunning.money import format_amount
 from dunning_ingest.charges_output import CHARGES_EXAMPLE, ChargesOut, charges_json
 from dunning_ingest.invoice_history import InvoiceEventOut, Stops, _ts, invoice_history_json
-from dunning_ingest.money_output import MoneyOut, MoneyRows, money_out
+from dunning_ingest.money_output import MoneyOut, MoneyRows, money_json, money_out
 from dunning_ingest.stop_output import DisputeOut, HoldOut, PromiseOut, dump
 
 INVOICE_ID = re.compile(r"^inv_[0-9A-Za-z]{10,40}$")
@@ -367,7 +367,7 @@ def invoice_detail_json(
     body = invoice_out_json(r)
     body["payments"] = [payment_out_json(p) for p in payments]
     body["credit_notes"] = [credit_note_out_json(c) for c in credit_notes]
-    body["money"] = dump(money_out(r["currency"], payments, credit_notes, money))
+    body["money"] = money_json(r["currency"], payments, credit_notes, money)
     body["timeline"] = timeline_out_json(stages, history)
     body["holds"] = [dump(HoldOut.from_row(h)) for h in stops.holds]
     body["disputes"] = [dump(DisputeOut.from_row(d)) for d in stops.disputes]

@@ -230,6 +230,18 @@ def money_out(
     return MoneyOut(entries=[MoneyEntryOut.model_validate(e) for e in entries], pending=pending)
 
 
+def money_json(
+    currency: str,
+    payments: Sequence[Mapping[str, Any]] = (),
+    credit_notes: Sequence[Mapping[str, Any]] = (),
+    rows: MoneyRows | None = None,
+) -> dict[str, Any]:
+    """The JSON of `money_out` (a new invoice's, empty, without building the models: the create path)."""
+    if not payments and not credit_notes and (rows is None or (not rows.entries and not rows.pending)):
+        return {"entries": [], "pending": []}
+    return money_out(currency, payments, credit_notes, rows).model_dump(mode="json")
+
+
 # --- the history entries of money -------------------------------------------------------------------
 
 
