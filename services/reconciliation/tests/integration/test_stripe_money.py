@@ -222,3 +222,61 @@ async def test_signed_event_with_an_unreadable_refund_is_a_400_naming_the_field(
     assert response.status_code == 400
     assert response.json()["errors"][0]["field"] == "data.object.amount"
     assert await h.counts(pool) == {"payments": 0, "outbox": 0, "stripe_events": 0}
+
+
+def acting_event(name: str, s: dict, invoice_id: str) -> bytes:
+    """An event of type `name` that acts on the invoice paid through s (or, for an intent, on a debit)."""
+    refund = {"id": f"re_{s['ch'][3:]}", "charge": s["ch"], "payment_intent": s["pi"], "amount": 10000}
+    objects = {
+        "payment_intent.processing": {"id": f"pi_debit_{s['pi'][3:]}", "metadata": {"dunning_invoice_id": invoice_id}},
+        "charge.refunded": {"id": s["ch"], "payment_intent": s["pi"], "invoice": s["in"], "amount_refunded": 10000,
+                            "refunds": {"object": "list", "data": [], "has_more": False}},
+        "refund.created": refund,
+        "refund.updated": refund,
+        "charge.refund.updated": refund | {"status": "succeeded"},
+        "charge.dispute.created": {"id": s["dp"], "charge": s["ch"], "payment_intent": s["pi"], "amount": 10000},
+        "charge.dispute.closed": {"id": s["dp"], "charge": s["ch"], "payment_intent": s["pi"], "amount": 10000},
+        "invoice.voided": {"id": s["in"], "metadata": {"dunning_invoice_id": invoice_id}},
+        "invoice.marked_uncollectible": {"id": s["in"], "metadata": {"dunning_invoice_id": invoice_id}},
+        "credit_note.created": {"id": f"cn_{s['in'][3:]}", "invoice": s["in"], "amount": 10000},
+    }  # fmt: skip
+    fixture = "refund.created" if name == "refund.updated" else name
+    body = orjson.loads(stripe(fixture, **objects[name]))
+    body["type"] = name
+    return orjson.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        pytest.param("payment_intent.processing", "processing", id="processing"),
+        pytest.param("charge.refunded", "reversed", id="charge-refunded"),
+        pytest.param("refund.created", "reversed", id="refund-created"),
+        pytest.param("refund.updated", "reversed", id="refund-updated"),
+        pytest.param("charge.refund.updated", "reversed", id="charge-refund-updated"),
+        pytest.param("charge.dispute.created", "disputed", id="dispute-created"),
+        pytest.param("charge.dispute.closed", "dispute_closed", id="dispute-closed"),
+        pytest.param("invoice.voided", "closed", id="voided"),
+        pytest.param("invoice.marked_uncollectible", "closed", id="uncollectible"),
+        pytest.param("credit_note.created", "credited", id="credit-note"),
+    ],
+)
+async def test_each_new_event_type_acts_once_and_its_replay_changes_nothing(pool, client, h, name, status):
+    s = ids()
+    invoice_id = await open_invoice(pool, h, amount_due="1250.00")
+    if name != "payment_intent.processing":
+        await paid_by_stripe_invoice(pool, client, h, invoice_id, s, amount=100000)
+    body = acting_event(name, s, invoice_id)
+
+    first = await h.post_webhook(client, body)
+    after_first = (await h.counts(pool), await balance(pool, invoice_id))
+    replay = await h.post_webhook(client, body)
+
+    assert first.status_code == 200 and first.json()["status"] == status
+    assert replay.status_code == 200 and replay.json() == {
+        "status": "duplicate",
+        "payment_id": None,
+        "invoice_id": None,
+        "settled": None,
+    }
+    assert (await h.counts(pool), await balance(pool, invoice_id)) == after_first
