@@ -92,6 +92,8 @@ async def on_invoice_updated(conn: asyncpg.Connection, event: Event[InvoiceUpdat
         balance=balance,
         status=status,
         metadata=dict(change.metadata),
+        customer_id=change.customer.customer_id,
+        due_date=change.due_date,
     )
     late = 0
     if (change.external_id, change.number) != (invoice["external_id"], invoice["number"]):

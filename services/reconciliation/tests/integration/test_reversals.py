@@ -216,3 +216,33 @@ async def test_a_chargeback_pauses_then_ends(pool, h, outcome, balance):
     assert types == expected
     assert events[1]["data"]["kind"] == "chargeback" and events[2]["data"]["outcome"] == outcome
     assert (await state(pool, invoice))[0] == balance
+
+
+async def test_refunds_racing_over_payments_of_the_same_customer_keep_the_money_right(pool, h):
+    """Concurrent refunds of one payment and over-payments (credit applied to the same customer's
+    invoices): no deadlock, nothing counted twice, every balance as the allocations say."""
+    import asyncio
+
+    customer = new_id("cus")
+    invoices = [await issue(pool, h, "100.00", customer_id=customer, due_days_ago=9 - n) for n in range(6)]
+    first = payment(h, "150.00")
+    await run(pool, allocations.allocate, first, [Allocation(invoices[0], D("150.00"), "reference", "named")])
+
+    async def over_pay(n: int) -> None:
+        p = payment(h, "60.00")
+        await run(pool, allocations.allocate, p, [Allocation(invoices[1 + n % 5], D("60.00"), "reference", "named")])
+
+    refunds = [refund(pool, h, first.payment_id, "10.00") for _ in range(8)]
+    await asyncio.gather(*refunds, *(over_pay(n) for n in range(8)))
+
+    assert await pool.fetchval("SELECT amount_refunded FROM payments WHERE payment_id = $1", first.payment_id) == 80
+    for invoice_id in invoices:
+        row = await pool.fetchrow(
+            "SELECT i.amount_due - i.balance AS paid,"
+            " (SELECT coalesce(sum(amount), 0) FROM allocations a WHERE a.invoice_id = i.invoice_id"
+            "  AND a.unallocated_at IS NULL)"
+            " + (SELECT coalesce(sum(amount), 0) FROM credit_applications c WHERE c.invoice_id = i.invoice_id) AS money"
+            " FROM invoices i WHERE invoice_id = $1",
+            invoice_id,
+        )
+        assert row["paid"] == row["money"]

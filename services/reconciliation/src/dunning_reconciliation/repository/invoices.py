@@ -190,7 +190,8 @@ async def set_invoice_balance(conn: asyncpg.Connection, invoice_id: str, balance
 
 _UPDATE_INVOICE = (
     "UPDATE invoices SET version = $2, external_id = $3, number = $4, amount_due = $5, balance = $6,"
-    " status = $7, metadata = $8, updated_at = now() WHERE invoice_id = $1"
+    " status = $7, metadata = $8, customer_id = coalesce($9, customer_id), due_date = coalesce($10, due_date),"
+    " updated_at = now() WHERE invoice_id = $1"
 )
 
 
@@ -205,8 +206,22 @@ async def update_invoice(
     balance: Decimal,
     status: str,
     metadata: dict[str, Any],
+    customer_id: str | None = None,
+    due_date: date | None = None,
 ) -> None:
-    await conn.execute(_UPDATE_INVOICE, invoice_id, version, external_id, number, amount_due, balance, status, metadata)
+    await conn.execute(
+        _UPDATE_INVOICE,
+        invoice_id,
+        version,
+        external_id,
+        number,
+        amount_due,
+        balance,
+        status,
+        metadata,
+        customer_id,
+        due_date,
+    )
 
 
 _CLOSE_INVOICE = (
