@@ -40,7 +40,7 @@ def money(client: httpx.Client, state: dict, say, wait) -> None:
         return r.json()
 
     call("PUT", f"{state['SCHEDULER_URL']}/v1/policy", json=POLICY)
-    say(f"\n19. tenant {tenant['tenant_id']}: money in. Invoices to three customers:")
+    say(f"\n19. tenant {tenant['tenant_id']}: money in. Invoices to five customers:")
 
     def issue(key: str, name: str, amount: str, due_days_ago: int) -> dict:
         body = invoice_body(
@@ -67,6 +67,7 @@ def money(client: httpx.Client, state: dict, say, wait) -> None:
     d1 = issue("6", "Dohle Holding KG", "150.00", 15)
     refunded = issue("7", "Eule Software SE", "420.00", 5)
     invoices = [a1, a2, b1, c1, c2, d1, refunded]
+    number = {inv["id"]: inv["number"] for inv in invoices}
     wait(lambda: _known(state, invoices), 30, "reconciliation to know the invoices")
 
     lines = [
@@ -91,7 +92,7 @@ def money(client: httpx.Client, state: dict, say, wait) -> None:
     for p in call("GET", f"{recon}/v1/payments", params={"source": "bank_statement"})["data"]:
         say(f"    {p['amount']} {p['currency']} from {p.get('payer_name') or '?'}: {p['status']}")
         for a in p.get("allocations", []):
-            say(f"      -> {a['invoice_id']} {a['amount']} ({a.get('rule')}: {a.get('reason')})")
+            say(f"      -> {number.get(a['invoice_id'])} {a['amount']} ({a.get('rule')}: {a.get('reason')})")
         if p.get("credit"):
             say(f"      credit {p['credit'].get('amount')}, left {p['credit'].get('remaining')}")
     again = client.post(f"{recon}/v1/statements", content=document, headers={**auth, "Content-Type": "application/xml"})
@@ -107,11 +108,26 @@ def money(client: httpx.Client, state: dict, say, wait) -> None:
         body = {"allocations": [{"invoice_id": d1["id"], "amount": queue[0]["amount"]}], "reason": "called Dohle"}
         done = call("POST", f"{recon}/v1/payments/{queue[0]['payment_id']}/allocations", json=body)
         say(f"    allocated by hand to {d1['number']}: status {done['status']}; the payer's account is remembered")
+        again = camt053([Line(Decimal("72.30"), "", "DOHLE KG", PAYER)], statement_id=f"DEMO-{run}-2")
+        r = client.post(f"{recon}/v1/statements", content=again, headers={**auth, "Content-Type": "application/xml"})
+        if r.status_code >= 300:
+            raise SystemExit(f"demo: POST /v1/statements answered {r.status_code}: {r.text}")
+        [later] = [
+            p
+            for p in call("GET", f"{recon}/v1/payments", params={"source": "bank_statement"})["data"]
+            if p["amount"] == "72.30"
+        ]
+        for a in later.get("allocations", []):
+            say(
+                f"    the same payer's next transfer, 72.30 with no reference -> {number.get(a['invoice_id'])}"
+                f" ({a.get('rule')}: {a.get('reason')})"
+            )
 
     def balance(inv: dict) -> dict:
         return call("GET", f"{ingest}/v1/invoices/{inv['id']}")
 
     wait(lambda: Decimal(balance(c2)["balance"]) == Decimal("30.00"), 30, "the invoice views")
+    say("    the invoices now (GET /v1/invoices/{id}):")
     for inv in invoices[:-1]:
         now = balance(inv)
         say(f"    {now['number']}: status {now['status']}, balance {now['balance']} {now['currency']}")
