@@ -135,7 +135,12 @@ async def succeeded(conn: asyncpg.Connection, event: StripeEvent, p: IncomingPay
         ended_at=p.received_at,
     )
     log.info("reconciliation.stripe.processing_succeeded", payment_id=payment_id, status=outcome.status)
-    return Answer(outcome.status, payment_id, outcome.invoice_id, outcome.settled)
+    # A payment that had ended before (a concurrent event) answers with its status, in the webhook's words.
+    status = _ENDED_BEFORE.get(outcome.status, outcome.status)
+    return Answer(status, payment_id, outcome.invoice_id, outcome.settled)
+
+
+_ENDED_BEFORE = {"partially_allocated": "applied", "unmatched": "pending_match", "reversed": "duplicate"}
 
 
 async def intent_failed(conn: asyncpg.Connection, tenant_id: str, event: StripeEvent, a: IntentFailed) -> Answer:
@@ -215,23 +220,30 @@ async def _reverse(
     event: StripeEvent,
     invoices: list[str],
 ) -> Decimal:
-    """Reverse `amount` of the payment under `reference`; returns what was newly reversed."""
-    try:
-        async with conn.transaction():  # a savepoint: a refused reversal leaves nothing behind
-            result = await money.reverse(
-                conn,
-                tenant_id,
-                source="stripe",
-                source_reference=reference,
-                payment_ref=PaymentRef(payment_id=payment_id),
-                amount=amount,
-                kind="refund",
-                reversed_at=_at(event),
+    """Reverse `amount` of the payment under `reference` (all that is left when less is: a dispute
+    took part of it); returns what was newly reversed."""
+    result = None
+    for wanted in (amount, None):
+        try:
+            async with conn.transaction():  # a savepoint: a refused reversal leaves nothing behind
+                result = await money.reverse(
+                    conn,
+                    tenant_id,
+                    source="stripe",
+                    source_reference=reference,
+                    payment_ref=PaymentRef(payment_id=payment_id),
+                    amount=wanted,
+                    kind="refund",
+                    reversed_at=_at(event),
+                )
+            break
+        except ReversalError as exc:
+            log.warning(
+                "reconciliation.stripe.refund_refused", payment_id=payment_id, reference=reference, error=exc.message
             )
-    except ReversalError as exc:
-        log.warning("reconciliation.stripe.refund_refused", payment_id=payment_id, reference=reference, error=str(exc))
-        return Decimal(0)
-    if result.replayed:
+            if exc.field != "amount":
+                break
+    if result is None or result.replayed:
         return Decimal(0)
     invoices.extend(i for i in result.invoice_ids if i not in invoices)
     log.info(

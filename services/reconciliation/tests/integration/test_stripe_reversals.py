@@ -372,3 +372,17 @@ async def test_a_dispute_opened_and_closed_under_other_event_ids_counts_once(poo
     assert len(await events(pool, h, invoice_id, "PaymentPending")) == 1
     assert len(await events(pool, h, invoice_id, "PaymentPendingEnded")) == 1
     assert [r["amount"] for r in await events(pool, h, invoice_id, "PaymentReversed")] == ["1250.00"]
+
+
+async def test_a_refund_above_what_a_partial_chargeback_left_takes_the_rest(pool, client, h):
+    s = ids()
+    invoice_id = await paid_invoice(pool, client, h, s)
+    dispute = {"id": s["dp"], "charge": s["ch"], "payment_intent": s["pi"], "amount": 100000}
+    await h.post_webhook(client, stripe("charge.dispute.closed", status="lost", **dispute))
+
+    late = await h.post_webhook(client, stripe("refund.created", **refund(s, 1, 30000)))
+
+    assert late.json()["status"] == "reversed"
+    reversed_ = await events(pool, h, invoice_id, "PaymentReversed")
+    assert [(r["kind"], r["amount"]) for r in reversed_] == [("chargeback", "1000.00"), ("refund", "250.00")]
+    assert await invoice(pool, invoice_id) == (1250, "open")
