@@ -14,7 +14,7 @@ Minor units (https://docs.stripe.com/currencies#zero-decimal):
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -196,5 +196,5 @@ def text_of(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def is_unix(value: Any) -> bool:
+def is_unix(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**33

@@ -293,6 +293,7 @@ async def dispute(conn: asyncpg.Connection, tenant_id: str, event: StripeEvent, 
 async def _dispute_closed(conn: asyncpg.Connection, tenant_id: str, ref: PaymentRef, a: Dispute):
     """End the dispute's pause; lost takes the disputed amount back, or all that is left of the
     payment when less is left (a part was refunded meanwhile)."""
+    assert a.outcome is not None, "a closed dispute"
     for amount in (a.amount, None) if a.outcome == "lost" else (None,):
         try:
             async with conn.transaction():  # a savepoint: a refused amount leaves nothing behind

@@ -247,9 +247,9 @@ def _ids(obj: dict[str, Any], *fields: str) -> tuple[str, ...]:
     ids: dict[str, None] = {}
     for name in fields:
         value = obj.get(name)
-        value = value.get("id") if isinstance(value, dict) else value
-        if text_of(value):
-            ids.setdefault(value, None)
+        text = text_of(value.get("id") if isinstance(value, dict) else value)
+        if text:
+            ids.setdefault(text, None)
     return tuple(ids)
 
 
