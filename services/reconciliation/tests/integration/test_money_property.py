@@ -1,5 +1,6 @@
-"""Property: after any sequence of payments (partial, across invoices, over-paying), refunds, credit
-notes, held credit applied to a new invoice, and allocations undone, every invoice's balance is
+"""Property: after any sequence of payments (partial, across invoices, over-paying), payments held in
+the queue and allocated by hand, refunds, credit notes, held credit applied to a new invoice, and
+allocations undone, every invoice's balance is
 amount_due − its active allocations − its credit applications − its credit notes, never below zero
 (open exactly while something is owed); the signed sum of the events published about it gives the
 same balance, and its event with the highest balance_version states it. And every payment's money
@@ -9,13 +10,13 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from dunning.clock import utcnow
 from dunning.http import Problem
 from dunning.ids import new_id
-from dunning_reconciliation import allocations, credit_notes, money
+from dunning_reconciliation import allocations, credit_notes, money, reconcile
 from dunning_reconciliation.domain import Allocation, IncomingPayment, MatchKeys, PaymentRef
 from dunning_reconciliation.schemas import CreditNoteIn
 
@@ -44,6 +45,8 @@ OPS = st.one_of(
     st.tuples(st.just("credit_note"), st.integers(0, 9), cents(1, 20000)),
     st.tuples(st.just("unallocate"), st.integers(0, 20), st.integers(0, 5)),
     st.tuples(st.just("issue"), cents(100, 30000)),
+    st.tuples(st.just("queue"), cents(1, 30000), st.one_of(st.none(), st.tuples(st.integers(0, 9), cents(1, 30000)))),
+    st.tuples(st.just("manual"), st.integers(0, 20), st.integers(0, 9), cents(1, 30000)),
 )
 
 
@@ -78,6 +81,33 @@ async def _step(pool, h, customer: str, invoices: list[str], payments: list[str]
         wanted = [Allocation(i, amount, "reference", "named in the remittance") for i in targets]
         await _run(pool, allocations.allocate, p, wanted, excess_to_credit=excess_to_credit)
         payments.append(p.payment_id)
+    elif kind == "queue":  # no confident match: the payment waits in the queue
+        p = IncomingPayment(
+            tenant_id=h.TENANT,
+            source="bank_statement",
+            source_reference=new_id("line"),
+            currency="EUR",
+            amount=op[1],
+            received_at=utcnow(),
+            keys=MatchKeys(),
+        )
+        await _run(pool, allocations.hold_unmatched, p, [])
+        payments.append(p.payment_id)
+        if op[2] is not None:  # and a person allocates some of it by hand
+            await _step(pool, h, customer, invoices, payments, ("manual", len(payments) - 1, *op[2]))
+    elif kind == "manual" and payments:  # a person allocates what is left of a payment, by hand
+        _, pick, target, amount = op
+        row = await pool.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payments[pick % len(payments)])
+        if row["unallocated_amount"] > 0 and row["status"] in ("unmatched", "partially_allocated"):
+            wanted = [Allocation(invoices[target % len(invoices)], amount, "manual", "allocated by hand")]
+            await _run(
+                pool,
+                allocations.allocate,
+                reconcile.payment_from_row(row),
+                wanted,
+                allocated_by="api",
+                excess_to_credit=False,
+            )
     elif kind == "refund" and payments:
         _, pick, amount = op
         try:
@@ -118,6 +148,7 @@ async def _step(pool, h, customer: str, invoices: list[str], payments: list[str]
         if active:
             allocation_id = active[which % len(active)]["allocation_id"]
             await _run(pool, allocations.unallocate, h.TENANT, payment_id, allocation_id, reason="wrong invoice")
+            event("unallocated")
 
 
 async def _check_invoice(pool, h, invoice_id: str) -> None:
@@ -148,7 +179,7 @@ async def _check_invoice(pool, h, invoice_id: str) -> None:
 
 
 @settings(
-    max_examples=30,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
