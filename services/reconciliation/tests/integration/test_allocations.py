@@ -238,3 +238,32 @@ async def test_hold_unmatched_keeps_the_suggestions(pool, h):
     row = await pool.fetchrow("SELECT status, unallocated_amount, suggestions FROM payments")
     assert (row["status"], row["unallocated_amount"]) == ("unmatched", 10)
     assert row["suggestions"] == [{"invoice_id": "inv_x", "reason": "same amount"}]
+
+
+async def test_an_api_over_payment_answers_its_allocation_and_its_credit(pool, h, client):
+    customer = new_id("cus")
+    invoice = await issue(pool, h, "100.00", customer_id=customer, due_days_ago=5)
+    other = await issue(pool, h, "30.00", customer_id=customer)
+    body = {
+        "invoice_id": invoice,
+        "amount": "150.00",
+        "currency": "EUR",
+        "received_at": utcnow().isoformat(),
+        "reference": "RCPT-OVER-1",
+    }
+    response = await client.post("/v1/payments", json=body, headers=h.AUTH)
+    assert response.status_code == 201, response.text
+    view = response.json()
+    assert (view["status"], view["amount_allocated"], view["credited_amount"], view["unallocated_amount"]) == (
+        "applied",
+        "100.00",
+        "50.00",
+        "0.00",
+    )
+    [allocation] = view["allocations"]
+    assert (allocation["invoice_id"], allocation["amount"], allocation["rule"]) == (invoice, "100.00", "api")
+    credit = view["credit"]
+    assert (credit["amount"], credit["remaining"]) == ("50.00", "20.00")
+    assert [(a["invoice_id"], a["amount"]) for a in credit["applications"]] == [(other, "30.00")]
+    again = await client.post("/v1/payments", json=body, headers=h.AUTH)
+    assert again.status_code == 200 and again.json() == view
