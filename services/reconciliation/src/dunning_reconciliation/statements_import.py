@@ -10,6 +10,7 @@ the chunk, docs/cancel-guarantee.md), then the statement's row locked, its line 
 credits matched and allocated (matching is batch-friendly: one candidate query per chunk), the lines
 and the statement's progress written. A retry after a crash resumes after the last chunk committed."""
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, time
@@ -58,7 +59,8 @@ async def import_statement(
     if seen and all(s["status"] == "imported" for s in seen):
         log.info("reconciliation.statement.duplicate_file", tenant_id=tenant_id, sha256=sha256)
         return await import_view(pool, seen, duplicate=True, duplicate_ids=set())
-    statements = parse(data, format)  # StatementError: refused whole, before anything is stored
+    # StatementError: refused whole, before anything is stored; in a thread, as a large file takes seconds
+    statements = await asyncio.to_thread(parse, data, format)
     match = match or _default_matcher()
     rows, duplicate_ids = [], set()
     for position, statement in enumerate(statements, 1):

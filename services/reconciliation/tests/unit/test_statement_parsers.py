@@ -158,6 +158,22 @@ def test_two_identical_lines_without_reference_stay_two():
             id="xxe-refused",
         ),
         pytest.param(
+            b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+            b"<Document>&b;</Document>",
+            None,
+            "file",
+            id="entity-expansion-refused",
+        ),
+        pytest.param(
+            '<?xml version="1.0" encoding="UTF-16"?><Document/>'.encode("utf-16"), None, "file", id="utf-16-refused"
+        ),
+        pytest.param(
+            b'<?xml version="1.0" encoding="cp037"?>' + "<!DOCTYPE d><Document/>".encode("cp037"),
+            "camt053",
+            "file",
+            id="ebcdic-declared-refused",
+        ),
+        pytest.param(
             b'<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.054.001.02"><BkToCstmrDbtCdtNtfctn/></Document>',
             None,
             "Document",

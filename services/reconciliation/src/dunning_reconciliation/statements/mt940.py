@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import mt940
@@ -114,9 +115,14 @@ def _statement(chunk: str, n: int, first_line: int) -> Statement:
     )
 
 
+@lru_cache(maxsize=64)
+def _valid_currency(code: str) -> str:
+    return validate_currency(code)
+
+
 def _currency(code: str | None, where: str) -> str:
     try:
-        return validate_currency(code or "")
+        return _valid_currency(code or "")
     except MoneyError as exc:
         raise StatementError(where, str(exc)) from None
 
@@ -183,7 +189,7 @@ def _german(text: str) -> _Details:
     parts = _SUBFIELD.split(text)
     for number, value in zip(parts[1::2], parts[2::2], strict=False):
         fields[number] = fields.get(number, "") + value
-    purpose = "".join(fields.get(f"{n:02d}", "") for n in (*range(20, 30), *range(60, 64)))
+    purpose = "".join(v for k, v in sorted(fields.items()) if "20" <= k <= "29" or "60" <= k <= "63")
     keyed = dict(zip(*[iter(_SEPA_KEY.split(purpose)[1:])] * 2, strict=False))
     remittance = keyed.get("SVWZ") if keyed else purpose
     return _Details(
@@ -191,7 +197,7 @@ def _german(text: str) -> _Details:
         creditor_reference=_creditor_ref(keyed.get("SVWZ")),
         payer_name=clean(fields.get("32", "") + fields.get("33", "")),
         payer_account=normalise_account(fields.get("31")),
-        end_to_end_id=clean(keyed.get("EREF")),
+        end_to_end_id=_end_to_end(keyed.get("EREF")),
         code=code,
     )
 
@@ -215,8 +221,13 @@ def _tagged(text: str) -> _Details:
         creditor_reference="".join(reference.split()).upper() if reference else None,
         payer_name=clean(fields.get("NAME") or (cntp[2] if len(cntp) > 2 else None)),
         payer_account=normalise_account(fields.get("IBAN") or (cntp[0] if cntp else None)),
-        end_to_end_id=clean(fields.get("EREF")) if fields.get("EREF", "").upper() != "NOTPROVIDED" else None,
+        end_to_end_id=_end_to_end(fields.get("EREF")),
     )
+
+
+def _end_to_end(value: str | None) -> str | None:
+    value = clean(value)
+    return None if value is None or value.upper() == "NOTPROVIDED" else value
 
 
 def _creditor_ref(text: str | None) -> str | None:
