@@ -26,3 +26,5 @@ class Settings(CommonSettings):
     webhook_tolerance_seconds: int = 300
     # Stripe events are a few KB; anything much larger is not one.
     webhook_max_body_bytes: int = 1024 * 1024
+    # A bank statement upload (POST /v1/statements): a 20,000-line CAMT.053 is about 14 MB.
+    statement_max_body_bytes: int = 20 * 1024 * 1024

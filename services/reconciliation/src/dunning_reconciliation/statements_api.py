@@ -25,7 +25,6 @@ from dunning_reconciliation.statements_schemas import (
 from dunning_reconciliation.statements_view import line_view, statement_view
 
 TAG = {"name": "statements", "description": "Bank statements (CAMT.053, MT940): each credit line becomes a payment."}
-MAX_STATEMENT_BYTES = 20 * 1024 * 1024  # unless the settings say otherwise (statement_max_body_bytes)
 _STATEMENT_ID = re.compile(r"^stm_[0-9A-Za-z]{10,40}$")
 _POSITION = re.compile(r"^[0-9]{1,9}$")
 _BODY = {
@@ -58,7 +57,7 @@ async def _upload(request: Request, limit: int) -> tuple[bytes, str | None]:
 def register(app: FastAPI, deps: Any) -> None:
     if not any(t["name"] == TAG["name"] for t in app.openapi_tags or []):
         app.openapi_tags = [*(app.openapi_tags or []), TAG]
-    limit = getattr(deps.settings, "statement_max_body_bytes", MAX_STATEMENT_BYTES)
+    limit = deps.settings.statement_max_body_bytes
 
     @app.post(
         "/v1/statements",
