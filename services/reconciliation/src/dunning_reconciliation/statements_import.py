@@ -124,10 +124,12 @@ async def _import_lines(
             acknowledged_at = await repo.acknowledge_time(conn)  # the fence first, before any lock
             row = await statement_repo.lock_statement(conn, statement_id)
             start = row["lines_done"]
-            if row["status"] == "imported" or start >= len(s.lines):
+            if row["status"] == "imported":
                 return
             part = list(enumerate(s.lines[start : start + chunk], start + 1))
-            counts = await _chunk(conn, statement_id, tenant_id, s, part, match, acknowledged_at)
+            counts = dict.fromkeys(("matched", "unmatched", "skipped", "duplicates"), 0)
+            if part:  # none: a statement without entries (balances only) is imported as it is
+                counts = await _chunk(conn, statement_id, tenant_id, s, part, match, acknowledged_at)
             await statement_repo.advance_statement(conn, statement_id, start + len(part), counts, utcnow())
         log.info(
             "reconciliation.statement.chunk_imported", statement_id=statement_id, lines_done=start + len(part), **counts

@@ -259,3 +259,15 @@ async def test_a_crashed_import_resumes_after_its_last_chunk_without_paying_twic
     assert result["matched"] + result["unmatched"] == 7
     assert await pool.fetchval("SELECT count(*) FROM payments") == 7
     assert [ln["position"] for ln in result["outcomes"]] == list(range(1, 10))
+
+
+async def test_a_statement_without_entries_is_imported_and_a_second_time_a_duplicate(pool, client, h):
+    empty = fixture("camt053_v08_acme.xml")
+    empty = empty[: empty.index(b"<Ntry>")] + b"</Stmt></BkToCstmrStmt></Document>"
+
+    first = await client.post("/v1/statements", content=empty, headers={**h.AUTH, **XML})
+    again = await client.post("/v1/statements", content=empty, headers={**h.AUTH, **XML})
+
+    assert first.status_code == 201 and first.json()["statements"][0]["status"] == "imported"
+    assert (first.json()["lines"], first.json()["statements"][0]["closing_balance"]) == (0, "14815.50")
+    assert again.status_code == 200 and again.json()["duplicate"] is True
