@@ -286,12 +286,11 @@ async def unallocate(
         raise AllocationError("allocation_id", f"allocation {allocation_id} was wholly reversed", 409)
     invoice = await repo.lock_invoice(conn, tenant_id, allocation["invoice_id"])
     assert invoice is not None
+    if invoice["status"] in CLOSED:
+        raise AllocationError("allocation_id", f"invoice {invoice['invoice_id']} is {invoice['status']}", 409)
     currency, now = allocation["currency"], utcnow()
-    balance, status = invoice["balance"], invoice["status"]
-    if status not in CLOSED:
-        balance = quantize(balance + allocation["amount"], currency)
-        status = invoice_status(balance)
-    version = await repo.set_invoice_balance(conn, invoice["invoice_id"], balance, status)
+    balance = quantize(invoice["balance"] + allocation["amount"], currency)
+    version = await repo.set_invoice_balance(conn, invoice["invoice_id"], balance, invoice_status(balance))
     await repo.mark_unallocated(conn, allocation_id, at=now, reason=reason)
     updated = await repo.update_payment(
         conn, payment_id, invoice_id=invoice["invoice_id"], balance_remaining=balance, settled=balance <= 0

@@ -175,10 +175,13 @@ async def reverse(
     last: tuple[str, Decimal] | None = None
     for invoice_id in sorted(per_invoice):
         invoice = invoices[invoice_id]
-        balance, status = invoice["balance"], invoice["status"]
-        if status not in CLOSED:  # a void or written-off invoice stays closed, owing nothing
-            balance = quantize(balance + per_invoice[invoice_id], currency)
-            status = invoice_status(balance)
+        if invoice["status"] in CLOSED:  # void or written off: it stays closed, owing nothing; no event
+            log.info(
+                "reconciliation.payment.reversed_on_closed_invoice", reversal_id=reversal_id, invoice_id=invoice_id
+            )
+            continue
+        balance = quantize(invoice["balance"] + per_invoice[invoice_id], currency)
+        status = invoice_status(balance)
         version = await repo.set_invoice_balance(conn, invoice_id, balance, status)
         await outbox.add(
             conn,

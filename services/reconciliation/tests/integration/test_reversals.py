@@ -246,3 +246,21 @@ async def test_refunds_racing_over_payments_of_the_same_customer_keep_the_money_
             invoice_id,
         )
         assert row["paid"] == row["money"]
+
+
+async def test_money_taken_back_from_a_voided_invoice_leaves_it_closed(pool, h):
+    issued = h.invoice_issued(amount_due="100.00")
+    await h.handle_invoice(pool, issued)
+    invoice = issued["subject"]
+    p = payment(h, "60.00")
+    result = await run(pool, allocations.allocate, p, [Allocation(invoice, D("60.00"), "metadata", "named")])
+    assert await h.apply(pool, h.invoice_voided(issued, 2))
+
+    with pytest.raises(allocations.AllocationError) as caught:
+        await run(pool, allocations.unallocate, h.TENANT, p.payment_id, result.allocation_ids[0], reason="x")
+    assert (caught.value.field, caught.value.status) == ("allocation_id", 409)
+    refunded = await refund(pool, h, p.payment_id, "60.00")
+    assert refunded.amount == 60
+    assert await state(pool, invoice) == (0, "void", 1)
+    assert [e["type"] for e in await h.outbox_events(pool, invoice)] == ["dunning.PaymentReceived.v1"]
+    assert await pool.fetchval("SELECT status FROM payments") == "reversed"
