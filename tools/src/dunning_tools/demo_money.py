@@ -108,8 +108,8 @@ def money(client: httpx.Client, state: dict, say, wait) -> None:
         body = {"allocations": [{"invoice_id": d1["id"], "amount": queue[0]["amount"]}], "reason": "called Dohle"}
         done = call("POST", f"{recon}/v1/payments/{queue[0]['payment_id']}/allocations", json=body)
         say(f"    allocated by hand to {d1['number']}: status {done['status']}; the payer's account is remembered")
-        again = camt053([Line(Decimal("72.30"), "", "DOHLE KG", PAYER)], statement_id=f"DEMO-{run}-2")
-        r = client.post(f"{recon}/v1/statements", content=again, headers={**auth, "Content-Type": "application/xml"})
+        second = camt053([Line(Decimal("72.30"), "", "DOHLE KG", PAYER)], statement_id=f"DEMO-{run}-2")
+        r = client.post(f"{recon}/v1/statements", content=second, headers={**auth, "Content-Type": "application/xml"})
         if r.status_code >= 300:
             raise SystemExit(f"demo: POST /v1/statements answered {r.status_code}: {r.text}")
         [later] = [

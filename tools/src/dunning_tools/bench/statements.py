@@ -57,8 +57,9 @@ def invoices(n: int, customers: int) -> list[dict]:
     for i in range(n):
         c = i % customers
         due = now.date() - timedelta(days=60) + timedelta(days=i // customers)
+        invoice_id = new_id("inv")
         data = {
-            "invoice_id": new_id("inv"),
+            "invoice_id": invoice_id,
             "tenant_id": TENANT,
             "external_id": f"ERP-{i:07d}",
             "number": f"INV-{i:07d}",
@@ -78,22 +79,18 @@ def invoices(n: int, customers: int) -> list[dict]:
             "metadata": {},
             "issued_at": now,
         }
-        out.append(
-            new_event(InvoiceIssued.TYPE, data, source="/invoice-ingest", subject=data["invoice_id"], tenant_id=TENANT)
-        )
+        out.append(new_event(InvoiceIssued.TYPE, data, source="/invoice-ingest", subject=invoice_id, tenant_id=TENANT))
     return out
 
 
 def statement_lines(issued: list[dict], customers: int, lines: int, rng: random.Random) -> tuple[list[Line], dict]:
     """The credit lines (each invoice paid at most once) and how many of each kind were written."""
-    try:
-        from dunning_reconciliation.matching import creditor_reference_for
-    except ImportError:  # matching not there yet: its lines name the invoice number instead
-        creditor_reference_for = None
+    from dunning_reconciliation.matching import creditor_reference_for
+
     data = [e["data"] for e in issued]
     learnt = set(range(0, customers, 3))  # payer_accounts rows: their invoices are paid by amount only
     by_customer: dict[int, list[dict]] = {c: [] for c in learnt}
-    free = []
+    free: list[dict] = []
     for i, d in enumerate(data):
         (by_customer[i % customers] if i % customers in learnt else free).append(d)
     rng.shuffle(free)
@@ -115,16 +112,10 @@ def statement_lines(issued: list[dict], customers: int, lines: int, rng: random.
                 out.append(Line(Decimal(d["amount_due"]), "", d["customer"]["name"], iban(c)))
         if kind in ("reference", "creditor_reference"):
             picks = [free.pop() for _ in range(2 if kind == "reference" and n % 10 == 0 else 1) if free]
-            total = sum(Decimal(d["amount_due"]) for d in picks)
-            if kind == "creditor_reference" and creditor_reference_for is not None:
-                out.append(
-                    Line(
-                        total,
-                        "",
-                        picks[0]["customer"]["name"],
-                        creditor_reference=creditor_reference_for(picks[0]["number"]),
-                    )
-                )
+            total = sum((Decimal(d["amount_due"]) for d in picks), Decimal(0))
+            reference = creditor_reference_for(picks[0]["number"]) if kind == "creditor_reference" else None
+            if reference:
+                out.append(Line(total, "", picks[0]["customer"]["name"], creditor_reference=reference))
             else:
                 kind = "reference"
                 words = " ".join(d["number"] for d in picks)

@@ -123,13 +123,13 @@ class MoneyRaces:
 
     async def tell(self, s: Story) -> None:
         try:
-            await self.issue(s)
-            charge = StripeCharge(s.invoice, run=f"{self.run.run_id.replace('-', '')}{s.index}")
+            invoice, issued_at = await self.issue(s)
+            charge = StripeCharge(invoice, run=f"{self.run.run_id.replace('-', '')}{s.index}")
             offsets = self.run.cfg.offsets
-            await self.pay(s, charge, s.issued_at + offsets[s.stage])
+            await self.pay(s, charge, issued_at + offsets[s.stage])
             if s.acknowledged_at is None:
                 return
-            reopen_at = s.issued_at + offsets[s.stage + 1]
+            reopen_at = issued_at + offsets[s.stage + 1]
             if s.kind == "chargeback":
                 await self.run.sleep_until(s.acknowledged_at + min(2.0, (reopen_at - s.acknowledged_at) / 3))
                 await self.stripe(charge.dispute("charge.dispute.created", "needs_response"))
@@ -139,7 +139,7 @@ class MoneyRaces:
             else:
                 await self.run.sleep_until(reopen_at + self.run.rng.uniform(-1, 1) * aim.AIM_MS / 1000)
                 s.reversal_sent_at = time.time()
-                refund = round(charge.minor(s.invoice["amount_due"]) * REFUND_SHARE)
+                refund = round(charge.minor(invoice["amount_due"]) * REFUND_SHARE)
                 r = await self.stripe(charge.charge_refunded(refund), queue=False)
             s.reversal_status = r.status_code
             if r.status_code >= 300:
@@ -148,7 +148,7 @@ class MoneyRaces:
             s.error = repr(exc)
             self.notes.append(f"money {s.kind} {s.index}: {exc!r}")
 
-    async def issue(self, s: Story) -> None:
+    async def issue(self, s: Story) -> tuple[dict, float]:
         run = self.run
         s.email = f"ap-money-{run.run_id}-{s.index}@example.com"
         key = f"MONEY-{run.run_id}-{s.index}"
@@ -171,8 +171,9 @@ class MoneyRaces:
         r = await self.call("POST", "invoice-ingest", "/v1/invoices", body, headers={"Idempotency-Key": key})
         if r.status_code not in (200, 201):
             raise RuntimeError(f"POST /v1/invoices answered {r.status_code}: {r.text[:300]}")
-        s.invoice = r.json()
-        s.issued_at = ts(s.invoice["created_at"])
+        s.invoice = invoice = r.json()
+        s.issued_at = issued_at = ts(invoice["created_at"])
+        return invoice, issued_at
 
     async def stripe(self, payload: bytes, *, queue=True):
         from dunning_reconciliation.stripe_signature import sign
