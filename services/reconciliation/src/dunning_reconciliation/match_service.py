@@ -9,7 +9,6 @@ lines never both take the same open amount; allocate() still locks each invoice 
 real balance, so a concurrent payment elsewhere only ever shortens an allocation.
 """
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -25,9 +24,11 @@ from dunning_reconciliation.matching import (
     Decision,
     OpenInvoice,
     References,
+    by_reference,
     compact,
     decide,
     is_creditor_reference,
+    name_words,
     normalise_token,
     references_in,
     suggest,
@@ -41,6 +42,11 @@ def normalise_account(account: str | None) -> str | None:
     """An IBAN / account as stored in payer_accounts: upper case, no spaces."""
     text = "".join((account or "").split()).upper()
     return text or None
+
+
+def _account_normalised(p: IncomingPayment) -> IncomingPayment:
+    account = normalise_account(p.payer_account)
+    return p if account == p.payer_account else replace(p, payer_account=account)
 
 
 def _lower_name(name: str | None) -> str | None:
@@ -62,7 +68,11 @@ def _structured(p: IncomingPayment) -> tuple[list[str], list[str]]:
 async def load_book(
     conn: asyncpg.Connection, tenant_id: str, payments: Sequence[IncomingPayment], refs: Sequence[References]
 ) -> Book:
-    """The open invoices the tenant's payments may pay, and their payers' known accounts: one query."""
+    """The open invoices the tenant's payments may pay, and their payers' known accounts, read in two
+    batch queries of one statement: first the invoices their references name, then, for the payments
+    no reference decides, their customers' invoices (by account, customer id, name). (One query for
+    both would read every named customer's invoices: the payer of a line with a reference is named
+    too.)"""
     tokens: set[str] = set()
     bodies: set[str] = set()
     for p, r in zip(payments, refs, strict=True):
@@ -71,31 +81,34 @@ async def load_book(
         structured_bodies, structured_tokens = _structured(p)
         bodies.update(structured_bodies)
         tokens.update(structured_tokens)
-    rows = await match_repo.candidates(
-        conn,
-        tenant_id,
-        tokens=sorted(tokens),
-        compact_numbers=sorted(bodies),
-        customer_ids=sorted({p.customer_id for p in payments if p.customer_id}),
-        names=sorted({n for p in payments if (n := _lower_name(p.payer_name))}),
-        amounts=sorted({(p.currency, p.amount) for p in payments}),
-        accounts=sorted({a for p in payments if (a := p.payer_account)}),
-    )
-    accounts = {r["account"]: r["customer_id"] for r in rows if r["account"] is not None}
-    return Book.of([_open_invoice(r) for r in rows if r["account"] is None], accounts)
+    book = Book()
+    if tokens or bodies:
+        rows = await match_repo.candidates(conn, tenant_id, tokens=sorted(tokens), compact_numbers=sorted(bodies))
+        book = Book.of([_open_invoice(r) for r in rows])
+    rest = [
+        p
+        for p, r in zip(payments, refs, strict=True)
+        if not (r.tokens or r.creditor_references or p.creditor_reference) or by_reference(p, book, r) is None
+    ]
+    if rest:
+        rows = await match_repo.candidates(
+            conn,
+            tenant_id,
+            customer_ids=sorted({p.customer_id for p in rest if p.customer_id}),
+            names=sorted({n for p in rest if (n := _lower_name(p.payer_name))}),
+            accounts=sorted({a for p in rest if (a := p.payer_account)}),
+        )
+        book.payer_accounts.update((r["account"], r["customer_id"]) for r in rows if r["account"] is not None)
+        for r in rows:
+            if r["account"] is None:
+                book.add(_open_invoice(r), by_keys=False)
+    return book
 
 
 def _open_invoice(r: asyncpg.Record) -> OpenInvoice:
-    return OpenInvoice(
-        invoice_id=r["invoice_id"],
-        number=r["number"],
-        external_id=r["external_id"],
-        currency=r["currency"],
-        balance=r["balance"],
-        due_date=r["due_date"],
-        customer_id=r["customer_id"],
-        customer_name=r["customer_name"],
-    )
+    """A candidate row (invoice_id, number, external_id, currency, balance, due_date, customer_id,
+    customer_name: OpenInvoice's fields in order) as an OpenInvoice."""
+    return OpenInvoice(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])
 
 
 def _payer_customer(p: IncomingPayment, decision: Decision, book: Book) -> str | None:
@@ -120,24 +133,16 @@ async def _allocate(conn: asyncpg.Connection, p: IncomingPayment, decision: Deci
     return Outcome(result.status, p.payment_id, decision.allocations[-1].invoice_id, result.settled)
 
 
-_WORD = re.compile(r"[^\W_]{3,}")
-# Words of a name that say nothing about who pays (legal forms, fillers).
-_NAME_NOISE = frozenset("gmbh mbh ltd llc inc corp co kg ag sa sas sarl bv nv plc limited und and the".split())
-
-
-def name_query(name: str | None) -> str | None:
-    """A payer's name as a text-search query over customers' names: its words (3+ letters, not a
-    legal form) joined by `|`; None if it has none."""
-    words = sorted({w for w in _WORD.findall((name or "").lower()) if w not in _NAME_NOISE})
-    return " | ".join(words) or None
-
-
 async def _hold(conn: asyncpg.Connection, held: list[tuple[IncomingPayment, References]], book: Book) -> None:
     """Hold the unmatched payments in the queue, their suggestions read with the book completed by the
-    open invoices of customers named like their payers (one query)."""
-    queries = sorted({q for p, _ in held if (q := name_query(p.payer_name))})
-    if queries:
-        for r in await match_repo.suggestion_candidates(conn, held[0][0].tenant_id, queries):
+    open invoices of their amounts and of customers whose name shares a word with a payer's."""
+    tenant_id = held[0][0].tenant_id
+    amounts = sorted({(p.currency, p.amount) for p, _ in held})
+    rows = list(await match_repo.candidates(conn, tenant_id, amounts=amounts))
+    if words := sorted(set().union(*(name_words(p.payer_name) for p, _ in held))):
+        rows += await match_repo.suggestion_candidates(conn, tenant_id, " | ".join(words))
+    for r in rows:
+        if r[0] is not None:  # not a payer account's row
             book.add(_open_invoice(r))
     for p, refs in held:
         await allocations.hold_unmatched(conn, p, suggest(p, book, refs))
@@ -151,7 +156,7 @@ async def match_and_allocate(conn: asyncpg.Connection, payments: Sequence[Incomi
     if any(p.acknowledged_at is None for p in payments):
         acknowledged_at = await repo.acknowledge_time(conn)
         payments = [p if p.acknowledged_at else replace(p, acknowledged_at=acknowledged_at) for p in payments]
-    payments = [replace(p, payer_account=normalise_account(p.payer_account)) for p in payments]
+    payments = [_account_normalised(p) for p in payments]
     outcomes: list[Outcome | None] = [None] * len(payments)
     by_tenant: dict[str, list[int]] = {}
     for n, p in enumerate(payments):

@@ -59,9 +59,12 @@ def is_creditor_reference(reference: str) -> bool:
     return _mod97(reference[4:] + reference[:4]) == 1
 
 
+_NOT_ALNUM = re.compile(r"[^0-9A-Za-z]+")
+
+
 def compact(text: str) -> str:
-    """A reference in compact form: upper case, its alphanumerics only."""
-    return "".join(ch for ch in text if ch.isascii() and ch.isalnum()).upper()
+    """A reference in compact form: its ASCII alphanumerics only, upper case."""
+    return _NOT_ALNUM.sub("", text).upper()
 
 
 def creditor_reference_for(number: str) -> str | None:
@@ -155,6 +158,17 @@ class OpenInvoice:
         return (self.due_date or date.max, self.number, self.invoice_id)
 
 
+_DIGITS = re.compile(r"[0-9]{3,}")
+_WORD = re.compile(r"[^\W_]{3,}")
+# Words of a name that say nothing about who pays (legal forms, fillers).
+NAME_NOISE = frozenset("gmbh mbh ltd llc inc corp co kg ag sa sas sarl bv nv plc limited und and the".split())
+
+
+def name_words(name: str | None) -> set[str]:
+    """The words of a name that tell who it is: 3+ letters, case-folded, not a legal form."""
+    return {w for w in _WORD.findall((name or "").casefold()) if w not in NAME_NOISE and not w.isdigit()}
+
+
 def normalise_name(name: str | None) -> str:
     """A name as compared: case-folded, whitespace collapsed."""
     return " ".join((name or "").casefold().split())
@@ -171,29 +185,49 @@ class Book:
     _by_rf: dict[str, set[str]] = field(default_factory=dict)
     _by_customer: dict[str, list[str]] = field(default_factory=dict)
     _by_name: dict[str, set[str]] = field(default_factory=dict)
-    _by_amount: dict[tuple[str, Decimal], list[str]] = field(default_factory=dict)
+    _by_amount: dict[tuple[str, Decimal], list[str]] | None = None  # balance -> ids (built when asked)
+    _by_word: dict[str, set[str]] = field(default_factory=dict)  # a word of a name -> the names
+    _by_digits: dict[str, set[str]] | None = None  # a run of 3+ digits -> the keys (built when asked)
+    _names: dict[str, str] = field(default_factory=dict)  # a customer name as given -> normalised
 
     @classmethod
     def of(cls, invoices: Iterable[OpenInvoice], payer_accounts: dict[str, str] | None = None) -> "Book":
         book = cls(payer_accounts=dict(payer_accounts or {}))
-        for invoice in sorted(invoices, key=OpenInvoice.age_key):
+        for invoice in invoices:
             book.add(invoice)
         return book
 
-    def add(self, inv: OpenInvoice) -> None:
-        """Index one invoice (call in age order: customers' lists stay oldest first)."""
-        if inv.invoice_id in self.invoices:
+    def add(self, inv: OpenInvoice, *, by_keys: bool = True) -> None:
+        """Index one invoice. `by_keys=False`: not by its number and external id (the caller has
+        every invoice a batch's references name in the book already)."""
+        invoice_id = inv.invoice_id
+        if invoice_id in self.invoices:
             return
-        self.invoices[inv.invoice_id] = inv
-        for key in {normalise_token(inv.number), normalise_token(inv.external_id)} - {""}:
-            self._by_key.setdefault(key, set()).add(inv.invoice_id)
-        if rf := creditor_reference_for(inv.number):
-            self._by_rf.setdefault(rf, set()).add(inv.invoice_id)
+        self.invoices[invoice_id] = inv
+        if self._by_amount is not None:
+            self._by_amount.setdefault((inv.currency, inv.balance), []).append(invoice_id)
+        if by_keys:
+            for key in {normalise_token(inv.number), normalise_token(inv.external_id)}:
+                if key:
+                    self._by_key.setdefault(key, set()).add(invoice_id)
+                    if self._by_digits is not None:
+                        for run in _DIGITS.findall(key):
+                            self._by_digits.setdefault(run, set()).add(key)
+            if body := compact(inv.number):  # a valid RF reference with this body is the invoice's
+                self._by_rf.setdefault(body, set()).add(invoice_id)
         if inv.customer_id:
-            self._by_customer.setdefault(inv.customer_id, []).append(inv.invoice_id)
-            if name := normalise_name(inv.customer_name):
+            self._by_customer.setdefault(inv.customer_id, []).append(invoice_id)
+            if name := self._name(inv.customer_name):
+                if name not in self._by_name:
+                    for word in name_words(name):
+                        self._by_word.setdefault(word, set()).add(name)
                 self._by_name.setdefault(name, set()).add(inv.customer_id)
-        self._by_amount.setdefault((inv.currency, inv.balance), []).append(inv.invoice_id)
+
+    def _name(self, raw: str | None) -> str:
+        """normalise_name, once per distinct name (a customer's invoices repeat it)."""
+        if (name := self._names.get(raw or "")) is None:
+            name = self._names[raw or ""] = normalise_name(raw)
+        return name
 
     def open(self, invoice_ids: Iterable[str], currency: str) -> list[OpenInvoice]:
         """The invoices still open in `currency`, oldest due first."""
@@ -204,7 +238,8 @@ class Book:
         return self._by_key.get(token, set())
 
     def named_by_rf(self, reference: str) -> set[str]:
-        return self._by_rf.get(reference, set())
+        """The invoices a valid RF reference names (its body: the number's alphanumerics)."""
+        return self._by_rf.get(reference[4:], set())
 
     def of_customer(self, customer_id: str, currency: str) -> list[OpenInvoice]:
         return self.open(self._by_customer.get(customer_id, ()), currency)
@@ -213,26 +248,35 @@ class Book:
         return self._by_name.get(normalise_name(name), set()) if name else set()
 
     def customers_like(self, name: str | None, at_least: float = 0.5) -> set[str]:
-        """Customers whose name is like `name` (difflib ratio), the equal ones included."""
+        """Customers whose name shares a word with `name` and is like it (difflib ratio), the equal
+        ones included."""
         payer = normalise_name(name)
         if not payer:
             return set()
-        found: set[str] = set()
-        for known, customers in self._by_name.items():
-            matcher = SequenceMatcher(None, payer, known)
-            if matcher.real_quick_ratio() >= at_least and matcher.ratio() >= at_least:
-                found |= customers
+        found: set[str] = set(self._by_name.get(payer, ()))
+        for known in set().union(*(self._by_word.get(w, ()) for w in name_words(payer))):
+            if SequenceMatcher(None, payer, known).ratio() >= at_least:
+                found |= self._by_name[known]
         return found
 
-    def keys_like(self, tokens: Sequence[str]) -> list[str]:
-        """Invoice numbers / external ids that contain a token of 3+ characters, or are inside one."""
-        tokens = [t for t in tokens if len(t) >= 3]
-        if not tokens:
-            return []
-        return [k for k in self._by_key if any(t in k or (len(k) >= 3 and k in t) for t in tokens)]
+    def keys_like(self, tokens: Sequence[str]) -> set[str]:
+        """Invoice numbers / external ids that share a run of 3+ digits with a token ("1001" in the
+        remittance, "INV-1001" the number)."""
+        if self._by_digits is None:
+            self._by_digits = {}
+            for key in self._by_key:
+                for run in _DIGITS.findall(key):
+                    self._by_digits.setdefault(run, set()).add(key)
+        return set().union(*(self._by_digits.get(run, ()) for t in tokens for run in _DIGITS.findall(t)))
 
     def with_amount(self, currency: str, amount: Decimal) -> list[OpenInvoice]:
-        return self.open(self._by_amount.get((currency, amount), ()), currency)
+        """The open invoices whose balance is `amount` (indexed at the first call: for suggestions,
+        after a batch's decisions)."""
+        if self._by_amount is None:
+            self._by_amount = {}
+            for inv in self.invoices.values():
+                self._by_amount.setdefault((inv.currency, inv.balance), []).append(inv.invoice_id)
+        return [i for i in self.open(self._by_amount.get((currency, amount), ()), currency) if i.balance == amount]
 
     def consume(self, allocations: Iterable[Allocation]) -> None:
         for a in allocations:
@@ -319,10 +363,8 @@ def _by_amount(p: IncomingPayment, invoices: list[OpenInvoice], single_rule: str
     return None
 
 
-def decide(p: IncomingPayment, book: Book, refs: References | None = None, *, suggestions: bool = True) -> Decision:
-    """The rule that matches p against the book's open invoices, in the module's order (no match:
-    with its suggestions unless `suggestions` is false)."""
-    refs = refs if refs is not None else references_in(p.remittance)
+def by_reference(p: IncomingPayment, book: Book, refs: References) -> Decision | None:
+    """Rules 1 and 2: the open invoices p's creditor reference, or else its remittance, names."""
     structured = compact(p.creditor_reference or "")
     rfs = [r for r in (structured, *refs.creditor_references) if r and is_creditor_reference(r)]
     named = _unique_named(book, rfs, book.named_by_rf)
@@ -335,6 +377,15 @@ def decide(p: IncomingPayment, book: Book, refs: References | None = None, *, su
     if invoices := book.open(_unique_named(book, refs.tokens, book.named_by_key), p.currency):
         reason = f"{_labels(invoices)} named in the remittance"
         return Decision("reference", reason, spread(p.amount, invoices, "reference", reason))
+    return None
+
+
+def decide(p: IncomingPayment, book: Book, refs: References | None = None, *, suggestions: bool = True) -> Decision:
+    """The rule that matches p against the book's open invoices, in the module's order (no match:
+    with its suggestions unless `suggestions` is false)."""
+    refs = refs if refs is not None else references_in(p.remittance)
+    if found := by_reference(p, book, refs):
+        return found
 
     if p.payer_account and (customer := book.payer_accounts.get(p.payer_account)):
         who = f"payer account {p.payer_account} is customer {customer}'s"
@@ -355,15 +406,9 @@ def decide(p: IncomingPayment, book: Book, refs: References | None = None, *, su
 
 
 def _partial_reference(tokens: Sequence[str], inv: OpenInvoice) -> str | None:
-    """A remittance token (3+ characters) inside the invoice's number / external id, or vice versa."""
-    keys = [k for k in (normalise_token(inv.number), normalise_token(inv.external_id)) if k]
-    for token in tokens:
-        if len(token) < 3:
-            continue
-        for key in keys:
-            if token in key or (len(key) >= 3 and key in token):
-                return token
-    return None
+    """A remittance token that shares a run of 3+ digits with the invoice's number / external id."""
+    runs = {r for k in (inv.number, inv.external_id) for r in _DIGITS.findall(normalise_token(k))}
+    return next((t for t in tokens if runs.intersection(_DIGITS.findall(t))), None)
 
 
 def suggest(p: IncomingPayment, book: Book, refs: References) -> list[dict]:

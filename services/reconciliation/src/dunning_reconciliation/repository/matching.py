@@ -1,6 +1,7 @@
 """SQL of matching: the open invoices a batch of payments may pay, read in one statement, and the
 payer accounts learnt from manual allocations (a payer's IBAN -> its customer)."""
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 import asyncpg
@@ -48,44 +49,40 @@ async def candidates(
     conn: Conn,
     tenant_id: str,
     *,
-    tokens: list[str],
-    compact_numbers: list[str],
-    customer_ids: list[str],
-    names: list[str],
-    amounts: list[tuple[str, Decimal]],
-    accounts: list[str],
+    tokens: Sequence[str] = (),
+    compact_numbers: Sequence[str] = (),
+    customer_ids: Sequence[str] = (),
+    names: Sequence[str] = (),
+    amounts: Sequence[tuple[str, Decimal]] = (),
+    accounts: Sequence[str] = (),
 ) -> list[asyncpg.Record]:
     """The open invoices the batch may pay, and the payer accounts known (rows with `account`).
     `tokens` upper case, `names` lower case, `amounts` (currency, amount) pairs."""
     return await conn.fetch(
         _CANDIDATES,
         tenant_id,
-        tokens,
-        compact_numbers,
-        customer_ids,
-        names,
+        list(tokens),
+        list(compact_numbers),
+        list(customer_ids),
+        list(names),
         [c for c, _ in amounts],
         [a for _, a in amounts],
-        accounts,
+        list(accounts),
     )
 
 
-# For the queue's suggestions: per payer-name query (words joined by `|`), the oldest open invoices
-# (at most 20) of customers whose name has one of the words.
-_SUGGESTION_CANDIDATES = """
-SELECT DISTINCT i.invoice_id, i.number, i.external_id, i.currency, i.balance, i.due_date, i.customer_id,
-       i.customer_name
-FROM unnest($2::text[]) AS q (query) CROSS JOIN LATERAL (
-    SELECT * FROM invoices
-    WHERE tenant_id = $1 AND status = 'open'
-    AND to_tsvector('simple', coalesce(customer_name, '')) @@ to_tsquery('simple', q.query)
-    ORDER BY due_date NULLS LAST, invoice_id LIMIT 20) i
-"""
+# For the queue's suggestions: open invoices of customers whose name has one of the words of the
+# payers' names (`query`: a text-search query, `word | word`), at most `limit` rows.
+_SUGGESTION_CANDIDATES = (
+    "SELECT invoice_id, number, external_id, currency, balance, due_date, customer_id, customer_name"
+    " FROM invoices WHERE tenant_id = $1 AND status = 'open'"
+    " AND to_tsvector('simple', coalesce(customer_name, '')) @@ to_tsquery('simple', $2) LIMIT $3"
+)
 
 
-async def suggestion_candidates(conn: Conn, tenant_id: str, queries: list[str]) -> list[asyncpg.Record]:
-    """Open invoices of customers named like the payers (`queries`: tsquery texts, `word | word`)."""
-    return await conn.fetch(_SUGGESTION_CANDIDATES, tenant_id, queries)
+async def suggestion_candidates(conn: Conn, tenant_id: str, query: str, *, limit: int = 2000) -> list[asyncpg.Record]:
+    """Open invoices of customers named like the payers (at most `limit`)."""
+    return await conn.fetch(_SUGGESTION_CANDIDATES, tenant_id, query, limit)
 
 
 _CUSTOMER_BALANCES = (
