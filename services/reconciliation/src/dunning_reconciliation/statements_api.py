@@ -77,7 +77,7 @@ def register(app: FastAPI, deps: Any) -> None:
         request: Request,
         tenant_id: TenantId,
         format: Annotated[StatementFormat | None, Query(description="Detected from the content if absent")] = None,
-        filename: Annotated[str | None, Query(max_length=255, description="The file's name, for people")] = None,
+        filename: Annotated[str, Query(max_length=255, description="The file's name, for people")] = "",
     ) -> JSONResponse:
         data, uploaded_name = await _upload(request, limit)
         if len(data) > limit:

@@ -166,11 +166,11 @@ def _statement(stmt: Element, where: str) -> Statement:
     lines: list[StatementLine] = []
     for i, entry in enumerate(_kids(stmt, "Ntry"), 1):
         lines.extend(_entry(entry, f"{where}/Ntry[{i}]"))
-    currency = _text(stmt, "Acct/Ccy") or next(iter(currencies), None) or next((ln.currency for ln in lines), None)
-    if currency is None:
+    named = _text(stmt, "Acct/Ccy") or next(iter(currencies), None) or next((ln.currency for ln in lines), None)
+    if named is None:
         raise StatementError(f"{where}/Acct/Ccy", "is missing, and no balance or entry names a currency")
     try:
-        validate_currency(currency)
+        currency = _currency(named)
     except MoneyError as exc:
         raise StatementError(f"{where}/Acct/Ccy", str(exc)) from None
     return Statement("camt053", ref, account, currency, opening, closing, with_keys(account, lines))
@@ -183,16 +183,24 @@ def _entry(entry: Element, where: str) -> list[StatementLine]:
         raise StatementError(f"{where}/CdtDbtInd", f"{indicator!r} is neither CRDT nor DBIT")
     status = _text(entry, "Sts/Cd") or _text(entry, "Sts") or "BOOK"
     reversal = (_text(entry, "RvslInd") or "").lower() in ("true", "1")
-    shared = dict(
-        booking_date=_date(entry, "BookgDt", where),
-        value_date=_date(entry, "ValDt", where),
-    )
+    booked, valued = _date(entry, "BookgDt", where), _date(entry, "ValDt", where)
     entry_ref = _text(entry, "AcctSvcrRef") or _text(entry, "NtryRef")
     details = [tx for d in _kids(entry, "NtryDtls") for tx in _kids(d, "TxDtls")]
     if not details:
         kind, note = _kind(indicator, reversal, status)
         info = _text(entry, "AddtlNtryInf")
-        return [StatementLine(kind, amount, currency, remittance=info, bank_reference=entry_ref, note=note, **shared)]
+        return [
+            StatementLine(
+                kind,
+                amount,
+                currency,
+                booking_date=booked,
+                value_date=valued,
+                remittance=info,
+                bank_reference=entry_ref,
+                note=note,
+            )
+        ]
     lines = []
     for i, tx in enumerate(details, 1):
         at = f"{where}/NtryDtls/TxDtls[{i}]"
@@ -220,7 +228,8 @@ def _entry(entry: Element, where: str) -> list[StatementLine]:
                 end_to_end_id=_end_to_end(tx),
                 bank_reference=ref,
                 note=note,
-                **shared,
+                booking_date=booked,
+                value_date=valued,
             )
         )
     return lines
