@@ -129,7 +129,7 @@ async def _import_lines(
             part = list(enumerate(s.lines[start : start + chunk], start + 1))
             counts = dict.fromkeys(("matched", "unmatched", "skipped", "duplicates"), 0)
             if part:  # none: a statement without entries (balances only) is imported as it is
-                counts = await _chunk(conn, statement_id, tenant_id, s, part, match, acknowledged_at)
+                counts = await _chunk(conn, statement_id, tenant_id, part, match, acknowledged_at)
             await statement_repo.advance_statement(conn, statement_id, start + len(part), counts, utcnow())
         log.info(
             "reconciliation.statement.chunk_imported", statement_id=statement_id, lines_done=start + len(part), **counts
@@ -143,7 +143,6 @@ async def _chunk(
     conn: asyncpg.Connection,
     statement_id: str,
     tenant_id: str,
-    s: Statement,
     part: list[tuple[int, StatementLine]],
     match: Matcher,
     acknowledged_at: datetime,
@@ -173,7 +172,7 @@ async def _chunk(
             invoice_ids = " ".join(allocated.get(payment.payment_id) or _invoice_ids(outcome)) or None
             counts["matched" if status in MATCHED else "unmatched"] += 1
         rows.append(_line_row(position, line, status, note, payment, invoice_ids))
-    await statement_repo.insert_lines(conn, statement_id, tenant_id, s.currency, rows)
+    await statement_repo.insert_lines(conn, statement_id, tenant_id, rows)
     return counts
 
 
@@ -221,6 +220,7 @@ def _line_row(
         "kind": line.kind,
         "status": status,
         "amount": line.amount,
+        "currency": line.currency,
         "booking_date": line.booking_date,
         "value_date": line.value_date,
         "payer_name": line.payer_name,

@@ -2,6 +2,7 @@
 to its invoices (or queued), a statement imported twice changes nothing, an overlapping statement's
 lines are duplicates, a bad file is refused whole, and a crashed import resumes where it stopped."""
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,33 @@ async def test_a_statement_without_entries_is_imported_and_a_second_time_a_dupli
     assert first.status_code == 201 and first.json()["statements"][0]["status"] == "imported"
     assert (first.json()["lines"], first.json()["statements"][0]["closing_balance"]) == (0, "14815.50")
     assert again.status_code == 200 and again.json()["duplicate"] is True
+
+
+async def test_the_same_file_uploaded_twice_at_once_pays_each_line_once(pool, client, h):
+    await invoices(pool, h)
+    data = fixture("camt053_v02_acme.xml")
+
+    first, second = await asyncio.gather(
+        client.post("/v1/statements", content=data, headers={**h.AUTH, **XML}),
+        client.post("/v1/statements", content=data, headers={**h.AUTH, **XML}),
+    )
+
+    assert {first.status_code, second.status_code} <= {200, 201}
+    assert await pool.fetchval("SELECT count(*) FROM payments") == 7
+    assert await pool.fetchval("SELECT count(*) FROM statement_lines") == 9
+    balances = dict(await pool.fetch("SELECT number, balance FROM invoices"))
+    assert {n: str(b) for n, b in balances.items()} == {  # as after one import
+        "INV-1001": "0.00",
+        "INV-1004": "0.00",
+        "INV-1002": "650.00",
+        "INV-1005": "0.00",
+    }
+
+
+async def test_a_batch_line_in_another_currency_keeps_its_currency(pool, client, h):
+    data = fixture("camt053_v02_acme.xml").replace(b'<Amt Ccy="EUR">65.50</Amt>', b'<Amt Ccy="CHF">65.50</Amt>')
+
+    body = (await client.post("/v1/statements", content=data, headers={**h.AUTH, **XML})).json()
+
+    [line] = [ln for ln in body["outcomes"] if ln["payer_name"] == "Wide World Importers"]
+    assert (line["amount"], line["currency"]) == ("65.50", "CHF")

@@ -90,13 +90,14 @@ async def claim_line_keys(conn: asyncpg.Connection, tenant_id: str, statement_id
 
 _INSERT_LINES = (
     f"INSERT INTO statement_lines ({LINE_COLUMNS})"
-    " SELECT $1, u.position, $2, u.line_key, u.kind, u.status, u.amount, $3, u.booking_date, u.value_date,"
+    " SELECT $1, u.position, $2, u.line_key, u.kind, u.status, u.amount, u.currency, u.booking_date, u.value_date,"
     " u.payer_name, u.payer_account, u.remittance, u.creditor_reference, u.end_to_end_id, u.bank_reference,"
     " u.note, u.payment_id, coalesce(string_to_array(u.invoice_ids, ' '), '{}')"
-    " FROM unnest($4::int[], $5::text[], $6::text[], $7::text[], $8::numeric[], $9::date[], $10::date[],"
-    " $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],"
-    " $19::text[]) AS u(position, line_key, kind, status, amount, booking_date, value_date, payer_name,"
-    " payer_account, remittance, creditor_reference, end_to_end_id, bank_reference, note, payment_id, invoice_ids)"
+    " FROM unnest($3::int[], $4::text[], $5::text[], $6::text[], $7::numeric[], $8::text[], $9::date[],"
+    " $10::date[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],"
+    " $18::text[], $19::text[]) AS u(position, line_key, kind, status, amount, currency, booking_date,"
+    " value_date, payer_name, payer_account, remittance, creditor_reference, end_to_end_id, bank_reference, note,"
+    " payment_id, invoice_ids)"
 )
 _LINE_FIELDS = (
     "position",
@@ -104,6 +105,7 @@ _LINE_FIELDS = (
     "kind",
     "status",
     "amount",
+    "currency",
     "booking_date",
     "value_date",
     "payer_name",
@@ -119,11 +121,11 @@ _LINE_FIELDS = (
 
 
 async def insert_lines(
-    conn: asyncpg.Connection, statement_id: str, tenant_id: str, currency: str, lines: list[dict[str, Any]]
+    conn: asyncpg.Connection, statement_id: str, tenant_id: str, lines: list[dict[str, Any]]
 ) -> None:
     """One statement for a chunk of lines (`invoice_ids`: space-separated, or None)."""
     columns = [[line[name] for line in lines] for name in _LINE_FIELDS]
-    await conn.execute(_INSERT_LINES, statement_id, tenant_id, currency, *columns)
+    await conn.execute(_INSERT_LINES, statement_id, tenant_id, *columns)
 
 
 _ADVANCE = (
