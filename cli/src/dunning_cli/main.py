@@ -9,6 +9,8 @@
     dunning policy schema                             the JSON Schema of a policy document
     dunning import invoices FILE [--mapping m.yaml]   open invoices from a CSV/JSON lines export, through
                                                       invoice-ingest's bulk upsert (resumable; see --help)
+    dunning statements import FILE [--format mt940]   a bank statement (CAMT.053, MT940) to reconciliation,
+                                                      one statement a request, with a progress bar
 
 The database comes from DATABASE_URL (with none set: the embedded server of a running `make run`),
 each service's schema from its settings (e.g. SCHEDULER_DB_SCHEMA). Keys and secrets are shown once.
