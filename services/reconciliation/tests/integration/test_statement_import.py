@@ -302,3 +302,35 @@ async def test_a_batch_line_in_another_currency_keeps_its_currency(pool, client,
 
     [line] = [ln for ln in body["outcomes"] if ln["payer_name"] == "Wide World Importers"]
     assert (line["amount"], line["currency"]) == ("65.50", "CHF")
+
+
+REFERENCE = next(
+    (
+        p / "shared" / "reference-data"
+        for p in Path(__file__).resolve().parents
+        if (p / "shared/reference-data").is_dir()
+    ),
+    None,
+)
+
+
+@pytest.mark.skipif(REFERENCE is None, reason="shared/reference-data is not beside this checkout")
+@pytest.mark.parametrize(
+    ("name", "lines", "credits"),
+    [
+        pytest.param("camt/camt053.001.02_abnamro_oca.xml", 4, 1, id="abnamro-camt"),
+        pytest.param("camt/camt053.001.04_postfinance_dvbern.xml", 32, 24, id="postfinance-chf"),
+        pytest.param("camt/camt053.001.08_lt_subite.xml", 15, 3, id="lt-v08-two-statements"),
+        pytest.param("mt940/sepa_snippet_de.sta", 11, 5, id="german-mt940-two-accounts"),
+        pytest.param("mt940/rabobank-iban.sta", 4, 0, id="rabobank-debits-only"),
+    ],
+)
+async def test_public_sample_statements_import_whole(pool, client, h, name, lines, credits):
+    data = (REFERENCE / name).read_bytes()
+
+    response = await client.post("/v1/statements", content=data, headers={**h.AUTH, "Content-Type": "text/plain"})
+
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["lines"], body["credits"], body["matched"] + body["unmatched"]) == (lines, credits, credits)
+    assert await pool.fetchval("SELECT count(*) FROM payments WHERE source = 'bank_statement'") == credits
