@@ -8,6 +8,7 @@ from dunning_reconciliation.repository.allocations import (
     REVERSAL_COLUMNS,
     allocations_of,
     insert_allocation,
+    insert_allocations,
     insert_reversal,
     lock_active_allocations,
     lock_allocation,
@@ -60,6 +61,7 @@ from dunning_reconciliation.repository.invoices import (
     lock_invoices,
     lock_open_invoices_of_customer,
     set_invoice_balance,
+    set_invoice_balances,
     update_invoice,
 )
 from dunning_reconciliation.repository.payments import (
@@ -67,8 +69,10 @@ from dunning_reconciliation.repository.payments import (
     active_webhook_secrets,
     add_webhook_secret,
     claim_stripe_event,
+    existing_payments,
     finish_stripe_event,
     get_payment,
+    insert_applied_payments,
     insert_payment,
     list_payments,
     lock_payment,
@@ -81,6 +85,10 @@ from dunning_reconciliation.repository.payments import (
 )
 
 __all__ = [
+    "insert_applied_payments",
+    "existing_payments",
+    "set_invoice_balances",
+    "insert_allocations",
     "ACK_FENCE",
     "ALLOCATION_COLUMNS",
     "CREDIT_NOTE_COLUMNS",

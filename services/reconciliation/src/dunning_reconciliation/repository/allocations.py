@@ -48,6 +48,19 @@ async def insert_allocation(
     )
 
 
+_INSERT_ALLOCATIONS = (
+    f"INSERT INTO allocations ({ALLOCATION_COLUMNS}) SELECT r.allocation_id, r.tenant_id, r.payment_id,"
+    " r.invoice_id, r.currency, r.amount, r.rule, r.reason, 'system', r.created_at, NULL, NULL"
+    " FROM jsonb_to_recordset($1::text::jsonb) AS r(allocation_id text, tenant_id text, payment_id text,"
+    " invoice_id text, currency text, amount numeric, rule text, reason text, created_at timestamptz)"
+)
+
+
+async def insert_allocations(conn: asyncpg.Connection, rows: list[dict]) -> None:
+    """System allocations of a run (allocations_batch), in one statement (dicts; JSON values)."""
+    await conn.execute(_INSERT_ALLOCATIONS, orjson.dumps(rows).decode())
+
+
 # Active: not undone and not wholly taken back by a reversal. Newest first (a reversal's order).
 _ACTIVE_ALLOCATIONS = (
     f"SELECT {ALLOCATION_COLUMNS} FROM allocations WHERE payment_id = $1 AND unallocated_at IS NULL"

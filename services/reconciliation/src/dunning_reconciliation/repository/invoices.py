@@ -186,6 +186,18 @@ async def set_invoice_balance(conn: asyncpg.Connection, invoice_id: str, balance
     return await conn.fetchval(_SET_INVOICE_BALANCE, invoice_id, balance, status)
 
 
+_SET_INVOICE_BALANCES = (
+    "UPDATE invoices i SET balance = r.balance, status = r.status, balance_version = r.balance_version,"
+    " updated_at = now() FROM jsonb_to_recordset($1::text::jsonb)"
+    " AS r(invoice_id text, balance numeric, status text, balance_version int) WHERE i.invoice_id = r.invoice_id"
+)
+
+
+async def set_invoice_balances(conn: asyncpg.Connection, rows: list[dict]) -> None:
+    """The (locked) invoices' balances after a run of changes, each with its last balance_version."""
+    await conn.execute(_SET_INVOICE_BALANCES, orjson.dumps(rows).decode())
+
+
 # --- the changes invoice-ingest makes (InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff) -----------
 
 _UPDATE_INVOICE = (

@@ -260,3 +260,39 @@ async def list_payments(
     conn: Conn, tenant_id: str, *, invoice_id: str | None, after: str | None, limit: int, status: str | None = None
 ) -> list[asyncpg.Record]:
     return await conn.fetch(_LIST_PAYMENTS, tenant_id, invoice_id, after, limit, status)
+
+
+# --- the fast path of a run of new, wholly allocated payments (allocations_batch) ---------------------
+
+_EXISTING_PAYMENTS = "SELECT payment_id FROM payments WHERE payment_id = ANY ($1::text[])"
+
+
+async def existing_payments(conn: asyncpg.Connection, payment_ids: list[str]) -> set[str]:
+    return {r["payment_id"] for r in await conn.fetch(_EXISTING_PAYMENTS, payment_ids)}
+
+
+# The row update_payment leaves for a new payment wholly allocated: applied, nothing left over.
+_INSERT_APPLIED_PAYMENTS = (
+    "INSERT INTO payments (payment_id, tenant_id, invoice_id, source, source_reference, stripe_object_id,"
+    " status, currency, amount, amount_applied, unapplied_amount, unallocated_amount, balance_remaining, settled,"
+    " match_invoice_id, match_external_ids, match_numbers, fingerprint, received_at, acknowledged_at, applied_at,"
+    " customer_id, payer_name, payer_account, remittance, creditor_reference, statement_id, match_rule,"
+    " match_reason)"
+    " SELECT r.payment_id, r.tenant_id, r.invoice_id, r.source, r.source_reference, r.stripe_object_id,"
+    " 'applied', r.currency, r.amount, r.amount, 0, 0, r.balance_remaining, r.settled, r.match_invoice_id,"
+    " ARRAY(SELECT jsonb_array_elements_text(r.match_external_ids)),"
+    " ARRAY(SELECT jsonb_array_elements_text(r.match_numbers)), r.fingerprint, r.received_at,"
+    " r.acknowledged_at, r.applied_at, r.customer_id, r.payer_name, r.payer_account, r.remittance,"
+    " r.creditor_reference, r.statement_id, r.match_rule, r.match_reason"
+    " FROM jsonb_to_recordset($1::text::jsonb) AS r(payment_id text, tenant_id text, invoice_id text, source text,"
+    " source_reference text, stripe_object_id text, currency text, amount numeric, balance_remaining numeric,"
+    " settled boolean, match_invoice_id text, match_external_ids jsonb, match_numbers jsonb, fingerprint text,"
+    " received_at timestamptz, acknowledged_at timestamptz, applied_at timestamptz, customer_id text,"
+    " payer_name text, payer_account text, remittance text, creditor_reference text, statement_id text,"
+    " match_rule text, match_reason text)"
+)
+
+
+async def insert_applied_payments(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> None:
+    """New payments, each wholly allocated (dicts of the columns above; JSON values)."""
+    await conn.execute(_INSERT_APPLIED_PAYMENTS, orjson.dumps(rows).decode())
