@@ -21,6 +21,7 @@ import asyncpg
 from dunning.clock import utcnow
 from dunning.ids import new_id
 from dunning.logging import get_logger
+from dunning_reconciliation import match_service
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.domain import APPLIED, IncomingPayment, MatchKeys, Outcome
 from dunning_reconciliation.repository import statements as statement_repo
@@ -34,12 +35,6 @@ MATCHED = frozenset({APPLIED, "partially_allocated"})
 SKIPPED, DUPLICATE = "skipped", "duplicate"
 
 Matcher = Callable[[asyncpg.Connection, Sequence[IncomingPayment]], Awaitable[Sequence[Outcome]]]
-
-
-def _default_matcher() -> Matcher:
-    from dunning_reconciliation import match_service  # part B's; imported late (it imports allocations)
-
-    return match_service.match_and_allocate
 
 
 async def import_statement(
@@ -61,7 +56,7 @@ async def import_statement(
         return await import_view(pool, seen, duplicate=True, duplicate_ids=set())
     # StatementError: refused whole, before anything is stored; in a thread, as a large file takes seconds
     statements = await asyncio.to_thread(parse, data, format)
-    match = match or _default_matcher()
+    match = match or match_service.match_and_allocate
     rows, duplicate_ids = [], set()
     for position, statement in enumerate(statements, 1):
         row, duplicate = await _claim(pool, tenant_id, statement, sha256, position, filename)
