@@ -69,7 +69,10 @@ async def verdict(races, timeout: float) -> dict:
             sent[key] += 1
         elif kind in ("ReminderCancelled", "ReminderFailed"):
             dropped.add(key)
-    violations, lost, twice, dropped_reopened = [], [], [], []
+    violations: list[dict] = []
+    lost: list[dict] = []
+    twice: list[dict] = []
+    dropped_reopened: list[dict] = []
     for s in races.stories:
         if not s.invoice_id:
             continue
