@@ -18,7 +18,7 @@ import asyncpg
 from dunning.logging import get_logger
 from dunning_reconciliation import allocations
 from dunning_reconciliation import repository as repo
-from dunning_reconciliation.domain import UNMATCHED, IncomingPayment, Outcome
+from dunning_reconciliation.domain import UNMATCHED, IncomingPayment, MatchKeys, Outcome
 from dunning_reconciliation.matching import (
     Book,
     Decision,
@@ -145,7 +145,17 @@ async def _hold(conn: asyncpg.Connection, held: list[tuple[IncomingPayment, Refe
         if r[0] is not None:  # not a payer account's row
             book.add(_open_invoice(r))
     for p, refs in held:
-        await allocations.hold_unmatched(conn, p, suggest(p, book, refs))
+        await allocations.hold_unmatched(conn, _waiting_for(p, refs), suggest(p, book, refs))
+
+
+def _waiting_for(p: IncomingPayment, refs: References) -> IncomingPayment:
+    """p with the references of its remittance as its match keys (tokens of 3+ characters with a
+    digit): an invoice issued later with such a number or external id takes it (reconcile's late
+    match). Best effort: an invoice issued while this batch runs leaves it in the queue."""
+    if p.keys.invoice_id or p.keys.external_ids or p.keys.numbers:
+        return p
+    named = [t for t in refs.tokens if len(t) >= 3 and any(c.isdigit() for c in t)]
+    return replace(p, keys=MatchKeys.of(None, named, named)) if named else p
 
 
 async def match_and_allocate(conn: asyncpg.Connection, payments: Sequence[IncomingPayment]) -> list[Outcome]:

@@ -165,3 +165,13 @@ async def test_only_open_invoices_in_the_payments_currency_are_matched(pool, h, 
     assert await balances(pool, paid) == ["0.00"]
     [outcome] = await run(pool, line(h, "10.00", **payment))
     assert outcome.status == "unmatched"
+
+
+async def test_a_line_naming_an_invoice_not_yet_issued_is_matched_when_it_is(pool, h):
+    [outcome] = await run(pool, p := line(h, "70.00", remittance="Rechnung INV-2044 danke"))
+    assert outcome.status == "unmatched"
+
+    invoice = await issue(pool, h, "INV-2044", "70.00", due_days_ago=1)
+
+    assert await allocations(pool, p.payment_id) == [(invoice, "70.00", "late_match")]
+    assert await balances(pool, invoice) == ["0.00"]
