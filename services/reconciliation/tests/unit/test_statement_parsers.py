@@ -311,3 +311,52 @@ def test_reference_samples_details():
     assert len(retoure) == 4  # GVC 159 RETOURE (three credits, one debit): returned transfers, not money received
     with pytest.raises(StatementError):
         parse((REFERENCE / "camt/camt054.001.02_fi_rf_corporatejs.xml").read_bytes())  # a notification, not a statement
+
+
+def _mt940_with(details: str, supplementary: str = "") -> bytes:
+    return (
+        ":20:T1\r\n:25:NL91ABNA0417164300\r\n:28C:1/1\r\n:60F:C261101EUR0,00\r\n"
+        f":61:2611011101C25,00NTRFNONREF{supplementary}\r\n:86:{details}\r\n:62F:C261101EUR25,00\r\n-\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("details", "supplementary", "expected"),
+    [
+        pytest.param(
+            "/EREF/E-77/ORDP//NAME/Contoso Ltd/IBAN/GB33BUKB20201555555555/REMI/USTD//INV-1 INV-2",
+            "",
+            ("INV-1 INV-2", None, "Contoso Ltd", "GB33BUKB20201555555555", "E-77"),
+            id="dutch-tags-unstructured",
+        ),
+        pytest.param(
+            "/EREF/NOTPROVIDED/ORDP//NAME/Fabrikam/REMI/STRD/CUR/RF18539007547034",
+            "",
+            (None, "RF18539007547034", "Fabrikam", None, None),
+            id="dutch-tags-structured-rf",
+        ),
+        pytest.param(
+            "/CNTP/NL02ABNA0123456789/ABNANL2A/Tailspin Toys/Utrecht/REMI/USTD//ACC-77",
+            "",
+            ("ACC-77", None, "Tailspin Toys", "NL02ABNA0123456789", None),
+            id="dutch-counterparty",
+        ),
+        pytest.param(
+            "166?00GUTSCHRIFT?20EREF+NOTPROVIDED?21SVWZ+RF18 5390 0754 7034 I?22NV-3?32Adventure Works",
+            "",
+            ("RF18 5390 0754 7034 INV-3", None, "Adventure Works", None, None),
+            id="german-svwz-cut-mid-word",
+        ),
+        pytest.param(
+            "PAYMENT INV-9 THANK YOU",
+            "\r\nNL91ABNA0417164300",
+            ("PAYMENT INV-9 THANK YOU", None, None, "NL91ABNA0417164300", None),
+            id="free-text-iban-on-61-continuation",
+        ),
+    ],
+)
+def test_mt940_details_dialects(details, supplementary, expected):
+    [line] = parse(_mt940_with(details, supplementary))[0].lines
+    assert (line.remittance, line.creditor_reference, line.payer_name, line.payer_account, line.end_to_end_id) == (
+        expected
+    )
