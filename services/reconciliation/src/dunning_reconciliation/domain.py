@@ -1,6 +1,9 @@
-"""The records reconciliation works with: a payment as received, the keys that find its invoice,
-the outcome of receiving it, and the arithmetic of money against a balance (payments and credit
-notes share it). Small and immutable; the rules live in reconcile.py and credit_notes.py."""
+"""The records reconciliation works with: a payment as received (with what a bank line or processor
+tells about its payer), the keys that find its invoice, an allocation of its money to an invoice,
+the outcomes of receiving, allocating and reversing it, and the arithmetic of money against a
+balance (payments and credit notes share it). Small and immutable; the rules live in
+allocations.py (money meets a balance), money.py (reversals, pending money), credits.py (customer
+credit), reconcile.py (payments that name their invoice) and credit_notes.py."""
 
 from dataclasses import dataclass, field
 from datetime import datetime
