@@ -35,8 +35,9 @@ def invalid(field: str, message: str, status: int = 422) -> Problem:
 
 async def payment_views(conn: repo.Conn, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
     """The payments as the API shows them: each with its allocations; a queued one with suggestions."""
-    allocated = await repo.allocations_of(conn, [r["payment_id"] for r in rows])
-    return [queued_payment_view(row, allocated[row["payment_id"]]) for row in rows]
+    ids = [r["payment_id"] for r in rows]
+    allocated, credits = await repo.allocations_of(conn, ids), await repo.credits_of_payments(conn, ids)
+    return [queued_payment_view(row, allocated[row["payment_id"]], credits.get(row["payment_id"])) for row in rows]
 
 
 async def list_payments(

@@ -5,8 +5,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dunning.clock import isoformat
-from dunning.money import format_amount
+from dunning_reconciliation.domain import UNMATCHED
+from dunning_reconciliation.schemas import PaymentOut, payment_view
 
 MAX_ALLOCATIONS = 50
 # Payment statuses a listing filters on (`pending_match` is how the API shows `unmatched`).
@@ -92,92 +92,34 @@ class SuggestionOut(BaseModel):
     why: str
 
 
-class AllocationOut(BaseModel):
-    """Money of the payment applied to one invoice; an undone one keeps its row (`unallocated_at`)."""
+class QueuedPaymentOut(PaymentOut):
+    """A payment as the listing and the queue show it: PaymentOut (its money, allocations, credit),
+    its status as stored and filtered on, what the bank line said of the payer, the rule that matched
+    it, and (unmatched) the invoices it may pay."""
 
-    allocation_id: str
-    invoice_id: str
-    amount: str = Field(description="What it applies now (a reversal may have taken part of it back).")
-    rule: str = Field(description="The matching rule, `manual` by hand, `metadata`/`api` named by key.")
-    reason: str
-    allocated_by: str
-    created_at: str
-    unallocated_at: str | None
-    unallocation_reason: str | None
-
-
-class QueuedPaymentOut(BaseModel):
-    """A payment as the listing and the queue show it: its money, where it went, and (unmatched) the
-    invoices it may pay."""
-
-    payment_id: str
-    invoice_id: str | None = Field(description="The invoice of its latest allocation (null: none yet).")
-    status: str = Field(description="applied | partially_allocated | unmatched (the queue) | processing | ...")
-    source: str
-    reference: str
-    currency: str
-    amount: str
-    amount_allocated: str
-    unallocated_amount: str = Field(description="Money of the payment not allocated nor credited nor refunded.")
-    amount_refunded: str
-    amount_applied: str = Field(description="As amount_allocated (kept for clients of before issue 11).")
-    unapplied_amount: str
-    balance_remaining: str | None = Field(description="The balance its latest allocation left.")
-    settled: bool
-    customer_id: str | None
-    payer_name: str | None
-    payer_account: str | None
-    remittance: str | None
-    creditor_reference: str | None
-    match_rule: str | None
-    match_reason: str | None
-    received_at: str
-    acknowledged_at: str
-    allocations: list[AllocationOut]
+    status: str = Field(  # type: ignore[assignment]
+        description="As stored (the `status` filter's values): applied | partially_allocated | unmatched "
+        "(the queue) | processing | failed | reversed | rejected_currency_mismatch | invoice_closed"
+    )
+    customer_id: str | None = None
+    payer_name: str | None = None
+    payer_account: str | None = Field(None, description="The payer's IBAN, upper case, no spaces.")
+    remittance: str | None = None
+    creditor_reference: str | None = None
+    match_rule: str | None = None
+    match_reason: str | None = None
     suggestions: list[SuggestionOut] | None = Field(
         None, description="An unmatched payment's candidate invoices, best first (at most five)."
     )
 
 
-def allocation_view(row) -> dict[str, Any]:
-    return {
-        "allocation_id": row["allocation_id"],
-        "invoice_id": row["invoice_id"],
-        "amount": format_amount(row["amount"], row["currency"]),
-        "rule": row["rule"],
-        "reason": row["reason"],
-        "allocated_by": row["allocated_by"],
-        "created_at": isoformat(row["created_at"]),
-        "unallocated_at": isoformat(row["unallocated_at"]) if row["unallocated_at"] else None,
-        "unallocation_reason": row["unallocation_reason"],
-    }
-
-
-def queued_payment_view(row, allocations) -> dict[str, Any]:
-    """The payment row (repository PAYMENT_COLUMNS) with its allocation rows, as QueuedPaymentOut."""
-    currency, balance = row["currency"], row["balance_remaining"]
-    view = {
-        "payment_id": row["payment_id"],
-        "invoice_id": row["invoice_id"],
-        "status": row["status"],
-        "source": row["source"],
-        "reference": row["source_reference"],
-        "currency": currency,
-        "amount": format_amount(row["amount"], currency),
-        "amount_allocated": format_amount(row["amount_applied"], currency),
-        "unallocated_amount": format_amount(row["unallocated_amount"], currency),
-        "amount_refunded": format_amount(row["amount_refunded"], currency),
-        "amount_applied": format_amount(row["amount_applied"], currency),
-        "unapplied_amount": format_amount(row["unapplied_amount"], currency),
-        "balance_remaining": None if balance is None else format_amount(balance, currency),
-        "settled": row["settled"],
-        **{k: row[k] for k in ("customer_id", "payer_name", "payer_account", "remittance", "creditor_reference")},
-        "match_rule": row["match_rule"],
-        "match_reason": row["match_reason"],
-        "received_at": isoformat(row["received_at"]),
-        "acknowledged_at": isoformat(row["acknowledged_at"]),
-        "allocations": [allocation_view(a) for a in allocations],
-    }
-    if row["status"] == "unmatched":
+def queued_payment_view(row, allocations, credit: dict | None) -> dict[str, Any]:
+    """schemas.payment_view, with the fields of QueuedPaymentOut that it does not show."""
+    view = payment_view(row, allocations, credit)
+    view["status"] = row["status"]
+    for name in ("customer_id", "payer_name", "payer_account", "remittance", "creditor_reference"):
+        view[name] = row[name]
+    view["match_rule"], view["match_reason"] = row["match_rule"], row["match_reason"]
+    if row["status"] == UNMATCHED:
         view["suggestions"] = row["suggestions"] or []
     return view
