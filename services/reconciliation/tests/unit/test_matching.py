@@ -81,6 +81,10 @@ def test_an_invoice_number_gives_a_valid_creditor_reference(number):
     assert reference[4:] == "".join(c for c in number.upper() if c.isalnum())
 
 
+def test_the_documented_example():
+    assert creditor_reference_for("INV-1001") == "RF06INV1001"
+
+
 @pytest.mark.parametrize("number", [pytest.param("---", id="no-alphanumerics"), pytest.param("X" * 22, id="too-long")])
 def test_no_creditor_reference_when_the_number_cannot_carry_one(number):
     assert creditor_reference_for(number) is None
