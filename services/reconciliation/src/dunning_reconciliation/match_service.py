@@ -1,6 +1,7 @@
 """Matching a batch of payments that name no invoice by key (a bank statement's credit lines, a
-processor's payments with only a remittance): one candidate query per tenant, the rules of
-matching.py in memory, then allocations.allocate for a match or hold_unmatched for the queue.
+processor's payments with only a remittance): batch candidate queries per tenant (load_book: the
+invoices the references name, then the customers of the rest), the rules of matching.py in memory,
+then allocations.allocate for a match, or hold_unmatched with suggestions for the queue.
 
 Runs in the caller's transaction. Payments without an acknowledgement time get one, read once
 inside the payments watermark's fence (call this first in the transaction, as reconcile.acknowledging
