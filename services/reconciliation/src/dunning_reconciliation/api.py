@@ -94,6 +94,7 @@ def create_app(deps: Deps) -> FastAPI:
         description="Matches payments (Stripe webhooks, the accounting system) to invoices and "
         "publishes PaymentReceived.",
         max_body_bytes=deps.settings.webhook_max_body_bytes,
+        body_limits={"/v1/statements": deps.settings.statement_max_body_bytes},
     )
 
     @app.post(

@@ -19,6 +19,7 @@ from dunning_reconciliation import reconcile, stripe_money
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.domain import PROCESSING, IncomingPayment
 from dunning_reconciliation.repository import stripe as stripe_repo
+from dunning_reconciliation.repository.secrets import active_secrets
 from dunning_reconciliation.stripe_events import Ignored, StripeEvent, StripeEventError, parse_event
 from dunning_reconciliation.stripe_objects import Processing, links_of, read_event
 from dunning_reconciliation.stripe_signature import SignatureError, verify
@@ -32,7 +33,7 @@ async def receive_stripe_event(
     pool: asyncpg.Pool, tenant_id: str, signature: str | None, body: bytes, *, tolerance: int
 ) -> dict[str, Any]:
     """Returns the 200 body, or raises a 400 Problem (and then nothing was changed)."""
-    secrets = await repo.active_webhook_secrets(pool, tenant_id) if len(tenant_id) <= 100 else []
+    secrets = await active_secrets(pool, tenant_id, "stripe") if len(tenant_id) <= 100 else []
     try:
         verify(body, signature, secrets, tolerance=tolerance)
     except SignatureError as exc:

@@ -226,3 +226,18 @@ async def test_concurrent_deliveries_of_one_event_apply_it_once(pool, client, h)
     assert sorted(r.json()["status"] for r in responses) == ["applied", "duplicate", "duplicate", "duplicate"]
     assert len(await h.outbox_events(pool, issued["subject"])) == 1
     assert await pool.fetchval("SELECT balance FROM invoices") == 1150
+
+
+async def test_another_processors_secret_does_not_verify_a_stripe_delivery(pool, client, h):
+    """Secrets are per tenant AND processor: the tenant's GoCardless secret signs nothing for Stripe."""
+    await pool.execute(
+        "INSERT INTO webhook_secrets (secret_id, tenant_id, processor, secret)"
+        " VALUES ('whs_gocardlessonly0001', $1, 'gocardless', 'gocardless-endpoint-secret')",
+        h.TENANT,
+    )
+    body = h.stripe_event("invoice.paid", h.invoice_paid("inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA", 1000))
+
+    response = await h.post_webhook(client, body, secret="gocardless-endpoint-secret")
+
+    assert response.status_code == 400 and response.json()["detail"] == "signature verification failed"
+    assert await pool.fetchval("SELECT count(*) FROM stripe_events") == 0

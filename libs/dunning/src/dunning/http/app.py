@@ -57,6 +57,7 @@ def service_app(
     tags: list[dict[str, str]],
     max_body_bytes: int | None = None,
     own_string_checks: dict[str, str] | None = None,
+    body_limits: dict[str, int] | None = None,
     auth: ApiKeyAuth | None = None,
 ) -> FastAPI:
     """A FastAPI app titled with the service's distribution name, at its installed version. `auth`:
@@ -71,7 +72,10 @@ def service_app(
     app.state.auth = auth or api_key_auth(settings, pool)
     install_problem_handlers(app)
     app.add_middleware(
-        InputGuard, max_body_bytes=max_body_bytes or settings.http_max_body_bytes, own_string_checks=own_string_checks
+        InputGuard,
+        max_body_bytes=max_body_bytes or settings.http_max_body_bytes,
+        own_string_checks=own_string_checks,
+        body_limits=body_limits,
     )
     app.add_middleware(TracingMiddleware, service=settings.service_name)
     _install_health(app, pool)

@@ -85,14 +85,23 @@ def _too_deep() -> _Refusal:
 
 
 class InputGuard:
-    """ASGI middleware. `max_body_bytes`: larger bodies are a 413. `own_string_checks`: path -> the
+    """ASGI middleware. `max_body_bytes`: larger bodies are a 413 (`body_limits`: path -> another limit,
+    e.g. a bank statement upload). `own_string_checks`: path -> the
     body's list whose items that route checks for NUL/surrogates itself, item by item (a bulk import
     answers per item, one bad item never rejecting the others); the rest of such a body, its depth
     and its size are still the guard's."""
 
-    def __init__(self, app, *, max_body_bytes: int, own_string_checks: dict[str, str] | None = None):
+    def __init__(
+        self,
+        app,
+        *,
+        max_body_bytes: int,
+        own_string_checks: dict[str, str] | None = None,
+        body_limits: dict[str, int] | None = None,
+    ):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_limits = body_limits or {}
         self.own_string_checks = own_string_checks or {}
 
     async def __call__(self, scope, receive, send):
@@ -169,9 +178,10 @@ class InputGuard:
         return json_body
 
     async def _read_body(self, scope, receive) -> bytes:
+        limit = self.body_limits.get(scope["path"], self.max_body_bytes)
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
-                raise self._too_large()
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise self._too_large(limit)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -179,14 +189,15 @@ class InputGuard:
                 raise _Refusal(400, "(body)", "the client went away", "disconnected")
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                raise self._too_large()
+            if size > limit:
+                raise self._too_large(limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _too_large(self) -> _Refusal:
-        return _Refusal(413, "(body)", f"larger than {self.max_body_bytes} bytes", "too_large")
+    @staticmethod
+    def _too_large(limit: int) -> _Refusal:
+        return _Refusal(413, "(body)", f"larger than {limit} bytes", "too_large")
 
     def _check_json(self, scope, body: bytes) -> None:
         suspect = b"\x00" in body or _SUSPECT.search(body) is not None

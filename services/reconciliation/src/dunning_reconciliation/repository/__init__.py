@@ -66,7 +66,6 @@ from dunning_reconciliation.repository.invoices import (
 )
 from dunning_reconciliation.repository.payments import (
     PAYMENT_COLUMNS,
-    active_webhook_secrets,
     add_webhook_secret,
     claim_stripe_event,
     existing_payments,
@@ -98,7 +97,6 @@ __all__ = [
     "WATERMARK_PUBLISHER",
     "Conn",
     "acknowledge_time",
-    "active_webhook_secrets",
     "add_webhook_secret",
     "allocations_of",
     "claim_stripe_event",

@@ -20,17 +20,6 @@ PAYMENT_COLUMNS = (
 )
 
 
-_ACTIVE_WEBHOOK_SECRETS = (
-    "SELECT secret FROM webhook_secrets WHERE tenant_id = $1 AND revoked_at IS NULL"
-    " AND (expires_at IS NULL OR expires_at > now()) ORDER BY created_at DESC"
-)
-
-
-async def active_webhook_secrets(conn: Conn, tenant_id: str) -> list[str]:
-    rows = await conn.fetch(_ACTIVE_WEBHOOK_SECRETS, tenant_id)
-    return [r["secret"] for r in rows]
-
-
 _ADD_WEBHOOK_SECRET = (
     "INSERT INTO webhook_secrets (tenant_id, secret, expires_at) VALUES ($1, $2, $3)"
     " ON CONFLICT (tenant_id, secret) DO UPDATE SET expires_at = EXCLUDED.expires_at, revoked_at = NULL"
@@ -38,7 +27,8 @@ _ADD_WEBHOOK_SECRET = (
 
 
 async def add_webhook_secret(conn: Conn, tenant_id: str, secret: str, *, expires_at: datetime | None = None) -> None:
-    """For the admin CLI (and tests): register a Stripe endpoint secret for a tenant."""
+    """For the admin CLI (and tests): register a Stripe endpoint secret for a tenant (the other
+    processors' secrets, and rotation: webhook_secrets.py, POST /v1/webhook-secrets)."""
     await conn.execute(_ADD_WEBHOOK_SECRET, tenant_id, secret, expires_at)
 
 
