@@ -2,6 +2,7 @@
 suggestions; a person allocates it by hand to two invoices (the payer's account is learnt), undoes one
 allocation; the same payer's next payment of an exact open amount matches alone."""
 
+import asyncio
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -232,3 +233,19 @@ async def test_the_listing_filters(pool, client, h, params, expected):
 async def test_an_unknown_filter_value_is_422_naming_it(client, h, params):
     response = await client.get("/v1/payments", params=params, headers=h.AUTH)
     assert response.status_code == 422 and [e["field"] for e in response.json()["errors"]] == list(params)
+
+
+async def test_concurrent_retries_under_one_key_allocate_once(pool, client, h):
+    invoice = await issue(pool, h, "INV-1", "120.00", due_days_ago=30)
+    queued = await bank_payment(pool, h, "50.00")
+    body = {"allocations": [{"invoice_id": invoice, "amount": "50.00"}], "reason": "by hand"}
+    headers = {**h.AUTH, "Idempotency-Key": "alloc-race"}
+
+    responses = await asyncio.gather(
+        *(client.post(f"/v1/payments/{queued}/allocations", json=body, headers=headers) for _ in range(3))
+    )
+
+    assert sorted(r.status_code for r in responses) == [200, 200, 201]
+    assert all(r.json() == responses[0].json() for r in responses)
+    assert await balance(pool, invoice) == "70.00"
+    assert await pool.fetchval("SELECT count(*) FROM allocations") == 1
