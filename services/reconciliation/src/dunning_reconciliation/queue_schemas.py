@@ -50,7 +50,8 @@ class ManualAllocationIn(BaseModel):
 
 class AllocateIn(BaseModel):
     """Allocate a queued (or partly allocated) payment by hand. `remember_payer`: the payer's account
-    is learnt as the invoices' customer's, so its later payments of an exact open amount match alone."""
+    is learnt as the invoices' customer's (when they share one), so its later payments of an exact open
+    amount match alone; undoing the payment's last allocation forgets it again."""
 
     model_config = ConfigDict(
         extra="forbid",
