@@ -249,3 +249,18 @@ async def test_concurrent_retries_under_one_key_allocate_once(pool, client, h):
     assert all(r.json() == responses[0].json() for r in responses)
     assert await balance(pool, invoice) == "70.00"
     assert await pool.fetchval("SELECT count(*) FROM allocations") == 1
+
+
+async def test_undoing_the_allocation_that_taught_a_payer_account_forgets_it(pool, client, h):
+    invoice = await issue(pool, h, "INV-1", "120.00", due_days_ago=30)
+    queued = await bank_payment(pool, h, "50.00")
+    body = {"allocations": [{"invoice_id": invoice, "amount": "50.00"}], "reason": "by hand"}
+    paid = (await client.post(f"/v1/payments/{queued}/allocations", json=body, headers=h.AUTH)).json()
+    assert await pool.fetchval("SELECT count(*) FROM payer_accounts") == 1
+
+    allocation = paid["allocations"][0]["allocation_id"]
+    undone = await client.delete(f"/v1/payments/{queued}/allocations/{allocation}", headers=h.AUTH)
+
+    assert undone.status_code == 200 and undone.json()["status"] == "unmatched"
+    assert await pool.fetchval("SELECT count(*) FROM payer_accounts") == 0
+    assert await bank_payment(pool, h, "70.00") and await balance(pool, invoice) == "120.00"  # no match by it
