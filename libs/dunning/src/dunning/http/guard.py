@@ -27,7 +27,7 @@ _DEPTH_PROBE = 254 - MAX_DEPTH  # orjson refuses to serialise deeper than 254 le
 _SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")  # a NUL or surrogate escape in JSON text
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 _NOT_ASCII_OR_PCT = re.compile(rb"[%\x00\x80-\xff]")
-_NO_BODY = frozenset(("GET", "HEAD", "DELETE", "OPTIONS"))
+_NO_BODY = frozenset(("GET", "HEAD", "OPTIONS"))  # a DELETE may carry a body (a reason)
 
 
 class _Refusal(Exception):
