@@ -37,6 +37,7 @@ from dunning_reconciliation.domain import (
     IncomingPayment,
     invoice_status,
 )
+from dunning_reconciliation.repository import allocations_batch as batch_repo
 
 log = get_logger(__name__)
 
@@ -66,8 +67,10 @@ async def allocate_many(
     """allocate(conn, p, allocations) for each item, in order (system allocations, excess to credit)."""
     if not items:
         return []
-    acknowledged_at = await repo.acknowledge_time(conn)
-    items = [(p if p.acknowledged_at else replace(p, acknowledged_at=acknowledged_at), list(w)) for p, w in items]
+    if any(p.acknowledged_at is None for p, _ in items):
+        acknowledged_at = await repo.acknowledge_time(conn)
+        items = [(p if p.acknowledged_at else replace(p, acknowledged_at=acknowledged_at), w) for p, w in items]
+    items = [(p, list(w)) for p, w in items]
     tenant_id = items[0][0].tenant_id
     assert all(p.tenant_id == tenant_id for p, _ in items), "one tenant per run"
     invoice_ids = sorted({a.invoice_id for _, wanted in items for a in wanted})
@@ -88,12 +91,15 @@ async def allocate_many(
             invoices = {k: dict(v) for k, v in (await repo.lock_invoices(conn, tenant_id, invoice_ids)).items()}
             continue
         steps = []  # (allocation id, allocation, invoice, take, balance after, version after), as allocate goes
+        # ids ascending in the order written (as allocate's, one round trip apart): readers order a
+        # payment's allocations by (created_at, allocation_id), and one run shares its created_at
+        ids = iter(sorted(new_id("alc") for _, _, take in plan if take > 0))
         for a, invoice, take in plan:
             if take > 0:
                 invoice["balance"] = quantize(invoice["balance"], p.currency) - take
                 invoice["status"] = invoice_status(invoice["balance"])
                 invoice["balance_version"] += 1
-                steps.append((new_id("alc"), a, invoice, take, invoice["balance"], invoice["balance_version"]))
+                steps.append((next(ids), a, invoice, take, invoice["balance"], invoice["balance_version"]))
         first = plan[0][1]
         fast.append((p, steps, first["invoice_id"], first["balance"], [a for a, _, _ in plan]))
         results.append(
@@ -189,3 +195,43 @@ def _payment_row(p: IncomingPayment, invoice_id: str, balance: Decimal, wanted: 
         "match_rule": wanted[0].rule,
         "match_reason": "; ".join(dict.fromkeys(a.reason for a in wanted)),
     }
+
+
+async def hold_unmatched_many(conn: asyncpg.Connection, items: Sequence[tuple[IncomingPayment, list[dict]]]) -> None:
+    """allocations.hold_unmatched(conn, p, suggestions) for each item, in one statement: each payment
+    stored `unmatched` with its suggestions (a payment named twice keeps its last suggestions)."""
+    if not items:
+        return
+    missing = any(p.acknowledged_at is None for p, _ in items)
+    acknowledged_at = await repo.acknowledge_time(conn) if missing else None
+    rows: dict[str, dict] = {}
+    for p, suggestions in items:
+        if p.payment_id in rows:
+            rows[p.payment_id]["suggestions"] = suggestions or None
+            continue
+        at = p.acknowledged_at or acknowledged_at
+        assert at is not None
+        rows[p.payment_id] = {
+            "payment_id": p.payment_id,
+            "tenant_id": p.tenant_id,
+            "source": p.source,
+            "source_reference": p.source_reference,
+            "stripe_object_id": p.stripe_object_id,
+            "currency": p.currency,
+            "amount": str(p.amount),
+            "match_invoice_id": p.keys.invoice_id,
+            "match_external_ids": list(p.keys.external_ids),
+            "match_numbers": list(p.keys.numbers),
+            "fingerprint": p.fingerprint,
+            "received_at": p.received_at.isoformat(),
+            "acknowledged_at": at.isoformat(),
+            "customer_id": p.customer_id,
+            "payer_name": p.payer_name,
+            "payer_account": p.payer_account,
+            "remittance": p.remittance,
+            "creditor_reference": p.creditor_reference,
+            "statement_id": p.statement_id,
+            "suggestions": suggestions or None,
+        }
+    await batch_repo.hold_unmatched_payments(conn, list(rows.values()))
+    log.info("reconciliation.payments.unmatched_batch", payments=len(rows))

@@ -13,11 +13,12 @@ real balance, so a concurrent payment elsewhere only ever shortens an allocation
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
+from decimal import Decimal
 
 import asyncpg
 
 from dunning.logging import get_logger
-from dunning_reconciliation import allocations
+from dunning_reconciliation import allocations_batch
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.domain import UNMATCHED, IncomingPayment, MatchKeys, Outcome
 from dunning_reconciliation.matching import (
@@ -35,6 +36,7 @@ from dunning_reconciliation.matching import (
     suggest,
 )
 from dunning_reconciliation.repository import matching as match_repo
+from dunning_reconciliation.stopwatch import step
 
 log = get_logger(__name__)
 
@@ -120,18 +122,32 @@ def _payer_customer(p: IncomingPayment, decision: Decision, book: Book) -> str |
     return customers.pop() if len(customers) == 1 else None
 
 
-async def _allocate(conn: asyncpg.Connection, p: IncomingPayment, decision: Decision, book: Book) -> Outcome:
-    customer = _payer_customer(p, decision, book)
-    if customer and not p.customer_id:
-        p = replace(p, customer_id=customer)
-    result = await allocations.allocate(conn, p, decision.allocations)
-    book.consume(decision.allocations)
-    if result.credited > 0 and customer:  # the credit may have paid more of the customer's invoices
-        for invoice_id, balance in (
-            await match_repo.customer_balances(conn, p.tenant_id, customer, p.currency)
-        ).items():
-            book.set_balance(invoice_id, balance)
-    return Outcome(result.status, p.payment_id, decision.allocations[-1].invoice_id, result.settled)
+def _whole(p: IncomingPayment, decision: Decision) -> bool:
+    """The decision allocates all of p (no excess to become customer credit)."""
+    return sum((a.amount for a in decision.allocations), Decimal(0)) == p.amount
+
+
+async def _allocate(
+    conn: asyncpg.Connection,
+    pending: list[tuple[int, IncomingPayment, Decision, str | None]],
+    outcomes: list[Outcome | None],
+    book: Book,
+) -> None:
+    """Allocate the decided payments, in order, in one run of allocate_many. Only the last one may
+    leave an excess: its credit may pay more of its customer's invoices, so the book reads their
+    balances again before the next payment is decided."""
+    if not pending:
+        return
+    with step("allocate"):
+        results = await allocations_batch.allocate_many(conn, [(p, d.allocations) for _, p, d, _ in pending])
+    for (n, p, decision, customer), result in zip(pending, results, strict=True):
+        outcomes[n] = Outcome(result.status, p.payment_id, decision.allocations[-1].invoice_id, result.settled)
+        if result.credited > 0 and customer:
+            with step("allocate"):
+                balances = await match_repo.customer_balances(conn, p.tenant_id, customer, p.currency)
+            for invoice_id, balance in balances.items():
+                book.set_balance(invoice_id, balance)
+    pending.clear()
 
 
 async def _hold(conn: asyncpg.Connection, held: list[tuple[IncomingPayment, References]], book: Book) -> None:
@@ -145,8 +161,9 @@ async def _hold(conn: asyncpg.Connection, held: list[tuple[IncomingPayment, Refe
     for r in rows:
         if r[0] is not None:  # not a payer account's row
             book.add(_open_invoice(r))
-    for p, refs in held:
-        await allocations.hold_unmatched(conn, _waiting_for(p, refs), suggest(p, book, refs))
+    waiting = [(_waiting_for(p, refs), suggest(p, book, refs)) for p, refs in held]
+    with step("allocate"):
+        await allocations_batch.hold_unmatched_many(conn, waiting)
 
 
 def _waiting_for(p: IncomingPayment, refs: References) -> IncomingPayment:
@@ -178,14 +195,22 @@ async def match_and_allocate(conn: asyncpg.Connection, payments: Sequence[Incomi
         book = await load_book(conn, tenant_id, batch, refs)
         rules: Counter[str] = Counter()
         held: list[tuple[IncomingPayment, References]] = []
+        pending: list[tuple[int, IncomingPayment, Decision, str | None]] = []
         for n, p, r in zip(positions, batch, refs, strict=True):
             decision = decide(p, book, r, suggestions=False)
             rules[decision.rule or "unmatched"] += 1
             if decision.allocations:
-                outcomes[n] = await _allocate(conn, p, decision, book)
+                customer = _payer_customer(p, decision, book)
+                if customer and not p.customer_id:
+                    p = replace(p, customer_id=customer)
+                pending.append((n, p, decision, customer))
+                book.consume(decision.allocations)
+                if not _whole(p, decision):  # an excess: allocated before the next payment is decided
+                    await _allocate(conn, pending, outcomes, book)
             else:
                 held.append((p, r))
                 outcomes[n] = Outcome(UNMATCHED, p.payment_id)
+        await _allocate(conn, pending, outcomes, book)
         if held:
             await _hold(conn, held, book)
         log.info("reconciliation.match.batch", tenant_id=tenant_id, payments=len(batch), **dict(rules))

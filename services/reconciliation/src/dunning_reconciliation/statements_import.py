@@ -27,6 +27,7 @@ from dunning_reconciliation.domain import APPLIED, IncomingPayment, MatchKeys, O
 from dunning_reconciliation.repository import statements as statement_repo
 from dunning_reconciliation.statements import Statement, StatementLine, parse
 from dunning_reconciliation.statements_view import import_view
+from dunning_reconciliation.stopwatch import step
 
 log = get_logger(__name__)
 
@@ -49,23 +50,28 @@ async def import_statement(
 ) -> dict[str, Any]:
     """Import the file's statements; the answer is the import's summary (see statements_view).
     Raises StatementError (nothing stored) for a file that cannot be read whole."""
-    sha256 = hashlib.sha256(data).hexdigest()
-    seen = await statement_repo.statements_of_file(pool, tenant_id, sha256)
-    if seen and all(s["status"] == "imported" for s in seen):
-        log.info("reconciliation.statement.duplicate_file", tenant_id=tenant_id, sha256=sha256)
-        return await import_view(pool, seen, duplicate=True, duplicate_ids=set())
+    with step("parse"):
+        sha256 = hashlib.sha256(data).hexdigest()
+    with step("store"):
+        seen = await statement_repo.statements_of_file(pool, tenant_id, sha256)
+        if seen and all(s["status"] == "imported" for s in seen):
+            log.info("reconciliation.statement.duplicate_file", tenant_id=tenant_id, sha256=sha256)
+            return await import_view(pool, seen, duplicate=True, duplicate_ids=set())
     # StatementError: refused whole, before anything is stored; in a thread, as a large file takes seconds
-    statements = await asyncio.to_thread(parse, data, format)
+    with step("parse"):
+        statements = await asyncio.to_thread(parse, data, format)
     match = match or match_service.match_and_allocate
     rows, duplicate_ids = [], set()
     for position, statement in enumerate(statements, 1):
-        row, duplicate = await _claim(pool, tenant_id, statement, sha256, position, filename)
+        with step("store"):
+            row, duplicate = await _claim(pool, tenant_id, statement, sha256, position, filename)
         if duplicate:
             duplicate_ids.add(row["statement_id"])
         else:
             await _import_lines(pool, row["statement_id"], tenant_id, statement, match, chunk)
         rows.append(row)
-    return await import_view(pool, rows, duplicate=len(duplicate_ids) == len(rows), duplicate_ids=duplicate_ids)
+    with step("store"):
+        return await import_view(pool, rows, duplicate=len(duplicate_ids) == len(rows), duplicate_ids=duplicate_ids)
 
 
 async def _claim(
@@ -115,23 +121,34 @@ async def _import_lines(
     pool: asyncpg.Pool, statement_id: str, tenant_id: str, s: Statement, match: Matcher, chunk: int
 ) -> None:
     while True:
-        async with pool.acquire() as conn, conn.transaction():
-            acknowledged_at = await repo.acknowledge_time(conn)  # the fence first, before any lock
-            row = await statement_repo.lock_statement(conn, statement_id)
-            start = row["lines_done"]
-            if row["status"] == "imported":
-                return
-            part = list(enumerate(s.lines[start : start + chunk], start + 1))
-            counts = dict.fromkeys(("matched", "unmatched", "skipped", "duplicates"), 0)
-            if part:  # none: a statement without entries (balances only) is imported as it is
-                counts = await _chunk(conn, statement_id, tenant_id, part, match, acknowledged_at)
-            await statement_repo.advance_statement(conn, statement_id, start + len(part), counts, utcnow())
-        log.info(
-            "reconciliation.statement.chunk_imported", statement_id=statement_id, lines_done=start + len(part), **counts
-        )
-        if start + len(part) >= len(s.lines):
+        with step("store"):
+            done = await _import_chunk(pool, statement_id, tenant_id, s, match, chunk)
+        if done is None:  # imported meanwhile (another import of the same file)
+            return
+        if done:
             log.info("reconciliation.statement.imported", statement_id=statement_id, tenant_id=tenant_id)
             return
+
+
+async def _import_chunk(
+    pool: asyncpg.Pool, statement_id: str, tenant_id: str, s: Statement, match: Matcher, chunk: int
+) -> bool | None:
+    """The next chunk of lines, one transaction: True when it was the last, None if none was left."""
+    async with pool.acquire() as conn, conn.transaction():
+        acknowledged_at = await repo.acknowledge_time(conn)  # the fence first, before any lock
+        row = await statement_repo.lock_statement(conn, statement_id)
+        start = row["lines_done"]
+        if row["status"] == "imported":
+            return None
+        part = list(enumerate(s.lines[start : start + chunk], start + 1))
+        counts = dict.fromkeys(("matched", "unmatched", "skipped", "duplicates"), 0)
+        if part:  # none: a statement without entries (balances only) is imported as it is
+            counts = await _chunk(conn, statement_id, tenant_id, part, match, acknowledged_at)
+        await statement_repo.advance_statement(conn, statement_id, start + len(part), counts, utcnow())
+    log.info(
+        "reconciliation.statement.chunk_imported", statement_id=statement_id, lines_done=start + len(part), **counts
+    )
+    return start + len(part) >= len(s.lines)
 
 
 async def _chunk(
@@ -147,7 +164,8 @@ async def _chunk(
     for position, line in part:
         if line.key in new_keys and line.is_credit and line.amount > 0:
             payments[position] = _payment(tenant_id, statement_id, line, acknowledged_at)
-    outcomes = list(await match(conn, list(payments.values()))) if payments else []
+    with step("match"):
+        outcomes = list(await match(conn, list(payments.values()))) if payments else []
     by_payment = {o.payment_id: o for o in outcomes}
     allocated = await statement_repo.allocated_invoices(conn, list(by_payment)) if by_payment else {}
     counts = {"matched": 0, "unmatched": 0, "skipped": 0, "duplicates": 0}
