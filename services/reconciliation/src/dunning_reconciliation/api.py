@@ -1,11 +1,16 @@
-"""reconciliation's HTTP routes.
+"""reconciliation's HTTP routes (each area's own module registers its routes at the end of create_app).
 
 - `POST /v1/webhooks/stripe/{tenant_id}`  Stripe webhook endpoint (authenticated by the signature)
 - `POST /v1/payments`                     a payment reported by the accounting system (API key)
-- `GET  /v1/payments`                     the tenant's payments, optionally for one invoice (API key)
 - `POST /v1/credit-notes`                 a credit note issued by the accounting system (API key)
 - `GET  /v1/credit-notes`, `/{id}`        the tenant's credit notes, optionally for one invoice (API key)
 - `GET  /v1/write-offs`                   the write-off report for a period, totals per currency (API key)
+- secrets_api:     `GET`, `POST /v1/webhook-secrets`, `DELETE /v1/webhook-secrets/{secret_id}`
+- statements_api:  `POST /v1/statements`, `GET /v1/statements`, `/{statement_id}`, `/{statement_id}/lines`
+- processors_api:  `POST /v1/webhooks/gocardless/{tenant_id}`, `POST /v1/webhooks/standard/{tenant_id}`
+- queue_api:       `GET /v1/payments` (`status=unmatched`: the queue), `POST /v1/payments/{id}/allocations`,
+                   `DELETE /v1/payments/{id}/allocations/{allocation_id}`
+- credits_api:     `GET /v1/customers/{customer_id}/credit`
 - `/healthz`, `/readyz`, `/metrics`, `/docs`
 """
 
