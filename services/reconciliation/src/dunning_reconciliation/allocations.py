@@ -144,7 +144,7 @@ async def allocate(
         match_rule=first_rule.rule if first_rule else None,
         match_reason="; ".join(dict.fromkeys(a.reason for a in allocations)) if allocations else None,
     )
-    if credited > 0:
+    if credited > 0 and customer is not None:
         await apply_customer_credit(conn, p.tenant_id, customer)
     if left > 0 and touched:
         log.warning(

@@ -262,6 +262,7 @@ async def pending(
             invoice_id = await repo.find_invoice(conn, p.tenant_id, p.keys)
         if not await repo.insert_payment(conn, p, status=PROCESSING, acknowledged_at=p.acknowledged_at):
             row = await repo.lock_payment(conn, p.tenant_id, payment_id=p.payment_id)
+            assert row is not None, "the insert conflicted on it"
             return Outcome(row["status"], p.payment_id, row["invoice_id"], row["settled"])
         invoice = await repo.lock_invoice(conn, p.tenant_id, invoice_id) if invoice_id else None
         if invoice is None or invoice["status"] in CLOSED or invoice["currency"] != p.currency:
@@ -354,6 +355,7 @@ async def pending_ended(
         reversed_at=ended_at,
     )
     after = await repo.get_payment(conn, tenant_id, payment_id)
+    assert after is not None, "reversed just now"
     return Outcome(after["status"], payment_id, result.invoice_ids[0] if result.invoice_ids else None, False)
 
 

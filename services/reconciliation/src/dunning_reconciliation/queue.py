@@ -180,6 +180,7 @@ async def undo_allocation(
         except allocations.AllocationError as exc:
             raise invalid(exc.field, exc.message, exc.status) from None
         row = await repo.get_payment(conn, tenant_id, payment_id)
+        assert row is not None, "unallocate found it, in this transaction"
         if row["payer_account"] and not await repo.lock_active_allocations(conn, payment_id):
             await match_repo.forget_payer_account(conn, tenant_id, row["payer_account"], payment_id)
         [view] = await payment_views(conn, [row])

@@ -138,6 +138,7 @@ async def reopen(conn: asyncpg.Connection, event: Event, money: Money, *, polici
         return
     # Still paused (a chargeback open, a hold): the reopening is said, and the pause that holds it.
     cover = await pause_sql.covering_pause(conn, invoice_id)
+    assert cover is not None, "called only while a pause covers the invoice"
     policy = await pauser.policy_of(conn, policies, await repository.invoice_for_pause(conn, invoice_id))
     now = utcnow()
     await outbox.add(
