@@ -22,7 +22,7 @@ import asyncpg
 
 from dunning import outbox
 from dunning.clock import utcnow
-from dunning.ids import new_id
+from dunning.ids import new_ids
 from dunning.logging import get_logger
 from dunning.money import quantize
 from dunning_reconciliation import messages
@@ -93,7 +93,7 @@ async def allocate_many(
         steps = []  # (allocation id, allocation, invoice, take, balance after, version after), as allocate goes
         # ids ascending in the order written (as allocate's, one round trip apart): readers order a
         # payment's allocations by (created_at, allocation_id), and one run shares its created_at
-        ids = iter(sorted(new_id("alc") for _, _, take in plan if take > 0))
+        ids = iter(sorted(new_ids("alc", sum(1 for _, _, take in plan if take > 0))))
         for a, invoice, take in plan:
             if take > 0:
                 invoice["balance"] = quantize(invoice["balance"], p.currency) - take

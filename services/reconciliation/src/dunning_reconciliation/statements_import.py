@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from dunning.clock import utcnow
-from dunning.ids import new_id
+from dunning.ids import new_id, new_ids
 from dunning.logging import get_logger
 from dunning_reconciliation import match_service
 from dunning_reconciliation import repository as repo
@@ -161,9 +161,9 @@ async def _chunk(
 ) -> dict[str, int]:
     new_keys = await statement_repo.claim_line_keys(conn, tenant_id, statement_id, [ln.key for _, ln in part])
     payments: dict[int, IncomingPayment] = {}
-    for position, line in part:
-        if line.key in new_keys and line.is_credit and line.amount > 0:
-            payments[position] = _payment(tenant_id, statement_id, line, acknowledged_at)
+    credits = [(n, line) for n, line in part if line.key in new_keys and line.is_credit and line.amount > 0]
+    for (position, line), payment_id in zip(credits, new_ids("pay", len(credits)), strict=True):
+        payments[position] = _payment(tenant_id, statement_id, line, acknowledged_at, payment_id)
     with step("match"):
         outcomes = list(await match(conn, list(payments.values()))) if payments else []
     by_payment = {o.payment_id: o for o in outcomes}
@@ -199,10 +199,13 @@ def _invoice_ids(outcome: Any) -> list[str]:
     return [outcome.invoice_id] if getattr(outcome, "invoice_id", None) else []
 
 
-def _payment(tenant_id: str, statement_id: str, line: StatementLine, acknowledged_at: datetime) -> IncomingPayment:
+def _payment(
+    tenant_id: str, statement_id: str, line: StatementLine, acknowledged_at: datetime, payment_id: str
+) -> IncomingPayment:
     day = line.booking_date or line.value_date
     received_at = datetime.combine(day, time(), UTC) if day else acknowledged_at
     return IncomingPayment(
+        payment_id=payment_id,
         tenant_id=tenant_id,
         source="bank_statement",
         source_reference=line.key,
