@@ -31,7 +31,7 @@ from dunning_reconciliation.stopwatch import step
 
 log = get_logger(__name__)
 
-CHUNK = 1000
+CHUNK = 5000
 MATCHED = frozenset({APPLIED, "partially_allocated"})
 SKIPPED, DUPLICATE = "skipped", "duplicate"
 

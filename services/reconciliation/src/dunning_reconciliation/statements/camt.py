@@ -18,6 +18,7 @@ from functools import lru_cache
 from xml.etree.ElementTree import Element, ParseError, fromstring
 
 from dunning.money import MoneyError, parse_amount, validate_currency
+from dunning_reconciliation.statements.collector import collector_paused
 from dunning_reconciliation.statements.model import (
     CREDIT,
     DEBIT,
@@ -121,16 +122,17 @@ def _money(el: Element | None, where: str) -> tuple[Decimal, str]:
 def parse(data: bytes) -> list[Statement]:
     """The statements of a CAMT.053 document (refused whole at the first bad element)."""
     _guard(data)
-    try:
-        root = fromstring(data)
-    except ParseError as exc:
-        raise StatementError("file", f"not well-formed XML ({exc})") from None
-    namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
-    token = _NS.set(namespace)  # the paths below are local names, qualified with the document's namespace
-    try:
-        return _document(root, namespace)
-    finally:
-        _NS.reset(token)
+    with collector_paused():
+        try:
+            root = fromstring(data)
+        except ParseError as exc:
+            raise StatementError("file", f"not well-formed XML ({exc})") from None
+        namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+        token = _NS.set(namespace)  # the paths below are local names, qualified with the document's namespace
+        try:
+            return _document(root, namespace)
+        finally:
+            _NS.reset(token)
 
 
 def _document(root: Element, namespace: str) -> list[Statement]:

@@ -17,6 +17,7 @@ import mt940
 from mt940.options import Options
 
 from dunning.money import MoneyError, quantize, validate_currency
+from dunning_reconciliation.statements.collector import collector_paused
 from dunning_reconciliation.statements.model import (
     CREDIT,
     DEBIT,
@@ -66,9 +67,10 @@ def parse(text: str) -> list[Statement]:
     if not starts:
         raise StatementError(":20:", "is missing: not an MT940 statement")
     statements = []
-    for n, (start, end) in enumerate(zip(starts, [*starts[1:], len(text)], strict=False), 1):
-        first_line = text.count("\n", 0, start) + 1
-        statements.append(_statement(text[start:end], n, first_line))
+    with collector_paused():
+        for n, (start, end) in enumerate(zip(starts, [*starts[1:], len(text)], strict=False), 1):
+            first_line = text.count("\n", 0, start) + 1
+            statements.append(_statement(text[start:end], n, first_line))
     return statements
 
 
