@@ -26,6 +26,7 @@ from dunning_reconciliation import repository as repo
 from dunning_reconciliation.domain import APPLIED, IncomingPayment, MatchKeys, Outcome
 from dunning_reconciliation.repository import statements as statement_repo
 from dunning_reconciliation.statements import Statement, StatementLine, parse
+from dunning_reconciliation.statements.collector import collector_paused
 from dunning_reconciliation.statements_view import import_view
 from dunning_reconciliation.stopwatch import step
 
@@ -121,7 +122,7 @@ async def _import_lines(
     pool: asyncpg.Pool, statement_id: str, tenant_id: str, s: Statement, match: Matcher, chunk: int
 ) -> None:
     while True:
-        with step("store"):
+        with step("store"), collector_paused():  # see statements.collector: a chunk makes ~10^5 objects
             done = await _import_chunk(pool, statement_id, tenant_id, s, match, chunk)
         if done is None:  # imported meanwhile (another import of the same file)
             return
