@@ -14,7 +14,9 @@ Locks follow allocations.py's order: the customers' credit locks, then the invoi
 new payments' rows are invisible to any other transaction).
 """
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from decimal import Decimal
 
@@ -22,6 +24,7 @@ import asyncpg
 
 from dunning import outbox
 from dunning.clock import utcnow
+from dunning.events import envelope
 from dunning.ids import new_ids
 from dunning.logging import get_logger
 from dunning.money import quantize
@@ -116,53 +119,69 @@ async def allocate_many(
     return results
 
 
+@asynccontextmanager
+async def _meanwhile(statement: Awaitable[object]) -> AsyncIterator[None]:
+    """Run `statement` on the connection while the block computes (no await in it may use the
+    connection): PostgreSQL writes one table while Python builds the next rows. The statement is
+    awaited on the way out, its error raised there, so the connection is free again."""
+    task = asyncio.ensure_future(statement)
+    await asyncio.sleep(0)  # the statement is sent
+    try:
+        yield
+    finally:
+        await task
+
+
 async def _write(conn: asyncpg.Connection, fast: list[tuple]) -> None:
-    """The fast items' rows and events, four statements for the run."""
+    """The fast items' rows and events, four statements for the run; each next one's rows built
+    while PostgreSQL runs the one before."""
     if not fast:
         return
     now = utcnow()
-    payments, rows, events, final = [], [], [], {}
-    for p, steps, first_id, first_balance, wanted in fast:
-        for allocation_id, a, invoice, take, balance, version in steps:
-            rows.append(
-                {
-                    "allocation_id": allocation_id,
-                    "tenant_id": p.tenant_id,
-                    "payment_id": p.payment_id,
-                    "invoice_id": invoice["invoice_id"],
-                    "currency": p.currency,
-                    "amount": str(take),
-                    "rule": a.rule,
-                    "reason": a.reason,
-                    "created_at": now.isoformat(),
-                }
-            )
-            events.append(
-                messages.payment_received(
-                    p,
-                    invoice_id=invoice["invoice_id"],
-                    invoice_external_id=invoice["external_id"],
-                    applied=take,
-                    remaining=balance,
-                    settled=balance <= 0,
-                    acknowledged_at=p.acknowledged_at,
-                    allocation_id=allocation_id,
-                    match_rule=a.rule,
-                    match_reason=a.reason,
-                    balance_version=version,
+    created_at = now.isoformat()
+    payments = [_payment_row(p, first_id, first_balance, wanted, now) for p, _, first_id, first_balance, wanted in fast]
+    rows, events, final = [], [], {}
+    async with _meanwhile(repo.insert_applied_payments(conn, payments)):
+        for p, steps, _, _, _ in fast:
+            for allocation_id, a, invoice, take, balance, version in steps:
+                rows.append(
+                    {
+                        "allocation_id": allocation_id,
+                        "tenant_id": p.tenant_id,
+                        "payment_id": p.payment_id,
+                        "invoice_id": invoice["invoice_id"],
+                        "currency": p.currency,
+                        "amount": str(take),
+                        "rule": a.rule,
+                        "reason": a.reason,
+                        "created_at": created_at,
+                    }
                 )
-            )
-            final[invoice["invoice_id"]] = {
-                "invoice_id": invoice["invoice_id"],
-                "balance": str(balance),
-                "status": invoice_status(balance),
-                "balance_version": version,
-            }
-        payments.append(_payment_row(p, first_id, first_balance, wanted, now))
-    await repo.insert_applied_payments(conn, payments)
-    await repo.insert_allocations(conn, rows)
+                events.append(
+                    messages.payment_received(
+                        p,
+                        invoice_id=invoice["invoice_id"],
+                        invoice_external_id=invoice["external_id"],
+                        applied=take,
+                        remaining=balance,
+                        settled=balance <= 0,
+                        acknowledged_at=p.acknowledged_at,
+                        allocation_id=allocation_id,
+                        match_rule=a.rule,
+                        match_reason=a.reason,
+                        balance_version=version,
+                    )
+                )
+                final[invoice["invoice_id"]] = {
+                    "invoice_id": invoice["invoice_id"],
+                    "balance": str(balance),
+                    "status": invoice_status(balance),
+                    "balance_version": version,
+                }
+    async with _meanwhile(repo.insert_allocations(conn, rows)):
+        envelopes = [envelope(e) for e in events]  # what add_many would build, built meanwhile
     await repo.set_invoice_balances(conn, list(final.values()))
-    await outbox.add_many(conn, events)
+    await outbox.add_many(conn, envelopes)
     log.info("reconciliation.payments.allocated_batch", payments=len(fast), allocations=len(rows))
 
 
