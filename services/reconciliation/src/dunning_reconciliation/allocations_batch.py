@@ -14,9 +14,7 @@ Locks follow allocations.py's order: the customers' credit locks, then the invoi
 new payments' rows are invisible to any other transaction).
 """
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import replace
 from decimal import Decimal
 
@@ -40,6 +38,7 @@ from dunning_reconciliation.domain import (
     IncomingPayment,
     invoice_status,
 )
+from dunning_reconciliation.overlap import meanwhile
 from dunning_reconciliation.repository import allocations_batch as batch_repo
 
 log = get_logger(__name__)
@@ -119,19 +118,6 @@ async def allocate_many(
     return results
 
 
-@asynccontextmanager
-async def _meanwhile(statement: Awaitable[object]) -> AsyncIterator[None]:
-    """Run `statement` on the connection while the block computes (no await in it may use the
-    connection): PostgreSQL writes one table while Python builds the next rows. The statement is
-    awaited on the way out, its error raised there, so the connection is free again."""
-    task = asyncio.ensure_future(statement)
-    await asyncio.sleep(0)  # the statement is sent
-    try:
-        yield
-    finally:
-        await task
-
-
 async def _write(conn: asyncpg.Connection, fast: list[tuple]) -> None:
     """The fast items' rows and events, four statements for the run; each next one's rows built
     while PostgreSQL runs the one before."""
@@ -141,7 +127,7 @@ async def _write(conn: asyncpg.Connection, fast: list[tuple]) -> None:
     created_at = now.isoformat()
     payments = [_payment_row(p, first_id, first_balance, wanted, now) for p, _, first_id, first_balance, wanted in fast]
     rows, events, final = [], [], {}
-    async with _meanwhile(repo.insert_applied_payments(conn, payments)):
+    async with meanwhile(repo.insert_applied_payments(conn, payments)):
         for p, steps, _, _, _ in fast:
             for allocation_id, a, invoice, take, balance, version in steps:
                 rows.append(
@@ -178,7 +164,7 @@ async def _write(conn: asyncpg.Connection, fast: list[tuple]) -> None:
                     "status": invoice_status(balance),
                     "balance_version": version,
                 }
-    async with _meanwhile(repo.insert_allocations(conn, rows)):
+    async with meanwhile(repo.insert_allocations(conn, rows)):
         envelopes = [envelope(e) for e in events]  # what add_many would build, built meanwhile
     await repo.set_invoice_balances(conn, list(final.values()))
     await outbox.add_many(conn, envelopes)

@@ -24,6 +24,7 @@ from dunning.logging import get_logger
 from dunning_reconciliation import match_service
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.domain import APPLIED, IncomingPayment, MatchKeys, Outcome
+from dunning_reconciliation.overlap import meanwhile
 from dunning_reconciliation.repository import statements as statement_repo
 from dunning_reconciliation.statements import Statement, StatementLine, parse
 from dunning_reconciliation.statements.collector import collector_paused
@@ -160,11 +161,15 @@ async def _chunk(
     match: Matcher,
     acknowledged_at: datetime,
 ) -> dict[str, int]:
-    new_keys = await statement_repo.claim_line_keys(conn, tenant_id, statement_id, [ln.key for _, ln in part])
-    payments: dict[int, IncomingPayment] = {}
-    credits = [(n, line) for n, line in part if line.key in new_keys and line.is_credit and line.amount > 0]
-    for (position, line), payment_id in zip(credits, new_ids("pay", len(credits)), strict=True):
-        payments[position] = _payment(tenant_id, statement_id, line, acknowledged_at, payment_id)
+    claim = statement_repo.claim_line_keys(conn, tenant_id, statement_id, [ln.key for _, ln in part])
+    async with meanwhile(claim) as claimed:  # the credit lines' payments built while their keys are claimed
+        credits = [(n, line) for n, line in part if line.is_credit and line.amount > 0]
+        built = {
+            position: _payment(tenant_id, statement_id, line, acknowledged_at, payment_id)
+            for (position, line), payment_id in zip(credits, new_ids("pay", len(credits)), strict=True)
+        }
+    new_keys = claimed.result()
+    payments = {position: p for position, p in built.items() if p.source_reference in new_keys}
     with step("match"):
         outcomes = list(await match(conn, list(payments.values()))) if payments else []
     by_payment = {o.payment_id: o for o in outcomes}
