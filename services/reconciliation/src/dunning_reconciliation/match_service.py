@@ -1,15 +1,19 @@
 """Matching a batch of payments that name no invoice by key (a bank statement's credit lines, a
 processor's payments with only a remittance): batch candidate queries per tenant (load_book: the
 invoices the references name, then the customers of the rest), the rules of matching.py in memory,
-then allocations.allocate for a match, or hold_unmatched with suggestions for the queue.
+then the matches allocated in runs of allocations_batch.allocate_many (the fast path of
+allocations.allocate; a run is written while the next payments are decided), and the rest held in
+the queue with suggestions in one statement (hold_unmatched_many).
 
 Runs in the caller's transaction. Payments without an acknowledgement time get one, read once
 inside the payments watermark's fence (call this first in the transaction, as reconcile.acknowledging
 says). Within a batch, earlier payments consume the open balances later ones see (the book), so two
-lines never both take the same open amount; allocate() still locks each invoice and caps at its
-real balance, so a concurrent payment elsewhere only ever shortens an allocation.
+lines never both take the same open amount; allocation still locks each invoice and caps at its
+real balance, so a concurrent payment elsewhere only ever shortens an allocation (and a credit it
+leaves is seen by the decisions after its run).
 """
 
+import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -127,27 +131,57 @@ def _whole(p: IncomingPayment, decision: Decision) -> bool:
     return sum((a.amount for a in decision.allocations), Decimal(0)) == p.amount
 
 
-async def _allocate(
-    conn: asyncpg.Connection,
-    pending: list[tuple[int, IncomingPayment, Decision, str | None]],
-    outcomes: list[Outcome | None],
-    book: Book,
-) -> None:
-    """Allocate the decided payments, in order, in one run of allocate_many. Only the last one may
-    leave an excess: its credit may pay more of its customer's invoices, so the book reads their
-    balances again before the next payment is decided."""
-    if not pending:
-        return
-    with step("allocate"):
-        results = await allocations_batch.allocate_many(conn, [(p, d.allocations) for _, p, d, _ in pending])
-    for (n, p, decision, customer), result in zip(pending, results, strict=True):
-        outcomes[n] = Outcome(result.status, p.payment_id, decision.allocations[-1].invoice_id, result.settled)
-        if result.credited > 0 and customer:
+Pending = list[tuple[int, IncomingPayment, Decision, str | None]]
+
+
+class _Allocator:
+    """The decided payments allocated in runs of allocate_many, in order, one run at a time on the
+    connection: a run is written in the background while the next payments are decided (the book
+    already counts what a decision takes), so PostgreSQL and the rules work at once. A payment that
+    leaves an excess is allocated before the next is decided: its credit may pay more of its
+    customer's invoices, and the book reads their balances again."""
+
+    RUN = 1000  # payments per run
+    YIELD_EVERY = 250  # decisions between two chances for the running run to send its next statement
+
+    def __init__(self, conn: asyncpg.Connection, outcomes: list[Outcome | None], book: Book) -> None:
+        self.conn, self.outcomes, self.book = conn, outcomes, book
+        self.pending: Pending = []
+        self.running: asyncio.Future | None = None
+
+    async def add(self, item: tuple[int, IncomingPayment, Decision, str | None], *, whole: bool) -> None:
+        self.pending.append(item)
+        if not whole:
+            await self.start()
+            await self.wait()
+        elif len(self.pending) >= self.RUN:
+            await self.start()
+        elif self.running is not None and len(self.pending) % self.YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+
+    async def start(self) -> None:
+        """Start a run of the pending payments, once the run before it is written."""
+        await self.wait()
+        run, self.pending = self.pending, []
+        if run:
+            self.running = asyncio.ensure_future(self._run(run))
+            await asyncio.sleep(0)  # its first statement is sent
+
+    async def wait(self) -> None:
+        """Until the running run is written (its error raised here)."""
+        if self.running is not None:
+            running, self.running = self.running, None
             with step("allocate"):
-                balances = await match_repo.customer_balances(conn, p.tenant_id, customer, p.currency)
-            for invoice_id, balance in balances.items():
-                book.set_balance(invoice_id, balance)
-    pending.clear()
+                await running
+
+    async def _run(self, run: Pending) -> None:
+        results = await allocations_batch.allocate_many(self.conn, [(p, d.allocations) for _, p, d, _ in run])
+        for (n, p, decision, customer), result in zip(run, results, strict=True):
+            self.outcomes[n] = Outcome(result.status, p.payment_id, decision.allocations[-1].invoice_id, result.settled)
+            if result.credited > 0 and customer:
+                balances = await match_repo.customer_balances(self.conn, p.tenant_id, customer, p.currency)
+                for invoice_id, balance in balances.items():
+                    self.book.set_balance(invoice_id, balance)
 
 
 async def _hold(conn: asyncpg.Connection, held: list[tuple[IncomingPayment, References]], book: Book) -> None:
@@ -195,22 +229,23 @@ async def match_and_allocate(conn: asyncpg.Connection, payments: Sequence[Incomi
         book = await load_book(conn, tenant_id, batch, refs)
         rules: Counter[str] = Counter()
         held: list[tuple[IncomingPayment, References]] = []
-        pending: list[tuple[int, IncomingPayment, Decision, str | None]] = []
-        for n, p, r in zip(positions, batch, refs, strict=True):
-            decision = decide(p, book, r, suggestions=False)
-            rules[decision.rule or "unmatched"] += 1
-            if decision.allocations:
-                customer = _payer_customer(p, decision, book)
-                if customer and not p.customer_id:
-                    p = replace(p, customer_id=customer)
-                pending.append((n, p, decision, customer))
-                book.consume(decision.allocations)
-                if not _whole(p, decision):  # an excess: allocated before the next payment is decided
-                    await _allocate(conn, pending, outcomes, book)
-            else:
-                held.append((p, r))
-                outcomes[n] = Outcome(UNMATCHED, p.payment_id)
-        await _allocate(conn, pending, outcomes, book)
+        allocator = _Allocator(conn, outcomes, book)
+        try:
+            for n, p, r in zip(positions, batch, refs, strict=True):
+                decision = decide(p, book, r, suggestions=False)
+                rules[decision.rule or "unmatched"] += 1
+                if decision.allocations:
+                    customer = _payer_customer(p, decision, book)
+                    if customer and not p.customer_id:
+                        p = replace(p, customer_id=customer)
+                    book.consume(decision.allocations)
+                    await allocator.add((n, p, decision, customer), whole=_whole(p, decision))
+                else:
+                    held.append((p, r))
+                    outcomes[n] = Outcome(UNMATCHED, p.payment_id)
+            await allocator.start()
+        finally:
+            await allocator.wait()  # the connection is free again, even after an error
         if held:
             await _hold(conn, held, book)
         log.info("reconciliation.match.batch", tenant_id=tenant_id, payments=len(batch), **dict(rules))
