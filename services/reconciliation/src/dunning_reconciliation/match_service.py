@@ -184,9 +184,10 @@ class _Allocator:
                     self.book.set_balance(invoice_id, balance)
 
 
-async def _hold(conn: asyncpg.Connection, held: list[tuple[IncomingPayment, References]], book: Book) -> None:
-    """Hold the unmatched payments in the queue, their suggestions read with the book completed by the
-    open invoices of their amounts and of customers whose name shares a word with a payer's."""
+async def _complete_book(conn: asyncpg.Connection, held: list[tuple[IncomingPayment, References]], book: Book) -> None:
+    """The book completed, for the unmatched payments' suggestions, by the open invoices of their
+    amounts and of customers whose name shares a word with a payer's. (Read before the batch's last
+    run is written: that run pays only invoices the book has, and the book skips those it has.)"""
     tenant_id = held[0][0].tenant_id
     amounts = sorted({(p.currency, p.amount) for p, _ in held})
     rows = list(await match_repo.candidates(conn, tenant_id, amounts=amounts))
@@ -195,9 +196,6 @@ async def _hold(conn: asyncpg.Connection, held: list[tuple[IncomingPayment, Refe
     for r in rows:
         if r[0] is not None:  # not a payer account's row
             book.add(_open_invoice(r))
-    waiting = [(_waiting_for(p, refs), suggest(p, book, refs)) for p, refs in held]
-    with step("allocate"):
-        await allocations_batch.hold_unmatched_many(conn, waiting)
 
 
 def _waiting_for(p: IncomingPayment, refs: References) -> IncomingPayment:
@@ -230,6 +228,7 @@ async def match_and_allocate(conn: asyncpg.Connection, payments: Sequence[Incomi
         rules: Counter[str] = Counter()
         held: list[tuple[IncomingPayment, References]] = []
         allocator = _Allocator(conn, outcomes, book)
+        waiting: list[tuple[IncomingPayment, list[dict]]] = []
         try:
             for n, p, r in zip(positions, batch, refs, strict=True):
                 decision = decide(p, book, r, suggestions=False)
@@ -243,10 +242,16 @@ async def match_and_allocate(conn: asyncpg.Connection, payments: Sequence[Incomi
                 else:
                     held.append((p, r))
                     outcomes[n] = Outcome(UNMATCHED, p.payment_id)
+            await allocator.wait()
+            if held:
+                await _complete_book(conn, held, book)
             await allocator.start()
+            # the queue's suggestions worked out while the last run is written, then held in one statement
+            waiting = [(_waiting_for(p, refs), suggest(p, book, refs)) for p, refs in held]
         finally:
             await allocator.wait()  # the connection is free again, even after an error
-        if held:
-            await _hold(conn, held, book)
+        if waiting:
+            with step("allocate"):
+                await allocations_batch.hold_unmatched_many(conn, waiting)
         log.info("reconciliation.match.batch", tenant_id=tenant_id, payments=len(batch), **dict(rules))
     return [o for o in outcomes if o is not None]
