@@ -83,7 +83,7 @@ async def allocate_many(
     stored = await repo.existing_payments(conn, [p.payment_id for p, _ in items])
 
     results: list[AllocationResult] = []
-    fast: list[tuple[IncomingPayment, list[tuple], Decimal]] = []
+    fast: list[tuple] = []  # (payment, steps, first invoice id, its balance, allocations wanted)
     for p, wanted in items:
         plan = None if p.payment_id in stored else _plan(p, wanted, invoices)
         if plan is None:

@@ -6,10 +6,14 @@ Reconciliation's schema on its own PostgreSQL (embedded unless DATABASE_URL): N 
 through its real consumer path (InvoiceIssued, the batch handlers), a third of the customers with a
 payer account already learnt (payer_accounts), then ONE CAMT.053 of M credit lines imported through
 the real import (`statements_import.import_statement`: parse, payments, matching, allocation,
-customer credit, outbox), timed from the bytes to the committed end, with the time of each step
-(parse: the file read; store: the statement's own rows and its transactions; match: the candidate
-queries and the rules; allocate: payments, allocations, balances, credit and events written;
-other: the rest). The lines mix:
+customer credit, outbox), timed from the bytes to the committed end, with where the time goes
+(dunning_reconciliation.stopwatch; each second counted once):
+  parse     reading the file (CAMT.053 -> lines),
+  store     the statement's own rows (line keys, lines, progress) and its transactions,
+  match     the candidate queries and the rules (allocation runs written meanwhile overlap it),
+  allocate  waiting for payments, allocations, balances, credit, events and the queue to be written,
+  other     the rest.
+The lines mix:
   - 40 % an invoice number in the remittance (one in ten naming two invoices),
   - 10 % an ISO 11649 RF creditor reference (the invoice's, `matching.creditor_reference_for`),
   - 30 % no reference, from a known payer account, with the exact open amount of one invoice,
