@@ -74,12 +74,13 @@ def _structured(p: IncomingPayment) -> tuple[list[str], list[str]]:
 
 async def load_book(
     conn: asyncpg.Connection, tenant_id: str, payments: Sequence[IncomingPayment], refs: Sequence[References]
-) -> Book:
+) -> tuple[Book, list[bool]]:
     """The open invoices the tenant's payments may pay, and their payers' known accounts, read in two
     batch queries of one statement: first the invoices their references name, then, for the payments
     no reference decides, their customers' invoices (by account, customer id, name). (One query for
     both would read every named customer's invoices: the payer of a line with a reference is named
-    too.)"""
+    too.) With the book, per payment: may its references still name an invoice (False: by_reference
+    found none, so `decide` need not look again)."""
     tokens: set[str] = set()
     bodies: set[str] = set()
     for p, r in zip(payments, refs, strict=True):
@@ -92,11 +93,11 @@ async def load_book(
     if tokens or bodies:
         rows = await match_repo.candidates(conn, tenant_id, tokens=sorted(tokens), compact_numbers=sorted(bodies))
         book = Book.of([_open_invoice(r) for r in rows])
-    rest = [
-        p
+    referenced = [
+        bool(r.tokens or r.creditor_references or p.creditor_reference) and by_reference(p, book, r) is not None
         for p, r in zip(payments, refs, strict=True)
-        if not (r.tokens or r.creditor_references or p.creditor_reference) or by_reference(p, book, r) is None
     ]
+    rest = [p for p, named in zip(payments, referenced, strict=True) if not named]
     if rest:
         rows = await match_repo.candidates(
             conn,
@@ -109,7 +110,7 @@ async def load_book(
         for r in rows:
             if r["account"] is None:
                 book.add(_open_invoice(r), by_keys=False)
-    return book
+    return book, referenced
 
 
 def _open_invoice(r: asyncpg.Record) -> OpenInvoice:
@@ -224,14 +225,14 @@ async def match_and_allocate(conn: asyncpg.Connection, payments: Sequence[Incomi
     for tenant_id, positions in by_tenant.items():
         batch = [payments[n] for n in positions]
         refs = [references_in(p.remittance) for p in batch]
-        book = await load_book(conn, tenant_id, batch, refs)
+        book, referenced = await load_book(conn, tenant_id, batch, refs)
         rules: Counter[str] = Counter()
         held: list[tuple[IncomingPayment, References]] = []
         allocator = _Allocator(conn, outcomes, book)
         waiting: list[tuple[IncomingPayment, list[dict]]] = []
         try:
-            for n, p, r in zip(positions, batch, refs, strict=True):
-                decision = decide(p, book, r, suggestions=False)
+            for n, p, r, named in zip(positions, batch, refs, referenced, strict=True):
+                decision = decide(p, book, r, suggestions=False, references=named)
                 rules[decision.rule or "unmatched"] += 1
                 if decision.allocations:
                     customer = _payer_customer(p, decision, book)

@@ -151,11 +151,19 @@ def by_reference(p: IncomingPayment, book: Book, refs: References) -> Decision |
     return None
 
 
-def decide(p: IncomingPayment, book: Book, refs: References | None = None, *, suggestions: bool = True) -> Decision:
+def decide(
+    p: IncomingPayment,
+    book: Book,
+    refs: References | None = None,
+    *,
+    suggestions: bool = True,
+    references: bool = True,
+) -> Decision:
     """The rule that matches p against the book's open invoices, in the module's order (no match:
-    with its suggestions unless `suggestions` is false)."""
+    with its suggestions unless `suggestions` is false). `references=False` skips rules 1 and 2: the
+    caller found by_reference None on this book already (a book's balances only fall, so it stays None)."""
     refs = refs if refs is not None else references_in(p.remittance)
-    if found := by_reference(p, book, refs):
+    if references and (found := by_reference(p, book, refs)):
         return found
 
     if p.payer_account and (customer := book.payer_accounts.get(p.payer_account)):
