@@ -175,3 +175,20 @@ async def test_a_line_naming_an_invoice_not_yet_issued_is_matched_when_it_is(poo
 
     assert await allocations(pool, p.payment_id) == [(invoice, "70.00", "late_match")]
     assert await balances(pool, invoice) == ["0.00"]
+
+
+async def test_the_candidates_of_an_amount_are_its_ten_oldest_open_invoices_in_its_currency(pool, h):
+    """The queue's suggestions read open balances equal to an amount by a join (no index names the
+    balance, so balance updates stay HOT): at most ten per amount, the oldest due first, open only."""
+    ids = [await issue(pool, h, f"INV-20{n:02d}", "42.00", due_days_ago=n) for n in range(12)]
+    other_currency = await issue(pool, h, "INV-2099", "42.00", due_days_ago=99, currency="USD")
+    paid = await issue(pool, h, "INV-2098", "42.00", due_days_ago=98)
+    await run(pool, line(h, "42.00", remittance="INV-2098"))
+    await issue(pool, h, "INV-2097", "43.00", due_days_ago=97)
+
+    async with pool.acquire() as conn:
+        rows = await match_repo.candidates(conn, h.TENANT, amounts=[("EUR", Decimal("42.00"))])
+    found = {r["invoice_id"] for r in rows}
+
+    assert found == set(ids[2:])  # the ten due longest ago (12 days ago .. 2 days ago)
+    assert other_currency not in found and paid not in found
