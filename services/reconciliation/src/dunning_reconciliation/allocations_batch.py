@@ -82,6 +82,10 @@ async def allocate_many(
     invoices = {k: dict(v) for k, v in (await repo.lock_invoices(conn, tenant_id, invoice_ids)).items()}
     stored = await repo.existing_payments(conn, [p.payment_id for p, _ in items])
 
+    # allocation ids drawn for the whole run at once, ascending in the order written (as allocate's,
+    # one round trip apart): readers order a payment's allocations by (created_at, allocation_id), and
+    # one run shares its created_at
+    ids = iter(sorted(new_ids("alc", sum(len(wanted) for _, wanted in items))))
     results: list[AllocationResult] = []
     fast: list[tuple] = []  # (payment, steps, first invoice id, its balance, allocations wanted)
     for p, wanted in items:
@@ -93,9 +97,6 @@ async def allocate_many(
             invoices = {k: dict(v) for k, v in (await repo.lock_invoices(conn, tenant_id, invoice_ids)).items()}
             continue
         steps = []  # (allocation id, allocation, invoice, take, balance after, version after), as allocate goes
-        # ids ascending in the order written (as allocate's, one round trip apart): readers order a
-        # payment's allocations by (created_at, allocation_id), and one run shares its created_at
-        ids = iter(sorted(new_ids("alc", sum(1 for _, _, take in plan if take > 0))))
         for a, invoice, take in plan:
             if take > 0:
                 invoice["balance"] = quantize(invoice["balance"], p.currency) - take
