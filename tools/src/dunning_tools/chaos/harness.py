@@ -117,14 +117,14 @@ class Config:
 
 SHORT = {
     "invoices": 600,
-    "duration": 50.0,
+    "duration": 40.0,
     "kill_every": (4.0, 6.0),
     "relay_pause": 8.0,
     "quiesce_timeout": 100.0,
     "infra_faults": False,
     "tail": 30.0,
     "policy_customers": 15,
-    "money_customers": 16,
+    "money_customers": 12,
 }
 
 
