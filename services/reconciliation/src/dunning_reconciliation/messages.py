@@ -1,7 +1,7 @@
 """The events reconciliation publishes, each built here and only here: PaymentReceived (one per
 allocation, allocations.allocate), PaymentUnallocated, PaymentReversed, CustomerCreditApplied,
 PaymentPending and PaymentPendingEnded (allocations.py, credits.py, money.py), CreditNoteIssued
-(credit_notes.issue), all through the outbox on the payments topic (the watermark covers them), and
+(credit_notes.issue), InvoiceClosedByProcessor (stripe_money.invoice_closed), all through the outbox on the payments topic (the watermark covers them), and
 PaymentsWatermark (sent directly by the watermark publisher: a heartbeat statement, not state; see
 watermark.py)."""
 
@@ -11,6 +11,7 @@ from decimal import Decimal
 from dunning.contracts import (
     CreditNoteIssued,
     CustomerCreditApplied,
+    InvoiceClosedByProcessor,
     PaymentPending,
     PaymentPendingEnded,
     PaymentReceived,
@@ -206,4 +207,21 @@ def payments_watermark(
 ) -> PaymentsWatermark:
     return PaymentsWatermark(
         watermark, payments_topic, payments_offsets, invoices_topic, invoice_positions, computed_at
+    )
+
+
+def invoice_closed_by_processor(
+    *,
+    invoice_id: str,
+    tenant_id: str,
+    invoice_external_id: str,
+    action: str,
+    source_reference: str,
+    reason: str,
+    closed_at: datetime,
+    source: str = "stripe",
+) -> InvoiceClosedByProcessor:
+    """The processor that is the accounting system closed the invoice: invoice-ingest closes it."""
+    return InvoiceClosedByProcessor(
+        invoice_id, tenant_id, invoice_external_id, action, source, source_reference, reason, closed_at
     )

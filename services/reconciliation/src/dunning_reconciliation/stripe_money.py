@@ -28,11 +28,10 @@ from pydantic import ValidationError
 
 from dunning import outbox
 from dunning.clock import utcnow
-from dunning.contracts import InvoiceClosedByProcessor
 from dunning.http import Problem
 from dunning.logging import get_logger
 from dunning.money import format_amount
-from dunning_reconciliation import credit_notes, money, reconcile
+from dunning_reconciliation import credit_notes, messages, money, reconcile
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.domain import PROCESSING, IncomingPayment, MatchKeys, PaymentRef
 from dunning_reconciliation.money import ReversalError
@@ -314,14 +313,6 @@ async def _dispute_closed(conn: asyncpg.Connection, tenant_id: str, ref: Payment
     raise AssertionError("unreachable")
 
 
-def invoice_closed_by_processor(
-    *, invoice_id: str, tenant_id: str, invoice_external_id: str, a: InvoiceClosed, event: StripeEvent
-) -> InvoiceClosedByProcessor:
-    return InvoiceClosedByProcessor(
-        invoice_id, tenant_id, invoice_external_id, a.action, "stripe", event.id, a.reason, a.closed_at
-    )
-
-
 async def invoice_closed(conn: asyncpg.Connection, tenant_id: str, event: StripeEvent, a: InvoiceClosed) -> Answer:
     """Stripe voided the invoice or marked it uncollectible: invoice-ingest, which owns the invoice,
     closes it by its own rules (InvoiceClosedByProcessor, through the outbox)."""
@@ -330,8 +321,14 @@ async def invoice_closed(conn: asyncpg.Connection, tenant_id: str, event: Stripe
         return _ignored(event, "unknown_invoice", stripe_invoice_id=a.stripe_invoice_id)
     invoice = await repo.lock_invoice(conn, tenant_id, invoice_id)
     assert invoice is not None, "found above (invoices are never deleted)"
-    message = invoice_closed_by_processor(
-        invoice_id=invoice_id, tenant_id=tenant_id, invoice_external_id=invoice["external_id"], a=a, event=event
+    message = messages.invoice_closed_by_processor(
+        invoice_id=invoice_id,
+        tenant_id=tenant_id,
+        invoice_external_id=invoice["external_id"],
+        action=a.action,
+        source_reference=event.id,
+        reason=a.reason,
+        closed_at=a.closed_at,
     )
     await outbox.add(conn, message)
     log.info("reconciliation.stripe.invoice_closed", invoice_id=invoice_id, action=a.action)

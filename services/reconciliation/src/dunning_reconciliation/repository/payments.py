@@ -236,22 +236,6 @@ async def store_response(conn: asyncpg.Connection, payment_id: str, response: di
     await conn.execute(_STORE_RESPONSE, payment_id, response)
 
 
-# By invoice: the payments allocated to it (now or before) or naming it as theirs.
-_LIST_PAYMENTS = (
-    f"SELECT {PAYMENT_COLUMNS} FROM payments p WHERE tenant_id = $1"
-    " AND ($2::text IS NULL OR invoice_id = $2 OR EXISTS (SELECT 1 FROM allocations a"
-    " WHERE a.payment_id = p.payment_id AND a.invoice_id = $2))"
-    " AND ($3::text IS NULL OR payment_id > $3) AND ($5::text IS NULL OR status = $5)"
-    " ORDER BY payment_id LIMIT $4"
-)
-
-
-async def list_payments(
-    conn: Conn, tenant_id: str, *, invoice_id: str | None, after: str | None, limit: int, status: str | None = None
-) -> list[asyncpg.Record]:
-    return await conn.fetch(_LIST_PAYMENTS, tenant_id, invoice_id, after, limit, status)
-
-
 # --- the fast path of a run of new, wholly allocated payments (allocations_batch) ---------------------
 
 _EXISTING_PAYMENTS = "SELECT payment_id FROM payments WHERE payment_id = ANY ($1::text[])"
