@@ -1,9 +1,9 @@
 """The events reconciliation publishes, each built here and only here: PaymentReceived (one per
 allocation, allocations.allocate), PaymentUnallocated, PaymentReversed, CustomerCreditApplied,
 PaymentPending and PaymentPendingEnded (allocations.py, credits.py, money.py), CreditNoteIssued
-(credit_notes.issue), InvoiceClosedByProcessor (stripe_money.invoice_closed), all through the outbox on the payments topic (the watermark covers them), and
-PaymentsWatermark (sent directly by the watermark publisher: a heartbeat statement, not state; see
-watermark.py)."""
+(credit_notes.issue), InvoiceClosedByProcessor (stripe_money.invoice_closed), all through the outbox
+on the payments topic (the watermark covers them), and PaymentsWatermark (sent directly by the
+watermark publisher: a heartbeat statement, not state; see watermark.py)."""
 
 from datetime import datetime
 from decimal import Decimal
