@@ -6,6 +6,7 @@ Used by `make run`, the e2e tests, the demo and the bench, so all of them run th
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from dunning_tools.stack import mailserver
 from dunning_tools.stack.postgres import EmbeddedPostgres
 from dunning_tools.stack.procs import free_port, port_in_use, spawn, stop, wait_for_port
+from dunning_tools.stack.providers import app as providers
 from dunning_tools.stack.service import ServiceProc, service_env
 from dunning_tools.stack.tansu import TansuBroker
 
@@ -34,10 +36,21 @@ class Ports:
     mail_api: int = 8025
     services: dict[str, int] = field(default_factory=lambda: {n: p for n, (_, _, p) in SERVICES.items()})
     broker_store: int = 19093  # the object store the broker keeps its data in (durable_broker)
+    providers: int = 8026  # the provider stand-ins (SMS, print-and-mail, webhook receiver): providers/
+    inbound_smtp: int = 2525  # the notifier's inbound SMTP endpoint (replies, DSN bounce reports)
 
     @classmethod
     def free(cls) -> "Ports":
-        return cls(free_port(), free_port(), free_port(), free_port(), {n: free_port() for n in SERVICES}, free_port())
+        return cls(
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            {n: free_port() for n in SERVICES},
+            free_port(),
+            free_port(),
+            free_port(),
+        )
 
 
 class Stack:
@@ -66,6 +79,13 @@ class Stack:
         self.pg: EmbeddedPostgres | None = None
         self.broker: TansuBroker | None = None
         self.mail: subprocess.Popen | None = None
+        self.providers: subprocess.Popen | None = None
+        # The credentials the provider stand-ins expect and the notifier is given: made up per stack.
+        self.provider_secrets = {
+            "twilio_account_sid": "AC" + secrets.token_hex(16),
+            "twilio_auth_token": secrets.token_hex(16),
+            "printmail_api_key": "test_" + secrets.token_hex(16),
+        }
         self.broker_store: subprocess.Popen | None = None
         self.database_url = os.environ.get("DATABASE_URL", "")
         self.kafka_bootstrap_servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
@@ -74,7 +94,12 @@ class Stack:
     # -- infrastructure ---------------------------------------------------------------------------
     def start_infrastructure(self) -> None:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-        ours = [("SMTP", self.ports.smtp), ("mail API", self.ports.mail_api)]
+        ours = [
+            ("SMTP", self.ports.smtp),
+            ("mail API", self.ports.mail_api),
+            ("provider stand-ins", self.ports.providers),
+            ("inbound SMTP", self.ports.inbound_smtp),
+        ]
         if not self.database_url:
             ours.append(("PostgreSQL", self.ports.postgres))
         if not self.kafka_bootstrap_servers:
@@ -98,6 +123,12 @@ class Stack:
             self.kafka_bootstrap_servers = self.broker.start()
         self.mail = mailserver.start(
             self.workdir / "mail", self.ports.smtp, self.ports.mail_api, self.workdir / "logs" / "mailserver.log"
+        )
+        self.providers = providers.start(
+            self.workdir / "providers",
+            self.ports.providers,
+            self.provider_secrets,
+            self.workdir / "logs" / "providers.log",
         )
         from dunning.kafka import ensure_topics
         from dunning_cli.services import migrate_all
@@ -135,7 +166,20 @@ class Stack:
     def service_env(self, name: str, port: int) -> dict[str, str]:
         _, prefix, _ = SERVICES[name]
         env = service_env(prefix, self.database_url, self.kafka_bootstrap_servers, port)
-        env.update({"NOTIFIER_SMTP_HOST": "127.0.0.1", "NOTIFIER_SMTP_PORT": str(self.ports.smtp), **self.extra_env})
+        env.update(
+            {
+                "NOTIFIER_SMTP_HOST": "127.0.0.1",
+                "NOTIFIER_SMTP_PORT": str(self.ports.smtp),
+                "NOTIFIER_INBOUND_SMTP_PORT": str(self.ports.inbound_smtp),
+                "NOTIFIER_SMS_API_URL": self.providers_url,
+                "NOTIFIER_TWILIO_ACCOUNT_SID": self.provider_secrets["twilio_account_sid"],
+                "NOTIFIER_TWILIO_AUTH_TOKEN": self.provider_secrets["twilio_auth_token"],
+                "NOTIFIER_PRINTMAIL_API_URL": self.providers_url,
+                "NOTIFIER_PRINTMAIL_API_KEY": self.provider_secrets["printmail_api_key"],
+                "NOTIFIER_PUBLIC_URL": self.url("notifier"),
+                **self.extra_env,
+            }
+        )
         return env
 
     def start_services(self) -> None:
@@ -166,6 +210,11 @@ class Stack:
     def mail_api(self) -> str:
         return f"http://127.0.0.1:{self.ports.mail_api}"
 
+    @property
+    def providers_url(self) -> str:
+        """The provider stand-ins (providers/): Twilio's API, print-and-mail, the webhook receiver."""
+        return f"http://127.0.0.1:{self.ports.providers}"
+
     def restart_dead(self) -> list[str]:
         """Supervise: start again any service process that died (what an orchestrator does)."""
         restarted = []
@@ -184,6 +233,7 @@ class Stack:
     def stop(self) -> None:
         self.stop_services()
         stop(self.mail)
+        stop(self.providers)
         if self.broker:
             self.broker.stop()
         stop(self.broker_store)
@@ -195,6 +245,7 @@ class Stack:
             "DATABASE_URL": self.database_url,
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
             "MAIL_API": self.mail_api,
+            "PROVIDERS_URL": self.providers_url,
             **{f"{n.upper().replace('-', '_')}_URL": self.url(n) for n in SERVICES},
         }
 

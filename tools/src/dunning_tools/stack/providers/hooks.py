@@ -1,0 +1,9 @@
+"""Stand-in for hooks (filled in by its owner; see __init__.py)."""
+
+from pathlib import Path
+
+from fastapi import APIRouter
+
+
+def router(directory: Path, secrets: dict[str, str]) -> APIRouter:
+    return APIRouter()
