@@ -160,6 +160,10 @@ class _Customer(NamedTuple):
     subdivision: str | None = None
     tags: tuple[str, ...] | None = None
     attributes: dict[str, str] | None = None
+    # Added later still: the phone in E.164 (+4930123456; SMS and calls) and the postal address
+    # ({name, lines[1..4], postal_code, city, region, country}; letters).
+    phone: str | None = None
+    postal_address: dict[str, Any] | None = None
 
 
 class Customer(_Customer, Record):

@@ -2,7 +2,7 @@
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from dunning.contracts.base import Contract, Record
 
@@ -18,6 +18,7 @@ class _CustomerUpdated(NamedTuple):
     locale: str
     timezone: str
     changed: tuple[str, ...]  # name | email | cc | locale | timezone | country | subdivision | tags | attributes
+    #                           | phone | postal_address
     previous_timezone: str
     updated_at: datetime
     # Added later (absent in older events; omitted when None), as on Customer: the customer's country and
@@ -26,6 +27,9 @@ class _CustomerUpdated(NamedTuple):
     subdivision: str | None = None
     tags: tuple[str, ...] | None = None
     attributes: dict[str, str] | None = None
+    # Added later still (as on Customer): the phone in E.164 and the postal address.
+    phone: str | None = None
+    postal_address: dict[str, Any] | None = None
 
 
 class CustomerUpdated(_CustomerUpdated, Contract):
