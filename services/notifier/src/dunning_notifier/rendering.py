@@ -1,12 +1,13 @@
 """Render a reminder from a StageEscalated payload: subject, plain text and HTML.
 
-Templates are files in this package, `templates/email/<key>.subject.j2`, `.txt.j2` and `.html.j2`,
-one tone per stage key (pre_due, soft, firm, final, collections) and `generic` for any other key.
+Templates are files in this package, `templates/<channel>/<key>.<part>.j2`, the parts per channel
+in CHANNEL_PARTS (email: subject, txt, html; sms: txt; letter: subject, txt, paragraphs separated by
+blank lines), one tone per stage key (pre_due, soft, firm, final, collections) and `generic` for any other key.
 Three quote what StageEscalated.context carries besides the invoice: `promise_broken` (`promise`:
 the amount and date promised) and `instalment_pre_due` / `instalment_overdue` (`instalment`: its
 number of how many, amount and due date); the context travels in the delivery's payload.
 Per-locale templates can be added beside them: for a customer in `de-DE` the loader tries
-`email/de-DE/<key>`, then `email/de/<key>`, then `email/<key>`, and only then the same three for
+`<channel>/de-DE/<key>`, then `<channel>/de/<key>`, then `<channel>/<key>`, and only then the same three for
 `generic` (the stage's tone matters more than the language of the words).
 Charges and deadlines come from the event, never from a template's fixed text (notice_rendering.py):
 `charges` (StageEscalated.charges: late fees, interest, total due; None when none) and `deadline`
@@ -42,6 +43,7 @@ from dunning_notifier.notice_rendering import charges_of, deadline_of, notice_co
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 GENERIC = "generic"
 PARTS = ("subject", "txt", "html")
+CHANNEL_PARTS = {"email": PARTS, "sms": ("txt",), "letter": ("subject", "txt")}  # what each channel renders
 DEFAULT_LOCALE = "en-US"
 _HTTP_URL = re.compile(r"^https?://\S+$")
 _LINE_BREAKS = re.compile(r"[ \t]*[\r\n]+[ \t]*")  # a subject is one line (keeps no-break spaces)
@@ -52,11 +54,16 @@ class RenderError(Exception):
 
 
 @dataclass(frozen=True)
-class RenderedEmail:
+class Rendered:
+    """A channel's parts (empty strings for those it has none of: an SMS has only `text`)."""
+
     subject: str
     text: str
     html: str
     locale: str  # the locale the amounts and dates were formatted for
+
+
+RenderedEmail = Rendered
 
 
 def _days(value: int) -> str:
@@ -109,6 +116,17 @@ def _quoted(context: dict[str, Any], currency: str, loc: babel.Locale, today: da
     return {}
 
 
+def _agency(data: dict[str, Any]) -> dict[str, str | None] | None:
+    """The collections agency a `handed_over` reminder names: `context.agency` (or a top-level `agency`)
+    of the payload, {name, contact_email?}; None when the payload names none (a template that quotes
+    it then fails to render rather than naming nobody)."""
+    agency = (data.get("context") or {}).get("agency") or data.get("agency")
+    if not isinstance(agency, dict) or not str(agency.get("name") or "").strip():
+        return None
+    email = agency.get("contact_email")
+    return {"name": str(agency["name"]).strip(), "contact_email": str(email) if email else None}
+
+
 def _long(day: date, loc: babel.Locale) -> str:
     return format_date(day, format="long", locale=loc)
 
@@ -123,18 +141,20 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            extensions=["jinja2.ext.i18n"],  # {% trans %} and _(): the words come from translations.py
         )
+        self.env.install_null_translations(newstyle=True)  # English until render() passes a catalogue
         self.env.filters["days"] = _days
         self.sender_name = sender_name
-        self._resolved: dict[tuple[str, str, str], Template] = {}
+        self._resolved: dict[tuple[str, str, str, str], Template] = {}
 
-    def template(self, key: str, locale_tag: str, part: str) -> Template:
-        """The most specific template for (key, locale, part); cached after the first lookup."""
-        cache_key = (key, locale_tag, part)
+    def template(self, key: str, locale_tag: str, part: str, channel: str = "email") -> Template:
+        """The most specific template for (key, locale, part) of a channel; cached after the first lookup."""
+        cache_key = (channel, key, locale_tag, part)
         found = self._resolved.get(cache_key)
         if found is None:
             lang = locale_tag.split("-")[0]
-            dirs = [f"email/{locale_tag}/", f"email/{lang}/", "email/"]
+            dirs = [f"{channel}/{locale_tag}/", f"{channel}/{lang}/", f"{channel}/"]
             names = [f"{d}{k}.{part}.j2" for k in (key, GENERIC) for d in dirs]
             try:
                 found = self.env.select_template(names)
@@ -178,6 +198,7 @@ class Renderer:
             "instalment": quoted.get("instalment"),
             "charges": self._quoting(charges_of, data.get("charges"), currency, loc),
             "deadline": self._quoting(deadline_of, data.get("context") or {}, loc),
+            "agency": _agency(data),
         }
 
     @staticmethod
@@ -194,17 +215,21 @@ class Renderer:
         today = composed_at.astimezone(_zone(data["customer"].get("timezone"))).date()
         return self._quoting(notice_context, data, loc, today, self.sender_name)
 
-    def render(self, data: dict[str, Any]) -> RenderedEmail:
-        """Render the three parts; raises RenderError for anything a retry cannot fix."""
+    def render(self, data: dict[str, Any], channel: str = "email") -> Rendered:
+        """Render the channel's parts (CHANNEL_PARTS); raises RenderError for anything a retry cannot fix."""
+        parts = CHANNEL_PARTS.get(channel)
+        if parts is None:
+            raise RenderError(f"no templates for channel {channel!r}")
         loc, tag = parse_locale(data.get("customer", {}).get("locale"))
         try:
             if "items" in data:  # a consolidated notice
                 ctx, key = self.notice(data, loc), "consolidated"
             else:
                 ctx, key = self.context(data, loc), data.get("template") or data["stage"]
-            subject, text, html = (self.template(key, tag, part).render(ctx) for part in PARTS)
+            out = {part: self.template(key, tag, part, channel).render(ctx) for part in parts}
         except RenderError:
             raise
         except (JinjaError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RenderError(f"template {data.get('template')!r} ({tag}): {exc}") from exc
-        return RenderedEmail(subject=_LINE_BREAKS.sub(" ", subject).strip(), text=text, html=html, locale=tag)
+        subject = _LINE_BREAKS.sub(" ", out.get("subject", "")).strip()
+        return Rendered(subject=subject, text=out.get("txt", ""), html=out.get("html", ""), locale=tag)
