@@ -71,7 +71,7 @@ from dunning_scheduler.policy_pauses import (
 
 MAX_STAGES = 20
 MAX_TIMERS = 50  # DunningPlanned carries at most 50 (stage, channel) entries
-CHANNELS = ("email", "sms", "webhook", "letter")
+CHANNELS = ("email", "sms", "webhook", "letter", "call", "agency")
 ANCHORS = ("due_date", "issued_at")
 DEFAULT_POLICY_ID = "pol_default"
 CUSTOM_POLICY_ID = "pol_custom"

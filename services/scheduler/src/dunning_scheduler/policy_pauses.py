@@ -22,7 +22,7 @@ from dunning_scheduler.durations import DURATION_SHAPE, Duration, DurationError,
 MAX_OFFSET_SECONDS = Decimal(10 * 366 * 86400)
 RESUME_MODES = ("spaced", "latest_only", "all_at_once")
 
-Channel = Literal["email", "sms", "webhook", "letter"]
+Channel = Literal["email", "sms", "webhook", "letter", "call", "agency"]
 
 PAUSES_MESSAGES = {
     "promise_grace": 'must be an ISO 8601 duration string such as "P2D" or "PT10S"',

@@ -15,6 +15,8 @@ catalogue): immutable like a frozen dataclass and built several times faster
 """
 
 from dunning.contracts.base import Contract, Customer, instant_text, topic_of
+from dunning.contracts.collections import CallTaskCompleted, InvoiceHandedToAgency, TaskCancelled, TaskCreated
+from dunning.contracts.contacts import ContactOptedOut, CustomerReplied
 from dunning.contracts.customers import (
     CustomerUpdated,
     HoldPlaced,
@@ -72,6 +74,12 @@ from dunning.contracts.stages import (
 from dunning.contracts.watermarks import PaymentsWatermark, StopsWatermark
 
 __all__ = [
+    "ContactOptedOut",
+    "CustomerReplied",
+    "CallTaskCompleted",
+    "InvoiceHandedToAgency",
+    "TaskCancelled",
+    "TaskCreated",
     "InterestPeriod",
     "LateChargesAssessed",
     "LateChargesWaived",
@@ -173,6 +181,12 @@ BY_TYPE: dict[str, type[Contract]] = {
         ReminderCancelled,
         ReminderFailed,
         NoticeSent,
+        CustomerReplied,
+        ContactOptedOut,
+        TaskCreated,
+        TaskCancelled,
+        CallTaskCompleted,
+        InvoiceHandedToAgency,
     )
 }
 
