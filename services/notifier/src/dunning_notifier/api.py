@@ -14,6 +14,9 @@ from dunning.settings import CommonSettings
 from dunning_notifier import metrics
 from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier import repository as repo
+from dunning_notifier.letters_api import TAG as LETTERS_TAG
+from dunning_notifier.letters_api import letters_router
+from dunning_notifier.webhooks_api import webhook_routes
 from dunning_notifier.schemas import (
     DELIVERY_ID,
     INVOICE_ID,
@@ -33,6 +36,7 @@ TAGS = [
         "name": "notices",
         "description": "Consolidated notices: one message per customer listing its overdue invoices.",
     },
+    LETTERS_TAG,
 ]
 _DELIVERY_ID = re.compile(DELIVERY_ID)
 
@@ -128,4 +132,6 @@ def create_app(deps: ApiDeps) -> FastAPI:
         data["items"] = [NoticeItemOut(**dict(i), left_out=i["stop_reason"] is not None) for i in items]
         return NoticeOut(**data)
 
+    app.include_router(letters_router(deps))  # letters_api.py: letter PDFs, tracking, the provider webhook
+    webhook_routes(app, deps)  # webhooks_api.py: endpoints, messages, attempts
     return app

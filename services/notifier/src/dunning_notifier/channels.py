@@ -44,10 +44,12 @@ from aiosmtplib import (
 
 from dunning.clock import isoformat, utcnow
 from dunning.logging import get_logger
+from dunning_notifier.letters import LetterChannel
 from dunning_notifier.mime import address_header, cc_header, compose, header_value
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
 from dunning_notifier.rendering import RenderedEmail, Renderer, RenderError
 from dunning_notifier.settings import Settings
+from dunning_notifier.webhooks_channel import WebhookChannel
 
 log = get_logger(__name__)
 _QUEUED_AS = re.compile(r"queued as\s+(\S+)", re.IGNORECASE)
@@ -287,6 +289,8 @@ class NotConfigured:
 
 PROVIDERS: dict[str, Callable[[Settings, Renderer], Channel]] = {
     "email": EmailChannel,
+    "letter": LetterChannel,  # letters.py: a PDF through the print-and-mail provider (Lob API shape)
+    "webhook": WebhookChannel,  # webhooks_channel.py: reminder.due to the tenant's endpoints
     # "sms": ..., "webhook": ..., "letter": ...  (later issues)
 }
 

@@ -1,6 +1,6 @@
 """The notifier's settings, read once at start-up (env prefix NOTIFIER_, e.g. NOTIFIER_SMTP_HOST)."""
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from dunning.settings import CommonSettings
@@ -28,6 +28,43 @@ class Settings(CommonSettings):
     mail_from: str = "Accounts Receivable <ar@dunning.localhost>"
     message_id_domain: str = "dunning.invalid"
 
+    # Opt-outs, bounces and replies (optouts.py, inbound.py; docs/contact-preferences.md).
+    env: str = "production"  # NOTIFIER_ENV: "dev" gives unsubscribe_secret a fixed, public dev value
+    # HMAC key of the List-Unsubscribe tokens. No default: the service refuses to start without it
+    # unless env=dev (bootstrap); rotating it invalidates the links in mails already sent.
+    unsubscribe_secret: SecretStr | None = None
+    public_url: str | None = None  # NOTIFIER_PUBLIC_URL: this service's base URL as customers reach it
+    inbound_smtp_port: int | None = None  # the inbound SMTP endpoint (replies, DSNs, mailto unsubscribe)
+    inbound_smtp_host: str = "127.0.0.1"
+    inbound_domain: str = "dunning.localhost"  # of unsubscribe+{token}@, reply+{id}@, bounce+{id}@
+    inbound_max_bytes: int = Field(2_000_000, ge=10_000)  # larger inbound messages are refused (552)
+
+    @model_validator(mode="after")
+    def _dev_unsubscribe_secret(self) -> "Settings":
+        if self.unsubscribe_secret is None and self.env == "dev":
+            self.unsubscribe_secret = SecretStr("dev-only-unsubscribe-secret: never use in production")
+        return self
+
+    # Letters (letters.py): the print-and-mail provider (Lob's API shape) and the sender's return address.
+    printmail_api_url: str | None = None  # e.g. https://api.lob.com (the stand-in's URL in the dev stack)
+    printmail_api_key: str | None = None  # HTTP Basic username
+    printmail_webhook_secret: str | None = None  # verifies Lob-Signature on tracking events
+    printmail_timeout: float = Field(30.0, gt=0, description="seconds for one create-letter request")
+    letter_color: bool = False
+    letter_double_sided: bool = True
+    # Lob prints its own address block: insert_blank_page keeps our first page (window address) as drawn.
+    letter_address_placement: str = "insert_blank_page"
+    letter_from_name: str = "Accounts Receivable"
+    letter_from_address_line1: str = "1 Example Street"
+    letter_from_address_line2: str | None = None
+    letter_from_city: str = "Springfield"
+    letter_from_state: str | None = None
+    letter_from_zip: str = "10001"
+    letter_from_country: str = "US"
+    letter_bank_iban: str | None = None  # bank details printed when the payload's brand has none
+    letter_bank_bic: str | None = None
+    letter_bank_name: str | None = None
+
     # Dispatcher.
     dispatcher_enabled: bool = True
     dispatch_concurrency: int = Field(20, ge=1, le=500)  # sends in flight = worker tasks = SMTP connections
@@ -37,6 +74,19 @@ class Settings(CommonSettings):
     retry_base_seconds: float = Field(30.0, gt=0)  # backoff: base * 2^(attempt-1), capped, jittered
     retry_max_seconds: float = Field(3600.0, gt=0)
     record_batch_max: int = Field(500, ge=1)
+
+    # Outbound webhooks (webhooks*.py; docs/webhooks.md): the sender loop and its retry policy.
+    webhooks_enabled: bool = True  # run the sender loop in this process
+    webhook_timeout_seconds: float = Field(10.0, gt=0)  # one attempt, connect to the last byte
+    webhook_concurrency: int = Field(10, ge=1, le=200)  # attempts in flight per sender step
+    webhook_max_attempts: int = Field(8, ge=1)  # automatic attempts per message (a replay starts anew)
+    webhook_retry_base_seconds: float = Field(5.0, gt=0)  # base * 2^(attempt-1), capped, jittered
+    webhook_retry_max_seconds: float = Field(6 * 3600.0, gt=0)
+    webhook_lease_seconds: float = Field(60.0, gt=0)  # more than one step: timeout + the writes
+    webhook_poll_seconds: float = Field(1.0, gt=0)  # NOTIFY wakes it sooner
+    webhook_disable_after_failures: int = Field(20, ge=1)  # messages failed for good in a row
+    webhook_disable_after_seconds: float = Field(5 * 86400.0, gt=0)  # every attempt failing this long
+    webhook_secret_overlap_seconds: float = Field(24 * 3600.0, ge=0)  # a rotated secret keeps signing
 
     @model_validator(mode="after")
     def _lease_outlasts_sends(self) -> "Settings":

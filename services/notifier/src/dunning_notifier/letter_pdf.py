@@ -1,0 +1,256 @@
+"""A reminder letter as a PDF (ReportLab): the page layout, fonts and metadata; letters.py says what goes in.
+
+Paper: A4 laid out to DIN 5008 form B, or US Letter (letters.paper_for picks by country). The
+recipient's address is printed where a window envelope shows it:
+- A4, DIN 5008 form B (for a DL / C5/6 window envelope, DIN 680): the address field is 20 mm from the
+  left edge and 45 mm from the top, 85 x 45 mm; its first 5 mm hold the sender's return line (the
+  "Rücksendeangabe", in small type), then 12.7 mm for endorsements (left empty), then the address.
+  Fold marks at 105 and 210 mm, the punch mark at 148.5 mm; the text starts at 98.5 mm.
+- US Letter, tri-folded into a #10 window envelope (window 4 1/2 x 1 1/8 in at 7/8 in from the left):
+  the field is 0.875 in from the left and 2 in from the top, 3.5 x 1.25 in, the return line in its
+  first 0.2 in. Window positions vary by envelope maker: check yours (docs/channels-letters.md).
+
+Fonts: the PDF standard Helvetica when every character is in its encoding (Western European
+languages); ReportLab's built-in CID fonts when the text has Chinese, Japanese or Korean characters
+(HeiseiKakuGo-W5 / HeiseiMin-W3 for Japanese: the reader's own CJK fonts draw them, the text stays
+extractable); otherwise Bitstream Vera (shipped with ReportLab, embedded) for other Latin letters.
+The output is deterministic: the document id is fixed (ReportLab's invariant mode) and the creation
+date is the letter's own `created_at`, so a retry sends the same bytes.
+"""
+
+import io
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+
+import reportlab
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4, LETTER
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import inch, mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfgen.canvas import Canvas
+from reportlab.platypus import BaseDocTemplate, Frame, PageTemplate, Paragraph, Spacer, Table, TableStyle
+from reportlab.platypus.flowables import KeepTogether
+
+
+@dataclass(frozen=True)
+class Window:
+    """The envelope window on the first page, in points from the page's top-left corner."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+    return_zone: float  # the sender's return line, at the top of the window
+    address_offset: float  # where the recipient's address starts, from the window's top
+    standard: str
+
+
+WINDOWS = {
+    "A4": Window(20 * mm, 45 * mm, 85 * mm, 45 * mm, 5 * mm, 17.7 * mm, "DIN 5008 form B"),
+    "LETTER": Window(0.875 * inch, 2 * inch, 3.5 * inch, 1.25 * inch, 0.2 * inch, 0.3 * inch, "US #10 window"),
+}
+PAGE_SIZES = {"A4": A4, "LETTER": LETTER}
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    number: str
+    due_date: str  # formatted for the reader
+    amount: str
+    balance: str
+
+
+@dataclass(frozen=True)
+class Letter:
+    """Everything on the page, already worded and formatted (letters.compose)."""
+
+    paper: str  # "A4" | "LETTER"
+    language: str  # the customer's language ("ja", "de", ...): picks the CJK font
+    title: str  # the PDF's title metadata, and the subject line
+    author: str  # the sender: the PDF's author metadata
+    created_at: datetime  # the PDF's creation date (fixed per delivery)
+    return_line: str
+    recipient: tuple[str, ...]  # the address block, one line each
+    date_line: str
+    body: tuple[str, ...]  # paragraphs
+    labels: dict[str, str]  # column headers and captions (letters.LABELS)
+    invoices: tuple[InvoiceLine, ...]
+    totals: tuple[tuple[str, str], ...]  # (currency, total balance formatted)
+    payment: tuple[str, ...] = field(default=())  # payment link, bank details
+
+
+_VERA = Path(reportlab.__file__).parent / "fonts" / "Vera.ttf"
+_CJK = {"ja": ("HeiseiKakuGo-W5", "HeiseiMin-W3"), "zh": ("STSong-Light", "STSong-Light")}
+_CJK_DEFAULT = ("HeiseiKakuGo-W5", "HeiseiMin-W3")
+_KO = ("HYGothic-Medium", "HYSMyeongJo-Medium")
+
+
+def _is_cjk(ch: str) -> bool:
+    o = ord(ch)
+    return (
+        0x3000 <= o <= 0x9FFF  # CJK punctuation, kana, CJK unified ideographs
+        or 0xAC00 <= o <= 0xD7AF  # Hangul
+        or 0xF900 <= o <= 0xFAFF
+        or 0xFF00 <= o <= 0xFFEF  # full-width forms
+    )
+
+
+@cache
+def _registered(name: str) -> str:
+    if name == "Vera":
+        pdfmetrics.registerFont(TTFont("Vera", str(_VERA)))
+    else:
+        pdfmetrics.registerFont(UnicodeCIDFont(name))
+    return name
+
+
+def fonts_for(text: str, language: str) -> tuple[str, str]:
+    """(regular, bold) font names able to draw `text` (see the module docstring)."""
+    if any(_is_cjk(ch) for ch in text):
+        if any(0xAC00 <= ord(ch) <= 0xD7AF for ch in text) or language == "ko":
+            names = _KO
+        else:
+            names = _CJK.get(language, _CJK_DEFAULT)
+        return _registered(names[0]), _registered(names[0])
+    try:
+        text.encode("cp1252")
+        return "Helvetica", "Helvetica-Bold"
+    except UnicodeEncodeError:
+        return _registered("Vera"), _registered("Vera")
+
+
+def _all_text(letter: Letter) -> str:
+    parts = [letter.title, letter.author, letter.return_line, letter.date_line, *letter.recipient, *letter.body]
+    parts += [*letter.labels.values(), *letter.payment]
+    for line in letter.invoices:
+        parts += [line.number, line.due_date, line.amount, line.balance]
+    parts += [t for pair in letter.totals for t in pair]
+    return "\n".join(parts)
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_pdf(letter: Letter) -> bytes:
+    """The letter as PDF bytes; the same Letter always gives the same bytes."""
+    regular, bold = fonts_for(_all_text(letter), letter.language)
+    cjk = regular not in ("Helvetica", "Vera")
+    page_w, page_h = PAGE_SIZES[letter.paper]
+    window = WINDOWS[letter.paper]
+    left, right = (25 * mm, 20 * mm) if letter.paper == "A4" else (1 * inch, 0.75 * inch)
+    wrap = "CJK" if cjk else None
+    body = ParagraphStyle("body", fontName=regular, fontSize=10.5, leading=14, spaceAfter=7, wordWrap=wrap)
+    subject = ParagraphStyle("subject", parent=body, fontName=bold, fontSize=11.5, spaceAfter=12)
+    small = ParagraphStyle("small", parent=body, fontSize=9, leading=12, spaceAfter=2)
+    first_top = 98.5 * mm if letter.paper == "A4" else window.top + window.height + 0.6 * inch
+
+    def first_page(canvas: Canvas, doc: BaseDocTemplate) -> None:
+        top = page_h - window.top
+        canvas.setFont(regular, 7)
+        canvas.drawString(window.left, top - window.return_zone + 1.5 * mm, letter.return_line[:110])
+        canvas.setLineWidth(0.3)
+        canvas.line(
+            window.left,
+            top - window.return_zone + 1 * mm,
+            window.left + window.width,
+            top - window.return_zone + 1 * mm,
+        )
+        y = top - window.address_offset - 10
+        for i, line in enumerate(letter.recipient):
+            canvas.setFont(bold if i == 0 else regular, 10)
+            canvas.drawString(window.left, y, line)
+            y -= 12
+        canvas.setFont(regular, 10)
+        canvas.drawRightString(page_w - right, top - 5 * mm - 10, letter.date_line)
+        if letter.paper == "A4":  # fold marks (105 / 210 mm) and the punch mark (148.5 mm)
+            for at, length in ((105 * mm, 5 * mm), (210 * mm, 5 * mm), (148.5 * mm, 7 * mm)):
+                canvas.line(3 * mm, page_h - at, 3 * mm + length, page_h - at)
+
+    first = Frame(left, 25 * mm, page_w - left - right, page_h - first_top - 25 * mm, id="first", showBoundary=0)
+    later = Frame(left, 25 * mm, page_w - left - right, page_h - 45 * mm, id="later", showBoundary=0)
+    buf = io.BytesIO()
+    doc = BaseDocTemplate(
+        buf,
+        pagesize=(page_w, page_h),
+        title=letter.title,
+        author=letter.author,
+        subject=letter.title,
+        creator="dunning-notifier",
+        invariant=1,
+        pageTemplates=[
+            PageTemplate("first", frames=[first], onPage=first_page, autoNextPageTemplate="later"),
+            PageTemplate("later", frames=[later]),
+        ],
+    )
+    story: list = [Paragraph(_esc(letter.title), subject)]
+    story += [Paragraph(_esc(p).replace("\n", "<br/>"), body) for p in letter.body]
+    story.append(Spacer(1, 4))
+    story.append(_invoice_table(letter, regular, bold, page_w - left - right))
+    if letter.payment:
+        block = [Spacer(1, 8), Paragraph(_esc(letter.labels["payment"]), subject)]
+        block += [Paragraph(_esc(line), small) for line in letter.payment]
+        story.append(KeepTogether(block))
+    created = letter.created_at.astimezone(UTC)
+
+    def canvasmaker(*args, **kwargs) -> Canvas:
+        return _NumberedCanvas(*args, label=letter.labels["page"], font=regular, right=right, created=created, **kwargs)
+
+    doc.build(story, canvasmaker=canvasmaker)
+    return buf.getvalue()
+
+
+def _invoice_table(letter: Letter, regular: str, bold: str, width: float) -> Table:
+    labels = letter.labels
+    rows = [[labels["invoice"], labels["due_date"], labels["amount"], labels["balance"]]]
+    rows += [[i.number, i.due_date, i.amount, i.balance] for i in letter.invoices]
+    for currency, total in letter.totals:
+        rows.append([f"{labels['total']} {currency}", "", "", total])
+    table = Table(rows, colWidths=[width * 0.34, width * 0.22, width * 0.22, width * 0.22], repeatRows=1)
+    n = len(letter.invoices)
+    table.setStyle(
+        TableStyle(
+            [
+                ("FONT", (0, 0), (-1, -1), regular, 9.5),
+                ("FONT", (0, 0), (-1, 0), bold, 9.5),
+                ("FONT", (0, n + 1), (-1, -1), bold, 9.5),
+                ("ALIGN", (2, 0), (-1, -1), "RIGHT"),
+                ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.black),
+                ("LINEABOVE", (0, n + 1), (-1, n + 1), 0.6, colors.black),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
+                ("TOPPADDING", (0, 0), (-1, -1), 3),
+            ]
+        )
+    )
+    return table
+
+
+class _NumberedCanvas(Canvas):
+    """Writes "Page n of m" on every page (the pages are held until the count is known), with the
+    letter's fixed creation date."""
+
+    def __init__(self, *args, label: str, font: str, right: float, created: datetime, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pages: list[dict] = []
+        self._label, self._font, self._right = label, font, right
+        stamp = created.strftime("D:%Y%m%d%H%M%S+00'00'")
+        self.setDateFormatter(lambda *_: stamp)
+
+    def showPage(self) -> None:
+        self._pages.append(dict(self.__dict__))
+        self._startPage()
+
+    def save(self) -> None:
+        total = len(self._pages)
+        for state in self._pages:
+            self.__dict__.update(state)
+            width = self._pagesize[0]
+            self.setFont(self._font, 8)
+            self.drawRightString(width - self._right, 12 * mm, self._label.format(n=self._pageNumber, total=total))
+            super().showPage()
+        super().save()
