@@ -16,7 +16,6 @@ from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier import repository as repo
 from dunning_notifier.letters_api import TAG as LETTERS_TAG
 from dunning_notifier.letters_api import letters_router
-from dunning_notifier.webhooks_api import webhook_routes
 from dunning_notifier.schemas import (
     DELIVERY_ID,
     INVOICE_ID,
@@ -26,6 +25,7 @@ from dunning_notifier.schemas import (
     NoticeItemOut,
     NoticeOut,
 )
+from dunning_notifier.webhooks_api import webhook_routes
 
 TAGS = [
     {

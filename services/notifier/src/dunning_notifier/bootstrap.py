@@ -10,6 +10,7 @@ from dunning_notifier.dispatcher import Dispatcher
 from dunning_notifier.handlers import HANDLERS
 from dunning_notifier.rendering import Renderer
 from dunning_notifier.settings import Settings
+from dunning_notifier.webhooks_sender import WebhookSender
 
 
 def build_dispatcher(pool, settings: Settings) -> Dispatcher:
@@ -27,6 +28,8 @@ async def bootstrap(settings: Settings) -> runtime.Service:
     dispatcher = build_dispatcher(pool, settings) if settings.dispatcher_enabled else None
     if dispatcher is not None:
         workers.append(dispatcher)
+    if settings.webhooks_enabled:
+        workers.append(WebhookSender(pool, settings))  # webhooks_sender.py: the event subscriptions' messages
     return runtime.Service(
         settings=settings,
         pool=pool,

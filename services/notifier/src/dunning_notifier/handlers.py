@@ -42,7 +42,7 @@ from dunning.events import Event
 from dunning.handler_table import HandlerSpec, check_envelope
 from dunning.ids import new_id
 from dunning.logging import get_logger
-from dunning_notifier import notices
+from dunning_notifier import notices, webhooks_catalogue
 from dunning_notifier import repository as repo
 from dunning_notifier.contacts import addresses
 from dunning_notifier.messages import reminder_cancelled
@@ -175,3 +175,6 @@ HANDLERS = {
     DunningResumed: HandlerSpec(resume_invoice),
     CustomerUpdated: HandlerSpec(update_contacts),
 }
+
+# Every event of the webhook catalogue also records its webhook messages (webhooks_catalogue.py).
+HANDLERS = webhooks_catalogue.with_webhooks(HANDLERS)
