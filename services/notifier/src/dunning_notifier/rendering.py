@@ -19,14 +19,15 @@ The environment is Jinja2's SandboxedEnvironment (a template cannot reach `__cla
 so tenant-editable templates stay safe later), with StrictUndefined (a template that names a missing
 variable fails loudly instead of sending a reminder with a hole in it) and autoescaping for the HTML
 part only. Amounts and dates are formatted for the customer's locale with babel; the words are
-English for every locale until translated templates are added.
+translated through gettext catalogues (translations.py: `{% trans %}` / `_()` / `ngettext()` in the
+templates, English msgids, a catalogue per language, English for a language without one).
 """
 
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timezone
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -34,11 +35,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import babel
 from babel.dates import format_date
 from babel.numbers import format_currency
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, pass_context, select_autoescape
 from jinja2.exceptions import TemplateError as JinjaError
+from jinja2.runtime import Context as JinjaContext
 from jinja2.sandbox import SandboxedEnvironment
 
 from dunning_notifier.notice_rendering import charges_of, deadline_of, notice_context
+from dunning_notifier.translations import template_callables
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 GENERIC = "generic"
@@ -66,8 +69,11 @@ class Rendered:
 RenderedEmail = Rendered
 
 
-def _days(value: int) -> str:
-    return f"{value} day" if value == 1 else f"{value} days"
+@pass_context
+def _days(ctx: JinjaContext, value: int) -> str:
+    """`{{ n|days }}`: "3 days" in the render's language (the catalogue's plural forms)."""
+    ngettext = partial(ctx.call, ctx.resolve("ngettext"))
+    return str(ngettext("%(num)d day", "%(num)d days", int(value)))
 
 
 @lru_cache(maxsize=512)
@@ -226,6 +232,9 @@ class Renderer:
                 ctx, key = self.notice(data, loc), "consolidated"
             else:
                 ctx, key = self.context(data, loc), data.get("template") or data["stage"]
+                if key == "handed_over" and ctx["agency"] is None:
+                    raise RenderError("a handed_over reminder needs the agency: context.agency.name")
+            ctx.update(template_callables(tag), lang=tag)  # the words in the customer's language
             out = {part: self.template(key, tag, part, channel).render(ctx) for part in parts}
         except RenderError:
             raise

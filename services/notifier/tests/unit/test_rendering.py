@@ -45,9 +45,7 @@ def test_amount_and_dates_are_formatted_for_the_customers_locale(
         pytest.param("soft", "Reminder", "gentle reminder", id="soft"),
         pytest.param("firm", "Overdue notice", "suspend further deliveries", id="firm"),
         pytest.param("final", "Final notice", "collections agency", id="final"),
-        pytest.param(
-            "collections", "referred to collections", "handed over to our collections partner", id="collections"
-        ),
+        pytest.param("collections", "is being escalated", "further collection steps may follow", id="collections"),
         pytest.param("courtesy_call", "Payment reminder", "This is a reminder about invoice", id="unknown-key-generic"),
     ],
 )
