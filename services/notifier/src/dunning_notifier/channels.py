@@ -44,6 +44,7 @@ from aiosmtplib import (
 
 from dunning.clock import isoformat, utcnow
 from dunning.logging import get_logger
+from dunning_notifier import optouts
 from dunning_notifier.letters import LetterChannel
 from dunning_notifier.mime import address_header, cc_header, compose, header_value
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
@@ -119,6 +120,7 @@ class EmailChannel:
         planned = scheduled_at(d.payload)
         if planned is not None:
             headers.append(("X-Dunning-Scheduled-At", planned))
+        headers += optouts.list_unsubscribe_headers(d, self.settings, headers)  # RFC 8058, Reply-To for replies
         raw = compose(headers, rendered.text, rendered.html, boundary=f"=_{d.delivery_id}")
         return raw, msg_id, not all(address.isascii() for address in (recipient, *d.cc))
 
@@ -217,7 +219,7 @@ class SmtpSession:
                 client = await self._connected()
                 client.handed_over = False
                 refused, response = await client.sendmail(
-                    self.channel.envelope_from,
+                    optouts.envelope_from(d, self.settings) or self.channel.envelope_from,  # VERP: bounces
                     [d.recipient, *d.cc],
                     raw,
                     mail_options=["SMTPUTF8"] if utf8 else None,

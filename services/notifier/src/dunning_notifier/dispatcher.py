@@ -32,6 +32,7 @@ from dunning.clock import utcnow
 from dunning.logging import bind_context, clear_context, get_logger
 from dunning.loops import Backoff
 from dunning.tracing import context_from_traceparent, tracer
+from dunning_notifier import optouts
 from dunning_notifier import repository as repo
 from dunning_notifier.channels import Channel, ChannelSession, channel_for
 from dunning_notifier.messages import reminder_failed, reminder_sent
@@ -238,8 +239,8 @@ class Dispatcher:
                 session = sessions.get(d.channel)
                 if session is None:
                     session = sessions[d.channel] = channel_for(self.channels, d.channel).open_session()
-                try:
-                    outcome = await session.send(d)
+                try:  # an opted-out or invalid address is not sent (optouts.py)
+                    outcome = await optouts.screen(self.pool, d, self.channels) or await session.send(d)
                 except Exception as exc:
                     log.exception("notifier.delivery.send_crashed")
                     outcome = Retry("internal_error", repr(exc)[:2000], in_doubt=True)  # how far it got: unknown
@@ -307,7 +308,12 @@ class Dispatcher:
         sent = [(a, a.outcome) for a in batch if isinstance(a.outcome, Sent)]
         failed = [(a, a.outcome) for a in batch if isinstance(a.outcome, Failed)]
         retry = [(a, a.outcome) for a in batch if isinstance(a.outcome, Retry)]
-        recorded, retry_ids, cancelled = await write_outcomes(conn, batch, sent, failed, retry)
+        async with conn.transaction():  # a fallback delivery (optouts.py) commits with the failure it follows
+            recorded, retry_ids, cancelled = await write_outcomes(conn, batch, sent, failed, retry)
+            done = [
+                (optouts.origin_of(a.delivery), o.error_code) for a, o in failed if a.delivery.delivery_id in recorded
+            ]
+            await optouts.fall_back(conn, done, self.channels)
         for a in batch:
             d, o = a.delivery, a.outcome
             ids = dict(

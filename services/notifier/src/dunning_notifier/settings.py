@@ -65,6 +65,10 @@ class Settings(CommonSettings):
     letter_bank_bic: str | None = None
     letter_bank_name: str | None = None
 
+    # Tenant templates and brand (tenant_templates.py, brand.py; docs/templates.md).
+    template_cache_seconds: float = Field(2.0, ge=0)  # a saved template or brand applies to sends within this
+    brand_logo_max_bytes: int = Field(256 * 1024, ge=1024, le=1024 * 1024)  # an uploaded PNG/SVG logo
+
     # Dispatcher.
     dispatcher_enabled: bool = True
     dispatch_concurrency: int = Field(20, ge=1, le=500)  # sends in flight = worker tasks = SMTP connections
@@ -74,6 +78,10 @@ class Settings(CommonSettings):
     retry_base_seconds: float = Field(30.0, gt=0)  # backoff: base * 2^(attempt-1), capped, jittered
     retry_max_seconds: float = Field(3600.0, gt=0)
     record_batch_max: int = Field(500, ge=1)
+
+    # Collections (tasks.py, agency.py): the agency webhook's whole request (connect to answer), well
+    # under lease_seconds / 2 like an SMTP send.
+    agency_timeout_seconds: float = Field(15.0, gt=0)
 
     # Outbound webhooks (webhooks*.py; docs/webhooks.md): the sender loop and its retry policy.
     webhooks_enabled: bool = True  # run the sender loop in this process
