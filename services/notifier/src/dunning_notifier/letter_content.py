@@ -7,8 +7,9 @@ notice, whose items each carry their invoice):
   permanently: letters.py);
 - the text from the renderer's `letter` templates (subject and paragraphs separated by blank lines),
   falling back to the e-mail's subject and text part while there are none;
-- an optional `brand` = {"name", "postal_address": {...}, "bank": {"account_holder", "bank_name",
-  "iban", "bic"}, "paper": "A4" | "LETTER"} (tenant brand settings) over the notifier's settings.
+- an optional `brand` (the tenant's brand settings, brand.py's shape): `sender_name`, `postal_address`
+  (the return address), `bank` = {"account_holder", "bank_name", "iban", "bic"}, `paper` ("A4" |
+  "LETTER"); without it the notifier's letter_* settings.
 Paper: US Letter for addresses in countries that use it (LETTER_COUNTRIES), A4 elsewhere, unless the
 brand says. Dates and amounts are formatted for the customer's locale (babel).
 """
@@ -74,14 +75,15 @@ class NoPostalAddress(ValueError):
     """The customer has no postal address a letter can be sent to."""
 
 
-def postal_address(value: Any) -> dict[str, Any]:
-    """The address as given, checked: a name, at least one line, a city and an ISO country code."""
+def postal_address(value: Any, fallback_name: str | None = None) -> dict[str, Any]:
+    """The address as given, checked: a name (else `fallback_name`), at least one line, a city and an
+    ISO country code."""
     if not isinstance(value, dict):
         raise NoPostalAddress("the customer has no postal address")
     lines = [str(line).strip() for line in value.get("lines") or [] if str(line).strip()]
     country = str(value.get("country") or "").strip().upper()
     city = str(value.get("city") or "").strip()
-    name = str(value.get("name") or "").strip()
+    name = str(value.get("name") or fallback_name or "").strip()
     missing = [f for f, v in (("name", name), ("lines", lines), ("city", city), ("country", country)) if not v]
     if missing:
         raise NoPostalAddress(f"the customer's postal address lacks {', '.join(missing)}")
@@ -153,7 +155,7 @@ def compose(payload: dict[str, Any], renderer: Renderer, settings: Settings) -> 
     """The letter for a delivery's payload, and its checked recipient address. Raises
     NoPostalAddress (no usable address) or RenderError (templates, amounts, dates)."""
     customer = payload.get("customer") or {}
-    address = postal_address(customer.get("postal_address"))
+    address = postal_address(customer.get("postal_address"), customer.get("name"))
     brand = payload.get("brand") or {}
     sender = sender_address(settings, brand)
     subject, paragraphs, tag = letter_text(renderer, payload)
@@ -220,7 +222,13 @@ def _payment(
         if bank.get("account_holder"):
             out.append(f"{labels['account_holder']}: {bank['account_holder']}")
         bank_line = " · ".join(
-            x for x in (bank.get("bank_name"), f"IBAN {bank['iban']}", bank.get("bic") and f"BIC {bank['bic']}") if x
+            x
+            for x in (
+                bank.get("bank_name"),
+                "IBAN " + _grouped(str(bank["iban"])),
+                bank.get("bic") and f"BIC {bank['bic']}",
+            )
+            if x
         )
         out.append(f"{labels['bank']}: {bank_line}")
         numbers = ", ".join(str(inv["number"]) for inv in _invoices(payload))
@@ -232,12 +240,22 @@ def sender_address(settings: Settings, brand: dict[str, Any]) -> dict[str, Any]:
     """The return address: the brand's if it has one, else the notifier's letter_from_* settings."""
     given = brand.get("postal_address")
     if isinstance(given, dict) and given.get("lines"):
-        return postal_address({**given, "name": brand.get("name") or given.get("name")})
+        return postal_address(given, _brand_name(brand))
     return {
-        "name": brand.get("name") or settings.letter_from_name,
+        "name": _brand_name(brand) or settings.letter_from_name,
         "lines": [line for line in (settings.letter_from_address_line1, settings.letter_from_address_line2) if line],
         "postal_code": settings.letter_from_zip,
         "city": settings.letter_from_city,
         "region": settings.letter_from_state or "",
         "country": settings.letter_from_country.upper(),
     }
+
+
+def _brand_name(brand: dict[str, Any]) -> str | None:
+    return brand.get("sender_name") or brand.get("name") or (brand.get("postal_address") or {}).get("name")
+
+
+def _grouped(iban: str) -> str:
+    """`DE89 3704 0044 0532 0130 00`: the print form of an IBAN."""
+    compact = "".join(iban.split()).upper()
+    return " ".join(compact[i : i + 4] for i in range(0, len(compact), 4))
