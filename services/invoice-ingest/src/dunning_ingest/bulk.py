@@ -239,6 +239,8 @@ class BulkImport:
                     subdivision=stored.get("subdivision"),
                     tags=None if tags is None else tuple(tags),
                     attributes=stored.get("attributes"),
+                    phone=stored.get("phone"),
+                    postal_address=stored.get("postal_address"),
                 )
                 new = new._replace(customer=customer)
                 updates.append(changes.Update(row, new, diff, v.content_hash))
@@ -268,6 +270,8 @@ class BulkImport:
                 x.get("subdivision"),
                 None if tags is None else list(tags),
                 None if attributes is None else dict(attributes),
+                x.get("phone"),
+                x.get("postal_address"),
             )
             known = self.customers.get(ext)
             if known is None or known[1] != data:

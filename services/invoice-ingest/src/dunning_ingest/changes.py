@@ -62,6 +62,8 @@ def customer_of(row: Any, prefix: str = "customer_", id_column: str = "customer_
         row[f"{prefix}subdivision"],
         tuple(tags) if tags else None,
         dict(attributes) if attributes else None,
+        row.get(f"{prefix}phone"),
+        dict(row.get(f"{prefix}postal_address") or {}) or None,
     )
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from dunning.http import Page
 from dunning.money import format_amount
+from dunning_ingest.customer_rules import whole_address
 from dunning_ingest.stop_output import HoldOut
 
 CUSTOMER_ID = re.compile(r"^cus_[0-9A-Za-z]{10,40}$")
@@ -37,6 +38,11 @@ class CustomerOut(BaseModel):
     attributes: dict[str, str] = Field(
         description="Text attributes the segment rules match exactly.", examples=[{"industry": "construction"}]
     )
+    phone: str | None = Field(None, description="E.164 (+4930123456): SMS reminders and calls; null: none.")
+    postal_address: dict[str, Any] | None = Field(
+        None,
+        description="Where letters go: name, lines (1-4), postal_code, city, region, country; null: none.",
+    )
     version: int = Field(description="1 at creation, +1 per change; the `ETag` of the customer is its quoted version.")
     created_at: datetime
     updated_at: datetime
@@ -45,6 +51,7 @@ class CustomerOut(BaseModel):
     def fields_of(cls, r: Mapping[str, Any]) -> dict[str, Any]:
         """The model's fields from a customer row (repository.customers.CUSTOMER_SELECT)."""
         plain = {k: r[k] for k in CustomerOut.model_fields if k not in ("contacts", "tags", "attributes")}
+        plain["phone"], plain["postal_address"] = r.get("phone"), whole_address(r.get("postal_address"))
         extras = {"tags": list(r["tags"] or ()), "attributes": dict(r["attributes"] or {})}
         return {**plain, **extras, "contacts": Contacts(email=r["email"], cc=list(r["cc"]))}
 

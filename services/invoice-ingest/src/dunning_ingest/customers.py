@@ -19,14 +19,26 @@ from dunning.http.preconditions import check_if_match
 from dunning.logging import get_logger
 from dunning.tracing import current_traceparent
 from dunning_ingest.customer_output import OPEN_INVOICES_SHOWN, CustomerDetail, CustomerOut
-from dunning_ingest.customer_rules import SUBDIVISION, Attributes, Country, Tags
+from dunning_ingest.customer_rules import SUBDIVISION, Attributes, Country, Phone, PostalAddress, Tags
 from dunning_ingest.invoice_input import CustomerIn
 from dunning_ingest.repository import customers as repo
 from dunning_ingest.repository import holds as hold_repo
 
 log = get_logger(__name__)
 MAX_CC = 10
-PATCHABLE = ("name", "email", "cc", "locale", "timezone", "country", "subdivision", "tags", "attributes")
+PATCHABLE = (
+    "name",
+    "email",
+    "cc",
+    "locale",
+    "timezone",
+    "country",
+    "subdivision",
+    "tags",
+    "attributes",
+    "phone",
+    "postal_address",
+)
 
 
 def _optional(name: str, description: str) -> Any:
@@ -76,7 +88,8 @@ CustomerPatch: type[BaseModel] = create_model(
     "CustomerPatch",
     __config__=ConfigDict(extra="forbid", json_schema_extra=_no_defaults),
     __doc__="A JSON merge patch (RFC 7396) of a customer: the members given are set, the others left as "
-    "they are. `null` is refused, except for `cc`, where it clears the list.",
+    "they are. `null` is refused, except for `cc`, `country`, `subdivision`, `tags`, `attributes`, `phone` and "
+    "`postal_address`, which it clears.",
     name=_optional("name", "The customer's name."),
     email=_optional("email", "The primary accounts-payable address: every reminder goes to it."),
     cc=_CC,
@@ -87,6 +100,9 @@ CustomerPatch: type[BaseModel] = create_model(
     subdivision=_SUBDIVISION,
     tags=(Tags, None),
     attributes=(Attributes, None),
+    # the contact channels beyond e-mail: null clears them
+    phone=(Phone, None),
+    postal_address=(PostalAddress, None),
 )
 
 

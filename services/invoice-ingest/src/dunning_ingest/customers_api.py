@@ -1,8 +1,9 @@
 """The customer routes of invoice-ingest (registered by api.create_app through `customer_routes`):
 
-GET   /v1/customers                  the tenant's customers by external id; `external_id`, `email`, `limit` + `cursor`
+GET   /v1/customers                  the tenant's customers by external id; `external_id`, `email`, `limit`, `cursor`
 GET   /v1/customers/{customer_id}    a customer with its contacts, open invoices and balance per currency; `ETag`
-PATCH /v1/customers/{customer_id}    a JSON merge patch of name, email, cc, locale, timezone; `If-Match` -> 412 if stale
+PATCH /v1/customers/{customer_id}    a JSON merge patch of name, email, cc, locale, timezone, ..., phone,
+                                     postal_address; `If-Match` -> 412 if stale
 """
 
 from typing import TYPE_CHECKING, Annotated, Any
@@ -97,7 +98,10 @@ def customer_routes(app: FastAPI, deps: "Deps") -> None:
         "customer's country, subdivision, tags and attributes, which the scheduler's working calendars and "
         "segment rules read). `country`, `subdivision`, `tags`, `attributes`: null clears them; a new country "
         "without a subdivision clears the subdivision. Example: "
-        '`{"country": "DE", "subdivision": "BY", "tags": ["strategic"], "attributes": {"industry": "construction"}}`.',
+        '`{"country": "DE", "subdivision": "BY", "tags": ["strategic"], "attributes": {"industry": "construction"}}`. '
+        "`phone` (any valid number with its country code, stored in E.164: SMS and calls) and `postal_address` "
+        '(`{"lines": ["Friedrichstraße 123"], "postal_code": "10117", "city": "Berlin", "country": "DE"}`: letters) '
+        "are checked (422 naming e.g. `phone` or `postal_address.city`); null clears them.",
         responses={
             200: {
                 "model": CustomerDetail,

@@ -32,7 +32,7 @@ from pydantic import (
 
 from dunning.money import exponent, format_amount
 from dunning.text import storable
-from dunning_ingest.customer_rules import Attributes, Country, Subdivision, Tags
+from dunning_ingest.customer_rules import Attributes, Country, Phone, PostalAddress, Subdivision, Tags
 from dunning_ingest.invoice_rules import (
     DATE,
     EMAIL,
@@ -69,6 +69,9 @@ class CustomerIn(BaseModel):
     subdivision: Subdivision = None
     tags: Tags = None
     attributes: Attributes = None
+    # Later: the contact channels beyond e-mail (SMS and calls, letters); absent leaves the stored ones.
+    phone: Phone = None
+    postal_address: PostalAddress = None
 
     def canonical(self) -> dict[str, Any]:
         """The customer's part of an invoice's content hash: the fields given (an invoice without the
@@ -203,7 +206,7 @@ class FastCustomerIn:
     with any of them goes through CustomerIn, so here they are always None."""
 
     __slots__ = ("external_id", "name", "email", "locale", "timezone")
-    country = subdivision = tags = attributes = None  # never given on the fast path
+    country = subdivision = tags = attributes = phone = postal_address = None  # never given on the fast path
 
     def __init__(self, external_id: str, name: str, email: str, locale: str, timezone: str):
         self.external_id, self.name, self.email, self.locale, self.timezone = external_id, name, email, locale, timezone

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from dunning.money import format_amount
 from dunning_ingest.charges_output import CHARGES_EXAMPLE, ChargesOut, charges_json
+from dunning_ingest.customer_rules import whole_address
 from dunning_ingest.invoice_history import InvoiceEventOut, Stops, _ts, invoice_history_json
 from dunning_ingest.money_output import MoneyOut, MoneyRows, money_json, money_out
 from dunning_ingest.stop_output import DisputeOut, HoldOut, PromiseOut, dump
@@ -34,6 +35,11 @@ class CustomerOut(BaseModel):
     subdivision: str | None = Field(description="ISO 3166-2 code without the country, e.g. BY; null: not given.")
     tags: list[str] = Field(description="What the tenant's segment rules match on, e.g. strategic.")
     attributes: dict[str, str] = Field(description="Text attributes the segment rules match exactly.")
+    phone: str | None = Field(None, description="E.164 (+4930123456): SMS reminders and calls; null: none.")
+    postal_address: dict[str, Any] | None = Field(
+        None,
+        description="Where letters go: name, lines (1-4), postal_code, city, region, country; null: none.",
+    )
 
 
 def customer_extras(r: Mapping[str, Any], prefix: str = "customer_") -> dict[str, Any]:
@@ -43,6 +49,8 @@ def customer_extras(r: Mapping[str, Any], prefix: str = "customer_") -> dict[str
         "subdivision": r[f"{prefix}subdivision"],
         "tags": list(r[f"{prefix}tags"] or ()),
         "attributes": dict(r[f"{prefix}attributes"] or {}),
+        "phone": r.get(f"{prefix}phone"),
+        "postal_address": whole_address(r.get(f"{prefix}postal_address")),
     }
 
 
@@ -279,6 +287,8 @@ def new_invoice_row(
         "customer_subdivision": (stored or {}).get("subdivision"),
         "customer_tags": (stored or {}).get("tags"),
         "customer_attributes": (stored or {}).get("attributes"),
+        "customer_phone": (stored or {}).get("phone"),
+        "customer_postal_address": (stored or {}).get("postal_address"),
         "created_at": created_at,
         "version": 1,
         "updated_at": None,

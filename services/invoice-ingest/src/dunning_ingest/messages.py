@@ -94,6 +94,8 @@ def invoice_issued(
             x.get("subdivision"),
             None if tags is None else tuple(tags),
             x.get("attributes"),
+            x.get("phone"),
+            x.get("postal_address"),
         ),
         inv.currency,
         Decimal(amount_text(inv)),

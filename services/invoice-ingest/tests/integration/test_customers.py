@@ -236,7 +236,7 @@ async def test_two_patches_racing_with_the_same_if_match_make_one_change(client,
         pytest.param({"locale": "xx-nowhere"}, "locale", "locale", id="unknown-locale"),
         pytest.param({"timezone": "Mars/Olympus"}, "timezone", "timezone", id="unknown-timezone"),
         pytest.param({"external_id": "c2"}, "external_id", "extra_forbidden", id="not-patchable"),
-        pytest.param({"phone": "+49"}, "phone", "extra_forbidden", id="unknown-field"),
+        pytest.param({"fax": "+49"}, "fax", "extra_forbidden", id="unknown-field"),
     ],
 )
 async def test_a_bad_patch_is_422_naming_the_field_and_changes_nothing(client, pool, kit, patch, field, code):

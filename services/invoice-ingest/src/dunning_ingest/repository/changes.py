@@ -30,7 +30,8 @@ async def lock_invoices(
 
 
 _CUSTOMER = (
-    "SELECT id, external_id, name, email, locale, timezone, country, subdivision, tags, attributes FROM customers"
+    "SELECT id, external_id, name, email, locale, timezone, country, subdivision, tags, attributes, phone,"
+    " postal_address FROM customers"
     " WHERE tenant_id = $1 AND external_id = $2"
 )
 

@@ -20,7 +20,8 @@ from dunning.contracts import CustomerUpdated
 from dunning.events import dataschema, dumps, topic_for_type
 
 CUSTOMER_SELECT = (
-    "SELECT id, external_id, name, email, cc, locale, timezone, country, subdivision, tags, attributes, version,"
+    "SELECT id, external_id, name, email, cc, locale, timezone, country, subdivision, tags, attributes, phone,"
+    " postal_address, version,"
     " created_at, updated_at FROM customers"
 )
 
@@ -30,12 +31,16 @@ CUSTOMER_SELECT = (
 def extras_json(r: str) -> str:
     return (
         f"jsonb_strip_nulls(jsonb_build_object('country', {r}.country, 'subdivision', {r}.subdivision,"
-        f" 'tags', to_jsonb({r}.tags), 'attributes', {r}.attributes))"
+        f" 'tags', to_jsonb({r}.tags), 'attributes', {r}.attributes, 'phone', {r}.phone,"
+        f" 'postal_address', {r}.postal_address))"
     )
 
 
-_COLUMNS = "name, email, cc, locale, timezone, country, subdivision, tags, attributes"
-_WANTED = "n_name, n_email, n_cc, n_locale, n_timezone, n_country, n_subdivision, n_tags, n_attributes"
+_COLUMNS = "name, email, cc, locale, timezone, country, subdivision, tags, attributes, phone, postal_address"
+_WANTED = (
+    "n_name, n_email, n_cc, n_locale, n_timezone, n_country, n_subdivision, n_tags, n_attributes, n_phone,"
+    " n_postal_address"
+)
 _TYPE = CustomerUpdated.TYPE
 
 
@@ -54,9 +59,10 @@ customer_changed AS (
     ON CONFLICT (tenant_id, external_id) DO UPDATE
        SET name = EXCLUDED.name, email = EXCLUDED.email, cc = EXCLUDED.cc, locale = EXCLUDED.locale,
            timezone = EXCLUDED.timezone, country = EXCLUDED.country, subdivision = EXCLUDED.subdivision,
-           tags = EXCLUDED.tags, attributes = EXCLUDED.attributes, version = c.version + 1, updated_at = now()
+           tags = EXCLUDED.tags, attributes = EXCLUDED.attributes, phone = EXCLUDED.phone,
+           postal_address = EXCLUDED.postal_address, version = c.version + 1, updated_at = now()
     RETURNING c.id, c.tenant_id, c.external_id, c.version, c.name, c.email, c.cc, c.locale, c.timezone, c.country,
-              c.subdivision, c.tags, c.attributes, c.updated_at
+              c.subdivision, c.tags, c.attributes, c.phone, c.postal_address, c.updated_at
 ), customer_published AS (
     {outbox.INSERT}
     SELECT {outbox.lane_sql("e.id")}, '{CustomerUpdated.topic()}', e.id,
@@ -80,7 +86,10 @@ customer_changed AS (
                                       CASE WHEN l.country IS DISTINCT FROM ch.country THEN 'country' END,
                                       CASE WHEN l.subdivision IS DISTINCT FROM ch.subdivision THEN 'subdivision' END,
                                       CASE WHEN l.tags IS DISTINCT FROM ch.tags THEN 'tags' END,
-                                      CASE WHEN l.attributes IS DISTINCT FROM ch.attributes THEN 'attributes' END],
+                                      CASE WHEN l.attributes IS DISTINCT FROM ch.attributes THEN 'attributes' END,
+                                      CASE WHEN l.phone IS DISTINCT FROM ch.phone THEN 'phone' END,
+                                      CASE WHEN l.postal_address IS DISTINCT FROM ch.postal_address
+                                           THEN 'postal_address' END],
                                 NULL) AS changed,
                    to_char(ch.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at,
                    jsonb_strip_nulls(jsonb_build_object('traceparent', {trace})) AS trace
@@ -100,12 +109,14 @@ _WANTED_EXTRAS = f"""
                 ELSE c.subdivision END AS n_subdivision,
            CASE WHEN i.tags IS NULL THEN c.tags ELSE {_GIVEN_TAGS} END AS n_tags,
            CASE WHEN i.attributes IS NULL THEN c.attributes ELSE nullif(i.attributes, '{{}}'::jsonb) END
-               AS n_attributes"""
+               AS n_attributes,
+           coalesce(i.phone, c.phone) AS n_phone, coalesce(i.postal_address, c.postal_address) AS n_postal_address"""
 
 
 def upsert_ctes(customer_in: str, trace: str) -> str:
     """The CTEs (after WITH) that upsert the customers `customer_in` selects (id for a new one,
-    external_id, name, email, locale, timezone, country, subdivision, tags (jsonb), attributes (jsonb);
+    external_id, name, email, locale, timezone, country, subdivision, tags (jsonb), attributes (jsonb), phone,
+    postal_address (jsonb);
     `$1` is the tenant) and leave `customer` (external_id, id, and its country, subdivision, tags and
     attributes after the write) for each. A changed customer is updated and published (cc is left as
     it is, and so are the optional fields the input leaves NULL); an unchanged one only locked. A
@@ -115,7 +126,7 @@ def upsert_ctes(customer_in: str, trace: str) -> str:
     {customer_in}
 ), customer_locked AS (
     SELECT c.id, c.external_id, c.name, c.email, c.cc, c.locale, c.timezone, c.country, c.subdivision, c.tags,
-           c.attributes,
+           c.attributes, c.phone, c.postal_address,
            i.name AS n_name, i.email AS n_email, c.cc AS n_cc, i.locale AS n_locale, i.timezone AS n_timezone,
            {_WANTED_EXTRAS}
       FROM customer_in AS i
@@ -123,17 +134,18 @@ def upsert_ctes(customer_in: str, trace: str) -> str:
                           WHERE tenant_id = $1 AND external_id = i.external_id FOR UPDATE) AS c
 ), {_change(trace)}, customer_inserted AS (
     INSERT INTO customers AS c (id, tenant_id, external_id, name, email, locale, timezone, country, subdivision,
-                                tags, attributes)
+                                tags, attributes, phone, postal_address)
     SELECT id, $1, external_id, name, email, locale, timezone, country, subdivision, {_GIVEN_TAGS},
-           nullif(attributes, '{{}}'::jsonb)
+           nullif(attributes, '{{}}'::jsonb), phone, postal_address
       FROM customer_in AS i
      WHERE external_id NOT IN (SELECT external_id FROM customer_locked)
     ON CONFLICT (tenant_id, external_id) DO UPDATE SET version = c.version
-    RETURNING c.external_id, c.id, c.country, c.subdivision, c.tags, c.attributes
+    RETURNING c.external_id, c.id, c.country, c.subdivision, c.tags, c.attributes, c.phone, c.postal_address
 ), customer AS (
-    SELECT external_id, id, country, subdivision, tags, attributes FROM customer_inserted
+    SELECT external_id, id, country, subdivision, tags, attributes, phone, postal_address FROM customer_inserted
     UNION ALL
-    SELECT external_id, id, n_country, n_subdivision, n_tags, n_attributes FROM customer_locked
+    SELECT external_id, id, n_country, n_subdivision, n_tags, n_attributes, n_phone, n_postal_address
+      FROM customer_locked
 )"""
 
 
@@ -147,12 +159,12 @@ async def lock_customer(conn: asyncpg.Connection, tenant_id: str, customer_id: s
     return await conn.fetchrow(_LOCK, tenant_id, customer_id)
 
 
-# $9..$12: the optional fields' new values, $13 which of them the patch gives (a null given clears it;
+# $9..$12 and $14, $15: the optional fields' new values, $13 which of them the patch gives (a null given clears it;
 # a new country without a subdivision clears the subdivision).
 _UPDATE = f"""
 WITH customer_locked AS (
     SELECT c.id, c.external_id, c.name, c.email, c.cc, c.locale, c.timezone, c.country, c.subdivision, c.tags,
-           c.attributes,
+           c.attributes, c.phone, c.postal_address,
            coalesce($3, c.name) AS n_name, coalesce($4, c.email) AS n_email, coalesce($5::text[], c.cc) AS n_cc,
            coalesce($6, c.locale) AS n_locale, coalesce($7, c.timezone) AS n_timezone,
            CASE WHEN 'country' = ANY($13::text[]) THEN $9::text ELSE c.country END AS n_country,
@@ -161,7 +173,9 @@ WITH customer_locked AS (
                 ELSE c.subdivision END AS n_subdivision,
            CASE WHEN 'tags' = ANY($13::text[]) THEN nullif($11::text[], '{{}}') ELSE c.tags END AS n_tags,
            CASE WHEN 'attributes' = ANY($13::text[]) THEN nullif($12::jsonb, '{{}}'::jsonb) ELSE c.attributes END
-               AS n_attributes
+               AS n_attributes,
+           CASE WHEN 'phone' = ANY($13::text[]) THEN $14::text ELSE c.phone END AS n_phone,
+           CASE WHEN 'postal_address' = ANY($13::text[]) THEN $15::jsonb ELSE c.postal_address END AS n_postal_address
       FROM customers AS c WHERE c.tenant_id = $1 AND c.id = $2 FOR UPDATE
 ), {_change("$8::text")}
 SELECT version,
@@ -173,11 +187,13 @@ SELECT version,
 async def update_customer(
     conn: asyncpg.Connection, tenant_id: str, customer_id: str, values: dict[str, Any], traceparent: str | None
 ) -> asyncpg.Record | None:
-    """Set `values` (name, email, cc, locale, timezone, country, subdivision, tags, attributes: those
-    given; the last four may be None to clear them) and publish the change; None if they change nothing
+    """Set `values` (name, email, cc, locale, timezone, country, subdivision, tags, attributes, phone,
+    postal_address: those given; the last six may be None to clear them) and publish the change; None if
+    they change nothing
     (the version stays)."""
     fields = ("name", "email", "cc", "locale", "timezone")
     extras = ("country", "subdivision", "tags", "attributes")
+    contacts = ("phone", "postal_address")
     return await conn.fetchrow(
         _UPDATE,
         tenant_id,
@@ -185,7 +201,8 @@ async def update_customer(
         *(values.get(f) for f in fields),
         traceparent,
         *(values.get(f) for f in extras),
-        [f for f in extras if f in values],
+        [f for f in (*extras, *contacts) if f in values],
+        *(values.get(f) for f in contacts),
     )
 
 

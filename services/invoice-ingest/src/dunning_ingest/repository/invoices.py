@@ -19,21 +19,26 @@ SELECT i.id, i.external_id, i.number, i.status, i.currency, i.amount_due, i.bala
        i.closed_reason, i.voided_at, i.written_off_at, i.written_off_amount,
        c.external_id AS customer_external_id, c.name AS customer_name, c.email AS customer_email,
        c.locale AS customer_locale, c.timezone AS customer_timezone, c.country AS customer_country,
-       c.subdivision AS customer_subdivision, c.tags AS customer_tags, c.attributes AS customer_attributes
+       c.subdivision AS customer_subdivision, c.tags AS customer_tags, c.attributes AS customer_attributes,
+       c.phone AS customer_phone, c.postal_address AS customer_postal_address
 FROM invoices i JOIN customers c ON c.id = i.customer_id
 """
 
-# The invoice's customer ($3 its id if new, $4..$8 and $26..$29 its fields), upserted unless the invoice
+# The invoice's customer ($3 its id if new, $4..$8 and $26..$31 its fields), upserted unless the invoice
 # exists; a change is published with the traceparent of the InvoiceIssued's headers ($23). See
 # customers.upsert_ctes.
 _CUSTOMER_OF_ONE = customers.upsert_ctes(
     "SELECT $3::text AS id, $4::text AS external_id, $5::text AS name, $6::text AS email, $7::text AS locale,"
     " $8::text AS timezone, $26::text AS country, $27::text AS subdivision, $28::jsonb AS tags,"
-    " $29::jsonb AS attributes WHERE NOT EXISTS (SELECT 1 FROM existing)",
+    " $29::jsonb AS attributes, $30::text AS phone, $31::jsonb AS postal_address"
+    " WHERE NOT EXISTS (SELECT 1 FROM existing)",
     trace="$23::jsonb ->> 'traceparent'",
 )
 # Most customers have none of the optional fields (a subdivision needs a country): no JSON to build.
-_NO_EXTRAS = "customer.country IS NULL AND customer.tags IS NULL AND customer.attributes IS NULL"
+_NO_EXTRAS = (
+    "customer.country IS NULL AND customer.tags IS NULL AND customer.attributes IS NULL"
+    " AND customer.phone IS NULL AND customer.postal_address IS NULL"
+)
 _CREATE_ONE = f"""
 WITH existing AS (
     SELECT id, content_hash FROM invoices WHERE tenant_id = $1 AND external_id = $2
@@ -110,6 +115,8 @@ async def create_one(
         cust.subdivision,
         cust.tags,
         cust.attributes,
+        cust.phone,
+        cust.postal_address,
     )
 
 
@@ -130,13 +137,15 @@ async def existing_by_external_id(
 
 
 # A bulk import's customers, as columns sorted by external id; $8 the traceparent. See customers.upsert_ctes.
-# ($11, $12: tags and attributes as JSON text, one per customer, NULL: not given.)
+# ($11, $12: tags and attributes as JSON text, one per customer, NULL: not given; $13 the phones, $14
+# the postal addresses as JSON text.)
 _CUSTOMERS_OF_MANY = customers.upsert_ctes(
     "SELECT id, external_id, name, email, locale, timezone, country, subdivision, tags::jsonb AS tags,"
-    " attributes::jsonb AS attributes"
+    " attributes::jsonb AS attributes, phone, postal_address::jsonb AS postal_address"
     " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $9::text[],"
-    " $10::text[], $11::text[], $12::text[])"
-    " AS u(id, external_id, name, email, locale, timezone, country, subdivision, tags, attributes)",
+    " $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])"
+    " AS u(id, external_id, name, email, locale, timezone, country, subdivision, tags, attributes, phone,"
+    " postal_address)",
     trace="$8::text",
 )
 _UPSERT_CUSTOMERS = f"""
@@ -161,6 +170,8 @@ class CustomerRow(NamedTuple):
     subdivision: str | None = None
     tags: list[str] | None = None
     attributes: dict[str, str] | None = None
+    phone: str | None = None
+    postal_address: dict[str, Any] | None = None
 
 
 async def upsert_customers(
@@ -176,9 +187,18 @@ async def upsert_customers(
     if not rows:
         return {}
     cols = [list(c) for c in zip(*sorted(rows, key=lambda r: r.external_id), strict=True)]
-    tags, attributes = ([None if v is None else orjson.dumps(v).decode() for v in col] for col in cols[8:])
+    tags, attributes = ([None if v is None else orjson.dumps(v).decode() for v in col] for col in cols[8:10])
+    addresses = [None if v is None else orjson.dumps(v).decode() for v in cols[11]]
     result = await conn.fetch(
-        _UPSERT_CUSTOMERS, tenant_id, *cols[:6], current_traceparent(), *cols[6:8], tags, attributes
+        _UPSERT_CUSTOMERS,
+        tenant_id,
+        *cols[:6],
+        current_traceparent(),
+        *cols[6:8],
+        tags,
+        attributes,
+        cols[10],
+        addresses,
     )
     return {r["external_id"]: (r["id"], r["extras"]) for r in result}
 
