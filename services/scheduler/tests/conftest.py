@@ -167,13 +167,18 @@ def customer_updated(customer: dict, *, tenant_id: str = TENANT, version: int, *
         "changed": sorted(
             k
             for k in changes
-            if k in ("name", "email", "cc", "locale", "timezone", "country", "subdivision", "tags", "attributes")
+            if k
+            in (
+                *("name", "email", "cc", "locale", "timezone", "country", "subdivision", "tags", "attributes"),
+                *("phone", "postal_address"),
+            )
         )
         or ["name"],
         "previous_timezone": customer["timezone"],
         "updated_at": utcnow(),
     }
-    data |= {k: new[k] for k in ("country", "subdivision", "tags", "attributes") if new.get(k) is not None}
+    optional = ("country", "subdivision", "tags", "attributes", "phone", "postal_address")
+    data |= {k: new[k] for k in optional if new.get(k) is not None}
     return _change("dunning.CustomerUpdated.v1", "/invoice-ingest", data, subject=customer["customer_id"])
 
 

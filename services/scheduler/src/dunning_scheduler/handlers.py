@@ -180,6 +180,7 @@ def _profile(c: CustomerUpdated) -> dict:
     """What calendars and segments read of the customer (None fields left out)."""
     profile: dict[str, object] = {"country": c.country, "subdivision": c.subdivision, "attributes": c.attributes}
     profile["tags"] = None if c.tags is None else list(c.tags)
+    profile["phone"], profile["postal_address"] = c.phone, c.postal_address  # SMS and letters read them
     return {k: v for k, v in profile.items() if v is not None}
 
 

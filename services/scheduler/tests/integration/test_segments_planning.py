@@ -212,3 +212,18 @@ async def test_a_named_policy_applied_to_open_invoices_replans_only_those_it_pla
     assert moved["scheduled_at"].astimezone(BERLIN).date() == due + timedelta(days=3)
     assert moved["policy_version"] == 2
     assert await h.timers(pool, plain["subject"]) == plain_before  # planned with the default policy: left alone
+
+
+async def test_a_customers_phone_and_postal_address_follow_customer_updated_into_the_snapshot(pool, h):
+    await store(pool, h, default={"stages": [{"name": "soft", "offset": "P1D"}]})
+    apply = fresh_apply()
+    event = issued(h, new_id("cus"), due_date=date(2031, 3, 3))
+    await apply(pool, event)
+    customer = event["data"]["customer"]
+    address = {"lines": ["Hauptstraße 1"], "city": "München", "country": "DE"}
+    await apply(pool, h.customer_updated(customer, version=2, phone="+4930123456", postal_address=address))
+    snapshot = await pool.fetchval("SELECT customer FROM invoices WHERE invoice_id = $1", event["subject"])
+    assert (snapshot["phone"], snapshot["postal_address"]) == ("+4930123456", address)
+    await apply(pool, h.customer_updated(customer, version=3, name="Cleared GmbH"))  # both cleared
+    snapshot = await pool.fetchval("SELECT customer FROM invoices WHERE invoice_id = $1", event["subject"])
+    assert "phone" not in snapshot and "postal_address" not in snapshot and snapshot["name"] == "Cleared GmbH"

@@ -30,9 +30,10 @@ async def lock_invoice(conn: asyncpg.Connection, invoice_id: str) -> asyncpg.Rec
     return await conn.fetchrow(_LOCK_INVOICE, invoice_id)
 
 
-# The customer's profile (country, subdivision, tags, attributes: what calendars and segments read)
+# The customer's profile (country, subdivision, tags, attributes: what calendars and segments read;
+# phone and postal address: what the SMS and letter channels read)
 # replaces the snapshot's, unless the profile is unknown (NULL: a row stored before it existed).
-_PROFILE_KEYS = "- 'country' - 'subdivision' - 'tags' - 'attributes'"
+_PROFILE_KEYS = "- 'country' - 'subdivision' - 'tags' - 'attributes' - 'phone' - 'postal_address'"
 
 
 def with_profile(snap: str, profile: str) -> str:
