@@ -11,11 +11,15 @@ from fastapi import FastAPI, Path, Query
 from dunning.http import Cursor, Page, Problem, TenantId, decode_cursor, limit_query, page, service_app
 from dunning.metrics import instrument_app
 from dunning.settings import CommonSettings
-from dunning_notifier import metrics
+from dunning_notifier import brand_api, metrics, templates_api
+from dunning_notifier.agency_api import TAG as AGENCY_TAG
+from dunning_notifier.agency_api import agency_router
 from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier import repository as repo
 from dunning_notifier.letters_api import TAG as LETTERS_TAG
 from dunning_notifier.letters_api import letters_router
+from dunning_notifier.optouts_api import TAG as OPTOUTS_TAG
+from dunning_notifier.optouts_api import optouts_router
 from dunning_notifier.schemas import (
     DELIVERY_ID,
     INVOICE_ID,
@@ -25,6 +29,8 @@ from dunning_notifier.schemas import (
     NoticeItemOut,
     NoticeOut,
 )
+from dunning_notifier.tasks_api import TAG as TASKS_TAG
+from dunning_notifier.tasks_api import tasks_router
 from dunning_notifier.webhooks_api import webhook_routes
 
 TAGS = [
@@ -37,6 +43,11 @@ TAGS = [
         "description": "Consolidated notices: one message per customer listing its overdue invoices.",
     },
     LETTERS_TAG,
+    templates_api.TAG_DOC,
+    brand_api.TAG_DOC,
+    OPTOUTS_TAG,
+    TASKS_TAG,
+    AGENCY_TAG,
 ]
 _DELIVERY_ID = re.compile(DELIVERY_ID)
 
@@ -134,4 +145,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     app.include_router(letters_router(deps))  # letters_api.py: letter PDFs, tracking, the provider webhook
     webhook_routes(app, deps)  # webhooks_api.py: endpoints, messages, attempts
+    app.include_router(optouts_router(deps))  # optouts_api.py: unsubscribe, contact and channel preferences, replies
+    app.include_router(tasks_router(deps))  # tasks_api.py: call tasks (assign, complete)
+    app.include_router(agency_router(deps))  # agency_api.py: the agency, its cases, their acknowledgement
+    templates_api.add_routes(app, deps.pool, deps.settings)  # templates_api.py: a tenant's own templates, preview
+    brand_api.add_routes(app, deps.pool, deps.settings)  # brand_api.py: sender, logo, colours, bank details
     return app

@@ -45,11 +45,13 @@ from aiosmtplib import (
 from dunning.clock import isoformat, utcnow
 from dunning.logging import get_logger
 from dunning_notifier import optouts
+from dunning_notifier.agency import AgencyChannel
 from dunning_notifier.letters import LetterChannel
 from dunning_notifier.mime import address_header, cc_header, compose, header_value
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
 from dunning_notifier.rendering import RenderedEmail, Renderer, RenderError
 from dunning_notifier.settings import Settings
+from dunning_notifier.tasks import CallChannel
 from dunning_notifier.webhooks_channel import WebhookChannel
 
 log = get_logger(__name__)
@@ -293,6 +295,8 @@ PROVIDERS: dict[str, Callable[[Settings, Renderer], Channel]] = {
     "email": EmailChannel,
     "letter": LetterChannel,  # letters.py: a PDF through the print-and-mail provider (Lob API shape)
     "webhook": WebhookChannel,  # webhooks_channel.py: reminder.due to the tenant's endpoints
+    "call": CallChannel,  # tasks.py: a task for a collector (sent at once: provider_message_id = task id)
+    "agency": AgencyChannel,  # agency.py: the case file handed to the collection agency
     # "sms": ..., "webhook": ..., "letter": ...  (later issues)
 }
 

@@ -21,7 +21,7 @@ def reminder_sent(d: Delivery, outcome: Sent) -> ReminderSent:
         d.tenant_id,
         d.stage,
         d.channel,
-        d.recipient or "",
+        d.recipient or str((d.payload.get("customer") or {}).get("phone") or d.channel),  # a call or case: no address
         outcome.provider_message_id[:500],
         outcome.sent_at,
     )

@@ -38,7 +38,8 @@ _CONTACT_COLUMNS = "".join(f", due.{c} AS contact_{c}" for c in ("name", "email"
 _API_COLUMNS = (
     "delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template, recipient, cc, state,"
     " attempts, in_doubt_attempts, last_in_doubt_at, next_attempt_at, provider_message_id,"
-    " last_error_code, last_error, created_at, updated_at, sent_at, cancel_reason, cancelled_at"
+    " last_error_code, last_error, created_at, updated_at, sent_at, cancel_reason, cancelled_at,"
+    " fallback_of, provider_status"  # optouts.py: the delivery this one stands in for; a DSN's `bounced`
 )
 # What a ReminderCancelled says (messages.reminder_cancelled), returned by every statement that cancels.
 _CANCELLED_COLUMNS = (
@@ -251,7 +252,8 @@ _APPLY_STOP = (
     "  cause_event_id = excluded.cause_event_id, stopped_at = excluded.stopped_at, applied_at = now()"
     "  WHERE invoice_stops.state = 'paused' AND excluded.state = 'stopped'),"
     " open AS (SELECT delivery_id FROM deliveries WHERE tenant_id = $1 AND invoice_id = $2"
-    "  AND state IN ('pending', 'sending') ORDER BY delivery_id FOR UPDATE)"
+    "  AND state IN ('pending', 'sending') AND NOT (stage = 'handed_over' AND $4 = 'with_agency')"  # agency.py
+    "  ORDER BY delivery_id FOR UPDATE)"
     " UPDATE deliveries d SET state = CASE WHEN d.state = 'pending' THEN 'cancelled' ELSE d.state END,"
     " cancelled_at = CASE WHEN d.state = 'pending' THEN now() END,"
     " cancel_reason = $4, cancel_cause_event_id = $5, updated_at = now()"
