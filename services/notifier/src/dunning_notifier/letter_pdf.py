@@ -161,11 +161,14 @@ def render_pdf(letter: Letter) -> bytes:
             window.left + window.width,
             top - window.return_zone + 1 * mm,
         )
-        y = top - window.address_offset - 10
+        size, leading = _address_type(letter.recipient, window)
+        y = top - window.address_offset - size
         for i, line in enumerate(letter.recipient):
-            canvas.setFont(bold if i == 0 else regular, 10)
+            font = bold if i == 0 else regular
+            width = pdfmetrics.stringWidth(line, font, size)
+            canvas.setFont(font, size * min(1.0, window.width / width) if width else size)  # a long line shrinks
             canvas.drawString(window.left, y, line)
-            y -= 12
+            y -= leading
         canvas.setFont(regular, 10)
         canvas.drawRightString(page_w - right, top - 5 * mm - 10, letter.date_line)
         if letter.paper == "A4":  # fold marks (105 / 210 mm) and the punch mark (148.5 mm)
@@ -203,6 +206,17 @@ def render_pdf(letter: Letter) -> bytes:
 
     doc.build(story, canvasmaker=canvasmaker)
     return buf.getvalue()
+
+
+def _address_type(lines: tuple[str, ...], window: Window) -> tuple[float, float]:
+    """(font size, leading) that fit every address line in the window below its endorsement zone:
+    10 / 12 pt, closer together (and smaller) for an address of many lines."""
+    size, leading, room = 10.0, 12.0, window.height - window.address_offset - 1
+    if len(lines) > 1 and size + leading * (len(lines) - 1) > room:
+        leading = (room - size) / (len(lines) - 1)
+        size = min(size, leading - 0.5)
+        leading = (room - size) / (len(lines) - 1)
+    return size, leading
 
 
 def _invoice_table(letter: Letter, regular: str, bold: str, width: float) -> Table:

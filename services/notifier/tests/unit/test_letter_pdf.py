@@ -143,6 +143,24 @@ def in_window(x: float, y: float, paper: str, page_height: float) -> bool:
             ["Acme Widgets Inc.", "500 Market St", "San Francisco, CA 94105", "UNITED STATES"],
             id="us-letter-abroad",
         ),
+        pytest.param(
+            {
+                "name": "Internationale Maschinenbau- und Anlagenhandelsgesellschaft mbH & Co. KG",
+                "lines": [
+                    "z. Hd. Kreditorenbuchhaltung",
+                    "Gebäude 7, Eingang C",
+                    "Industriestraße 123-125",
+                    "Postfach 4711",
+                ],
+                "postal_code": "1010",
+                "city": "Wien",
+                "region": None,
+                "country": "AT",
+            },
+            "A4",
+            ["Gebäude 7, Eingang C", "Postfach 4711", "1010 Wien", "AUSTRIA"],
+            id="a4-seven-lines-abroad",
+        ),
     ],
 )
 def test_the_address_is_printed_inside_the_envelope_window(address, paper, expected_lines):
