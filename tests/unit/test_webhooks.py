@@ -123,7 +123,8 @@ def test_backoff_doubles_from_the_base_with_jitter_and_is_capped():
 
 def test_retry_after_is_honoured_when_longer_than_the_backoff_and_capped():
     assert retry_delay(1, SETTINGS, retry_after=120) == 120
-    assert retry_delay(1, SETTINGS, retry_after=10**9) == 3600
+    assert retry_delay(1, SETTINGS, retry_after=7200) == 7200  # honoured beyond our own cap
+    assert retry_delay(1, SETTINGS, retry_after=10**9) == 86400  # up to a day
     assert 4 <= retry_delay(1, SETTINGS, retry_after=1) <= 6  # shorter: the backoff wins
     state, retry_in = decide(answer(429, retry_after=300), 1, SETTINGS)
     assert state == "pending" and retry_in == 300

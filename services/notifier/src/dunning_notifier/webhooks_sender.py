@@ -30,19 +30,20 @@ from dunning_notifier.settings import Settings
 from dunning_notifier.webhooks_http import Answer
 
 log = get_logger(__name__)
+RETRY_AFTER_MAX_SECONDS = 86400.0  # a Retry-After beyond this is read as this
 
 
 def retry_delay(
     attempts: int, settings: Settings, retry_after: float | None = None, rng: random.Random | None = None
 ) -> float:
     """The wait before the next attempt after `attempts` (the loops' Backoff schedule: doubling from
-    the base, capped, +-20% jitter), or the receiver's Retry-After when that is longer (capped too)."""
+    the base, capped, +-20% jitter), or the receiver's Retry-After when that is longer (at most a day)."""
     low, high = Backoff(initial=settings.webhook_retry_base_seconds, maximum=settings.webhook_retry_max_seconds).bounds(
         attempts
     )
     delay = (rng or random).uniform(low, high)
     if retry_after is not None:
-        delay = max(delay, min(retry_after, settings.webhook_retry_max_seconds))
+        delay = max(delay, min(retry_after, RETRY_AFTER_MAX_SECONDS))
     return delay
 
 
@@ -68,9 +69,10 @@ class WebhookSender(Loop):
         self.delivered = self.failed = self.retried = self.disabled = 0
         self._steps_since_sweep = 0
 
-    async def setup(self) -> None:
+    def client(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=self.settings.webhook_concurrency))
+        return self._client
 
     async def teardown(self) -> None:
         if self._owns_client and self._client is not None:
@@ -104,9 +106,8 @@ class WebhookSender(Loop):
         return 0 if len(rows) == s.webhook_concurrency else None
 
     async def _send(self, row: asyncpg.Record) -> Answer:
-        assert self._client is not None
         return await webhooks_http.post(
-            self._client,
+            self.client(),
             row["url"],
             row["message_id"],
             row["body"],
