@@ -20,7 +20,7 @@ from typing import Any
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
-from jinja2.ext import _make_new_gettext, _make_new_ngettext  # Jinja's own newstyle wrappers
+from jinja2.ext import _make_new_gettext, _make_new_ngettext, _make_new_pgettext  # Jinja's newstyle wrappers
 
 LOCALE_DIR = Path(__file__).with_name("locale")
 DOMAIN = "messages"
@@ -59,7 +59,11 @@ def translations_for(locale_tag: str | None) -> gettext.NullTranslations:
 
 @lru_cache(maxsize=256)
 def template_callables(locale_tag: str | None) -> dict[str, Callable[..., Any]]:
-    """`gettext` and `ngettext` for a template's render context (Jinja newstyle: `_("Dear %(name)s,",
+    """`gettext`, `ngettext` and `pgettext` for a template's render context (Jinja newstyle: `_("Dear %(name)s,",
     name=...)`, `ngettext("%(num)d day", "%(num)d days", n)`)."""
     tr = translations_for(locale_tag)
-    return {"gettext": _make_new_gettext(tr.gettext), "ngettext": _make_new_ngettext(tr.ngettext)}
+    return {
+        "gettext": _make_new_gettext(tr.gettext),
+        "ngettext": _make_new_ngettext(tr.ngettext),
+        "pgettext": _make_new_pgettext(tr.pgettext),
+    }

@@ -20,7 +20,7 @@ async def test_stage_escalated_sends_one_email_and_reports_reminder_sent(notifie
         row = await notifier.wait_state(data["invoice_id"], "sent")
 
     [mail] = await notifier.mail_to(address)
-    assert mail["subject"] == f"Overdue notice: invoice {data['invoice']['number']} is 7 days past due"
+    assert mail["subject"] == f"Mahnung: Rechnung {data['invoice']['number']} ist seit 7 Tagen überfällig"  # de-DE
     assert mail["from"] == "Accounts Receivable <ar@dunning.localhost>"
     assert mail["message_id"] == f"<{row['delivery_id']}@dunning.invalid>"
     assert mail["headers"]["X-Dunning-Invoice-Id"] == data["invoice_id"]

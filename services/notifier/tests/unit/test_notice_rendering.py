@@ -73,7 +73,7 @@ def test_a_notice_lists_every_invoice_with_its_stage_and_totals_per_currency(ren
 
 def test_a_notice_is_formatted_for_the_customers_locale(renderer):
     out = renderer.render(mixed_notice("de-DE"))
-    assert out.subject == f"3 overdue invoices: EUR{NBSP}1.126,56, JPY{NBSP}31.000"
+    assert out.subject == f"3 überfällige Rechnungen: EUR{NBSP}1.126,56, JPY{NBSP}31.000"
     assert f"646,56{NBSP}€" in out.text and "31. Januar 2026" in out.text
     assert out.locale == "de-DE"
 
@@ -110,7 +110,7 @@ def test_the_claimed_items_alone_are_rendered_and_listed(renderer):
     ids = [item["invoice_id"] for item in data["items"]]
     assert listed == [ids[0], ids[2]] and left_out == [ids[1]]
     out = renderer.render(delivery.payload)
-    assert out.subject.startswith("2 overdue invoices")
+    assert out.subject.startswith("2 überfällige Rechnungen")  # the example's customer reads German
     assert data["items"][1]["invoice"]["number"] not in out.text + out.html
 
     raw, msg_id, _ = EmailChannel(Settings(), renderer).build(delivery, out)
@@ -154,7 +154,7 @@ def test_no_charges_no_charge_lines(stage_data, renderer):
     [
         pytest.param("firm", "en-US", "Please settle this balance by December 8, 2026.", id="firm"),
         pytest.param("final", "en-US", "If payment is not received by December 8, 2026,", id="final"),
-        pytest.param("final", "de-DE", "If payment is not received by 8. Dezember 2026,", id="final-de"),
+        pytest.param("final", "de-DE", "Geht die Zahlung nicht bis zum 8. Dezember 2026 bei uns ein,", id="final-de"),
     ],
 )
 def test_firm_and_final_ask_payment_by_the_next_stages_date(stage_data, renderer, stage, locale, words):

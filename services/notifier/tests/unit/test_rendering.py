@@ -85,22 +85,22 @@ def _instalment(number: str, due_date: str) -> dict:
         pytest.param(
             "promise_broken",
             PROMISE,
-            f"Your promise to pay 500,00{NBSP}€ by 20. November 2026",
-            [f"You promised to pay 500,00{NBSP}€", "by 20. November 2026", "the promise has lapsed"],
+            f"Ihre Zahlungszusage über 500,00{NBSP}€ bis zum 20. November 2026",
+            [f"bis zum 20. November 2026 500,00{NBSP}€ auf die Rechnung", "die Zusage ist damit hinfällig"],
             id="promise_broken-quotes-amount-and-date",
         ),
         pytest.param(
             "instalment_pre_due",
             _instalment("2", "2026-11-26"),
-            f"instalment 2 of 4 (312,50{NBSP}€) is due on 26. November 2026",
-            ["instalment 2 of 4", f"312,50{NBSP}€", "due on 26. November 2026", "(in 3 days)"],
+            f"Rate 2 von 4 (312,50{NBSP}€) ist am 26. November 2026 fällig",
+            ["Rate 2 von 4", f"312,50{NBSP}€", "ist am 26. November 2026 fällig", "(in 3 Tagen)"],
             id="instalment_pre_due-number-amount-due-date",
         ),
         pytest.param(
             "instalment_overdue",
             _instalment("3", "2026-11-20"),
-            f"Instalment 3 of 4 (312,50{NBSP}€) was due on 20. November 2026",
-            ["Instalment 3 of 4", f"312,50{NBSP}€", "was due on 20. November 2026", "(3 days overdue)"],
+            f"Rate 3 von 4 (312,50{NBSP}€) war am 20. November 2026 fällig",
+            ["Rate 3 von 4", f"312,50{NBSP}€", "war am 20. November 2026 fällig", "(seit 3 Tagen überfällig)"],
             id="instalment_overdue-number-amount-due-date",
         ),
     ],
@@ -154,8 +154,8 @@ def test_partial_payment_shows_total_and_balance(stage_data, renderer):
     data = stage_data(locale="de-DE", currency="EUR")
     data["invoice"].update(amount_due="1250.00", balance="750.00")
     out = renderer.render(data)
-    assert f"Invoice total:      1.250,00{NBSP}€" in out.text
-    assert f"Amount outstanding: 750,00{NBSP}€" in out.text
+    assert f"Rechnungsbetrag:    1.250,00{NBSP}€" in out.text  # in the customer's language (de)
+    assert f"Offener Betrag:     750,00{NBSP}€" in out.text
 
 
 def test_customer_name_is_escaped_in_html_but_not_in_text(stage_data, renderer):
