@@ -55,6 +55,10 @@ _UNSAFE = frozenset(
 )  # fmt: skip
 
 
+class TemplatesUnavailable(Exception):
+    """The tenant's templates could not be read (database trouble): retry the send, never guess."""
+
+
 class TemplateInvalid(ValueError):
     """A template refused; `errors` name each part at fault (`parts.html`) with the line."""
 
@@ -195,11 +199,18 @@ class TenantTemplates:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def refresh(self, tenant_id: str) -> None:
-        """Make `find` and `brand` current for the tenant (within the TTL). Raises the database's
-        error if it cannot be read: the caller retries the send rather than use a stale default."""
+        """Make `find` and `brand` current for the tenant (within the TTL). TemplatesUnavailable if the
+        database cannot be read: the caller retries the send rather than use a stale default."""
         held = self._tenants.get(tenant_id)
         if held is not None and time.monotonic() - held.checked < self.ttl:
             return
+        try:
+            await self._refresh(tenant_id)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("notifier.templates.load_failed", tenant_id=tenant_id, error=repr(exc))
+            raise TemplatesUnavailable(f"the tenant's templates cannot be read: {type(exc).__name__}: {exc}") from exc
+
+    async def _refresh(self, tenant_id: str) -> None:
         async with self._locks.setdefault(tenant_id, asyncio.Lock()):
             held = self._tenants.get(tenant_id)
             if held is not None and time.monotonic() - held.checked < self.ttl:
