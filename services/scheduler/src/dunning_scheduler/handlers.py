@@ -48,6 +48,7 @@ from dunning.contracts import (
     DisputeResolved,
     HoldPlaced,
     HoldReleased,
+    InvoiceHandedToAgency,
     InvoiceIssued,
     InvoiceUpdated,
     InvoiceVoided,
@@ -67,6 +68,7 @@ from dunning.events import Event
 from dunning.handler_table import HandlerSpec, Rejected, check_envelope
 from dunning.logging import get_logger
 from dunning_scheduler import repository, stopping
+from dunning_scheduler.agency_stop import on_invoice_handed_to_agency
 from dunning_scheduler.money_handlers import (
     on_credit_note_issued,
     on_customer_credit_applied,
@@ -279,4 +281,6 @@ HANDLERS = {
     PaymentPlanCancelled: HandlerSpec(on_payment_plan_cancelled),
     PaymentPending: HandlerSpec(on_payment_pending),
     PaymentPendingEnded: HandlerSpec(on_payment_pending_ended),
+    # The hand-off to a collection agency (agency_stop.py): a terminal stop, reason with_agency.
+    InvoiceHandedToAgency: HandlerSpec(on_invoice_handed_to_agency),
 }
