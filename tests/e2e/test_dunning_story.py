@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from dunning_tools.stack.mailserver import messages_to
-from dunning_tools.stack.system import Ports, Stack
+from dunning_tools.stack.system import Stack
 from dunning_tools.testing.story import invoice_body, post_stripe_webhook, seconds_policy, stripe_invoice_paid
 from dunning_tools.testing.waits import wait_until
 
@@ -26,14 +26,8 @@ POLICY = seconds_policy(3, 4, 5, 14, 16)  # seconds instead of days, so the stor
 
 
 @pytest.fixture(scope="module")
-def stack(infra, tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("e2e"), Ports.free(), durable=False)
-    stack.database_url = infra.database_url
-    stack.kafka_bootstrap_servers = infra.kafka_bootstrap_servers
-    stack.start_infrastructure()
-    stack.start_services()
-    yield stack
-    stack.stop()
+def stack(e2e_stack):
+    return e2e_stack
 
 
 @pytest.fixture(scope="module")
@@ -318,14 +312,19 @@ def test_a_settling_credit_note_stops_the_chase_and_new_contacts_get_the_next_re
     assert len(mails_to(stack, f"ap-d-{run}@example.com")) == sent, "no reminder after the credit note"
 
 
-# Last: it stops the services the module's other tests use.
+# Last in this module: it stops the services (and starts them again for the other e2e modules).
 def test_every_service_drains_and_exits_cleanly_on_sigterm(stack):
     """What Kubernetes does at a rollout: SIGTERM, then the pod must finish in-flight work and exit 0."""
     import signal
 
-    for sp in stack.procs:
-        sp.proc.send_signal(signal.SIGTERM)
-    for sp in stack.procs:
-        assert sp.proc.wait(timeout=60) == 0, f"{sp.name} exited with {sp.proc.returncode}"
-        log = sp.log_path.read_text()
-        assert '"service.draining"' in log and '"service.stopped"' in log, sp.name
+    try:
+        for sp in stack.procs:
+            sp.proc.send_signal(signal.SIGTERM)
+        for sp in stack.procs:
+            assert sp.proc.wait(timeout=60) == 0, f"{sp.name} exited with {sp.proc.returncode}"
+            log = sp.log_path.read_text()
+            assert '"service.draining"' in log and '"service.stopped"' in log, sp.name
+    finally:
+        stack.restart_dead()  # the shared stack (e2e_stack) serves the modules after this one
+        for sp in stack.procs:
+            sp.wait_ready()

@@ -1,9 +1,10 @@
 """End to end, one stop at a time: the four services as processes, driven through their public APIs,
 asserting what the SMTP server received.
 
-Each test has its own tenant and a policy of stages seconds apart (pre_due 2 s after issue, then
-soft, firm, final and collections at 7, 9, 11 and 13 s), places one stop after the first reminder
-and checks that nothing else is sent while it is in force, and what is sent once it ends:
+Each story has its own tenant and a policy of stages seconds apart (pre_due 2 s after issue, then
+soft, firm, final and collections at 12, 14, 16 and 18 s), places one stop after the first reminder
+and checks that nothing else is sent while it is in force, and what is sent once it ends. The stories
+run at once, each reported by its own test (dunning_tools.testing.scenarios):
 - a hold on the invoice, then on its customer, released: the owed stages go out, the first at the
   resume and the next ones keeping their spacing (the `spaced` resume);
 - a dispute rejected: the same;
@@ -23,7 +24,8 @@ import httpx
 import pytest
 
 from dunning_tools.stack.mailserver import messages_to
-from dunning_tools.stack.system import Ports, Stack
+from dunning_tools.stack.system import Stack
+from dunning_tools.testing.scenarios import Outcomes, Scenarios
 from dunning_tools.testing.story import invoice_body, seconds_policy
 from dunning_tools.testing.waits import wait_until
 
@@ -38,14 +40,8 @@ PROMISED_IN = 12  # a broken promise is made `by` this many seconds after it (~3
 
 
 @pytest.fixture(scope="module")
-def stack(infra, tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("stops"), Ports.free(), durable=False)
-    stack.database_url = infra.database_url
-    stack.kafka_bootstrap_servers = infra.kafka_bootstrap_servers
-    stack.start_infrastructure()
-    stack.start_services()
-    yield stack
-    stack.stop()
+def stack(e2e_stack):
+    return e2e_stack
 
 
 class Story:
@@ -136,9 +132,12 @@ def ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-@pytest.fixture
-def story(stack):
-    return Story(stack)
+scenario = Scenarios()  # every story of this module, run at once (each test reports its own)
+
+
+@pytest.fixture(scope="module")
+def outcomes(stack) -> Outcomes:
+    return scenario.run(stack)
 
 
 def paused_then_resumed(story: Story, place, end) -> None:
@@ -160,7 +159,9 @@ def paused_then_resumed(story: Story, place, end) -> None:
     assert "paused" in story.history() and "resumed" in story.history(), story.history()
 
 
-def test_a_hold_on_the_invoice_pauses_it_until_released(story):
+@scenario
+def hold_on_the_invoice(stack):
+    story = Story(stack)
     hold: dict = {}
 
     def place():
@@ -176,7 +177,9 @@ def test_a_hold_on_the_invoice_pauses_it_until_released(story):
     paused_then_resumed(story, place, end)
 
 
-def test_a_hold_on_the_customer_pauses_its_invoice_until_released(story):
+@scenario
+def hold_on_the_customer(stack):
+    story = Story(stack)
     hold: dict = {}
 
     def place():
@@ -193,7 +196,9 @@ def test_a_hold_on_the_customer_pauses_its_invoice_until_released(story):
     paused_then_resumed(story, place, end)
 
 
-def test_a_rejected_dispute_resumes_dunning(story):
+@scenario
+def rejected_dispute(stack):
+    story = Story(stack)
     dispute: dict = {}
 
     def place():
@@ -210,7 +215,9 @@ def test_a_rejected_dispute_resumes_dunning(story):
     paused_then_resumed(story, place, end)
 
 
-def test_a_broken_promise_sends_promise_broken_then_the_owed_stages(story):
+@scenario
+def broken_promise(stack):
+    story = Story(stack)
     story.wait_for("pre_due", timeout=20)
     by = datetime.now(UTC) + timedelta(seconds=PROMISED_IN)  # "by <instant>": no waiting for a day to end
     body = {"amount": "840.00", "by": by.isoformat(), "made_by": "e2e"}
@@ -230,7 +237,9 @@ def test_a_broken_promise_sends_promise_broken_then_the_owed_stages(story):
     assert verdict["status"] == "broken" and ts(verdict["deadline"]) == pytest.approx(deadline, abs=1e-3), verdict
 
 
-def test_a_promise_kept_by_a_payment_ends_dunning(story):
+@scenario
+def promise_kept_by_a_payment(stack):
+    story = Story(stack)
     story.wait_for("pre_due", timeout=20)
     today = datetime.now(UTC).astimezone().date()
     body = {"amount": "840.00", "date": (today + timedelta(days=1)).isoformat(), "made_by": "e2e"}
@@ -248,7 +257,8 @@ def test_a_promise_kept_by_a_payment_ends_dunning(story):
     assert set(story.stages()) == {"pre_due"}
 
 
-def test_a_payment_plan_sends_its_instalment_reminders_while_the_stages_wait(stack):
+@scenario
+def payment_plan(stack):
     # Instalment reminders are at the due date's send_time (HH:MM, customer's zone: UTC here) plus an
     # offset: the next whole minute, with offsets bringing both reminders a few seconds from now.
     now = time.time()
@@ -301,3 +311,30 @@ def test_a_payment_plan_sends_its_instalment_reminders_while_the_stages_wait(sta
         what="every timer decided",
     )
     assert not set(OWED) & set(story.stages())
+
+
+# -- the tests: one per story, reporting what it came to ------------------------------------------
+
+
+def test_a_hold_on_the_invoice_pauses_it_until_released(outcomes):
+    outcomes.check("hold_on_the_invoice")
+
+
+def test_a_hold_on_the_customer_pauses_its_invoice_until_released(outcomes):
+    outcomes.check("hold_on_the_customer")
+
+
+def test_a_rejected_dispute_resumes_dunning(outcomes):
+    outcomes.check("rejected_dispute")
+
+
+def test_a_broken_promise_sends_promise_broken_then_the_owed_stages(outcomes):
+    outcomes.check("broken_promise")
+
+
+def test_a_promise_kept_by_a_payment_ends_dunning(outcomes):
+    outcomes.check("promise_kept_by_a_payment")
+
+
+def test_a_payment_plan_sends_its_instalment_reminders_while_the_stages_wait(outcomes):
+    outcomes.check("payment_plan")

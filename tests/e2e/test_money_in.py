@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from dunning_tools.stack.mailserver import messages_to
-from dunning_tools.stack.system import Ports, Stack
+from dunning_tools.stack.system import Stack
 from dunning_tools.testing.money import (
     StripeCharge,
     gocardless_body,
@@ -52,14 +52,8 @@ UNKNOWN_IBAN = "DE12500105170648489890"
 
 
 @pytest.fixture(scope="module")
-def stack(infra, tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("money"), Ports.free(), durable=False)
-    stack.database_url = infra.database_url
-    stack.kafka_bootstrap_servers = infra.kafka_bootstrap_servers
-    stack.start_infrastructure()
-    stack.start_services()
-    yield stack
-    stack.stop()
+def stack(e2e_stack):
+    return e2e_stack
 
 
 class Tenant:

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dunning_tools.stack.system import Ports, Stack
+from dunning_tools.stack.system import Stack
 from dunning_tools.testing.money import StripeCharge, post_stripe
 from dunning_tools.testing.statements import Line, camt053
 from dunning_tools.testing.waits import wait_until
@@ -46,14 +46,8 @@ operation = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def stack(infra, tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("money-properties"), Ports.free(), durable=False)
-    stack.database_url = infra.database_url
-    stack.kafka_bootstrap_servers = infra.kafka_bootstrap_servers
-    stack.start_infrastructure()
-    stack.start_services()
-    yield stack
-    stack.stop()
+def stack(e2e_stack):
+    return e2e_stack
 
 
 def money(cents_: int) -> str:

@@ -12,7 +12,8 @@ asserting what the SMTP server received.
   before a window that opens seconds later (put in the settings after planning); the firing loop
   defers them (StageDeferred, on the timeline) and the SMTP server receives nothing before the opening.
 
-The customers live in UTC, so a window's local hours are UTC hours.
+The customers live in UTC, so a window's local hours are UTC hours. The three stories run at once, each
+with a tenant of its own, and each is reported by its own test (dunning_tools.testing.scenarios).
 """
 
 import asyncio
@@ -25,31 +26,31 @@ import httpx
 import pytest
 
 from dunning_tools.stack.mailserver import greylisted, messages_to
-from dunning_tools.stack.system import Ports, Stack
+from dunning_tools.stack.system import Stack
+from dunning_tools.testing.fixtures import E2E_ENV
+from dunning_tools.testing.scenarios import Outcomes, Scenarios
 from dunning_tools.testing.story import invoice_body
 from dunning_tools.testing.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 
 EVERY_DAY = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-RETRY_SECONDS = 5  # the notifier's retry base here: a greylisted notice is retried ~4-6 s later
+# the notifier's retry base in the shared stack: a greylisted notice is retried ~4-6 s later
+RETRY_SECONDS = int(E2E_ENV["NOTIFIER_RETRY_BASE_SECONDS"])
 TOLERANCE = 1.5  # seconds: the preview's `now` vs the invoice's issued_at, plus the firing loop's poll
 
 
 @pytest.fixture(scope="module")
-def stack(infra, tmp_path_factory):
-    stack = Stack(
-        tmp_path_factory.mktemp("policies"),
-        Ports.free(),
-        durable=False,
-        extra_env={"NOTIFIER_RETRY_BASE_SECONDS": str(RETRY_SECONDS)},
-    )
-    stack.database_url = infra.database_url
-    stack.kafka_bootstrap_servers = infra.kafka_bootstrap_servers
-    stack.start_infrastructure()
-    stack.start_services()
-    yield stack
-    stack.stop()
+def stack(e2e_stack):
+    return e2e_stack
+
+
+scenario = Scenarios()  # the module's stories, run at once (each its own tenant), each reported by its test
+
+
+@pytest.fixture(scope="module")
+def outcomes(stack) -> Outcomes:
+    return scenario.run(stack)
 
 
 class Tenant:
@@ -111,7 +112,8 @@ def window_opening_in(seconds: int, spread: str = "PT0S") -> tuple[dict, float]:
     return window, opening.timestamp()
 
 
-def test_a_preview_matches_what_is_later_sent(stack):
+@scenario
+def preview_matches_what_is_sent(stack):
     t = Tenant(stack)
     policy = {
         "anchor": "issued_at",
@@ -190,7 +192,8 @@ def test_a_preview_matches_what_is_later_sent(stack):
         assert ts(m["received_at"]) >= opening, f"{s['stage']} sent before the window opened"
 
 
-def test_a_consolidated_notice_leaves_out_an_invoice_paid_a_moment_before_it_went(stack):
+@scenario
+def consolidated_notice_leaves_out_a_paid_invoice(stack):
     t = Tenant(stack)
     t.call("PUT", "scheduler", "/v1/settings", {"consolidation": {"enabled": True}})
     t.call(
@@ -230,7 +233,8 @@ def test_a_consolidated_notice_leaves_out_an_invoice_paid_a_moment_before_it_wen
         wait_until(lambda inv=inv: notice_entries(inv["id"]), timeout=20, what=f"{inv['number']} in the notice")
 
 
-def test_nothing_is_sent_outside_a_window_after_a_backlog_drains(stack):
+@scenario
+def backlog_waits_for_the_window(stack):
     t = Tenant(stack)
     stages = [{"name": "pre_due", "offset": "PT7S"}, {"name": "soft", "offset": "PT9S"}]
     t.call("PUT", "scheduler", "/v1/policy", {"anchor": "issued_at", "stages": stages})
@@ -254,3 +258,18 @@ def test_nothing_is_sent_outside_a_window_after_a_backlog_drains(stack):
     for inv in invoices:
         entries = [json.dumps(h) for h in t.history(inv["id"])]
         assert any("send_window" in e for e in entries), entries
+
+
+# -- the tests: one per story, reporting what it came to ------------------------------------------
+
+
+def test_a_preview_matches_what_is_later_sent(outcomes):
+    outcomes.check("preview_matches_what_is_sent")
+
+
+def test_a_consolidated_notice_leaves_out_an_invoice_paid_a_moment_before_it_went(outcomes):
+    outcomes.check("consolidated_notice_leaves_out_a_paid_invoice")
+
+
+def test_nothing_is_sent_outside_a_window_after_a_backlog_drains(outcomes):
+    outcomes.check("backlog_waits_for_the_window")

@@ -95,3 +95,27 @@ def mailserver(infra):
     proc = mailserver_process(directory, smtp_port, http_port, infra.workdir / "mailserver.log")
     yield MailServer(smtp_port, http_port, directory)
     stop(proc)
+
+
+# The notifier's retry base in the shared e2e stack: a transient refusal (a greylisted address) is
+# retried ~4-6 s later, so a test can see the retry without waiting the production 30 s.
+E2E_ENV = {"NOTIFIER_RETRY_BASE_SECONDS": "5"}
+
+
+@pytest.fixture(scope="session")
+def e2e_stack(infra, tmp_path_factory):
+    """The whole system as processes (the four services, the SMTP server, the provider stand-ins) on
+    the session's PostgreSQL and broker, started once for every e2e module that needs no settings of
+    its own: each test makes a tenant of its own, so none sees another's invoices, mail or deliveries.
+    A test that stops services starts them again (`Stack.restart_dead`) before it returns."""
+    from dunning_tools.stack.system import Ports, Stack
+
+    stack = Stack(tmp_path_factory.mktemp("e2e"), Ports.free(), durable=False, extra_env=E2E_ENV)
+    stack.database_url = infra.database_url
+    stack.kafka_bootstrap_servers = infra.kafka_bootstrap_servers
+    stack.start_infrastructure()
+    try:
+        stack.start_services()
+        yield stack
+    finally:
+        stack.stop()
