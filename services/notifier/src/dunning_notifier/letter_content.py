@@ -185,6 +185,7 @@ def compose(payload: dict[str, Any], renderer: Renderer, settings: Settings) -> 
         invoices=invoices,
         totals=totals,
         payment=_payment(payload, brand, settings, labels),
+        cjk_font_file=settings.letter_cjk_font_file,
     )
     return letter, address
 

@@ -82,9 +82,12 @@ class Letter:
     invoices: tuple[InvoiceLine, ...]
     totals: tuple[tuple[str, str], ...]  # (currency, total balance formatted)
     payment: tuple[str, ...] = field(default=())  # payment link, bank details
+    cjk_font_file: str | None = None  # a TrueType CJK font to embed (else the built-in CID fonts)
 
 
 _VERA = Path(reportlab.__file__).parent / "fonts" / "Vera.ttf"
+_VERA_BOLD = _VERA.with_name("VeraBd.ttf")
+_LATIN = frozenset({"Helvetica", "Helvetica-Bold", "Vera", "VeraBd"})
 _CJK = {"ja": ("HeiseiKakuGo-W5", "HeiseiMin-W3"), "zh": ("STSong-Light", "STSong-Light")}
 _CJK_DEFAULT = ("HeiseiKakuGo-W5", "HeiseiMin-W3")
 _KO = ("HYGothic-Medium", "HYSMyeongJo-Medium")
@@ -101,36 +104,26 @@ def _is_cjk(ch: str) -> bool:
 
 
 @cache
-def _registered(name: str) -> str:
-    if name == "Vera":
-        pdfmetrics.registerFont(TTFont("Vera", str(_VERA)))
-    else:
-        pdfmetrics.registerFont(UnicodeCIDFont(name))
+def _registered(name: str, path: str | None = None) -> str:
+    """`name` registered once: a TrueType file (embedded, subset) when `path` is given, else a CID font."""
+    pdfmetrics.registerFont(TTFont(name, path) if path else UnicodeCIDFont(name))
     return name
 
 
-def fonts_for(text: str, language: str) -> tuple[str, str]:
-    """(regular, bold) font names able to draw `text` (see the module docstring)."""
+def font_for(text: str, language: str, *, bold: bool = False, cjk_file: str | None = None) -> str:
+    """A font able to draw `text` (see the module docstring); `cjk_file`: a TrueType CJK font to embed
+    instead of the built-in CID fonts (which the reader supplies)."""
     if any(_is_cjk(ch) for ch in text):
-        if any(0xAC00 <= ord(ch) <= 0xD7AF for ch in text) or language == "ko":
-            names = _KO
-        else:
-            names = _CJK.get(language, _CJK_DEFAULT)
-        return _registered(names[0]), _registered(names[0])
+        if cjk_file:
+            return _registered("LetterCJK", cjk_file)
+        hangul = any(0xAC00 <= ord(ch) <= 0xD7AF for ch in text)
+        names = _KO if hangul or language == "ko" else _CJK.get(language, _CJK_DEFAULT)
+        return _registered(names[0])
     try:
         text.encode("cp1252")
-        return "Helvetica", "Helvetica-Bold"
+        return "Helvetica-Bold" if bold else "Helvetica"
     except UnicodeEncodeError:
-        return _registered("Vera"), _registered("Vera")
-
-
-def _all_text(letter: Letter) -> str:
-    parts = [letter.title, letter.author, letter.return_line, letter.date_line, *letter.recipient, *letter.body]
-    parts += [*letter.labels.values(), *letter.payment]
-    for line in letter.invoices:
-        parts += [line.number, line.due_date, line.amount, line.balance]
-    parts += [t for pair in letter.totals for t in pair]
-    return "\n".join(parts)
+        return _registered("VeraBd", str(_VERA_BOLD)) if bold else _registered("Vera", str(_VERA))
 
 
 def _esc(text: str) -> str:
@@ -139,37 +132,43 @@ def _esc(text: str) -> str:
 
 def render_pdf(letter: Letter) -> bytes:
     """The letter as PDF bytes; the same Letter always gives the same bytes."""
-    regular, bold = fonts_for(_all_text(letter), letter.language)
-    cjk = regular not in ("Helvetica", "Vera")
     page_w, page_h = PAGE_SIZES[letter.paper]
     window = WINDOWS[letter.paper]
     left, right = (25 * mm, 20 * mm) if letter.paper == "A4" else (1 * inch, 0.75 * inch)
-    wrap = "CJK" if cjk else None
-    body = ParagraphStyle("body", fontName=regular, fontSize=10.5, leading=14, spaceAfter=7, wordWrap=wrap)
-    subject = ParagraphStyle("subject", parent=body, fontName=bold, fontSize=11.5, spaceAfter=12)
-    small = ParagraphStyle("small", parent=body, fontSize=9, leading=12, spaceAfter=2)
     first_top = 98.5 * mm if letter.paper == "A4" else window.top + window.height + 0.6 * inch
+
+    def font(text: str, bold: bool = False) -> str:
+        return font_for(text, letter.language, bold=bold, cjk_file=letter.cjk_font_file)
+
+    def para(text: str, kind: str) -> Paragraph:
+        size, leading, after = {"body": (10.5, 14, 7), "subject": (11.5, 15, 12), "small": (9, 12, 2)}[kind]
+        name = font(text, bold=kind == "subject")
+        style = ParagraphStyle(
+            f"{kind}-{name}",
+            fontName=name,
+            fontSize=size,
+            leading=leading,
+            spaceAfter=after,
+            wordWrap="CJK" if name not in _LATIN else None,
+        )
+        return Paragraph(_esc(text).replace("\n", "<br/>"), style)
 
     def first_page(canvas: Canvas, doc: BaseDocTemplate) -> None:
         top = page_h - window.top
-        canvas.setFont(regular, 7)
+        canvas.setFont(font(letter.return_line), 7)
         canvas.drawString(window.left, top - window.return_zone + 1.5 * mm, letter.return_line[:110])
         canvas.setLineWidth(0.3)
-        canvas.line(
-            window.left,
-            top - window.return_zone + 1 * mm,
-            window.left + window.width,
-            top - window.return_zone + 1 * mm,
-        )
+        rule = top - window.return_zone + 1 * mm
+        canvas.line(window.left, rule, window.left + window.width, rule)
         size, leading = _address_type(letter.recipient, window)
         y = top - window.address_offset - size
         for i, line in enumerate(letter.recipient):
-            font = bold if i == 0 else regular
-            width = pdfmetrics.stringWidth(line, font, size)
-            canvas.setFont(font, size * min(1.0, window.width / width) if width else size)  # a long line shrinks
+            name = font(line, bold=i == 0)
+            width = pdfmetrics.stringWidth(line, name, size)
+            canvas.setFont(name, size * min(1.0, window.width / width) if width else size)  # a long line shrinks
             canvas.drawString(window.left, y, line)
             y -= leading
-        canvas.setFont(regular, 10)
+        canvas.setFont(font(letter.date_line), 10)
         canvas.drawRightString(page_w - right, top - 5 * mm - 10, letter.date_line)
         if letter.paper == "A4":  # fold marks (105 / 210 mm) and the punch mark (148.5 mm)
             for at, length in ((105 * mm, 5 * mm), (210 * mm, 5 * mm), (148.5 * mm, 7 * mm)):
@@ -191,18 +190,19 @@ def render_pdf(letter: Letter) -> bytes:
             PageTemplate("later", frames=[later]),
         ],
     )
-    story: list = [Paragraph(_esc(letter.title), subject)]
-    story += [Paragraph(_esc(p).replace("\n", "<br/>"), body) for p in letter.body]
+    story: list = [para(letter.title, "subject")]
+    story += [para(p, "body") for p in letter.body]
     story.append(Spacer(1, 4))
-    story.append(_invoice_table(letter, regular, bold, page_w - left - right))
+    story.append(_invoice_table(letter, font, page_w - left - right))
     if letter.payment:
-        block = [Spacer(1, 8), Paragraph(_esc(letter.labels["payment"]), subject)]
-        block += [Paragraph(_esc(line), small) for line in letter.payment]
+        block = [Spacer(1, 8), para(letter.labels["payment"], "subject")]
+        block += [para(line, "small") for line in letter.payment]
         story.append(KeepTogether(block))
     created = letter.created_at.astimezone(UTC)
+    label = letter.labels["page"]
 
     def canvasmaker(*args, **kwargs) -> Canvas:
-        return _NumberedCanvas(*args, label=letter.labels["page"], font=regular, right=right, created=created, **kwargs)
+        return _NumberedCanvas(*args, label=label, font=font(label), right=right, created=created, **kwargs)
 
     doc.build(story, canvasmaker=canvasmaker)
     return buf.getvalue()
@@ -219,7 +219,9 @@ def _address_type(lines: tuple[str, ...], window: Window) -> tuple[float, float]
     return size, leading
 
 
-def _invoice_table(letter: Letter, regular: str, bold: str, width: float) -> Table:
+def _invoice_table(letter: Letter, font, width: float) -> Table:
+    """Number, due date, amount, balance per invoice, then a total per currency; each cell in a font
+    that can draw it (`font(text, bold)`)."""
     labels = letter.labels
     rows = [[labels["invoice"], labels["due_date"], labels["amount"], labels["balance"]]]
     rows += [[i.number, i.due_date, i.amount, i.balance] for i in letter.invoices]
@@ -227,20 +229,18 @@ def _invoice_table(letter: Letter, regular: str, bold: str, width: float) -> Tab
         rows.append([f"{labels['total']} {currency}", "", "", total])
     table = Table(rows, colWidths=[width * 0.34, width * 0.22, width * 0.22, width * 0.22], repeatRows=1)
     n = len(letter.invoices)
-    table.setStyle(
-        TableStyle(
-            [
-                ("FONT", (0, 0), (-1, -1), regular, 9.5),
-                ("FONT", (0, 0), (-1, 0), bold, 9.5),
-                ("FONT", (0, n + 1), (-1, -1), bold, 9.5),
-                ("ALIGN", (2, 0), (-1, -1), "RIGHT"),
-                ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.black),
-                ("LINEABOVE", (0, n + 1), (-1, n + 1), 0.6, colors.black),
-                ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
-                ("TOPPADDING", (0, 0), (-1, -1), 3),
-            ]
-        )
-    )
+    style: list = [
+        ("ALIGN", (2, 0), (-1, -1), "RIGHT"),
+        ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.black),
+        ("LINEABOVE", (0, n + 1), (-1, n + 1), 0.6, colors.black),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
+        ("TOPPADDING", (0, 0), (-1, -1), 3),
+    ]
+    for r, row in enumerate(rows):
+        bold = r == 0 or r > n
+        for c, cell in enumerate(row):
+            style.append(("FONT", (c, r), (c, r), font(cell, bold=bold), 9.5))
+    table.setStyle(TableStyle(style))
     return table
 
 

@@ -64,6 +64,9 @@ class Settings(CommonSettings):
     letter_bank_iban: str | None = None  # bank details printed when the payload's brand has none
     letter_bank_bic: str | None = None
     letter_bank_name: str | None = None
+    # A TrueType (glyf) CJK font embedded in letters, e.g. IPAexGothic; unset: the PDF names ReportLab's
+    # built-in CID fonts (HeiseiKakuGo-W5...), which the reader or the print shop must supply.
+    letter_cjk_font_file: str | None = None
 
     # Tenant templates and brand (tenant_templates.py, brand.py; docs/templates.md).
     template_cache_seconds: float = Field(2.0, ge=0)  # a saved template or brand applies to sends within this

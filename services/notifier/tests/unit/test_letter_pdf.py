@@ -264,3 +264,28 @@ async def test_no_usable_address_fails_the_delivery_permanently(address):
     d = Delivery("dlv_1", "ten_1", "inv_1", "stg_1", "firm", "letter", None, 1, payload)
     outcome = await LetterChannel(SETTINGS, RENDERER).open_session().send(d)
     assert isinstance(outcome, Failed) and outcome.error_code == "invalid_recipient" and outcome.permanent
+
+
+IPAEX = "/usr/share/fonts/opentype/ipaexfont-gothic/ipaexg.ttf"  # Debian's fonts-ipaexfont-gothic
+
+
+@pytest.mark.skipif(not __import__("os").path.exists(IPAEX), reason="no IPAexGothic on this machine")
+def test_a_configured_cjk_truetype_font_is_embedded():
+    address = {
+        "name": "株式会社サンプル商事",
+        "lines": ["千代田1-1"],
+        "postal_code": "100-0001",
+        "city": "千代田区",
+        "region": "東京都",
+        "country": "JP",
+    }
+    payload = stage(locale="ja-JP", name="株式会社サンプル商事", postal_address=address)
+    pdf = pdf_of(payload, SETTINGS.model_copy(update={"letter_cjk_font_file": IPAEX}))
+    reader = pypdf.PdfReader(io.BytesIO(pdf))
+    assert "株式会社サンプル商事" in reader.pages[0].extract_text()
+    fonts = [f.get_object() for f in reader.pages[0]["/Resources"]["/Font"].values()]
+    embedded = [f for f in fonts if "/DescendantFonts" in f or "/FontDescriptor" in f]
+    assert any(
+        "/FontFile2" in (f["/DescendantFonts"][0].get_object() if "/DescendantFonts" in f else f)["/FontDescriptor"]
+        for f in embedded
+    ), [str(f.get("/BaseFont")) for f in fonts]
