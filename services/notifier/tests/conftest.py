@@ -102,8 +102,10 @@ def _customer_updated(
     locale: str = "en-US",
     timezone: str = "America/New_York",
     tenant_id: str = "ten_test_notifier",
+    **optional,
 ) -> dict:
-    """A CustomerUpdated envelope (validated) for this customer's state at `version`."""
+    """A CustomerUpdated envelope (validated) for this customer's state at `version` (`optional`: e.g.
+    phone, postal_address)."""
     example = schemas_dir() / "examples" / "CustomerUpdated" / "1" / "new-ap-contact-with-cc.json"
     data = orjson.loads(example.read_bytes())["data"]
     data.update(
@@ -117,6 +119,7 @@ def _customer_updated(
         timezone=timezone,
         previous_timezone=timezone,
         changed=["email", "cc"],
+        **optional,
     )
     envelope = events.new_event(
         "dunning.CustomerUpdated.v1", data, source="/invoice-ingest", subject=customer_id, tenant_id=tenant_id

@@ -53,7 +53,8 @@ log = get_logger(__name__)
 def recipient_for(stage: StageEscalated) -> str | None:
     """The address a channel delivers to, from the event's snapshot (the dispatcher replaces it with
     the customer's current contacts, if any, when it sends); None where the payload has none for it."""
-    return addresses(stage.channel, stage.customer.email)[0]
+    c = stage.customer
+    return addresses(stage.channel, c.email, (), c.phone, c.postal_address)[0]
 
 
 async def record_delivery(conn: asyncpg.Connection, event: Event[StageEscalated]) -> None:
@@ -117,7 +118,12 @@ async def _apply_stop(conn: asyncpg.Connection, event: Event, state: str, reason
     cancelled = [r for r in rows if r["state"] == "cancelled"]
     await outbox.add_many(conn, [reminder_cancelled(r) for r in cancelled])
     await tasks.cancel_for_stop(  # its open call tasks too (TaskCancelled)
-        conn, tenant_id=data.tenant_id, invoice_id=data.invoice_id, reason=reason, cause_event_id=event.id, at=stopped_at
+        conn,
+        tenant_id=data.tenant_id,
+        invoice_id=data.invoice_id,
+        reason=reason,
+        cause_event_id=event.id,
+        at=stopped_at,
     )
     await notices.leave_out(
         conn,
@@ -160,6 +166,8 @@ async def update_contacts(conn: asyncpg.Connection, event: Event[CustomerUpdated
         cc=customer.cc,
         locale=customer.locale,
         timezone=customer.timezone,
+        phone=customer.phone,
+        postal_address=customer.postal_address,
         version=customer.version,
         updated_at=customer.updated_at,
     )

@@ -165,7 +165,8 @@ async def settle_included(
 _CLAIM_DUE = (
     "UPDATE notices n SET state = 'sending', attempts = n.attempts + 1,"
     " claimed_until = now() + make_interval(secs => $2), updated_at = now()"
-    " FROM (SELECT x.notice_id, c.name, c.email, c.cc, c.locale, c.timezone FROM notices x"
+    " FROM (SELECT x.notice_id, c.name, c.email, c.cc, c.locale, c.timezone, c.phone, c.postal_address"
+    "       FROM notices x"
     "       LEFT JOIN contacts c ON c.tenant_id = x.tenant_id AND c.customer_id = x.customer_id"
     "       WHERE x.state = 'pending' AND x.next_attempt_at <= now()"
     "       ORDER BY x.next_attempt_at LIMIT $1 FOR UPDATE OF x SKIP LOCKED) due"
@@ -173,7 +174,7 @@ _CLAIM_DUE = (
     " RETURNING n.notice_id, n.delivery_id, n.tenant_id, n.customer_id, n.channel, n.recipient, n.attempts,"
     " n.payload, n.traceparent,"
     " due.name AS contact_name, due.email AS contact_email, due.cc AS contact_cc, due.locale AS contact_locale,"
-    " due.timezone AS contact_timezone"
+    " due.timezone AS contact_timezone, due.phone AS contact_phone, due.postal_address AS contact_postal_address"
 )
 _LIVE_ITEMS = (
     "SELECT notice_id, position FROM notice_items WHERE notice_id = ANY($1::text[]) AND stop_reason IS NULL"

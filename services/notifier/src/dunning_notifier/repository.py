@@ -34,7 +34,9 @@ _CLAIMED_COLUMNS = ", ".join(
     )
 )
 # The contacts row found by the claim (all null when the customer has none): contacts.current.
-_CONTACT_COLUMNS = "".join(f", due.{c} AS contact_{c}" for c in ("name", "email", "cc", "locale", "timezone"))
+_CONTACT_COLUMNS = "".join(
+    f", due.{c} AS contact_{c}" for c in ("name", "email", "cc", "locale", "timezone", "phone", "postal_address")
+)
 _API_COLUMNS = (
     "delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template, recipient, cc, state,"
     " attempts, in_doubt_attempts, last_in_doubt_at, next_attempt_at, provider_message_id,"
@@ -131,7 +133,8 @@ async def release_expired_leases(conn: Executor) -> list[asyncpg.Record]:
 _CLAIM_DUE = (
     "UPDATE deliveries d SET state = 'sending', attempts = d.attempts + 1,"
     " claimed_until = now() + make_interval(secs => $2), updated_at = now()"
-    " FROM (SELECT x.delivery_id, c.name, c.email, c.cc, c.locale, c.timezone FROM deliveries x"
+    " FROM (SELECT x.delivery_id, c.name, c.email, c.cc, c.locale, c.timezone, c.phone, c.postal_address"
+    "       FROM deliveries x"
     "       LEFT JOIN contacts c ON c.tenant_id = x.tenant_id AND c.customer_id = x.customer_id"
     "       WHERE x.state = 'pending' AND x.next_attempt_at <= now()"
     "       ORDER BY x.next_attempt_at LIMIT $1 FOR UPDATE OF x SKIP LOCKED) due"
@@ -299,11 +302,12 @@ async def reopen(conn: asyncpg.Connection, tenant_id: str, invoice_id: str) -> s
 
 
 _UPSERT_CONTACT = (
-    "INSERT INTO contacts (tenant_id, customer_id, name, email, cc, locale, timezone, version, updated_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    "INSERT INTO contacts (tenant_id, customer_id, name, email, cc, locale, timezone, version, updated_at, phone,"
+    " postal_address)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     " ON CONFLICT (tenant_id, customer_id) DO UPDATE SET name = excluded.name, email = excluded.email,"
     " cc = excluded.cc, locale = excluded.locale, timezone = excluded.timezone, version = excluded.version,"
-    " updated_at = excluded.updated_at"
+    " updated_at = excluded.updated_at, phone = excluded.phone, postal_address = excluded.postal_address"
     " WHERE contacts.version < excluded.version"
     " RETURNING version"
 )
@@ -321,11 +325,24 @@ async def upsert_contact(
     timezone: str,
     version: int,
     updated_at: datetime,
+    phone: str | None = None,
+    postal_address: dict[str, Any] | None = None,
 ) -> bool:
     """Hold this version of the customer's contacts; False (nothing changed) if the row already holds
     this version or a newer one (a replay, or an update that arrived after a later one)."""
     applied = await conn.fetchval(
-        _UPSERT_CONTACT, tenant_id, customer_id, name, email, list(cc), locale, timezone, version, updated_at
+        _UPSERT_CONTACT,
+        tenant_id,
+        customer_id,
+        name,
+        email,
+        list(cc),
+        locale,
+        timezone,
+        version,
+        updated_at,
+        phone,
+        postal_address,
     )
     return applied is not None
 

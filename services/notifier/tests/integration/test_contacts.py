@@ -128,3 +128,28 @@ async def test_a_customer_update_whose_envelope_disagrees_is_rejected(notifier, 
 
 def test_the_consumer_subscribes_to_the_customers_topic():
     assert topics_of(HANDLERS) == ["dunning.customers.v1", "dunning.stages.v1"]
+
+
+async def test_an_sms_goes_to_the_phone_of_the_latest_customer_update_and_a_letter_to_its_address(notifier, stage_data):
+    from dunning_notifier import repository as repo
+    from dunning_notifier.outcomes import Delivery
+
+    data = stage_data(channel="sms")
+    customer_id = data["customer"]["customer_id"] = new_id("cus")
+    data["customer"]["phone"] = "+4930123456"
+    await notifier.receive(data)
+    assert (await notifier.delivery(data["invoice_id"], "sms"))["recipient"] == "+4930123456"  # the snapshot's
+
+    address = {"lines": ["Hauptstraße 1"], "postal_code": "80331", "city": "München", "country": "DE"}
+    email = f"ap+{new_id('m')[-8:]}@x.example"
+    await notifier.customer_updated(
+        customer_id=customer_id, version=2, email=email, phone="+4989123456", postal_address=address
+    )
+    stored = await notifier.pool.fetchrow(
+        "SELECT phone, postal_address FROM contacts WHERE customer_id = $1", customer_id
+    )
+    assert (stored["phone"], stored["postal_address"]) == ("+4989123456", address)
+    claimed = [r for r in await repo.claim_due(notifier.pool, 100, 60) if r["invoice_id"] == data["invoice_id"]]
+    delivery = Delivery.from_row(claimed[0])
+    assert delivery.recipient == "+4989123456"
+    assert delivery.payload["customer"]["postal_address"] == address

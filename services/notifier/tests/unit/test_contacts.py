@@ -122,3 +122,57 @@ def test_an_unusable_copy_is_refused(stage_data, copy):
 
 def test_cc_header_stays_on_one_line_when_it_fits():
     assert cc_header(["a@x.example", "b@x.example"]) == "a@x.example, b@x.example"
+
+
+ADDRESS = {"name": None, "lines": ["Friedrichstraße 123"], "postal_code": "10117", "city": "Berlin", "country": "DE"}
+
+
+@pytest.mark.parametrize(
+    ("channel", "phone", "address", "expected"),
+    [
+        pytest.param("sms", "+4930123456", ADDRESS, ("+4930123456", ()), id="sms-to-the-phone"),
+        pytest.param("call", "+4930123456", None, ("+4930123456", ()), id="call-to-the-phone"),
+        pytest.param("sms", None, ADDRESS, (None, ()), id="sms-without-a-phone"),
+        pytest.param("letter", "+4930123456", ADDRESS, ("Friedrichstraße 123, 10117 Berlin, DE", ()), id="letter"),
+        pytest.param("letter", None, None, (None, ()), id="letter-without-an-address"),
+        pytest.param("webhook", "+4930123456", ADDRESS, (None, ()), id="webhook-has-none"),
+    ],
+)
+def test_addresses_of_the_phone_and_letter_channels(channel, phone, address, expected):
+    assert addresses(channel, AP, [A], phone, address) == expected
+
+
+def test_the_contacts_row_overrides_the_snapshots_phone_and_address(stage_data):
+    data = stage_data()
+    data["customer"] |= {"phone": "+4930000001", "postal_address": {**ADDRESS, "city": "Old Town"}}
+    row = claimed(
+        data,
+        channel="sms",
+        name="Now GmbH",
+        email=AP,
+        cc=[],
+        locale="de-DE",
+        timezone="Europe/Berlin",
+        phone="+4989123456",
+        postal_address=ADDRESS,
+    )
+    payload, to, cc = current(row)
+    assert (to, cc) == ("+4989123456", ())
+    assert payload["customer"]["phone"] == "+4989123456" and payload["customer"]["postal_address"] == ADDRESS
+    letter = current({**row, "channel": "letter"})
+    assert letter[1] == "Friedrichstraße 123, 10117 Berlin, DE"
+
+
+def test_a_contacts_row_without_a_phone_clears_the_snapshots(stage_data):
+    data = stage_data()
+    data["customer"] |= {"phone": "+4930000001", "postal_address": ADDRESS}
+    row = claimed(data, channel="sms", name="N", email=AP, cc=[], locale="en", timezone="UTC")
+    payload, to, _ = current(row)
+    assert to is None and "phone" not in payload["customer"] and "postal_address" not in payload["customer"]
+
+
+def test_without_a_contacts_row_an_sms_goes_to_the_recorded_phone(stage_data):
+    data = stage_data()
+    data["customer"]["phone"] = "+4930123456"
+    row = {**claimed(data, channel="sms"), "recipient": "+4930123456"}
+    assert current(row)[1] == "+4930123456"
