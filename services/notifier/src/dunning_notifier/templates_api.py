@@ -20,6 +20,7 @@ from dunning_notifier.rendering import Renderer, RenderError, parse_locale
 from dunning_notifier.schemas import INVOICE_ID
 from dunning_notifier.settings import Settings
 from dunning_notifier.template_samples import sample_contexts, sample_payload
+from dunning_notifier.template_sandbox import run_bounded
 from dunning_notifier.tenant_templates import (
     CHANNEL_PARTS,
     FILE_PART,
@@ -116,6 +117,31 @@ class PreviewOut(BaseModel):
     subject: str
     text: str
     html: str
+
+
+RENDER_ERRORS = (RenderError, TemplateError, KeyError, TypeError, ValueError, AttributeError, RecursionError)
+
+
+def check_parts(
+    renderer: Renderer,
+    key: str,
+    channel: str,
+    locale: str,
+    parts: Any,
+    data: dict[str, Any] | None = None,
+    field: str = "key",
+) -> dict[str, str] | None:
+    """Validate the parts (TemplateInvalid) and, given a payload, render them with its context, branded
+    for its tenant. Runs in template_sandbox's bounded child: nothing returned but strings."""
+    compiled = validate(renderer.env, channel, parts, sample_contexts(renderer, key, channel, locale))
+    if data is None:
+        return None
+    try:
+        ctx = renderer.branded(renderer.context(data, parse_locale(locale)[0]), data["tenant_id"])
+        return {part: template.render(ctx) for part, template in compiled.items()}
+    except RENDER_ERRORS as exc:
+        message = f"{field}: cannot be rendered: {exc}"
+        raise TemplateInvalid([{"field": field, "message": message, "code": "render_error"}]) from None
 
 
 def _invalid(exc: TemplateInvalid) -> Problem:
@@ -241,7 +267,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, common: CommonSettings) -> None
                 )
             parts = old["parts"]
         try:
-            validate(env, channel, parts, sample_contexts(renderer, key, channel, locale))
+            await run_bounded("parts", check_parts, renderer, key, channel, locale, parts)
         except TemplateInvalid as exc:
             raise _invalid(exc) from None
         async with pool.acquire() as conn, conn.transaction():
@@ -339,6 +365,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, common: CommonSettings) -> None
             "customer": {**payload["customer"], "locale": locale},
         }
         await renderer.prepare(tenant_id)
+        field = "invoice_id" if body.invoice_id else "key"
         try:
             if body.parts is None:
                 found = store.find(env, tenant_id, body.channel, key, locale, FILE_PART[CHANNEL_PARTS[body.channel][0]])
@@ -352,22 +379,16 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, common: CommonSettings) -> None
                     text=r.text,
                     html=r.html,
                 )
-            compiled = validate(env, body.channel, body.parts, sample_contexts(renderer, key, body.channel, locale))
-            loc, tag = parse_locale(locale)
-            ctx = renderer.branded(renderer.context(data, loc), tenant_id)
-            out = {part: template.render(ctx) for part, template in compiled.items()}
+            out = await run_bounded("parts", check_parts, renderer, key, body.channel, locale, body.parts, data, field)
         except TemplateInvalid as exc:
             raise _invalid(exc) from None
-        except (RenderError, TemplateError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            # the recorded payload or the template cannot render: say why (a 422, never a 500)
-            raise Problem.invalid(
-                "invoice_id" if body.invoice_id else "key", f"cannot be rendered: {exc}", "render_error"
-            ) from None
+        except RENDER_ERRORS as exc:  # the recorded payload cannot render: say why (a 422, never a 500)
+            raise Problem.invalid(field, f"cannot be rendered: {exc}", "render_error") from None
         subject = _LINE_BREAKS.sub(" ", out.get("subject", "")).strip()
         return PreviewOut(
             key=key,
             channel=body.channel,
-            locale=tag,
+            locale=parse_locale(locale)[1],
             source="parts",
             subject=subject,
             text=out.get("text", ""),

@@ -144,6 +144,9 @@ def validate(env: Environment, channel: str, parts: Any, contexts: list[dict[str
         except TemplateSyntaxError as exc:
             errors.append(_error(part, exc.message or "syntax error", "template_syntax", exc.lineno))
             continue
+        except RecursionError:
+            errors.append(_error(part, "nested too deeply", "template_syntax"))
+            continue
         found = _static_errors(env, channel, part, ast, known)
         if found:
             errors += found
@@ -152,7 +155,15 @@ def validate(env: Environment, channel: str, parts: Any, contexts: list[dict[str
         for n, context in enumerate(contexts):
             try:
                 template.render(context)
-            except (TemplateError, TypeError, ValueError, AttributeError, KeyError, ArithmeticError) as exc:
+            except (
+                TemplateError,
+                TypeError,
+                ValueError,
+                AttributeError,
+                KeyError,
+                ArithmeticError,
+                RecursionError,
+            ) as exc:
                 sample = "a reminder with every optional value" if n == 0 else "a reminder without optional values"
                 message = f"{exc} (rendering {sample}: guard optional values with {{% if %}})" if n else f"{exc}"
                 errors.append(_error(part, message, "render_error", _line_of(exc, part)))
