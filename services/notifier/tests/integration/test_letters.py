@@ -178,3 +178,48 @@ async def test_tracking_events_are_verified_and_recorded_once(env, stage_data):
 
     facts = (await api.get(f"/v1/deliveries/{d.delivery_id}/letter", headers={"Authorization": f"Bearer {KEY}"})).json()
     assert [e["event_type"] for e in facts["events"]] == ["letter.mailed"]
+
+
+@pytest.fixture
+async def served_api(env, notifier_pool):
+    """The notifier's API on a real port, so the stand-in can call its webhook route."""
+    import asyncio
+
+    import uvicorn
+
+    _, _, settings = env
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ApiDeps(pool=notifier_pool, settings=settings)), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await asyncio.wait_for(task, timeout=10)
+
+
+async def test_the_stand_ins_signed_events_reach_the_notifier(env, stage_data, printmail, served_api):
+    channel, api, _ = env
+    d = delivery(stage_data)
+    sent = await channel.open_session().send(d)
+    assert isinstance(sent, Sent)
+    async with httpx.AsyncClient(base_url=printmail, timeout=15) as stand_in:
+        hook = {"url": f"{served_api}/v1/providers/printmail/events", "secret": HOOK_SECRET}
+        assert (await stand_in.put("/_dev/webhook", json=hook)).status_code == 200
+        for event_type in ("letter.mailed", "letter.in_transit", "letter.delivered"):
+            answer = await stand_in.post(
+                f"/_dev/letters/{sent.provider_message_id}/events", json={"event_type": event_type}
+            )
+            assert answer.status_code == 200 and answer.json()["status_code"] == 200, answer.text
+        await stand_in.put("/_dev/webhook", json={**hook, "secret": "not the notifier's"})
+        forged = await stand_in.post(
+            f"/_dev/letters/{sent.provider_message_id}/events", json={"event_type": "letter.returned_to_sender"}
+        )
+        assert forged.json()["status_code"] == 401
+
+    facts = (await api.get(f"/v1/deliveries/{d.delivery_id}/letter", headers={"Authorization": f"Bearer {KEY}"})).json()
+    assert [e["event_type"] for e in facts["events"]] == ["letter.mailed", "letter.in_transit", "letter.delivered"]
