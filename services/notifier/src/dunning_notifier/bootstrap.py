@@ -4,10 +4,12 @@ from email.utils import parseaddr
 
 from dunning import runtime
 from dunning.consumer import ConsumerRunner
+from dunning_notifier import optouts
 from dunning_notifier.api import ApiDeps, create_app
-from dunning_notifier.channels import build_channels
+from dunning_notifier.channels import PROVIDERS, build_channels
 from dunning_notifier.dispatcher import Dispatcher
 from dunning_notifier.handlers import HANDLERS
+from dunning_notifier.inbound import InboundSmtp
 from dunning_notifier.rendering import Renderer
 from dunning_notifier.settings import Settings
 from dunning_notifier.webhooks_sender import WebhookSender
@@ -28,6 +30,9 @@ async def bootstrap(settings: Settings) -> runtime.Service:
     dispatcher = build_dispatcher(pool, settings) if settings.dispatcher_enabled else None
     if dispatcher is not None:
         workers.append(dispatcher)
+    if settings.inbound_smtp_port:  # inbound.py: replies, DSNs, mailto unsubscribes
+        workers.append(InboundSmtp(pool, settings, set(PROVIDERS)))
+    optouts.check_settings(settings)
     if settings.webhooks_enabled:
         workers.append(WebhookSender(pool, settings))  # webhooks_sender.py: the event subscriptions' messages
     return runtime.Service(

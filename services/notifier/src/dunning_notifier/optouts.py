@@ -37,13 +37,13 @@ from dunning_notifier.settings import Settings
 
 log = get_logger(__name__)
 DEFAULT_FALLBACK = ("email", "sms", "letter")
-CHANNELS = ("email", "sms", "letter", "webhook")
+ADDRESSED = frozenset({"email", "sms"})  # channels that cannot go without an address of the customer
 _MAC_BYTES = 16
 _SEP = "\x1f"
 # A 5xx to RCPT (channels.py's classification): the mailbox does not exist / is not ours / bad name.
 HARD_BOUNCE_CODES = frozenset({"smtp_550", "smtp_551", "smtp_553"})
 # The failures that send the stage to the next channel.
-FALLBACK_CODES = frozenset({"opted_out", "contact_invalid"}) | HARD_BOUNCE_CODES
+FALLBACK_CODES = frozenset({"opted_out", "contact_invalid", "bounced"}) | HARD_BOUNCE_CODES  # bounced: a DSN
 
 
 class Subject(NamedTuple):
@@ -102,6 +102,17 @@ def verify(token: str, settings: Settings) -> Subject:
     if len(parts) != 4 or not all(parts):
         raise BadToken("not a token")
     return Subject(*parts)
+
+
+def check_settings(settings: Settings) -> None:
+    """At start-up: without a secret (production, NOTIFIER_UNSUBSCRIBE_SECRET unset) reminders go out
+    without List-Unsubscribe and the unsubscribe routes answer 503; said loudly, once."""
+    if settings.unsubscribe_secret is None:
+        log.error("notifier.unsubscribe.not_configured", hint="set NOTIFIER_UNSUBSCRIBE_SECRET (or NOTIFIER_ENV=dev)")
+    elif settings.env != "dev" and len(settings.unsubscribe_secret.get_secret_value()) < 32:
+        raise ValueError("NOTIFIER_UNSUBSCRIBE_SECRET must be at least 32 characters")
+    if not settings.public_url:
+        log.warning("notifier.unsubscribe.no_public_url", hint="set NOTIFIER_PUBLIC_URL for List-Unsubscribe")
 
 
 def customer_of(d: Delivery) -> str | None:
@@ -240,14 +251,16 @@ async def next_allowed(
     channel: str,
     payload: Mapping[str, Any],
     configured: Collection[str],
-) -> tuple[str, str] | None:
+) -> tuple[str, str | None] | None:
     """(channel, address) of the first channel after `channel` in the order that has a provider, an
-    address for the customer and no block on it; None if there is none."""
+    address where the channel needs one (e-mail, SMS: ADDRESSED) and no block on it; None if none."""
     for candidate in next_channels(order, channel, configured):
         recipient = recipient_on(payload, candidate)
-        if recipient and not await repo.active_block(
-            conn, tenant_id, customer_id, candidate, [normalise(candidate, recipient)]
-        ):
+        if recipient is None:
+            if candidate in ADDRESSED:
+                continue
+            return candidate, None  # a letter or webhook: the channel reads what it needs from the payload
+        if not await repo.active_block(conn, tenant_id, customer_id, candidate, [normalise(candidate, recipient)]):
             return candidate, recipient
     return None
 

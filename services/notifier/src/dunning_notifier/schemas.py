@@ -61,6 +61,14 @@ class DeliveryOut(BaseModel):
         examples=["invoice_settled"],
     )
     cancelled_at: datetime | None = Field(None, description="when it was cancelled; null unless cancelled")
+    fallback_of: str | None = Field(
+        None,
+        description="the delivery of the same stage this one stands in for: that one's address was opted out,"
+        " invalid or bounced, so the stage went on the tenant's next channel (optouts.py)",
+    )
+    provider_status: str | None = Field(
+        None, description="what the provider reported after accepting it, e.g. `bounced` (a DSN came back)"
+    )
 
 
 class DeliveryList(BaseModel):

@@ -171,6 +171,7 @@ class Stack:
                 "NOTIFIER_SMTP_HOST": "127.0.0.1",
                 "NOTIFIER_SMTP_PORT": str(self.ports.smtp),
                 "NOTIFIER_INBOUND_SMTP_PORT": str(self.ports.inbound_smtp),
+                "NOTIFIER_ENV": "dev",  # the dev unsubscribe secret (optouts.py); production sets its own
                 "NOTIFIER_SMS_API_URL": self.providers_url,
                 "NOTIFIER_TWILIO_ACCOUNT_SID": self.provider_secrets["twilio_account_sid"],
                 "NOTIFIER_TWILIO_AUTH_TOKEN": self.provider_secrets["twilio_auth_token"],

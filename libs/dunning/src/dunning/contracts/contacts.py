@@ -16,7 +16,7 @@ class _CustomerReplied(NamedTuple):
     stage: str
     channel: str
     from_address: str
-    subject: str
+    mail_subject: str  # the reply's Subject (`subject` is the envelope's: the invoice id)
     excerpt: str  # the reply's text, at most 2,000 characters
     auto_reply: bool  # an out-of-office or other automatic answer: shown, not counted, never pauses
     pause_days: int | None  # the tenant pauses dunning this many days on a reply (None: it does not)
