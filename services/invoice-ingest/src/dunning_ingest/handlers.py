@@ -22,13 +22,16 @@ from datetime import datetime
 import asyncpg
 
 from dunning.contracts import (
+    CallTaskCompleted,
     CreditNoteIssued,
     CustomerCreditApplied,
+    CustomerReplied,
     DunningPaused,
     DunningPlanned,
     DunningResumed,
     InstalmentMissed,
     InvoiceClosedByProcessor,
+    InvoiceHandedToAgency,
     LateChargesAssessed,
     LateChargesWaived,
     NoticeComposed,
@@ -50,11 +53,21 @@ from dunning.contracts import (
     StageEscalated,
     StagesCancelled,
     StagesRescheduled,
+    TaskCancelled,
+    TaskCreated,
 )
 from dunning.events import Event
 from dunning.handler_table import HandlerSpec, Rejected
 from dunning.logging import get_logger
-from dunning_ingest import money_handlers, plans_service, policy_handlers, repository, stop_handlers
+from dunning_ingest import (
+    collections_handlers,
+    money_handlers,
+    plans_service,
+    policy_handlers,
+    reply_handlers,
+    repository,
+    stop_handlers,
+)
 from dunning_ingest.money_output import reason_words
 from dunning_ingest.timeline_batch import timeline_batch, unique_rows
 
@@ -211,4 +224,12 @@ HANDLERS = {
     NoticeSent: HandlerSpec(policy_handlers.notice_sent),
     LateChargesAssessed: HandlerSpec(policy_handlers.late_charges_assessed),
     LateChargesWaived: HandlerSpec(policy_handlers.late_charges_waived),
+    # a customer's reply to a reminder (reply_handlers.py): a history entry, a hold if the tenant pauses on replies
+    CustomerReplied: HandlerSpec(reply_handlers.customer_replied),
+    # collections (collections_handlers.py): call tasks and their outcomes (a promise, a dispute), and
+    # the hand-off to a collection agency (status with_agency)
+    TaskCreated: HandlerSpec(collections_handlers.task_created),
+    TaskCancelled: HandlerSpec(collections_handlers.task_cancelled),
+    CallTaskCompleted: HandlerSpec(collections_handlers.call_task_completed),
+    InvoiceHandedToAgency: HandlerSpec(collections_handlers.handed_to_agency),
 }

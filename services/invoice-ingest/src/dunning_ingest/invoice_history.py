@@ -55,6 +55,12 @@ HistoryKind = Literal[
     "paused",
     "resumed",
     "reminder_cancelled",
+    "customer_replied",  # reply_handlers.py: a reply to a reminder
+    # collections (collections_handlers.py): call tasks and the hand-off to a collection agency
+    "call_task_created",
+    "call_task_completed",
+    "call_task_cancelled",
+    "handed_to_agency",
     # the policies at work (issue 10): the rule that chose the policy, deferrals, consolidated notices,
     # the minimum balance, late charges
     "segment_chosen",
@@ -110,7 +116,9 @@ class InvoiceEventOut(BaseModel):
         "from, to}]} (reference: "
         "send_window | contact_cap | quiet_period, reason: the words why); notice_composed {notice_id, "
         "channel, stage_id, stage, listed_as: stage | overdue, invoices (how many), invoice_ids (the first 50), "
-        "charges?}; notice_sent, notice_left_out {notice_id, channel, invoices, invoice_ids (sent; the first 50), "
+        "charges?}; customer_replied {reply_id, delivery_id, stage, channel, from, subject, excerpt, auto_reply, "
+        "pause_days} (reference: the reply id); "
+        "notice_sent, notice_left_out {notice_id, channel, invoices, invoice_ids (sent; the first 50), "
         "left_out (how many)}; charges_assessed {stage_id, stage, late_fee, "
         "interest, interest_from, interest_to, day_count, total_late_fees, total_interest, periods: [{start, "
         "end, days, principal, annual_rate, amount}]}; charges_waived {late_fees, interest, by}.",

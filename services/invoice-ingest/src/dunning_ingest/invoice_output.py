@@ -125,7 +125,12 @@ class StageOut(BaseModel):
         return cls.model_validate({**{k: s[k] for k in cls.model_fields if k != "history"}, "history": own})
 
 
-InvoiceStatus = Literal["open", "paid", "void", "written_off"]
+InvoiceStatus = Literal["open", "paid", "void", "written_off", "with_agency"]
+
+
+def status_of(r: Mapping[str, Any]) -> str:
+    """`with_agency` for an open invoice handed to a collection agency (collections_handlers.py)."""
+    return "with_agency" if r["status"] == "open" and r.get("with_agency_at") is not None else r["status"]
 
 
 class InvoiceOut(BaseModel):
@@ -160,7 +165,7 @@ class InvoiceOut(BaseModel):
         written_off = r["written_off_amount"]
         money["written_off_amount"] = None if written_off is None else format_amount(written_off, r["currency"])
         plain = {k: r[k] for k in InvoiceOut.model_fields if k not in money and k != "customer" and k != "charges"}
-        return {**plain, **money, "customer": customer}
+        return {**plain, **money, "customer": customer, "status": status_of(r)}
 
     @classmethod
     def from_row(cls, r: Mapping[str, Any]) -> "InvoiceOut":
@@ -232,7 +237,7 @@ def invoice_out_json(r: Mapping[str, Any]) -> dict[str, Any]:
         "external_id": r["external_id"],
         "version": r["version"],
         "number": r["number"],
-        "status": r["status"],
+        "status": status_of(r),
         "currency": currency,
         "amount_due": format_amount(r["amount_due"], currency),
         "balance": format_amount(r["balance"], currency),

@@ -16,7 +16,7 @@ from dunning_ingest.repository import customers
 INVOICE_SELECT = """
 SELECT i.id, i.external_id, i.number, i.status, i.currency, i.amount_due, i.balance, i.issue_date,
        i.due_date, i.payment_url, i.metadata, i.created_at, i.customer_id, i.version, i.updated_at,
-       i.closed_reason, i.voided_at, i.written_off_at, i.written_off_amount,
+       i.closed_reason, i.voided_at, i.written_off_at, i.written_off_amount, i.with_agency_at,
        c.external_id AS customer_external_id, c.name AS customer_name, c.email AS customer_email,
        c.locale AS customer_locale, c.timezone AS customer_timezone, c.country AS customer_country,
        c.subdivision AS customer_subdivision, c.tags AS customer_tags, c.attributes AS customer_attributes,
@@ -307,6 +307,9 @@ async def list_invoices(
     """Newest first (ids are time-ordered); `after_id` is the last id of the previous page."""
     where: list[str] = ["i.tenant_id = $1"]
     args: list[Any] = [tenant_id]
+    if status in ("open", "with_agency"):  # with_agency: open, handed to a collection agency (shown so)
+        where.append(f"i.with_agency_at IS {'NULL' if status == 'open' else 'NOT NULL'}")
+        status = "open"
     if status is not None and status != "open":
         where.append("i.status <> 'open'")  # lets the planner use the partial index invoices_tenant_closed
     for clause, value in (
