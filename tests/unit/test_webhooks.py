@@ -238,3 +238,11 @@ def test_event_types_must_come_from_the_catalogue():
     assert check_event_types(["invoice.paid", "invoice.paid", "reminder.due"]) == ["invoice.paid", "reminder.due"]
     with pytest.raises(ValueError, match="'invoice.eaten'"):
         check_event_types(["invoice.paid", "invoice.eaten"])
+
+
+def test_docs_show_a_payload_example_of_every_catalogue_type():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    for event_type in catalogue.EVENT_TYPES:
+        assert f"### `{event_type}`" in doc and f'"type": "{event_type}"' in doc, event_type
