@@ -45,6 +45,15 @@ class Settings(CommonSettings):
             self.unsubscribe_secret = SecretStr("dev-only-unsubscribe-secret: never use in production")
         return self
 
+    # SMS (sms.py, sms_api.py; docs/channels-sms.md): Twilio's Messages API. Status callbacks and inbound
+    # messages come back to public_url + /v1/providers/twilio/{status,inbound}, signed with the auth token.
+    sms_api_url: str = "https://api.twilio.com"  # the stand-in's URL in the dev stack
+    twilio_account_sid: str | None = None  # AC...; unset: the sms channel fails `channel_not_configured`
+    twilio_auth_token: SecretStr | None = None  # HTTP Basic password; the key of X-Twilio-Signature
+    sms_from: str = "+15005550006"  # a Twilio number (E.164), or a Messaging Service SID (MG...)
+    sms_max_segments: int = Field(4, ge=1, le=10)  # longer texts are cut at a word boundary with an ellipsis
+    sms_timeout: float = Field(15.0, gt=0, description="seconds for one create-message request")
+
     # Letters (letters.py): the print-and-mail provider (Lob's API shape) and the sender's return address.
     printmail_api_url: str | None = None  # e.g. https://api.lob.com (the stand-in's URL in the dev stack)
     printmail_api_key: str | None = None  # HTTP Basic username
@@ -58,8 +67,8 @@ class Settings(CommonSettings):
     letter_from_address_line1: str = "1 Example Street"
     letter_from_address_line2: str | None = None
     letter_from_city: str = "Springfield"
-    letter_from_state: str | None = None
-    letter_from_zip: str = "10001"
+    letter_from_state: str | None = "IL"  # required by Lob for US addresses
+    letter_from_zip: str = "62701"
     letter_from_country: str = "US"
     letter_bank_iban: str | None = None  # bank details printed when the payload's brand has none
     letter_bank_bic: str | None = None
