@@ -47,6 +47,7 @@ from dunning.contracts import (
     PromiseBroken,
     PromiseKept,
     ReminderCancelled,
+    ReminderDeliveryUpdated,
     ReminderFailed,
     ReminderSent,
     StageDeferred,
@@ -168,6 +169,14 @@ def failed_rows(f: ReminderFailed) -> list[repository.StageObservation]:
     return [_row(f.stage_id, f.stage, None, f.channel, None, "failed", reason[:2000], f.failed_at)]
 
 
+def delivery_updated_rows(u: ReminderDeliveryUpdated) -> list[repository.StageObservation]:
+    """The provider's later word on a sent reminder: an SMS undelivered or failed did not reach the customer."""
+    state = "sent" if u.status == "delivered" else "failed"
+    error = f" (error {u.error_code})" if u.error_code else ""
+    reason = f"{u.provider}: {u.status}{error}" + (f" to {u.recipient}" if u.recipient else "")
+    return [_row(u.stage_id, u.stage, None, u.channel, None, state, reason[:2000], u.reported_at)]
+
+
 def observe(rows_of: Callable[..., list[repository.StageObservation]]):
     """The per-event handler of a timeline event whose observations `rows_of` lists."""
 
@@ -198,6 +207,7 @@ HANDLERS = {
     ),
     ReminderSent: HandlerSpec(observe(sent_rows), batch=timeline_batch(sent_rows)),
     ReminderFailed: HandlerSpec(observe(failed_rows), batch=timeline_batch(failed_rows)),
+    ReminderDeliveryUpdated: HandlerSpec(observe(delivery_updated_rows)),  # sms.py: Twilio's status callbacks
     # the money (issue 11, money_handlers.py): allocations, credit notes, customer credit, unallocations
     # and reversals (which may reopen a paid invoice), money pending, invoices a processor closed
     PaymentReceived: HandlerSpec(money_handlers.payment_received),
