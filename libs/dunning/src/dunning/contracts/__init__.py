@@ -26,7 +26,13 @@ from dunning.contracts.customers import (
     PaymentPlanCancelled,
     PlanInvoice,
 )
-from dunning.contracts.deliveries import NoticeSent, ReminderCancelled, ReminderFailed, ReminderSent
+from dunning.contracts.deliveries import (
+    NoticeSent,
+    ReminderCancelled,
+    ReminderDeliveryUpdated,
+    ReminderFailed,
+    ReminderSent,
+)
 from dunning.contracts.invoices import (
     DisputeOpened,
     DisputeResolved,
@@ -123,6 +129,7 @@ __all__ = [
     "InvoiceClosedByProcessor",
     "PaymentsWatermark",
     "PlannedStage",
+    "ReminderDeliveryUpdated",
     "ReminderFailed",
     "ReminderSent",
     "RescheduledStage",
@@ -180,6 +187,7 @@ BY_TYPE: dict[str, type[Contract]] = {
         ReminderSent,
         ReminderCancelled,
         ReminderFailed,
+        ReminderDeliveryUpdated,
         NoticeSent,
         CustomerReplied,
         ContactOptedOut,

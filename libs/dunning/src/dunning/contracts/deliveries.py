@@ -94,3 +94,27 @@ class NoticeSent(_NoticeSent, Contract):
     @property
     def subject(self) -> str:
         return self.customer_id
+
+
+class _ReminderDeliveryUpdated(NamedTuple):
+    delivery_id: str
+    stage_id: str
+    invoice_id: str
+    tenant_id: str
+    stage: str
+    channel: str
+    status: str  # the provider's report after ReminderSent: delivered | undelivered | failed
+    provider: str  # twilio
+    provider_message_id: str  # the provider's id of the message (Twilio's SM...)
+    recipient: str | None
+    error_code: str | None  # the provider's error code (Twilio's ErrorCode, e.g. 30003); None when delivered
+    reported_at: datetime
+
+
+class ReminderDeliveryUpdated(_ReminderDeliveryUpdated, Contract):
+    """What the provider reported of a reminder it had accepted (ReminderSent): an SMS that did not
+    reach the handset (undelivered, failed) is news the invoice's timeline shows."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.ReminderDeliveryUpdated.v1"
+    SOURCE: ClassVar[str] = "/notifier"
