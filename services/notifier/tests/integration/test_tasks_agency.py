@@ -43,6 +43,12 @@ class Receiver:
     requests: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
     url: str = ""
 
+    def attempted(self, n: int):
+        async def check() -> bool:
+            return len(self.requests) >= n
+
+        return check
+
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append((await request.read(), dict(request.headers)))
         return web.Response(status=self.status, text="ok")
@@ -242,6 +248,13 @@ async def test_webhook_hand_off_is_signed_hands_over_once_and_queues_the_debtors
     data = await _agency_stage(notifier, stage_data)
     async with dispatching():
         row = await notifier.wait_state(data["invoice_id"], "sent", channel="agency")
+        await async_wait_until(
+            lambda: notifier.pool.fetchval(
+                "SELECT state = 'sent' FROM deliveries WHERE invoice_id = $1 AND stage = 'handed_over'",
+                data["invoice_id"],
+            ),
+            what="the handed_over notice sent",
+        )
     [(body, headers)] = receiver.requests
     payload = Webhook(secret).verify(body, headers)  # raises unless the signature is the secret's
     assert headers["webhook-id"] == row["provider_message_id"] and row["provider_message_id"].startswith("case_")
@@ -261,8 +274,16 @@ async def test_webhook_hand_off_is_signed_hands_over_once_and_queues_the_debtors
     notice = await notifier.pool.fetchrow(
         "SELECT * FROM deliveries WHERE invoice_id = $1 AND stage = 'handed_over'", data["invoice_id"]
     )
-    assert notice["channel"] == "email" and notice["template"] == "handed_over" and notice["state"] == "pending"
+    assert notice["channel"] == "email" and notice["template"] == "handed_over"
     assert notice["payload"]["agency"] == {"name": "Nordic Collect AB", "contact_email": "cases@nordic.example"}
+    [mail] = [
+        m for m in await notifier.mail_to(data["customer"]["email"]) if m["headers"]["X-Dunning-Stage"] == "handed_over"
+    ]
+    assert notice["created_at"] > (
+        await notifier.pool.fetchval(
+            "SELECT created_at FROM agency_cases WHERE case_id = $1", row["provider_message_id"]
+        )
+    )
     case = await api.get(f"/v1/agency/cases/{row['provider_message_id']}", headers=HEADERS)
     assert case.status_code == 200 and case.json()["state"] == "handed_over"
     ack = await api.post(f"/v1/agency/cases/{row['provider_message_id']}/acknowledge", headers=HEADERS)
@@ -335,7 +356,7 @@ async def test_a_failing_agency_endpoint_is_retried_with_backoff(api, notifier, 
     )
     data = await _agency_stage(notifier, stage_data)
     async with dispatching():
-        await async_wait_until(lambda: len(receiver.requests) >= 2, what="two attempts")
+        await async_wait_until(receiver.attempted(2), what="two attempts")
         receiver.status = 200
         row = await notifier.wait_state(data["invoice_id"], "sent", channel="agency")
     assert row["attempts"] >= 3 and row["last_error_code"] is None
