@@ -24,6 +24,7 @@ templates, English msgids, a catalogue per language, English for a language with
 """
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -74,6 +75,13 @@ def _days(ctx: JinjaContext, value: int) -> str:
     """`{{ n|days }}`: "3 days" in the render's language (the catalogue's plural forms)."""
     ngettext = partial(ctx.call, ctx.resolve("ngettext"))
     return str(ngettext("%(num)d day", "%(num)d days", int(value)))
+
+
+def _pad(text: str, width: int) -> str:
+    """`{{ label|pad(19) }}`: left-justified to a display width (a CJK character takes two columns),
+    so the plain-text details line up in every language."""
+    columns = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in str(text))
+    return f"{text}{' ' * max(width - columns, 0)}"
 
 
 @lru_cache(maxsize=512)
@@ -151,6 +159,7 @@ class Renderer:
         )
         self.env.install_null_translations(newstyle=True)  # English until render() passes a catalogue
         self.env.filters["days"] = _days
+        self.env.filters["pad"] = _pad
         self.sender_name = sender_name
         self._resolved: dict[tuple[str, str, str, str], Template] = {}
 

@@ -73,9 +73,9 @@ async def test_stage_escalated_from_the_broker_becomes_one_email(
 
     assert runner.dead_lettered == 0
     [mail] = await notifier.mail_to(data["customer"]["email"])
-    assert mail["subject"].startswith(f"Final notice: invoice {data['invoice']['number']} (￥158,000)")
+    assert mail["subject"].startswith(f"最終督促：請求書 {data['invoice']['number']}（￥158,000）")  # ja-JP
     assert mail["headers"]["X-Dunning-Stage"] == "final"
-    assert "Pay online" not in mail["text"]
+    assert "オンライン決済" not in mail["text"]  # no payment link to offer
     [event] = await notifier.reported(data["invoice_id"])  # checked against its contract
     assert event["type"] == "dunning.ReminderSent.v1"
     assert event["data"]["stage_id"] == data["stage_id"]  # the first event's stage wins
