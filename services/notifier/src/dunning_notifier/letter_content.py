@@ -193,7 +193,8 @@ def compose(payload: dict[str, Any], renderer: Renderer, settings: Settings) -> 
 def _table(
     invoices: list[dict[str, Any]], loc: babel.Locale
 ) -> tuple[tuple[InvoiceLine, ...], tuple[tuple[str, str], ...]]:
-    lines, totals = [], defaultdict(Decimal)
+    lines: list[InvoiceLine] = []
+    totals: defaultdict[str, Decimal] = defaultdict(Decimal)
     for inv in invoices:
         currency = inv["currency"]
         totals[currency] += Decimal(inv["balance"])

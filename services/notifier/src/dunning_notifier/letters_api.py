@@ -162,7 +162,7 @@ def _parse_event(body: bytes) -> dict[str, Any]:
     type_id = event_type.get("id") if isinstance(event_type, dict) else event_type
     if not isinstance(type_id, str) or not type_id.startswith("letter."):
         raise Problem.invalid("event_type.id", "must be a letter event type (letter.*)", "invalid")
-    inner = raw.get("body") if isinstance(raw.get("body"), dict) else {}
+    inner: dict[str, Any] = raw["body"] if isinstance(raw.get("body"), dict) else {}
     letter_id = raw.get("reference_id") or inner.get("id")
     if not isinstance(letter_id, str) or not letter_id:
         raise Problem.invalid("reference_id", "the letter id (reference_id or body.id) is required", "required")

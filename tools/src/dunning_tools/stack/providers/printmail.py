@@ -131,8 +131,8 @@ def router(directory: Path, secrets: dict[str, str]) -> APIRouter:
             return _error(422, f"the request body could not be read: {exc}", "invalid")
         to, problem = _address(form, "to")
         sender, problem = (None, problem) if problem else _address(form, "from")
-        if problem:
-            return _error(422, problem, "invalid")
+        if problem or to is None or sender is None:
+            return _error(422, problem or "an address is invalid", "invalid")
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             return _error(422, "file is required", "invalid")
@@ -149,7 +149,7 @@ def router(directory: Path, secrets: dict[str, str]) -> APIRouter:
         if placement not in PLACEMENTS:
             return _error(422, f"address_placement must be one of {list(PLACEMENTS)}", "invalid")
         now = datetime.now(UTC)
-        letter = {
+        letter: dict[str, Any] = {
             "id": "ltr_" + _secrets.token_hex(10),
             "object": "letter",
             "description": form.get("description"),
