@@ -12,10 +12,10 @@ from dunning.http import Cursor, Page, Problem, TenantId, decode_cursor, limit_q
 from dunning.metrics import instrument_app
 from dunning.settings import CommonSettings
 from dunning_notifier import brand_api, metrics, templates_api
-from dunning_notifier.agency_api import TAG as AGENCY_TAG
-from dunning_notifier.agency_api import agency_router
 from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier import repository as repo
+from dunning_notifier.agency_api import TAG as AGENCY_TAG
+from dunning_notifier.agency_api import agency_router
 from dunning_notifier.letters_api import TAG as LETTERS_TAG
 from dunning_notifier.letters_api import letters_router
 from dunning_notifier.optouts_api import TAG as OPTOUTS_TAG
@@ -29,6 +29,8 @@ from dunning_notifier.schemas import (
     NoticeItemOut,
     NoticeOut,
 )
+from dunning_notifier.sms_api import TAG as SMS_TAG
+from dunning_notifier.sms_api import sms_router
 from dunning_notifier.tasks_api import TAG as TASKS_TAG
 from dunning_notifier.tasks_api import tasks_router
 from dunning_notifier.webhooks_api import webhook_routes
@@ -43,6 +45,7 @@ TAGS = [
         "description": "Consolidated notices: one message per customer listing its overdue invoices.",
     },
     LETTERS_TAG,
+    SMS_TAG,
     templates_api.TAG_DOC,
     brand_api.TAG_DOC,
     OPTOUTS_TAG,
@@ -144,6 +147,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return NoticeOut(**data)
 
     app.include_router(letters_router(deps))  # letters_api.py: letter PDFs, tracking, the provider webhook
+    app.include_router(sms_router(deps))  # sms_api.py: Twilio's signed status callbacks and inbound STOP
     webhook_routes(app, deps)  # webhooks_api.py: endpoints, messages, attempts
     app.include_router(optouts_router(deps))  # optouts_api.py: unsubscribe, contact and channel preferences, replies
     app.include_router(tasks_router(deps))  # tasks_api.py: call tasks (assign, complete)

@@ -51,6 +51,7 @@ from dunning_notifier.mime import address_header, cc_header, compose, header_val
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
 from dunning_notifier.rendering import RenderedEmail, Renderer, RenderError
 from dunning_notifier.settings import Settings
+from dunning_notifier.sms import SmsChannel
 from dunning_notifier.tasks import CallChannel
 from dunning_notifier.webhooks_channel import WebhookChannel
 
@@ -294,6 +295,7 @@ class NotConfigured:
 PROVIDERS: dict[str, Callable[[Settings, Renderer], Channel]] = {
     "email": EmailChannel,
     "letter": LetterChannel,  # letters.py: a PDF through the print-and-mail provider (Lob API shape)
+    "sms": SmsChannel,  # sms.py: Twilio's Messages API
     "webhook": WebhookChannel,  # webhooks_channel.py: reminder.due to the tenant's endpoints
     "call": CallChannel,  # tasks.py: a task for a collector (sent at once: provider_message_id = task id)
     "agency": AgencyChannel,  # agency.py: the case file handed to the collection agency

@@ -42,6 +42,7 @@ _API_COLUMNS = (
     " attempts, in_doubt_attempts, last_in_doubt_at, next_attempt_at, provider_message_id,"
     " last_error_code, last_error, created_at, updated_at, sent_at, cancel_reason, cancelled_at,"
     " fallback_of, provider_status"  # optouts.py: the delivery this one stands in for; a DSN's `bounced`
+    ", provider_status_at, sms_encoding, sms_segments"  # sms.py, sms_api.py: Twilio's status callbacks
 )
 # What a ReminderCancelled says (messages.reminder_cancelled), returned by every statement that cancels.
 _CANCELLED_COLUMNS = (

@@ -69,6 +69,15 @@ class DeliveryOut(BaseModel):
     provider_status: str | None = Field(
         None, description="what the provider reported after accepting it, e.g. `bounced` (a DSN came back)"
     )
+    provider_status_at: datetime | None = Field(
+        None, description="when the provider last moved provider_status (an SMS: queued, sent, delivered, undelivered)"
+    )
+    sms_encoding: Literal["GSM-7", "UCS-2"] | None = Field(
+        None, description="an SMS: the encoding its text went in (GSM 03.38 7-bit, or UCS-2 for any other character)"
+    )
+    sms_segments: int | None = Field(
+        None, description="an SMS: how many messages it went as (160/153 GSM-7 characters, 70/67 UCS-2 each)"
+    )
 
 
 class DeliveryList(BaseModel):
