@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 from aiohttp import web
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from dunning import tenancy
 from dunning_notifier.api import ApiDeps, create_app
@@ -208,7 +208,7 @@ async def test_a_stop_of_the_invoice_cancels_its_open_tasks_and_says_why(api, no
 
 async def test_agency_settings_are_validated_naming_the_field(api):
     assert (await api.get("/v1/agency", headers=HEADERS)).status_code == 404
-    for body, field in [
+    for body, named in [
         ({"name": "A", "mode": "webhook", "contact_email": "a@b.example"}, "url"),
         ({"name": "A", "mode": "webhook", "url": "ftp://x", "contact_email": "a@b.example"}, "url"),
         ({"name": "A", "mode": "export", "url": "https://x.example", "contact_email": "a@b.example"}, "url"),
@@ -216,7 +216,7 @@ async def test_agency_settings_are_validated_naming_the_field(api):
         ({"name": "A", "mode": "fax", "contact_email": "a@b.example"}, "mode"),
     ]:
         resp = await api.put("/v1/agency", json=body, headers=HEADERS)
-        assert resp.status_code == 422 and resp.json()["errors"][0]["field"].split(".")[-1] == field, body
+        assert resp.status_code == 422 and resp.json()["errors"][0]["field"].split(".")[-1] == named, body
     assert (await api.get("/v1/agency", headers=HEADERS)).status_code == 404
 
 
@@ -263,7 +263,7 @@ async def test_webhook_hand_off_is_signed_hands_over_once_and_queues_the_debtors
     assert case_file["invoices"][0]["balance"] == "1250.00" and case_file["totals"][0]["currency"] == "EUR"
     assert case_file["customer"]["email"] == data["customer"]["email"]
     assert "payload" not in case_file
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         Webhook("whsec_" + "A" * 43 + "=").verify(body, headers)
 
     events = await notifier.reported(data["invoice_id"])
