@@ -9,6 +9,13 @@ to it exactly as it would to a provider's relay.
 Greylisting, for tests and the demo that need a send to wait: the first attempt to an address whose local
 part ends in `+greylist` (e.g. `ap+greylist@example.com`) is refused with a transient 451 (the notifier
 retries it later, as it would a provider's greylisting); `GET /greylisted` lists those refusals.
+
+Bounces, for tests and the demo of hard bounces: a message to an address whose local part ends in
+`+bounce` (e.g. `ap+bounce@example.com`) is accepted (250), and a moment later the server sends a real
+RFC 3464 delivery status notification (multipart/report; report-type=delivery-status, `Action:
+failed`, `Status: 5.1.1`, the returned message's headers) by SMTP, from the null sender `<>`, to the
+message's envelope sender at `--dsn-port` (the notifier's inbound endpoint), as a relay does when the
+next hop refuses the mailbox. `GET /bounced` lists the DSNs sent.
 """
 
 import argparse
@@ -19,8 +26,10 @@ import mailbox
 import subprocess
 import sys
 from datetime import UTC, datetime
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
+import aiosmtplib
 import httpx
 import uvicorn
 from aiosmtpd.controller import Controller
@@ -44,10 +53,65 @@ class Greylist:
         return True
 
 
+def dsn_message(sender: str, recipient: str, original: bytes, hostname: str = "mail.localhost") -> bytes:
+    """An RFC 3464 DSN reporting `recipient` failed (5.1.1) for a message from `sender`: a human part,
+    the machine-readable message/delivery-status part, and the returned message's headers."""
+    headers = original.split(b"\r\n\r\n", 1)[0].replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+    headers = b"\r\n".join(line for line in headers.splitlines() if not line.startswith(b"X-Envelope-"))
+    boundary = make_msgid("dsn").strip("<>").replace("@", ".")
+    now = format_datetime(datetime.now(UTC))
+    head = (
+        f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\nTo: <{sender}>\r\n"
+        f"Subject: Undelivered Mail Returned to Sender\r\nDate: {now}\r\nMessage-ID: {make_msgid('dsn')}\r\n"
+        "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\r\n\r\n'
+        f"--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        f"Your message could not be delivered to <{recipient}>: the mailbox does not exist.\r\n\r\n"
+        f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; {hostname}\r\nArrival-Date: {now}\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nOriginal-Recipient: rfc822; {recipient}\r\nAction: failed\r\n"
+        f"Status: 5.1.1\r\nRemote-MTA: dns; {hostname}\r\n"
+        f"Diagnostic-Code: smtp; 550 5.1.1 <{recipient}>: Recipient address rejected: User unknown\r\n"
+        f"Last-Attempt-Date: {now}\r\n\r\n"
+        f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    )
+    return head.encode() + headers + f"\r\n\r\n--{boundary}--\r\n".encode()
+
+
+class Bouncer:
+    """Sends the DSNs of `+bounce` addresses to the inbound endpoint at `port` (None: none sent)."""
+
+    def __init__(self, port: int | None, delay: float = 0.3) -> None:
+        self.port = port
+        self.delay = delay
+        self.sent: list[dict[str, str]] = []
+
+    @staticmethod
+    def bounces(address: str) -> bool:
+        return address.strip().lower().split("@", 1)[0].endswith("+bounce")
+
+    def schedule(self, sender: str, recipient: str, original: bytes) -> None:
+        if self.port is not None and sender:
+            asyncio.get_running_loop().create_task(self._send(sender, recipient, original))
+
+    async def _send(self, sender: str, recipient: str, original: bytes) -> None:
+        await asyncio.sleep(self.delay)
+        try:
+            async with aiosmtplib.SMTP(hostname="127.0.0.1", port=self.port, timeout=10) as client:
+                await client.sendmail("", [sender], dsn_message(sender, recipient, original))
+            outcome = "sent"
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            outcome = f"refused: {exc}"
+        at = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        self.sent.append({"to": sender, "recipient": recipient, "at": at, "outcome": outcome})
+        print(f"dsn {outcome}: {recipient} -> {sender}", flush=True)
+
+
 class MaildirHandler:
-    def __init__(self, directory: Path, greylist: Greylist | None = None):
+    def __init__(self, directory: Path, greylist: Greylist | None = None, bouncer: Bouncer | None = None):
         self.box = mailbox.Maildir(directory, create=True)
         self.greylist = greylist or Greylist()
+        self.bouncer = bouncer or Bouncer(None)
 
     async def handle_RCPT(self, server, session, envelope: Envelope, address: str, rcpt_options):
         if "@" not in address or address.endswith("@bounce.invalid"):
@@ -67,7 +131,10 @@ class MaildirHandler:
             f"X-Envelope-To: {', '.join(envelope.rcpt_tos)}\r\n"
         )
         content = envelope.original_content or envelope.content or b""
-        key = self.box.add(trace.encode() + (content.encode() if isinstance(content, str) else content))
+        raw = content.encode() if isinstance(content, str) else content
+        for address in [a for a in envelope.rcpt_tos if self.bouncer.bounces(a)]:
+            self.bouncer.schedule(envelope.mail_from or "", address, raw)
+        key = self.box.add(trace.encode() + raw)
         return f"250 2.0.0 OK queued as {key}"
 
 
@@ -90,9 +157,14 @@ def _summary(key: str, raw: bytes) -> dict:
     }
 
 
-def make_api(directory: Path, greylist: Greylist | None = None) -> FastAPI:
+def make_api(directory: Path, greylist: Greylist | None = None, bouncer: Bouncer | None = None) -> FastAPI:
     app = FastAPI(title="dev mail server", docs_url="/docs")
     refusals = greylist or Greylist()
+    dsns = bouncer or Bouncer(None)
+
+    @app.get("/bounced")
+    def bounced():
+        return {"dsns": dsns.sent}
 
     def box() -> mailbox.Maildir:
         return mailbox.Maildir(directory, create=True)
@@ -144,8 +216,11 @@ def greylisted(api: str, address: str, client: httpx.Client | None = None) -> st
     return next((r["at"] for r in resp.json()["refused"] if r["to"] == address.strip().lower()), None)
 
 
-def start(directory: Path, smtp_port: int, http_port: int, log_path: Path) -> subprocess.Popen:
-    """This server as a child process (see procs.spawn), returned once both ports listen."""
+def start(
+    directory: Path, smtp_port: int, http_port: int, log_path: Path, dsn_port: int | None = None
+) -> subprocess.Popen:
+    """This server as a child process (see procs.spawn), returned once both ports listen; `dsn_port`:
+    where the DSNs of `+bounce` addresses go (the notifier's inbound SMTP port)."""
     proc = spawn(
         [
             sys.executable,
@@ -157,6 +232,7 @@ def start(directory: Path, smtp_port: int, http_port: int, log_path: Path) -> su
             str(smtp_port),
             "--http-port",
             str(http_port),
+            *(["--dsn-port", str(dsn_port)] if dsn_port else []),
         ],
         log_path=log_path,
     )
@@ -165,13 +241,16 @@ def start(directory: Path, smtp_port: int, http_port: int, log_path: Path) -> su
     return proc
 
 
-async def serve(directory: Path, smtp_port: int, http_port: int) -> None:
+async def serve(directory: Path, smtp_port: int, http_port: int, dsn_port: int | None = None) -> None:
     greylist = Greylist()
-    controller = Controller(MaildirHandler(directory, greylist), hostname="127.0.0.1", port=smtp_port)
+    bouncer = Bouncer(dsn_port)
+    controller = Controller(MaildirHandler(directory, greylist, bouncer), hostname="127.0.0.1", port=smtp_port)
     controller.start()
     try:
         server = uvicorn.Server(
-            uvicorn.Config(make_api(directory, greylist), host="127.0.0.1", port=http_port, log_level="warning")
+            uvicorn.Config(
+                make_api(directory, greylist, bouncer), host="127.0.0.1", port=http_port, log_level="warning"
+            )
         )
         await server.serve()
     finally:
@@ -183,8 +262,9 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--smtp-port", type=int, default=1025)
     parser.add_argument("--http-port", type=int, default=8025)
+    parser.add_argument("--dsn-port", type=int, default=None, help="where +bounce DSNs go (inbound SMTP)")
     args = parser.parse_args()
-    asyncio.run(serve(args.dir, args.smtp_port, args.http_port))
+    asyncio.run(serve(args.dir, args.smtp_port, args.http_port, args.dsn_port))
 
 
 if __name__ == "__main__":

@@ -122,7 +122,11 @@ class Stack:
             )
             self.kafka_bootstrap_servers = self.broker.start()
         self.mail = mailserver.start(
-            self.workdir / "mail", self.ports.smtp, self.ports.mail_api, self.workdir / "logs" / "mailserver.log"
+            self.workdir / "mail",
+            self.ports.smtp,
+            self.ports.mail_api,
+            self.workdir / "logs" / "mailserver.log",
+            dsn_port=self.ports.inbound_smtp,  # +bounce addresses: a DSN to the notifier's inbound endpoint
         )
         self.providers = providers.start(
             self.workdir / "providers",
