@@ -1,7 +1,7 @@
 """API models of the webhook endpoints, messages and attempts (webhooks_api.py)."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -48,7 +48,9 @@ class EndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(description="where to POST: an http or https URL", examples=["https://erp.example.com/hooks/ar"])
-    event_types: list[str] = Field(min_length=1, max_length=50, description=EVENT_TYPES_DOC)
+    event_types: list[str] = Field(
+        min_length=1, max_length=50, description=EVENT_TYPES_DOC, examples=[["invoice.paid", "payment.received"]]
+    )
     description: str = Field("", max_length=500)
 
     _url = field_validator("url")(check_url)
@@ -58,8 +60,10 @@ class EndpointIn(BaseModel):
 class EndpointPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = None
-    event_types: list[str] | None = Field(None, min_length=1, max_length=50, description=EVENT_TYPES_DOC)
+    url: Annotated[str, Field(examples=["https://erp.example.com/hooks/ar"])] | None = None
+    event_types: (
+        Annotated[list[str], Field(min_length=1, max_length=50, examples=[["invoice.paid", "payment.received"]])] | None
+    ) = Field(None, description=EVENT_TYPES_DOC)
     description: str | None = Field(None, max_length=500)
     enabled: bool | None = Field(
         None,
