@@ -88,7 +88,8 @@ async def write_replanned(
 
 # -- apply_to: open_invoices -------------------------------------------------------------------
 
-_OPEN = "i.status = 'open' AND NOT i.settled AND i.planned_at IS NOT NULL"
+# (an invoice handed to a collection agency, agency_stop.py, is never planned again: not open for a new policy)
+_OPEN = "i.status = 'open' AND NOT i.settled AND i.with_agency_at IS NULL AND i.planned_at IS NOT NULL"
 REPLAN_JOB_COLUMNS = (
     "replan_id, tenant_id, policy_key, policy_version, status, invoices_total, invoices_done, invoices_rescheduled,"
     " batches, created_at, updated_at, finished_at"
