@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PACKAGES := libs/dunning services/invoice-ingest services/scheduler services/notifier services/reconciliation cli tools
 
-.PHONY: help install run demo test test-unit test-integration test-e2e lint bench chaos tenant image clean
+.PHONY: help install run demo test test-unit test-integration test-e2e lint bench chaos tenant image clean messages
 
 help:  ## this list of targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +53,12 @@ chaos: install  ## every stop raced under SIGKILLs (services, PostgreSQL, broker
 
 image:  ## the production image (needs Docker): wheels of the runtime set only, non-root (deploy/Dockerfile)
 	docker build -f deploy/Dockerfile -t $(or $(IMAGE),dunning) .
+
+messages: install  ## re-extract the notifier's template texts and merge them into every catalogue (docs/templates-i18n.md)
+	cd services/notifier && ../../$(VENV)/bin/pybabel extract -F babel.cfg -c "Translators:" --sort-by-file \
+		-o src/dunning_notifier/locale/messages.pot .
+	cd services/notifier && ../../$(VENV)/bin/pybabel update -i src/dunning_notifier/locale/messages.pot \
+		-d src/dunning_notifier/locale -w 100 --ignore-obsolete
 
 clean:  ## delete the local state of `make run` (.run/)
 	rm -rf .run
