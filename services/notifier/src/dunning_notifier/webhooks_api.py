@@ -50,7 +50,7 @@ TAG = {
 EndpointId = Annotated[str, Path(max_length=64, description="The endpoint's id (`whe_...`)")]
 MessageId = Annotated[str, Path(max_length=64, description="The message's id (`msg_...`), its `webhook-id`")]
 _ENDPOINT, _MESSAGE, _ATTEMPT = re.compile(ENDPOINT_ID), re.compile(MESSAGE_ID), re.compile(ATTEMPT_ID)
-_NOT_FOUND = {404: {"description": "No such endpoint for this tenant"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such endpoint for this tenant"}}
 
 
 def _message_out(row: Any) -> MessageOut:

@@ -114,7 +114,7 @@ def body(public_type: str, timestamp: str, data: dict[str, Any]) -> str:
     return orjson.dumps({"type": public_type, "timestamp": timestamp, "data": data}).decode()
 
 
-async def record_messages(conn: asyncpg.Connection, event: Event) -> int:
+async def record_messages(conn: asyncpg.Connection, event: Event) -> None:
     """One pending message per endpoint of the tenant subscribed to the event's public type(s)."""
     rows = []
     for public in public_types(event.type, event.data):
@@ -126,7 +126,6 @@ async def record_messages(conn: asyncpg.Connection, event: Event) -> int:
     recorded = await repo.insert_messages(conn, rows)
     if recorded:
         log.info("notifier.webhooks.recorded", event_type=event.type, event_id=event.id, messages=recorded)
-    return recorded
 
 
 def _also_record(each: Callable[..., Any]) -> Callable[..., Any]:
