@@ -11,13 +11,12 @@ from fastapi import FastAPI, Path, Query
 from dunning.http import Cursor, Page, Problem, TenantId, decode_cursor, limit_query, page, service_app
 from dunning.metrics import instrument_app
 from dunning.settings import CommonSettings
-from dunning_notifier import brand_api, metrics, templates_api
+from dunning_notifier import brand_api, letters_api, metrics, templates_api
 from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier import repository as repo
 from dunning_notifier.agency_api import TAG as AGENCY_TAG
 from dunning_notifier.agency_api import agency_router
 from dunning_notifier.letters_api import TAG as LETTERS_TAG
-from dunning_notifier.letters_api import letters_router
 from dunning_notifier.optouts_api import TAG as OPTOUTS_TAG
 from dunning_notifier.optouts_api import optouts_router
 from dunning_notifier.schemas import (
@@ -146,7 +145,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         data["items"] = [NoticeItemOut(**dict(i), left_out=i["stop_reason"] is not None) for i in items]
         return NoticeOut(**data)
 
-    app.include_router(letters_router(deps))  # letters_api.py: letter PDFs, tracking, the provider webhook
+    letters_api.add_routes(app, deps)  # letters_api.py: letter PDFs, tracking, the provider webhook
     app.include_router(sms_router(deps))  # sms_api.py: Twilio's signed status callbacks and inbound STOP
     webhook_routes(app, deps)  # webhooks_api.py: endpoints, messages, attempts
     app.include_router(optouts_router(deps))  # optouts_api.py: unsubscribe, contact and channel preferences, replies

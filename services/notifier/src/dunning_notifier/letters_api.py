@@ -13,7 +13,7 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import FastAPI, Header, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from dunning.http import Problem, TenantId
@@ -56,12 +56,13 @@ class EventRecorded(BaseModel):
     delivery_id: str
 
 
-def letters_router(deps: Any) -> APIRouter:
-    """The routes above; `deps`: api.ApiDeps (pool, settings)."""
-    router = APIRouter(tags=["letters"])
+def add_routes(app: FastAPI, deps: Any) -> None:
+    """The routes above, on the app itself (the input guard names a refused path parameter from the
+    app's own routes); `deps`: api.ApiDeps (pool, settings)."""
 
-    @router.get(
+    @app.get(
         "/v1/deliveries/{delivery_id}/letter.pdf",
+        tags=["letters"],
         operation_id="getLetterPdf",
         summary="The PDF of a letter delivery, as sent to the print-and-mail provider",
         description=(
@@ -91,9 +92,10 @@ def letters_router(deps: Any) -> APIRouter:
             },
         )
 
-    @router.get(
+    @app.get(
         "/v1/deliveries/{delivery_id}/letter",
         response_model=LetterOut,
+        tags=["letters"],
         operation_id="getLetter",
         summary="A letter delivery's provider id, expected delivery date and tracking events",
         responses={404: {"description": "No letter for this delivery"}},
@@ -105,9 +107,10 @@ def letters_router(deps: Any) -> APIRouter:
         row, events = found
         return LetterOut(**dict(row), events=[LetterEventOut(**dict(e)) for e in events])
 
-    @router.post(
+    @app.post(
         "/v1/providers/printmail/events",
         response_model=EventRecorded,
+        tags=["letters"],
         operation_id="receivePrintmailEvent",
         summary="The print-and-mail provider's tracking webhook (Lob's event shape, signed)",
         description=(
@@ -117,9 +120,8 @@ def letters_router(deps: Any) -> APIRouter:
             " are refused). Recorded once per event id on the letter whose provider id it names."
         ),
         responses={
-            401: {"description": "Missing, stale or wrong signature"},
+            401: {"description": "Missing, stale or wrong signature (or no webhook secret configured)"},
             404: {"description": "No letter with the event's reference_id"},
-            503: {"description": "No webhook secret configured"},
         },
     )
     async def receive_event(
@@ -128,8 +130,11 @@ def letters_router(deps: Any) -> APIRouter:
         lob_signature_timestamp: Annotated[str | None, Header(alias="Lob-Signature-Timestamp")] = None,
     ) -> EventRecorded:
         secret = getattr(deps.settings, "printmail_webhook_secret", None)
-        if not secret:
-            raise Problem(503, "No print-and-mail webhook secret is configured (NOTIFIER_PRINTMAIL_WEBHOOK_SECRET).")
+        if not secret:  # nothing can be verified: refused like a bad signature (not a 5xx the provider retries)
+            fault = (
+                "Lob-Signature cannot be verified: no webhook secret is configured (NOTIFIER_PRINTMAIL_WEBHOOK_SECRET)"
+            )
+            raise Problem(401, fault, errors=[{"field": "Lob-Signature", "message": fault, "code": "unauthorized"}])
         body = await request.body()
         fault = verify_signature(secret, lob_signature_timestamp, lob_signature, body)
         if fault is not None:
@@ -143,8 +148,6 @@ def letters_router(deps: Any) -> APIRouter:
             raise Problem.not_found("reference_id", f"No letter {event['letter_id']!r} was sent by this notifier.")
         log.info("notifier.letter.event", delivery_id=delivery_id, event_type=event["type"], new=new)
         return EventRecorded(recorded=new, delivery_id=delivery_id)
-
-    return router
 
 
 def _parse_event(body: bytes) -> dict[str, Any]:
