@@ -157,7 +157,8 @@ class Renderer:
             keep_trailing_newline=True,
             extensions=["jinja2.ext.i18n"],  # {% trans %} and _(): the words come from translations.py
         )
-        self.env.install_null_translations(newstyle=True)  # English until render() passes a catalogue
+        # English until render() passes a catalogue (the i18n extension adds the method at run time)
+        self.env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
         self.env.filters["days"] = _days
         self.env.filters["pad"] = _pad
         self.sender_name = sender_name

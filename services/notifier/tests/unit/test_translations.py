@@ -14,7 +14,7 @@ from babel.messages.pofile import read_po
 
 from dunning.events import schemas_dir
 from dunning_notifier.rendering import CHANNEL_PARTS, Renderer, RenderError
-from dunning_notifier.translations import LOCALE_DIR, languages, translations_for
+from dunning_notifier.translations import LOCALE_DIR, languages, template_callables, translations_for
 
 pytestmark = pytest.mark.unit
 SERVICE_DIR = Path(__file__).parents[2]
@@ -215,8 +215,6 @@ def test_a_locale_without_a_catalogue_renders_english(stage_data, renderer):
 )
 def test_day_counts_take_the_languages_plural_forms(renderer, locale, one, three):
     template = renderer.env.from_string("{{ 1|days }}/{{ 3|days }}")
-    from dunning_notifier.translations import template_callables
-
     assert template.render(template_callables(locale)) == f"{one}/{three}"
 
 
