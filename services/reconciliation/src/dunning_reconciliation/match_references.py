@@ -15,11 +15,7 @@ _TRIM = ".:()[]{}<>\"'#"
 
 def _mod97(text: str) -> int:
     """ISO 7064 mod 97-10 of alphanumerics, letters as 10..35 (as IBAN does)."""
-    remainder = 0
-    for char in text:
-        for digit in str(int(char, 36)):
-            remainder = (remainder * 10 + int(digit)) % 97
-    return remainder
+    return int("".join(str(int(char, 36)) for char in text) or "0") % 97  # the digits as one number
 
 
 def is_creditor_reference(reference: str) -> bool:

@@ -215,19 +215,20 @@ def _entry(entry: Element, where: str) -> list[StatementLine]:
                 raise StatementError(f"{at}/AmtDtls/TxAmt/Amt", "is missing in a batch of several transactions")
             tx_amount, tx_currency = _money(tx_amount_el, f"{at}/Amt")
         kind, note = _kind(_text(tx, "CdtDbtInd") or indicator, reversal, status)
-        ref = _text(tx, "Refs/AcctSvcrRef") or (f"{entry_ref}/{i}" if entry_ref and len(details) > 1 else entry_ref)
+        # the parents of several fields found once (each _find walks from tx)
+        refs, parties, info = _find(tx, "Refs"), _find(tx, "RltdPties"), _find(tx, "RmtInf")
+        ref = _text(refs, "AcctSvcrRef") or (f"{entry_ref}/{i}" if entry_ref and len(details) > 1 else entry_ref)
+        account = _find(parties, "DbtrAcct/Id")
         lines.append(
             StatementLine(
                 kind,
                 tx_amount,
                 tx_currency,
-                remittance=_remittance(tx) or _text(tx, "AddtlTxInf") or _text(entry, "AddtlNtryInf"),
-                creditor_reference=_creditor_reference(tx),
-                payer_name=_party(tx, "Dbtr"),
-                payer_account=normalise_account(
-                    _text(tx, "RltdPties/DbtrAcct/Id/IBAN") or _text(tx, "RltdPties/DbtrAcct/Id/Othr/Id")
-                ),
-                end_to_end_id=_end_to_end(tx),
+                remittance=_remittance(info) or _text(tx, "AddtlTxInf") or _text(entry, "AddtlNtryInf"),
+                creditor_reference=_creditor_reference(info),
+                payer_name=_party(parties, "Dbtr"),
+                payer_account=normalise_account(_text(account, "IBAN") or _text(account, "Othr/Id")),
+                end_to_end_id=_end_to_end(refs),
                 bank_reference=ref,
                 note=note,
                 booking_date=booked,
@@ -247,20 +248,23 @@ def _kind(indicator: str, reversal: bool, status: str) -> tuple[str, str | None]
     return CREDIT, None
 
 
-def _party(tx: Element, role: str) -> str | None:
+def _party(parties: Element | None, role: str) -> str | None:
+    """The name of a party of a transaction's `RltdPties`."""
     # v02-v07: RltdPties/Dbtr/Nm; v08+: RltdPties/Dbtr/Pty/Nm
-    return _text(tx, f"RltdPties/{role}/Nm") or _text(tx, f"RltdPties/{role}/Pty/Nm")
+    party = _find(parties, role)
+    return _text(party, "Nm") or _text(party, "Pty/Nm")
 
 
-def _end_to_end(tx: Element) -> str | None:
-    value = _text(tx, "Refs/EndToEndId")
+def _end_to_end(refs: Element | None) -> str | None:
+    """A transaction's `Refs/EndToEndId` (None when not provided)."""
+    value = _text(refs, "EndToEndId")
     return None if value is None or value.upper() == _NOT_PROVIDED else value
 
 
-def _remittance(tx: Element) -> str | None:
-    """The unstructured text, then referred document numbers and additional remittance text of
-    the structured part (an invoice number often sits there), joined by spaces."""
-    info = _find(tx, "RmtInf")
+def _remittance(info: Element | None) -> str | None:
+    """The unstructured text of a transaction's `RmtInf`, then referred document numbers and
+    additional remittance text of the structured part (an invoice number often sits there), joined
+    by spaces."""
     parts = [clean(u.text) for u in _kids(info, "Ustrd")]
     for strd in _kids(info, "Strd"):
         parts += [_text(doc, "Nb") for doc in _kids(strd, "RfrdDocInf")]
@@ -268,8 +272,9 @@ def _remittance(tx: Element) -> str | None:
     return clean(" ".join(p for p in parts if p))
 
 
-def _creditor_reference(tx: Element) -> str | None:
-    for strd in _kids(_find(tx, "RmtInf"), "Strd"):
+def _creditor_reference(info: Element | None) -> str | None:
+    """The creditor reference of a transaction's `RmtInf` (structured part)."""
+    for strd in _kids(info, "Strd"):
         ref = _text(strd, "CdtrRefInf/Ref")
         if ref:
             return "".join(ref.split()).upper()
