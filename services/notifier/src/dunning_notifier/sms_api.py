@@ -1,6 +1,8 @@
 """HTTP routes of the SMS channel, called by Twilio (public: no tenant API key; each request is signed
 with X-Twilio-Signature, checked with the auth token: twilio_signature.py).
 
+- `GET /v1/deliveries/{delivery_id}/sms` (tenant API key): the messages Twilio accepted for the delivery
+  (sid, To, encoding, segments, whether the text was cut) with every status callback and its time;
 - `POST /v1/providers/twilio/status`: a message's status callback (`MessageSid`, `MessageStatus`,
   `ErrorCode`): kept once per (message, status); the delivery's `provider_status` moves to it when it
   is later than what it holds; an SMS `undelivered` or `failed` publishes ReminderDeliveryUpdated
@@ -11,19 +13,21 @@ with X-Twilio-Signature, checked with the auth token: twilio_signature.py).
   carrier-mandated STOP confirmation).
 """
 
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from dunning import outbox
 from dunning.clock import utcnow
 from dunning.contracts import ReminderDeliveryUpdated
-from dunning.http import Problem
+from dunning.http import Problem, TenantId
 from dunning.logging import get_logger
 from dunning_notifier import optouts, twilio_signature
 from dunning_notifier import sms_repository as sms_repo
+from dunning_notifier.schemas import DELIVERY_ID
 from dunning_notifier.sms import INBOUND_PATH, STATUS_PATH
 
 log = get_logger(__name__)
@@ -32,11 +36,30 @@ STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT
 REPORTED = frozenset({"undelivered", "failed"})  # the statuses that publish ReminderDeliveryUpdated
 STATUSES = frozenset(sms_repo.STATUS_RANK)
 _EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-_SIGNED = {
+_SIGNED: dict[int | str, dict[str, Any]] = {
     403: {"description": "X-Twilio-Signature is missing or not Twilio's for this URL and body"},
     422: {"description": "A required form field is missing or malformed (named in `errors`)"},
     503: {"description": "No Twilio auth token is configured (NOTIFIER_TWILIO_AUTH_TOKEN)"},
 }
+
+
+class SmsStatusOut(BaseModel):
+    status: str = Field(description="queued, sending, sent, delivered, undelivered, failed")
+    error_code: int | None = Field(description="Twilio's ErrorCode with undelivered / failed, e.g. 30003")
+    received_at: datetime
+
+
+class SmsMessageOut(BaseModel):
+    message_sid: str = Field(description="Twilio's message sid (SM...), the delivery's provider_message_id")
+    to_number: str = Field(description="E.164")
+    encoding: str = Field(description="GSM-7 or UCS-2")
+    segments: int
+    truncated: bool = Field(description="the text was cut at a word to sms_max_segments")
+    status: str = Field(description="the latest status Twilio reported")
+    error_code: int | None
+    created_at: datetime
+    updated_at: datetime
+    events: list[SmsStatusOut] = Field(description="every status callback, in the order received")
 
 
 class StatusRecorded(BaseModel):
@@ -78,6 +101,27 @@ def sms_router(deps: Any) -> APIRouter:
         ):
             raise Problem(403, "AccountSid is not this notifier's Twilio account")
         return params
+
+    @router.get(
+        "/v1/deliveries/{delivery_id}/sms",
+        response_model=list[SmsMessageOut],
+        tags=["deliveries"],
+        operation_id="getDeliverySms",
+        summary="The SMS Twilio accepted for a delivery, with every status it reported",
+        description=(
+            "One entry per message Twilio accepted (a retry after an in-doubt timeout may have sent two): its"
+            " sid, number, encoding, segments, whether the text was cut to sms_max_segments, the latest status"
+            " and each status callback with the time it came."
+        ),
+        responses={404: {"description": "No SMS was sent for this delivery of this tenant"}},
+    )
+    async def get_delivery_sms(
+        delivery_id: Annotated[str, Path(pattern=DELIVERY_ID)], tenant_id: TenantId
+    ) -> list[SmsMessageOut]:
+        rows = await sms_repo.messages_of(deps.pool, tenant_id, delivery_id)
+        if not rows:
+            raise Problem.not_found("delivery_id", f"No SMS was sent for delivery {delivery_id!r} of this tenant.")
+        return [SmsMessageOut(**dict(r)) for r in rows]
 
     @router.post(
         STATUS_PATH,

@@ -98,11 +98,16 @@ async def customers_at(conn: asyncpg.Connection, phone: str) -> list[dict[str, A
     return [dict(r) for r in await conn.fetch(_CUSTOMERS_AT, phone)]
 
 
-_MESSAGES_OF = (
-    "SELECT message_sid, to_number, encoding, segments, truncated, status, error_code, created_at, updated_at"
-    " FROM sms_messages WHERE delivery_id = $1 ORDER BY created_at"
-)
+_MESSAGES_OF = """
+SELECT m.message_sid, m.to_number, m.encoding, m.segments, m.truncated, m.status, m.error_code, m.created_at,
+       m.updated_at,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('status', e.status, 'error_code', e.error_code,
+                                                     'received_at', e.received_at) ORDER BY e.received_at)
+                   FROM sms_status_events e WHERE e.message_sid = m.message_sid), '[]'::jsonb) AS events
+  FROM sms_messages m WHERE m.tenant_id = $1 AND m.delivery_id = $2 ORDER BY m.created_at
+"""
 
 
-async def messages_of(pool: asyncpg.Pool, delivery_id: str) -> list[asyncpg.Record]:
-    return await pool.fetch(_MESSAGES_OF, delivery_id)
+async def messages_of(pool: asyncpg.Pool, tenant_id: str, delivery_id: str) -> list[asyncpg.Record]:
+    """The messages Twilio accepted for a delivery of the tenant, each with its status callbacks."""
+    return await pool.fetch(_MESSAGES_OF, tenant_id, delivery_id)

@@ -157,6 +157,19 @@ async def test_an_sms_goes_out_and_the_callbacks_make_it_delivered(env, notifier
     )
     assert [r["status"] for r in statuses] == ["queued", "sent", "delivered"]
 
+    _, settings = env
+    auth = {"Authorization": f"Bearer {KEY}"}
+    async with httpx.AsyncClient(base_url=settings.public_url, headers=auth) as api:
+        r = await api.get(f"/v1/deliveries/{d.delivery_id}/sms")
+        assert r.status_code == 200, r.text
+        [shown] = r.json()
+        assert shown["message_sid"] == outcome.provider_message_id and shown["status"] == "delivered"
+        assert [e["status"] for e in shown["events"]] == ["queued", "sent", "delivered"]
+        assert (shown["encoding"], shown["segments"], shown["truncated"]) == ("GSM-7", row["sms_segments"], False)
+        listed = (await api.get("/v1/deliveries", params={"invoice_id": d.invoice_id})).json()["data"]
+        assert [(x["provider_status"], x["sms_segments"]) for x in listed] == [("delivered", row["sms_segments"])]
+        assert (await api.get(f"/v1/deliveries/{new_id('dlv')}/sms")).status_code == 404
+
 
 async def test_an_undelivered_sms_publishes_reminder_delivery_updated(env, notifier_pool, stage_data):
     channel, _ = env
