@@ -51,6 +51,25 @@ class LetterOut(BaseModel):
     events: list[LetterEventOut]
 
 
+# Lob's event object, as far as the notifier reads it (the raw body is verified and kept whole).
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "event_type", "date_created"],
+    "properties": {
+        "id": {"type": "string", "minLength": 1, "description": "evt_..."},
+        "object": {"type": "string", "const": "event"},
+        "reference_id": {"type": "string", "description": "The letter's id (ltr_...)"},
+        "event_type": {
+            "type": "object",
+            "required": ["id"],
+            "properties": {"id": {"type": "string", "pattern": "^letter\\."}},
+        },
+        "date_created": {"type": "string", "format": "date-time"},
+        "body": {"type": "object", "description": "The letter object"},
+    },
+}
+
+
 class EventRecorded(BaseModel):
     recorded: bool = Field(description="false: this event id was already recorded (a retry of the webhook)")
     delivery_id: str
@@ -119,6 +138,7 @@ def add_routes(app: FastAPI, deps: Any) -> None:
             " body>` with the webhook secret, NOTIFIER_PRINTMAIL_WEBHOOK_SECRET; timestamps older than 5 minutes"
             " are refused). Recorded once per event id on the letter whose provider id it names."
         ),
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": EVENT_SCHEMA}}}},
         responses={
             401: {"description": "Missing, stale or wrong signature (or no webhook secret configured)"},
             404: {"description": "No letter with the event's reference_id"},
