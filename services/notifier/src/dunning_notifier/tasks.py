@@ -219,7 +219,10 @@ def checked_completion(task: Any, body: CompleteIn, now: dt.datetime) -> dict[st
     if body.outcome == "callback_requested":
         if body.callback_at is None:
             raise Problem.invalid("callback_at", "required for callback_requested", "missing")
-        callback_at = body.callback_at.astimezone(dt.UTC)
+        try:
+            callback_at = body.callback_at.astimezone(dt.UTC)
+        except OverflowError:  # year 9999 with a western offset: past the end of time in UTC
+            raise Problem.invalid("callback_at", "must be within a year", "too_far") from None
         if callback_at <= now:
             raise Problem.invalid("callback_at", "must be in the future", "in_the_past")
         if callback_at > now + dt.timedelta(days=HORIZON_DAYS):
