@@ -12,7 +12,8 @@ Outcomes:
   rendered -> Failed("template_error"); no account configured -> Failed("channel_not_configured");
 - Twilio's error JSON (`{"code", "message", "more_info", "status"}`): 21211 invalid To, 21614 not a
   mobile number, 21612 / 21408 cannot route / region not enabled, 21610 the recipient replied STOP,
-  21617 too long, any other 400/404 -> Failed("twilio_<code>"), permanent;
+  21617 too long, any other 400/404 -> Failed("twilio_<code>"), permanent (21610 also records the
+  customer's SMS opt-out: optouts.record_opt_out, as an inbound STOP does);
 - 401/403 (our credentials: configuration), 429 / 20429 (rate), 5xx -> Retry("twilio_<code or status>");
 - cannot connect -> Retry("twilio_connect"); a timeout or a dropped connection once the request was
   sent -> Retry("twilio_timeout", in_doubt=True): Twilio may have queued the message (the Messages
@@ -42,6 +43,7 @@ STATUS_PATH = "/v1/providers/twilio/status"
 INBOUND_PATH = "/v1/providers/twilio/inbound"
 # Twilio error codes a retry cannot help (the number, the route or the content is refused).
 PERMANENT_CODES = frozenset({21211, 21214, 21408, 21602, 21604, 21606, 21610, 21612, 21614, 21617, 21659, 30003})
+UNSUBSCRIBED = 21610  # the recipient replied STOP to this sender: Twilio blocks it until START
 TRANSIENT_CODES = frozenset({20003, 20005, 20429, 30001, 30500})
 
 
@@ -140,6 +142,17 @@ class SmsSession:
             return Retry("twilio_connect", f"{type(exc).__name__}: {exc}")
         return await self._outcome(d, text, response)
 
+    async def _opted_out(self, d: Delivery) -> None:
+        """Twilio refuses the number because it replied STOP to our sender: record the opt-out, so that
+        the customer's later stages skip SMS (ContactOptedOut) as after an inbound STOP."""
+        from dunning_notifier import optouts  # optouts -> handlers -> ... -> channels -> this module
+
+        customer_id = (d.payload.get("customer") or {}).get("customer_id")
+        if not customer_id or not d.recipient:
+            return
+        async with (await self.channel.pool()).acquire() as conn, conn.transaction():
+            await optouts.record_opt_out(conn, d.tenant_id, str(customer_id), "sms", d.recipient, "sms")
+
     async def _outcome(self, d: Delivery, text: SmsText, response: httpx.Response) -> Outcome:
         status = response.status_code
         if status in (200, 201):
@@ -166,6 +179,8 @@ class SmsSession:
             )
             return Sent(provider_message_id=sid, sent_at=utcnow())
         code, message = _error(response)
+        if code == UNSUBSCRIBED:
+            await self._opted_out(d)
         if status == 429 or status >= 500 or code in TRANSIENT_CODES or status in (401, 403):
             return Retry(f"twilio_{code or status}", f"{status} {message}")
         if code in PERMANENT_CODES or 400 <= status < 500:

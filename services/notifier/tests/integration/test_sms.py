@@ -266,3 +266,14 @@ async def test_an_inbound_stop_opts_the_number_out(env, notifier_pool, stage_dat
         "SELECT channel, kind, reason FROM contact_blocks WHERE customer_id = $1", customer_id
     )
     assert [(b["channel"], b["kind"], b["reason"]) for b in blocks] == [("sms", "opted_out", "sms_stop")]
+
+
+async def test_a_recipient_twilio_says_replied_stop_is_opted_out(env, notifier_pool, stage_data):
+    channel, _ = env
+    d = await recorded_delivery(notifier_pool, stage_data, "+15005550004")
+    outcome = await channel.open_session().send(d)
+    assert isinstance(outcome, Failed) and outcome.error_code == "twilio_21610"
+    blocks = await notifier_pool.fetch(
+        "SELECT channel, address, kind FROM contact_blocks WHERE customer_id = $1", d.payload["customer"]["customer_id"]
+    )
+    assert [(b["channel"], b["address"], b["kind"]) for b in blocks] == [("sms", "+15005550004", "opted_out")]
