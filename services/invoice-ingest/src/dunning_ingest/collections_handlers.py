@@ -86,14 +86,14 @@ async def _apply_outcome(conn: asyncpg.Connection, t: CallTaskCompleted) -> tupl
                         "made_by": t.completed_by,
                     }
                 )
-                reply = await PromiseService(None, _direct(conn)).make(  # type: ignore[arg-type]
+                reply = await PromiseService(None, _direct(conn)).make(
                     t.tenant_id, t.invoice_id, body, key=None, fingerprint=None
                 )
                 return True, orjson.loads(reply.body)["promise_id"], None
             body_d = DisputeIn.model_validate(
                 {"reason": t.dispute_reason or "disputed on a call", "opened_by": t.completed_by}
             )
-            reply = await DisputeService(None, _direct(conn)).open(  # type: ignore[arg-type]
+            reply = await DisputeService(None, _direct(conn)).open(
                 t.tenant_id, t.invoice_id, body_d, key=None, fingerprint=None
             )
             return True, orjson.loads(reply.body)["dispute_id"], None

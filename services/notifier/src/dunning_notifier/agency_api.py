@@ -131,7 +131,7 @@ def _case_id(case_id: str) -> str:
 
 
 CaseIdPath = Annotated[str, Path(max_length=64, description="The case's id (`case_...`)")]
-_NO_AGENCY = {404: {"description": "The tenant has set no agency"}}
+_NO_AGENCY: dict[int | str, dict[str, Any]] = {404: {"description": "The tenant has set no agency"}}
 
 
 def agency_router(deps: Any) -> APIRouter:

@@ -1,11 +1,11 @@
 """SQL for the tenant's collection agency and its cases (agency.py), and what a case file quotes of
 the notifier's own records: the invoice's deliveries and tasks, the customer's contacts."""
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
-Executor = asyncpg.Pool | asyncpg.Connection
+Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 _AGENCY_COLUMNS = "tenant_id, name, mode, url, contact_email, secret, secret_rotated_at, created_at, updated_at"
 

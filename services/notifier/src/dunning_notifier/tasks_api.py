@@ -31,7 +31,7 @@ IdempotencyKey = Annotated[
         description="Repeat the request with the same key: the first answer comes back, nothing is done twice.",
     ),
 ]
-_CONFLICT = {
+_CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"description": "The task is completed or cancelled (`errors[0].code` task_completed/task_cancelled)"}
 }
 

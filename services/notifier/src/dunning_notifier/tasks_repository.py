@@ -2,11 +2,11 @@
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
-Executor = asyncpg.Pool | asyncpg.Connection
+Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 TASK_COLUMNS = (
     "task_id, tenant_id, invoice_id, customer_id, stage, stage_id, delivery_id, follow_up_of, due_at, state,"
