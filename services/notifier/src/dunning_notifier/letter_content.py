@@ -118,6 +118,17 @@ def address_block(address: dict[str, Any], sender_country: str | None) -> tuple[
     return tuple(line for line in block if line)
 
 
+def brand_of(payload: dict[str, Any], renderer: Renderer) -> dict[str, Any]:
+    """The tenant's brand: the payload's `brand` if it carries one, else what the renderer's tenant
+    templates store holds for the tenant (brand.brand_context, loaded for the render just made), else {}."""
+    if isinstance(payload.get("brand"), dict):
+        return payload["brand"]
+    store = getattr(renderer, "tenant_templates", None)
+    lookup = getattr(store, "brand", None)
+    found = lookup(payload.get("tenant_id")) if callable(lookup) else None
+    return found if isinstance(found, dict) else {}
+
+
 def letter_text(renderer: Renderer, payload: dict[str, Any]) -> tuple[str, tuple[str, ...], str]:
     """(subject, paragraphs, locale tag): the `letter` templates where they exist, else the e-mail's
     subject and text part. Raises RenderError."""
@@ -151,14 +162,16 @@ def created_at(payload: dict[str, Any]) -> datetime:
         raise RenderError(f"the payload's fired_at / composed_at is not a timestamp: {raw!r}") from exc
 
 
-def compose(payload: dict[str, Any], renderer: Renderer, settings: Settings) -> tuple[Letter, dict[str, Any]]:
-    """The letter for a delivery's payload, and its checked recipient address. Raises
+def compose(
+    payload: dict[str, Any], renderer: Renderer, settings: Settings
+) -> tuple[Letter, dict[str, Any], dict[str, Any]]:
+    """The letter for a delivery's payload, its checked recipient address and its sender. Raises
     NoPostalAddress (no usable address) or RenderError (templates, amounts, dates)."""
     customer = payload.get("customer") or {}
     address = postal_address(customer.get("postal_address"), customer.get("name"))
-    brand = payload.get("brand") or {}
-    sender = sender_address(settings, brand)
     subject, paragraphs, tag = letter_text(renderer, payload)
+    brand = brand_of(payload, renderer)
+    sender = sender_address(settings, brand)
     loc, _ = parse_locale(tag)
     labels = LABELS.get(loc.language, LABELS["en"])
     when = created_at(payload)
@@ -187,7 +200,7 @@ def compose(payload: dict[str, Any], renderer: Renderer, settings: Settings) -> 
         payment=_payment(payload, brand, settings, labels),
         cjk_font_file=settings.letter_cjk_font_file,
     )
-    return letter, address
+    return letter, address, sender
 
 
 def _table(

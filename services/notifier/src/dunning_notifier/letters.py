@@ -33,7 +33,7 @@ from dunning.clock import utcnow
 from dunning.db import create_pool
 from dunning.logging import get_logger
 from dunning_notifier import letter_repository as letters_repo
-from dunning_notifier.letter_content import NoPostalAddress, compose, sender_address
+from dunning_notifier.letter_content import NoPostalAddress, compose
 from dunning_notifier.letter_pdf import render_pdf
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
 from dunning_notifier.rendering import Renderer, RenderError
@@ -90,9 +90,8 @@ class LetterChannel:
                 )
             return self._pool, self._client
 
-    def form(self, d: Delivery, address: dict[str, Any]) -> dict[str, str]:
+    def form(self, d: Delivery, address: dict[str, Any], sender: dict[str, Any]) -> dict[str, str]:
         s = self.settings
-        sender = sender_address(s, d.payload.get("brand") or {})
         return {
             "description": f"dunning reminder {d.delivery_id}",
             **lob_address("to", address),
@@ -118,7 +117,7 @@ class LetterSession:
         if not ch.settings.printmail_api_url:
             return Failed("channel_not_configured", "NOTIFIER_PRINTMAIL_API_URL is not set", permanent=True)
         try:
-            letter, address = compose(d.payload, ch.renderer, ch.settings)
+            letter, address, sender = compose(d.payload, ch.renderer, ch.settings)
             pdf = render_pdf(letter)
         except NoPostalAddress as exc:
             return Failed("invalid_recipient", str(exc), permanent=True)
@@ -129,7 +128,7 @@ class LetterSession:
         files = {"file": (f"{d.delivery_id}.pdf", pdf, "application/pdf")}
         try:
             response = await client.post(
-                "/v1/letters", data=ch.form(d, address), files=files, headers={"Idempotency-Key": d.delivery_id}
+                "/v1/letters", data=ch.form(d, address, sender), files=files, headers={"Idempotency-Key": d.delivery_id}
             )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             return Retry("printmail_connect", f"{type(exc).__name__}: {exc}")

@@ -101,7 +101,7 @@ def invoice(number: str, currency: str, amount: str, balance: str) -> dict:
 
 
 def pdf_of(payload: dict, settings: Settings = SETTINGS) -> bytes:
-    letter, _ = compose(payload, RENDERER, settings)
+    letter, _, _ = compose(payload, RENDERER, settings)
     return render_pdf(letter)
 
 
@@ -289,3 +289,40 @@ def test_a_configured_cjk_truetype_font_is_embedded():
         "/FontFile2" in (f["/DescendantFonts"][0].get_object() if "/DescendantFonts" in f else f)["/FontDescriptor"]
         for f in embedded
     ), [str(f.get("/BaseFont")) for f in fonts]
+
+
+class _Brands:
+    """The renderer's tenant templates store as letters use it: `brand(tenant_id)`, brand.brand_context's shape."""
+
+    def __init__(self, brands: dict):
+        self.brands = brands
+
+    def brand(self, tenant_id):
+        empty = dict.fromkeys(("sender_name", "name", "postal_address", "paper", "bank"))
+        return self.brands.get(tenant_id, empty)
+
+
+def test_the_tenants_brand_gives_the_return_address_paper_and_the_providers_from():
+    vienna = {
+        "name": "Wiener Inkasso GmbH",
+        "lines": ["Ring 1"],
+        "postal_code": "1010",
+        "city": "Wien",
+        "country": "AT",
+    }
+    renderer = Renderer(sender_name="Brandt Billing")
+    renderer.tenant_templates = _Brands(
+        {"ten_1": {"sender_name": "Wiener Inkasso GmbH", "postal_address": vienna, "paper": "LETTER", "bank": None}}
+    )
+    letter, address, sender = compose(stage(), renderer, SETTINGS)
+    assert letter.return_line == "Wiener Inkasso GmbH · Ring 1 · 1010 Wien" and letter.paper == "LETTER"
+    assert letter.recipient[-1] == "GERMANY"  # sent from Austria to Germany
+    d = Delivery("dlv_1", "ten_1", "inv_1", "stg_1", "firm", "letter", None, 1, stage())
+    form = LetterChannel(SETTINGS, renderer).form(d, address, sender)
+    assert form["from[name]"] == "Wiener Inkasso GmbH" and form["from[address_country]"] == "AT"
+    assert form["to[address_city]"] == "Berlin" and form["use_type"] == "operational"
+
+    renderer.tenant_templates = _Brands({})  # a tenant without a brand: the notifier's settings
+    letter, _, sender = compose(stage(), renderer, SETTINGS)
+    assert letter.return_line.startswith("Brandt Billing GmbH · Hauptstraße 1") and letter.paper == "A4"
+    assert sender["country"] == "DE"
