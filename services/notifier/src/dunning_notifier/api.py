@@ -11,14 +11,13 @@ from fastapi import FastAPI, Path, Query
 from dunning.http import Cursor, Page, Problem, TenantId, decode_cursor, limit_query, page, service_app
 from dunning.metrics import instrument_app
 from dunning.settings import CommonSettings
-from dunning_notifier import brand_api, letters_api, metrics, templates_api
+from dunning_notifier import brand_api, letters_api, metrics, optouts_api, templates_api
 from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier import repository as repo
 from dunning_notifier.agency_api import TAG as AGENCY_TAG
 from dunning_notifier.agency_api import agency_router
 from dunning_notifier.letters_api import TAG as LETTERS_TAG
 from dunning_notifier.optouts_api import TAG as OPTOUTS_TAG
-from dunning_notifier.optouts_api import optouts_router
 from dunning_notifier.schemas import (
     DELIVERY_ID,
     INVOICE_ID,
@@ -148,7 +147,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     letters_api.add_routes(app, deps)  # letters_api.py: letter PDFs, tracking, the provider webhook
     app.include_router(sms_router(deps))  # sms_api.py: Twilio's signed status callbacks and inbound STOP
     webhook_routes(app, deps)  # webhooks_api.py: endpoints, messages, attempts
-    app.include_router(optouts_router(deps))  # optouts_api.py: unsubscribe, contact and channel preferences, replies
+    optouts_api.add_routes(app, deps)  # optouts_api.py: unsubscribe, contact and channel preferences, replies
     app.include_router(tasks_router(deps))  # tasks_api.py: call tasks (assign, complete)
     app.include_router(agency_router(deps))  # agency_api.py: the agency, its cases, their acknowledgement
     templates_api.add_routes(app, deps.pool, deps.settings)  # templates_api.py: a tenant's own templates, preview

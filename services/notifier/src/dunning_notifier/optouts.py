@@ -106,7 +106,7 @@ def verify(token: str, settings: Settings) -> Subject:
 
 def check_settings(settings: Settings) -> None:
     """At start-up: without a secret (production, NOTIFIER_UNSUBSCRIBE_SECRET unset) reminders go out
-    without List-Unsubscribe and the unsubscribe routes answer 503; said loudly, once."""
+    without List-Unsubscribe (and no unsubscribe link is valid); said loudly, once."""
     if settings.unsubscribe_secret is None:
         log.error("notifier.unsubscribe.not_configured", hint="set NOTIFIER_UNSUBSCRIBE_SECRET (or NOTIFIER_ENV=dev)")
     elif settings.env != "dev" and len(settings.unsubscribe_secret.get_secret_value()) < 32:

@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
@@ -134,20 +134,21 @@ def _page(title: str, body: str) -> HTMLResponse:
     return HTMLResponse(doc)
 
 
-def optouts_router(deps: Any) -> APIRouter:
+def add_routes(app: FastAPI, deps: Any) -> None:
+    """The routes, on the app itself (FastAPI keeps an included router whole: the input guard could
+    not name a refused path parameter)."""
     settings = cast(Settings, deps.settings)
     pool = deps.pool
-    router = APIRouter()
 
     def subject_of(token: str) -> optouts.Subject:
-        if settings.unsubscribe_secret is None:
-            raise Problem(503, "Unsubscribe links are not configured on this server.")
+        if settings.unsubscribe_secret is None:  # no secret: no link was ever signed here (check_settings logs it)
+            raise Problem.not_found("token", "This unsubscribe link is not valid.")
         try:
             return optouts.verify(token, settings)
         except optouts.BadToken:
             raise Problem.not_found("token", "This unsubscribe link is not valid.") from None
 
-    @router.get(
+    @app.get(
         "/v1/unsubscribe/{token}",
         tags=["contact-preferences"],
         operation_id="showUnsubscribe",
@@ -169,7 +170,7 @@ def optouts_router(deps: Any) -> APIRouter:
             '<button type="submit">Unsubscribe</button></form>',
         )
 
-    @router.post(
+    @app.post(
         "/v1/unsubscribe/{token}",
         tags=["contact-preferences"],
         operation_id="unsubscribe",
@@ -217,7 +218,7 @@ def optouts_router(deps: Any) -> APIRouter:
             f"<h1>Unsubscribed</h1><p>{html.escape(subject.address)} will get no more payment reminders this way.</p>",
         )
 
-    @router.get(
+    @app.get(
         "/v1/customers/{customer_id}/contact-preferences",
         response_model=ContactPreferencesOut,
         tags=["contact-preferences"],
@@ -235,7 +236,7 @@ def optouts_router(deps: Any) -> APIRouter:
             customer_id=customer_id, channels=channels, history=[BlockChange(**dict(h)) for h in history]
         )
 
-    @router.delete(
+    @app.delete(
         "/v1/customers/{customer_id}/opt-outs/{channel}",
         response_model=ResubscribedOut,
         tags=["contact-preferences"],
@@ -284,7 +285,7 @@ def optouts_router(deps: Any) -> APIRouter:
             )
         return ChannelPreferencesOut(**dict(row))
 
-    @router.get(
+    @app.get(
         "/v1/channel-preferences",
         response_model=ChannelPreferencesOut,
         tags=["contact-preferences"],
@@ -294,7 +295,7 @@ def optouts_router(deps: Any) -> APIRouter:
     async def get_channel_preferences(tenant_id: TenantId) -> ChannelPreferencesOut:
         return await current(tenant_id)
 
-    @router.put(
+    @app.put(
         "/v1/channel-preferences",
         response_model=ChannelPreferencesOut,
         tags=["contact-preferences"],
@@ -315,7 +316,7 @@ def optouts_router(deps: Any) -> APIRouter:
         log.info("notifier.channel_preferences.updated", fallback=row["fallback"])
         return ChannelPreferencesOut(**dict(row))
 
-    @router.get(
+    @app.get(
         "/v1/replies",
         response_model=Page[ReplyOut],
         tags=["contact-preferences"],
@@ -332,7 +333,7 @@ def optouts_router(deps: Any) -> APIRouter:
         rows = await repo.list_replies(pool, tenant_id, invoice_id=invoice_id, before=before, limit=limit + 1)
         return page(rows, limit, key=lambda r: r["reply_id"], view=lambda r: ReplyOut(**dict(r)))
 
-    @router.get(
+    @app.get(
         "/v1/response-rate",
         response_model=ResponseRateOut,
         tags=["contact-preferences"],
@@ -357,5 +358,3 @@ def optouts_router(deps: Any) -> APIRouter:
             rate=round(replied / sent, 4) if sent else 0.0,
             by_channel_stage=rows,
         )
-
-    return router
