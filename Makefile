@@ -28,11 +28,12 @@ demo: install  ## a short story through the public APIs, against `make run` (DEM
 tenant: install  ## create a tenant: make tenant NAME="Acme Ltd"
 	$(VENV)/bin/dunning tenant create --name "$(or $(NAME),Acme Ltd)"
 
-test: install  ## unit, integration and e2e tests
-	$(PY) -m pytest
+test: install  ## unit tests (one process per core), then integration and e2e (one process: they share servers)
+	$(PY) -m pytest -m unit -n auto -q; unit=$$?; $(PY) -m pytest -m "not unit"; rest=$$?; \
+	  test $$unit -eq 0 -a $$rest -eq 0
 
-test-unit: install  ## fast tests with fakes, no servers
-	$(PY) -m pytest -m unit
+test-unit: install  ## fast tests with fakes, no servers (one process per core)
+	$(PY) -m pytest -m unit -n auto
 
 test-integration: install  ## tests against real PostgreSQL and a real broker
 	$(PY) -m pytest -m integration
