@@ -90,7 +90,7 @@ def _status_blocks(part: Message) -> list[Message]:
 
 def is_report(msg: Message) -> bool:
     return msg.get_content_type() == "multipart/report" and (
-        (msg.get_param("report-type") or "").lower() == "delivery-status"
+        str(msg.get_param("report-type") or "").lower() == "delivery-status"
     )
 
 

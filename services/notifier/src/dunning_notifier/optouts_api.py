@@ -32,7 +32,7 @@ Channel = Literal["email", "sms", "letter", "webhook"]
 CUSTOMER_ID = r"^cus_[0-9A-Za-z]{10,40}$"
 TOKEN = r"^[a-z2-7]{8,600}\.[a-z2-7]{26}$"
 _REPLY_ID = re.compile(r"^rpl_[0-9A-Za-z]{10,40}$")
-_PUBLIC = {"security": []}  # no API key: called by the customer's mail client or browser
+_PUBLIC: dict[str, Any] = {"security": []}  # no API key: called by the customer's mail client or browser
 
 
 class BlockOut(BaseModel):
