@@ -223,3 +223,75 @@ async def test_the_stand_ins_signed_events_reach_the_notifier(env, stage_data, p
 
     facts = (await api.get(f"/v1/deliveries/{d.delivery_id}/letter", headers={"Authorization": f"Bearer {KEY}"})).json()
     assert [e["event_type"] for e in facts["events"]] == ["letter.mailed", "letter.in_transit", "letter.delivered"]
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "permanent"),
+    [
+        pytest.param(400, Failed, True, id="400-bad-request"),
+        pytest.param(404, Failed, True, id="404"),
+        pytest.param(413, Failed, True, id="413-file-too-large"),
+        pytest.param(422, Failed, True, id="422-address"),
+        pytest.param(401, Retry, None, id="401-our-key"),
+        pytest.param(403, Retry, None, id="403"),
+        pytest.param(429, Retry, None, id="429-rate-limited"),
+        pytest.param(500, Retry, None, id="500"),
+        pytest.param(503, Retry, None, id="503"),
+    ],
+)
+async def test_each_answer_of_a_provider_maps_to_an_outcome(env, stage_data, notifier_pool, status, kind, permanent):
+    """A provider on a real port answering `status` in Lob's error shape."""
+    import asyncio
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request_head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        length = int(request_head.split("content-length:")[1].split("\r\n")[0])
+        await reader.readexactly(length)  # the whole request, as a server would, before answering
+        body = json.dumps({"error": {"message": "refused", "status_code": status, "code": "some_code"}}).encode()
+        head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        head += "Connection: close\r\n\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, _, settings = env
+    try:
+        channel = LetterChannel(
+            settings.model_copy(update={"printmail_api_url": f"http://127.0.0.1:{port}"}),
+            Renderer(),
+            pool=notifier_pool,
+        )
+        outcome = await channel.open_session().send(delivery(stage_data))
+    finally:
+        server.close()
+    assert isinstance(outcome, kind) and outcome.error_code == f"printmail_{status}"
+    assert "some_code: refused" in outcome.error
+    if kind is Failed:
+        assert outcome.permanent is permanent
+    else:
+        assert not outcome.in_doubt
+
+
+async def test_no_answer_after_the_request_went_out_is_an_in_doubt_retry(env, stage_data, notifier_pool):
+    import asyncio
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 20)
+        await asyncio.sleep(5)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, _, settings = env
+    try:
+        channel = LetterChannel(
+            settings.model_copy(update={"printmail_api_url": f"http://127.0.0.1:{port}", "printmail_timeout": 0.5}),
+            Renderer(),
+            pool=notifier_pool,
+        )
+        outcome = await channel.open_session().send(delivery(stage_data))
+    finally:
+        server.close()
+    assert isinstance(outcome, Retry) and outcome.error_code == "printmail_timeout" and outcome.in_doubt
