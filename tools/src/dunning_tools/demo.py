@@ -10,8 +10,9 @@ and rejected, a payment plan's instalment reminders, a promise to pay broken. Th
 (`demo_policies`): one consolidated notice for a customer with several overdue invoices, an invoice
 paid a moment before its notice left out of it, and a preview on a German calendar with a send window.
 Then money in (`demo_money`): a bank statement imported and matched, the unmatched queue and a
-manual allocation, a Stripe refund that reopens a paid invoice.
-`python -m dunning_tools.demo policies` (or `money`) tells only that story.
+manual allocation, a Stripe refund that reopens a paid invoice. Then every channel (`demo_channels`):
+a German customer's e-mail, SMS, letter PDF, signed webhook, call task and agency hand-off.
+`python -m dunning_tools.demo policies` (or `money`, `channels`) tells only that story.
 """
 
 import asyncio
@@ -25,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from dunning_cli.tenants import create_tenant
-from dunning_tools import demo_money, demo_policies, demo_stops
+from dunning_tools import demo_channels, demo_money, demo_policies, demo_stops
 from dunning_tools.stack.mailserver import messages_to
 from dunning_tools.testing.story import invoice_body, post_stripe_webhook, seconds_policy, stripe_invoice_paid
 from dunning_tools.testing.waits import wait_until
@@ -67,6 +68,9 @@ def main() -> None:
         return
     if only == ["money"]:
         demo_money.money(client, state, say, wait)
+        return
+    if only == ["channels"]:
+        demo_channels.channels(client, state, say, wait)
         return
     tenant = asyncio.run(create_tenant(state["DATABASE_URL"], f"Demo Co {time.strftime('%H%M%S')}"))
     auth = {"Authorization": f"Bearer {tenant['api_key']}"}
@@ -133,6 +137,7 @@ def main() -> None:
     demo_stops.stops(client, state, say, wait)
     demo_policies.policies(client, state, say, wait)
     demo_money.money(client, state, say, wait)
+    demo_channels.channels(client, state, say, wait)
     say(f"\nRead the mail: {mail}/messages or the files in .run/mail/new/")
 
 
