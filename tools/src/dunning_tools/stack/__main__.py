@@ -25,7 +25,12 @@ BANNER = """
     scheduler        {scheduler}/docs
     notifier         {notifier}/docs
     reconciliation   {reconciliation}/docs
-    mail (SMTP 1025) {mail}/messages   files: {maildir}
+    mail (SMTP {smtp}) {mail}/messages   files: {maildir}
+    inbound SMTP     127.0.0.1:{inbound_smtp} (the notifier's: replies and bounce reports)
+    stand-ins        {providers} (Twilio, print-and-mail, webhook receiver)
+      SMS sent       {providers}/_dev/sms
+      letters        {providers}/_dev/letters   PDF: {providers}/_dev/letters/<id>.pdf
+      webhooks       POST {providers}/hooks/<name>   received: {providers}/_dev/hooks/<name>
     logs             {logs}
 
   Tenant "{tenant_name}" ({tenant_id})
@@ -41,7 +46,8 @@ BANNER = """
            "customer": {{"external_id": "C-1", "name": "Muster GmbH", "email": "ap@muster.example",
                         "locale": "de-DE", "timezone": "Europe/Berlin"}}}}'
 
-  Then `make demo` in another terminal. Ctrl-C stops everything.
+  Then `make demo` in another terminal (DEMO=channels: e-mail, SMS, letter, webhook, call, agency).
+  Ctrl-C stops everything.
 """
 
 
@@ -90,6 +96,9 @@ def run(workdir: Path) -> None:
                 notifier=stack.url("notifier"),
                 reconciliation=stack.url("reconciliation"),
                 mail=stack.mail_api,
+                smtp=stack.ports.smtp,
+                inbound_smtp=stack.ports.inbound_smtp,
+                providers=stack.providers_url,
                 maildir=workdir / "mail" / "new",
                 logs=workdir / "logs",
                 tenant_name=tenant["name"],
