@@ -10,7 +10,8 @@
 - `GET /v1/letters/{id}`: the letter object.
 - Dev only: `GET /_dev/letters` (every letter, with its idempotency key and PDF's SHA-256),
   `GET /_dev/letters/{id}.pdf` (the PDF as received), `PUT /_dev/webhook` {"url", "secret"} (where
-  tracking events go: Lob configures this in its dashboard), `POST /_dev/letters/{id}/events`
+  tracking events go: Lob configures this in its dashboard; `secrets["printmail_webhook_url"]` and
+  `["printmail_webhook_secret"]` configure it from the start), `POST /_dev/letters/{id}/events`
   {"event_type": "letter.mailed"} sends that event, signed as Lob does (`Lob-Signature`: hex
   HMAC-SHA256 of `<Lob-Signature-Timestamp>.<body>`), and answers the receiver's status.
 State (letters, PDFs, keys, the webhook) is kept in files under `directory`.
@@ -115,6 +116,9 @@ class _Store:
 def router(directory: Path, secrets: dict[str, str]) -> APIRouter:
     api = APIRouter(tags=["printmail (Lob)"])
     store = _Store(directory)
+    # The stack may configure the webhook up front (what Lob's dashboard holds); PUT /_dev/webhook overrides.
+    url, secret = secrets.get("printmail_webhook_url"), secrets.get("printmail_webhook_secret")
+    configured = {"url": url, "secret": secret} if url and secret else None
 
     @api.post("/v1/letters")
     async def create_letter(request: Request) -> Response:
@@ -200,7 +204,7 @@ def router(directory: Path, secrets: dict[str, str]) -> APIRouter:
 
     @api.post("/_dev/letters/{letter_id}/events")
     async def send_event(letter_id: str, request: Request) -> Response:
-        letter, hook = store.letter(letter_id), store.webhook()
+        letter, hook = store.letter(letter_id), store.webhook() or configured
         event_type = (await request.json()).get("event_type")
         if letter is None:
             return _error(404, "letter not found", "not_found")
