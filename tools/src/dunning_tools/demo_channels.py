@@ -26,7 +26,7 @@ import httpx
 from dunning_cli.tenants import create_tenant
 from dunning_tools.stack.mailserver import messages_to
 
-POLICY = {
+POLICY: dict[str, Any] = {
     "anchor": "issued_at",
     "stages": [
         {"name": "soft", "offset": "PT2S", "channels": ["email"]},
@@ -142,7 +142,11 @@ def channels(client: httpx.Client, state: dict, say: Say, wait: Any = None) -> d
         say, "    POST /v1/webhook-endpoints (reminder.due to the stand-in receiver)", subscribe
     )
     ran["agency"] = step(say, "    PUT /v1/agency (webhook mode, the stand-in receiver)", set_agency)
-    api.call("PUT", "SCHEDULER_URL", "/v1/policy", POLICY)
+    try:
+        api.call("PUT", "SCHEDULER_URL", "/v1/policy", POLICY)
+    except NotAvailable as exc:
+        say(f"    not available: the policy ({exc}); the story ends here")
+        return {**ran, "policy": False}
     say("    policy: " + ", ".join(f"{s['name']} +{s['offset'][2:]} {s['channels'][0]}" for s in POLICY["stages"]))
     time.sleep(2.5)  # the scheduler's policy cache
 
@@ -229,7 +233,11 @@ def show_sms(api: Api, phone: str, inv: dict, say: Say) -> None:
         mine = [m for m in r.json()["messages"] if inv["number"] in m["body"]]
         return mine[0] if mine else None
 
-    m = within(message, 30, "the SMS at the Twilio stand-in")
+    within(message, 30, "the SMS at the Twilio stand-in")
+    try:  # the stand-in's signed status callbacks: queued -> sent -> delivered
+        m = within(lambda: (got := message()) and got["status"] == "delivered" and got, 15, "delivered")
+    except NotAvailable:
+        m = message()
     say(f"    {m['sid']} to {m['to']} from {m.get('from')}: status {m['status']}, {m.get('num_segments')} segment(s)")
     say(f"    | {m['body']}")
 
@@ -342,3 +350,15 @@ def show_handoff(api: Api, hook: str, agency: dict, inv: dict, say: Say) -> None
     say(f"    {inv['number']}: status {'with_agency' if status else '?'}")
     stages = [f"{s.get('stage')} {s.get('state', '')}".strip() for s in data.get("timeline", [])]
     say(f"    the case file's timeline: {', '.join(stages) or '(empty)'}")
+    email = data["customer"]["email"]
+
+    def notice() -> dict | None:
+        got = messages_to(api.state["MAIL_API"], email, api.client)
+        mine = [m for m in got if m["headers"].get("X-Dunning-Stage") == "handed_over"]
+        return mine[0] if mine else None
+
+    try:
+        told = within(notice, 30, "the handed_over e-mail")
+        say(f"    the customer is told: {told['subject']}")
+    except NotAvailable as exc:
+        say(f"    the customer's handed_over e-mail: not available: {exc}")
