@@ -42,6 +42,8 @@ from dunning_notifier.tasks import ChannelPool
 log = get_logger(__name__)
 HANDED_OVER = "handed_over"  # the debtor's notice: its stage, template and the stop it is exempt from
 WITH_AGENCY = "with_agency"
+CASE_SETTLED = "case_settled"  # the agency's message when a payment settles a handed-over invoice
+SETTLING = ("invoice_settled", "invoice_credited")
 _RETRYABLE_4XX = {408, 409, 425, 429}
 
 
@@ -188,6 +190,55 @@ async def complete_hand_over(
     return row
 
 
+async def settled_message(
+    conn: asyncpg.Connection, *, tenant_id: str, invoice_id: str, reason: str, cause_event_id: str, at: dt.datetime
+) -> str | None:
+    """A stop that settles an invoice the agency received by webhook (handlers._apply_stop): a signed
+    `case.settled` message to the agency, as a delivery on the agency channel (the dispatcher sends it,
+    retries it like the case). None: nothing to tell (another stop, no such case, told already)."""
+    if reason not in SETTLING:
+        return None
+    case = await repo.handed_over_webhook_case(conn, tenant_id, invoice_id)
+    if case is None:
+        return None
+    original = case["case_file"].get("payload") or {}
+    stage_id = new_id("stg")
+    payload = {
+        **original,
+        "stage_id": stage_id,
+        "stage": CASE_SETTLED,
+        "channel": "agency",
+        "template": CASE_SETTLED,
+        "case_settled": {"case_id": case["case_id"], "reason": reason, "settled_at": isoformat(at)},
+    }
+    delivery_id = await repo.insert_agency_message(
+        conn,
+        delivery_id=new_id("dlv"),
+        tenant_id=tenant_id,
+        invoice_id=invoice_id,
+        stage_id=stage_id,
+        stage=CASE_SETTLED,
+        payload=payload,
+        source_event_id=str(cause_event_id),
+        customer_id=case["customer_id"],
+    )
+    log.info("notifier.agency.settled_message", case_id=case["case_id"], delivery_id=delivery_id, reason=reason)
+    return delivery_id
+
+
+def settled_request(secret: str, d: Delivery, now: dt.datetime) -> tuple[bytes, dict[str, str]]:
+    """The signed `case.settled` message (webhook-id: its delivery id, the same on every attempt)."""
+    data = {**d.payload["case_settled"], "invoice_id": d.invoice_id}
+    body = orjson.dumps({"type": "case.settled", "timestamp": isoformat(now), "data": data})
+    signature = Webhook(secret).sign(d.delivery_id, now, body.decode())
+    return body, {
+        "content-type": "application/json",
+        "webhook-id": d.delivery_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+    }
+
+
 class AgencyChannel:
     """The `agency` channel (PROVIDERS in channels.py): a case per delivery, handed to the agency."""
 
@@ -210,6 +261,8 @@ class AgencyChannel:
                 await client.aclose()
 
     async def send(self, d: Delivery) -> Outcome:
+        if d.stage == CASE_SETTLED:
+            return await self._settled(d)
         try:
             pool = await self.db.get()
             async with pool.acquire() as conn, conn.transaction():
@@ -243,30 +296,42 @@ class AgencyChannel:
             return Sent(provider_message_id=case["case_id"], sent_at=utcnow())
         return await self._post(pool, agency, case, d)
 
+    async def _settled(self, d: Delivery) -> Outcome:
+        try:
+            agency = await repo.get_agency(await self.db.get(), d.tenant_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            return Retry("case_store", f"{type(exc).__name__}: {exc}")
+        if agency is None or agency["mode"] != "webhook":
+            return Failed("agency_not_webhook", "the tenant's agency takes no webhook now", permanent=True)
+        body, headers = settled_request(agency["secret"], d, utcnow())
+        outcome = await self._deliver(agency["url"], body, headers)
+        return outcome or Sent(provider_message_id=d.payload["case_settled"]["case_id"], sent_at=utcnow())
+
+    async def _deliver(self, url: str, body: bytes, headers: dict[str, str]) -> Retry | Failed | None:
+        """POST a signed message: None on a 2xx, else what to do (Retry, Failed) as for a case."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.settings.agency_timeout_seconds, follow_redirects=False)
+        try:
+            response = await self._http.post(url, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            in_doubt = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
+            return Retry("agency_timeout", f"{type(exc).__name__}: {exc}", in_doubt=in_doubt)
+        except httpx.HTTPError as exc:
+            return Retry("agency_connect", f"{type(exc).__name__}: {exc}")
+        if 200 <= response.status_code < 300:
+            return None
+        error, code = f"{response.status_code} {response.text[:500]}", f"agency_{response.status_code}"
+        if 400 <= response.status_code < 500 and response.status_code not in _RETRYABLE_4XX:
+            return Failed(code, f"the agency refused it: {error}", permanent=True)
+        return Retry(code, error)
+
     async def _post(self, pool: asyncpg.Pool, agency: Any, case: Any, d: Delivery) -> Outcome:
         file = {k: v for k, v in case["case_file"].items() if k != "payload"}
         body, headers = webhook_request(agency["secret"], {"case_id": case["case_id"], "case_file": file}, utcnow())
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.settings.agency_timeout_seconds, follow_redirects=False)
-        sent = False
-        try:
-            request = self._http.build_request("POST", agency["url"], content=body, headers=headers)
-            sent = True
-            response = await self._http.send(request)
-        except httpx.TimeoutException as exc:
-            in_doubt = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)) and sent
-            await repo.note_attempt(pool, case["case_id"], f"timeout: {exc!r}")
-            return Retry("agency_timeout", f"{type(exc).__name__}: {exc}", in_doubt=in_doubt)
-        except httpx.HTTPError as exc:
-            await repo.note_attempt(pool, case["case_id"], repr(exc)[:2000])
-            return Retry("agency_connect", f"{type(exc).__name__}: {exc}")
-        if not 200 <= response.status_code < 300:
-            error = f"{response.status_code} {response.text[:500]}"
-            await repo.note_attempt(pool, case["case_id"], error)
-            code = f"agency_{response.status_code}"
-            if 400 <= response.status_code < 500 and response.status_code not in _RETRYABLE_4XX:
-                return Failed(code, f"the agency refused the case: {error}", permanent=True)
-            return Retry(code, error)
+        outcome = await self._deliver(agency["url"], body, headers)
+        if outcome is not None:
+            await repo.note_attempt(pool, case["case_id"], f"{outcome.error_code}: {outcome.error}"[:2000])
+            return outcome
         try:
             async with pool.acquire() as conn, conn.transaction():
                 await complete_hand_over(conn, case, acknowledged_by=None, payload=d.payload)

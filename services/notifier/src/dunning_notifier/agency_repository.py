@@ -150,3 +150,52 @@ async def contact_of(db: Executor, tenant_id: str, customer_id: str | None) -> a
     if customer_id is None:
         return None
     return await db.fetchrow(_CONTACT, tenant_id, customer_id)
+
+
+_HANDED_OVER_WEBHOOK_CASE = f"""
+SELECT {CASE_COLUMNS} FROM agency_cases
+ WHERE tenant_id = $1 AND invoice_id = $2 AND state = 'handed_over' AND mode = 'webhook'
+ ORDER BY case_id DESC LIMIT 1
+"""
+
+
+async def handed_over_webhook_case(db: Executor, tenant_id: str, invoice_id: str) -> asyncpg.Record | None:
+    """The invoice's case the agency received by webhook (the newest), if any."""
+    return await db.fetchrow(_HANDED_OVER_WEBHOOK_CASE, tenant_id, invoice_id)
+
+
+# The agency's `case.settled` message: a delivery on the agency channel written here, not through
+# repository.insert_delivery, whose terminal-stop check would record it cancelled (the invoice is stopped:
+# with_agency, then settled; this message is what follows the stop). One per invoice (deliveries_once).
+_INSERT_AGENCY_MESSAGE = """
+INSERT INTO deliveries (delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template, payload,
+                        source_event_id, customer_id)
+VALUES ($1, $2, $3, $4, $5, 'agency', $5, $6, $7, $8)
+ON CONFLICT (tenant_id, invoice_id, stage, channel) DO NOTHING
+RETURNING delivery_id
+"""
+
+
+async def insert_agency_message(
+    conn: asyncpg.Connection,
+    *,
+    delivery_id: str,
+    tenant_id: str,
+    invoice_id: str,
+    stage_id: str,
+    stage: str,
+    payload: dict[str, Any],
+    source_event_id: str,
+    customer_id: str | None,
+) -> str | None:
+    return await conn.fetchval(
+        _INSERT_AGENCY_MESSAGE,
+        delivery_id,
+        tenant_id,
+        invoice_id,
+        stage_id,
+        stage,
+        payload,
+        source_event_id,
+        customer_id,
+    )

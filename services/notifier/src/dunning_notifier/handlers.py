@@ -42,7 +42,7 @@ from dunning.events import Event
 from dunning.handler_table import HandlerSpec, check_envelope
 from dunning.ids import new_id
 from dunning.logging import get_logger
-from dunning_notifier import notices, tasks, webhooks_catalogue
+from dunning_notifier import agency, notices, tasks, webhooks_catalogue
 from dunning_notifier import repository as repo
 from dunning_notifier.contacts import addresses
 from dunning_notifier.messages import reminder_cancelled
@@ -117,14 +117,9 @@ async def _apply_stop(conn: asyncpg.Connection, event: Event, state: str, reason
     )
     cancelled = [r for r in rows if r["state"] == "cancelled"]
     await outbox.add_many(conn, [reminder_cancelled(r) for r in cancelled])
-    await tasks.cancel_for_stop(  # its open call tasks too (TaskCancelled)
-        conn,
-        tenant_id=data.tenant_id,
-        invoice_id=data.invoice_id,
-        reason=reason,
-        cause_event_id=event.id,
-        at=stopped_at,
-    )
+    collections = dict(tenant_id=data.tenant_id, invoice_id=data.invoice_id, reason=reason, cause_event_id=event.id)
+    await tasks.cancel_for_stop(conn, **collections, at=stopped_at)  # its open call tasks (TaskCancelled)
+    await agency.settled_message(conn, **collections, at=stopped_at)  # a handed-over invoice paid: tell the agency
     await notices.leave_out(
         conn,
         tenant_id=data.tenant_id,

@@ -364,3 +364,44 @@ async def test_a_failing_agency_endpoint_is_retried_with_backoff(api, notifier, 
     assert ids == {row["provider_message_id"]}  # one case, the same webhook-id on every attempt
     handed = [e for e in await notifier.reported(data["invoice_id"]) if e["type"] == "dunning.InvoiceHandedToAgency.v1"]
     assert len(handed) == 1
+
+
+async def test_a_payment_after_a_webhook_hand_off_tells_the_agency_once_signed(
+    api, notifier, dispatching, stage_data, receiver
+):
+    put = await api.put(
+        "/v1/agency",
+        json={"name": "N", "mode": "webhook", "url": receiver.url, "contact_email": "c@n.example"},
+        headers=HEADERS,
+    )
+    secret = put.json()["secret"]
+    data = await _agency_stage(notifier, stage_data)
+    async with dispatching():
+        case = await notifier.wait_state(data["invoice_id"], "sent", channel="agency")
+    await notifier.stop("stopped", data["invoice_id"], reason="with_agency")
+    settled = await notifier.stop("stopped", data["invoice_id"], reason="invoice_settled")
+    await notifier.redeliver(settled)  # a redelivery adds nothing (the inbox)
+    async with dispatching():
+        await async_wait_until(receiver.attempted(2), what="the case.settled message")
+        message = await async_wait_until(
+            lambda: notifier.pool.fetchrow(
+                "SELECT * FROM deliveries WHERE invoice_id = $1 AND stage = 'case_settled' AND state = 'sent'",
+                data["invoice_id"],
+            ),
+            what="the case.settled delivery sent",
+        )
+    rows = await notifier.pool.fetch(
+        "SELECT stage, state FROM deliveries WHERE invoice_id = $1 AND channel = 'agency' ORDER BY created_at",
+        data["invoice_id"],
+    )
+    assert [(r["stage"], r["state"]) for r in rows] == [("collections", "sent"), ("case_settled", "sent")]
+    [(body, headers)] = receiver.requests[1:]
+    payload = Webhook(secret).verify(body, headers)
+    assert payload["type"] == "case.settled" and headers["webhook-id"] == message["delivery_id"]
+    assert payload["data"] | {"case_id": case["provider_message_id"], "reason": "invoice_settled"} == payload["data"]
+    assert payload["data"]["invoice_id"] == data["invoice_id"]
+    notice = await notifier.pool.fetchrow(
+        "SELECT state, cancel_reason FROM deliveries WHERE invoice_id = $1 AND stage = 'handed_over'",
+        data["invoice_id"],
+    )
+    assert notice["state"] == "sent" or notice["cancel_reason"] == "invoice_settled"
