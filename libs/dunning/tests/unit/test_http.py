@@ -5,7 +5,7 @@ import re
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 
 from dunning.http import JSON_BODY, InputGuard, Problem, decode_cursor, encode_cursor, page
 
@@ -63,6 +63,22 @@ async def test_the_guard_refuses_what_no_route_should_see(path, content, status,
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["errors"][0]["field"] == field
+
+
+async def test_a_refused_path_segment_is_named_on_a_route_of_an_included_router():
+    app = FastAPI()
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/tasks/{task_id}")
+    async def task(task_id: str) -> dict:
+        return {"task_id": task_id}
+
+    app.include_router(router)
+    app.add_middleware(InputGuard, max_body_bytes=1000)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        r = await client.get("/v1/tasks/a%00b")
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "task_id"
 
 
 async def test_clean_and_escaped_text_pass_and_a_parsed_body_is_shared():

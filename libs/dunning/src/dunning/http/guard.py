@@ -147,7 +147,7 @@ class InputGuard:
         """The name of the route's path parameter at this segment (only on the refusal path)."""
         clean = "/".join("x" if i == index else s.decode("latin-1") for i, s in enumerate(segments))
         app = scope.get("app")
-        for route in getattr(getattr(app, "router", None), "routes", ()):
+        for route in _flat_routes(getattr(getattr(app, "router", None), "routes", ())):
             regex = getattr(route, "path_regex", None)
             match = regex.match(clean) if regex is not None else None
             if match:
@@ -251,3 +251,14 @@ class InputGuard:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+def _flat_routes(routes):
+    """The app's routes with those of included routers among them: FastAPI keeps an included router
+    as one entry (`_IncludedRouter`) whose routes come from `effective_route_contexts()`."""
+    for route in routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        if callable(contexts):
+            yield from _flat_routes(contexts())
+        else:
+            yield route
