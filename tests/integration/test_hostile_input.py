@@ -327,7 +327,9 @@ def test_every_operation_is_documented_the_same_way(services_kit, service):
             ids.append(op.get("operationId"))
             assert op.get("operationId") and op["operationId"][0].islower(), f"{where}: explicit operationId"
             assert op.get("tags") and set(op["tags"]) <= declared_tags, f"{where}: declared tags"
-            public = template.startswith("/v1/webhooks/")  # authenticated by the provider's signature
+            # Public: a provider's callbacks (authenticated by its signature) and the one-click unsubscribe
+            # link a customer's mail client follows (authenticated by the signed token in its path).
+            public = template.startswith(("/v1/webhooks/", "/v1/providers/", "/v1/unsubscribe/"))
             assert public or op.get("security") == [{"bearer": []}], f"{where}: the bearer scheme"
             for status, response in op["responses"].items():
                 if int(status) >= 400:
