@@ -85,6 +85,9 @@ class Stack:
             "twilio_account_sid": "AC" + secrets.token_hex(16),
             "twilio_auth_token": secrets.token_hex(16),
             "printmail_api_key": "test_" + secrets.token_hex(16),
+            # The stand-in posts signed tracking events (letter.mailed, ...) to the notifier, as Lob does.
+            "printmail_webhook_secret": secrets.token_hex(24),
+            "printmail_webhook_url": f"http://127.0.0.1:{ports.services['notifier']}/v1/providers/printmail/events",
         }
         self.broker_store: subprocess.Popen | None = None
         self.database_url = os.environ.get("DATABASE_URL", "")
@@ -181,6 +184,7 @@ class Stack:
                 "NOTIFIER_TWILIO_AUTH_TOKEN": self.provider_secrets["twilio_auth_token"],
                 "NOTIFIER_PRINTMAIL_API_URL": self.providers_url,
                 "NOTIFIER_PRINTMAIL_API_KEY": self.provider_secrets["printmail_api_key"],
+                "NOTIFIER_PRINTMAIL_WEBHOOK_SECRET": self.provider_secrets["printmail_webhook_secret"],
                 "NOTIFIER_PUBLIC_URL": self.url("notifier"),
                 **self.extra_env,
             }
