@@ -206,6 +206,7 @@ class InboundSmtp:
             ),
             host=s.inbound_smtp_host,
             port=s.inbound_smtp_port,
+            reuse_port=s.http_reuse_port or None,  # replicas on one host share it, as they share the HTTP port
         )
         log.info("notifier.inbound.listening", host=s.inbound_smtp_host, port=s.inbound_smtp_port)
         return self.server

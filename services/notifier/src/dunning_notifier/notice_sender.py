@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 from dunning import outbox
 from dunning.logging import get_logger
 from dunning.tracing import context_from_traceparent, tracer
-from dunning_notifier import contacts
+from dunning_notifier import contacts, optouts
 from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier.channels import Channel, ChannelSession, channel_for
 from dunning_notifier.messages import reminder_cancelled
@@ -136,7 +136,7 @@ class NoticeSender:
             session = sessions.get(d.channel)
             if session is None:
                 session = sessions[d.channel] = channel_for(self.channels, d.channel).open_session()
-            outcome = await session.send(d)
+            outcome = await optouts.screen(self.pool, d, self.channels) or await session.send(d)  # opt-outs
         except Exception as exc:
             log.exception("notifier.notice.send_crashed", delivery_id=d.delivery_id)
             outcome = Retry("internal_error", repr(exc)[:2000], in_doubt=True)  # how far it got: unknown

@@ -37,7 +37,8 @@ from dunning_notifier.settings import Settings
 
 log = get_logger(__name__)
 DEFAULT_FALLBACK = ("email", "sms", "letter")
-ADDRESSED = frozenset({"email", "sms"})  # channels that cannot go without an address of the customer
+# The channels that cannot go without an address of the customer (a letter: its postal address).
+ADDRESSED = frozenset({"email", "sms", "letter"})
 _MAC_BYTES = 16
 _SEP = "\x1f"
 # A 5xx to RCPT (channels.py's classification): the mailbox does not exist / is not ours / bad name.
@@ -227,12 +228,16 @@ async def screen(pool: asyncpg.Pool, d: Delivery, configured: Collection[str]) -
     """A Failed outcome if the delivery's address is opted out or invalid on its channel, else None
     (send it). `no_allowed_channel` when no later channel of the tenant's order could take it."""
     customer_id = customer_of(d)
-    if not customer_id or not d.recipient or d.payload.get("notice_id") is not None:
+    if not customer_id or not d.recipient:
         return None
+    notice = d.payload.get("notice_id") is not None
     async with pool.acquire() as conn:
         found = await repo.active_block(conn, d.tenant_id, customer_id, d.channel, [normalise(d.channel, d.recipient)])
         if found is None:
             return None
+        if notice:  # a consolidated notice is not sent, and does not fall back (its stages are several)
+            code = "opted_out" if found["kind"] == "opted_out" else "contact_invalid"
+            return Failed(code, f"{d.recipient} is blocked on {d.channel} ({found['reason']})", permanent=True)
         order = await fallback_order(conn, d.tenant_id)
         left = await next_allowed(conn, d.tenant_id, customer_id, order, d.channel, d.payload, configured)
     code = "opted_out" if found["kind"] == "opted_out" else "contact_invalid"
@@ -253,13 +258,13 @@ async def next_allowed(
     configured: Collection[str],
 ) -> tuple[str, str | None] | None:
     """(channel, address) of the first channel after `channel` in the order that has a provider, an
-    address where the channel needs one (e-mail, SMS: ADDRESSED) and no block on it; None if none."""
+    address where the channel needs one (e-mail, SMS, letter: ADDRESSED) and no block on it; None if none."""
     for candidate in next_channels(order, channel, configured):
         recipient = recipient_on(payload, candidate)
         if recipient is None:
             if candidate in ADDRESSED:
                 continue
-            return candidate, None  # a letter or webhook: the channel reads what it needs from the payload
+            return candidate, None  # a webhook, a call task: the channel reads what it needs from the payload
         if not await repo.active_block(conn, tenant_id, customer_id, candidate, [normalise(candidate, recipient)]):
             return candidate, recipient
     return None

@@ -254,3 +254,16 @@ def test_dsn_helper_parses():  # the test's own DSN is one the parser reads
     raw = _dsn("dlv_01JD5N7P9Q1R3S5T7V9W1X3Y5Z", "a@b.c", "5.1.1", "failed")
     report = parse_report(email.message_from_bytes(raw, policy=email.policy.default))
     assert report is not None and report.recipients[0].permanent_failure
+
+
+async def test_a_consolidated_notice_to_an_opted_out_address_is_not_sent(notifier, notice_item, notice_data):
+    data = notice_data([notice_item(stage="soft"), notice_item(stage="firm")], tenant_id=TENANT)
+    async with notifier.pool.acquire() as conn, conn.transaction():
+        await optouts.record_opt_out(conn, TENANT, data["customer_id"], "email", data["customer"]["email"], "http")
+    await notifier.compose(data)
+
+    async with notifier.dispatching():
+        row = await notifier.wait_notice(data["notice_id"], "failed")
+
+    assert row["last_error_code"] == "opted_out"
+    assert await notifier.mail_to(data["customer"]["email"]) == []
