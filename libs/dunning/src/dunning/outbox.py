@@ -100,8 +100,18 @@ async def add_many(
 ) -> None:
     """Write events (records, or envelopes) to the outbox in one statement; the topic of each is its
     type's in the catalogue unless given, the key its subject (the invoice id)."""
-    if not messages:
-        return
+    await add_rows(conn, outbox_rows(messages, topic=topic, key=key, headers=headers))
+
+
+def outbox_rows(
+    messages: list[Message],
+    *,
+    topic: str | None = None,
+    key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> list[list[Any]]:
+    """The outbox columns `add_many` writes for these events (built apart, so that a caller can build
+    them while its previous statement runs; `add_rows` writes them)."""
     rows = []
     mapping = topic_for_type()
     for message in messages:
@@ -109,9 +119,15 @@ async def add_many(
         k = key or env["subject"]
         hdrs = dumps({**headers_of(env), **(headers or {})}).decode()
         rows.append((lane_of(k), topic or mapping[env["type"]], k, env["id"], env["type"], hdrs, dumps(env)))
-    lanes, topics, keys, ids, types, headers_json, payloads = (list(col) for col in zip(*rows, strict=True))
+    return [list(col) for col in zip(*rows, strict=True)] if rows else []
+
+
+async def add_rows(conn: asyncpg.Connection, columns: list[list[Any]]) -> None:
+    """Write the columns `outbox_rows` built (nothing for none)."""
+    if not columns:
+        return
     # One statement, one round trip: the rows, and a NOTIFY that wakes the relays at commit.
-    await conn.execute(_ADD_MANY, lanes, topics, keys, ids, types, headers_json, payloads)
+    await conn.execute(_ADD_MANY, *columns)
 
 
 class OutboxRelay(Loop):

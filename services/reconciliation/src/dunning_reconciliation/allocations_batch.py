@@ -121,7 +121,7 @@ async def allocate_many(
 
 async def _write(conn: asyncpg.Connection, fast: list[tuple]) -> None:
     """The fast items' rows and events, four statements for the run; each next one's rows built
-    while PostgreSQL runs the one before."""
+    while PostgreSQL runs the one before (the outbox's too: outbox.outbox_rows, then add_rows)."""
     if not fast:
         return
     now = utcnow()
@@ -167,8 +167,9 @@ async def _write(conn: asyncpg.Connection, fast: list[tuple]) -> None:
                 }
     async with meanwhile(repo.insert_allocations(conn, rows)):
         envelopes = [envelope(e) for e in events]  # what add_many would build, built meanwhile
-    await repo.set_invoice_balances(conn, list(final.values()))
-    await outbox.add_many(conn, envelopes)
+    async with meanwhile(repo.set_invoice_balances(conn, list(final.values()))):
+        columns = outbox.outbox_rows(envelopes)
+    await outbox.add_rows(conn, columns)
     log.info("reconciliation.payments.allocated_batch", payments=len(fast), allocations=len(rows))
 
 

@@ -51,7 +51,7 @@ async def insert_allocation(
 _INSERT_ALLOCATIONS = (
     f"INSERT INTO allocations ({ALLOCATION_COLUMNS}) SELECT r.allocation_id, r.tenant_id, r.payment_id,"
     " r.invoice_id, r.currency, r.amount, r.rule, r.reason, 'system', r.created_at, NULL, NULL"
-    " FROM jsonb_to_recordset($1::text::jsonb) AS r(allocation_id text, tenant_id text, payment_id text,"
+    " FROM json_to_recordset($1::text::json) AS r(allocation_id text, tenant_id text, payment_id text,"
     " invoice_id text, currency text, amount numeric, rule text, reason text, created_at timestamptz)"
 )
 

@@ -18,7 +18,7 @@ _HOLD_UNMATCHED = (
     " r.match_external_ids, r.match_numbers, r.fingerprint, r.received_at,"
     " r.acknowledged_at, r.customer_id, r.payer_name, r.payer_account, r.remittance, r.creditor_reference,"
     " r.statement_id, r.suggestions"
-    " FROM jsonb_to_recordset($1::text::jsonb) AS r(payment_id text, tenant_id text, source text,"
+    " FROM json_to_recordset($1::text::json) AS r(payment_id text, tenant_id text, source text,"
     " source_reference text, stripe_object_id text, currency text, amount numeric, match_invoice_id text,"
     " match_external_ids text[], match_numbers text[], fingerprint text, received_at timestamptz,"
     " acknowledged_at timestamptz, customer_id text, payer_name text, payer_account text, remittance text,"

@@ -188,7 +188,7 @@ async def set_invoice_balance(conn: asyncpg.Connection, invoice_id: str, balance
 
 _SET_INVOICE_BALANCES = (
     "UPDATE invoices i SET balance = r.balance, status = r.status, balance_version = r.balance_version,"
-    " updated_at = now() FROM jsonb_to_recordset($1::text::jsonb)"
+    " updated_at = now() FROM json_to_recordset($1::text::json)"
     " AS r(invoice_id text, balance numeric, status text, balance_version int) WHERE i.invoice_id = r.invoice_id"
 )
 

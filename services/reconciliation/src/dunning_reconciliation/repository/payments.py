@@ -257,7 +257,7 @@ _INSERT_APPLIED_PAYMENTS = (
     " r.match_external_ids, r.match_numbers, r.fingerprint, r.received_at,"
     " r.acknowledged_at, r.applied_at, r.customer_id, r.payer_name, r.payer_account, r.remittance,"
     " r.creditor_reference, r.statement_id, r.match_rule, r.match_reason"
-    " FROM jsonb_to_recordset($1::text::jsonb) AS r(payment_id text, tenant_id text, invoice_id text, source text,"
+    " FROM json_to_recordset($1::text::json) AS r(payment_id text, tenant_id text, invoice_id text, source text,"
     " source_reference text, stripe_object_id text, currency text, amount numeric, balance_remaining numeric,"
     " settled boolean, match_invoice_id text, match_external_ids text[], match_numbers text[], fingerprint text,"
     " received_at timestamptz, acknowledged_at timestamptz, applied_at timestamptz, customer_id text,"
