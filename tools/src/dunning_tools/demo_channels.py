@@ -44,6 +44,23 @@ ADDRESS = {
     "city": "München",
     "country": "DE",
 }
+BRAND: dict[str, Any] = {  # the tenant's sender: the e-mail's From name, the letter's return address and bank details
+    "sender_name": "Nordmühle Backbedarf",
+    "reply_to": "buchhaltung@nordmuehle.example",
+    "signature": "Nordmühle Backbedarf GmbH · Buchhaltung",
+    "postal_address": {
+        "name": "Nordmühle Backbedarf GmbH",
+        "lines": ["Kaiserstraße 5"],
+        "postal_code": "60311",
+        "city": "Frankfurt am Main",
+        "country": "DE",
+    },
+    "bank": {
+        "account_holder": "Nordmühle Backbedarf GmbH",
+        "iban": "DE89 3704 0044 0532 0130 00",
+        "bic": "COBADEFFXXX",
+    },
+}
 Say = Callable[[str], None]
 
 
@@ -138,6 +155,11 @@ def channels(client: httpx.Client, state: dict, say: Say, wait: Any = None) -> d
         agency.update(api.call("PUT", "NOTIFIER_URL", "/v1/agency", body))
         say(f"    agency {agency.get('name')} -> {url} (secret {agency['secret'][:12]}…)")
 
+    def brand() -> None:
+        api.call("PUT", "NOTIFIER_URL", "/v1/brand", BRAND)
+        say(f"    sender {BRAND['sender_name']}, {BRAND['postal_address']['city']}, IBAN {BRAND['bank']['iban']}")
+
+    ran["brand"] = step(say, "    PUT /v1/brand (the tenant's sender, return address and bank details)", brand)
     ran["webhook endpoint"] = step(
         say, "    POST /v1/webhook-endpoints (reminder.due to the stand-in receiver)", subscribe
     )
@@ -218,7 +240,7 @@ def show_email(api: Api, email: str, inv: dict, say: Say) -> None:
         return mine[0] if mine else None
 
     m = within(mail, 60, "the e-mail")
-    say(f"    To: {m['to']}\n    Subject: {m['subject']}")
+    say(f"    From: {m['from']}\n    To: {m['to']}\n    Subject: {m['subject']}")
     lines = [line for line in m["text"].splitlines() if line.strip()][:6]
     say("\n".join(f"    | {line}" for line in lines))
 
