@@ -1,6 +1,7 @@
-"""What a chaos run (`dunning_tools.chaos`) checks, from what the SMTP server received (the
-Maildir's headers) and the services' public APIs only: the scheduler's timers, the notifier's
-deliveries, reconciliation's payments and invoice-ingest's invoices.
+"""What a chaos run (`dunning_tools.chaos`) checks, from what the providers received (the SMTP
+server's Maildir headers, the Twilio stand-in's messages and the webhook receiver's requests: each a
+`Mail` of its channel, chaos.channels) and the services' public APIs only: the scheduler's timers, the
+notifier's deliveries, reconciliation's payments and invoice-ingest's invoices.
 
 Rules, as printed with the figures:
 - violation (promise 1): a reminder received whose stage was scheduled at or after the
@@ -13,8 +14,9 @@ Rules, as printed with the figures:
   write-offs until the firing gate covers them);
 - lost (promise 2): a stage of an invoice left unpaid that was never received (every stage is due
   before the checks start), or a stage the scheduler shows fired that was never received;
-- duplicate (promise 3): one (invoice, stage, channel) or one Message-ID received twice or more;
-  explained only if the notifier reports in_doubt_attempts >= 1 for that delivery;
+- duplicate (promise 3): one (invoice, stage, channel) or one Message-ID (an SMS's sid, a webhook's
+  `webhook-id`) received twice or more; explained only if the notifier reports in_doubt_attempts >= 1
+  for that delivery (the provider window, counted per channel);
 - lateness (promise 4): X-Received-At minus the stage's scheduled time (X-Dunning-Scheduled-At, or
   the scheduler's scheduled_at); "healthy" stages were scheduled outside every fault window: from
   1 s before a kill (or crash) until `healthy_margin` s after the restarted process logged
@@ -215,14 +217,18 @@ async def notifier_busy(run) -> bool:
 
 async def quiesce(run) -> State:
     """Wait until no work is due: every timer decided, every fired stage's delivery done, nothing
-    pending at the notifier and the mail count stable; bounded by the run's quiesce_timeout."""
+    pending at the notifier and what the providers keep (mails, SMS, webhooks) stable; bounded by the
+    run's quiesce_timeout."""
+    from dunning_tools.chaos import channels  # it builds this module's Mail records
+
     started = time.time()
     deadline = started + run.cfg.quiesce_timeout
     maildir = run.stack.workdir / "mail"
     state = State(False, 0.0, 0.0)
-    last_count, stable_since = -1, time.time()
+    last_count: tuple = ()
+    stable_since = time.time()
     while True:
-        count = mail_count(maildir)
+        count = (mail_count(maildir), *channels.activity(run))
         if count != last_count:
             last_count, stable_since = count, time.time()
         if time.time() - stable_since >= STABLE_SECONDS and not await notifier_busy(run):
@@ -250,7 +256,7 @@ async def quiesce(run) -> State:
                 "fired_not_delivered": len(undelivered),
                 "examples": (undecided[:3], undelivered[:3]),
             }
-            if not undecided and not undelivered and mail_count(maildir) == count:
+            if not undecided and not undelivered and (mail_count(maildir), *channels.activity(run)) == count:
                 state.quiescent = True
                 break
             run.log(
@@ -272,7 +278,11 @@ async def quiesce(run) -> State:
     if not state.quiescent:  # check with what there is
         missing = [inv.id for inv in run.invoices if inv.id and inv.id not in state.timers]
         state.timers.update(await fetch_timers(run, missing))
-    state.mails = read_mail(maildir, run.tenant["tenant_id"])
+        state.deliveries = await pages(run, f"{run.stack.url('notifier')}/v1/deliveries", 500)
+    state.mails = read_mail(maildir, run.tenant["tenant_id"]) + channels.received(run)
+    delivery_of = {(d["invoice_id"], d["stage"], d["channel"]): d["delivery_id"] for d in state.deliveries}
+    for m in state.mails:  # an SMS record carries no delivery id of ours
+        m.delivery_id = m.delivery_id or delivery_of.get((m.invoice_id, m.stage, m.channel), "")
     issued = [inv for inv in run.invoices if inv.id]
     sample = [inv.id for inv in issued if inv.race] + [
         inv.id for inv in run.rng.sample(issued, min(DETAILS_SAMPLE, len(issued)))
@@ -287,8 +297,8 @@ async def quiesce(run) -> State:
 
 
 async def settle_timelines(run, state: State, rounds: int = 15) -> None:
-    """Timelines differing from the mail are read again for a while: invoice-ingest learns of a
-    delivery from the notifier's event, a moment after the SMTP server has it."""
+    """Timelines differing from what was received are read again for a while: invoice-ingest learns of
+    a delivery from the notifier's event, a moment after the provider has it."""
     mailed: dict[str, set] = defaultdict(set)
     for m in state.mails:
         mailed[m.invoice_id].add((m.stage, m.channel))
@@ -305,6 +315,12 @@ def sent_in_timeline(detail: dict) -> set:
 
 
 # -- the checks -----------------------------------------------------------------------------------
+
+
+def _pairs(stage: str) -> list[tuple[str, str]]:
+    from dunning_tools.chaos.channels import CHANNELS_OF
+
+    return [(stage, channel) for channel in CHANNELS_OF[stage]]
 
 
 def fault_windows(run) -> list[tuple[float, float, str]]:
@@ -325,6 +341,7 @@ def count_by(items: list[dict], *fields: str) -> dict[str, int]:
 
 def analyse(run, state: State) -> dict:
     from dunning_tools.chaos import aim, infra, verdicts  # they use this module's helpers
+    from dunning_tools.chaos.channels import CHANNELS_OF
 
     cfg = run.cfg
     windows = fault_windows(run)
@@ -348,13 +365,13 @@ def analyse(run, state: State) -> dict:
     unplanned, moved = [], []
     for inv in invoices:
         view = state.timers.get(inv.id)
-        stages = {t["stage"]: t for t in (view or {}).get("timers", [])}
-        if not set(STAGES) <= set(stages):  # besides them: a promise_broken, instalment reminders
+        stages = {(t["stage"], t["channel"]): t for t in (view or {}).get("timers", [])}
+        if not {(s, c) for s in STAGES for c in CHANNELS_OF[s]} <= set(stages):  # besides: promise_broken...
             unplanned.append(inv.id)
-        for name, offset in zip(STAGES, cfg.offsets, strict=False):
+        for (name, channel), offset in ((sc, o) for s, o in zip(STAGES, cfg.offsets, strict=False) for sc in _pairs(s)):
             expected = inv.issued_at + offset
-            t = stages.get(name, {"channel": "email"})
-            key = (inv.id, name, t["channel"])
+            t = stages.get((name, channel), {})
+            key = (inv.id, name, channel)
             scheduled[key] = ts(t["scheduled_at"]) if "scheduled_at" in t else expected
             if "scheduled_at" in t:
                 timer[key] = t
@@ -382,9 +399,13 @@ def analyse(run, state: State) -> dict:
 
     # 1 and 2: no reminder while a stop is in force, none lost, timelines as received.
     expected = {
-        (inv.id, name, "email"): inv.issued_at + offset
+        (inv.id, name, channel): inv.issued_at + offset
         for inv in invoices
         for name, offset in zip(STAGES, cfg.offsets, strict=False)
+        for channel in CHANNELS_OF[name]
+    }
+    stage_time = {
+        (inv.id, name): inv.issued_at + o for inv in invoices for name, o in zip(STAGES, cfg.offsets, strict=False)
     }
     timers_all = {
         (i, t["stage"], t["channel"]): t for i, view in state.timers.items() if view for t in view.get("timers", [])
@@ -430,11 +451,11 @@ def analyse(run, state: State) -> dict:
             late_healthy.append(copies[0].received_at - s)
 
     # Stops raced: acknowledged within +-50 ms of the stage time they were aimed at, per kind.
-    share = aim.shares(run.payments, lambda p: expected.get((p.invoice_id, p.stage, "email")), RACE_MS)
+    share = aim.shares(run.payments, lambda p: stage_time.get((p.invoice_id, p.stage)), RACE_MS)
     offsets_ms = [
         (p.acknowledged_at - s) * 1000
         for p in run.payments
-        if p.acknowledged_at is not None and (s := expected.get((p.invoice_id, p.stage, "email"))) is not None
+        if p.acknowledged_at is not None and (s := stage_time.get((p.invoice_id, p.stage))) is not None
     ]
     within = sum(v["within"] for v in share.values())
     kills = [f for f in run.faults if f.kind in ("kill", "infra_kill")]
@@ -498,7 +519,12 @@ def analyse(run, state: State) -> dict:
                 "p99": _r(pct(offsets_ms, 0.99)),
             },
         },
-        "received": {"reminders": len(state.mails), "distinct": len(received)},
+        "received": {
+            "reminders": len(state.mails),
+            "distinct": len(received),
+            "by_channel": count_by([vars(m) for m in state.mails], "channel"),
+            "distinct_by_channel": count_by([{"channel": k[2]} for k in received], "channel"),
+        },
         "violations": {
             "count": len(violations),
             "rule": "a reminder scheduled at or after a stop's acknowledged_at, fired while the stop was in force",
@@ -526,6 +552,14 @@ def analyse(run, state: State) -> dict:
             "count": len(duplicates),
             "unexplained": len(unexplained),
             "same_message_id": message_id_dups,
+            # the provider window per channel: copies of one (invoice, stage, channel), explained or not
+            "by_channel": {
+                c: {
+                    "explained": sum(d["explained"] for d in duplicates if d["channel"] == c),
+                    "unexplained": sum(not d["explained"] for d in duplicates if d["channel"] == c),
+                }
+                for c in sorted({d["channel"] for d in duplicates} | {k[2] for k in received})
+            },
             "in_doubt_field_reported": in_doubt_field,
             "items": duplicates,
         },

@@ -1,6 +1,8 @@
 """`make chaos`: the dunning promises, checked on the whole stack while it is being broken.
 
-Promises under test (from what the SMTP server received and the services' public APIs only):
+Promises under test (from what the providers received: the SMTP server, the Twilio stand-in and the
+webhook receiver (chaos.channels: the policy sends soft by SMS and firm by webhook), and the services'
+public APIs only):
   1. no reminder while a stop is in force: once a payment, credit note, void, write-off, hold (on the
      invoice or its customer), dispute, promise or payment plan is acknowledged (answered 2xx), no
      reminder of that invoice scheduled at or after the acknowledgement fires until the stop ends
@@ -58,7 +60,7 @@ import httpx
 import orjson
 
 from dunning_cli.tenants import create_tenant
-from dunning_tools.chaos import checks, infra, money_checks, pauses, stops
+from dunning_tools.chaos import channels, checks, infra, money_checks, pauses, stops
 from dunning_tools.chaos.aim import Aim
 from dunning_tools.chaos.checks import STAGES, ts
 from dunning_tools.chaos.money import MoneyRaces
@@ -290,6 +292,7 @@ class Run:
                 "external_id": f"C-{inv.external_id}",
                 "name": f"Customer {inv.index}",
                 "email": inv.email,
+                "phone": channels.phone_of(inv.index),
                 "locale": "en-GB",
                 "timezone": inv.timezone,
             },
@@ -445,7 +448,10 @@ class Run:
             self.client = client
             policy = {
                 "anchor": "issued_at",
-                "stages": [{"name": n, "offset": f"PT{o:.3f}S"} for n, o in zip(STAGES, cfg.offsets, strict=False)],
+                "stages": [
+                    {"name": n, "offset": f"PT{o:.3f}S", "channels": list(channels.CHANNELS_OF[n])}
+                    for n, o in zip(STAGES, cfg.offsets, strict=False)
+                ],
                 # A plan's instalment reminders are at its due date's send_time (customer's zone) plus an
                 # offset: a plan's customer is where the day ends soonest, so 23:59 brings them into the run.
                 "send_time": "23:59",
@@ -461,6 +467,7 @@ class Run:
             }
             r = await client.put(f"{self.stack.url('scheduler')}/v1/policy", json=policy, headers=self.auth)
             r.raise_for_status()
+            await channels.subscribe(self)  # the firm stage's webhook goes to the receiver stand-in
             races = PolicyRaces(self, cfg.policy_customers) if cfg.policy_customers else None
             policy_report: dict[str, Any] = {"ok": True, "skipped": "--policy-customers 0"}
             if races is not None:
@@ -602,14 +609,14 @@ def summary(report: dict) -> str:
         f"pauses          {report['pauses']['outcomes']}; fired but dropped by the notifier for a stop: "
         f"{report['pauses']['fired_not_received_explained_by_reminder_cancelled']}",
         f"received        {report['received']['reminders']} reminders, {report['received']['distinct']} distinct "
-        "(invoice, stage, channel)",
+        f"(invoice, stage, channel); by channel {report['received']['by_channel']}",
         f"VIOLATIONS      {v['count']} reminders scheduled at/after a stop's acknowledged_at, fired while it was in "
         f"force; by kind {v['by_kind']}; scheduled after ack {v['scheduled_after_ack_ms']} ms",
         f"LOST            {lost['count']}; by reason {lost['by_reason']}",
         f"DUPLICATES      {d['count']} (invoice, stage, channel) received twice or more, {d['unexplained']} "
-        f"unexplained, {d['same_message_id']} Message-IDs seen twice"
+        f"unexplained, {d['same_message_id']} Message-IDs seen twice; by channel {d['by_channel']}"
         + ("" if d["in_doubt_field_reported"] else " (the notifier does not report in_doubt_attempts yet)"),
-        f"TIMELINES       {report['timelines']['checked']} checked against the SMTP server, "
+        f"TIMELINES       {report['timelines']['checked']} checked against what the providers received, "
         f"{report['timelines']['mismatches']} differ ({report['timelines']['in_doubt_explained']} more show "
         "cancelled a delivery the SMTP server got in an attempt in doubt: the provider window)",
         f"consistency     {report['consistency']}",
