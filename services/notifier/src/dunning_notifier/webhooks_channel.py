@@ -117,6 +117,17 @@ class WebhookChannel:
         s = self.settings
         async with pool.acquire() as conn, conn.transaction():
             for endpoint_id, a in paired:
+                # The endpoint's row lock (note_health: FOR UPDATE) first: the attempt's foreign key takes a
+                # KEY SHARE on it, and two sends holding that share then each waiting for FOR UPDATE deadlock.
+                await repo.note_health(
+                    conn,
+                    endpoint_id,
+                    ok=a.delivered,
+                    message_failed=False,
+                    at=a.attempted_at,
+                    max_failures=s.webhook_disable_after_failures,
+                    max_failing_seconds=s.webhook_disable_after_seconds,
+                )
                 await repo.insert_attempt(
                     conn,
                     attempt_id=new_id("wha"),
@@ -130,13 +141,4 @@ class WebhookChannel:
                     response_snippet=a.snippet,
                     duration_ms=a.duration_ms,
                     error=a.error,
-                )
-                await repo.note_health(
-                    conn,
-                    endpoint_id,
-                    ok=a.delivered,
-                    message_failed=False,
-                    at=a.attempted_at,
-                    max_failures=s.webhook_disable_after_failures,
-                    max_failing_seconds=s.webhook_disable_after_seconds,
                 )
