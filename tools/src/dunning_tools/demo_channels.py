@@ -137,7 +137,7 @@ def channels(client: httpx.Client, state: dict, say: Say, wait: Any = None) -> d
     phone = f"+49151{int(run, 16) % 10**8:08d}"
     email = f"buchhaltung-{run}@schmidt.example"
     ran: dict[str, bool] = {}
-    say(f"\n30. tenant {tenant['tenant_id']}: every channel for one German customer (de-DE, {phone}, München)")
+    say(f"\n23. tenant {tenant['tenant_id']}: every channel for one German customer (de-DE, {phone}, München)")
 
     endpoint: dict = {}
     agency: dict = {}
@@ -178,34 +178,34 @@ def channels(client: httpx.Client, state: dict, say: Say, wait: Any = None) -> d
     ]
     keep, handed = invoices
     for inv in invoices:
-        say(f"31. issued {inv['number']}: {inv['amount_due']} EUR, due {inv['due_date']} (overdue) -> {inv['id']}")
+        say(f"24. issued {inv['number']}: {inv['amount_due']} EUR, due {inv['due_date']} (overdue) -> {inv['id']}")
 
     ran["email"] = step(
-        say, "32. the German e-mail (soft stage), from the mail server's API", lambda: show_email(api, email, keep, say)
+        say, "25. the German e-mail (soft stage), from the mail server's API", lambda: show_email(api, email, keep, say)
     )
     ran["sms"] = step(
-        say, "33. the SMS (firm stage), as the Twilio stand-in received it", lambda: show_sms(api, phone, keep, say)
+        say, "26. the SMS (firm stage), as the Twilio stand-in received it", lambda: show_sms(api, phone, keep, say)
     )
     ran["letter"] = step(
-        say, "34. the letter (final stage): its PDF through the notifier's API", lambda: show_letter(api, keep, say)
+        say, "27. the letter (final stage): its PDF through the notifier's API", lambda: show_letter(api, keep, say)
     )
     ran["webhook"] = step(
         say,
-        "35. the reminder.due webhook at the receiver, verified with standardwebhooks",
+        "28. the reminder.due webhook at the receiver, verified with standardwebhooks",
         lambda: show_webhook(api, hook, endpoint, keep, say),
     )
     ran["call"] = step(
         say,
-        "36. the call tasks (GET /v1/tasks); the first completed with a promise to pay",
+        "29. the call tasks (GET /v1/tasks); the first completed with a promise to pay",
         lambda: show_calls(api, keep, handed, say),
     )
     ran["hand-off"] = ran["agency"] and step(
         say,
-        "37. the agency hand-off of the second invoice",
+        "30. the agency hand-off of the second invoice",
         lambda: show_handoff(api, agency_hook, agency, handed, say),
     )
     if not ran["agency"]:
-        say("37. the agency hand-off\n    not available: no agency could be set")
+        say("30. the agency hand-off\n    not available: no agency could be set")
     say("    steps: " + ", ".join(f"{k} {'ran' if v else 'not available'}" for k, v in ran.items()))
     return ran
 
