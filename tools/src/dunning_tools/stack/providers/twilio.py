@@ -106,6 +106,13 @@ def router(directory: Path, secrets: dict[str, str]) -> APIRouter:
             return False
         return user == account_sid == account and hmac.compare_digest(password, token)
 
+    clients: list[httpx.AsyncClient] = []
+
+    def shared_client() -> httpx.AsyncClient:
+        if not clients:
+            clients.append(httpx.AsyncClient(timeout=10))
+        return clients[0]
+
     async def post_signed(client: httpx.AsyncClient, url: str, form: dict[str, str]) -> httpx.Response:
         signature = validator.compute_signature(url, form)
         return await client.post(url, data=form, headers={"X-Twilio-Signature": signature})
@@ -116,37 +123,37 @@ def router(directory: Path, secrets: dict[str, str]) -> APIRouter:
         failing = message["to"].endswith("0000")
         steps = [("sent", None), ("undelivered", 30003) if failing else ("delivered", None)]
         url = message.pop("_status_callback", None)
-        async with httpx.AsyncClient(timeout=10) as client:
-            for position, (status, code) in enumerate([("queued", None), *steps]):
-                await asyncio.sleep(STEP_SECONDS)
-                now = datetime.now(UTC)
-                message = {**store.messages[sid], "status": status, "date_updated": _rfc2822(now)}
-                if status == "sent":
-                    message["date_sent"] = _rfc2822(now)
-                if code is not None:
-                    message["error_code"], message["error_message"] = code, "Unreachable destination handset"
-                if position:  # queued is what the create answered
-                    store.save(message)
-                if not url:
-                    continue
-                form = {
-                    "SmsSid": sid,
-                    "SmsStatus": status,
-                    "MessageStatus": status,
-                    "To": message["to"],
-                    "MessageSid": sid,
-                    "AccountSid": message["account_sid"],
-                    "From": message["from"] or "",
-                    "ApiVersion": API_VERSION,
-                }
-                if code is not None:
-                    form["ErrorCode"] = str(code)
-                for attempt in range(3):
-                    try:
-                        await post_signed(client, url, form)
-                        break
-                    except httpx.HTTPError:
-                        await asyncio.sleep(0.2 * (attempt + 1))
+        client = shared_client()  # one client for every message: building one costs ~25 ms of CPU
+        for position, (status, code) in enumerate([("queued", None), *steps]):
+            await asyncio.sleep(STEP_SECONDS)
+            now = datetime.now(UTC)
+            message = {**store.messages[sid], "status": status, "date_updated": _rfc2822(now)}
+            if status == "sent":
+                message["date_sent"] = _rfc2822(now)
+            if code is not None:
+                message["error_code"], message["error_message"] = code, "Unreachable destination handset"
+            if position:  # queued is what the create answered
+                store.save(message)
+            if not url:
+                continue
+            form = {
+                "SmsSid": sid,
+                "SmsStatus": status,
+                "MessageStatus": status,
+                "To": message["to"],
+                "MessageSid": sid,
+                "AccountSid": message["account_sid"],
+                "From": message["from"] or "",
+                "ApiVersion": API_VERSION,
+            }
+            if code is not None:
+                form["ErrorCode"] = str(code)
+            for attempt in range(3):
+                try:
+                    await post_signed(client, url, form)
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.2 * (attempt + 1))
 
     @api.post(f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json", status_code=201)
     async def create_message(account_sid: str, request: Request, background: BackgroundTasks) -> Response:
