@@ -42,6 +42,7 @@ __all__ = [
     "Decision",
     "OpenInvoice",
     "References",
+    "Named",
     "by_reference",
     "compact",
     "creditor_reference_for",
@@ -49,6 +50,7 @@ __all__ = [
     "exact_sum",
     "is_creditor_reference",
     "name_words",
+    "named_by_reference",
     "normalise_name",
     "normalise_token",
     "references_in",
@@ -134,18 +136,32 @@ def _by_amount(p: IncomingPayment, invoices: list[OpenInvoice], single_rule: str
     return None
 
 
-def by_reference(p: IncomingPayment, book: Book, refs: References) -> Decision | None:
-    """Rules 1 and 2: the open invoices p's creditor reference, or else its remittance, names."""
+Named = tuple[set[str], set[str]]
+
+
+def named_by_reference(p: IncomingPayment, book: Book, refs: References) -> Named:
+    """The invoices p's creditor reference names, and those its remittance's tokens name (a key naming
+    two is ambiguous): what rules 1 and 2 decide on, whatever their balances. It depends on the book's
+    keys only, which a batch's decisions leave alone (they lower balances): computed once a payment."""
     structured = compact(p.creditor_reference or "")
-    rfs = [r for r in (structured, *refs.creditor_references) if r and is_creditor_reference(r)]
-    named = _unique_named(book, rfs, book.named_by_rf)
-    if structured and not is_creditor_reference(structured):
-        named |= _unique_named(book, [normalise_token(p.creditor_reference or "")], book.named_by_key)
-    if invoices := book.open(named, p.currency):
+    valid = bool(structured) and is_creditor_reference(structured)
+    rfs = [structured] if valid else []
+    rfs += [r for r in refs.creditor_references if r and is_creditor_reference(r)]
+    by_rf = _unique_named(book, rfs, book.named_by_rf)
+    if structured and not valid:
+        by_rf |= _unique_named(book, [normalise_token(p.creditor_reference or "")], book.named_by_key)
+    return by_rf, _unique_named(book, refs.tokens, book.named_by_key)
+
+
+def by_reference(p: IncomingPayment, book: Book, refs: References, named: Named | None = None) -> Decision | None:
+    """Rules 1 and 2: the open invoices p's creditor reference, or else its remittance, names
+    (`named`: named_by_reference(p, book, refs), when the caller has it already)."""
+    by_rf, by_tokens = named if named is not None else named_by_reference(p, book, refs)
+    if invoices := book.open(by_rf, p.currency):
         reason = f"creditor reference names {_labels(invoices)}"
         return Decision("creditor_reference", reason, spread(p.amount, invoices, "creditor_reference", reason))
 
-    if invoices := book.open(_unique_named(book, refs.tokens, book.named_by_key), p.currency):
+    if invoices := book.open(by_tokens, p.currency):
         reason = f"{_labels(invoices)} named in the remittance"
         return Decision("reference", reason, spread(p.amount, invoices, "reference", reason))
     return None
@@ -158,12 +174,14 @@ def decide(
     *,
     suggestions: bool = True,
     references: bool = True,
+    named: Named | None = None,
 ) -> Decision:
     """The rule that matches p against the book's open invoices, in the module's order (no match:
     with its suggestions unless `suggestions` is false). `references=False` skips rules 1 and 2: the
-    caller found by_reference None on this book already (a book's balances only fall, so it stays None)."""
+    caller found by_reference None on this book already (a book's balances only fall, so it stays None);
+    `named`: named_by_reference(p, book, refs), when the caller has it."""
     refs = refs if refs is not None else references_in(p.remittance)
-    if references and (found := by_reference(p, book, refs)):
+    if references and (found := by_reference(p, book, refs, named)):
         return found
 
     if p.payer_account and (customer := book.payer_accounts.get(p.payer_account)):
