@@ -22,7 +22,7 @@ $(VENV)/.installed: requirements/runtime.txt requirements/dev.txt constraints.tx
 run: install  ## the whole system on the embedded default (Ctrl-C stops everything)
 	$(PY) -m dunning_tools.stack run
 
-demo: install  ## a short story through the public APIs, against `make run` (DEMO=policies|money: only that story)
+demo: install  ## a short story through the public APIs, against `make run` (DEMO=policies|money|channels: only that story)
 	$(PY) -m dunning_tools.demo $(DEMO)
 
 tenant: install  ## create a tenant: make tenant NAME="Acme Ltd"
