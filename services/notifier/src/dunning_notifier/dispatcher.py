@@ -78,6 +78,7 @@ class Dispatcher:
         self.pool = pool
         self.settings = settings
         self.channels = channels
+        self.screen = optouts.Screen(pool, channels)  # opted-out and invalid addresses are not sent
         self.concurrency = settings.dispatch_concurrency
         self._capacity = 2 * self.concurrency  # claimed and not yet sent: keeps every worker busy
         self._in_flight = 0
@@ -162,8 +163,10 @@ class Dispatcher:
                     error_backoff = min(error_backoff * 2, 5.0)
                     continue
                 self._in_flight += len(rows)
-                for row in rows:
-                    self._queue.put_nowait(Delivery.from_row(row))
+                claimed = [Delivery.from_row(row) for row in rows]
+                await self.screen.claimed(conn, claimed)  # one query per batch; never raises (optouts.py)
+                for d in claimed:
+                    self._queue.put_nowait(d)
                 if len(rows) < free:
                     await self._sleep(self.settings.poll_seconds)  # nothing more due right now
         finally:
@@ -240,7 +243,7 @@ class Dispatcher:
                 if session is None:
                     session = sessions[d.channel] = channel_for(self.channels, d.channel).open_session()
                 try:  # an opted-out or invalid address is not sent (optouts.py)
-                    outcome = await optouts.screen(self.pool, d, self.channels) or await session.send(d)
+                    outcome = await self.screen.outcome(d) or await session.send(d)
                 except Exception as exc:
                     log.exception("notifier.delivery.send_crashed")
                     outcome = Retry("internal_error", repr(exc)[:2000], in_doubt=True)  # how far it got: unknown

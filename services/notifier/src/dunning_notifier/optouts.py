@@ -230,22 +230,58 @@ async def screen(pool: asyncpg.Pool, d: Delivery, configured: Collection[str]) -
     customer_id = customer_of(d)
     if not customer_id or not d.recipient:
         return None
-    notice = d.payload.get("notice_id") is not None
     async with pool.acquire() as conn:
         found = await repo.active_block(conn, d.tenant_id, customer_id, d.channel, [normalise(d.channel, d.recipient)])
-        if found is None:
-            return None
-        if notice:  # a consolidated notice is not sent, and does not fall back (its stages are several)
-            code = "opted_out" if found["kind"] == "opted_out" else "contact_invalid"
-            return Failed(code, f"{d.recipient} is blocked on {d.channel} ({found['reason']})", permanent=True)
-        order = await fallback_order(conn, d.tenant_id)
-        left = await next_allowed(conn, d.tenant_id, customer_id, order, d.channel, d.payload, configured)
+        return None if found is None else await _refusal(conn, d, customer_id, found, configured)
+
+
+async def _refusal(
+    conn: asyncpg.Connection, d: Delivery, customer_id: str, found: Mapping[str, Any], configured: Collection[str]
+) -> Failed:
+    """The outcome of a delivery whose address `found` blocks."""
+    if d.payload.get("notice_id") is not None:  # a consolidated notice: not sent, no fallback (several stages)
+        code = "opted_out" if found["kind"] == "opted_out" else "contact_invalid"
+        return Failed(code, f"{d.recipient} is blocked on {d.channel} ({found['reason']})", permanent=True)
+    order = await fallback_order(conn, d.tenant_id)
+    left = await next_allowed(conn, d.tenant_id, customer_id, order, d.channel, d.payload, configured)
     code = "opted_out" if found["kind"] == "opted_out" else "contact_invalid"
     what = "opted out of" if code == "opted_out" else "is invalid on"
     detail = f"{d.recipient} {what} {d.channel} ({found['reason']}, {found['created_at'].isoformat()})"
     if left is None:
         return Failed("no_allowed_channel", f"{detail}; no channel left in the fallback order", permanent=True)
     return Failed(code, detail, permanent=True)
+
+
+class Screen:
+    """The dispatcher's screen: a claimed batch is looked up in one query as it is claimed (`claimed`),
+    and each send asks `outcome` (the batch's answer; a query of its own if the batch's failed)."""
+
+    def __init__(self, pool: asyncpg.Pool, configured: Collection[str]):
+        self.pool = pool
+        self.configured = configured
+        self._answers: dict[str, Failed | None] = {}
+
+    async def claimed(self, conn: asyncpg.Connection, batch: Sequence[Delivery]) -> None:
+        """Screen a claimed batch; never raises (a delivery left unscreened is looked up at its send)."""
+        keyed = [(d, c) for d, c in ((d, customer_of(d)) for d in batch) if c and d.recipient]
+        keys = [(d.tenant_id, c, d.channel, normalise(d.channel, d.recipient or "")) for d, c in keyed]
+        try:
+            found = await repo.active_blocks(conn, keys)
+            answers: dict[str, Failed | None] = {}
+            for i, block in found.items():
+                d, customer_id = keyed[i]
+                answers[d.delivery_id] = await _refusal(conn, d, customer_id, block, self.configured)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning("notifier.optouts.screen_deferred", error=repr(exc), count=len(batch))
+            return
+        for d in batch:
+            self._answers[d.delivery_id] = answers.get(d.delivery_id)
+
+    async def outcome(self, d: Delivery) -> Failed | None:
+        """Failed if the delivery must not be sent (opted out, invalid), else None."""
+        if d.delivery_id in self._answers:
+            return self._answers.pop(d.delivery_id)
+        return await screen(self.pool, d, self.configured)
 
 
 async def next_allowed(

@@ -80,6 +80,27 @@ async def active_block(
     return await conn.fetchrow(_ACTIVE_FOR, tenant_id, customer_id, channel, list(addresses))
 
 
+# The active blocks of a claimed batch's addresses, in one round trip: (position in the batch, block).
+_ACTIVE_FOR_MANY = """
+SELECT u.i, b.kind, b.reason, b.created_at
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(t, c, ch, a, i)
+  JOIN contact_blocks b ON b.tenant_id = u.t AND b.customer_id = u.c AND b.channel = u.ch AND b.address = u.a
+ WHERE b.cleared_at IS NULL
+"""
+
+
+async def active_blocks(conn: Executor, keys: Sequence[tuple[str, str, str, str]]) -> dict[int, asyncpg.Record]:
+    """For (tenant, customer, channel, address) keys: the active block of each that has one, by its
+    0-based position (`opted_out` before `invalid`)."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(_ACTIVE_FOR_MANY, *(list(col) for col in zip(*keys, strict=True)))
+    found: dict[int, asyncpg.Record] = {}
+    for r in sorted(rows, key=lambda r: r["kind"]):  # invalid < opted_out: opted_out written last, wins
+        found[r["i"] - 1] = r
+    return found
+
+
 _OF_CUSTOMER = """
 SELECT channel, address, kind, reason, source, delivery_id, created_at, cleared_at, cleared_by
   FROM contact_blocks WHERE tenant_id = $1 AND customer_id = $2
