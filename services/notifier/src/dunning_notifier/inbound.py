@@ -67,6 +67,9 @@ class InboundHandler:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning("notifier.inbound.deferred", error=repr(exc))
             return "451 4.3.0 Temporary failure, try again later"
+        except Exception:  # a bug: deferred too, so the sender retries it once fixed (nothing dropped)
+            log.exception("notifier.inbound.failed", mail_from=envelope.mail_from)
+            return "451 4.3.0 Temporary failure, try again later"
         log.info("notifier.inbound.received", outcome=outcome, recipients=len(envelope.rcpt_tos))
         return "250 2.0.0 OK"
 
