@@ -267,3 +267,32 @@ async def test_a_consolidated_notice_to_an_opted_out_address_is_not_sent(notifie
 
     assert row["last_error_code"] == "opted_out"
     assert await notifier.mail_to(data["customer"]["email"]) == []
+
+
+async def test_a_mail_to_the_unsubscribe_address_opts_out(notifier, notifier_settings):
+    settings = notifier_settings(env="dev", inbound_smtp_port=free_port())
+    customer_id = new_id("cus")
+    token = optouts.sign(optouts.Subject(TENANT, customer_id, "email", "AP@Example.com"), settings)
+    server = await InboundSmtp(notifier.pool, settings, {"email"}).start()
+    smtp: dict = dict(hostname="127.0.0.1", port=settings.inbound_smtp_port)
+    try:
+        with pytest.raises(aiosmtplib.SMTPRecipientsRefused):  # a token we did not sign
+            await aiosmtplib.send(
+                b"Subject: unsubscribe\r\n\r\n",
+                sender="ap@example.com",
+                recipients=[f"unsubscribe+{token}x@dunning.localhost"],
+                **smtp,
+            )
+        await aiosmtplib.send(
+            b"Subject: unsubscribe\r\n\r\n",
+            sender="ap@example.com",
+            recipients=[f"unsubscribe+{token}@dunning.localhost"],
+            **smtp,
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    [block] = await notifier.pool.fetch("SELECT * FROM contact_blocks")
+    assert (block["customer_id"], block["address"], block["reason"]) == (customer_id, "ap@example.com", "mailto")
+    [event] = await outbox_events(notifier.pool, "dunning.ContactOptedOut.v1")
+    assert event["subject"] == customer_id and event["data"]["source"] == "inbound_smtp"
