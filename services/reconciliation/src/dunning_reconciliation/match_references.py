@@ -90,7 +90,9 @@ def references_in(text: str | None) -> References:
     if not text:
         return References()
     words = [w for w in _SPLIT.split(text) if w]
-    refs, taken = _creditor_references(words)
+    # upper() maps character by character, so a word's upper case is part of the text's: without
+    # "RF" there, no word starts an RF reference (most remittances)
+    refs, taken = _creditor_references(words) if "RF" in text.upper() else ([], set())
     tokens: dict[str, None] = {}
     for n, word in enumerate(words):
         token = normalise_token(word) if n not in taken else ""

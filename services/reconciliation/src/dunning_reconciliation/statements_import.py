@@ -13,7 +13,8 @@ and the statement's progress written. A retry after a crash resumes after the la
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
+from functools import lru_cache
 from typing import Any
 
 import asyncpg
@@ -205,11 +206,20 @@ def _invoice_ids(outcome: Any) -> list[str]:
     return [outcome.invoice_id] if getattr(outcome, "invoice_id", None) else []
 
 
+_NO_KEYS = MatchKeys()  # a bank line names no invoice by key (immutable: one for all)
+
+
+@lru_cache(maxsize=64)
+def _midnight(day: date) -> datetime:
+    """The day's start in UTC (a statement's lines share a few booking days)."""
+    return datetime.combine(day, time(), UTC)
+
+
 def _payment(
     tenant_id: str, statement_id: str, line: StatementLine, acknowledged_at: datetime, payment_id: str
 ) -> IncomingPayment:
     day = line.booking_date or line.value_date
-    received_at = datetime.combine(day, time(), UTC) if day else acknowledged_at
+    received_at = _midnight(day) if day else acknowledged_at
     return IncomingPayment(
         payment_id=payment_id,
         tenant_id=tenant_id,
@@ -218,7 +228,7 @@ def _payment(
         currency=line.currency,
         amount=line.amount,
         received_at=min(received_at, acknowledged_at),
-        keys=MatchKeys(),
+        keys=_NO_KEYS,
         payer_name=line.payer_name,
         payer_account=line.payer_account,
         remittance=line.remittance,
