@@ -1,6 +1,6 @@
 """Bank statement lines matched per second (issue 11; target >= 10,000/s on this machine).
 
-    python -m dunning_tools.bench.statements [--invoices 20000] [--lines 20000] [--customers 2000]
+    python -m dunning_tools.bench.statements [--invoices 20000] [--lines 20000] [--customers 2000] [--runs 3]
 
 Reconciliation's schema on its own PostgreSQL (embedded unless DATABASE_URL): N invoices issued
 through its real consumer path (InvoiceIssued, the batch handlers), a third of the customers with a
@@ -28,6 +28,7 @@ import contextlib
 import gc
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -143,7 +144,11 @@ def statement_lines(issued: list[dict], customers: int, lines: int, rng: random.
     return out, written
 
 
-async def bench(dsn: str, n_invoices: int, n_lines: int, customers: int, seed: int, pg_dir: Path | None) -> None:
+async def bench(
+    dsn: str, n_invoices: int, n_lines: int, customers: int, seed: int, pg_dir: Path | None
+) -> tuple[float, float, float]:
+    """One run on a fresh schema; prints its figures and returns (lines/s, this process's CPU
+    seconds, PostgreSQL's)."""
     from dunning_reconciliation import statements_import
     from dunning_reconciliation.handlers import HANDLERS
     from dunning_reconciliation.stopwatch import timing
@@ -202,8 +207,23 @@ async def bench(dsn: str, n_invoices: int, n_lines: int, customers: int, seed: i
         print(f"  import answered: {counts}")
         print("  payments by rule and status: " + ", ".join(f"{r['rule']}/{r['status']} {r['n']}" for r in split))
         await pool.execute(f"DROP SCHEMA {schema} CASCADE")
+        return n_lines / elapsed, cpu, pg
     finally:
         await pool.close()
+
+
+async def runs(args: argparse.Namespace, dsn: str, pg_dir: Path | None) -> None:
+    """`--runs N` runs, each on its own schema; with several, the median of each figure (a shared
+    machine's noise: compare CPU seconds as well as lines/s)."""
+    figures = []
+    for _ in range(args.runs):
+        figures.append(await bench(dsn, args.invoices, args.lines, args.customers, args.seed, pg_dir))
+    if args.runs > 1:
+        rate, cpu, pg = (statistics.median(column) for column in zip(*figures, strict=True))
+        print(
+            f"median of {args.runs} runs: {rate:,.0f} lines/s; cpu this process {cpu:.2f} s"
+            + (f", PostgreSQL {pg:.2f} s" if pg_dir else "")
+        )
 
 
 def main() -> None:
@@ -212,6 +232,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=20000)
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--runs", type=int, default=1, help="runs of the import; several print the medians")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args()
     with contextlib.redirect_stderr(open(os.devnull, "w")):
@@ -220,7 +241,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="statements-bench-"))
     try:
         with database(workdir) as db:
-            asyncio.run(bench(db.dsn, args.invoices, args.lines, args.customers, args.seed, db.data_dir))
+            asyncio.run(runs(args, db.dsn, db.data_dir))
     finally:
         sys.stdout.flush()
 
