@@ -5,10 +5,12 @@ notes, voids, write-offs, holds on invoices and customers, disputes, promises, p
 due-date changes), each aimed to be acknowledged within +-50 ms of a stage; holds are released or
 expire, disputes rejected or upheld, promises kept or broken (most made `by` an instant, which breaks
 within the run; the others by a day, broken only when it ends within the run), plans kept (or broken,
-when a day ends within the run); then the promises are checked from what the SMTP server received
-and the public APIs (see dunning_tools.chaos); beside them issue 10's policy races and issue 11's
-refunds and chargebacks that reopen a paid invoice (chaos.money). The broker and PostgreSQL are
-killed in the full run (`make chaos`) only.
+when a day ends within the run); then the promises are checked from what the providers received (the
+SMTP server; the Twilio stand-in for the soft stage, by SMS; the webhook receiver for the firm stage,
+`reminder.due`) and the public APIs (see dunning_tools.chaos); beside them issue 10's policy races,
+issue 11's refunds and chargebacks that reopen a paid invoice (chaos.money) and the agency hand-off
+raced against a stage (chaos.agency). The broker and PostgreSQL are killed in the full run
+(`make chaos`) only.
 
 Runs `python -m dunning_tools.chaos --short` as a subprocess (its own embedded PostgreSQL and
 broker, unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS are set) and reads its report.json. About
@@ -79,7 +81,17 @@ def test_no_reminder_lost(chaos):
 def test_no_reminder_twice_outside_the_provider_window(chaos):
     report, returncode, output = chaos
     assert report["duplicates"]["unexplained"] == 0, output
+    assert all(d["unexplained"] == 0 for d in report["duplicates"]["by_channel"].values()), output
     assert returncode == 0, output
+
+
+def test_sms_and_webhook_reminders_were_judged_like_mail(chaos):
+    """The soft stage goes by SMS and the firm stage by webhook: what the Twilio stand-in and the
+    webhook receiver got is in every check (none lost, none twice, timelines), per channel."""
+    report, _, output = chaos
+    distinct = report["received"]["distinct_by_channel"]
+    assert all(distinct.get(channel, 0) > 0 for channel in ("email", "sms", "webhook")), distinct
+    assert set(report["duplicates"]["by_channel"]) >= {"email", "sms", "webhook"}, output
 
 
 def test_the_policy_races_ran_and_held(chaos):
@@ -107,3 +119,14 @@ def test_the_money_races_ran_and_held(chaos):
     assert money["reopened"] > 0, output
     assert money["counts"] == {"violations": 0, "lost": 0, "twice": 0}, output
     assert money["ok"], output
+
+
+def test_the_agency_hand_off_raced_and_held(chaos):
+    """The agency's acknowledgement (the hand-off, the `with_agency` stop) aimed at a stage: nothing
+    sent after the stop but the `handed_over` notice, which every handed-over invoice gets once."""
+    report, _, output = chaos
+    agency = report["agency"]
+    assert "error" not in agency and "skipped" not in agency, output
+    assert agency["handed_over"] > 0, agency
+    assert agency["counts"] == {"violations": 0, "lost": 0, "twice": 0}, output
+    assert agency["ok"], output

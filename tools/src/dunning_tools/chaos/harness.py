@@ -33,7 +33,9 @@ first and last parts of the run are calm, so that some stages fall due on a heal
 the main tenant, under the same faults: issue 10's policy races (chaos.policies) and issue 11's money
 races (chaos.money: card payments raced against a stage, then refunded or charged back and lost at
 the next stage's time, reopening the invoice; none sent while it was settled, none of a reopened
-invoice's owed stages lost, none twice). Then it
+invoice's owed stages lost, none twice) and the agency hand-off's races (chaos.agency: the agency's
+acknowledgement, which hands the invoice over and stops it `with_agency`, aimed at a stage; nothing
+after the stop but the `handed_over` notice, once). Then it
 waits for quiescence and checks (chaos.checks, chaos.verdicts); the figures go to stdout and
 <workdir>/report.json (payments.json, every raced stop, next to it). Exit status 1 on any violation,
 lost stage, unexplained duplicate, timeline differing from the mail, or kind raced under 80 %.
@@ -60,7 +62,7 @@ import httpx
 import orjson
 
 from dunning_cli.tenants import create_tenant
-from dunning_tools.chaos import channels, checks, infra, money_checks, pauses, stops
+from dunning_tools.chaos import agency, channels, checks, infra, money_checks, pauses, stops
 from dunning_tools.chaos.aim import Aim
 from dunning_tools.chaos.checks import STAGES, ts
 from dunning_tools.chaos.money import MoneyRaces
@@ -91,6 +93,7 @@ class Config:
     tail: float = 90.0  # seconds after the last stage a promise or plan may still break (else it is kept)
     policy_customers: int = 40  # per kind of issue 10's races (notice, window, cap; chaos.policies); 0: none
     money_customers: int = 40  # issue 11's refunds and chargebacks that reopen (chaos.money); 0: none
+    agency_customers: int = 30  # invoices of the agency hand-off races (chaos.agency); 0: none
     seed: int = 1
     workdir: Path = Path(".run/chaos")
     keep_data: bool = False
@@ -127,6 +130,7 @@ SHORT = {
     "tail": 30.0,
     "policy_customers": 15,
     "money_customers": 12,
+    "agency_customers": 10,
 }
 
 
@@ -486,6 +490,15 @@ class Run:
                     money_report = {"ok": False, "error": f"money races not set up: {exc!r}"}
                     self.log(f"WARNING: {money_report['error']}")
                     money = None
+            hands = agency.AgencyRaces(self, cfg.agency_customers) if cfg.agency_customers else None
+            agency_report: dict[str, Any] = {"ok": True, "skipped": "--agency-customers 0"}
+            if hands is not None:
+                try:
+                    await hands.setup()
+                except Exception as exc:
+                    agency_report = {"ok": False, "error": f"agency races not set up: {exc!r}"}
+                    self.log(f"WARNING: {agency_report['error']}")
+                    hands = None
             raced = sum(inv.race is not None for inv in self.invoices)
             lo, hi = cfg.kill_window
             self.t0 = time.time() + 0.5
@@ -498,6 +511,7 @@ class Run:
             supervisor = asyncio.ensure_future(self.supervise())
             policy_work = asyncio.ensure_future(races.workload() if races else asyncio.sleep(0))
             money_work = asyncio.ensure_future(money.workload() if money else asyncio.sleep(0))
+            agency_work = asyncio.ensure_future(hands.workload() if hands else asyncio.sleep(0))
             faults = [
                 asyncio.ensure_future(self.chaos_monkey()),
                 asyncio.ensure_future(self.pause_relay()),
@@ -530,6 +544,13 @@ class Run:
                     except Exception as exc:
                         money_report = {"ok": False, "error": f"money races failed: {exc!r}", "notes": money.notes}
                     self.log(f"money races: {money_checks.summary(money_report)}")
+                if hands is not None:
+                    try:
+                        await agency_work
+                        agency_report = await hands.verdict(cfg.quiesce_timeout)
+                    except Exception as exc:
+                        agency_report = {"ok": False, "error": f"agency races failed: {exc!r}", "notes": hands.notes}
+                    self.log(f"agency races: {agency.summary(agency_report)}")
             finally:
                 supervisor.cancel()
                 for task in faults:
@@ -539,7 +560,8 @@ class Run:
             report = checks.analyse(self, state)
             report["policies"] = policy_report
             report["money"] = money_report
-            report["ok"] = report["ok"] and policy_report["ok"] and money_report["ok"]
+            report["agency"] = agency_report
+            report["ok"] = report["ok"] and policy_report["ok"] and money_report["ok"] and agency_report["ok"]
             return report
 
 
@@ -632,9 +654,14 @@ def summary(report: dict) -> str:
     lines.append(f"policies        {policy_summary(pol)}" if pol else "policies        not run")
     mon = report.get("money", {})
     lines.append(f"money           {money_checks.summary(mon)}" if mon else "money           not run")
+    ag = report.get("agency", {})
+    lines.append(f"agency          {agency.summary(ag)}" if ag else "agency          not run")
     lines += [
         f"note            {note}"
-        for note in report["notes"][:10] + pol.get("notes", [])[:10] + mon.get("notes", [])[:10]
+        for note in report["notes"][:10]
+        + pol.get("notes", [])[:10]
+        + mon.get("notes", [])[:10]
+        + ag.get("notes", [])[:10]
     ]
     for name, items in (
         ("policy violation", pol.get("violations", [])),
@@ -643,6 +670,9 @@ def summary(report: dict) -> str:
         ("money violation", mon.get("violations", [])),
         ("money lost", mon.get("lost", [])),
         ("money twice", mon.get("twice", [])),
+        ("agency violation", ag.get("violations", [])),
+        ("agency lost", ag.get("lost", [])),
+        ("agency twice", ag.get("twice", [])),
         ("violation", v["items"]),
         ("lost", lost["items"]),
         ("timeline", report["timelines"]["items"]),
@@ -691,6 +721,7 @@ def config_from(argv: list[str] | None) -> Config:
     parser.add_argument(
         "--money-customers", type=int, help="invoices of issue 11's refund and chargeback races; 0: none"
     )
+    parser.add_argument("--agency-customers", type=int, help="invoices of the agency hand-off races; 0: none")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, help="default .run/chaos/<date-time>")
     parser.add_argument("--keep-data", action="store_true", help="keep the embedded PostgreSQL data directory")
@@ -708,6 +739,7 @@ def config_from(argv: list[str] | None) -> Config:
         "notifier_lease",
         "policy_customers",
         "money_customers",
+        "agency_customers",
         "seed",
     ):
         if getattr(args, name) is not None:
