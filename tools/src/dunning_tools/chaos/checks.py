@@ -465,6 +465,10 @@ def analyse(run, state: State) -> dict:
     sent_though_cancelled = [k for k in received if timer.get(k, {}).get("state") == "cancelled"]
     settled_ids = set(ack)
     unexplained = [d for d in duplicates if not d["explained"]]
+    # the provider window per channel: (invoice, stage, channel) received twice or more, explained or not
+    dup_by_channel = {c: {"explained": 0, "unexplained": 0} for c in sorted({k[2] for k in received})}
+    for d in duplicates:
+        dup_by_channel[str(d["channel"])]["explained" if d["explained"] else "unexplained"] += 1
     report = {
         "ok": False,
         "config": {
@@ -552,14 +556,7 @@ def analyse(run, state: State) -> dict:
             "count": len(duplicates),
             "unexplained": len(unexplained),
             "same_message_id": message_id_dups,
-            # the provider window per channel: copies of one (invoice, stage, channel), explained or not
-            "by_channel": {
-                c: {
-                    "explained": sum(d["explained"] for d in duplicates if d["channel"] == c),
-                    "unexplained": sum(not d["explained"] for d in duplicates if d["channel"] == c),
-                }
-                for c in sorted({d["channel"] for d in duplicates} | {k[2] for k in received})
-            },
+            "by_channel": dup_by_channel,
             "in_doubt_field_reported": in_doubt_field,
             "items": duplicates,
         },
