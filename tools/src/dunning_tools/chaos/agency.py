@@ -1,12 +1,13 @@
 """The agency hand-off raced inside a chaos run (same stack, same faults), for a tenant of its own:
-its agency in export mode, its policy pre_due (e-mail), `collections` (channel `agency`), firm and
-final (e-mail) at the run's stage offsets.
+its agency in export mode, its policy `collections` (channel `agency`) first, then soft, firm and
+final (e-mail) at the run's stage offsets (the case is made first, so that it exists in time even
+when the notifier is behind).
 
 Each customer has one invoice. Its `collections` stage makes a case (awaiting acknowledgement); for
 RACE_SHARE of them the agency's acknowledgement (`POST /v1/agency/cases/{id}/acknowledge`, which hands
-the invoice over: InvoiceHandedToAgency, the scheduler's `with_agency` stop) is aimed at firm's or
-final's time (+-25 ms, the run's aim learnt for the kind `agency`); the others are never acknowledged
-and owe every stage.
+the invoice over: InvoiceHandedToAgency, the scheduler's `with_agency` stop) is aimed at soft's,
+firm's or final's time (+-25 ms, the run's aim learnt for the kind `agency`; a later stage when the
+case is not there a second before); the others are never acknowledged and owe every stage.
 
 Verdicts, once every timer of these invoices is decided and the notifier has nothing pending:
 - violation: a reminder received of a stage that fired after the scheduler applied the stop (a stage
@@ -33,8 +34,8 @@ from dunning_cli.tenants import create_tenant
 from dunning_tools.chaos import aim
 from dunning_tools.chaos.checks import RACE_MS, read_mail, ts
 
-STAGES = (("pre_due", "email"), ("collections", "agency"), ("firm", "email"), ("final", "email"))
-RACED_AT = (2, 3)  # the hand-off is aimed at firm's or final's time
+STAGES = (("collections", "agency"), ("soft", "email"), ("firm", "email"), ("final", "email"))
+RACED_AT = (1, 2, 3)  # the hand-off is aimed at soft's, firm's or final's time
 RACE_SHARE = 0.6
 NOTICE = "handed_over"
 DECIDED = ("fired", "cancelled", "skipped")
@@ -143,16 +144,20 @@ class AgencyRaces:
         """The case (made when `collections` fires), then its acknowledgement aimed at the stage's time."""
         run, offsets = self.run, self.run.cfg.offsets
         assert h.issued_at is not None and h.stage is not None, "issued and chosen for a hand-off"
-        k = [n for n, _ in STAGES].index(h.stage)
-        h.stage_at = h.issued_at + offsets[k]
+        names = [n for n, _ in STAGES]
+        await run.sleep_until(h.issued_at + offsets[0])
+        for k in range(names.index(h.stage), len(STAGES)):
+            h.stage, h.stage_at = names[k], h.issued_at + offsets[k]
+            while h.case_id is None and time.time() < h.stage_at - 1.0:
+                r = await self.call("GET", "notifier", f"/v1/agency/cases?invoice_id={h.invoice_id}")
+                found = r.json().get("data", []) if r.status_code == 200 else []
+                h.case_id = found[0]["case_id"] if found else None
+                if h.case_id is None:
+                    await asyncio.sleep(0.3)
+            if h.case_id is not None:
+                break
+        assert h.stage_at is not None, "a stage to aim at"
         h.target = h.stage_at + aim.AIM_MS / 1000 * run.rng.uniform(-1, 1)
-        await run.sleep_until(h.issued_at + offsets[1])
-        while h.case_id is None and time.time() < h.target - 1.0:
-            r = await self.call("GET", "notifier", f"/v1/agency/cases?invoice_id={h.invoice_id}")
-            found = r.json().get("data", []) if r.status_code == 200 else []
-            h.case_id = found[0]["case_id"] if found else None
-            if h.case_id is None:
-                await asyncio.sleep(0.3)
         lead = run.aim.lead("agency")
         if h.case_id is None or h.target - lead < time.time():
             h.skipped, h.raced = ("no case in time" if h.case_id is None else "too late to aim"), False
