@@ -441,12 +441,14 @@ def analyse(run, state: State) -> dict:
     # 4. Lateness (first copy of each reminder).
     late_all, late_healthy = [], []
     by_10s: dict[int, list[float]] = defaultdict(list)
+    by_channel: dict[str, list[float]] = defaultdict(list)
     for key, copies in received.items():
         s = copies[0].scheduled_at or scheduled.get(key)
         if s is None or copies[0].received_at is None:
             continue
         late_all.append(copies[0].received_at - s)
         by_10s[int((s - run.t0) // 10) * 10].append(late_all[-1])
+        by_channel[key[2]].append(late_all[-1])
         if healthy(s):
             late_healthy.append(copies[0].received_at - s)
 
@@ -576,6 +578,7 @@ def analyse(run, state: State) -> dict:
             "all": spread_of(late_all),
             "healthy": spread_of(late_healthy),
             "by_scheduled_10s": {t: spread_of(v) for t, v in sorted(by_10s.items())},
+            "by_channel": {c: spread_of(v) for c, v in sorted(by_channel.items())},  # SMS: whole seconds
             "healthy_rule": f"scheduled outside [fault start - 1 s, process started (relay resumed)"
             f" + {cfg.healthy_margin:g} s] for every kill, crash and relay pause",
         },

@@ -643,6 +643,7 @@ def summary(report: dict) -> str:
         "cancelled a delivery the SMTP server got in an attempt in doubt: the provider window)",
         f"consistency     {report['consistency']}",
         f"lateness (s)    all {lat['all']}; healthy {lat['healthy']}",
+        "                by channel: " + "; ".join(f"{c} {v}" for c, v in lat.get("by_channel", {}).items()),
         f"                healthy = {lat['healthy_rule']}",
         "                p50 by scheduled time (s after start): "
         + " ".join(f"{t}:{v['p50']}" for t, v in lat["by_scheduled_10s"].items()),
