@@ -37,10 +37,46 @@ REPORTED = frozenset({"undelivered", "failed"})  # the statuses that publish Rem
 STATUSES = frozenset(sms_repo.STATUS_RANK)
 _EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 _SIGNED: dict[int | str, dict[str, Any]] = {
-    403: {"description": "X-Twilio-Signature is missing or not Twilio's for this URL and body"},
+    403: {
+        "description": "X-Twilio-Signature is missing or not Twilio's for this URL and body (or no auth token is"
+        " configured to check it with)"
+    },
     422: {"description": "A required form field is missing or malformed (named in `errors`)"},
-    503: {"description": "No Twilio auth token is configured (NOTIFIER_TWILIO_AUTH_TOKEN)"},
 }
+
+
+def _form(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI request body of a form Twilio posts."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": schema}}}}
+
+
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 1600}
+_STATUS_FORM = _form(
+    ["MessageSid", "MessageStatus", "AccountSid"],
+    {
+        "MessageSid": {"type": "string", "pattern": "^(SM|MM)[0-9a-f]{32}$", "description": "the message (SM...)"},
+        "MessageStatus": {"type": "string", "enum": sorted(sms_repo.STATUS_RANK)},
+        "ErrorCode": {"type": "string", "pattern": "^[0-9]{1,6}$", "description": "with undelivered / failed"},
+        "AccountSid": {"type": "string", "pattern": "^AC[0-9a-f]{32}$"},
+        "From": _TEXT,
+        "To": _TEXT,
+        "SmsSid": _TEXT,
+        "SmsStatus": _TEXT,
+        "ApiVersion": {"type": "string", "const": "2010-04-01"},
+    },
+)
+_INBOUND_FORM = _form(
+    ["MessageSid", "From", "To", "Body", "AccountSid"],
+    {
+        "MessageSid": {"type": "string", "pattern": "^(SM|MM)[0-9a-f]{32}$"},
+        "From": {"type": "string", "description": "the customer's number, E.164"},
+        "To": {"type": "string", "description": "our Twilio number"},
+        "Body": {"type": "string", "maxLength": 1600, "description": "STOP, UNSUBSCRIBE, ... opt the number out"},
+        "AccountSid": {"type": "string", "pattern": "^AC[0-9a-f]{32}$"},
+        "NumMedia": {"type": "string"},
+    },
+)
 
 
 class SmsStatusOut(BaseModel):
@@ -84,7 +120,11 @@ def sms_router(deps: Any) -> APIRouter:
     async def signed_form(request: Request, signature: str | None, path: str) -> dict[str, str]:
         token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
         if not token:
-            raise Problem(503, "No Twilio auth token is configured (NOTIFIER_TWILIO_AUTH_TOKEN).")
+            raise Problem(
+                403,
+                "The signature cannot be checked: no Twilio auth token is configured (NOTIFIER_TWILIO_AUTH_TOKEN)",
+                errors=[{"field": "X-Twilio-Signature", "message": "no auth token configured", "code": "forbidden"}],
+            )
         pairs = parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
         base = settings.public_url.rstrip("/") if settings.public_url else str(request.base_url).rstrip("/")
         url = base + path + (f"?{request.url.query}" if request.url.query else "")
@@ -136,6 +176,7 @@ def sms_router(deps: Any) -> APIRouter:
             " `provider_status` moves to the latest; `undelivered` and `failed` publish ReminderDeliveryUpdated."
         ),
         responses={**_SIGNED, 404: {"description": "No SMS with this MessageSid was sent by this notifier"}},
+        openapi_extra=_STATUS_FORM,
     )
     async def receive_status(
         request: Request,
@@ -189,6 +230,7 @@ def sms_router(deps: Any) -> APIRouter:
         ),
         response_class=Response,
         responses={200: {"description": "Empty TwiML", "content": {"text/xml": {}}}, **_SIGNED},
+        openapi_extra=_INBOUND_FORM,
     )
     async def receive_inbound(
         request: Request,
