@@ -71,7 +71,7 @@ def _base_example(name: str) -> dict[str, Any]:
 
 def test_layout_is_not_empty() -> None:
     assert (SCHEMAS / "envelope.v1.schema.json").is_file()
-    assert len(EVENT_NAMES) == 41
+    assert len(EVENT_NAMES) == 48
     assert (SCHEMAS / "README.md").is_file()
 
 
