@@ -216,7 +216,7 @@ def _entry(entry: Element, where: str) -> list[StatementLine]:
             tx_amount, tx_currency = _money(tx_amount_el, f"{at}/Amt")
         kind, note = _kind(_text(tx, "CdtDbtInd") or indicator, reversal, status)
         # the parents of several fields found once (each _find walks from tx)
-        refs, parties, info = _find(tx, "Refs"), _find(tx, "RltdPties"), _find(tx, "RmtInf")
+        refs, parties, rmt = _find(tx, "Refs"), _find(tx, "RltdPties"), _find(tx, "RmtInf")
         ref = _text(refs, "AcctSvcrRef") or (f"{entry_ref}/{i}" if entry_ref and len(details) > 1 else entry_ref)
         account = _find(parties, "DbtrAcct/Id")
         lines.append(
@@ -224,8 +224,8 @@ def _entry(entry: Element, where: str) -> list[StatementLine]:
                 kind,
                 tx_amount,
                 tx_currency,
-                remittance=_remittance(info) or _text(tx, "AddtlTxInf") or _text(entry, "AddtlNtryInf"),
-                creditor_reference=_creditor_reference(info),
+                remittance=_remittance(rmt) or _text(tx, "AddtlTxInf") or _text(entry, "AddtlNtryInf"),
+                creditor_reference=_creditor_reference(rmt),
                 payer_name=_party(parties, "Dbtr"),
                 payer_account=normalise_account(_text(account, "IBAN") or _text(account, "Othr/Id")),
                 end_to_end_id=_end_to_end(refs),
