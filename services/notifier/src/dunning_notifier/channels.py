@@ -53,6 +53,7 @@ from dunning_notifier.rendering import RenderedEmail, Renderer, RenderError
 from dunning_notifier.settings import Settings
 from dunning_notifier.sms import SmsChannel
 from dunning_notifier.tasks import CallChannel
+from dunning_notifier.tenant_templates import TemplatesUnavailable
 from dunning_notifier.webhooks_channel import WebhookChannel
 
 log = get_logger(__name__)
@@ -98,6 +99,11 @@ class EmailChannel:
     def open_session(self) -> "SmtpSession":
         return SmtpSession(self)
 
+    def _from_header(self, tenant_id: str) -> str:
+        """The tenant's brand's sender name on our envelope address (brand.py), else NOTIFIER_MAIL_FROM's."""
+        name = self.renderer.brand_for(tenant_id)["sender_name"]
+        return address_header(name, self.envelope_from, "From") if name else self.header_from
+
     def build(self, d: Delivery, rendered: RenderedEmail) -> tuple[bytes, str, bool]:
         """The RFC 5322 message (multipart/alternative: text + HTML), its Message-ID, and whether
         it needs SMTPUTF8 (a non-ASCII address). To is the primary address with the customer's name,
@@ -108,7 +114,8 @@ class EmailChannel:
         name = str((d.payload.get("customer") or {}).get("name") or "")
         msg_id = message_id(d.delivery_id, self.settings.message_id_domain)
         headers = [
-            ("From", self.header_from),
+            ("From", self._from_header(d.tenant_id)),
+            *_reply_to(self.renderer.brand_for(d.tenant_id)),  # the brand's; else optouts may add one
             ("To", address_header(name, recipient)),
             *([("Cc", cc_header(d.cc))] if d.cc else []),
             ("Subject", header_value(rendered.subject, "Subject")),
@@ -126,6 +133,10 @@ class EmailChannel:
         headers += optouts.list_unsubscribe_headers(d, self.settings, headers)  # RFC 8058, Reply-To for replies
         raw = compose(headers, rendered.text, rendered.html, boundary=f"=_{d.delivery_id}")
         return raw, msg_id, not all(address.isascii() for address in (recipient, *d.cc))
+
+
+def _reply_to(brand: dict) -> list[tuple[str, str]]:
+    return [("Reply-To", address_header("", brand["reply_to"], "Reply-To"))] if brand.get("reply_to") else []
 
 
 def _subject_headers(d: Delivery) -> list[tuple[str, str]]:
@@ -208,6 +219,10 @@ class SmtpSession:
     async def send(self, d: Delivery) -> Outcome:
         if not d.recipient:
             return Failed("invalid_recipient", "the customer has no e-mail address", permanent=True)
+        try:  # the tenant's own templates and brand, loaded before the (sync) render: tenant_templates.py
+            await self.channel.renderer.prepare(d.tenant_id)
+        except TemplatesUnavailable as exc:
+            return Retry("templates_unavailable", str(exc))
         try:
             rendered = self.channel.renderer.render(d.payload)
         except RenderError as exc:

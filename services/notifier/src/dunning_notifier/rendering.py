@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import babel
@@ -41,8 +41,12 @@ from jinja2.exceptions import TemplateError as JinjaError
 from jinja2.runtime import Context as JinjaContext
 from jinja2.sandbox import SandboxedEnvironment
 
+from dunning_notifier.brand import brand_context
 from dunning_notifier.notice_rendering import charges_of, deadline_of, notice_context
 from dunning_notifier.translations import template_callables
+
+if TYPE_CHECKING:
+    from dunning_notifier.tenant_templates import TenantTemplates
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 GENERIC = "generic"
@@ -146,7 +150,13 @@ def _long(day: date, loc: babel.Locale) -> str:
 
 
 class Renderer:
-    def __init__(self, templates_dir: Path = TEMPLATES_DIR, *, sender_name: str = "Accounts Receivable"):
+    def __init__(
+        self,
+        templates_dir: Path = TEMPLATES_DIR,
+        *,
+        sender_name: str = "Accounts Receivable",
+        tenant_templates: "TenantTemplates | None" = None,  # a tenant's own templates and brand
+    ):
         self.env = SandboxedEnvironment(
             loader=FileSystemLoader(str(templates_dir)),
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False, default=False),
@@ -162,7 +172,33 @@ class Renderer:
         self.env.filters["days"] = _days
         self.env.filters["pad"] = _pad
         self.sender_name = sender_name
+        self.tenants = tenant_templates
         self._resolved: dict[tuple[str, str, str, str], Template] = {}
+
+    async def prepare(self, tenant_id: str) -> None:
+        """Load the tenant's own templates and brand before a send (render() is sync and never queries):
+        within NOTIFIER_TEMPLATE_CACHE_SECONDS of a change. TemplatesUnavailable: retry (tenant_templates.py)."""
+        if self.tenants is not None:
+            await self.tenants.refresh(tenant_id)
+
+    def brand_for(self, tenant_id: str | None) -> dict[str, Any]:
+        """The tenant's brand as templates see it (`brand`; brand.brand_context), as of the last prepare()."""
+        return self.tenants.brand(tenant_id) if self.tenants is not None else brand_context(None, None, None)
+
+    def branded(self, ctx: dict[str, Any], tenant_id: str | None) -> dict[str, Any]:
+        """`brand` added to a context, and `sender_name` taken from it when the tenant set one."""
+        brand = self.brand_for(tenant_id)
+        return {**ctx, "brand": brand, "sender_name": brand["sender_name"] or ctx.get("sender_name")}
+
+    @staticmethod
+    def localized(ctx: dict[str, Any], tag: str) -> dict[str, Any]:
+        """The context with the words in the customer's language (translations.py) and `lang`."""
+        return {**ctx, **template_callables(tag), "lang": tag}
+
+    def _own_or_shipped(self, tenant_id: str | None, key: str, tag: str, part: str, channel: str) -> Template:
+        """The tenant's template for (key, channel) in the customer's locale or language, else the shipped one."""
+        own = self.tenants.find(self.env, tenant_id, channel, key, tag, part) if self.tenants and tenant_id else None
+        return own if own is not None else self.template(key, tag, part, channel)
 
     def template(self, key: str, locale_tag: str, part: str, channel: str = "email") -> Template:
         """The most specific template for (key, locale, part) of a channel; cached after the first lookup."""
@@ -244,8 +280,9 @@ class Renderer:
                 ctx, key = self.context(data, loc), data.get("template") or data["stage"]
                 if key == "handed_over" and ctx["agency"] is None:
                     raise RenderError("a handed_over reminder needs the agency: context.agency.name")
-            ctx.update(template_callables(tag), lang=tag)  # the words in the customer's language
-            out = {part: self.template(key, tag, part, channel).render(ctx) for part in parts}
+            tenant = data.get("tenant_id")
+            ctx = self.localized(self.branded(ctx, tenant), tag)  # the brand; the words in the customer's language
+            out = {part: self._own_or_shipped(tenant, key, tag, part, channel).render(ctx) for part in parts}
         except RenderError:
             raise
         except (JinjaError, KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -85,7 +85,7 @@ def sample_payload(key: str, channel: str, locale: str, *, rich: bool = True) ->
 
 def sample_contexts(renderer: Renderer, key: str, channel: str, locale: str) -> list[dict[str, Any]]:
     """[rich, sparse]: the contexts a template of this stage key must render against."""
-    loc, _ = parse_locale(locale)
+    loc, tag = parse_locale(locale)
     rich = renderer.context(sample_payload(key, channel, locale), loc)
     for context in (_PROMISE, _INSTALMENT, SAMPLE_PAYLOAD["context"]):  # one kind per payload; rich has all
         quoted = renderer.context({**sample_payload(key, channel, locale), "context": context}, loc)
@@ -93,4 +93,4 @@ def sample_contexts(renderer: Renderer, key: str, channel: str, locale: str) -> 
     rich.update(brand=SAMPLE_BRAND, sender_name=SAMPLE_BRAND["sender_name"])
     sparse = renderer.context(sample_payload(key, channel, locale, rich=False), loc)
     sparse["brand"] = brand_context(None, None, None)
-    return [rich, sparse]
+    return [renderer.localized(rich, tag), renderer.localized(sparse, tag)]

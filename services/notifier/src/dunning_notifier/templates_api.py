@@ -68,7 +68,8 @@ def check_parts(
     if data is None:
         return None
     try:
-        ctx = renderer.branded(renderer.context(data, parse_locale(locale)[0]), data["tenant_id"])
+        loc, tag = parse_locale(locale)
+        ctx = renderer.localized(renderer.branded(renderer.context(data, loc), data["tenant_id"]), tag)
         return {part: template.render(ctx) for part, template in compiled.items()}
     except RENDER_ERRORS as exc:
         message = f"{field}: cannot be rendered: {exc}"
@@ -83,8 +84,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, common: CommonSettings) -> None
     """The routes above on `app`; `common`: the notifier's Settings (api.ApiDeps types it as the common base)."""
     settings = common if isinstance(common, Settings) else Settings()
     store = TenantTemplates(pool, ttl_seconds=0, public_url=settings.public_url)
-    renderer = Renderer(sender_name=parseaddr(settings.mail_from)[0] or "Accounts Receivable")
-    renderer.tenants = store  # type: ignore[attr-defined]  # TRANSITIONAL until rendering.py takes tenant_templates
+    renderer = Renderer(sender_name=parseaddr(settings.mail_from)[0] or "Accounts Receivable", tenant_templates=store)
     env = renderer.env
 
     def shipped_keys(channel: str) -> set[str]:
