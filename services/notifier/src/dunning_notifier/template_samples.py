@@ -61,7 +61,11 @@ SAMPLE_PAYLOAD: dict[str, Any] = {
 _PROMISE = {"kind": "promise_broken", "promised_amount": "600.00", "promised_date": "2026-02-20", "currency": "EUR"}
 _INSTALMENT = {"kind": "instalment", "number": 2, "instalments": 3, "amount": "200.00", "due_date": "2026-02-28"}
 # What a stage always carries (the sparse sample keeps it): its quote's context kind, and the agency.
-_STAGE_CONTEXT = {"promise_broken": _PROMISE, "instalment_pre_due": _INSTALMENT, "instalment_overdue": _INSTALMENT}
+_STAGE_CONTEXT: dict[str, dict[str, Any]] = {
+    "promise_broken": _PROMISE,
+    "instalment_pre_due": _INSTALMENT,
+    "instalment_overdue": _INSTALMENT,
+}
 _NEEDS_AGENCY = {"handed_over"}
 SAMPLE_BRAND = brand_context(BrandIn.model_validate(EXAMPLE_BRAND).model_dump(), None, None)
 

@@ -1,7 +1,7 @@
 """Request and response bodies of the templates routes (templates_api.py)."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -9,7 +9,7 @@ from dunning_notifier.schemas import INVOICE_ID
 from dunning_notifier.tenant_templates import KEY_PATTERN, LOCALE_PATTERN
 
 Channel = Literal["email", "sms", "letter"]
-EXAMPLE_PARTS = {
+EXAMPLE_PARTS: dict[str, Any] = {
     "subject": "Invoice {{ invoice.number }} is {{ days_overdue|days }} overdue",
     "text": "Dear {{ customer.name }},\n\nplease pay {{ invoice.balance }}.\n\n{{ brand.signature or sender_name }}\n",
     "html": '{% extends "email/_layout.html.j2" %}{% block body %}<p>Dear {{ customer.name }},</p>{% endblock %}',

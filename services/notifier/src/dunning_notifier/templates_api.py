@@ -111,7 +111,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, common: CommonSettings) -> None
                         key=key,
                         channel=channel,
                         shipped=key in shipped,
-                        overrides=mine,  # type: ignore[arg-type]
+                        overrides=mine,
                         default_used=not mine,
                     )
                 )

@@ -97,21 +97,24 @@ def _includable(env: Environment, channel: str, name: str) -> bool:
 
 def _static_errors(env: Environment, channel: str, part: str, ast: nodes.Template, known: set[str]) -> list[dict]:
     errors = []
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        name = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+    for access in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        name = access.attr if isinstance(access, nodes.Getattr) else getattr(access, "arg", None)
+        name = getattr(name, "value", None) if isinstance(access, nodes.Getitem) else name
         if isinstance(name, str) and (name.startswith("_") or name in _UNSAFE):
-            errors.append(_error(part, f"access to {name!r} is not allowed (sandbox)", "unsafe_attribute", node.lineno))
-    for node in ast.find_all((nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)):
-        target = node.template
+            errors.append(
+                _error(part, f"access to {name!r} is not allowed (sandbox)", "unsafe_attribute", access.lineno)
+            )
+    for loads in ast.find_all((nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)):
+        target = getattr(loads, "template", None)
         if not (
             isinstance(target, nodes.Const)
             and isinstance(target.value, str)
             and _includable(env, channel, target.value)
         ):
             message = f"only a shipped partial of the {channel} channel can be included, by its name ({channel}/_...)"
-            errors.append(_error(part, message, "include_not_allowed", node.lineno))
+            errors.append(_error(part, message, "include_not_allowed", loads.lineno))
     for name in sorted(meta.find_undeclared_variables(ast) - known - set(env.globals)):
-        line = next((n.lineno for n in ast.find_all(nodes.Name) if n.name == name), None)
+        line = next((n.lineno for n in ast.find_all(nodes.Name) if getattr(n, "name", None) == name), None)
         message = f"unknown variable {name!r} (known: {', '.join(sorted(known))})"
         errors.append(_error(part, message, "unknown_variable", line))
     return errors
