@@ -328,8 +328,9 @@ def test_every_operation_is_documented_the_same_way(services_kit, service):
             assert op.get("operationId") and op["operationId"][0].islower(), f"{where}: explicit operationId"
             assert op.get("tags") and set(op["tags"]) <= declared_tags, f"{where}: declared tags"
             # Public: a provider's callbacks (authenticated by its signature) and the one-click unsubscribe
-            # link a customer's mail client follows (authenticated by the signed token in its path).
-            public = template.startswith(("/v1/webhooks/", "/v1/providers/", "/v1/unsubscribe/"))
+            # link a customer's mail client follows (authenticated by the signed token in its path), and the
+            # brand logos reminder e-mails link to (public content, addressed by their digest).
+            public = template.startswith(("/v1/webhooks/", "/v1/providers/", "/v1/unsubscribe/", "/v1/brand-logos/"))
             assert public or op.get("security") == [{"bearer": []}], f"{where}: the bearer scheme"
             for status, response in op["responses"].items():
                 if int(status) >= 400:

@@ -12,12 +12,16 @@ from dunning_notifier.handlers import HANDLERS
 from dunning_notifier.inbound import InboundSmtp
 from dunning_notifier.rendering import Renderer
 from dunning_notifier.settings import Settings
+from dunning_notifier.tenant_templates import TenantTemplates
 from dunning_notifier.webhooks_sender import WebhookSender
 
 
 def build_dispatcher(pool, settings: Settings) -> Dispatcher:
-    renderer = Renderer(sender_name=parseaddr(settings.mail_from)[0] or "Accounts Receivable")
-    return Dispatcher(pool, settings, build_channels(settings, renderer))
+    templates = TenantTemplates(pool, ttl_seconds=settings.template_cache_seconds, public_url=settings.public_url)
+    renderer = Renderer(
+        sender_name=parseaddr(settings.mail_from)[0] or "Accounts Receivable", tenant_templates=templates
+    )
+    return Dispatcher(pool, settings, build_channels(settings, renderer, pool))
 
 
 def build_consumer(pool, settings: Settings) -> ConsumerRunner:

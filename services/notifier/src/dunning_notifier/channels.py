@@ -1,8 +1,10 @@
 """Delivery channels: a registry from channel name to provider, and the e-mail provider (SMTP).
 
-Only "email" has a provider so far. A delivery on any channel without one (sms, webhook, letter)
-fails permanently with error_code `channel_not_configured`; adding a provider is one entry in
-PROVIDERS: a factory `(settings, renderer) -> Channel` whose sessions return an Outcome.
+Every channel a policy names has a provider: email (here), sms (sms.py: Twilio), letter (letters.py:
+print and mail), webhook (webhooks_channel.py: reminder.due), call (tasks.py: a collector's task) and
+agency (agency.py: the hand-off). A delivery on a channel without one fails permanently with
+error_code `channel_not_configured`; adding a provider is one entry in PROVIDERS: a factory
+`(settings, renderer[, pool]) -> Channel` whose sessions return an Outcome.
 
 E-mail: each dispatcher worker task keeps one SMTP connection open (aiosmtplib) and sends on it
 message after message; a connection that failed is dropped and the next send reconnects, and one
@@ -22,12 +24,13 @@ server may have accepted the message, and the retry may deliver a second copy (s
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import re
 import time
 from collections.abc import Callable
 from datetime import datetime
 from email.utils import format_datetime, parseaddr
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiosmtplib
 from aiosmtplib import (
@@ -307,19 +310,27 @@ class NotConfigured:
         return None
 
 
-PROVIDERS: dict[str, Callable[[Settings, Renderer], Channel]] = {
+PROVIDERS: dict[str, Callable[..., Channel]] = {
     "email": EmailChannel,
     "letter": LetterChannel,  # letters.py: a PDF through the print-and-mail provider (Lob API shape)
     "sms": SmsChannel,  # sms.py: Twilio's Messages API
     "webhook": WebhookChannel,  # webhooks_channel.py: reminder.due to the tenant's endpoints
     "call": CallChannel,  # tasks.py: a task for a collector (sent at once: provider_message_id = task id)
     "agency": AgencyChannel,  # agency.py: the case file handed to the collection agency
-    # "sms": ..., "webhook": ..., "letter": ...  (later issues)
 }
 
 
-def build_channels(settings: Settings, renderer: Renderer) -> dict[str, Channel]:
-    return {name: factory(settings, renderer) for name, factory in PROVIDERS.items()}
+def build_channels(settings: Settings, renderer: Renderer, pool: Any = None) -> dict[str, Channel]:
+    """One channel per provider; those that keep state of their own (a factory with a `pool` parameter)
+    share the notifier's pool when one is given, else open a small one on first use."""
+    return {
+        name: factory(settings, renderer, **({"pool": pool} if pool is not None and _takes_pool(factory) else {}))
+        for name, factory in PROVIDERS.items()
+    }
+
+
+def _takes_pool(factory: Callable[..., Channel]) -> bool:
+    return "pool" in inspect.signature(factory).parameters
 
 
 def channel_for(channels: dict[str, Channel], name: str) -> Channel:

@@ -123,9 +123,7 @@ def brand_of(payload: dict[str, Any], renderer: Renderer) -> dict[str, Any]:
     templates store holds for the tenant (brand.brand_context, loaded for the render just made), else {}."""
     if isinstance(payload.get("brand"), dict):
         return payload["brand"]
-    store = getattr(renderer, "tenant_templates", None)
-    lookup = getattr(store, "brand", None)
-    found = lookup(payload.get("tenant_id")) if callable(lookup) else None
+    found = renderer.brand_for(payload.get("tenant_id"))
     return found if isinstance(found, dict) else {}
 
 

@@ -38,6 +38,7 @@ from dunning_notifier.letter_pdf import render_pdf
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
 from dunning_notifier.rendering import Renderer, RenderError
 from dunning_notifier.settings import Settings
+from dunning_notifier.tenant_templates import TemplatesUnavailable
 
 log = get_logger(__name__)
 PERMANENT_STATUS = frozenset({400, 404, 413, 422})
@@ -116,6 +117,10 @@ class LetterSession:
         ch = self.channel
         if not ch.settings.printmail_api_url:
             return Failed("channel_not_configured", "NOTIFIER_PRINTMAIL_API_URL is not set", permanent=True)
+        try:  # the tenant's own templates and brand, loaded before the (sync) render: tenant_templates.py
+            await ch.renderer.prepare(d.tenant_id)
+        except TemplatesUnavailable as exc:
+            return Retry("templates_unavailable", str(exc))
         try:
             letter, address, sender = compose(d.payload, ch.renderer, ch.settings)
             pdf = render_pdf(letter)

@@ -36,6 +36,7 @@ from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
 from dunning_notifier.rendering import Renderer, RenderError
 from dunning_notifier.settings import Settings
 from dunning_notifier.sms_text import SmsText, fit
+from dunning_notifier.tenant_templates import TemplatesUnavailable
 
 log = get_logger(__name__)
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -128,6 +129,10 @@ class SmsSession:
             why = "the customer has no phone number" if not d.recipient else f"not an E.164 number: {d.recipient!r}"
             return Failed("invalid_recipient", why, permanent=True)
         assert d.recipient is not None
+        try:  # the tenant's own templates and brand, loaded before the (sync) render: tenant_templates.py
+            await ch.renderer.prepare(d.tenant_id)
+        except TemplatesUnavailable as exc:
+            return Retry("templates_unavailable", str(exc))
         try:
             text = ch.text_of(d)
         except RenderError as exc:
