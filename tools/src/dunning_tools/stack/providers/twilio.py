@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from twilio.request_validator import RequestValidator
 
@@ -107,6 +107,7 @@ def router(directory: Path, secrets: dict[str, str]) -> APIRouter:
         return user == account_sid == account and hmac.compare_digest(password, token)
 
     clients: list[httpx.AsyncClient] = []
+    pending: set[asyncio.Future] = set()  # callbacks in flight (a reference keeps each task alive)
 
     def shared_client() -> httpx.AsyncClient:
         if not clients:
@@ -156,7 +157,7 @@ def router(directory: Path, secrets: dict[str, str]) -> APIRouter:
                     await asyncio.sleep(0.2 * (attempt + 1))
 
     @api.post(f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json", status_code=201)
-    async def create_message(account_sid: str, request: Request, background: BackgroundTasks) -> Response:
+    async def create_message(account_sid: str, request: Request) -> Response:
         if not authorized(request, account_sid):
             return _error(401, 20003, "Authenticate")
         form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
@@ -204,7 +205,11 @@ def router(directory: Path, secrets: dict[str, str]) -> APIRouter:
         store.save(resource)
         if form.get("StatusCallback"):
             store.messages[sid] = {**resource, "_status_callback": form["StatusCallback"]}
-        background.add_task(callbacks, sid)
+        # Its own task, as Twilio calls back on its own time: a background task of the response would hold
+        # the client's keep-alive connection (its next create) until every callback was answered.
+        task = asyncio.ensure_future(callbacks(sid))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
         return JSONResponse(resource, status_code=201)
 
     @api.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Messages/{{sid}}.json")
