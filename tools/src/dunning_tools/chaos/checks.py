@@ -231,7 +231,11 @@ async def quiesce(run) -> State:
         count = (mail_count(maildir), *channels.activity(run))
         if count != last_count:
             last_count, stable_since = count, time.time()
-        if time.time() - stable_since >= STABLE_SECONDS and not await notifier_busy(run):
+        stable = time.time() - stable_since >= STABLE_SECONDS
+        busy = stable and await notifier_busy(run)
+        if not stable or busy:  # what the wait is on, for the report when it times out
+            state.waiting_on = {"notifier_pending_or_sending": busy, "mails_sms_webhooks_still_arriving": not stable}
+        if stable and not busy:
             held = held_at_end(run)
             todo = [
                 inv.id for inv in run.invoices if inv.id and not settled_view(state.timers.get(inv.id), inv.id in held)
