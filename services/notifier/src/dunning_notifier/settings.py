@@ -30,8 +30,9 @@ class Settings(CommonSettings):
 
     # Opt-outs, bounces and replies (optouts.py, inbound.py; docs/contact-preferences.md).
     env: str = "production"  # NOTIFIER_ENV: "dev" gives unsubscribe_secret a fixed, public dev value
-    # HMAC key of the List-Unsubscribe tokens. No default: the service refuses to start without it
-    # unless env=dev (bootstrap); rotating it invalidates the links in mails already sent.
+    # HMAC key of the List-Unsubscribe tokens (at least 32 characters). No default: unset (and not
+    # env=dev), reminders go without List-Unsubscribe and the service logs notifier.unsubscribe.
+    # not_configured at start; rotating it invalidates the links in mails already sent.
     unsubscribe_secret: SecretStr | None = None
     public_url: str | None = None  # NOTIFIER_PUBLIC_URL: this service's base URL as customers reach it
     inbound_smtp_port: int | None = None  # the inbound SMTP endpoint (replies, DSNs, mailto unsubscribe)
