@@ -24,7 +24,14 @@ NUL, SURROGATE, HUGE = "a\x00b", "a\ud800b", "x" * 1_000_000
 LONG = "x" * 60_000  # in a URL: clients (httpx: 64 KiB) and servers (uvicorn: 16 KiB lines) refuse 1 MB ones
 EDGE = {"nul": NUL, "surrogate": SURROGATE}  # refused at the edge, the field named, with or without a key
 WRONG_TYPES = {"number": 12345, "list": ["x"], "object": {"x": "y"}, "null": None, "bool": True}
-PLAUSIBLE = {"invoice_id": "inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA", "delivery_id": "dlv_01JCQ4Z8K7M2P9R3T5V6W8X0YA"}
+PLAUSIBLE = {
+    "invoice_id": "inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA",
+    "delivery_id": "dlv_01JCQ4Z8K7M2P9R3T5V6W8X0YA",
+    # a tenant template's address: GET/PUT/DELETE /v1/templates/{key}/{channel}/{locale}
+    "key": "firm",
+    "channel": "email",
+    "locale": "de",
+}
 
 
 def _quote(value: str) -> str:
@@ -59,7 +66,10 @@ def _resolve(spec: dict, schema: dict) -> dict:
 
 
 def _example(spec: dict, schema: dict, depth: int = 0) -> Any:
-    """A plausible value for a schema: its example, else one built from its type."""
+    """A plausible value for a schema: its example (on the property, or on the type it resolves to), else
+    one built from its type."""
+    if schema.get("examples"):  # an optional field's examples sit beside its anyOf
+        return schema["examples"][0]
     schema = _resolve(spec, schema)
     if "example" in schema:
         return schema["example"]
@@ -264,7 +274,8 @@ def attempts(spec: dict, tenant_id: str) -> list[Attempt]:
 
 
 def _named(problem: dict, name: str) -> bool:
-    return any(name in (e.get("field") or "") for e in problem.get("errors") or [])
+    """The problem names the field (a header's name in any case: HTTP header names are case-insensitive)."""
+    return any(name.lower() in (e.get("field") or "").lower() for e in problem.get("errors") or [])
 
 
 async def _walk(client: httpx.AsyncClient, spec: dict, auth: dict[str, str], kit) -> list[str]:

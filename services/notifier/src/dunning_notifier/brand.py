@@ -51,15 +51,20 @@ class PostalAddress(BaseModel):
     postal_code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)]
     city: Line
     region: Line | None = None
-    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] = Field(description="ISO 3166-1 alpha-2")
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] = Field(
+        description="ISO 3166-1 alpha-2", examples=["DE"]
+    )
 
 
 class BankDetails(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     account_holder: Line
-    iban: str = Field(description="ISO 13616, spaces allowed; the check digits are verified.")
-    bic: str = Field(description="ISO 9362, 8 or 11 characters.")
+    iban: str = Field(
+        description="ISO 13616, spaces allowed; the check digits are verified.",
+        examples=["DE89 3704 0044 0532 0130 00"],
+    )
+    bic: str = Field(description="ISO 9362, 8 or 11 characters.", examples=["COBADEFFXXX"])
     bank_name: Line | None = None
 
     @field_validator("iban")
@@ -85,10 +90,21 @@ class BrandIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sender_name: Line | None = Field(None, description="The From display name and `sender_name` in templates.")
-    reply_to: str | None = Field(None, max_length=254, description="The Reply-To address of reminder e-mails.")
-    logo_url: str | None = Field(None, max_length=2000, description="An https URL (or upload one: PUT /v1/brand/logo).")
-    primary_color: Annotated[str, StringConstraints(pattern=_COLOUR)] | None = Field(None, description="#rrggbb")
-    accent_color: Annotated[str, StringConstraints(pattern=_COLOUR)] | None = Field(None, description="#rrggbb")
+    reply_to: str | None = Field(
+        None, max_length=254, description="The Reply-To address of reminder e-mails.", examples=["ar@example.com"]
+    )
+    logo_url: str | None = Field(
+        None,
+        max_length=2000,
+        description="An https URL (or upload one: PUT /v1/brand/logo).",
+        examples=["https://example.com/logo.png"],
+    )
+    primary_color: Annotated[str, StringConstraints(pattern=_COLOUR)] | None = Field(
+        None, description="#rrggbb", examples=["#0b5394"]
+    )
+    accent_color: Annotated[str, StringConstraints(pattern=_COLOUR)] | None = Field(
+        None, description="#rrggbb", examples=["#f1c232"]
+    )
     signature: Annotated[str, StringConstraints(max_length=2000)] | None = None
     postal_address: PostalAddress | None = None
     bank: BankDetails | None = None

@@ -68,13 +68,35 @@ class TemplatesOut(BaseModel):
 
 
 class PreviewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "sample": True,
+                    "key": "final",
+                    "channel": "sms",
+                    "locale": "de-AT",
+                    "parts": {"text": "{{ invoice.number }}"},
+                }
+            ]
+        },
+    )
 
-    key: str | None = Field(None, pattern=KEY_PATTERN, description="Stage key; default: the invoice's reminder's.")
+    key: str | None = Field(
+        None, pattern=KEY_PATTERN, description="Stage key; default: the invoice's reminder's.", examples=["final"]
+    )
     channel: Channel = "email"
-    locale: str | None = Field(None, pattern=LOCALE_PATTERN, description="Default: the customer's (sample: en-US).")
+    locale: str | None = Field(
+        None, pattern=LOCALE_PATTERN, description="Default: the customer's (sample: en-US).", examples=["de-AT"]
+    )
     parts: dict[str, str] | None = Field(None, description="Unsaved parts; without them the tenant's active template.")
-    invoice_id: str | None = Field(None, pattern=INVOICE_ID, description="Render with this invoice's last reminder.")
+    invoice_id: str | None = Field(
+        None,
+        pattern=INVOICE_ID,
+        description="Render with this invoice's last reminder.",
+        examples=["inv_01JCQ4Z8K7M2P9R3T5V6W8X0YA"],
+    )
     sample: bool = Field(False, description="Render with the documented sample invoice and customer.")
 
 

@@ -127,7 +127,15 @@ async def test_a_customer_update_whose_envelope_disagrees_is_rejected(notifier, 
 
 
 def test_the_consumer_subscribes_to_the_customers_topic():
-    assert topics_of(HANDLERS) == ["dunning.customers.v1", "dunning.stages.v1"]
+    # customers (contacts) and stages (deliveries, stops); invoices, payments and deliveries for the
+    # webhook subscriptions (webhooks_catalogue.py)
+    assert topics_of(HANDLERS) == [
+        "dunning.customers.v1",
+        "dunning.deliveries.v1",
+        "dunning.invoices.v1",
+        "dunning.payments.v1",
+        "dunning.stages.v1",
+    ]
 
 
 async def test_an_sms_goes_to_the_phone_of_the_latest_customer_update_and_a_letter_to_its_address(notifier, stage_data):
