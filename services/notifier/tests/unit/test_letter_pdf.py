@@ -292,7 +292,11 @@ def test_a_configured_cjk_truetype_font_is_embedded():
 
 
 class _Brands:
-    """The renderer's tenant templates store as letters use it: `brand(tenant_id)`, brand.brand_context's shape."""
+    """The renderer's tenant templates store as letters use it: `brand(tenant_id)`, brand.brand_context's
+    shape (Renderer.brand_for), and no template of the tenant's own (`find`)."""
+
+    def find(self, *args):
+        return None
 
     def __init__(self, brands: dict):
         self.brands = brands
@@ -311,7 +315,7 @@ def test_the_tenants_brand_gives_the_return_address_paper_and_the_providers_from
         "country": "AT",
     }
     renderer = Renderer(sender_name="Brandt Billing")
-    renderer.tenant_templates = _Brands(
+    renderer.tenants = _Brands(
         {"ten_1": {"sender_name": "Wiener Inkasso GmbH", "postal_address": vienna, "paper": "LETTER", "bank": None}}
     )
     letter, address, sender = compose(stage(), renderer, SETTINGS)
@@ -322,7 +326,7 @@ def test_the_tenants_brand_gives_the_return_address_paper_and_the_providers_from
     assert form["from[name]"] == "Wiener Inkasso GmbH" and form["from[address_country]"] == "AT"
     assert form["to[address_city]"] == "Berlin" and form["use_type"] == "operational"
 
-    renderer.tenant_templates = _Brands({})  # a tenant without a brand: the notifier's settings
+    renderer.tenants = _Brands({})  # a tenant without a brand: the notifier's settings
     letter, _, sender = compose(stage(), renderer, SETTINGS)
     assert letter.return_line.startswith("Brandt Billing GmbH · Hauptstraße 1") and letter.paper == "A4"
     assert sender["country"] == "DE"
