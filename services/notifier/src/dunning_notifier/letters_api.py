@@ -151,10 +151,10 @@ def add_routes(app: FastAPI, deps: Any) -> None:
     ) -> EventRecorded:
         secret = getattr(deps.settings, "printmail_webhook_secret", None)
         if not secret:  # nothing can be verified: refused like a bad signature (not a 5xx the provider retries)
-            fault = (
+            why = (
                 "Lob-Signature cannot be verified: no webhook secret is configured (NOTIFIER_PRINTMAIL_WEBHOOK_SECRET)"
             )
-            raise Problem(401, fault, errors=[{"field": "Lob-Signature", "message": fault, "code": "unauthorized"}])
+            raise Problem(401, why, errors=[{"field": "Lob-Signature", "message": why, "code": "unauthorized"}])
         body = await request.body()
         fault = verify_signature(secret, lob_signature_timestamp, lob_signature, body)
         if fault is not None:
