@@ -2,7 +2,7 @@
 
 Two kinds. Gauges read from the database at scrape time hold for the whole deployment (every replica
 writes the same table) and survive restarts: deliveries by state, and the in-doubt deliveries and
-attempts (the at-least-once window, see docs/). Counters (`_total`) are this process's dispatcher's
+attempts (the at-least-once window, see docs/), in all and per channel (each provider's window). Counters (`_total`) are this process's dispatcher's
 since it started (Prometheus sums them across replicas and handles the resets); absent when this
 process runs no dispatcher. The chaos harness and tests read `dunning_notifier_in_doubt_attempts`
 and `dunning_notifier_in_doubt_reclaims_total`.
@@ -18,6 +18,7 @@ from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier import repository as repo
 
 STATES = ("pending", "sending", "sent", "failed", "cancelled")
+CHANNELS = ("email", "sms", "letter", "webhook", "call", "agency")  # channels.PROVIDERS
 OUTCOMES = ("sent", "failed", "retried", "cancelled")  # cancelled: a retry a stop of its invoice dropped
 
 
@@ -78,12 +79,27 @@ def instrument(metrics: Metrics, pool: asyncpg.Pool, counters: Callable[[], dict
         "Attempts whose outcome was unknown (lease ran out, or no reply after DATA), all deliveries.",
     )
 
+    by_channel = metrics.gauge(
+        "dunning_notifier_channel_deliveries", "Deliveries by channel and state, all replicas.", ["channel", "state"]
+    )
+    window = metrics.gauge(
+        "dunning_notifier_channel_in_doubt_attempts",
+        "Each channel's provider window: attempts whose outcome was unknown (the provider may have it twice).",
+        ["channel"],
+    )
+
     async def refresh() -> None:
-        by_state, in_doubt_deliveries, in_doubt_attempts = await repo.delivery_totals(pool)
+        rows = await repo.delivery_totals(pool)
         for state in STATES:
-            deliveries.labels(state).set(by_state.get(state, 0))
-        in_doubt.set(in_doubt_deliveries)
-        attempts.set(in_doubt_attempts)
+            deliveries.labels(state).set(sum(r["n"] for r in rows if r["state"] == state))
+        in_doubt.set(sum(r["in_doubt"] for r in rows))
+        attempts.set(sum(r["in_doubt_attempts"] for r in rows))
+        for channel in CHANNELS:
+            for state in STATES:
+                by_channel.labels(channel, state).set(
+                    sum(r["n"] for r in rows if r["channel"] == channel and r["state"] == state)
+                )
+            window.labels(channel).set(sum(r["in_doubt_attempts"] for r in rows if r["channel"] == channel))
         by_notice_state = await notice_repo.notice_totals(pool)
         for state in STATES:
             notices.labels(state).set(by_notice_state.get(state, 0))

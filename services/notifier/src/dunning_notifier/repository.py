@@ -377,17 +377,14 @@ async def get_delivery(pool: asyncpg.Pool, tenant_id: str, delivery_id: str) -> 
     return await pool.fetchrow(_GET_DELIVERY, tenant_id, delivery_id)
 
 
-_DELIVERIES_BY_STATE = "SELECT state, count(*) AS n FROM deliveries GROUP BY state"
-_IN_DOUBT_TOTALS = (
-    "SELECT count(*) AS deliveries, coalesce(sum(in_doubt_attempts), 0) AS attempts"
-    " FROM deliveries WHERE in_doubt_attempts > 0"
+_DELIVERY_TOTALS = (
+    "SELECT channel, state, count(*) AS n, count(*) FILTER (WHERE in_doubt_attempts > 0) AS in_doubt,"
+    " coalesce(sum(in_doubt_attempts), 0) AS in_doubt_attempts FROM deliveries GROUP BY channel, state"
 )
 
 
-async def delivery_totals(pool: asyncpg.Pool) -> tuple[dict[str, int], int, int]:
-    """For /metrics, across every replica: deliveries by state, deliveries with an in-doubt attempt,
-    and in-doubt attempts in all. The count by state reads the whole table (fine at a scrape every
-    few seconds up to a few million rows); the in-doubt sums read only the partial index's rows."""
-    by_state = {r["state"]: r["n"] for r in await pool.fetch(_DELIVERIES_BY_STATE)}
-    row = await pool.fetchrow(_IN_DOUBT_TOTALS)
-    return by_state, row["deliveries"], row["attempts"]
+async def delivery_totals(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    """For /metrics, across every replica, per (channel, state): deliveries, those with an in-doubt
+    attempt (each channel's provider window: a timeout after the request went out), and their in-doubt
+    attempts. One read of the whole table (fine at a scrape every few seconds up to a few million rows)."""
+    return await pool.fetch(_DELIVERY_TOTALS)

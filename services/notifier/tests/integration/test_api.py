@@ -112,6 +112,14 @@ async def test_metrics_count_deliveries_by_state_and_in_doubt(api, notifier_pool
     assert scraped["dunning_notifier_deliveries_in_doubt"] == 1
     assert scraped["dunning_notifier_in_doubt_attempts"] == 2
     assert "# TYPE dunning_notifier_in_doubt_attempts gauge" in resp.text
+    assert scraped['dunning_notifier_channel_deliveries{channel="email",state="pending"}'] == 2
+    assert scraped['dunning_notifier_channel_deliveries{channel="sms",state="pending"}'] == 0
+    assert scraped['dunning_notifier_channel_in_doubt_attempts{channel="email"}'] == 2
+    assert scraped['dunning_notifier_channel_in_doubt_attempts{channel="webhook"}'] == 0
+    from dunning_notifier.channels import PROVIDERS
+    from dunning_notifier.metrics import CHANNELS
+
+    assert set(CHANNELS) == set(PROVIDERS)  # a series per channel a policy may name
 
 
 async def test_a_delivery_shows_the_addresses_it_was_sent_to(api, notifier, stage_data):
