@@ -2,10 +2,10 @@
 
 Two kinds. Gauges read from the database at scrape time hold for the whole deployment (every replica
 writes the same table) and survive restarts: deliveries by state, and the in-doubt deliveries and
-attempts (the at-least-once window, see docs/), in all and per channel (each provider's window). Counters (`_total`) are this process's dispatcher's
-since it started (Prometheus sums them across replicas and handles the resets); absent when this
-process runs no dispatcher. The chaos harness and tests read `dunning_notifier_in_doubt_attempts`
-and `dunning_notifier_in_doubt_reclaims_total`.
+attempts (the at-least-once window, see docs/), in all and per channel (each provider's window).
+Counters (`_total`) are this process's dispatcher's since it started (Prometheus sums them across
+replicas and handles the resets); absent when this process runs no dispatcher. The chaos harness and
+tests read `dunning_notifier_in_doubt_attempts` and `dunning_notifier_in_doubt_reclaims_total`.
 """
 
 from collections.abc import Callable, Iterable
