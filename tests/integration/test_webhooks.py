@@ -362,3 +362,43 @@ async def test_unknown_ids_and_filters_are_clear_4xx(world):
     )
     assert (await world.api.delete(f"/v1/webhook-endpoints/{e['endpoint_id']}")).status_code == 204
     assert (await world.api.get(f"/v1/webhook-endpoints/{e['endpoint_id']}")).status_code == 404
+
+
+async def test_a_run_of_events_records_the_same_messages_as_one_event_at_a_time(world):
+    """record_messages_batch (the consumer's path for the types read only for webhooks) against
+    record_messages, the reference: the same (endpoint, type, source event, body) rows, and a second
+    pass records nothing (no inbox for these types: the unique (endpoint, source event) holds)."""
+    from dunning.events import decode
+    from dunning_notifier import webhooks_catalogue as catalogue
+
+    _, first = world.hook()
+    _, second = world.hook()
+    await world.endpoint(first, ["payment.received", "reminder.sent"])
+    await world.endpoint(second, ["payment.received"])
+    other = f"ten_{uuid.uuid4().hex[:20]}"  # another tenant's events: none of these endpoints' business
+    envelopes = [
+        example("PaymentReceived", "settling-api-payment-jpy.json", world.tenant),
+        example("ReminderSent", "eur-soft-email.json", world.tenant),
+        example("ReminderSent", "jpy-firm-email.json", other),
+        example("PaymentReceived", "partial-stripe-payment.json", world.tenant),
+    ]
+    events = [decode(dumps(e)) for e in envelopes]
+
+    async def recorded() -> list[tuple]:
+        rows = await world.pool.fetch(
+            "SELECT endpoint_id, event_type, source_event_id::text AS s, body FROM webhook_messages"
+            " ORDER BY source_event_id, endpoint_id"
+        )
+        return [tuple(r) for r in rows]
+
+    async with world.pool.acquire() as conn:
+        for event in events:
+            await catalogue.record_messages(conn, event)
+    one_at_a_time = await recorded()
+    await world.pool.execute("DELETE FROM webhook_messages")
+    async with world.pool.acquire() as conn:
+        await catalogue.record_messages_batch(conn, events)
+        batched = await recorded()
+        await catalogue.record_messages_batch(conn, events)  # redelivered
+    assert batched == one_at_a_time and len(batched) == 5  # 2 payments x 2 endpoints + 1 reminder.sent
+    assert await recorded() == batched

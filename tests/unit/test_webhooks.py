@@ -184,8 +184,10 @@ def test_the_handler_table_records_webhooks_for_every_catalogue_type_and_keeps_i
     assert HANDLERS[StagesCancelled].each.__name__ == "stop_invoice_and_webhooks"
     assert HANDLERS[StagesCancelled].each is not stop_invoice
     assert HANDLERS[PaymentReceived].each is catalogue.record_messages
+    assert HANDLERS[PaymentReceived].batch is catalogue.record_messages_batch
+    assert not HANDLERS[PaymentReceived].inbox  # read only for webhooks: the messages' unique key dedupes
     assert HANDLERS[StageEscalated].each.__name__ == "record_delivery"  # reminder.due goes by the channel
-    assert all(spec.inbox for spec in HANDLERS.values())
+    assert HANDLERS[StagesCancelled].inbox and HANDLERS[StageEscalated].inbox  # the notifier's own keep it
 
 
 def test_the_body_is_type_timestamp_data():

@@ -128,6 +128,24 @@ async def record_messages(conn: asyncpg.Connection, event: Event) -> None:
         log.info("notifier.webhooks.recorded", event_type=event.type, event_id=event.id, messages=recorded)
 
 
+async def record_messages_batch(conn: asyncpg.Connection, events: list[Event]) -> None:
+    """`record_messages` (the reference) for a run of events: the subscriptions of every (tenant, public
+    type) in the run in one query, the messages in one insert (the same rows, message ids aside)."""
+    wanted = [(event, public) for event in events for public in public_types(event.type, event.data)]
+    if not wanted:
+        return
+    subscribed = await repo.subscribed_many(conn, sorted({(event.tenant_id, public) for event, public in wanted}))
+    rows = []
+    for event, public in wanted:
+        endpoints = subscribed.get((event.tenant_id, public))
+        if endpoints:
+            text = body(public, isoformat(event.time), event.data.to_data())
+            rows += [(new_id("msg"), event.tenant_id, endpoint, public, event.id, text) for endpoint in endpoints]
+    recorded = await repo.insert_messages(conn, rows)
+    if recorded:
+        log.info("notifier.webhooks.recorded", events=len(events), messages=recorded)
+
+
 def _also_record(each: Callable[..., Any]) -> Callable[..., Any]:
     async def each_and_record(conn: asyncpg.Connection, event: Event, **deps: Any) -> None:
         await each(conn, event, **deps)
@@ -138,14 +156,17 @@ def _also_record(each: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def with_webhooks(table: HandlerTable) -> dict[Any, HandlerSpec]:
-    """The handler table, each catalogue type also recording its webhook messages (a batch handler
-    is dropped for those types: the per-event one is the reference and records per event)."""
+    """The handler table, each catalogue type also recording its webhook messages. A type the notifier
+    reads only for webhooks skips the inbox (the messages' unique (endpoint, source event) makes a
+    redelivery record nothing) and is applied a run at a time (record_messages_batch): most tenants
+    subscribe to little, and these are most of what the notifier consumes. A type it already handles
+    keeps its handlers (and inbox), each also recording (a batch handler is dropped: none so far)."""
     extended: dict[Any, HandlerSpec] = dict(table)
     for internal in dict.fromkeys(m.internal for m in ACTIVE):
         record_type = contracts.BY_TYPE[internal]
         spec = extended.get(record_type)
         if spec is None:
-            extended[record_type] = HandlerSpec(record_messages)
+            extended[record_type] = HandlerSpec(record_messages, batch=record_messages_batch, inbox=False)
         else:
             extended[record_type] = replace(spec, each=_also_record(spec.each), batch=None, inbox=True)
     return extended

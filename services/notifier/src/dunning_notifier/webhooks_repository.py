@@ -129,6 +129,25 @@ async def subscribed(conn: Executor, tenant_id: str, event_type: str) -> list[as
     )
 
 
+_SUBSCRIBED_MANY = (
+    "SELECT w.tenant_id, t.event_type, w.endpoint_id FROM webhook_endpoints w"
+    " JOIN unnest($1::text[], $2::text[]) AS t(tenant_id, event_type)"
+    " ON w.tenant_id = t.tenant_id AND t.event_type = ANY(w.event_types)"
+    " WHERE w.enabled ORDER BY w.endpoint_id"
+)
+
+
+async def subscribed_many(conn: Executor, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+    """`subscribed` for many (tenant, public type) pairs in one query: each pair's enabled endpoint ids,
+    in endpoint id order (pairs with none are absent)."""
+    found: dict[tuple[str, str], list[str]] = {}
+    if pairs:
+        tenants, types = zip(*pairs, strict=True)
+        for row in await conn.fetch(_SUBSCRIBED_MANY, list(tenants), list(types)):
+            found.setdefault((row["tenant_id"], row["event_type"]), []).append(row["endpoint_id"])
+    return found
+
+
 # --- messages ----------------------------------------------------------------------------------
 
 
