@@ -14,18 +14,19 @@ Locks follow allocations.py's order: the customers' credit locks, then the invoi
 new payments' rows are invisible to any other transaction).
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from decimal import Decimal
 
 import asyncpg
 
 from dunning import outbox
-from dunning.clock import utcnow
+from dunning.clock import isoformat, utcnow
 from dunning.events import envelope
 from dunning.ids import new_ids
 from dunning.logging import get_logger
 from dunning.money import quantize
+from dunning.tracing import current_traceparent
 from dunning_reconciliation import messages
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.allocations import allocate
@@ -64,9 +65,14 @@ def _plan(p: IncomingPayment, wanted: Sequence[Allocation], invoices: dict[str, 
 
 
 async def allocate_many(
-    conn: asyncpg.Connection, items: Sequence[tuple[IncomingPayment, Sequence[Allocation]]]
+    conn: asyncpg.Connection,
+    items: Sequence[tuple[IncomingPayment, Sequence[Allocation]]],
+    *,
+    customers: Iterable[str] | None = None,
 ) -> list[AllocationResult]:
-    """allocate(conn, p, allocations) for each item, in order (system allocations, excess to credit)."""
+    """allocate(conn, p, allocations) for each item, in order (system allocations, excess to credit).
+    `customers`: the customers of every invoice the items name, when the caller has read them already
+    (matching's book: an invoice's customer does not change), so they need not be read again."""
     if not items:
         return []
     if any(p.acknowledged_at is None for p, _ in items):
@@ -76,7 +82,9 @@ async def allocate_many(
     tenant_id = items[0][0].tenant_id
     assert all(p.tenant_id == tenant_id for p, _ in items), "one tenant per run"
     invoice_ids = sorted({a.invoice_id for _, wanted in items for a in wanted})
-    customers = set(await repo.customers_of_invoices(conn, tenant_id, invoice_ids))
+    if customers is None:
+        customers = await repo.customers_of_invoices(conn, tenant_id, invoice_ids)
+    customers = set(customers)
     customers |= {p.customer_id for p, _ in items if p.customer_id}
     await repo.lock_names(conn, [credit_lock_name(tenant_id, c) for c in customers])
     invoices = {k: dict(v) for k, v in (await repo.lock_invoices(conn, tenant_id, invoice_ids)).items()}
@@ -126,6 +134,8 @@ async def _write(conn: asyncpg.Connection, fast: list[tuple]) -> None:
         return
     now = utcnow()
     created_at = now.isoformat()
+    # the run's events share their time and trace context (each envelope read both again: a tenth of its cost)
+    stamp, traceparent = isoformat(now), current_traceparent()
     payments = [_payment_row(p, first_id, first_balance, wanted, now) for p, _, first_id, first_balance, wanted in fast]
     rows, events, final = [], [], {}
     async with meanwhile(repo.insert_applied_payments(conn, payments)):
@@ -166,7 +176,7 @@ async def _write(conn: asyncpg.Connection, fast: list[tuple]) -> None:
                     "balance_version": version,
                 }
     async with meanwhile(repo.insert_allocations(conn, rows)):
-        envelopes = [envelope(e) for e in events]  # what add_many would build, built meanwhile
+        envelopes = [envelope(e, time=stamp, traceparent=traceparent) for e in events]  # add_many's, built meanwhile
     async with meanwhile(repo.set_invoice_balances(conn, list(final.values()))):
         columns = outbox.outbox_rows(envelopes)
     await outbox.add_rows(conn, columns)

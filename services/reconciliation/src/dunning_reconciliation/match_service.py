@@ -186,7 +186,10 @@ class _Allocator:
                 await running
 
     async def _run(self, run: Pending) -> None:
-        results = await allocations_batch.allocate_many(self.conn, [(p, d.allocations) for _, p, d, _ in run])
+        invoices = self.book.invoices  # every invoice a decision allocates to is in the book, with its customer
+        customers = {c for _, _, d, _ in run for a in d.allocations if (c := invoices[a.invoice_id].customer_id)}
+        items = [(p, d.allocations) for _, p, d, _ in run]
+        results = await allocations_batch.allocate_many(self.conn, items, customers=customers)
         for (n, p, decision, customer), result in zip(run, results, strict=True):
             self.outcomes[n] = Outcome(result.status, p.payment_id, decision.allocations[-1].invoice_id, result.settled)
             if result.credited > 0 and customer:
