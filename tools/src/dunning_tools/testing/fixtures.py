@@ -102,20 +102,43 @@ def mailserver(infra):
 E2E_ENV = {"NOTIFIER_RETRY_BASE_SECONDS": "5"}
 
 
+_SHARED: dict[str, Any] = {}  # the e2e stack while it runs
+
+
 @pytest.fixture(scope="session")
 def e2e_stack(infra, tmp_path_factory):
     """The whole system as processes (the four services, the SMTP server, the provider stand-ins) on
     the session's PostgreSQL and broker, started once for every e2e module that needs no settings of
     its own: each test makes a tenant of its own, so none sees another's invoices, mail or deliveries.
-    A test that stops services starts them again (`Stack.restart_dead`) before it returns."""
+    A test that stops services starts them again (`Stack.restart_dead`) before it returns. Stopped
+    after the last test that uses it (pytest_runtest_teardown below), not at the session's end."""
     from dunning_tools.stack.system import Ports, Stack
 
     stack = Stack(tmp_path_factory.mktemp("e2e"), Ports.free(), durable=False, extra_env=E2E_ENV)
     stack.database_url = infra.database_url
     stack.kafka_bootstrap_servers = infra.kafka_bootstrap_servers
-    stack.start_infrastructure()
+    _SHARED["stack"] = stack
     try:
+        stack.start_infrastructure()
         stack.start_services()
         yield stack
     finally:
+        _stop_shared()
+
+
+def _stop_shared() -> None:
+    stack = _SHARED.pop("stack", None)
+    if stack is not None:
         stack.stop()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    users = [item.nodeid for item in items if "e2e_stack" in getattr(item, "fixturenames", ())]
+    _SHARED["last_user"] = users[-1] if users else None
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """Stop the shared e2e stack after the last test that uses it: its services (the default consumer
+    groups and schemas) must not go on consuming beside the tests that start services of their own."""
+    if "stack" in _SHARED and item.nodeid == _SHARED.get("last_user"):
+        _stop_shared()
