@@ -84,9 +84,8 @@ async def allocate_many(
     invoice_ids = sorted({a.invoice_id for _, wanted in items for a in wanted})
     if customers is None:
         customers = await repo.customers_of_invoices(conn, tenant_id, invoice_ids)
-    customers = set(customers)
-    customers |= {p.customer_id for p, _ in items if p.customer_id}
-    await repo.lock_names(conn, [credit_lock_name(tenant_id, c) for c in customers])
+    credit_holders = set(customers) | {p.customer_id for p, _ in items if p.customer_id}
+    await repo.lock_names(conn, [credit_lock_name(tenant_id, c) for c in credit_holders])
     invoices = {k: dict(v) for k, v in (await repo.lock_invoices(conn, tenant_id, invoice_ids)).items()}
     stored = await repo.existing_payments(conn, [p.payment_id for p, _ in items])
 
