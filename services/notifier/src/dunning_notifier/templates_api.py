@@ -132,15 +132,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, common: CommonSettings) -> None
         row = await repo.latest(pool, tenant_id, key, channel, locale)
         response.headers["ETag"] = etag(row["version"] if row else 0)
         if row is not None and row["parts"] is not None:
-            return TemplateOut(
-                key=key,
-                channel=channel,
-                locale=locale,
-                source="tenant",
-                version=row["version"],
-                saved_at=row["saved_at"],
-                parts=row["parts"],
-            )
+            return _saved(key, channel, locale, row)
         shipped = shipped_source(env, key, channel, locale)
         if shipped is None:
             raise Problem.not_found("key", f"No template for {key!r} on {channel}, neither the tenant's nor shipped.")
@@ -208,15 +200,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, common: CommonSettings) -> None
             check_if_match(if_match, version, what="template")
             row = await repo.insert_version(conn, tenant_id, key, channel, locale, version + 1, parts)
         response.headers["ETag"] = etag(row["version"])
-        return TemplateOut(
-            key=key,
-            channel=channel,
-            locale=locale,
-            source="tenant",
-            version=row["version"],
-            saved_at=row["saved_at"],
-            parts=row["parts"],
-        )
+        return _saved(key, channel, locale, row)
 
     @app.delete(
         "/v1/templates/{key}/{channel}/{locale}",
@@ -325,3 +309,16 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, common: CommonSettings) -> None
             text=out.get("text", ""),
             html=out.get("html", ""),
         )
+
+
+def _saved(key: str, channel: str, locale: str, row: Any) -> TemplateOut:
+    """A version of the tenant's own template (template_versions row) as the API shows it."""
+    return TemplateOut(
+        key=key,
+        channel=channel,
+        locale=locale,
+        source="tenant",
+        version=row["version"],
+        saved_at=row["saved_at"],
+        parts=row["parts"],
+    )
