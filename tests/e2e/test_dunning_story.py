@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from dunning_tools.stack.mailserver import messages_to
-from dunning_tools.stack.system import Stack
+from dunning_tools.stack.system import Ports, Stack
 from dunning_tools.testing.story import invoice_body, post_stripe_webhook, seconds_policy, stripe_invoice_paid
 from dunning_tools.testing.waits import wait_until
 
@@ -312,19 +312,22 @@ def test_a_settling_credit_note_stops_the_chase_and_new_contacts_get_the_next_re
     assert len(mails_to(stack, f"ap-d-{run}@example.com")) == sent, "no reminder after the credit note"
 
 
-# Last in this module: it stops the services (and starts them again for the other e2e modules).
-def test_every_service_drains_and_exits_cleanly_on_sigterm(stack):
-    """What Kubernetes does at a rollout: SIGTERM, then the pod must finish in-flight work and exit 0."""
+def test_every_service_drains_and_exits_cleanly_on_sigterm(tmp_path):
+    """What Kubernetes does at a rollout: SIGTERM, then the pod must finish in-flight work and exit 0.
+    On a stack of its own (its own embedded PostgreSQL and broker): the shared one's services, restarted,
+    would spend the next module's first seconds rejoining their consumer groups."""
     import signal
 
+    own = Stack(tmp_path, Ports.free(), durable=False)
+    own.database_url = own.kafka_bootstrap_servers = ""  # embedded servers of its own, whatever the env says
+    own.start_infrastructure()
     try:
-        for sp in stack.procs:
+        own.start_services()
+        for sp in own.procs:
             sp.proc.send_signal(signal.SIGTERM)
-        for sp in stack.procs:
+        for sp in own.procs:
             assert sp.proc.wait(timeout=60) == 0, f"{sp.name} exited with {sp.proc.returncode}"
             log = sp.log_path.read_text()
             assert '"service.draining"' in log and '"service.stopped"' in log, sp.name
     finally:
-        stack.restart_dead()  # the shared stack (e2e_stack) serves the modules after this one
-        for sp in stack.procs:
-            sp.wait_ready()
+        own.stop()
