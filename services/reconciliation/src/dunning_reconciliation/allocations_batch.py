@@ -16,6 +16,7 @@ new payments' rows are invisible to any other transaction).
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
@@ -135,7 +136,13 @@ async def _write(conn: asyncpg.Connection, fast: list[tuple]) -> None:
     created_at = now.isoformat()
     # the run's events share their time and trace context (each envelope read both again: a tenth of its cost)
     stamp, traceparent = isoformat(now), current_traceparent()
-    payments = [_payment_row(p, first_id, first_balance, wanted, now) for p, _, first_id, first_balance, wanted in fast]
+    times = (
+        _Isoformats()
+    )  # a run's payments share a few times (a statement's booking days, its chunk's acknowledgement)
+    payments = [
+        _payment_row(p, first_id, first_balance, wanted, created_at, times)
+        for p, _, first_id, first_balance, wanted in fast
+    ]
     rows, events, final = [], [], {}
     async with meanwhile(repo.insert_applied_payments(conn, payments)):
         for p, steps, _, _, _ in fast:
@@ -182,8 +189,25 @@ async def _write(conn: asyncpg.Connection, fast: list[tuple]) -> None:
     log.info("reconciliation.payments.allocated_batch", payments=len(fast), allocations=len(rows))
 
 
-def _payment_row(p: IncomingPayment, invoice_id: str, balance: Decimal, wanted: list[Allocation], now) -> dict:
-    """The payment row `allocate` leaves for a wholly allocated new payment."""
+class _Isoformats(dict[datetime, str]):
+    """`t.isoformat()` of each time, once per distinct time (equal instants share one text: the columns
+    are timestamptz)."""
+
+    def __missing__(self, t: datetime) -> str:
+        text = self[t] = t.isoformat()
+        return text
+
+
+def _payment_row(
+    p: IncomingPayment,
+    invoice_id: str,
+    balance: Decimal,
+    wanted: list[Allocation],
+    applied_at: str,
+    times: _Isoformats,
+) -> dict:
+    """The payment row `allocate` leaves for a wholly allocated new payment (`applied_at`: the run's
+    time, in ISO form)."""
     return {
         "payment_id": p.payment_id,
         "tenant_id": p.tenant_id,
@@ -199,9 +223,9 @@ def _payment_row(p: IncomingPayment, invoice_id: str, balance: Decimal, wanted: 
         "match_external_ids": list(p.keys.external_ids),
         "match_numbers": list(p.keys.numbers),
         "fingerprint": p.fingerprint,
-        "received_at": p.received_at.isoformat(),
-        "acknowledged_at": p.acknowledged_at.isoformat() if p.acknowledged_at else None,
-        "applied_at": now.isoformat(),
+        "received_at": times[p.received_at],
+        "acknowledged_at": times[p.acknowledged_at] if p.acknowledged_at else None,
+        "applied_at": applied_at,
         "customer_id": p.customer_id,
         "payer_name": p.payer_name,
         "payer_account": p.payer_account,
@@ -221,6 +245,7 @@ async def hold_unmatched_many(conn: asyncpg.Connection, items: Sequence[tuple[In
     missing = any(p.acknowledged_at is None for p, _ in items)
     acknowledged_at = await repo.acknowledge_time(conn) if missing else None
     rows: dict[str, dict] = {}
+    times = _Isoformats()
     for p, suggestions in items:
         if p.payment_id in rows:
             rows[p.payment_id]["suggestions"] = suggestions or None
@@ -239,8 +264,8 @@ async def hold_unmatched_many(conn: asyncpg.Connection, items: Sequence[tuple[In
             "match_external_ids": list(p.keys.external_ids),
             "match_numbers": list(p.keys.numbers),
             "fingerprint": p.fingerprint,
-            "received_at": p.received_at.isoformat(),
-            "acknowledged_at": at.isoformat(),
+            "received_at": times[p.received_at],
+            "acknowledged_at": times[at],
             "customer_id": p.customer_id,
             "payer_name": p.payer_name,
             "payer_account": p.payer_account,

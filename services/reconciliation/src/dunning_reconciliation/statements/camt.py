@@ -11,7 +11,6 @@ account (the entry's: a transaction's own amount may be in the ordered currency)
 element by its path, e.g. `Stmt[1]/Ntry[3]/Amt`."""
 
 import re
-from contextvars import ContextVar
 from datetime import date
 from decimal import Decimal
 from functools import lru_cache
@@ -39,35 +38,61 @@ _NOT_PROVIDED = "NOTPROVIDED"
 _DTD = re.compile(rb"<!(?:DOCTYPE|ENTITY)")
 _ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _ASCII_BASED = {"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin-1", "latin1"}
-_NS: ContextVar[str] = ContextVar("camt_namespace", default="")
 
 
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-@lru_cache(maxsize=512)
-def _steps(namespace: str, path: str) -> tuple[str, ...]:
-    """`A/B` as tags of the document's namespace, one per step (`{ns}A`, `{ns}B`): a find of one
-    plain tag stays in ElementTree's C code, a path goes through its Python path engine."""
-    return tuple(f"{{{namespace}}}{step}" if namespace else step for step in path.split("/"))
+class _Paths(dict[str, tuple[str, ...]]):
+    """A document's paths as steps of tags in its namespace: `q["A/B"]` is (`{ns}A`, `{ns}B`), made
+    once per namespace and path. A find of one plain tag stays in ElementTree's C code (a path goes
+    through its Python path engine), and a dict lookup is what each of a statement's some 400,000
+    finds costs here (the statements bench)."""
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__()
+        self.namespace = namespace
+
+    def __missing__(self, path: str) -> tuple[str, ...]:
+        ns = self.namespace
+        steps = tuple(f"{{{ns}}}{step}" if ns else step for step in path.split("/"))
+        self[path] = steps
+        return steps
 
 
-def _kids(el: Element | None, name: str) -> list[Element]:
-    return [] if el is None else el.findall(_steps(_NS.get(), name)[0])
+@lru_cache(maxsize=32)
+def _paths(namespace: str) -> _Paths:
+    return _Paths(namespace)
 
 
-def _find(el: Element | None, path: str) -> Element | None:
-    for step in _steps(_NS.get(), path):
+def _kids(el: Element | None, tag: tuple[str, ...]) -> list[Element]:
+    return [] if el is None else el.findall(tag[0])
+
+
+def _find(el: Element | None, steps: tuple[str, ...]) -> Element | None:
+    for step in steps:
         if el is None:
             return None
         el = el.find(step)
     return el
 
 
-def _text(el: Element | None, path: str) -> str | None:
-    found = _find(el, path)
-    return clean(found.text) if found is not None and found.text else None
+def _text(el: Element | None, steps: tuple[str, ...]) -> str | None:
+    """The element's text at `steps`, whitespace collapsed (model.clean); None when absent or blank."""
+    for step in steps:
+        if el is None:
+            return None
+        el = el.find(step)
+    if el is None or not el.text:
+        return None
+    return " ".join(el.text.split()) or None
+
+
+@lru_cache(maxsize=1024)
+def _day(value: str) -> date:
+    """A `Dt`'s (or a `DtTm`'s date part) date; ValueError if it is none (a statement's lines share a few)."""
+    return date.fromisoformat(value[:10])
 
 
 @lru_cache(maxsize=64)
@@ -86,20 +111,21 @@ def _guard(data: bytes) -> None:
         raise StatementError("file", "a DTD or entity declaration is not accepted")
 
 
-def _required(el: Element, path: str, where: str) -> str:
-    value = _text(el, path)
+def _required(el: Element, q: _Paths, path: str, where: str) -> str:
+    value = _text(el, q[path])
     if value is None:
         raise StatementError(f"{where}/{path}", "is missing")
     return value
 
 
-def _date(el: Element | None, path: str, where: str) -> date | None:
+def _date(el: Element | None, q: _Paths, path: str, where: str) -> date | None:
     """A `Dt` or `DtTm` under `path` (its date part)."""
-    value = _text(el, f"{path}/Dt") or _text(el, f"{path}/DtTm")
+    el = _find(el, q[path])
+    value = _text(el, q["Dt"]) or _text(el, q["DtTm"])
     if value is None:
         return None
     try:
-        return date.fromisoformat(value[:10])
+        return _day(value)
     except ValueError:
         raise StatementError(f"{where}/{path}", f"{value!r} is not a date") from None
 
@@ -128,47 +154,44 @@ def parse(data: bytes) -> list[Statement]:
         except ParseError as exc:
             raise StatementError("file", f"not well-formed XML ({exc})") from None
         namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
-        token = _NS.set(namespace)  # the paths below are local names, qualified with the document's namespace
-        try:
-            return _document(root, namespace)
-        finally:
-            _NS.reset(token)
+        # the paths below are local names, qualified with the document's namespace
+        return _document(root, namespace, _paths(namespace))
 
 
-def _document(root: Element, namespace: str) -> list[Statement]:
+def _document(root: Element, namespace: str, q: _Paths) -> list[Statement]:
     if _local(root.tag) != "Document" or (namespace and not _NAMESPACE.match(namespace)):
         raise StatementError(
             "Document", f"not a CAMT.053 statement (root {_local(root.tag)!r}, namespace {namespace!r})"
         )
-    body = _find(root, "BkToCstmrStmt")
+    body = _find(root, q["BkToCstmrStmt"])
     if body is None:
         raise StatementError("Document/BkToCstmrStmt", "is missing")
-    statements = _kids(body, "Stmt")
+    statements = _kids(body, q["Stmt"])
     if not statements:
         raise StatementError("BkToCstmrStmt/Stmt", "is missing: the document holds no statement")
-    return [_statement(stmt, f"Stmt[{i}]") for i, stmt in enumerate(statements, 1)]
+    return [_statement(stmt, q, f"Stmt[{i}]") for i, stmt in enumerate(statements, 1)]
 
 
-def _statement(stmt: Element, where: str) -> Statement:
-    ref = _required(stmt, "Id", where)
-    account = normalise_account(_text(stmt, "Acct/Id/IBAN") or _text(stmt, "Acct/Id/Othr/Id"))
+def _statement(stmt: Element, q: _Paths, where: str) -> Statement:
+    ref = _required(stmt, q, "Id", where)
+    account = normalise_account(_text(stmt, q["Acct/Id/IBAN"]) or _text(stmt, q["Acct/Id/Othr/Id"]))
     if account is None:
         raise StatementError(f"{where}/Acct/Id", "is missing (neither IBAN nor Othr/Id)")
     opening = closing = None
     currencies = []
-    for i, bal in enumerate(_kids(stmt, "Bal"), 1):
-        code = _text(bal, "Tp/CdOrPrtry/Cd") or _text(bal, "Tp/CdOrPrtry/Prtry")
-        amount, currency = _money(_find(bal, "Amt"), f"{where}/Bal[{i}]/Amt")
+    for i, bal in enumerate(_kids(stmt, q["Bal"]), 1):
+        code = _text(bal, q["Tp/CdOrPrtry/Cd"]) or _text(bal, q["Tp/CdOrPrtry/Prtry"])
+        amount, currency = _money(_find(bal, q["Amt"]), f"{where}/Bal[{i}]/Amt")
         currencies.append(currency)
-        signed = -amount if _text(bal, "CdtDbtInd") == "DBIT" else amount  # no indicator: credit
+        signed = -amount if _text(bal, q["CdtDbtInd"]) == "DBIT" else amount  # no indicator: credit
         if code in ("OPBD", "PRCD") and opening is None:
             opening = signed
         elif code == "CLBD":
             closing = signed
     lines: list[StatementLine] = []
-    for i, entry in enumerate(_kids(stmt, "Ntry"), 1):
-        lines.extend(_entry(entry, f"{where}/Ntry[{i}]"))
-    named = _text(stmt, "Acct/Ccy") or next(iter(currencies), None) or next((ln.currency for ln in lines), None)
+    for i, entry in enumerate(_kids(stmt, q["Ntry"]), 1):
+        lines.extend(_entry(entry, q, f"{where}/Ntry[{i}]"))
+    named = _text(stmt, q["Acct/Ccy"]) or next(iter(currencies), None) or next((ln.currency for ln in lines), None)
     if named is None:
         raise StatementError(f"{where}/Acct/Ccy", "is missing, and no balance or entry names a currency")
     try:
@@ -178,19 +201,20 @@ def _statement(stmt: Element, where: str) -> Statement:
     return Statement("camt053", ref, account, currency, opening, closing, with_keys(account, lines))
 
 
-def _entry(entry: Element, where: str) -> list[StatementLine]:
-    amount, currency = _money(_find(entry, "Amt"), f"{where}/Amt")
-    indicator = _required(entry, "CdtDbtInd", where)
+def _entry(entry: Element, q: _Paths, where: str) -> list[StatementLine]:
+    amount, currency = _money(_find(entry, q["Amt"]), f"{where}/Amt")
+    indicator = _required(entry, q, "CdtDbtInd", where)
     if indicator not in ("CRDT", "DBIT"):
         raise StatementError(f"{where}/CdtDbtInd", f"{indicator!r} is neither CRDT nor DBIT")
-    status = _text(entry, "Sts/Cd") or _text(entry, "Sts") or "BOOK"
-    reversal = (_text(entry, "RvslInd") or "").lower() in ("true", "1")
-    booked, valued = _date(entry, "BookgDt", where), _date(entry, "ValDt", where)
-    entry_ref = _text(entry, "AcctSvcrRef") or _text(entry, "NtryRef")
-    details = [tx for d in _kids(entry, "NtryDtls") for tx in _kids(d, "TxDtls")]
+    status = _text(entry, q["Sts/Cd"]) or _text(entry, q["Sts"]) or "BOOK"
+    reversal = (_text(entry, q["RvslInd"]) or "").lower() in ("true", "1")
+    booked, valued = _date(entry, q, "BookgDt", where), _date(entry, q, "ValDt", where)
+    entry_ref = _text(entry, q["AcctSvcrRef"]) or _text(entry, q["NtryRef"])
+    tx_details = q["TxDtls"]
+    details = [tx for d in _kids(entry, q["NtryDtls"]) for tx in _kids(d, tx_details)]
     if not details:
         kind, note = _kind(indicator, reversal, status)
-        info = _text(entry, "AddtlNtryInf")
+        info = _text(entry, q["AddtlNtryInf"])
         return [
             StatementLine(
                 kind,
@@ -204,31 +228,32 @@ def _entry(entry: Element, where: str) -> list[StatementLine]:
             )
         ]
     lines = []
+    batch = len(details) > 1
     for i, tx in enumerate(details, 1):
-        at = f"{where}/NtryDtls/TxDtls[{i}]"
         tx_amount, tx_currency = amount, currency  # one transaction: what was booked on the account
-        if len(details) > 1:
-            tx_amount_el = _find(tx, "AmtDtls/TxAmt/Amt")
+        if batch:
+            at = f"{where}/NtryDtls/TxDtls[{i}]"
+            tx_amount_el = _find(tx, q["AmtDtls/TxAmt/Amt"])
             if tx_amount_el is None:  # v04+: TxDtls/Amt
-                tx_amount_el = _find(tx, "Amt")
+                tx_amount_el = _find(tx, q["Amt"])
             if tx_amount_el is None:
                 raise StatementError(f"{at}/AmtDtls/TxAmt/Amt", "is missing in a batch of several transactions")
             tx_amount, tx_currency = _money(tx_amount_el, f"{at}/Amt")
-        kind, note = _kind(_text(tx, "CdtDbtInd") or indicator, reversal, status)
+        kind, note = _kind(_text(tx, q["CdtDbtInd"]) or indicator, reversal, status)
         # the parents of several fields found once (each _find walks from tx)
-        refs, parties, rmt = _find(tx, "Refs"), _find(tx, "RltdPties"), _find(tx, "RmtInf")
-        ref = _text(refs, "AcctSvcrRef") or (f"{entry_ref}/{i}" if entry_ref and len(details) > 1 else entry_ref)
-        account = _find(parties, "DbtrAcct/Id")
+        refs, parties, rmt = _find(tx, q["Refs"]), _find(tx, q["RltdPties"]), _find(tx, q["RmtInf"])
+        ref = _text(refs, q["AcctSvcrRef"]) or (f"{entry_ref}/{i}" if entry_ref and batch else entry_ref)
+        account = _find(parties, q["DbtrAcct/Id"])
         lines.append(
             StatementLine(
                 kind,
                 tx_amount,
                 tx_currency,
-                remittance=_remittance(rmt) or _text(tx, "AddtlTxInf") or _text(entry, "AddtlNtryInf"),
-                creditor_reference=_creditor_reference(rmt),
-                payer_name=_party(parties, "Dbtr"),
-                payer_account=normalise_account(_text(account, "IBAN") or _text(account, "Othr/Id")),
-                end_to_end_id=_end_to_end(refs),
+                remittance=_remittance(rmt, q) or _text(tx, q["AddtlTxInf"]) or _text(entry, q["AddtlNtryInf"]),
+                creditor_reference=_creditor_reference(rmt, q),
+                payer_name=_party(parties, q, "Dbtr"),
+                payer_account=normalise_account(_text(account, q["IBAN"]) or _text(account, q["Othr/Id"])),
+                end_to_end_id=_end_to_end(refs, q),
                 bank_reference=ref,
                 note=note,
                 booking_date=booked,
@@ -248,34 +273,36 @@ def _kind(indicator: str, reversal: bool, status: str) -> tuple[str, str | None]
     return CREDIT, None
 
 
-def _party(parties: Element | None, role: str) -> str | None:
+def _party(parties: Element | None, q: _Paths, role: str) -> str | None:
     """The name of a party of a transaction's `RltdPties`."""
     # v02-v07: RltdPties/Dbtr/Nm; v08+: RltdPties/Dbtr/Pty/Nm
-    party = _find(parties, role)
-    return _text(party, "Nm") or _text(party, "Pty/Nm")
+    party = _find(parties, q[role])
+    return _text(party, q["Nm"]) or _text(party, q["Pty/Nm"])
 
 
-def _end_to_end(refs: Element | None) -> str | None:
+def _end_to_end(refs: Element | None, q: _Paths) -> str | None:
     """A transaction's `Refs/EndToEndId` (None when not provided)."""
-    value = _text(refs, "EndToEndId")
+    value = _text(refs, q["EndToEndId"])
     return None if value is None or value.upper() == _NOT_PROVIDED else value
 
 
-def _remittance(info: Element | None) -> str | None:
+def _remittance(info: Element | None, q: _Paths) -> str | None:
     """The unstructured text of a transaction's `RmtInf`, then referred document numbers and
     additional remittance text of the structured part (an invoice number often sits there), joined
     by spaces."""
-    parts = [clean(u.text) for u in _kids(info, "Ustrd")]
-    for strd in _kids(info, "Strd"):
-        parts += [_text(doc, "Nb") for doc in _kids(strd, "RfrdDocInf")]
-        parts += [clean(a.text) for a in _kids(strd, "AddtlRmtInf")]
+    if info is None:
+        return None
+    parts = [clean(u.text) for u in _kids(info, q["Ustrd"])]
+    for strd in _kids(info, q["Strd"]):
+        parts += [_text(doc, q["Nb"]) for doc in _kids(strd, q["RfrdDocInf"])]
+        parts += [clean(a.text) for a in _kids(strd, q["AddtlRmtInf"])]
     return clean(" ".join(p for p in parts if p))
 
 
-def _creditor_reference(info: Element | None) -> str | None:
+def _creditor_reference(info: Element | None, q: _Paths) -> str | None:
     """The creditor reference of a transaction's `RmtInf` (structured part)."""
-    for strd in _kids(info, "Strd"):
-        ref = _text(strd, "CdtrRefInf/Ref")
+    for strd in _kids(info, q["Strd"]):
+        ref = _text(strd, q["CdtrRefInf/Ref"])
         if ref:
             return "".join(ref.split()).upper()
     return None
