@@ -8,7 +8,10 @@ counted a duplicate; a line seen in an overlapping statement (its key) is skippe
 Each chunk (CHUNK lines) is one transaction: the watermark fence first (one acknowledgement time for
 the chunk, docs/cancel-guarantee.md), then the statement's row locked, its line keys claimed, the new
 credits matched and allocated (matching is batch-friendly: one candidate query per chunk), the lines
-and the statement's progress written. A retry after a crash resumes after the last chunk committed."""
+and the statement's progress written. A retry after a crash resumes after the last chunk committed.
+The file is read in a thread, and its first statement's first chunk imported meanwhile (_first_chunk,
+PostgreSQL's work on it overlapping the reading of the rest), in a transaction that claims the
+statement too and commits only once the whole file is read valid: a bad file still changes nothing."""
 
 import asyncio
 import hashlib
@@ -61,14 +64,31 @@ async def import_statement(
         if seen and all(s["status"] == "imported" for s in seen):
             log.info("reconciliation.statement.duplicate_file", tenant_id=tenant_id, sha256=sha256)
             return await import_view(pool, seen, duplicate=True, duplicate_ids=set())
-    # StatementError: refused whole, before anything is stored; in a thread, as a large file takes seconds
+    # in a thread, as a large file takes a second; its first chunk of lines imported meanwhile, in a
+    # transaction that commits once the file is read whole (_first_chunk)
+    loop = asyncio.get_running_loop()
+    head: asyncio.Future[Statement] = loop.create_future()
+    parsing = asyncio.ensure_future(
+        asyncio.to_thread(
+            parse, data, format, first=lambda s: loop.call_soon_threadsafe(_settle, head, s), first_lines=chunk
+        )
+    )
+    parsing.add_done_callback(_retrieved)  # its error is raised where it is awaited, if it still is
     with step("parse"):
-        statements = await asyncio.to_thread(parse, data, format)
+        await asyncio.wait((parsing, head), return_when=asyncio.FIRST_COMPLETED)
     match = match or match_service.match_and_allocate
+    started = None
+    if head.done():  # (a file read whole by now too takes the same path)
+        started = await _first_chunk(pool, tenant_id, head.result(), parsing, sha256, filename, match, chunk)
+    with step("parse"):
+        statements = await parsing  # StatementError: refused whole, nothing stored (the first chunk rolled back)
     rows, duplicate_ids = [], set()
     for position, statement in enumerate(statements, 1):
-        with step("store"):
-            row, duplicate = await _claim(pool, tenant_id, statement, sha256, position, filename)
+        if position == 1 and started is not None:
+            row, duplicate = started, False
+        else:
+            with step("store"):
+                row, duplicate = await _claim(pool, tenant_id, statement, sha256, position, filename)
         if duplicate:
             duplicate_ids.add(row["statement_id"])
         else:
@@ -78,11 +98,74 @@ async def import_statement(
         return await import_view(pool, rows, duplicate=len(duplicate_ids) == len(rows), duplicate_ids=duplicate_ids)
 
 
-async def _claim(
-    pool: asyncpg.Pool, tenant_id: str, s: Statement, sha256: str, position: int, filename: str | None
-) -> tuple[dict[str, Any] | asyncpg.Record, bool]:
-    """The statement's row, new or found; True when an earlier import finished it (a duplicate)."""
-    row = {
+def _retrieved(future: asyncio.Future) -> None:
+    """Mark the future's error as seen (an import that failed meanwhile no longer awaits its file)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _settle(future: asyncio.Future, value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+class _NotFirst(Exception):
+    """The first chunk cannot be imported while the file is read: the statement was claimed before, or
+    its first lines read whole differ from the ones read first."""
+
+
+async def _first_chunk(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    head: Statement,
+    parsing: asyncio.Future[list[Statement]],
+    sha256: str,
+    filename: str | None,
+    match: Matcher,
+    chunk: int,
+) -> dict[str, Any] | None:
+    """The file's first statement claimed and its first chunk imported while the rest of the file is
+    read (`head`: the statement with those lines), in one transaction that commits once the file is
+    read whole and valid: a bad file rolls it back (and raises its StatementError), so it still
+    changes nothing. The statement's row, or None when nothing was done (claimed before, by an earlier
+    or a concurrent import: `_claim` sees to it; or the lines read whole differ from the first ones,
+    which a bank reference used twice in the statement does to their keys)."""
+    row = _statement_row(tenant_id, head, sha256, 1, filename)
+    part = list(enumerate(head.lines, 1))
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            acknowledged_at = await repo.acknowledge_time(conn)  # the fence first, before any lock
+            with step("store"):
+                if not await statement_repo.claim_statement(conn, row):
+                    raise _NotFirst
+            with step("store"), collector_paused():
+                counts = await _chunk(conn, row["statement_id"], tenant_id, part, match, acknowledged_at)
+            with step("parse"):
+                s = (await parsing)[0]
+            if (s.statement_ref, s.account, s.currency, s.lines[: len(part)]) != (
+                head.statement_ref,
+                head.account,
+                head.currency,
+                head.lines,
+            ):
+                raise _NotFirst
+            with step("store"):
+                await statement_repo.count_statement(conn, row["statement_id"], len(s.lines), len(s.credits))
+                await statement_repo.advance_statement(conn, row["statement_id"], len(part), counts, utcnow())
+    except _NotFirst:
+        return None
+    row.update(lines=len(s.lines), credits=len(s.credits))
+    _claimed(row)
+    log.info(
+        "reconciliation.statement.chunk_imported", statement_id=row["statement_id"], lines_done=len(part), **counts
+    )
+    if len(part) >= len(s.lines):
+        log.info("reconciliation.statement.imported", statement_id=row["statement_id"], tenant_id=tenant_id)
+    return row
+
+
+def _statement_row(tenant_id: str, s: Statement, sha256: str, position: int, filename: str | None) -> dict[str, Any]:
+    return {
         "statement_id": new_id("stm"),
         "tenant_id": tenant_id,
         "format": s.format,
@@ -98,17 +181,28 @@ async def _claim(
         "credits": len(s.credits),
         "imported_at": utcnow(),
     }
+
+
+def _claimed(row: dict[str, Any]) -> None:
+    log.info(
+        "reconciliation.statement.claimed",
+        statement_id=row["statement_id"],
+        tenant_id=row["tenant_id"],
+        format=row["format"],
+        account=row["account"],
+        bank_statement_id=row["bank_statement_id"],
+        lines=row["lines"],
+        credits=row["credits"],
+    )
+
+
+async def _claim(
+    pool: asyncpg.Pool, tenant_id: str, s: Statement, sha256: str, position: int, filename: str | None
+) -> tuple[dict[str, Any] | asyncpg.Record, bool]:
+    """The statement's row, new or found; True when an earlier import finished it (a duplicate)."""
+    row = _statement_row(tenant_id, s, sha256, position, filename)
     if await statement_repo.claim_statement(pool, row):
-        log.info(
-            "reconciliation.statement.claimed",
-            statement_id=row["statement_id"],
-            tenant_id=tenant_id,
-            format=s.format,
-            account=s.account,
-            bank_statement_id=s.statement_ref,
-            lines=len(s.lines),
-            credits=len(s.credits),
-        )
+        _claimed(row)
         return row, False
     found = await statement_repo.statement_by_bank_id(pool, tenant_id, s.account, s.statement_ref)
     duplicate = found["status"] == "imported"

@@ -114,6 +114,14 @@ async def insert_lines(
     await conn.execute(_INSERT_LINES, statement_id, tenant_id, orjson.dumps(lines, default=str).decode())
 
 
+_COUNT = "UPDATE statements SET lines = $2, credits = $3 WHERE statement_id = $1"
+
+
+async def count_statement(conn: asyncpg.Connection, statement_id: str, lines: int, credits: int) -> None:
+    """The statement's line and credit counts, once its file is read whole (claimed before)."""
+    await conn.execute(_COUNT, statement_id, lines, credits)
+
+
 _ADVANCE = (
     "UPDATE statements SET lines_done = $2, matched = matched + $3, unmatched = unmatched + $4,"
     " skipped = skipped + $5, duplicates = duplicates + $6,"

@@ -1,6 +1,8 @@
 """Bank statements: CAMT.053 and MT940 files parsed into one model (model.py). `parse` detects the
 format; a bad file is refused whole with a StatementError naming the element or line."""
 
+from collections.abc import Callable
+
 from dunning_reconciliation.statements import camt, mt940
 from dunning_reconciliation.statements.model import Statement, StatementError, StatementLine
 
@@ -18,15 +20,23 @@ def detect(data: bytes) -> str:
     raise StatementError("file", "neither a CAMT.053 XML document nor an MT940 statement")
 
 
-def parse(data: bytes, format: str | None = None) -> list[Statement]:
-    """The statements in `data` (a CAMT.053 document or an MT940 file, detected unless `format`)."""
+def parse(
+    data: bytes,
+    format: str | None = None,
+    *,
+    first: Callable[[Statement], object] | None = None,
+    first_lines: int = 0,
+) -> list[Statement]:
+    """The statements in `data` (a CAMT.053 document or an MT940 file, detected unless `format`).
+    `first`: called with the first statement's first `first_lines` lines as soon as they are read
+    (CAMT.053 only: see camt.parse)."""
     if not data.strip():
         raise StatementError("file", "is empty")
     kind = format or detect(data)
     if kind not in FORMATS:
         raise StatementError("format", f"must be one of {', '.join(FORMATS)}")
     if kind == "camt053":
-        return camt.parse(data)
+        return camt.parse(data, first, first_lines)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

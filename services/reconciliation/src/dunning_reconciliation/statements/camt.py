@@ -11,6 +11,8 @@ account (the entry's: a transaction's own amount may be in the ordered currency)
 element by its path, e.g. `Stmt[1]/Ntry[3]/Amt`."""
 
 import re
+from collections.abc import Callable
+from contextlib import suppress
 from datetime import date
 from decimal import Decimal
 from functools import lru_cache
@@ -145,8 +147,11 @@ def _money(el: Element | None, where: str) -> tuple[Decimal, str]:
         raise StatementError(where, f"{(el.text or '').strip()!r}: {exc}") from None
 
 
-def parse(data: bytes) -> list[Statement]:
-    """The statements of a CAMT.053 document (refused whole at the first bad element)."""
+def parse(data: bytes, first: Callable[[Statement], object] | None = None, first_lines: int = 0) -> list[Statement]:
+    """The statements of a CAMT.053 document (refused whole at the first bad element). `first`: called
+    with the first statement's first `first_lines` lines, as a Statement, as soon as they are read,
+    while the rest is (a caller may start on them; their keys are as far as these lines tell, see
+    statements_import)."""
     _guard(data)
     with collector_paused():
         try:
@@ -155,10 +160,12 @@ def parse(data: bytes) -> list[Statement]:
             raise StatementError("file", f"not well-formed XML ({exc})") from None
         namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
         # the paths below are local names, qualified with the document's namespace
-        return _document(root, namespace, _paths(namespace))
+        return _document(root, namespace, _paths(namespace), first, first_lines)
 
 
-def _document(root: Element, namespace: str, q: _Paths) -> list[Statement]:
+def _document(
+    root: Element, namespace: str, q: _Paths, first: Callable[[Statement], object] | None, first_lines: int
+) -> list[Statement]:
     if _local(root.tag) != "Document" or (namespace and not _NAMESPACE.match(namespace)):
         raise StatementError(
             "Document", f"not a CAMT.053 statement (root {_local(root.tag)!r}, namespace {namespace!r})"
@@ -169,10 +176,15 @@ def _document(root: Element, namespace: str, q: _Paths) -> list[Statement]:
     statements = _kids(body, q["Stmt"])
     if not statements:
         raise StatementError("BkToCstmrStmt/Stmt", "is missing: the document holds no statement")
-    return [_statement(stmt, q, f"Stmt[{i}]") for i, stmt in enumerate(statements, 1)]
+    return [
+        _statement(stmt, q, f"Stmt[{i}]", first if i == 1 else None, first_lines)
+        for i, stmt in enumerate(statements, 1)
+    ]
 
 
-def _statement(stmt: Element, q: _Paths, where: str) -> Statement:
+def _statement(
+    stmt: Element, q: _Paths, where: str, first: Callable[[Statement], object] | None = None, first_lines: int = 0
+) -> Statement:
     ref = _required(stmt, q, "Id", where)
     account = normalise_account(_text(stmt, q["Acct/Id/IBAN"]) or _text(stmt, q["Acct/Id/Othr/Id"]))
     if account is None:
@@ -191,14 +203,24 @@ def _statement(stmt: Element, q: _Paths, where: str) -> Statement:
     lines: list[StatementLine] = []
     for i, entry in enumerate(_kids(stmt, q["Ntry"]), 1):
         lines.extend(_entry(entry, q, f"{where}/Ntry[{i}]"))
+        if first is not None and len(lines) >= first_lines:
+            with suppress(StatementError):  # refused in its place below, once the whole statement is read
+                head = lines[:first_lines]
+                currency = _statement_currency(stmt, q, where, currencies, head)
+                first(Statement("camt053", ref, account, currency, opening, closing, with_keys(account, head)))
+            first = None
+    currency = _statement_currency(stmt, q, where, currencies, lines)
+    return Statement("camt053", ref, account, currency, opening, closing, with_keys(account, lines))
+
+
+def _statement_currency(stmt: Element, q: _Paths, where: str, currencies: list[str], lines: list[StatementLine]) -> str:
     named = _text(stmt, q["Acct/Ccy"]) or next(iter(currencies), None) or next((ln.currency for ln in lines), None)
     if named is None:
         raise StatementError(f"{where}/Acct/Ccy", "is missing, and no balance or entry names a currency")
     try:
-        currency = _currency(named)
+        return _currency(named)
     except MoneyError as exc:
         raise StatementError(f"{where}/Acct/Ccy", str(exc)) from None
-    return Statement("camt053", ref, account, currency, opening, closing, with_keys(account, lines))
 
 
 def _entry(entry: Element, q: _Paths, where: str) -> list[StatementLine]:
