@@ -30,14 +30,17 @@ async def stored(pool) -> dict[str, int]:
 
 
 @pytest.fixture
-def first_chunks(monkeypatch) -> list[bool]:
-    """Whether each import's first chunk was imported while its file was read (True) or not."""
-    seen: list[bool] = []
+def first_chunks(monkeypatch) -> list[bool | None]:
+    """Whether each import's first chunk was imported while its file was read (True) or not (False;
+    None: it was begun, and raised)."""
+    seen: list[bool | None] = []
     real = statements_import._first_chunk
 
     async def telling(*args):
+        at = len(seen)
+        seen.append(None)
         row = await real(*args)
-        seen.append(row is not None)
+        seen[at] = row is not None
         return row
 
     monkeypatch.setattr(statements_import, "_first_chunk", telling)
@@ -74,7 +77,7 @@ async def test_a_bad_element_after_the_first_chunk_changes_nothing(pool, h, firs
 
     assert refused.value.field == "Stmt[1]/Ntry[5]/Amt/@Ccy"
     assert await stored(pool) == before
-    assert not first_chunks or first_chunks == [True]  # its chunk was imported, then rolled back
+    assert first_chunks == [None]  # its first chunk was begun while the file was read, then rolled back
 
 
 async def test_first_lines_whose_keys_the_rest_changes_are_imported_the_usual_way(pool, h, first_chunks):
