@@ -57,6 +57,7 @@ async def pause(
     if customer_id is not None:
         await sql.lock_customer(conn, customer_id)
     targets: list[str | None] = [None] if whole_customer else list(invoice_ids)
+    await sql.lock_invoices(conn, list(invoice_ids))
     new = await sql.insert_pauses(
         conn,
         cause=cause,
@@ -135,6 +136,9 @@ async def end(
     ended = await sql.end_pauses(conn, cause_id, reason, invoice_ids, cause)
     if not ended:
         return []
+    # Planning in flight of a covered invoice wrote its timers paused: wait for it, then resume them.
+    await sql.lock_customers(conn, [p["customer_id"] for p in ended if p["scope"] == "customer"])
+    await sql.lock_invoices(conn, [p["invoice_id"] for p in ended if p["scope"] != "customer"])
     await repository.drop_deadlines(conn, cause_id)
     invoices: list[str] = []
     for p in ended:

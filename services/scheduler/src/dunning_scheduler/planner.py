@@ -258,6 +258,7 @@ async def _plan_distinct(
                 )
             batch.add(n, event, active, shaping)
         await pauses_sql.share_customers(conn, [e.data.customer.customer_id for e in todo])  # vs customer holds
+        await pauses_sql.lock_invoices(conn, [e.subject for e in todo])  # vs a pause placed or ended now
         rows = await repository.plan_invoices(
             conn,
             batch.invoices,

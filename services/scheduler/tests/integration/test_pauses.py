@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from dunning.clock import utcnow
+from dunning.events import decode, dumps
+from dunning_scheduler import pauser
 from dunning_scheduler.bootstrap import handlers_for
 from dunning_scheduler.deadline_loop import DeadlineLoop
 from dunning_scheduler.firing import FiringLoop
@@ -128,6 +130,65 @@ async def test_a_hold_placed_before_its_invoice_is_known_pauses_it_when_planned(
     await h.apply(pool, issued)
     assert set((await states(h, pool, issued["subject"])).values()) == {"paused"}
     assert await fire(pool) == 0
+
+
+async def _open(pool, envelope: dict, policies: ActivePolicies):
+    """Run `envelope`'s handler in a transaction left open: (connection, transaction) to commit."""
+    event = decode(dumps(envelope))
+    spec = next(spec for record, spec in handlers_for(policies).items() if record.TYPE == event.type)
+    conn = await pool.acquire()
+    tx = conn.transaction()
+    await tx.start()
+    await spec.each(conn, event)
+    return conn, tx
+
+
+async def _expire_open(pool, hold_id: str, policies: ActivePolicies):
+    """The deadline loop's hold_end for `hold_id`, in a transaction left open."""
+    conn = await pool.acquire()
+    tx = conn.transaction()
+    await tx.start()
+    assert await pauser.end(conn, cause_id=hold_id, reason="hold_expired", policies=policies)
+    return conn, tx
+
+
+@pytest.mark.parametrize("first", ["expiry", "planning"])
+async def test_a_hold_expiring_while_its_invoice_is_planned_leaves_nothing_paused(pool, h, first):
+    """Planning reads the live pauses and writes the timers; a hold's end reads the invoice and its
+    timers to resume: each waits for the other's transaction (a chaos run found the invoice planned
+    paused 17 ms before its hold expired in another transaction, paused for good)."""
+    await use_policy(pool, h.TENANT, NOW_THEN_DAYS)
+    policies = ActivePolicies()
+    issued = h.invoice_issued()
+    placed = h.hold_placed(issued, ends_at=utcnow() + timedelta(hours=1))
+    await h.apply(pool, placed)  # before the invoice is known: planning will find it live
+    hold_id = placed["data"]["hold_id"]
+    held = []  # (connection, transaction) left open, closed whatever happens
+    committed = 0
+    try:
+        if first == "expiry":
+            held.append(await _expire_open(pool, hold_id, policies))
+            other = asyncio.ensure_future(h.apply(pool, issued))
+        else:
+            held.append(await _open(pool, issued, policies))
+            other = asyncio.ensure_future(_expire_open(pool, hold_id, policies))
+        await asyncio.sleep(0.5)
+        waited = not other.done()
+        await held[0][1].commit()
+        committed = 1
+        result = await asyncio.wait_for(other, 10)
+        if first == "planning":
+            held.append(result)
+            await result[1].commit()
+            committed = 2
+    finally:
+        for n, (conn, tx) in enumerate(held):
+            if n >= committed:
+                await tx.rollback()
+            await pool.release(conn)
+    assert set((await states(h, pool, issued["subject"])).values()) == {"scheduled"}
+    assert await fire(pool) == 1  # soft, due now
+    assert waited, "the second waited for the first's transaction"
 
 
 @pytest.mark.parametrize(
