@@ -162,7 +162,7 @@ class AgencyRaces:
         if h.case_id is None or h.target - lead < time.time():
             h.skipped, h.raced = ("no case in time" if h.case_id is None else "too late to aim"), False
             return
-        await run.sleep_until(h.target - lead)
+        await run.aim.wait("agency", h.target)
         h.sent_at = time.time()
         path = f"/v1/agency/cases/{h.case_id}/acknowledge"
         r = await self.call("POST", "notifier", path, {"acknowledged_by": "chaos"}, queue=False, deadline=300)

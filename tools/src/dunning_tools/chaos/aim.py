@@ -4,10 +4,14 @@ and the share that landed within +-50 ms of the stage time is reported per kind.
 
 The latency differs per kind (a Stripe webhook verifies a signature and reads the invoice first, a
 hold resolves a customer, a payment plan checks its instalments) and with the load, so one figure
-for all misses; a per-kind median of the recent first attempts follows both.
+for all misses; a per-kind median of the recent first attempts follows both. The lead is read a
+second before sending (`Aim.wait`), not when the stop is planned (up to half a minute earlier, at
+another load).
 """
 
+import asyncio
 import statistics
+import time
 from collections import defaultdict, deque
 
 AIM_MS = 25.0  # aimed within +-25 ms of the stage time, so that the latency's noise stays inside +-50 ms
@@ -16,15 +20,30 @@ MIN_SAMPLES = 5  # kinds with fewer acknowledged stops are reported, not judged
 
 
 class Aim:
-    def __init__(self, first_guess: float = 0.02):
-        self.leads: dict[str, deque[float]] = defaultdict(lambda: deque([first_guess], maxlen=15))
+    def __init__(self, first_guess: float = 0.02, recent_s: float = 15.0):
+        self.recent_s = recent_s
+        self.leads: dict[str, deque[tuple[float, float]]] = defaultdict(lambda: deque([(0.0, first_guess)], maxlen=15))
 
     def lead(self, kind: str) -> float:
-        return statistics.median(self.leads[kind])
+        """The median latency of the kind's first attempts of the last `recent_s` seconds (at least
+        its last three: the load changes within a run, and so does the latency)."""
+        samples = self.leads[kind]
+        since = time.time() - self.recent_s
+        recent = [lat for at, lat in samples if at >= since] or [lat for _, lat in list(samples)[-3:]]
+        if len(recent) < 3:
+            recent = [lat for _, lat in list(samples)[-3:]]
+        return statistics.median(recent)
 
     def learn(self, kind: str, sent_at: float, acknowledged_at: float) -> None:
         """A first attempt's latency (retries measure the faults, not the service)."""
-        self.leads[kind].append(min(max(acknowledged_at - sent_at, 0.0), 2.0))
+        self.leads[kind].append((acknowledged_at, min(max(acknowledged_at - sent_at, 0.0), 2.0)))
+
+    async def wait(self, kind: str, target: float) -> None:
+        """Sleep until `target` less the kind's lead as it is a second before sending."""
+        for margin in (1.0, 0.0):
+            delay = target - self.lead(kind) - margin - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
 
 
 def shares(stops, stage_time, race_ms: float) -> dict[str, dict]:

@@ -19,7 +19,7 @@ public APIs only):
 
 A run: its own stack (embedded PostgreSQL and Tansu unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS
 are set; free ports; workdir .run/chaos/<run>) with 2 replicas of every service. Invoices are
-issued in bulk every 0.5 s over the first half of `duration`; a policy with four stages `gap` =
+issued in bulk every 0.1 s over the first half of `duration`; a policy with four stages `gap` =
 duration/6 apart (the first 8 s after issue) makes their stages fall due over about `duration`
 seconds. For `race_share` of them a stop of one kind (dunning_tools.chaos.stops; what follows a
 pause: chaos.pauses) is aimed to be acknowledged within +-50 ms of one of the invoice's stage times,
@@ -72,7 +72,7 @@ from dunning_tools.stack.service import ServiceProc
 from dunning_tools.stack.system import Ports, Stack
 
 LEAD = 8.0  # issue -> first stage: the invoice is planned well before anything falls due
-BATCH_EVERY = 0.5  # one bulk import every half second
+BATCH_EVERY = 0.1  # one bulk import every 0.1 s: stage times (and the stops raced at them) spread, not in bursts
 REPLICAS = {"invoice-ingest": 2, "scheduler": 2, "notifier": 2, "reconciliation": 2}
 
 

@@ -13,8 +13,10 @@ cancelled and that never fired are owed.
 Verdicts (chaos.money_checks), from the scheduler's timers, the deliveries topic and the SMTP
 server's Maildir once every stage of these invoices is decided:
 - violation ("none after a payment" over the time the invoice was settled): a mail of a stage
-  scheduled at or after the payment's acknowledgement and before the reversing request was sent
-  (the reopen is acknowledged after that, and the owed stages are re-planned from it);
+  scheduled at or after the payment's acknowledgement and before the reversing request was sent,
+  and fired (the scheduler's fired_at) before it too (the reopen is acknowledged after that, and
+  the owed stages are re-planned from it; an invoice the scheduler plans only after the reopen keeps
+  its policy's times, and its owed stages fire at once, the invoice open again);
 - lost ("none lost" for reopened invoices): a stage of a reopened invoice never sent (neither a
   ReminderSent nor a ReminderCancelled/Failed from the notifier);
 - twice: two ReminderSent of one (invoice, stage, channel).
@@ -191,7 +193,7 @@ class MoneyRaces:
         if s.target - lead < time.time():
             s.skipped, s.raced = "too late to aim", False
             return
-        await run.sleep_until(s.target - lead)
+        await run.aim.wait("money", s.target)
         s.sent_at = time.time()
         r = await self.stripe(charge.invoice_paid(), queue=False)
         if r.status_code >= 300:

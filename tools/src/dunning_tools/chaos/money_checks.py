@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 
 from dunning_tools.chaos import aim
-from dunning_tools.chaos.checks import RACE_MS, STAGES, read_mail
+from dunning_tools.chaos.checks import RACE_MS, STAGES, read_mail, ts
 from dunning_tools.chaos.money import KINDS
 from dunning_tools.chaos.policy_checks import deliveries
 
@@ -78,10 +78,14 @@ async def verdict(races, timeout: float) -> dict:
             continue
         item = {"kind": s.kind, "invoice_id": s.invoice_id}
         settled_until = s.reversal_sent_at if s.reversal_status and s.reversal_status < 300 else float("inf")
+        fired = {(t["stage"], t["channel"]): ts(t.get("fired_at")) for t in views.get(s.invoice_id, [])}
         for m in mails:
             if m.invoice_id != s.invoice_id or s.acknowledged_at is None or m.scheduled_at is None:
                 continue
-            if s.acknowledged_at <= m.scheduled_at < settled_until:
+            # Fired while the payment was in force: an invoice the scheduler planned only after the
+            # reopen (it lagged) keeps its policy's times, and an owed stage fires then, rightly.
+            fired_at = fired.get((m.stage, m.channel)) or m.scheduled_at
+            if s.acknowledged_at <= m.scheduled_at < settled_until and fired_at < settled_until:
                 violations.append(
                     {
                         **item,

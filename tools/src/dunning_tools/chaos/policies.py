@@ -273,7 +273,7 @@ class PolicyRaces:
         if race.target - lead < time.time():
             race.skipped = "too late to aim"
             return
-        await run.sleep_until(race.target - lead)
+        await run.aim.wait(kind, race.target)
         body["received_at"] = datetime.now(UTC).isoformat()
         race.sent_at = time.time()
         r = await self.call(kind, "POST", "reconciliation", "/v1/payments", body, queue=False, deadline=300)

@@ -147,7 +147,7 @@ async def race(run, inv) -> None:
     stop.outcome = inv.outcome
     run.payments.append(stop)
     request = request_of(run, inv, stop)
-    await run.sleep_until(stop.target - run.aim.lead(via))
+    await run.aim.wait(via, stop.target)
 
     async def attempt(_):
         stop.last_sent_at = time.time()
