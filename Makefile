@@ -28,9 +28,11 @@ demo: install  ## a short story through the public APIs, against `make run` (DEM
 tenant: install  ## create a tenant: make tenant NAME="Acme Ltd"
 	$(VENV)/bin/dunning tenant create --name "$(or $(NAME),Acme Ltd)"
 
-test: install  ## unit tests (one process per core), then integration and e2e (one process: they share servers)
-	$(PY) -m pytest -m unit -n auto -q; unit=$$?; $(PY) -m pytest -m "not unit" --durations=30; rest=$$?; \
-	  test $$unit -eq 0 -a $$rest -eq 0
+test: install  ## unit tests (one process per core), then integration and e2e (one process: they share servers), then chaos alone
+	$(PY) -m pytest -m unit -n auto -q; unit=$$?; \
+	  $(PY) -m pytest -m "not unit and not alone" --durations=30; rest=$$?; \
+	  $(PY) -m pytest -m alone --durations=5; alone=$$?; \
+	  test $$unit -eq 0 -a $$rest -eq 0 -a $$alone -eq 0
 
 test-unit: install  ## fast tests with fakes, no servers (one process per core)
 	$(PY) -m pytest -m unit -n auto

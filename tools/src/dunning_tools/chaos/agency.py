@@ -260,7 +260,7 @@ def judge(races: AgencyRaces, views: dict, deliveries: dict, mails: dict) -> dic
         "twice": twice[:20],
         "notes": races.notes,
     }
-    report["ok"] = not violations and not lost and not twice and not report["kinds_below_share"] and bool(handed)
+    report["ok"] = not violations and not lost and not twice and not aim.failing(share) and bool(handed)
     return report
 
 
@@ -271,7 +271,7 @@ def summary(p: dict) -> str:
     return (
         f"{p['invoices']} invoices, {p['raced']} hand-offs raced, {p['handed_over']} handed over (within +-50 ms:"
         f" {shares or 'none'}"
-        + (f"; BELOW 80 %: {p['kinds_below_share']}" if p["kinds_below_share"] else "")
+        + (f"; BELOW 80 %: {p['kinds_below_share']}{aim.judged_note()}" if p["kinds_below_share"] else "")
         + f"); violations {p['counts']['violations']}, lost {p['counts']['lost']}, twice {p['counts']['twice']};"
         f" stop window {p['stop_window']}"
     )

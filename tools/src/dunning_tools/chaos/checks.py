@@ -594,7 +594,7 @@ def analyse(run, state: State) -> dict:
         and not violations
         and not report["lost"]["count"]
         and not unexplained
-        and not report["payments"]["kinds_below_share"]
+        and not aim.failing(share)
         and not verdict["timeline_mismatches"]
     )
     return report

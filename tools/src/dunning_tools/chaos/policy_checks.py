@@ -142,7 +142,7 @@ async def verdict(races, timeout: float) -> dict:
         "notes": races.notes,
     }
     report["counts"] = {"violations": len(violations), "lost": len(lost), "twice": len(twice)}
-    report["ok"] = not (violations or lost or twice or early or aim.below(share))
+    report["ok"] = not (violations or lost or twice or early or aim.failing(share))
     return report
 
 
