@@ -24,10 +24,11 @@ duration/6 apart (the first 8 s after issue) makes their stages fall due over ab
 seconds. For `race_share` of them a stop of one kind (dunning_tools.chaos.stops; what follows a
 pause: chaos.pauses) is aimed to be acknowledged within +-50 ms of one of the invoice's stage times,
 sent early by the acknowledgement latency the stack shows now (chaos.aim); the full run fails if a
-kind's share within +-50 ms is under 80 % (the short one reports it: see chaos.aim.JUDGED). The default load (3,000 invoices) is what this 2-core machine
-sustains so that the race really races. In the middle of the run a random service process is
-SIGKILLed every `kill_every` seconds and restarted shortly after, reconciliation's outbox relay is
-paused for `relay_pause` seconds (`dunning relay pause|resume --service reconciliation`), and
+kind's share within +-50 ms is under 80 % (the short one reports it: see chaos.aim.JUDGED). The
+default load (3,000 invoices) is what this 2-core machine sustains so that the race really races.
+In the middle of the run a random service process is SIGKILLed every `kill_every` seconds and
+restarted shortly after, reconciliation's outbox relay is paused for `relay_pause` seconds
+(`dunning relay pause|resume --service reconciliation`), and
 PostgreSQL and the broker are each SIGKILLed and started again (chaos.infra; not in --short). The
 first and last parts of the run are calm, so that some stages fall due on a healthy system. Beside
 the main tenant, under the same faults: issue 10's policy races (chaos.policies) and issue 11's money
