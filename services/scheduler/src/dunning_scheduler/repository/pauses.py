@@ -33,7 +33,8 @@ async def lock_customer(conn: asyncpg.Connection, customer_id: str) -> None:
 
 async def lock_customers(conn: asyncpg.Connection, customer_ids: list[str]) -> None:
     """`lock_customer` for several, in one order (no deadlock between two takers)."""
-    await conn.execute(_LOCK_CUSTOMERS.format(shared=""), customer_ids)
+    if customer_ids:
+        await conn.execute(_LOCK_CUSTOMERS.format(shared=""), customer_ids)
 
 
 _LOCK_INVOICES = (
@@ -47,7 +48,8 @@ async def lock_invoices(conn: asyncpg.Connection, invoice_ids: list[str]) -> Non
     live pauses and writes the timers paused or not, placing or ending a pause reads the invoice and
     its timers; without the turn, a pause ended (a hold expiring) while the invoice is planned in
     another transaction leaves its timers paused for good. Taken after the customers' locks."""
-    await conn.execute(_LOCK_INVOICES, invoice_ids)
+    if invoice_ids:
+        await conn.execute(_LOCK_INVOICES, invoice_ids)
 
 
 async def share_customers(conn: asyncpg.Connection, customer_ids: list[str]) -> None:
