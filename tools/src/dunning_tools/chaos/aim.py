@@ -21,7 +21,6 @@ MIN_SAMPLES = 5  # kinds with fewer acknowledged stops are reported, not judged
 # a service killed and restarted lifts the acknowledgement latency to 100-900 ms for seconds, so
 # stops sent then land late whatever the aim; outside those windows over 90 % land within +-50 ms).
 JUDGED = True
-NOT_JUDGED = " (reported, not judged: the short run)"  # printed beside a share under MIN_SHARE when not JUDGED
 
 
 class Aim:
@@ -83,7 +82,8 @@ def failing(share_by_kind: dict[str, dict]) -> list[str]:
 
 
 def judged_note() -> str:
-    return "" if JUDGED else NOT_JUDGED
+    """Printed beside the kinds under MIN_SHARE."""
+    return "" if JUDGED else " (reported, not judged: the short run)"
 
 
 def below(share_by_kind: dict[str, dict]) -> list[str]:
