@@ -1,7 +1,11 @@
 """allocations_batch.allocate_many (the fast path of a statement's matched lines) leaves the same
 state as allocations.allocate called for each payment in order: invoices, payments, allocations,
 customer credit and the events, for random runs of exact, short, split, over- and mis-currency
-payments (hypothesis). Two worlds in one schema, each with its own customer and invoices."""
+payments (hypothesis). Two worlds in one schema, each with its own customer and invoices.
+
+No foreign key holds an allocation to its payment and invoice, nor a payment to its invoice (the
+migration ..._reconciliation_allocation_foreign_keys says why): both paths keep them whole, and an
+allocation to an invoice the tenant does not have is refused with nothing written."""
 
 from decimal import Decimal
 
@@ -9,9 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dunning import tenancy
 from dunning.clock import utcnow
 from dunning.ids import new_id
 from dunning_reconciliation import allocations, allocations_batch
+from dunning_reconciliation.allocations import AllocationError
 from dunning_reconciliation.domain import Allocation, IncomingPayment, MatchKeys
 
 pytestmark = pytest.mark.integration
@@ -52,6 +58,16 @@ async def _world(pool, h, amounts, items, *, batched: bool) -> dict:
         else:
             results = [await allocations.allocate(conn, p, w) for p, w in work]
     return await _state(pool, h, invoices, [p.payment_id for p, _ in work], results)
+
+
+_ORPHANS = (
+    "SELECT (SELECT count(*) FROM allocations a WHERE NOT EXISTS (SELECT 1 FROM payments p"
+    " WHERE p.payment_id = a.payment_id AND p.tenant_id = a.tenant_id))"
+    " + (SELECT count(*) FROM allocations a WHERE NOT EXISTS (SELECT 1 FROM invoices i"
+    " WHERE i.invoice_id = a.invoice_id AND i.tenant_id = a.tenant_id))"
+    " + (SELECT count(*) FROM payments p WHERE p.invoice_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM invoices i"
+    " WHERE i.invoice_id = p.invoice_id AND i.tenant_id = p.tenant_id))"
+)
 
 
 async def _state(pool, h, invoices: list[str], payments: list[str], results) -> dict:
@@ -123,6 +139,51 @@ async def test_allocate_many_leaves_the_state_allocate_leaves(pool, h, amounts, 
     one_by_one = await _world(pool, h, amounts, items, batched=False)
     batched = await _world(pool, h, amounts, items, batched=True)
     assert batched == one_by_one
+    assert await pool.fetchval(_ORPHANS) == 0
+
+
+def _line(h, amount: str) -> IncomingPayment:
+    return IncomingPayment(
+        tenant_id=h.TENANT,
+        source="bank_statement",
+        source_reference=new_id("line"),
+        currency="EUR",
+        amount=Decimal(amount),
+        received_at=utcnow(),
+        keys=MatchKeys(),
+    )
+
+
+@pytest.mark.parametrize(
+    "unknown",
+    [
+        pytest.param("inv_unknown0000000000000000", id="no such invoice"),
+        pytest.param("other tenant's", id="another tenant's invoice"),
+    ],
+)
+async def test_an_allocation_to_an_invoice_the_tenant_lacks_is_refused_and_the_run_writes_nothing(pool, h, unknown):
+    """What the dropped foreign keys refused, refused by the writers: the run's exact payments before
+    it are not written either (one transaction)."""
+    known = h.invoice_issued(amount_due="10.00")
+    await h.handle_invoice(pool, known)
+    if unknown == "other tenant's":
+        other = h.invoice_issued(amount_due="10.00", tenant_id="ten_other_reconciliation")
+        async with pool.acquire() as conn:
+            await tenancy.provision(conn, "ten_other_reconciliation", "Other", "dk_test_other_reconciliation_01")
+        await h.handle_invoice(pool, other)
+        unknown = other["subject"]
+    work = [
+        (_line(h, "10.00"), [Allocation(known["subject"], Decimal("10.00"), "reference", "named")]),
+        (_line(h, "5.00"), [Allocation(unknown, Decimal("5.00"), "reference", "named")]),
+    ]
+    with pytest.raises(AllocationError) as refused:
+        async with pool.acquire() as conn, conn.transaction():
+            await allocations_batch.allocate_many(conn, work)
+    assert refused.value.field == "invoice_id"
+    assert await pool.fetchval("SELECT count(*) FROM payments") == 0
+    assert await pool.fetchval("SELECT count(*) FROM allocations") == 0
+    row = await pool.fetchrow("SELECT balance, balance_version FROM invoices WHERE invoice_id = $1", known["subject"])
+    assert (row["balance"], row["balance_version"]) == (Decimal("10.00"), 0)
 
 
 async def test_a_run_of_exact_payments_takes_a_few_statements(pool, h):
