@@ -18,12 +18,12 @@ The lines mix:
   - 10 % an ISO 11649 RF creditor reference (the invoice's, `matching.creditor_reference_for`),
   - 30 % no reference, from a known payer account, with the exact open amount of one invoice,
   - 20 % no reference, an unknown payer and an amount no invoice has (the unmatched queue).
-Prints lines/s, the CPU seconds of this process and of PostgreSQL (embedded server only) during the
-import, and the split by matching rule and status. Figures only: nothing asserted.
+Runs on uvloop, the event loop the service runs on (dunning.runtime). Prints lines/s, the CPU
+seconds of this process and of PostgreSQL (embedded server only) during the import, and the split by
+matching rule and status. Figures only: nothing asserted.
 """
 
 import argparse
-import asyncio
 import contextlib
 import gc
 import os
@@ -36,6 +36,8 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+
+import uvloop
 
 from dunning import tenancy
 from dunning.clock import utcnow
@@ -241,7 +243,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="statements-bench-"))
     try:
         with database(workdir) as db:
-            asyncio.run(runs(args, db.dsn, db.data_dir))
+            uvloop.run(runs(args, db.dsn, db.data_dir))  # the service's loop (dunning.runtime)
     finally:
         sys.stdout.flush()
 
