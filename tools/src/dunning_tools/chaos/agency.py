@@ -252,7 +252,7 @@ def judge(races: AgencyRaces, views: dict, deliveries: dict, mails: dict) -> dic
         "not_raced": [{"index": h.index, "why": h.skipped} for h in races.hands if h.skipped][:20],
         "failed": [{"index": h.index, "error": h.error} for h in races.hands if h.error][:20],
         "share_within_50ms": share,
-        "kinds_below_share": aim.below(share),
+        **races.run.aim.verdict(share),
         "counts": {"violations": len(violations), "lost": len(lost), "twice": len(twice)},
         "stop_window": len(stop_window),
         "violations": violations[:20],
@@ -260,7 +260,7 @@ def judge(races: AgencyRaces, views: dict, deliveries: dict, mails: dict) -> dic
         "twice": twice[:20],
         "notes": races.notes,
     }
-    report["ok"] = not violations and not lost and not twice and not aim.failing(share) and bool(handed)
+    report["ok"] = not violations and not lost and not twice and not aim.failing(report) and bool(handed)
     return report
 
 
@@ -271,7 +271,7 @@ def summary(p: dict) -> str:
     return (
         f"{p['invoices']} invoices, {p['raced']} hand-offs raced, {p['handed_over']} handed over (within +-50 ms:"
         f" {shares or 'none'}"
-        + (f"; BELOW 80 %: {p['kinds_below_share']}{aim.judged_note()}" if p["kinds_below_share"] else "")
+        + aim.below_note(p)
         + f"); violations {p['counts']['violations']}, lost {p['counts']['lost']}, twice {p['counts']['twice']};"
         f" stop window {p['stop_window']}"
     )

@@ -522,7 +522,7 @@ def analyse(run, state: State) -> dict:
             "failed": [{"reference": p.reference, "error": p.error} for p in run.payments if p.error][:20],
             "ack_within_50ms_of_stage": within,
             "share_within_50ms_by_kind": share,
-            "kinds_below_share": aim.below(share),
+            **run.aim.verdict(share),
             "ack_minus_stage_ms": {
                 "p1": _r(pct(offsets_ms, 0.01)),
                 "p50": _r(pct(offsets_ms, 0.5)),
@@ -594,7 +594,7 @@ def analyse(run, state: State) -> dict:
         and not violations
         and not report["lost"]["count"]
         and not unexplained
-        and not aim.failing(share)
+        and not aim.failing(report["payments"])
         and not verdict["timeline_mismatches"]
     )
     return report

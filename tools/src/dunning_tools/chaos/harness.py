@@ -24,7 +24,7 @@ duration/6 apart (the first 8 s after issue) makes their stages fall due over ab
 seconds. For `race_share` of them a stop of one kind (dunning_tools.chaos.stops; what follows a
 pause: chaos.pauses) is aimed to be acknowledged within +-50 ms of one of the invoice's stage times,
 sent early by the acknowledgement latency the stack shows now (chaos.aim); the full run fails if a
-kind's share within +-50 ms is under 80 % (the short one reports it: see chaos.aim.JUDGED). The
+kind's share within +-50 ms is under 80 % (the short one reports it: see chaos.aim.Aim.judged). The
 default load (2,000 invoices, email + SMS + webhook) is what this 2-core machine sustains.
 In the middle of the run a random service process is SIGKILLed every `kill_every` seconds and
 restarted shortly after, reconciliation's outbox relay is paused for `relay_pause` seconds
@@ -89,7 +89,7 @@ class Config:
     quiesce_timeout: float = 240.0
     notifier_lease: float = 20.0  # NOTIFIER_LEASE_SECONDS (default 120 s) for the run
     infra_faults: bool = True  # SIGKILL PostgreSQL and the broker (each at least once) in the kill window
-    judge_aim: bool = True  # a kind of stop under 80 % within +-50 ms fails the run (chaos.aim.JUDGED)
+    judge_aim: bool = True  # a kind of stop under 80 % within +-50 ms fails the run (chaos.aim.Aim.judged)
     infra_every: float = 120.0  # one of each per this many seconds of the kill window
     infra_down_for: tuple[float, float] = (1.0, 3.0)
     tail: float = 90.0  # seconds after the last stage a promise or plan may still break (else it is kept)
@@ -182,7 +182,7 @@ class Run:
         self.faults: list[Fault] = []
         self.notes: list[str] = []
         self.down: set[int] = set()  # ids of processes we killed and have not restarted yet
-        self.aim = Aim()  # per kind of stop: request sent -> acknowledged_at, recent
+        self.aim = Aim(judged=cfg.judge_aim)  # per kind of stop: request sent -> acknowledged_at, recent
         # Requests in flight, bounded below the client's connections: when the services slow down,
         # callers queue here (cheap) rather than in httpx's pool, whose wait queue costs CPU per waiter.
         self.inflight = asyncio.Semaphore(48)
@@ -574,7 +574,7 @@ def policy_summary(p: dict) -> str:
     shares = ", ".join(f"{k} {v['within']}/{v['acknowledged']}" for k, v in p["share_within_50ms_by_kind"].items())
     return (
         f"{p['invoices']} invoices, races {p['races']} (within +-50 ms: {shares}"
-        + (f"; BELOW 80 %: {p['kinds_below_share']}{aim.judged_note()}" if p["kinds_below_share"] else "")
+        + aim.below_note(p)
         + f"); {p['notices_sent']} notices and {p['reminders_sent']} stages sent; violations"
         f" {p['counts']['violations']}, lost {p['counts']['lost']}, twice {p['counts']['twice']}, sent before the"
         f" window opened {len(p['sent_before_window_opened'])}"
@@ -630,11 +630,7 @@ def summary(report: dict) -> str:
             f"{k} {x['within']}/{x['acknowledged']} ({100 * x['share']:.0f} %)"
             for k, x in p["share_within_50ms_by_kind"].items()
         )
-        + (
-            f"; BELOW 80 %: {p['kinds_below_share']}{aim.judged_note()}"
-            if p["kinds_below_share"]
-            else "; every kind >= 80 %"
-        ),
+        + (aim.below_note(p) or "; every kind >= 80 %"),
         f"pauses          {report['pauses']['outcomes']}; fired but dropped by the notifier for a stop: "
         f"{report['pauses']['fired_not_received_explained_by_reminder_cancelled']}",
         f"received        {report['received']['reminders']} reminders, {report['received']['distinct']} distinct "
@@ -800,7 +796,6 @@ def code_version() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config_from(argv)
-    aim.JUDGED = cfg.judge_aim
     code, sources = code_version(), source_files()
     stack = Stack(
         cfg.workdir,

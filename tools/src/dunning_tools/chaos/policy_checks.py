@@ -128,7 +128,7 @@ async def verdict(races, timeout: float) -> dict:
         "races": {k: sum(r.kind == k and r.acknowledged_at is not None for r in races.races) for k in KINDS},
         "not_raced": [{"kind": r.kind, "why": r.skipped or r.error} for r in races.races if not r.acknowledged_at][:30],
         "share_within_50ms_by_kind": share,
-        "kinds_below_share": aim.below(share),
+        **races.run.aim.verdict(share),
         "notices_sent": len(notices),
         "deliveries_failed": len(failed),
         "reminders_sent": len(sent),
@@ -142,7 +142,7 @@ async def verdict(races, timeout: float) -> dict:
         "notes": races.notes,
     }
     report["counts"] = {"violations": len(violations), "lost": len(lost), "twice": len(twice)}
-    report["ok"] = not (violations or lost or twice or early or aim.failing(share))
+    report["ok"] = not (violations or lost or twice or early or aim.failing(report))
     return report
 
 
