@@ -36,9 +36,9 @@ async def _offset_of(bootstrap_servers: str, credit_note_id: str) -> tuple[str, 
     )
     await consumer.start()
     try:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(90):  # the session's whole payments topic, read from the start
             while True:
-                batch = await consumer.getmany(timeout_ms=200)
+                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
                 for record in (r for records in batch.values() for r in records):
                     event = decode(record.value)
                     if isinstance(event.data, CreditNoteIssued) and event.data.credit_note_id == credit_note_id:

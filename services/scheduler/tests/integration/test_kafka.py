@@ -83,7 +83,10 @@ async def test_invoice_on_kafka_becomes_stage_escalated_on_kafka(pool, settings,
     assert {e["subject"] for e in escalated} == {invoice_id}  # the settled invoice never fires
     planned = {e["subject"]: e for e in mine if e["type"] == "dunning.DunningPlanned.v1"}
     assert {s["state"] for s in planned[settled_id]["data"]["stages"]} == {"cancelled"}
-    assert Counter(e["subject"] for e in mine if e["type"] == "dunning.DunningPlanned.v1")[invoice_id] == 1
+    # The invoice came twice and was planned once. The relay is at-least-once (a slow acknowledgement
+    # can publish a row again): the same event id may repeat on the topic, a second plan may not.
+    plans = {e["id"] for e in mine if e["type"] == "dunning.DunningPlanned.v1" and e["subject"] == invoice_id}
+    assert len(plans) == 1
 
 
 async def test_two_firing_loops_never_fire_a_timer_twice(pool, infra, schema, h):
