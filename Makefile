@@ -28,11 +28,15 @@ demo: install  ## a short story through the public APIs, against `make run` (DEM
 tenant: install  ## create a tenant: make tenant NAME="Acme Ltd"
 	$(VENV)/bin/dunning tenant create --name "$(or $(NAME),Acme Ltd)"
 
-test: install  ## unit tests (one process per core), then integration and e2e (one process: they share servers), then chaos alone
+test: install  ## e2e tests (mostly waiting on stage times) beside unit then integration tests, then chaos alone
+	@mkdir -p .run
+	($(PY) -m pytest -m "e2e and not alone" -p no:cacheprovider --durations=15 > .run/test-e2e.log 2>&1; \
+	  echo $$? > .run/test-e2e.rc) & \
 	$(PY) -m pytest -m unit -n auto -q; unit=$$?; \
-	  $(PY) -m pytest -m "not unit and not alone" --durations=30; rest=$$?; \
+	  $(PY) -m pytest -m "not unit and not e2e and not alone" --durations=20; rest=$$?; \
+	  wait; echo "==== e2e tests (run beside the tests above) ===="; cat .run/test-e2e.log; e2e=$$(cat .run/test-e2e.rc); \
 	  $(PY) -m pytest -m alone --durations=5; alone=$$?; \
-	  test $$unit -eq 0 -a $$rest -eq 0 -a $$alone -eq 0
+	  test $$unit -eq 0 -a $$rest -eq 0 -a $$e2e -eq 0 -a $$alone -eq 0
 
 test-unit: install  ## fast tests with fakes, no servers (one process per core)
 	$(PY) -m pytest -m unit -n auto
