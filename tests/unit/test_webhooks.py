@@ -190,6 +190,24 @@ def test_the_handler_table_records_webhooks_for_every_catalogue_type_and_keeps_i
     assert HANDLERS[StagesCancelled].inbox and HANDLERS[StageEscalated].inbox  # the notifier's own keep it
 
 
+async def test_a_handled_type_with_a_batch_handler_keeps_it_and_records_webhooks_in_it_too():
+    from dunning.contracts import StagesCancelled
+    from dunning.handler_table import HandlerSpec
+
+    applied: list[list] = []
+
+    async def each(conn, event):
+        applied.append([event])
+
+    async def cancel_many(conn, events):
+        applied.append(events)
+
+    spec = catalogue.with_webhooks({StagesCancelled: HandlerSpec(each, batch=cancel_many)})[StagesCancelled]
+    assert spec.inbox and spec.batch is not None and spec.batch.__name__ == "cancel_many_and_webhooks"
+    await spec.batch(None, [])  # a run with no public type asks the database nothing
+    assert applied == [[]]
+
+
 def test_the_body_is_type_timestamp_data():
     assert catalogue.body("promise.made", "2026-12-01T00:00:00Z", {"a": "1.50"}) == (
         '{"type":"promise.made","timestamp":"2026-12-01T00:00:00Z","data":{"a":"1.50"}}'

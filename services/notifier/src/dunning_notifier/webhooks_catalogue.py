@@ -155,12 +155,21 @@ def _also_record(each: Callable[..., Any]) -> Callable[..., Any]:
     return each_and_record
 
 
+def _also_record_batch(batch: Callable[..., Any]) -> Callable[..., Any]:
+    async def batch_and_record(conn: asyncpg.Connection, events: list[Event], **deps: Any) -> None:
+        await batch(conn, events, **deps)
+        await record_messages_batch(conn, events)
+
+    batch_and_record.__name__ = f"{getattr(batch, '__name__', 'handler')}_and_webhooks"
+    return batch_and_record
+
+
 def with_webhooks(table: HandlerTable) -> dict[Any, HandlerSpec]:
     """The handler table, each catalogue type also recording its webhook messages. A type the notifier
     reads only for webhooks skips the inbox (the messages' unique (endpoint, source event) makes a
     redelivery record nothing) and is applied a run at a time (record_messages_batch): most tenants
     subscribe to little, and these are most of what the notifier consumes. A type it already handles
-    keeps its handlers (and inbox), each also recording (a batch handler is dropped: none so far)."""
+    keeps its handlers (and inbox), each and its batch, if any, also recording."""
     extended: dict[Any, HandlerSpec] = dict(table)
     for internal in dict.fromkeys(m.internal for m in ACTIVE):
         record_type = contracts.BY_TYPE[internal]
@@ -168,5 +177,6 @@ def with_webhooks(table: HandlerTable) -> dict[Any, HandlerSpec]:
         if spec is None:
             extended[record_type] = HandlerSpec(record_messages, batch=record_messages_batch, inbox=False)
         else:
-            extended[record_type] = replace(spec, each=_also_record(spec.each), batch=None, inbox=True)
+            batch = None if spec.batch is None else _also_record_batch(spec.batch)
+            extended[record_type] = replace(spec, each=_also_record(spec.each), batch=batch, inbox=True)
     return extended
