@@ -402,3 +402,33 @@ async def test_a_run_of_events_records_the_same_messages_as_one_event_at_a_time(
         await catalogue.record_messages_batch(conn, events)  # redelivered
     assert batched == one_at_a_time and len(batched) == 5  # 2 payments x 2 endpoints + 1 reminder.sent
     assert await recorded() == batched
+
+
+async def test_outcomes_of_one_endpoints_messages_recorded_at_once_never_deadlock(world):
+    """Two replicas' senders record outcomes of the same endpoint's messages at the same moment: each
+    takes the endpoint's row lock before its message's (as a DELETE of the endpoint, cascading to its
+    messages, does), so none waits on another in a cycle and every outcome is recorded."""
+    from dunning_notifier import webhooks_repository as repo
+    from dunning_notifier.webhooks_http import Answer
+
+    _, url = world.hook()
+    endpoint = await world.endpoint(url, ["promise.made"])
+    for _ in range(24):
+        await record(world, example("PromiseMade", _first("PromiseMade"), world.tenant))
+    async with world.pool.acquire() as conn:
+        rows = await repo.claim_due(conn, 24, 60)
+    assert len(rows) == 24
+    senders = [WebhookSender(world.pool, world.settings) for _ in range(2)]
+
+    async def outcome(i: int, row) -> None:
+        status = 500 if i % 3 else 204
+        answer = Answer(utcnow(), 5, status, None, "HTTP 500" if status == 500 else None)
+        async with world.pool.acquire() as conn:
+            await senders[i % 2]._record(conn, row, answer)
+
+    await asyncio.gather(*(outcome(i, row) for i, row in enumerate(rows)))
+    attempts = await world.pool.fetchval(
+        "SELECT count(*) FROM webhook_attempts WHERE endpoint_id = $1", endpoint["endpoint_id"]
+    )
+    sending = await world.pool.fetchval("SELECT count(*) FROM webhook_messages WHERE state = 'sending'")
+    assert (attempts, sending) == (24, 0)

@@ -241,6 +241,12 @@ async def release_expired_leases(conn: asyncpg.Connection) -> int:
     return int(result.split()[-1])
 
 
+async def lock_endpoint(conn: asyncpg.Connection, endpoint_id: str) -> None:
+    """The endpoint's row lock, taken before its message's: the order a DELETE of the endpoint takes
+    them in (its messages go by cascade), and the attempt's foreign key then only shares a lock held."""
+    await conn.execute("SELECT 1 FROM webhook_endpoints WHERE endpoint_id = $1 FOR UPDATE", endpoint_id)
+
+
 async def finish_message(
     conn: asyncpg.Connection,
     message_id: str,

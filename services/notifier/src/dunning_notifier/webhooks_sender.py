@@ -120,6 +120,9 @@ class WebhookSender(Loop):
         state, retry_in = decide(answer, row["attempts"] - row["budget_from"], s)
         ids = dict(message_id=row["message_id"], endpoint_id=row["endpoint_id"], event_type=row["event_type"])
         async with conn.transaction():
+            # endpoint, then message (repo.lock_endpoint): two replicas recording messages of one
+            # endpoint would otherwise each hold the attempt's key share and wait for note_health's lock
+            await repo.lock_endpoint(conn, row["endpoint_id"])
             if not await repo.finish_message(
                 conn,
                 row["message_id"],
