@@ -9,11 +9,11 @@ PATCH /v1/customers/{customer_id}    a JSON merge patch of name, email, cc, loca
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Header, Path, Query
+from fastapi import FastAPI, Path, Query
 from fastapi.responses import Response
 
 from dunning.http import Cursor, Problem, TenantId, decode_cursor, limit_query, page
-from dunning.http.preconditions import etag
+from dunning.http.preconditions import etag, if_match_header
 from dunning_ingest.customer_output import CUSTOMER_ID, EXTERNAL_ID, CustomerDetail, CustomerList
 from dunning_ingest.customers import CustomerPatch, CustomerService
 
@@ -21,10 +21,7 @@ if TYPE_CHECKING:
     from dunning_ingest.api import Deps
 
 TAG = {"name": "customers", "description": "The customers invoices name: contacts, locale, time zone, balances."}
-_IF_MATCH_DOC = (
-    'Optional. The `ETag` the customer was read with (`"3"`): if it has changed since, the patch is refused '
-    "with 412 and nothing is written. `*` or no header: apply to whatever version is current."
-)
+IfMatch = Annotated[str | None, if_match_header("customer")]
 # Ids are `cus_` and 26 characters; a longer one is refused naming it, before any body is read.
 CustomerId = Annotated[str, Path(max_length=64, description="The customer's id (`cus_...`)")]
 _PATCH_BODY = {"schema": {"$ref": "#/components/schemas/CustomerPatch"}}
@@ -116,7 +113,7 @@ def customer_routes(app: FastAPI, deps: "Deps") -> None:
         customer_id: CustomerId,
         patch: CustomerPatch,
         tenant_id: TenantId,
-        if_match: Annotated[str | None, Header(alias="If-Match", description=_IF_MATCH_DOC)] = None,
+        if_match: IfMatch = None,
     ) -> Response:
         if not CUSTOMER_ID.fullmatch(customer_id):
             raise _not_found(customer_id)

@@ -9,10 +9,11 @@ POST  /v1/invoices/{id}/write-off   write off an open invoice's balance (If-Matc
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from dunning.http import Problem, TenantId, json_body
+from dunning.http.preconditions import if_match_header
 from dunning_ingest.idempotency import Reply, checked_key
 from dunning_ingest.invoice_input import close_adapter, patch_adapter
 from dunning_ingest.invoice_output import INVOICE_ID, InvoiceDetail
@@ -23,13 +24,9 @@ from dunning_ingest.validation import decode_model
 if TYPE_CHECKING:
     from dunning_ingest.api import Deps
 
-_IF_MATCH_DOC = (
-    'Optional. The ETag of the invoice as last read (`"3"`), or `*`: the change is refused with 412 if the '
-    "invoice has changed since. Without it the last write wins."
-)
 ETAG = {"ETag": {"description": 'The invoice\'s version as a strong entity tag: `"3"`.', "schema": {"type": "string"}}}
 _MERGE_PATCH = "application/merge-patch+json"
-IfMatch = Annotated[str | None, Header(alias="If-Match", description=_IF_MATCH_DOC)]
+IfMatch = Annotated[str | None, if_match_header("invoice")]
 
 
 def invoice_id_of(invoice_id: str) -> str:

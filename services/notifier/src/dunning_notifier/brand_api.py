@@ -5,10 +5,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import FastAPI, Header, Path, Request, Response
+from fastapi import FastAPI, Path, Request, Response
 
 from dunning.http import Problem, TenantId
-from dunning.http.preconditions import check_if_match, etag
+from dunning.http.preconditions import check_if_match, etag, if_match_header
 from dunning.settings import CommonSettings
 from dunning_notifier import template_repository as repo
 from dunning_notifier.brand import EXAMPLE_BRAND, LOGO_TYPES, BrandIn, LogoError, check_logo
@@ -79,7 +79,7 @@ def add_routes(app: FastAPI, pool: asyncpg.Pool, common: CommonSettings) -> None
         tenant_id: TenantId,
         body: BrandIn,
         response: Response,
-        if_match: Annotated[str | None, Header(description="The version read (ETag); 412 if stale.")] = None,
+        if_match: Annotated[str | None, if_match_header("brand")] = None,
     ) -> BrandOut:
         async with pool.acquire() as conn, conn.transaction():
             await repo.bump_stamp(conn, tenant_id)

@@ -7,11 +7,11 @@ from email.utils import parseaddr
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import FastAPI, Header, Path, Response
+from fastapi import FastAPI, Path, Response
 from jinja2.exceptions import TemplateError
 
 from dunning.http import Problem, TenantId
-from dunning.http.preconditions import check_if_match, etag
+from dunning.http.preconditions import check_if_match, etag, if_match_header
 from dunning.settings import CommonSettings
 from dunning_notifier import template_repository as repo
 from dunning_notifier.rendering import Renderer, RenderError, parse_locale
@@ -44,7 +44,7 @@ from dunning_notifier.tenant_templates import (
 KeyPath = Annotated[str, Path(pattern=KEY_PATTERN, description="The stage key: soft, firm, final, ... or generic.")]
 ChannelPath = Annotated[Channel, Path(description="email (subject, text, html), sms (text), letter (subject, text)")]
 LocalePath = Annotated[str, Path(pattern=LOCALE_PATTERN, description="A language (de) or language-REGION (de-AT).")]
-IfMatch = Annotated[str | None, Header(description='The version read (`"3"`, from ETag); 412 if it is not the latest.')]
+IfMatch = Annotated[str | None, if_match_header("template")]
 _LINE_BREAKS = re.compile(r"[ \t]*[\r\n]+[ \t]*")  # a subject is one line, as rendering.render makes it
 TAG = "templates"
 TAG_DOC = {"name": TAG, "description": "A tenant's own reminder templates: versioned, validated, previewed."}

@@ -2,12 +2,27 @@
 strong entity tag, and `If-Match` checked against it by strong comparison. No header: the last write
 wins; `*`: any current version; otherwise one of the listed tags must be the current one, or 412."""
 
+from typing import Any
+
+from fastapi import Header
+
 from dunning.http.problems import PROBLEMS, Problem
 
 
 def etag(version: int) -> str:
     """The strong entity tag of a resource at `version`: the number, quoted (`"3"`)."""
     return f'"{version}"'
+
+
+def if_match_header(what: str) -> Any:
+    """The `If-Match` request header of a route that changes a versioned `what`, with its OpenAPI text:
+    `Annotated[str | None, if_match_header("invoice")]`."""
+    doc = (
+        f'Optional. The `ETag` the {what} was read with (`"3"`), or `*`: if it has changed since, the'
+        f" change is refused with 412 (the current `ETag` in the answer) and nothing is written. Without"
+        f" it the last write wins."
+    )
+    return Header(alias="If-Match", description=doc)
 
 
 def check_if_match(if_match: str | None, version: int, *, what: str) -> None:
