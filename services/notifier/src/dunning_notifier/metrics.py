@@ -16,9 +16,10 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from dunning.metrics import Metrics
 from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier import repository as repo
+from dunning_notifier.channels import PROVIDERS
 
 STATES = ("pending", "sending", "sent", "failed", "cancelled")
-CHANNELS = ("email", "sms", "letter", "webhook", "call", "agency")  # channels.PROVIDERS
+CHANNELS = tuple(PROVIDERS)
 OUTCOMES = ("sent", "failed", "retried", "cancelled")  # cancelled: a retry a stop of its invoice dropped
 
 
