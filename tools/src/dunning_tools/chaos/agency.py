@@ -33,6 +33,7 @@ import orjson
 from dunning_cli.tenants import create_tenant
 from dunning_tools.chaos import aim
 from dunning_tools.chaos.checks import RACE_MS, read_mail, ts
+from dunning_tools.testing.story import invoice_body
 
 STAGES = (("collections", "agency"), ("soft", "email"), ("firm", "email"), ("final", "email"))
 RACED_AT = (1, 2, 3)  # the hand-off is aimed at soft's, firm's or final's time
@@ -117,22 +118,18 @@ class AgencyRaces:
 
     async def issue(self, h: Hand) -> None:
         key = f"AGENCY-{self.run.run_id}-{h.index}"
-        body = {
-            "external_id": key,
-            "number": key,
-            "currency": "EUR",
-            "amount_due": f"{300 + h.index}.00",
-            "issue_date": (date.today() - timedelta(days=60)).isoformat(),
-            "due_date": (date.today() - timedelta(days=30)).isoformat(),
-            "payment_url": f"https://pay.example.com/{key}",
-            "customer": {
-                "external_id": f"C-{key}",
-                "name": f"Agency customer {h.index}",
-                "email": f"ap-agency-{self.run.run_id}-{h.index}@example.com",
-                "locale": "en-GB",
-                "timezone": "UTC",
-            },
-        }
+        body = invoice_body(
+            key,
+            currency="EUR",
+            amount=f"{300 + h.index}.00",
+            name=f"Agency customer {h.index}",
+            email=f"ap-agency-{self.run.run_id}-{h.index}@example.com",
+            locale="en-GB",
+            timezone="UTC",
+            customer_external_id=f"C-{key}",
+            issue_date=date.today() - timedelta(days=60),
+            due_date=date.today() - timedelta(days=30),
+        )
         r = await self.call("POST", "invoice-ingest", "/v1/invoices/bulk", {"invoices": [body]})
         if r.status_code != 200:
             raise RuntimeError(f"bulk import answered {r.status_code}: {r.text[:300]}")

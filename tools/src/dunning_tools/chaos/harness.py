@@ -71,6 +71,7 @@ from dunning_tools.chaos.policies import PolicyRaces
 from dunning_tools.chaos.stops import Stop
 from dunning_tools.stack.service import ServiceProc
 from dunning_tools.stack.system import Ports, Stack
+from dunning_tools.testing.story import invoice_body
 
 LEAD = 8.0  # issue -> first stage: the invoice is planned well before anything falls due
 BATCH_EVERY = 0.5  # one bulk import every half second (every 0.1 s: five times the requests, and ingest fell behind)
@@ -287,23 +288,18 @@ class Run:
     def _body(self, inv: Invoice) -> dict:
         if inv.race is not None and inv.race[2] in ("promise", "plan"):
             pauses.plan_deadline(self, inv, time.time() + self.cfg.offsets[inv.race[0]])
-        return {
-            "external_id": inv.external_id,
-            "number": inv.external_id,
-            "currency": "EUR",
-            "amount_due": inv.amount,
-            "issue_date": date.today().isoformat(),
-            "due_date": inv.due_date.isoformat(),
-            "payment_url": f"https://pay.example.com/{inv.external_id}",
-            "customer": {
-                "external_id": f"C-{inv.external_id}",
-                "name": f"Customer {inv.index}",
-                "email": inv.email,
-                "phone": channels.phone_of(inv.index),
-                "locale": "en-GB",
-                "timezone": inv.timezone,
-            },
-        }
+        return invoice_body(
+            inv.external_id,
+            currency="EUR",
+            amount=inv.amount,
+            name=f"Customer {inv.index}",
+            email=inv.email,
+            locale="en-GB",
+            timezone=inv.timezone,
+            customer_external_id=f"C-{inv.external_id}",
+            due_date=inv.due_date,
+            phone=channels.phone_of(inv.index),
+        )
 
     async def issue_all(self) -> None:
         batches = max(1, round(self.cfg.spread / BATCH_EVERY))
@@ -686,7 +682,8 @@ def summary(report: dict) -> str:
     lines.append(
         "RESULT          "
         + (
-            "OK: no violation, no loss, no unexplained duplicate, timelines as received, every kind raced >= 80 %"
+            "OK: no violation, no loss, no unexplained duplicate, timelines as received, "
+            + ("every kind raced >= 80 %" if cfg_judged(report) else "the aim reported, not judged (the short run)")
             if report["ok"]
             else "FAILED: the promises do not hold (see above and report.json)"
         )
@@ -792,6 +789,11 @@ def code_version() -> dict:
         "head": git("rev-parse", "--short", "HEAD") or "unknown",
         "uncommitted_files": len([line for line in git("status", "--porcelain").splitlines() if line]),
     }
+
+
+def cfg_judged(report: dict) -> bool:
+    """Whether the run judged its aim (the config's judge_aim, as the report records it)."""
+    return bool(report["config"].get("judge_aim", True))
 
 
 def main(argv: list[str] | None = None) -> int:

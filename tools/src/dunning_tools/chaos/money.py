@@ -34,6 +34,7 @@ from dunning_cli.tenants import create_tenant
 from dunning_tools.chaos import aim
 from dunning_tools.chaos.checks import STAGES, ts
 from dunning_tools.testing.money import StripeCharge
+from dunning_tools.testing.story import invoice_body
 
 KINDS = ("refund", "chargeback")
 REFUND_SHARE = 0.4  # of the invoice's amount
@@ -154,22 +155,18 @@ class MoneyRaces:
         run = self.run
         s.email = f"ap-money-{run.run_id}-{s.index}@example.com"
         key = f"MONEY-{run.run_id}-{s.index}"
-        body = {
-            "external_id": key,
-            "number": key,
-            "currency": "EUR",
-            "amount_due": f"{200 + s.index}.00",
-            "issue_date": (date.today() - timedelta(days=40)).isoformat(),
-            "due_date": (date.today() - timedelta(days=10)).isoformat(),
-            "payment_url": f"https://pay.example.com/{key}",
-            "customer": {
-                "external_id": f"C-{key}",
-                "name": f"Money customer {s.index}",
-                "email": s.email,
-                "locale": "en-GB",
-                "timezone": "UTC",
-            },
-        }
+        body = invoice_body(
+            key,
+            currency="EUR",
+            amount=f"{200 + s.index}.00",
+            name=f"Money customer {s.index}",
+            email=s.email,
+            locale="en-GB",
+            timezone="UTC",
+            customer_external_id=f"C-{key}",
+            issue_date=date.today() - timedelta(days=40),
+            due_date=date.today() - timedelta(days=10),
+        )
         r = await self.call("POST", "invoice-ingest", "/v1/invoices", body, headers={"Idempotency-Key": key})
         if r.status_code not in (200, 201):
             raise RuntimeError(f"POST /v1/invoices answered {r.status_code}: {r.text[:300]}")

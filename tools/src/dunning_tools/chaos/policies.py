@@ -39,6 +39,7 @@ import orjson
 from dunning_cli.tenants import create_tenant
 from dunning_tools.chaos import aim
 from dunning_tools.chaos.checks import STAGES, ts
+from dunning_tools.testing.story import invoice_body
 
 KINDS = ("notice", "window", "cap")
 EVERY_DAY = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -129,22 +130,18 @@ class PolicyRaces:
         customer.email = f"ap-{kind}-{run.run_id}-{customer.index}@example.com"
         body: dict[str, list[dict[str, Any]]] = {
             "invoices": [
-                {
-                    "external_id": f"{kind.upper()}-{run.run_id}-{customer.index}-{len(customer.numbers) + j}",
-                    "number": f"{kind.upper()}-{run.run_id}-{customer.index}-{len(customer.numbers) + j}",
-                    "currency": "EUR",
-                    "amount_due": f"{100 + customer.index % 900}.{j:02d}",
-                    "issue_date": (date.today() - timedelta(days=40)).isoformat(),
-                    "due_date": (date.today() - timedelta(days=10 - j)).isoformat(),
-                    "payment_url": f"https://pay.example.com/{kind}-{customer.index}-{j}",
-                    "customer": {
-                        "external_id": f"C-{kind}-{run.run_id}-{customer.index}",
-                        "name": f"Customer {kind} {customer.index}",
-                        "email": customer.email,
-                        "locale": "en-GB",
-                        "timezone": "UTC",
-                    },
-                }
+                invoice_body(
+                    f"{kind.upper()}-{run.run_id}-{customer.index}-{len(customer.numbers) + j}",
+                    currency="EUR",
+                    amount=f"{100 + customer.index % 900}.{j:02d}",
+                    name=f"Customer {kind} {customer.index}",
+                    email=customer.email,
+                    locale="en-GB",
+                    timezone="UTC",
+                    customer_external_id=f"C-{kind}-{run.run_id}-{customer.index}",
+                    issue_date=date.today() - timedelta(days=40),
+                    due_date=date.today() - timedelta(days=10 - j),
+                )
                 for j in range(invoices)
             ]
         }

@@ -30,23 +30,31 @@ def invoice_body(
     locale: str,
     timezone: str,
     customer_external_id: str,
+    issue_date: date | None = None,
+    due_date: date | None = None,
+    phone: str | None = None,
 ) -> dict:
-    """A POST /v1/invoices body: issued today, due in 14 days, numbered as its external id."""
+    """A POST /v1/invoices body, numbered as its external id: issued today and due in 14 days unless
+    the dates are given; the customer's phone only if given."""
+    issued = issue_date or date.today()
+    customer = {
+        "external_id": customer_external_id,
+        "name": name,
+        "email": email,
+        "locale": locale,
+        "timezone": timezone,
+    }
+    if phone is not None:
+        customer["phone"] = phone
     return {
         "external_id": external_id,
         "number": external_id,
         "currency": currency,
         "amount_due": amount,
-        "issue_date": date.today().isoformat(),
-        "due_date": (date.today() + timedelta(days=14)).isoformat(),
+        "issue_date": issued.isoformat(),
+        "due_date": (due_date or issued + timedelta(days=14)).isoformat(),
         "payment_url": f"https://pay.example.com/{external_id}",
-        "customer": {
-            "external_id": customer_external_id,
-            "name": name,
-            "email": email,
-            "locale": locale,
-            "timezone": timezone,
-        },
+        "customer": customer,
     }
 
 
