@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PACKAGES := libs/dunning services/invoice-ingest services/scheduler services/notifier services/reconciliation cli tools
 
-.PHONY: help install run demo test test-unit test-integration test-e2e lint bench chaos tenant image clean messages
+.PHONY: help install run demo test test-unit test-integration test-e2e lint bench bench-quick chaos tenant image clean messages
 
 help:  ## this list of targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,6 +54,10 @@ lint: install  ## ruff (lint and format check) and mypy
 
 bench: install  ## throughput and latency figures on this machine
 	$(PY) -m dunning_tools.bench
+
+bench-quick: install  ## a ~2-minute subset of make bench: at rest, fewer invoices and payments, no sub-benches
+	BENCH_SINGLE=1000 BENCH_BULK=10000 BENCH_CANCEL=100 BENCH_LOAD_CANCEL=100 BENCH_ESCALATE=5000 \
+	  BENCH_DELIVERY_SECONDS=10 BENCH_REST_SECONDS=15 $(PY) -m dunning_tools.bench --quick
 
 chaos: install  ## every stop raced under SIGKILLs (services, PostgreSQL, broker) and a paused relay (~8 min)
 	$(PY) -m dunning_tools.chaos $(CHAOS_ARGS)

@@ -2,6 +2,8 @@
 
 Starts its own stack (embedded PostgreSQL with fsync on, Tansu, SMTP server, the four services as
 processes, on free ports) and prints:
+  0. the stack's CPU at rest (nothing happening; % of one core per process group, target <= 3 %)
+     and each service's RSS at rest and after the load (target <= 150 MB), see bench/rest.py
   1. invoices ingested per second through POST /v1/invoices            (target >= 1,000/s)
   2. invoices ingested per second through POST /v1/invoices/bulk       (target >= 20,000/s)
      (1 and 2: two ingest replicas; the other services paused, then the time they take to catch up)
@@ -15,7 +17,7 @@ processes, on free ports) and prints:
      with a window, caps and consolidation in force beside the plain firing rate
   7. bank statement lines matched per second (`bench.statements`: one CAMT.053 of 20,000 credit
      lines through reconciliation's real import against 20,000 invoices; target >= 10,000/s)
-Figures go to stdout and to .run/bench.json. Nothing here is asserted: tests never assert timings.
+Figures go to stdout and to .run/bench.json (`make bench-quick`: a smaller run of 0-5, .run/bench-quick.json). Nothing here is asserted: tests never assert timings.
 """
 
 import asyncio
@@ -36,6 +38,7 @@ from aiokafka import AIOKafkaConsumer
 
 from dunning_cli.tenants import create_tenant
 from dunning_tools import loadgen
+from dunning_tools.bench import rest
 from dunning_tools.bench.cancel import assign_at_end, bench_cancel_under_load, report_under_load, summary
 from dunning_tools.bench.measure import invoice
 from dunning_tools.stack.procs import stop
@@ -47,6 +50,8 @@ N_CANCEL = int(os.environ.get("BENCH_CANCEL", 300))
 N_ESCALATE = int(os.environ.get("BENCH_ESCALATE", 20000))
 DELIVERY_WINDOW = float(os.environ.get("BENCH_DELIVERY_SECONDS", 20))
 ESCALATE_LEAD = int(os.environ.get("BENCH_ESCALATE_LEAD_SECONDS", 30))
+REST_SETTLE = float(os.environ.get("BENCH_REST_SETTLE_SECONDS", 10))  # after the start, before measuring
+REST_SECONDS = float(os.environ.get("BENCH_REST_SECONDS", 20))
 
 
 class Watcher:
@@ -212,6 +217,12 @@ def cancel_latencies(payments: Watcher, stages: Watcher, tenant_id: str) -> list
 
 async def main_async(stack: Stack) -> dict:
     results: dict = {}
+    # 0. The stack's own cost with nothing to do: started, settled, then measured (rest.py).
+    await asyncio.sleep(REST_SETTLE)
+    results["at_rest"] = await asyncio.to_thread(rest.cpu_at_rest, REST_SECONDS)
+    print(rest.report_at_rest(results["at_rest"]), flush=True)
+    results["rss_mb_at_rest"] = rest.rss_by_service()
+    print(rest.report_rss("at rest", results["rss_mb_at_rest"]), flush=True)
     tenant = await create_tenant(stack.database_url, "Bench Ltd")
     auth = {"Authorization": f"Bearer {tenant['api_key']}"}
     ingest = stack.url("invoice-ingest")
@@ -268,6 +279,8 @@ async def main_async(stack: Stack) -> dict:
         report_under_load(under_load)
         await wait_until_quiet(stack)
         results.update(await bench_escalate_and_deliver(stack, client))
+    results["rss_mb_after_load"] = rest.rss_by_service()
+    print(rest.report_rss("after", results["rss_mb_after_load"]), flush=True)
     return results
 
 
@@ -358,6 +371,9 @@ def main() -> None:
         results = asyncio.run(main_async(stack))
     finally:
         stack.stop()
+    if "--quick" in sys.argv[1:]:  # make bench-quick: the whole-stack phases only, smaller (Makefile)
+        _save(results, ".run/bench-quick.json")
+        return
     print("\nthe scheduler with policies in force (python -m dunning_tools.bench.policies) ...", flush=True)
     policies = subprocess.run(
         [sys.executable, "-m", "dunning_tools.bench.policies"], capture_output=True, text=True, check=False
@@ -370,8 +386,12 @@ def main() -> None:
     )
     print(statements.stdout + (statements.stderr[-2000:] if statements.returncode else ""), flush=True)
     results["statements"] = statements.stdout.splitlines()
-    Path(".run").mkdir(exist_ok=True)
-    Path(".run/bench.json").write_text(json.dumps(results, indent=2))
+    _save(results, ".run/bench.json")
+
+
+def _save(results: dict, path: str) -> None:
+    Path(path).parent.mkdir(exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
 
