@@ -35,6 +35,7 @@ from dunning.tracing import context_from_traceparent, tracer
 from dunning_notifier import optouts
 from dunning_notifier import repository as repo
 from dunning_notifier.channels import Channel, ChannelSession, channel_for
+from dunning_notifier.due_wakeup import DueWakeup
 from dunning_notifier.messages import reminder_failed, reminder_sent
 from dunning_notifier.notice_sender import NoticeSender
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
@@ -93,7 +94,10 @@ class Dispatcher:
         self.in_doubt_retries = 0  # sends that timed out or dropped after DATA, retried
         self.lease_lost = 0  # outcomes not recorded: the row had been re-claimed elsewhere
         self._tracer = tracer("notifier")  # once: get_tracer() builds a new tracer on every call
-        self.notices = NoticeSender(pool, settings, channels, self._stopping, workers=min(2, self.concurrency))
+        self.wakeup = DueWakeup(pool, settings.poll_seconds, settings.idle_poll_seconds)
+        self.notices = NoticeSender(
+            pool, settings, channels, self._stopping, workers=min(2, self.concurrency), wakeup=self.wakeup
+        )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -126,6 +130,7 @@ class Dispatcher:
             self._results.put_nowait(None)
             self._stopping.set()  # the notice sender stops with the claim loop, however it ended
             await asyncio.gather(recorder, notices, return_exceptions=True)
+            await self.wakeup.close()
             log.info("notifier.dispatcher.stopped", sent=self.sent, failed=self.failed, retried=self.retried)
 
     # --- claiming ----------------------------------------------------------------------------
@@ -137,6 +142,7 @@ class Dispatcher:
         held = _HeldConnection(self.pool)
         try:
             while not self._stopping.is_set():
+                woken = self.wakeup.token()  # before the claim: a delivery written meanwhile is not slept past
                 free = self._capacity - self._in_flight
                 if self._results.qsize() >= self.settings.record_batch_max:
                     # The recorder is behind (database trouble?): claim nothing more until it catches
@@ -167,10 +173,13 @@ class Dispatcher:
                 await self.screen.claimed(conn, claimed)  # one query per batch; never raises (optouts.py)
                 for d in claimed:
                     self._queue.put_nowait(d)
-                if len(rows) < free:
-                    await self._sleep(self.settings.poll_seconds)  # nothing more due right now
+                if len(rows) < free:  # nothing more due right now: until one is written or falls due
+                    await self.wakeup.sleep(woken, self._stopping, lambda: self._next_due(held))
         finally:
             await held.drop()
+
+    async def _next_due(self, held: "_HeldConnection") -> float | None:
+        return await repo.next_due(await held.get())
 
     async def _release_expired_leases(self, conn: asyncpg.Connection) -> None:
         async with conn.transaction():

@@ -182,6 +182,13 @@ _LIVE_ITEMS = (
 )
 
 
+async def next_due(conn: asyncpg.Connection) -> float | None:
+    """Seconds until the next pending notice falls due (0 or less: due now); None if none is pending."""
+    return await conn.fetchval(
+        "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 FROM notices WHERE state = 'pending'"
+    )
+
+
 async def claim_due(
     conn: asyncpg.Connection, limit: int, lease_seconds: float
 ) -> list[tuple[asyncpg.Record, list[int]]]:

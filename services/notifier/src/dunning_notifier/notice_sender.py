@@ -24,6 +24,7 @@ from dunning.tracing import context_from_traceparent, tracer
 from dunning_notifier import contacts, optouts
 from dunning_notifier import notice_repository as notice_repo
 from dunning_notifier.channels import Channel, ChannelSession, channel_for
+from dunning_notifier.due_wakeup import DueWakeup
 from dunning_notifier.messages import reminder_cancelled
 from dunning_notifier.notices import TEMPLATE, notice_sent, reminder_failed, reminder_sent
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
@@ -65,12 +66,14 @@ class NoticeSender:
         channels: dict[str, Channel],
         stopping: asyncio.Event,
         workers: int = 2,
+        wakeup: DueWakeup | None = None,
     ):
         self.pool = pool
         self.settings = settings
         self.channels = channels
         self.stopping = stopping
         self.workers = workers
+        self.wakeup = wakeup or DueWakeup(pool, settings.poll_seconds, settings.idle_poll_seconds)
         self.sent = self.failed = self.retried = self.cancelled = 0
         self._tracer = tracer("notifier")
 
@@ -90,6 +93,7 @@ class NoticeSender:
         error_backoff = 0.1
         try:
             while not self.stopping.is_set():
+                woken = self.wakeup.token()  # before the claim: a notice written meanwhile is not slept past
                 try:
                     async with self.pool.acquire() as conn:
                         if index == 0 and time.monotonic() - last_sweep >= sweep_every:
@@ -102,8 +106,8 @@ class NoticeSender:
                     await self._sleep(error_backoff)
                     error_backoff = min(error_backoff * 2, 5.0)
                     continue
-                if not claimed:
-                    await self._sleep(self.settings.poll_seconds)
+                if not claimed:  # until a notice is written or falls due
+                    await self.wakeup.sleep(woken, self.stopping, self._next_due)
                     continue
                 row, live = claimed[0]
                 try:
@@ -126,6 +130,10 @@ class NoticeSender:
             outcome = await self._send(delivery, sessions)
             delay = backoff(delivery.attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
             await self._record_with_retry(row["notice_id"], delivery, (listed, left_out), outcome, delay)
+
+    async def _next_due(self) -> float | None:
+        async with self.pool.acquire() as conn:
+            return await notice_repo.next_due(conn)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):

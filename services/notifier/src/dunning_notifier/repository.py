@@ -143,6 +143,14 @@ _CLAIM_DUE = (
 )
 
 
+_NEXT_DUE = "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 FROM deliveries WHERE state = 'pending'"
+
+
+async def next_due(conn: Executor) -> float | None:
+    """Seconds until the next pending delivery falls due (0 or less: due now); None if none is pending."""
+    return await conn.fetchval(_NEXT_DUE)
+
+
 async def claim_due(conn: Executor, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
     """Claim up to `limit` due pending deliveries (safe with several replicas: SKIP LOCKED), each
     with its customer's contacts row as it is now (`contact_*` columns, null without one)."""

@@ -1,0 +1,55 @@
+"""The dispatcher and the notice workers sleep while nothing is due (due_wakeup.py): a delivery or
+notice written wakes them at its commit, and a row due later is slept until, not past. Each test
+gives them a minute of idle sleep: without the wake-up or the next-due time nothing would go within
+the test's wait."""
+
+import asyncio
+
+import pytest
+
+from dunning_tools.testing.waits import async_wait_until
+
+pytestmark = pytest.mark.integration
+
+IDLE = 60.0  # far beyond every wait below
+
+
+async def _state(notifier, invoice_id: str, state: str):
+    row = await notifier.delivery(invoice_id)
+    return row if row is not None and row["state"] == state else None
+
+
+async def test_a_delivery_written_while_the_dispatcher_sleeps_is_sent_at_once(notifier, stage_data):
+    async with notifier.dispatching(idle_poll_seconds=IDLE) as dispatcher:
+        await asyncio.sleep(0.5)  # it found nothing and sleeps
+        woken = dispatcher.wakeup.wakeups
+        data = stage_data()
+        await notifier.receive(data)
+        await async_wait_until(lambda: _state(notifier, data["invoice_id"], "sent"), timeout=15, what="sent")
+    assert dispatcher.wakeup.wakeups > woken
+
+
+async def test_a_delivery_due_later_is_sent_when_it_falls_due(notifier, stage_data):
+    data = stage_data()
+    await notifier.receive(data)
+    await notifier.pool.execute(  # a retry's time, say (no write to wake anyone when it comes)
+        "UPDATE deliveries SET next_attempt_at = now() + interval '2 seconds' WHERE invoice_id = $1",
+        data["invoice_id"],
+    )
+    async with notifier.dispatching(idle_poll_seconds=IDLE):
+        await asyncio.sleep(0.5)
+        assert await _state(notifier, data["invoice_id"], "pending")  # not yet due
+        await async_wait_until(lambda: _state(notifier, data["invoice_id"], "sent"), timeout=15, what="sent")
+
+
+async def test_a_notice_written_while_the_workers_sleep_is_sent_at_once(notifier, notice_item, notice_data):
+    async with notifier.dispatching(idle_poll_seconds=IDLE):
+        await asyncio.sleep(0.5)
+        data = notice_data([notice_item(stage="soft"), notice_item(stage=None)])
+        await notifier.compose(data)
+
+        async def sent():
+            row = await notifier.notice(data["notice_id"])
+            return row if row is not None and row["state"] == "sent" else None
+
+        await async_wait_until(sent, timeout=15, what="notice sent")
