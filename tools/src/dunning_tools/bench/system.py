@@ -17,7 +17,8 @@ processes, on free ports) and prints:
      with a window, caps and consolidation in force beside the plain firing rate
   7. bank statement lines matched per second (`bench.statements`: one CAMT.053 of 20,000 credit
      lines through reconciliation's real import against 20,000 invoices; target >= 10,000/s)
-Figures go to stdout and to .run/bench.json (`make bench-quick`: a smaller run of 0-5, .run/bench-quick.json). Nothing here is asserted: tests never assert timings.
+Figures go to stdout and to .run/bench.json (`make bench-quick`: a smaller run of 0-5,
+.run/bench-quick.json). Nothing here is asserted: tests never assert timings.
 """
 
 import asyncio
