@@ -1,5 +1,6 @@
 """The chaos harness's aim: each kind's share within +-50 ms, and whether a kind under 80 % fails the run."""
 
+import statistics
 from types import SimpleNamespace
 
 import pytest
@@ -40,3 +41,14 @@ def test_the_lead_follows_the_load_of_any_kind_once_there_are_enough_samples():
     for latency in (0.1, 0.3, 0.2):
         a.learn("void", 10.0, 10.0 + latency)
     assert a.lead("hold") == pytest.approx(0.2)  # the median of the last three of any kind
+
+
+def test_a_kind_slower_than_the_others_is_led_by_its_usual_difference():
+    a = aim.Aim(recent=3)
+    for i in range(12):  # holds at 20 ms, payments at 50 ms, alternating
+        a.learn("hold", 10.0 * i, 10.0 * i + 0.02)
+        a.learn("payment", 10.0 * i + 5, 10.0 * i + 5.05)
+    base = statistics.median(a.last)
+    assert a.lead("payment") > a.lead("hold")
+    assert a.lead("payment") - base == pytest.approx(statistics.median(a.residuals["payment"]))
+    assert a.lead("new_kind") == pytest.approx(base)  # no residual yet: the load alone
