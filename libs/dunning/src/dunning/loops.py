@@ -9,7 +9,9 @@ around the work is data, not scattered code):
   `drain()` runs once (hand back or flush what is held) and `run()` returns. The runtime calls
   `stop()` on SIGTERM and awaits `run()`.
 - wake: `wake()` (or a NOTIFY on the loop's LISTEN channel) ends the wait early; a wake during a step
-  is kept, so the next wait is skipped.
+  is kept, so the next wait is skipped. A LISTEN connection lost (PostgreSQL restarted) wakes the
+  loop too, and it listens again on a new one before its next wait (a step meanwhile: what was
+  notified while nobody listened is not missed).
 - backoff: a step that raises is logged and retried after an exponential delay with jitter
   (`Backoff`); the first success resets it. Nothing a step raises stops the loop.
 - pause: `paused` skips steps (tests and operators hold a loop without stopping it).
@@ -76,6 +78,8 @@ class Loop:
         self.errors = 0
         self._wake = asyncio.Event()
         self._stopping = False
+        self._listener: asyncpg.Connection | None = None
+        self._listener_lost = False
 
     # -- what a worker writes ------------------------------------------------------------------
 
@@ -110,28 +114,65 @@ class Loop:
         self._wake.set()
 
     async def run(self) -> None:
-        listener = None
+        self._listener = None
         try:
             await self.setup()
             if self.listen is not None:
                 pool, channel = self.listen
-                listener = await pool.acquire()
-                await listener.add_listener(channel, self.wake)
+                self._listener = await pool.acquire()
+                await self._listener.add_listener(channel, self.wake)
+                self._listener.add_termination_listener(self._lost)
             while not self._stopping:
                 self._wake.clear()  # before the step: a wake that arrives during it is kept
                 delay = await self._step_once()
-                if delay > 0 and not self._stopping:
+                if delay > 0 and not self._stopping and await self._listening():
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=delay)
             await self.drain()
         finally:
-            if listener is not None:
-                pool, channel = self.listen  # type: ignore[misc]
-                with contextlib.suppress(Exception):
-                    await listener.remove_listener(channel, self.wake)
-                with contextlib.suppress(Exception):
-                    await pool.release(listener)
+            await self._unlisten()
             await self.teardown()
+
+    def _lost(self, *_args) -> None:
+        """The LISTEN connection was lost (asyncpg's pool has taken it back): wake to listen again."""
+        self._listener_lost = True
+        self.wake()
+
+    async def _listening(self) -> bool:
+        """Whether to wait: yes, unless the LISTEN connection was lost and has just been replaced (then
+        step at once, for what was notified meanwhile). A failed replacement waits as a poll does."""
+        if self.listen is None or (self._listener is not None and not self._listener_lost):
+            return True
+        await self._unlisten()
+        pool, channel = self.listen
+        try:
+            conn = await pool.acquire()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning("loop.listen_failed", loop=self.name, error=repr(exc))
+            return True
+        try:
+            await conn.add_listener(channel, self.wake)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("loop.listen_failed", loop=self.name, error=repr(exc))
+            with contextlib.suppress(Exception):
+                await pool.release(conn)
+            return True
+        conn.add_termination_listener(self._lost)
+        self._listener, self._listener_lost = conn, False
+        log.info("loop.listening_again", loop=self.name, channel=channel)
+        return False
+
+    async def _unlisten(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is None or self.listen is None:
+            return
+        pool, channel = self.listen
+        with contextlib.suppress(Exception):  # a lost one: asyncpg refuses these at once, no matter
+            conn.remove_termination_listener(self._lost)
+        with contextlib.suppress(Exception):
+            await conn.remove_listener(channel, self.wake)
+        with contextlib.suppress(Exception):
+            await pool.release(conn)
 
     async def _step_once(self) -> float:
         if self.paused:

@@ -201,3 +201,38 @@ async def test_infrastructure_error_retries_the_batch_and_offsets_follow_the_dat
     await producer.send_and_wait(INVOICES, value=orjson.dumps(marker), key=key.encode())
     await _run(restarted, lambda: asyncio.sleep(0.05, result=marker["id"] in again))
     assert again == [marker["id"]], "only what came after the committed offset is delivered again"
+
+
+async def test_a_loop_whose_listen_connection_is_lost_listens_again(infra, pool):
+    """PostgreSQL drops the loop's LISTEN connection (a restart, a failover): the loop listens again on
+    a new connection, and a NOTIFY after that still wakes it long before its idle interval."""
+    from dunning.loops import Loop
+
+    channel = f"t_loop_{uuid.uuid4().hex[:8]}"
+
+    class Idle(Loop):
+        async def step(self):
+            return None  # idle: wait the whole interval unless woken
+
+    async def listeners() -> list[int]:
+        sql = "SELECT array_agg(pid) FROM pg_stat_activity WHERE query = $1"  # asyncpg's LISTEN, as it sends it
+        return await pool.fetchval(sql, f'LISTEN "{channel}"') or []
+
+    loop = Idle(idle_seconds=60, listen=(pool, channel))
+    task = asyncio.create_task(loop.run())
+    try:
+        async with asyncio.timeout(10):
+            while not await listeners():
+                await asyncio.sleep(0.05)
+        [first] = await listeners()
+        await pool.execute("SELECT pg_terminate_backend($1)", first)
+        async with asyncio.timeout(10):
+            while True:  # notified until it steps: only a loop listening again can
+                steps = loop.steps
+                await pool.execute("SELECT pg_notify($1, '')", channel)
+                await asyncio.sleep(0.2)
+                if loop.steps > steps and (await listeners()) not in ([], [first]):
+                    break
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, timeout=10)
