@@ -25,6 +25,7 @@ class DueWakeup:
         self.min_seconds, self.max_seconds = min_seconds, max_seconds
         self._event = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
+        self._listener_lost = False
         self._lock = asyncio.Lock()  # the claim loop and the notice workers share one listener
         self.wakeups = 0
 
@@ -37,12 +38,17 @@ class DueWakeup:
         event, self._event = self._event, asyncio.Event()
         event.set()
 
+    def _lost(self, *_args) -> None:
+        """The LISTEN connection was lost (asyncpg's pool has taken it back): listen again, and look."""
+        self._listener_lost = True
+        self._notified()
+
     async def _listening(self) -> None:
         """LISTEN on a connection of its own, again if that connection was lost (PostgreSQL restarted)."""
-        if self._listener is not None and not self._listener.is_closed():
+        if self._listener is not None and not self._listener_lost:
             return
         async with self._lock:
-            if self._listener is None or self._listener.is_closed():
+            if self._listener is None or self._listener_lost:
                 await self._listen()
 
     async def _listen(self) -> None:
@@ -59,7 +65,8 @@ class DueWakeup:
             with contextlib.suppress(Exception):
                 await self.pool.release(conn)
             return
-        self._listener = conn
+        conn.add_termination_listener(self._lost)
+        self._listener, self._listener_lost = conn, False
         self._notified()  # anything written while nobody listened: look once more
 
     async def sleep(
@@ -89,6 +96,8 @@ class DueWakeup:
         conn, self._listener = self._listener, None
         if conn is None:
             return
+        with contextlib.suppress(Exception):  # a lost one: asyncpg refuses these at once, no matter
+            conn.remove_termination_listener(self._lost)
         with contextlib.suppress(Exception):
             await conn.remove_listener(CHANNEL, self._notified)
         with contextlib.suppress(Exception):

@@ -53,3 +53,24 @@ async def test_a_notice_written_while_the_workers_sleep_is_sent_at_once(notifier
             return row if row is not None and row["state"] == "sent" else None
 
         await async_wait_until(sent, timeout=15, what="notice sent")
+
+
+async def test_the_dispatcher_listens_again_after_its_connection_is_lost(notifier, stage_data):
+    """PostgreSQL drops the LISTEN connection (a restart): the dispatcher listens on a new one, and a
+    delivery written after that still goes at once, not after the minute of idle sleep."""
+    sql = "SELECT array_agg(pid) FROM pg_stat_activity WHERE query = 'LISTEN \"notifier_due\"'"
+    async with notifier.dispatching(idle_poll_seconds=IDLE):
+        await asyncio.sleep(0.5)
+        before = set(await notifier.pool.fetchval(sql) or [])
+        assert before  # (other tests' dispatchers may listen too: the channel is the database's)
+        await notifier.pool.execute("SELECT pg_terminate_backend(p) FROM unnest($1::int[]) AS p", list(before))
+        await async_wait_until(
+            lambda: _new_listener(notifier, sql, before), timeout=15, what="listening on a new connection"
+        )
+        data = stage_data()
+        await notifier.receive(data)
+        await async_wait_until(lambda: _state(notifier, data["invoice_id"], "sent"), timeout=15, what="sent")
+
+
+async def _new_listener(notifier, sql: str, before: set[int]) -> bool:
+    return bool(set(await notifier.pool.fetchval(sql) or []) - before)
