@@ -3,9 +3,8 @@ state as allocations.allocate called for each payment in order: invoices, paymen
 customer credit and the events, for random runs of exact, short, split, over- and mis-currency
 payments (hypothesis). Two worlds in one schema, each with its own customer and invoices.
 
-No foreign key holds an allocation to its payment and invoice, nor a payment to its invoice (the
-migration ..._reconciliation_allocation_foreign_keys says why): both paths keep them whole, and an
-allocation to an invoice the tenant does not have is refused with nothing written."""
+Both paths leave no allocation or payment pointing at nothing, and refuse an allocation to an
+invoice the tenant does not have (another tenant's: no foreign key sees that) with nothing written."""
 
 from decimal import Decimal
 
@@ -162,8 +161,8 @@ def _line(h, amount: str) -> IncomingPayment:
     ],
 )
 async def test_an_allocation_to_an_invoice_the_tenant_lacks_is_refused_and_the_run_writes_nothing(pool, h, unknown):
-    """What the dropped foreign keys refused, refused by the writers: the run's exact payments before
-    it are not written either (one transaction)."""
+    """Refused by the writers, whoever the invoice belongs to: the run's exact payments before it are
+    not written either (one transaction)."""
     known = h.invoice_issued(amount_due="10.00")
     await h.handle_invoice(pool, known)
     if unknown == "other tenant's":
