@@ -207,6 +207,13 @@ class AgencyRaces:
         return judge(self, views, deliveries, mails)
 
 
+def _in_doubt(h: Hand, d: dict) -> bool:
+    """The case went (the agency acknowledged it) but its delivery's outcome was lost with a killed
+    notifier, and the hand-off's own stop cancelled the retry first: the provider window, not a loss
+    (docs/cancel-guarantee.md, the notifier's windows)."""
+    return h.acknowledged_at is not None and d.get("state") == "cancelled" and (d.get("in_doubt_attempts") or 0) >= 1
+
+
 def judge(races: AgencyRaces, views: dict, deliveries: dict, mails: dict) -> dict:
     violations, stop_window, lost, twice = [], [], [], []
     for h in races.hands:
@@ -226,7 +233,7 @@ def judge(races: AgencyRaces, views: dict, deliveries: dict, mails: dict) -> dic
                     stop_window.append(item)
             if t["channel"] == "email" and t["state"] == "fired" and not got and d.get("state") != "cancelled":
                 lost.append({**item, "why": "fired, never received, delivery not cancelled"})
-            if t["channel"] == "agency" and t["state"] == "fired" and d.get("state") != "sent":
+            if t["channel"] == "agency" and t["state"] == "fired" and d.get("state") != "sent" and not _in_doubt(h, d):
                 lost.append({**item, "why": f"the case's delivery is {d.get('state')}"})
             if h.acknowledged_at is None and t["state"] != "fired":
                 lost.append({**item, "why": "never handed over, stage not fired"})
