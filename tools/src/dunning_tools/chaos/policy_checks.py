@@ -120,6 +120,12 @@ async def verdict(races, timeout: float) -> dict:
         for to in m["to"].split(","):
             mailed[to.strip().lower()] += 1
     copies = {to: n - len(sends.get(to, ())) for to, n in mailed.items() if n > len(sends.get(to, ()))}
+    # A stage moved after its stop was aimed at it (another invoice's reminder re-deferred it under
+    # the cap, a notice took it): that stop raced a time the stage no longer has, so its aim is not
+    # judged (the violations and losses above still are).
+    moved = [r for r in races.races if _moved(views, r)]
+    for r in moved:
+        r.raced = False
     share = aim.shares(races.races, lambda r: final_time(views, r), RACE_MS)
     report = {
         "tenants": {k: t["tenant_id"] for k, t in races.tenants.items()},
@@ -128,6 +134,10 @@ async def verdict(races, timeout: float) -> dict:
         "races": {k: sum(r.kind == k and r.acknowledged_at is not None for r in races.races) for k in KINDS},
         "not_raced": [{"kind": r.kind, "why": r.skipped or r.error} for r in races.races if not r.acknowledged_at][:30],
         "share_within_50ms_by_kind": share,
+        "moved_after_aimed": [
+            {"kind": r.kind, "invoice_id": r.invoice_id, "stage": r.stage, "moved_s": _r(final_time(views, r), r)}
+            for r in moved
+        ][:20],
         **races.run.aim.verdict(share),
         "notices_sent": len(notices),
         "deliveries_failed": len(failed),
@@ -144,6 +154,20 @@ async def verdict(races, timeout: float) -> dict:
     report["counts"] = {"violations": len(violations), "lost": len(lost), "twice": len(twice)}
     report["ok"] = not (violations or lost or twice or early or aim.failing(report))
     return report
+
+
+MOVED_S = 1.0  # a stage's final time this far from where its stop was aimed: it moved meanwhile
+
+
+def _moved(views: dict, race) -> bool:
+    at = final_time(views, race)
+    if race.acknowledged_at is None or race.target is None or at is None:
+        return False
+    return abs(at - race.target) > MOVED_S
+
+
+def _r(at: float | None, race) -> float | None:
+    return None if at is None or race.target is None else round(at - race.target, 3)
 
 
 def final_time(views: dict, race) -> float | None:
