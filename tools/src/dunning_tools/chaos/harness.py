@@ -665,6 +665,7 @@ def summary(report: dict) -> str:
         + mon.get("notes", [])[:10]
         + ag.get("notes", [])[:10]
     ]
+    broken = []
     for name, items in (
         ("policy violation", pol.get("violations", [])),
         ("policy lost", pol.get("lost", [])),
@@ -681,15 +682,19 @@ def summary(report: dict) -> str:
         ("duplicate", [x for x in d["items"] if not x["explained"]]),
     ):
         lines += [f"  e.g. {name}: {json.dumps(item)}" for item in items[:5]]
-    lines.append(
-        "RESULT          "
-        + (
-            "OK: no violation, no loss, no unexplained duplicate, timelines as received, "
-            + ("every kind raced >= 80 %" if cfg_judged(report) else "the aim reported, not judged (the short run)")
-            if report["ok"]
-            else "FAILED: the promises do not hold (see above and report.json)"
-        )
-    )
+        broken += [name] if items else []
+    broken += ["sent before the window opened"] if pol.get("sent_before_window_opened") else []
+    broken += ["a card payment not reversed"] if mon and not all(mon.get("reversed", {}).values()) else []
+    broken += ["no hand-off"] if ag and "handed_over" in ag and not ag["handed_over"] else []
+    promises = "no violation, no loss, no unexplained duplicate, timelines as received"
+    if report["ok"]:
+        aimed = "every kind raced >= 80 %" if cfg_judged(report) else "the aim reported, not judged (the short run)"
+        result = f"OK: {promises}, {aimed}"
+    elif not broken and report.get("quiescence", {}).get("reached", True):
+        result = f"FAILED on the aim only (a kind under 80 % within +-50 ms, above); the promises held: {promises}"
+    else:
+        result = "FAILED: the promises do not hold (see above and report.json)"
+    lines.append(f"RESULT          {result}")
     return "\n".join(lines)
 
 
