@@ -17,7 +17,7 @@ pytestmark = pytest.mark.unit
         (["/venv/bin/python", "-m", "dunning_notifier"], "notifier"),
         (["postgres: postgres dunning 127.0.0.1(56860) idle"], "postgresql"),
         (["/pg/bin/postgres", "-D", "/run/pgdata"], "postgresql"),
-        (["/root/.calfkit/bin/tansu-v0.6.0", "broker"], "broker"),
+        (["tansu-v0.6.0", "broker"], "broker"),
         (["python", "-m", "dunning_tools.stack.objectstore", "--dir", "x"], "broker"),
         (["python", "-m", "dunning_tools.stack.mailserver"], "stand-ins"),
         (["python", "-m", "dunning_tools.stack.providers.app"], "stand-ins"),
