@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from dunning import inbox
+from dunning.listener import Listener
 from dunning.logging import get_logger
 
 log = get_logger(__name__)
@@ -78,8 +79,6 @@ class Loop:
         self.errors = 0
         self._wake = asyncio.Event()
         self._stopping = False
-        self._listener: asyncpg.Connection | None = None
-        self._listener_lost = False
 
     # -- what a worker writes ------------------------------------------------------------------
 
@@ -114,65 +113,30 @@ class Loop:
         self._wake.set()
 
     async def run(self) -> None:
-        self._listener = None
+        listener = None if self.listen is None else Listener(*self.listen, on_notify=self.wake, on_lost=self.wake)
         try:
             await self.setup()
-            if self.listen is not None:
-                pool, channel = self.listen
-                self._listener = await pool.acquire()
-                await self._listener.add_listener(channel, self.wake)
-                self._listener.add_termination_listener(self._lost)
+            if listener is not None:
+                await listener.ensure()
             while not self._stopping:
                 self._wake.clear()  # before the step: a wake that arrives during it is kept
                 delay = await self._step_once()
-                if delay > 0 and not self._stopping and await self._listening():
+                if delay > 0 and not self._stopping and not await self._listening_again(listener):
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=delay)
             await self.drain()
         finally:
-            await self._unlisten()
+            if listener is not None:
+                await listener.close()
             await self.teardown()
 
-    def _lost(self, *_args) -> None:
-        """The LISTEN connection was lost (asyncpg's pool has taken it back): wake to listen again."""
-        self._listener_lost = True
-        self.wake()
-
-    async def _listening(self) -> bool:
-        """Whether to wait: yes, unless the LISTEN connection was lost and has just been replaced (then
-        step at once, for what was notified meanwhile). A failed replacement waits as a poll does."""
-        if self.listen is None or (self._listener is not None and not self._listener_lost):
-            return True
-        await self._unlisten()
-        pool, channel = self.listen
-        try:
-            conn = await pool.acquire()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            log.warning("loop.listen_failed", loop=self.name, error=repr(exc))
-            return True
-        try:
-            await conn.add_listener(channel, self.wake)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("loop.listen_failed", loop=self.name, error=repr(exc))
-            with contextlib.suppress(Exception):
-                await pool.release(conn)
-            return True
-        conn.add_termination_listener(self._lost)
-        self._listener, self._listener_lost = conn, False
-        log.info("loop.listening_again", loop=self.name, channel=channel)
-        return False
-
-    async def _unlisten(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is None or self.listen is None:
-            return
-        pool, channel = self.listen
-        with contextlib.suppress(Exception):  # a lost one: asyncpg refuses these at once, no matter
-            conn.remove_termination_listener(self._lost)
-        with contextlib.suppress(Exception):
-            await conn.remove_listener(channel, self.wake)
-        with contextlib.suppress(Exception):
-            await pool.release(conn)
+    async def _listening_again(self, listener: Listener | None) -> bool:
+        """True if the LISTEN connection was lost and has just been replaced: step at once, for what
+        was notified meanwhile (a failed replacement waits as a poll does, and tries again)."""
+        if listener is None or not await listener.ensure():
+            return False
+        log.info("loop.listening_again", loop=self.name, channel=listener.channel)
+        return True
 
     async def _step_once(self) -> float:
         if self.paused:

@@ -8,14 +8,12 @@ at least `poll_seconds`. At rest that is a few queries a second instead of sixty
 """
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from dunning.logging import get_logger
+from dunning.listener import Listener
 
-log = get_logger(__name__)
 CHANNEL = "notifier_due"
 
 
@@ -24,9 +22,8 @@ class DueWakeup:
         self.pool = pool
         self.min_seconds, self.max_seconds = min_seconds, max_seconds
         self._event = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
-        self._listener_lost = False
-        self._lock = asyncio.Lock()  # the claim loop and the notice workers share one listener
+        # one listener for the claim loop and the notice workers; a lost connection wakes them too
+        self._listener = Listener(pool, CHANNEL, on_notify=self._notified, on_lost=self._notified)
         self.wakeups = 0
 
     def token(self) -> asyncio.Event:
@@ -38,37 +35,6 @@ class DueWakeup:
         event, self._event = self._event, asyncio.Event()
         event.set()
 
-    def _lost(self, *_args) -> None:
-        """The LISTEN connection was lost (asyncpg's pool has taken it back): listen again, and look."""
-        self._listener_lost = True
-        self._notified()
-
-    async def _listening(self) -> None:
-        """LISTEN on a connection of its own, again if that connection was lost (PostgreSQL restarted)."""
-        if self._listener is not None and not self._listener_lost:
-            return
-        async with self._lock:
-            if self._listener is None or self._listener_lost:
-                await self._listen()
-
-    async def _listen(self) -> None:
-        await self.close()
-        try:
-            conn = await self.pool.acquire()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            log.warning("notifier.due_wakeup.listen_failed", error=repr(exc))
-            return
-        try:
-            await conn.add_listener(CHANNEL, self._notified)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("notifier.due_wakeup.listen_failed", error=repr(exc))
-            with contextlib.suppress(Exception):
-                await self.pool.release(conn)
-            return
-        conn.add_termination_listener(self._lost)
-        self._listener, self._listener_lost = conn, False
-        self._notified()  # anything written while nobody listened: look once more
-
     async def sleep(
         self,
         token: asyncio.Event,
@@ -77,13 +43,14 @@ class DueWakeup:
     ) -> None:
         """Until a notification after `token`, `stopping`, or the next due row (`next_due`: seconds
         from now, None if none), within [min_seconds, max_seconds]."""
-        await self._listening()
+        if await self._listener.ensure():
+            self._notified()  # anything written while nobody listened: look once more
         try:
             due_in = await next_due()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             due_in = self.min_seconds
         seconds = self.max_seconds if due_in is None else min(max(due_in, self.min_seconds), self.max_seconds)
-        if self._listener is None:  # not listening: poll as before
+        if not self._listener.listening:  # not listening: poll as before
             seconds = self.min_seconds
         waits = [asyncio.ensure_future(token.wait()), asyncio.ensure_future(stopping.wait())]
         try:
@@ -93,12 +60,4 @@ class DueWakeup:
                 w.cancel()
 
     async def close(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):  # a lost one: asyncpg refuses these at once, no matter
-            conn.remove_termination_listener(self._lost)
-        with contextlib.suppress(Exception):
-            await conn.remove_listener(CHANNEL, self._notified)
-        with contextlib.suppress(Exception):
-            await self.pool.release(conn)
+        await self._listener.close()
