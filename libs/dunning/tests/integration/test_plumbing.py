@@ -236,3 +236,33 @@ async def test_a_loop_whose_listen_connection_is_lost_listens_again(infra, pool)
     finally:
         loop.stop()
         await asyncio.wait_for(task, timeout=10)
+
+
+async def test_a_consumer_dozing_after_a_quiet_spell_still_applies_the_next_event_and_wakes(infra, pool, producer):
+    """The idle fetch wait is set on aiokafka's real fetcher (a private attribute: this test is what
+    notices if an upgrade renames it) and the first event after the quiet spell is applied."""
+
+    async def handle(conn, event):
+        await conn.execute(
+            "INSERT INTO applied (event_id, invoice_id) VALUES ($1, $2)", event.id, event.data.invoice_id
+        )
+
+    runner = _invoices_runner(infra, pool, handle, f"t-{uuid.uuid4().hex}")
+    runner.idle_after_seconds = 0.5
+    task = asyncio.create_task(runner.run())
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not (runner.consumer and runner.consumer._fetcher._fetch_max_wait_ms == runner.idle_fetch_wait_ms):
+            assert loop.time() < deadline, "the consumer never dozed"
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.05)
+        event = invoice_issued()
+        await producer.send_and_wait(INVOICES, value=orjson.dumps(event), key=event["subject"].encode())
+        while not await pool.fetchval("SELECT count(*) FROM applied WHERE event_id = $1::uuid", event["id"]):
+            assert loop.time() < deadline + 30, "the event after the quiet spell was never applied"
+            await asyncio.sleep(0.05)
+        assert runner.consumer._fetcher._fetch_max_wait_ms == runner.fetch_wait_ms
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 40)

@@ -233,3 +233,41 @@ def test_an_event_whose_data_disagrees_with_its_envelope_is_rejected(example, ke
     for field, value in (("tenantid", "ten_other"), ("subject", env["subject"][:4] + "01JA0000000000000000000000")):
         with pytest.raises(Rejected, match=f"data.tenant_id/{key} disagree"):
             check_envelope(decode(orjson.dumps({**env, field: value})))
+
+
+class _Fetcher:
+    _fetch_max_wait_ms = 50
+
+
+class _Consumer:
+    def __init__(self):
+        self._fetcher = _Fetcher()
+
+
+def test_an_idle_consumer_asks_the_broker_to_hold_its_fetches_longer_until_a_record_comes(monkeypatch):
+    from dunning import consumer as module
+
+    now = [1000.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
+    c = _Consumer()
+    idle = module._IdleFetch(c, busy_ms=50, idle_ms=500, after_seconds=5)
+    now[0] += 4.9
+    idle.saw(False)
+    assert c._fetcher._fetch_max_wait_ms == 50  # not quiet long enough
+    now[0] += 0.2
+    idle.saw(False)
+    assert c._fetcher._fetch_max_wait_ms == 500
+    idle.saw(True)
+    assert c._fetcher._fetch_max_wait_ms == 50  # the first record wakes it
+    now[0] += 3
+    idle.saw(False)
+    assert c._fetcher._fetch_max_wait_ms == 50  # quiet counts from that record
+
+
+def test_idle_fetch_is_off_when_the_idle_wait_is_not_longer():
+    from dunning import consumer as module
+
+    c = _Consumer()
+    idle = module._IdleFetch(c, busy_ms=50, idle_ms=0, after_seconds=0)
+    idle.saw(False)
+    assert c._fetcher._fetch_max_wait_ms == 50
