@@ -1,0 +1,441 @@
+"""The whole pipeline under a sustained mixed load, stepped up until lateness p99 passes 2 s (issue 13).
+
+    python -m dunning_tools.bench.pipeline [--quick] [--rates 25,50,100] [--measure 30] [--profile top2|all|none]
+
+On its own stack (one replica per service, PostgreSQL with fsync on): invoices ingested whose one
+stage falls due `lead` seconds later, on every channel (one tenant each: e-mail, SMS, webhook, letter,
+BENCH_PIPELINE_MIX), a share paid or held just before its stage (pipeline_load.py). Each step offers
+a rate of reminders; after a warm-up its window measures: reminders delivered per second, lateness
+(delivered at the provider - due) p50/p99, payment acknowledged -> StagesCancelled p99, the CPU of
+each process group (services, PostgreSQL, broker; not the stand-ins) and per delivered reminder;
+then it lets every stage of the step come due and counts what was lost, sent twice, or sent after
+its payment or hold. The highest step with lateness p99 <= 2 s is repeated (BENCH_ROUNDS in all, the
+last one profiled with py-spy when installed). The reference, the notifier's CPU per reminder alone
+(bench/notifier.py), runs against the same PostgreSQL first. Saved: .run/bench-pipeline.json.
+How to read it: docs/bench-pipeline.md.
+"""
+
+import argparse
+import asyncio
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from dunning_tools.bench import figures
+from dunning_tools.bench import pipeline_load as pl
+from dunning_tools.bench.cancel import STAGES_TOPIC, TopicTail, _own_cpu, summary
+from dunning_tools.bench.system import wait_until_quiet
+from dunning_tools.stack.system import Ports, Stack
+
+LATENESS_LIMIT_MS = 2000.0
+BEHIND_SECONDS = 10.0  # a step more than this many seconds of reminders behind is cut short
+
+
+@dataclass
+class Config:
+    rates: list[float] = field(default_factory=lambda: [25, 50, 100, 200, 400])
+    lead: int = 8  # issue -> due, seconds
+    warm: float = 4.0  # after the first stages are due, before the window
+    measure: float = 30.0  # the window
+    pay_ahead: float = 1.0  # a stop comes this many seconds before its stage is due
+    pay_share: float = 0.10
+    hold_share: float = 0.05
+    mix: dict[str, float] = field(default_factory=lambda: pl.parse_mix("email=85,sms=6,webhook=6,letter=3"))
+    rounds: int = figures.ROUNDS
+    notifier_count: int = 2000
+    budget: float = 600.0  # seconds: no refinement or repeat is started beyond it
+    profile: str = "top2"
+    refine: bool = True
+
+    def step_seconds(self) -> float:
+        return 2 * self.lead + self.warm + self.measure + 20
+
+
+@dataclass
+class Ctx:
+    stack: Stack
+    client: httpx.AsyncClient
+    conn: asyncpg.Connection
+    lanes: list[pl.Lane]
+    tail: TopicTail
+    cfg: Config
+    out_dir: Path
+
+
+# -- one step -------------------------------------------------------------------------------------
+async def run_step(ctx: Ctx, rate: float, spy: list[tuple[str, int]] | None = None) -> dict:
+    cfg, stack = ctx.cfg, ctx.stack
+    mail_before = pl.mail_files(stack)
+    load = pl.Load(
+        stack,
+        ctx.client,
+        ctx.lanes,
+        rate,
+        lead=cfg.lead,
+        pay_ahead=cfg.pay_ahead,
+        pay_share=cfg.pay_share,
+        hold_share=cfg.hold_share,
+    )
+    stop = asyncio.Event()
+    runner = asyncio.create_task(load.run_until(stop))
+    await asyncio.sleep(cfg.lead + cfg.warm)
+    s0, own0 = pl.cpu_sample(), _own_cpu()
+    spies = start_spies(spy or [], cfg.measure, ctx.out_dir)
+    aborted = None
+    while (left := s0.at + cfg.measure - time.time()) > 0:
+        await asyncio.sleep(min(2.0, left))
+        if load.errors:
+            aborted = f"ingest failed: {load.errors[0]}"
+            break
+        due = sum(1 for x in load.issued if x.kind == "remind" and x.answered + cfg.lead <= time.time())
+        behind = due - await pl.arrived_count(stack, ctx.conn, ctx.lanes, len(mail_before))
+        if behind > max(50.0, rate * BEHIND_SECONDS):
+            aborted = f"{behind} reminders behind"
+            break
+    s1, own1 = pl.cpu_sample(), _own_cpu()
+    stop.set()
+    await runner
+    await load.drain()
+    profiles = finish_spies(spies)
+    drained = await drain(ctx, load, len(mail_before))
+    got = await pl.arrivals(stack, ctx.conn, ctx.lanes, pl.mail_files(stack) - mail_before)
+    await ctx.tail.catch_up(lambda e: e.get("type") == "dunning.StagesCancelled.v1")
+    step = judge(ctx, rate, load, got, s0, s1, own1 - own0)
+    step.update(aborted=aborted, drained=drained, profiles=profiles)
+    try:
+        step["quiet_after_s"] = round(await wait_until_quiet(stack, timeout=180), 1)
+    except TimeoutError:
+        step["quiet_after_s"] = None
+    print(report_step(step), flush=True)
+    return step
+
+
+async def drain(ctx: Ctx, load: pl.Load, mail_before: int) -> bool:
+    """Wait until every stage of the step had its time and arrived, or nothing arrived for 20 s."""
+    expected = sum(1 for x in load.issued if x.kind == "remind")
+    last_due = max((x.answered for x in load.issued), default=time.time()) + ctx.cfg.lead
+    seen, since = -1, time.monotonic()
+    while True:
+        count = await pl.arrived_count(ctx.stack, ctx.conn, ctx.lanes, mail_before)
+        if count >= expected and time.time() > last_due + 1:
+            return True
+        if count != seen:
+            seen, since = count, time.monotonic()
+        elif time.time() > last_due + 5 and time.monotonic() - since > 20:
+            return False
+        await asyncio.sleep(0.5)
+
+
+def judge(ctx: Ctx, rate: float, load: pl.Load, got: list[pl.Arrival], s0, s1, client_cpu: float) -> dict:
+    """The step's figures from what was issued, stopped and what arrived."""
+    w0, w1 = s0.at, s1.at
+    window = w1 - w0
+    ids = {x.invoice_id: x for x in load.issued}
+    by_invoice: dict[str, list[pl.Arrival]] = {}
+    for a in got:
+        if a.invoice_id in ids:
+            by_invoice.setdefault(a.invoice_id, []).append(a)
+    mine = [a for arrivals in by_invoice.values() for a in arrivals]
+    expected = [x for x in load.issued if x.kind == "remind"]
+    violations = late_stops = 0
+    for x in load.issued:
+        if x.kind == "remind" or x.acknowledged is None:
+            continue
+        for a in by_invoice.get(x.invoice_id, []):
+            if a.scheduled >= x.acknowledged:
+                violations += 1  # sent for a stage due after its payment or hold was acknowledged
+            else:
+                late_stops += 1  # the stop came after the stage was due (a slow client): not a race
+    channel_of = {lane.tenant["tenant_id"]: lane.channel for lane in ctx.lanes}
+    in_window = [a for a in mine if w0 <= a.scheduled <= w1]
+    delivered = sum(1 for a in mine if w0 <= a.at <= w1)
+    cancelled = {
+        e["data"]["invoice_id"]: pl._ts(e["data"]["cancelled_at"])
+        for _, e in ctx.tail.records
+        if e.get("type") == "dunning.StagesCancelled.v1" and e["data"].get("invoice_id") in ids
+    }
+    cancel_ms = [
+        (cancelled[x.invoice_id] - x.acknowledged) * 1000
+        for x in load.issued
+        if x.kind == "pay" and x.acknowledged is not None and x.invoice_id in cancelled
+    ]
+    cores = pl.cpu_cores(s0, s1)
+    per = {g: round(c * window * 1000 / delivered, 2) if delivered else None for g, c in cores.items()}
+    total = sum(per[g] or 0 for g in pl.GROUPS) if delivered else None
+    lateness = [(a.at - a.scheduled) * 1000 for a in in_window]
+    late_by: dict[str, list[float]] = {}
+    for a, ms in zip(in_window, lateness, strict=True):
+        late_by.setdefault(channel_of.get(a.tenant_id, "?"), []).append(ms)
+    return {
+        "offered_reminders_per_s": rate,
+        "achieved_reminders_per_s": round(delivered / window, 1),
+        "due_reminders_per_s": round(sum(1 for x in expected if w0 <= x.answered + ctx.cfg.lead <= w1) / window, 1),
+        "ingested_invoices_per_s": round(sum(1 for x in load.issued if w0 <= x.answered <= w1) / window, 1),
+        "window_s": round(window, 1),
+        "lateness_ms": summary(lateness),
+        "lateness_p99_ms_by_channel": {ch: summary(v).get("p99") for ch, v in late_by.items()},
+        "delivered_by_channel": dict(Counter(channel_of.get(a.tenant_id, "?") for a in mine)),
+        "cancel_ms": summary(cancel_ms),
+        "cpu_cores": cores,
+        "cpu_ms_per_reminder": {**per, "total": round(total, 2) if total is not None else None},
+        "bench_client_cpu_cores": round(client_cpu / window, 2),
+        "invoices": len(load.issued),
+        "expected": len(expected),
+        "lost": sum(1 for x in expected if x.invoice_id not in by_invoice),
+        "duplicates": sum(len(v) - 1 for v in by_invoice.values() if len(v) > 1),
+        "sent_after_stop": violations,
+        "stops": {
+            "paid": sum(1 for x in load.issued if x.kind == "pay" and x.acknowledged is not None),
+            "held": sum(1 for x in load.issued if x.kind == "hold" and x.acknowledged is not None),
+            "failed": sum(1 for x in load.issued if x.stop_error),
+            "after_the_stage_was_due": late_stops,
+            "errors": [x.stop_error for x in load.issued if x.stop_error][:3],
+        },
+    }
+
+
+def passed(step: dict) -> bool:
+    lat = step["lateness_ms"]
+    return (
+        not step["aborted"]
+        and lat.get("n", 0) > 0
+        and lat["p99"] <= LATENESS_LIMIT_MS
+        and step["achieved_reminders_per_s"] >= 0.9 * step["offered_reminders_per_s"]
+        and step["lost"] == 0
+        and step["sent_after_stop"] == 0
+    )
+
+
+def report_step(s: dict) -> str:
+    lat, c, cores, per = s["lateness_ms"], s["cancel_ms"], s["cpu_cores"], s["cpu_ms_per_reminder"]
+    services = ", ".join(f"{g} {cores[g]}" for g in ("invoice-ingest", "scheduler", "notifier", "reconciliation"))
+    return (
+        f"step {s['offered_reminders_per_s']:>6g}/s offered: {s['achieved_reminders_per_s']}/s delivered"
+        f" ({s['ingested_invoices_per_s']} invoices/s in), lateness p50 {lat.get('p50')} ms p99 {lat.get('p99')} ms,"
+        f" cancel p99 {c.get('p99')} ms | CPU cores: services {cores['services']} ({services}),"
+        f" postgresql {cores['postgresql']}, broker {cores['broker']} | ms/reminder: services {per['services']},"
+        f" postgresql {per['postgresql']}, broker {per['broker']}, total {per['total']}"
+        f" | lost {s['lost']}, sent after stop {s['sent_after_stop']}, twice {s['duplicates']}"
+        + (f" | CUT SHORT: {s['aborted']}" if s["aborted"] else "")
+        + ("" if s["drained"] else " | NOT DRAINED")
+    )
+
+
+# -- py-spy ---------------------------------------------------------------------------------------
+def pyspy() -> str | None:
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return found if Path(found).exists() else None
+
+
+Spy = tuple[str, subprocess.Popen, Path]
+
+
+def start_spies(targets: list[tuple[str, int]], seconds: float, out_dir: Path) -> list[Spy]:
+    exe = pyspy()
+    if not exe or not targets:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for name, pid in targets:
+        path = out_dir / f"pipeline-profile-{name}.txt"
+        args = [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", "50"]
+        args += ["--nonblocking", "--format", "raw", "--output", str(path)]
+        spies.append((name, subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path))
+    return spies
+
+
+def finish_spies(spies: list[Spy]) -> dict:
+    out = {}
+    for name, proc, path in spies:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if path.exists():
+            out[name] = {"file": str(path), "top_self": top_frames(path)}
+    return out
+
+
+def top_frames(path: Path, n: int = 12) -> list[tuple[str, float]]:
+    """The functions where the samples were (self time, % of the samples) in a py-spy raw profile."""
+    leaves: Counter[str] = Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            leaves[stack.rsplit(";", 1)[-1]] += int(count)
+    total = sum(leaves.values()) or 1
+    return [(frame, round(100 * c / total, 1)) for frame, c in leaves.most_common(n)]
+
+
+# -- the reference ---------------------------------------------------------------------------------
+def notifier_alone(database_url: str, count: int) -> float | None:
+    """bench/notifier.py on the same PostgreSQL: the notifier's own CPU ms per reminder."""
+    env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
+    cmd = [sys.executable, "-m", "dunning_tools.bench.notifier", "--count", str(count)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    found = re.search(r"notifier CPU ([\d.]+) ms per reminder", done.stdout)
+    if not found:
+        print(f"notifier alone: no figure ({done.returncode}): {done.stderr[-500:]}", flush=True)
+        return None
+    print(f"notifier alone: {done.stdout.strip().splitlines()[0]}", flush=True)
+    return float(found.group(1))
+
+
+# -- the search ------------------------------------------------------------------------------------
+async def bench(stack: Stack, cfg: Config, out_dir: Path = figures.RUN_DIR) -> tuple[dict[str, figures.Figure], dict]:
+    started = time.monotonic()
+    reference = [v for v in (notifier_alone(stack.database_url, cfg.notifier_count) for _ in range(cfg.rounds)) if v]
+
+    def room(steps: int = 1) -> bool:
+        return time.monotonic() - started + steps * cfg.step_seconds() <= cfg.budget
+
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=100)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        lanes = await pl.setup_lanes(stack, client, cfg.mix, cfg.lead)
+        tail = TopicTail(stack.kafka_bootstrap_servers, STAGES_TOPIC)
+        await tail.start()
+        conn = await asyncpg.connect(stack.database_url)
+        ctx = Ctx(stack, client, conn, lanes, tail, cfg, out_dir)
+        try:
+            steps: list[dict] = []
+            best: dict | None = None
+            failed: dict | None = None
+            for rate in cfg.rates:
+                if steps and not room():
+                    break
+                steps.append(await run_step(ctx, rate))
+                if not passed(steps[-1]):
+                    failed = steps[-1]
+                    break
+                best = steps[-1]
+            if (
+                cfg.refine
+                and best
+                and failed
+                and failed["offered_reminders_per_s"] >= 1.5 * best["offered_reminders_per_s"]
+            ):
+                mid = round(math.sqrt(best["offered_reminders_per_s"] * failed["offered_reminders_per_s"]))
+                if room():
+                    steps.append(await run_step(ctx, mid))
+                    best = steps[-1] if passed(steps[-1]) else best
+            rounds = [best] if best else []
+            for k in range(cfg.rounds - 1):
+                if not best or not room():
+                    break
+                spy = profile_targets(cfg.profile, stack, best) if k == cfg.rounds - 2 else None
+                print(f"repeat {k + 1} of the best step ({best['offered_reminders_per_s']:g}/s)", flush=True)
+                rounds.append(await run_step(ctx, best["offered_reminders_per_s"], spy))
+        finally:
+            await conn.close()
+            await tail.stop()
+    return build(cfg, steps, best, rounds, reference)
+
+
+def profile_targets(mode: str, stack: Stack, best: dict) -> list[tuple[str, int]]:
+    services = [(sp.name, sp.proc.pid) for sp in stack.procs if sp.proc is not None]
+    if mode == "all":
+        return services
+    if mode == "top2":
+        cores = best["cpu_cores"]
+        return sorted(services, key=lambda s: -cores.get(s[0], 0))[:2]
+    return []
+
+
+def build(cfg: Config, steps: list[dict], best: dict | None, rounds: list[dict], reference: list[float]):
+    rate = best["offered_reminders_per_s"] if best else None
+    note = f"offered {rate:g}/s, lateness p99 <= 2 s" if best else "no step sustained lateness p99 <= 2 s"
+    figs = {
+        "reminders_per_s": figures.Figure(
+            "reminders delivered end to end", "/s", [r["achieved_reminders_per_s"] for r in rounds], note
+        ),
+        "stack_cpu_ms_per_reminder": figures.Figure(
+            "stack CPU per delivered reminder",
+            "ms",
+            [r["cpu_ms_per_reminder"]["total"] for r in rounds if r["cpu_ms_per_reminder"]["total"] is not None],
+            "services + PostgreSQL + broker, ingest and payments included, stand-ins not counted; " + note,
+        ),
+        "notifier_alone_cpu_ms_per_reminder": figures.Figure(
+            "the notifier's own CPU per reminder, alone", "ms", reference, "bench/notifier.py, same PostgreSQL"
+        ),
+        "cancel_p99_ms_under_load": figures.Figure(
+            "payment acknowledged -> StagesCancelled p99, under the load",
+            "ms",
+            [r["cancel_ms"]["p99"] for r in rounds if r["cancel_ms"].get("n")],
+            note,
+        ),
+        "lateness_p99_ms_at_best": figures.Figure(
+            "lateness p99 (delivered - due)", "ms", [r["lateness_ms"]["p99"] for r in rounds], note
+        ),
+    }
+    extra = {
+        "config": asdict(cfg),
+        "best_offered_reminders_per_s": rate,
+        "steps": steps,
+        "repeats": rounds[1:],
+        "lost": sum(s["lost"] for s in steps + rounds[1:]),
+        "sent_after_stop": sum(s["sent_after_stop"] for s in steps + rounds[1:]),
+        "duplicates": sum(s["duplicates"] for s in steps + rounds[1:]),
+    }
+    return figs, extra
+
+
+def report(figs: dict[str, figures.Figure], extra: dict) -> str:
+    lines = [f"{key:<36} {fig.text(1)}  ({fig.note})" for key, fig in figs.items()]
+    ref, cpu = figs["notifier_alone_cpu_ms_per_reminder"], figs["stack_cpu_ms_per_reminder"]
+    ratio = figures.ratio(cpu, ref)
+    if ratio is not None:
+        lines.append(f"stack CPU per reminder / notifier alone: {ratio:.1f}x (target <= 2x)")
+    lines.append(f"lost {extra['lost']}, sent after a stop {extra['sent_after_stop']}, twice {extra['duplicates']}")
+    return "\n".join(lines)
+
+
+def config(argv: list[str]) -> Config:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="two short steps, one round (make bench-quick)")
+    parser.add_argument("--rates", help="offered reminders/s per step, e.g. 25,50,100")
+    parser.add_argument("--measure", type=float, help="seconds of each step's window")
+    parser.add_argument("--profile", choices=["top2", "all", "none"], default="top2")
+    args = parser.parse_args(argv)
+    cfg = Config(profile=args.profile)
+    if mix := os.environ.get("BENCH_PIPELINE_MIX"):
+        cfg.mix = pl.parse_mix(mix)
+    cfg.budget = float(os.environ.get("BENCH_PIPELINE_BUDGET_SECONDS", cfg.budget))
+    if args.quick:
+        cfg.rates, cfg.lead, cfg.warm, cfg.measure = [10, 20], 5, 2.0, 10.0
+        cfg.rounds, cfg.notifier_count, cfg.refine, cfg.budget = 1, 500, False, 150.0
+    if args.rates:
+        cfg.rates = [float(r) for r in args.rates.split(",")]
+    if args.measure:
+        cfg.measure = args.measure
+    return cfg
+
+
+def main() -> None:
+    cfg = config(sys.argv[1:])
+    workdir = Path(tempfile.mkdtemp(prefix="dunning-pipeline-"))
+    stack = Stack(workdir, Ports.free(), durable=True)
+    print(f"starting the stack in {workdir} ...", flush=True)
+    try:
+        stack.start_infrastructure()
+        stack.start_services()
+        figs, extra = asyncio.run(bench(stack, cfg))
+    finally:
+        stack.stop()
+    path = figures.save("pipeline", figs, extra)
+    print(report(figs, extra), flush=True)
+    print(f"saved {path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
