@@ -21,6 +21,8 @@ pytestmark = pytest.mark.unit
         (["python", "-m", "dunning_tools.stack.objectstore", "--dir", "x"], "broker"),
         (["python", "-m", "dunning_tools.stack.mailserver"], "stand-ins"),
         (["python", "-m", "dunning_tools.stack.providers.app"], "stand-ins"),
+        (["/venv/bin/py-spy", "record", "--pid", "42"], "profiler"),
+        (["python", "-m", "dunning_tools.bench.bare_api"], "reference"),
         (["sleep", "1"], "other"),
     ],
 )

@@ -321,7 +321,9 @@ def mail_files(maildir: Path) -> set[str]:
 
 
 # -- the phase -------------------------------------------------------------------------------------
-async def bench_cancel_under_load(stack, client: httpx.AsyncClient) -> dict:
+async def bench_cancel_under_load(stack, client: httpx.AsyncClient, window=None) -> dict:
+    """One round; `window` (an async context manager, e.g. a `Phases.phase`) wraps the measured
+    window, from the first payment until every paid invoice's timers are cancelled."""
     load = await create_tenant(stack.database_url, "Bench Load Ltd")
     payer = await create_tenant(stack.database_url, "Bench Cancel Under Load Ltd")
     load_auth = {"Authorization": f"Bearer {load['api_key']}"}
@@ -376,24 +378,26 @@ async def bench_cancel_under_load(stack, client: httpx.AsyncClient) -> dict:
         if ingest.errors:
             raise RuntimeError(f"background ingest failed: {ingest.errors[:3]}")
 
-        cpu0 = cpu_sample(roots)
-        own0 = _own_cpu()
-        lag = LoopLag()
-        lag.start()
-        t0 = time.monotonic()
-        tasks: list[asyncio.Task] = []
-        slips: list[float] = []
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=200)) as pc:
-            while len(tasks) < len(items):  # open loop: payment i leaves at t0 + i / rate (all due ones at once)
-                while len(tasks) < len(items) and (i := len(tasks)) / PAYMENT_RATE <= time.monotonic() - t0:
-                    slips.append((time.monotonic() - t0 - i / PAYMENT_RATE) * 1000)
-                    tasks.append(asyncio.create_task(pay(pc, recon_url, pay_auth, items[i], f"PAYL-{run}-{i}")))
-                await asyncio.sleep(max(0.0, t0 + len(tasks) / PAYMENT_RATE - time.monotonic()))
-            paid = await asyncio.gather(*tasks)
-        deadline = time.monotonic() + 60
-        while (left := await still_scheduled(conn, invoice_ids)) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        cpu1 = cpu_sample(roots)
+        async with window or contextlib.nullcontext():
+            cpu0 = cpu_sample(roots)
+            own0 = _own_cpu()
+            lag = LoopLag()
+            lag.start()
+            t0 = time.monotonic()
+            tasks: list[asyncio.Task] = []
+            slips: list[float] = []
+            limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+            async with httpx.AsyncClient(limits=limits) as pc:
+                while len(tasks) < len(items):  # open loop: payment i leaves at t0 + i / rate (all due ones at once)
+                    while len(tasks) < len(items) and (i := len(tasks)) / PAYMENT_RATE <= time.monotonic() - t0:
+                        slips.append((time.monotonic() - t0 - i / PAYMENT_RATE) * 1000)
+                        tasks.append(asyncio.create_task(pay(pc, recon_url, pay_auth, items[i], f"PAYL-{run}-{i}")))
+                    await asyncio.sleep(max(0.0, t0 + len(tasks) / PAYMENT_RATE - time.monotonic()))
+                paid = await asyncio.gather(*tasks)
+            deadline = time.monotonic() + 60
+            while (left := await still_scheduled(conn, invoice_ids)) and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            cpu1 = cpu_sample(roots)
         own1 = _own_cpu()
         await lag.stop()
         stop.set()

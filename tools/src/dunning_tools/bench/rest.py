@@ -33,6 +33,10 @@ def group_of(cmdline: list[str]) -> str:
         return "broker"  # Tansu and its local object store
     if "stack.mailserver" in text or "stack.providers" in text:
         return "stand-ins"  # the SMTP server, the SMS / print-and-mail / webhook stand-ins
+    if "py-spy" in text:
+        return "profiler"  # the bench's own sampling profiler (bench/phases.py)
+    if "dunning_tools.bench" in text:
+        return "reference"  # a reference the bench measures beside the stack (bench/bare_api.py)
     found = SERVICE.search(text)
     return GROUPS.get(found.group(1), found.group(1)) if found else "other"
 
@@ -69,6 +73,29 @@ def cpu_at_rest(seconds: float = 20.0, root: int | None = None) -> dict:
             continue
     by_group = {k: round(v, 2) for k, v in sorted(share.items(), key=lambda kv: -kv[1])}
     return {"seconds": seconds, "total_pct_of_a_core": round(sum(share.values()), 2), "by_group_pct": by_group}
+
+
+def cpu_by_process(root: int | None = None) -> dict[int, tuple[str, float]]:
+    """pid -> (group, CPU seconds so far) of every process under `root` (default: this one)."""
+    out = {}
+    for pid, p in stack_processes(root).items():
+        try:
+            group = group_of(p.cmdline())
+        except psutil.Error:
+            continue
+        cpu = _cpu(p)
+        if cpu is not None:
+            out[pid] = (group, cpu)
+    return out
+
+
+def cpu_by_group(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds of each group between two `cpu_by_process` readings: a process started in between
+    counts whole (its start-up included), one that exited in between is not counted."""
+    used: dict[str, float] = defaultdict(float)
+    for pid, (group, cpu) in after.items():
+        used[group] += max(0.0, cpu - before[pid][1]) if pid in before else cpu
+    return dict(sorted(used.items(), key=lambda kv: -kv[1]))
 
 
 def rss_by_service(root: int | None = None) -> dict[str, float]:

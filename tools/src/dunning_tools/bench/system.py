@@ -1,24 +1,26 @@
 """`make bench`: throughput and latency of the whole system on this machine, everything local.
 
 Starts its own stack (embedded PostgreSQL with fsync on, Tansu, SMTP server, the four services as
-processes, on free ports) and prints:
+processes, on free ports) and measures each figure in BENCH_ROUNDS rounds (default 3; `--quick`
+1), printing and saving the median with its spread (bench/figures.py, `.run/bench-system.json`):
   0. the stack's CPU at rest (nothing happening; % of one core per process group, target <= 3 %)
-     and each service's RSS at rest and after the load (target <= 150 MB), see bench/rest.py
-  1. invoices ingested per second through POST /v1/invoices            (target >= 1,000/s)
-  2. invoices ingested per second through POST /v1/invoices/bulk       (target >= 20,000/s)
+     and the largest service RSS at rest (steady) and after the load (<= 150 MB), see bench/rest.py
+  1. invoices ingested per second through POST /v1/invoices, beside a bare FastAPI route doing one
+     INSERT with the same server settings (bench/bare_api.py, bench/reference.py)
+  2. invoices ingested per second through POST /v1/invoices/bulk, beside a COPY of the same rows
+     into a table shaped like ingest's invoices table
      (1 and 2: two ingest replicas; the other services paused, then the time they take to catch up)
-  3. payment acknowledged -> pending reminders cancelled, p50/p99      (target p99 <= 250 ms)
-     on a quiet system, then under load (bench_cancel: invoices ingested, stages firing and
-     reminders being delivered all the while; the load achieved is printed with it)
-  4. stages escalated per second, due timer -> StageEscalated on Kafka (target >= 5,000/s)
+  3. payment acknowledged -> pending reminders cancelled, p50/p99, on a quiet system, then under
+     load (bench/cancel.py: invoices ingested, stages firing and reminders delivered all the while)
+  4. stages escalated per second, due timer -> StageEscalated on Kafka (bench/escalate.py: firing
+     held until the import is planned, so its set-up can never race it)
   5. reminders delivered per second to the SMTP server
-  6. the scheduler in process with issue 10's policies (`bench.policies`): planning throughput with
-     segments, a DE working calendar and a send window beside the plain figure, and the firing rate
-     with a window, caps and consolidation in force beside the plain firing rate
-  7. bank statement lines matched per second (`bench.statements`: one CAMT.053 of 20,000 credit
-     lines through reconciliation's real import against 20,000 invoices; target >= 10,000/s)
-Figures go to stdout and to .run/bench.json (`make bench-quick`: a smaller run of 0-5,
-.run/bench-quick.json). Nothing here is asserted: tests never assert timings.
+  6. the scheduler with issue 10's policies (`bench.policies`) and 7. bank statement lines matched
+     (`bench.statements`), each in a process of its own (not with `--quick`)
+Each phase's CPU per process group (services, postgresql, broker, stand-ins) and, in its last round,
+a py-spy profile of its two busiest Python processes (.run/profiles/) are saved with the figures
+(bench/phases.py; BENCH_PROFILE=0: no profiles). The same figures, medians, also go to
+.run/bench.json (`--quick`: .run/bench-quick.json). Nothing here is asserted: tests never assert timings.
 """
 
 import asyncio
@@ -33,136 +35,57 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from dunning_cli.tenants import create_tenant
 from dunning_tools import loadgen
-from dunning_tools.bench import rest
-from dunning_tools.bench.cancel import assign_at_end, bench_cancel_under_load, report_under_load, summary
+from dunning_tools.bench import figures, reference, rest
+from dunning_tools.bench.cancel import bench_cancel_under_load, report_under_load, summary
+from dunning_tools.bench.escalate import bench_deliver, bench_escalate
+from dunning_tools.bench.figures import Figure
 from dunning_tools.bench.measure import invoice
-from dunning_tools.stack.procs import stop
+from dunning_tools.bench.phases import Phases
+from dunning_tools.bench.watch import Watcher, progress, signal_services, wait_until_quiet
+from dunning_tools.stack.procs import free_port, spawn, stop, wait_for_port
 from dunning_tools.stack.system import Ports, Stack
 
 N_SINGLE = int(os.environ.get("BENCH_SINGLE", 5000))
 N_BULK = int(os.environ.get("BENCH_BULK", 50000))
 N_CANCEL = int(os.environ.get("BENCH_CANCEL", 300))
-N_ESCALATE = int(os.environ.get("BENCH_ESCALATE", 20000))
-DELIVERY_WINDOW = float(os.environ.get("BENCH_DELIVERY_SECONDS", 20))
-ESCALATE_LEAD = int(os.environ.get("BENCH_ESCALATE_LEAD_SECONDS", 30))
 REST_SETTLE = float(os.environ.get("BENCH_REST_SETTLE_SECONDS", 10))  # after the start, before measuring
-REST_SECONDS = float(os.environ.get("BENCH_REST_SECONDS", 20))
+REST_SECONDS = float(os.environ.get("BENCH_REST_SECONDS", 15))  # each round
+WARM_UP = 300
+CONCURRENCY = 32
+DOWNSTREAM = ["scheduler", "notifier", "reconciliation"]
 
 
-class Watcher:
-    """Consumes a topic from the start (or, `from_end`, from what is published after entering) and
-    keeps what the bench asks for."""
-
-    def __init__(self, bootstrap: str, topic: str, from_end: bool = False):
-        self.topic, self.from_end = topic, from_end
-        self.consumer = AIOKafkaConsumer(
-            *(() if from_end else (topic,)),
-            bootstrap_servers=bootstrap,
-            group_id=None if from_end else f"bench-{uuid.uuid4().hex}",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            fetch_max_wait_ms=20,
-        )
-        self.events: list[tuple[float, dict]] = []
-        self._task = None
-
-    async def __aenter__(self):
-        await self.consumer.start()
-        if self.from_end:
-            await assign_at_end(self.consumer, self.topic)
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def _run(self):
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=100, max_records=5000)
-            now = time.time()
-            for records in batch.values():
-                for r in records:
-                    self.events.append((now, orjson.loads(r.value)))
-
-    async def __aexit__(self, *exc):
-        self._task.cancel()
-        await self.consumer.stop()
-
-    def of(self, event_type: str, tenant_id: str) -> list[tuple[float, dict]]:
-        return [(t, e) for t, e in self.events if e.get("type") == event_type and e.get("tenantid") == tenant_id]
-
-    async def wait_for(self, event_type: str, tenant_id: str, count: int, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.of(event_type, tenant_id)) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(self.of(event_type, tenant_id))}/{count} {event_type}")
-            await asyncio.sleep(0.1)
+def line(label: str, fig: Figure, target: str = "", digits: int = 0) -> None:
+    print(f"{label:<29}{fig.text(digits)}" + (f"  ({target})" if target else ""), flush=True)
 
 
-async def progress(stack: Stack, stopped: tuple[str, ...] = ()) -> tuple[int, int]:
-    """(rows waiting in the outboxes, events consumed so far) over the four services' schemas; the
-    outboxes of `stopped` schemas (their service is down: nobody relays them) are not counted."""
-    import asyncpg
+async def post_singles(port: int, headers: dict, run: str, prefix: str) -> float:
+    """WARM_UP invoices, then N_SINGLE more, one a request over CONCURRENCY connections; per second."""
 
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        schemas = ("ingest", "scheduler", "notifier", "reconciliation")
-        waiting = sum([await conn.fetchval(f"SELECT count(*) FROM {s}.outbox") for s in schemas if s not in stopped])
-        consumed = sum([await conn.fetchval(f"SELECT count(*) FROM {s}.inbox") for s in schemas])
-        return waiting, consumed
-    finally:
-        await conn.close()
-
-
-async def wait_until_quiet(
-    stack: Stack, timeout: float = 600, consumed_at_least: int = 0, stopped: tuple[str, ...] = ()
-) -> float:
-    """Wait until every outbox is empty and no consumer has applied anything for 1.5 s (every
-    consumer caught up), and at least `consumed_at_least` events are in the inboxes (consumers
-    resumed after a long pause may take seconds to rejoin their group and apply anything: that is
-    not quiet); returns the seconds it took, the quiet stretch excluded."""
-    start = time.perf_counter()
-    last, still = None, 0
-    while still < 3:
-        if time.perf_counter() - start > timeout:
-            raise TimeoutError("the system did not catch up")
-        waiting, consumed = await progress(stack, stopped)
-        still = still + 1 if waiting == 0 and consumed == last and consumed >= consumed_at_least else 0
-        last = consumed
-        await asyncio.sleep(0.5)
-    return time.perf_counter() - start - 1.5
-
-
-def pause(stack: Stack, names: list[str], sig: int) -> None:
-    for sp in stack.procs:
-        if sp.name in names:
-            sp.kill(sig)
-
-
-async def bench_single(url: str, auth: dict, run: str) -> float:
-    port = int(url.rsplit(":", 1)[1])
-    headers = {**auth, "Content-Type": "application/json"}
-
-    def requests(lo, hi):
+    def requests(lo: int, hi: int) -> list[bytes]:
         return [
-            loadgen.build_request("POST", "/v1/invoices", orjson.dumps(invoice(run, i)), headers) for i in range(lo, hi)
+            loadgen.build_request("POST", "/v1/invoices", orjson.dumps(invoice(run, i, prefix=prefix)), headers)
+            for i in range(lo, hi)
         ]
 
-    await loadgen.run(port, requests(0, 300))  # warm-up
-    batch = requests(300, 300 + N_SINGLE)
-    seconds, statuses, failures = await loadgen.run(port, batch, concurrency=32)
+    await loadgen.run(port, requests(0, WARM_UP))
+    batch = requests(WARM_UP, WARM_UP + N_SINGLE)
+    seconds, statuses, failures = await loadgen.run(port, batch, concurrency=CONCURRENCY)
     if statuses.get(201) != N_SINGLE:
-        raise SystemExit(f"single POST: unexpected answers {statuses}: {failures[:2]}")
+        raise SystemExit(f"single POST on port {port}: unexpected answers {statuses}: {failures[:2]}")
     return N_SINGLE / seconds
 
 
-async def bench_bulk(client: httpx.AsyncClient, url: str, auth: dict, run: str) -> float:
+async def bench_bulk(client: httpx.AsyncClient, url: str, auth: dict, items: list[dict]) -> float:
     """Nightly-sync style: batches of 10,000, two requests in flight (one per ingest replica)."""
-    batches = [[invoice(run, i) for i in range(b, b + 10000)] for b in range(0, N_BULK, 10000)]
-    bodies = [orjson.dumps({"invoices": items}) for items in batches]
+    batches = [items[b : b + 10000] for b in range(0, len(items), 10000)]
+    bodies = [orjson.dumps({"invoices": batch}) for batch in batches]
     sem = asyncio.Semaphore(2)
     headers = {**auth, "Content-Type": "application/json"}
 
@@ -173,34 +96,113 @@ async def bench_bulk(client: httpx.AsyncClient, url: str, auth: dict, run: str) 
         assert r.json()["summary"]["created"] == count, r.json()["summary"]
 
     start = time.perf_counter()
-    await asyncio.gather(*(send(body, len(items)) for body, items in zip(bodies, batches, strict=True)))
-    return N_BULK / (time.perf_counter() - start)
+    await asyncio.gather(*(send(body, len(batch)) for body, batch in zip(bodies, batches, strict=True)))
+    return len(items) / (time.perf_counter() - start)
 
 
-async def bench_cancel(stack: Stack, client: httpx.AsyncClient, tenant: dict, watcher: Watcher) -> None:
+def start_bare(stack: Stack, replicas: int) -> tuple[int, list[subprocess.Popen]]:
+    """The bare FastAPI route (bench/bare_api.py), as many processes as ingest has replicas."""
+    port = free_port()
+    env = {**os.environ, "BARE_PORT": str(port), "DATABASE_URL": stack.database_url}
+    log = stack.workdir / "logs" / "bare-api.log"
+    args = [sys.executable, "-m", "dunning_tools.bench.bare_api"]
+    procs = [spawn(args, env=env, log_path=log) for _ in range(replicas)]
+    wait_for_port(port, proc=procs[0], what="bare FastAPI route")
+    time.sleep(1)  # every replica listening
+    return port, procs
+
+
+async def bench_ingest(stack: Stack, phases: Phases, rounds: int) -> dict[str, Figure]:
+    """Figures 1 and 2 with their references, and the downstream catch-up, round by round."""
+    out = {
+        "single_post_invoices_per_s": Figure("POST /v1/invoices", "invoices/s"),
+        "bare_fastapi_insert_per_s": Figure("bare FastAPI route, one INSERT", "requests/s"),
+        "bulk_invoices_per_s": Figure("POST /v1/invoices/bulk", "invoices/s"),
+        "copy_rows_per_s": Figure("COPY of the same rows", "rows/s"),
+        "downstream_catch_up_invoices_per_s": Figure("downstream catch-up", "invoices/s"),
+    }
+    tenant = await create_tenant(stack.database_url, "Bench Ltd")
+    auth = {"Authorization": f"Bearer {tenant['api_key']}"}
+    headers = {**auth, "Content-Type": "application/json"}
+    ingest = stack.url("invoice-ingest")
+    ingest_port = int(ingest.rsplit(":", 1)[1])
+    await reference.prepare(stack.database_url)
+    bare_port, bare = start_bare(stack, sum(1 for sp in stack.procs if sp.name == "invoice-ingest"))
+    conn = await asyncpg.connect(stack.database_url)  # the COPY's: its backend lives through every phase
+    try:
+        for r in range(rounds):
+            last = r == rounds - 1
+            # The ingest API's own capacity: the downstream services are paused (SIGSTOP) while it
+            # is measured; Kafka holds what they have to do, and they catch up afterwards.
+            _, consumed_before = await progress(stack)
+            signal_services(stack, DOWNSTREAM, signal.SIGSTOP)
+            try:
+                run = uuid.uuid4().hex[:6]
+                async with phases.phase("single_post", profile=last):
+                    single = await post_singles(ingest_port, headers, run, "S")
+                out["single_post_invoices_per_s"].rounds.append(round(single))
+                async with phases.phase("bare_fastapi", profile=last):
+                    bare_rate = await post_singles(bare_port, headers, run, "R")
+                out["bare_fastapi_insert_per_s"].rounds.append(round(bare_rate))
+                items = [invoice(run, i) for i in range(N_BULK)]
+                async with httpx.AsyncClient(timeout=120) as client, phases.phase("bulk", profile=last):
+                    bulk = await bench_bulk(client, ingest, auth, items)
+                out["bulk_invoices_per_s"].rounds.append(round(bulk))
+                records = reference.rows(tenant["tenant_id"], items)
+                async with phases.phase("copy"):
+                    copied = await reference.copy_rows_per_s(conn, records)
+                out["copy_rows_per_s"].rounds.append(round(copied))
+            finally:
+                signal_services(stack, DOWNSTREAM, signal.SIGCONT)
+            # Each invoice is one inbox row at least in scheduler and reconciliation (InvoiceIssued)
+            # and in invoice-ingest (DunningPlanned).
+            total = WARM_UP + N_SINGLE + N_BULK
+            async with phases.phase("catch_up", profile=last):
+                seconds = await wait_until_quiet(stack, consumed_at_least=consumed_before + 3 * total)
+            out["downstream_catch_up_invoices_per_s"].rounds.append(round(total / seconds))
+            print(
+                f"  round {r + 1}: POST /v1/invoices {single:,.0f}/s, bare route {bare_rate:,.0f}/s;"
+                f" bulk {bulk:,.0f}/s, COPY {copied:,.0f}/s; catch-up {total / seconds:,.0f}/s",
+                flush=True,
+            )
+    finally:
+        await conn.close()
+        for proc in bare:
+            stop(proc)
+    return out
+
+
+async def cancel_round(stack: Stack, client: httpx.AsyncClient) -> dict:
     """Settle invoices one by one while their stages are pending; the latencies come from the events."""
+    tenant = await create_tenant(stack.database_url, "Bench Cancel Ltd")
     auth = {"Authorization": f"Bearer {tenant['api_key']}"}
     run = uuid.uuid4().hex[:6]
     items = [invoice(run, i) for i in range(N_CANCEL)]
-    r = await client.post(f"{stack.url('invoice-ingest')}/v1/invoices/bulk", json={"invoices": items}, headers=auth)
-    r.raise_for_status()
-    await watcher.wait_for("dunning.DunningPlanned.v1", tenant["tenant_id"], N_CANCEL)
-    await asyncio.sleep(1)
-    for i, item in enumerate(items):  # ~50 payments a second, as a busy payment processor would send
-        r = await client.post(
-            f"{stack.url('reconciliation')}/v1/payments",
-            headers=auth,
-            json={
-                "invoice_external_id": item["external_id"],
-                "amount": item["amount_due"],
-                "currency": item["currency"],
-                "received_at": datetime.utcnow().isoformat() + "Z",
-                "reference": f"PAY-{run}-{i}",
-            },
-        )
-        assert r.status_code == 201, r.text
-        await asyncio.sleep(0.02)
-    await watcher.wait_for("dunning.StagesCancelled.v1", tenant["tenant_id"], N_CANCEL, timeout=60)
+    async with (
+        Watcher(stack.kafka_bootstrap_servers, "dunning.stages.v1") as stages,
+        Watcher(stack.kafka_bootstrap_servers, "dunning.payments.v1") as payments,
+    ):
+        url = f"{stack.url('invoice-ingest')}/v1/invoices/bulk"
+        (await client.post(url, json={"invoices": items}, headers=auth)).raise_for_status()
+        await stages.wait_for("dunning.DunningPlanned.v1", tenant["tenant_id"], N_CANCEL)
+        await asyncio.sleep(1)
+        for i, item in enumerate(items):  # ~50 payments a second, as a busy payment processor would send
+            r = await client.post(
+                f"{stack.url('reconciliation')}/v1/payments",
+                headers=auth,
+                json={
+                    "invoice_external_id": item["external_id"],
+                    "amount": item["amount_due"],
+                    "currency": item["currency"],
+                    "received_at": datetime.utcnow().isoformat() + "Z",
+                    "reference": f"PAY-{run}-{i}",
+                },
+            )
+            assert r.status_code == 201, r.text
+            await asyncio.sleep(0.02)
+        await stages.wait_for("dunning.StagesCancelled.v1", tenant["tenant_id"], N_CANCEL, timeout=60)
+        await payments.wait_for("dunning.PaymentReceived.v1", tenant["tenant_id"], N_CANCEL)
+        return summary(cancel_latencies(payments, stages, tenant["tenant_id"]))
 
 
 def cancel_latencies(payments: Watcher, stages: Watcher, tenant_id: str) -> list[float]:
@@ -216,184 +218,157 @@ def cancel_latencies(payments: Watcher, stages: Watcher, tenant_id: str) -> list
     return out
 
 
-async def main_async(stack: Stack) -> dict:
-    results: dict = {}
-    # 0. The stack's own cost with nothing to do: started, settled, then measured (rest.py).
-    await asyncio.sleep(REST_SETTLE)
-    results["at_rest"] = await asyncio.to_thread(rest.cpu_at_rest, REST_SECONDS)
-    print(rest.report_at_rest(results["at_rest"]), flush=True)
-    results["rss_mb_at_rest"] = rest.rss_by_service()
-    print(rest.report_rss("at rest", results["rss_mb_at_rest"]), flush=True)
-    tenant = await create_tenant(stack.database_url, "Bench Ltd")
-    auth = {"Authorization": f"Bearer {tenant['api_key']}"}
-    ingest = stack.url("invoice-ingest")
-    downstream = ["scheduler", "notifier", "reconciliation"]
-    # 1-2. The ingest API's own capacity: the downstream services are paused (SIGSTOP) while it is
-    # measured; Kafka holds what they have to do, and they catch up afterwards (3).
-    _, consumed_before = await progress(stack)
-    pause(stack, downstream, signal.SIGSTOP)
-    try:
-        results["single_post_invoices_per_s"] = round(await bench_single(ingest, auth, uuid.uuid4().hex[:6]))
-        print(
-            f"POST /v1/invoices          {results['single_post_invoices_per_s']:>8} invoices/s  (target >= 1,000)",
-            flush=True,
-        )
-        async with httpx.AsyncClient(timeout=120) as client:
-            results["bulk_invoices_per_s"] = round(await bench_bulk(client, ingest, auth, uuid.uuid4().hex[:6]))
-        print(
-            f"POST /v1/invoices/bulk     {results['bulk_invoices_per_s']:>8} invoices/s  (target >= 20,000)", flush=True
-        )
-    finally:
-        pause(stack, downstream, signal.SIGCONT)
-    total = N_SINGLE + 300 + N_BULK
-    # Each invoice is one inbox row at least in scheduler and reconciliation (InvoiceIssued) and in
-    # invoice-ingest (DunningPlanned).
-    seconds = await wait_until_quiet(stack, consumed_at_least=consumed_before + 3 * total)
-    results["downstream_catch_up_invoices_per_s"] = round(total / seconds)
-    print(
-        f"downstream catch-up        {results['downstream_catch_up_invoices_per_s']:>8} invoices/s  "
-        f"({total} invoices planned, stored and put on the timeline by the other services in {seconds:.1f} s)",
-        flush=True,
-    )
+def _percentiles(out: dict[str, Figure], key: str, what: str, s: dict) -> None:
+    for q in ("p50", "p99"):
+        out.setdefault(f"cancel_{q}_ms_{key}", Figure(f"payment ack -> cancelled {q}, {what}", "ms"))
+        if s.get("n"):
+            out[f"cancel_{q}_ms_{key}"].rounds.append(s[q])
 
-    # 3. Payment acknowledged -> pending reminders cancelled, on a quiet system.
+
+async def bench_cancel(stack: Stack, phases: Phases, rounds: int, details: dict) -> dict[str, Figure]:
+    out: dict[str, Figure] = {}
+    load_keys = {
+        "under_load_invoices_ingested_per_s": ("invoices_ingested_per_s", "invoices/s"),
+        "under_load_stages_fired_per_s": ("stages_fired_per_s", "stages/s"),
+        "under_load_emails_per_s": ("emails_per_s", "mails/s"),
+        "under_load_stack_cpu_cores": ("stack_cpu_cores", "cores"),
+    }
     async with httpx.AsyncClient(timeout=60) as client:
-        tenant2 = await create_tenant(stack.database_url, "Bench Cancel Ltd")
-        async with (
-            Watcher(stack.kafka_bootstrap_servers, "dunning.stages.v1") as stages,
-            Watcher(stack.kafka_bootstrap_servers, "dunning.payments.v1") as payments,
-        ):
-            await bench_cancel(stack, client, tenant2, stages)
-            await payments.wait_for("dunning.PaymentReceived.v1", tenant2["tenant_id"], N_CANCEL)
-            lat = cancel_latencies(payments, stages, tenant2["tenant_id"])
-        results["cancel_latency_ms"] = summary(lat)
-        c = results["cancel_latency_ms"]
-        print(
-            f"payment ack -> cancelled   p50 {c['p50']} ms, p99 {c['p99']} ms, max {c['max']} ms over {c['n']}"
-            " (target p99 <= 250 ms)",
-            flush=True,
-        )
-        await wait_until_quiet(stack)
-        # 3b. The same, while invoices are ingested, stages fire and reminders are delivered.
-        under_load = await bench_cancel_under_load(stack, client)
-        results.update(under_load)
-        report_under_load(under_load)
-        await wait_until_quiet(stack)
-        results.update(await bench_escalate_and_deliver(stack, client))
-    results["rss_mb_after_load"] = rest.rss_by_service()
-    print(rest.report_rss("after", results["rss_mb_after_load"]), flush=True)
-    return results
-
-
-async def bench_escalate_and_deliver(stack: Stack, client: httpx.AsyncClient) -> dict:
-    tenant = await create_tenant(stack.database_url, "Bench Escalation Ltd")
-    auth = {"Authorization": f"Bearer {tenant['api_key']}"}
-    out: dict[str, int | float | None] = {}
-    lead = ESCALATE_LEAD  # the import must be planned within it (see the early firings below)
-    r = await client.put(
-        f"{stack.url('scheduler')}/v1/policy",
-        headers=auth,
-        json={"anchor": "issued_at", "stages": [{"name": "soft", "offset": f"PT{lead}S"}]},
-    )
-    r.raise_for_status()
-    notifier = [sp for sp in stack.procs if sp.name == "notifier"]
-    scheduler = [sp for sp in stack.procs if sp.name == "scheduler"]
-    for sp in notifier:  # deliveries are measured separately, after the escalation
-        stop(sp.proc)
-    async with Watcher(stack.kafka_bootstrap_servers, "dunning.stages.v1", from_end=True) as stages:
-        run = uuid.uuid4().hex[:6]
-        issued = time.time()
-        for b in range(0, N_ESCALATE, 10000):
-            items = [invoice(run, i) for i in range(b, min(b + 10000, N_ESCALATE))]
-            (
-                await client.post(
-                    f"{stack.url('invoice-ingest')}/v1/invoices/bulk",
-                    json={"invoices": items},
-                    headers=auth,
-                    timeout=120,
-                )
-            ).raise_for_status()
-        await stages.wait_for("dunning.DunningPlanned.v1", tenant["tenant_id"], N_ESCALATE, timeout=300)
-        for sp in scheduler:  # hold the timers until they are all due, then measure the backlog drain
-            stop(sp.proc)
-        # The other consumers done with the import: measure firing alone. (The scheduler's outbox is
-        # not waited for: with the scheduler down nobody relays it; see the early firings below.)
-        await wait_until_quiet(stack, stopped=("scheduler",))
-        await asyncio.sleep(max(0.0, issued + lead + 2 - time.time()))
-        # On a slow or busy machine the import and its planning may outlast the lead: the first
-        # timers then fire before the scheduler is stopped, and are not part of the measured drain
-        # (BENCH_ESCALATE_LEAD_SECONDS gives them more time).
-        early = len(stages.of("dunning.StageEscalated.v1", tenant["tenant_id"]))
-        restarted = time.time()
-        for sp in scheduler:
-            sp.start()
-        await stages.wait_for("dunning.StageEscalated.v1", tenant["tenant_id"], N_ESCALATE, timeout=300)
-        times = [t for t, _ in stages.of("dunning.StageEscalated.v1", tenant["tenant_id"]) if t >= restarted]
-        note = (
-            f" ({early} fired before the scheduler was stopped: the import took longer than the {lead} s lead)"
-            if early
-            else ""
-        )
-        if early:
-            out["escalated_before_the_drain"] = early
-        if early > N_ESCALATE // 2 or len(times) < 2 or max(times) - min(times) < 0.2:
-            out["escalated_stages_per_s"] = None  # too few left to drain: no figure rather than a wrong one
-            print(f"due timer -> StageEscalated  not measured: {len(times)} stages left to drain{note}", flush=True)
-        else:
-            out["escalated_stages_per_s"] = round((len(times) - 1) / (max(times) - min(times)))
+        for _ in range(rounds):
+            async with phases.phase("cancel_quiet"):
+                quiet = await cancel_round(stack, client)
+            _percentiles(out, "quiet", "quiet", quiet)
+            details.setdefault("cancel_latency_ms", []).append(quiet)
             print(
-                f"due timer -> StageEscalated {out['escalated_stages_per_s']:>7} stages/s    (target >= 5,000)"
-                f" over {len(times)} stages{note}",
+                f"payment ack -> cancelled   p50 {quiet.get('p50')} ms, p99 {quiet.get('p99')} ms,"
+                f" max {quiet.get('max')} ms over {quiet['n']}",
                 flush=True,
             )
-    maildir = stack.workdir / "mail" / "new"
-    before = set(os.listdir(maildir)) if maildir.exists() else set()
-    for sp in notifier:
-        sp.start()
-    await asyncio.sleep(DELIVERY_WINDOW)
-    stamps = sorted(os.stat(maildir / f).st_mtime for f in set(os.listdir(maildir)) - before)
-    if len(stamps) > 1:
-        out["reminders_delivered_per_s"] = round((len(stamps) - 1) / (stamps[-1] - stamps[0]))
-        print(
-            f"reminders -> SMTP server   {out['reminders_delivered_per_s']:>8} mails/s  over {len(stamps)} mails",
-            flush=True,
-        )
+            await wait_until_quiet(stack)
+        for r in range(rounds):
+            window = phases.phase("cancel_under_load", profile=r == rounds - 1)
+            loaded = await bench_cancel_under_load(stack, client, window=window)
+            report_under_load(loaded)
+            _percentiles(out, "under_load", "under load", loaded["cancel_latency_under_load_ms"])
+            for key, (field, unit) in load_keys.items():
+                out.setdefault(key, Figure(f"under load: {field}", unit)).rounds.append(
+                    loaded["cancel_under_load"][field]
+                )
+            for k, v in loaded.items():
+                details.setdefault(k, []).append(v)
+            await wait_until_quiet(stack)
     return out
 
 
-def main() -> None:
+async def bench_at_rest(phases: Phases, rounds: int, details: dict) -> dict[str, Figure]:
+    cpu = Figure("stack CPU at rest", "% of one core", note=f"windows of {REST_SECONDS:g} s")
+    rss = Figure("largest service RSS at rest", "MB")
+    for _ in range(rounds):
+        async with phases.phase("at_rest"):
+            reading = await asyncio.to_thread(rest.cpu_at_rest, REST_SECONDS)
+        print(rest.report_at_rest(reading), flush=True)
+        cpu.rounds.append(reading["total_pct_of_a_core"])
+        by_service = rest.rss_by_service()
+        rss.rounds.append(max(by_service.values(), default=0.0))
+        details.setdefault("at_rest", []).append(reading)
+        details.setdefault("rss_mb_at_rest", []).append(by_service)
+    print(rest.report_rss("at rest", details["rss_mb_at_rest"][-1]), flush=True)
+    return {"at_rest_cpu_pct": cpu, "rss_max_mb": rss}
+
+
+async def main_async(stack: Stack, rounds: int, phases: Phases) -> tuple[dict[str, Figure], dict]:
+    details: dict = {}
+    figs: dict[str, Figure] = {}
+    # 0. The stack's own cost with nothing to do: started, settled, then measured (rest.py).
+    await asyncio.sleep(REST_SETTLE)
+    figs.update(await bench_at_rest(phases, rounds, details))
+    figs.update(await bench_ingest(stack, phases, rounds))
+    for key, label, target in (
+        ("single_post_invoices_per_s", "POST /v1/invoices", "target >= 1,000"),
+        ("bare_fastapi_insert_per_s", "  bare FastAPI INSERT", "reference: >= 60 % of it"),
+        ("bulk_invoices_per_s", "POST /v1/invoices/bulk", "target >= 20,000"),
+        ("copy_rows_per_s", "  COPY of the same rows", "reference: >= 40 % of it"),
+        ("downstream_catch_up_invoices_per_s", "downstream catch-up", ""),
+    ):
+        line(label, figs[key], target)
+    print_ratio("POST /v1/invoices / bare route", figs["single_post_invoices_per_s"], figs["bare_fastapi_insert_per_s"])
+    print_ratio("bulk import / COPY", figs["bulk_invoices_per_s"], figs["copy_rows_per_s"])
+    await wait_until_quiet(stack)
+    figs.update(await bench_cancel(stack, phases, rounds, details))
+    line("payment ack -> cancelled", figs["cancel_p99_ms_quiet"], "p99, quiet; target <= 250 ms", 1)
+    line("  ... under load", figs["cancel_p99_ms_under_load"], "p99; target <= 100 ms", 1)
+    async with httpx.AsyncClient(timeout=60) as client:
+        figs["escalated_stages_per_s"] = await bench_escalate(stack, client, phases, rounds)
+    line("due timer -> StageEscalated", figs["escalated_stages_per_s"], "target >= 5,000")
+    figs["reminders_delivered_per_s"] = await bench_deliver(stack, phases, rounds)
+    line("reminders -> SMTP server", figs["reminders_delivered_per_s"])
+    after = rest.rss_by_service()
+    details["rss_mb_after_load"] = after
+    figs["rss_max_mb_after_load"] = Figure("largest service RSS after the load", "MB", [max(after.values(), default=0)])
+    print(rest.report_rss("after", after), flush=True)
+    return figs, details
+
+
+def print_ratio(label: str, figure: Figure, reference_figure: Figure) -> None:
+    r = figures.ratio(figure, reference_figure)
+    print(f"  {label}: {'none' if r is None else f'{r:.2f}'} (medians)", flush=True)
+
+
+def run_sub_bench(module: str, what: str) -> list[str]:
+    print(f"\n{what} (python -m {module}) ...", flush=True)
+    done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, check=False)
+    print(done.stdout + (done.stderr[-2000:] if done.returncode else ""), flush=True)
+    return done.stdout.splitlines()
+
+
+def run_stack(rounds: int) -> tuple[dict[str, Figure], dict]:
+    """Every whole-stack figure, `rounds` rounds each, saved to .run/bench-system.json; (figures, details)."""
+    phases = Phases(figures.RUN_DIR / "profiles", profile=os.environ.get("BENCH_PROFILE", "1") != "0")
     workdir = Path(tempfile.mkdtemp(prefix="dunning-bench-"))
     # Two ingest replicas share the port (SO_REUSEPORT), as two pods behind a Service would.
     stack = Stack(workdir, Ports.free(), durable=True, replicas={"invoice-ingest": 2})
-    print(f"starting the stack in {workdir} ...", flush=True)
+    print(f"starting the stack in {workdir} ({rounds} round(s) a figure) ...", flush=True)
+    started = time.monotonic()
     try:
         stack.start_infrastructure()
         stack.start_services()
-        results = asyncio.run(main_async(stack))
+        figs, details = asyncio.run(main_async(stack, rounds, phases))
     finally:
         stack.stop()
-    if "--quick" in sys.argv[1:]:  # make bench-quick: the whole-stack phases only, smaller (Makefile)
-        _save(results, ".run/bench-quick.json")
+    print("\nCPU per phase (all rounds), % of one core by process group:", flush=True)
+    print("\n".join(phases.lines()), flush=True)
+    extra = {
+        "rounds": rounds,
+        "seconds": round(time.monotonic() - started, 1),
+        "cpu_by_phase": phases.report(),
+        "profiles": phases.profiles,
+        "profile_problems": phases.problems,
+        "details": details,
+    }
+    print(f"figures: {figures.save('system', figs, extra)} (the stack's phases took {extra['seconds']} s)", flush=True)
+    return figs, details
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv[1:]  # make bench-quick: the whole-stack phases only, smaller (Makefile)
+    figs, details = run_stack(1 if quick else figures.ROUNDS)
+    results: dict = {key: fig.median for key, fig in figs.items()}
+    results["rounds"] = {key: fig.rounds for key, fig in figs.items()}
+    results |= details
+    if quick:
+        _save(results, "bench-quick.json")
         return
-    print("\nthe scheduler with policies in force (python -m dunning_tools.bench.policies) ...", flush=True)
-    policies = subprocess.run(
-        [sys.executable, "-m", "dunning_tools.bench.policies"], capture_output=True, text=True, check=False
-    )
-    print(policies.stdout + (policies.stderr[-2000:] if policies.returncode else ""), flush=True)
-    results["policies"] = policies.stdout.splitlines()
-    print("\nbank statement lines matched (python -m dunning_tools.bench.statements) ...", flush=True)
-    statements = subprocess.run(
-        [sys.executable, "-m", "dunning_tools.bench.statements"], capture_output=True, text=True, check=False
-    )
-    print(statements.stdout + (statements.stderr[-2000:] if statements.returncode else ""), flush=True)
-    results["statements"] = statements.stdout.splitlines()
-    _save(results, ".run/bench.json")
+    results["policies"] = run_sub_bench("dunning_tools.bench.policies", "the scheduler with policies in force")
+    results["statements"] = run_sub_bench("dunning_tools.bench.statements", "bank statement lines matched")
+    _save(results, "bench.json")
 
 
-def _save(results: dict, path: str) -> None:
-    Path(path).parent.mkdir(exist_ok=True)
-    Path(path).write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+def _save(results: dict, name: str) -> None:
+    """The run's medians and details, as make bench always wrote them (.run/bench.json)."""
+    figures.RUN_DIR.mkdir(parents=True, exist_ok=True)
+    path = figures.RUN_DIR / name
+    path.write_text(json.dumps(results, indent=2))
+    print(f"results: {path}", flush=True)
 
 
 if __name__ == "__main__":
