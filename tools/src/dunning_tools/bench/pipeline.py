@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class Config:
     hold_share: float = 0.05
     mix: dict[str, float] = field(default_factory=lambda: pl.parse_mix("email=85,sms=6,webhook=6,letter=3"))
     rounds: int = figures.ROUNDS
-    notifier_count: int = 2000
+    notifier_count: int = 1000
     budget: float = 600.0  # seconds: no refinement or repeat is started beyond it
     profile: str = "top2"
     refine: bool = True
@@ -308,27 +309,7 @@ async def bench(stack: Stack, cfg: Config, out_dir: Path = figures.RUN_DIR) -> t
         conn = await asyncpg.connect(stack.database_url)
         ctx = Ctx(stack, client, conn, lanes, tail, cfg, out_dir)
         try:
-            steps: list[dict] = []
-            best: dict | None = None
-            failed: dict | None = None
-            for rate in cfg.rates:
-                if steps and not room():
-                    break
-                steps.append(await run_step(ctx, rate))
-                if not passed(steps[-1]):
-                    failed = steps[-1]
-                    break
-                best = steps[-1]
-            if (
-                cfg.refine
-                and best
-                and failed
-                and failed["offered_reminders_per_s"] >= 1.5 * best["offered_reminders_per_s"]
-            ):
-                mid = round(math.sqrt(best["offered_reminders_per_s"] * failed["offered_reminders_per_s"]))
-                if room():
-                    steps.append(await run_step(ctx, mid))
-                    best = steps[-1] if passed(steps[-1]) else best
+            steps, best = await search(ctx, room)
             rounds = [best] if best else []
             for k in range(cfg.rounds - 1):
                 if not best or not room():
@@ -340,6 +321,30 @@ async def bench(stack: Stack, cfg: Config, out_dir: Path = figures.RUN_DIR) -> t
             await conn.close()
             await tail.stop()
     return build(cfg, steps, best, rounds, reference)
+
+
+async def search(ctx: Ctx, room: Callable[[], bool]) -> tuple[list[dict], dict | None]:
+    """Step up through the rates until a step fails; then one step between the last good and the failed
+    one, or, when not even the first held (a busy machine), one at half its rate."""
+    steps: list[dict] = []
+    best: dict | None = None
+    failed: dict | None = None
+    for rate in ctx.cfg.rates:
+        if steps and not room():
+            break
+        steps.append(await run_step(ctx, rate))
+        if not passed(steps[-1]):
+            failed = steps[-1]
+            break
+        best = steps[-1]
+    if failed is None or not ctx.cfg.refine or not room():
+        return steps, best
+    bad = failed["offered_reminders_per_s"]
+    good = best["offered_reminders_per_s"] if best else None
+    if good is None or bad >= 1.5 * good:
+        steps.append(await run_step(ctx, round(math.sqrt(good * bad)) if good else round(bad / 2)))
+        best = steps[-1] if passed(steps[-1]) else best
+    return steps, best
 
 
 def profile_targets(mode: str, stack: Stack, best: dict) -> list[tuple[str, int]]:
