@@ -1,6 +1,6 @@
 """Bank statement lines matched per second (issue 11; target >= 10,000/s on this machine).
 
-    python -m dunning_tools.bench.statements [--invoices 20000] [--lines 20000] [--customers 2000] [--runs 3]
+    python -m dunning_tools.bench.statements [--invoices 20000] [--lines 20000] [--customers 2000] [--runs 3] [--quick]
 
 Reconciliation's schema on its own PostgreSQL (embedded unless DATABASE_URL): N invoices issued
 through its real consumer path (InvoiceIssued, the batch handlers), a third of the customers with a
@@ -20,7 +20,9 @@ The lines mix:
   - 20 % no reference, an unknown payer and an amount no invoice has (the unmatched queue).
 Runs on uvloop, the event loop the service runs on (dunning.runtime). Prints lines/s, the CPU
 seconds of this process and of PostgreSQL (embedded server only) during the import, and the split by
-matching rule and status. Figures only: nothing asserted.
+matching rule and status. Figures only: nothing asserted. `--runs` defaults to BENCH_ROUNDS (3); each
+run's rate is a round of the figure `lines_per_s` saved to .run/bench-statements.json (bench.figures),
+with each run's CPU seconds beside it. `--quick`: 2,000 lines against 2,000 invoices, one run.
 """
 
 import argparse
@@ -47,6 +49,7 @@ from dunning.events import new_event
 from dunning.ids import new_id
 from dunning.logging import configure_logging
 from dunning.tracing import configure_tracing
+from dunning_tools.bench import figures
 from dunning_tools.bench.measure import postgres_cpu
 from dunning_tools.stack.servers import database
 from dunning_tools.testing.runner import feed, records, runner_on
@@ -217,15 +220,27 @@ async def bench(
 async def runs(args: argparse.Namespace, dsn: str, pg_dir: Path | None) -> None:
     """`--runs N` runs, each on its own schema; with several, the median of each figure (a shared
     machine's noise: compare CPU seconds as well as lines/s)."""
-    figures = []
+    measured = []
     for _ in range(args.runs):
-        figures.append(await bench(dsn, args.invoices, args.lines, args.customers, args.seed, pg_dir))
+        measured.append(await bench(dsn, args.invoices, args.lines, args.customers, args.seed, pg_dir))
     if args.runs > 1:
-        rate, cpu, pg = (statistics.median(column) for column in zip(*figures, strict=True))
+        rate, cpu, pg = (statistics.median(column) for column in zip(*measured, strict=True))
         print(
             f"median of {args.runs} runs: {rate:,.0f} lines/s; cpu this process {cpu:.2f} s"
             + (f", PostgreSQL {pg:.2f} s" if pg_dir else "")
         )
+    figure = figures.Figure(
+        "statement lines matched per second",
+        "lines/s",
+        [rate for rate, _, _ in measured],
+        note=f"{args.lines} CAMT.053 credit lines against {args.invoices} invoices; target >= 10,000/s",
+    )
+    cpu = {
+        "lines": args.lines,
+        "python_s": [cpu for _, cpu, _ in measured],
+        "postgres_s": [pg for _, _, pg in measured] if pg_dir else None,
+    }
+    figures.save("statements", {"lines_per_s": figure}, extra={"cpu": cpu})
 
 
 def main() -> None:
@@ -234,9 +249,14 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=20000)
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--runs", type=int, default=1, help="runs of the import; several print the medians")
+    parser.add_argument(
+        "--runs", type=int, default=figures.ROUNDS, help="runs of the import (BENCH_ROUNDS); several print the medians"
+    )
+    parser.add_argument("--quick", action="store_true", help="2,000 lines against 2,000 invoices, one run")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args()
+    if args.quick:
+        args.invoices, args.lines, args.customers, args.runs = 2000, 2000, 200, 1
     with contextlib.redirect_stderr(open(os.devnull, "w")):
         configure_logging("statements-bench", args.log_level)
     configure_tracing("statements-bench", "none")
