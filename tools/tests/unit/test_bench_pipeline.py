@@ -1,21 +1,18 @@
 """The whole-pipeline bench's verdicts on a step: what counts as lost, twice, or sent after a stop;
 the CPU per group between two samples; the mix; a py-spy profile's top functions."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
 
 from dunning_tools.bench import pipeline_load as pl
-from dunning_tools.bench.pipeline import Config, Ctx, judge, passed, top_frames
+from dunning_tools.bench.pipeline import top_frames
+from dunning_tools.bench.pipeline_verdict import judge, passed
 
 pytestmark = pytest.mark.unit
 
 T0 = 1_000_000.0  # the window: T0 .. T0 + 10
-
-
-def _ctx(lane: pl.Lane) -> Ctx:
-    tail = SimpleNamespace(records=[])
-    return Ctx(None, None, None, [lane], tail, Config(mix={"email": 1.0}, lead=5), None)  # type: ignore[arg-type]
 
 
 def _judge(kind: str, acknowledged: float | None, arrived: list[tuple[float, float]]) -> dict:
@@ -23,7 +20,7 @@ def _judge(kind: str, acknowledged: float | None, arrived: list[tuple[float, flo
     load = SimpleNamespace(issued=[pl.Issued(lane, "inv_1", {}, T0, kind, acknowledged)])
     got = [pl.Arrival("ten_1", "inv_1", at, scheduled) for at, scheduled in arrived]
     s0, s1 = pl.CpuSample(T0), pl.CpuSample(T0 + 10)
-    return judge(_ctx(lane), 1.0, load, got, s0, s1, 0.0)  # type: ignore[arg-type]
+    return judge([lane], 5, 1.0, load, got, {}, s0, s1, 0.0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -66,20 +63,20 @@ def test_a_step_passes_only_on_time_complete_and_at_the_rate_offered():
     assert not passed({**good, "aborted": "300 reminders behind"})
 
 
-def test_cpu_per_group_counts_processes_started_in_between_and_sums_the_services():
-    s0 = pl.CpuSample(100.0, {1: ("notifier", 5.0, 10.0), 2: ("postgresql", 1.0, 10.0), 3: ("stand-ins", 1.0, 10.0)})
+def test_cpu_per_group_sums_the_services_and_leaves_the_stand_ins_out():
+    s0 = pl.CpuSample(100.0, {1: ("notifier", 5.0), 2: ("postgresql", 1.0), 3: ("stand-ins", 1.0)})
     s1 = pl.CpuSample(
         102.0,
         {
-            1: ("notifier", 6.0, 10.0),
-            2: ("postgresql", 2.0, 10.0),
-            3: ("stand-ins", 9.0, 10.0),
-            4: ("postgresql", 0.5, 100.5),  # a backend started in the window
-            5: ("scheduler", 1.0, 10.0),  # not in the first sample, started long before: not counted
+            1: ("notifier", 6.0),
+            2: ("postgresql", 2.0),
+            3: ("stand-ins", 9.0),
+            4: ("postgresql", 0.5),  # a backend started in the window
+            5: ("scheduler", 1.0),
         },
     )
     cores = pl.cpu_cores(s0, s1)
-    assert cores["notifier"] == 0.5 and cores["services"] == 0.5
+    assert cores["notifier"] == 0.5 and cores["scheduler"] == 0.5 and cores["services"] == 1.0
     assert cores["postgresql"] == 0.75 and cores["broker"] == 0.0 and "stand-ins" not in cores
 
 
@@ -88,6 +85,8 @@ def test_the_mix_is_normalised():
 
 
 def test_a_profiles_top_functions_are_its_leaves_by_samples(tmp_path):
-    path = tmp_path / "p.txt"
-    path.write_text("main (a.py:1);send (b.py:2) 3\nmain (a.py:1);render (c.py:3) 1\n")
-    assert top_frames(path) == [("send (b.py:2)", 75.0), ("render (c.py:3)", 25.0)]
+    path = tmp_path / "p.json"
+    frames = [{"name": n, "file": f"/x/{n}.py", "line": 1} for n in ("main", "send", "render")]
+    profile = {"type": "sampled", "samples": [[0, 1], [0, 2], [0, 1]], "weights": [1, 1, 1]}
+    path.write_text(json.dumps({"shared": {"frames": frames}, "profiles": [profile]}))
+    assert top_frames(path) == [("send (send.py:1)", 66.7), ("render (render.py:1)", 33.3)]

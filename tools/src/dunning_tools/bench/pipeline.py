@@ -17,10 +17,10 @@ How to read it: docs/bench-pipeline.md.
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,11 +35,12 @@ import httpx
 
 from dunning_tools.bench import figures
 from dunning_tools.bench import pipeline_load as pl
-from dunning_tools.bench.cancel import STAGES_TOPIC, TopicTail, _own_cpu, summary
+from dunning_tools.bench.cancel import STAGES_TOPIC, TopicTail, _own_cpu
+from dunning_tools.bench.phases import Profiler
+from dunning_tools.bench.pipeline_verdict import judge, passed, report_step
 from dunning_tools.bench.system import wait_until_quiet
 from dunning_tools.stack.system import Ports, Stack
 
-LATENESS_LIMIT_MS = 2000.0
 BEHIND_SECONDS = 10.0  # a step more than this many seconds of reminders behind is cut short
 
 
@@ -78,6 +79,7 @@ class Ctx:
 async def run_step(ctx: Ctx, rate: float, spy: list[tuple[str, int]] | None = None) -> dict:
     cfg, stack = ctx.cfg, ctx.stack
     mail_before = pl.mail_files(stack)
+    arrived_before = await pl.arrived_count(stack, ctx.conn, ctx.lanes)
     load = pl.Load(
         stack,
         ctx.client,
@@ -91,8 +93,11 @@ async def run_step(ctx: Ctx, rate: float, spy: list[tuple[str, int]] | None = No
     stop = asyncio.Event()
     runner = asyncio.create_task(load.run_until(stop))
     await asyncio.sleep(cfg.lead + cfg.warm)
+    work0 = await pl.work_counters(ctx.conn, ctx.tail.consumer)
     s0, own0 = pl.cpu_sample(), _own_cpu()
-    spies = start_spies(spy or [], cfg.measure, ctx.out_dir)
+    profiler = Profiler(ctx.out_dir / "profiles", "pipeline") if spy else None
+    if profiler and spy:
+        profiler.attach([(pid, name) for name, pid in spy])
     aborted = None
     while (left := s0.at + cfg.measure - time.time()) > 0:
         await asyncio.sleep(min(2.0, left))
@@ -100,19 +105,32 @@ async def run_step(ctx: Ctx, rate: float, spy: list[tuple[str, int]] | None = No
             aborted = f"ingest failed: {load.errors[0]}"
             break
         due = sum(1 for x in load.issued if x.kind == "remind" and x.answered + cfg.lead <= time.time())
-        behind = due - await pl.arrived_count(stack, ctx.conn, ctx.lanes, len(mail_before))
+        behind = due - (await pl.arrived_count(stack, ctx.conn, ctx.lanes) - arrived_before)
         if behind > max(50.0, rate * BEHIND_SECONDS):
             aborted = f"{behind} reminders behind"
             break
     s1, own1 = pl.cpu_sample(), _own_cpu()
+    work1 = await pl.work_counters(ctx.conn, ctx.tail.consumer)
+    profiles = profiled(profiler)
     stop.set()
     await runner
     await load.drain()
-    profiles = finish_spies(spies)
-    drained = await drain(ctx, load, len(mail_before))
-    got = await pl.arrivals(stack, ctx.conn, ctx.lanes, pl.mail_files(stack) - mail_before)
+    drained = await drain(ctx, load, arrived_before)
+    for _ in range(6):  # the counts can be met early (a stop after its stage was due): wait for the missing
+        got = await pl.arrivals(stack, ctx.conn, ctx.lanes, pl.mail_files(stack) - mail_before)
+        arrived = {a.invoice_id for a in got}
+        if all(x.invoice_id in arrived for x in load.issued if x.kind == "remind"):
+            break
+        await asyncio.sleep(5)
     await ctx.tail.catch_up(lambda e: e.get("type") == "dunning.StagesCancelled.v1")
-    step = judge(ctx, rate, load, got, s0, s1, own1 - own0)
+    cancelled = {
+        e["data"]["invoice_id"]: pl.ts(e["data"]["cancelled_at"])
+        for _, e in ctx.tail.records
+        if e.get("type") == "dunning.StagesCancelled.v1"
+    }
+    step = judge(ctx.lanes, cfg.lead, rate, load, got, cancelled, s0, s1, own1 - own0)
+    delivered = step["achieved_reminders_per_s"] * step["window_s"]
+    step["work_per_reminder"] = {k: round((work1[k] - work0[k]) / delivered, 1) if delivered else None for k in work0}
     step.update(aborted=aborted, drained=drained, profiles=profiles)
     try:
         step["quiet_after_s"] = round(await wait_until_quiet(stack, timeout=180), 1)
@@ -122,13 +140,13 @@ async def run_step(ctx: Ctx, rate: float, spy: list[tuple[str, int]] | None = No
     return step
 
 
-async def drain(ctx: Ctx, load: pl.Load, mail_before: int) -> bool:
+async def drain(ctx: Ctx, load: pl.Load, arrived_before: int) -> bool:
     """Wait until every stage of the step had its time and arrived, or nothing arrived for 20 s."""
     expected = sum(1 for x in load.issued if x.kind == "remind")
     last_due = max((x.answered for x in load.issued), default=time.time()) + ctx.cfg.lead
     seen, since = -1, time.monotonic()
     while True:
-        count = await pl.arrived_count(ctx.stack, ctx.conn, ctx.lanes, mail_before)
+        count = await pl.arrived_count(ctx.stack, ctx.conn, ctx.lanes) - arrived_before
         if count >= expected and time.time() > last_due + 1:
             return True
         if count != seen:
@@ -138,145 +156,31 @@ async def drain(ctx: Ctx, load: pl.Load, mail_before: int) -> bool:
         await asyncio.sleep(0.5)
 
 
-def judge(ctx: Ctx, rate: float, load: pl.Load, got: list[pl.Arrival], s0, s1, client_cpu: float) -> dict:
-    """The step's figures from what was issued, stopped and what arrived."""
-    w0, w1 = s0.at, s1.at
-    window = w1 - w0
-    ids = {x.invoice_id: x for x in load.issued}
-    by_invoice: dict[str, list[pl.Arrival]] = {}
-    for a in got:
-        if a.invoice_id in ids:
-            by_invoice.setdefault(a.invoice_id, []).append(a)
-    mine = [a for arrivals in by_invoice.values() for a in arrivals]
-    expected = [x for x in load.issued if x.kind == "remind"]
-    violations = late_stops = 0
-    for x in load.issued:
-        if x.kind == "remind" or x.acknowledged is None:
-            continue
-        for a in by_invoice.get(x.invoice_id, []):
-            if a.scheduled >= x.acknowledged:
-                violations += 1  # sent for a stage due after its payment or hold was acknowledged
-            else:
-                late_stops += 1  # the stop came after the stage was due (a slow client): not a race
-    channel_of = {lane.tenant["tenant_id"]: lane.channel for lane in ctx.lanes}
-    in_window = [a for a in mine if w0 <= a.scheduled <= w1]
-    delivered = sum(1 for a in mine if w0 <= a.at <= w1)
-    cancelled = {
-        e["data"]["invoice_id"]: pl._ts(e["data"]["cancelled_at"])
-        for _, e in ctx.tail.records
-        if e.get("type") == "dunning.StagesCancelled.v1" and e["data"].get("invoice_id") in ids
-    }
-    cancel_ms = [
-        (cancelled[x.invoice_id] - x.acknowledged) * 1000
-        for x in load.issued
-        if x.kind == "pay" and x.acknowledged is not None and x.invoice_id in cancelled
-    ]
-    cores = pl.cpu_cores(s0, s1)
-    per = {g: round(c * window * 1000 / delivered, 2) if delivered else None for g, c in cores.items()}
-    total = sum(per[g] or 0 for g in pl.GROUPS) if delivered else None
-    lateness = [(a.at - a.scheduled) * 1000 for a in in_window]
-    late_by: dict[str, list[float]] = {}
-    for a, ms in zip(in_window, lateness, strict=True):
-        late_by.setdefault(channel_of.get(a.tenant_id, "?"), []).append(ms)
-    return {
-        "offered_reminders_per_s": rate,
-        "achieved_reminders_per_s": round(delivered / window, 1),
-        "due_reminders_per_s": round(sum(1 for x in expected if w0 <= x.answered + ctx.cfg.lead <= w1) / window, 1),
-        "ingested_invoices_per_s": round(sum(1 for x in load.issued if w0 <= x.answered <= w1) / window, 1),
-        "window_s": round(window, 1),
-        "lateness_ms": summary(lateness),
-        "lateness_p99_ms_by_channel": {ch: summary(v).get("p99") for ch, v in late_by.items()},
-        "delivered_by_channel": dict(Counter(channel_of.get(a.tenant_id, "?") for a in mine)),
-        "cancel_ms": summary(cancel_ms),
-        "cpu_cores": cores,
-        "cpu_ms_per_reminder": {**per, "total": round(total, 2) if total is not None else None},
-        "bench_client_cpu_cores": round(client_cpu / window, 2),
-        "invoices": len(load.issued),
-        "expected": len(expected),
-        "lost": sum(1 for x in expected if x.invoice_id not in by_invoice),
-        "duplicates": sum(len(v) - 1 for v in by_invoice.values() if len(v) > 1),
-        "sent_after_stop": violations,
-        "stops": {
-            "paid": sum(1 for x in load.issued if x.kind == "pay" and x.acknowledged is not None),
-            "held": sum(1 for x in load.issued if x.kind == "hold" and x.acknowledged is not None),
-            "failed": sum(1 for x in load.issued if x.stop_error),
-            "after_the_stage_was_due": late_stops,
-            "errors": [x.stop_error for x in load.issued if x.stop_error][:3],
-        },
-    }
-
-
-def passed(step: dict) -> bool:
-    lat = step["lateness_ms"]
-    return (
-        not step["aborted"]
-        and lat.get("n", 0) > 0
-        and lat["p99"] <= LATENESS_LIMIT_MS
-        and step["achieved_reminders_per_s"] >= 0.9 * step["offered_reminders_per_s"]
-        and step["lost"] == 0
-        and step["sent_after_stop"] == 0
-    )
-
-
-def report_step(s: dict) -> str:
-    lat, c, cores, per = s["lateness_ms"], s["cancel_ms"], s["cpu_cores"], s["cpu_ms_per_reminder"]
-    services = ", ".join(f"{g} {cores[g]}" for g in ("invoice-ingest", "scheduler", "notifier", "reconciliation"))
-    return (
-        f"step {s['offered_reminders_per_s']:>6g}/s offered: {s['achieved_reminders_per_s']}/s delivered"
-        f" ({s['ingested_invoices_per_s']} invoices/s in), lateness p50 {lat.get('p50')} ms p99 {lat.get('p99')} ms,"
-        f" cancel p99 {c.get('p99')} ms | CPU cores: services {cores['services']} ({services}),"
-        f" postgresql {cores['postgresql']}, broker {cores['broker']} | ms/reminder: services {per['services']},"
-        f" postgresql {per['postgresql']}, broker {per['broker']}, total {per['total']}"
-        f" | lost {s['lost']}, sent after stop {s['sent_after_stop']}, twice {s['duplicates']}"
-        + (f" | CUT SHORT: {s['aborted']}" if s["aborted"] else "")
-        + ("" if s["drained"] else " | NOT DRAINED")
-    )
-
-
-# -- py-spy ---------------------------------------------------------------------------------------
-def pyspy() -> str | None:
-    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    return found if Path(found).exists() else None
-
-
-Spy = tuple[str, subprocess.Popen, Path]
-
-
-def start_spies(targets: list[tuple[str, int]], seconds: float, out_dir: Path) -> list[Spy]:
-    exe = pyspy()
-    if not exe or not targets:
-        return []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spies = []
-    for name, pid in targets:
-        path = out_dir / f"pipeline-profile-{name}.txt"
-        args = [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", "50"]
-        args += ["--nonblocking", "--format", "raw", "--output", str(path)]
-        spies.append((name, subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path))
-    return spies
-
-
-def finish_spies(spies: list[Spy]) -> dict:
-    out = {}
-    for name, proc, path in spies:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        if path.exists():
-            out[name] = {"file": str(path), "top_self": top_frames(path)}
-    return out
-
-
+# -- py-spy (bench/phases.py's Profiler) ------------------------------------------------------------
 def top_frames(path: Path, n: int = 12) -> list[tuple[str, float]]:
-    """The functions where the samples were (self time, % of the samples) in a py-spy raw profile."""
-    leaves: Counter[str] = Counter()
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            leaves[stack.rsplit(";", 1)[-1]] += int(count)
+    """The functions where a speedscope profile's samples were (self time, % of the samples)."""
+    doc = json.loads(path.read_text())
+    frames = doc["shared"]["frames"]
+    leaves: Counter[int] = Counter()
+    for profile in doc["profiles"]:
+        for sample, weight in zip(profile["samples"], profile["weights"], strict=True):
+            if sample:
+                leaves[sample[-1]] += weight
     total = sum(leaves.values()) or 1
-    return [(frame, round(100 * c / total, 1)) for frame, c in leaves.most_common(n)]
+
+    def name(i: int) -> str:
+        f = frames[i]
+        return f"{f['name']} ({Path(f.get('file') or '?').name}:{f.get('line')})"
+
+    return [(name(i), round(100 * c / total, 1)) for i, c in leaves.most_common(n)]
+
+
+def profiled(profiler: Profiler | None) -> dict:
+    if profiler is None:
+        return {}
+    profiler.stop()
+    tops = {Path(f).name: top_frames(Path(f)) for f in profiler.written}
+    return {"files": profiler.written, "problems": profiler.problems, "top_self": tops}
 
 
 # -- the reference ---------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import orjson
-import psutil
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from dunning_cli.tenants import create_tenant
 from dunning_tools.bench import rest
@@ -209,7 +209,7 @@ class Load:
 _HEADER = re.compile(rb"^(X-Received-At|X-Dunning-Tenant-Id|X-Dunning-Invoice-Id|X-Dunning-Scheduled-At): *(\S+)", re.M)
 
 
-def _ts(text: str) -> float:
+def ts(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
@@ -229,8 +229,8 @@ def email_arrivals(stack: Stack, names: set[str]) -> list[Arrival]:
                 Arrival(
                     h.get("X-Dunning-Tenant-Id", ""),
                     h["X-Dunning-Invoice-Id"],
-                    _ts(h["X-Received-At"]),
-                    _ts(h["X-Dunning-Scheduled-At"]),
+                    ts(h["X-Received-At"]),
+                    ts(h["X-Dunning-Scheduled-At"]),
                 )
             )
     return out
@@ -246,7 +246,7 @@ def webhook_arrivals(stack: Stack, lane: Lane) -> list[Arrival]:
     for line in path.read_bytes().splitlines() if path.exists() else []:
         record = orjson.loads(line)
         data = orjson.loads(record["body"])["data"]
-        at, scheduled = _ts(record["received_at"]), _ts(data["scheduled_at"])
+        at, scheduled = ts(record["received_at"]), ts(data["scheduled_at"])
         out.append(Arrival(lane.tenant["tenant_id"], data["invoice_id"], at, scheduled))
     return out
 
@@ -258,7 +258,7 @@ async def sent_arrivals(conn: asyncpg.Connection, lanes: list[Lane]) -> list[Arr
         " FROM notifier.deliveries WHERE tenant_id = ANY($1::text[]) AND state = 'sent'",
         [lane.tenant["tenant_id"] for lane in lanes],
     )
-    return [Arrival(r["tenant_id"], r["invoice_id"], r["sent_at"].timestamp(), _ts(r["scheduled"])) for r in rows]
+    return [Arrival(r["tenant_id"], r["invoice_id"], r["sent_at"].timestamp(), ts(r["scheduled"])) for r in rows]
 
 
 async def arrivals(stack: Stack, conn: asyncpg.Connection, lanes: list[Lane], new_mail: set[str]) -> list[Arrival]:
@@ -270,12 +270,12 @@ async def arrivals(stack: Stack, conn: asyncpg.Connection, lanes: list[Lane], ne
     return out + (await sent_arrivals(conn, db_lanes) if db_lanes else [])
 
 
-async def arrived_count(stack: Stack, conn: asyncpg.Connection, lanes: list[Lane], mail_before: int) -> int:
-    """How many reminders have arrived so far (cheap: counts, no parsing)."""
+async def arrived_count(stack: Stack, conn: asyncpg.Connection, lanes: list[Lane]) -> int:
+    """How many reminders have arrived so far, every step's (cheap: counts, no parsing)."""
     count = 0
     for lane in lanes:
         if lane.channel == "email":
-            count += len(mail_files(stack)) - mail_before
+            count += len(mail_files(stack))
         elif lane.channel == "webhook":
             path = hook_path(stack, lane)
             count += path.read_bytes().count(b"\n") if path.exists() else 0
@@ -287,50 +287,36 @@ async def arrived_count(stack: Stack, conn: asyncpg.Connection, lanes: list[Lane
     return count
 
 
+# -- work per reminder ------------------------------------------------------------------------------
+async def work_counters(conn: asyncpg.Connection, consumer: AIOKafkaConsumer) -> dict[str, int]:
+    """Transactions committed and rows written in the database, records on every topic (not the
+    broker's own), so far."""
+    row = await conn.fetchrow(
+        "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted AS rows_written"
+        " FROM pg_stat_database WHERE datname = current_database()"
+    )
+    topics = [t for t in await consumer.topics() if not t.startswith("__")]
+    tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+    records = sum((await consumer.end_offsets(tps)).values()) if tps else 0
+    return {"pg_commits": row["xact_commit"], "pg_rows_written": row["rows_written"], "kafka_records": records}
+
+
 # -- CPU per process group --------------------------------------------------------------------------
 @dataclass
 class CpuSample:
     at: float
-    by_pid: dict[int, tuple[str, float, float]] = field(default_factory=dict)  # pid -> (group, cpu s, started)
+    by_pid: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> (group, CPU seconds)
 
 
 def cpu_sample() -> CpuSample:
     """CPU seconds of every process this one started (services, PostgreSQL and its backends, broker)."""
-    sample = CpuSample(time.time())
-    for pid, proc in rest.stack_processes().items():
-        try:
-            with proc.oneshot():
-                t = proc.cpu_times()
-                sample.by_pid[pid] = (rest.group_of(proc.cmdline()), t.user + t.system, proc.create_time())
-        except psutil.Error:  # a process that ended between the listing and the reading
-            continue
-    return sample
+    return CpuSample(time.time(), rest.cpu_by_process())
 
 
 def cpu_cores(s0: CpuSample, s1: CpuSample) -> dict[str, float]:
-    """Cores used per group between two samples (a process started in between counts from 0), with
-    `services` the sum of the four services and each service on its own."""
-    seconds = s1.at - s0.at
-    used: dict[str, float] = {}
-    for pid, (group, cpu, started) in s1.by_pid.items():
-        before = s0.by_pid.get(pid)
-        if before is not None and before[2] == started:
-            delta = cpu - before[1]
-        elif started >= s0.at - 1:
-            delta = cpu
-        else:
-            continue
-        used[group] = used.get(group, 0.0) + delta
-    out = {"services": sum(v for g, v in used.items() if g in rest.SERVICES)}
+    """Cores used per group between two samples (rest.cpu_by_group), with `services` the sum of the
+    four services and each service on its own."""
+    used = rest.cpu_by_group(s0.by_pid, s1.by_pid)
+    out = {"services": sum(used.get(g, 0.0) for g in rest.SERVICES)}
     out |= {g: used.get(g, 0.0) for g in ("postgresql", "broker", *rest.SERVICES)}
-    return {g: round(v / seconds, 3) for g, v in out.items()}
-
-
-def busiest_services(s0: CpuSample, s1: CpuSample, n: int = 2) -> list[tuple[str, int]]:
-    """(service, pid) of the `n` service processes that used the most CPU between the samples."""
-    used = []
-    for pid, (group, cpu, started) in s1.by_pid.items():
-        before = s0.by_pid.get(pid)
-        if group in rest.SERVICES and before is not None and before[2] == started:
-            used.append((cpu - before[1], group, pid))
-    return [(g, pid) for _, g, pid in sorted(used, reverse=True)[:n]]
+    return {g: round(v / (s1.at - s0.at), 3) for g, v in out.items()}
