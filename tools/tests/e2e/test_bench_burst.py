@@ -13,7 +13,9 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_a_small_burst_is_mailed_once_each_and_reports_its_figures(e2e_stack, tmp_path, monkeypatch):
-    cfg = Config(reminders=200, customers=20, rounds=1, align=1, batch=100, calibrate=100, stall=20, profile=False)
+    cfg = Config(
+        reminders=200, customers=20, rounds=1, align=1, batch=100, calibrate=100, stall=20, margin=3, profile=False
+    )
     figs, extra = await bench(e2e_stack, cfg, tmp_path)
 
     assert not extra["voided"]

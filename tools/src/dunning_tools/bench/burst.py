@@ -6,7 +6,7 @@ On its own stack (PostgreSQL with fsync on, Tansu, the SMTP stand-in, one proces
 round makes a tenant whose policy has one e-mail stage at an instant T (due date at `send_time` plus
 seconds; no consolidation, the product's default: one mail per reminder), then imports `reminders`
 invoices for `customers` customers, all due at T. T lies ahead by the set-up time measured on a
-calibration import (or the previous round) times SAFETY plus MARGIN; the round waits until every
+calibration import (or the previous round) times SAFETY plus a margin; the round waits until every
 timer is planned and the stack is quiet, and is voided (never measured) if that came later than
 T - GUARD. From T it measures: seconds until the last mail reached the SMTP server, firing lateness
 (the scheduler's fired_at, StageEscalated's, - T) and delivery lateness (X-Received-At - T) p50/p99,
@@ -40,7 +40,6 @@ from dunning_tools.bench.watch import wait_until_quiet
 from dunning_tools.stack.system import Ports, Stack
 
 SAFETY = 1.5  # the lead is this many times the set-up time expected from the calibration
-MARGIN = 10.0  # seconds added to the lead
 GUARD = 2.0  # set-up must be done (planned, quiet) this many seconds before T, else the round is void
 SLOW_ROUND_SECONDS = 360  # a full-size round longer than this: one round by default (docs/bench-burst.md)
 
@@ -54,6 +53,7 @@ class Config:
     batch: int = 10_000  # invoices a bulk request, two in flight
     calibrate: int = 5_000  # invoices of the calibration import
     stall: float = 60.0  # no new mail for this long after T: the rest is lost
+    margin: float = 10.0  # seconds added to the lead
     profile: bool = True
 
 
@@ -244,7 +244,7 @@ async def judge(stack: Stack, conn: asyncpg.Connection, tenant_id: str, t: float
 
 async def run_round(stack: Stack, client, conn, cfg: Config, phases: Phases, setup_s: float, last: bool) -> dict:
     """One burst: set up ahead of T (lead from `setup_s`, the expected set-up seconds), then measure from T."""
-    lead = SAFETY * setup_s + MARGIN
+    lead = SAFETY * setup_s + cfg.margin
     t = datetime.fromtimestamp(math.ceil((time.time() + lead) / cfg.align) * cfg.align, UTC)
     tenant = await tenant_with_policy(stack, client, f"Bench Burst {t:%H%M%S}", t)
     before = mail_names(stack)
