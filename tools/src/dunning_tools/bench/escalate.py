@@ -60,6 +60,7 @@ async def escalate_round(stack: Stack, client: httpx.AsyncClient, phases: Phases
     _stop(stack, "scheduler", {"SCHEDULER_FIRING_ENABLED": "false"})
     await _start(stack, "scheduler")
     async with Watcher(stack.kafka_bootstrap_servers, "dunning.stages.v1", from_end=True) as stages:
+        began = time.monotonic()
         async with phases.phase("escalate_import"):
             run = uuid.uuid4().hex[:6]
             for b in range(0, N_ESCALATE, 10000):
@@ -68,6 +69,7 @@ async def escalate_round(stack: Stack, client: httpx.AsyncClient, phases: Phases
                 (await client.post(url, json={"invoices": items}, headers=auth, timeout=120)).raise_for_status()
             await stages.wait_for("dunning.DunningPlanned.v1", tenant["tenant_id"], N_ESCALATE, timeout=600)
             await wait_until_quiet(stack, stopped=("notifier",))
+        planned = time.monotonic()
         early = len(stages.of("dunning.StageEscalated.v1", tenant["tenant_id"]))
         if early:  # the firing loop was off: this would be a bug in the scheduler's setting
             raise RuntimeError(f"{early} stages fired with SCHEDULER_FIRING_ENABLED=false")
@@ -78,7 +80,13 @@ async def escalate_round(stack: Stack, client: httpx.AsyncClient, phases: Phases
         times = sorted(t for t, _ in stages.of("dunning.StageEscalated.v1", tenant["tenant_id"]))
     # The watcher's clock is when a poll returned (100 ms at most apart): a drain shorter than
     # that reads as one instant, hence the floor.
-    return (len(times) - 1) / max(times[-1] - times[0], 0.1)
+    rate = (len(times) - 1) / max(times[-1] - times[0], 0.1)
+    print(
+        f"  escalation: {N_ESCALATE} imported and planned with firing held in {planned - began:.1f} s,"
+        f" then {rate:,.0f} stages/s over {times[-1] - times[0]:.2f} s",
+        flush=True,
+    )
+    return rate
 
 
 async def bench_escalate(stack: Stack, client: httpx.AsyncClient, phases: Phases, rounds: int) -> Figure:

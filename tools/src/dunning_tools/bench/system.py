@@ -233,7 +233,8 @@ async def bench_cancel(stack: Stack, phases: Phases, rounds: int, details: dict)
         "under_load_emails_per_s": ("emails_per_s", "mails/s"),
         "under_load_stack_cpu_cores": ("stack_cpu_cores", "cores"),
     }
-    async with httpx.AsyncClient(timeout=60) as client:
+    # Idle connections let go before uvicorn's 5 s keep-alive closes them under a request.
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(keepalive_expiry=2)) as client:
         for _ in range(rounds):
             async with phases.phase("cancel_quiet"):
                 quiet = await cancel_round(stack, client)
