@@ -140,7 +140,7 @@ class ConsumerRunner:
         topics: list[str] | None = None,
         batch_max: int = 500,
         fetch_wait_ms: int = 50,
-        idle_after_seconds: float = 5.0,
+        idle_after_seconds: float = 2.0,
         idle_fetch_wait_ms: int = 500,
         max_infra_retries: int = 8,
         handler_attempts: int = 3,

@@ -47,7 +47,7 @@ class CommonSettings(BaseSettings):
     consumer_fetch_wait_ms: int = 50
     # After this long with nothing to read, the broker is asked to hold each fetch this long instead
     # (fewer empty fetches at rest; the first record after a quiet spell may wait for it). 0 disables.
-    consumer_idle_after_seconds: float = 5.0
+    consumer_idle_after_seconds: float = 2.0
     consumer_idle_fetch_wait_ms: int = 500
     consumer_max_infra_retries: int = 8
     consumer_handler_attempts: int = 3

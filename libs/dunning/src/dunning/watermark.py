@@ -15,10 +15,15 @@ The pieces, parameterised by the service (`Keys`, the topics its statement cover
   relay recorded for them (`published_offsets`), and optionally a consumer's positions to certify
   (reconciliation's late matches);
 - the **publisher** (`WatermarkPublisher`) putting them together. Why each statement is true forever:
-  docs/cancel-guarantee.md#the-payments-watermark and #every-stop-under-the-gate.
+  docs/cancel-guarantee.md#the-payments-watermark and #every-stop-under-the-gate;
+- the **cadence** (`Wanted`): a few statements a second only from shortly before the time the
+  scheduler said it next needs one (WatermarkWanted), now and then before it; a few a second when
+  the scheduler has not said (or not lately). Only when statements are made changes, never what
+  they say: docs/cancel-guarantee.md#statements-on-demand.
 """
 
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -28,7 +33,9 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from dunning.clock import utcnow
-from dunning.events import dumps, envelope
+from dunning.contracts import WatermarkWanted
+from dunning.events import Event, dumps, envelope
+from dunning.handler_table import HandlerSpec
 from dunning.logging import get_logger
 from dunning.loops import Backoff, Loop
 from dunning.outbox import headers_of
@@ -89,6 +96,47 @@ async def snapshot(conn: asyncpg.Connection, topics: Sequence[str], positions_to
     return await conn.fetchrow(_SNAPSHOT, list(topics), positions_topic)
 
 
+class Wanted:
+    """What the scheduler last said it needs (WatermarkWanted, the newest `computed_at`), and the
+    publisher's cadence from it: `fast` from `lead` seconds before `wanted_from`, also while nothing
+    was heard for `stale` seconds (a scheduler just started, or gone quiet); else `idle`."""
+
+    def __init__(self, *, lead: float = 1.0, stale: float = 30.0):
+        self.lead, self.stale = lead, stale
+        self.wanted_from: datetime | None = None
+        self.computed_at: datetime | None = None
+        self.heard: float | None = None  # time.monotonic() of the last word
+        self.on_change: Callable[[], None] | None = None  # the publisher's wake
+
+    def hear(self, wanted: WatermarkWanted) -> None:
+        if self.computed_at is not None and wanted.computed_at < self.computed_at:
+            return  # an older word (another replica's, or a redelivery)
+        changed = wanted.wanted_from != self.wanted_from or self.heard is None
+        self.wanted_from, self.computed_at, self.heard = wanted.wanted_from, wanted.computed_at, time.monotonic()
+        if changed and self.on_change is not None:
+            self.on_change()
+
+    def interval(self, fast: float, idle: float, now: datetime | None = None) -> float:
+        """Seconds until the next statement."""
+        if self.heard is None or time.monotonic() - self.heard > self.stale:
+            return fast
+        if self.wanted_from is None:
+            return idle
+        ahead = (self.wanted_from - (now or utcnow())).total_seconds() - self.lead
+        return fast if ahead <= fast else min(idle, ahead)
+
+
+WANTED = Wanted()  # this process's: one publisher per process
+
+
+async def on_watermark_wanted(conn: asyncpg.Connection, event: Event[WatermarkWanted]) -> None:
+    """The acknowledging services' handler of WatermarkWanted (no inbox: only the newest counts)."""
+    WANTED.hear(event.data)
+
+
+WANTED_HANDLER = HandlerSpec(on_watermark_wanted, inbox=False)
+
+
 class Statement(NamedTuple):
     """What a publisher knows at one step; `build` turns it into the service's event record."""
 
@@ -124,6 +172,8 @@ class WatermarkPublisher(Loop):
         build: Callable[[Statement], Any],
         positions_topic: str | None = None,
         interval_seconds: float = 0.25,
+        idle_interval_seconds: float = 10.0,
+        wanted: Wanted | None = None,
     ):
         super().__init__(idle_seconds=interval_seconds, backoff=Backoff(initial=1.0, maximum=5.0))
         self.pool = pool
@@ -135,6 +185,8 @@ class WatermarkPublisher(Loop):
         self.build = build
         self.positions_topic = positions_topic
         self.interval = interval_seconds
+        self.idle_interval = idle_interval_seconds
+        self.wanted = wanted or WANTED
         self.error_event = f"{log_prefix}.watermark.error"
         self._conn: asyncpg.Connection | None = None  # held for the session lock
         self._leading = False
@@ -154,10 +206,13 @@ class WatermarkPublisher(Loop):
                 self._history.clear()
                 log.info(f"{self.log_prefix}.watermark.leading")
             await self.publish_once(self._conn)
-            return self.interval
+            return self.wanted.interval(self.interval, self.idle_interval)
         except BaseException:
             await self._resign()
             raise
+
+    async def setup(self) -> None:
+        self.wanted.on_change = self.wake  # an earlier time wanted: state now, not after the idle wait
 
     async def teardown(self) -> None:
         await self._resign()

@@ -56,10 +56,12 @@ from dunning.contracts import (
     StagesRescheduled,
     TaskCancelled,
     TaskCreated,
+    WatermarkWanted,
 )
 from dunning.events import Event
 from dunning.handler_table import HandlerSpec, Rejected
 from dunning.logging import get_logger
+from dunning.watermark import WANTED_HANDLER
 from dunning_ingest import (
     collections_handlers,
     money_handlers,
@@ -242,4 +244,5 @@ HANDLERS = {
     TaskCancelled: HandlerSpec(collections_handlers.task_cancelled),
     CallTaskCompleted: HandlerSpec(collections_handlers.call_task_completed),
     InvoiceHandedToAgency: HandlerSpec(collections_handlers.handed_to_agency),
+    WatermarkWanted: WANTED_HANDLER,  # when the scheduler next needs a statement (dunning.watermark.Wanted)
 }

@@ -10,10 +10,18 @@ dispute's credit note (DisputeResolved) in `disputes`.
 
 import asyncpg
 
-from dunning.contracts import DisputeResolved, InvoiceIssued, InvoiceUpdated, InvoiceVoided, InvoiceWrittenOff
+from dunning.contracts import (
+    DisputeResolved,
+    InvoiceIssued,
+    InvoiceUpdated,
+    InvoiceVoided,
+    InvoiceWrittenOff,
+    WatermarkWanted,
+)
 from dunning.events import Event
 from dunning.handler_table import HandlerSpec
 from dunning.logging import get_logger
+from dunning.watermark import WANTED_HANDLER
 from dunning_reconciliation import reconcile
 from dunning_reconciliation import repository as repo
 from dunning_reconciliation.credits import apply_customer_credit
@@ -59,4 +67,5 @@ HANDLERS = {
     InvoiceVoided: HandlerSpec(on_invoice_voided),
     InvoiceWrittenOff: HandlerSpec(on_invoice_written_off),
     DisputeResolved: HandlerSpec(on_dispute_resolved),
+    WatermarkWanted: WANTED_HANDLER,  # when the scheduler next needs a statement (dunning.watermark.Wanted)
 }

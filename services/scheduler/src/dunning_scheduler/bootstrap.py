@@ -20,6 +20,7 @@ from dunning_scheduler.handlers import HANDLERS
 from dunning_scheduler.policy_store import ActivePolicies
 from dunning_scheduler.replan_loop import ReplanLoop
 from dunning_scheduler.settings import Settings
+from dunning_scheduler.wants import WantsLoop
 
 
 def inject(table: HandlerTable, **dependencies) -> HandlerTable:
@@ -81,6 +82,16 @@ def deadline_loop_for(settings: Settings, pool: asyncpg.Pool, policies: ActivePo
     )
 
 
+def wants_loop_for(settings: Settings, pool: asyncpg.Pool, producer) -> WantsLoop:
+    return WantsLoop(
+        pool,
+        producer,
+        payments_topic=settings.payments_topic,
+        sources=settings.gate_sources,
+        watermarks_topic=settings.watermarks_topic,
+    )
+
+
 def replan_loop_for(settings: Settings, pool: asyncpg.Pool, policies: ActivePolicies | None = None) -> ReplanLoop:
     return ReplanLoop(
         pool,
@@ -103,6 +114,8 @@ async def bootstrap(settings: Settings) -> Service:
     if settings.firing_enabled:
         # Its counters: runtime.instrument_service, as any worker's.
         workers.append(firing_loop_for(settings, pool, policies))
+        if settings.payments_gate:  # when the gate next needs statements (dunning.watermark.Wanted)
+            workers.append(wants_loop_for(settings, pool, producer))
     if settings.replans_enabled:
         workers.append(replan_loop_for(settings, pool, policies))
     if settings.deadlines_enabled:

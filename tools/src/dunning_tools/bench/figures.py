@@ -43,7 +43,7 @@ class Figure:
 
     def text(self, digits: int = 0) -> str:
         """'1,234 /s (1,100-1,300 over 3)' or 'none' when nothing was measured."""
-        if self.median is None:
+        if self.median is None or self.spread is None:
             return "none"
         fmt = f"{{:,.{digits}f}}"
         lo, hi = self.spread

@@ -77,7 +77,7 @@ from dunning.contracts.stages import (
     StagesCancelled,
     StagesRescheduled,
 )
-from dunning.contracts.watermarks import PaymentsWatermark, StopsWatermark
+from dunning.contracts.watermarks import PaymentsWatermark, StopsWatermark, WatermarkWanted
 
 __all__ = [
     "ContactOptedOut",
@@ -111,6 +111,7 @@ __all__ = [
     "PromiseMade",
     "ReminderCancelled",
     "StopsWatermark",
+    "WatermarkWanted",
     "Contract",
     "CreditNoteIssued",
     "Customer",
@@ -184,6 +185,7 @@ BY_TYPE: dict[str, type[Contract]] = {
         InvoiceClosedByProcessor,
         PaymentsWatermark,
         StopsWatermark,
+        WatermarkWanted,
         ReminderSent,
         ReminderCancelled,
         ReminderFailed,

@@ -1,4 +1,5 @@
-"""The events of dunning.watermarks.v1: the statements the firing gate relies on."""
+"""The events of dunning.watermarks.v1: the statements the firing gate relies on, and the scheduler's
+word on when it next needs them."""
 
 from datetime import datetime
 from typing import ClassVar, NamedTuple
@@ -54,6 +55,32 @@ class StopsWatermark(_StopsWatermark, Contract):
     @property
     def subject(self) -> str:
         return f"_{self.service}"
+
+    @property
+    def tenant(self) -> str:
+        return self.TENANT
+
+
+class _WatermarkWanted(NamedTuple):
+    wanted_from: datetime | None  # the earliest stage or deadline the gate does not cover yet; None: none
+    computed_at: datetime
+
+
+class WatermarkWanted(_WatermarkWanted, Contract):
+    """The scheduler's word to the acknowledging services: "statements are wanted from `wanted_from`
+    on" (nothing it holds is due before; None: nothing pending at all). They then state a few times a
+    second only from shortly before it, and now and then otherwise; the statements stay what they
+    were, so the gate is as safe as before (docs/cancel-guarantee.md#statements-on-demand)."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str] = "dunning.WatermarkWanted.v1"
+    SOURCE: ClassVar[str] = "/scheduler"
+    SUBJECT: ClassVar[str] = "_scheduler"
+    TENANT: ClassVar[str] = "_system"
+
+    @property
+    def subject(self) -> str:
+        return self.SUBJECT
 
     @property
     def tenant(self) -> str:

@@ -25,6 +25,7 @@ from dunning_scheduler.repository.firing import (
     store_stops_watermarks,
     store_watermarks,
     wake_firing,
+    wanted_from,
 )
 from dunning_scheduler.repository.invoices import (
     PLAN_INVOICE_FIELDS,
@@ -101,6 +102,7 @@ __all__ = [
     "lock_timers",
     "money_watchers",
     "next_due_at",
+    "wanted_from",
     "open_invoices_after",
     "plan_invoice_row",
     "plan_invoices",

@@ -97,6 +97,20 @@ SELECT gate.watermark, gate.positions,
 FROM gate
 """
 )
+# When statements are next wanted (WatermarkWanted): the earliest scheduled timer or gated deadline the
+# gate's watermark does not cover yet (all of them while it has none). A timer under the watermark that
+# does not fire (a held customer's) needs no newer statement: whenever it may fire, the gate passes it.
+_WANTED_FROM = (
+    _GATE.replace("$SOURCES", "$2")
+    + """
+SELECT least(
+    (SELECT min(t.scheduled_at) FROM timers AS t
+     WHERE t.state = 'scheduled' AND (gate.watermark IS NULL OR t.scheduled_at > gate.watermark)),
+    (SELECT min(d.at) FROM deadlines AS d
+     WHERE d.gated AND (gate.watermark IS NULL OR d.at > gate.watermark)))
+FROM gate
+"""
+)
 PAYMENTS_TOPIC = topic(PaymentReceived)  # the catalogue's (Settings.payments_topic may name another)
 
 
@@ -121,6 +135,13 @@ async def gate_state(
     certified invoice positions) and `sources` (each source's best usable watermark, as text). A
     deadline at D may be judged once `watermark` >= D: every stop acknowledged before D is applied."""
     return await conn.fetchrow(_GATE_STATE, payments_topic, list(sources))
+
+
+async def wanted_from(
+    conn: asyncpg.Connection, payments_topic: str = PAYMENTS_TOPIC, sources: Sequence[str] = GATE_SOURCES
+) -> datetime | None:
+    """The earliest timer or gated deadline above the gate's watermark (None: there is none)."""
+    return await conn.fetchval(_WANTED_FROM, payments_topic, list(sources))
 
 
 _WAKE_FIRING = "SELECT pg_notify($1 || '_' || current_schema(), '')"
