@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from dunning_tools.bench import pipeline_load as pl
-from dunning_tools.bench.pipeline import top_frames
+from dunning_tools.bench.pipeline import marginal, top_frames
 from dunning_tools.bench.pipeline_verdict import judge, passed
 
 pytestmark = pytest.mark.unit
@@ -90,3 +90,20 @@ def test_a_profiles_top_functions_are_its_leaves_by_samples(tmp_path):
     profile = {"type": "sampled", "samples": [[0, 1], [0, 2], [0, 1]], "weights": [1, 1, 1]}
     path.write_text(json.dumps({"shared": {"frames": frames}, "profiles": [profile]}))
     assert top_frames(path) == [("send (send.py:1)", 66.7), ("render (render.py:1)", 33.3)]
+
+
+def test_the_marginal_cost_is_the_extra_cpu_per_extra_reminder_between_the_two_best_steps():
+    def step(rate: float, cores: float, p99: float = 500.0) -> dict:
+        return {
+            "aborted": None,
+            "lateness_ms": {"n": 10, "p99": p99},
+            "offered_reminders_per_s": rate,
+            "achieved_reminders_per_s": rate,
+            "lost": 0,
+            "sent_after_stop": 0,
+            "cpu_cores": {"services": cores / 2, "postgresql": cores / 4, "broker": cores / 4, "notifier": 9.0},
+        }
+
+    steps = [step(25, 0.8), step(50, 1.3), step(100, 1.9, p99=5000.0)]  # the last one did not hold
+    assert marginal(steps) == 20.0  # 0.5 cores more for 25 reminders/s more
+    assert marginal(steps[:1]) is None

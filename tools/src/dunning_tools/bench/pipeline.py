@@ -295,8 +295,24 @@ def build(cfg: Config, steps: list[dict], best: dict | None, rounds: list[dict],
         "lost": sum(s["lost"] for s in steps + rounds[1:]),
         "sent_after_stop": sum(s["sent_after_stop"] for s in steps + rounds[1:]),
         "duplicates": sum(s["duplicates"] for s in steps + rounds[1:]),
+        "marginal_cpu_ms_per_reminder": marginal(steps),
     }
     return figs, extra
+
+
+def marginal(steps: list[dict]) -> float | None:
+    """The stack's extra CPU per extra reminder between the two highest steps that held: the cost of
+    one more reminder, without the fixed cost (polling, heartbeats) that the per-reminder figure shares out."""
+    held = sorted((s for s in steps if passed(s)), key=lambda s: s["achieved_reminders_per_s"])
+    if len(held) < 2:
+        return None
+    a, b = held[-2:]
+    more = b["achieved_reminders_per_s"] - a["achieved_reminders_per_s"]
+    return round((stack_cores(b) - stack_cores(a)) * 1000 / more, 2) if more > 0 else None
+
+
+def stack_cores(step: dict) -> float:
+    return sum(step["cpu_cores"][g] for g in pl.GROUPS)
 
 
 def report(figs: dict[str, figures.Figure], extra: dict) -> str:
@@ -305,6 +321,10 @@ def report(figs: dict[str, figures.Figure], extra: dict) -> str:
     ratio = figures.ratio(cpu, ref)
     if ratio is not None:
         lines.append(f"stack CPU per reminder / notifier alone: {ratio:.1f}x (target <= 2x)")
+    if extra.get("marginal_cpu_ms_per_reminder") is not None:
+        lines.append(
+            f"marginal stack CPU per reminder (between the two best steps): {extra['marginal_cpu_ms_per_reminder']} ms"
+        )
     lines.append(f"lost {extra['lost']}, sent after a stop {extra['sent_after_stop']}, twice {extra['duplicates']}")
     return "\n".join(lines)
 
