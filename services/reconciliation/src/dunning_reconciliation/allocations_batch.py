@@ -26,7 +26,6 @@ from dunning.clock import isoformat, utcnow
 from dunning.events import envelope
 from dunning.ids import new_ids
 from dunning.logging import get_logger
-from dunning.money import quantize
 from dunning.tracing import current_traceparent
 from dunning_reconciliation import messages
 from dunning_reconciliation import repository as repo
@@ -39,6 +38,7 @@ from dunning_reconciliation.domain import (
     AllocationResult,
     IncomingPayment,
     invoice_status,
+    quantum,
 )
 from dunning_reconciliation.overlap import meanwhile
 from dunning_reconciliation.repository import allocations_batch as batch_repo
@@ -48,7 +48,7 @@ log = get_logger(__name__)
 
 def _plan(p: IncomingPayment, wanted: Sequence[Allocation], invoices: dict[str, dict]) -> list[tuple] | None:
     """The allocations' takes [(allocation, invoice, take)] if the fast path fits, else None."""
-    left, plan = p.amount, []
+    left, plan, unit = p.amount, [], quantum(p.currency)
     for a in wanted:
         invoice = invoices.get(a.invoice_id)
         if (
@@ -56,10 +56,10 @@ def _plan(p: IncomingPayment, wanted: Sequence[Allocation], invoices: dict[str, 
             or invoice["status"] in CLOSED
             or invoice["currency"] != p.currency
             or a.amount <= 0
-            or quantize(a.amount, p.currency) != a.amount
+            or a.amount.quantize(unit) != a.amount
         ):
             return None
-        take = max(min(a.amount, left, quantize(invoice["balance"], p.currency)), Decimal(0))
+        take = max(min(a.amount, left, invoice["balance"].quantize(unit)), Decimal(0))
         plan.append((a, invoice, take))
         left -= take
     return plan if wanted and left == 0 else None
@@ -105,9 +105,10 @@ async def allocate_many(
             invoices = {k: dict(v) for k, v in (await repo.lock_invoices(conn, tenant_id, invoice_ids)).items()}
             continue
         steps = []  # (allocation id, allocation, invoice, take, balance after, version after), as allocate goes
+        unit = quantum(p.currency)
         for a, invoice, take in plan:
             if take > 0:
-                invoice["balance"] = quantize(invoice["balance"], p.currency) - take
+                invoice["balance"] = invoice["balance"].quantize(unit) - take
                 invoice["status"] = invoice_status(invoice["balance"])
                 invoice["balance_version"] += 1
                 steps.append((next(ids), a, invoice, take, invoice["balance"], invoice["balance_version"]))

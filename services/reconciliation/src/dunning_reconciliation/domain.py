@@ -8,8 +8,10 @@ credit), reconcile.py (payments that name their invoice) and credit_notes.py."""
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 
 from dunning.ids import new_id
+from dunning.money import exponent
 
 # Payment statuses as stored. The API shows 'unmatched' as 'pending_match' (see api_status).
 APPLIED = "applied"  # wholly allocated (or its excess credited to the customer)
@@ -25,6 +27,14 @@ PENDING_MATCH = "pending_match"
 # Invoice statuses. A void or written-off invoice takes no more money (CLOSED).
 OPEN, PAID, VOID, WRITTEN_OFF = "open", "paid", "void", "written_off"
 CLOSED = frozenset({VOID, WRITTEN_OFF})
+
+
+@lru_cache(maxsize=64)
+def quantum(currency: str) -> Decimal:
+    """The currency's smallest unit (0.01 for EUR): `amount.quantize(quantum(c))` is
+    `dunning.money.quantize(amount, c)` with the quantum made once per currency (a statement's
+    allocations quantize some five times each; tests/unit/test_domain.py holds the two equal)."""
+    return Decimal(1).scaleb(-exponent(currency))
 
 
 def api_status(status: str) -> str:

@@ -108,6 +108,11 @@ class Book:
         found = (self.invoices[i] for i in set(invoice_ids))
         return sorted((i for i in found if i.currency == currency and i.balance > 0), key=OpenInvoice.age_key)
 
+    def any_open(self, invoice_ids: Iterable[str], currency: str) -> bool:
+        """`bool(self.open(invoice_ids, currency))`, without sorting them."""
+        invoices = self.invoices
+        return any((i := invoices[n]).currency == currency and i.balance > 0 for n in invoice_ids)
+
     def named_by_key(self, token: str) -> set[str]:
         return self._by_key.get(token, set())
 

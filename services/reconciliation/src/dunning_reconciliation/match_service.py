@@ -31,12 +31,12 @@ from dunning_reconciliation.matching import (
     Named,
     OpenInvoice,
     References,
-    by_reference,
     compact,
     decide,
     is_creditor_reference,
     name_words,
     named_by_reference,
+    names_open,
     normalise_token,
     references_in,
     suggest,
@@ -98,7 +98,7 @@ async def load_book(
     referenced: list[Named | None] = []
     for p, r in zip(payments, refs, strict=True):
         named = named_by_reference(p, book, r) if r.tokens or r.creditor_references or p.creditor_reference else None
-        referenced.append(named if named is not None and by_reference(p, book, r, named) is not None else None)
+        referenced.append(named if named is not None and names_open(p, book, named) else None)
     rest = [p for p, named in zip(payments, referenced, strict=True) if named is None]
     if rest:
         rows = await match_repo.candidates(

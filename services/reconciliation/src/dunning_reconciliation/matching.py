@@ -51,6 +51,7 @@ __all__ = [
     "is_creditor_reference",
     "name_words",
     "named_by_reference",
+    "names_open",
     "normalise_name",
     "normalise_token",
     "references_in",
@@ -151,6 +152,14 @@ def named_by_reference(p: IncomingPayment, book: Book, refs: References) -> Name
     if structured and not valid:
         by_rf |= _unique_named(book, [normalise_token(p.creditor_reference or "")], book.named_by_key)
     return by_rf, _unique_named(book, refs.tokens, book.named_by_key)
+
+
+def names_open(p: IncomingPayment, book: Book, named: Named) -> bool:
+    """`by_reference(p, book, refs, named) is not None` without building the decision: an invoice
+    that `named` holds is open in p's currency (load_book asks it of each line with a reference;
+    tests/unit/test_matching_parity.py holds the two equal)."""
+    by_rf, by_tokens = named
+    return book.any_open(by_rf, p.currency) or book.any_open(by_tokens, p.currency)
 
 
 def by_reference(p: IncomingPayment, book: Book, refs: References, named: Named | None = None) -> Decision | None:

@@ -20,7 +20,7 @@ from dunning.contracts import (
     PaymentUnallocated,
 )
 from dunning.money import quantize
-from dunning_reconciliation.domain import IncomingPayment
+from dunning_reconciliation.domain import IncomingPayment, quantum
 
 
 def payment_received(
@@ -38,7 +38,7 @@ def payment_received(
     balance_version: int | None = None,
 ) -> PaymentReceived:
     """One allocation of p to an invoice; amounts written with the currency's ISO 4217 digits."""
-    currency = p.currency
+    currency, unit = p.currency, quantum(p.currency)
     return PaymentReceived(
         p.payment_id,
         invoice_id,
@@ -47,9 +47,9 @@ def payment_received(
         p.source,
         p.source_reference,
         currency,
-        quantize(p.amount, currency),
-        quantize(applied, currency),
-        quantize(remaining, currency),
+        p.amount.quantize(unit),
+        applied.quantize(unit),
+        remaining.quantize(unit),
         settled,
         p.received_at,
         acknowledged_at,

@@ -3,8 +3,11 @@
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from dunning_reconciliation.domain import apply_to_balance, corrected_balance, invoice_status
+from dunning.money import quantize
+from dunning_reconciliation.domain import apply_to_balance, corrected_balance, invoice_status, quantum
 
 D = Decimal
 
@@ -41,3 +44,12 @@ def test_apply_to_balance(balance, amount, applied, remaining, unapplied, settle
 def test_corrected_balance(balance, amount_due, new_amount_due, expected, status):
     corrected = corrected_balance(D(balance), D(amount_due), D(new_amount_due))
     assert (corrected, invoice_status(corrected)) == (D(expected), status)
+
+
+@given(
+    st.decimals(allow_nan=False, allow_infinity=False, places=None, min_value=-(10**12), max_value=10**12),
+    st.sampled_from(("EUR", "JPY", "KWD", "USD", "ISK")),
+)
+def test_the_cached_quantum_quantizes_as_the_money_rule(amount, currency):
+    """domain.quantum is dunning.money.quantize's quantum made once per currency: same value, same digits."""
+    assert str(amount.quantize(quantum(currency))) == str(quantize(amount, currency))

@@ -1,7 +1,8 @@
 """The matching shortcuts the statement import takes (the statements bench showed the need), each
 held equal to the general path it stands for on random books: `Book.of_customer` (kept in age order)
-to `Book.open` of the customer's invoices, and `by_reference` given `named_by_reference` once to
-`by_reference` working it out, while a batch's decisions lower the balances between the two."""
+to `Book.open` of the customer's invoices, `by_reference` given `named_by_reference` once to
+`by_reference` working it out, while a batch's decisions lower the balances between the two, and
+`names_open` (does a reference decide?) to `by_reference` deciding."""
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -16,6 +17,7 @@ from dunning_reconciliation.matching import (
     by_reference,
     creditor_reference_for,
     named_by_reference,
+    names_open,
     references_in,
 )
 
@@ -111,6 +113,7 @@ def test_reference_decisions_with_the_named_invoices_worked_out_once(open_invoic
     for p, r, n in zip(batch, refs, named, strict=True):
         expected, got = by_reference(p, general, r), by_reference(p, shortcut, r, n)
         assert got == expected
+        assert names_open(p, shortcut, n) == (expected is not None)
         if expected is not None:
             general.consume(expected.allocations)
             shortcut.consume(expected.allocations)
