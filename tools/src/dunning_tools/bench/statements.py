@@ -1,6 +1,7 @@
 """Bank statement lines matched per second (issue 11; target >= 10,000/s on this machine).
 
     python -m dunning_tools.bench.statements [--invoices 20000] [--lines 20000] [--customers 2000] [--runs 3] [--quick]
+        [--chunk 5000] [--allocation-run 5000]
 
 Reconciliation's schema on its own PostgreSQL (embedded unless DATABASE_URL): N invoices issued
 through its real consumer path (InvoiceIssued, the batch handlers), a third of the customers with a
@@ -23,6 +24,8 @@ seconds of this process and of PostgreSQL (embedded server only) during the impo
 matching rule and status. Figures only: nothing asserted. `--runs` defaults to BENCH_ROUNDS (3); each
 run's rate is a round of the figure `lines_per_s` saved to .run/bench-statements.json (bench.figures),
 with each run's CPU seconds beside it. `--quick`: 2,000 lines against 2,000 invoices, one run.
+`--chunk` (lines per transaction) and `--allocation-run` (decided payments written per run while the
+next are decided) measure the import's two sizes on another setting (defaults: the service's).
 """
 
 import argparse
@@ -150,7 +153,13 @@ def statement_lines(issued: list[dict], customers: int, lines: int, rng: random.
 
 
 async def bench(
-    dsn: str, n_invoices: int, n_lines: int, customers: int, seed: int, pg_dir: Path | None
+    dsn: str,
+    n_invoices: int,
+    n_lines: int,
+    customers: int,
+    seed: int,
+    pg_dir: Path | None,
+    chunk: int | None = None,
 ) -> tuple[float, float, float]:
     """One run on a fresh schema; prints its figures and returns (lines/s, this process's CPU
     seconds, PostgreSQL's)."""
@@ -184,7 +193,9 @@ async def bench(
         steps: dict[str, float] = {}
         start, cpu, pg = time.perf_counter(), time.process_time(), postgres_cpu(pg_dir)
         with timing(steps):
-            result = await statements_import.import_statement(pool, TENANT, document, filename="bench.xml")
+            result = await statements_import.import_statement(
+                pool, TENANT, document, filename="bench.xml", chunk=chunk or statements_import.CHUNK
+            )
         elapsed = time.perf_counter() - start
         cpu, pg = time.process_time() - cpu, postgres_cpu(pg_dir) - pg
         split = await pool.fetch(
@@ -220,9 +231,13 @@ async def bench(
 async def runs(args: argparse.Namespace, dsn: str, pg_dir: Path | None) -> None:
     """`--runs N` runs, each on its own schema; with several, the median of each figure (a shared
     machine's noise: compare CPU seconds as well as lines/s)."""
+    if args.allocation_run:
+        from dunning_reconciliation.match_service import _Allocator
+
+        _Allocator.RUN = args.allocation_run
     measured = []
     for _ in range(args.runs):
-        measured.append(await bench(dsn, args.invoices, args.lines, args.customers, args.seed, pg_dir))
+        measured.append(await bench(dsn, args.invoices, args.lines, args.customers, args.seed, pg_dir, args.chunk))
     if args.runs > 1:
         rate, cpu, pg = (statistics.median(column) for column in zip(*measured, strict=True))
         print(
@@ -253,6 +268,8 @@ def main() -> None:
         "--runs", type=int, default=figures.ROUNDS, help="runs of the import (BENCH_ROUNDS); several print the medians"
     )
     parser.add_argument("--quick", action="store_true", help="2,000 lines against 2,000 invoices, one run")
+    parser.add_argument("--chunk", type=int, help="lines per transaction (default: the import's CHUNK)")
+    parser.add_argument("--allocation-run", type=int, help="payments per allocation run (default: match_service's RUN)")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args()
     if args.quick:
