@@ -11,7 +11,7 @@ timer is planned and the stack is quiet, and is voided (never measured) if that 
 T - GUARD. From T it measures: seconds until the last mail reached the SMTP server, firing lateness
 (the scheduler's fired_at, StageEscalated's, - T) and delivery lateness (X-Received-At - T) p50/p99,
 lost and duplicated reminders (stage, delivery and Message-ID counted in the maildir), the CPU of each
-process group and, last round, a py-spy profile of the two busiest. Saved: .run/bench-burst.json.
+process group and, last round, a py-spy profile of the scheduler and the notifier. Saved: .run/bench-burst.json.
 How to read it: docs/bench-burst.md.
 """
 
@@ -35,13 +35,13 @@ import orjson
 from dunning_cli.tenants import create_tenant
 from dunning_tools.bench import figures
 from dunning_tools.bench.cancel import summary
-from dunning_tools.bench.phases import Phases
+from dunning_tools.bench.phases import Phases, Profiler
 from dunning_tools.bench.watch import wait_until_quiet
 from dunning_tools.stack.system import Ports, Stack
 
 SAFETY = 1.5  # the lead is this many times the set-up time expected from the calibration
 GUARD = 2.0  # set-up must be done (planned, quiet) this many seconds before T, else the round is void
-SLOW_ROUND_SECONDS = 360  # a full-size round longer than this: one round by default (docs/bench-burst.md)
+PROFILED = ("scheduler", "notifier")  # py-spy on these in the last round (the firing and the sending)
 
 
 @dataclass
@@ -261,10 +261,18 @@ async def run_round(stack: Stack, client, conn, cfg: Config, phases: Phases, set
         + (" -- VOID: set-up raced the burst" if out["void"] else ""),
         flush=True,
     )
+    await asyncio.sleep(max(0.0, t.timestamp() - 1 - time.time()))
+    profiler = Profiler(phases.profiles_dir, "burst") if last and cfg.profile else None
+    if profiler is not None:  # the burst's path, named: in its first second the gate's watermarks lead
+        targets = [(sp.proc.pid, sp.name) for sp in stack.procs if sp.name in PROFILED and sp.proc is not None]
+        await asyncio.to_thread(profiler.attach, targets)
     await asyncio.sleep(max(0.0, t.timestamp() - time.time()))
-    # From T: the profiler (last round) samples the first 0.5 s to pick the two busiest processes.
-    async with phases.phase("burst", profile=last):
+    async with phases.phase("burst"):
         ended = await wait_for_mail(stack, before, cfg.reminders, cfg.stall)
+    if profiler is not None:
+        await asyncio.to_thread(profiler.stop)
+        phases.profiles["burst"] = profiler.written
+        phases.problems += [f"burst: {problem}" for problem in profiler.problems]
     await settle(conn, tenant["tenant_id"])
     out |= await judge(stack, conn, tenant["tenant_id"], t.timestamp(), mail_names(stack) - before)
     out["waited_s"] = round(ended - t.timestamp(), 1)
