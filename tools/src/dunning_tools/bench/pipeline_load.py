@@ -289,8 +289,8 @@ async def arrived_count(stack: Stack, conn: asyncpg.Connection, lanes: list[Lane
 
 # -- work per reminder ------------------------------------------------------------------------------
 async def work_counters(conn: asyncpg.Connection, consumer: AIOKafkaConsumer) -> dict[str, int]:
-    """Transactions committed and rows written in the database, records on every topic (not the
-    broker's own), so far."""
+    """Transactions committed and rows written in the database, and the end offsets of every topic (not
+    the broker's own) summed: records on Kafka, produce batches on Tansu (it gives a batch one offset)."""
     row = await conn.fetchrow(
         "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted AS rows_written"
         " FROM pg_stat_database WHERE datname = current_database()"
@@ -298,7 +298,7 @@ async def work_counters(conn: asyncpg.Connection, consumer: AIOKafkaConsumer) ->
     topics = [t for t in await consumer.topics() if not t.startswith("__")]
     tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
     records = sum((await consumer.end_offsets(tps)).values()) if tps else 0
-    return {"pg_commits": row["xact_commit"], "pg_rows_written": row["rows_written"], "kafka_records": records}
+    return {"pg_commits": row["xact_commit"], "pg_rows_written": row["rows_written"], "kafka_offsets": records}
 
 
 # -- CPU per process group --------------------------------------------------------------------------
