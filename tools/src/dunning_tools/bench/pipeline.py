@@ -35,13 +35,15 @@ import httpx
 
 from dunning_tools.bench import figures
 from dunning_tools.bench import pipeline_load as pl
-from dunning_tools.bench.cancel import STAGES_TOPIC, TopicTail, _own_cpu
+from dunning_tools.bench.cancel import STAGES_TOPIC, TopicTail, _own_cpu, summary
 from dunning_tools.bench.phases import Profiler
 from dunning_tools.bench.pipeline_verdict import judge, passed, report_step
 from dunning_tools.bench.system import wait_until_quiet
 from dunning_tools.stack.system import Ports, Stack
 
-BEHIND_SECONDS = 10.0  # a step more than this many seconds of reminders behind is cut short
+BEHIND_SECONDS = 10.0
+CANCELLED, FIRED = "dunning.StagesCancelled.v1", "dunning.StageEscalated.v1"
+KEPT = (CANCELLED, FIRED)  # a step more than this many seconds of reminders behind is cut short
 
 
 @dataclass
@@ -122,13 +124,14 @@ async def run_step(ctx: Ctx, rate: float, spy: list[tuple[str, int]] | None = No
         if all(x.invoice_id in arrived for x in load.issued if x.kind == "remind"):
             break
         await asyncio.sleep(5)
-    await ctx.tail.catch_up(lambda e: e.get("type") == "dunning.StagesCancelled.v1")
-    cancelled = {
-        e["data"]["invoice_id"]: pl.ts(e["data"]["cancelled_at"])
-        for _, e in ctx.tail.records
-        if e.get("type") == "dunning.StagesCancelled.v1"
-    }
+    ids = {x.invoice_id for x in load.issued}
+    ctx.tail.records.clear()  # this step's events only
+    await ctx.tail.catch_up(lambda e: e.get("type") in KEPT and e["data"].get("invoice_id") in ids)
+    events = [e for _, e in ctx.tail.records]
+    cancelled = {e["data"]["invoice_id"]: pl.ts(e["data"]["cancelled_at"]) for e in events if e["type"] == CANCELLED}
     step = judge(ctx.lanes, cfg.lead, rate, load, got, cancelled, s0, s1, own1 - own0)
+    fired = [(pl.ts(e["data"]["fired_at"]), pl.ts(e["data"]["scheduled_at"])) for e in events if e["type"] == FIRED]
+    step["fire_lateness_ms"] = summary([(f - due) * 1000 for f, due in fired if s0.at <= due <= s1.at])
     delivered = step["achieved_reminders_per_s"] * step["window_s"]
     step["work_per_reminder"] = {k: round((work1[k] - work0[k]) / delivered, 1) if delivered else None for k in work0}
     step.update(aborted=aborted, drained=drained, profiles=profiles)
@@ -347,7 +350,8 @@ def config(argv: list[str]) -> Config:
     cfg.budget = float(os.environ.get("BENCH_PIPELINE_BUDGET_SECONDS", cfg.budget))
     if args.quick:
         cfg.rates, cfg.lead, cfg.warm, cfg.measure = [10, 20], 5, 2.0, 10.0
-        cfg.rounds, cfg.notifier_count, cfg.refine, cfg.budget = 1, 500, False, 150.0
+        # Two steps: 10, then 20 if it held or 5 if not (the budget leaves no room for a third).
+        cfg.rounds, cfg.notifier_count, cfg.budget = 1, 500, 120.0
     if args.rates:
         cfg.rates = [float(r) for r in args.rates.split(",")]
     if args.measure:

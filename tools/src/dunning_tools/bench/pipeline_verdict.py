@@ -100,7 +100,8 @@ def report_step(s: dict) -> str:
     services = ", ".join(f"{g} {cores[g]}" for g in ("invoice-ingest", "scheduler", "notifier", "reconciliation"))
     return (
         f"step {s['offered_reminders_per_s']:>6g}/s offered: {s['achieved_reminders_per_s']}/s delivered"
-        f" ({s['ingested_invoices_per_s']} invoices/s in), lateness p50 {lat.get('p50')} ms p99 {lat.get('p99')} ms,"
+        f" ({s['ingested_invoices_per_s']} invoices/s in), lateness p50 {lat.get('p50')} ms p99 {lat.get('p99')} ms"
+        f" (fired p99 {s.get('fire_lateness_ms', {}).get('p99')} ms),"
         f" cancel p99 {c.get('p99')} ms | CPU cores: services {cores['services']} ({services}),"
         f" postgresql {cores['postgresql']}, broker {cores['broker']} | ms/reminder: services {per['services']},"
         f" postgresql {per['postgresql']}, broker {per['broker']}, total {per['total']}"
