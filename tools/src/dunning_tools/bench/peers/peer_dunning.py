@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import asyncpg
+import orjson
 
 from common import STAGE
 from dunning import tenancy
@@ -81,7 +82,8 @@ UPSERT_MANY = (
 _RUN_TABLES = """
 CREATE TABLE IF NOT EXISTS public.dunning_run (invoices bigint NOT NULL, payments bigint NOT NULL, run text NOT NULL);
 CREATE TABLE IF NOT EXISTS public.dunning_worker (
-    worker int PRIMARY KEY, role text NOT NULL, ready_at timestamptz, firing_at timestamptz, cpu_s float8)
+    worker int PRIMARY KEY, role text NOT NULL, ready_at timestamptz, firing_at timestamptz, cpu_s float8,
+    timings jsonb)
 """
 
 
@@ -245,8 +247,12 @@ class Peer:
         for r in await self.pool.fetch("SELECT state, count(*) AS n FROM timers GROUP BY 1 ORDER BY 1"):
             states[f"timers:{r['state']}"] = r["n"]
         states["notifier_inbox"] = await self.pool.fetchval(f"SELECT count(*) FROM {NOTIFIER}.inbox")
-        for r in await self.pool.fetch("SELECT worker, role, cpu_s FROM public.dunning_worker ORDER BY 1"):
+        for r in await self.pool.fetch("SELECT worker, role, cpu_s, timings FROM public.dunning_worker ORDER BY 1"):
             states[f"cpu_ms:{r['worker']}:{r['role']}"] = round((r["cpu_s"] or 0) * 1000)
+            timings = r["timings"] or {}  # the pool decodes jsonb
+            for step, (calls, seconds) in (orjson.loads(timings) if isinstance(timings, str) else timings).items():
+                states[f"wall_ms:{r['worker']}:{step}"] = round(seconds * 1000)
+                states[f"calls:{r['worker']}:{step}"] = int(calls)
         # The same span measured from the moment the firing loop started (the first stage's way through
         # the firing, the relay and the broker counted too): executed / (last sent_at - firing start).
         span = await self.pool.fetchval(
@@ -255,6 +261,15 @@ class Peer:
         )
         executed = await self.pool.fetchval("SELECT count(*) FROM public.sent")
         states["fire_to_last_per_s"] = round(executed / float(span)) if span else 0
+        # Where the time went: the last batch fired and the last delivery recorded, ms after the start.
+        for key, sql in (
+            ("last_fired_ms", "SELECT max(fired_at) FROM timers"),
+            ("last_sent_ms", "SELECT max(sent_at) FROM public.sent"),
+        ):
+            states[key] = await self.pool.fetchval(
+                f"SELECT round(extract(epoch FROM ({sql}) - (SELECT min(firing_at) FROM public.dunning_worker))"
+                " * 1000)::int"
+            )
         return states
 
 
@@ -326,6 +341,8 @@ async def _scheduler(pool: asyncpg.Pool, index: int, fire_batch: int, consumers:
         await pool.execute("UPDATE public.dunning_worker SET firing_at = clock_timestamp() WHERE worker = $1", index)
         firing = FiringLoop(pool, SCHEDULER, batch_size=fire_batch)
         relay = OutboxRelay(pool, producer, SCHEDULER, batch_size=2000, poll_seconds=0.05)
+        _timed(firing, "fire_once")
+        _timed(relay, "publish_once")
         tasks = [asyncio.create_task(w.run()) for w in (firing, relay)]
         tasks.append(asyncio.create_task(_watermarks(pool, stop)))
         await stop.wait()
@@ -358,6 +375,7 @@ async def _notifier(pool: asyncpg.Pool, index: int, batch: int, stop: asyncio.Ev
         topics=[topic(StageEscalated)],
         batch_max=batch,
     )
+    _timed(runner, "process_batch")
     task = asyncio.create_task(runner.run())
     try:
         while runner.consumer is None or not runner.consumer.assignment():
@@ -394,13 +412,38 @@ async def run_worker(dsn: str, index: int, workers: int, fire_batch: int, consum
         else:
             await _notifier(pool, index, consumer_batch, stop)
         cpu = time.process_time() - cpu
-        await pool.execute("UPDATE public.dunning_worker SET cpu_s = $2 WHERE worker = $1", index, cpu)
+        await pool.execute(
+            "UPDATE public.dunning_worker SET cpu_s = $2, timings = $3::text::jsonb WHERE worker = $1",
+            index,
+            cpu,
+            orjson.dumps(TIMINGS).decode(),
+        )
         print(f"dunning worker {index} ({role}) stopped; {cpu:.2f} s CPU", flush=True)
     finally:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its profile and exits
             profiler.wait(timeout=20)
         await pool.close()
+
+
+TIMINGS: dict[str, list[float]] = {}  # step -> [calls that did work, wall seconds they took]
+
+
+def _timed(worker: object, method: str) -> None:
+    """Count the wall time of `worker.method` calls that did something (a step that found nothing is
+    the loop waiting): where the execute phase's time goes, beside the process's CPU."""
+    inner = getattr(worker, method)
+
+    async def timed(*args, **kwargs):
+        start = time.perf_counter()
+        result = await inner(*args, **kwargs)
+        if result or method == "process_batch":
+            entry = TIMINGS.setdefault(method, [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.perf_counter() - start
+        return result
+
+    setattr(worker, method, timed)
 
 
 def _profile(index: int, role: str) -> subprocess.Popen | None:
