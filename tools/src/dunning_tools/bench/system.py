@@ -91,7 +91,7 @@ async def bench_bulk(client: httpx.AsyncClient, url: str, auth: dict, items: lis
 
     async def send(body: bytes, count: int) -> None:
         async with sem:
-            r = await client.post(f"{url}/v1/invoices/bulk", content=body, headers=headers, timeout=120)
+            r = await client.post(f"{url}/v1/invoices/bulk", content=body, headers=headers, timeout=600)
         assert r.status_code == 200, r.text[:500]
         assert r.json()["summary"]["created"] == count, r.json()["summary"]
 
@@ -145,7 +145,7 @@ async def bench_ingest(stack: Stack, phases: Phases, rounds: int) -> dict[str, F
                     bare_rate = await post_singles(bare_port, headers, run, "R")
                 out["bare_fastapi_insert_per_s"].rounds.append(round(bare_rate))
                 items = [invoice(run, i) for i in range(N_BULK)]
-                async with httpx.AsyncClient(timeout=120) as client, phases.phase("bulk", profile=last):
+                async with httpx.AsyncClient(timeout=600) as client, phases.phase("bulk", profile=last):
                     bulk = await bench_bulk(client, ingest, auth, items)
                 out["bulk_invoices_per_s"].rounds.append(round(bulk))
                 records = reference.rows(tenant["tenant_id"], items)
