@@ -324,7 +324,7 @@ async def bench(stack: Stack, cfg: Config, out_dir: Path = figures.RUN_DIR) -> t
     figs = {key: figures.Figure(name, unit, note=note) for key, (name, unit) in KEYS.items()}
     rounds: list[dict] = []
     voided: list[dict] = []
-    async with httpx.AsyncClient(timeout=300) as client:
+    async with httpx.AsyncClient(timeout=600) as client:  # a 10,000-invoice bulk on a loaded machine
         conn = await asyncpg.connect(stack.database_url)
         try:
             setup_s = await calibrate(stack, client, conn, cfg)
