@@ -52,8 +52,8 @@ lint: install  ## ruff (lint and format check) and mypy
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-bench: install  ## throughput and latency figures on this machine
-	$(PY) -m dunning_tools.bench
+bench: install  ## every figure of issue 13's table from one run (medians of BENCH_ROUNDS=3, spread, ratios; ~1 h); regenerates the README's Performance block
+	$(PY) -m dunning_tools.bench --readme README.md
 
 bench-quick: install  ## a ~2-minute subset of make bench: at rest, fewer invoices and payments, no sub-benches
 	BENCH_SINGLE=1000 BENCH_BULK=10000 BENCH_CANCEL=100 BENCH_LOAD_CANCEL=100 BENCH_ESCALATE=5000 \
