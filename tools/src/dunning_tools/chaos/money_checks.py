@@ -60,13 +60,16 @@ async def verdict(races, timeout: float) -> dict:
     tenant_id = races.tenant["tenant_id"]
     mails = read_mail(races.run.stack.workdir / "mail", tenant_id)
     reopened = await ended_open(races)
-    sent: dict[tuple, int] = defaultdict(int)
+    # ReminderSent event ids per (invoice, stage, channel): the relay publishes at least once, so the same
+    # event may be on the topic twice (a SIGKILL between publishing and deleting its outbox row); two
+    # ids would be two sends (policy_checks counts them the same way)
+    sent: dict[tuple, set] = defaultdict(set)
     dropped: set[tuple] = set()  # cancelled by the notifier for a stop, or failed for good
     for e in events:
         d, kind = e["data"], e["type"].split(".")[1]
         key = (d["invoice_id"], d["stage"], d["channel"])
         if kind == "ReminderSent":
-            sent[key] += 1
+            sent[key].add(e["id"])
         elif kind in ("ReminderCancelled", "ReminderFailed"):
             dropped.add(key)
     violations: list[dict] = []
@@ -98,8 +101,8 @@ async def verdict(races, timeout: float) -> dict:
         for stage in STAGES:
             for channel in channels:
                 key = (s.invoice_id, stage, channel)
-                if sent[key] > 1:
-                    twice.append({**item, "stage": stage, "reminder_sent_events": sent[key]})
+                if len(sent[key]) > 1:
+                    twice.append({**item, "stage": stage, "reminder_sent_events": len(sent[key])})
                 if s.invoice_id in reopened and not sent[key]:
                     states = [t["state"] for t in views.get(s.invoice_id, []) if t["stage"] == stage]
                     # dropped by the notifier (fired at the payment's moment, the invoice settled when
