@@ -124,7 +124,7 @@ async def verdict(races, timeout: float) -> dict:
             :30
         ],
         "share_within_50ms_by_kind": share,
-        "reminders_sent": sum(sent.values()),
+        "reminders_sent": sum(len(ids) for ids in sent.values()),
         "mails": len(mails),
         "violations": violations[:50],
         "lost": lost[:50],
