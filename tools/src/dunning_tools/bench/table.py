@@ -129,7 +129,7 @@ def table_rows(figs: dict[str, Figure]) -> list[list[str]]:
                 row.what,
                 _cell(fig),
                 f"{_cell(ref)} ({row.reference})" if row.reference else "—",
-                f"{r:.2f}x" if r is not None else "—",
+                "—" if r is None else f"{r:.2f}x" if r >= 0.1 else f"{r:.3f}x",
                 row.target,
                 met,
             ]
