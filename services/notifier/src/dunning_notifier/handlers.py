@@ -35,6 +35,7 @@ from dunning.contracts import (
     DunningPaused,
     DunningResumed,
     NoticeComposed,
+    ReminderCancelled,
     StageEscalated,
     StagesCancelled,
 )
@@ -60,13 +61,41 @@ def recipient_for(stage: StageEscalated) -> str | None:
 async def record_delivery(conn: asyncpg.Connection, event: Event[StageEscalated]) -> None:
     """StageEscalated -> one pending delivery per (invoice, stage, channel), never two; `cancelled` at
     once (ReminderCancelled) if the invoice is stopped for good; nothing if it goes in a notice."""
-    stage = event.data
     check_envelope(event)
+    delivery = _delivery(event)
+    if delivery is None:
+        return
+    row = await repo.insert_delivery(conn, **delivery)
+    await outbox.add_many(conn, _recorded(event.data, row))
+
+
+async def record_deliveries(conn: asyncpg.Connection, events: list[Event[StageEscalated]]) -> None:
+    """`record_delivery` (the reference) for a run of events: one insert for the lot, ending where
+    applying them one by one in order ends (the first of two for one (invoice, stage, channel) wins)."""
+    for event in events:
+        check_envelope(event)
+    firsts: dict[tuple[str, str, str, str], tuple[StageEscalated, dict]] = {}
+    for event in events:
+        delivery = _delivery(event)
+        if delivery is not None:
+            key = (delivery["tenant_id"], delivery["invoice_id"], delivery["stage"], delivery["channel"])
+            if key in firsts:
+                _recorded(event.data, None)  # a second one in the run: as if it came after the first
+            else:
+                firsts[key] = (event.data, delivery)
+    rows = {r["delivery_id"]: r for r in await repo.insert_deliveries(conn, [d for _, d in firsts.values()])}
+    cancelled = [c for stage, d in firsts.values() for c in _recorded(stage, rows.get(d["delivery_id"]))]
+    await outbox.add_many(conn, cancelled)
+
+
+def _delivery(event: Event[StageEscalated]) -> dict | None:
+    """The delivery row a StageEscalated asks for (repository.insert_delivery's arguments); None if
+    its stage goes in a notice."""
+    stage = event.data
     if stage.notice_id is not None:
         log.info("notifier.delivery.in_notice", notice_id=stage.notice_id, stage=stage.stage, stage_id=stage.stage_id)
-        return
-    row = await repo.insert_delivery(
-        conn,
+        return None
+    return dict(
         delivery_id=new_id("dlv"),
         tenant_id=stage.tenant_id,
         invoice_id=stage.invoice_id,
@@ -79,17 +108,21 @@ async def record_delivery(conn: asyncpg.Connection, event: Event[StageEscalated]
         source_event_id=event.id,
         traceparent=event.traceparent,
     )
+
+
+def _recorded(stage: StageEscalated, row: asyncpg.Record | None) -> list[ReminderCancelled]:
+    """What a delivery's insert comes to (logged): its ReminderCancelled if it was cancelled on arrival."""
     if row is None:
         log.info(
             "notifier.delivery.duplicate_ignored", stage=stage.stage, channel=stage.channel, stage_id=stage.stage_id
         )
-        return
+        return []
     ids = dict(delivery_id=row["delivery_id"], stage=stage.stage, channel=stage.channel, stage_id=stage.stage_id)
     if row["state"] == "cancelled":
-        await outbox.add(conn, reminder_cancelled(row))
         log.warning("notifier.delivery.cancelled_on_arrival", reason=row["cancel_reason"], **ids)
-    else:
-        log.info("notifier.delivery.recorded", **ids)
+        return [reminder_cancelled(row)]
+    log.info("notifier.delivery.recorded", **ids)
+    return []
 
 
 async def stop_invoice(conn: asyncpg.Connection, event: Event[StagesCancelled]) -> None:
@@ -174,7 +207,7 @@ async def update_contacts(conn: asyncpg.Connection, event: Event[CustomerUpdated
 
 
 HANDLERS = {
-    StageEscalated: HandlerSpec(record_delivery),
+    StageEscalated: HandlerSpec(record_delivery, batch=record_deliveries),
     NoticeComposed: HandlerSpec(notices.record_notice),
     StagesCancelled: HandlerSpec(stop_invoice),
     DunningPaused: HandlerSpec(pause_invoice),
