@@ -87,9 +87,12 @@ async def apply_all(pool, before: list[dict], batches: list[list[dict]], *, batc
     outbox = await pool.fetch("SELECT topic, key, event_type, payload FROM outbox ORDER BY id")
     return {
         "deliveries": [dict(r) for r in deliveries],
-        "outbox": [
-            (r["topic"], r["key"], r["event_type"], _sans(orjson.loads(bytes(r["payload"]))["data"])) for r in outbox
-        ],
+        # as a multiset: a stop's ReminderCancelled events follow its UPDATE ... RETURNING, whose row
+        # order PostgreSQL does not fix (the same either way, in any order)
+        "outbox": sorted(
+            ((r["topic"], r["key"], r["event_type"], _sans(orjson.loads(bytes(r["payload"]))["data"])) for r in outbox),
+            key=lambda row: orjson.dumps(row, option=orjson.OPT_SORT_KEYS),
+        ),
         "inbox": [tuple(r) for r in await pool.fetch("SELECT event_id::text, status FROM inbox ORDER BY event_id")],
         "dead_lettered": runner.dead_lettered,
         "batch_calls": calls,
