@@ -23,10 +23,11 @@ def renderer() -> Renderer:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        pytest.param(DOUBLING, "parts: needs more than", id="exponential-memory"),
+        # the memory bound, or on a machine too loaded to reach it within the time bound, that one
+        pytest.param(DOUBLING, ("parts: needs more than", "parts: took more than"), id="exponential-memory"),
         pytest.param(
             "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
-            "parts: took more than",
+            ("parts: took more than",),
             id="nested-loops",
         ),
     ],
