@@ -23,7 +23,6 @@ Two kinds of failure, told apart (arroyo's rule):
 
 import asyncio
 import contextlib
-import time
 import uuid
 
 import asyncpg
@@ -34,7 +33,9 @@ from opentelemetry.trace import SpanKind
 from dunning import inbox, outbox
 from dunning.events import Event, InvalidEvent, decode
 from dunning.handler_table import BatchHandler, Handler, HandlerTable, Rejected, topics_of
+from dunning.idle_fetch import IdleFetch
 from dunning.logging import bind_context, clear_context, get_logger
+from dunning.positions import record_positions
 from dunning.tracing import context_from_traceparent, tracer
 
 DEAD_LETTER_TOPIC = "dunning.deadletter.v1"
@@ -83,49 +84,6 @@ def _located(event: Event, record: ConsumerRecord) -> Event:
     object.__setattr__(event, "partition", record.partition)
     object.__setattr__(event, "offset", record.offset)
     return event
-
-
-async def _record_positions(conn: asyncpg.Connection, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-    """Next offset per partition applied, in the batch's transaction; never moves backwards (a
-    rebalance may hand a partition to a replica that re-reads it from an older commit)."""
-    tps = list(batch)
-    await conn.execute(
-        "INSERT INTO consumer_positions AS c (topic, partition, next_offset)"
-        " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])"
-        " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = greatest(c.next_offset, EXCLUDED.next_offset),"
-        " updated_at = now()",
-        [tp.topic for tp in tps],
-        [tp.partition for tp in tps],
-        [batch[tp][-1].offset + 1 for tp in tps],
-    )
-
-
-class _IdleFetch:
-    """The broker's fetch wait, lengthened after a quiet spell and shortened by the first record.
-
-    An idle consumer otherwise asks the broker for records every `busy_ms`: at rest that polling is
-    most of the stack's CPU (Tansu's and the client's). aiokafka reads the wait from its fetcher
-    before each request, so setting it takes effect on the next fetch."""
-
-    def __init__(self, consumer: AIOKafkaConsumer, busy_ms: int, idle_ms: int, after_seconds: float):
-        self.consumer, self.busy_ms, self.idle_ms, self.after = consumer, busy_ms, idle_ms, after_seconds
-        self.last_record = time.monotonic()
-        self.dozing = False
-
-    def saw(self, records: bool) -> None:
-        if records:
-            self.last_record = time.monotonic()
-            if self.dozing:
-                self._set(self.busy_ms)
-                self.dozing = False
-        elif not self.dozing and self.idle_ms > self.busy_ms and time.monotonic() - self.last_record > self.after:
-            self._set(self.idle_ms)
-            self.dozing = True
-
-    def _set(self, wait_ms: int) -> None:
-        fetcher = getattr(self.consumer, "_fetcher", None)
-        if fetcher is not None:
-            fetcher._fetch_max_wait_ms = wait_ms
 
 
 class ConsumerRunner:
@@ -244,7 +202,7 @@ class ConsumerRunner:
         consumer = self.consumer = self.make_consumer()
         await consumer.start()
         log.info("consumer.started", consumer=self.name, topics=self.topics, group=self.group_id)
-        idle = _IdleFetch(consumer, self.fetch_wait_ms, self.idle_fetch_wait_ms, self.idle_after_seconds)
+        idle = IdleFetch(consumer, self.fetch_wait_ms, self.idle_fetch_wait_ms, self.idle_after_seconds)
         try:
             while not self._stopping.is_set():
                 if self.paused:
@@ -281,7 +239,7 @@ class ConsumerRunner:
                     else:
                         await self._apply_fast(conn, records)
                     if self.track_positions:
-                        await _record_positions(conn, batch)
+                        await record_positions(conn, batch)
                 break
             except _NeedsCare:
                 careful = True

@@ -245,12 +245,12 @@ class _Consumer:
 
 
 def test_an_idle_consumer_asks_the_broker_to_hold_its_fetches_longer_until_a_record_comes(monkeypatch):
-    from dunning import consumer as module
+    from dunning import idle_fetch as module
 
     now = [1000.0]
     monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
     c = _Consumer()
-    idle = module._IdleFetch(c, busy_ms=50, idle_ms=500, after_seconds=5)
+    idle = module.IdleFetch(c, busy_ms=50, idle_ms=500, after_seconds=5)
     now[0] += 4.9
     idle.saw(False)
     assert c._fetcher._fetch_max_wait_ms == 50  # not quiet long enough
@@ -265,9 +265,9 @@ def test_an_idle_consumer_asks_the_broker_to_hold_its_fetches_longer_until_a_rec
 
 
 def test_idle_fetch_is_off_when_the_idle_wait_is_not_longer():
-    from dunning import consumer as module
+    from dunning import idle_fetch as module
 
     c = _Consumer()
-    idle = module._IdleFetch(c, busy_ms=50, idle_ms=0, after_seconds=0)
+    idle = module.IdleFetch(c, busy_ms=50, idle_ms=0, after_seconds=0)
     idle.saw(False)
     assert c._fetcher._fetch_max_wait_ms == 50

@@ -33,7 +33,7 @@ from dunning.events import envelope
 from dunning.ids import new_id
 from dunning.logging import get_logger
 from dunning_notifier import agency_repository as repo
-from dunning_notifier import repository as deliveries
+from dunning_notifier import delivery_inserts as deliveries
 from dunning_notifier import tasks_repository
 from dunning_notifier.outcomes import Delivery, Failed, Outcome, Retry, Sent
 from dunning_notifier.settings import Settings

@@ -165,7 +165,7 @@ async def handed_over_webhook_case(db: Executor, tenant_id: str, invoice_id: str
 
 
 # The agency's `case.settled` message: a delivery on the agency channel written here, not through
-# repository.insert_delivery, whose terminal-stop check would record it cancelled (the invoice is stopped:
+# delivery_inserts.insert_delivery, whose terminal-stop check would record it cancelled (the invoice is stopped:
 # with_agency, then settled; this message is what follows the stop). One per invoice (deliveries_once).
 _INSERT_AGENCY_MESSAGE = """
 INSERT INTO deliveries (delivery_id, tenant_id, invoice_id, stage_id, stage, channel, template, payload,

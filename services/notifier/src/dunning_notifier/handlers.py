@@ -43,7 +43,7 @@ from dunning.events import Event
 from dunning.handler_table import HandlerSpec, check_envelope
 from dunning.ids import new_id
 from dunning.logging import get_logger
-from dunning_notifier import agency, notices, tasks, webhooks_catalogue
+from dunning_notifier import agency, delivery_inserts, notices, tasks, webhooks_catalogue
 from dunning_notifier import repository as repo
 from dunning_notifier.contacts import addresses
 from dunning_notifier.messages import reminder_cancelled
@@ -65,7 +65,7 @@ async def record_delivery(conn: asyncpg.Connection, event: Event[StageEscalated]
     delivery = _delivery(event)
     if delivery is None:
         return
-    row = await repo.insert_delivery(conn, **delivery)
+    row = await delivery_inserts.insert_delivery(conn, **delivery)
     await outbox.add_many(conn, _recorded(event.data, row))
 
 
@@ -83,13 +83,15 @@ async def record_deliveries(conn: asyncpg.Connection, events: list[Event[StageEs
                 _recorded(event.data, None)  # a second one in the run: as if it came after the first
             else:
                 firsts[key] = (event.data, delivery)
-    rows = {r["delivery_id"]: r for r in await repo.insert_deliveries(conn, [d for _, d in firsts.values()])}
+    rows = {
+        r["delivery_id"]: r for r in await delivery_inserts.insert_deliveries(conn, [d for _, d in firsts.values()])
+    }
     cancelled = [c for stage, d in firsts.values() for c in _recorded(stage, rows.get(d["delivery_id"]))]
     await outbox.add_many(conn, cancelled)
 
 
 def _delivery(event: Event[StageEscalated]) -> dict | None:
-    """The delivery row a StageEscalated asks for (repository.insert_delivery's arguments); None if
+    """The delivery row a StageEscalated asks for (delivery_inserts.insert_delivery's arguments); None if
     its stage goes in a notice."""
     stage = event.data
     if stage.notice_id is not None:

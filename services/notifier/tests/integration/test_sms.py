@@ -19,7 +19,7 @@ from twilio.rest import Client
 
 from dunning import tenancy
 from dunning.ids import new_id
-from dunning_notifier import repository as repo
+from dunning_notifier import delivery_inserts as repo
 from dunning_notifier.api import ApiDeps, create_app
 from dunning_notifier.outcomes import Delivery, Failed, Retry, Sent
 from dunning_notifier.rendering import Renderer

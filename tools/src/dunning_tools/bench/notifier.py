@@ -25,7 +25,7 @@ import uvloop
 from dunning.db import create_pool, migrate, migrations_of
 from dunning.ids import new_id
 from dunning.logging import configure_logging
-from dunning_notifier import repository as repo
+from dunning_notifier import delivery_inserts as repo
 from dunning_notifier.bootstrap import build_dispatcher
 from dunning_notifier.settings import Settings
 from dunning_tools.bench.measure import cpu_seconds
