@@ -137,6 +137,19 @@ async def on_watermark_wanted(conn: asyncpg.Connection, event: Event[WatermarkWa
 WANTED_HANDLER = HandlerSpec(on_watermark_wanted, inbox=False)
 
 
+async def send_heartbeat(producer: AIOKafkaProducer, topic: str, record: Any) -> None:
+    """Publish a gate heartbeat (a statement, or the scheduler's WatermarkWanted) straight to the
+    broker, untraced, and wait for its acknowledgement: only the newest counts, so no outbox."""
+    message = envelope(record, traceparent=None)
+    sent = await producer.send(
+        topic,
+        value=dumps(message),
+        key=message["subject"].encode(),
+        headers=[(k, v.encode()) for k, v in headers_of(message).items()],
+    )
+    await sent
+
+
 class Statement(NamedTuple):
     """What a publisher knows at one step; `build` turns it into the service's event record."""
 
@@ -244,15 +257,7 @@ class WatermarkPublisher(Loop):
         published = snap["published"]
         offsets = {t: {p: int(o) for p, o in published.get(t, {}).items()} for t in self.topics}
         record = self.build(Statement(watermark, offsets, dict(self._certified), utcnow()))
-        statement = envelope(record, traceparent=None)  # a heartbeat: no trace
-        await (
-            await self.producer.send(
-                self.watermarks_topic,
-                value=dumps(statement),
-                key=statement["subject"].encode(),
-                headers=[(k, v.encode()) for k, v in headers_of(statement).items()],
-            )
-        )
+        await send_heartbeat(self.producer, self.watermarks_topic, record)
         self.published += 1
         self.last = record._asdict()
         if oldest is not None and fence - oldest > timedelta(seconds=30):

@@ -16,10 +16,9 @@ from aiokafka import AIOKafkaProducer
 
 from dunning.clock import utcnow
 from dunning.contracts import WatermarkWanted, topic
-from dunning.events import dumps, envelope
 from dunning.logging import get_logger
 from dunning.loops import Backoff, Loop
-from dunning.outbox import headers_of
+from dunning.watermark import send_heartbeat
 from dunning_scheduler import repository
 
 log = get_logger(__name__)
@@ -56,13 +55,6 @@ class WantsLoop(Loop):
         return None
 
     async def publish(self, wanted: datetime | None) -> None:
-        statement = envelope(WatermarkWanted(wanted_from=wanted, computed_at=utcnow()), traceparent=None)
-        sent = await self.producer.send(
-            self.watermarks_topic,
-            value=dumps(statement),
-            key=statement["subject"].encode(),
-            headers=[(k, v.encode()) for k, v in headers_of(statement).items()],
-        )
-        await sent
+        await send_heartbeat(self.producer, self.watermarks_topic, WatermarkWanted(wanted, utcnow()))
         self.last, self.last_sent = wanted, time.monotonic()
         self.published += 1
