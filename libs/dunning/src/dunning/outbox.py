@@ -146,7 +146,7 @@ class OutboxRelay(Loop):
         schema: str,
         *,
         batch_size: int = 2000,
-        poll_seconds: float = 0.5,
+        poll_seconds: float = 2.0,
         lanes_per_claim: int = LANES,
         record_offsets: bool = False,
         drain_seconds: float = 5.0,

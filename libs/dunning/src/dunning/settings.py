@@ -55,7 +55,7 @@ class CommonSettings(BaseSettings):
     # Outbox relay.
     relay_enabled: bool = True
     relay_batch_size: int = 2000
-    relay_poll_seconds: float = 0.5
+    relay_poll_seconds: float = 2.0  # the look-again when no NOTIFY came (every outbox write sends one)
 
     # Housekeeping (dunning.loops.Housekeeping): every service purges its inbox ids older than the
     # topics' retention (they can no longer be redelivered), plus its own chores.

@@ -101,7 +101,7 @@ class Wanted:
     publisher's cadence from it: `fast` from `lead` seconds before `wanted_from`, also while nothing
     was heard for `stale` seconds (a scheduler just started, or gone quiet); else `idle`."""
 
-    def __init__(self, *, lead: float = 1.0, stale: float = 30.0):
+    def __init__(self, *, lead: float = 1.0, stale: float = 60.0):
         self.lead, self.stale = lead, stale
         self.wanted_from: datetime | None = None
         self.computed_at: datetime | None = None
@@ -185,7 +185,7 @@ class WatermarkPublisher(Loop):
         build: Callable[[Statement], Any],
         positions_topic: str | None = None,
         interval_seconds: float = 0.25,
-        idle_interval_seconds: float = 10.0,
+        idle_interval_seconds: float = 30.0,
         wanted: Wanted | None = None,
     ):
         super().__init__(idle_seconds=interval_seconds, backoff=Backoff(initial=1.0, maximum=5.0))

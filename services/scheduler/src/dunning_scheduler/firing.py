@@ -5,7 +5,8 @@ share the work and never fire a timer twice), marks them fired and writes one St
 timer to the outbox, all in one transaction; the outbox relay publishes them. A full batch means
 more are due: go again at once. Otherwise wait until the next timer is due or `poll_seconds`,
 whichever is sooner; a NOTIFY on `scheduler_timers_<schema>` (sent when a timer is planned due
-now, and when a watermark statement arrives) wakes the loop early. Stop, wake and backoff are the
+within `repository.WAKE_AHEAD_SECONDS`, when a pause ends and when a watermark statement arrives)
+wakes the loop early, so at rest it looks once a second, not ten times. Stop, wake and backoff are the
 loop base's (dunning.loops).
 
 A batch whose tenants configure firing rules (send window, contact caps, consolidation) or whose
@@ -45,7 +46,7 @@ class FiringLoop(Loop):
         schema: str,
         *,
         batch_size: int = 2000,
-        poll_seconds: float = 0.1,
+        poll_seconds: float = 1.0,
         name: str = "firing",
         gated: bool = True,
         payments_topic: str = repository.PAYMENTS_TOPIC,

@@ -14,7 +14,7 @@ and two for an invoice whose payment arrived first (its plan is all `cancelled`,
 """
 
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ from dunning_scheduler.windows import SendWindow
 
 log = get_logger(__name__)
 TIMERS_CHANNEL = "scheduler_timers"  # NOTIFY <channel>_<schema> wakes the firing loop
+WAKE_AHEAD = timedelta(seconds=repository.WAKE_AHEAD_SECONDS)
 _MAX_POLICY_RELOADS = 10
 
 
@@ -159,7 +160,7 @@ class PlanBatch:
                 policy_version=policy.version,
                 stored_version=active.stored_version,
                 stored_at=active.stored_at,
-                due_now=any(t.state == "scheduled" and t.scheduled_at <= now for t in timers),
+                due_now=any(t.state == "scheduled" and t.scheduled_at <= now + WAKE_AHEAD for t in timers),
                 lane=outbox.lane_of(invoice_id),
                 event_id=planned["id"],
                 headers=outbox.headers_of(planned),

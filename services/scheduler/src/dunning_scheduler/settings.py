@@ -26,7 +26,9 @@ class Settings(CommonSettings):
     # Firing loop.
     firing_enabled: bool = True
     fire_batch_size: int = 2000
-    fire_poll_seconds: float = 0.1
+    # The longest the firing loop sleeps with nothing due sooner: a NOTIFY wakes it for a timer planned
+    # due within repository.WAKE_AHEAD_SECONDS (hence the bound) and for each watermark statement.
+    fire_poll_seconds: float = Field(1.0, gt=0, le=2.0)
     # Fire only what reconciliation's payments watermark covers (the cancel guarantee). Off only for
     # a deployment without reconciliation, or to test the scheduler alone.
     payments_gate: bool = True

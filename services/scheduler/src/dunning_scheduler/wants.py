@@ -34,7 +34,7 @@ class WantsLoop(Loop):
         producer: AIOKafkaProducer,
         *,
         poll_seconds: float = 0.5,
-        heartbeat_seconds: float = 10.0,
+        heartbeat_seconds: float = 20.0,
         payments_topic: str = repository.PAYMENTS_TOPIC,
         sources: Sequence[str] = repository.GATE_SOURCES,
         watermarks_topic: str = topic(WatermarkWanted),

@@ -17,6 +17,7 @@ from dunning_scheduler.repository.deadlines import add_deadlines, drop_deadlines
 from dunning_scheduler.repository.firing import (
     GATE_SOURCES,
     PAYMENTS_TOPIC,
+    WAKE_AHEAD_SECONDS,
     fire_due,
     firing_gauges,
     gate_state,
@@ -119,6 +120,7 @@ __all__ = [
     "take_due_deadlines",
     "timers_of",
     "update_invoice",
+    "WAKE_AHEAD_SECONDS",
     "wake_firing",
     "write_replanned",
 ]

@@ -150,6 +150,10 @@ async def wanted_from(
 
 
 _WAKE_FIRING = "SELECT pg_notify($1 || '_' || current_schema(), '')"
+# A write that leaves a timer due within this many seconds wakes the firing loop at once (the loop
+# then sleeps until that timer's time); the loop looks again on its own at least this often
+# (settings.fire_poll_seconds <= it), so a timer planned due later is never found late.
+WAKE_AHEAD_SECONDS = 2.0
 
 
 async def wake_firing(conn: asyncpg.Connection, channel: str) -> None:

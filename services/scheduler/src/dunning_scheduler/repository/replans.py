@@ -6,6 +6,7 @@ import asyncpg
 import orjson
 
 from dunning_scheduler.repository.changes import REPLAN_COLUMNS
+from dunning_scheduler.repository.firing import WAKE_AHEAD_SECONDS
 from dunning_scheduler.repository.invoices import TIMER_COLUMNS
 
 _LOCK_TIMERS = (
@@ -38,7 +39,7 @@ REPLANNED_FIELDS = (
     "policy_version",
     "added",
 )
-_WRITE_REPLANNED = """
+_WRITE_REPLANNED = f"""
 WITH m AS MATERIALIZED (
     SELECT x->>0 AS stage_id, x->>1 AS tenant_id, x->>2 AS invoice_id, x->>3 AS stage, (x->>4)::int AS sequence,
            x->>5 AS channel, x->>6 AS template, (x->>7)::timestamptz AS scheduled_at, x->>8 AS state,
@@ -71,7 +72,8 @@ WITH m AS MATERIALIZED (
 SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM added) AS timers,
        (SELECT count(*) FROM planned_with) AS invoices,
        (SELECT count(*) FROM (SELECT pg_notify($3 || '_' || current_schema(), '')
-                              WHERE EXISTS (SELECT 1 FROM m WHERE m.state = 'scheduled' AND m.scheduled_at <= now()))
+                              WHERE EXISTS (SELECT 1 FROM m WHERE m.state = 'scheduled'
+                                           AND m.scheduled_at <= now() + make_interval(secs => {WAKE_AHEAD_SECONDS})))
                              AS woken) AS woken
 """
 
