@@ -73,9 +73,25 @@ class SmsChannel:
         self.renderer = renderer
         self._pool = pool
         self._lock = asyncio.Lock()
+        self._client: httpx.AsyncClient | None = None
 
     def open_session(self) -> "SmsSession":
         return SmsSession(self)
+
+    def client(self) -> httpx.AsyncClient:
+        """The channel's one HTTP client (keep-alive to Twilio), shared by every dispatcher worker: a
+        client each cost ~1 MB and a TLS context built from the CA store (~13 ms of CPU)."""
+        if self._client is None:
+            s = self.settings
+            token = s.twilio_auth_token.get_secret_value() if s.twilio_auth_token else ""
+            self._client = httpx.AsyncClient(
+                base_url=s.sms_api_url,
+                auth=httpx.BasicAuth(s.twilio_account_sid or "", token),
+                timeout=httpx.Timeout(s.sms_timeout, connect=min(10.0, s.sms_timeout)),
+                headers={"Accept": "application/json"},
+                limits=httpx.Limits(max_connections=s.dispatch_concurrency),
+            )
+        return self._client
 
     async def pool(self) -> asyncpg.Pool:
         async with self._lock:
@@ -103,21 +119,13 @@ class SmsChannel:
 
 
 class SmsSession:
-    """One dispatcher worker's HTTP client (keep-alive to Twilio), closed with the worker."""
+    """One dispatcher worker's sender, on the channel's shared client."""
 
     def __init__(self, channel: SmsChannel):
         self.channel = channel
-        s = channel.settings
-        token = s.twilio_auth_token.get_secret_value() if s.twilio_auth_token else ""
-        self.client = httpx.AsyncClient(
-            base_url=s.sms_api_url,
-            auth=httpx.BasicAuth(s.twilio_account_sid or "", token),
-            timeout=httpx.Timeout(s.sms_timeout, connect=min(10.0, s.sms_timeout)),
-            headers={"Accept": "application/json"},
-        )
 
-    async def close(self) -> None:
-        await self.client.aclose()
+    async def close(self) -> None:  # the channel's client and pool are shared by every worker
+        return None
 
     async def send(self, d: Delivery) -> Outcome:
         ch, s = self.channel, self.channel.settings
@@ -138,7 +146,7 @@ class SmsSession:
         except RenderError as exc:
             return Failed("template_error", str(exc), permanent=True)
         try:
-            response = await self.client.post(messages_path(s.twilio_account_sid), data=ch.form(d.recipient, text))
+            response = await ch.client().post(messages_path(s.twilio_account_sid), data=ch.form(d.recipient, text))
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             return Retry("twilio_connect", f"{type(exc).__name__}: {exc}")
         except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:

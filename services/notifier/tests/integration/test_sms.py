@@ -171,6 +171,24 @@ async def test_an_sms_goes_out_and_the_callbacks_make_it_delivered(env, notifier
         assert (await api.get(f"/v1/deliveries/{new_id('dlv')}/sms")).status_code == 404
 
 
+async def test_the_workers_sessions_share_one_client(env, notifier_pool, stage_data, twilio_url):
+    """Twenty workers' sessions send through the channel's one client (one TLS context, one pool of
+    keep-alive connections), and a worker closing its session leaves the others able to send."""
+    channel, _ = env
+    sessions = [channel.open_session() for _ in range(20)]
+    phones = [f"+49151{secrets.randbelow(10**8):08d}" for _ in sessions[:3]]
+    deliveries = [await recorded_delivery(notifier_pool, stage_data, phone) for phone in phones]
+    first = await sessions[0].send(deliveries[0])
+    await sessions[0].close()
+    rest = [await s.send(d) for s, d in zip(sessions[1:], deliveries[1:], strict=False)]
+    assert all(isinstance(o, Sent) for o in (first, *rest)), (first, rest)
+    assert {id(channel.client())} == {id(s.channel.client()) for s in sessions}
+    assert not channel.client().is_closed
+    for phone in phones:
+        [sent] = await messages_to(twilio_url, phone)
+        assert sent["to"] == phone
+
+
 async def test_an_undelivered_sms_publishes_reminder_delivery_updated(env, notifier_pool, stage_data):
     channel, _ = env
     d = await recorded_delivery(notifier_pool, stage_data, "+4915112340000")
