@@ -25,7 +25,7 @@ import asyncpg
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from dunning import outbox
-from dunning.clock import utcnow
+from dunning.clock import isoformat, utcnow
 from dunning.consumer import INFRA_ERRORS
 from dunning.logging import get_logger
 from dunning.loops import Loop
@@ -35,6 +35,8 @@ from dunning_scheduler.planner import TIMERS_CHANNEL
 from dunning_scheduler.policy_store import ActivePolicies
 
 log = get_logger(__name__)
+
+HELD_REPORT_SECONDS = 5.0  # due stages held this long by the gate are reported (scheduler.firing.held), this often
 
 
 class FiringLoop(Loop):
@@ -63,6 +65,7 @@ class FiringLoop(Loop):
         self.payments_topic = payments_topic
         self.sources = sources
         self._last_prune = 0.0
+        self._last_held_report = float("-inf")
         self.fired_total = 0  # counters for metrics and the bench (errors: the loop base's)
         self.batches = 0
         self.last_fired_at: float | None = None  # time.monotonic() of the last non-empty batch
@@ -107,8 +110,31 @@ class FiringLoop(Loop):
             return self.poll_seconds
         wait = (next_due - utcnow()).total_seconds()
         if wait <= 0:  # due but held by the gate: the next watermark's NOTIFY wakes us
+            if self.gated and -wait >= HELD_REPORT_SECONDS:
+                await self._report_held()
             return self.poll_seconds
         return min(self.poll_seconds, wait)
+
+    async def _report_held(self) -> None:
+        """Say why due stages wait, at most every HELD_REPORT_SECONDS while the gate holds any back
+        that long: how many, the oldest, the gate's watermark and each source's best usable statement
+        (a held customer's stage under the gate waits for its hold, not the gate: not counted)."""
+        if time.monotonic() - self._last_held_report < HELD_REPORT_SECONDS:
+            return
+        async with self.pool.acquire() as conn:
+            held = await repository.held_by_gate(conn, self.payments_topic, self.sources)
+        if held is None or (utcnow() - held["oldest"]).total_seconds() < HELD_REPORT_SECONDS:
+            return
+        self._last_held_report = time.monotonic()
+        log.warning(
+            "scheduler.firing.held",
+            loop=self.name,
+            held=held["held"],
+            oldest_due=isoformat(held["oldest"]),
+            held_seconds=round((utcnow() - held["oldest"]).total_seconds(), 1),
+            watermark=isoformat(held["watermark"]) if held["watermark"] else None,
+            sources=held["sources"],
+        )
 
     def on_error(self, exc: Exception, retry_in: float) -> None:
         if isinstance(exc, INFRA_ERRORS):

@@ -14,13 +14,14 @@ from dunning_scheduler.wants import WantsLoop
 pytestmark = pytest.mark.integration
 
 
-async def _state(pool, source: str, watermark) -> None:
+async def _state(pool, source: str, watermark, invoice_positions: str = "{}") -> None:
     await pool.execute(
         "INSERT INTO watermark_statements (statement_id, source, watermark, payments_offsets, invoice_positions,"
-        " offsets, computed_at) VALUES ($1, $2, $3, '{}', '{}', '{}', $3)",
+        " offsets, computed_at) VALUES ($1, $2, $3, '{}', $4::text::jsonb, '{}', $3)",
         uuid.uuid4(),
         source,
         watermark,
+        invoice_positions,
     )
 
 
@@ -53,6 +54,24 @@ async def test_a_held_back_timer_under_the_watermark_wants_nothing_newer(pool, f
         for source in repository.GATE_SOURCES:
             await _state(pool, source, utcnow())
         # due, covered, not fired (a held customer's timer would stay so): no statement makes it fire sooner
+        assert await repository.wanted_from(conn) is None
+
+
+async def test_a_timer_under_the_watermark_not_yet_certified_wants_a_newer_statement(pool, firing_h):
+    """Its InvoiceIssued (offset 41) was not consumed by reconciliation when it stated: only a newer
+    statement of reconciliation's can let it fire, so one is wanted from its time on."""
+    issued = await firing_h.issue(pool)
+    await pool.execute(
+        "UPDATE timers SET scheduled_at = now() - interval '1 minute', gate_partition = 0, gate_offset = 41"
+        " WHERE invoice_id = $1",
+        issued["subject"],
+    )
+    due = min(t["scheduled_at"] for t in await firing_h.timers(pool, issued["subject"]))
+    async with pool.acquire() as conn:
+        await _state(pool, "invoice-ingest", utcnow())
+        await _state(pool, "reconciliation", utcnow(), '{"0": 41}')  # positions below its offset
+        assert await repository.wanted_from(conn) == due
+        await _state(pool, "reconciliation", utcnow(), '{"0": 42}')  # a newer statement certifies it
         assert await repository.wanted_from(conn) is None
 
 

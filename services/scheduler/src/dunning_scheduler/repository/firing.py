@@ -57,6 +57,10 @@ WITH applied AS (
            END AS positions
 )
 """
+# Whether the gate lets timer `d` through: at or under the watermark, and its InvoiceIssued certified.
+_PASSES_GATE = """(d.scheduled_at <= gate.watermark
+                          AND (d.gate_offset IS NULL OR gate.positions IS NULL
+                               OR d.gate_offset < (gate.positions ->> d.gate_partition::text)::bigint))"""
 _FIRE_DUE = (
     _GATE.replace("$SOURCES", "$4")
     + """
@@ -76,9 +80,7 @@ WHERE t.stage_id = ANY(ARRAY(
                                               AND p.tenant_id = x.tenant_id AND p.customer_id = x.customer_id)))
           AND NOT EXISTS (SELECT 1 FROM pauses AS p WHERE p.state <> 'ended' AND p.invoice_id = d.invoice_id
                           AND (p.cause <> 'payment_plan' OR d.kind <> 'instalment'))
-          AND (NOT $2 OR (d.scheduled_at <= gate.watermark
-                          AND (d.gate_offset IS NULL OR gate.positions IS NULL
-                               OR d.gate_offset < (gate.positions ->> d.gate_partition::text)::bigint)))
+          AND (NOT $2 OR {PASSES_GATE})
         ORDER BY d.scheduled_at
         LIMIT $3
         FOR UPDATE OF d SKIP LOCKED))
@@ -87,7 +89,7 @@ RETURNING t.stage_id, t.tenant_id, t.invoice_id, t.stage, t.sequence, t.channel,
           t.fired_at, i.external_id, i.number, i.currency, i.amount_due, i.balance, i.issue_date, i.due_date,
           i.payment_url, i.customer, t.context, t.kind, i.customer_id, i.policy_key, i.policy_version,
           i.policy_is_default
-"""
+""".replace("{PASSES_GATE}", _PASSES_GATE)
 )
 _GATE_STATE = (
     _GATE.replace("$SOURCES", "$2")
@@ -98,18 +100,22 @@ FROM gate
 """
 )
 # When statements are next wanted (WatermarkWanted): the earliest scheduled timer or gated deadline the
-# gate's watermark does not cover yet (all of them while it has none). A timer under the watermark that
-# does not fire (a held customer's) needs no newer statement: whenever it may fire, the gate passes it.
+# gate's watermark does not cover yet (all of them while it has none), and the earliest timer under it
+# whose InvoiceIssued reconciliation has not certified yet (only a newer statement can certify it).
+# A timer the gate passes that does not fire (a held customer's) needs no newer statement: whenever it
+# may fire, the gate passes it.
 _WANTED_FROM = (
     _GATE.replace("$SOURCES", "$2")
     + """
 SELECT least(
     (SELECT min(t.scheduled_at) FROM timers AS t
      WHERE t.state = 'scheduled' AND (gate.watermark IS NULL OR t.scheduled_at > gate.watermark)),
+    (SELECT min(d.scheduled_at) FROM timers AS d
+     WHERE d.state = 'scheduled' AND d.scheduled_at <= gate.watermark AND NOT coalesce({PASSES_GATE}, false)),
     (SELECT min(d.at) FROM deadlines AS d
      WHERE d.gated AND (gate.watermark IS NULL OR d.at > gate.watermark)))
 FROM gate
-"""
+""".replace("{PASSES_GATE}", _PASSES_GATE)
 )
 _ORDERED_WALK = "SET LOCAL enable_bitmapscan = off"  # until the firing transaction ends (fire_due)
 PAYMENTS_TOPIC = topic(PaymentReceived)  # the catalogue's (Settings.payments_topic may name another)
@@ -140,6 +146,28 @@ async def gate_state(
     certified invoice positions) and `sources` (each source's best usable watermark, as text). A
     deadline at D may be judged once `watermark` >= D: every stop acknowledged before D is applied."""
     return await conn.fetchrow(_GATE_STATE, payments_topic, list(sources))
+
+
+# The due timers the gate holds back (a held customer's, under the gate, are not counted: they wait for
+# their hold): how many, the oldest, and the gate as it stands (the firing loop reports them).
+_HELD = (
+    _GATE.replace("$SOURCES", "$2")
+    + """
+SELECT count(*) AS held, min(d.scheduled_at) AS oldest, gate.watermark, gate.positions,
+       (SELECT coalesce(jsonb_object_agg(source, watermark), '{}'::jsonb) FROM best) AS sources
+FROM timers AS d, gate
+WHERE d.state = 'scheduled' AND d.scheduled_at <= now() AND NOT coalesce({PASSES_GATE}, false)
+GROUP BY gate.watermark, gate.positions
+""".replace("{PASSES_GATE}", _PASSES_GATE)
+)
+
+
+async def held_by_gate(
+    conn: asyncpg.Connection, payments_topic: str = PAYMENTS_TOPIC, sources: Sequence[str] = GATE_SOURCES
+) -> asyncpg.Record | None:
+    """The due timers the gate holds back now (None: none): `held`, `oldest`, `watermark`,
+    `positions` and each source's best usable watermark (`sources`)."""
+    return await conn.fetchrow(_HELD, payments_topic, list(sources))
 
 
 async def wanted_from(
