@@ -166,6 +166,7 @@ class ConsumerRunner:
             max_infra_retries=settings.consumer_max_infra_retries,
             handler_attempts=settings.consumer_handler_attempts,
             client_id=settings.service_name,
+            session_timeout_ms=settings.consumer_session_timeout_ms,
             track_positions=track_positions,
         )
 
@@ -193,7 +194,7 @@ class ConsumerRunner:
             fetch_max_wait_ms=self.fetch_wait_ms,
             max_poll_records=self.batch_max,
             session_timeout_ms=self.session_timeout_ms,
-            heartbeat_interval_ms=max(self.session_timeout_ms // 6, 100),
+            heartbeat_interval_ms=max(self.session_timeout_ms // 3, 100),
             rebalance_timeout_ms=self.rebalance_timeout_ms,
             max_poll_interval_ms=120_000,
         )

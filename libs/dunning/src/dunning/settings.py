@@ -50,6 +50,11 @@ class CommonSettings(BaseSettings):
     consumer_idle_after_seconds: float = 2.0
     consumer_idle_fetch_wait_ms: int = 500
     consumer_max_infra_retries: int = 8
+    # A replica that dies unannounced (SIGKILL, a lost node) leaves its group after this long; until the
+    # group forms again its members' consumption waits. 6 s is Kafka's floor (the broker's
+    # group.min.session.timeout.ms); the local stack's Tansu takes 3 s, where a kill stalled a group
+    # 2 s instead of 11 (docs/cancel-guarantee.md#a-replica-killed). Heartbeats every third of it.
+    consumer_session_timeout_ms: int = 6000
     consumer_handler_attempts: int = 3
 
     # Outbox relay.

@@ -271,3 +271,30 @@ def test_idle_fetch_is_off_when_the_idle_wait_is_not_longer():
     idle = module.IdleFetch(c, busy_ms=50, idle_ms=0, after_seconds=0)
     idle.saw(False)
     assert c._fetcher._fetch_max_wait_ms == 50
+
+
+async def test_the_group_session_comes_from_the_settings_with_heartbeats_every_third_of_it():
+    from dunning.settings import CommonSettings
+
+    handlers = {InvoiceIssued: HandlerSpec(lambda conn, event: None)}
+
+    def group_timings(settings: CommonSettings) -> tuple[int, int]:
+        consumer = ConsumerRunner.from_settings(settings, None, name="t", handlers=handlers).make_consumer()
+        coordinator_settings = consumer._session_timeout_ms, consumer._heartbeat_interval_ms  # not started
+        return coordinator_settings
+
+    assert group_timings(CommonSettings()) == (6000, 2000)  # Kafka's floor
+    assert group_timings(CommonSettings(consumer_session_timeout_ms=3000)) == (3000, 1000)  # the local Tansu
+
+
+def test_the_local_stack_gives_its_tansu_consumers_a_shorter_session(tmp_path):
+    from dunning_tools.stack.system import SERVICES, Ports, Stack
+    from dunning_tools.stack.tansu import TANSU_SESSION_TIMEOUT_MS, TansuBroker
+
+    stack = Stack(tmp_path, Ports())
+    stack.database_url, stack.kafka_bootstrap_servers = "postgresql://x/y", "127.0.0.1:1"
+    for name, (_, prefix, _) in SERVICES.items():
+        assert f"{prefix}CONSUMER_SESSION_TIMEOUT_MS" not in stack.service_env(name, 1)  # someone else's broker
+    stack.broker = TansuBroker(1)
+    for name, (_, prefix, _) in SERVICES.items():
+        assert stack.service_env(name, 1)[f"{prefix}CONSUMER_SESSION_TIMEOUT_MS"] == str(TANSU_SESSION_TIMEOUT_MS)

@@ -18,7 +18,7 @@ from dunning_tools.stack.postgres import EmbeddedPostgres
 from dunning_tools.stack.procs import free_port, port_in_use, spawn, stop, wait_for_port
 from dunning_tools.stack.providers import app as providers
 from dunning_tools.stack.service import ServiceProc, service_env
-from dunning_tools.stack.tansu import TansuBroker
+from dunning_tools.stack.tansu import TANSU_SESSION_TIMEOUT_MS, TansuBroker
 
 SERVICES = {  # name -> (python package, env prefix, default port)
     "invoice-ingest": ("dunning_ingest", "INGEST_", 8001),
@@ -186,6 +186,9 @@ class Stack:
                 "NOTIFIER_PRINTMAIL_API_KEY": self.provider_secrets["printmail_api_key"],
                 "NOTIFIER_PRINTMAIL_WEBHOOK_SECRET": self.provider_secrets["printmail_webhook_secret"],
                 "NOTIFIER_PUBLIC_URL": self.url("notifier"),
+                # our Tansu takes a session under Kafka's 6-s floor: a killed replica stalls its group
+                # ~2 s instead of ~11 (docs/cancel-guarantee.md#a-replica-killed)
+                **({f"{prefix}CONSUMER_SESSION_TIMEOUT_MS": str(TANSU_SESSION_TIMEOUT_MS)} if self.broker else {}),
                 **self.extra_env,
             }
         )

