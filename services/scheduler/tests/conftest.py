@@ -289,6 +289,18 @@ async def timers(pool, invoice_id: str) -> list:
     return await pool.fetch("SELECT * FROM timers WHERE invoice_id = $1 ORDER BY sequence, channel", invoice_id)
 
 
+async def state(pool, source: str, watermark, invoice_positions: str = "{}") -> None:
+    """A watermark statement of `source` as the scheduler stores one it read (no offsets named:
+    usable at once), certifying `invoice_positions` (JSON text, partition -> offset)."""
+    await pool.execute(
+        "INSERT INTO watermark_statements (statement_id, source, watermark, payments_offsets, invoice_positions,"
+        " offsets, computed_at) VALUES (gen_random_uuid(), $1, $2, '{}', $3::text::jsonb, '{}', $2)",
+        source,
+        watermark,
+        invoice_positions,
+    )
+
+
 async def read_topic(bootstrap: str, topic: str, want, timeout: float = 20.0) -> list[dict]:
     """The envelopes on `topic`, read from the start until `want(envelopes)` holds."""
     return await kafka.read_topic(bootstrap, topic, want, timeout, decode=lambda r: orjson.loads(r.value))
@@ -312,6 +324,7 @@ class Helpers:
     apply = staticmethod(apply)
     outbox_events = staticmethod(outbox_events)
     timers = staticmethod(timers)
+    state = staticmethod(state)
     read_topic = staticmethod(read_topic)
     TENANT = TENANT
     API_KEY = API_KEY

@@ -2,7 +2,6 @@
 how many, the oldest, the gate's watermark and each source's best usable statement; on the real
 PostgreSQL."""
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -13,17 +12,6 @@ from dunning_scheduler import repository
 from dunning_scheduler.firing import HELD_REPORT_SECONDS, FiringLoop
 
 pytestmark = pytest.mark.integration
-
-
-async def _state(pool, source: str, watermark, invoice_positions: str = "{}") -> None:
-    await pool.execute(
-        "INSERT INTO watermark_statements (statement_id, source, watermark, payments_offsets, invoice_positions,"
-        " offsets, computed_at) VALUES ($1, $2, $3, '{}', $4::text::jsonb, '{}', $3)",
-        uuid.uuid4(),
-        source,
-        watermark,
-        invoice_positions,
-    )
 
 
 async def _reports(loop: FiringLoop) -> list[dict]:
@@ -58,17 +46,17 @@ async def test_stages_the_gate_holds_back_are_reported_with_the_gate_then_not_on
     assert await _reports(loop) == []  # not again within HELD_REPORT_SECONDS
 
     loop._last_held_report = float("-inf")
-    await _state(pool, "reconciliation", utcnow())
+    await firing_h.state(pool, "reconciliation", utcnow())
     [held] = await _reports(loop)  # one source has stated: the gate still waits for the other
     assert set(held["sources"]) == {"reconciliation"} and held["watermark"] is None
 
     loop._last_held_report = float("-inf")
-    await _state(pool, "invoice-ingest", utcnow())
+    await firing_h.state(pool, "invoice-ingest", utcnow())
     [held] = await _reports(loop)  # under the watermark, but its InvoiceIssued is not certified yet
     assert held["watermark"] is not None and held["held"] == scheduled
 
     loop._last_held_report = float("-inf")
-    await _state(pool, "reconciliation", utcnow() + timedelta(seconds=1), '{"0": 42}')  # certified
+    await firing_h.state(pool, "reconciliation", utcnow() + timedelta(seconds=1), '{"0": 42}')  # certified
     async with pool.acquire() as conn:
         assert await repository.held_by_gate(conn) is None
     assert await _reports(loop) == []  # the gate passes them: whatever still waits, it is not the gate

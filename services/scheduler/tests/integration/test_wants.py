@@ -1,7 +1,6 @@
 """WatermarkWanted: the scheduler says from when on it needs statements (the earliest timer or gated
 deadline above the gate's watermark), on the real PostgreSQL and broker."""
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -12,17 +11,6 @@ from dunning_scheduler import repository
 from dunning_scheduler.wants import WantsLoop
 
 pytestmark = pytest.mark.integration
-
-
-async def _state(pool, source: str, watermark, invoice_positions: str = "{}") -> None:
-    await pool.execute(
-        "INSERT INTO watermark_statements (statement_id, source, watermark, payments_offsets, invoice_positions,"
-        " offsets, computed_at) VALUES ($1, $2, $3, '{}', $4::text::jsonb, '{}', $3)",
-        uuid.uuid4(),
-        source,
-        watermark,
-        invoice_positions,
-    )
 
 
 async def test_statements_are_wanted_from_the_earliest_timer_the_gate_does_not_cover(pool, firing_h):
@@ -36,11 +24,11 @@ async def test_statements_are_wanted_from_the_earliest_timer_the_gate_does_not_c
     async with pool.acquire() as conn:
         assert await repository.wanted_from(conn) == times[0]  # no statement yet: every timer is uncovered
         for source in repository.GATE_SOURCES:
-            await _state(pool, source, times[0])  # the gate covers the first timer (as it fires)
+            await firing_h.state(pool, source, times[0])  # the gate covers the first timer (as it fires)
         assert await repository.wanted_from(conn) == times[1]
-        await _state(pool, "reconciliation", times[-1])  # one source ahead: the other still holds it
+        await firing_h.state(pool, "reconciliation", times[-1])  # one source ahead: the other still holds it
         assert await repository.wanted_from(conn) == times[1]
-        await _state(pool, "invoice-ingest", times[-1])
+        await firing_h.state(pool, "invoice-ingest", times[-1])
         assert await repository.wanted_from(conn) is None
 
 
@@ -52,7 +40,7 @@ async def test_a_held_back_timer_under_the_watermark_wants_nothing_newer(pool, f
     async with pool.acquire() as conn:
         assert await repository.wanted_from(conn) is not None
         for source in repository.GATE_SOURCES:
-            await _state(pool, source, utcnow())
+            await firing_h.state(pool, source, utcnow())
         # due, covered, not fired (a held customer's timer would stay so): no statement makes it fire sooner
         assert await repository.wanted_from(conn) is None
 
@@ -68,10 +56,10 @@ async def test_a_timer_under_the_watermark_not_yet_certified_wants_a_newer_state
     )
     due = min(t["scheduled_at"] for t in await firing_h.timers(pool, issued["subject"]))
     async with pool.acquire() as conn:
-        await _state(pool, "invoice-ingest", utcnow())
-        await _state(pool, "reconciliation", utcnow(), '{"0": 41}')  # positions below its offset
+        await firing_h.state(pool, "invoice-ingest", utcnow())
+        await firing_h.state(pool, "reconciliation", utcnow(), '{"0": 41}')  # positions below its offset
         assert await repository.wanted_from(conn) == due
-        await _state(pool, "reconciliation", utcnow(), '{"0": 42}')  # a newer statement certifies it
+        await firing_h.state(pool, "reconciliation", utcnow(), '{"0": 42}')  # a newer statement certifies it
         assert await repository.wanted_from(conn) is None
 
 

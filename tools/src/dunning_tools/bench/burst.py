@@ -21,7 +21,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -37,7 +36,7 @@ from dunning_tools.bench import figures
 from dunning_tools.bench.cancel import summary
 from dunning_tools.bench.phases import Phases, Profiler
 from dunning_tools.bench.watch import wait_until_quiet
-from dunning_tools.stack.system import Ports, Stack
+from dunning_tools.stack.system import Stack
 
 SAFETY = 1.5  # the lead is this many times the set-up time expected from the calibration
 GUARD = 2.0  # set-up must be done (planned, quiet) this many seconds before T, else the round is void
@@ -397,18 +396,8 @@ def config(argv: list[str]) -> Config:
 
 def main() -> None:
     cfg = config(sys.argv[1:])
-    workdir = Path(tempfile.mkdtemp(prefix="dunning-burst-"))
-    stack = Stack(workdir, Ports.free(), durable=True)
-    print(f"starting the stack in {workdir} ({cfg.rounds} round(s) of {cfg.reminders:,} reminders) ...", flush=True)
-    try:
-        stack.start_infrastructure()
-        stack.start_services()
-        figs, extra = asyncio.run(bench(stack, cfg))
-    finally:
-        stack.stop()
-    path = figures.save("burst", figs, extra)
-    print(report(figs, extra), flush=True)
-    print(f"saved {path}", flush=True)
+    rounds = f" ({cfg.rounds} round(s) of {cfg.reminders:,} reminders)"
+    figures.run_on_own_stack("burst", lambda stack: bench(stack, cfg), report, rounds)
 
 
 if __name__ == "__main__":

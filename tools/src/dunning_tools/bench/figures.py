@@ -9,9 +9,10 @@ beside its reference from the same run, and the ratio) is built from those files
 import json
 import os
 import statistics
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 RUN_DIR = Path(os.environ.get("BENCH_RUN_DIR", ".run"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
@@ -73,6 +74,33 @@ def save(bench: str, figures: dict[str, Figure], extra: dict | None = None) -> P
     body = {"figures": {k: f.as_dict() for k, f in figures.items()}, **(extra or {})}
     path.write_text(json.dumps(body, indent=2, default=str))
     return path
+
+
+def run_on_own_stack(
+    bench: str,
+    measure: Callable[[Any], Coroutine[Any, Any, tuple[dict[str, Figure], dict]]],
+    report: Callable[[dict[str, Figure], dict], str],
+    banner: str = "",
+) -> None:
+    """A sub-bench's main: its own stack (fsync on) in a fresh directory, `measure(stack)` on it, the
+    figures saved (`save`) and the report printed."""
+    import asyncio
+    import tempfile
+
+    from dunning_tools.stack.system import Ports, Stack
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"dunning-{bench}-"))
+    stack = Stack(workdir, Ports.free(), durable=True)
+    print(f"starting the stack in {workdir}{banner} ...", flush=True)
+    try:
+        stack.start_infrastructure()
+        stack.start_services()
+        figs, extra = asyncio.run(measure(stack))
+    finally:
+        stack.stop()
+    path = save(bench, figs, extra)
+    print(report(figs, extra), flush=True)
+    print(f"saved {path}", flush=True)
 
 
 def load_all(run_dir: Path = RUN_DIR) -> dict[str, Figure]:

@@ -23,7 +23,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from dunning_tools.bench.cancel import STAGES_TOPIC, TopicTail, _own_cpu, summar
 from dunning_tools.bench.phases import Profiler
 from dunning_tools.bench.pipeline_verdict import judge, passed, report_step
 from dunning_tools.bench.system import wait_until_quiet
-from dunning_tools.stack.system import Ports, Stack
+from dunning_tools.stack.system import Stack
 
 BEHIND_SECONDS = 10.0
 CANCELLED, FIRED = "dunning.StagesCancelled.v1", "dunning.StageEscalated.v1"
@@ -361,18 +360,7 @@ def config(argv: list[str]) -> Config:
 
 def main() -> None:
     cfg = config(sys.argv[1:])
-    workdir = Path(tempfile.mkdtemp(prefix="dunning-pipeline-"))
-    stack = Stack(workdir, Ports.free(), durable=True)
-    print(f"starting the stack in {workdir} ...", flush=True)
-    try:
-        stack.start_infrastructure()
-        stack.start_services()
-        figs, extra = asyncio.run(bench(stack, cfg))
-    finally:
-        stack.stop()
-    path = figures.save("pipeline", figs, extra)
-    print(report(figs, extra), flush=True)
-    print(f"saved {path}", flush=True)
+    figures.run_on_own_stack("pipeline", lambda stack: bench(stack, cfg), report)
 
 
 if __name__ == "__main__":
