@@ -280,8 +280,7 @@ async def test_the_group_session_comes_from_the_settings_with_heartbeats_every_t
 
     def group_timings(settings: CommonSettings) -> tuple[int, int]:
         consumer = ConsumerRunner.from_settings(settings, None, name="t", handlers=handlers).make_consumer()
-        coordinator_settings = consumer._session_timeout_ms, consumer._heartbeat_interval_ms  # not started
-        return coordinator_settings
+        return consumer._session_timeout_ms, consumer._heartbeat_interval_ms  # the client's, not started
 
     assert group_timings(CommonSettings()) == (6000, 2000)  # Kafka's floor
     assert group_timings(CommonSettings(consumer_session_timeout_ms=3000)) == (3000, 1000)  # the local Tansu

@@ -123,7 +123,8 @@ class FiringLoop(Loop):
             return
         async with self.pool.acquire() as conn:
             held = await repository.held_by_gate(conn, self.payments_topic, self.sources)
-        if held is None or (utcnow() - held["oldest"]).total_seconds() < HELD_REPORT_SECONDS:
+        waited = (utcnow() - held["oldest"]).total_seconds() if held is not None else 0.0
+        if held is None or waited < HELD_REPORT_SECONDS:
             return
         self._last_held_report = time.monotonic()
         log.warning(
@@ -131,7 +132,7 @@ class FiringLoop(Loop):
             loop=self.name,
             held=held["held"],
             oldest_due=isoformat(held["oldest"]),
-            held_seconds=round((utcnow() - held["oldest"]).total_seconds(), 1),
+            held_seconds=round(waited, 1),
             watermark=isoformat(held["watermark"]) if held["watermark"] else None,
             sources=held["sources"],
         )

@@ -6,13 +6,17 @@ beside its reference from the same run, and the ratio) is built from those files
 (`load_all()`), so the README's performance section is generated, never written by hand.
 """
 
+import asyncio
 import json
 import os
 import statistics
+import tempfile
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dunning_tools.stack.system import Ports, Stack
 
 RUN_DIR = Path(os.environ.get("BENCH_RUN_DIR", ".run"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
@@ -84,11 +88,6 @@ def run_on_own_stack(
 ) -> None:
     """A sub-bench's main: its own stack (fsync on) in a fresh directory, `measure(stack)` on it, the
     figures saved (`save`) and the report printed."""
-    import asyncio
-    import tempfile
-
-    from dunning_tools.stack.system import Ports, Stack
-
     workdir = Path(tempfile.mkdtemp(prefix=f"dunning-{bench}-"))
     stack = Stack(workdir, Ports.free(), durable=True)
     print(f"starting the stack in {workdir}{banner} ...", flush=True)

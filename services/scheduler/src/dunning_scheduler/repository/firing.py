@@ -91,11 +91,12 @@ RETURNING t.stage_id, t.tenant_id, t.invoice_id, t.stage, t.sequence, t.channel,
           i.policy_is_default
 """.replace("{PASSES_GATE}", _PASSES_GATE)
 )
+# Each source's best usable watermark, as a JSON object (gate_state's and held_by_gate's `sources`).
+_SOURCES = "(SELECT coalesce(jsonb_object_agg(source, watermark), '{}'::jsonb) FROM best) AS sources"
 _GATE_STATE = (
     _GATE.replace("$SOURCES", "$2")
-    + """
-SELECT gate.watermark, gate.positions,
-       (SELECT coalesce(jsonb_object_agg(source, watermark), '{}'::jsonb) FROM best) AS sources
+    + f"""
+SELECT gate.watermark, gate.positions, {_SOURCES}
 FROM gate
 """
 )
@@ -153,20 +154,19 @@ async def gate_state(
 _HELD = (
     _GATE.replace("$SOURCES", "$2")
     + """
-SELECT count(*) AS held, min(d.scheduled_at) AS oldest, gate.watermark, gate.positions,
-       (SELECT coalesce(jsonb_object_agg(source, watermark), '{}'::jsonb) FROM best) AS sources
+SELECT count(*) AS held, min(d.scheduled_at) AS oldest, gate.watermark, {SOURCES}
 FROM timers AS d, gate
 WHERE d.state = 'scheduled' AND d.scheduled_at <= now() AND NOT coalesce({PASSES_GATE}, false)
-GROUP BY gate.watermark, gate.positions
-""".replace("{PASSES_GATE}", _PASSES_GATE)
+GROUP BY gate.watermark
+""".replace("{PASSES_GATE}", _PASSES_GATE).replace("{SOURCES}", _SOURCES)
 )
 
 
 async def held_by_gate(
     conn: asyncpg.Connection, payments_topic: str = PAYMENTS_TOPIC, sources: Sequence[str] = GATE_SOURCES
 ) -> asyncpg.Record | None:
-    """The due timers the gate holds back now (None: none): `held`, `oldest`, `watermark`,
-    `positions` and each source's best usable watermark (`sources`)."""
+    """The due timers the gate holds back now (None: none): `held`, `oldest`, `watermark` and each
+    source's best usable watermark (`sources`)."""
     return await conn.fetchrow(_HELD, payments_topic, list(sources))
 
 
