@@ -290,6 +290,34 @@ async def test_webhook_hand_off_is_signed_hands_over_once_and_queues_the_debtors
     assert ack.status_code == 409
 
 
+async def test_a_rotated_secret_signs_the_next_hand_off_and_the_old_one_no_longer(
+    api, notifier, dispatching, stage_data, receiver
+):
+    missing = await api.post("/v1/agency/secret/rotate", headers=HEADERS)
+    assert missing.status_code == 404 and missing.json()["errors"][0]["field"] == "agency"
+    body = {"name": "Nordic Collect AB", "mode": "webhook", "url": receiver.url, "contact_email": "c@nordic.example"}
+    old = (await api.put("/v1/agency", json=body, headers=HEADERS)).json()["secret"]
+
+    rotated = await api.post("/v1/agency/secret/rotate", headers=HEADERS)
+
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["secret"]
+    assert new.startswith("whsec_") and new != old and rotated.json()["secret_rotated_at"] is not None
+    shown = (await api.get("/v1/agency", headers=HEADERS)).json()
+    assert shown["secret"] is None and shown["secret_rotated_at"] == rotated.json()["secret_rotated_at"]
+    data = await _agency_stage(notifier, stage_data)
+    async with dispatching():
+        await notifier.wait_state(data["invoice_id"], "sent", channel="agency")
+    [(sent, headers)] = receiver.requests
+    assert Webhook(new).verify(sent, headers)["data"]["invoices"][0]["invoice_id"] == data["invoice_id"]
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old).verify(sent, headers)
+    export = {"name": "Tokyo Saiken", "mode": "export", "contact_email": "c@ts.example"}
+    assert (await api.put("/v1/agency", json=export, headers=HEADERS)).status_code == 200
+    refused = await api.post("/v1/agency/secret/rotate", headers=HEADERS)
+    assert refused.status_code == 409 and refused.json()["errors"][0]["field"] == "mode"
+
+
 async def test_the_with_agency_stop_spares_the_handed_over_notice_but_a_payment_cancels_it(api, notifier, stage_data):
     await api.put(
         "/v1/agency", json={"name": "Tokyo Saiken", "mode": "export", "contact_email": "c@ts.example"}, headers=HEADERS
