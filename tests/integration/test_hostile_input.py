@@ -8,7 +8,9 @@ naming where it was (the path or query parameter, the header, the body path such
 """
 
 import json
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -350,3 +352,15 @@ def test_every_operation_is_documented_the_same_way(services_kit, service):
                     }, f"{where} {status}: a problem document"
             assert {"400", "422", "500"} <= set(op["responses"]), f"{where}: the errors every route can answer"
     assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("service", ["invoice-ingest", "scheduler", "notifier", "reconciliation"])
+def test_every_route_has_an_example_in_the_readme(services_kit, service):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = []
+    for template in services_kit.app_without_database(service).openapi()["paths"]:
+        # a path parameter stands for any id the example uses (inv_01M8..., pol_standard, $TOKEN)
+        pattern = re.sub(r"\\\{[^}]+\\\}", r"""[^\\s"'/?]+""", re.escape(template))
+        if not re.search(pattern + r"(?![\w/{-])", readme):  # the whole path, not the start of a longer one
+            missing.append(template)
+    assert not missing, f"{service}: routes with no example in the README: {missing}"
