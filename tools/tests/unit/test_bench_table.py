@@ -1,5 +1,7 @@
 """Issue 13's table is built from the sub-benches' saved figures, and regenerates the README block."""
 
+import os
+
 import pytest
 
 from dunning_tools.bench import figures, table
@@ -40,3 +42,14 @@ def test_the_readme_block_is_rewritten_between_its_markers_only(tmp_path):
     readme.write_text("no markers here\n")
     with pytest.raises(SystemExit):
         table.rewrite_readme(readme, "x")
+
+
+def test_the_block_names_the_sizes_the_run_was_set_to_and_no_path(monkeypatch):
+    for name in [k for k in os.environ if k.startswith("BENCH_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("BENCH_ROUNDS", "2")
+    monkeypatch.setenv("BENCH_ESCALATE", "10000")
+    monkeypatch.setenv("BENCH_RUN_DIR", "/somewhere/.run")
+    header = table.markdown({}, "2026-12-02 05:23 UTC", "abc1234").splitlines()[0]
+    assert "cores; BENCH_ESCALATE=10000; BENCH_ROUNDS=2)" in header
+    assert "somewhere" not in header
