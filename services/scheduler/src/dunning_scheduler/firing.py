@@ -123,8 +123,10 @@ class FiringLoop(Loop):
             return
         async with self.pool.acquire() as conn:
             held = await repository.held_by_gate(conn, self.payments_topic, self.sources)
-        waited = (utcnow() - held["oldest"]).total_seconds() if held is not None else 0.0
-        if held is None or waited < HELD_REPORT_SECONDS:
+        if held is None:
+            return
+        waited = (utcnow() - held["oldest"]).total_seconds()
+        if waited < HELD_REPORT_SECONDS:
             return
         self._last_held_report = time.monotonic()
         log.warning(
