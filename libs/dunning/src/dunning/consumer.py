@@ -119,6 +119,9 @@ class ConsumerRunner:
             t.TYPE: spec.batch for t, spec in handlers.items() if spec.batch is not None
         }
         self.inboxless_types = frozenset(t.TYPE for t, spec in handlers.items() if not spec.inbox)
+        # the ce_type headers of the events that end an idle spell (IdleFetch): those handled here,
+        # gate heartbeats (`wakes=False`) and other services' events on a shared topic aside
+        self.waking_types = frozenset(t.TYPE.encode() for t, spec in handlers.items() if spec.wakes)
         self.batch_max = batch_max
         self.track_positions = track_positions
         self.fetch_wait_ms = fetch_wait_ms
@@ -210,12 +213,22 @@ class ConsumerRunner:
                     await asyncio.sleep(0.05)
                     continue
                 batch = await consumer.getmany(timeout_ms=200, max_records=self.batch_max)
-                idle.saw(bool(batch))
+                idle.saw(self.wakes(batch))
                 if batch:
                     await self.process_batch(consumer, batch)
         finally:
             await consumer.stop()
             log.info("consumer.stopped", consumer=self.name, processed=self.processed)
+
+    def wakes(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> bool:
+        """Whether the batch holds work that ends an idle spell: an event of a type this runner handles
+        with `wakes` (read from its ce_type header; a record without one counts)."""
+        for records in batch.values():
+            for record in records:
+                ce_type = next((v for k, v in record.headers or () if k == "ce_type"), None)
+                if ce_type is None or ce_type in self.waking_types:
+                    return True
+        return False
 
     async def process_batch(
         self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]

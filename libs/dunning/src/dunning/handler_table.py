@@ -6,6 +6,8 @@ Event record type (`dunning.contracts`) -> `HandlerSpec(each, batch=..., inbox=.
   `each` remains the reference, and a parity test per service holds the two equal.
 - `inbox=False`: the handler is idempotent by construction (a watermark: "greatest wins") and skips
   the inbox: a heartbeat a few times a second would only fill it.
+- `wakes=False`: its events alone are not work that keeps the consumer's fetches short
+  (`dunning.idle_fetch`): a gate heartbeat the service may read one idle fetch wait late.
 """
 
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,11 +26,13 @@ BatchHandler = Callable[..., Awaitable[None]]
 class HandlerSpec:
     """How a service reacts to one event type: `each` applies one event (the reference); `batch`, if
     given, applies a run of consecutive events of the type with the same result; `inbox=False` for
-    a handler idempotent by construction, which skips the inbox."""
+    a handler idempotent by construction, which skips the inbox; `wakes=False` for events that do
+    not end the consumer's idle spell."""
 
     each: Handler
     batch: BatchHandler | None = None
     inbox: bool = True
+    wakes: bool = True
 
 
 HandlerTable = Mapping[Any, HandlerSpec]  # record type (dunning.contracts) -> spec

@@ -134,7 +134,9 @@ async def on_watermark_wanted(conn: asyncpg.Connection, event: Event[WatermarkWa
     WANTED.hear(event.data)
 
 
-WANTED_HANDLER = HandlerSpec(on_watermark_wanted, inbox=False)
+# the scheduler says when it wants statements `lead` seconds ahead at least: heard one idle fetch wait
+# late (`wakes=False`), it is still in time, and at rest its refreshes do not keep the fetches short
+WANTED_HANDLER = HandlerSpec(on_watermark_wanted, inbox=False, wakes=False)
 
 
 async def send_heartbeat(producer: AIOKafkaProducer, topic: str, record: Any) -> None:

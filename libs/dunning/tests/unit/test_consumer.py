@@ -297,3 +297,29 @@ def test_the_local_stack_gives_its_tansu_consumers_a_shorter_session(tmp_path):
     stack.broker = TansuBroker(1)
     for name, (_, prefix, _) in SERVICES.items():
         assert stack.service_env(name, 1)[f"{prefix}CONSUMER_SESSION_TIMEOUT_MS"] == str(TANSU_SESSION_TIMEOUT_MS)
+
+
+def test_only_the_events_a_runner_handles_and_that_wake_end_its_idle_spell():
+    """A gate heartbeat (`wakes=False`) or another service's event on a shared topic leaves the
+    consumer dozing; an event it handles, or a record without a ce_type header, wakes it."""
+    from dunning.contracts import WatermarkWanted
+
+    async def each(conn, event): ...
+
+    runner = ConsumerRunner(
+        name="t",
+        pool=None,
+        bootstrap_servers="unused",
+        group_id="g",
+        handlers={InvoiceIssued: HandlerSpec(each), WatermarkWanted: HandlerSpec(each, inbox=False, wakes=False)},
+    )
+
+    def batch(*types):
+        headers = [[("ce_type", t.TYPE.encode()), ("ce_id", b"x")] if t else [] for t in types]
+        return {TP: [ConsumerRecord(TP.topic, 0, n, 0, 0, b"k", b"{}", None, 0, 2, h) for n, h in enumerate(headers)]}
+
+    assert runner.wakes(batch(WatermarkWanted)) is False
+    assert runner.wakes(batch(PaymentReceived, WatermarkWanted)) is False  # not this runner's
+    assert runner.wakes(batch(WatermarkWanted, InvoiceIssued)) is True
+    assert runner.wakes(batch(None)) is True  # no header: counted
+    assert runner.wakes({}) is False
