@@ -35,6 +35,7 @@ from dunning.events import Event, InvalidEvent, decode
 from dunning.handler_table import BatchHandler, Handler, HandlerTable, Rejected, topics_of
 from dunning.idle_fetch import IdleFetch
 from dunning.logging import bind_context, clear_context, get_logger
+from dunning.naps import Naps
 from dunning.positions import record_positions
 from dunning.tracing import context_from_traceparent, tracer
 
@@ -100,6 +101,7 @@ class ConsumerRunner:
         fetch_wait_ms: int = 50,
         idle_after_seconds: float = 2.0,
         idle_fetch_wait_ms: int = 500,
+        idle_nap_seconds: float = 0.0,
         max_infra_retries: int = 8,
         handler_attempts: int = 3,
         client_id: str | None = None,
@@ -127,6 +129,8 @@ class ConsumerRunner:
         self.fetch_wait_ms = fetch_wait_ms
         self.idle_after_seconds = idle_after_seconds
         self.idle_fetch_wait_ms = idle_fetch_wait_ms
+        self.idle_nap_seconds = idle_nap_seconds  # 0: no naps (dunning.naps), the broker's wait only
+        self.naps: Naps | None = None
         self.max_infra_retries = max_infra_retries
         self.handler_attempts = handler_attempts
         self.client_id = client_id or group_id
@@ -166,6 +170,7 @@ class ConsumerRunner:
             fetch_wait_ms=settings.consumer_fetch_wait_ms,
             idle_after_seconds=settings.consumer_idle_after_seconds,
             idle_fetch_wait_ms=settings.consumer_idle_fetch_wait_ms,
+            idle_nap_seconds=settings.consumer_idle_nap_seconds,
             max_infra_retries=settings.consumer_max_infra_retries,
             handler_attempts=settings.consumer_handler_attempts,
             client_id=settings.service_name,
@@ -207,16 +212,27 @@ class ConsumerRunner:
         await consumer.start()
         log.info("consumer.started", consumer=self.name, topics=self.topics, group=self.group_id)
         idle = IdleFetch(consumer, self.fetch_wait_ms, self.idle_fetch_wait_ms, self.idle_after_seconds)
+        naps = None
+        if self.idle_nap_seconds > 0:
+            naps = self.naps = Naps(self.pool, self.topics, nap_seconds=self.idle_nap_seconds)
         try:
+            if naps is not None:
+                await naps.start()
             while not self._stopping.is_set():
                 if self.paused:
                     await asyncio.sleep(0.05)
                     continue
-                batch = await consumer.getmany(timeout_ms=200, max_records=self.batch_max)
-                idle.saw(self.wakes(batch))
+                timeout_ms = 200
+                if naps is not None and idle.quiet and naps.may_nap():
+                    await naps.nap(consumer, self._stopping)
+                    timeout_ms = 2 * self.fetch_wait_ms + 20  # what the nap left; back to sleep if nothing
+                batch = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.batch_max)
+                idle.saw(self.wakes(batch), doze=naps is None or not naps.listening)
                 if batch:
                     await self.process_batch(consumer, batch)
         finally:
+            if naps is not None:
+                await naps.close()
             await consumer.stop()
             log.info("consumer.stopped", consumer=self.name, processed=self.processed)
 

@@ -17,9 +17,17 @@ class IdleFetch:
         self.last_record = time.monotonic()
         self.dozing = False
 
-    def saw(self, records: bool) -> None:
+    @property
+    def quiet(self) -> bool:
+        """Nothing read for `after_seconds` (naps, dunning.naps, start then)."""
+        return time.monotonic() - self.last_record > self.after
+
+    def saw(self, records: bool, *, doze: bool = True) -> None:
+        """After a fetch: `records`, whether it read work; `doze=False` while the consumer naps
+        instead (dunning.naps), when the broker's wait stays short."""
         if records:
             self.last_record = time.monotonic()
+        if records or not doze:
             if self.dozing:
                 self._set(self.busy_ms)
                 self.dozing = False

@@ -1,14 +1,15 @@
-"""A LISTEN on a pool connection of its own, taken again when that connection is lost.
+"""A LISTEN (on one channel or several) on a pool connection of its own, taken again when that
+connection is lost.
 
 asyncpg's pool takes a terminated connection back (PostgreSQL restarted, a failover) and refuses
 every call on it afterwards, so the loss is learnt from the connection's termination callback
 (`on_lost`), and `ensure()` listens again on a new connection. Used by every `dunning.loops.Loop`
-with a channel and by the notifier's `due_wakeup`.
+with a channel, by the notifier's `due_wakeup` and by the consumers' record hints (`dunning.naps`).
 """
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import asyncpg
 
@@ -19,8 +20,16 @@ _ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 class Listener:
-    def __init__(self, pool: asyncpg.Pool, channel: str, on_notify: Callable[..., None], on_lost: Callable[[], None]):
-        self.pool, self.channel = pool, channel
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        channel: str | Sequence[str],
+        on_notify: Callable[..., None],
+        on_lost: Callable[[], None],
+    ):
+        self.pool = pool
+        self.channels = (channel,) if isinstance(channel, str) else tuple(channel)
+        self.channel = ", ".join(self.channels)  # for the logs
         self.on_notify, self.on_lost = on_notify, on_lost
         self._conn: asyncpg.Connection | None = None
         self._lost = False
@@ -45,7 +54,8 @@ class Listener:
                 log.warning("listener.failed", channel=self.channel, error=repr(exc))
                 return False
             try:
-                await conn.add_listener(self.channel, self.on_notify)
+                for channel in self.channels:
+                    await conn.add_listener(channel, self.on_notify)
             except _ERRORS as exc:
                 log.warning("listener.failed", channel=self.channel, error=repr(exc))
                 with contextlib.suppress(Exception):
@@ -65,7 +75,8 @@ class Listener:
             return
         with contextlib.suppress(Exception):  # a lost one: asyncpg refuses these at once, no matter
             conn.remove_termination_listener(self._terminated)
-        with contextlib.suppress(Exception):
-            await conn.remove_listener(self.channel, self.on_notify)
+        for channel in self.channels:
+            with contextlib.suppress(Exception):
+                await conn.remove_listener(channel, self.on_notify)
         with contextlib.suppress(Exception):
             await self.pool.release(conn)

@@ -20,6 +20,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import SpanKind
 
+from dunning import naps
 from dunning.events import dumps, envelope, topic_for_type
 from dunning.logging import get_logger
 from dunning.loops import Loop
@@ -130,6 +131,12 @@ async def add_rows(conn: asyncpg.Connection, columns: list[list[Any]]) -> None:
     await conn.execute(_ADD_MANY, *columns)
 
 
+_DELETE_AND_HINT = (
+    "WITH gone AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]))"
+    f" SELECT pg_notify('{naps.PREFIX}' || t, '') FROM unnest($2::text[]) AS t"
+)
+
+
 class OutboxRelay(Loop):
     """Publishes outbox rows to Kafka; run one per service replica. Each step publishes one batch; a
     full batch means more are waiting (go again at once), otherwise it waits `poll_seconds` or until
@@ -214,7 +221,8 @@ class OutboxRelay(Loop):
                         )
                     )
             acks = await asyncio.gather(*futures)
-            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+            # deleted, and a hint to idle consumers of these topics at commit (dunning.naps)
+            await conn.execute(_DELETE_AND_HINT, [r["id"] for r in rows], sorted({r["topic"] for r in rows}))
             if self.record_offsets:
                 await _record_offsets(conn, acks)
         self.published += len(rows)

@@ -49,6 +49,9 @@ class CommonSettings(BaseSettings):
     # (fewer empty fetches at rest; the first record after a quiet spell may wait for it). 0 disables.
     consumer_idle_after_seconds: float = 2.0
     consumer_idle_fetch_wait_ms: int = 500
+    # After the quiet spell, with hints (dunning.naps: every publisher NOTIFYs "records:<topic>" after
+    # the broker acknowledged), the consumer pauses until one comes, or this long at most; 0: no naps.
+    consumer_idle_nap_seconds: float = 5.0
     consumer_max_infra_retries: int = 8
     # A replica that dies unannounced (SIGKILL, a lost node) leaves its group after this long; until the
     # group forms again its members' consumption waits. 6 s is Kafka's floor (the broker's

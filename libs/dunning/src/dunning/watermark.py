@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from dunning import naps
 from dunning.clock import utcnow
 from dunning.contracts import WatermarkWanted
 from dunning.events import Event, dumps, envelope
@@ -134,14 +135,17 @@ async def on_watermark_wanted(conn: asyncpg.Connection, event: Event[WatermarkWa
     WANTED.hear(event.data)
 
 
-# the scheduler says when it wants statements `lead` seconds ahead at least: heard one idle fetch wait
-# late (`wakes=False`), it is still in time, and at rest its refreshes do not keep the fetches short
+# the scheduler says when it wants statements `lead` seconds ahead, and its hint wakes a napping consumer
+# at once (dunning.naps): `wakes=False`, so that at rest its refreshes do not keep the fetches short
 WANTED_HANDLER = HandlerSpec(on_watermark_wanted, inbox=False, wakes=False)
 
 
-async def send_heartbeat(producer: AIOKafkaProducer, topic: str, record: Any) -> None:
+async def send_heartbeat(
+    producer: AIOKafkaProducer, topic: str, record: Any, *, hint_to: asyncpg.Pool | asyncpg.Connection | None = None
+) -> None:
     """Publish a gate heartbeat (a statement, or the scheduler's WatermarkWanted) straight to the
-    broker, untraced, and wait for its acknowledgement: only the newest counts, so no outbox."""
+    broker, untraced, and wait for its acknowledgement: only the newest counts, so no outbox. Then
+    hint the topic's idle consumers through `hint_to` (dunning.naps)."""
     message = envelope(record, traceparent=None)
     sent = await producer.send(
         topic,
@@ -150,6 +154,8 @@ async def send_heartbeat(producer: AIOKafkaProducer, topic: str, record: Any) ->
         headers=[(k, v.encode()) for k, v in headers_of(message).items()],
     )
     await sent
+    if hint_to is not None:
+        await naps.hint(hint_to, [topic])
 
 
 class Statement(NamedTuple):
@@ -259,7 +265,7 @@ class WatermarkPublisher(Loop):
         published = snap["published"]
         offsets = {t: {p: int(o) for p, o in published.get(t, {}).items()} for t in self.topics}
         record = self.build(Statement(watermark, offsets, dict(self._certified), utcnow()))
-        await send_heartbeat(self.producer, self.watermarks_topic, record)
+        await send_heartbeat(self.producer, self.watermarks_topic, record, hint_to=conn)
         self.published += 1
         self.last = record._asdict()
         if oldest is not None and fence - oldest > timedelta(seconds=30):

@@ -12,6 +12,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from dunning import outbox
+from dunning.clock import utcnow
 from dunning.consumer import DEAD_LETTER_TOPIC, ConsumerRunner
 from dunning.contracts import InvoiceIssued
 from dunning.db import create_pool
@@ -266,3 +267,65 @@ async def test_a_consumer_dozing_after_a_quiet_spell_still_applies_the_next_even
     finally:
         runner.stop()
         await asyncio.wait_for(task, 40)
+
+
+async def test_a_napping_consumer_is_woken_by_the_relays_hint_and_not_by_its_nap_ending(infra, pool, producer):
+    """After its quiet spell the consumer pauses (dunning.naps) for up to ten minutes: the event the
+    relay publishes is applied all the same, because the relay's hint (NOTIFY "records:<topic>" at its
+    commit) wakes it; the partitions are resumed after every nap."""
+
+    async def handle(conn, event):
+        await conn.execute(
+            "INSERT INTO applied (event_id, invoice_id) VALUES ($1, $2)", event.id, event.data.invoice_id
+        )
+
+    runner = _invoices_runner(infra, pool, handle, f"t-{uuid.uuid4().hex}")
+    runner.idle_after_seconds, runner.idle_nap_seconds = 0.5, 600.0
+    schema = await pool.fetchval("SELECT current_schema()")
+    relay = OutboxRelay(pool, producer, schema)
+    task = asyncio.create_task(runner.run())
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not (runner.naps and runner.naps.naps and runner.consumer.paused()):
+            assert loop.time() < deadline, "the consumer never napped"
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.05)
+        event = invoice_issued()
+        async with pool.acquire() as conn, conn.transaction():
+            await outbox.add_many(conn, [event])
+        assert await relay.publish_once() >= 1  # (and the dead letters of older events on the topic)
+        while not await pool.fetchval("SELECT count(*) FROM applied WHERE event_id = $1::uuid", event["id"]):
+            assert loop.time() < deadline + 30, "the hinted event was not applied: the nap was not cut short"
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.05)
+        assert runner.naps.hints >= 1
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 40)
+    assert not runner.consumer.paused()
+
+
+async def test_the_relay_and_a_gate_heartbeat_hint_their_topics(infra, pool, producer):
+    from dunning.contracts import WatermarkWanted
+    from dunning.naps import channel
+    from dunning.watermark import send_heartbeat
+
+    heard: list[str] = []
+    got = asyncio.Event()
+    conn = await pool.acquire()
+    try:
+        for c in (channel(INVOICES), channel("dunning.watermarks.v1")):
+            await conn.add_listener(c, lambda _c, _pid, ch, _payload: (heard.append(ch), got.set()))
+        async with pool.acquire() as c, c.transaction():
+            await outbox.add_many(c, [invoice_issued()])
+        relay = OutboxRelay(pool, producer, await pool.fetchval("SELECT current_schema()"))
+        assert await relay.publish_once() == 1
+        await asyncio.wait_for(got.wait(), 10)
+        got.clear()
+        await send_heartbeat(producer, "dunning.watermarks.v1", WatermarkWanted(None, utcnow()), hint_to=pool)
+        await asyncio.wait_for(got.wait(), 10)
+    finally:
+        await conn.reset()  # its listeners removed
+        await pool.release(conn)
+    assert heard == [channel(INVOICES), channel("dunning.watermarks.v1")]

@@ -323,3 +323,29 @@ def test_only_the_events_a_runner_handles_and_that_wake_end_its_idle_spell():
     assert runner.wakes(batch(WatermarkWanted, InvoiceIssued)) is True
     assert runner.wakes(batch(None)) is True  # no header: counted
     assert runner.wakes({}) is False
+
+
+def test_a_napping_consumer_keeps_the_brokers_wait_short_and_naps_only_away_from_a_hint(monkeypatch):
+    """While naps are on (`doze=False`) the broker's wait stays the busy one; a consumer stays awake
+    `grace` after a hint heard while awake (a fetch sent before it may have missed its records), and
+    after a nap the next fetch covers every hint so far."""
+    from dunning import idle_fetch, naps
+
+    now = [1000.0]
+    monkeypatch.setattr(idle_fetch.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(naps.time, "monotonic", lambda: now[0])
+    c = _Consumer()
+    idle = idle_fetch.IdleFetch(c, busy_ms=50, idle_ms=500, after_seconds=2)
+    now[0] += 3
+    idle.saw(False)
+    assert idle.quiet and c._fetcher._fetch_max_wait_ms == 500
+    idle.saw(False, doze=False)  # the naps' listener came up: short waits again
+    assert idle.quiet and c._fetcher._fetch_max_wait_ms == 50
+
+    n = naps.Naps(None, ["dunning.invoices.v1"], nap_seconds=5, grace_seconds=0.25)
+    monkeypatch.setattr(naps.Naps, "listening", property(lambda self: True))
+    assert n.may_nap()
+    n.hinted()
+    assert not n.may_nap()
+    now[0] += 0.3
+    assert n.may_nap()

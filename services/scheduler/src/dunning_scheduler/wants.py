@@ -55,6 +55,6 @@ class WantsLoop(Loop):
         return None
 
     async def publish(self, wanted: datetime | None) -> None:
-        await send_heartbeat(self.producer, self.watermarks_topic, WatermarkWanted(wanted, utcnow()))
+        await send_heartbeat(self.producer, self.watermarks_topic, WatermarkWanted(wanted, utcnow()), hint_to=self.pool)
         self.last, self.last_sent = wanted, time.monotonic()
         self.published += 1
