@@ -268,8 +268,10 @@ HANDLERS = {
     PaymentReversed: HandlerSpec(on_payment_reversed),
     PaymentUnallocated: HandlerSpec(on_payment_unallocated),
     CustomerUpdated: HandlerSpec(on_customer_updated),
-    PaymentsWatermark: HandlerSpec(on_payments_watermark, batch=on_payments_watermarks, inbox=False),
-    StopsWatermark: HandlerSpec(on_stops_watermark, batch=on_stops_watermarks, inbox=False),
+    # The gate's statements: each one's hint wakes a napping consumer at once (dunning.naps), so
+    # they need not keep its fetches short between them (wakes=False: at rest one every 30 s did).
+    PaymentsWatermark: HandlerSpec(on_payments_watermark, batch=on_payments_watermarks, inbox=False, wakes=False),
+    StopsWatermark: HandlerSpec(on_stops_watermark, batch=on_stops_watermarks, inbox=False, wakes=False),
     # Stops that pause (pause_handlers.py): the invoice's pending stages wait, DunningPaused; their
     # end resumes them without a burst (DunningResumed).
     HoldPlaced: HandlerSpec(on_hold_placed),
