@@ -223,6 +223,8 @@ class ConsumerRunner:
                     await asyncio.sleep(0.05)
                     continue
                 timeout_ms = 200
+                if naps is not None:
+                    await naps.keep_listening()  # (what it missed while not listening is fetched next)
                 if naps is not None and idle.quiet and naps.may_nap():
                     await naps.nap(consumer, self._stopping)
                     timeout_ms = 2 * self.fetch_wait_ms + 20  # what the nap left; back to sleep if nothing

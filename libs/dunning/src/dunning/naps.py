@@ -45,6 +45,8 @@ class Naps:
     """The naps of one consumer (see the module docstring). `listening` says whether hints can reach
     it now; the runner naps only then, and otherwise dozes on the broker's fetch wait as before."""
 
+    RETRY_SECONDS = 5.0
+
     def __init__(self, pool: asyncpg.Pool, topics: Sequence[str], *, nap_seconds: float, grace_seconds: float = 0.25):
         self.nap_seconds, self.grace = nap_seconds, grace_seconds
         self.listener = Listener(pool, [channel(t) for t in topics], on_notify=self.hinted, on_lost=self.hinted)
@@ -52,6 +54,7 @@ class Naps:
         self.hinted_at = float("-inf")  # time.monotonic() of the last hint
         self.naps = 0
         self.hints = 0
+        self._retry_at = float("-inf")
 
     def hinted(self, *_args) -> None:
         """A hint (a LISTEN callback: it takes and ignores its arguments), or the listener lost."""
@@ -64,6 +67,14 @@ class Naps:
         return self.listener.listening
 
     async def start(self) -> None:
+        await self.listener.ensure()
+
+    async def keep_listening(self) -> None:
+        """Listen again if the LISTEN connection was lost, at most every `RETRY_SECONDS` (PostgreSQL
+        may be down: meanwhile the consumer dozes on the broker's wait)."""
+        if self.listening or time.monotonic() < self._retry_at:
+            return
+        self._retry_at = time.monotonic() + self.RETRY_SECONDS
         await self.listener.ensure()
 
     async def close(self) -> None:
@@ -91,5 +102,3 @@ class Naps:
         finally:
             consumer.resume(*consumer.paused())
         self.hinted_at = float("-inf")  # the next fetch is sent after every hint so far
-        if not self.listening:
-            await self.listener.ensure()  # lost meanwhile: listen again (what it missed is fetched next)

@@ -349,3 +349,29 @@ def test_a_napping_consumer_keeps_the_brokers_wait_short_and_naps_only_away_from
     assert not n.may_nap()
     now[0] += 0.3
     assert n.may_nap()
+
+
+async def test_naps_listen_again_after_a_lost_connection_at_most_every_few_seconds(monkeypatch):
+    """While the LISTEN connection is down (PostgreSQL restarting) the consumer dozes on the broker's
+    wait; it tries to listen again at most every RETRY_SECONDS, not at every fetch."""
+    from dunning import naps
+
+    now = [1000.0]
+    monkeypatch.setattr(naps.time, "monotonic", lambda: now[0])
+    n = naps.Naps(None, ["dunning.invoices.v1"], nap_seconds=5)
+    tries = []
+
+    class Down:
+        listening = False
+
+        async def ensure(self):
+            tries.append(now[0])
+            return False
+
+    n.listener = Down()
+    await n.keep_listening()
+    await n.keep_listening()
+    assert not n.may_nap() and tries == [1000.0]
+    now[0] += n.RETRY_SECONDS + 0.1
+    await n.keep_listening()
+    assert len(tries) == 2
