@@ -68,13 +68,30 @@ def migrated(infra, schema_name):
 
 @pytest.fixture
 async def producer(infra):
-    """A started Kafka producer on the test broker, configured as the services configure theirs."""
+    """A started Kafka producer on the test broker, configured as the services configure theirs; its
+    `send_and_wait` hints the topic's idle consumers afterwards, as every publisher of ours does
+    (dunning.naps), so that a service's napping consumer reads a test's record at once."""
+    import asyncpg
+
+    from dunning import naps
     from dunning.kafka import make_producer
 
     producer = make_producer(infra.kafka_bootstrap_servers, "test")
     await producer.start()
-    yield producer
-    await producer.stop()
+    conn = await asyncpg.connect(infra.database_url)
+    send_and_wait = producer.send_and_wait
+
+    async def hinting(topic, *args, **kwargs):
+        sent = await send_and_wait(topic, *args, **kwargs)
+        await naps.hint(conn, [topic])
+        return sent
+
+    producer.send_and_wait = hinting
+    try:
+        yield producer
+    finally:
+        await conn.close()
+        await producer.stop()
 
 
 @dataclass
