@@ -23,14 +23,14 @@ Two kinds of failure, told apart (arroyo's rule):
 
 import asyncio
 import contextlib
-import uuid
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from opentelemetry.trace import SpanKind
 
-from dunning import inbox, outbox
+from dunning import inbox
+from dunning.dead_letters import dead_letter
 from dunning.events import Event, InvalidEvent, decode
 from dunning.handler_table import BatchHandler, Handler, HandlerTable, Rejected, topics_of
 from dunning.idle_fetch import IdleFetch
@@ -38,9 +38,6 @@ from dunning.logging import bind_context, clear_context, get_logger
 from dunning.naps import Naps
 from dunning.positions import record_positions
 from dunning.tracing import context_from_traceparent, tracer
-
-DEAD_LETTER_TOPIC = "dunning.deadletter.v1"
-
 
 log = get_logger(__name__)
 
@@ -385,35 +382,7 @@ class ConsumerRunner:
         event_id: str | None,
         event_type: str = "unknown",
     ) -> None:
-        log.error(
-            "consumer.dead_letter",
-            consumer=self.name,
-            reason=reason,
-            error=error[:500],
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
-        if event_id is not None:
-            await inbox.claim(conn, event_id, event_type, record.topic, status="dead_lettered")
-        headers = {k: v.decode(errors="replace") for k, v in (record.headers or ())}
-        headers.update(
-            {
-                "x-dlq-reason": reason,
-                "x-dlq-error": error[:2000],
-                "x-dlq-original-topic": record.topic,
-                "x-dlq-original-partition": str(record.partition),
-                "x-dlq-original-offset": str(record.offset),
-                "x-dlq-consumer-group": self.group_id,
-            }
-        )
-        await outbox.add_raw(
-            conn,
-            topic=DEAD_LETTER_TOPIC,
-            key=(record.key or b"").decode(errors="replace"),
-            payload=record.value or b"",
-            event_id=event_id or str(uuid.uuid4()),
-            event_type=event_type,
-            headers=headers,
+        await dead_letter(
+            conn, record, reason, error, self.name, self.group_id, event_id=event_id, event_type=event_type
         )
         self.dead_lettered += 1

@@ -13,9 +13,10 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from dunning import outbox
 from dunning.clock import utcnow
-from dunning.consumer import DEAD_LETTER_TOPIC, ConsumerRunner
+from dunning.consumer import ConsumerRunner
 from dunning.contracts import InvoiceIssued
 from dunning.db import create_pool
+from dunning.dead_letters import DEAD_LETTER_TOPIC
 from dunning.events import new_event, schemas_dir
 from dunning.handler_table import HandlerSpec, Rejected
 from dunning.ids import new_id

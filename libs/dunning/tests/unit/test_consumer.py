@@ -8,8 +8,9 @@ import orjson
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from dunning.consumer import DEAD_LETTER_TOPIC, ConsumerRunner
+from dunning.consumer import ConsumerRunner
 from dunning.contracts import InvoiceIssued, PaymentReceived, PaymentsWatermark, StageEscalated
+from dunning.dead_letters import DEAD_LETTER_TOPIC
 from dunning.events import schemas_dir
 from dunning.handler_table import HandlerSpec, Rejected, topics_of
 from dunning_tools.testing.fakes import FakeConsumer

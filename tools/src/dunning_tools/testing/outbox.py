@@ -2,7 +2,7 @@
 
 import orjson
 
-from dunning.consumer import DEAD_LETTER_TOPIC
+from dunning.dead_letters import DEAD_LETTER_TOPIC
 from dunning.events import validate
 
 
