@@ -213,8 +213,6 @@ class ConsumerRunner:
         if self.idle_nap_seconds > 0:
             naps = self.naps = Naps(self.pool, self.topics, nap_seconds=self.idle_nap_seconds)
         try:
-            if naps is not None:
-                await naps.start()
             while not self._stopping.is_set():
                 if self.paused:
                     await asyncio.sleep(0.05)

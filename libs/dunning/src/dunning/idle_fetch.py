@@ -31,7 +31,7 @@ class IdleFetch:
             if self.dozing:
                 self._set(self.busy_ms)
                 self.dozing = False
-        elif not self.dozing and self.idle_ms > self.busy_ms and time.monotonic() - self.last_record > self.after:
+        elif not self.dozing and self.idle_ms > self.busy_ms and self.quiet:
             self._set(self.idle_ms)
             self.dozing = True
 

@@ -66,9 +66,6 @@ class Naps:
     def listening(self) -> bool:
         return self.listener.listening
 
-    async def start(self) -> None:
-        await self.listener.ensure()
-
     async def keep_listening(self) -> None:
         """Listen again if the LISTEN connection was lost, at most every `RETRY_SECONDS` (PostgreSQL
         may be down: meanwhile the consumer dozes on the broker's wait)."""
