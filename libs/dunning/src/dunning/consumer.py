@@ -32,6 +32,7 @@ from opentelemetry.trace import SpanKind
 from dunning import inbox
 from dunning.dead_letters import dead_letter
 from dunning.events import Event, InvalidEvent, decode
+from dunning.group_leave import leave_on_stop
 from dunning.handler_table import BatchHandler, Handler, HandlerTable, Rejected, topics_of
 from dunning.idle_fetch import IdleFetch
 from dunning.logging import bind_context, clear_context, get_logger
@@ -207,6 +208,7 @@ class ConsumerRunner:
     async def run(self) -> None:
         consumer = self.consumer = self.make_consumer()
         await consumer.start()
+        leave_on_stop(consumer)  # from a Tansu group's first generation too
         log.info("consumer.started", consumer=self.name, topics=self.topics, group=self.group_id)
         idle = IdleFetch(consumer, self.fetch_wait_ms, self.idle_fetch_wait_ms, self.idle_after_seconds)
         naps = None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
 from dunning import outbox
@@ -203,6 +204,41 @@ async def test_infrastructure_error_retries_the_batch_and_offsets_follow_the_dat
     await producer.send_and_wait(INVOICES, value=orjson.dumps(marker), key=key.encode())
     await _run(restarted, lambda: asyncio.sleep(0.05, result=marker["id"] in again))
     assert again == [marker["id"]], "only what came after the committed offset is delivered again"
+
+
+async def _members(admin: AIOKafkaAdminClient, group: str) -> list:
+    [description] = await admin.describe_consumer_groups([group])
+    [found] = description.groups
+    error_code, group_id, state, protocol_type, protocol, members = found[:6]
+    assert error_code == 0, found
+    return list(members)
+
+
+async def test_a_runner_stopped_in_its_groups_first_generation_leaves_the_group(infra, pool):
+    """Tansu numbers a group's first generation 0 and aiokafka leaves only from 1 (dunning.group_leave):
+    a runner stopped then stayed a member until its session ran out, and the next to join waited ~8 s."""
+    group = f"t-{uuid.uuid4().hex}"
+
+    async def handle(conn, event):
+        return None
+
+    runner = _invoices_runner(infra, pool, handle, group, name="leaves")
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap_servers)
+    await admin.start()
+    task = asyncio.create_task(runner.run())
+    try:
+        async with asyncio.timeout(30):
+            while runner.consumer is None or not runner.consumer.assignment():
+                await asyncio.sleep(0.05)
+        assert runner.consumer._coordinator.generation == 0  # Tansu's first generation: the case at stake
+        assert len(await _members(admin, group)) == 1
+        runner.stop()
+        await asyncio.wait_for(task, 30)
+        assert await _members(admin, group) == []  # it left, rather than waiting out its session
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 30)
+        await admin.close()
 
 
 async def test_a_loop_whose_listen_connection_is_lost_listens_again(infra, pool):
