@@ -203,6 +203,7 @@ class ConsumerRunner:
             heartbeat_interval_ms=max(self.session_timeout_ms // 3, 100),
             rebalance_timeout_ms=self.rebalance_timeout_ms,
             max_poll_interval_ms=120_000,
+            consumer_timeout_ms=1000,  # the fetcher's fallback wake-up; a resume, a rebalance or data wake it at once
         )
 
     async def run(self) -> None:

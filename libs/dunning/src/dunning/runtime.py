@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from dunning.db import create_pool, migrate
+from dunning.http.server import QuietServer
 from dunning.kafka import make_producer
 from dunning.logging import configure_logging, get_logger
 from dunning.loops import Chore, Housekeeping
@@ -54,7 +55,7 @@ class Service:
         return self.settings.service_name
 
 
-class _Server(uvicorn.Server):
+class _Server(QuietServer):
     @contextlib.contextmanager
     def capture_signals(self):  # the runtime owns the signals, so it can drain in order
         yield
@@ -141,7 +142,7 @@ async def run_service(service: Service) -> None:
         log.info("service.draining", signal=signame)
         stopping.set()
         if server is not None:
-            server.should_exit = True
+            server.exit()
         for worker in service.workers:
             worker.stop()
 

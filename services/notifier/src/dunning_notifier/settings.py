@@ -90,7 +90,7 @@ class Settings(CommonSettings):
     poll_seconds: float = Field(0.05, gt=0)  # the shortest look-again when nothing is claimable
     # The longest: a written delivery or notice wakes the dispatcher at once (due_wakeup.py), a retry
     # or a notice's time is slept until; this only bounds a wake-up lost while LISTEN was down.
-    idle_poll_seconds: float = Field(1.0, gt=0)
+    idle_poll_seconds: float = Field(5.0, gt=0)
     retry_base_seconds: float = Field(30.0, gt=0)  # backoff: base * 2^(attempt-1), capped, jittered
     retry_max_seconds: float = Field(3600.0, gt=0)
     record_batch_max: int = Field(500, ge=1)

@@ -7,7 +7,8 @@ is due at its time; a promise's or an instalment's only once the firing gate's w
 (`repository.gate_state`: the minimum over every acknowledging service) is at or past it, so a
 payment acknowledged before the deadline is always applied before it is judged, however late it
 travels. With the gate off (a scheduler without reconciliation), at its time. It polls every
-`poll_seconds` (deadlines are few; one second late is well inside any grace).
+`poll_seconds` (deadlines are few; one second late is well inside any grace); a look that finds no
+deadline at its time reads nothing more (no transaction, no gate).
 """
 
 from collections.abc import Sequence
@@ -52,6 +53,9 @@ class DeadlineLoop(Loop):
 
     async def judge_once(self) -> int:
         """Judge the deadlines due now (gated ones under the gate's watermark); returns how many."""
+        async with self.pool.acquire() as conn:
+            if not await repository.any_deadline_due(conn):  # the usual look: nothing due, no gate read
+                return 0
         async with self.pool.acquire() as conn, conn.transaction():
             if self.gated:
                 gate = await repository.gate_state(conn, self.payments_topic, self.sources)

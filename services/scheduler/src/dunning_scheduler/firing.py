@@ -6,7 +6,8 @@ timer to the outbox, all in one transaction; the outbox relay publishes them. A 
 more are due: go again at once. Otherwise wait until the next timer is due or `poll_seconds`,
 whichever is sooner; a NOTIFY on `scheduler_timers_<schema>` (sent when a timer is planned due
 within `repository.WAKE_AHEAD_SECONDS`, when a pause ends and when a watermark statement arrives)
-wakes the loop early, so at rest it looks once a second, not ten times. Stop, wake and backoff are the
+wakes the loop early, so at rest it looks once a second, not ten times, and a look with nothing due
+reads the next timer's time alone (no firing transaction, no gate). Stop, wake and backoff are the
 loop base's (dunning.loops).
 
 A batch whose tenants configure firing rules (send window, contact caps, consolidation) or whose
@@ -20,6 +21,7 @@ superseded watermark statements now and then.
 
 import time
 from collections.abc import Iterable
+from datetime import datetime
 
 import asyncpg
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -95,17 +97,24 @@ class FiringLoop(Loop):
         return fired
 
     async def step(self) -> float | None:
-        await self.fire_once()
-        if self.claimed >= self.batch_size:
-            return 0  # more are due: go again at once
-        return await self._sleep_seconds()
+        next_due = await self._next_due()
+        if next_due is not None and next_due <= utcnow():  # due (the gate may still hold it): fire
+            await self.fire_once()
+            if self.claimed >= self.batch_size:
+                return 0  # more are due: go again at once
+            next_due = await self._next_due()
+        return await self._sleep_seconds(next_due)
 
-    async def _sleep_seconds(self) -> float:
+    async def _next_due(self) -> datetime | None:
+        """The earliest scheduled timer's time (one probe of timers_due: with none due, a step costs no
+        firing transaction and no gate), pruning superseded statements now and then."""
         async with self.pool.acquire() as conn:
-            next_due = await repository.next_due_at(conn)
             if self.gated and time.monotonic() - self._last_prune > 30:
                 self._last_prune = time.monotonic()
                 await repository.prune_watermarks(conn)
+            return await repository.next_due_at(conn)
+
+    async def _sleep_seconds(self, next_due: datetime | None) -> float:
         if next_due is None:
             return self.poll_seconds
         wait = (next_due - utcnow()).total_seconds()

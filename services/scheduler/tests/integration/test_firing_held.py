@@ -18,7 +18,7 @@ async def _reports(loop: FiringLoop) -> list[dict]:
     captured, old = structlog.testing.LogCapture(), structlog.get_config()
     structlog.configure(processors=[captured])
     try:
-        await loop._sleep_seconds()
+        await loop._sleep_seconds(await loop._next_due())
     finally:
         structlog.configure(**old)
     return [e for e in captured.entries if e["event"] == "scheduler.firing.held"]

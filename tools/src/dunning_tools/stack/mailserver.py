@@ -36,6 +36,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope
 from fastapi import FastAPI, HTTPException
 
+from dunning.http.server import QuietServer
 from dunning_tools.stack.procs import spawn, wait_for_port
 
 
@@ -280,7 +281,7 @@ async def serve(directory: Path, smtp_port: int, http_port: int, dsn_port: int |
     controller = Controller(MaildirHandler(directory, greylist, bouncer), hostname="127.0.0.1", port=smtp_port)
     controller.start()
     try:
-        server = uvicorn.Server(
+        server = QuietServer(
             uvicorn.Config(
                 make_api(directory, greylist, bouncer), host="127.0.0.1", port=http_port, log_level="warning"
             )

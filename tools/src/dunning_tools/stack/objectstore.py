@@ -36,6 +36,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from dunning.http.server import QuietServer
+
 SUFFIX = ".o"
 XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
@@ -276,7 +278,8 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(make_app(args.dir), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    config = uvicorn.Config(make_app(args.dir), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    QuietServer(config).run()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from dunning_scheduler.repository.changes import (
     store_customer,
     update_invoice,
 )
-from dunning_scheduler.repository.deadlines import add_deadlines, drop_deadlines, take_due_deadlines
+from dunning_scheduler.repository.deadlines import add_deadlines, any_deadline_due, drop_deadlines, take_due_deadlines
 from dunning_scheduler.repository.firing import (
     GATE_SOURCES,
     PAYMENTS_TOPIC,
@@ -78,6 +78,7 @@ __all__ = [
     "TIMER_COLUMNS",
     "active_plans_of",
     "add_deadlines",
+    "any_deadline_due",
     "advance_replan",
     "apply_payment",
     "cancel_instalments",

@@ -36,6 +36,11 @@ RETURNING kind, cause_id, number, tenant_id, at
 """
 
 
+async def any_deadline_due(conn: asyncpg.Connection) -> bool:
+    """Whether any deadline's time has come (one probe of deadlines_at; the gate is read only then)."""
+    return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM deadlines WHERE at <= now())")
+
+
 async def take_due_deadlines(conn: asyncpg.Connection, watermark: datetime | None, limit: int) -> list[asyncpg.Record]:
     rows = await conn.fetch(_TAKE_DUE, watermark, limit)
     return sorted(rows, key=lambda r: (r["at"], r["kind"], r["cause_id"], r["number"]))

@@ -118,6 +118,9 @@ SELECT least(
 FROM gate
 """.replace("{PASSES_GATE}", _PASSES_GATE)
 )
+_ANY_WANTED = (
+    "SELECT EXISTS (SELECT 1 FROM timers WHERE state = 'scheduled') OR EXISTS (SELECT 1 FROM deadlines WHERE gated)"
+)
 _ORDERED_WALK = "SET LOCAL enable_bitmapscan = off"  # until the firing transaction ends (fire_due)
 PAYMENTS_TOPIC = topic(PaymentReceived)  # the catalogue's (Settings.payments_topic may name another)
 
@@ -173,7 +176,10 @@ async def held_by_gate(
 async def wanted_from(
     conn: asyncpg.Connection, payments_topic: str = PAYMENTS_TOPIC, sources: Sequence[str] = GATE_SOURCES
 ) -> datetime | None:
-    """The earliest timer or gated deadline above the gate's watermark (None: there is none)."""
+    """The earliest timer or gated deadline above the gate's watermark (None: there is none; with no
+    timer scheduled and no gated deadline, known without reading the gate)."""
+    if not await conn.fetchval(_ANY_WANTED):
+        return None
     return await conn.fetchval(_WANTED_FROM, payments_topic, list(sources))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from dunning.http.server import QuietServer
 from dunning_tools.stack.procs import spawn, wait_for_port
 from dunning_tools.stack.providers import hooks, printmail, twilio
 
@@ -45,7 +46,8 @@ def main() -> None:
     parser.add_argument("--secret", action="append", default=[], help="key=value")
     args = parser.parse_args()
     secrets = dict(item.split("=", 1) for item in args.secret)
-    uvicorn.run(make_app(args.dir, secrets), host="127.0.0.1", port=args.port, log_level="warning")
+    config = uvicorn.Config(make_app(args.dir, secrets), host="127.0.0.1", port=args.port, log_level="warning")
+    QuietServer(config).run()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""QuietServer: uvicorn ticking once a second (dunning.http.server) still serves, sends its Date
+header, and stops when told."""
+
+import asyncio
+import socket
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from dunning.http.server import QuietServer
+
+pytestmark = pytest.mark.unit
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_it_serves_with_a_date_header_ticks_once_a_second_and_exits_when_told(monkeypatch):
+    app = FastAPI()
+
+    @app.get("/ping")
+    async def ping() -> dict:
+        return {"ok": True}
+
+    port = _free_port()
+    server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    ticks: list[int] = []
+    real_tick = server.on_tick
+
+    async def on_tick(counter: int) -> bool:
+        ticks.append(counter)
+        return await real_tick(counter)
+
+    monkeypatch.setattr(server, "on_tick", on_tick)
+    serving = asyncio.create_task(server.serve())
+    async with asyncio.timeout(10):
+        while not server.started:
+            await asyncio.sleep(0.01)
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(f"http://127.0.0.1:{port}/ping")
+    assert answer.json() == {"ok": True} and answer.headers["date"].endswith("GMT")
+    server.exit()
+    await asyncio.wait_for(serving, 10)
+    assert ticks and all(t % 10 == 0 for t in ticks)  # each tick refreshes the Date header
