@@ -51,7 +51,7 @@ class CommonSettings(BaseSettings):
     consumer_idle_fetch_wait_ms: int = 500
     # After the quiet spell, with hints (dunning.naps: every publisher NOTIFYs "records:<topic>" after
     # the broker acknowledged), the consumer pauses until one comes, or this long at most; 0: no naps.
-    consumer_idle_nap_seconds: float = 5.0
+    consumer_idle_nap_seconds: float = 10.0
     consumer_max_infra_retries: int = 8
     # A replica that dies unannounced (SIGKILL, a lost node) leaves its group after this long; until the
     # group forms again its members' consumption waits. 6 s is Kafka's floor (the broker's
