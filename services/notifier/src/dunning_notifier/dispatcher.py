@@ -299,6 +299,7 @@ class Dispatcher:
         for attempt in itertools.count(1):
             try:
                 await self._record(await held.get(), batch)
+                self.wakeup.poke()  # a retry recorded now may fall due before the claim loop's sleep ends
                 return
             except Exception as exc:
                 await held.drop()

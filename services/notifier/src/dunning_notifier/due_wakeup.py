@@ -30,6 +30,12 @@ class DueWakeup:
         """Taken before looking for work: a notification that comes meanwhile ends the next sleep."""
         return self._event
 
+    def poke(self) -> None:
+        """This process recorded an outcome (a retry back to pending, a lease let go): look again now.
+        The NOTIFY trigger covers inserts only; without this, a retry due soon would wait up to
+        `max_seconds`."""
+        self._notified()
+
     def _notified(self, *_args) -> None:
         self.wakeups += 1
         event, self._event = self._event, asyncio.Event()

@@ -160,6 +160,7 @@ class NoticeSender:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     await self._record(conn, notice_id, d, lists, outcome, delay)
+                self.wakeup.poke()  # a retry recorded now may fall due before the workers' sleep ends
                 return
             except Exception as exc:
                 if self.stopping.is_set() and attempt >= 5:

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from dunning_tools.stack.procs import free_port
 from dunning_tools.testing.waits import async_wait_until
 
 pytestmark = pytest.mark.integration
@@ -40,6 +41,16 @@ async def test_a_delivery_due_later_is_sent_when_it_falls_due(notifier, stage_da
         await asyncio.sleep(0.5)
         assert await _state(notifier, data["invoice_id"], "pending")  # not yet due
         await async_wait_until(lambda: _state(notifier, data["invoice_id"], "sent"), timeout=15, what="sent")
+
+
+async def test_a_retry_the_dispatcher_recorded_is_attempted_when_due_not_after_its_idle_sleep(notifier, stage_data):
+    """A retry is an UPDATE back to pending, which the insert-only trigger does not announce: the
+    dispatcher that recorded it looks again itself (DueWakeup.poke), so every attempt comes on time."""
+    data = stage_data()
+    await notifier.receive(data)
+    async with notifier.dispatching(free_port(), idle_poll_seconds=IDLE, max_attempts=3):  # nobody listens
+        row = await async_wait_until(lambda: _state(notifier, data["invoice_id"], "failed"), timeout=15, what="failed")
+    assert row["attempts"] == 3
 
 
 async def test_a_notice_written_while_the_workers_sleep_is_sent_at_once(notifier, notice_item, notice_data):
