@@ -5,6 +5,7 @@ KAFKA_BOOTSTRAP_SERVERS, when set, point the tests at servers you run yourself i
 """
 
 import asyncio
+import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -40,13 +41,19 @@ class Infra:
 
 
 @pytest.fixture(scope="session")
-def infra():
+def infra(request):
+    """The session's PostgreSQL and broker in a temporary directory, deleted after the session (a few
+    hundred MB each) unless a test failed: then it is kept for its logs, and its path printed."""
     from dunning.kafka import ensure_topics
 
     workdir = Path(tempfile.mkdtemp(prefix="dunning-test-"))
     with database(workdir) as db, broker(workdir) as bootstrap:
         asyncio.run(ensure_topics(bootstrap))
         yield Infra(db.dsn, bootstrap, workdir)
+    if request.session.testsfailed:
+        print(f"\nthe test servers' directory is kept: {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
