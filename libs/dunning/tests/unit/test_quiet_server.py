@@ -2,7 +2,6 @@
 header, and stops when told."""
 
 import asyncio
-import socket
 
 import httpx
 import pytest
@@ -10,24 +9,19 @@ import uvicorn
 from fastapi import FastAPI
 
 from dunning.http.server import QuietServer
+from dunning_tools.stack.procs import free_port
 
 pytestmark = pytest.mark.unit
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def test_it_serves_with_a_date_header_ticks_once_a_second_and_exits_when_told(monkeypatch):
+async def test_it_serves_with_a_date_header_refreshed_at_every_tick_and_exits_when_told(monkeypatch):
     app = FastAPI()
 
     @app.get("/ping")
     async def ping() -> dict:
         return {"ok": True}
 
-    port = _free_port()
+    port = free_port()
     server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
     ticks: list[int] = []
     real_tick = server.on_tick

@@ -104,7 +104,8 @@ FROM gate
 # gate's watermark does not cover yet (all of them while it has none), and the earliest timer under it
 # whose InvoiceIssued reconciliation has not certified yet (only a newer statement can certify it).
 # A timer the gate passes that does not fire (a held customer's) needs no newer statement: whenever it
-# may fire, the gate passes it.
+# may fire, the gate passes it. With no timer scheduled and no gated deadline the WHERE, which names
+# nothing of the gate, is a one-time filter: PostgreSQL answers no row without reading the gate.
 _WANTED_FROM = (
     _GATE.replace("$SOURCES", "$2")
     + """
@@ -116,10 +117,8 @@ SELECT least(
     (SELECT min(d.at) FROM deadlines AS d
      WHERE d.gated AND (gate.watermark IS NULL OR d.at > gate.watermark)))
 FROM gate
+WHERE EXISTS (SELECT 1 FROM timers WHERE state = 'scheduled') OR EXISTS (SELECT 1 FROM deadlines WHERE gated)
 """.replace("{PASSES_GATE}", _PASSES_GATE)
-)
-_ANY_WANTED = (
-    "SELECT EXISTS (SELECT 1 FROM timers WHERE state = 'scheduled') OR EXISTS (SELECT 1 FROM deadlines WHERE gated)"
 )
 _ORDERED_WALK = "SET LOCAL enable_bitmapscan = off"  # until the firing transaction ends (fire_due)
 PAYMENTS_TOPIC = topic(PaymentReceived)  # the catalogue's (Settings.payments_topic may name another)
@@ -178,8 +177,6 @@ async def wanted_from(
 ) -> datetime | None:
     """The earliest timer or gated deadline above the gate's watermark (None: there is none; with no
     timer scheduled and no gated deadline, known without reading the gate)."""
-    if not await conn.fetchval(_ANY_WANTED):
-        return None
     return await conn.fetchval(_WANTED_FROM, payments_topic, list(sources))
 
 
